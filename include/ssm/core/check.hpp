@@ -1,0 +1,129 @@
+// Argument validation for ops: a Checker names the op once, and each line checks one property of one
+// argument, throwing ssm::Error with the op, the argument, the expected and the actual value:
+//
+//   Checker c("selective_scan");
+//   c.floating("u", u).shape("u", u, {b, d, l}).same_device({{"u", u}, {"delta", delta}});
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "ssm/core/error.hpp"
+#include "ssm/core/tensor.hpp"
+
+namespace ssm {
+
+/// A named argument, for checks over several tensors.
+struct NamedView {
+  const char* name;
+  const TensorView& view;
+};
+
+/// Wildcard extent for Checker::shape: any size is accepted in that dimension.
+inline constexpr index_t kAny = -1;
+
+class Checker {
+ public:
+  explicit Checker(std::string op) : op_(std::move(op)) {}
+
+  const std::string& op() const { return op_; }
+
+  /// Throws "op: argument 'name': message".
+  template <class... Args>
+  [[noreturn]] void fail_arg(const char* name, Args&&... args) const {
+    ::ssm::fail(op_, ": argument '", name, "': ", std::forward<Args>(args)...);
+  }
+  template <class... Args>
+  const Checker& require(bool cond, const char* name, Args&&... args) const {
+    if (!cond) fail_arg(name, std::forward<Args>(args)...);
+    return *this;
+  }
+
+  const Checker& defined(const char* name, const TensorView& t) const {
+    return require(t.data() != nullptr || t.numel() == 0, name, "has no data (null pointer with ", t.numel(),
+                   " elements)");
+  }
+  const Checker& rank(const char* name, const TensorView& t, int r) const {
+    return require(t.rank() == r, name, "expected rank ", r, ", got rank ", t.rank(), " with shape ",
+                   t.shape().str());
+  }
+  /// Exact shape, with kAny for dimensions that may take any size.
+  const Checker& shape(const char* name, const TensorView& t, std::initializer_list<index_t> expected) const {
+    bool ok = t.rank() == static_cast<int>(expected.size());
+    int k = 0;
+    for (index_t e : expected) {
+      if (ok && e != kAny && t.size(k) != e) ok = false;
+      ++k;
+    }
+    if (!ok) fail_arg(name, "expected shape ", format_expected(expected), ", got ", t.shape().str());
+    return *this;
+  }
+  const Checker& dtype(const char* name, const TensorView& t, DType expected) const {
+    return require(t.dtype() == expected, name, "expected dtype ", ssm::name(expected), ", got ",
+                   ssm::name(t.dtype()));
+  }
+  const Checker& dtype_in(const char* name, const TensorView& t, std::initializer_list<DType> allowed) const {
+    for (DType d : allowed)
+      if (t.dtype() == d) return *this;
+    std::string list;
+    for (DType d : allowed) list += (list.empty() ? "" : ", ") + std::string(ssm::name(d));
+    fail_arg(name, "expected dtype in {", list, "}, got ", ssm::name(t.dtype()));
+  }
+  const Checker& floating(const char* name, const TensorView& t) const {
+    return dtype_in(name, t, {DType::f32, DType::f64, DType::f16, DType::bf16});
+  }
+  const Checker& same_dtype(const char* name, const TensorView& t, const char* ref_name,
+                            const TensorView& ref) const {
+    return require(t.dtype() == ref.dtype(), name, "expected dtype ", ssm::name(ref.dtype()), " (the dtype of '",
+                   ref_name, "'), got ", ssm::name(t.dtype()));
+  }
+  const Checker& device(const char* name, const TensorView& t, Device expected) const {
+    return require(t.device() == expected, name, "expected device ", expected.str(), ", got ",
+                   t.device().str());
+  }
+  /// All given tensors on one device (mixed devices are an error, never a silent copy).
+  const Checker& same_device(std::initializer_list<NamedView> args) const {
+    const NamedView* first = nullptr;
+    for (const NamedView& a : args) {
+      if (!first) {
+        first = &a;
+        continue;
+      }
+      if (!(a.view.device() == first->view.device()))
+        fail_arg(a.name, "is on ", a.view.device().str(), " but '", first->name, "' is on ",
+                 first->view.device().str(), " (mixed devices: move the tensors to one device first)");
+    }
+    return *this;
+  }
+  /// Unit stride along dimension dim (e.g. the sequence dimension an op streams over).
+  const Checker& unit_stride(const char* name, const TensorView& t, int dim) const {
+    return require(t.size(dim) <= 1 || t.stride(dim) == 1, name, "expected stride 1 in dimension ", dim,
+                   ", got strides ", t.strides().str(), " for shape ", t.shape().str());
+  }
+  const Checker& contiguous(const char* name, const TensorView& t) const {
+    return require(t.is_contiguous(), name, "expected a contiguous tensor, got strides ", t.strides().str(),
+                   " for shape ", t.shape().str());
+  }
+  const Checker& finite(const char* name, double v) const {
+    return require(std::isfinite(v), name, "must be finite, got ", v);
+  }
+  const Checker& positive(const char* name, double v) const {
+    return require(std::isfinite(v) && v > 0, name, "must be finite and > 0, got ", v);
+  }
+
+ private:
+  static std::string format_expected(std::initializer_list<index_t> e) {
+    std::string s = "(";
+    bool first = true;
+    for (index_t v : e) {
+      s += (first ? "" : ", ") + (v == kAny ? std::string("*") : std::to_string(v));
+      first = false;
+    }
+    return s + ")";
+  }
+
+  std::string op_;
+};
+
+}  // namespace ssm

@@ -1,0 +1,26 @@
+// Host API of the compiled CUDA backend (target ssm::cuda): device queries, memory, copies.
+// Linking ssm::cuda defines SSM_HAS_CUDA for its consumers, which turns on the CUDA paths of the
+// header-only library. Every function throws ssm::Error carrying the CUDA runtime's message on failure.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "ssm/core/device.hpp"
+
+namespace ssm::cuda {
+
+/// Number of usable CUDA devices; throws ssm::Error with the runtime's message when the query fails
+/// (for example error 35, "CUDA driver version is insufficient", on a machine without a GPU).
+int device_count();
+/// Throws ssm::Error unless device `index` exists and the runtime works.
+void ensure_device(int index);
+/// One line describing the runtime: "2 device(s): NVIDIA H100 ..." or the error the runtime gave.
+std::string runtime_status();
+
+void* device_malloc(std::size_t bytes, int index);
+void device_free(void* p, int index) noexcept;
+void memcpy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes);
+void memset_zero(void* p, Device device, std::size_t bytes);
+
+}  // namespace ssm::cuda
