@@ -1,0 +1,68 @@
+// The argument block every selective-scan implementation receives once the op has validated its
+// tensors: plain pointers, sizes and element strides, trivially copyable so a CUDA kernel takes it by
+// value. The reference, the optimized CPU path and the CUDA kernels all read this one struct.
+// Semantics (Gu & Dao 2023, selective_scan_ref; MATH.md §5), channel c uses group c / (d / g):
+//   Delta_t = softplus(delta_t + delta_bias)         (softplus only when delta_softplus)
+//   h_t     = exp(Delta_t A) * h_{t-1} + Delta_t B_t u_t
+//   y_t     = C_t . h_t + D u_t                       (complex A: 2 Re(C_t . h_t) + D u_t)
+//   out_t   = y_t * silu(z_t)                         (when z is given)
+#pragma once
+
+#include <cstdint>
+
+#include "ssm/core/macros.hpp"
+
+namespace ssm {
+
+struct ScanParams {
+  using index_t = std::int64_t;
+
+  // ---- sizes ----
+  index_t batch = 0;     // b: sequences (with cu_seqlens: 1, the sequences are packed along l)
+  index_t dim = 0;       // d: channels
+  index_t seqlen = 0;    // l: time steps (with cu_seqlens: the packed total)
+  index_t dstate = 0;    // n: state size per channel (complex entries when is_complex)
+  index_t n_groups = 1;  // g: groups sharing B and C; d % g == 0
+
+  // ---- flags ----
+  bool is_complex = false;     // A, B, C, state complex (interleaved re, im pairs of the weight type)
+  bool variable_B = true;      // B: (b, g, n, l) when true, (d, n) when false
+  bool variable_C = true;      // C likewise
+  bool delta_softplus = false;
+
+  // ---- inputs (the input dtype: f32, f64, f16 or bf16), unit stride along l ----
+  const void* u = nullptr;  // (b, d, l)
+  index_t u_batch_stride = 0, u_d_stride = 0;
+  const void* delta = nullptr;  // (b, d, l)
+  index_t delta_batch_stride = 0, delta_d_stride = 0;
+  const void* z = nullptr;  // (b, d, l) or null
+  index_t z_batch_stride = 0, z_d_stride = 0;
+  // variable B/C: (b, g, n, l), in the input dtype (complex: the weight's complex type, unit stride along l
+  // counted in complex elements); fixed B/C: (d, n) in the weight dtype (complex when is_complex)
+  const void* B = nullptr;
+  index_t B_batch_stride = 0, B_group_stride = 0, B_n_stride = 0;  // fixed: B_group_stride = d stride
+  const void* C = nullptr;
+  index_t C_batch_stride = 0, C_group_stride = 0, C_n_stride = 0;
+
+  // ---- weights (the weight dtype: f32 for f32/f16/bf16 inputs, f64 for f64; complex when is_complex) ----
+  const void* A = nullptr;  // (d, n)
+  index_t A_d_stride = 0, A_n_stride = 0;
+  const void* D = nullptr;           // (d) or null, real weight dtype
+  const void* delta_bias = nullptr;  // (d) or null, real weight dtype
+
+  // ---- state (the state dtype = the weight dtype: f32, f64, c64 or c128) ----
+  const void* initial_state = nullptr;  // (b, d, n) (with cu_seqlens: (n_seqs, d, n)) or null (zeros)
+  index_t init_batch_stride = 0, init_d_stride = 0, init_n_stride = 0;
+  void* last_state = nullptr;  // (b, d, n) (with cu_seqlens: (n_seqs, d, n)) or null, contiguous
+  index_t last_batch_stride = 0, last_d_stride = 0;
+
+  // ---- packed variable-length batches ----
+  const std::int64_t* cu_seqlens = nullptr;  // (n_seqs + 1), 0 = cu[0] < ... <= cu[n_seqs] = l; null if unused
+  index_t n_seqs = 0;
+
+  // ---- output (input dtype) ----
+  void* out = nullptr;  // (b, d, l), contiguous
+  index_t out_batch_stride = 0, out_d_stride = 0;
+};
+
+}  // namespace ssm
