@@ -1,0 +1,26 @@
+# Script mode: install this build (find_package mode) or point at the sources (add_subdirectory mode),
+# then configure, build and run tests/packaging/consumer. Fails with the failing step's output.
+function(run_step what)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "packaging (${MODE}): ${what} failed (${rc}):\n${out}\n${err}")
+  endif()
+  message(STATUS "${what}: ok\n${out}")
+endfunction()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+set(consumer_src ${CMAKE_CURRENT_LIST_DIR}/consumer)
+set(configure_args -S ${consumer_src} -B ${WORK_DIR}/build -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release
+                   -DCONSUMER_MODE=${MODE} -DEXPECT_CUDA=${EXPECT_CUDA})
+if(MODE STREQUAL "find_package")
+  run_step("install" ${CMAKE_COMMAND} --install ${SSM_BINARY_DIR} --prefix ${WORK_DIR}/prefix)
+  list(APPEND configure_args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+else()
+  list(APPEND configure_args -DSSM_SOURCE_DIR=${SSM_SOURCE_DIR})
+endif()
+run_step("configure consumer" ${CMAKE_COMMAND} ${configure_args})
+run_step("build consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run_step("run consumer" ${WORK_DIR}/build/consumer)
+if(EXPECT_CUDA)
+  run_step("run CUDA consumer" ${WORK_DIR}/build/consumer_cuda)
+endif()
