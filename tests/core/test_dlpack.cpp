@@ -126,6 +126,11 @@ TEST(DLPack, UnsupportedInputsAreErrorsAndKeepOwnership) {
   EXPECT_THROW(ssm::from_dlpack(m), ssm::Error);
   EXPECT_EQ(deletes, 0);  // a failed import leaves ownership with the caller
   m->dl_tensor.ndim = 2;
+  void* data = m->dl_tensor.data;
+  m->dl_tensor.data = nullptr;
+  EXPECT_THROW(ssm::from_dlpack(m), ssm::Error);  // null data with elements
+  m->dl_tensor.data = data;
+  EXPECT_EQ(deletes, 0);
   m->deleter(m);
   EXPECT_EQ(deletes, 1);
   EXPECT_THROW(ssm::from_dlpack(nullptr), ssm::Error);

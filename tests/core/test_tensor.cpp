@@ -21,6 +21,7 @@ TEST(Tensor, EmptyIsAlignedContiguousAndSized) {
   EXPECT_TRUE(t.view().is_contiguous());
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t.data()) % 64, 0u);
   EXPECT_THROW(Tensor::empty({2, -1}, DType::f32), ssm::Error);
+  EXPECT_THROW(Tensor::empty({1 << 30, 1 << 30, 1 << 30}, DType::f64), ssm::Error);  // size overflow
 }
 
 TEST(Tensor, ZerosAndFromVector) {

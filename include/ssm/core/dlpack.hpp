@@ -80,9 +80,10 @@ struct DLPackExport {
 /// A non-owning view of a DLTensor (byte_offset applied; null strides mean row-major).
 inline TensorView view_of(const DLTensor& t) {
   SSM_CHECK(t.ndim >= 0 && t.ndim <= kMaxRank, "from_dlpack: rank ", t.ndim, " is outside [0, ", kMaxRank, "]");
-  SSM_CHECK(t.data != nullptr || t.ndim >= 0, "from_dlpack: null data");
+  SSM_CHECK(t.ndim == 0 || t.shape != nullptr, "from_dlpack: null shape for rank ", t.ndim);
   const DType dtype = detail::dtype_from_dlpack(t.dtype);
   const Dims shape(std::span<const index_t>(t.shape, static_cast<std::size_t>(t.ndim)));
+  SSM_CHECK(t.data != nullptr || shape.product() == 0, "from_dlpack: null data for shape ", shape.str());
   const Dims strides = t.strides ? Dims(std::span<const index_t>(t.strides, static_cast<std::size_t>(t.ndim)))
                                  : contiguous_strides(shape);
   return TensorView(static_cast<char*>(t.data) + t.byte_offset, dtype, detail::device_from_dlpack(t.device), shape,

@@ -240,10 +240,14 @@ class Tensor {
   Tensor() = default;
 
   static Tensor empty(const Dims& shape, DType dtype, Device device = Device::cpu()) {
-    for (int i = 0; i < shape.size(); ++i)
+    std::int64_t bytes = static_cast<std::int64_t>(size_of(dtype));
+    for (int i = 0; i < shape.size(); ++i) {
       SSM_CHECK(shape[i] >= 0, "ssm::Tensor::empty: negative extent in shape ", shape.str());
+      SSM_CHECK(!__builtin_mul_overflow(bytes, shape[i], &bytes), "ssm::Tensor::empty: shape ", shape.str(),
+                " of ", name(dtype), " overflows the addressable size");
+    }
     Tensor t;
-    t.storage_ = detail::allocate(static_cast<std::size_t>(shape.product()) * size_of(dtype), device);
+    t.storage_ = detail::allocate(static_cast<std::size_t>(bytes), device);
     t.view_ = TensorView(t.storage_.get(), dtype, device, shape);
     return t;
   }
