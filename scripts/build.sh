@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds one build tree. Usage: scripts/build.sh <build-dir> [extra cmake args...]
+# Configures and builds one build tree.
+# Usage: scripts/build.sh <build-dir> [extra cmake args...]; SSM_TARGETS="a b" builds only those targets.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="$1"; shift
@@ -8,4 +9,6 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "$@" >/dev/null
-cmake --build "$dir" -j "$(nproc)"
+targets=()
+for t in ${SSM_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$dir" -j "$(nproc)" "${targets[@]}"

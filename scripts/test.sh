@@ -1,25 +1,62 @@
 #!/usr/bin/env bash
 # Quick start, command 2 (and what CI runs): builds with warnings as errors and runs every test, then
-# again under AddressSanitizer + UBSan, then the CPU kernels for other x86 targets.
+# again under AddressSanitizer + UBSan, then the CPU scan kernels for other x86 targets, then the
+# safetensors fuzzer for a bounded time. Ends with one summary line: "N passed, M failed".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/deps.sh
 start=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - start ))s] $*"; }
+passed=0
+failed=0
+# Runs ctest, adds its counts to the totals, and fails the script when a test failed.
+run_ctest() {
+  local log
+  log=$(mktemp)
+  set +e
+  ctest "$@" --output-on-failure -j "$(nproc)" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local line total bad
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1)
+  total=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
+  bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
+  passed=$((passed + ${total:-0} - ${bad:-0}))
+  failed=$((failed + ${bad:-0}))
+  rm -f "$log"
+  if [ "$rc" -ne 0 ]; then echo "$passed passed, $((failed > 0 ? failed : 1)) failed"; exit "$rc"; fi
+}
 
-# 1. Release build, warnings as errors (CUDA backend too when nvcc is present), every test.
+# 1. Release build, warnings as errors (and the CUDA backend with its ptxas budget when nvcc is present).
 stamp "release build (-Werror)"
 bash scripts/build.sh build-ci/release -DSSM_WERROR=ON
 stamp "release tests"
-ctest --test-dir build-ci/release --output-on-failure -j "$(nproc)"
+run_ctest --test-dir build-ci/release
 
-# 2. AddressSanitizer + UBSan (host code; CUDA kernels run here through the host emulation).
+# 2. AddressSanitizer + UBSan (host code; the CUDA kernels run here through the host emulation).
 stamp "asan+ubsan build"
 bash scripts/build.sh build-ci/asan -DSSM_WERROR=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
   -DSSM_SANITIZE=address,undefined -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF
 stamp "asan+ubsan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-ci/asan --output-on-failure -j "$(nproc)" -LE packaging
+  run_ctest --test-dir build-ci/asan -LE packaging
+
+# 3. The vectorized CPU scan for a generic x86-64 target and for AVX2 without AVX-512.
+scan_tests="test_selective_scan test_selective_scan_cpu"
+for arch in x86-64 x86-64-v3; do
+  stamp "cpu scan tests for -march=$arch"
+  SSM_TARGETS="$scan_tests" bash scripts/build.sh "build-ci/$arch" -DSSM_WERROR=ON -DSSM_CPU_ARCH="$arch" \
+    -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF
+  run_ctest --test-dir "build-ci/$arch" -R "SelectiveScan"
+done
+
+# 4. The safetensors reader under libFuzzer (ASan + UBSan) for a bounded time.
+if [ -x tools/fuzz_safetensors.sh ] || [ -f tools/fuzz_safetensors.sh ]; then
+  stamp "fuzz safetensors reader (60 s)"
+  bash tools/fuzz_safetensors.sh 60 build-ci/fuzz
+  passed=$((passed + 1))
+fi
 
 stamp "all test stages passed"
+echo "$passed passed, $failed failed"
