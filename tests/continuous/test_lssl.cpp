@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <complex>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numbers>
@@ -27,6 +28,12 @@ using Eigen::VectorXd;
 using cd = std::complex<double>;
 
 double rel(const MatrixXd& x, const MatrixXd& ref) { return (x - ref).norm() / ref.norm(); }
+
+std::string sci(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3e", v);
+  return buf;
+}
 
 MatrixXd random_stable(int n, std::mt19937& rng) {
   std::normal_distribution<double> N01;
@@ -132,7 +139,8 @@ TEST(Discretize, MatchesScipyCont2Discrete) {
     }
   }
   EXPECT_EQ(count, 75);
-  RecordProperty("worst_relative_error", std::to_string(worst));
+  RecordProperty("worst_relative_error", sci(worst));
+  std::printf("[ scipy ] %d cases, worst relative error %s\n", count, sci(worst).c_str());
 }
 
 TEST(Discretize, ZOHOnSingularAIsExact) {
@@ -227,15 +235,17 @@ TEST(Discretize, DiagonalMatchesDenseAndTheLimitAtZero) {
 
 template <class T>
 struct Tol;
-// double: the views differ only in rounding order; over 3000 steps of a contracting system errors stay ~1e-13.
+// double: the views differ only in rounding order; measured 1.8e-15 (convolution) and 2.1e-16 (continuous)
+// over 3000 steps; the bound is the 1e-9.
 template <>
 struct Tol<double> {
   static constexpr double views = 1e-9;
 };
-// float: eps = 6e-8, sums of up to 3000 kernel terms with a geometric decay: ~1e-5 observed scale, 1e-3 margin.
+// float: eps = 6e-8, A_bar / B_bar rounded once to float and up to 3000 accumulated kernel terms; measured
+// 1.0e-6 (convolution) and 1.3e-6 (continuous, computed in double) relative; bound 2e-5.
 template <>
 struct Tol<float> {
-  static constexpr double views = 1e-3;
+  static constexpr double views = 2e-5;
 };
 
 template <class T>
@@ -259,8 +269,12 @@ TYPED_TEST(LSSLViews, RecurrenceConvolutionAndContinuousAgree) {
   const std::vector<double> Deltas(l, Delta);
   const M y_cont = lssl.simulate(x, Deltas);  // (l, p)
   const double tol = Tol<T>::views;
-  EXPECT_LE(rel(y_conv.template cast<double>(), y_rec.template cast<double>()), tol);
-  EXPECT_LE(rel(y_cont.template cast<double>(), y_rec.template cast<double>()), tol);
+  const double e_conv = rel(y_conv.template cast<double>(), y_rec.template cast<double>());
+  const double e_cont = rel(y_cont.template cast<double>(), y_rec.template cast<double>());
+  EXPECT_LE(e_conv, tol);
+  EXPECT_LE(e_cont, tol);
+  std::printf("[ views ] %s: convolution vs recurrence %s, continuous vs recurrence %s\n",
+              sizeof(T) == 4 ? "float" : "double", sci(e_conv).c_str(), sci(e_cont).c_str());
   // step() one at a time equals the sequence recurrence.
   typename LSSL<T>::Vector h = LSSL<T>::Vector::Zero(n);
   M y_step(l, p);
@@ -302,6 +316,7 @@ TEST(LSSL, IrregularSamplingEqualsTheAnalyticSolution) {
     worst = std::max(worst, (y.row(K).transpose() - h).norm() / h.norm());
   }
   EXPECT_LE(worst, 1e-9);
+  std::printf("[ irregular ] oscillator vs analytic: worst relative error %s\n", sci(worst).c_str());
   // Scalar decay with the same irregular grid, analytic sum of exponentials.
   const double a = 1.3, b = 0.8;
   const LSSL<double> decay(MatrixXd{{-a}}, MatrixXd{{b}}, MatrixXd{{1.0}}, MatrixXd{{0.0}});
@@ -419,7 +434,7 @@ TEST(HiPPO, LegSOnlineApproximationImprovesWithN) {
     for (int q = 0; q < nodes.size(); ++q)
       c_proj += 0.5 * weights(q) * smooth_signal((nodes(q) + 1) / 2) * legendre_basis(N, nodes(q));
     EXPECT_LE((c - c_proj).cwiseAbs().maxCoeff(), 3e-6) << "N = " << N;
-    RecordProperty("legs_error_N" + std::to_string(N), std::to_string(errors.back()));
+    RecordProperty("legs_error_N" + std::to_string(N), sci(errors.back()));
   }
   for (size_t i = 0; i < errors.size(); ++i) std::printf("[ HiPPO-LegS ] N = %d: relative RMS error %.3e\n", Ns[i], errors[i]);
 }
