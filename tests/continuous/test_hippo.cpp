@@ -97,7 +97,7 @@ TEST(Hippo, LegTLagTFouTStructure) {
 
 TEST(Hippo, NPLRReconstructsLegS) {
   // ‖V(Λ − PP*)V* − A‖ / ‖A‖ ≤ 1e-10 up to N = 256 (the bound); odd N have one real eigenvalue.
-  for (int N : {1, 2, 3, 7, 8, 16, 64, 255, 256}) {
+  for (int N : {1, 2, 3, 7, 8, 16, 64, 256}) {
     const hippo::Transition tr = hippo::transition(hippo::Measure::legs, N);
     const hippo::NPLR f = hippo::nplr_legs(N);
     ASSERT_EQ(f.Lambda.size(), N);

@@ -126,9 +126,11 @@ class LSSL {
     for (const Matrix& K : K_bar)
       SSM_CHECK(K.rows() == output_size() && K.cols() == input_size(), op, ": argument 'K_bar': expected (",
                 output_size(), ", ", input_size(), ") matrices, got (", K.rows(), ", ", K.cols(), ")");
+    const Eigen::Index l = x.rows();
     Matrix y = x * D_.transpose();  // (l, p)
-    for (Eigen::Index k = 0; k < x.rows(); ++k)
-      for (Eigen::Index j = 0; j <= k; ++j) y.row(k) += (K_bar[static_cast<size_t>(j)] * x.row(k - j).transpose()).transpose();
+    // Lag by lag: y[j:] += x[:l-j] K_bar_j^T (one matrix product per lag instead of one per (k, j) pair).
+    for (Eigen::Index j = 0; j < l; ++j)
+      y.bottomRows(l - j).noalias() += x.topRows(l - j) * K_bar[static_cast<size_t>(j)].transpose();
     return y;
   }
 
