@@ -3,7 +3,9 @@
 // incoming gradient of the last state), and the CPU backward against the reference on awkward shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <complex>
 #include <string>
 #include <vector>
@@ -148,6 +150,7 @@ TEST(SelectiveScanBackward, SoftplusThresholdMatchesPyTorch) {
 // b·l ≈ 6000 terms (grad_A, fixed B/C, D, delta_bias) and a reverse scan through l steps, each in f32
 // (2^-24 ≈ 6e-8 per operation): a bound of 5e-5 on the normalized error is ~1000 ulps of the scale.
 void expect_backward_matches_reference(DType dt, double tol) {
+  double worst = 0.0;
   std::vector<ScanCase> cases;
   ScanCase c;
   c.dtype = dt, c.b = 3, c.d = 4, c.l = 7, c.n = 16, c.g = 2, c.has_D = c.has_z = c.has_bias = c.softplus = c.has_init = true;
@@ -179,6 +182,11 @@ void expect_backward_matches_reference(DType dt, double tol) {
       const auto g = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o);
       SCOPED_TRACE(g.path + " threads " + std::to_string(threads) + " chunk " + std::to_string(chunk));
       EXPECT_EQ(g.path, "cpu-chunked-recompute");
+      const auto rel_err = [&worst](const Tensor& x, const Tensor& r) {
+        const double e = scan_test::rel_err(x, r);
+        worst = std::max(worst, e);
+        return e;
+      };
       EXPECT_LE(rel_err(g.grad_u, ref.grad_u), tol) << "u";
       EXPECT_LE(rel_err(g.grad_delta, ref.grad_delta), tol) << "delta";
       EXPECT_LE(rel_err(g.grad_A, ref.grad_A), tol) << "A";
@@ -198,6 +206,8 @@ void expect_backward_matches_reference(DType dt, double tol) {
       }
     }
   }
+  std::printf("[ info     ] %s: worst normalized gradient error of the CPU backward vs reference: %.3g (bound %.0e)\n",
+              std::string(ssm::name(dt)).c_str(), worst, tol);
 }
 
 TEST(SelectiveScanBackward, CpuMatchesReferenceF64) { expect_backward_matches_reference(DType::f64, 1e-12); }
