@@ -81,6 +81,7 @@ std::vector<ScanCase> gradient_cases() {
 }
 
 TEST(SelectiveScanBackward, GradientsMatchFiniteDifferencesForEveryInput) {
+  double worst = 0.0;
   for (const ScanCase& c : gradient_cases()) {
     SCOPED_TRACE(describe(c));
     const ScanData s = make_data(c);
@@ -102,7 +103,9 @@ TEST(SelectiveScanBackward, GradientsMatchFiniteDifferencesForEveryInput) {
         EXPECT_TRUE(grad.shape() == input.shape()) << name;
         const auto fd = finite_difference(s, input, grad_out, grad_last);
         // Double arithmetic; the finite difference is good to ~1e-9 relative (see eps above).
-        EXPECT_LE(rel_err_vec(values(grad), fd), 1e-6) << name;
+        const double e = rel_err_vec(values(grad), fd);
+        EXPECT_LE(e, 1e-6) << name;
+        worst = std::max(worst, e);
       };
       check("u", s.u, g.grad_u);
       check("delta", s.delta, g.grad_delta);
@@ -119,6 +122,7 @@ TEST(SelectiveScanBackward, GradientsMatchFiniteDifferencesForEveryInput) {
       else EXPECT_FALSE(g.grad_initial_state.defined());
     }
   }
+  std::printf("[ info     ] worst normalized error of the gradients vs central differences: %.3g (bound 1e-06)\n", worst);
 }
 
 TEST(SelectiveScanBackward, SoftplusThresholdMatchesPyTorch) {
@@ -148,7 +152,8 @@ TEST(SelectiveScanBackward, SoftplusThresholdMatchesPyTorch) {
 // The CPU backward (f32 arithmetic for f32 inputs, chunked recompute, threads) against the double
 // reference. f64: the same arithmetic, 1e-12 as in the forward. f32: the gradients are sums over up to
 // b·l ≈ 6000 terms (grad_A, fixed B/C, D, delta_bias) and a reverse scan through l steps, each in f32
-// (2^-24 ≈ 6e-8 per operation): a bound of 5e-5 on the normalized error is ~1000 ulps of the scale.
+// (2^-24 ≈ 6e-8 per operation) with a vector exp2 of relative error 2.5e-7: a bound of 1e-5 on the
+// normalized error is ~170 ulps of the scale (measured worst: about 1e-6, native/generic/ASan builds).
 void expect_backward_matches_reference(DType dt, double tol) {
   double worst = 0.0;
   std::vector<ScanCase> cases;
@@ -211,7 +216,7 @@ void expect_backward_matches_reference(DType dt, double tol) {
 }
 
 TEST(SelectiveScanBackward, CpuMatchesReferenceF64) { expect_backward_matches_reference(DType::f64, 1e-12); }
-TEST(SelectiveScanBackward, CpuMatchesReferenceF32) { expect_backward_matches_reference(DType::f32, 5e-5); }
+TEST(SelectiveScanBackward, CpuMatchesReferenceF32) { expect_backward_matches_reference(DType::f32, 1e-5); }
 
 TEST(SelectiveScanBackward, HalfInputsMatchReference) {
   // Both compute from the same f16/bf16 values; the CPU backward in f32, the reference in double;
@@ -226,15 +231,15 @@ TEST(SelectiveScanBackward, HalfInputsMatchReference) {
     ro.path = ScanPath::reference;
     const auto ref = ssm::selective_scan_backward(s.inputs(), s.z, std::nullopt, ro);
     const auto g = ssm::selective_scan_backward(s.inputs(), s.z);
-    const double tol = (dt == DType::f16 ? 2 * 0x1p-11 : 2 * 0x1p-8) + 5e-5;
+    const double tol = (dt == DType::f16 ? 2 * 0x1p-11 : 2 * 0x1p-8) + 1e-5;
     EXPECT_EQ(g.grad_u.dtype(), dt);
     EXPECT_LE(rel_err(g.grad_u, ref.grad_u), tol);
     EXPECT_LE(rel_err(g.grad_delta, ref.grad_delta), tol);
     EXPECT_LE(rel_err(g.grad_z, ref.grad_z), tol);
     EXPECT_LE(rel_err(g.grad_B, ref.grad_B), tol);
     EXPECT_LE(rel_err(g.grad_C, ref.grad_C), tol);
-    EXPECT_LE(rel_err(g.grad_A, ref.grad_A), 5e-5);  // f32 weight gradients: no input-dtype rounding
-    EXPECT_LE(rel_err(g.grad_D, ref.grad_D), 5e-5);
+    EXPECT_LE(rel_err(g.grad_A, ref.grad_A), 1e-5);  // f32 weight gradients: no input-dtype rounding
+    EXPECT_LE(rel_err(g.grad_D, ref.grad_D), 1e-5);
   }
 }
 
