@@ -553,9 +553,10 @@ TEST(SelectiveScanCpu16, HalfAndBfloat16Inputs) {
 }
 
 TEST(SelectiveScanCpuDispatch, AutomaticPicksChunkedForLongThin) {
+  // One channel block (fewer work items than threads) and a long sequence: the time axis is split.
   Config c;
   c.b = 1;
-  c.d = 16;
+  c.d = simd::lanes<float>;
   c.l = 9000;
   c.n = 4;
   Problem<float> prob(c);

@@ -175,6 +175,8 @@ struct Workspace {
   AlignedBuffer<T> dsum;    // (W)          sum of Delta over a chunk (chunked path)
   T D[W] = {};
   T bias[W] = {};
+  std::vector<const void*> pf;  // cache lines to prefetch during this tile's scan (the next tile's rows)
+  index_t pf_count = 0, pf_cursor = 0;
   index_t c0 = 0;  // first channel of the block
   int count = 0;   // channels in the block (<= W)
 
@@ -210,7 +212,8 @@ template <class T, int NG, bool VarB, bool VarC, bool Out>
 SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT A2, T* SSM_RESTRICT h,
                                   const T* SSM_RESTRICT dt, const T* SSM_RESTRICT du, const T* SSM_RESTRICT Bp,
                                   index_t Bns, const T* SSM_RESTRICT Bfix, const T* SSM_RESTRICT Cp, index_t Cns,
-                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y) {
+                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y, const void* const* pf,
+                                  index_t npf) {
   using V = simd::Vec<T>;
   constexpr int W = simd::lanes<T>;
   V a2[NG], hk[NG], bf[NG], cf[NG];
@@ -225,6 +228,7 @@ SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT
     Ck[j] = VarC ? Cp + (k0 + j) * Cns : nullptr;
   }
   for (index_t t = 0; t < len; ++t) {
+    if (t < npf) simd::prefetch(pf[t]);  // the next tile's rows, one line per step (see plan_prefetch)
     const V d = simd::load(dt + t * W);
     const V x = simd::load(du + t * W);
     V acc[NG];
@@ -254,20 +258,22 @@ SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT
   for (int j = 0; j < NG; ++j) simd::store(h + (k0 + j) * W, hk[j]);
 }
 
-/// Runs the state groups of one tile.
+/// Runs the state groups of one tile, issuing the planned prefetches (ws.pf) spread over the steps.
 template <class T, bool VarB, bool VarC, bool Out>
 inline void scan_tile(Workspace<T>& ws, index_t len, const T* Bp, index_t Bns, const T* Cp, index_t Cns) {
   const index_t n = ws.n;
+  auto group = [&](auto ng, index_t k) {
+    const index_t npf = std::min<index_t>(len, ws.pf_count - ws.pf_cursor);
+    scan_states<T, decltype(ng)::value, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(),
+                                                         ws.du.data(), Bp, Bns, ws.Bfix.data(), Cp, Cns,
+                                                         ws.Cfix.data(), ws.y.data(), ws.pf.data() + ws.pf_cursor, npf);
+    ws.pf_cursor += npf;
+  };
   index_t k = 0;
-  for (; k + 4 <= n; k += 4)
-    scan_states<T, 4, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
-                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
-  for (; k + 2 <= n; k += 2)
-    scan_states<T, 2, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
-                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
-  for (; k < n; ++k)
-    scan_states<T, 1, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
-                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
+  for (; k + 4 <= n; k += 4) group(std::integral_constant<int, 4>{}, k);
+  for (; k + 2 <= n; k += 2) group(std::integral_constant<int, 2>{}, k);
+  for (; k < n; ++k) group(std::integral_constant<int, 1>{}, k);
+  for (; ws.pf_cursor < ws.pf_count; ++ws.pf_cursor) simd::prefetch(ws.pf[static_cast<std::size_t>(ws.pf_cursor)]);
 }
 
 /// The real-A forward: one instance per call, shared by the threads (each thread has its Workspace).
@@ -399,17 +405,21 @@ struct RealScan {
     }
   }
 
-  /// Prefetch of the block's u / delta / z rows over [t0, t1) (the next tile, while this one is scanned).
-  void prefetch_rows(const Workspace<T>& ws, index_t bi, index_t t0, index_t t1) const {
+  /// Plans the prefetch of the block's u / delta / z rows over [t0, t1) (the next tile): one cache line
+  /// per scan step, so the loads stream in while this tile is scanned without a burst of misses.
+  void plan_prefetch(Workspace<T>& ws, index_t bi, index_t t0, index_t t1) const {
     constexpr index_t step = 64 / static_cast<index_t>(sizeof(In));
-    for (int j = 0; j < ws.count; ++j) {
-      const index_t c = ws.c0 + j;
-      for (index_t t = t0; t < t1; t += step) {
-        simd::prefetch(delta_row(bi, c) + t);
-        simd::prefetch(u_row(bi, c) + t);
-        if (p.z) simd::prefetch(z_row(bi, c) + t);
+    ws.pf.clear();
+    for (index_t t = t0; t < t1; t += step) {
+      for (int j = 0; j < ws.count; ++j) {
+        const index_t c = ws.c0 + j;
+        ws.pf.push_back(delta_row(bi, c) + t);
+        ws.pf.push_back(u_row(bi, c) + t);
+        if (p.z) ws.pf.push_back(z_row(bi, c) + t);
       }
     }
+    ws.pf_count = static_cast<index_t>(ws.pf.size());
+    ws.pf_cursor = 0;
   }
 
   /// Pre-pass of a tile: Delta = softplus(delta + bias) and Delta u per (t, lane); u kept for D u.
@@ -489,7 +499,11 @@ struct RealScan {
     for (index_t t0 = t_begin; t0 < t_end; t0 += ws.tile) {
       const index_t len = std::min(ws.tile, t_end - t0);
       prepare_tile(ws, bi, t0, len);
-      if (t0 + len < t_end) prefetch_rows(ws, bi, t0 + len, std::min(t_end, t0 + len + ws.tile));
+      if (t0 + len < t_end) {
+        plan_prefetch(ws, bi, t0 + len, std::min(t_end, t0 + len + ws.tile));
+      } else {
+        ws.pf_count = ws.pf_cursor = 0;
+      }
       if constexpr (Out) {
         std::memset(static_cast<void*>(ws.y.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
       } else {
