@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <new>
 #include <random>
 #include <vector>
 
@@ -91,12 +92,26 @@ const MachineLimit& machine_limit() {
   return limit;
 }
 
+/// 64-byte aligned storage, as ssm::Tensor allocates host memory (so the output rows are aligned for the
+/// streaming stores exactly as in the op).
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  explicit Aligned64(const Aligned64<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+using fvec = std::vector<float, Aligned64<float>>;
+
 // ---- a Mamba-like problem (f32; the arguments of Mamba's call: D, z, delta_bias, softplus) ---------------
 
 struct Problem {
   index_t b, d, l, n;
-  std::vector<float> u, delta, z, B, C, A, D, bias, out;  // (b,d,l) x3, (b,1,n,l) x2, (d,n), (d), (d), (b,d,l)
-  std::vector<float> last;                                // (b, d, n)
+  fvec u, delta, z, B, C, A, D, bias, out;  // (b,d,l) x3, (b,1,n,l) x2, (d,n), (d), (d), (b,d,l)
+  fvec last;                                // (b, d, n)
   ssm::ScanParams p;
 
   Problem(index_t b_, index_t d_, index_t l_, index_t n_) : b(b_), d(d_), l(l_), n(n_) {
@@ -210,7 +225,7 @@ void BM_ScanForwardReference(benchmark::State& state) {
 void BM_ScanForwardAccuracy(benchmark::State& state) {
   const index_t l = state.range(0), d = state.range(2);
   Problem prob(1, d, l, 16);
-  std::vector<float> ref(prob.out.size());
+  fvec ref(prob.out.size());
   for (auto _ : state) {
     ssm::cpu::ScanCpuOptions opt;
     opt.num_threads = static_cast<int>(state.range(1));
@@ -235,7 +250,7 @@ void BM_ScanForwardAccuracy(benchmark::State& state) {
 // ---- backward (ssm::cpu::selective_scan_backward, from branch scan) --------------------------------------
 
 struct Grads {
-  std::vector<float> grad_out, grad_u, grad_delta, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias;
+  fvec grad_out, grad_u, grad_delta, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias;
   ssm::ScanGradParams gp;
   explicit Grads(const Problem& prob) {
     std::mt19937 rng(11);
