@@ -230,7 +230,12 @@ SSM_FORCE_INLINE Vec<T> exp2_poly(Vec<T> r) {
 
 /// 2^x per lane (error bound above).
 SSM_FORCE_INLINE Vec<float> exp2(Vec<float> x) {
-#if defined(__AVX512F__)
+#if defined(__AVX512DQ__)
+  // vreduceps gives r = x - round(x) in one instruction (0 for |x| >= 2^23, where x is an integer)
+  const Vec<float> r = _mm512_maskz_reduce_ps(static_cast<__mmask16>(0xFFFF), x, _MM_FROUND_NO_EXC);
+  const Vec<float> p = detail::exp2_poly<float>(r);
+  return _mm512_maskz_scalef_ps(static_cast<__mmask16>(0xFFFF), p, x - r);
+#elif defined(__AVX512F__)
   const Vec<float> k = _mm512_maskz_roundscale_ps(static_cast<__mmask16>(0xFFFF), x,
                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const Vec<float> p = detail::exp2_poly<float>(x - k);
@@ -251,7 +256,11 @@ SSM_FORCE_INLINE Vec<float> exp2(Vec<float> x) {
 #endif
 }
 SSM_FORCE_INLINE Vec<double> exp2(Vec<double> x) {
-#if defined(__AVX512F__)
+#if defined(__AVX512DQ__)
+  const Vec<double> r = _mm512_maskz_reduce_pd(static_cast<__mmask8>(0xFF), x, _MM_FROUND_NO_EXC);
+  const Vec<double> p = detail::exp2_poly<double>(r);
+  return _mm512_maskz_scalef_pd(static_cast<__mmask8>(0xFF), p, x - r);
+#elif defined(__AVX512F__)
   const Vec<double> k = _mm512_maskz_roundscale_pd(static_cast<__mmask8>(0xFF), x,
                                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const Vec<double> p = detail::exp2_poly<double>(x - k);
