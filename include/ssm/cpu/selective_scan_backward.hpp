@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/cpu/simd.hpp"
 #include "ssm/ops/selective_scan_grad_params.hpp"
 #include "ssm/ops/selective_scan_params.hpp"
 
@@ -59,17 +60,19 @@ inline W softplus(W x) { return x > W(20) ? x : std::log1p(std::exp(x)); }
 template <class W>
 inline W sigmoid(W x) { return W(1) / (W(1) + std::exp(-x)); }
 
-/// Per-thread scratch: chunk buffers (K + 1 rows of n) and the private accumulators of variable B/C.
+/// Per-thread scratch: one row's per-step scalars, chunk buffers (K + 1 rows of n), and the private
+/// accumulators of variable B/C gradients (time-major, reduced over threads at the end).
 template <class S, class W>
 struct Scratch {
-  std::vector<S> bounds;                       // (n_chunks, n) state before each chunk
-  std::vector<S> H;                            // (K + 1, n) h_{t-1} of the chunk's first step, then h_t
-  std::vector<S> a;                            // (K, n) exp(Delta_t A)
-  std::vector<S> Bt, Ct;                       // (K, n) B_t, C_t of the chunk, time-major
-  std::vector<W> Delta, u, dy, pre;            // (K)
-  std::vector<S> G;                            // (n) dL/dh carried backwards
+  std::vector<S> bounds;                      // (n_chunks, n) state before each chunk
+  std::vector<S> H;                           // (K + 1, n) h_{t-1} of the chunk's first step, then h_t
+  std::vector<S> a;                           // (K, n) exp(Delta_t A) (padded to whole vectors)
+  std::vector<S> G_chunk;                     // (K, n) dL/dh_t of the chunk
+  std::vector<W> Delta, u, pre;               // (l) the row's per-step scalars
+  std::vector<W> dy;                          // (K)
+  std::vector<S> G;                           // (n) dL/dh carried backwards
   std::vector<S> grad_A, grad_B_fixed, grad_C_fixed;  // (n)
-  std::vector<S> grad_B_var, grad_C_var;       // (b, g, n, l) this thread's share of variable B/C grads
+  std::vector<S> grad_B_var, grad_C_var;      // (b, g, l, n) this thread's share, time-major
 };
 
 template <class In, bool Complex>
@@ -77,6 +80,7 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
   using W = std::conditional_t<std::is_same_v<In, double>, double, float>;
   using S = std::conditional_t<Complex, std::complex<W>, W>;  // state / weight arithmetic
   using BC = std::conditional_t<Complex, std::complex<W>, In>;  // variable B/C storage
+  constexpr int L = simd::lanes<W>;
   const index_t b = p.batch, d = p.dim, l = p.seqlen, n = p.dstate, g = p.n_groups, dg = d / g;
   const index_t K = opt.chunk_len > 0 ? opt.chunk_len : 64;
   const auto sz = [](index_t v) { return static_cast<std::size_t>(v); };
@@ -86,6 +90,23 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
   threads = static_cast<int>(std::min<index_t>(threads, d));
   std::vector<Scratch<S, W>> scratch(sz(threads));
   std::atomic<index_t> next_channel{0};
+
+  // Variable B and C once in time-major layout (b, g, l, n), shared by every channel of a group.
+  const auto time_major = [&](const void* src, index_t sb, index_t sg, index_t sn) {
+    std::vector<S> out(sz(b * g * l * n));  // (b, g, l, n)
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t gi = 0; gi < g; ++gi)
+        for (index_t k = 0; k < n; ++k) {
+          const BC* row = static_cast<const BC*>(src) + bi * sb + gi * sg + k * sn;
+          S* dst = out.data() + (bi * g + gi) * l * n + k;
+          for (index_t t = 0; t < l; ++t) dst[t * n] = S(load(row[t]));
+        }
+    return out;
+  };
+  const std::vector<S> B_tm = p.variable_B ? time_major(p.B, p.B_batch_stride, p.B_group_stride, p.B_n_stride)
+                                           : std::vector<S>{};  // (b, g, l, n)
+  const std::vector<S> C_tm = p.variable_C ? time_major(p.C, p.C_batch_stride, p.C_group_stride, p.C_n_stride)
+                                           : std::vector<S>{};  // (b, g, l, n)
 
   const In* u_ptr = static_cast<const In*>(p.u);
   const In* delta_ptr = static_cast<const In*>(p.delta);
@@ -98,22 +119,29 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
   const auto worker = [&](int tid) {
     Scratch<S, W>& sc = scratch[sz(tid)];
     sc.H.assign(sz((K + 1) * n), S(0));
-    sc.a.assign(sz(K * n), S(0));
-    sc.Bt.assign(sz(K * n), S(0));
-    sc.Ct.assign(sz(K * n), S(0));
-    sc.Delta.assign(sz(K), W(0));
-    sc.u.assign(sz(K), W(0));
+    sc.a.assign(sz(K * n + L), S(0));  // padded: exp2 runs over whole vectors
+    sc.G_chunk.assign(sz(K * n), S(0));
+    sc.Delta.assign(sz(l + L), W(0));
+    sc.u.assign(sz(l), W(0));
+    sc.pre.assign(sz(l + L), W(0));
     sc.dy.assign(sz(K), W(0));
-    sc.pre.assign(sz(K), W(0));
     sc.G.assign(sz(n), S(0));
     sc.grad_A.assign(sz(n), S(0));
     sc.grad_B_fixed.assign(sz(n), S(0));
     sc.grad_C_fixed.assign(sz(n), S(0));
-    if (p.variable_B) sc.grad_B_var.assign(sz(b * g * n * l), S(0));
-    if (p.variable_C) sc.grad_C_var.assign(sz(b * g * n * l), S(0));
-    std::vector<S> A(sz(n));  // (n) this channel's row of A
+    if (p.variable_B) sc.grad_B_var.assign(sz(b * g * l * n), S(0));
+    if (p.variable_C) sc.grad_C_var.assign(sz(b * g * l * n), S(0));
+    std::vector<S> A(sz(n));   // (n) this channel's row of A
+    std::vector<W> A2(sz(n));  // (n) A log2(e) (real A: exp(Delta A) = 2^(Delta A2))
+    std::vector<S> B_fixed(sz(n)), C_fixed(sz(n));  // (n) this channel's fixed B, C rows
     for (index_t c = next_channel++; c < d; c = next_channel++) {
       for (index_t k = 0; k < n; ++k) A[sz(k)] = A_ptr[c * p.A_d_stride + k * p.A_n_stride];
+      if constexpr (!Complex)
+        for (index_t k = 0; k < n; ++k) A2[sz(k)] = A[sz(k)] * simd::kLog2e<W>;
+      if (!p.variable_B)
+        for (index_t k = 0; k < n; ++k) B_fixed[sz(k)] = static_cast<const S*>(p.B)[c * p.B_group_stride + k * p.B_n_stride];
+      if (!p.variable_C)
+        for (index_t k = 0; k < n; ++k) C_fixed[sz(k)] = static_cast<const S*>(p.C)[c * p.C_group_stride + k * p.C_n_stride];
       const W Dc = D_ptr ? D_ptr[c] : W(0), bias = bias_ptr ? bias_ptr[c] : W(0);
       std::fill(sc.grad_A.begin(), sc.grad_A.end(), S(0));
       std::fill(sc.grad_B_fixed.begin(), sc.grad_B_fixed.end(), S(0));
@@ -124,52 +152,59 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
       for (index_t s = 0; s < n_rows; ++s) {
         const index_t bi = p.cu_seqlens ? 0 : s;
         const index_t t0 = p.cu_seqlens ? p.cu_seqlens[s] : 0, t1 = p.cu_seqlens ? p.cu_seqlens[s + 1] : l;
-        const index_t n_chunks = (t1 - t0 + K - 1) / K;
+        const index_t len_row = t1 - t0, n_chunks = (len_row + K - 1) / K;
         const In* u_row = u_ptr + bi * p.u_batch_stride + c * p.u_d_stride;
         const In* delta_row = delta_ptr + bi * p.delta_batch_stride + c * p.delta_d_stride;
         const In* z_row = z_ptr ? z_ptr + bi * p.z_batch_stride + c * p.z_d_stride : nullptr;
         const In* go_row = go_ptr + bi * gp.grad_out_batch_stride + c * gp.grad_out_d_stride;
         const index_t grad_row = (bi * d + c) * l;  // contiguous (b, d, l) gradient outputs
-        const auto B_at = [&](index_t k, index_t t) -> S {
-          if (p.variable_B)
-            return S(load(static_cast<const BC*>(p.B)[bi * p.B_batch_stride + grp * p.B_group_stride + k * p.B_n_stride + t]));
-          return static_cast<const S*>(p.B)[c * p.B_group_stride + k * p.B_n_stride];
-        };
-        const auto C_at = [&](index_t k, index_t t) -> S {
-          if (p.variable_C)
-            return S(load(static_cast<const BC*>(p.C)[bi * p.C_batch_stride + grp * p.C_group_stride + k * p.C_n_stride + t]));
-          return static_cast<const S*>(p.C)[c * p.C_group_stride + k * p.C_n_stride];
-        };
-        // Loads the chunk [tc, tc + len): per-step scalars and B_t, C_t time-major (n contiguous).
-        const auto load_chunk = [&](index_t tc, index_t len, bool with_C) {
-          for (index_t i = 0; i < len; ++i) {
-            const W pre = static_cast<W>(load(delta_row[tc + i])) + bias;
-            sc.pre[sz(i)] = pre;
-            sc.Delta[sz(i)] = p.delta_softplus ? softplus(pre) : pre;
-            sc.u[sz(i)] = static_cast<W>(load(u_row[tc + i]));
-          }
-          for (index_t k = 0; k < n; ++k)
-            for (index_t i = 0; i < len; ++i) sc.Bt[sz(i * n + k)] = B_at(k, tc + i);
-          if (with_C)
-            for (index_t k = 0; k < n; ++k)
-              for (index_t i = 0; i < len; ++i) sc.Ct[sz(i * n + k)] = C_at(k, tc + i);
-        };
-        // Runs the recurrence over a loaded chunk from H[0]; keeps a_t and h_t when `keep`.
-        const auto scan_chunk = [&](index_t len) {
+        // B_t, C_t rows (n) and their gradient accumulators: time-major with stride n, or fixed (stride 0).
+        const index_t BC_off = (bi * g + grp) * l * n;
+        const S* B_base = p.variable_B ? B_tm.data() + BC_off : B_fixed.data();
+        const S* C_base = p.variable_C ? C_tm.data() + BC_off : C_fixed.data();
+        S* gB_base = p.variable_B ? sc.grad_B_var.data() + BC_off : nullptr;
+        S* gC_base = p.variable_C ? sc.grad_C_var.data() + BC_off : nullptr;
+        const index_t B_ts = p.variable_B ? n : 0, C_ts = p.variable_C ? n : 0;
+
+        // The row's per-step scalars (index t - t0): delta + bias, Delta (softplus in vectors), u.
+        for (index_t i = 0; i < len_row; ++i) {
+          sc.pre[sz(i)] = static_cast<W>(load(delta_row[t0 + i])) + bias;
+          sc.u[sz(i)] = static_cast<W>(load(u_row[t0 + i]));
+        }
+        if (p.delta_softplus) {
+          for (index_t i = 0; i < len_row; i += L)
+            simd::store(sc.Delta.data() + i, simd::softplus<W>(simd::load(sc.pre.data() + i)));
+        } else {
+          std::copy_n(sc.pre.begin(), len_row, sc.Delta.begin());
+        }
+
+        // Runs the recurrence over the chunk starting at row index r0 from H[0], keeping a_t and h_t.
+        const auto scan_chunk = [&](index_t r0, index_t len) {
           S* H = sc.H.data();
           S* a = sc.a.data();
-          const S* Bt = sc.Bt.data();
+          const W* Delta = sc.Delta.data() + r0;
+          if constexpr (!Complex) {
+            // a = 2^(Delta A log2 e) over the whole chunk in vectors, then the recurrence (elementwise in n).
+            const W* A2p = A2.data();
+            for (index_t i = 0; i < len; ++i)
+              for (index_t k = 0; k < n; ++k) a[i * n + k] = Delta[i] * A2p[k];
+            for (index_t j = 0; j < len * n; j += L) simd::store(a + j, simd::exp2(simd::load(a + j)));
+          }
           const S* Ap = A.data();
           for (index_t i = 0; i < len; ++i) {
-            const W Delta = sc.Delta[sz(i)], Delta_u = Delta * sc.u[sz(i)];
+            const W Delta_u = Delta[i] * sc.u[sz(r0 + i)];
             const S* h_prev = H + i * n;
             S* h = H + (i + 1) * n;
             S* ai = a + i * n;
-            const S* Bi = Bt + i * n;
-            for (index_t k = 0; k < n; ++k) {
-              const S ak = std::exp(Delta * Ap[k]);
-              ai[k] = ak;
-              h[k] = ak * h_prev[k] + Delta_u * Bi[k];
+            const S* Bi = B_base + (t0 + r0 + i) * B_ts;
+            if constexpr (Complex) {
+              for (index_t k = 0; k < n; ++k) {
+                const S ak = std::exp(Delta[i] * Ap[k]);
+                ai[k] = ak;
+                h[k] = ak * h_prev[k] + Delta_u * Bi[k];
+              }
+            } else {
+              for (index_t k = 0; k < n; ++k) h[k] = ai[k] * h_prev[k] + Delta_u * Bi[k];
             }
           }
         };
@@ -181,11 +216,10 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
                                                                                  k * p.init_n_stride]
                                         : S(0);
         for (index_t ch = 0; ch < n_chunks; ++ch) {
-          const index_t tc = t0 + ch * K, len = std::min(K, t1 - tc);
+          const index_t r0 = ch * K, len = std::min(K, len_row - r0);
           std::copy_n(sc.H.begin(), n, sc.bounds.begin() + ch * n);
           if (ch + 1 == n_chunks) break;  // the last chunk's end state is not needed
-          load_chunk(tc, len, false);
-          scan_chunk(len);
+          scan_chunk(r0, len);
           std::copy_n(sc.H.begin() + len * n, n, sc.H.begin());
         }
 
@@ -195,11 +229,23 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
                             ? static_cast<const S*>(gp.grad_last_state)[s * gp.grad_last_batch_stride + c * gp.grad_last_d_stride +
                                                                         k * gp.grad_last_n_stride]
                             : S(0);
+        S* G = sc.G.data();
+        S* gA = sc.grad_A.data();
+        const S* Ap = A.data();
+        // grad_delta (through softplus), grad_delta_bias and grad_u of row index r from the sums over n:
+        // sum_a = Re sum conj(A a_t) conj(h_{t-1}) g_t, sum_B = Re sum conj(B_t) g_t.
+        const auto finish_step = [&](index_t r, W dy, W sum_a, W sum_B) {
+          const W Delta = sc.Delta[sz(r)], u = sc.u[sz(r)], pre = sc.pre[sz(r)];
+          const W grad_Delta = sum_a + u * sum_B;
+          const W grad_pre = p.delta_softplus ? (pre > W(20) ? grad_Delta : grad_Delta * sigmoid(pre)) : grad_Delta;
+          grad_bias += grad_pre;
+          static_cast<In*>(gp.grad_delta)[grad_row + t0 + r] = store<In>(grad_pre);
+          static_cast<In*>(gp.grad_u)[grad_row + t0 + r] = store<In>(Delta * sum_B + Dc * dy);
+        };
         for (index_t ch = n_chunks - 1; ch >= 0; --ch) {
-          const index_t tc = t0 + ch * K, len = std::min(K, t1 - tc);
-          load_chunk(tc, len, true);
+          const index_t r0 = ch * K, len = std::min(K, len_row - r0), tc = t0 + r0;
           std::copy_n(sc.bounds.begin() + ch * n, n, sc.H.begin());
-          scan_chunk(len);
+          scan_chunk(r0, len);
           // Output side: out = (y + D u) silu(z)  →  dy, grad_z, grad_D.
           for (index_t i = 0; i < len; ++i) {
             const index_t t = tc + i;
@@ -207,62 +253,68 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
             W dy = go;
             if (z_row) {
               const S* h = sc.H.data() + (i + 1) * n;
-              const S* Ci = sc.Ct.data() + i * n;
+              const S* Ci = C_base + t * C_ts;
               W y = 0;
               for (index_t k = 0; k < n; ++k) y += re_conj_mul(conj_(Ci[k]), h[k]);
-              y = cf * y + Dc * sc.u[sz(i)];
+              y = cf * y + Dc * sc.u[sz(r0 + i)];
               const W zv = static_cast<W>(load(z_row[t])), sg = sigmoid(zv);
               dy = go * zv * sg;
               static_cast<In*>(gp.grad_z)[grad_row + t] = store<In>(go * y * sg * (W(1) + zv * (W(1) - sg)));
             }
             sc.dy[sz(i)] = dy;
-            grad_D += dy * sc.u[sz(i)];
+            grad_D += dy * sc.u[sz(r0 + i)];
           }
-          S* G = sc.G.data();
-          S* gA = sc.grad_A.data();
-          const S* Ap = A.data();
+          // The serial part: g_t = C_t dy_t + conj(a_{t+1}) g_{t+1}, elementwise in n.
           for (index_t i = len - 1; i >= 0; --i) {
-            const index_t t = tc + i;
-            const W Delta = sc.Delta[sz(i)], u = sc.u[sz(i)], dy = sc.dy[sz(i)], Delta_u = Delta * u;
-            const W cdy = cf * dy;
+            const W cdy = cf * sc.dy[sz(i)];
+            const S* ai = sc.a.data() + i * n;
+            const S* Ci = C_base + (tc + i) * C_ts;
+            S* Gi = sc.G_chunk.data() + i * n;
+            for (index_t k = 0; k < n; ++k) {
+              const S Gk = G[k] + cdy * conj_(Ci[k]);
+              Gi[k] = Gk;
+              G[k] = conj_(ai[k]) * Gk;
+            }
+          }
+          // The rest has no dependency between steps: vectors over n, one pair of sums per step.
+          for (index_t i = 0; i < len; ++i) {
+            const index_t r = r0 + i, t = tc + i;
+            const W Delta = sc.Delta[sz(r)], Delta_u = Delta * sc.u[sz(r)], cdy = cf * sc.dy[sz(i)];
             const S* h = sc.H.data() + (i + 1) * n;
             const S* h_prev = sc.H.data() + i * n;
             const S* ai = sc.a.data() + i * n;
-            const S* Bi = sc.Bt.data() + i * n;
-            const S* Ci = sc.Ct.data() + i * n;
-            S* gB = sc.Bt.data() + i * n;  // B_t is consumed here: its slot takes grad_B_t
-            S* gC = sc.Ct.data() + i * n;  // likewise C_t → grad_C_t
-            W sum_B = 0, sum_a = 0;
-            for (index_t k = 0; k < n; ++k) {
-              const S Gk = G[k] + cdy * conj_(Ci[k]);
-              const S grad_a = conj_(h_prev[k]) * Gk;
+            const S* Gi = sc.G_chunk.data() + i * n;
+            const S* Bi = B_base + t * B_ts;
+            S* gB = gB_base ? gB_base + t * n : sc.grad_B_fixed.data();
+            S* gC = gC_base ? gC_base + t * n : sc.grad_C_fixed.data();
+            W sum_a = 0, sum_B = 0;
+            index_t k = 0;
+            if constexpr (!Complex) {
+              using V = simd::Vec<W>;
+              V v_a = simd::broadcast<W>(0), v_B = simd::broadcast<W>(0);
+              for (; k + L <= n; k += L) {
+                const V G_v = simd::load(Gi + k), ahg = simd::load(ai + k) * simd::load(h_prev + k) * G_v;
+                simd::store(gA + k, simd::fma(simd::broadcast(Delta), ahg, simd::load(gA + k)));
+                v_a = simd::fma(simd::load(Ap + k), ahg, v_a);
+                v_B = simd::fma(simd::load(Bi + k), G_v, v_B);
+                simd::store(gB + k, simd::fma(simd::broadcast(Delta_u), G_v, simd::load(gB + k)));
+                simd::store(gC + k, simd::fma(simd::broadcast(cdy), simd::load(h + k), simd::load(gC + k)));
+              }
+              for (int j = 0; j < L; ++j) {
+                sum_a += v_a[j];
+                sum_B += v_B[j];
+              }
+            }
+            for (; k < n; ++k) {
+              const S grad_a = conj_(h_prev[k]) * Gi[k];
               gA[k] += Delta * conj_(ai[k]) * grad_a;
               sum_a += re_conj_mul(Ap[k] * ai[k], grad_a);
-              sum_B += re_conj_mul(Bi[k], Gk);
-              gC[k] = cdy * conj_(h[k]);
-              gB[k] = Delta_u * Gk;
-              G[k] = conj_(ai[k]) * Gk;
+              sum_B += re_conj_mul(Bi[k], Gi[k]);
+              gB[k] += Delta_u * Gi[k];
+              gC[k] += cdy * conj_(h[k]);
             }
-            const W grad_Delta = sum_a + u * sum_B;
-            const W grad_pre =
-                p.delta_softplus ? (sc.pre[sz(i)] > W(20) ? grad_Delta : grad_Delta * sigmoid(sc.pre[sz(i)])) : grad_Delta;
-            grad_bias += grad_pre;
-            static_cast<In*>(gp.grad_delta)[grad_row + t] = store<In>(grad_pre);
-            static_cast<In*>(gp.grad_u)[grad_row + t] = store<In>(Delta * sum_B + Dc * dy);
+            finish_step(r, sc.dy[sz(i)], sum_a, sum_B);
           }
-          // Scatter grad_B_t / grad_C_t of the chunk: per time step (variable) or summed (fixed).
-          const auto scatter = [&](bool variable, const std::vector<S>& chunk, std::vector<S>& var, std::vector<S>& fixed) {
-            if (variable) {
-              S* dst = var.data() + ((bi * g + grp) * n) * l + tc;
-              for (index_t k = 0; k < n; ++k)
-                for (index_t i = 0; i < len; ++i) dst[k * l + i] += chunk[sz(i * n + k)];
-            } else {
-              for (index_t i = 0; i < len; ++i)
-                for (index_t k = 0; k < n; ++k) fixed[sz(k)] += chunk[sz(i * n + k)];
-            }
-          };
-          scatter(p.variable_B, sc.Bt, sc.grad_B_var, sc.grad_B_fixed);
-          scatter(p.variable_C, sc.Ct, sc.grad_C_var, sc.grad_C_fixed);
         }
         if (gp.grad_initial_state)
           for (index_t k = 0; k < n; ++k)
@@ -285,16 +337,18 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
     for (int t = 0; t < threads; ++t) pool.emplace_back(worker, t);
     for (std::thread& th : pool) th.join();
   }
-  // Variable B/C: sum the threads' shares (channels of one group may have run on different threads).
+  // Variable B/C: sum the threads' shares (channels of one group may have run on different threads)
+  // and write them back in the (b, g, n, l) layout.
   const auto reduce = [&](bool variable, void* dst, std::vector<S> Scratch<S, W>::*member) {
     if (!variable) return;
     BC* out = static_cast<BC*>(dst);
-    const index_t total = b * g * n * l;
-    for (index_t i = 0; i < total; ++i) {
-      S acc(0);
-      for (const Scratch<S, W>& sc : scratch) acc += (sc.*member)[sz(i)];
-      out[i] = store<BC>(acc);
-    }
+    for (index_t bg = 0; bg < b * g; ++bg)
+      for (index_t k = 0; k < n; ++k)
+        for (index_t t = 0; t < l; ++t) {
+          S acc(0);
+          for (const Scratch<S, W>& sc : scratch) acc += (sc.*member)[sz((bg * l + t) * n + k)];
+          out[(bg * n + k) * l + t] = store<BC>(acc);
+        }
   };
   reduce(p.variable_B, gp.grad_B, &Scratch<S, W>::grad_B_var);
   reduce(p.variable_C, gp.grad_C, &Scratch<S, W>::grad_C_var);

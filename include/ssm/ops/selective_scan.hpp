@@ -22,15 +22,11 @@
 #include "ssm/core/check.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
 #include "ssm/ops/selective_scan_grad_params.hpp"
 #include "ssm/ops/selective_scan_params.hpp"
 #include "ssm/reference/selective_scan.hpp"
-
-#if __has_include("ssm/cpu/selective_scan.hpp")
-#include "ssm/cpu/selective_scan.hpp"
-#define SSM_SCAN_HAS_CPU_FORWARD 1
-#endif
 
 namespace ssm {
 
@@ -257,7 +253,6 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   if (p.batch * p.dim == 0) return "empty";
   return scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
     using In = decltype(tag);
-#if defined(SSM_SCAN_HAS_CPU_FORWARD)
     if (opt.path != ScanPath::reference) {
       cpu::ScanCpuOptions co;
       co.num_threads = opt.num_threads;
@@ -267,7 +262,6 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
                                                  : cpu::ScanAlgo::automatic;
       return cpu::selective_scan_forward<In>(p, co);
     }
-#endif
     reference::selective_scan_forward<In>(p);
     return "reference";
   });
