@@ -168,13 +168,15 @@ struct Workspace {
   AlignedBuffer<T> dt;      // (tile, W) Delta after bias and softplus
   AlignedBuffer<T> du;      // (tile, W) Delta * u
   AlignedBuffer<T> y;       // (tile, W) C . h
-  AlignedBuffer<T> urow;    // (W, tile_pad) u per lane, kept for D u
-  AlignedBuffer<T> row;     // (tile_pad)    conversion row
-  AlignedBuffer<T> zrow;    // (tile_pad)    z row
+  AlignedBuffer<T> uT;      // (tile, W) u, kept for D u
+  AlignedBuffer<T> zT;      // (tile, W) z
+  AlignedBuffer<T> row;     // (tile_pad) conversion row
   AlignedBuffer<T> Bt, Ct;  // (n, tile)    variable B / C converted to T (inputs of another type)
   AlignedBuffer<T> dsum;    // (W)          sum of Delta over a chunk (chunked path)
   T D[W] = {};
   T bias[W] = {};
+  std::vector<const void*> pf;  // cache lines to prefetch during this tile's scan (the next tile's rows)
+  index_t pf_count = 0, pf_cursor = 0;
   index_t c0 = 0;  // first channel of the block
   int count = 0;   // channels in the block (<= W)
 
@@ -191,9 +193,9 @@ struct Workspace {
     du.resize(tW);
     y.resize(tW);
     const index_t tile_pad = (tile + W - 1) / W * W;
-    urow.resize(static_cast<std::size_t>(W * tile_pad));
+    uT.resize(tW);
+    zT.resize(tW);
     row.resize(static_cast<std::size_t>(tile_pad));
-    zrow.resize(static_cast<std::size_t>(tile_pad));
     if (convert_BC) {
       Bt.resize(static_cast<std::size_t>(n * tile));
       Ct.resize(static_cast<std::size_t>(n * tile));
@@ -210,7 +212,8 @@ template <class T, int NG, bool VarB, bool VarC, bool Out>
 SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT A2, T* SSM_RESTRICT h,
                                   const T* SSM_RESTRICT dt, const T* SSM_RESTRICT du, const T* SSM_RESTRICT Bp,
                                   index_t Bns, const T* SSM_RESTRICT Bfix, const T* SSM_RESTRICT Cp, index_t Cns,
-                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y) {
+                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y, const void* const* pf,
+                                  index_t npf) {
   using V = simd::Vec<T>;
   constexpr int W = simd::lanes<T>;
   V a2[NG], hk[NG], bf[NG], cf[NG];
@@ -225,6 +228,7 @@ SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT
     Ck[j] = VarC ? Cp + (k0 + j) * Cns : nullptr;
   }
   for (index_t t = 0; t < len; ++t) {
+    if (t < npf) simd::prefetch(pf[t]);  // the next tile's rows, one line per step (see plan_prefetch)
     const V d = simd::load(dt + t * W);
     const V x = simd::load(du + t * W);
     V acc[NG];
@@ -254,20 +258,22 @@ SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT
   for (int j = 0; j < NG; ++j) simd::store(h + (k0 + j) * W, hk[j]);
 }
 
-/// Runs the state groups of one tile.
+/// Runs the state groups of one tile, issuing the planned prefetches (ws.pf) spread over the steps.
 template <class T, bool VarB, bool VarC, bool Out>
 inline void scan_tile(Workspace<T>& ws, index_t len, const T* Bp, index_t Bns, const T* Cp, index_t Cns) {
   const index_t n = ws.n;
+  auto group = [&](auto ng, index_t k) {
+    const index_t npf = std::min<index_t>(len, ws.pf_count - ws.pf_cursor);
+    scan_states<T, decltype(ng)::value, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(),
+                                                         ws.du.data(), Bp, Bns, ws.Bfix.data(), Cp, Cns,
+                                                         ws.Cfix.data(), ws.y.data(), ws.pf.data() + ws.pf_cursor, npf);
+    ws.pf_cursor += npf;
+  };
   index_t k = 0;
-  for (; k + 4 <= n; k += 4)
-    scan_states<T, 4, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
-                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
-  for (; k + 2 <= n; k += 2)
-    scan_states<T, 2, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
-                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
-  for (; k < n; ++k)
-    scan_states<T, 1, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
-                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
+  for (; k + 4 <= n; k += 4) group(std::integral_constant<int, 4>{}, k);
+  for (; k + 2 <= n; k += 2) group(std::integral_constant<int, 2>{}, k);
+  for (; k < n; ++k) group(std::integral_constant<int, 1>{}, k);
+  for (; ws.pf_cursor < ws.pf_count; ++ws.pf_cursor) simd::prefetch(ws.pf[static_cast<std::size_t>(ws.pf_cursor)]);
 }
 
 /// The real-A forward: one instance per call, shared by the threads (each thread has its Workspace).
@@ -279,6 +285,9 @@ struct RealScan {
   static constexpr bool kConvertBC = !std::is_same_v<In, T>;
 
   const ScanParams& p;
+  // Time steps per tile: 128 keeps a tile's working set ((t, lane) tiles 5 x 8 KB in f32, B / C rows
+  // 2 x 8 KB at n = 16) about the size of the 48 KB L1, well inside L2; 64 and 256 measured the same
+  // within the (shared machine's) noise.
   index_t tile = 128;
 
   explicit RealScan(const ScanParams& params) : p(params) {}
@@ -338,56 +347,113 @@ struct RealScan {
       for (index_t k = 0; k < p.dstate; ++k) out[(ws.c0 + j) * p.last_d_stride + k] = h[k * W + j];
   }
 
-  /// Pre-pass of a tile: Delta (+ bias, softplus) and Delta u, transposed to (t, lane); u kept per lane.
-  void prepare_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
-    const index_t tp = ws.tile_pad();
+  /// dst (len, W) <- rows(bi, c)[t0, t0 + len) of the block's channels, transposed (0 in unused lanes).
+  /// Full blocks of f32 / f64 input: W x W blocks transposed in registers; otherwise row by row.
+  template <class RowFn>
+  void gather_transposed(const Workspace<T>& ws, RowFn rows_of, index_t t0, index_t len, T* SSM_RESTRICT dst) const {
+    index_t t = 0;
+    if constexpr (std::is_same_v<In, T>) {
+      if (ws.count == W) {
+        const In* rows[W];
+        for (int j = 0; j < W; ++j) rows[j] = rows_of(ws.c0 + j) + t0;
+        for (; t + W <= len; t += W) {
+          V r[W];
+          for (int j = 0; j < W; ++j) r[j] = simd::load(rows[j] + t);
+          simd::transpose<T>(r);
+          for (int i = 0; i < W; ++i) simd::store(dst + (t + i) * W, r[i]);
+        }
+      }
+    }
+    if (t == len) return;
     T* row = ws.row.data();
-    T* dt = ws.dt.data();
-    T* du = ws.du.data();
     for (int j = 0; j < W; ++j) {
-      T* ur = ws.urow.data() + j * tp;
-      if (j >= ws.count) {
-        for (index_t t = 0; t < len; ++t) dt[t * W + j] = du[t * W + j] = T(0);
-        continue;
-      }
-      const index_t c = ws.c0 + j;
-      load_row(delta_row(bi, c) + t0, len, row);
-      load_row(u_row(bi, c) + t0, len, ur);
-      for (index_t t = len; t < tp; ++t) row[t] = ur[t] = T(0);
-      const V bias = simd::broadcast(ws.bias[j]);
-      for (index_t t = 0; t < tp; t += W) {
-        V x = simd::load(row + t) + bias;
-        if (p.delta_softplus) x = simd::softplus<T>(x);
-        simd::store(row + t, x);
-      }
-      for (index_t t = 0; t < len; ++t) {
-        dt[t * W + j] = row[t];
-        du[t * W + j] = row[t] * ur[t];
+      if (j < ws.count) {
+        load_row(rows_of(ws.c0 + j) + t0 + t, len - t, row);
+        for (index_t i = t; i < len; ++i) dst[i * W + j] = row[i - t];
+      } else {
+        for (index_t i = t; i < len; ++i) dst[i * W + j] = T(0);
       }
     }
   }
 
-  /// Post-pass of a tile: out = (y + D u) * silu(z), back to (channel, t) rows, in the input type.
-  void finish_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
-    const index_t tp = ws.tile_pad();
-    T* row = ws.row.data();
-    const T* y = ws.y.data();
-    for (int j = 0; j < ws.count; ++j) {
-      const index_t c = ws.c0 + j;
-      const T* ur = ws.urow.data() + j * tp;
-      for (index_t t = 0; t < len; ++t) row[t] = y[t * W + j];
-      for (index_t t = len; t < tp; ++t) row[t] = T(0);
-      const V D = simd::broadcast(ws.D[j]);
-      for (index_t t = 0; t < tp; t += W) simd::store(row + t, simd::fma(D, simd::load(ur + t), simd::load(row + t)));
-      if (p.z) {
-        T* zrow = ws.zrow.data();
-        load_row(z_row(bi, c) + t0, len, zrow);
-        for (index_t t = len; t < tp; ++t) zrow[t] = T(0);
-        for (index_t t = 0; t < tp; t += W)
-          simd::store(row + t, simd::load(row + t) * simd::silu<T>(simd::load(zrow + t)));
+  /// rows(bi, c)[t0, t0 + len) <- src (len, W) transposed back, in the input type; streaming stores for
+  /// aligned rows (the output is not read again here).
+  void scatter_transposed(const Workspace<T>& ws, index_t bi, index_t t0, index_t len, const T* SSM_RESTRICT src) const {
+    index_t t = 0;
+    if constexpr (std::is_same_v<In, T>) {
+      if (ws.count == W) {
+        In* rows[W];
+        bool aligned = true;
+        for (int j = 0; j < W; ++j) {
+          rows[j] = out_row(bi, ws.c0 + j) + t0;
+          aligned = aligned && reinterpret_cast<std::uintptr_t>(rows[j]) % simd::kBytes == 0;
+        }
+        for (; t + W <= len; t += W) {
+          V r[W];
+          for (int i = 0; i < W; ++i) r[i] = simd::load(src + (t + i) * W);
+          simd::transpose<T>(r);
+          if (aligned) {
+            for (int j = 0; j < W; ++j) simd::store_stream(rows[j] + t, r[j]);
+          } else {
+            for (int j = 0; j < W; ++j) simd::store(rows[j] + t, r[j]);
+          }
+        }
       }
-      store_row(row, len, out_row(bi, c) + t0);
     }
+    if (t == len) return;
+    T* row = ws.row.data();
+    for (int j = 0; j < ws.count; ++j) {
+      for (index_t i = t; i < len; ++i) row[i - t] = src[i * W + j];
+      store_row(row, len - t, out_row(bi, ws.c0 + j) + t0 + t);
+    }
+  }
+
+  /// Plans the prefetch of the block's u / delta / z rows over [t0, t1) (the next tile): one cache line
+  /// per scan step, so the loads stream in while this tile is scanned without a burst of misses.
+  void plan_prefetch(Workspace<T>& ws, index_t bi, index_t t0, index_t t1) const {
+    constexpr index_t step = 64 / static_cast<index_t>(sizeof(In));
+    ws.pf.clear();
+    for (index_t t = t0; t < t1; t += step) {
+      for (int j = 0; j < ws.count; ++j) {
+        const index_t c = ws.c0 + j;
+        ws.pf.push_back(delta_row(bi, c) + t);
+        ws.pf.push_back(u_row(bi, c) + t);
+        if (p.z) ws.pf.push_back(z_row(bi, c) + t);
+      }
+    }
+    ws.pf_count = static_cast<index_t>(ws.pf.size());
+    ws.pf_cursor = 0;
+  }
+
+  /// Pre-pass of a tile: Delta = softplus(delta + bias) and Delta u per (t, lane); u kept for D u.
+  void prepare_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
+    T* dt = ws.dt.data();
+    T* du = ws.du.data();
+    T* uT = ws.uT.data();
+    gather_transposed(ws, [&](index_t c) { return delta_row(bi, c); }, t0, len, dt);
+    gather_transposed(ws, [&](index_t c) { return u_row(bi, c); }, t0, len, uT);
+    const V bias = simd::load(ws.bias);
+    for (index_t t = 0; t < len; ++t) {
+      V x = simd::load(dt + t * W) + bias;
+      if (p.delta_softplus) x = simd::softplus<T>(x);
+      simd::store(dt + t * W, x);
+      simd::store(du + t * W, x * simd::load(uT + t * W));
+    }
+  }
+
+  /// Post-pass of a tile: out = (y + D u) * silu(z), back to (channel, t) rows in the input type.
+  void finish_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
+    T* y = ws.y.data();
+    const T* uT = ws.uT.data();
+    const V D = simd::load(ws.D);
+    for (index_t t = 0; t < len; ++t) simd::store(y + t * W, simd::fma(D, simd::load(uT + t * W), simd::load(y + t * W)));
+    if (p.z) {
+      T* zT = ws.zT.data();
+      gather_transposed(ws, [&](index_t c) { return z_row(bi, c); }, t0, len, zT);
+      for (index_t t = 0; t < len; ++t)
+        simd::store(y + t * W, simd::load(y + t * W) * simd::silu<T>(simd::load(zT + t * W)));
+    }
+    scatter_transposed(ws, bi, t0, len, y);
   }
 
   /// Pointers to the variable B / C of tile [t0, t0 + len) for batch bi and group g (converted if needed).
@@ -436,6 +502,11 @@ struct RealScan {
     for (index_t t0 = t_begin; t0 < t_end; t0 += ws.tile) {
       const index_t len = std::min(ws.tile, t_end - t0);
       prepare_tile(ws, bi, t0, len);
+      if (t0 + len < t_end) {
+        plan_prefetch(ws, bi, t0 + len, std::min(t_end, t0 + len + ws.tile));
+      } else {
+        ws.pf_count = ws.pf_cursor = 0;
+      }
       if constexpr (Out) {
         std::memset(static_cast<void*>(ws.y.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
       } else {

@@ -4,6 +4,8 @@
 // Compile-time dispatch on __AVX512F__ / __AVX2__ / generic: the code is correct for every target.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -133,13 +135,65 @@ SSM_FORCE_INLINE Vec<T> vmin(Vec<T> a, Vec<T> b) {
   return a < b ? a : b;
 }
 
+namespace detail {
+#if defined(__GNUC__) && !defined(__clang__)
+/// Permute indices of transpose stage S (see transpose): element e of block m = e / S of the two output
+/// rows: even m keeps row i / takes row i+S, odd m the reverse.
+template <class T, int S, bool Hi>
+struct StageMask {
+  static constexpr std::array<typename VecTraits<T>::int_t, lanes<T>> make() {
+    std::array<typename VecTraits<T>::int_t, lanes<T>> m{};
+    constexpr int W = lanes<T>;
+    for (int e = 0; e < W; ++e) {
+      const bool odd = (e / S) % 2 == 1;
+      m[static_cast<std::size_t>(e)] = Hi ? (odd ? W + e : e + S) : (odd ? W + e - S : e);
+    }
+    return m;
+  }
+  static constexpr auto values = make();
+};
+template <class T, int S>
+SSM_FORCE_INLINE void transpose_stage(Vec<T> (&rows)[lanes<T>]) {
+  IVec<T> lo, hi;
+  std::memcpy(&lo, StageMask<T, S, false>::values.data(), sizeof lo);
+  std::memcpy(&hi, StageMask<T, S, true>::values.data(), sizeof hi);
+  for (int i = 0; i < lanes<T>; ++i) {
+    if (i & S) continue;
+    const Vec<T> a = rows[i], b = rows[i + S];
+    rows[i] = __builtin_shuffle(a, b, lo);
+    rows[i + S] = __builtin_shuffle(a, b, hi);
+  }
+  if constexpr (S > 1) transpose_stage<T, S / 2>(rows);
+}
+#endif
+}  // namespace detail
+
+/// In-register transpose of a lanes x lanes block: rows[i][j] <-> rows[j][i]. log2(lanes) butterfly stages;
+/// stage S swaps the off-diagonal S x S blocks of every 2S x 2S block (one two-source permute per row).
+template <class T>
+SSM_FORCE_INLINE void transpose(Vec<T> (&rows)[lanes<T>]) {
+  constexpr int W = lanes<T>;
+#if defined(__GNUC__) && !defined(__clang__)
+  detail::transpose_stage<T, W / 2>(rows);
+#else
+  T m[W][W];
+  for (int i = 0; i < W; ++i) store(m[i], rows[i]);
+  for (int i = 0; i < W; ++i) {
+    T col[W];
+    for (int j = 0; j < W; ++j) col[j] = m[j][i];
+    rows[i] = load(col);
+  }
+#endif
+}
+
 // ---- exp2 ----------------------------------------------------------------------------------------------
 // 2^x = 2^k * 2^r with k = round(x), r = x - k in [-1/2, 1/2], and 2^r ~ p(r) = 1 + r q(r). Constraining
 // p(0) = 1 makes exp2(0) exact and the error of a long product of decays near 1 about ten times smaller.
 //  f32: q of degree 4, coefficients fitted for minimal relative error on [-1/2, 1/2] (near-minimax, iterated
 //       weighted least squares): |p(r) / 2^r - 1| <= 9.2e-8 with exact arithmetic, <= 1.9e-7 evaluated in
 //       f32 (Horner); so |exp2(x) / 2^x - 1| <= 2.5e-7 for normal results (tested over [-120, 120]).
-//  f64: Taylor series of degree 12 (error (ln2 / 2)^13 / 13! = 1.7e-16) : |rel error| <= 4e-16 in f64.
+//  f64: Taylor series of degree 12 (error (ln2 / 2)^13 / 13! = 1.7e-16): |rel error| <= 4e-16 in f64 with FMA,
+//       <= 6e-16 without (the generic target rounds each product and sum; 4.7e-16 measured).
 // Underflow: AVX-512 scales with vscalefps, so results go through the subnormals to 0 exactly like 2^x;
 // elsewhere x is clamped to [-126, 127] (f64: [-1022, 1023]), i.e. results below 2^-126 read 2^-126.
 namespace detail {
@@ -176,7 +230,12 @@ SSM_FORCE_INLINE Vec<T> exp2_poly(Vec<T> r) {
 
 /// 2^x per lane (error bound above).
 SSM_FORCE_INLINE Vec<float> exp2(Vec<float> x) {
-#if defined(__AVX512F__)
+#if defined(__AVX512DQ__)
+  // vreduceps gives r = x - round(x) in one instruction (0 for |x| >= 2^23, where x is an integer)
+  const Vec<float> r = _mm512_maskz_reduce_ps(static_cast<__mmask16>(0xFFFF), x, _MM_FROUND_NO_EXC);
+  const Vec<float> p = detail::exp2_poly<float>(r);
+  return _mm512_maskz_scalef_ps(static_cast<__mmask16>(0xFFFF), p, x - r);
+#elif defined(__AVX512F__)
   const Vec<float> k = _mm512_maskz_roundscale_ps(static_cast<__mmask16>(0xFFFF), x,
                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const Vec<float> p = detail::exp2_poly<float>(x - k);
@@ -197,7 +256,11 @@ SSM_FORCE_INLINE Vec<float> exp2(Vec<float> x) {
 #endif
 }
 SSM_FORCE_INLINE Vec<double> exp2(Vec<double> x) {
-#if defined(__AVX512F__)
+#if defined(__AVX512DQ__)
+  const Vec<double> r = _mm512_maskz_reduce_pd(static_cast<__mmask8>(0xFF), x, _MM_FROUND_NO_EXC);
+  const Vec<double> p = detail::exp2_poly<double>(r);
+  return _mm512_maskz_scalef_pd(static_cast<__mmask8>(0xFF), p, x - r);
+#elif defined(__AVX512F__)
   const Vec<double> k = _mm512_maskz_roundscale_pd(static_cast<__mmask8>(0xFF), x,
                                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const Vec<double> p = detail::exp2_poly<double>(x - k);
@@ -227,11 +290,24 @@ SSM_FORCE_INLINE Vec<T> exp(Vec<T> x) {
   return exp2(x * kLog2e<T>);
 }
 
+/// 1 / x per lane. AVX-512 f32: the 14-bit estimate and one Newton step (relative error ~2^-27, i.e.
+/// correctly rounded or one ulp off), 3 cheap operations instead of a slow division; elsewhere a division.
+template <class T>
+SSM_FORCE_INLINE Vec<T> reciprocal(Vec<T> x) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    const Vec<T> r = _mm512_maskz_rcp14_ps(static_cast<__mmask16>(0xFFFF), x);
+    return r * (T(2) - x * r);  // Newton: r (2 - x r)
+  }
+#endif
+  return T(1) / x;
+}
+
 /// log1p(w) for w in [0, 1]: 2 atanh(s) with s = w / (2 + w) in [0, 1/3], odd series in s (relative
 /// error below 3e-8 in f32 with 8 terms, 2e-17 in f64 with 17 terms, before rounding).
 template <class T>
 SSM_FORCE_INLINE Vec<T> log1p_unit(Vec<T> w) {
-  const Vec<T> s = w / (w + T(2));
+  const Vec<T> s = w * reciprocal<T>(w + T(2));
   const Vec<T> s2 = s * s;
   constexpr int terms = sizeof(T) == 4 ? 8 : 17;
   Vec<T> q = broadcast<T>(T(1) / T(2 * terms - 1));
@@ -251,7 +327,7 @@ SSM_FORCE_INLINE Vec<T> softplus(Vec<T> x) {
 /// silu(z) = z / (1 + e^-z).
 template <class T>
 SSM_FORCE_INLINE Vec<T> silu(Vec<T> z) {
-  return z / (T(1) + exp<T>(-z));
+  return z * reciprocal<T>(T(1) + exp<T>(-z));
 }
 
 }  // namespace ssm::cpu::simd
