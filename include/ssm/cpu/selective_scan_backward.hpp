@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <complex>
+#include <cstring>
 #include <cstdint>
 #include <thread>
 #include <type_traits>
@@ -54,6 +55,17 @@ template <class W>
 inline W re_conj_mul(W x, W y) { return x * y; }
 template <class W>
 inline W re_conj_mul(std::complex<W> x, std::complex<W> y) { return x.real() * y.real() + x.imag() * y.imag(); }
+
+/// Sum of the lanes of a vector as a tree (depth log2(lanes), not a serial chain of adds).
+template <class W>
+inline W hsum(simd::Vec<W> v) {
+  constexpr int L = simd::lanes<W>;
+  W x[L];
+  std::memcpy(x, &v, sizeof v);
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) x[j] += x[j + w];
+  return x[0];
+}
 
 template <class W>
 inline W softplus(W x) { return x > W(20) ? x : std::log1p(std::exp(x)); }
@@ -255,7 +267,13 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
               const S* h = sc.H.data() + (i + 1) * n;
               const S* Ci = C_base + t * C_ts;
               W y = 0;
-              for (index_t k = 0; k < n; ++k) y += re_conj_mul(conj_(Ci[k]), h[k]);
+              index_t k = 0;
+              if constexpr (!Complex) {
+                simd::Vec<W> v_y = simd::broadcast<W>(0);
+                for (; k + L <= n; k += L) v_y = simd::fma(simd::load(Ci + k), simd::load(h + k), v_y);
+                y = hsum<W>(v_y);
+              }
+              for (; k < n; ++k) y += re_conj_mul(conj_(Ci[k]), h[k]);
               y = cf * y + Dc * sc.u[sz(r0 + i)];
               const W zv = static_cast<W>(load(z_row[t])), sg = sigmoid(zv);
               dy = go * zv * sg;
@@ -300,10 +318,8 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
                 simd::store(gB + k, simd::fma(simd::broadcast(Delta_u), G_v, simd::load(gB + k)));
                 simd::store(gC + k, simd::fma(simd::broadcast(cdy), simd::load(h + k), simd::load(gC + k)));
               }
-              for (int j = 0; j < L; ++j) {
-                sum_a += v_a[j];
-                sum_B += v_B[j];
-              }
+              sum_a = hsum<W>(v_a);
+              sum_B = hsum<W>(v_B);
             }
             for (; k < n; ++k) {
               const S grad_a = conj_(h_prev[k]) * Gi[k];
