@@ -135,7 +135,8 @@ inline std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const std::st
 /// A parsed safetensors buffer (usually a memory-mapped file). Cheap to copy: copies share the buffer.
 class File {
  public:
-  /// Memory-maps and parses the file at `path`.
+  /// Memory-maps and parses the file at `path`. As with any mapping, the file must not be truncated
+  /// or rewritten in place while views into it are alive (the OS would fault on access).
   static File open(const std::string& path) {
     auto mapping = std::make_shared<detail::Mapping>(path);
     const unsigned char* data = mapping->data();
