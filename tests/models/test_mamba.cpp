@@ -102,6 +102,27 @@ TEST(MambaLM, StepByStepEqualsParallelOver64Tokens) {
   // Same f32 arithmetic except GEMM vs GEMV summation order in the projections: ~1e-7 expected.
   EXPECT_LE(err, 1e-5);
   EXPECT_EQ(cache.seqlen, l);
+  // A prefill in chunks of 1, 2 (shorter than d_conv − 1) and 61 tokens ends in the same state.
+  std::vector<std::int64_t> chunk;
+  MambaCache chunked;
+  index_t start = 0;
+  Tensor last;
+  for (index_t len : {1, 2, 61}) {
+    chunk.clear();
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t t = start; t < start + len; ++t) chunk.push_back(ids[bi * l + t]);
+    last = model.prefill(TensorView::of(chunk.data(), {b, len}), chunked, /*resume=*/start > 0);
+    start += len;
+  }
+  EXPECT_EQ(chunked.seqlen, l);
+  for (index_t bi = 0; bi < b; ++bi)
+    EXPECT_LE(normalized_error(last.data_as<float>() + bi * V, full.data_as<float>() + (bi * l + l - 1) * V,
+                               static_cast<std::size_t>(V)),
+              1e-5);
+  for (std::size_t i = 0; i < cache.layers.size(); ++i)
+    for (std::size_t k = 0; k < cache.layers[i].ssm_state.size(); ++k)
+      ASSERT_NEAR(chunked.layers[i].ssm_state[k], cache.layers[i].ssm_state[k],
+                  1e-5 * std::max(1.0f, std::abs(cache.layers[i].ssm_state[k])));
 }
 
 TEST(MambaLM, ForkedCacheContinuesIndependently) {

@@ -220,8 +220,9 @@ class MambaBlock {
 
   /// Parallel forward. u: (b, l, d_model) contiguous T; returns (b, l, d_model). When `cache` is not
   /// null it receives the conv and SSM state after the last token (a prefill), so that step() can
-  /// continue the sequences.
-  Tensor forward(const TensorView& u, MambaLayerCache<T>* cache = nullptr) const {
+  /// continue the sequences; with `resume` the sequences start from the cache's state instead of zeros
+  /// (a prefill in chunks).
+  Tensor forward(const TensorView& u, MambaLayerCache<T>* cache = nullptr, bool resume = false) const {
     Checker c("MambaBlock::forward");
     c.defined("u", u).rank("u", u, 3);
     c.shape("u", u, {kAny, kAny, cfg_.d_model});
@@ -230,15 +231,21 @@ class MambaBlock {
     c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     const index_t b = u.size(0), l = u.size(1);
     Tensor out = Tensor::empty({b, l, cfg_.d_model}, dtype_of<T>());  // (b, l, d_model)
-    forward_raw(u.data_as<const T>(), b, l, out.data_as<T>(), cache);
+    if (resume) {
+      c.require(cache != nullptr && cache->b == b, "cache", "resume needs a cache for ", b, " sequences");
+      check_cache(*cache);
+    }
+    forward_raw(u.data_as<const T>(), b, l, out.data_as<T>(), cache, resume);
     return out;
   }
 
   /// Forward on raw contiguous arrays: u, out (b, l, d_model). See forward().
-  void forward_raw(const T* u, index_t b, index_t l, T* out, MambaLayerCache<T>* cache = nullptr) const {
+  void forward_raw(const T* u, index_t b, index_t l, T* out, MambaLayerCache<T>* cache = nullptr,
+                   bool resume = false) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t rows = b * l, nx = r + 2 * n;
-    if (cache != nullptr && cache->b != b) *cache = make_cache(b);
+    if (cache == nullptr) resume = false;
+    if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
     std::vector<T> xz(static_cast<std::size_t>(rows * 2 * di));  // (b, l, 2 di)
     linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di);
     std::vector<T> x(static_cast<std::size_t>(l * di));       // (l, di)
@@ -252,12 +259,16 @@ class MambaBlock {
       for (index_t t = 0; t < l; ++t)
         std::copy_n(xz.data() + (bi * l + t) * 2 * di, di, x.data() + t * di);
       T* conv_state = cache != nullptr ? cache->conv_state.data() + bi * (w - 1) * di : nullptr;
-      conv1d_forward(conv, x.data(), static_cast<const T*>(nullptr), xc.data() + bi * l * di, conv_state);
+      conv1d_forward(conv, x.data(), resume ? static_cast<const T*>(conv_state) : nullptr, xc.data() + bi * l * di,
+                     conv_state);
     }
     linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
     for (index_t bi = 0; bi < b; ++bi) {
-      std::fill(h.begin(), h.end(), T(0));
+      if (resume)
+        std::copy_n(cache->ssm_state.begin() + bi * di * n, di * n, h.begin());
+      else
+        std::fill(h.begin(), h.end(), T(0));
       const index_t o = bi * l;
       detail::mamba_scan_forward(l, di, n, xc.data() + o * di, di, dt.data() + o * di, di, p_.dt_proj_bias.data(),
                                  A_.data(), dbc.data() + o * nx + r, dbc.data() + o * nx + r + n, nx, p_.D.data(),

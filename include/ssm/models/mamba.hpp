@@ -375,21 +375,28 @@ class MambaLM {
     return out;
   }
 
-  /// Runs the prompts ids (b, l) through the model, fills `cache` (made for b sequences, reset here)
-  /// and returns the logits of the last position (b, padded_vocab).
-  Tensor prefill(const TensorView& ids, MambaCache& cache) const {
+  /// Runs the prompts ids (b, l) through the model in parallel, fills `cache` and returns the logits of
+  /// the last position (b, padded_vocab). The cache is reset first, unless `resume` is set: then the
+  /// tokens continue the sequences in `cache` (a long prompt can be prefilled in chunks).
+  Tensor prefill(const TensorView& ids, MambaCache& cache, bool resume = false) const {
     Checker c("MambaLM::prefill");
     c.defined("ids", ids).rank("ids", ids, 2);
     check_ids(c, ids);
     c.require(ids.size(1) >= 1, "ids", "the prompt must hold at least one token");
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
-    cache = make_cache(b);
-    std::vector<float> h = hidden(ids, &cache);  // (b, l, d_model)
+    if (resume) {
+      c.require(cache.b == b && cache.layers.size() == blocks_.size(), "cache",
+                "resume needs a cache made for ", b, " sequences and ", blocks_.size(), " layers");
+      for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].check_cache(cache.layers[i]);
+    } else {
+      cache = make_cache(b);
+    }
+    std::vector<float> h = hidden(ids, &cache, resume);  // (b, l, d_model)
     std::vector<float> last(static_cast<std::size_t>(b * dm));  // (b, d_model)
     for (index_t bi = 0; bi < b; ++bi) std::copy_n(h.data() + (bi * l + l - 1) * dm, dm, last.data() + bi * dm);
     Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
     head(last.data(), b, out.data_as<float>());
-    cache.seqlen = l;
+    cache.seqlen = resume ? cache.seqlen + l : l;
     return out;
   }
 
@@ -446,7 +453,7 @@ class MambaLM {
   }
 
   // Residual stream after the last block (before norm_f): (b, l, d_model). Fills the cache when given.
-  std::vector<float> hidden(const TensorView& ids, MambaCache* cache) const {
+  std::vector<float> hidden(const TensorView& ids, MambaCache* cache, bool resume = false) const {
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
     std::vector<float> res(static_cast<std::size_t>(rows * dm));  // (b, l, d_model)
     std::vector<float> x(res.size()), y(res.size());              // (b, l, d_model)
@@ -458,7 +465,7 @@ class MambaLM {
                                 cfg_.padded_vocab(), dm);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), rows, dm, cfg_.norm_epsilon);
-      blocks_[i].forward_raw(x.data(), b, l, y.data(), cache != nullptr ? &cache->layers[i] : nullptr);
+      blocks_[i].forward_raw(x.data(), b, l, y.data(), cache != nullptr ? &cache->layers[i] : nullptr, resume);
       for (std::size_t k = 0; k < res.size(); ++k) res[k] += y[k];
     }
     return res;
