@@ -109,6 +109,14 @@ TEST(Safetensors, MalformedFiles) {
   }
   expect_error(with_header("{\"x\": [1, 2", ""), "not valid JSON");
   expect_error(with_header("[1, 2]", ""), "must be a JSON object");
+  // Deep nesting (100 000 levels) is parsed and destroyed without recursion.
+  expect_error(with_header(std::string(100000, '[') + std::string(100000, ']'), ""), "must be a JSON object");
+  {
+    std::string deep;
+    for (int i = 0; i < 50000; ++i) deep += "{\"a\":";
+    deep += "1" + std::string(50000, '}');
+    expect_error(with_header(deep, ""), "'dtype'");
+  }
   expect_error(with_header(R"({"x": 3})", ""), "entry must be an object");
   expect_error(with_header(R"({"x":{"shape":[2],"data_offsets":[0,8]}})", data8), "'dtype'");
   expect_error(with_header(R"({"x":{"dtype":"F32","data_offsets":[0,8]}})", data8), "'shape'");
