@@ -24,6 +24,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/conv1d.hpp"
+#include "ssm/ops/selective_scan.hpp"
 
 namespace ssm::layers {
 
@@ -129,7 +130,8 @@ struct MambaBlockGrads {
 namespace detail {
 
 /// Selective scan over one sequence in time-major layout (MATH.md §5, one group, real A), with D, the
-/// z gate, Δ bias and softplus. u, dt, z, out: (l, di) with row strides ld_u, ld_dt, ld_z, di; B, C: row
+/// z gate, Δ bias and softplus. step() uses it with l = 1 as the one-token state update (mamba's
+/// selective_state_update); the parallel forward and backward call the ssm::selective_scan op. u, dt, z, out: (l, di) with row strides ld_u, ld_dt, ld_z, di; B, C: row
 /// stride ld_bc, n entries each; A, h: (di, n). h holds the initial state on entry and the last state
 /// on exit. When hs is not null it receives h_t for every t: (l, di, n). y_pre (when not null) receives
 /// y before the gate: (l, di).
@@ -157,6 +159,41 @@ void mamba_scan_forward(index_t l, index_t di, index_t n, const T* u, index_t ld
     if (hs != nullptr) std::copy_n(h, di * n, hs + t * di * n);
   }
 }
+
+/// dst (k, l) = src (l, k) with row stride ld: time-major activations → the scan's channel-major layout.
+template <class T>
+void to_channel_major(const T* src, index_t l, index_t k, index_t ld, T* dst) {
+  for (index_t t = 0; t < l; ++t)
+    for (index_t c = 0; c < k; ++c) dst[c * l + t] = src[t * ld + c];
+}
+/// dst (l, k) with row stride ld = src (k, l).
+template <class T>
+void to_time_major(const T* src, index_t l, index_t k, index_t ld, T* dst) {
+  for (index_t c = 0; c < k; ++c)
+    for (index_t t = 0; t < l; ++t) dst[t * ld + c] = src[c * l + t];
+}
+
+/// The scan's operands in its channel-major layout, copied from the block's time-major buffers.
+template <class T>
+struct ScanOperands {
+  std::vector<T> u, delta, z;  // (b, di, l) each
+  std::vector<T> B, C;         // (b, n, l) each (one group)
+
+  ScanOperands(index_t b, index_t l, index_t di, index_t n, index_t r, const T* xc, const T* dt, const T* xz,
+               const T* dbc)
+      : u(static_cast<std::size_t>(b * di * l)), delta(u.size()), z(u.size()),
+        B(static_cast<std::size_t>(b * n * l)), C(B.size()) {
+    const index_t nx = r + 2 * n;
+    for (index_t bi = 0; bi < b; ++bi) {
+      const index_t o = bi * l;
+      to_channel_major(xc + o * di, l, di, di, u.data() + bi * di * l);
+      to_channel_major(dt + o * di, l, di, di, delta.data() + bi * di * l);
+      to_channel_major(xz + o * 2 * di + di, l, di, 2 * di, z.data() + bi * di * l);
+      to_channel_major(dbc + o * nx + r, l, n, nx, B.data() + bi * n * l);
+      to_channel_major(dbc + o * nx + r + n, l, n, nx, C.data() + bi * n * l);
+    }
+  }
+};
 
 }  // namespace detail
 
@@ -253,7 +290,7 @@ class MambaBlock {
     std::vector<T> dbc(static_cast<std::size_t>(rows * nx));  // (b, l, r + 2n)
     std::vector<T> dt(static_cast<std::size_t>(rows * di));   // (b, l, di)
     std::vector<T> y(static_cast<std::size_t>(rows * di));    // (b, l, di)
-    std::vector<T> h(static_cast<std::size_t>(di * n));       // (di, n)
+    std::vector<T> h;                                         // (b, di, n) last state, when a cache is filled
     const Conv1dArgs<T> conv{l, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
     for (index_t bi = 0; bi < b; ++bi) {
       for (index_t t = 0; t < l; ++t)
@@ -264,17 +301,22 @@ class MambaBlock {
     }
     linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
-    for (index_t bi = 0; bi < b; ++bi) {
-      if (resume)
-        std::copy_n(cache->ssm_state.begin() + bi * di * n, di * n, h.begin());
-      else
-        std::fill(h.begin(), h.end(), T(0));
-      const index_t o = bi * l;
-      detail::mamba_scan_forward(l, di, n, xc.data() + o * di, di, dt.data() + o * di, di, p_.dt_proj_bias.data(),
-                                 A_.data(), dbc.data() + o * nx + r, dbc.data() + o * nx + r + n, nx, p_.D.data(),
-                                 xz.data() + o * 2 * di + di, 2 * di, h.data(), y.data() + o * di,
-                                 static_cast<T*>(nullptr), static_cast<T*>(nullptr));
-      if (cache != nullptr) std::copy(h.begin(), h.end(), cache->ssm_state.begin() + bi * di * n);
+    {
+      // The selective scan op (ssm::selective_scan: optimized CPU path) in its (b, d, l) layout.
+      detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
+      SelectiveScanInputs in = scan_inputs(ops, b, l);
+      if (resume) in.initial_state = TensorView::of(cache->ssm_state.data(), {b, di, n});
+      std::vector<T> out_cm(ops.u.size());  // (b, di, l)
+      if (cache != nullptr) h.resize(static_cast<std::size_t>(b * di * n));
+      SelectiveScanOptions opt;
+      opt.num_threads = scan_threads_;
+      selective_scan_into(in, TensorView::of(out_cm.data(), {b, di, l}),
+                          cache != nullptr ? std::optional<TensorView>(TensorView::of(h.data(), {b, di, n}))
+                                           : std::nullopt,
+                          opt);
+      for (index_t bi = 0; bi < b; ++bi)
+        detail::to_time_major(out_cm.data() + bi * di * l, l, di, di, y.data() + bi * l * di);
+      if (cache != nullptr) std::copy(h.begin(), h.end(), cache->ssm_state.begin());
     }
     linear_forward(y.data(), p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, rows, di, dm);
   }
@@ -325,8 +367,8 @@ class MambaBlock {
   }
 
   /// Backward of forward() from a zero state: given u (b, l, d_model) and grad_out (b, l, d_model),
-  /// returns grad_u and the gradient of every parameter. Recomputes the forward activations and keeps
-  /// the SSM states of one sequence at a time ((l, d_inner, n)).
+  /// returns grad_u and the gradient of every parameter. Recomputes the forward activations; the scan's
+  /// gradients come from ssm::selective_scan_backward (which recomputes states chunk by chunk).
   MambaBlockGrads<T> backward(const TensorView& u, const TensorView& grad_out) const {
     Checker c("MambaBlock::backward");
     c.defined("u", u).rank("u", u, 3).shape("u", u, {kAny, kAny, cfg_.d_model});
@@ -352,8 +394,6 @@ class MambaBlock {
     std::vector<T> xc(static_cast<std::size_t>(rows * di));    // (b, l, di)
     std::vector<T> dbc(static_cast<std::size_t>(rows * nx));   // (b, l, r + 2n)
     std::vector<T> dt(static_cast<std::size_t>(rows * di));    // (b, l, di)
-    std::vector<T> y(static_cast<std::size_t>(rows * di));     // (b, l, di) gated scan output
-    std::vector<T> y_pre(static_cast<std::size_t>(rows * di)); // (b, l, di) before the gate
     const Conv1dArgs<T> conv{l, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
     for (index_t bi = 0; bi < b; ++bi) {
       for (index_t t = 0; t < l; ++t)
@@ -363,77 +403,38 @@ class MambaBlock {
     }
     linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
+    // ---- selective scan (forward again, for out_proj's input) ----
+    detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
+    const SelectiveScanInputs in = scan_inputs(ops, b, l);
+    SelectiveScanOptions opt;
+    opt.num_threads = scan_threads_;
+    std::vector<T> cm(ops.u.size());  // (b, di, l) channel-major scratch
+    selective_scan_into(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
+    std::vector<T> y(static_cast<std::size_t>(rows * di));  // (b, l, di) gated scan output
+    for (index_t bi = 0; bi < b; ++bi) detail::to_time_major(cm.data() + bi * di * l, l, di, di, y.data() + bi * l * di);
     // ---- out_proj ----
-    std::vector<T> h(static_cast<std::size_t>(di * n));            // (di, n)
-    std::vector<T> hs(static_cast<std::size_t>(l * di * n));       // (l, di, n)
-    for (index_t bi = 0; bi < b; ++bi) {
-      std::fill(h.begin(), h.end(), T(0));
-      const index_t o = bi * l;
-      detail::mamba_scan_forward(l, di, n, xc.data() + o * di, di, dt.data() + o * di, di, p_.dt_proj_bias.data(),
-                                 A_.data(), dbc.data() + o * nx + r, dbc.data() + o * nx + r + n, nx, p_.D.data(),
-                                 xz.data() + o * 2 * di + di, 2 * di, h.data(), y.data() + o * di,
-                                 static_cast<T*>(nullptr), y_pre.data() + o * di);
-    }
     std::vector<T> grad_y(static_cast<std::size_t>(rows * di));  // (b, l, di)
     linear_backward(y.data(), p_.out_proj_weight.data(), grad_out, grad_y.data(), gp.out_proj_weight.data(),
                     bias_or_null_mut(gp.out_proj_bias), rows, di, dm);
-    // ---- selective scan backward (MATH.md §5), one sequence at a time ----
+    // ---- selective scan backward (ssm::selective_scan_backward, MATH.md §5) ----
+    for (index_t bi = 0; bi < b; ++bi) detail::to_channel_major(grad_y.data() + bi * l * di, l, di, di, cm.data() + bi * di * l);
+    const SelectiveScanGrads sg = selective_scan_backward(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
     std::vector<T> grad_xz(static_cast<std::size_t>(rows * 2 * di), T(0));  // (b, l, 2 di)
-    std::vector<T> grad_xc(static_cast<std::size_t>(rows * di), T(0));      // (b, l, di)
+    std::vector<T> grad_xc(static_cast<std::size_t>(rows * di));            // (b, l, di)
     std::vector<T> grad_dbc(static_cast<std::size_t>(rows * nx), T(0));     // (b, l, r + 2n)
-    std::vector<T> grad_dt(static_cast<std::size_t>(rows * di), T(0));      // (b, l, di) w.r.t. dt_proj output
-    std::vector<T> grad_A(static_cast<std::size_t>(di * n), T(0));          // (di, n)
-    std::vector<T> gh(static_cast<std::size_t>(di * n));                    // (di, n) ∂L/∂h_t carried
+    std::vector<T> grad_dt(static_cast<std::size_t>(rows * di));            // (b, l, di) w.r.t. dt_proj output
     for (index_t bi = 0; bi < b; ++bi) {
       const index_t o = bi * l;
-      std::fill(h.begin(), h.end(), T(0));
-      std::vector<T> tmp(static_cast<std::size_t>(l * di));  // (l, di)
-      detail::mamba_scan_forward(l, di, n, xc.data() + o * di, di, dt.data() + o * di, di, p_.dt_proj_bias.data(),
-                                 A_.data(), dbc.data() + o * nx + r, dbc.data() + o * nx + r + n, nx, p_.D.data(),
-                                 static_cast<const T*>(nullptr), 0, h.data(), tmp.data(), hs.data(),
-                                 static_cast<T*>(nullptr));
-      std::fill(gh.begin(), gh.end(), T(0));
-      for (index_t t = l - 1; t >= 0; --t) {
-        const index_t row = o + t;
-        const T* Bt = dbc.data() + row * nx + r;
-        const T* Ct = Bt + n;
-        T* gBt = grad_dbc.data() + row * nx + r;
-        T* gCt = gBt + n;
-        const T* ht = hs.data() + t * di * n;
-        const T* hprev = t > 0 ? hs.data() + (t - 1) * di * n : nullptr;
-        for (index_t c = 0; c < di; ++c) {
-          const T zt = xz[static_cast<std::size_t>(row * 2 * di + di + c)];
-          const T go = grad_y[static_cast<std::size_t>(row * di + c)];
-          const T dy = go * silu(zt);  // ∂L/∂y_t before the gate
-          grad_xz[static_cast<std::size_t>(row * 2 * di + di + c)] = go * y_pre[static_cast<std::size_t>(row * di + c)] * silu_grad(zt);
-          const T ut = xc[static_cast<std::size_t>(row * di + c)];
-          const T pre = dt[static_cast<std::size_t>(row * di + c)] + p_.dt_proj_bias[static_cast<std::size_t>(c)];
-          const T Delta = softplus(pre);
-          T grad_u_t = p_.D[static_cast<std::size_t>(c)] * dy;
-          gp.D[static_cast<std::size_t>(c)] += dy * ut;
-          T grad_Delta = 0;
-          T* ghc = gh.data() + c * n;
-          const T* Ac = A_.data() + c * n;
-          for (index_t k = 0; k < n; ++k) {
-            const T hck = ht[c * n + k];
-            gCt[k] += dy * hck;
-            ghc[k] += Ct[k] * dy;  // g_t = C_t dy_t + a_{t+1} g_{t+1}
-            const T a = std::exp(Delta * Ac[k]);
-            const T hp = hprev != nullptr ? hprev[c * n + k] : T(0);
-            grad_u_t += ghc[k] * Delta * Bt[k];
-            gBt[k] += ghc[k] * Delta * ut;
-            grad_Delta += ghc[k] * (Ac[k] * a * hp + Bt[k] * ut);
-            grad_A[static_cast<std::size_t>(c * n + k)] += ghc[k] * Delta * a * hp;
-            ghc[k] *= a;  // carry a_t g_t to step t − 1
-          }
-          grad_xc[static_cast<std::size_t>(row * di + c)] = grad_u_t;
-          const T gpre = grad_Delta * softplus_grad(pre);
-          grad_dt[static_cast<std::size_t>(row * di + c)] = gpre;
-          gp.dt_proj_bias[static_cast<std::size_t>(c)] += gpre;
-        }
-      }
+      detail::to_time_major(sg.grad_u.data_as<T>() + bi * di * l, l, di, di, grad_xc.data() + o * di);
+      detail::to_time_major(sg.grad_delta.data_as<T>() + bi * di * l, l, di, di, grad_dt.data() + o * di);
+      detail::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, di, 2 * di, grad_xz.data() + o * 2 * di + di);
+      detail::to_time_major(sg.grad_B.data_as<T>() + bi * n * l, l, n, nx, grad_dbc.data() + o * nx + r);
+      detail::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, n, nx, grad_dbc.data() + o * nx + r + n);
     }
-    for (std::size_t i = 0; i < grad_A.size(); ++i) gp.A_log[i] = grad_A[i] * A_[i];  // A = −exp(A_log)
+    const T* grad_A = sg.grad_A.data_as<T>();  // (di, n)
+    for (std::size_t i = 0; i < A_.size(); ++i) gp.A_log[i] = grad_A[i] * A_[i];  // A = −exp(A_log)
+    std::copy_n(sg.grad_D.data_as<T>(), di, gp.D.data());
+    std::copy_n(sg.grad_delta_bias.data_as<T>(), di, gp.dt_proj_bias.data());
     // ---- dt_proj and x_proj ----
     // grad of δ (the first r columns of dbc) from dt_proj; grad_dbc's B, C columns came from the scan.
     linear_backward(dbc.data(), p_.dt_proj_weight.data(), grad_dt.data(), grad_dbc.data(), gp.dt_proj_weight.data(),
@@ -457,6 +458,12 @@ class MambaBlock {
     return g;
   }
 
+  /// Threads the selective scan op may use in forward (0: all hardware threads, the op's default).
+  void set_scan_threads(int threads) {
+    SSM_CHECK(threads >= 0, "MambaBlock::set_scan_threads: threads must be >= 0, got ", threads);
+    scan_threads_ = threads;
+  }
+
   /// Throws when the cache does not fit this block.
   void check_cache(const MambaLayerCache<T>& cache) const {
     const index_t di = cfg_.inner();
@@ -469,12 +476,29 @@ class MambaBlock {
   }
 
  private:
+  // The op's inputs over channel-major operands (A = −exp(A_log), D, Δ bias, softplus).
+  SelectiveScanInputs scan_inputs(detail::ScanOperands<T>& ops, index_t b, index_t l) const {
+    const index_t di = cfg_.inner(), n = cfg_.d_state;
+    SelectiveScanInputs in;
+    in.u = TensorView::of(ops.u.data(), {b, di, l});
+    in.delta = TensorView::of(ops.delta.data(), {b, di, l});
+    in.z = TensorView::of(ops.z.data(), {b, di, l});
+    in.B = TensorView::of(ops.B.data(), {b, n, l});
+    in.C = TensorView::of(ops.C.data(), {b, n, l});
+    in.A = TensorView::of(A_.data(), {di, n});
+    in.D = TensorView::of(p_.D.data(), {di});
+    in.delta_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
+    in.delta_softplus = true;
+    return in;
+  }
+
   static const T* bias_or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
   static T* bias_or_null_mut(std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
 
   MambaBlockConfig cfg_;
   MambaBlockParams<T> p_;
   std::vector<T> A_;  // (d_inner, n) = −exp(A_log)
+  int scan_threads_ = 0;
 };
 
 }  // namespace ssm::layers
