@@ -1,0 +1,135 @@
+// Mamba language model throughput on the CPU for a Mamba-130m-shaped model (d_model 768, 24 layers,
+// vocab 50280, d_state 16, random weights; MATH.md §6): prefill tokens/s, decode tokens/s, and decode
+// time and memory per token as the context grows (the recurrent state has a fixed size).
+//
+//   bench_mamba                                  # short default run (contexts 1 and 2048)
+//   SSM_BENCH_FULL=1 bench_mamba --benchmark_filter=DecodeAtContext   # contexts up to 64K (minutes)
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <unistd.h>
+
+#include "ssm/models.hpp"
+
+using ssm::index_t;
+using ssm::models::MambaCache;
+using ssm::models::MambaLM;
+
+namespace {
+
+const MambaLM& model_130m() {
+  static const MambaLM m = [] {
+    ssm::models::MambaConfig c;  // defaults are the 130m shape, with the vocab of the released checkpoint
+    c.d_model = 768;
+    c.n_layer = 24;
+    c.vocab_size = 50280;
+    c.d_state = 16;
+    c.d_conv = 4;
+    c.expand = 2;
+    return MambaLM::init(c, 0);
+  }();
+  return m;
+}
+
+std::vector<std::int64_t> random_ids(index_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
+  for (auto& x : ids) x = static_cast<std::int64_t>(rng() % 50280);
+  return ids;
+}
+
+// Resident set size of this process in bytes (Linux /proc/self/statm).
+double rss_bytes() {
+  std::ifstream is("/proc/self/statm");
+  long pages = 0, resident = 0;
+  is >> pages >> resident;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+// Prefills `ctx` tokens into a fresh cache for one sequence, in chunks of 1024 (bounded activations).
+MambaCache prefill_context(const MambaLM& m, index_t ctx) {
+  MambaCache cache = m.make_cache(1);
+  const index_t chunk = 1024;
+  const auto ids = random_ids(ctx, 7);
+  for (index_t s = 0; s < ctx; s += chunk) {
+    const index_t len = std::min(chunk, ctx - s);
+    m.prefill(ssm::TensorView::of(ids.data() + s, {1, len}), cache, /*resume=*/s > 0);
+  }
+  return cache;
+}
+
+void BM_MambaPrefill(benchmark::State& state) {
+  const MambaLM& m = model_130m();
+  const index_t l = state.range(0);
+  const auto ids = random_ids(l, 1);
+  MambaCache cache;
+  for (auto _ : state) {
+    auto logits = m.prefill(ssm::TensorView::of(ids.data(), {1, l}), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(state.iterations() * l);  // items_per_second = prefill tokens/s
+  state.counters["tokens"] = static_cast<double>(l);
+}
+BENCHMARK(BM_MambaPrefill)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_MambaDecode(benchmark::State& state) {
+  const MambaLM& m = model_130m();
+  MambaCache cache = prefill_context(m, 16);
+  std::int64_t id = 42;
+  for (auto _ : state) {
+    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(state.iterations());  // items_per_second = decode tokens/s
+  state.counters["cache_bytes"] = static_cast<double>(cache.nbytes());
+}
+BENCHMARK(BM_MambaDecode)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Decode after `ctx` tokens of context: time per token, the cache size, and how much the resident set
+// grows per decoded token (0 for a constant-memory decoder; allocator noise aside).
+void BM_MambaDecodeAtContext(benchmark::State& state) {
+  const MambaLM& m = model_130m();
+  const index_t ctx = state.range(0);
+  MambaCache cache = prefill_context(m, ctx);
+  std::int64_t id = 42;
+  for (int i = 0; i < 8; ++i) {  // warm up the allocator so that steady-state growth is what is measured
+    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  const double rss0 = rss_bytes();
+  for (auto _ : state) {
+    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  const double rss1 = rss_bytes();
+  state.SetItemsProcessed(state.iterations());
+  state.counters["context"] = static_cast<double>(ctx);
+  state.counters["cache_bytes"] = static_cast<double>(cache.nbytes());
+  state.counters["rss_growth_bytes_per_token"] = (rss1 - rss0) / static_cast<double>(state.iterations());
+  state.counters["rss_MB"] = rss1 / 1e6;
+}
+
+void register_context_sweep() {
+  const bool full = std::getenv("SSM_BENCH_FULL") != nullptr;
+  auto* b = benchmark::RegisterBenchmark("BM_MambaDecodeAtContext", BM_MambaDecodeAtContext);
+  if (full) {
+    for (index_t ctx : {1, 1024, 4096, 16384, 65536}) b->Arg(ctx);
+  } else {
+    b->Arg(1)->Arg(2048);
+  }
+  b->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(64);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_context_sweep();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
