@@ -252,7 +252,7 @@ class Block {
     std::ostringstream s;
     s << "block (" << block_idx_.x << "," << block_idx_.y << "," << block_idx_.z << ")";
     if (current_ >= 0) s << " thread " << current_;
-    s << " [" << name(cfg_.order) << " order]";
+    s << " [" << name(cfg_.order) << " order, after " << epoch_ << " barriers]";
     return s.str();
   }
 

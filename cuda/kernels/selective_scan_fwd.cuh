@@ -46,12 +46,14 @@ struct ScanFwdConfig {
 };
 
 /// Picks the configuration for the longest sequence of a launch (mamba's table, condensed): short sequences
-/// get small blocks so that padding does not dominate, long ones 2048-token chunks.
+/// get small blocks so that padding does not dominate, long ones 2048-token chunks. 8 items per thread
+/// rather than mamba's 16: with 16 items ptxas (CUDA 13.0) spilled (64 x 16 on sm_80, 128 x 16 f16/bf16 on
+/// sm_90); with 8 the kernel stays near 100 registers.
 template <class F>
 void dispatch_fwd_config(index_t max_len, F&& f) {
   if (max_len <= 128) f(ScanFwdConfig<32, 4>{});
-  else if (max_len <= 1024) f(ScanFwdConfig<64, 16>{});
-  else f(ScanFwdConfig<128, 16>{});
+  else if (max_len <= 1024) f(ScanFwdConfig<128, 8>{});
+  else f(ScanFwdConfig<256, 8>{});
 }
 
 inline index_t fwd_chunk_len(index_t max_len) {
@@ -65,8 +67,13 @@ inline index_t fwd_num_sequences(const ScanParams& p) { return p.cu_seqlens ? p.
 
 /// Forward kernel. Grid (d, sequences), block kThreads. `chunk_states` (sequences, d, n_chunks, n) f32 or null:
 /// the state h at the end of every chunk (the only states kept for the backward pass).
+/// Register target: 128 per thread. Without a minimum block count ptxas (CUDA 13.0) picked 64 registers for
+/// 128 threads on sm_90 and spilled; asking for 65536 / (threads * 128) resident blocks sets the cap at 128.
+template <int kThreads>
+inline constexpr int kScanFwdMinBlocks = 65536 / (kThreads * 128) > 0 ? 65536 / (kThreads * 128) : 1;
+
 template <class In, int kThreads, int kItems>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
     selective_scan_fwd_kernel(ScanParams p, float* chunk_states, index_t n_chunks_max) {
   constexpr int kChunk = kThreads * kItems;
   using BlockScanT = BlockScan<ScanPair, kThreads>;
@@ -121,12 +128,17 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
 
-  for (index_t chunk = 0; chunk < n_chunks; ++chunk) {
-    const index_t base = chunk * kChunk + static_cast<index_t>(tid) * kItems;  // this thread's first token
+  // Positions within a sequence fit in 32 bits (the launcher checks l < 2^31): 32-bit index arithmetic keeps
+  // the register count down.
+  const int len32 = static_cast<int>(len);
+  const int n_chunks32 = static_cast<int>(n_chunks);
+  for (int chunk = 0; chunk < n_chunks32; ++chunk) {
+    const int base = chunk * kChunk + tid * kItems;  // this thread's first token
+    const int n_valid = len32 - base;                // items i < n_valid are tokens, the rest padding
     float delta_v[kItems], delta_u[kItems], y[kItems];
     SSM_UNROLL
     for (int i = 0; i < kItems; ++i) {
-      const bool valid = base + i < len;
+      const bool valid = i < n_valid;
       const float u_i = valid ? load_float(u + base + i) : 0.0f;
       float d_i = valid ? load_float(delta + base + i) + delta_bias : 0.0f;
       if (p.delta_softplus) d_i = d_i <= 20.0f ? log1pf(expf(d_i)) : d_i;
@@ -134,15 +146,16 @@ __global__ void __launch_bounds__(kThreads)
       delta_u[i] = d_i * u_i;
       y[i] = D * u_i;
     }
-    for (index_t s = 0; s < p.dstate; ++s) {
+    for (int s = 0; s < static_cast<int>(p.dstate); ++s) {
       const float A_s = A[s * p.A_n_stride];
       const float B_s = B_fix ? B_fix[s * p.B_n_stride] : 0.0f;
       const float C_s = C_fix ? C_fix[s * p.C_n_stride] : 0.0f;
+      const In* B_row = B_var ? B_var + s * p.B_n_stride + base : nullptr;  // (kItems) this thread's tokens
       ScanPair steps[kItems];
       SSM_UNROLL
       for (int i = 0; i < kItems; ++i) {
-        if (base + i < len) {
-          const float B_i = B_var ? load_float(B_var + s * p.B_n_stride + base + i) : B_s;
+        if (i < n_valid) {
+          const float B_i = B_row ? load_float(B_row + i) : B_s;
           steps[i] = ScanPair{expf(delta_v[i] * A_s), delta_u[i] * B_i};
         } else {
           steps[i] = ScanPair{1.0f, 0.0f};  // padding: the identity keeps the chunk's final state right
@@ -151,22 +164,23 @@ __global__ void __launch_bounds__(kThreads)
       ScanPrefix prefix{ScanPair{1.0f, 0.0f}};
       if (tid == 0) prefix.running.b = chunk == 0 ? (h0 ? h0[s * p.init_n_stride] : 0.0f) : running_h[s];
       BlockScanT(scan_storage[0]).InclusiveScan(steps, steps, ScanCombine{}, prefix);
+      const In* C_row = C_var ? C_var + s * p.C_n_stride + base : nullptr;  // (kItems)
       SSM_UNROLL
       for (int i = 0; i < kItems; ++i) {
-        const float C_i = C_var ? (base + i < len ? load_float(C_var + s * p.C_n_stride + base + i) : 0.0f) : C_s;
+        const float C_i = C_row ? (i < n_valid ? load_float(C_row + i) : 0.0f) : C_s;
         y[i] += steps[i].b * C_i;  // steps[i].b is h at this token, state index s
       }
       if (tid == 0) {
         const float h_end = prefix.running.b;
         running_h[s] = h_end;
-        if (saved) saved[chunk * p.dstate + s] = h_end;
-        if (h_last && chunk == n_chunks - 1) h_last[s] = h_end;
+        if (saved) saved[static_cast<index_t>(chunk) * p.dstate + s] = h_end;
+        if (h_last && chunk == n_chunks32 - 1) h_last[s] = h_end;
       }
       __syncthreads();  // the next state index reuses scan_storage
     }
     SSM_UNROLL
     for (int i = 0; i < kItems; ++i) {
-      if (base + i < len) {
+      if (i < n_valid) {
         float o = y[i];
         if (z) {
           const float z_i = load_float(z + base + i);

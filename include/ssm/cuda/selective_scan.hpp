@@ -1,0 +1,37 @@
+// Host API of the fused CUDA selective scan (target ssm::cuda; Gu & Dao 2023, "Mamba", §3.3): launches the
+// kernel of cuda/kernels/selective_scan_fwd.cuh on a validated ScanParams whose pointers are device memory.
+// ssm::selective_scan calls it for CUDA tensors; it can also be called directly with a ScanParams.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ssm/core/dtype.hpp"
+#include "ssm/ops/selective_scan_params.hpp"
+
+namespace ssm::cuda {
+
+struct ScanForwardOptions {
+  void* stream = nullptr;         ///< a cudaStream_t; null: the default stream. The call does not synchronize.
+  /// Device memory (sequences, d, selective_scan_chunk_count(max_seqlen), n) f32 receiving the state h at the
+  /// end of every chunk (the states the backward pass restarts from), or null.
+  float* chunk_states = nullptr;
+  /// With cu_seqlens: the longest packed sequence, if known (0: the packed length l, an upper bound). It picks
+  /// the block configuration and sizes chunk_states.
+  std::int64_t max_seqlen = 0;
+};
+
+/// Tokens per chunk (threads × items per thread) the forward kernel uses when the longest sequence is
+/// `max_seqlen`: 128, 1024 or 2048.
+std::int64_t selective_scan_chunk_len(std::int64_t max_seqlen);
+/// Chunks per sequence of `max_seqlen` tokens (at least 1): the third extent of chunk_states.
+std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen);
+
+/// Fused selective-scan forward on the current CUDA device: out (b, d, l) in the input dtype and, when
+/// p.last_state is set, the last state (b or n_seqs, d, n) f32. `input_dtype` is the dtype of u, delta, z and
+/// variable B / C: f32, f16 or bf16; weights (A (d, n), fixed B / C (d, n), D (d), delta_bias (d)) and states are
+/// f32. Real A only, n <= 256. Returns the path name, "cuda-fused". Throws ssm::Error for what the kernel does
+/// not support (f64, complex A, n > 256, more than 65535 sequences) and when the CUDA runtime fails (no GPU).
+std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& options = {});
+
+}  // namespace ssm::cuda
