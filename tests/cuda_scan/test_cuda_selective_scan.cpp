@@ -1,0 +1,161 @@
+// ssm::cuda::selective_scan_forward (the fused kernel's host API): what it rejects (with ssm::Error naming the
+// limit), the runtime's message when no GPU is usable, and, on a GPU, the kernel against the double loop for
+// f32 / f16 / bf16, ragged lengths, groups, fixed B / C, packed sequences, chunk-boundary states.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <ssm/ssm.hpp>
+
+#include "selective_scan_problem.hpp"
+#include "ssm/cuda/runtime.hpp"
+#include "ssm/cuda/selective_scan.hpp"
+
+namespace {
+
+using ssm_test::Case;
+using ssm_test::ScanProblem;
+using index_t = std::int64_t;
+
+bool gpu_usable() { return ssm::backends().cuda_usable; }
+
+std::string error_of(const ssm::ScanParams& p, ssm::DType t) {
+  try {
+    (void)ssm::cuda::selective_scan_forward(p, t);
+  } catch (const ssm::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(CudaSelectiveScan, RejectsWhatTheKernelDoesNotSupport) {
+  Case c;
+  c.l = 10;
+  ScanProblem<float> prob(c);
+  EXPECT_NE(error_of(prob.p, ssm::DType::f64).find("input dtype must be f32, f16 or bf16 on CUDA, got f64"),
+            std::string::npos)
+      << error_of(prob.p, ssm::DType::f64);
+  ssm::ScanParams p = prob.p;
+  p.is_complex = true;
+  EXPECT_NE(error_of(p, ssm::DType::f32).find("complex A"), std::string::npos);
+  p = prob.p;
+  p.dstate = 257;
+  EXPECT_NE(error_of(p, ssm::DType::f32).find("state size n must be in [1, 256], got 257"), std::string::npos);
+  p = prob.p;
+  p.n_groups = 3;
+  EXPECT_NE(error_of(p, ssm::DType::f32).find("multiple of the number of groups g (3)"), std::string::npos);
+  p = prob.p;
+  p.out = nullptr;
+  EXPECT_NE(error_of(p, ssm::DType::f32).find("must be set"), std::string::npos);
+  p = prob.p;
+  std::vector<std::int64_t> cu = {0, 5, 10};
+  p.cu_seqlens = cu.data();
+  p.n_seqs = 2;
+  EXPECT_NE(error_of(p, ssm::DType::f32).find("cu_seqlens needs b == 1, got b = 2"), std::string::npos);
+  p = prob.p;
+  p.seqlen = index_t{1} << 31;
+  EXPECT_NE(error_of(p, ssm::DType::f32).find("l must be below 2^31"), std::string::npos);
+}
+
+TEST(CudaSelectiveScan, WithoutGpuTheRuntimeMessage) {
+  if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here: " << ssm::backends().cuda_status;
+  Case c;
+  c.l = 10;
+  ScanProblem<float> prob(c);
+  const std::string msg = error_of(prob.p, ssm::DType::f32);
+  EXPECT_NE(msg.find("CUDA runtime error in cudaGetDeviceCount"), std::string::npos) << msg;
+}
+
+TEST(CudaSelectiveScan, ChunkGeometry) {
+  EXPECT_EQ(ssm::cuda::selective_scan_chunk_len(1), 128);
+  EXPECT_EQ(ssm::cuda::selective_scan_chunk_len(129), 1024);
+  EXPECT_EQ(ssm::cuda::selective_scan_chunk_len(5000), 2048);
+  EXPECT_EQ(ssm::cuda::selective_scan_chunk_count(0), 1);
+  EXPECT_EQ(ssm::cuda::selective_scan_chunk_count(4096), 2);
+  EXPECT_EQ(ssm::cuda::selective_scan_chunk_count(4097), 3);
+}
+
+// Device copy of a host vector, freed at scope exit.
+template <class T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  std::size_t count = 0;
+  explicit DeviceBuffer(const std::vector<T>& host) : count(host.size()) {
+    ptr = static_cast<T*>(ssm::cuda::device_malloc(std::max<std::size_t>(1, count) * sizeof(T), 0));
+    ssm::cuda::memcpy(ptr, ssm::Device::cuda(0), host.data(), ssm::Device::cpu(), count * sizeof(T));
+  }
+  ~DeviceBuffer() { ssm::cuda::device_free(ptr, 0); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  std::vector<T> to_host() const {
+    std::vector<T> h(count);
+    ssm::cuda::memcpy(h.data(), ssm::Device::cpu(), ptr, ssm::Device::cuda(0), count * sizeof(T));
+    return h;
+  }
+};
+
+template <class In>
+void run_on_gpu(const Case& c) {
+  SCOPED_TRACE(c.name());
+  ScanProblem<In> prob(c);
+  DeviceBuffer<In> u(prob.u), delta(prob.delta), z(prob.z), B_var(prob.B_var), C_var(prob.C_var), out(prob.out);
+  DeviceBuffer<float> B_fix(prob.B_fix), C_fix(prob.C_fix), D(prob.D), bias(prob.bias), h0(prob.h0), A(prob.A),
+      last(prob.last);
+  std::vector<std::int64_t> cu_host(c.cu_seqlens);
+  DeviceBuffer<std::int64_t> cu(cu_host);
+  ssm::ScanParams p = prob.p;
+  p.u = u.ptr;
+  p.delta = delta.ptr;
+  if (p.z) p.z = z.ptr;
+  p.B = c.variable_B ? static_cast<const void*>(B_var.ptr) : B_fix.ptr;
+  p.C = c.variable_C ? static_cast<const void*>(C_var.ptr) : C_fix.ptr;
+  if (p.D) p.D = D.ptr;
+  if (p.delta_bias) p.delta_bias = bias.ptr;
+  if (p.initial_state) p.initial_state = h0.ptr;
+  p.A = A.ptr;
+  p.last_state = last.ptr;
+  p.out = out.ptr;
+  if (p.cu_seqlens) p.cu_seqlens = cu.ptr;
+  const index_t chunk = ssm::cuda::selective_scan_chunk_len(prob.max_len);
+  const index_t n_chunks = ssm::cuda::selective_scan_chunk_count(prob.max_len);
+  DeviceBuffer<float> saved(std::vector<float>(static_cast<std::size_t>(prob.seqs * c.d * n_chunks * c.n), -55.0f));
+  ssm::cuda::ScanForwardOptions opt;
+  opt.chunk_states = saved.ptr;
+  opt.max_seqlen = prob.max_len;
+  EXPECT_EQ(ssm::cuda::selective_scan_forward(p, ssm::dtype_of<In>(), opt), "cuda-fused");
+  const std::vector<float> saved_host = saved.to_host();
+  const double worst = prob.check(out.to_host(), last.to_host(), &saved_host, chunk, n_chunks);
+  std::printf("%s: worst |out - reference| / scale %.3g\n", c.name().c_str(), worst);
+}
+
+TEST(CudaSelectiveScan, MatchesTheDoubleLoopOnTheGpu) {
+  if (!gpu_usable()) GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
+  for (index_t l : {1, 31, 2047, 2048, 2049, 5000}) {
+    Case c;
+    c.l = l;
+    run_on_gpu<float>(c);
+  }
+  for (index_t n : {1, 64}) {
+    Case c;
+    c.l = 1000;
+    c.n = n;
+    run_on_gpu<float>(c);
+  }
+  Case fixed;
+  fixed.l = 300;
+  fixed.variable_B = fixed.variable_C = false;
+  fixed.has_z = fixed.has_init = false;
+  run_on_gpu<float>(fixed);
+  Case packed;
+  packed.b = 1;
+  packed.cu_seqlens = {0, 0, 1, 131, 2390, 2647};
+  packed.l = packed.cu_seqlens.back();
+  run_on_gpu<float>(packed);
+  Case half_case;
+  half_case.l = 3000;
+  run_on_gpu<ssm::half>(half_case);
+  run_on_gpu<ssm::bfloat16>(half_case);
+}
+
+}  // namespace
