@@ -244,6 +244,88 @@ struct ScanProblem {
     }
     return worst;
   }
+
+  /// Gradients of sum(grad_out * out) + sum(grad_last * last_state) by the plain double loop (MATH.md §5,
+  /// "Backward"): shapes as ScanGradParams (grad_B / grad_C variable (b, g, n, l) or fixed (d, n)).
+  struct Grads {
+    std::vector<double> u, delta, z, A, B, C, D, bias, h0;
+  };
+  Grads reference_grads(const std::vector<float>& grad_out, const std::vector<float>& grad_last) const {
+    const index_t b = c.b, d = c.d, l = c.l, n = c.n, g = c.g;
+    Grads r;
+    r.u.assign(static_cast<std::size_t>(b * d * l), 0.0);
+    r.delta = r.u;
+    r.z = r.u;
+    r.A.assign(static_cast<std::size_t>(d * n), 0.0);
+    r.B.assign(c.variable_B ? static_cast<std::size_t>(b * g * n * l) : static_cast<std::size_t>(d * n), 0.0);
+    r.C.assign(c.variable_C ? static_cast<std::size_t>(b * g * n * l) : static_cast<std::size_t>(d * n), 0.0);
+    r.D.assign(static_cast<std::size_t>(d), 0.0);
+    r.bias = r.D;
+    r.h0.assign(static_cast<std::size_t>(b * d * n), 0.0);
+    for (index_t bb = 0; bb < b; ++bb)
+      for (index_t ch = 0; ch < d; ++ch) {
+        const index_t grp = ch / (d / g);
+        std::vector<double> H(static_cast<std::size_t>(l * n)), Bt(static_cast<std::size_t>(l * n)),
+            Ct(static_cast<std::size_t>(l * n)), bt(static_cast<std::size_t>(l * n)), Dl(static_cast<std::size_t>(l)),
+            Y(static_cast<std::size_t>(l));
+        std::vector<double> h(static_cast<std::size_t>(n));
+        for (index_t s = 0; s < n; ++s) h[static_cast<std::size_t>(s)] = c.has_init ? h0[static_cast<std::size_t>((bb * d + ch) * n + s)] : 0.0;
+        auto at = [&](index_t t, index_t s) { return static_cast<std::size_t>(t * n + s); };
+        for (index_t t = 0; t < l; ++t) {
+          const std::size_t x = static_cast<std::size_t>((bb * d + ch) * l + t);
+          double Delta = to_d(delta[x]) + (c.has_bias ? bias[static_cast<std::size_t>(ch)] : 0.0);
+          if (c.softplus) Delta = Delta <= 20.0 ? std::log1p(std::exp(Delta)) : Delta;
+          Dl[static_cast<std::size_t>(t)] = Delta;
+          double y = c.has_D ? D[static_cast<std::size_t>(ch)] * to_d(u[x]) : 0.0;
+          for (index_t s = 0; s < n; ++s) {
+            const std::size_t bc = static_cast<std::size_t>(((bb * g + grp) * n + s) * l + t);
+            Bt[at(t, s)] = c.variable_B ? to_d(B_var[bc]) : B_fix[static_cast<std::size_t>(ch * n + s)];
+            Ct[at(t, s)] = c.variable_C ? to_d(C_var[bc]) : C_fix[static_cast<std::size_t>(ch * n + s)];
+            bt[at(t, s)] = Delta * Bt[at(t, s)] * to_d(u[x]);
+            double& hs = h[static_cast<std::size_t>(s)];
+            hs = std::exp(Delta * A[static_cast<std::size_t>(ch * n + s)]) * hs + bt[at(t, s)];
+            H[at(t, s)] = hs;
+            y += Ct[at(t, s)] * hs;
+          }
+          Y[static_cast<std::size_t>(t)] = y;
+        }
+        std::vector<double> G(static_cast<std::size_t>(n));  // a_{t+1} g_{t+1}, flowing backwards
+        for (index_t s = 0; s < n; ++s) G[static_cast<std::size_t>(s)] = grad_last[static_cast<std::size_t>((bb * d + ch) * n + s)];
+        for (index_t t = l - 1; t >= 0; --t) {
+          const std::size_t x = static_cast<std::size_t>((bb * d + ch) * l + t);
+          const double Delta = Dl[static_cast<std::size_t>(t)], u_t = to_d(u[x]);
+          double dy = grad_out[x];
+          if (c.has_z) {
+            const double z_t = to_d(z[x]), sig = 1.0 / (1.0 + std::exp(-z_t));
+            dy = grad_out[x] * z_t * sig;
+            r.z[x] = grad_out[x] * Y[static_cast<std::size_t>(t)] * sig * (1.0 + z_t * (1.0 - sig));
+          }
+          double grad_Delta = 0.0;
+          r.u[x] += (c.has_D ? D[static_cast<std::size_t>(ch)] : 0.0) * dy;
+          for (index_t s = 0; s < n; ++s) {
+            const double A_s = A[static_cast<std::size_t>(ch * n + s)];
+            const double gs = G[static_cast<std::size_t>(s)] + Ct[at(t, s)] * dy;
+            const double a_h_prev = H[at(t, s)] - bt[at(t, s)];
+            r.u[x] += gs * Delta * Bt[at(t, s)];
+            grad_Delta += gs * (A_s * a_h_prev + Bt[at(t, s)] * u_t);
+            r.A[static_cast<std::size_t>(ch * n + s)] += gs * Delta * a_h_prev;
+            const std::size_t bc = static_cast<std::size_t>(((bb * g + grp) * n + s) * l + t);
+            (c.variable_B ? r.B[bc] : r.B[static_cast<std::size_t>(ch * n + s)]) += gs * Delta * u_t;
+            (c.variable_C ? r.C[bc] : r.C[static_cast<std::size_t>(ch * n + s)]) += dy * H[at(t, s)];
+            G[static_cast<std::size_t>(s)] = std::exp(Delta * A_s) * gs;
+          }
+          if (c.softplus) {
+            const double xr = to_d(delta[x]) + (c.has_bias ? bias[static_cast<std::size_t>(ch)] : 0.0);
+            if (xr <= 20.0) grad_Delta /= 1.0 + std::exp(-xr);
+          }
+          r.delta[x] = grad_Delta;
+          r.bias[static_cast<std::size_t>(ch)] += grad_Delta;
+          r.D[static_cast<std::size_t>(ch)] += dy * u_t;
+        }
+        for (index_t s = 0; s < n; ++s) r.h0[static_cast<std::size_t>((bb * d + ch) * n + s)] = G[static_cast<std::size_t>(s)];
+      }
+    return r;
+  }
 };
 
 }  // namespace ssm_test

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/selective_scan_bwd.cuh"
 #include "kernels/selective_scan_fwd.cuh"
 #include "selective_scan_problem.hpp"
 
@@ -26,6 +27,7 @@ using index_t = std::int64_t;
 
 // Largest |out - reference| / scale seen in this test program (printed at the end).
 double g_worst[3] = {0, 0, 0};  // f32, f16, bf16
+double g_worst_grad = 0;
 template <class In>
 constexpr int dtype_slot() {
   return std::is_same_v<In, float> ? 0 : std::is_same_v<In, ssm::half> ? 1 : 2;
@@ -158,9 +160,129 @@ TEST(CudaSelectiveScanEmu, ProductionConfigurations) {
   ssm::kernels::dispatch_fwd_config(c.l, [&](auto cfg) { run_case<ssm::bfloat16, decltype(cfg)>(c, Order::reverse, 3); });
 }
 
-TEST(CudaSelectiveScanEmu, WorstErrorSeen) {
+
+// ---- backward ----
+
+// Gradients: the kernel accumulates in f32 (sums over tokens, atomics in some order), the reference in
+// double. Each gradient is compared with max |got - ref| <= 1e-4 * max |ref| over the tensor, the bound
+// (the sums over up to l tokens make per-element relative bounds meaningless near zero).
+template <class Got>
+void expect_grad_close(const char* what, const std::vector<Got>& got, const std::vector<double>& ref) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  double scale = 0, err = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    scale = std::max(scale, std::fabs(ref[i]));
+    err = std::max(err, std::fabs(ssm_test::to_d(got[i]) - ref[i]));
+  }
+  EXPECT_LE(err, 1e-4 * scale + 1e-12) << what << ": max error " << err << ", max |reference| " << scale;
+  g_worst_grad = std::max(g_worst_grad, scale > 0 ? err / scale : err);
+}
+
+template <class Cfg>
+void run_backward_case(const Case& c, Order order, std::uint64_t seed) {
+  using Bwd = ssm::kernels::ScanBwdConfig<Cfg>;
+  static_assert(Bwd::kChunk == Cfg::kChunk);
+  SCOPED_TRACE(c.name() + " backward, order " + ssm::emu::name(order) + " threads " + std::to_string(Bwd::kThreads));
+  ScanProblem<float> prob(c);
+  const index_t b = c.b, d = c.d, l = c.l, n = c.n, g = c.g;
+  const index_t n_chunks_max = std::max<index_t>(1, (l + Cfg::kChunk - 1) / Cfg::kChunk);
+  std::vector<float> saved(static_cast<std::size_t>(b * d * n_chunks_max * n), -55.0f);  // (b, d, c, n)
+  LaunchConfig fwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Cfg::kThreads),
+                   order, seed};
+  auto report = ssm::emu::launch(fwd, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
+                                 prob.p, saved.data(), n_chunks_max);
+  ASSERT_TRUE(report.ok()) << report.summary();
+
+  std::mt19937 rng(99);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> grad_out(static_cast<std::size_t>(b * d * l)), grad_last(static_cast<std::size_t>(b * d * n));
+  for (auto& x : grad_out) x = dist(rng);
+  for (auto& x : grad_last) x = dist(rng);
+  const std::size_t bc_size = static_cast<std::size_t>(b * g * n * l), dn = static_cast<std::size_t>(d * n);
+  std::vector<float> grad_u(grad_out.size(), -1.0f), grad_delta(grad_out.size(), -1.0f), grad_z(grad_out.size(), -1.0f);
+  std::vector<float> grad_A(dn, 0.0f), grad_B(c.variable_B ? bc_size : dn, 0.0f), grad_C(c.variable_C ? bc_size : dn, 0.0f);
+  std::vector<float> grad_D(static_cast<std::size_t>(d), 0.0f), grad_bias(static_cast<std::size_t>(d), 0.0f);
+  std::vector<float> grad_h0(static_cast<std::size_t>(b * d * n), -1.0f);
+  ssm::cuda::ScanGradParams gp;
+  gp.grad_out = grad_out.data();
+  gp.grad_last_state = grad_last.data();
+  gp.chunk_states = saved.data();
+  gp.n_chunks_max = n_chunks_max;
+  gp.grad_u = grad_u.data();
+  gp.grad_delta = grad_delta.data();
+  gp.grad_z = grad_z.data();
+  gp.grad_A = grad_A.data();
+  gp.grad_B = grad_B.data();
+  gp.grad_C = grad_C.data();
+  gp.grad_D = grad_D.data();
+  gp.grad_delta_bias = grad_bias.data();
+  gp.grad_initial_state = grad_h0.data();
+  LaunchConfig bwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Bwd::kThreads),
+                   order, seed};
+  report = ssm::emu::launch(bwd, ssm::kernels::selective_scan_bwd_kernel<float, Bwd::kThreads, Bwd::kItems>, prob.p, gp);
+  ASSERT_TRUE(report.ok()) << report.summary();
+
+  const auto ref = prob.reference_grads(grad_out, grad_last);
+  expect_grad_close("grad_u", grad_u, ref.u);
+  expect_grad_close("grad_delta", grad_delta, ref.delta);
+  if (c.has_z) expect_grad_close("grad_z", grad_z, ref.z);
+  expect_grad_close("grad_A", grad_A, ref.A);
+  expect_grad_close("grad_B", grad_B, ref.B);
+  expect_grad_close("grad_C", grad_C, ref.C);
+  expect_grad_close("grad_D", grad_D, ref.D);
+  expect_grad_close("grad_delta_bias", grad_bias, ref.bias);
+  expect_grad_close("grad_initial_state", grad_h0, ref.h0);
+}
+
+TEST(CudaSelectiveScanEmuBackward, LengthsAndStateSizes) {
+  for (index_t l : {1, 31, 2047, 2049}) {
+    Case c;
+    c.l = l;
+    c.b = 1;
+    c.d = 2;
+    for (Order o : kOrders) run_backward_case<Small>(c, o, 7);
+  }
+  for (index_t n : {1, 64}) {
+    Case c;
+    c.l = 300;
+    c.n = n;
+    c.d = 2;
+    run_backward_case<Small>(c, Order::random, 5);
+  }
+}
+
+TEST(CudaSelectiveScanEmuBackward, OptionalInputsAndGroups) {
+  Case base;
+  base.l = 200;
+  base.d = 4;
+  Case fixed = base;
+  fixed.variable_B = fixed.variable_C = false;
+  fixed.has_z = false;
+  Case plain = base;
+  plain.has_D = plain.has_bias = plain.softplus = plain.has_init = false;
+  Case groups = base;
+  groups.g = 1;  // four channels share B and C: their gradients add up
+  for (const Case& c : {fixed, plain, groups})
+    for (Order o : kOrders) run_backward_case<Small>(c, o, 3);
+}
+
+TEST(CudaSelectiveScanEmuBackward, LauncherConfigurations) {
+  for (index_t l : {1000, 2100}) {
+    Case c;
+    c.l = l;
+    c.b = 1;
+    c.d = 1;
+    c.g = 1;
+    c.n = 4;
+    ssm::kernels::dispatch_fwd_config(l, [&](auto cfg) { run_backward_case<decltype(cfg)>(c, Order::forward, 1); });
+  }
+}
+
+// Registered last, so it runs after every emulated run above.
+TEST(CudaSelectiveScanEmuSummary, WorstErrorSeen) {
   std::printf("worst |out - reference| / scale over the emulated runs: f32 %.3g, f16 %.3g, bf16 %.3g\n", g_worst[0],
               g_worst[1], g_worst[2]);
+  std::printf("worst max |grad - reference| / max |reference| over the emulated backward runs: %.3g\n", g_worst_grad);
   EXPECT_LE(g_worst[0], out_tolerance<float>());
 }
 

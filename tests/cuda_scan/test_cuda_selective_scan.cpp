@@ -58,6 +58,41 @@ TEST(CudaSelectiveScan, RejectsWhatTheKernelDoesNotSupport) {
   EXPECT_NE(error_of(p, ssm::DType::f32).find("l must be below 2^31"), std::string::npos);
 }
 
+TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
+  Case c;
+  c.l = 10;
+  ScanProblem<float> prob(c);
+  float dummy = 0;
+  ssm::cuda::ScanGradParams g;
+  g.grad_out = g.grad_u = g.grad_delta = g.grad_z = &dummy;
+  g.grad_A = g.grad_B = g.grad_C = &dummy;
+  g.chunk_states = &dummy;
+  g.n_chunks_max = 1;
+  auto error = [&](const ssm::ScanParams& p, const ssm::cuda::ScanGradParams& gg) -> std::string {
+    try {
+      ssm::cuda::selective_scan_backward(p, ssm::DType::f32, gg);
+    } catch (const ssm::Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  ssm::ScanParams p = prob.p;
+  std::vector<std::int64_t> cu = {0, 10};
+  p.cu_seqlens = cu.data();
+  p.n_seqs = 1;
+  p.batch = 1;
+  EXPECT_NE(error(p, g).find("cu_seqlens) are not supported by the backward kernel"), std::string::npos);
+  ssm::cuda::ScanGradParams g2 = g;
+  g2.n_chunks_max = 3;
+  EXPECT_NE(error(prob.p, g2).find("n_chunks_max = selective_scan_chunk_count(l) = 1 are needed, got n_chunks_max = 3"),
+            std::string::npos)
+      << error(prob.p, g2);
+  g2 = g;
+  g2.grad_z = nullptr;
+  EXPECT_NE(error(prob.p, g2).find("grad_z must be set when z is given"), std::string::npos);
+  EXPECT_NE(error(prob.p, g).find(gpu_usable() ? "no error" : "CUDA runtime error"), std::string::npos);
+}
+
 TEST(CudaSelectiveScan, WithoutGpuTheRuntimeMessage) {
   if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here: " << ssm::backends().cuda_status;
   Case c;
