@@ -702,10 +702,15 @@ class BlockScan {
     s_.aggregates[t] = local;
     syncthreads();
     if (t < kWarpSize) {
-      // Warp 0 computes the block aggregate and calls the callback (every lane, as CUB does; lane 0's
-      // result is the block prefix).
-      T total = s_.aggregates[0];
-      for (int j = 1; j < kThreads; ++j) total = op(total, static_cast<T>(s_.aggregates[j]));
+      // Warp 0: lane 0 computes the block aggregate and the exclusive prefixes; every lane of warp 0 gets the
+      // aggregate (by a shuffle) and calls the callback, as CUB does; lane 0's result is the block prefix.
+      T total{};
+      if (t == 0) {
+        total = s_.aggregates[0];
+        for (int j = 1; j < kThreads; ++j) total = op(total, static_cast<T>(s_.aggregates[j]));
+      }
+      const unsigned warp0 = kThreads >= kWarpSize ? 0xffffffffu : ((1u << kThreads) - 1u);
+      total = shfl_sync(warp0, total, 0);
       const T prefix = prefix_op(total);
       if (t == 0) {
         s_.block_prefix[0] = prefix;
