@@ -11,6 +11,7 @@
 #include <ssm/ssm.hpp>
 
 #include "selective_scan_problem.hpp"
+#include "ssm/cuda/causal_conv1d.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 
@@ -93,6 +94,43 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   g2.grad_z = nullptr;
   EXPECT_NE(error(prob.p, g2).find("grad_z must be set when z is given"), std::string::npos);
   EXPECT_NE(error(prob.p, g).find(gpu_usable() ? "no error" : "CUDA runtime error"), std::string::npos);
+}
+
+// The conv1d host API (kernels tested under the emulation in test_cuda_emu): its own limits, then the runtime.
+TEST(CudaConv1d, RejectsBadArgumentsAndReportsTheRuntime) {
+  float buf[64] = {};
+  ssm::cuda::CausalConv1dParams p;
+  p.batch = 1;
+  p.dim = 2;
+  p.seqlen = 8;
+  p.width = 5;
+  p.x = buf;
+  p.weight = buf;
+  p.out = buf;
+  auto error = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const ssm::Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_NE(error([&] { ssm::cuda::causal_conv1d_forward(p, ssm::DType::f32); }).find("width must be in [2, 4], got 5"),
+            std::string::npos);
+  p.width = 4;
+  EXPECT_NE(error([&] { ssm::cuda::causal_conv1d_forward(p, ssm::DType::f64); }).find("got f64"), std::string::npos);
+  ssm::cuda::CausalConv1dUpdateParams up;
+  up.batch = 1;
+  up.dim = 2;
+  up.width = 4;
+  up.x = buf;
+  up.weight = buf;
+  up.out = buf;
+  EXPECT_NE(error([&] { ssm::cuda::causal_conv1d_update(up, ssm::DType::f32); }).find("conv_state"), std::string::npos);
+  if (!gpu_usable()) {
+    EXPECT_NE(error([&] { ssm::cuda::causal_conv1d_forward(p, ssm::DType::f32); }).find("CUDA runtime error"),
+              std::string::npos);
+  }
 }
 
 TEST(CudaSelectiveScan, WithoutGpuTheRuntimeMessage) {
