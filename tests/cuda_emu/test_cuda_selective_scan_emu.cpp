@@ -245,7 +245,8 @@ TEST(CudaSelectiveScanEmuBackward, LengthsAndStateSizes) {
     c.g = 1;
     c.n = l > 2049 ? 4 : 16;
     for (Order o : kOrders) {
-      if (l > 2049 && o != Order::random) continue;  // the longest once: its cost is in ASan's budget
+      // 2047, 2048 and 5000 in one (random) order: the ASan run's time budget; the other lengths in all three.
+      if ((l == 2047 || l == 2048 || l > 2049) && o != Order::random) continue;
       run_backward_case<Small>(c, o, 7);
     }
   }
@@ -261,14 +262,14 @@ TEST(CudaSelectiveScanEmuBackward, LengthsAndStateSizes) {
 TEST(CudaSelectiveScanEmuBackward, OptionalInputsAndGroups) {
   Case base;
   base.l = 140;
-  base.d = 4;
+  base.d = 2;
   Case fixed = base;
   fixed.variable_B = fixed.variable_C = false;
   fixed.has_z = false;
   Case plain = base;
   plain.has_D = plain.has_bias = plain.softplus = plain.has_init = false;
   Case groups = base;
-  groups.g = 1;  // four channels share B and C: their gradients add up
+  groups.g = 1;  // both channels share B and C: their gradients add up
   for (const Case& c : {fixed, plain, groups})
     for (Order o : kOrders) run_backward_case<Small>(c, o, 3);
 }
