@@ -56,6 +56,10 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
   SSM_CHECK(options.max_seqlen >= 0, op, ": max_seqlen must be >= 0, got ", options.max_seqlen);
   if (sequences == 0 || p.seqlen < 0) return "cuda-fused";
   (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
+  if (options.device >= 0) {
+    ensure_device(options.device);
+    detail::check_cuda(cudaSetDevice(options.device), "cudaSetDevice");
+  }
   const std::int64_t max_len = p.cu_seqlens && options.max_seqlen > 0 ? options.max_seqlen : p.seqlen;
   auto stream = static_cast<cudaStream_t>(options.stream);
   switch (input_dtype) {

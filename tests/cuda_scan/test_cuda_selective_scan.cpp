@@ -12,6 +12,7 @@
 
 #include "selective_scan_problem.hpp"
 #include "ssm/cuda/causal_conv1d.hpp"
+#include "ssm/ops/selective_scan.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 
@@ -131,6 +132,77 @@ TEST(CudaConv1d, RejectsBadArgumentsAndReportsTheRuntime) {
     EXPECT_NE(error([&] { ssm::cuda::causal_conv1d_forward(p, ssm::DType::f32); }).find("CUDA runtime error"),
               std::string::npos);
   }
+}
+
+// The op ssm::selective_scan dispatches CUDA tensors to the fused kernel: without a GPU the dispatch's clear
+// error; with one, the same result as the op on CPU tensors (its reference path) and the path "cuda-fused".
+TEST(CudaSelectiveScan, OpDispatchesCudaTensors) {
+  const ssm::index_t b = 2, d = 4, l = 300, n = 16;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  auto random = [&](ssm::Dims shape, float scale, float offset) {
+    std::vector<float> v(static_cast<std::size_t>(shape.product()));
+    for (auto& x : v) x = offset + scale * dist(rng);
+    return ssm::Tensor::from_vector(shape, v);
+  };
+  ssm::Tensor u = random({b, d, l}, 1, 0), delta = random({b, d, l}, 1, -1.5f), A = random({d, n}, 0.5f, -1.0f);
+  ssm::Tensor B = random({b, 2, n, l}, 1, 0), C = random({b, 2, n, l}, 1, 0), D = random({d}, 1, 0), z = random({b, d, l}, 1, 0);
+  ssm::SelectiveScanInputs cpu_in;
+  cpu_in.u = u.view();
+  cpu_in.delta = delta.view();
+  cpu_in.A = A.view();
+  cpu_in.B = B.view();
+  cpu_in.C = C.view();
+  cpu_in.D = D.view();
+  cpu_in.z = z.view();
+  cpu_in.delta_softplus = true;
+  if (!gpu_usable()) {
+    // Views that claim cuda:0 (never dereferenced: the dispatch stops first).
+    auto on_cuda = [](const ssm::Tensor& t) {
+      return ssm::TensorView(t.data(), ssm::DType::f32, ssm::Device::cuda(0), t.shape());
+    };
+    ssm::SelectiveScanInputs gpu_in = cpu_in;
+    gpu_in.u = on_cuda(u);
+    gpu_in.delta = on_cuda(delta);
+    gpu_in.A = on_cuda(A);
+    gpu_in.B = on_cuda(B);
+    gpu_in.C = on_cuda(C);
+    gpu_in.D = on_cuda(D);
+    gpu_in.z = on_cuda(z);
+    try {
+      (void)ssm::selective_scan(gpu_in);
+      FAIL() << "expected ssm::Error";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA is unusable"), std::string::npos) << e.what();
+    }
+    GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
+  }
+  const ssm::Device dev = ssm::Device::cuda(0);
+  ssm::Tensor u_d = u.to(dev), delta_d = delta.to(dev), A_d = A.to(dev), B_d = B.to(dev), C_d = C.to(dev),
+              D_d = D.to(dev), z_d = z.to(dev);
+  ssm::SelectiveScanInputs gpu_in = cpu_in;
+  gpu_in.u = u_d.view();
+  gpu_in.delta = delta_d.view();
+  gpu_in.A = A_d.view();
+  gpu_in.B = B_d.view();
+  gpu_in.C = C_d.view();
+  gpu_in.D = D_d.view();
+  gpu_in.z = z_d.view();
+  ssm::SelectiveScanOptions opt;
+  opt.return_last_state = true;
+  const auto on_gpu = ssm::selective_scan(gpu_in, opt);
+  opt.path = ssm::ScanPath::reference;
+  const auto on_cpu = ssm::selective_scan(cpu_in, opt);
+  EXPECT_EQ(on_gpu.path, "cuda-fused");
+  const auto got = on_gpu.out.to_vector<float>(), want = on_cpu.out.to_vector<float>();
+  double scale = 0, err = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    scale = std::max(scale, static_cast<double>(std::fabs(want[i])));
+    err = std::max(err, static_cast<double>(std::fabs(got[i] - want[i])));
+  }
+  EXPECT_LE(err, 1e-5 * scale) << "max error " << err << " of max |out| " << scale;
+  const auto h_got = on_gpu.last_state.to_vector<float>(), h_want = on_cpu.last_state.to_vector<float>();
+  for (std::size_t i = 0; i < h_want.size(); ++i) EXPECT_NEAR(h_got[i], h_want[i], 1e-5 * (1 + std::fabs(h_want[i])));
 }
 
 TEST(CudaSelectiveScan, WithoutGpuTheRuntimeMessage) {

@@ -19,6 +19,8 @@ struct ScanForwardOptions {
   /// With cu_seqlens: the longest packed sequence, if known (0: the packed length l, an upper bound). It picks
   /// the block configuration and sizes chunk_states.
   std::int64_t max_seqlen = 0;
+  /// The CUDA device to run on (cudaSetDevice first); -1: the current device.
+  int device = -1;
 };
 
 /// Gradient buffers of the backward pass (selective_scan_backward and its kernel), all contiguous device memory.
