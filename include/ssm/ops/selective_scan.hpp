@@ -28,6 +28,10 @@
 #include "ssm/ops/selective_scan_params.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
+#if defined(SSM_HAS_CUDA)
+#include "ssm/cuda/selective_scan.hpp"
+#endif
+
 namespace ssm {
 
 /// The tensors of one selective scan. Input dtype: u's (f32, f64, f16, bf16). Weight dtype: f64 for
@@ -217,6 +221,23 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
   return s;
 }
 
+#if defined(SSM_HAS_CUDA)
+/// The fused CUDA forward (ssm::cuda, cuda/kernels/selective_scan_fwd.cuh) on a validated scan. Its own
+/// limits (f32 / f16 / bf16 inputs, real A, n <= 256) are ssm::Error from the launcher. cu_seqlens, validated
+/// on the host, is copied to the device; the copy is freed after the launch (cudaFree waits for the kernel).
+inline std::string selective_scan_cuda(const PreparedScan& s, ScanParams p) {
+  ::ssm::cuda::ScanForwardOptions o;
+  o.device = s.device.index;
+  Tensor cu_device;
+  if (p.cu_seqlens) {
+    cu_device = Tensor::from_vector({static_cast<index_t>(s.cu.size())}, s.cu).to(s.device);  // (n_seqs + 1)
+    p.cu_seqlens = cu_device.data_as<std::int64_t>();
+    for (std::size_t i = 1; i < s.cu.size(); ++i) o.max_seqlen = std::max<std::int64_t>(o.max_seqlen, s.cu[i] - s.cu[i - 1]);
+  }
+  return ::ssm::cuda::selective_scan_forward(p, s.input, o);
+}
+#endif
+
 template <class F>
 decltype(auto) visit_input(DType t, F&& f) {
   return visit_floating(t, "selective_scan", std::forward<F>(f));
@@ -248,9 +269,14 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   }
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
-  if (!s.device.is_cpu())
-    fail("selective_scan: tensors on ", s.device.str(), ": the CUDA selective scan is not wired into this build yet");
   if (p.batch * p.dim == 0) return "empty";
+  if (!s.device.is_cpu()) {
+#if defined(SSM_HAS_CUDA)
+    return scan_detail::selective_scan_cuda(s, p);
+#else
+    fail("selective_scan: tensors on ", s.device.str(), ": link the CMake target ssm::cuda");  // dispatch_device says so first
+#endif
+  }
   return scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
     using In = decltype(tag);
     if (opt.path != ScanPath::reference) {

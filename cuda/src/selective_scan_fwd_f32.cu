@@ -1,0 +1,6 @@
+// Fused selective-scan forward, f32 inputs (f32 weights and state): the kernel instantiations for this dtype.
+#include "selective_scan_fwd_launch.cuh"
+
+namespace ssm::cuda::detail {
+template void launch_selective_scan_fwd<float>(const ScanParams&, float*, std::int64_t, cudaStream_t);
+}  // namespace ssm::cuda::detail

@@ -1,0 +1,63 @@
+// Host API of the fused CUDA selective scan (target ssm::cuda; Gu & Dao 2023, "Mamba", §3.3): launches the
+// kernel of cuda/kernels/selective_scan_fwd.cuh on a validated ScanParams whose pointers are device memory.
+// ssm::selective_scan calls it for CUDA tensors; it can also be called directly with a ScanParams.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ssm/core/dtype.hpp"
+#include "ssm/ops/selective_scan_params.hpp"
+
+namespace ssm::cuda {
+
+struct ScanForwardOptions {
+  void* stream = nullptr;         ///< a cudaStream_t; null: the default stream. The call does not synchronize.
+  /// Device memory (sequences, d, selective_scan_chunk_count(max_seqlen), n) f32 receiving the state h at the
+  /// end of every chunk (the states the backward pass restarts from), or null.
+  float* chunk_states = nullptr;
+  /// With cu_seqlens: the longest packed sequence, if known (0: the packed length l, an upper bound). It picks
+  /// the block configuration and sizes chunk_states.
+  std::int64_t max_seqlen = 0;
+  /// The CUDA device to run on (cudaSetDevice first); -1: the current device.
+  int device = -1;
+};
+
+/// Gradient buffers of the backward pass (selective_scan_backward and its kernel), all contiguous device memory.
+/// The caller zeroes the accumulated ones (grad_A, grad_B, grad_C, grad_D, grad_delta_bias): they are summed
+/// with atomics over batches and the channels of a group. grad_B / grad_C are f32 whatever the input dtype.
+struct ScanGradParams {
+  const void* grad_out = nullptr;          ///< (b, d, l) input dtype
+  const float* grad_last_state = nullptr;  ///< (b, d, n) or null
+  const float* chunk_states = nullptr;     ///< (b, d, n_chunks_max, n) from the forward (ScanForwardOptions)
+  std::int64_t n_chunks_max = 0;           ///< selective_scan_chunk_count(l)
+  void* grad_u = nullptr;                  ///< (b, d, l) input dtype
+  void* grad_delta = nullptr;              ///< (b, d, l) input dtype
+  void* grad_z = nullptr;                  ///< (b, d, l) input dtype; needed when z is given
+  float* grad_A = nullptr;                 ///< (d, n)
+  float* grad_B = nullptr;                 ///< variable: (b, g, n, l); fixed: (d, n)
+  float* grad_C = nullptr;                 ///< same forms as grad_B
+  float* grad_D = nullptr;                 ///< (d) or null
+  float* grad_delta_bias = nullptr;        ///< (d) or null
+  float* grad_initial_state = nullptr;     ///< (b, d, n) or null
+};
+
+/// Tokens per chunk (threads × items per thread) the forward kernel uses when the longest sequence is
+/// `max_seqlen`: 128, 1024 or 2048.
+std::int64_t selective_scan_chunk_len(std::int64_t max_seqlen);
+/// Chunks per sequence of `max_seqlen` tokens (at least 1): the third extent of chunk_states.
+std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen);
+
+/// Fused selective-scan forward on the current CUDA device: out (b, d, l) in the input dtype and, when
+/// p.last_state is set, the last state (b or n_seqs, d, n) f32. `input_dtype` is the dtype of u, delta, z and
+/// variable B / C: f32, f16 or bf16; weights (A (d, n), fixed B / C (d, n), D (d), delta_bias (d)) and states are
+/// f32. Real A only, n <= 256. Returns the path name, "cuda-fused". Throws ssm::Error for what the kernel does
+/// not support (f64, complex A, n > 256, more than 65535 sequences) and when the CUDA runtime fails (no GPU).
+std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& options = {});
+
+/// Fused selective-scan backward on the current CUDA device (MATH.md §5): recomputes each chunk's states from
+/// the chunk-end states the forward saved (ScanForwardOptions::chunk_states, same p), scans the gradient in
+/// reverse and fills `g` (see ScanGradParams). Same dtypes and limits as the forward; no cu_seqlens.
+void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanGradParams& g, void* stream = nullptr);
+
+}  // namespace ssm::cuda

@@ -1,0 +1,347 @@
+// The host emulation of the CUDA execution model (cuda/emu/emulation.hpp): correct kernels run clean and
+// give the right values in every thread order; each detector catches a kernel with the bug it is for
+// (out-of-bounds shared memory, races, uninitialized shared reads, divergent barriers and shuffles, exits
+// before a barrier, bad masks, reuse of BlockScan storage without a barrier).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "emu/emulation.hpp"
+
+namespace {
+
+using ssm::emu::FindingKind;
+using ssm::emu::LaunchConfig;
+using ssm::emu::LaunchReport;
+using ssm::emu::Order;
+
+// Forward, reverse and three random orders.
+std::vector<LaunchConfig> all_orders(ssm::emu::dim3 grid, ssm::emu::dim3 block) {
+  std::vector<LaunchConfig> v;
+  v.push_back({grid, block, Order::forward, 1});
+  v.push_back({grid, block, Order::reverse, 1});
+  for (std::uint64_t seed : {1u, 2u, 3u}) v.push_back({grid, block, Order::random, seed});
+  return v;
+}
+
+std::string label(const LaunchConfig& c) { return std::string(ssm::emu::name(c.order)) + " seed " + std::to_string(c.seed); }
+
+// ---- correct kernels ----
+
+// Block sum: shared tree reduction down to one warp, then a shuffle reduction; one result per block.
+constexpr int kReduceThreads = 64;
+__global__ void block_sum(const float* x, float* out, int n) {
+  SSM_SHARED(float, partial, kReduceThreads);
+  const int t = static_cast<int>(threadIdx.x);
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  partial[t] = i < n ? x[i] : 0.0f;
+  __syncthreads();
+  for (int stride = kReduceThreads / 2; stride >= warpSize; stride /= 2) {
+    if (t < stride) partial[t] = partial[t] + partial[t + stride];
+    __syncthreads();
+  }
+  if (t < warpSize) {
+    float v = partial[t];
+    for (int offset = warpSize / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (t == 0) out[blockIdx.x] = v;
+  }
+}
+
+TEST(CudaEmu, CorrectReductionIsCleanInEveryOrder) {
+  const int n = 300;
+  std::vector<float> x(n);
+  for (int i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(i % 7) - 2.5f;
+  const int blocks = (n + kReduceThreads - 1) / kReduceThreads;
+  for (const LaunchConfig& cfg : all_orders(blocks, kReduceThreads)) {
+    std::vector<float> out(static_cast<std::size_t>(blocks), -1.0f);
+    const LaunchReport r = ssm::emu::launch(cfg, block_sum, x.data(), out.data(), n);
+    ASSERT_TRUE(r.ok()) << label(cfg) << "\n" << r.summary();
+    for (int b = 0; b < blocks; ++b) {
+      float expect = 0;  // small integers and halves: every partial sum is exact in float
+      for (int i = b * kReduceThreads; i < std::min(n, (b + 1) * kReduceThreads); ++i) expect += x[static_cast<std::size_t>(i)];
+      EXPECT_EQ(out[static_cast<std::size_t>(b)], expect) << label(cfg) << " block " << b;
+    }
+  }
+}
+
+// Shuffles with widths: every variant against CUDA's documented lane arithmetic, written out here.
+__global__ void shuffles(int* out, int width) {
+  const int lane = static_cast<int>(threadIdx.x) % warpSize;
+  const int v = 100 + lane;
+  int* o = out + 4 * lane;
+  o[0] = __shfl_sync(0xffffffffu, v, 3, width);
+  o[1] = __shfl_up_sync(0xffffffffu, v, 2, width);
+  o[2] = __shfl_down_sync(0xffffffffu, v, 2, width);
+  o[3] = __shfl_xor_sync(0xffffffffu, v, 5, width);
+}
+
+TEST(CudaEmu, ShufflesFollowCudaLaneArithmetic) {
+  for (int width : {32, 8, 4}) {
+    for (const LaunchConfig& cfg : all_orders(1, 32)) {
+      std::vector<int> out(4 * 32, -1);
+      const LaunchReport r = ssm::emu::launch(cfg, shuffles, out.data(), width);
+      ASSERT_TRUE(r.ok()) << r.summary();
+      for (int lane = 0; lane < 32; ++lane) {
+        const int seg = lane / width * width, in_seg = lane - seg;
+        const int idx = seg + 3 % width;
+        const int up = in_seg >= 2 ? lane - 2 : lane;
+        const int down = in_seg + 2 < width ? lane + 2 : lane;
+        const int x = lane ^ 5;
+        const int xr = x >= seg + width ? lane : x;
+        const int* o = out.data() + 4 * lane;
+        EXPECT_EQ(o[0], 100 + idx) << "width " << width << " lane " << lane;
+        EXPECT_EQ(o[1], 100 + up) << "width " << width << " lane " << lane;
+        EXPECT_EQ(o[2], 100 + down) << "width " << width << " lane " << lane;
+        EXPECT_EQ(o[3], 100 + xr) << "width " << width << " lane " << lane;
+      }
+    }
+  }
+}
+
+// Warp-private exchange through shared memory, ordered by __syncwarp (and broken without it).
+__global__ void warp_exchange(int* out, bool with_syncwarp) {
+  SSM_SHARED(int, slot, 64);
+  const int t = static_cast<int>(threadIdx.x);
+  slot[t] = t;
+  if (with_syncwarp) __syncwarp();
+  const int partner = (t / 32) * 32 + (t % 32 + 1) % 32;
+  out[t] = slot[partner];
+}
+
+TEST(CudaEmu, SyncwarpOrdersSharedMemoryWithinAWarp) {
+  for (const LaunchConfig& cfg : all_orders(1, 64)) {
+    std::vector<int> out(64, -1);
+    const LaunchReport r = ssm::emu::launch(cfg, warp_exchange, out.data(), true);
+    ASSERT_TRUE(r.ok()) << r.summary();
+    for (int t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<std::size_t>(t)], (t / 32) * 32 + (t % 32 + 1) % 32);
+    const LaunchReport broken = ssm::emu::launch(cfg, warp_exchange, out.data(), false);
+    // Forward order reads the partner's slot before it is written, the others after: both are bugs.
+    EXPECT_TRUE(broken.has(FindingKind::shared_race) || broken.has(FindingKind::shared_uninitialized))
+        << label(cfg) << "\n" << broken.summary();
+  }
+}
+
+// BlockScan stand-in: an inclusive running sum over chunks with a stateful prefix callback.
+struct RunningSum {
+  int running;
+  int operator()(int block_aggregate) {
+    const int prefix = running;
+    running += block_aggregate;
+    return prefix;
+  }
+};
+struct Plus {
+  int operator()(int a, int b) const { return a + b; }
+};
+constexpr int kScanThreads = 8, kScanItems = 3;
+__global__ void chunked_prefix_sum(const int* x, int* y, int n, bool barrier_between_chunks) {
+  using Scan = ssm::emu::BlockScan<int, kScanThreads>;
+  SSM_SHARED(Scan::TempStorage, storage, 1);
+  const int t = static_cast<int>(threadIdx.x);
+  RunningSum prefix{0};
+  for (int base = 0; base < n; base += kScanThreads * kScanItems) {
+    int items[kScanItems];
+    for (int i = 0; i < kScanItems; ++i) {
+      const int k = base + t * kScanItems + i;
+      items[i] = k < n ? x[k] : 0;
+    }
+    Scan(storage[0]).InclusiveScan(items, items, Plus{}, prefix);
+    for (int i = 0; i < kScanItems; ++i) {
+      const int k = base + t * kScanItems + i;
+      if (k < n) y[k] = items[i];
+    }
+    if (barrier_between_chunks) __syncthreads();
+  }
+}
+
+TEST(CudaEmu, BlockScanStandInScansAcrossChunks) {
+  const int n = 61;  // three chunks of 24, the last ragged
+  std::vector<int> x(n);
+  for (int i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = (i * 37) % 11 - 5;
+  for (const LaunchConfig& cfg : all_orders(1, kScanThreads)) {
+    std::vector<int> y(n, 0);
+    const LaunchReport r = ssm::emu::launch(cfg, chunked_prefix_sum, x.data(), y.data(), n, true);
+    ASSERT_TRUE(r.ok()) << r.summary();
+    int s = 0;
+    for (int i = 0; i < n; ++i) {
+      s += x[static_cast<std::size_t>(i)];
+      EXPECT_EQ(y[static_cast<std::size_t>(i)], s) << label(cfg) << " i " << i;
+    }
+    // CUB's contract: TempStorage reuse needs a barrier. Without it the stand-in reports a race.
+    const LaunchReport broken = ssm::emu::launch(cfg, chunked_prefix_sum, x.data(), y.data(), n, false);
+    EXPECT_TRUE(broken.has(FindingKind::shared_race)) << label(cfg) << "\n" << broken.summary();
+  }
+}
+
+// ---- planted bugs, one per detector ----
+
+__global__ void out_of_bounds(int* out) {
+  SSM_SHARED(int, s, 32);
+  const int t = static_cast<int>(threadIdx.x);
+  s[t + 1] = t;  // off by one: thread 31 writes s[32]
+  __syncthreads();
+  out[t] = s[t];
+}
+
+__global__ void out_of_bounds_negative(int* out) {
+  SSM_SHARED(int, s, 32);
+  const int t = static_cast<int>(threadIdx.x);
+  s[t] = t;
+  __syncthreads();
+  out[t] = s[t - 1];  // thread 0 reads s[-1]
+}
+
+__global__ void missing_barrier(int* out) {
+  SSM_SHARED(int, s, 32);
+  const int t = static_cast<int>(threadIdx.x);
+  s[t] = 0;
+  __syncthreads();
+  s[t] = t;
+  // the __syncthreads() that belongs here is missing
+  out[t] = s[(t + 1) % 32];
+}
+
+__global__ void write_write(int* out) {
+  SSM_SHARED(int, s, 1);
+  s[0] = static_cast<int>(threadIdx.x);  // every thread writes one element
+  __syncthreads();
+  out[threadIdx.x] = s[0];
+}
+
+__global__ void uninitialized(int* out) {
+  SSM_SHARED(int, s, 32);
+  const int t = static_cast<int>(threadIdx.x);
+  if (t != 5) s[t] = t;
+  __syncthreads();
+  out[t] = s[t];
+}
+
+__global__ void different_barriers(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t % 2 == 0) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[t] = t;
+}
+
+__global__ void barrier_in_branch(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < 16) __syncthreads();
+  out[t] = t;
+}
+
+__global__ void early_return(int* out, int n) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t >= n) return;  // a bounds check before a barrier
+  __syncthreads();
+  out[t] = t;
+}
+
+__global__ void shuffle_in_branch(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  int v = t;
+  if (t < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);  // names all 32 lanes, only 16 get here
+  __syncthreads();
+  out[t] = v;
+}
+
+__global__ void shuffle_mask_mismatch(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  const unsigned mask = t < 16 ? 0x0000ffffu : 0xffffffffu;
+  out[t] = __shfl_sync(mask, t, 0);
+}
+
+__global__ void shuffle_then_exit(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t == 31) return;
+  out[t] = __shfl_down_sync(0xffffffffu, t, 1);
+}
+
+__global__ void shuffle_mask_without_self(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  out[t] = __shfl_sync(0x1u, t, 0);  // lanes 1..31 are not in their own mask
+}
+
+__global__ void shuffle_bad_width(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  out[t] = __shfl_sync(0xffffffffu, t, 0, 12);
+}
+
+__global__ void shuffle_reads_outside_mask(int* out) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < 16) out[t] = __shfl_down_sync(0x0000ffffu, t, 1, 32);  // lane 15 reads lane 16, not in the mask
+}
+
+template <class Kernel, class... Args>
+void expect_finding(FindingKind kind, unsigned threads, Kernel&& k, Args... args) {
+  for (const LaunchConfig& cfg : all_orders(2, threads)) {
+    const LaunchReport r = ssm::emu::launch(cfg, k, args...);
+    ASSERT_TRUE(r.has(kind)) << "expected " << ssm::emu::name(kind) << " in " << label(cfg) << ", got\n" << r.summary();
+    EXPECT_EQ(r.findings.size(), 1u);
+    EXPECT_NE(r.findings[0].message.find("block (0,0,0)"), std::string::npos) << r.findings[0].message;
+  }
+}
+
+TEST(CudaEmuDetects, SharedOutOfBounds) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::shared_out_of_bounds, 32, out_of_bounds, out.data());
+  expect_finding(FindingKind::shared_out_of_bounds, 32, out_of_bounds_negative, out.data());
+  const LaunchReport r = ssm::emu::launch(LaunchConfig{1, 32}, out_of_bounds, out.data());
+  EXPECT_NE(r.summary().find("index 32 outside shared array 's[32]'"), std::string::npos) << r.summary();
+}
+
+TEST(CudaEmuDetects, MissingBarrierRace) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::shared_race, 32, missing_barrier, out.data());
+}
+
+TEST(CudaEmuDetects, WriteWriteRace) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::shared_race, 32, write_write, out.data());
+}
+
+TEST(CudaEmuDetects, UninitializedSharedRead) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::shared_uninitialized, 32, uninitialized, out.data());
+}
+
+TEST(CudaEmuDetects, ThreadsAtDifferentBarriers) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::barrier_divergence, 32, different_barriers, out.data());
+}
+
+TEST(CudaEmuDetects, BarrierNotReachedByAll) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::early_exit, 32, barrier_in_branch, out.data());
+}
+
+TEST(CudaEmuDetects, EarlyExitBeforeBarrier) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::early_exit, 32, early_return, out.data(), 20);
+  // The same kernel with every thread in range is clean.
+  for (const LaunchConfig& cfg : all_orders(2, 32))
+    EXPECT_TRUE(ssm::emu::launch(cfg, early_return, out.data(), 32).ok());
+}
+
+TEST(CudaEmuDetects, ShuffleDivergence) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::warp_divergence, 32, shuffle_in_branch, out.data());
+  expect_finding(FindingKind::warp_divergence, 32, shuffle_mask_mismatch, out.data());
+}
+
+TEST(CudaEmuDetects, ExitBeforeShuffle) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::early_exit, 32, shuffle_then_exit, out.data());
+}
+
+TEST(CudaEmuDetects, BadShuffleArguments) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::bad_argument, 32, shuffle_mask_without_self, out.data());
+  expect_finding(FindingKind::bad_argument, 32, shuffle_bad_width, out.data());
+  expect_finding(FindingKind::bad_argument, 32, shuffle_reads_outside_mask, out.data());
+}
+
+}  // namespace
