@@ -11,6 +11,7 @@
 #endif
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -133,6 +134,18 @@ class MultiHeadAttention {
     return W;
   }
 
+  /// Y = X Wᵀ into the row-major buffer Y (rows(X), rows(W)), the rows of X split over the threads
+  /// (Eigen's own GEMM is single-threaded without OpenMP).
+  void gemm_rows(const Eigen::Map<const Matrix>& X, const Matrix& W, T* Y) const {
+    const index_t rows = X.rows(), out = W.rows();
+    const int threads = detail::attention_threads(cfg_.attention.n_threads);
+    const index_t chunk = std::max<index_t>(16, (rows + threads - 1) / threads);
+    cpu::detail::attention_parallel_for((rows + chunk - 1) / chunk, threads, [&](index_t task) {
+      const index_t r0 = task * chunk, r = std::min(chunk, rows - r0);
+      Eigen::Map<Matrix>(Y + r0 * out, r, out).noalias() = X.middleRows(r0, r) * W.transpose();
+    });
+  }
+
   void check_input(const char* op, const TensorView& x) const {
     Checker c(op);
     c.defined("x", x).dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
@@ -145,9 +158,9 @@ class MultiHeadAttention {
     Projections pr{Tensor::empty({b, t, cfg_.n_heads, p}, dtype_of<T>()),
                    Tensor::empty({b, t, cfg_.n_kv_heads, p}, dtype_of<T>()),
                    Tensor::empty({b, t, cfg_.n_kv_heads, p}, dtype_of<T>())};
-    Eigen::Map<Matrix>(pr.q.template data_as<T>(), b * t, W_q.rows()).noalias() = X * W_q.transpose();
-    Eigen::Map<Matrix>(pr.k.template data_as<T>(), b * t, W_k.rows()).noalias() = X * W_k.transpose();
-    Eigen::Map<Matrix>(pr.v.template data_as<T>(), b * t, W_v.rows()).noalias() = X * W_v.transpose();
+    gemm_rows(X, W_q, pr.q.template data_as<T>());
+    gemm_rows(X, W_k, pr.k.template data_as<T>());
+    gemm_rows(X, W_v, pr.v.template data_as<T>());
     if (cfg_.rotary) {
       apply_rotary<T>(pr.q, position_offset, cfg_.rotary_base);
       apply_rotary<T>(pr.k, position_offset, cfg_.rotary_base);
@@ -157,8 +170,7 @@ class MultiHeadAttention {
 
   Tensor output(const Tensor& o, index_t b, index_t t) const {
     Tensor y = Tensor::empty({b, t, cfg_.d_model}, dtype_of<T>());  // (b, t, d_model)
-    Eigen::Map<Matrix>(y.data_as<T>(), b * t, cfg_.d_model).noalias() =
-        Eigen::Map<const Matrix>(o.data_as<T>(), b * t, W_o.cols()) * W_o.transpose();
+    gemm_rows(Eigen::Map<const Matrix>(o.data_as<T>(), b * t, W_o.cols()), W_o, y.data_as<T>());
     return y;
   }
 

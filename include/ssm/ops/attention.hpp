@@ -216,6 +216,12 @@ class KVCache {
   TensorView keys() const { return k_.view().narrow(1, 0, length_); }    // (b, length, h_kv, p)
   TensorView values() const { return v_.view().narrow(1, 0, length_); }  // (b, length, h_kv, p)
   void clear() { length_ = 0; }
+  /// Forgets the tokens after the first `length` (e.g. rejected draft tokens); keeps the storage.
+  void truncate(index_t length) {
+    Checker("KVCache::truncate").require(length >= 0 && length <= length_, "length", "must be in [0, ", length_,
+                                         "], got ", length);
+    length_ = length;
+  }
 
   /// Makes room for `capacity` tokens without reallocating later.
   void reserve(index_t capacity) {

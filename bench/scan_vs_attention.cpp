@@ -1,0 +1,386 @@
+// The scan-versus-attention suite (issue 8; MATH.md §5, §6, §9): at matched width (d_model 768, 12 heads of
+// 64; Mamba block d_state 16, expand 2), f32, one sequence, 1 and 2 threads:
+//   forward/<mixer>/l:<l>/threads:<t>     mixer forward time and peak memory against sequence length;
+//   decode/<mixer>/ctx:<c>/threads:<t>    per-token decode latency and state memory against context length;
+//   scan_throughput/threads:<t>           state updates per second against this machine's measured FMA limit.
+// Memory: `peak_rss_MB` is the growth of the resident set during the timed loop (VmHWM after the loop minus
+// VmRSS before it, with the high-water mark reset through /proc/self/clear_refs), so it counts every
+// allocation the mixer makes, inputs excluded (freed heap memory is returned with malloc_trim first); `workspace_MB` / `state_MB` are explicit byte accounting.
+// A curve stops (the remaining lengths report an error "stopped: …") after the first length that takes
+// longer than --ssm_time_limit_s (60 s), or before a length whose predicted memory exceeds --ssm_mem_gb.
+//
+// Entries: attention_materialized, attention_tiled (ssm::MultiHeadAttention, ops/attention.hpp), and
+// mamba_block_standin / scan_standin (bench/standin_mamba_block.hpp) until the library's Mamba block
+// (branch `mamba`), optimized scan (branch `scan`) and S4D layer (branch `s4`) are merged: each of those
+// becomes one more Mixer below (see the TODO markers) and the stand-ins are removed.
+//
+// Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
+// --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <malloc.h>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ssm/layers/attention.hpp"
+#include "standin_mamba_block.hpp"
+
+namespace {
+
+using ssm::index_t;
+using ssm::Tensor;
+
+constexpr index_t kDModel = 768, kHeads = 12, kHeadDim = 64, kExpand = 2;
+
+struct Settings {
+  std::string mode = "short";
+  std::vector<index_t> lengths, contexts;
+  std::vector<int> threads;
+  double mem_gb = 8.0, time_limit_s = 60.0, min_time = 0.05;
+};
+Settings g;
+
+// ---- memory: resident-set growth during the timed loop ------------------------------------------------
+long status_kb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::size_t n = std::strlen(key);
+  while (std::getline(f, line))
+    if (line.compare(0, n, key) == 0) return std::stol(line.substr(n + 1));
+  return -1;
+}
+struct RssProbe {
+  long base_kb = -1;
+  bool ok = false;
+  void reset() {
+    // Return freed heap memory to the system first, so the loop's allocations fault in new pages and show.
+    malloc_trim(0);
+    std::ofstream f("/proc/self/clear_refs");
+    f << "5";  // resets VmHWM to the current VmRSS (Linux ≥ 4.0)
+    f.close();
+    ok = static_cast<bool>(f);
+    base_kb = status_kb("VmRSS:");
+  }
+  double peak_mb() const {
+    return ok && base_kb >= 0 ? std::max(0L, status_kb("VmHWM:") - base_kb) / 1024.0 : -1.0;
+  }
+};
+
+// ---- curves that stop ----------------------------------------------------------------------------------
+std::map<std::string, std::string> g_stopped;  // curve → why it stopped
+
+bool skip_if_stopped(benchmark::State& st, const std::string& curve, double predicted_bytes) {
+  auto it = g_stopped.find(curve);
+  if (it == g_stopped.end() && predicted_bytes > g.mem_gb * 1e9) {
+    std::ostringstream os;
+    os << "stopped: predicted memory " << predicted_bytes / 1e9 << " GB exceeds the budget of " << g.mem_gb
+       << " GB (--ssm_mem_gb)";
+    it = g_stopped.emplace(curve, os.str()).first;
+  }
+  if (it == g_stopped.end()) return false;
+  st.SkipWithError(it->second.c_str());
+  return true;
+}
+void stop_if_slow(const std::string& curve, double seconds_per_iteration, index_t l) {
+  if (seconds_per_iteration > g.time_limit_s) {
+    std::ostringstream os;
+    os << "stopped: l = " << l << " took " << seconds_per_iteration << " s > " << g.time_limit_s
+       << " s (--ssm_time_limit_s)";
+    g_stopped.emplace(curve, os.str());
+  }
+}
+
+/// Deterministic pseudo-random values in [−1, 1) (fast enough for a 1M × 768 input).
+void fill(float* x, std::size_t n, std::uint32_t seed) {
+  std::uint32_t s = seed * 2654435761u + 1u;
+  for (std::size_t i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    x[i] = static_cast<float>(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+  }
+}
+
+// ---- mixers --------------------------------------------------------------------------------------------
+enum class Mixer { attention_materialized, attention_tiled, mamba_block_standin };
+// TODO(merge `mamba`): add Mixer::mamba_block (ssm's Mamba block forward / step), drop the stand-in.
+// TODO(merge `s4`):    add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
+const char* mixer_name(Mixer m) {
+  switch (m) {
+    case Mixer::attention_materialized: return "attention_materialized";
+    case Mixer::attention_tiled: return "attention_tiled";
+    case Mixer::mamba_block_standin: return "mamba_block_standin";
+  }
+  return "?";
+}
+
+ssm::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm alg, int threads) {
+  ssm::MultiHeadAttentionConfig cfg;
+  cfg.d_model = kDModel, cfg.n_heads = kHeads, cfg.head_dim = kHeadDim;
+  cfg.attention.algorithm = alg;
+  cfg.attention.n_threads = threads;
+  return ssm::MultiHeadAttention<float>(cfg, 1);
+}
+
+void set_common_counters(benchmark::State& st, index_t l, int threads, double seconds, RssProbe& rss,
+                         double workspace_bytes) {
+  st.counters["l"] = static_cast<double>(l);
+  st.counters["threads"] = threads;
+  st.counters["seconds"] = seconds;
+  st.counters["peak_rss_MB"] = rss.peak_mb();
+  st.counters["workspace_MB"] = workspace_bytes / 1e6;
+  st.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(l), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
+  const std::string curve = std::string("forward/") + mixer_name(m) + "/threads:" + std::to_string(threads);
+  const double io_bytes = 2.0 * static_cast<double>(l * kDModel) * sizeof(float);
+  double workspace = 0;
+  if (m == Mixer::mamba_block_standin) {
+    workspace = static_cast<double>(bench_standin::MambaBlock(kDModel, kExpand, threads).workspace_bytes(l));
+  } else {
+    ssm::AttentionOptions opt;
+    opt.algorithm = m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized;
+    opt.n_threads = threads;
+    // q, k, v, o, the layer's output, lse, and the attention op's own workspace
+    workspace = 5.0 * static_cast<double>(l * kDModel) * sizeof(float) + static_cast<double>(kHeads * l) * sizeof(float) +
+                static_cast<double>(ssm::attention_forward_workspace_bytes(1, l, l, kHeads, kHeadDim, ssm::DType::f32, opt));
+  }
+  if (skip_if_stopped(st, curve, io_bytes + workspace)) return;
+
+  Tensor x = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
+  fill(x.data_as<float>(), static_cast<std::size_t>(x.numel()), 3);
+  RssProbe rss;
+  double seconds = 0;
+  if (m == Mixer::mamba_block_standin) {
+    const bench_standin::MambaBlock block(kDModel, kExpand, threads);
+    std::vector<float> out(static_cast<std::size_t>(l * kDModel));  // (l, d_model)
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      auto s = block.init_state();
+      block.forward(x.data_as<float>(), l, out.data(), s);
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else {
+    const auto layer = make_attention(
+        m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized, threads);
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.forward(x);  // (1, l, d_model)
+      benchmark::DoNotOptimize(y.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  seconds /= static_cast<double>(st.iterations());
+  set_common_counters(st, l, threads, seconds, rss, workspace);
+  stop_if_slow(curve, seconds, l);
+}
+
+void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
+  const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
+  const double cache_bytes = m == Mixer::mamba_block_standin ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
+  if (skip_if_stopped(st, curve, cache_bytes)) return;
+  Tensor x = Tensor::empty({1, 1, kDModel}, ssm::DType::f32);  // (b, 1, d_model): one new token
+  fill(x.data_as<float>(), kDModel, 5);
+  double state_bytes = 0, seconds = 0;
+  RssProbe rss;
+  if (m == Mixer::mamba_block_standin) {
+    // The recurrent state has the same size and the step the same cost whatever the context: a state
+    // filled with values stands for the state after `context` tokens.
+    const bench_standin::MambaBlock block(kDModel, kExpand, threads);
+    auto s = block.init_state();
+    fill(s.ssm.data(), s.ssm.size(), 7);
+    std::vector<float> out(kDModel);
+    state_bytes = static_cast<double>(s.bytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      block.forward(x.data_as<float>(), 1, out.data(), s);
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else {
+    const auto layer = make_attention(ssm::AttentionAlgorithm::tiled, threads);
+    auto cache = layer.init_state(1, context + 1);
+    {  // the keys and values of `context` earlier tokens (their values do not change the cost)
+      const index_t piece = std::min<index_t>(context, 4096);
+      Tensor kv = Tensor::empty({1, piece, kHeads, kHeadDim}, ssm::DType::f32);  // (b, piece, h_kv, p)
+      fill(kv.data_as<float>(), static_cast<std::size_t>(kv.numel()), 9);
+      for (index_t done = 0; done < context; done += piece) {
+        const index_t t = std::min(piece, context - done);
+        cache.append(kv.view().narrow(1, 0, t), kv.view().narrow(1, 0, t));
+      }
+    }
+    state_bytes = static_cast<double>(cache.bytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.step(x, cache);  // appends one token …
+      benchmark::DoNotOptimize(y.data());
+      cache.truncate(context);  // … and forgets it, so every iteration sees the same context
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  seconds /= static_cast<double>(st.iterations());
+  st.counters["context"] = static_cast<double>(context);
+  st.counters["threads"] = threads;
+  st.counters["seconds"] = seconds;
+  st.counters["state_MB"] = state_bytes / 1e6;
+  st.counters["peak_rss_MB"] = rss.peak_mb();
+  st.counters["tokens_per_s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+  stop_if_slow(curve, seconds, context);
+}
+
+// ---- the machine's limit: fused multiply-adds per second, measured -------------------------------------
+double measured_fma_per_second(int threads) {
+  static std::map<int, double> cache;
+  if (auto it = cache.find(threads); it != cache.end()) return it->second;
+  using Packet = Eigen::internal::packet_traits<float>::type;
+  constexpr int kAcc = 12;  // independent chains hide the FMA latency (4 cycles × 2 ports ≈ 8 needed)
+  constexpr int kWidth = Eigen::internal::packet_traits<float>::size;
+  const long iters = 20'000'000;
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  auto work = [&](int t) {
+    Packet acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = Eigen::internal::pset1<Packet>(0.001f * static_cast<float>(i + t));
+    const Packet m = Eigen::internal::pset1<Packet>(0.9999999f), c = Eigen::internal::pset1<Packet>(1e-7f);
+    for (long k = 0; k < iters; ++k)
+      for (int i = 0; i < kAcc; ++i) acc[i] = Eigen::internal::pmadd(acc[i], m, c);
+    float s = 0;
+    for (int i = 0; i < kAcc; ++i) s += Eigen::internal::predux(acc[i]);
+    sink[static_cast<std::size_t>(t)] = s;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& th : pool) th.join();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  benchmark::DoNotOptimize(sink.data());
+  return cache[threads] = static_cast<double>(threads) * iters * kAcc * kWidth / s;
+}
+
+void bench_scan_throughput(benchmark::State& st, int threads, index_t l) {
+  const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
+  std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size());  // (l, d)
+  std::vector<float> BC(static_cast<std::size_t>(l * 2 * n));                          // (l, 2n)
+  std::vector<float> A(static_cast<std::size_t>(d * n)), D(static_cast<std::size_t>(d), 1.0f), h(A.size());
+  fill(u.data(), u.size(), 11);
+  fill(BC.data(), BC.size(), 12);
+  fill(delta.data(), delta.size(), 13);
+  for (auto& e : delta) e = 0.05f + 0.049f * e;  // Δ in [0.001, 0.1]
+  for (index_t c = 0; c < d; ++c)
+    for (index_t k = 0; k < n; ++k) A[static_cast<std::size_t>(c * n + k)] = -float(k + 1);
+  const index_t per = (d + threads - 1) / threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) {
+    ssm::cpu::detail::attention_parallel_for(threads, threads, [&](index_t task) {
+      const index_t c0 = task * per, c1 = std::min(d, c0 + per);
+      bench_standin::selective_scan_tokens(l, d, c0, c1, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(),
+                                           D.data(), h.data(), y.data());
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                         static_cast<double>(st.iterations());
+  const double updates_per_s = static_cast<double>(l * d * n) / seconds;
+  const double fma = measured_fma_per_second(threads);
+  st.counters["threads"] = threads;
+  st.counters["l"] = static_cast<double>(l);
+  st.counters["state_updates_per_s"] = updates_per_s;
+  st.counters["fma_per_s_measured"] = fma;
+  // Each update needs at least two FMAs (h = a h + Δ B u; y += C h) besides exp(Δ A): the FMA-bound
+  // ceiling is fma / 2 updates per second.
+  st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
+}
+
+std::vector<index_t> parse_list(const std::string& s) {
+  std::vector<index_t> v;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoll(item));
+  return v;
+}
+
+std::vector<index_t> powers_of_two(index_t lo, index_t hi) {
+  std::vector<index_t> v;
+  for (index_t x = lo; x <= hi; x *= 2) v.push_back(x);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> rest;
+  std::string lengths, contexts, threads;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* key) -> const char* {
+      const std::size_t n = std::strlen(key);
+      return a.compare(0, n, key) == 0 ? argv[i] + n : nullptr;
+    };
+    if (const char* v = value("--ssm_mode=")) g.mode = v;
+    else if (const char* v2 = value("--ssm_lengths=")) lengths = v2;
+    else if (const char* v3 = value("--ssm_contexts=")) contexts = v3;
+    else if (const char* v4 = value("--ssm_threads=")) threads = v4;
+    else if (const char* v5 = value("--ssm_mem_gb=")) g.mem_gb = std::stod(v5);
+    else if (const char* v6 = value("--ssm_time_limit_s=")) g.time_limit_s = std::stod(v6);
+    else if (const char* v7 = value("--ssm_min_time=")) g.min_time = std::stod(v7);
+    else rest.push_back(argv[i]);
+  }
+  const bool full = g.mode == "full";
+  if (!full && g.mode != "short") {
+    std::fprintf(stderr, "--ssm_mode must be short or full, got %s\n", g.mode.c_str());
+    return 2;
+  }
+  g.lengths = !lengths.empty() ? parse_list(lengths) : full ? powers_of_two(256, 1 << 20) : std::vector<index_t>{256, 1024, 4096};
+  g.contexts = !contexts.empty() ? parse_list(contexts) : full ? powers_of_two(1024, 1 << 18) : std::vector<index_t>{1024, 4096, 16384};
+  for (index_t t : !threads.empty() ? parse_list(threads) : full ? std::vector<index_t>{1, 2} : std::vector<index_t>{1})
+    g.threads.push_back(static_cast<int>(t));
+  if (full && g.min_time == 0.05) g.min_time = 0.5;
+
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
+  benchmark::AddCustomContext("ssm_mode", g.mode);
+  benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::MultiHeadAttention); "
+                                             "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp)");
+  benchmark::AddCustomContext("ssm_memory_method",
+                              "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
+                              "workspace_MB/state_MB: explicit byte accounting");
+  benchmark::AddCustomContext("ssm_limits", "time " + std::to_string(g.time_limit_s) + " s, memory " +
+                                                std::to_string(g.mem_gb) + " GB");
+  benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
+
+  const Mixer mixers[] = {Mixer::mamba_block_standin, Mixer::attention_tiled, Mixer::attention_materialized};
+  for (int t : g.threads) {
+    for (Mixer m : mixers)
+      for (index_t l : g.lengths) {
+        const std::string name = std::string("forward/") + mixer_name(m) + "/l:" + std::to_string(l) +
+                                 "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
+            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+      }
+    for (Mixer m : {Mixer::mamba_block_standin, Mixer::attention_tiled})
+      for (index_t c : g.contexts) {
+        const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
+                                 "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
+            ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
+      }
+    const index_t scan_l = full ? 8192 : 2048;
+    benchmark::RegisterBenchmark(("scan_throughput/scan_standin/threads:" + std::to_string(t)).c_str(),
+                                 [t, scan_l](benchmark::State& st) { bench_scan_throughput(st, t, scan_l); })
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
