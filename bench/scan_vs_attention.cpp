@@ -340,8 +340,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--ssm_mode must be short or full, got %s\n", g.mode.c_str());
     return 2;
   }
-  g.lengths = !lengths.empty() ? parse_list(lengths) : full ? powers_of_two(256, 1 << 20) : std::vector<index_t>{256, 1024, 4096};
-  g.contexts = !contexts.empty() ? parse_list(contexts) : full ? powers_of_two(1024, 1 << 18) : std::vector<index_t>{1024, 4096, 16384};
+  g.lengths = !lengths.empty() ? parse_list(lengths) : full ? powers_of_two(256, 1 << 20) : std::vector<index_t>{256, 1024, 4096, 16384};
+  g.contexts = !contexts.empty() ? parse_list(contexts) : full ? powers_of_two(1024, 1 << 18) : std::vector<index_t>{1024, 4096, 16384, 65536};
   for (index_t t : !threads.empty() ? parse_list(threads) : full ? std::vector<index_t>{1, 2} : std::vector<index_t>{1})
     g.threads.push_back(static_cast<int>(t));
   if (full && g.min_time == 0.05) g.min_time = 0.5;

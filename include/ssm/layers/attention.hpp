@@ -134,15 +134,16 @@ class MultiHeadAttention {
     return W;
   }
 
-  /// Y = X Wᵀ into the row-major buffer Y (rows(X), rows(W)), the rows of X split over the threads
-  /// (Eigen's own GEMM is single-threaded without OpenMP).
+  /// Y = X Wᵀ into the row-major buffer Y (rows(X), rows(W)), the output columns split over the threads
+  /// (Eigen's own GEMM is single-threaded without OpenMP; splitting columns also helps one-token decoding).
   void gemm_rows(const Eigen::Map<const Matrix>& X, const Matrix& W, T* Y) const {
-    const index_t rows = X.rows(), out = W.rows();
+    const index_t out = W.rows();
     const int threads = detail::attention_threads(cfg_.attention.n_threads);
-    const index_t chunk = std::max<index_t>(16, (rows + threads - 1) / threads);
-    cpu::detail::attention_parallel_for((rows + chunk - 1) / chunk, threads, [&](index_t task) {
-      const index_t r0 = task * chunk, r = std::min(chunk, rows - r0);
-      Eigen::Map<Matrix>(Y + r0 * out, r, out).noalias() = X.middleRows(r0, r) * W.transpose();
+    const index_t chunk = std::max<index_t>(8, (out + threads - 1) / threads);
+    cpu::detail::attention_parallel_for((out + chunk - 1) / chunk, threads, [&](index_t task) {
+      const index_t j0 = task * chunk, c = std::min(chunk, out - j0);
+      Eigen::Map<Matrix, 0, Eigen::OuterStride<>>(Y + j0, X.rows(), c, Eigen::OuterStride<>(out)).noalias() =
+          X * W.middleRows(j0, c).transpose();
     });
   }
 
