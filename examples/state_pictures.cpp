@@ -1,7 +1,7 @@
 // Pictures of a state-space layer's hidden state, as the seed documents show them:
-//   1. hippo_legs_state.ppm: HiPPO-LegS (MATH.md §3, N = 16, bilinear discretization §2) state evolving
+//   1. hippo_legs_state.ppm: HiPPO-LegS (MATH.md §3, ssm::hippo::transition, N = 16, bilinear §2) state evolving
 //      token by token on a smooth signal with one spike; rows = state coefficient n, columns = tokens;
-//   2. s4d_lin_state.ppm: a diagonal S4D-Lin state (A_n = −1/2 + iπn, ZOH A_bar = exp(ΔA),
+//   2. s4d_lin_state.ppm: a diagonal S4D-Lin state (ssm::hippo::s4d_lin: A_n = −1/2 + iπn, ZOH A_bar = exp(ΔA),
 //      B_bar = (exp(ΔA) − 1)/A · B, §2) on the same input, real parts;
 //   3. selective_delta.ppm: a hand-set selective layer (S6, §5): Δ_t = softplus(w x_t + b) is large on
 //      marker tokens (reset: the state forgets and takes the new input) and small on the others (keep);
@@ -14,6 +14,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <Eigen/Dense>
+
+#include "ssm/math/hippo.hpp"
 #include <algorithm>
 #include <cmath>
 #include <complex>
@@ -65,13 +67,9 @@ int main(int argc, char** argv) {
   for (int t = 0; t < L; ++t) u[static_cast<std::size_t>(t)] = std::sin(2 * M_PI * t / 48.0) + (t == 20 ? 3.0 : 0.0);
 
   // 1. HiPPO-LegS, bilinear: A_bar = (I − Δ/2 A)^{-1}(I + Δ/2 A), B_bar = (I − Δ/2 A)^{-1} Δ B.
-  Eigen::MatrixXd A = Eigen::MatrixXd::Zero(N, N);  // (N, N)
-  Eigen::VectorXd B(N);                             // (N)
-  for (int n = 0; n < N; ++n) {
-    for (int k = 0; k < N; ++k)
-      A(n, k) = n > k ? -std::sqrt(2.0 * n + 1) * std::sqrt(2.0 * k + 1) : n == k ? -(n + 1.0) : 0.0;
-    B(n) = std::sqrt(2.0 * n + 1);
-  }
+  const ssm::hippo::Transition legs_AB = ssm::hippo::transition(ssm::hippo::Measure::legs, N);
+  const Eigen::MatrixXd& A = legs_AB.A;  // (N, N)
+  const Eigen::VectorXd& B = legs_AB.B;  // (N)
   const Eigen::MatrixXd I = Eigen::MatrixXd::Identity(N, N);
   const Eigen::PartialPivLU<Eigen::MatrixXd> lu(I - Delta / 2 * A);
   const Eigen::MatrixXd A_bar = lu.solve(I + Delta / 2 * A);  // (N, N)
@@ -85,10 +83,11 @@ int main(int argc, char** argv) {
 
   // 2. S4D-Lin, ZOH on the diagonal: A_bar_n = exp(Δ A_n), B_bar_n = (exp(Δ A_n) − 1) / A_n (B_n = 1).
   Grid s4d(N, std::vector<double>(L));
-  std::vector<std::complex<double>> hs(N);  // (N)
+  std::vector<std::complex<double>> hs(N);                   // (N)
+  const Eigen::VectorXcd Lambda = ssm::hippo::s4d_lin(2 * N);  // (N) one of each conjugate pair
   for (int t = 0; t < L; ++t)
     for (int n = 0; n < N; ++n) {
-      const std::complex<double> An(-0.5, M_PI * n);
+      const std::complex<double> An = Lambda(n);
       const std::complex<double> Ab = std::exp(Delta * An), Bb = (Ab - 1.0) / An;
       hs[static_cast<std::size_t>(n)] = Ab * hs[static_cast<std::size_t>(n)] + Bb * u[static_cast<std::size_t>(t)];
       s4d[static_cast<std::size_t>(n)][static_cast<std::size_t>(t)] = hs[static_cast<std::size_t>(n)].real();
