@@ -271,6 +271,20 @@ TEST(Attention, KVCacheDecodeEqualsFullForward) {
     EXPECT_GE(cache.capacity(), d.l_q);
     // Same arithmetic up to the block boundaries of the online softmax: f32 rounding, ~10 ulps.
     EXPECT_LE(normalized_error(values<float>(decoded), full_out), 2e-6) << "prefill " << prefill;
+    // Rewind to 20 tokens and decode the rest again as one block of 17 queries: same rows.
+    cache.truncate(20);
+    EXPECT_EQ(cache.length(), 20);
+    cache.append(in.tk.view().narrow(1, 20, d.l_q - 20), in.tv.view().narrow(1, 20, d.l_q - 20));
+    Tensor again = Tensor::zeros({d.b, d.l_q, d.h, d.p}, DType::f32);  // (b, l, h, p)
+    ssm::attention_decode(in.tq.view().narrow(1, 20, d.l_q - 20), cache, again.view().narrow(1, 20, d.l_q - 20));
+    const auto again_v = values<float>(again);
+    double err = 0;
+    for (std::size_t i = 0; i < again_v.size(); ++i)
+      if ((i / static_cast<std::size_t>(d.h * d.p)) % static_cast<std::size_t>(d.l_q) >= 20)
+        err = std::max(err, std::abs(again_v[i] - full_out[i]));
+    EXPECT_LE(err, 2e-6);
+    EXPECT_THROW(cache.truncate(d.l_q + 1), ssm::Error);
+    EXPECT_THROW(cache.truncate(-1), ssm::Error);
   }
 }
 
