@@ -269,7 +269,7 @@ def main():
     m = "full" if args.full else "short"
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "bench.json")
-    command = "tools/bench_report.py --%s" % m
+    command = " ".join(["tools/bench_report.py", "--" + m] + (["--"] + args.bench_args if args.bench_args else []))
     if args.from_json:
         shutil.copyfile(args.from_json, json_path) if os.path.abspath(args.from_json) != json_path else None
     else:
