@@ -284,7 +284,7 @@ def main():
                 sys.exit("bench_report: the benchmark failed (exit %d)" % proc.returncode)
     ctx, res = parse(json_path)
     # the measurement's own date (Google Benchmark's context), not the time the report was made
-    meta = {"mode": m, "date": ctx.get("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), "cpu": cpu_model(),
+    meta = {"mode": ctx.get("ssm_mode", m), "date": ctx.get("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), "cpu": cpu_model(),
             "command": command}
     md = markdown(ctx, res, meta)
     with open(os.path.join(args.out, "results.md"), "w") as f:
