@@ -222,6 +222,8 @@ def plot(folder, res, gnuplot):
         return items
 
     def script(out, title, xlabel, ylabel, items, extra=""):
+        if not items:  # nothing measured for this plot (e.g. a filtered run)
+            return ""
         plots = ", ".join("'%s' using 1:2 with linespoints lw 2 pt 7 title '%s'" % (n, t) for n, t in items)
         body = ("set title '%s'\nset xlabel '%s'\nset ylabel '%s'\nset logscale xy\nset grid\n"
                 "set key left top\nset format x '%%.0s%%c'\n%s\nplot %s\n" % (title, xlabel, ylabel, extra, plots))

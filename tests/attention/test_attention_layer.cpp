@@ -9,9 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "ssm/layers/attention.hpp"
-#include "ssm/models/hybrid.hpp"
-#include "ssm/reference/attention.hpp"
+#include "ssm/attention.hpp"  // the module header: layer, hybrid stack, op, reference
 
 namespace {
 
