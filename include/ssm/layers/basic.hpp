@@ -1,0 +1,181 @@
+// Building blocks of the Mamba block and language model (MATH.md §6), each with forward and backward:
+// linear (Eigen GEMM), embedding, RMSNorm, SiLU and softplus. They work on contiguous row-major
+// arrays of T = float or double (activations (rows, features), weights in PyTorch's (out, in) layout);
+// the layer and model classes validate shapes before calling them. Backward functions ACCUMULATE
+// into parameter gradients (grad_W += ...) and OVERWRITE input gradients.
+#pragma once
+
+// GCC 12 reports a false -Wmaybe-uninitialized inside the AVX-512 intrinsics Eigen's GEMM inlines
+// (-march=native); the state of the pragma at the intrinsics' header is what counts.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <Eigen/Core>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#include <cmath>
+#include <cstdint>
+
+#include "ssm/core/error.hpp"
+#include "ssm/core/tensor.hpp"
+
+namespace ssm::layers {
+
+template <class T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MatrixMap = Eigen::Map<RowMatrix<T>>;
+template <class T>
+using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
+
+// ---- scalar activations ------------------------------------------------------------------------------
+
+/// softplus(x) = log(1 + exp(x)), and x itself above 20 (as PyTorch and the mamba kernels do).
+template <class T>
+inline T softplus(T x) {
+  return x > T(20) ? x : std::log1p(std::exp(x));
+}
+/// d softplus / dx = sigmoid(x) (1 above the threshold, matching the forward).
+template <class T>
+inline T softplus_grad(T x) {
+  return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(-x));
+}
+/// silu(x) = x sigmoid(x).
+template <class T>
+inline T silu(T x) {
+  return x / (T(1) + std::exp(-x));
+}
+/// d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x).
+template <class T>
+inline T silu_grad(T x) {
+  const T s = T(1) / (T(1) + std::exp(-x));
+  return s * (T(1) + x * (T(1) - s));
+}
+
+/// y[i] = silu(x[i]) over n elements (in place allowed).
+template <class T>
+void silu_forward(const T* x, T* y, index_t n) {
+  for (index_t i = 0; i < n; ++i) y[i] = silu(x[i]);
+}
+/// grad_x[i] = grad_y[i] silu'(x[i]).
+template <class T>
+void silu_backward(const T* x, const T* grad_y, T* grad_x, index_t n) {
+  for (index_t i = 0; i < n; ++i) grad_x[i] = grad_y[i] * silu_grad(x[i]);
+}
+/// y[i] = softplus(x[i]).
+template <class T>
+void softplus_forward(const T* x, T* y, index_t n) {
+  for (index_t i = 0; i < n; ++i) y[i] = softplus(x[i]);
+}
+/// grad_x[i] = grad_y[i] softplus'(x[i]).
+template <class T>
+void softplus_backward(const T* x, const T* grad_y, T* grad_x, index_t n) {
+  for (index_t i = 0; i < n; ++i) grad_x[i] = grad_y[i] * softplus_grad(x[i]);
+}
+
+// ---- linear --------------------------------------------------------------------------------------------
+
+/// y = x W^T (+ bias). x: (rows, in), W: (out, in), bias: (out) or null, y: (rows, out).
+/// ldx / ldy: row strides of x and y (default: in / out), so column slices of a wider buffer work.
+template <class T>
+void linear_forward(const T* x, const T* W, const T* bias, T* y, index_t rows, index_t in, index_t out,
+                    index_t ldx = -1, index_t ldy = -1) {
+  if (ldx < 0) ldx = in;
+  if (ldy < 0) ldy = out;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<const RowMatrix<T>, 0, Stride> X(x, rows, in, Stride(ldx));  // (rows, in)
+  ConstMatrixMap<T> Wm(W, out, in);                                       // (out, in)
+  Eigen::Map<RowMatrix<T>, 0, Stride> Y(y, rows, out, Stride(ldy));       // (rows, out)
+  if (rows == 1) {
+    // One token (decoding): a matrix-vector product.
+    Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>> yv(y, out);
+    yv.noalias() = Wm * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(x, in);
+  } else {
+    Y.noalias() = X * Wm.transpose();
+  }
+  if (bias != nullptr) Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, out);
+}
+
+/// Backward of linear_forward: grad_x = grad_y W (overwritten, when grad_x is not null);
+/// grad_W += grad_y^T x; grad_bias += column sums of grad_y (when not null).
+template <class T>
+void linear_backward(const T* x, const T* W, const T* grad_y, T* grad_x, T* grad_W, T* grad_bias, index_t rows,
+                     index_t in, index_t out, index_t ldx = -1, index_t ldgy = -1, index_t ldgx = -1) {
+  if (ldx < 0) ldx = in;
+  if (ldgy < 0) ldgy = out;
+  if (ldgx < 0) ldgx = in;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<const RowMatrix<T>, 0, Stride> X(x, rows, in, Stride(ldx));          // (rows, in)
+  Eigen::Map<const RowMatrix<T>, 0, Stride> GY(grad_y, rows, out, Stride(ldgy));  // (rows, out)
+  ConstMatrixMap<T> Wm(W, out, in);                                               // (out, in)
+  if (grad_x != nullptr) {
+    Eigen::Map<RowMatrix<T>, 0, Stride> GX(grad_x, rows, in, Stride(ldgx));  // (rows, in)
+    GX.noalias() = GY * Wm;
+  }
+  if (grad_W != nullptr) MatrixMap<T>(grad_W, out, in).noalias() += GY.transpose() * X;
+  if (grad_bias != nullptr)
+    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(grad_bias, out) += GY.colwise().sum();
+}
+
+// ---- embedding -----------------------------------------------------------------------------------------
+
+/// y[r] = table[ids[r]]. ids: (rows), table: (vocab, dim), y: (rows, dim). Throws on an id outside
+/// [0, vocab).
+template <class T, class Id>
+void embedding_forward(const Id* ids, const T* table, T* y, index_t rows, index_t vocab, index_t dim) {
+  for (index_t r = 0; r < rows; ++r) {
+    const auto id = static_cast<std::int64_t>(ids[r]);
+    SSM_CHECK(id >= 0 && id < vocab, "embedding: token id ", id, " at position ", r, " is outside [0, ", vocab,
+              ")");
+    std::copy_n(table + id * dim, dim, y + r * dim);
+  }
+}
+/// grad_table[ids[r]] += grad_y[r].
+template <class T, class Id>
+void embedding_backward(const Id* ids, const T* grad_y, T* grad_table, index_t rows, index_t dim) {
+  for (index_t r = 0; r < rows; ++r) {
+    T* g = grad_table + static_cast<index_t>(ids[r]) * dim;
+    for (index_t k = 0; k < dim; ++k) g[k] += grad_y[r * dim + k];
+  }
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------------------
+
+/// y = x / sqrt(mean(x^2) + eps) * weight, per row. x, y: (rows, dim), weight: (dim). In place allowed.
+template <class T>
+void rmsnorm_forward(const T* x, const T* weight, T* y, index_t rows, index_t dim, double eps) {
+  for (index_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * dim;
+    T* yr = y + r * dim;
+    T ms = 0;
+    for (index_t k = 0; k < dim; ++k) ms += xr[k] * xr[k];
+    const T inv = T(1) / std::sqrt(ms / T(dim) + T(eps));
+    for (index_t k = 0; k < dim; ++k) yr[k] = xr[k] * inv * weight[k];
+  }
+}
+/// Backward of rmsnorm_forward: grad_x (overwritten) and grad_weight += Σ_rows grad_y x̂.
+/// With x̂ = x r, r = (mean(x^2) + eps)^{-1/2}, g = grad_y ⊙ weight: grad_x = r (g − x̂ mean(g ⊙ x̂)).
+template <class T>
+void rmsnorm_backward(const T* x, const T* weight, const T* grad_y, T* grad_x, T* grad_weight, index_t rows,
+                      index_t dim, double eps) {
+  for (index_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * dim;
+    const T* gy = grad_y + r * dim;
+    T ms = 0;
+    for (index_t k = 0; k < dim; ++k) ms += xr[k] * xr[k];
+    const T inv = T(1) / std::sqrt(ms / T(dim) + T(eps));
+    T dot = 0;
+    for (index_t k = 0; k < dim; ++k) {
+      const T xhat = xr[k] * inv;
+      if (grad_weight != nullptr) grad_weight[k] += gy[k] * xhat;
+      dot += gy[k] * weight[k] * xhat;
+    }
+    dot /= T(dim);
+    if (grad_x != nullptr)
+      for (index_t k = 0; k < dim; ++k) grad_x[r * dim + k] = inv * (gy[k] * weight[k] - xr[k] * inv * dot);
+  }
+}
+
+}  // namespace ssm::layers

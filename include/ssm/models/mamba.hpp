@@ -1,0 +1,492 @@
+// The Mamba language model (Gu & Dao 2023; MATH.md §6): token embedding → n_layer × (RMSNorm → Mamba
+// block, residual add in fp32) → final RMSNorm → lm_head (tied to the embedding by default). Logits for
+// a sequence, prefill then token-by-token generation (greedy, temperature, top-k, top-p, seeded) with a
+// copyable cache of constant size, and the Hugging Face checkpoint format (config.json +
+// model.safetensors, F32/F16/BF16; weights are held and computed in f32).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/layers/basic.hpp"
+#include "ssm/layers/mamba.hpp"
+#include "ssm/models/safetensors.hpp"
+
+namespace ssm::models {
+
+/// Hyperparameters of a Mamba language model. Field names follow mamba_ssm's MambaConfig; from_json
+/// also reads the Hugging Face names (hidden_size, num_hidden_layers, state_size, conv_kernel, ...).
+struct MambaConfig {
+  index_t d_model = 768;
+  index_t n_layer = 24;
+  index_t vocab_size = 50277;
+  index_t pad_vocab_size_multiple = 8;  // the embedding has vocab_size rounded up to this multiple
+  index_t d_state = 16;
+  index_t d_conv = 4;
+  index_t expand = 2;
+  index_t d_inner = 0;  // 0: expand · d_model
+  index_t dt_rank = 0;  // 0 ("auto"): ceil(d_model / 16)
+  bool bias = false;
+  bool conv_bias = true;
+  bool tie_embeddings = true;
+  bool residual_in_fp32 = true;  // the residual stream is always f32 here; kept for the file format
+  double norm_epsilon = 1e-5;
+
+  /// The embedding's row count: vocab_size rounded up to pad_vocab_size_multiple.
+  index_t padded_vocab() const {
+    const index_t m = std::max<index_t>(1, pad_vocab_size_multiple);
+    return (vocab_size + m - 1) / m * m;
+  }
+  layers::MambaBlockConfig block() const {
+    layers::MambaBlockConfig c;
+    c.d_model = d_model;
+    c.d_state = d_state;
+    c.d_conv = d_conv;
+    c.expand = expand;
+    c.d_inner = d_inner;
+    c.dt_rank = dt_rank;
+    c.bias = bias;
+    c.conv_bias = conv_bias;
+    return c;
+  }
+  void validate() const {
+    const char* op = "MambaConfig";
+    SSM_CHECK(n_layer >= 1, op, ": n_layer must be >= 1, got ", n_layer);
+    SSM_CHECK(vocab_size >= 1, op, ": vocab_size must be >= 1, got ", vocab_size);
+    SSM_CHECK(pad_vocab_size_multiple >= 1, op, ": pad_vocab_size_multiple must be >= 1, got ",
+              pad_vocab_size_multiple);
+    check_positive(op, "norm_epsilon", norm_epsilon);
+    block().validate(op);
+  }
+
+  /// Reads a Hugging Face (`model_type: mamba`) or mamba_ssm config.json object. Hugging Face configs
+  /// store the already padded vocabulary (pad multiple 1). Throws ssm::Error on a missing or mistyped field.
+  static MambaConfig from_json(const nlohmann::json& j) {
+    SSM_CHECK(j.is_object(), "MambaConfig: config.json must be a JSON object");
+    MambaConfig c;
+    auto get_int = [&](std::initializer_list<const char*> keys, index_t& out, bool required) {
+      for (const char* k : keys)
+        if (j.contains(k)) {
+          const auto& v = j[k];
+          SSM_CHECK(v.is_number_integer(), "MambaConfig: field '", k, "' must be an integer, got ", v.dump());
+          out = v.get<index_t>();
+          return;
+        }
+      SSM_CHECK(!required, "MambaConfig: config.json lacks '", *keys.begin(), "'");
+    };
+    auto get_bool = [&](const char* k, bool& out) {
+      if (!j.contains(k)) return;
+      SSM_CHECK(j[k].is_boolean(), "MambaConfig: field '", k, "' must be a boolean, got ", j[k].dump());
+      out = j[k].get<bool>();
+    };
+    const bool hf = j.contains("hidden_size");
+    c.pad_vocab_size_multiple = hf ? 1 : 8;
+    get_int({"hidden_size", "d_model"}, c.d_model, true);
+    get_int({"num_hidden_layers", "n_layer"}, c.n_layer, true);
+    get_int({"vocab_size"}, c.vocab_size, true);
+    get_int({"pad_vocab_size_multiple"}, c.pad_vocab_size_multiple, false);
+    get_int({"state_size", "d_state"}, c.d_state, false);
+    get_int({"conv_kernel", "d_conv"}, c.d_conv, false);
+    get_int({"expand"}, c.expand, false);
+    get_int({"intermediate_size"}, c.d_inner, false);
+    if (j.contains("ssm_cfg") && j["ssm_cfg"].is_object()) {  // mamba_ssm: overrides of the block's defaults
+      const auto& s = j["ssm_cfg"];
+      for (auto [k, dst] : {std::pair<const char*, index_t*>{"d_state", &c.d_state}, {"d_conv", &c.d_conv},
+                            {"expand", &c.expand}}) {
+        if (!s.contains(k)) continue;
+        SSM_CHECK(s[k].is_number_integer(), "MambaConfig: ssm_cfg field '", k, "' must be an integer");
+        *dst = s[k].get<index_t>();
+      }
+    }
+    if (j.contains("time_step_rank")) {
+      const auto& v = j["time_step_rank"];
+      if (v.is_string()) {
+        SSM_CHECK(v.get<std::string>() == "auto", "MambaConfig: time_step_rank must be an integer or \"auto\", got ",
+                  v.dump());
+        c.dt_rank = 0;
+      } else {
+        SSM_CHECK(v.is_number_integer(), "MambaConfig: time_step_rank must be an integer or \"auto\", got ", v.dump());
+        c.dt_rank = v.get<index_t>();
+      }
+    }
+    get_bool("use_bias", c.bias);
+    get_bool("use_conv_bias", c.conv_bias);
+    get_bool("tie_word_embeddings", c.tie_embeddings);
+    get_bool("tie_embeddings", c.tie_embeddings);
+    get_bool("residual_in_fp32", c.residual_in_fp32);
+    for (const char* k : {"layer_norm_epsilon", "norm_epsilon"})
+      if (j.contains(k)) {
+        SSM_CHECK(j[k].is_number(), "MambaConfig: field '", k, "' must be a number, got ", j[k].dump());
+        c.norm_epsilon = j[k].get<double>();
+      }
+    if (j.contains("hidden_act"))
+      SSM_CHECK(j["hidden_act"] == "silu", "MambaConfig: only hidden_act \"silu\" is supported, got ",
+                j["hidden_act"].dump());
+    c.validate();
+    return c;
+  }
+
+  /// The Hugging Face form of this config (vocab_size written already padded).
+  nlohmann::json to_json() const {
+    return {{"architectures", {"MambaForCausalLM"}},
+            {"model_type", "mamba"},
+            {"hidden_size", d_model},
+            {"num_hidden_layers", n_layer},
+            {"vocab_size", padded_vocab()},
+            {"state_size", d_state},
+            {"conv_kernel", d_conv},
+            {"expand", expand},
+            {"intermediate_size", block().inner()},
+            {"time_step_rank", block().rank()},
+            {"use_bias", bias},
+            {"use_conv_bias", conv_bias},
+            {"tie_word_embeddings", tie_embeddings},
+            {"residual_in_fp32", residual_in_fp32},
+            {"layer_norm_epsilon", norm_epsilon},
+            {"hidden_act", "silu"}};
+  }
+};
+
+/// Sampling options for generation. temperature 0 (or top_k 1) is greedy decoding (argmax, lowest id
+/// on ties); otherwise logits / temperature → keep the top_k largest (0: all) → keep the smallest set
+/// of most probable tokens whose probability reaches top_p (1: all) → sample with the seeded RNG.
+struct SamplingOptions {
+  double temperature = 0.0;
+  index_t top_k = 0;
+  double top_p = 1.0;
+  std::uint64_t seed = 0;
+
+  void validate() const {
+    SSM_CHECK(std::isfinite(temperature) && temperature >= 0, "SamplingOptions: temperature must be finite and >= 0, got ",
+              temperature);
+    SSM_CHECK(top_k >= 0, "SamplingOptions: top_k must be >= 0 (0 = no limit), got ", top_k);
+    SSM_CHECK(std::isfinite(top_p) && top_p > 0 && top_p <= 1, "SamplingOptions: top_p must be in (0, 1], got ", top_p);
+  }
+};
+
+/// Picks a token from logits (vocab) under the options; `rng` is advanced only when sampling.
+inline index_t sample_token(std::span<const float> logits, const SamplingOptions& opt, std::mt19937_64& rng) {
+  SSM_CHECK(!logits.empty(), "sample_token: empty logits");
+  const index_t v = static_cast<index_t>(logits.size());
+  if (opt.temperature <= 0 || opt.top_k == 1)
+    return static_cast<index_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<index_t> order(static_cast<std::size_t>(v));
+  std::iota(order.begin(), order.end(), index_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return logits[a] > logits[b]; });
+  const index_t k = opt.top_k > 0 ? std::min(opt.top_k, v) : v;
+  std::vector<double> p(static_cast<std::size_t>(k));
+  const double mx = logits[order[0]];
+  double sum = 0;
+  for (index_t i = 0; i < k; ++i) sum += (p[i] = std::exp((logits[order[i]] - mx) / opt.temperature));
+  index_t keep = k;
+  if (opt.top_p < 1) {
+    double cum = 0;
+    for (index_t i = 0; i < k; ++i) {
+      cum += p[i] / sum;
+      if (cum >= opt.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double total = 0;
+  for (index_t i = 0; i < keep; ++i) total += p[i];
+  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53 * total;  // uniform in [0, total)
+  double acc = 0;
+  for (index_t i = 0; i < keep; ++i) {
+    acc += p[i];
+    if (u < acc) return order[i];
+  }
+  return order[keep - 1];
+}
+
+/// The decoding state of b sequences: one MambaLayerCache per layer plus the number of tokens seen.
+/// A plain value: copying it forks the sequences. Its size is independent of the context length.
+struct MambaCache {
+  index_t b = 0;
+  index_t seqlen = 0;
+  std::vector<layers::MambaLayerCache<float>> layers;
+
+  std::size_t nbytes() const {
+    std::size_t s = 0;
+    for (const auto& l : layers) s += l.nbytes();
+    return s;
+  }
+};
+
+/// The Mamba language model in f32.
+class MambaLM {
+ public:
+  using Block = layers::MambaBlock<float>;
+
+  /// A randomly initialized model: embedding N(0, 0.02), norms 1, blocks as published.
+  static MambaLM init(const MambaConfig& cfg, std::uint64_t seed) {
+    cfg.validate();
+    MambaLM m;
+    m.cfg_ = cfg;
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> N(0.0f, 0.02f);
+    m.embedding_.resize(static_cast<std::size_t>(cfg.padded_vocab() * cfg.d_model));
+    for (auto& x : m.embedding_) x = N(rng);
+    if (!cfg.tie_embeddings) {
+      m.lm_head_.resize(m.embedding_.size());
+      for (auto& x : m.lm_head_) x = N(rng);
+    }
+    for (index_t i = 0; i < cfg.n_layer; ++i) {
+      m.blocks_.push_back(Block::init(cfg.block(), rng()));
+      m.norms_.emplace_back(static_cast<std::size_t>(cfg.d_model), 1.0f);
+    }
+    m.norm_f_.assign(static_cast<std::size_t>(cfg.d_model), 1.0f);
+    return m;
+  }
+
+  /// Loads a Hugging Face checkpoint directory: `config.json` and `model.safetensors` (F32, F16, BF16,
+  /// F64; converted to f32). Throws ssm::Error for a missing file, a bad config, a malformed file, a
+  /// missing, extra or wrongly shaped tensor, or a non-floating dtype.
+  static MambaLM load(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const fs::path cfg_path = fs::path(dir) / "config.json";
+    const fs::path st_path = fs::path(dir) / "model.safetensors";
+    SSM_CHECK(fs::is_regular_file(cfg_path), "MambaLM::load: '", cfg_path.string(), "' not found");
+    SSM_CHECK(fs::is_regular_file(st_path), "MambaLM::load: '", st_path.string(),
+              "' not found (sharded checkpoints are not supported)");
+    std::ifstream is(cfg_path);
+    nlohmann::json j = nlohmann::json::parse(is, nullptr, /*allow_exceptions=*/false);
+    SSM_CHECK(!j.is_discarded(), "MambaLM::load: '", cfg_path.string(), "' is not valid JSON");
+    return from_safetensors(MambaConfig::from_json(j), safetensors::File::open(st_path.string()));
+  }
+
+  /// Builds the model from parsed safetensors under the Hugging Face tensor names (mamba_ssm's
+  /// `backbone.embedding.weight` is accepted too).
+  static MambaLM from_safetensors(const MambaConfig& cfg, const safetensors::File& f) {
+    cfg.validate();
+    MambaLM m;
+    m.cfg_ = cfg;
+    const auto bc = cfg.block();
+    std::set<std::string> used;
+    auto take = [&](const std::string& name, const Dims& shape, std::vector<float>& dst) {
+      SSM_CHECK(f.contains(name), "MambaLM::load: '", f.source(), "' lacks tensor '", name, "'");
+      const auto& e = f.entry(name);
+      SSM_CHECK(e.shape == shape, "MambaLM::load: tensor '", name, "' has shape ", e.shape.str(), ", the config needs ",
+                shape.str());
+      SSM_CHECK(e.dtype == DType::f32 || e.dtype == DType::f16 || e.dtype == DType::bf16 || e.dtype == DType::f64,
+                "MambaLM::load: tensor '", name, "' has dtype ", e.dtype_str, ", expected F32, F16, BF16 or F64");
+      dst = f.tensor_f32(name).to_vector<float>();
+      used.insert(name);
+    };
+    const Dims emb_shape{cfg.padded_vocab(), cfg.d_model};
+    take(f.contains("backbone.embedding.weight") ? "backbone.embedding.weight" : "backbone.embeddings.weight",
+         emb_shape, m.embedding_);
+    for (index_t i = 0; i < cfg.n_layer; ++i) {
+      const std::string pre = "backbone.layers." + std::to_string(i) + ".";
+      layers::MambaBlockParams<float> p;
+      p.for_each(bc, [&](const char* name, std::vector<float>& v, const Dims& s) { take(pre + "mixer." + name, s, v); });
+      m.blocks_.emplace_back(bc, std::move(p));
+      m.norms_.emplace_back();
+      take(pre + "norm.weight", Dims{cfg.d_model}, m.norms_.back());
+    }
+    take("backbone.norm_f.weight", Dims{cfg.d_model}, m.norm_f_);
+    if (!cfg.tie_embeddings) {
+      take("lm_head.weight", emb_shape, m.lm_head_);
+    } else if (f.contains("lm_head.weight")) {
+      // Some writers store the tied head as well: accept it when it is the embedding.
+      std::vector<float> head;
+      take("lm_head.weight", emb_shape, head);
+      SSM_CHECK(head == m.embedding_, "MambaLM::load: tie_word_embeddings is set but 'lm_head.weight' differs from "
+                "the embedding");
+    }
+    for (const auto& e : f.entries())
+      SSM_CHECK(used.count(e.name) != 0, "MambaLM::load: '", f.source(), "' has unexpected tensor '", e.name,
+                "' (not part of a Mamba model with this config)");
+    return m;
+  }
+
+  /// Writes config.json and model.safetensors (in `dtype`: f32, f16 or bf16) into `dir` (created).
+  void save(const std::string& dir, DType dtype = DType::f32) const {
+    namespace fs = std::filesystem;
+    SSM_CHECK(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16, "MambaLM::save: dtype ",
+              name(dtype), " is not one of f32, f16, bf16");
+    fs::create_directories(dir);
+    {
+      std::ofstream os(fs::path(dir) / "config.json");
+      os << cfg_.to_json().dump(2) << "\n";
+      SSM_CHECK(os.good(), "MambaLM::save: cannot write config.json in '", dir, "'");
+    }
+    std::vector<Tensor> keep;
+    std::vector<std::pair<std::string, TensorView>> named;
+    auto add = [&](const std::string& name, const std::vector<float>& v, const Dims& shape) {
+      Tensor t = Tensor::empty(shape, dtype);  // shape as in the checkpoint
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        if (dtype == DType::f32) t.data_as<float>()[i] = v[i];
+        if (dtype == DType::f16) t.data_as<half>()[i] = half(v[i]);
+        if (dtype == DType::bf16) t.data_as<bfloat16>()[i] = bfloat16(v[i]);
+      }
+      keep.push_back(t);
+      named.emplace_back(name, t.view());
+    };
+    add("backbone.embeddings.weight", embedding_, {cfg_.padded_vocab(), cfg_.d_model});
+    for (index_t i = 0; i < cfg_.n_layer; ++i) {
+      const std::string pre = "backbone.layers." + std::to_string(i) + ".";
+      auto p = blocks_[static_cast<std::size_t>(i)].params();
+      p.for_each(cfg_.block(), [&](const char* name, std::vector<float>& v, const Dims& s) { add(pre + "mixer." + name, v, s); });
+      add(pre + "norm.weight", norms_[static_cast<std::size_t>(i)], {cfg_.d_model});
+    }
+    add("backbone.norm_f.weight", norm_f_, {cfg_.d_model});
+    if (!cfg_.tie_embeddings) add("lm_head.weight", lm_head_, {cfg_.padded_vocab(), cfg_.d_model});
+    safetensors::save((fs::path(dir) / "model.safetensors").string(), named, {{"format", "pt"}});
+  }
+
+  const MambaConfig& config() const { return cfg_; }
+  const std::vector<Block>& blocks() const { return blocks_; }
+
+  /// A zero cache for b sequences.
+  MambaCache make_cache(index_t b) const {
+    SSM_CHECK(b >= 1, "MambaLM::make_cache: b must be >= 1, got ", b);
+    MambaCache c;
+    c.b = b;
+    for (const auto& blk : blocks_) c.layers.push_back(blk.make_cache(b));
+    return c;
+  }
+
+  /// Logits for every position: ids (b, l) i32 or i64 → (b, l, padded_vocab) f32.
+  Tensor logits(const TensorView& ids) const {
+    Checker c("MambaLM::logits");
+    c.defined("ids", ids).rank("ids", ids, 2);
+    check_ids(c, ids);
+    const index_t b = ids.size(0), l = ids.size(1);
+    std::vector<float> h = hidden(ids, nullptr);  // (b, l, d_model)
+    Tensor out = Tensor::empty({b, l, cfg_.padded_vocab()}, DType::f32);  // (b, l, V)
+    head(h.data(), b * l, out.data_as<float>());
+    return out;
+  }
+
+  /// Runs the prompts ids (b, l) through the model in parallel, fills `cache` and returns the logits of
+  /// the last position (b, padded_vocab). The cache is reset first, unless `resume` is set: then the
+  /// tokens continue the sequences in `cache` (a long prompt can be prefilled in chunks).
+  Tensor prefill(const TensorView& ids, MambaCache& cache, bool resume = false) const {
+    Checker c("MambaLM::prefill");
+    c.defined("ids", ids).rank("ids", ids, 2);
+    check_ids(c, ids);
+    c.require(ids.size(1) >= 1, "ids", "the prompt must hold at least one token");
+    const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
+    if (resume) {
+      c.require(cache.b == b && cache.layers.size() == blocks_.size(), "cache",
+                "resume needs a cache made for ", b, " sequences and ", blocks_.size(), " layers");
+      for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].check_cache(cache.layers[i]);
+    } else {
+      cache = make_cache(b);
+    }
+    std::vector<float> h = hidden(ids, &cache, resume);  // (b, l, d_model)
+    std::vector<float> last(static_cast<std::size_t>(b * dm));  // (b, d_model)
+    for (index_t bi = 0; bi < b; ++bi) std::copy_n(h.data() + (bi * l + l - 1) * dm, dm, last.data() + bi * dm);
+    Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
+    head(last.data(), b, out.data_as<float>());
+    cache.seqlen = resume ? cache.seqlen + l : l;
+    return out;
+  }
+
+  /// One token per sequence: ids (b) → logits (b, padded_vocab); advances the cache by one token.
+  Tensor step(std::span<const std::int64_t> ids, MambaCache& cache) const {
+    SSM_CHECK(static_cast<index_t>(ids.size()) == cache.b && cache.b >= 1, "MambaLM::step: ", ids.size(),
+              " token ids for a cache of ", cache.b, " sequences");
+    SSM_CHECK(cache.layers.size() == blocks_.size(), "MambaLM::step: cache has ", cache.layers.size(),
+              " layers, the model ", blocks_.size());
+    for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].check_cache(cache.layers[i]);
+    const index_t b = cache.b, dm = cfg_.d_model;
+    std::vector<float> res(static_cast<std::size_t>(b * dm));   // (b, d_model) residual stream
+    std::vector<float> x(res.size()), y(res.size());            // (b, d_model)
+    std::vector<float> work(static_cast<std::size_t>(blocks_.empty() ? 0 : blocks_[0].workspace_size(b)));
+    layers::embedding_forward(ids.data(), embedding_.data(), res.data(), b, cfg_.padded_vocab(), dm);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), b, dm, cfg_.norm_epsilon);
+      blocks_[i].step_raw(x.data(), y.data(), cache.layers[i], work.data());
+      for (std::size_t k = 0; k < res.size(); ++k) res[k] += y[k];
+    }
+    Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
+    head(res.data(), b, out.data_as<float>());
+    ++cache.seqlen;
+    return out;
+  }
+
+  /// Prefills `prompt` (one sequence) and generates max_new_tokens tokens; returns only the new ones.
+  /// Sampling is over the first vocab_size logits (padding rows are never produced). When `cache` is
+  /// given it holds the state after the last generated token has been fed (ready to continue).
+  std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, index_t max_new_tokens,
+                                     const SamplingOptions& opt = {}, MambaCache* cache = nullptr) const {
+    opt.validate();
+    SSM_CHECK(max_new_tokens >= 0, "MambaLM::generate: max_new_tokens must be >= 0, got ", max_new_tokens);
+    MambaCache local;
+    MambaCache& c = cache != nullptr ? *cache : local;
+    std::mt19937_64 rng(opt.seed);
+    Tensor lg = prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), c);
+    std::vector<std::int64_t> out;
+    for (index_t t = 0; t < max_new_tokens; ++t) {
+      const index_t tok = sample_token(std::span<const float>(lg.data_as<float>(), static_cast<std::size_t>(cfg_.vocab_size)),
+                                       opt, rng);
+      out.push_back(tok);
+      const std::int64_t id = tok;
+      lg = step(std::span<const std::int64_t>(&id, 1), c);
+    }
+    return out;
+  }
+
+ private:
+  void check_ids(const Checker& c, const TensorView& ids) const {
+    c.require(ids.dtype() == DType::i64 || ids.dtype() == DType::i32, "ids", "expected dtype i32 or i64, got ",
+              name(ids.dtype()));
+    c.require(ids.device().is_cpu() && ids.is_contiguous(), "ids", "expected a contiguous cpu tensor");
+  }
+
+  // Residual stream after the last block (before norm_f): (b, l, d_model). Fills the cache when given.
+  std::vector<float> hidden(const TensorView& ids, MambaCache* cache, bool resume = false) const {
+    const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
+    std::vector<float> res(static_cast<std::size_t>(rows * dm));  // (b, l, d_model)
+    std::vector<float> x(res.size()), y(res.size());              // (b, l, d_model)
+    if (ids.dtype() == DType::i64)
+      layers::embedding_forward(ids.data_as<const std::int64_t>(), embedding_.data(), res.data(), rows,
+                                cfg_.padded_vocab(), dm);
+    else
+      layers::embedding_forward(ids.data_as<const std::int32_t>(), embedding_.data(), res.data(), rows,
+                                cfg_.padded_vocab(), dm);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), rows, dm, cfg_.norm_epsilon);
+      blocks_[i].forward_raw(x.data(), b, l, y.data(), cache != nullptr ? &cache->layers[i] : nullptr, resume);
+      for (std::size_t k = 0; k < res.size(); ++k) res[k] += y[k];
+    }
+    return res;
+  }
+
+  // logits (rows, V) = rmsnorm(h, norm_f) · head^T, head = embedding when tied.
+  void head(const float* h, index_t rows, float* logits) const {
+    const index_t dm = cfg_.d_model;
+    std::vector<float> x(static_cast<std::size_t>(rows * dm));  // (rows, d_model)
+    layers::rmsnorm_forward(h, norm_f_.data(), x.data(), rows, dm, cfg_.norm_epsilon);
+    const std::vector<float>& W = cfg_.tie_embeddings ? embedding_ : lm_head_;
+    layers::linear_forward(x.data(), W.data(), static_cast<const float*>(nullptr), logits, rows, dm,
+                           cfg_.padded_vocab());
+  }
+
+  MambaConfig cfg_;
+  std::vector<float> embedding_;           // (padded_vocab, d_model)
+  std::vector<float> lm_head_;             // (padded_vocab, d_model), empty when tied
+  std::vector<Block> blocks_;              // n_layer
+  std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
+  std::vector<float> norm_f_;              // (d_model)
+};
+
+}  // namespace ssm::models

@@ -1,0 +1,325 @@
+// Tests of the layers (include/ssm/layers.hpp): conv1d update == conv1d forward (and chunked forward
+// with a carried state == one forward), every backward vs central finite differences in double, the
+// Mamba block's step-by-step == parallel forward, its published initialization and its error paths.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "ssm/layers.hpp"
+
+using namespace ssm;
+using namespace ssm::layers;
+
+namespace {
+
+std::vector<double> randn(std::size_t n, std::uint64_t seed, double scale = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> N(0.0, scale);
+  std::vector<double> v(n);
+  for (auto& x : v) x = N(rng);
+  return v;
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Checks analytic gradient `grad` of loss() w.r.t. every entry of `x` against central differences.
+// Double precision, step 1e-6: truncation O(h^2) ~ 1e-12 and rounding ~ 1e-16 / 1e-6 = 1e-10 relative
+// to the loss scale, so 1e-6 relative (floor 1e-6 absolute) leaves a wide margin and still catches any
+// missing or wrong term (those are O(1) relative).
+void expect_grad(const char* what, std::vector<double>& x, const std::vector<double>& grad,
+                 const std::function<double()>& loss) {
+  ASSERT_EQ(x.size(), grad.size()) << what;
+  const double h = 1e-6;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double x0 = x[i];
+    x[i] = x0 + h;
+    const double lp = loss();
+    x[i] = x0 - h;
+    const double lm = loss();
+    x[i] = x0;
+    const double fd = (lp - lm) / (2 * h);
+    EXPECT_NEAR(grad[i], fd, 1e-6 * std::max(1.0, std::abs(fd))) << what << "[" << i << "]";
+  }
+}
+
+}  // namespace
+
+// ---- building blocks ---------------------------------------------------------------------------------
+
+TEST(Layers, LinearMatchesLoopsAndGradients) {
+  const index_t rows = 3, in = 5, out = 4;
+  auto x = randn(rows * in, 1), W = randn(out * in, 2), bias = randn(out, 3), R = randn(rows * out, 4);
+  std::vector<double> y(rows * out);
+  linear_forward(x.data(), W.data(), bias.data(), y.data(), rows, in, out);
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t o = 0; o < out; ++o) {
+      double s = bias[o];
+      for (index_t k = 0; k < in; ++k) s += x[r * in + k] * W[o * in + k];
+      EXPECT_NEAR(y[r * out + o], s, 1e-12);
+    }
+  std::vector<double> one(out);  // the rows == 1 (matrix-vector) path
+  linear_forward(x.data() + in, W.data(), bias.data(), one.data(), 1, in, out);
+  for (index_t o = 0; o < out; ++o) EXPECT_NEAR(one[o], y[out + o], 1e-12);
+  auto loss = [&] {
+    linear_forward(x.data(), W.data(), bias.data(), y.data(), rows, in, out);
+    return dot(y, R);
+  };
+  std::vector<double> gx(rows * in), gW(out * in, 0.0), gb(out, 0.0);
+  linear_backward(x.data(), W.data(), R.data(), gx.data(), gW.data(), gb.data(), rows, in, out);
+  expect_grad("x", x, gx, loss);
+  expect_grad("W", W, gW, loss);
+  expect_grad("bias", bias, gb, loss);
+}
+
+TEST(Layers, RmsNormEmbeddingActivationsGradients) {
+  const index_t rows = 3, dim = 7;
+  const double eps = 1e-5;
+  auto x = randn(rows * dim, 5), w = randn(dim, 6), R = randn(rows * dim, 7);
+  std::vector<double> y(rows * dim);
+  auto loss = [&] {
+    rmsnorm_forward(x.data(), w.data(), y.data(), rows, dim, eps);
+    return dot(y, R);
+  };
+  loss();
+  double ms = 0;  // row 0 by hand
+  for (index_t k = 0; k < dim; ++k) ms += x[k] * x[k] / dim;
+  EXPECT_NEAR(y[2], x[2] / std::sqrt(ms + eps) * w[2], 1e-12);
+  std::vector<double> gx(rows * dim), gw(dim, 0.0);
+  rmsnorm_backward(x.data(), w.data(), R.data(), gx.data(), gw.data(), rows, dim, eps);
+  expect_grad("rmsnorm x", x, gx, loss);
+  expect_grad("rmsnorm weight", w, gw, loss);
+
+  // SiLU and softplus, including the softplus threshold (x > 20 returns x).
+  auto a = randn(16, 8, 4.0);
+  a.push_back(25.0);
+  std::vector<double> s(a.size()), gs(a.size()), Ra = randn(a.size(), 9);
+  auto loss_silu = [&] {
+    silu_forward(a.data(), s.data(), static_cast<index_t>(a.size()));
+    return dot(s, Ra);
+  };
+  silu_backward(a.data(), Ra.data(), gs.data(), static_cast<index_t>(a.size()));
+  expect_grad("silu", a, gs, loss_silu);
+  auto loss_sp = [&] {
+    softplus_forward(a.data(), s.data(), static_cast<index_t>(a.size()));
+    return dot(s, Ra);
+  };
+  softplus_backward(a.data(), Ra.data(), gs.data(), static_cast<index_t>(a.size()));
+  expect_grad("softplus", a, gs, loss_sp);
+  EXPECT_EQ(softplus(25.0), 25.0);
+  EXPECT_NEAR(softplus(0.0), std::log(2.0), 1e-15);
+
+  // Embedding: gather and scatter-add (a repeated id accumulates).
+  const index_t vocab = 5, d = 3;
+  auto table = randn(vocab * d, 10);
+  const std::vector<int> ids = {4, 0, 4};
+  std::vector<double> e(ids.size() * d), ge(vocab * d, 0.0), Re = randn(ids.size() * d, 11);
+  auto loss_e = [&] {
+    embedding_forward(ids.data(), table.data(), e.data(), 3, vocab, d);
+    return dot(e, Re);
+  };
+  embedding_backward(ids.data(), Re.data(), ge.data(), 3, d);
+  expect_grad("embedding", table, ge, loss_e);
+  const std::vector<int> bad = {5};
+  EXPECT_THROW(embedding_forward(bad.data(), table.data(), e.data(), 1, vocab, d), ssm::Error);
+}
+
+TEST(Layers, Conv1dUpdateEqualsForwardAnyWidth) {
+  for (index_t w : {2, 3, 4, 7}) {
+    for (bool act : {false, true}) {
+      const index_t l = 9, d = 5;
+      auto x = randn(l * d, 20 + w), W = randn(d * w, 30 + w), bias = randn(d, 40), s0 = randn((w - 1) * d, 50);
+      const Conv1dArgs<double> a{l, d, w, W.data(), bias.data(), act};
+      std::vector<double> out(l * d), state_out((w - 1) * d);
+      conv1d_forward(a, x.data(), s0.data(), out.data(), state_out.data());
+      // Direct definition at t = 0 (reads the initial state) and t = l − 1.
+      for (index_t t : {index_t(0), l - 1})
+        for (index_t c = 0; c < d; ++c) {
+          double s = bias[c];
+          for (index_t k = 0; k < w; ++k) {
+            const index_t src = t - (w - 1) + k;
+            s += W[c * w + k] * (src >= 0 ? x[src * d + c] : s0[(w - 1 + src) * d + c]);
+          }
+          EXPECT_NEAR(out[t * d + c], act ? silu(s) : s, 1e-12);
+        }
+      // Token-by-token updates from the same initial state give the same outputs and final state.
+      std::vector<double> state = s0, o(d);
+      const Conv1dArgs<double> a1{1, d, w, W.data(), bias.data(), act};
+      for (index_t t = 0; t < l; ++t) {
+        conv1d_update(a1, x.data() + t * d, state.data(), o.data());
+        for (index_t c = 0; c < d; ++c) EXPECT_NEAR(o[c], out[t * d + c], 1e-12) << "w=" << w << " t=" << t;
+      }
+      for (std::size_t i = 0; i < state.size(); ++i) EXPECT_NEAR(state[i], state_out[i], 1e-15);
+      // Two chunks with the state carried (the first shorter than w − 1) equal one forward.
+      const index_t l1 = 1;
+      Conv1dArgs<double> c1 = a, c2 = a;
+      c1.l = l1;
+      c2.l = l - l1;
+      std::vector<double> o2(l * d), mid((w - 1) * d), fin((w - 1) * d);
+      conv1d_forward(c1, x.data(), s0.data(), o2.data(), mid.data());
+      conv1d_forward(c2, x.data() + l1 * d, mid.data(), o2.data() + l1 * d, fin.data());
+      for (std::size_t i = 0; i < o2.size(); ++i) EXPECT_NEAR(o2[i], out[i], 1e-12);
+      for (std::size_t i = 0; i < fin.size(); ++i) EXPECT_NEAR(fin[i], state_out[i], 1e-15);
+    }
+  }
+}
+
+TEST(Layers, Conv1dGradients) {
+  for (bool act : {false, true}) {
+    const index_t l = 6, d = 3, w = 4;
+    auto x = randn(l * d, 60), W = randn(d * w, 61), bias = randn(d, 62), s0 = randn((w - 1) * d, 63);
+    auto R = randn(l * d, 64), Rs = randn((w - 1) * d, 65);
+    std::vector<double> out(l * d), so((w - 1) * d);
+    auto loss = [&] {
+      const Conv1dArgs<double> a{l, d, w, W.data(), bias.data(), act};
+      conv1d_forward(a, x.data(), s0.data(), out.data(), so.data());
+      return dot(out, R) + dot(so, Rs);  // the final state is an output too
+    };
+    const Conv1dArgs<double> a{l, d, w, W.data(), bias.data(), act};
+    std::vector<double> gx(l * d), gs((w - 1) * d), gW(d * w, 0.0), gb(d, 0.0);
+    conv1d_backward(a, x.data(), s0.data(), R.data(), Rs.data(), gx.data(), gs.data(), gW.data(), gb.data());
+    expect_grad("conv x", x, gx, loss);
+    expect_grad("conv state_in", s0, gs, loss);
+    expect_grad("conv weight", W, gW, loss);
+    expect_grad("conv bias", bias, gb, loss);
+  }
+}
+
+// ---- Mamba block ---------------------------------------------------------------------------------------
+
+namespace {
+MambaBlockConfig small_config(bool bias) {
+  MambaBlockConfig cfg;
+  cfg.d_model = 5;
+  cfg.d_state = 3;
+  cfg.d_conv = 3;
+  cfg.expand = 2;
+  cfg.dt_rank = 2;
+  cfg.bias = bias;
+  return cfg;
+}
+}  // namespace
+
+TEST(MambaBlock, PublishedInitialization) {
+  MambaBlockConfig cfg;
+  cfg.d_model = 40;  // d_inner 80, dt_rank "auto" = ceil(40 / 16) = 3
+  auto block = MambaBlock<double>::init(cfg, 7);
+  EXPECT_EQ(cfg.rank(), 3);
+  const auto& p = block.params();
+  EXPECT_EQ(p.A_log.size(), 80u * 16u);
+  for (index_t c : {0, 79})
+    for (index_t k = 0; k < 16; ++k) EXPECT_DOUBLE_EQ(p.A_log[c * 16 + k], std::log(double(k + 1)));
+  for (double D : p.D) EXPECT_EQ(D, 1.0);
+  for (double b : p.dt_proj_bias) {
+    const double Delta = softplus(b);  // the bias is the inverse softplus of Δ ∈ [dt_min, dt_max]
+    EXPECT_GE(Delta, cfg.dt_min * (1 - 1e-12));
+    EXPECT_LE(Delta, cfg.dt_max * (1 + 1e-12));
+  }
+  const double bound = 1.0 / std::sqrt(3.0);
+  double mx = 0;
+  for (double x : p.dt_proj_weight) mx = std::max(mx, std::abs(x));
+  EXPECT_LE(mx, bound);
+  EXPECT_GT(mx, 0.8 * bound);  // 240 draws fill the interval
+}
+
+TEST(MambaBlock, StepEqualsForwardAndPrefillContinues) {
+  auto cfg = small_config(true);
+  auto block = MambaBlock<double>::init(cfg, 3);
+  const index_t b = 2, l = 11, dm = cfg.d_model;
+  auto u = randn(b * l * dm, 70);
+  Tensor full = block.forward(TensorView::of(u.data(), {b, l, dm}));  // (b, l, d_model)
+  const auto ref = full.to_vector<double>();
+  // Token by token from a zero cache.
+  auto cache = block.make_cache(b);
+  for (index_t t = 0; t < l; ++t) {
+    std::vector<double> ut(b * dm);  // (b, d_model)
+    for (index_t bi = 0; bi < b; ++bi) std::copy_n(u.data() + (bi * l + t) * dm, dm, ut.data() + bi * dm);
+    auto o = block.step(TensorView::of(ut.data(), {b, dm}), cache).to_vector<double>();
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t k = 0; k < dm; ++k) EXPECT_NEAR(o[bi * dm + k], ref[(bi * l + t) * dm + k], 1e-12);
+  }
+  // Prefill 4 tokens with forward (filling the cache), then step the rest.
+  const index_t lp = 4;
+  std::vector<double> up(b * lp * dm);
+  for (index_t bi = 0; bi < b; ++bi) std::copy_n(u.data() + bi * l * dm, lp * dm, up.data() + bi * lp * dm);
+  auto cache2 = block.make_cache(b);
+  block.forward(TensorView::of(up.data(), {b, lp, dm}), &cache2);
+  for (index_t t = lp; t < l; ++t) {
+    std::vector<double> ut(b * dm);
+    for (index_t bi = 0; bi < b; ++bi) std::copy_n(u.data() + (bi * l + t) * dm, dm, ut.data() + bi * dm);
+    auto o = block.step(TensorView::of(ut.data(), {b, dm}), cache2).to_vector<double>();
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t k = 0; k < dm; ++k) EXPECT_NEAR(o[bi * dm + k], ref[(bi * l + t) * dm + k], 1e-12);
+  }
+  // The cache after l steps equals the cache after a prefill of all l tokens.
+  auto cache3 = block.make_cache(b);
+  block.forward(TensorView::of(u.data(), {b, l, dm}), &cache3);
+  for (std::size_t i = 0; i < cache3.ssm_state.size(); ++i) EXPECT_NEAR(cache3.ssm_state[i], cache.ssm_state[i], 1e-12);
+  for (std::size_t i = 0; i < cache3.conv_state.size(); ++i) EXPECT_EQ(cache3.conv_state[i], cache.conv_state[i]);
+}
+
+TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
+  for (bool bias : {false, true}) {
+    auto cfg = small_config(bias);
+    auto block = MambaBlock<double>::init(cfg, 11);
+    // Move away from the initialization's special values (D = 1, A_log = log k) so that no term vanishes.
+    {
+      auto& p = block.params();
+      std::mt19937_64 rng(5);
+      std::normal_distribution<double> N(0.0, 0.3);
+      p.for_each(cfg, [&](const char*, std::vector<double>& v, const Dims&) {
+        for (auto& x : v) x += N(rng);
+      });
+      block.refresh();
+    }
+    const index_t b = 2, l = 6, dm = cfg.d_model;
+    auto u = randn(b * l * dm, 80);
+    auto R = randn(b * l * dm, 81);
+    auto grads = block.backward(TensorView::of(u.data(), {b, l, dm}), TensorView::of(R.data(), {b, l, dm}));
+    std::vector<double> out(b * l * dm);
+    auto loss = [&] {
+      block.refresh();
+      block.forward_raw(u.data(), b, l, out.data());
+      return dot(out, R);
+    };
+    expect_grad("u", u, grads.grad_u, loss);
+    std::vector<std::pair<std::string, std::vector<double>*>> gl;
+    grads.params.for_each(cfg, [&](const char* name, std::vector<double>& v, const Dims&) { gl.emplace_back(name, &v); });
+    std::size_t i = 0;
+    block.params().for_each(cfg, [&](const char* name, std::vector<double>& v, const Dims&) {
+      ASSERT_EQ(gl[i].first, name);
+      expect_grad(name, v, *gl[i].second, loss);
+      ++i;
+    });
+    EXPECT_EQ(i, bias ? 11u : 9u);
+  }
+}
+
+TEST(MambaBlock, Errors) {
+  auto cfg = small_config(false);
+  auto block = MambaBlock<float>::init(cfg, 1);
+  std::vector<float> u(2 * 3 * 5);
+  EXPECT_THROW(block.forward(TensorView::of(u.data(), {2, 3, 4})), ssm::Error);  // wrong d_model
+  EXPECT_THROW(block.forward(TensorView::of(u.data(), {6, 5})), ssm::Error);     // wrong rank
+  std::vector<double> ud(30);
+  EXPECT_THROW(block.forward(TensorView::of(ud.data(), {2, 3, 5})), ssm::Error);  // wrong dtype
+  auto cache = block.make_cache(2);
+  EXPECT_THROW(block.step(TensorView::of(u.data(), {3, 5}), cache), ssm::Error);  // batch != cache.b
+  cache.ssm_state.pop_back();
+  EXPECT_THROW(block.step(TensorView::of(u.data(), {2, 5}), cache), ssm::Error);  // damaged cache
+  MambaBlockConfig bad = cfg;
+  bad.d_conv = 1;
+  EXPECT_THROW(MambaBlock<float>::init(bad, 1), ssm::Error);
+  bad = cfg;
+  bad.dt_min = std::nan("");
+  EXPECT_THROW(MambaBlock<float>::init(bad, 1), ssm::Error);
+  auto p = block.params();
+  p.D.pop_back();
+  EXPECT_THROW(MambaBlock<float>(cfg, p), ssm::Error);
+}

@@ -1,0 +1,333 @@
+// Tests of the Mamba language model (include/ssm/models/mamba.hpp): logits and greedy continuation
+// equal Hugging Face transformers' on a committed tiny checkpoint (tools/make_mamba_golden.py);
+// step-by-step == parallel forward over 64 tokens; forked caches; sampling; F16/BF16 checkpoints;
+// every malformed-checkpoint case.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "ssm/models.hpp"
+
+using namespace ssm;
+using namespace ssm::models;
+namespace fs = std::filesystem;
+
+namespace {
+
+// max |a − b| / max |b|: logits near zero make an elementwise relative error meaningless, so errors
+// are measured relative to the largest reference logit.
+double normalized_error(const float* a, const float* b, std::size_t n) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+MambaConfig small_config() {
+  MambaConfig c;
+  c.d_model = 32;
+  c.n_layer = 2;
+  c.vocab_size = 50;  // padded to 56
+  c.d_state = 8;
+  c.d_conv = 4;
+  return c;
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("ssm_test_mamba_" + name);
+  fs::remove_all(p);
+  return p;
+}
+
+}  // namespace
+
+// ---- golden test against transformers ------------------------------------------------------------------
+
+TEST(MambaLM, MatchesTransformersGolden) {
+  const std::string dir = std::string(SSM_TEST_DATA_DIR) + "/mamba/tiny";
+  if (!fs::exists(dir + "/golden.json")) GTEST_SKIP() << "no golden data in " << dir << " (run tools/make_mamba_golden.py)";
+  std::ifstream is(dir + "/golden.json");
+  const auto g = nlohmann::json::parse(is);
+  const auto tokens = g["tokens"].get<std::vector<std::int64_t>>();
+  const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
+  const auto continuation = g["continuation"].get<std::vector<std::int64_t>>();
+  const auto ref = g["logits"].get<std::vector<std::vector<float>>>();  // (l, V)
+  MambaLM model = MambaLM::load(dir);
+  ASSERT_EQ(model.config().padded_vocab(), static_cast<index_t>(ref[0].size()));
+  const index_t l = static_cast<index_t>(tokens.size()), V = model.config().padded_vocab();
+  Tensor lg = model.logits(TensorView::of(tokens.data(), {1, l}));  // (1, l, V)
+  std::vector<float> flat;
+  for (const auto& row : ref) flat.insert(flat.end(), row.begin(), row.end());
+  // f32 on both sides with different summation orders (Eigen GEMM vs PyTorch, sequential scan in both):
+  // observed ~1e-6; the bound is 1e-4.
+  const double err = normalized_error(lg.data_as<float>(), flat.data(), flat.size());
+  EXPECT_LE(err, 1e-4);
+  std::cout << "[ golden ] parallel logits normalized error " << err << "\n";
+  // The recurrent path (prefill + steps) against the same reference.
+  MambaCache cache;
+  Tensor last = model.prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), cache);
+  double step_err = normalized_error(last.data_as<float>(), ref[prompt.size() - 1].data(), static_cast<std::size_t>(V));
+  for (std::size_t t = prompt.size(); t < tokens.size(); ++t) {
+    Tensor s = model.step(std::span<const std::int64_t>(&tokens[t], 1), cache);
+    step_err = std::max(step_err, normalized_error(s.data_as<float>(), ref[t].data(), static_cast<std::size_t>(V)));
+  }
+  EXPECT_LE(step_err, 1e-4);
+  // Greedy continuation identical (the reference's smallest top-2 margin is recorded in golden.json).
+  EXPECT_EQ(model.generate(prompt, static_cast<index_t>(continuation.size())), continuation);
+}
+
+// ---- recurrent == parallel, forks ----------------------------------------------------------------------
+
+TEST(MambaLM, StepByStepEqualsParallelOver64Tokens) {
+  MambaLM model = MambaLM::init(small_config(), 42);
+  const index_t b = 2, l = 64, V = model.config().padded_vocab();
+  std::vector<std::int64_t> ids(b * l);
+  std::mt19937_64 rng(3);
+  for (auto& x : ids) x = static_cast<std::int64_t>(rng() % 50);
+  Tensor full = model.logits(TensorView::of(ids.data(), {b, l}));  // (b, l, V)
+  MambaCache cache = model.make_cache(b);
+  double err = 0;
+  for (index_t t = 0; t < l; ++t) {
+    const std::int64_t tok[2] = {ids[t], ids[l + t]};
+    Tensor s = model.step(std::span<const std::int64_t>(tok, 2), cache);  // (b, V)
+    for (index_t bi = 0; bi < b; ++bi)
+      err = std::max(err, normalized_error(s.data_as<float>() + bi * V, full.data_as<float>() + (bi * l + t) * V,
+                                           static_cast<std::size_t>(V)));
+  }
+  // Same f32 arithmetic except GEMM vs GEMV summation order in the projections: ~1e-7 expected.
+  EXPECT_LE(err, 1e-5);
+  EXPECT_EQ(cache.seqlen, l);
+  // A prefill in chunks of 1, 2 (shorter than d_conv − 1) and 61 tokens ends in the same state.
+  std::vector<std::int64_t> chunk;
+  MambaCache chunked;
+  index_t start = 0;
+  Tensor last;
+  for (index_t len : {1, 2, 61}) {
+    chunk.clear();
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t t = start; t < start + len; ++t) chunk.push_back(ids[bi * l + t]);
+    last = model.prefill(TensorView::of(chunk.data(), {b, len}), chunked, /*resume=*/start > 0);
+    start += len;
+  }
+  EXPECT_EQ(chunked.seqlen, l);
+  for (index_t bi = 0; bi < b; ++bi)
+    EXPECT_LE(normalized_error(last.data_as<float>() + bi * V, full.data_as<float>() + (bi * l + l - 1) * V,
+                               static_cast<std::size_t>(V)),
+              1e-5);
+  for (std::size_t i = 0; i < cache.layers.size(); ++i)
+    for (std::size_t k = 0; k < cache.layers[i].ssm_state.size(); ++k)
+      ASSERT_NEAR(chunked.layers[i].ssm_state[k], cache.layers[i].ssm_state[k],
+                  1e-5 * std::max(1.0f, std::abs(cache.layers[i].ssm_state[k])));
+}
+
+TEST(MambaLM, ForkedCacheContinuesIndependently) {
+  MambaLM model = MambaLM::init(small_config(), 7);
+  const std::vector<std::int64_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  MambaCache a;
+  model.prefill(TensorView::of(prompt.data(), {1, 8}), a);
+  const std::size_t bytes = a.nbytes();
+  MambaCache fork = a;  // copy = fork
+  const std::int64_t x = 11, y = 22;
+  Tensor la = model.step(std::span<const std::int64_t>(&x, 1), a);
+  Tensor lb = model.step(std::span<const std::int64_t>(&y, 1), fork);
+  // Each branch equals the parallel forward over its own full sequence.
+  for (auto [tok, lg] : {std::pair<std::int64_t, Tensor*>{x, &la}, {y, &lb}}) {
+    auto seq = prompt;
+    seq.push_back(tok);
+    Tensor full = model.logits(TensorView::of(seq.data(), {1, 9}));
+    const index_t V = model.config().padded_vocab();
+    EXPECT_LE(normalized_error(lg->data_as<float>(), full.data_as<float>() + 8 * V, static_cast<std::size_t>(V)), 1e-5);
+  }
+  EXPECT_NE(la.to_vector<float>(), lb.to_vector<float>());
+  // The cache does not grow with the context.
+  for (int i = 0; i < 50; ++i) model.step(std::span<const std::int64_t>(&x, 1), a);
+  EXPECT_EQ(a.nbytes(), bytes);
+  EXPECT_EQ(a.seqlen, 59);
+}
+
+// ---- sampling ------------------------------------------------------------------------------------------
+
+TEST(MambaLM, Sampling) {
+  const std::vector<float> logits = {0.0f, std::log(2.0f), std::log(3.0f), std::log(4.0f), -30.0f};
+  std::mt19937_64 rng(1);
+  SamplingOptions greedy;
+  EXPECT_EQ(sample_token(logits, greedy, rng), 3);
+  SamplingOptions k1;
+  k1.temperature = 1.0;
+  k1.top_k = 1;
+  EXPECT_EQ(sample_token(logits, k1, rng), 3);
+  // Temperature 1: probabilities 1:2:3:4 (over 10) and ~0 for the last token. 20000 draws; the counts
+  // must be within 5 standard deviations (deterministic seed, so this cannot flake).
+  SamplingOptions t1;
+  t1.temperature = 1.0;
+  std::vector<int> count(5, 0);
+  const int draws = 20000;
+  for (int i = 0; i < draws; ++i) ++count[static_cast<std::size_t>(sample_token(logits, t1, rng))];
+  for (int k = 0; k < 4; ++k) {
+    const double p = (k + 1) / 10.0;
+    EXPECT_NEAR(count[k], draws * p, 5 * std::sqrt(draws * p * (1 - p))) << k;
+  }
+  EXPECT_EQ(count[4], 0);
+  // top_k 2 keeps tokens 3 and 2 (4:3); top_p 0.5 keeps 3 and 2 (0.4 + 0.3 ≥ 0.5), never 1 or 0.
+  for (auto opt : {SamplingOptions{1.0, 2, 1.0, 0}, SamplingOptions{1.0, 0, 0.5, 0}}) {
+    std::vector<int> c(5, 0);
+    for (int i = 0; i < 4000; ++i) ++c[static_cast<std::size_t>(sample_token(logits, opt, rng))];
+    EXPECT_EQ(c[0] + c[1] + c[4], 0);
+    EXPECT_NEAR(c[3] / 4000.0, 4.0 / 7.0, 0.04);
+  }
+  // Seeds: the same seed gives the same sequence; generation with sampling stays within the real vocab.
+  MambaLM model = MambaLM::init(small_config(), 9);
+  SamplingOptions s;
+  s.temperature = 1.5;
+  s.top_p = 0.95;
+  s.seed = 123;
+  const auto g1 = model.generate({1, 2, 3}, 30, s), g2 = model.generate({1, 2, 3}, 30, s);
+  EXPECT_EQ(g1, g2);
+  s.seed = 124;
+  EXPECT_NE(model.generate({1, 2, 3}, 30, s), g1);
+  for (auto t : g1) EXPECT_LT(t, 50);
+  SamplingOptions bad;
+  bad.top_p = 0.0;
+  EXPECT_THROW(model.generate({1}, 1, bad), ssm::Error);
+  bad = {};
+  bad.temperature = std::nan("");
+  EXPECT_THROW(model.generate({1}, 1, bad), ssm::Error);
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------------
+
+TEST(MambaLM, SaveLoadRoundTripF32F16BF16) {
+  MambaConfig cfg = small_config();
+  cfg.tie_embeddings = false;
+  cfg.bias = true;
+  MambaLM model = MambaLM::init(cfg, 5);
+  const std::vector<std::int64_t> ids = {5, 6, 7, 8, 9, 10};
+  const auto ref = model.logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>();
+  for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
+    const auto dir = temp_dir("rt_" + std::string(name(dt)));
+    model.save(dir.string(), dt);
+    MambaLM back = MambaLM::load(dir.string());
+    EXPECT_EQ(back.config().padded_vocab(), 56);
+    const auto got = back.logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>();
+    // f32 is exact; f16 (11-bit mantissa) and bf16 (8-bit) weight rounding perturb logits by ~2^-11
+    // and ~2^-8 relative, amplified modestly by two layers.
+    const double tol = dt == DType::f32 ? 0.0 : dt == DType::f16 ? 5e-3 : 5e-2;
+    EXPECT_LE(normalized_error(got.data(), ref.data(), ref.size()), tol) << name(dt);
+    if (dt == DType::bf16) {
+      // The weights themselves are the bf16 roundings of the originals.
+      const auto& p0 = model.blocks()[0].params().in_proj_weight;
+      const auto& p1 = back.blocks()[0].params().in_proj_weight;
+      for (std::size_t i = 0; i < p0.size(); ++i) ASSERT_EQ(p1[i], static_cast<float>(bfloat16(p0[i])));
+    }
+    fs::remove_all(dir);
+  }
+}
+
+TEST(MambaLM, MalformedCheckpoints) {
+  MambaConfig cfg = small_config();
+  cfg.n_layer = 1;
+  MambaLM model = MambaLM::init(cfg, 1);
+  const auto dir = temp_dir("bad");
+  model.save(dir.string());
+  ASSERT_NO_THROW(MambaLM::load(dir.string()));
+  const std::string st = (dir / "model.safetensors").string();
+  // Owned copies of the tensors: the file is rewritten below, and a mapping must not outlive its
+  // file's contents (a truncated mapped file faults on access, as with any mmap).
+  std::vector<std::pair<std::string, Tensor>> original;
+  {
+    auto f = safetensors::File::open(st);
+    for (const auto& e : f.entries()) original.emplace_back(e.name, f.tensor(e.name).to(Device::cpu()));
+  }
+  // Rewrites model.safetensors with the tensors transformed by `edit`.
+  auto rewrite = [&](const std::function<void(std::vector<std::pair<std::string, Tensor>>&)>& edit) {
+    auto ts = original;
+    edit(ts);
+    std::vector<std::pair<std::string, TensorView>> views;
+    for (auto& [n, t] : ts) views.emplace_back(n, t.view());
+    safetensors::save(st, views);
+  };
+  auto expect_load_error = [&](const std::string& needle) {
+    try {
+      MambaLM::load(dir.string());
+      ADD_FAILURE() << "loaded, expected an error containing '" << needle << "'";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const std::string bytes = [&] {
+    std::ifstream is(st, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(is), {});
+  }();
+  auto restore = [&] {
+    std::ofstream os(st, std::ios::binary | std::ios::trunc);
+    os.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  };
+
+  // Missing tensor.
+  rewrite([](auto& ts) { ts.erase(ts.begin()); });
+  expect_load_error("lacks tensor 'backbone.embeddings.weight'");
+  // Extra tensor.
+  rewrite([](auto& ts) { ts.emplace_back("backbone.layers.7.mixer.D", Tensor::zeros({4}, DType::f32)); });
+  expect_load_error("unexpected tensor 'backbone.layers.7.mixer.D'");
+  // Wrong shape for the config.
+  rewrite([](auto& ts) {
+    for (auto& [n, t] : ts)
+      if (n == "backbone.layers.0.mixer.A_log") t = Tensor::zeros({64, 7}, DType::f32);
+  });
+  expect_load_error("has shape (64, 7), the config needs (64, 8)");
+  // Non-floating dtype.
+  rewrite([](auto& ts) {
+    for (auto& [n, t] : ts)
+      if (n == "backbone.norm_f.weight") t = Tensor::zeros({32}, DType::i32);
+  });
+  expect_load_error("dtype I32");
+  // Truncated file.
+  restore();
+  fs::resize_file(st, bytes.size() - 5);
+  expect_load_error("out of range");  // the last tensor now ends past the data section
+  fs::resize_file(st, 20);
+  expect_load_error("runs past the end");
+  restore();
+  // Missing files, bad and inconsistent config.json.
+  ASSERT_NO_THROW(MambaLM::load(dir.string()));
+  const auto cfg_path = dir / "config.json";
+  const std::string cfg_text = [&] {
+    std::ifstream is(cfg_path);
+    return std::string(std::istreambuf_iterator<char>(is), {});
+  }();
+  auto write_cfg = [&](const std::string& s) { std::ofstream(cfg_path, std::ios::trunc) << s; };
+  write_cfg("{ not json");
+  expect_load_error("not valid JSON");
+  auto j = nlohmann::json::parse(cfg_text);
+  j["hidden_size"] = 0;
+  write_cfg(j.dump());
+  expect_load_error("d_model must be >= 1");
+  j = nlohmann::json::parse(cfg_text);
+  j["state_size"] = 16;  // the file has d_state 8
+  write_cfg(j.dump());
+  expect_load_error("x_proj.weight' has shape (18, 64), the config needs (34, 64)");
+  j = nlohmann::json::parse(cfg_text);
+  j.erase("num_hidden_layers");
+  write_cfg(j.dump());
+  expect_load_error("lacks 'num_hidden_layers'");
+  j = nlohmann::json::parse(cfg_text);
+  j["layer_norm_epsilon"] = "small";
+  write_cfg(j.dump());
+  expect_load_error("must be a number");
+  fs::remove(cfg_path);
+  expect_load_error("config.json' not found");
+  write_cfg(cfg_text);
+  fs::remove(st);
+  expect_load_error("model.safetensors' not found");
+  fs::remove_all(dir);
+  // Bad ids.
+  const std::vector<std::int64_t> bad = {1, 56};
+  EXPECT_THROW(model.logits(TensorView::of(bad.data(), {1, 2})), ssm::Error);
+  const std::vector<float> fl = {1.0f};
+  EXPECT_THROW(model.logits(TensorView::of(fl.data(), {1, 1})), ssm::Error);
+}
