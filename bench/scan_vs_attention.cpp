@@ -9,10 +9,12 @@
 // A curve stops (the remaining lengths report an error "stopped: …") after the first length that takes
 // longer than --ssm_time_limit_s (60 s), or before a length whose predicted memory exceeds --ssm_mem_gb.
 //
-// Entries: attention_materialized, attention_tiled (ssm::MultiHeadAttention, ops/attention.hpp), and
-// mamba_block_standin / scan_standin (bench/standin_mamba_block.hpp) until the library's Mamba block
-// (branch `mamba`), optimized scan (branch `scan`) and S4D layer (branch `s4`) are merged: each of those
-// becomes one more Mixer below (see the TODO markers) and the stand-ins are removed.
+// Entries: attention_materialized, attention_tiled (ssm::MultiHeadAttention, ops/attention.hpp); mamba_block
+// (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; its scan
+// loop as mamba_block_scan), single-threaded, so registered for 1 thread only; and mamba_block_standin /
+// scan_standin (bench/standin_mamba_block.hpp), a threaded stand-in with the block's shapes for the 2-thread
+// comparison. The optimized scan (branch `scan`) and the S4D layer (branch `s4`) become more entries when
+// merged (see the TODO markers).
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "ssm/layers/attention.hpp"
+#include "ssm/layers/mamba.hpp"
 #include "standin_mamba_block.hpp"
 
 namespace {
@@ -107,16 +110,27 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 }
 
 // ---- mixers --------------------------------------------------------------------------------------------
-enum class Mixer { attention_materialized, attention_tiled, mamba_block_standin };
-// TODO(merge `mamba`): add Mixer::mamba_block (ssm's Mamba block forward / step), drop the stand-in.
-// TODO(merge `s4`):    add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
+enum class Mixer { attention_materialized, attention_tiled, mamba_block, mamba_block_standin };
+// mamba_block is ssm::layers::MambaBlock (layers/mamba.hpp), single-threaded: it is registered for 1 thread only;
+// the stand-in (same shapes, threaded) gives the 2-thread comparison.
+// TODO(merge `s4`): add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
+// TODO(merge `scan`): time the optimized selective scan in scan_throughput next to the block's own loop.
 const char* mixer_name(Mixer m) {
   switch (m) {
     case Mixer::attention_materialized: return "attention_materialized";
     case Mixer::attention_tiled: return "attention_tiled";
+    case Mixer::mamba_block: return "mamba_block";
     case Mixer::mamba_block_standin: return "mamba_block_standin";
   }
   return "?";
+}
+
+constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
+
+ssm::layers::MambaBlock<float> make_mamba() {
+  ssm::layers::MambaBlockConfig cfg;
+  cfg.d_model = kDModel, cfg.d_state = 16, cfg.expand = kExpand;
+  return ssm::layers::MambaBlock<float>::init(cfg, 1);
 }
 
 ssm::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm alg, int threads) {
@@ -143,6 +157,10 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
   double workspace = 0;
   if (m == Mixer::mamba_block_standin) {
     workspace = static_cast<double>(bench_standin::MambaBlock(kDModel, kExpand, threads).workspace_bytes(l));
+  } else if (m == Mixer::mamba_block) {
+    // forward_raw's activations for one chunk: xz, x, xc, dbc, dt, y, out
+    const index_t di = kExpand * kDModel, c = std::min(l, kPrefillChunk);
+    workspace = static_cast<double>(c * (2 * di + 4 * di + 48 + 32 + kDModel)) * sizeof(float);
   } else {
     ssm::AttentionOptions opt;
     opt.algorithm = m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized;
@@ -168,6 +186,21 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
       benchmark::DoNotOptimize(out.data());
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::mamba_block) {
+    const auto block = make_mamba();
+    Tensor out = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      auto cache = block.make_cache(1);
+      for (index_t c0 = 0; c0 < l; c0 += kPrefillChunk) {  // a prefill in chunks: O(chunk) working memory
+        const index_t r = std::min(kPrefillChunk, l - c0);
+        const Tensor y = block.forward(x.view().narrow(1, c0, r), &cache, c0 > 0);  // (1, r, d_model)
+        std::copy_n(y.data_as<float>(), r * kDModel, out.data_as<float>() + c0 * kDModel);
+      }
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
     const auto layer = make_attention(
         m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized, threads);
@@ -186,7 +219,7 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
 
 void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
   const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
-  const double cache_bytes = m == Mixer::mamba_block_standin ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
+  const double cache_bytes = m == Mixer::mamba_block_standin || m == Mixer::mamba_block ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
   if (skip_if_stopped(st, curve, cache_bytes)) return;
   Tensor x = Tensor::empty({1, 1, kDModel}, ssm::DType::f32);  // (b, 1, d_model): one new token
   fill(x.data_as<float>(), kDModel, 5);
@@ -205,6 +238,22 @@ void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
     for (auto _ : st) {
       block.forward(x.data_as<float>(), 1, out.data(), s);
       benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::mamba_block) {
+    // As for the stand-in: a filled cache stands for the state after `context` tokens.
+    const auto block = make_mamba();
+    auto cache = block.make_cache(1);
+    fill(cache.ssm_state.data(), cache.ssm_state.size(), 7);
+    fill(cache.conv_state.data(), cache.conv_state.size(), 8);
+    Tensor u = Tensor::empty({1, kDModel}, ssm::DType::f32);  // (b, d_model)
+    ssm::copy(u, x.view().reshape({1, kDModel}));
+    state_bytes = static_cast<double>(cache.nbytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = block.step(u, cache);  // (b, d_model)
+      benchmark::DoNotOptimize(y.data());
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
@@ -268,15 +317,18 @@ double measured_fma_per_second(int threads) {
   return cache[threads] = static_cast<double>(threads) * iters * kAcc * kWidth / s;
 }
 
-void bench_scan_throughput(benchmark::State& st, int threads, index_t l) {
+/// library = true: ssm::layers::MambaBlock's own scan loop (ssm::layers::detail::mamba_scan_forward, with the z gate and
+/// softplus), channels split over threads; false: the stand-in's 16-wide vectorized update.
+void bench_scan_throughput(benchmark::State& st, int threads, index_t l, bool library) {
   const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
   std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size());  // (l, d)
   std::vector<float> BC(static_cast<std::size_t>(l * 2 * n));                          // (l, 2n)
   std::vector<float> A(static_cast<std::size_t>(d * n)), D(static_cast<std::size_t>(d), 1.0f), h(A.size());
+  std::vector<float> dt_bias(static_cast<std::size_t>(d), 0.0f);  // (d) the library loop applies softplus
   fill(u.data(), u.size(), 11);
   fill(BC.data(), BC.size(), 12);
   fill(delta.data(), delta.size(), 13);
-  for (auto& e : delta) e = 0.05f + 0.049f * e;  // Δ in [0.001, 0.1]
+  for (auto& e : delta) e = 0.05f + 0.049f * e;  // Δ in [0.001, 0.1] (stand-in; softplus of it for the library)
   for (index_t c = 0; c < d; ++c)
     for (index_t k = 0; k < n; ++k) A[static_cast<std::size_t>(c * n + k)] = -float(k + 1);
   const index_t per = (d + threads - 1) / threads;
@@ -284,8 +336,13 @@ void bench_scan_throughput(benchmark::State& st, int threads, index_t l) {
   for (auto _ : st) {
     ssm::cpu::detail::attention_parallel_for(threads, threads, [&](index_t task) {
       const index_t c0 = task * per, c1 = std::min(d, c0 + per);
-      bench_standin::selective_scan_tokens(l, d, c0, c1, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(),
-                                           D.data(), h.data(), y.data());
+      if (library)  // output rows of width c1 − c0 into this thread's slice of y
+        ssm::layers::detail::mamba_scan_forward<float>(l, c1 - c0, n, u.data() + c0, d, delta.data() + c0, d, dt_bias.data() + c0,
+                                               A.data() + c0 * n, BC.data(), BC.data() + n, 2 * n, D.data() + c0,
+                                               u.data() + c0, d, h.data() + c0 * n, y.data() + c0 * l, nullptr, nullptr);
+      else
+        bench_standin::selective_scan_tokens(l, d, c0, c1, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(),
+                                             D.data(), h.data(), y.data());
     });
     benchmark::DoNotOptimize(y.data());
   }
@@ -392,7 +449,8 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
   benchmark::AddCustomContext("ssm_mode", g.mode);
   benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::MultiHeadAttention); "
-                                             "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp)");
+                                             "mamba_block, mamba_block_scan (ssm::layers::MambaBlock, single-threaded: 1 thread only); "
+                                             "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
                               "workspace_MB/state_MB: explicit byte accounting");
@@ -401,26 +459,32 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("ssm_standin_self_check", "chunked forward == steps, scan == double recurrence: passed");
   benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
 
-  const Mixer mixers[] = {Mixer::mamba_block_standin, Mixer::attention_tiled, Mixer::attention_materialized};
+  const Mixer mixers[] = {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled,
+                          Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
+        if (m == Mixer::mamba_block && t != 1) continue;  // single-threaded implementation
         const std::string name = std::string("forward/") + mixer_name(m) + "/l:" + std::to_string(l) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
-    for (Mixer m : {Mixer::mamba_block_standin, Mixer::attention_tiled})
+    for (Mixer m : {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
+        if (m == Mixer::mamba_block && t != 1) continue;
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
             ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
       }
     const index_t scan_l = full ? 8192 : 2048;
-    benchmark::RegisterBenchmark(("scan_throughput/scan_standin/threads:" + std::to_string(t)).c_str(),
-                                 [t, scan_l](benchmark::State& st) { bench_scan_throughput(st, t, scan_l); })
-        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+    for (bool library : {true, false})
+      benchmark::RegisterBenchmark(
+          (std::string("scan_throughput/") + (library ? "mamba_block_scan" : "scan_standin") + "/threads:" +
+           std::to_string(t)).c_str(),
+          [t, scan_l, library](benchmark::State& st) { bench_scan_throughput(st, t, scan_l, library); })
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

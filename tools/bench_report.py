@@ -152,17 +152,16 @@ def markdown(ctx, res, meta):
                 if r["error"]:
                     lines.append("- %s: %s" % (m, r["error"]))
                     break
-        scan = [m for m in mixers if is_scan_side(m)]
-        if scan:
-            for a in [m for m in mixers if not is_scan_side(m)]:
-                _, text = crossover(fwd[(scan[0], t)], fwd[(a, t)])
-                lines.append("- crossover, %s faster than %s: %s" % (scan[0], a, text))
-                s64, a64 = measured(fwd[(scan[0], t)]).get(65536), measured(fwd[(a, t)]).get(65536)
+        for sm in [m for m in mixers if is_scan_side(m) and (m, t) in fwd]:
+            for a in [m for m in mixers if not is_scan_side(m) and (m, t) in fwd]:
+                _, text = crossover(fwd[(sm, t)], fwd[(a, t)])
+                lines.append("- crossover, %s faster than %s: %s" % (sm, a, text))
+                s64, a64 = measured(fwd[(sm, t)]).get(65536), measured(fwd[(a, t)]).get(65536)
                 if s64 and a64:
-                    lines.append("- at 64K tokens %s takes %.1f× the time of %s" % (a, a64["seconds"] / s64["seconds"], scan[0]))
+                    lines.append("- at 64K tokens %s takes %.1f× the time of %s" % (a, a64["seconds"] / s64["seconds"], sm))
                 else:
                     lines.append("- at 64K tokens: ratio %s / %s not measured (a curve stopped earlier or the mode "
-                                 "does not reach 64K)" % (a, scan[0]))
+                                 "does not reach 64K)" % (a, sm))
         lines.append("")
     dec = res["decode"]
     for t in sorted({t for (_, t) in dec}):
@@ -232,13 +231,13 @@ def plot(folder, res, gnuplot):
 
     # crossover marks (first scan-side mixer vs each attention algorithm, per thread count)
     marks = []
-    scan = sorted({m for (m, _) in fwd if is_scan_side(m)})
     for t in sorted({t for (_, t) in fwd}):
-        for a in sorted({m for (m, _) in fwd if not is_scan_side(m)}):
-            if scan and (scan[0], t) in fwd and (a, t) in fwd:
+        scan = sorted(m for (m, tt) in fwd if tt == t and is_scan_side(m))  # mamba_block before its stand-in
+        for a in sorted({m for (m, tt) in fwd if tt == t and not is_scan_side(m)}):
+            if scan:
                 x, _ = crossover(fwd[(scan[0], t)], fwd[(a, t)])
                 if x:
-                    marks.append((x, "vs %s, %d thr: %.0f" % (a.replace("_", " "), t, x)))
+                    marks.append((x, "%s vs %s, %d thr: %.0f" % (scan[0].replace("_", " "), a.replace("_", " "), t, x)))
     extra = ""
     for i, (x, label) in enumerate(marks):
         extra += ("set arrow from %g, graph 0 to %g, graph 1 nohead dt 2 lc rgb 'gray40'\n"
