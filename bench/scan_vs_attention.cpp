@@ -9,7 +9,7 @@
 // A curve stops (the remaining lengths report an error "stopped: …") after the first length that takes
 // longer than --ssm_time_limit_s (60 s), or before a length whose predicted memory exceeds --ssm_mem_gb.
 //
-// Entries: attention_materialized, attention_tiled (ssm::MultiHeadAttention, ops/attention.hpp); mamba_block
+// Entries: attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention, ops/attention.hpp); mamba_block
 // (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; its scan
 // loop as mamba_block_scan), single-threaded, so registered for 1 thread only; and mamba_block_standin /
 // scan_standin (bench/standin_mamba_block.hpp), a threaded stand-in with the block's shapes for the 2-thread
@@ -133,12 +133,12 @@ ssm::layers::MambaBlock<float> make_mamba() {
   return ssm::layers::MambaBlock<float>::init(cfg, 1);
 }
 
-ssm::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm alg, int threads) {
-  ssm::MultiHeadAttentionConfig cfg;
+ssm::layers::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm alg, int threads) {
+  ssm::layers::MultiHeadAttentionConfig cfg;
   cfg.d_model = kDModel, cfg.n_heads = kHeads, cfg.head_dim = kHeadDim;
   cfg.attention.algorithm = alg;
   cfg.attention.n_threads = threads;
-  return ssm::MultiHeadAttention<float>(cfg, 1);
+  return ssm::layers::MultiHeadAttention<float>(cfg, 1);
 }
 
 void set_common_counters(benchmark::State& st, index_t l, int threads, double seconds, RssProbe& rss,
@@ -448,7 +448,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&rest_argc, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
   benchmark::AddCustomContext("ssm_mode", g.mode);
-  benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::MultiHeadAttention); "
+  benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention); "
                                              "mamba_block, mamba_block_scan (ssm::layers::MambaBlock, single-threaded: 1 thread only); "
                                              "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",

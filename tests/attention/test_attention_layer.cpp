@@ -39,7 +39,7 @@ std::vector<double> as_double(const Tensor& t) {
 }
 
 /// The layer computed naively in double: y = attention(rope(x W_qᵀ), rope(x W_kᵀ), x W_vᵀ) W_oᵀ.
-std::vector<double> naive_layer(const ssm::MultiHeadAttention<double>& m, const std::vector<double>& x, index_t b,
+std::vector<double> naive_layer(const ssm::layers::MultiHeadAttention<double>& m, const std::vector<double>& x, index_t b,
                                 index_t l) {
   const auto& cfg = m.config();
   const index_t d = cfg.d_model, h = cfg.n_heads, hk = cfg.n_kv_heads, p = cfg.head_dim;
@@ -79,8 +79,8 @@ std::vector<double> naive_layer(const ssm::MultiHeadAttention<double>& m, const 
   return y;
 }
 
-ssm::MultiHeadAttentionConfig small_config(bool rotary, ssm::AttentionAlgorithm alg) {
-  ssm::MultiHeadAttentionConfig cfg;
+ssm::layers::MultiHeadAttentionConfig small_config(bool rotary, ssm::AttentionAlgorithm alg) {
+  ssm::layers::MultiHeadAttentionConfig cfg;
   cfg.d_model = 24, cfg.n_heads = 6, cfg.n_kv_heads = 2, cfg.head_dim = 8, cfg.rotary = rotary;
   cfg.attention.algorithm = alg;
   cfg.attention.block_q = 8, cfg.attention.block_k = 4;
@@ -92,7 +92,7 @@ TEST(MultiHeadAttention, ForwardMatchesNaiveComputation) {
   const index_t b = 2, l = 13;
   for (bool rotary : {false, true})
     for (auto alg : {ssm::AttentionAlgorithm::materialized, ssm::AttentionAlgorithm::tiled}) {
-      const ssm::MultiHeadAttention<double> layer(small_config(rotary, alg), 3);
+      const ssm::layers::MultiHeadAttention<double> layer(small_config(rotary, alg), 3);
       const Tensor x = random_tensor<double>({b, l, 24}, 4);
       EXPECT_LE(max_abs_diff(as_double<double>(layer.forward(x)), naive_layer(layer, as_double<double>(x), b, l)), 1e-12)
           << "rotary " << rotary << " " << ssm::name(alg);
@@ -103,7 +103,7 @@ TEST(MultiHeadAttention, ForwardMatchesNaiveComputation) {
 // forward; f32 rounding differs only in the softmax blocking: 1e-5 ≈ 100 ulps of values ~1.
 TEST(MultiHeadAttention, StepByStepEqualsForward) {
   const index_t b = 2, l = 11;
-  const ssm::MultiHeadAttention<float> layer(small_config(true, ssm::AttentionAlgorithm::tiled), 5);
+  const ssm::layers::MultiHeadAttention<float> layer(small_config(true, ssm::AttentionAlgorithm::tiled), 5);
   const Tensor x = random_tensor<float>({b, l, 24}, 6);
   const auto full = as_double<float>(layer.forward(x));
   auto cache = layer.init_state(b);
@@ -124,8 +124,8 @@ TEST(MultiHeadAttention, RotaryScoresDependOnRelativePosition) {
   auto score = [&](index_t m, index_t n) {
     Tensor q = Tensor::empty(q0.shape(), DType::f64), k = Tensor::empty(k0.shape(), DType::f64);
     ssm::copy(q, q0), ssm::copy(k, k0);
-    ssm::apply_rotary<double>(q, m, 10000.0);
-    ssm::apply_rotary<double>(k, n, 10000.0);
+    ssm::layers::apply_rotary<double>(q, m, 10000.0);
+    ssm::layers::apply_rotary<double>(k, n, 10000.0);
     double s = 0;
     for (index_t e = 0; e < 8; ++e) s += q.data_as<double>()[e] * k.data_as<double>()[e];
     return s;
@@ -137,11 +137,11 @@ TEST(MultiHeadAttention, RotaryScoresDependOnRelativePosition) {
 TEST(MultiHeadAttention, BadConfigAndInputThrow) {
   auto cfg = small_config(false, ssm::AttentionAlgorithm::tiled);
   cfg.n_kv_heads = 4;
-  EXPECT_THROW(ssm::MultiHeadAttention<float>{cfg}, ssm::Error);
+  EXPECT_THROW(ssm::layers::MultiHeadAttention<float>{cfg}, ssm::Error);
   cfg = small_config(true, ssm::AttentionAlgorithm::tiled);
   cfg.head_dim = 7;
-  EXPECT_THROW(ssm::MultiHeadAttention<float>{cfg}, ssm::Error);
-  const ssm::MultiHeadAttention<float> layer(small_config(false, ssm::AttentionAlgorithm::tiled));
+  EXPECT_THROW(ssm::layers::MultiHeadAttention<float>{cfg}, ssm::Error);
+  const ssm::layers::MultiHeadAttention<float> layer(small_config(false, ssm::AttentionAlgorithm::tiled));
   try {
     layer.forward(Tensor::zeros({1, 3, 23}, DType::f32));
     FAIL() << "expected ssm::Error";
@@ -183,7 +183,7 @@ struct DecayMixer {
 // token through every layer's state (KV caches and recurrent states) reproduces the parallel forward.
 TEST(HybridStack, InterleavedStackDecodesLikeItsForward) {
   const index_t d = 24, b = 2, l = 9;
-  auto stack = ssm::make_interleaved_stack<float, DecayMixer, ssm::MultiHeadAttention<float>>(
+  auto stack = ssm::models::make_interleaved_stack<float, DecayMixer, ssm::layers::MultiHeadAttention<float>>(
       d, 6, 3,
       [&](index_t i) {
         DecayMixer m{d, std::vector<float>(static_cast<std::size_t>(d))};
@@ -191,7 +191,7 @@ TEST(HybridStack, InterleavedStackDecodesLikeItsForward) {
         return m;
       },
       [&](index_t i) {
-        return ssm::MultiHeadAttention<float>(small_config(true, ssm::AttentionAlgorithm::tiled), 100 + i);
+        return ssm::layers::MultiHeadAttention<float>(small_config(true, ssm::AttentionAlgorithm::tiled), 100 + i);
       });
   EXPECT_EQ(stack.pattern(), "aabaab");
   const Tensor x = random_tensor<float>({b, l, d}, 9);

@@ -20,7 +20,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/ops/attention.hpp"
 
-namespace ssm {
+namespace ssm::layers {
 
 struct MultiHeadAttentionConfig {
   index_t d_model = 768;
@@ -138,9 +138,9 @@ class MultiHeadAttention {
   /// (Eigen's own GEMM is single-threaded without OpenMP; splitting columns also helps one-token decoding).
   void gemm_rows(const Eigen::Map<const Matrix>& X, const Matrix& W, T* Y) const {
     const index_t out = W.rows();
-    const int threads = detail::attention_threads(cfg_.attention.n_threads);
+    const int threads = ::ssm::detail::attention_threads(cfg_.attention.n_threads);
     const index_t chunk = std::max<index_t>(8, (out + threads - 1) / threads);
-    cpu::detail::attention_parallel_for((out + chunk - 1) / chunk, threads, [&](index_t task) {
+    ::ssm::cpu::detail::attention_parallel_for((out + chunk - 1) / chunk, threads, [&](index_t task) {
       const index_t j0 = task * chunk, c = std::min(chunk, out - j0);
       Eigen::Map<Matrix, 0, Eigen::OuterStride<>>(Y + j0, X.rows(), c, Eigen::OuterStride<>(out)).noalias() =
           X * W.middleRows(j0, c).transpose();
@@ -178,7 +178,7 @@ class MultiHeadAttention {
   MultiHeadAttentionConfig cfg_;
 };
 
-}  // namespace ssm
+}  // namespace ssm::layers
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -16,7 +16,7 @@
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
 
-namespace ssm {
+namespace ssm::models {
 
 /// What HybridStack needs of a layer: x (b, l, d_model) → (b, l, d_model) for a whole sequence, and
 /// token-by-token decoding with a State made for a batch size: step(x (b, t, d_model), state).
@@ -170,4 +170,4 @@ HybridStack<T, Other, Every> make_interleaved_stack(index_t d_model, index_t n_l
   return stack;
 }
 
-}  // namespace ssm
+}  // namespace ssm::models
