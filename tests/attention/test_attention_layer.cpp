@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "ssm/attention.hpp"  // the module header: layer, hybrid stack, op, reference
+#include "ssm/attention.hpp"  // the module header: layer, hybrid stacks, op, reference
 
 namespace {
 
@@ -211,6 +211,35 @@ TEST(HybridStack, InterleavedStackDecodesLikeItsForward) {
   auto short_state = state;
   short_state.pop_back();
   EXPECT_THROW(stack.step(Tensor::zeros({b, 1, d}, DType::f32), short_state), ssm::Error);
+}
+
+// Jamba from the library's parts: Mamba blocks (merged branch `mamba`) with attention every 3rd layer.
+// Decoding token by token (Mamba caches and KV caches) reproduces the parallel forward; a prefill of 4
+// tokens followed by steps does too. f32, 6 residual layers of values of a few units: 1e-4.
+TEST(HybridStack, JambaStackOfMambaAndAttentionDecodesLikeItsForward) {
+  const index_t d = 24, b = 2, l = 9;
+  ssm::layers::MambaBlockConfig mamba;
+  mamba.d_model = d, mamba.d_state = 4;
+  auto attention = small_config(true, ssm::AttentionAlgorithm::tiled);
+  const auto stack = ssm::models::make_jamba_stack<float>(mamba, attention, 6, 3, 11);
+  EXPECT_EQ(stack.pattern(), "aabaab");
+  const Tensor x = random_tensor<float>({b, l, d}, 12);
+  const auto full = as_double<float>(stack.forward(x));
+  for (index_t prefill : {1, 4}) {
+    auto state = stack.init_state(b);
+    Tensor y = Tensor::empty({b, l, d}, DType::f32);
+    for (index_t t0 = 0; t0 < l;) {
+      const index_t t = t0 == 0 ? prefill : 1;
+      Tensor xt = Tensor::empty({b, t, d}, DType::f32);
+      ssm::copy(xt, x.view().narrow(1, t0, t));
+      ssm::copy(y.view().narrow(1, t0, t), stack.step(xt, state));
+      t0 += t;
+    }
+    EXPECT_LE(max_abs_diff(as_double<float>(y), full), 1e-4) << "prefill " << prefill;
+  }
+  EXPECT_GT(max_abs_diff(full, as_double<float>(x)), 0.1);
+  mamba.d_model = d + 2;
+  EXPECT_THROW(ssm::models::make_jamba_stack<float>(mamba, attention, 2, 2), ssm::Error);
 }
 
 }  // namespace
