@@ -465,6 +465,7 @@ int main(int argc, char** argv) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
         if (m == Mixer::mamba_block && t != 1) continue;  // single-threaded implementation
+        if (m == Mixer::mamba_block_standin && !full && t == 1) continue;  // short mode: the library block only
         const std::string name = std::string("forward/") + mixer_name(m) + "/l:" + std::to_string(l) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
@@ -473,18 +474,21 @@ int main(int argc, char** argv) {
     for (Mixer m : {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         if (m == Mixer::mamba_block && t != 1) continue;
+        if (m == Mixer::mamba_block_standin && !full && t == 1) continue;
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
             ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
       }
     const index_t scan_l = full ? 8192 : 2048;
-    for (bool library : {true, false})
+    for (bool library : {true, false}) {
+      if (!library && !full && t == 1) continue;
       benchmark::RegisterBenchmark(
           (std::string("scan_throughput/") + (library ? "mamba_block_scan" : "scan_standin") + "/threads:" +
            std::to_string(t)).c_str(),
           [t, scan_l, library](benchmark::State& st) { bench_scan_throughput(st, t, scan_l, library); })
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+    }
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
