@@ -1,0 +1,5 @@
+// Module header: the optimized CPU kernels (SIMD helpers and the selective-scan forward).
+#pragma once
+
+#include "ssm/cpu/selective_scan.hpp"
+#include "ssm/cpu/simd.hpp"

@@ -1,0 +1,720 @@
+// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5).
+// Channels sit in the lanes of a vector (16 f32 channels per AVX-512 register), so a time step updates
+// 16 channels x 1 state with no horizontal sum; exp(Delta A) is an exp2 polynomial with A pre-scaled by
+// log2(e); softplus/conversions/transposes and D/silu(z) are separate vectorized passes over time tiles.
+// Paths: "sequential" (threads over batch x channel blocks) and "chunked" (threads over time chunks of
+// one sequence with the associative operator (a1, b1) o (a2, b2) = (a2 a1, a2 b1 + b2)); complex A runs
+// a threaded scalar loop. The reference these are tested against: ssm/reference/selective_scan.hpp.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <complex>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "ssm/core/dtype.hpp"
+#include "ssm/cpu/simd.hpp"
+#include "ssm/ops/selective_scan_params.hpp"
+
+namespace ssm::cpu {
+
+enum class ScanAlgo { automatic, sequential, chunked };
+
+/// Options of the optimized CPU forward.
+struct ScanCpuOptions {
+  int num_threads = 0;                   ///< 0: all hardware threads
+  ScanAlgo algo = ScanAlgo::automatic;   ///< automatic: chunked for few long sequences with few channels
+  std::int64_t chunk_len = 0;            ///< chunked path: 0 = balanced split over the threads
+};
+
+namespace detail::scan {
+
+using index_t = std::int64_t;
+
+/// Weight / state type for an input element type: double for double, float otherwise.
+template <class In>
+using weight_t = std::conditional_t<std::is_same_v<In, double>, double, float>;
+
+/// Runs f(tid) for tid in [0, n) on n threads (the caller is thread 0); rethrows the first exception.
+template <class F>
+void run_threads(int n, F&& f) {
+  if (n <= 1) {
+    f(0);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto guarded = [&](int tid) {
+    try {
+      f(tid);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(n - 1));
+  for (int i = 1; i < n; ++i) threads.emplace_back(guarded, i);
+  guarded(0);
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+/// Zero-initialized buffer aligned to the vector width (64 bytes at least).
+template <class T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t count) { resize(count); }
+  void resize(std::size_t count) {
+    release();
+    if (count == 0) return;
+    data_ = static_cast<T*>(::operator new(count * sizeof(T), std::align_val_t{kAlign}));
+    std::memset(static_cast<void*>(data_), 0, count * sizeof(T));
+    size_ = count;
+  }
+  ~AlignedBuffer() { release(); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  T* data() const { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  static constexpr std::size_t kAlign = 64;
+  void release() {
+    if (data_) ::operator delete(static_cast<void*>(data_), std::align_val_t{kAlign});
+    data_ = nullptr;
+    size_ = 0;
+  }
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// ---- element conversion passes (In <-> the weight type T), vectorized where the target allows -----------
+
+template <class In, class T>
+inline void load_row(const In* SSM_RESTRICT src, index_t len, T* SSM_RESTRICT dst) {
+  if constexpr (std::is_same_v<In, T>) {
+    std::memcpy(dst, src, static_cast<std::size_t>(len) * sizeof(T));
+  } else if constexpr (std::is_same_v<In, bfloat16>) {
+    for (index_t i = 0; i < len; ++i) {  // bf16 is the upper half of an f32: a shift, auto-vectorized
+      const std::uint32_t bits = static_cast<std::uint32_t>(src[i].bits) << 16;
+      std::memcpy(dst + i, &bits, sizeof(float));
+    }
+  } else if constexpr (std::is_same_v<In, half>) {
+    index_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= len; i += 8) {
+      __m128i h;
+      std::memcpy(&h, static_cast<const void*>(src + i), sizeof h);
+      const __m256 f = _mm256_cvtph_ps(h);
+      std::memcpy(dst + i, &f, sizeof f);
+    }
+#endif
+    for (; i < len; ++i) dst[i] = static_cast<float>(src[i]);
+  } else {
+    for (index_t i = 0; i < len; ++i) dst[i] = static_cast<T>(src[i]);
+  }
+}
+
+template <class T, class In>
+inline void store_row(const T* SSM_RESTRICT src, index_t len, In* SSM_RESTRICT dst) {
+  if constexpr (std::is_same_v<In, T>) {
+    index_t i = 0;
+    constexpr int W = simd::lanes<T>;
+    // Streaming stores when the row is aligned: the output is written once and not read back here.
+    if (reinterpret_cast<std::uintptr_t>(dst) % simd::kBytes == 0) {
+      for (; i + W <= len; i += W) simd::store_stream(dst + i, simd::load(src + i));
+    }
+    for (; i < len; ++i) dst[i] = src[i];
+  } else if constexpr (std::is_same_v<In, half>) {
+    index_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= len; i += 8) {
+      __m256 f;
+      std::memcpy(&f, src + i, sizeof f);
+      const __m128i h = _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      std::memcpy(static_cast<void*>(dst + i), &h, sizeof h);
+    }
+#endif
+    for (; i < len; ++i) dst[i] = half(src[i]);
+  } else if constexpr (std::is_same_v<In, bfloat16>) {
+    for (index_t i = 0; i < len; ++i) dst[i] = bfloat16(src[i]);
+  } else {
+    for (index_t i = 0; i < len; ++i) dst[i] = static_cast<In>(src[i]);
+  }
+}
+
+// ---- the per-thread workspace for one block of W channels ---------------------------------------------
+
+template <class T>
+struct Workspace {
+  static constexpr int W = simd::lanes<T>;
+  index_t tile = 0;  // time steps per tile
+  index_t n = 0;
+  AlignedBuffer<T> A2;      // (n, W)   A log2(e) of the block's channels (0 in unused lanes)
+  AlignedBuffer<T> Bfix;    // (n, W)   fixed B of the block's channels
+  AlignedBuffer<T> Cfix;    // (n, W)
+  AlignedBuffer<T> h;       // (n, W)   the running state
+  AlignedBuffer<T> dt;      // (tile, W) Delta after bias and softplus
+  AlignedBuffer<T> du;      // (tile, W) Delta * u
+  AlignedBuffer<T> y;       // (tile, W) C . h
+  AlignedBuffer<T> urow;    // (W, tile_pad) u per lane, kept for D u
+  AlignedBuffer<T> row;     // (tile_pad)    conversion row
+  AlignedBuffer<T> zrow;    // (tile_pad)    z row
+  AlignedBuffer<T> Bt, Ct;  // (n, tile)    variable B / C converted to T (inputs of another type)
+  AlignedBuffer<T> dsum;    // (W)          sum of Delta over a chunk (chunked path)
+  T D[W] = {};
+  T bias[W] = {};
+  index_t c0 = 0;  // first channel of the block
+  int count = 0;   // channels in the block (<= W)
+
+  void init(index_t n_, index_t tile_, bool convert_BC) {
+    n = n_;
+    tile = tile_;
+    const auto nW = static_cast<std::size_t>(n * W);
+    const auto tW = static_cast<std::size_t>(tile * W);
+    A2.resize(nW);
+    Bfix.resize(nW);
+    Cfix.resize(nW);
+    h.resize(nW);
+    dt.resize(tW);
+    du.resize(tW);
+    y.resize(tW);
+    const index_t tile_pad = (tile + W - 1) / W * W;
+    urow.resize(static_cast<std::size_t>(W * tile_pad));
+    row.resize(static_cast<std::size_t>(tile_pad));
+    zrow.resize(static_cast<std::size_t>(tile_pad));
+    if (convert_BC) {
+      Bt.resize(static_cast<std::size_t>(n * tile));
+      Ct.resize(static_cast<std::size_t>(n * tile));
+    }
+    dsum.resize(W);
+  }
+  index_t tile_pad() const { return (tile + W - 1) / W * W; }
+};
+
+/// The scan of one time tile for one block, n states in groups of NG interleaved (independent chains):
+/// per step t and state k,  a = 2^(dt_t A2_k),  h_k = a h_k + du_t B_tk,  y_t += C_tk h_k.
+/// B/C variable: Bp[k * Bns + t] (the same for every lane: a broadcast); fixed: Bfix[k] (a vector).
+template <class T, int NG, bool VarB, bool VarC, bool Out>
+SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT A2, T* SSM_RESTRICT h,
+                                  const T* SSM_RESTRICT dt, const T* SSM_RESTRICT du, const T* SSM_RESTRICT Bp,
+                                  index_t Bns, const T* SSM_RESTRICT Bfix, const T* SSM_RESTRICT Cp, index_t Cns,
+                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y) {
+  using V = simd::Vec<T>;
+  constexpr int W = simd::lanes<T>;
+  V a2[NG], hk[NG], bf[NG], cf[NG];
+  const T* Bk[NG];
+  const T* Ck[NG];
+  for (int j = 0; j < NG; ++j) {
+    a2[j] = simd::load(A2 + (k0 + j) * W);
+    hk[j] = simd::load(h + (k0 + j) * W);
+    if constexpr (!VarB) bf[j] = simd::load(Bfix + (k0 + j) * W);
+    if constexpr (!VarC) cf[j] = simd::load(Cfix + (k0 + j) * W);
+    Bk[j] = VarB ? Bp + (k0 + j) * Bns : nullptr;
+    Ck[j] = VarC ? Cp + (k0 + j) * Cns : nullptr;
+  }
+  for (index_t t = 0; t < len; ++t) {
+    const V d = simd::load(dt + t * W);
+    const V x = simd::load(du + t * W);
+    V acc[NG];
+    for (int j = 0; j < NG; ++j) {
+      const V a = simd::exp2(d * a2[j]);
+      V bx;
+      if constexpr (VarB) {
+        bx = x * Bk[j][t];
+      } else {
+        bx = x * bf[j];
+      }
+      hk[j] = simd::fma(a, hk[j], bx);
+      if constexpr (Out) {
+        if constexpr (VarC) {
+          acc[j] = hk[j] * Ck[j][t];
+        } else {
+          acc[j] = hk[j] * cf[j];
+        }
+      }
+    }
+    if constexpr (Out) {
+      V sum = simd::load(y + t * W);
+      for (int j = 0; j < NG; ++j) sum += acc[j];
+      simd::store(y + t * W, sum);
+    }
+  }
+  for (int j = 0; j < NG; ++j) simd::store(h + (k0 + j) * W, hk[j]);
+}
+
+/// Runs the state groups of one tile.
+template <class T, bool VarB, bool VarC, bool Out>
+inline void scan_tile(Workspace<T>& ws, index_t len, const T* Bp, index_t Bns, const T* Cp, index_t Cns) {
+  const index_t n = ws.n;
+  index_t k = 0;
+  for (; k + 4 <= n; k += 4)
+    scan_states<T, 4, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
+                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
+  for (; k + 2 <= n; k += 2)
+    scan_states<T, 2, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
+                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
+  for (; k < n; ++k)
+    scan_states<T, 1, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(), ws.du.data(), Bp, Bns,
+                                       ws.Bfix.data(), Cp, Cns, ws.Cfix.data(), ws.y.data());
+}
+
+/// The real-A forward: one instance per call, shared by the threads (each thread has its Workspace).
+template <class In>
+struct RealScan {
+  using T = weight_t<In>;
+  using V = simd::Vec<T>;
+  static constexpr int W = simd::lanes<T>;
+  static constexpr bool kConvertBC = !std::is_same_v<In, T>;
+
+  const ScanParams& p;
+  index_t tile = 128;
+
+  explicit RealScan(const ScanParams& params) : p(params) {}
+
+  const In* u_row(index_t bi, index_t c) const {
+    return static_cast<const In*>(p.u) + bi * p.u_batch_stride + c * p.u_d_stride;
+  }
+  const In* delta_row(index_t bi, index_t c) const {
+    return static_cast<const In*>(p.delta) + bi * p.delta_batch_stride + c * p.delta_d_stride;
+  }
+  const In* z_row(index_t bi, index_t c) const {
+    return static_cast<const In*>(p.z) + bi * p.z_batch_stride + c * p.z_d_stride;
+  }
+  In* out_row(index_t bi, index_t c) const {
+    return static_cast<In*>(p.out) + bi * p.out_batch_stride + c * p.out_d_stride;
+  }
+  index_t group_of(index_t c) const { return c / (p.dim / p.n_groups); }
+
+  /// Loads the per-channel constants of block [c0, c0 + count) into ws.
+  void setup_block(Workspace<T>& ws, index_t c0, int count) const {
+    ws.c0 = c0;
+    ws.count = count;
+    const T* A = static_cast<const T*>(p.A);
+    const T* Bw = static_cast<const T*>(p.B);
+    const T* Cw = static_cast<const T*>(p.C);
+    const T* D = static_cast<const T*>(p.D);
+    const T* bias = static_cast<const T*>(p.delta_bias);
+    for (int j = 0; j < W; ++j) {
+      const bool live = j < count;
+      const index_t c = c0 + j;
+      ws.D[j] = live && D ? D[c] : T(0);
+      ws.bias[j] = live && bias ? bias[c] : T(0);
+      for (index_t k = 0; k < p.dstate; ++k) {
+        ws.A2.data()[k * W + j] = live ? A[c * p.A_d_stride + k * p.A_n_stride] * simd::kLog2e<T> : T(0);
+        if (!p.variable_B)
+          ws.Bfix.data()[k * W + j] = live ? Bw[c * p.B_group_stride + k * p.B_n_stride] : T(0);
+        if (!p.variable_C)
+          ws.Cfix.data()[k * W + j] = live ? Cw[c * p.C_group_stride + k * p.C_n_stride] : T(0);
+      }
+    }
+  }
+
+  /// h <- initial state of sequence s (or zeros).
+  void load_state(Workspace<T>& ws, index_t s) const {
+    T* h = ws.h.data();
+    std::memset(static_cast<void*>(h), 0, static_cast<std::size_t>(p.dstate * W) * sizeof(T));
+    if (!p.initial_state) return;
+    const T* h0 = static_cast<const T*>(p.initial_state) + s * p.init_batch_stride;
+    for (int j = 0; j < ws.count; ++j)
+      for (index_t k = 0; k < p.dstate; ++k)
+        h[k * W + j] = h0[(ws.c0 + j) * p.init_d_stride + k * p.init_n_stride];
+  }
+  void store_state(const Workspace<T>& ws, const T* h, index_t s) const {
+    if (!p.last_state) return;
+    T* out = static_cast<T*>(p.last_state) + s * p.last_batch_stride;
+    for (int j = 0; j < ws.count; ++j)
+      for (index_t k = 0; k < p.dstate; ++k) out[(ws.c0 + j) * p.last_d_stride + k] = h[k * W + j];
+  }
+
+  /// Pre-pass of a tile: Delta (+ bias, softplus) and Delta u, transposed to (t, lane); u kept per lane.
+  void prepare_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
+    const index_t tp = ws.tile_pad();
+    T* row = ws.row.data();
+    T* dt = ws.dt.data();
+    T* du = ws.du.data();
+    for (int j = 0; j < W; ++j) {
+      T* ur = ws.urow.data() + j * tp;
+      if (j >= ws.count) {
+        for (index_t t = 0; t < len; ++t) dt[t * W + j] = du[t * W + j] = T(0);
+        continue;
+      }
+      const index_t c = ws.c0 + j;
+      load_row(delta_row(bi, c) + t0, len, row);
+      load_row(u_row(bi, c) + t0, len, ur);
+      for (index_t t = len; t < tp; ++t) row[t] = ur[t] = T(0);
+      const V bias = simd::broadcast(ws.bias[j]);
+      for (index_t t = 0; t < tp; t += W) {
+        V x = simd::load(row + t) + bias;
+        if (p.delta_softplus) x = simd::softplus<T>(x);
+        simd::store(row + t, x);
+      }
+      for (index_t t = 0; t < len; ++t) {
+        dt[t * W + j] = row[t];
+        du[t * W + j] = row[t] * ur[t];
+      }
+    }
+  }
+
+  /// Post-pass of a tile: out = (y + D u) * silu(z), back to (channel, t) rows, in the input type.
+  void finish_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
+    const index_t tp = ws.tile_pad();
+    T* row = ws.row.data();
+    const T* y = ws.y.data();
+    for (int j = 0; j < ws.count; ++j) {
+      const index_t c = ws.c0 + j;
+      const T* ur = ws.urow.data() + j * tp;
+      for (index_t t = 0; t < len; ++t) row[t] = y[t * W + j];
+      for (index_t t = len; t < tp; ++t) row[t] = T(0);
+      const V D = simd::broadcast(ws.D[j]);
+      for (index_t t = 0; t < tp; t += W) simd::store(row + t, simd::fma(D, simd::load(ur + t), simd::load(row + t)));
+      if (p.z) {
+        T* zrow = ws.zrow.data();
+        load_row(z_row(bi, c) + t0, len, zrow);
+        for (index_t t = len; t < tp; ++t) zrow[t] = T(0);
+        for (index_t t = 0; t < tp; t += W)
+          simd::store(row + t, simd::load(row + t) * simd::silu<T>(simd::load(zrow + t)));
+      }
+      store_row(row, len, out_row(bi, c) + t0);
+    }
+  }
+
+  /// Pointers to the variable B / C of tile [t0, t0 + len) for batch bi and group g (converted if needed).
+  void tile_BC(Workspace<T>& ws, index_t bi, index_t g, index_t t0, index_t len, const T*& Bp, index_t& Bns,
+               const T*& Cp, index_t& Cns) const {
+    Bp = Cp = nullptr;
+    Bns = Cns = 0;
+    if (p.variable_B) {
+      const In* B = static_cast<const In*>(p.B) + bi * p.B_batch_stride + g * p.B_group_stride + t0;
+      if constexpr (kConvertBC) {
+        for (index_t k = 0; k < p.dstate; ++k) load_row(B + k * p.B_n_stride, len, ws.Bt.data() + k * ws.tile);
+        Bp = ws.Bt.data();
+        Bns = ws.tile;
+      } else {
+        Bp = B;
+        Bns = p.B_n_stride;
+      }
+    }
+    if (p.variable_C) {
+      const In* C = static_cast<const In*>(p.C) + bi * p.C_batch_stride + g * p.C_group_stride + t0;
+      if constexpr (kConvertBC) {
+        for (index_t k = 0; k < p.dstate; ++k) load_row(C + k * p.C_n_stride, len, ws.Ct.data() + k * ws.tile);
+        Cp = ws.Ct.data();
+        Cns = ws.tile;
+      } else {
+        Cp = C;
+        Cns = p.C_n_stride;
+      }
+    }
+  }
+
+  template <bool Out>
+  void run_tile(Workspace<T>& ws, index_t len, const T* Bp, index_t Bns, const T* Cp, index_t Cns) const {
+    if (p.variable_B && p.variable_C) scan_tile<T, true, true, Out>(ws, len, Bp, Bns, Cp, Cns);
+    else if (p.variable_B) scan_tile<T, true, false, Out>(ws, len, Bp, Bns, Cp, Cns);
+    else if (p.variable_C) scan_tile<T, false, true, Out>(ws, len, Bp, Bns, Cp, Cns);
+    else scan_tile<T, false, false, Out>(ws, len, Bp, Bns, Cp, Cns);
+  }
+
+  /// Scans [t_begin, t_end) of batch bi for the block in ws from the state in ws.h. With Out the output is
+  /// written; without it only the end state (and the sum of Delta per lane in ws.dsum) is computed.
+  template <bool Out>
+  void scan_range(Workspace<T>& ws, index_t bi, index_t t_begin, index_t t_end) const {
+    const index_t g = group_of(ws.c0);
+    V dsum = simd::broadcast(T(0));
+    for (index_t t0 = t_begin; t0 < t_end; t0 += ws.tile) {
+      const index_t len = std::min(ws.tile, t_end - t0);
+      prepare_tile(ws, bi, t0, len);
+      if constexpr (Out) {
+        std::memset(static_cast<void*>(ws.y.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
+      } else {
+        for (index_t t = 0; t < len; ++t) dsum += simd::load(ws.dt.data() + t * W);
+      }
+      const T* Bp;
+      const T* Cp;
+      index_t Bns, Cns;
+      tile_BC(ws, bi, g, t0, len, Bp, Bns, Cp, Cns);
+      run_tile<Out>(ws, len, Bp, Bns, Cp, Cns);
+      if constexpr (Out) finish_tile(ws, bi, t0, len);
+    }
+    simd::store(ws.dsum.data(), dsum);
+  }
+};
+
+/// One sequence: batch row bi, time range [begin, end), state index s (initial / last state).
+struct Segment {
+  index_t bi, begin, end, s;
+};
+
+inline std::vector<Segment> segments_of(const ScanParams& p, index_t bi) {
+  std::vector<Segment> segs;
+  if (p.cu_seqlens) {
+    for (index_t s = 0; s < p.n_seqs; ++s) segs.push_back({bi, p.cu_seqlens[s], p.cu_seqlens[s + 1], s});
+  } else {
+    segs.push_back({bi, 0, p.seqlen, bi});
+  }
+  return segs;
+}
+
+/// Channel blocks: W consecutive channels of one group (groups only matter when B or C is variable).
+inline std::vector<std::pair<index_t, int>> channel_blocks(const ScanParams& p, int W) {
+  std::vector<std::pair<index_t, int>> blocks;
+  const index_t per = (p.variable_B || p.variable_C) ? p.dim / p.n_groups : p.dim;
+  for (index_t g0 = 0; g0 < p.dim; g0 += per)
+    for (index_t c = g0; c < g0 + per; c += W)
+      blocks.emplace_back(c, static_cast<int>(std::min<index_t>(W, g0 + per - c)));
+  return blocks;
+}
+
+inline int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+/// Sequential path: work items (batch row, channel block) distributed over the threads.
+template <class In>
+void forward_sequential(const ScanParams& p, int threads) {
+  using T = weight_t<In>;
+  RealScan<In> scan(p);
+  const auto blocks = channel_blocks(p, simd::lanes<T>);
+  const index_t items = p.batch * static_cast<index_t>(blocks.size());
+  threads = static_cast<int>(std::clamp<index_t>(items, 1, threads));
+  std::atomic<index_t> next{0};
+  run_threads(threads, [&](int) {
+    Workspace<T> ws;
+    ws.init(p.dstate, scan.tile, RealScan<In>::kConvertBC);
+    for (index_t item = next++; item < items; item = next++) {
+      const index_t bi = item / static_cast<index_t>(blocks.size());
+      const auto [c0, count] = blocks[static_cast<std::size_t>(item % static_cast<index_t>(blocks.size()))];
+      scan.setup_block(ws, c0, count);
+      for (const Segment& seg : segments_of(p, bi)) {
+        scan.load_state(ws, seg.s);
+        scan.template scan_range<true>(ws, bi, seg.begin, seg.end);
+        scan.store_state(ws, ws.h.data(), seg.s);
+      }
+    }
+    simd::stream_fence();
+  });
+}
+
+/// Chunk boundaries of [begin, end): uniform chunk_len, or balanced for `threads` threads (chunk 0, scanned
+/// once, is longer: the others are scanned twice, once for their end state and once for the output).
+inline std::vector<index_t> chunk_bounds(index_t begin, index_t end, int threads, index_t chunk_len) {
+  std::vector<index_t> b{begin};
+  const index_t len = end - begin;
+  if (chunk_len > 0) {
+    for (index_t t = begin + chunk_len; t < end; t += chunk_len) b.push_back(t);
+  } else if (threads > 1 && len > 0) {
+    // phase 1: thread 0 scans chunk 0 (cost L0) while the others find the end states of the rest (cost
+    // ~0.9 per step without the output); phase 2: all threads rescan the rest. Balance phase 1.
+    const double alpha = 0.9;
+    const auto L0 = static_cast<index_t>(alpha * static_cast<double>(len) / (alpha + threads - 1));
+    const index_t rest = len - L0;
+    if (L0 > 0) b.push_back(begin + L0);
+    for (int i = 1; i < threads; ++i) {
+      const index_t t = begin + L0 + rest * i / threads;
+      if (t > b.back() && t < end) b.push_back(t);
+    }
+  }
+  b.push_back(end);
+  return b;
+}
+
+/// Chunked path: each sequence of each channel block is split in time; chunk k >= 1 first computes its
+/// end state from zero and its decay exp(A sum Delta) (in parallel), the prefix is carried across chunks
+/// with (a1, b1) o (a2, b2) = (a2 a1, a2 b1 + b2), then chunks k >= 1 rescan from their true start state.
+template <class In>
+void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
+  using T = weight_t<In>;
+  constexpr int W = simd::lanes<T>;
+  using V = simd::Vec<T>;
+  RealScan<In> scan(p);
+  const auto blocks = channel_blocks(p, W);
+  std::vector<Workspace<T>> ws(static_cast<std::size_t>(threads));
+  for (auto& w : ws) w.init(p.dstate, scan.tile, RealScan<In>::kConvertBC);
+  const index_t nW = p.dstate * W;
+  for (index_t bi = 0; bi < p.batch; ++bi) {
+    for (const auto& [c0, count] : blocks) {
+      for (const Segment& seg : segments_of(p, bi)) {
+        const auto bounds = chunk_bounds(seg.begin, seg.end, threads, chunk_len);
+        const index_t chunks = static_cast<index_t>(bounds.size()) - 1;
+        AlignedBuffer<T> hend(static_cast<std::size_t>(std::max<index_t>(chunks, 1) * nW));   // (chunks, n, W)
+        AlignedBuffer<T> hstart(static_cast<std::size_t>(std::max<index_t>(chunks, 1) * nW));  // (chunks, n, W)
+        AlignedBuffer<T> dsum(static_cast<std::size_t>(std::max<index_t>(chunks, 1) * W));     // (chunks, W)
+        std::atomic<index_t> next{0};
+        const int used = static_cast<int>(std::clamp<index_t>(chunks, 1, threads));
+        run_threads(used, [&](int tid) {  // phase 1
+          Workspace<T>& w = ws[static_cast<std::size_t>(tid)];
+          scan.setup_block(w, c0, count);
+          for (index_t k = next++; k < chunks; k = next++) {
+            if (k == 0) {
+              scan.load_state(w, seg.s);
+              scan.template scan_range<true>(w, bi, bounds[0], bounds[1]);
+            } else {
+              std::memset(static_cast<void*>(w.h.data()), 0, static_cast<std::size_t>(nW) * sizeof(T));
+              scan.template scan_range<false>(w, bi, bounds[static_cast<std::size_t>(k)],
+                                              bounds[static_cast<std::size_t>(k + 1)]);
+              std::memcpy(dsum.data() + k * W, w.dsum.data(), W * sizeof(T));
+            }
+            std::memcpy(hend.data() + k * nW, w.h.data(), static_cast<std::size_t>(nW) * sizeof(T));
+          }
+        });
+        // phase 2: carry the prefix. H_k = exp(A sum_k Delta) H_{k-1} + hend_k.
+        Workspace<T>& w0 = ws[0];
+        scan.setup_block(w0, c0, count);
+        AlignedBuffer<T> H(static_cast<std::size_t>(nW));
+        if (chunks > 0) {
+          std::memcpy(H.data(), hend.data(), static_cast<std::size_t>(nW) * sizeof(T));
+        } else {
+          scan.load_state(w0, seg.s);
+          std::memcpy(H.data(), w0.h.data(), static_cast<std::size_t>(nW) * sizeof(T));
+        }
+        for (index_t k = 1; k < chunks; ++k) {
+          std::memcpy(hstart.data() + k * nW, H.data(), static_cast<std::size_t>(nW) * sizeof(T));
+          const V s = simd::load(dsum.data() + k * W);
+          for (index_t j = 0; j < p.dstate; ++j) {
+            const V a = simd::exp2(s * simd::load(w0.A2.data() + j * W));
+            simd::store(H.data() + j * W,
+                        simd::fma(a, simd::load(H.data() + j * W), simd::load(hend.data() + k * nW + j * W)));
+          }
+        }
+        scan.store_state(w0, H.data(), seg.s);
+        // phase 3: rescan chunks k >= 1 from their start state, writing the output.
+        std::atomic<index_t> next3{1};
+        const int used3 = static_cast<int>(std::clamp<index_t>(chunks - 1, 1, threads));
+        if (chunks > 1) {
+          run_threads(used3, [&](int tid) {
+            Workspace<T>& w = ws[static_cast<std::size_t>(tid)];
+            scan.setup_block(w, c0, count);
+            for (index_t k = next3++; k < chunks; k = next3++) {
+              std::memcpy(w.h.data(), hstart.data() + k * nW, static_cast<std::size_t>(nW) * sizeof(T));
+              scan.template scan_range<true>(w, bi, bounds[static_cast<std::size_t>(k)],
+                                             bounds[static_cast<std::size_t>(k + 1)]);
+            }
+            simd::stream_fence();
+          });
+        }
+      }
+    }
+  }
+  simd::stream_fence();
+}
+
+/// Complex A: a threaded scalar loop per (batch row, channel) (h complex; y = 2 Re(C . h) + D u).
+template <class In>
+void forward_complex(const ScanParams& p, int threads) {
+  using T = weight_t<In>;
+  using Cx = std::complex<T>;
+  const index_t items = p.batch * p.dim;
+  threads = static_cast<int>(std::clamp<index_t>(items, 1, threads));
+  std::atomic<index_t> next{0};
+  const index_t n = p.dstate;
+  const index_t dg = p.dim / p.n_groups;
+  run_threads(threads, [&](int) {
+    std::vector<Cx> h(static_cast<std::size_t>(n));
+    for (index_t item = next++; item < items; item = next++) {
+      const index_t bi = item / p.dim, c = item % p.dim, g = c / dg;
+      const In* u = static_cast<const In*>(p.u) + bi * p.u_batch_stride + c * p.u_d_stride;
+      const In* delta = static_cast<const In*>(p.delta) + bi * p.delta_batch_stride + c * p.delta_d_stride;
+      const In* z = p.z ? static_cast<const In*>(p.z) + bi * p.z_batch_stride + c * p.z_d_stride : nullptr;
+      In* out = static_cast<In*>(p.out) + bi * p.out_batch_stride + c * p.out_d_stride;
+      const Cx* A = static_cast<const Cx*>(p.A) + c * p.A_d_stride;
+      const Cx* B = static_cast<const Cx*>(p.B) +
+                    (p.variable_B ? bi * p.B_batch_stride + g * p.B_group_stride : c * p.B_group_stride);
+      const Cx* C = static_cast<const Cx*>(p.C) +
+                    (p.variable_C ? bi * p.C_batch_stride + g * p.C_group_stride : c * p.C_group_stride);
+      const T D = p.D ? static_cast<const T*>(p.D)[c] : T(0);
+      const T bias = p.delta_bias ? static_cast<const T*>(p.delta_bias)[c] : T(0);
+      for (const Segment& seg : segments_of(p, bi)) {
+        for (index_t k = 0; k < n; ++k)
+          h[static_cast<std::size_t>(k)] =
+              p.initial_state ? static_cast<const Cx*>(p.initial_state)[seg.s * p.init_batch_stride +
+                                                                         c * p.init_d_stride + k * p.init_n_stride]
+                              : Cx(0);
+        for (index_t t = seg.begin; t < seg.end; ++t) {
+          T dt = static_cast<T>(delta[t]) + bias;
+          if (p.delta_softplus) dt = dt > T(20) ? dt : std::log1p(std::exp(dt));
+          const T ut = static_cast<T>(u[t]);
+          T y = 0;
+          for (index_t k = 0; k < n; ++k) {
+            const Cx a = A[k * p.A_n_stride];
+            const T mag = std::exp(dt * a.real());
+            const Cx dA(mag * std::cos(dt * a.imag()), mag * std::sin(dt * a.imag()));
+            const Cx Bk = p.variable_B ? B[k * p.B_n_stride + t] : B[k * p.B_n_stride];
+            const Cx Ck = p.variable_C ? C[k * p.C_n_stride + t] : C[k * p.C_n_stride];
+            Cx& hk = h[static_cast<std::size_t>(k)];
+            hk = dA * hk + (dt * ut) * Bk;
+            y += Ck.real() * hk.real() - Ck.imag() * hk.imag();
+          }
+          T o = T(2) * y + D * ut;
+          if (z) {
+            const T zt = static_cast<T>(z[t]);
+            o *= zt / (T(1) + std::exp(-zt));
+          }
+          if constexpr (std::is_same_v<In, T>) {
+            out[t] = o;
+          } else {
+            out[t] = In(static_cast<float>(o));
+          }
+        }
+        if (p.last_state) {
+          Cx* last = static_cast<Cx*>(p.last_state) + seg.s * p.last_batch_stride + c * p.last_d_stride;
+          for (index_t k = 0; k < n; ++k) last[k] = h[static_cast<std::size_t>(k)];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace detail::scan
+
+/// Optimized forward of the selective scan for a validated ScanParams (the op `ssm::selective_scan` checks
+/// the tensors and fills it). In: the input element type (float, double, ssm::half, ssm::bfloat16); weights
+/// and state are double for In = double, float otherwise. Every ScanParams feature is supported: real
+/// and complex A, fixed (d, n) or variable (b, g, n, l) B and C, groups, D, z, delta_bias, softplus,
+/// initial and last state, cu_seqlens. Writes p.out (b, d, l) and p.last_state (b | n_seqs, d, n) when
+/// set. Returns the name of the path that ran: "cpu-<simd>-sequential", "cpu-<simd>-chunked" (simd:
+/// avx512, avx2 or generic) or "cpu-scalar-complex".
+template <class In>
+std::string selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = {}) {
+  using namespace detail::scan;
+  const int threads = resolve_threads(opt.num_threads);
+  if (p.is_complex) {
+    forward_complex<In>(p, threads);
+    return "cpu-scalar-complex";
+  }
+  const std::string level = simd::kLevel;
+  bool chunked = opt.algo == ScanAlgo::chunked;
+  if (opt.algo == ScanAlgo::automatic && threads > 1) {
+    // Few independent (batch, block) items for the threads, and long sequences: split the time axis.
+    const auto blocks = static_cast<index_t>(channel_blocks(p, simd::lanes<weight_t<In>>).size());
+    const index_t items = p.batch * blocks;
+    index_t longest = 0;
+    if (p.cu_seqlens) {
+      for (index_t s = 0; s < p.n_seqs; ++s) longest = std::max(longest, p.cu_seqlens[s + 1] - p.cu_seqlens[s]);
+    } else {
+      longest = p.seqlen;
+    }
+    chunked = items < threads && longest >= 8192;
+  }
+  if (chunked) {
+    forward_chunked<In>(p, threads, opt.chunk_len);
+    return "cpu-" + level + "-chunked";
+  }
+  forward_sequential<In>(p, threads);
+  return "cpu-" + level + "-sequential";
+}
+
+}  // namespace ssm::cpu

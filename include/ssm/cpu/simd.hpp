@@ -1,0 +1,257 @@
+// Portable SIMD vectors for the optimized CPU kernels: GCC/Clang vector extensions whose width is the
+// target's widest (64 bytes with AVX-512F, 32 with AVX2, 16 otherwise: SSE2 on x86-64, NEON, or plain
+// scalar code where the compiler has no vectors), plus FMA, a fast exp2 and a softplus/log1p in vectors.
+// Compile-time dispatch on __AVX512F__ / __AVX2__ / generic: the code is correct for every target.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__FMA__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#include "ssm/core/macros.hpp"
+
+namespace ssm::cpu::simd {
+
+#if defined(__AVX512F__)
+inline constexpr int kBytes = 64;
+inline constexpr const char* kLevel = "avx512";
+#elif defined(__AVX2__)
+inline constexpr int kBytes = 32;
+inline constexpr const char* kLevel = "avx2";
+#else
+inline constexpr int kBytes = 16;
+inline constexpr const char* kLevel = "generic";
+#endif
+
+template <class T>
+struct VecTraits;
+template <>
+struct VecTraits<float> {
+  typedef float type __attribute__((vector_size(kBytes)));
+  typedef std::int32_t itype __attribute__((vector_size(kBytes)));
+  using int_t = std::int32_t;
+};
+template <>
+struct VecTraits<double> {
+  typedef double type __attribute__((vector_size(kBytes)));
+  typedef std::int64_t itype __attribute__((vector_size(kBytes)));
+  using int_t = std::int64_t;
+};
+
+/// A vector of T with the target's widest register; `lanes<T>` elements.
+template <class T>
+using Vec = typename VecTraits<T>::type;
+template <class T>
+using IVec = typename VecTraits<T>::itype;
+template <class T>
+inline constexpr int lanes = kBytes / static_cast<int>(sizeof(T));
+
+template <class T>
+SSM_FORCE_INLINE Vec<T> broadcast(T x) {
+  return Vec<T>{} + x;
+}
+template <class T>
+SSM_FORCE_INLINE Vec<T> load(const T* p) {  // any alignment
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+SSM_FORCE_INLINE void store(T* p, Vec<T> v) {  // any alignment
+  std::memcpy(p, &v, sizeof v);
+}
+/// Non-temporal store (bypasses the caches) when the target has one; p must be kBytes-aligned.
+SSM_FORCE_INLINE void store_stream(float* p, Vec<float> v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, v);
+#elif defined(__AVX2__)
+  _mm256_stream_ps(p, v);
+#elif defined(__SSE2__)
+  _mm_stream_ps(p, v);
+#else
+  store(p, v);
+#endif
+}
+SSM_FORCE_INLINE void store_stream(double* p, Vec<double> v) {
+#if defined(__AVX512F__)
+  _mm512_stream_pd(p, v);
+#elif defined(__AVX2__)
+  _mm256_stream_pd(p, v);
+#elif defined(__SSE2__)
+  _mm_stream_pd(p, v);
+#else
+  store(p, v);
+#endif
+}
+/// Orders the non-temporal stores before what follows (call once a thread's streaming output is done).
+SSM_FORCE_INLINE void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+SSM_FORCE_INLINE void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
+/// a * b + c, fused where the target has FMA.
+SSM_FORCE_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) {
+#if defined(__AVX512F__)
+  return _mm512_fmadd_ps(a, b, c);
+#elif defined(__AVX2__) && defined(__FMA__)
+  return _mm256_fmadd_ps(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+SSM_FORCE_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) {
+#if defined(__AVX512F__)
+  return _mm512_fmadd_pd(a, b, c);
+#elif defined(__AVX2__) && defined(__FMA__)
+  return _mm256_fmadd_pd(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+template <class T>
+SSM_FORCE_INLINE Vec<T> select(IVec<T> mask, Vec<T> a, Vec<T> b) {  // mask lanes all-ones → a
+  return mask ? a : b;
+}
+template <class T>
+SSM_FORCE_INLINE Vec<T> vmax(Vec<T> a, Vec<T> b) {
+  return a > b ? a : b;
+}
+template <class T>
+SSM_FORCE_INLINE Vec<T> vmin(Vec<T> a, Vec<T> b) {
+  return a < b ? a : b;
+}
+
+// ---- exp2 ----------------------------------------------------------------------------------------------
+// 2^x = 2^k * 2^r with k = round(x), r = x - k in [-1/2, 1/2], and 2^r ~ p(r) = 1 + r q(r). Constraining
+// p(0) = 1 makes exp2(0) exact and the error of a long product of decays near 1 about ten times smaller.
+//  f32: q of degree 4, coefficients fitted for minimal relative error on [-1/2, 1/2] (near-minimax, iterated
+//       weighted least squares): |p(r) / 2^r - 1| <= 9.2e-8 with exact arithmetic, <= 1.9e-7 evaluated in
+//       f32 (Horner); so |exp2(x) / 2^x - 1| <= 2.5e-7 for normal results (tested over [-120, 120]).
+//  f64: Taylor series of degree 12 (error (ln2 / 2)^13 / 13! = 1.7e-16) : |rel error| <= 4e-16 in f64.
+// Underflow: AVX-512 scales with vscalefps, so results go through the subnormals to 0 exactly like 2^x;
+// elsewhere x is clamped to [-126, 127] (f64: [-1022, 1023]), i.e. results below 2^-126 read 2^-126.
+namespace detail {
+template <class T>
+SSM_FORCE_INLINE Vec<T> exp2_poly(Vec<T> r) {
+  if constexpr (sizeof(T) == 4) {
+    Vec<T> p = broadcast<T>(0.001326472731307149f);
+    p = fma(p, r, broadcast<T>(0.009671512991189957f));
+    p = fma(p, r, broadcast<T>(0.05550733581185341f));
+    p = fma(p, r, broadcast<T>(0.24022242426872253f));
+    p = fma(p, r, broadcast<T>(0.6931470036506653f));
+    return fma(p, r, broadcast<T>(1.0f));
+  } else {
+    // ln2^k / k!, k = 0 .. 12
+    constexpr double c[13] = {1.0,
+                              0.6931471805599453,
+                              0.2402265069591007,
+                              0.055504108664821576,
+                              0.009618129107628477,
+                              0.0013333558146428441,
+                              0.00015403530393381606,
+                              1.5252733804059838e-05,
+                              1.3215486790144305e-06,
+                              1.0178086009239696e-07,
+                              7.054911620801121e-09,
+                              4.44553827187081e-10,
+                              2.5678435993488196e-11};
+    Vec<T> q = broadcast<T>(c[12]);
+    for (int k = 11; k >= 0; --k) q = fma(q, r, broadcast<T>(c[k]));
+    return q;
+  }
+}
+}  // namespace detail
+
+/// 2^x per lane (error bound above).
+SSM_FORCE_INLINE Vec<float> exp2(Vec<float> x) {
+#if defined(__AVX512F__)
+  const Vec<float> k = _mm512_maskz_roundscale_ps(static_cast<__mmask16>(0xFFFF), x,
+                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const Vec<float> p = detail::exp2_poly<float>(x - k);
+  return _mm512_maskz_scalef_ps(static_cast<__mmask16>(0xFFFF), p, k);
+#else
+  x = vmin<float>(vmax<float>(x, broadcast(-126.0f)), broadcast(127.0f));
+  const Vec<float> magic = broadcast(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const Vec<float> t = x + magic;
+  const Vec<float> k = t - magic;
+  const Vec<float> p = detail::exp2_poly<float>(x - k);
+  IVec<float> ti, pi;
+  std::memcpy(&ti, &t, sizeof ti);
+  std::memcpy(&pi, &p, sizeof pi);
+  pi += ti << 23;  // the low mantissa bits of t hold k: add k to the exponent of p
+  Vec<float> out;
+  std::memcpy(&out, &pi, sizeof out);
+  return out;
+#endif
+}
+SSM_FORCE_INLINE Vec<double> exp2(Vec<double> x) {
+#if defined(__AVX512F__)
+  const Vec<double> k = _mm512_maskz_roundscale_pd(static_cast<__mmask8>(0xFF), x,
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const Vec<double> p = detail::exp2_poly<double>(x - k);
+  return _mm512_maskz_scalef_pd(static_cast<__mmask8>(0xFF), p, k);
+#else
+  x = vmin<double>(vmax<double>(x, broadcast(-1022.0)), broadcast(1023.0));
+  const Vec<double> magic = broadcast(6755399441055744.0);  // 1.5 * 2^52
+  const Vec<double> t = x + magic;
+  const Vec<double> k = t - magic;
+  const Vec<double> p = detail::exp2_poly<double>(x - k);
+  IVec<double> ti, pi;
+  std::memcpy(&ti, &t, sizeof ti);
+  std::memcpy(&pi, &p, sizeof pi);
+  pi += ti << 52;
+  Vec<double> out;
+  std::memcpy(&out, &pi, sizeof out);
+  return out;
+#endif
+}
+
+template <class T>
+inline constexpr T kLog2e = static_cast<T>(1.4426950408889634);
+
+/// e^x per lane (through exp2; the rounding of x log2(e) adds |x| ulp-size relative error).
+template <class T>
+SSM_FORCE_INLINE Vec<T> exp(Vec<T> x) {
+  return exp2(x * kLog2e<T>);
+}
+
+/// log1p(w) for w in [0, 1]: 2 atanh(s) with s = w / (2 + w) in [0, 1/3], odd series in s (relative
+/// error below 3e-8 in f32 with 8 terms, 2e-17 in f64 with 17 terms, before rounding).
+template <class T>
+SSM_FORCE_INLINE Vec<T> log1p_unit(Vec<T> w) {
+  const Vec<T> s = w / (w + T(2));
+  const Vec<T> s2 = s * s;
+  constexpr int terms = sizeof(T) == 4 ? 8 : 17;
+  Vec<T> q = broadcast<T>(T(1) / T(2 * terms - 1));
+  for (int k = terms - 2; k >= 0; --k) q = fma(q, s2, broadcast<T>(T(1) / T(2 * k + 1)));
+  return T(2) * s * q;
+}
+
+/// softplus(x) = log(1 + e^x), and x itself for x > 20 (the threshold of torch / selective_scan_ref).
+template <class T>
+SSM_FORCE_INLINE Vec<T> softplus(Vec<T> x) {
+  const Vec<T> ax = vmax<T>(x, -x);
+  const Vec<T> w = exp<T>(-ax);  // in (0, 1]
+  const Vec<T> sp = vmax<T>(x, broadcast<T>(0)) + log1p_unit<T>(w);
+  return select<T>(x > T(20), x, sp);
+}
+
+/// silu(z) = z / (1 + e^-z).
+template <class T>
+SSM_FORCE_INLINE Vec<T> silu(Vec<T> z) {
+  return z / (T(1) + exp<T>(-z));
+}
+
+}  // namespace ssm::cpu::simd

@@ -1,0 +1,8 @@
+// Module header: the ops (validated, dispatched entry points) and their reference implementations.
+// Selective scan (Mamba S6, MATH.md §5): forward, backward, packed variable-length batches.
+#pragma once
+
+#include "ssm/ops/selective_scan.hpp"
+#include "ssm/ops/selective_scan_grad_params.hpp"
+#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/reference/selective_scan.hpp"

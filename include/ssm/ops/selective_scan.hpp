@@ -1,0 +1,359 @@
+// The selective-scan op (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5): argument validation,
+// a ScanParams, and dispatch to the reference, the optimized CPU forward or CUDA. Semantics of
+// state-spaces/mamba `selective_scan_ref`, plus an initial state, the last state, and packed
+// variable-length batches (cu_seqlens). Forward and backward (reverse scan, states recomputed by chunk).
+//
+// Deliberate differences from selective_scan_ref (mamba_ssm/ops/selective_scan_interface.py):
+//  - f64 inputs are computed in f64 (the reference casts u and delta to f32 whatever their dtype);
+//    f32/f16/bf16 inputs use f32 weights and state, as the reference does.
+//  - complex A with variable B/C: B and C are complex tensors (c64/c128) of shape (b, g, n, l); the
+//    reference takes a real tensor of length 2l holding interleaved (re, im) pairs, the same memory.
+//  - B/C of rank 3 (b, n, l) are accepted as g = 1, like the reference.
+//  - the gradient of the last state is an input of the backward (the mamba kernel ignores it).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ssm/core/backend.hpp"
+#include "ssm/core/check.hpp"
+#include "ssm/core/dtype.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/cpu/selective_scan_backward.hpp"
+#include "ssm/ops/selective_scan_grad_params.hpp"
+#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/reference/selective_scan.hpp"
+
+#if __has_include("ssm/cpu/selective_scan.hpp")
+#include "ssm/cpu/selective_scan.hpp"
+#define SSM_SCAN_HAS_CPU_FORWARD 1
+#endif
+
+namespace ssm {
+
+/// The tensors of one selective scan. Input dtype: u's (f32, f64, f16, bf16). Weight dtype: f64 for
+/// f64 inputs, f32 otherwise. State dtype: the weight dtype, complex (c64/c128) when A is complex.
+struct SelectiveScanInputs {
+  TensorView u{};                             // (b, d, l)   f32 | f64 | f16 | bf16
+  TensorView delta{};                         // (b, d, l)   same dtype as u
+  TensorView A{};                             // (d, n)      weight dtype (real) or its complex type
+  TensorView B{};                             // (b, g, n, l) input dtype (complex A: complex weight dtype), or (b, n, l), or fixed (d, n) like A
+  TensorView C{};                             // same forms as B
+  std::optional<TensorView> D{};              // (d)  weight dtype
+  std::optional<TensorView> z{};              // (b, d, l) input dtype
+  std::optional<TensorView> delta_bias{};     // (d)  weight dtype
+  bool delta_softplus = false;
+  std::optional<TensorView> initial_state{};  // (b, d, n) — with cu_seqlens (n_seqs, d, n); state dtype
+  std::optional<TensorView> cu_seqlens{};     // (n_seqs + 1) i32 | i64; then b == 1, sequences packed along l
+};
+
+enum class ScanPath { automatic, reference, sequential, chunked };
+
+struct SelectiveScanOptions {
+  ScanPath path = ScanPath::automatic;
+  int num_threads = 0;             // 0: all hardware threads
+  bool return_last_state = false;
+  index_t chunk_len = 0;           // 0: chosen by the implementation (chunked path; backward recompute chunk)
+};
+
+struct SelectiveScanOutputs {
+  Tensor out;         // (b, d, l) input dtype
+  Tensor last_state;  // (b, d, n) or (n_seqs, d, n), state dtype; empty unless asked
+  std::string path;   // which implementation ran, e.g. "cpu-avx512-sequential", "reference"
+};
+
+struct SelectiveScanGrads {  // each has the shape and dtype of its input; empty when the input was absent
+  Tensor grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, grad_delta_bias, grad_initial_state;
+  std::string path;  // which backward ran: "reference" or "cpu-chunked-recompute"
+};
+
+namespace scan_detail {
+
+/// A validated ScanParams (without out / last_state) plus the data it points into.
+struct PreparedScan {
+  ScanParams p;
+  DType input = DType::f32, weight = DType::f32, state = DType::f32;
+  Device device = Device::cpu();
+  std::vector<std::int64_t> cu;  // cu_seqlens as i64 (ScanParams points here)
+  index_t state_rows = 0;        // b, or n_seqs with cu_seqlens
+};
+
+inline DType complex_of(DType w) { return w == DType::f64 ? DType::c128 : DType::c64; }
+
+/// Validates one B or C argument and fills its ScanParams fields. Returns its group count (0: fixed).
+inline index_t check_BC(const Checker& c, const char* name, const TensorView& X, const PreparedScan& s, index_t b,
+                        index_t d, index_t n, index_t l, bool& variable, const void*& ptr, index_t& batch_stride,
+                        index_t& group_stride, index_t& n_stride) {
+  c.defined(name, X);
+  ptr = X.data();
+  if (X.rank() == 2) {
+    variable = false;
+    c.shape(name, X, {d, n}).dtype(name, X, s.p.is_complex ? complex_of(s.weight) : s.weight);
+    batch_stride = 0;
+    group_stride = X.stride(0);
+    n_stride = X.stride(1);
+    return 0;
+  }
+  c.require(X.rank() == 3 || X.rank() == 4, name, "expected rank 2 (d, n), 3 (b, n, l) or 4 (b, g, n, l), got shape ",
+            X.shape().str());
+  variable = true;
+  c.dtype(name, X, s.p.is_complex ? complex_of(s.weight) : s.input);
+  if (X.rank() == 3) {
+    c.shape(name, X, {b, n, l}).unit_stride(name, X, 2);
+    batch_stride = X.stride(0);
+    group_stride = 0;
+    n_stride = X.stride(1);
+    return 1;
+  }
+  c.shape(name, X, {b, kAny, n, l}).unit_stride(name, X, 3);
+  const index_t g = X.size(1);
+  c.require(g >= 1 && d % g == 0, name, "the number of groups g = ", g, " (dimension 1) must divide d = ", d);
+  batch_stride = X.stride(0);
+  group_stride = X.stride(1);
+  n_stride = X.stride(2);
+  return g;
+}
+
+inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
+  PreparedScan s;
+  ScanParams& p = s.p;
+  c.defined("u", in.u).floating("u", in.u).rank("u", in.u, 3);
+  const index_t b = in.u.size(0), d = in.u.size(1), l = in.u.size(2);
+  c.defined("A", in.A).rank("A", in.A, 2);
+  const index_t n = in.A.size(1);
+  c.shape("A", in.A, {d, n}).require(n >= 1, "A", "the state size n (dimension 1) must be >= 1, got shape ",
+                                      in.A.shape().str());
+  c.require(l >= 1, "u", "the sequence length l (dimension 2) must be >= 1, got shape ", in.u.shape().str());
+  s.input = in.u.dtype();
+  s.weight = s.input == DType::f64 ? DType::f64 : DType::f32;
+  p.is_complex = is_complex(in.A.dtype());
+  c.dtype("A", in.A, p.is_complex ? complex_of(s.weight) : s.weight);
+  s.state = p.is_complex ? complex_of(s.weight) : s.weight;
+
+  c.defined("delta", in.delta).same_dtype("delta", in.delta, "u", in.u).shape("delta", in.delta, {b, d, l});
+  c.unit_stride("u", in.u, 2).unit_stride("delta", in.delta, 2);
+
+  s.device = dispatch_device(c, {{"u", in.u}, {"delta", in.delta}, {"A", in.A}, {"B", in.B}, {"C", in.C}});
+  const auto same_dev = [&](const char* name, const TensorView& t) {
+    c.require(t.device() == s.device, name, "is on ", t.device().str(), " but 'u' is on ", s.device.str(),
+              " (mixed devices: move the tensors to one device first)");
+  };
+
+  const index_t gB = check_BC(c, "B", in.B, s, b, d, n, l, p.variable_B, p.B, p.B_batch_stride, p.B_group_stride,
+                              p.B_n_stride);
+  const index_t gC = check_BC(c, "C", in.C, s, b, d, n, l, p.variable_C, p.C, p.C_batch_stride, p.C_group_stride,
+                              p.C_n_stride);
+  if (gB > 0 && gC > 0)
+    c.require(gB == gC, "C", "has ", gC, " groups but 'B' has ", gB, " (B and C must share the group count)");
+  p.n_groups = std::max<index_t>({gB, gC, 1});
+
+  if (in.D) {
+    c.defined("D", *in.D).shape("D", *in.D, {d}).dtype("D", *in.D, s.weight);
+    same_dev("D", *in.D);
+    p.D = in.D->data();
+    c.require(in.D->stride(0) == 1 || d <= 1, "D", "expected stride 1, got strides ", in.D->strides().str());
+  }
+  if (in.delta_bias) {
+    c.defined("delta_bias", *in.delta_bias).shape("delta_bias", *in.delta_bias, {d}).dtype("delta_bias", *in.delta_bias, s.weight);
+    same_dev("delta_bias", *in.delta_bias);
+    c.require(in.delta_bias->stride(0) == 1 || d <= 1, "delta_bias", "expected stride 1, got strides ",
+              in.delta_bias->strides().str());
+    p.delta_bias = in.delta_bias->data();
+  }
+  if (in.z) {
+    c.defined("z", *in.z).same_dtype("z", *in.z, "u", in.u).shape("z", *in.z, {b, d, l}).unit_stride("z", *in.z, 2);
+    same_dev("z", *in.z);
+    p.z = in.z->data();
+    p.z_batch_stride = in.z->stride(0);
+    p.z_d_stride = in.z->stride(1);
+  }
+
+  s.state_rows = b;
+  if (in.cu_seqlens) {
+    const TensorView& cs = *in.cu_seqlens;
+    c.defined("cu_seqlens", cs).rank("cu_seqlens", cs, 1).dtype_in("cu_seqlens", cs, {DType::i32, DType::i64});
+    c.require(cs.device().is_cpu(), "cu_seqlens", "expected a CPU tensor (its values are validated on the host), got ",
+              cs.device().str());
+    c.require(cs.size(0) >= 2, "cu_seqlens", "expected at least 2 entries (n_seqs + 1 with n_seqs >= 1), got shape ",
+              cs.shape().str());
+    c.require(b == 1, "cu_seqlens", "packed variable-length batches need b == 1 (sequences packed along l), got b = ", b);
+    s.cu.resize(static_cast<std::size_t>(cs.size(0)));
+    for (index_t i = 0; i < cs.size(0); ++i)
+      s.cu[static_cast<std::size_t>(i)] = cs.dtype() == DType::i32
+                                              ? static_cast<std::int64_t>(cs.data_as<const std::int32_t>()[i * cs.stride(0)])
+                                              : cs.data_as<const std::int64_t>()[i * cs.stride(0)];
+    c.require(s.cu.front() == 0, "cu_seqlens", "must start at 0, got ", s.cu.front());
+    for (std::size_t i = 1; i < s.cu.size(); ++i)
+      c.require(s.cu[i] > s.cu[i - 1], "cu_seqlens", "must be strictly increasing, got ", s.cu[i - 1], " then ",
+                s.cu[i], " at index ", i);
+    c.require(s.cu.back() == l, "cu_seqlens", "must end at l = ", l, ", got ", s.cu.back());
+    p.n_seqs = cs.size(0) - 1;
+    s.state_rows = p.n_seqs;
+  }
+  if (in.initial_state) {
+    const TensorView& h0 = *in.initial_state;
+    c.defined("initial_state", h0).shape("initial_state", h0, {s.state_rows, d, n}).dtype("initial_state", h0, s.state);
+    same_dev("initial_state", h0);
+    p.initial_state = h0.data();
+    p.init_batch_stride = h0.stride(0);
+    p.init_d_stride = h0.stride(1);
+    p.init_n_stride = h0.stride(2);
+  }
+
+  p.batch = b;
+  p.dim = d;
+  p.seqlen = l;
+  p.dstate = n;
+  p.delta_softplus = in.delta_softplus;
+  p.u = in.u.data();
+  p.u_batch_stride = in.u.stride(0);
+  p.u_d_stride = in.u.stride(1);
+  p.delta = in.delta.data();
+  p.delta_batch_stride = in.delta.stride(0);
+  p.delta_d_stride = in.delta.stride(1);
+  p.A = in.A.data();
+  p.A_d_stride = in.A.stride(0);
+  p.A_n_stride = in.A.stride(1);
+  p.cu_seqlens = in.cu_seqlens ? s.cu.data() : nullptr;
+  return s;
+}
+
+template <class F>
+decltype(auto) visit_input(DType t, F&& f) {
+  return visit_floating(t, "selective_scan", std::forward<F>(f));
+}
+
+}  // namespace scan_detail
+
+/// Selective scan into caller-provided outputs: out (b, d, l) in the input dtype, unit stride along l;
+/// last_state (b | n_seqs, d, n) in the state dtype, unit stride along n (optional). Returns the name
+/// of the implementation that ran.
+inline std::string selective_scan_into(const SelectiveScanInputs& in, const TensorView& out,
+                                       std::optional<TensorView> last_state, const SelectiveScanOptions& opt = {}) {
+  Checker c("selective_scan");
+  scan_detail::PreparedScan s = scan_detail::prepare(c, in);
+  ScanParams& p = s.p;
+  c.defined("out", out).shape("out", out, {p.batch, p.dim, p.seqlen}).dtype("out", out, s.input).unit_stride("out", out, 2);
+  c.require(out.device() == s.device, "out", "is on ", out.device().str(), " but 'u' is on ", s.device.str());
+  p.out = out.data();
+  p.out_batch_stride = out.stride(0);
+  p.out_d_stride = out.stride(1);
+  if (last_state) {
+    const TensorView& ls = *last_state;
+    c.defined("last_state", ls).shape("last_state", ls, {s.state_rows, p.dim, p.dstate}).dtype("last_state", ls, s.state);
+    c.unit_stride("last_state", ls, 2);
+    c.require(ls.device() == s.device, "last_state", "is on ", ls.device().str(), " but 'u' is on ", s.device.str());
+    p.last_state = ls.data();
+    p.last_batch_stride = ls.stride(0);
+    p.last_d_stride = ls.stride(1);
+  }
+  c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
+  c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
+  if (!s.device.is_cpu())
+    fail("selective_scan: tensors on ", s.device.str(), ": the CUDA selective scan is not wired into this build yet");
+  if (p.batch * p.dim == 0) return "empty";
+  return scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
+    using In = decltype(tag);
+#if defined(SSM_SCAN_HAS_CPU_FORWARD)
+    if (opt.path != ScanPath::reference) {
+      cpu::ScanCpuOptions co;
+      co.num_threads = opt.num_threads;
+      co.chunk_len = opt.chunk_len;
+      co.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
+                : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
+                                                 : cpu::ScanAlgo::automatic;
+      return cpu::selective_scan_forward<In>(p, co);
+    }
+#endif
+    reference::selective_scan_forward<In>(p);
+    return "reference";
+  });
+}
+
+/// Selective scan: out_t = (C_t . h_t + D u_t) * silu(z_t), h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t,
+/// Delta_t = softplus(delta_t + delta_bias) (MATH.md §5). Shapes in SelectiveScanInputs; returns out
+/// (b, d, l), the last state when opt.return_last_state, and the path that ran.
+inline SelectiveScanOutputs selective_scan(const SelectiveScanInputs& in, const SelectiveScanOptions& opt = {}) {
+  Checker c("selective_scan");
+  const scan_detail::PreparedScan s = scan_detail::prepare(c, in);  // validates before allocating
+  SelectiveScanOutputs r;
+  r.out = Tensor::empty({s.p.batch, s.p.dim, s.p.seqlen}, s.input, s.device);  // (b, d, l)
+  if (opt.return_last_state)
+    r.last_state = Tensor::empty({s.state_rows, s.p.dim, s.p.dstate}, s.state, s.device);  // (b | n_seqs, d, n)
+  r.path = selective_scan_into(in, r.out, opt.return_last_state ? std::optional<TensorView>(r.last_state.view())
+                                                                : std::nullopt,
+                               opt);
+  return r;
+}
+
+/// Gradients of a selective scan for grad_out (b, d, l) (input dtype, unit stride along l) and the
+/// optional grad_last_state (b | n_seqs, d, n) (state dtype). ScanPath::reference runs the double
+/// reference; any other path the CPU backward that recomputes states chunk by chunk (opt.chunk_len,
+/// opt.num_threads). Complex gradients: dL/dRe + i dL/dIm.
+inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in, const TensorView& grad_out,
+                                                  std::optional<TensorView> grad_last_state = std::nullopt,
+                                                  const SelectiveScanOptions& opt = {}) {
+  Checker c("selective_scan_backward");
+  const scan_detail::PreparedScan s = scan_detail::prepare(c, in);
+  const ScanParams& p = s.p;
+  c.defined("grad_out", grad_out).shape("grad_out", grad_out, {p.batch, p.dim, p.seqlen}).dtype("grad_out", grad_out, s.input);
+  c.unit_stride("grad_out", grad_out, 2);
+  c.require(grad_out.device() == s.device, "grad_out", "is on ", grad_out.device().str(), " but 'u' is on ", s.device.str());
+  c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
+  c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
+  ScanGradParams gp;
+  gp.grad_out = grad_out.data();
+  gp.grad_out_batch_stride = grad_out.stride(0);
+  gp.grad_out_d_stride = grad_out.stride(1);
+  if (grad_last_state) {
+    const TensorView& gl = *grad_last_state;
+    c.defined("grad_last_state", gl).shape("grad_last_state", gl, {s.state_rows, p.dim, p.dstate});
+    c.dtype("grad_last_state", gl, s.state);
+    c.require(gl.device() == s.device, "grad_last_state", "is on ", gl.device().str(), " but 'u' is on ", s.device.str());
+    gp.grad_last_state = gl.data();
+    gp.grad_last_batch_stride = gl.stride(0);
+    gp.grad_last_d_stride = gl.stride(1);
+    gp.grad_last_n_stride = gl.stride(2);
+  }
+  if (!s.device.is_cpu())
+    fail("selective_scan_backward: tensors on ", s.device.str(), ": the CUDA backward is not wired into this build yet");
+
+  SelectiveScanGrads r;
+  const auto like = [&](const TensorView& t) { return Tensor::zeros(t.shape(), t.dtype(), s.device); };
+  r.grad_u = like(in.u);
+  r.grad_delta = like(in.delta);
+  r.grad_A = like(in.A);
+  r.grad_B = like(in.B);
+  r.grad_C = like(in.C);
+  gp.grad_u = r.grad_u.data();
+  gp.grad_delta = r.grad_delta.data();
+  gp.grad_A = r.grad_A.data();
+  gp.grad_B = r.grad_B.data();
+  gp.grad_C = r.grad_C.data();
+  if (in.D) gp.grad_D = (r.grad_D = like(*in.D)).data();
+  if (in.z) gp.grad_z = (r.grad_z = like(*in.z)).data();
+  if (in.delta_bias) gp.grad_delta_bias = (r.grad_delta_bias = like(*in.delta_bias)).data();
+  if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
+  if (p.batch * p.dim == 0) {
+    r.path = "empty";
+    return r;
+  }
+  r.path = scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
+    using In = decltype(tag);
+    if (opt.path == ScanPath::reference) {
+      reference::selective_scan_backward<In>(p, gp);
+      return "reference";
+    }
+    cpu::ScanBackwardOptions bo;
+    bo.num_threads = opt.num_threads;
+    bo.chunk_len = opt.chunk_len;
+    cpu::selective_scan_backward<In>(p, gp, bo);
+    return "cpu-chunked-recompute";
+  });
+  return r;
+}
+
+}  // namespace ssm

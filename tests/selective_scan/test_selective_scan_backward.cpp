@@ -1,0 +1,231 @@
+// Tests of the selective-scan backward (MATH.md §5, reverse scan): the reference and the CPU
+// chunk-recompute backward against central finite differences in double for every input (and the
+// incoming gradient of the last state), and the CPU backward against the reference on awkward shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <complex>
+#include <string>
+#include <vector>
+
+#include "scan_test_util.hpp"
+
+namespace {
+
+using namespace scan_test;
+using ssm::ScanPath;
+using ssm::SelectiveScanInputs;
+
+/// L = sum(grad_out * out) + sum(Re(conj(grad_last) * last_state)): its gradient is what the backward
+/// returns for grad_out and grad_last_state (PyTorch's convention for complex: dL/dRe + i dL/dIm).
+double loss(const ScanData& s, const Tensor& grad_out, const Tensor& grad_last) {
+  const auto r = run(s, ScanPath::reference);
+  const auto out = values(r.out), go = values(grad_out), last = values(r.last_state), gl = values(grad_last);
+  double L = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) L += out[i] * go[i];
+  for (std::size_t i = 0; i < last.size(); ++i) L += last[i] * gl[i];  // re*re + im*im
+  return L;
+}
+
+/// Central differences on every real scalar (re and im of complex entries) of tensor t.
+std::vector<double> finite_difference(const ScanData& s, const Tensor& t, const Tensor& grad_out, const Tensor& grad_last) {
+  const bool cplx = ssm::is_complex(t.dtype());
+  double* x = static_cast<double*>(t.data());  // f64 or c128: contiguous doubles
+  const index_t m = t.numel() * (cplx ? 2 : 1);
+  std::vector<double> g(static_cast<std::size_t>(m));
+  const double eps = 1e-6;  // truncation O(eps^2) ~ 1e-12, rounding ~ 1e-16 / eps = 1e-10 (relative)
+  for (index_t i = 0; i < m; ++i) {
+    const double keep = x[i];
+    x[i] = keep + eps;
+    const double Lp = loss(s, grad_out, grad_last);
+    x[i] = keep - eps;
+    const double Lm = loss(s, grad_out, grad_last);
+    x[i] = keep;
+    g[static_cast<std::size_t>(i)] = (Lp - Lm) / (2 * eps);
+  }
+  return g;
+}
+
+double rel_err_vec(const std::vector<double>& a, const std::vector<double>& r) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    num = std::max(num, std::abs(a[i] - r[i]));
+    den = std::max(den, std::abs(r[i]));
+  }
+  return den > 0 ? num / den : num;
+}
+
+std::vector<ScanCase> gradient_cases() {
+  std::vector<ScanCase> v;
+  ScanCase c;
+  c.b = 2, c.d = 4, c.l = 5, c.n = 3, c.g = 2, c.has_D = c.has_z = c.has_bias = c.softplus = c.has_init = true;
+  v.push_back(c);  // real, variable grouped B/C, every option
+  c.complex = true;
+  v.push_back(c);  // complex A, complex variable B/C
+  c.var_B = false;
+  v.push_back(c);  // complex, fixed B
+  c.complex = false, c.var_C = false, c.softplus = false, c.has_bias = false;
+  v.push_back(c);  // real, fixed B and C, no softplus
+  ScanCase r3;
+  r3.b = 2, r3.d = 2, r3.l = 4, r3.n = 2, r3.rank3_BC = true, r3.complex = true, r3.has_z = true;
+  v.push_back(r3);  // rank-3 complex variable B/C, no initial state
+  ScanCase cu;
+  cu.b = 1, cu.d = 4, cu.l = 7, cu.n = 2, cu.g = 2, cu.cu = {0, 3, 4, 7};
+  cu.has_init = cu.has_D = cu.has_z = cu.has_bias = cu.softplus = true;
+  v.push_back(cu);  // packed varlen, real
+  cu.complex = true;
+  v.push_back(cu);  // packed varlen, complex
+  return v;
+}
+
+TEST(SelectiveScanBackward, GradientsMatchFiniteDifferencesForEveryInput) {
+  for (const ScanCase& c : gradient_cases()) {
+    SCOPED_TRACE(describe(c));
+    const ScanData s = make_data(c);
+    ScanCase gc = c;
+    gc.seed = c.seed + 100;
+    const ScanData weights = make_data(gc);  // random grad_out (like u) and grad_last_state (like initial_state)
+    const Tensor grad_out = weights.u;
+    const Tensor grad_last = weights.initial_state;
+    for (ScanPath path : {ScanPath::reference, ScanPath::automatic}) {
+      ssm::SelectiveScanOptions o;
+      o.path = path;
+      o.chunk_len = 2;  // several recompute chunks even at l = 5
+      o.num_threads = 2;
+      const ssm::SelectiveScanGrads g = ssm::selective_scan_backward(s.inputs(), grad_out, grad_last.view(), o);
+      SCOPED_TRACE(g.path);
+      const auto check = [&](const char* name, const Tensor& input, const Tensor& grad) {
+        ASSERT_TRUE(grad.defined()) << name;
+        EXPECT_EQ(grad.dtype(), input.dtype()) << name;
+        EXPECT_TRUE(grad.shape() == input.shape()) << name;
+        const auto fd = finite_difference(s, input, grad_out, grad_last);
+        // Double arithmetic; the finite difference is good to ~1e-9 relative (see eps above).
+        EXPECT_LE(rel_err_vec(values(grad), fd), 1e-6) << name;
+      };
+      check("u", s.u, g.grad_u);
+      check("delta", s.delta, g.grad_delta);
+      check("A", s.A, g.grad_A);
+      check("B", s.B, g.grad_B);
+      check("C", s.C, g.grad_C);
+      if (c.has_D) check("D", s.D, g.grad_D);
+      else EXPECT_FALSE(g.grad_D.defined());
+      if (c.has_z) check("z", s.z, g.grad_z);
+      else EXPECT_FALSE(g.grad_z.defined());
+      if (c.has_bias) check("delta_bias", s.delta_bias, g.grad_delta_bias);
+      else EXPECT_FALSE(g.grad_delta_bias.defined());
+      if (c.has_init) check("initial_state", s.initial_state, g.grad_initial_state);
+      else EXPECT_FALSE(g.grad_initial_state.defined());
+    }
+  }
+}
+
+TEST(SelectiveScanBackward, SoftplusThresholdMatchesPyTorch) {
+  // Above 20 softplus is the identity and its derivative exactly 1 (PyTorch's threshold); below, sigmoid.
+  Tensor u = Tensor::from_vector<double>({1, 1, 2}, {1, 1});
+  Tensor delta = Tensor::from_vector<double>({1, 1, 2}, {25, 0});
+  Tensor A = Tensor::from_vector<double>({1, 1}, {-0.01});
+  Tensor B = Tensor::from_vector<double>({1, 1}, {0});  // no state: grad_delta is zero...
+  Tensor C = Tensor::from_vector<double>({1, 1}, {1});
+  Tensor bias = Tensor::from_vector<double>({1}, {0});
+  SelectiveScanInputs in;
+  in.u = u, in.delta = delta, in.A = A, in.B = B, in.C = C, in.delta_bias = bias.view(), in.delta_softplus = true;
+  // ...except through the initial state: h_t = exp(Delta_t A) h, dL/dDelta_t = A exp(Delta_t A) h ...
+  Tensor h0 = Tensor::from_vector<double>({1, 1, 1}, {1});
+  in.initial_state = h0.view();
+  Tensor go = Tensor::from_vector<double>({1, 1, 2}, {1, 0});  // L = out_0 = exp(Delta_0 A) h0
+  for (ScanPath path : {ScanPath::reference, ScanPath::automatic}) {
+    ssm::SelectiveScanOptions o;
+    o.path = path;
+    const auto g = ssm::selective_scan_backward(in, go, std::nullopt, o);
+    const auto gd = g.grad_delta.to_vector<double>();
+    EXPECT_NEAR(gd[0], -0.01 * std::exp(-0.01 * 25), 1e-15) << g.path;  // factor exactly 1
+    EXPECT_NEAR(gd[1], 0.0, 1e-15) << g.path;
+  }
+}
+
+// The CPU backward (f32 arithmetic for f32 inputs, chunked recompute, threads) against the double
+// reference. f64: the same arithmetic, 1e-12 as in the forward. f32: the gradients are sums over up to
+// b·l ≈ 6000 terms (grad_A, fixed B/C, D, delta_bias) and a reverse scan through l steps, each in f32
+// (2^-24 ≈ 6e-8 per operation): a bound of 5e-5 on the normalized error is ~1000 ulps of the scale.
+void expect_backward_matches_reference(DType dt, double tol) {
+  std::vector<ScanCase> cases;
+  ScanCase c;
+  c.dtype = dt, c.b = 3, c.d = 4, c.l = 7, c.n = 16, c.g = 2, c.has_D = c.has_z = c.has_bias = c.softplus = c.has_init = true;
+  cases.push_back(c);
+  c.complex = true, c.n = 1, c.var_B = false;
+  cases.push_back(c);
+  c = ScanCase{};
+  c.dtype = dt, c.b = 1, c.d = 2, c.l = 2049, c.n = 16, c.g = 2, c.has_z = c.has_bias = c.softplus = true;
+  cases.push_back(c);
+  c = ScanCase{};
+  c.dtype = dt, c.b = 1, c.d = 3, c.l = 1, c.n = 64, c.var_C = false, c.has_D = c.has_init = true;
+  cases.push_back(c);
+  c = ScanCase{};
+  c.dtype = dt, c.b = 1, c.d = 2, c.l = 500, c.n = 4, c.complex = true, c.has_init = c.has_z = true, c.cu = {0, 1, 130, 500};
+  cases.push_back(c);
+  for (const ScanCase& cs : cases) {
+    SCOPED_TRACE(describe(cs));
+    const ScanData s = make_data(cs);
+    ScanCase gc = cs;
+    gc.seed += 7;
+    const ScanData w = make_data(gc);
+    ssm::SelectiveScanOptions ro;
+    ro.path = ScanPath::reference;
+    const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
+    for (auto [threads, chunk] : {std::pair{1, index_t{0}}, std::pair{2, index_t{5}}, std::pair{2, index_t{1}}}) {
+      ssm::SelectiveScanOptions o;
+      o.num_threads = threads;
+      o.chunk_len = chunk;
+      const auto g = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o);
+      SCOPED_TRACE(g.path + " threads " + std::to_string(threads) + " chunk " + std::to_string(chunk));
+      EXPECT_EQ(g.path, "cpu-chunked-recompute");
+      EXPECT_LE(rel_err(g.grad_u, ref.grad_u), tol) << "u";
+      EXPECT_LE(rel_err(g.grad_delta, ref.grad_delta), tol) << "delta";
+      EXPECT_LE(rel_err(g.grad_A, ref.grad_A), tol) << "A";
+      EXPECT_LE(rel_err(g.grad_B, ref.grad_B), tol) << "B";
+      EXPECT_LE(rel_err(g.grad_C, ref.grad_C), tol) << "C";
+      if (cs.has_D) {
+        EXPECT_LE(rel_err(g.grad_D, ref.grad_D), tol) << "D";
+      }
+      if (cs.has_z) {
+        EXPECT_LE(rel_err(g.grad_z, ref.grad_z), tol) << "z";
+      }
+      if (cs.has_bias) {
+        EXPECT_LE(rel_err(g.grad_delta_bias, ref.grad_delta_bias), tol) << "delta_bias";
+      }
+      if (cs.has_init) {
+        EXPECT_LE(rel_err(g.grad_initial_state, ref.grad_initial_state), tol) << "initial_state";
+      }
+    }
+  }
+}
+
+TEST(SelectiveScanBackward, CpuMatchesReferenceF64) { expect_backward_matches_reference(DType::f64, 1e-12); }
+TEST(SelectiveScanBackward, CpuMatchesReferenceF32) { expect_backward_matches_reference(DType::f32, 5e-5); }
+
+TEST(SelectiveScanBackward, HalfInputsMatchReference) {
+  // Both compute from the same f16/bf16 values; the CPU backward in f32, the reference in double;
+  // each gradient of an input-dtype tensor is rounded to that dtype (half an ulp: 2^-11, 2^-8), hence
+  // twice that rounding plus the f32 bound above.
+  for (DType dt : {DType::f16, DType::bf16}) {
+    ScanCase c;
+    c.dtype = dt, c.b = 2, c.d = 4, c.l = 100, c.n = 16, c.g = 2, c.has_D = c.has_z = c.has_bias = c.softplus = true;
+    SCOPED_TRACE(describe(c));
+    const ScanData s = make_data(c);
+    ssm::SelectiveScanOptions ro;
+    ro.path = ScanPath::reference;
+    const auto ref = ssm::selective_scan_backward(s.inputs(), s.z, std::nullopt, ro);
+    const auto g = ssm::selective_scan_backward(s.inputs(), s.z);
+    const double tol = (dt == DType::f16 ? 2 * 0x1p-11 : 2 * 0x1p-8) + 5e-5;
+    EXPECT_EQ(g.grad_u.dtype(), dt);
+    EXPECT_LE(rel_err(g.grad_u, ref.grad_u), tol);
+    EXPECT_LE(rel_err(g.grad_delta, ref.grad_delta), tol);
+    EXPECT_LE(rel_err(g.grad_z, ref.grad_z), tol);
+    EXPECT_LE(rel_err(g.grad_B, ref.grad_B), tol);
+    EXPECT_LE(rel_err(g.grad_C, ref.grad_C), tol);
+    EXPECT_LE(rel_err(g.grad_A, ref.grad_A), 5e-5);  // f32 weight gradients: no input-dtype rounding
+    EXPECT_LE(rel_err(g.grad_D, ref.grad_D), 5e-5);
+  }
+}
+
+}  // namespace
