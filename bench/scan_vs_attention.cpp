@@ -13,8 +13,8 @@
 // (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; its scan
 // loop as mamba_block_scan), single-threaded, so registered for 1 thread only; and mamba_block_standin /
 // scan_standin (bench/standin_mamba_block.hpp), a threaded stand-in with the block's shapes for the 2-thread
-// comparison. The optimized scan (branch `scan`) and the S4D layer (branch `s4`) become more entries when
-// merged (see the TODO markers).
+// comparison; selective_scan_op (ssm::selective_scan, the optimized CPU path of the merged branch `scan`) in
+// scan_throughput. The S4D layer (branch `s4`) becomes one more entry when merged (see the TODO marker).
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -33,6 +33,7 @@
 
 #include "ssm/layers/attention.hpp"
 #include "ssm/layers/mamba.hpp"
+#include "ssm/ops/selective_scan.hpp"
 #include "standin_mamba_block.hpp"
 
 namespace {
@@ -114,7 +115,6 @@ enum class Mixer { attention_materialized, attention_tiled, mamba_block, mamba_b
 // mamba_block is ssm::layers::MambaBlock (layers/mamba.hpp), single-threaded: it is registered for 1 thread only;
 // the stand-in (same shapes, threaded) gives the 2-thread comparison.
 // TODO(merge `s4`): add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
-// TODO(merge `scan`): time the optimized selective scan in scan_throughput next to the block's own loop.
 const char* mixer_name(Mixer m) {
   switch (m) {
     case Mixer::attention_materialized: return "attention_materialized";
@@ -319,6 +319,47 @@ double measured_fma_per_second(int threads) {
 
 /// library = true: ssm::layers::MambaBlock's own scan loop (ssm::layers::detail::mamba_scan_forward, with the z gate and
 /// softplus), channels split over threads; false: the stand-in's 16-wide vectorized update.
+/// The selective-scan op (ops/selective_scan.hpp, the optimized CPU path) on the block's shapes:
+/// u, delta, z (1, d, l), B, C (1, 1, n, l), A (d, n), D, delta_bias (d), softplus on Δ.
+void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
+  const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
+  auto tensor = [](const ssm::Dims& shape, std::uint32_t seed, float scale, float shift) {
+    Tensor t = Tensor::empty(shape, ssm::DType::f32);
+    fill(t.data_as<float>(), static_cast<std::size_t>(t.numel()), seed);
+    for (index_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = shift + scale * t.data_as<float>()[i];
+    return t;
+  };
+  const Tensor u = tensor({1, d, l}, 31, 1, 0), z = tensor({1, d, l}, 32, 1, 0);
+  const Tensor delta = tensor({1, d, l}, 33, 1, -4);  // softplus(−5 … −3): Δ ≈ 0.007 … 0.05
+  const Tensor B = tensor({1, 1, n, l}, 34, 1, 0), C = tensor({1, 1, n, l}, 35, 1, 0);
+  Tensor A = Tensor::empty({d, n}, ssm::DType::f32);  // (d, n) S4D-Real: −(k + 1)
+  for (index_t c = 0; c < d; ++c)
+    for (index_t k = 0; k < n; ++k) A.data_as<float>()[c * n + k] = -float(k + 1);
+  const Tensor D = tensor({d}, 36, 0, 1), delta_bias = tensor({d}, 37, 0, 0);
+  Tensor out = Tensor::empty({1, d, l}, ssm::DType::f32);  // (b, d, l)
+  ssm::SelectiveScanInputs in;
+  in.u = u, in.delta = delta, in.A = A, in.B = B, in.C = C, in.D = D.view(), in.z = z.view();
+  in.delta_bias = delta_bias.view(), in.delta_softplus = true;
+  ssm::SelectiveScanOptions opt;
+  opt.num_threads = threads;
+  std::string path;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) {
+    path = ssm::selective_scan_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                         static_cast<double>(st.iterations());
+  const double updates_per_s = static_cast<double>(l * d * n) / seconds;
+  const double fma = measured_fma_per_second(threads);
+  st.SetLabel(path);
+  st.counters["threads"] = threads;
+  st.counters["l"] = static_cast<double>(l);
+  st.counters["state_updates_per_s"] = updates_per_s;
+  st.counters["fma_per_s_measured"] = fma;
+  st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
+}
+
 void bench_scan_throughput(benchmark::State& st, int threads, index_t l, bool library) {
   const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
   std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size());  // (l, d)
@@ -450,6 +491,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("ssm_mode", g.mode);
   benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention); "
                                              "mamba_block, mamba_block_scan (ssm::layers::MambaBlock, single-threaded: 1 thread only); "
+                                             "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded); "
                                              "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -481,6 +523,9 @@ int main(int argc, char** argv) {
             ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
       }
     const index_t scan_l = full ? 8192 : 2048;
+    benchmark::RegisterBenchmark(("scan_throughput/selective_scan_op/threads:" + std::to_string(t)).c_str(),
+                                 [t, scan_l](benchmark::State& st) { bench_scan_op_throughput(st, t, scan_l); })
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
     for (bool library : {true, false}) {
       if (!library && !full && t == 1) continue;
       benchmark::RegisterBenchmark(

@@ -57,7 +57,7 @@ def parse(json_path):
         fields = dict(p.split(":", 1) for p in parts[2:] if ":" in p)
         threads = int(fields.get("threads", 1))
         x = int(fields.get("l", fields.get("ctx", 0)))
-        row = {"error": b.get("error_message") if b.get("error_occurred") else None}
+        row = {"error": b.get("error_message") if b.get("error_occurred") else None, "label": b.get("label", "")}
         for key in ("seconds", "peak_rss_MB", "workspace_MB", "state_MB", "state_updates_per_s",
                     "fma_per_s_measured", "fraction_of_fma_limit", "l"):
             if key in b:
@@ -194,7 +194,8 @@ def markdown(ctx, res, meta):
             for _, r in pts:
                 if r["error"]:
                     continue
-                lines.append("| %s | %d | %d | %.3g | %.3g | %.1f%% |" % (m, t, r.get("l", 0), r["state_updates_per_s"],
+                entry = "%s (%s)" % (m, r["label"]) if r.get("label") else m
+                lines.append("| %s | %d | %d | %.3g | %.3g | %.1f%% |" % (entry, t, r.get("l", 0), r["state_updates_per_s"],
                                                                     r["fma_per_s_measured"],
                                                                     100 * r["fraction_of_fma_limit"]))
         lines.append("")
