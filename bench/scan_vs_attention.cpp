@@ -1,0 +1,541 @@
+// The scan-versus-attention suite (issue 8; MATH.md §5, §6, §9): at matched width (d_model 768, 12 heads of
+// 64; Mamba block d_state 16, expand 2), f32, one sequence, 1 and 2 threads:
+//   forward/<mixer>/l:<l>/threads:<t>     mixer forward time and peak memory against sequence length;
+//   decode/<mixer>/ctx:<c>/threads:<t>    per-token decode latency and state memory against context length;
+//   scan_throughput/threads:<t>           state updates per second against this machine's measured FMA limit.
+// Memory: `peak_rss_MB` is the growth of the resident set during the timed loop (VmHWM after the loop minus
+// VmRSS before it, with the high-water mark reset through /proc/self/clear_refs), so it counts every
+// allocation the mixer makes, inputs excluded (freed heap memory is returned with malloc_trim first); `workspace_MB` / `state_MB` are explicit byte accounting.
+// A curve stops (the remaining lengths report an error "stopped: …") after the first length that takes
+// longer than --ssm_time_limit_s (60 s), or before a length whose predicted memory exceeds --ssm_mem_gb.
+//
+// Entries: attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention, ops/attention.hpp); mamba_block
+// (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; its scan
+// loop as mamba_block_scan), single-threaded, so registered for 1 thread only; and mamba_block_standin /
+// scan_standin (bench/standin_mamba_block.hpp), a threaded stand-in with the block's shapes for the 2-thread
+// comparison; selective_scan_op (ssm::selective_scan, the optimized CPU path of the merged branch `scan`) in
+// scan_throughput. The S4D layer (branch `s4`) becomes one more entry when merged (see the TODO marker).
+//
+// Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
+// --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <malloc.h>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ssm/layers/attention.hpp"
+#include "ssm/layers/mamba.hpp"
+#include "ssm/ops/selective_scan.hpp"
+#include "standin_mamba_block.hpp"
+
+namespace {
+
+using ssm::index_t;
+using ssm::Tensor;
+
+constexpr index_t kDModel = 768, kHeads = 12, kHeadDim = 64, kExpand = 2;
+
+struct Settings {
+  std::string mode = "short";
+  std::vector<index_t> lengths, contexts;
+  std::vector<int> threads;
+  double mem_gb = 8.0, time_limit_s = 60.0, min_time = 0.05;
+};
+Settings g;
+
+// ---- memory: resident-set growth during the timed loop ------------------------------------------------
+long status_kb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::size_t n = std::strlen(key);
+  while (std::getline(f, line))
+    if (line.compare(0, n, key) == 0) return std::stol(line.substr(n + 1));
+  return -1;
+}
+struct RssProbe {
+  long base_kb = -1;
+  bool ok = false;
+  void reset() {
+    // Return freed heap memory to the system first, so the loop's allocations fault in new pages and show.
+    malloc_trim(0);
+    std::ofstream f("/proc/self/clear_refs");
+    f << "5";  // resets VmHWM to the current VmRSS (Linux ≥ 4.0)
+    f.close();
+    ok = static_cast<bool>(f);
+    base_kb = status_kb("VmRSS:");
+  }
+  double peak_mb() const {
+    return ok && base_kb >= 0 ? std::max(0L, status_kb("VmHWM:") - base_kb) / 1024.0 : -1.0;
+  }
+};
+
+// ---- curves that stop ----------------------------------------------------------------------------------
+std::map<std::string, std::string> g_stopped;  // curve → why it stopped
+
+bool skip_if_stopped(benchmark::State& st, const std::string& curve, double predicted_bytes) {
+  auto it = g_stopped.find(curve);
+  if (it == g_stopped.end() && predicted_bytes > g.mem_gb * 1e9) {
+    std::ostringstream os;
+    os << "stopped: predicted memory " << predicted_bytes / 1e9 << " GB exceeds the budget of " << g.mem_gb
+       << " GB (--ssm_mem_gb)";
+    it = g_stopped.emplace(curve, os.str()).first;
+  }
+  if (it == g_stopped.end()) return false;
+  st.SkipWithError(it->second.c_str());
+  return true;
+}
+void stop_if_slow(const std::string& curve, double seconds_per_iteration, index_t l) {
+  if (seconds_per_iteration > g.time_limit_s) {
+    std::ostringstream os;
+    os << "stopped: l = " << l << " took " << seconds_per_iteration << " s > " << g.time_limit_s
+       << " s (--ssm_time_limit_s)";
+    g_stopped.emplace(curve, os.str());
+  }
+}
+
+/// Deterministic pseudo-random values in [−1, 1) (fast enough for a 1M × 768 input).
+void fill(float* x, std::size_t n, std::uint32_t seed) {
+  std::uint32_t s = seed * 2654435761u + 1u;
+  for (std::size_t i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    x[i] = static_cast<float>(s >> 8) * (2.0f / 16777216.0f) - 1.0f;
+  }
+}
+
+// ---- mixers --------------------------------------------------------------------------------------------
+enum class Mixer { attention_materialized, attention_tiled, mamba_block, mamba_block_standin };
+// mamba_block is ssm::layers::MambaBlock (layers/mamba.hpp), single-threaded: it is registered for 1 thread only;
+// the stand-in (same shapes, threaded) gives the 2-thread comparison.
+// TODO(merge `s4`): add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
+const char* mixer_name(Mixer m) {
+  switch (m) {
+    case Mixer::attention_materialized: return "attention_materialized";
+    case Mixer::attention_tiled: return "attention_tiled";
+    case Mixer::mamba_block: return "mamba_block";
+    case Mixer::mamba_block_standin: return "mamba_block_standin";
+  }
+  return "?";
+}
+
+constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
+
+ssm::layers::MambaBlock<float> make_mamba() {
+  ssm::layers::MambaBlockConfig cfg;
+  cfg.d_model = kDModel, cfg.d_state = 16, cfg.expand = kExpand;
+  return ssm::layers::MambaBlock<float>::init(cfg, 1);
+}
+
+ssm::layers::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm alg, int threads) {
+  ssm::layers::MultiHeadAttentionConfig cfg;
+  cfg.d_model = kDModel, cfg.n_heads = kHeads, cfg.head_dim = kHeadDim;
+  cfg.attention.algorithm = alg;
+  cfg.attention.n_threads = threads;
+  return ssm::layers::MultiHeadAttention<float>(cfg, 1);
+}
+
+void set_common_counters(benchmark::State& st, index_t l, int threads, double seconds, RssProbe& rss,
+                         double workspace_bytes) {
+  st.counters["l"] = static_cast<double>(l);
+  st.counters["threads"] = threads;
+  st.counters["seconds"] = seconds;
+  st.counters["peak_rss_MB"] = rss.peak_mb();
+  st.counters["workspace_MB"] = workspace_bytes / 1e6;
+  st.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(l), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
+  const std::string curve = std::string("forward/") + mixer_name(m) + "/threads:" + std::to_string(threads);
+  const double io_bytes = 2.0 * static_cast<double>(l * kDModel) * sizeof(float);
+  double workspace = 0;
+  if (m == Mixer::mamba_block_standin) {
+    workspace = static_cast<double>(bench_standin::MambaBlock(kDModel, kExpand, threads).workspace_bytes(l));
+  } else if (m == Mixer::mamba_block) {
+    // forward_raw's activations for one chunk: xz, x, xc, dbc, dt, y, out
+    const index_t di = kExpand * kDModel, c = std::min(l, kPrefillChunk);
+    workspace = static_cast<double>(c * (2 * di + 4 * di + 48 + 32 + kDModel)) * sizeof(float);
+  } else {
+    ssm::AttentionOptions opt;
+    opt.algorithm = m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized;
+    opt.n_threads = threads;
+    // q, k, v, o, the layer's output, lse, and the attention op's own workspace
+    workspace = 5.0 * static_cast<double>(l * kDModel) * sizeof(float) + static_cast<double>(kHeads * l) * sizeof(float) +
+                static_cast<double>(ssm::attention_forward_workspace_bytes(1, l, l, kHeads, kHeadDim, ssm::DType::f32, opt));
+  }
+  if (skip_if_stopped(st, curve, io_bytes + workspace)) return;
+
+  Tensor x = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
+  fill(x.data_as<float>(), static_cast<std::size_t>(x.numel()), 3);
+  RssProbe rss;
+  double seconds = 0;
+  if (m == Mixer::mamba_block_standin) {
+    const bench_standin::MambaBlock block(kDModel, kExpand, threads);
+    std::vector<float> out(static_cast<std::size_t>(l * kDModel));  // (l, d_model)
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      auto s = block.init_state();
+      block.forward(x.data_as<float>(), l, out.data(), s);
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::mamba_block) {
+    const auto block = make_mamba();
+    Tensor out = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      auto cache = block.make_cache(1);
+      for (index_t c0 = 0; c0 < l; c0 += kPrefillChunk) {  // a prefill in chunks: O(chunk) working memory
+        const index_t r = std::min(kPrefillChunk, l - c0);
+        const Tensor y = block.forward(x.view().narrow(1, c0, r), &cache, c0 > 0);  // (1, r, d_model)
+        std::copy_n(y.data_as<float>(), r * kDModel, out.data_as<float>() + c0 * kDModel);
+      }
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else {
+    const auto layer = make_attention(
+        m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized, threads);
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.forward(x);  // (1, l, d_model)
+      benchmark::DoNotOptimize(y.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  seconds /= static_cast<double>(st.iterations());
+  set_common_counters(st, l, threads, seconds, rss, workspace);
+  stop_if_slow(curve, seconds, l);
+}
+
+void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
+  const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
+  const double cache_bytes = m == Mixer::mamba_block_standin || m == Mixer::mamba_block ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
+  if (skip_if_stopped(st, curve, cache_bytes)) return;
+  Tensor x = Tensor::empty({1, 1, kDModel}, ssm::DType::f32);  // (b, 1, d_model): one new token
+  fill(x.data_as<float>(), kDModel, 5);
+  double state_bytes = 0, seconds = 0;
+  RssProbe rss;
+  if (m == Mixer::mamba_block_standin) {
+    // The recurrent state has the same size and the step the same cost whatever the context: a state
+    // filled with values stands for the state after `context` tokens.
+    const bench_standin::MambaBlock block(kDModel, kExpand, threads);
+    auto s = block.init_state();
+    fill(s.ssm.data(), s.ssm.size(), 7);
+    std::vector<float> out(kDModel);
+    state_bytes = static_cast<double>(s.bytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      block.forward(x.data_as<float>(), 1, out.data(), s);
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::mamba_block) {
+    // As for the stand-in: a filled cache stands for the state after `context` tokens.
+    const auto block = make_mamba();
+    auto cache = block.make_cache(1);
+    fill(cache.ssm_state.data(), cache.ssm_state.size(), 7);
+    fill(cache.conv_state.data(), cache.conv_state.size(), 8);
+    Tensor u = Tensor::empty({1, kDModel}, ssm::DType::f32);  // (b, d_model)
+    ssm::copy(u, x.view().reshape({1, kDModel}));
+    state_bytes = static_cast<double>(cache.nbytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = block.step(u, cache);  // (b, d_model)
+      benchmark::DoNotOptimize(y.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else {
+    const auto layer = make_attention(ssm::AttentionAlgorithm::tiled, threads);
+    auto cache = layer.init_state(1, context + 1);
+    {  // the keys and values of `context` earlier tokens (their values do not change the cost)
+      const index_t piece = std::min<index_t>(context, 4096);
+      Tensor kv = Tensor::empty({1, piece, kHeads, kHeadDim}, ssm::DType::f32);  // (b, piece, h_kv, p)
+      fill(kv.data_as<float>(), static_cast<std::size_t>(kv.numel()), 9);
+      for (index_t done = 0; done < context; done += piece) {
+        const index_t t = std::min(piece, context - done);
+        cache.append(kv.view().narrow(1, 0, t), kv.view().narrow(1, 0, t));
+      }
+    }
+    state_bytes = static_cast<double>(cache.bytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.step(x, cache);  // appends one token …
+      benchmark::DoNotOptimize(y.data());
+      cache.truncate(context);  // … and forgets it, so every iteration sees the same context
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  seconds /= static_cast<double>(st.iterations());
+  st.counters["context"] = static_cast<double>(context);
+  st.counters["threads"] = threads;
+  st.counters["seconds"] = seconds;
+  st.counters["state_MB"] = state_bytes / 1e6;
+  st.counters["peak_rss_MB"] = rss.peak_mb();
+  st.counters["tokens_per_s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+  stop_if_slow(curve, seconds, context);
+}
+
+// ---- the machine's limit: fused multiply-adds per second, measured -------------------------------------
+double measured_fma_per_second(int threads) {
+  static std::map<int, double> cache;
+  if (auto it = cache.find(threads); it != cache.end()) return it->second;
+  using Packet = Eigen::internal::packet_traits<float>::type;
+  constexpr int kAcc = 12;  // independent chains hide the FMA latency (4 cycles × 2 ports ≈ 8 needed)
+  constexpr int kWidth = Eigen::internal::packet_traits<float>::size;
+  const long iters = 20'000'000;
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  auto work = [&](int t) {
+    Packet acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = Eigen::internal::pset1<Packet>(0.001f * static_cast<float>(i + t));
+    const Packet m = Eigen::internal::pset1<Packet>(0.9999999f), c = Eigen::internal::pset1<Packet>(1e-7f);
+    for (long k = 0; k < iters; ++k)
+      for (int i = 0; i < kAcc; ++i) acc[i] = Eigen::internal::pmadd(acc[i], m, c);
+    float s = 0;
+    for (int i = 0; i < kAcc; ++i) s += Eigen::internal::predux(acc[i]);
+    sink[static_cast<std::size_t>(t)] = s;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& th : pool) th.join();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  benchmark::DoNotOptimize(sink.data());
+  return cache[threads] = static_cast<double>(threads) * iters * kAcc * kWidth / s;
+}
+
+/// library = true: ssm::layers::MambaBlock's own scan loop (ssm::layers::detail::mamba_scan_forward, with the z gate and
+/// softplus), channels split over threads; false: the stand-in's 16-wide vectorized update.
+/// The selective-scan op (ops/selective_scan.hpp, the optimized CPU path) on the block's shapes:
+/// u, delta, z (1, d, l), B, C (1, 1, n, l), A (d, n), D, delta_bias (d), softplus on Δ.
+void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
+  const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
+  auto tensor = [](const ssm::Dims& shape, std::uint32_t seed, float scale, float shift) {
+    Tensor t = Tensor::empty(shape, ssm::DType::f32);
+    fill(t.data_as<float>(), static_cast<std::size_t>(t.numel()), seed);
+    for (index_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = shift + scale * t.data_as<float>()[i];
+    return t;
+  };
+  const Tensor u = tensor({1, d, l}, 31, 1, 0), z = tensor({1, d, l}, 32, 1, 0);
+  const Tensor delta = tensor({1, d, l}, 33, 1, -4);  // softplus(−5 … −3): Δ ≈ 0.007 … 0.05
+  const Tensor B = tensor({1, 1, n, l}, 34, 1, 0), C = tensor({1, 1, n, l}, 35, 1, 0);
+  Tensor A = Tensor::empty({d, n}, ssm::DType::f32);  // (d, n) S4D-Real: −(k + 1)
+  for (index_t c = 0; c < d; ++c)
+    for (index_t k = 0; k < n; ++k) A.data_as<float>()[c * n + k] = -float(k + 1);
+  const Tensor D = tensor({d}, 36, 0, 1), delta_bias = tensor({d}, 37, 0, 0);
+  Tensor out = Tensor::empty({1, d, l}, ssm::DType::f32);  // (b, d, l)
+  ssm::SelectiveScanInputs in;
+  in.u = u, in.delta = delta, in.A = A, in.B = B, in.C = C, in.D = D.view(), in.z = z.view();
+  in.delta_bias = delta_bias.view(), in.delta_softplus = true;
+  ssm::SelectiveScanOptions opt;
+  opt.num_threads = threads;
+  std::string path;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) {
+    path = ssm::selective_scan_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                         static_cast<double>(st.iterations());
+  const double updates_per_s = static_cast<double>(l * d * n) / seconds;
+  const double fma = measured_fma_per_second(threads);
+  st.SetLabel(path);
+  st.counters["threads"] = threads;
+  st.counters["l"] = static_cast<double>(l);
+  st.counters["state_updates_per_s"] = updates_per_s;
+  st.counters["fma_per_s_measured"] = fma;
+  st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
+}
+
+void bench_scan_throughput(benchmark::State& st, int threads, index_t l, bool library) {
+  const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
+  std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size());  // (l, d)
+  std::vector<float> BC(static_cast<std::size_t>(l * 2 * n));                          // (l, 2n)
+  std::vector<float> A(static_cast<std::size_t>(d * n)), D(static_cast<std::size_t>(d), 1.0f), h(A.size());
+  std::vector<float> dt_bias(static_cast<std::size_t>(d), 0.0f);  // (d) the library loop applies softplus
+  fill(u.data(), u.size(), 11);
+  fill(BC.data(), BC.size(), 12);
+  fill(delta.data(), delta.size(), 13);
+  for (auto& e : delta) e = 0.05f + 0.049f * e;  // Δ in [0.001, 0.1] (stand-in; softplus of it for the library)
+  for (index_t c = 0; c < d; ++c)
+    for (index_t k = 0; k < n; ++k) A[static_cast<std::size_t>(c * n + k)] = -float(k + 1);
+  const index_t per = (d + threads - 1) / threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) {
+    ssm::cpu::detail::attention_parallel_for(threads, threads, [&](index_t task) {
+      const index_t c0 = task * per, c1 = std::min(d, c0 + per);
+      if (library)  // output rows of width c1 − c0 into this thread's slice of y
+        ssm::layers::detail::mamba_scan_forward<float>(l, c1 - c0, n, u.data() + c0, d, delta.data() + c0, d, dt_bias.data() + c0,
+                                               A.data() + c0 * n, BC.data(), BC.data() + n, 2 * n, D.data() + c0,
+                                               u.data() + c0, d, h.data() + c0 * n, y.data() + c0 * l, nullptr, nullptr);
+      else
+        bench_standin::selective_scan_tokens(l, d, c0, c1, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(),
+                                             D.data(), h.data(), y.data());
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                         static_cast<double>(st.iterations());
+  const double updates_per_s = static_cast<double>(l * d * n) / seconds;
+  const double fma = measured_fma_per_second(threads);
+  st.counters["threads"] = threads;
+  st.counters["l"] = static_cast<double>(l);
+  st.counters["state_updates_per_s"] = updates_per_s;
+  st.counters["fma_per_s_measured"] = fma;
+  // Each update needs at least two FMAs (h = a h + Δ B u; y += C h) besides exp(Δ A): the FMA-bound
+  // ceiling is fma / 2 updates per second.
+  st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
+}
+
+/// The stand-in has no test of its own (it is not a library op), so the suite checks it before timing it:
+/// its chunked forward equals token-by-token steps, and its scan equals the plain recurrence in double
+/// (h = exp(Δ A) h + Δ B u, y = C·h + D u). Returns the largest deviation found.
+double check_standin() {
+  const index_t d_model = 16, l = 13;
+  const bench_standin::MambaBlock chunked(d_model, kExpand, 2, 5), stepped(d_model, kExpand, 1, 1);
+  std::vector<float> x(static_cast<std::size_t>(l * d_model)), y1(x.size()), y2(x.size());
+  fill(x.data(), x.size(), 21);
+  auto s1 = chunked.init_state(), s2 = stepped.init_state();
+  chunked.forward(x.data(), l, y1.data(), s1);
+  for (index_t t = 0; t < l; ++t) stepped.forward(x.data() + t * d_model, 1, y2.data() + t * d_model, s2);
+  double err = 0;
+  for (std::size_t i = 0; i < y1.size(); ++i) err = std::max(err, static_cast<double>(std::abs(y1[i] - y2[i])));
+  const index_t d = 3, n = bench_standin::kStateSize;
+  std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size()), BC(static_cast<std::size_t>(l * 2 * n));
+  std::vector<float> A(static_cast<std::size_t>(d * n)), D(static_cast<std::size_t>(d), 0.5f), h(A.size(), 0.0f);
+  fill(u.data(), u.size(), 22), fill(BC.data(), BC.size(), 23), fill(delta.data(), delta.size(), 24), fill(A.data(), A.size(), 25);
+  for (auto& e : delta) e = 0.3f + 0.25f * e;
+  for (auto& e : A) e = -1.0f + 0.5f * e;
+  bench_standin::selective_scan_tokens(l, d, 0, d, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(), D.data(), h.data(), y.data());
+  std::vector<double> hd(static_cast<std::size_t>(d * n), 0.0);
+  for (index_t t = 0; t < l; ++t)
+    for (index_t c = 0; c < d; ++c) {
+      double yt = 0.5 * u[static_cast<std::size_t>(t * d + c)];
+      for (index_t k = 0; k < n; ++k) {
+        double& hk = hd[static_cast<std::size_t>(c * n + k)];
+        const double dt = delta[static_cast<std::size_t>(t * d + c)];
+        hk = std::exp(dt * A[static_cast<std::size_t>(c * n + k)]) * hk +
+             dt * BC[static_cast<std::size_t>(t * 2 * n + k)] * u[static_cast<std::size_t>(t * d + c)];
+        yt += BC[static_cast<std::size_t>(t * 2 * n + n + k)] * hk;
+      }
+      err = std::max(err, std::abs(yt - y[static_cast<std::size_t>(t * d + c)]));
+    }
+  return err;
+}
+
+std::vector<index_t> parse_list(const std::string& s) {
+  std::vector<index_t> v;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoll(item));
+  return v;
+}
+
+std::vector<index_t> powers_of_two(index_t lo, index_t hi) {
+  std::vector<index_t> v;
+  for (index_t x = lo; x <= hi; x *= 2) v.push_back(x);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> rest;
+  std::string lengths, contexts, threads;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* key) -> const char* {
+      const std::size_t n = std::strlen(key);
+      return a.compare(0, n, key) == 0 ? argv[i] + n : nullptr;
+    };
+    if (const char* v = value("--ssm_mode=")) g.mode = v;
+    else if (const char* v2 = value("--ssm_lengths=")) lengths = v2;
+    else if (const char* v3 = value("--ssm_contexts=")) contexts = v3;
+    else if (const char* v4 = value("--ssm_threads=")) threads = v4;
+    else if (const char* v5 = value("--ssm_mem_gb=")) g.mem_gb = std::stod(v5);
+    else if (const char* v6 = value("--ssm_time_limit_s=")) g.time_limit_s = std::stod(v6);
+    else if (const char* v7 = value("--ssm_min_time=")) g.min_time = std::stod(v7);
+    else rest.push_back(argv[i]);
+  }
+  const bool full = g.mode == "full";
+  if (!full && g.mode != "short") {
+    std::fprintf(stderr, "--ssm_mode must be short or full, got %s\n", g.mode.c_str());
+    return 2;
+  }
+  g.lengths = !lengths.empty() ? parse_list(lengths) : full ? powers_of_two(256, 1 << 20) : std::vector<index_t>{256, 1024, 4096, 16384};
+  g.contexts = !contexts.empty() ? parse_list(contexts) : full ? powers_of_two(1024, 1 << 18) : std::vector<index_t>{1024, 4096, 16384, 65536};
+  for (index_t t : !threads.empty() ? parse_list(threads) : full ? std::vector<index_t>{1, 2} : std::vector<index_t>{1})
+    g.threads.push_back(static_cast<int>(t));
+  if (full && g.min_time == 0.05) g.min_time = 0.5;
+
+  // f32 over 13 tokens of O(1) values: rounding stays ~1e-6; 1e-4 flags a wrong recurrence or state carry.
+  if (const double err = check_standin(); !(err < 1e-4)) {
+    std::fprintf(stderr, "scan_vs_attention: the Mamba-block stand-in failed its self-check (deviation %g)\n", err);
+    return 1;
+  }
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
+  benchmark::AddCustomContext("ssm_mode", g.mode);
+  benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention); "
+                                             "mamba_block, mamba_block_scan (ssm::layers::MambaBlock, single-threaded: 1 thread only); "
+                                             "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded); "
+                                             "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp, threaded)");
+  benchmark::AddCustomContext("ssm_memory_method",
+                              "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
+                              "workspace_MB/state_MB: explicit byte accounting");
+  benchmark::AddCustomContext("ssm_limits", "time " + std::to_string(g.time_limit_s) + " s, memory " +
+                                                std::to_string(g.mem_gb) + " GB");
+  benchmark::AddCustomContext("ssm_standin_self_check", "chunked forward == steps, scan == double recurrence: passed");
+  benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
+
+  const Mixer mixers[] = {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled,
+                          Mixer::attention_materialized};
+  for (int t : g.threads) {
+    for (Mixer m : mixers)
+      for (index_t l : g.lengths) {
+        if (m == Mixer::mamba_block && t != 1) continue;  // single-threaded implementation
+        if (m == Mixer::mamba_block_standin && !full && t == 1) continue;  // short mode: the library block only
+        const std::string name = std::string("forward/") + mixer_name(m) + "/l:" + std::to_string(l) +
+                                 "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
+            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+      }
+    for (Mixer m : {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled})
+      for (index_t c : g.contexts) {
+        if (m == Mixer::mamba_block && t != 1) continue;
+        if (m == Mixer::mamba_block_standin && !full && t == 1) continue;
+        const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
+                                 "/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
+            ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
+      }
+    const index_t scan_l = full ? 8192 : 2048;
+    benchmark::RegisterBenchmark(("scan_throughput/selective_scan_op/threads:" + std::to_string(t)).c_str(),
+                                 [t, scan_l](benchmark::State& st) { bench_scan_op_throughput(st, t, scan_l); })
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+    for (bool library : {true, false}) {
+      if (!library && !full && t == 1) continue;
+      benchmark::RegisterBenchmark(
+          (std::string("scan_throughput/") + (library ? "mamba_block_scan" : "scan_standin") + "/threads:" +
+           std::to_string(t)).c_str(),
+          [t, scan_l, library](benchmark::State& st) { bench_scan_throughput(st, t, scan_l, library); })
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

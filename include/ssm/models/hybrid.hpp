@@ -1,0 +1,173 @@
+// A hybrid stack of sequence-mixer layers with pre-norm residual blocks, x ← x + mixer_i(RMSNorm_i(x)), so
+// attention can be interleaved with state-space layers (Jamba, Lieber et al. 2024: one attention layer every
+// k layers, the others Mamba). The mixer types are template parameters satisfying SequenceMixer; each
+// layer holds one of them (std::variant), and decoding carries one State per layer (KV cache, SSM state, …).
+#pragma once
+
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+
+namespace ssm::models {
+
+/// What HybridStack needs of a layer: x (b, l, d_model) → (b, l, d_model) for a whole sequence, and
+/// token-by-token decoding with a State made for a batch size: step(x (b, t, d_model), state).
+template <class M>
+concept SequenceMixer = requires(const M& m, const TensorView& x, typename M::State& s, index_t b) {
+  { m.d_model() } -> std::convertible_to<index_t>;
+  { m.forward(x) } -> std::same_as<Tensor>;
+  { m.init_state(b) } -> std::same_as<typename M::State>;
+  { m.step(x, s) } -> std::same_as<Tensor>;
+};
+
+/// Pre-norm residual stack over layers of the types Mixers (element type T; x contiguous (b, l, d_model)).
+template <class T, SequenceMixer... Mixers>
+class HybridStack {
+ public:
+  using Layer = std::variant<Mixers...>;
+  using LayerState = std::variant<typename Mixers::State...>;
+  using State = std::vector<LayerState>;  ///< one entry per layer
+
+  explicit HybridStack(index_t d_model, double eps = 1e-5) : d_model_(d_model), eps_(eps) {
+    Checker c("HybridStack");
+    c.require(d_model >= 1, "d_model", "must be >= 1, got ", d_model);
+    c.positive("eps", eps);
+  }
+
+  /// Appends a layer (its RMSNorm weight starts at ones).
+  template <class M>
+  void add(M mixer) {
+    Checker("HybridStack::add").require(mixer.d_model() == d_model_, "mixer", "has d_model ", mixer.d_model(),
+                                        ", the stack has ", d_model_);
+    layers_.emplace_back(std::move(mixer));
+    norm_weights_.emplace_back(static_cast<std::size_t>(d_model_), T(1));
+  }
+
+  std::size_t size() const { return layers_.size(); }
+  index_t d_model() const { return d_model_; }
+  const Layer& layer(std::size_t i) const { return layers_[i]; }
+  std::vector<T>& norm_weight(std::size_t i) { return norm_weights_[i]; }  // (d_model)
+  /// One character per layer: 'a' + the index of its type in Mixers (e.g. "aaab" for three of the first
+  /// type and one of the second).
+  std::string pattern() const {
+    std::string s;
+    for (const Layer& l : layers_) s += static_cast<char>('a' + l.index());
+    return s;
+  }
+
+  /// x (b, l, d_model) → (b, l, d_model).
+  Tensor forward(const TensorView& x) const {
+    check_input("HybridStack::forward", x);
+    Tensor h = copy_of(x);  // (b, l, d_model) residual stream
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const Tensor normed = rms_norm(h, norm_weights_[i]);  // (b, l, d_model)
+      const Tensor y = std::visit([&](const auto& m) { return m.forward(normed); }, layers_[i]);
+      add_into(h, y);
+    }
+    return h;
+  }
+
+  /// Decoding state for batch b: each layer's init_state(b).
+  State init_state(index_t b) const {
+    State s;
+    s.reserve(layers_.size());
+    for (const Layer& l : layers_)
+      with_index(l.index(), [&](auto I) { s.emplace_back(std::in_place_index<I>, std::get<I>(l).init_state(b)); });
+    return s;
+  }
+
+  /// The next t tokens x (b, t, d_model) given the state of the earlier ones (updated).
+  Tensor step(const TensorView& x, State& state) const {
+    check_input("HybridStack::step", x);
+    Checker("HybridStack::step").require(state.size() == layers_.size(), "state", "has ", state.size(),
+                                         " layer states, the stack has ", layers_.size(), " layers");
+    Tensor h = copy_of(x);  // (b, t, d_model)
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const Tensor normed = rms_norm(h, norm_weights_[i]);
+      Tensor y;
+      with_index(layers_[i].index(), [&](auto I) { y = std::get<I>(layers_[i]).step(normed, std::get<I>(state[i])); });
+      add_into(h, y);
+    }
+    return h;
+  }
+
+ private:
+  template <std::size_t I = 0, class F>
+  static void with_index(std::size_t index, F&& f) {
+    if constexpr (I < sizeof...(Mixers)) {
+      if (index == I)
+        f(std::integral_constant<std::size_t, I>{});
+      else
+        with_index<I + 1>(index, std::forward<F>(f));
+    }
+  }
+
+  void check_input(const char* op, const TensorView& x) const {
+    Checker c(op);
+    c.defined("x", x).dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, d_model_}).contiguous("x", x);
+    c.device("x", x, Device::cpu());
+  }
+
+  static Tensor copy_of(const TensorView& x) {
+    Tensor h = Tensor::empty(x.shape(), x.dtype());
+    copy(h, x);
+    return h;
+  }
+
+  /// RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x²) + eps) ⊙ w over the last dimension.
+  Tensor rms_norm(const Tensor& x, const std::vector<T>& w) const {
+    Tensor y = Tensor::empty(x.shape(), x.dtype());  // (b, l, d_model)
+    const T* in = x.data_as<T>();
+    T* out = y.data_as<T>();
+    const index_t rows = x.numel() / d_model_;
+    for (index_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (index_t c = 0; c < d_model_; ++c) ss += static_cast<double>(in[r * d_model_ + c]) * in[r * d_model_ + c];
+      const double inv = 1.0 / std::sqrt(ss / static_cast<double>(d_model_) + eps_);
+      for (index_t c = 0; c < d_model_; ++c)
+        out[r * d_model_ + c] = static_cast<T>(in[r * d_model_ + c] * inv) * w[static_cast<std::size_t>(c)];
+    }
+    return y;
+  }
+
+  static void add_into(Tensor& h, const Tensor& y) {
+    SSM_CHECK(y.shape() == h.shape() && y.dtype() == h.dtype(), "HybridStack: a layer returned shape ",
+              y.shape().str(), " for input ", h.shape().str());
+    T* a = h.data_as<T>();
+    const T* b = y.data_as<T>();
+    for (index_t i = 0; i < h.numel(); ++i) a[i] += b[i];
+  }
+
+  index_t d_model_;
+  double eps_;
+  std::vector<Layer> layers_;
+  std::vector<std::vector<T>> norm_weights_;
+};
+
+/// Jamba-style interleaving: n_layers layers where layer i (0-based) comes from make_every(i) when
+/// (i + 1) % every == 0 (e.g. attention), otherwise from make_other(i) (e.g. Mamba).
+template <class T, SequenceMixer Other, SequenceMixer Every, class MakeOther, class MakeEvery>
+HybridStack<T, Other, Every> make_interleaved_stack(index_t d_model, index_t n_layers, index_t every,
+                                                    MakeOther&& make_other, MakeEvery&& make_every) {
+  Checker c("make_interleaved_stack");
+  c.require(n_layers >= 1, "n_layers", "must be >= 1, got ", n_layers);
+  c.require(every >= 1, "every", "must be >= 1, got ", every);
+  HybridStack<T, Other, Every> stack(d_model);
+  for (index_t i = 0; i < n_layers; ++i) {
+    if ((i + 1) % every == 0)
+      stack.add(Every(make_every(i)));
+    else
+      stack.add(Other(make_other(i)));
+  }
+  return stack;
+}
+
+}  // namespace ssm::models
