@@ -25,13 +25,15 @@ std::vector<std::int64_t> parse_ids(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
+  if (argc >= 2 && (std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help")) {
     std::cerr << "usage: " << argv[0]
-              << " <checkpoint_dir> [--prompt 1,2,3] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n";
+              << " [checkpoint_dir] [--prompt 1,2,3] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+                 "  checkpoint_dir defaults to the tiny test checkpoint tests/data/mamba/tiny\n";
     return 2;
   }
   try {
-    const std::string dir = argv[1];
+    // With no directory, the tiny randomly initialized checkpoint committed as test data.
+    const std::string dir = argc >= 2 ? argv[1] : std::string(SSM_SOURCE_DIR) + "/tests/data/mamba/tiny";
     std::vector<std::int64_t> prompt = {1, 17, 42, 99};
     ssm::index_t new_tokens = 32;
     ssm::models::SamplingOptions opt;

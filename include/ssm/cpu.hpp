@@ -2,4 +2,5 @@
 #pragma once
 
 #include "ssm/cpu/selective_scan.hpp"
+#include "ssm/cpu/selective_scan_backward.hpp"
 #include "ssm/cpu/simd.hpp"
