@@ -93,7 +93,7 @@ TYPED_TEST(S4Typed, RfftMatchesNaiveDftAndInverts) {
 TYPED_TEST(S4Typed, FftConvolutionEqualsDirect) {
   using T = TypeParam;
   // Lengths around the direct/FFT switch, odd, prime (4099: the padded size must stay smooth) and a power of 2.
-  for (long l : {1L, 2L, 5L, 63L, 64L, 65L, 257L, 1000L, 4096L, 4099L}) {
+  for (long l : {1L, 2L, 5L, 127L, 128L, 129L, 257L, 1000L, 4096L, 4099L}) {
     const auto x = randn<T>(l, 1 + l), K = randn<T>(l, 2 + l);
     std::vector<T> y_direct(l), y_fft(l), y_auto(x);
     ssm::causal_conv_direct(x.data(), K.data(), y_direct.data(), l);
@@ -269,7 +269,7 @@ TYPED_TEST(S4Typed, PiecesWithCarriedStateEqualOneCall) {
   s_cfg.l_max = 2000;
   ssm::S4Layer<T> s4(s_cfg);
   const long b = 2, l = 2000;
-  const std::vector<long> pieces = {700, 1, 64, 65, 1170};  // direct and FFT convolutions, a length-1 piece
+  const std::vector<long> pieces = {700, 1, 128, 129, 1042};  // direct and FFT convolutions, a length-1 piece
   auto check = [&](const auto& layer, long h, const char* what) {
     const auto x = randn<T>(b * l * h, 23);
     std::vector<T> y_one(x.size()), y_pieces(x.size());
