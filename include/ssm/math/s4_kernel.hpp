@@ -1,0 +1,362 @@
+// S4 / S4D convolution kernels K_bar_l = C A_bar^l B_bar, l = 0..L-1, for h channels with per-channel Delta
+// (MATH.md §4; Gu, Goel & Ré 2022, "Efficiently Modeling Long Sequences with Structured State Spaces", Algorithm 1;
+// Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space Models").
+// Variants: S4D by Vandermonde (ZOH, bilinear); S4 DPLR by truncated generating function + Cauchy kernel + Woodbury
+// at the roots of unity + inverse FFT (bilinear); references by powers of a dense A_bar; C <-> C̃ conversion.
+//
+// Glossary (code name → paper):  Lambda = Λ (diagonal part), P = P = Q (rank-one part: A = Λ − P P^*),
+// Ctilde = C̃ = (I − A_bar^L)^T C,  Delta = Δ,  omega = ω_k = exp(−2πi k/L),  K = K_bar.
+//
+// Conjugate pairs: every parameter stores n2 = N/2 entries, one of each conjugate pair; the full N-dimensional
+// complex system is [x; conj(x)] for Lambda, P, B, C.  The output is the bilinear form C^T h (no conjugation), so
+// for a real system y = C_full^T h_full = 2 Re Σ_{kept} C_n h_n.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <numbers>
+#include <vector>
+
+#include "ssm/core/error.hpp"
+#include "ssm/math/discretize.hpp"
+#include "ssm/math/fft.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace ssm::s4 {
+
+using cd = std::complex<double>;
+
+/// Diagonal SSM (S4D) for h channels, n2 = N/2 kept modes per channel (conjugates implied).
+struct DiagonalSSM {
+  Eigen::MatrixXcd A;     // (h, n2)  diagonal A = Λ
+  Eigen::MatrixXcd B;     // (h, n2)
+  Eigen::MatrixXcd C;     // (h, n2)
+  Eigen::VectorXd Delta;  // (h)
+};
+
+/// DPLR SSM (S4): A = diag(Λ_full) − P_full P_full^* in the full N = 2 n2 complex basis, per channel.
+/// `C` holds either the untruncated C or the truncated C̃; each function says which it expects.
+struct DPLRSSM {
+  Eigen::MatrixXcd Lambda;  // (h, n2)
+  Eigen::MatrixXcd P;       // (h, n2)
+  Eigen::MatrixXcd B;       // (h, n2)
+  Eigen::MatrixXcd C;       // (h, n2)  C or C̃
+  Eigen::VectorXd Delta;    // (h)
+};
+
+/// One channel of a DPLR SSM as a dense system in the full N-dimensional complex basis (double).
+struct DenseSSM {
+  Eigen::MatrixXcd A;  // (n, n)
+  Eigen::VectorXcd B;  // (n)
+  Eigen::VectorXcd C;  // (n)
+};
+
+namespace detail {
+
+template <class M>
+bool all_finite(const M& X) {
+  for (Eigen::Index j = 0; j < X.cols(); ++j)
+    for (Eigen::Index i = 0; i < X.rows(); ++i)
+      if (!std::isfinite(std::abs(X(i, j)))) return false;
+  return true;
+}
+
+inline void check_param(const char* op, const char* name, const Eigen::MatrixXcd& X, Eigen::Index h,
+                        Eigen::Index n2) {
+  SSM_CHECK(X.rows() == h && X.cols() == n2, op, ": argument '", name, "': expected shape (", h, ", ", n2,
+            ") (h, n2) like the first parameter, got (", X.rows(), ", ", X.cols(), ")");
+  SSM_CHECK(all_finite(X), op, ": argument '", name, "' must be finite (it contains NaN or Inf)");
+}
+
+inline void check_delta(const char* op, const Eigen::VectorXd& Delta, Eigen::Index h) {
+  SSM_CHECK(Delta.size() == h, op, ": argument 'Delta': expected shape (", h, ") (one step per channel), got (",
+            Delta.size(), ")");
+  for (Eigen::Index c = 0; c < h; ++c)
+    SSM_CHECK(std::isfinite(Delta(c)) && Delta(c) > 0, op, ": argument 'Delta' must be finite and > 0, got ",
+              Delta(c), " at channel ", c);
+}
+
+inline void check_length(const char* op, long L) {
+  SSM_CHECK(L >= 1, op, ": argument 'L' (kernel length) must be >= 1, got ", L);
+}
+
+/// The full N = 2 n2 vector [x; conj(x)] of one channel's row.
+inline Eigen::VectorXcd full(const Eigen::MatrixXcd& X, Eigen::Index c) {
+  const Eigen::Index n2 = X.cols();
+  Eigen::VectorXcd f(2 * n2);  // (n)
+  f.head(n2) = X.row(c).transpose();
+  f.tail(n2) = X.row(c).transpose().conjugate();
+  return f;
+}
+
+/// M^k by repeated squaring (log2 k products).
+inline Eigen::MatrixXcd matrix_power(const Eigen::MatrixXcd& M, long k) {
+  Eigen::MatrixXcd result = Eigen::MatrixXcd::Identity(M.rows(), M.cols());  // (n, n)
+  Eigen::MatrixXcd base = M;                                                 // (n, n)
+  while (k > 0) {
+    if (k & 1) result = result * base;
+    base = base * base;
+    k >>= 1;
+  }
+  return result;
+}
+
+/// exp(l w) for a power table, with the phase l·Im(w) range-reduced in double: for l ~ 1e4 the phase reaches
+/// ~1e4 rad, and rounding it in float would cost ~1e-3 absolute.
+inline cd exp_scaled(cd w, long l) {
+  const double re = static_cast<double>(l) * w.real();
+  const double im = std::remainder(static_cast<double>(l) * w.imag(), 2 * std::numbers::pi);
+  return std::exp(re) * cd(std::cos(im), std::sin(im));
+}
+
+}  // namespace detail
+
+/// Validates a diagonal SSM: consistent (h, n2) shapes, finite values, Delta > 0.  Throws ssm::Error.
+inline void check_ssm(const char* op, const DiagonalSSM& p) {
+  SSM_CHECK(p.A.rows() >= 1 && p.A.cols() >= 1, op, ": argument 'A': expected shape (h, n2) with h, n2 >= 1, got (",
+            p.A.rows(), ", ", p.A.cols(), ")");
+  detail::check_param(op, "A", p.A, p.A.rows(), p.A.cols());
+  detail::check_param(op, "B", p.B, p.A.rows(), p.A.cols());
+  detail::check_param(op, "C", p.C, p.A.rows(), p.A.cols());
+  detail::check_delta(op, p.Delta, p.A.rows());
+}
+
+/// Validates a DPLR SSM (as check_ssm for the diagonal form).
+inline void check_ssm(const char* op, const DPLRSSM& p) {
+  SSM_CHECK(p.Lambda.rows() >= 1 && p.Lambda.cols() >= 1, op,
+            ": argument 'Lambda': expected shape (h, n2) with h, n2 >= 1, got (", p.Lambda.rows(), ", ",
+            p.Lambda.cols(), ")");
+  const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
+  detail::check_param(op, "Lambda", p.Lambda, h, n2);
+  detail::check_param(op, "P", p.P, h, n2);
+  detail::check_param(op, "B", p.B, h, n2);
+  detail::check_param(op, "C", p.C, h, n2);
+  detail::check_delta(op, p.Delta, h);
+}
+
+// ---- S4D: Vandermonde ------------------------------------------------------------------------------------------
+
+/// Per-mode discretization of a diagonal SSM, one channel: A_bar_n and B_bar_n (MATH.md §2, diagonal rows).
+/// zoh: A_bar = exp(ΔΛ), B_bar = (exp(ΔΛ) − 1)/Λ · B (expm1; Δ B as Λ → 0);
+/// bilinear: A_bar = (1 + ΔΛ/2)/(1 − ΔΛ/2), B_bar = Δ B/(1 − ΔΛ/2).
+inline void discretize_diagonal(Discretization method, cd Lambda, cd B, double Delta, cd& A_bar, cd& B_bar) {
+  const cd z = Delta * Lambda;
+  if (method == Discretization::zoh) {
+    A_bar = std::exp(z);
+    B_bar = Delta * ssm::detail::expm1_over(z) * B;
+  } else if (method == Discretization::bilinear) {
+    A_bar = (1.0 + z / 2.0) / (1.0 - z / 2.0);
+    B_bar = Delta * B / (1.0 - z / 2.0);
+  } else {
+    fail("s4d: argument 'method': expected zoh or bilinear, got ", ssm::name(method));
+  }
+}
+
+/// S4D kernel by Vandermonde products:  K_{c,l} = 2 Re Σ_n C_n B_bar_n A_bar_n^l,  l = 0..L-1.
+/// The power table A_bar^l = exp(l log A_bar) is formed in double with range-reduced phases (see
+/// detail::exp_scaled) as a product of a coarse and a fine table; the sums are in T.  p: diagonal SSM (h, n2); returns K (h, L), row-major.
+/// Throws ssm::Error for bad shapes, non-finite parameters, Delta <= 0, L < 1, a method other than zoh/bilinear.
+template <class T>
+std::vector<T> s4d_kernel_vandermonde(const DiagonalSSM& p, long L, Discretization method) {
+  check_ssm("s4d_kernel_vandermonde", p);
+  detail::check_length("s4d_kernel_vandermonde", L);
+  SSM_CHECK(method == Discretization::zoh || method == Discretization::bilinear,
+            "s4d_kernel_vandermonde: argument 'method': expected zoh or bilinear, got ", ssm::name(method));
+  using ct = std::complex<T>;
+  const Eigen::Index h = p.A.rows(), n2 = p.A.cols();
+  std::vector<T> K(static_cast<size_t>(h * L));  // (h, L)
+  constexpr long kBlock = 64;
+  std::vector<cd> fine(kBlock);  // (64)  C_n B_bar_n exp(i w), i < 64
+  for (Eigen::Index c = 0; c < h; ++c) {
+    std::vector<ct> acc(static_cast<size_t>(L), ct(0));  // (L)
+    for (Eigen::Index n = 0; n < n2; ++n) {
+      cd A_bar, B_bar;
+      discretize_diagonal(method, p.A(c, n), p.B(c, n), p.Delta(c), A_bar, B_bar);
+      const cd w = method == Discretization::zoh ? p.Delta(c) * p.A(c, n) : std::log(A_bar);
+      // exp(l w) = exp(64 j w) · exp(i w) with l = 64 j + i: L/64 + 64 transcendental evaluations instead of L,
+      // each factor correctly range-reduced, so the product carries ~2 eps (no error growth with l).
+      const cd k = p.C(c, n) * B_bar;
+      for (long i = 0; i < kBlock; ++i) fine[i] = k * detail::exp_scaled(w, i);
+      for (long l0 = 0; l0 < L; l0 += kBlock) {
+        const cd coarse = detail::exp_scaled(w, l0);
+        const long len = std::min(kBlock, L - l0);
+        for (long i = 0; i < len; ++i) acc[l0 + i] += ct(coarse * fine[i]);
+      }
+    }
+    for (long l = 0; l < L; ++l) K[c * L + l] = T(2) * acc[l].real();
+  }
+  return K;
+}
+
+// ---- S4: DPLR, Cauchy + Woodbury ----------------------------------------------------------------------------
+
+/// Channel c of a DPLR SSM as a dense system: A = diag(Λ_full) − P_full P_full^*, B_full, C_full (N = 2 n2).
+inline DenseSSM dplr_dense(const DPLRSSM& p, Eigen::Index c) {
+  const Eigen::VectorXcd Lf = detail::full(p.Lambda, c), Pf = detail::full(p.P, c);  // (n)
+  DenseSSM s;
+  s.A = Eigen::MatrixXcd(Lf.asDiagonal()) - Pf * Pf.adjoint();
+  s.B = detail::full(p.B, c);
+  s.C = detail::full(p.C, c);
+  return s;
+}
+
+/// Bilinear discretization of channel c (dense, double): A_bar (n, n), B_bar (n, 1).
+inline DiscreteSystem<cd> dplr_discretize(const DPLRSSM& p, Eigen::Index c) {
+  const DenseSSM s = dplr_dense(p, c);
+  return discretize_bilinear<cd>(s.A, Eigen::MatrixXcd(s.B), p.Delta(c));
+}
+
+/// C̃ = (I − A_bar^L)^T C per channel (step 1 of Algorithm 1; truncates the generating function to length L).
+/// p.C: the untruncated C.  Returns C̃ (h, n2) (the kept half; the conjugate structure is preserved).
+inline Eigen::MatrixXcd s4_truncate_C(const DPLRSSM& p, long L) {
+  check_ssm("s4_truncate_C", p);
+  detail::check_length("s4_truncate_C", L);
+  const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
+  Eigen::MatrixXcd Ctilde(h, n2);  // (h, n2)
+  for (Eigen::Index c = 0; c < h; ++c) {
+    const auto d = dplr_discretize(p, c);
+    const Eigen::MatrixXcd M = Eigen::MatrixXcd::Identity(2 * n2, 2 * n2) - detail::matrix_power(d.A_bar, L);
+    Ctilde.row(c) = (M.transpose() * detail::full(p.C, c)).head(n2).transpose();
+  }
+  return Ctilde;
+}
+
+/// Recovers the untruncated C from C̃ by solving (I − A_bar^L)^T C = C̃ (needed by the step mode).
+/// p.C: C̃ for length L.  Returns C (h, n2).  Throws when I − A_bar^L is singular (an eigenvalue of A_bar is an
+/// L-th root of unity: the generating function cannot be untruncated).
+inline Eigen::MatrixXcd s4_recover_C(const DPLRSSM& p, long L) {
+  check_ssm("s4_recover_C", p);
+  detail::check_length("s4_recover_C", L);
+  const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
+  Eigen::MatrixXcd C(h, n2);  // (h, n2)
+  for (Eigen::Index c = 0; c < h; ++c) {
+    const auto d = dplr_discretize(p, c);
+    const Eigen::MatrixXcd M = Eigen::MatrixXcd::Identity(2 * n2, 2 * n2) - detail::matrix_power(d.A_bar, L);
+    Eigen::PartialPivLU<Eigen::MatrixXcd> lu(M.transpose());
+    SSM_CHECK(lu.rcond() > 1e-12, "s4_recover_C: I - A_bar^L is singular for channel ", c,
+              " (reciprocal condition ", lu.rcond(), ")");
+    C.row(c) = lu.solve(detail::full(p.C, c)).head(n2).transpose();
+  }
+  return C;
+}
+
+/// S4 kernel by Algorithm 1: Cauchy sums over the full N modes at g(ω_k), Woodbury for the rank-one term,
+/// evaluation at the roots of unity ω_k = exp(−2πi k/L) (k = 0..L/2; the kernel is real, so the other half is
+/// the conjugate), inverse real FFT.  p.C must hold C̃ for this L.  Returns K (h, L) row-major, all in T.
+///
+/// Stable form (a simplification of the paper's, same value): with r_n = 1/((2/Δ)(1 − ω) − (1 + ω)Λ_n)
+/// = 1/((1 + ω)(g(ω) − Λ_n)) and s_ab = Σ_n a_n b_n r_n,
+///   K̂(ω) = 2/(1+ω) [k00 − k01 k10/(1 + k11)] = 2 [s00 − (1 + ω) s01 s10 / (1 + (1 + ω) s11)],
+/// which stays finite at ω = −1 (k = L/2, even L), where g(ω) itself is infinite.
+template <class T>
+std::vector<T> s4_kernel_cauchy(const DPLRSSM& p, long L) {
+  check_ssm("s4_kernel_cauchy", p);
+  detail::check_length("s4_kernel_cauchy", L);
+  using ct = std::complex<T>;
+  const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
+  const long nk = L / 2 + 1;
+  std::vector<T> K(static_cast<size_t>(h * L));  // (h, L)
+  std::vector<ct> omega(nk);                     // (L/2+1)
+  for (long k = 0; k < nk; ++k)
+    omega[k] = ct(std::exp(cd(0, -2 * std::numbers::pi * static_cast<double>(k) / static_cast<double>(L))));
+  std::vector<ct> Lambda(n2), CB(n2), CP(n2), QB(n2), QP(n2), CBc(n2), CPc(n2), QBc(n2);
+  std::vector<ct> Khat(nk);  // (L/2+1)
+  std::vector<T> Kc;         // (L)
+  fft::RealFFT<T> plan;
+  for (Eigen::Index c = 0; c < h; ++c) {
+    const T two_over_dt = T(2 / p.Delta(c));
+    for (Eigen::Index n = 0; n < n2; ++n) {
+      const ct Lam = ct(p.Lambda(c, n)), Pn = ct(p.P(c, n)), Bn = ct(p.B(c, n)), Cn = ct(p.C(c, n));
+      Lambda[n] = Lam;
+      // Kept mode n (a = C̃ or Q^*-row conj(P), b = B or P) and its conjugate partner conj(·).
+      CB[n] = Cn * Bn;
+      CP[n] = Cn * Pn;
+      QB[n] = std::conj(Pn) * Bn;
+      QP[n] = std::norm(Pn);
+      CBc[n] = std::conj(CB[n]);
+      CPc[n] = std::conj(CP[n]);
+      QBc[n] = Pn * std::conj(Bn);
+    }
+    for (long k = 0; k < nk; ++k) {
+      const ct z = omega[k];
+      const ct one_minus = two_over_dt * (T(1) - z), one_plus = T(1) + z;
+      ct s00(0), s01(0), s10(0), s11(0);
+      for (Eigen::Index n = 0; n < n2; ++n) {
+        const ct r = T(1) / (one_minus - one_plus * Lambda[n]);
+        const ct rc = T(1) / (one_minus - one_plus * std::conj(Lambda[n]));
+        s00 += CB[n] * r + CBc[n] * rc;
+        s01 += CP[n] * r + CPc[n] * rc;
+        s10 += QB[n] * r + QBc[n] * rc;
+        s11 += QP[n] * (r + rc);
+      }
+      Khat[k] = T(2) * (s00 - one_plus * s01 * s10 / (T(1) + one_plus * s11));
+    }
+    if (L % 2 == 0) Khat[nk - 1] = ct(Khat[nk - 1].real(), 0);  // real at ω = −1 (by conjugate symmetry)
+    Khat[0] = ct(Khat[0].real(), 0);
+    plan.irfft(Khat, Kc, static_cast<int>(L));
+    std::copy(Kc.begin(), Kc.end(), K.begin() + c * L);
+  }
+  return K;
+}
+
+// ---- references by powers of A_bar -----------------------------------------------------------------------------
+
+/// K_l = Re(C^T A_bar^l B_bar), l = 0..L-1, by L dense matrix-vector products (O(N² L)): the oracle.
+/// A_bar (n, n), B_bar (n), C (n).  Returns K (L).
+inline std::vector<double> kernel_powers(const Eigen::MatrixXcd& A_bar, const Eigen::VectorXcd& B_bar,
+                                         const Eigen::VectorXcd& C, long L) {
+  detail::check_length("kernel_powers", L);
+  SSM_CHECK(A_bar.rows() == A_bar.cols() && B_bar.size() == A_bar.rows() && C.size() == A_bar.rows(),
+            "kernel_powers: arguments 'A_bar' (n, n), 'B_bar' (n), 'C' (n) disagree: (", A_bar.rows(), ", ",
+            A_bar.cols(), "), (", B_bar.size(), "), (", C.size(), ")");
+  std::vector<double> K(static_cast<size_t>(L));  // (L)
+  Eigen::VectorXcd v = B_bar;                     // (n)  A_bar^l B_bar
+  for (long l = 0; l < L; ++l) {
+    K[l] = (C.array() * v.array()).sum().real();
+    v = A_bar * v;
+  }
+  return K;
+}
+
+/// S4 kernel by powers of the dense bilinear A_bar (the reference for s4_kernel_cauchy).  p.C: untruncated C.
+/// Returns K (h, L) in double.
+inline std::vector<double> s4_kernel_powers(const DPLRSSM& p, long L) {
+  check_ssm("s4_kernel_powers", p);
+  detail::check_length("s4_kernel_powers", L);
+  const Eigen::Index h = p.Lambda.rows();
+  std::vector<double> K(static_cast<size_t>(h * L));  // (h, L)
+  for (Eigen::Index c = 0; c < h; ++c) {
+    const auto d = dplr_discretize(p, c);
+    const auto Kc = kernel_powers(d.A_bar, d.B_bar.col(0), detail::full(p.C, c), L);
+    std::copy(Kc.begin(), Kc.end(), K.begin() + c * L);
+  }
+  return K;
+}
+
+/// S4D kernel by powers of the dense diagonal A_bar, discretized by the dense rules of discretize.hpp (Van Loan
+/// for ZOH: an independent path from the expm1 formula).  Returns K (h, L) in double.
+inline std::vector<double> s4d_kernel_powers(const DiagonalSSM& p, long L, Discretization method) {
+  check_ssm("s4d_kernel_powers", p);
+  detail::check_length("s4d_kernel_powers", L);
+  const Eigen::Index h = p.A.rows();
+  std::vector<double> K(static_cast<size_t>(h * L));  // (h, L)
+  for (Eigen::Index c = 0; c < h; ++c) {
+    const Eigen::VectorXcd Af = detail::full(p.A, c);  // (n)
+    const auto d = discretize<cd>(method, Eigen::MatrixXcd(Af.asDiagonal()),
+                                  Eigen::MatrixXcd(detail::full(p.B, c)), p.Delta(c));
+    const auto Kc = kernel_powers(d.A_bar, d.B_bar.col(0), detail::full(p.C, c), L);
+    std::copy(Kc.begin(), Kc.end(), K.begin() + c * L);
+  }
+  return K;
+}
+
+}  // namespace ssm::s4
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

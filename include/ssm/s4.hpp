@@ -1,0 +1,8 @@
+// Module header: S4 / S4D (MATH.md §4): FFT helpers, Vandermonde and Cauchy + Woodbury kernels with their powers
+// references, causal FFT / direct convolution, the S4 and S4D layers with step mode and a saveable state.
+#pragma once
+
+#include "ssm/layers/s4.hpp"
+#include "ssm/math/fft.hpp"
+#include "ssm/math/s4_kernel.hpp"
+#include "ssm/ops/fft_conv.hpp"

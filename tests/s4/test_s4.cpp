@@ -1,0 +1,490 @@
+// Tests of the S4 facility (MATH.md §4): real FFT, causal FFT convolution vs direct, Vandermonde and Cauchy +
+// Woodbury kernels vs powers of A_bar, C <-> C̃, S4 / S4D layers in conv mode vs step mode, carried state in
+// pieces, state save / restore, output mixing, and the error paths.
+// GCC 12 + AVX-512: false-positive -Wmaybe-uninitialized inside Eigen's vectorized kernels (see hippo.hpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "ssm/s4.hpp"
+
+namespace {
+
+using ssm::Discretization;
+using ssm::s4::cd;
+
+/// max |a - b| / max |b|: the normalized error every comparison below uses.
+template <class A, class B>
+double rel_err(const A& a, const B& b) {
+  double e = 0, m = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    e = std::max(e, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    m = std::max(m, std::abs(static_cast<double>(b[i])));
+  }
+  return m > 0 ? e / m : e;
+}
+
+template <class T>
+std::vector<T> randn(size_t n, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> nd;
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(nd(g));
+  return v;
+}
+
+/// h channels of the LegS DPLR parameters with a random untruncated C and Δ spread over [1e-3, 1e-1].
+ssm::s4::DPLRSSM legs_dplr(int N, int h, std::uint64_t seed) {
+  const auto d = ssm::hippo::dplr_legs(N);
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> nd;
+  ssm::s4::DPLRSSM p;
+  p.Lambda.resize(h, N / 2);
+  p.P = p.B = p.C = p.Lambda;
+  p.Delta.resize(h);
+  for (int c = 0; c < h; ++c) {
+    p.Lambda.row(c) = d.Lambda.transpose();
+    p.P.row(c) = d.P.transpose();
+    p.B.row(c) = d.B.transpose();
+    for (int n = 0; n < N / 2; ++n) p.C(c, n) = cd(nd(g), nd(g));
+    p.Delta(c) = h == 1 ? 1e-2 : std::exp(std::log(1e-3) + (std::log(1e-1) - std::log(1e-3)) * c / (h - 1));
+  }
+  return p;
+}
+
+// Tolerances per dtype.  Double: the kernels are sums of N terms of size O(1) and an FFT of length L; rounding
+// gives ~1e-14 relative (measured 9e-15 Cauchy, 5e-14 / 3e-13 Vandermonde ZOH / bilinear on the LegS Λ for
+// N = 64, L = 4096), the issue asks for <= 1e-9.  Float: eps = 6e-8 times N-term sums and log2(L) FFT stages
+// (measured 6e-7 Cauchy, 1e-7 / 1.5e-7 Vandermonde); the issue asks for <= 1e-4.
+template <class T>
+constexpr double kernel_tol() {
+  return std::is_same_v<T, double> ? 1e-9 : 1e-4;
+}
+
+template <class T>
+class S4Typed : public ::testing::Test {};
+using Reals = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(S4Typed, Reals);
+
+// ---- FFT and convolution -----------------------------------------------------------------------------------
+
+TYPED_TEST(S4Typed, RfftMatchesNaiveDftAndInverts) {
+  using T = TypeParam;
+  const double dft_tol = std::is_same_v<T, double> ? 1e-12 : 1e-4, inv_tol = std::is_same_v<T, double> ? 1e-14 : 1e-6;
+  for (int n : {1, 2, 7, 12, 97}) {
+    const auto x = randn<T>(n, 10 + n);
+    const auto X = ssm::fft::rfft(x);
+    ASSERT_EQ(static_cast<int>(X.size()), n / 2 + 1);
+    for (int k = 0; k <= n / 2; ++k) {
+      cd ref = 0;
+      for (int j = 0; j < n; ++j) ref += static_cast<double>(x[j]) * std::exp(cd(0, -2 * M_PI * j * k / n));
+      EXPECT_NEAR(std::abs(cd(X[k]) - ref), 0.0, dft_tol) << "n=" << n << " k=" << k;
+    }
+    EXPECT_LT(rel_err(ssm::fft::irfft(X, n), x), inv_tol) << "n=" << n;
+  }
+}
+
+TYPED_TEST(S4Typed, FftConvolutionEqualsDirect) {
+  using T = TypeParam;
+  // Lengths around the direct/FFT switch, odd, prime (4099: the padded size must stay smooth) and a power of 2.
+  for (long l : {1L, 2L, 5L, 127L, 128L, 129L, 257L, 1000L, 4096L, 4099L}) {
+    const auto x = randn<T>(l, 1 + l), K = randn<T>(l, 2 + l);
+    std::vector<T> y_direct(l), y_fft(l), y_auto(x);
+    ssm::causal_conv_direct(x.data(), K.data(), y_direct.data(), l);
+    ssm::causal_conv_fft(x.data(), K.data(), y_fft.data(), l);
+    ssm::causal_conv(y_auto.data(), K.data(), y_auto.data(), l);  // in place
+    // Double: FFT rounding ~ eps log2(n) ‖x‖‖K‖ relative to the largest output (~sqrt(l) ‖x‖_∞‖K‖_∞).
+    // Float: eps = 6e-8 times the same factors; 1e-4 leaves > 10x margin at l = 4099 (measured ~1e-6).
+    const double tol = std::is_same_v<T, double> ? 1e-12 : 1e-4;
+    EXPECT_LT(rel_err(y_fft, y_direct), tol) << "l=" << l;
+    EXPECT_LT(rel_err(y_auto, y_direct), tol) << "l=" << l;
+  }
+  EXPECT_EQ(ssm::smooth_fft_size(8197), 8640);  // 8640 = 2^6 3^3 5, the next 5-smooth number
+  EXPECT_EQ(ssm::smooth_fft_size(4096), 4096);
+}
+
+// ---- kernels ---------------------------------------------------------------------------------------------------
+
+TYPED_TEST(S4Typed, CauchyWoodburyEqualsPowersLegS64) {
+  using T = TypeParam;
+  const long L = 4096;
+  const auto p = legs_dplr(64, 2, 7);  // Δ = 1e-3 and 1e-1
+  const auto K_ref = ssm::s4::s4_kernel_powers(p, L);
+  auto pt = p;
+  pt.C = ssm::s4::s4_truncate_C(p, L);
+  const auto K = ssm::s4::s4_kernel_cauchy<T>(pt, L);
+  EXPECT_LT(rel_err(K, K_ref), kernel_tol<T>());
+  // Each channel separately (the small-Δ channel has the larger kernel and could hide the other).
+  for (long c = 0; c < 2; ++c) {
+    std::vector<double> a(K.begin() + c * L, K.begin() + (c + 1) * L), b(K_ref.begin() + c * L, K_ref.begin() + (c + 1) * L);
+    EXPECT_LT(rel_err(a, b), kernel_tol<T>()) << "channel " << c;
+  }
+}
+
+TYPED_TEST(S4Typed, CauchyAwkwardLengths) {
+  using T = TypeParam;
+  const auto p = legs_dplr(8, 3, 3);
+  for (long L : {1L, 2L, 3L, 17L, 1001L}) {  // odd L has no ω = −1 node; L = 1 is a single node
+    auto pt = p;
+    pt.C = ssm::s4::s4_truncate_C(p, L);
+    EXPECT_LT(rel_err(ssm::s4::s4_kernel_cauchy<T>(pt, L), ssm::s4::s4_kernel_powers(p, L)), kernel_tol<T>())
+        << "L=" << L;
+  }
+}
+
+TYPED_TEST(S4Typed, VandermondeEqualsPowers) {
+  using T = TypeParam;
+  const long L = 4096;
+  for (auto init : {0, 1}) {
+    ssm::s4::DiagonalSSM q;
+    const auto p = legs_dplr(64, 2, 11 + init);
+    q.A = p.Lambda;
+    if (init == 1)
+      for (long c = 0; c < 2; ++c) q.A.row(c) = ssm::hippo::s4d_lin(64).transpose();
+    q.B = p.B;
+    q.C = p.C;
+    q.Delta = p.Delta;
+    for (auto method : {Discretization::zoh, Discretization::bilinear}) {
+      EXPECT_LT(rel_err(ssm::s4::s4d_kernel_vandermonde<T>(q, L, method), ssm::s4::s4d_kernel_powers(q, L, method)),
+                kernel_tol<T>())
+          << "init " << init << " method " << ssm::name(method);
+    }
+  }
+}
+
+TEST(S4Kernel, TruncateThenRecoverIsIdentity) {
+  const auto p = legs_dplr(16, 2, 5);
+  auto pt = p;
+  pt.C = ssm::s4::s4_truncate_C(p, 300);
+  EXPECT_GT((pt.C - p.C).norm(), 1e-3 * p.C.norm());  // truncation changes C at these Δ, L
+  EXPECT_LT((ssm::s4::s4_recover_C(pt, 300) - p.C).norm(), 1e-10 * p.C.norm());
+}
+
+TEST(S4Kernel, ZohVandermondeHandlesZeroEigenvalue) {
+  ssm::s4::DiagonalSSM q;
+  q.A = Eigen::MatrixXcd::Zero(1, 2);
+  q.A(0, 1) = cd(-0.5, 3.0);
+  q.B = Eigen::MatrixXcd::Ones(1, 2);
+  q.C = Eigen::MatrixXcd::Ones(1, 2);
+  q.Delta = Eigen::VectorXd::Constant(1, 0.1);
+  const auto K = ssm::s4::s4d_kernel_vandermonde<double>(q, 50, Discretization::zoh);
+  EXPECT_LT(rel_err(K, ssm::s4::s4d_kernel_powers(q, 50, Discretization::zoh)), 1e-12);
+}
+
+// ---- layers ----------------------------------------------------------------------------------------------------
+
+// Conv mode vs step mode over 4096 steps.  Double: both are exact algorithms; the recurrence accumulates rounding
+// over its memory (~1/(ΔRe Λ) ≤ 2000 steps) → ~1e-12.  Float: the recurrence carries up to eps·(memory) ~ 1e-4
+// of the state magnitude (an estimate; example_s4_streaming measures 1.2e-5 for S4D, N = 64, 20000 steps), and
+// the float Cauchy kernel 1e-6; 2e-3 relative to the largest output leaves margin for the worst channel.
+template <class T>
+constexpr double step_tol() {
+  return std::is_same_v<T, double> ? 1e-9 : 2e-3;
+}
+
+template <class T, class Layer>
+std::vector<T> run_steps(const Layer& layer, const std::vector<T>& x, long b, long l, long h) {
+  auto state = layer.initial_state(b);
+  std::vector<T> y(b * l * h), xt(b * h), yt(b * h);
+  for (long t = 0; t < l; ++t) {
+    for (long bi = 0; bi < b; ++bi)
+      for (long c = 0; c < h; ++c) xt[bi * h + c] = x[(bi * l + t) * h + c];
+    layer.step(xt.data(), yt.data(), state);
+    for (long bi = 0; bi < b; ++bi)
+      for (long c = 0; c < h; ++c) y[(bi * l + t) * h + c] = yt[bi * h + c];
+  }
+  return y;
+}
+
+TYPED_TEST(S4Typed, S4DConvEqualsStep4096) {
+  using T = TypeParam;
+  for (auto method : {Discretization::zoh, Discretization::bilinear}) {
+    typename ssm::S4DLayer<T>::Config cfg;
+    cfg.h = 3;
+    cfg.N = 64;
+    cfg.init = method == Discretization::zoh ? ssm::S4DInit::lin : ssm::S4DInit::legs;
+    cfg.method = method;
+    cfg.mix = ssm::OutputMix::gelu_glu;
+    ssm::S4DLayer<T> layer(cfg);
+    const long b = 2, l = 4096;
+    const auto x = randn<T>(b * l * cfg.h, 21);
+    std::vector<T> y(x.size());
+    layer.forward(x.data(), y.data(), b, l);
+    EXPECT_LT(rel_err(run_steps(layer, x, b, l, cfg.h), y), step_tol<T>()) << ssm::name(method);
+  }
+}
+
+TYPED_TEST(S4Typed, S4ConvEqualsStep4096DenseAndLinear) {
+  using T = TypeParam;
+  for (auto form : {ssm::StepForm::linear, ssm::StepForm::dense}) {
+    typename ssm::S4Layer<T>::Config cfg;
+    cfg.h = form == ssm::StepForm::dense ? 1 : 2;  // the O(N²) dense step is slow under sanitizers
+    cfg.N = 64;
+    cfg.l_max = 4096;
+    cfg.step_form = form;
+    cfg.mix = ssm::OutputMix::gelu_linear;
+    ssm::S4Layer<T> layer(cfg);
+    const long b = 1, l = 4096;
+    const auto x = randn<T>(b * l * cfg.h, 22);
+    std::vector<T> y(x.size());
+    layer.forward(x.data(), y.data(), b, l);
+    EXPECT_LT(rel_err(run_steps(layer, x, b, l, cfg.h), y), step_tol<T>())
+        << (form == ssm::StepForm::dense ? "dense" : "linear");
+  }
+}
+
+TYPED_TEST(S4Typed, S4DiagonalizedStepSmallNAndRefusalForLargeN) {
+  using T = TypeParam;
+  // The eigenvectors of LegS's A_bar are exponentially ill-conditioned in N (S4 Lemma 3.2): the diagonalized
+  // step works for small N and is refused (not silently wrong) for N = 64.
+  typename ssm::S4Layer<T>::Config cfg;
+  cfg.h = 2;
+  cfg.N = 4;
+  cfg.l_max = 1000;
+  cfg.step_form = ssm::StepForm::diagonal;
+  ssm::S4Layer<T> layer(cfg);
+  const auto x = randn<T>(1000 * cfg.h, 24);
+  std::vector<T> y(x.size());
+  layer.forward(x.data(), y.data(), 1, 1000);
+  EXPECT_LT(rel_err(run_steps(layer, x, 1, 1000, cfg.h), y), step_tol<T>());
+  cfg.N = 64;
+  cfg.h = 1;
+  EXPECT_THROW(ssm::S4Layer<T> big(cfg), ssm::Error);
+}
+
+TYPED_TEST(S4Typed, PiecesWithCarriedStateEqualOneCall) {
+  using T = TypeParam;
+  typename ssm::S4DLayer<T>::Config cd_cfg;
+  cd_cfg.h = 3;
+  cd_cfg.N = 16;
+  cd_cfg.init = ssm::S4DInit::inv;
+  ssm::S4DLayer<T> s4d(cd_cfg);
+  typename ssm::S4Layer<T>::Config s_cfg;
+  s_cfg.h = 2;
+  s_cfg.N = 16;
+  s_cfg.l_max = 2000;
+  ssm::S4Layer<T> s4(s_cfg);
+  const long b = 2, l = 2000;
+  const std::vector<long> pieces = {700, 1, 128, 129, 1042};  // direct and FFT convolutions, a length-1 piece
+  auto check = [&](const auto& layer, long h, const char* what) {
+    const auto x = randn<T>(b * l * h, 23);
+    std::vector<T> y_one(x.size()), y_pieces(x.size());
+    layer.forward(x.data(), y_one.data(), b, l);
+    auto state = layer.initial_state(b);
+    // Each piece is a contiguous (b, piece, h) block gathered from the (b, l, h) signal.
+    long t0 = 0;
+    for (long lp : pieces) {
+      std::vector<T> xp(b * lp * h), yp(b * lp * h);
+      for (long bi = 0; bi < b; ++bi)
+        for (long t = 0; t < lp; ++t)
+          for (long c = 0; c < h; ++c) xp[(bi * lp + t) * h + c] = x[(bi * l + t0 + t) * h + c];
+      layer.forward(xp.data(), yp.data(), b, lp, state);
+      for (long bi = 0; bi < b; ++bi)
+        for (long t = 0; t < lp; ++t)
+          for (long c = 0; c < h; ++c) y_pieces[(bi * l + t0 + t) * h + c] = yp[(bi * lp + t) * h + c];
+      t0 += lp;
+    }
+    ASSERT_EQ(t0, l);
+    EXPECT_LT(rel_err(y_pieces, y_one), step_tol<T>()) << what;
+  };
+  check(s4d, cd_cfg.h, "S4D");
+  check(s4, s_cfg.h, "S4");
+}
+
+TYPED_TEST(S4Typed, StateSaveRestoreContinuesExactly) {
+  using T = TypeParam;
+  typename ssm::S4Layer<T>::Config cfg;
+  cfg.h = 2;
+  cfg.N = 8;
+  cfg.l_max = 128;
+  cfg.step_form = ssm::StepForm::dense;
+  ssm::S4Layer<T> layer(cfg);
+  auto state = layer.initial_state(1);
+  const auto x = randn<T>(2 * 40, 5);
+  std::vector<T> y(2), y_a(2 * 20), y_b(2 * 20);
+  for (long t = 0; t < 20; ++t) layer.step(x.data() + 2 * t, y.data(), state);
+  std::stringstream ss;
+  state.save(ss);
+  auto restored = ssm::S4State<T>::load(ss);
+  EXPECT_EQ(restored.state, state.state);
+  for (long t = 20; t < 40; ++t) {
+    layer.step(x.data() + 2 * t, y_a.data() + 2 * (t - 20), state);
+    layer.step(x.data() + 2 * t, y_b.data() + 2 * (t - 20), restored);
+  }
+  EXPECT_EQ(restored.state, state.state);  // the restored state is a byte copy ...
+  // ... (the outputs agree to rounding: vectorized loops may sum in an alignment-dependent order)
+  const double tol = std::is_same_v<T, double> ? 1e-13 : 1e-5;
+  EXPECT_LT(rel_err(y_b, y_a), tol);
+  // A truncated stream and a stream of the other precision are errors.
+  std::stringstream full;
+  state.save(full);
+  const std::string bytes = full.str();
+  std::stringstream cut(bytes.substr(0, bytes.size() - 3));
+  EXPECT_THROW(ssm::S4State<T>::load(cut), ssm::Error);
+  std::stringstream other(bytes);
+  using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
+  EXPECT_THROW(ssm::S4State<Other>::load(other), ssm::Error);
+}
+
+TEST(S4Layer, OutputMixMatchesHandComputation) {
+  // y = GLU(W gelu(K * x + D x) + b), computed here from the layer's parameters with the powers kernel and the
+  // direct convolution (independent of the layer's FFT path).
+  ssm::S4DLayer<double>::Config cfg;
+  cfg.h = 2;
+  cfg.N = 4;
+  cfg.mix = ssm::OutputMix::gelu_glu;
+  cfg.seed = 9;
+  ssm::S4DLayer<double> layer(cfg);
+  const long l = 100, h = 2;
+  const auto x = randn<double>(l * h, 3);
+  std::vector<double> y(l * h);
+  layer.forward(x.data(), y.data(), 1, l);
+  const auto K = ssm::s4::s4d_kernel_powers(layer.ssm, l, Discretization::zoh);
+  std::vector<double> u(l * h), ref(l * h);
+  for (long c = 0; c < h; ++c) {
+    std::vector<double> xc(l), yc(l);
+    for (long t = 0; t < l; ++t) xc[t] = x[t * h + c];
+    ssm::causal_conv_direct(xc.data(), K.data() + c * l, yc.data(), l);
+    for (long t = 0; t < l; ++t) u[t * h + c] = yc[t] + layer.D(c) * xc[t];
+  }
+  for (long t = 0; t < l; ++t) {
+    Eigen::VectorXd g(h);
+    for (long c = 0; c < h; ++c) g(c) = 0.5 * u[t * h + c] * (1 + std::erf(u[t * h + c] / std::sqrt(2.0)));
+    const Eigen::VectorXd z = layer.W_out * g + layer.b_out;
+    for (long c = 0; c < h; ++c) ref[t * h + c] = z(c) / (1 + std::exp(-z(h + c)));
+  }
+  EXPECT_LT(rel_err(y, ref), 1e-12);
+}
+
+TEST(S4Layer, LongerThanLmaxRetruncates) {
+  ssm::S4Layer<double>::Config cfg;
+  cfg.h = 2;
+  cfg.N = 16;
+  cfg.l_max = 256;
+  ssm::S4Layer<double> layer(cfg);
+  auto p = layer.ssm;
+  p.C = ssm::s4::s4_recover_C(layer.ssm, 256);
+  EXPECT_LT(rel_err(layer.kernel(700), ssm::s4::s4_kernel_powers(p, 700)), 1e-9);
+  const auto K100 = layer.kernel(100);
+  const auto K_ref = ssm::s4::s4_kernel_powers(p, 256);
+  for (long c = 0; c < 2; ++c)
+    for (long t = 0; t < 100; ++t) EXPECT_NEAR(K100[c * 100 + t], K_ref[c * 256 + t], 1e-9);
+}
+
+TEST(S4Layer, InitIsPublishedInit) {
+  ssm::S4DLayer<float>::Config cfg;
+  cfg.h = 200;
+  cfg.N = 8;
+  ssm::S4DLayer<float> layer(cfg);
+  double lo = 1, hi = 0;
+  for (long c = 0; c < cfg.h; ++c) {
+    lo = std::min(lo, layer.ssm.Delta(c));
+    hi = std::max(hi, layer.ssm.Delta(c));
+    EXPECT_EQ(layer.ssm.A(c, 3), cd(-0.5, 3 * M_PI));  // S4D-Lin
+  }
+  EXPECT_GE(lo, 1e-3);
+  EXPECT_LE(hi, 1e-1);
+  EXPECT_LT(lo, 2e-3);  // log-uniform over two decades: 200 draws reach both ends
+  EXPECT_GT(hi, 5e-2);
+}
+
+TEST(S4Layer, TensorViewForwardEqualsPointerForward) {
+  ssm::S4DLayer<float>::Config cfg;
+  cfg.h = 4;
+  cfg.N = 8;
+  ssm::S4DLayer<float> layer(cfg);
+  auto x = randn<float>(2 * 30 * 4, 4);
+  std::vector<float> y1(x.size()), y2(x.size());
+  layer.forward(x.data(), y1.data(), 2, 30);
+  layer.forward(ssm::TensorView::of(x.data(), {2, 30, 4}), ssm::TensorView::of(y2.data(), {2, 30, 4}));
+  EXPECT_EQ(y1, y2);
+  std::vector<double> xd(x.begin(), x.end());
+  EXPECT_THROW(layer.forward(ssm::TensorView::of(x.data(), {2, 30, 3}), ssm::TensorView::of(y2.data(), {2, 30, 3})),
+               ssm::Error);
+  EXPECT_THROW(layer.forward(ssm::TensorView::of(xd.data(), {2, 30, 4}), ssm::TensorView::of(y2.data(), {2, 30, 4})),
+               ssm::Error);
+  EXPECT_THROW(layer.forward(ssm::TensorView::of(x.data(), {2, 30, 4}), ssm::TensorView::of(y2.data(), {2, 29, 4})),
+               ssm::Error);
+}
+
+// ---- errors ----------------------------------------------------------------------------------------------------
+
+template <class F>
+void expect_error_mentioning(F&& f, const std::string& word) {
+  try {
+    f();
+    ADD_FAILURE() << "no ssm::Error thrown (expected one mentioning '" << word << "')";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+  }
+}
+
+TEST(S4Errors, BadInput) {
+  ssm::S4DLayer<float>::Config cfg;
+  cfg.N = 7;
+  expect_error_mentioning([&] { ssm::S4DLayer<float> l(cfg); }, "'N'");
+  ssm::S4Layer<double>::Config scfg;
+  scfg.N = 9;
+  expect_error_mentioning([&] { ssm::S4Layer<double> l(scfg); }, "'N'");
+  scfg.N = 8;
+  scfg.dt_min = std::nan("");
+  expect_error_mentioning([&] { ssm::S4Layer<double> l(scfg); }, "dt_min");
+  cfg.N = 8;
+  cfg.method = Discretization::mamba;
+  expect_error_mentioning([&] { ssm::S4DLayer<float> l(cfg); }, "method");
+
+  const auto p = legs_dplr(8, 2, 1);
+  expect_error_mentioning([&] { ssm::s4::s4_kernel_cauchy<double>(p, 0); }, "'L'");
+  auto bad = p;
+  bad.B = Eigen::MatrixXcd::Ones(2, 3);
+  expect_error_mentioning([&] { ssm::s4::s4_kernel_cauchy<double>(bad, 16); }, "'B'");
+  bad = p;
+  bad.Delta = Eigen::VectorXd::Ones(3);
+  expect_error_mentioning([&] { ssm::s4::s4_kernel_powers(bad, 16); }, "'Delta'");
+  bad = p;
+  bad.Delta(1) = -1;
+  expect_error_mentioning([&] { ssm::s4::s4_truncate_C(bad, 16); }, "'Delta'");
+  bad = p;
+  bad.C(0, 0) = cd(std::nan(""), 0);
+  expect_error_mentioning([&] { ssm::s4::s4_kernel_cauchy<float>(bad, 16); }, "'C'");
+
+  ssm::s4::DiagonalSSM q{p.Lambda, p.B, p.C, p.Delta};
+  expect_error_mentioning([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 0, Discretization::zoh); }, "'L'");
+  expect_error_mentioning([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 8, Discretization::mamba); }, "method");
+  q.C = Eigen::MatrixXcd::Ones(1, 4);
+  expect_error_mentioning([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 8, Discretization::zoh); }, "'C'");
+
+  ssm::S4DLayer<float>::Config ok;
+  ok.h = 2;
+  ok.N = 4;
+  ssm::S4DLayer<float> layer(ok);
+  std::vector<float> x(8), y(8);
+  expect_error_mentioning([&] { layer.forward(x.data(), y.data(), 1, 0); }, "'l'");
+  auto state = layer.initial_state(2);
+  expect_error_mentioning([&] { layer.forward(x.data(), y.data(), 1, 4, state); }, "batch");
+  ssm::S4Layer<float>::Config dcfg;
+  dcfg.N = 4;
+  dcfg.h = 2;
+  dcfg.l_max = 8;
+  dcfg.step_form = ssm::StepForm::dense;
+  ssm::S4Layer<float> dense(dcfg);
+  auto dense_state = dense.initial_state(1);
+  expect_error_mentioning([&] { layer.step(x.data(), y.data(), dense_state); }, "'state'");
+  dcfg.step_form = ssm::StepForm::diagonal;
+  ssm::S4Layer<float> diag(dcfg);
+  auto diag_state = diag.initial_state(1);
+  expect_error_mentioning([&] { diag.forward(x.data(), y.data(), 1, 4, diag_state); }, "linear");
+  expect_error_mentioning([&] { dense.step(x.data(), y.data(), diag_state); }, "'state'");
+  std::stringstream junk("not a state at all");
+  expect_error_mentioning([&] { ssm::S4State<float>::load(junk); }, "magic");
+  std::vector<float> z(3);
+  expect_error_mentioning([&] { ssm::causal_conv_fft(z.data(), z.data(), z.data(), 0); }, "'l'");
+}
+
+}  // namespace
