@@ -8,6 +8,7 @@
 #include "ssm/math.hpp"
 #include "ssm/models.hpp"
 #include "ssm/ops.hpp"
+#include "ssm/s4.hpp"
 
 #if defined(SSM_HAS_CUDA)
 #include "ssm/cuda/causal_conv1d.hpp"
