@@ -4,3 +4,4 @@
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
 #include "ssm/cpu/simd.hpp"
+#include "ssm/cpu/threads.hpp"

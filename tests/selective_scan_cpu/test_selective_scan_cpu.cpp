@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ssm/cpu/selective_scan.hpp"
@@ -582,3 +583,14 @@ TEST(SelectiveScanCpuDispatch, SimdLevelMatchesTarget) {
 }
 
 }  // namespace
+
+// The default thread count follows the work: one thread for a tiny problem, all hardware threads for a
+// large one; an explicit request is always honoured.
+TEST(ScanCpuThreads, DefaultScalesWithWork) {
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(ssm::cpu::cpu_threads(0, 1), 1);
+  EXPECT_EQ(ssm::cpu::cpu_threads(0, ssm::cpu::kMinUpdatesPerThread - 1), 1);
+  EXPECT_EQ(ssm::cpu::cpu_threads(0, ssm::cpu::kMinUpdatesPerThread * 1000), hw);
+  EXPECT_EQ(ssm::cpu::cpu_threads(0, ssm::cpu::kMinUpdatesPerThread * 2), std::min(hw, 2));
+  EXPECT_EQ(ssm::cpu::cpu_threads(3, 1), 3);
+}

@@ -23,6 +23,7 @@
 
 #include "ssm/core/dtype.hpp"
 #include "ssm/cpu/simd.hpp"
+#include "ssm/cpu/threads.hpp"
 #include "ssm/ops/selective_scan_params.hpp"
 
 namespace ssm::cpu {
@@ -548,12 +549,6 @@ inline std::vector<std::pair<index_t, int>> channel_blocks(const ScanParams& p, 
   return blocks;
 }
 
-inline int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
-}
-
 /// Sequential path: work items (batch row, channel block) distributed over the threads.
 template <class In>
 void forward_sequential(const ScanParams& p, int threads) {
@@ -761,7 +756,7 @@ void forward_complex(const ScanParams& p, int threads) {
 template <class In>
 std::string selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = {}) {
   using namespace detail::scan;
-  const int threads = resolve_threads(opt.num_threads);
+  const int threads = cpu_threads(opt.num_threads, p.batch * p.dim * p.seqlen * p.dstate);
   if (p.is_complex) {
     forward_complex<In>(p, threads);
     return "cpu-scalar-complex";

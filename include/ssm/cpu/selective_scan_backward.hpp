@@ -16,6 +16,7 @@
 
 #include "ssm/core/dtype.hpp"
 #include "ssm/cpu/simd.hpp"
+#include "ssm/cpu/threads.hpp"
 #include "ssm/ops/selective_scan_grad_params.hpp"
 #include "ssm/ops/selective_scan_params.hpp"
 
@@ -98,7 +99,7 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
   const auto sz = [](index_t v) { return static_cast<std::size_t>(v); };
   const W cf = Complex ? W(2) : W(1);  // y = 2 Re(C . h) for complex A
 
-  int threads = opt.num_threads > 0 ? opt.num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = cpu_threads(opt.num_threads, b * d * l * n);
   threads = static_cast<int>(std::min<index_t>(threads, d));
   std::vector<Scratch<S, W>> scratch(sz(threads));
   std::atomic<index_t> next_channel{0};
