@@ -33,39 +33,45 @@ struct AttentionDims {
   std::int64_t visible_keys(std::int64_t i) const { return causal ? l_k - l_q + i + 1 : l_k; }
 };
 
+/// One row of attention probabilities: P[j] = softmax_j(q_i . k_j · scale) over the n visible keys of
+/// query i (head hi, kv head hk, batch bi). Returns the row's log-sum-exp.
+inline double probability_row(const AttentionDims& s, const std::vector<double>& q, const std::vector<double>& k,
+                              std::int64_t bi, std::int64_t hi, std::int64_t hk, std::int64_t i, std::int64_t n,
+                              std::vector<double>& P) {
+  const double scale = s.softmax_scale();
+  double m = -std::numeric_limits<double>::infinity();
+  for (std::int64_t j = 0; j < n; ++j) {
+    double dot = 0;
+    for (std::int64_t e = 0; e < s.p; ++e)
+      dot += q[static_cast<std::size_t>(s.q_index(bi, i, hi, e))] * k[static_cast<std::size_t>(s.kv_index(bi, j, hk, e))];
+    P[static_cast<std::size_t>(j)] = dot * scale;
+    m = std::max(m, P[static_cast<std::size_t>(j)]);
+  }
+  double sum = 0;
+  for (std::int64_t j = 0; j < n; ++j) sum += std::exp(P[static_cast<std::size_t>(j)] - m);
+  for (std::int64_t j = 0; j < n; ++j) P[static_cast<std::size_t>(j)] = std::exp(P[static_cast<std::size_t>(j)] - m) / sum;
+  return m + std::log(sum);
+}
+
 /// o = softmax(q kᵀ · scale + causal mask) v, and the log-sum-exp of each score row.
 /// q: (b, l_q, h, p), k/v: (b, l_k, h_kv, p) → out: (b, l_q, h, p), lse: (b, h, l_q).
 inline void attention_forward(const AttentionDims& s, const std::vector<double>& q, const std::vector<double>& k,
                               const std::vector<double>& v, std::vector<double>& out, std::vector<double>& lse) {
   SSM_CHECK(s.h % s.h_kv == 0 && (!s.causal || s.l_k >= s.l_q), "reference::attention_forward: bad sizes");
   const std::int64_t group = s.h / s.h_kv;
-  const double scale = s.softmax_scale();
   out.assign(static_cast<std::size_t>(s.b * s.l_q * s.h * s.p), 0.0);  // (b, l_q, h, p)
   lse.assign(static_cast<std::size_t>(s.b * s.h * s.l_q), 0.0);        // (b, h, l_q)
-  std::vector<double> S(static_cast<std::size_t>(s.l_k));               // (l_k) one score row
+  std::vector<double> P(static_cast<std::size_t>(s.l_k));               // (l_k) one probability row
   for (std::int64_t bi = 0; bi < s.b; ++bi)
     for (std::int64_t hi = 0; hi < s.h; ++hi) {
       const std::int64_t hk = hi / group;
       for (std::int64_t i = 0; i < s.l_q; ++i) {
         const std::int64_t n = s.visible_keys(i);
-        double m = -std::numeric_limits<double>::infinity();
-        for (std::int64_t j = 0; j < n; ++j) {
-          double dot = 0;
-          for (std::int64_t e = 0; e < s.p; ++e)
-            dot += q[static_cast<std::size_t>(s.q_index(bi, i, hi, e))] *
-                   k[static_cast<std::size_t>(s.kv_index(bi, j, hk, e))];
-          S[static_cast<std::size_t>(j)] = dot * scale;
-          m = std::max(m, S[static_cast<std::size_t>(j)]);
-        }
-        double sum = 0;
-        for (std::int64_t j = 0; j < n; ++j) sum += std::exp(S[static_cast<std::size_t>(j)] - m);
-        for (std::int64_t j = 0; j < n; ++j) {
-          const double P = std::exp(S[static_cast<std::size_t>(j)] - m) / sum;
+        lse[static_cast<std::size_t>((bi * s.h + hi) * s.l_q + i)] = probability_row(s, q, k, bi, hi, hk, i, n, P);
+        for (std::int64_t j = 0; j < n; ++j)
           for (std::int64_t e = 0; e < s.p; ++e)
             out[static_cast<std::size_t>(s.q_index(bi, i, hi, e))] +=
-                P * v[static_cast<std::size_t>(s.kv_index(bi, j, hk, e))];
-        }
-        lse[static_cast<std::size_t>((bi * s.h + hi) * s.l_q + i)] = m + std::log(sum);
+                P[static_cast<std::size_t>(j)] * v[static_cast<std::size_t>(s.kv_index(bi, j, hk, e))];
       }
     }
 }
@@ -90,20 +96,9 @@ inline void attention_backward(const AttentionDims& s, const std::vector<double>
       const std::int64_t hk = hi / group;
       for (std::int64_t i = 0; i < s.l_q; ++i) {
         const std::int64_t n = s.visible_keys(i);
-        double m = -std::numeric_limits<double>::infinity();
-        for (std::int64_t j = 0; j < n; ++j) {
-          double dot = 0;
-          for (std::int64_t e = 0; e < s.p; ++e)
-            dot += q[static_cast<std::size_t>(s.q_index(bi, i, hi, e))] *
-                   k[static_cast<std::size_t>(s.kv_index(bi, j, hk, e))];
-          P[static_cast<std::size_t>(j)] = dot * scale;
-          m = std::max(m, P[static_cast<std::size_t>(j)]);
-        }
-        double sum = 0;
-        for (std::int64_t j = 0; j < n; ++j) sum += std::exp(P[static_cast<std::size_t>(j)] - m);
+        (void)probability_row(s, q, k, bi, hi, hk, i, n, P);
         double row = 0;  // Σ_j P_ij dP_ij
         for (std::int64_t j = 0; j < n; ++j) {
-          P[static_cast<std::size_t>(j)] = std::exp(P[static_cast<std::size_t>(j)] - m) / sum;
           double d = 0;
           for (std::int64_t e = 0; e < s.p; ++e)
             d += grad_out[static_cast<std::size_t>(s.q_index(bi, i, hi, e))] *
