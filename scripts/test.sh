@@ -34,9 +34,11 @@ bash scripts/build.sh build-ci/release -DSSM_WERROR=ON
 stamp "release tests"
 run_ctest --test-dir build-ci/release
 
-# 2. AddressSanitizer + UBSan (host code; the CUDA kernels run here through the host emulation).
+# 2. AddressSanitizer + UBSan (host code; the CUDA kernels run here through the host emulation). Warnings
+#    are already errors in stage 1; at -O1 with sanitizers GCC 12 reports false -Wuninitialized inside its
+#    own AVX-512 intrinsics (_mm512_undefined_ps) as Eigen inlines them, so this stage does not add -Werror.
 stamp "asan+ubsan build"
-bash scripts/build.sh build-ci/asan -DSSM_WERROR=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
   -DSSM_SANITIZE=address,undefined -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF
 stamp "asan+ubsan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
