@@ -460,30 +460,24 @@ struct RealScan {
   /// Pointers to the variable B / C of tile [t0, t0 + len) for batch bi and group g (converted if needed).
   void tile_BC(Workspace<T>& ws, index_t bi, index_t g, index_t t0, index_t len, const T*& Bp, index_t& Bns,
                const T*& Cp, index_t& Cns) const {
-    Bp = Cp = nullptr;
-    Bns = Cns = 0;
-    if (p.variable_B) {
-      const In* B = static_cast<const In*>(p.B) + bi * p.B_batch_stride + g * p.B_group_stride + t0;
+    // B and C take the same route: a pointer into the input, or its f32 conversion in the workspace.
+    auto tile = [&](bool variable, const void* base, index_t batch_stride, index_t group_stride, index_t n_stride,
+                    AlignedBuffer<T>& converted, const T*& ptr, index_t& ns) {
+      ptr = nullptr;
+      ns = 0;
+      if (!variable) return;
+      const In* X = static_cast<const In*>(base) + bi * batch_stride + g * group_stride + t0;
       if constexpr (kConvertBC) {
-        for (index_t k = 0; k < p.dstate; ++k) load_row(B + k * p.B_n_stride, len, ws.Bt.data() + k * ws.tile);
-        Bp = ws.Bt.data();
-        Bns = ws.tile;
+        for (index_t k = 0; k < p.dstate; ++k) load_row(X + k * n_stride, len, converted.data() + k * ws.tile);
+        ptr = converted.data();
+        ns = ws.tile;
       } else {
-        Bp = B;
-        Bns = p.B_n_stride;
+        ptr = X;
+        ns = n_stride;
       }
-    }
-    if (p.variable_C) {
-      const In* C = static_cast<const In*>(p.C) + bi * p.C_batch_stride + g * p.C_group_stride + t0;
-      if constexpr (kConvertBC) {
-        for (index_t k = 0; k < p.dstate; ++k) load_row(C + k * p.C_n_stride, len, ws.Ct.data() + k * ws.tile);
-        Cp = ws.Ct.data();
-        Cns = ws.tile;
-      } else {
-        Cp = C;
-        Cns = p.C_n_stride;
-      }
-    }
+    };
+    tile(p.variable_B, p.B, p.B_batch_stride, p.B_group_stride, p.B_n_stride, ws.Bt, Bp, Bns);
+    tile(p.variable_C, p.C, p.C_batch_stride, p.C_group_stride, p.C_n_stride, ws.Ct, Cp, Cns);
   }
 
   template <bool Out>
