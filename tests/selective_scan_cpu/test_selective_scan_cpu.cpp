@@ -66,6 +66,52 @@ TEST(SelectiveScanCpuMath, Exp2Underflow) {
   EXPECT_GE(y[0], 0.0f);
 }
 
+TEST(SelectiveScanCpuMath, Exp2DecayErrorBound) {
+  // exp2_decay (the scan's decays; simd.hpp): within 3e-7 relative everywhere a decay lives, exact at
+  // integers (a decay of exactly 1 leaves the state unchanged), and for x -> 0- the error vanishes like |x|
+  // (<= 1.6e-6 |x| from the polynomial) up to the roundings of r = 1 + x and of the result (2^-25 + 2^-24
+  // relative), which a correctly rounded f32 decay has too (half of it).
+  constexpr int W = simd::lanes<float>;
+  double worst = 0, worst_near0 = 0;
+  for (int i = 0; i < 2000000; i += W) {
+    float x[W], y[W];
+    for (int j = 0; j < W; ++j) x[j] = static_cast<float>(-120.0 * (i + j) / 1999999.0);
+    simd::store(y, simd::exp2_decay(simd::load(x)));
+    for (int j = 0; j < W; ++j) worst = std::max(worst, std::abs(y[j] / std::exp2(static_cast<double>(x[j])) - 1));
+  }
+  for (int i = 0; i < 200000; i += W) {
+    float x[W], y[W];
+    for (int j = 0; j < W; ++j) x[j] = static_cast<float>(-1e-2 * (i + j + 1) / 200000.0);
+    simd::store(y, simd::exp2_decay(simd::load(x)));
+    for (int j = 0; j < W; ++j) {
+      const double e = std::abs(y[j] / std::exp2(static_cast<double>(x[j])) - 1);
+      worst_near0 = std::max(worst_near0, e - 1.6e-6 * std::abs(static_cast<double>(x[j])));
+    }
+  }
+  EXPECT_LT(worst, 3e-7);
+  EXPECT_LT(worst_near0, std::ldexp(1.0, -25) + std::ldexp(1.0, -24));
+  for (int k = -100; k <= 0; ++k) {
+    float x[W], y[W];
+    for (int j = 0; j < W; ++j) x[j] = static_cast<float>(k);
+    simd::store(y, simd::exp2_decay(simd::load(x)));
+    EXPECT_EQ(y[0], std::ldexp(1.0f, k));
+  }
+}
+
+TEST(SelectiveScanCpuMath, Log1pPolynomialErrorBound) {
+  // The f32 log1p polynomial of softplus (simd.hpp): <= 2.2e-7 relative on [0, 1], 2^20 points.
+  constexpr int W = simd::lanes<float>;
+  double worst = 0;
+  const int count = 1 << 20;
+  for (int i = 0; i < count; i += W) {
+    float w[W], y[W];
+    for (int j = 0; j < W; ++j) w[j] = static_cast<float>(static_cast<double>(i + j + 1) / count);
+    simd::store(y, simd::log1p_unit_poly(simd::load(w)));
+    for (int j = 0; j < W; ++j) worst = std::max(worst, std::abs(y[j] / std::log1p(static_cast<double>(w[j])) - 1));
+  }
+  EXPECT_LT(worst, 2.2e-7);
+}
+
 template <class T>
 void check_softplus_silu(double tol) {
   constexpr int W = simd::lanes<T>;

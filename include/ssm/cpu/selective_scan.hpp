@@ -160,7 +160,7 @@ inline void store_row(const T* SSM_RESTRICT src, index_t len, In* SSM_RESTRICT d
 template <class T>
 struct Workspace {
   static constexpr int W = simd::lanes<T>;
-  index_t tile = 0;  // time steps per tile
+  index_t tile = 128;  // time steps per tile
   index_t n = 0;
   AlignedBuffer<T> A2;      // (n, W)   A log2(e) of the block's channels (0 in unused lanes)
   AlignedBuffer<T> Bfix;    // (n, W)   fixed B of the block's channels
@@ -169,9 +169,9 @@ struct Workspace {
   AlignedBuffer<T> dt;      // (tile, W) Delta after bias and softplus
   AlignedBuffer<T> du;      // (tile, W) Delta * u
   AlignedBuffer<T> y;       // (tile, W) C . h
-  AlignedBuffer<T> uT;      // (tile, W) u, kept for D u
-  AlignedBuffer<T> zT;      // (tile, W) z
-  AlignedBuffer<T> row;     // (tile_pad) conversion row
+  AlignedBuffer<T> uT;      // (tile, W) u
+  AlignedBuffer<T> row, row2;  // (tile_pad) conversion rows
+  AlignedBuffer<T> yrows;   // (W, tile_pad) y back in rows of channels
   AlignedBuffer<T> Bt, Ct;  // (n, tile)    variable B / C converted to T (inputs of another type)
   AlignedBuffer<T> dsum;    // (W)          sum of Delta over a chunk (chunked path)
   T D[W] = {};
@@ -195,8 +195,9 @@ struct Workspace {
     y.resize(tW);
     const index_t tile_pad = (tile + W - 1) / W * W;
     uT.resize(tW);
-    zT.resize(tW);
     row.resize(static_cast<std::size_t>(tile_pad));
+    row2.resize(static_cast<std::size_t>(tile_pad));
+    yrows.resize(static_cast<std::size_t>(W * tile_pad));
     if (convert_BC) {
       Bt.resize(static_cast<std::size_t>(n * tile));
       Ct.resize(static_cast<std::size_t>(n * tile));
@@ -234,7 +235,7 @@ SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT
     const V x = simd::load(du + t * W);
     V acc[NG];
     for (int j = 0; j < NG; ++j) {
-      const V a = simd::exp2(d * a2[j]);
+      const V a = simd::exp2_decay(d * a2[j]);
       V bx;
       if constexpr (VarB) {
         bx = x * Bk[j][t];
@@ -377,38 +378,6 @@ struct RealScan {
     }
   }
 
-  /// rows(bi, c)[t0, t0 + len) <- src (len, W) transposed back, in the input type; streaming stores for
-  /// aligned rows (the output is not read again here).
-  void scatter_transposed(const Workspace<T>& ws, index_t bi, index_t t0, index_t len, const T* SSM_RESTRICT src) const {
-    index_t t = 0;
-    if constexpr (std::is_same_v<In, T>) {
-      if (ws.count == W) {
-        In* rows[W];
-        bool aligned = true;
-        for (int j = 0; j < W; ++j) {
-          rows[j] = out_row(bi, ws.c0 + j) + t0;
-          aligned = aligned && reinterpret_cast<std::uintptr_t>(rows[j]) % simd::kBytes == 0;
-        }
-        for (; t + W <= len; t += W) {
-          V r[W];
-          for (int i = 0; i < W; ++i) r[i] = simd::load(src + (t + i) * W);
-          simd::transpose<T>(r);
-          if (aligned) {
-            for (int j = 0; j < W; ++j) simd::store_stream(rows[j] + t, r[j]);
-          } else {
-            for (int j = 0; j < W; ++j) simd::store(rows[j] + t, r[j]);
-          }
-        }
-      }
-    }
-    if (t == len) return;
-    T* row = ws.row.data();
-    for (int j = 0; j < ws.count; ++j) {
-      for (index_t i = t; i < len; ++i) row[i - t] = src[i * W + j];
-      store_row(row, len - t, out_row(bi, ws.c0 + j) + t0 + t);
-    }
-  }
-
   /// Plans the prefetch of the block's u / delta / z rows over [t0, t1) (the next tile): one cache line
   /// per scan step, so the loads stream in while this tile is scanned without a burst of misses.
   void plan_prefetch(Workspace<T>& ws, index_t bi, index_t t0, index_t t1) const {
@@ -442,19 +411,72 @@ struct RealScan {
     }
   }
 
-  /// Post-pass of a tile: out = (y + D u) * silu(z), back to (channel, t) rows in the input type.
+  /// Post-pass of a tile: y (len, W) back to one row per channel, then, row by row in the input's own layout
+  /// (so u and z need no transpose), out = (y + D u) * silu(z) in the input type; streaming stores for aligned
+  /// f32 / f64 rows (the output is not read again here).
   void finish_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
-    T* y = ws.y.data();
-    const T* uT = ws.uT.data();
-    const V D = simd::load(ws.D);
-    for (index_t t = 0; t < len; ++t) simd::store(y + t * W, simd::fma(D, simd::load(uT + t * W), simd::load(y + t * W)));
-    if (p.z) {
-      T* zT = ws.zT.data();
-      gather_transposed(ws, [&](index_t c) { return z_row(bi, c); }, t0, len, zT);
-      for (index_t t = 0; t < len; ++t)
-        simd::store(y + t * W, simd::load(y + t * W) * simd::silu<T>(simd::load(zT + t * W)));
+    T* yrows = ws.yrows.data();  // (W, tile)
+    transpose_to_rows(ws, len, ws.y.data(), yrows);
+    for (int j = 0; j < ws.count; ++j) {
+      const index_t c = ws.c0 + j;
+      T* yr = yrows + j * ws.tile_pad();
+      const T* ur;
+      const T* zr = nullptr;
+      if constexpr (std::is_same_v<In, T>) {
+        ur = u_row(bi, c) + t0;
+        if (p.z) zr = z_row(bi, c) + t0;
+      } else {
+        load_row(u_row(bi, c) + t0, len, ws.row.data());
+        ur = ws.row.data();
+        if (p.z) {
+          load_row(z_row(bi, c) + t0, len, ws.row2.data());
+          zr = ws.row2.data();
+        }
+      }
+      const V D = simd::broadcast(ws.D[j]);
+      auto out_of = [&](V y, V u, const T* z) {
+        y = simd::fma(D, u, y);
+        return z ? y * simd::silu<T>(simd::load(z)) : y;
+      };
+      index_t t = 0;
+      if constexpr (std::is_same_v<In, T>) {
+        In* out = out_row(bi, c) + t0;
+        if (reinterpret_cast<std::uintptr_t>(out) % simd::kBytes == 0) {
+          for (; t + W <= len; t += W)
+            simd::store_stream(out + t, out_of(simd::load(yr + t), simd::load(ur + t), zr ? zr + t : nullptr));
+        } else {
+          for (; t + W <= len; t += W)
+            simd::store(out + t, out_of(simd::load(yr + t), simd::load(ur + t), zr ? zr + t : nullptr));
+        }
+        if (t < len) {  // ragged tail through W-lane copies, so every element sees the same vector code
+          alignas(64) T ut[W] = {}, zt[W] = {}, yt[W] = {};
+          for (index_t i = t; i < len; ++i) {
+            ut[i - t] = ur[i];
+            yt[i - t] = yr[i];
+            if (zr) zt[i - t] = zr[i];
+          }
+          simd::store(yt, out_of(simd::load(yt), simd::load(ut), zr ? zt : nullptr));
+          for (index_t i = t; i < len; ++i) out[i] = yt[i - t];
+        }
+      } else {
+        // rows are padded to a multiple of W (tile_pad): the vector loop covers the tail of the tile
+        for (; t < len; t += W) simd::store(yr + t, out_of(simd::load(yr + t), simd::load(ur + t), zr ? zr + t : nullptr));
+        store_row(yr, len, out_row(bi, c) + t0);
+      }
     }
-    scatter_transposed(ws, bi, t0, len, y);
+  }
+
+  /// dst (W, tile_pad) <- src (len, W) transposed (rows of the block's channels).
+  void transpose_to_rows(const Workspace<T>& ws, index_t len, const T* SSM_RESTRICT src, T* SSM_RESTRICT dst) const {
+    index_t t = 0;
+    for (; t + W <= len; t += W) {
+      V r[W];
+      for (int i = 0; i < W; ++i) r[i] = simd::load(src + (t + i) * W);
+      simd::transpose<T>(r);
+      for (int j = 0; j < W; ++j) simd::store(dst + j * ws.tile_pad() + t, r[j]);
+    }
+    for (; t < len; ++t)
+      for (int j = 0; j < W; ++j) dst[j * ws.tile_pad() + t] = src[t * W + j];
   }
 
   /// Pointers to the variable B / C of tile [t0, t0 + len) for batch bi and group g (converted if needed).
