@@ -99,7 +99,8 @@ TEST(SelectiveScanCpuMath, Exp2DecayErrorBound) {
 }
 
 TEST(SelectiveScanCpuMath, Log1pPolynomialErrorBound) {
-  // The f32 log1p polynomial of softplus (simd.hpp): <= 2.2e-7 relative on [0, 1], 2^20 points.
+  // The f32 log1p polynomial of softplus (simd.hpp): <= 2.5e-7 relative on [0, 1], 2^20 points (2.2e-7 with
+  // FMA, 2.4e-7 measured without: the generic target rounds every product).
   constexpr int W = simd::lanes<float>;
   double worst = 0;
   const int count = 1 << 20;
@@ -109,7 +110,7 @@ TEST(SelectiveScanCpuMath, Log1pPolynomialErrorBound) {
     simd::store(y, simd::log1p_unit_poly(simd::load(w)));
     for (int j = 0; j < W; ++j) worst = std::max(worst, std::abs(y[j] / std::log1p(static_cast<double>(w[j])) - 1));
   }
-  EXPECT_LT(worst, 2.2e-7);
+  EXPECT_LT(worst, 2.5e-7);
 }
 
 template <class T>
