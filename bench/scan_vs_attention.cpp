@@ -10,11 +10,9 @@
 // longer than --ssm_time_limit_s (60 s), or before a length whose predicted memory exceeds --ssm_mem_gb.
 //
 // Entries: attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention, ops/attention.hpp); mamba_block
-// (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; its scan
-// loop as mamba_block_scan), single-threaded, so registered for 1 thread only; and mamba_block_standin /
-// scan_standin (bench/standin_mamba_block.hpp), a threaded stand-in with the block's shapes for the 2-thread
-// comparison; selective_scan_op (ssm::selective_scan, the optimized CPU path of the merged branch `scan`) in
-// scan_throughput. The S4D layer (branch `s4`) becomes one more entry when merged (see the TODO marker).
+// (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; threaded
+// with MambaBlock::set_threads); selective_scan_op (ssm::selective_scan, the optimized CPU path) in scan_throughput.
+// The S4D layer becomes one more entry (see the TODO marker).
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -34,7 +32,6 @@
 #include "ssm/layers/attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/ops/selective_scan.hpp"
-#include "standin_mamba_block.hpp"
 
 namespace {
 
@@ -111,26 +108,25 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 }
 
 // ---- mixers --------------------------------------------------------------------------------------------
-enum class Mixer { attention_materialized, attention_tiled, mamba_block, mamba_block_standin };
-// mamba_block is ssm::layers::MambaBlock (layers/mamba.hpp), single-threaded: it is registered for 1 thread only;
-// the stand-in (same shapes, threaded) gives the 2-thread comparison.
+enum class Mixer { attention_materialized, attention_tiled, mamba_block };
 // TODO(merge `s4`): add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
 const char* mixer_name(Mixer m) {
   switch (m) {
     case Mixer::attention_materialized: return "attention_materialized";
     case Mixer::attention_tiled: return "attention_tiled";
     case Mixer::mamba_block: return "mamba_block";
-    case Mixer::mamba_block_standin: return "mamba_block_standin";
   }
   return "?";
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
 
-ssm::layers::MambaBlock<float> make_mamba() {
+ssm::layers::MambaBlock<float> make_mamba(int threads) {
   ssm::layers::MambaBlockConfig cfg;
   cfg.d_model = kDModel, cfg.d_state = 16, cfg.expand = kExpand;
-  return ssm::layers::MambaBlock<float>::init(cfg, 1);
+  auto block = ssm::layers::MambaBlock<float>::init(cfg, 1);
+  block.set_threads(threads);
+  return block;
 }
 
 ssm::layers::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm alg, int threads) {
@@ -155,12 +151,10 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
   const std::string curve = std::string("forward/") + mixer_name(m) + "/threads:" + std::to_string(threads);
   const double io_bytes = 2.0 * static_cast<double>(l * kDModel) * sizeof(float);
   double workspace = 0;
-  if (m == Mixer::mamba_block_standin) {
-    workspace = static_cast<double>(bench_standin::MambaBlock(kDModel, kExpand, threads).workspace_bytes(l));
-  } else if (m == Mixer::mamba_block) {
-    // forward_raw's activations for one chunk: xz, x, xc, dbc, dt, y, out
+  if (m == Mixer::mamba_block) {
+    // forward_raw's activations for one chunk: xz, xc, dbc, dt, y, the scan's operands and output, out
     const index_t di = kExpand * kDModel, c = std::min(l, kPrefillChunk);
-    workspace = static_cast<double>(c * (2 * di + 4 * di + 48 + 32 + kDModel)) * sizeof(float);
+    workspace = static_cast<double>(c * (2 * di + 3 * di + 48 + 32 + 4 * di + 32 + kDModel)) * sizeof(float);
   } else {
     ssm::AttentionOptions opt;
     opt.algorithm = m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized;
@@ -175,19 +169,8 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
   fill(x.data_as<float>(), static_cast<std::size_t>(x.numel()), 3);
   RssProbe rss;
   double seconds = 0;
-  if (m == Mixer::mamba_block_standin) {
-    const bench_standin::MambaBlock block(kDModel, kExpand, threads);
-    std::vector<float> out(static_cast<std::size_t>(l * kDModel));  // (l, d_model)
-    rss.reset();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (auto _ : st) {
-      auto s = block.init_state();
-      block.forward(x.data_as<float>(), l, out.data(), s);
-      benchmark::DoNotOptimize(out.data());
-    }
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } else if (m == Mixer::mamba_block) {
-    const auto block = make_mamba();
+  if (m == Mixer::mamba_block) {
+    const auto block = make_mamba(threads);
     Tensor out = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
     rss.reset();
     const auto t0 = std::chrono::steady_clock::now();
@@ -219,30 +202,16 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
 
 void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
   const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
-  const double cache_bytes = m == Mixer::mamba_block_standin || m == Mixer::mamba_block ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
+  const double cache_bytes = m == Mixer::mamba_block ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
   if (skip_if_stopped(st, curve, cache_bytes)) return;
   Tensor x = Tensor::empty({1, 1, kDModel}, ssm::DType::f32);  // (b, 1, d_model): one new token
   fill(x.data_as<float>(), kDModel, 5);
   double state_bytes = 0, seconds = 0;
   RssProbe rss;
-  if (m == Mixer::mamba_block_standin) {
-    // The recurrent state has the same size and the step the same cost whatever the context: a state
-    // filled with values stands for the state after `context` tokens.
-    const bench_standin::MambaBlock block(kDModel, kExpand, threads);
-    auto s = block.init_state();
-    fill(s.ssm.data(), s.ssm.size(), 7);
-    std::vector<float> out(kDModel);
-    state_bytes = static_cast<double>(s.bytes());
-    rss.reset();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (auto _ : st) {
-      block.forward(x.data_as<float>(), 1, out.data(), s);
-      benchmark::DoNotOptimize(out.data());
-    }
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } else if (m == Mixer::mamba_block) {
-    // As for the stand-in: a filled cache stands for the state after `context` tokens.
-    const auto block = make_mamba();
+  if (m == Mixer::mamba_block) {
+    // The recurrent state has the same size and the step the same cost whatever the context: a filled cache
+    // stands for the state after `context` tokens.
+    const auto block = make_mamba(threads);
     auto cache = block.make_cache(1);
     fill(cache.ssm_state.data(), cache.ssm_state.size(), 7);
     fill(cache.conv_state.data(), cache.conv_state.size(), 8);
@@ -317,12 +286,10 @@ double measured_fma_per_second(int threads) {
   return cache[threads] = static_cast<double>(threads) * iters * kAcc * kWidth / s;
 }
 
-/// library = true: ssm::layers::MambaBlock's own scan loop (ssm::layers::detail::mamba_scan_forward, with the z gate and
-/// softplus), channels split over threads; false: the stand-in's 16-wide vectorized update.
 /// The selective-scan op (ops/selective_scan.hpp, the optimized CPU path) on the block's shapes:
 /// u, delta, z (1, d, l), B, C (1, 1, n, l), A (d, n), D, delta_bias (d), softplus on Δ.
 void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
-  const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
+  const index_t d = kExpand * kDModel, n = 16;
   auto tensor = [](const ssm::Dims& shape, std::uint32_t seed, float scale, float shift) {
     Tensor t = Tensor::empty(shape, ssm::DType::f32);
     fill(t.data_as<float>(), static_cast<std::size_t>(t.numel()), seed);
@@ -358,82 +325,6 @@ void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
   st.counters["state_updates_per_s"] = updates_per_s;
   st.counters["fma_per_s_measured"] = fma;
   st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
-}
-
-void bench_scan_throughput(benchmark::State& st, int threads, index_t l, bool library) {
-  const index_t d = kExpand * kDModel, n = bench_standin::kStateSize;
-  std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size());  // (l, d)
-  std::vector<float> BC(static_cast<std::size_t>(l * 2 * n));                          // (l, 2n)
-  std::vector<float> A(static_cast<std::size_t>(d * n)), D(static_cast<std::size_t>(d), 1.0f), h(A.size());
-  std::vector<float> dt_bias(static_cast<std::size_t>(d), 0.0f);  // (d) the library loop applies softplus
-  fill(u.data(), u.size(), 11);
-  fill(BC.data(), BC.size(), 12);
-  fill(delta.data(), delta.size(), 13);
-  for (auto& e : delta) e = 0.05f + 0.049f * e;  // Δ in [0.001, 0.1] (stand-in; softplus of it for the library)
-  for (index_t c = 0; c < d; ++c)
-    for (index_t k = 0; k < n; ++k) A[static_cast<std::size_t>(c * n + k)] = -float(k + 1);
-  const index_t per = (d + threads - 1) / threads;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : st) {
-    ssm::cpu::detail::attention_parallel_for(threads, threads, [&](index_t task) {
-      const index_t c0 = task * per, c1 = std::min(d, c0 + per);
-      if (library)  // output rows of width c1 − c0 into this thread's slice of y
-        ssm::layers::detail::mamba_scan_forward<float>(l, c1 - c0, n, u.data() + c0, d, delta.data() + c0, d, dt_bias.data() + c0,
-                                               A.data() + c0 * n, BC.data(), BC.data() + n, 2 * n, D.data() + c0,
-                                               u.data() + c0, d, h.data() + c0 * n, y.data() + c0 * l, nullptr, nullptr);
-      else
-        bench_standin::selective_scan_tokens(l, d, c0, c1, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(),
-                                             D.data(), h.data(), y.data());
-    });
-    benchmark::DoNotOptimize(y.data());
-  }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                         static_cast<double>(st.iterations());
-  const double updates_per_s = static_cast<double>(l * d * n) / seconds;
-  const double fma = measured_fma_per_second(threads);
-  st.counters["threads"] = threads;
-  st.counters["l"] = static_cast<double>(l);
-  st.counters["state_updates_per_s"] = updates_per_s;
-  st.counters["fma_per_s_measured"] = fma;
-  // Each update needs at least two FMAs (h = a h + Δ B u; y += C h) besides exp(Δ A): the FMA-bound
-  // ceiling is fma / 2 updates per second.
-  st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
-}
-
-/// The stand-in has no test of its own (it is not a library op), so the suite checks it before timing it:
-/// its chunked forward equals token-by-token steps, and its scan equals the plain recurrence in double
-/// (h = exp(Δ A) h + Δ B u, y = C·h + D u). Returns the largest deviation found.
-double check_standin() {
-  const index_t d_model = 16, l = 13;
-  const bench_standin::MambaBlock chunked(d_model, kExpand, 2, 5), stepped(d_model, kExpand, 1, 1);
-  std::vector<float> x(static_cast<std::size_t>(l * d_model)), y1(x.size()), y2(x.size());
-  fill(x.data(), x.size(), 21);
-  auto s1 = chunked.init_state(), s2 = stepped.init_state();
-  chunked.forward(x.data(), l, y1.data(), s1);
-  for (index_t t = 0; t < l; ++t) stepped.forward(x.data() + t * d_model, 1, y2.data() + t * d_model, s2);
-  double err = 0;
-  for (std::size_t i = 0; i < y1.size(); ++i) err = std::max(err, static_cast<double>(std::abs(y1[i] - y2[i])));
-  const index_t d = 3, n = bench_standin::kStateSize;
-  std::vector<float> u(static_cast<std::size_t>(l * d)), delta(u.size()), y(u.size()), BC(static_cast<std::size_t>(l * 2 * n));
-  std::vector<float> A(static_cast<std::size_t>(d * n)), D(static_cast<std::size_t>(d), 0.5f), h(A.size(), 0.0f);
-  fill(u.data(), u.size(), 22), fill(BC.data(), BC.size(), 23), fill(delta.data(), delta.size(), 24), fill(A.data(), A.size(), 25);
-  for (auto& e : delta) e = 0.3f + 0.25f * e;
-  for (auto& e : A) e = -1.0f + 0.5f * e;
-  bench_standin::selective_scan_tokens(l, d, 0, d, u.data(), delta.data(), BC.data(), 2 * n, 0, A.data(), D.data(), h.data(), y.data());
-  std::vector<double> hd(static_cast<std::size_t>(d * n), 0.0);
-  for (index_t t = 0; t < l; ++t)
-    for (index_t c = 0; c < d; ++c) {
-      double yt = 0.5 * u[static_cast<std::size_t>(t * d + c)];
-      for (index_t k = 0; k < n; ++k) {
-        double& hk = hd[static_cast<std::size_t>(c * n + k)];
-        const double dt = delta[static_cast<std::size_t>(t * d + c)];
-        hk = std::exp(dt * A[static_cast<std::size_t>(c * n + k)]) * hk +
-             dt * BC[static_cast<std::size_t>(t * 2 * n + k)] * u[static_cast<std::size_t>(t * d + c)];
-        yt += BC[static_cast<std::size_t>(t * 2 * n + n + k)] * hk;
-      }
-      err = std::max(err, std::abs(yt - y[static_cast<std::size_t>(t * d + c)]));
-    }
-  return err;
 }
 
 std::vector<index_t> parse_list(const std::string& s) {
@@ -480,43 +371,31 @@ int main(int argc, char** argv) {
     g.threads.push_back(static_cast<int>(t));
   if (full && g.min_time == 0.05) g.min_time = 0.5;
 
-  // f32 over 13 tokens of O(1) values: rounding stays ~1e-6; 1e-4 flags a wrong recurrence or state carry.
-  if (const double err = check_standin(); !(err < 1e-4)) {
-    std::fprintf(stderr, "scan_vs_attention: the Mamba-block stand-in failed its self-check (deviation %g)\n", err);
-    return 1;
-  }
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
   benchmark::AddCustomContext("ssm_mode", g.mode);
   benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention); "
-                                             "mamba_block, mamba_block_scan (ssm::layers::MambaBlock, single-threaded: 1 thread only); "
-                                             "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded); "
-                                             "mamba_block_standin, scan_standin (bench/standin_mamba_block.hpp, threaded)");
+                                             "mamba_block (ssm::layers::MambaBlock, threaded); "
+                                             "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
                               "workspace_MB/state_MB: explicit byte accounting");
   benchmark::AddCustomContext("ssm_limits", "time " + std::to_string(g.time_limit_s) + " s, memory " +
                                                 std::to_string(g.mem_gb) + " GB");
-  benchmark::AddCustomContext("ssm_standin_self_check", "chunked forward == steps, scan == double recurrence: passed");
   benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
 
-  const Mixer mixers[] = {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled,
-                          Mixer::attention_materialized};
+  const Mixer mixers[] = {Mixer::mamba_block, Mixer::attention_tiled, Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
-        if (m == Mixer::mamba_block && t != 1) continue;  // single-threaded implementation
-        if (m == Mixer::mamba_block_standin && !full && t == 1) continue;  // short mode: the library block only
         const std::string name = std::string("forward/") + mixer_name(m) + "/l:" + std::to_string(l) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
-    for (Mixer m : {Mixer::mamba_block, Mixer::mamba_block_standin, Mixer::attention_tiled})
+    for (Mixer m : {Mixer::mamba_block, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
-        if (m == Mixer::mamba_block && t != 1) continue;
-        if (m == Mixer::mamba_block_standin && !full && t == 1) continue;
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
@@ -526,14 +405,6 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("scan_throughput/selective_scan_op/threads:" + std::to_string(t)).c_str(),
                                  [t, scan_l](benchmark::State& st) { bench_scan_op_throughput(st, t, scan_l); })
         ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
-    for (bool library : {true, false}) {
-      if (!library && !full && t == 1) continue;
-      benchmark::RegisterBenchmark(
-          (std::string("scan_throughput/") + (library ? "mamba_block_scan" : "scan_standin") + "/threads:" +
-           std::to_string(t)).c_str(),
-          [t, scan_l, library](benchmark::State& st) { bench_scan_throughput(st, t, scan_l, library); })
-          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
-    }
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

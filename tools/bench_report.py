@@ -234,7 +234,7 @@ def plot(folder, res, gnuplot):
     # crossover marks (first scan-side mixer vs each attention algorithm, per thread count)
     marks = []
     for t in sorted({t for (_, t) in fwd}):
-        scan = sorted(m for (m, tt) in fwd if tt == t and is_scan_side(m))  # mamba_block before its stand-in
+        scan = sorted(m for (m, tt) in fwd if tt == t and is_scan_side(m))  # mamba_block first (alphabetical)
         for a in sorted({m for (m, tt) in fwd if tt == t and not is_scan_side(m)}):
             if scan:
                 x, _ = crossover(fwd[(scan[0], t)], fwd[(a, t)])

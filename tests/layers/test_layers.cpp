@@ -264,6 +264,38 @@ TEST(MambaBlock, StepEqualsForwardAndPrefillContinues) {
   for (std::size_t i = 0; i < cache3.conv_state.size(); ++i) EXPECT_EQ(cache3.conv_state[i], cache.conv_state[i]);
 }
 
+TEST(MambaBlock, ThreadedForwardEqualsOneThread) {
+  // set_threads splits the GEMMs' output features, the conv's time axis (chunks of >= 64 steps, so l = 300
+  // gives several, the later ones reading inputs of the earlier), the transposes' channel groups (d_inner 80:
+  // a full group of 64 and a ragged one) and the scan's items. Every output element is computed by the same
+  // arithmetic, so only GEMM blocking could reorder sums: 1e-12 in double.
+  MambaBlockConfig cfg;
+  cfg.d_model = 40, cfg.d_state = 5, cfg.d_conv = 4, cfg.expand = 2;
+  auto one = MambaBlock<double>::init(cfg, 21), three = MambaBlock<double>::init(cfg, 21);
+  one.set_threads(1);
+  three.set_threads(3);
+  const index_t b = 2, l1 = 300, l2 = 70, dm = cfg.d_model;
+  const auto u1 = randn(b * l1 * dm, 80), u2 = randn(b * l2 * dm, 81);
+  auto c1 = one.make_cache(b), c3 = three.make_cache(b);
+  for (int part = 0; part < 2; ++part) {  // a prefill, then a second piece resumed from the cache
+    const auto& u = part == 0 ? u1 : u2;
+    const index_t l = part == 0 ? l1 : l2;
+    const auto y1 = one.forward(TensorView::of(u.data(), {b, l, dm}), &c1, part > 0).to_vector<double>();
+    const auto y3 = three.forward(TensorView::of(u.data(), {b, l, dm}), &c3, part > 0).to_vector<double>();
+    ASSERT_EQ(y1.size(), y3.size());
+    for (std::size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y3[i], y1[i], 1e-12) << "part " << part << " at " << i;
+    for (std::size_t i = 0; i < c1.ssm_state.size(); ++i) ASSERT_NEAR(c3.ssm_state[i], c1.ssm_state[i], 1e-12);
+    for (std::size_t i = 0; i < c1.conv_state.size(); ++i) ASSERT_NEAR(c3.conv_state[i], c1.conv_state[i], 1e-12);
+  }
+  // And the step (its GEMVs split over 3 threads) continues both alike.
+  std::vector<double> work1(static_cast<std::size_t>(one.workspace_size(b))), work3(work1.size());
+  std::vector<double> o1(b * dm), o3(b * dm);
+  one.step_raw(u2.data(), o1.data(), c1, work1.data());
+  three.step_raw(u2.data(), o3.data(), c3, work3.data());
+  for (std::size_t i = 0; i < o1.size(); ++i) EXPECT_NEAR(o3[i], o1[i], 1e-12);
+  EXPECT_THROW(one.set_threads(-1), ssm::Error);
+}
+
 TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
   for (bool bias : {false, true}) {
     auto cfg = small_config(bias);

@@ -22,9 +22,11 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "ssm/core/tensor.hpp"
+#include "ssm/cpu/threads.hpp"
 
 namespace ssm::cpu {
 
@@ -54,29 +56,10 @@ struct AttentionArgs {
 
 namespace detail {
 
-/// Runs fn(task) for task in [0, n_tasks) on up to n_threads threads (the caller's thread included),
-/// handing tasks out in order from an atomic counter; rethrows the first exception of any task.
+/// Runs fn(task) for task in [0, n_tasks) on up to n_threads threads (ssm::cpu::parallel_for).
 template <class Fn>
 void attention_parallel_for(index_t n_tasks, int n_threads, Fn&& fn) {
-  const int workers = static_cast<int>(std::max<index_t>(1, std::min<index_t>(n_threads, n_tasks)));
-  std::atomic<index_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&] {
-    try {
-      for (index_t t = next++; t < n_tasks; t = next++) fn(t);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-      next = n_tasks;
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<std::size_t>(workers - 1));
-  for (int w = 1; w < workers; ++w) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  ::ssm::cpu::parallel_for(n_tasks, n_threads, std::forward<Fn>(fn));
 }
 
 template <class T>

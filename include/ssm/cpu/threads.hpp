@@ -4,8 +4,12 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 namespace ssm::cpu {
 
@@ -20,6 +24,36 @@ inline int cpu_threads(int requested, std::int64_t work) {
   const unsigned hw = std::thread::hardware_concurrency();
   const std::int64_t by_work = std::max<std::int64_t>(1, work / kMinUpdatesPerThread);
   return static_cast<int>(std::clamp<std::int64_t>(by_work, 1, hw == 0 ? 1 : hw));
+}
+
+/// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads (the caller's thread included; at most one
+/// per task), handing tasks out in order from an atomic counter; rethrows the first exception of any task
+/// (the remaining tasks are then skipped).
+template <class Fn>
+void parallel_for(std::int64_t n_tasks, int threads, Fn&& fn) {
+  const int workers = static_cast<int>(std::clamp<std::int64_t>(n_tasks, 1, std::max(threads, 1)));
+  if (workers == 1) {
+    for (std::int64_t t = 0; t < n_tasks; ++t) fn(t);
+    return;
+  }
+  std::atomic<std::int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    try {
+      for (std::int64_t t = next++; t < n_tasks; t = next++) fn(t);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next = n_tasks;
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<std::size_t>(workers - 1));
+  for (int w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace ssm::cpu

@@ -29,34 +29,50 @@ inline T conv1d_input(const T* x, const T* state_in, index_t t, index_t c, index
   return state_in != nullptr ? state_in[(w - 1 + t) * d + c] : T(0);
 }
 
-/// Forward over a sequence. out may not alias x. state_out (when not null) receives the last w − 1
-/// inputs (from the state when l < w − 1); it may alias state_in.
+/// Output rows [t0, t1) of the forward (out: (l, d) with row stride d; x: rows of stride ldx >= d, e.g. a
+/// column slice of a wider buffer). Rows of different ranges are independent: threads may split the time axis.
 template <class T>
-void conv1d_forward(const Conv1dArgs<T>& a, const T* x, const T* state_in, T* out, T* state_out) {
-  const index_t l = a.l, d = a.d, w = a.w;
-  for (index_t t = 0; t < l; ++t) {
+void conv1d_forward_rows(const Conv1dArgs<T>& a, const T* x, index_t ldx, const T* state_in, T* out, index_t t0,
+                         index_t t1) {
+  const index_t d = a.d, w = a.w;
+  for (index_t t = t0; t < t1; ++t) {
     T* o = out + t * d;
     for (index_t c = 0; c < d; ++c) o[c] = a.bias != nullptr ? a.bias[c] : T(0);
     for (index_t k = 0; k < w; ++k) {
       const index_t s = t - (w - 1) + k;
       if (s >= 0) {
-        const T* xs = x + s * d;
+        const T* xs = x + s * ldx;
         for (index_t c = 0; c < d; ++c) o[c] += a.weight[c * w + k] * xs[c];
       } else if (state_in != nullptr) {
         const T* ss = state_in + (w - 1 + s) * d;
         for (index_t c = 0; c < d; ++c) o[c] += a.weight[c * w + k] * ss[c];
       }
     }
-    if (a.silu)
-      for (index_t c = 0; c < d; ++c) o[c] = silu(o[c]);
+    if (a.silu) silu_forward(o, o, d);
   }
-  if (state_out != nullptr) {
-    // New state = inputs at times l − (w − 1) … l − 1; computed into a temporary since it may alias.
-    std::vector<T> next(static_cast<std::size_t>((w - 1) * d));  // (w - 1, d)
-    for (index_t j = 0; j < w - 1; ++j)
-      for (index_t c = 0; c < d; ++c) next[static_cast<std::size_t>(j * d + c)] = conv1d_input(x, state_in, l - (w - 1) + j, c, d, w);
-    std::copy(next.begin(), next.end(), state_out);
+}
+
+/// The conv state after a sequence x (l rows of stride ldx): its last w − 1 inputs, oldest first (from state_in
+/// when l < w − 1). state_out may alias state_in.
+template <class T>
+void conv1d_next_state(const Conv1dArgs<T>& a, const T* x, index_t ldx, const T* state_in, T* state_out) {
+  const index_t l = a.l, d = a.d, w = a.w;
+  std::vector<T> next(static_cast<std::size_t>((w - 1) * d));  // (w - 1, d): a temporary, since it may alias
+  for (index_t j = 0; j < w - 1; ++j) {
+    const index_t t = l - (w - 1) + j;
+    for (index_t c = 0; c < d; ++c)
+      next[static_cast<std::size_t>(j * d + c)] = t >= 0 ? x[t * ldx + c] : conv1d_input(x, state_in, t, c, d, w);
   }
+  std::copy(next.begin(), next.end(), state_out);
+}
+
+/// Forward over a sequence. out may not alias x. state_out (when not null) receives the last w − 1
+/// inputs (from the state when l < w − 1); it may alias state_in. x has row stride ldx (default d).
+template <class T>
+void conv1d_forward(const Conv1dArgs<T>& a, const T* x, const T* state_in, T* out, T* state_out, index_t ldx = -1) {
+  if (ldx < 0) ldx = a.d;
+  conv1d_forward_rows(a, x, ldx, state_in, out, 0, a.l);
+  if (state_out != nullptr) conv1d_next_state(a, x, ldx, state_in, state_out);
 }
 
 /// Backward of conv1d_forward. Overwrites grad_x (l, d) and grad_state_in ((w − 1, d), when not null);
@@ -116,8 +132,9 @@ void conv1d_update(const Conv1dArgs<T>& a, const T* x, T* state, T* out) {
     T acc = a.bias != nullptr ? a.bias[c] : T(0);
     for (index_t k = 0; k < w - 1; ++k) acc += wc[k] * state[k * d + c];
     acc += wc[w - 1] * x[c];
-    out[c] = a.silu ? silu(acc) : acc;
+    out[c] = acc;
   }
+  if (a.silu) silu_forward(out, out, d);
   if (w > 1) {
     std::copy(state + d, state + (w - 1) * d, state);  // shift one step to the past
     std::copy(x, x + d, state + (w - 2) * d);

@@ -160,38 +160,76 @@ void mamba_scan_forward(index_t l, index_t di, index_t n, const T* u, index_t ld
   }
 }
 
-/// dst (k, l) = src (l, k) with row stride ld: time-major activations → the scan's channel-major layout.
+/// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: one tile, W x W blocks transposed in vector
+/// registers (ssm::cpu::simd::transpose), the ragged edges element by element.
 template <class T>
-void to_channel_major(const T* src, index_t l, index_t k, index_t ld, T* dst) {
-  for (index_t t = 0; t < l; ++t)
-    for (index_t c = 0; c < k; ++c) dst[c * l + t] = src[t * ld + c];
-}
-/// dst (l, k) with row stride ld = src (k, l).
-template <class T>
-void to_time_major(const T* src, index_t l, index_t k, index_t ld, T* dst) {
-  for (index_t c = 0; c < k; ++c)
-    for (index_t t = 0; t < l; ++t) dst[t * ld + c] = src[c * l + t];
+void transpose_tile(const T* src, index_t lds, T* dst, index_t ldd, index_t rows, index_t cols) {
+  namespace simd = ::ssm::cpu::simd;
+  constexpr int W = simd::lanes<T>;
+  index_t i = 0;
+  for (; i + W <= rows; i += W) {
+    index_t j = 0;
+    for (; j + W <= cols; j += W) {
+      simd::Vec<T> r[W];
+      for (int k = 0; k < W; ++k) r[k] = simd::load(src + (i + k) * lds + j);
+      simd::transpose<T>(r);
+      for (int k = 0; k < W; ++k) simd::store(dst + (j + k) * ldd + i, r[k]);
+    }
+    for (; j < cols; ++j)
+      for (index_t k = i; k < i + W; ++k) dst[j * ldd + k] = src[k * lds + j];
+  }
+  for (; i < rows; ++i)
+    for (index_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
 
-/// The scan's operands in its channel-major layout, copied from the block's time-major buffers.
+/// Channels [c0, c1) of dst (k, l) = src (l, k) with row stride ld: time-major activations → the scan's
+/// channel-major layout, tile by tile.
+template <class T>
+void to_channel_major(const T* src, index_t l, index_t ld, T* dst, index_t c0, index_t c1) {
+  constexpr index_t kTile = 64;
+  for (index_t t0 = 0; t0 < l; t0 += kTile)
+    transpose_tile(src + t0 * ld + c0, ld, dst + c0 * l + t0, l, std::min(kTile, l - t0), c1 - c0);
+}
+/// Channels [c0, c1) of dst (l, k) with row stride ld = src (k, l), tile by tile.
+template <class T>
+void to_time_major(const T* src, index_t l, index_t ld, T* dst, index_t c0, index_t c1) {
+  constexpr index_t kTile = 64;
+  for (index_t t0 = 0; t0 < l; t0 += kTile)
+    transpose_tile(src + c0 * l + t0, l, dst + t0 * ld + c0, ld, c1 - c0, std::min(kTile, l - t0));
+}
+
+/// Channel groups per transpose task (a multiple of the 32-wide tiles).
+inline constexpr index_t kTransposeChannels = 64;
+
+/// The scan's operands in its channel-major layout, copied from the block's time-major buffers by `threads`
+/// threads (tasks: batch x operand x group of kTransposeChannels channels).
 template <class T>
 struct ScanOperands {
   std::vector<T> u, delta, z;  // (b, di, l) each
   std::vector<T> B, C;         // (b, n, l) each (one group)
 
   ScanOperands(index_t b, index_t l, index_t di, index_t n, index_t r, const T* xc, const T* dt, const T* xz,
-               const T* dbc)
+               const T* dbc, int threads = 1)
       : u(static_cast<std::size_t>(b * di * l)), delta(u.size()), z(u.size()),
         B(static_cast<std::size_t>(b * n * l)), C(B.size()) {
     const index_t nx = r + 2 * n;
-    for (index_t bi = 0; bi < b; ++bi) {
-      const index_t o = bi * l;
-      to_channel_major(xc + o * di, l, di, di, u.data() + bi * di * l);
-      to_channel_major(dt + o * di, l, di, di, delta.data() + bi * di * l);
-      to_channel_major(xz + o * 2 * di + di, l, di, 2 * di, z.data() + bi * di * l);
-      to_channel_major(dbc + o * nx + r, l, n, nx, B.data() + bi * n * l);
-      to_channel_major(dbc + o * nx + r + n, l, n, nx, C.data() + bi * n * l);
-    }
+    struct Job {
+      const T* src;  // batch 0's first element
+      index_t ld, k, src_batch;
+      T* dst;
+    };
+    const Job jobs[5] = {{xc, di, di, l * di, u.data()},
+                         {dt, di, di, l * di, delta.data()},
+                         {xz + di, 2 * di, di, l * 2 * di, z.data()},
+                         {dbc + r, nx, n, l * nx, B.data()},
+                         {dbc + r + n, nx, n, l * nx, C.data()}};
+    const index_t groups = (di + kTransposeChannels - 1) / kTransposeChannels;
+    ::ssm::cpu::parallel_for(b * 5 * groups, threads, [&](index_t task) {
+      const index_t g = task % groups, j = (task / groups) % 5, bi = task / (groups * 5);
+      const Job& job = jobs[j];
+      const index_t c0 = g * kTransposeChannels, c1 = std::min(job.k, c0 + kTransposeChannels);
+      if (c0 < c1) to_channel_major(job.src + bi * job.src_batch, l, job.ld, job.dst + bi * job.k * l, c0, c1);
+    });
   }
 };
 
@@ -276,49 +314,66 @@ class MambaBlock {
     return out;
   }
 
-  /// Forward on raw contiguous arrays: u, out (b, l, d_model). See forward().
+  /// Forward on raw contiguous arrays: u, out (b, l, d_model). See forward(). Runs on threads() threads: the
+  /// GEMMs split their output features, the conv its time axis, the transposes their channels, and the scan
+  /// its (batch, channel block) items.
   void forward_raw(const T* u, index_t b, index_t l, T* out, MambaLayerCache<T>* cache = nullptr,
                    bool resume = false) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t rows = b * l, nx = r + 2 * n;
+    const int nt = cpu::cpu_threads(threads_, rows * di * n);
     if (cache == nullptr) resume = false;
     if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
     std::vector<T> xz(static_cast<std::size_t>(rows * 2 * di));  // (b, l, 2 di)
-    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di);
-    std::vector<T> x(static_cast<std::size_t>(l * di));       // (l, di)
+    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di, -1, -1, nt);
     std::vector<T> xc(static_cast<std::size_t>(rows * di));   // (b, l, di) conv + SiLU output
     std::vector<T> dbc(static_cast<std::size_t>(rows * nx));  // (b, l, r + 2n)
     std::vector<T> dt(static_cast<std::size_t>(rows * di));   // (b, l, di)
     std::vector<T> y(static_cast<std::size_t>(rows * di));    // (b, l, di)
     std::vector<T> h;                                         // (b, di, n) last state, when a cache is filled
     const Conv1dArgs<T> conv{l, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
-    for (index_t bi = 0; bi < b; ++bi) {
-      for (index_t t = 0; t < l; ++t)
-        std::copy_n(xz.data() + (bi * l + t) * 2 * di, di, x.data() + t * di);
-      T* conv_state = cache != nullptr ? cache->conv_state.data() + bi * (w - 1) * di : nullptr;
-      conv1d_forward(conv, x.data(), resume ? static_cast<const T*>(conv_state) : nullptr, xc.data() + bi * l * di,
-                     conv_state);
+    {
+      // conv1d + SiLU on the x half of xz (row stride 2 di), in time chunks; the chunks of one sequence read
+      // the inputs before them, so they are independent.
+      const index_t chunk = std::max<index_t>(64, (l + nt - 1) / nt);
+      const index_t chunks = (l + chunk - 1) / chunk;
+      cpu::parallel_for(b * chunks, nt, [&](index_t task) {
+        const index_t bi = task / chunks, t0 = (task % chunks) * chunk;
+        const T* state_in = resume ? cache->conv_state.data() + bi * (w - 1) * di : nullptr;
+        conv1d_forward_rows(conv, xz.data() + bi * l * 2 * di, 2 * di, state_in, xc.data() + bi * l * di, t0,
+                            std::min(l, t0 + chunk));
+      });
+      if (cache != nullptr)
+        for (index_t bi = 0; bi < b; ++bi) {
+          T* state = cache->conv_state.data() + bi * (w - 1) * di;
+          conv1d_next_state(conv, xz.data() + bi * l * 2 * di, 2 * di, resume ? static_cast<const T*>(state) : nullptr,
+                            state);
+        }
     }
-    linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
-    linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
+    linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx, -1, -1, nt);
+    linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx, -1, nt);
     {
       // The selective scan op (ssm::selective_scan: optimized CPU path) in its (b, d, l) layout.
-      detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
+      detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data(), nt);
       SelectiveScanInputs in = scan_inputs(ops, b, l);
       if (resume) in.initial_state = TensorView::of(cache->ssm_state.data(), {b, di, n});
       std::vector<T> out_cm(ops.u.size());  // (b, di, l)
       if (cache != nullptr) h.resize(static_cast<std::size_t>(b * di * n));
       SelectiveScanOptions opt;
-      opt.num_threads = scan_threads_;
+      opt.num_threads = nt;
       selective_scan_into(in, TensorView::of(out_cm.data(), {b, di, l}),
                           cache != nullptr ? std::optional<TensorView>(TensorView::of(h.data(), {b, di, n}))
                                            : std::nullopt,
                           opt);
-      for (index_t bi = 0; bi < b; ++bi)
-        detail::to_time_major(out_cm.data() + bi * di * l, l, di, di, y.data() + bi * l * di);
+      const index_t groups = (di + detail::kTransposeChannels - 1) / detail::kTransposeChannels;
+      cpu::parallel_for(b * groups, nt, [&](index_t task) {
+        const index_t bi = task / groups, c0 = (task % groups) * detail::kTransposeChannels;
+        detail::to_time_major(out_cm.data() + bi * di * l, l, di, y.data() + bi * l * di, c0,
+                              std::min(di, c0 + detail::kTransposeChannels));
+      });
       if (cache != nullptr) std::copy(h.begin(), h.end(), cache->ssm_state.begin());
     }
-    linear_forward(y.data(), p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, rows, di, dm);
+    linear_forward(y.data(), p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, rows, di, dm, -1, -1, nt);
   }
 
   /// One token for b sequences: u (b, d_model) → returns (b, d_model); the cache (b sequences) is
@@ -347,23 +402,25 @@ class MambaBlock {
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t b = cache.b, nx = r + 2 * n;
+    // Decoding reads every weight once per token: threads pay off above ~2^18 multiply-adds (cpu_threads).
+    const int nt = cpu::cpu_threads(threads_, b * dm * di * 3);
     T* xz = work;                 // (b, 2 di)
     T* xc = xz + b * 2 * di;      // (b, di)
     T* dbc = xc + b * di;         // (b, r + 2n)
     T* dt = dbc + b * nx;         // (b, di)
     T* y = dt + b * di;           // (b, di)
-    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz, b, dm, 2 * di);
+    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz, b, dm, 2 * di, -1, -1, nt);
     const Conv1dArgs<T> conv{1, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
     for (index_t bi = 0; bi < b; ++bi)
       conv1d_update(conv, xz + bi * 2 * di, cache.conv_state.data() + bi * (w - 1) * di, xc + bi * di);
-    linear_forward(xc, p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc, b, di, nx);
-    linear_forward(dbc, p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt, b, r, di, nx);
+    linear_forward(xc, p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc, b, di, nx, -1, -1, nt);
+    linear_forward(dbc, p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt, b, r, di, nx, -1, nt);
     for (index_t bi = 0; bi < b; ++bi)
       detail::mamba_scan_forward(1, di, n, xc + bi * di, di, dt + bi * di, di, p_.dt_proj_bias.data(), A_.data(),
                                  dbc + bi * nx + r, dbc + bi * nx + r + n, nx, p_.D.data(), xz + bi * 2 * di + di,
                                  2 * di, cache.ssm_state.data() + bi * di * n, y + bi * di, static_cast<T*>(nullptr),
                                  static_cast<T*>(nullptr));
-    linear_forward(y, p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, b, di, dm);
+    linear_forward(y, p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, b, di, dm, -1, -1, nt);
   }
 
   /// Backward of forward() from a zero state: given u (b, l, d_model) and grad_out (b, l, d_model),
@@ -407,17 +464,17 @@ class MambaBlock {
     detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
     const SelectiveScanInputs in = scan_inputs(ops, b, l);
     SelectiveScanOptions opt;
-    opt.num_threads = scan_threads_;
+    opt.num_threads = threads_;
     std::vector<T> cm(ops.u.size());  // (b, di, l) channel-major scratch
     selective_scan_into(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
     std::vector<T> y(static_cast<std::size_t>(rows * di));  // (b, l, di) gated scan output
-    for (index_t bi = 0; bi < b; ++bi) detail::to_time_major(cm.data() + bi * di * l, l, di, di, y.data() + bi * l * di);
+    for (index_t bi = 0; bi < b; ++bi) detail::to_time_major(cm.data() + bi * di * l, l, di, y.data() + bi * l * di, 0, di);
     // ---- out_proj ----
     std::vector<T> grad_y(static_cast<std::size_t>(rows * di));  // (b, l, di)
     linear_backward(y.data(), p_.out_proj_weight.data(), grad_out, grad_y.data(), gp.out_proj_weight.data(),
                     bias_or_null_mut(gp.out_proj_bias), rows, di, dm);
     // ---- selective scan backward (ssm::selective_scan_backward, MATH.md §5) ----
-    for (index_t bi = 0; bi < b; ++bi) detail::to_channel_major(grad_y.data() + bi * l * di, l, di, di, cm.data() + bi * di * l);
+    for (index_t bi = 0; bi < b; ++bi) detail::to_channel_major(grad_y.data() + bi * l * di, l, di, cm.data() + bi * di * l, 0, di);
     const SelectiveScanGrads sg = selective_scan_backward(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
     std::vector<T> grad_xz(static_cast<std::size_t>(rows * 2 * di), T(0));  // (b, l, 2 di)
     std::vector<T> grad_xc(static_cast<std::size_t>(rows * di));            // (b, l, di)
@@ -425,11 +482,11 @@ class MambaBlock {
     std::vector<T> grad_dt(static_cast<std::size_t>(rows * di));            // (b, l, di) w.r.t. dt_proj output
     for (index_t bi = 0; bi < b; ++bi) {
       const index_t o = bi * l;
-      detail::to_time_major(sg.grad_u.data_as<T>() + bi * di * l, l, di, di, grad_xc.data() + o * di);
-      detail::to_time_major(sg.grad_delta.data_as<T>() + bi * di * l, l, di, di, grad_dt.data() + o * di);
-      detail::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, di, 2 * di, grad_xz.data() + o * 2 * di + di);
-      detail::to_time_major(sg.grad_B.data_as<T>() + bi * n * l, l, n, nx, grad_dbc.data() + o * nx + r);
-      detail::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, n, nx, grad_dbc.data() + o * nx + r + n);
+      detail::to_time_major(sg.grad_u.data_as<T>() + bi * di * l, l, di, grad_xc.data() + o * di, 0, di);
+      detail::to_time_major(sg.grad_delta.data_as<T>() + bi * di * l, l, di, grad_dt.data() + o * di, 0, di);
+      detail::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, 2 * di, grad_xz.data() + o * 2 * di + di, 0, di);
+      detail::to_time_major(sg.grad_B.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r, 0, n);
+      detail::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r + n, 0, n);
     }
     const T* grad_A = sg.grad_A.data_as<T>();  // (di, n)
     for (std::size_t i = 0; i < A_.size(); ++i) gp.A_log[i] = grad_A[i] * A_[i];  // A = −exp(A_log)
@@ -458,10 +515,11 @@ class MambaBlock {
     return g;
   }
 
-  /// Threads the selective scan op may use in forward (0: all hardware threads, the op's default).
-  void set_scan_threads(int threads) {
-    SSM_CHECK(threads >= 0, "MambaBlock::set_scan_threads: threads must be >= 0, got ", threads);
-    scan_threads_ = threads;
+  /// Threads forward() and backward()'s scan may use (0, the default: the hardware threads, fewer for a small
+  /// problem; see ssm::cpu::cpu_threads).
+  void set_threads(int threads) {
+    SSM_CHECK(threads >= 0, "MambaBlock::set_threads: threads must be >= 0, got ", threads);
+    threads_ = threads;
   }
 
   /// Throws when the cache does not fit this block.
@@ -498,7 +556,7 @@ class MambaBlock {
   MambaBlockConfig cfg_;
   MambaBlockParams<T> p_;
   std::vector<T> A_;  // (d_inner, n) = −exp(A_log)
-  int scan_threads_ = 0;
+  int threads_ = 0;
 };
 
 }  // namespace ssm::layers
