@@ -155,6 +155,30 @@ inline void store_row(const T* SSM_RESTRICT src, index_t len, In* SSM_RESTRICT d
   }
 }
 
+// ---- prefetch of the next tile ------------------------------------------------------------------------------
+
+/// The cache lines [off, end) of up to 3 x 16 rows (delta, u, z of a block's channels), issued one per call of
+/// next() across all rows for one line offset, then the next offset: spread over a tile's scan steps, so the
+/// next tile streams in without a burst of misses. No list is built: the address is computed.
+struct PrefetchPlan {
+  static constexpr int kMaxRows = 3 * 16;
+  const char* rows[kMaxRows] = {};
+  int nrows = 0, row = 0;
+  std::int64_t off = 0, end = 0;  // bytes from each row's start
+
+  SSM_FORCE_INLINE void next() {
+    if (off >= end) return;
+    simd::prefetch(rows[row] + off);
+    if (++row == nrows) {
+      row = 0;
+      off += 64;
+    }
+  }
+  void finish() {
+    while (off < end) next();
+  }
+};
+
 // ---- the per-thread workspace for one block of W channels ---------------------------------------------
 
 template <class T>
@@ -176,8 +200,7 @@ struct Workspace {
   AlignedBuffer<T> dsum;    // (W)          sum of Delta over a chunk (chunked path)
   T D[W] = {};
   T bias[W] = {};
-  std::vector<const void*> pf;  // cache lines to prefetch during this tile's scan (the next tile's rows)
-  index_t pf_count = 0, pf_cursor = 0;
+  PrefetchPlan pf;  // the next tile's rows, prefetched during this tile's scan
   index_t c0 = 0;  // first channel of the block
   int count = 0;   // channels in the block (<= W)
 
@@ -214,8 +237,7 @@ template <class T, int NG, bool VarB, bool VarC, bool Out>
 SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT A2, T* SSM_RESTRICT h,
                                   const T* SSM_RESTRICT dt, const T* SSM_RESTRICT du, const T* SSM_RESTRICT Bp,
                                   index_t Bns, const T* SSM_RESTRICT Bfix, const T* SSM_RESTRICT Cp, index_t Cns,
-                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y, const void* const* pf,
-                                  index_t npf) {
+                                  const T* SSM_RESTRICT Cfix, T* SSM_RESTRICT y, PrefetchPlan& pf) {
   using V = simd::Vec<T>;
   constexpr int W = simd::lanes<T>;
   V a2[NG], hk[NG], bf[NG], cf[NG];
@@ -230,7 +252,7 @@ SSM_FORCE_INLINE void scan_states(index_t len, index_t k0, const T* SSM_RESTRICT
     Ck[j] = VarC ? Cp + (k0 + j) * Cns : nullptr;
   }
   for (index_t t = 0; t < len; ++t) {
-    if (t < npf) simd::prefetch(pf[t]);  // the next tile's rows, one line per step (see plan_prefetch)
+    pf.next();  // the next tile's rows, one line per step (see plan_prefetch)
     const V d = simd::load(dt + t * W);
     const V x = simd::load(du + t * W);
     V acc[NG];
@@ -265,17 +287,15 @@ template <class T, bool VarB, bool VarC, bool Out>
 inline void scan_tile(Workspace<T>& ws, index_t len, const T* Bp, index_t Bns, const T* Cp, index_t Cns) {
   const index_t n = ws.n;
   auto group = [&](auto ng, index_t k) {
-    const index_t npf = std::min<index_t>(len, ws.pf_count - ws.pf_cursor);
     scan_states<T, decltype(ng)::value, VarB, VarC, Out>(len, k, ws.A2.data(), ws.h.data(), ws.dt.data(),
                                                          ws.du.data(), Bp, Bns, ws.Bfix.data(), Cp, Cns,
-                                                         ws.Cfix.data(), ws.y.data(), ws.pf.data() + ws.pf_cursor, npf);
-    ws.pf_cursor += npf;
+                                                         ws.Cfix.data(), ws.y.data(), ws.pf);
   };
   index_t k = 0;
   for (; k + 4 <= n; k += 4) group(std::integral_constant<int, 4>{}, k);
   for (; k + 2 <= n; k += 2) group(std::integral_constant<int, 2>{}, k);
   for (; k < n; ++k) group(std::integral_constant<int, 1>{}, k);
-  for (; ws.pf_cursor < ws.pf_count; ++ws.pf_cursor) simd::prefetch(ws.pf[static_cast<std::size_t>(ws.pf_cursor)]);
+  ws.pf.finish();
 }
 
 /// The real-A forward: one instance per call, shared by the threads (each thread has its Workspace).
@@ -381,18 +401,17 @@ struct RealScan {
   /// Plans the prefetch of the block's u / delta / z rows over [t0, t1) (the next tile): one cache line
   /// per scan step, so the loads stream in while this tile is scanned without a burst of misses.
   void plan_prefetch(Workspace<T>& ws, index_t bi, index_t t0, index_t t1) const {
-    constexpr index_t step = 64 / static_cast<index_t>(sizeof(In));
-    ws.pf.clear();
-    for (index_t t = t0; t < t1; t += step) {
-      for (int j = 0; j < ws.count; ++j) {
-        const index_t c = ws.c0 + j;
-        ws.pf.push_back(delta_row(bi, c) + t);
-        ws.pf.push_back(u_row(bi, c) + t);
-        if (p.z) ws.pf.push_back(z_row(bi, c) + t);
-      }
+    PrefetchPlan& pf = ws.pf;
+    pf.nrows = 0;
+    for (int j = 0; j < ws.count; ++j) {
+      const index_t c = ws.c0 + j;
+      pf.rows[pf.nrows++] = reinterpret_cast<const char*>(delta_row(bi, c) + t0);
+      pf.rows[pf.nrows++] = reinterpret_cast<const char*>(u_row(bi, c) + t0);
+      if (p.z) pf.rows[pf.nrows++] = reinterpret_cast<const char*>(z_row(bi, c) + t0);
     }
-    ws.pf_count = static_cast<index_t>(ws.pf.size());
-    ws.pf_cursor = 0;
+    pf.row = 0;
+    pf.off = 0;
+    pf.end = pf.nrows > 0 ? (t1 - t0) * static_cast<index_t>(sizeof(In)) : 0;
   }
 
   /// Pre-pass of a tile: Delta = softplus(delta + bias) and Delta u per (t, lane); u kept for D u.
@@ -522,7 +541,7 @@ struct RealScan {
       if (t0 + len < t_end) {
         plan_prefetch(ws, bi, t0 + len, std::min(t_end, t0 + len + ws.tile));
       } else {
-        ws.pf_count = ws.pf_cursor = 0;
+        ws.pf.end = 0;
       }
       if constexpr (Out) {
         std::memset(static_cast<void*>(ws.y.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
