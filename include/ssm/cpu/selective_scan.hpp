@@ -157,11 +157,11 @@ inline void store_row(const T* SSM_RESTRICT src, index_t len, In* SSM_RESTRICT d
 
 // ---- prefetch of the next tile ------------------------------------------------------------------------------
 
-/// The cache lines [off, end) of up to 3 x 16 rows (delta, u, z of a block's channels), issued one per call of
+/// The cache lines [off, end) of up to 4 x 16 rows (delta, u, z of a block's channels; the backward adds grad_out), issued one per call of
 /// next() across all rows for one line offset, then the next offset: spread over a tile's scan steps, so the
 /// next tile streams in without a burst of misses. No list is built: the address is computed.
 struct PrefetchPlan {
-  static constexpr int kMaxRows = 3 * 16;
+  static constexpr int kMaxRows = 4 * 16;
   const char* rows[kMaxRows] = {};
   int nrows = 0, row = 0;
   std::int64_t off = 0, end = 0;  // bytes from each row's start

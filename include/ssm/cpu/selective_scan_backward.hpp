@@ -10,11 +10,13 @@
 #include <complex>
 #include <cstring>
 #include <cstdint>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/cpu/threads.hpp"
 #include "ssm/ops/selective_scan_grad_params.hpp"
@@ -24,7 +26,7 @@ namespace ssm::cpu {
 
 struct ScanBackwardOptions {
   int num_threads = 0;         // 0: all hardware threads
-  std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: 64
+  std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: 32 (real A), 64 (complex A)
 };
 
 namespace scan_backward_detail {
@@ -371,15 +373,464 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
   reduce(p.variable_C, gp.grad_C, &Scratch<S, W>::grad_C_var);
 }
 
+
+// ---- real A: channels in the lanes of a vector, as in the forward ------------------------------------------
+//
+// W channels of one group (a block) share a vector; the state loop runs inside, so every per-channel quantity
+// (h, G = dL/dh, grad_A, grad_D, grad_delta_bias, fixed grad_B / grad_C) is lane-wise with no horizontal sum.
+// Per (batch row, group) the blocks of the group are split over the threads, and every thread walks its blocks
+// chunk by chunk in reverse time, so that the gradients of variable B and C, which are sums over the channels
+// of the group, accumulate lane-wise over all of the thread's blocks in a chunk buffer (chunk, n, W) and are
+// reduced over the lanes once per chunk (not once per block and step). Per segment:
+//   pass 1  per block: the forward recurrence (no output) from the initial state, recording the state at the
+//           start of every chunk of K steps;
+//   pass 2  chunks in reverse; per block: recompute the chunk's states h_t and decays a_t = 2^(Delta_t A log2 e)
+//           from the recorded state (stored, (K, n, W)), the output side (y, dy = dL/dy, grad_z, grad_D), then
+//           the reverse scan G_t = C_t dy_t + a_{t+1} G_{t+1} with the per-step sums over n
+//           SA_t = sum_k A_k a_tk h_{t-1,k} G_tk and SB_t = sum_k B_tk G_tk, from which
+//           grad_Delta_t = SA_t + u_t SB_t, grad_u_t = Delta_t SB_t + D dy_t (MATH.md §5).
+template <class In>
+struct BlockBackward {
+  using T = detail::scan::weight_t<In>;
+  using V = simd::Vec<T>;
+  static constexpr int W = simd::lanes<T>;
+  static constexpr int NG = 4;  // states per group of independent chains in the inner loops
+
+  const ScanParams& p;
+  const ScanGradParams& gp;
+  detail::scan::RealScan<In> scan;
+  index_t K = 32;  // steps per recompute chunk: h and a of a chunk, (K, n, W) each, stay in L2
+
+  BlockBackward(const ScanParams& params, const ScanGradParams& grads) : p(params), gp(grads), scan(params) {}
+
+  /// Constants of one block, cached for pass 2 (setup_block fills them from the weights).
+  struct BlockConst {
+    std::vector<T> A2, A, Bf, Cf;  // (n, W): A log2(e), A, fixed B, fixed C (0 in unused lanes)
+    T D[W] = {}, bias[W] = {};
+    index_t c0 = 0;
+    int count = 0;
+  };
+
+  /// Per-thread scratch.
+  struct Scratch {
+    detail::scan::Workspace<T> ws;  // the forward's workspace (tile = K): rows, conversions, B / C tiles
+    detail::scan::AlignedBuffer<T> pre, Delta, u, du, z, go, y, dy, SA, SB;  // (K, W) each
+    detail::scan::AlignedBuffer<T> hbuf, abuf;  // (K, n, W)
+    detail::scan::AlignedBuffer<T> P, Q;        // (K, n, W) lane-wise sums of grad_B / grad_C over the blocks
+    detail::scan::AlignedBuffer<T> rows;        // (W, K padded) a chunk transposed back to channel rows
+    std::vector<T> gB, gC;                      // (b * g, n, l) this thread's variable grad_B / grad_C
+    detail::scan::PrefetchPlan pf;              // the next block's rows, fetched while this block is processed
+  };
+
+  // ---- accessors ------------------------------------------------------------------------------------------
+  const In* go_row(index_t bi, index_t c) const {
+    return static_cast<const In*>(gp.grad_out) + bi * gp.grad_out_batch_stride + c * gp.grad_out_d_stride;
+  }
+  In* out_row(void* base, index_t bi, index_t c) const { return static_cast<In*>(base) + (bi * p.dim + c) * p.seqlen; }
+
+  /// rows of the block's channels at [t0, t0 + len) <- src (len, W), transposed back, in the input type.
+  void scatter(Scratch& sc, void* base, index_t bi, index_t t0, index_t len, const T* src) const {
+    if (base == nullptr) return;
+    const index_t ld = sc.ws.tile_pad();
+    scan.transpose_to_rows(sc.ws, len, src, sc.rows.data());
+    for (int j = 0; j < sc.ws.count; ++j)
+      detail::scan::store_row(sc.rows.data() + j * ld, len, out_row(base, bi, sc.ws.c0 + j) + t0);
+  }
+
+  /// Plans the prefetch of the delta, u, z and grad_out rows of channels [c0, c0 + count) over [t0, t0 + len).
+  void plan_prefetch(Scratch& sc, index_t bi, index_t c0, int count, index_t t0, index_t len) const {
+    auto& pf = sc.pf;
+    pf.nrows = 0;
+    for (int j = 0; j < count; ++j) {
+      const index_t c = c0 + j;
+      pf.rows[pf.nrows++] = reinterpret_cast<const char*>(scan.delta_row(bi, c) + t0);
+      pf.rows[pf.nrows++] = reinterpret_cast<const char*>(scan.u_row(bi, c) + t0);
+      if (p.z) pf.rows[pf.nrows++] = reinterpret_cast<const char*>(scan.z_row(bi, c) + t0);
+      pf.rows[pf.nrows++] = reinterpret_cast<const char*>(go_row(bi, c) + t0);
+    }
+    pf.row = 0;
+    pf.off = 0;
+    pf.end = pf.nrows > 0 ? len * static_cast<index_t>(sizeof(In)) : 0;
+  }
+
+  /// (len, W) tiles of the chunk [t0, t0 + len): pre = delta + bias, Delta, u, Delta u; with `all` also z and
+  /// grad_out.
+  void prepare(Scratch& sc, const BlockConst& bc, index_t bi, index_t t0, index_t len, bool all) const {
+    auto& ws = sc.ws;
+    scan.gather_transposed(ws, [&](index_t c) { return scan.delta_row(bi, c); }, t0, len, sc.pre.data());
+    scan.gather_transposed(ws, [&](index_t c) { return scan.u_row(bi, c); }, t0, len, sc.u.data());
+    const V bias = simd::load(bc.bias);
+    for (index_t i = 0; i < len; ++i) {
+      const V x = simd::load(sc.pre.data() + i * W) + bias;
+      simd::store(sc.pre.data() + i * W, x);
+      const V dt = p.delta_softplus ? simd::softplus<T>(x) : x;
+      simd::store(sc.Delta.data() + i * W, dt);
+      simd::store(sc.du.data() + i * W, dt * simd::load(sc.u.data() + i * W));
+    }
+    if (!all) return;
+    if (p.z) scan.gather_transposed(ws, [&](index_t c) { return scan.z_row(bi, c); }, t0, len, sc.z.data());
+    scan.gather_transposed(ws, [&](index_t c) { return go_row(bi, c); }, t0, len, sc.go.data());
+  }
+
+  /// The recurrence over len steps from h (n, W; advanced in place). With Store, a_t and h_t go to abuf / hbuf
+  /// and y_t = C_t . h_t to sc.y.
+  template <bool Store, bool VarB, bool VarC>
+  void recur(Scratch& sc, const BlockConst& bc, index_t len, T* SSM_RESTRICT h, const T* Bp, index_t Bns,
+             const T* Cp, index_t Cns) const {
+    const index_t n = p.dstate;
+    if constexpr (Store) std::memset(static_cast<void*>(sc.y.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
+    for (index_t k0 = 0; k0 < n; k0 += NG) {
+      const int ng = static_cast<int>(std::min<index_t>(NG, n - k0));
+      V a2[NG], hk[NG], bf[NG], cf[NG];
+      for (int j = 0; j < NG; ++j) {
+        const index_t k = k0 + std::min(j, ng - 1);  // a short group repeats its last state (not stored twice)
+        a2[j] = simd::load(bc.A2.data() + k * W);
+        hk[j] = simd::load(h + k * W);
+        if constexpr (!VarB) bf[j] = simd::load(bc.Bf.data() + k * W);
+        if constexpr (!VarC) cf[j] = simd::load(bc.Cf.data() + k * W);
+      }
+      for (index_t i = 0; i < len; ++i) {
+        if constexpr (Store) sc.pf.next();
+        const V d = simd::load(sc.Delta.data() + i * W), x = simd::load(sc.du.data() + i * W);
+        V acc = simd::broadcast(T(0));
+        for (int j = 0; j < NG; ++j) {
+          if (j >= ng) break;
+          const index_t k = k0 + j;
+          const V a = simd::exp2_decay(d * a2[j]);
+          const V bx = VarB ? x * Bp[k * Bns + i] : x * bf[j];
+          hk[j] = simd::fma(a, hk[j], bx);
+          if constexpr (Store) {
+            simd::store(sc.abuf.data() + (i * n + k) * W, a);
+            simd::store(sc.hbuf.data() + (i * n + k) * W, hk[j]);
+            acc = VarC ? simd::fma(hk[j], simd::broadcast(Cp[k * Cns + i]), acc) : simd::fma(hk[j], cf[j], acc);
+          }
+        }
+        if constexpr (Store) simd::store(sc.y.data() + i * W, simd::load(sc.y.data() + i * W) + acc);
+      }
+      for (int j = 0; j < ng; ++j) simd::store(h + (k0 + j) * W, hk[j]);
+    }
+  }
+
+  /// The reverse scan of one chunk for one block: G (n, W) carried in (dL/dh after the chunk, times the next
+  /// decay) and out; accumulators gA, gBf, gCf (n, W) lane-wise; variable B / C sums into sc.P / sc.Q.
+  template <bool VarB, bool VarC>
+  void reverse(Scratch& sc, const BlockConst& bc, index_t len, const T* h0, T* SSM_RESTRICT G, T* SSM_RESTRICT gA,
+               T* SSM_RESTRICT gBf, T* SSM_RESTRICT gCf, const T* Bp, index_t Bns, const T* Cp, index_t Cns) const {
+    const index_t n = p.dstate;
+    std::memset(static_cast<void*>(sc.SA.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
+    std::memset(static_cast<void*>(sc.SB.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
+    for (index_t k0 = 0; k0 < n; k0 += NG) {
+      const int ng = static_cast<int>(std::min<index_t>(NG, n - k0));
+      V Gk[NG], gAk[NG], Ak[NG], bf[NG], cf[NG], gbf[NG], gcf[NG];
+      for (int j = 0; j < NG; ++j) {
+        const index_t k = k0 + std::min(j, ng - 1);
+        Gk[j] = simd::load(G + k * W);
+        gAk[j] = simd::load(gA + k * W);
+        Ak[j] = simd::load(bc.A.data() + k * W);
+        if constexpr (!VarB) {
+          bf[j] = simd::load(bc.Bf.data() + k * W);
+          gbf[j] = simd::load(gBf + k * W);
+        }
+        if constexpr (!VarC) {
+          cf[j] = simd::load(bc.Cf.data() + k * W);
+          gcf[j] = simd::load(gCf + k * W);
+        }
+      }
+      for (index_t i = len - 1; i >= 0; --i) {
+        sc.pf.next();
+        const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
+        const V x = simd::load(sc.du.data() + i * W);
+        V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
+        for (int j = 0; j < NG; ++j) {
+          if (j >= ng) break;
+          const index_t k = k0 + j;
+          const V Ck = VarC ? simd::broadcast(Cp[k * Cns + i]) : cf[j];
+          const V Bk = VarB ? simd::broadcast(Bp[k * Bns + i]) : bf[j];
+          const V Gt = simd::fma(Ck, dy, Gk[j]);  // dL/dh_t
+          const V a = simd::load(sc.abuf.data() + (i * n + k) * W);
+          const V hp = simd::load(i > 0 ? sc.hbuf.data() + ((i - 1) * n + k) * W : h0 + k * W);
+          const V h = simd::load(sc.hbuf.data() + (i * n + k) * W);
+          const V ahg = a * hp * Gt;
+          gAk[j] = simd::fma(dt, ahg, gAk[j]);
+          sa = simd::fma(Ak[j], ahg, sa);
+          sb = simd::fma(Bk, Gt, sb);
+          if constexpr (VarB) {
+            T* P = sc.P.data() + (i * n + k) * W;
+            simd::store(P, simd::fma(x, Gt, simd::load(P)));
+          } else {
+            gbf[j] = simd::fma(x, Gt, gbf[j]);
+          }
+          if constexpr (VarC) {
+            T* Q = sc.Q.data() + (i * n + k) * W;
+            simd::store(Q, simd::fma(dy, h, simd::load(Q)));
+          } else {
+            gcf[j] = simd::fma(dy, h, gcf[j]);
+          }
+          Gk[j] = a * Gt;
+        }
+        simd::store(sc.SA.data() + i * W, sa);
+        simd::store(sc.SB.data() + i * W, sb);
+      }
+      for (int j = 0; j < ng; ++j) {
+        const index_t k = k0 + j;
+        simd::store(G + k * W, Gk[j]);
+        simd::store(gA + k * W, gAk[j]);
+        if constexpr (!VarB) simd::store(gBf + k * W, gbf[j]);
+        if constexpr (!VarC) simd::store(gCf + k * W, gcf[j]);
+      }
+    }
+  }
+
+  template <bool Store>
+  void recur_any(Scratch& sc, const BlockConst& bc, index_t len, T* h, const T* Bp, index_t Bns, const T* Cp,
+                 index_t Cns) const {
+    if (p.variable_B && p.variable_C) recur<Store, true, true>(sc, bc, len, h, Bp, Bns, Cp, Cns);
+    else if (p.variable_B) recur<Store, true, false>(sc, bc, len, h, Bp, Bns, Cp, Cns);
+    else if (p.variable_C) recur<Store, false, true>(sc, bc, len, h, Bp, Bns, Cp, Cns);
+    else recur<Store, false, false>(sc, bc, len, h, Bp, Bns, Cp, Cns);
+  }
+  void reverse_any(Scratch& sc, const BlockConst& bc, index_t len, const T* h0, T* G, T* gA, T* gBf, T* gCf,
+                   const T* Bp, index_t Bns, const T* Cp, index_t Cns) const {
+    if (p.variable_B && p.variable_C) reverse<true, true>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    else if (p.variable_B) reverse<true, false>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    else if (p.variable_C) reverse<false, true>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    else reverse<false, false>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+  }
+
+  /// Lane-wise accumulators of one block over the segments of a (batch row, group).
+  struct BlockAcc {
+    std::vector<T> gA, gBf, gCf;  // (n, W)
+    T gD[W] = {}, gbias[W] = {};
+  };
+
+  /// The blocks [j0, j1) of `blocks` (one group) for batch row bi, all segments; adds into the per-channel sums
+  /// gA_all, ... (d, n) / (d) (the thread owns these channels) and its own variable grad_B / grad_C.
+  void run_slice(Scratch& sc, index_t bi, index_t grp, const std::vector<std::pair<index_t, int>>& blocks,
+                 std::size_t j0, std::size_t j1, std::vector<T>& gA_all, std::vector<T>& gBf_all,
+                 std::vector<T>& gCf_all, std::vector<T>& gD_all, std::vector<T>& gbias_all) const {
+    const index_t n = p.dstate, nW = n * W;
+    const std::size_t nb = j1 - j0;
+    auto& ws = sc.ws;
+    std::vector<BlockConst> bcs(nb);
+    std::vector<BlockAcc> acc(nb);
+    for (std::size_t j = 0; j < nb; ++j) {
+      const auto [c0, count] = blocks[j0 + j];
+      scan.setup_block(ws, c0, count);
+      BlockConst& bc = bcs[j];
+      bc.c0 = c0, bc.count = count;
+      bc.A2.assign(ws.A2.data(), ws.A2.data() + nW);
+      bc.A.resize(static_cast<std::size_t>(nW));
+      for (index_t e = 0; e < nW; ++e) bc.A[static_cast<std::size_t>(e)] = bc.A2[static_cast<std::size_t>(e)] / simd::kLog2e<T>;
+      bc.Bf.assign(ws.Bfix.data(), ws.Bfix.data() + nW);
+      bc.Cf.assign(ws.Cfix.data(), ws.Cfix.data() + nW);
+      std::copy(ws.D, ws.D + W, bc.D);
+      std::copy(ws.bias, ws.bias + W, bc.bias);
+      acc[j].gA.assign(static_cast<std::size_t>(nW), T(0));
+      acc[j].gBf.assign(static_cast<std::size_t>(nW), T(0));
+      acc[j].gCf.assign(static_cast<std::size_t>(nW), T(0));
+    }
+    auto use_block = [&](std::size_t j) {
+      ws.c0 = bcs[j].c0;
+      ws.count = bcs[j].count;
+    };
+    std::vector<T> bound, G(static_cast<std::size_t>(nb * nW));  // (nb, chunks, n, W), (nb, n, W)
+    std::vector<T> h(static_cast<std::size_t>(nW));
+    for (const detail::scan::Segment& seg : detail::scan::segments_of(p, bi)) {
+      const index_t len = seg.end - seg.begin, chunks = std::max<index_t>(1, (len + K - 1) / K);
+      bound.assign(static_cast<std::size_t>(nb * chunks * nW), T(0));
+      // pass 1: the state at the start of every chunk
+      for (std::size_t j = 0; j < nb; ++j) {
+        use_block(j);
+        scan.load_state(ws, seg.s);
+        std::copy(ws.h.data(), ws.h.data() + nW, h.begin());
+        for (index_t ch = 0; ch < chunks; ++ch) {
+          std::copy(h.begin(), h.end(), bound.begin() + static_cast<std::ptrdiff_t>((j * chunks + ch) * nW));
+          const index_t t0 = seg.begin + ch * K, lc = std::min(K, seg.end - t0);
+          if (ch + 1 == chunks || lc <= 0) break;
+          prepare(sc, bcs[j], bi, t0, lc, false);
+          const T *Bp, *Cp;
+          index_t Bns, Cns;
+          scan.tile_BC(ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+          recur_any<false>(sc, bcs[j], lc, h.data(), Bp, Bns, Cp, Cns);
+        }
+      }
+      // pass 2: chunks in reverse
+      for (std::size_t j = 0; j < nb; ++j) {
+        T* Gj = G.data() + j * static_cast<std::size_t>(nW);
+        std::fill(Gj, Gj + nW, T(0));
+        if (gp.grad_last_state)
+          for (int lane = 0; lane < bcs[j].count; ++lane)
+            for (index_t k = 0; k < n; ++k)
+              Gj[k * W + lane] = static_cast<const T*>(gp.grad_last_state)[seg.s * gp.grad_last_batch_stride +
+                                                                           (bcs[j].c0 + lane) * gp.grad_last_d_stride +
+                                                                           k * gp.grad_last_n_stride];
+      }
+      for (index_t ch = chunks - 1; ch >= 0; --ch) {
+        const index_t t0 = seg.begin + ch * K, lc = std::min(K, seg.end - t0);
+        if (lc <= 0) continue;
+        if (p.variable_B) std::memset(static_cast<void*>(sc.P.data()), 0, static_cast<std::size_t>(lc * nW) * sizeof(T));
+        if (p.variable_C) std::memset(static_cast<void*>(sc.Q.data()), 0, static_cast<std::size_t>(lc * nW) * sizeof(T));
+        for (std::size_t j = 0; j < nb; ++j) {
+          const BlockConst& bc = bcs[j];
+          BlockAcc& a = acc[j];
+          use_block(j);
+          prepare(sc, bc, bi, t0, lc, true);
+          if (j + 1 < nb) {
+            plan_prefetch(sc, bi, bcs[j + 1].c0, bcs[j + 1].count, t0, lc);
+          } else if (ch > 0) {
+            plan_prefetch(sc, bi, bcs[0].c0, bcs[0].count, t0 - K, K);
+          } else {
+            sc.pf.end = 0;
+          }
+          const T *Bp, *Cp;
+          index_t Bns, Cns;
+          scan.tile_BC(ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+          const T* h0 = bound.data() + (j * static_cast<std::size_t>(chunks) + static_cast<std::size_t>(ch)) * nW;
+          std::copy(h0, h0 + nW, h.begin());
+          recur_any<true>(sc, bc, lc, h.data(), Bp, Bns, Cp, Cns);
+          // the output side: out = (y + D u) silu(z)
+          const V D = simd::load(bc.D);
+          V gD = simd::load(a.gD);
+          for (index_t i = 0; i < lc; ++i) {
+            const V u = simd::load(sc.u.data() + i * W), go = simd::load(sc.go.data() + i * W);
+            V dy = go;
+            if (p.z) {
+              const V y = simd::fma(D, u, simd::load(sc.y.data() + i * W));
+              const V z = simd::load(sc.z.data() + i * W);
+              const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-z));
+              dy = go * z * sg;
+              simd::store(sc.z.data() + i * W, go * y * sg * (T(1) + z * (T(1) - sg)));  // grad_z
+            }
+            simd::store(sc.dy.data() + i * W, dy);
+            gD = simd::fma(dy, u, gD);
+          }
+          simd::store(a.gD, gD);
+          reverse_any(sc, bc, lc, h0, G.data() + j * static_cast<std::size_t>(nW), a.gA.data(), a.gBf.data(),
+                      a.gCf.data(), Bp, Bns, Cp, Cns);
+          // grad_delta (through softplus), grad_u, grad_delta_bias
+          V gbias = simd::load(a.gbias);
+          for (index_t i = 0; i < lc; ++i) {
+            const V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
+            const V u = simd::load(sc.u.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
+            V gpre = simd::fma(u, sb, sa);  // grad_Delta
+            if (p.delta_softplus) {
+              const V pre = simd::load(sc.pre.data() + i * W);
+              const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-pre));
+              gpre = simd::select<T>(pre > T(20), gpre, gpre * sg);
+            }
+            gbias += gpre;
+            simd::store(sc.pre.data() + i * W, gpre);                                      // grad_delta
+            simd::store(sc.u.data() + i * W, simd::fma(D, simd::load(sc.dy.data() + i * W), dt * sb));  // grad_u
+          }
+          simd::store(a.gbias, gbias);
+          sc.pf.finish();
+          scatter(sc, gp.grad_delta, bi, t0, lc, sc.pre.data());
+          scatter(sc, gp.grad_u, bi, t0, lc, sc.u.data());
+          if (p.z) scatter(sc, gp.grad_z, bi, t0, lc, sc.z.data());
+        }
+        // variable B / C: the lane-wise sums over this thread's blocks, reduced over the lanes
+        const auto reduce = [&](bool variable, const detail::scan::AlignedBuffer<T>& buf, std::vector<T>& out) {
+          if (!variable) return;
+          T* o = out.data() + (bi * p.n_groups + grp) * n * p.seqlen;
+          for (index_t i = 0; i < lc; ++i)
+            for (index_t k = 0; k < n; ++k) o[k * p.seqlen + t0 + i] += hsum<T>(simd::load(buf.data() + (i * n + k) * W));
+        };
+        reduce(p.variable_B, sc.P, sc.gB);
+        reduce(p.variable_C, sc.Q, sc.gC);
+      }
+      if (gp.grad_initial_state)
+        for (std::size_t j = 0; j < nb; ++j)
+          for (int lane = 0; lane < bcs[j].count; ++lane)
+            for (index_t k = 0; k < n; ++k)
+              static_cast<T*>(gp.grad_initial_state)[(seg.s * p.dim + bcs[j].c0 + lane) * n + k] =
+                  G[j * static_cast<std::size_t>(nW) + static_cast<std::size_t>(k * W + lane)];
+    }
+    for (std::size_t j = 0; j < nb; ++j)
+      for (int lane = 0; lane < bcs[j].count; ++lane) {
+        const index_t c = bcs[j].c0 + lane;
+        for (index_t k = 0; k < n; ++k) {
+          const auto e = static_cast<std::size_t>(k * W + lane), o = static_cast<std::size_t>(c * n + k);
+          gA_all[o] += acc[j].gA[e];
+          gBf_all[o] += acc[j].gBf[e];
+          gCf_all[o] += acc[j].gCf[e];
+        }
+        gD_all[static_cast<std::size_t>(c)] += acc[j].gD[lane];
+        gbias_all[static_cast<std::size_t>(c)] += acc[j].gbias[lane];
+      }
+  }
+
+  void run(int threads, index_t chunk_len) {
+    if (chunk_len > 0) K = chunk_len;
+    const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen;
+    const auto blocks = detail::scan::channel_blocks(p, W);
+    // blocks per group (channel_blocks splits at group boundaries when B or C is variable; otherwise one "group")
+    const bool grouped = p.variable_B || p.variable_C;
+    std::vector<std::vector<std::pair<index_t, int>>> by_group(static_cast<std::size_t>(grouped ? g : 1));
+    for (const auto& blk : blocks) by_group[static_cast<std::size_t>(grouped ? scan.group_of(blk.first) : 0)].push_back(blk);
+    std::vector<Scratch> scratch(static_cast<std::size_t>(threads));
+    const auto KW = static_cast<std::size_t>(K * W), KnW = static_cast<std::size_t>(K * n * W);
+    for (Scratch& sc : scratch) {
+      sc.ws.init(n, K, detail::scan::RealScan<In>::kConvertBC);
+      for (auto* buf : {&sc.pre, &sc.Delta, &sc.u, &sc.du, &sc.z, &sc.go, &sc.y, &sc.dy, &sc.SA, &sc.SB}) buf->resize(KW);
+      sc.hbuf.resize(KnW);
+      sc.abuf.resize(KnW);
+      if (p.variable_B) sc.P.resize(KnW);
+      if (p.variable_C) sc.Q.resize(KnW);
+      sc.rows.resize(static_cast<std::size_t>(W * sc.ws.tile_pad()));
+      if (p.variable_B) sc.gB.assign(static_cast<std::size_t>(b * g * n * l), T(0));
+      if (p.variable_C) sc.gC.assign(static_cast<std::size_t>(b * g * n * l), T(0));
+    }
+    std::vector<T> gA(static_cast<std::size_t>(d * n), T(0)), gBf(gA.size(), T(0)), gCf(gA.size(), T(0));
+    std::vector<T> gD(static_cast<std::size_t>(d), T(0)), gbias(gD.size(), T(0));
+    for (index_t bi = 0; bi < (p.cu_seqlens ? 1 : b); ++bi)
+      for (std::size_t gi = 0; gi < by_group.size(); ++gi) {
+        const auto& blks = by_group[gi];
+        const int used = static_cast<int>(std::clamp<std::size_t>(blks.size(), 1, static_cast<std::size_t>(threads)));
+        detail::scan::run_threads(used, [&](int tid) {
+          const std::size_t j0 = blks.size() * static_cast<std::size_t>(tid) / static_cast<std::size_t>(used);
+          const std::size_t j1 = blks.size() * static_cast<std::size_t>(tid + 1) / static_cast<std::size_t>(used);
+          if (j0 < j1)
+            run_slice(scratch[static_cast<std::size_t>(tid)], bi, static_cast<index_t>(gi), blks, j0, j1, gA, gBf, gCf,
+                      gD, gbias);
+        });
+      }
+    // outputs: per-channel sums, and the variable B / C sums of the threads in the (b, g, n, l) layout
+    std::copy(gA.begin(), gA.end(), static_cast<T*>(gp.grad_A));
+    if (!p.variable_B) std::copy(gBf.begin(), gBf.end(), static_cast<T*>(gp.grad_B));
+    if (!p.variable_C) std::copy(gCf.begin(), gCf.end(), static_cast<T*>(gp.grad_C));
+    if (gp.grad_D) std::copy(gD.begin(), gD.end(), static_cast<T*>(gp.grad_D));
+    if (gp.grad_delta_bias) std::copy(gbias.begin(), gbias.end(), static_cast<T*>(gp.grad_delta_bias));
+    const auto write = [&](bool variable, void* dst, std::vector<T> Scratch::*member) {
+      if (!variable) return;
+      In* out = static_cast<In*>(dst);
+      const std::size_t size = static_cast<std::size_t>(b * g * n * l);
+      for (std::size_t e = 0; e < size; ++e) {
+        T s(0);
+        for (const Scratch& sc : scratch) s += (sc.*member)[e];
+        out[e] = store<In>(s);
+      }
+    };
+    write(p.variable_B, gp.grad_B, &Scratch::gB);
+    write(p.variable_C, gp.grad_C, &Scratch::gC);
+  }
+};
 }  // namespace scan_backward_detail
 
 /// CPU selective-scan backward over a validated ScanParams and ScanGradParams (shapes there): the
 /// reverse scan with states recomputed per chunk of opt.chunk_len steps from saved chunk-boundary
 /// states, threaded over channels. In: float, double, ssm::half or ssm::bfloat16.
+/// Returns the path that ran: "cpu-<simd>-channel-blocks" (real A: channels in vector lanes, see BlockBackward)
+/// or "cpu-per-channel" (complex A: one channel at a time, its states in vector lanes).
 template <class In>
-void selective_scan_backward(const ScanParams& p, const ScanGradParams& gp, const ScanBackwardOptions& opt = {}) {
-  if (p.is_complex) scan_backward_detail::backward_impl<In, true>(p, gp, opt);
-  else scan_backward_detail::backward_impl<In, false>(p, gp, opt);
+std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& gp, const ScanBackwardOptions& opt = {}) {
+  if (p.is_complex) {
+    scan_backward_detail::backward_impl<In, true>(p, gp, opt);
+    return "cpu-per-channel";
+  }
+  const int threads = cpu_threads(opt.num_threads, p.batch * p.dim * p.seqlen * p.dstate);
+  scan_backward_detail::BlockBackward<In> bw(p, gp);
+  bw.run(threads, opt.chunk_len);
+  return std::string("cpu-") + simd::kLevel + "-channel-blocks";
 }
 
 }  // namespace ssm::cpu

@@ -67,7 +67,7 @@ struct SelectiveScanOutputs {
 
 struct SelectiveScanGrads {  // each has the shape and dtype of its input; empty when the input was absent
   Tensor grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, grad_delta_bias, grad_initial_state;
-  std::string path;  // which backward ran: "reference" or "cpu-chunked-recompute"
+  std::string path;  // which backward ran: "reference", "cpu-<simd>-channel-blocks" or "cpu-per-channel"
 };
 
 namespace scan_detail {
@@ -370,8 +370,7 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     cpu::ScanBackwardOptions bo;
     bo.num_threads = opt.num_threads;
     bo.chunk_len = opt.chunk_len;
-    cpu::selective_scan_backward<In>(p, gp, bo);
-    return "cpu-chunked-recompute";
+    return cpu::selective_scan_backward<In>(p, gp, bo);
   });
   return r;
 }
