@@ -11,8 +11,10 @@
 //
 // Entries: attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention, ops/attention.hpp); mamba_block
 // (ssm::layers::MambaBlock, layers/mamba.hpp: forward as a prefill in chunks of 4096 tokens, decode by step; threaded
-// with MambaBlock::set_threads); selective_scan_op (ssm::selective_scan, the optimized CPU path) in scan_throughput.
-// The S4D layer becomes one more entry (see the TODO marker).
+// with MambaBlock::set_threads); s4d_layer (ssm::S4DLayer, layers/s4.hpp: h = 768 channels, N = 64 (32 complex
+// modes), S4D-Lin, ZOH; its SSM convolution with the D skip and no output mixing; forward = kernel by Vandermonde
+// + FFT convolution, decode = the recurrent step); selective_scan_op (ssm::selective_scan, the optimized CPU path)
+// in scan_throughput.
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -31,6 +33,7 @@
 
 #include "ssm/layers/attention.hpp"
 #include "ssm/layers/mamba.hpp"
+#include "ssm/layers/s4.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
 namespace {
@@ -108,18 +111,28 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 }
 
 // ---- mixers --------------------------------------------------------------------------------------------
-enum class Mixer { attention_materialized, attention_tiled, mamba_block };
-// TODO(merge `s4`): add Mixer::s4d_layer (ssm's S4D layer forward; decode by its recurrent step).
+enum class Mixer { attention_materialized, attention_tiled, mamba_block, s4d_layer };
 const char* mixer_name(Mixer m) {
   switch (m) {
     case Mixer::attention_materialized: return "attention_materialized";
     case Mixer::attention_tiled: return "attention_tiled";
     case Mixer::mamba_block: return "mamba_block";
+    case Mixer::s4d_layer: return "s4d_layer";
   }
   return "?";
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
+
+constexpr long kS4dStateSize = 64;  // N: 32 complex modes per channel
+
+ssm::S4DLayer<float> make_s4d(int threads) {
+  ssm::S4DLayer<float>::Config cfg;
+  cfg.h = kDModel, cfg.N = kS4dStateSize, cfg.seed = 1;
+  ssm::S4DLayer<float> layer(cfg);
+  layer.set_threads(threads);
+  return layer;
+}
 
 ssm::layers::MambaBlock<float> make_mamba(int threads) {
   ssm::layers::MambaBlockConfig cfg;
@@ -151,7 +164,10 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
   const std::string curve = std::string("forward/") + mixer_name(m) + "/threads:" + std::to_string(threads);
   const double io_bytes = 2.0 * static_cast<double>(l * kDModel) * sizeof(float);
   double workspace = 0;
-  if (m == Mixer::mamba_block) {
+  if (m == Mixer::s4d_layer) {
+    // the kernel K (h, l) and, per thread, the FFT buffers of one channel (about 6 l floats)
+    workspace = static_cast<double>(kDModel * l + 6 * l * threads) * sizeof(float);
+  } else if (m == Mixer::mamba_block) {
     // forward_raw's activations for one chunk: xz, xc, dbc, dt, y, the scan's operands and output, out
     const index_t di = kExpand * kDModel, c = std::min(l, kPrefillChunk);
     workspace = static_cast<double>(c * (2 * di + 3 * di + 48 + 32 + 4 * di + 32 + kDModel)) * sizeof(float);
@@ -169,7 +185,17 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
   fill(x.data_as<float>(), static_cast<std::size_t>(x.numel()), 3);
   RssProbe rss;
   double seconds = 0;
-  if (m == Mixer::mamba_block) {
+  if (m == Mixer::s4d_layer) {
+    const auto layer = make_s4d(threads);
+    Tensor out = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      layer.forward(x.data_as<float>(), out.data_as<float>(), 1, static_cast<long>(l));
+      benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::mamba_block) {
     const auto block = make_mamba(threads);
     Tensor out = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
     rss.reset();
@@ -202,13 +228,29 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
 
 void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
   const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
-  const double cache_bytes = m == Mixer::mamba_block ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
+  const double cache_bytes = m == Mixer::mamba_block || m == Mixer::s4d_layer ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
   if (skip_if_stopped(st, curve, cache_bytes)) return;
   Tensor x = Tensor::empty({1, 1, kDModel}, ssm::DType::f32);  // (b, 1, d_model): one new token
   fill(x.data_as<float>(), kDModel, 5);
   double state_bytes = 0, seconds = 0;
   RssProbe rss;
-  if (m == Mixer::mamba_block) {
+  if (m == Mixer::s4d_layer) {
+    // As for the Mamba block: the state after `context` tokens has the size of any state; one filled stands for it.
+    const auto layer = make_s4d(threads);
+    auto state = layer.initial_state(1);
+    std::vector<float> re(state.state.size() * 2);
+    fill(re.data(), re.size(), 7);
+    for (std::size_t i = 0; i < state.state.size(); ++i) state.state[i] = {re[2 * i], re[2 * i + 1]};
+    std::vector<float> y(kDModel);
+    state_bytes = static_cast<double>(state.state.size() * sizeof(std::complex<float>));
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      layer.step(x.data_as<float>(), y.data(), state);
+      benchmark::DoNotOptimize(y.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::mamba_block) {
     // The recurrent state has the same size and the step the same cost whatever the context: a filled cache
     // stands for the state after `context` tokens.
     const auto block = make_mamba(threads);
@@ -377,6 +419,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("ssm_mode", g.mode);
   benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention); "
                                              "mamba_block (ssm::layers::MambaBlock, threaded); "
+                                             "s4d_layer (ssm::S4DLayer h 768 N 64, SSM convolution + D, no output mixing, threaded); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -385,7 +428,7 @@ int main(int argc, char** argv) {
                                                 std::to_string(g.mem_gb) + " GB");
   benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
 
-  const Mixer mixers[] = {Mixer::mamba_block, Mixer::attention_tiled, Mixer::attention_materialized};
+  const Mixer mixers[] = {Mixer::mamba_block, Mixer::s4d_layer, Mixer::attention_tiled, Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
@@ -394,7 +437,7 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
-    for (Mixer m : {Mixer::mamba_block, Mixer::attention_tiled})
+    for (Mixer m : {Mixer::mamba_block, Mixer::s4d_layer, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);

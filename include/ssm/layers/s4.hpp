@@ -24,6 +24,7 @@
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cpu/threads.hpp"
 #include "ssm/math/hippo.hpp"
 #include "ssm/math/s4_kernel.hpp"
 #include "ssm/ops/fft_conv.hpp"
@@ -314,6 +315,13 @@ class SSMLayerBase {
   long channels() const { return h_; }
   OutputMix mix() const { return mix_; }
 
+  /// Threads the conv-mode forward may use (channels and output rows split over them); 0, the default: the
+  /// hardware threads, fewer for a small problem (ssm::cpu::cpu_threads).
+  void set_threads(int threads) {
+    SSM_CHECK(threads >= 0, "S4 layer: set_threads: threads must be >= 0, got ", threads);
+    threads_ = threads;
+  }
+
  protected:
   SSMLayerBase(long h, OutputMix mix, std::mt19937_64& rng) : h_(h), mix_(mix) {
     std::normal_distribution<double> normal;
@@ -382,10 +390,16 @@ class SSMLayerBase {
   template <class Carry>
   void conv_forward(const std::vector<T>& K, const T* x, T* y, long b, long l, Carry&& carry) const {
     check_mix();
-    std::vector<T> xc(l), yc(l);  // (l)
-    fft::RealFFT<T> plan;
-    for (long bi = 0; bi < b; ++bi) {
-      for (long c = 0; c < h_; ++c) {
+    // Tasks of up to 16 channels of one batch row, each with its own buffers and FFT plan; the channels (and
+    // the carried states the callback advances) of different tasks are disjoint.
+    constexpr long kPer = 16;
+    const long groups = (h_ + kPer - 1) / kPer;
+    const int threads = cpu::cpu_threads(threads_, static_cast<std::int64_t>(b) * h_ * l * 16);
+    cpu::parallel_for(b * groups, threads, [&](std::int64_t task) {
+      const long bi = static_cast<long>(task / groups), c0 = static_cast<long>(task % groups) * kPer;
+      std::vector<T> xc(l), yc(l);  // (l)
+      fft::RealFFT<T> plan;
+      for (long c = c0; c < std::min(h_, c0 + kPer); ++c) {
         for (long t = 0; t < l; ++t) xc[t] = x[(bi * l + t) * h_ + c];
         causal_conv(xc.data(), K.data() + c * l, yc.data(), l, &plan);
         const T Dc = static_cast<T>(D(c));
@@ -393,8 +407,14 @@ class SSMLayerBase {
         carry(bi, c, xc, yc);
         for (long t = 0; t < l; ++t) y[(bi * l + t) * h_ + c] = yc[t];
       }
+    });
+    if (mix_ != OutputMix::none) {
+      constexpr long kRows = 64;
+      cpu::parallel_for((b * l + kRows - 1) / kRows, threads, [&](std::int64_t task) {
+        const long r0 = static_cast<long>(task) * kRows;
+        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r) apply_mix(y + r * h_);
+      });
     }
-    for (long r = 0; r < b * l; ++r) apply_mix(y + r * h_);
   }
   void conv_forward(const std::vector<T>& K, const T* x, T* y, long b, long l) const {
     conv_forward(K, x, y, b, l, [](long, long, const std::vector<T>&, std::vector<T>&) {});
@@ -483,6 +503,7 @@ class SSMLayerBase {
 
   long h_;
   OutputMix mix_;
+  int threads_ = 0;  // see set_threads
 };
 
 }  // namespace detail
@@ -516,7 +537,7 @@ class S4DLayer : public detail::SSMLayerBase<T> {
   void setup_step() { rec_ = s4::s4d_recurrence<T>(ssm, method_); }
 
   /// The kernel K (h, l) by Vandermonde.
-  std::vector<T> kernel(long l) const { return s4::s4d_kernel_vandermonde<T>(ssm, l, method_); }
+  std::vector<T> kernel(long l) const { return s4::s4d_kernel_vandermonde<T>(ssm, l, method_, this->threads_); }
 
   /// Conv mode: y = mix(K * x + D x).  x, y: (b, l, h) row-major.
   void forward(const T* x, T* y, long b, long l) const {

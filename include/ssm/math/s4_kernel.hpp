@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/cpu/threads.hpp"
 #include "ssm/math/discretize.hpp"
 #include "ssm/math/fft.hpp"
 
@@ -161,18 +162,23 @@ inline void discretize_diagonal(Discretization method, cd Lambda, cd B, double D
 /// The power table A_bar^l = exp(l log A_bar) is formed in double with range-reduced phases (see
 /// detail::exp_scaled) as a product of a coarse and a fine table; the sums are in T.  p: diagonal SSM (h, n2); returns K (h, L), row-major.
 /// Throws ssm::Error for bad shapes, non-finite parameters, Delta <= 0, L < 1, a method other than zoh/bilinear.
+/// threads: the channels are split over this many threads (0: by the amount of work, ssm::cpu::cpu_threads).
 template <class T>
-std::vector<T> s4d_kernel_vandermonde(const DiagonalSSM& p, long L, Discretization method) {
+std::vector<T> s4d_kernel_vandermonde(const DiagonalSSM& p, long L, Discretization method, int threads = 1) {
   check_ssm("s4d_kernel_vandermonde", p);
   detail::check_length("s4d_kernel_vandermonde", L);
   SSM_CHECK(method == Discretization::zoh || method == Discretization::bilinear,
             "s4d_kernel_vandermonde: argument 'method': expected zoh or bilinear, got ", ssm::name(method));
+  SSM_CHECK(threads >= 0, "s4d_kernel_vandermonde: argument 'threads' must be >= 0, got ", threads);
   using ct = std::complex<T>;
   const Eigen::Index h = p.A.rows(), n2 = p.A.cols();
   std::vector<T> K(static_cast<size_t>(h * L));  // (h, L)
   constexpr long kBlock = 64;
-  std::vector<cd> fine(kBlock);  // (64)  C_n B_bar_n exp(i w), i < 64
-  for (Eigen::Index c = 0; c < h; ++c) {
+  // Channels are independent: split over the threads (0: by the amount of work, ssm::cpu::cpu_threads).
+  const int nt = cpu::cpu_threads(threads, static_cast<std::int64_t>(h) * n2 * L);
+  cpu::parallel_for(h, nt, [&](std::int64_t task) {
+    const auto c = static_cast<Eigen::Index>(task);
+    std::vector<cd> fine(kBlock);                          // (64)  C_n B_bar_n exp(i w), i < 64
     std::vector<ct> acc(static_cast<size_t>(L), ct(0));  // (L)
     for (Eigen::Index n = 0; n < n2; ++n) {
       cd A_bar, B_bar;
@@ -184,12 +190,16 @@ std::vector<T> s4d_kernel_vandermonde(const DiagonalSSM& p, long L, Discretizati
       for (long i = 0; i < kBlock; ++i) fine[i] = k * detail::exp_scaled(w, i);
       for (long l0 = 0; l0 < L; l0 += kBlock) {
         const cd coarse = detail::exp_scaled(w, l0);
+        const double cr = coarse.real(), ci = coarse.imag();
         const long len = std::min(kBlock, L - l0);
-        for (long i = 0; i < len; ++i) acc[l0 + i] += ct(coarse * fine[i]);
+        // the product written out (std::complex's operator* checks for inf / nan through a library call)
+        for (long i = 0; i < len; ++i)
+          acc[l0 + i] += ct(static_cast<T>(cr * fine[i].real() - ci * fine[i].imag()),
+                            static_cast<T>(cr * fine[i].imag() + ci * fine[i].real()));
       }
     }
     for (long l = 0; l < L; ++l) K[c * L + l] = T(2) * acc[l].real();
-  }
+  });
   return K;
 }
 
