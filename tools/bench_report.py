@@ -120,9 +120,11 @@ def markdown(ctx, res, meta):
     lines = []
     lines.append("## Scan vs attention (%s mode)" % meta["mode"])
     lines.append("")
-    lines.append("Measured %s on %s (%s hardware threads), command `%s`. The machine was shared with other "
-                 "jobs while measuring, so timings are noisy." % (meta["date"], meta["cpu"], ctx.get(
-                     "ssm_hardware_threads", "?"), meta["command"]))
+    load = meta.get("load")
+    load_text = ("1-minute load average %.2f before the run and %.2f after it (the suite's own threads count in the "
+                 "second)" % (load["before"], load["after"]) if load else "load during the run not recorded")
+    lines.append("Measured %s on %s (%s hardware threads), command `%s`; %s." % (
+        meta["date"], meta["cpu"], ctx.get("ssm_hardware_threads", "?"), meta["command"], load_text))
     lines.append("d_model 768, 12 heads of 64 (ssm::MultiHeadAttention); Mamba block d_state 16, expand 2; f32, "
                  "batch 1. Entries: %s. Memory: %s." % (ctx.get("ssm_entries", "?"), ctx.get("ssm_memory_method", "?")))
     lines.append("")
@@ -279,16 +281,25 @@ def main():
         bench = find_bench(args.bench)
         cmd = [bench, "--ssm_mode=" + m, "--benchmark_out=" + json_path, "--benchmark_out_format=json"] + args.bench_args
         print("bench_report: running %s" % " ".join(cmd), file=sys.stderr)
+        before = os.getloadavg()[0]
         with open(os.path.join(args.out, "bench.log"), "w") as log:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # other processes' load changes timings: recorded next to the JSON and quoted in the report
+            with open(os.path.join(args.out, "load.json"), "w") as f:
+                json.dump({"before": before, "after": os.getloadavg()[0]}, f)
             log.write(proc.stdout)
             sys.stderr.write(proc.stdout)
             if proc.returncode != 0:
                 sys.exit("bench_report: the benchmark failed (exit %d)" % proc.returncode)
     ctx, res = parse(json_path)
+    load_path = os.path.join(os.path.dirname(os.path.abspath(args.from_json)) if args.from_json else args.out, "load.json")
+    load = None
+    if os.path.isfile(load_path):
+        with open(load_path) as f:
+            load = json.load(f)
     # the measurement's own date (Google Benchmark's context), not the time the report was made
     meta = {"mode": ctx.get("ssm_mode", m), "date": ctx.get("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), "cpu": cpu_model(),
-            "command": command}
+            "command": command, "load": load}
     md = markdown(ctx, res, meta)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md + "\n\nPlots: forward_time.svg, forward_memory.svg, decode_latency.svg, decode_memory.svg (and .png)\n")

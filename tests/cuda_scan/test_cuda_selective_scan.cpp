@@ -205,6 +205,70 @@ TEST(CudaSelectiveScan, OpDispatchesCudaTensors) {
   for (std::size_t i = 0; i < h_want.size(); ++i) EXPECT_NEAR(h_got[i], h_want[i], 1e-5 * (1 + std::fabs(h_want[i])));
 }
 
+TEST(CudaSelectiveScan, OpBackwardDispatchesCudaTensors) {
+  // ssm::selective_scan_backward on CUDA tensors runs the fused backward (after a forward that saves the chunk
+  // states); without a GPU the dispatch stops with the runtime's state. On a GPU: every gradient against the
+  // CPU backward (f32; sums over l = 300 steps and over the channels of a group: 1e-4 of the largest entry).
+  const ssm::index_t b = 2, d = 4, l = 300, n = 16;
+  std::mt19937 rng(6);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  auto random = [&](ssm::Dims shape, float scale, float offset) {
+    std::vector<float> v(static_cast<std::size_t>(shape.product()));
+    for (auto& x : v) x = offset + scale * dist(rng);
+    return ssm::Tensor::from_vector(shape, v);
+  };
+  ssm::Tensor u = random({b, d, l}, 1, 0), delta = random({b, d, l}, 1, -1.5f), A = random({d, n}, 0.5f, -1.0f);
+  ssm::Tensor B = random({b, 2, n, l}, 1, 0), C = random({b, 2, n, l}, 1, 0), D = random({d}, 1, 0), z = random({b, d, l}, 1, 0);
+  ssm::Tensor bias = random({d}, 0.5f, 0), h0 = random({b, d, n}, 1, 0), go = random({b, d, l}, 1, 0), gh = random({b, d, n}, 1, 0);
+  ssm::SelectiveScanInputs cpu_in;
+  cpu_in.u = u.view(), cpu_in.delta = delta.view(), cpu_in.A = A.view(), cpu_in.B = B.view(), cpu_in.C = C.view();
+  cpu_in.D = D.view(), cpu_in.z = z.view(), cpu_in.delta_bias = bias.view(), cpu_in.initial_state = h0.view();
+  cpu_in.delta_softplus = true;
+  if (!gpu_usable()) {
+    auto on_cuda = [](const ssm::Tensor& t) { return ssm::TensorView(t.data(), ssm::DType::f32, ssm::Device::cuda(0), t.shape()); };
+    ssm::SelectiveScanInputs gpu_in = cpu_in;
+    gpu_in.u = on_cuda(u), gpu_in.delta = on_cuda(delta), gpu_in.A = on_cuda(A), gpu_in.B = on_cuda(B), gpu_in.C = on_cuda(C);
+    try {
+      (void)ssm::selective_scan_backward(gpu_in, on_cuda(go));
+      FAIL() << "expected ssm::Error";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA is unusable"), std::string::npos) << e.what();
+    }
+    GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
+  }
+  const ssm::Device dev = ssm::Device::cuda(0);
+  std::vector<ssm::Tensor> keep;
+  auto up = [&](const ssm::Tensor& t) {
+    keep.push_back(t.to(dev));
+    return keep.back().view();
+  };
+  ssm::SelectiveScanInputs gpu_in = cpu_in;
+  gpu_in.u = up(u), gpu_in.delta = up(delta), gpu_in.A = up(A), gpu_in.B = up(B), gpu_in.C = up(C), gpu_in.D = up(D);
+  gpu_in.z = up(z), gpu_in.delta_bias = up(bias), gpu_in.initial_state = up(h0);
+  const auto g = ssm::selective_scan_backward(gpu_in, up(go), up(gh));
+  const auto ref = ssm::selective_scan_backward(cpu_in, go.view(), gh.view());
+  EXPECT_EQ(g.path, "cuda-fused");
+  auto check = [](const char* what, const ssm::Tensor& got_t, const ssm::Tensor& want_t) {
+    const auto got = got_t.to(ssm::Device::cpu()).to_vector<float>(), want = want_t.to_vector<float>();
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double scale = 0, err = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, static_cast<double>(std::fabs(want[i])));
+      err = std::max(err, static_cast<double>(std::fabs(got[i] - want[i])));
+    }
+    EXPECT_LE(err, 1e-4 * scale) << what << ": max error " << err << " of max |grad| " << scale;
+  };
+  check("u", g.grad_u, ref.grad_u);
+  check("delta", g.grad_delta, ref.grad_delta);
+  check("A", g.grad_A, ref.grad_A);
+  check("B", g.grad_B, ref.grad_B);
+  check("C", g.grad_C, ref.grad_C);
+  check("D", g.grad_D, ref.grad_D);
+  check("z", g.grad_z, ref.grad_z);
+  check("delta_bias", g.grad_delta_bias, ref.grad_delta_bias);
+  check("initial_state", g.grad_initial_state, ref.grad_initial_state);
+}
+
 TEST(CudaSelectiveScan, WithoutGpuTheRuntimeMessage) {
   if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here: " << ssm::backends().cuda_status;
   Case c;

@@ -402,8 +402,11 @@ class MambaBlock {
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t b = cache.b, nx = r + 2 * n;
-    // Decoding reads every weight once per token: threads pay off above ~2^18 multiply-adds (cpu_threads).
-    const int nt = cpu::cpu_threads(threads_, b * dm * di * 3);
+    // Decoding: starting threads for each of the four products costs more than it saves for a few sequences
+    // (d_model 768, one sequence: 700-960 us per token on 2 threads against 635 us on one, measured with
+    // bench_scan_vs_attention), so only batches above 2^24 multiply-adds per step are split.
+    const index_t macs = b * dm * di * 3;
+    const int nt = macs >= (index_t{1} << 24) ? cpu::cpu_threads(threads_, macs) : 1;
     T* xz = work;                 // (b, 2 di)
     T* xc = xz + b * 2 * di;      // (b, di)
     T* dbc = xc + b * di;         // (b, r + 2n)

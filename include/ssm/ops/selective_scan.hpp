@@ -67,7 +67,7 @@ struct SelectiveScanOutputs {
 
 struct SelectiveScanGrads {  // each has the shape and dtype of its input; empty when the input was absent
   Tensor grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, grad_delta_bias, grad_initial_state;
-  std::string path;  // which backward ran: "reference", "cpu-<simd>-channel-blocks" or "cpu-per-channel"
+  std::string path;  // which backward ran: "reference", "cpu-<simd>-channel-blocks", "cpu-per-channel" or "cuda-fused"
 };
 
 namespace scan_detail {
@@ -236,6 +236,64 @@ inline std::string selective_scan_cuda(const PreparedScan& s, ScanParams p) {
   }
   return ::ssm::cuda::selective_scan_forward(p, s.input, o);
 }
+
+/// f32 values of a device tensor as a device tensor of `dtype` (f16 / bf16), converted on the host: the
+/// backward kernel accumulates variable grad_B / grad_C in f32 whatever the input dtype.
+inline Tensor f32_to_dtype_via_host(const Tensor& src, DType dtype, Device device) {
+  const Tensor host = src.to(Device::cpu());
+  Tensor out = Tensor::empty(host.shape(), dtype);
+  const float* x = host.data_as<const float>();
+  if (dtype == DType::f16) {
+    for (index_t i = 0; i < host.numel(); ++i) out.data_as<half>()[i] = half(x[i]);
+  } else {
+    for (index_t i = 0; i < host.numel(); ++i) out.data_as<bfloat16>()[i] = bfloat16(x[i]);
+  }
+  return out.to(device);
+}
+
+/// The fused CUDA backward (ssm::cuda, cuda/kernels/selective_scan_bwd.cuh) on a validated scan: the forward
+/// kernel runs once more to save the chunk-boundary states the backward restarts from, then the backward kernel
+/// fills the gradients r holds (zeroed device tensors). Variable grad_B / grad_C of f16 / bf16 inputs go through
+/// f32 device buffers. cu_seqlens is not supported by the backward kernel: an ssm::Error says so.
+inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParams p, const ScanGradParams& gp,
+                                                SelectiveScanGrads& r) {
+  SSM_CHECK(p.cu_seqlens == nullptr,
+            "selective_scan_backward: cu_seqlens with CUDA tensors: the CUDA backward kernel has no packed sequences "
+            "(run the backward on the CPU, or per sequence)");
+  const index_t chunks = ::ssm::cuda::selective_scan_chunk_count(p.seqlen);
+  Tensor states = Tensor::empty({p.batch, p.dim, chunks, p.dstate}, DType::f32, s.device);  // (b, d, chunks, n)
+  Tensor out = Tensor::empty({p.batch, p.dim, p.seqlen}, s.input, s.device);               // (b, d, l) recomputed
+  p.out = out.data();
+  p.out_batch_stride = out.stride(0);
+  p.out_d_stride = out.stride(1);
+  p.last_state = nullptr;
+  ::ssm::cuda::ScanForwardOptions fo;
+  fo.device = s.device.index;
+  fo.chunk_states = states.data_as<float>();
+  ::ssm::cuda::selective_scan_forward(p, s.input, fo);
+  ::ssm::cuda::ScanGradParams g;
+  g.grad_out = gp.grad_out;
+  g.grad_last_state = static_cast<const float*>(gp.grad_last_state);
+  g.chunk_states = states.data_as<float>();
+  g.n_chunks_max = chunks;
+  g.grad_u = gp.grad_u;
+  g.grad_delta = gp.grad_delta;
+  g.grad_z = gp.grad_z;
+  g.grad_A = static_cast<float*>(gp.grad_A);
+  g.grad_D = static_cast<float*>(gp.grad_D);
+  g.grad_delta_bias = static_cast<float*>(gp.grad_delta_bias);
+  g.grad_initial_state = static_cast<float*>(gp.grad_initial_state);
+  const bool narrow = s.input != DType::f32;
+  Tensor gB32, gC32;  // f32 accumulators for variable B / C of f16 / bf16 inputs
+  if (narrow && p.variable_B) gB32 = Tensor::zeros(r.grad_B.shape(), DType::f32, s.device);
+  if (narrow && p.variable_C) gC32 = Tensor::zeros(r.grad_C.shape(), DType::f32, s.device);
+  g.grad_B = gB32.defined() ? gB32.data_as<float>() : static_cast<float*>(gp.grad_B);
+  g.grad_C = gC32.defined() ? gC32.data_as<float>() : static_cast<float*>(gp.grad_C);
+  ::ssm::cuda::selective_scan_backward(p, s.input, g);
+  if (gB32.defined()) r.grad_B = f32_to_dtype_via_host(gB32, s.input, s.device);
+  if (gC32.defined()) r.grad_C = f32_to_dtype_via_host(gC32, s.input, s.device);
+  return "cuda-fused";
+}
 #endif
 
 template <class F>
@@ -338,8 +396,11 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     gp.grad_last_d_stride = gl.stride(1);
     gp.grad_last_n_stride = gl.stride(2);
   }
-  if (!s.device.is_cpu())
-    fail("selective_scan_backward: tensors on ", s.device.str(), ": the CUDA backward is not wired into this build yet");
+  if (!s.device.is_cpu()) {
+    // the backward kernel reads grad_out and grad_last_state as contiguous arrays
+    c.contiguous("grad_out", grad_out);
+    if (grad_last_state) c.contiguous("grad_last_state", *grad_last_state);
+  }
 
   SelectiveScanGrads r;
   const auto like = [&](const TensorView& t) { return Tensor::zeros(t.shape(), t.dtype(), s.device); };
@@ -360,6 +421,14 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
   if (p.batch * p.dim == 0) {
     r.path = "empty";
     return r;
+  }
+  if (!s.device.is_cpu()) {
+#if defined(SSM_HAS_CUDA)
+    r.path = scan_detail::selective_scan_backward_cuda(s, p, gp, r);
+    return r;
+#else
+    fail("selective_scan_backward: tensors on ", s.device.str(), ": link the CMake target ssm::cuda");
+#endif
   }
   r.path = scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
     using In = decltype(tag);
