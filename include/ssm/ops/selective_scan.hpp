@@ -264,8 +264,8 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   Tensor states = Tensor::empty({p.batch, p.dim, chunks, p.dstate}, DType::f32, s.device);  // (b, d, chunks, n)
   Tensor out = Tensor::empty({p.batch, p.dim, p.seqlen}, s.input, s.device);               // (b, d, l) recomputed
   p.out = out.data();
-  p.out_batch_stride = out.stride(0);
-  p.out_d_stride = out.stride(1);
+  p.out_batch_stride = out.view().stride(0);
+  p.out_d_stride = out.view().stride(1);
   p.last_state = nullptr;
   ::ssm::cuda::ScanForwardOptions fo;
   fo.device = s.device.index;
