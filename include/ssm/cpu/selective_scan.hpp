@@ -157,9 +157,9 @@ inline void store_row(const T* SSM_RESTRICT src, index_t len, In* SSM_RESTRICT d
 
 // ---- prefetch of the next tile ------------------------------------------------------------------------------
 
-/// The cache lines [off, end) of up to 4 x 16 rows (delta, u, z of a block's channels; the backward adds grad_out), issued one per call of
-/// next() across all rows for one line offset, then the next offset: spread over a tile's scan steps, so the
-/// next tile streams in without a burst of misses. No list is built: the address is computed.
+/// The cache lines [off, end) of up to 4 x 16 rows (delta, u, z of a block's channels; the backward adds
+/// grad_out), issued one per call of next() across all rows for one line offset, then the next offset: spread
+/// over a tile's scan steps, so the next tile streams in without a burst of misses. No list is built.
 struct PrefetchPlan {
   static constexpr int kMaxRows = 4 * 16;
   const char* rows[kMaxRows] = {};
@@ -184,7 +184,7 @@ struct PrefetchPlan {
 template <class T>
 struct Workspace {
   static constexpr int W = simd::lanes<T>;
-  index_t tile = 128;  // time steps per tile
+  index_t tile = 0;  // time steps per tile
   index_t n = 0;
   AlignedBuffer<T> A2;      // (n, W)   A log2(e) of the block's channels (0 in unused lanes)
   AlignedBuffer<T> Bfix;    // (n, W)   fixed B of the block's channels
@@ -479,7 +479,8 @@ struct RealScan {
         }
       } else {
         // rows are padded to a multiple of W (tile_pad): the vector loop covers the tail of the tile
-        for (; t < len; t += W) simd::store(yr + t, out_of(simd::load(yr + t), simd::load(ur + t), zr ? zr + t : nullptr));
+        for (; t < len; t += W)
+          simd::store(yr + t, out_of(simd::load(yr + t), simd::load(ur + t), zr ? zr + t : nullptr));
         store_row(yr, len, out_row(bi, c) + t0);
       }
     }

@@ -373,7 +373,6 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
   reduce(p.variable_C, gp.grad_C, &Scratch<S, W>::grad_C_var);
 }
 
-
 // ---- real A: channels in the lanes of a vector, as in the forward ------------------------------------------
 //
 // W channels of one group (a block) share a vector; the state loop runs inside, so every per-channel quantity
@@ -620,7 +619,7 @@ struct BlockBackward {
       bc.c0 = c0, bc.count = count;
       bc.A2.assign(ws.A2.data(), ws.A2.data() + nW);
       bc.A.resize(static_cast<std::size_t>(nW));
-      for (index_t e = 0; e < nW; ++e) bc.A[static_cast<std::size_t>(e)] = bc.A2[static_cast<std::size_t>(e)] / simd::kLog2e<T>;
+      for (std::size_t e = 0; e < bc.A.size(); ++e) bc.A[e] = bc.A2[e] / simd::kLog2e<T>;  // A itself
       bc.Bf.assign(ws.Bfix.data(), ws.Bfix.data() + nW);
       bc.Cf.assign(ws.Cfix.data(), ws.Cfix.data() + nW);
       std::copy(ws.D, ws.D + W, bc.D);
@@ -668,8 +667,9 @@ struct BlockBackward {
       for (index_t ch = chunks - 1; ch >= 0; --ch) {
         const index_t t0 = seg.begin + ch * K, lc = std::min(K, seg.end - t0);
         if (lc <= 0) continue;
-        if (p.variable_B) std::memset(static_cast<void*>(sc.P.data()), 0, static_cast<std::size_t>(lc * nW) * sizeof(T));
-        if (p.variable_C) std::memset(static_cast<void*>(sc.Q.data()), 0, static_cast<std::size_t>(lc * nW) * sizeof(T));
+        const auto chunk_bytes = static_cast<std::size_t>(lc * nW) * sizeof(T);
+        if (p.variable_B) std::memset(static_cast<void*>(sc.P.data()), 0, chunk_bytes);
+        if (p.variable_C) std::memset(static_cast<void*>(sc.Q.data()), 0, chunk_bytes);
         for (std::size_t j = 0; j < nb; ++j) {
           const BlockConst& bc = bcs[j];
           BlockAcc& a = acc[j];
@@ -733,7 +733,8 @@ struct BlockBackward {
           if (!variable) return;
           T* o = out.data() + (bi * p.n_groups + grp) * n * p.seqlen;
           for (index_t i = 0; i < lc; ++i)
-            for (index_t k = 0; k < n; ++k) o[k * p.seqlen + t0 + i] += hsum<T>(simd::load(buf.data() + (i * n + k) * W));
+            for (index_t k = 0; k < n; ++k)
+              o[k * p.seqlen + t0 + i] += hsum<T>(simd::load(buf.data() + (i * n + k) * W));
         };
         reduce(p.variable_B, sc.P, sc.gB);
         reduce(p.variable_C, sc.Q, sc.gC);
@@ -766,12 +767,14 @@ struct BlockBackward {
     // blocks per group (channel_blocks splits at group boundaries when B or C is variable; otherwise one "group")
     const bool grouped = p.variable_B || p.variable_C;
     std::vector<std::vector<std::pair<index_t, int>>> by_group(static_cast<std::size_t>(grouped ? g : 1));
-    for (const auto& blk : blocks) by_group[static_cast<std::size_t>(grouped ? scan.group_of(blk.first) : 0)].push_back(blk);
+    for (const auto& blk : blocks)
+      by_group[static_cast<std::size_t>(grouped ? scan.group_of(blk.first) : 0)].push_back(blk);
     std::vector<Scratch> scratch(static_cast<std::size_t>(threads));
     const auto KW = static_cast<std::size_t>(K * W), KnW = static_cast<std::size_t>(K * n * W);
     for (Scratch& sc : scratch) {
       sc.ws.init(n, K, detail::scan::RealScan<In>::kConvertBC);
-      for (auto* buf : {&sc.pre, &sc.Delta, &sc.u, &sc.du, &sc.z, &sc.go, &sc.y, &sc.dy, &sc.SA, &sc.SB}) buf->resize(KW);
+      for (auto* buf : {&sc.pre, &sc.Delta, &sc.u, &sc.du, &sc.z, &sc.go, &sc.y, &sc.dy, &sc.SA, &sc.SB})
+        buf->resize(KW);
       sc.hbuf.resize(KnW);
       sc.abuf.resize(KnW);
       if (p.variable_B) sc.P.resize(KnW);
@@ -822,7 +825,8 @@ struct BlockBackward {
 /// Returns the path that ran: "cpu-<simd>-channel-blocks" (real A: channels in vector lanes, see BlockBackward)
 /// or "cpu-per-channel" (complex A: one channel at a time, its states in vector lanes).
 template <class In>
-std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& gp, const ScanBackwardOptions& opt = {}) {
+std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& gp,
+                                    const ScanBackwardOptions& opt = {}) {
   if (p.is_complex) {
     scan_backward_detail::backward_impl<In, true>(p, gp, opt);
     return "cpu-per-channel";
