@@ -9,6 +9,7 @@
 namespace ssm::kernels {
 
 using ::ssm::cuda::CausalConv1dParams;
+using ::ssm::cuda::CausalConv1dGradParams;
 using ::ssm::cuda::CausalConv1dUpdateParams;
 
 inline constexpr int kConvMaxWidth = 4;
@@ -68,6 +69,117 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
     if (t >= 0) v = load_float(x + t);
     else if (h0) v = h0[w - 1 + t];
     p.final_state[(batch * p.dim + channel) * (w - 1) + tid] = v;
+  }
+}
+
+__device__ __forceinline__ float silu_grad(float v) {
+  const float s = 1.0f / (1.0f + expf(-v));
+  return s * (1.0f + v * (1.0f - s));
+}
+
+/// Backward of the sequence form, one block per (tile, channel, batch) like the forward. Shared memory holds the
+/// tile's inputs with w - 1 halo steps on both sides and g = dL/d(pre-activation) for the tile plus w - 1 steps
+/// to its right (grad_x_t = sum_k weight_k g_{t+w-1-k}); grad_weight and grad_bias are summed over the tile by a
+/// shared-memory tree and added with one atomic per block and tap; the first tile writes grad_initial_state.
+template <class In, int kThreads, int kItems>
+__global__ void __launch_bounds__(kThreads) causal_conv1d_bwd_kernel(CausalConv1dParams p, CausalConv1dGradParams g) {
+  constexpr int kTile = kThreads * kItems;
+  constexpr int kSums = kConvMaxWidth + 1;  // grad_weight taps, then grad_bias
+  static_assert(((kTile + 2 * (kConvMaxWidth - 1)) + (kTile + kConvMaxWidth - 1) + kThreads * kSums) * sizeof(float) <=
+                    8 * 1024,
+                "causal_conv1d_bwd_kernel: smem over 8 KiB");
+  SSM_SHARED(float, x_tile, kTile + 2 * (kConvMaxWidth - 1));  // inputs tile_start - (w-1) .. tile_end + w - 2
+  SSM_SHARED(float, g_tile, kTile + kConvMaxWidth - 1);        // g at tile_start .. tile_end + w - 2
+  SSM_SHARED(float, sums, kThreads * kSums);                   // per-thread partial sums, then the tree
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t channel = blockIdx.y, batch = blockIdx.z;
+  const int w = static_cast<int>(p.width);
+  const int len = static_cast<int>(p.seqlen);
+  const int tile_start = static_cast<int>(blockIdx.x) * kTile;
+  const In* x = static_cast<const In*>(p.x) + batch * p.x_batch_stride + channel * p.x_d_stride;                // (l)
+  const In* gout = static_cast<const In*>(g.grad_out) + batch * g.grad_out_batch_stride + channel * g.grad_out_d_stride;
+  In* gx = static_cast<In*>(g.grad_x) + batch * g.grad_x_batch_stride + channel * g.grad_x_d_stride;          // (l)
+  const float* weight = p.weight + channel * p.weight_d_stride;                                               // (w)
+  const index_t state_row = (batch * p.dim + channel) * (w - 1);
+  const float* h0 = p.initial_state ? p.initial_state + state_row : nullptr;           // (w-1)
+  const float* gfs = g.grad_final_state ? g.grad_final_state + state_row : nullptr;   // (w-1)
+
+  for (int j = tid; j < kTile + 2 * (w - 1); j += kThreads) {
+    const int t = tile_start - (w - 1) + j;
+    float v = 0.0f;
+    if (t >= 0 && t < len) v = load_float(x + t);
+    else if (t < 0 && h0) v = h0[w - 1 + t];
+    x_tile[j] = v;
+  }
+  float wk[kConvMaxWidth];
+  SSM_UNROLL
+  for (int k = 0; k < kConvMaxWidth; ++k) wk[k] = k < w ? weight[k] : 0.0f;
+  const float bias = p.bias ? p.bias[channel] : 0.0f;
+  __syncthreads();
+  for (int j = tid; j < kTile + w - 1; j += kThreads) {
+    const int s = tile_start + j;
+    float v = 0.0f;
+    if (s < len) {
+      v = load_float(gout + s);
+      if (p.silu) {
+        float pre = bias;
+        SSM_UNROLL
+        for (int k = 0; k < kConvMaxWidth; ++k)
+          if (k < w) pre += wk[k] * x_tile[j + k];
+        v *= silu_grad(pre);
+      }
+    }
+    g_tile[j] = v;
+  }
+  __syncthreads();
+  float part[kSums];
+  SSM_UNROLL
+  for (int m = 0; m < kSums; ++m) part[m] = 0.0f;
+  SSM_UNROLL
+  for (int i = 0; i < kItems; ++i) {
+    const int j = tid * kItems + i;  // time tile_start + j
+    const int t = tile_start + j;
+    if (t < len) {
+      float acc = 0.0f;
+      SSM_UNROLL
+      for (int k = 0; k < kConvMaxWidth; ++k)
+        if (k < w) acc += wk[k] * g_tile[j + (w - 1) - k];
+      if (gfs && t >= len - (w - 1)) acc += gfs[t - (len - (w - 1))];  // the final state holds the last w - 1 inputs
+      store_float(gx + t, acc);
+      const float gj = g_tile[j];
+      SSM_UNROLL
+      for (int k = 0; k < kConvMaxWidth; ++k)
+        if (k < w) part[k] += gj * x_tile[j + k];
+      part[kConvMaxWidth] += gj;
+    }
+  }
+  SSM_UNROLL
+  for (int m = 0; m < kSums; ++m) sums[tid * kSums + m] = part[m];
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (tid < stride) {
+      SSM_UNROLL
+      for (int m = 0; m < kSums; ++m) sums[tid * kSums + m] += sums[(tid + stride) * kSums + m];
+    }
+    __syncthreads();
+  }
+  if (tid < w) {
+    const float v = sums[tid];
+    atomicAdd(g.grad_weight + channel * w + tid, v);
+  }
+  if (tid == w && g.grad_bias) {
+    const float v = sums[kConvMaxWidth];
+    atomicAdd(g.grad_bias + channel, v);
+  }
+  // grad of the initial state (inputs at t = j - (w-1) < 0): sum_k weight_k g_{j-k}, plus the final state's
+  // gradient when the sequence is shorter than w - 1 (then the final state reaches into the initial state).
+  if (g.grad_initial_state && blockIdx.x == 0 && tid < w - 1) {
+    const int j = tid;
+    float acc = 0.0f;
+    for (int k = 0; k <= j && k < w; ++k) acc += wk[k] * g_tile[j - k];
+    if (gfs && j >= len) acc += gfs[j - len];
+    g.grad_initial_state[state_row + j] = acc;
   }
 }
 

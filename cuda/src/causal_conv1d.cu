@@ -50,6 +50,30 @@ void causal_conv1d_forward(const CausalConv1dParams& p, DType input_dtype, void*
   detail::check_cuda(cudaGetLastError(), "causal_conv1d_fwd_kernel launch");
 }
 
+void causal_conv1d_backward(const CausalConv1dParams& p, const CausalConv1dGradParams& g, DType input_dtype,
+                            void* stream) {
+  constexpr const char* op = "ssm::cuda::causal_conv1d_backward";
+  check_dtype(input_dtype, op);
+  SSM_CHECK(p.width >= 2 && p.width <= kernels::kConvMaxWidth, op, ": width must be in [2, ", kernels::kConvMaxWidth,
+            "], got ", p.width);
+  SSM_CHECK(p.batch >= 0 && p.batch <= 65535 && p.dim >= 0 && p.dim <= 65535, op,
+            ": b and d must be in [0, 65535], got b = ", p.batch, ", d = ", p.dim);
+  SSM_CHECK(p.seqlen >= 0 && p.seqlen <= 0x7fffffff, op, ": l must be in [0, 2^31), got ", p.seqlen);
+  SSM_CHECK(p.x && p.weight && g.grad_out && g.grad_x && g.grad_weight, op,
+            ": x, weight, grad_out, grad_x and grad_weight must be set");
+  if (p.batch == 0 || p.dim == 0) return;
+  (void)device_count();
+  using Cfg = kernels::ConvFwdConfig;
+  constexpr std::int64_t tile = Cfg::kThreads * Cfg::kItems;
+  const dim3 grid(static_cast<unsigned>(std::max<std::int64_t>(1, (p.seqlen + tile - 1) / tile)),
+                  static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch));
+  visit_input(input_dtype, [&](auto in) {
+    kernels::causal_conv1d_bwd_kernel<decltype(in), Cfg::kThreads, Cfg::kItems>
+        <<<grid, Cfg::kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p, g);
+  });
+  detail::check_cuda(cudaGetLastError(), "causal_conv1d_bwd_kernel launch");
+}
+
 void causal_conv1d_update(const CausalConv1dUpdateParams& p, DType input_dtype, void* stream) {
   constexpr const char* op = "ssm::cuda::causal_conv1d_update";
   check_dtype(input_dtype, op);

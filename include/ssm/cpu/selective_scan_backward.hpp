@@ -795,6 +795,7 @@ struct BlockBackward {
           if (j0 < j1)
             run_slice(scratch[static_cast<std::size_t>(tid)], bi, static_cast<index_t>(gi), blks, j0, j1, gA, gBf, gCf,
                       gD, gbias);
+          simd::stream_fence();  // the gradient rows may have been written with streaming stores (store_row)
         });
       }
     // outputs: per-channel sums, and the variable B / C sums of the threads in the (b, g, n, l) layout

@@ -38,9 +38,26 @@ struct CausalConv1dUpdateParams {
   void* out = nullptr;             // (b, d) input dtype, contiguous
 };
 
+/// Gradient buffers of the backward of the sequence form (device memory). grad_weight and grad_bias are
+/// accumulated with atomics (the caller zeroes them); grad_x and grad_initial_state are written.
+struct CausalConv1dGradParams {
+  const void* grad_out = nullptr;                 // (b, d, l) input dtype, unit stride along l
+  std::int64_t grad_out_batch_stride = 0, grad_out_d_stride = 0;
+  const float* grad_final_state = nullptr;        // (b, d, w - 1) contiguous, or null (zero)
+  void* grad_x = nullptr;                         // (b, d, l) input dtype, unit stride along l
+  std::int64_t grad_x_batch_stride = 0, grad_x_d_stride = 0;
+  float* grad_weight = nullptr;                   // (d, w) contiguous, accumulated
+  float* grad_bias = nullptr;                     // (d) accumulated, or null
+  float* grad_initial_state = nullptr;            // (b, d, w - 1) contiguous, written, or null
+};
+
 /// Causal conv1d over whole sequences on the current device. x dtype f32, f16 or bf16; weights and states f32.
 /// Throws ssm::Error for unsupported arguments (width outside 2..4, dtype) and CUDA failures (no GPU).
 void causal_conv1d_forward(const CausalConv1dParams& p, DType input_dtype, void* stream = nullptr);
+/// Backward of causal_conv1d_forward with the same p (x, weight, bias, silu, initial_state; out and final_state are
+/// not read): recomputes the pre-activation per tile, then grad_x, grad_weight, grad_bias, grad_initial_state.
+void causal_conv1d_backward(const CausalConv1dParams& p, const CausalConv1dGradParams& g, DType input_dtype,
+                            void* stream = nullptr);
 /// One token: shifts conv_state left, appends x, writes out. Same dtypes as the forward.
 void causal_conv1d_update(const CausalConv1dUpdateParams& p, DType input_dtype, void* stream = nullptr);
 
