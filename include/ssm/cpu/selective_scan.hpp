@@ -672,6 +672,7 @@ void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
             }
             std::memcpy(hend.data() + k * nW, w.h.data(), static_cast<std::size_t>(nW) * sizeof(T));
           }
+          simd::stream_fence();  // chunk 0's output rows may have been written with streaming stores
         });
         // phase 2: carry the prefix. H_k = exp(A sum_k Delta) H_{k-1} + hend_k.
         Workspace<T>& w0 = ws[0];
