@@ -22,6 +22,21 @@ struct ConvFwdConfig {
 
 __device__ __forceinline__ float silu_or_identity(float v, bool silu) { return silu ? v / (1.0f + expf(-v)) : v; }
 
+/// x_tile[j] = x_{tile_start - (w-1) + j} for j < count, the thread block striding over j: before t = 0 from the
+/// initial state h0 (or 0), at or after t = len 0. The forward stages the tile with its left halo, the backward
+/// also w - 1 steps to the right.
+template <int kThreads, class Tile, class In>
+__device__ __forceinline__ void stage_conv_inputs(Tile& x_tile, int count, int tile_start, int w, int len, const In* x,
+                                                  const float* h0) {
+  for (int j = static_cast<int>(threadIdx.x); j < count; j += kThreads) {
+    const int t = tile_start - (w - 1) + j;
+    float v = 0.0f;
+    if (t >= 0 && t < len) v = load_float(x + t);
+    else if (t < 0 && h0) v = h0[w - 1 + t];
+    x_tile[j] = v;
+  }
+}
+
 template <class In, int kThreads, int kItems>
 __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1dParams p) {
   constexpr int kTile = kThreads * kItems;
@@ -39,13 +54,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
   const float* h0 = p.initial_state ? p.initial_state + (batch * p.dim + channel) * (w - 1) : nullptr;  // (w-1)
 
   // Stage x_{tile_start - (w-1)} .. x_{tile_start + kTile - 1}; before t = 0 from the initial state (or 0).
-  for (int j = tid; j < kTile + w - 1; j += kThreads) {
-    const int t = tile_start - (w - 1) + j;
-    float v = 0.0f;
-    if (t >= 0 && t < len) v = load_float(x + t);
-    else if (t < 0 && h0) v = h0[w - 1 + t];
-    x_tile[j] = v;
-  }
+  stage_conv_inputs<kThreads>(x_tile, kTile + w - 1, tile_start, w, len, x, h0);
   __syncthreads();
   float wk[kConvMaxWidth];
   SSM_UNROLL
@@ -105,13 +114,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_bwd_kernel(CausalConv1
   const float* h0 = p.initial_state ? p.initial_state + state_row : nullptr;           // (w-1)
   const float* gfs = g.grad_final_state ? g.grad_final_state + state_row : nullptr;   // (w-1)
 
-  for (int j = tid; j < kTile + 2 * (w - 1); j += kThreads) {
-    const int t = tile_start - (w - 1) + j;
-    float v = 0.0f;
-    if (t >= 0 && t < len) v = load_float(x + t);
-    else if (t < 0 && h0) v = h0[w - 1 + t];
-    x_tile[j] = v;
-  }
+  stage_conv_inputs<kThreads>(x_tile, kTile + 2 * (w - 1), tile_start, w, len, x, h0);
   float wk[kConvMaxWidth];
   SSM_UNROLL
   for (int k = 0; k < kConvMaxWidth; ++k) wk[k] = k < w ? weight[k] : 0.0f;
