@@ -23,6 +23,7 @@
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/models/safetensors.hpp"
@@ -353,6 +354,26 @@ class MambaLM {
 
   const MambaConfig& config() const { return cfg_; }
   const std::vector<Block>& blocks() const { return blocks_; }
+
+  /// Pointers to every weight (valid while this model lives) and the resolved sizes: what the CUDA model
+  /// (ssm::cuda::MambaLMDevice) uploads.
+  cuda::MambaLMWeights weights() const {
+    cuda::MambaLMWeights w;
+    const auto bc = cfg_.block();
+    w.shape = {cfg_.d_model, cfg_.n_layer, cfg_.padded_vocab(), cfg_.d_state, cfg_.d_conv, bc.inner(), bc.rank(),
+               cfg_.bias, cfg_.conv_bias, cfg_.norm_epsilon};
+    w.embedding = embedding_.data();
+    w.lm_head = cfg_.tie_embeddings ? nullptr : lm_head_.data();
+    w.norm_f = norm_f_.data();
+    auto ptr = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const auto& p = blocks_[i].params();
+      w.layers.push_back({norms_[i].data(), p.in_proj_weight.data(), ptr(p.in_proj_bias), p.conv_weight.data(),
+                          ptr(p.conv_bias), p.x_proj_weight.data(), p.dt_proj_weight.data(), p.dt_proj_bias.data(),
+                          p.A_log.data(), p.D.data(), p.out_proj_weight.data(), ptr(p.out_proj_bias)});
+    }
+    return w;
+  }
 
   /// A zero cache for b sequences.
   MambaCache make_cache(index_t b) const {
