@@ -29,8 +29,8 @@ class HostExecutor {
     return blocks_.back().get();
   }
   void upload(void* dst, const void* host, std::size_t bytes) { std::memcpy(dst, host, bytes); }
+  /// (For tests; the launches themselves never copy back.)
   void download(void* host, const void* src, std::size_t bytes) { std::memcpy(host, src, bytes); }
-  void zero(void* p, std::size_t bytes) { std::memset(p, 0, bytes); }
 
   /// Launches run so far (every kernel, including the scan and the conv).
   std::int64_t launches() const { return launches_; }

@@ -25,10 +25,9 @@ struct LaunchDims {
   unsigned x = 1, y = 1, z = 1;
 };
 
-/// What the sequence of launches needs from an executor (both implementations provide exactly this):
+/// What the sequence of launches needs from an executor (cuda/src/mamba_lm.cu, cuda/emu/executor.hpp):
 ///   void* allocate(std::size_t bytes)                      memory owned by the executor until it is destroyed
-///   void upload(void* dst, const void* host, std::size_t bytes), download(void* host, const void* src, bytes)
-///   void zero(void* p, std::size_t bytes)
+///   void upload(void* dst, const void* host, std::size_t bytes)
 ///   void launch(kernel, LaunchDims grid, LaunchDims block, args...)
 ///   void gemm(trans_A, trans_B, M, N, K, A, lda, stride_A, B, ldb, stride_B, C, ldc, stride_C, batch):
 ///        row-major C[p] (M, N) = op(A[p]) (M, K) · op(B[p]) (K, N) for p < batch; op(A)(i, k) = trans_A ?
