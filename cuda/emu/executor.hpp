@@ -22,7 +22,10 @@ namespace ssm::emu {
 
 class HostExecutor {
  public:
-  explicit HostExecutor(Order order = Order::forward, std::uint64_t seed = 1) : order_(order), seed_(seed) {}
+  /// stack_bytes: per emulated thread (0: the emulation's default, 1 MiB under AddressSanitizer). Each launch maps
+  /// and unmaps threads × stack_bytes, which dominates short launches under ASan.
+  explicit HostExecutor(Order order = Order::forward, std::uint64_t seed = 1, std::size_t stack_bytes = 0)
+      : order_(order), seed_(seed), stack_bytes_(stack_bytes) {}
 
   void* allocate(std::size_t bytes) {
     blocks_.push_back(std::make_unique<std::byte[]>(std::max<std::size_t>(bytes, 1)));
@@ -84,14 +87,15 @@ class HostExecutor {
  private:
   template <class Kernel, class... Args>
   void run(dim3 grid, dim3 block, const char* what, Kernel kernel, Args... args) {
-    const LaunchReport report = emu::launch(LaunchConfig{grid, block, order_, seed_ + static_cast<std::uint64_t>(launches_)},
-                                            kernel, args...);
+    const LaunchConfig cfg{grid, block, order_, seed_ + static_cast<std::uint64_t>(launches_), stack_bytes_};
+    const LaunchReport report = emu::launch(cfg, kernel, args...);
     ++launches_;
     SSM_CHECK(report.ok(), "emulated ", what, " launch ", launches_, ": ", report.summary());
   }
 
   Order order_;
   std::uint64_t seed_;
+  std::size_t stack_bytes_;
   std::int64_t launches_ = 0;
   std::vector<std::unique_ptr<std::byte[]>> blocks_;
 };

@@ -47,7 +47,10 @@ std::vector<std::int64_t> random_ids(index_t count, index_t vocab, unsigned seed
 struct EmulatedLM {
   ssm::emu::HostExecutor exec;
   Launches lm;
-  EmulatedLM(const ssm::models::MambaLM& m, ssm::emu::Order order) : exec(order, 3), lm(exec, m.weights()) {}
+  // 128 KiB stacks: ample for these kernels (a guard page faults on overflow); the 1 MiB ASan default made each
+  // launch map and unmap (and shadow) up to 128 MiB.
+  EmulatedLM(const ssm::models::MambaLM& m, ssm::emu::Order order)
+      : exec(order, 3, std::size_t{128} << 10), lm(exec, m.weights()) {}
 
   std::vector<float> run(Launches::Mode mode, const std::vector<std::int64_t>& ids, index_t b, index_t l,
                          Launches::Cache cache) {
