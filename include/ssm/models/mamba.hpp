@@ -13,6 +13,8 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -21,8 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/models/safetensors.hpp"
@@ -354,6 +358,26 @@ class MambaLM {
   const MambaConfig& config() const { return cfg_; }
   const std::vector<Block>& blocks() const { return blocks_; }
 
+  /// Pointers to every weight (valid while this model lives) and the resolved sizes: what the CUDA model
+  /// (ssm::cuda::MambaLMDevice) uploads.
+  cuda::MambaLMWeights weights() const {
+    cuda::MambaLMWeights w;
+    const auto bc = cfg_.block();
+    w.shape = {cfg_.d_model, cfg_.n_layer, cfg_.padded_vocab(), cfg_.d_state, cfg_.d_conv, bc.inner(), bc.rank(),
+               cfg_.bias, cfg_.conv_bias, cfg_.norm_epsilon};
+    w.embedding = embedding_.data();
+    w.lm_head = cfg_.tie_embeddings ? nullptr : lm_head_.data();
+    w.norm_f = norm_f_.data();
+    auto ptr = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      const auto& p = blocks_[i].params();
+      w.layers.push_back({norms_[i].data(), p.in_proj_weight.data(), ptr(p.in_proj_bias), p.conv_weight.data(),
+                          ptr(p.conv_bias), p.x_proj_weight.data(), p.dt_proj_weight.data(), p.dt_proj_bias.data(),
+                          p.A_log.data(), p.D.data(), p.out_proj_weight.data(), ptr(p.out_proj_bias)});
+    }
+    return w;
+  }
+
   /// A zero cache for b sequences.
   MambaCache make_cache(index_t b) const {
     SSM_CHECK(b >= 1, "MambaLM::make_cache: b must be >= 1, got ", b);
@@ -363,10 +387,16 @@ class MambaLM {
     return c;
   }
 
-  /// Logits for every position: ids (b, l) i32 or i64 → (b, l, padded_vocab) f32.
+  /// Logits for every position: ids (b, l) i32 or i64 → (b, l, padded_vocab) f32, on the device of ids: ids on a
+  /// CUDA device run the model there (ssm::cuda::MambaLMDevice, see on_cuda) and return CUDA logits.
   Tensor logits(const TensorView& ids) const {
     Checker c("MambaLM::logits");
     c.defined("ids", ids).rank("ids", ids, 2);
+    if (dispatch_device(c, {{"ids", ids}}).is_cuda()) {
+#if defined(SSM_HAS_CUDA)
+      return on_cuda(ids.device().index).logits(ids);
+#endif
+    }
     check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1);
     std::vector<float> h = hidden(ids, nullptr);  // (b, l, d_model)
@@ -422,6 +452,26 @@ class MambaLM {
     ++cache.seqlen;
     return out;
   }
+
+#if defined(SSM_HAS_CUDA)
+  /// This model on CUDA device `index`: the weights are uploaded on first use and kept (copies of this model
+  /// share them; the weights of a MambaLM never change). Thread-safe.
+  const cuda::MambaLMDevice& on_cuda(int index = 0) const {
+    std::lock_guard<std::mutex> lock(device_models_->mutex);
+    auto& slot = device_models_->by_index[index];
+    if (!slot) slot = std::make_unique<cuda::MambaLMDevice>(weights(), index);
+    return *slot;
+  }
+  /// prefill() on the CUDA device of ids (or device 0 for cpu ids) with a device cache; logits (b, V) there.
+  Tensor prefill(const TensorView& ids, cuda::MambaDeviceCache& cache) const {
+    return on_cuda(ids.device().is_cuda() ? ids.device().index : 0).prefill(ids, cache);
+  }
+  /// step() with a device cache: ids (b) i32 / i64 → logits (b, V) on the cache's device.
+  Tensor step(const TensorView& ids, cuda::MambaDeviceCache& cache) const {
+    SSM_CHECK(cache.conv_state.defined(), "MambaLM::step: the device cache is empty (fill it with prefill)");
+    return on_cuda(cache.conv_state.device().index).step(ids, cache);
+  }
+#endif
 
   /// Prefills `prompt` (one sequence) and generates max_new_tokens tokens; returns only the new ones.
   /// Sampling is over the first vocab_size logits (padding rows are never produced). When `cache` is
@@ -487,6 +537,13 @@ class MambaLM {
   std::vector<Block> blocks_;              // n_layer
   std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
   std::vector<float> norm_f_;              // (d_model)
+#if defined(SSM_HAS_CUDA)
+  struct DeviceModels {
+    std::mutex mutex;
+    std::map<int, std::unique_ptr<cuda::MambaLMDevice>> by_index;
+  };
+  std::shared_ptr<DeviceModels> device_models_ = std::make_shared<DeviceModels>();
+#endif
 };
 
 }  // namespace ssm::models

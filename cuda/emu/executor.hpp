@@ -1,0 +1,103 @@
+// The host executor of kernels/mamba_lm_launches.cuh: "device" memory is host memory, every kernel runs under the
+// emulation (emu::launch, in a chosen thread order; the first finding throws), the selective scan and the conv1d
+// are their kernels launched the way the ssm::cuda launchers do, and the GEMM (cuBLAS on the device) is a plain
+// host loop with f32 accumulation. Lets tests run the model's whole sequence of launches without a GPU.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../kernels/causal_conv1d.cuh"
+#include "../kernels/mamba_lm_launches.cuh"
+#include "../kernels/selective_scan_fwd.cuh"
+#include "emulation.hpp"
+#include "ssm/core/error.hpp"
+
+namespace ssm::emu {
+
+class HostExecutor {
+ public:
+  /// stack_bytes: per emulated thread (0: the emulation's default, 1 MiB under AddressSanitizer). Each launch maps
+  /// and unmaps threads × stack_bytes, which dominates short launches under ASan.
+  explicit HostExecutor(Order order = Order::forward, std::uint64_t seed = 1, std::size_t stack_bytes = 0)
+      : order_(order), seed_(seed), stack_bytes_(stack_bytes) {}
+
+  void* allocate(std::size_t bytes) {
+    blocks_.push_back(std::make_unique<std::byte[]>(std::max<std::size_t>(bytes, 1)));
+    return blocks_.back().get();
+  }
+  void upload(void* dst, const void* host, std::size_t bytes) { std::memcpy(dst, host, bytes); }
+  /// (For tests; the launches themselves never copy back.)
+  void download(void* host, const void* src, std::size_t bytes) { std::memcpy(host, src, bytes); }
+
+  /// Launches run so far (every kernel, including the scan and the conv).
+  std::int64_t launches() const { return launches_; }
+
+  template <class... P, class... A>
+  void launch(void (*kernel)(P...), kernels::LaunchDims grid, kernels::LaunchDims block, A... args) {
+    run(dim3(grid.x, grid.y, grid.z), dim3(block.x, block.y, block.z), "kernel", kernel, static_cast<P>(args)...);
+  }
+
+  void gemm(bool trans_A, bool trans_B, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+            std::int64_t lda, std::int64_t stride_A, const float* B, std::int64_t ldb, std::int64_t stride_B, float* C,
+            std::int64_t ldc, std::int64_t stride_C, std::int64_t batch) {
+    for (std::int64_t p = 0; p < batch; ++p) {
+      const float* Ap = A + p * stride_A;
+      const float* Bp = B + p * stride_B;
+      float* Cp = C + p * stride_C;
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t j = 0; j < N; ++j) {
+          float acc = 0.0f;
+          for (std::int64_t k = 0; k < K; ++k)
+            acc += (trans_A ? Ap[k * lda + i] : Ap[i * lda + k]) * (trans_B ? Bp[j * ldb + k] : Bp[k * ldb + j]);
+          Cp[i * ldc + j] = acc;
+        }
+    }
+  }
+
+  void scan(const ScanParams& p) {
+    kernels::dispatch_fwd_config(p.seqlen, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      const std::int64_t n_chunks = std::max<std::int64_t>(1, (p.seqlen + Cfg::kChunk - 1) / Cfg::kChunk);
+      run(dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch)), dim3(Cfg::kThreads), "selective scan",
+          kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>, p, static_cast<float*>(nullptr),
+          n_chunks);
+    });
+  }
+
+  void conv(const cuda::CausalConv1dParams& p) {
+    using Cfg = kernels::ConvFwdConfig;
+    constexpr std::int64_t tile = Cfg::kThreads * Cfg::kItems;
+    run(dim3(static_cast<unsigned>(std::max<std::int64_t>(1, (p.seqlen + tile - 1) / tile)),
+             static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch)),
+        dim3(Cfg::kThreads), "conv1d", kernels::causal_conv1d_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>, p);
+  }
+
+  void conv_update(const cuda::CausalConv1dUpdateParams& p) {
+    constexpr unsigned threads = 128;  // as ssm::cuda::causal_conv1d_update
+    run(dim3(static_cast<unsigned>((p.dim + threads - 1) / threads), static_cast<unsigned>(p.batch)), dim3(threads),
+        "conv1d update", kernels::causal_conv1d_update_kernel<float>, p);
+  }
+
+ private:
+  template <class Kernel, class... Args>
+  void run(dim3 grid, dim3 block, const char* what, Kernel kernel, Args... args) {
+    const LaunchConfig cfg{grid, block, order_, seed_ + static_cast<std::uint64_t>(launches_), stack_bytes_};
+    const LaunchReport report = emu::launch(cfg, kernel, args...);
+    ++launches_;
+    SSM_CHECK(report.ok(), "emulated ", what, " launch ", launches_, ": ", report.summary());
+  }
+
+  Order order_;
+  std::uint64_t seed_;
+  std::size_t stack_bytes_;
+  std::int64_t launches_ = 0;
+  std::vector<std::unique_ptr<std::byte[]>> blocks_;
+};
+
+}  // namespace ssm::emu
