@@ -12,6 +12,7 @@
 
 #if defined(SSM_HAS_CUDA)
 #include "ssm/cuda/causal_conv1d.hpp"
+#include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 #endif
