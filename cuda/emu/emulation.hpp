@@ -766,7 +766,7 @@ LaunchReport launch(const LaunchConfig& cfg, Kernel&& kernel, Args... args) {
 }  // namespace ssm::emu
 
 // ---- CUDA names, for kernel sources compiled by a host compiler ----
-#define __global__
+#define __global__ inline  // header-defined kernels: one definition across translation units, as nvcc allows
 #define __device__
 #define __host__
 #define __forceinline__ inline

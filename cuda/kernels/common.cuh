@@ -42,6 +42,12 @@ namespace ssm::kernels {
 
 using index_t = ScanParams::index_t;
 
+/// Grid / block extents of a launch, for launch sequences written over an executor (the device launches them
+/// with <<<>>>, tests under the host emulation): converted to dim3 by the executor.
+struct LaunchDims {
+  unsigned x = 1, y = 1, z = 1;
+};
+
 /// Loads one input element as float (hardware conversion on the device).
 template <class In>
 __device__ __forceinline__ float load_float(const In* p) {

@@ -20,11 +20,6 @@
 
 namespace ssm::kernels {
 
-/// Grid / block extents of a launch (converted to dim3 by the executor).
-struct LaunchDims {
-  unsigned x = 1, y = 1, z = 1;
-};
-
 /// What the sequence of launches needs from an executor (cuda/src/mamba_lm.cu, cuda/emu/executor.hpp):
 ///   void* allocate(std::size_t bytes)                      memory owned by the executor until it is destroyed
 ///   void upload(void* dst, const void* host, std::size_t bytes)

@@ -20,6 +20,10 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/attention.hpp"
 
+#if defined(SSM_HAS_CUDA)
+#include "ssm/cuda/attention.hpp"
+#endif
+
 namespace ssm {
 
 enum class AttentionAlgorithm {
@@ -100,6 +104,41 @@ cpu::AttentionArgs<T> make_args(const AttentionSizes& s, const AttentionOptions&
   return a;
 }
 
+#if defined(SSM_HAS_CUDA)
+/// The CUDA kernels' arguments for validated q, k, v, out, lse (f32, tiled, lse contiguous: checked by the caller).
+inline ::ssm::cuda::AttentionParams cuda_attention_params(const AttentionSizes& s, const AttentionOptions& opt,
+                                                          const TensorView& q, const TensorView& k,
+                                                          const TensorView& v, const TensorView& out,
+                                                          const TensorView& lse) {
+  ::ssm::cuda::AttentionParams p;
+  p.batch = s.b, p.seqlen_q = s.l_q, p.seqlen_k = s.l_k, p.heads = s.h, p.kv_heads = s.h_kv, p.head_dim = s.p;
+  p.scale = static_cast<float>(opt.scale != 0 ? opt.scale : 1.0 / std::sqrt(static_cast<double>(s.p)));
+  p.causal = opt.causal;
+  p.q = static_cast<const float*>(q.data()), p.q_batch_stride = q.stride(0), p.q_seq_stride = q.stride(1);
+  p.q_head_stride = q.stride(2);
+  p.k = static_cast<const float*>(k.data()), p.k_batch_stride = k.stride(0), p.k_seq_stride = k.stride(1);
+  p.k_head_stride = k.stride(2);
+  p.v = static_cast<const float*>(v.data()), p.v_batch_stride = v.stride(0), p.v_seq_stride = v.stride(1);
+  p.v_head_stride = v.stride(2);
+  p.out = static_cast<float*>(out.data()), p.out_batch_stride = out.stride(0), p.out_seq_stride = out.stride(1);
+  p.out_head_stride = out.stride(2);
+  p.lse = static_cast<float*>(lse.data());
+  return p;
+}
+
+/// What the CUDA kernels take besides what check_attention_inputs checked: f32, the tiled algorithm, p <= 128,
+/// lse contiguous.
+inline void check_cuda_attention(const Checker& c, const AttentionSizes& s, const TensorView& q,
+                                 const AttentionOptions& opt, const TensorView& lse) {
+  c.require(q.dtype() == DType::f32, "q", "attention on CUDA takes f32 tensors, got ", name(q.dtype()));
+  c.require(opt.algorithm == AttentionAlgorithm::tiled, "algorithm",
+            "the materialized algorithm has no CUDA kernel: use AttentionAlgorithm::tiled (the default)");
+  c.require(s.p <= ::ssm::cuda::kAttentionMaxHeadDim, "q", "the CUDA kernels take head dimensions up to ",
+            ::ssm::cuda::kAttentionMaxHeadDim, ", got p = ", s.p);
+  c.require(lse.is_contiguous(), "lse", "must be contiguous on CUDA, got strides ", lse.strides().str());
+}
+#endif
+
 }  // namespace detail
 
 /// Bytes of working memory attention_forward allocates besides its arguments: the (b, h, l_q, l_k)
@@ -116,7 +155,8 @@ inline std::size_t attention_forward_workspace_bytes(index_t b, index_t l_q, ind
 
 /// Causal scaled-dot-product attention, out = softmax(q kᵀ · scale + mask) v.
 /// q: (b, l_q, h, p); k, v: (b, l_k, h_kv, p), h_kv dividing h; writes out: (b, l_q, h, p) and
-/// lse: (b, h, l_q), the log-sum-exp of each score row (what the backward needs). f32 or f64, CPU.
+/// lse: (b, h, l_q), the log-sum-exp of each score row (what the backward needs). f32 or f64 on the CPU; CUDA
+/// tensors (with ssm::cuda linked) run the fused kernels: f32, tiled, p <= 128, lse contiguous.
 inline void attention_forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                               const TensorView& lse, const AttentionOptions& opt = {}) {
   Checker c("attention_forward");
@@ -125,7 +165,16 @@ inline void attention_forward(const TensorView& q, const TensorView& k, const Te
   c.same_dtype("out", out, "q", q).shape("out", out, {s.b, s.l_q, s.h, s.p}).unit_stride("out", out, 3);
   c.same_dtype("lse", lse, "q", q).shape("lse", lse, {s.b, s.h, s.l_q});
   const Device dev = dispatch_device(c, {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}});
-  c.require(dev.is_cpu(), "q", "attention has no CUDA kernel yet: move the tensors to the CPU");
+  if (dev.is_cuda()) {
+#if defined(SSM_HAS_CUDA)
+    detail::check_cuda_attention(c, s, q, opt, lse);
+    auto p = detail::cuda_attention_params(s, opt, q, k, v, out, lse);
+    Tensor workspace = Tensor::empty({::ssm::cuda::attention_workspace_floats(p)}, DType::f32, dev);  // split keys
+    p.workspace = workspace.numel() > 0 ? workspace.data_as<float>() : nullptr;
+    ::ssm::cuda::attention_forward(p);
+    return;  // the workspace is freed after the kernels (freeing device memory waits for them)
+#endif
+  }
   detail::visit_attention_dtype(q.dtype(), [&](auto zero) {
     using T = decltype(zero);
     {
@@ -177,7 +226,31 @@ inline void attention_backward(const TensorView& q, const TensorView& k, const T
   const Device dev = dispatch_device(c, {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse},
                                          {"grad_out", grad_out}, {"grad_q", grad_q}, {"grad_k", grad_k},
                                          {"grad_v", grad_v}});
-  c.require(dev.is_cpu(), "q", "attention has no CUDA kernel yet: move the tensors to the CPU");
+  if (dev.is_cuda()) {
+#if defined(SSM_HAS_CUDA)
+    detail::check_cuda_attention(c, s, q, opt, lse);
+    const auto p = detail::cuda_attention_params(s, opt, q, k, v, out, lse);
+    Tensor delta = Tensor::empty({s.b, s.h, s.l_q}, DType::f32, dev);  // rowsum(grad_out * out)
+    ::ssm::cuda::AttentionGradParams g;
+    g.out = static_cast<const float*>(out.data());
+    g.out_batch_stride = out.stride(0), g.out_seq_stride = out.stride(1), g.out_head_stride = out.stride(2);
+    g.grad_out = static_cast<const float*>(grad_out.data());
+    g.grad_out_batch_stride = grad_out.stride(0), g.grad_out_seq_stride = grad_out.stride(1);
+    g.grad_out_head_stride = grad_out.stride(2);
+    g.grad_q = static_cast<float*>(grad_q.data());
+    g.grad_q_batch_stride = grad_q.stride(0), g.grad_q_seq_stride = grad_q.stride(1);
+    g.grad_q_head_stride = grad_q.stride(2);
+    g.grad_k = static_cast<float*>(grad_k.data());
+    g.grad_k_batch_stride = grad_k.stride(0), g.grad_k_seq_stride = grad_k.stride(1);
+    g.grad_k_head_stride = grad_k.stride(2);
+    g.grad_v = static_cast<float*>(grad_v.data());
+    g.grad_v_batch_stride = grad_v.stride(0), g.grad_v_seq_stride = grad_v.stride(1);
+    g.grad_v_head_stride = grad_v.stride(2);
+    g.delta = delta.numel() > 0 ? delta.data_as<float>() : nullptr;
+    ::ssm::cuda::attention_backward(p, g);
+    return;
+#endif
+  }
   detail::visit_attention_dtype(q.dtype(), [&](auto zero) {
     using T = decltype(zero);
     {
