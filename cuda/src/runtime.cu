@@ -70,6 +70,14 @@ void memcpy(void* dst, Device dst_device, const void* src, Device src_device, st
   throw_on_error(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
 }
 
+void memcpy_2d(void* dst, std::size_t dst_pitch, Device dst_device, const void* src, std::size_t src_pitch,
+               Device src_device, std::size_t width, std::size_t height) {
+  if (width == 0 || height == 0) return;
+  if (dst_device.is_cuda()) ensure_device(dst_device.index);
+  if (src_device.is_cuda()) ensure_device(src_device.index);
+  throw_on_error(cudaMemcpy2D(dst, dst_pitch, src, src_pitch, width, height, cudaMemcpyDefault), "cudaMemcpy2D");
+}
+
 void memset_zero(void* p, Device device, std::size_t bytes) {
   if (bytes == 0) return;
   ensure_device(device.index);

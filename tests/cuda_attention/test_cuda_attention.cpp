@@ -93,4 +93,35 @@ TEST(CudaAttention, OpDispatchesCudaTensors) {
   }
 }
 
+TEST(CudaAttention, KVCacheOnDeviceDecodesLikeTheHostCache) {
+  // A KV cache in device memory (one 2D copy per append), decoded token by token through the split-key kernel,
+  // against the same steps on a host cache. The dtype rule needs no GPU.
+  try {
+    ssm::KVCache bad(1, 2, 16, ssm::DType::f64, 0, ssm::Device::cuda(0));
+    FAIL() << "expected ssm::Error";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds f32"), std::string::npos) << e.what();
+  }
+  if (!gpu_usable()) GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
+  const ssm::index_t b = 2, h = 4, h_kv = 2, p = 64, prompt = 200, steps = 5;
+  const ssm::Device dev = ssm::Device::cuda(0);
+  std::mt19937 rng(5);
+  ssm::KVCache host(b, h_kv, p), device(b, h_kv, p, ssm::DType::f32, 16, dev);  // small capacity: regrows
+  ssm::Tensor k0 = random({b, prompt, h_kv, p}, rng, 2), v0 = random({b, prompt, h_kv, p}, rng, 1);
+  host.append(k0.view(), v0.view());
+  device.append(k0.view(), v0.view());  // host tensors appended to a device cache
+  for (ssm::index_t s = 0; s < steps; ++s) {
+    ssm::Tensor q = random({b, 1, h, p}, rng, 2), k = random({b, 1, h_kv, p}, rng, 2), v = random({b, 1, h_kv, p}, rng, 1);
+    host.append(k.view(), v.view());
+    ssm::Tensor kd = k.to(dev), vd = v.to(dev), qd = q.to(dev);
+    device.append(kd.view(), vd.view());
+    ssm::Tensor out = ssm::Tensor::empty(q.shape(), ssm::DType::f32);
+    ssm::Tensor outd = ssm::Tensor::empty(q.shape(), ssm::DType::f32, dev);
+    ssm::attention_decode(q.view(), host, out.view());
+    ssm::attention_decode(qd.view(), device, outd.view());
+    EXPECT_LE(rel_error(outd, out), 1e-5) << "step " << s;
+  }
+  EXPECT_EQ(device.length(), prompt + steps);
+}
+
 }  // namespace

@@ -342,9 +342,28 @@ inline void copy(const TensorView& dst, const TensorView& src) {
     return;
   }
 #if defined(SSM_HAS_CUDA)
-  SSM_CHECK(src.is_contiguous() && dst.is_contiguous(), "ssm::copy: copies involving ", src.device().str(),
-            " and ", dst.device().str(), " need contiguous tensors");
-  ::ssm::cuda::memcpy(dst.data(), dst.device(), src.data(), src.device(), src.nbytes());
+  if (src.is_contiguous() && dst.is_contiguous()) {
+    ::ssm::cuda::memcpy(dst.data(), dst.device(), src.data(), src.device(), src.nbytes());
+    return;
+  }
+  // Rows: contiguous within dims 1.., any stride (>= a row) along dim 0, e.g. a narrow along dim 1 of a KV cache.
+  auto rows_contiguous = [](const TensorView& t) {
+    if (t.rank() < 1) return false;
+    index_t acc = 1;
+    for (int i = t.rank() - 1; i >= 1; --i) {
+      if (t.size(i) != 1 && t.stride(i) != acc) return false;
+      acc *= t.size(i);
+    }
+    return t.size(0) == 1 || t.stride(0) >= acc;
+  };
+  SSM_CHECK(rows_contiguous(src) && rows_contiguous(dst), "ssm::copy: copies involving ", src.device().str(), " and ",
+            dst.device().str(), " need contiguous tensors (or rows contiguous after the first dim), got strides ",
+            src.strides().str(), " and ", dst.strides().str());
+  const auto es = static_cast<std::size_t>(size_of(src.dtype()));
+  const std::size_t row = static_cast<std::size_t>(src.numel() / std::max<index_t>(1, src.size(0))) * es;
+  auto pitch = [&](const TensorView& t) { return t.size(0) == 1 ? row : static_cast<std::size_t>(t.stride(0)) * es; };
+  ::ssm::cuda::memcpy_2d(dst.data(), pitch(dst), dst.device(), src.data(), pitch(src), src.device(), row,
+                         static_cast<std::size_t>(src.size(0)));
 #else
   fail("ssm::copy: cannot copy between ", src.device().str(), " and ", dst.device().str(),
        ": the CUDA backend is not linked (link the CMake target ssm::cuda)");

@@ -21,6 +21,9 @@ std::string runtime_status();
 void* device_malloc(std::size_t bytes, int index);
 void device_free(void* p, int index) noexcept;
 void memcpy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes);
+/// `height` rows of `width` bytes, row i at dst + i dst_pitch and src + i src_pitch (any pair of devices).
+void memcpy_2d(void* dst, std::size_t dst_pitch, Device dst_device, const void* src, std::size_t src_pitch,
+               Device src_device, std::size_t width, std::size_t height);
 void memset_zero(void* p, Device device, std::size_t bytes);
 
 }  // namespace ssm::cuda

@@ -271,21 +271,26 @@ inline void attention_backward(const TensorView& q, const TensorView& k, const T
 
 /// The keys and values of the tokens seen so far, for decoding one token (or a few) at a time:
 /// storage (b, capacity, h_kv, p) ×2 grows by doubling; keys()/values() are the (b, length, h_kv, p) views.
-/// Memory grows linearly with the context: 2 · b · length · h_kv · p elements.
+/// Memory grows linearly with the context: 2 · b · length · h_kv · p elements. The storage lives on `device`
+/// (a CUDA device with ssm::cuda linked: f32, appended from tensors on any device, read by the CUDA kernels).
 class KVCache {
  public:
-  KVCache(index_t b, index_t h_kv, index_t p, DType dtype = DType::f32, index_t capacity = 0)
-      : b_(b), h_kv_(h_kv), p_(p), dtype_(dtype) {
+  KVCache(index_t b, index_t h_kv, index_t p, DType dtype = DType::f32, index_t capacity = 0,
+          Device device = Device::cpu())
+      : b_(b), h_kv_(h_kv), p_(p), dtype_(dtype), device_(device) {
     Checker c("KVCache");
     c.require(b >= 1 && h_kv >= 1 && p >= 1, "b/h_kv/p", "must all be >= 1, got ", b, ", ", h_kv, ", ", p);
     c.require(dtype == DType::f32 || dtype == DType::f64, "dtype", "expected f32 or f64, got ", ssm::name(dtype));
     c.require(capacity >= 0, "capacity", "must be >= 0, got ", capacity);
+    c.require(device.is_cpu() || dtype == DType::f32, "dtype", "a KV cache on ", device.str(), " holds f32, got ",
+              ssm::name(dtype));
     reserve(capacity);
   }
 
   index_t length() const { return length_; }
   index_t capacity() const { return capacity_; }
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   /// Bytes held by the cache storage (capacity, not length).
   std::size_t bytes() const { return k_.nbytes() + v_.nbytes(); }
   TensorView keys() const { return k_.view().narrow(1, 0, length_); }    // (b, length, h_kv, p)
@@ -301,8 +306,8 @@ class KVCache {
   /// Makes room for `capacity` tokens without reallocating later.
   void reserve(index_t capacity) {
     if (capacity <= capacity_) return;
-    Tensor k = Tensor::empty({b_, capacity, h_kv_, p_}, dtype_);  // (b, capacity, h_kv, p)
-    Tensor v = Tensor::empty({b_, capacity, h_kv_, p_}, dtype_);  // (b, capacity, h_kv, p)
+    Tensor k = Tensor::empty({b_, capacity, h_kv_, p_}, dtype_, device_);  // (b, capacity, h_kv, p)
+    Tensor v = Tensor::empty({b_, capacity, h_kv_, p_}, dtype_, device_);  // (b, capacity, h_kv, p)
     if (length_ > 0) {
       copy(k.view().narrow(1, 0, length_), keys());
       copy(v.view().narrow(1, 0, length_), values());
@@ -318,17 +323,29 @@ class KVCache {
     c.defined("k_new", k_new).defined("v_new", v_new);
     c.dtype("k_new", k_new, dtype_).dtype("v_new", v_new, dtype_);
     c.shape("k_new", k_new, {b_, kAny, h_kv_, p_}).shape("v_new", v_new, {b_, k_new.size(1), h_kv_, p_});
-    c.device("k_new", k_new, Device::cpu()).device("v_new", v_new, Device::cpu());
+    if (device_.is_cpu()) c.device("k_new", k_new, Device::cpu()).device("v_new", v_new, Device::cpu());
     const index_t t = k_new.size(1);
     if (length_ + t > capacity_) reserve(std::max(length_ + t, 2 * capacity_));
-    copy(k_.view().narrow(1, length_, t), k_new);
-    copy(v_.view().narrow(1, length_, t), v_new);
+    // On a device: b rows of t · h_kv · p elements (one 2D copy); a strided host source is gathered first.
+    auto put = [&](const Tensor& store, const TensorView& src) {
+      const TensorView dst = store.view().narrow(1, length_, t);
+      if (!device_.is_cpu() && src.device().is_cpu() && !src.is_contiguous()) {
+        Tensor packed = Tensor::empty(src.shape(), src.dtype());
+        copy(packed.view(), src);
+        copy(dst, packed.view());
+      } else {
+        copy(dst, src);
+      }
+    };
+    put(k_, k_new);
+    put(v_, v_new);
     length_ += t;
   }
 
  private:
   index_t b_, h_kv_, p_;
   DType dtype_;
+  Device device_;
   index_t length_ = 0, capacity_ = 0;
   Tensor k_, v_;
 };
