@@ -1,7 +1,9 @@
 // Module header: the ops (validated, dispatched entry points) and their reference implementations.
-// Selective scan (Mamba S6, MATH.md §5): forward, backward, packed variable-length batches.
+// Selective scan (Mamba S6, MATH.md §5): forward, backward, packed variable-length batches; the causal conv1d of the
+// Mamba block (forward, backward, one-token update).
 #pragma once
 
+#include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_scan_grad_params.hpp"
 #include "ssm/ops/selective_scan_params.hpp"

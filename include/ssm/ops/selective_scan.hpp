@@ -29,6 +29,7 @@
 #include "ssm/reference/selective_scan.hpp"
 
 #if defined(SSM_HAS_CUDA)
+#include "ssm/cuda/cast.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 #endif
 
@@ -237,18 +238,12 @@ inline std::string selective_scan_cuda(const PreparedScan& s, ScanParams p) {
   return ::ssm::cuda::selective_scan_forward(p, s.input, o);
 }
 
-/// f32 values of a device tensor as a device tensor of `dtype` (f16 / bf16), converted on the host: the
+/// f32 values of a device tensor as a new device tensor of `dtype` (f16 / bf16), converted on the device: the
 /// backward kernel accumulates variable grad_B / grad_C in f32 whatever the input dtype.
-inline Tensor f32_to_dtype_via_host(const Tensor& src, DType dtype, Device device) {
-  const Tensor host = src.to(Device::cpu());
-  Tensor out = Tensor::empty(host.shape(), dtype);
-  const float* x = host.data_as<const float>();
-  if (dtype == DType::f16) {
-    for (index_t i = 0; i < host.numel(); ++i) out.data_as<half>()[i] = half(x[i]);
-  } else {
-    for (index_t i = 0; i < host.numel(); ++i) out.data_as<bfloat16>()[i] = bfloat16(x[i]);
-  }
-  return out.to(device);
+inline Tensor f32_to_dtype_on_device(const Tensor& src, DType dtype, Device device) {
+  Tensor out = Tensor::empty(src.shape(), dtype, device);
+  ::ssm::cuda::cast_from_f32(src.data_as<float>(), out.data(), dtype, src.numel(), device.index);
+  return out;
 }
 
 /// The fused CUDA backward (ssm::cuda, cuda/kernels/selective_scan_bwd.cuh) on a validated scan: the forward
@@ -290,8 +285,8 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   g.grad_B = gB32.defined() ? gB32.data_as<float>() : static_cast<float*>(gp.grad_B);
   g.grad_C = gC32.defined() ? gC32.data_as<float>() : static_cast<float*>(gp.grad_C);
   ::ssm::cuda::selective_scan_backward(p, s.input, g);
-  if (gB32.defined()) r.grad_B = f32_to_dtype_via_host(gB32, s.input, s.device);
-  if (gC32.defined()) r.grad_C = f32_to_dtype_via_host(gC32, s.input, s.device);
+  if (gB32.defined()) r.grad_B = f32_to_dtype_on_device(gB32, s.input, s.device);
+  if (gC32.defined()) r.grad_C = f32_to_dtype_on_device(gC32, s.input, s.device);
   return "cuda-fused";
 }
 #endif

@@ -1,0 +1,293 @@
+// The causal depthwise conv1d op of the Mamba block (Gu & Dao 2023, §3.4; MATH.md §6), in the channel-major layout
+// of the reference `causal_conv1d_fn` (x (b, d, l)): out_t = act(bias + Σ_k weight[k] · x_{t-(w-1)+k}), with
+// x_{t<0} taken from an optional initial state (the w - 1 inputs before t = 0, oldest first) or zero, act = SiLU or
+// the identity; the final state (the last w - 1 inputs) out. Its backward, and the one-token update for
+// generation (a state of the last w inputs, shifted in place, as `causal_conv1d_update`). CPU tensors run plain
+// loops here (f32, f64); CUDA tensors (with ssm::cuda linked) run the kernels of cuda/kernels/causal_conv1d.cuh
+// (x f32 / f16 / bf16, weight and states f32, w in 2..4).
+//
+// The layers (layers/conv1d.hpp) keep their own time-major (l, d) form; this op is the tensor-level entry point
+// with checks and dispatch, and its tests hold the two equal.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ssm/core/backend.hpp"
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+
+#if defined(SSM_HAS_CUDA)
+#include "ssm/cuda/causal_conv1d.hpp"
+#endif
+
+namespace ssm {
+
+struct CausalConv1dInputs {
+  TensorView x{};                             // (b, d, l)      f32 | f64 (CPU), f32 | f16 | bf16 (CUDA); unit stride along l
+  TensorView weight{};                        // (d, w)         the weight dtype: f64 for f64 x, f32 otherwise
+  std::optional<TensorView> bias{};           // (d)            weight dtype
+  std::optional<TensorView> initial_state{};  // (b, d, w - 1)  weight dtype, contiguous: the inputs before t = 0
+  bool silu = true;                           // act = SiLU (else the identity)
+};
+
+struct CausalConv1dOutputs {
+  Tensor out;          // (b, d, l) x's dtype
+  Tensor final_state;  // (b, d, w - 1) weight dtype: the last w - 1 inputs (from the initial state when l < w - 1)
+  std::string path;    // "cpu-loops" or "cuda"
+};
+
+struct CausalConv1dGrads {
+  Tensor grad_x;              // (b, d, l) x's dtype
+  Tensor grad_weight;         // (d, w)
+  Tensor grad_bias;           // (d), when bias was given
+  Tensor grad_initial_state;  // (b, d, w - 1), when initial_state was given
+};
+
+namespace detail {
+
+struct Conv1dSizes {
+  index_t b, d, l, w;
+  DType input, weight;
+  Device device;
+};
+
+inline Conv1dSizes check_conv1d(const Checker& c, const CausalConv1dInputs& in) {
+  c.defined("x", in.x).defined("weight", in.weight).rank("x", in.x, 3).rank("weight", in.weight, 2);
+  Conv1dSizes s{in.x.size(0), in.x.size(1), in.x.size(2), in.weight.size(1), in.x.dtype(), DType::f32, in.x.device()};
+  std::vector<NamedView> views{{"x", in.x}, {"weight", in.weight}};
+  if (in.bias) views.push_back({"bias", *in.bias});
+  if (in.initial_state) views.push_back({"initial_state", *in.initial_state});
+  for (const auto& v : views)
+    c.require(v.view.device() == s.device, v.name, "is on ", v.view.device().str(), " but 'x' is on ", s.device.str(),
+              " (mixed devices: move the tensors to one device first)");
+  s.device = dispatch_device(c, {{"x", in.x}, {"weight", in.weight}});
+  if (s.device.is_cpu()) c.dtype_in("x", in.x, {DType::f32, DType::f64});
+  else c.dtype_in("x", in.x, {DType::f32, DType::f16, DType::bf16});
+  s.weight = s.input == DType::f64 ? DType::f64 : DType::f32;
+  c.dtype("weight", in.weight, s.weight).shape("weight", in.weight, {s.d, kAny}).unit_stride("weight", in.weight, 1);
+  c.require(s.w >= 2, "weight", "expected a kernel width w >= 2, got shape ", in.weight.shape().str());
+  c.require(s.device.is_cpu() || s.w <= 4, "weight", "the CUDA kernels take widths 2..4, got w = ", s.w);
+  c.unit_stride("x", in.x, 2);
+  if (in.bias) c.defined("bias", *in.bias).dtype("bias", *in.bias, s.weight).shape("bias", *in.bias, {s.d}).unit_stride("bias", *in.bias, 0);
+  if (in.initial_state)
+    c.defined("initial_state", *in.initial_state).dtype("initial_state", *in.initial_state, s.weight)
+        .shape("initial_state", *in.initial_state, {s.b, s.d, s.w - 1}).contiguous("initial_state", *in.initial_state);
+  return s;
+}
+
+/// The input at time t of row (bi, ch): x for t >= 0, the initial state (or 0) before.
+template <class T>
+T conv1d_extended(const View<const T, 3>& x, const T* h0, index_t w, index_t bi, index_t ch, index_t t, index_t d) {
+  if (t >= 0) return x(bi, ch, t);
+  return h0 ? h0[(bi * d + ch) * (w - 1) + (w - 1 + t)] : T(0);
+}
+
+template <class T>
+T silu_of(T v) {
+  return v / (T(1) + std::exp(-v));
+}
+
+template <class T>
+void conv1d_forward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, const TensorView& out,
+                        const TensorView& final_state) {
+  const auto x = in.x.as<const T, 3>("x");
+  const auto wt = in.weight.as<const T, 2>("weight");
+  const T* bias = in.bias ? static_cast<const T*>(in.bias->data()) : nullptr;
+  const T* h0 = in.initial_state ? static_cast<const T*>(in.initial_state->data()) : nullptr;
+  auto o = out.as<T, 3>("out");
+  T* fs = static_cast<T*>(final_state.data());
+  for (index_t bi = 0; bi < s.b; ++bi)
+    for (index_t ch = 0; ch < s.d; ++ch) {
+      for (index_t t = 0; t < s.l; ++t) {
+        T acc = bias ? bias[ch] : T(0);
+        for (index_t k = 0; k < s.w; ++k) acc += wt(ch, k) * conv1d_extended(x, h0, s.w, bi, ch, t - (s.w - 1) + k, s.d);
+        o(bi, ch, t) = in.silu ? silu_of(acc) : acc;
+      }
+      for (index_t j = 0; j < s.w - 1; ++j)
+        fs[(bi * s.d + ch) * (s.w - 1) + j] = conv1d_extended(x, h0, s.w, bi, ch, s.l - (s.w - 1) + j, s.d);
+    }
+}
+
+/// With e the extended input (w - 1 state entries, then x): pre_t = bias + Σ_k weight[k] e[t + k], out_t = act(pre_t),
+/// final_state[j] = e[l + j]. So ∂e[t + k] += weight[k] g_t with g_t = ∂out_t act'(pre_t), ∂e[l + j] += ∂final[j].
+template <class T>
+void conv1d_backward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, const TensorView& grad_out,
+                         const T* grad_final, CausalConv1dGrads& r) {
+  const auto x = in.x.as<const T, 3>("x");
+  const auto wt = in.weight.as<const T, 2>("weight");
+  const auto go = grad_out.as<const T, 3>("grad_out");
+  const T* bias = in.bias ? static_cast<const T*>(in.bias->data()) : nullptr;
+  const T* h0 = in.initial_state ? static_cast<const T*>(in.initial_state->data()) : nullptr;
+  auto gx = r.grad_x.view().as<T, 3>("grad_x");
+  T* gw = r.grad_weight.data_as<T>();
+  T* gb = r.grad_bias.defined() ? r.grad_bias.data_as<T>() : nullptr;
+  T* gh0 = r.grad_initial_state.defined() ? r.grad_initial_state.data_as<T>() : nullptr;
+  const index_t w = s.w, ext = s.l + w - 1;
+  std::vector<T> ge(static_cast<std::size_t>(ext)), g(static_cast<std::size_t>(s.l));
+  for (index_t bi = 0; bi < s.b; ++bi)
+    for (index_t ch = 0; ch < s.d; ++ch) {
+      std::fill(ge.begin(), ge.end(), T(0));
+      for (index_t t = 0; t < s.l; ++t) {
+        T pre = bias ? bias[ch] : T(0);
+        for (index_t k = 0; k < w; ++k) pre += wt(ch, k) * conv1d_extended(x, h0, w, bi, ch, t - (w - 1) + k, s.d);
+        T act_grad = T(1);
+        if (in.silu) {
+          const T sig = T(1) / (T(1) + std::exp(-pre));
+          act_grad = sig * (T(1) + pre * (T(1) - sig));
+        }
+        const T gt = go(bi, ch, t) * act_grad;
+        g[static_cast<std::size_t>(t)] = gt;
+        for (index_t k = 0; k < w; ++k) {
+          ge[static_cast<std::size_t>(t + k)] += wt(ch, k) * gt;
+          gw[ch * w + k] += gt * conv1d_extended(x, h0, w, bi, ch, t - (w - 1) + k, s.d);
+        }
+        if (gb) gb[ch] += gt;
+      }
+      if (grad_final)
+        for (index_t j = 0; j < w - 1; ++j)
+          ge[static_cast<std::size_t>(s.l + j)] += grad_final[(bi * s.d + ch) * (w - 1) + j];
+      for (index_t t = 0; t < s.l; ++t) gx(bi, ch, t) = ge[static_cast<std::size_t>(w - 1 + t)];
+      if (gh0)
+        for (index_t j = 0; j < w - 1; ++j) gh0[(bi * s.d + ch) * (w - 1) + j] = ge[static_cast<std::size_t>(j)];
+    }
+}
+
+#if defined(SSM_HAS_CUDA)
+inline ::ssm::cuda::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const CausalConv1dInputs& in) {
+  ::ssm::cuda::CausalConv1dParams p;
+  p.batch = s.b, p.dim = s.d, p.seqlen = s.l, p.width = s.w;
+  p.x = in.x.data(), p.x_batch_stride = in.x.stride(0), p.x_d_stride = in.x.stride(1);
+  p.weight = static_cast<const float*>(in.weight.data()), p.weight_d_stride = in.weight.stride(0);
+  p.bias = in.bias ? static_cast<const float*>(in.bias->data()) : nullptr;
+  p.silu = in.silu;
+  p.initial_state = in.initial_state ? static_cast<const float*>(in.initial_state->data()) : nullptr;
+  return p;
+}
+#endif
+
+}  // namespace detail
+
+/// The causal depthwise conv1d over whole sequences: out (b, d, l) and the final state (b, d, w - 1).
+inline CausalConv1dOutputs causal_conv1d(const CausalConv1dInputs& in) {
+  Checker c("causal_conv1d");
+  const auto s = detail::check_conv1d(c, in);
+  CausalConv1dOutputs r;
+  r.out = Tensor::empty({s.b, s.d, s.l}, s.input, s.device);                // (b, d, l)
+  r.final_state = Tensor::empty({s.b, s.d, s.w - 1}, s.weight, s.device);   // (b, d, w - 1)
+  if (s.device.is_cuda()) {
+#if defined(SSM_HAS_CUDA)
+    auto p = detail::cuda_conv1d_params(s, in);
+    p.out = r.out.data(), p.out_batch_stride = s.d * s.l, p.out_d_stride = s.l;
+    p.final_state = r.final_state.data_as<float>();
+    ::ssm::cuda::causal_conv1d_forward(p, s.input);
+    r.path = "cuda";
+    return r;
+#endif
+  }
+  if (s.input == DType::f64) detail::conv1d_forward_cpu<double>(s, in, r.out.view(), r.final_state.view());
+  else detail::conv1d_forward_cpu<float>(s, in, r.out.view(), r.final_state.view());
+  r.path = "cpu-loops";
+  return r;
+}
+
+/// Gradients of causal_conv1d given grad_out = ∂L/∂out (b, d, l) and optionally ∂L/∂final_state (b, d, w - 1).
+/// grad_bias / grad_initial_state are returned when bias / initial_state were given.
+inline CausalConv1dGrads causal_conv1d_backward(const CausalConv1dInputs& in, const TensorView& grad_out,
+                                                const std::optional<TensorView>& grad_final_state = {}) {
+  Checker c("causal_conv1d_backward");
+  const auto s = detail::check_conv1d(c, in);
+  c.defined("grad_out", grad_out).same_dtype("grad_out", grad_out, "x", in.x).shape("grad_out", grad_out, {s.b, s.d, s.l})
+      .unit_stride("grad_out", grad_out, 2).device("grad_out", grad_out, s.device);
+  if (grad_final_state)
+    c.defined("grad_final_state", *grad_final_state).dtype("grad_final_state", *grad_final_state, s.weight)
+        .shape("grad_final_state", *grad_final_state, {s.b, s.d, s.w - 1})
+        .contiguous("grad_final_state", *grad_final_state).device("grad_final_state", *grad_final_state, s.device);
+  CausalConv1dGrads r;
+  r.grad_x = Tensor::empty({s.b, s.d, s.l}, s.input, s.device);
+  r.grad_weight = Tensor::zeros({s.d, s.w}, s.weight, s.device);  // accumulated
+  if (in.bias) r.grad_bias = Tensor::zeros({s.d}, s.weight, s.device);
+  if (in.initial_state) r.grad_initial_state = Tensor::empty({s.b, s.d, s.w - 1}, s.weight, s.device);
+  if (s.device.is_cuda()) {
+#if defined(SSM_HAS_CUDA)
+    const auto p = detail::cuda_conv1d_params(s, in);
+    ::ssm::cuda::CausalConv1dGradParams g;
+    g.grad_out = grad_out.data(), g.grad_out_batch_stride = grad_out.stride(0), g.grad_out_d_stride = grad_out.stride(1);
+    g.grad_final_state = grad_final_state ? static_cast<const float*>(grad_final_state->data()) : nullptr;
+    g.grad_x = r.grad_x.data(), g.grad_x_batch_stride = s.d * s.l, g.grad_x_d_stride = s.l;
+    g.grad_weight = r.grad_weight.data_as<float>();
+    g.grad_bias = r.grad_bias.defined() ? r.grad_bias.data_as<float>() : nullptr;
+    g.grad_initial_state = r.grad_initial_state.defined() ? r.grad_initial_state.data_as<float>() : nullptr;
+    ::ssm::cuda::causal_conv1d_backward(p, g, s.input);
+    return r;
+#endif
+  }
+  if (s.input == DType::f64)
+    detail::conv1d_backward_cpu<double>(
+        s, in, grad_out, grad_final_state ? static_cast<const double*>(grad_final_state->data()) : nullptr, r);
+  else
+    detail::conv1d_backward_cpu<float>(
+        s, in, grad_out, grad_final_state ? static_cast<const float*>(grad_final_state->data()) : nullptr, r);
+  return r;
+}
+
+/// One token: x (b, d); conv_state (b, d, w) contiguous, the last w inputs oldest first, shifted left in place with
+/// x appended; out (b, d) = act(bias + Σ_k weight[k] conv_state[k]) after the shift. Equals causal_conv1d over the
+/// sequence one token at a time (with conv_state[1..w) as the initial state of the next token).
+inline void causal_conv1d_update(const TensorView& x, const TensorView& conv_state, const TensorView& weight,
+                                 const std::optional<TensorView>& bias, const TensorView& out, bool silu = true) {
+  Checker c("causal_conv1d_update");
+  c.defined("x", x).defined("conv_state", conv_state).defined("weight", weight).defined("out", out);
+  c.rank("x", x, 2).rank("weight", weight, 2);
+  const index_t b = x.size(0), d = x.size(1), w = weight.size(1);
+  std::vector<NamedView> views{{"x", x}, {"conv_state", conv_state}, {"weight", weight}, {"out", out}};
+  if (bias) views.push_back({"bias", *bias});
+  const Device dev = x.device();
+  for (const auto& v : views)
+    c.require(v.view.device() == dev, v.name, "is on ", v.view.device().str(), " but 'x' is on ", dev.str(),
+              " (mixed devices: move the tensors to one device first)");
+  (void)dispatch_device(c, {{"x", x}});
+  if (dev.is_cpu()) c.dtype_in("x", x, {DType::f32, DType::f64});
+  else c.dtype_in("x", x, {DType::f32, DType::f16, DType::bf16});
+  const DType wdt = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  c.dtype("weight", weight, wdt).shape("weight", weight, {d, kAny}).unit_stride("weight", weight, 1);
+  c.require(w >= 2 && (dev.is_cpu() || w <= 4), "weight", "expected a kernel width w in [2, ",
+            dev.is_cpu() ? "any" : "4", "], got shape ", weight.shape().str());
+  c.contiguous("x", x).same_dtype("out", out, "x", x).shape("out", out, {b, d}).contiguous("out", out);
+  c.dtype("conv_state", conv_state, wdt).shape("conv_state", conv_state, {b, d, w}).contiguous("conv_state", conv_state);
+  if (bias) c.defined("bias", *bias).dtype("bias", *bias, wdt).shape("bias", *bias, {d}).unit_stride("bias", *bias, 0);
+  if (dev.is_cuda()) {
+#if defined(SSM_HAS_CUDA)
+    ::ssm::cuda::CausalConv1dUpdateParams p;
+    p.batch = b, p.dim = d, p.width = w, p.x = x.data(), p.conv_state = static_cast<float*>(conv_state.data());
+    p.weight = static_cast<const float*>(weight.data()), p.weight_d_stride = weight.stride(0);
+    p.bias = bias ? static_cast<const float*>(bias->data()) : nullptr, p.silu = silu, p.out = out.data();
+    ::ssm::cuda::causal_conv1d_update(p, x.dtype());
+    return;
+#endif
+  }
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const T* xs = static_cast<const T*>(x.data());
+    T* st = static_cast<T*>(conv_state.data());
+    const auto wt = weight.as<const T, 2>("weight");
+    const T* bs = bias ? static_cast<const T*>(bias->data()) : nullptr;
+    T* o = static_cast<T*>(out.data());
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t ch = 0; ch < d; ++ch) {
+        T* row = st + (bi * d + ch) * w;
+        std::copy(row + 1, row + w, row);
+        row[w - 1] = xs[bi * d + ch];
+        T acc = bs ? bs[ch] : T(0);
+        for (index_t k = 0; k < w; ++k) acc += wt(ch, k) * row[k];
+        o[bi * d + ch] = silu ? detail::silu_of(acc) : acc;
+      }
+  };
+  if (x.dtype() == DType::f64) run(double{});
+  else run(float{});
+}
+
+}  // namespace ssm
