@@ -186,13 +186,33 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
           grad_A_part += g * Delta[i] * a_h_prev;
           const float grad_B_t = g * Delta[i] * u_v[i];
           const float grad_C_t = dy[i] * h;
-          if (grad_B_var) atomicAdd(grad_B_var + s * len + base + i, grad_B_t);
+          if (grad_B_var) exchange_a[tid * kItems + i] = grad_B_t;  // free since the reversed scan; added below
           else grad_B_part += grad_B_t;
-          if (grad_C_var) atomicAdd(grad_C_var + s * len + base + i, grad_C_t);
-          else grad_C_part += grad_C_t;
+          if (!grad_C_var) grad_C_part += grad_C_t;
         }
       }
       if (tid == 0) carry_g[s] = a[0] * exchange_c[0];  // a g of this chunk's first token, for the chunk before
+      if (grad_B_var || grad_C_var) {
+        // Variable grad_B / grad_C: staged in the blocked arrangement, added from the striped one, so the atomics
+        // of a warp hit 32 consecutive floats (one 128-byte segment) instead of 32 addresses kItems apart.
+        __syncthreads();  // every g of exchange_c read (the loop, carry_g) and every grad_B staged
+        if (grad_C_var) {
+          SSM_UNROLL
+          for (int i = 0; i < kItems; ++i)
+            if (i < n_valid) exchange_c[tid * kItems + i] = dy[i] * steps[i].b;  // grad_C_t = dy_t h_t
+        }
+        __syncthreads();
+        const index_t chunk_start = static_cast<index_t>(chunk) * kChunk;
+        SSM_UNROLL
+        for (int j = 0; j < kItems; ++j) {
+          const int pos = j * kThreads + tid;
+          if (pos < chunk_valid) {
+            if (grad_B_var) atomicAdd(grad_B_var + s * len + chunk_start + pos, static_cast<float>(exchange_a[pos]));
+            if (grad_C_var) atomicAdd(grad_C_var + s * len + chunk_start + pos, static_cast<float>(exchange_c[pos]));
+          }
+        }
+        // The next state writes exchange_a / exchange_c only after block_sum3's and the forward scan's barriers.
+      }
       block_sum3<kThreads>(red, tid, grad_A_part, grad_B_part, grad_C_part);
       if (tid == 0) {
         grad_A_acc[s] = grad_A_acc[s] + grad_A_part;
