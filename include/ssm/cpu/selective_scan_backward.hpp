@@ -398,7 +398,10 @@ struct BlockBackward {
   const ScanParams& p;
   const ScanGradParams& gp;
   detail::scan::RealScan<In> scan;
-  index_t K = 32;  // steps per recompute chunk: h and a of a chunk, (K, n, W) each, stay in L2
+  // Steps per recompute chunk: the chunk's h, a and the variable grad_B / grad_C sums, (K, n, W) each, stay in L2
+  // (K n <= 2048: 512 KiB per thread for f32). Measured at b = 1, d = 1536, n = 16, l = 2048, one thread
+  // (bench_selective_scan): K = 128 41.2 ms, K = 32 45.3 ms, K = 256 44.0 ms; l = 8192: 180 ms against 210 ms.
+  index_t K = 32;
 
   BlockBackward(const ScanParams& params, const ScanGradParams& grads) : p(params), gp(grads), scan(params) {}
 
@@ -417,7 +420,9 @@ struct BlockBackward {
     detail::scan::AlignedBuffer<T> hbuf, abuf;  // (K, n, W)
     detail::scan::AlignedBuffer<T> P, Q;        // (K, n, W) lane-wise sums of grad_B / grad_C over the blocks
     detail::scan::AlignedBuffer<T> rows;        // (W, K padded) a chunk transposed back to channel rows
-    std::vector<T> gB, gC;                      // (b * g, n, l) this thread's variable grad_B / grad_C
+    std::vector<T> gB, gC;                      // (b * g, n, l) this thread's variable grad_B / grad_C, unless
+    T* gBp = nullptr;                           // they accumulate in the output itself (thread 0, In = T): where
+    T* gCp = nullptr;                           // this thread's sums go
     detail::scan::PrefetchPlan pf;              // the next block's rows, fetched while this block is processed
   };
 
@@ -728,16 +733,30 @@ struct BlockBackward {
           scatter(sc, gp.grad_u, bi, t0, lc, sc.u.data());
           if (p.z) scatter(sc, gp.grad_z, bi, t0, lc, sc.z.data());
         }
-        // variable B / C: the lane-wise sums over this thread's blocks, reduced over the lanes
-        const auto reduce = [&](bool variable, const detail::scan::AlignedBuffer<T>& buf, std::vector<T>& out) {
+        // variable B / C: the lane-wise sums over this thread's blocks, reduced over the lanes. W steps at a time:
+        // the (W steps, W lanes) tile of one state transposed in registers and its rows added, so one vector holds
+        // the sums of W consecutive steps (added to the output with one load and store); the tail step by step.
+        // (With a single channel block, the long-thin shape, the reduction per step was half of the backward.)
+        const auto reduce = [&](bool variable, const detail::scan::AlignedBuffer<T>& buf, T* out) {
           if (!variable) return;
-          T* o = out.data() + (bi * p.n_groups + grp) * n * p.seqlen;
-          for (index_t i = 0; i < lc; ++i)
+          T* o = out + (bi * p.n_groups + grp) * n * p.seqlen;
+          index_t i0 = 0;
+          for (; i0 + W <= lc; i0 += W)
+            for (index_t k = 0; k < n; ++k) {
+              V rows[W];
+              for (int r = 0; r < W; ++r) rows[r] = simd::load(buf.data() + ((i0 + r) * n + k) * W);
+              simd::transpose<T>(rows);  // rows[lane][r] = buf[i0 + r, k, lane]
+              V sum = rows[0];
+              for (int r = 1; r < W; ++r) sum = sum + rows[r];
+              T* dst = o + k * p.seqlen + t0 + i0;
+              simd::store(dst, simd::load(dst) + sum);
+            }
+          for (index_t i = i0; i < lc; ++i)
             for (index_t k = 0; k < n; ++k)
               o[k * p.seqlen + t0 + i] += hsum<T>(simd::load(buf.data() + (i * n + k) * W));
         };
-        reduce(p.variable_B, sc.P, sc.gB);
-        reduce(p.variable_C, sc.Q, sc.gC);
+        reduce(p.variable_B, sc.P, sc.gBp);
+        reduce(p.variable_C, sc.Q, sc.gCp);
       }
       if (gp.grad_initial_state)
         for (std::size_t j = 0; j < nb; ++j)
@@ -761,14 +780,18 @@ struct BlockBackward {
   }
 
   void run(int threads, index_t chunk_len) {
-    if (chunk_len > 0) K = chunk_len;
     const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen;
+    K = chunk_len > 0 ? chunk_len : std::clamp<index_t>(2048 / std::max<index_t>(1, n) / 16 * 16, 16, 128);
     const auto blocks = detail::scan::channel_blocks(p, W);
     // blocks per group (channel_blocks splits at group boundaries when B or C is variable; otherwise one "group")
     const bool grouped = p.variable_B || p.variable_C;
     std::vector<std::vector<std::pair<index_t, int>>> by_group(static_cast<std::size_t>(grouped ? g : 1));
     for (const auto& blk : blocks)
       by_group[static_cast<std::size_t>(grouped ? scan.group_of(blk.first) : 0)].push_back(blk);
+    // Threads that get work: at most one per channel block of a group (the long-thin shape has a single block).
+    std::size_t most_blocks = 1;
+    for (const auto& blks : by_group) most_blocks = std::max(most_blocks, blks.size());
+    threads = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), most_blocks));
     std::vector<Scratch> scratch(static_cast<std::size_t>(threads));
     const auto KW = static_cast<std::size_t>(K * W), KnW = static_cast<std::size_t>(K * n * W);
     for (Scratch& sc : scratch) {
@@ -780,8 +803,24 @@ struct BlockBackward {
       if (p.variable_B) sc.P.resize(KnW);
       if (p.variable_C) sc.Q.resize(KnW);
       sc.rows.resize(static_cast<std::size_t>(W * sc.ws.tile_pad()));
-      if (p.variable_B) sc.gB.assign(static_cast<std::size_t>(b * g * n * l), T(0));
-      if (p.variable_C) sc.gC.assign(static_cast<std::size_t>(b * g * n * l), T(0));
+    }
+    // Variable grad_B / grad_C: thread 0 accumulates in the output when it has the accumulation type (no copy of
+    // b g n l elements to allocate, fault in and add: with one thread, as for the long-thin shape, none at all).
+    const auto var_size = static_cast<std::size_t>(b * g * n * l);
+    for (std::size_t t = 0; t < scratch.size(); ++t) {
+      Scratch& sc = scratch[t];
+      const auto setup = [&](bool variable, void* dst, std::vector<T>& own, T*& ptr) {
+        if (!variable) return;
+        if (t == 0 && std::is_same_v<In, T>) {
+          ptr = static_cast<T*>(dst);
+          std::fill_n(ptr, var_size, T(0));
+        } else {
+          own.assign(var_size, T(0));
+          ptr = own.data();
+        }
+      };
+      setup(p.variable_B, gp.grad_B, sc.gB, sc.gBp);
+      setup(p.variable_C, gp.grad_C, sc.gC, sc.gCp);
     }
     std::vector<T> gA(static_cast<std::size_t>(d * n), T(0)), gBf(gA.size(), T(0)), gCf(gA.size(), T(0));
     std::vector<T> gD(static_cast<std::size_t>(d), T(0)), gbias(gD.size(), T(0));
@@ -804,18 +843,19 @@ struct BlockBackward {
     if (!p.variable_C) std::copy(gCf.begin(), gCf.end(), static_cast<T*>(gp.grad_C));
     if (gp.grad_D) std::copy(gD.begin(), gD.end(), static_cast<T*>(gp.grad_D));
     if (gp.grad_delta_bias) std::copy(gbias.begin(), gbias.end(), static_cast<T*>(gp.grad_delta_bias));
-    const auto write = [&](bool variable, void* dst, std::vector<T> Scratch::*member) {
+    const auto write = [&](bool variable, void* dst, T* Scratch::*member) {
       if (!variable) return;
       In* out = static_cast<In*>(dst);
-      const std::size_t size = static_cast<std::size_t>(b * g * n * l);
-      for (std::size_t e = 0; e < size; ++e) {
+      const bool in_place = static_cast<void*>(scratch[0].*member) == dst;  // thread 0 summed into the output
+      if (in_place && scratch.size() == 1) return;
+      for (std::size_t e = 0; e < var_size; ++e) {
         T s(0);
-        for (const Scratch& sc : scratch) s += (sc.*member)[e];
+        for (const Scratch& sc : scratch) s += (sc.*member)[e];  // in place: out[e] is thread 0's sum
         out[e] = store<In>(s);
       }
     };
-    write(p.variable_B, gp.grad_B, &Scratch::gB);
-    write(p.variable_C, gp.grad_C, &Scratch::gC);
+    write(p.variable_B, gp.grad_B, &Scratch::gBp);
+    write(p.variable_C, gp.grad_C, &Scratch::gCp);
   }
 };
 }  // namespace scan_backward_detail
