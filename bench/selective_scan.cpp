@@ -296,6 +296,49 @@ void BM_ScanBackward(benchmark::State& state) {
   set_counters(state, prob.updates(), threads);
 }
 
+/// The training pair: a forward that saves the chunk states (ScanCpuOptions::chunk_states), then the backward that
+/// restarts from them (ScanBackwardOptions::chunk_states). Args: l, threads, d. The two share one Problem so the
+/// saved states are those of the inputs; the label says which half is timed.
+void BM_ScanForwardSavingStates(benchmark::State& state) {
+  const index_t l = state.range(0), d = state.range(2);
+  const int threads = static_cast<int>(state.range(1));
+  Problem prob(1, d, l, 16);
+  std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
+  ssm::cpu::ScanCpuOptions opt;
+  opt.num_threads = threads;
+  opt.chunk_states = saved.data();
+  std::string path;
+  for (auto _ : state) {
+    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(path + (ssm::cpu::writes_chunk_states(prob.p, path) ? " saving states" : " (states not saved)"));
+  set_counters(state, prob.updates(), threads);
+}
+
+void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
+  const index_t l = state.range(0), d = state.range(2);
+  const int threads = static_cast<int>(state.range(1));
+  Problem prob(1, d, l, 16);
+  prob.p.last_state = nullptr;
+  std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
+  ssm::cpu::ScanCpuOptions fo;
+  fo.num_threads = threads;
+  fo.algo = ssm::cpu::ScanAlgo::sequential;
+  fo.chunk_states = saved.data();
+  ssm::cpu::selective_scan_forward<float>(prob.p, fo);
+  Grads g(prob);
+  ssm::cpu::ScanBackwardOptions opt;
+  opt.num_threads = threads;
+  opt.chunk_states = saved.data();
+  for (auto _ : state) {
+    ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel("cpu-backward from saved states");
+  set_counters(state, prob.updates(), threads);
+}
+
 void BM_ScanBackwardReference(benchmark::State& state) {
   const index_t l = state.range(0), d = state.range(2);
   Problem prob(1, d, l, 16);
@@ -322,6 +365,8 @@ void MambaShapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_ScanForward)->Apply(MambaShapes);
 BENCHMARK(BM_ScanBackward)->Apply(MambaShapes);
+BENCHMARK(BM_ScanForwardSavingStates)->Apply(MambaShapes);
+BENCHMARK(BM_ScanBackwardFromSavedStates)->Apply(MambaShapes);
 // The reference is ~50x slower: shorter sequences, one iteration, the rate is per update all the same.
 BENCHMARK(BM_ScanForwardReference)
     ->ArgNames({"l", "threads", "d"})

@@ -35,7 +35,19 @@ struct ScanCpuOptions {
   int num_threads = 0;                   ///< 0: all hardware threads
   ScanAlgo algo = ScanAlgo::automatic;   ///< automatic: chunked for few long sequences with few channels
   std::int64_t chunk_len = 0;            ///< chunked path: 0 = balanced split over the threads
+  /// When set (weight type, (b, ceil(l / kSavedChunkLen), d, n) contiguous), the sequential path of a real-A scan
+  /// without cu_seqlens writes the state at the start of every kSavedChunkLen-step chunk there: what the backward
+  /// (ScanBackwardOptions::chunk_states) restarts from instead of recomputing them. Other paths leave it untouched.
+  void* chunk_states = nullptr;
 };
+
+/// Steps per saved chunk state (the forward's time tile; the backward recomputes chunks of this length).
+inline constexpr std::int64_t kSavedChunkLen = 128;
+
+/// Whether selective_scan_forward writes ScanCpuOptions::chunk_states for p on the path it returned.
+inline bool writes_chunk_states(const ScanParams& p, const std::string& path) {
+  return !p.is_complex && p.cu_seqlens == nullptr && path.size() >= 10 && path.compare(path.size() - 10, 10, "sequential") == 0;
+}
 
 namespace detail::scan {
 
@@ -310,7 +322,7 @@ struct RealScan {
   // Time steps per tile: 128 keeps a tile's working set ((t, lane) tiles 5 x 8 KB in f32, B / C rows
   // 2 x 8 KB at n = 16) about the size of the 48 KB L1, well inside L2; 64 and 256 measured the same
   // within the (shared machine's) noise.
-  index_t tile = 128;
+  index_t tile = kSavedChunkLen;  // also the chunk of the saved states (ScanCpuOptions::chunk_states)
 
   explicit RealScan(const ScanParams& params) : p(params) {}
 
@@ -532,12 +544,20 @@ struct RealScan {
 
   /// Scans [t_begin, t_end) of batch bi for the block in ws from the state in ws.h. With Out the output is
   /// written; without it only the end state (and the sum of Delta per lane in ws.dsum) is computed.
+  /// With `save` ((b, chunks, d, n), chunks of ws.tile steps from t_begin = 0), the state at the start of each tile
+  /// is written there for the block's channels.
   template <bool Out>
-  void scan_range(Workspace<T>& ws, index_t bi, index_t t_begin, index_t t_end) const {
+  void scan_range(Workspace<T>& ws, index_t bi, index_t t_begin, index_t t_end, T* save = nullptr) const {
     const index_t g = group_of(ws.c0);
     V dsum = simd::broadcast(T(0));
+    const index_t n = p.dstate, chunks = (t_end - t_begin + ws.tile - 1) / ws.tile;
     for (index_t t0 = t_begin; t0 < t_end; t0 += ws.tile) {
       const index_t len = std::min(ws.tile, t_end - t0);
+      if (save) {  // (b, chunks, d, n): the block's channels are count · n consecutive elements of this chunk
+        T* dst = save + ((bi * chunks + (t0 - t_begin) / ws.tile) * p.dim + ws.c0) * n;
+        for (int lane = 0; lane < ws.count; ++lane)
+          for (index_t k = 0; k < n; ++k) dst[lane * n + k] = ws.h.data()[k * W + lane];
+      }
       prepare_tile(ws, bi, t0, len);
       if (t0 + len < t_end) {
         plan_prefetch(ws, bi, t0 + len, std::min(t_end, t0 + len + ws.tile));
@@ -587,7 +607,7 @@ inline std::vector<std::pair<index_t, int>> channel_blocks(const ScanParams& p, 
 
 /// Sequential path: work items (batch row, channel block) distributed over the threads.
 template <class In>
-void forward_sequential(const ScanParams& p, int threads) {
+void forward_sequential(const ScanParams& p, int threads, weight_t<In>* chunk_states = nullptr) {
   using T = weight_t<In>;
   RealScan<In> scan(p);
   const auto blocks = channel_blocks(p, simd::lanes<T>);
@@ -603,7 +623,7 @@ void forward_sequential(const ScanParams& p, int threads) {
       scan.setup_block(ws, c0, count);
       for (const Segment& seg : segments_of(p, bi)) {
         scan.load_state(ws, seg.s);
-        scan.template scan_range<true>(ws, bi, seg.begin, seg.end);
+        scan.template scan_range<true>(ws, bi, seg.begin, seg.end, p.cu_seqlens ? nullptr : chunk_states);
         scan.store_state(ws, ws.h.data(), seg.s);
       }
     }
@@ -816,7 +836,7 @@ std::string selective_scan_forward(const ScanParams& p, const ScanCpuOptions& op
     forward_chunked<In>(p, threads, opt.chunk_len);
     return "cpu-" + level + "-chunked";
   }
-  forward_sequential<In>(p, threads);
+  forward_sequential<In>(p, threads, static_cast<weight_t<In>*>(opt.chunk_states));
   return "cpu-" + level + "-sequential";
 }
 

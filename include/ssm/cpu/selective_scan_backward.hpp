@@ -26,7 +26,11 @@ namespace ssm::cpu {
 
 struct ScanBackwardOptions {
   int num_threads = 0;         // 0: all hardware threads
-  std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: 32 (real A), 64 (complex A)
+  std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: automatic
+  /// The forward's saved chunk states (ScanCpuOptions::chunk_states: weight type, (b, ceil(l / kSavedChunkLen), d,
+  /// n)), for real A without cu_seqlens: the backward restarts its chunks from them (chunks of kSavedChunkLen steps)
+  /// instead of recomputing them with a first pass over the sequence. Ignored otherwise.
+  const void* chunk_states = nullptr;
 };
 
 namespace scan_backward_detail {
@@ -403,6 +407,8 @@ struct BlockBackward {
   // (bench_selective_scan): K = 128 41.2 ms, K = 32 45.3 ms, K = 256 44.0 ms; l = 8192: 180 ms against 210 ms.
   index_t K = 32;
 
+  const T* saved = nullptr;  // the forward's chunk states (b, chunks of K = kSavedChunkLen, d, n), or null
+
   BlockBackward(const ScanParams& params, const ScanGradParams& grads) : p(params), gp(grads), scan(params) {}
 
   /// Constants of one block, cached for pass 2 (setup_block fills them from the weights).
@@ -642,8 +648,18 @@ struct BlockBackward {
     for (const detail::scan::Segment& seg : detail::scan::segments_of(p, bi)) {
       const index_t len = seg.end - seg.begin, chunks = std::max<index_t>(1, (len + K - 1) / K);
       bound.assign(static_cast<std::size_t>(nb * chunks * nW), T(0));
-      // pass 1: the state at the start of every chunk
-      for (std::size_t j = 0; j < nb; ++j) {
+      // pass 1: the state at the start of every chunk (saved by the forward, or recomputed here)
+      if (saved) {
+        for (std::size_t j = 0; j < nb; ++j)
+          for (index_t ch = 0; ch < chunks; ++ch) {
+            T* dst = bound.data() + static_cast<std::ptrdiff_t>((j * static_cast<std::size_t>(chunks) +
+                                                                  static_cast<std::size_t>(ch)) * static_cast<std::size_t>(nW));
+            const T* src = saved + ((bi * chunks + ch) * p.dim + bcs[j].c0) * n;  // (b, chunks, d, n)
+            for (int lane = 0; lane < bcs[j].count; ++lane)  // unused lanes stay 0
+              for (index_t k = 0; k < n; ++k) dst[k * W + lane] = src[lane * n + k];
+          }
+      }
+      for (std::size_t j = 0; j < (saved ? 0 : nb); ++j) {
         use_block(j);
         scan.load_state(ws, seg.s);
         std::copy(ws.h.data(), ws.h.data() + nW, h.begin());
@@ -779,9 +795,13 @@ struct BlockBackward {
       }
   }
 
-  void run(int threads, index_t chunk_len) {
+  void run(int threads, index_t chunk_len, const void* chunk_states = nullptr) {
     const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen;
     K = chunk_len > 0 ? chunk_len : std::clamp<index_t>(2048 / std::max<index_t>(1, n) / 16 * 16, 16, 128);
+    if (chunk_states && p.cu_seqlens == nullptr && l > 0) {
+      saved = static_cast<const T*>(chunk_states);
+      K = kSavedChunkLen;
+    }
     const auto blocks = detail::scan::channel_blocks(p, W);
     // blocks per group (channel_blocks splits at group boundaries when B or C is variable; otherwise one "group")
     const bool grouped = p.variable_B || p.variable_C;
@@ -874,7 +894,7 @@ std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& g
   }
   const int threads = cpu_threads(opt.num_threads, p.batch * p.dim * p.seqlen * p.dstate);
   scan_backward_detail::BlockBackward<In> bw(p, gp);
-  bw.run(threads, opt.chunk_len);
+  bw.run(threads, opt.chunk_len, opt.chunk_states);
   return std::string("cpu-") + simd::kLevel + "-channel-blocks";
 }
 

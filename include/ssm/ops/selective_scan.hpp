@@ -58,11 +58,18 @@ struct SelectiveScanOptions {
   int num_threads = 0;             // 0: all hardware threads
   bool return_last_state = false;
   index_t chunk_len = 0;           // 0: chosen by the implementation (chunked path; backward recompute chunk)
+  /// Forward: also return the state at the start of every 128-step chunk (r.chunk_states), for the backward. Only
+  /// the CPU sequential path of a real-A scan without cu_seqlens saves them; otherwise r.chunk_states stays empty.
+  bool save_chunk_states = false;
+  /// Backward: the forward's r.chunk_states (CPU, real A, no cu_seqlens): the backward restarts its recompute
+  /// chunks from them instead of running the recurrence over the sequence once more first. Empty: recomputed.
+  TensorView chunk_states{};
 };
 
 struct SelectiveScanOutputs {
   Tensor out;         // (b, d, l) input dtype
   Tensor last_state;  // (b, d, n) or (n_seqs, d, n), state dtype; empty unless asked
+  Tensor chunk_states;  // (b, ceil(l / 128), d, n) state dtype: with save_chunk_states, when the path saves them
   std::string path;   // which implementation ran, e.g. "cpu-avx512-sequential", "reference"
 };
 
@@ -299,10 +306,12 @@ decltype(auto) visit_input(DType t, F&& f) {
 }  // namespace scan_detail
 
 /// Selective scan into caller-provided outputs: out (b, d, l) in the input dtype, unit stride along l;
-/// last_state (b | n_seqs, d, n) in the state dtype, unit stride along n (optional). Returns the name
-/// of the implementation that ran.
+/// last_state (b | n_seqs, d, n) in the state dtype, unit stride along n (optional). With
+/// opt.save_chunk_states and `chunk_states` given, the saved chunk states go there (see SelectiveScanOptions).
+/// Returns the name of the implementation that ran.
 inline std::string selective_scan_into(const SelectiveScanInputs& in, const TensorView& out,
-                                       std::optional<TensorView> last_state, const SelectiveScanOptions& opt = {}) {
+                                       std::optional<TensorView> last_state, const SelectiveScanOptions& opt = {},
+                                       Tensor* chunk_states = nullptr) {
   Checker c("selective_scan");
   scan_detail::PreparedScan s = scan_detail::prepare(c, in);
   ScanParams& p = s.p;
@@ -339,7 +348,15 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
       co.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
                 : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
                                                  : cpu::ScanAlgo::automatic;
-      return cpu::selective_scan_forward<In>(p, co);
+      Tensor saved;  // (b, d, chunks, n) state dtype
+      if (opt.save_chunk_states && chunk_states && !p.is_complex && p.cu_seqlens == nullptr && p.seqlen > 0) {
+        saved = Tensor::empty({p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate},
+                              s.state);
+        co.chunk_states = saved.data();
+      }
+      std::string path = cpu::selective_scan_forward<In>(p, co);
+      if (saved.defined() && cpu::writes_chunk_states(p, path)) *chunk_states = std::move(saved);
+      return path;
     }
     reference::selective_scan_forward<In>(p);
     return "reference";
@@ -358,7 +375,7 @@ inline SelectiveScanOutputs selective_scan(const SelectiveScanInputs& in, const 
     r.last_state = Tensor::empty({s.state_rows, s.p.dim, s.p.dstate}, s.state, s.device);  // (b | n_seqs, d, n)
   r.path = selective_scan_into(in, r.out, opt.return_last_state ? std::optional<TensorView>(r.last_state.view())
                                                                 : std::nullopt,
-                               opt);
+                               opt, &r.chunk_states);
   return r;
 }
 
@@ -377,6 +394,16 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
   c.require(grad_out.device() == s.device, "grad_out", "is on ", grad_out.device().str(), " but 'u' is on ", s.device.str());
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
+  const void* saved_states = nullptr;
+  if (opt.chunk_states.defined() && opt.path != ScanPath::reference) {
+    const TensorView& cs = opt.chunk_states;
+    c.require(s.device.is_cpu(), "chunk_states", "are taken by the CPU backward only (the CUDA backward saves its own)");
+    c.require(!p.is_complex && p.cu_seqlens == nullptr, "chunk_states",
+              "apply to a real-A scan without cu_seqlens (the forward saves none otherwise)");
+    c.shape("chunk_states", cs, {p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate});
+    c.dtype("chunk_states", cs, s.state).contiguous("chunk_states", cs).device("chunk_states", cs, Device::cpu());
+    saved_states = cs.data();
+  }
   ScanGradParams gp;
   gp.grad_out = grad_out.data();
   gp.grad_out_batch_stride = grad_out.stride(0);
@@ -434,6 +461,7 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     cpu::ScanBackwardOptions bo;
     bo.num_threads = opt.num_threads;
     bo.chunk_len = opt.chunk_len;
+    bo.chunk_states = saved_states;
     return cpu::selective_scan_backward<In>(p, gp, bo);
   });
   return r;
