@@ -428,7 +428,8 @@ class MambaBlock {
 
   /// Backward of forward() from a zero state: given u (b, l, d_model) and grad_out (b, l, d_model),
   /// returns grad_u and the gradient of every parameter. Recomputes the forward activations; the scan's
-  /// gradients come from ssm::selective_scan_backward (which recomputes states chunk by chunk).
+  /// gradients come from ssm::selective_scan_backward, restarting its chunks from the states the recomputed
+  /// forward saved (save_chunk_states).
   MambaBlockGrads<T> backward(const TensorView& u, const TensorView& grad_out) const {
     Checker c("MambaBlock::backward");
     c.defined("u", u).rank("u", u, 3).shape("u", u, {kAny, kAny, cfg_.d_model});
@@ -469,7 +470,11 @@ class MambaBlock {
     SelectiveScanOptions opt;
     opt.num_threads = threads_;
     std::vector<T> cm(ops.u.size());  // (b, di, l) channel-major scratch
-    selective_scan_into(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
+    SelectiveScanOptions fwd_opt = opt;
+    fwd_opt.save_chunk_states = true;  // the scan backward restarts from them instead of a first pass
+    Tensor chunk_states;               // (b, l / 128, di, n), when the forward's path saves them
+    selective_scan_into(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, fwd_opt, &chunk_states);
+    if (chunk_states.defined()) opt.chunk_states = chunk_states.view();
     std::vector<T> y(static_cast<std::size_t>(rows * di));  // (b, l, di) gated scan output
     for (index_t bi = 0; bi < b; ++bi) detail::to_time_major(cm.data() + bi * di * l, l, di, y.data() + bi * l * di, 0, di);
     // ---- out_proj ----
