@@ -87,6 +87,25 @@ __device__ __forceinline__ std::int64_t keys_needed(const AttentionParams& p, st
   return p.causal ? std::min<std::int64_t>(p.seqlen_k, p.seqlen_k - p.seqlen_q + q1) : p.seqlen_k;
 }
 
+/// A thread's place in the kernels over query tiles (grid (tiles of kRows queries, heads, batch)): its query row and
+/// lane within the row, the query's position among the keys (causal), and the head's K / V.
+template <class Cfg>
+struct QueryRow {
+  int tid, part, head_dim;
+  std::int64_t head, batch, q0, qi, pos;
+  bool valid;
+  const float* k;
+  const float* v;
+  __device__ __forceinline__ explicit QueryRow(const AttentionParams& p)
+      : tid(static_cast<int>(threadIdx.x)), part(tid % Cfg::kParts), head_dim(static_cast<int>(p.head_dim)),
+        head(blockIdx.y), batch(blockIdx.z), q0(static_cast<std::int64_t>(blockIdx.x) * Cfg::kRows),
+        qi(q0 + tid / Cfg::kParts), pos(p.seqlen_k - p.seqlen_q + qi), valid(qi < p.seqlen_q) {
+    const std::int64_t kv_head = head / (p.heads / p.kv_heads);
+    k = p.k + batch * p.k_batch_stride + kv_head * p.k_head_stride;
+    v = p.v + batch * p.v_batch_stride + kv_head * p.v_head_stride;
+  }
+};
+
 // ---- forward, tiled ---------------------------------------------------------------------------------------------
 
 template <int kDim>
@@ -97,17 +116,11 @@ __global__ void __launch_bounds__(AttnFwdTile<kDim>::kThreads, 4) attention_fwd_
   SSM_SHARED(float, k_tile, kKeys * kDim);  // (kKeys, kDim)
   SSM_SHARED(float, v_tile, kKeys * kDim);  // (kKeys, kDim)
 
-  const int tid = static_cast<int>(threadIdx.x);
-  const int part = tid % kParts;
-  const std::int64_t head = blockIdx.y, batch = blockIdx.z;
-  const std::int64_t kv_head = head / (p.heads / p.kv_heads);
-  const std::int64_t q0 = static_cast<std::int64_t>(blockIdx.x) * kRows;
-  const std::int64_t qi = q0 + tid / kParts;
-  const bool valid = qi < p.seqlen_q;
-  const int head_dim = static_cast<int>(p.head_dim);
-  const std::int64_t pos = p.seqlen_k - p.seqlen_q + qi;  // the query's position among the keys (causal)
-  const float* k = p.k + batch * p.k_batch_stride + kv_head * p.k_head_stride;
-  const float* v = p.v + batch * p.v_batch_stride + kv_head * p.v_head_stride;
+  const QueryRow<Cfg> r(p);
+  const int part = r.part, head_dim = r.head_dim;
+  const std::int64_t head = r.head, batch = r.batch, q0 = r.q0, qi = r.qi, pos = r.pos;
+  const bool valid = r.valid;
+  const float *k = r.k, *v = r.v;
 
   float q[kDpt], o[kDpt];
   load_row<kDpt, kParts>(q, p.q + batch * p.q_batch_stride + qi * p.q_seq_stride + head * p.q_head_stride, valid, part,
@@ -388,17 +401,11 @@ __global__ void __launch_bounds__(AttnBwdTile<kDim>::kThreads, 4) attention_bwd_
   SSM_SHARED(float, k_tile, kKeys * kDim);  // (kKeys, kDim)
   SSM_SHARED(float, v_tile, kKeys * kDim);  // (kKeys, kDim)
 
-  const int tid = static_cast<int>(threadIdx.x);
-  const int part = tid % kParts;
-  const std::int64_t head = blockIdx.y, batch = blockIdx.z;
-  const std::int64_t kv_head = head / (p.heads / p.kv_heads);
-  const std::int64_t q0 = static_cast<std::int64_t>(blockIdx.x) * kRows;
-  const std::int64_t qi = q0 + tid / kParts;
-  const bool valid = qi < p.seqlen_q;
-  const int head_dim = static_cast<int>(p.head_dim);
-  const std::int64_t pos = p.seqlen_k - p.seqlen_q + qi;
-  const float* k = p.k + batch * p.k_batch_stride + kv_head * p.k_head_stride;
-  const float* v = p.v + batch * p.v_batch_stride + kv_head * p.v_head_stride;
+  const QueryRow<Cfg> r(p);
+  const int part = r.part, head_dim = r.head_dim;
+  const std::int64_t head = r.head, batch = r.batch, q0 = r.q0, qi = r.qi, pos = r.pos;
+  const bool valid = r.valid;
+  const float *k = r.k, *v = r.v;
   const std::int64_t row = (batch * p.heads + head) * p.seqlen_q + qi;
 
   float q[kDpt], go[kDpt], dq[kDpt];
