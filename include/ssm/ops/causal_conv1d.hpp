@@ -58,13 +58,9 @@ struct Conv1dSizes {
 inline Conv1dSizes check_conv1d(const Checker& c, const CausalConv1dInputs& in) {
   c.defined("x", in.x).defined("weight", in.weight).rank("x", in.x, 3).rank("weight", in.weight, 2);
   Conv1dSizes s{in.x.size(0), in.x.size(1), in.x.size(2), in.weight.size(1), in.x.dtype(), DType::f32, in.x.device()};
-  std::vector<NamedView> views{{"x", in.x}, {"weight", in.weight}};
-  if (in.bias) views.push_back({"bias", *in.bias});
-  if (in.initial_state) views.push_back({"initial_state", *in.initial_state});
-  for (const auto& v : views)
-    c.require(v.view.device() == s.device, v.name, "is on ", v.view.device().str(), " but 'x' is on ", s.device.str(),
-              " (mixed devices: move the tensors to one device first)");
-  s.device = dispatch_device(c, {{"x", in.x}, {"weight", in.weight}});
+  // Absent optional tensors stand in as x itself, which is always on x's device.
+  s.device = dispatch_device(c, {{"x", in.x}, {"weight", in.weight}, {"bias", in.bias.value_or(in.x)},
+                                 {"initial_state", in.initial_state.value_or(in.x)}});
   if (s.device.is_cpu()) c.dtype_in("x", in.x, {DType::f32, DType::f64});
   else c.dtype_in("x", in.x, {DType::f32, DType::f16, DType::bf16});
   s.weight = s.input == DType::f64 ? DType::f64 : DType::f32;
@@ -243,13 +239,8 @@ inline void causal_conv1d_update(const TensorView& x, const TensorView& conv_sta
   c.defined("x", x).defined("conv_state", conv_state).defined("weight", weight).defined("out", out);
   c.rank("x", x, 2).rank("weight", weight, 2);
   const index_t b = x.size(0), d = x.size(1), w = weight.size(1);
-  std::vector<NamedView> views{{"x", x}, {"conv_state", conv_state}, {"weight", weight}, {"out", out}};
-  if (bias) views.push_back({"bias", *bias});
-  const Device dev = x.device();
-  for (const auto& v : views)
-    c.require(v.view.device() == dev, v.name, "is on ", v.view.device().str(), " but 'x' is on ", dev.str(),
-              " (mixed devices: move the tensors to one device first)");
-  (void)dispatch_device(c, {{"x", x}});
+  const Device dev = dispatch_device(c, {{"x", x}, {"conv_state", conv_state}, {"weight", weight}, {"out", out},
+                                         {"bias", bias.value_or(x)}});  // an absent bias stands in as x
   if (dev.is_cpu()) c.dtype_in("x", x, {DType::f32, DType::f64});
   else c.dtype_in("x", x, {DType::f32, DType::f16, DType::bf16});
   const DType wdt = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
