@@ -296,20 +296,27 @@ TEST(MambaBlock, ThreadedForwardEqualsOneThread) {
   EXPECT_THROW(one.set_threads(-1), ssm::Error);
 }
 
+namespace {
+
+/// A double block moved away from the initialization's special values (D = 1, A_log = log k) by N(0, 0.3) noise
+/// on every parameter, so that no gradient term vanishes.
+MambaBlock<double> perturbed_block(const MambaBlockConfig& cfg, std::uint64_t init_seed, std::uint64_t noise_seed) {
+  auto block = MambaBlock<double>::init(cfg, init_seed);
+  std::mt19937_64 rng(noise_seed);
+  std::normal_distribution<double> N(0.0, 0.3);
+  block.params().for_each(cfg, [&](const char*, std::vector<double>& v, const Dims&) {
+    for (auto& x : v) x += N(rng);
+  });
+  block.refresh();
+  return block;
+}
+
+}  // namespace
+
 TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
   for (bool bias : {false, true}) {
     auto cfg = small_config(bias);
-    auto block = MambaBlock<double>::init(cfg, 11);
-    // Move away from the initialization's special values (D = 1, A_log = log k) so that no term vanishes.
-    {
-      auto& p = block.params();
-      std::mt19937_64 rng(5);
-      std::normal_distribution<double> N(0.0, 0.3);
-      p.for_each(cfg, [&](const char*, std::vector<double>& v, const Dims&) {
-        for (auto& x : v) x += N(rng);
-      });
-      block.refresh();
-    }
+    auto block = perturbed_block(cfg, 11, 5);
     const index_t b = 2, l = 6, dm = cfg.d_model;
     auto u = randn(b * l * dm, 80);
     auto R = randn(b * l * dm, 81);
@@ -337,16 +344,7 @@ TEST(MambaBlock, BackwardAcrossScanChunksMatchesFiniteDifferences) {
   // l = 300: the scan backward restarts from the chunk states (every 128 steps) that the block's recomputed forward
   // saved; the scan's own parameters and a slice of grad_u against central differences.
   auto cfg = small_config(false);
-  auto block = MambaBlock<double>::init(cfg, 12);
-  {
-    auto& p = block.params();
-    std::mt19937_64 rng(6);
-    std::normal_distribution<double> N(0.0, 0.3);
-    p.for_each(cfg, [&](const char*, std::vector<double>& v, const Dims&) {
-      for (auto& x : v) x += N(rng);
-    });
-    block.refresh();
-  }
+  auto block = perturbed_block(cfg, 12, 6);
   const index_t b = 1, l = 300, dm = cfg.d_model;
   auto u = randn(b * l * dm, 90);
   auto R = randn(b * l * dm, 91);
