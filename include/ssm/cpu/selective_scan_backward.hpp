@@ -1,6 +1,7 @@
 // CPU backward of the selective scan (S6; Gu & Dao 2023, "Mamba", §3.3.2 "recomputation"; MATH.md §5):
 // the reverse scan g_t = C_t dy_t + conj(a_{t+1}) g_{t+1}, with the states recomputed chunk by chunk
-// from saved chunk-boundary states (no (b, d, l, n) storage), threaded over channels (std::thread).
+// from saved chunk-boundary states (no (b, d, l, n) storage), threaded over blocks of channels or, for few
+// channels and long sequences, over pieces of each sequence in time (std::thread).
 // Arithmetic in f32 for f32/f16/bf16 inputs, f64 for f64; real and complex A.
 #pragma once
 
@@ -26,6 +27,10 @@ namespace ssm::cpu {
 
 struct ScanBackwardOptions {
   int num_threads = 0;         // 0: all hardware threads
+  /// Real A: sequential = blocks of channels over the threads; chunked = each sequence split in time over the threads
+  /// (a first phase finds the state and the gradient carry at every split point); automatic: chunked when the
+  /// channel blocks of a group are fewer than twice the threads and a sequence has at least 4096 steps.
+  ScanAlgo algo = ScanAlgo::automatic;
   std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: automatic
   /// The forward's saved chunk states (ScanCpuOptions::chunk_states: weight type, (b, ceil(l / kSavedChunkLen), d,
   /// n)), for real A without cu_seqlens: the backward restarts its chunks from them (chunks of kSavedChunkLen steps)
@@ -392,12 +397,22 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
 //           the reverse scan G_t = C_t dy_t + a_{t+1} G_{t+1} with the per-step sums over n
 //           SA_t = sum_k A_k a_tk h_{t-1,k} G_tk and SB_t = sum_k B_tk G_tk, from which
 //           grad_Delta_t = SA_t + u_t SB_t, grad_u_t = Delta_t SB_t + D dy_t (MATH.md §5).
+// Time split (few blocks, long sequences: the long-thin shape): each sequence is cut into one piece per thread on
+// chunk boundaries. Both recurrences are linear, so a first phase runs, per piece and in parallel, the forward
+// recurrence from a zero state (its end state; not for the last piece, nor with saved states) and the reverse one
+// from a zero gradient (its carry at the start; not for the first piece), with the sum of Delta over the piece;
+// a serial pass composes them with the decay over a piece 2^(A log2(e) sum Delta):
+//   h(start of piece q + 1) = decay_q h(start of q) + hend_q,   G(into piece q - 1) = decay_q G(into q) + Gloc_q,
+// and then every piece runs the passes above from its true state and carry, writing its own range of every
+// per-step output (the variable grad_B / grad_C included: one shared buffer, no per-thread copies).
 template <class In>
 struct BlockBackward {
   using T = detail::scan::weight_t<In>;
   using V = simd::Vec<T>;
   static constexpr int W = simd::lanes<T>;
-  static constexpr int NG = 4;  // states per group of independent chains in the inner loops
+  // States per group of independent chains in the inner loops: 4 with 32 vector registers, 2 with 16 (the reverse
+  // loop holds G, grad_A and A per state plus five per-step vectors: 4 states would spill on AVX2).
+  static constexpr int NG = simd::kRegisters >= 32 ? 4 : 2;
 
   const ScanParams& p;
   const ScanGradParams& gp;
@@ -524,7 +539,7 @@ struct BlockBackward {
   /// The reverse scan of one chunk for one block: G (n, W) carried in (dL/dh after the chunk, times the next
   /// decay) and out; accumulators gA, gBf, gCf (n, W) lane-wise; variable B / C sums into sc.P / sc.Q.
   template <bool VarB, bool VarC>
-  void reverse(Scratch& sc, const BlockConst& bc, index_t len, const T* h0, T* SSM_RESTRICT G, T* SSM_RESTRICT gA,
+  void reverse(Scratch& sc, const BlockConst& bc, index_t len, T* SSM_RESTRICT G, T* SSM_RESTRICT gA,
                T* SSM_RESTRICT gBf, T* SSM_RESTRICT gCf, const T* Bp, index_t Bns, const T* Cp, index_t Cns) const {
     const index_t n = p.dstate;
     std::memset(static_cast<void*>(sc.SA.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
@@ -558,9 +573,10 @@ struct BlockBackward {
           const V Bk = VarB ? simd::broadcast(Bp[k * Bns + i]) : bf[j];
           const V Gt = simd::fma(Ck, dy, Gk[j]);  // dL/dh_t
           const V a = simd::load(sc.abuf.data() + (i * n + k) * W);
-          const V hp = simd::load(i > 0 ? sc.hbuf.data() + ((i - 1) * n + k) * W : h0 + k * W);
           const V h = simd::load(sc.hbuf.data() + (i * n + k) * W);
-          const V ahg = a * hp * Gt;
+          // a_t h_{t-1} = h_t - Delta_t u_t B_t: h_t was h_t = fma(a_t, h_{t-1}, x B_t) with this very product, so
+          // the difference is a_t h_{t-1} to within an ulp of h_t; one load fewer than reading h_{t-1}
+          const V ahg = (h - x * Bk) * Gt;
           gAk[j] = simd::fma(dt, ahg, gAk[j]);
           sa = simd::fma(Ak[j], ahg, sa);
           sb = simd::fma(Bk, Gt, sb);
@@ -599,32 +615,47 @@ struct BlockBackward {
     else if (p.variable_C) recur<Store, false, true>(sc, bc, len, h, Bp, Bns, Cp, Cns);
     else recur<Store, false, false>(sc, bc, len, h, Bp, Bns, Cp, Cns);
   }
-  void reverse_any(Scratch& sc, const BlockConst& bc, index_t len, const T* h0, T* G, T* gA, T* gBf, T* gCf,
+  void reverse_any(Scratch& sc, const BlockConst& bc, index_t len, T* G, T* gA, T* gBf, T* gCf,
                    const T* Bp, index_t Bns, const T* Cp, index_t Cns) const {
-    if (p.variable_B && p.variable_C) reverse<true, true>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
-    else if (p.variable_B) reverse<true, false>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
-    else if (p.variable_C) reverse<false, true>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
-    else reverse<false, false>(sc, bc, len, h0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    if (p.variable_B && p.variable_C) reverse<true, true>(sc, bc, len, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    else if (p.variable_B) reverse<true, false>(sc, bc, len, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    else if (p.variable_C) reverse<false, true>(sc, bc, len, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    else reverse<false, false>(sc, bc, len, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
   }
 
-  /// Lane-wise accumulators of one block over the segments of a (batch row, group).
+  /// Lane-wise accumulators of one block over one piece.
   struct BlockAcc {
     std::vector<T> gA, gBf, gCf;  // (n, W)
     T gD[W] = {}, gbias[W] = {};
   };
 
-  /// The blocks [j0, j1) of `blocks` (one group) for batch row bi, all segments; adds into the per-channel sums
-  /// gA_all, ... (d, n) / (d) (the thread owns these channels) and its own variable grad_B / grad_C.
-  void run_slice(Scratch& sc, index_t bi, index_t grp, const std::vector<std::pair<index_t, int>>& blocks,
-                 std::size_t j0, std::size_t j1, std::vector<T>& gA_all, std::vector<T>& gBf_all,
-                 std::vector<T>& gCf_all, std::vector<T>& gD_all, std::vector<T>& gbias_all) const {
-    const index_t n = p.dstate, nW = n * W;
-    const std::size_t nb = j1 - j0;
-    auto& ws = sc.ws;
-    std::vector<BlockConst> bcs(nb);
-    std::vector<BlockAcc> acc(nb);
-    for (std::size_t j = 0; j < nb; ++j) {
-      const auto [c0, count] = blocks[j0 + j];
+  /// Per-channel sums of one thread: grad_A and fixed grad_B / grad_C (d, n), grad_D and grad_delta_bias (d).
+  struct ChannelSums {
+    std::vector<T> gA, gBf, gCf, gD, gbias;
+    void init(index_t d, index_t n) {
+      for (auto* v : {&gA, &gBf, &gCf}) v->assign(static_cast<std::size_t>(d * n), T(0));
+      for (auto* v : {&gD, &gbias}) v->assign(static_cast<std::size_t>(d), T(0));
+    }
+  };
+
+  /// A time range [begin, end) of sequence s (batch row bi) for the blocks of one group. Where the range starts or
+  /// ends its sequence, the state and the gradient come from the call's arguments (initial state, grad_last_state,
+  /// grad_initial_state); inside a sequence (the time-split path) from h0 / G_in and to G_out, each (nb, n, W).
+  /// G is dL/dh carried through the recurrence: G_in the one of h_{end-1} from the steps after `end`, G_out the
+  /// one of h_{begin-1}.
+  struct Piece {
+    index_t begin = 0, end = 0, s = 0;
+    const T* h0 = nullptr;    // state at begin; null: the sequence's initial state
+    const T* G_in = nullptr;  // null: grad_last_state (or zero)
+    T* G_out = nullptr;       // null: grad_initial_state (when asked for)
+  };
+
+  /// The constants of the blocks [j0, j1) of `blocks`, through ws.
+  std::vector<BlockConst> make_consts(detail::scan::Workspace<T>& ws, const std::vector<std::pair<index_t, int>>& blocks) const {
+    const index_t nW = p.dstate * W;
+    std::vector<BlockConst> bcs(blocks.size());
+    for (std::size_t j = 0; j < blocks.size(); ++j) {
+      const auto [c0, count] = blocks[j];
       scan.setup_block(ws, c0, count);
       BlockConst& bc = bcs[j];
       bc.c0 = c0, bc.count = count;
@@ -635,168 +666,290 @@ struct BlockBackward {
       bc.Cf.assign(ws.Cfix.data(), ws.Cfix.data() + nW);
       std::copy(ws.D, ws.D + W, bc.D);
       std::copy(ws.bias, ws.bias + W, bc.bias);
-      acc[j].gA.assign(static_cast<std::size_t>(nW), T(0));
-      acc[j].gBf.assign(static_cast<std::size_t>(nW), T(0));
-      acc[j].gCf.assign(static_cast<std::size_t>(nW), T(0));
     }
-    auto use_block = [&](std::size_t j) {
-      ws.c0 = bcs[j].c0;
-      ws.count = bcs[j].count;
-    };
-    std::vector<T> bound, G(static_cast<std::size_t>(nb * nW));  // (nb, chunks, n, W), (nb, n, W)
-    std::vector<T> h(static_cast<std::size_t>(nW));
-    for (const detail::scan::Segment& seg : detail::scan::segments_of(p, bi)) {
-      const index_t len = seg.end - seg.begin, chunks = std::max<index_t>(1, (len + K - 1) / K);
-      bound.assign(static_cast<std::size_t>(nb * chunks * nW), T(0));
-      // pass 1: the state at the start of every chunk (saved by the forward, or recomputed here)
-      if (saved) {
-        for (std::size_t j = 0; j < nb; ++j)
-          for (index_t ch = 0; ch < chunks; ++ch) {
-            T* dst = bound.data() + static_cast<std::ptrdiff_t>((j * static_cast<std::size_t>(chunks) +
-                                                                  static_cast<std::size_t>(ch)) * static_cast<std::size_t>(nW));
-            const T* src = saved + ((bi * chunks + ch) * p.dim + bcs[j].c0) * n;  // (b, chunks, d, n)
-            for (int lane = 0; lane < bcs[j].count; ++lane)  // unused lanes stay 0
-              for (index_t k = 0; k < n; ++k) dst[k * W + lane] = src[lane * n + k];
-          }
+    return bcs;
+  }
+
+  static void use_block(Scratch& sc, const BlockConst& bc) {
+    sc.ws.c0 = bc.c0;
+    sc.ws.count = bc.count;
+  }
+
+  /// dy = dL/dy of the chunk's steps in sc.dy: grad_out * silu(z) (sc.go, sc.z from prepare), or grad_out.
+  /// With grad_z, sc.z is overwritten by dL/dz = grad_out * (y + D u) * silu'(z) (y in sc.y); returns sum dy u.
+  V output_side(Scratch& sc, const BlockConst& bc, index_t len, bool grad_z) const {
+    const V D = simd::load(bc.D);
+    V gD = simd::broadcast(T(0));
+    for (index_t i = 0; i < len; ++i) {
+      const V u = simd::load(sc.u.data() + i * W), go = simd::load(sc.go.data() + i * W);
+      V dy = go;
+      if (p.z) {
+        const V z = simd::load(sc.z.data() + i * W);
+        const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-z));
+        dy = go * z * sg;
+        if (grad_z) {
+          const V y = simd::fma(D, u, simd::load(sc.y.data() + i * W));
+          simd::store(sc.z.data() + i * W, go * y * sg * (T(1) + z * (T(1) - sg)));
+        }
       }
-      for (std::size_t j = 0; j < (saved ? 0 : nb); ++j) {
-        use_block(j);
-        scan.load_state(ws, seg.s);
-        std::copy(ws.h.data(), ws.h.data() + nW, h.begin());
+      simd::store(sc.dy.data() + i * W, dy);
+      gD = simd::fma(dy, u, gD);
+    }
+    return gD;
+  }
+
+  /// The reverse recurrence alone (the time-split path's first phase): G <- the carry after len steps backwards,
+  /// G_t = C_t dy_t + G, G = a_t G_t (a_t = 2^(Delta_t A log2 e), as recur computes it).
+  template <bool VarC>
+  void reverse_carry(const Scratch& sc, const BlockConst& bc, index_t len, T* SSM_RESTRICT G, const T* Cp,
+                     index_t Cns) const {
+    const index_t n = p.dstate;
+    for (index_t k0 = 0; k0 < n; k0 += NG) {
+      const int ng = static_cast<int>(std::min<index_t>(NG, n - k0));
+      V Gk[NG], a2[NG], cf[NG];
+      for (int j = 0; j < NG; ++j) {
+        const index_t k = k0 + std::min(j, ng - 1);
+        Gk[j] = simd::load(G + k * W);
+        a2[j] = simd::load(bc.A2.data() + k * W);
+        if constexpr (!VarC) cf[j] = simd::load(bc.Cf.data() + k * W);
+      }
+      for (index_t i = len - 1; i >= 0; --i) {
+        const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
+        for (int j = 0; j < NG; ++j) {
+          if (j >= ng) break;
+          const V Ck = VarC ? simd::broadcast(Cp[(k0 + j) * Cns + i]) : cf[j];
+          Gk[j] = simd::exp2_decay(dt * a2[j]) * simd::fma(Ck, dy, Gk[j]);
+        }
+      }
+      for (int j = 0; j < ng; ++j) simd::store(G + (k0 + j) * W, Gk[j]);
+    }
+  }
+
+  /// First phase of the time-split path for the blocks bcs[0, nb) of group grp over [begin, end) of batch row bi:
+  /// with hend (nb, n, W), the state at `end` reached from a zero state at `begin`; with Gloc (nb, n, W), the carry
+  /// at `begin` of the reverse recurrence started from zero after `end`; in either case dsum (nb, W) = sum of
+  /// Delta over the range per lane (f32 within a chunk, added up in double).
+  void carry(Scratch& sc, const BlockConst* bcs, std::size_t nb, index_t bi, index_t grp, index_t begin, index_t end,
+             T* hend, T* Gloc, double* dsum) const {
+    const index_t nW = p.dstate * W, chunks = (end - begin + K - 1) / K;
+    for (std::size_t j = 0; j < nb; ++j) {
+      const BlockConst& bc = bcs[j];
+      use_block(sc, bc);
+      double* ds = dsum + j * W;
+      std::fill(ds, ds + W, 0.0);
+      const auto add_dsum = [&](index_t lc) {
+        V s = simd::broadcast(T(0));
+        for (index_t i = 0; i < lc; ++i) s += simd::load(sc.Delta.data() + i * W);
+        alignas(64) T part[W];
+        simd::store(part, s);
+        for (int lane = 0; lane < W; ++lane) ds[lane] += static_cast<double>(part[lane]);
+      };
+      if (hend) {
+        T* h = hend + j * nW;
+        std::fill(h, h + nW, T(0));
         for (index_t ch = 0; ch < chunks; ++ch) {
-          std::copy(h.begin(), h.end(), bound.begin() + static_cast<std::ptrdiff_t>((j * chunks + ch) * nW));
-          const index_t t0 = seg.begin + ch * K, lc = std::min(K, seg.end - t0);
-          if (ch + 1 == chunks || lc <= 0) break;
-          prepare(sc, bcs[j], bi, t0, lc, false);
+          const index_t t0 = begin + ch * K, lc = std::min(K, end - t0);
+          prepare(sc, bc, bi, t0, lc, false);
           const T *Bp, *Cp;
           index_t Bns, Cns;
-          scan.tile_BC(ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
-          recur_any<false>(sc, bcs[j], lc, h.data(), Bp, Bns, Cp, Cns);
+          scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+          recur_any<false>(sc, bc, lc, h, Bp, Bns, Cp, Cns);
+          add_dsum(lc);
         }
       }
-      // pass 2: chunks in reverse
-      for (std::size_t j = 0; j < nb; ++j) {
-        T* Gj = G.data() + j * static_cast<std::size_t>(nW);
-        std::fill(Gj, Gj + nW, T(0));
-        if (gp.grad_last_state)
-          for (int lane = 0; lane < bcs[j].count; ++lane)
-            for (index_t k = 0; k < n; ++k)
-              Gj[k * W + lane] = static_cast<const T*>(gp.grad_last_state)[seg.s * gp.grad_last_batch_stride +
-                                                                           (bcs[j].c0 + lane) * gp.grad_last_d_stride +
-                                                                           k * gp.grad_last_n_stride];
-      }
-      for (index_t ch = chunks - 1; ch >= 0; --ch) {
-        const index_t t0 = seg.begin + ch * K, lc = std::min(K, seg.end - t0);
-        if (lc <= 0) continue;
-        const auto chunk_bytes = static_cast<std::size_t>(lc * nW) * sizeof(T);
-        if (p.variable_B) std::memset(static_cast<void*>(sc.P.data()), 0, chunk_bytes);
-        if (p.variable_C) std::memset(static_cast<void*>(sc.Q.data()), 0, chunk_bytes);
-        for (std::size_t j = 0; j < nb; ++j) {
-          const BlockConst& bc = bcs[j];
-          BlockAcc& a = acc[j];
-          use_block(j);
+      if (Gloc) {
+        T* G = Gloc + j * nW;
+        std::fill(G, G + nW, T(0));
+        for (index_t ch = chunks - 1; ch >= 0; --ch) {
+          const index_t t0 = begin + ch * K, lc = std::min(K, end - t0);
           prepare(sc, bc, bi, t0, lc, true);
-          if (j + 1 < nb) {
-            plan_prefetch(sc, bi, bcs[j + 1].c0, bcs[j + 1].count, t0, lc);
-          } else if (ch > 0) {
-            plan_prefetch(sc, bi, bcs[0].c0, bcs[0].count, t0 - K, K);
-          } else {
-            sc.pf.end = 0;
-          }
+          (void)output_side(sc, bc, lc, false);
           const T *Bp, *Cp;
           index_t Bns, Cns;
-          scan.tile_BC(ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
-          const T* h0 = bound.data() + (j * static_cast<std::size_t>(chunks) + static_cast<std::size_t>(ch)) * nW;
-          std::copy(h0, h0 + nW, h.begin());
-          recur_any<true>(sc, bc, lc, h.data(), Bp, Bns, Cp, Cns);
-          // the output side: out = (y + D u) silu(z)
-          const V D = simd::load(bc.D);
-          V gD = simd::load(a.gD);
-          for (index_t i = 0; i < lc; ++i) {
-            const V u = simd::load(sc.u.data() + i * W), go = simd::load(sc.go.data() + i * W);
-            V dy = go;
-            if (p.z) {
-              const V y = simd::fma(D, u, simd::load(sc.y.data() + i * W));
-              const V z = simd::load(sc.z.data() + i * W);
-              const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-z));
-              dy = go * z * sg;
-              simd::store(sc.z.data() + i * W, go * y * sg * (T(1) + z * (T(1) - sg)));  // grad_z
-            }
-            simd::store(sc.dy.data() + i * W, dy);
-            gD = simd::fma(dy, u, gD);
-          }
-          simd::store(a.gD, gD);
-          reverse_any(sc, bc, lc, h0, G.data() + j * static_cast<std::size_t>(nW), a.gA.data(), a.gBf.data(),
-                      a.gCf.data(), Bp, Bns, Cp, Cns);
-          // grad_delta (through softplus), grad_u, grad_delta_bias
-          V gbias = simd::load(a.gbias);
-          for (index_t i = 0; i < lc; ++i) {
-            const V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
-            const V u = simd::load(sc.u.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
-            V gpre = simd::fma(u, sb, sa);  // grad_Delta
-            if (p.delta_softplus) {
-              const V pre = simd::load(sc.pre.data() + i * W);
-              const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-pre));
-              gpre = simd::select<T>(pre > T(20), gpre, gpre * sg);
-            }
-            gbias += gpre;
-            simd::store(sc.pre.data() + i * W, gpre);                                      // grad_delta
-            simd::store(sc.u.data() + i * W, simd::fma(D, simd::load(sc.dy.data() + i * W), dt * sb));  // grad_u
-          }
-          simd::store(a.gbias, gbias);
-          sc.pf.finish();
-          scatter(sc, gp.grad_delta, bi, t0, lc, sc.pre.data());
-          scatter(sc, gp.grad_u, bi, t0, lc, sc.u.data());
-          if (p.z) scatter(sc, gp.grad_z, bi, t0, lc, sc.z.data());
+          scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+          if (p.variable_C) reverse_carry<true>(sc, bc, lc, G, Cp, Cns);
+          else reverse_carry<false>(sc, bc, lc, G, Cp, Cns);
+          if (!hend) add_dsum(lc);
         }
-        // variable B / C: the lane-wise sums over this thread's blocks, reduced over the lanes. W steps at a time:
-        // the (W steps, W lanes) tile of one state transposed in registers and its rows added, so one vector holds
-        // the sums of W consecutive steps (added to the output with one load and store); the tail step by step.
-        // (With a single channel block, the long-thin shape, the reduction per step was half of the backward.)
-        const auto reduce = [&](bool variable, const detail::scan::AlignedBuffer<T>& buf, T* out) {
-          if (!variable) return;
-          T* o = out + (bi * p.n_groups + grp) * n * p.seqlen;
-          index_t i0 = 0;
-          for (; i0 + W <= lc; i0 += W)
-            for (index_t k = 0; k < n; ++k) {
-              V rows[W];
-              for (int r = 0; r < W; ++r) rows[r] = simd::load(buf.data() + ((i0 + r) * n + k) * W);
-              simd::transpose<T>(rows);  // rows[lane][r] = buf[i0 + r, k, lane]
-              V sum = rows[0];
-              for (int r = 1; r < W; ++r) sum = sum + rows[r];
-              T* dst = o + k * p.seqlen + t0 + i0;
-              simd::store(dst, simd::load(dst) + sum);
-            }
-          for (index_t i = i0; i < lc; ++i)
-            for (index_t k = 0; k < n; ++k)
-              o[k * p.seqlen + t0 + i] += hsum<T>(simd::load(buf.data() + (i * n + k) * W));
-        };
-        reduce(p.variable_B, sc.P, sc.gBp);
-        reduce(p.variable_C, sc.Q, sc.gCp);
       }
-      if (gp.grad_initial_state)
-        for (std::size_t j = 0; j < nb; ++j)
-          for (int lane = 0; lane < bcs[j].count; ++lane)
-            for (index_t k = 0; k < n; ++k)
-              static_cast<T*>(gp.grad_initial_state)[(seg.s * p.dim + bcs[j].c0 + lane) * n + k] =
-                  G[j * static_cast<std::size_t>(nW) + static_cast<std::size_t>(k * W + lane)];
+    }
+  }
+
+  /// The blocks bcs[0, nb) (one group, grp) over one piece of batch row bi: every gradient of the piece. Adds into
+  /// the thread's per-channel sums and its variable grad_B / grad_C (sc.gBp, sc.gCp).
+  void run_slice(Scratch& sc, index_t bi, index_t grp, const BlockConst* bcs, std::size_t nb, const Piece& piece,
+                 ChannelSums& sums) const {
+    const index_t n = p.dstate, nW = n * W;
+    std::vector<BlockAcc> acc(nb);
+    for (BlockAcc& a : acc)
+      for (auto* v : {&a.gA, &a.gBf, &a.gCf}) v->assign(static_cast<std::size_t>(nW), T(0));
+    const index_t len = piece.end - piece.begin, chunks = std::max<index_t>(1, (len + K - 1) / K);
+    std::vector<T> bound(static_cast<std::size_t>(nb * chunks * nW), T(0));  // (nb, chunks, n, W)
+    std::vector<T> G(static_cast<std::size_t>(nb * nW));                      // (nb, n, W)
+    std::vector<T> h(static_cast<std::size_t>(nW));
+    const auto bound_of = [&](std::size_t j, index_t ch) {
+      return bound.data() + (j * static_cast<std::size_t>(chunks) + static_cast<std::size_t>(ch)) * static_cast<std::size_t>(nW);
+    };
+    // pass 1: the state at the start of every chunk (saved by the forward, or recomputed here)
+    if (saved) {  // (b, ceil(l / K), d, n); the piece starts on a chunk boundary (no cu_seqlens)
+      const index_t all_chunks = (p.seqlen + K - 1) / K, first = piece.begin / K;
+      for (std::size_t j = 0; j < nb; ++j)
+        for (index_t ch = 0; ch < chunks; ++ch) {
+          T* dst = bound_of(j, ch);
+          const T* src = saved + ((bi * all_chunks + first + ch) * p.dim + bcs[j].c0) * n;
+          for (int lane = 0; lane < bcs[j].count; ++lane)  // unused lanes stay 0
+            for (index_t k = 0; k < n; ++k) dst[k * W + lane] = src[lane * n + k];
+        }
+    }
+    for (std::size_t j = 0; j < (saved ? 0 : nb); ++j) {
+      use_block(sc, bcs[j]);
+      if (piece.h0) {
+        std::copy(piece.h0 + j * nW, piece.h0 + (j + 1) * nW, h.begin());
+      } else {
+        scan.load_state(sc.ws, piece.s);
+        std::copy(sc.ws.h.data(), sc.ws.h.data() + nW, h.begin());
+      }
+      for (index_t ch = 0; ch < chunks; ++ch) {
+        std::copy(h.begin(), h.end(), bound_of(j, ch));
+        const index_t t0 = piece.begin + ch * K, lc = std::min(K, piece.end - t0);
+        if (ch + 1 == chunks || lc <= 0) break;
+        prepare(sc, bcs[j], bi, t0, lc, false);
+        const T *Bp, *Cp;
+        index_t Bns, Cns;
+        scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+        recur_any<false>(sc, bcs[j], lc, h.data(), Bp, Bns, Cp, Cns);
+      }
+    }
+    // pass 2: chunks in reverse
+    for (std::size_t j = 0; j < nb; ++j) {
+      T* Gj = G.data() + j * static_cast<std::size_t>(nW);
+      if (piece.G_in) {
+        std::copy(piece.G_in + j * nW, piece.G_in + (j + 1) * nW, Gj);
+        continue;
+      }
+      std::fill(Gj, Gj + nW, T(0));
+      if (gp.grad_last_state)
+        for (int lane = 0; lane < bcs[j].count; ++lane)
+          for (index_t k = 0; k < n; ++k)
+            Gj[k * W + lane] = static_cast<const T*>(gp.grad_last_state)[piece.s * gp.grad_last_batch_stride +
+                                                                         (bcs[j].c0 + lane) * gp.grad_last_d_stride +
+                                                                         k * gp.grad_last_n_stride];
+    }
+    for (index_t ch = chunks - 1; ch >= 0; --ch) {
+      const index_t t0 = piece.begin + ch * K, lc = std::min(K, piece.end - t0);
+      if (lc <= 0) continue;
+      const auto chunk_bytes = static_cast<std::size_t>(lc * nW) * sizeof(T);
+      if (p.variable_B) std::memset(static_cast<void*>(sc.P.data()), 0, chunk_bytes);
+      if (p.variable_C) std::memset(static_cast<void*>(sc.Q.data()), 0, chunk_bytes);
+      for (std::size_t j = 0; j < nb; ++j) {
+        const BlockConst& bc = bcs[j];
+        BlockAcc& a = acc[j];
+        use_block(sc, bc);
+        prepare(sc, bc, bi, t0, lc, true);
+        if (j + 1 < nb) {
+          plan_prefetch(sc, bi, bcs[j + 1].c0, bcs[j + 1].count, t0, lc);
+        } else if (ch > 0) {
+          plan_prefetch(sc, bi, bcs[0].c0, bcs[0].count, t0 - K, K);
+        } else {
+          sc.pf.end = 0;
+        }
+        const T *Bp, *Cp;
+        index_t Bns, Cns;
+        scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+        const T* h0 = bound_of(j, ch);
+        std::copy(h0, h0 + nW, h.begin());
+        recur_any<true>(sc, bc, lc, h.data(), Bp, Bns, Cp, Cns);
+        // the output side: out = (y + D u) silu(z)
+        simd::store(a.gD, simd::load(a.gD) + output_side(sc, bc, lc, true));
+        reverse_any(sc, bc, lc, G.data() + j * static_cast<std::size_t>(nW), a.gA.data(), a.gBf.data(),
+                    a.gCf.data(), Bp, Bns, Cp, Cns);
+        // grad_delta (through softplus), grad_u, grad_delta_bias
+        const V D = simd::load(bc.D);
+        V gbias = simd::load(a.gbias);
+        for (index_t i = 0; i < lc; ++i) {
+          const V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
+          const V u = simd::load(sc.u.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
+          V gpre = simd::fma(u, sb, sa);  // grad_Delta
+          if (p.delta_softplus) {
+            const V pre = simd::load(sc.pre.data() + i * W);
+            const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-pre));
+            gpre = simd::select<T>(pre > T(20), gpre, gpre * sg);
+          }
+          gbias += gpre;
+          simd::store(sc.pre.data() + i * W, gpre);                                                  // grad_delta
+          simd::store(sc.u.data() + i * W, simd::fma(D, simd::load(sc.dy.data() + i * W), dt * sb));  // grad_u
+        }
+        simd::store(a.gbias, gbias);
+        sc.pf.finish();
+        scatter(sc, gp.grad_delta, bi, t0, lc, sc.pre.data());
+        scatter(sc, gp.grad_u, bi, t0, lc, sc.u.data());
+        if (p.z) scatter(sc, gp.grad_z, bi, t0, lc, sc.z.data());
+      }
+      // variable B / C: the lane-wise sums over this thread's blocks, reduced over the lanes. W steps at a time:
+      // the (W steps, W lanes) tile of one state transposed in registers and its rows added, so one vector holds
+      // the sums of W consecutive steps (added to the output with one load and store); the tail step by step.
+      // (With a single channel block, the long-thin shape, the reduction per step was half of the backward.)
+      const auto reduce = [&](bool variable, const detail::scan::AlignedBuffer<T>& buf, T* out) {
+        if (!variable) return;
+        T* o = out + (bi * p.n_groups + grp) * n * p.seqlen;
+        index_t i0 = 0;
+        for (; i0 + W <= lc; i0 += W)
+          for (index_t k = 0; k < n; ++k) {
+            V rows[W];
+            for (int r = 0; r < W; ++r) rows[r] = simd::load(buf.data() + ((i0 + r) * n + k) * W);
+            simd::transpose<T>(rows);  // rows[lane][r] = buf[i0 + r, k, lane]
+            V sum = rows[0];
+            for (int r = 1; r < W; ++r) sum = sum + rows[r];
+            T* dst = o + k * p.seqlen + t0 + i0;
+            simd::store(dst, simd::load(dst) + sum);
+          }
+        for (index_t i = i0; i < lc; ++i)
+          for (index_t k = 0; k < n; ++k)
+            o[k * p.seqlen + t0 + i] += hsum<T>(simd::load(buf.data() + (i * n + k) * W));
+      };
+      reduce(p.variable_B, sc.P, sc.gBp);
+      reduce(p.variable_C, sc.Q, sc.gCp);
+    }
+    for (std::size_t j = 0; j < nb; ++j) {
+      const T* Gj = G.data() + j * static_cast<std::size_t>(nW);
+      if (piece.G_out) {
+        std::copy(Gj, Gj + nW, piece.G_out + j * nW);
+      } else if (gp.grad_initial_state) {
+        for (int lane = 0; lane < bcs[j].count; ++lane)
+          for (index_t k = 0; k < n; ++k)
+            static_cast<T*>(gp.grad_initial_state)[(piece.s * p.dim + bcs[j].c0 + lane) * n + k] = Gj[k * W + lane];
+      }
     }
     for (std::size_t j = 0; j < nb; ++j)
       for (int lane = 0; lane < bcs[j].count; ++lane) {
         const index_t c = bcs[j].c0 + lane;
         for (index_t k = 0; k < n; ++k) {
           const auto e = static_cast<std::size_t>(k * W + lane), o = static_cast<std::size_t>(c * n + k);
-          gA_all[o] += acc[j].gA[e];
-          gBf_all[o] += acc[j].gBf[e];
-          gCf_all[o] += acc[j].gCf[e];
+          sums.gA[o] += acc[j].gA[e];
+          sums.gBf[o] += acc[j].gBf[e];
+          sums.gCf[o] += acc[j].gCf[e];
         }
-        gD_all[static_cast<std::size_t>(c)] += acc[j].gD[lane];
-        gbias_all[static_cast<std::size_t>(c)] += acc[j].gbias[lane];
+        sums.gD[static_cast<std::size_t>(c)] += acc[j].gD[lane];
+        sums.gbias[static_cast<std::size_t>(c)] += acc[j].gbias[lane];
       }
   }
 
-  void run(int threads, index_t chunk_len, const void* chunk_states = nullptr) {
-    const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen;
+  /// Pieces of the time-split path for a sequence [begin, end): up to `parts` ranges starting on chunk boundaries
+  /// (multiples of K from begin), as equal as whole chunks allow.
+  std::vector<index_t> split_bounds(index_t begin, index_t end, int parts) const {
+    const index_t chunks = (end - begin + K - 1) / K;
+    parts = static_cast<int>(std::clamp<index_t>(chunks, 1, parts));
+    std::vector<index_t> b;
+    for (int i = 0; i < parts; ++i) b.push_back(begin + K * (chunks * i / parts));
+    b.push_back(end);
+    return b;
+  }
+
+  /// Returns the path's name: "channel-blocks" (blocks of channels over the threads) or "time-split" (each sequence
+  /// split in time over the threads: the states and gradient carries at the split points from a first phase, then
+  /// every piece in parallel).
+  std::string run(int threads, index_t chunk_len, const void* chunk_states, ScanAlgo algo) {
+    const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen, nW = n * W;
     K = chunk_len > 0 ? chunk_len : std::clamp<index_t>(2048 / std::max<index_t>(1, n) / 16 * 16, 16, 128);
     if (chunk_states && p.cu_seqlens == nullptr && l > 0) {
       saved = static_cast<const T*>(chunk_states);
@@ -808,12 +961,22 @@ struct BlockBackward {
     std::vector<std::vector<std::pair<index_t, int>>> by_group(static_cast<std::size_t>(grouped ? g : 1));
     for (const auto& blk : blocks)
       by_group[static_cast<std::size_t>(grouped ? scan.group_of(blk.first) : 0)].push_back(blk);
-    // Threads that get work: at most one per channel block of a group (the long-thin shape has a single block).
     std::size_t most_blocks = 1;
     for (const auto& blks : by_group) most_blocks = std::max(most_blocks, blks.size());
-    threads = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), most_blocks));
+    index_t longest = 0;
+    for (index_t s = 0; s < (p.cu_seqlens ? p.n_seqs : 1); ++s)
+      longest = std::max(longest, p.cu_seqlens ? p.cu_seqlens[s + 1] - p.cu_seqlens[s] : l);
+    // Time split when the blocks of a group cannot keep the threads busy (the long-thin shape: one or two blocks)
+    // and a sequence is long enough for pieces of kMinPiece steps: it costs a first phase over the sequence (one
+    // recurrence per piece but the last, forward or backward), about a third of the backward.
+    constexpr index_t kMinPiece = 2048;
+    const bool time_split = threads > 1 && (algo == ScanAlgo::chunked ||
+                                            (algo == ScanAlgo::automatic && most_blocks < 2 * static_cast<std::size_t>(threads) &&
+                                             longest >= 2 * kMinPiece));
+    // Channel blocks: at most one thread per block of a group.
+    if (!time_split) threads = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), most_blocks));
     std::vector<Scratch> scratch(static_cast<std::size_t>(threads));
-    const auto KW = static_cast<std::size_t>(K * W), KnW = static_cast<std::size_t>(K * n * W);
+    const auto KW = static_cast<std::size_t>(K * W), KnW = static_cast<std::size_t>(K * nW);
     for (Scratch& sc : scratch) {
       sc.ws.init(n, K, detail::scan::RealScan<In>::kConvertBC);
       for (auto* buf : {&sc.pre, &sc.Delta, &sc.u, &sc.du, &sc.z, &sc.go, &sc.y, &sc.dy, &sc.SA, &sc.SB})
@@ -824,58 +987,157 @@ struct BlockBackward {
       if (p.variable_C) sc.Q.resize(KnW);
       sc.rows.resize(static_cast<std::size_t>(W * sc.ws.tile_pad()));
     }
-    // Variable grad_B / grad_C: thread 0 accumulates in the output when it has the accumulation type (no copy of
-    // b g n l elements to allocate, fault in and add: with one thread, as for the long-thin shape, none at all).
+    // Variable grad_B / grad_C. Channel blocks: thread 0 accumulates in the output when it has the accumulation type
+    // (no copy of b g n l elements to allocate, fault in and add), the others in their own copy. Time split: the
+    // threads' pieces are disjoint in time, so all of them add into one buffer, the output when the types agree.
     const auto var_size = static_cast<std::size_t>(b * g * n * l);
     for (std::size_t t = 0; t < scratch.size(); ++t) {
-      Scratch& sc = scratch[t];
-      const auto setup = [&](bool variable, void* dst, std::vector<T>& own, T*& ptr) {
+      const auto setup = [&](bool variable, void* dst, std::vector<T> Scratch::*own, T* Scratch::*ptr) {
         if (!variable) return;
-        if (t == 0 && std::is_same_v<In, T>) {
-          ptr = static_cast<T*>(dst);
-          std::fill_n(ptr, var_size, T(0));
+        Scratch& sc = scratch[t];
+        if (t > 0 && time_split) {
+          sc.*ptr = scratch[0].*ptr;
+        } else if (t == 0 && std::is_same_v<In, T>) {
+          sc.*ptr = static_cast<T*>(dst);
+          std::fill_n(sc.*ptr, var_size, T(0));
         } else {
-          own.assign(var_size, T(0));
-          ptr = own.data();
+          (sc.*own).assign(var_size, T(0));
+          sc.*ptr = (sc.*own).data();
         }
       };
-      setup(p.variable_B, gp.grad_B, sc.gB, sc.gBp);
-      setup(p.variable_C, gp.grad_C, sc.gC, sc.gCp);
+      setup(p.variable_B, gp.grad_B, &Scratch::gB, &Scratch::gBp);
+      setup(p.variable_C, gp.grad_C, &Scratch::gC, &Scratch::gCp);
     }
-    std::vector<T> gA(static_cast<std::size_t>(d * n), T(0)), gBf(gA.size(), T(0)), gCf(gA.size(), T(0));
-    std::vector<T> gD(static_cast<std::size_t>(d), T(0)), gbias(gD.size(), T(0));
-    for (index_t bi = 0; bi < (p.cu_seqlens ? 1 : b); ++bi)
-      for (std::size_t gi = 0; gi < by_group.size(); ++gi) {
-        const auto& blks = by_group[gi];
-        const int used = static_cast<int>(std::clamp<std::size_t>(blks.size(), 1, static_cast<std::size_t>(threads)));
-        detail::scan::run_threads(used, [&](int tid) {
-          const std::size_t j0 = blks.size() * static_cast<std::size_t>(tid) / static_cast<std::size_t>(used);
-          const std::size_t j1 = blks.size() * static_cast<std::size_t>(tid + 1) / static_cast<std::size_t>(used);
-          if (j0 < j1)
-            run_slice(scratch[static_cast<std::size_t>(tid)], bi, static_cast<index_t>(gi), blks, j0, j1, gA, gBf, gCf,
-                      gD, gbias);
-          simd::stream_fence();  // the gradient rows may have been written with streaming stores (store_row)
+    std::vector<ChannelSums> sums(scratch.size());
+    for (ChannelSums& s : sums) s.init(d, n);
+    // The blocks' constants, group by group in by_group's order (offset[gi]: the first of group gi).
+    std::vector<BlockConst> consts;
+    std::vector<std::size_t> offset;
+    for (const auto& blks : by_group) {
+      offset.push_back(consts.size());
+      auto c = make_consts(scratch[0].ws, blks);
+      consts.insert(consts.end(), std::make_move_iterator(c.begin()), std::make_move_iterator(c.end()));
+    }
+    const auto nblocks = consts.size();
+    for (index_t bi = 0; bi < (p.cu_seqlens ? 1 : b); ++bi) {
+      if (!time_split) {
+        for (std::size_t gi = 0; gi < by_group.size(); ++gi) {
+          const auto& blks = by_group[gi];
+          const int used = static_cast<int>(std::clamp<std::size_t>(blks.size(), 1, static_cast<std::size_t>(threads)));
+          detail::scan::run_threads(used, [&](int tid) {
+            const std::size_t j0 = blks.size() * static_cast<std::size_t>(tid) / static_cast<std::size_t>(used);
+            const std::size_t j1 = blks.size() * static_cast<std::size_t>(tid + 1) / static_cast<std::size_t>(used);
+            if (j0 < j1)
+              for (const detail::scan::Segment& seg : detail::scan::segments_of(p, bi))
+                run_slice(scratch[static_cast<std::size_t>(tid)], bi, static_cast<index_t>(gi),
+                          consts.data() + offset[gi] + j0, j1 - j0, Piece{seg.begin, seg.end, seg.s}, sums[static_cast<std::size_t>(tid)]);
+            simd::stream_fence();  // the gradient rows may have been written with streaming stores (store_row)
+          });
+        }
+        continue;
+      }
+      for (const detail::scan::Segment& seg : detail::scan::segments_of(p, bi)) {
+        const index_t seg_len = seg.end - seg.begin;
+        const int want = algo == ScanAlgo::chunked
+                             ? threads
+                             : static_cast<int>(std::clamp<index_t>(seg_len / kMinPiece, 1, threads));
+        const std::vector<index_t> bounds = split_bounds(seg.begin, seg.end, want);
+        const int parts = static_cast<int>(bounds.size()) - 1;
+        // (parts, all blocks, n, W) states / carries and (parts, all blocks, W) sums of Delta
+        const auto per_part = static_cast<std::size_t>(nblocks) * static_cast<std::size_t>(nW);
+        const std::size_t all = static_cast<std::size_t>(parts) * per_part;
+        std::vector<T> hend(all), Gloc(all), h0(all), Gin(all);
+        std::vector<double> dsum(static_cast<std::size_t>(parts) * nblocks * W);
+        const auto at = [&](std::vector<T>& v, int part, std::size_t block) {
+          return v.data() + static_cast<std::size_t>(part) * per_part + block * static_cast<std::size_t>(nW);
+        };
+        if (parts > 1) {
+          detail::scan::run_threads(parts, [&](int tid) {  // phase 1: the local end states and carries
+            const bool want_h = !saved && tid + 1 < parts, want_G = tid > 0;
+            if (!want_h && !want_G) return;
+            for (std::size_t gi = 0; gi < by_group.size(); ++gi)
+              carry(scratch[static_cast<std::size_t>(tid)], consts.data() + offset[gi], by_group[gi].size(), bi,
+                    static_cast<index_t>(gi), bounds[static_cast<std::size_t>(tid)], bounds[static_cast<std::size_t>(tid) + 1],
+                    want_h ? at(hend, tid, offset[gi]) : nullptr, want_G ? at(Gloc, tid, offset[gi]) : nullptr,
+                    dsum.data() + (static_cast<std::size_t>(tid) * nblocks + offset[gi]) * W);
+          });
+          // phase 2: carry across the pieces, with the decay over a piece exp(A sum Delta) = 2^(A2 sum Delta):
+          // h at the start of piece q + 1 = decay_q h_q + hend_q;  G into piece q - 1 = decay_q G_q + Gloc_q.
+          for (std::size_t j = 0; j < nblocks; ++j) {
+            const T* A2 = consts[j].A2.data();
+            const auto decay = [&](int part, index_t k) {
+              alignas(64) T s[W];
+              for (int lane = 0; lane < W; ++lane)
+                s[lane] = static_cast<T>(dsum[(static_cast<std::size_t>(part) * nblocks + j) * W + static_cast<std::size_t>(lane)]);
+              return simd::exp2(simd::load(s) * simd::load(A2 + k * W));
+            };
+            if (!saved) {
+              use_block(scratch[0], consts[j]);
+              scan.load_state(scratch[0].ws, seg.s);
+              std::copy(scratch[0].ws.h.data(), scratch[0].ws.h.data() + nW, at(h0, 0, j));
+              for (int q = 0; q + 1 < parts; ++q)
+                for (index_t k = 0; k < n; ++k)
+                  simd::store(at(h0, q + 1, j) + k * W, simd::fma(decay(q, k), simd::load(at(h0, q, j) + k * W),
+                                                                  simd::load(at(hend, q, j) + k * W)));
+            }
+            // the last piece starts from grad_last_state (G_in = null there)
+            std::fill(at(Gin, parts - 1, j), at(Gin, parts - 1, j) + nW, T(0));
+            if (gp.grad_last_state)
+              for (int lane = 0; lane < consts[j].count; ++lane)
+                for (index_t k = 0; k < n; ++k)
+                  at(Gin, parts - 1, j)[k * W + lane] = static_cast<const T*>(gp.grad_last_state)[
+                      seg.s * gp.grad_last_batch_stride + (consts[j].c0 + lane) * gp.grad_last_d_stride + k * gp.grad_last_n_stride];
+            for (int q = parts - 1; q > 0; --q)
+              for (index_t k = 0; k < n; ++k)
+                simd::store(at(Gin, q - 1, j) + k * W, simd::fma(decay(q, k), simd::load(at(Gin, q, j) + k * W),
+                                                                 simd::load(at(Gloc, q, j) + k * W)));
+          }
+        }
+        detail::scan::run_threads(parts, [&](int tid) {  // phase 3: every piece
+          const auto q = static_cast<std::size_t>(tid);
+          for (std::size_t gi = 0; gi < by_group.size(); ++gi) {
+            Piece piece{bounds[q], bounds[q + 1], seg.s};
+            if (tid > 0 && !saved) piece.h0 = at(h0, tid, offset[gi]);
+            if (tid + 1 < parts) piece.G_in = at(Gin, tid, offset[gi]);
+            if (tid > 0) piece.G_out = at(Gloc, tid, offset[gi]);  // the carry out of a middle piece is not used
+            run_slice(scratch[q], bi, static_cast<index_t>(gi), consts.data() + offset[gi], by_group[gi].size(), piece,
+                      sums[q]);
+          }
+          simd::stream_fence();
         });
       }
-    // outputs: per-channel sums, and the variable B / C sums of the threads in the (b, g, n, l) layout
-    std::copy(gA.begin(), gA.end(), static_cast<T*>(gp.grad_A));
-    if (!p.variable_B) std::copy(gBf.begin(), gBf.end(), static_cast<T*>(gp.grad_B));
-    if (!p.variable_C) std::copy(gCf.begin(), gCf.end(), static_cast<T*>(gp.grad_C));
-    if (gp.grad_D) std::copy(gD.begin(), gD.end(), static_cast<T*>(gp.grad_D));
-    if (gp.grad_delta_bias) std::copy(gbias.begin(), gbias.end(), static_cast<T*>(gp.grad_delta_bias));
+    }
+    // outputs: per-channel sums of the threads, and the variable B / C sums in the (b, g, n, l) layout
+    const auto add_up = [&](std::vector<T> ChannelSums::*member, void* dst) {
+      if (dst == nullptr) return;
+      T* out = static_cast<T*>(dst);
+      const std::vector<T>& first = sums[0].*member;
+      for (std::size_t e = 0; e < first.size(); ++e) {
+        T s = first[e];
+        for (std::size_t t = 1; t < sums.size(); ++t) s += (sums[t].*member)[e];
+        out[e] = s;
+      }
+    };
+    add_up(&ChannelSums::gA, gp.grad_A);
+    if (!p.variable_B) add_up(&ChannelSums::gBf, gp.grad_B);
+    if (!p.variable_C) add_up(&ChannelSums::gCf, gp.grad_C);
+    add_up(&ChannelSums::gD, gp.grad_D);
+    add_up(&ChannelSums::gbias, gp.grad_delta_bias);
     const auto write = [&](bool variable, void* dst, T* Scratch::*member) {
       if (!variable) return;
       In* out = static_cast<In*>(dst);
       const bool in_place = static_cast<void*>(scratch[0].*member) == dst;  // thread 0 summed into the output
-      if (in_place && scratch.size() == 1) return;
+      const std::size_t copies = time_split ? 1 : scratch.size();         // time split: one shared buffer
+      if (in_place && copies == 1) return;
       for (std::size_t e = 0; e < var_size; ++e) {
         T s(0);
-        for (const Scratch& sc : scratch) s += (sc.*member)[e];  // in place: out[e] is thread 0's sum
+        for (std::size_t t = 0; t < copies; ++t) s += (scratch[t].*member)[e];  // in place: out[e] is thread 0's sum
         out[e] = store<In>(s);
       }
     };
     write(p.variable_B, gp.grad_B, &Scratch::gBp);
     write(p.variable_C, gp.grad_C, &Scratch::gCp);
+    return time_split ? "time-split" : "channel-blocks";
   }
 };
 }  // namespace scan_backward_detail
@@ -883,8 +1145,10 @@ struct BlockBackward {
 /// CPU selective-scan backward over a validated ScanParams and ScanGradParams (shapes there): the
 /// reverse scan with states recomputed per chunk of opt.chunk_len steps from saved chunk-boundary
 /// states, threaded over channels. In: float, double, ssm::half or ssm::bfloat16.
-/// Returns the path that ran: "cpu-<simd>-channel-blocks" (real A: channels in vector lanes, see BlockBackward)
-/// or "cpu-per-channel" (complex A: one channel at a time, its states in vector lanes).
+/// Returns the path that ran: "cpu-<simd>-channel-blocks" (real A: channels in vector lanes, blocks of channels over
+/// the threads, see BlockBackward), "cpu-<simd>-time-split" (real A, few channel blocks and long sequences, or
+/// opt.algo = chunked: each sequence split in time over the threads) or "cpu-per-channel" (complex A: one channel
+/// at a time).
 template <class In>
 std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& gp,
                                     const ScanBackwardOptions& opt = {}) {
@@ -894,8 +1158,7 @@ std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& g
   }
   const int threads = cpu_threads(opt.num_threads, p.batch * p.dim * p.seqlen * p.dstate);
   scan_backward_detail::BlockBackward<In> bw(p, gp);
-  bw.run(threads, opt.chunk_len, opt.chunk_states);
-  return std::string("cpu-") + simd::kLevel + "-channel-blocks";
+  return std::string("cpu-") + simd::kLevel + "-" + bw.run(threads, opt.chunk_len, opt.chunk_states, opt.algo);
 }
 
 }  // namespace ssm::cpu

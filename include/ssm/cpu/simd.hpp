@@ -50,6 +50,9 @@ template <class T>
 using IVec = typename VecTraits<T>::itype;
 template <class T>
 inline constexpr int lanes = kBytes / static_cast<int>(sizeof(T));
+/// Vector registers of the target: 32 with AVX-512, 16 with AVX2 / SSE2. The scan kernels size their groups of
+/// independent state chains by it (the chains, their constants and exp2's stay in registers).
+inline constexpr int kRegisters = kBytes == 64 ? 32 : 16;
 
 template <class T>
 SSM_FORCE_INLINE Vec<T> broadcast(T x) {
@@ -126,13 +129,38 @@ template <class T>
 SSM_FORCE_INLINE Vec<T> select(IVec<T> mask, Vec<T> a, Vec<T> b) {  // mask lanes all-ones → a
   return mask ? a : b;
 }
+/// a > b ? a : b and a < b ? a : b per lane (so b where either is NaN), as one max / min instruction: the
+/// vector-extension form compiles to a compare and a blend on AVX2 (measured: 4 instructions instead of 2 in
+/// every exp2 of the scan's inner loop).
 template <class T>
 SSM_FORCE_INLINE Vec<T> vmax(Vec<T> a, Vec<T> b) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return _mm512_max_ps(a, b);
+  else return _mm512_max_pd(a, b);
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) return _mm256_max_ps(a, b);
+  else return _mm256_max_pd(a, b);
+#elif defined(__SSE2__)
+  if constexpr (sizeof(T) == 4) return _mm_max_ps(a, b);
+  else return _mm_max_pd(a, b);
+#else
   return a > b ? a : b;
+#endif
 }
 template <class T>
 SSM_FORCE_INLINE Vec<T> vmin(Vec<T> a, Vec<T> b) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return _mm512_min_ps(a, b);
+  else return _mm512_min_pd(a, b);
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) return _mm256_min_ps(a, b);
+  else return _mm256_min_pd(a, b);
+#elif defined(__SSE2__)
+  if constexpr (sizeof(T) == 4) return _mm_min_ps(a, b);
+  else return _mm_min_pd(a, b);
+#else
   return a < b ? a : b;
+#endif
 }
 
 namespace detail {

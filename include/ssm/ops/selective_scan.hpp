@@ -54,6 +54,10 @@ struct SelectiveScanInputs {
 enum class ScanPath { automatic, reference, sequential, chunked };
 
 struct SelectiveScanOptions {
+  /// CPU: reference = the plain loops (the oracle); sequential = threads over (batch row, channel block), forward
+  /// and backward; chunked = each sequence split in time over the threads (forward: the associative scan over
+  /// chunks; backward: pieces joined by their carried state and gradient); automatic: chunked for few channel blocks
+  /// and long sequences. CUDA tensors run the fused kernels whatever the path.
   ScanPath path = ScanPath::automatic;
   int num_threads = 0;             // 0: all hardware threads
   bool return_last_state = false;
@@ -462,6 +466,9 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     bo.num_threads = opt.num_threads;
     bo.chunk_len = opt.chunk_len;
     bo.chunk_states = saved_states;
+    bo.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
+              : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
+                                               : cpu::ScanAlgo::automatic;
     return cpu::selective_scan_backward<In>(p, gp, bo);
   });
   return r;
