@@ -497,18 +497,38 @@ struct BlockBackward {
     scan.gather_transposed(ws, [&](index_t c) { return go_row(bi, c); }, t0, len, sc.go.data());
   }
 
+  /// Calls f(std::integral_constant<int, G>{}, k0) over the n states in groups of G: NG, then 2, then 1. The group
+  /// size is a compile-time constant so that a group's chains stay in registers (with a run-time size GCC kept the
+  /// arrays of chains on the stack: a store and a reload on every step's dependency chain).
+  template <class F>
+  static void state_groups(index_t n, F&& f) {
+    index_t k0 = 0;
+    for (; k0 + NG <= n; k0 += NG) f(std::integral_constant<int, NG>{}, k0);
+    if constexpr (NG > 2)
+      for (; k0 + 2 <= n; k0 += 2) f(std::integral_constant<int, 2>{}, k0);
+    for (; k0 < n; ++k0) f(std::integral_constant<int, 1>{}, k0);
+  }
+
   /// The recurrence over len steps from h (n, W; advanced in place). With Store, a_t and h_t go to abuf / hbuf
   /// and y_t = C_t . h_t to sc.y.
   template <bool Store, bool VarB, bool VarC>
   void recur(Scratch& sc, const BlockConst& bc, index_t len, T* SSM_RESTRICT h, const T* Bp, index_t Bns,
              const T* Cp, index_t Cns) const {
-    const index_t n = p.dstate;
     if constexpr (Store) std::memset(static_cast<void*>(sc.y.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
-    for (index_t k0 = 0; k0 < n; k0 += NG) {
-      const int ng = static_cast<int>(std::min<index_t>(NG, n - k0));
-      V a2[NG], hk[NG], bf[NG], cf[NG];
-      for (int j = 0; j < NG; ++j) {
-        const index_t k = k0 + std::min(j, ng - 1);  // a short group repeats its last state (not stored twice)
+    state_groups(p.dstate, [&](auto group, index_t k0) {
+      recur_group<decltype(group)::value, Store, VarB, VarC>(sc, bc, len, k0, h, Bp, Bns, Cp, Cns);
+    });
+  }
+  /// recur for the states [k0, k0 + G). The sizes and strides are parameters, not captures by reference: the
+  /// prefetch plan's int64 stores could alias those, and they were reloaded on every step.
+  template <int G, bool Store, bool VarB, bool VarC>
+  void recur_group(Scratch& sc, const BlockConst& bc, index_t len, index_t k0, T* SSM_RESTRICT h, const T* Bp,
+                   index_t Bns, const T* Cp, index_t Cns) const {
+    const index_t n = p.dstate;
+    {
+      V a2[G], hk[G], bf[G], cf[G];
+      for (int j = 0; j < G; ++j) {
+        const index_t k = k0 + j;
         a2[j] = simd::load(bc.A2.data() + k * W);
         hk[j] = simd::load(h + k * W);
         if constexpr (!VarB) bf[j] = simd::load(bc.Bf.data() + k * W);
@@ -518,8 +538,7 @@ struct BlockBackward {
         if constexpr (Store) sc.pf.next();
         const V d = simd::load(sc.Delta.data() + i * W), x = simd::load(sc.du.data() + i * W);
         V acc = simd::broadcast(T(0));
-        for (int j = 0; j < NG; ++j) {
-          if (j >= ng) break;
+        for (int j = 0; j < G; ++j) {
           const index_t k = k0 + j;
           const V a = simd::exp2_decay(d * a2[j]);
           const V bx = VarB ? x * Bp[k * Bns + i] : x * bf[j];
@@ -532,7 +551,7 @@ struct BlockBackward {
         }
         if constexpr (Store) simd::store(sc.y.data() + i * W, simd::load(sc.y.data() + i * W) + acc);
       }
-      for (int j = 0; j < ng; ++j) simd::store(h + (k0 + j) * W, hk[j]);
+      for (int j = 0; j < G; ++j) simd::store(h + (k0 + j) * W, hk[j]);
     }
   }
 
@@ -541,14 +560,22 @@ struct BlockBackward {
   template <bool VarB, bool VarC>
   void reverse(Scratch& sc, const BlockConst& bc, index_t len, T* SSM_RESTRICT G, T* SSM_RESTRICT gA,
                T* SSM_RESTRICT gBf, T* SSM_RESTRICT gCf, const T* Bp, index_t Bns, const T* Cp, index_t Cns) const {
-    const index_t n = p.dstate;
     std::memset(static_cast<void*>(sc.SA.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
     std::memset(static_cast<void*>(sc.SB.data()), 0, static_cast<std::size_t>(len * W) * sizeof(T));
-    for (index_t k0 = 0; k0 < n; k0 += NG) {
-      const int ng = static_cast<int>(std::min<index_t>(NG, n - k0));
-      V Gk[NG], gAk[NG], Ak[NG], bf[NG], cf[NG], gbf[NG], gcf[NG];
-      for (int j = 0; j < NG; ++j) {
-        const index_t k = k0 + std::min(j, ng - 1);
+    state_groups(p.dstate, [&](auto group, index_t k0) {
+      reverse_group<decltype(group)::value, VarB, VarC>(sc, bc, len, k0, G, gA, gBf, gCf, Bp, Bns, Cp, Cns);
+    });
+  }
+  /// reverse for the states [k0, k0 + NS) (parameters by value, as in recur_group).
+  template <int NS, bool VarB, bool VarC>
+  void reverse_group(Scratch& sc, const BlockConst& bc, index_t len, index_t k0, T* SSM_RESTRICT G,
+                     T* SSM_RESTRICT gA, T* SSM_RESTRICT gBf, T* SSM_RESTRICT gCf, const T* Bp, index_t Bns,
+                     const T* Cp, index_t Cns) const {
+    const index_t n = p.dstate;
+    {
+      V Gk[NS], gAk[NS], Ak[NS], bf[NS], cf[NS], gbf[NS], gcf[NS];
+      for (int j = 0; j < NS; ++j) {
+        const index_t k = k0 + j;
         Gk[j] = simd::load(G + k * W);
         gAk[j] = simd::load(gA + k * W);
         Ak[j] = simd::load(bc.A.data() + k * W);
@@ -566,8 +593,7 @@ struct BlockBackward {
         const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
         const V x = simd::load(sc.du.data() + i * W);
         V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
-        for (int j = 0; j < NG; ++j) {
-          if (j >= ng) break;
+        for (int j = 0; j < NS; ++j) {
           const index_t k = k0 + j;
           const V Ck = VarC ? simd::broadcast(Cp[k * Cns + i]) : cf[j];
           const V Bk = VarB ? simd::broadcast(Bp[k * Bns + i]) : bf[j];
@@ -597,7 +623,7 @@ struct BlockBackward {
         simd::store(sc.SA.data() + i * W, sa);
         simd::store(sc.SB.data() + i * W, sb);
       }
-      for (int j = 0; j < ng; ++j) {
+      for (int j = 0; j < NS; ++j) {
         const index_t k = k0 + j;
         simd::store(G + k * W, Gk[j]);
         simd::store(gA + k * W, gAk[j]);
@@ -703,26 +729,24 @@ struct BlockBackward {
   template <bool VarC>
   void reverse_carry(const Scratch& sc, const BlockConst& bc, index_t len, T* SSM_RESTRICT G, const T* Cp,
                      index_t Cns) const {
-    const index_t n = p.dstate;
-    for (index_t k0 = 0; k0 < n; k0 += NG) {
-      const int ng = static_cast<int>(std::min<index_t>(NG, n - k0));
-      V Gk[NG], a2[NG], cf[NG];
-      for (int j = 0; j < NG; ++j) {
-        const index_t k = k0 + std::min(j, ng - 1);
+    state_groups(p.dstate, [&](auto group, index_t k0) {
+      constexpr int NS = decltype(group)::value;
+      V Gk[NS], a2[NS], cf[NS];
+      for (int j = 0; j < NS; ++j) {
+        const index_t k = k0 + j;
         Gk[j] = simd::load(G + k * W);
         a2[j] = simd::load(bc.A2.data() + k * W);
         if constexpr (!VarC) cf[j] = simd::load(bc.Cf.data() + k * W);
       }
       for (index_t i = len - 1; i >= 0; --i) {
         const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
-        for (int j = 0; j < NG; ++j) {
-          if (j >= ng) break;
+        for (int j = 0; j < NS; ++j) {
           const V Ck = VarC ? simd::broadcast(Cp[(k0 + j) * Cns + i]) : cf[j];
           Gk[j] = simd::exp2_decay(dt * a2[j]) * simd::fma(Ck, dy, Gk[j]);
         }
       }
-      for (int j = 0; j < ng; ++j) simd::store(G + (k0 + j) * W, Gk[j]);
-    }
+      for (int j = 0; j < NS; ++j) simd::store(G + (k0 + j) * W, Gk[j]);
+    });
   }
 
   /// First phase of the time-split path for the blocks bcs[0, nb) of group grp over [begin, end) of batch row bi:
