@@ -1076,15 +1076,65 @@ struct BlockBackward {
           return v.data() + static_cast<std::size_t>(part) * per_part + block * static_cast<std::size_t>(nW);
         };
         if (parts > 1) {
-          detail::scan::run_threads(parts, [&](int tid) {  // phase 1: the local end states and carries
-            const bool want_h = !saved && tid + 1 < parts, want_G = tid > 0;
-            if (!want_h && !want_G) return;
-            for (std::size_t gi = 0; gi < by_group.size(); ++gi)
-              carry(scratch[static_cast<std::size_t>(tid)], consts.data() + offset[gi], by_group[gi].size(), bi,
-                    static_cast<index_t>(gi), bounds[static_cast<std::size_t>(tid)], bounds[static_cast<std::size_t>(tid) + 1],
-                    want_h ? at(hend, tid, offset[gi]) : nullptr, want_G ? at(Gloc, tid, offset[gi]) : nullptr,
-                    dsum.data() + (static_cast<std::size_t>(tid) * nblocks + offset[gi]) * W);
+          // phase 1: the local end states (pieces but the last, unless saved) and carries (pieces but the first). Each
+          // of these recurrences is cut into `parts` sub-ranges of whole chunks, handed out to the threads as tasks
+          // (so that all threads share the work also when only the carries are needed), and composed per piece.
+          struct Task {
+            int q;     // piece
+            bool fwd;  // the end state (else the carry)
+            index_t begin, end;
+          };
+          std::vector<Task> tasks;  // the tasks of one (piece, kind) consecutive, in time order
+          for (int q = 0; q < parts; ++q) {
+            const auto sub = split_bounds(bounds[static_cast<std::size_t>(q)], bounds[static_cast<std::size_t>(q) + 1], parts);
+            for (const bool fwd : {true, false}) {
+              if (fwd ? (saved != nullptr || q + 1 == parts) : q == 0) continue;
+              for (std::size_t i = 0; i + 1 < sub.size(); ++i) tasks.push_back({q, fwd, sub[i], sub[i + 1]});
+            }
+          }
+          std::vector<T> task_out(tasks.size() * per_part);                                 // (tasks, all blocks, n, W)
+          std::vector<double> task_dsum(tasks.size() * nblocks * static_cast<std::size_t>(W));  // (tasks, all blocks, W)
+          std::atomic<std::size_t> next_task{0};
+          detail::scan::run_threads(parts, [&](int tid) {
+            for (std::size_t t = next_task++; t < tasks.size(); t = next_task++) {
+              const Task& task = tasks[t];
+              for (std::size_t gi = 0; gi < by_group.size(); ++gi) {
+                T* out = task_out.data() + t * per_part + offset[gi] * static_cast<std::size_t>(nW);
+                carry(scratch[static_cast<std::size_t>(tid)], consts.data() + offset[gi], by_group[gi].size(), bi,
+                      static_cast<index_t>(gi), task.begin, task.end, task.fwd ? out : nullptr, task.fwd ? nullptr : out,
+                      task_dsum.data() + (t * nblocks + offset[gi]) * W);
+              }
+            }
           });
+          // a piece's end state: its sub-ranges composed in order (h = decay h + local); its carry: from the last
+          // (G = decay G + local); its sum of Delta: the sub-ranges' sums
+          for (std::size_t t0 = 0; t0 < tasks.size();) {
+            std::size_t t1 = t0;
+            while (t1 < tasks.size() && tasks[t1].q == tasks[t0].q && tasks[t1].fwd == tasks[t0].fwd) ++t1;
+            const int q = tasks[t0].q;
+            const bool fwd = tasks[t0].fwd;
+            for (std::size_t j = 0; j < nblocks; ++j) {
+              double* ds = dsum.data() + (static_cast<std::size_t>(q) * nblocks + j) * W;
+              std::fill(ds, ds + W, 0.0);
+              T* dst = fwd ? at(hend, q, j) : at(Gloc, q, j);
+              std::fill(dst, dst + nW, T(0));
+              for (std::size_t i = 0; i < t1 - t0; ++i) {
+                const std::size_t t = fwd ? t0 + i : t1 - 1 - i;
+                const double* tds = task_dsum.data() + (t * nblocks + j) * W;
+                alignas(64) T sd[W];
+                for (int lane = 0; lane < W; ++lane) {
+                  ds[lane] += tds[lane];
+                  sd[lane] = static_cast<T>(tds[lane]);
+                }
+                const T* local = task_out.data() + t * per_part + j * static_cast<std::size_t>(nW);
+                for (index_t k = 0; k < n; ++k) {
+                  const V decay = simd::exp2(simd::load(sd) * simd::load(consts[j].A2.data() + k * W));
+                  simd::store(dst + k * W, simd::fma(decay, simd::load(dst + k * W), simd::load(local + k * W)));
+                }
+              }
+            }
+            t0 = t1;
+          }
           // phase 2: carry across the pieces, with the decay over a piece exp(A sum Delta) = 2^(A2 sum Delta):
           // h at the start of piece q + 1 = decay_q h_q + hend_q;  G into piece q - 1 = decay_q G_q + Gloc_q.
           for (std::size_t j = 0; j < nblocks; ++j) {
