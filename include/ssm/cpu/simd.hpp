@@ -134,9 +134,9 @@ SSM_FORCE_INLINE Vec<T> select(IVec<T> mask, Vec<T> a, Vec<T> b) {  // mask lane
 /// every exp2 of the scan's inner loop).
 template <class T>
 SSM_FORCE_INLINE Vec<T> vmax(Vec<T> a, Vec<T> b) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4) return _mm512_max_ps(a, b);
-  else return _mm512_max_pd(a, b);
+#if defined(__AVX512F__)  // maskz forms: the plain ones take _mm512_undefined_ps(), a false -Wuninitialized in GCC 12
+  if constexpr (sizeof(T) == 4) return _mm512_maskz_max_ps(static_cast<__mmask16>(0xFFFF), a, b);
+  else return _mm512_maskz_max_pd(static_cast<__mmask8>(0xFF), a, b);
 #elif defined(__AVX2__)
   if constexpr (sizeof(T) == 4) return _mm256_max_ps(a, b);
   else return _mm256_max_pd(a, b);
@@ -150,8 +150,8 @@ SSM_FORCE_INLINE Vec<T> vmax(Vec<T> a, Vec<T> b) {
 template <class T>
 SSM_FORCE_INLINE Vec<T> vmin(Vec<T> a, Vec<T> b) {
 #if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4) return _mm512_min_ps(a, b);
-  else return _mm512_min_pd(a, b);
+  if constexpr (sizeof(T) == 4) return _mm512_maskz_min_ps(static_cast<__mmask16>(0xFFFF), a, b);
+  else return _mm512_maskz_min_pd(static_cast<__mmask8>(0xFF), a, b);
 #elif defined(__AVX2__)
   if constexpr (sizeof(T) == 4) return _mm256_min_ps(a, b);
   else return _mm256_min_pd(a, b);
