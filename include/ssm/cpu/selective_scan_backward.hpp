@@ -525,34 +525,32 @@ struct BlockBackward {
   void recur_group(Scratch& sc, const BlockConst& bc, index_t len, index_t k0, T* SSM_RESTRICT h, const T* Bp,
                    index_t Bns, const T* Cp, index_t Cns) const {
     const index_t n = p.dstate;
-    {
-      V a2[G], hk[G], bf[G], cf[G];
+    V a2[G], hk[G], bf[G], cf[G];
+    for (int j = 0; j < G; ++j) {
+      const index_t k = k0 + j;
+      a2[j] = simd::load(bc.A2.data() + k * W);
+      hk[j] = simd::load(h + k * W);
+      if constexpr (!VarB) bf[j] = simd::load(bc.Bf.data() + k * W);
+      if constexpr (!VarC) cf[j] = simd::load(bc.Cf.data() + k * W);
+    }
+    for (index_t i = 0; i < len; ++i) {
+      if constexpr (Store) sc.pf.next();
+      const V d = simd::load(sc.Delta.data() + i * W), x = simd::load(sc.du.data() + i * W);
+      V acc = simd::broadcast(T(0));
       for (int j = 0; j < G; ++j) {
         const index_t k = k0 + j;
-        a2[j] = simd::load(bc.A2.data() + k * W);
-        hk[j] = simd::load(h + k * W);
-        if constexpr (!VarB) bf[j] = simd::load(bc.Bf.data() + k * W);
-        if constexpr (!VarC) cf[j] = simd::load(bc.Cf.data() + k * W);
-      }
-      for (index_t i = 0; i < len; ++i) {
-        if constexpr (Store) sc.pf.next();
-        const V d = simd::load(sc.Delta.data() + i * W), x = simd::load(sc.du.data() + i * W);
-        V acc = simd::broadcast(T(0));
-        for (int j = 0; j < G; ++j) {
-          const index_t k = k0 + j;
-          const V a = simd::exp2_decay(d * a2[j]);
-          const V bx = VarB ? x * Bp[k * Bns + i] : x * bf[j];
-          hk[j] = simd::fma(a, hk[j], bx);
-          if constexpr (Store) {
-            simd::store(sc.abuf.data() + (i * n + k) * W, a);
-            simd::store(sc.hbuf.data() + (i * n + k) * W, hk[j]);
-            acc = VarC ? simd::fma(hk[j], simd::broadcast(Cp[k * Cns + i]), acc) : simd::fma(hk[j], cf[j], acc);
-          }
+        const V a = simd::exp2_decay(d * a2[j]);
+        const V bx = VarB ? x * Bp[k * Bns + i] : x * bf[j];
+        hk[j] = simd::fma(a, hk[j], bx);
+        if constexpr (Store) {
+          simd::store(sc.abuf.data() + (i * n + k) * W, a);
+          simd::store(sc.hbuf.data() + (i * n + k) * W, hk[j]);
+          acc = VarC ? simd::fma(hk[j], simd::broadcast(Cp[k * Cns + i]), acc) : simd::fma(hk[j], cf[j], acc);
         }
-        if constexpr (Store) simd::store(sc.y.data() + i * W, simd::load(sc.y.data() + i * W) + acc);
       }
-      for (int j = 0; j < G; ++j) simd::store(h + (k0 + j) * W, hk[j]);
+      if constexpr (Store) simd::store(sc.y.data() + i * W, simd::load(sc.y.data() + i * W) + acc);
     }
+    for (int j = 0; j < G; ++j) simd::store(h + (k0 + j) * W, hk[j]);
   }
 
   /// The reverse scan of one chunk for one block: G (n, W) carried in (dL/dh after the chunk, times the next
@@ -572,64 +570,62 @@ struct BlockBackward {
                      T* SSM_RESTRICT gA, T* SSM_RESTRICT gBf, T* SSM_RESTRICT gCf, const T* Bp, index_t Bns,
                      const T* Cp, index_t Cns) const {
     const index_t n = p.dstate;
-    {
-      V Gk[NS], gAk[NS], Ak[NS], bf[NS], cf[NS], gbf[NS], gcf[NS];
+    V Gk[NS], gAk[NS], Ak[NS], bf[NS], cf[NS], gbf[NS], gcf[NS];
+    for (int j = 0; j < NS; ++j) {
+      const index_t k = k0 + j;
+      Gk[j] = simd::load(G + k * W);
+      gAk[j] = simd::load(gA + k * W);
+      Ak[j] = simd::load(bc.A.data() + k * W);
+      if constexpr (!VarB) {
+        bf[j] = simd::load(bc.Bf.data() + k * W);
+        gbf[j] = simd::load(gBf + k * W);
+      }
+      if constexpr (!VarC) {
+        cf[j] = simd::load(bc.Cf.data() + k * W);
+        gcf[j] = simd::load(gCf + k * W);
+      }
+    }
+    for (index_t i = len - 1; i >= 0; --i) {
+      sc.pf.next();
+      const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
+      const V x = simd::load(sc.du.data() + i * W);
+      V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
       for (int j = 0; j < NS; ++j) {
         const index_t k = k0 + j;
-        Gk[j] = simd::load(G + k * W);
-        gAk[j] = simd::load(gA + k * W);
-        Ak[j] = simd::load(bc.A.data() + k * W);
-        if constexpr (!VarB) {
-          bf[j] = simd::load(bc.Bf.data() + k * W);
-          gbf[j] = simd::load(gBf + k * W);
+        const V Ck = VarC ? simd::broadcast(Cp[k * Cns + i]) : cf[j];
+        const V Bk = VarB ? simd::broadcast(Bp[k * Bns + i]) : bf[j];
+        const V Gt = simd::fma(Ck, dy, Gk[j]);  // dL/dh_t
+        const V a = simd::load(sc.abuf.data() + (i * n + k) * W);
+        const V h = simd::load(sc.hbuf.data() + (i * n + k) * W);
+        // a_t h_{t-1} = h_t - Delta_t u_t B_t: h_t was h_t = fma(a_t, h_{t-1}, x B_t) with this very product, so
+        // the difference is a_t h_{t-1} to within an ulp of h_t; one load fewer than reading h_{t-1}
+        const V ahg = (h - x * Bk) * Gt;
+        gAk[j] = simd::fma(dt, ahg, gAk[j]);
+        sa = simd::fma(Ak[j], ahg, sa);
+        sb = simd::fma(Bk, Gt, sb);
+        if constexpr (VarB) {
+          T* P = sc.P.data() + (i * n + k) * W;
+          simd::store(P, simd::fma(x, Gt, simd::load(P)));
+        } else {
+          gbf[j] = simd::fma(x, Gt, gbf[j]);
         }
-        if constexpr (!VarC) {
-          cf[j] = simd::load(bc.Cf.data() + k * W);
-          gcf[j] = simd::load(gCf + k * W);
+        if constexpr (VarC) {
+          T* Q = sc.Q.data() + (i * n + k) * W;
+          simd::store(Q, simd::fma(dy, h, simd::load(Q)));
+        } else {
+          gcf[j] = simd::fma(dy, h, gcf[j]);
         }
+        Gk[j] = a * Gt;
       }
-      for (index_t i = len - 1; i >= 0; --i) {
-        sc.pf.next();
-        const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
-        const V x = simd::load(sc.du.data() + i * W);
-        V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
-        for (int j = 0; j < NS; ++j) {
-          const index_t k = k0 + j;
-          const V Ck = VarC ? simd::broadcast(Cp[k * Cns + i]) : cf[j];
-          const V Bk = VarB ? simd::broadcast(Bp[k * Bns + i]) : bf[j];
-          const V Gt = simd::fma(Ck, dy, Gk[j]);  // dL/dh_t
-          const V a = simd::load(sc.abuf.data() + (i * n + k) * W);
-          const V h = simd::load(sc.hbuf.data() + (i * n + k) * W);
-          // a_t h_{t-1} = h_t - Delta_t u_t B_t: h_t was h_t = fma(a_t, h_{t-1}, x B_t) with this very product, so
-          // the difference is a_t h_{t-1} to within an ulp of h_t; one load fewer than reading h_{t-1}
-          const V ahg = (h - x * Bk) * Gt;
-          gAk[j] = simd::fma(dt, ahg, gAk[j]);
-          sa = simd::fma(Ak[j], ahg, sa);
-          sb = simd::fma(Bk, Gt, sb);
-          if constexpr (VarB) {
-            T* P = sc.P.data() + (i * n + k) * W;
-            simd::store(P, simd::fma(x, Gt, simd::load(P)));
-          } else {
-            gbf[j] = simd::fma(x, Gt, gbf[j]);
-          }
-          if constexpr (VarC) {
-            T* Q = sc.Q.data() + (i * n + k) * W;
-            simd::store(Q, simd::fma(dy, h, simd::load(Q)));
-          } else {
-            gcf[j] = simd::fma(dy, h, gcf[j]);
-          }
-          Gk[j] = a * Gt;
-        }
-        simd::store(sc.SA.data() + i * W, sa);
-        simd::store(sc.SB.data() + i * W, sb);
-      }
-      for (int j = 0; j < NS; ++j) {
-        const index_t k = k0 + j;
-        simd::store(G + k * W, Gk[j]);
-        simd::store(gA + k * W, gAk[j]);
-        if constexpr (!VarB) simd::store(gBf + k * W, gbf[j]);
-        if constexpr (!VarC) simd::store(gCf + k * W, gcf[j]);
-      }
+      simd::store(sc.SA.data() + i * W, sa);
+      simd::store(sc.SB.data() + i * W, sb);
+    }
+    for (int j = 0; j < NS; ++j) {
+      const index_t k = k0 + j;
+      simd::store(G + k * W, Gk[j]);
+      simd::store(gA + k * W, gAk[j]);
+      if constexpr (!VarB) simd::store(gBf + k * W, gbf[j]);
+      if constexpr (!VarC) simd::store(gCf + k * W, gcf[j]);
     }
   }
 
@@ -676,7 +672,7 @@ struct BlockBackward {
     T* G_out = nullptr;       // null: grad_initial_state (when asked for)
   };
 
-  /// The constants of the blocks [j0, j1) of `blocks`, through ws.
+  /// The constants of `blocks` (filled through ws).
   std::vector<BlockConst> make_consts(detail::scan::Workspace<T>& ws, const std::vector<std::pair<index_t, int>>& blocks) const {
     const index_t nW = p.dstate * W;
     std::vector<BlockConst> bcs(blocks.size());
@@ -992,7 +988,7 @@ struct BlockBackward {
       longest = std::max(longest, p.cu_seqlens ? p.cu_seqlens[s + 1] - p.cu_seqlens[s] : l);
     // Time split when the blocks of a group cannot keep the threads busy (the long-thin shape: one or two blocks)
     // and a sequence is long enough for pieces of kMinPiece steps: it costs a first phase over the sequence (one
-    // recurrence per piece but the last, forward or backward), about a third of the backward.
+    // recurrence per piece but the last, forward or backward): about a fifth of the time at the long-thin shape.
     constexpr index_t kMinPiece = 2048;
     const bool time_split = threads > 1 && (algo == ScanAlgo::chunked ||
                                             (algo == ScanAlgo::automatic && most_blocks < 2 * static_cast<std::size_t>(threads) &&
