@@ -262,16 +262,25 @@ TEST(SelectiveScanBackward, HalfInputsMatchReference) {
     ssm::SelectiveScanOptions ro;
     ro.path = ScanPath::reference;
     const auto ref = ssm::selective_scan_backward(s.inputs(), s.z, std::nullopt, ro);
-    const auto g = ssm::selective_scan_backward(s.inputs(), s.z);
     const double tol = (dt == DType::f16 ? 2 * 0x1p-11 : 2 * 0x1p-8) + 1e-5;
-    EXPECT_EQ(g.grad_u.dtype(), dt);
-    EXPECT_LE(rel_err(g.grad_u, ref.grad_u), tol);
-    EXPECT_LE(rel_err(g.grad_delta, ref.grad_delta), tol);
-    EXPECT_LE(rel_err(g.grad_z, ref.grad_z), tol);
-    EXPECT_LE(rel_err(g.grad_B, ref.grad_B), tol);
-    EXPECT_LE(rel_err(g.grad_C, ref.grad_C), tol);
-    EXPECT_LE(rel_err(g.grad_A, ref.grad_A), 1e-5);  // f32 weight gradients: no input-dtype rounding
-    EXPECT_LE(rel_err(g.grad_D, ref.grad_D), 1e-5);
+    // channel blocks, and the time split (its variable grad_B / grad_C summed in one f32 buffer, then converted)
+    for (const ScanPath path : {ScanPath::automatic, ScanPath::chunked}) {
+      ssm::SelectiveScanOptions o;
+      o.path = path;
+      o.num_threads = 2;
+      o.chunk_len = 16;
+      const auto g = ssm::selective_scan_backward(s.inputs(), s.z, std::nullopt, o);
+      SCOPED_TRACE(g.path);
+      EXPECT_EQ(g.path.find("time-split") != std::string::npos, path == ScanPath::chunked) << g.path;
+      EXPECT_EQ(g.grad_u.dtype(), dt);
+      EXPECT_LE(rel_err(g.grad_u, ref.grad_u), tol);
+      EXPECT_LE(rel_err(g.grad_delta, ref.grad_delta), tol);
+      EXPECT_LE(rel_err(g.grad_z, ref.grad_z), tol);
+      EXPECT_LE(rel_err(g.grad_B, ref.grad_B), tol);
+      EXPECT_LE(rel_err(g.grad_C, ref.grad_C), tol);
+      EXPECT_LE(rel_err(g.grad_A, ref.grad_A), 1e-5);  // f32 weight gradients: no input-dtype rounding
+      EXPECT_LE(rel_err(g.grad_D, ref.grad_D), 1e-5);
+    }
   }
 }
 
