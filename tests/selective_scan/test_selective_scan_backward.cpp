@@ -356,3 +356,29 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
     EXPECT_NE(std::string(e.what()).find("argument 'chunk_states': expected shape (1, 3, 3, 4)"), std::string::npos) << e.what();
   }
 }
+
+TEST(SelectiveScanBackward, AutomaticPathSplitsLongThinSequencesInTime) {
+  // One channel block and 4096 steps: with 2 threads the automatic path splits the sequence in time (channel blocks
+  // would leave a thread idle); with 1 thread, or a sequence too short for two pieces of 2048 steps, it does not.
+  ScanCase c;
+  c.dtype = DType::f32, c.b = 1, c.d = 3, c.l = 4096, c.n = 2, c.has_D = c.has_z = c.has_bias = c.softplus = c.has_init = true;
+  const ScanData s = make_data(c);
+  ScanCase gc = c;
+  gc.seed += 7;
+  const ScanData w = make_data(gc);
+  ssm::SelectiveScanOptions ro;
+  ro.path = ScanPath::reference;
+  const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
+  const std::string level = std::string("cpu-") + ssm::cpu::simd::kLevel;
+  ssm::SelectiveScanOptions o;
+  o.num_threads = 2;
+  const auto g = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o);
+  EXPECT_EQ(g.path, level + "-time-split");
+  expect_grads_near(g, ref, c, 1e-5);
+  o.num_threads = 1;
+  EXPECT_EQ(ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), o).path, level + "-channel-blocks");
+  c.l = 4095;
+  const ScanData shorter = make_data(c);
+  o.num_threads = 2;
+  EXPECT_EQ(ssm::selective_scan_backward(shorter.inputs(), shorter.u, std::nullopt, o).path, level + "-channel-blocks");
+}
