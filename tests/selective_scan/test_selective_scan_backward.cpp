@@ -183,6 +183,21 @@ double expect_grads_near(const ssm::SelectiveScanGrads& g, const ssm::SelectiveS
   return worst;
 }
 
+/// The incoming gradients for case cs: the u and initial_state of the same case drawn with another seed stand in
+/// for grad_out and grad_last_state.
+ScanData incoming_grads(const ScanCase& cs) {
+  ScanCase gc = cs;
+  gc.seed += 7;
+  return make_data(gc);
+}
+
+/// The reference backward of s with w's u and initial_state as grad_out and grad_last_state.
+ssm::SelectiveScanGrads reference_backward(const ScanData& s, const ScanData& w) {
+  ssm::SelectiveScanOptions ro;
+  ro.path = ScanPath::reference;
+  return ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
+}
+
 void expect_backward_matches_reference(DType dt, double tol) {
   double worst = 0.0;
   std::vector<ScanCase> cases;
@@ -216,12 +231,8 @@ void expect_backward_matches_reference(DType dt, double tol) {
   for (const ScanCase& cs : cases) {
     SCOPED_TRACE(describe(cs));
     const ScanData s = make_data(cs);
-    ScanCase gc = cs;
-    gc.seed += 7;
-    const ScanData w = make_data(gc);
-    ssm::SelectiveScanOptions ro;
-    ro.path = ScanPath::reference;
-    const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
+    const ScanData w = incoming_grads(cs);
+    const auto ref = reference_backward(s, w);
     // Channel blocks over the threads, and each sequence split in time over 2 or 3 threads (chunked: the first
     // and last pieces, and with 3 a middle one that takes both a carried state and a carried gradient).
     struct Run {
@@ -309,18 +320,14 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
     for (const ScanCase& cs : cases) {
       SCOPED_TRACE(describe(cs));
       const ScanData s = make_data(cs);
-      ScanCase gc = cs;
-      gc.seed += 7;
-      const ScanData w = make_data(gc);
+      const ScanData w = incoming_grads(cs);
       ssm::SelectiveScanOptions fo;
       fo.path = ScanPath::sequential;
       fo.save_chunk_states = true;
       const auto fwd = ssm::selective_scan(s.inputs(), fo);
       ASSERT_TRUE(fwd.chunk_states.defined()) << fwd.path;
       EXPECT_EQ(fwd.chunk_states.shape(), (ssm::Dims{cs.b, (cs.l + 127) / 128, cs.d, cs.n}));
-      ssm::SelectiveScanOptions ro;
-      ro.path = ScanPath::reference;
-      const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
+      const auto ref = reference_backward(s, w);
       // channel blocks over 1 or 2 threads; the sequence split in time over 2 or 3 (pieces of whole saved chunks)
       for (const auto& [threads, path] : {std::pair{1, ScanPath::automatic}, std::pair{2, ScanPath::automatic},
                                          std::pair{2, ScanPath::chunked}, std::pair{3, ScanPath::chunked}}) {
@@ -363,12 +370,8 @@ TEST(SelectiveScanBackward, AutomaticPathSplitsLongThinSequencesInTime) {
   ScanCase c;
   c.dtype = DType::f32, c.b = 1, c.d = 3, c.l = 4096, c.n = 2, c.has_D = c.has_z = c.has_bias = c.softplus = c.has_init = true;
   const ScanData s = make_data(c);
-  ScanCase gc = c;
-  gc.seed += 7;
-  const ScanData w = make_data(gc);
-  ssm::SelectiveScanOptions ro;
-  ro.path = ScanPath::reference;
-  const auto ref = ssm::selective_scan_backward(s.inputs(), w.u, w.initial_state.view(), ro);
+  const ScanData w = incoming_grads(c);
+  const auto ref = reference_backward(s, w);
   const std::string level = std::string("cpu-") + ssm::cpu::simd::kLevel;
   ssm::SelectiveScanOptions o;
   o.num_threads = 2;

@@ -697,6 +697,36 @@ struct BlockBackward {
     sc.ws.count = bc.count;
   }
 
+  /// dst (n, W) <- grad_last_state of sequence s for the block's channels (0 in unused lanes, and without it).
+  void load_grad_last(const BlockConst& bc, index_t s, T* dst) const {
+    std::fill(dst, dst + p.dstate * W, T(0));
+    if (!gp.grad_last_state) return;
+    const T* src = static_cast<const T*>(gp.grad_last_state) + s * gp.grad_last_batch_stride;
+    for (int lane = 0; lane < bc.count; ++lane)
+      for (index_t k = 0; k < p.dstate; ++k)
+        dst[k * W + lane] = src[(bc.c0 + lane) * gp.grad_last_d_stride + k * gp.grad_last_n_stride];
+  }
+
+  /// h (n, W) advanced over the lc steps from t0 (no output); the block must be in use (use_block).
+  void advance(Scratch& sc, const BlockConst& bc, index_t bi, index_t grp, index_t t0, index_t lc, T* h) const {
+    prepare(sc, bc, bi, t0, lc, false);
+    const T *Bp, *Cp;
+    index_t Bns, Cns;
+    scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
+    recur_any<false>(sc, bc, lc, h, Bp, Bns, Cp, Cns);
+  }
+
+  /// x (n, W) <- 2^(A log2(e) sum Delta) x + local: a state or gradient carry taken across a range, from the range's
+  /// sum of Delta per lane (ds) and what the range gives from zero (local). The time split's composition.
+  void compose(const BlockConst& bc, const double* ds, const T* local, T* x) const {
+    alignas(64) T sum[W];
+    for (int lane = 0; lane < W; ++lane) sum[lane] = static_cast<T>(ds[lane]);
+    const V s = simd::load(sum);
+    for (index_t k = 0; k < p.dstate; ++k)
+      simd::store(x + k * W, simd::fma(simd::exp2(s * simd::load(bc.A2.data() + k * W)), simd::load(x + k * W),
+                                       simd::load(local + k * W)));
+  }
+
   /// dy = dL/dy of the chunk's steps in sc.dy: grad_out * silu(z) (sc.go, sc.z from prepare), or grad_out.
   /// With grad_z, sc.z is overwritten by dL/dz = grad_out * (y + D u) * silu'(z) (y in sc.y); returns sum dy u.
   V output_side(Scratch& sc, const BlockConst& bc, index_t len, bool grad_z) const {
@@ -769,11 +799,7 @@ struct BlockBackward {
         std::fill(h, h + nW, T(0));
         for (index_t ch = 0; ch < chunks; ++ch) {
           const index_t t0 = begin + ch * K, lc = std::min(K, end - t0);
-          prepare(sc, bc, bi, t0, lc, false);
-          const T *Bp, *Cp;
-          index_t Bns, Cns;
-          scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
-          recur_any<false>(sc, bc, lc, h, Bp, Bns, Cp, Cns);
+          advance(sc, bc, bi, grp, t0, lc, h);
           add_dsum(lc);
         }
       }
@@ -833,11 +859,7 @@ struct BlockBackward {
         std::copy(h.begin(), h.end(), bound_of(j, ch));
         const index_t t0 = piece.begin + ch * K, lc = std::min(K, piece.end - t0);
         if (ch + 1 == chunks || lc <= 0) break;
-        prepare(sc, bcs[j], bi, t0, lc, false);
-        const T *Bp, *Cp;
-        index_t Bns, Cns;
-        scan.tile_BC(sc.ws, bi, grp, t0, lc, Bp, Bns, Cp, Cns);
-        recur_any<false>(sc, bcs[j], lc, h.data(), Bp, Bns, Cp, Cns);
+        advance(sc, bcs[j], bi, grp, t0, lc, h.data());
       }
     }
     // pass 2: chunks in reverse
@@ -845,15 +867,9 @@ struct BlockBackward {
       T* Gj = G.data() + j * static_cast<std::size_t>(nW);
       if (piece.G_in) {
         std::copy(piece.G_in + j * nW, piece.G_in + (j + 1) * nW, Gj);
-        continue;
+      } else {
+        load_grad_last(bcs[j], piece.s, Gj);
       }
-      std::fill(Gj, Gj + nW, T(0));
-      if (gp.grad_last_state)
-        for (int lane = 0; lane < bcs[j].count; ++lane)
-          for (index_t k = 0; k < n; ++k)
-            Gj[k * W + lane] = static_cast<const T*>(gp.grad_last_state)[piece.s * gp.grad_last_batch_stride +
-                                                                         (bcs[j].c0 + lane) * gp.grad_last_d_stride +
-                                                                         k * gp.grad_last_n_stride];
     }
     for (index_t ch = chunks - 1; ch >= 0; --ch) {
       const index_t t0 = piece.begin + ch * K, lc = std::min(K, piece.end - t0);
@@ -1117,16 +1133,8 @@ struct BlockBackward {
               for (std::size_t i = 0; i < t1 - t0; ++i) {
                 const std::size_t t = fwd ? t0 + i : t1 - 1 - i;
                 const double* tds = task_dsum.data() + (t * nblocks + j) * W;
-                alignas(64) T sd[W];
-                for (int lane = 0; lane < W; ++lane) {
-                  ds[lane] += tds[lane];
-                  sd[lane] = static_cast<T>(tds[lane]);
-                }
-                const T* local = task_out.data() + t * per_part + j * static_cast<std::size_t>(nW);
-                for (index_t k = 0; k < n; ++k) {
-                  const V decay = simd::exp2(simd::load(sd) * simd::load(consts[j].A2.data() + k * W));
-                  simd::store(dst + k * W, simd::fma(decay, simd::load(dst + k * W), simd::load(local + k * W)));
-                }
+                for (int lane = 0; lane < W; ++lane) ds[lane] += tds[lane];
+                compose(consts[j], tds, task_out.data() + t * per_part + j * static_cast<std::size_t>(nW), dst);
               }
             }
             t0 = t1;
@@ -1134,33 +1142,21 @@ struct BlockBackward {
           // phase 2: carry across the pieces, with the decay over a piece exp(A sum Delta) = 2^(A2 sum Delta):
           // h at the start of piece q + 1 = decay_q h_q + hend_q;  G into piece q - 1 = decay_q G_q + Gloc_q.
           for (std::size_t j = 0; j < nblocks; ++j) {
-            const T* A2 = consts[j].A2.data();
-            const auto decay = [&](int part, index_t k) {
-              alignas(64) T s[W];
-              for (int lane = 0; lane < W; ++lane)
-                s[lane] = static_cast<T>(dsum[(static_cast<std::size_t>(part) * nblocks + j) * W + static_cast<std::size_t>(lane)]);
-              return simd::exp2(simd::load(s) * simd::load(A2 + k * W));
-            };
+            const auto ds = [&](int part) { return dsum.data() + (static_cast<std::size_t>(part) * nblocks + j) * W; };
             if (!saved) {
               use_block(scratch[0], consts[j]);
               scan.load_state(scratch[0].ws, seg.s);
               std::copy(scratch[0].ws.h.data(), scratch[0].ws.h.data() + nW, at(h0, 0, j));
-              for (int q = 0; q + 1 < parts; ++q)
-                for (index_t k = 0; k < n; ++k)
-                  simd::store(at(h0, q + 1, j) + k * W, simd::fma(decay(q, k), simd::load(at(h0, q, j) + k * W),
-                                                                  simd::load(at(hend, q, j) + k * W)));
+              for (int q = 0; q + 1 < parts; ++q) {
+                std::copy(at(h0, q, j), at(h0, q, j) + nW, at(h0, q + 1, j));
+                compose(consts[j], ds(q), at(hend, q, j), at(h0, q + 1, j));
+              }
             }
-            // the last piece starts from grad_last_state (G_in = null there)
-            std::fill(at(Gin, parts - 1, j), at(Gin, parts - 1, j) + nW, T(0));
-            if (gp.grad_last_state)
-              for (int lane = 0; lane < consts[j].count; ++lane)
-                for (index_t k = 0; k < n; ++k)
-                  at(Gin, parts - 1, j)[k * W + lane] = static_cast<const T*>(gp.grad_last_state)[
-                      seg.s * gp.grad_last_batch_stride + (consts[j].c0 + lane) * gp.grad_last_d_stride + k * gp.grad_last_n_stride];
-            for (int q = parts - 1; q > 0; --q)
-              for (index_t k = 0; k < n; ++k)
-                simd::store(at(Gin, q - 1, j) + k * W, simd::fma(decay(q, k), simd::load(at(Gin, q, j) + k * W),
-                                                                 simd::load(at(Gloc, q, j) + k * W)));
+            load_grad_last(consts[j], seg.s, at(Gin, parts - 1, j));  // into the last piece (its G_in stays null)
+            for (int q = parts - 1; q > 0; --q) {
+              std::copy(at(Gin, q, j), at(Gin, q, j) + nW, at(Gin, q - 1, j));
+              compose(consts[j], ds(q), at(Gloc, q, j), at(Gin, q - 1, j));
+            }
           }
         }
         detail::scan::run_threads(parts, [&](int tid) {  // phase 3: every piece
