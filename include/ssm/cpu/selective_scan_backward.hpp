@@ -525,6 +525,13 @@ struct BlockBackward {
   void recur_group(Scratch& sc, const BlockConst& bc, index_t len, index_t k0, T* SSM_RESTRICT h, const T* Bp,
                    index_t Bns, const T* Cp, index_t Cns) const {
     const index_t n = p.dstate;
+    // the buffers as local restrict pointers: read through sc, they were reloaded on every step
+    const T* SSM_RESTRICT dl = sc.Delta.data();
+    const T* SSM_RESTRICT du = sc.du.data();
+    T* SSM_RESTRICT ab = sc.abuf.data();
+    T* SSM_RESTRICT hb = sc.hbuf.data();
+    T* SSM_RESTRICT y = sc.y.data();
+    detail::scan::PrefetchPlan& pf = sc.pf;
     V a2[G], hk[G], bf[G], cf[G];
     for (int j = 0; j < G; ++j) {
       const index_t k = k0 + j;
@@ -534,8 +541,8 @@ struct BlockBackward {
       if constexpr (!VarC) cf[j] = simd::load(bc.Cf.data() + k * W);
     }
     for (index_t i = 0; i < len; ++i) {
-      if constexpr (Store) sc.pf.next();
-      const V d = simd::load(sc.Delta.data() + i * W), x = simd::load(sc.du.data() + i * W);
+      if constexpr (Store) pf.next();
+      const V d = simd::load(dl + i * W), x = simd::load(du + i * W);
       V acc = simd::broadcast(T(0));
       for (int j = 0; j < G; ++j) {
         const index_t k = k0 + j;
@@ -543,12 +550,12 @@ struct BlockBackward {
         const V bx = VarB ? x * Bp[k * Bns + i] : x * bf[j];
         hk[j] = simd::fma(a, hk[j], bx);
         if constexpr (Store) {
-          simd::store(sc.abuf.data() + (i * n + k) * W, a);
-          simd::store(sc.hbuf.data() + (i * n + k) * W, hk[j]);
+          simd::store(ab + (i * n + k) * W, a);
+          simd::store(hb + (i * n + k) * W, hk[j]);
           acc = VarC ? simd::fma(hk[j], simd::broadcast(Cp[k * Cns + i]), acc) : simd::fma(hk[j], cf[j], acc);
         }
       }
-      if constexpr (Store) simd::store(sc.y.data() + i * W, simd::load(sc.y.data() + i * W) + acc);
+      if constexpr (Store) simd::store(y + i * W, simd::load(y + i * W) + acc);
     }
     for (int j = 0; j < G; ++j) simd::store(h + (k0 + j) * W, hk[j]);
   }
@@ -570,6 +577,16 @@ struct BlockBackward {
                      T* SSM_RESTRICT gA, T* SSM_RESTRICT gBf, T* SSM_RESTRICT gCf, const T* Bp, index_t Bns,
                      const T* Cp, index_t Cns) const {
     const index_t n = p.dstate;
+    const T* SSM_RESTRICT dyp = sc.dy.data();
+    const T* SSM_RESTRICT dl = sc.Delta.data();
+    const T* SSM_RESTRICT du = sc.du.data();
+    const T* SSM_RESTRICT ab = sc.abuf.data();
+    const T* SSM_RESTRICT hb = sc.hbuf.data();
+    T* SSM_RESTRICT SA = sc.SA.data();
+    T* SSM_RESTRICT SB = sc.SB.data();
+    T* SSM_RESTRICT Pb = sc.P.data();
+    T* SSM_RESTRICT Qb = sc.Q.data();
+    detail::scan::PrefetchPlan& pf = sc.pf;
     V Gk[NS], gAk[NS], Ak[NS], bf[NS], cf[NS], gbf[NS], gcf[NS];
     for (int j = 0; j < NS; ++j) {
       const index_t k = k0 + j;
@@ -586,17 +603,17 @@ struct BlockBackward {
       }
     }
     for (index_t i = len - 1; i >= 0; --i) {
-      sc.pf.next();
-      const V dy = simd::load(sc.dy.data() + i * W), dt = simd::load(sc.Delta.data() + i * W);
-      const V x = simd::load(sc.du.data() + i * W);
-      V sa = simd::load(sc.SA.data() + i * W), sb = simd::load(sc.SB.data() + i * W);
+      pf.next();
+      const V dy = simd::load(dyp + i * W), dt = simd::load(dl + i * W);
+      const V x = simd::load(du + i * W);
+      V sa = simd::load(SA + i * W), sb = simd::load(SB + i * W);
       for (int j = 0; j < NS; ++j) {
         const index_t k = k0 + j;
         const V Ck = VarC ? simd::broadcast(Cp[k * Cns + i]) : cf[j];
         const V Bk = VarB ? simd::broadcast(Bp[k * Bns + i]) : bf[j];
         const V Gt = simd::fma(Ck, dy, Gk[j]);  // dL/dh_t
-        const V a = simd::load(sc.abuf.data() + (i * n + k) * W);
-        const V h = simd::load(sc.hbuf.data() + (i * n + k) * W);
+        const V a = simd::load(ab + (i * n + k) * W);
+        const V h = simd::load(hb + (i * n + k) * W);
         // a_t h_{t-1} = h_t - Delta_t u_t B_t: h_t was h_t = fma(a_t, h_{t-1}, x B_t) with this very product, so
         // the difference is a_t h_{t-1} to within an ulp of h_t; one load fewer than reading h_{t-1}
         const V ahg = (h - x * Bk) * Gt;
@@ -604,21 +621,21 @@ struct BlockBackward {
         sa = simd::fma(Ak[j], ahg, sa);
         sb = simd::fma(Bk, Gt, sb);
         if constexpr (VarB) {
-          T* P = sc.P.data() + (i * n + k) * W;
+          T* P = Pb + (i * n + k) * W;
           simd::store(P, simd::fma(x, Gt, simd::load(P)));
         } else {
           gbf[j] = simd::fma(x, Gt, gbf[j]);
         }
         if constexpr (VarC) {
-          T* Q = sc.Q.data() + (i * n + k) * W;
+          T* Q = Qb + (i * n + k) * W;
           simd::store(Q, simd::fma(dy, h, simd::load(Q)));
         } else {
           gcf[j] = simd::fma(dy, h, gcf[j]);
         }
         Gk[j] = a * Gt;
       }
-      simd::store(sc.SA.data() + i * W, sa);
-      simd::store(sc.SB.data() + i * W, sb);
+      simd::store(SA + i * W, sa);
+      simd::store(SB + i * W, sb);
     }
     for (int j = 0; j < NS; ++j) {
       const index_t k = k0 + j;
