@@ -191,6 +191,17 @@ struct PrefetchPlan {
   }
 };
 
+/// x (n, W) <- 2^(s A2) x + local, state by state: a state (or a gradient) carried across a range of steps whose
+/// sum of Delta per lane is s, given what the range gives from zero (local). A2 (n, W) = A log2(e). The chunked
+/// forward's prefix and the backward's time split compose their pieces with it.
+template <class T>
+inline void compose_decay(index_t n, const T* A2, simd::Vec<T> s, const T* local, T* x) {
+  constexpr int W = simd::lanes<T>;
+  for (index_t k = 0; k < n; ++k)
+    simd::store(x + k * W, simd::fma(simd::exp2(s * simd::load(A2 + k * W)), simd::load(x + k * W),
+                                     simd::load(local + k * W)));
+}
+
 // ---- the per-thread workspace for one block of W channels ---------------------------------------------
 
 template <class T>
@@ -664,7 +675,6 @@ template <class In>
 void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
   using T = weight_t<In>;
   constexpr int W = simd::lanes<T>;
-  using V = simd::Vec<T>;
   RealScan<In> scan(p);
   const auto blocks = channel_blocks(p, W);
   std::vector<Workspace<T>> ws(static_cast<std::size_t>(threads));
@@ -709,12 +719,7 @@ void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
         }
         for (index_t k = 1; k < chunks; ++k) {
           std::memcpy(hstart.data() + k * nW, H.data(), static_cast<std::size_t>(nW) * sizeof(T));
-          const V s = simd::load(dsum.data() + k * W);
-          for (index_t j = 0; j < p.dstate; ++j) {
-            const V a = simd::exp2(s * simd::load(w0.A2.data() + j * W));
-            simd::store(H.data() + j * W,
-                        simd::fma(a, simd::load(H.data() + j * W), simd::load(hend.data() + k * nW + j * W)));
-          }
+          compose_decay(p.dstate, w0.A2.data(), simd::load(dsum.data() + k * W), hend.data() + k * nW, H.data());
         }
         scan.store_state(w0, H.data(), seg.s);
         // phase 3: rescan chunks k >= 1 from their start state, writing the output.

@@ -738,10 +738,7 @@ struct BlockBackward {
   void compose(const BlockConst& bc, const double* ds, const T* local, T* x) const {
     alignas(64) T sum[W];
     for (int lane = 0; lane < W; ++lane) sum[lane] = static_cast<T>(ds[lane]);
-    const V s = simd::load(sum);
-    for (index_t k = 0; k < p.dstate; ++k)
-      simd::store(x + k * W, simd::fma(simd::exp2(s * simd::load(bc.A2.data() + k * W)), simd::load(x + k * W),
-                                       simd::load(local + k * W)));
+    detail::scan::compose_decay(p.dstate, bc.A2.data(), simd::load(sum), local, x);
   }
 
   /// dy = dL/dy of the chunk's steps in sc.dy: grad_out * silu(z) (sc.go, sc.z from prepare), or grad_out.
