@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Runs a Google Benchmark binary several times in turn and prints, per benchmark, the median and the minimum of
+its real time over the rounds. On a shared machine whose speed drifts by tens of percent within minutes, rounds of
+short runs, interleaved, compare benchmarks side by side better than one long run of each.
+
+    python3 tools/bench_rounds.py build/bench/bench_selective_scan --rounds 7 \
+        --filter 'BM_Scan(Forward|Backward)[A-Za-z]*/l:(2048|8192)/' --min-time 0.3
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("binary")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--filter", default=".")
+    ap.add_argument("--min-time", type=float, default=0.3, help="--benchmark_min_time per run, seconds")
+    opt = ap.parse_args()
+    if opt.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    times, units, order = {}, {}, []
+    for r in range(opt.rounds):
+        out = subprocess.run([opt.binary, f"--benchmark_filter={opt.filter}", f"--benchmark_min_time={opt.min_time}",
+                              "--benchmark_format=json"], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"bench_rounds: {opt.binary} failed in round {r + 1}:\n{out.stderr}")
+        for b in json.loads(out.stdout)["benchmarks"]:
+            if b.get("run_type", "iteration") != "iteration":
+                continue
+            name = b["name"]
+            if name not in times:
+                times[name], order = [], order + [name]
+            times[name].append(b["real_time"])
+            units[name] = b.get("time_unit", "ns")
+    if not order:
+        sys.exit("bench_rounds: the filter matched no benchmark")
+    width = max(len(n) for n in order)
+    print(f"{'benchmark':{width}}  {'median':>10}  {'min':>10}  unit  rounds")
+    for name in order:
+        v = times[name]
+        print(f"{name:{width}}  {statistics.median(v):10.4g}  {min(v):10.4g}  {units[name]:4}  {len(v)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
