@@ -8,6 +8,7 @@ short runs, interleaved, compare benchmarks side by side better than one long ru
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,8 @@ def main():
     opt = ap.parse_args()
     if opt.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if not os.access(opt.binary, os.X_OK):
+        ap.error(f"binary: {opt.binary} is not an executable file (build it first: scripts/build.sh build)")
     times, units, order = {}, {}, []
     for r in range(opt.rounds):
         out = subprocess.run([opt.binary, f"--benchmark_filter={opt.filter}", f"--benchmark_min_time={opt.min_time}",
@@ -33,7 +36,8 @@ def main():
                 continue
             name = b["name"]
             if name not in times:
-                times[name], order = [], order + [name]
+                times[name] = []
+                order.append(name)
             times[name].append(b["real_time"])
             units[name] = b.get("time_unit", "ns")
     if not order:

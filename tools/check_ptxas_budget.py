@@ -81,12 +81,13 @@ def compile_reports(build_dir):
         for i, e in enumerate(entries):
             args = shlex.split(e["command"]) if "command" in e else list(e["arguments"])
             obj = e.get("output") or (args[args.index("-o") + 1] if "-o" in args else None)
-            saved = os.path.join(e["directory"], obj + ".ptxas") if obj else None
-            if saved and os.path.exists(saved) and os.path.exists(os.path.join(e["directory"], obj)):
-                if os.path.getmtime(saved) >= os.path.getmtime(os.path.join(e["directory"], obj)) - 1:
-                    with open(saved) as f:
-                        text += f.read()  # empty for a .cu without kernels
-                    continue
+            obj_path = os.path.join(e["directory"], obj) if obj else None
+            saved = obj_path + ".ptxas" if obj_path else None
+            if saved and os.path.exists(saved) and os.path.exists(obj_path) \
+                    and os.path.getmtime(saved) >= os.path.getmtime(obj_path) - 1:
+                with open(saved) as f:
+                    text += f.read()  # empty for a .cu without kernels
+                continue
             # No report kept by the build (built before cmake/ptxas_report.sh, or stale): compile again.
             while os.path.basename(args[0]) in ("bash", "ccache", "ptxas_report.sh"):
                 args = args[1:]
