@@ -31,6 +31,8 @@ def main():
                               "--benchmark_format=json"], capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"bench_rounds: {opt.binary} failed in round {r + 1}:\n{out.stderr}")
+        if not out.stdout.strip():  # Google Benchmark prints nothing on stdout when the filter matches nothing
+            sys.exit(f"bench_rounds: the filter {opt.filter!r} matched no benchmark of {opt.binary}")
         for b in json.loads(out.stdout)["benchmarks"]:
             if b.get("run_type", "iteration") != "iteration":
                 continue
