@@ -27,6 +27,7 @@ struct ScanCase {
   bool var_B = true, var_C = true;
   bool rank3_BC = false;  // variable B/C as (b, n, l) (g = 1)
   bool has_D = false, has_z = false, has_bias = false, softplus = false, has_init = false;
+  double delta_offset = 0;       // added to every delta: large values give steps where exp(Delta A) << 1
   std::vector<std::int64_t> cu;  // empty: no cu_seqlens
   DType dtype = DType::f64;      // input dtype
   unsigned seed = 1;
@@ -132,8 +133,9 @@ inline ScanData make_data(const ScanCase& cs) {
   };
   const index_t b = cs.b, d = cs.d, l = cs.l, n = cs.n, g = cs.g;
   fill(s.u, {b, d, l}, in, -1, 1);
-  if (cs.softplus) fill(s.delta, {b, d, l}, in, -2.5, 0.5);  // softplus(x + bias) in about [0.03, 1]
-  else fill(s.delta, {b, d, l}, in, 0.02, 0.5);
+  const double off = cs.delta_offset;
+  if (cs.softplus) fill(s.delta, {b, d, l}, in, -2.5 + off, 0.5 + off);  // softplus(x + bias) in about [0.03, 1]
+  else fill(s.delta, {b, d, l}, in, 0.02 + off, 0.5 + off);
   fill(s.A, {d, n}, cw, -2.0, -0.3, -3.0, 3.0);  // stable: Re(A) < 0
   const auto fill_BC = [&](Tensor& t, bool variable) {
     if (!variable) fill(t, {d, n}, cw, -1, 1);
@@ -166,7 +168,7 @@ inline std::string describe(const ScanCase& c) {
          " n=" + std::to_string(c.n) + " g=" + std::to_string(c.g) + (c.complex ? " complex" : " real") +
          (c.var_B ? " varB" : " fixB") + (c.var_C ? " varC" : " fixC") + (c.rank3_BC ? " rank3" : "") +
          (c.has_D ? " D" : "") + (c.has_z ? " z" : "") + (c.has_bias ? " bias" : "") + (c.softplus ? " softplus" : "") +
-         (c.has_init ? " init" : "") + (c.cu.empty() ? "" : " cu_seqlens") + " " + std::string(ssm::name(c.dtype));
+         (c.has_init ? " init" : "") + (c.delta_offset != 0 ? " delta+" + std::to_string(c.delta_offset) : "") + (c.cu.empty() ? "" : " cu_seqlens") + " " + std::string(ssm::name(c.dtype));
 }
 
 }  // namespace scan_test
