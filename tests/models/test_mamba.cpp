@@ -659,3 +659,36 @@ TEST(MambaLM, SetThreads) {
   expect_error([&] { one.set_threads(-1); }, {"set_threads", "n must be >= 0"});
   EXPECT_EQ(one.threads(), 1);
 }
+
+TEST(MambaLM, MambaSsmCheckpointOfTinyMatchesTransformers) {
+  // tiny as mamba_ssm writes it (docs/checkpoints.md's conversion of its pytorch_model.bin): the tensor name
+  // backbone.embedding.weight, the tied lm_head.weight stored too, and mamba_ssm's config.json.
+  const fs::path dir = temp_dir("mamba_ssm_tiny");
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, Tensor>> ts;
+  {
+    auto f = safetensors::File::open(data_dir("mamba/tiny/model.safetensors"));
+    for (const auto& e : f.entries()) {
+      Tensor t = f.tensor(e.name).to(Device::cpu());
+      if (e.name == "backbone.embeddings.weight") {
+        ts.emplace_back("backbone.embedding.weight", t);
+        ts.emplace_back("lm_head.weight", t);
+      } else {
+        ts.emplace_back(e.name, t);
+      }
+    }
+  }
+  std::vector<std::pair<std::string, TensorView>> views;
+  for (auto& [n, t] : ts) views.emplace_back(n, t.view());
+  safetensors::save((dir / "model.safetensors").string(), views);
+  MambaConfig c;
+  c.d_model = 64;
+  c.n_layer = 2;
+  c.vocab_size = 256;
+  c.pad_vocab_size_multiple = 8;
+  write_json(dir / "config.json", mamba_ssm_config(c));
+  const std::vector<std::int64_t> ids = {1, 17, 42, 99, 3, 250};
+  const auto ref = MambaLM::load(data_dir("mamba/tiny")).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>();
+  EXPECT_EQ(MambaLM::load(dir.string()).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>(), ref);
+  fs::remove_all(dir);
+}
