@@ -252,9 +252,12 @@ struct MambaConfig {
     if (j.contains("ssm_cfg")) {
       const auto& s = j["ssm_cfg"];
       SSM_CHECK(s.is_object(), op, ": ssm_cfg must be an object, got ", s.dump());
-      if (s.contains("layer"))
-        SSM_CHECK(s["layer"] == "Mamba1", op, ": ssm_cfg layer ", s["layer"].is_string() ? "'" + s["layer"].get<std::string>() + "'" : s["layer"].dump(),
-                  " is not implemented by this library (supported: Mamba1)");
+      if (s.contains("layer")) {
+        const auto& layer = s["layer"];
+        const std::string name = layer.is_string() ? layer.get<std::string>() : layer.dump();
+        SSM_CHECK(layer.is_string() && name == "Mamba1", op, ": ssm_cfg layer '", name,
+                  "' is not implemented by this library (supported: Mamba1)");
+      }
       // mamba_simple.Mamba's arguments; those after conv_bias only shape the initialization or the kernel used.
       static const std::set<std::string> known = {"d_state", "d_conv", "expand", "dt_rank", "bias", "conv_bias", "layer",
                                                   "dt_min", "dt_max", "dt_init", "dt_scale", "dt_init_floor",
