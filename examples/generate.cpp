@@ -2,8 +2,10 @@
 // (config.json + model.safetensors), starting from token ids, and prints prefill and decode speed.
 //
 //   example_generate tests/data/mamba/tiny --prompt 1,17,42,99 --new 32 [--temperature 0.8 --top-k 40
-//                    --top-p 0.95 --seed 1]
-// Without --temperature decoding is greedy. (No tokenizer: ids in, ids out.)
+//                    --top-p 0.95 --seed 1 --threads 2]
+// Without --temperature decoding is greedy; it stops after config.json's eos_token_id (printed with the
+// rest, as transformers does). (No tokenizer: ids in, ids out.)
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -27,7 +29,8 @@ std::vector<std::int64_t> parse_ids(const std::string& s) {
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help")) {
     std::cerr << "usage: " << argv[0]
-              << " [checkpoint_dir] [--prompt 1,2,3] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+              << " [checkpoint_dir] [--prompt 1,2,3] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]"
+                 " [--threads N]\n"
                  "  checkpoint_dir defaults to the tiny test checkpoint tests/data/mamba/tiny\n";
     return 2;
   }
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
     std::vector<std::int64_t> prompt = {1, 17, 42, 99};
     ssm::index_t new_tokens = 32;
     ssm::models::SamplingOptions opt;
+    int threads = 0;  // automatic
     for (int i = 2; i + 1 < argc; i += 2) {
       const std::string k = argv[i], v = argv[i + 1];
       if (k == "--prompt") prompt = parse_ids(v);
@@ -45,12 +49,14 @@ int main(int argc, char** argv) {
       else if (k == "--top-k") opt.top_k = std::stoll(v);
       else if (k == "--top-p") opt.top_p = std::stod(v);
       else if (k == "--seed") opt.seed = std::stoull(v);
+      else if (k == "--threads") threads = std::stoi(v);
       else throw ssm::Error("unknown option " + k);
     }
     opt.validate();
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
-    const ssm::models::MambaLM model = ssm::models::MambaLM::load(dir);
+    ssm::models::MambaLM model = ssm::models::MambaLM::load(dir);
+    model.set_threads(threads);
     const auto t1 = clock::now();
     const auto& c = model.config();
     std::printf("loaded %s: d_model %lld, %lld layers, vocab %lld (padded %lld), d_state %lld in %.3f s\n", dir.c_str(),
@@ -69,6 +75,7 @@ int main(int argc, char** argv) {
       const std::int64_t id = ssm::models::sample_token(
           std::span<const float>(logits.data_as<float>(), static_cast<std::size_t>(c.vocab_size)), opt, rng);
       out.push_back(id);
+      if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) != c.eos_token_ids.end()) break;
       if (t + 1 < new_tokens) logits = model.step(std::span<const std::int64_t>(&id, 1), cache);
     }
     const auto p2 = clock::now();
@@ -79,7 +86,8 @@ int main(int argc, char** argv) {
     const double tp = std::chrono::duration<double>(p1 - p0).count(), td = std::chrono::duration<double>(p2 - p1).count();
     std::printf("\nprefill: %zu tokens in %.4f s (%.1f tokens/s)\n", prompt.size(), tp, double(prompt.size()) / tp);
     // The first new token comes from the prefill's logits; each further one costs one step.
-    const long long steps = new_tokens > 1 ? static_cast<long long>(new_tokens - 1) : 0;
+    // Every token but the last was fed back (after an end-of-sequence token the loop stops).
+    const long long steps = out.size() > 1 ? static_cast<long long>(out.size() - 1) : 0;
     std::printf("decode:  %lld steps in %.4f s (%.1f tokens/s), cache %zu bytes (constant in the context)\n", steps,
                 td, steps > 0 ? double(steps) / td : 0.0, cache.nbytes());
     return 0;

@@ -36,6 +36,9 @@ class MambaLMLaunches {
 
   /// Uploads the weights through `exec` (A = -exp(A_log) computed here, in f32 as the CPU block does).
   MambaLMLaunches(Exec& exec, const ::ssm::cuda::MambaLMWeights& w) : exec_(exec), s_(w.shape) {
+    // Checked here, before anything is uploaded, so that the device model and the emulated one both refuse it.
+    SSM_CHECK(s_.bcdt_rms_eps == 0, "ssm::cuda::MambaLMDevice: FalconMamba (config key mixer_rms_eps = ",
+              s_.bcdt_rms_eps, ": RMS normalization of dt, B and C) is not implemented on CUDA; run the model on the CPU");
     const index_t dm = s_.d_model, di = s_.d_inner, n = s_.d_state, r = s_.dt_rank, V = s_.vocab;
     embedding_ = upload(w.embedding, V * dm);
     lm_head_ = w.lm_head ? upload(w.lm_head, V * dm) : embedding_;

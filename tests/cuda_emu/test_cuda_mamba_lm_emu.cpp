@@ -127,3 +127,19 @@ TEST(CudaMambaLMEmu, PrefillAndGreedyStepsEqualCpuModel) {
 }
 
 }  // namespace
+
+TEST(CudaMambaLMEmu, FalconMambaIsRejectedNotComputedAsMamba) {
+  // The device path has no normalization of dt, B and C: it must refuse a FalconMamba model, naming the key.
+  ssm::models::MambaConfig cfg;
+  cfg.d_model = 32;
+  cfg.n_layer = 1;
+  cfg.vocab_size = 50;
+  cfg.mixer_rms_eps = 1e-6;
+  const auto model = ssm::models::MambaLM::init(cfg, 1);
+  try {
+    EmulatedLM emu(model, ssm::emu::Order::forward);
+    ADD_FAILURE() << "a FalconMamba model was accepted";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mixer_rms_eps"), std::string::npos) << e.what();
+  }
+}

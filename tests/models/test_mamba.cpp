@@ -44,14 +44,13 @@ fs::path temp_dir(const std::string& name) {
   return p;
 }
 
-}  // namespace
-
-// ---- golden test against transformers ------------------------------------------------------------------
-
-TEST(MambaLM, MatchesTransformersGolden) {
-  const std::string dir = std::string(SSM_TEST_DATA_DIR) + "/mamba/tiny";
-  if (!fs::exists(dir + "/golden.json")) GTEST_SKIP() << "no golden data in " << dir << " (run tools/make_mamba_golden.py)";
-  std::ifstream is(dir + "/golden.json");
+// Loads `dir` and compares with the golden.json in `golden_dir` (default: dir; written by
+// tools/make_mamba_golden.py with transformers' pure-PyTorch path): logits of every position, parallel and
+// recurrent, and the greedy continuation.
+void expect_matches_golden(const std::string& dir, std::string golden_dir = "") {
+  if (golden_dir.empty()) golden_dir = dir;
+  std::ifstream is(golden_dir + "/golden.json");
+  ASSERT_TRUE(is.good()) << "no golden data in " << dir << " (run tools/make_mamba_golden.py)";
   const auto g = nlohmann::json::parse(is);
   const auto tokens = g["tokens"].get<std::vector<std::int64_t>>();
   const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
@@ -66,8 +65,8 @@ TEST(MambaLM, MatchesTransformersGolden) {
   // f32 on both sides with different summation orders (Eigen GEMM vs PyTorch, sequential scan in both):
   // observed ~1e-6; the bound is 1e-4.
   const double err = normalized_error(lg.data_as<float>(), flat.data(), flat.size());
-  EXPECT_LE(err, 1e-4);
-  std::cout << "[ golden ] parallel logits normalized error " << err << "\n";
+  EXPECT_LE(err, 1e-4) << dir;
+  std::cout << "[ golden ] " << dir << ": parallel logits normalized error " << err << "\n";
   // The recurrent path (prefill + steps) against the same reference.
   MambaCache cache;
   Tensor last = model.prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), cache);
@@ -76,10 +75,54 @@ TEST(MambaLM, MatchesTransformersGolden) {
     Tensor s = model.step(std::span<const std::int64_t>(&tokens[t], 1), cache);
     step_err = std::max(step_err, normalized_error(s.data_as<float>(), ref[t].data(), static_cast<std::size_t>(V)));
   }
-  EXPECT_LE(step_err, 1e-4);
+  EXPECT_LE(step_err, 1e-4) << dir;
   // Greedy continuation identical (the reference's smallest top-2 margin is recorded in golden.json).
-  EXPECT_EQ(model.generate(prompt, static_cast<index_t>(continuation.size())), continuation);
+  EXPECT_EQ(model.generate(prompt, static_cast<index_t>(continuation.size())), continuation) << dir;
 }
+
+std::string data_dir(const std::string& rel) { return std::string(SSM_TEST_DATA_DIR) + "/" + rel; }
+
+// A writable copy of a committed checkpoint directory.
+fs::path copy_of(const std::string& rel, const std::string& name) {
+  const fs::path dst = temp_dir(name);
+  fs::copy(data_dir(rel), dst, fs::copy_options::recursive);
+  return dst;
+}
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream is(p);
+  return nlohmann::json::parse(is);
+}
+void write_json(const fs::path& p, const nlohmann::json& j) { std::ofstream(p, std::ios::trunc) << j.dump(2); }
+
+// Runs `f` and expects an ssm::Error whose message contains every needle.
+template <class F>
+void expect_error(F&& f, std::initializer_list<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "no error, expected one containing '" << *needles.begin() << "'";
+  } catch (const ssm::Error& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+// ---- golden tests against transformers ------------------------------------------------------------------
+
+TEST(MambaLM, MatchesTransformersGolden) { expect_matches_golden(data_dir("mamba/tiny")); }
+
+// FalconMamba: Mamba's tensors, plus an RMS normalization without weight of δ, B and C (mixer_rms_eps).
+TEST(MambaLM, FalconMambaMatchesTransformersGolden) { expect_matches_golden(data_dir("falcon_mamba/tiny")); }
+
+// The tiny model as save_pretrained(max_shard_size=...) writes it: model.safetensors.index.json + shards.
+TEST(MambaLM, ShardedCheckpointMatchesTransformersGolden) {
+  expect_matches_golden(data_dir("mamba/tiny_sharded"), data_dir("mamba/tiny"));
+}
+
+// The tiny model after resize_token_embeddings(257): config.json says vocab_size 257 and still carries
+// pad_vocab_size_multiple 8; transformers' embedding has exactly 257 rows.
+TEST(MambaLM, ResizedVocabularyMatchesTransformersGolden) { expect_matches_golden(data_dir("mamba/tiny_resized")); }
 
 // ---- recurrent == parallel, forks ----------------------------------------------------------------------
 
@@ -330,4 +373,322 @@ TEST(MambaLM, MalformedCheckpoints) {
   EXPECT_THROW(model.logits(TensorView::of(bad.data(), {1, 2})), ssm::Error);
   const std::vector<float> fl = {1.0f};
   EXPECT_THROW(model.logits(TensorView::of(fl.data(), {1, 1})), ssm::Error);
+}
+
+// ---- model types, config dialects ------------------------------------------------------------------------
+
+TEST(MambaLM, ModelTypeAndArchitectures) {
+  const fs::path dir = copy_of("mamba/tiny", "types");
+  const auto cfg = read_json(dir / "config.json");
+  auto load_with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto j = cfg;
+    edit(j);
+    write_json(dir / "config.json", j);
+    return MambaLM::load(dir.string());
+  };
+  // Other architectures are named, never loaded as Mamba nor reported as a missing tensor.
+  expect_error([&] { load_with([](auto& j) { j["model_type"] = "mamba2"; }); },
+               {"model_type 'mamba2' is not implemented by this library (supported: mamba, falcon_mamba)"});
+  expect_error([&] { load_with([](auto& j) { j["model_type"] = "jamba"; }); }, {"model_type 'jamba'"});
+  expect_error([&] { load_with([](auto& j) { j["model_type"] = 2; }); }, {"model_type", "must be a string"});
+  expect_error([&] {
+    load_with([](auto& j) {
+      j.erase("model_type");
+      j["architectures"] = {"Mamba2ForCausalLM"};
+    });
+  }, {"architecture 'Mamba2ForCausalLM' is not implemented by this library"});
+  expect_error([&] { load_with([](auto& j) { j["architectures"] = {"MambaModel"}; }); },
+               {"architecture 'MambaModel'"});
+  expect_error([&] { load_with([](auto& j) { j["model_type"] = "falcon_mamba"; }); },
+               {"model_type 'falcon_mamba'", "architectures", "MambaForCausalLM"});
+  expect_error([&] { load_with([](auto& j) { j["architectures"] = "MambaForCausalLM"; }); },
+               {"architectures", "must be an array of strings"});
+  // Only one of the two keys is enough.
+  EXPECT_NO_THROW(load_with([](auto& j) { j.erase("architectures"); }));
+  EXPECT_NO_THROW(load_with([](auto& j) { j.erase("model_type"); }));
+  // A config with neither, and none of mamba_ssm's keys either.
+  expect_error([&] {
+    load_with([](auto& j) {
+      j.erase("model_type");
+      j.erase("architectures");
+    });
+  }, {"neither 'model_type' nor 'architectures'"});
+  fs::remove_all(dir);
+}
+
+namespace {
+// tiny's config.json in mamba_ssm's dialect (MambaLMHeadModel's config): no model_type, d_model, n_layer, ssm_cfg.
+nlohmann::json mamba_ssm_config(const MambaConfig& c) {
+  return {{"d_model", c.d_model},
+          {"d_intermediate", 0},
+          {"n_layer", c.n_layer},
+          {"vocab_size", c.vocab_size},
+          {"ssm_cfg", nlohmann::json::object()},
+          {"attn_layer_idx", nlohmann::json::array()},
+          {"attn_cfg", nlohmann::json::object()},
+          {"rms_norm", true},
+          {"residual_in_fp32", true},
+          {"fused_add_norm", true},
+          {"pad_vocab_size_multiple", c.pad_vocab_size_multiple},
+          {"tie_embeddings", c.tie_embeddings}};
+}
+}  // namespace
+
+TEST(MambaLM, MambaSsmConfigs) {
+  // A model whose block options all differ from the defaults: biases on, conv bias off, dt_rank 3 (auto: 2).
+  MambaConfig cfg = small_config();
+  cfg.bias = true;
+  cfg.conv_bias = false;
+  cfg.dt_rank = 3;
+  cfg.pad_vocab_size_multiple = 1;
+  cfg.vocab_size = 56;
+  MambaLM model = MambaLM::init(cfg, 4);
+  const auto dir = temp_dir("ssm_cfg");
+  model.save(dir.string());
+  const std::vector<std::int64_t> ids = {1, 2, 3, 4, 5};
+  const auto ref = model.logits(TensorView::of(ids.data(), {1, 5})).to_vector<float>();
+  auto j = mamba_ssm_config(cfg);
+  j["ssm_cfg"] = {{"d_state", 8}, {"d_conv", 4}, {"expand", 2}, {"dt_rank", 3}, {"bias", true}, {"conv_bias", false},
+                  {"dt_min", 0.001}, {"use_fast_path", true}};
+  write_json(dir / "config.json", j);
+  MambaLM back = MambaLM::load(dir.string());
+  EXPECT_EQ(back.config().dt_rank, 3);
+  EXPECT_TRUE(back.config().bias);
+  EXPECT_FALSE(back.config().conv_bias);
+  EXPECT_EQ(back.logits(TensorView::of(ids.data(), {1, 5})).to_vector<float>(), ref);
+  // dt_rank "auto" is ceil(d_model / 16) = 2: x_proj then has the wrong shape, reported as such.
+  j["ssm_cfg"]["dt_rank"] = "auto";
+  write_json(dir / "config.json", j);
+  expect_error([&] { MambaLM::load(dir.string()); }, {"x_proj.weight' has shape (19, 64), the config needs (18, 64)"});
+  j["ssm_cfg"]["dt_rank"] = "big";
+  write_json(dir / "config.json", j);
+  expect_error([&] { MambaLM::load(dir.string()); }, {"ssm_cfg", "dt_rank", "\"auto\""});
+  j["ssm_cfg"]["dt_rank"] = 3;
+  j["ssm_cfg"]["bias"] = 1;
+  write_json(dir / "config.json", j);
+  expect_error([&] { MambaLM::load(dir.string()); }, {"ssm_cfg", "bias", "must be a boolean"});
+  // Mamba-2 layers, unknown block options, attention layers, MLPs and LayerNorm are not this model.
+  for (auto [edit, needle] : std::vector<std::pair<std::function<void(nlohmann::json&)>, std::string>>{
+           {[](auto& c) { c["ssm_cfg"] = {{"layer", "Mamba2"}}; }, "ssm_cfg layer 'Mamba2'"},
+           {[](auto& c) { c["ssm_cfg"] = {{"headdim", 64}}; }, "ssm_cfg key 'headdim'"},
+           {[](auto& c) { c["attn_layer_idx"] = {1}; }, "attn_layer_idx"},
+           {[](auto& c) { c["d_intermediate"] = 128; }, "d_intermediate"},
+           {[](auto& c) { c["rms_norm"] = false; }, "rms_norm"}}) {
+    auto k = mamba_ssm_config(cfg);
+    edit(k);
+    write_json(dir / "config.json", k);
+    expect_error([&] { MambaLM::load(dir.string()); }, {needle});
+  }
+  fs::remove_all(dir);
+}
+
+TEST(MambaConfig, VocabularyPadding) {
+  // mamba_ssm pads the embedding to a multiple of pad_vocab_size_multiple (MambaLMHeadModel.__init__) ...
+  MambaConfig c = small_config();
+  c.pad_vocab_size_multiple = 8;
+  auto ms = mamba_ssm_config(c);
+  EXPECT_EQ(MambaConfig::from_json(ms).padded_vocab(), 56);
+  ms.erase("pad_vocab_size_multiple");  // mamba_ssm's default is 8
+  EXPECT_EQ(MambaConfig::from_json(ms).padded_vocab(), 56);
+  // ... transformers builds nn.Embedding(vocab_size) and ignores the key, which converted checkpoints keep
+  // and resize_token_embeddings leaves behind next to a vocabulary that is no longer a multiple of it.
+  const auto hf = read_json(data_dir("mamba/tiny/config.json"));
+  auto j = hf;
+  j["vocab_size"] = 257;
+  j["pad_vocab_size_multiple"] = 8;
+  EXPECT_EQ(MambaConfig::from_json(j).padded_vocab(), 257);
+  EXPECT_EQ(MambaConfig::from_json(j).vocab_size, 257);
+}
+
+// ---- checkpoint layouts ----------------------------------------------------------------------------------
+
+TEST(MambaLM, ShardedCheckpoints) {
+  const fs::path dir = temp_dir("shards");
+  fs::create_directories(dir);
+  fs::copy_file(data_dir("mamba/tiny/config.json"), dir / "config.json");
+  // Three shards, tensors dealt round-robin, and the index mapping each to its shard.
+  std::vector<std::pair<std::string, Tensor>> all;
+  {
+    auto f = safetensors::File::open(data_dir("mamba/tiny/model.safetensors"));
+    for (const auto& e : f.entries()) all.emplace_back(e.name, f.tensor(e.name).to(Device::cpu()));
+  }
+  const char* names[3] = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                          "model-00003-of-00003.safetensors"};
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  auto write_shards = [&](const std::vector<std::pair<std::string, Tensor>>& ts) {
+    std::vector<std::pair<std::string, TensorView>> parts[3];
+    for (std::size_t i = 0; i < ts.size(); ++i) parts[i % 3].emplace_back(ts[i].first, ts[i].second.view());
+    for (int k = 0; k < 3; ++k) safetensors::save((dir / names[k]).string(), parts[k]);
+  };
+  write_shards(all);
+  for (std::size_t i = 0; i < all.size(); ++i) index["weight_map"][all[i].first] = names[i % 3];
+  write_json(dir / "model.safetensors.index.json", index);
+  const std::vector<std::int64_t> ids = {1, 17, 42, 99, 3, 250};
+  const auto ref = MambaLM::load(data_dir("mamba/tiny")).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>();
+  EXPECT_EQ(MambaLM::load(dir.string()).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>(), ref);
+  const std::string t0 = all[0].first, t1 = all[1].first;
+  auto with_index = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto j = index;
+    edit(j);
+    write_json(dir / "model.safetensors.index.json", j);
+  };
+  // A shard that is not there.
+  with_index([&](auto& j) { j["weight_map"][t0] = "model-00009-of-00003.safetensors"; });
+  expect_error([&] { MambaLM::load(dir.string()); }, {"model-00009-of-00003.safetensors", "not found", t0});
+  // The map sends a tensor to a shard that lacks it (and then its own shard holds a tensor not in the map).
+  with_index([&](auto& j) { j["weight_map"][t0] = names[1]; });
+  expect_error([&] { MambaLM::load(dir.string()); }, {t0, names[1], "lacks"});
+  // A tensor in a shard that the map does not list.
+  with_index([&](auto& j) { j["weight_map"].erase(t0); });
+  expect_error([&] { MambaLM::load(dir.string()); }, {t0, names[0], "not listed in the weight_map"});
+  // A tensor in two shards.
+  with_index([](auto&) {});
+  {
+    std::vector<std::pair<std::string, TensorView>> parts[3];
+    for (std::size_t i = 0; i < all.size(); ++i) parts[i % 3].emplace_back(all[i].first, all[i].second.view());
+    parts[1].emplace_back(t0, all[0].second.view());  // t0 also in the second shard
+    for (int k = 0; k < 3; ++k) safetensors::save((dir / names[k]).string(), parts[k]);
+  }
+  expect_error([&] { MambaLM::load(dir.string()); }, {t0, names[0], names[1], "both"});
+  write_shards(all);
+  // A name twice in the weight_map (JSON keeps the last silently; the file is rejected).
+  {
+    std::string text = index.dump();
+    const std::string key = "\"weight_map\":{";
+    text.insert(text.find(key) + key.size(), "\"" + t1 + "\":\"" + names[2] + "\",");
+    std::ofstream(dir / "model.safetensors.index.json", std::ios::trunc) << text;
+  }
+  expect_error([&] { MambaLM::load(dir.string()); }, {t1, "twice"});
+  // Shard names are file names in the directory, not paths.
+  with_index([&](auto& j) { j["weight_map"][t0] = "../model-00001-of-00003.safetensors"; });
+  expect_error([&] { MambaLM::load(dir.string()); }, {"../model-00001-of-00003.safetensors", "file name"});
+  with_index([&](auto& j) { j.erase("weight_map"); });
+  expect_error([&] { MambaLM::load(dir.string()); }, {"model.safetensors.index.json", "weight_map"});
+  std::ofstream(dir / "model.safetensors.index.json", std::ios::trunc) << "{ no";
+  expect_error([&] { MambaLM::load(dir.string()); }, {"model.safetensors.index.json", "not valid JSON"});
+  fs::remove_all(dir);
+}
+
+TEST(MambaLM, PyTorchPickleCheckpointsAreExplained) {
+  for (const char* file : {"pytorch_model.bin", "pytorch_model.bin.index.json"}) {
+    const fs::path dir = temp_dir("bin");
+    fs::create_directories(dir);
+    fs::copy_file(data_dir("mamba/tiny/config.json"), dir / "config.json");
+    std::ofstream(dir / file) << "PK";
+    expect_error([&] { MambaLM::load(dir.string()); },
+                 {file, "PyTorch pickle", "does not read", "save_pretrained", "safe_serialization=True"});
+    fs::remove_all(dir);
+  }
+  const fs::path dir = temp_dir("none");
+  fs::create_directories(dir);
+  fs::copy_file(data_dir("mamba/tiny/config.json"), dir / "config.json");
+  expect_error([&] { MambaLM::load(dir.string()); }, {"model.safetensors", "model.safetensors.index.json", "no weights"});
+  fs::remove_all(dir);
+}
+
+// ---- generation: end of sequence ---------------------------------------------------------------------------
+
+TEST(MambaLM, GenerationStopsAtEndOfSequence) {
+  const auto g = read_json(data_dir("mamba/tiny/golden.json"));
+  const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
+  const auto cont = g["continuation"].get<std::vector<std::int64_t>>();
+  // The first token of the continuation not seen before in it, at position k >= 2.
+  std::size_t k = 2;
+  while (std::find(cont.begin(), cont.begin() + static_cast<std::ptrdiff_t>(k), cont[k]) != cont.begin() + static_cast<std::ptrdiff_t>(k)) ++k;
+  const std::vector<std::int64_t> upto(cont.begin(), cont.begin() + static_cast<std::ptrdiff_t>(k) + 1);
+  const fs::path dir = copy_of("mamba/tiny", "eos");
+  auto cfg = read_json(dir / "config.json");
+  // eos_token_id as an int and as a list (transformers writes both forms); the stop token is part of the output,
+  // as in transformers' generate().
+  for (const nlohmann::json& eos : {nlohmann::json(cont[k]), nlohmann::json({255, cont[k]})}) {
+    cfg["eos_token_id"] = eos;
+    write_json(dir / "config.json", cfg);
+    MambaLM model = MambaLM::load(dir.string());
+    EXPECT_EQ(model.generate(prompt, static_cast<index_t>(cont.size())), upto) << eos.dump();
+  }
+  cfg["eos_token_id"] = "x";
+  write_json(dir / "config.json", cfg);
+  expect_error([&] { MambaLM::load(dir.string()); }, {"eos_token_id"});
+  fs::remove_all(dir);
+}
+
+TEST(MambaLM, StopIdsOverrideTheConfig) {
+  MambaLM model = MambaLM::load(data_dir("mamba/tiny"));
+  const auto g = read_json(data_dir("mamba/tiny/golden.json"));
+  const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
+  const auto cont = g["continuation"].get<std::vector<std::int64_t>>();
+  EXPECT_EQ(model.config().eos_token_ids, std::vector<std::int64_t>{0});  // tiny's eos_token_id, never produced
+  GenerationOptions opt;
+  opt.stop_ids = std::vector<std::int64_t>{cont[0]};
+  EXPECT_EQ(model.generate(prompt, 20, opt), std::vector<std::int64_t>{cont[0]});
+  opt.stop_ids = std::vector<std::int64_t>{};  // never stop early
+  EXPECT_EQ(model.generate(prompt, static_cast<index_t>(cont.size()), opt), cont);
+  // SamplingOptions still convert (sampling only: stop at the config's ids).
+  SamplingOptions s;
+  EXPECT_EQ(model.generate(prompt, 3, s), std::vector<std::int64_t>(cont.begin(), cont.begin() + 3));
+  opt.stop_ids = std::vector<std::int64_t>{-1};
+  expect_error([&] { model.generate(prompt, 3, opt); }, {"stop_ids"});
+}
+
+// ---- threads ---------------------------------------------------------------------------------------------------
+
+TEST(MambaLM, SetThreads) {
+  MambaConfig cfg = small_config();
+  cfg.d_model = 64;
+  MambaLM one = MambaLM::init(cfg, 8);
+  MambaLM two = one;
+  EXPECT_EQ(one.threads(), 0);
+  one.set_threads(1);
+  two.set_threads(2);
+  // Applied to every block (which split their GEMMs, conv and scan over that many threads).
+  EXPECT_EQ(two.threads(), 2);
+  for (const auto& b : two.blocks()) EXPECT_EQ(b.threads(), 2);
+  for (const auto& b : one.blocks()) EXPECT_EQ(b.threads(), 1);
+  // Large enough that the work is split (ssm::cpu::cpu_threads gives small problems one thread).
+  const index_t b = 2, l = 300;
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(b * l));
+  std::mt19937_64 rng(5);
+  for (auto& x : ids) x = static_cast<std::int64_t>(rng() % 50);
+  // The conv, the scan and the transposes compute every element by the same arithmetic whatever the split; the
+  // GEMMs split their output features, and Eigen's kernels for a narrower block may sum in another order (seen:
+  // 1 ulp on a few logits). So equal to f32 rounding, and the same tokens.
+  const auto l1 = one.logits(TensorView::of(ids.data(), {b, l})).to_vector<float>();
+  const auto l2 = two.logits(TensorView::of(ids.data(), {b, l})).to_vector<float>();
+  EXPECT_LE(normalized_error(l2.data(), l1.data(), l1.size()), 1e-6);
+  EXPECT_EQ(one.generate({1, 2, 3}, 10), two.generate({1, 2, 3}, 10));
+  expect_error([&] { one.set_threads(-1); }, {"set_threads", "n must be >= 0"});
+  EXPECT_EQ(one.threads(), 1);
+}
+
+TEST(MambaLM, MambaSsmCheckpointOfTinyMatchesTransformers) {
+  // tiny as mamba_ssm writes it (docs/checkpoints.md's conversion of its pytorch_model.bin): the tensor name
+  // backbone.embedding.weight, the tied lm_head.weight stored too, and mamba_ssm's config.json.
+  const fs::path dir = temp_dir("mamba_ssm_tiny");
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, Tensor>> ts;
+  {
+    auto f = safetensors::File::open(data_dir("mamba/tiny/model.safetensors"));
+    for (const auto& e : f.entries()) {
+      Tensor t = f.tensor(e.name).to(Device::cpu());
+      if (e.name == "backbone.embeddings.weight") {
+        ts.emplace_back("backbone.embedding.weight", t);
+        ts.emplace_back("lm_head.weight", t);
+      } else {
+        ts.emplace_back(e.name, t);
+      }
+    }
+  }
+  std::vector<std::pair<std::string, TensorView>> views;
+  for (auto& [n, t] : ts) views.emplace_back(n, t.view());
+  safetensors::save((dir / "model.safetensors").string(), views);
+  MambaConfig c;
+  c.d_model = 64;
+  c.n_layer = 2;
+  c.vocab_size = 256;
+  c.pad_vocab_size_multiple = 8;
+  write_json(dir / "config.json", mamba_ssm_config(c));
+  const std::vector<std::int64_t> ids = {1, 17, 42, 99, 3, 250};
+  const auto ref = MambaLM::load(data_dir("mamba/tiny")).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>();
+  EXPECT_EQ(MambaLM::load(dir.string()).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>(), ref);
+  fs::remove_all(dir);
 }

@@ -24,6 +24,9 @@ struct MambaLMShape {
   bool bias = false;            ///< in_proj / out_proj biases
   bool conv_bias = true;
   double norm_epsilon = 1e-5;
+  /// FalconMamba's RMS normalization of δ, B, C (config key mixer_rms_eps; MambaBlockConfig::bcdt_rms_eps); 0: none
+  /// (Mamba). Not implemented on the device: a nonzero value is rejected rather than computed as Mamba.
+  double bcdt_rms_eps = 0;
 };
 
 /// Host pointers to one layer's weights in PyTorch's layouts (see layers::MambaBlockParams); optional biases null.

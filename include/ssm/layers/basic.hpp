@@ -163,38 +163,47 @@ void embedding_backward(const Id* ids, const T* grad_y, T* grad_table, index_t r
 
 // ---- RMSNorm -------------------------------------------------------------------------------------------
 
-/// y = x / sqrt(mean(x^2) + eps) * weight, per row. x, y: (rows, dim), weight: (dim). In place allowed.
+/// y = x / sqrt(mean(x^2) + eps) * weight, per row. x, y: (rows, dim) with row stride ld (default dim),
+/// weight: (dim), or null for none (FalconMamba's normalization of δ, B, C). In place allowed.
 template <class T>
-void rmsnorm_forward(const T* x, const T* weight, T* y, index_t rows, index_t dim, double eps) {
+void rmsnorm_forward(const T* x, const T* weight, T* y, index_t rows, index_t dim, double eps, index_t ld = -1) {
+  if (ld < 0) ld = dim;
   for (index_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * dim;
-    T* yr = y + r * dim;
+    const T* xr = x + r * ld;
+    T* yr = y + r * ld;
     T ms = 0;
     for (index_t k = 0; k < dim; ++k) ms += xr[k] * xr[k];
     const T inv = T(1) / std::sqrt(ms / T(dim) + T(eps));
-    for (index_t k = 0; k < dim; ++k) yr[k] = xr[k] * inv * weight[k];
+    if (weight != nullptr)
+      for (index_t k = 0; k < dim; ++k) yr[k] = xr[k] * inv * weight[k];
+    else
+      for (index_t k = 0; k < dim; ++k) yr[k] = xr[k] * inv;
   }
 }
-/// Backward of rmsnorm_forward: grad_x (overwritten) and grad_weight += Σ_rows grad_y x̂.
+/// Backward of rmsnorm_forward: grad_x (overwritten) and grad_weight += Σ_rows grad_y x̂ (weight and
+/// grad_weight may be null: no weight). x, grad_y, grad_x share the row stride ld (default dim).
 /// With x̂ = x r, r = (mean(x^2) + eps)^{-1/2}, g = grad_y ⊙ weight: grad_x = r (g − x̂ mean(g ⊙ x̂)).
 template <class T>
 void rmsnorm_backward(const T* x, const T* weight, const T* grad_y, T* grad_x, T* grad_weight, index_t rows,
-                      index_t dim, double eps) {
+                      index_t dim, double eps, index_t ld = -1) {
+  if (ld < 0) ld = dim;
   for (index_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * dim;
-    const T* gy = grad_y + r * dim;
+    const T* xr = x + r * ld;
+    const T* gy = grad_y + r * ld;
     T ms = 0;
     for (index_t k = 0; k < dim; ++k) ms += xr[k] * xr[k];
     const T inv = T(1) / std::sqrt(ms / T(dim) + T(eps));
     T dot = 0;
     for (index_t k = 0; k < dim; ++k) {
       const T xhat = xr[k] * inv;
+      const T wk = weight != nullptr ? weight[k] : T(1);
       if (grad_weight != nullptr) grad_weight[k] += gy[k] * xhat;
-      dot += gy[k] * weight[k] * xhat;
+      dot += gy[k] * wk * xhat;
     }
     dot /= T(dim);
     if (grad_x != nullptr)
-      for (index_t k = 0; k < dim; ++k) grad_x[r * dim + k] = inv * (gy[k] * weight[k] - xr[k] * inv * dot);
+      for (index_t k = 0; k < dim; ++k)
+        grad_x[r * ld + k] = inv * (gy[k] * (weight != nullptr ? weight[k] : T(1)) - xr[k] * inv * dot);
   }
 }
 

@@ -1,7 +1,8 @@
 // The Mamba block (Gu & Dao 2023, "Mamba", §3.4 and Fig. 3; MATH.md §6): in_proj → causal depthwise
 // conv1d → SiLU → x_proj (δ, B, C) → dt_proj → selective scan (D, z gate, softplus Δ) → out_proj.
 // Parallel forward over a sequence, step for one token with a per-layer cache (conv state, SSM state),
-// and backward (gradients of the input and of every parameter).
+// and backward (gradients of the input and of every parameter). With bcdt_rms_eps set the block is
+// FalconMamba's mixer (transformers' FalconMambaMixer): δ, B and C are RMS-normalized after x_proj.
 //
 // Glossary (code name → paper / mamba_simple.py):
 //   x, z      the two halves of in_proj(u) (the SSM branch and the gate)      (l, d_inner) each
@@ -16,6 +17,7 @@
 
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +41,9 @@ struct MambaBlockConfig {
   index_t dt_rank = 0;   // 0 ("auto"): ceil(d_model / 16)
   bool bias = false;       // in_proj and out_proj biases
   bool conv_bias = true;   // conv1d bias
+  // FalconMamba (config key mixer_rms_eps): δ, B and C, split from x_proj's output, are each RMS-normalized
+  // over their own features without a weight, with this epsilon, before δ goes through dt_proj. Unset: Mamba.
+  std::optional<double> bcdt_rms_eps;
   // Initialization of Δ (published values).
   double dt_min = 0.001, dt_max = 0.1, dt_init_floor = 1e-4;
 
@@ -57,6 +62,7 @@ struct MambaBlockConfig {
     check_positive(op, "dt_max", dt_max);
     SSM_CHECK(dt_min <= dt_max, op, ": dt_min ", dt_min, " exceeds dt_max ", dt_max);
     check_positive(op, "dt_init_floor", dt_init_floor);
+    if (bcdt_rms_eps) check_positive(op, "bcdt_rms_eps", *bcdt_rms_eps);
   }
 };
 
@@ -158,6 +164,15 @@ void mamba_scan_forward(index_t l, index_t di, index_t n, const T* u, index_t ld
     }
     if (hs != nullptr) std::copy_n(h, di * n, hs + t * di * n);
   }
+}
+
+/// FalconMamba: x_proj's output dbc (rows, r + 2n), row stride ld: δ (r), B (n) and C (n) of every row
+/// RMS-normalized in place, each over its own features, without weight.
+template <class T>
+void normalize_dbc(T* dbc, index_t rows, index_t r, index_t n, index_t ld, double eps) {
+  rmsnorm_forward(dbc, static_cast<const T*>(nullptr), dbc, rows, r, eps, ld);
+  rmsnorm_forward(dbc + r, static_cast<const T*>(nullptr), dbc + r, rows, n, eps, ld);
+  rmsnorm_forward(dbc + r + n, static_cast<const T*>(nullptr), dbc + r + n, rows, n, eps, ld);
 }
 
 /// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: one tile, W x W blocks transposed in vector
@@ -351,6 +366,7 @@ class MambaBlock {
         }
     }
     linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx, -1, -1, nt);
+    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.data(), rows, r, n, nx, *cfg_.bcdt_rms_eps);
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx, -1, nt);
     {
       // The selective scan op (ssm::selective_scan: optimized CPU path) in its (b, d, l) layout.
@@ -417,6 +433,7 @@ class MambaBlock {
     for (index_t bi = 0; bi < b; ++bi)
       conv1d_update(conv, xz + bi * 2 * di, cache.conv_state.data() + bi * (w - 1) * di, xc + bi * di);
     linear_forward(xc, p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc, b, di, nx, -1, -1, nt);
+    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, b, r, n, nx, *cfg_.bcdt_rms_eps);
     linear_forward(dbc, p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt, b, r, di, nx, -1, nt);
     for (index_t bi = 0; bi < b; ++bi)
       detail::mamba_scan_forward(1, di, n, xc + bi * di, di, dt + bi * di, di, p_.dt_proj_bias.data(), A_.data(),
@@ -463,6 +480,11 @@ class MambaBlock {
                      static_cast<T*>(nullptr));
     }
     linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
+    std::vector<T> dbc_raw;  // (b, l, r + 2n) x_proj's output before FalconMamba's normalization
+    if (cfg_.bcdt_rms_eps) {
+      dbc_raw = dbc;
+      detail::normalize_dbc(dbc.data(), rows, r, n, nx, *cfg_.bcdt_rms_eps);
+    }
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
     // ---- selective scan (forward again, for out_proj's input) ----
     detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
@@ -504,6 +526,15 @@ class MambaBlock {
     // grad of δ (the first r columns of dbc) from dt_proj; grad_dbc's B, C columns came from the scan.
     linear_backward(dbc.data(), p_.dt_proj_weight.data(), grad_dt.data(), grad_dbc.data(), gp.dt_proj_weight.data(),
                     static_cast<T*>(nullptr), rows, r, di, nx, di, nx);
+    if (cfg_.bcdt_rms_eps) {
+      // Through FalconMamba's normalizations: grad_dbc so far is w.r.t. the normalized δ, B, C.
+      std::vector<T> g(grad_dbc.size());  // (b, l, r + 2n)
+      const double eps = *cfg_.bcdt_rms_eps;
+      for (auto [off, dim] : {std::pair<index_t, index_t>{0, r}, {r, n}, {r + n, n}})
+        rmsnorm_backward(dbc_raw.data() + off, static_cast<const T*>(nullptr), grad_dbc.data() + off, g.data() + off,
+                         static_cast<T*>(nullptr), rows, dim, eps, nx);
+      grad_dbc.swap(g);
+    }
     std::vector<T> grad_xc_proj(static_cast<std::size_t>(rows * di));  // (b, l, di)
     linear_backward(xc.data(), p_.x_proj_weight.data(), grad_dbc.data(), grad_xc_proj.data(),
                     gp.x_proj_weight.data(), static_cast<T*>(nullptr), rows, di, nx);
@@ -522,6 +553,9 @@ class MambaBlock {
                     bias_or_null_mut(gp.in_proj_bias), rows, dm, 2 * di);
     return g;
   }
+
+  /// The thread count set by set_threads (0: automatic).
+  int threads() const { return threads_; }
 
   /// Threads forward() and backward()'s scan may use (0, the default: the hardware threads, fewer for a small
   /// problem; see ssm::cpu::cpu_threads).

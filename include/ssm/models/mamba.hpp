@@ -2,7 +2,9 @@
 // block, residual add in fp32) → final RMSNorm → lm_head (tied to the embedding by default). Logits for
 // a sequence, prefill then token-by-token generation (greedy, temperature, top-k, top-p, seeded) with a
 // copyable cache of constant size, and the Hugging Face checkpoint format (config.json +
-// model.safetensors, F32/F16/BF16; weights are held and computed in f32).
+// model.safetensors or a sharded model.safetensors.index.json, F32/F16/BF16; weights are held and computed
+// in f32). Loads transformers' `mamba` and `falcon_mamba` model types and mamba_ssm's configs
+// (docs/checkpoints.md).
 #pragma once
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <span>
@@ -39,7 +42,7 @@ struct MambaConfig {
   index_t d_model = 768;
   index_t n_layer = 24;
   index_t vocab_size = 50277;
-  index_t pad_vocab_size_multiple = 8;  // the embedding has vocab_size rounded up to this multiple
+  index_t pad_vocab_size_multiple = 8;  // the embedding has vocab_size rounded up to this multiple (1 for HF configs)
   index_t d_state = 16;
   index_t d_conv = 4;
   index_t expand = 2;
@@ -50,6 +53,11 @@ struct MambaConfig {
   bool tie_embeddings = true;
   bool residual_in_fp32 = true;  // the residual stream is always f32 here; kept for the file format
   double norm_epsilon = 1e-5;
+  /// FalconMamba (model_type falcon_mamba, key mixer_rms_eps): the epsilon of the RMS normalization without
+  /// weight of δ, B and C in every block (layers::MambaBlockConfig::bcdt_rms_eps). Unset: Mamba.
+  std::optional<double> mixer_rms_eps;
+  /// End-of-sequence ids (config.json's eos_token_id, an int or a list): where generate() stops by default.
+  std::vector<std::int64_t> eos_token_ids;
 
   /// The embedding's row count: vocab_size rounded up to pad_vocab_size_multiple.
   index_t padded_vocab() const {
@@ -66,6 +74,7 @@ struct MambaConfig {
     c.dt_rank = dt_rank;
     c.bias = bias;
     c.conv_bias = conv_bias;
+    c.bcdt_rms_eps = mixer_rms_eps;
     return c;
   }
   void validate() const {
@@ -75,94 +84,197 @@ struct MambaConfig {
     SSM_CHECK(pad_vocab_size_multiple >= 1, op, ": pad_vocab_size_multiple must be >= 1, got ",
               pad_vocab_size_multiple);
     check_positive(op, "norm_epsilon", norm_epsilon);
+    if (mixer_rms_eps) check_positive(op, "mixer_rms_eps", *mixer_rms_eps);
+    for (auto id : eos_token_ids) SSM_CHECK(id >= 0, op, ": eos_token_id must be >= 0, got ", id);
     block().validate(op);
   }
 
-  /// Reads a Hugging Face (`model_type: mamba`) or mamba_ssm config.json object. Hugging Face configs
-  /// store the already padded vocabulary (pad multiple 1). Throws ssm::Error on a missing or mistyped field.
+  /// Reads a config.json object: transformers' (model_type `mamba` or `falcon_mamba`, or the matching
+  /// `architectures`) or mamba_ssm's (MambaLMHeadModel: neither key; d_model, n_layer, ssm_cfg). Any other
+  /// model type or architecture is rejected by name. transformers builds the embedding with exactly
+  /// vocab_size rows (pad_vocab_size_multiple, which converted and resized checkpoints keep, is ignored);
+  /// mamba_ssm pads vocab_size up to pad_vocab_size_multiple (default 8). Throws ssm::Error naming the key
+  /// on a missing, mistyped or unsupported field.
   static MambaConfig from_json(const nlohmann::json& j) {
-    SSM_CHECK(j.is_object(), "MambaConfig: config.json must be a JSON object");
+    const char* op = "MambaConfig";
+    SSM_CHECK(j.is_object(), op, ": config.json must be a JSON object");
     MambaConfig c;
     auto get_int = [&](std::initializer_list<const char*> keys, index_t& out, bool required) {
       for (const char* k : keys)
         if (j.contains(k)) {
           const auto& v = j[k];
-          SSM_CHECK(v.is_number_integer(), "MambaConfig: field '", k, "' must be an integer, got ", v.dump());
+          SSM_CHECK(v.is_number_integer(), op, ": field '", k, "' must be an integer, got ", v.dump());
           out = v.get<index_t>();
           return;
         }
-      SSM_CHECK(!required, "MambaConfig: config.json lacks '", *keys.begin(), "'");
+      SSM_CHECK(!required, op, ": config.json lacks '", *keys.begin(), "'");
     };
-    auto get_bool = [&](const char* k, bool& out) {
-      if (!j.contains(k)) return;
-      SSM_CHECK(j[k].is_boolean(), "MambaConfig: field '", k, "' must be a boolean, got ", j[k].dump());
-      out = j[k].get<bool>();
+    auto get_bool = [&](const nlohmann::json& obj, const char* k, bool& out, const char* where = "field") {
+      if (!obj.contains(k)) return;
+      SSM_CHECK(obj[k].is_boolean(), op, ": ", where, " '", k, "' must be a boolean, got ", obj[k].dump());
+      out = obj[k].get<bool>();
     };
-    const bool hf = j.contains("hidden_size");
-    c.pad_vocab_size_multiple = hf ? 1 : 8;
+    // An int, or "auto" (0).
+    auto get_rank = [&](const nlohmann::json& v, const char* k) -> index_t {
+      if (v.is_string()) {
+        SSM_CHECK(v.get<std::string>() == "auto", op, ": ", k, " must be an integer or \"auto\", got ", v.dump());
+        return 0;
+      }
+      SSM_CHECK(v.is_number_integer(), op, ": ", k, " must be an integer or \"auto\", got ", v.dump());
+      return v.get<index_t>();
+    };
+    const std::string type = model_type_of(j);
+    const bool hf = !type.empty();
+    if (hf) {
+      c.pad_vocab_size_multiple = 1;  // transformers: nn.Embedding(vocab_size, ...) whatever the config says
+    } else {
+      SSM_CHECK(j.contains("d_model") && j.contains("n_layer"), op,
+                ": config.json has neither 'model_type' nor 'architectures', and is not a mamba_ssm config (d_model, "
+                "n_layer, vocab_size, ssm_cfg): cannot tell which model it describes");
+      check_mamba_ssm(j);
+      c.pad_vocab_size_multiple = 8;  // mamba_ssm's MambaConfig default
+      get_int({"pad_vocab_size_multiple"}, c.pad_vocab_size_multiple, false);
+    }
     get_int({"hidden_size", "d_model"}, c.d_model, true);
     get_int({"num_hidden_layers", "n_layer"}, c.n_layer, true);
     get_int({"vocab_size"}, c.vocab_size, true);
-    get_int({"pad_vocab_size_multiple"}, c.pad_vocab_size_multiple, false);
     get_int({"state_size", "d_state"}, c.d_state, false);
     get_int({"conv_kernel", "d_conv"}, c.d_conv, false);
     get_int({"expand"}, c.expand, false);
     get_int({"intermediate_size"}, c.d_inner, false);
-    if (j.contains("ssm_cfg") && j["ssm_cfg"].is_object()) {  // mamba_ssm: overrides of the block's defaults
+    if (!hf && j.contains("ssm_cfg")) {  // mamba_ssm: keyword arguments of mamba_simple.Mamba
       const auto& s = j["ssm_cfg"];
+      SSM_CHECK(s.is_object(), op, ": ssm_cfg must be an object, got ", s.dump());
       for (auto [k, dst] : {std::pair<const char*, index_t*>{"d_state", &c.d_state}, {"d_conv", &c.d_conv},
                             {"expand", &c.expand}}) {
         if (!s.contains(k)) continue;
-        SSM_CHECK(s[k].is_number_integer(), "MambaConfig: ssm_cfg field '", k, "' must be an integer");
+        SSM_CHECK(s[k].is_number_integer(), op, ": ssm_cfg field '", k, "' must be an integer, got ", s[k].dump());
         *dst = s[k].get<index_t>();
       }
+      if (s.contains("dt_rank")) c.dt_rank = get_rank(s["dt_rank"], "ssm_cfg field 'dt_rank'");
+      get_bool(s, "bias", c.bias, "ssm_cfg field");
+      get_bool(s, "conv_bias", c.conv_bias, "ssm_cfg field");
     }
-    if (j.contains("time_step_rank")) {
-      const auto& v = j["time_step_rank"];
-      if (v.is_string()) {
-        SSM_CHECK(v.get<std::string>() == "auto", "MambaConfig: time_step_rank must be an integer or \"auto\", got ",
-                  v.dump());
-        c.dt_rank = 0;
-      } else {
-        SSM_CHECK(v.is_number_integer(), "MambaConfig: time_step_rank must be an integer or \"auto\", got ", v.dump());
-        c.dt_rank = v.get<index_t>();
-      }
+    if (j.contains("time_step_rank")) c.dt_rank = get_rank(j["time_step_rank"], "time_step_rank");
+    get_bool(j, "use_bias", c.bias);
+    get_bool(j, "use_conv_bias", c.conv_bias);
+    get_bool(j, "tie_word_embeddings", c.tie_embeddings);
+    get_bool(j, "tie_embeddings", c.tie_embeddings);
+    get_bool(j, "residual_in_fp32", c.residual_in_fp32);
+    auto get_number = [&](const char* k, double& out) {
+      if (!j.contains(k)) return false;
+      SSM_CHECK(j[k].is_number(), op, ": field '", k, "' must be a number, got ", j[k].dump());
+      out = j[k].get<double>();
+      return true;
+    };
+    for (const char* k : {"layer_norm_epsilon", "norm_epsilon"}) get_number(k, c.norm_epsilon);
+    if (type == "falcon_mamba") {
+      double eps = 1e-6;  // transformers' FalconMambaConfig default
+      get_number("mixer_rms_eps", eps);
+      c.mixer_rms_eps = eps;
     }
-    get_bool("use_bias", c.bias);
-    get_bool("use_conv_bias", c.conv_bias);
-    get_bool("tie_word_embeddings", c.tie_embeddings);
-    get_bool("tie_embeddings", c.tie_embeddings);
-    get_bool("residual_in_fp32", c.residual_in_fp32);
-    for (const char* k : {"layer_norm_epsilon", "norm_epsilon"})
-      if (j.contains(k)) {
-        SSM_CHECK(j[k].is_number(), "MambaConfig: field '", k, "' must be a number, got ", j[k].dump());
-        c.norm_epsilon = j[k].get<double>();
-      }
     if (j.contains("hidden_act"))
-      SSM_CHECK(j["hidden_act"] == "silu", "MambaConfig: only hidden_act \"silu\" is supported, got ",
+      SSM_CHECK(j["hidden_act"] == "silu", op, ": only hidden_act \"silu\" is supported, got ",
                 j["hidden_act"].dump());
+    if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+      const auto& e = j["eos_token_id"];
+      auto add = [&](const nlohmann::json& v) {
+        SSM_CHECK(v.is_number_integer(), op, ": eos_token_id must be an integer or a list of integers, got ",
+                  e.dump());
+        c.eos_token_ids.push_back(v.get<std::int64_t>());
+      };
+      if (e.is_array())
+        for (const auto& v : e) add(v);
+      else
+        add(e);
+    }
     c.validate();
     return c;
   }
 
   /// The Hugging Face form of this config (vocab_size written already padded).
   nlohmann::json to_json() const {
-    return {{"architectures", {"MambaForCausalLM"}},
-            {"model_type", "mamba"},
-            {"hidden_size", d_model},
-            {"num_hidden_layers", n_layer},
-            {"vocab_size", padded_vocab()},
-            {"state_size", d_state},
-            {"conv_kernel", d_conv},
-            {"expand", expand},
-            {"intermediate_size", block().inner()},
-            {"time_step_rank", block().rank()},
-            {"use_bias", bias},
-            {"use_conv_bias", conv_bias},
-            {"tie_word_embeddings", tie_embeddings},
-            {"residual_in_fp32", residual_in_fp32},
-            {"layer_norm_epsilon", norm_epsilon},
-            {"hidden_act", "silu"}};
+    const bool falcon = mixer_rms_eps.has_value();
+    nlohmann::json j = {{"architectures", {falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM"}},
+                        {"model_type", falcon ? "falcon_mamba" : "mamba"},
+                        {"hidden_size", d_model},
+                        {"num_hidden_layers", n_layer},
+                        {"vocab_size", padded_vocab()},
+                        {"state_size", d_state},
+                        {"conv_kernel", d_conv},
+                        {"expand", expand},
+                        {"intermediate_size", block().inner()},
+                        {"time_step_rank", block().rank()},
+                        {"use_bias", bias},
+                        {"use_conv_bias", conv_bias},
+                        {"tie_word_embeddings", tie_embeddings},
+                        {"residual_in_fp32", residual_in_fp32},
+                        {"layer_norm_epsilon", norm_epsilon},
+                        {"hidden_act", "silu"}};
+    if (falcon) j["mixer_rms_eps"] = *mixer_rms_eps;
+    if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
+    if (eos_token_ids.size() > 1) j["eos_token_id"] = eos_token_ids;
+    return j;
+  }
+
+ private:
+  // transformers' model type from model_type and/or architectures (they must agree); "" when neither key is
+  // there (a mamba_ssm config). Every other model is rejected by name.
+  static std::string model_type_of(const nlohmann::json& j) {
+    const char* op = "MambaConfig";
+    std::string type;
+    if (j.contains("model_type") && !j["model_type"].is_null()) {
+      SSM_CHECK(j["model_type"].is_string(), op, ": model_type must be a string, got ", j["model_type"].dump());
+      type = j["model_type"].get<std::string>();
+      SSM_CHECK(type == "mamba" || type == "falcon_mamba", "MambaLM::load: model_type '", type,
+                "' is not implemented by this library (supported: mamba, falcon_mamba)");
+    }
+    if (j.contains("architectures") && !j["architectures"].is_null()) {
+      const auto& a = j["architectures"];
+      SSM_CHECK(a.is_array(), op, ": architectures must be an array of strings, got ", a.dump());
+      for (const auto& v : a) {
+        SSM_CHECK(v.is_string(), op, ": architectures must be an array of strings, got ", a.dump());
+        const std::string arch = v.get<std::string>();
+        const std::string t = arch == "MambaForCausalLM" ? "mamba" : arch == "FalconMambaForCausalLM" ? "falcon_mamba" : "";
+        SSM_CHECK(!t.empty(), "MambaLM::load: architecture '", arch,
+                  "' is not implemented by this library (supported: MambaForCausalLM, FalconMambaForCausalLM)");
+        SSM_CHECK(type.empty() || type == t, op, ": model_type '", type, "' contradicts architectures entry '", arch,
+                  "'");
+        type = t;
+      }
+    }
+    return type;
+  }
+
+  // mamba_ssm's MambaLMHeadModel options that make a model other than Mamba-1 with RMSNorm.
+  static void check_mamba_ssm(const nlohmann::json& j) {
+    const char* op = "MambaLM::load";
+    if (j.contains("ssm_cfg")) {
+      const auto& s = j["ssm_cfg"];
+      SSM_CHECK(s.is_object(), op, ": ssm_cfg must be an object, got ", s.dump());
+      if (s.contains("layer")) {
+        const auto& layer = s["layer"];
+        const std::string name = layer.is_string() ? layer.get<std::string>() : layer.dump();
+        SSM_CHECK(layer.is_string() && name == "Mamba1", op, ": ssm_cfg layer '", name,
+                  "' is not implemented by this library (supported: Mamba1)");
+      }
+      // mamba_simple.Mamba's arguments; those after conv_bias only shape the initialization or the kernel used.
+      static const std::set<std::string> known = {"d_state", "d_conv", "expand", "dt_rank", "bias", "conv_bias", "layer",
+                                                  "dt_min", "dt_max", "dt_init", "dt_scale", "dt_init_floor",
+                                                  "use_fast_path"};
+      for (auto it = s.begin(); it != s.end(); ++it)
+        SSM_CHECK(known.count(it.key()) != 0, op, ": ssm_cfg key '", it.key(),
+                  "' is not an option of mamba_ssm's Mamba (Mamba-1) block: not implemented by this library");
+    }
+    if (j.contains("attn_layer_idx"))
+      SSM_CHECK(j["attn_layer_idx"].is_array() && j["attn_layer_idx"].empty(), op, ": attn_layer_idx ",
+                j["attn_layer_idx"].dump(), " makes a hybrid with attention layers, not implemented by this library");
+    if (j.contains("d_intermediate"))
+      SSM_CHECK(j["d_intermediate"] == 0, op, ": d_intermediate ", j["d_intermediate"].dump(),
+                " adds MLP layers, not implemented by this library (supported: 0)");
+    if (j.contains("rms_norm"))
+      SSM_CHECK(j["rms_norm"] == true, op, ": rms_norm ", j["rms_norm"].dump(),
+                " (LayerNorm) is not implemented by this library (supported: true)");
   }
 };
 
@@ -180,6 +292,24 @@ struct SamplingOptions {
               temperature);
     SSM_CHECK(top_k >= 0, "SamplingOptions: top_k must be >= 0 (0 = no limit), got ", top_k);
     SSM_CHECK(std::isfinite(top_p) && top_p > 0 && top_p <= 1, "SamplingOptions: top_p must be in (0, 1], got ", top_p);
+  }
+};
+
+/// Options of MambaLM::generate: sampling, and the tokens that end the generation.
+struct GenerationOptions : SamplingOptions {
+  /// Tokens that end generation. The stop token is the last token returned, as in transformers' generate()
+  /// (which appends the eos token, then marks the sequence finished). Unset: the model's end-of-sequence ids
+  /// (MambaConfig::eos_token_ids, from config.json's eos_token_id); empty: only max_new_tokens ends it.
+  std::optional<std::vector<std::int64_t>> stop_ids;
+
+  GenerationOptions() = default;
+  /// Sampling options alone (implicit, so that generate(prompt, n, sampling) reads as before).
+  GenerationOptions(const SamplingOptions& s) : SamplingOptions(s) {}  // NOLINT(google-explicit-constructor)
+
+  void validate() const {
+    SamplingOptions::validate();
+    if (stop_ids)
+      for (auto id : *stop_ids) SSM_CHECK(id >= 0, "GenerationOptions: stop_ids must be >= 0, got ", id);
   }
 };
 
@@ -259,25 +389,48 @@ class MambaLM {
     return m;
   }
 
-  /// Loads a Hugging Face checkpoint directory: `config.json` and `model.safetensors` (F32, F16, BF16,
-  /// F64; converted to f32). Throws ssm::Error for a missing file, a bad config, a malformed file, a
-  /// missing, extra or wrongly shaped tensor, or a non-floating dtype.
+  /// Loads a checkpoint directory: `config.json` (see MambaConfig::from_json) and the weights, either
+  /// `model.safetensors` or the shards named by `model.safetensors.index.json` (F32, F16, BF16, F64; converted
+  /// to f32; every file memory-mapped). Throws ssm::Error for a missing file, an unsupported model type, a
+  /// bad config, a malformed file or index, a missing, extra or wrongly shaped tensor, or a non-floating dtype;
+  /// a PyTorch pickle checkpoint (pytorch_model.bin) is named with the command that converts it.
   static MambaLM load(const std::string& dir) {
     namespace fs = std::filesystem;
     const fs::path cfg_path = fs::path(dir) / "config.json";
-    const fs::path st_path = fs::path(dir) / "model.safetensors";
     SSM_CHECK(fs::is_regular_file(cfg_path), "MambaLM::load: '", cfg_path.string(), "' not found");
-    SSM_CHECK(fs::is_regular_file(st_path), "MambaLM::load: '", st_path.string(),
-              "' not found (sharded checkpoints are not supported)");
     std::ifstream is(cfg_path);
-    nlohmann::json j = nlohmann::json::parse(is, nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json j = nlohmann::json::parse(is, nullptr, /*allow_exceptions=*/false);
     SSM_CHECK(!j.is_discarded(), "MambaLM::load: '", cfg_path.string(), "' is not valid JSON");
-    return from_safetensors(MambaConfig::from_json(j), safetensors::File::open(st_path.string()));
+    // The config first: a model this library does not implement is named before its tensors are looked at.
+    const MambaConfig cfg = MambaConfig::from_json(j);
+    return from_checkpoint(cfg, open_weights(dir));
   }
 
-  /// Builds the model from parsed safetensors under the Hugging Face tensor names (mamba_ssm's
+  /// The weights of a checkpoint directory: model.safetensors, else the shards of model.safetensors.index.json
+  /// (as transformers prefers them). Throws ssm::Error when neither is there, explaining a PyTorch pickle.
+  static safetensors::Checkpoint open_weights(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
+    if (fs::is_regular_file(single)) return safetensors::Checkpoint(safetensors::File::open(single.string()));
+    if (fs::is_regular_file(index)) return safetensors::Checkpoint::open_index(index.string());
+    for (const char* bin : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
+      SSM_CHECK(!fs::exists(fs::path(dir) / bin), "MambaLM::load: '", dir, "' holds '", bin,
+                "', a PyTorch pickle checkpoint, which this library does not read (unpickling can run arbitrary code). "
+                "Convert it to safetensors with transformers: python -c \"from transformers import "
+                "AutoModelForCausalLM as M; M.from_pretrained('", dir, "').save_pretrained('OUT', "
+                "safe_serialization=True)\" and load OUT (docs/checkpoints.md)");
+    fail("MambaLM::load: '", dir, "' has no weights: '", single.string(), "' not found, nor '", index.string(),
+         "' (a sharded checkpoint)");
+  }
+
+  /// Builds the model from one parsed safetensors file under the Hugging Face tensor names (mamba_ssm's
   /// `backbone.embedding.weight` is accepted too).
   static MambaLM from_safetensors(const MambaConfig& cfg, const safetensors::File& f) {
+    return from_checkpoint(cfg, safetensors::Checkpoint(f));
+  }
+
+  /// from_safetensors over a checkpoint of one or more files (a sharded checkpoint).
+  static MambaLM from_checkpoint(const MambaConfig& cfg, const safetensors::Checkpoint& f) {
     cfg.validate();
     MambaLM m;
     m.cfg_ = cfg;
@@ -314,8 +467,8 @@ class MambaLM {
       SSM_CHECK(head == m.embedding_, "MambaLM::load: tie_word_embeddings is set but 'lm_head.weight' differs from "
                 "the embedding");
     }
-    for (const auto& e : f.entries())
-      SSM_CHECK(used.count(e.name) != 0, "MambaLM::load: '", f.source(), "' has unexpected tensor '", e.name,
+    for (const auto& name : f.names())
+      SSM_CHECK(used.count(name) != 0, "MambaLM::load: '", f.file_of(name).source(), "' has unexpected tensor '", name,
                 "' (not part of a Mamba model with this config)");
     return m;
   }
@@ -358,13 +511,24 @@ class MambaLM {
   const MambaConfig& config() const { return cfg_; }
   const std::vector<Block>& blocks() const { return blocks_; }
 
+  /// Threads the CPU forward, prefill, step and the logits GEMM may use: every block's (MambaBlock::set_threads)
+  /// and the lm_head's. 0 (the default): automatic, the hardware threads, fewer for a small problem
+  /// (ssm::cpu::cpu_threads). Results do not depend on it.
+  void set_threads(int n) {
+    SSM_CHECK(n >= 0, "MambaLM::set_threads: n must be >= 0 (0 = automatic), got ", n);
+    threads_ = n;
+    for (auto& b : blocks_) b.set_threads(n);
+  }
+  /// The thread count set by set_threads (0: automatic).
+  int threads() const { return threads_; }
+
   /// Pointers to every weight (valid while this model lives) and the resolved sizes: what the CUDA model
   /// (ssm::cuda::MambaLMDevice) uploads.
   cuda::MambaLMWeights weights() const {
     cuda::MambaLMWeights w;
     const auto bc = cfg_.block();
     w.shape = {cfg_.d_model, cfg_.n_layer, cfg_.padded_vocab(), cfg_.d_state, cfg_.d_conv, bc.inner(), bc.rank(),
-               cfg_.bias, cfg_.conv_bias, cfg_.norm_epsilon};
+               cfg_.bias, cfg_.conv_bias, cfg_.norm_epsilon, cfg_.mixer_rms_eps.value_or(0.0)};
     w.embedding = embedding_.data();
     w.lm_head = cfg_.tie_embeddings ? nullptr : lm_head_.data();
     w.norm_f = norm_f_.data();
@@ -473,13 +637,16 @@ class MambaLM {
   }
 #endif
 
-  /// Prefills `prompt` (one sequence) and generates max_new_tokens tokens; returns only the new ones.
-  /// Sampling is over the first vocab_size logits (padding rows are never produced). When `cache` is
-  /// given it holds the state after the last generated token has been fed (ready to continue).
+  /// Prefills `prompt` (one sequence) and generates up to max_new_tokens tokens; returns only the new ones.
+  /// Stops after a stop token (opt.stop_ids, by default the config's eos_token_ids), which is returned as the
+  /// last token, as transformers' generate() does. Sampling is over the first vocab_size logits (padding rows
+  /// are never produced). When `cache` is given it holds the state after the last generated token has been
+  /// fed (ready to continue).
   std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, index_t max_new_tokens,
-                                     const SamplingOptions& opt = {}, MambaCache* cache = nullptr) const {
+                                     const GenerationOptions& opt = {}, MambaCache* cache = nullptr) const {
     opt.validate();
     SSM_CHECK(max_new_tokens >= 0, "MambaLM::generate: max_new_tokens must be >= 0, got ", max_new_tokens);
+    const std::vector<std::int64_t>& stop = opt.stop_ids ? *opt.stop_ids : cfg_.eos_token_ids;
     MambaCache local;
     MambaCache& c = cache != nullptr ? *cache : local;
     std::mt19937_64 rng(opt.seed);
@@ -491,6 +658,7 @@ class MambaLM {
       out.push_back(tok);
       const std::int64_t id = tok;
       lg = step(std::span<const std::int64_t>(&id, 1), c);
+      if (std::find(stop.begin(), stop.end(), id) != stop.end()) break;
     }
     return out;
   }
@@ -528,7 +696,7 @@ class MambaLM {
     layers::rmsnorm_forward(h, norm_f_.data(), x.data(), rows, dm, cfg_.norm_epsilon);
     const std::vector<float>& W = cfg_.tie_embeddings ? embedding_ : lm_head_;
     layers::linear_forward(x.data(), W.data(), static_cast<const float*>(nullptr), logits, rows, dm,
-                           cfg_.padded_vocab());
+                           cfg_.padded_vocab(), -1, -1, cpu::cpu_threads(threads_, rows * dm * cfg_.padded_vocab()));
   }
 
   MambaConfig cfg_;
@@ -537,6 +705,7 @@ class MambaLM {
   std::vector<Block> blocks_;              // n_layer
   std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
   std::vector<float> norm_f_;              // (d_model)
+  int threads_ = 0;                        // set_threads
 #if defined(SSM_HAS_CUDA)
   struct DeviceModels {
     std::mutex mutex;

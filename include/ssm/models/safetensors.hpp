@@ -12,12 +12,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -314,6 +316,108 @@ class File {
   std::size_t data_size_ = 0;
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
+};
+
+/// A checkpoint of one or more safetensors files addressed by tensor name: a single `model.safetensors`, or
+/// the shards of a sharded checkpoint (`model.safetensors.index.json`, whose "weight_map" names each tensor's
+/// shard, as transformers' save_pretrained writes it). Every shard is memory-mapped. Cheap to copy.
+class Checkpoint {
+ public:
+  Checkpoint() = default;
+  /// One file holding every tensor.
+  explicit Checkpoint(File f) : source_(f.source()) {
+    files_.push_back(std::move(f));
+    for (const auto& e : files_[0].entries()) where_[e.name] = 0;
+  }
+
+  /// Opens the index at `index_path` and memory-maps every shard it names (file names in the index's
+  /// directory). Throws ssm::Error naming the file for a malformed index, a missing shard, a tensor that the
+  /// map sends to a shard that lacks it, a tensor in a shard that the map does not list, a tensor in two
+  /// shards or twice in the map.
+  static Checkpoint open_index(const std::string& index_path) {
+    namespace fs = std::filesystem;
+    const std::string where = "safetensors: index '" + index_path + "'";
+    std::ifstream is(index_path);
+    SSM_CHECK(is.good(), where, ": cannot open");
+    const std::string text((std::istreambuf_iterator<char>(is)), std::istreambuf_iterator<char>());
+    // JSON objects silently keep the last of two equal keys: find a tensor named twice in the weight_map
+    // while parsing (keys at depth 2 below the top-level key "weight_map").
+    std::string section, twice;
+    std::set<std::string> seen;
+    auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+      if (ev == nlohmann::json::parse_event_t::key) {
+        const std::string k = parsed.get<std::string>();
+        if (depth == 1) section = k;
+        if (depth == 2 && section == "weight_map" && !seen.insert(k).second && twice.empty()) twice = k;
+      }
+      return true;
+    };
+    nlohmann::json j = nlohmann::json::parse(text, cb, /*allow_exceptions=*/false);
+    SSM_CHECK(!j.is_discarded(), where, " is not valid JSON");
+    SSM_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), where,
+              " lacks a 'weight_map' object (tensor name -> shard file)");
+    SSM_CHECK(twice.empty(), where, ": tensor '", twice, "' is listed twice in the weight_map");
+    const fs::path dir = fs::path(index_path).parent_path();
+    Checkpoint c;
+    c.source_ = index_path;
+    std::map<std::string, std::size_t> shard_of_file;  // shard file name -> index in files_
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      SSM_CHECK(it.value().is_string(), where, ": weight_map entry '", it.key(), "' must be a file name, got ",
+                it.value().dump());
+      const std::string shard = it.value().get<std::string>();
+      // A shard is a file next to the index: a path could read anywhere on the machine.
+      SSM_CHECK(!shard.empty() && shard != "." && shard != ".." && shard.find('/') == std::string::npos &&
+                    shard.find('\\') == std::string::npos,
+                where, ": tensor '", it.key(), "' maps to '", shard, "', which is not a file name in the directory");
+      auto [pos, inserted] = shard_of_file.try_emplace(shard, c.files_.size());
+      if (inserted) {
+        const fs::path p = dir / shard;
+        SSM_CHECK(fs::is_regular_file(p), where, ": shard '", shard, "' (holding tensor '", it.key(), "') not found at '",
+                  p.string(), "'");
+        c.files_.push_back(File::open(p.string()));
+      }
+      c.where_[it.key()] = pos->second;
+    }
+    for (const auto& [name, k] : c.where_)
+      SSM_CHECK(c.files_[k].contains(name), where, ": the weight_map puts tensor '", name, "' in shard '",
+                c.files_[k].source(), "', which lacks it");
+    for (std::size_t k = 0; k < c.files_.size(); ++k)
+      for (const auto& e : c.files_[k].entries()) {
+        auto m = c.where_.find(e.name);
+        SSM_CHECK(m != c.where_.end(), where, ": shard '", c.files_[k].source(), "' holds tensor '", e.name,
+                  "', which is not listed in the weight_map");
+        const std::size_t mapped = m->second;
+        SSM_CHECK(mapped == k, where, ": tensor '", e.name, "' is in both shard '", c.files_[mapped].source(),
+                  "' and shard '", c.files_[k].source(), "'");
+      }
+    return c;
+  }
+
+  /// The file (or index) the checkpoint was opened from, for messages.
+  const std::string& source() const { return source_; }
+  /// The shards, in the order the index first names them (one for a single file).
+  const std::vector<File>& files() const { return files_; }
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  /// The file holding tensor `name`; throws ssm::Error when there is none.
+  const File& file_of(const std::string& name) const {
+    auto it = where_.find(name);
+    SSM_CHECK(it != where_.end(), "safetensors: '", source_, "' has no tensor named '", name, "'");
+    return files_[it->second];
+  }
+  const Entry& entry(const std::string& name) const { return file_of(name).entry(name); }
+  /// See File::tensor_f32.
+  Tensor tensor_f32(const std::string& name) const { return file_of(name).tensor_f32(name); }
+  /// Every tensor name, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [name, k] : where_) out.push_back(name);
+    return out;
+  }
+
+ private:
+  std::string source_;
+  std::vector<File> files_;
+  std::map<std::string, std::size_t> where_;  // tensor name -> index in files_
 };
 
 /// Serializes named CPU tensors (any strides) to safetensors bytes, in the order given. The header is
