@@ -50,7 +50,8 @@ FRAGMENTS = [
     "Math: \u2200x\u2208\u211d: x\u00b2\u22650, \u03c0\u22483.14, a\u2260b \u2192 \u221e",
     "Special:<|endoftext|>inside<|padding|><|padding|> partial <|endoftext| <|endoftext|> end",
     "Mask: left   <mask>   right <mask>x",
-    "Single: hello world, xhello worldx, (hello world)",
+    "Single: hello world, xhello worldx, (hello world) _hello world \u203fhello world \u00b2hello world\u00bd "
+    "e\u0301hello world \u24b6hello world-hello world\u200d \u0663hello world \u216bhello world",
     "Normalized added: cafe\u0301bar caf\u00e9bar",
     "Code: def f(x):\n    return x**2  # comment\n        if a == b: pass\n{\"key\": [1, 2, 3], \"v\": null}",
     "URL: https://example.com/path?q=1&r=two#frag user@example.org",

@@ -777,9 +777,10 @@ class Tokenizer {
     }
   }
 
-  static bool alphanumeric(char32_t c) {
-    const auto cls = tokenizer_detail::classify(c);
-    return cls == tokenizer_detail::CharClass::letter || cls == tokenizer_detail::CharClass::number;
+  // The regex class \w, which tokenizers checks beside a single_word token (letters, marks, Nd, Nl, Pc, ZWJ, ZWNJ).
+  static bool word_char(char32_t c) {
+    if (c < 128) return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+    return tokenizer_detail::find_range(unicode::kWord, c) != nullptr;
   }
 
   // The last / first code point of valid UTF-8.
@@ -793,7 +794,7 @@ class Tokenizer {
   }
 
   /// Splits `s` around the added tokens of `m` as tokenizers' AddedVocabulary::find_matches does: successive
-  /// leftmost-longest matches; a single_word token only between non-word characters; lstrip / rstrip widen the
+  /// leftmost-longest matches; a single_word token only between non-word (\\w) characters; lstrip / rstrip widen the
   /// token over the whitespace beside it. Token ids go to `ids`, the text between to `piece` (non-empty only).
   template <class F>
   void split_added(std::string_view s, const AddedMatcher& m, F&& piece, std::vector<std::int64_t>& ids) const {
@@ -821,8 +822,8 @@ class Tokenizer {
       std::size_t start = pos, stop = pos + m.patterns[found].first.size();
       pos = stop;  // the search resumes after the match, whatever the token does with it
       if (t.single_word) {
-        const bool start_space = start == 0 || !alphanumeric(last_cp(s.substr(0, start)));
-        const bool stop_space = stop == s.size() || !alphanumeric(first_cp(s.substr(stop)));
+        const bool start_space = start == 0 || !word_char(last_cp(s.substr(0, start)));
+        const bool stop_space = stop == s.size() || !word_char(first_cp(s.substr(stop)));
         if (!start_space || !stop_space) continue;
       }
       if (t.lstrip) {
