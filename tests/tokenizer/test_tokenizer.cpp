@@ -272,6 +272,13 @@ TEST(TokenizerErrors, UnsupportedPartsNameKeyAndValue) {
   EXPECT_ERROR_HAS(Tokenizer::from_json(with("/model/merges/0", "th zzzz")),
                    "model.merges[0] \"th zzzz\": token 'zzzz' is not in model.vocab");
   EXPECT_ERROR_HAS(Tokenizer::from_json(with("/model/unk_token", "<unk>")), "model.unk_token \"<unk>\" is not in");
+  auto moved = neox_json();
+  moved["added_tokens"][1]["id"] = 5;  // <|padding|> is id 1 in model.vocab
+  EXPECT_ERROR_HAS(Tokenizer::from_json(moved),
+                   "added_tokens[1] (content \"<|padding|>\") has id 5 but model.vocab gives it id 1");
+  auto clash = neox_json();
+  clash["added_tokens"].back()["id"] = 42;
+  EXPECT_ERROR_HAS(Tokenizer::from_json(clash), "has id 42, which model.vocab gives to");
   auto no_model = neox_json();
   no_model.erase("model");
   EXPECT_ERROR_HAS(Tokenizer::from_json(no_model), "key 'model' is missing");

@@ -360,7 +360,10 @@ struct StringHash {
   std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
-inline std::string json_value(const nlohmann::json& j) { return j.dump(); }
+/// A JSON value as text, for messages (non-UTF-8 bytes replaced rather than thrown on).
+inline std::string json_value(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 }  // namespace tokenizer_detail
 
@@ -722,8 +725,22 @@ class Tokenizer {
   }
 
   void finish() {
+    // tokenizers numbers the added tokens itself when it loads a file (an added token in the vocabulary gets its
+    // vocabulary id); a file whose ids disagree with that would encode differently here, so it is refused.
+    for (std::size_t i = 0; i < added_.size(); ++i) {
+      const AddedToken& t = added_[i];
+      const auto it = model_ids_.find(t.content);
+      SSM_CHECK(it == model_ids_.end() || it->second == t.id, "Tokenizer: added_tokens[", i, "] (content ",
+                tokenizer_detail::json_value(t.content), ") has id ", t.id, " but model.vocab gives it id ", it->second);
+      const auto u = static_cast<std::size_t>(t.id);
+      SSM_CHECK(it != model_ids_.end() || u >= tokens_.size() || !present_[u], "Tokenizer: added_tokens[", i,
+                "] (content ", tokenizer_detail::json_value(t.content), ") has id ", t.id, ", which model.vocab gives to ",
+                tokenizer_detail::json_value(tokens_[u]));
+    }
     for (const AddedToken& t : added_) {
-      define(t.id, t.content, true);
+      // id -> token gives a normalized token's normalized content (so decode sees that), as tokenizers does;
+      // token -> id below keys it by its content as written.
+      define(t.id, t.normalized && normalize_nfc_ ? tokenizer_detail::nfc(t.content) : t.content, true);
       if (t.special) special_[static_cast<std::size_t>(t.id)] = true;
     }
     if (byte_level_decoder_) {
