@@ -8,7 +8,8 @@
      neox/            as trained; merges in the form this `tokenizers` version writes
      neox_str_merges/ the same with merges rewritten as "a b" strings (or as [a, b] arrays, whichever neox lacks)
      bos/             add_prefix_space, TemplateProcessing "<|endoftext|> $A"
-     split/           Sequence[Split(GPT-2 regex, Isolated), ByteLevel(use_regex=false)], ignore_merges
+     split/           Sequence[Split(GPT-2 regex, Isolated), ByteLevel(use_regex=false)], ignore_merges, and two
+                      vocabulary words ("zzqqzz", "Gzzqqzz") no merge reaches
 2. Writes text.txt: a varied test text (scripts, emoji with ZWJ, CJK, combining marks NFC composes, whitespace runs,
    tabs / CR / control characters, digits, contractions, special tokens inside the text).
 3. Records, per variant, in golden.json: the ids of the whole text and of every line (with and without special
@@ -52,7 +53,7 @@ FRAGMENTS = [
     "Mask: left   <mask>   right <mask>x",
     "Single: hello world, xhello worldx, (hello world) _hello world \u203fhello world \u00b2hello world\u00bd "
     "e\u0301hello world \u24b6hello world-hello world\u200d \u0663hello world \u216bhello world",
-    "Normalized added: cafe\u0301bar caf\u00e9bar",
+    "Normalized added: cafe\u0301bar caf\u00e9bar xa\u00e9y xae\u0301y",
     "Code: def f(x):\n    return x**2  # comment\n        if a == b: pass\n{\"key\": [1, 2, 3], \"v\": null}",
     "URL: https://example.com/path?q=1&r=two#frag user@example.org",
     "Repeats: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa !!!!!!!!!!!! ---------- ==========",
@@ -95,6 +96,7 @@ def train():
     tok.add_tokens([AddedToken("hello world", single_word=True, normalized=False)])
     tok.add_tokens([AddedToken("caf\u00e9", normalized=True)])  # matches decomposed "cafe\u0301" after NFC
     tok.add_tokens([AddedToken("<raw\u00df>", normalized=False)])
+    tok.add_tokens([AddedToken("ae\u0301", normalized=True)])  # its pattern is NFC'd: matches "a\u00e9" too
     return json.loads(tok.to_str())
 
 
@@ -119,13 +121,20 @@ def variants(base):
         {"type": "Split", "pattern": {"Regex": GPT2_REGEX}, "behavior": "Isolated", "invert": False},
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
     split["model"]["ignore_merges"] = True
+    # Words that are vocabulary tokens no merge makes: ignore_merges encodes each as that one token.
+    next_id = len(split["model"]["vocab"])  # the trained vocabulary is 0 ... len - 1
+    split["model"]["vocab"]["zzqqzz"] = next_id
+    split["model"]["vocab"]["\u0120zzqqzz"] = next_id + 1
+    # tokenizers numbers added tokens after the vocabulary when it loads a file, whatever ids the file gives them:
+    # load and save once so that the file holds the ids tokenizers uses.
+    split = json.loads(Tokenizer.from_str(json.dumps(split)).to_str())
     out["split"] = split
     return out
 
 
 def test_text():
     rng = random.Random(7)
-    lines = list(FRAGMENTS)
+    lines = list(FRAGMENTS) + ["zzqqzz zzqqzz"]  # not in the training corpus: no merge makes these words
     lines += corpus(rng, 120)
     for _ in range(60):  # fragments glued to each other and to words, without separators
         lines.append("".join(rng.choice(FRAGMENTS + WORDS + [" ", "  ", "\t", "'s", "<|endoftext|>"])
