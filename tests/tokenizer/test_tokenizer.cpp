@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ssm/models/tokenizer.hpp"
@@ -115,6 +116,25 @@ TEST_P(GoldenDetailed, RandomIdSequencesDecodeAsTokenizers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, GoldenDetailed, ::testing::Values("neox", "bos"));
+
+// The word cache is shared (and filled) by concurrent encodes; each thread must still get tokenizers' ids.
+TEST(Tokenizer, ConcurrentEncodesFromAFreshTokenizerAgree) {
+  const Tokenizer tok = Tokenizer::load(kDir + "neox/tokenizer.json");
+  const auto ls = lines();
+  const auto& want = golden()["variants"]["neox"]["lines"];
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::size_t k = 0; k < ls.size(); ++k) {
+        const std::size_t i = (k * 7 + static_cast<std::size_t>(t) * 13) % ls.size();  // a different order each
+        if (tok.encode(ls[i]) != want[i].get<Ids>()) ++mismatches[static_cast<std::size_t>(t)];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+}
 
 TEST(Tokenizer, MergesAsStringsAndAsArraysAgree) {
   const auto a = nlohmann::json::parse(read_file(kDir + "neox/tokenizer.json"));
