@@ -1,5 +1,5 @@
 // Encoding and decoding throughput of ssm::models::Tokenizer (bytes of UTF-8 text per second) on the test
-// tokenizer of tests/data/tokenizer/neox (a byte-level BPE set up as GPT-NeoX's, vocab 1233): English-ish text
+// tokenizer of tests/data/tokenizer/neox (a byte-level BPE set up as GPT-NeoX's, 1247 ids): English-ish text
 // with the word cache warm and cold, the multilingual golden text, and decoding.
 //
 //   bench_tokenizer
