@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden data for the tokenizer.json reader (include/ssm/models/tokenizer.hpp, docs/tokenizer.md).
 
-1. Trains a small byte-level BPE (vocab 1500) with the Hugging Face `tokenizers` package on a varied corpus, set up
+1. Trains a small byte-level BPE (vocab_size 1500 asked; this corpus stops at 1218) with the Hugging Face `tokenizers` package on a varied corpus, set up
    as GPT-NeoX ships it: NFC normalizer, ByteLevel pre-tokenizer / post-processor / decoder, special tokens
    <|endoftext|> and <|padding|>, non-special added tokens for runs of spaces (normalized, as in GPT-NeoX), plus a few
    added tokens exercising lstrip / rstrip / single_word / normalized. Saves variants of its tokenizer.json:
