@@ -1,6 +1,7 @@
-// Module header: models and their file formats — the safetensors reader/writer and the Mamba
-// language model (Hugging Face checkpoints, prefill and generation).
+// Module header: models and their file formats — the safetensors reader/writer, the Mamba
+// language model (Hugging Face checkpoints, prefill and generation) and the tokenizer.json tokenizer.
 #pragma once
 
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/safetensors.hpp"
+#include "ssm/models/tokenizer.hpp"
