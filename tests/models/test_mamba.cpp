@@ -264,7 +264,7 @@ TEST(MambaLM, SaveLoadRoundTripF32F16BF16) {
     if (dt == DType::bf16) {
       // The weights themselves are the bf16 roundings of the originals.
       const auto& p0 = model.blocks()[0].params().in_proj_weight;
-      const auto& p1 = back.blocks()[0].params().in_proj_weight;
+      const auto p1 = back.blocks()[0].full_params().in_proj_weight;  // held in bf16: converted
       for (std::size_t i = 0; i < p0.size(); ++i) ASSERT_EQ(p1[i], static_cast<float>(bfloat16(p0[i])));
     }
     fs::remove_all(dir);

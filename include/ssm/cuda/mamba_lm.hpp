@@ -52,6 +52,9 @@ struct MambaLMWeights {
   const float* lm_head = nullptr;    // (vocab, d_model); null: tied to the embedding
   const float* norm_f = nullptr;     // (d_model)
   std::vector<MambaLayerWeights> layers;
+  /// f32 copies some pointers above may point into (MambaLM::weights() of a model holding f16 / bf16 weights
+  /// converts them, as the device model uploads f32); kept alive with this object.
+  std::shared_ptr<const void> storage;
 };
 
 /// The decoding state of b sequences on the device: per layer the last d_conv conv inputs and the SSM state.

@@ -17,6 +17,8 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
+#include <type_traits>
 #include <optional>
 #include <random>
 #include <string>
@@ -26,6 +28,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/conv1d.hpp"
+#include "ssm/layers/weight.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
 namespace ssm::layers {
@@ -106,6 +109,33 @@ struct MambaBlockParams {
     p.for_each(cfg, [](const char*, std::vector<T>& v, const Dims& s) { v.assign(static_cast<std::size_t>(s.product()), T(0)); });
     return p;
   }
+};
+
+/// The projection matrices of a block held as WeightMatrix (f16 or bf16, or f32), in place of the matching
+/// MambaBlockParams vectors, which are then empty: how MambaLM keeps a checkpoint's 16-bit weights. Empty
+/// members: the matrix is the f32 vector of the params.
+struct MambaBlockMatrices {
+  WeightMatrix in_proj, x_proj, dt_proj, out_proj;
+
+  /// Calls f(name, matrix, params vector) for the four projections (the params' names, see MambaBlockParams).
+  template <class T, class F>
+  void for_each(MambaBlockParams<T>& p, F&& f) {
+    f("in_proj.weight", in_proj, p.in_proj_weight);
+    f("x_proj.weight", x_proj, p.x_proj_weight);
+    f("dt_proj.weight", dt_proj, p.dt_proj_weight);
+    f("out_proj.weight", out_proj, p.out_proj_weight);
+  }
+  /// The member for a params name ("in_proj.weight", ...), or null for a parameter that is not a projection.
+  const WeightMatrix* find(const std::string& name) const {
+    return name == "in_proj.weight" ? &in_proj : name == "x_proj.weight" ? &x_proj : name == "dt_proj.weight" ? &dt_proj
+           : name == "out_proj.weight" ? &out_proj : nullptr;
+  }
+  WeightMatrix* find(const std::string& name) {
+    return const_cast<WeightMatrix*>(static_cast<const MambaBlockMatrices*>(this)->find(name));
+  }
+  bool any() const { return !in_proj.empty() || !x_proj.empty() || !dt_proj.empty() || !out_proj.empty(); }
+  /// Bytes of the matrices held here.
+  std::size_t nbytes() const { return in_proj.nbytes() + x_proj.nbytes() + dt_proj.nbytes() + out_proj.nbytes(); }
 };
 
 /// Per-layer decoding cache: the last d_conv − 1 conv inputs and the SSM state, for b sequences.
@@ -256,9 +286,26 @@ template <class T>
 class MambaBlock {
  public:
   MambaBlock() = default;
-  MambaBlock(const MambaBlockConfig& cfg, MambaBlockParams<T> params) : cfg_(cfg), p_(std::move(params)) {
+  MambaBlock(const MambaBlockConfig& cfg, MambaBlockParams<T> params) : MambaBlock(cfg, std::move(params), {}) {}
+
+  /// A block whose projections given in `matrices` (f32, f16 or bf16; T = float only) are held there instead
+  /// of in `params`, whose vectors for them must be empty. forward and step read them with f32 arithmetic
+  /// (linear_forward on a WeightMatrix); backward throws ssm::Error for such a block.
+  MambaBlock(const MambaBlockConfig& cfg, MambaBlockParams<T> params, MambaBlockMatrices matrices)
+      : cfg_(cfg), p_(std::move(params)), m_(std::move(matrices)) {
     cfg_.validate("MambaBlock");
-    p_.for_each(cfg_, [](const char* name, std::vector<T>& v, const Dims& s) {
+    SSM_CHECK((std::is_same_v<T, float>) || !m_.any(), "MambaBlock: weight matrices need T = float");
+    std::map<std::string, Dims> shapes;
+    p_.for_each(cfg_, [&](const char* name, std::vector<T>&, const Dims& s) { shapes[name] = s; });
+    m_.for_each(p_, [&](const char* name, const WeightMatrix& m, std::vector<T>& v) {
+      if (m.empty()) return;
+      SSM_CHECK(v.empty(), "MambaBlock: parameter '", name, "' is given both as a vector and as a matrix");
+      const Dims& s = shapes[name];
+      SSM_CHECK(m.rows() == s[0] && m.cols() == s[1], "MambaBlock: matrix '", name, "' has shape (", m.rows(), ", ",
+                m.cols(), "), expected ", s.str());
+    });
+    p_.for_each(cfg_, [&](const char* name, std::vector<T>& v, const Dims& s) {
+      if (v.empty() && held(name)) return;
       SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "MambaBlock: parameter '", name, "' has ", v.size(),
                 " elements, expected shape ", s.str());
     });
@@ -297,7 +344,29 @@ class MambaBlock {
   }
 
   const MambaBlockConfig& config() const { return cfg_; }
+  /// The parameters; a projection held in matrices() has an empty vector here.
   const MambaBlockParams<T>& params() const { return p_; }
+  /// The projections held as WeightMatrix (empty members: in params()).
+  const MambaBlockMatrices& matrices() const { return m_; }
+  /// Every parameter in T, the matrices' values converted (a copy).
+  MambaBlockParams<T> full_params() const {
+    MambaBlockParams<T> p = p_;
+    MambaBlockMatrices m = m_;
+    m.for_each(p, [](const char*, const WeightMatrix& w, std::vector<T>& v) {
+      if (w.empty()) return;
+      const std::vector<float> f = w.to_f32();
+      v.assign(f.begin(), f.end());
+    });
+    return p;
+  }
+  /// Bytes of the parameters as held (vectors in T, matrices in their dtype).
+  std::size_t nbytes() const {
+    std::size_t n = 0;
+    for (const auto* v : {&p_.in_proj_weight, &p_.in_proj_bias, &p_.conv_weight, &p_.conv_bias, &p_.x_proj_weight,
+                          &p_.dt_proj_weight, &p_.dt_proj_bias, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias})
+      n += v->size();
+    return m_.nbytes() + n * sizeof(T);
+  }
   /// Mutable parameters; call refresh() after changing A_log.
   MambaBlockParams<T>& params() { return p_; }
   void refresh() {
@@ -340,7 +409,7 @@ class MambaBlock {
     if (cache == nullptr) resume = false;
     if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
     std::vector<T> xz(static_cast<std::size_t>(rows * 2 * di));  // (b, l, 2 di)
-    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di, -1, -1, nt);
+    project(m_.in_proj, p_.in_proj_weight, u, bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di, -1, -1, nt);
     std::vector<T> xc(static_cast<std::size_t>(rows * di));   // (b, l, di) conv + SiLU output
     std::vector<T> dbc(static_cast<std::size_t>(rows * nx));  // (b, l, r + 2n)
     std::vector<T> dt(static_cast<std::size_t>(rows * di));   // (b, l, di)
@@ -365,9 +434,9 @@ class MambaBlock {
                             state);
         }
     }
-    linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx, -1, -1, nt);
+    project(m_.x_proj, p_.x_proj_weight, xc.data(), nullptr, dbc.data(), rows, di, nx, -1, -1, nt);
     if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.data(), rows, r, n, nx, *cfg_.bcdt_rms_eps);
-    linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx, -1, nt);
+    project(m_.dt_proj, p_.dt_proj_weight, dbc.data(), nullptr, dt.data(), rows, r, di, nx, -1, nt);
     {
       // The selective scan op (ssm::selective_scan: optimized CPU path) in its (b, d, l) layout.
       detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data(), nt);
@@ -389,7 +458,7 @@ class MambaBlock {
       });
       if (cache != nullptr) std::copy(h.begin(), h.end(), cache->ssm_state.begin());
     }
-    linear_forward(y.data(), p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, rows, di, dm, -1, -1, nt);
+    project(m_.out_proj, p_.out_proj_weight, y.data(), bias_or_null(p_.out_proj_bias), out, rows, di, dm, -1, -1, nt);
   }
 
   /// One token for b sequences: u (b, d_model) → returns (b, d_model); the cache (b sequences) is
@@ -428,19 +497,19 @@ class MambaBlock {
     T* dbc = xc + b * di;         // (b, r + 2n)
     T* dt = dbc + b * nx;         // (b, di)
     T* y = dt + b * di;           // (b, di)
-    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz, b, dm, 2 * di, -1, -1, nt);
+    project(m_.in_proj, p_.in_proj_weight, u, bias_or_null(p_.in_proj_bias), xz, b, dm, 2 * di, -1, -1, nt);
     const Conv1dArgs<T> conv{1, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
     for (index_t bi = 0; bi < b; ++bi)
       conv1d_update(conv, xz + bi * 2 * di, cache.conv_state.data() + bi * (w - 1) * di, xc + bi * di);
-    linear_forward(xc, p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc, b, di, nx, -1, -1, nt);
+    project(m_.x_proj, p_.x_proj_weight, xc, nullptr, dbc, b, di, nx, -1, -1, nt);
     if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, b, r, n, nx, *cfg_.bcdt_rms_eps);
-    linear_forward(dbc, p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt, b, r, di, nx, -1, nt);
+    project(m_.dt_proj, p_.dt_proj_weight, dbc, nullptr, dt, b, r, di, nx, -1, nt);
     for (index_t bi = 0; bi < b; ++bi)
       detail::mamba_scan_forward(1, di, n, xc + bi * di, di, dt + bi * di, di, p_.dt_proj_bias.data(), A_.data(),
                                  dbc + bi * nx + r, dbc + bi * nx + r + n, nx, p_.D.data(), xz + bi * 2 * di + di,
                                  2 * di, cache.ssm_state.data() + bi * di * n, y + bi * di, static_cast<T*>(nullptr),
                                  static_cast<T*>(nullptr));
-    linear_forward(y, p_.out_proj_weight.data(), bias_or_null(p_.out_proj_bias), out, b, di, dm, -1, -1, nt);
+    project(m_.out_proj, p_.out_proj_weight, y, bias_or_null(p_.out_proj_bias), out, b, di, dm, -1, -1, nt);
   }
 
   /// Backward of forward() from a zero state: given u (b, l, d_model) and grad_out (b, l, d_model),
@@ -459,6 +528,9 @@ class MambaBlock {
   }
 
   MambaBlockGrads<T> backward_raw(const T* u, const T* grad_out, index_t b, index_t l) const {
+    SSM_CHECK(!m_.any(), "MambaBlock::backward: this block holds its projections as ", name(m_.in_proj.dtype()),
+              " weight matrices (MambaLM loaded with LoadOptions::weight_dtype other than f32), and backward needs "
+              "f32 parameters: load the model with weight_dtype = DType::f32, or build a block from full_params()");
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t rows = b * l, nx = r + 2 * n;
     MambaBlockGrads<T> g;
@@ -592,11 +664,26 @@ class MambaBlock {
     return in;
   }
 
+  // y = x W^T (+ bias) with W the matrix m when it is held, else the vector w.
+  void project(const WeightMatrix& m, const std::vector<T>& w, const T* x, const T* bias, T* y, index_t rows,
+               index_t in, index_t out, index_t ldx, index_t ldy, int nt) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!m.empty()) return linear_forward(x, m, bias, y, rows, ldx, ldy, nt);
+    }
+    linear_forward(x, w.data(), bias, y, rows, in, out, ldx, ldy, nt);
+  }
+  // Whether parameter `name` (a MambaBlockParams name) is held in m_.
+  bool held(const std::string& name) const {
+    const WeightMatrix* w = m_.find(name);
+    return w != nullptr && !w->empty();
+  }
+
   static const T* bias_or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
   static T* bias_or_null_mut(std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
 
   MambaBlockConfig cfg_;
   MambaBlockParams<T> p_;
+  MambaBlockMatrices m_;  // projections held as weight matrices (empty: in p_)
   std::vector<T> A_;  // (d_inner, n) = −exp(A_log)
   int threads_ = 0;
 };

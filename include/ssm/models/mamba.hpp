@@ -2,8 +2,10 @@
 // block, residual add in fp32) → final RMSNorm → lm_head (tied to the embedding by default). Logits for
 // a sequence, prefill then token-by-token generation (greedy, temperature, top-k, top-p, seeded) with a
 // copyable cache of constant size, and the Hugging Face checkpoint format (config.json +
-// model.safetensors or a sharded model.safetensors.index.json, F32/F16/BF16; weights are held and computed
-// in f32). Loads transformers' `mamba` and `falcon_mamba` model types and mamba_ssm's configs
+// model.safetensors or a sharded model.safetensors.index.json, F32/F16/BF16). The big matrices (embedding,
+// lm_head, in_proj, x_proj, dt_proj, out_proj) keep the checkpoint's dtype by default (f16 / bf16 weights are
+// read in place from the memory-mapped file and converted to f32 inside the products, so the resident memory is
+// about the file's size; LoadOptions); activations, states, sums and the small parameters are f32. Loads transformers' `mamba` and `falcon_mamba` model types and mamba_ssm's configs
 // (docs/checkpoints.md).
 #pragma once
 
@@ -32,6 +34,7 @@
 #include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/mamba.hpp"
+#include "ssm/layers/weight.hpp"
 #include "ssm/models/safetensors.hpp"
 
 namespace ssm::models {
@@ -363,7 +366,18 @@ struct MambaCache {
   }
 };
 
-/// The Mamba language model in f32.
+/// Options of MambaLM::load / from_checkpoint.
+struct LoadOptions {
+  /// The dtype the big matrices (embedding, lm_head, every block's in_proj, x_proj, dt_proj and out_proj) are
+  /// held in: f32, f16 or bf16. Unset (the default): each matrix keeps the dtype it has in the checkpoint (F64
+  /// becomes f32); a 16-bit matrix stored aligned is then a zero-copy view of the memory-mapped file. f32:
+  /// every weight converted to f32 (what backward / training needs). The norms, conv, biases, A_log and D are
+  /// always f32; computation is f32 throughout (16-bit weights are converted inside the products).
+  std::optional<DType> weight_dtype;
+};
+
+/// The Mamba language model: f32 activations and arithmetic; the big weight matrices in f32, f16 or bf16
+/// (LoadOptions::weight_dtype).
 class MambaLM {
  public:
   using Block = layers::MambaBlock<float>;
@@ -375,11 +389,12 @@ class MambaLM {
     m.cfg_ = cfg;
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> N(0.0f, 0.02f);
-    m.embedding_.resize(static_cast<std::size_t>(cfg.padded_vocab() * cfg.d_model));
-    for (auto& x : m.embedding_) x = N(rng);
+    std::vector<float> table(static_cast<std::size_t>(cfg.padded_vocab() * cfg.d_model));
+    for (auto& x : table) x = N(rng);
+    m.embedding_ = layers::WeightMatrix::from_f32(table.data(), cfg.padded_vocab(), cfg.d_model);
     if (!cfg.tie_embeddings) {
-      m.lm_head_.resize(m.embedding_.size());
-      for (auto& x : m.lm_head_) x = N(rng);
+      for (auto& x : table) x = N(rng);
+      m.lm_head_ = layers::WeightMatrix::from_f32(table.data(), cfg.padded_vocab(), cfg.d_model);
     }
     for (index_t i = 0; i < cfg.n_layer; ++i) {
       m.blocks_.push_back(Block::init(cfg.block(), rng()));
@@ -390,11 +405,12 @@ class MambaLM {
   }
 
   /// Loads a checkpoint directory: `config.json` (see MambaConfig::from_json) and the weights, either
-  /// `model.safetensors` or the shards named by `model.safetensors.index.json` (F32, F16, BF16, F64; converted
-  /// to f32; every file memory-mapped). Throws ssm::Error for a missing file, an unsupported model type, a
-  /// bad config, a malformed file or index, a missing, extra or wrongly shaped tensor, or a non-floating dtype;
-  /// a PyTorch pickle checkpoint (pytorch_model.bin) is named with the command that converts it.
-  static MambaLM load(const std::string& dir) {
+  /// `model.safetensors` or the shards named by `model.safetensors.index.json` (F32, F16, BF16, F64; every
+  /// file memory-mapped; the big matrices kept in their dtype or converted as `opt` says, the rest converted to
+  /// f32). Throws ssm::Error for a missing file, an unsupported model type, a bad config, a malformed file or
+  /// index, a missing, extra or wrongly shaped tensor, a non-floating dtype, or a weight_dtype other than f32,
+  /// f16, bf16; a PyTorch pickle checkpoint (pytorch_model.bin) is named with the command that converts it.
+  static MambaLM load(const std::string& dir, const LoadOptions& opt = {}) {
     namespace fs = std::filesystem;
     const fs::path cfg_path = fs::path(dir) / "config.json";
     SSM_CHECK(fs::is_regular_file(cfg_path), "MambaLM::load: '", cfg_path.string(), "' not found");
@@ -403,7 +419,7 @@ class MambaLM {
     SSM_CHECK(!j.is_discarded(), "MambaLM::load: '", cfg_path.string(), "' is not valid JSON");
     // The config first: a model this library does not implement is named before its tensors are looked at.
     const MambaConfig cfg = MambaConfig::from_json(j);
-    return from_checkpoint(cfg, open_weights(dir));
+    return from_checkpoint(cfg, open_weights(dir), opt);
   }
 
   /// The weights of a checkpoint directory: model.safetensors, else the shards of model.safetensors.index.json
@@ -425,47 +441,76 @@ class MambaLM {
 
   /// Builds the model from one parsed safetensors file under the Hugging Face tensor names (mamba_ssm's
   /// `backbone.embedding.weight` is accepted too).
-  static MambaLM from_safetensors(const MambaConfig& cfg, const safetensors::File& f) {
-    return from_checkpoint(cfg, safetensors::Checkpoint(f));
+  static MambaLM from_safetensors(const MambaConfig& cfg, const safetensors::File& f, const LoadOptions& opt = {}) {
+    return from_checkpoint(cfg, safetensors::Checkpoint(f), opt);
   }
 
   /// from_safetensors over a checkpoint of one or more files (a sharded checkpoint).
-  static MambaLM from_checkpoint(const MambaConfig& cfg, const safetensors::Checkpoint& f) {
+  static MambaLM from_checkpoint(const MambaConfig& cfg, const safetensors::Checkpoint& f,
+                                 const LoadOptions& opt = {}) {
     cfg.validate();
+    if (opt.weight_dtype) layers::WeightMatrix::check_dtype("MambaLM::load: LoadOptions", *opt.weight_dtype);
     MambaLM m;
     m.cfg_ = cfg;
     const auto bc = cfg.block();
     std::set<std::string> used;
-    auto take = [&](const std::string& name, const Dims& shape, std::vector<float>& dst) {
+    auto check = [&](const std::string& name, const Dims& shape) {
       SSM_CHECK(f.contains(name), "MambaLM::load: '", f.source(), "' lacks tensor '", name, "'");
       const auto& e = f.entry(name);
       SSM_CHECK(e.shape == shape, "MambaLM::load: tensor '", name, "' has shape ", e.shape.str(), ", the config needs ",
                 shape.str());
       SSM_CHECK(e.dtype == DType::f32 || e.dtype == DType::f16 || e.dtype == DType::bf16 || e.dtype == DType::f64,
                 "MambaLM::load: tensor '", name, "' has dtype ", e.dtype_str, ", expected F32, F16, BF16 or F64");
-      dst = f.tensor_f32(name).to_vector<float>();
       used.insert(name);
     };
+    auto take = [&](const std::string& name, const Dims& shape, std::vector<float>& dst) {
+      check(name, shape);
+      dst = f.tensor_f32(name).to_vector<float>();
+    };
+    // The dtype a matrix is held in: opt.weight_dtype, else the stored one (F64: f32).
+    auto matrix_dtype = [&](const std::string& name) {
+      if (opt.weight_dtype) return *opt.weight_dtype;
+      const auto stored = f.contains(name) ? f.entry(name).dtype : std::nullopt;
+      return stored == DType::f16 || stored == DType::bf16 ? *stored : DType::f32;
+    };
+    // A matrix in `dtype`: the file's bytes when the dtype is kept (a view of the mapping when aligned, see
+    // safetensors::File::tensor), else converted through f32.
+    auto take_matrix = [&](const std::string& name, const Dims& shape, DType dtype) {
+      check(name, shape);
+      if (f.entry(name).dtype == dtype) return layers::WeightMatrix(f.file_of(name).tensor(name));
+      Tensor t = f.tensor_f32(name);
+      if (dtype == DType::f32) return layers::WeightMatrix(std::move(t));
+      return layers::WeightMatrix::from_f32(t.data_as<float>(), shape[0], shape[1], dtype);
+    };
     const Dims emb_shape{cfg.padded_vocab(), cfg.d_model};
-    take(f.contains("backbone.embedding.weight") ? "backbone.embedding.weight" : "backbone.embeddings.weight",
-         emb_shape, m.embedding_);
+    const std::string emb_name =
+        f.contains("backbone.embedding.weight") ? "backbone.embedding.weight" : "backbone.embeddings.weight";
+    m.embedding_ = take_matrix(emb_name, emb_shape, matrix_dtype(emb_name));
     for (index_t i = 0; i < cfg.n_layer; ++i) {
       const std::string pre = "backbone.layers." + std::to_string(i) + ".";
       layers::MambaBlockParams<float> p;
-      p.for_each(bc, [&](const char* name, std::vector<float>& v, const Dims& s) { take(pre + "mixer." + name, s, v); });
-      m.blocks_.emplace_back(bc, std::move(p));
+      layers::MambaBlockMatrices mats;
+      p.for_each(bc, [&](const char* name, std::vector<float>& v, const Dims& s) {
+        const std::string full = pre + "mixer." + name;
+        layers::WeightMatrix* slot = mats.find(name);
+        const DType dt = matrix_dtype(full);
+        if (slot != nullptr && dt != DType::f32)
+          *slot = take_matrix(full, s, dt);
+        else
+          take(full, s, v);  // f32 matrices stay in the params (backward works on them)
+      });
+      m.blocks_.emplace_back(bc, std::move(p), std::move(mats));
       m.norms_.emplace_back();
       take(pre + "norm.weight", Dims{cfg.d_model}, m.norms_.back());
     }
     take("backbone.norm_f.weight", Dims{cfg.d_model}, m.norm_f_);
     if (!cfg.tie_embeddings) {
-      take("lm_head.weight", emb_shape, m.lm_head_);
+      m.lm_head_ = take_matrix("lm_head.weight", emb_shape, matrix_dtype("lm_head.weight"));
     } else if (f.contains("lm_head.weight")) {
       // Some writers store the tied head as well: accept it when it is the embedding.
-      std::vector<float> head;
-      take("lm_head.weight", emb_shape, head);
-      SSM_CHECK(head == m.embedding_, "MambaLM::load: tie_word_embeddings is set but 'lm_head.weight' differs from "
-                "the embedding");
+      const layers::WeightMatrix head = take_matrix("lm_head.weight", emb_shape, matrix_dtype("lm_head.weight"));
+      SSM_CHECK(head.same_values(m.embedding_), "MambaLM::load: tie_word_embeddings is set but 'lm_head.weight' "
+                "differs from the embedding");
     }
     for (const auto& name : f.names())
       SSM_CHECK(used.count(name) != 0, "MambaLM::load: '", f.file_of(name).source(), "' has unexpected tensor '", name,
@@ -487,6 +532,8 @@ class MambaLM {
     std::vector<Tensor> keep;
     std::vector<std::pair<std::string, TensorView>> named;
     auto add = [&](const std::string& name, const std::vector<float>& v, const Dims& shape) {
+      // A matrix already in `dtype` could be written as it is; through f32 the bytes are the same (f16 and bf16
+      // round-trip exactly through f32).
       Tensor t = Tensor::empty(shape, dtype);  // shape as in the checkpoint
       for (std::size_t i = 0; i < v.size(); ++i) {
         if (dtype == DType::f32) t.data_as<float>()[i] = v[i];
@@ -496,20 +543,31 @@ class MambaLM {
       keep.push_back(t);
       named.emplace_back(name, t.view());
     };
-    add("backbone.embeddings.weight", embedding_, {cfg_.padded_vocab(), cfg_.d_model});
+    add("backbone.embeddings.weight", embedding_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
     for (index_t i = 0; i < cfg_.n_layer; ++i) {
       const std::string pre = "backbone.layers." + std::to_string(i) + ".";
-      auto p = blocks_[static_cast<std::size_t>(i)].params();
+      auto p = blocks_[static_cast<std::size_t>(i)].full_params();
       p.for_each(cfg_.block(), [&](const char* name, std::vector<float>& v, const Dims& s) { add(pre + "mixer." + name, v, s); });
       add(pre + "norm.weight", norms_[static_cast<std::size_t>(i)], {cfg_.d_model});
     }
     add("backbone.norm_f.weight", norm_f_, {cfg_.d_model});
-    if (!cfg_.tie_embeddings) add("lm_head.weight", lm_head_, {cfg_.padded_vocab(), cfg_.d_model});
+    if (!cfg_.tie_embeddings) add("lm_head.weight", lm_head_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
     safetensors::save((fs::path(dir) / "model.safetensors").string(), named, {{"format", "pt"}});
   }
 
   const MambaConfig& config() const { return cfg_; }
   const std::vector<Block>& blocks() const { return blocks_; }
+
+  /// The dtype of the embedding (the big matrices' dtype for a model loaded with one LoadOptions::weight_dtype
+  /// or from a checkpoint of one dtype).
+  DType weight_dtype() const { return embedding_.dtype(); }
+  /// Bytes of all parameters as held (matrices in their dtype, the rest f32); a matrix viewing the mapped
+  /// checkpoint counts as the file pages it reads.
+  std::size_t weight_bytes() const {
+    std::size_t n = embedding_.nbytes() + lm_head_.nbytes() + norm_f_.size() * sizeof(float);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) n += blocks_[i].nbytes() + norms_[i].size() * sizeof(float);
+    return n;
+  }
 
   /// Threads the CPU forward, prefill, step and the logits GEMM may use: every block's (MambaBlock::set_threads)
   /// and the lm_head's. 0 (the default): automatic, the hardware threads, fewer for a small problem
@@ -522,23 +580,37 @@ class MambaLM {
   /// The thread count set by set_threads (0: automatic).
   int threads() const { return threads_; }
 
-  /// Pointers to every weight (valid while this model lives) and the resolved sizes: what the CUDA model
-  /// (ssm::cuda::MambaLMDevice) uploads.
+  /// Pointers to every weight in f32 and the resolved sizes: what the CUDA model (ssm::cuda::MambaLMDevice)
+  /// uploads. f32 weights are pointed to where this model holds them (valid while it lives); matrices held in
+  /// f16 / bf16 are converted to f32 copies owned by the result's `storage` (valid while the result lives; the
+  /// device model therefore holds f32 weights whatever the CPU model holds).
   cuda::MambaLMWeights weights() const {
     cuda::MambaLMWeights w;
     const auto bc = cfg_.block();
     w.shape = {cfg_.d_model, cfg_.n_layer, cfg_.padded_vocab(), cfg_.d_state, cfg_.d_conv, bc.inner(), bc.rank(),
                cfg_.bias, cfg_.conv_bias, cfg_.norm_epsilon, cfg_.mixer_rms_eps.value_or(0.0)};
-    w.embedding = embedding_.data();
-    w.lm_head = cfg_.tie_embeddings ? nullptr : lm_head_.data();
+    auto copies = std::make_shared<std::vector<std::vector<float>>>();
+    auto f32 = [&](const layers::WeightMatrix& m) -> const float* {
+      if (m.empty()) return nullptr;
+      if (m.dtype() == DType::f32) return m.f32();
+      copies->push_back(m.to_f32());
+      return copies->back().data();
+    };
+    copies->reserve(2 + 4 * blocks_.size());  // no reallocation: the pointers into the copies stay valid
+    w.embedding = f32(embedding_);
+    w.lm_head = cfg_.tie_embeddings ? nullptr : f32(lm_head_);
     w.norm_f = norm_f_.data();
     auto ptr = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       const auto& p = blocks_[i].params();
-      w.layers.push_back({norms_[i].data(), p.in_proj_weight.data(), ptr(p.in_proj_bias), p.conv_weight.data(),
-                          ptr(p.conv_bias), p.x_proj_weight.data(), p.dt_proj_weight.data(), p.dt_proj_bias.data(),
-                          p.A_log.data(), p.D.data(), p.out_proj_weight.data(), ptr(p.out_proj_bias)});
+      const auto& m = blocks_[i].matrices();
+      auto mat = [&](const layers::WeightMatrix& wm, const std::vector<float>& v) { return wm.empty() ? ptr(v) : f32(wm); };
+      w.layers.push_back({norms_[i].data(), mat(m.in_proj, p.in_proj_weight), ptr(p.in_proj_bias), p.conv_weight.data(),
+                          ptr(p.conv_bias), mat(m.x_proj, p.x_proj_weight), mat(m.dt_proj, p.dt_proj_weight),
+                          p.dt_proj_bias.data(), p.A_log.data(), p.D.data(), mat(m.out_proj, p.out_proj_weight),
+                          ptr(p.out_proj_bias)});
     }
+    w.storage = std::move(copies);
     return w;
   }
 
@@ -605,7 +677,7 @@ class MambaLM {
     std::vector<float> res(static_cast<std::size_t>(b * dm));   // (b, d_model) residual stream
     std::vector<float> x(res.size()), y(res.size());            // (b, d_model)
     std::vector<float> work(static_cast<std::size_t>(blocks_.empty() ? 0 : blocks_[0].workspace_size(b)));
-    layers::embedding_forward(ids.data(), embedding_.data(), res.data(), b, cfg_.padded_vocab(), dm);
+    layers::embedding_forward(ids.data(), embedding_, res.data(), b);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), b, dm, cfg_.norm_epsilon);
       blocks_[i].step_raw(x.data(), y.data(), cache.layers[i], work.data());
@@ -676,11 +748,9 @@ class MambaLM {
     std::vector<float> res(static_cast<std::size_t>(rows * dm));  // (b, l, d_model)
     std::vector<float> x(res.size()), y(res.size());              // (b, l, d_model)
     if (ids.dtype() == DType::i64)
-      layers::embedding_forward(ids.data_as<const std::int64_t>(), embedding_.data(), res.data(), rows,
-                                cfg_.padded_vocab(), dm);
+      layers::embedding_forward(ids.data_as<const std::int64_t>(), embedding_, res.data(), rows);
     else
-      layers::embedding_forward(ids.data_as<const std::int32_t>(), embedding_.data(), res.data(), rows,
-                                cfg_.padded_vocab(), dm);
+      layers::embedding_forward(ids.data_as<const std::int32_t>(), embedding_, res.data(), rows);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), rows, dm, cfg_.norm_epsilon);
       blocks_[i].forward_raw(x.data(), b, l, y.data(), cache != nullptr ? &cache->layers[i] : nullptr, resume);
@@ -694,14 +764,14 @@ class MambaLM {
     const index_t dm = cfg_.d_model;
     std::vector<float> x(static_cast<std::size_t>(rows * dm));  // (rows, d_model)
     layers::rmsnorm_forward(h, norm_f_.data(), x.data(), rows, dm, cfg_.norm_epsilon);
-    const std::vector<float>& W = cfg_.tie_embeddings ? embedding_ : lm_head_;
-    layers::linear_forward(x.data(), W.data(), static_cast<const float*>(nullptr), logits, rows, dm,
-                           cfg_.padded_vocab(), -1, -1, cpu::cpu_threads(threads_, rows * dm * cfg_.padded_vocab()));
+    const layers::WeightMatrix& W = cfg_.tie_embeddings ? embedding_ : lm_head_;
+    layers::linear_forward(x.data(), W, nullptr, logits, rows, -1, -1,
+                           cpu::cpu_threads(threads_, rows * dm * cfg_.padded_vocab()));
   }
 
   MambaConfig cfg_;
-  std::vector<float> embedding_;           // (padded_vocab, d_model)
-  std::vector<float> lm_head_;             // (padded_vocab, d_model), empty when tied
+  layers::WeightMatrix embedding_;         // (padded_vocab, d_model)
+  layers::WeightMatrix lm_head_;           // (padded_vocab, d_model), empty when tied
   std::vector<Block> blocks_;              // n_layer
   std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
   std::vector<float> norm_f_;              // (d_model)
