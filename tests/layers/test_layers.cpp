@@ -437,3 +437,115 @@ TEST(MambaBlock, Errors) {
   p.D.pop_back();
   EXPECT_THROW(MambaBlock<float>(cfg, p), ssm::Error);
 }
+
+// ---- weight matrices in f16 / bf16 (layers/weight.hpp) -------------------------------------------------
+
+// linear_forward on a WeightMatrix against a double loop over the same (rounded) weights, on awkward shapes:
+// 1, 3, 7 rows (gemv tiles, odd row and feature tails), 8 and 17 rows (converted panels), in not a multiple of
+// the vector width, strided x and y (a column slice of wider buffers), bias, 1 and 3 threads. Bound: f32
+// accumulation of `in` products (any order) errs by at most in · 2^-24 · Σ|x w| (plus one rounding of the
+// bias add); 2^-22 leaves room for that.
+TEST(WeightMatrix, LinearMatchesDoubleLoop) {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> N(0.0f, 1.0f);
+  for (DType dt : {DType::f32, DType::f16, DType::bf16})
+    for (index_t rows : {1, 3, 7, 8, 17})
+      for (index_t in : {1, 5, 16, 33, 100})
+        for (index_t out : {1, 3, 17, 50})
+          for (int threads : {1, 3}) {
+            const index_t ldx = in + 3, ldy = out + 2;
+            std::vector<float> x(static_cast<std::size_t>(rows * ldx)), w(static_cast<std::size_t>(out * in)),
+                bias(static_cast<std::size_t>(out)), y(static_cast<std::size_t>(rows * ldy), -7.0f);
+            for (auto* v : {&x, &w, &bias})
+              for (auto& e : *v) e = N(rng);
+            const WeightMatrix W = WeightMatrix::from_f32(w.data(), out, in, dt);
+            ASSERT_EQ(W.dtype(), dt);
+            const std::vector<float> wr = W.to_f32();  // the rounded weights
+            for (std::size_t i = 0; i < w.size(); ++i) {
+              const float e = dt == DType::f16 ? static_cast<float>(half(w[i]))
+                              : dt == DType::bf16 ? static_cast<float>(bfloat16(w[i])) : w[i];
+              ASSERT_EQ(wr[i], e);
+            }
+            const bool with_bias = (rows + out) % 2 == 0;
+            linear_forward(x.data(), W, with_bias ? bias.data() : nullptr, y.data(), rows, ldx, ldy, threads);
+            for (index_t r = 0; r < rows; ++r) {
+              for (index_t j = 0; j < out; ++j) {
+                double ref = with_bias ? bias[j] : 0.0, mag = with_bias ? std::abs(bias[j]) : 0.0;
+                for (index_t k = 0; k < in; ++k) {
+                  ref += double(x[r * ldx + k]) * wr[j * in + k];
+                  mag += std::abs(double(x[r * ldx + k]) * wr[j * in + k]);
+                }
+                ASSERT_NEAR(y[r * ldy + j], ref, (in + 1) * std::ldexp(mag, -22))
+                    << name(dt) << " rows " << rows << " in " << in << " out " << out << " threads " << threads;
+              }
+              for (index_t j = out; j < ldy; ++j) ASSERT_EQ(y[r * ldy + j], -7.0f) << "wrote outside the slice";
+            }
+          }
+}
+
+TEST(WeightMatrix, EmbeddingAndErrors) {
+  std::vector<float> table(7 * 19);
+  for (std::size_t i = 0; i < table.size(); ++i) table[i] = 0.01f * float(i) - 0.3f;
+  for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
+    const WeightMatrix W = WeightMatrix::from_f32(table.data(), 7, 19, dt);
+    EXPECT_EQ(W.nbytes(), 7 * 19 * size_of(dt));
+    const std::vector<std::int64_t> ids = {6, 0, 3};
+    std::vector<float> y(3 * 19);
+    embedding_forward(ids.data(), W, y.data(), 3);
+    const auto all = W.to_f32();
+    for (index_t r = 0; r < 3; ++r)
+      for (index_t k = 0; k < 19; ++k) EXPECT_EQ(y[r * 19 + k], all[ids[r] * 19 + k]);
+    const std::vector<std::int64_t> bad = {7};
+    EXPECT_THROW(embedding_forward(bad.data(), W, y.data(), 1), ssm::Error);
+    EXPECT_TRUE(W.same_values(WeightMatrix::from_f32(all.data(), 7, 19)));
+  }
+  EXPECT_THROW(WeightMatrix::from_f32(table.data(), 7, 19, DType::i32), ssm::Error);
+  EXPECT_THROW(WeightMatrix::from_f32(table.data(), 7, 19, DType::f64), ssm::Error);
+  EXPECT_THROW(WeightMatrix(Tensor::empty({7}, DType::f16)), ssm::Error);         // not a matrix
+  EXPECT_THROW(WeightMatrix(Tensor::empty({2, 3}, DType::i64)), ssm::Error);      // not a weight dtype
+  EXPECT_THROW(WeightMatrix::from_f32(table.data(), 7, 19, DType::f16).f32(), ssm::Error);
+}
+
+// A block holding bf16 projections: forward and step equal the f32 block of the same (rounded) weights up to
+// f32 summation order; backward is refused with an ssm::Error.
+TEST(MambaBlock, HalfMatricesForwardStepAndBackwardError) {
+  MambaBlockConfig cfg;
+  cfg.d_model = 24;
+  cfg.d_state = 4;
+  cfg.bias = true;
+  const auto f32_block = MambaBlock<float>::init(cfg, 9);
+  MambaBlockParams<float> p = f32_block.params(), rounded = p;
+  MambaBlockMatrices m;
+  m.for_each(p, [&](const char* nm, WeightMatrix& w, std::vector<float>& v) {
+    const Dims s = nm == std::string("in_proj.weight")   ? Dims{2 * cfg.inner(), cfg.d_model}
+                   : nm == std::string("x_proj.weight")  ? Dims{cfg.rank() + 2 * cfg.d_state, cfg.inner()}
+                   : nm == std::string("dt_proj.weight") ? Dims{cfg.inner(), cfg.rank()}
+                                                         : Dims{cfg.d_model, cfg.inner()};
+    w = WeightMatrix::from_f32(v.data(), s[0], s[1], DType::bf16);
+    v.clear();
+  });
+  MambaBlockMatrices m2 = m;
+  m2.for_each(rounded, [](const char*, WeightMatrix& w, std::vector<float>& v) { v = w.to_f32(); });
+  const MambaBlock<float> half_block(cfg, p, m), ref_block(cfg, rounded);
+  EXPECT_EQ(half_block.full_params().in_proj_weight, rounded.in_proj_weight);
+  EXPECT_LT(half_block.nbytes(), ref_block.nbytes());
+  const index_t b = 2, l = 9;
+  std::vector<float> u(static_cast<std::size_t>(b * l * cfg.d_model));
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> N(0.0f, 1.0f);
+  for (auto& e : u) e = N(rng);
+  const auto U = TensorView::of(u.data(), {b, l, cfg.d_model});
+  const auto y1 = half_block.forward(U).to_vector<float>(), y0 = ref_block.forward(U).to_vector<float>();
+  for (std::size_t i = 0; i < y0.size(); ++i) ASSERT_NEAR(y1[i], y0[i], 1e-5 * (1 + std::abs(y0[i])));
+  auto c1 = half_block.make_cache(b), c0 = ref_block.make_cache(b);
+  const auto s1 = half_block.step(TensorView::of(u.data(), {b, cfg.d_model}), c1).to_vector<float>();
+  const auto s0 = ref_block.step(TensorView::of(u.data(), {b, cfg.d_model}), c0).to_vector<float>();
+  for (std::size_t i = 0; i < s0.size(); ++i) ASSERT_NEAR(s1[i], s0[i], 1e-5 * (1 + std::abs(s0[i])));
+  EXPECT_THROW(half_block.backward(U, U), ssm::Error);
+  EXPECT_NO_THROW(ref_block.backward(U, U));
+  // A projection given twice, or with a wrong shape, is refused.
+  EXPECT_THROW(MambaBlock<float>(cfg, rounded, m), ssm::Error);
+  MambaBlockMatrices bad = m;
+  bad.x_proj = bad.dt_proj;
+  EXPECT_THROW(MambaBlock<float>(cfg, p, bad), ssm::Error);
+}

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -690,5 +691,118 @@ TEST(MambaLM, MambaSsmCheckpointOfTinyMatchesTransformers) {
   const std::vector<std::int64_t> ids = {1, 17, 42, 99, 3, 250};
   const auto ref = MambaLM::load(data_dir("mamba/tiny")).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>();
   EXPECT_EQ(MambaLM::load(dir.string()).logits(TensorView::of(ids.data(), {1, 6})).to_vector<float>(), ref);
+  fs::remove_all(dir);
+}
+
+// ---- 16-bit weights kept (LoadOptions::weight_dtype) ------------------------------------------------------
+
+// An f16 / bf16 checkpoint loaded as it is (the default) computes what the f32 model of the SAME rounded
+// weights (weight_dtype f32) computes: the only difference is the order of the f32 sums inside the products
+// (converted weight panels or gemv tiles against Eigen's f32 GEMM). Each dot product here has at most 64
+// (d_inner) terms, so it moves by at most ~64 · 2^-24 ≈ 4e-6 of Σ|terms|; through two layers (the scan
+// and norms are identical code) the logits' normalized error stays ~1e-6 (measured: 0 for the 40-row logits,
+// whose converted panels go through the same Eigen kernel as f32; the gemv tiles of step differ), and 2e-5 is
+// still far below the effect of rounding the weights themselves (~1e-3 for f16, ~1e-2 for bf16).
+TEST(MambaLM, HalfWeightsEqualF32OfTheSameWeights) {
+  for (bool tied : {true, false})
+    for (DType dt : {DType::f16, DType::bf16}) {
+      SCOPED_TRACE(std::string(name(dt)) + (tied ? " tied" : " untied"));
+      MambaConfig cfg = small_config();
+      cfg.tie_embeddings = tied;
+      cfg.bias = !tied;
+      const MambaLM orig = MambaLM::init(cfg, 11);
+      const auto dir = temp_dir(std::string("half_") + std::string(name(dt)));
+      orig.save(dir.string(), dt);
+      const MambaLM half_model = MambaLM::load(dir.string());  // default: the stored dtype is kept
+      LoadOptions as_f32;
+      as_f32.weight_dtype = DType::f32;
+      const MambaLM f32_model = MambaLM::load(dir.string(), as_f32);
+      EXPECT_EQ(half_model.weight_dtype(), dt);
+      EXPECT_EQ(f32_model.weight_dtype(), DType::f32);
+      EXPECT_LT(half_model.weight_bytes(), f32_model.weight_bytes() * 6 / 10);
+      // 2 x 20 tokens: 40 rows take the converted-panel GEMM; prefill's head and step take the gemv tiles.
+      std::vector<std::int64_t> ids(40);
+      for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 7 + 3) % 50);
+      const auto ids_view = TensorView::of(ids.data(), {2, 20});
+      const auto a = half_model.logits(ids_view).to_vector<float>();
+      const auto b = f32_model.logits(ids_view).to_vector<float>();
+      const double err = normalized_error(a.data(), b.data(), b.size());
+      std::printf("[ half ] %s %s: logits normalized error against f32 of the same weights %g\n",
+                  std::string(name(dt)).c_str(), tied ? "tied" : "untied", err);
+      EXPECT_LE(err, 2e-5);
+      MambaCache ca, cb;
+      const auto pa = half_model.prefill(ids_view, ca).to_vector<float>();
+      const auto pb = f32_model.prefill(ids_view, cb).to_vector<float>();
+      EXPECT_LE(normalized_error(pa.data(), pb.data(), pb.size()), 2e-5);
+      const std::vector<std::int64_t> next = {4, 9};
+      const auto sa = half_model.step(next, ca).to_vector<float>();
+      const auto sb = f32_model.step(next, cb).to_vector<float>();
+      EXPECT_LE(normalized_error(sa.data(), sb.data(), sb.size()), 2e-5);
+      const std::vector<std::int64_t> prompt = {1, 2, 3, 4, 5};
+      EXPECT_EQ(half_model.generate(prompt, 16), f32_model.generate(prompt, 16));
+      // The f32 checkpoint converted at load (weight_dtype = dt) holds the same matrices as the saved dt file
+      // (its small parameters stay f32, unrounded: compared below through weights()).
+      const auto dir32 = temp_dir("half_from_f32");
+      orig.save(dir32.string(), DType::f32);
+      LoadOptions to_half;
+      to_half.weight_dtype = dt;
+      const MambaLM converted = MambaLM::load(dir32.string(), to_half);
+      EXPECT_EQ(converted.weight_dtype(), dt);
+      // save() of a half model writes the same weights back.
+      const auto dir2 = temp_dir("half_resaved");
+      half_model.save(dir2.string(), dt);
+      EXPECT_EQ(MambaLM::load(dir2.string()).logits(ids_view).to_vector<float>(), a);
+      // weights() (what the CUDA model uploads) is f32 whatever is held: the rounded values.
+      const auto wa = half_model.weights(), wb = f32_model.weights(), wc = converted.weights();
+      const std::size_t emb = static_cast<std::size_t>(cfg.padded_vocab() * cfg.d_model);
+      EXPECT_TRUE(std::equal(wa.embedding, wa.embedding + emb, wb.embedding));
+      EXPECT_TRUE(std::equal(wa.embedding, wa.embedding + emb, wc.embedding));
+      EXPECT_EQ(wa.lm_head == nullptr, tied);
+      if (!tied) {
+        EXPECT_TRUE(std::equal(wa.lm_head, wa.lm_head + emb, wb.lm_head));
+      }
+      const std::size_t inproj = static_cast<std::size_t>(2 * cfg.block().inner() * cfg.d_model);
+      for (std::size_t i = 0; i < wa.layers.size(); ++i) {
+        EXPECT_TRUE(std::equal(wa.layers[i].in_proj_weight, wa.layers[i].in_proj_weight + inproj,
+                               wb.layers[i].in_proj_weight));
+        EXPECT_TRUE(std::equal(wa.layers[i].in_proj_weight, wa.layers[i].in_proj_weight + inproj,
+                               wc.layers[i].in_proj_weight));
+        EXPECT_TRUE(std::equal(wa.layers[i].out_proj_weight, wa.layers[i].out_proj_weight + inproj / 2,
+                               wb.layers[i].out_proj_weight));
+      }
+      // backward needs f32 parameters: refused on the half model's blocks with a clear error.
+      std::vector<float> u(static_cast<std::size_t>(3 * cfg.d_model), 0.5f);
+      const auto U = TensorView::of(u.data(), {1, 3, cfg.d_model});
+      try {
+        (void)half_model.blocks()[0].backward(U, U);
+        ADD_FAILURE() << "backward on 16-bit weights did not throw";
+      } catch (const ssm::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("weight_dtype = DType::f32"), std::string::npos) << e.what();
+      }
+      EXPECT_NO_THROW((void)f32_model.blocks()[0].backward(U, U));
+      for (const auto& d : {dir, dir32, dir2}) fs::remove_all(d);
+    }
+}
+
+TEST(MambaLM, LoadOptionsRejectsOtherWeightDtypes) {
+  const MambaLM model = MambaLM::init(small_config(), 2);
+  const auto dir = temp_dir("bad_weight_dtype");
+  model.save(dir.string(), DType::bf16);
+  for (DType dt : {DType::f64, DType::i32, DType::i64, DType::u8, DType::c64}) {
+    LoadOptions opt;
+    opt.weight_dtype = dt;
+    try {
+      (void)MambaLM::load(dir.string(), opt);
+      ADD_FAILURE() << name(dt) << " accepted";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not one of f32, f16, bf16"), std::string::npos) << e.what();
+    }
+  }
+  // f32, f16, bf16 all load.
+  for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
+    LoadOptions opt;
+    opt.weight_dtype = dt;
+    EXPECT_EQ(MambaLM::load(dir.string(), opt).weight_dtype(), dt);
+  }
   fs::remove_all(dir);
 }
