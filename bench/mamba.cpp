@@ -4,12 +4,25 @@
 //
 //   bench_mamba                                  # short default run (contexts 1 and 2048)
 //   SSM_BENCH_FULL=1 bench_mamba --benchmark_filter=DecodeAtContext   # contexts up to 64K (minutes)
+//   bench_mamba --benchmark_filter='Weights.*/dtype:bf16'    # 16-bit weights kept (LoadOptions): memory, speed
+//
+// The Weights benchmarks load a bf16 checkpoint of that model (written once to
+// /tmp/ssm_bench_mamba130m_bf16 by a child process, so that this process never holds the f32 original) with
+// its bf16 weights kept (dtype:bf16) or converted to f32 (dtype:f32), and report prefill / decode tokens/s and
+// the resident memory: file_bytes (model.safetensors), weight_bytes (MambaLM::weight_bytes), rss_bytes (VmRSS
+// growth from before the load to after a first prefill, which reads every weight) and VmHWM (the process's
+// peak; meaningful when one dtype is run per process, as the filter above does).
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ssm/models.hpp"
@@ -47,6 +60,105 @@ double rss_bytes() {
   long pages = 0, resident = 0;
   is >> pages >> resident;
   return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+MambaCache prefill_context(const MambaLM& m, index_t ctx);
+
+// A field of /proc/self/status ("VmRSS", "VmHWM") in bytes.
+double proc_status_bytes(const std::string& key) {
+  std::ifstream is("/proc/self/status");
+  std::string line;
+  while (std::getline(is, line))
+    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1) * 1024.0;
+  return 0;
+}
+
+const char* kHalfDir = "/tmp/ssm_bench_mamba130m_bf16";
+
+// Writes the bf16 checkpoint of model_130m()'s shape and weights in a child process (before any thread starts).
+void write_bf16_checkpoint() {
+  if (std::filesystem::exists(std::string(kHalfDir) + "/model.safetensors")) return;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    model_130m().save(kHalfDir, ssm::DType::bf16);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+}
+
+struct LoadedModel {
+  std::unique_ptr<MambaLM> model;
+  double file_bytes = 0, rss_bytes = 0;
+};
+
+// The bf16 checkpoint loaded with its weights in `dtype` (kept for bf16, converted for f32), loaded once; the
+// resident growth is measured across the load and a first prefill.
+const LoadedModel& loaded(ssm::DType dtype) {
+  static std::map<ssm::DType, LoadedModel> models;
+  auto it = models.find(dtype);
+  if (it != models.end()) return it->second;
+  LoadedModel& m = models[dtype];
+  const double rss0 = proc_status_bytes("VmRSS");
+  ssm::models::LoadOptions opt;
+  opt.weight_dtype = dtype;
+  m.model = std::make_unique<MambaLM>(MambaLM::load(kHalfDir, opt));
+  const auto ids = random_ids(8, 3);
+  MambaCache cache;
+  m.model->prefill(ssm::TensorView::of(ids.data(), {1, 8}), cache);
+  m.rss_bytes = proc_status_bytes("VmRSS") - rss0;
+  m.file_bytes = static_cast<double>(std::filesystem::file_size(std::string(kHalfDir) + "/model.safetensors"));
+  return m;
+}
+
+void memory_counters(benchmark::State& state, const LoadedModel& m) {
+  state.counters["file_bytes"] = m.file_bytes;
+  state.counters["weight_bytes"] = static_cast<double>(m.model->weight_bytes());
+  state.counters["rss_bytes"] = m.rss_bytes;
+  state.counters["VmHWM"] = proc_status_bytes("VmHWM");
+}
+
+// Prefill of 128 tokens with the weights in `dtype` on `threads` threads.
+void BM_MambaWeightsPrefill(benchmark::State& state, ssm::DType dtype, int threads) {
+  const LoadedModel& lm = loaded(dtype);
+  MambaLM& m = *lm.model;
+  m.set_threads(threads);
+  const index_t l = 128;
+  const auto ids = random_ids(l, 1);
+  MambaCache cache;
+  for (auto _ : state) {
+    auto logits = m.prefill(ssm::TensorView::of(ids.data(), {1, l}), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(state.iterations() * l);  // items_per_second = prefill tokens/s
+  memory_counters(state, lm);
+}
+
+// Decode (one sequence, one token per step) with the weights in `dtype` on `threads` threads.
+void BM_MambaWeightsDecode(benchmark::State& state, ssm::DType dtype, int threads) {
+  const LoadedModel& lm = loaded(dtype);
+  MambaLM& m = *lm.model;
+  m.set_threads(threads);
+  MambaCache cache = prefill_context(m, 16);
+  std::int64_t id = 42;
+  for (auto _ : state) {
+    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(state.iterations());  // items_per_second = decode tokens/s
+  memory_counters(state, lm);
+}
+
+void register_weights() {
+  for (bool prefill : {true, false})
+    for (ssm::DType dtype : {ssm::DType::f32, ssm::DType::bf16})
+      for (int threads : {1, 2}) {
+        const std::string nm = std::string(prefill ? "BM_MambaWeightsPrefill" : "BM_MambaWeightsDecode") +
+                               "/dtype:" + std::string(ssm::name(dtype)) + "/threads:" + std::to_string(threads);
+        auto* b = prefill ? benchmark::RegisterBenchmark(nm.c_str(), BM_MambaWeightsPrefill, dtype, threads)
+                          : benchmark::RegisterBenchmark(nm.c_str(), BM_MambaWeightsDecode, dtype, threads);
+        b->Unit(benchmark::kMillisecond)->UseRealTime();
+      }
 }
 
 // Prefills `ctx` tokens into a fresh cache for one sequence, in chunks of 1024 (bounded activations).
@@ -126,7 +238,9 @@ void register_context_sweep() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  write_bf16_checkpoint();
   register_context_sweep();
+  register_weights();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
