@@ -101,11 +101,11 @@ inline constexpr int kW = simd::lanes<float>;
 /// lanes<float> 16-bit values (H = half or bfloat16) at p, any alignment, as f32.
 template <class H>
 SSM_FORCE_INLINE simd::Vec<float> load_16bit(const std::uint16_t* p) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__)  // maskz forms: the plain ones take an undefined vector, a false -Wuninitialized in GCC 12
   if constexpr (std::is_same_v<H, half>) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   } else {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i v = _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
   }
 #elif defined(__AVX2__)
