@@ -274,6 +274,18 @@ TEST(CudaSelectiveScanEmuBackward, OptionalInputsAndGroups) {
     for (Order o : kOrders) run_backward_case<Small>(c, o, 3);
 }
 
+TEST(CudaSelectiveScanEmuBackward, LargeDelta) {
+  // Delta ~ 20 and ~ 50: exp(Delta A) << 1, so a_t h_{t-1} is tiny beside h_t; the kernel must not recover it as
+  // h_t - Delta_t u_t B_t (that cancels: grad_A far outside the bound). Both chunks of l = 300 with Small.
+  for (const float offset : {20.0f, 50.0f}) {
+    Case c;
+    c.l = 300;
+    c.d = 2;
+    c.delta_offset = offset;
+    run_backward_case<Small>(c, Order::random, 11);
+  }
+}
+
 TEST(CudaSelectiveScanEmuBackward, LauncherConfigurations) {
   for (index_t l : {1000, 2100}) {
     Case c;
