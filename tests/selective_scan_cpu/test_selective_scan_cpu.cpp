@@ -638,19 +638,6 @@ TEST(SelectiveScanCpuDispatch, AutomaticPicksChunkedForLongThin) {
   EXPECT_NE(wide.run(opts(1, ssm::cpu::ScanAlgo::automatic)).find("sequential"), std::string::npos);
 }
 
-TEST(SelectiveScanCpuDispatch, SimdLevelMatchesTarget) {
-#if defined(__AVX512F__)
-  EXPECT_STREQ(simd::kLevel, "avx512");
-  EXPECT_EQ(simd::lanes<float>, 16);
-#elif defined(__AVX2__)
-  EXPECT_STREQ(simd::kLevel, "avx2");
-  EXPECT_EQ(simd::lanes<float>, 8);
-#else
-  EXPECT_STREQ(simd::kLevel, "generic");
-  EXPECT_EQ(simd::lanes<float>, 4);
-#endif
-}
-
 }  // namespace
 
 // The default thread count follows the work: one thread for a tiny problem, all hardware threads for a
