@@ -474,4 +474,11 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
   return r;
 }
 
+/// selective_scan_backward without a grad_last_state: selective_scan_backward(in, grad_out, opt) is
+/// selective_scan_backward(in, grad_out, std::nullopt, opt).
+inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in, const TensorView& grad_out,
+                                                  const SelectiveScanOptions& opt) {
+  return selective_scan_backward(in, grad_out, std::nullopt, opt);
+}
+
 }  // namespace ssm
