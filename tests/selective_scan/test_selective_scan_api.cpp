@@ -30,6 +30,29 @@ void expect_error(F&& f, const std::vector<std::string>& needles) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// 1. Complex A and the requested path.
+
+TEST(SelectiveScanApi, ComplexAChunkedPathIsRefusedSequentialRuns) {
+  ScanCase c;
+  c.dtype = DType::f32, c.complex = true, c.b = 2, c.d = 4, c.l = 9, c.n = 3, c.g = 2, c.has_init = true;
+  const ScanData s = make_data(c);
+  const auto ref = run(s, ScanPath::reference);
+  for (ScanPath path : {ScanPath::automatic, ScanPath::sequential}) {  // the complex loop is the sequential scan
+    const auto r = run(s, path, 2);
+    EXPECT_EQ(r.path, "cpu-scalar-complex");
+    EXPECT_LE(rel_err(r.out, ref.out), 1e-5);
+  }
+  expect_error([&] { run(s, ScanPath::chunked, 2); },
+               {"selective_scan: argument 'path'", "complex A", "ScanPath::sequential"});
+  SelectiveScanOptions o;
+  o.path = ScanPath::chunked;
+  expect_error([&] { ssm::selective_scan_backward(s.inputs(), s.u, std::nullopt, o); },
+               {"selective_scan_backward: argument 'path'", "complex A", "ScanPath::sequential"});
+  o.path = ScanPath::sequential;
+  EXPECT_EQ(ssm::selective_scan_backward(s.inputs(), s.u, std::nullopt, o).path, "cpu-per-channel");
+}
+
+// ---------------------------------------------------------------------------------------------------
 // 4. The backward's options without a grad_last_state.
 
 TEST(SelectiveScanApi, BackwardTakesOptionsWithoutGradLastState) {

@@ -242,6 +242,7 @@ void expect_backward_matches_reference(DType dt, double tol) {
     };
     for (const Run run : {Run{1, 0, ScanPath::automatic}, Run{2, 5, ScanPath::sequential}, Run{2, 1, ScanPath::sequential},
                           Run{2, 5, ScanPath::chunked}, Run{3, 16, ScanPath::chunked}, Run{3, 1, ScanPath::chunked}}) {
+      if (cs.complex && run.path == ScanPath::chunked) continue;  // an ssm::Error (test_selective_scan_api.cpp)
       ssm::SelectiveScanOptions o;
       o.num_threads = run.threads;
       o.chunk_len = run.chunk;

@@ -57,7 +57,9 @@ struct SelectiveScanOptions {
   /// CPU: reference = the plain loops (the oracle); sequential = threads over (batch row, channel block), forward
   /// and backward; chunked = each sequence split in time over the threads (forward: the associative scan over
   /// chunks; backward: pieces joined by their carried state and gradient); automatic: chunked for few channel blocks
-  /// and long sequences. CUDA tensors run the fused kernels whatever the path.
+  /// and long sequences. Complex A (CPU): sequential (its one loop, r.path "cpu-scalar-complex", backward
+  /// "cpu-per-channel") or reference; chunked is an ssm::Error naming `path`. CUDA tensors run the fused kernels
+  /// whatever the path.
   ScanPath path = ScanPath::automatic;
   int num_threads = 0;             // 0: all hardware threads
   bool return_last_state = false;
@@ -302,6 +304,14 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
 }
 #endif
 
+/// Complex A has one CPU scan: the sequential one (threads over batch rows and channels, each sequence in order);
+/// there is no chunked (split in time) implementation. A requested ScanPath::chunked is an error, never replaced.
+inline void check_complex_path(const Checker& c, const ScanParams& p, ScanPath path) {
+  c.require(!p.is_complex || path != ScanPath::chunked, "path",
+            "ScanPath::chunked has no complex-A implementation; complex A runs with ScanPath::sequential (or "
+            "automatic, which picks it: one loop per batch row and channel) or ScanPath::reference");
+}
+
 template <class F>
 decltype(auto) visit_input(DType t, F&& f) {
   return visit_floating(t, "selective_scan", std::forward<F>(f));
@@ -335,6 +345,7 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   }
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
+  scan_detail::check_complex_path(c, p, opt.path);
   if (p.batch * p.dim == 0) return "empty";
   if (!s.device.is_cpu()) {
 #if defined(SSM_HAS_CUDA)
@@ -398,6 +409,7 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
   c.require(grad_out.device() == s.device, "grad_out", "is on ", grad_out.device().str(), " but 'u' is on ", s.device.str());
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
+  scan_detail::check_complex_path(c, p, opt.path);
   const void* saved_states = nullptr;
   if (opt.chunk_states.defined() && opt.path != ScanPath::reference) {
     const TensorView& cs = opt.chunk_states;
