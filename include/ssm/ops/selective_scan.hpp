@@ -64,8 +64,9 @@ struct SelectiveScanOptions {
   int num_threads = 0;             // 0: all hardware threads
   bool return_last_state = false;
   index_t chunk_len = 0;           // 0: chosen by the implementation (chunked path; backward recompute chunk)
-  /// Forward: also return the state at the start of every 128-step chunk (r.chunk_states), for the backward. Only
-  /// the CPU sequential path of a real-A scan without cu_seqlens saves them; otherwise r.chunk_states stays empty.
+  /// Forward: also return the state at the start of every 128-step chunk (r.chunk_states), for the backward. The
+  /// CPU sequential path of a real-A scan without cu_seqlens saves them; with it, automatic runs that path. Complex
+  /// A, cu_seqlens, CUDA tensors, or ScanPath::chunked / reference: an ssm::Error naming `save_chunk_states`.
   bool save_chunk_states = false;
   /// Backward: the forward's r.chunk_states (CPU, real A, no cu_seqlens): the backward restarts its recompute
   /// chunks from them instead of running the recurrence over the sequence once more first. Empty: recomputed.
@@ -75,7 +76,7 @@ struct SelectiveScanOptions {
 struct SelectiveScanOutputs {
   Tensor out;         // (b, d, l) input dtype
   Tensor last_state;  // (b, d, n) or (n_seqs, d, n), state dtype; empty unless asked
-  Tensor chunk_states;  // (b, ceil(l / 128), d, n) state dtype: with save_chunk_states, when the path saves them
+  Tensor chunk_states;  // (b, ceil(l / 128), d, n) state dtype: with save_chunk_states; empty otherwise
   std::string path;   // which implementation ran, e.g. "cpu-avx512-sequential", "reference"
 };
 
@@ -346,7 +347,31 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
   scan_detail::check_complex_path(c, p, opt.path);
-  if (p.batch * p.dim == 0) return "empty";
+  if (opt.save_chunk_states) {
+    // Saved by the sequential CPU path of a real-A scan without cu_seqlens, the only backward that restarts from
+    // them; anything else is an error rather than an empty r.chunk_states.
+    c.require(chunk_states != nullptr, "save_chunk_states",
+              "selective_scan_into has nowhere to put them: pass its chunk_states argument (a Tensor*), or call "
+              "selective_scan");
+    c.require(!p.is_complex, "save_chunk_states",
+              "complex A saves no chunk states (its backward recomputes the states and takes no chunk_states): "
+              "leave save_chunk_states false");
+    c.require(p.cu_seqlens == nullptr, "save_chunk_states",
+              "packed sequences (cu_seqlens) save no chunk states (their backward recomputes the states): leave "
+              "save_chunk_states false");
+    c.require(s.device.is_cpu(), "save_chunk_states", "tensors on ", s.device.str(),
+              ": the CUDA backward saves its own chunk states; leave save_chunk_states false");
+    c.require(opt.path == ScanPath::sequential || opt.path == ScanPath::automatic, "save_chunk_states",
+              "only the sequential CPU path saves chunk states: use ScanPath::sequential or ScanPath::automatic "
+              "(which then runs sequential), not ",
+              opt.path == ScanPath::chunked ? "ScanPath::chunked" : "ScanPath::reference");
+  }
+  if (p.batch * p.dim == 0) {
+    if (opt.save_chunk_states)  // nothing to scan: the states of no channel
+      *chunk_states = Tensor::empty(
+          {p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate}, s.state);
+    return "empty";
+  }
   if (!s.device.is_cpu()) {
 #if defined(SSM_HAS_CUDA)
     return scan_detail::selective_scan_cuda(s, p);
@@ -360,17 +385,21 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
       cpu::ScanCpuOptions co;
       co.num_threads = opt.num_threads;
       co.chunk_len = opt.chunk_len;
-      co.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
-                : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
-                                                 : cpu::ScanAlgo::automatic;
-      Tensor saved;  // (b, d, chunks, n) state dtype
-      if (opt.save_chunk_states && chunk_states && !p.is_complex && p.cu_seqlens == nullptr && p.seqlen > 0) {
+      co.algo = opt.path == ScanPath::sequential || opt.save_chunk_states ? cpu::ScanAlgo::sequential
+                : opt.path == ScanPath::chunked                           ? cpu::ScanAlgo::chunked
+                                                                          : cpu::ScanAlgo::automatic;
+      Tensor saved;  // (b, chunks, d, n) state dtype
+      if (opt.save_chunk_states) {
         saved = Tensor::empty({p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate},
                               s.state);
         co.chunk_states = saved.data();
       }
       std::string path = cpu::selective_scan_forward<In>(p, co);
-      if (saved.defined() && cpu::writes_chunk_states(p, path)) *chunk_states = std::move(saved);
+      if (saved.defined()) {
+        SSM_CHECK(cpu::writes_chunk_states(p, path), "selective_scan: internal: the path ", path,
+                  " did not save the chunk states it was asked for");
+        *chunk_states = std::move(saved);
+      }
       return path;
     }
     reference::selective_scan_forward<In>(p);
