@@ -118,6 +118,102 @@ TEST(SelectiveScanApi, SaveChunkStatesWhereNothingCanBeSavedIsAnError) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// 3. mamba's interleaved layout of complex variable B / C: a real (b, g, n, 2l) or (b, n, 2l) tensor of the
+// weight dtype with (re, im) of step t at [..., 2t] and [..., 2t + 1] (selective_scan_ref:
+// view_as_complex(rearrange(B, "... (L two) -> ... L two", two=2))).
+
+/// The interleaved real form of a contiguous complex tensor (..., l): (..., 2l), built element by element.
+Tensor interleave(const Tensor& cx) {
+  ssm::Dims shape = cx.shape();
+  shape[shape.size() - 1] *= 2;
+  const DType real = cx.dtype() == DType::c128 ? DType::f64 : DType::f32;
+  Tensor r = Tensor::empty(shape, real);
+  const std::vector<double> v = values(cx);  // re, im, re, im, ... in row-major order of cx
+  const index_t l = cx.shape()[cx.shape().size() - 1];
+  for (index_t i = 0; i < cx.numel(); ++i) {
+    const index_t row = i / l, t = i % l;
+    set(r, row * 2 * l + 2 * t, v[static_cast<std::size_t>(2 * i)]);
+    set(r, row * 2 * l + 2 * t + 1, v[static_cast<std::size_t>(2 * i + 1)]);
+  }
+  return r;
+}
+
+TEST(SelectiveScanApi, InterleavedComplexBCEqualTheComplexTensors) {
+  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+    for (bool rank3 : {false, true}) {
+      ScanCase c;
+      c.dtype = dt, c.complex = true, c.b = 2, c.d = 4, c.l = 7, c.n = 3, c.g = rank3 ? 1 : 2, c.rank3_BC = rank3;
+      c.has_D = c.has_z = c.has_init = c.has_bias = c.softplus = true;
+      SCOPED_TRACE(describe(c));
+      const ScanData s = make_data(c);
+      const Tensor Bi = interleave(s.B), Ci = interleave(s.C);
+      SelectiveScanInputs in = s.inputs();
+      in.B = Bi;
+      in.C = Ci;
+      for (ScanPath path : {ScanPath::reference, ScanPath::automatic}) {
+        const auto want = run(s, path);
+        SelectiveScanOptions o;
+        o.path = path;
+        o.return_last_state = true;
+        const auto got = ssm::selective_scan(in, o);
+        EXPECT_EQ(got.path, want.path);
+        EXPECT_EQ(rel_err(got.out, want.out), 0.0) << got.path;
+        EXPECT_EQ(rel_err(got.last_state, want.last_state), 0.0) << got.path;
+        // the backward: gradients of B and C in the layout they came in (real, (.., 2l)), the same numbers
+        const auto gw = ssm::selective_scan_backward(s.inputs(), s.u, std::nullopt, o);
+        const auto gg = ssm::selective_scan_backward(in, s.u, std::nullopt, o);
+        EXPECT_EQ(gg.grad_B.shape(), Bi.shape());
+        EXPECT_EQ(gg.grad_B.dtype(), Bi.dtype());
+        EXPECT_EQ(gg.grad_C.shape(), Ci.shape());
+        EXPECT_EQ(rel_err(gg.grad_B, interleave(gw.grad_B)), 0.0);
+        EXPECT_EQ(rel_err(gg.grad_C, interleave(gw.grad_C)), 0.0);
+        EXPECT_EQ(rel_err(gg.grad_A, gw.grad_A), 0.0);
+        EXPECT_EQ(rel_err(gg.grad_u, gw.grad_u), 0.0);
+      }
+    }
+  }
+}
+
+TEST(SelectiveScanApi, InterleavedStridedViewAndBadLayouts) {
+  ScanCase c;
+  c.dtype = DType::f32, c.complex = true, c.b = 2, c.d = 4, c.l = 5, c.n = 3, c.g = 2, c.has_init = true;
+  const ScanData s = make_data(c);
+  const auto want = run(s, ScanPath::automatic);
+  // B as every other n-row of a (2, 2, 6, 10) interleaved tensor: even strides, unit stride along 2l: accepted.
+  const Tensor Bi = interleave(s.B);  // (2, 2, 3, 10)
+  Tensor big = Tensor::zeros({2, 2, 6, 10}, DType::f32);
+  const ssm::TensorView Bs(big.data(), DType::f32, ssm::Device::cpu(), {2, 2, 3, 10}, {120, 60, 20, 1});
+  ssm::copy(Bs, Bi.view());
+  const Tensor Ci = interleave(s.C);
+  SelectiveScanInputs in = s.inputs();
+  in.B = Bs;
+  in.C = Ci;
+  SelectiveScanOptions o;
+  o.return_last_state = true;
+  const auto got = ssm::selective_scan(in, o);
+  EXPECT_EQ(rel_err(got.out, want.out), 0.0);
+  EXPECT_EQ(rel_err(got.last_state, want.last_state), 0.0);
+
+  const auto call = [&](const ssm::TensorView& B) {
+    return [&s, B] {
+      SelectiveScanInputs bad = s.inputs();
+      bad.B = B;
+      ssm::selective_scan(bad);
+    };
+  };
+  // an odd stride cannot be seen as complex elements
+  Tensor odd = Tensor::zeros({2, 2, 3, 11}, DType::f32);
+  const ssm::TensorView Bodd(odd.data(), DType::f32, ssm::Device::cpu(), {2, 2, 3, 10}, {66, 33, 11, 1});
+  expect_error(call(Bodd), {"argument 'B'", "interleaved", "even"});
+  // the real form of length l (not 2l)
+  Tensor half_len = Tensor::zeros({2, 2, 3, 5}, DType::f32);
+  expect_error(call(half_len.view()), {"argument 'B'", "interleaved", "2l = 10"});
+  // another real dtype than the weight dtype (f32 here): no zero-copy view; the message says how to convert
+  Tensor f64 = Tensor::zeros({2, 2, 3, 10}, DType::f64);
+  expect_error(call(f64.view()), {"argument 'B'", "c64", "interleaved", "f32"});
+}
+
+// ---------------------------------------------------------------------------------------------------
 // 4. The backward's options without a grad_last_state.
 
 TEST(SelectiveScanApi, BackwardTakesOptionsWithoutGradLastState) {

@@ -2,17 +2,20 @@
 // a ScanParams, and dispatch to the reference, the optimized CPU forward or CUDA. Semantics of
 // state-spaces/mamba `selective_scan_ref`, plus an initial state, the last state, and packed
 // variable-length batches (cu_seqlens). Forward and backward (reverse scan, states recomputed by chunk).
+// User guide (shapes, paths, saved chunk states, complex A, errors): docs/selective_scan.md.
 //
 // Deliberate differences from selective_scan_ref (mamba_ssm/ops/selective_scan_interface.py):
 //  - f64 inputs are computed in f64 (the reference casts u and delta to f32 whatever their dtype);
 //    f32/f16/bf16 inputs use f32 weights and state, as the reference does.
-//  - complex A with variable B/C: B and C are complex tensors (c64/c128) of shape (b, g, n, l); the
-//    reference takes a real tensor of length 2l holding interleaved (re, im) pairs, the same memory.
+//  - complex A with variable B/C: B and C are complex tensors (c64/c128) of shape (b, g, n, l), or, as the
+//    reference takes them, real tensors of the weight dtype (f32/f64) of shape (b, g, n, 2l) holding interleaved
+//    (re, im) pairs (the same memory, read in place; the reference also accepts f16/bf16 there and casts).
 //  - B/C of rank 3 (b, n, l) are accepted as g = 1, like the reference.
 //  - the gradient of the last state is an input of the backward (the mamba kernel ignores it).
 #pragma once
 
 #include <algorithm>
+#include <complex>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -41,7 +44,9 @@ struct SelectiveScanInputs {
   TensorView u{};                             // (b, d, l)   f32 | f64 | f16 | bf16
   TensorView delta{};                         // (b, d, l)   same dtype as u
   TensorView A{};                             // (d, n)      weight dtype (real) or its complex type
-  TensorView B{};                             // (b, g, n, l) input dtype (complex A: complex weight dtype), or (b, n, l), or fixed (d, n) like A
+  TensorView B{};                             // (b, g, n, l) input dtype, or (b, n, l), or fixed (d, n) like A. Complex A:
+                                              // variable B in the complex weight dtype, or mamba's interleaved layout:
+                                              // weight dtype (b, g, n, 2l) / (b, n, 2l), (re, im) at [.., 2t], [.., 2t + 1]
   TensorView C{};                             // same forms as B
   std::optional<TensorView> D{};              // (d)  weight dtype
   std::optional<TensorView> z{};              // (b, d, l) input dtype
@@ -115,20 +120,45 @@ inline index_t check_BC(const Checker& c, const char* name, const TensorView& X,
   c.require(X.rank() == 3 || X.rank() == 4, name, "expected rank 2 (d, n), 3 (b, n, l) or 4 (b, g, n, l), got shape ",
             X.shape().str());
   variable = true;
-  c.dtype(name, X, s.p.is_complex ? complex_of(s.weight) : s.input);
+  // Complex A: a complex tensor (b, g, n, l), or mamba's interleaved layout, a real tensor (b, g, n, 2l) of the weight
+  // dtype holding (re, im) of step t at [..., 2t] and [..., 2t + 1]: the same memory, read as complex in place.
+  const bool interleaved = s.p.is_complex && !is_complex(X.dtype());
+  const int last = X.rank() - 1;
+  if (interleaved) {
+    const std::string layout = std::string(" (mamba's interleaved layout: a real ") + std::string(::ssm::name(s.weight)) +
+                               " tensor (b, g, n, 2l) or (b, n, 2l) with (re, im) of step t at [..., 2t] and [..., 2t + 1])";
+    c.require(X.dtype() == s.weight, name, "complex A takes variable ", name, " as ", ::ssm::name(complex_of(s.weight)),
+              " (b, g, n, l) or (b, n, l), or in the interleaved layout", layout, "; got dtype ",
+              ::ssm::name(X.dtype()), ": convert it to ", ::ssm::name(s.weight), " (PyTorch: .float()",
+              s.weight == DType::f64 ? ".double()" : "", ") or to ", ::ssm::name(complex_of(s.weight)));
+    c.require(X.size(last) == 2 * l, name, "a real ", name, " with complex A is the interleaved layout", layout,
+              ": its last dimension must be 2l = ", 2 * l, ", got shape ", X.shape().str());
+    c.unit_stride(name, X, last);
+    for (int k = 0; k < last; ++k)
+      c.require(X.size(k) <= 1 || X.stride(k) % 2 == 0, name, "in the interleaved layout", layout,
+                " needs even strides (whole (re, im) pairs) to be read as complex, got strides ", X.strides().str(),
+                " for shape ", X.shape().str(), ": make it contiguous first");
+    static_assert(alignof(std::complex<float>) == alignof(float) && alignof(std::complex<double>) == alignof(double));
+  } else {
+    c.dtype(name, X, s.p.is_complex ? complex_of(s.weight) : s.input);
+  }
+  // strides in elements of the scan's B / C type (complex pairs for the interleaved layout; a dimension of size 1
+  // is never stepped over, whatever its stride)
+  const auto stride = [&](int k) { return interleaved ? X.stride(k) / 2 : X.stride(k); };
+  const index_t len = interleaved ? 2 * l : l;
   if (X.rank() == 3) {
-    c.shape(name, X, {b, n, l}).unit_stride(name, X, 2);
-    batch_stride = X.stride(0);
+    c.shape(name, X, {b, n, len}).unit_stride(name, X, 2);
+    batch_stride = stride(0);
     group_stride = 0;
-    n_stride = X.stride(1);
+    n_stride = stride(1);
     return 1;
   }
-  c.shape(name, X, {b, kAny, n, l}).unit_stride(name, X, 3);
+  c.shape(name, X, {b, kAny, n, len}).unit_stride(name, X, 3);
   const index_t g = X.size(1);
   c.require(g >= 1 && d % g == 0, name, "the number of groups g = ", g, " (dimension 1) must divide d = ", d);
-  batch_stride = X.stride(0);
-  group_stride = X.stride(1);
-  n_stride = X.stride(2);
+  batch_stride = stride(0);
+  group_stride = stride(1);
+  n_stride = stride(2);
   return g;
 }
 
