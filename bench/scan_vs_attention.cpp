@@ -2,7 +2,9 @@
 // 64; Mamba block d_state 16, expand 2), f32, one sequence, 1 and 2 threads:
 //   forward/<mixer>/l:<l>/threads:<t>     mixer forward time and peak memory against sequence length;
 //   decode/<mixer>/ctx:<c>/threads:<t>    per-token decode latency and state memory against context length;
-//   scan_throughput/threads:<t>           state updates per second against this machine's measured FMA limit.
+//   scan_throughput/threads:<t>           state updates per second against this machine's limit, the one
+//                                         bench_selective_scan uses (bench/machine_limit.hpp): t cores of
+//                                         1 / (1/E + 3/F) updates / s, E = exp2 / s / core, F = lane-FMAs / s / core.
 // Memory: `peak_rss_MB` is the growth of the resident set during the timed loop (VmHWM after the loop minus
 // VmRSS before it, with the high-water mark reset through /proc/self/clear_refs), so it counts every
 // allocation the mixer makes, inputs excluded (freed heap memory is returned with malloc_trim first); `workspace_MB` / `state_MB` are explicit byte accounting.
@@ -31,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "machine_limit.hpp"
 #include "ssm/layers/attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/s4.hpp"
@@ -299,35 +302,6 @@ void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
   stop_if_slow(curve, seconds, context);
 }
 
-// ---- the machine's limit: fused multiply-adds per second, measured -------------------------------------
-double measured_fma_per_second(int threads) {
-  static std::map<int, double> cache;
-  if (auto it = cache.find(threads); it != cache.end()) return it->second;
-  using Packet = Eigen::internal::packet_traits<float>::type;
-  constexpr int kAcc = 12;  // independent chains hide the FMA latency (4 cycles × 2 ports ≈ 8 needed)
-  constexpr int kWidth = Eigen::internal::packet_traits<float>::size;
-  const long iters = 20'000'000;
-  std::vector<float> sink(static_cast<std::size_t>(threads));
-  auto work = [&](int t) {
-    Packet acc[kAcc];
-    for (int i = 0; i < kAcc; ++i) acc[i] = Eigen::internal::pset1<Packet>(0.001f * static_cast<float>(i + t));
-    const Packet m = Eigen::internal::pset1<Packet>(0.9999999f), c = Eigen::internal::pset1<Packet>(1e-7f);
-    for (long k = 0; k < iters; ++k)
-      for (int i = 0; i < kAcc; ++i) acc[i] = Eigen::internal::pmadd(acc[i], m, c);
-    float s = 0;
-    for (int i = 0; i < kAcc; ++i) s += Eigen::internal::predux(acc[i]);
-    sink[static_cast<std::size_t>(t)] = s;
-  };
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& th : pool) th.join();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  benchmark::DoNotOptimize(sink.data());
-  return cache[threads] = static_cast<double>(threads) * iters * kAcc * kWidth / s;
-}
-
 /// The selective-scan op (ops/selective_scan.hpp, the optimized CPU path) on the block's shapes:
 /// u, delta, z (1, d, l), B, C (1, 1, n, l), A (d, n), D, delta_bias (d), softplus on Δ.
 void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
@@ -352,6 +326,7 @@ void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
   ssm::SelectiveScanOptions opt;
   opt.num_threads = threads;
   std::string path;
+  ssm_bench::machine_limit();  // measured once, before the first timed loop
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : st) {
     path = ssm::selective_scan_into(in, out, std::nullopt, opt);
@@ -360,13 +335,12 @@ void bench_scan_op_throughput(benchmark::State& st, int threads, index_t l) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
                          static_cast<double>(st.iterations());
   const double updates_per_s = static_cast<double>(l * d * n) / seconds;
-  const double fma = measured_fma_per_second(threads);
   st.SetLabel(path);
   st.counters["threads"] = threads;
   st.counters["l"] = static_cast<double>(l);
   st.counters["state_updates_per_s"] = updates_per_s;
-  st.counters["fma_per_s_measured"] = fma;
-  st.counters["fraction_of_fma_limit"] = updates_per_s / (fma / 2);
+  ssm_bench::set_limit_counters(st);
+  st.counters["frac_of_limit"] = updates_per_s / ssm_bench::limit_for(threads);
 }
 
 std::vector<index_t> parse_list(const std::string& s) {

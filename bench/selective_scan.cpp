@@ -2,14 +2,10 @@
 // fraction of this machine's limit, for the Mamba-130m shape (b = 1, d = 1536, n = 16) and the long-thin
 // shape (b = 1, d = 16, l = 1M), forward (optimized CPU path vs the reference) and backward, 1 and 2 threads.
 //
-// The limit (counter machine_limit, per core, measured at start-up on one thread): a scan update needs one
-// exp and at least three FMA-class operations (Delta A, a h + Delta B u, C . h). The program measures the
-// throughput E of the library's vector exp2 (evaluations / s / core) and F of independent vector FMAs
-// (lane-FMAs / s / core), and the limit is 1 / (1/E + 3/F) updates / s / core; frac_of_limit divides the
-// measured rate by that limit times the thread count (the number of cores used).
+// The limit (counter machine_limit, updates / s / core, bench/machine_limit.hpp, shared with
+// bench_scan_vs_attention): 1 / (1/E + 3/F) with E the measured vector exp2 rate and F the lane-FMA rate of one
+// core; frac_of_limit divides the measured rate by that limit times the thread count (the number of cores used).
 #include <benchmark/benchmark.h>
-
-#include <time.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,79 +14,15 @@
 #include <random>
 #include <vector>
 
+#include "machine_limit.hpp"
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
-#include "ssm/cpu/simd.hpp"
 #include "ssm/ops/selective_scan_grad_params.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
 namespace {
 
 using index_t = std::int64_t;
-namespace simd = ssm::cpu::simd;
-
-// ---- the machine limit ---------------------------------------------------------------------------------
-
-/// CPU time of this thread in seconds: the limit is measured on CPU time, so other processes on the
-/// (shared) machine do not lower it.
-double thread_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-/// Lane-FMAs per second on one core: 12 independent accumulator chains (covers latency 4 x 2 ports).
-double measure_fma_rate() {
-  using V = simd::Vec<float>;
-  constexpr int K = 12;
-  V acc[K];
-  for (int k = 0; k < K; ++k) acc[k] = simd::broadcast(0.001f * static_cast<float>(k));
-  const V a = simd::broadcast(0.999999f), b = simd::broadcast(1e-7f);
-  const index_t iters = 4'000'000;
-  const double t0 = thread_seconds();
-  for (index_t i = 0; i < iters; ++i)
-    for (int k = 0; k < K; ++k) acc[k] = simd::fma(acc[k], a, b);
-  const double s = thread_seconds() - t0;
-  for (int k = 0; k < K; ++k) benchmark::DoNotOptimize(acc[k]);
-  return static_cast<double>(iters) * K * simd::lanes<float> / s;
-}
-
-/// exp2 evaluations per second on one core (inputs in the range of Delta A log2(e) of a Mamba scan).
-double measure_exp2_rate() {
-  using V = simd::Vec<float>;
-  constexpr int K = 8;
-  constexpr int W = simd::lanes<float>;
-  constexpr int M = 64;  // input vectors, cycled (L1-resident)
-  alignas(64) float x[M * W];
-  for (int i = 0; i < M * W; ++i) x[i] = -0.01f * static_cast<float>(i % 97);
-  benchmark::DoNotOptimize(x);
-  V acc[K] = {};
-  const index_t iters = 2'000'000;
-  const double t0 = thread_seconds();
-  for (index_t i = 0; i < iters; ++i)
-    for (int k = 0; k < K; ++k) acc[k] += simd::exp2(simd::load(x + ((i * K + k) % M) * W));
-  const double s = thread_seconds() - t0;
-  for (int k = 0; k < K; ++k) benchmark::DoNotOptimize(acc[k]);
-  return static_cast<double>(iters) * K * W / s;
-}
-
-struct MachineLimit {
-  double fma_rate = 0, exp2_rate = 0, per_core = 0;
-};
-
-const MachineLimit& machine_limit() {
-  static const MachineLimit limit = [] {
-    MachineLimit m;
-    // best of 3: the machine is shared, take the least disturbed measurement
-    for (int r = 0; r < 3; ++r) {
-      m.fma_rate = std::max(m.fma_rate, measure_fma_rate());
-      m.exp2_rate = std::max(m.exp2_rate, measure_exp2_rate());
-    }
-    m.per_core = 1.0 / (1.0 / m.exp2_rate + 3.0 / m.fma_rate);
-    return m;
-  }();
-  return limit;
-}
 
 /// 64-byte aligned storage, as ssm::Tensor allocates host memory (so the output rows are aligned for the
 /// streaming stores exactly as in the op).
@@ -182,10 +114,8 @@ void set_counters(benchmark::State& state, double updates_per_iter, int threads)
   const double total = updates_per_iter * static_cast<double>(state.iterations());
   state.counters["updates_per_s"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
   state.counters["frac_of_limit"] =
-      benchmark::Counter(total / (machine_limit().per_core * threads), benchmark::Counter::kIsRate);
-  state.counters["machine_limit"] = machine_limit().per_core;
-  state.counters["exp2_rate"] = machine_limit().exp2_rate;
-  state.counters["fma_rate"] = machine_limit().fma_rate;
+      benchmark::Counter(total / ssm_bench::limit_for(threads), benchmark::Counter::kIsRate);
+  ssm_bench::set_limit_counters(state);
   state.SetItemsProcessed(static_cast<std::int64_t>(total));
 }
 

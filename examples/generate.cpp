@@ -4,8 +4,8 @@
 //   example_generate tests/data/mamba/tiny --prompt 1,17,42,99 --new 32 [--temperature 0.8 --top-k 40
 //                    --top-p 0.95 --seed 1 --threads 2]
 // Without --temperature decoding is greedy; it stops after config.json's eos_token_id (printed with the
-// rest, as transformers does). (No tokenizer: ids in, ids out.)
-#include <algorithm>
+// rest, as transformers does). (No tokenizer: ids in, ids out. For text in and out, streamed, use the
+// command-line program ssm-generate, apps/ssm-generate, docs/generate.md.)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -64,32 +64,29 @@ int main(int argc, char** argv) {
                 static_cast<long long>(c.vocab_size), static_cast<long long>(c.padded_vocab()),
                 static_cast<long long>(c.d_state), std::chrono::duration<double>(t1 - t0).count());
 
-    // Prefill the prompt in parallel, then decode one token at a time from the cache.
-    ssm::models::MambaCache cache;
-    std::mt19937_64 rng(opt.seed);
-    const auto p0 = clock::now();
-    ssm::Tensor logits = model.prefill(ssm::TensorView::of(prompt.data(), {1, static_cast<ssm::index_t>(prompt.size())}), cache);
-    const auto p1 = clock::now();
+    // generate_stream prefills the prompt in parallel, then decodes one token at a time from the cache, handing
+    // each token over as soon as it is sampled (ssm-generate, the command-line program, prints text this way).
+    ssm::models::GenerationOptions gen(opt);
     std::vector<std::int64_t> out;
-    for (ssm::index_t t = 0; t < new_tokens; ++t) {
-      const std::int64_t id = ssm::models::sample_token(
-          std::span<const float>(logits.data_as<float>(), static_cast<std::size_t>(c.vocab_size)), opt, rng);
+    clock::time_point p1;
+    const auto p0 = clock::now();
+    model.generate_stream(prompt, new_tokens, gen, [&](std::int64_t id) {
+      if (out.empty()) p1 = clock::now();  // the first token comes from the prefill's logits
       out.push_back(id);
-      if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) != c.eos_token_ids.end()) break;
-      if (t + 1 < new_tokens) logits = model.step(std::span<const std::int64_t>(&id, 1), cache);
-    }
+      return true;
+    });
     const auto p2 = clock::now();
+    if (out.empty()) p1 = p2;
     std::printf("prompt:");
     for (auto id : prompt) std::printf(" %lld", static_cast<long long>(id));
     std::printf("\ngenerated:");
     for (auto id : out) std::printf(" %lld", static_cast<long long>(id));
     const double tp = std::chrono::duration<double>(p1 - p0).count(), td = std::chrono::duration<double>(p2 - p1).count();
     std::printf("\nprefill: %zu tokens in %.4f s (%.1f tokens/s)\n", prompt.size(), tp, double(prompt.size()) / tp);
-    // The first new token comes from the prefill's logits; each further one costs one step.
-    // Every token but the last was fed back (after an end-of-sequence token the loop stops).
+    // Each token after the first costs one step (the last one is not fed back: nothing would read its state).
     const long long steps = out.size() > 1 ? static_cast<long long>(out.size() - 1) : 0;
-    std::printf("decode:  %lld steps in %.4f s (%.1f tokens/s), cache %zu bytes (constant in the context)\n", steps,
-                td, steps > 0 ? double(steps) / td : 0.0, cache.nbytes());
+    std::printf("decode:  %lld steps in %.4f s (%.1f tokens/s); the cache is constant in the context\n", steps, td,
+                steps > 0 ? double(steps) / td : 0.0);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";

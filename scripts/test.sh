@@ -37,8 +37,8 @@ run_ctest --test-dir build-ci/release
 # 2. AddressSanitizer + UBSan (host code; the CUDA kernels run here through the host emulation). Warnings
 #    are already errors in stage 1; at -O1 with sanitizers GCC 12 reports false -Wuninitialized inside its
 #    own AVX-512 intrinsics (_mm512_undefined_ps) as Eigen inlines them, so this stage does not add -Werror.
-#    -g1: line tables only, enough for the sanitizers' stack traces (file:line); full -g made the heaviest test
-#    (tests/continuous/test_lssl.cpp) take 380 s to compile here against 221 s.
+#    -g1: line tables only, enough for the sanitizers' stack traces (file:line); full -g made the then heaviest
+#    test TU (tests/continuous/test_lssl.cpp, since split by facility) take 380 s to compile here against 221 s.
 stamp "asan+ubsan build"
 bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
   -DSSM_SANITIZE=address,undefined -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF

@@ -10,6 +10,9 @@
      bos/             add_prefix_space, TemplateProcessing "<|endoftext|> $A"
      split/           Sequence[Split(GPT-2 regex, Isolated), ByteLevel(use_regex=false)], ignore_merges, and two
                       vocabulary words ("zzqqzz", "Gzzqqzz") no merge reaches
+   and, outside that folder, tests/data/mamba/tiny/tokenizer.json (variant "mamba_tiny", byte_tokenizer()): the 256 byte
+   tokens alone (ids 0-255 in GPT-2's byte order, no merges, no added tokens), so that every id fits the tiny test
+   checkpoint's vocabulary of 256 (what tools/ssm-generate's tests run on).
 2. Writes text.txt: a varied test text (scripts, emoji with ZWJ, CJK, combining marks NFC composes, whitespace runs,
    tabs / CR / control characters, digits, contractions, special tokens inside the text).
 3. Records, per variant, in golden.json: the ids of the whole text and of every line (with and without special
@@ -132,6 +135,39 @@ def variants(base):
     return out
 
 
+def byte_tokenizer():
+    """A byte-level BPE whose vocabulary is exactly the 256 byte tokens (id = the byte's rank in GPT-2's
+    bytes_to_unicode order) with no merges and no added tokens: every text encodes to one id per UTF-8 byte, all
+    below 256."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda c: BYTE_OF[c])
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    tok.decoder = decoders.ByteLevel()
+    assert tok.get_vocab_size(with_added_tokens=True) == 256
+    return json.loads(tok.to_str())
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table (include/ssm/models/tokenizer.hpp has the same)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+BYTE_OF = {c: b for b, c in bytes_to_unicode().items()}
+
+# Variants written outside OUT: name -> path of their tokenizer.json relative to OUT (golden.json records it).
+ELSEWHERE = {"mamba_tiny": os.path.join("..", "mamba", "tiny", "tokenizer.json")}
+
+
 def test_text():
     rng = random.Random(7)
     lines = list(FRAGMENTS) + ["zzqqzz zzqqzz"]  # not in the training corpus: no merge makes these words
@@ -149,11 +185,14 @@ def main():
         f.write(text)
     lines = text.split("\n")
     golden = {"tokenizers_version": tokenizers.__version__, "variants": {}}
-    for name, tj in variants(train()).items():
-        d = os.path.join(OUT, name)
-        os.makedirs(d, exist_ok=True)
+    all_variants = variants(train())
+    all_variants["mamba_tiny"] = byte_tokenizer()
+    for name, tj in all_variants.items():
+        rel = ELSEWHERE.get(name, os.path.join(name, "tokenizer.json"))
+        path = os.path.join(OUT, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         s = json.dumps(tj, ensure_ascii=False, separators=(",", ":"))
-        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        with open(path, "w", encoding="utf-8") as f:
             f.write(s)
         tok = Tokenizer.from_str(s)
         whole = tok.encode(text).ids
@@ -172,8 +211,11 @@ def main():
             "decode": [tok.decode(s, skip_special_tokens=False) for s in seqs],
             "decode_skip": [tok.decode(s, skip_special_tokens=True) for s in seqs],
         }
-        if name not in ("neox", "bos"):  # keep the data small: the other variants check the whole text only
-            for k in ("lines", "lines_no_special", "decode_ids", "decode", "decode_skip"):
+        if name in ELSEWHERE:
+            g["path"] = rel.replace(os.sep, "/")
+        # Keep the data small: the other variants check the whole text only (mamba_tiny also random byte decodes).
+        if name not in ("neox", "bos"):
+            for k in ("lines", "lines_no_special") + (() if name == "mamba_tiny" else ("decode_ids", "decode", "decode_skip")):
                 del g[k]
         golden["variants"][name] = g
     with open(os.path.join(OUT, "golden.json"), "w", encoding="utf-8") as f:

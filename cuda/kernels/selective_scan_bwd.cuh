@@ -51,12 +51,13 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
   using BlockScanT = BlockScan<ScanPair, kThreads>;
   using ScanStorage = typename BlockScanT::TempStorage;
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, at most 1024 threads");
-  static_assert(sizeof(ScanStorage) + (2 * kChunk + 3 * kThreads + 2 * kScanMaxDstate) * sizeof(float) <= 40 * 1024,
+  static_assert(sizeof(ScanStorage) + (2 * kChunk + 4 * kThreads + 2 * kScanMaxDstate) * sizeof(float) <= 40 * 1024,
                 "selective_scan_bwd_kernel: static shared memory over its 40 KiB budget");
   SSM_SHARED(ScanStorage, scan_storage, 1);
   SSM_SHARED(float, exchange_a, kChunk);        // (chunk) a_t of every token, for the reversed scan
   SSM_SHARED(float, exchange_c, kChunk);        // (chunk) C_t dy_t, then g_t
   SSM_SHARED(float, red, 3 * kThreads);         // block reductions
+  SSM_SHARED(float, h_last, kThreads);          // (threads) h at each thread's last token: the next one's h_{t-1}
   SSM_SHARED(float, carry_g, kScanMaxDstate);   // (n) a g of the first token of the chunk after; thread 0 only
   SSM_SHARED(float, grad_A_acc, kScanMaxDstate);  // (n) this block's grad_A; thread 0 only
 
@@ -143,6 +144,7 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
       ScanPrefix fwd_prefix{ScanPair{1.0f, 0.0f}};
       if (tid == 0) fwd_prefix.running.b = chunk == 0 ? (h0 ? h0[s * p.init_n_stride] : 0.0f)
                                                       : saved[static_cast<index_t>(chunk - 1) * p.dstate + s];
+      const float h_start = fwd_prefix.running.b;  // the state before the chunk (thread 0's h_{t-1} of its first token)
       BlockScanT(scan_storage[0]).InclusiveScan(steps, steps, ScanCombine{}, fwd_prefix);
       // steps[i].b = h_t. Hand a_t and C_t dy_t to the reversed arrangement.
       SSM_UNROLL
@@ -150,7 +152,9 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
         exchange_a[tid * kItems + i] = a[i];
         exchange_c[tid * kItems + i] = C_v[i] * dy[i];
       }
+      h_last[tid] = steps[kItems - 1].b;
       __syncthreads();
+      const float h_before = tid == 0 ? h_start : static_cast<float>(h_last[tid - 1]);  // h_{t-1} of item 0
       // Reversed chunk: thread tid holds reversed positions r = tid * kItems + i, token position q = kChunk-1-r.
       // g_q = a_{q+1} g_{q+1} + C_q dy_q; the chunk's last token takes a g from the carry (prefix callback).
       ScanPair rsteps[kItems];
@@ -179,7 +183,8 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
         if (i < n_valid) {
           const float g = exchange_c[tid * kItems + i];
           const float h = steps[i].b;
-          const float a_h_prev = h - b[i];  // a_t h_{t-1}
+          // a_t h_{t-1} from h_{t-1} itself: h_t - Delta_t u_t B_t cancels where a_t << 1 (large Delta)
+          const float a_h_prev = a[i] * (i == 0 ? h_before : steps[i - 1].b);
           y[i] += C_v[i] * h;
           grad_u_v[i] += g * Delta[i] * B_v[i];
           grad_Delta[i] += g * (A_s * a_h_prev + B_v[i] * u_v[i]);

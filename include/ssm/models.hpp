@@ -2,6 +2,7 @@
 // language model (Hugging Face checkpoints, prefill and generation) and the tokenizer.json tokenizer.
 #pragma once
 
+#include "ssm/models/decode_stream.hpp"
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/safetensors.hpp"
 #include "ssm/models/tokenizer.hpp"

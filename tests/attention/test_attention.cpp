@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "ssm/cpu/threads.hpp"
 #include "ssm/ops/attention.hpp"
 #include "ssm/reference/attention.hpp"
 
@@ -194,14 +196,19 @@ TEST(Attention, TiledEqualsMaterialized) {
   EXPECT_LE(normalized_error(values<float>(t.grad_v), values<float>(m.grad_v)), 2e-5);
 }
 
-// Each task's arithmetic does not depend on which thread runs it: 1 and 3 threads agree bitwise.
+// Each task's arithmetic does not depend on which thread runs it: 1 and 3 threads agree bitwise. Equal results
+// cannot tell whether a second thread ran, so the pool's count of the threads it ran besides the caller's must
+// stay put for 1 thread and grow for 3.
 TEST(Attention, ThreadCountDoesNotChangeResults) {
   Dims d;
   d.b = 2, d.l_q = 65, d.l_k = 65, d.h = 3, d.h_kv = 3, d.p = 16;
   const auto in = make_inputs<float>(d, 8);
   for (auto alg : {AttentionAlgorithm::materialized, AttentionAlgorithm::tiled}) {
+    const std::int64_t before = ssm::cpu::worker_threads_run();
     const auto one = run(in, options(alg, 16, 16, 1));
+    EXPECT_EQ(ssm::cpu::worker_threads_run(), before) << "1 thread requested, a second one ran";
     const auto three = run(in, options(alg, 16, 16, 3));
+    EXPECT_GT(ssm::cpu::worker_threads_run(), before) << "3 threads requested, all the work ran on the caller's";
     EXPECT_EQ(one.out.to_vector<float>(), three.out.to_vector<float>());
     EXPECT_EQ(one.grad_q.to_vector<float>(), three.grad_q.to_vector<float>());
     EXPECT_EQ(one.grad_k.to_vector<float>(), three.grad_k.to_vector<float>());

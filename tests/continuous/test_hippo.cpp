@@ -7,6 +7,8 @@
 #endif
 #include <gtest/gtest.h>
 
+#include "continuous_eigen_extern.hpp"  // the heavy Eigen templates, compiled once in continuous_eigen_instantiations.cpp
+
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,9 @@
 // DLPack interop: zero-copy round trips, the deleter runs exactly once, unsupported inputs are errors.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <numeric>
+#include <string>
 
 #include "ssm/core/dlpack.hpp"
 
@@ -85,13 +87,70 @@ TEST(DLPack, ExportOutlivesTheTensor) {
   m->deleter(m);
 }
 
-TEST(DLPack, AllDtypesMapBothWays) {
-  for (DType d : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::c64, DType::c128, DType::i32, DType::i64,
-                  DType::u8}) {
-    Tensor t = Tensor::zeros({2}, d);
+// Each dtype against DLPack's own type codes, written out here (the DLPack spec: code, bits, lanes), both on export
+// and on import; a round trip alone would pass with any consistent pair of wrong mappings.
+TEST(DLPack, DtypesAreDLPacksCodes) {
+  struct Row {
+    DType dtype;
+    std::uint8_t code, bits;
+  };
+  const Row rows[] = {{DType::f16, kDLFloat, 16},    {DType::f32, kDLFloat, 32},     {DType::f64, kDLFloat, 64},
+                      {DType::bf16, kDLBfloat, 16},  {DType::c64, kDLComplex, 64},   {DType::c128, kDLComplex, 128},
+                      {DType::i32, kDLInt, 32},      {DType::i64, kDLInt, 64},       {DType::u8, kDLUInt, 8}};
+  for (const Row& r : rows) {
+    SCOPED_TRACE(std::string(ssm::name(r.dtype)));
+    Tensor t = Tensor::zeros({2}, r.dtype);
     DLManagedTensor* m = ssm::to_dlpack(t);
-    Tensor back = ssm::from_dlpack(m);
-    EXPECT_EQ(back.dtype(), d) << ssm::name(d);
+    EXPECT_EQ(static_cast<int>(m->dl_tensor.dtype.code), static_cast<int>(r.code));  // ints: uint8_t prints as a char
+    EXPECT_EQ(static_cast<int>(m->dl_tensor.dtype.bits), static_cast<int>(r.bits));
+    EXPECT_EQ(static_cast<int>(m->dl_tensor.dtype.lanes), 1);
+    m->deleter(m);
+
+    float buf[8] = {};  // 32 bytes: two elements of the widest type
+    std::int64_t shape[1] = {2};
+    DLTensor in{};
+    in.data = buf;
+    in.device = {kDLCPU, 0};
+    in.ndim = 1;
+    in.dtype = {r.code, r.bits, 1};
+    in.shape = shape;
+    EXPECT_EQ(ssm::view_of(in).dtype(), r.dtype);
+  }
+}
+
+// DLPack dtypes with no ssm counterpart are an ssm::Error that names what was wrong with the argument.
+TEST(DLPack, UnsupportedDtypesAreErrorsNamingTheDtype) {
+  struct Row {
+    DLDataType dtype;
+    const char* message;
+  };
+  const Row rows[] = {
+      {{kDLFloat, 32, 2}, "from_dlpack: vector dtypes (lanes = 2) are not supported"},
+      {{kDLFloat, 32, 0}, "from_dlpack: vector dtypes (lanes = 0) are not supported"},
+      {{kDLFloat, 8, 1}, "from_dlpack: unsupported DLPack dtype (code 2, bits 8)"},
+      {{kDLBfloat, 32, 1}, "from_dlpack: unsupported DLPack dtype (code 4, bits 32)"},
+      {{kDLInt, 8, 1}, "from_dlpack: unsupported DLPack dtype (code 0, bits 8)"},
+      {{kDLUInt, 32, 1}, "from_dlpack: unsupported DLPack dtype (code 1, bits 32)"},
+      {{kDLComplex, 32, 1}, "from_dlpack: unsupported DLPack dtype (code 5, bits 32)"},
+      {{kDLOpaqueHandle, 64, 1}, "from_dlpack: unsupported DLPack dtype (code 3, bits 64)"},
+      // kDLBool (DLPack >= 0.8; written as its number: the DLPack 0.6 header this also builds with lacks the name).
+      {{6, 8, 1}, "from_dlpack: unsupported DLPack dtype (code 6, bits 8)"},
+  };
+  for (const Row& r : rows) {
+    float buf[4] = {};
+    std::int64_t shape[1] = {1};
+    DLTensor in{};
+    in.data = buf;
+    in.device = {kDLCPU, 0};
+    in.ndim = 1;
+    in.dtype = r.dtype;
+    in.shape = shape;
+    try {
+      (void)ssm::view_of(in);
+      ADD_FAILURE() << "accepted " << r.message;
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(r.message), std::string::npos) << e.what();
+    }
   }
 }
 

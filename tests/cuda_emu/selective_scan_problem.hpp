@@ -24,6 +24,7 @@ struct Case {
   index_t b = 2, d = 4, l = 100, n = 16, g = 2;
   bool variable_B = true, variable_C = true;
   bool has_z = true, has_D = true, has_bias = true, softplus = true, has_init = true;
+  float delta_offset = 0;                // added to every delta: large values make exp(Delta A) << 1
   std::vector<std::int64_t> cu_seqlens;  // non-empty: b = 1, packed sequences
   std::string name() const {
     std::string s = "b" + std::to_string(b) + " d" + std::to_string(d) + " l" + std::to_string(l) + " n" +
@@ -36,6 +37,7 @@ struct Case {
     if (!softplus) s += " no-softplus";
     if (!has_init) s += " no-init";
     if (!cu_seqlens.empty()) s += " varlen";
+    if (delta_offset != 0) s += " delta+" + std::to_string(delta_offset);
     return s;
   }
 };
@@ -101,6 +103,8 @@ struct ScanProblem {
     // Without softplus delta is used as given: keep it positive.
     if (!c.softplus)
       for (auto& x : delta) x = ssm::from_float<In>(0.05f + std::fabs(ssm::to_float(x)) * 0.2f);
+    if (c.delta_offset != 0)
+      for (auto& x : delta) x = ssm::from_float<In>(ssm::to_float(x) + c.delta_offset);
 
     p.batch = b;
     p.dim = d;

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <random>
 #include <vector>
 
+#include "ssm/cpu/threads.hpp"
 #include "ssm/layers.hpp"
 
 using namespace ssm;
@@ -325,8 +327,13 @@ TEST(MambaBlock, ThreadedForwardEqualsOneThread) {
   for (int part = 0; part < 2; ++part) {  // a prefill, then a second piece resumed from the cache
     const auto& u = part == 0 ? u1 : u2;
     const index_t l = part == 0 ? l1 : l2;
+    // Equal results cannot tell whether a second thread ran: the pool's count of threads it ran besides the
+    // caller's must stay put for 1 thread and grow for 3.
+    const std::int64_t before = ssm::cpu::worker_threads_run();
     const auto y1 = one.forward(TensorView::of(u.data(), {b, l, dm}), &c1, part > 0).to_vector<double>();
+    EXPECT_EQ(ssm::cpu::worker_threads_run(), before) << "1 thread set, a second one ran";
     const auto y3 = three.forward(TensorView::of(u.data(), {b, l, dm}), &c3, part > 0).to_vector<double>();
+    EXPECT_GT(ssm::cpu::worker_threads_run(), before) << "3 threads set, all the work ran on the caller's";
     ASSERT_EQ(y1.size(), y3.size());
     for (std::size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y3[i], y1[i], 1e-12) << "part " << part << " at " << i;
     for (std::size_t i = 0; i < c1.ssm_state.size(); ++i) ASSERT_NEAR(c3.ssm_state[i], c1.ssm_state[i], 1e-12);

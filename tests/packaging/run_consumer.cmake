@@ -21,6 +21,11 @@ endif()
 run_step("configure consumer" ${CMAKE_COMMAND} ${configure_args})
 run_step("build consumer" ${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run_step("run consumer" ${WORK_DIR}/build/consumer)
+if(MODE STREQUAL "find_package" AND EXPECT_TOOLS)
+  # The installed program runs from the prefix on the tiny checkpoint (and its tokenizer).
+  run_step("run installed ssm-generate" ${WORK_DIR}/prefix/bin/ssm-generate --model ${TINY_CHECKPOINT}
+           --prompt "installed" -n 4)
+endif()
 if(EXPECT_CUDA)
   run_step("run CUDA consumer" ${WORK_DIR}/build/consumer_cuda)
 endif()

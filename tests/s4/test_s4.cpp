@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <sstream>
 #include <vector>
 
+#include "ssm/cpu/threads.hpp"
 #include "ssm/s4.hpp"
 
 namespace {
@@ -377,8 +379,13 @@ TEST(S4Layer, ThreadedForwardEqualsOneThread) {
   const long b = 2, l = 150, h = cfg.h;
   const auto x = randn<double>(b * l * h, 8);
   std::vector<double> y1(b * l * h), y3(b * l * h);
+  // Equal results cannot tell whether a second thread ran: the pool's count of threads it ran besides the caller's
+  // must stay put for 1 thread and grow for 3.
+  const std::int64_t before = ssm::cpu::worker_threads_run();
   one.forward(x.data(), y1.data(), b, l);
+  EXPECT_EQ(ssm::cpu::worker_threads_run(), before) << "1 thread set, a second one ran";
   three.forward(x.data(), y3.data(), b, l);
+  EXPECT_GT(ssm::cpu::worker_threads_run(), before) << "3 threads set, all the work ran on the caller's";
   EXPECT_EQ(y1, y3);
   auto s1 = one.initial_state(b), s3 = three.initial_state(b);
   for (int piece = 0; piece < 2; ++piece) {

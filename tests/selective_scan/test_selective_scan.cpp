@@ -270,6 +270,7 @@ void expect_paths_match_reference(DType dt, double tol) {
     const auto ref = run(s, ScanPath::reference);
     EXPECT_EQ(ref.path, "reference");
     for (ScanPath path : {ScanPath::automatic, ScanPath::sequential, ScanPath::chunked}) {
+      if (c.complex && path == ScanPath::chunked) continue;  // an ssm::Error (test_selective_scan_api.cpp)
       for (int threads : {1, 2}) {
         const auto r = run(s, path, threads);
         SCOPED_TRACE("path " + r.path + " threads " + std::to_string(threads));

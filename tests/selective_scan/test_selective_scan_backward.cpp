@@ -242,6 +242,7 @@ void expect_backward_matches_reference(DType dt, double tol) {
     };
     for (const Run run : {Run{1, 0, ScanPath::automatic}, Run{2, 5, ScanPath::sequential}, Run{2, 1, ScanPath::sequential},
                           Run{2, 5, ScanPath::chunked}, Run{3, 16, ScanPath::chunked}, Run{3, 1, ScanPath::chunked}}) {
+      if (cs.complex && run.path == ScanPath::chunked) continue;  // an ssm::Error (test_selective_scan_api.cpp)
       ssm::SelectiveScanOptions o;
       o.num_threads = run.threads;
       o.chunk_len = run.chunk;
@@ -326,7 +327,7 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
   // The forward keeps the state at the start of every 128-step chunk (save_chunk_states); the backward restarts
   // from them instead of its first pass. Against the reference (same bounds as above) and against the backward
   // that recomputes them; f32 and f64, one chunk and several with a ragged tail, several channel blocks, threads,
-  // fixed and variable B / C, initial state. Where nothing is saved (complex A, cu_seqlens) the output says so.
+  // fixed and variable B / C, initial state.
   for (DType dt : {DType::f32, DType::f64}) {
     const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
     std::vector<ScanCase> cases;
@@ -368,13 +369,8 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
       }
     }
   }
-  // Nothing saved where the path cannot: complex A; and a wrong shape is an ssm::Error naming chunk_states.
-  ScanCase cc;
-  cc.dtype = DType::f32, cc.complex = true, cc.l = 9;
-  const ScanData sc = make_data(cc);
-  ssm::SelectiveScanOptions fo;
-  fo.save_chunk_states = true;
-  EXPECT_FALSE(ssm::selective_scan(sc.inputs(), fo).chunk_states.defined());
+  // A wrong shape is an ssm::Error naming chunk_states (save_chunk_states where nothing can be saved, complex A
+  // included, is one too: test_selective_scan_api.cpp).
   ScanCase rc;
   rc.dtype = DType::f32, rc.l = 300, rc.n = 4, rc.d = 3;
   const ScanData sr = make_data(rc);

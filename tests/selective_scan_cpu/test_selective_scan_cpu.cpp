@@ -527,28 +527,46 @@ TYPED_TEST(SelectiveScanCpu, PackedVariableLength) {
   }
 }
 
-TYPED_TEST(SelectiveScanCpu, ChunkedEqualsSequential) {
-  // Chunked recombines exp(A sum Delta) instead of the product of the per-step factors: equal up to the
-  // exp2 error times the chunk count (f32) / rounding (f64).
-  Config c;
-  c.b = 2;
-  c.d = 16;
-  c.l = 5000;
-  c.n = 16;
-  Problem<TypeParam> seq(c), chk(c), chk1(c);
-  EXPECT_NE(seq.run(opts(1)).find("sequential"), std::string::npos);
-  EXPECT_NE(chk.run(opts(2, ssm::cpu::ScanAlgo::chunked)).find("chunked"), std::string::npos);
-  chk1.run(opts(1, ssm::cpu::ScanAlgo::chunked, 333));
-  const double tol = std::is_same_v<TypeParam, double> ? 1e-13 : 2e-6;
-  double scale = 0;
-  for (auto v : seq.out) scale = std::max(scale, std::abs(static_cast<double>(v)));
-  for (std::size_t i = 0; i < seq.out.size(); ++i) {
-    ASSERT_NEAR(chk.out[i], seq.out[i], tol * scale) << i;
-    ASSERT_NEAR(chk1.out[i], seq.out[i], tol * scale) << i;
-  }
-  for (std::size_t i = 0; i < seq.last.size(); ++i) {
-    ASSERT_NEAR(chk.last[i], seq.last[i], tol * 10) << i;
-    ASSERT_NEAR(chk1.last[i], seq.last[i], tol * 10) << i;
+TYPED_TEST(SelectiveScanCpu, ChunkedOnSeveralThreadsMatchesReferenceAndSequential) {
+  // The chunked path splits each sequence in time; chunk k >= 1 starts from the state carried over chunks 0..k-1
+  // (forward_chunked, phase 2). One thread with the balanced split is a single chunk that carries nothing, so: 2
+  // and 3 threads, the balanced split (3 and 4 chunks of unequal lengths) and fixed chunk lengths (333: a ragged
+  // last chunk; 64: dozens of chunks, more than the threads, so each thread carries several), on lengths that are
+  // multiples of neither the chunk, the tile nor the lanes. The whole output and the last state against the
+  // reference (the tolerances of every path here) and against the sequential path: chunked recombines
+  // exp(A sum Delta) instead of the product of the per-step factors, equal up to the exp2 error times the chunk
+  // count (2e-6 f32) / rounding (1e-13 f64).
+  const std::string want_path = std::string("cpu-") + simd::kLevel + "-chunked";
+  const double tol_seq = std::is_same_v<TypeParam, double> ? 1e-13 : 2e-6;
+  const double tol_last = std::is_same_v<TypeParam, double> ? 1e-12 : 1e-5;  // as expect_matches
+  for (index_t l : {2999, 1001}) {
+    Config c;
+    c.b = 2;
+    c.d = 16;
+    c.l = l;
+    c.n = 16;
+    Problem<TypeParam> seq(c);
+    EXPECT_EQ(seq.run(opts(1)), std::string("cpu-") + simd::kLevel + "-sequential");
+    double scale = 0;
+    for (auto v : seq.out) scale = std::max(scale, std::abs(static_cast<double>(v)));
+    for (int threads : {2, 3}) {
+      for (index_t chunk : {0, 333, 64}) {
+        SCOPED_TRACE("l " + std::to_string(l) + " threads " + std::to_string(threads) + " chunk_len " +
+                     std::to_string(chunk));
+        Problem<TypeParam> chk(c);
+        EXPECT_EQ(chk.run(opts(threads, ssm::cpu::ScanAlgo::chunked, chunk)), want_path);
+        const Errors e = compare_to_reference(chk);
+        EXPECT_LE(e.out, tolerance<TypeParam>());
+        EXPECT_LE(e.last, tol_last);
+        double err = 0, err_last = 0;
+        for (std::size_t i = 0; i < seq.out.size(); ++i)
+          err = std::max(err, std::abs(static_cast<double>(chk.out[i]) - static_cast<double>(seq.out[i])));
+        for (std::size_t i = 0; i < seq.last.size(); ++i)
+          err_last = std::max(err_last, std::abs(static_cast<double>(chk.last[i]) - static_cast<double>(seq.last[i])));
+        EXPECT_LE(err, tol_seq * scale) << "output vs the sequential path";
+        EXPECT_LE(err_last, tol_seq * 10) << "last state vs the sequential path";
+      }
+    }
   }
 }
 
@@ -595,7 +613,7 @@ TEST(SelectiveScanCpu16, HalfAndBfloat16Inputs) {
     expect_matches<ssm::half>(c, opts(2));
     expect_matches<ssm::bfloat16>(c, opts(2));
     c.var_B = false;
-    expect_matches<ssm::half>(c, opts(1, ssm::cpu::ScanAlgo::chunked, 100));
+    expect_matches<ssm::half>(c, opts(2, ssm::cpu::ScanAlgo::chunked, 100), std::string("cpu-") + simd::kLevel + "-chunked");
     c.complex = true;
     expect_matches<ssm::bfloat16>(c, opts(2));
   }
@@ -609,24 +627,15 @@ TEST(SelectiveScanCpuDispatch, AutomaticPicksChunkedForLongThin) {
   c.l = 9000;
   c.n = 4;
   Problem<float> prob(c);
-  EXPECT_NE(prob.run(opts(2, ssm::cpu::ScanAlgo::automatic)).find("chunked"), std::string::npos);
-  EXPECT_LE(compare_to_reference(prob).out, 1e-5);
+  EXPECT_EQ(prob.run(opts(2, ssm::cpu::ScanAlgo::automatic)), std::string("cpu-") + simd::kLevel + "-chunked");
+  // 2 threads, the balanced split: 3 chunks. The output and the last state (the carry over all chunks) against the
+  // reference.
+  const Errors e = compare_to_reference(prob);
+  EXPECT_LE(e.out, 1e-5);
+  EXPECT_LE(e.last, 1e-5);
   Problem<float> wide(Config{});
   EXPECT_NE(wide.run(opts(2, ssm::cpu::ScanAlgo::automatic)).find("sequential"), std::string::npos);
   EXPECT_NE(wide.run(opts(1, ssm::cpu::ScanAlgo::automatic)).find("sequential"), std::string::npos);
-}
-
-TEST(SelectiveScanCpuDispatch, SimdLevelMatchesTarget) {
-#if defined(__AVX512F__)
-  EXPECT_STREQ(simd::kLevel, "avx512");
-  EXPECT_EQ(simd::lanes<float>, 16);
-#elif defined(__AVX2__)
-  EXPECT_STREQ(simd::kLevel, "avx2");
-  EXPECT_EQ(simd::lanes<float>, 8);
-#else
-  EXPECT_STREQ(simd::kLevel, "generic");
-  EXPECT_EQ(simd::lanes<float>, 4);
-#endif
 }
 
 }  // namespace

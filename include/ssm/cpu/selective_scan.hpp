@@ -76,7 +76,11 @@ void run_threads(int n, F&& f) {
   };
   std::vector<std::thread> threads;
   threads.reserve(static_cast<std::size_t>(n - 1));
-  for (int i = 1; i < n; ++i) threads.emplace_back(guarded, i);
+  for (int i = 1; i < n; ++i)
+    threads.emplace_back([&guarded, i] {
+      ::ssm::cpu::detail::note_worker_thread();
+      guarded(i);
+    });
   guarded(0);
   for (auto& t : threads) t.join();
   if (error) std::rethrow_exception(error);

@@ -26,6 +26,19 @@ inline int cpu_threads(int requested, std::int64_t work) {
   return static_cast<int>(std::clamp<std::int64_t>(by_work, 1, hw == 0 ? 1 : hw));
 }
 
+namespace detail {
+inline std::atomic<std::int64_t> g_worker_threads_run{0};
+/// Called first thing by every thread parallel_for / run_threads starts besides the caller's.
+inline void note_worker_thread() { g_worker_threads_run.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace detail
+
+/// How many threads besides the calling one parallel_for (and the scans' run_threads) have run since the program
+/// started: an observable for tests, since results equal to a one-thread run cannot tell whether a second thread
+/// ran. It counts threads, not tasks: which thread takes which task is a race (a worker may start after the caller
+/// took every task), so a count of tasks would make such a test flaky. Costs one relaxed atomic add per started
+/// thread, which the thread's own start (tens of microseconds) dwarfs; nothing when one thread is used.
+inline std::int64_t worker_threads_run() { return detail::g_worker_threads_run.load(std::memory_order_relaxed); }
+
 /// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads (the caller's thread included; at most one
 /// per task), handing tasks out in order from an atomic counter; rethrows the first exception of any task
 /// (the remaining tasks are then skipped).
@@ -50,7 +63,11 @@ void parallel_for(std::int64_t n_tasks, int threads, Fn&& fn) {
   };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<std::size_t>(workers - 1));
-  for (int w = 1; w < workers; ++w) pool.emplace_back(work);
+  for (int w = 1; w < workers; ++w)
+    pool.emplace_back([&] {
+      detail::note_worker_thread();
+      work();
+    });
   work();
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);

@@ -304,6 +304,9 @@ struct GenerationOptions : SamplingOptions {
   /// (which appends the eos token, then marks the sequence finished). Unset: the model's end-of-sequence ids
   /// (MambaConfig::eos_token_ids, from config.json's eos_token_id); empty: only max_new_tokens ends it.
   std::optional<std::vector<std::int64_t>> stop_ids;
+  /// Prefill the prompt in chunks of at most this many tokens (each resumes the cache of the previous one), so
+  /// that the prefill's memory stays bounded for a prompt of any length; 0: the whole prompt at once.
+  index_t prefill_chunk = 0;
 
   GenerationOptions() = default;
   /// Sampling options alone (implicit, so that generate(prompt, n, sampling) reads as before).
@@ -313,6 +316,8 @@ struct GenerationOptions : SamplingOptions {
     SamplingOptions::validate();
     if (stop_ids)
       for (auto id : *stop_ids) SSM_CHECK(id >= 0, "GenerationOptions: stop_ids must be >= 0, got ", id);
+    SSM_CHECK(prefill_chunk >= 0, "GenerationOptions: prefill_chunk must be >= 0 (0 = the whole prompt), got ",
+              prefill_chunk);
   }
 };
 
@@ -716,23 +721,48 @@ class MambaLM {
   /// fed (ready to continue).
   std::vector<std::int64_t> generate(const std::vector<std::int64_t>& prompt, index_t max_new_tokens,
                                      const GenerationOptions& opt = {}, MambaCache* cache = nullptr) const {
+    std::vector<std::int64_t> out;
+    generate_stream(prompt, max_new_tokens, opt, [&](std::int64_t id) {
+      out.push_back(id);
+      return true;
+    }, cache);
+    return out;
+  }
+
+  /// generate() that hands each new token to `on_token` as soon as it is sampled, before the model computes the
+  /// next one (for printing text as it is generated); on_token returning false ends the generation after that
+  /// token. The tokens are those generate() returns. Without `cache` the last token is not fed back (nothing
+  /// would read the state it makes). The prompt is prefilled in chunks of opt.prefill_chunk tokens when that is
+  /// set. Returns the number of tokens generated.
+  index_t generate_stream(const std::vector<std::int64_t>& prompt, index_t max_new_tokens, const GenerationOptions& opt,
+                          const std::function<bool(std::int64_t)>& on_token, MambaCache* cache = nullptr) const {
     opt.validate();
     SSM_CHECK(max_new_tokens >= 0, "MambaLM::generate: max_new_tokens must be >= 0, got ", max_new_tokens);
+    SSM_CHECK(!prompt.empty(), "MambaLM::generate: the prompt must hold at least one token");
+    for (std::size_t i = 0; i < prompt.size(); ++i)
+      SSM_CHECK(prompt[i] >= 0 && prompt[i] < cfg_.vocab_size, "MambaLM::generate: prompt token ", prompt[i],
+                " at position ", i, " is outside the model's vocabulary [0, ", cfg_.vocab_size, ")");
     const std::vector<std::int64_t>& stop = opt.stop_ids ? *opt.stop_ids : cfg_.eos_token_ids;
     MambaCache local;
     MambaCache& c = cache != nullptr ? *cache : local;
     std::mt19937_64 rng(opt.seed);
-    Tensor lg = prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), c);
-    std::vector<std::int64_t> out;
-    for (index_t t = 0; t < max_new_tokens; ++t) {
-      const index_t tok = sample_token(std::span<const float>(lg.data_as<float>(), static_cast<std::size_t>(cfg_.vocab_size)),
-                                       opt, rng);
-      out.push_back(tok);
-      const std::int64_t id = tok;
-      lg = step(std::span<const std::int64_t>(&id, 1), c);
-      if (std::find(stop.begin(), stop.end(), id) != stop.end()) break;
+    const index_t n = static_cast<index_t>(prompt.size());
+    const index_t chunk = opt.prefill_chunk > 0 ? opt.prefill_chunk : n;
+    Tensor lg;
+    for (index_t start = 0; start < n; start += chunk) {
+      const index_t len = std::min(chunk, n - start);
+      lg = prefill(TensorView::of(prompt.data() + start, {1, len}), c, /*resume=*/start > 0);
     }
-    return out;
+    index_t produced = 0;
+    for (index_t t = 0; t < max_new_tokens; ++t) {
+      const std::int64_t id = sample_token(
+          std::span<const float>(lg.data_as<float>(), static_cast<std::size_t>(cfg_.vocab_size)), opt, rng);
+      ++produced;
+      const bool more = on_token(id) && t + 1 < max_new_tokens && std::find(stop.begin(), stop.end(), id) == stop.end();
+      if (more || cache != nullptr) lg = step(std::span<const std::int64_t>(&id, 1), c);
+      if (!more) break;
+    }
+    return produced;
   }
 
  private:

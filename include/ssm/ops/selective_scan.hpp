@@ -2,17 +2,20 @@
 // a ScanParams, and dispatch to the reference, the optimized CPU forward or CUDA. Semantics of
 // state-spaces/mamba `selective_scan_ref`, plus an initial state, the last state, and packed
 // variable-length batches (cu_seqlens). Forward and backward (reverse scan, states recomputed by chunk).
+// User guide (shapes, paths, saved chunk states, complex A, errors): docs/selective_scan.md.
 //
 // Deliberate differences from selective_scan_ref (mamba_ssm/ops/selective_scan_interface.py):
 //  - f64 inputs are computed in f64 (the reference casts u and delta to f32 whatever their dtype);
 //    f32/f16/bf16 inputs use f32 weights and state, as the reference does.
-//  - complex A with variable B/C: B and C are complex tensors (c64/c128) of shape (b, g, n, l); the
-//    reference takes a real tensor of length 2l holding interleaved (re, im) pairs, the same memory.
+//  - complex A with variable B/C: B and C are complex tensors (c64/c128) of shape (b, g, n, l), or, as the
+//    reference takes them, real tensors of the weight dtype (f32/f64) of shape (b, g, n, 2l) holding interleaved
+//    (re, im) pairs (the same memory, read in place; the reference also accepts f16/bf16 there and casts).
 //  - B/C of rank 3 (b, n, l) are accepted as g = 1, like the reference.
 //  - the gradient of the last state is an input of the backward (the mamba kernel ignores it).
 #pragma once
 
 #include <algorithm>
+#include <complex>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -41,7 +44,9 @@ struct SelectiveScanInputs {
   TensorView u{};                             // (b, d, l)   f32 | f64 | f16 | bf16
   TensorView delta{};                         // (b, d, l)   same dtype as u
   TensorView A{};                             // (d, n)      weight dtype (real) or its complex type
-  TensorView B{};                             // (b, g, n, l) input dtype (complex A: complex weight dtype), or (b, n, l), or fixed (d, n) like A
+  TensorView B{};                             // (b, g, n, l) input dtype, or (b, n, l), or fixed (d, n) like A. Complex A:
+                                              // variable B in the complex weight dtype, or mamba's interleaved layout:
+                                              // weight dtype (b, g, n, 2l) / (b, n, 2l), (re, im) at [.., 2t], [.., 2t + 1]
   TensorView C{};                             // same forms as B
   std::optional<TensorView> D{};              // (d)  weight dtype
   std::optional<TensorView> z{};              // (b, d, l) input dtype
@@ -57,13 +62,16 @@ struct SelectiveScanOptions {
   /// CPU: reference = the plain loops (the oracle); sequential = threads over (batch row, channel block), forward
   /// and backward; chunked = each sequence split in time over the threads (forward: the associative scan over
   /// chunks; backward: pieces joined by their carried state and gradient); automatic: chunked for few channel blocks
-  /// and long sequences. CUDA tensors run the fused kernels whatever the path.
+  /// and long sequences. Complex A (CPU): sequential (its one loop, r.path "cpu-scalar-complex", backward
+  /// "cpu-per-channel") or reference; chunked is an ssm::Error naming `path`. CUDA tensors run the fused kernels
+  /// whatever the path.
   ScanPath path = ScanPath::automatic;
   int num_threads = 0;             // 0: all hardware threads
   bool return_last_state = false;
   index_t chunk_len = 0;           // 0: chosen by the implementation (chunked path; backward recompute chunk)
-  /// Forward: also return the state at the start of every 128-step chunk (r.chunk_states), for the backward. Only
-  /// the CPU sequential path of a real-A scan without cu_seqlens saves them; otherwise r.chunk_states stays empty.
+  /// Forward: also return the state at the start of every 128-step chunk (r.chunk_states), for the backward. The
+  /// CPU sequential path of a real-A scan without cu_seqlens saves them; with it, automatic runs that path. Complex
+  /// A, cu_seqlens, CUDA tensors, or ScanPath::chunked / reference: an ssm::Error naming `save_chunk_states`.
   bool save_chunk_states = false;
   /// Backward: the forward's r.chunk_states (CPU, real A, no cu_seqlens): the backward restarts its recompute
   /// chunks from them instead of running the recurrence over the sequence once more first. Empty: recomputed.
@@ -73,7 +81,7 @@ struct SelectiveScanOptions {
 struct SelectiveScanOutputs {
   Tensor out;         // (b, d, l) input dtype
   Tensor last_state;  // (b, d, n) or (n_seqs, d, n), state dtype; empty unless asked
-  Tensor chunk_states;  // (b, ceil(l / 128), d, n) state dtype: with save_chunk_states, when the path saves them
+  Tensor chunk_states;  // (b, ceil(l / 128), d, n) state dtype: with save_chunk_states; empty otherwise
   std::string path;   // which implementation ran, e.g. "cpu-avx512-sequential", "reference"
 };
 
@@ -112,20 +120,45 @@ inline index_t check_BC(const Checker& c, const char* name, const TensorView& X,
   c.require(X.rank() == 3 || X.rank() == 4, name, "expected rank 2 (d, n), 3 (b, n, l) or 4 (b, g, n, l), got shape ",
             X.shape().str());
   variable = true;
-  c.dtype(name, X, s.p.is_complex ? complex_of(s.weight) : s.input);
+  // Complex A: a complex tensor (b, g, n, l), or mamba's interleaved layout, a real tensor (b, g, n, 2l) of the weight
+  // dtype holding (re, im) of step t at [..., 2t] and [..., 2t + 1]: the same memory, read as complex in place.
+  const bool interleaved = s.p.is_complex && !is_complex(X.dtype());
+  const int last = X.rank() - 1;
+  if (interleaved) {
+    const std::string layout = std::string(" (mamba's interleaved layout: a real ") + std::string(::ssm::name(s.weight)) +
+                               " tensor (b, g, n, 2l) or (b, n, 2l) with (re, im) of step t at [..., 2t] and [..., 2t + 1])";
+    c.require(X.dtype() == s.weight, name, "complex A takes variable ", name, " as ", ::ssm::name(complex_of(s.weight)),
+              " (b, g, n, l) or (b, n, l), or in the interleaved layout", layout, "; got dtype ",
+              ::ssm::name(X.dtype()), ": convert it to ", ::ssm::name(s.weight), " (PyTorch: .float()",
+              s.weight == DType::f64 ? ".double()" : "", ") or to ", ::ssm::name(complex_of(s.weight)));
+    c.require(X.size(last) == 2 * l, name, "a real ", name, " with complex A is the interleaved layout", layout,
+              ": its last dimension must be 2l = ", 2 * l, ", got shape ", X.shape().str());
+    c.unit_stride(name, X, last);
+    for (int k = 0; k < last; ++k)
+      c.require(X.size(k) <= 1 || X.stride(k) % 2 == 0, name, "in the interleaved layout", layout,
+                " needs even strides (whole (re, im) pairs) to be read as complex, got strides ", X.strides().str(),
+                " for shape ", X.shape().str(), ": make it contiguous first");
+    static_assert(alignof(std::complex<float>) == alignof(float) && alignof(std::complex<double>) == alignof(double));
+  } else {
+    c.dtype(name, X, s.p.is_complex ? complex_of(s.weight) : s.input);
+  }
+  // strides in elements of the scan's B / C type (complex pairs for the interleaved layout; a dimension of size 1
+  // is never stepped over, whatever its stride)
+  const auto stride = [&](int k) { return interleaved ? X.stride(k) / 2 : X.stride(k); };
+  const index_t len = interleaved ? 2 * l : l;
   if (X.rank() == 3) {
-    c.shape(name, X, {b, n, l}).unit_stride(name, X, 2);
-    batch_stride = X.stride(0);
+    c.shape(name, X, {b, n, len}).unit_stride(name, X, 2);
+    batch_stride = stride(0);
     group_stride = 0;
-    n_stride = X.stride(1);
+    n_stride = stride(1);
     return 1;
   }
-  c.shape(name, X, {b, kAny, n, l}).unit_stride(name, X, 3);
+  c.shape(name, X, {b, kAny, n, len}).unit_stride(name, X, 3);
   const index_t g = X.size(1);
   c.require(g >= 1 && d % g == 0, name, "the number of groups g = ", g, " (dimension 1) must divide d = ", d);
-  batch_stride = X.stride(0);
-  group_stride = X.stride(1);
-  n_stride = X.stride(2);
+  batch_stride = stride(0);
+  group_stride = stride(1);
+  n_stride = stride(2);
   return g;
 }
 
@@ -302,6 +335,14 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
 }
 #endif
 
+/// Complex A has one CPU scan: the sequential one (threads over batch rows and channels, each sequence in order);
+/// there is no chunked (split in time) implementation. A requested ScanPath::chunked is an error, never replaced.
+inline void check_complex_path(const Checker& c, const ScanParams& p, ScanPath path) {
+  c.require(!p.is_complex || path != ScanPath::chunked, "path",
+            "ScanPath::chunked has no complex-A implementation; complex A runs with ScanPath::sequential (or "
+            "automatic, which picks it: one loop per batch row and channel) or ScanPath::reference");
+}
+
 template <class F>
 decltype(auto) visit_input(DType t, F&& f) {
   return visit_floating(t, "selective_scan", std::forward<F>(f));
@@ -335,7 +376,32 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   }
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
-  if (p.batch * p.dim == 0) return "empty";
+  scan_detail::check_complex_path(c, p, opt.path);
+  if (opt.save_chunk_states) {
+    // Saved by the sequential CPU path of a real-A scan without cu_seqlens, the only backward that restarts from
+    // them; anything else is an error rather than an empty r.chunk_states.
+    c.require(chunk_states != nullptr, "save_chunk_states",
+              "selective_scan_into has nowhere to put them: pass its chunk_states argument (a Tensor*), or call "
+              "selective_scan");
+    c.require(!p.is_complex, "save_chunk_states",
+              "complex A saves no chunk states (its backward recomputes the states and takes no chunk_states): "
+              "leave save_chunk_states false");
+    c.require(p.cu_seqlens == nullptr, "save_chunk_states",
+              "packed sequences (cu_seqlens) save no chunk states (their backward recomputes the states): leave "
+              "save_chunk_states false");
+    c.require(s.device.is_cpu(), "save_chunk_states", "tensors on ", s.device.str(),
+              ": the CUDA backward saves its own chunk states; leave save_chunk_states false");
+    c.require(opt.path == ScanPath::sequential || opt.path == ScanPath::automatic, "save_chunk_states",
+              "only the sequential CPU path saves chunk states: use ScanPath::sequential or ScanPath::automatic "
+              "(which then runs sequential), not ",
+              opt.path == ScanPath::chunked ? "ScanPath::chunked" : "ScanPath::reference");
+  }
+  if (p.batch * p.dim == 0) {
+    if (opt.save_chunk_states)  // nothing to scan: the states of no channel
+      *chunk_states = Tensor::empty(
+          {p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate}, s.state);
+    return "empty";
+  }
   if (!s.device.is_cpu()) {
 #if defined(SSM_HAS_CUDA)
     return scan_detail::selective_scan_cuda(s, p);
@@ -349,17 +415,21 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
       cpu::ScanCpuOptions co;
       co.num_threads = opt.num_threads;
       co.chunk_len = opt.chunk_len;
-      co.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
-                : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
-                                                 : cpu::ScanAlgo::automatic;
-      Tensor saved;  // (b, d, chunks, n) state dtype
-      if (opt.save_chunk_states && chunk_states && !p.is_complex && p.cu_seqlens == nullptr && p.seqlen > 0) {
+      co.algo = opt.path == ScanPath::sequential || opt.save_chunk_states ? cpu::ScanAlgo::sequential
+                : opt.path == ScanPath::chunked                           ? cpu::ScanAlgo::chunked
+                                                                          : cpu::ScanAlgo::automatic;
+      Tensor saved;  // (b, chunks, d, n) state dtype
+      if (opt.save_chunk_states) {
         saved = Tensor::empty({p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate},
                               s.state);
         co.chunk_states = saved.data();
       }
       std::string path = cpu::selective_scan_forward<In>(p, co);
-      if (saved.defined() && cpu::writes_chunk_states(p, path)) *chunk_states = std::move(saved);
+      if (saved.defined()) {
+        SSM_CHECK(cpu::writes_chunk_states(p, path), "selective_scan: internal: the path ", path,
+                  " did not save the chunk states it was asked for");
+        *chunk_states = std::move(saved);
+      }
       return path;
     }
     reference::selective_scan_forward<In>(p);
@@ -398,6 +468,7 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
   c.require(grad_out.device() == s.device, "grad_out", "is on ", grad_out.device().str(), " but 'u' is on ", s.device.str());
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
+  scan_detail::check_complex_path(c, p, opt.path);
   const void* saved_states = nullptr;
   if (opt.chunk_states.defined() && opt.path != ScanPath::reference) {
     const TensorView& cs = opt.chunk_states;
@@ -472,6 +543,13 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     return cpu::selective_scan_backward<In>(p, gp, bo);
   });
   return r;
+}
+
+/// selective_scan_backward without a grad_last_state: selective_scan_backward(in, grad_out, opt) is
+/// selective_scan_backward(in, grad_out, std::nullopt, opt).
+inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in, const TensorView& grad_out,
+                                                  const SelectiveScanOptions& opt) {
+  return selective_scan_backward(in, grad_out, std::nullopt, opt);
 }
 
 }  // namespace ssm
