@@ -795,7 +795,10 @@ TEST(MambaLM, LoadOptionsRejectsOtherWeightDtypes) {
       (void)MambaLM::load(dir.string(), opt);
       ADD_FAILURE() << name(dt) << " accepted";
     } catch (const ssm::Error& e) {
-      EXPECT_NE(std::string(e.what()).find("is not one of f32, f16, bf16"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("LoadOptions::weight_dtype is " + std::string(name(dt)) +
+                                           ", which is not one of f32, f16, bf16"),
+                std::string::npos)
+          << e.what();
     }
   }
   // f32, f16, bf16 all load.

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/cpu/threads.hpp"
 #include "ssm/ops/selective_scan_params.hpp"
@@ -116,60 +117,10 @@ class AlignedBuffer {
   std::size_t size_ = 0;
 };
 
-// ---- element conversion passes (In <-> the weight type T), vectorized where the target allows -----------
+// ---- element conversion passes (In <-> the weight type T): cpu/convert.hpp ---------------------------------
 
-template <class In, class T>
-inline void load_row(const In* SSM_RESTRICT src, index_t len, T* SSM_RESTRICT dst) {
-  if constexpr (std::is_same_v<In, T>) {
-    std::memcpy(dst, src, static_cast<std::size_t>(len) * sizeof(T));
-  } else if constexpr (std::is_same_v<In, bfloat16>) {
-    for (index_t i = 0; i < len; ++i) {  // bf16 is the upper half of an f32: a shift, auto-vectorized
-      const std::uint32_t bits = static_cast<std::uint32_t>(src[i].bits) << 16;
-      std::memcpy(dst + i, &bits, sizeof(float));
-    }
-  } else if constexpr (std::is_same_v<In, half>) {
-    index_t i = 0;
-#if defined(__F16C__)
-    for (; i + 8 <= len; i += 8) {
-      __m128i h;
-      std::memcpy(&h, static_cast<const void*>(src + i), sizeof h);
-      const __m256 f = _mm256_cvtph_ps(h);
-      std::memcpy(dst + i, &f, sizeof f);
-    }
-#endif
-    for (; i < len; ++i) dst[i] = static_cast<float>(src[i]);
-  } else {
-    for (index_t i = 0; i < len; ++i) dst[i] = static_cast<T>(src[i]);
-  }
-}
-
-template <class T, class In>
-inline void store_row(const T* SSM_RESTRICT src, index_t len, In* SSM_RESTRICT dst) {
-  if constexpr (std::is_same_v<In, T>) {
-    index_t i = 0;
-    constexpr int W = simd::lanes<T>;
-    // Streaming stores when the row is aligned: the output is written once and not read back here.
-    if (reinterpret_cast<std::uintptr_t>(dst) % simd::kBytes == 0) {
-      for (; i + W <= len; i += W) simd::store_stream(dst + i, simd::load(src + i));
-    }
-    for (; i < len; ++i) dst[i] = src[i];
-  } else if constexpr (std::is_same_v<In, half>) {
-    index_t i = 0;
-#if defined(__F16C__)
-    for (; i + 8 <= len; i += 8) {
-      __m256 f;
-      std::memcpy(&f, src + i, sizeof f);
-      const __m128i h = _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      std::memcpy(static_cast<void*>(dst + i), &h, sizeof h);
-    }
-#endif
-    for (; i < len; ++i) dst[i] = half(src[i]);
-  } else if constexpr (std::is_same_v<In, bfloat16>) {
-    for (index_t i = 0; i < len; ++i) dst[i] = bfloat16(src[i]);
-  } else {
-    for (index_t i = 0; i < len; ++i) dst[i] = static_cast<In>(src[i]);
-  }
-}
+using ::ssm::cpu::load_row;
+using ::ssm::cpu::store_row;
 
 // ---- prefetch of the next tile ------------------------------------------------------------------------------
 

@@ -68,16 +68,7 @@ inline W re_conj_mul(W x, W y) { return x * y; }
 template <class W>
 inline W re_conj_mul(std::complex<W> x, std::complex<W> y) { return x.real() * y.real() + x.imag() * y.imag(); }
 
-/// Sum of the lanes of a vector as a tree (depth log2(lanes), not a serial chain of adds).
-template <class W>
-inline W hsum(simd::Vec<W> v) {
-  constexpr int L = simd::lanes<W>;
-  W x[L];
-  std::memcpy(x, &v, sizeof v);
-  for (int w = L / 2; w >= 1; w /= 2)
-    for (int j = 0; j < w; ++j) x[j] += x[j + w];
-  return x[0];
-}
+using simd::hsum;  // sum of a vector's lanes as a tree
 
 template <class W>
 inline W softplus(W x) { return x > W(20) ? x : std::log1p(std::exp(x)); }

@@ -105,6 +105,17 @@ SSM_FORCE_INLINE void prefetch(const void* p) {
 #endif
 }
 
+/// Sum of the lanes of a vector as a tree (depth log2(lanes), not a serial chain of adds); call as hsum<T>(v).
+template <class T>
+SSM_FORCE_INLINE T hsum(Vec<T> v) {
+  constexpr int L = lanes<T>;
+  T x[L];
+  std::memcpy(x, &v, sizeof v);
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) x[j] += x[j + w];
+  return x[0];
+}
+
 /// a * b + c, fused where the target has FMA.
 SSM_FORCE_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) {
 #if defined(__AVX512F__)

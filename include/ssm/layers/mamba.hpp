@@ -18,10 +18,10 @@
 #include <cmath>
 #include <functional>
 #include <map>
-#include <type_traits>
 #include <optional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/core/check.hpp"
@@ -134,6 +134,20 @@ struct MambaBlockMatrices {
     return const_cast<WeightMatrix*>(static_cast<const MambaBlockMatrices*>(this)->find(name));
   }
   bool any() const { return !in_proj.empty() || !x_proj.empty() || !dt_proj.empty() || !out_proj.empty(); }
+  /// The held matrices and their dtypes, for messages: "in_proj.weight bf16, x_proj.weight bf16".
+  std::string dtypes() const {
+    std::string s;
+    auto add = [&](const char* name, const WeightMatrix& m) {
+      if (m.empty()) return;
+      if (!s.empty()) s += ", ";
+      s += std::string(name) + " " + std::string(ssm::name(m.dtype()));
+    };
+    add("in_proj.weight", in_proj);
+    add("x_proj.weight", x_proj);
+    add("dt_proj.weight", dt_proj);
+    add("out_proj.weight", out_proj);
+    return s;
+  }
   /// Bytes of the matrices held here.
   std::size_t nbytes() const { return in_proj.nbytes() + x_proj.nbytes() + dt_proj.nbytes() + out_proj.nbytes(); }
 };
@@ -528,9 +542,10 @@ class MambaBlock {
   }
 
   MambaBlockGrads<T> backward_raw(const T* u, const T* grad_out, index_t b, index_t l) const {
-    SSM_CHECK(!m_.any(), "MambaBlock::backward: this block holds its projections as ", name(m_.in_proj.dtype()),
-              " weight matrices (MambaLM loaded with LoadOptions::weight_dtype other than f32), and backward needs "
-              "f32 parameters: load the model with weight_dtype = DType::f32, or build a block from full_params()");
+    SSM_CHECK(!m_.any(), "MambaBlock::backward: this block holds projections as weight matrices (", m_.dtypes(),
+              "; MambaLM keeps a checkpoint's f16 / bf16 weights unless LoadOptions::weight_dtype says f32), and "
+              "backward needs them as f32 parameters: load the model with weight_dtype = DType::f32, or build a "
+              "block from full_params()");
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t rows = b * l, nx = r + 2 * n;
     MambaBlockGrads<T> g;

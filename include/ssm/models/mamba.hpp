@@ -5,8 +5,8 @@
 // model.safetensors or a sharded model.safetensors.index.json, F32/F16/BF16). The big matrices (embedding,
 // lm_head, in_proj, x_proj, dt_proj, out_proj) keep the checkpoint's dtype by default (f16 / bf16 weights are
 // read in place from the memory-mapped file and converted to f32 inside the products, so the resident memory is
-// about the file's size; LoadOptions); activations, states, sums and the small parameters are f32. Loads transformers' `mamba` and `falcon_mamba` model types and mamba_ssm's configs
-// (docs/checkpoints.md).
+// about the file's size; LoadOptions); activations, states, sums and the small parameters are f32. Loads
+// transformers' `mamba` and `falcon_mamba` model types and mamba_ssm's configs (docs/checkpoints.md).
 #pragma once
 
 #include <algorithm>
@@ -454,7 +454,8 @@ class MambaLM {
   static MambaLM from_checkpoint(const MambaConfig& cfg, const safetensors::Checkpoint& f,
                                  const LoadOptions& opt = {}) {
     cfg.validate();
-    if (opt.weight_dtype) layers::WeightMatrix::check_dtype("MambaLM::load: LoadOptions", *opt.weight_dtype);
+    if (opt.weight_dtype)
+      layers::WeightMatrix::check_dtype("MambaLM::load: LoadOptions::weight_dtype", *opt.weight_dtype);
     MambaLM m;
     m.cfg_ = cfg;
     const auto bc = cfg.block();
