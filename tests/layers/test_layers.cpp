@@ -471,8 +471,9 @@ TEST(WeightMatrix, LinearMatchesDoubleLoop) {
             ASSERT_EQ(W.dtype(), dt);
             const std::vector<float> wr = W.to_f32();  // the rounded weights
             for (std::size_t i = 0; i < w.size(); ++i) {
-              const float e = dt == DType::f16 ? static_cast<float>(half(w[i]))
-                              : dt == DType::bf16 ? static_cast<float>(bfloat16(w[i])) : w[i];
+              const float e = dt == DType::f16    ? static_cast<float>(half(w[i]))
+                              : dt == DType::bf16 ? static_cast<float>(bfloat16(w[i]))
+                                                  : w[i];
               ASSERT_EQ(wr[i], e);
             }
             const bool with_bias = (rows + out) % 2 == 0;
@@ -505,12 +506,15 @@ TEST(WeightMatrix, EveryBitPatternConvertsExactly) {
     const std::vector<float> v = WeightMatrix(t).to_f32();
     for (std::uint32_t i = 0; i < 65536; ++i) {
       const auto b = static_cast<std::uint16_t>(i);
-      const float e = dt == DType::f16 ? static_cast<float>(half::from_bits(b)) : static_cast<float>(bfloat16::from_bits(b));
+      const float e =
+          dt == DType::f16 ? static_cast<float>(half::from_bits(b)) : static_cast<float>(bfloat16::from_bits(b));
       std::uint32_t got, want;
       std::memcpy(&got, &v[i], 4);
       std::memcpy(&want, &e, 4);
-      if (std::isnan(e)) ASSERT_TRUE(std::isnan(v[i])) << name(dt) << " bits 0x" << std::hex << i;
-      else ASSERT_EQ(got, want) << name(dt) << " bits 0x" << std::hex << i;
+      if (std::isnan(e))
+        ASSERT_TRUE(std::isnan(v[i])) << name(dt) << " bits 0x" << std::hex << i;
+      else
+        ASSERT_EQ(got, want) << name(dt) << " bits 0x" << std::hex << i;
     }
   }
 }
@@ -530,10 +534,14 @@ TEST(WeightMatrix, InfAndNanPropagate) {
       for (index_t r = 0; r < rows; ++r)
         for (index_t j = 0; j < out; ++j) {
           const float v = y[r * out + j];
-          if (j == 3) EXPECT_EQ(v, INFINITY) << name(dt) << " rows " << rows;
-          else if (j == 11) EXPECT_TRUE(std::isnan(v)) << name(dt) << " rows " << rows;
-          else if (j == 12) EXPECT_EQ(v, -INFINITY) << name(dt) << " rows " << rows;
-          else EXPECT_EQ(v, 20.0f) << name(dt) << " rows " << rows << " feature " << j;
+          if (j == 3)
+            EXPECT_EQ(v, INFINITY) << name(dt) << " rows " << rows;
+          else if (j == 11)
+            EXPECT_TRUE(std::isnan(v)) << name(dt) << " rows " << rows;
+          else if (j == 12)
+            EXPECT_EQ(v, -INFINITY) << name(dt) << " rows " << rows;
+          else
+            EXPECT_EQ(v, 20.0f) << name(dt) << " rows " << rows << " feature " << j;
         }
     }
 }
@@ -563,8 +571,8 @@ TEST(WeightMatrix, EmbeddingAndErrors) {
         << e.what();
   }
   EXPECT_THROW(WeightMatrix::from_f32(table.data(), 7, 19, DType::f64), ssm::Error);
-  EXPECT_THROW(WeightMatrix(Tensor::empty({7}, DType::f16)), ssm::Error);         // not a matrix
-  EXPECT_THROW(WeightMatrix(Tensor::empty({2, 3}, DType::i64)), ssm::Error);      // not a weight dtype
+  EXPECT_THROW(WeightMatrix(Tensor::empty({7}, DType::f16)), ssm::Error);     // not a matrix
+  EXPECT_THROW(WeightMatrix(Tensor::empty({2, 3}, DType::i64)), ssm::Error);  // not a weight dtype
   EXPECT_THROW(WeightMatrix::from_f32(table.data(), 7, 19, DType::f16).f32(), ssm::Error);
 }
 

@@ -763,10 +763,10 @@ TEST(MambaLM, HalfWeightsEqualF32OfTheSameWeights) {
       }
       const std::size_t inproj = static_cast<std::size_t>(2 * cfg.block().inner() * cfg.d_model);
       for (std::size_t i = 0; i < wa.layers.size(); ++i) {
-        EXPECT_TRUE(std::equal(wa.layers[i].in_proj_weight, wa.layers[i].in_proj_weight + inproj,
-                               wb.layers[i].in_proj_weight));
-        EXPECT_TRUE(std::equal(wa.layers[i].in_proj_weight, wa.layers[i].in_proj_weight + inproj,
-                               wc.layers[i].in_proj_weight));
+        EXPECT_TRUE(
+            std::equal(wa.layers[i].in_proj_weight, wa.layers[i].in_proj_weight + inproj, wb.layers[i].in_proj_weight));
+        EXPECT_TRUE(
+            std::equal(wa.layers[i].in_proj_weight, wa.layers[i].in_proj_weight + inproj, wc.layers[i].in_proj_weight));
         EXPECT_TRUE(std::equal(wa.layers[i].out_proj_weight, wa.layers[i].out_proj_weight + inproj / 2,
                                wb.layers[i].out_proj_weight));
       }

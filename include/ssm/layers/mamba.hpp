@@ -127,8 +127,11 @@ struct MambaBlockMatrices {
   }
   /// The member for a params name ("in_proj.weight", ...), or null for a parameter that is not a projection.
   const WeightMatrix* find(const std::string& name) const {
-    return name == "in_proj.weight" ? &in_proj : name == "x_proj.weight" ? &x_proj : name == "dt_proj.weight" ? &dt_proj
-           : name == "out_proj.weight" ? &out_proj : nullptr;
+    return name == "in_proj.weight"    ? &in_proj
+           : name == "x_proj.weight"   ? &x_proj
+           : name == "dt_proj.weight"  ? &dt_proj
+           : name == "out_proj.weight" ? &out_proj
+                                       : nullptr;
   }
   WeightMatrix* find(const std::string& name) {
     return const_cast<WeightMatrix*>(static_cast<const MambaBlockMatrices*>(this)->find(name));
@@ -376,8 +379,9 @@ class MambaBlock {
   /// Bytes of the parameters as held (vectors in T, matrices in their dtype).
   std::size_t nbytes() const {
     std::size_t n = 0;
-    for (const auto* v : {&p_.in_proj_weight, &p_.in_proj_bias, &p_.conv_weight, &p_.conv_bias, &p_.x_proj_weight,
-                          &p_.dt_proj_weight, &p_.dt_proj_bias, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias})
+    for (const auto* v :
+         {&p_.in_proj_weight, &p_.in_proj_bias, &p_.conv_weight, &p_.conv_bias, &p_.x_proj_weight, &p_.dt_proj_weight,
+          &p_.dt_proj_bias, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias})
       n += v->size();
     return m_.nbytes() + n * sizeof(T);
   }

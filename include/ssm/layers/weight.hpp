@@ -220,8 +220,7 @@ void embedding_forward(const Id* ids, const WeightMatrix& table, float* y, index
   const index_t vocab = table.rows(), dim = table.cols();
   for (index_t r = 0; r < rows; ++r) {
     const auto id = static_cast<std::int64_t>(ids[r]);
-    SSM_CHECK(id >= 0 && id < vocab, "embedding: token id ", id, " at position ", r, " is outside [0, ", vocab,
-              ")");
+    SSM_CHECK(id >= 0 && id < vocab, "embedding: token id ", id, " at position ", r, " is outside [0, ", vocab, ")");
     table.to_f32(id * dim, dim, y + r * dim);
   }
 }

@@ -515,7 +515,8 @@ class MambaLM {
     } else if (f.contains("lm_head.weight")) {
       // Some writers store the tied head as well: accept it when it is the embedding.
       const layers::WeightMatrix head = take_matrix("lm_head.weight", emb_shape, matrix_dtype("lm_head.weight"));
-      SSM_CHECK(head.same_values(m.embedding_), "MambaLM::load: tie_word_embeddings is set but 'lm_head.weight' "
+      SSM_CHECK(head.same_values(m.embedding_),
+                "MambaLM::load: tie_word_embeddings is set but 'lm_head.weight' "
                 "differs from the embedding");
     }
     for (const auto& name : f.names())
@@ -610,7 +611,9 @@ class MambaLM {
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       const auto& p = blocks_[i].params();
       const auto& m = blocks_[i].matrices();
-      auto mat = [&](const layers::WeightMatrix& wm, const std::vector<float>& v) { return wm.empty() ? ptr(v) : f32(wm); };
+      auto mat = [&](const layers::WeightMatrix& wm, const std::vector<float>& v) {
+        return wm.empty() ? ptr(v) : f32(wm);
+      };
       w.layers.push_back({norms_[i].data(), mat(m.in_proj, p.in_proj_weight), ptr(p.in_proj_bias), p.conv_weight.data(),
                           ptr(p.conv_bias), mat(m.x_proj, p.x_proj_weight), mat(m.dt_proj, p.dt_proj_weight),
                           p.dt_proj_bias.data(), p.A_log.data(), p.D.data(), mat(m.out_proj, p.out_proj_weight),
