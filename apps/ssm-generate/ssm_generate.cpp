@@ -1,11 +1,12 @@
 // ssm-generate: text generation from a Hugging Face checkpoint directory (docs/generate.md).
 //
 //   ssm-generate --model DIR --prompt "text" [-n 64] [--temperature 0.8 --top-k K --top-p P --seed S]
-//                [--threads T] [--tokenizer PATH] [--ids "1 2 3"] [--file PATH] [--ignore-eos]
+//                [--threads T] [--weights stored|f32|f16|bf16] [--tokenizer PATH] [--ids "1 2 3"] [--file PATH]
+//                [--ignore-eos]
 //
-// Prints the continuation to stdout as it is generated (one flush per token), then prefill and decode speed,
-// peak and current resident memory and the threads to stderr. Every failure is one line on stderr,
-// "ssm-generate: <message>", with exit code 2 for a bad command line and 1 for anything else.
+// Prints the continuation to stdout as it is generated (one flush per token), then the weights' dtype and size,
+// prefill and decode speed, peak and current resident memory and the threads to stderr. Every failure is one
+// line on stderr, "ssm-generate: <message>", with exit code 2 for a bad command line and 1 for anything else.
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -46,6 +47,9 @@ constexpr const char* kUsage =
     "  --top-p P            nucleus sampling, in (0, 1] (default 1)\n"
     "  --seed S             random seed of the sampler (default 0)\n"
     "  --threads T          CPU threads, 0 = automatic (default 0)\n"
+    "  --weights W          dtype of the weight matrices in memory: stored (as in the checkpoint: an f16 / bf16\n"
+    "                       checkpoint is read in place, resident memory about its file size), f32, f16 or bf16\n"
+    "                       (converted at load); arithmetic is f32 either way (default stored)\n"
     "  --ignore-eos         do not stop at the end-of-sequence token of config.json\n"
     "  -h, --help           print this help\n"
     "\n"
@@ -64,6 +68,7 @@ struct Options {
   ssm::index_t n_predict = 64;
   ssm::models::GenerationOptions gen;
   int threads = 0;
+  ssm::models::LoadOptions load;  // --weights: weight_dtype unset = stored
   bool ignore_eos = false;
 };
 
@@ -99,6 +104,15 @@ double parse_double(std::string_view opt, const std::string& v, const char* what
   return x;
 }
 
+// --weights: "stored" (unset: each matrix keeps the checkpoint's dtype) or the dtype to hold them in.
+std::optional<ssm::DType> parse_weights(const std::string& v) {
+  if (v == "stored") return std::nullopt;
+  if (v == "f32") return ssm::DType::f32;
+  if (v == "f16") return ssm::DType::f16;
+  if (v == "bf16") return ssm::DType::bf16;
+  usage_fail("--weights: expected stored, f32, f16 or bf16, got '", v, "'");
+}
+
 std::vector<std::int64_t> parse_ids(const std::string& s) {
   std::vector<std::int64_t> ids;
   std::string tok;
@@ -132,7 +146,7 @@ Options parse_args(int argc, char** argv) {
     if (a.rfind("-", 0) != 0) usage_fail("unexpected argument '", a, "' (options start with --; see --help)");
     static const std::vector<std::string> valued = {"--model", "--prompt", "--file", "--ids", "--tokenizer", "-n",
                                                     "--n-predict", "--temperature", "--top-k", "--top-p", "--seed",
-                                                    "--threads"};
+                                                    "--threads", "--weights"};
     if (std::find(valued.begin(), valued.end(), a) == valued.end()) usage_fail("unknown option '", a, "' (see --help)");
     if (i + 1 >= argc) usage_fail(a, ": missing value");
     const std::string v = argv[++i];
@@ -147,6 +161,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--top-p") o.gen.top_p = parse_double(a, v, "a number in (0, 1]");
     else if (a == "--seed") o.gen.seed = static_cast<std::uint64_t>(parse_int(a, v, 0, 1LL << 62, "an integer >= 0"));
     else if (a == "--threads") o.threads = static_cast<int>(parse_int(a, v, 0, 4096, "a thread count >= 0"));
+    else if (a == "--weights") o.load.weight_dtype = parse_weights(v);
   }
   if (o.model.empty()) usage_fail("--model DIR is required (see --help)");
   const int given = int(o.prompt.has_value()) + int(o.file.has_value()) + int(o.ids.has_value());
@@ -189,7 +204,7 @@ int run(const Options& o) {
   namespace fs = std::filesystem;
   using clock = std::chrono::steady_clock;
   const auto t_load = clock::now();
-  ssm::models::MambaLM model = ssm::models::MambaLM::load(o.model);
+  ssm::models::MambaLM model = ssm::models::MambaLM::load(o.model, o.load);
   model.set_threads(o.threads);
   const auto& cfg = model.config();
 
@@ -245,6 +260,9 @@ int run(const Options& o) {
   std::fprintf(stderr, "ssm-generate: model %s: %s, %lld layers, d_model %lld, vocab %lld, loaded in %.3f s\n",
                o.model.c_str(), cfg.mixer_rms_eps ? "falcon_mamba" : "mamba", static_cast<long long>(cfg.n_layer),
                static_cast<long long>(cfg.d_model), static_cast<long long>(cfg.vocab_size), load_s);
+  std::fprintf(stderr, "ssm-generate: weights: %s (%s), %.1f MiB\n",
+               std::string(ssm::name(model.weight_dtype())).c_str(), o.load.weight_dtype ? "--weights" : "as stored",
+               double(model.weight_bytes()) / (1024.0 * 1024.0));
   std::fprintf(stderr, "ssm-generate: prompt: %zu tokens, prefill %.2f ms (%.1f tokens/s)\n", prompt.size(),
                prefill_s * 1e3, prefill_s > 0 ? double(prompt.size()) / prefill_s : 0.0);
   std::fprintf(stderr, "ssm-generate: generated: %lld tokens, decode %.2f ms for %lld steps (%.1f tokens/s)\n",

@@ -3,7 +3,11 @@
 // bad-input cases are in CMakeLists.txt (run_cli.cmake).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -79,6 +83,35 @@ TEST(Cli, IdsWithoutATokenizerPrintIds) {
   const MambaLM model = MambaLM::load(dir);
   const Ids want = model.generate({1, 17, 42, 99}, 12);
   EXPECT_EQ(run_cli("--model '" + dir + "' --ids '1, 17, 42 99' -n 12"), join(want));
+}
+
+// --weights: the program generates what the library generates with the same LoadOptions::weight_dtype. A bf16
+// copy of the tiny checkpoint read as stored (the default, bf16 kept) or converted to f32, and the f32 checkpoint
+// converted to bf16 and f16.
+TEST(Cli, WeightsFlagLoadsAsTheLibraryWithThatWeightDtype) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("ssm_cli_bf16_" + std::to_string(::getpid()));
+  MambaLM::load(kTiny).save(dir.string(), ssm::DType::bf16);
+  fs::copy_file(kTiny + "/tokenizer.json", dir / "tokenizer.json");
+  const Tokenizer tok = Tokenizer::load(kTiny + "/tokenizer.json");
+  const Ids prompt = tok.encode("The state space");
+  // The library's text for the checkpoint in model_dir loaded with weight_dtype dt; held: the dtype it must hold.
+  auto generated = [&](const std::string& model_dir, std::optional<ssm::DType> dt, ssm::DType held) {
+    ssm::models::LoadOptions opt;
+    opt.weight_dtype = dt;
+    const MambaLM model = MambaLM::load(model_dir, opt);
+    EXPECT_EQ(model.weight_dtype(), held);
+    return tok.decode(model.generate(prompt, 24));
+  };
+  const std::string bf16 = "--model '" + dir.string() + "'", f32 = "--model '" + kTiny + "'";
+  const std::string cmd = " --prompt 'The state space' -n 24";
+  using ssm::DType;
+  EXPECT_EQ(run_cli(bf16 + cmd), generated(dir.string(), std::nullopt, DType::bf16));
+  EXPECT_EQ(run_cli(bf16 + " --weights stored" + cmd), generated(dir.string(), std::nullopt, DType::bf16));
+  EXPECT_EQ(run_cli(bf16 + " --weights f32" + cmd), generated(dir.string(), DType::f32, DType::f32));
+  EXPECT_EQ(run_cli(f32 + " --weights bf16" + cmd), generated(kTiny, DType::bf16, DType::bf16));
+  EXPECT_EQ(run_cli(f32 + " --weights f16" + cmd), generated(kTiny, DType::f16, DType::f16));
+  fs::remove_all(dir);
 }
 
 TEST(GenerateStream, HandsOutGeneratesTokensInOrderAndStopsWhenAsked) {
