@@ -14,16 +14,19 @@
 // peak; meaningful when one dtype is run per process, as the filter above does).
 #include <benchmark/benchmark.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <random>
-#include <filesystem>
-#include <map>
-#include <memory>
-#include <string>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <system_error>
 
 #include "ssm/models.hpp"
 
@@ -75,16 +78,30 @@ double proc_status_bytes(const std::string& key) {
 
 const char* kHalfDir = "/tmp/ssm_bench_mamba130m_bf16";
 
-// Writes the bf16 checkpoint of model_130m()'s shape and weights in a child process (before any thread starts).
+// Writes the bf16 checkpoint of model_130m()'s shape and weights in a child process (before any thread starts),
+// into a temporary directory renamed to kHalfDir once complete (an interrupted write is not reused).
 void write_bf16_checkpoint() {
-  if (std::filesystem::exists(std::string(kHalfDir) + "/model.safetensors")) return;
+  namespace fs = std::filesystem;
+  if (fs::exists(std::string(kHalfDir) + "/model.safetensors")) return;
+  const std::string tmp = std::string(kHalfDir) + ".tmp" + std::to_string(getpid());
   const pid_t pid = fork();
   if (pid == 0) {
-    model_130m().save(kHalfDir, ssm::DType::bf16);
+    try {
+      model_130m().save(tmp, ssm::DType::bf16);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_mamba: writing %s: %s\n", tmp.c_str(), e.what());
+      _exit(1);
+    }
     _exit(0);
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "bench_mamba: could not write the bf16 checkpoint %s\n", kHalfDir);
+    std::exit(1);
+  }
+  std::error_code ec;
+  fs::rename(tmp, kHalfDir, ec);  // another process may have made it meanwhile: keep that one
+  fs::remove_all(tmp, ec);
 }
 
 struct LoadedModel {
