@@ -29,6 +29,13 @@ inline double thread_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+/// CPU time of the whole process (all its threads, ended ones included) in seconds.
+inline double process_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 /// Keeps v alive without taking its address: DoNotOptimize on an element of an accumulator array makes the array
 /// addressable, and GCC then stored all 12 accumulators to the stack on every iteration once measure_fma_rate was
 /// inlined into a benchmark (bench_selective_scan, AVX-512: 2.0e10 lane-FMAs / s read instead of 5.8e10, the
