@@ -685,7 +685,10 @@ void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
   for (auto& w : ws) w.init(p.dstate, scan.tile, RealScan<In>::kConvertBC);
   const index_t nW = p.dstate * W;
   for (index_t bi = 0; bi < p.batch; ++bi) {
-    for (const auto& [c0, count] : blocks) {
+    for (const auto& block : blocks) {
+      // Named copies, not a structured binding: the lambdas below capture them, which clang before 16 rejects.
+      const index_t c0 = block.first;
+      const int count = block.second;
       for (const Segment& seg : segments_of(p, bi)) {
         const auto bounds = chunk_bounds(seg.begin, seg.end, threads, chunk_len);
         const index_t chunks = static_cast<index_t>(bounds.size()) - 1;
