@@ -1,4 +1,4 @@
-// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5).
+// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; docs/math.md §5).
 // Channels sit in the lanes of a vector (16 f32 channels per AVX-512 register), so a time step updates
 // 16 channels x 1 state with no horizontal sum; exp(Delta A) is an exp2 polynomial with A pre-scaled by
 // log2(e); softplus/conversions/transposes and D/silu(z) are separate vectorized passes over time tiles.

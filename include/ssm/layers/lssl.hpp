@@ -1,5 +1,5 @@
 // The linear state-space layer (LSSL; Gu et al. 2021, "Combining Recurrent, Convolutional, and Continuous-time
-// Models with Linear State-Space Layers", §2-3; MATH.md §1): one continuous model, three views that must agree:
+// Models with Linear State-Space Layers", §2-3; docs/math.md §1): one continuous model, three views that must agree:
 // continuous (exact simulation for piecewise-constant input, each interval its own Delta_k), recurrent
 // (step / sequence) and convolutional (kernel K_bar and causal convolution).
 //

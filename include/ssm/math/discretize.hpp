@@ -1,4 +1,4 @@
-// Discretization of a continuous state-space model h' = A h + B x with step Delta (MATH.md §2; LSSL §2, S4 §2.3,
+// Discretization of a continuous state-space model h' = A h + B x with step Delta (docs/math.md §2; LSSL §2, S4 §2.3,
 // Mamba §2): zero-order hold (Van Loan's block exponential, no inverse of A: works for singular A), the
 // generalized bilinear transform GBT(alpha) with bilinear (1/2), forward Euler (0) and backward Euler (1) as
 // cases, and Mamba's simplification (exp(Delta A), Delta B). Dense and diagonal (elementwise, expm1) forms;
@@ -32,7 +32,7 @@
 
 namespace ssm {
 
-/// The discretization rules of MATH.md §2.
+/// The discretization rules of docs/math.md §2.1 (and §2.2 for diagonal A).
 enum class Discretization { zoh, bilinear, gbt, forward_euler, backward_euler, mamba };
 
 inline const char* name(Discretization method) {
