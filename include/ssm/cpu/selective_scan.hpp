@@ -1,4 +1,4 @@
-// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5).
+// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; docs/math.md §5).
 // Channels sit in the lanes of a vector (16 f32 channels per AVX-512 register), so a time step updates
 // 16 channels x 1 state with no horizontal sum; exp(Delta A) is an exp2 polynomial with A pre-scaled by
 // log2(e); softplus/conversions/transposes and D/silu(z) are separate vectorized passes over time tiles.
@@ -694,7 +694,10 @@ void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
   for (auto& w : ws) w.init(p.dstate, scan.tile, RealScan<In>::kConvertBC);
   const index_t nW = p.dstate * W;
   for (index_t bi = 0; bi < p.batch; ++bi) {
-    for (const auto& [c0, count] : blocks) {
+    for (const auto& block : blocks) {
+      // Named copies, not a structured binding: the lambdas below capture them, which clang before 16 rejects.
+      const index_t c0 = block.first;
+      const int count = block.second;
       for (const Segment& seg : segments_of(p, bi)) {
         const auto bounds = chunk_bounds(seg.begin, seg.end, threads, chunk_len);
         const index_t chunks = static_cast<index_t>(bounds.size()) - 1;
