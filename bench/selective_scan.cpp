@@ -5,9 +5,12 @@
 // The limit (counter machine_limit, updates / s / core, bench/machine_limit.hpp, shared with
 // bench_scan_vs_attention): 1 / (1/E + 3/F) with E the measured vector exp2 rate and F the lane-FMA rate of one
 // core; frac_of_limit divides the measured rate by that limit times the thread count (the number of cores used).
+// On a shared machine two more counters tell the code from the neighbours: cpu_util (how much of its cores the run
+// got) and frac_of_limit_cpu (the rate per CPU-second the threads ran, over the same per-core limit).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <new>
@@ -110,11 +113,27 @@ struct Problem {
   double updates() const { return static_cast<double>(b * d * l * n); }
 };
 
-void set_counters(benchmark::State& state, double updates_per_iter, int threads) {
+/// The process's CPU time and the wall time from construction (start it just before the timed loop).
+struct CpuClock {
+  double cpu0 = ssm_bench::process_seconds();
+  std::chrono::steady_clock::time_point wall0 = std::chrono::steady_clock::now();
+  double cpu_seconds() const { return ssm_bench::process_seconds() - cpu0; }
+  double wall_seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count(); }
+};
+
+/// The rate counters. On a shared machine the wall-time ones also measure how much of `threads` cores the run got;
+/// two more separate that out, from the CPU time all the process's threads used (cpu_seconds, over the timed loop):
+///   cpu_util          = CPU time / (wall time x threads): 1 when every thread ran all the time; less when a thread
+///                       waited (for work, or for a core that another process held);
+///   frac_of_limit_cpu = updates per CPU-second / the per-core limit: the rate per core while the threads ran.
+void set_counters(benchmark::State& state, double updates_per_iter, int threads, const CpuClock& clock) {
+  const double cpu_seconds = clock.cpu_seconds(), wall_seconds = clock.wall_seconds();
   const double total = updates_per_iter * static_cast<double>(state.iterations());
   state.counters["updates_per_s"] = benchmark::Counter(total, benchmark::Counter::kIsRate);
   state.counters["frac_of_limit"] =
       benchmark::Counter(total / ssm_bench::limit_for(threads), benchmark::Counter::kIsRate);
+  state.counters["cpu_util"] = cpu_seconds / (wall_seconds * threads);
+  state.counters["frac_of_limit_cpu"] = total / cpu_seconds / ssm_bench::limit_for(1);
   ssm_bench::set_limit_counters(state);
   state.SetItemsProcessed(static_cast<std::int64_t>(total));
 }
@@ -129,24 +148,26 @@ void BM_ScanForward(benchmark::State& state) {
   ssm::cpu::ScanCpuOptions opt;
   opt.num_threads = threads;
   std::string path;
+  const CpuClock cpu;
   for (auto _ : state) {
     path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
     benchmark::ClobberMemory();
   }
   state.SetLabel(path);
-  set_counters(state, prob.updates(), threads);
+  set_counters(state, prob.updates(), threads, cpu);
 }
 
 /// The reference forward (double accumulation, one thread) on the same problem, shorter: reported per update.
 void BM_ScanForwardReference(benchmark::State& state) {
   const index_t l = state.range(0), d = state.range(2);
   Problem prob(1, d, l, 16);
+  const CpuClock cpu;
   for (auto _ : state) {
     ssm::reference::selective_scan_forward<float>(prob.p);
     benchmark::ClobberMemory();
   }
   state.SetLabel("reference");
-  set_counters(state, prob.updates(), 1);
+  set_counters(state, prob.updates(), 1, cpu);
 }
 
 /// Accuracy of the optimized f32 forward against the reference at the same shape (one iteration):
@@ -219,12 +240,13 @@ void BM_ScanBackward(benchmark::State& state) {
   ssm::cpu::ScanBackwardOptions opt;
   opt.num_threads = threads;
   std::string path;
+  const CpuClock cpu;
   for (auto _ : state) {
     path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
     benchmark::ClobberMemory();
   }
   state.SetLabel(path);
-  set_counters(state, prob.updates(), threads);
+  set_counters(state, prob.updates(), threads, cpu);
 }
 
 /// The training pair: a forward that saves the chunk states (ScanCpuOptions::chunk_states), then the backward that
@@ -239,12 +261,13 @@ void BM_ScanForwardSavingStates(benchmark::State& state) {
   opt.num_threads = threads;
   opt.chunk_states = saved.data();
   std::string path;
+  const CpuClock cpu;
   for (auto _ : state) {
     path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
     benchmark::ClobberMemory();
   }
   state.SetLabel(path + (ssm::cpu::writes_chunk_states(prob.p, path) ? " saving states" : " (states not saved)"));
-  set_counters(state, prob.updates(), threads);
+  set_counters(state, prob.updates(), threads, cpu);
 }
 
 void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
@@ -263,12 +286,13 @@ void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
   opt.num_threads = threads;
   opt.chunk_states = saved.data();
   std::string path;
+  const CpuClock cpu;
   for (auto _ : state) {
     path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
     benchmark::ClobberMemory();
   }
   state.SetLabel(path + " from saved states");
-  set_counters(state, prob.updates(), threads);
+  set_counters(state, prob.updates(), threads, cpu);
 }
 
 void BM_ScanBackwardReference(benchmark::State& state) {
@@ -276,12 +300,13 @@ void BM_ScanBackwardReference(benchmark::State& state) {
   Problem prob(1, d, l, 16);
   prob.p.last_state = nullptr;
   Grads g(prob);
+  const CpuClock cpu;
   for (auto _ : state) {
     ssm::reference::selective_scan_backward<float>(prob.p, g.gp);
     benchmark::ClobberMemory();
   }
   state.SetLabel("reference");
-  set_counters(state, prob.updates(), 1);
+  set_counters(state, prob.updates(), 1, cpu);
 }
 
 void MambaShapes(benchmark::internal::Benchmark* b) {

@@ -1,4 +1,4 @@
-// Attention kernels (MATH.md §9; FlashAttention, Dao et al. 2022; FlashAttention-2, Dao 2023; split-key decoding
+// Attention kernels (docs/math.md §7; FlashAttention, Dao et al. 2022; FlashAttention-2, Dao 2023; split-key decoding
 // as in Flash-Decoding): causal scaled-dot-product attention in f32, multi-head and grouped-query, head dimension
 // up to kDim (a template: 32, 64 or 128; the real p may be smaller, the rest is zero padding).
 //

@@ -1,4 +1,4 @@
-// Causal depthwise conv1d kernels of the Mamba block (Gu & Dao 2023, §3.4; MATH.md §6): the sequence form, one
+// Causal depthwise conv1d kernels of the Mamba block (Gu & Dao 2023, §3.4; docs/math.md §6.1): the sequence form, one
 // block per (tile of kThreads x kItems outputs, channel, batch) with the tile and its w - 1 halo inputs staged
 // once in shared memory; and the one-token update, one thread per (channel, batch).
 #pragma once

@@ -1,4 +1,4 @@
-// The small kernels of the Mamba language model on the device (Gu & Dao 2023, §3.4, Fig. 3; MATH.md §6) that
+// The small kernels of the Mamba language model on the device (Gu & Dao 2023, §3.4, Fig. 3; docs/math.md §6) that
 // sit between the GEMMs, the causal conv1d and the selective scan: the token-embedding gather, RMSNorm fused
 // with the residual add (the reference Mamba's fused add-norm), a broadcast bias add, and the conv state a
 // prefill leaves for generation. All f32 (the model computes in f32 and keeps the residual stream in f32).
@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(kLmRowThreads)
   for (index_t j = threadIdx.x; j < d_model; j += kLmRowThreads) dst[j] = src[j];
 }
 
-/// The fused residual add and RMSNorm of one token row (MATH.md §6): residual += delta (when delta is not
+/// The fused residual add and RMSNorm of one token row (docs/math.md §6.2): residual += delta (when delta is not
 /// null; written back), then out = residual / sqrt(mean(residual^2) + eps) * weight. Grid (rows), block
 /// kThreads; the sum of squares by a shared-memory tree.
 template <int kThreads>

@@ -1,4 +1,4 @@
-// The Mamba language model's sequence of launches (Gu & Dao 2023, §3.4, Fig. 3; MATH.md §6), written once over an
+// The Mamba language model's sequence of launches (Gu & Dao 2023 §3.4, Fig. 3; docs/math.md §6.2), written once over an
 // executor so that it runs on a CUDA device (cuBLAS GEMMs, real launches; cuda/src/mamba_lm.cu) and under the host
 // emulation on host memory (a host GEMM, ssm::emu::launch; cuda/emu/executor.hpp) in tests:
 //   embedding gather → per layer [add + RMSNorm → in_proj (x, z) → conv1d + SiLU → x_proj → dt_proj →

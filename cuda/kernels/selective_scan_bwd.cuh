@@ -1,4 +1,4 @@
-// Fused selective-scan backward kernel (Gu & Dao 2023, "Mamba", §3.3; MATH.md §5 "Backward"): one block per
+// Fused selective-scan backward kernel (Gu & Dao 2023, "Mamba", §3.3; docs/math.md §5.3): one block per
 // (channel, batch); chunks in reverse order; per chunk and state index the forward scan is recomputed from the
 // chunk-start state the forward kernel saved, and the gradient g_t = C_t dy_t + a_{t+1} g_{t+1} is a block
 // scan over the reversed chunk (through shared memory) with a prefix callback carrying g across chunks.

@@ -1,4 +1,4 @@
-// Fused selective-scan forward kernel (Gu & Dao 2023, "Mamba", §3.3 and Alg. 2; MATH.md §5), SRAM-resident:
+// Fused selective-scan forward kernel (Gu & Dao 2023, "Mamba", §3.3 and Alg. 2; docs/math.md §5.1–5.2), SRAM-resident:
 // one block per (channel, sequence); the sequence in chunks of kNThreads × kNItems tokens; per state index the
 // recurrence h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t is a block scan of affine maps (a, b) with a
 // stateful prefix callback carrying the running state across chunks; u, delta, B, C, z are read once, out is

@@ -1,4 +1,4 @@
-// Module header: attention, the baseline the scan is compared with (MATH.md §9): the attention op (materialized
+// Module header: attention, the baseline the scan is compared with (docs/math.md §7): the attention op (materialized
 // and tiled, forward and backward, KV cache), its double reference, the multi-head attention layer, and the
 // hybrid stack that interleaves attention with other sequence mixers (Jamba: with Mamba blocks).
 #pragma once

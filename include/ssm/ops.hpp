@@ -1,5 +1,5 @@
 // Module header: the ops (validated, dispatched entry points) and their reference implementations.
-// Selective scan (Mamba S6, MATH.md §5): forward, backward, packed variable-length batches; the causal conv1d of the
+// Selective scan (S6, docs/math.md §5): forward, backward, packed variable-length batches; the causal conv1d of the
 // Mamba block (forward, backward, one-token update).
 #pragma once
 

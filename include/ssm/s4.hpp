@@ -1,4 +1,4 @@
-// Module header: S4 / S4D (MATH.md §4): FFT helpers, Vandermonde and Cauchy + Woodbury kernels with their powers
+// Module header: S4 / S4D (docs/math.md §4): FFT helpers, Vandermonde and Cauchy + Woodbury kernels with their powers
 // references, causal FFT / direct convolution, the S4 and S4D layers with step mode and a saveable state.
 #pragma once
 

@@ -12,6 +12,10 @@ file(REMOVE_RECURSE ${WORK_DIR})
 set(consumer_src ${CMAKE_CURRENT_LIST_DIR}/consumer)
 set(configure_args -S ${consumer_src} -B ${WORK_DIR}/build -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release
                    -DCONSUMER_MODE=${MODE} -DEXPECT_CUDA=${EXPECT_CUDA})
+if(CXX_COMPILER)
+  # The consumer is built with this compiler (clang++ here, whatever built the library), -Werror included.
+  list(APPEND configure_args -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+endif()
 if(MODE STREQUAL "find_package")
   run_step("install" ${CMAKE_COMMAND} --install ${SSM_BINARY_DIR} --prefix ${WORK_DIR}/prefix)
   list(APPEND configure_args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)

@@ -108,11 +108,24 @@ struct View {
   }
 };
 
+class Tensor;
+
 /// A non-owning description of a buffer: data pointer, dtype, device, shape and strides in elements.
 /// Every op takes its tensors as TensorViews. Copying a view never copies data.
+///
+/// A view never keeps its data alive. A Tensor converts to a view of its storage, so a view made
+/// from a temporary Tensor dangles as soon as the statement ends; TensorView therefore refuses to be
+/// constructed or assigned from a Tensor rvalue (see the deleted members below). Passing a temporary
+/// Tensor straight to a `const TensorView&` parameter is still allowed: it lives until the call returns.
 class TensorView {
  public:
   TensorView() = default;
+  // Deleted: `in.u = Tensor::from_vector(...)`, `TensorView v = Tensor::zeros(...)` or
+  // `Inputs in{.u = make_tensor()}` would keep a view of storage freed at the end of the statement.
+  // Name the Tensor first (`const Tensor u = Tensor::from_vector(...); in.u = u;`) and keep it alive
+  // for as long as the view is used.
+  TensorView(const Tensor&&) = delete;
+  TensorView& operator=(const Tensor&&) = delete;
   TensorView(void* data, DType dtype, Device device, const Dims& shape)
       : TensorView(data, dtype, device, shape, contiguous_strides(shape)) {}
   TensorView(void* data, DType dtype, Device device, const Dims& shape, const Dims& strides)
@@ -272,8 +285,17 @@ class Tensor {
     return t;
   }
 
-  const TensorView& view() const { return view_; }
-  operator const TensorView&() const { return view_; }  // NOLINT: a Tensor is usable wherever a view is
+  /// The view of this tensor's storage. It does not own the storage: keep this Tensor alive while
+  /// the view is in use.
+  const TensorView& view() const& { return view_; }
+  // Deleted: `opt.chunk_states = make_result().chunk_states.view()` keeps a view of a temporary that
+  // is destroyed at the end of the statement. Store the result in a named variable first
+  // (`const auto r = make_result(); opt.chunk_states = r.chunk_states.view();`).
+  const TensorView& view() const&& = delete;
+  /// A Tensor is usable wherever a view is. On a temporary, the conversion only serves to bind a
+  /// `const TensorView&` parameter for the duration of a call; TensorView's deleted constructor and
+  /// assignment from `const Tensor&&` stop it from being stored.
+  operator const TensorView&() const& { return view_; }  // NOLINT(google-explicit-constructor)
 
   bool defined() const { return storage_ != nullptr; }
   void* data() const { return view_.data(); }

@@ -1,4 +1,4 @@
-// CPU kernels of causal scaled-dot-product attention (MATH.md §9), forward and backward, in two algorithms:
+// CPU kernels of causal scaled-dot-product attention (docs/math.md §7), forward and backward, in two algorithms:
 //   materialized: the whole (b, h, l_q, l_k) score tensor exists at once (O(l²) memory, the textbook form);
 //   tiled: blocks of queries × keys with an online softmax (FlashAttention, Dao et al. 2022, Alg. 1; the
 //          backward recomputes the probabilities from the saved log-sum-exp, FlashAttention-2 Alg. 2), O(l)

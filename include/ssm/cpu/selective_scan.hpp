@@ -1,4 +1,4 @@
-// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5).
+// Optimized CPU forward of the selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; docs/math.md §5).
 // Channels sit in the lanes of a vector (16 f32 channels per AVX-512 register), so a time step updates
 // 16 channels x 1 state with no horizontal sum; exp(Delta A) is an exp2 polynomial with A pre-scaled by
 // log2(e); softplus/conversions/transposes and D/silu(z) are separate vectorized passes over time tiles.
@@ -171,7 +171,7 @@ struct Workspace {
   AlignedBuffer<T> dt;      // (tile, W) Delta after bias and softplus
   AlignedBuffer<T> du;      // (tile, W) Delta * u
   AlignedBuffer<T> y;       // (tile, W) C . h
-  AlignedBuffer<T> uT;      // (tile, W) u
+  AlignedBuffer<T> scratch; // (tile, W) rows transposed one by one (for_each_transposed's slow path)
   AlignedBuffer<T> row, row2;  // (tile_pad) conversion rows
   AlignedBuffer<T> yrows;   // (W, tile_pad) y back in rows of channels
   AlignedBuffer<T> Bt, Ct;  // (n, tile)    variable B / C converted to T (inputs of another type)
@@ -195,7 +195,7 @@ struct Workspace {
     du.resize(tW);
     y.resize(tW);
     const index_t tile_pad = (tile + W - 1) / W * W;
-    uT.resize(tW);
+    scratch.resize(tW);
     row.resize(static_cast<std::size_t>(tile_pad));
     row2.resize(static_cast<std::size_t>(tile_pad));
     yrows.resize(static_cast<std::size_t>(W * tile_pad));
@@ -350,10 +350,12 @@ struct RealScan {
       for (index_t k = 0; k < p.dstate; ++k) out[(ws.c0 + j) * p.last_d_stride + k] = h[k * W + j];
   }
 
-  /// dst (len, W) <- rows(bi, c)[t0, t0 + len) of the block's channels, transposed (0 in unused lanes).
-  /// Full blocks of f32 / f64 input: W x W blocks transposed in registers; otherwise row by row.
-  template <class RowFn>
-  void gather_transposed(const Workspace<T>& ws, RowFn rows_of, index_t t0, index_t len, T* SSM_RESTRICT dst) const {
+  /// fn(i, v) for i in [0, len), v (W) = rows(bi, c)[t0 + i] of the block's channels (0 in unused lanes): the rows
+  /// transposed. Full blocks of f32 / f64 input: W x W blocks transposed in registers, handed over without a round
+  /// trip through memory; otherwise row by row through `scratch` (len, W).
+  template <class RowFn, class Fn>
+  void for_each_transposed(const Workspace<T>& ws, RowFn rows_of, index_t t0, index_t len, T* scratch,
+                           Fn&& fn) const {
     index_t t = 0;
     if constexpr (std::is_same_v<In, T>) {
       if (ws.count == W) {
@@ -363,7 +365,7 @@ struct RealScan {
           V r[W];
           for (int j = 0; j < W; ++j) r[j] = simd::load(rows[j] + t);
           simd::transpose<T>(r);
-          for (int i = 0; i < W; ++i) simd::store(dst + (t + i) * W, r[i]);
+          for (int i = 0; i < W; ++i) fn(t + i, r[i]);
         }
       }
     }
@@ -372,11 +374,18 @@ struct RealScan {
     for (int j = 0; j < W; ++j) {
       if (j < ws.count) {
         load_row(rows_of(ws.c0 + j) + t0 + t, len - t, row);
-        for (index_t i = t; i < len; ++i) dst[i * W + j] = row[i - t];
+        for (index_t i = t; i < len; ++i) scratch[i * W + j] = row[i - t];
       } else {
-        for (index_t i = t; i < len; ++i) dst[i * W + j] = T(0);
+        for (index_t i = t; i < len; ++i) scratch[i * W + j] = T(0);
       }
     }
+    for (index_t i = t; i < len; ++i) fn(i, simd::load(scratch + i * W));
+  }
+
+  /// dst (len, W) <- rows(bi, c)[t0, t0 + len) of the block's channels, transposed (0 in unused lanes).
+  template <class RowFn>
+  void gather_transposed(const Workspace<T>& ws, RowFn rows_of, index_t t0, index_t len, T* SSM_RESTRICT dst) const {
+    for_each_transposed(ws, rows_of, t0, len, dst, [dst](index_t i, V v) { simd::store(dst + i * W, v); });
   }
 
   /// Plans the prefetch of the block's u / delta / z rows over [t0, t1) (the next tile): one cache line
@@ -395,20 +404,20 @@ struct RealScan {
     pf.end = pf.nrows > 0 ? (t1 - t0) * static_cast<index_t>(sizeof(In)) : 0;
   }
 
-  /// Pre-pass of a tile: Delta = softplus(delta + bias) and Delta u per (t, lane); u kept for D u.
+  /// Pre-pass of a tile: Delta = softplus(delta + bias) and Delta u per (t, lane), straight from the transposed
+  /// rows (u is transposed only to multiply it in here; the post-pass reads its rows).
   void prepare_tile(Workspace<T>& ws, index_t bi, index_t t0, index_t len) const {
-    T* dt = ws.dt.data();
-    T* du = ws.du.data();
-    T* uT = ws.uT.data();
-    gather_transposed(ws, [&](index_t c) { return delta_row(bi, c); }, t0, len, dt);
-    gather_transposed(ws, [&](index_t c) { return u_row(bi, c); }, t0, len, uT);
+    T* SSM_RESTRICT dt = ws.dt.data();
+    T* SSM_RESTRICT du = ws.du.data();
     const V bias = simd::load(ws.bias);
-    for (index_t t = 0; t < len; ++t) {
-      V x = simd::load(dt + t * W) + bias;
-      if (p.delta_softplus) x = simd::softplus<T>(x);
-      simd::store(dt + t * W, x);
-      simd::store(du + t * W, x * simd::load(uT + t * W));
-    }
+    const bool softplus = p.delta_softplus;
+    for_each_transposed(ws, [&](index_t c) { return delta_row(bi, c); }, t0, len, ws.scratch.data(),
+                        [&](index_t t, V x) {
+                          x += bias;
+                          simd::store(dt + t * W, softplus ? simd::softplus<T>(x) : x);
+                        });
+    for_each_transposed(ws, [&](index_t c) { return u_row(bi, c); }, t0, len, ws.scratch.data(),
+                        [&](index_t t, V u) { simd::store(du + t * W, simd::load(dt + t * W) * u); });
   }
 
   /// Post-pass of a tile: y (len, W) back to one row per channel, then, row by row in the input's own layout
@@ -636,7 +645,10 @@ void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
   for (auto& w : ws) w.init(p.dstate, scan.tile, RealScan<In>::kConvertBC);
   const index_t nW = p.dstate * W;
   for (index_t bi = 0; bi < p.batch; ++bi) {
-    for (const auto& [c0, count] : blocks) {
+    for (const auto& block : blocks) {
+      // Named copies, not a structured binding: the lambdas below capture them, which clang before 16 rejects.
+      const index_t c0 = block.first;
+      const int count = block.second;
       for (const Segment& seg : segments_of(p, bi)) {
         const auto bounds = chunk_bounds(seg.begin, seg.end, threads, chunk_len);
         const index_t chunks = static_cast<index_t>(bounds.size()) - 1;

@@ -1,4 +1,4 @@
-// CPU backward of the selective scan (S6; Gu & Dao 2023, "Mamba", §3.3.2 "recomputation"; MATH.md §5):
+// CPU backward of the selective scan (S6; Gu & Dao 2023, "Mamba", §3.3.2 "recomputation"; docs/math.md §5.3):
 // the reverse scan g_t = C_t dy_t + conj(a_{t+1}) g_{t+1}, with the states recomputed chunk by chunk
 // from saved chunk-boundary states (no (b, d, l, n) storage), threaded over blocks of channels or, for few
 // channels and long sequences, over pieces of each sequence in time (std::thread).
@@ -387,7 +387,7 @@ void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBack
 //           from the recorded state (stored, (K, n, W)), the output side (y, dy = dL/dy, grad_z, grad_D), then
 //           the reverse scan G_t = C_t dy_t + a_{t+1} G_{t+1} with the per-step sums over n
 //           SA_t = sum_k A_k a_tk h_{t-1,k} G_tk and SB_t = sum_k B_tk G_tk, from which
-//           grad_Delta_t = SA_t + u_t SB_t, grad_u_t = Delta_t SB_t + D dy_t (MATH.md §5).
+//           grad_Delta_t = SA_t + u_t SB_t, grad_u_t = Delta_t SB_t + D dy_t (docs/math.md §5.3).
 // Time split (few blocks, long sequences: the long-thin shape): each sequence is cut into one piece per thread on
 // chunk boundaries. Both recurrences are linear, so a first phase runs, per piece and in parallel, the forward
 // recurrence from a zero state (its end state; not for the last piece, nor with saved states) and the reverse one

@@ -207,11 +207,71 @@ SSM_FORCE_INLINE void transpose_stage(Vec<T> (&rows)[lanes<T>]) {
 #endif
 }  // namespace detail
 
-/// In-register transpose of a lanes x lanes block: rows[i][j] <-> rows[j][i]. log2(lanes) butterfly stages;
-/// stage S swaps the off-diagonal S x S blocks of every 2S x 2S block (one two-source permute per row).
+namespace detail {
+#if defined(__AVX512F__)
+/// 16 x 16 f32: 32-bit and 64-bit unpacks within 128-bit lanes, then two stages of 128-bit lane shuffles (one
+/// shuffle per row per stage, as the butterfly, but in-lane unpacks and vshuff32x4 instead of vpermt2ps: Zen 4,
+/// load + transpose + store, 0.78 ns per row against 1.39).
+SSM_FORCE_INLINE void transpose_f32x16(Vec<float> (&r)[16]) {
+  __m512 t[16], s[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      const __m512d a = _mm512_castps_pd(t[i + j]), b = _mm512_castps_pd(t[i + j + 2]);
+      s[i + 2 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      s[i + 2 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 16; j += 8) {
+      t[i + j] = _mm512_shuffle_f32x4(s[i + j], s[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_f32x4(s[i + j], s[i + j + 4], 0xdd);
+    }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+#elif defined(__AVX2__)
+/// 8 x 8 f32: unpacks and shufps within 128-bit lanes, then vperm2f128 (Zen 4: 0.31 ns per row against 0.39).
+SSM_FORCE_INLINE void transpose_f32x8(Vec<float> (&r)[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      s[i + 2 * j] = _mm256_shuffle_ps(t[i + j], t[i + j + 2], 0x44);
+      s[i + 2 * j + 1] = _mm256_shuffle_ps(t[i + j], t[i + j + 2], 0xee);
+    }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
+}
+#endif
+}  // namespace detail
+
+/// In-register transpose of a lanes x lanes block: rows[i][j] <-> rows[j][i]. f32 on AVX-512 / AVX2: the
+/// unpack-based kernels above; otherwise log2(lanes) butterfly stages, stage S swapping the off-diagonal S x S
+/// blocks of every 2S x 2S block (one two-source permute per row).
 template <class T>
 SSM_FORCE_INLINE void transpose(Vec<T> (&rows)[lanes<T>]) {
   constexpr int W = lanes<T>;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    detail::transpose_f32x16(rows);
+    return;
+  }
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) {
+    detail::transpose_f32x8(rows);
+    return;
+  }
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
   detail::transpose_stage<T, W / 2>(rows);
 #else

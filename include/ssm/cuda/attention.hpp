@@ -1,4 +1,4 @@
-// Host API of the CUDA attention kernels (MATH.md §9; Dao et al. 2022, FlashAttention; Dao 2023,
+// Host API of the CUDA attention kernels (docs/math.md §7; Dao et al. 2022, FlashAttention; Dao 2023,
 // FlashAttention-2): causal scaled-dot-product attention, multi-head and grouped-query, f32, head dimension up
 // to 128. The forward is tiled with an online softmax (no score matrix in memory); a few queries over a long
 // context (decoding) take a split-key path: blocks over slices of the keys, then one combine; the backward

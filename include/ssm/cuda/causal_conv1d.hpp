@@ -1,4 +1,4 @@
-// Host API of the CUDA causal depthwise conv1d of the Mamba block (Gu & Dao 2023, §3.4; MATH.md §6):
+// Host API of the CUDA causal depthwise conv1d of the Mamba block (Gu & Dao 2023, §3.4; docs/math.md §6.1):
 // out_t = act(bias + sum_k weight[k] x_{t-(w-1)+k}) with x_{<0} from the initial state (or zeros), act = SiLU
 // or identity; and the one-token update for generation. Kernels in cuda/kernels/causal_conv1d.cuh.
 #pragma once

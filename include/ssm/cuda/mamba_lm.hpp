@@ -1,4 +1,4 @@
-// Host API of the Mamba language model on a CUDA device (target ssm::cuda; Gu & Dao 2023, §3.4; MATH.md §6):
+// Host API of the Mamba language model on a CUDA device (target ssm::cuda; Gu & Dao 2023, §3.4; docs/math.md §6):
 // the weights of a CPU ssm::models::MambaLM uploaded once, the forward over token ids (logits of every
 // position), a prefill that fills a device-resident decoding cache, and the one-token generation step. The
 // sequence of launches (cuBLAS GEMMs, RMSNorm with the residual add, causal conv1d, fused selective scan) is

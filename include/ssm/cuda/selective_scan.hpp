@@ -55,7 +55,7 @@ std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen);
 /// not support (f64, complex A, n > 256, more than 65535 sequences) and when the CUDA runtime fails (no GPU).
 std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& options = {});
 
-/// Fused selective-scan backward on the current CUDA device (MATH.md §5): recomputes each chunk's states from
+/// Fused selective-scan backward on the current CUDA device (docs/math.md §5.3): recomputes each chunk's states from
 /// the chunk-end states the forward saved (ScanForwardOptions::chunk_states, same p), scans the gradient in
 /// reverse and fills `g` (see ScanGradParams). Same dtypes and limits as the forward; no cu_seqlens.
 void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanGradParams& g, void* stream = nullptr);

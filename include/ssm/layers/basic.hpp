@@ -1,4 +1,4 @@
-// Building blocks of the Mamba block and language model (MATH.md §6), each with forward and backward:
+// Building blocks of the Mamba block and language model (docs/math.md §6), each with forward and backward:
 // linear (Eigen GEMM), embedding, RMSNorm, SiLU and softplus. They work on contiguous row-major
 // arrays of T = float or double (activations (rows, features), weights in PyTorch's (out, in) layout);
 // the layer and model classes validate shapes before calling them. Backward functions ACCUMULATE

@@ -1,4 +1,4 @@
-// Causal depthwise conv1d (the short convolution of the Mamba block, MATH.md §6): every channel c has
+// Causal depthwise conv1d (the short convolution of the Mamba block, docs/math.md §6.1): every channel c has
 // its own kernel of width w ≥ 2, left-padded by w − 1 steps of an initial conv state (zeros when none):
 //     out[t, c] = act(bias[c] + Σ_{k<w} weight[c, k] · x[t − (w − 1) + k, c])
 // with x[t < 0] read from the state, act = identity or SiLU. Forward over a sequence (final conv

@@ -1,5 +1,5 @@
 // The linear state-space layer (LSSL; Gu et al. 2021, "Combining Recurrent, Convolutional, and Continuous-time
-// Models with Linear State-Space Layers", §2-3; MATH.md §1): one continuous model, three views that must agree:
+// Models with Linear State-Space Layers", §2-3; docs/math.md §1): one continuous model, three views that must agree:
 // continuous (exact simulation for piecewise-constant input, each interval its own Delta_k), recurrent
 // (step / sequence) and convolutional (kernel K_bar and causal convolution).
 //
@@ -8,7 +8,16 @@
 // Multi-input multi-output: x has m channels, y has p channels, the state n.
 #pragma once
 
+// Eigen is included with GCC 12's false -Wmaybe-uninitialized off (GCC bug 105593; why: ssm/math/discretize.hpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Dense>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 #include <complex>
 #include <map>
 #include <span>

@@ -1,4 +1,4 @@
-// The Mamba block (Gu & Dao 2023, "Mamba", §3.4 and Fig. 3; MATH.md §6): in_proj → causal depthwise
+// The Mamba block (Gu & Dao 2023, "Mamba", §3.4 and Fig. 3; docs/math.md §6.1): in_proj → causal depthwise
 // conv1d → SiLU → x_proj (δ, B, C) → dt_proj → selective scan (D, z gate, softplus Δ) → out_proj.
 // Parallel forward over a sequence, step for one token with a per-layer cache (conv state, SSM state),
 // and backward (gradients of the input and of every parameter). With bcdt_rms_eps set the block is
@@ -182,7 +182,7 @@ struct MambaBlockGrads {
 
 namespace detail {
 
-/// Selective scan over one sequence in time-major layout (MATH.md §5, one group, real A), with D, the
+/// Selective scan over one sequence in time-major layout (docs/math.md §5.1, one group, real A), with D, the
 /// z gate, Δ bias and softplus. step() uses it with l = 1 as the one-token state update (mamba's
 /// selective_state_update); the parallel forward and backward call the ssm::selective_scan op. u, dt, z, out: (l, di) with row strides ld_u, ld_dt, ld_z, di; B, C: row
 /// stride ld_bc, n entries each; A, h: (di, n). h holds the initial state on entry and the last state
@@ -329,7 +329,7 @@ class MambaBlock {
     refresh();
   }
 
-  /// A block with the published initialization (MATH.md §6): PyTorch-default uniform weights for the
+  /// A block with the published initialization (docs/math.md §6.1): PyTorch-default uniform weights for the
   /// projections and the conv; dt_proj weight uniform in ±dt_rank^{-1/2}; dt_proj bias the inverse
   /// softplus of Δ log-uniform in [dt_min, dt_max] (floored); A_log[c, k] = log(k + 1); D = 1.
   static MambaBlock init(const MambaBlockConfig& cfg, std::uint64_t seed) {
@@ -594,7 +594,7 @@ class MambaBlock {
     std::vector<T> grad_y(static_cast<std::size_t>(rows * di));  // (b, l, di)
     linear_backward(y.data(), p_.out_proj_weight.data(), grad_out, grad_y.data(), gp.out_proj_weight.data(),
                     bias_or_null_mut(gp.out_proj_bias), rows, di, dm);
-    // ---- selective scan backward (ssm::selective_scan_backward, MATH.md §5) ----
+    // ---- selective scan backward (ssm::selective_scan_backward, docs/math.md §5.3) ----
     for (index_t bi = 0; bi < b; ++bi) detail::to_channel_major(grad_y.data() + bi * l * di, l, di, cm.data() + bi * di * l, 0, di);
     const SelectiveScanGrads sg = selective_scan_backward(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
     std::vector<T> grad_xz(static_cast<std::size_t>(rows * 2 * di), T(0));  // (b, l, 2 di)

@@ -18,7 +18,15 @@
 #include <random>
 #include <vector>
 
+// Eigen is included with GCC 12's false -Wmaybe-uninitialized off (GCC bug 105593; why: ssm/math/discretize.hpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Eigenvalues>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/dtype.hpp"
@@ -41,7 +49,7 @@ namespace ssm {
 /// (out_i = z_i · sigmoid(z_{h+i}); W_out (2h, h), b_out (2h)).
 enum class OutputMix { none, gelu_linear, gelu_glu };
 
-/// S4D initializations of A (MATH.md §3): S4D-Lin, S4D-Inv, S4D-LegS.
+/// S4D initializations of A (docs/math.md §3.3): S4D-Lin, S4D-Inv, S4D-LegS.
 enum class S4DInit { lin, inv, legs };
 
 /// S4 step forms, all in the full N-dimensional basis of the normal part:

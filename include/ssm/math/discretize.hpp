@@ -1,11 +1,26 @@
-// Discretization of a continuous state-space model h' = A h + B x with step Delta (MATH.md §2; LSSL §2, S4 §2.3,
+// Discretization of a continuous state-space model h' = A h + B x with step Delta (docs/math.md §2; LSSL §2, S4 §2.3,
 // Mamba §2): zero-order hold (Van Loan's block exponential, no inverse of A: works for singular A), the
 // generalized bilinear transform GBT(alpha) with bilinear (1/2), forward Euler (0) and backward Euler (1) as
 // cases, and Mamba's simplification (exp(Delta A), Delta B). Dense and diagonal (elementwise, expm1) forms;
 // both batched over many Delta.
 #pragma once
 
+// GCC 12 at -march=native (AVX-512) reports a false -Wmaybe-uninitialized in the intrinsics that Eigen's packet
+// code inlines (the deliberately self-initialized __Y of _mm256_undefined_pd and friends in avx512fintrin.h: GCC
+// bug 105593, fixed in later releases), in every file that instantiates an Eigen template — the user's own file included,
+// where -isystem does not hide it. GCC decides with the pragma state at the locations of the inlined code, which
+// are inside Eigen's headers, so the library includes Eigen with that one warning off and restores it right after:
+// the user's own code keeps the warning. Every header of the library that includes Eigen does the same.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Dense>
+#include <unsupported/Eigen/MatrixFunctions>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 #include <cmath>
 #include <complex>
 #include <limits>
@@ -15,17 +30,9 @@
 
 #include "ssm/core/error.hpp"
 
-// GCC 12 with AVX-512 reports -Wmaybe-uninitialized inside Eigen's vectorized kernels
-// (_mm512_undefined_pd in avx512fintrin.h): a known false positive, silenced for this header only.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <unsupported/Eigen/MatrixFunctions>
-
 namespace ssm {
 
-/// The discretization rules of MATH.md §2.
+/// The discretization rules of docs/math.md §2.1 (and §2.2 for diagonal A).
 enum class Discretization { zoh, bilinear, gbt, forward_euler, backward_euler, mamba };
 
 inline const char* name(Discretization method) {
@@ -260,7 +267,3 @@ std::vector<DiscreteSystem<S>> discretize_diagonal(Discretization method, const 
 }
 
 }  // namespace ssm
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif

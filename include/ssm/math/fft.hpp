@@ -1,4 +1,4 @@
-// Real FFT helpers (rfft / irfft of any length) used by the S4 kernels (MATH.md §4, step 5) and by the
+// Real FFT helpers (rfft / irfft of any length) used by the S4 kernels (docs/math.md §4.2, step 4) and by the
 // causal FFT convolution. Backend: Eigen's unsupported FFT module (kissfft, mixed radix, any length); kept
 // behind these two functions so another FFT can be swapped in.
 #pragma once
@@ -6,7 +6,15 @@
 #include <complex>
 #include <vector>
 
+// Eigen is included with GCC 12's false -Wmaybe-uninitialized off (GCC bug 105593; why: ssm/math/discretize.hpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <unsupported/Eigen/FFT>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include "ssm/core/error.hpp"
 

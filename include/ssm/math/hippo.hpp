@@ -3,7 +3,16 @@
 // S4D diagonal initializations (Gu et al. 2022, "S4D", §4). Everything is computed in double precision.
 #pragma once
 
+// Eigen is included with GCC 12's false -Wmaybe-uninitialized off (GCC bug 105593; why: ssm/math/discretize.hpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Dense>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <complex>

@@ -1,5 +1,5 @@
 // S4 / S4D convolution kernels K_bar_l = C A_bar^l B_bar, l = 0..L-1, for h channels with per-channel Delta
-// (MATH.md §4; Gu, Goel & Ré 2022, "Efficiently Modeling Long Sequences with Structured State Spaces", Algorithm 1;
+// (docs/math.md §4; Gu, Goel, Ré 2022, "Efficiently Modeling Long Sequences with Structured State Spaces", Algorithm 1;
 // Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space Models").
 // Variants: S4D by Vandermonde (ZOH, bilinear); S4 DPLR by truncated generating function + Cauchy kernel + Woodbury
 // at the roots of unity + inverse FFT (bilinear); references by powers of a dense A_bar; C <-> C̃ conversion.
@@ -142,7 +142,7 @@ inline void check_ssm(const char* op, const DPLRSSM& p) {
 
 // ---- S4D: Vandermonde ------------------------------------------------------------------------------------------
 
-/// Per-mode discretization of a diagonal SSM, one channel: A_bar_n and B_bar_n (MATH.md §2, diagonal rows).
+/// Per-mode discretization of a diagonal SSM, one channel: A_bar_n and B_bar_n (docs/math.md §2.2).
 /// zoh: A_bar = exp(ΔΛ), B_bar = (exp(ΔΛ) − 1)/Λ · B (expm1; Δ B as Λ → 0);
 /// bilinear: A_bar = (1 + ΔΛ/2)/(1 − ΔΛ/2), B_bar = Δ B/(1 − ΔΛ/2).
 inline void discretize_diagonal(Discretization method, cd Lambda, cd B, double Delta, cd& A_bar, cd& B_bar) {

@@ -1,4 +1,4 @@
-// The Mamba language model (Gu & Dao 2023; MATH.md §6): token embedding → n_layer × (RMSNorm → Mamba
+// The Mamba language model (Gu & Dao 2023; docs/math.md §6.2): token embedding → n_layer × (RMSNorm → Mamba
 // block, residual add in fp32) → final RMSNorm → lm_head (tied to the embedding by default). Logits for
 // a sequence, prefill then token-by-token generation (greedy, temperature, top-k, top-p, seeded) with a
 // copyable cache of constant size, and the Hugging Face checkpoint format (config.json +

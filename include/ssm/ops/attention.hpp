@@ -1,4 +1,4 @@
-// The attention op (MATH.md §9): causal scaled-dot-product attention, multi-head and grouped-query, with
+// The attention op (docs/math.md §7): causal scaled-dot-product attention, multi-head and grouped-query, with
 // argument checks and dispatch; materialized (O(l²) memory) and tiled online-softmax (FlashAttention, O(l)
 // memory) algorithms, forward and backward; a KV cache for token-by-token decoding.
 //

@@ -1,4 +1,4 @@
-// The causal depthwise conv1d op of the Mamba block (Gu & Dao 2023, §3.4; MATH.md §6), in the channel-major layout
+// The causal depthwise conv1d op of the Mamba block (Mamba §3.4; docs/math.md §6.1), in the channel-major layout
 // of the reference `causal_conv1d_fn` (x (b, d, l)): out_t = act(bias + Σ_k weight[k] · x_{t-(w-1)+k}), with
 // x_{t<0} taken from an optional initial state (the w - 1 inputs before t = 0, oldest first) or zero, act = SiLU or
 // the identity; the final state (the last w - 1 inputs) out. Its backward, and the one-token update for

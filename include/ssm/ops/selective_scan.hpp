@@ -1,4 +1,4 @@
-// The selective-scan op (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5): argument validation,
+// The selective-scan op (S6; Gu & Dao 2023, "Mamba", Algorithm 2; docs/math.md §5): argument validation,
 // a ScanParams, and dispatch to the reference, the optimized CPU forward or CUDA. Semantics of
 // state-spaces/mamba `selective_scan_ref`, plus an initial state, the last state, and packed
 // variable-length batches (cu_seqlens). Forward and backward (reverse scan, states recomputed by chunk).
@@ -438,7 +438,7 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
 }
 
 /// Selective scan: out_t = (C_t . h_t + D u_t) * silu(z_t), h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t,
-/// Delta_t = softplus(delta_t + delta_bias) (MATH.md §5). Shapes in SelectiveScanInputs; returns out
+/// Delta_t = softplus(delta_t + delta_bias) (docs/math.md §5.1). Shapes in SelectiveScanInputs; returns out
 /// (b, d, l), the last state when opt.return_last_state, and the path that ran.
 inline SelectiveScanOutputs selective_scan(const SelectiveScanInputs& in, const SelectiveScanOptions& opt = {}) {
   Checker c("selective_scan");

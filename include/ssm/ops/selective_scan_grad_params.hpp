@@ -1,4 +1,4 @@
-// The argument block of the selective-scan backward (Gu & Dao 2023, Mamba; MATH.md §5): the
+// The argument block of the selective-scan backward (Gu & Dao 2023, Mamba; docs/math.md §5.3): the
 // incoming gradients and the gradient outputs, next to the forward's ScanParams. Trivially copyable.
 // Complex gradients follow PyTorch's convention: grad = dL/dRe + i dL/dIm (L real).
 #pragma once

@@ -1,7 +1,7 @@
 // The argument block every selective-scan implementation receives once the op has validated its
 // tensors: plain pointers, sizes and element strides, trivially copyable so a CUDA kernel takes it by
 // value. The reference, the optimized CPU path and the CUDA kernels all read this one struct.
-// Semantics (Gu & Dao 2023, selective_scan_ref; MATH.md §5), channel c uses group c / (d / g):
+// Semantics (Gu & Dao 2023, selective_scan_ref; docs/math.md §5.1), channel c uses group c / (d / g):
 //   Delta_t = softplus(delta_t + delta_bias)         (softplus only when delta_softplus)
 //   h_t     = exp(Delta_t A) * h_{t-1} + Delta_t B_t u_t
 //   y_t     = C_t . h_t + D u_t                       (complex A: 2 Re(C_t . h_t) + D u_t)

@@ -1,4 +1,4 @@
-// Reference causal scaled-dot-product attention (MATH.md §9; Vaswani et al. 2017), forward and backward,
+// Reference causal scaled-dot-product attention (docs/math.md §7; Vaswani et al. 2017), forward and backward,
 // as plain loops in double over contiguous row-major buffers: the oracle every attention path is tested
 // against. Multi-head and grouped-query (head i reads kv head i / (h / h_kv)); no tiling, no threads.
 #pragma once

@@ -1,4 +1,4 @@
-// Reference selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; MATH.md §5), forward and
+// Reference selective scan (S6; Gu & Dao 2023, "Mamba", Algorithm 2; docs/math.md §5), forward and
 // backward: plain loops over a validated ScanParams, every accumulation in double (complex<double>
 // for complex A). The oracle every optimized path is tested against; speed is not a goal here.
 // Variants: real/complex A, fixed (d, n) or variable (b, g, n, l) B and C, groups, D, z, delta_bias,
@@ -174,7 +174,7 @@ void selective_scan_forward_impl(const ScanParams& p) {
 }
 
 /// Reference backward: stores every state of one (sequence, channel) recurrence (l × n, the oracle's
-/// privilege), then runs the reverse scan g_t = C_t dy_t + conj(a_{t+1}) g_{t+1} (MATH.md §5).
+/// privilege), then runs the reverse scan g_t = C_t dy_t + conj(a_{t+1}) g_{t+1} (docs/math.md §5.3, §5.4).
 template <class In, bool Complex>
 void selective_scan_backward_impl(const ScanParams& p, const ScanGradParams& gp) {
   using X = ScanAccess<In, Complex>;
