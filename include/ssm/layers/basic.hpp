@@ -5,16 +5,10 @@
 // into parameter gradients (grad_W += ...) and OVERWRITE input gradients.
 #pragma once
 
-// GCC 12 reports a false -Wmaybe-uninitialized inside the AVX-512 intrinsics Eigen's GEMM inlines
-// (-march=native); the state of the pragma at the intrinsics' header is what counts.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "ssm/core/macros.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Core>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+SSM_EXTERNAL_INCLUDE_END
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

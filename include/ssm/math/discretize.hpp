@@ -5,21 +5,11 @@
 // both batched over many Delta.
 #pragma once
 
-// GCC 12 at -march=native (AVX-512) reports a false -Wmaybe-uninitialized in the intrinsics that Eigen's packet
-// code inlines (the deliberately self-initialized __Y of _mm256_undefined_pd and friends in avx512fintrin.h: GCC
-// bug 105593, fixed in later releases), in every file that instantiates an Eigen template — the user's own file included,
-// where -isystem does not hide it. GCC decides with the pragma state at the locations of the inlined code, which
-// are inside Eigen's headers, so the library includes Eigen with that one warning off and restores it right after:
-// the user's own code keeps the warning. Every header of the library that includes Eigen does the same.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "ssm/core/macros.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Dense>
 #include <unsupported/Eigen/MatrixFunctions>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+SSM_EXTERNAL_INCLUDE_END
 
 #include <cmath>
 #include <complex>

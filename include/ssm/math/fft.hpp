@@ -6,15 +6,10 @@
 #include <complex>
 #include <vector>
 
-// Eigen is included with GCC 12's false -Wmaybe-uninitialized off (GCC bug 105593; why: ssm/math/discretize.hpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "ssm/core/macros.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
 #include <unsupported/Eigen/FFT>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+SSM_EXTERNAL_INCLUDE_END
 
 #include "ssm/core/error.hpp"
 

@@ -3,15 +3,10 @@
 // S4D diagonal initializations (Gu et al. 2022, "S4D", §4). Everything is computed in double precision.
 #pragma once
 
-// Eigen is included with GCC 12's false -Wmaybe-uninitialized off (GCC bug 105593; why: ssm/math/discretize.hpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "ssm/core/macros.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Dense>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+SSM_EXTERNAL_INCLUDE_END
 
 #include <algorithm>
 #include <cmath>
