@@ -2,7 +2,7 @@
 // random systems, a relative error, a damped oscillator with its closed-form exponential, and an error matcher.
 #pragma once
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 + AVX-512 false positive in Eigen (see hippo.hpp)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 false positive (ssm/core/macros.hpp)
 #endif
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Tests of discretization (ssm/math/discretize.hpp): closed forms, scipy reference data, singular A, the GBT
 // family, the diagonal fast path, and bad input.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 + AVX-512 false positive in Eigen (see hippo.hpp)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 false positive (ssm/core/macros.hpp)
 #endif
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Tests of ssm::hippo: the HiPPO transitions (structure of each measure), the NPLR form of LegS
 // (reconstruction, unitarity, eigenvalues checked against a general eigensolver), the DPLR half with its
 // conjugate-pair convention, the S4D initializations, and the bad-input errors.
-// GCC 12 + AVX-512: false-positive -Wmaybe-uninitialized inside Eigen's vectorized kernels (see hippo.hpp).
+// GCC 12 + AVX-512: false-positive -Wmaybe-uninitialized inside Eigen's vectorized kernels (ssm/core/macros.hpp).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif

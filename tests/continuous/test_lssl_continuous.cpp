@@ -1,7 +1,7 @@
 // Tests of the LSSL's continuous view (ssm/layers/lssl.hpp): irregular sampling against analytic solutions, missing
 // samples as longer intervals, the HiPPO online-approximation property (LegS, LegT) through the LSSL, and bad input.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 + AVX-512 false positive in Eigen (see hippo.hpp)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 false positive (ssm/core/macros.hpp)
 #endif
 #include <gtest/gtest.h>
 

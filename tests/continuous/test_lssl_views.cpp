@@ -1,7 +1,7 @@
 // Tests of the LSSL's recurrent and convolutional views (ssm/layers/lssl.hpp) against each other and against the
 // continuous view, for float, double and complex<double> (the S4D-Lin diagonal, also against the diagonal path).
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 + AVX-512 false positive in Eigen (see hippo.hpp)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 false positive (ssm/core/macros.hpp)
 #endif
 #include <gtest/gtest.h>
 
