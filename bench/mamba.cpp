@@ -67,6 +67,31 @@ double rss_bytes() {
 
 MambaCache prefill_context(const MambaLM& m, index_t ctx);
 
+// The timed loop of a prefill benchmark: `l` random tokens of one sequence per iteration (items_per_second =
+// prefill tokens/s).
+void time_prefill(benchmark::State& state, const MambaLM& m, index_t l) {
+  const auto ids = random_ids(l, 1);
+  MambaCache cache;
+  for (auto _ : state) {
+    auto logits = m.prefill(ssm::TensorView::of(ids.data(), {1, l}), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(state.iterations() * l);
+}
+
+// The timed loop of a decode benchmark: one token per iteration after 16 tokens of context (items_per_second =
+// decode tokens/s). Returns the cache.
+MambaCache time_decode(benchmark::State& state, const MambaLM& m) {
+  MambaCache cache = prefill_context(m, 16);
+  std::int64_t id = 42;
+  for (auto _ : state) {
+    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+  return cache;
+}
+
 // A field of /proc/self/status ("VmRSS", "VmHWM") in bytes.
 double proc_status_bytes(const std::string& key) {
   std::ifstream is("/proc/self/status");
@@ -140,14 +165,7 @@ void BM_MambaWeightsPrefill(benchmark::State& state, ssm::DType dtype, int threa
   const LoadedModel& lm = loaded(dtype);
   MambaLM& m = *lm.model;
   m.set_threads(threads);
-  const index_t l = 128;
-  const auto ids = random_ids(l, 1);
-  MambaCache cache;
-  for (auto _ : state) {
-    auto logits = m.prefill(ssm::TensorView::of(ids.data(), {1, l}), cache);
-    benchmark::DoNotOptimize(logits.data());
-  }
-  state.SetItemsProcessed(state.iterations() * l);  // items_per_second = prefill tokens/s
+  time_prefill(state, m, 128);
   memory_counters(state, lm);
 }
 
@@ -156,13 +174,7 @@ void BM_MambaWeightsDecode(benchmark::State& state, ssm::DType dtype, int thread
   const LoadedModel& lm = loaded(dtype);
   MambaLM& m = *lm.model;
   m.set_threads(threads);
-  MambaCache cache = prefill_context(m, 16);
-  std::int64_t id = 42;
-  for (auto _ : state) {
-    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
-    benchmark::DoNotOptimize(logits.data());
-  }
-  state.SetItemsProcessed(state.iterations());  // items_per_second = decode tokens/s
+  time_decode(state, m);
   memory_counters(state, lm);
 }
 
@@ -193,26 +205,14 @@ MambaCache prefill_context(const MambaLM& m, index_t ctx) {
 void BM_MambaPrefill(benchmark::State& state) {
   const MambaLM& m = model_130m();
   const index_t l = state.range(0);
-  const auto ids = random_ids(l, 1);
-  MambaCache cache;
-  for (auto _ : state) {
-    auto logits = m.prefill(ssm::TensorView::of(ids.data(), {1, l}), cache);
-    benchmark::DoNotOptimize(logits.data());
-  }
-  state.SetItemsProcessed(state.iterations() * l);  // items_per_second = prefill tokens/s
+  time_prefill(state, m, l);
   state.counters["tokens"] = static_cast<double>(l);
 }
 BENCHMARK(BM_MambaPrefill)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_MambaDecode(benchmark::State& state) {
   const MambaLM& m = model_130m();
-  MambaCache cache = prefill_context(m, 16);
-  std::int64_t id = 42;
-  for (auto _ : state) {
-    auto logits = m.step(std::span<const std::int64_t>(&id, 1), cache);
-    benchmark::DoNotOptimize(logits.data());
-  }
-  state.SetItemsProcessed(state.iterations());  // items_per_second = decode tokens/s
+  const MambaCache cache = time_decode(state, m);
   state.counters["cache_bytes"] = static_cast<double>(cache.nbytes());
 }
 BENCHMARK(BM_MambaDecode)->Unit(benchmark::kMillisecond)->UseRealTime();
