@@ -20,7 +20,7 @@
 #include "machine_limit.hpp"
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
-#include "ssm/ops/selective_scan_grad_params.hpp"
+#include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
 namespace {

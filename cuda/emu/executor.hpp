@@ -70,7 +70,7 @@ class HostExecutor {
     });
   }
 
-  void conv(const cuda::CausalConv1dParams& p) {
+  void conv(const CausalConv1dParams& p) {
     using Cfg = kernels::ConvFwdConfig;
     constexpr std::int64_t tile = Cfg::kThreads * Cfg::kItems;
     run(dim3(static_cast<unsigned>(std::max<std::int64_t>(1, (p.seqlen + tile - 1) / tile)),
@@ -78,7 +78,7 @@ class HostExecutor {
         dim3(Cfg::kThreads), "conv1d", kernels::causal_conv1d_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>, p);
   }
 
-  void conv_update(const cuda::CausalConv1dUpdateParams& p) {
+  void conv_update(const CausalConv1dUpdateParams& p) {
     constexpr unsigned threads = 128;  // as ssm::cuda::causal_conv1d_update
     run(dim3(static_cast<unsigned>((p.dim + threads - 1) / threads), static_cast<unsigned>(p.batch)), dim3(threads),
         "conv1d update", kernels::causal_conv1d_update_kernel<float>, p);

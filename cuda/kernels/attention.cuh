@@ -30,8 +30,8 @@
 
 namespace ssm::kernels {
 
-using ::ssm::cuda::AttentionGradParams;
-using ::ssm::cuda::AttentionParams;
+using ::ssm::AttentionGradParams;
+using ::ssm::AttentionParams;
 
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;

@@ -4,13 +4,13 @@
 #pragma once
 
 #include "common.cuh"
-#include "ssm/cuda/causal_conv1d.hpp"
+#include "ssm/core/params/causal_conv1d.hpp"
 
 namespace ssm::kernels {
 
-using ::ssm::cuda::CausalConv1dParams;
-using ::ssm::cuda::CausalConv1dGradParams;
-using ::ssm::cuda::CausalConv1dUpdateParams;
+using ::ssm::CausalConv1dParams;
+using ::ssm::CausalConv1dGradParams;
+using ::ssm::CausalConv1dUpdateParams;
 
 inline constexpr int kConvMaxWidth = 4;
 
@@ -20,7 +20,7 @@ struct ConvFwdConfig {
   static constexpr int kItems = 4;
 };
 
-__device__ __forceinline__ float silu_or_identity(float v, bool silu) { return silu ? v / (1.0f + expf(-v)) : v; }
+__device__ __forceinline__ float silu_or_identity(float v, bool silu) { return silu ? scalar::silu(v) : v; }
 
 /// x_tile[j] = x_{tile_start - (w-1) + j} for j < count, the thread block striding over j: before t = 0 from the
 /// initial state h0 (or 0), at or after t = len 0. The forward stages the tile with its left halo, the backward
@@ -81,11 +81,6 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
   }
 }
 
-__device__ __forceinline__ float silu_grad(float v) {
-  const float s = 1.0f / (1.0f + expf(-v));
-  return s * (1.0f + v * (1.0f - s));
-}
-
 /// Backward of the sequence form, one block per (tile, channel, batch) like the forward. Shared memory holds the
 /// tile's inputs with w - 1 halo steps on both sides and g = dL/d(pre-activation) for the tile plus w - 1 steps
 /// to its right (grad_x_t = sum_k weight_k g_{t+w-1-k}); grad_weight and grad_bias are summed over the tile by a
@@ -130,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_bwd_kernel(CausalConv1
         SSM_UNROLL
         for (int k = 0; k < kConvMaxWidth; ++k)
           if (k < w) pre += wk[k] * x_tile[j + k];
-        v *= silu_grad(pre);
+        v *= scalar::silu_grad(pre);
       }
     }
     g_tile[j] = v;

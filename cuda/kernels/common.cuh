@@ -8,7 +8,8 @@
 #include <type_traits>
 
 #include "ssm/core/dtype.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/index.hpp"
+#include "ssm/core/scalar.hpp"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -40,7 +41,7 @@ using BlockScan = ::ssm::emu::BlockScan<T, kThreads>;
 
 namespace ssm::kernels {
 
-using index_t = ScanParams::index_t;
+using ::ssm::index_t;
 
 /// Grid / block extents of a launch, for launch sequences written over an executor (the device launches them
 /// with <<<>>>, tests under the host emulation): converted to dim3 by the executor.

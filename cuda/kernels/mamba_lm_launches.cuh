@@ -16,6 +16,7 @@
 
 #include "causal_conv1d.cuh"
 #include "mamba_lm.cuh"
+#include "ssm/core/params/selective_scan.hpp"
 #include "ssm/cuda/mamba_lm.hpp"
 
 namespace ssm::kernels {
@@ -151,7 +152,7 @@ class MambaLMLaunches {
       add_bias(z, L.in_proj_bias + di, rows * di, di, l);
     }
     if (mode == Mode::step) {
-      ::ssm::cuda::CausalConv1dUpdateParams p;
+      ::ssm::CausalConv1dUpdateParams p;
       p.batch = b;
       p.dim = di;
       p.width = w;
@@ -170,7 +171,7 @@ class MambaLMLaunches {
                      LaunchDims{kLmElemThreads}, const_cast<const float*>(x), di * l, l, l, conv_state, b, di,
                      static_cast<int>(w));
       }
-      ::ssm::cuda::CausalConv1dParams p;
+      ::ssm::CausalConv1dParams p;
       p.batch = b;
       p.dim = di;
       p.seqlen = l;

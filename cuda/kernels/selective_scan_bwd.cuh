@@ -113,12 +113,12 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
       const bool valid = i < n_valid;
       u_v[i] = valid ? load_float(u + base + i) : 0.0f;
       float d_i = valid ? load_float(delta + base + i) + delta_bias : 0.0f;
-      if (p.delta_softplus) d_i = d_i <= 20.0f ? log1pf(expf(d_i)) : d_i;
+      if (p.delta_softplus) d_i = scalar::softplus(d_i);
       Delta[i] = d_i;
       float g_out = valid ? load_float(grad_out + base + i) : 0.0f;
       if (z && valid) {
         const float z_i = load_float(z + base + i);
-        g_out *= z_i / (1.0f + expf(-z_i));  // dy = dout * silu(z)
+        g_out *= scalar::silu(z_i);  // dy = dout * silu(z)
       }
       dy[i] = g_out;
       y[i] = D * u_v[i];
@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
         float grad_raw = grad_Delta[i];
         if (p.delta_softplus) {
           const float x = load_float(delta + base + i) + delta_bias;
-          grad_raw = x <= 20.0f ? grad_raw / (1.0f + expf(-x)) : grad_raw;  // softplus' = sigmoid
+          grad_raw *= scalar::softplus_grad(x);
         }
         grad_bias_part += grad_raw;
         grad_D_part += dy[i] * u_v[i];
@@ -239,9 +239,8 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
         store_float(grad_delta + base + i, grad_raw);
         if (z) {
           const float z_i = load_float(z + base + i);
-          const float sig = 1.0f / (1.0f + expf(-z_i));
           const float g_out = load_float(grad_out + base + i);
-          store_float(grad_z + base + i, g_out * y[i] * sig * (1.0f + z_i * (1.0f - sig)));
+          store_float(grad_z + base + i, g_out * y[i] * scalar::silu_grad(z_i));
         }
       }
     }

@@ -6,20 +6,17 @@
 #pragma once
 
 #include "common.cuh"
+#include "ssm/core/params/selective_scan.hpp"
 
 namespace ssm::kernels {
 
-/// The affine step h -> a h + b of one token (the scan element).
-struct ScanPair {
-  float a;
-  float b;
-};
+/// The affine step h -> a h + b of one token (the scan element; ssm/core/scalar.hpp).
+using ScanPair = scalar::AffineStep<float>;
 
-/// Composition, `first` then `second`: (a1, b1) ∘ (a2, b2) = (a2 a1, a2 b1 + b2). Associative; (1, 0) is
-/// the identity.
+/// Composition, `first` then `second` (scalar::combine), as the functor the block scan takes.
 struct ScanCombine {
   __device__ __forceinline__ ScanPair operator()(const ScanPair& first, const ScanPair& second) const {
-    return ScanPair{second.a * first.a, second.a * first.b + second.b};
+    return scalar::combine(first, second);
   }
 };
 
@@ -141,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
       const bool valid = i < n_valid;
       const float u_i = valid ? load_float(u + base + i) : 0.0f;
       float d_i = valid ? load_float(delta + base + i) + delta_bias : 0.0f;
-      if (p.delta_softplus) d_i = d_i <= 20.0f ? log1pf(expf(d_i)) : d_i;
+      if (p.delta_softplus) d_i = scalar::softplus(d_i);
       delta_v[i] = d_i;
       delta_u[i] = d_i * u_i;
       y[i] = D * u_i;
@@ -184,7 +181,7 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
         float o = y[i];
         if (z) {
           const float z_i = load_float(z + base + i);
-          o *= z_i / (1.0f + expf(-z_i));  // SiLU gate
+          o *= scalar::silu(z_i);  // SiLU gate
         }
         store_float(out + base + i, o);
       }

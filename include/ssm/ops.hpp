@@ -5,6 +5,6 @@
 
 #include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/selective_scan.hpp"
-#include "ssm/ops/selective_scan_grad_params.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/params/selective_scan_grad.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 #include "ssm/reference/selective_scan.hpp"

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "ssm/core/dtype.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 
 namespace ssm_test {
 

@@ -91,8 +91,8 @@ struct Problem {
     dims = {c.b, c.l_q, c.l_k, c.h, c.h_kv, c.p, 0.0, c.causal};
   }
 
-  ssm::cuda::AttentionParams params() {
-    ssm::cuda::AttentionParams p;
+  ssm::AttentionParams params() {
+    ssm::AttentionParams p;
     p.batch = c.b, p.seqlen_q = c.l_q, p.seqlen_k = c.l_k, p.heads = c.h, p.kv_heads = c.h_kv, p.head_dim = c.p;
     p.scale = static_cast<float>(dims.softmax_scale());
     p.causal = c.causal;
@@ -109,8 +109,8 @@ struct Problem {
     p.workspace = workspace.data();
     return p;
   }
-  ssm::cuda::AttentionGradParams grad_params() {
-    ssm::cuda::AttentionGradParams g;
+  ssm::AttentionGradParams grad_params() {
+    ssm::AttentionGradParams g;
     g.out = out.data.data(), g.out_batch_stride = out.batch_stride, g.out_seq_stride = out.seq_stride,
     g.out_head_stride = out.head_stride;
     g.grad_out = go.data.data(), g.grad_out_batch_stride = go.batch_stride, g.grad_out_seq_stride = go.seq_stride,
@@ -180,7 +180,7 @@ TEST(CudaAttentionEmu, SplitKeyDecodingEqualsReference) {
       {1, 2, 70, 3, 1, 16, true},    // grouped-query decoding
   };
   for (const auto& c : cases) {
-    ssm::cuda::AttentionParams p;
+    ssm::AttentionParams p;
     p.batch = c.b, p.seqlen_q = c.l_q, p.seqlen_k = c.l_k, p.heads = c.h, p.kv_heads = c.h_kv, p.head_dim = c.p;
     const auto split = ssm::cuda::attention_split(p);
     EXPECT_GE(split.splits, 1) << c.str();  // the split-key path, not the tiled kernel
@@ -222,7 +222,7 @@ TEST(CudaAttentionEmu, LaunchesRejectWhatTheKernelsCannotTake) {
   AttnCase c{1, 4, 4, 2, 2, 16, true};
   Problem pr(c);
   ssm::emu::HostExecutor exec;
-  auto expect_error = [&](ssm::cuda::AttentionParams p, const std::string& needle) {
+  auto expect_error = [&](ssm::AttentionParams p, const std::string& needle) {
     try {
       ssm::kernels::attention_forward_launches(exec, p);
       ADD_FAILURE() << "no error for " << needle;

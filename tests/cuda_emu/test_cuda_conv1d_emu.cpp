@@ -41,7 +41,7 @@ void run_conv(const ConvCase& c, Order order) {
   for (auto& v : h0) v = dist(rng);
   std::vector<In> out(x.size(), ssm::from_float<In>(-9.0f));
   std::vector<float> final_state(h0.size(), -9.0f);
-  ssm::cuda::CausalConv1dParams p;
+  ssm::CausalConv1dParams p;
   p.batch = b;
   p.dim = d;
   p.seqlen = l;
@@ -78,7 +78,7 @@ void run_conv(const ConvCase& c, Order order) {
     for (index_t ch = 0; ch < d; ++ch)
       for (index_t k = 1; k < w; ++k)
         conv_state[static_cast<std::size_t>((bb * d + ch) * w + k)] = static_cast<float>(input(bb, ch, k - w));
-  ssm::cuda::CausalConv1dUpdateParams up;
+  ssm::CausalConv1dUpdateParams up;
   up.batch = b;
   up.dim = d;
   up.width = w;
@@ -258,14 +258,14 @@ void run_conv_backward(const ConvCase& c, bool with_gfs, Order order) {
     for (auto& e : *v) e = dist(rng);
   std::vector<In> gx(x.size(), ssm::from_float<In>(-9.0f));
   std::vector<float> gw(weight.size(), 0.0f), gb(bias.size(), 0.0f), gh0(h0.size(), -9.0f);
-  ssm::cuda::CausalConv1dParams p;
+  ssm::CausalConv1dParams p;
   p.batch = b, p.dim = d, p.seqlen = l, p.width = w;
   p.x = x.data(), p.x_batch_stride = d * l, p.x_d_stride = l;
   p.weight = weight.data(), p.weight_d_stride = w;
   p.bias = c.bias ? bias.data() : nullptr;
   p.silu = c.silu;
   p.initial_state = c.init ? h0.data() : nullptr;
-  ssm::cuda::CausalConv1dGradParams g;
+  ssm::CausalConv1dGradParams g;
   g.grad_out = go.data(), g.grad_out_batch_stride = d * l, g.grad_out_d_stride = l;
   g.grad_final_state = with_gfs ? gfs.data() : nullptr;
   g.grad_x = gx.data(), g.grad_x_batch_stride = d * l, g.grad_x_d_stride = l;

@@ -100,7 +100,7 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
 // The conv1d host API (kernels tested under the emulation in test_cuda_emu): its own limits, then the runtime.
 TEST(CudaConv1d, RejectsBadArgumentsAndReportsTheRuntime) {
   float buf[64] = {};
-  ssm::cuda::CausalConv1dParams p;
+  ssm::CausalConv1dParams p;
   p.batch = 1;
   p.dim = 2;
   p.seqlen = 8;
@@ -120,7 +120,7 @@ TEST(CudaConv1d, RejectsBadArgumentsAndReportsTheRuntime) {
             std::string::npos);
   p.width = 4;
   EXPECT_NE(error([&] { ssm::cuda::causal_conv1d_forward(p, ssm::DType::f64); }).find("got f64"), std::string::npos);
-  ssm::cuda::CausalConv1dUpdateParams up;
+  ssm::CausalConv1dUpdateParams up;
   up.batch = 1;
   up.dim = 2;
   up.width = 4;

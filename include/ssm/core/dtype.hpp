@@ -143,6 +143,9 @@ constexpr bool is_floating(DType t) {
   return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16;
 }
 constexpr bool is_complex(DType t) { return t == DType::c64 || t == DType::c128; }
+/// The dtype a real input computes in (weights, state, accumulators): f64 for f64 inputs, f32 for f32, f16 and
+/// bf16. The run-time twin of ssm::compute_t (ssm/core/scalar.hpp).
+constexpr DType compute_dtype(DType input) { return input == DType::f64 ? DType::f64 : DType::f32; }
 
 /// The DType tag of a C++ element type: dtype_of<float>() == DType::f32.
 template <class T>

@@ -17,6 +17,7 @@
 #include "ssm/core/device.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/index.hpp"
 #include "ssm/core/macros.hpp"
 
 #if defined(SSM_HAS_CUDA)
@@ -24,8 +25,6 @@
 #endif
 
 namespace ssm {
-
-using index_t = std::int64_t;
 
 inline constexpr int kMaxRank = 8;
 

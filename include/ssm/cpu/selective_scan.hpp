@@ -25,7 +25,7 @@
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/cpu/threads.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 
 namespace ssm::cpu {
 
@@ -56,7 +56,7 @@ using index_t = std::int64_t;
 
 /// Weight / state type for an input element type: double for double, float otherwise.
 template <class In>
-using weight_t = std::conditional_t<std::is_same_v<In, double>, double, float>;
+using weight_t = compute_t<In>;
 
 /// Runs f(tid) for tid in [0, n) on n threads (the caller is thread 0); rethrows the first exception.
 template <class F>

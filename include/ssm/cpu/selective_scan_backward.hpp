@@ -20,8 +20,8 @@
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/cpu/threads.hpp"
-#include "ssm/ops/selective_scan_grad_params.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/params/selective_scan_grad.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 
 namespace ssm::cpu {
 
@@ -70,10 +70,8 @@ inline W re_conj_mul(std::complex<W> x, std::complex<W> y) { return x.real() * y
 
 using simd::hsum;  // sum of a vector's lanes as a tree
 
-template <class W>
-inline W softplus(W x) { return x > W(20) ? x : std::log1p(std::exp(x)); }
-template <class W>
-inline W sigmoid(W x) { return W(1) / (W(1) + std::exp(-x)); }
+using scalar::sigmoid;
+using scalar::softplus;
 
 /// Per-thread scratch: one row's per-step scalars, chunk buffers (K + 1 rows of n), and the private
 /// accumulators of variable B/C gradients (time-major, reduced over threads at the end).
@@ -92,7 +90,7 @@ struct Scratch {
 
 template <class In, bool Complex>
 void backward_impl(const ScanParams& p, const ScanGradParams& gp, const ScanBackwardOptions& opt) {
-  using W = std::conditional_t<std::is_same_v<In, double>, double, float>;
+  using W = compute_t<In>;
   using S = std::conditional_t<Complex, std::complex<W>, W>;  // state / weight arithmetic
   using BC = std::conditional_t<Complex, std::complex<W>, In>;  // variable B/C storage
   constexpr int L = simd::lanes<W>;

@@ -14,6 +14,7 @@
 #endif
 
 #include "ssm/core/macros.hpp"
+#include "ssm/core/scalar.hpp"
 
 namespace ssm::cpu::simd {
 
@@ -404,7 +405,7 @@ SSM_FORCE_INLINE Vec<float> exp2_decay(Vec<float> x) {
 SSM_FORCE_INLINE Vec<double> exp2_decay(Vec<double> x) { return exp2(x); }
 
 template <class T>
-inline constexpr T kLog2e = static_cast<T>(1.4426950408889634);
+inline constexpr T kLog2e = scalar::kLog2e<T>;
 
 /// e^x per lane (through exp2; the rounding of x log2(e) adds |x| ulp-size relative error).
 template <class T>

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "ssm/core/dtype.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 
 namespace ssm::cuda {
 

@@ -29,27 +29,11 @@ using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 
 // ---- scalar activations ------------------------------------------------------------------------------
 
-/// softplus(x) = log(1 + exp(x)), and x itself above 20 (as PyTorch and the mamba kernels do).
-template <class T>
-inline T softplus(T x) {
-  return x > T(20) ? x : std::log1p(std::exp(x));
-}
-/// d softplus / dx = sigmoid(x) (1 above the threshold, matching the forward).
-template <class T>
-inline T softplus_grad(T x) {
-  return x > T(20) ? T(1) : T(1) / (T(1) + std::exp(-x));
-}
-/// silu(x) = x sigmoid(x).
-template <class T>
-inline T silu(T x) {
-  return x / (T(1) + std::exp(-x));
-}
-/// d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x).
-template <class T>
-inline T silu_grad(T x) {
-  const T s = T(1) / (T(1) + std::exp(-x));
-  return s * (T(1) + x * (T(1) - s));
-}
+// softplus (x above 20), its derivative, silu and its derivative: the shared definitions (ssm/core/scalar.hpp).
+using scalar::silu;
+using scalar::silu_grad;
+using scalar::softplus;
+using scalar::softplus_grad;
 
 /// y[i] = silu(x[i]) over n elements (in place allowed), vectorized (ssm::cpu::simd::silu: a few ulp from the
 /// scalar silu above); a ragged tail goes through the same vector code, so every element is computed alike.

@@ -106,11 +106,11 @@ cpu::AttentionArgs<T> make_args(const AttentionSizes& s, const AttentionOptions&
 
 #if defined(SSM_HAS_CUDA)
 /// The CUDA kernels' arguments for validated q, k, v, out, lse (f32, tiled, lse contiguous: checked by the caller).
-inline ::ssm::cuda::AttentionParams cuda_attention_params(const AttentionSizes& s, const AttentionOptions& opt,
+inline ::ssm::AttentionParams cuda_attention_params(const AttentionSizes& s, const AttentionOptions& opt,
                                                           const TensorView& q, const TensorView& k,
                                                           const TensorView& v, const TensorView& out,
                                                           const TensorView& lse) {
-  ::ssm::cuda::AttentionParams p;
+  ::ssm::AttentionParams p;
   p.batch = s.b, p.seqlen_q = s.l_q, p.seqlen_k = s.l_k, p.heads = s.h, p.kv_heads = s.h_kv, p.head_dim = s.p;
   p.scale = static_cast<float>(opt.scale != 0 ? opt.scale : 1.0 / std::sqrt(static_cast<double>(s.p)));
   p.causal = opt.causal;
@@ -231,7 +231,7 @@ inline void attention_backward(const TensorView& q, const TensorView& k, const T
     detail::check_cuda_attention(c, s, q, opt, lse);
     const auto p = detail::cuda_attention_params(s, opt, q, k, v, out, lse);
     Tensor delta = Tensor::empty({s.b, s.h, s.l_q}, DType::f32, dev);  // rowsum(grad_out * out)
-    ::ssm::cuda::AttentionGradParams g;
+    ::ssm::AttentionGradParams g;
     g.out = static_cast<const float*>(out.data());
     g.out_batch_stride = out.stride(0), g.out_seq_stride = out.stride(1), g.out_head_stride = out.stride(2);
     g.grad_out = static_cast<const float*>(grad_out.data());

@@ -18,6 +18,7 @@
 
 #include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
+#include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
 
 #if defined(SSM_HAS_CUDA)
@@ -63,7 +64,7 @@ inline Conv1dSizes check_conv1d(const Checker& c, const CausalConv1dInputs& in) 
                                  {"initial_state", in.initial_state.value_or(in.x)}});
   if (s.device.is_cpu()) c.dtype_in("x", in.x, {DType::f32, DType::f64});
   else c.dtype_in("x", in.x, {DType::f32, DType::f16, DType::bf16});
-  s.weight = s.input == DType::f64 ? DType::f64 : DType::f32;
+  s.weight = compute_dtype(s.input);
   c.dtype("weight", in.weight, s.weight).shape("weight", in.weight, {s.d, kAny}).unit_stride("weight", in.weight, 1);
   c.require(s.w >= 2, "weight", "expected a kernel width w >= 2, got shape ", in.weight.shape().str());
   c.require(s.device.is_cpu() || s.w <= 4, "weight", "the CUDA kernels take widths 2..4, got w = ", s.w);
@@ -83,11 +84,6 @@ T conv1d_extended(const View<const T, 3>& x, const T* h0, index_t w, index_t bi,
 }
 
 template <class T>
-T silu_of(T v) {
-  return v / (T(1) + std::exp(-v));
-}
-
-template <class T>
 void conv1d_forward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, const TensorView& out,
                         const TensorView& final_state) {
   const auto x = in.x.as<const T, 3>("x");
@@ -101,7 +97,7 @@ void conv1d_forward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, cons
       for (index_t t = 0; t < s.l; ++t) {
         T acc = bias ? bias[ch] : T(0);
         for (index_t k = 0; k < s.w; ++k) acc += wt(ch, k) * conv1d_extended(x, h0, s.w, bi, ch, t - (s.w - 1) + k, s.d);
-        o(bi, ch, t) = in.silu ? silu_of(acc) : acc;
+        o(bi, ch, t) = in.silu ? scalar::silu(acc) : acc;
       }
       for (index_t j = 0; j < s.w - 1; ++j)
         fs[(bi * s.d + ch) * (s.w - 1) + j] = conv1d_extended(x, h0, s.w, bi, ch, s.l - (s.w - 1) + j, s.d);
@@ -153,8 +149,8 @@ void conv1d_backward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, con
 }
 
 #if defined(SSM_HAS_CUDA)
-inline ::ssm::cuda::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const CausalConv1dInputs& in) {
-  ::ssm::cuda::CausalConv1dParams p;
+inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const CausalConv1dInputs& in) {
+  ::ssm::CausalConv1dParams p;
   p.batch = s.b, p.dim = s.d, p.seqlen = s.l, p.width = s.w;
   p.x = in.x.data(), p.x_batch_stride = in.x.stride(0), p.x_d_stride = in.x.stride(1);
   p.weight = static_cast<const float*>(in.weight.data()), p.weight_d_stride = in.weight.stride(0);
@@ -210,7 +206,7 @@ inline CausalConv1dGrads causal_conv1d_backward(const CausalConv1dInputs& in, co
   if (s.device.is_cuda()) {
 #if defined(SSM_HAS_CUDA)
     const auto p = detail::cuda_conv1d_params(s, in);
-    ::ssm::cuda::CausalConv1dGradParams g;
+    ::ssm::CausalConv1dGradParams g;
     g.grad_out = grad_out.data(), g.grad_out_batch_stride = grad_out.stride(0), g.grad_out_d_stride = grad_out.stride(1);
     g.grad_final_state = grad_final_state ? static_cast<const float*>(grad_final_state->data()) : nullptr;
     g.grad_x = r.grad_x.data(), g.grad_x_batch_stride = s.d * s.l, g.grad_x_d_stride = s.l;
@@ -243,7 +239,7 @@ inline void causal_conv1d_update(const TensorView& x, const TensorView& conv_sta
                                          {"bias", bias.value_or(x)}});  // an absent bias stands in as x
   if (dev.is_cpu()) c.dtype_in("x", x, {DType::f32, DType::f64});
   else c.dtype_in("x", x, {DType::f32, DType::f16, DType::bf16});
-  const DType wdt = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType wdt = compute_dtype(x.dtype());
   c.dtype("weight", weight, wdt).shape("weight", weight, {d, kAny}).unit_stride("weight", weight, 1);
   c.require(w >= 2 && (dev.is_cpu() || w <= 4), "weight", "expected a kernel width w in [2, ",
             dev.is_cpu() ? "any" : "4", "], got shape ", weight.shape().str());
@@ -252,7 +248,7 @@ inline void causal_conv1d_update(const TensorView& x, const TensorView& conv_sta
   if (bias) c.defined("bias", *bias).dtype("bias", *bias, wdt).shape("bias", *bias, {d}).unit_stride("bias", *bias, 0);
   if (dev.is_cuda()) {
 #if defined(SSM_HAS_CUDA)
-    ::ssm::cuda::CausalConv1dUpdateParams p;
+    ::ssm::CausalConv1dUpdateParams p;
     p.batch = b, p.dim = d, p.width = w, p.x = x.data(), p.conv_state = static_cast<float*>(conv_state.data());
     p.weight = static_cast<const float*>(weight.data()), p.weight_d_stride = weight.stride(0);
     p.bias = bias ? static_cast<const float*>(bias->data()) : nullptr, p.silu = silu, p.out = out.data();
@@ -274,7 +270,7 @@ inline void causal_conv1d_update(const TensorView& x, const TensorView& conv_sta
         row[w - 1] = xs[bi * d + ch];
         T acc = bs ? bs[ch] : T(0);
         for (index_t k = 0; k < w; ++k) acc += wt(ch, k) * row[k];
-        o[bi * d + ch] = silu ? detail::silu_of(acc) : acc;
+        o[bi * d + ch] = silu ? scalar::silu(acc) : acc;
       }
   };
   if (x.dtype() == DType::f64) run(double{});

@@ -27,8 +27,8 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
-#include "ssm/ops/selective_scan_grad_params.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/params/selective_scan_grad.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
 #if defined(SSM_HAS_CUDA)
@@ -173,7 +173,7 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
                                       in.A.shape().str());
   c.require(l >= 1, "u", "the sequence length l (dimension 2) must be >= 1, got shape ", in.u.shape().str());
   s.input = in.u.dtype();
-  s.weight = s.input == DType::f64 ? DType::f64 : DType::f32;
+  s.weight = compute_dtype(s.input);
   p.is_complex = is_complex(in.A.dtype());
   c.dtype("A", in.A, p.is_complex ? complex_of(s.weight) : s.weight);
   s.state = p.is_complex ? complex_of(s.weight) : s.weight;

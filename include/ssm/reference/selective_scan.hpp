@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "ssm/core/dtype.hpp"
-#include "ssm/ops/selective_scan_grad_params.hpp"
-#include "ssm/ops/selective_scan_params.hpp"
+#include "ssm/core/scalar.hpp"
+#include "ssm/core/params/selective_scan_grad.hpp"
+#include "ssm/core/params/selective_scan.hpp"
 
 namespace ssm {
 namespace scan_detail {
@@ -25,7 +26,7 @@ using index_t = std::int64_t;
 /// (complex<W> when A is complex). BC: storage of variable B/C (In, or complex<W> when complex).
 template <class In, bool Complex>
 struct ScanTypes {
-  using W = std::conditional_t<std::is_same_v<In, double>, double, float>;
+  using W = compute_t<In>;
   using Wt = std::conditional_t<Complex, std::complex<W>, W>;
   using BC = std::conditional_t<Complex, std::complex<W>, In>;
 };
@@ -60,11 +61,10 @@ inline double re(std::complex<double> x) { return x.real(); }
 inline double conj_(double x) { return x; }
 inline std::complex<double> conj_(std::complex<double> x) { return std::conj(x); }
 
-/// softplus with PyTorch's threshold: x for x > 20 (where log1p(exp(x)) == x in f32 anyway).
-inline double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
-/// d softplus / dx = sigmoid(x), and exactly 1 above the threshold (PyTorch's softplus backward).
-inline double softplus_grad(double x) { return x > 20.0 ? 1.0 : 1.0 / (1.0 + std::exp(-x)); }
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+// softplus (PyTorch's threshold), its derivative and sigmoid: the shared definitions (ssm/core/scalar.hpp), in double.
+using scalar::sigmoid;
+using scalar::softplus;
+using scalar::softplus_grad;
 
 /// One independent recurrence: a (sequence, channel) pair, covering time steps [t0, t1) of batch row bi,
 /// with its initial/last state at row `s` of the state tensors.

@@ -10,12 +10,13 @@
 
 #include <cstdint>
 
+#include "ssm/core/index.hpp"
 #include "ssm/core/macros.hpp"
 
 namespace ssm {
 
 struct ScanParams {
-  using index_t = std::int64_t;
+  using index_t = ::ssm::index_t;
 
   // ---- sizes ----
   index_t batch = 0;     // b: sequences (with cu_seqlens: 1, the sequences are packed along l)

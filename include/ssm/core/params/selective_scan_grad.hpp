@@ -5,10 +5,12 @@
 
 #include <cstdint>
 
+#include "ssm/core/index.hpp"
+
 namespace ssm {
 
 struct ScanGradParams {
-  using index_t = std::int64_t;
+  using index_t = ::ssm::index_t;
 
   // ---- incoming gradients ----
   const void* grad_out = nullptr;  // (b, d, l) input dtype, unit stride along l

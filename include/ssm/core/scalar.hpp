@@ -1,0 +1,88 @@
+// The scalar functions every implementation shares: the reference (in double), the CPU code (f32 / f64), the
+// CUDA kernels on the device and the same kernels under the host emulation. One definition each, callable from
+// host and device code (SSM_HOST_DEVICE), so "softplus" means one thing everywhere:
+//   softplus(x)  = log(1 + e^x), and x itself above 20 (PyTorch's threshold, which the mamba kernels use);
+//   silu(x)      = x sigmoid(x);
+//   exp(Delta A) = 2^(Delta (A log2 e)): the exp2-domain decay, with A pre-scaled once by log2 e;
+//   the scan's combine: (a1, b1) then (a2, b2) is (a2 a1, a2 b1 + b2), the composition of h -> a h + b.
+// Also the compute-type rule: f64 inputs compute in f64, every other real input (f32, f16, bf16) in f32.
+#pragma once
+
+#include <math.h>  // ::expf, ::log1pf, ::exp2f: the names nvcc's device code and the host both have
+
+#include <type_traits>
+
+#include "ssm/core/macros.hpp"
+
+
+namespace ssm {
+
+/// The type an input element type computes in: double for double, float otherwise (f32, f16, bf16).
+template <class In>
+using compute_t = std::conditional_t<std::is_same_v<In, double>, double, float>;
+
+namespace scalar {
+
+SSM_HOST_DEVICE inline float exp(float x) { return ::expf(x); }
+SSM_HOST_DEVICE inline double exp(double x) { return ::exp(x); }
+SSM_HOST_DEVICE inline float exp2(float x) { return ::exp2f(x); }
+SSM_HOST_DEVICE inline double exp2(double x) { return ::exp2(x); }
+SSM_HOST_DEVICE inline float log1p(float x) { return ::log1pf(x); }
+SSM_HOST_DEVICE inline double log1p(double x) { return ::log1p(x); }
+
+/// log2(e): exp(x) = 2^(x log2 e).
+template <class T>
+inline constexpr T kLog2e = T(1.44269504088896340735992468100189214);
+
+/// Above this softplus(x) is x (and its derivative 1), as PyTorch's softplus(beta = 1, threshold = 20).
+template <class T>
+inline constexpr T kSoftplusThreshold = T(20);
+
+/// softplus(x) = log(1 + e^x); x above the threshold. NaN in, NaN out.
+template <class T>
+SSM_HOST_DEVICE inline T softplus(T x) {
+  return x > kSoftplusThreshold<T> ? x : scalar::log1p(scalar::exp(x));
+}
+/// sigmoid(x) = 1 / (1 + e^-x).
+template <class T>
+SSM_HOST_DEVICE inline T sigmoid(T x) {
+  return T(1) / (T(1) + scalar::exp(-x));
+}
+/// d softplus / dx = sigmoid(x), and exactly 1 above the threshold (matching the forward).
+template <class T>
+SSM_HOST_DEVICE inline T softplus_grad(T x) {
+  return x > kSoftplusThreshold<T> ? T(1) : sigmoid(x);
+}
+/// silu(x) = x sigmoid(x) = x / (1 + e^-x).
+template <class T>
+SSM_HOST_DEVICE inline T silu(T x) {
+  return x / (T(1) + scalar::exp(-x));
+}
+/// d silu / dx = s (1 + x (1 - s)), s = sigmoid(x).
+template <class T>
+SSM_HOST_DEVICE inline T silu_grad(T x) {
+  const T s = sigmoid(x);
+  return s * (T(1) + x * (T(1) - s));
+}
+
+/// exp(Delta A) from Delta and A2 = A log2 e (the exp2-domain decay: one multiply and an exp2 per step).
+template <class T>
+SSM_HOST_DEVICE inline T decay_exp2(T Delta, T A2) {
+  return scalar::exp2(Delta * A2);
+}
+
+/// One step of a linear recurrence, the map h -> a h + b (the element of the scan).
+template <class T>
+struct AffineStep {
+  T a;
+  T b;
+};
+
+/// `first` then `second`: (a1, b1) then (a2, b2) = (a2 a1, a2 b1 + b2). Associative; (1, 0) is the identity.
+template <class T>
+SSM_HOST_DEVICE inline AffineStep<T> combine(const AffineStep<T>& first, const AffineStep<T>& second) {
+  return AffineStep<T>{second.a * first.a, second.a * first.b + second.b};
+}
+
+}  // namespace scalar
+}  // namespace ssm
