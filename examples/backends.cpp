@@ -6,7 +6,7 @@
 int main() {
   const ssm::BackendInfo info = ssm::backends();
   std::printf("ssm backends\n  cpu: yes (SIMD: %s)\n  cuda: %s\n", info.simd,
-              info.cuda_compiled ? info.cuda_status.c_str() : "not linked (link ssm::cuda)");
+              info.cuda_linked ? info.cuda_status.c_str() : "not linked (link ssm::cuda)");
 
   ssm::Tensor x = ssm::Tensor::from_vector<float>({2, 3}, {1, 2, 3, 4, 5, 6});  // (2, 3)
   DLManagedTensor* exported = ssm::to_dlpack(x);  // what a PyTorch or CuPy consumer would receive

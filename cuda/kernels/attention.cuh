@@ -469,8 +469,8 @@ void visit_attention_dim(std::int64_t head_dim, F&& f) {
 inline void check_attention_params(const AttentionParams& p, const char* op) {
   SSM_CHECK(p.batch >= 0 && p.seqlen_q >= 0 && p.seqlen_k >= 0, op, ": sizes must be >= 0, got b = ", p.batch,
             ", l_q = ", p.seqlen_q, ", l_k = ", p.seqlen_k);
-  SSM_CHECK(p.head_dim >= 1 && p.head_dim <= ::ssm::cuda::kAttentionMaxHeadDim, op, ": head_dim must be in [1, ",
-            ::ssm::cuda::kAttentionMaxHeadDim, "] on CUDA, got ", p.head_dim);
+  SSM_CHECK(p.head_dim >= 1 && p.head_dim <= ::ssm::kAttentionMaxHeadDim, op, ": head_dim must be in [1, ",
+            ::ssm::kAttentionMaxHeadDim, "] on CUDA, got ", p.head_dim);
   SSM_CHECK(p.heads >= 1 && p.kv_heads >= 1 && p.heads % p.kv_heads == 0, op,
             ": kv_heads must divide heads (both >= 1), got heads = ", p.heads, ", kv_heads = ", p.kv_heads);
   SSM_CHECK(p.seqlen_q == 0 || p.seqlen_k >= 1, op, ": ", p.seqlen_q, " queries need at least one key");

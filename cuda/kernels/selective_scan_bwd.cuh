@@ -10,7 +10,7 @@
 
 namespace ssm::kernels {
 
-using ::ssm::cuda::ScanGradParams;
+using ::ssm::ScanDeviceGradParams;
 
 /// The backward block shape for a forward configuration: the same chunk, 4 items per thread (the backward
 /// keeps about twice the per-token state of the forward in registers).
@@ -46,7 +46,7 @@ inline constexpr int kScanBwdMinBlocks = kScanFwdMinBlocks<kThreads>;
 /// Packed variable-length batches (cu_seqlens) are not supported here (the launcher rejects them).
 template <class In, int kThreads, int kItems>
 __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
-    selective_scan_bwd_kernel(ScanParams p, ScanGradParams gp) {
+    selective_scan_bwd_kernel(ScanParams p, ScanDeviceGradParams gp) {
   constexpr int kChunk = kThreads * kItems;
   using BlockScanT = BlockScan<ScanPair, kThreads>;
   using ScanStorage = typename BlockScanT::TempStorage;

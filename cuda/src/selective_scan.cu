@@ -19,10 +19,10 @@ extern template void launch_selective_scan_fwd<float>(const ScanParams&, float*,
 extern template void launch_selective_scan_fwd<half>(const ScanParams&, float*, std::int64_t, cudaStream_t);
 extern template void launch_selective_scan_fwd<bfloat16>(const ScanParams&, float*, std::int64_t, cudaStream_t);
 template <class In>
-void launch_selective_scan_bwd(const ScanParams& p, const ScanGradParams& g, cudaStream_t stream);
-extern template void launch_selective_scan_bwd<float>(const ScanParams&, const ScanGradParams&, cudaStream_t);
-extern template void launch_selective_scan_bwd<half>(const ScanParams&, const ScanGradParams&, cudaStream_t);
-extern template void launch_selective_scan_bwd<bfloat16>(const ScanParams&, const ScanGradParams&, cudaStream_t);
+void launch_selective_scan_bwd(const ScanParams& p, const ScanDeviceGradParams& g, cudaStream_t stream);
+extern template void launch_selective_scan_bwd<float>(const ScanParams&, const ScanDeviceGradParams&, cudaStream_t);
+extern template void launch_selective_scan_bwd<half>(const ScanParams&, const ScanDeviceGradParams&, cudaStream_t);
+extern template void launch_selective_scan_bwd<bfloat16>(const ScanParams&, const ScanDeviceGradParams&, cudaStream_t);
 
 // The kernel limits both directions share.
 void check_supported(const ScanParams& p, DType input_dtype, const char* op) {
@@ -70,7 +70,7 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
   return "cuda-fused";
 }
 
-void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanGradParams& g, void* stream) {
+void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, void* stream) {
   constexpr const char* op = "ssm::cuda::selective_scan_backward";
   detail::check_supported(p, input_dtype, op);
   SSM_CHECK(!p.cu_seqlens, op, ": packed variable-length batches (cu_seqlens) are not supported by the backward kernel");

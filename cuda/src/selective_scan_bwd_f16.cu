@@ -2,5 +2,5 @@
 #include "selective_scan_bwd_launch.cuh"
 
 namespace ssm::cuda::detail {
-template void launch_selective_scan_bwd<ssm::half>(const ScanParams&, const ScanGradParams&, cudaStream_t);
+template void launch_selective_scan_bwd<ssm::half>(const ScanParams&, const ScanDeviceGradParams&, cudaStream_t);
 }  // namespace ssm::cuda::detail

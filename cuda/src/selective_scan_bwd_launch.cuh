@@ -10,7 +10,7 @@
 namespace ssm::cuda::detail {
 
 template <class In>
-void launch_selective_scan_bwd(const ScanParams& p, const ScanGradParams& g, cudaStream_t stream) {
+void launch_selective_scan_bwd(const ScanParams& p, const ScanDeviceGradParams& g, cudaStream_t stream) {
   kernels::dispatch_fwd_config(p.seqlen, [&](auto fwd_cfg) {
     using Cfg = kernels::ScanBwdConfig<decltype(fwd_cfg)>;
     const dim3 grid(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch));

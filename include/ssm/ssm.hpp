@@ -10,10 +10,3 @@
 #include "ssm/ops.hpp"
 #include "ssm/s4.hpp"
 
-#if defined(SSM_HAS_CUDA)
-#include "ssm/cuda/attention.hpp"
-#include "ssm/cuda/causal_conv1d.hpp"
-#include "ssm/cuda/mamba_lm.hpp"
-#include "ssm/cuda/runtime.hpp"
-#include "ssm/cuda/selective_scan.hpp"
-#endif

@@ -2,10 +2,13 @@
 // availability, mixed devices and missing backends.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "ssm/core/backend.hpp"
+#include "ssm/core/tensor.hpp"
 #include "ssm/cpu/simd.hpp"
 
 namespace {
@@ -131,11 +134,90 @@ TEST(BackendSimd, ReportsANonX86Level) {
 
 // ---- CUDA availability and dispatch ------------------------------------------------------------------------------
 
+// Takes the registered CUDA backend (if this program links ssm::cuda) out of the table for one scope.
+struct WithoutCudaBackend {
+  const ssm::DeviceBackend* linked = ssm::register_backend(ssm::DeviceType::cuda, nullptr);
+  ~WithoutCudaBackend() { ssm::register_backend(ssm::DeviceType::cuda, linked); }
+};
+
 TEST(Backend, WithoutTheCudaBackendTheStatusSaysWhatToLink) {
+  WithoutCudaBackend none;
   const ssm::BackendInfo info = ssm::backends();
-  if (info.cuda_compiled) GTEST_SKIP() << "this build links ssm::cuda";
+  EXPECT_FALSE(info.cuda_linked);
   EXPECT_FALSE(info.cuda_usable);
+  EXPECT_FALSE(ssm::cuda_linked());
   EXPECT_NE(info.cuda_status.find("link the CMake target ssm::cuda"), std::string::npos) << info.cuda_status;
+}
+
+// The table is consulted at run time: a backend registered by the program (here a fake one over host memory that
+// counts its calls) receives the allocations, copies and fills of tensors on its device type, and is named in the
+// report; taking it out restores the previous state.
+namespace fake {
+int allocations = 0, frees = 0, copies = 0, zero_fills = 0;
+void* allocate(std::size_t bytes, int) {
+  ++allocations;
+  return std::malloc(bytes == 0 ? 1 : bytes);
+}
+void deallocate(void* p, int) noexcept {
+  ++frees;
+  std::free(p);
+}
+void copy(void* dst, ssm::Device, const void* src, ssm::Device, std::size_t bytes) {
+  ++copies;
+  std::memcpy(dst, src, bytes);
+}
+void memset_zero(void* p, ssm::Device, std::size_t bytes) {
+  ++zero_fills;
+  std::memset(p, 0, bytes);
+}
+int device_count() { return 1; }
+void ensure_device(int index) { SSM_CHECK(index == 0, "fake: no device ", index); }
+std::string status() { return "1 fake device"; }
+}  // namespace fake
+
+TEST(Backend, TensorsAndDispatchGoThroughTheRegisteredBackend) {
+  ssm::DeviceBackend b;
+  b.name = "fake";
+  b.device_count = &fake::device_count;
+  b.ensure_device = &fake::ensure_device;
+  b.status = &fake::status;
+  b.allocate = &fake::allocate;
+  b.deallocate = &fake::deallocate;
+  b.copy = &fake::copy;
+  b.memset_zero = &fake::memset_zero;
+  const ssm::DeviceBackend* linked = ssm::register_backend(ssm::DeviceType::cuda, &b);
+  {
+    const ssm::BackendInfo info = ssm::backends();
+    EXPECT_TRUE(info.cuda_linked);
+    EXPECT_TRUE(info.cuda_usable);
+    EXPECT_EQ(info.cuda_name, "fake");
+    EXPECT_EQ(info.cuda_status, "1 fake device");
+    const ssm::Tensor host = ssm::Tensor::from_vector<float>({3}, {1, 2, 3});
+    const ssm::Tensor dev = host.to(ssm::Device::cuda(0));       // allocate + copy
+    const ssm::Tensor zeros = ssm::Tensor::zeros({2}, ssm::DType::f32, ssm::Device::cuda(0));  // allocate + fill
+    EXPECT_EQ(dev.to_vector<float>(), (std::vector<float>{1, 2, 3}));  // copy back
+    EXPECT_EQ(fake::allocations, 2);
+    EXPECT_EQ(fake::copies, 2);
+    EXPECT_EQ(fake::zero_fills, 1);
+    ssm::Checker c("my_op");
+    EXPECT_EQ(ssm::dispatch_device(c, {{"x", dev.view()}}), ssm::Device::cuda(0));
+    try {
+      (void)ssm::dispatch_device(c, {{"x", ssm::TensorView(dev.data(), ssm::DType::f32, ssm::Device::cuda(1),
+                                                           ssm::Dims{3})}});
+      FAIL() << "expected ssm::Error";
+    } catch (const ssm::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("my_op: the tensors are on cuda:1 but CUDA is unusable: fake: no device 1"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(fake::frees, fake::allocations);  // every tensor freed by the backend that allocated it
+  EXPECT_EQ(ssm::register_backend(ssm::DeviceType::cuda, linked), &b);
+}
+
+TEST(Backend, TheCpuBackendCannotBeReplaced) {
+  ssm::DeviceBackend b;
+  EXPECT_THROW(ssm::register_backend(ssm::DeviceType::cpu, &b), ssm::Error);
 }
 
 TEST(Backend, DispatchPicksTheArgumentsDevice) {
@@ -173,7 +255,7 @@ TEST(Backend, CudaTensorsWithoutUsableCudaAreAnError) {
   } catch (const ssm::Error& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("my_op: the tensors are on cuda:0"), std::string::npos) << what;
-    if (!info.cuda_compiled) {
+    if (!info.cuda_linked) {
       EXPECT_NE(what.find("link the CMake target ssm::cuda"), std::string::npos) << what;
     }
   }

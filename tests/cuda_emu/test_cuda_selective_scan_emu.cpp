@@ -203,7 +203,7 @@ double run_backward_case(const Case& c, Order order, std::uint64_t seed) {
   std::vector<float> grad_A(dn, 0.0f), grad_B(c.variable_B ? bc_size : dn, 0.0f), grad_C(c.variable_C ? bc_size : dn, 0.0f);
   std::vector<float> grad_D(static_cast<std::size_t>(d), 0.0f), grad_bias(static_cast<std::size_t>(d), 0.0f);
   std::vector<float> grad_h0(static_cast<std::size_t>(b * d * n), -1.0f);
-  ssm::cuda::ScanGradParams gp;
+  ssm::ScanDeviceGradParams gp;
   gp.grad_out = grad_out.data();
   gp.grad_last_state = grad_last.data();
   gp.chunk_states = saved.data();

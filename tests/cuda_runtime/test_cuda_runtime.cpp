@@ -11,8 +11,10 @@ namespace {
 bool gpu_usable() { return ssm::backends().cuda_usable; }
 
 TEST(CudaRuntime, BuildLinksTheBackend) {
-  EXPECT_TRUE(ssm::cuda_compiled());
-  EXPECT_TRUE(ssm::backends().cuda_compiled);
+  // Registered at program start by the library's registrar (cuda/src/backend.cu), kept by the link option.
+  EXPECT_TRUE(ssm::cuda_linked());
+  EXPECT_TRUE(ssm::backends().cuda_linked);
+  EXPECT_EQ(ssm::backends().cuda_name, "cuda");
 }
 
 TEST(CudaRuntime, WithoutGpuErrorsCarryTheRuntimeMessage) {

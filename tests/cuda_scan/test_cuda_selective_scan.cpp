@@ -67,12 +67,12 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   c.l = 10;
   ScanProblem<float> prob(c);
   float dummy = 0;
-  ssm::cuda::ScanGradParams g;
+  ssm::ScanDeviceGradParams g;
   g.grad_out = g.grad_u = g.grad_delta = g.grad_z = &dummy;
   g.grad_A = g.grad_B = g.grad_C = &dummy;
   g.chunk_states = &dummy;
   g.n_chunks_max = 1;
-  auto error = [&](const ssm::ScanParams& p, const ssm::cuda::ScanGradParams& gg) -> std::string {
+  auto error = [&](const ssm::ScanParams& p, const ssm::ScanDeviceGradParams& gg) -> std::string {
     try {
       ssm::cuda::selective_scan_backward(p, ssm::DType::f32, gg);
     } catch (const ssm::Error& e) {
@@ -86,7 +86,7 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   p.n_seqs = 1;
   p.batch = 1;
   EXPECT_NE(error(p, g).find("cu_seqlens) are not supported by the backward kernel"), std::string::npos);
-  ssm::cuda::ScanGradParams g2 = g;
+  ssm::ScanDeviceGradParams g2 = g;
   g2.n_chunks_max = 3;
   EXPECT_NE(error(prob.p, g2).find("n_chunks_max = selective_scan_chunk_count(l) = 1 are needed, got n_chunks_max = 3"),
             std::string::npos)
@@ -331,7 +331,7 @@ void run_on_gpu(const Case& c) {
   const index_t chunk = ssm::cuda::selective_scan_chunk_len(prob.max_len);
   const index_t n_chunks = ssm::cuda::selective_scan_chunk_count(prob.max_len);
   DeviceBuffer<float> saved(std::vector<float>(static_cast<std::size_t>(prob.seqs * c.d * n_chunks * c.n), -55.0f));
-  ssm::cuda::ScanForwardOptions opt;
+  ssm::ScanForwardOptions opt;
   opt.chunk_states = saved.ptr;
   opt.max_seqlen = prob.max_len;
   EXPECT_EQ(ssm::cuda::selective_scan_forward(p, ssm::dtype_of<In>(), opt), "cuda-fused");
@@ -373,10 +373,10 @@ void run_backward_on_gpu(const Case& c) {
   p.A = A.ptr;
   p.last_state = last.ptr;
   p.out = out.ptr;
-  ssm::cuda::ScanForwardOptions opt;
+  ssm::ScanForwardOptions opt;
   opt.chunk_states = saved.ptr;
   (void)ssm::cuda::selective_scan_forward(p, ssm::DType::f32, opt);
-  ssm::cuda::ScanGradParams gp;
+  ssm::ScanDeviceGradParams gp;
   gp.grad_out = grad_out.ptr;
   gp.grad_last_state = grad_last.ptr;
   gp.chunk_states = saved.ptr;

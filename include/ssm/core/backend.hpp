@@ -1,5 +1,6 @@
-// Backends and dispatch: which backends this build has, which SIMD level the CPU code was compiled
-// for, and the one function every op calls to pick CPU or CUDA from its arguments' device.
+// Backends and dispatch, decided at run time: which backends are there (the CPU always; CUDA when a DeviceBackend
+// is registered, ssm/core/device_backend.hpp), the SIMD level the CPU code was compiled for, and the one function
+// every op calls to pick its device from its arguments.
 #pragma once
 
 #include <initializer_list>
@@ -7,14 +8,12 @@
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/device.hpp"
-
-#if defined(SSM_HAS_CUDA)
-#include "ssm/cuda/runtime.hpp"
-#endif
+#include "ssm/core/device_backend.hpp"
 
 namespace ssm {
 
-/// The SIMD instruction set the CPU code of this translation unit was compiled for.
+/// The SIMD instruction set the CPU code of this translation unit was compiled for (a property of the compiler
+/// flags, identical across one program's units when they share flags; it names a level, it selects no code).
 constexpr const char* simd_level() {
 #if defined(__AVX512F__)
   return "avx512";
@@ -35,56 +34,50 @@ constexpr const char* simd_level() {
 #endif
 }
 
-/// True when this build links the CUDA backend (the consumer links ssm::cuda).
-constexpr bool cuda_compiled() {
-#if defined(SSM_HAS_CUDA)
-  return true;
-#else
-  return false;
-#endif
-}
+/// True when a CUDA backend is registered (the program links ssm::cuda, or a test installed the emulation).
+inline bool cuda_linked() { return find_backend(DeviceType::cuda) != nullptr; }
 
 struct BackendInfo {
   bool cpu = true;
   const char* simd = simd_level();
-  bool cuda_compiled = ssm::cuda_compiled();
-  bool cuda_usable = false;  ///< compiled and a device answered
+  bool cuda_linked = false;  ///< a CUDA backend is registered
+  std::string cuda_name;     ///< its name ("cuda", "cuda (host emulation)"), or empty
+  bool cuda_usable = false;  ///< registered and a device answered
   std::string cuda_status;   ///< the runtime's own words, or why CUDA is unavailable
 };
 
 /// Which backends are available here, queried at call time.
 inline BackendInfo backends() {
   BackendInfo info;
-#if defined(SSM_HAS_CUDA)
+  const DeviceBackend* cuda = find_backend(DeviceType::cuda);
+  if (cuda == nullptr) {
+    info.cuda_status = "not linked: link the CMake target ssm::cuda";
+    return info;
+  }
+  info.cuda_linked = true;
+  info.cuda_name = cuda->name;
   try {
-    info.cuda_usable = ::ssm::cuda::device_count() > 0;
-    info.cuda_status = ::ssm::cuda::runtime_status();
+    info.cuda_usable = cuda->device_count() > 0;
+    info.cuda_status = cuda->status();
   } catch (const Error& e) {
     info.cuda_status = e.what();
   }
-#else
-  info.cuda_status = "not compiled: link the CMake target ssm::cuda";
-#endif
   return info;
 }
 
 /// The device an op runs on, from its tensor arguments: all must share one device (else ssm::Error).
-/// For a CUDA device it also checks that the backend is linked and the device is usable.
+/// For a CUDA device it also checks that a backend is registered and the device is usable.
 inline Device dispatch_device(const Checker& c, std::initializer_list<NamedView> args) {
   c.same_device(args);
   SSM_CHECK(args.size() > 0, c.op(), ": no tensor arguments to dispatch on");
   const Device dev = args.begin()->view.device();
   if (dev.is_cuda()) {
-#if defined(SSM_HAS_CUDA)
+    const DeviceBackend& b = backend_for(c.op(), dev);
     try {
-      ::ssm::cuda::ensure_device(dev.index);
+      b.ensure_device(dev.index);
     } catch (const Error& e) {
       fail(c.op(), ": the tensors are on ", dev.str(), " but CUDA is unusable: ", e.what());
     }
-#else
-    fail(c.op(), ": the tensors are on ", dev.str(),
-         " but the CUDA backend is not linked (link the CMake target ssm::cuda)");
-#endif
   }
   return dev;
 }

@@ -15,14 +15,12 @@
 #include <vector>
 
 #include "ssm/core/device.hpp"
+#include "ssm/core/device_backend.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/index.hpp"
 #include "ssm/core/macros.hpp"
 
-#if defined(SSM_HAS_CUDA)
-#include "ssm/cuda/runtime.hpp"
-#endif
 
 namespace ssm {
 
@@ -234,14 +232,11 @@ inline std::shared_ptr<void> allocate(std::size_t bytes, Device device) {
     SSM_CHECK(p != nullptr, "ssm::Tensor: failed to allocate ", bytes, " bytes of host memory");
     return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
   }
-#if defined(SSM_HAS_CUDA)
-  void* p = ::ssm::cuda::device_malloc(bytes, device.index);
+  const DeviceBackend& backend = backend_for("ssm::Tensor: cannot allocate", device);
+  void* p = backend.allocate(bytes, device.index);
   const int index = device.index;
-  return std::shared_ptr<void>(p, [index](void* q) { ::ssm::cuda::device_free(q, index); });
-#else
-  fail("ssm::Tensor: cannot allocate on ", device.str(),
-       ": the CUDA backend is not linked (link the CMake target ssm::cuda)");
-#endif
+  auto* deallocate = backend.deallocate;  // the backend that allocated frees, even if another is registered later
+  return std::shared_ptr<void>(p, [index, deallocate](void* q) { deallocate(q, index); });
 }
 }  // namespace detail
 
@@ -362,9 +357,9 @@ inline void copy(const TensorView& dst, const TensorView& src) {
     }
     return;
   }
-#if defined(SSM_HAS_CUDA)
+  const DeviceBackend& backend = backend_for("ssm::copy: cannot copy", src.device().is_cpu() ? dst.device() : src.device());
   if (src.is_contiguous() && dst.is_contiguous()) {
-    ::ssm::cuda::memcpy(dst.data(), dst.device(), src.data(), src.device(), src.nbytes());
+    backend.copy(dst.data(), dst.device(), src.data(), src.device(), src.nbytes());
     return;
   }
   // Rows: contiguous within dims 1.., any stride (>= a row) along dim 0, e.g. a narrow along dim 1 of a KV cache.
@@ -383,12 +378,8 @@ inline void copy(const TensorView& dst, const TensorView& src) {
   const auto es = static_cast<std::size_t>(size_of(src.dtype()));
   const std::size_t row = static_cast<std::size_t>(src.numel() / std::max<index_t>(1, src.size(0))) * es;
   auto pitch = [&](const TensorView& t) { return t.size(0) == 1 ? row : static_cast<std::size_t>(t.stride(0)) * es; };
-  ::ssm::cuda::memcpy_2d(dst.data(), pitch(dst), dst.device(), src.data(), pitch(src), src.device(), row,
-                         static_cast<std::size_t>(src.size(0)));
-#else
-  fail("ssm::copy: cannot copy between ", src.device().str(), " and ", dst.device().str(),
-       ": the CUDA backend is not linked (link the CMake target ssm::cuda)");
-#endif
+  backend.copy_2d(dst.data(), pitch(dst), dst.device(), src.data(), pitch(src), src.device(), row,
+                  static_cast<std::size_t>(src.size(0)));
 }
 
 inline Tensor Tensor::zeros(const Dims& shape, DType dtype, Device device) {
@@ -397,9 +388,7 @@ inline Tensor Tensor::zeros(const Dims& shape, DType dtype, Device device) {
   if (device.is_cpu()) {
     std::fill_n(static_cast<char*>(t.data()), t.nbytes(), char{0});
   } else {
-#if defined(SSM_HAS_CUDA)
-    ::ssm::cuda::memset_zero(t.data(), device, t.nbytes());
-#endif
+    backend_for("ssm::Tensor::zeros", device).memset_zero(t.data(), device, t.nbytes());
   }
   return t;
 }

@@ -17,8 +17,6 @@
 
 namespace ssm::cuda {
 
-/// The largest head dimension the kernels take.
-inline constexpr std::int64_t kAttentionMaxHeadDim = 128;
 /// At most this many queries per call take the split-key (decoding) path; more take the tiled forward.
 inline constexpr std::int64_t kAttentionDecodeMaxQueries = 4;
 

@@ -72,21 +72,23 @@ class MambaLMDevice {
   /// Uploads the weights (validated: shapes positive, d_conv in 2..4, pointers set) to `device`. Throws
   /// ssm::Error when CUDA is unusable (no GPU) or the shape is not supported.
   explicit MambaLMDevice(const MambaLMWeights& weights, int device = 0);
-  ~MambaLMDevice();
+  virtual ~MambaLMDevice();
   MambaLMDevice(MambaLMDevice&&) noexcept;
   MambaLMDevice& operator=(MambaLMDevice&&) noexcept;
 
-  const MambaLMShape& shape() const;
-  Device device() const;
+  // Virtual, so that the header-only library calls them through the object the registered backend made
+  // (DeviceBackend::make_mamba_lm) without naming symbols of ssm::cuda.
+  virtual const MambaLMShape& shape() const;
+  virtual Device device() const;
 
   /// Logits for every position: ids (b, l) i32 or i64 (cpu or this device) → (b, l, vocab) f32 on the device.
-  Tensor logits(const TensorView& ids) const;
+  virtual Tensor logits(const TensorView& ids) const;
   /// A zero cache for b sequences on the device.
-  MambaDeviceCache make_cache(std::int64_t b) const;
+  virtual MambaDeviceCache make_cache(std::int64_t b) const;
   /// Runs prompts ids (b, l) and fills `cache` (reset first); returns the last position's logits (b, vocab).
-  Tensor prefill(const TensorView& ids, MambaDeviceCache& cache) const;
+  virtual Tensor prefill(const TensorView& ids, MambaDeviceCache& cache) const;
   /// One token per sequence: ids (b) i32 / i64 → logits (b, vocab) on the device; advances the cache.
-  Tensor step(const TensorView& ids, MambaDeviceCache& cache) const;
+  virtual Tensor step(const TensorView& ids, MambaDeviceCache& cache) const;
 
  private:
   struct Impl;

@@ -1,6 +1,6 @@
 // Host API of the compiled CUDA backend (target ssm::cuda): device queries, memory, copies.
-// Linking ssm::cuda defines SSM_HAS_CUDA for its consumers, which turns on the CUDA paths of the
-// header-only library. Every function throws ssm::Error carrying the CUDA runtime's message on failure.
+// Linking ssm::cuda registers these (and the launchers) in the header-only library's run-time backend table
+// (ssm/core/device_backend.hpp), which tensors and ops on CUDA devices go through. Every function throws ssm::Error carrying the CUDA runtime's message on failure.
 #pragma once
 
 #include <cstddef>

@@ -8,39 +8,9 @@
 
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/params/selective_scan.hpp"
+#include "ssm/core/params/selective_scan_device.hpp"
 
 namespace ssm::cuda {
-
-struct ScanForwardOptions {
-  void* stream = nullptr;         ///< a cudaStream_t; null: the default stream. The call does not synchronize.
-  /// Device memory (sequences, d, selective_scan_chunk_count(max_seqlen), n) f32 receiving the state h at the
-  /// end of every chunk (the states the backward pass restarts from), or null.
-  float* chunk_states = nullptr;
-  /// With cu_seqlens: the longest packed sequence, if known (0: the packed length l, an upper bound). It picks
-  /// the block configuration and sizes chunk_states.
-  std::int64_t max_seqlen = 0;
-  /// The CUDA device to run on (cudaSetDevice first); -1: the current device.
-  int device = -1;
-};
-
-/// Gradient buffers of the backward pass (selective_scan_backward and its kernel), all contiguous device memory.
-/// The caller zeroes the accumulated ones (grad_A, grad_B, grad_C, grad_D, grad_delta_bias): they are summed
-/// with atomics over batches and the channels of a group. grad_B / grad_C are f32 whatever the input dtype.
-struct ScanGradParams {
-  const void* grad_out = nullptr;          ///< (b, d, l) input dtype
-  const float* grad_last_state = nullptr;  ///< (b, d, n) or null
-  const float* chunk_states = nullptr;     ///< (b, d, n_chunks_max, n) from the forward (ScanForwardOptions)
-  std::int64_t n_chunks_max = 0;           ///< selective_scan_chunk_count(l)
-  void* grad_u = nullptr;                  ///< (b, d, l) input dtype
-  void* grad_delta = nullptr;              ///< (b, d, l) input dtype
-  void* grad_z = nullptr;                  ///< (b, d, l) input dtype; needed when z is given
-  float* grad_A = nullptr;                 ///< (d, n)
-  float* grad_B = nullptr;                 ///< variable: (b, g, n, l); fixed: (d, n)
-  float* grad_C = nullptr;                 ///< same forms as grad_B
-  float* grad_D = nullptr;                 ///< (d) or null
-  float* grad_delta_bias = nullptr;        ///< (d) or null
-  float* grad_initial_state = nullptr;     ///< (b, d, n) or null
-};
 
 /// Tokens per chunk (threads × items per thread) the forward kernel uses when the longest sequence is
 /// `max_seqlen`: 128, 1024 or 2048.
@@ -57,7 +27,7 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
 
 /// Fused selective-scan backward on the current CUDA device (docs/math.md §5.3): recomputes each chunk's states from
 /// the chunk-end states the forward saved (ScanForwardOptions::chunk_states, same p), scans the gradient in
-/// reverse and fills `g` (see ScanGradParams). Same dtypes and limits as the forward; no cu_seqlens.
-void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanGradParams& g, void* stream = nullptr);
+/// reverse and fills `g` (see ScanDeviceGradParams). Same dtypes and limits as the forward; no cu_seqlens.
+void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, void* stream = nullptr);
 
 }  // namespace ssm::cuda

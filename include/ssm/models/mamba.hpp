@@ -637,11 +637,7 @@ class MambaLM {
   Tensor logits(const TensorView& ids) const {
     Checker c("MambaLM::logits");
     c.defined("ids", ids).rank("ids", ids, 2);
-    if (dispatch_device(c, {{"ids", ids}}).is_cuda()) {
-#if defined(SSM_HAS_CUDA)
-      return on_cuda(ids.device().index).logits(ids);
-#endif
-    }
+    if (dispatch_device(c, {{"ids", ids}}).is_cuda()) return on_cuda(ids.device().index).logits(ids);
     check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1);
     std::vector<float> h = hidden(ids, nullptr);  // (b, l, d_model)
@@ -698,13 +694,13 @@ class MambaLM {
     return out;
   }
 
-#if defined(SSM_HAS_CUDA)
   /// This model on CUDA device `index`: the weights are uploaded on first use and kept (copies of this model
-  /// share them; the weights of a MambaLM never change). Thread-safe.
+  /// share them; the weights of a MambaLM never change). Thread-safe. An ssm::Error when no CUDA backend is linked.
   const cuda::MambaLMDevice& on_cuda(int index = 0) const {
+    const DeviceBackend& backend = backend_for("MambaLM::on_cuda", Device::cuda(index));
     std::lock_guard<std::mutex> lock(device_models_->mutex);
     auto& slot = device_models_->by_index[index];
-    if (!slot) slot = std::make_unique<cuda::MambaLMDevice>(weights(), index);
+    if (!slot) slot = backend.make_mamba_lm(weights(), index);
     return *slot;
   }
   /// prefill() on the CUDA device of ids (or device 0 for cpu ids) with a device cache; logits (b, V) there.
@@ -716,7 +712,6 @@ class MambaLM {
     SSM_CHECK(cache.conv_state.defined(), "MambaLM::step: the device cache is empty (fill it with prefill)");
     return on_cuda(cache.conv_state.device().index).step(ids, cache);
   }
-#endif
 
   /// Prefills `prompt` (one sequence) and generates up to max_new_tokens tokens; returns only the new ones.
   /// Stops after a stop token (opt.stop_ids, by default the config's eos_token_ids), which is returned as the
@@ -810,13 +805,11 @@ class MambaLM {
   std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
   std::vector<float> norm_f_;              // (d_model)
   int threads_ = 0;                        // set_threads
-#if defined(SSM_HAS_CUDA)
   struct DeviceModels {
     std::mutex mutex;
-    std::map<int, std::unique_ptr<cuda::MambaLMDevice>> by_index;
+    std::map<int, std::shared_ptr<const cuda::MambaLMDevice>> by_index;
   };
   std::shared_ptr<DeviceModels> device_models_ = std::make_shared<DeviceModels>();
-#endif
 };
 
 }  // namespace ssm::models

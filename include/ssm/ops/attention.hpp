@@ -20,9 +20,6 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/attention.hpp"
 
-#if defined(SSM_HAS_CUDA)
-#include "ssm/cuda/attention.hpp"
-#endif
 
 namespace ssm {
 
@@ -104,7 +101,6 @@ cpu::AttentionArgs<T> make_args(const AttentionSizes& s, const AttentionOptions&
   return a;
 }
 
-#if defined(SSM_HAS_CUDA)
 /// The CUDA kernels' arguments for validated q, k, v, out, lse (f32, tiled, lse contiguous: checked by the caller).
 inline ::ssm::AttentionParams cuda_attention_params(const AttentionSizes& s, const AttentionOptions& opt,
                                                           const TensorView& q, const TensorView& k,
@@ -133,11 +129,10 @@ inline void check_cuda_attention(const Checker& c, const AttentionSizes& s, cons
   c.require(q.dtype() == DType::f32, "q", "attention on CUDA takes f32 tensors, got ", name(q.dtype()));
   c.require(opt.algorithm == AttentionAlgorithm::tiled, "algorithm",
             "the materialized algorithm has no CUDA kernel: use AttentionAlgorithm::tiled (the default)");
-  c.require(s.p <= ::ssm::cuda::kAttentionMaxHeadDim, "q", "the CUDA kernels take head dimensions up to ",
-            ::ssm::cuda::kAttentionMaxHeadDim, ", got p = ", s.p);
+  c.require(s.p <= ::ssm::kAttentionMaxHeadDim, "q", "the CUDA kernels take head dimensions up to ",
+            ::ssm::kAttentionMaxHeadDim, ", got p = ", s.p);
   c.require(lse.is_contiguous(), "lse", "must be contiguous on CUDA, got strides ", lse.strides().str());
 }
-#endif
 
 }  // namespace detail
 
@@ -166,14 +161,13 @@ inline void attention_forward(const TensorView& q, const TensorView& k, const Te
   c.same_dtype("lse", lse, "q", q).shape("lse", lse, {s.b, s.h, s.l_q});
   const Device dev = dispatch_device(c, {{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}});
   if (dev.is_cuda()) {
-#if defined(SSM_HAS_CUDA)
     detail::check_cuda_attention(c, s, q, opt, lse);
     auto p = detail::cuda_attention_params(s, opt, q, k, v, out, lse);
-    Tensor workspace = Tensor::empty({::ssm::cuda::attention_workspace_floats(p)}, DType::f32, dev);  // split keys
+    const DeviceBackend& backend = backend_for(c.op(), dev);
+    Tensor workspace = Tensor::empty({backend.attention_workspace_floats(p)}, DType::f32, dev);  // split keys
     p.workspace = workspace.numel() > 0 ? workspace.data_as<float>() : nullptr;
-    ::ssm::cuda::attention_forward(p);
+    backend.attention_forward(p, nullptr);
     return;  // the workspace is freed after the kernels (freeing device memory waits for them)
-#endif
   }
   detail::visit_attention_dtype(q.dtype(), [&](auto zero) {
     using T = decltype(zero);
@@ -227,7 +221,6 @@ inline void attention_backward(const TensorView& q, const TensorView& k, const T
                                          {"grad_out", grad_out}, {"grad_q", grad_q}, {"grad_k", grad_k},
                                          {"grad_v", grad_v}});
   if (dev.is_cuda()) {
-#if defined(SSM_HAS_CUDA)
     detail::check_cuda_attention(c, s, q, opt, lse);
     const auto p = detail::cuda_attention_params(s, opt, q, k, v, out, lse);
     Tensor delta = Tensor::empty({s.b, s.h, s.l_q}, DType::f32, dev);  // rowsum(grad_out * out)
@@ -247,9 +240,8 @@ inline void attention_backward(const TensorView& q, const TensorView& k, const T
     g.grad_v_batch_stride = grad_v.stride(0), g.grad_v_seq_stride = grad_v.stride(1);
     g.grad_v_head_stride = grad_v.stride(2);
     g.delta = delta.numel() > 0 ? delta.data_as<float>() : nullptr;
-    ::ssm::cuda::attention_backward(p, g);
+    backend_for(c.op(), dev).attention_backward(p, g, nullptr);
     return;
-#endif
   }
   detail::visit_attention_dtype(q.dtype(), [&](auto zero) {
     using T = decltype(zero);

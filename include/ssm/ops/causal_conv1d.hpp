@@ -21,9 +21,6 @@
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
 
-#if defined(SSM_HAS_CUDA)
-#include "ssm/cuda/causal_conv1d.hpp"
-#endif
 
 namespace ssm {
 
@@ -148,7 +145,6 @@ void conv1d_backward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, con
     }
 }
 
-#if defined(SSM_HAS_CUDA)
 inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const CausalConv1dInputs& in) {
   ::ssm::CausalConv1dParams p;
   p.batch = s.b, p.dim = s.d, p.seqlen = s.l, p.width = s.w;
@@ -159,7 +155,6 @@ inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const 
   p.initial_state = in.initial_state ? static_cast<const float*>(in.initial_state->data()) : nullptr;
   return p;
 }
-#endif
 
 }  // namespace detail
 
@@ -171,14 +166,12 @@ inline CausalConv1dOutputs causal_conv1d(const CausalConv1dInputs& in) {
   r.out = Tensor::empty({s.b, s.d, s.l}, s.input, s.device);                // (b, d, l)
   r.final_state = Tensor::empty({s.b, s.d, s.w - 1}, s.weight, s.device);   // (b, d, w - 1)
   if (s.device.is_cuda()) {
-#if defined(SSM_HAS_CUDA)
     auto p = detail::cuda_conv1d_params(s, in);
     p.out = r.out.data(), p.out_batch_stride = s.d * s.l, p.out_d_stride = s.l;
     p.final_state = r.final_state.data_as<float>();
-    ::ssm::cuda::causal_conv1d_forward(p, s.input);
+    backend_for(c.op(), s.device).causal_conv1d_forward(p, s.input, nullptr);
     r.path = "cuda";
     return r;
-#endif
   }
   if (s.input == DType::f64) detail::conv1d_forward_cpu<double>(s, in, r.out.view(), r.final_state.view());
   else detail::conv1d_forward_cpu<float>(s, in, r.out.view(), r.final_state.view());
@@ -204,7 +197,6 @@ inline CausalConv1dGrads causal_conv1d_backward(const CausalConv1dInputs& in, co
   if (in.bias) r.grad_bias = Tensor::zeros({s.d}, s.weight, s.device);
   if (in.initial_state) r.grad_initial_state = Tensor::empty({s.b, s.d, s.w - 1}, s.weight, s.device);
   if (s.device.is_cuda()) {
-#if defined(SSM_HAS_CUDA)
     const auto p = detail::cuda_conv1d_params(s, in);
     ::ssm::CausalConv1dGradParams g;
     g.grad_out = grad_out.data(), g.grad_out_batch_stride = grad_out.stride(0), g.grad_out_d_stride = grad_out.stride(1);
@@ -213,9 +205,8 @@ inline CausalConv1dGrads causal_conv1d_backward(const CausalConv1dInputs& in, co
     g.grad_weight = r.grad_weight.data_as<float>();
     g.grad_bias = r.grad_bias.defined() ? r.grad_bias.data_as<float>() : nullptr;
     g.grad_initial_state = r.grad_initial_state.defined() ? r.grad_initial_state.data_as<float>() : nullptr;
-    ::ssm::cuda::causal_conv1d_backward(p, g, s.input);
+    backend_for(c.op(), s.device).causal_conv1d_backward(p, g, s.input, nullptr);
     return r;
-#endif
   }
   if (s.input == DType::f64)
     detail::conv1d_backward_cpu<double>(
@@ -247,14 +238,12 @@ inline void causal_conv1d_update(const TensorView& x, const TensorView& conv_sta
   c.dtype("conv_state", conv_state, wdt).shape("conv_state", conv_state, {b, d, w}).contiguous("conv_state", conv_state);
   if (bias) c.defined("bias", *bias).dtype("bias", *bias, wdt).shape("bias", *bias, {d}).unit_stride("bias", *bias, 0);
   if (dev.is_cuda()) {
-#if defined(SSM_HAS_CUDA)
     ::ssm::CausalConv1dUpdateParams p;
     p.batch = b, p.dim = d, p.width = w, p.x = x.data(), p.conv_state = static_cast<float*>(conv_state.data());
     p.weight = static_cast<const float*>(weight.data()), p.weight_d_stride = weight.stride(0);
     p.bias = bias ? static_cast<const float*>(bias->data()) : nullptr, p.silu = silu, p.out = out.data();
-    ::ssm::cuda::causal_conv1d_update(p, x.dtype());
+    backend_for(c.op(), dev).causal_conv1d_update(p, x.dtype(), nullptr);
     return;
-#endif
   }
   auto run = [&](auto zero) {
     using T = decltype(zero);

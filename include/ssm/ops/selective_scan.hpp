@@ -31,11 +31,6 @@
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
-#if defined(SSM_HAS_CUDA)
-#include "ssm/cuda/cast.hpp"
-#include "ssm/cuda/selective_scan.hpp"
-#endif
-
 namespace ssm {
 
 /// The tensors of one selective scan. Input dtype: u's (f32, f64, f16, bf16). Weight dtype: f64 for
@@ -266,12 +261,11 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
   return s;
 }
 
-#if defined(SSM_HAS_CUDA)
 /// The fused CUDA forward (ssm::cuda, cuda/kernels/selective_scan_fwd.cuh) on a validated scan. Its own
 /// limits (f32 / f16 / bf16 inputs, real A, n <= 256) are ssm::Error from the launcher. cu_seqlens, validated
 /// on the host, is copied to the device; the copy is freed after the launch (cudaFree waits for the kernel).
 inline std::string selective_scan_cuda(const PreparedScan& s, ScanParams p) {
-  ::ssm::cuda::ScanForwardOptions o;
+  ::ssm::ScanForwardOptions o;
   o.device = s.device.index;
   Tensor cu_device;
   if (p.cu_seqlens) {
@@ -279,14 +273,15 @@ inline std::string selective_scan_cuda(const PreparedScan& s, ScanParams p) {
     p.cu_seqlens = cu_device.data_as<std::int64_t>();
     for (std::size_t i = 1; i < s.cu.size(); ++i) o.max_seqlen = std::max<std::int64_t>(o.max_seqlen, s.cu[i] - s.cu[i - 1]);
   }
-  return ::ssm::cuda::selective_scan_forward(p, s.input, o);
+  return backend_for("selective_scan", s.device).selective_scan_forward(p, s.input, o);
 }
 
 /// f32 values of a device tensor as a new device tensor of `dtype` (f16 / bf16), converted on the device: the
 /// backward kernel accumulates variable grad_B / grad_C in f32 whatever the input dtype.
 inline Tensor f32_to_dtype_on_device(const Tensor& src, DType dtype, Device device) {
   Tensor out = Tensor::empty(src.shape(), dtype, device);
-  ::ssm::cuda::cast_from_f32(src.data_as<float>(), out.data(), dtype, src.numel(), device.index);
+  backend_for("selective_scan_backward", device)
+      .cast_from_f32(src.data_as<float>(), out.data(), dtype, src.numel(), device.index, nullptr);
   return out;
 }
 
@@ -299,18 +294,19 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   SSM_CHECK(p.cu_seqlens == nullptr,
             "selective_scan_backward: cu_seqlens with CUDA tensors: the CUDA backward kernel has no packed sequences "
             "(run the backward on the CPU, or per sequence)");
-  const index_t chunks = ::ssm::cuda::selective_scan_chunk_count(p.seqlen);
+  const DeviceBackend& backend = backend_for("selective_scan_backward", s.device);
+  const index_t chunks = backend.selective_scan_chunk_count(p.seqlen);
   Tensor states = Tensor::empty({p.batch, p.dim, chunks, p.dstate}, DType::f32, s.device);  // (b, d, chunks, n)
   Tensor out = Tensor::empty({p.batch, p.dim, p.seqlen}, s.input, s.device);               // (b, d, l) recomputed
   p.out = out.data();
   p.out_batch_stride = out.view().stride(0);
   p.out_d_stride = out.view().stride(1);
   p.last_state = nullptr;
-  ::ssm::cuda::ScanForwardOptions fo;
+  ::ssm::ScanForwardOptions fo;
   fo.device = s.device.index;
   fo.chunk_states = states.data_as<float>();
-  ::ssm::cuda::selective_scan_forward(p, s.input, fo);
-  ::ssm::cuda::ScanGradParams g;
+  backend.selective_scan_forward(p, s.input, fo);
+  ::ssm::ScanDeviceGradParams g;
   g.grad_out = gp.grad_out;
   g.grad_last_state = static_cast<const float*>(gp.grad_last_state);
   g.chunk_states = states.data_as<float>();
@@ -328,12 +324,11 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   if (narrow && p.variable_C) gC32 = Tensor::zeros(r.grad_C.shape(), DType::f32, s.device);
   g.grad_B = gB32.defined() ? gB32.data_as<float>() : static_cast<float*>(gp.grad_B);
   g.grad_C = gC32.defined() ? gC32.data_as<float>() : static_cast<float*>(gp.grad_C);
-  ::ssm::cuda::selective_scan_backward(p, s.input, g);
+  backend.selective_scan_backward(p, s.input, g, nullptr);
   if (gB32.defined()) r.grad_B = f32_to_dtype_on_device(gB32, s.input, s.device);
   if (gC32.defined()) r.grad_C = f32_to_dtype_on_device(gC32, s.input, s.device);
   return "cuda-fused";
 }
-#endif
 
 /// Complex A has one CPU scan: the sequential one (threads over batch rows and channels, each sequence in order);
 /// there is no chunked (split in time) implementation. A requested ScanPath::chunked is an error, never replaced.
@@ -402,13 +397,7 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
           {p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate}, s.state);
     return "empty";
   }
-  if (!s.device.is_cpu()) {
-#if defined(SSM_HAS_CUDA)
-    return scan_detail::selective_scan_cuda(s, p);
-#else
-    fail("selective_scan: tensors on ", s.device.str(), ": link the CMake target ssm::cuda");  // dispatch_device says so first
-#endif
-  }
+  if (!s.device.is_cpu()) return scan_detail::selective_scan_cuda(s, p);
   return scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
     using In = decltype(tag);
     if (opt.path != ScanPath::reference) {
@@ -520,12 +509,8 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     return r;
   }
   if (!s.device.is_cpu()) {
-#if defined(SSM_HAS_CUDA)
     r.path = scan_detail::selective_scan_backward_cuda(s, p, gp, r);
     return r;
-#else
-    fail("selective_scan_backward: tensors on ", s.device.str(), ": link the CMake target ssm::cuda");
-#endif
   }
   r.path = scan_detail::visit_input(s.input, [&](auto tag) -> std::string {
     using In = decltype(tag);

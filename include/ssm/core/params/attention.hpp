@@ -7,6 +7,9 @@
 
 namespace ssm {
 
+/// The largest head dimension the kernels take.
+inline constexpr std::int64_t kAttentionMaxHeadDim = 128;
+
 /// Arguments of the forward. Pointers are device memory.
 struct AttentionParams {
   std::int64_t batch = 0, seqlen_q = 0, seqlen_k = 0;  // b, l_q, l_k

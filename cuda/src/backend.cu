@@ -1,0 +1,53 @@
+// The CUDA entry of the run-time backend table (ssm/core/device_backend.hpp): this library's runtime, memory and
+// launchers, registered for DeviceType::cuda when the program starts. The target ssm::cuda links every consumer
+// with --undefined=ssm_cuda_backend_registered, so this object is always taken from the static archive and its
+// registrar always runs, in whichever program links ssm::cuda.
+#include <memory>
+
+#include "ssm/core/device_backend.hpp"
+#include "ssm/cuda/attention.hpp"
+#include "ssm/cuda/cast.hpp"
+#include "ssm/cuda/causal_conv1d.hpp"
+#include "ssm/cuda/mamba_lm.hpp"
+#include "ssm/cuda/runtime.hpp"
+#include "ssm/cuda/selective_scan.hpp"
+
+namespace ssm::cuda {
+namespace {
+
+std::shared_ptr<const MambaLMDevice> make_mamba_lm(const MambaLMWeights& weights, int device) {
+  return std::make_shared<const MambaLMDevice>(weights, device);
+}
+
+DeviceBackend make_backend() {
+  DeviceBackend b;
+  b.name = "cuda";
+  b.device_count = &device_count;
+  b.ensure_device = &ensure_device;
+  b.status = &runtime_status;
+  b.allocate = &device_malloc;
+  b.deallocate = &device_free;
+  b.copy = &ssm::cuda::memcpy;
+  b.copy_2d = &memcpy_2d;
+  b.memset_zero = &memset_zero;
+  b.cast_from_f32 = &cast_from_f32;
+  b.selective_scan_forward = &selective_scan_forward;
+  b.selective_scan_backward = &selective_scan_backward;
+  b.selective_scan_chunk_count = &selective_scan_chunk_count;
+  b.causal_conv1d_forward = &causal_conv1d_forward;
+  b.causal_conv1d_backward = &causal_conv1d_backward;
+  b.causal_conv1d_update = &causal_conv1d_update;
+  b.attention_workspace_floats = &attention_workspace_floats;
+  b.attention_forward = &attention_forward;
+  b.attention_backward = &attention_backward;
+  b.make_mamba_lm = &make_mamba_lm;
+  return b;
+}
+
+const DeviceBackend kBackend = make_backend();  // initialized before the registrar below (same unit, earlier)
+
+}  // namespace
+}  // namespace ssm::cuda
+
+extern "C" const bool ssm_cuda_backend_registered =
+    (ssm::register_backend(ssm::DeviceType::cuda, &ssm::cuda::kBackend), true);

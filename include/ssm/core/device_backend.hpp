@@ -1,0 +1,110 @@
+// The run-time backend table: for each device type other than the CPU, the DeviceBackend a library registered
+// (its runtime, memory and the ops' entry points). ssm::cuda registers its launchers when it is linked (a static
+// registrar in its compiled library, pulled into every program that links the target); a test may register the
+// host emulation of the kernels instead. Tensors allocate and copy through it; ops dispatch through it
+// (ssm/core/backend.hpp). No header body of the library depends on a build macro, so every translation unit of a
+// program compiles the same definitions, with or without ssm::cuda.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ssm/core/device.hpp"
+#include "ssm/core/dtype.hpp"
+#include "ssm/core/error.hpp"
+#include "ssm/core/params/attention.hpp"
+#include "ssm/core/params/causal_conv1d.hpp"
+#include "ssm/core/params/selective_scan.hpp"
+#include "ssm/core/params/selective_scan_device.hpp"
+
+namespace ssm::cuda {
+// The device Mamba LM (transitional: one model code path over the ops will replace it).
+class MambaLMDevice;
+struct MambaLMWeights;
+}  // namespace ssm::cuda
+
+namespace ssm {
+
+/// What a device type provides: its runtime, its memory and the ops' entry points, as plain function pointers
+/// over the argument blocks of core/params/. Every pointer of a registered backend is set. Pointers are memory
+/// of that device; `stream` is the device's stream (null: its default).
+struct DeviceBackend {
+  const char* name = "";  ///< "cuda", or "cuda (host emulation)"
+
+  // ---- runtime ----
+  int (*device_count)() = nullptr;                     ///< ssm::Error with the runtime's words when it fails
+  void (*ensure_device)(int index) = nullptr;          ///< ssm::Error unless device `index` is usable
+  std::string (*status)() = nullptr;                   ///< one line: the devices, or the runtime's error
+
+  // ---- memory ----
+  void* (*allocate)(std::size_t bytes, int index) = nullptr;
+  void (*deallocate)(void* p, int index) noexcept = nullptr;
+  /// bytes from src to dst; one of the two devices may be the CPU.
+  void (*copy)(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) = nullptr;
+  /// `height` rows of `width` bytes, row i at dst + i dst_pitch and src + i src_pitch.
+  void (*copy_2d)(void* dst, std::size_t dst_pitch, Device dst_device, const void* src, std::size_t src_pitch,
+                  Device src_device, std::size_t width, std::size_t height) = nullptr;
+  void (*memset_zero)(void* p, Device device, std::size_t bytes) = nullptr;
+
+  // ---- ops ----
+  /// dst[i] = src[i] rounded to dst_dtype (f16, bf16; f32 copies), i < n.
+  void (*cast_from_f32)(const float* src, void* dst, DType dst_dtype, std::int64_t n, int device,
+                        void* stream) = nullptr;
+  /// The fused selective-scan forward; returns the path name.
+  std::string (*selective_scan_forward)(const ScanParams& p, DType input_dtype, const ScanForwardOptions& o) = nullptr;
+  void (*selective_scan_backward)(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g,
+                                  void* stream) = nullptr;
+  /// Chunks per sequence of max_seqlen tokens: the third extent of the saved chunk states.
+  std::int64_t (*selective_scan_chunk_count)(std::int64_t max_seqlen) = nullptr;
+  void (*causal_conv1d_forward)(const CausalConv1dParams& p, DType input_dtype, void* stream) = nullptr;
+  void (*causal_conv1d_backward)(const CausalConv1dParams& p, const CausalConv1dGradParams& g, DType input_dtype,
+                                 void* stream) = nullptr;
+  void (*causal_conv1d_update)(const CausalConv1dUpdateParams& p, DType input_dtype, void* stream) = nullptr;
+  /// Floats of workspace attention_forward needs for p.
+  std::int64_t (*attention_workspace_floats)(const AttentionParams& p) = nullptr;
+  void (*attention_forward)(const AttentionParams& p, void* stream) = nullptr;
+  void (*attention_backward)(const AttentionParams& p, const AttentionGradParams& g, void* stream) = nullptr;
+
+  // ---- models (transitional) ----
+  /// The Mamba LM's weights uploaded to `device`, as the device model of ssm::cuda.
+  std::shared_ptr<const cuda::MambaLMDevice> (*make_mamba_lm)(const cuda::MambaLMWeights& w, int device) = nullptr;
+};
+
+namespace detail {
+inline constexpr std::size_t kDeviceTypes = 2;  // DeviceType::cpu, DeviceType::cuda
+/// The registered backend per device type (the CPU's slot stays empty: the CPU code is the header library itself).
+/// A function-local static of an inline function: one table per program, whichever translation unit asks first.
+inline std::atomic<const DeviceBackend*>& backend_slot(DeviceType type) {
+  static std::array<std::atomic<const DeviceBackend*>, kDeviceTypes> slots{};
+  return slots[static_cast<std::size_t>(type)];
+}
+}  // namespace detail
+
+/// Installs `backend` for `type` (null removes it) and returns the one it replaces. ssm::cuda installs its own
+/// for DeviceType::cuda at program start when the target is linked; a test may install the host emulation. The
+/// backend object must outlive its registration. Not for the CPU (an ssm::Error).
+inline const DeviceBackend* register_backend(DeviceType type, const DeviceBackend* backend) {
+  SSM_CHECK(type != DeviceType::cpu, "ssm::register_backend: the CPU backend is built in and cannot be replaced");
+  return detail::backend_slot(type).exchange(backend);
+}
+
+/// The backend registered for `type`, or null.
+inline const DeviceBackend* find_backend(DeviceType type) {
+  return type == DeviceType::cpu ? nullptr : detail::backend_slot(type).load();
+}
+
+/// The backend of `device` for op `op`: an ssm::Error naming the op when none is registered (the program does not
+/// link ssm::cuda).
+inline const DeviceBackend& backend_for(const std::string& op, Device device) {
+  const DeviceBackend* b = find_backend(device.type);
+  if (b == nullptr)
+    fail(op, ": the tensors are on ", device.str(),
+         " but the CUDA backend is not linked (link the CMake target ssm::cuda)");
+  return *b;
+}
+
+}  // namespace ssm
