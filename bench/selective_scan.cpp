@@ -150,7 +150,7 @@ void BM_ScanForward(benchmark::State& state) {
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
+    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt).name;
     benchmark::ClobberMemory();
   }
   state.SetLabel(path);
@@ -242,7 +242,7 @@ void BM_ScanBackward(benchmark::State& state) {
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt).name;
     benchmark::ClobberMemory();
   }
   state.SetLabel(path);
@@ -260,13 +260,13 @@ void BM_ScanForwardSavingStates(benchmark::State& state) {
   ssm::cpu::ScanCpuOptions opt;
   opt.num_threads = threads;
   opt.chunk_states = saved.data();
-  std::string path;
+  ssm::cpu::ScanRun ran;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
+    ran = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
     benchmark::ClobberMemory();
   }
-  state.SetLabel(path + (ssm::cpu::writes_chunk_states(prob.p, path) ? " saving states" : " (states not saved)"));
+  state.SetLabel(ran.name + (ran.saved_chunk_states ? " saving states" : " (states not saved)"));
   set_counters(state, prob.updates(), threads, cpu);
 }
 
@@ -278,7 +278,7 @@ void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
   std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
   ssm::cpu::ScanCpuOptions fo;
   fo.num_threads = threads;
-  fo.algo = ssm::cpu::ScanAlgo::sequential;
+  fo.path = ssm::ScanPath::sequential;
   fo.chunk_states = saved.data();
   ssm::cpu::selective_scan_forward<float>(prob.p, fo);
   Grads g(prob);
@@ -288,7 +288,7 @@ void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt).name;
     benchmark::ClobberMemory();
   }
   state.SetLabel(path + " from saved states");

@@ -56,8 +56,6 @@ struct SelectiveScanInputs {
   std::optional<TensorView> cu_seqlens{};     // (n_seqs + 1) i32 | i64; then b == 1, sequences packed along l
 };
 
-enum class ScanPath { automatic, reference, sequential, chunked };
-
 struct SelectiveScanOptions {
   /// CPU: reference = the plain loops (the oracle); sequential = threads over (batch row, channel block), forward
   /// and backward; chunked = each sequence split in time over the threads (forward: the associative scan over
@@ -415,22 +413,20 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
       cpu::ScanCpuOptions co;
       co.num_threads = opt.num_threads;
       co.chunk_len = opt.chunk_len;
-      co.algo = opt.path == ScanPath::sequential || opt.save_chunk_states ? cpu::ScanAlgo::sequential
-                : opt.path == ScanPath::chunked                           ? cpu::ScanAlgo::chunked
-                                                                          : cpu::ScanAlgo::automatic;
+      co.path = opt.path;  // automatic runs sequential when it is to save chunk states
       Tensor saved;  // (b, chunks, d, n) state dtype
       if (opt.save_chunk_states) {
         saved = Tensor::empty({p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate},
                               s.state);
         co.chunk_states = saved.data();
       }
-      std::string path = cpu::selective_scan_forward<In>(p, co);
+      const cpu::ScanRun ran = cpu::selective_scan_forward<In>(p, co);
       if (saved.defined()) {
-        SSM_CHECK(cpu::writes_chunk_states(p, path), "selective_scan: internal: the path ", path,
+        SSM_CHECK(ran.saved_chunk_states, "selective_scan: internal: the path ", ran.name,
                   " did not save the chunk states it was asked for");
         *chunk_states = std::move(saved);
       }
-      return path;
+      return ran.name;
     }
     reference::selective_scan_forward<In>(p);
     return "reference";
@@ -537,10 +533,8 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     bo.num_threads = opt.num_threads;
     bo.chunk_len = opt.chunk_len;
     bo.chunk_states = saved_states;
-    bo.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
-              : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
-                                               : cpu::ScanAlgo::automatic;
-    return cpu::selective_scan_backward<In>(p, gp, bo);
+    bo.path = opt.path;
+    return cpu::selective_scan_backward<In>(p, gp, bo).name;
   });
   return r;
 }

@@ -15,6 +15,14 @@
 
 namespace ssm {
 
+/// Which implementation of the scan to run (SelectiveScanOptions::path) and, once it ran, which one did (the CPU
+/// drivers' ScanRun::path). One enum for the op, the CPU code and the tests.
+///   automatic:  the CPU code picks sequential or chunked from the shape (never reported as what ran);
+///   reference:  the plain loops of ssm/reference/ (the oracle);
+///   sequential: threads over (batch row, channel block), each sequence in order (backward: "channel-blocks");
+///   chunked:    each sequence split in time over the threads (backward: "time-split").
+enum class ScanPath { automatic, reference, sequential, chunked };
+
 struct ScanParams {
   using index_t = ::ssm::index_t;
 

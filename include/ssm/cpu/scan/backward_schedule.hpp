@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ssm/core/error.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/cpu/scan/backward_kernels.hpp"
@@ -22,10 +23,11 @@ namespace ssm::cpu {
 
 struct ScanBackwardOptions {
   int num_threads = 0;         // 0: all hardware threads
-  /// Real A: sequential = blocks of channels over the threads; chunked = each sequence split in time over the threads
-  /// (a first phase finds the state and the gradient carry at every split point); automatic: chunked when the
-  /// channel blocks of a group are fewer than twice the threads and a sequence has at least 4096 steps.
-  ScanAlgo algo = ScanAlgo::automatic;
+  /// Real A: sequential = blocks of channels over the threads ("channel-blocks"); chunked = each sequence split in
+  /// time over the threads ("time-split": a first phase finds the state and the gradient carry at every split point);
+  /// automatic: chunked when the channel blocks of a group are fewer than twice the threads and a sequence has at
+  /// least 4096 steps. reference is an ssm::Error (that is ssm::reference::selective_scan_backward).
+  ScanPath path = ScanPath::automatic;
   std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: automatic
   /// The forward's saved chunk states (ScanCpuOptions::chunk_states: weight type, (b, ceil(l / kSavedChunkLen), d,
   /// n)), for real A without cu_seqlens: the backward restarts its chunks from them (chunks of kSavedChunkLen steps)
@@ -84,10 +86,10 @@ struct BackwardSchedule {
     return b;
   }
 
-  /// Returns the path's name: "channel-blocks" (blocks of channels over the threads) or "time-split" (each sequence
-  /// split in time over the threads: the states and gradient carries at the split points from a first phase, then
-  /// every piece in parallel).
-  std::string run(int threads, index_t chunk_len, const void* chunk_states, ScanAlgo algo) {
+  /// Runs the backward; returns the schedule that ran: ScanPath::sequential ("channel-blocks": blocks of channels
+  /// over the threads) or ScanPath::chunked ("time-split": each sequence split in time over the threads, the states
+  /// and gradient carries at the split points from a first phase, then every piece in parallel).
+  ScanPath run(int threads, index_t chunk_len, const void* chunk_states, ScanPath path) {
     const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen, nW = n * W;
     kb.K = chunk_len > 0 ? chunk_len : std::clamp<index_t>(2048 / std::max<index_t>(1, n) / 16 * 16, 16, 128);
     if (chunk_states && p.cu_seqlens == nullptr && l > 0) {
@@ -108,8 +110,8 @@ struct BackwardSchedule {
       longest = std::max(longest, p.cu_seqlens ? p.cu_seqlens[s + 1] - p.cu_seqlens[s] : l);
     // Time split when the blocks of a group cannot keep the threads busy (the long-thin shape: one or two blocks)
     // and a sequence is long enough.
-    time_split = threads > 1 && (algo == ScanAlgo::chunked ||
-                                 (algo == ScanAlgo::automatic && most_blocks < 2 * static_cast<std::size_t>(threads) &&
+    time_split = threads > 1 && (path == ScanPath::chunked ||
+                                 (path == ScanPath::automatic && most_blocks < 2 * static_cast<std::size_t>(threads) &&
                                   longest >= 2 * kMinPiece));
     // Channel blocks: at most one thread per block of a group.
     if (!time_split) threads = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), most_blocks));
@@ -158,10 +160,10 @@ struct BackwardSchedule {
         run_channel_blocks(bi);
         continue;
       }
-      for (const Segment& seg : segments_of(p, bi)) run_time_split(bi, seg, algo);
+      for (const Segment& seg : segments_of(p, bi)) run_time_split(bi, seg, path);
     }
     write_outputs();
-    return time_split ? "time-split" : "channel-blocks";
+    return time_split ? ScanPath::chunked : ScanPath::sequential;
   }
 
   /// Channel blocks, batch row bi: per group, its blocks split over the threads, each running every segment.
@@ -185,13 +187,13 @@ struct BackwardSchedule {
 
   /// Time split, one segment of batch row bi: phase 1 (the pieces' local end states and carries, in parallel),
   /// phase 2 (composed across the pieces), phase 3 (every piece from its true state and carry, in parallel).
-  void run_time_split(index_t bi, const Segment& seg, ScanAlgo algo) {
+  void run_time_split(index_t bi, const Segment& seg, ScanPath path) {
     const int threads = static_cast<int>(scratch.size());
     const index_t nW = p.dstate * W;
     const std::size_t nblocks = consts.size();
     const T* saved = kb.saved;
     const index_t seg_len = seg.end - seg.begin;
-    const int want = algo == ScanAlgo::chunked
+    const int want = path == ScanPath::chunked
                          ? threads
                          : static_cast<int>(std::clamp<index_t>(seg_len / kMinPiece, 1, threads));
     const std::vector<index_t> bounds = split_bounds(seg.begin, seg.end, want);
@@ -330,22 +332,27 @@ struct BackwardSchedule {
 /// CPU selective-scan backward over a validated ScanParams and ScanGradParams (shapes there): the
 /// reverse scan with states recomputed per chunk of opt.chunk_len steps from saved chunk-boundary
 /// states, threaded over channels. In: float, double, ssm::half or ssm::bfloat16.
-/// Returns the path that ran: "cpu-<simd>-channel-blocks" (real A: channels in vector lanes, blocks of channels over
-/// the threads, see BlockBackward), "cpu-<simd>-time-split" (real A, few channel blocks and long sequences, or
-/// opt.algo = chunked: each sequence split in time over the threads) or "cpu-per-channel" (complex A: one channel
-/// at a time).
+/// Returns what ran (ScanRun): "cpu-<simd>-channel-blocks" (path sequential; real A: channels in vector lanes,
+/// blocks of channels over the threads, see BlockBackward), "cpu-<simd>-time-split" (path chunked; real A, few channel
+/// blocks and long sequences, or opt.path = chunked: each sequence split in time over the threads) or
+/// "cpu-per-channel" (complex A: one channel at a time).
 template <class In>
-std::string selective_scan_backward(const ScanParams& p, const ScanGradParams& gp,
-                                    const ScanBackwardOptions& opt = {}) {
+ScanRun selective_scan_backward(const ScanParams& p, const ScanGradParams& gp, const ScanBackwardOptions& opt = {}) {
+  SSM_CHECK(opt.path != ScanPath::reference, "ssm::cpu::selective_scan_backward: ScanPath::reference is not a CPU "
+            "kernel path: call ssm::reference::selective_scan_backward (or the op with path = reference)");
+  ScanRun ran;
   if (p.is_complex) {
     detail::scan::backward_per_channel<In, true>(p, gp, opt.num_threads, opt.chunk_len);
-    return "cpu-per-channel";
+    ran.complex = true;
+    ran.name = "cpu-per-channel";
+    return ran;
   }
   const int threads = cpu_threads(opt.num_threads, p.batch * p.dim * p.seqlen * p.dstate);
   detail::scan::BlockBackward<In> kernels(p, gp);
   detail::scan::BackwardSchedule<In> schedule(kernels);
-  return std::string("cpu-") + simd::kLevel + "-" + schedule.run(threads, opt.chunk_len, opt.chunk_states, opt.algo);
+  ran.path = schedule.run(threads, opt.chunk_len, opt.chunk_states, opt.path);
+  ran.name = std::string("cpu-") + simd::kLevel + (ran.path == ScanPath::chunked ? "-time-split" : "-channel-blocks");
+  return ran;
 }
 
 }  // namespace ssm::cpu
-

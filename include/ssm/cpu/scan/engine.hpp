@@ -14,6 +14,7 @@
 #include <exception>
 #include <mutex>
 #include <new>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -26,6 +27,16 @@
 #include "ssm/cpu/threads.hpp"
 
 namespace ssm::cpu {
+
+/// What a CPU scan call ran, decided by the driver (scan/forward.hpp, scan/backward_schedule.hpp) and reported as
+/// is: the schedule, whether complex A's own loop ran, whether the forward wrote the chunk states it was given, and
+/// the name the op returns to users (SelectiveScanOutputs::path, SelectiveScanGrads::path).
+struct ScanRun {
+  ScanPath path = ScanPath::sequential;  ///< sequential or chunked (never automatic or reference)
+  bool complex = false;                  ///< complex A (scan/complex.hpp): one loop, sequential in time
+  bool saved_chunk_states = false;       ///< the forward wrote ScanCpuOptions::chunk_states
+  std::string name;                      ///< e.g. "cpu-avx512-sequential", "cpu-avx2-time-split", "cpu-per-channel"
+};
 
 /// Steps per saved chunk state (the forward's time tile; the backward recomputes chunks of this length).
 inline constexpr std::int64_t kSavedChunkLen = 128;

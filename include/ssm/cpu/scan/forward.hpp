@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/error.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/cpu/scan/complex.hpp"
 #include "ssm/cpu/scan/engine.hpp"
@@ -20,23 +21,19 @@
 
 namespace ssm::cpu {
 
-enum class ScanAlgo { automatic, sequential, chunked };
-
 /// Options of the optimized CPU forward.
 struct ScanCpuOptions {
   int num_threads = 0;                   ///< 0: all hardware threads
-  ScanAlgo algo = ScanAlgo::automatic;   ///< automatic: chunked for few long sequences with few channels
+  /// sequential, chunked, or automatic: chunked for few long sequences with few channels (sequential when saving
+  /// chunk states). reference is an ssm::Error (that is ssm::reference::selective_scan_forward).
+  ScanPath path = ScanPath::automatic;
   std::int64_t chunk_len = 0;            ///< chunked path: 0 = balanced split over the threads
   /// When set (weight type, (b, ceil(l / kSavedChunkLen), d, n) contiguous), the sequential path of a real-A scan
   /// without cu_seqlens writes the state at the start of every kSavedChunkLen-step chunk there: what the backward
-  /// (ScanBackwardOptions::chunk_states) restarts from instead of recomputing them. Other paths leave it untouched.
+  /// (ScanBackwardOptions::chunk_states) restarts from instead of recomputing them. Other paths leave it untouched;
+  /// ScanRun::saved_chunk_states says whether they were written.
   void* chunk_states = nullptr;
 };
-
-/// Whether selective_scan_forward writes ScanCpuOptions::chunk_states for p on the path it returned.
-inline bool writes_chunk_states(const ScanParams& p, const std::string& path) {
-  return !p.is_complex && p.cu_seqlens == nullptr && path.size() >= 10 && path.compare(path.size() - 10, 10, "sequential") == 0;
-}
 
 namespace detail::scan {
 
@@ -174,36 +171,49 @@ void forward_chunked(const ScanParams& p, int threads, index_t chunk_len) {
 /// and state are double for In = double, float otherwise. Every ScanParams feature is supported: real
 /// and complex A, fixed (d, n) or variable (b, g, n, l) B and C, groups, D, z, delta_bias, softplus,
 /// initial and last state, cu_seqlens. Writes p.out (b, d, l) and p.last_state (b | n_seqs, d, n) when
-/// set. Returns the name of the path that ran: "cpu-<simd>-sequential", "cpu-<simd>-chunked" (simd:
-/// avx512, avx2 or generic) or "cpu-scalar-complex".
+/// set. Returns what ran (ScanRun): path sequential or chunked, and its name "cpu-<simd>-sequential",
+/// "cpu-<simd>-chunked" (simd: avx512, avx2 or generic) or, for complex A (one loop, sequential in time, whatever
+/// opt.path asks; the op rejects chunked), "cpu-scalar-complex".
 template <class In>
-std::string selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = {}) {
+ScanRun selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = {}) {
   using namespace detail::scan;
+  SSM_CHECK(opt.path != ScanPath::reference, "ssm::cpu::selective_scan_forward: ScanPath::reference is not a CPU "
+            "kernel path: call ssm::reference::selective_scan_forward (or the op with path = reference)");
   const int threads = cpu_threads(opt.num_threads, p.batch * p.dim * p.seqlen * p.dstate);
+  ScanRun ran;
   if (p.is_complex) {
     forward_complex<In>(p, threads);
-    return "cpu-scalar-complex";
+    ran.complex = true;
+    ran.name = "cpu-scalar-complex";
+    return ran;
+  }
+  const bool save = opt.chunk_states != nullptr && p.cu_seqlens == nullptr;  // only the sequential path saves them
+  ran.path = opt.path;
+  if (opt.path == ScanPath::automatic) {
+    ran.path = ScanPath::sequential;
+    if (threads > 1 && !save) {
+      // Few independent (batch, block) items for the threads, and long sequences: split the time axis.
+      const auto blocks = static_cast<index_t>(channel_blocks(p, simd::lanes<weight_t<In>>).size());
+      const index_t items = p.batch * blocks;
+      index_t longest = 0;
+      if (p.cu_seqlens) {
+        for (index_t s = 0; s < p.n_seqs; ++s) longest = std::max(longest, p.cu_seqlens[s + 1] - p.cu_seqlens[s]);
+      } else {
+        longest = p.seqlen;
+      }
+      if (items < threads && longest >= 8192) ran.path = ScanPath::chunked;
+    }
   }
   const std::string level = simd::kLevel;
-  bool chunked = opt.algo == ScanAlgo::chunked;
-  if (opt.algo == ScanAlgo::automatic && threads > 1) {
-    // Few independent (batch, block) items for the threads, and long sequences: split the time axis.
-    const auto blocks = static_cast<index_t>(channel_blocks(p, simd::lanes<weight_t<In>>).size());
-    const index_t items = p.batch * blocks;
-    index_t longest = 0;
-    if (p.cu_seqlens) {
-      for (index_t s = 0; s < p.n_seqs; ++s) longest = std::max(longest, p.cu_seqlens[s + 1] - p.cu_seqlens[s]);
-    } else {
-      longest = p.seqlen;
-    }
-    chunked = items < threads && longest >= 8192;
-  }
-  if (chunked) {
+  if (ran.path == ScanPath::chunked) {
     forward_chunked<In>(p, threads, opt.chunk_len);
-    return "cpu-" + level + "-chunked";
+    ran.name = "cpu-" + level + "-chunked";
+    return ran;
   }
-  forward_sequential<In>(p, threads, static_cast<weight_t<In>*>(opt.chunk_states));
-  return "cpu-" + level + "-sequential";
+  forward_sequential<In>(p, threads, save ? static_cast<weight_t<In>*>(opt.chunk_states) : nullptr);
+  ran.saved_chunk_states = save;
+  ran.name = "cpu-" + level + "-sequential";
+  return ran;
 }
 
 }  // namespace ssm::cpu
