@@ -256,10 +256,11 @@ void BM_ScanForwardSavingStates(benchmark::State& state) {
   const index_t l = state.range(0), d = state.range(2);
   const int threads = static_cast<int>(state.range(1));
   Problem prob(1, d, l, 16);
-  std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
+  const index_t chunks = ssm::ChunkStates::count(l, ssm::kCpuScanChunkLen);
+  std::vector<float> saved(static_cast<std::size_t>(d * chunks * 16));  // (1, d, chunks, n = 16)
   ssm::cpu::ScanCpuOptions opt;
   opt.num_threads = threads;
-  opt.chunk_states = saved.data();
+  opt.chunk_states = {saved.data(), chunks, ssm::kCpuScanChunkLen};
   ssm::cpu::ScanRun ran;
   const CpuClock cpu;
   for (auto _ : state) {
@@ -275,16 +276,17 @@ void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   Problem prob(1, d, l, 16);
   prob.p.last_state = nullptr;
-  std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
+  const index_t chunks = ssm::ChunkStates::count(l, ssm::kCpuScanChunkLen);
+  std::vector<float> saved(static_cast<std::size_t>(d * chunks * 16));  // (1, d, chunks, n = 16)
   ssm::cpu::ScanCpuOptions fo;
   fo.num_threads = threads;
   fo.path = ssm::ScanPath::sequential;
-  fo.chunk_states = saved.data();
+  fo.chunk_states = {saved.data(), chunks, ssm::kCpuScanChunkLen};
   ssm::cpu::selective_scan_forward<float>(prob.p, fo);
   Grads g(prob);
   ssm::cpu::ScanBackwardOptions opt;
   opt.num_threads = threads;
-  opt.chunk_states = saved.data();
+  opt.chunk_states = {saved.data(), chunks, ssm::kCpuScanChunkLen};
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {

@@ -324,7 +324,7 @@ TEST(SelectiveScanBackward, HalfInputsMatchReference) {
 }  // namespace
 
 TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
-  // The forward keeps the state at the start of every 128-step chunk (save_chunk_states); the backward restarts
+  // The forward keeps the state at the end of every 128-step chunk (save_chunk_states); the backward restarts
   // from them instead of its first pass. Against the reference (same bounds as above) and against the backward
   // that recomputes them; f32 and f64, one chunk and several with a ragged tail, several channel blocks, threads,
   // fixed and variable B / C, initial state.
@@ -352,7 +352,7 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
       fo.save_chunk_states = true;
       const auto fwd = ssm::selective_scan(s.inputs(), fo);
       ASSERT_TRUE(fwd.chunk_states.defined()) << fwd.path;
-      EXPECT_EQ(fwd.chunk_states.shape(), (ssm::Dims{cs.b, (cs.l + 127) / 128, cs.d, cs.n}));
+      EXPECT_EQ(fwd.chunk_states.shape(), (ssm::Dims{cs.b, cs.d, (cs.l + 127) / 128, cs.n}));
       const auto ref = reference_backward(s, w);
       // channel blocks over 1 or 2 threads; the sequence split in time over 2 or 3 (pieces of whole saved chunks)
       for (const auto& [threads, path] : {std::pair{1, ScanPath::automatic}, std::pair{2, ScanPath::automatic},
@@ -382,6 +382,36 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
     FAIL() << "expected ssm::Error";
   } catch (const ssm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("argument 'chunk_states': expected shape (1, 3, 3, 4)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SelectiveScanBackward, SavedChunkStatesAreTheStatesAtChunkEnds) {
+  // r.chunk_states is (b, d, n_chunks, n), ssm::ChunkStates' layout (CUDA's): [bi, c, j] is h at the end of chunk j,
+  // steps [128 j, min(128 (j + 1), l)). Each chunk against the last state of the reference scan of the prefix that
+  // ends there (the last chunk, ragged, is the whole scan); several channel blocks on 2 threads, 2 batch rows.
+  ScanCase c;
+  c.dtype = DType::f64, c.b = 2, c.d = 19, c.l = 300, c.n = 3, c.has_D = c.has_z = c.has_bias = c.softplus = true;
+  c.has_init = true;
+  const ScanData s = make_data(c);
+  ssm::SelectiveScanOptions o;
+  o.num_threads = 2;
+  o.save_chunk_states = true;
+  const auto r = ssm::selective_scan(s.inputs(), o);
+  ASSERT_EQ(r.chunk_states.shape(), (ssm::Dims{c.b, c.d, 3, c.n}));
+  for (index_t j = 0; j < 3; ++j) {
+    const index_t end = std::min<index_t>(128 * (j + 1), c.l);
+    ssm::SelectiveScanInputs in = s.inputs();
+    in.u = in.u.narrow(2, 0, end);
+    in.delta = in.delta.narrow(2, 0, end);
+    in.B = in.B.narrow(3, 0, end);
+    in.C = in.C.narrow(3, 0, end);
+    in.z = in.z->narrow(2, 0, end);
+    ssm::SelectiveScanOptions ro;
+    ro.path = ScanPath::reference;
+    ro.return_last_state = true;
+    const auto prefix = ssm::selective_scan(in, ro);
+    SCOPED_TRACE("chunk " + std::to_string(j));
+    EXPECT_LE(rel_err(r.chunk_states.view().narrow(2, j, 1), prefix.last_state), 1e-12);
   }
 }
 

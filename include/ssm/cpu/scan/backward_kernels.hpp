@@ -51,7 +51,7 @@ struct BlockBackward {
   // (bench_selective_scan): K = 128 41.2 ms, K = 32 45.3 ms, K = 256 44.0 ms; l = 8192: 180 ms against 210 ms.
   index_t K = 32;
 
-  const T* saved = nullptr;  // the forward's chunk states (b, chunks of K = kSavedChunkLen, d, n), or null
+  ChunkStates saved{};  // the forward's chunk states (b, d, n_chunks, n), chunks of K steps; data null: none
 
   BlockBackward(const ScanParams& params, const ScanGradParams& grads) : p(params), gp(grads), scan(params) {}
 
@@ -486,17 +486,24 @@ struct BlockBackward {
       return bound.data() + (j * static_cast<std::size_t>(chunks) + static_cast<std::size_t>(ch)) * static_cast<std::size_t>(nW);
     };
     // pass 1: the state at the start of every chunk (saved by the forward, or recomputed here)
-    if (saved) {  // (b, ceil(l / K), d, n); the piece starts on a chunk boundary (no cu_seqlens)
-      const index_t all_chunks = (p.seqlen + K - 1) / K, first = piece.begin / K;
+    if (saved.data) {  // the piece starts on a chunk boundary (no cu_seqlens): its chunk ch is chunk first + ch
+      const index_t first = piece.begin / K, ld = saved.n_chunks * n;
       for (std::size_t j = 0; j < nb; ++j)
         for (index_t ch = 0; ch < chunks; ++ch) {
           T* dst = bound_of(j, ch);
-          const T* src = saved + ((bi * all_chunks + first + ch) * p.dim + bcs[j].c0) * n;
+          if (first + ch == 0) {  // before the first chunk: the initial state
+            use_block(sc, bcs[j]);
+            scan.load_state(sc.ws, piece.s);
+            std::copy(sc.ws.h.data(), sc.ws.h.data() + nW, dst);
+            continue;
+          }
+          // (b, d, n_chunks, n): the end of the chunk before, lane j's n states n_chunks n apart
+          const T* src = static_cast<const T*>(saved.data) + saved.offset(bi, bcs[j].c0, first + ch - 1, p.dim, n);
           for (int lane = 0; lane < bcs[j].count; ++lane)  // unused lanes stay 0
-            for (index_t k = 0; k < n; ++k) dst[k * W + lane] = src[lane * n + k];
+            for (index_t k = 0; k < n; ++k) dst[k * W + lane] = src[lane * ld + k];
         }
     }
-    for (std::size_t j = 0; j < (saved ? 0 : nb); ++j) {
+    for (std::size_t j = 0; j < (saved.data ? 0 : nb); ++j) {
       use_block(sc, bcs[j]);
       if (piece.h0) {
         std::copy(piece.h0 + j * nW, piece.h0 + (j + 1) * nW, h.begin());

@@ -29,10 +29,10 @@ struct ScanBackwardOptions {
   /// least 4096 steps. reference is an ssm::Error (that is ssm::reference::selective_scan_backward).
   ScanPath path = ScanPath::automatic;
   std::int64_t chunk_len = 0;  // states recomputed per chunk of this many steps; 0: automatic
-  /// The forward's saved chunk states (ScanCpuOptions::chunk_states: weight type, (b, ceil(l / kSavedChunkLen), d,
-  /// n)), for real A without cu_seqlens: the backward restarts its chunks from them (chunks of kSavedChunkLen steps)
-  /// instead of recomputing them with a first pass over the sequence. Ignored otherwise.
-  const void* chunk_states = nullptr;
+  /// The forward's saved chunk states (ScanCpuOptions::chunk_states: weight type, (b, d, n_chunks, n), any
+  /// chunk_len), for real A without cu_seqlens: the backward restarts its chunks (then of chunk_len steps) from them
+  /// instead of recomputing them with a first pass over the sequence. Ignored otherwise (data null: none).
+  ChunkStates chunk_states{};
 };
 
 namespace detail::scan {
@@ -89,12 +89,15 @@ struct BackwardSchedule {
   /// Runs the backward; returns the schedule that ran: ScanPath::sequential ("channel-blocks": blocks of channels
   /// over the threads) or ScanPath::chunked ("time-split": each sequence split in time over the threads, the states
   /// and gradient carries at the split points from a first phase, then every piece in parallel).
-  ScanPath run(int threads, index_t chunk_len, const void* chunk_states, ScanPath path) {
+  ScanPath run(int threads, index_t chunk_len, const ChunkStates& chunk_states, ScanPath path) {
     const index_t n = p.dstate, d = p.dim, b = p.batch, g = p.n_groups, l = p.seqlen, nW = n * W;
     kb.K = chunk_len > 0 ? chunk_len : std::clamp<index_t>(2048 / std::max<index_t>(1, n) / 16 * 16, 16, 128);
-    if (chunk_states && p.cu_seqlens == nullptr && l > 0) {
-      kb.saved = static_cast<const T*>(chunk_states);
-      kb.K = kSavedChunkLen;
+    if (chunk_states.data && p.cu_seqlens == nullptr && l > 0) {
+      SSM_CHECK(chunk_states.chunk_len >= 1 && chunk_states.n_chunks == ChunkStates::count(l, chunk_states.chunk_len),
+                "ssm::cpu::selective_scan_backward: chunk_states: ", chunk_states.n_chunks, " chunks of ",
+                chunk_states.chunk_len, " steps do not cover l = ", l, " (ChunkStates::count)");
+      kb.saved = chunk_states;
+      kb.K = chunk_states.chunk_len;
     }
     const index_t K = kb.K;
     const auto blocks = channel_blocks(p, W);
@@ -191,7 +194,7 @@ struct BackwardSchedule {
     const int threads = static_cast<int>(scratch.size());
     const index_t nW = p.dstate * W;
     const std::size_t nblocks = consts.size();
-    const T* saved = kb.saved;
+    const bool saved = kb.saved.data != nullptr;
     const index_t seg_len = seg.end - seg.begin;
     const int want = path == ScanPath::chunked
                          ? threads
@@ -219,7 +222,7 @@ struct BackwardSchedule {
       for (int q = 0; q < parts; ++q) {
         const auto sub = split_bounds(bounds[static_cast<std::size_t>(q)], bounds[static_cast<std::size_t>(q) + 1], parts);
         for (const bool fwd : {true, false}) {
-          if (fwd ? (saved != nullptr || q + 1 == parts) : q == 0) continue;
+          if (fwd ? (saved || q + 1 == parts) : q == 0) continue;
           for (std::size_t i = 0; i + 1 < sub.size(); ++i) tasks.push_back({q, fwd, sub[i], sub[i + 1]});
         }
       }

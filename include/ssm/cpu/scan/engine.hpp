@@ -38,9 +38,6 @@ struct ScanRun {
   std::string name;                      ///< e.g. "cpu-avx512-sequential", "cpu-avx2-time-split", "cpu-per-channel"
 };
 
-/// Steps per saved chunk state (the forward's time tile; the backward recomputes chunks of this length).
-inline constexpr std::int64_t kSavedChunkLen = 128;
-
 namespace detail::scan {
 
 using index_t = std::int64_t;
@@ -299,7 +296,7 @@ struct RealScan {
   // Time steps per tile: 128 keeps a tile's working set ((t, lane) tiles 5 x 8 KB in f32, B / C rows
   // 2 x 8 KB at n = 16) about the size of the 48 KB L1, well inside L2; 64 and 256 measured the same
   // within the (shared machine's) noise.
-  index_t tile = kSavedChunkLen;  // also the chunk of the saved states (ScanCpuOptions::chunk_states)
+  index_t tile = kCpuScanChunkLen;  // also the chunk of the saved states (ScanCpuOptions::chunk_states)
 
   explicit RealScan(const ScanParams& params) : p(params) {}
 
@@ -530,20 +527,15 @@ struct RealScan {
 
   /// Scans [t_begin, t_end) of batch bi for the block in ws from the state in ws.h. With Out the output is
   /// written; without it only the end state (and the sum of Delta per lane in ws.dsum) is computed.
-  /// With `save` ((b, chunks, d, n), chunks of ws.tile steps from t_begin = 0), the state at the start of each tile
-  /// is written there for the block's channels.
+  /// With `save` (chunks of ws.tile steps from t_begin = 0), the state at the end of each tile is written there for
+  /// the block's channels.
   template <bool Out>
-  void scan_range(Workspace<T>& ws, index_t bi, index_t t_begin, index_t t_end, T* save = nullptr) const {
+  void scan_range(Workspace<T>& ws, index_t bi, index_t t_begin, index_t t_end, const ChunkStates* save = nullptr) const {
     const index_t g = group_of(ws.c0);
     V dsum = simd::broadcast(T(0));
-    const index_t n = p.dstate, chunks = (t_end - t_begin + ws.tile - 1) / ws.tile;
+    const index_t n = p.dstate;
     for (index_t t0 = t_begin; t0 < t_end; t0 += ws.tile) {
       const index_t len = std::min(ws.tile, t_end - t0);
-      if (save) {  // (b, chunks, d, n): the block's channels are count · n consecutive elements of this chunk
-        T* dst = save + ((bi * chunks + (t0 - t_begin) / ws.tile) * p.dim + ws.c0) * n;
-        for (int lane = 0; lane < ws.count; ++lane)
-          for (index_t k = 0; k < n; ++k) dst[lane * n + k] = ws.h.data()[k * W + lane];
-      }
       prepare_tile(ws, bi, t0, len);
       if (t0 + len < t_end) {
         plan_prefetch(ws, bi, t0 + len, std::min(t_end, t0 + len + ws.tile));
@@ -560,6 +552,12 @@ struct RealScan {
       index_t Bns, Cns;
       tile_BC(ws, bi, g, t0, len, Bp, Bns, Cp, Cns);
       run_tile<Out>(ws, len, Bp, Bns, Cp, Cns);
+      if (save) {  // (b, d, n_chunks, n): lane j's n states are row (bi, c0 + j) of this chunk, n_chunks n apart
+        T* dst = static_cast<T*>(save->data) + save->offset(bi, ws.c0, (t0 - t_begin) / ws.tile, p.dim, n);
+        const index_t ld = save->n_chunks * n;
+        for (int lane = 0; lane < ws.count; ++lane)
+          for (index_t k = 0; k < n; ++k) dst[lane * ld + k] = ws.h.data()[k * W + lane];
+      }
       if constexpr (Out) finish_tile(ws, bi, t0, len);
     }
     simd::store(ws.dsum.data(), dsum);

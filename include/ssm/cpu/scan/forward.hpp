@@ -28,18 +28,18 @@ struct ScanCpuOptions {
   /// chunk states). reference is an ssm::Error (that is ssm::reference::selective_scan_forward).
   ScanPath path = ScanPath::automatic;
   std::int64_t chunk_len = 0;            ///< chunked path: 0 = balanced split over the threads
-  /// When set (weight type, (b, ceil(l / kSavedChunkLen), d, n) contiguous), the sequential path of a real-A scan
-  /// without cu_seqlens writes the state at the start of every kSavedChunkLen-step chunk there: what the backward
-  /// (ScanBackwardOptions::chunk_states) restarts from instead of recomputing them. Other paths leave it untouched;
-  /// ScanRun::saved_chunk_states says whether they were written.
-  void* chunk_states = nullptr;
+  /// When data is set (weight type, (b, d, n_chunks, n) with chunk_len = kCpuScanChunkLen, n_chunks =
+  /// ChunkStates::count(l, chunk_len)), the sequential path of a real-A scan without cu_seqlens writes the state at
+  /// the end of every chunk there: what the backward (ScanBackwardOptions::chunk_states) restarts from instead of
+  /// recomputing them. Other paths leave it untouched; ScanRun::saved_chunk_states says whether they were written.
+  ChunkStates chunk_states{};
 };
 
 namespace detail::scan {
 
 /// Sequential path: work items (batch row, channel block) distributed over the threads.
 template <class In>
-void forward_sequential(const ScanParams& p, int threads, weight_t<In>* chunk_states = nullptr) {
+void forward_sequential(const ScanParams& p, int threads, const ChunkStates* chunk_states = nullptr) {
   using T = weight_t<In>;
   RealScan<In> scan(p);
   const auto blocks = channel_blocks(p, simd::lanes<T>);
@@ -187,7 +187,13 @@ ScanRun selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = 
     ran.name = "cpu-scalar-complex";
     return ran;
   }
-  const bool save = opt.chunk_states != nullptr && p.cu_seqlens == nullptr;  // only the sequential path saves them
+  const ChunkStates& cs = opt.chunk_states;
+  const bool save = cs.data != nullptr && p.cu_seqlens == nullptr;  // only the sequential path saves them
+  if (save)
+    SSM_CHECK(cs.chunk_len == kCpuScanChunkLen && cs.n_chunks == ChunkStates::count(p.seqlen, cs.chunk_len),
+              "ssm::cpu::selective_scan_forward: chunk_states: the CPU forward saves chunks of ", kCpuScanChunkLen,
+              " steps, ", ChunkStates::count(p.seqlen, kCpuScanChunkLen), " for l = ", p.seqlen, "; got chunk_len ",
+              cs.chunk_len, ", n_chunks ", cs.n_chunks);
   ran.path = opt.path;
   if (opt.path == ScanPath::automatic) {
     ran.path = ScanPath::sequential;
@@ -210,7 +216,7 @@ ScanRun selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = 
     ran.name = "cpu-" + level + "-chunked";
     return ran;
   }
-  forward_sequential<In>(p, threads, save ? static_cast<weight_t<In>*>(opt.chunk_states) : nullptr);
+  forward_sequential<In>(p, threads, save ? &cs : nullptr);
   ran.saved_chunk_states = save;
   ran.name = "cpu-" + level + "-sequential";
   return ran;
