@@ -345,7 +345,7 @@ ScanRun selective_scan_backward(const ScanParams& p, const ScanGradParams& gp, c
             "kernel path: call ssm::reference::selective_scan_backward (or the op with path = reference)");
   ScanRun ran;
   if (p.is_complex) {
-    detail::scan::backward_per_channel<In, true>(p, gp, opt.num_threads, opt.chunk_len);
+    detail::scan::backward_complex<In>(p, gp, opt.num_threads, opt.chunk_len);
     ran.complex = true;
     ran.name = "cpu-per-channel";
     return ran;

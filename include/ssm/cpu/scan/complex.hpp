@@ -89,17 +89,7 @@ void forward_complex(const ScanParams& p, int threads) {
   });
 }
 
-template <class W>
-inline W re(W x) { return x; }
-template <class W>
-inline W re(std::complex<W> x) { return x.real(); }
-template <class W>
-inline W conj_(W x) { return x; }
-template <class W>
-inline std::complex<W> conj_(std::complex<W> x) { return std::conj(x); }
 /// Re(conj(x) * y) without forming the product's imaginary part.
-template <class W>
-inline W re_conj_mul(W x, W y) { return x * y; }
 template <class W>
 inline W re_conj_mul(std::complex<W> x, std::complex<W> y) { return x.real() * y.real() + x.imag() * y.imag(); }
 
@@ -121,19 +111,18 @@ struct ChannelScratch {
   std::vector<S> grad_B_var, grad_C_var;      // (b, g, l, n) this thread's share, time-major
 };
 
-/// The per-channel backward (the complex-A path; Complex = false runs the same loops on real A, untested by the
-/// op, which sends real A to the block kernels). chunk_len: states recomputed per chunk of this many steps (0: 64);
-/// num_threads: 0 for all hardware threads.
-template <class In, bool Complex>
-void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num_threads, index_t chunk_len) {
+/// The complex-A backward, one channel at a time (real A runs the block kernels, scan/backward_kernels.hpp).
+/// chunk_len: states recomputed per chunk of this many steps (0: 64); num_threads: 0 for all hardware threads.
+template <class In>
+void backward_complex(const ScanParams& p, const ScanGradParams& gp, int num_threads, index_t chunk_len) {
   using W = compute_t<In>;
-  using S = std::conditional_t<Complex, std::complex<W>, W>;  // state / weight arithmetic
-  using BC = std::conditional_t<Complex, std::complex<W>, In>;  // variable B/C storage
+  using S = std::complex<W>;   // state / weight arithmetic
+  using BC = std::complex<W>;  // variable B/C storage
   constexpr int L = simd::lanes<W>;
   const index_t b = p.batch, d = p.dim, l = p.seqlen, n = p.dstate, g = p.n_groups, dg = d / g;
   const index_t K = chunk_len > 0 ? chunk_len : 64;
   const auto sz = [](index_t v) { return static_cast<std::size_t>(v); };
-  const W cf = Complex ? W(2) : W(1);  // y = 2 Re(C . h) for complex A
+  const W cf = W(2);  // y = 2 Re(C . h)
 
   int threads = cpu_threads(num_threads, b * d * l * n);
   threads = static_cast<int>(std::min<index_t>(threads, d));
@@ -181,12 +170,9 @@ void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num
     if (p.variable_B) sc.grad_B_var.assign(sz(b * g * l * n), S(0));
     if (p.variable_C) sc.grad_C_var.assign(sz(b * g * l * n), S(0));
     std::vector<S> A(sz(n));   // (n) this channel's row of A
-    std::vector<W> A2(sz(n));  // (n) A log2(e) (real A: exp(Delta A) = 2^(Delta A2))
     std::vector<S> B_fixed(sz(n)), C_fixed(sz(n));  // (n) this channel's fixed B, C rows
     for (index_t c = next_channel++; c < d; c = next_channel++) {
       for (index_t k = 0; k < n; ++k) A[sz(k)] = A_ptr[c * p.A_d_stride + k * p.A_n_stride];
-      if constexpr (!Complex)
-        for (index_t k = 0; k < n; ++k) A2[sz(k)] = A[sz(k)] * simd::kLog2e<W>;
       if (!p.variable_B)
         for (index_t k = 0; k < n; ++k) B_fixed[sz(k)] = static_cast<const S*>(p.B)[c * p.B_group_stride + k * p.B_n_stride];
       if (!p.variable_C)
@@ -232,13 +218,6 @@ void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num
           S* H = sc.H.data();
           S* a = sc.a.data();
           const W* Delta = sc.Delta.data() + r0;
-          if constexpr (!Complex) {
-            // a = 2^(Delta A log2 e) over the whole chunk in vectors, then the recurrence (elementwise in n).
-            const W* A2p = A2.data();
-            for (index_t i = 0; i < len; ++i)
-              for (index_t k = 0; k < n; ++k) a[i * n + k] = Delta[i] * A2p[k];
-            for (index_t j = 0; j < len * n; j += L) simd::store(a + j, simd::exp2(simd::load(a + j)));
-          }
           const S* Ap = A.data();
           for (index_t i = 0; i < len; ++i) {
             const W Delta_u = Delta[i] * sc.u[sz(r0 + i)];
@@ -246,14 +225,10 @@ void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num
             S* h = H + (i + 1) * n;
             S* ai = a + i * n;
             const S* Bi = B_base + (t0 + r0 + i) * B_ts;
-            if constexpr (Complex) {
-              for (index_t k = 0; k < n; ++k) {
-                const S ak = std::exp(Delta[i] * Ap[k]);
-                ai[k] = ak;
-                h[k] = ak * h_prev[k] + Delta_u * Bi[k];
-              }
-            } else {
-              for (index_t k = 0; k < n; ++k) h[k] = ai[k] * h_prev[k] + Delta_u * Bi[k];
+            for (index_t k = 0; k < n; ++k) {
+              const S ak = std::exp(Delta[i] * Ap[k]);
+              ai[k] = ak;
+              h[k] = ak * h_prev[k] + Delta_u * Bi[k];
             }
           }
         };
@@ -304,13 +279,7 @@ void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num
               const S* h = sc.H.data() + (i + 1) * n;
               const S* Ci = C_base + t * C_ts;
               W y = 0;
-              index_t k = 0;
-              if constexpr (!Complex) {
-                simd::Vec<W> v_y = simd::broadcast<W>(0);
-                for (; k + L <= n; k += L) v_y = simd::fma(simd::load(Ci + k), simd::load(h + k), v_y);
-                y = hsum<W>(v_y);
-              }
-              for (; k < n; ++k) y += re_conj_mul(conj_(Ci[k]), h[k]);
+              for (index_t k = 0; k < n; ++k) y += re_conj_mul(std::conj(Ci[k]), h[k]);
               y = cf * y + Dc * sc.u[sz(r0 + i)];
               const W zv = static_cast<W>(load(z_row[t])), sg = sigmoid(zv);
               dy = go * zv * sg;
@@ -326,9 +295,9 @@ void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num
             const S* Ci = C_base + (tc + i) * C_ts;
             S* Gi = sc.G_chunk.data() + i * n;
             for (index_t k = 0; k < n; ++k) {
-              const S Gk = G[k] + cdy * conj_(Ci[k]);
+              const S Gk = G[k] + cdy * std::conj(Ci[k]);
               Gi[k] = Gk;
-              G[k] = conj_(ai[k]) * Gk;
+              G[k] = std::conj(ai[k]) * Gk;
             }
           }
           // The rest has no dependency between steps: vectors over n, one pair of sums per step.
@@ -343,28 +312,13 @@ void backward_per_channel(const ScanParams& p, const ScanGradParams& gp, int num
             S* gB = gB_base ? gB_base + t * n : sc.grad_B_fixed.data();
             S* gC = gC_base ? gC_base + t * n : sc.grad_C_fixed.data();
             W sum_a = 0, sum_B = 0;
-            index_t k = 0;
-            if constexpr (!Complex) {
-              using V = simd::Vec<W>;
-              V v_a = simd::broadcast<W>(0), v_B = simd::broadcast<W>(0);
-              for (; k + L <= n; k += L) {
-                const V G_v = simd::load(Gi + k), ahg = simd::load(ai + k) * simd::load(h_prev + k) * G_v;
-                simd::store(gA + k, simd::fma(simd::broadcast(Delta), ahg, simd::load(gA + k)));
-                v_a = simd::fma(simd::load(Ap + k), ahg, v_a);
-                v_B = simd::fma(simd::load(Bi + k), G_v, v_B);
-                simd::store(gB + k, simd::fma(simd::broadcast(Delta_u), G_v, simd::load(gB + k)));
-                simd::store(gC + k, simd::fma(simd::broadcast(cdy), simd::load(h + k), simd::load(gC + k)));
-              }
-              sum_a = hsum<W>(v_a);
-              sum_B = hsum<W>(v_B);
-            }
-            for (; k < n; ++k) {
-              const S grad_a = conj_(h_prev[k]) * Gi[k];
-              gA[k] += Delta * conj_(ai[k]) * grad_a;
+            for (index_t k = 0; k < n; ++k) {
+              const S grad_a = std::conj(h_prev[k]) * Gi[k];
+              gA[k] += Delta * std::conj(ai[k]) * grad_a;
               sum_a += re_conj_mul(Ap[k] * ai[k], grad_a);
               sum_B += re_conj_mul(Bi[k], Gi[k]);
               gB[k] += Delta_u * Gi[k];
-              gC[k] += cdy * conj_(h[k]);
+              gC[k] += cdy * std::conj(h[k]);
             }
             finish_step(r, sc.dy[sz(i)], sum_a, sum_B);
           }
