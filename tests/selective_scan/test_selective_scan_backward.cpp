@@ -415,6 +415,65 @@ TEST(SelectiveScanBackward, SavedChunkStatesAreTheStatesAtChunkEnds) {
   }
 }
 
+TEST(SelectiveScanBackward, CpuBackwardRestartsFromChunkStatesOfTheirRecordedLength) {
+  // ssm::ChunkStates records its chunk length (CUDA saves chunks of 128, 1024 or 2048 steps, the CPU 128): the CPU
+  // backward recomputes in chunks of that length. States at the end of every 50-step chunk, from the reference's
+  // prefix scans, give the reference's gradients (channel blocks and time split); a wrong count is an ssm::Error.
+  ScanCase c;
+  c.dtype = DType::f64, c.b = 2, c.d = 11, c.l = 230, c.n = 3, c.has_D = c.has_z = c.softplus = c.has_init = true;
+  const ScanData s = make_data(c);
+  const ScanData w = incoming_grads(c);
+  const index_t len = 50, chunks = ssm::ChunkStates::count(c.l, len);
+  ASSERT_EQ(chunks, 5);
+  Tensor saved = Tensor::zeros({c.b, c.d, chunks, c.n}, DType::f64);  // (b, d, n_chunks, n)
+  for (index_t j = 0; j < chunks; ++j) {
+    const index_t end = std::min(len * (j + 1), c.l);
+    ssm::SelectiveScanInputs in = s.inputs();
+    in.u = in.u.narrow(2, 0, end);
+    in.delta = in.delta.narrow(2, 0, end);
+    in.B = in.B.narrow(3, 0, end);
+    in.C = in.C.narrow(3, 0, end);
+    in.z = in.z->narrow(2, 0, end);
+    ssm::SelectiveScanOptions ro;
+    ro.path = ScanPath::reference;
+    ro.return_last_state = true;
+    const std::vector<double> h = values(ssm::selective_scan(in, ro).last_state);  // (b, d, n)
+    for (index_t r = 0; r < c.b * c.d; ++r)
+      for (index_t k = 0; k < c.n; ++k)
+        saved.view().data_as<double>()[(r * chunks + j) * c.n + k] = h[static_cast<std::size_t>(r * c.n + k)];
+  }
+  const auto ref = reference_backward(s, w);
+  ssm::Checker chk("test");
+  const ssm::scan_detail::PreparedScan ps = ssm::scan_detail::prepare(chk, s.inputs());
+  for (const auto& [threads, path] : {std::pair{1, ScanPath::automatic}, std::pair{2, ScanPath::chunked}}) {
+    ssm::SelectiveScanGrads g;
+    const auto like = [](const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype()); };
+    g.grad_u = like(s.u), g.grad_delta = like(s.delta), g.grad_A = like(s.A), g.grad_B = like(s.B);
+    g.grad_C = like(s.C), g.grad_D = like(s.D), g.grad_z = like(s.z), g.grad_initial_state = like(s.initial_state);
+    ssm::ScanGradParams gp;
+    gp.grad_out = w.u.data();
+    gp.grad_out_batch_stride = w.u.view().stride(0);
+    gp.grad_out_d_stride = w.u.view().stride(1);
+    gp.grad_last_state = w.initial_state.data();
+    gp.grad_last_batch_stride = w.initial_state.view().stride(0);
+    gp.grad_last_d_stride = w.initial_state.view().stride(1);
+    gp.grad_last_n_stride = w.initial_state.view().stride(2);
+    gp.grad_u = g.grad_u.data(), gp.grad_delta = g.grad_delta.data(), gp.grad_A = g.grad_A.data();
+    gp.grad_B = g.grad_B.data(), gp.grad_C = g.grad_C.data(), gp.grad_D = g.grad_D.data();
+    gp.grad_z = g.grad_z.data(), gp.grad_initial_state = g.grad_initial_state.data();
+    ssm::cpu::ScanBackwardOptions bo;
+    bo.num_threads = threads;
+    bo.path = path;
+    bo.chunk_states = {saved.data(), chunks, len};
+    const ssm::cpu::ScanRun ran = ssm::cpu::selective_scan_backward<double>(ps.p, gp, bo);
+    EXPECT_EQ(ran.path, threads == 1 ? ScanPath::sequential : ScanPath::chunked) << ran.name;
+    SCOPED_TRACE(ran.name);
+    expect_grads_near(g, ref, c, 1e-12);
+    bo.chunk_states.n_chunks = chunks - 1;  // does not cover l
+    EXPECT_THROW(ssm::cpu::selective_scan_backward<double>(ps.p, gp, bo), ssm::Error);
+  }
+}
+
 TEST(SelectiveScanBackward, AutomaticPathSplitsLongThinSequencesInTime) {
   // One channel block and 4096 steps: with 2 threads the automatic path splits the sequence in time (channel blocks
   // would leave a thread idle); with 1 thread, or a sequence too short for two pieces of 2048 steps, it does not.
