@@ -150,7 +150,7 @@ void BM_ScanForward(benchmark::State& state) {
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
+    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt).name;
     benchmark::ClobberMemory();
   }
   state.SetLabel(path);
@@ -242,7 +242,7 @@ void BM_ScanBackward(benchmark::State& state) {
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt).name;
     benchmark::ClobberMemory();
   }
   state.SetLabel(path);
@@ -256,17 +256,18 @@ void BM_ScanForwardSavingStates(benchmark::State& state) {
   const index_t l = state.range(0), d = state.range(2);
   const int threads = static_cast<int>(state.range(1));
   Problem prob(1, d, l, 16);
-  std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
+  const index_t chunks = ssm::ChunkStates::count(l, ssm::kCpuScanChunkLen);
+  std::vector<float> saved(static_cast<std::size_t>(d * chunks * 16));  // (1, d, chunks, n = 16)
   ssm::cpu::ScanCpuOptions opt;
   opt.num_threads = threads;
-  opt.chunk_states = saved.data();
-  std::string path;
+  opt.chunk_states = {saved.data(), chunks, ssm::kCpuScanChunkLen};
+  ssm::cpu::ScanRun ran;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
+    ran = ssm::cpu::selective_scan_forward<float>(prob.p, opt);
     benchmark::ClobberMemory();
   }
-  state.SetLabel(path + (ssm::cpu::writes_chunk_states(prob.p, path) ? " saving states" : " (states not saved)"));
+  state.SetLabel(ran.name + (ran.saved_chunk_states ? " saving states" : " (states not saved)"));
   set_counters(state, prob.updates(), threads, cpu);
 }
 
@@ -275,20 +276,21 @@ void BM_ScanBackwardFromSavedStates(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   Problem prob(1, d, l, 16);
   prob.p.last_state = nullptr;
-  std::vector<float> saved(static_cast<std::size_t>(d * ((l + ssm::cpu::kSavedChunkLen - 1) / ssm::cpu::kSavedChunkLen) * 16));
+  const index_t chunks = ssm::ChunkStates::count(l, ssm::kCpuScanChunkLen);
+  std::vector<float> saved(static_cast<std::size_t>(d * chunks * 16));  // (1, d, chunks, n = 16)
   ssm::cpu::ScanCpuOptions fo;
   fo.num_threads = threads;
-  fo.algo = ssm::cpu::ScanAlgo::sequential;
-  fo.chunk_states = saved.data();
+  fo.path = ssm::ScanPath::sequential;
+  fo.chunk_states = {saved.data(), chunks, ssm::kCpuScanChunkLen};
   ssm::cpu::selective_scan_forward<float>(prob.p, fo);
   Grads g(prob);
   ssm::cpu::ScanBackwardOptions opt;
   opt.num_threads = threads;
-  opt.chunk_states = saved.data();
+  opt.chunk_states = {saved.data(), chunks, ssm::kCpuScanChunkLen};
   std::string path;
   const CpuClock cpu;
   for (auto _ : state) {
-    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt);
+    path = ssm::cpu::selective_scan_backward<float>(prob.p, g.gp, opt).name;
     benchmark::ClobberMemory();
   }
   state.SetLabel(path + " from saved states");

@@ -72,7 +72,7 @@ TEST(SelectiveScanApi, SaveChunkStatesMakesAutomaticRunTheSequentialPath) {
   const auto r = ssm::selective_scan(s.inputs(), o);
   EXPECT_TRUE(ends_with(r.path, "-sequential")) << r.path;
   ASSERT_TRUE(r.chunk_states.defined()) << r.path;
-  EXPECT_EQ(r.chunk_states.shape(), (ssm::Dims{1, 64, 3, 4}));
+  EXPECT_EQ(r.chunk_states.shape(), (ssm::Dims{1, 3, 64, 4}));
   o.path = ScanPath::sequential;
   const auto seq = ssm::selective_scan(s.inputs(), o);
   EXPECT_EQ(rel_err(r.chunk_states, seq.chunk_states), 0.0);

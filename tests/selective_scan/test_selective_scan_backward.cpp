@@ -324,7 +324,7 @@ TEST(SelectiveScanBackward, HalfInputsMatchReference) {
 }  // namespace
 
 TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
-  // The forward keeps the state at the start of every 128-step chunk (save_chunk_states); the backward restarts
+  // The forward keeps the state at the end of every 128-step chunk (save_chunk_states); the backward restarts
   // from them instead of its first pass. Against the reference (same bounds as above) and against the backward
   // that recomputes them; f32 and f64, one chunk and several with a ragged tail, several channel blocks, threads,
   // fixed and variable B / C, initial state.
@@ -352,7 +352,7 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
       fo.save_chunk_states = true;
       const auto fwd = ssm::selective_scan(s.inputs(), fo);
       ASSERT_TRUE(fwd.chunk_states.defined()) << fwd.path;
-      EXPECT_EQ(fwd.chunk_states.shape(), (ssm::Dims{cs.b, (cs.l + 127) / 128, cs.d, cs.n}));
+      EXPECT_EQ(fwd.chunk_states.shape(), (ssm::Dims{cs.b, cs.d, (cs.l + 127) / 128, cs.n}));
       const auto ref = reference_backward(s, w);
       // channel blocks over 1 or 2 threads; the sequence split in time over 2 or 3 (pieces of whole saved chunks)
       for (const auto& [threads, path] : {std::pair{1, ScanPath::automatic}, std::pair{2, ScanPath::automatic},
@@ -382,6 +382,95 @@ TEST(SelectiveScanBackward, SavedChunkStatesGiveTheSameGradients) {
     FAIL() << "expected ssm::Error";
   } catch (const ssm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("argument 'chunk_states': expected shape (1, 3, 3, 4)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SelectiveScanBackward, SavedChunkStatesAreTheStatesAtChunkEnds) {
+  // r.chunk_states is (b, d, n_chunks, n), ssm::ChunkStates' layout (CUDA's): [bi, c, j] is h at the end of chunk j,
+  // steps [128 j, min(128 (j + 1), l)). Each chunk against the last state of the reference scan of the prefix that
+  // ends there (the last chunk, ragged, is the whole scan); several channel blocks on 2 threads, 2 batch rows.
+  ScanCase c;
+  c.dtype = DType::f64, c.b = 2, c.d = 19, c.l = 300, c.n = 3, c.has_D = c.has_z = c.has_bias = c.softplus = true;
+  c.has_init = true;
+  const ScanData s = make_data(c);
+  ssm::SelectiveScanOptions o;
+  o.num_threads = 2;
+  o.save_chunk_states = true;
+  const auto r = ssm::selective_scan(s.inputs(), o);
+  ASSERT_EQ(r.chunk_states.shape(), (ssm::Dims{c.b, c.d, 3, c.n}));
+  for (index_t j = 0; j < 3; ++j) {
+    const index_t end = std::min<index_t>(128 * (j + 1), c.l);
+    ssm::SelectiveScanInputs in = s.inputs();
+    in.u = in.u.narrow(2, 0, end);
+    in.delta = in.delta.narrow(2, 0, end);
+    in.B = in.B.narrow(3, 0, end);
+    in.C = in.C.narrow(3, 0, end);
+    in.z = in.z->narrow(2, 0, end);
+    ssm::SelectiveScanOptions ro;
+    ro.path = ScanPath::reference;
+    ro.return_last_state = true;
+    const auto prefix = ssm::selective_scan(in, ro);
+    SCOPED_TRACE("chunk " + std::to_string(j));
+    EXPECT_LE(rel_err(r.chunk_states.view().narrow(2, j, 1), prefix.last_state), 1e-12);
+  }
+}
+
+TEST(SelectiveScanBackward, CpuBackwardRestartsFromChunkStatesOfTheirRecordedLength) {
+  // ssm::ChunkStates records its chunk length (CUDA saves chunks of 128, 1024 or 2048 steps, the CPU 128): the CPU
+  // backward recomputes in chunks of that length. States at the end of every 50-step chunk, from the reference's
+  // prefix scans, give the reference's gradients (channel blocks and time split); a wrong count is an ssm::Error.
+  ScanCase c;
+  c.dtype = DType::f64, c.b = 2, c.d = 11, c.l = 230, c.n = 3, c.has_D = c.has_z = c.softplus = c.has_init = true;
+  const ScanData s = make_data(c);
+  const ScanData w = incoming_grads(c);
+  const index_t len = 50, chunks = ssm::ChunkStates::count(c.l, len);
+  ASSERT_EQ(chunks, 5);
+  Tensor saved = Tensor::zeros({c.b, c.d, chunks, c.n}, DType::f64);  // (b, d, n_chunks, n)
+  for (index_t j = 0; j < chunks; ++j) {
+    const index_t end = std::min(len * (j + 1), c.l);
+    ssm::SelectiveScanInputs in = s.inputs();
+    in.u = in.u.narrow(2, 0, end);
+    in.delta = in.delta.narrow(2, 0, end);
+    in.B = in.B.narrow(3, 0, end);
+    in.C = in.C.narrow(3, 0, end);
+    in.z = in.z->narrow(2, 0, end);
+    ssm::SelectiveScanOptions ro;
+    ro.path = ScanPath::reference;
+    ro.return_last_state = true;
+    const std::vector<double> h = values(ssm::selective_scan(in, ro).last_state);  // (b, d, n)
+    for (index_t r = 0; r < c.b * c.d; ++r)
+      for (index_t k = 0; k < c.n; ++k)
+        saved.view().data_as<double>()[(r * chunks + j) * c.n + k] = h[static_cast<std::size_t>(r * c.n + k)];
+  }
+  const auto ref = reference_backward(s, w);
+  ssm::Checker chk("test");
+  const ssm::scan_detail::PreparedScan ps = ssm::scan_detail::prepare(chk, s.inputs());
+  for (const auto& [threads, path] : {std::pair{1, ScanPath::automatic}, std::pair{2, ScanPath::chunked}}) {
+    ssm::SelectiveScanGrads g;
+    const auto like = [](const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype()); };
+    g.grad_u = like(s.u), g.grad_delta = like(s.delta), g.grad_A = like(s.A), g.grad_B = like(s.B);
+    g.grad_C = like(s.C), g.grad_D = like(s.D), g.grad_z = like(s.z), g.grad_initial_state = like(s.initial_state);
+    ssm::ScanGradParams gp;
+    gp.grad_out = w.u.data();
+    gp.grad_out_batch_stride = w.u.view().stride(0);
+    gp.grad_out_d_stride = w.u.view().stride(1);
+    gp.grad_last_state = w.initial_state.data();
+    gp.grad_last_batch_stride = w.initial_state.view().stride(0);
+    gp.grad_last_d_stride = w.initial_state.view().stride(1);
+    gp.grad_last_n_stride = w.initial_state.view().stride(2);
+    gp.grad_u = g.grad_u.data(), gp.grad_delta = g.grad_delta.data(), gp.grad_A = g.grad_A.data();
+    gp.grad_B = g.grad_B.data(), gp.grad_C = g.grad_C.data(), gp.grad_D = g.grad_D.data();
+    gp.grad_z = g.grad_z.data(), gp.grad_initial_state = g.grad_initial_state.data();
+    ssm::cpu::ScanBackwardOptions bo;
+    bo.num_threads = threads;
+    bo.path = path;
+    bo.chunk_states = {saved.data(), chunks, len};
+    const ssm::cpu::ScanRun ran = ssm::cpu::selective_scan_backward<double>(ps.p, gp, bo);
+    EXPECT_EQ(ran.path, threads == 1 ? ScanPath::sequential : ScanPath::chunked) << ran.name;
+    SCOPED_TRACE(ran.name);
+    expect_grads_near(g, ref, c, 1e-12);
+    bo.chunk_states.n_chunks = chunks - 1;  // does not cover l
+    EXPECT_THROW(ssm::cpu::selective_scan_backward<double>(ps.p, gp, bo), ssm::Error);
   }
 }
 

@@ -315,7 +315,8 @@ struct Problem {
     p.out_d_stride = l;
   }
 
-  std::string run(const ssm::cpu::ScanCpuOptions& opt) { return ssm::cpu::selective_scan_forward<In>(p, opt); }
+  ssm::cpu::ScanRun run_cpu(const ssm::cpu::ScanCpuOptions& opt) { return ssm::cpu::selective_scan_forward<In>(p, opt); }
+  std::string run(const ssm::cpu::ScanCpuOptions& opt) { return run_cpu(opt).name; }
   double out_at(std::size_t i) const { return static_cast<double>(static_cast<W>(static_cast<float>(out[i]))); }
   std::complex<double> last_at(std::size_t i) const {
     if (cfg.complex) return {static_cast<double>(lastc[i].real()), static_cast<double>(lastc[i].imag())};
@@ -400,11 +401,11 @@ void expect_matches(const Config& c, const ssm::cpu::ScanCpuOptions& opt, const 
   }
 }
 
-ssm::cpu::ScanCpuOptions opts(int threads, ssm::cpu::ScanAlgo algo = ssm::cpu::ScanAlgo::sequential,
+ssm::cpu::ScanCpuOptions opts(int threads, ssm::ScanPath path = ssm::ScanPath::sequential,
                               index_t chunk = 0) {
   ssm::cpu::ScanCpuOptions o;
   o.num_threads = threads;
-  o.algo = algo;
+  o.path = path;
   o.chunk_len = chunk;
   return o;
 }
@@ -442,7 +443,7 @@ TYPED_TEST(SelectiveScanCpu, LongSequence) {
   c.n = 16;
   c.g = 1;
   expect_matches<TypeParam>(c, opts(1));
-  expect_matches<TypeParam>(c, opts(2, ssm::cpu::ScanAlgo::chunked), "chunked");
+  expect_matches<TypeParam>(c, opts(2, ssm::ScanPath::chunked), "chunked");
 }
 
 TYPED_TEST(SelectiveScanCpu, FeatureSubsets) {
@@ -494,7 +495,7 @@ TYPED_TEST(SelectiveScanCpu, PackedVariableLength) {
     c.complex = complex;
     c.cu = {0, 13, 13, 400, 401, 700};
     expect_matches<TypeParam>(c, opts(2));
-    if (!complex) expect_matches<TypeParam>(c, opts(2, ssm::cpu::ScanAlgo::chunked, 50), "chunked");
+    if (!complex) expect_matches<TypeParam>(c, opts(2, ssm::ScanPath::chunked, 50), "chunked");
   }
   Config c;
   c.b = 1;
@@ -554,7 +555,7 @@ TYPED_TEST(SelectiveScanCpu, ChunkedOnSeveralThreadsMatchesReferenceAndSequentia
         SCOPED_TRACE("l " + std::to_string(l) + " threads " + std::to_string(threads) + " chunk_len " +
                      std::to_string(chunk));
         Problem<TypeParam> chk(c);
-        EXPECT_EQ(chk.run(opts(threads, ssm::cpu::ScanAlgo::chunked, chunk)), want_path);
+        EXPECT_EQ(chk.run(opts(threads, ssm::ScanPath::chunked, chunk)), want_path);
         const Errors e = compare_to_reference(chk);
         EXPECT_LE(e.out, tolerance<TypeParam>());
         EXPECT_LE(e.last, tol_last);
@@ -613,7 +614,7 @@ TEST(SelectiveScanCpu16, HalfAndBfloat16Inputs) {
     expect_matches<ssm::half>(c, opts(2));
     expect_matches<ssm::bfloat16>(c, opts(2));
     c.var_B = false;
-    expect_matches<ssm::half>(c, opts(2, ssm::cpu::ScanAlgo::chunked, 100), std::string("cpu-") + simd::kLevel + "-chunked");
+    expect_matches<ssm::half>(c, opts(2, ssm::ScanPath::chunked, 100), std::string("cpu-") + simd::kLevel + "-chunked");
     c.complex = true;
     expect_matches<ssm::bfloat16>(c, opts(2));
   }
@@ -627,15 +628,20 @@ TEST(SelectiveScanCpuDispatch, AutomaticPicksChunkedForLongThin) {
   c.l = 9000;
   c.n = 4;
   Problem<float> prob(c);
-  EXPECT_EQ(prob.run(opts(2, ssm::cpu::ScanAlgo::automatic)), std::string("cpu-") + simd::kLevel + "-chunked");
+  const ssm::cpu::ScanRun ran = prob.run_cpu(opts(2, ssm::ScanPath::automatic));
+  EXPECT_EQ(ran.path, ssm::ScanPath::chunked);
+  EXPECT_FALSE(ran.complex || ran.saved_chunk_states);
+  EXPECT_EQ(ran.name, std::string("cpu-") + simd::kLevel + "-chunked");
   // 2 threads, the balanced split: 3 chunks. The output and the last state (the carry over all chunks) against the
   // reference.
   const Errors e = compare_to_reference(prob);
   EXPECT_LE(e.out, 1e-5);
   EXPECT_LE(e.last, 1e-5);
   Problem<float> wide(Config{});
-  EXPECT_NE(wide.run(opts(2, ssm::cpu::ScanAlgo::automatic)).find("sequential"), std::string::npos);
-  EXPECT_NE(wide.run(opts(1, ssm::cpu::ScanAlgo::automatic)).find("sequential"), std::string::npos);
+  EXPECT_EQ(wide.run_cpu(opts(2, ssm::ScanPath::automatic)).path, ssm::ScanPath::sequential);
+  EXPECT_EQ(wide.run_cpu(opts(1, ssm::ScanPath::automatic)).path, ssm::ScanPath::sequential);
+  // ScanPath::reference is the oracle's, not a CPU kernel's: an ssm::Error, not a silent fast path.
+  EXPECT_THROW(prob.run_cpu(opts(1, ssm::ScanPath::reference)), ssm::Error);
 }
 
 }  // namespace

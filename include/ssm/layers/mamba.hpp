@@ -585,7 +585,7 @@ class MambaBlock {
     std::vector<T> cm(ops.u.size());  // (b, di, l) channel-major scratch
     SelectiveScanOptions fwd_opt = opt;
     fwd_opt.save_chunk_states = true;  // the scan backward restarts from them instead of a first pass
-    Tensor chunk_states;               // (b, ceil(l / 128), di, n)
+    Tensor chunk_states;               // (b, di, ceil(l / 128), n)
     selective_scan_into(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, fwd_opt, &chunk_states);
     if (chunk_states.defined()) opt.chunk_states = chunk_states.view();
     std::vector<T> y(static_cast<std::size_t>(rows * di));  // (b, l, di) gated scan output

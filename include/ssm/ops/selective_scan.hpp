@@ -51,8 +51,6 @@ struct SelectiveScanInputs {
   std::optional<TensorView> cu_seqlens{};     // (n_seqs + 1) i32 | i64; then b == 1, sequences packed along l
 };
 
-enum class ScanPath { automatic, reference, sequential, chunked };
-
 struct SelectiveScanOptions {
   /// CPU: reference = the plain loops (the oracle); sequential = threads over (batch row, channel block), forward
   /// and backward; chunked = each sequence split in time over the threads (forward: the associative scan over
@@ -64,7 +62,7 @@ struct SelectiveScanOptions {
   int num_threads = 0;             // 0: all hardware threads
   bool return_last_state = false;
   index_t chunk_len = 0;           // 0: chosen by the implementation (chunked path; backward recompute chunk)
-  /// Forward: also return the state at the start of every 128-step chunk (r.chunk_states), for the backward. The
+  /// Forward: also return the state at the end of every 128-step chunk (r.chunk_states), for the backward. The
   /// CPU sequential path of a real-A scan without cu_seqlens saves them; with it, automatic runs that path. Complex
   /// A, cu_seqlens, CUDA tensors, or ScanPath::chunked / reference: an ssm::Error naming `save_chunk_states`.
   bool save_chunk_states = false;
@@ -76,7 +74,7 @@ struct SelectiveScanOptions {
 struct SelectiveScanOutputs {
   Tensor out;         // (b, d, l) input dtype
   Tensor last_state;  // (b, d, n) or (n_seqs, d, n), state dtype; empty unless asked
-  Tensor chunk_states;  // (b, ceil(l / 128), d, n) state dtype: with save_chunk_states; empty otherwise
+  Tensor chunk_states;  // (b, d, ceil(l / 128), n) state dtype, ChunkStates' layout: with save_chunk_states; or empty
   std::string path;   // which implementation ran, e.g. "cpu-avx512-sequential", "reference"
 };
 
@@ -393,8 +391,7 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   }
   if (p.batch * p.dim == 0) {
     if (opt.save_chunk_states)  // nothing to scan: the states of no channel
-      *chunk_states = Tensor::empty(
-          {p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate}, s.state);
+      *chunk_states = Tensor::empty({p.batch, p.dim, ChunkStates::count(p.seqlen, kCpuScanChunkLen), p.dstate}, s.state);
     return "empty";
   }
   if (!s.device.is_cpu()) return scan_detail::selective_scan_cuda(s, p);
@@ -404,22 +401,20 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
       cpu::ScanCpuOptions co;
       co.num_threads = opt.num_threads;
       co.chunk_len = opt.chunk_len;
-      co.algo = opt.path == ScanPath::sequential || opt.save_chunk_states ? cpu::ScanAlgo::sequential
-                : opt.path == ScanPath::chunked                           ? cpu::ScanAlgo::chunked
-                                                                          : cpu::ScanAlgo::automatic;
-      Tensor saved;  // (b, chunks, d, n) state dtype
+      co.path = opt.path;  // automatic runs sequential when it is to save chunk states
+      Tensor saved;  // (b, d, n_chunks, n) state dtype
       if (opt.save_chunk_states) {
-        saved = Tensor::empty({p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate},
-                              s.state);
-        co.chunk_states = saved.data();
+        const index_t chunks = ChunkStates::count(p.seqlen, kCpuScanChunkLen);
+        saved = Tensor::empty({p.batch, p.dim, chunks, p.dstate}, s.state);
+        co.chunk_states = {saved.data(), chunks, kCpuScanChunkLen};
       }
-      std::string path = cpu::selective_scan_forward<In>(p, co);
+      const cpu::ScanRun ran = cpu::selective_scan_forward<In>(p, co);
       if (saved.defined()) {
-        SSM_CHECK(cpu::writes_chunk_states(p, path), "selective_scan: internal: the path ", path,
+        SSM_CHECK(ran.saved_chunk_states, "selective_scan: internal: the path ", ran.name,
                   " did not save the chunk states it was asked for");
         *chunk_states = std::move(saved);
       }
-      return path;
+      return ran.name;
     }
     reference::selective_scan_forward<In>(p);
     return "reference";
@@ -458,15 +453,16 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
   scan_detail::check_complex_path(c, p, opt.path);
-  const void* saved_states = nullptr;
+  ChunkStates saved_states;
   if (opt.chunk_states.defined() && opt.path != ScanPath::reference) {
     const TensorView& cs = opt.chunk_states;
     c.require(s.device.is_cpu(), "chunk_states", "are taken by the CPU backward only (the CUDA backward saves its own)");
     c.require(!p.is_complex && p.cu_seqlens == nullptr, "chunk_states",
               "apply to a real-A scan without cu_seqlens (the forward saves none otherwise)");
-    c.shape("chunk_states", cs, {p.batch, (p.seqlen + cpu::kSavedChunkLen - 1) / cpu::kSavedChunkLen, p.dim, p.dstate});
+    const index_t chunks = ChunkStates::count(p.seqlen, kCpuScanChunkLen);
+    c.shape("chunk_states", cs, {p.batch, p.dim, chunks, p.dstate});
     c.dtype("chunk_states", cs, s.state).contiguous("chunk_states", cs).device("chunk_states", cs, Device::cpu());
-    saved_states = cs.data();
+    saved_states = {cs.data(), chunks, kCpuScanChunkLen};
   }
   ScanGradParams gp;
   gp.grad_out = grad_out.data();
@@ -522,10 +518,8 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
     bo.num_threads = opt.num_threads;
     bo.chunk_len = opt.chunk_len;
     bo.chunk_states = saved_states;
-    bo.algo = opt.path == ScanPath::sequential ? cpu::ScanAlgo::sequential
-              : opt.path == ScanPath::chunked  ? cpu::ScanAlgo::chunked
-                                               : cpu::ScanAlgo::automatic;
-    return cpu::selective_scan_backward<In>(p, gp, bo);
+    bo.path = opt.path;
+    return cpu::selective_scan_backward<In>(p, gp, bo).name;
   });
   return r;
 }

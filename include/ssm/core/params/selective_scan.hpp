@@ -15,6 +15,40 @@
 
 namespace ssm {
 
+/// Which implementation of the scan to run (SelectiveScanOptions::path) and, once it ran, which one did (the CPU
+/// drivers' ScanRun::path). One enum for the op, the CPU code and the tests.
+///   automatic:  the CPU code picks sequential or chunked from the shape (never reported as what ran);
+///   reference:  the plain loops of ssm/reference/ (the oracle);
+///   sequential: threads over (batch row, channel block), each sequence in order (backward: "channel-blocks");
+///   chunked:    each sequence split in time over the threads (backward: "time-split").
+enum class ScanPath { automatic, reference, sequential, chunked };
+
+/// The states a forward saves for its backward, which restarts its recomputation from them (Gu & Dao 2023, §3.3.2
+/// "recomputation"): h at the END of every chunk of chunk_len steps, per sequence and channel, in one layout on the
+/// CPU and on CUDA:
+///   data: (rows, d, n_chunks, n) contiguous, state dtype; rows = b (with cu_seqlens: the sequences);
+///   chunk j of a sequence covers its steps [j chunk_len, min((j + 1) chunk_len, len)).
+/// The state before chunk j > 0 is the one saved for chunk j - 1; before chunk 0 it is the initial state. A
+/// trivially copyable view: data is not owned. The CPU forward saves chunks of kCpuScanChunkLen steps (its time
+/// tile); the CUDA forward chunks of cuda::selective_scan_chunk_len(longest sequence) (its block's tokens).
+struct ChunkStates {
+  void* data = nullptr;   // (rows, d, n_chunks, n); null: none
+  index_t n_chunks = 0;   // chunks per sequence, the third extent: count(the longest sequence, chunk_len)
+  index_t chunk_len = 0;  // steps per chunk
+
+  /// Chunks of chunk_len steps covering len steps (at least 1).
+  SSM_HOST_DEVICE static constexpr index_t count(index_t len, index_t chunk_len) {
+    return len > chunk_len ? (len + chunk_len - 1) / chunk_len : 1;
+  }
+  /// Offset in elements of the state at the end of chunk j of (row, channel c) in a scan of d channels, state size n.
+  SSM_HOST_DEVICE constexpr index_t offset(index_t row, index_t c, index_t j, index_t d, index_t n) const {
+    return ((row * d + c) * n_chunks + j) * n;
+  }
+};
+
+/// Steps per chunk of the states the CPU forward saves (its time tile); the op's save_chunk_states uses it.
+inline constexpr index_t kCpuScanChunkLen = 128;
+
 struct ScanParams {
   using index_t = ::ssm::index_t;
 
