@@ -9,7 +9,9 @@
 namespace ssm::cuda {
 
 void cast_from_f32(const float* src, void* dst, DType dst_dtype, std::int64_t n, int device, void* stream) {
-  if (n > 0 && src && dst) {
+  // The device only when the launch header's checks will pass, so that a bad argument reports itself first.
+  const bool supported = dst_dtype == DType::f32 || dst_dtype == DType::f16 || dst_dtype == DType::bf16;
+  if (supported && n > 0 && src && dst) {
     ensure_device(device);
     detail::check_cuda(cudaSetDevice(device), "cudaSetDevice");
   }
