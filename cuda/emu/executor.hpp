@@ -1,7 +1,7 @@
 // The host executor of kernels/mamba_lm_launches.cuh: "device" memory is host memory, every kernel runs under the
-// emulation (emu::launch, in a chosen thread order; the first finding throws), the selective scan and the conv1d
-// are their kernels launched the way the ssm::cuda launchers do, and the GEMM (cuBLAS on the device) is a plain
-// host loop with f32 accumulation. Lets tests run the model's whole sequence of launches without a GPU.
+// emulation (emu::launch, in a chosen thread order; the first finding is an ssm::Error), the selective scan and the
+// conv1d run through the launch headers ssm::cuda uses (kernels/launch/*.cuh), and the GEMM (cuBLAS on the
+// device) is a plain host loop with f32 accumulation. Lets tests run the model's whole sequence of launches without a GPU.
 #pragma once
 
 #include <algorithm>
@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/causal_conv1d.cuh"
+#include "../kernels/launch/causal_conv1d.cuh"
+#include "../kernels/launch/selective_scan.cuh"
 #include "../kernels/mamba_lm_launches.cuh"
-#include "../kernels/selective_scan_fwd.cuh"
 #include "emulation.hpp"
 #include "ssm/core/error.hpp"
 
@@ -32,6 +32,10 @@ class HostExecutor {
     return blocks_.back().get();
   }
   void upload(void* dst, const void* host, std::size_t bytes) { std::memcpy(dst, host, bytes); }
+  /// Device to device (host memory here).
+  void copy(void* dst, const void* src, std::size_t bytes) {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+  }
   /// (For tests; the launches themselves never copy back.)
   void download(void* host, const void* src, std::size_t bytes) { std::memcpy(host, src, bytes); }
 
@@ -60,28 +64,16 @@ class HostExecutor {
     }
   }
 
+  /// The scan and conv1d of the model: the launch headers of ssm::cuda (kernels/launch/*.cuh) over this executor.
   void scan(const ScanParams& p) {
-    kernels::dispatch_fwd_config(p.seqlen, [&](auto cfg) {
-      using Cfg = decltype(cfg);
-      const std::int64_t n_chunks = std::max<std::int64_t>(1, (p.seqlen + Cfg::kChunk - 1) / Cfg::kChunk);
-      run(dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch)), dim3(Cfg::kThreads), "selective scan",
-          kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>, p, static_cast<float*>(nullptr),
-          n_chunks);
-    });
+    const std::int64_t max_len = kernels::check_scan_forward(p, DType::f32, {}, "emulated selective scan");
+    if (max_len >= 0) kernels::launch_selective_scan_fwd<float>(*this, p, nullptr, max_len);
   }
-
   void conv(const CausalConv1dParams& p) {
-    using Cfg = kernels::ConvFwdConfig;
-    constexpr std::int64_t tile = Cfg::kThreads * Cfg::kItems;
-    run(dim3(static_cast<unsigned>(std::max<std::int64_t>(1, (p.seqlen + tile - 1) / tile)),
-             static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch)),
-        dim3(Cfg::kThreads), "conv1d", kernels::causal_conv1d_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>, p);
+    kernels::causal_conv1d_forward_launches(*this, p, DType::f32, "emulated causal_conv1d");
   }
-
   void conv_update(const CausalConv1dUpdateParams& p) {
-    constexpr unsigned threads = 128;  // as ssm::cuda::causal_conv1d_update
-    run(dim3(static_cast<unsigned>((p.dim + threads - 1) / threads), static_cast<unsigned>(p.batch)), dim3(threads),
-        "conv1d update", kernels::causal_conv1d_update_kernel<float>, p);
+    kernels::causal_conv1d_update_launches(*this, p, DType::f32, "emulated causal_conv1d_update");
   }
 
  private:

@@ -1,6 +1,10 @@
-// Fused selective-scan forward, bf16 inputs (f32 weights and state): the kernel instantiations for this dtype.
-#include "selective_scan_fwd_launch.cuh"
+// Fused selective-scan forward, bf16 inputs (f32 weights and state): the launcher and kernel instantiations for this
+// dtype (one file per dtype, so that nvcc compiles them in parallel). Launch logic: kernels/launch/selective_scan.cuh.
+#include "../kernels/launch/selective_scan.cuh"
+#include "stream_executor.cuh"
 
-namespace ssm::cuda::detail {
-template void launch_selective_scan_fwd<ssm::bfloat16>(const ScanParams&, float*, std::int64_t, cudaStream_t);
-}  // namespace ssm::cuda::detail
+namespace ssm::kernels {
+using cuda::detail::StreamExecutor;
+template void launch_selective_scan_fwd<ssm::bfloat16, StreamExecutor>(StreamExecutor&, const ScanParams&,
+                                                                  float*, std::int64_t);
+}  // namespace ssm::kernels

@@ -1,0 +1,199 @@
+// The CUDA backend under the host emulation: a DeviceBackend (ssm/core/device_backend.hpp) named
+// "cuda (host emulation)" whose device memory is host memory and whose op entry points run the kernel sources of
+// cuda/kernels through the same launch code as ssm::cuda (kernels/launch/*.cuh, the attention launches), each
+// kernel under emu::launch (emu::HostExecutor) in a chosen thread order. A finding of the emulation (a shared
+// memory race, a divergent barrier, ...) is an ssm::Error naming the launch.
+//
+// Installed for DeviceType::cuda, it lets the public ops (ssm::selective_scan, causal_conv1d, attention_forward,
+// ...) run on tensors of Device::cuda(0) without a GPU: the op code, the argument blocks it fills, the launchers'
+// checks, grids and dtype dispatch, and the kernels are the ones a GPU would run.
+//
+//   ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 7);  // registers it; the destructor restores
+//   ssm::Tensor u = u_cpu.to(ssm::Device::cuda(0));
+//   auto r = ssm::selective_scan(inputs_on_cuda);                     // runs selective_scan_fwd_kernel emulated
+//
+// One device (index 0). Not thread-safe: the thread order is process-wide, set by the guard. The device Mamba LM
+// (make_mamba_lm) is not provided (null).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "../kernels/attention.cuh"
+#include "../kernels/launch/cast.cuh"
+#include "../kernels/launch/causal_conv1d.cuh"
+#include "../kernels/launch/selective_scan.cuh"
+#include "executor.hpp"
+#include "ssm/core/device.hpp"
+#include "ssm/core/device_backend.hpp"
+#include "ssm/core/error.hpp"
+
+namespace ssm::emu {
+
+/// How the emulated backend runs its launches: the thread order within each block (Order::random: seeded, each
+/// launch with seed + the launch's number) and the stack of each emulated thread (0: the emulation's default).
+struct EmulatedCudaSettings {
+  Order order = Order::forward;
+  std::uint64_t seed = 1;
+  std::size_t stack_bytes = 0;
+};
+
+namespace backend_detail {
+
+inline constexpr const char* kName = "cuda (host emulation)";
+inline constexpr std::size_t kAlignment = 256;  // cudaMalloc's guarantee
+
+inline EmulatedCudaSettings& settings() {
+  static EmulatedCudaSettings s;
+  return s;
+}
+inline HostExecutor executor() {
+  const EmulatedCudaSettings& s = settings();
+  return HostExecutor(s.order, s.seed, s.stack_bytes);
+}
+
+inline void check_index(int index, const char* what) {
+  SSM_CHECK(index == 0, kName, ": ", what, ": CUDA device ", index, " does not exist (1 device(s) present)");
+}
+inline void check_device(Device d, const char* what) {
+  if (d.is_cuda()) check_index(d.index, what);
+}
+
+inline int device_count() { return 1; }
+inline void ensure_device(int index) { check_index(index, "ensure_device"); }
+inline std::string status() { return std::string("1 device(s): ") + kName; }
+
+inline void* allocate(std::size_t bytes, int index) {
+  check_index(index, "allocate");
+  if (bytes == 0) return nullptr;  // as cudaMalloc
+  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void* p = std::aligned_alloc(kAlignment, rounded);
+  SSM_CHECK(p != nullptr, kName, ": failed to allocate ", bytes, " bytes");
+  return p;
+}
+inline void deallocate(void* p, int) noexcept { std::free(p); }
+
+inline void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
+  check_device(dst_device, "copy");
+  check_device(src_device, "copy");
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
+inline void copy_2d(void* dst, std::size_t dst_pitch, Device dst_device, const void* src, std::size_t src_pitch,
+                    Device src_device, std::size_t width, std::size_t height) {
+  check_device(dst_device, "copy_2d");
+  check_device(src_device, "copy_2d");
+  SSM_CHECK(height <= 1 || (width <= dst_pitch && width <= src_pitch), kName, ": copy_2d: a row of ", width,
+            " bytes is wider than the pitch (", dst_pitch, ", ", src_pitch, ")");
+  for (std::size_t i = 0; i < height && width > 0; ++i)
+    std::memcpy(static_cast<char*>(dst) + i * dst_pitch, static_cast<const char*>(src) + i * src_pitch, width);
+}
+inline void memset_zero(void* p, Device device, std::size_t bytes) {
+  check_device(device, "memset_zero");
+  if (bytes > 0) std::memset(p, 0, bytes);
+}
+
+inline void cast_from_f32(const float* src, void* dst, DType dst_dtype, std::int64_t n, int device, void*) {
+  check_index(device, "cast_from_f32");
+  HostExecutor exec = executor();
+  kernels::cast_from_f32_launches(exec, src, dst, dst_dtype, n, "ssm::cuda::cast_from_f32 (host emulation)");
+}
+inline std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& o) {
+  if (o.device >= 0) check_index(o.device, "selective_scan_forward");
+  HostExecutor exec = executor();
+  return kernels::selective_scan_forward_launches(exec, p, input_dtype, o,
+                                                  "ssm::cuda::selective_scan_forward (host emulation)");
+}
+inline void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, void*) {
+  HostExecutor exec = executor();
+  kernels::selective_scan_backward_launches(exec, p, input_dtype, g,
+                                            "ssm::cuda::selective_scan_backward (host emulation)");
+}
+inline std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen) { return kernels::scan_chunk_count(max_seqlen); }
+inline void causal_conv1d_forward(const CausalConv1dParams& p, DType input_dtype, void*) {
+  HostExecutor exec = executor();
+  kernels::causal_conv1d_forward_launches(exec, p, input_dtype, "ssm::cuda::causal_conv1d_forward (host emulation)");
+}
+inline void causal_conv1d_backward(const CausalConv1dParams& p, const CausalConv1dGradParams& g, DType input_dtype,
+                                   void*) {
+  HostExecutor exec = executor();
+  kernels::causal_conv1d_backward_launches(exec, p, g, input_dtype,
+                                           "ssm::cuda::causal_conv1d_backward (host emulation)");
+}
+inline void causal_conv1d_update(const CausalConv1dUpdateParams& p, DType input_dtype, void*) {
+  HostExecutor exec = executor();
+  kernels::causal_conv1d_update_launches(exec, p, input_dtype, "ssm::cuda::causal_conv1d_update (host emulation)");
+}
+inline std::int64_t attention_workspace_floats(const AttentionParams& p) {
+  return ::ssm::cuda::attention_workspace_floats(p);
+}
+inline void attention_forward(const AttentionParams& p, void*) {
+  HostExecutor exec = executor();
+  kernels::attention_forward_launches(exec, p);
+}
+inline void attention_backward(const AttentionParams& p, const AttentionGradParams& g, void*) {
+  HostExecutor exec = executor();
+  kernels::attention_backward_launches(exec, p, g);
+}
+
+inline DeviceBackend make() {
+  DeviceBackend b;
+  b.name = kName;
+  b.device_count = &device_count;
+  b.ensure_device = &ensure_device;
+  b.status = &status;
+  b.allocate = &allocate;
+  b.deallocate = &deallocate;
+  b.copy = &copy;
+  b.copy_2d = &copy_2d;
+  b.memset_zero = &memset_zero;
+  b.cast_from_f32 = &cast_from_f32;
+  b.selective_scan_forward = &selective_scan_forward;
+  b.selective_scan_backward = &selective_scan_backward;
+  b.selective_scan_chunk_count = &selective_scan_chunk_count;
+  b.causal_conv1d_forward = &causal_conv1d_forward;
+  b.causal_conv1d_backward = &causal_conv1d_backward;
+  b.causal_conv1d_update = &causal_conv1d_update;
+  b.attention_workspace_floats = &attention_workspace_floats;
+  b.attention_forward = &attention_forward;
+  b.attention_backward = &attention_backward;
+  b.make_mamba_lm = nullptr;  // the device LM is not emulated here (tests/cuda_emu runs its launches directly)
+  return b;
+}
+
+}  // namespace backend_detail
+
+/// The emulated CUDA backend (one object per program).
+inline const DeviceBackend& emulated_cuda_backend() {
+  static const DeviceBackend b = backend_detail::make();
+  return b;
+}
+
+/// Registers the emulated backend for DeviceType::cuda with the given thread order, and on destruction puts back
+/// the backend (and the settings) it replaced. Guards nest. A tensor allocated while it is installed may outlive it:
+/// each tensor keeps the deallocator of the backend that allocated it.
+class ScopedEmulatedCuda {
+ public:
+  explicit ScopedEmulatedCuda(Order order = Order::forward, std::uint64_t seed = 1, std::size_t stack_bytes = 0)
+      : saved_settings_(backend_detail::settings()) {
+    backend_detail::settings() = EmulatedCudaSettings{order, seed, stack_bytes};
+    previous_ = register_backend(DeviceType::cuda, &emulated_cuda_backend());
+  }
+  ~ScopedEmulatedCuda() {
+    register_backend(DeviceType::cuda, previous_);
+    backend_detail::settings() = saved_settings_;
+  }
+  ScopedEmulatedCuda(const ScopedEmulatedCuda&) = delete;
+  ScopedEmulatedCuda& operator=(const ScopedEmulatedCuda&) = delete;
+
+  /// The backend this guard replaced (null when none was registered).
+  const DeviceBackend* previous() const { return previous_; }
+
+ private:
+  EmulatedCudaSettings saved_settings_;
+  const DeviceBackend* previous_ = nullptr;
+};
+
+}  // namespace ssm::emu

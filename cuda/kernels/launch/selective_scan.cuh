@@ -1,0 +1,127 @@
+// The launch logic of the fused selective scan, written once over an executor (anything with
+// `exec.launch(kernel, LaunchDims grid, LaunchDims block, args...)`): the kernels' limits, the block configuration
+// for the longest sequence, the grid and the per-dtype dispatch. ssm::cuda instantiates it with a stream executor
+// (cuda/src/selective_scan*.cu, one file per input dtype), the host emulation with emu::HostExecutor
+// (cuda/emu/backend.hpp), so the emulated tests run the launches the device runs.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "../selective_scan_bwd.cuh"
+#include "../selective_scan_fwd.cuh"
+#include "ssm/core/dtype.hpp"
+#include "ssm/core/error.hpp"
+#include "ssm/core/params/selective_scan_device.hpp"
+
+namespace ssm::kernels {
+
+/// Calls f(In{}) for the kernels' input type of `dtype` (f32, f16 or bf16; check_scan_supported has checked it).
+template <class F>
+void visit_scan_input(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: f(float{}); break;
+    case DType::f16: f(::ssm::half{}); break;
+    default: f(::ssm::bfloat16{}); break;
+  }
+}
+
+/// Chunks per sequence of max_seqlen tokens (at least 1): the third extent of the saved chunk states
+/// (sequences, d, chunks, n), and what the backward's n_chunks_max must be.
+inline std::int64_t scan_chunk_count(std::int64_t max_seqlen) {
+  const std::int64_t c = fwd_chunk_len(max_seqlen);
+  return std::max<std::int64_t>(1, (max_seqlen + c - 1) / c);
+}
+
+/// The kernel limits both directions share, naming `op`.
+inline void check_scan_supported(const ScanParams& p, DType input_dtype, const char* op) {
+  SSM_CHECK(input_dtype == DType::f32 || input_dtype == DType::f16 || input_dtype == DType::bf16, op,
+            ": input dtype must be f32, f16 or bf16 on CUDA, got ", name(input_dtype));
+  SSM_CHECK(!p.is_complex, op, ": complex A is not supported by the CUDA kernel (use the CPU path)");
+  SSM_CHECK(p.dstate >= 1 && p.dstate <= kScanMaxDstate, op, ": state size n must be in [1, ", kScanMaxDstate,
+            "], got ", p.dstate);
+  SSM_CHECK(p.n_groups >= 1 && p.dim >= 1 && p.dim % p.n_groups == 0, op, ": d (", p.dim,
+            ") must be a positive multiple of the number of groups g (", p.n_groups, ")");
+  SSM_CHECK(p.u && p.delta && p.A && p.B && p.C, op, ": u, delta, A, B and C must be set");
+  SSM_CHECK(p.dim <= 0x7fffffff, op, ": d must be below 2^31 (the grid's x extent), got ", p.dim);
+  SSM_CHECK(p.seqlen <= 0x7fffffff, op, ": l must be below 2^31 (32-bit positions in the kernel), got ", p.seqlen);
+}
+
+/// Checks a forward launch; returns the length that picks the configuration and sizes the chunk states (the
+/// longest sequence), or -1 when there is nothing to launch (no sequences).
+inline std::int64_t check_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& o,
+                                       const char* op) {
+  check_scan_supported(p, input_dtype, op);
+  SSM_CHECK(p.out, op, ": out must be set");
+  SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
+  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
+  const std::int64_t sequences = fwd_num_sequences(p);
+  SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
+  SSM_CHECK(o.max_seqlen >= 0, op, ": max_seqlen must be >= 0, got ", o.max_seqlen);
+  if (sequences == 0) return -1;
+  return p.cu_seqlens && o.max_seqlen > 0 ? o.max_seqlen : p.seqlen;
+}
+
+/// Checks a backward launch; false when there is nothing to launch (b = 0).
+inline bool check_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, const char* op) {
+  check_scan_supported(p, input_dtype, op);
+  SSM_CHECK(!p.cu_seqlens, op,
+            ": packed variable-length batches (cu_seqlens) are not supported by the backward kernel");
+  SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
+  SSM_CHECK(p.batch >= 0 && p.batch <= 65535, op, ": b must be in [0, 65535], got ", p.batch);
+  SSM_CHECK(g.grad_out && g.grad_u && g.grad_delta && g.grad_A && g.grad_B && g.grad_C, op,
+            ": grad_out, grad_u, grad_delta, grad_A, grad_B and grad_C must be set");
+  SSM_CHECK(!p.z || g.grad_z, op, ": grad_z must be set when z is given");
+  SSM_CHECK(g.chunk_states && g.n_chunks_max == scan_chunk_count(p.seqlen), op,
+            ": chunk_states from the forward with n_chunks_max = selective_scan_chunk_count(l) = ",
+            scan_chunk_count(p.seqlen), " are needed, got n_chunks_max = ", g.n_chunks_max);
+  return p.batch > 0;
+}
+
+/// The forward kernel for inputs of type In: grid (d, sequences), the configuration of max_len (the longest
+/// sequence; check_scan_forward). chunk_states: (sequences, d, scan_chunk_count(max_len), n) f32, or null.
+template <class In, class Exec>
+void launch_selective_scan_fwd(Exec& exec, const ScanParams& p, float* chunk_states, std::int64_t max_len) {
+  const auto sequences = static_cast<unsigned>(fwd_num_sequences(p));
+  dispatch_fwd_config(max_len, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    const std::int64_t n_chunks_max = std::max<std::int64_t>(1, (max_len + Cfg::kChunk - 1) / Cfg::kChunk);
+    exec.launch(selective_scan_fwd_kernel<In, Cfg::kThreads, Cfg::kItems>,
+                LaunchDims{static_cast<unsigned>(p.dim), sequences}, LaunchDims{static_cast<unsigned>(Cfg::kThreads)},
+                p, chunk_states, n_chunks_max);
+  });
+}
+
+/// The backward kernel for inputs of type In: grid (d, b), the forward's chunk length with 4 items per thread.
+template <class In, class Exec>
+void launch_selective_scan_bwd(Exec& exec, const ScanParams& p, const ScanDeviceGradParams& g) {
+  dispatch_fwd_config(p.seqlen, [&](auto fwd_cfg) {
+    using Cfg = ScanBwdConfig<decltype(fwd_cfg)>;
+    exec.launch(selective_scan_bwd_kernel<In, Cfg::kThreads, Cfg::kItems>,
+                LaunchDims{static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch)},
+                LaunchDims{static_cast<unsigned>(Cfg::kThreads)}, p, g);
+  });
+}
+
+/// The whole forward (checks, then the kernel of the input dtype) over one executor that instantiates every
+/// dtype; returns the path name. ssm::cuda splits the dtypes over three files instead (same pieces).
+template <class Exec>
+std::string selective_scan_forward_launches(Exec& exec, const ScanParams& p, DType input_dtype,
+                                            const ScanForwardOptions& o, const char* op) {
+  const std::int64_t max_len = check_scan_forward(p, input_dtype, o, op);
+  if (max_len < 0) return "cuda-fused";
+  visit_scan_input(input_dtype,
+                   [&](auto in) { launch_selective_scan_fwd<decltype(in)>(exec, p, o.chunk_states, max_len); });
+  return "cuda-fused";
+}
+
+/// The whole backward over one executor that instantiates every dtype.
+template <class Exec>
+void selective_scan_backward_launches(Exec& exec, const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g,
+                                      const char* op) {
+  if (!check_scan_backward(p, input_dtype, g, op)) return;
+  visit_scan_input(input_dtype, [&](auto in) { launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
+}
+
+}  // namespace ssm::kernels

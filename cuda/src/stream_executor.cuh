@@ -1,0 +1,43 @@
+// Internal to ssm::cuda: the device executor of the launch headers (cuda/kernels/launch/*.cuh, the attention
+// launches): a kernel launch on one stream, each failure an ssm::Error with the runtime's words; device copies
+// on that stream. The first launch or copy checks that the runtime has a device (the runtime's message if not).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "../kernels/common.cuh"
+#include "cuda_check.cuh"
+#include "ssm/cuda/runtime.hpp"
+
+namespace ssm::cuda::detail {
+
+class StreamExecutor {
+ public:
+  explicit StreamExecutor(cudaStream_t stream = nullptr) : stream_(stream) {}
+
+  template <class... P, class... A>
+  void launch(void (*kernel)(P...), kernels::LaunchDims grid, kernels::LaunchDims block, A... args) {
+    ensure_runtime();
+    kernel<<<dim3(grid.x, grid.y, grid.z), dim3(block.x, block.y, block.z), 0, stream_>>>(static_cast<P>(args)...);
+    check_cuda(cudaGetLastError(), "kernel launch");
+  }
+  void copy(void* dst, const void* src, std::size_t bytes) {
+    ensure_runtime();
+    check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync");
+  }
+
+ private:
+  /// Before the first launch (after the launch header's argument checks): the runtime's own message when no GPU is
+  /// usable, instead of a failed launch.
+  void ensure_runtime() {
+    if (!runtime_checked_) (void)device_count();
+    runtime_checked_ = true;
+  }
+
+  cudaStream_t stream_;
+  bool runtime_checked_ = false;
+};
+
+}  // namespace ssm::cuda::detail

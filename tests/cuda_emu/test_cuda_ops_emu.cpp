@@ -1,0 +1,624 @@
+// The public ops on CUDA tensors with the emulated CUDA backend installed (cuda/emu/backend.hpp): the op code,
+// the argument blocks it fills, the launch headers ssm::cuda compiles (checks, configuration, grid, dtype dispatch)
+// and the kernels, each launch under the host emulation — against the same op on CPU tensors on the reference
+// path (the scan: ScanPath::reference; conv1d: the op's CPU loops in f64; attention: reference/attention.hpp).
+// Awkward shapes (l across the launcher's configurations and chunk boundaries, d = 1, odd n, groups), optional
+// inputs present and absent, f16 / bf16 where the kernels take them, packed sequences for the scan forward, and
+// random thread orders (the emulation's race detector sees each launch in that order).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "emu/backend.hpp"
+#include "ssm/ops.hpp"
+#include "ssm/ops/attention.hpp"
+#include "ssm/reference/attention.hpp"
+
+namespace {
+
+using ssm::Device;
+using ssm::DType;
+using ssm::Tensor;
+using ssm::emu::Order;
+using ssm::emu::ScopedEmulatedCuda;
+using index_t = std::int64_t;
+
+const Device kCuda = Device::cuda(0);
+
+// ---- tensors ---------------------------------------------------------------------------------------------------
+
+/// A CPU tensor of `shape` and dtype `dt` (f32, f64, f16, bf16) with values uniform in [lo, hi).
+Tensor random_tensor(const ssm::Dims& shape, DType dt, std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<std::size_t>(shape.product()));
+  for (float& x : v) x = dist(rng);
+  auto as = [&](auto zero) {
+    using T = decltype(zero);
+    std::vector<T> t(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) t[i] = ssm::from_float<T>(v[i]);
+    return Tensor::from_vector(shape, t);
+  };
+  switch (dt) {
+    case DType::f32: return Tensor::from_vector(shape, v);
+    case DType::f64: return Tensor::from_vector(shape, std::vector<double>(v.begin(), v.end()));
+    case DType::f16: return as(ssm::half{});
+    case DType::bf16: return as(ssm::bfloat16{});
+    default: ADD_FAILURE() << "random_tensor: dtype " << name(dt); return {};
+  }
+}
+
+/// The values of any real floating tensor (on any device) in double.
+std::vector<double> doubles(const Tensor& t) {
+  const Tensor h = t.to(Device::cpu());
+  std::vector<double> r(static_cast<std::size_t>(h.numel()));
+  auto read = [&](auto zero) {
+    using T = decltype(zero);
+    const T* p = h.data_as<T>();
+    for (std::size_t i = 0; i < r.size(); ++i) r[i] = static_cast<double>(ssm::to_float(p[i]));
+  };
+  switch (h.dtype()) {
+    case DType::f32: for (std::size_t i = 0; i < r.size(); ++i) r[i] = h.data_as<float>()[i]; break;
+    case DType::f64: for (std::size_t i = 0; i < r.size(); ++i) r[i] = h.data_as<double>()[i]; break;
+    case DType::f16: read(ssm::half{}); break;
+    case DType::bf16: read(ssm::bfloat16{}); break;
+    default: ADD_FAILURE() << "doubles: dtype " << name(h.dtype());
+  }
+  return r;
+}
+
+/// A copy of a CPU tensor converted to `dt` (through double; f64 keeps f16 / bf16 values exactly).
+Tensor converted(const Tensor& t, DType dt) {
+  const std::vector<double> v = doubles(t);
+  if (dt == DType::f64) return Tensor::from_vector(t.shape(), v);
+  return Tensor::from_vector(t.shape(), std::vector<float>(v.begin(), v.end()));
+}
+
+/// One rounding of an output of dtype dt, relative.
+double ulp(DType dt) { return dt == DType::f16 ? std::ldexp(1.0, -10) : dt == DType::bf16 ? std::ldexp(1.0, -7) : 0.0; }
+
+/// |got - ref| <= scale_tol * max |ref| + elem_tol * |ref| element by element (the sums over tokens make
+/// per-element relative bounds meaningless near zero: the scale term; outputs rounded to f16 / bf16 on both sides
+/// differ by an ulp of the element: the element term). Returns max |got - ref| / max |ref|.
+double expect_close(const std::string& what, const Tensor& got, const std::vector<double>& ref, double scale_tol,
+                    double elem_tol = 0) {
+  EXPECT_TRUE(got.defined()) << what;
+  if (!got.defined()) return 1;
+  const std::vector<double> g = doubles(got);
+  EXPECT_EQ(g.size(), ref.size()) << what;
+  if (g.size() != ref.size()) return 1;
+  double scale = 0;
+  for (double r : ref) scale = std::max(scale, std::fabs(r));
+  double worst = 0;
+  std::size_t bad = 0, first_bad = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double err = std::fabs(g[i] - ref[i]);
+    worst = std::max(worst, err);
+    if (!(err <= scale_tol * scale + elem_tol * std::fabs(ref[i]) + 1e-30)) {
+      if (bad++ == 0) first_bad = i;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << g.size() << " elements out of bounds, first at " << first_bad
+                     << ": got " << g[first_bad] << ", reference " << ref[first_bad] << " (max |reference| " << scale
+                     << ")";
+  return scale > 0 ? worst / scale : worst;
+}
+double expect_close(const std::string& what, const Tensor& got, const Tensor& ref, double scale_tol,
+                    double elem_tol = 0) {
+  EXPECT_TRUE(ref.defined()) << what << ": no reference";
+  if (!ref.defined()) return 1;
+  return expect_close(what, got, doubles(ref), scale_tol, elem_tol);
+}
+
+// ---- selective scan --------------------------------------------------------------------------------------------
+
+struct ScanCase {
+  index_t b = 2, d = 4, l = 100, n = 5, g = 2;
+  DType dtype = DType::f32;
+  bool variable_B = true, variable_C = true;
+  bool z = true, D = true, bias = true, softplus = true, init = true;
+  float delta_offset = 0;             // added to delta: large values make exp(Delta A) << 1
+  std::vector<std::int64_t> cu;       // non-empty: cu_seqlens (b = 1, sequences packed along l)
+  std::string str() const {
+    std::string s = std::string(name(dtype)) + " b" + std::to_string(b) + " d" + std::to_string(d) + " l" +
+                    std::to_string(l) + " n" + std::to_string(n) + " g" + std::to_string(g);
+    if (!variable_B) s += " fixedB";
+    if (!variable_C) s += " fixedC";
+    if (!z) s += " no-z";
+    if (!D) s += " no-D";
+    if (!bias) s += " no-bias";
+    if (!softplus) s += " no-softplus";
+    if (!init) s += " no-init";
+    if (!cu.empty()) s += " varlen";
+    if (delta_offset != 0) s += " delta+" + std::to_string(delta_offset);
+    return s;
+  }
+  index_t state_rows() const { return cu.empty() ? b : static_cast<index_t>(cu.size()) - 1; }
+};
+
+/// The tensors of one scan on one device (optional ones undefined when absent).
+struct ScanTensors {
+  Tensor u, delta, A, B, C, D, z, bias, h0, cu;
+
+  ScanTensors to(Device dev) const {
+    auto mv = [&](const Tensor& t) { return t.defined() ? t.to(dev) : Tensor{}; };
+    return {mv(u), mv(delta), mv(A), mv(B), mv(C), mv(D), mv(z), mv(bias), mv(h0), cu};  // cu_seqlens stays on the host
+  }
+  ssm::SelectiveScanInputs inputs(const ScanCase& c) const {
+    ssm::SelectiveScanInputs in;
+    in.u = u, in.delta = delta, in.A = A, in.B = B, in.C = C;
+    if (D.defined()) in.D = D.view();
+    if (z.defined()) in.z = z.view();
+    if (bias.defined()) in.delta_bias = bias.view();
+    if (h0.defined()) in.initial_state = h0.view();
+    if (cu.defined()) in.cu_seqlens = cu.view();
+    in.delta_softplus = c.softplus;
+    return in;
+  }
+};
+
+ScanTensors make_scan(const ScanCase& c, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  ScanTensors t;
+  const DType in = c.dtype, w = DType::f32;
+  t.u = random_tensor({c.b, c.d, c.l}, in, rng, -1, 1);  // (b, d, l)
+  // delta: (b, d, l); with softplus the raw value (softplus(-3 .. -0.5) = 0.05 .. 0.47), else used as given
+  t.delta = c.softplus ? random_tensor({c.b, c.d, c.l}, in, rng, -3.0f + c.delta_offset, -0.5f + c.delta_offset)
+                       : random_tensor({c.b, c.d, c.l}, in, rng, 0.05f + c.delta_offset, 0.6f + c.delta_offset);
+  {
+    std::uniform_real_distribution<float> jitter(0.5f, 1.5f);
+    std::vector<float> a(static_cast<std::size_t>(c.d * c.n));  // (d, n): A[ch, s] = -(s + 1) * jitter
+    for (index_t i = 0; i < c.d; ++i)
+      for (index_t s = 0; s < c.n; ++s) a[static_cast<std::size_t>(i * c.n + s)] = -static_cast<float>(s + 1) * jitter(rng);
+    t.A = Tensor::from_vector({c.d, c.n}, a);
+  }
+  t.B = c.variable_B ? random_tensor({c.b, c.g, c.n, c.l}, in, rng, -1, 1) : random_tensor({c.d, c.n}, w, rng, -1, 1);
+  t.C = c.variable_C ? random_tensor({c.b, c.g, c.n, c.l}, in, rng, -1, 1) : random_tensor({c.d, c.n}, w, rng, -1, 1);
+  if (c.D) t.D = random_tensor({c.d}, w, rng, -1, 1);
+  if (c.z) t.z = random_tensor({c.b, c.d, c.l}, in, rng, -2, 2);
+  if (c.bias) t.bias = random_tensor({c.d}, w, rng, -0.5f, 0.5f);
+  if (c.init) t.h0 = random_tensor({c.state_rows(), c.d, c.n}, w, rng, -1, 1);  // (b | n_seqs, d, n)
+  if (!c.cu.empty()) t.cu = Tensor::from_vector({static_cast<index_t>(c.cu.size())}, c.cu);
+  return t;
+}
+
+// Output tolerance: the kernel computes in f32 (expf, a tree-shaped scan), the reference in double on the same
+// inputs; A <= -0.5 and Delta >= 0.05 forget within ~40 steps, so f32 rounding stays at a few ulp of the largest
+// terms. f16 / bf16 outputs: one rounding each side.
+constexpr double kScanOutTol = 2e-5;
+constexpr double kScanGradTol = 1e-4;
+
+/// The scan forward on emulated CUDA tensors against ScanPath::reference on the CPU; returns the worst relative error.
+double check_scan_forward(const ScanCase& c, Order order, std::uint32_t seed) {
+  SCOPED_TRACE(c.str() + ", order " + ssm::emu::name(order));
+  const ScanTensors host = make_scan(c, seed);
+  ssm::SelectiveScanOptions ref_opt;
+  ref_opt.path = ssm::ScanPath::reference;
+  ref_opt.return_last_state = true;
+  const auto ref = ssm::selective_scan(host.inputs(c), ref_opt);
+
+  ScopedEmulatedCuda guard(order, seed);
+  const ScanTensors dev = host.to(kCuda);
+  ssm::SelectiveScanOptions opt;
+  opt.return_last_state = true;
+  const auto got = ssm::selective_scan(dev.inputs(c), opt);
+  EXPECT_EQ(got.path, "cuda-fused");
+  EXPECT_TRUE(got.out.device() == kCuda);
+  double worst = expect_close("out", got.out, ref.out, kScanOutTol, ulp(c.dtype));
+  worst = std::max(worst, expect_close("last_state", got.last_state, ref.last_state, kScanOutTol));
+  return worst;
+}
+
+/// The scan backward (the op: forward with saved chunk states, backward kernel, f32 → f16 / bf16 casts) on emulated
+/// CUDA tensors against the reference backward on the CPU.
+void check_scan_backward(const ScanCase& c, bool grad_last, Order order, std::uint32_t seed) {
+  SCOPED_TRACE(c.str() + (grad_last ? " grad_last_state" : "") + ", backward, order " + ssm::emu::name(order));
+  const ScanTensors host = make_scan(c, seed);
+  std::mt19937 rng(seed + 1000);
+  const Tensor grad_out = random_tensor({c.b, c.d, c.l}, c.dtype, rng, -1, 1);         // (b, d, l)
+  const Tensor grad_last_state = random_tensor({c.b, c.d, c.n}, DType::f32, rng, -1, 1);  // (b, d, n)
+  auto gls = [&](const Tensor& t) { return grad_last ? std::optional<ssm::TensorView>(t.view()) : std::nullopt; };
+  ssm::SelectiveScanOptions ref_opt;
+  ref_opt.path = ssm::ScanPath::reference;
+  const auto ref = ssm::selective_scan_backward(host.inputs(c), grad_out, gls(grad_last_state), ref_opt);
+
+  ScopedEmulatedCuda guard(order, seed);
+  const ScanTensors dev = host.to(kCuda);
+  const Tensor grad_out_dev = grad_out.to(kCuda), grad_last_dev = grad_last_state.to(kCuda);
+  const auto got = ssm::selective_scan_backward(dev.inputs(c), grad_out_dev, gls(grad_last_dev));
+  EXPECT_EQ(got.path, "cuda-fused");
+  const double e = ulp(c.dtype);
+  expect_close("grad_u", got.grad_u, ref.grad_u, kScanGradTol, e);
+  expect_close("grad_delta", got.grad_delta, ref.grad_delta, kScanGradTol, e);
+  expect_close("grad_A", got.grad_A, ref.grad_A, kScanGradTol);
+  expect_close("grad_B", got.grad_B, ref.grad_B, kScanGradTol, c.variable_B ? e : 0);
+  expect_close("grad_C", got.grad_C, ref.grad_C, kScanGradTol, c.variable_C ? e : 0);
+  EXPECT_EQ(got.grad_z.defined(), c.z);
+  if (c.z) expect_close("grad_z", got.grad_z, ref.grad_z, kScanGradTol, e);
+  EXPECT_EQ(got.grad_D.defined(), c.D);
+  if (c.D) expect_close("grad_D", got.grad_D, ref.grad_D, kScanGradTol);
+  EXPECT_EQ(got.grad_delta_bias.defined(), c.bias);
+  if (c.bias) expect_close("grad_delta_bias", got.grad_delta_bias, ref.grad_delta_bias, kScanGradTol);
+  EXPECT_EQ(got.grad_initial_state.defined(), c.init);
+  if (c.init) expect_close("grad_initial_state", got.grad_initial_state, ref.grad_initial_state, kScanGradTol);
+}
+
+TEST(CudaOpsEmu, BackendIsInstalledAndRestored) {
+  const ssm::DeviceBackend* before = ssm::find_backend(ssm::DeviceType::cuda);
+  {
+    ScopedEmulatedCuda guard;
+    const ssm::DeviceBackend* b = ssm::find_backend(ssm::DeviceType::cuda);
+    ASSERT_NE(b, nullptr);
+    EXPECT_STREQ(b->name, "cuda (host emulation)");
+    EXPECT_EQ(b->device_count(), 1);
+    EXPECT_EQ(b->make_mamba_lm, nullptr);
+    const Tensor x = Tensor::from_vector({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
+    const Tensor on = x.to(kCuda);
+    EXPECT_TRUE(on.device() == kCuda);
+    EXPECT_EQ(on.to_vector<float>(), x.to_vector<float>());
+    EXPECT_THROW((void)Tensor::empty({4}, DType::f32, Device::cuda(1)), ssm::Error);  // one device
+  }
+  EXPECT_EQ(ssm::find_backend(ssm::DeviceType::cuda), before);
+}
+
+TEST(CudaOpsEmu, ScanForwardLengthsAcrossConfigurationsAndChunks) {
+  // The launcher's configurations: l <= 128 → 32 x 4, <= 1024 → 128 x 8, else 256 x 8 (2048-token chunks): l = 2049
+  // is two chunks, the second one token long; l = 1 and 129 are the edges of the first two.
+  for (index_t l : {1, 128, 129, 2049}) {
+    ScanCase c;
+    c.b = 1, c.d = 1, c.g = 1, c.n = 3;
+    c.l = l;
+    check_scan_forward(c, Order::forward, 1);
+  }
+  ScanCase c;
+  c.b = 2, c.d = 2, c.g = 1, c.n = 4, c.l = 2100;
+  check_scan_forward(c, Order::random, 2);
+}
+
+TEST(CudaOpsEmu, ScanForwardStateSizesGroupsAndOptionalInputs) {
+  std::vector<ScanCase> cases;
+  ScanCase base;  // b 2, d 4, l 100, n 5, g 2
+  cases.push_back(base);
+  for (index_t n : {1, 17}) {
+    ScanCase c = base;
+    c.n = n;
+    cases.push_back(c);
+  }
+  {
+    ScanCase c = base;
+    c.g = 4;  // one channel per group
+    cases.push_back(c);
+  }
+  {
+    ScanCase c = base;
+    c.variable_B = false;
+    c.z = false;
+    cases.push_back(c);
+  }
+  {
+    ScanCase c = base;
+    c.variable_C = false;
+    c.g = 1;
+    c.D = c.init = false;
+    cases.push_back(c);
+  }
+  {
+    ScanCase c = base;
+    c.variable_B = c.variable_C = false;
+    c.z = c.D = c.bias = c.softplus = c.init = false;
+    cases.push_back(c);
+  }
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    check_scan_forward(cases[i], i % 2 ? Order::random : Order::reverse, static_cast<std::uint32_t>(10 + i));
+}
+
+TEST(CudaOpsEmu, ScanForwardPackedSequences) {
+  ScanCase c;
+  c.b = 1, c.d = 2, c.n = 4, c.g = 1;
+  c.cu = {0, 1, 131, 390, 647};  // one token, then sequences over the 128 x 8 configuration's ragged tails
+  c.l = c.cu.back();
+  check_scan_forward(c, Order::random, 5);
+  c.init = c.z = false;
+  c.cu = {0, 100, 2200};  // the longest picks the 256 x 8 configuration: two chunks
+  c.l = c.cu.back();
+  check_scan_forward(c, Order::forward, 6);
+}
+
+TEST(CudaOpsEmu, ScanForwardHalfAndBfloat16) {
+  for (DType dt : {DType::f16, DType::bf16}) {
+    ScanCase c;
+    c.dtype = dt;
+    c.l = 150;
+    check_scan_forward(c, Order::random, 13);
+    c.variable_C = false;
+    c.init = false;
+    c.l = 33;
+    check_scan_forward(c, Order::forward, 14);
+  }
+}
+
+TEST(CudaOpsEmu, ScanBackwardShapes) {
+  // l = 300: one 1024-token chunk (backward 256 x 4); l = 2100: two 2048-token chunks (backward 512 x 4); l = 1.
+  {
+    ScanCase c;
+    c.b = 1, c.d = 1, c.g = 1, c.n = 3, c.l = 1;
+    check_scan_backward(c, true, Order::forward, 1);
+  }
+  {
+    ScanCase c;  // b 2, d 4, g 2, n 5
+    c.l = 300;
+    check_scan_backward(c, true, Order::random, 2);
+  }
+  {
+    ScanCase c;
+    c.b = 1, c.d = 2, c.g = 1, c.n = 2, c.l = 2100;
+    check_scan_backward(c, true, Order::random, 3);
+  }
+}
+
+TEST(CudaOpsEmu, ScanBackwardOptionalInputsAndGroups) {
+  ScanCase base;
+  base.l = 100;
+  ScanCase fixed = base;
+  fixed.variable_B = fixed.variable_C = false;
+  fixed.z = false;
+  ScanCase plain = base;
+  plain.D = plain.bias = plain.softplus = plain.init = false;
+  ScanCase groups = base;
+  groups.g = 1;  // all channels share B and C: their gradients add up
+  groups.n = 16;
+  ScanCase large = base;
+  large.delta_offset = 20;  // exp(Delta A) << 1: a_t h_{t-1} must not be recovered as h_t - b_t (cancellation)
+  check_scan_backward(fixed, true, Order::random, 21);
+  check_scan_backward(plain, false, Order::reverse, 22);
+  check_scan_backward(groups, true, Order::forward, 23);
+  check_scan_backward(large, true, Order::random, 24);
+}
+
+TEST(CudaOpsEmu, ScanBackwardHalfAndBfloat16) {
+  for (DType dt : {DType::f16, DType::bf16}) {
+    ScanCase c;
+    c.dtype = dt;
+    c.l = 150;
+    check_scan_backward(c, true, Order::random, 31);  // variable B / C: f32 accumulators cast on the device
+    c.variable_B = false;
+    check_scan_backward(c, false, Order::forward, 32);
+  }
+}
+
+TEST(CudaOpsEmu, ScanRejectsWhatTheKernelsCannotTake) {
+  ScopedEmulatedCuda guard;
+  ScanCase c;
+  c.n = 300;  // n > 256
+  const ScanTensors dev = make_scan(c, 1).to(kCuda);
+  try {
+    (void)ssm::selective_scan(dev.inputs(c));
+    ADD_FAILURE() << "n = 300 ran";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("state size n must be in [1, 256]"), std::string::npos) << e.what();
+  }
+}
+
+// ---- causal conv1d ---------------------------------------------------------------------------------------------
+
+struct ConvCase {
+  index_t b = 2, d = 3, l = 40, w = 4;
+  DType dtype = DType::f32;
+  bool bias = true, init = true, silu = true;
+  std::string str() const {
+    return std::string(name(dtype)) + " b" + std::to_string(b) + " d" + std::to_string(d) + " l" + std::to_string(l) +
+           " w" + std::to_string(w) + (bias ? "" : " no-bias") + (init ? "" : " no-init") + (silu ? "" : " identity");
+  }
+};
+
+struct ConvTensors {
+  Tensor x, weight, bias, h0;
+  ConvTensors to(Device dev) const {
+    auto mv = [&](const Tensor& t) { return t.defined() ? t.to(dev) : Tensor{}; };
+    return {mv(x), mv(weight), mv(bias), mv(h0)};
+  }
+  /// The same values in f64 (the reference's dtype on the CPU).
+  ConvTensors f64() const {
+    auto cv = [&](const Tensor& t) { return t.defined() ? converted(t, DType::f64) : Tensor{}; };
+    return {cv(x), cv(weight), cv(bias), cv(h0)};
+  }
+  ssm::CausalConv1dInputs inputs(const ConvCase& c) const {
+    ssm::CausalConv1dInputs in;
+    in.x = x, in.weight = weight, in.silu = c.silu;
+    if (bias.defined()) in.bias = bias.view();
+    if (h0.defined()) in.initial_state = h0.view();
+    return in;
+  }
+};
+
+ConvTensors make_conv(const ConvCase& c, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  ConvTensors t;
+  t.x = random_tensor({c.b, c.d, c.l}, c.dtype, rng, -1, 1);            // (b, d, l)
+  t.weight = random_tensor({c.d, c.w}, DType::f32, rng, -1, 1);          // (d, w)
+  if (c.bias) t.bias = random_tensor({c.d}, DType::f32, rng, -0.5f, 0.5f);  // (d)
+  if (c.init) t.h0 = random_tensor({c.b, c.d, c.w - 1}, DType::f32, rng, -1, 1);  // (b, d, w - 1)
+  return t;
+}
+
+constexpr double kConvTol = 1e-5;
+
+void check_conv(const ConvCase& c, bool grad_final, Order order, std::uint32_t seed) {
+  SCOPED_TRACE(c.str() + (grad_final ? " grad_final_state" : "") + ", order " + ssm::emu::name(order));
+  const ConvTensors host = make_conv(c, seed), ref_in = host.f64();
+  std::mt19937 rng(seed + 7);
+  const Tensor grad_out = random_tensor({c.b, c.d, c.l}, c.dtype, rng, -1, 1);              // (b, d, l)
+  const Tensor grad_final_state = random_tensor({c.b, c.d, c.w - 1}, DType::f32, rng, -1, 1);  // (b, d, w - 1)
+  const auto ref = ssm::causal_conv1d(ref_in.inputs(c));
+  const Tensor grad_final64 = converted(grad_final_state, DType::f64);
+  const auto ref_g = ssm::causal_conv1d_backward(
+      ref_in.inputs(c), converted(grad_out, DType::f64),
+      grad_final ? std::optional<ssm::TensorView>(grad_final64.view()) : std::nullopt);
+
+  ScopedEmulatedCuda guard(order, seed);
+  const ConvTensors dev = host.to(kCuda);
+  const auto got = ssm::causal_conv1d(dev.inputs(c));
+  EXPECT_EQ(got.path, "cuda");
+  const double e = ulp(c.dtype);
+  expect_close("out", got.out, ref.out, kConvTol, e);
+  expect_close("final_state", got.final_state, ref.final_state, 0);  // copies of inputs: exact
+  const Tensor grad_out_dev = grad_out.to(kCuda), grad_final_dev = grad_final_state.to(kCuda);
+  const auto g = ssm::causal_conv1d_backward(
+      dev.inputs(c), grad_out_dev, grad_final ? std::optional<ssm::TensorView>(grad_final_dev.view()) : std::nullopt);
+  expect_close("grad_x", g.grad_x, ref_g.grad_x, kConvTol, e);
+  expect_close("grad_weight", g.grad_weight, ref_g.grad_weight, kConvTol);
+  EXPECT_EQ(g.grad_bias.defined(), c.bias);
+  if (c.bias) expect_close("grad_bias", g.grad_bias, ref_g.grad_bias, kConvTol);
+  EXPECT_EQ(g.grad_initial_state.defined(), c.init);
+  if (c.init) expect_close("grad_initial_state", g.grad_initial_state, ref_g.grad_initial_state, kConvTol);
+}
+
+TEST(CudaOpsEmu, Conv1dLengthsAcrossTilesInEveryOrder) {
+  // Tiles of 128 x 4 = 512 outputs: l = 511, 512, 513 around the first boundary, 2049 five tiles with a one-step
+  // tail; l = 1, 3 (< w - 1 and around it). (Not l = 0: an empty CUDA tensor has no storage, so Tensor::defined()
+  // is false and the op's outputs come back undefined, on the real backend as here; a core question.)
+  for (index_t l : {1, 3, 511, 512, 513, 2049})
+    for (Order o : {Order::forward, Order::reverse, Order::random}) {
+      ConvCase c;
+      c.l = l;
+      c.b = l > 600 ? 1 : 2;
+      check_conv(c, true, o, static_cast<std::uint32_t>(40 + l));
+    }
+}
+
+TEST(CudaOpsEmu, Conv1dWidthsAndOptionalInputs) {
+  std::vector<ConvCase> cases;
+  for (index_t w : {2, 3}) {
+    ConvCase c;
+    c.w = w;
+    cases.push_back(c);
+  }
+  {
+    ConvCase c;
+    c.b = 1, c.d = 1, c.l = 100;
+    cases.push_back(c);
+  }
+  {
+    ConvCase c;
+    c.l = 2;
+    c.bias = false;
+    cases.push_back(c);
+  }
+  {
+    ConvCase c;
+    c.init = false;
+    c.silu = false;
+    cases.push_back(c);
+  }
+  {
+    ConvCase c;
+    c.bias = c.init = c.silu = false;
+    cases.push_back(c);
+  }
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    check_conv(cases[i], i % 2 == 0, i % 2 ? Order::random : Order::reverse, static_cast<std::uint32_t>(30 + i));
+}
+
+TEST(CudaOpsEmu, Conv1dHalfAndBfloat16) {
+  for (DType dt : {DType::f16, DType::bf16}) {
+    ConvCase c;
+    c.dtype = dt;
+    c.l = 70;
+    check_conv(c, true, Order::random, 51);
+  }
+}
+
+TEST(CudaOpsEmu, Conv1dUpdateTokenByToken) {
+  // The update, token by token from a state, against the CPU update in f64 (which the CPU op's tests hold equal
+  // to the sequence form): out and the shifted state after every token.
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (bool bias : {true, false}) {
+      const index_t b = 2, d = 130, w = 4, steps = 3;  // d = 130: two blocks of 128 channels, the second ragged
+      SCOPED_TRACE(std::string(name(dt)) + (bias ? " bias" : " no-bias"));
+      std::mt19937 rng(61);
+      const Tensor weight = random_tensor({d, w}, DType::f32, rng, -1, 1);  // (d, w)
+      const Tensor bias_t = random_tensor({d}, DType::f32, rng, -0.5f, 0.5f);
+      Tensor state = random_tensor({b, d, w}, DType::f32, rng, -1, 1);     // (b, d, w)
+      Tensor state64 = converted(state, DType::f64);
+      const Tensor weight64 = converted(weight, DType::f64), bias64 = converted(bias_t, DType::f64);
+      ScopedEmulatedCuda guard(Order::random, 3);
+      Tensor state_dev = state.to(kCuda);
+      const Tensor weight_dev = weight.to(kCuda), bias_dev = bias_t.to(kCuda);
+      for (index_t step = 0; step < steps; ++step) {
+        const Tensor x = random_tensor({b, d}, dt, rng, -1, 1);  // (b, d)
+        const Tensor out64 = Tensor::empty({b, d}, DType::f64);
+        ssm::causal_conv1d_update(converted(x, DType::f64), state64, weight64,
+                                  bias ? std::optional<ssm::TensorView>(bias64.view()) : std::nullopt, out64);
+        const Tensor x_dev = x.to(kCuda);
+        const Tensor out_dev = Tensor::empty({b, d}, dt, kCuda);
+        ssm::causal_conv1d_update(x_dev, state_dev, weight_dev,
+                                  bias ? std::optional<ssm::TensorView>(bias_dev.view()) : std::nullopt, out_dev);
+        expect_close("out, step " + std::to_string(step), out_dev, out64, kConvTol, ulp(dt));
+        expect_close("conv_state, step " + std::to_string(step), state_dev, state64, 0);
+      }
+    }
+  }
+}
+
+// ---- attention -------------------------------------------------------------------------------------------------
+
+struct AttnCase {
+  index_t b = 1, l_q = 1, l_k = 1, h = 1, h_kv = 1, p = 16;
+  bool causal = true;
+  std::string str() const {
+    return "b " + std::to_string(b) + " l_q " + std::to_string(l_q) + " l_k " + std::to_string(l_k) + " h " +
+           std::to_string(h) + " h_kv " + std::to_string(h_kv) + " p " + std::to_string(p) +
+           (causal ? " causal" : " full");
+  }
+};
+
+void check_attention(const AttnCase& c, bool backward, Order order, std::uint32_t seed) {
+  SCOPED_TRACE(c.str() + ", order " + ssm::emu::name(order));
+  std::mt19937 rng(seed);
+  const Tensor q = random_tensor({c.b, c.l_q, c.h, c.p}, DType::f32, rng, -1.5f, 1.5f);     // (b, l_q, h, p)
+  const Tensor k = random_tensor({c.b, c.l_k, c.h_kv, c.p}, DType::f32, rng, -1.5f, 1.5f);  // (b, l_k, h_kv, p)
+  const Tensor v = random_tensor({c.b, c.l_k, c.h_kv, c.p}, DType::f32, rng, -1, 1);
+  const Tensor go = random_tensor({c.b, c.l_q, c.h, c.p}, DType::f32, rng, -1, 1);
+  ssm::reference::AttentionDims s;
+  s.b = c.b, s.l_q = c.l_q, s.l_k = c.l_k, s.h = c.h, s.h_kv = c.h_kv, s.p = c.p, s.causal = c.causal;
+  std::vector<double> out, lse, gq, gk, gv;
+  ssm::reference::attention_forward(s, doubles(q), doubles(k), doubles(v), out, lse);
+
+  ScopedEmulatedCuda guard(order, seed);
+  ssm::AttentionOptions opt;
+  opt.causal = c.causal;
+  const Tensor qd = q.to(kCuda), kd = k.to(kCuda), vd = v.to(kCuda);
+  const auto r = ssm::attention_forward(qd, kd, vd, opt);
+  expect_close("out", r.out, out, 1e-5);
+  expect_close("lse", r.lse, lse, 1e-5);
+  if (!backward) return;
+  ssm::reference::attention_backward(s, doubles(q), doubles(k), doubles(v), doubles(go), gq, gk, gv);
+  const Tensor god = go.to(kCuda);
+  const Tensor grad_q = Tensor::empty(q.shape(), DType::f32, kCuda), grad_k = Tensor::empty(k.shape(), DType::f32, kCuda),
+               grad_v = Tensor::empty(v.shape(), DType::f32, kCuda);
+  ssm::attention_backward(qd, kd, vd, r.out, r.lse, god, grad_q, grad_k, grad_v, opt);
+  expect_close("grad_q", grad_q, gq, 1e-4);
+  expect_close("grad_k", grad_k, gk, 1e-4);
+  expect_close("grad_v", grad_v, gv, 1e-4);
+}
+
+TEST(CudaOpsEmu, AttentionTiledForwardAndBackward) {
+  // Head dims over the three kernel widths (32, 64, 128) with zero padding, grouped-query heads, ragged tiles,
+  // causal with l_q < l_k, and non-causal.
+  check_attention({2, 37, 37, 4, 2, 33, true}, true, Order::random, 71);
+  check_attention({1, 20, 45, 2, 1, 5, true}, true, Order::reverse, 72);
+  check_attention({1, 9, 17, 3, 3, 100, false}, true, Order::forward, 73);
+}
+
+TEST(CudaOpsEmu, AttentionSplitKeyDecoding) {
+  // 1..4 queries take the split-key path (slices of the keys, then the combine); the backward is the tiled one.
+  check_attention({2, 1, 300, 2, 1, 64, true}, true, Order::random, 81);
+  check_attention({1, 4, 150, 4, 2, 16, true}, false, Order::forward, 82);
+}
+
+}  // namespace
