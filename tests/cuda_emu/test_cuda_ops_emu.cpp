@@ -480,9 +480,9 @@ void check_conv(const ConvCase& c, bool grad_final, Order order, std::uint32_t s
 
 TEST(CudaOpsEmu, Conv1dLengthsAcrossTilesInEveryOrder) {
   // Tiles of 128 x 4 = 512 outputs: l = 511, 512, 513 around the first boundary, 2049 five tiles with a one-step
-  // tail; l = 1, 3 (< w - 1 and around it). (Not l = 0: an empty CUDA tensor has no storage, so Tensor::defined()
-  // is false and the op's outputs come back undefined, on the real backend as here; a core question.)
-  for (index_t l : {1, 3, 511, 512, 513, 2049})
+  // tail; l = 1, 3 (< w - 1 and around it); l = 0 (empty outputs, defined although the device returns no memory
+  // for 0 bytes, and the final state is the initial one).
+  for (index_t l : {0, 1, 3, 511, 512, 513, 2049})
     for (Order o : {Order::forward, Order::reverse, Order::random}) {
       ConvCase c;
       c.l = l;

@@ -291,7 +291,9 @@ class Tensor {
   /// assignment from `const Tensor&&` stop it from being stored.
   operator const TensorView&() const& { return view_; }  // NOLINT(google-explicit-constructor)
 
-  bool defined() const { return storage_ != nullptr; }
+  /// True once allocated, also for zero elements on a device whose allocator returns null for 0 bytes (cudaMalloc's
+  /// convention): the storage's owner exists even where its pointer is null.
+  bool defined() const { return storage_.use_count() > 0; }
   void* data() const { return view_.data(); }
   template <class T>
   T* data_as() const {
