@@ -474,7 +474,8 @@ class MambaBlock {
   }
 
   /// step() on raw arrays: u, out (b, d_model) with b = cache.b; work: workspace_size(b) elements.
-  /// Allocates nothing; the SSM part is the ssm::selective_state_update op (mamba's selective_state_update).
+  /// Allocates no buffers (the ops run on views of `work` and the cache); the SSM part is the
+  /// ssm::selective_state_update op (mamba's selective_state_update).
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t b = cache.b, nx = r + 2 * n;
