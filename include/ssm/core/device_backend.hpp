@@ -18,8 +18,10 @@
 #include "ssm/core/error.hpp"
 #include "ssm/core/params/attention.hpp"
 #include "ssm/core/params/causal_conv1d.hpp"
+#include "ssm/core/params/dense.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_device.hpp"
+#include "ssm/core/params/selective_state_update.hpp"
 
 namespace ssm::cuda {
 // The device Mamba LM (transitional: one model code path over the ops will replace it).
@@ -30,8 +32,10 @@ struct MambaLMWeights;
 namespace ssm {
 
 /// What a device type provides: its runtime, its memory and the ops' entry points, as plain function pointers
-/// over the argument blocks of core/params/. Every pointer of a registered backend is set. Pointers are memory
-/// of that device; `stream` is the device's stream (null: its default).
+/// over the argument blocks of core/params/. Every pointer of a registered backend is set, except the entries
+/// marked "may be null" (not implemented there yet: the op then raises an ssm::Error "<op>: not implemented on
+/// <device> yet" and never calls it). Pointers are memory of that device; `stream` is the device's stream (null:
+/// its default).
 struct DeviceBackend {
   const char* name = "";  ///< "cuda", or "cuda (host emulation)"
 
@@ -68,6 +72,14 @@ struct DeviceBackend {
   std::int64_t (*attention_workspace_floats)(const AttentionParams& p) = nullptr;
   void (*attention_forward)(const AttentionParams& p, void* stream) = nullptr;
   void (*attention_backward)(const AttentionParams& p, const AttentionGradParams& g, void* stream) = nullptr;
+  /// y = x Wᵀ + bias (cuBLAS GEMM / GEMV on CUDA). May be null.
+  void (*linear_forward)(const LinearParams& p, void* stream) = nullptr;
+  /// RMSNorm with the optional fused residual add. May be null.
+  void (*rms_norm_forward)(const RmsNormParams& p, void* stream) = nullptr;
+  /// Embedding rows gathered (and converted) by token id. May be null.
+  void (*embedding_forward)(const EmbeddingParams& p, void* stream) = nullptr;
+  /// The one-token selective state update (decoding). May be null.
+  void (*selective_state_update)(const SelectiveStateUpdateParams& p, void* stream) = nullptr;
 
   // ---- models (transitional) ----
   /// The Mamba LM's weights uploaded to `device`, as the device model of ssm::cuda.
@@ -105,6 +117,15 @@ inline const DeviceBackend& backend_for(const std::string& op, Device device) {
     fail(op, ": the tensors are on ", device.str(),
          " but the CUDA backend is not linked (link the CMake target ssm::cuda)");
   return *b;
+}
+
+/// The entry point `entry` of the backend of `device` for op `op`: backend_for's error when no backend is
+/// registered, and "<op>: not implemented on cuda yet" when the backend leaves that entry null.
+template <class Fn>
+Fn* backend_entry(const std::string& op, Device device, Fn* DeviceBackend::*entry) {
+  Fn* f = backend_for(op, device).*entry;
+  if (f == nullptr) fail(op, ": not implemented on ", device.is_cuda() ? "cuda" : device.str(), " yet");
+  return f;
 }
 
 }  // namespace ssm

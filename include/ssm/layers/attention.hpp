@@ -1,4 +1,4 @@
-// Multi-head (grouped-query) causal self-attention layer: q/k/v/o projections (Eigen GEMM), optional rotary
+// Multi-head (grouped-query) causal self-attention layer: q/k/v/o projections (the ssm::linear op), optional rotary
 // position embedding (RoFormer, Su et al. 2021, rotate-half form), the attention op of ops/attention.hpp,
 // and KV-cache decoding. Glossary: W_q (h·p, d_model), W_k, W_v (h_kv·p, d_model), W_o (d_model, h·p);
 // no biases. Forward only (no backward through the projections).
@@ -19,6 +19,7 @@
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/ops/attention.hpp"
+#include "ssm/ops/linear.hpp"
 
 namespace ssm::layers {
 
@@ -134,19 +135,13 @@ class MultiHeadAttention {
     return W;
   }
 
-  /// Y = X Wᵀ into the row-major buffer Y (rows(X), rows(W)), the output columns split over the threads
-  /// (Eigen's own GEMM is single-threaded without OpenMP; splitting columns also helps one-token decoding).
-  void gemm_rows(const Eigen::Map<const Matrix>& X, const Matrix& W, T* Y) const {
-    const index_t out = W.rows();
-    const int threads = ::ssm::detail::attention_threads(cfg_.attention.n_threads);
-    const index_t chunk = std::max<index_t>(8, (out + threads - 1) / threads);
-    ::ssm::cpu::detail::attention_parallel_for((out + chunk - 1) / chunk, threads, [&](index_t task) {
-      const index_t j0 = task * chunk, c = std::min(chunk, out - j0);
-      Eigen::Map<Matrix, 0, Eigen::OuterStride<>>(Y + j0, X.rows(), c, Eigen::OuterStride<>(out)).noalias() =
-          X * W.middleRows(j0, c).transpose();
-    });
+  /// Y (rows, W.rows()) = X (rows, W.cols()) Wᵀ by the ssm::linear op, the output features split over the
+  /// attention's threads (splitting columns also helps one-token decoding).
+  void project_rows(const TensorView& X, const Matrix& W, const TensorView& Y) const {
+    LinearOptions opt;
+    opt.num_threads = ::ssm::detail::attention_threads(cfg_.attention.n_threads);
+    linear_into({X, TensorView::of(W.data(), {W.rows(), W.cols()}), std::nullopt}, Y, opt);
   }
-
   void check_input(const char* op, const TensorView& x) const {
     Checker c(op);
     c.defined("x", x).dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
@@ -155,13 +150,13 @@ class MultiHeadAttention {
 
   Projections project(const TensorView& x, index_t position_offset) const {
     const index_t b = x.size(0), t = x.size(1), p = cfg_.head_dim;
-    Eigen::Map<const Matrix> X(x.data_as<const T>(), b * t, cfg_.d_model);  // (b·t, d_model)
+    const TensorView X = x.reshape({b * t, cfg_.d_model});  // (b·t, d_model)
     Projections pr{Tensor::empty({b, t, cfg_.n_heads, p}, dtype_of<T>()),
                    Tensor::empty({b, t, cfg_.n_kv_heads, p}, dtype_of<T>()),
                    Tensor::empty({b, t, cfg_.n_kv_heads, p}, dtype_of<T>())};
-    gemm_rows(X, W_q, pr.q.template data_as<T>());
-    gemm_rows(X, W_k, pr.k.template data_as<T>());
-    gemm_rows(X, W_v, pr.v.template data_as<T>());
+    project_rows(X, W_q, pr.q.view().reshape({b * t, W_q.rows()}));
+    project_rows(X, W_k, pr.k.view().reshape({b * t, W_k.rows()}));
+    project_rows(X, W_v, pr.v.view().reshape({b * t, W_v.rows()}));
     if (cfg_.rotary) {
       apply_rotary<T>(pr.q, position_offset, cfg_.rotary_base);
       apply_rotary<T>(pr.k, position_offset, cfg_.rotary_base);
@@ -171,7 +166,7 @@ class MultiHeadAttention {
 
   Tensor output(const Tensor& o, index_t b, index_t t) const {
     Tensor y = Tensor::empty({b, t, cfg_.d_model}, dtype_of<T>());  // (b, t, d_model)
-    gemm_rows(Eigen::Map<const Matrix>(o.data_as<T>(), b * t, W_o.cols()), W_o, y.data_as<T>());
+    project_rows(o.view().reshape({b * t, W_o.cols()}), W_o, y.view().reshape({b * t, cfg_.d_model}));
     return y;
   }
 

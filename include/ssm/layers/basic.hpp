@@ -1,7 +1,7 @@
 // Building blocks of the Mamba block and language model (docs/math.md §6), each with forward and backward:
-// linear (Eigen GEMM), embedding, RMSNorm, SiLU and softplus. They work on contiguous row-major
-// arrays of T = float or double (activations (rows, features), weights in PyTorch's (out, in) layout);
-// the layer and model classes validate shapes before calling them. Backward functions ACCUMULATE
+// linear, embedding, RMSNorm, SiLU and softplus. They work on contiguous row-major arrays of T = float or double
+// (activations (rows, features), weights in PyTorch's (out, in) layout); the forwards of linear, embedding and
+// RMSNorm are the ops ssm::linear, ssm::embedding and ssm::rms_norm over views of those arrays. Backward functions ACCUMULATE
 // into parameter gradients (grad_W += ...) and OVERWRITE input gradients.
 #pragma once
 
@@ -12,11 +12,15 @@ SSM_EXTERNAL_INCLUDE_END
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/cpu/threads.hpp"
+#include "ssm/ops/embedding.hpp"
+#include "ssm/ops/linear.hpp"
+#include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::layers {
 
@@ -26,6 +30,13 @@ template <class T>
 using MatrixMap = Eigen::Map<RowMatrix<T>>;
 template <class T>
 using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
+
+/// A (rows, cols) cpu view of a row-major array with row stride ld (ld < 0: cols).
+template <class T>
+TensorView strided_rows(T* data, index_t rows, index_t cols, index_t ld = -1) {
+  return TensorView(const_cast<std::remove_const_t<T>*>(data), dtype_of<T>(), Device::cpu(), {rows, cols},
+                    {ld < 0 ? cols : ld, 1});
+}
 
 // ---- scalar activations ------------------------------------------------------------------------------
 
@@ -68,32 +79,19 @@ void softplus_backward(const T* x, const T* grad_y, T* grad_x, index_t n) {
 
 // ---- linear --------------------------------------------------------------------------------------------
 
-/// y = x W^T (+ bias). x: (rows, in), W: (out, in), bias: (out) or null, y: (rows, out).
-/// ldx / ldy: row strides of x and y (default: in / out), so column slices of a wider buffer work.
+/// y = x W^T (+ bias) with x: (rows, in), W: (out, in), bias: (out) or null, y: (rows, out); ldx / ldy: row
+/// strides of x and y (default: in / out), so column slices of a wider buffer work. The ssm::linear op
+/// (ops/linear.hpp) over views of these arrays; the output features split over `threads` threads.
 template <class T>
 void linear_forward(const T* x, const T* W, const T* bias, T* y, index_t rows, index_t in, index_t out,
                     index_t ldx = -1, index_t ldy = -1, int threads = 1) {
-  if (ldx < 0) ldx = in;
-  if (ldy < 0) ldy = out;
-  using Stride = Eigen::OuterStride<>;
-  Eigen::Map<const RowMatrix<T>, 0, Stride> X(x, rows, in, Stride(ldx));  // (rows, in)
-  // The output features in column blocks, one GEMM (or matrix-vector product) per block, over the threads
-  // (Eigen's GEMM is single-threaded without OpenMP); a block of >= 16 columns keeps its kernels efficient.
-  const index_t per = std::max<index_t>(16, (out + threads - 1) / std::max(threads, 1));
-  const index_t blocks = (out + per - 1) / per;
-  ::ssm::cpu::parallel_for(blocks, threads, [&](index_t task) {
-    const index_t j0 = task * per, c = std::min(per, out - j0);
-    ConstMatrixMap<T> Wm(W + j0 * in, c, in);                                  // (c, in)
-    Eigen::Map<RowMatrix<T>, 0, Stride> Y(y + j0, rows, c, Stride(ldy));       // (rows, c)
-    if (rows == 1) {
-      // One token (decoding): a matrix-vector product.
-      Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>> yv(y + j0, c);
-      yv.noalias() = Wm * Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(x, in);
-    } else {
-      Y.noalias() = X * Wm.transpose();
-    }
-    if (bias != nullptr) Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias + j0, c);
-  });
+  LinearInputs li;
+  li.x = strided_rows(x, rows, in, ldx);
+  li.weight = TensorView::of(W, {out, in});
+  if (bias != nullptr) li.bias = TensorView::of(bias, {out});
+  LinearOptions opt;
+  opt.num_threads = threads;
+  linear_into(li, strided_rows(y, rows, out, ldy), opt);
 }
 
 /// Backward of linear_forward: grad_x = grad_y W (overwritten, when grad_x is not null);
@@ -119,16 +117,11 @@ void linear_backward(const T* x, const T* W, const T* grad_y, T* grad_x, T* grad
 
 // ---- embedding -----------------------------------------------------------------------------------------
 
-/// y[r] = table[ids[r]]. ids: (rows), table: (vocab, dim), y: (rows, dim). Throws on an id outside
-/// [0, vocab).
+/// y[r] = table[ids[r]]. ids: (rows), table: (vocab, dim), y: (rows, dim): the ssm::embedding op
+/// (ops/embedding.hpp). Throws on an id outside [0, vocab).
 template <class T, class Id>
 void embedding_forward(const Id* ids, const T* table, T* y, index_t rows, index_t vocab, index_t dim) {
-  for (index_t r = 0; r < rows; ++r) {
-    const auto id = static_cast<std::int64_t>(ids[r]);
-    SSM_CHECK(id >= 0 && id < vocab, "embedding: token id ", id, " at position ", r, " is outside [0, ", vocab,
-              ")");
-    std::copy_n(table + id * dim, dim, y + r * dim);
-  }
+  embedding_into(TensorView::of(ids, {rows}), TensorView::of(table, {vocab, dim}), TensorView::of(y, {rows, dim}));
 }
 /// grad_table[ids[r]] += grad_y[r].
 template <class T, class Id>
@@ -141,22 +134,16 @@ void embedding_backward(const Id* ids, const T* grad_y, T* grad_table, index_t r
 
 // ---- RMSNorm -------------------------------------------------------------------------------------------
 
-/// y = x / sqrt(mean(x^2) + eps) * weight, per row. x, y: (rows, dim) with row stride ld (default dim),
-/// weight: (dim), or null for none (FalconMamba's normalization of δ, B, C). In place allowed.
+/// y = x / sqrt(mean(x^2) + eps) * weight, per row: the ssm::rms_norm op (ops/rms_norm.hpp). x, y: (rows, dim)
+/// with row stride ld (default dim), weight: (dim), or null for none (FalconMamba's normalization of δ, B, C).
+/// In place allowed.
 template <class T>
 void rmsnorm_forward(const T* x, const T* weight, T* y, index_t rows, index_t dim, double eps, index_t ld = -1) {
-  if (ld < 0) ld = dim;
-  for (index_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * ld;
-    T* yr = y + r * ld;
-    T ms = 0;
-    for (index_t k = 0; k < dim; ++k) ms += xr[k] * xr[k];
-    const T inv = T(1) / std::sqrt(ms / T(dim) + T(eps));
-    if (weight != nullptr)
-      for (index_t k = 0; k < dim; ++k) yr[k] = xr[k] * inv * weight[k];
-    else
-      for (index_t k = 0; k < dim; ++k) yr[k] = xr[k] * inv;
-  }
+  RmsNormInputs in;
+  in.x = strided_rows(x, rows, dim, ld);
+  if (weight != nullptr) in.weight = TensorView::of(weight, {dim});
+  in.eps = eps;
+  rms_norm_into(in, strided_rows(y, rows, dim, ld));
 }
 /// Backward of rmsnorm_forward: grad_x (overwritten) and grad_weight += Σ_rows grad_y x̂ (weight and
 /// grad_weight may be null: no weight). x, grad_y, grad_x share the row stride ld (default dim).

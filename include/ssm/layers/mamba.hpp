@@ -29,7 +29,10 @@
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/conv1d.hpp"
 #include "ssm/layers/weight.hpp"
+#include "ssm/ops/linear.hpp"
+#include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/selective_scan.hpp"
+#include "ssm/ops/selective_state_update.hpp"
 
 namespace ssm::layers {
 
@@ -182,44 +185,14 @@ struct MambaBlockGrads {
 
 namespace detail {
 
-/// Selective scan over one sequence in time-major layout (docs/math.md §5.1, one group, real A), with D, the
-/// z gate, Δ bias and softplus. step() uses it with l = 1 as the one-token state update (mamba's
-/// selective_state_update); the parallel forward and backward call the ssm::selective_scan op. u, dt, z, out: (l, di) with row strides ld_u, ld_dt, ld_z, di; B, C: row
-/// stride ld_bc, n entries each; A, h: (di, n). h holds the initial state on entry and the last state
-/// on exit. When hs is not null it receives h_t for every t: (l, di, n). y_pre (when not null) receives
-/// y before the gate: (l, di).
-template <class T>
-void mamba_scan_forward(index_t l, index_t di, index_t n, const T* u, index_t ld_u, const T* dt, index_t ld_dt,
-                        const T* dt_bias, const T* A, const T* B, const T* C, index_t ld_bc, const T* D, const T* z,
-                        index_t ld_z, T* h, T* out, T* hs, T* y_pre) {
-  for (index_t t = 0; t < l; ++t) {
-    const T* Bt = B + t * ld_bc;
-    const T* Ct = C + t * ld_bc;
-    for (index_t c = 0; c < di; ++c) {
-      const T ut = u[t * ld_u + c];
-      const T Delta = softplus(dt[t * ld_dt + c] + dt_bias[c]);
-      T* hc = h + c * n;
-      const T* Ac = A + c * n;
-      T y = 0;
-      for (index_t k = 0; k < n; ++k) {
-        hc[k] = std::exp(Delta * Ac[k]) * hc[k] + Delta * Bt[k] * ut;
-        y += Ct[k] * hc[k];
-      }
-      y += D[c] * ut;
-      if (y_pre != nullptr) y_pre[t * di + c] = y;
-      out[t * di + c] = z != nullptr ? y * silu(z[t * ld_z + c]) : y;
-    }
-    if (hs != nullptr) std::copy_n(h, di * n, hs + t * di * n);
-  }
-}
-
 /// FalconMamba: x_proj's output dbc (rows, r + 2n), row stride ld: δ (r), B (n) and C (n) of every row
-/// RMS-normalized in place, each over its own features, without weight.
+/// RMS-normalized in place, each over its own features, without weight (three ssm::rms_norm calls on column slices).
 template <class T>
 void normalize_dbc(T* dbc, index_t rows, index_t r, index_t n, index_t ld, double eps) {
-  rmsnorm_forward(dbc, static_cast<const T*>(nullptr), dbc, rows, r, eps, ld);
-  rmsnorm_forward(dbc + r, static_cast<const T*>(nullptr), dbc + r, rows, n, eps, ld);
-  rmsnorm_forward(dbc + r + n, static_cast<const T*>(nullptr), dbc + r + n, rows, n, eps, ld);
+  for (auto [offset, width] : {std::pair<index_t, index_t>{0, r}, {r, n}, {r + n, n}}) {
+    const TensorView part = strided_rows(dbc + offset, rows, width, ld);  // (rows, width)
+    rms_norm_into(RmsNormInputs{part, std::nullopt, std::nullopt, eps}, part);
+  }
 }
 
 /// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: one tile, W x W blocks transposed in vector
@@ -501,7 +474,8 @@ class MambaBlock {
   }
 
   /// step() on raw arrays: u, out (b, d_model) with b = cache.b; work: workspace_size(b) elements.
-  /// Allocates nothing (mamba's selective_state_update semantics for the SSM part).
+  /// Allocates no buffers (the ops run on views of `work` and the cache); the SSM part is the
+  /// ssm::selective_state_update op (mamba's selective_state_update).
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t b = cache.b, nx = r + 2 * n;
@@ -522,11 +496,21 @@ class MambaBlock {
     project(m_.x_proj, p_.x_proj_weight, xc, nullptr, dbc, b, di, nx, -1, -1, nt);
     if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, b, r, n, nx, *cfg_.bcdt_rms_eps);
     project(m_.dt_proj, p_.dt_proj_weight, dbc, nullptr, dt, b, r, di, nx, -1, nt);
-    for (index_t bi = 0; bi < b; ++bi)
-      detail::mamba_scan_forward(1, di, n, xc + bi * di, di, dt + bi * di, di, p_.dt_proj_bias.data(), A_.data(),
-                                 dbc + bi * nx + r, dbc + bi * nx + r + n, nx, p_.D.data(), xz + bi * 2 * di + di,
-                                 2 * di, cache.ssm_state.data() + bi * di * n, y + bi * di, static_cast<T*>(nullptr),
-                                 static_cast<T*>(nullptr));
+    {
+      // The one-token state update (ssm::selective_state_update, mamba's selective_state_update) for the b rows.
+      SelectiveStateUpdateInputs su;
+      su.state = TensorView::of(cache.ssm_state.data(), {b, di, n});
+      su.x = TensorView::of(static_cast<const T*>(xc), {b, di});
+      su.dt = TensorView::of(static_cast<const T*>(dt), {b, di});
+      su.A = TensorView::of(A_.data(), {di, n});
+      su.B = strided_rows(dbc + r, b, n, nx);
+      su.C = strided_rows(dbc + r + n, b, n, nx);
+      su.D = TensorView::of(p_.D.data(), {di});
+      su.z = strided_rows(xz + di, b, di, 2 * di);
+      su.dt_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
+      su.dt_softplus = true;
+      ::ssm::selective_state_update(su, TensorView::of(y, {b, di}));
+    }
     project(m_.out_proj, p_.out_proj_weight, y, bias_or_null(p_.out_proj_bias), out, b, di, dm, -1, -1, nt);
   }
 
@@ -683,13 +667,17 @@ class MambaBlock {
     return in;
   }
 
-  // y = x W^T (+ bias) with W the matrix m when it is held, else the vector w.
+  // y (rows, out; row stride ldy) = x (rows, in; row stride ldx) W^T (+ bias) by the ssm::linear op, with W the
+  // matrix m when it is held, else the vector w.
   void project(const WeightMatrix& m, const std::vector<T>& w, const T* x, const T* bias, T* y, index_t rows,
                index_t in, index_t out, index_t ldx, index_t ldy, int nt) const {
-    if constexpr (std::is_same_v<T, float>) {
-      if (!m.empty()) return linear_forward(x, m, bias, y, rows, ldx, ldy, nt);
-    }
-    linear_forward(x, w.data(), bias, y, rows, in, out, ldx, ldy, nt);
+    LinearInputs li;
+    li.x = strided_rows(x, rows, in, ldx);
+    li.weight = m.empty() ? TensorView::of(w.data(), {out, in}) : TensorView(m.tensor());
+    if (bias != nullptr) li.bias = TensorView::of(bias, {out});
+    LinearOptions opt;
+    opt.num_threads = nt;
+    linear_into(li, strided_rows(y, rows, out, ldy), opt);
   }
   // Whether parameter `name` (a MambaBlockParams name) is held in m_.
   bool held(const std::string& name) const {

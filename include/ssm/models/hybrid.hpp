@@ -15,6 +15,7 @@
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::models {
 
@@ -68,7 +69,7 @@ class HybridStack {
     check_input("HybridStack::forward", x);
     Tensor h = copy_of(x);  // (b, l, d_model) residual stream
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Tensor normed = rms_norm(h, norm_weights_[i]);  // (b, l, d_model)
+      const Tensor normed = pre_norm(h, norm_weights_[i]);  // (b, l, d_model)
       const Tensor y = std::visit([&](const auto& m) { return m.forward(normed); }, layers_[i]);
       add_into(h, y);
     }
@@ -91,7 +92,7 @@ class HybridStack {
                                          " layer states, the stack has ", layers_.size(), " layers");
     Tensor h = copy_of(x);  // (b, t, d_model)
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Tensor normed = rms_norm(h, norm_weights_[i]);
+      const Tensor normed = pre_norm(h, norm_weights_[i]);
       Tensor y;
       with_index(layers_[i].index(), [&](auto I) { y = std::get<I>(layers_[i]).step(normed, std::get<I>(state[i])); });
       add_into(h, y);
@@ -122,19 +123,12 @@ class HybridStack {
     return h;
   }
 
-  /// RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x²) + eps) ⊙ w over the last dimension.
-  Tensor rms_norm(const Tensor& x, const std::vector<T>& w) const {
+  /// RMSNorm (Zhang & Sennrich 2019) over the last dimension: the ssm::rms_norm op.
+  Tensor pre_norm(const Tensor& x, const std::vector<T>& w) const {
     Tensor y = Tensor::empty(x.shape(), x.dtype());  // (b, l, d_model)
-    const T* in = x.data_as<T>();
-    T* out = y.data_as<T>();
-    const index_t rows = x.numel() / d_model_;
-    for (index_t r = 0; r < rows; ++r) {
-      double ss = 0;
-      for (index_t c = 0; c < d_model_; ++c) ss += static_cast<double>(in[r * d_model_ + c]) * in[r * d_model_ + c];
-      const double inv = 1.0 / std::sqrt(ss / static_cast<double>(d_model_) + eps_);
-      for (index_t c = 0; c < d_model_; ++c)
-        out[r * d_model_ + c] = static_cast<T>(in[r * d_model_ + c] * inv) * w[static_cast<std::size_t>(c)];
-    }
+    const Dims rows{x.numel() / d_model_, d_model_};
+    rms_norm_into({x.view().reshape(rows), TensorView::of(w.data(), {d_model_}), std::nullopt, eps_},
+                  y.view().reshape(rows));
     return y;
   }
 

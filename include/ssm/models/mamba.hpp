@@ -36,6 +36,9 @@
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/weight.hpp"
 #include "ssm/models/safetensors.hpp"
+#include "ssm/ops/embedding.hpp"
+#include "ssm/ops/linear.hpp"
+#include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::models {
 
@@ -639,10 +642,10 @@ class MambaLM {
     c.defined("ids", ids).rank("ids", ids, 2);
     if (dispatch_device(c, {{"ids", ids}}).is_cuda()) return on_cuda(ids.device().index).logits(ids);
     check_ids(c, ids);
-    const index_t b = ids.size(0), l = ids.size(1);
-    std::vector<float> h = hidden(ids, nullptr);  // (b, l, d_model)
+    const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
+    Stream h = hidden(ids, nullptr);  // (b, l, d_model) twice
     Tensor out = Tensor::empty({b, l, cfg_.padded_vocab()}, DType::f32);  // (b, l, V)
-    head(h.data(), b * l, out.data_as<float>());
+    head(TensorView::of(h.y.data(), {b * l, dm}), TensorView::of(h.res.data(), {b * l, dm}), out);
     return out;
   }
 
@@ -662,11 +665,12 @@ class MambaLM {
     } else {
       cache = make_cache(b);
     }
-    std::vector<float> h = hidden(ids, &cache, resume);  // (b, l, d_model)
-    std::vector<float> last(static_cast<std::size_t>(b * dm));  // (b, d_model)
-    for (index_t bi = 0; bi < b; ++bi) std::copy_n(h.data() + (bi * l + l - 1) * dm, dm, last.data() + bi * dm);
+    Stream h = hidden(ids, &cache, resume);  // (b, l, d_model) twice
+    // The last position of every sequence: rows l - 1, 2l - 1, ... (row stride l · d_model).
+    const Dims last{b, dm}, every_l{l * dm, 1};
     Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
-    head(last.data(), b, out.data_as<float>());
+    head(TensorView(h.y.data() + (l - 1) * dm, DType::f32, Device::cpu(), last, every_l),
+         TensorView(h.res.data() + (l - 1) * dm, DType::f32, Device::cpu(), last, every_l), out);
     cache.seqlen = resume ? cache.seqlen + l : l;
     return out;
   }
@@ -679,17 +683,16 @@ class MambaLM {
               " layers, the model ", blocks_.size());
     for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].check_cache(cache.layers[i]);
     const index_t b = cache.b, dm = cfg_.d_model;
-    std::vector<float> res(static_cast<std::size_t>(b * dm));   // (b, d_model) residual stream
-    std::vector<float> x(res.size()), y(res.size());            // (b, d_model)
+    Stream h(b * dm);  // (b, d_model) twice
+    std::vector<float> x(h.res.size());  // (b, d_model)
     std::vector<float> work(static_cast<std::size_t>(blocks_.empty() ? 0 : blocks_[0].workspace_size(b)));
-    layers::embedding_forward(ids.data(), embedding_, res.data(), b);
+    embedding_into(TensorView::of(ids.data(), {b}), embedding_.tensor(), TensorView::of(h.res.data(), {b, dm}));
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), b, dm, cfg_.norm_epsilon);
-      blocks_[i].step_raw(x.data(), y.data(), cache.layers[i], work.data());
-      for (std::size_t k = 0; k < res.size(); ++k) res[k] += y[k];
+      pre_norm(i, h, x.data(), b);
+      blocks_[i].step_raw(x.data(), h.y.data(), cache.layers[i], work.data());
     }
     Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
-    head(res.data(), b, out.data_as<float>());
+    head(TensorView::of(h.y.data(), {b, dm}), TensorView::of(h.res.data(), {b, dm}), out);
     ++cache.seqlen;
     return out;
   }
@@ -771,31 +774,52 @@ class MambaLM {
     c.require(ids.device().is_cpu() && ids.is_contiguous(), "ids", "expected a contiguous cpu tensor");
   }
 
-  // Residual stream after the last block (before norm_f): (b, l, d_model). Fills the cache when given.
-  std::vector<float> hidden(const TensorView& ids, MambaCache* cache, bool resume = false) const {
-    const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
-    std::vector<float> res(static_cast<std::size_t>(rows * dm));  // (b, l, d_model)
-    std::vector<float> x(res.size()), y(res.size());              // (b, l, d_model)
-    if (ids.dtype() == DType::i64)
-      layers::embedding_forward(ids.data_as<const std::int64_t>(), embedding_, res.data(), rows);
-    else
-      layers::embedding_forward(ids.data_as<const std::int32_t>(), embedding_, res.data(), rows);
-    for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      layers::rmsnorm_forward(res.data(), norms_[i].data(), x.data(), rows, dm, cfg_.norm_epsilon);
-      blocks_[i].forward_raw(x.data(), b, l, y.data(), cache != nullptr ? &cache->layers[i] : nullptr, resume);
-      for (std::size_t k = 0; k < res.size(); ++k) res[k] += y[k];
+  // The residual stream before the last block's output is added (res) and that output (y), each (rows, d_model):
+  // the add is fused into the next RMSNorm (ssm::rms_norm with a residual), as in mamba_ssm.
+  struct Stream {
+    std::vector<float> res, y;
+    explicit Stream(index_t n) : res(static_cast<std::size_t>(n)), y(res.size()) {}
+  };
+
+  // x (rows, d_model) = RMSNorm_i of the residual stream: block 0 normalizes the embedding; block i > 0 first adds
+  // block i - 1's output y into res.
+  void pre_norm(std::size_t i, Stream& h, float* x, index_t rows) const {
+    const index_t dm = cfg_.d_model;
+    RmsNormInputs in;
+    in.weight = TensorView::of(norms_[i].data(), {dm});
+    in.eps = cfg_.norm_epsilon;
+    if (i == 0) {
+      in.x = TensorView::of(h.res.data(), {rows, dm});
+    } else {
+      in.x = TensorView::of(h.y.data(), {rows, dm});
+      in.residual = TensorView::of(h.res.data(), {rows, dm});
     }
-    return res;
+    rms_norm_into(in, TensorView::of(x, {rows, dm}));
   }
 
-  // logits (rows, V) = rmsnorm(h, norm_f) · head^T, head = embedding when tied.
-  void head(const float* h, index_t rows, float* logits) const {
-    const index_t dm = cfg_.d_model;
-    std::vector<float> x(static_cast<std::size_t>(rows * dm));  // (rows, d_model)
-    layers::rmsnorm_forward(h, norm_f_.data(), x.data(), rows, dm, cfg_.norm_epsilon);
+  // Runs the blocks over ids (b, l); fills the cache when given.
+  Stream hidden(const TensorView& ids, MambaCache* cache, bool resume = false) const {
+    const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
+    Stream h(rows * dm);                         // (b, l, d_model) twice
+    std::vector<float> x(h.res.size());          // (b, l, d_model)
+    embedding_into(ids.reshape({rows}), embedding_.tensor(), TensorView::of(h.res.data(), {rows, dm}));
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      pre_norm(i, h, x.data(), rows);
+      blocks_[i].forward_raw(x.data(), b, l, h.y.data(), cache != nullptr ? &cache->layers[i] : nullptr, resume);
+    }
+    return h;
+  }
+
+  // logits (rows, V) = rmsnorm(res + y, norm_f) · head^T, head = the embedding when tied; y and res (rows,
+  // d_model) with unit stride along d_model (res is updated in place by the fused add).
+  void head(const TensorView& y, const TensorView& res, const TensorView& logits) const {
+    const index_t rows = y.size(0), dm = cfg_.d_model;
+    Tensor x = Tensor::empty({rows, dm}, DType::f32);  // (rows, d_model)
+    rms_norm_into({y, TensorView::of(norm_f_.data(), {dm}), res, cfg_.norm_epsilon}, x);
     const layers::WeightMatrix& W = cfg_.tie_embeddings ? embedding_ : lm_head_;
-    layers::linear_forward(x.data(), W, nullptr, logits, rows, -1, -1,
-                           cpu::cpu_threads(threads_, rows * dm * cfg_.padded_vocab()));
+    LinearOptions opt;
+    opt.num_threads = threads_;  // 0: by the size of the product
+    linear_into({x, W.tensor(), std::nullopt}, logits.reshape({rows, cfg_.padded_vocab()}), opt);
   }
 
   MambaConfig cfg_;
