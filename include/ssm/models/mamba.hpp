@@ -581,7 +581,8 @@ class MambaLM {
 
   /// Threads the CPU forward, prefill, step and the logits GEMM may use: every block's (MambaBlock::set_threads)
   /// and the lm_head's. 0 (the default): automatic, the hardware threads, fewer for a small problem
-  /// (ssm::cpu::cpu_threads). Results depend on it only by rounding (the GEMMs block their sums by each thread's share).
+  /// (ssm::cpu::cpu_threads). Results depend on it only by rounding (the GEMMs block their sums by each
+  /// thread's share of the features).
   void set_threads(int n) {
     SSM_CHECK(n >= 0, "MambaLM::set_threads: n must be >= 0 (0 = automatic), got ", n);
     threads_ = n;
