@@ -17,6 +17,7 @@
 
 #include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
+#include "ssm/core/params/attention.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/attention.hpp"
 
@@ -104,7 +105,6 @@ cpu::AttentionArgs<T> make_args(const AttentionSizes& s, const AttentionOptions&
   return a;
 }
 
-#if defined(SSM_HAS_CUDA)
 /// The CUDA kernels' arguments for validated q, k, v, out, lse (f32, tiled, lse contiguous: checked by the caller).
 inline ::ssm::AttentionParams cuda_attention_params(const AttentionSizes& s, const AttentionOptions& opt,
                                                           const TensorView& q, const TensorView& k,
@@ -126,6 +126,7 @@ inline ::ssm::AttentionParams cuda_attention_params(const AttentionSizes& s, con
   return p;
 }
 
+#if defined(SSM_HAS_CUDA)
 /// What the CUDA kernels take besides what check_attention_inputs checked: f32, the tiled algorithm, p <= 128,
 /// lse contiguous.
 inline void check_cuda_attention(const Checker& c, const AttentionSizes& s, const TensorView& q,
