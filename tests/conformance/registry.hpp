@@ -237,8 +237,8 @@ class GuardedBuffer {
     for (std::size_t i = 0; i < total; ++i) {
       if (i >= kGuard && i < body_end && covered_[(i - kGuard) / es_]) continue;
       if (now[i] == initial_[i]) continue;
-      if (i < kGuard) return spec_.name + ": written " + std::to_string(kGuard - i) + " bytes before the buffer";
-      if (i >= body_end) return spec_.name + ": written " + std::to_string(i - body_end + 1) + " bytes past the end";
+      if (i < kGuard) return spec_.name + ": a write before the buffer (byte " + std::to_string(kGuard - i) + " before it)";
+      if (i >= body_end) return spec_.name + ": a write past the end (byte " + std::to_string(i - body_end) + " after it)";
       return spec_.name + ": written in a gap of the strided output (element offset " +
              std::to_string((i - kGuard) / es_) + ", strides " + view_.strides().str() + ")";
     }

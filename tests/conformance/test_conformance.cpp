@@ -6,7 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cctype>
+#include <cstdio>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,8 @@ std::vector<Pair> all_pairs() {
       if (applicable(ops()[o], config_of(backends()[b]))) v.push_back({o, b});
   return v;
 }
+
+void PrintTo(const Pair& p, std::ostream* os) { *os << ops()[p.op].name << " on " << backends()[p.backend].name; }
 
 class Conformance : public ::testing::TestWithParam<Pair> {};
 
