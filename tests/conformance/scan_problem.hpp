@@ -98,10 +98,15 @@ struct ScanData {
       if (a.name == name) return &a;
     return nullptr;
   }
+  /// The op's inputs: the members above (a test may replace them), or with cs.pad the strided copies of args.
   ssm::SelectiveScanInputs inputs() const {
     std::vector<TensorView> views;
-    for (const Input& a : args) views.push_back(a.view);
+    for (const Input& a : args) views.push_back(cs.pad > 0 ? a.view : member(a.name).view());
     return inputs_from(views);
+  }
+  const Tensor& member(const std::string& nm) const {
+    return nm == "u" ? u : nm == "delta" ? delta : nm == "A" ? A : nm == "B" ? B : nm == "C" ? C : nm == "D" ? D
+         : nm == "z" ? z : nm == "delta_bias" ? delta_bias : nm == "initial_state" ? initial_state : cu_seqlens;
   }
   /// The op's inputs over views of the arguments in the order of `args` (e.g. the same arguments on a device).
   ssm::SelectiveScanInputs inputs_from(const std::vector<TensorView>& views) const {
