@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "ssm/core.hpp"
+#include "values.hpp"
 
 namespace conformance {
 
@@ -145,22 +146,6 @@ struct Register {
 
 // ---- helpers for case generators ----------------------------------------------------------------------------
 
-/// Element i (row-major over the shape) of a contiguous host tensor from a double (complex: re, im).
-inline void set_element(const TensorView& t, index_t i, double re, double im = 0.0) {
-  void* p = t.data();
-  switch (t.dtype()) {
-    case DType::f32: static_cast<float*>(p)[i] = static_cast<float>(re); break;
-    case DType::f64: static_cast<double*>(p)[i] = re; break;
-    case DType::f16: static_cast<ssm::half*>(p)[i] = ssm::half(static_cast<float>(re)); break;
-    case DType::bf16: static_cast<ssm::bfloat16*>(p)[i] = ssm::bfloat16(static_cast<float>(re)); break;
-    case DType::c64: static_cast<std::complex<float>*>(p)[i] = {static_cast<float>(re), static_cast<float>(im)}; break;
-    case DType::c128: static_cast<std::complex<double>*>(p)[i] = {re, im}; break;
-    case DType::i32: static_cast<std::int32_t*>(p)[i] = static_cast<std::int32_t>(re); break;
-    case DType::i64: static_cast<std::int64_t*>(p)[i] = static_cast<std::int64_t>(re); break;
-    default: ssm::fail("conformance::set_element: unsupported dtype ", ssm::name(t.dtype()));
-  }
-}
-
 /// A host tensor of uniform values in [lo, hi) (imaginary parts in [im_lo, im_hi) for complex dtypes).
 inline Tensor uniform(std::mt19937_64& rng, const Dims& shape, DType dt, double lo, double hi, double im_lo = -1,
                       double im_hi = 1) {
@@ -173,22 +158,11 @@ inline Tensor uniform(std::mt19937_64& rng, const Dims& shape, DType dt, double 
   return t;
 }
 
-/// An input of the given values whose view has padded strides: each dimension but the last is stepped over with
-/// `pad` extra elements per row (the last stays unit-stride, as every op requires). The padding holds NaN, so an op
-/// that reads outside the view poisons its output.
+/// An input whose view has rows `pad` elements apart beyond their length (values.hpp: padded_copy).
 inline Arg strided_arg(const std::string& name, const Tensor& dense, index_t pad) {
-  const Dims& shape = dense.shape();
-  Dims strides = shape;
-  index_t step = 1;
-  for (int k = shape.size() - 1; k >= 0; --k) {
-    strides[k] = step;
-    step *= shape[k] + (k == shape.size() - 1 ? pad : 0);
-  }
-  Tensor owner = Tensor::empty({std::max<index_t>(step, 1)}, dense.dtype());
-  std::memset(owner.data(), 0xff, owner.nbytes());  // NaN in every float dtype
-  TensorView v(owner.data(), dense.dtype(), Device::cpu(), shape, strides);
-  ssm::copy(v, dense.view());
-  return {name, owner, v};
+  Arg a{name, Tensor(), TensorView()};
+  a.view = padded_copy(dense, pad, a.owner);
+  return a;
 }
 
 inline Arg dense_arg(const std::string& name, const Tensor& t) { return {name, t, t.view()}; }

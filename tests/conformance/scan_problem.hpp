@@ -13,6 +13,7 @@
 
 #include "ssm/core.hpp"
 #include "ssm/ops/selective_scan.hpp"
+#include "values.hpp"
 
 namespace scan_problem {
 
@@ -47,38 +48,10 @@ struct ScanCase {
 inline DType weight_dtype(DType in) { return ssm::compute_dtype(in); }
 inline DType complex_dtype(DType w) { return w == DType::f64 ? DType::c128 : DType::c64; }
 
-/// Element i of a contiguous host tensor from a double (complex: re, im).
-inline void set(const Tensor& t, index_t i, double re, double im = 0.0) {
-  void* p = t.data();
-  switch (t.dtype()) {
-    case DType::f32: static_cast<float*>(p)[i] = static_cast<float>(re); break;
-    case DType::f64: static_cast<double*>(p)[i] = re; break;
-    case DType::f16: static_cast<ssm::half*>(p)[i] = ssm::half(static_cast<float>(re)); break;
-    case DType::bf16: static_cast<ssm::bfloat16*>(p)[i] = ssm::bfloat16(static_cast<float>(re)); break;
-    case DType::c64: static_cast<std::complex<float>*>(p)[i] = {static_cast<float>(re), static_cast<float>(im)}; break;
-    case DType::c128: static_cast<std::complex<double>*>(p)[i] = {re, im}; break;
-    case DType::i64: static_cast<std::int64_t*>(p)[i] = static_cast<std::int64_t>(re); break;
-    case DType::i32: static_cast<std::int32_t*>(p)[i] = static_cast<std::int32_t>(re); break;
-    default: ssm::fail("scan_problem::set: unsupported dtype ", ssm::name(t.dtype()));
-  }
-}
+using conformance::padded_copy;
 
-/// A view of `dense`'s values whose rows (the last dimension) are `pad` elements apart beyond their length; the
-/// padding holds NaN (an op reading it poisons its output). `owner` receives the storage.
-inline TensorView padded_copy(const Tensor& dense, index_t pad, Tensor& owner) {
-  const ssm::Dims& shape = dense.shape();
-  ssm::Dims strides = shape;
-  index_t step = 1;
-  for (int k = shape.size() - 1; k >= 0; --k) {
-    strides[k] = step;
-    step *= shape[k] + (k == shape.size() - 1 ? pad : 0);
-  }
-  owner = Tensor::empty({std::max<index_t>(step, 1)}, dense.dtype());
-  std::memset(owner.data(), 0xff, owner.nbytes());
-  const TensorView v(owner.data(), dense.dtype(), ssm::Device::cpu(), shape, strides);
-  ssm::copy(v, dense.view());
-  return v;
-}
+/// Element i of a contiguous host tensor from a double (complex: re, im).
+inline void set(const Tensor& t, index_t i, double re, double im = 0.0) { conformance::set_element(t, i, re, im); }
 
 struct ScanData {
   ScanCase cs;
