@@ -17,10 +17,12 @@
 #include <random>
 #include <vector>
 
+#include "../tests/conformance/scan_problem.hpp"
 #include "machine_limit.hpp"
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
+#include "ssm/ops/selective_scan.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
 namespace {
@@ -43,73 +45,29 @@ using fvec = std::vector<float, Aligned64<float>>;
 
 // ---- a Mamba-like problem (f32; the arguments of Mamba's call: D, z, delta_bias, softplus) ---------------
 
+/// The inputs from the one scan problem generator (tests/conformance/scan_problem.hpp), the outputs in 64-byte
+/// aligned tensors (as the op allocates them, so the output rows are aligned for the streaming stores), and the
+/// ScanParams the op builds from them (ssm::scan_params).
 struct Problem {
   index_t b, d, l, n;
-  fvec u, delta, z, B, C, A, D, bias, out;  // (b,d,l) x3, (b,1,n,l) x2, (d,n), (d), (d), (b,d,l)
-  fvec last;                                // (b, d, n)
+  scan_problem::ScanData data;  // u, delta, z (b, d, l); B, C (b, 1, n, l); A (d, n); D, delta_bias (d)
+  ssm::Tensor out, last;        // (b, d, l), (b, d, n)
   ssm::ScanParams p;
 
-  Problem(index_t b_, index_t d_, index_t l_, index_t n_) : b(b_), d(d_), l(l_), n(n_) {
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::uniform_real_distribution<float> unif(0.0f, 1.0f);
-    const auto bdl = static_cast<std::size_t>(b * d * l);
-    u.resize(bdl);
-    delta.resize(bdl);
-    z.resize(bdl);
-    out.resize(bdl);
-    for (auto& x : u) x = normal(rng);
-    for (auto& x : delta) x = 0.5f * normal(rng);
-    for (auto& x : z) x = normal(rng);
-    B.resize(static_cast<std::size_t>(b * n * l));
-    C.resize(B.size());
-    for (auto& x : B) x = normal(rng);
-    for (auto& x : C) x = normal(rng);
-    A.resize(static_cast<std::size_t>(d * n));
-    for (index_t c = 0; c < d; ++c)
-      for (index_t k = 0; k < n; ++k) A[c * n + k] = -static_cast<float>(k + 1);  // S4D-real: A_log = log(1..n)
-    D.assign(static_cast<std::size_t>(d), 1.0f);
-    bias.resize(static_cast<std::size_t>(d));
-    for (auto& x : bias) {  // Mamba's dt init: softplus(bias) log-uniform in [0.001, 0.1]
-      const float dt = std::exp(std::log(0.001f) + unif(rng) * (std::log(0.1f) - std::log(0.001f)));
-      x = dt + std::log(-std::expm1(-dt));
-    }
-    last.resize(static_cast<std::size_t>(b * d * n));
-    p.batch = b;
-    p.dim = d;
-    p.seqlen = l;
-    p.dstate = n;
-    p.n_groups = 1;
-    p.delta_softplus = true;
-    p.u = u.data();
-    p.u_batch_stride = d * l;
-    p.u_d_stride = l;
-    p.delta = delta.data();
-    p.delta_batch_stride = d * l;
-    p.delta_d_stride = l;
-    p.z = z.data();
-    p.z_batch_stride = d * l;
-    p.z_d_stride = l;
-    p.B = B.data();
-    p.B_batch_stride = n * l;
-    p.B_group_stride = n * l;
-    p.B_n_stride = l;
-    p.C = C.data();
-    p.C_batch_stride = n * l;
-    p.C_group_stride = n * l;
-    p.C_n_stride = l;
-    p.A = A.data();
-    p.A_d_stride = n;
-    p.A_n_stride = 1;
-    p.D = D.data();
-    p.delta_bias = bias.data();
-    p.last_state = last.data();
-    p.last_batch_stride = d * n;
-    p.last_d_stride = n;
-    p.out = out.data();
-    p.out_batch_stride = d * l;
-    p.out_d_stride = l;
+  static scan_problem::ScanCase mamba_case(index_t b, index_t d, index_t l, index_t n) {
+    scan_problem::ScanCase c;
+    c.b = b, c.d = d, c.l = l, c.n = n, c.g = 1;
+    c.has_D = c.has_z = c.has_bias = c.softplus = true;
+    c.dtype = ssm::DType::f32;
+    c.seed = 7;
+    return c;
   }
+  Problem(index_t b_, index_t d_, index_t l_, index_t n_)
+      : b(b_), d(d_), l(l_), n(n_), data(scan_problem::make_data(mamba_case(b_, d_, l_, n_))),
+        out(ssm::Tensor::empty({b_, d_, l_}, ssm::DType::f32)), last(ssm::Tensor::empty({b_, d_, n_}, ssm::DType::f32)),
+        p(ssm::scan_params(data.inputs(), out, last.view()).p) {}
+  std::size_t out_size() const { return static_cast<std::size_t>(out.numel()); }
+  const float* out_data() const { return out.data_as<float>(); }
   double updates() const { return static_cast<double>(b * d * l * n); }
 };
 
@@ -176,7 +134,7 @@ void BM_ScanForwardReference(benchmark::State& state) {
 void BM_ScanForwardAccuracy(benchmark::State& state) {
   const index_t l = state.range(0), d = state.range(2);
   Problem prob(1, d, l, 16);
-  fvec ref(prob.out.size());
+  fvec ref(prob.out_size());
   for (auto _ : state) {
     ssm::cpu::ScanCpuOptions opt;
     opt.num_threads = static_cast<int>(state.range(1));
@@ -188,7 +146,7 @@ void BM_ScanForwardAccuracy(benchmark::State& state) {
   }
   double max_err = 0, max_ref = 0, sq_err = 0, sq_ref = 0;
   for (std::size_t i = 0; i < ref.size(); ++i) {
-    const double e = static_cast<double>(prob.out[i]) - static_cast<double>(ref[i]);
+    const double e = static_cast<double>(prob.out_data()[i]) - static_cast<double>(ref[i]);
     max_err = std::max(max_err, std::abs(e));
     max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[i])));
     sq_err += e * e;
@@ -206,16 +164,17 @@ struct Grads {
   explicit Grads(const Problem& prob) {
     std::mt19937 rng(11);
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    grad_out.resize(prob.out.size());
+    const auto size = [](const ssm::Tensor& t) { return static_cast<std::size_t>(t.numel()); };
+    grad_out.resize(prob.out_size());
     for (auto& x : grad_out) x = normal(rng);
-    grad_u.resize(prob.u.size());
-    grad_delta.resize(prob.u.size());
-    grad_z.resize(prob.u.size());
-    grad_A.resize(prob.A.size());
-    grad_B.resize(prob.B.size());
-    grad_C.resize(prob.C.size());
-    grad_D.resize(prob.D.size());
-    grad_bias.resize(prob.bias.size());
+    grad_u.resize(size(prob.data.u));
+    grad_delta.resize(size(prob.data.u));
+    grad_z.resize(size(prob.data.u));
+    grad_A.resize(size(prob.data.A));
+    grad_B.resize(size(prob.data.B));
+    grad_C.resize(size(prob.data.C));
+    grad_D.resize(size(prob.data.D));
+    grad_bias.resize(size(prob.data.delta_bias));
     gp.grad_out = grad_out.data();
     gp.grad_out_batch_stride = prob.d * prob.l;
     gp.grad_out_d_stride = prob.l;

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "../tests/conformance/scan_problem.hpp"
 #include "ssm/core.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
@@ -16,37 +17,25 @@ namespace {
 using ssm::index_t;
 using ssm::Tensor;
 
+/// The problem from the one scan problem generator (tests/conformance/scan_problem.hpp), and an incoming gradient.
 struct Problem {
   index_t b = 1, d = 1536, n = 16, l = 2048;
-  Tensor u, delta, A, B, C, D, z, delta_bias, grad_out;
+  scan_problem::ScanData data;
+  Tensor grad_out;  // (b, d, l)
   ssm::SelectiveScanInputs in;
 
   Problem() {
-    std::mt19937 rng(7);
-    const auto fill = [&](const ssm::Dims& shape, float lo, float hi) {
-      std::vector<float> v(static_cast<std::size_t>(shape.product()));
-      std::uniform_real_distribution<float> dist(lo, hi);
-      for (float& x : v) x = dist(rng);
-      return Tensor::from_vector<float>(shape, v);
-    };
-    u = fill({b, d, l}, -1, 1);           // (b, d, l)
-    delta = fill({b, d, l}, -4, -1);      // (b, d, l) softplus(delta + bias) ~ 0.01 .. 0.3
-    A = fill({d, n}, -16, -1);            // (d, n)
-    B = fill({b, 1, n, l}, -1, 1);        // (b, g, n, l)
-    C = fill({b, 1, n, l}, -1, 1);        // (b, g, n, l)
-    D = fill({d}, -1, 1);                 // (d)
-    z = fill({b, d, l}, -2, 2);           // (b, d, l)
-    delta_bias = fill({d}, -1, 0);        // (d)
-    grad_out = fill({b, d, l}, -1, 1);    // (b, d, l)
-    in.u = u;
-    in.delta = delta;
-    in.A = A;
-    in.B = B;
-    in.C = C;
-    in.D = D.view();
-    in.z = z.view();
-    in.delta_bias = delta_bias.view();
-    in.delta_softplus = true;
+    scan_problem::ScanCase c;
+    c.b = b, c.d = d, c.l = l, c.n = n, c.g = 1;  // B, C (b, 1, n, l)
+    c.has_D = c.has_z = c.has_bias = c.softplus = true;
+    c.dtype = ssm::DType::f32;
+    c.seed = 7;
+    data = scan_problem::make_data(c);
+    in = data.inputs();
+    std::mt19937_64 rng(8);
+    grad_out = Tensor::empty({b, d, l}, ssm::DType::f32);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    for (index_t i = 0; i < grad_out.numel(); ++i) grad_out.data_as<float>()[i] = dist(rng);
   }
   double updates() const { return static_cast<double>(b * d * l * n); }
 };

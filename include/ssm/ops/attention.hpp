@@ -17,6 +17,7 @@
 
 #include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
+#include "ssm/core/params/attention.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/attention.hpp"
 

@@ -18,6 +18,7 @@
 
 #include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
+#include "ssm/core/params/causal_conv1d.hpp"
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
 
@@ -145,6 +146,7 @@ void conv1d_backward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, con
     }
 }
 
+/// The kernels' argument block for validated inputs (out and final_state left unset).
 inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const CausalConv1dInputs& in) {
   ::ssm::CausalConv1dParams p;
   p.batch = s.b, p.dim = s.d, p.seqlen = s.l, p.width = s.w;
@@ -156,7 +158,35 @@ inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const 
   return p;
 }
 
+/// Checks out (b, d, l) (x's dtype, unit stride along l) and final_state (b, d, w - 1) (weight dtype, contiguous).
+inline void check_conv1d_outputs(const Checker& c, const Conv1dSizes& s, const TensorView& out,
+                                 const TensorView& final_state) {
+  c.defined("out", out).dtype("out", out, s.input).shape("out", out, {s.b, s.d, s.l}).unit_stride("out", out, 2);
+  c.device("out", out, s.device);
+  c.defined("final_state", final_state).dtype("final_state", final_state, s.weight);
+  c.shape("final_state", final_state, {s.b, s.d, s.w - 1}).contiguous("final_state", final_state);
+  c.device("final_state", final_state, s.device);
+}
+
 }  // namespace detail
+
+/// The causal depthwise conv1d over whole sequences into caller-provided outputs: out (b, d, l) in x's dtype, unit
+/// stride along l; final_state (b, d, w - 1) in the weight dtype, contiguous. Returns the path that ran.
+inline std::string causal_conv1d_into(const CausalConv1dInputs& in, const TensorView& out, const TensorView& final_state) {
+  Checker c("causal_conv1d");
+  const auto s = detail::check_conv1d(c, in);
+  detail::check_conv1d_outputs(c, s, out, final_state);
+  if (s.device.is_cuda()) {
+    auto p = detail::cuda_conv1d_params(s, in);
+    p.out = out.data(), p.out_batch_stride = out.stride(0), p.out_d_stride = out.stride(1);
+    p.final_state = static_cast<float*>(final_state.data());
+    backend_for(c.op(), s.device).causal_conv1d_forward(p, s.input, nullptr);
+    return "cuda";
+  }
+  if (s.input == DType::f64) detail::conv1d_forward_cpu<double>(s, in, out, final_state);
+  else detail::conv1d_forward_cpu<float>(s, in, out, final_state);
+  return "cpu-loops";
+}
 
 /// The causal depthwise conv1d over whole sequences: out (b, d, l) and the final state (b, d, w - 1).
 inline CausalConv1dOutputs causal_conv1d(const CausalConv1dInputs& in) {
@@ -165,17 +195,7 @@ inline CausalConv1dOutputs causal_conv1d(const CausalConv1dInputs& in) {
   CausalConv1dOutputs r;
   r.out = Tensor::empty({s.b, s.d, s.l}, s.input, s.device);                // (b, d, l)
   r.final_state = Tensor::empty({s.b, s.d, s.w - 1}, s.weight, s.device);   // (b, d, w - 1)
-  if (s.device.is_cuda()) {
-    auto p = detail::cuda_conv1d_params(s, in);
-    p.out = r.out.data(), p.out_batch_stride = s.d * s.l, p.out_d_stride = s.l;
-    p.final_state = r.final_state.data_as<float>();
-    backend_for(c.op(), s.device).causal_conv1d_forward(p, s.input, nullptr);
-    r.path = "cuda";
-    return r;
-  }
-  if (s.input == DType::f64) detail::conv1d_forward_cpu<double>(s, in, r.out.view(), r.final_state.view());
-  else detail::conv1d_forward_cpu<float>(s, in, r.out.view(), r.final_state.view());
-  r.path = "cpu-loops";
+  r.path = causal_conv1d_into(in, r.out, r.final_state);
   return r;
 }
 

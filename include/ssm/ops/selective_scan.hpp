@@ -259,6 +259,27 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
   return s;
 }
 
+/// Checks out (b, d, l) and the optional last_state (b | n_seqs, d, n) against a prepared scan and points its
+/// ScanParams at them.
+inline void bind_outputs(const Checker& c, PreparedScan& s, const TensorView& out,
+                         const std::optional<TensorView>& last_state) {
+  ScanParams& p = s.p;
+  c.defined("out", out).shape("out", out, {p.batch, p.dim, p.seqlen}).dtype("out", out, s.input).unit_stride("out", out, 2);
+  c.require(out.device() == s.device, "out", "is on ", out.device().str(), " but 'u' is on ", s.device.str());
+  p.out = out.data();
+  p.out_batch_stride = out.stride(0);
+  p.out_d_stride = out.stride(1);
+  if (last_state) {
+    const TensorView& ls = *last_state;
+    c.defined("last_state", ls).shape("last_state", ls, {s.state_rows, p.dim, p.dstate}).dtype("last_state", ls, s.state);
+    c.unit_stride("last_state", ls, 2);
+    c.require(ls.device() == s.device, "last_state", "is on ", ls.device().str(), " but 'u' is on ", s.device.str());
+    p.last_state = ls.data();
+    p.last_batch_stride = ls.stride(0);
+    p.last_d_stride = ls.stride(1);
+  }
+}
+
 /// The fused CUDA forward (ssm::cuda, cuda/kernels/selective_scan_fwd.cuh) on a validated scan. Its own
 /// limits (f32 / f16 / bf16 inputs, real A, n <= 256) are ssm::Error from the launcher. cu_seqlens, validated
 /// on the host, is copied to the device; the copy is freed after the launch (cudaFree waits for the kernel).
@@ -343,6 +364,18 @@ decltype(auto) visit_input(DType t, F&& f) {
 
 }  // namespace scan_detail
 
+/// A scan's validated argument block, for code that runs one implementation directly (the reference, a CPU kernel,
+/// the emulated CUDA kernels: tests and benchmarks): the checks of selective_scan_into, then the ScanParams over
+/// in's tensors, out (b, d, l) and the optional last_state (b | n_seqs, d, n), with the dtypes and the device.
+/// With cu_seqlens, r.p points into r.cu: keep r (moving it is fine) while r.p is used.
+inline scan_detail::PreparedScan scan_params(const SelectiveScanInputs& in, const TensorView& out,
+                                             std::optional<TensorView> last_state = std::nullopt) {
+  Checker c("selective_scan");
+  scan_detail::PreparedScan s = scan_detail::prepare(c, in);
+  scan_detail::bind_outputs(c, s, out, last_state);
+  return s;
+}
+
 /// Selective scan into caller-provided outputs: out (b, d, l) in the input dtype, unit stride along l;
 /// last_state (b | n_seqs, d, n) in the state dtype, unit stride along n (optional). With
 /// opt.save_chunk_states and `chunk_states` given, the saved chunk states go there (see SelectiveScanOptions).
@@ -352,21 +385,8 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
                                        Tensor* chunk_states = nullptr) {
   Checker c("selective_scan");
   scan_detail::PreparedScan s = scan_detail::prepare(c, in);
+  scan_detail::bind_outputs(c, s, out, last_state);
   ScanParams& p = s.p;
-  c.defined("out", out).shape("out", out, {p.batch, p.dim, p.seqlen}).dtype("out", out, s.input).unit_stride("out", out, 2);
-  c.require(out.device() == s.device, "out", "is on ", out.device().str(), " but 'u' is on ", s.device.str());
-  p.out = out.data();
-  p.out_batch_stride = out.stride(0);
-  p.out_d_stride = out.stride(1);
-  if (last_state) {
-    const TensorView& ls = *last_state;
-    c.defined("last_state", ls).shape("last_state", ls, {s.state_rows, p.dim, p.dstate}).dtype("last_state", ls, s.state);
-    c.unit_stride("last_state", ls, 2);
-    c.require(ls.device() == s.device, "last_state", "is on ", ls.device().str(), " but 'u' is on ", s.device.str());
-    p.last_state = ls.data();
-    p.last_batch_stride = ls.stride(0);
-    p.last_d_stride = ls.stride(1);
-  }
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
   scan_detail::check_complex_path(c, p, opt.path);

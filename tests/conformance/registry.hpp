@@ -1,0 +1,358 @@
+// The conformance registry (issue #14 item 5; after ggml's test-backend-ops): every op registers once, in a file
+// of its own under tests/conformance/ops/, its case generator, its reference and its tolerance per dtype; one test
+// (test_conformance.cpp) runs every registered op, forward and backward, on every backend of backends() and
+// compares each output with the reference.
+//
+// - A backend is {name, device, option tweak}: a line in backends(). Its tweak sets what the op should run (a CPU
+//   path, threads, the emulated CUDA kernels); an op that has no such path skips that backend with a message.
+// - Every output buffer the harness hands an op is a GuardedBuffer: guard bands before and after it, and the gaps a
+//   strided output leaves between its elements, hold a byte pattern that must be untouched after the op; the
+//   elements themselves start as NaN (so an element the op did not write fails the comparison), or as zero for
+//   outputs an op accumulates into.
+// - Outputs an op allocates itself (its allocating form is the only one) are "adopted": compared, not guarded.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <any>
+#include <cmath>
+#include <complex>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ssm/core.hpp"
+#include "values.hpp"
+
+namespace conformance {
+
+using ssm::Device;
+using ssm::Dims;
+using ssm::DType;
+using ssm::index_t;
+using ssm::Tensor;
+using ssm::TensorView;
+
+// ---- backends ----------------------------------------------------------------------------------------------
+
+/// What a backend asks of an op. An op maps `path` to its own option (ScanPath, AttentionAlgorithm, ...).
+struct RunConfig {
+  Device device = Device::cpu();
+  std::string path;       // a CPU implementation ("reference", "sequential", "chunked", "loops", "tiled", ...)
+  bool emulated = false;  // install the emulated CUDA backend (cuda/emu/backend.hpp) for the run
+  int threads = 0;        // CPU threads (0: the op's default)
+  index_t chunk_len = 0;  // the chunked scan's chunk (0: balanced over the threads)
+  int block = 0;          // tiled attention: block_q = block_k (0: the op's default)
+};
+
+struct Backend {
+  std::string name;
+  Device device;
+  std::function<void(RunConfig&)> tweak;
+};
+
+/// Every backend, one line each. CPU paths take 2 or 3 threads so that the threaded and chunked code really splits
+/// (3 threads on a sequence: 3 chunks); the tiled attention takes blocks of 16 so that the small cases have
+/// several query and key blocks with ragged tails. "cuda_emulated" runs the ops on Device::cuda(0) with the emulated CUDA
+/// backend installed (the kernel sources under the host emulation, through the same launchers as ssm::cuda, in a
+/// random thread order); "cuda" needs a GPU and a build linked to ssm::cuda (this program is not: see CMakeLists).
+inline const std::vector<Backend>& backends() {
+  static const std::vector<Backend> list = {
+      {"cpu_reference", Device::cpu(), [](RunConfig& r) { r.path = "reference"; }},
+      {"cpu_sequential", Device::cpu(), [](RunConfig& r) { r.path = "sequential"; r.threads = 2; }},
+      {"cpu_chunked", Device::cpu(), [](RunConfig& r) { r.path = "chunked"; r.threads = 3; }},
+      {"cpu_loops", Device::cpu(), [](RunConfig& r) { r.path = "loops"; }},
+      {"cpu_materialized", Device::cpu(), [](RunConfig& r) { r.path = "materialized"; r.threads = 2; }},
+      {"cpu_tiled", Device::cpu(), [](RunConfig& r) { r.path = "tiled"; r.threads = 3; r.block = 16; }},
+      {"cuda_emulated", Device::cuda(0), [](RunConfig& r) { r.emulated = true; }},
+      {"cuda", Device::cuda(0), [](RunConfig&) {}},
+  };
+  return list;
+}
+
+// ---- cases -------------------------------------------------------------------------------------------------
+
+/// One input: `view` is what the op sees (a window with strides of its own, or all of `owner`).
+struct Arg {
+  std::string name;
+  Tensor owner;
+  TensorView view;
+  bool host = false;  // stays on the CPU whatever the backend (an op validates its values there, e.g. cu_seqlens)
+};
+
+/// One output the harness allocates: its shape, dtype and strides (empty: contiguous).
+struct OutSpec {
+  std::string name;
+  Dims shape;
+  DType dtype = DType::f32;
+  Dims strides{};
+  bool zeroed = false;  // starts at zero (the op accumulates into it) rather than NaN
+};
+
+struct Case {
+  std::string name;
+  std::vector<Arg> inputs;      // forward inputs, then the backward's incoming gradients
+  std::vector<OutSpec> outputs;  // forward
+  std::vector<OutSpec> grads;    // backward (empty: the case has no backward)
+  std::any params;               // the op's own description of the case
+  int input(const std::string& n) const {
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      if (inputs[i].name == n) return static_cast<int>(i);
+    return -1;
+  }
+};
+
+using Views = std::vector<TensorView>;
+
+/// The outputs an op writes: guarded views it must write into, or tensors it allocated itself (adopt).
+struct Outputs {
+  Views views;
+  std::vector<Tensor> adopted;  // by output index; undefined where the op wrote into views[i]
+  void adopt(std::size_t i, Tensor t) {
+    if (adopted.size() < views.size()) adopted.resize(views.size());
+    adopted[i] = std::move(t);
+  }
+};
+
+enum class Pass { forward, backward };
+inline const char* name(Pass p) { return p == Pass::forward ? "forward" : "backward"; }
+
+/// An op's registration. The `run` functions get the inputs on the backend's device and write the outputs; the
+/// `reference` ones get host inputs and write contiguous host outputs of the OutSpecs' shapes and dtypes.
+struct Op {
+  std::string name;
+  std::vector<std::string> paths;  // the RunConfig::path values it has
+  bool emulated = false;           // has CUDA kernels (cuda_emulated, cuda)
+  std::function<std::vector<Case>()> cases;
+  /// Why this case cannot run on this backend in this pass (dtype, feature); empty: it runs.
+  std::function<std::string(const Case&, const RunConfig&, Pass)> unsupported;
+  std::function<void(const Case&, const Views& in, Outputs& out, const RunConfig&)> forward, backward;
+  std::function<void(const Case&, const Views& in, const Views& out)> forward_reference, backward_reference;
+  /// Bound on max |got - ref| / max |ref| of one output tensor, by that output's dtype.
+  std::function<double(DType out_dtype, Pass)> tolerance;
+};
+
+inline std::vector<Op>& ops() {
+  static std::vector<Op> list;
+  return list;
+}
+
+/// `static const conformance::Register reg{Op{...}};` in an op's file registers it.
+struct Register {
+  explicit Register(Op op) { ops().push_back(std::move(op)); }
+};
+
+// ---- helpers for case generators ----------------------------------------------------------------------------
+
+/// A host tensor of uniform values in [lo, hi) (imaginary parts in [im_lo, im_hi) for complex dtypes).
+inline Tensor uniform(std::mt19937_64& rng, const Dims& shape, DType dt, double lo, double hi, double im_lo = -1,
+                      double im_hi = 1) {
+  Tensor t = Tensor::empty(shape, dt);
+  std::uniform_real_distribution<double> re(lo, hi), im(im_lo, im_hi);
+  for (index_t i = 0; i < t.numel(); ++i) {
+    const double r = re(rng);
+    set_element(t, i, r, ssm::is_complex(dt) ? im(rng) : 0.0);
+  }
+  return t;
+}
+
+/// An input whose view has rows `pad` elements apart beyond their length (values.hpp: padded_copy).
+inline Arg strided_arg(const std::string& name, const Tensor& dense, index_t pad) {
+  Arg a{name, Tensor(), TensorView()};
+  a.view = padded_copy(dense, pad, a.owner);
+  return a;
+}
+
+inline Arg dense_arg(const std::string& name, const Tensor& t) { return {name, t, t.view()}; }
+
+// ---- guarded output buffers --------------------------------------------------------------------------------
+
+/// An output view inside a larger byte buffer: kGuard bytes before and after, and the gaps of a strided view, hold
+/// a pattern checked after the op.
+class GuardedBuffer {
+ public:
+  static constexpr std::size_t kGuard = 256;  // bytes; keeps the view 64-byte aligned
+
+  GuardedBuffer(const OutSpec& spec, Device device) : spec_(spec), device_(device) {
+    const Dims strides = spec.strides.size() ? spec.strides : ssm::contiguous_strides(spec.shape);
+    es_ = ssm::size_of(spec.dtype);
+    index_t span = spec.shape.product() > 0 ? 1 : 0;
+    for (int k = 0; k < spec.shape.size(); ++k)
+      if (spec.shape.product() > 0) span += (spec.shape[k] - 1) * strides[k];
+    const std::size_t bytes = 2 * kGuard + static_cast<std::size_t>(span) * es_;
+    covered_.assign(static_cast<std::size_t>(span), 0);
+    for_each_offset(spec.shape, strides, [&](index_t off) { covered_[static_cast<std::size_t>(off)] = 1; });
+    initial_.resize(bytes);
+    for (std::size_t i = 0; i < bytes; ++i) initial_[i] = pattern(i);
+    for (std::size_t e = 0; e < covered_.size(); ++e)
+      if (covered_[e]) std::memset(initial_.data() + kGuard + e * es_, spec.zeroed ? 0x00 : 0xff, es_);
+    Tensor host = Tensor::empty({static_cast<index_t>(bytes)}, DType::u8);
+    std::memcpy(host.data(), initial_.data(), bytes);
+    raw_ = device.is_cpu() ? host : host.to(device);
+    view_ = TensorView(static_cast<char*>(raw_.data()) + kGuard, spec.dtype, device, spec.shape, strides);
+  }
+
+  const TensorView& view() const { return view_; }
+
+  /// The bytes as they are now, on the host.
+  Tensor host_bytes() const { return device_.is_cpu() ? raw_ : raw_.to(Device::cpu()); }
+
+  /// The view over a host copy of the bytes (for reading the values).
+  static TensorView host_view(const Tensor& bytes, const TensorView& v) {
+    return TensorView(static_cast<char*>(bytes.data()) + kGuard, v.dtype(), Device::cpu(), v.shape(), v.strides());
+  }
+
+  /// Empty when every guard byte and gap byte still holds its pattern; else where the first change is.
+  std::string check_untouched(const Tensor& bytes) const {
+    const auto* now = static_cast<const unsigned char*>(bytes.data());
+    const std::size_t total = initial_.size(), body_end = kGuard + covered_.size() * es_;
+    for (std::size_t i = 0; i < total; ++i) {
+      if (i >= kGuard && i < body_end && covered_[(i - kGuard) / es_]) continue;
+      if (now[i] == initial_[i]) continue;
+      if (i < kGuard) return spec_.name + ": a write before the buffer (byte " + std::to_string(kGuard - i) + " before it)";
+      if (i >= body_end) return spec_.name + ": a write past the end (byte " + std::to_string(i - body_end) + " after it)";
+      return spec_.name + ": written in a gap of the strided output (element offset " +
+             std::to_string((i - kGuard) / es_) + ", strides " + view_.strides().str() + ")";
+    }
+    return {};
+  }
+
+  template <class F>
+  static void for_each_offset(const Dims& shape, const Dims& strides, F&& f) {
+    if (shape.product() == 0) return;
+    std::vector<index_t> idx(static_cast<std::size_t>(shape.size()), 0);
+    for (index_t e = 0; e < shape.product(); ++e) {
+      index_t off = 0;
+      for (int k = 0; k < shape.size(); ++k) off += idx[static_cast<std::size_t>(k)] * strides[k];
+      f(off);
+      for (int k = shape.size() - 1; k >= 0; --k) {
+        if (++idx[static_cast<std::size_t>(k)] < shape[k]) break;
+        idx[static_cast<std::size_t>(k)] = 0;
+      }
+    }
+  }
+
+ private:
+  static unsigned char pattern(std::size_t i) { return static_cast<unsigned char>(0x5a ^ (i * 0x3d)); }
+
+  OutSpec spec_;
+  Device device_;
+  std::size_t es_ = 1;
+  std::vector<unsigned char> covered_;  // per element of the span: 1 where the view has an element
+  std::vector<unsigned char> initial_;
+  Tensor raw_;
+  TensorView view_;
+};
+
+// ---- comparison --------------------------------------------------------------------------------------------
+
+/// The values of a host view in row-major order as doubles (complex: re, im interleaved).
+inline std::vector<double> to_doubles(const TensorView& v) {
+  Tensor t = Tensor::empty(v.shape(), v.dtype());
+  ssm::copy(t, v);
+  std::vector<double> r;
+  r.reserve(static_cast<std::size_t>(t.numel()));
+  const void* p = t.data();
+  for (index_t i = 0; i < t.numel(); ++i) {
+    switch (t.dtype()) {
+      case DType::f32: r.push_back(static_cast<const float*>(p)[i]); break;
+      case DType::f64: r.push_back(static_cast<const double*>(p)[i]); break;
+      case DType::f16: r.push_back(ssm::to_float(static_cast<const ssm::half*>(p)[i])); break;
+      case DType::bf16: r.push_back(ssm::to_float(static_cast<const ssm::bfloat16*>(p)[i])); break;
+      case DType::c64:
+        r.push_back(static_cast<const std::complex<float>*>(p)[i].real());
+        r.push_back(static_cast<const std::complex<float>*>(p)[i].imag());
+        break;
+      case DType::c128:
+        r.push_back(static_cast<const std::complex<double>*>(p)[i].real());
+        r.push_back(static_cast<const std::complex<double>*>(p)[i].imag());
+        break;
+      default: ssm::fail("conformance::to_doubles: unsupported dtype ", ssm::name(t.dtype()));
+    }
+  }
+  return r;
+}
+
+/// Writes values (row-major, complex: re, im interleaved) into a contiguous host tensor of any float dtype.
+inline void from_doubles(const TensorView& dst, const std::vector<double>& v) {
+  SSM_CHECK(dst.is_contiguous() && dst.device().is_cpu(), "conformance::from_doubles: a contiguous host tensor");
+  const bool cx = ssm::is_complex(dst.dtype());
+  SSM_CHECK(static_cast<index_t>(v.size()) == dst.numel() * (cx ? 2 : 1), "conformance::from_doubles: ", v.size(),
+            " values for shape ", dst.shape().str());
+  for (index_t i = 0; i < dst.numel(); ++i)
+    set_element(dst, i, v[static_cast<std::size_t>(cx ? 2 * i : i)], cx ? v[static_cast<std::size_t>(2 * i + 1)] : 0.0);
+}
+
+/// max |got - ref| / max |ref| (an element-wise ratio means nothing where ref crosses zero); a NaN in got (an
+/// element never written) is infinite.
+inline double normalized_error(const std::vector<double>& got, const std::vector<double>& ref) {
+  if (got.size() != ref.size()) return INFINITY;
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    err = std::max(err, std::abs(got[i] - ref[i]));
+    scale = std::max(scale, std::abs(ref[i]));
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+// ---- the run of one op on one backend -------------------------------------------------------------------------
+
+/// A host input on the backend's device, with the view's offset and strides kept.
+inline TensorView on_device(const Arg& a, Device device, std::vector<Tensor>& keep) {
+  if (device.is_cpu()) return a.view;
+  Tensor moved = a.owner.to(device);
+  keep.push_back(moved);
+  const std::ptrdiff_t offset = static_cast<const char*>(a.view.data()) - static_cast<const char*>(a.owner.data());
+  return TensorView(static_cast<char*>(moved.data()) + offset, a.view.dtype(), device, a.view.shape(), a.view.strides());
+}
+
+struct PassResult {
+  bool ran = false;
+  std::string skipped;  // why not, when !ran
+};
+
+/// Runs one pass of one case and checks it: guards untouched, every output within its tolerance of the reference.
+inline PassResult run_pass(const Op& op, const Case& c, const RunConfig& cfg, Pass pass) {
+  if (std::string why = op.unsupported ? op.unsupported(c, cfg, pass) : std::string(); !why.empty()) return {false, why};
+  const std::vector<OutSpec>& specs = pass == Pass::forward ? c.outputs : c.grads;
+  SCOPED_TRACE(std::string(name(pass)) + " of case " + c.name);
+  // the reference, on the host, into contiguous outputs
+  Views host_in;
+  for (const Arg& a : c.inputs) host_in.push_back(a.view);
+  std::vector<Tensor> ref_t;
+  Views ref_v;
+  for (const OutSpec& s : specs) {
+    ref_t.push_back(Tensor::zeros(s.shape, s.dtype));
+    ref_v.push_back(ref_t.back().view());
+  }
+  (pass == Pass::forward ? op.forward_reference : op.backward_reference)(c, host_in, ref_v);
+  // the backend, into guarded outputs
+  std::vector<Tensor> keep;
+  Views dev_in;
+  for (const Arg& a : c.inputs) dev_in.push_back(on_device(a, a.host ? Device::cpu() : cfg.device, keep));
+  std::vector<GuardedBuffer> guarded;
+  Outputs out;
+  for (const OutSpec& s : specs) guarded.emplace_back(s, cfg.device);
+  for (const GuardedBuffer& g : guarded) out.views.push_back(g.view());
+  (pass == Pass::forward ? op.forward : op.backward)(c, dev_in, out, cfg);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const Tensor bytes = guarded[i].host_bytes();
+    const std::string touched = guarded[i].check_untouched(bytes);
+    EXPECT_TRUE(touched.empty()) << touched;
+    const bool own = i < out.adopted.size() && out.adopted[i].defined();
+    Tensor host_own = own ? out.adopted[i].to(Device::cpu()) : Tensor();
+    const TensorView got = own ? host_own.view() : GuardedBuffer::host_view(bytes, guarded[i].view());
+    const double err = normalized_error(to_doubles(got), to_doubles(ref_v[i]));
+    const double tol = op.tolerance(specs[i].dtype, pass);
+    EXPECT_LE(err, tol) << specs[i].name << " (" << ssm::name(specs[i].dtype) << ", " << got.shape().str()
+                        << (own ? ", allocated by the op" : "") << "): normalized error against the reference";
+  }
+  return {true, {}};
+}
+
+}  // namespace conformance
