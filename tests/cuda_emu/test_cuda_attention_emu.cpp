@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_case.hpp"
 #include "emu/executor.hpp"
 #include "kernels/attention.cuh"
 #include "ssm/reference/attention.hpp"
@@ -21,15 +22,7 @@ namespace {
 using ssm::emu::Order;
 using index_t = std::int64_t;
 
-struct AttnCase {
-  index_t b = 1, l_q = 1, l_k = 1, h = 1, h_kv = 1, p = 16;
-  bool causal = true;
-  std::string str() const {
-    return "b " + std::to_string(b) + " l_q " + std::to_string(l_q) + " l_k " + std::to_string(l_k) + " h " +
-           std::to_string(h) + " h_kv " + std::to_string(h_kv) + " p " + std::to_string(p) +
-           (causal ? " causal" : " full");
-  }
-};
+using emu_test::AttnCase;  // attention_case.hpp
 
 /// A (b, l, heads, p) f32 tensor stored with padded strides (head stride p + 3, row stride heads (p + 3) + 1), so the
 /// kernels' stride arithmetic is exercised; `dense` is the same values contiguous in double for the reference.

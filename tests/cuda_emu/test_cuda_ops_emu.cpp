@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_case.hpp"
 #include "emu/backend.hpp"
 #include "ssm/ops.hpp"
 #include "ssm/ops/attention.hpp"
@@ -567,15 +568,7 @@ TEST(CudaOpsEmu, Conv1dUpdateTokenByToken) {
 
 // ---- attention -------------------------------------------------------------------------------------------------
 
-struct AttnCase {
-  index_t b = 1, l_q = 1, l_k = 1, h = 1, h_kv = 1, p = 16;
-  bool causal = true;
-  std::string str() const {
-    return "b " + std::to_string(b) + " l_q " + std::to_string(l_q) + " l_k " + std::to_string(l_k) + " h " +
-           std::to_string(h) + " h_kv " + std::to_string(h_kv) + " p " + std::to_string(p) +
-           (causal ? " causal" : " full");
-  }
-};
+using emu_test::AttnCase;  // attention_case.hpp
 
 void check_attention(const AttnCase& c, bool backward, Order order, std::uint32_t seed) {
   SCOPED_TRACE(c.str() + ", order " + ssm::emu::name(order));
