@@ -68,6 +68,7 @@ inline const std::vector<Backend>& backends() {
       {"cpu_loops", Device::cpu(), [](RunConfig& r) { r.path = "loops"; }},
       {"cpu_materialized", Device::cpu(), [](RunConfig& r) { r.path = "materialized"; r.threads = 2; }},
       {"cpu_tiled", Device::cpu(), [](RunConfig& r) { r.path = "tiled"; r.threads = 3; r.block = 16; }},
+      {"cpu_fast", Device::cpu(), [](RunConfig& r) { r.path = "fast"; r.threads = 2; }},  // ops with one fast path
       {"cuda_emulated", Device::cuda(0), [](RunConfig& r) { r.emulated = true; }},
       {"cuda", Device::cuda(0), [](RunConfig&) {}},
   };
