@@ -11,6 +11,7 @@
 
 #include <ssm/ssm.hpp>
 
+#include "../tests/conformance/scan_problem.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 
@@ -32,52 +33,20 @@ void BM_cuda_selective_scan_forward(benchmark::State& state) {
     state.SkipWithError(("no usable GPU: " + ssm::backends().cuda_status).c_str());
     return;
   }
+  // The one problem generator (tests/conformance/scan_problem.hpp): z, D and softplus, B and C per step; its inputs
+  // moved to cuda:0 and the ScanParams built by ssm::scan_params.
+  scan_problem::ScanCase c;
+  c.b = b;
+  c.d = d;
+  c.l = l;
+  c.n = n;
+  c.g = g;
+  c.has_D = c.has_z = c.softplus = true;
+  c.dtype = ssm::dtype_of<In>();
+  const scan_problem::Scan scan = scan_problem::make_scan(c, ssm::Device::cuda(0));
+  const ssm::ScanParams& p = scan.prepared.p;
   const std::size_t s_in = sizeof(In);
   const std::size_t bdl = static_cast<std::size_t>(b * d * l), bgnl = static_cast<std::size_t>(b * g * n * l);
-  auto alloc = [](std::size_t bytes) { return ssm::cuda::device_malloc(bytes, 0); };
-  void* u = alloc(bdl * s_in);      // (b, d, l)
-  void* delta = alloc(bdl * s_in);  // (b, d, l)
-  void* z = alloc(bdl * s_in);      // (b, d, l)
-  void* out = alloc(bdl * s_in);    // (b, d, l)
-  void* B = alloc(bgnl * s_in);     // (b, g, n, l)
-  void* C = alloc(bgnl * s_in);     // (b, g, n, l)
-  void* A = alloc(static_cast<std::size_t>(d * n) * 4);  // (d, n)
-  void* D = alloc(static_cast<std::size_t>(d) * 4);      // (d)
-  // Inputs: zeros (the timing does not depend on the values; exp and the scan run regardless).
-  for (auto [p, bytes] : {std::pair{u, bdl * s_in}, {delta, bdl * s_in}, {z, bdl * s_in}, {B, bgnl * s_in},
-                          {C, bgnl * s_in}, {A, static_cast<std::size_t>(d * n) * 4}, {D, static_cast<std::size_t>(d) * 4}})
-    ssm::cuda::memset_zero(p, ssm::Device::cuda(0), bytes);
-  ssm::ScanParams p;
-  p.batch = b;
-  p.dim = d;
-  p.seqlen = l;
-  p.dstate = n;
-  p.n_groups = g;
-  p.delta_softplus = true;
-  p.u = u;
-  p.u_batch_stride = d * l;
-  p.u_d_stride = l;
-  p.delta = delta;
-  p.delta_batch_stride = d * l;
-  p.delta_d_stride = l;
-  p.z = z;
-  p.z_batch_stride = d * l;
-  p.z_d_stride = l;
-  p.B = B;
-  p.B_batch_stride = g * n * l;
-  p.B_group_stride = n * l;
-  p.B_n_stride = l;
-  p.C = C;
-  p.C_batch_stride = g * n * l;
-  p.C_group_stride = n * l;
-  p.C_n_stride = l;
-  p.A = A;
-  p.A_d_stride = n;
-  p.A_n_stride = 1;
-  p.D = D;
-  p.out = out;
-  p.out_batch_stride = d * l;
-  p.out_d_stride = l;
   const ssm::DType t = ssm::dtype_of<In>();
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
@@ -103,7 +72,6 @@ void BM_cuda_selective_scan_forward(benchmark::State& state) {
       benchmark::Counter(peak > 0 ? bytes / peak * state.iterations() : 0, benchmark::Counter::kIsRate);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  for (void* q : {u, delta, z, out, B, C, A, D}) ssm::cuda::device_free(q, 0);
 }
 
 // Mamba-130m-like shapes: d_inner 1536, n 16; a long prompt and a batch of medium ones.

@@ -147,19 +147,7 @@ struct Register {
   explicit Register(Op op) { ops().push_back(std::move(op)); }
 };
 
-// ---- helpers for case generators ----------------------------------------------------------------------------
-
-/// A host tensor of uniform values in [lo, hi) (imaginary parts in [im_lo, im_hi) for complex dtypes).
-inline Tensor uniform(std::mt19937_64& rng, const Dims& shape, DType dt, double lo, double hi, double im_lo = -1,
-                      double im_hi = 1) {
-  Tensor t = Tensor::empty(shape, dt);
-  std::uniform_real_distribution<double> re(lo, hi), im(im_lo, im_hi);
-  for (index_t i = 0; i < t.numel(); ++i) {
-    const double r = re(rng);
-    set_element(t, i, r, ssm::is_complex(dt) ? im(rng) : 0.0);
-  }
-  return t;
-}
+// ---- helpers for case generators (uniform values: values.hpp) ------------------------------------------------
 
 /// An input whose view has rows `pad` elements apart beyond their length (values.hpp: padded_copy).
 inline Arg strided_arg(const std::string& name, const Tensor& dense, index_t pad) {
@@ -248,58 +236,6 @@ class GuardedBuffer {
   Tensor raw_;
   TensorView view_;
 };
-
-// ---- comparison --------------------------------------------------------------------------------------------
-
-/// The values of a host view in row-major order as doubles (complex: re, im interleaved).
-inline std::vector<double> to_doubles(const TensorView& v) {
-  Tensor t = Tensor::empty(v.shape(), v.dtype());
-  ssm::copy(t, v);
-  std::vector<double> r;
-  r.reserve(static_cast<std::size_t>(t.numel()));
-  const void* p = t.data();
-  for (index_t i = 0; i < t.numel(); ++i) {
-    switch (t.dtype()) {
-      case DType::f32: r.push_back(static_cast<const float*>(p)[i]); break;
-      case DType::f64: r.push_back(static_cast<const double*>(p)[i]); break;
-      case DType::f16: r.push_back(ssm::to_float(static_cast<const ssm::half*>(p)[i])); break;
-      case DType::bf16: r.push_back(ssm::to_float(static_cast<const ssm::bfloat16*>(p)[i])); break;
-      case DType::c64:
-        r.push_back(static_cast<const std::complex<float>*>(p)[i].real());
-        r.push_back(static_cast<const std::complex<float>*>(p)[i].imag());
-        break;
-      case DType::c128:
-        r.push_back(static_cast<const std::complex<double>*>(p)[i].real());
-        r.push_back(static_cast<const std::complex<double>*>(p)[i].imag());
-        break;
-      default: ssm::fail("conformance::to_doubles: unsupported dtype ", ssm::name(t.dtype()));
-    }
-  }
-  return r;
-}
-
-/// Writes values (row-major, complex: re, im interleaved) into a contiguous host tensor of any float dtype.
-inline void from_doubles(const TensorView& dst, const std::vector<double>& v) {
-  SSM_CHECK(dst.is_contiguous() && dst.device().is_cpu(), "conformance::from_doubles: a contiguous host tensor");
-  const bool cx = ssm::is_complex(dst.dtype());
-  SSM_CHECK(static_cast<index_t>(v.size()) == dst.numel() * (cx ? 2 : 1), "conformance::from_doubles: ", v.size(),
-            " values for shape ", dst.shape().str());
-  for (index_t i = 0; i < dst.numel(); ++i)
-    set_element(dst, i, v[static_cast<std::size_t>(cx ? 2 * i : i)], cx ? v[static_cast<std::size_t>(2 * i + 1)] : 0.0);
-}
-
-/// max |got - ref| / max |ref| (an element-wise ratio means nothing where ref crosses zero); a NaN in got (an
-/// element never written) is infinite.
-inline double normalized_error(const std::vector<double>& got, const std::vector<double>& ref) {
-  if (got.size() != ref.size()) return INFINITY;
-  double err = 0, scale = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    err = std::max(err, std::abs(got[i] - ref[i]));
-    scale = std::max(scale, std::abs(ref[i]));
-  }
-  return scale > 0 ? err / scale : err;
-}
 
 // ---- the run of one op on one backend -------------------------------------------------------------------------
 

@@ -1,44 +1,78 @@
 // The fused selective-scan kernels (cuda/kernels/selective_scan_{fwd,bwd}.cuh) under the host emulation with a
 // small configuration (32 threads x 4 items: 128-token chunks), which the launcher never picks for long sequences:
 // many chunks at a modest emulation cost, so the state carried from chunk to chunk (forward) and the gradient
-// carried back (backward) are checked over up to 40 chunks with ragged tails, in every thread order, against a
-// plain double-precision loop (selective_scan_problem.hpp). The launcher's own configurations, shapes, groups,
-// optional inputs, dtypes and packed sequences are tested through the op (test_cuda_ops_emu.cpp).
+// carried back (backward) are checked over up to 40 chunks with ragged tails, in every thread order. The problems
+// come from the one generator (tests/conformance/scan_problem.hpp), their ScanParams from ssm::scan_params, and the
+// oracle is the library's reference (ScanPath::reference, every sum in double); the saved chunk states are checked
+// against the reference's last state of each prefix. The launcher's own configurations, shapes, groups, optional
+// inputs, dtypes and packed sequences are tested through the op (test_cuda_ops_emu.cpp, test_conformance).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
-#include <random>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "../conformance/scan_problem.hpp"
 #include "kernels/selective_scan_bwd.cuh"
 #include "kernels/selective_scan_fwd.cuh"
-#include "selective_scan_problem.hpp"
 
 namespace {
 
-using ssm_test::Case;
-using ssm_test::ScanProblem;
+using conformance::normalized_error;
+using conformance::to_doubles;
+using scan_problem::ScanCase;
+using scan_problem::ScanData;
+using ssm::DType;
+using ssm::Tensor;
 using ssm::emu::LaunchConfig;
 using ssm::emu::Order;
 using index_t = std::int64_t;
 
-// Runs one case and checks it element by element (ScanProblem::check); returns the worst |out - reference| / scale.
-template <class In, class Cfg>
-double run_case(const Case& c, Order order, std::uint64_t seed) {
-  SCOPED_TRACE(c.name() + " order " + ssm::emu::name(order) + " seed " + std::to_string(seed) + " threads " +
+// The kernels compute in f32 (expf, a tree-shaped scan inside a chunk), the reference in double: 1e-5 of the
+// largest |out| (the bound); gradients are sums over up to l tokens and over a group's channels: 1e-4.
+constexpr double kOutTolerance = 1e-5, kGradTolerance = 1e-4;
+
+// A host tensor of NaN: an element the kernel does not write fails the comparison.
+Tensor nan_tensor(const ssm::Dims& shape) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  std::memset(t.data(), 0xff, t.nbytes());
+  return t;
+}
+
+float* f32(const Tensor& t) { return t.data_as<float>(); }
+
+// Runs the forward kernel on one case and checks out, the last state and the saved chunk states against the
+// reference; returns the worst normalized error of out.
+template <class Cfg>
+double run_case(const ScanCase& c, Order order, std::uint64_t seed) {
+  SCOPED_TRACE(c.describe() + " order " + ssm::emu::name(order) + " seed " + std::to_string(seed) + " threads " +
                std::to_string(Cfg::kThreads) + " items " + std::to_string(Cfg::kItems));
-  ScanProblem<In> prob(c);
-  const index_t n_chunks_max = std::max<index_t>(1, (prob.max_len + Cfg::kChunk - 1) / Cfg::kChunk);
-  std::vector<float> saved(static_cast<std::size_t>(prob.seqs * c.d * n_chunks_max * c.n), -55.0f);  // (seqs, d, c, n)
-  LaunchConfig cfg{ssm::emu::dim3(static_cast<unsigned>(c.d), static_cast<unsigned>(prob.seqs)),
-                   ssm::emu::dim3(Cfg::kThreads), order, seed};
-  const auto report = ssm::emu::launch(cfg, ssm::kernels::selective_scan_fwd_kernel<In, Cfg::kThreads, Cfg::kItems>,
-                                       prob.p, saved.data(), n_chunks_max);
+  const scan_problem::Scan scan = scan_problem::make_scan(c);
+  const ScanData& s = scan.s;
+  const index_t rows = s.state_rows(), n_chunks = std::max<index_t>(1, (c.l + Cfg::kChunk - 1) / Cfg::kChunk);
+  Tensor saved = nan_tensor({rows, c.d, n_chunks, c.n});  // (rows, d, n_chunks, n)
+  LaunchConfig cfg{ssm::emu::dim3(static_cast<unsigned>(c.d), static_cast<unsigned>(rows)), ssm::emu::dim3(Cfg::kThreads),
+                   order, seed};
+  const auto report = ssm::emu::launch(cfg, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
+                                       scan.prepared.p, f32(saved), n_chunks);
   EXPECT_TRUE(report.ok()) << report.summary();
-  if (!report.ok()) return 1.0;
-  const double worst = prob.check(prob.out, prob.last, &saved, Cfg::kChunk, n_chunks_max);
+  if (!report.ok()) return INFINITY;
+  const auto ref = scan_problem::reference_forward(s);
+  const double worst = normalized_error(to_doubles(scan.out), to_doubles(ref.out));
+  EXPECT_LE(worst, kOutTolerance) << "out";
+  EXPECT_LE(normalized_error(to_doubles(scan.last), to_doubles(ref.last_state)), kOutTolerance) << "last state";
+  // The chunks a shorter packed sequence does not have (NaN in the reference) are not compared.
+  const std::vector<double> ref_saved = scan_problem::reference_chunk_states(s, Cfg::kChunk, n_chunks);
+  const std::vector<double> all_saved = to_doubles(saved);
+  std::vector<double> got_saved, want_saved;
+  for (std::size_t i = 0; i < ref_saved.size(); ++i)
+    if (!std::isnan(ref_saved[i])) {
+      got_saved.push_back(all_saved[i]);
+      want_saved.push_back(ref_saved[i]);
+    }
+  EXPECT_LE(normalized_error(got_saved, want_saved), kOutTolerance) << "the states saved at chunk ends";
   ::testing::Test::RecordProperty("worst_relative_error", std::to_string(worst));
   return worst;
 }
@@ -49,102 +83,62 @@ const Order kOrders[] = {Order::forward, Order::reverse, Order::random};
 
 TEST(CudaSelectiveScanEmu, LengthsAcrossChunkBoundaries) {
   for (index_t l : {1, 31, 2047, 2048, 2049, 5000}) {
-    Case c;
-    c.l = l;
-    c.b = 1;  // batch > 1 and several channels are covered by the other tests; this keeps the ASan run short
+    ScanCase c = scan_problem::kernel_case(l);
+    c.b = 1;  // batch > 1 and several channels are covered below and through the op; this keeps the ASan run short
     c.d = 1;
     c.g = 1;
-    for (Order o : kOrders) run_case<float, Small>(c, o, 7);
+    for (Order o : kOrders) run_case<Small>(c, o, 7);
   }
 }
 
-
+TEST(CudaSelectiveScanEmu, BatchGroupsAndPackedSequences) {
+  run_case<Small>(scan_problem::kernel_case(300), Order::random, 3);  // b = 2, d = 4, g = 2
+  ScanCase c = scan_problem::kernel_case(700);
+  c.b = 1;
+  c.cu = {0, 1, 129, 300, 700};  // a one-token sequence, one ending on a chunk boundary, ragged tails
+  for (Order o : kOrders) run_case<Small>(c, o, 11);
+}
 
 // ---- backward ----
 
-// Gradients: the kernel accumulates in f32 (sums over tokens, atomics in some order), the reference in
-// double. Each gradient is compared with max |got - ref| <= 1e-4 * max |ref| over the tensor, the bound
-// (the sums over up to l tokens make per-element relative bounds meaningless near zero).
-// Returns max |got - ref| / max |ref|.
-template <class Got>
-double expect_grad_close(const char* what, const std::vector<Got>& got, const std::vector<double>& ref) {
-  EXPECT_EQ(got.size(), ref.size()) << what;
-  if (got.size() != ref.size()) return 1.0;
-  double scale = 0, err = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    scale = std::max(scale, std::fabs(ref[i]));
-    err = std::max(err, std::fabs(ssm_test::to_d(got[i]) - ref[i]));
-  }
-  EXPECT_LE(err, 1e-4 * scale + 1e-12) << what << ": max error " << err << ", max |reference| " << scale;
-  return scale > 0 ? err / scale : err;
-}
-
-// Runs the forward then the backward kernel on one case; returns the worst gradient error (expect_grad_close).
+// Runs the forward then the backward kernel on one case; every gradient against the reference backward. Returns
+// the worst normalized gradient error.
 template <class Cfg>
-double run_backward_case(const Case& c, Order order, std::uint64_t seed) {
+double run_backward_case(const ScanCase& c, Order order, std::uint64_t seed) {
   using Bwd = ssm::kernels::ScanBwdConfig<Cfg>;
   static_assert(Bwd::kChunk == Cfg::kChunk);
-  SCOPED_TRACE(c.name() + " backward, order " + ssm::emu::name(order) + " threads " + std::to_string(Bwd::kThreads));
-  ScanProblem<float> prob(c);
-  const index_t b = c.b, d = c.d, l = c.l, n = c.n, g = c.g;
-  const index_t n_chunks_max = std::max<index_t>(1, (l + Cfg::kChunk - 1) / Cfg::kChunk);
-  std::vector<float> saved(static_cast<std::size_t>(b * d * n_chunks_max * n), -55.0f);  // (b, d, c, n)
+  SCOPED_TRACE(c.describe() + " backward, order " + ssm::emu::name(order) + " threads " + std::to_string(Bwd::kThreads));
+  const scan_problem::Scan scan = scan_problem::make_scan(c);
+  const index_t b = c.b, d = c.d, l = c.l, n = c.n;
+  const index_t n_chunks = std::max<index_t>(1, (l + Cfg::kChunk - 1) / Cfg::kChunk);
+  Tensor saved = nan_tensor({b, d, n_chunks, n});
   LaunchConfig fwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Cfg::kThreads),
                    order, seed};
   auto report = ssm::emu::launch(fwd, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
-                                 prob.p, saved.data(), n_chunks_max);
+                                 scan.prepared.p, f32(saved), n_chunks);
   EXPECT_TRUE(report.ok()) << report.summary();
-  if (!report.ok()) return 1.0;
+  if (!report.ok()) return INFINITY;
 
-  std::mt19937 rng(99);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> grad_out(static_cast<std::size_t>(b * d * l)), grad_last(static_cast<std::size_t>(b * d * n));
-  for (auto& x : grad_out) x = dist(rng);
-  for (auto& x : grad_last) x = dist(rng);
-  const std::size_t bc_size = static_cast<std::size_t>(b * g * n * l), dn = static_cast<std::size_t>(d * n);
-  std::vector<float> grad_u(grad_out.size(), -1.0f), grad_delta(grad_out.size(), -1.0f), grad_z(grad_out.size(), -1.0f);
-  std::vector<float> grad_A(dn, 0.0f), grad_B(c.variable_B ? bc_size : dn, 0.0f), grad_C(c.variable_C ? bc_size : dn, 0.0f);
-  std::vector<float> grad_D(static_cast<std::size_t>(d), 0.0f), grad_bias(static_cast<std::size_t>(d), 0.0f);
-  std::vector<float> grad_h0(static_cast<std::size_t>(b * d * n), -1.0f);
-  ssm::ScanDeviceGradParams gp;
-  gp.grad_out = grad_out.data();
-  gp.grad_last_state = grad_last.data();
-  gp.chunk_states = saved.data();
-  gp.n_chunks_max = n_chunks_max;
-  gp.grad_u = grad_u.data();
-  gp.grad_delta = grad_delta.data();
-  gp.grad_z = grad_z.data();
-  gp.grad_A = grad_A.data();
-  gp.grad_B = grad_B.data();
-  gp.grad_C = grad_C.data();
-  gp.grad_D = grad_D.data();
-  gp.grad_delta_bias = grad_bias.data();
-  gp.grad_initial_state = grad_h0.data();
+  const scan_problem::KernelGrads grads = scan_problem::make_kernel_grads(c, ssm::Device::cpu());
   LaunchConfig bwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Bwd::kThreads),
                    order, seed};
-  report = ssm::emu::launch(bwd, ssm::kernels::selective_scan_bwd_kernel<float, Bwd::kThreads, Bwd::kItems>, prob.p, gp);
+  report = ssm::emu::launch(bwd, ssm::kernels::selective_scan_bwd_kernel<float, Bwd::kThreads, Bwd::kItems>,
+                            scan.prepared.p, grads.params(saved, n_chunks));
   EXPECT_TRUE(report.ok()) << report.summary();
-  if (!report.ok()) return 1.0;
+  if (!report.ok()) return INFINITY;
 
-  const auto ref = prob.reference_grads(grad_out, grad_last);
   double worst = 0;
-  worst = std::max(worst, expect_grad_close("grad_u", grad_u, ref.u));
-  worst = std::max(worst, expect_grad_close("grad_delta", grad_delta, ref.delta));
-  if (c.has_z) worst = std::max(worst, expect_grad_close("grad_z", grad_z, ref.z));
-  worst = std::max(worst, expect_grad_close("grad_A", grad_A, ref.A));
-  worst = std::max(worst, expect_grad_close("grad_B", grad_B, ref.B));
-  worst = std::max(worst, expect_grad_close("grad_C", grad_C, ref.C));
-  worst = std::max(worst, expect_grad_close("grad_D", grad_D, ref.D));
-  worst = std::max(worst, expect_grad_close("grad_delta_bias", grad_bias, ref.bias));
-  worst = std::max(worst, expect_grad_close("grad_initial_state", grad_h0, ref.h0));
+  for (const auto& [name, error] : grads.errors_against_reference(scan.s)) {
+    EXPECT_LE(error, kGradTolerance) << name;
+    worst = std::max(worst, error);
+  }
   ::testing::Test::RecordProperty("worst_grad_relative_error", std::to_string(worst));
   return worst;
 }
 
 TEST(CudaSelectiveScanEmuBackward, LengthsAndStateSizes) {
   for (index_t l : {1, 31, 2047, 2048, 2049, 5000}) {
-    Case c;
-    c.l = l;
+    ScanCase c = scan_problem::kernel_case(l);
     c.b = 1;
     c.d = 1;
     c.g = 1;
@@ -156,10 +150,10 @@ TEST(CudaSelectiveScanEmuBackward, LengthsAndStateSizes) {
     }
   }
   for (index_t n : {1, 64}) {
-    Case c;
-    c.l = 300;
+    ScanCase c = scan_problem::kernel_case(300);
     c.n = n;
     c.d = 2;
+    c.g = 2;
     run_backward_case<Small>(c, Order::random, 5);
   }
 }
