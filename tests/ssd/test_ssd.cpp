@@ -1,6 +1,7 @@
 // The SSD op (ops/ssd.hpp) beyond what the conformance registry says: the chunked path equals the token loop to
 // 1e-12 in f64 and 1e-5 in f32 at every chunk size (1, sizes that do not divide l, l itself, larger than l), the same
-// result on 1 and 2 threads, pieces with a carried state equal one call, and every error names its argument.
+// result on 1 and 2 threads, the CPU token loop (SsdPath::recurrent) within the same bounds, pieces with a carried
+// state equal one call, and every error names its argument.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -69,6 +70,11 @@ void expect_chunked_equals_loop(DType dt, double tol) {
       EXPECT_LE(rel_error(got.out, ref.out), tol);
       EXPECT_LE(rel_error(got.final_state, ref.final_state), tol);
     }
+    SCOPED_TRACE(cs.describe() + " recurrent");
+    const SsdRun rec = run(d, ssm::SsdPath::recurrent, 1, 2);
+    EXPECT_EQ(rec.path, "cpu-recurrent");
+    EXPECT_LE(rel_error(rec.out, ref.out), tol);
+    EXPECT_LE(rel_error(rec.final_state, ref.final_state), tol);
   }
 }
 

@@ -5,7 +5,7 @@
 //   - the final state of every packed sequence (mamba_ssm's varlen_states), the same output as without cu_seqlens;
 //   - x (and z, out) may also be given as (b, l, h p) with head_dim set;
 //   - f64 computes in f64 (f32, f16, bf16 in f32).
-// CPU tensors: the chunked path of cpu/ssd/ (or the token loop of reference/ssd.hpp on request). CUDA tensors: the
+// CPU tensors: the chunked path of cpu/ssd/ (or, on request, its token loop or the double one of reference/ssd.hpp). CUDA tensors: the
 // backend's ssd_forward entry, an ssm::Error "not implemented on cuda yet" while it is null.
 #pragma once
 
@@ -20,6 +20,7 @@
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/ssd/forward.hpp"
+#include "ssm/cpu/ssd/recurrent.hpp"
 #include "ssm/reference/ssd.hpp"
 
 namespace ssm {
@@ -42,12 +43,14 @@ struct SsdInputs {
   std::optional<TensorView> cu_seqlens{};     // (n_seqs + 1) i32 | i64 on the CPU; then b == 1, sequences packed along l
 };
 
-enum class SsdPath { automatic, reference, chunked };
+/// CPU: automatic = chunked; chunked = the four stages on GEMMs (cpu/ssd/forward.hpp); recurrent = the token loop in
+/// the compute type (cpu/ssd/recurrent.hpp); reference = the token loop in double (reference/ssd.hpp).
+enum class SsdPath { automatic, reference, chunked, recurrent };
 
 struct SsdOptions {
   index_t chunk_size = 256;  // Q > 0: steps per chunk (Mamba-2 checkpoints use 256; 64..256 is the useful range)
   index_t head_dim = 0;      // > 0: x, z and out are (b, l, h p) with p = head_dim (it must divide their last extent)
-  SsdPath path = SsdPath::automatic;  // CPU: automatic = chunked; reference = the token loop in double
+  SsdPath path = SsdPath::automatic;
   int threads = 0;                    // CPU threads (0: by the amount of work)
   bool return_final_state = false;    // the allocating form: also the final state
 };
@@ -55,7 +58,7 @@ struct SsdOptions {
 struct SsdOutputs {
   Tensor out;          // x's shape and dtype
   Tensor final_state;  // (rows, h, p, n) param dtype, when asked for
-  std::string path;    // "cpu-chunked", "reference" or "cuda"
+  std::string path;    // "cpu-chunked", "cpu-recurrent", "reference" or "cuda"
 };
 
 namespace detail {
@@ -181,6 +184,10 @@ inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
   if (opt.path == SsdPath::reference) {
     reference::ssd_forward(p);
     return "reference";
+  }
+  if (opt.path == SsdPath::recurrent) {
+    cpu::ssd_forward_recurrent(p, opt.threads);
+    return "cpu-recurrent";
   }
   cpu::ssd_forward_chunked(p, opt.threads);
   return "cpu-chunked";

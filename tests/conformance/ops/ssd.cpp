@@ -1,6 +1,6 @@
 // Conformance registration of the SSD op (ops/ssd.hpp; Mamba-2): the chunked CPU path (several chunk sizes, 1 and 2
-// threads) and the op's reference path against the token loop of include/ssm/reference/ssd.hpp. Forward only (the
-// backward is not written yet); no CUDA kernels yet.
+// threads), the CPU token loop (cpu_sequential: SsdPath::recurrent) and the op's reference path against the token
+// loop in double of include/ssm/reference/ssd.hpp. Forward only (the backward is not written yet); no CUDA kernels.
 #include <string>
 #include <vector>
 
@@ -95,10 +95,12 @@ ssm::SsdInputs ssd_inputs(const Case& c, const Views& in) {
 void ssd_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   ssm::SsdOptions opt;
   opt.chunk_size = of(c).chunk;
-  opt.path = cfg.path == "reference" ? ssm::SsdPath::reference : ssm::SsdPath::chunked;
-  opt.threads = of(c).threads;
+  opt.path = cfg.path == "reference"    ? ssm::SsdPath::reference
+             : cfg.path == "sequential" ? ssm::SsdPath::recurrent
+                                        : ssm::SsdPath::chunked;
+  opt.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
   const std::string path = ssm::ssd_into(ssd_inputs(c, in), out.views[0], out.views[1], opt);
-  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : "cpu-chunked");
+  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-chunked");
 }
 
 /// The token loop in double, into the contiguous reference outputs (an argument block filled by the op's checks).
@@ -125,7 +127,7 @@ double ssd_tolerance(DType dt, Pass) {
   }
 }
 
-const Register reg{Op{"ssd", {"reference", "chunked"}, false, ssd_cases, ssd_unsupported, ssd_forward, nullptr,
+const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, false, ssd_cases, ssd_unsupported, ssd_forward, nullptr,
                       ssd_forward_reference, nullptr, ssd_tolerance}};
 
 }  // namespace
