@@ -20,18 +20,18 @@ void chunk_gram(const Matrix<T>& Cm, const Matrix<T>& Bm, Matrix<T>& G) {
 
 /// Y (len, p) += (G ⊙ L)(diag(Delta) X) for one head; M (len, len) and Xd (len, p) are workspaces.
 template <class T>
-void chunk_local(const Matrix<T>& G, const std::vector<double>& cs, const std::vector<T>& Delta, const Matrix<T>& X,
+void chunk_local(const Matrix<T>& G, const double* cs, const T* Delta, const Matrix<T>& X,
                  Matrix<T>& M, Matrix<T>& Xd, Matrix<T>& Y) {
   const std::int64_t len = G.rows();
   M.resize(len, len);
   for (std::int64_t i = 0; i < len; ++i) {
     T* m = M.row(i).data();
-    const double ci = cs[static_cast<std::size_t>(i)];
-    for (std::int64_t j = 0; j <= i; ++j) m[j] = static_cast<T>(cs[static_cast<std::size_t>(j)] - ci);  // -(seg) >= 0
+    const double ci = cs[i];
+    for (std::int64_t j = 0; j <= i; ++j) m[j] = static_cast<T>(cs[j] - ci);  // -(seg) >= 0
     auto row = M.row(i).head(i + 1).array();
     row = (-row).exp() * G.row(i).head(i + 1).array();
   }
-  Xd.noalias() = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(Delta.data(), len).asDiagonal() * X;
+  Xd.noalias() = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(Delta, len).asDiagonal() * X;
   Y.noalias() += M.template triangularView<Eigen::Lower>() * Xd;
 }
 

@@ -13,14 +13,14 @@ namespace ssm::cpu::ssd {
 
 /// S (p, n) of one head and chunk (X (len, p), Bm (len, n)); Xw (len, p) a workspace. Returns exp(cs_last).
 template <class T>
-T chunk_state(const std::vector<double>& cs, const std::vector<T>& Delta, const Matrix<T>& X, const Matrix<T>& Bm,
+T chunk_state(const double* cs, const T* Delta, const Matrix<T>& X, const Matrix<T>& Bm,
               Matrix<T>& Xw, Eigen::Map<Matrix<T>> S) {
   const std::int64_t len = X.rows();
-  const double last = cs[static_cast<std::size_t>(len - 1)];
+  const double last = cs[len - 1];
   Xw.resize(len, X.cols());
   for (std::int64_t t = 0; t < len; ++t)
-    Xw.row(t) = X.row(t) * static_cast<T>(std::exp(last - cs[static_cast<std::size_t>(t)]) *
-                                          static_cast<double>(Delta[static_cast<std::size_t>(t)]));
+    Xw.row(t) = X.row(t) * static_cast<T>(std::exp(last - cs[t]) *
+                                          static_cast<double>(Delta[t]));
   S.noalias() = Xw.transpose() * Bm;
   return static_cast<T>(std::exp(last));
 }

@@ -66,25 +66,28 @@ void load_group(const SsdParams& p, const Chunk& ch, std::int64_t group, Matrix<
   }
 }
 
-/// One head over one chunk: X (len, p), Delta (len) and cs (len), cs_t = Σ_{k<=t} Δ_k A in double.
+/// x of one head over one chunk: X (len, p).
 template <class In, class T>
-void load_head(const SsdParams& p, const Chunk& ch, std::int64_t head, Matrix<T>& X, std::vector<T>& Delta,
-               std::vector<double>& cs) {
+void load_head(const SsdParams& p, const Chunk& ch, std::int64_t head, Matrix<T>& X) {
+  X.resize(ch.len, p.headdim);
+  for (std::int64_t t = 0; t < ch.len; ++t)
+    load_row(static_cast<const In*>(p.x) + ch.row * p.x_batch_stride + (ch.t0 + t) * p.x_seq_stride +
+                 head * p.x_head_stride,
+             p.headdim, X.row(t).data());
+}
+
+/// Δ (len) of one head over one chunk and cs (len), cs_t = Σ_{k<=t} Δ_k A in double.
+template <class T>
+void gate_sums(const SsdParams& p, const Chunk& ch, std::int64_t head, T* Delta, double* cs) {
   const T* dt = static_cast<const T*>(p.dt);
   const double A = static_cast<const T*>(p.A)[head];
   const T bias = p.dt_bias ? static_cast<const T*>(p.dt_bias)[head] : T(0);
-  X.resize(ch.len, p.headdim);
-  Delta.resize(static_cast<std::size_t>(ch.len));
-  cs.resize(static_cast<std::size_t>(ch.len));
   double sum = 0;
   for (std::int64_t t = 0; t < ch.len; ++t) {
-    const std::int64_t tt = ch.t0 + t;
-    load_row(static_cast<const In*>(p.x) + ch.row * p.x_batch_stride + tt * p.x_seq_stride + head * p.x_head_stride,
-             p.headdim, X.row(t).data());
-    const T d = ssd_delta<T>(dt[ch.row * p.dt_batch_stride + tt * p.dt_seq_stride + head * p.dt_head_stride] + bias, p);
-    Delta[static_cast<std::size_t>(t)] = d;
+    const T d = ssd_delta<T>(dt[ch.row * p.dt_batch_stride + (ch.t0 + t) * p.dt_seq_stride + head * p.dt_head_stride] + bias, p);
+    Delta[t] = d;
     sum += static_cast<double>(d) * A;
-    cs[static_cast<std::size_t>(t)] = sum;
+    cs[t] = sum;
   }
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "ssm/core/error.hpp"
@@ -30,20 +31,29 @@ void forward_chunked(const SsdParams& p, int threads) {
   const ChunkList list = make_chunks(p);
   const std::int64_t h = p.nheads, hd = p.headdim, n = p.dstate, g = p.ngroups, hpg = h / g;
   const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size()), state_size = hd * n;
-  std::vector<T> states(static_cast<std::size_t>(n_chunks * h * state_size));  // (chunks, h, p, n)
+  // (chunks, h, p, n), left uninitialized: pass 1 writes every element before it is read (zeroing it cost 4% of a
+  // call at the Mamba-2 shape, perf).
+  const std::unique_ptr<T[]> states(new T[static_cast<std::size_t>(n_chunks * h * state_size)]);
+  // Δ and the gate's cumulative sums of every (chunk, head), (chunks, h, Q): from pass 1, reused by pass 3.
+  const std::int64_t Q = p.chunk_size;
+  std::vector<T> Delta_all(static_cast<std::size_t>(n_chunks * h * Q));
+  std::vector<double> cs_all(static_cast<std::size_t>(n_chunks * h * Q));
+  auto Delta_at = [&](std::int64_t chunk, std::int64_t head) { return Delta_all.data() + (chunk * h + head) * Q; };
+  auto cs_at = [&](std::int64_t chunk, std::int64_t head) { return cs_all.data() + (chunk * h + head) * Q; };
   std::vector<T> decay(static_cast<std::size_t>(n_chunks * h));                // (chunks, h)
-  auto state_at = [&](std::int64_t chunk, std::int64_t head) { return states.data() + (chunk * h + head) * state_size; };
+  auto state_at = [&](std::int64_t chunk, std::int64_t head) { return states.get() + (chunk * h + head) * state_size; };
 
   // pass 1: stage 2
   parallel_for(n_chunks * g, threads, [&](std::int64_t task) {
     const Chunk& ch = list.chunks[static_cast<std::size_t>(task / g)];
     const std::int64_t gi = task % g;
     Matrix<T> Bm, Cm, X, Xw;
-    std::vector<T> Delta;
-    std::vector<double> cs;
     load_group<In, T>(p, ch, gi, Bm, Cm);
     for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
-      load_head<In, T>(p, ch, head, X, Delta, cs);
+      T* Delta = Delta_at(ch.index, head);
+      double* cs = cs_at(ch.index, head);
+      load_head<In, T>(p, ch, head, X);
+      gate_sums<T>(p, ch, head, Delta, cs);
       decay[static_cast<std::size_t>(ch.index * h + head)] =
           chunk_state(cs, Delta, X, Bm, Xw, Eigen::Map<Matrix<T>>(state_at(ch.index, head), hd, n));
     }
@@ -58,11 +68,10 @@ void forward_chunked(const SsdParams& p, int threads) {
       const T* h0 = static_cast<const T*>(p.initial_state) + state_off;
       std::copy(h0, h0 + state_size, H0.begin());
     }
-    Matrix<T> tmp;
     const std::int64_t c0 = list.first_chunk[static_cast<std::size_t>(s)];
     const std::int64_t count = list.first_chunk[static_cast<std::size_t>(s + 1)] - c0;
     state_passing(state_at(c0, head), count, h * state_size, decay.data() + c0 * h + head, h,
-                  Eigen::Map<Matrix<T>>(H0.data(), hd, n), tmp);
+                  Eigen::Map<Matrix<T>>(H0.data(), hd, n));
     if (p.final_state) std::copy(H0.begin(), H0.end(), static_cast<T*>(p.final_state) + state_off);
   });
 
@@ -71,12 +80,13 @@ void forward_chunked(const SsdParams& p, int threads) {
     const Chunk& ch = list.chunks[static_cast<std::size_t>(task / g)];
     const std::int64_t gi = task % g;
     Matrix<T> Bm, Cm, G, X, M, Xd, Y;
-    std::vector<T> Delta, zrow;
-    std::vector<double> cs;
+    std::vector<T> zrow;
     load_group<In, T>(p, ch, gi, Bm, Cm);
     chunk_gram(Cm, Bm, G);
     for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
-      load_head<In, T>(p, ch, head, X, Delta, cs);
+      const T* Delta = Delta_at(ch.index, head);
+      const double* cs = cs_at(ch.index, head);
+      load_head<In, T>(p, ch, head, X);
       chunk_output(cs, Cm, Eigen::Map<const Matrix<T>>(state_at(ch.index, head), hd, n), Y);
       chunk_local(G, cs, Delta, X, M, Xd, Y);
       store_output<In, T>(p, ch, head, X, Y, zrow);

@@ -14,12 +14,17 @@ namespace ssm::cpu::ssd {
 /// (stride decay_stride) their exp(cs_last). H (p, n) holds h0 on entry and the final state on return.
 template <class T>
 void state_passing(T* states, std::int64_t n_chunks, std::int64_t stride, const T* decay, std::int64_t decay_stride,
-                   Eigen::Map<Matrix<T>> H, Matrix<T>& tmp) {
+                   Eigen::Map<Matrix<T>> H) {
+  const std::int64_t size = H.size();
+  T* SSM_RESTRICT h = H.data();
   for (std::int64_t c = 0; c < n_chunks; ++c) {
-    Eigen::Map<Matrix<T>> S(states + c * stride, H.rows(), H.cols());
-    tmp = S;
-    S = H;
-    H = decay[c * decay_stride] * H + tmp;
+    T* SSM_RESTRICT S = states + c * stride;
+    const T a = decay[c * decay_stride];
+    for (std::int64_t k = 0; k < size; ++k) {  // one pass: S_c <- H_in[c], H <- a H + S_c
+      const T s = S[k];
+      S[k] = h[k];
+      h[k] = a * h[k] + s;
+    }
   }
 }
 
