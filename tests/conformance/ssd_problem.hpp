@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ssm/core.hpp"
@@ -18,6 +19,9 @@ using ssm::DType;
 using ssm::index_t;
 using ssm::Tensor;
 using ssm::TensorView;
+
+/// The dt limit of cases with `limit`: tight enough that about a fifth of the steps clamp at each end.
+inline const std::pair<double, double> kDtLimit{0.1, 0.4};
 
 struct SsdCase {
   index_t b = 1, l = 5, h = 2, p = 3, g = 1, n = 4;
@@ -51,7 +55,7 @@ struct SsdData {
     if (cs.has_z) in.z = z_v;
     if (cs.has_bias) in.dt_bias = dt_bias.view();
     in.dt_softplus = cs.softplus;
-    if (cs.limit) in.dt_limit = std::pair<double, double>(0.02, 0.6);
+    if (cs.limit) in.dt_limit = kDtLimit;
     if (cs.has_init) in.initial_state = initial_state.view();
     if (!cs.cu.empty()) in.cu_seqlens = cu_seqlens.view();
     return in;

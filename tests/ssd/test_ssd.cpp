@@ -1,11 +1,12 @@
 // The SSD op (ops/ssd.hpp) beyond what the conformance registry says: the chunked path equals the token loop to
 // 1e-12 in f64 and 1e-5 in f32 at every chunk size (1, sizes that do not divide l, l itself, larger than l), the same
 // result on 1 and 2 threads, the CPU token loop (SsdPath::recurrent) within the same bounds, pieces with a carried
-// state equal one call, and every error names its argument.
+// state equal one call, the reference backward equals central differences, and every error names its argument.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <functional>
+#include <random>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -116,6 +117,85 @@ TEST(Ssd, PiecesWithCarriedStateEqualOneCall) {
   joined.insert(joined.end(), vb.begin(), vb.end());
   EXPECT_LE(conformance::normalized_error(joined, w), 1e-13);
   EXPECT_LE(rel_error(b.final_state, whole.final_state), 1e-13);
+}
+
+// ---- the reference backward against central differences ------------------------------------------------------
+
+/// L = <grad_out, out> + <grad_final, final_state> by the reference forward (f64).
+double loss(const SsdData& d, const Tensor& grad_out, const Tensor& grad_final) {
+  const SsdRun r = run(d, ssm::SsdPath::reference, 1, 1);
+  double L = 0;
+  const std::vector<double> o = conformance::to_doubles(r.out), go = conformance::to_doubles(grad_out),
+                            f = conformance::to_doubles(r.final_state), gf = conformance::to_doubles(grad_final);
+  for (std::size_t i = 0; i < o.size(); ++i) L += o[i] * go[i];
+  for (std::size_t i = 0; i < f.size(); ++i) L += f[i] * gf[i];
+  return L;
+}
+
+void expect_backward_matches_differences(const SsdCase& cs) {
+  SsdData d = ssd_problem::make_data(cs);
+  std::mt19937_64 rng(99);
+  const Tensor grad_out = ssd_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.p}, DType::f64, -1, 1);
+  const Tensor grad_final = ssd_problem::uniform(rng, {cs.rows(), cs.h, cs.p, cs.n}, DType::f64, -1, 1);
+  // the analytic gradients
+  ssm::Checker chk("ssd");
+  std::vector<std::int64_t> cu;
+  ssm::Device device;
+  ssm::SsdOptions opt;
+  const Tensor out = Tensor::empty(d.x.shape(), DType::f64);
+  const ssm::SsdParams p = ssm::detail::check_ssd(chk, d.inputs(), out, std::nullopt, opt, cu, device);
+  struct Grad {
+    const char* name;
+    Tensor* input;
+    Tensor grad;
+  };
+  std::vector<Grad> grads = {{"x", &d.x, {}}, {"dt", &d.dt, {}}, {"A", &d.A, {}}, {"B", &d.B, {}}, {"C", &d.C, {}}};
+  if (cs.has_D) grads.push_back({"D", &d.D, {}});
+  if (cs.has_z) grads.push_back({"z", &d.z, {}});
+  if (cs.has_bias) grads.push_back({"dt_bias", &d.dt_bias, {}});
+  if (cs.has_init) grads.push_back({"initial_state", &d.initial_state, {}});
+  for (Grad& g : grads) g.grad = Tensor::zeros(g.input->shape(), DType::f64);
+  auto grad_of = [&](const std::string& nm) -> void* {
+    for (Grad& g : grads)
+      if (nm == g.name) return g.grad.data();
+    return nullptr;
+  };
+  ssm::SsdGradParams gp;
+  gp.grad_out = grad_out.data(), gp.grad_final_state = grad_final.data();
+  gp.grad_x = grad_of("x"), gp.grad_dt = grad_of("dt"), gp.grad_A = grad_of("A"), gp.grad_B = grad_of("B");
+  gp.grad_C = grad_of("C"), gp.grad_D = grad_of("D"), gp.grad_z = grad_of("z"), gp.grad_dt_bias = grad_of("dt_bias");
+  gp.grad_initial_state = grad_of("initial_state");
+  ssm::reference::ssd_backward(p, gp);
+  // central differences, element by element (f64; the step balances truncation, O(eps^2), and rounding, O(1e-16 / eps))
+  const double eps = 1e-6;
+  for (Grad& g : grads) {
+    double* v = g.input->data_as<double>();
+    const double* an = g.grad.data_as<double>();
+    double err = 0, scale = 0;
+    for (index_t i = 0; i < g.input->numel(); ++i) {
+      const double keep = v[i];
+      v[i] = keep + eps;
+      const double up = loss(d, grad_out, grad_final);
+      v[i] = keep - eps;
+      const double down = loss(d, grad_out, grad_final);
+      v[i] = keep;
+      const double num = (up - down) / (2 * eps);
+      err = std::max(err, std::abs(num - an[i]));
+      scale = std::max(scale, std::abs(num));
+    }
+    EXPECT_LE(err, 1e-6 * std::max(scale, 1.0)) << cs.describe() << ": grad_" << g.name << " (max |grad| " << scale << ")";
+  }
+}
+
+TEST(Ssd, ReferenceBackwardMatchesCentralDifferences) {
+  SsdCase cs;  // every optional input, groups, two rows
+  cs.b = 2, cs.l = 6, cs.h = 4, cs.p = 2, cs.g = 2, cs.n = 3, cs.has_D = cs.D_per_channel = true, cs.has_z = true;
+  cs.has_bias = cs.softplus = cs.has_init = true, cs.seed = 7;
+  expect_backward_matches_differences(cs);
+  SsdCase packed;  // packed sequences (the state reset), D per head, a dt limit that clamps some steps
+  packed.l = 7, packed.h = 3, packed.p = 2, packed.n = 2, packed.cu = {0, 3, 7}, packed.has_D = true;
+  packed.has_init = true, packed.limit = true, packed.seed = 8;
+  expect_backward_matches_differences(packed);
 }
 
 // ---- errors ------------------------------------------------------------------------------------------------------

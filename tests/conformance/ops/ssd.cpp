@@ -88,7 +88,7 @@ ssm::SsdInputs ssd_inputs(const Case& c, const Views& in) {
   r.D = get("D"), r.z = get("z"), r.dt_bias = get("dt_bias"), r.initial_state = get("initial_state");
   r.cu_seqlens = get("cu_seqlens");
   r.dt_softplus = s.softplus;
-  if (s.limit) r.dt_limit = std::pair<double, double>(0.02, 0.6);
+  if (s.limit) r.dt_limit = ssd_problem::kDtLimit;
   return r;
 }
 

@@ -61,6 +61,17 @@ struct SsdParams {
   std::int64_t seq_end(std::int64_t s) const { return cu_seqlens ? cu_seqlens[s + 1] : seqlen; }
 };
 
+/// The gradients of the SSD forward (the backward of a loss through out and the final state). Every pointer is a
+/// contiguous buffer of its input's shape and dtype (grad_B, grad_C: (b, l, g, n) summed over the group's heads);
+/// null grad_* outputs the caller does not want are skipped. grad_out (b, l, h, p) input dtype; grad_final_state
+/// (rows, h, p, n) param dtype or null (zero).
+struct SsdGradParams {
+  const void* grad_out = nullptr;
+  const void* grad_final_state = nullptr;
+  void *grad_x = nullptr, *grad_dt = nullptr, *grad_A = nullptr, *grad_B = nullptr, *grad_C = nullptr;
+  void *grad_D = nullptr, *grad_z = nullptr, *grad_dt_bias = nullptr, *grad_initial_state = nullptr;
+};
+
 /// Δ from dt + dt_bias: softplus (PyTorch's threshold), then the clamp, as mamba_ssm's mamba_chunk_scan_combined.
 /// One definition for the reference (T = double) and the CPU path.
 template <class T>
@@ -68,6 +79,15 @@ inline T ssd_delta(T dt_plus_bias, const SsdParams& p) {
   T d = p.dt_softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
   if (p.has_dt_limit) d = d < T(p.dt_min) ? T(p.dt_min) : (d > T(p.dt_max) ? T(p.dt_max) : d);
   return d;
+}
+
+/// dΔ / d(dt + dt_bias): the softplus's derivative (1 above its threshold), times 0 where the limit clamps (as
+/// PyTorch's clamp, which passes the gradient where min <= Δ <= max).
+template <class T>
+inline T ssd_delta_grad(T dt_plus_bias, const SsdParams& p) {
+  const T d = p.dt_softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
+  if (p.has_dt_limit && (d < T(p.dt_min) || d > T(p.dt_max))) return T(0);
+  return p.dt_softplus ? scalar::softplus_grad(dt_plus_bias) : T(1);
 }
 
 }  // namespace ssm
