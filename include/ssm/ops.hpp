@@ -10,6 +10,7 @@
 #include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_state_update.hpp"
+#include "ssm/ops/ssd.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/reference/selective_scan.hpp"

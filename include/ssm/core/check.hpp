@@ -5,9 +5,11 @@
 //   c.floating("u", u).shape("u", u, {b, d, l}).same_device({{"u", u}, {"delta", delta}});
 #pragma once
 
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
@@ -110,6 +112,27 @@ class Checker {
   }
   const Checker& positive(const char* name, double v) const {
     return require(std::isfinite(v) && v > 0, name, "must be finite and > 0, got ", v);
+  }
+
+  /// A packed batch's sequence boundaries (cu_seqlens, n_seqs + 1 entries, i32 | i64, on the CPU) for a batch of b
+  /// rows of l steps: b == 1, starting at 0, strictly increasing, ending at l. Returns them as i64.
+  std::vector<std::int64_t> cu_seqlens(const char* name, const TensorView& cs, index_t b, index_t l) const {
+    defined(name, cs).rank(name, cs, 1).dtype_in(name, cs, {DType::i32, DType::i64});
+    require(cs.device().is_cpu(), name, "expected a CPU tensor (its values are validated on the host), got ",
+            cs.device().str());
+    require(cs.size(0) >= 2, name, "expected at least 2 entries (n_seqs + 1 with n_seqs >= 1), got shape ",
+            cs.shape().str());
+    require(b == 1, name, "packed variable-length batches need b == 1 (sequences packed along l), got b = ", b);
+    std::vector<std::int64_t> cu(static_cast<std::size_t>(cs.size(0)));
+    for (index_t i = 0; i < cs.size(0); ++i)
+      cu[static_cast<std::size_t>(i)] = cs.dtype() == DType::i32
+                                            ? static_cast<std::int64_t>(cs.data_as<const std::int32_t>()[i * cs.stride(0)])
+                                            : cs.data_as<const std::int64_t>()[i * cs.stride(0)];
+    require(cu.front() == 0, name, "must start at 0, got ", cu.front());
+    for (std::size_t i = 1; i < cu.size(); ++i)
+      require(cu[i] > cu[i - 1], name, "must be strictly increasing, got ", cu[i - 1], " then ", cu[i], " at index ", i);
+    require(cu.back() == l, name, "must end at l = ", l, ", got ", cu.back());
+    return cu;
   }
 
  private:

@@ -22,6 +22,7 @@
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_device.hpp"
 #include "ssm/core/params/selective_state_update.hpp"
+#include "ssm/core/params/ssd.hpp"
 
 namespace ssm::cuda {
 // The device Mamba LM (transitional: one model code path over the ops will replace it).
@@ -80,6 +81,8 @@ struct DeviceBackend {
   void (*embedding_forward)(const EmbeddingParams& p, void* stream) = nullptr;
   /// The one-token selective state update (decoding). May be null.
   void (*selective_state_update)(const SelectiveStateUpdateParams& p, void* stream) = nullptr;
+  /// The chunked SSD forward (Mamba-2). May be null (no CUDA kernels yet: "ssd: not implemented on cuda yet").
+  void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
 
   // ---- models (transitional) ----
   /// The Mamba LM's weights uploaded to `device`, as the device model of ssm::cuda.

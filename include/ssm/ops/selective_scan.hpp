@@ -211,24 +211,8 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
 
   s.state_rows = b;
   if (in.cu_seqlens) {
-    const TensorView& cs = *in.cu_seqlens;
-    c.defined("cu_seqlens", cs).rank("cu_seqlens", cs, 1).dtype_in("cu_seqlens", cs, {DType::i32, DType::i64});
-    c.require(cs.device().is_cpu(), "cu_seqlens", "expected a CPU tensor (its values are validated on the host), got ",
-              cs.device().str());
-    c.require(cs.size(0) >= 2, "cu_seqlens", "expected at least 2 entries (n_seqs + 1 with n_seqs >= 1), got shape ",
-              cs.shape().str());
-    c.require(b == 1, "cu_seqlens", "packed variable-length batches need b == 1 (sequences packed along l), got b = ", b);
-    s.cu.resize(static_cast<std::size_t>(cs.size(0)));
-    for (index_t i = 0; i < cs.size(0); ++i)
-      s.cu[static_cast<std::size_t>(i)] = cs.dtype() == DType::i32
-                                              ? static_cast<std::int64_t>(cs.data_as<const std::int32_t>()[i * cs.stride(0)])
-                                              : cs.data_as<const std::int64_t>()[i * cs.stride(0)];
-    c.require(s.cu.front() == 0, "cu_seqlens", "must start at 0, got ", s.cu.front());
-    for (std::size_t i = 1; i < s.cu.size(); ++i)
-      c.require(s.cu[i] > s.cu[i - 1], "cu_seqlens", "must be strictly increasing, got ", s.cu[i - 1], " then ",
-                s.cu[i], " at index ", i);
-    c.require(s.cu.back() == l, "cu_seqlens", "must end at l = ", l, ", got ", s.cu.back());
-    p.n_seqs = cs.size(0) - 1;
+    s.cu = c.cu_seqlens("cu_seqlens", *in.cu_seqlens, b, l);
+    p.n_seqs = static_cast<index_t>(s.cu.size()) - 1;
     s.state_rows = p.n_seqs;
   }
   if (in.initial_state) {

@@ -1,0 +1,94 @@
+// The chunked SSD's layout (docs/ssd.md): every sequence cut into chunks of Q steps from its own start (the last one
+// ragged), so a packed sequence (cu_seqlens) never shares a chunk with the next; and what a stage reads of one
+// chunk, converted once to the compute type T (f32 for f32 / f16 / bf16 inputs, f64 for f64): B and C of a group,
+// and x, Δ and the gate's cumulative sums of a head.
+//
+// Segment sums. The weight of step j at step i >= j inside a chunk is exp(Σ_{k=j+1..i} Δ_k A) = exp(cs_i − cs_j)
+// with cs the chunk's inclusive cumulative sum of Δ A. cs is kept in double whatever T, so the difference has an
+// absolute error of about 1e-16 |cs| (f32 cumulative sums would lose 6e-8 |cs| to cancellation, which for a long
+// chunk exceeds the f32 target). With Δ >= 0 and A <= 0 every exponent the stages take is <= 0: pairs j > i are
+// never exponentiated (masked), the chunk state's weights are cs_last − cs_t, the inter-chunk ones cs_t.
+#pragma once
+
+#include "ssm/core/macros.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
+#include <Eigen/Core>
+SSM_EXTERNAL_INCLUDE_END
+#include <cstdint>
+#include <vector>
+
+#include "ssm/core/params/ssd.hpp"
+#include "ssm/cpu/convert.hpp"
+
+namespace ssm::cpu::ssd {
+
+template <class T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// One chunk: sequence `seq` (batch row `row`), steps [t0, t0 + len) along l, and its index among all chunks.
+struct Chunk {
+  std::int64_t seq, row, t0, len, index;
+  bool last;  // the sequence's last chunk
+};
+
+/// Every chunk of every sequence, in order (sequence-major); first_chunk[s] is sequence s's first.
+struct ChunkList {
+  std::vector<Chunk> chunks;
+  std::vector<std::int64_t> first_chunk;  // (rows + 1)
+};
+
+inline ChunkList make_chunks(const SsdParams& p) {
+  ChunkList r;
+  r.first_chunk.push_back(0);
+  for (std::int64_t s = 0; s < p.rows(); ++s) {
+    const std::int64_t begin = p.seq_begin(s), end = p.seq_end(s);
+    for (std::int64_t t0 = begin; t0 < end; t0 += p.chunk_size) {
+      const std::int64_t len = std::min(p.chunk_size, end - t0);
+      r.chunks.push_back({s, p.seq_row(s), t0, len, static_cast<std::int64_t>(r.chunks.size()), t0 + len == end});
+    }
+    r.first_chunk.push_back(static_cast<std::int64_t>(r.chunks.size()));
+  }
+  return r;
+}
+
+/// B and C of one group over one chunk: (len, n) each.
+template <class In, class T>
+void load_group(const SsdParams& p, const Chunk& ch, std::int64_t group, Matrix<T>& Bm, Matrix<T>& Cm) {
+  const std::int64_t n = p.dstate;
+  Bm.resize(ch.len, n);
+  Cm.resize(ch.len, n);
+  for (std::int64_t t = 0; t < ch.len; ++t) {
+    const std::int64_t tt = ch.t0 + t;
+    load_row(static_cast<const In*>(p.B) + ch.row * p.B_batch_stride + tt * p.B_seq_stride + group * p.B_group_stride,
+             n, Bm.row(t).data());
+    load_row(static_cast<const In*>(p.C) + ch.row * p.C_batch_stride + tt * p.C_seq_stride + group * p.C_group_stride,
+             n, Cm.row(t).data());
+  }
+}
+
+/// x of one head over one chunk: X (len, p).
+template <class In, class T>
+void load_head(const SsdParams& p, const Chunk& ch, std::int64_t head, Matrix<T>& X) {
+  X.resize(ch.len, p.headdim);
+  for (std::int64_t t = 0; t < ch.len; ++t)
+    load_row(static_cast<const In*>(p.x) + ch.row * p.x_batch_stride + (ch.t0 + t) * p.x_seq_stride +
+                 head * p.x_head_stride,
+             p.headdim, X.row(t).data());
+}
+
+/// Δ (len) of one head over one chunk and cs (len), cs_t = Σ_{k<=t} Δ_k A in double.
+template <class T>
+void gate_sums(const SsdParams& p, const Chunk& ch, std::int64_t head, T* Delta, double* cs) {
+  const T* dt = static_cast<const T*>(p.dt);
+  const double A = static_cast<const T*>(p.A)[head];
+  const T bias = p.dt_bias ? static_cast<const T*>(p.dt_bias)[head] : T(0);
+  double sum = 0;
+  for (std::int64_t t = 0; t < ch.len; ++t) {
+    const T d = ssd_delta<T>(dt[ch.row * p.dt_batch_stride + (ch.t0 + t) * p.dt_seq_stride + head * p.dt_head_stride] + bias, p);
+    Delta[t] = d;
+    sum += static_cast<double>(d) * A;
+    cs[t] = sum;
+  }
+}
+
+}  // namespace ssm::cpu::ssd

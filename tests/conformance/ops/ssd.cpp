@@ -1,0 +1,134 @@
+// Conformance registration of the SSD op (ops/ssd.hpp; Mamba-2): the chunked CPU path (several chunk sizes, 1 and 2
+// threads), the CPU token loop (cpu_sequential: SsdPath::recurrent) and the op's reference path against the token
+// loop in double of include/ssm/reference/ssd.hpp. Forward only (the backward is not written yet); no CUDA kernels.
+#include <string>
+#include <vector>
+
+#include "../registry.hpp"
+#include "../ssd_problem.hpp"
+#include "ssm/ops/ssd.hpp"
+#include "ssm/reference/ssd.hpp"
+
+namespace conformance {
+namespace {
+
+struct SsdConformance {
+  ssd_problem::SsdCase shape;
+  index_t chunk;
+  int threads;  // the chunked path's threads (the backend's own count is 3)
+};
+
+const SsdConformance& of(const Case& c) { return *std::any_cast<SsdConformance>(&c.params); }
+
+
+std::vector<Case> ssd_cases() {
+  using ssd_problem::SsdCase;
+  std::vector<SsdConformance> list;
+  auto add = [&](SsdCase s, std::vector<index_t> chunks) {
+    int k = 0;
+    for (index_t q : chunks) list.push_back({s, q, 1 + (k++ % 2)});
+  };
+  SsdCase s;
+  s.b = 1, s.l = 1, s.h = 1, s.p = 1, s.n = 1;  // l = 1, every size 1
+  add(s, {1, 64});
+  s = {};
+  s.b = 2, s.l = 45, s.h = 5, s.p = 3, s.n = 6;  // l not a multiple of the chunk, no optional input
+  add(s, {16, 64});
+  s.has_D = s.has_z = s.has_bias = s.softplus = s.has_init = true, s.seed = 2;  // every optional input, l < chunk
+  add(s, {7, 256});
+  s = {};
+  s.b = 1, s.l = 100, s.h = 6, s.p = 4, s.g = 3, s.n = 5, s.has_D = s.D_per_channel = s.limit = true, s.softplus = true;
+  s.pad = 3, s.seed = 3;  // groups, D (h, p), a dt limit, strided rows of x, dt, B, C and out
+  add(s, {32, 33});
+  s = {};
+  s.l = 70, s.h = 7, s.p = 2, s.n = 3, s.has_init = true, s.has_z = true, s.cu = {0, 5, 6, 70}, s.seed = 4;  // packed
+  add(s, {4, 64});
+
+  std::vector<Case> cases;
+  for (const SsdConformance& sc : list)
+    for (DType dt : {DType::f64, DType::f32, DType::f16, DType::bf16}) {
+      SsdConformance k = sc;
+      k.shape.dtype = dt;
+      const ssd_problem::SsdData d = ssd_problem::make_data(k.shape);
+      const ssd_problem::SsdCase& cs = k.shape;
+      Case c;
+      c.name = cs.describe() + " chunk=" + std::to_string(k.chunk) + " threads=" + std::to_string(k.threads);
+      const ssm::SsdInputs in = d.inputs();
+      auto push = [&](const char* nm, const Tensor& owner, const TensorView& v) { c.inputs.push_back({nm, owner, v}); };
+      push("x", cs.pad ? d.x_pad : d.x, in.x);
+      push("dt", cs.pad ? d.dt_pad : d.dt, in.dt);
+      push("A", d.A, in.A);
+      push("B", cs.pad ? d.B_pad : d.B, in.B);
+      push("C", cs.pad ? d.C_pad : d.C, in.C);
+      if (in.D) push("D", d.D, *in.D);
+      if (in.z) push("z", cs.pad ? d.z_pad : d.z, *in.z);
+      if (in.dt_bias) push("dt_bias", d.dt_bias, *in.dt_bias);
+      if (in.initial_state) push("initial_state", d.initial_state, *in.initial_state);
+      if (in.cu_seqlens) {
+        push("cu_seqlens", d.cu_seqlens, *in.cu_seqlens);
+        c.inputs.back().host = true;
+      }
+      OutSpec out{"out", {cs.b, cs.l, cs.h, cs.p}, dt};  // (b, l, h, p)
+      if (cs.pad) out.strides = {cs.l * cs.h * (cs.p + 2), cs.h * (cs.p + 2), cs.p + 2, 1};
+      c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.p, cs.n}, ssm::compute_dtype(dt)}};  // (rows, h, p, n)
+      c.params = k;
+      cases.push_back(std::move(c));
+    }
+  return cases;
+}
+
+ssm::SsdInputs ssd_inputs(const Case& c, const Views& in) {
+  auto get = [&](const char* n) -> std::optional<TensorView> {
+    const int i = c.input(n);
+    return i >= 0 ? std::optional<TensorView>(in[static_cast<std::size_t>(i)]) : std::nullopt;
+  };
+  const ssd_problem::SsdCase& s = of(c).shape;
+  ssm::SsdInputs r;
+  r.x = *get("x"), r.dt = *get("dt"), r.A = *get("A"), r.B = *get("B"), r.C = *get("C");
+  r.D = get("D"), r.z = get("z"), r.dt_bias = get("dt_bias"), r.initial_state = get("initial_state");
+  r.cu_seqlens = get("cu_seqlens");
+  r.dt_softplus = s.softplus;
+  if (s.limit) r.dt_limit = ssd_problem::kDtLimit;
+  return r;
+}
+
+void ssd_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
+  ssm::SsdOptions opt;
+  opt.chunk_size = of(c).chunk;
+  opt.path = cfg.path == "reference"    ? ssm::SsdPath::reference
+             : cfg.path == "sequential" ? ssm::SsdPath::recurrent
+                                        : ssm::SsdPath::chunked;
+  opt.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
+  const std::string path = ssm::ssd_into(ssd_inputs(c, in), out.views[0], out.views[1], opt);
+  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-chunked");
+}
+
+/// The token loop in double, into the contiguous reference outputs (an argument block filled by the op's checks).
+void ssd_forward_reference(const Case& c, const Views& in, const Views& out) {
+  ssm::Checker chk("ssd");
+  std::vector<std::int64_t> cu;
+  ssm::Device device;
+  ssm::SsdOptions opt;
+  opt.chunk_size = of(c).chunk;
+  ssm::reference::ssd_forward(ssm::detail::check_ssd(chk, ssd_inputs(c, in), out[0], out[1], opt, cu, device));
+}
+
+std::string ssd_unsupported(const Case&, const RunConfig&, Pass) { return {}; }
+
+/// f64: sums of at most l products in another order, 1e-12. f32 (and f32 states of 16-bit inputs): 1e-5, the issue's
+/// bound for sums of up to a chunk of products against a double loop. f16 / bf16 outputs: the inputs are the same
+/// 16-bit values for both, so one rounding of the output, about 2^-11 and 2^-8 of max |out|, with room: 1e-3, 8e-3.
+double ssd_tolerance(DType dt, Pass) {
+  switch (dt) {
+    case DType::f64: return 1e-12;
+    case DType::f16: return 1e-3;
+    case DType::bf16: return 8e-3;
+    default: return 1e-5;
+  }
+}
+
+const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, false, ssd_cases, ssd_unsupported, ssd_forward, nullptr,
+                      ssd_forward_reference, nullptr, ssd_tolerance}};
+
+}  // namespace
+}  // namespace conformance

@@ -1,0 +1,302 @@
+// The SSD op (ops/ssd.hpp) beyond what the conformance registry says: the chunked path equals the token loop to
+// 1e-12 in f64 and 1e-5 in f32 at every chunk size (1, sizes that do not divide l, l itself, larger than l), the same
+// result on 1 and 2 threads, the CPU token loop (SsdPath::recurrent) within the same bounds, pieces with a carried
+// state equal one call, the reference backward equals central differences, and every error names its argument.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <random>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../conformance/ssd_problem.hpp"
+#include "../conformance/registry.hpp"
+#include "ssm/ops/ssd.hpp"
+
+namespace {
+
+using ssd_problem::SsdCase;
+using ssd_problem::SsdData;
+using ssm::DType;
+using ssm::index_t;
+using ssm::Tensor;
+
+struct SsdRun {
+  Tensor out, final_state;
+  std::string path;
+};
+
+SsdRun run(const SsdData& d, ssm::SsdPath path, index_t chunk, int threads) {
+  ssm::SsdOptions opt;
+  opt.path = path, opt.chunk_size = chunk, opt.threads = threads, opt.return_final_state = true;
+  ssm::SsdOutputs o = ssm::ssd(d.inputs(), opt);
+  return {o.out, o.final_state, o.path};
+}
+
+double rel_error(const Tensor& got, const Tensor& ref) {
+  return conformance::normalized_error(conformance::to_doubles(got), conformance::to_doubles(ref));
+}
+
+/// Shapes of every kind: l = 1, l < chunk, l not a multiple of the chunk, groups, heads not a multiple of anything,
+/// every optional input, packed sequences of ragged lengths.
+std::vector<SsdCase> shapes(DType dt) {
+  std::vector<SsdCase> v;
+  SsdCase c;
+  c.dtype = dt;
+  c.b = 1, c.l = 1, c.h = 1, c.p = 1, c.n = 1;
+  v.push_back(c);
+  c.b = 2, c.l = 37, c.h = 3, c.p = 5, c.n = 7, c.has_D = true, c.has_z = true, c.has_bias = true, c.softplus = true,
+  c.has_init = true, c.seed = 2;
+  v.push_back(c);
+  c.h = 6, c.g = 3, c.l = 130, c.D_per_channel = true, c.limit = true, c.pad = 3, c.seed = 3;
+  v.push_back(c);
+  SsdCase packed;
+  packed.dtype = dt, packed.l = 90, packed.h = 5, packed.p = 4, packed.n = 6, packed.has_init = true, packed.has_D = true;
+  packed.cu = {0, 1, 34, 35, 90};
+  packed.seed = 4;
+  v.push_back(packed);
+  return v;
+}
+
+void expect_chunked_equals_loop(DType dt, double tol) {
+  for (const SsdCase& cs : shapes(dt)) {
+    const SsdData d = ssd_problem::make_data(cs);
+    const SsdRun ref = run(d, ssm::SsdPath::reference, 1, 1);
+    for (index_t chunk : {index_t{1}, index_t{3}, index_t{16}, index_t{33}, index_t{64}, index_t{128}, index_t{256}}) {
+      SCOPED_TRACE(cs.describe() + " chunk=" + std::to_string(chunk));
+      const SsdRun got = run(d, ssm::SsdPath::chunked, chunk, 1);
+      EXPECT_EQ(got.path, "cpu-chunked");
+      EXPECT_LE(rel_error(got.out, ref.out), tol);
+      EXPECT_LE(rel_error(got.final_state, ref.final_state), tol);
+    }
+    SCOPED_TRACE(cs.describe() + " recurrent");
+    const SsdRun rec = run(d, ssm::SsdPath::recurrent, 1, 2);
+    EXPECT_EQ(rec.path, "cpu-recurrent");
+    EXPECT_LE(rel_error(rec.out, ref.out), tol);
+    EXPECT_LE(rel_error(rec.final_state, ref.final_state), tol);
+  }
+}
+
+// Both compute in f64; the chunked sums reassociate over at most l terms of magnitude <= 1: a few hundred ulp.
+TEST(Ssd, ChunkedEqualsTokenLoopF64) { expect_chunked_equals_loop(DType::f64, 1e-12); }
+// f32 sums of up to 256 products (the chunk) and n terms, against a double loop: the 1e-5.
+TEST(Ssd, ChunkedEqualsTokenLoopF32) { expect_chunked_equals_loop(DType::f32, 1e-5); }
+
+TEST(Ssd, ThreadsGiveTheSameResult) {
+  for (const SsdCase& cs : shapes(DType::f32)) {
+    const SsdData d = ssd_problem::make_data(cs);
+    const SsdRun one = run(d, ssm::SsdPath::chunked, 16, 1), two = run(d, ssm::SsdPath::chunked, 16, 2);
+    EXPECT_EQ(rel_error(two.out, one.out), 0.0) << cs.describe();
+    EXPECT_EQ(rel_error(two.final_state, one.final_state), 0.0) << cs.describe();
+  }
+}
+
+// A sequence in two pieces, the first's final state the second's initial state, equals one call (f64, so the only
+// difference is the chunking's reassociation).
+TEST(Ssd, PiecesWithCarriedStateEqualOneCall) {
+  SsdCase cs;
+  cs.l = 70, cs.h = 3, cs.p = 4, cs.n = 5, cs.has_D = true, cs.has_z = true, cs.has_init = true, cs.softplus = true;
+  const SsdData d = ssd_problem::make_data(cs);
+  const SsdRun whole = run(d, ssm::SsdPath::chunked, 16, 1);
+  const index_t cut = 29;
+  auto piece = [&](index_t t0, index_t t1, const Tensor& h0) {
+    auto slice = [&](const Tensor& t) { return ssm::TensorView(static_cast<char*>(t.data()) + t0 * t.strides()[1] * ssm::size_of(t.dtype()), t.dtype(), t.device(), [&] { ssm::Dims s = t.shape(); s[1] = t1 - t0; return s; }(), t.strides()); };
+    ssm::SsdInputs in = d.inputs();
+    in.x = slice(d.x), in.dt = slice(d.dt), in.B = slice(d.B), in.C = slice(d.C), in.z = slice(d.z);
+    in.initial_state = h0.view();
+    ssm::SsdOptions opt;
+    opt.chunk_size = 16, opt.return_final_state = true;
+    return ssm::ssd(in, opt);
+  };
+  const ssm::SsdOutputs a = piece(0, cut, d.initial_state), b = piece(cut, cs.l, a.final_state);
+  const std::vector<double> w = conformance::to_doubles(whole.out), va = conformance::to_doubles(a.out),
+                            vb = conformance::to_doubles(b.out);
+  std::vector<double> joined(va);
+  joined.insert(joined.end(), vb.begin(), vb.end());
+  EXPECT_LE(conformance::normalized_error(joined, w), 1e-13);
+  EXPECT_LE(rel_error(b.final_state, whole.final_state), 1e-13);
+}
+
+// ---- the reference backward against central differences ------------------------------------------------------
+
+/// L = <grad_out, out> + <grad_final, final_state> by the reference forward (f64).
+double loss(const SsdData& d, const Tensor& grad_out, const Tensor& grad_final) {
+  const SsdRun r = run(d, ssm::SsdPath::reference, 1, 1);
+  double L = 0;
+  const std::vector<double> o = conformance::to_doubles(r.out), go = conformance::to_doubles(grad_out),
+                            f = conformance::to_doubles(r.final_state), gf = conformance::to_doubles(grad_final);
+  for (std::size_t i = 0; i < o.size(); ++i) L += o[i] * go[i];
+  for (std::size_t i = 0; i < f.size(); ++i) L += f[i] * gf[i];
+  return L;
+}
+
+void expect_backward_matches_differences(const SsdCase& cs) {
+  SsdData d = ssd_problem::make_data(cs);
+  std::mt19937_64 rng(99);
+  const Tensor grad_out = ssd_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.p}, DType::f64, -1, 1);
+  const Tensor grad_final = ssd_problem::uniform(rng, {cs.rows(), cs.h, cs.p, cs.n}, DType::f64, -1, 1);
+  // the analytic gradients
+  ssm::Checker chk("ssd");
+  std::vector<std::int64_t> cu;
+  ssm::Device device;
+  ssm::SsdOptions opt;
+  const Tensor out = Tensor::empty(d.x.shape(), DType::f64);
+  const ssm::SsdParams p = ssm::detail::check_ssd(chk, d.inputs(), out, std::nullopt, opt, cu, device);
+  struct Grad {
+    const char* name;
+    Tensor* input;
+    Tensor grad;
+  };
+  std::vector<Grad> grads = {{"x", &d.x, {}}, {"dt", &d.dt, {}}, {"A", &d.A, {}}, {"B", &d.B, {}}, {"C", &d.C, {}}};
+  if (cs.has_D) grads.push_back({"D", &d.D, {}});
+  if (cs.has_z) grads.push_back({"z", &d.z, {}});
+  if (cs.has_bias) grads.push_back({"dt_bias", &d.dt_bias, {}});
+  if (cs.has_init) grads.push_back({"initial_state", &d.initial_state, {}});
+  for (Grad& g : grads) g.grad = Tensor::zeros(g.input->shape(), DType::f64);
+  auto grad_of = [&](const std::string& nm) -> void* {
+    for (Grad& g : grads)
+      if (nm == g.name) return g.grad.data();
+    return nullptr;
+  };
+  ssm::SsdGradParams gp;
+  gp.grad_out = grad_out.data(), gp.grad_final_state = grad_final.data();
+  gp.grad_x = grad_of("x"), gp.grad_dt = grad_of("dt"), gp.grad_A = grad_of("A"), gp.grad_B = grad_of("B");
+  gp.grad_C = grad_of("C"), gp.grad_D = grad_of("D"), gp.grad_z = grad_of("z"), gp.grad_dt_bias = grad_of("dt_bias");
+  gp.grad_initial_state = grad_of("initial_state");
+  ssm::reference::ssd_backward(p, gp);
+  // central differences, element by element (f64; the step balances truncation, O(eps^2), and rounding, O(1e-16 / eps))
+  const double eps = 1e-6;
+  for (Grad& g : grads) {
+    double* v = g.input->data_as<double>();
+    const double* an = g.grad.data_as<double>();
+    double err = 0, scale = 0;
+    for (index_t i = 0; i < g.input->numel(); ++i) {
+      const double keep = v[i];
+      v[i] = keep + eps;
+      const double up = loss(d, grad_out, grad_final);
+      v[i] = keep - eps;
+      const double down = loss(d, grad_out, grad_final);
+      v[i] = keep;
+      const double num = (up - down) / (2 * eps);
+      err = std::max(err, std::abs(num - an[i]));
+      scale = std::max(scale, std::abs(num));
+    }
+    EXPECT_LE(err, 1e-6 * std::max(scale, 1.0)) << cs.describe() << ": grad_" << g.name << " (max |grad| " << scale << ")";
+  }
+}
+
+TEST(Ssd, ReferenceBackwardMatchesCentralDifferences) {
+  SsdCase cs;  // every optional input, groups, two rows
+  cs.b = 2, cs.l = 6, cs.h = 4, cs.p = 2, cs.g = 2, cs.n = 3, cs.has_D = cs.D_per_channel = true, cs.has_z = true;
+  cs.has_bias = cs.softplus = cs.has_init = true, cs.seed = 7;
+  expect_backward_matches_differences(cs);
+  SsdCase packed;  // packed sequences (the state reset), D per head, a dt limit that clamps some steps
+  packed.l = 7, packed.h = 3, packed.p = 2, packed.n = 2, packed.cu = {0, 3, 7}, packed.has_D = true;
+  packed.has_init = true, packed.limit = true, packed.seed = 8;
+  expect_backward_matches_differences(packed);
+}
+
+// ---- errors ------------------------------------------------------------------------------------------------------
+
+void expect_error(const std::function<void()>& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "no ssm::Error, expected one containing: " << fragment;
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+SsdCase error_case() {
+  SsdCase cs;
+  cs.b = 2, cs.l = 9, cs.h = 4, cs.p = 3, cs.g = 2, cs.n = 5, cs.dtype = DType::f32;
+  return cs;
+}
+
+TEST(Ssd, Errors) {
+  const SsdData d = ssd_problem::make_data(error_case());
+  ssm::SsdOptions opt;
+  expect_error([&] { opt.chunk_size = 0; ssm::ssd(d.inputs(), opt); }, "ssd: argument 'chunk_size': must be > 0, got 0");
+  opt.chunk_size = 4;
+  {  // n_groups not dividing the heads
+    const Tensor B3 = Tensor::zeros({2, 9, 3, 5}, DType::f32);
+    ssm::SsdInputs in = d.inputs();
+    in.B = B3;
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'B': n_groups = 3 (its dimension 2) does not divide the number of heads h = 4");
+  }
+  {  // C's shape differs from B's
+    const Tensor C = Tensor::zeros({2, 9, 2, 6}, DType::f32);
+    ssm::SsdInputs in = d.inputs();
+    in.C = C;
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'C': expected shape (2, 9, 2, 5), got (2, 9, 2, 6)");
+  }
+  {  // head_dim not dividing a (b, l, h p) x
+    const Tensor x = Tensor::zeros({2, 9, 12}, DType::f32);
+    ssm::SsdInputs in = d.inputs();
+    in.x = x;
+    ssm::SsdOptions o = opt;
+    o.head_dim = 5;
+    expect_error([&] { ssm::ssd(in, o); }, "argument 'x': head_dim = 5 does not divide its last extent 12");
+  }
+  {  // a (b, l, h p) x with a dividing head_dim runs and equals the 4-d form
+    const ssm::TensorView x3 = d.x.view().reshape({2, 9, 12});
+    ssm::SsdInputs in = d.inputs();
+    in.x = x3;
+    ssm::SsdOptions o = opt;
+    o.head_dim = 3;
+    const ssm::SsdOutputs r3 = ssm::ssd(in, o), r4 = ssm::ssd(d.inputs(), opt);
+    EXPECT_EQ(r3.out.shape().str(), "(2, 9, 12)");
+    EXPECT_EQ(conformance::to_doubles(r3.out), conformance::to_doubles(r4.out));
+  }
+  {  // dtypes: B in f64 with f32 x; dt in f16
+    const Tensor B = Tensor::zeros({2, 9, 2, 5}, DType::f64);
+    ssm::SsdInputs in = d.inputs();
+    in.B = B;
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'B': expected dtype f32 (the dtype of 'x'), got f64");
+    const Tensor dt = Tensor::zeros({2, 9, 4}, DType::f16);
+    in = d.inputs();
+    in.dt = dt;
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'dt': expected dtype f32 (the param dtype for f32 / f16 / bf16 x), got f16");
+  }
+  {  // D of a wrong shape, dt_limit with NaN, an initial state of the wrong rows
+    const Tensor D = Tensor::zeros({4, 2}, DType::f32);
+    ssm::SsdInputs in = d.inputs();
+    in.D = D.view();
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'D': expected shape (4, 3), got (4, 2)");
+    in = d.inputs();
+    in.dt_limit = std::pair<double, double>(0.0, NAN);
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'dt_limit': expected (min, max) with min <= max and neither NaN");
+    const Tensor h0 = Tensor::zeros({1, 4, 3, 5}, DType::f32);
+    in = d.inputs();
+    in.initial_state = h0.view();
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'initial_state': expected shape (2, 4, 3, 5), got (1, 4, 3, 5)");
+  }
+  {  // cu_seqlens with b = 2
+    const Tensor cu = Tensor::from_vector<std::int64_t>({3}, {0, 4, 9});
+    ssm::SsdInputs in = d.inputs();
+    in.cu_seqlens = cu.view();
+    expect_error([&] { ssm::ssd(in, opt); }, "argument 'cu_seqlens': packed variable-length batches need b == 1");
+  }
+}
+
+// A CUDA backend without an ssd entry: the op says so by name (a stand-in backend, as no GPU is needed to see it).
+TEST(Ssd, CudaNotImplementedYet) {
+  static ssm::DeviceBackend fake;
+  fake.name = "fake cuda";
+  fake.ensure_device = [](int) {};
+  const ssm::DeviceBackend* previous = ssm::register_backend(ssm::DeviceType::cuda, &fake);
+  const SsdData d = ssd_problem::make_data(error_case());
+  auto on_cuda = [](const Tensor& t) {
+    return ssm::TensorView(t.data(), t.dtype(), ssm::Device::cuda(0), t.shape(), t.strides());
+  };
+  ssm::SsdInputs in;
+  in.x = on_cuda(d.x), in.dt = on_cuda(d.dt), in.A = on_cuda(d.A), in.B = on_cuda(d.B), in.C = on_cuda(d.C);
+  const Tensor out = Tensor::zeros(d.x.shape(), DType::f32);
+  expect_error([&] { ssm::ssd_into(in, on_cuda(out)); }, "ssd: not implemented on cuda yet");
+  expect_error([&] { ssm::ssd_into(in, out); }, "argument 'out': is on cpu but 'x' is on cuda:0");
+  ssm::register_backend(ssm::DeviceType::cuda, previous);
+}
+
+}  // namespace
