@@ -9,8 +9,8 @@
 
 namespace ssm::cuda {
 
-/// y = x Wᵀ + bias: cuBLAS GEMM (f32 without TF32, or f64), then the bias. W must be in x's dtype (16-bit weights
-/// with f32 x are an ssm::Error here); the row strides of x and y at least in and out (rows do not overlap).
+/// y = x Wᵀ + bias: W in x's dtype, cuBLAS GEMM (f32 without TF32, or f64) then the bias, the row strides of x and y
+/// at least in and out (rows do not overlap); f16 / bf16 W with f32 x, a warp-per-feature kernel (rows <= 65535).
 void linear_forward(const LinearParams& p, void* stream = nullptr);
 /// RMSNorm (+ residual, updated in place), f32 or f64.
 void rms_norm_forward(const RmsNormParams& p, void* stream = nullptr);
