@@ -25,7 +25,11 @@
 #include "../kernels/attention.cuh"
 #include "../kernels/launch/cast.cuh"
 #include "../kernels/launch/causal_conv1d.cuh"
+#include "../kernels/launch/embedding.cuh"
+#include "../kernels/launch/linear.cuh"
+#include "../kernels/launch/rms_norm.cuh"
 #include "../kernels/launch/selective_scan.cuh"
+#include "../kernels/launch/selective_state_update.cuh"
 #include "executor.hpp"
 #include "ssm/core/device.hpp"
 #include "ssm/core/device_backend.hpp"
@@ -137,6 +141,22 @@ inline void attention_backward(const AttentionParams& p, const AttentionGradPara
   HostExecutor exec = executor();
   kernels::attention_backward_launches(exec, p, g);
 }
+inline void linear_forward(const LinearParams& p, void*) {
+  HostExecutor exec = executor();
+  kernels::linear_launches(exec, p, "ssm::cuda::linear_forward (host emulation)");
+}
+inline void rms_norm_forward(const RmsNormParams& p, void*) {
+  HostExecutor exec = executor();
+  kernels::rms_norm_launches(exec, p, "ssm::cuda::rms_norm_forward (host emulation)");
+}
+inline void embedding_forward(const EmbeddingParams& p, void*) {
+  HostExecutor exec = executor();
+  kernels::embedding_launches(exec, p, "ssm::cuda::embedding_forward (host emulation)");
+}
+inline void selective_state_update(const SelectiveStateUpdateParams& p, void*) {
+  HostExecutor exec = executor();
+  kernels::selective_state_update_launches(exec, p, "ssm::cuda::selective_state_update (host emulation)");
+}
 
 inline DeviceBackend make() {
   DeviceBackend b;
@@ -159,6 +179,10 @@ inline DeviceBackend make() {
   b.attention_workspace_floats = &attention_workspace_floats;
   b.attention_forward = &attention_forward;
   b.attention_backward = &attention_backward;
+  b.linear_forward = &linear_forward;
+  b.rms_norm_forward = &rms_norm_forward;
+  b.embedding_forward = &embedding_forward;
+  b.selective_state_update = &selective_state_update;
   b.make_mamba_lm = nullptr;  // the device LM is not emulated here (tests/cuda_emu runs its launches directly)
   return b;
 }

@@ -1,7 +1,8 @@
 // The host executor of kernels/mamba_lm_launches.cuh: "device" memory is host memory, every kernel runs under the
 // emulation (emu::launch, in a chosen thread order; the first finding is an ssm::Error), the selective scan and the
 // conv1d run through the launch headers ssm::cuda uses (kernels/launch/*.cuh), and the GEMM (cuBLAS on the
-// device) is a plain host loop with f32 accumulation. Lets tests run the model's whole sequence of launches without a GPU.
+// device) is a plain host loop accumulating in its element type (f32 or f64). The emulated backend
+// (cuda/emu/backend.hpp) runs every op's launch template over it. Lets tests run the model's whole sequence of launches without a GPU.
 #pragma once
 
 #include <algorithm>
@@ -47,16 +48,18 @@ class HostExecutor {
     run(dim3(grid.x, grid.y, grid.z), dim3(block.x, block.y, block.z), "kernel", kernel, static_cast<P>(args)...);
   }
 
-  void gemm(bool trans_A, bool trans_B, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-            std::int64_t lda, std::int64_t stride_A, const float* B, std::int64_t ldb, std::int64_t stride_B, float* C,
+  /// The row-major GEMM of the launch sequences (cuBLAS on the device), T = float or double, accumulating in T.
+  template <class T>
+  void gemm(bool trans_A, bool trans_B, std::int64_t M, std::int64_t N, std::int64_t K, const T* A,
+            std::int64_t lda, std::int64_t stride_A, const T* B, std::int64_t ldb, std::int64_t stride_B, T* C,
             std::int64_t ldc, std::int64_t stride_C, std::int64_t batch) {
     for (std::int64_t p = 0; p < batch; ++p) {
-      const float* Ap = A + p * stride_A;
-      const float* Bp = B + p * stride_B;
-      float* Cp = C + p * stride_C;
+      const T* Ap = A + p * stride_A;
+      const T* Bp = B + p * stride_B;
+      T* Cp = C + p * stride_C;
       for (std::int64_t i = 0; i < M; ++i)
         for (std::int64_t j = 0; j < N; ++j) {
-          float acc = 0.0f;
+          T acc = T(0);
           for (std::int64_t k = 0; k < K; ++k)
             acc += (trans_A ? Ap[k * lda + i] : Ap[i * lda + k]) * (trans_B ? Bp[j * ldb + k] : Bp[k * ldb + j]);
           Cp[i * ldc + j] = acc;

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "causal_conv1d.cuh"
+#include "launch/embedding.cuh"
+#include "launch/rms_norm.cuh"
 #include "mamba_lm.cuh"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/cuda/mamba_lm.hpp"
@@ -89,22 +91,20 @@ class MambaLMLaunches {
     float* xn = res + rows * dm;   // (b, l, dm) normalized
     float* out = xn + rows * dm;   // (b, l, dm) a block's output
     float* act = out + rows * dm;  // the block's channel-major activations
-    const LaunchDims row_grid{static_cast<unsigned>(rows)}, row_block{kLmRowThreads};
-    exec_.launch(embedding_gather_kernel<std::int64_t>, row_grid, row_block, ids, const_cast<const float*>(embedding_),
-                 res, dm);
-    const float eps = static_cast<float>(s_.norm_epsilon);
+    EmbeddingParams ep;  // res = embedding[ids]
+    ep.rows = rows, ep.vocab = V, ep.dim = dm;
+    ep.ids = ids, ep.ids_dtype = DType::i64, ep.table = embedding_, ep.table_dtype = DType::f32;
+    ep.y = res, ep.y_row_stride = dm, ep.dtype = DType::f32;
+    embedding_gather_launches(exec_, ep, kOp);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       // res += out of the previous block (none before the first), xn = RMSNorm(res)
-      exec_.launch(add_rmsnorm_kernel<kLmRowThreads>, row_grid, row_block, res,
-                   static_cast<const float*>(i == 0 ? nullptr : out), const_cast<const float*>(layers_[i].norm), xn, dm,
-                   eps);
+      add_norm(res, i == 0 ? nullptr : out, layers_[i].norm, xn, rows);
       const index_t li = static_cast<index_t>(i);
       block(mode, layers_[i], xn, b, l, act, out,
             cache.conv_state ? cache.conv_state + li * b * s_.d_inner * s_.d_conv : nullptr,
             cache.ssm_state ? cache.ssm_state + li * b * s_.d_inner * s_.d_state : nullptr);
     }
-    exec_.launch(add_rmsnorm_kernel<kLmRowThreads>, row_grid, row_block, res, static_cast<const float*>(out),
-                 const_cast<const float*>(norm_f_), xn, dm, eps);
+    add_norm(res, out, norm_f_, xn, rows);
     if (mode == Mode::logits_all) {
       // logits (rows, V) = xn (rows, dm) · head^T
       exec_.gemm(false, true, rows, V, dm, xn, dm, 0, lm_head_, dm, 0, logits, V, 0, 1);
@@ -119,6 +119,19 @@ class MambaLMLaunches {
     float *norm, *in_proj_weight, *in_proj_bias, *conv_weight, *conv_bias, *x_proj_weight, *dt_proj_weight,
         *dt_proj_bias, *A, *D, *out_proj_weight, *out_proj_bias;
   };
+
+  static constexpr const char* kOp = "ssm::cuda::MambaLMDevice";
+
+  // res += delta (when delta is set), then y = RMSNorm(res) ⊙ weight: the rms_norm op's kernel with the residual add
+  // (x = delta, residual = res), or without it (x = res).
+  void add_norm(float* res, const float* delta, const float* weight, float* y, index_t rows) {
+    RmsNormParams p;
+    p.rows = rows, p.dim = s_.d_model, p.eps = s_.norm_epsilon, p.dtype = DType::f32;
+    p.x = delta != nullptr ? delta : res, p.x_row_stride = s_.d_model;
+    if (delta != nullptr) p.residual = res, p.residual_row_stride = s_.d_model;
+    p.weight = weight, p.y = y, p.y_row_stride = s_.d_model;
+    rms_norm_launches(exec_, p, kOp);
+  }
 
   float* upload(const float* host, index_t count) {
     auto* p = static_cast<float*>(exec_.allocate(static_cast<std::size_t>(count) * sizeof(float)));

@@ -8,9 +8,11 @@
 #include "ssm/cuda/attention.hpp"
 #include "ssm/cuda/cast.hpp"
 #include "ssm/cuda/causal_conv1d.hpp"
+#include "ssm/cuda/dense.hpp"
 #include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
+#include "ssm/cuda/selective_state_update.hpp"
 
 namespace ssm::cuda {
 namespace {
@@ -40,6 +42,10 @@ DeviceBackend make_backend() {
   b.attention_workspace_floats = &attention_workspace_floats;
   b.attention_forward = &attention_forward;
   b.attention_backward = &attention_backward;
+  b.linear_forward = &linear_forward;
+  b.rms_norm_forward = &rms_norm_forward;
+  b.embedding_forward = &embedding_forward;
+  b.selective_state_update = &selective_state_update;
   b.make_mamba_lm = &make_mamba_lm;
   return b;
 }

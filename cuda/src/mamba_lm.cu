@@ -1,7 +1,6 @@
 // ssm::cuda::MambaLMDevice: the Mamba LM's sequence of launches (cuda/kernels/mamba_lm_launches.cuh) on a CUDA
 // device. The executor here owns the device memory, launches the kernels on the default stream, runs the GEMMs
-// through cuBLAS (cublasSgemmStridedBatched, row-major operands passed as their column-major transposes) and the
-// conv1d / selective scan through their ssm::cuda launchers.
+// through cuBLAS (cublas.cuh's row-major GEMM) and the conv1d / selective scan through their ssm::cuda launchers.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -11,6 +10,7 @@
 
 #include "../kernels/mamba_lm_launches.cuh"
 #include "../kernels/selective_scan_fwd.cuh"
+#include "cublas.cuh"
 #include "cuda_check.cuh"
 #include "ssm/cuda/causal_conv1d.hpp"
 #include "ssm/cuda/mamba_lm.hpp"
@@ -20,10 +20,7 @@
 namespace ssm::cuda {
 namespace {
 
-void check_cublas(cublasStatus_t status, const char* what) {
-  SSM_CHECK(status == CUBLAS_STATUS_SUCCESS, "cuBLAS error in ", what, ": ", cublasGetStatusString(status),
-            " (code ", static_cast<int>(status), ")");
-}
+using detail::check_cublas;
 
 class CudaExecutor {
  public:
@@ -61,14 +58,8 @@ class CudaExecutor {
   void gemm(bool trans_A, bool trans_B, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
             std::int64_t lda, std::int64_t stride_A, const float* B, std::int64_t ldb, std::int64_t stride_B, float* C,
             std::int64_t ldc, std::int64_t stride_C, std::int64_t batch) {
-    // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap, the flags stay.
-    const float one = 1.0f, zero = 0.0f;
-    check_cublas(cublasSgemmStridedBatched(handle_, trans_B ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                           trans_A ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(N),
-                                           static_cast<int>(M), static_cast<int>(K), &one, B, static_cast<int>(ldb),
-                                           stride_B, A, static_cast<int>(lda), stride_A, &zero, C,
-                                           static_cast<int>(ldc), stride_C, static_cast<int>(batch)),
-                 "cublasSgemmStridedBatched");
+    detail::gemm_row_major(handle_, trans_A, trans_B, M, N, K, A, lda, stride_A, B, ldb, stride_B, C, ldc, stride_C,
+                           batch);
   }
 
   void scan(const ScanParams& p) { (void)selective_scan_forward(p, DType::f32); }

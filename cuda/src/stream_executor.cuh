@@ -1,6 +1,6 @@
 // Internal to ssm::cuda: the device executor of the launch headers (cuda/kernels/launch/*.cuh, the attention
 // launches): a kernel launch on one stream, each failure an ssm::Error with the runtime's words; device copies
-// on that stream. The first launch or copy checks that the runtime has a device (the runtime's message if not).
+// on that stream, and a copy to the host that waits for it. The first launch or copy checks that the runtime has a device (the runtime's message if not).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,6 +26,12 @@ class StreamExecutor {
   void copy(void* dst, const void* src, std::size_t bytes) {
     ensure_runtime();
     check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync");
+  }
+  /// Device to host, after the stream's earlier work: waits for the stream (kernels/launch/embedding.cuh's id check).
+  void download(void* host, const void* src, std::size_t bytes) {
+    ensure_runtime();
+    check_cuda(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (to the host)");
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
 
  private:

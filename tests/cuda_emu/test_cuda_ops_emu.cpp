@@ -614,4 +614,45 @@ TEST(CudaOpsEmu, AttentionSplitKeyDecoding) {
   check_attention({1, 4, 150, 4, 2, 16, true}, false, Order::forward, 82);
 }
 
+// ---- the dense ops' CUDA entries: what they refuse ---------------------------------------------------------------
+// (Their values against the references: tests/conformance, on the cuda_emulated backend.)
+
+/// Runs f, which must throw an ssm::Error whose message contains `expected`.
+template <class F>
+void expect_error_containing(F&& f, const std::string& expected) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one containing: " << expected;
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaOpsEmu, EmbeddingChecksTheIdsOnTheHost) {
+  ScopedEmulatedCuda guard;
+  std::mt19937 rng(91);
+  const Tensor table = random_tensor({5, 3}, DType::f32, rng, -1, 1).to(kCuda);  // (vocab 5, dim 3)
+  for (std::int64_t bad : {5, -1}) {
+    const Tensor ids = Tensor::from_vector({3}, std::vector<std::int64_t>{0, bad, 4}).to(kCuda);
+    expect_error_containing([&] { (void)ssm::embedding(ids, table); },
+                            "argument 'ids': token id " + std::to_string(bad) + " at position 1 is outside [0, 5)");
+  }
+  const Tensor ids32 = Tensor::from_vector({2}, std::vector<std::int32_t>{4, 7}).to(kCuda);
+  expect_error_containing([&] { (void)ssm::embedding(ids32, table); }, "token id 7 at position 1");
+}
+
+TEST(CudaOpsEmu, LinearRefusesOverlappingOutputRows) {
+  // The op itself takes any row stride; cuBLAS (and the 16-bit weight kernel) write whole rows of out elements.
+  ScopedEmulatedCuda guard;
+  std::mt19937 rng(92);
+  const Tensor x = random_tensor({2, 3}, DType::f32, rng, -1, 1).to(kCuda);
+  const Tensor y = Tensor::empty({8}, DType::f32, kCuda);
+  const ssm::TensorView y_overlapping(y.data(), DType::f32, kCuda, {2, 4}, {2, 1});  // rows 2 apart, 4 wide
+  for (DType w : {DType::f32, DType::bf16}) {
+    const Tensor weight = random_tensor({4, 3}, w, rng, -1, 1).to(kCuda);
+    expect_error_containing([&] { (void)ssm::linear_into({x, weight, std::nullopt}, y_overlapping); },
+                            "y's row stride must be");
+  }
+}
+
 }  // namespace

@@ -8,7 +8,7 @@
 // Also the compute-type rule: f64 inputs compute in f64, every other real input (f32, f16, bf16) in f32.
 #pragma once
 
-#include <math.h>  // ::expf, ::log1pf, ::exp2f: the names nvcc's device code and the host both have
+#include <math.h>  // ::expf, ::log1pf, ::exp2f, ::sqrtf: the names nvcc's device code and the host both have
 
 #include <type_traits>
 
@@ -29,6 +29,8 @@ SSM_HOST_DEVICE inline float exp2(float x) { return ::exp2f(x); }
 SSM_HOST_DEVICE inline double exp2(double x) { return ::exp2(x); }
 SSM_HOST_DEVICE inline float log1p(float x) { return ::log1pf(x); }
 SSM_HOST_DEVICE inline double log1p(double x) { return ::log1p(x); }
+SSM_HOST_DEVICE inline float sqrt(float x) { return ::sqrtf(x); }
+SSM_HOST_DEVICE inline double sqrt(double x) { return ::sqrt(x); }
 
 /// log2(e): exp(x) = 2^(x log2 e).
 template <class T>

@@ -1,6 +1,7 @@
 // linear (ops/linear.hpp): y (rows, out) = x (rows, in) Wᵀ + bias. The CPU fast path (Eigen GEMM / GEMV, the f16 /
-// bf16 weight kernels) against the op's reference loops in double: f64 and f32 activations, f32 activations with
-// f16 / bf16 weights, one row (GEMV) and many, strided x and y, bias present or absent, no rows. No CUDA entry yet.
+// bf16 weight kernels) and the CUDA entry (cuBLAS on a GPU, the emulation's host GEMM and the bias kernel under it)
+// and its 16-bit weight kernel) against the op's reference loops in double: f64 and f32 activations, f32 activations
+// with f16 / bf16 weights, one row (GEMV) and many, strided x and y, bias present or absent, no rows.
 #include <string>
 #include <vector>
 
@@ -80,7 +81,7 @@ std::string linear_unsupported(const Case&, const RunConfig&, Pass) { return {};
 /// largest output (16-bit weights are converted exactly on both sides); f64 1e-12.
 double linear_tolerance(DType dt, Pass) { return dt == DType::f64 ? 1e-12 : 1e-5; }
 
-const Register reg{Op{"linear", {"fast"}, false, linear_cases, linear_unsupported, linear_forward, nullptr,
+const Register reg{Op{"linear", {"fast"}, true, linear_cases, linear_unsupported, linear_forward, nullptr,
                       linear_forward_reference, nullptr, linear_tolerance}};
 
 }  // namespace
