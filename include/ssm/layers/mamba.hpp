@@ -18,6 +18,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -161,22 +162,43 @@ struct MambaBlockMatrices {
   std::size_t nbytes() const { return in_proj.nbytes() + x_proj.nbytes() + dt_proj.nbytes() + out_proj.nbytes(); }
 };
 
-/// Per-layer decoding cache: the last d_conv − 1 conv inputs and the SSM state, for b sequences.
-/// A plain value: copy it to fork a sequence. Its size does not depend on the context length.
+/// Per-layer decoding cache: the last d_conv − 1 conv inputs and the SSM state, for b sequences, as tensors on the
+/// block's device. A value: copying it copies the tensors (to fork a sequence). Its size does not depend on the
+/// context length.
 template <class T>
 struct MambaLayerCache {
   index_t b = 0;
-  std::vector<T> conv_state;  // (b, d_conv - 1, d_inner), oldest input first
-  std::vector<T> ssm_state;   // (b, d_inner, n)
+  Tensor conv_state;  // (b, d_conv - 1, d_inner) T, oldest input first
+  Tensor ssm_state;   // (b, d_inner, n) T
 
-  static MambaLayerCache zeros(const MambaBlockConfig& cfg, index_t b) {
+  MambaLayerCache() = default;
+  MambaLayerCache(const MambaLayerCache& o) : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
+  MambaLayerCache& operator=(const MambaLayerCache& o) {
+    if (this != &o) *this = MambaLayerCache(o);
+    return *this;
+  }
+  MambaLayerCache(MambaLayerCache&&) noexcept = default;
+  MambaLayerCache& operator=(MambaLayerCache&&) noexcept = default;
+
+  static MambaLayerCache zeros(const MambaBlockConfig& cfg, index_t b, Device device = Device::cpu()) {
     MambaLayerCache c;
     c.b = b;
-    c.conv_state.assign(static_cast<std::size_t>(b * (cfg.d_conv - 1) * cfg.inner()), T(0));
-    c.ssm_state.assign(static_cast<std::size_t>(b * cfg.inner() * cfg.d_state), T(0));
+    c.conv_state = Tensor::zeros({b, cfg.d_conv - 1, cfg.inner()}, dtype_of<T>(), device);
+    c.ssm_state = Tensor::zeros({b, cfg.inner(), cfg.d_state}, dtype_of<T>(), device);
     return c;
   }
-  std::size_t nbytes() const { return (conv_state.size() + ssm_state.size()) * sizeof(T); }
+  std::size_t nbytes() const {
+    return (conv_state.defined() ? conv_state.nbytes() : 0) + (ssm_state.defined() ? ssm_state.nbytes() : 0);
+  }
+  Device device() const { return conv_state.defined() ? conv_state.device() : Device::cpu(); }
+
+ private:
+  static Tensor clone(const Tensor& t) {
+    if (!t.defined()) return t;
+    Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+    copy(c.view(), t.view());
+    return c;
+  }
 };
 
 /// Input and parameter gradients of MambaBlock::backward.
@@ -330,10 +352,38 @@ class MambaBlock {
   void refresh() {
     A_.resize(p_.A_log.size());
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(p_.A_log[i]);
+    if (dev_) *this = to(dev_->device);  // the device copy follows the changed parameters
   }
 
-  /// A zero cache for b sequences.
-  MambaLayerCache<T> make_cache(index_t b) const { return MambaLayerCache<T>::zeros(cfg_, b); }
+  /// A zero cache for b sequences on the block's device.
+  MambaLayerCache<T> make_cache(index_t b) const { return MambaLayerCache<T>::zeros(cfg_, b, device()); }
+
+  /// The device the block computes on: where its parameters are (to()); the CPU unless moved.
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
+
+  /// This block with its parameters copied to `device` (the same block for the CPU): forward and step then take
+  /// tensors and caches on that device and run the same ops there. The CPU parameters stay (params(), backward);
+  /// copies of the moved block share the device copy. The weight matrices keep their dtype.
+  MambaBlock to(Device device) const {
+    MambaBlock m = *this;
+    m.dev_.reset();
+    if (device.is_cpu()) return m;
+    const Params P = m.views();  // the CPU parameters
+    auto d = std::make_shared<DeviceParams>();
+    d->device = device;
+    auto up = [&](const TensorView& v) {
+      Tensor t = Tensor::empty(v.shape(), v.dtype(), device);
+      copy(t.view(), v);
+      return t;
+    };
+    auto up_optional = [&](const std::optional<TensorView>& v) { return v ? up(*v) : Tensor(); };
+    d->in_proj = up(P.in_proj), d->x_proj = up(P.x_proj), d->dt_proj = up(P.dt_proj), d->out_proj = up(P.out_proj);
+    d->conv_weight = up(P.conv_weight), d->dt_bias = up(P.dt_bias), d->A = up(P.A), d->D = up(P.D);
+    d->in_proj_bias = up_optional(P.in_proj_bias), d->conv_bias = up_optional(P.conv_bias);
+    d->out_proj_bias = up_optional(P.out_proj_bias);
+    m.dev_ = std::move(d);
+    return m;
+  }
 
   /// Parallel forward. u: (b, l, d_model) contiguous T; returns (b, l, d_model). When `cache` is not
   /// null it receives the conv and SSM state after the last token (a prefill), so that step() can
@@ -344,30 +394,30 @@ class MambaBlock {
     c.defined("u", u).rank("u", u, 3);
     c.shape("u", u, {kAny, kAny, cfg_.d_model});
     c.require(u.dtype() == dtype_of<T>(), "u", "expected dtype ", name(dtype_of<T>()), ", got ", name(u.dtype()));
-    c.require(u.device().is_cpu(), "u", "expected a cpu tensor, got ", u.device().str());
+    c.device("u", u, device());
     c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     const index_t b = u.size(0), l = u.size(1);
-    Tensor out = Tensor::empty({b, l, cfg_.d_model}, dtype_of<T>());  // (b, l, d_model)
+    Tensor out = Tensor::empty({b, l, cfg_.d_model}, dtype_of<T>(), device());  // (b, l, d_model)
     if (resume) {
       c.require(cache != nullptr && cache->b == b, "cache", "resume needs a cache for ", b, " sequences");
       check_cache(*cache);
     }
-    forward_raw(u.data_as<const T>(), b, l, out.data_as<T>(), cache, resume);
+    if (cache == nullptr) resume = false;
+    if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
+    forward_into(u, out, cache_view(cache, &MambaLayerCache<T>::conv_state),
+                 cache_view(cache, &MambaLayerCache<T>::ssm_state), resume);
     return out;
   }
 
-  /// Forward on raw contiguous arrays: u, out (b, l, d_model). See forward().
+  /// Forward on raw contiguous arrays of the block's device: u, out (b, l, d_model). See forward().
   void forward_raw(const T* u, index_t b, index_t l, T* out, MambaLayerCache<T>* cache = nullptr,
                    bool resume = false) const {
-    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, w = cfg_.d_conv;
+    const index_t dm = cfg_.d_model;
     if (cache == nullptr) resume = false;
     if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
-    std::optional<TensorView> conv_state, ssm_state;
-    if (cache != nullptr) {
-      conv_state = TensorView::of(cache->conv_state.data(), {b, w - 1, di});
-      ssm_state = TensorView::of(cache->ssm_state.data(), {b, di, n});
-    }
-    forward_into(TensorView::of(u, {b, l, dm}), TensorView::of(out, {b, l, dm}), conv_state, ssm_state, resume);
+    forward_into(TensorView::of(u, {b, l, dm}, device()), TensorView::of(out, {b, l, dm}, device()),
+                 cache_view(cache, &MambaLayerCache<T>::conv_state), cache_view(cache, &MambaLayerCache<T>::ssm_state),
+                 resume);
   }
 
   /// The forward over views on the block's device (the one code path of every device): u, out (b, l, d_model)
@@ -443,11 +493,12 @@ class MambaBlock {
     c.defined("u", u).rank("u", u, 2);
     c.shape("u", u, {cache.b, cfg_.d_model});
     c.require(u.dtype() == dtype_of<T>(), "u", "expected dtype ", name(dtype_of<T>()), ", got ", name(u.dtype()));
-    c.require(u.device().is_cpu() && u.is_contiguous(), "u", "expected a contiguous cpu tensor");
+    c.device("u", u, device());
+    c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     check_cache(cache);
-    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, dtype_of<T>());  // (b, d_model)
-    std::vector<T> work(static_cast<std::size_t>(workspace_size(cache.b)));
-    step_raw(u.data_as<const T>(), out.data_as<T>(), cache, work.data());
+    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, dtype_of<T>(), device());  // (b, d_model)
+    Tensor work = Tensor::empty({workspace_size(cache.b)}, dtype_of<T>(), device());
+    step_into(u, out, cache.conv_state, cache.ssm_state, work);
     return out;
   }
 
@@ -457,13 +508,12 @@ class MambaBlock {
     return b * (2 * di + di + (r + 2 * n) + di + di);
   }
 
-  /// step() on raw arrays: u, out (b, d_model) with b = cache.b; work: workspace_size(b) elements.
-  /// Allocates no buffers (the ops run on views of `work` and the cache).
+  /// step() on raw arrays of the block's device: u, out (b, d_model) with b = cache.b; work: workspace_size(b)
+  /// elements. Allocates no buffers (the ops run on views of `work` and the cache).
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
-    const index_t b = cache.b, di = cfg_.inner(), n = cfg_.d_state, w = cfg_.d_conv;
-    step_into(TensorView::of(u, {b, cfg_.d_model}), TensorView::of(out, {b, cfg_.d_model}),
-              TensorView::of(cache.conv_state.data(), {b, w - 1, di}), TensorView::of(cache.ssm_state.data(), {b, di, n}),
-              TensorView::of(work, {workspace_size(b)}));
+    const index_t b = cache.b;
+    step_into(TensorView::of(u, {b, cfg_.d_model}, device()), TensorView::of(out, {b, cfg_.d_model}, device()),
+              cache.conv_state, cache.ssm_state, TensorView::of(work, {workspace_size(b)}, device()));
   }
 
   /// The one-token step over views on the block's device: u, out (b, d_model); conv_state (b, d_conv - 1, d_inner)
@@ -521,6 +571,8 @@ class MambaBlock {
   /// forward saved (save_chunk_states).
   MambaBlockGrads<T> backward(const TensorView& u, const TensorView& grad_out) const {
     Checker c("MambaBlock::backward");
+    SSM_CHECK(device().is_cpu() && u.device().is_cpu(), "MambaBlock::backward: ", (device().is_cpu() ? u.device() : device()).str(),
+              " tensors are not supported yet (the backward runs on the CPU: use a block on the CPU)");
     c.defined("u", u).rank("u", u, 3).shape("u", u, {kAny, kAny, cfg_.d_model});
     c.shape("grad_out", grad_out, {u.size(0), u.size(1), cfg_.d_model});
     for (const auto& [nm, t] : {std::pair<const char*, const TensorView*>{"u", &u}, {"grad_out", &grad_out}}) {
@@ -531,6 +583,8 @@ class MambaBlock {
   }
 
   MambaBlockGrads<T> backward_raw(const T* u, const T* grad_out, index_t b, index_t l) const {
+    SSM_CHECK(device().is_cpu(), "MambaBlock::backward: ", device().str(),
+              " tensors are not supported yet (the backward runs on the CPU: use a block on the CPU)");
     SSM_CHECK(!m_.any(), "MambaBlock::backward: this block holds projections as weight matrices (", m_.dtypes(),
               "; MambaLM keeps a checkpoint's f16 / bf16 weights unless LoadOptions::weight_dtype says f32), and "
               "backward needs them as f32 parameters: load the model with weight_dtype = DType::f32, or build a "
@@ -640,15 +694,20 @@ class MambaBlock {
     threads_ = threads;
   }
 
-  /// Throws when the cache does not fit this block.
+  /// Throws when the cache does not fit this block (its shapes, dtype and device).
   void check_cache(const MambaLayerCache<T>& cache) const {
-    const index_t di = cfg_.inner();
-    SSM_CHECK(cache.b >= 1 &&
-                  static_cast<index_t>(cache.conv_state.size()) == cache.b * (cfg_.d_conv - 1) * di &&
-                  static_cast<index_t>(cache.ssm_state.size()) == cache.b * di * cfg_.d_state,
-              "MambaBlock: cache does not match the block (b = ", cache.b, ", conv_state ", cache.conv_state.size(),
-              " elements, ssm_state ", cache.ssm_state.size(), " elements; expected (b, ", cfg_.d_conv - 1, ", ",
-              di, ") and (b, ", di, ", ", cfg_.d_state, "))");
+    const index_t di = cfg_.inner(), w = cfg_.d_conv, n = cfg_.d_state, b = cache.b;
+    auto fits = [&](const Tensor& t, std::initializer_list<index_t> shape) {
+      return t.defined() && t.dtype() == dtype_of<T>() && t.device() == device() && t.view().is_contiguous() &&
+             t.shape() == Dims(std::vector<index_t>(shape));
+    };
+    SSM_CHECK(b >= 1 && fits(cache.conv_state, {b, w - 1, di}) && fits(cache.ssm_state, {b, di, n}),
+              "MambaBlock: cache does not match the block (b = ", b, ", conv_state ",
+              cache.conv_state.defined() ? cache.conv_state.shape().str() + " " + cache.conv_state.device().str() : "empty",
+              ", ssm_state ",
+              cache.ssm_state.defined() ? cache.ssm_state.shape().str() + " " + cache.ssm_state.device().str() : "empty",
+              "; expected contiguous ", name(dtype_of<T>()), " (b, ", w - 1, ", ", di, ") and (b, ", di, ", ", n, ") on ",
+              device().str(), ")");
   }
 
  private:
@@ -675,7 +734,22 @@ class MambaBlock {
     TensorView conv_weight, dt_bias, A, D;           // (di, w), (di), (di, n), (di)
     std::optional<TensorView> in_proj_bias, conv_bias, out_proj_bias;
   };
+  // The parameters on a device other than the CPU (to()).
+  struct DeviceParams {
+    Device device;
+    Tensor in_proj, x_proj, dt_proj, out_proj, conv_weight, dt_bias, A, D, in_proj_bias, conv_bias, out_proj_bias;
+  };
   Params views() const {
+    if (dev_) {
+      const DeviceParams& d = *dev_;
+      auto optional = [](const Tensor& t) { return t.defined() ? std::optional<TensorView>(t.view()) : std::nullopt; };
+      Params P;
+      P.in_proj = d.in_proj, P.x_proj = d.x_proj, P.dt_proj = d.dt_proj, P.out_proj = d.out_proj;
+      P.conv_weight = d.conv_weight, P.dt_bias = d.dt_bias, P.A = d.A, P.D = d.D;
+      P.in_proj_bias = optional(d.in_proj_bias), P.conv_bias = optional(d.conv_bias);
+      P.out_proj_bias = optional(d.out_proj_bias);
+      return P;
+    }
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     auto matrix = [](const WeightMatrix& m, const std::vector<T>& v, const Dims& s) {
       return m.empty() ? TensorView::of(v.data(), s) : TensorView(m.tensor());
@@ -697,6 +771,12 @@ class MambaBlock {
     P.conv_bias = optional(p_.conv_bias, di);
     P.out_proj_bias = optional(p_.out_proj_bias, dm);
     return P;
+  }
+
+  // The cache's tensor `member` as a view, or none without a cache.
+  static std::optional<TensorView> cache_view(MambaLayerCache<T>* cache, Tensor MambaLayerCache<T>::*member) {
+    if (cache == nullptr) return std::nullopt;
+    return (cache->*member).view();
   }
 
   // A view of `shape` with `strides` starting `offset` elements into t's memory (t's dtype and device).
@@ -726,6 +806,7 @@ class MambaBlock {
   MambaBlockMatrices m_;  // projections held as weight matrices (empty: in p_)
   std::vector<T> A_;  // (d_inner, n) = −exp(A_log)
   int threads_ = 0;
+  std::shared_ptr<const DeviceParams> dev_;  // the parameters on device() when not the CPU (to())
 };
 
 }  // namespace ssm::layers
