@@ -258,8 +258,8 @@ void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
     // stands for the state after `context` tokens.
     const auto block = make_mamba(threads);
     auto cache = block.make_cache(1);
-    fill(cache.ssm_state.data(), cache.ssm_state.size(), 7);
-    fill(cache.conv_state.data(), cache.conv_state.size(), 8);
+    fill(cache.ssm_state.data_as<float>(), static_cast<std::size_t>(cache.ssm_state.numel()), 7);
+    fill(cache.conv_state.data_as<float>(), static_cast<std::size_t>(cache.conv_state.numel()), 8);
     Tensor u = Tensor::empty({1, kDModel}, ssm::DType::f32);  // (b, d_model)
     ssm::copy(u, x.view().reshape({1, kDModel}));
     state_bytes = static_cast<double>(cache.nbytes());

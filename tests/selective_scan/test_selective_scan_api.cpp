@@ -3,7 +3,10 @@
 // and the backward's options without a grad_last_state. Each now works or is an ssm::Error naming the argument.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cmath>
 #include <complex>
+#include <random>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -232,3 +235,62 @@ TEST(SelectiveScanApi, BackwardTakesOptionsWithoutGradLastState) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// Channel-last operands (the Mamba block's time-major activations): u, delta, z, B, C and out as (b, d, l) views with
+// unit stride along the channels run the CPU kernels on channel-major copies, so they give exactly the results of
+// the same numbers passed channel-major, the initial and last states included.
+
+namespace {
+
+// t (b, k, l) with strides (l · ld, 1, ld): column `offset` on of a time-major buffer (b, l, ld).
+ssm::TensorView channel_last(const ssm::Tensor& buf, ssm::index_t offset, ssm::index_t k) {
+  const ssm::index_t b = buf.size(0), l = buf.size(1), ld = buf.size(2);
+  return ssm::TensorView(buf.data_as<float>() + offset, ssm::DType::f32, ssm::Device::cpu(), {b, k, l}, {l * ld, 1, ld});
+}
+
+ssm::Tensor contiguous_copy(const ssm::TensorView& v) {
+  ssm::Tensor t = ssm::Tensor::empty(v.shape(), v.dtype());
+  ssm::copy(t.view(), v);
+  return t;
+}
+
+}  // namespace
+
+TEST(SelectiveScanApi, ChannelLastOperandsEqualChannelMajor) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  auto random = [&](ssm::Dims shape) {
+    std::vector<float> v(static_cast<std::size_t>(shape.product()));
+    for (auto& x : v) x = dist(rng);
+    return ssm::Tensor::from_vector(shape, v);
+  };
+  for (auto [b, d, n, l] : {std::array<ssm::index_t, 4>{2, 70, 4, 300}, {1, 5, 1, 9}, {3, 33, 16, 2}}) {
+    SCOPED_TRACE("b " + std::to_string(b) + " d " + std::to_string(d) + " n " + std::to_string(n) + " l " + std::to_string(l));
+    // One time-major buffer per role, wider than the operand (as the block's xz and x_proj outputs).
+    const ssm::Tensor ux = random({b, l, 2 * d}), dt = random({b, l, d}), bc = random({b, l, 2 * n + 3});
+    const ssm::Tensor A = random({d, n}), D = random({d}), bias = random({d}), h0 = random({b, d, n});
+    for (ssm::index_t i = 0; i < d * n; ++i) A.data_as<float>()[i] = -0.1f - std::abs(A.data_as<float>()[i]);  // decaying
+    SelectiveScanInputs cl;
+    cl.u = channel_last(ux, 0, d), cl.z = channel_last(ux, d, d), cl.delta = channel_last(dt, 0, d);
+    cl.B = channel_last(bc, 3, n), cl.C = channel_last(bc, 3 + n, n);
+    cl.A = A.view(), cl.D = D.view(), cl.delta_bias = bias.view(), cl.delta_softplus = true;
+    cl.initial_state = h0.view();
+    const ssm::Tensor u = contiguous_copy(cl.u), z = contiguous_copy(*cl.z), delta = contiguous_copy(cl.delta);
+    const ssm::Tensor B = contiguous_copy(cl.B), C = contiguous_copy(cl.C);
+    SelectiveScanInputs cm = cl;
+    cm.u = u.view(), cm.z = z.view(), cm.delta = delta.view(), cm.B = B.view(), cm.C = C.view();
+    SelectiveScanOptions opt;
+    opt.num_threads = 2;
+    opt.return_last_state = true;
+    const auto want = ssm::selective_scan(cm, opt);
+    ssm::Tensor out_buf = ssm::Tensor::zeros({b, l, d + 1}, ssm::DType::f32);  // out channel-last, one spare column
+    ssm::Tensor last = ssm::Tensor::empty({b, d, n}, ssm::DType::f32);
+    const std::string path = ssm::selective_scan_into(cl, channel_last(out_buf, 1, d), last.view(), opt);
+    EXPECT_EQ(path, want.path);
+    const ssm::Tensor out = contiguous_copy(channel_last(out_buf, 1, d));
+    EXPECT_EQ(out.to_vector<float>(), want.out.to_vector<float>());
+    EXPECT_EQ(last.to_vector<float>(), want.last_state.to_vector<float>());
+    for (ssm::index_t i = 0; i < b * l; ++i) ASSERT_EQ(out_buf.data_as<float>()[i * (d + 1)], 0.0f) << "spare column written";
+  }
+}

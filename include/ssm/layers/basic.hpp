@@ -16,6 +16,7 @@ SSM_EXTERNAL_INCLUDE_END
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cpu/causal_conv1d.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/cpu/threads.hpp"
 #include "ssm/ops/embedding.hpp"
@@ -46,21 +47,7 @@ using scalar::silu_grad;
 using scalar::softplus;
 using scalar::softplus_grad;
 
-/// y[i] = silu(x[i]) over n elements (in place allowed), vectorized (ssm::cpu::simd::silu: a few ulp from the
-/// scalar silu above); a ragged tail goes through the same vector code, so every element is computed alike.
-template <class T>
-void silu_forward(const T* x, T* y, index_t n) {
-  namespace simd = ::ssm::cpu::simd;
-  constexpr int W = simd::lanes<T>;
-  index_t i = 0;
-  for (; i + W <= n; i += W) simd::store(y + i, simd::silu<T>(simd::load(x + i)));
-  if (i < n) {
-    T tail[W] = {};
-    std::copy(x + i, x + n, tail);
-    simd::store(tail, simd::silu<T>(simd::load(tail)));
-    std::copy(tail, tail + (n - i), y + i);
-  }
-}
+using cpu::silu_forward;  // y[i] = silu(x[i]), vectorized (cpu/causal_conv1d.hpp)
 /// grad_x[i] = grad_y[i] silu'(x[i]).
 template <class T>
 void silu_backward(const T* x, const T* grad_y, T* grad_x, index_t n) {

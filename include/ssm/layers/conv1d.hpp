@@ -7,64 +7,16 @@
 
 #include <algorithm>
 
+#include "ssm/cpu/causal_conv1d.hpp"
 #include "ssm/layers/basic.hpp"
 
 namespace ssm::layers {
 
-/// Arguments of the conv1d kernels for one batch element. Shapes:
-///   x, out: (l, d)   weight: (d, w)   bias: (d) or null   state_in / state_out: (w − 1, d) or null
-/// The conv state holds the last w − 1 inputs, oldest first.
-template <class T>
-struct Conv1dArgs {
-  index_t l = 0, d = 0, w = 0;
-  const T* weight = nullptr;  // (d, w)
-  const T* bias = nullptr;    // (d)
-  bool silu = false;          // fuse SiLU on the output
-};
-
-/// The input at time t (t may be negative, then read from the state; null state: zero).
-template <class T>
-inline T conv1d_input(const T* x, const T* state_in, index_t t, index_t c, index_t d, index_t w) {
-  if (t >= 0) return x[t * d + c];
-  return state_in != nullptr ? state_in[(w - 1 + t) * d + c] : T(0);
-}
-
-/// Output rows [t0, t1) of the forward (out: (l, d) with row stride d; x: rows of stride ldx >= d, e.g. a
-/// column slice of a wider buffer). Rows of different ranges are independent: threads may split the time axis.
-template <class T>
-void conv1d_forward_rows(const Conv1dArgs<T>& a, const T* x, index_t ldx, const T* state_in, T* out, index_t t0,
-                         index_t t1) {
-  const index_t d = a.d, w = a.w;
-  for (index_t t = t0; t < t1; ++t) {
-    T* o = out + t * d;
-    for (index_t c = 0; c < d; ++c) o[c] = a.bias != nullptr ? a.bias[c] : T(0);
-    for (index_t k = 0; k < w; ++k) {
-      const index_t s = t - (w - 1) + k;
-      if (s >= 0) {
-        const T* xs = x + s * ldx;
-        for (index_t c = 0; c < d; ++c) o[c] += a.weight[c * w + k] * xs[c];
-      } else if (state_in != nullptr) {
-        const T* ss = state_in + (w - 1 + s) * d;
-        for (index_t c = 0; c < d; ++c) o[c] += a.weight[c * w + k] * ss[c];
-      }
-    }
-    if (a.silu) silu_forward(o, o, d);
-  }
-}
-
-/// The conv state after a sequence x (l rows of stride ldx): its last w − 1 inputs, oldest first (from state_in
-/// when l < w − 1). state_out may alias state_in.
-template <class T>
-void conv1d_next_state(const Conv1dArgs<T>& a, const T* x, index_t ldx, const T* state_in, T* state_out) {
-  const index_t l = a.l, d = a.d, w = a.w;
-  std::vector<T> next(static_cast<std::size_t>((w - 1) * d));  // (w - 1, d): a temporary, since it may alias
-  for (index_t j = 0; j < w - 1; ++j) {
-    const index_t t = l - (w - 1) + j;
-    for (index_t c = 0; c < d; ++c)
-      next[static_cast<std::size_t>(j * d + c)] = t >= 0 ? x[t * ldx + c] : conv1d_input(x, state_in, t, c, d, w);
-  }
-  std::copy(next.begin(), next.end(), state_out);
-}
+// Conv1dArgs, conv1d_input, conv1d_forward_rows and conv1d_next_state: the op's CPU path (cpu/causal_conv1d.hpp).
+using cpu::Conv1dArgs;
+using cpu::conv1d_forward_rows;
+using cpu::conv1d_input;
+using cpu::conv1d_next_state;
 
 /// Forward over a sequence. out may not alias x. state_out (when not null) receives the last w − 1
 /// inputs (from the state when l < w − 1); it may alias state_in. x has row stride ldx (default d).

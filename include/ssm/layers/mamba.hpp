@@ -18,6 +18,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -29,6 +30,9 @@
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/conv1d.hpp"
 #include "ssm/layers/weight.hpp"
+#include "ssm/cpu/threads.hpp"
+#include "ssm/cpu/transpose.hpp"
+#include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/selective_scan.hpp"
@@ -158,22 +162,43 @@ struct MambaBlockMatrices {
   std::size_t nbytes() const { return in_proj.nbytes() + x_proj.nbytes() + dt_proj.nbytes() + out_proj.nbytes(); }
 };
 
-/// Per-layer decoding cache: the last d_conv − 1 conv inputs and the SSM state, for b sequences.
-/// A plain value: copy it to fork a sequence. Its size does not depend on the context length.
+/// Per-layer decoding cache: the last d_conv − 1 conv inputs and the SSM state, for b sequences, as tensors on the
+/// block's device. A value: copying it copies the tensors (to fork a sequence). Its size does not depend on the
+/// context length.
 template <class T>
 struct MambaLayerCache {
   index_t b = 0;
-  std::vector<T> conv_state;  // (b, d_conv - 1, d_inner), oldest input first
-  std::vector<T> ssm_state;   // (b, d_inner, n)
+  Tensor conv_state;  // (b, d_conv - 1, d_inner) T, oldest input first
+  Tensor ssm_state;   // (b, d_inner, n) T
 
-  static MambaLayerCache zeros(const MambaBlockConfig& cfg, index_t b) {
+  MambaLayerCache() = default;
+  MambaLayerCache(const MambaLayerCache& o) : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
+  MambaLayerCache& operator=(const MambaLayerCache& o) {
+    if (this != &o) *this = MambaLayerCache(o);
+    return *this;
+  }
+  MambaLayerCache(MambaLayerCache&&) noexcept = default;
+  MambaLayerCache& operator=(MambaLayerCache&&) noexcept = default;
+
+  static MambaLayerCache zeros(const MambaBlockConfig& cfg, index_t b, Device device = Device::cpu()) {
     MambaLayerCache c;
     c.b = b;
-    c.conv_state.assign(static_cast<std::size_t>(b * (cfg.d_conv - 1) * cfg.inner()), T(0));
-    c.ssm_state.assign(static_cast<std::size_t>(b * cfg.inner() * cfg.d_state), T(0));
+    c.conv_state = Tensor::zeros({b, cfg.d_conv - 1, cfg.inner()}, dtype_of<T>(), device);
+    c.ssm_state = Tensor::zeros({b, cfg.inner(), cfg.d_state}, dtype_of<T>(), device);
     return c;
   }
-  std::size_t nbytes() const { return (conv_state.size() + ssm_state.size()) * sizeof(T); }
+  std::size_t nbytes() const {
+    return (conv_state.defined() ? conv_state.nbytes() : 0) + (ssm_state.defined() ? ssm_state.nbytes() : 0);
+  }
+  Device device() const { return conv_state.defined() ? conv_state.device() : Device::cpu(); }
+
+ private:
+  static Tensor clone(const Tensor& t) {
+    if (!t.defined()) return t;
+    Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+    copy(c.view(), t.view());
+    return c;
+  }
 };
 
 /// Input and parameter gradients of MambaBlock::backward.
@@ -185,59 +210,23 @@ struct MambaBlockGrads {
 
 namespace detail {
 
-/// FalconMamba: x_proj's output dbc (rows, r + 2n), row stride ld: δ (r), B (n) and C (n) of every row
-/// RMS-normalized in place, each over its own features, without weight (three ssm::rms_norm calls on column slices).
-template <class T>
-void normalize_dbc(T* dbc, index_t rows, index_t r, index_t n, index_t ld, double eps) {
+/// FalconMamba: x_proj's output dbc (rows, r + 2n), unit stride along the features: δ (r), B (n) and C (n) of every
+/// row RMS-normalized in place, each over its own features, without weight (three ssm::rms_norm calls on column
+/// slices; any device).
+inline void normalize_dbc(const TensorView& dbc, index_t r, index_t n, double eps) {
   for (auto [offset, width] : {std::pair<index_t, index_t>{0, r}, {r, n}, {r + n, n}}) {
-    const TensorView part = strided_rows(dbc + offset, rows, width, ld);  // (rows, width)
+    const TensorView part = dbc.narrow(1, offset, width);  // (rows, width)
     rms_norm_into(RmsNormInputs{part, std::nullopt, std::nullopt, eps}, part);
   }
 }
-
-/// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: one tile, W x W blocks transposed in vector
-/// registers (ssm::cpu::simd::transpose), the ragged edges element by element.
+/// normalize_dbc on a raw CPU array with row stride ld.
 template <class T>
-void transpose_tile(const T* src, index_t lds, T* dst, index_t ldd, index_t rows, index_t cols) {
-  namespace simd = ::ssm::cpu::simd;
-  constexpr int W = simd::lanes<T>;
-  index_t i = 0;
-  for (; i + W <= rows; i += W) {
-    index_t j = 0;
-    for (; j + W <= cols; j += W) {
-      simd::Vec<T> r[W];
-      for (int k = 0; k < W; ++k) r[k] = simd::load(src + (i + k) * lds + j);
-      simd::transpose<T>(r);
-      for (int k = 0; k < W; ++k) simd::store(dst + (j + k) * ldd + i, r[k]);
-    }
-    for (; j < cols; ++j)
-      for (index_t k = i; k < i + W; ++k) dst[j * ldd + k] = src[k * lds + j];
-  }
-  for (; i < rows; ++i)
-    for (index_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+void normalize_dbc(T* dbc, index_t rows, index_t r, index_t n, index_t ld, double eps) {
+  normalize_dbc(strided_rows(dbc, rows, r + 2 * n, ld), r, n, eps);
 }
-
-/// Channels [c0, c1) of dst (k, l) = src (l, k) with row stride ld: time-major activations → the scan's
-/// channel-major layout, tile by tile.
-template <class T>
-void to_channel_major(const T* src, index_t l, index_t ld, T* dst, index_t c0, index_t c1) {
-  constexpr index_t kTile = 64;
-  for (index_t t0 = 0; t0 < l; t0 += kTile)
-    transpose_tile(src + t0 * ld + c0, ld, dst + c0 * l + t0, l, std::min(kTile, l - t0), c1 - c0);
-}
-/// Channels [c0, c1) of dst (l, k) with row stride ld = src (k, l), tile by tile.
-template <class T>
-void to_time_major(const T* src, index_t l, index_t ld, T* dst, index_t c0, index_t c1) {
-  constexpr index_t kTile = 64;
-  for (index_t t0 = 0; t0 < l; t0 += kTile)
-    transpose_tile(src + c0 * l + t0, l, dst + t0 * ld + c0, ld, c1 - c0, std::min(kTile, l - t0));
-}
-
-/// Channel groups per transpose task (a multiple of the 32-wide tiles).
-inline constexpr index_t kTransposeChannels = 64;
 
 /// The scan's operands in its channel-major layout, copied from the block's time-major buffers by `threads`
-/// threads (tasks: batch x operand x group of kTransposeChannels channels).
+/// threads (tasks: batch x operand x group of cpu::kTransposeChannels channels); the backward's copies.
 template <class T>
 struct ScanOperands {
   std::vector<T> u, delta, z;  // (b, di, l) each
@@ -258,12 +247,12 @@ struct ScanOperands {
                          {xz + di, 2 * di, di, l * 2 * di, z.data()},
                          {dbc + r, nx, n, l * nx, B.data()},
                          {dbc + r + n, nx, n, l * nx, C.data()}};
-    const index_t groups = (di + kTransposeChannels - 1) / kTransposeChannels;
+    const index_t groups = (di + cpu::kTransposeChannels - 1) / cpu::kTransposeChannels;
     ::ssm::cpu::parallel_for(b * 5 * groups, threads, [&](index_t task) {
       const index_t g = task % groups, j = (task / groups) % 5, bi = task / (groups * 5);
       const Job& job = jobs[j];
-      const index_t c0 = g * kTransposeChannels, c1 = std::min(job.k, c0 + kTransposeChannels);
-      if (c0 < c1) to_channel_major(job.src + bi * job.src_batch, l, job.ld, job.dst + bi * job.k * l, c0, c1);
+      const index_t c0 = g * cpu::kTransposeChannels, c1 = std::min(job.k, c0 + cpu::kTransposeChannels);
+      if (c0 < c1) cpu::to_channel_major(job.src + bi * job.src_batch, l, job.ld, job.dst + bi * job.k * l, c0, c1);
     });
   }
 };
@@ -363,10 +352,38 @@ class MambaBlock {
   void refresh() {
     A_.resize(p_.A_log.size());
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(p_.A_log[i]);
+    if (dev_) *this = to(dev_->device);  // the device copy follows the changed parameters
   }
 
-  /// A zero cache for b sequences.
-  MambaLayerCache<T> make_cache(index_t b) const { return MambaLayerCache<T>::zeros(cfg_, b); }
+  /// A zero cache for b sequences on the block's device.
+  MambaLayerCache<T> make_cache(index_t b) const { return MambaLayerCache<T>::zeros(cfg_, b, device()); }
+
+  /// The device the block computes on: where its parameters are (to()); the CPU unless moved.
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
+
+  /// This block with its parameters copied to `device` (the same block for the CPU): forward and step then take
+  /// tensors and caches on that device and run the same ops there. The CPU parameters stay (params(), backward);
+  /// copies of the moved block share the device copy. The weight matrices keep their dtype.
+  MambaBlock to(Device device) const {
+    MambaBlock m = *this;
+    m.dev_.reset();
+    if (device.is_cpu()) return m;
+    const Params P = m.views();  // the CPU parameters
+    auto d = std::make_shared<DeviceParams>();
+    d->device = device;
+    auto up = [&](const TensorView& v) {
+      Tensor t = Tensor::empty(v.shape(), v.dtype(), device);
+      copy(t.view(), v);
+      return t;
+    };
+    auto up_optional = [&](const std::optional<TensorView>& v) { return v ? up(*v) : Tensor(); };
+    d->in_proj = up(P.in_proj), d->x_proj = up(P.x_proj), d->dt_proj = up(P.dt_proj), d->out_proj = up(P.out_proj);
+    d->conv_weight = up(P.conv_weight), d->dt_bias = up(P.dt_bias), d->A = up(P.A), d->D = up(P.D);
+    d->in_proj_bias = up_optional(P.in_proj_bias), d->conv_bias = up_optional(P.conv_bias);
+    d->out_proj_bias = up_optional(P.out_proj_bias);
+    m.dev_ = std::move(d);
+    return m;
+  }
 
   /// Parallel forward. u: (b, l, d_model) contiguous T; returns (b, l, d_model). When `cache` is not
   /// null it receives the conv and SSM state after the last token (a prefill), so that step() can
@@ -377,79 +394,96 @@ class MambaBlock {
     c.defined("u", u).rank("u", u, 3);
     c.shape("u", u, {kAny, kAny, cfg_.d_model});
     c.require(u.dtype() == dtype_of<T>(), "u", "expected dtype ", name(dtype_of<T>()), ", got ", name(u.dtype()));
-    c.require(u.device().is_cpu(), "u", "expected a cpu tensor, got ", u.device().str());
+    c.device("u", u, device());
     c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     const index_t b = u.size(0), l = u.size(1);
-    Tensor out = Tensor::empty({b, l, cfg_.d_model}, dtype_of<T>());  // (b, l, d_model)
+    Tensor out = Tensor::empty({b, l, cfg_.d_model}, dtype_of<T>(), device());  // (b, l, d_model)
     if (resume) {
       c.require(cache != nullptr && cache->b == b, "cache", "resume needs a cache for ", b, " sequences");
       check_cache(*cache);
     }
-    forward_raw(u.data_as<const T>(), b, l, out.data_as<T>(), cache, resume);
+    if (cache == nullptr) resume = false;
+    if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
+    forward_into(u, out, cache_view(cache, &MambaLayerCache<T>::conv_state),
+                 cache_view(cache, &MambaLayerCache<T>::ssm_state), resume);
     return out;
   }
 
-  /// Forward on raw contiguous arrays: u, out (b, l, d_model). See forward(). Runs on threads() threads: the
-  /// GEMMs split their output features, the conv its time axis, the transposes their channels, and the scan
-  /// its (batch, channel block) items.
+  /// Forward on raw contiguous arrays of the block's device: u, out (b, l, d_model). See forward().
   void forward_raw(const T* u, index_t b, index_t l, T* out, MambaLayerCache<T>* cache = nullptr,
                    bool resume = false) const {
-    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
-    const index_t rows = b * l, nx = r + 2 * n;
-    const int nt = cpu::cpu_threads(threads_, rows * di * n);
+    const index_t dm = cfg_.d_model;
     if (cache == nullptr) resume = false;
     if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
-    std::vector<T> xz(static_cast<std::size_t>(rows * 2 * di));  // (b, l, 2 di)
-    project(m_.in_proj, p_.in_proj_weight, u, bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di, -1, -1, nt);
-    std::vector<T> xc(static_cast<std::size_t>(rows * di));   // (b, l, di) conv + SiLU output
-    std::vector<T> dbc(static_cast<std::size_t>(rows * nx));  // (b, l, r + 2n)
-    std::vector<T> dt(static_cast<std::size_t>(rows * di));   // (b, l, di)
-    std::vector<T> y(static_cast<std::size_t>(rows * di));    // (b, l, di)
-    std::vector<T> h;                                         // (b, di, n) last state, when a cache is filled
-    const Conv1dArgs<T> conv{l, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
+    forward_into(TensorView::of(u, {b, l, dm}, device()), TensorView::of(out, {b, l, dm}, device()),
+                 cache_view(cache, &MambaLayerCache<T>::conv_state), cache_view(cache, &MambaLayerCache<T>::ssm_state),
+                 resume);
+  }
+
+  /// The forward over views on the block's device (the one code path of every device): u, out (b, l, d_model)
+  /// contiguous; conv_state (b, d_conv - 1, d_inner) and ssm_state (b, d_inner, n), contiguous, when given receive
+  /// the state after the last token, and with `resume` hold the state the sequences start from.
+  ///
+  /// Activations stay time-major ((b, l, features), as the projections write them): in_proj → causal_conv1d in its
+  /// channel-last layout → x_proj (→ rms_norm of δ, B, C: FalconMamba) → dt_proj → selective_scan over channel-last
+  /// views of those buffers → out_proj, each an op dispatching by device. On the CPU, threads() threads: the GEMMs
+  /// split their output features, the conv its time axis, the scan its operands' copies and (batch, channel block).
+  void forward_into(const TensorView& u, const TensorView& out, const std::optional<TensorView>& conv_state,
+                    const std::optional<TensorView>& ssm_state, bool resume) const {
+    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
+    const index_t b = u.size(0), l = u.size(1), rows = b * l, nx = r + 2 * n;
+    const Device dev = u.device();
+    const DType dt = dtype_of<T>();
+    const Params P = views();
+    const int nt = cpu::cpu_threads(threads_, rows * di * n);
+    if (!conv_state || !ssm_state) resume = false;
+    Tensor xz = Tensor::empty({b, l, 2 * di}, dt, dev);  // (b, l, 2 di): x, then z
+    project(P.in_proj, u.reshape({rows, dm}), P.in_proj_bias, xz.view().reshape({rows, 2 * di}), nt);
+    Tensor xc = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) conv + SiLU output
     {
-      // conv1d + SiLU on the x half of xz (row stride 2 di), in time chunks; the chunks of one sequence read
-      // the inputs before them, so they are independent.
-      const index_t chunk = std::max<index_t>(64, (l + nt - 1) / nt);
-      const index_t chunks = (l + chunk - 1) / chunk;
-      cpu::parallel_for(b * chunks, nt, [&](index_t task) {
-        const index_t bi = task / chunks, t0 = (task % chunks) * chunk;
-        const T* state_in = resume ? cache->conv_state.data() + bi * (w - 1) * di : nullptr;
-        conv1d_forward_rows(conv, xz.data() + bi * l * 2 * di, 2 * di, state_in, xc.data() + bi * l * di, t0,
-                            std::min(l, t0 + chunk));
-      });
-      if (cache != nullptr)
-        for (index_t bi = 0; bi < b; ++bi) {
-          T* state = cache->conv_state.data() + bi * (w - 1) * di;
-          conv1d_next_state(conv, xz.data() + bi * l * 2 * di, 2 * di, resume ? static_cast<const T*>(state) : nullptr,
-                            state);
-        }
+      CausalConv1dInputs ci;
+      ci.x = part(xz, 0, {b, l, di}, {l * 2 * di, 2 * di, 1});  // the x half
+      ci.weight = P.conv_weight;
+      ci.bias = P.conv_bias;
+      ci.silu = true;
+      ci.channel_last = true;
+      ci.num_threads = nt;
+      if (resume) ci.initial_state = *conv_state;
+      Tensor unused;  // (b, w - 1, di) the final state when no cache is filled
+      if (!conv_state) unused = Tensor::empty({b, w - 1, di}, dt, dev);
+      causal_conv1d_into(ci, xc, conv_state ? *conv_state : unused.view());
     }
-    project(m_.x_proj, p_.x_proj_weight, xc.data(), nullptr, dbc.data(), rows, di, nx, -1, -1, nt);
-    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.data(), rows, r, n, nx, *cfg_.bcdt_rms_eps);
-    project(m_.dt_proj, p_.dt_proj_weight, dbc.data(), nullptr, dt.data(), rows, r, di, nx, -1, nt);
+    Tensor dbc = Tensor::empty({b, l, nx}, dt, dev);  // (b, l, r + 2n): δ, B, C
+    project(P.x_proj, xc.view().reshape({rows, di}), std::nullopt, dbc.view().reshape({rows, nx}), nt);
+    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps);
+    Tensor delta = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) Δ before the bias and softplus
+    project(P.dt_proj, part(dbc, 0, {rows, r}, {nx, 1}), std::nullopt, delta.view().reshape({rows, di}), nt);
+    Tensor y = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) gated scan output
     {
-      // The selective scan op (ssm::selective_scan: optimized CPU path) in its (b, d, l) layout.
-      detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data(), nt);
-      SelectiveScanInputs in = scan_inputs(ops, b, l);
-      if (resume) in.initial_state = TensorView::of(cache->ssm_state.data(), {b, di, n});
-      std::vector<T> out_cm(ops.u.size());  // (b, di, l)
-      if (cache != nullptr) h.resize(static_cast<std::size_t>(b * di * n));
+      // The scan reads its (b, d, l) operands as channel-last views of the time-major buffers.
+      SelectiveScanInputs in;
+      in.u = part(xc, 0, {b, di, l}, {l * di, 1, di});
+      in.delta = part(delta, 0, {b, di, l}, {l * di, 1, di});
+      in.z = part(xz, di, {b, di, l}, {l * 2 * di, 1, 2 * di});
+      in.B = part(dbc, r, {b, n, l}, {l * nx, 1, nx});
+      in.C = part(dbc, r + n, {b, n, l}, {l * nx, 1, nx});
+      in.A = P.A;
+      in.D = P.D;
+      in.delta_bias = P.dt_bias;
+      in.delta_softplus = true;
+      Tensor h;  // (b, di, n) the last state, when it replaces the initial one
+      std::optional<TensorView> last = ssm_state;
+      if (resume) {
+        in.initial_state = *ssm_state;
+        h = Tensor::empty({b, di, n}, dt, dev);
+        last = h.view();
+      }
       SelectiveScanOptions opt;
       opt.num_threads = nt;
-      selective_scan_into(in, TensorView::of(out_cm.data(), {b, di, l}),
-                          cache != nullptr ? std::optional<TensorView>(TensorView::of(h.data(), {b, di, n}))
-                                           : std::nullopt,
-                          opt);
-      const index_t groups = (di + detail::kTransposeChannels - 1) / detail::kTransposeChannels;
-      cpu::parallel_for(b * groups, nt, [&](index_t task) {
-        const index_t bi = task / groups, c0 = (task % groups) * detail::kTransposeChannels;
-        detail::to_time_major(out_cm.data() + bi * di * l, l, di, y.data() + bi * l * di, c0,
-                              std::min(di, c0 + detail::kTransposeChannels));
-      });
-      if (cache != nullptr) std::copy(h.begin(), h.end(), cache->ssm_state.begin());
+      selective_scan_into(in, part(y, 0, {b, di, l}, {l * di, 1, di}), last, opt);
+      if (h.defined()) copy(*ssm_state, h);
     }
-    project(m_.out_proj, p_.out_proj_weight, y.data(), bias_or_null(p_.out_proj_bias), out, rows, di, dm, -1, -1, nt);
+    project(P.out_proj, y.view().reshape({rows, di}), P.out_proj_bias, out.reshape({rows, dm}), nt);
   }
 
   /// One token for b sequences: u (b, d_model) → returns (b, d_model); the cache (b sequences) is
@@ -459,11 +493,12 @@ class MambaBlock {
     c.defined("u", u).rank("u", u, 2);
     c.shape("u", u, {cache.b, cfg_.d_model});
     c.require(u.dtype() == dtype_of<T>(), "u", "expected dtype ", name(dtype_of<T>()), ", got ", name(u.dtype()));
-    c.require(u.device().is_cpu() && u.is_contiguous(), "u", "expected a contiguous cpu tensor");
+    c.device("u", u, device());
+    c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     check_cache(cache);
-    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, dtype_of<T>());  // (b, d_model)
-    std::vector<T> work(static_cast<std::size_t>(workspace_size(cache.b)));
-    step_raw(u.data_as<const T>(), out.data_as<T>(), cache, work.data());
+    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, dtype_of<T>(), device());  // (b, d_model)
+    Tensor work = Tensor::empty({workspace_size(cache.b)}, dtype_of<T>(), device());
+    step_into(u, out, cache.conv_state, cache.ssm_state, work);
     return out;
   }
 
@@ -473,45 +508,61 @@ class MambaBlock {
     return b * (2 * di + di + (r + 2 * n) + di + di);
   }
 
-  /// step() on raw arrays: u, out (b, d_model) with b = cache.b; work: workspace_size(b) elements.
-  /// Allocates no buffers (the ops run on views of `work` and the cache); the SSM part is the
-  /// ssm::selective_state_update op (mamba's selective_state_update).
+  /// step() on raw arrays of the block's device: u, out (b, d_model) with b = cache.b; work: workspace_size(b)
+  /// elements. Allocates no buffers (the ops run on views of `work` and the cache).
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
-    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
-    const index_t b = cache.b, nx = r + 2 * n;
+    const index_t b = cache.b;
+    step_into(TensorView::of(u, {b, cfg_.d_model}, device()), TensorView::of(out, {b, cfg_.d_model}, device()),
+              cache.conv_state, cache.ssm_state, TensorView::of(work, {workspace_size(b)}, device()));
+  }
+
+  /// The one-token step over views on the block's device: u, out (b, d_model); conv_state (b, d_conv - 1, d_inner)
+  /// and ssm_state (b, d_inner, n), contiguous, advanced in place; work: workspace_size(b) contiguous elements.
+  /// The same ops as forward_into with l = 1, the scan being ssm::selective_state_update (mamba's
+  /// selective_state_update).
+  void step_into(const TensorView& u, const TensorView& out, const TensorView& conv_state, const TensorView& ssm_state,
+                 const TensorView& work) const {
+    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank();
+    const index_t b = u.size(0), nx = r + 2 * n;
+    const Params P = views();
     // Decoding: starting threads for each of the four products costs more than it saves for a few sequences
     // (d_model 768, one sequence: 700-960 us per token on 2 threads against 635 us on one, measured with
     // bench_scan_vs_attention), so only batches above 2^24 multiply-adds per step are split.
     const index_t macs = b * dm * di * 3;
     const int nt = macs >= (index_t{1} << 24) ? cpu::cpu_threads(threads_, macs) : 1;
-    T* xz = work;                 // (b, 2 di)
-    T* xc = xz + b * 2 * di;      // (b, di)
-    T* dbc = xc + b * di;         // (b, r + 2n)
-    T* dt = dbc + b * nx;         // (b, di)
-    T* y = dt + b * di;           // (b, di)
-    project(m_.in_proj, p_.in_proj_weight, u, bias_or_null(p_.in_proj_bias), xz, b, dm, 2 * di, -1, -1, nt);
-    const Conv1dArgs<T> conv{1, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
-    for (index_t bi = 0; bi < b; ++bi)
-      conv1d_update(conv, xz + bi * 2 * di, cache.conv_state.data() + bi * (w - 1) * di, xc + bi * di);
-    project(m_.x_proj, p_.x_proj_weight, xc, nullptr, dbc, b, di, nx, -1, -1, nt);
-    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, b, r, n, nx, *cfg_.bcdt_rms_eps);
-    project(m_.dt_proj, p_.dt_proj_weight, dbc, nullptr, dt, b, r, di, nx, -1, nt);
+    const TensorView xz = part(work, 0, {b, 2 * di}, {2 * di, 1});                  // (b, 2 di)
+    const TensorView xc = part(work, b * 2 * di, {b, di}, {di, 1});                // (b, di)
+    const TensorView dbc = part(work, b * 3 * di, {b, nx}, {nx, 1});               // (b, r + 2n)
+    const TensorView delta = part(work, b * (3 * di + nx), {b, di}, {di, 1});      // (b, di)
+    const TensorView y = part(work, b * (4 * di + nx), {b, di}, {di, 1});          // (b, di)
+    project(P.in_proj, u, P.in_proj_bias, xz, nt);
     {
-      // The one-token state update (ssm::selective_state_update, mamba's selective_state_update) for the b rows.
-      SelectiveStateUpdateInputs su;
-      su.state = TensorView::of(cache.ssm_state.data(), {b, di, n});
-      su.x = TensorView::of(static_cast<const T*>(xc), {b, di});
-      su.dt = TensorView::of(static_cast<const T*>(dt), {b, di});
-      su.A = TensorView::of(A_.data(), {di, n});
-      su.B = strided_rows(dbc + r, b, n, nx);
-      su.C = strided_rows(dbc + r + n, b, n, nx);
-      su.D = TensorView::of(p_.D.data(), {di});
-      su.z = strided_rows(xz + di, b, di, 2 * di);
-      su.dt_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
-      su.dt_softplus = true;
-      ::ssm::selective_state_update(su, TensorView::of(y, {b, di}));
+      // conv1d over one token, its state advanced in place.
+      CausalConv1dInputs ci;
+      ci.x = part(xz, 0, {b, 1, di}, {2 * di, 2 * di, 1});
+      ci.weight = P.conv_weight;
+      ci.bias = P.conv_bias;
+      ci.silu = true;
+      ci.channel_last = true;
+      ci.initial_state = conv_state;
+      causal_conv1d_into(ci, xc.reshape({b, 1, di}), conv_state);
     }
-    project(m_.out_proj, p_.out_proj_weight, y, bias_or_null(p_.out_proj_bias), out, b, di, dm, -1, -1, nt);
+    project(P.x_proj, xc, std::nullopt, dbc, nt);
+    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, r, n, *cfg_.bcdt_rms_eps);
+    project(P.dt_proj, part(dbc, 0, {b, r}, {nx, 1}), std::nullopt, delta, nt);
+    SelectiveStateUpdateInputs su;
+    su.state = ssm_state;
+    su.x = xc;
+    su.dt = delta;
+    su.A = P.A;
+    su.B = part(dbc, r, {b, n}, {nx, 1});
+    su.C = part(dbc, r + n, {b, n}, {nx, 1});
+    su.D = P.D;
+    su.z = part(xz, di, {b, di}, {2 * di, 1});
+    su.dt_bias = P.dt_bias;
+    su.dt_softplus = true;
+    selective_state_update(su, y);
+    project(P.out_proj, y, P.out_proj_bias, out, nt);
   }
 
   /// Backward of forward() from a zero state: given u (b, l, d_model) and grad_out (b, l, d_model),
@@ -520,6 +571,8 @@ class MambaBlock {
   /// forward saved (save_chunk_states).
   MambaBlockGrads<T> backward(const TensorView& u, const TensorView& grad_out) const {
     Checker c("MambaBlock::backward");
+    SSM_CHECK(device().is_cpu() && u.device().is_cpu(), "MambaBlock::backward: ", (device().is_cpu() ? u.device() : device()).str(),
+              " tensors are not supported yet (the backward runs on the CPU: use a block on the CPU)");
     c.defined("u", u).rank("u", u, 3).shape("u", u, {kAny, kAny, cfg_.d_model});
     c.shape("grad_out", grad_out, {u.size(0), u.size(1), cfg_.d_model});
     for (const auto& [nm, t] : {std::pair<const char*, const TensorView*>{"u", &u}, {"grad_out", &grad_out}}) {
@@ -530,6 +583,8 @@ class MambaBlock {
   }
 
   MambaBlockGrads<T> backward_raw(const T* u, const T* grad_out, index_t b, index_t l) const {
+    SSM_CHECK(device().is_cpu(), "MambaBlock::backward: ", device().str(),
+              " tensors are not supported yet (the backward runs on the CPU: use a block on the CPU)");
     SSM_CHECK(!m_.any(), "MambaBlock::backward: this block holds projections as weight matrices (", m_.dtypes(),
               "; MambaLM keeps a checkpoint's f16 / bf16 weights unless LoadOptions::weight_dtype says f32), and "
               "backward needs them as f32 parameters: load the model with weight_dtype = DType::f32, or build a "
@@ -573,13 +628,13 @@ class MambaBlock {
     selective_scan_into(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, fwd_opt, &chunk_states);
     if (chunk_states.defined()) opt.chunk_states = chunk_states.view();
     std::vector<T> y(static_cast<std::size_t>(rows * di));  // (b, l, di) gated scan output
-    for (index_t bi = 0; bi < b; ++bi) detail::to_time_major(cm.data() + bi * di * l, l, di, y.data() + bi * l * di, 0, di);
+    for (index_t bi = 0; bi < b; ++bi) cpu::to_time_major(cm.data() + bi * di * l, l, di, y.data() + bi * l * di, 0, di);
     // ---- out_proj ----
     std::vector<T> grad_y(static_cast<std::size_t>(rows * di));  // (b, l, di)
     linear_backward(y.data(), p_.out_proj_weight.data(), grad_out, grad_y.data(), gp.out_proj_weight.data(),
                     bias_or_null_mut(gp.out_proj_bias), rows, di, dm);
     // ---- selective scan backward (ssm::selective_scan_backward, docs/math.md §5.3) ----
-    for (index_t bi = 0; bi < b; ++bi) detail::to_channel_major(grad_y.data() + bi * l * di, l, di, cm.data() + bi * di * l, 0, di);
+    for (index_t bi = 0; bi < b; ++bi) cpu::to_channel_major(grad_y.data() + bi * l * di, l, di, cm.data() + bi * di * l, 0, di);
     const SelectiveScanGrads sg = selective_scan_backward(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
     std::vector<T> grad_xz(static_cast<std::size_t>(rows * 2 * di), T(0));  // (b, l, 2 di)
     std::vector<T> grad_xc(static_cast<std::size_t>(rows * di));            // (b, l, di)
@@ -587,11 +642,11 @@ class MambaBlock {
     std::vector<T> grad_dt(static_cast<std::size_t>(rows * di));            // (b, l, di) w.r.t. dt_proj output
     for (index_t bi = 0; bi < b; ++bi) {
       const index_t o = bi * l;
-      detail::to_time_major(sg.grad_u.data_as<T>() + bi * di * l, l, di, grad_xc.data() + o * di, 0, di);
-      detail::to_time_major(sg.grad_delta.data_as<T>() + bi * di * l, l, di, grad_dt.data() + o * di, 0, di);
-      detail::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, 2 * di, grad_xz.data() + o * 2 * di + di, 0, di);
-      detail::to_time_major(sg.grad_B.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r, 0, n);
-      detail::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r + n, 0, n);
+      cpu::to_time_major(sg.grad_u.data_as<T>() + bi * di * l, l, di, grad_xc.data() + o * di, 0, di);
+      cpu::to_time_major(sg.grad_delta.data_as<T>() + bi * di * l, l, di, grad_dt.data() + o * di, 0, di);
+      cpu::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, 2 * di, grad_xz.data() + o * 2 * di + di, 0, di);
+      cpu::to_time_major(sg.grad_B.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r, 0, n);
+      cpu::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r + n, 0, n);
     }
     const T* grad_A = sg.grad_A.data_as<T>();  // (di, n)
     for (std::size_t i = 0; i < A_.size(); ++i) gp.A_log[i] = grad_A[i] * A_[i];  // A = −exp(A_log)
@@ -639,15 +694,20 @@ class MambaBlock {
     threads_ = threads;
   }
 
-  /// Throws when the cache does not fit this block.
+  /// Throws when the cache does not fit this block (its shapes, dtype and device).
   void check_cache(const MambaLayerCache<T>& cache) const {
-    const index_t di = cfg_.inner();
-    SSM_CHECK(cache.b >= 1 &&
-                  static_cast<index_t>(cache.conv_state.size()) == cache.b * (cfg_.d_conv - 1) * di &&
-                  static_cast<index_t>(cache.ssm_state.size()) == cache.b * di * cfg_.d_state,
-              "MambaBlock: cache does not match the block (b = ", cache.b, ", conv_state ", cache.conv_state.size(),
-              " elements, ssm_state ", cache.ssm_state.size(), " elements; expected (b, ", cfg_.d_conv - 1, ", ",
-              di, ") and (b, ", di, ", ", cfg_.d_state, "))");
+    const index_t di = cfg_.inner(), w = cfg_.d_conv, n = cfg_.d_state, b = cache.b;
+    auto fits = [&](const Tensor& t, std::initializer_list<index_t> shape) {
+      return t.defined() && t.dtype() == dtype_of<T>() && t.device() == device() && t.view().is_contiguous() &&
+             t.shape() == Dims(std::vector<index_t>(shape));
+    };
+    SSM_CHECK(b >= 1 && fits(cache.conv_state, {b, w - 1, di}) && fits(cache.ssm_state, {b, di, n}),
+              "MambaBlock: cache does not match the block (b = ", b, ", conv_state ",
+              cache.conv_state.defined() ? cache.conv_state.shape().str() + " " + cache.conv_state.device().str() : "empty",
+              ", ssm_state ",
+              cache.ssm_state.defined() ? cache.ssm_state.shape().str() + " " + cache.ssm_state.device().str() : "empty",
+              "; expected contiguous ", name(dtype_of<T>()), " (b, ", w - 1, ", ", di, ") and (b, ", di, ", ", n, ") on ",
+              device().str(), ")");
   }
 
  private:
@@ -667,17 +727,70 @@ class MambaBlock {
     return in;
   }
 
-  // y (rows, out; row stride ldy) = x (rows, in; row stride ldx) W^T (+ bias) by the ssm::linear op, with W the
-  // matrix m when it is held, else the vector w.
-  void project(const WeightMatrix& m, const std::vector<T>& w, const T* x, const T* bias, T* y, index_t rows,
-               index_t in, index_t out, index_t ldx, index_t ldy, int nt) const {
-    LinearInputs li;
-    li.x = strided_rows(x, rows, in, ldx);
-    li.weight = m.empty() ? TensorView::of(w.data(), {out, in}) : TensorView(m.tensor());
-    if (bias != nullptr) li.bias = TensorView::of(bias, {out});
+  // The parameters as the ops read them: views on the block's device (the projections: the WeightMatrix when held,
+  // else the params' vector; A = −exp(A_log)).
+  struct Params {
+    TensorView in_proj, x_proj, dt_proj, out_proj;  // (out, in) each
+    TensorView conv_weight, dt_bias, A, D;           // (di, w), (di), (di, n), (di)
+    std::optional<TensorView> in_proj_bias, conv_bias, out_proj_bias;
+  };
+  // The parameters on a device other than the CPU (to()).
+  struct DeviceParams {
+    Device device;
+    Tensor in_proj, x_proj, dt_proj, out_proj, conv_weight, dt_bias, A, D, in_proj_bias, conv_bias, out_proj_bias;
+  };
+  Params views() const {
+    if (dev_) {
+      const DeviceParams& d = *dev_;
+      auto optional = [](const Tensor& t) { return t.defined() ? std::optional<TensorView>(t.view()) : std::nullopt; };
+      Params P;
+      P.in_proj = d.in_proj, P.x_proj = d.x_proj, P.dt_proj = d.dt_proj, P.out_proj = d.out_proj;
+      P.conv_weight = d.conv_weight, P.dt_bias = d.dt_bias, P.A = d.A, P.D = d.D;
+      P.in_proj_bias = optional(d.in_proj_bias), P.conv_bias = optional(d.conv_bias);
+      P.out_proj_bias = optional(d.out_proj_bias);
+      return P;
+    }
+    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
+    auto matrix = [](const WeightMatrix& m, const std::vector<T>& v, const Dims& s) {
+      return m.empty() ? TensorView::of(v.data(), s) : TensorView(m.tensor());
+    };
+    auto optional = [](const std::vector<T>& v, index_t size) -> std::optional<TensorView> {
+      if (v.empty()) return std::nullopt;
+      return TensorView::of(v.data(), {size});
+    };
+    Params P;
+    P.in_proj = matrix(m_.in_proj, p_.in_proj_weight, {2 * di, dm});
+    P.x_proj = matrix(m_.x_proj, p_.x_proj_weight, {r + 2 * n, di});
+    P.dt_proj = matrix(m_.dt_proj, p_.dt_proj_weight, {di, r});
+    P.out_proj = matrix(m_.out_proj, p_.out_proj_weight, {dm, di});
+    P.conv_weight = TensorView::of(p_.conv_weight.data(), {di, w});
+    P.dt_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
+    P.A = TensorView::of(A_.data(), {di, n});
+    P.D = TensorView::of(p_.D.data(), {di});
+    P.in_proj_bias = optional(p_.in_proj_bias, 2 * di);
+    P.conv_bias = optional(p_.conv_bias, di);
+    P.out_proj_bias = optional(p_.out_proj_bias, dm);
+    return P;
+  }
+
+  // The cache's tensor `member` as a view, or none without a cache.
+  static std::optional<TensorView> cache_view(MambaLayerCache<T>* cache, Tensor MambaLayerCache<T>::*member) {
+    if (cache == nullptr) return std::nullopt;
+    return (cache->*member).view();
+  }
+
+  // A view of `shape` with `strides` starting `offset` elements into t's memory (t's dtype and device).
+  static TensorView part(const TensorView& t, index_t offset, const Dims& shape, const Dims& strides) {
+    return TensorView(static_cast<char*>(t.data()) + offset * static_cast<index_t>(size_of(t.dtype())), t.dtype(),
+                      t.device(), shape, strides);
+  }
+
+  // y (rows, out) = x (rows, in) W^T (+ bias) by the ssm::linear op on nt CPU threads.
+  static void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& bias,
+                      const TensorView& y, int nt) {
     LinearOptions opt;
     opt.num_threads = nt;
-    linear_into(li, strided_rows(y, rows, out, ldy), opt);
+    linear_into(LinearInputs{x, W, bias}, y, opt);
   }
   // Whether parameter `name` (a MambaBlockParams name) is held in m_.
   bool held(const std::string& name) const {
@@ -693,6 +806,7 @@ class MambaBlock {
   MambaBlockMatrices m_;  // projections held as weight matrices (empty: in p_)
   std::vector<T> A_;  // (d_inner, n) = −exp(A_log)
   int threads_ = 0;
+  std::shared_ptr<const DeviceParams> dev_;  // the parameters on device() when not the CPU (to())
 };
 
 }  // namespace ssm::layers

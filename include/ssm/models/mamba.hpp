@@ -627,7 +627,35 @@ class MambaLM {
     return w;
   }
 
-  /// A zero cache for b sequences.
+  /// The device the model computes on: the CPU unless moved with to().
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
+
+  /// This model on `device` (the same model for the CPU): every weight copied there (the big matrices in the dtype
+  /// they are held in), the CPU weights kept. logits, prefill, step and generate then run the same code (the ops of
+  /// every block and of the head) on that device, with caches (make_cache) and logits there; token ids may be CPU
+  /// tensors or on the device. Backward stays on the CPU model.
+  MambaLM to(Device device) const {
+    MambaLM m = *this;
+    m.dev_.reset();
+    m.blocks_.clear();
+    for (const auto& blk : blocks_) m.blocks_.push_back(blk.to(device));
+    if (device.is_cpu()) return m;
+    auto up = [&](const TensorView& v) {
+      Tensor t = Tensor::empty(v.shape(), v.dtype(), device);
+      copy(t.view(), v);
+      return t;
+    };
+    auto d = std::make_shared<DeviceWeights>();
+    d->device = device;
+    d->embedding = up(embedding_.tensor().view());
+    if (!cfg_.tie_embeddings) d->lm_head = up(lm_head_.tensor().view());
+    d->norm_f = up(TensorView::of(norm_f_.data(), {cfg_.d_model}));
+    for (const auto& n : norms_) d->norms.push_back(up(TensorView::of(n.data(), {cfg_.d_model})));
+    m.dev_ = std::move(d);
+    return m;
+  }
+
+  /// A zero cache for b sequences on the model's device.
   MambaCache make_cache(index_t b) const {
     SSM_CHECK(b >= 1, "MambaLM::make_cache: b must be >= 1, got ", b);
     MambaCache c;
@@ -636,17 +664,20 @@ class MambaLM {
     return c;
   }
 
-  /// Logits for every position: ids (b, l) i32 or i64 → (b, l, padded_vocab) f32, on the device of ids: ids on a
-  /// CUDA device run the model there (ssm::cuda::MambaLMDevice, see on_cuda) and return CUDA logits.
+  /// Logits for every position: ids (b, l) i32 or i64, on the CPU or the model's device → (b, l, padded_vocab) f32 on
+  /// the model's device (device(); a model moved with to() runs there). Transitional: CUDA ids given to a CPU model
+  /// run on ssm::cuda::MambaLMDevice (on_cuda) and return CUDA logits, as before.
   Tensor logits(const TensorView& ids) const {
     Checker c("MambaLM::logits");
     c.defined("ids", ids).rank("ids", ids, 2);
-    if (dispatch_device(c, {{"ids", ids}}).is_cuda()) return on_cuda(ids.device().index).logits(ids);
+    // Transitional: CUDA ids given to a CPU model still run the device-only implementation (on_cuda).
+    if (device().is_cpu() && dispatch_device(c, {{"ids", ids}}).is_cuda()) return on_cuda(ids.device().index).logits(ids);
     check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
-    Stream h = hidden(ids, nullptr);  // (b, l, d_model) twice
-    Tensor out = Tensor::empty({b, l, cfg_.padded_vocab()}, DType::f32);  // (b, l, V)
-    head(TensorView::of(h.y.data(), {b * l, dm}), TensorView::of(h.res.data(), {b * l, dm}), out);
+    Tensor keep;
+    Stream h = hidden(on_device(ids, keep), nullptr);  // (b, l, d_model) twice
+    Tensor out = Tensor::empty({b, l, cfg_.padded_vocab()}, DType::f32, device());  // (b, l, V)
+    head(h.y.view().reshape({b * l, dm}), h.res.view().reshape({b * l, dm}), out);
     return out;
   }
 
@@ -666,12 +697,11 @@ class MambaLM {
     } else {
       cache = make_cache(b);
     }
-    Stream h = hidden(ids, &cache, resume);  // (b, l, d_model) twice
+    Tensor keep;
+    Stream h = hidden(on_device(ids, keep), &cache, resume);  // (b, l, d_model) twice
     // The last position of every sequence: rows l - 1, 2l - 1, ... (row stride l · d_model).
-    const Dims last{b, dm}, every_l{l * dm, 1};
-    Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
-    head(TensorView(h.y.data() + (l - 1) * dm, DType::f32, Device::cpu(), last, every_l),
-         TensorView(h.res.data() + (l - 1) * dm, DType::f32, Device::cpu(), last, every_l), out);
+    Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32, device());  // (b, V)
+    head(h.y.view().reshape({b, l, dm}).select(1, l - 1), h.res.view().reshape({b, l, dm}).select(1, l - 1), out);
     cache.seqlen = resume ? cache.seqlen + l : l;
     return out;
   }
@@ -684,21 +714,23 @@ class MambaLM {
               " layers, the model ", blocks_.size());
     for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].check_cache(cache.layers[i]);
     const index_t b = cache.b, dm = cfg_.d_model;
-    Stream h(b * dm);  // (b, d_model) twice
-    std::vector<float> x(h.res.size());  // (b, d_model)
-    std::vector<float> work(static_cast<std::size_t>(blocks_.empty() ? 0 : blocks_[0].workspace_size(b)));
-    embedding_into(TensorView::of(ids.data(), {b}), embedding_.tensor(), TensorView::of(h.res.data(), {b, dm}));
+    Stream h(b, dm, device());  // (b, d_model) twice
+    Tensor x = Tensor::empty({b, dm}, DType::f32, device());  // (b, d_model)
+    Tensor work = Tensor::empty({blocks_.empty() ? 0 : blocks_[0].workspace_size(b)}, DType::f32, device());
+    Tensor keep;
+    embedding_into(on_device(TensorView::of(ids.data(), {b}), keep), embedding_view(), h.res);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      pre_norm(i, h, x.data(), b);
-      blocks_[i].step_raw(x.data(), h.y.data(), cache.layers[i], work.data());
+      pre_norm(i, h, x);
+      blocks_[i].step_into(x, h.y, cache.layers[i].conv_state, cache.layers[i].ssm_state, work);
     }
-    Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32);  // (b, V)
-    head(TensorView::of(h.y.data(), {b, dm}), TensorView::of(h.res.data(), {b, dm}), out);
+    Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32, device());  // (b, V)
+    head(h.y, h.res, out);
     ++cache.seqlen;
     return out;
   }
 
-  /// This model on CUDA device `index`: the weights are uploaded on first use and kept (copies of this model
+  /// Transitional (to be removed with ssm::cuda::MambaLMDevice; use to(Device::cuda(i))): the second, device-only
+  /// implementation of this model on CUDA device `index`: the weights are uploaded on first use and kept (copies of this model
   /// share them; the weights of a MambaLM never change). Thread-safe. An ssm::Error when no CUDA backend is linked.
   const cuda::MambaLMDevice& on_cuda(int index = 0) const {
     const DeviceBackend& backend = backend_for("MambaLM::on_cuda", Device::cuda(index));
@@ -758,6 +790,7 @@ class MambaLM {
     }
     index_t produced = 0;
     for (index_t t = 0; t < max_new_tokens; ++t) {
+      if (!lg.device().is_cpu()) lg = lg.to(Device::cpu());  // sampled on the host
       const std::int64_t id = sample_token(
           std::span<const float>(lg.data_as<float>(), static_cast<std::size_t>(cfg_.vocab_size)), opt, rng);
       ++produced;
@@ -772,41 +805,64 @@ class MambaLM {
   void check_ids(const Checker& c, const TensorView& ids) const {
     c.require(ids.dtype() == DType::i64 || ids.dtype() == DType::i32, "ids", "expected dtype i32 or i64, got ",
               name(ids.dtype()));
-    c.require(ids.device().is_cpu() && ids.is_contiguous(), "ids", "expected a contiguous cpu tensor");
+    c.require(ids.is_contiguous(), "ids", "expected a contiguous tensor, got strides ", ids.strides().str());
+    c.require(ids.device().is_cpu() || ids.device() == device(), "ids", "expected a cpu tensor or one on the model's device ",
+              device().str(), ", got ", ids.device().str());
   }
+
+  // ids on the model's device: ids itself, or a copy of CPU ids held by `keep`.
+  TensorView on_device(const TensorView& ids, Tensor& keep) const {
+    if (ids.device() == device()) return ids;
+    keep = Tensor::empty(ids.shape(), ids.dtype(), device());
+    copy(keep.view(), ids);
+    return keep.view();
+  }
+
+  // The embedding, lm_head (the embedding when tied), norms on the model's device.
+  TensorView embedding_view() const { return dev_ ? dev_->embedding.view() : embedding_.tensor().view(); }
+  TensorView head_view() const {
+    if (cfg_.tie_embeddings) return embedding_view();
+    return dev_ ? dev_->lm_head.view() : lm_head_.tensor().view();
+  }
+  TensorView norm_view(std::size_t i) const {
+    return dev_ ? dev_->norms[i].view() : TensorView::of(norms_[i].data(), {cfg_.d_model});
+  }
+  TensorView norm_f_view() const { return dev_ ? dev_->norm_f.view() : TensorView::of(norm_f_.data(), {cfg_.d_model}); }
 
   // The residual stream before the last block's output is added (res) and that output (y), each (rows, d_model):
   // the add is fused into the next RMSNorm (ssm::rms_norm with a residual), as in mamba_ssm.
   struct Stream {
-    std::vector<float> res, y;
-    explicit Stream(index_t n) : res(static_cast<std::size_t>(n)), y(res.size()) {}
+    Tensor res, y;  // (rows, d_model) each
+    Stream(index_t rows, index_t dm, Device device)
+        : res(Tensor::empty({rows, dm}, DType::f32, device)), y(Tensor::empty({rows, dm}, DType::f32, device)) {}
   };
 
   // x (rows, d_model) = RMSNorm_i of the residual stream: block 0 normalizes the embedding; block i > 0 first adds
   // block i - 1's output y into res.
-  void pre_norm(std::size_t i, Stream& h, float* x, index_t rows) const {
-    const index_t dm = cfg_.d_model;
+  void pre_norm(std::size_t i, Stream& h, const TensorView& x) const {
     RmsNormInputs in;
-    in.weight = TensorView::of(norms_[i].data(), {dm});
+    in.weight = norm_view(i);
     in.eps = cfg_.norm_epsilon;
     if (i == 0) {
-      in.x = TensorView::of(h.res.data(), {rows, dm});
+      in.x = h.res;
     } else {
-      in.x = TensorView::of(h.y.data(), {rows, dm});
-      in.residual = TensorView::of(h.res.data(), {rows, dm});
+      in.x = h.y;
+      in.residual = h.res.view();
     }
-    rms_norm_into(in, TensorView::of(x, {rows, dm}));
+    rms_norm_into(in, x);
   }
 
   // Runs the blocks over ids (b, l); fills the cache when given.
   Stream hidden(const TensorView& ids, MambaCache* cache, bool resume = false) const {
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
-    Stream h(rows * dm);                         // (b, l, d_model) twice
-    std::vector<float> x(h.res.size());          // (b, l, d_model)
-    embedding_into(ids.reshape({rows}), embedding_.tensor(), TensorView::of(h.res.data(), {rows, dm}));
+    Stream h(rows, dm, device());                               // (b · l, d_model) twice
+    Tensor x = Tensor::empty({rows, dm}, DType::f32, device());  // (b · l, d_model)
+    embedding_into(ids.reshape({rows}), embedding_view(), h.res);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      pre_norm(i, h, x.data(), rows);
-      blocks_[i].forward_raw(x.data(), b, l, h.y.data(), cache != nullptr ? &cache->layers[i] : nullptr, resume);
+      pre_norm(i, h, x);
+      std::optional<TensorView> conv_state, ssm_state;
+      if (cache != nullptr) conv_state = cache->layers[i].conv_state.view(), ssm_state = cache->layers[i].ssm_state.view();
+      blocks_[i].forward_into(x.view().reshape({b, l, dm}), h.y.view().reshape({b, l, dm}), conv_state, ssm_state, resume);
     }
     return h;
   }
@@ -815,12 +871,11 @@ class MambaLM {
   // d_model) with unit stride along d_model (res is updated in place by the fused add).
   void head(const TensorView& y, const TensorView& res, const TensorView& logits) const {
     const index_t rows = y.size(0), dm = cfg_.d_model;
-    Tensor x = Tensor::empty({rows, dm}, DType::f32);  // (rows, d_model)
-    rms_norm_into({y, TensorView::of(norm_f_.data(), {dm}), res, cfg_.norm_epsilon}, x);
-    const layers::WeightMatrix& W = cfg_.tie_embeddings ? embedding_ : lm_head_;
+    Tensor x = Tensor::empty({rows, dm}, DType::f32, device());  // (rows, d_model)
+    rms_norm_into({y, norm_f_view(), res, cfg_.norm_epsilon}, x);
     LinearOptions opt;
     opt.num_threads = threads_;  // 0: by the size of the product
-    linear_into({x, W.tensor(), std::nullopt}, logits.reshape({rows, cfg_.padded_vocab()}), opt);
+    linear_into({x, head_view(), std::nullopt}, logits.reshape({rows, cfg_.padded_vocab()}), opt);
   }
 
   MambaConfig cfg_;
@@ -830,6 +885,13 @@ class MambaLM {
   std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
   std::vector<float> norm_f_;              // (d_model)
   int threads_ = 0;                        // set_threads
+  // The embedding, lm_head and norms on device() when not the CPU (to()); the blocks hold their own parameters.
+  struct DeviceWeights {
+    Device device;
+    Tensor embedding, lm_head, norm_f;  // (padded_vocab, d_model) twice (lm_head empty when tied), (d_model)
+    std::vector<Tensor> norms;          // n_layer × (d_model)
+  };
+  std::shared_ptr<const DeviceWeights> dev_;
   struct DeviceModels {
     std::mutex mutex;
     std::map<int, std::shared_ptr<const cuda::MambaLMDevice>> by_index;

@@ -6,8 +6,9 @@
 // loops here (f32, f64); CUDA tensors (with ssm::cuda linked) run the kernels of cuda/kernels/causal_conv1d.cuh
 // (x f32 / f16 / bf16, weight and states f32, w in 2..4).
 //
-// The layers (layers/conv1d.hpp) keep their own time-major (l, d) form; this op is the tensor-level entry point
-// with checks and dispatch, and its tests hold the two equal.
+// The channel-last (time-major) layout, x (b, l, d) (CausalConv1dInputs::channel_last, CPU only for now), is what
+// the Mamba block runs: its activations are time-major on every device so that the projections are plain GEMMs,
+// and the CPU convolves them with vector multiply-adds over the channels (cpu/causal_conv1d.hpp).
 #pragma once
 
 #include <algorithm>
@@ -21,7 +22,8 @@
 #include "ssm/core/params/causal_conv1d.hpp"
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
-
+#include "ssm/cpu/causal_conv1d.hpp"
+#include "ssm/cpu/threads.hpp"
 
 namespace ssm {
 
@@ -31,6 +33,12 @@ struct CausalConv1dInputs {
   std::optional<TensorView> bias{};           // (d)            weight dtype
   std::optional<TensorView> initial_state{};  // (b, d, w - 1)  weight dtype, contiguous: the inputs before t = 0
   bool silu = true;                           // act = SiLU (else the identity)
+  /// The channel-last (time-major) layout, CPU only: x (b, l, d) and out (b, l, d) with unit stride along d and any
+  /// stride along l (x may be a column slice of a wider buffer, as the Mamba block's in_proj output), the states
+  /// (b, w - 1, d) contiguous. The CPU runs it with vector multiply-adds over the channels, threads splitting the
+  /// time axis, and final_state may then be initial_state itself (updated in place, as in decoding).
+  bool channel_last = false;
+  int num_threads = 1;                        // channel-last CPU path: 0 = automatic (cpu::cpu_threads)
 };
 
 struct CausalConv1dOutputs {
@@ -54,9 +62,50 @@ struct Conv1dSizes {
   Device device;
 };
 
+/// The shape of the conv states: (b, d, w - 1), or (b, w - 1, d) in the channel-last layout.
+inline Dims state_shape(const CausalConv1dInputs& in, const Conv1dSizes& s) {
+  return in.channel_last ? Dims{s.b, s.w - 1, s.d} : Dims{s.b, s.d, s.w - 1};
+}
+/// Checks a conv state's shape: (b, d, w - 1), or (b, w - 1, d) in the channel-last layout.
+inline void check_state_shape(const Checker& c, const char* name, const TensorView& t, const CausalConv1dInputs& in,
+                              const Conv1dSizes& s) {
+  if (in.channel_last) c.shape(name, t, {s.b, s.w - 1, s.d});
+  else c.shape(name, t, {s.b, s.d, s.w - 1});
+}
+/// The shape of x and out: (b, d, l), or (b, l, d) in the channel-last layout.
+inline Dims io_shape(const CausalConv1dInputs& in, const Conv1dSizes& s) {
+  return in.channel_last ? Dims{s.b, s.l, s.d} : Dims{s.b, s.d, s.l};
+}
+
+/// The channel-last CPU path: per sequence, time chunks of cpu::conv1d_forward_rows on the threads, then the final
+/// state (after every chunk has read the initial state, which it may overwrite).
+template <class T>
+void conv1d_forward_channel_last(const Conv1dSizes& s, const CausalConv1dInputs& in, const TensorView& out,
+                                 const TensorView& final_state) {
+  const cpu::Conv1dArgs<T> a{s.l, s.d, s.w, static_cast<const T*>(in.weight.data()),
+                             in.bias ? static_cast<const T*>(in.bias->data()) : nullptr, in.silu};
+  const T* x = static_cast<const T*>(in.x.data());
+  T* o = static_cast<T*>(out.data());
+  const T* h0 = in.initial_state ? static_cast<const T*>(in.initial_state->data()) : nullptr;
+  T* fs = static_cast<T*>(final_state.data());
+  const index_t sd = (s.w - 1) * s.d;  // a state's elements
+  const int nt = cpu::cpu_threads(in.num_threads, s.b * s.l * s.d * s.w);
+  // Chunks of at least 64 rows; the chunks of one sequence read only the inputs before them, so they are independent.
+  const index_t chunk = std::max<index_t>(64, (s.l + nt - 1) / nt);
+  const index_t chunks = (s.l + chunk - 1) / chunk;
+  cpu::parallel_for(s.b * chunks, nt, [&](index_t task) {
+    const index_t bi = task / chunks, t0 = (task % chunks) * chunk;
+    cpu::conv1d_forward_rows(a, x + bi * in.x.stride(0), in.x.stride(1), h0 ? h0 + bi * sd : nullptr,
+                             o + bi * out.stride(0), t0, std::min(s.l, t0 + chunk), out.stride(1));
+  });
+  for (index_t bi = 0; bi < s.b; ++bi)
+    cpu::conv1d_next_state(a, x + bi * in.x.stride(0), in.x.stride(1), h0 ? h0 + bi * sd : nullptr, fs + bi * sd);
+}
+
 inline Conv1dSizes check_conv1d(const Checker& c, const CausalConv1dInputs& in) {
   c.defined("x", in.x).defined("weight", in.weight).rank("x", in.x, 3).rank("weight", in.weight, 2);
-  Conv1dSizes s{in.x.size(0), in.x.size(1), in.x.size(2), in.weight.size(1), in.x.dtype(), DType::f32, in.x.device()};
+  const int ld = in.channel_last ? 1 : 2, dd = in.channel_last ? 2 : 1;  // the dims of l and d in x
+  Conv1dSizes s{in.x.size(0), in.x.size(dd), in.x.size(ld), in.weight.size(1), in.x.dtype(), DType::f32, in.x.device()};
   // Absent optional tensors stand in as x itself, which is always on x's device.
   s.device = dispatch_device(c, {{"x", in.x}, {"weight", in.weight}, {"bias", in.bias.value_or(in.x)},
                                  {"initial_state", in.initial_state.value_or(in.x)}});
@@ -67,10 +116,14 @@ inline Conv1dSizes check_conv1d(const Checker& c, const CausalConv1dInputs& in) 
   c.require(s.w >= 2, "weight", "expected a kernel width w >= 2, got shape ", in.weight.shape().str());
   c.require(s.device.is_cpu() || s.w <= 4, "weight", "the CUDA kernels take widths 2..4, got w = ", s.w);
   c.unit_stride("x", in.x, 2);
+  c.require(!in.channel_last || s.device.is_cpu(), "channel_last", "the channel-last layout is not implemented on ",
+            s.device.str(), " yet (pass x as (b, d, l) with unit stride along l)");
+  c.require(in.num_threads >= 0, "num_threads", "must be >= 0 (0: automatic), got ", in.num_threads);
   if (in.bias) c.defined("bias", *in.bias).dtype("bias", *in.bias, s.weight).shape("bias", *in.bias, {s.d}).unit_stride("bias", *in.bias, 0);
   if (in.initial_state)
     c.defined("initial_state", *in.initial_state).dtype("initial_state", *in.initial_state, s.weight)
-        .shape("initial_state", *in.initial_state, {s.b, s.d, s.w - 1}).contiguous("initial_state", *in.initial_state);
+        .contiguous("initial_state", *in.initial_state);
+  if (in.initial_state) check_state_shape(c, "initial_state", *in.initial_state, in, s);
   return s;
 }
 
@@ -158,30 +211,40 @@ inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const 
   return p;
 }
 
-/// Checks out (b, d, l) (x's dtype, unit stride along l) and final_state (b, d, w - 1) (weight dtype, contiguous).
-inline void check_conv1d_outputs(const Checker& c, const Conv1dSizes& s, const TensorView& out,
-                                 const TensorView& final_state) {
-  c.defined("out", out).dtype("out", out, s.input).shape("out", out, {s.b, s.d, s.l}).unit_stride("out", out, 2);
+/// Checks out (b, d, l) (x's dtype, unit stride along l) and final_state (b, d, w - 1) (weight dtype, contiguous);
+/// in the channel-last layout out (b, l, d) with unit stride along d and final_state (b, w - 1, d).
+inline void check_conv1d_outputs(const Checker& c, const CausalConv1dInputs& in, const Conv1dSizes& s,
+                                 const TensorView& out, const TensorView& final_state) {
+  c.defined("out", out).dtype("out", out, s.input).unit_stride("out", out, 2);
+  if (in.channel_last) c.shape("out", out, {s.b, s.l, s.d});
+  else c.shape("out", out, {s.b, s.d, s.l});
   c.device("out", out, s.device);
   c.defined("final_state", final_state).dtype("final_state", final_state, s.weight);
-  c.shape("final_state", final_state, {s.b, s.d, s.w - 1}).contiguous("final_state", final_state);
+  c.contiguous("final_state", final_state);
+  check_state_shape(c, "final_state", final_state, in, s);
   c.device("final_state", final_state, s.device);
 }
 
 }  // namespace detail
 
-/// The causal depthwise conv1d over whole sequences into caller-provided outputs: out (b, d, l) in x's dtype, unit
+/// The causal depthwise conv1d over whole sequences into caller-provided outputs (channel-last: see
+/// CausalConv1dInputs::channel_last): out (b, d, l) in x's dtype, unit
 /// stride along l; final_state (b, d, w - 1) in the weight dtype, contiguous. Returns the path that ran.
 inline std::string causal_conv1d_into(const CausalConv1dInputs& in, const TensorView& out, const TensorView& final_state) {
   Checker c("causal_conv1d");
   const auto s = detail::check_conv1d(c, in);
-  detail::check_conv1d_outputs(c, s, out, final_state);
+  detail::check_conv1d_outputs(c, in, s, out, final_state);
   if (s.device.is_cuda()) {
     auto p = detail::cuda_conv1d_params(s, in);
     p.out = out.data(), p.out_batch_stride = out.stride(0), p.out_d_stride = out.stride(1);
     p.final_state = static_cast<float*>(final_state.data());
     backend_for(c.op(), s.device).causal_conv1d_forward(p, s.input, nullptr);
     return "cuda";
+  }
+  if (in.channel_last) {
+    if (s.input == DType::f64) detail::conv1d_forward_channel_last<double>(s, in, out, final_state);
+    else detail::conv1d_forward_channel_last<float>(s, in, out, final_state);
+    return "cpu-channel-last";
   }
   if (s.input == DType::f64) detail::conv1d_forward_cpu<double>(s, in, out, final_state);
   else detail::conv1d_forward_cpu<float>(s, in, out, final_state);
@@ -193,8 +256,8 @@ inline CausalConv1dOutputs causal_conv1d(const CausalConv1dInputs& in) {
   Checker c("causal_conv1d");
   const auto s = detail::check_conv1d(c, in);
   CausalConv1dOutputs r;
-  r.out = Tensor::empty({s.b, s.d, s.l}, s.input, s.device);                // (b, d, l)
-  r.final_state = Tensor::empty({s.b, s.d, s.w - 1}, s.weight, s.device);   // (b, d, w - 1)
+  r.out = Tensor::empty(detail::io_shape(in, s), s.input, s.device);                // (b, d, l) or (b, l, d)
+  r.final_state = Tensor::empty(detail::state_shape(in, s), s.weight, s.device);   // (b, d, w - 1) or (b, w - 1, d)
   r.path = causal_conv1d_into(in, r.out, r.final_state);
   return r;
 }
@@ -205,6 +268,7 @@ inline CausalConv1dGrads causal_conv1d_backward(const CausalConv1dInputs& in, co
                                                 const std::optional<TensorView>& grad_final_state = {}) {
   Checker c("causal_conv1d_backward");
   const auto s = detail::check_conv1d(c, in);
+  c.require(!in.channel_last, "channel_last", "the backward of the channel-last layout is not implemented yet");
   c.defined("grad_out", grad_out).same_dtype("grad_out", grad_out, "x", in.x).shape("grad_out", grad_out, {s.b, s.d, s.l})
       .unit_stride("grad_out", grad_out, 2).device("grad_out", grad_out, s.device);
   if (grad_final_state)

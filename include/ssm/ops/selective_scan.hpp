@@ -27,6 +27,8 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/selective_scan_backward.hpp"
+#include "ssm/cpu/threads.hpp"
+#include "ssm/cpu/transpose.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/reference/selective_scan.hpp"
@@ -360,7 +362,34 @@ inline scan_detail::PreparedScan scan_params(const SelectiveScanInputs& in, cons
   return s;
 }
 
+namespace scan_detail {
+
+/// Whether X (b, k, l) is a channel-last view (unit stride along k, another along l: a slice of time-major (b, l, ·)
+/// memory) that the CPU kernels read through a channel-major copy.
+inline bool is_channel_last(const TensorView& X) {
+  return X.defined() && X.rank() == 3 && X.size(2) > 1 && X.stride(2) != 1 && (X.size(1) == 1 || X.stride(1) == 1);
+}
+
+/// dst (b, k, l) contiguous = src (b, k, l) (channel-last), or the reverse with to_src: threads over (batch, group
+/// of cpu::kTransposeChannels channels), each copying tiles (cpu::to_channel_major / to_time_major).
+template <class T>
+void transpose_operand(const TensorView& src, T* dst, bool to_src, int threads) {
+  const index_t b = src.size(0), k = src.size(1), l = src.size(2), ld = src.stride(2);
+  const index_t groups = (k + cpu::kTransposeChannels - 1) / cpu::kTransposeChannels;
+  T* s = static_cast<T*>(src.data());
+  cpu::parallel_for(b * groups, threads, [&](index_t task) {
+    const index_t bi = task / groups, c0 = (task % groups) * cpu::kTransposeChannels;
+    const index_t c1 = std::min(k, c0 + cpu::kTransposeChannels);
+    if (to_src) cpu::to_time_major(dst + bi * k * l, l, ld, s + bi * src.stride(0), c0, c1);
+    else cpu::to_channel_major(static_cast<const T*>(s + bi * src.stride(0)), l, ld, dst + bi * k * l, c0, c1);
+  });
+}
+
+}  // namespace scan_detail
+
 /// Selective scan into caller-provided outputs: out (b, d, l) in the input dtype, unit stride along l;
+/// on the CPU, u, delta, z, B / C (b, n, l) and out may instead be channel-last views (unit stride along d or n,
+/// e.g. slices of time-major (b, l, ·) activations; f32 / f64): the kernels then run on channel-major copies;
 /// last_state (b | n_seqs, d, n) in the state dtype, unit stride along n (optional). With
 /// opt.save_chunk_states and `chunk_states` given, the saved chunk states go there (see SelectiveScanOptions).
 /// Returns the name of the implementation that ran.
@@ -368,6 +397,44 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
                                        std::optional<TensorView> last_state, const SelectiveScanOptions& opt = {},
                                        Tensor* chunk_states = nullptr) {
   Checker c("selective_scan");
+  if (in.u.defined() && in.u.device().is_cpu() && !in.cu_seqlens &&
+      (scan_detail::is_channel_last(in.u) || scan_detail::is_channel_last(in.delta) ||
+       scan_detail::is_channel_last(in.B) || scan_detail::is_channel_last(in.C) ||
+       (in.z && scan_detail::is_channel_last(*in.z)) || scan_detail::is_channel_last(out))) {
+    // Channel-last operands (slices of time-major activations, as the Mamba block passes them): the CPU kernels
+    // run on channel-major copies, and out is copied back.
+    c.dtype_in("u", in.u, {DType::f32, DType::f64});
+    const index_t n = in.A.rank() == 2 ? in.A.size(1) : 1;
+    const int threads = cpu::cpu_threads(opt.num_threads, in.u.numel() * n);  // as the scan's own split
+    std::vector<Tensor> keep;
+    auto channel_major = [&](const TensorView& X) -> TensorView {
+      if (!scan_detail::is_channel_last(X)) return X;
+      keep.push_back(Tensor::empty(X.shape(), X.dtype()));
+      scan_detail::visit_input(X.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
+          scan_detail::transpose_operand<T>(X, keep.back().data_as<T>(), false, threads);
+      });
+      return keep.back().view();
+    };
+    SelectiveScanInputs cm = in;
+    cm.u = channel_major(in.u);
+    cm.delta = channel_major(in.delta);
+    if (in.B.rank() == 3) cm.B = channel_major(in.B);
+    if (in.C.rank() == 3) cm.C = channel_major(in.C);
+    if (in.z) cm.z = channel_major(*in.z);
+    c.defined("out", out).same_dtype("out", out, "u", in.u).rank("out", out, 3);
+    const bool out_cl = scan_detail::is_channel_last(out);
+    Tensor out_cm = out_cl ? Tensor::empty(out.shape(), out.dtype()) : Tensor();  // (b, d, l)
+    const std::string path = selective_scan_into(cm, out_cl ? out_cm.view() : out, last_state, opt, chunk_states);
+    if (out_cl)
+      scan_detail::visit_input(out.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
+          scan_detail::transpose_operand<T>(out, out_cm.data_as<T>(), true, threads);
+      });
+    return path;
+  }
   scan_detail::PreparedScan s = scan_detail::prepare(c, in);
   scan_detail::bind_outputs(c, s, out, last_state);
   ScanParams& p = s.p;
