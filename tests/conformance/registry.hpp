@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -108,6 +109,17 @@ struct Case {
 };
 
 using Views = std::vector<TensorView>;
+
+/// The view of a case's input `name` among an op's input views, or an undefined view when the case has none.
+inline TensorView named(const Case& c, const Views& in, const std::string& name) {
+  const int i = c.input(name);
+  return i >= 0 ? in[static_cast<std::size_t>(i)] : TensorView();
+}
+
+/// An optional input of an op from a view that may be undefined (absent).
+inline std::optional<TensorView> optional_view(const TensorView& v) {
+  return v.defined() ? std::optional<TensorView>(v) : std::nullopt;
+}
 
 /// The outputs an op writes: guarded views it must write into, or tensors it allocated itself (adopt).
 struct Outputs {

@@ -57,15 +57,6 @@ std::vector<Case> conv_cases() {
   return cases;
 }
 
-TensorView named(const Case& c, const Views& in, const std::string& n) {
-  const int i = c.input(n);
-  return i >= 0 ? in[static_cast<std::size_t>(i)] : TensorView();
-}
-
-std::optional<TensorView> optional_view(const TensorView& v) {
-  return v.defined() ? std::optional<TensorView>(v) : std::nullopt;
-}
-
 ssm::CausalConv1dInputs conv_inputs(const Case& c, const Views& in) {
   ssm::CausalConv1dInputs r;
   r.x = named(c, in, "x");

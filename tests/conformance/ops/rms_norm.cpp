@@ -51,11 +51,6 @@ std::vector<Case> norm_cases() {
   return cases;
 }
 
-TensorView named(const Case& c, const Views& in, const std::string& n) {
-  const int i = c.input(n);
-  return i >= 0 ? in[static_cast<std::size_t>(i)] : TensorView();
-}
-
 /// The op's inputs with the residual (copied into out[1]) and, in place, x (copied into y = out[0]).
 ssm::RmsNormInputs norm_inputs(const Case& c, const Views& in, const Views& out) {
   const NormShape& s = shape_of(c);

@@ -139,10 +139,6 @@ TensorView output(const Case& c, const std::vector<OutSpec>& specs, const Views&
   return {};
 }
 
-std::optional<TensorView> optional_view(const TensorView& v) {
-  return v.defined() ? std::optional<TensorView>(v) : std::nullopt;
-}
-
 ssm::ScanPath scan_path(const std::string& path) {
   if (path == "reference") return ssm::ScanPath::reference;
   if (path == "chunked") return ssm::ScanPath::chunked;

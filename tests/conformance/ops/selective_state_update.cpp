@@ -62,15 +62,6 @@ std::vector<Case> update_cases() {
   return cases;
 }
 
-TensorView named(const Case& c, const Views& in, const std::string& n) {
-  const int i = c.input(n);
-  return i >= 0 ? in[static_cast<std::size_t>(i)] : TensorView();
-}
-
-std::optional<TensorView> optional_view(const TensorView& v) {
-  return v.defined() ? std::optional<TensorView>(v) : std::nullopt;
-}
-
 /// The op's inputs, the state copied into out[1] (where the op updates it).
 ssm::SelectiveStateUpdateInputs update_inputs(const Case& c, const Views& in, const Views& out) {
   ssm::copy(out[1], named(c, in, "state"));
