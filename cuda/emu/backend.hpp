@@ -48,7 +48,6 @@ struct EmulatedCudaSettings {
 namespace backend_detail {
 
 inline constexpr const char* kName = "cuda (host emulation)";
-inline constexpr std::size_t kAlignment = 256;  // cudaMalloc's guarantee
 
 inline EmulatedCudaSettings& settings() {
   static EmulatedCudaSettings s;
@@ -70,15 +69,17 @@ inline int device_count() { return 1; }
 inline void ensure_device(int index) { check_index(index, "ensure_device"); }
 inline std::string status() { return std::string("1 device(s): ") + kName; }
 
+/// Host memory with guard bands, registered with the emulation's global shadow (global_memory.hpp): a kernel
+/// writing past either end of a tensor, or two blocks writing one element, is a finding of the launch.
 inline void* allocate(std::size_t bytes, int index) {
   check_index(index, "allocate");
   if (bytes == 0) return nullptr;  // as cudaMalloc
-  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* p = std::aligned_alloc(kAlignment, rounded);
+  static std::int64_t count = 0;
+  void* p = allocate_guarded(bytes, ("cuda allocation " + std::to_string(++count)).c_str());
   SSM_CHECK(p != nullptr, kName, ": failed to allocate ", bytes, " bytes");
   return p;
 }
-inline void deallocate(void* p, int) noexcept { std::free(p); }
+inline void deallocate(void* p, int) noexcept { free_guarded(p); }
 
 inline void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) {
   check_device(dst_device, "copy");

@@ -1,9 +1,12 @@
 // Host emulation of the CUDA execution model, so that the kernel sources in cuda/kernels/*.cuh run on
 // the CPU in tests (ARCHITECTURE.md, "CUDA backend, and how it is verified without a GPU").
-// Blocks run one at a time; the threads of a block run as fibers (ucontext, annotated for AddressSanitizer)
-// in forward, reverse or seeded random order, each until its next barrier / warp-synchronous call. Shared
-// memory (declared through SSM_SHARED) is bounds- and race-checked; barriers and shuffles are checked for
-// divergence and early exits. The first finding stops the launch and is returned in a LaunchReport.
+// Blocks run one at a time, in forward, reverse or seeded random order; the threads of a block run as fibers
+// (ucontext, annotated for AddressSanitizer) in forward, reverse or seeded random order, each until its next
+// barrier / warp-synchronous call. Shared memory (declared through SSM_SHARED) is bounds- and race-checked;
+// barriers and shuffles are checked for divergence and early exits; grid, block and static shared memory sizes
+// against the device limits. Between blocks, the registered global buffers a launch reaches are checked for
+// writes into their guard bands and for bytes two blocks both change (global_memory.hpp). The first finding
+// stops the launch and is returned in a LaunchReport.
 //
 // What is emulated: threadIdx / blockIdx / blockDim / gridDim / warpSize, SSM_SHARED arrays (element reads
 // and writes through a checked reference; no pointers into shared memory), __syncthreads, __syncwarp,
@@ -37,6 +40,8 @@
 #include <utility>
 #include <vector>
 
+#include "global_memory.hpp"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define SSM_EMU_ASAN 1
 #elif defined(__has_feature)
@@ -68,9 +73,18 @@ struct LaunchConfig {
   dim3 grid;
   dim3 block;
   Order order = Order::forward;
-  std::uint64_t seed = 1;     ///< for Order::random
+  std::uint64_t seed = 1;     ///< for Order::random (threads and blocks)
   std::size_t stack_bytes = 0;  ///< per thread; 0 picks a default (larger under AddressSanitizer)
+  /// The order in which the blocks of the grid run, one after another; unset: the thread order (so a sweep of
+  /// thread orders also runs the blocks forward, reversed and shuffled).
+  std::optional<Order> block_order = std::nullopt;
+  Order blocks() const { return block_order.value_or(order); }
 };
+
+/// The device limits a launch is checked against (those of every GPU since compute capability 7.0).
+inline constexpr unsigned kMaxGridX = 2147483647u, kMaxGridYZ = 65535u;
+inline constexpr unsigned kMaxBlockXY = 1024u, kMaxBlockZ = 64u, kMaxBlockThreads = 1024u;
+inline constexpr std::size_t kMaxStaticSharedBytes = 48 * 1024;
 
 enum class FindingKind {
   shared_out_of_bounds,   ///< index outside an SSM_SHARED array
@@ -81,6 +95,9 @@ enum class FindingKind {
   early_exit,             ///< a thread returned while others wait for it at a barrier or shuffle
   bad_argument,           ///< a shuffle mask or width CUDA leaves undefined
   kernel_exception,       ///< the kernel threw
+  launch_limit,           ///< grid or block dimensions, or static shared memory, beyond the device's limits
+  global_out_of_bounds,   ///< a write into the guard band before or after a registered global buffer
+  global_race,            ///< one byte of global memory changed by two blocks, not both through atomicAdd
 };
 inline const char* name(FindingKind k) {
   switch (k) {
@@ -92,6 +109,9 @@ inline const char* name(FindingKind k) {
     case FindingKind::early_exit: return "early_exit";
     case FindingKind::bad_argument: return "bad_argument";
     case FindingKind::kernel_exception: return "kernel_exception";
+    case FindingKind::launch_limit: return "launch_limit";
+    case FindingKind::global_out_of_bounds: return "global_out_of_bounds";
+    case FindingKind::global_race: return "global_race";
   }
   return "?";
 }
@@ -149,6 +169,7 @@ struct Fiber {
 
 struct SharedAllocation {
   virtual ~SharedAllocation() = default;
+  virtual std::size_t bytes() const = 0;  ///< what `__shared__` would reserve for it
 };
 
 class Block;
@@ -195,6 +216,7 @@ class Block {
     epoch_ = 0;
     std::fill(warp_gen_.begin(), warp_gen_.end(), 0u);
     shared_.clear();
+    shared_bytes_ = 0;
     for (int t = 0; t < nthreads_; ++t) {
       Fiber& f = fiber(t);
       std::byte* const stack = f.stack;
@@ -259,7 +281,14 @@ class Block {
   template <class Storage>
   Storage& shared(const void* site) {
     auto it = shared_.find(site);
-    if (it == shared_.end()) it = shared_.emplace(site, std::make_unique<Storage>()).first;
+    if (it == shared_.end()) {
+      it = shared_.emplace(site, std::make_unique<Storage>()).first;
+      shared_bytes_ += it->second->bytes();
+      if (shared_bytes_ > kMaxStaticSharedBytes)
+        report(FindingKind::launch_limit, "declares " + std::to_string(shared_bytes_) +
+                                              " bytes of static shared memory, more than the " +
+                                              std::to_string(kMaxStaticSharedBytes) + " a block may have");
+    }
     return *static_cast<Storage*>(it->second.get());
   }
 
@@ -483,6 +512,7 @@ class Block {
   std::uint32_t epoch_ = 0;
   std::vector<std::uint32_t> warp_gen_;
   std::unordered_map<const void*, std::unique_ptr<SharedAllocation>> shared_;
+  std::size_t shared_bytes_ = 0;
   std::optional<Finding> finding_;
 };
 
@@ -549,6 +579,10 @@ class SharedArray : public detail::SharedAllocation {
   }
   void set_name(const char* n) { name_ = n; }
   static constexpr std::size_t size() { return N; }
+  std::size_t bytes() const override {
+    if constexpr (SelfChecked<T>) return T::kDeviceBytes * N;
+    else return sizeof(T) * N;
+  }
 
   template <std::integral I>
   SharedRef<T, N> operator[](I i) {
@@ -659,9 +693,11 @@ T shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = kWarpSize,
                 std::source_location site = std::source_location::current()) {
   return detail::block().warp_sync(detail::WarpOp::bxor, mask, v, lane_mask, width, site);
 }
-/// Global-memory atomics: blocks and threads never run at once here, so a plain update is atomic.
+/// Global-memory atomics: blocks and threads never run at once here, so a plain update is atomic. The launch's
+/// global shadow (global_memory.hpp) is told, so that two blocks adding to one address are not a race.
 template <class T>
 T atomic_add(T* p, T v) {
+  if (detail::LaunchShadow* s = detail::current_launch_shadow()) s->note_atomic(p, sizeof(T));
   const T old = *p;
   *p = old + v;
   return old;
@@ -677,6 +713,7 @@ class BlockScan {
  public:
   struct TempStorage {
     static constexpr bool emu_self_checked = true;
+    static constexpr std::size_t kDeviceBytes = sizeof(T) * (2 * kThreads + 1);  // these arrays, as on a GPU
     TempStorage() {
       aggregates.set_name("BlockScan.aggregates");
       exclusive.set_name("BlockScan.exclusive");
@@ -735,31 +772,87 @@ class BlockScan {
   TempStorage& s_;
 };
 
-/// Runs `kernel(args...)` on every block of cfg.grid, one block at a time, threads as fibers in cfg.order.
-/// Stops at the first finding. The kernel sees copies of args (as a CUDA launch passes them by value).
+namespace detail {
+
+/// The first way cfg exceeds the device's launch limits, or "".
+inline std::string launch_limit_violation(const LaunchConfig& cfg) {
+  const auto dims = [](const dim3& d) {  // (an ostringstream: GCC 12 warns falsely on the string concatenation)
+    std::ostringstream s;
+    s << "(" << d.x << ", " << d.y << ", " << d.z << ")";
+    return s.str();
+  };
+  if (cfg.grid.x > kMaxGridX || cfg.grid.y > kMaxGridYZ || cfg.grid.z > kMaxGridYZ)
+    return "grid " + dims(cfg.grid) + " exceeds the limits (2^31 - 1, 65535, 65535)";
+  if (cfg.block.x > kMaxBlockXY || cfg.block.y > kMaxBlockXY || cfg.block.z > kMaxBlockZ)
+    return "block " + dims(cfg.block) + " exceeds the limits (1024, 1024, 64)";
+  if (static_cast<std::uint64_t>(cfg.block.x) * cfg.block.y * cfg.block.z > kMaxBlockThreads)
+    return "block " + dims(cfg.block) + " has more than 1024 threads";
+  return {};
+}
+
+}  // namespace detail
+
+/// Runs `kernel(args...)` on every block of cfg.grid, one block at a time in cfg.block_order, threads as fibers
+/// in cfg.order. Checks the launch limits first, and the registered global buffers the arguments reach after
+/// each block (global_memory.hpp). Stops at the first finding. The kernel sees copies of args (as a CUDA launch
+/// passes them by value).
 template <class Kernel, class... Args>
 LaunchReport launch(const LaunchConfig& cfg, Kernel&& kernel, Args... args) {
   LaunchReport report;
+  if (std::string limit = detail::launch_limit_violation(cfg); !limit.empty()) {
+    report.findings.push_back(Finding{FindingKind::launch_limit, limit});
+    return report;
+  }
   if (cfg.block.count() == 0 || cfg.grid.count() == 0) return report;
   std::mt19937_64 rng(cfg.seed);
   std::tuple<Args...> packed(args...);
+  const auto block_of = [&](std::int64_t i) {
+    const auto u = static_cast<std::uint64_t>(i);
+    return dim3(static_cast<unsigned>(u % cfg.grid.x), static_cast<unsigned>(u / cfg.grid.x % cfg.grid.y),
+                static_cast<unsigned>(u / (static_cast<std::uint64_t>(cfg.grid.x) * cfg.grid.y)));
+  };
+  const auto describe = [&](std::int64_t i) {
+    const dim3 b = block_of(i);
+    std::ostringstream s;
+    s << "(" << b.x << "," << b.y << "," << b.z << ")";
+    return s.str();
+  };
+  const auto nblocks = static_cast<std::int64_t>(static_cast<std::uint64_t>(cfg.grid.x) * cfg.grid.y * cfg.grid.z);
+  std::vector<std::uintptr_t> words;
+  (detail::argument_words(args, words), ...);
+  detail::LaunchShadow shadow(words, nblocks, describe);
+  std::vector<std::int64_t> blocks(static_cast<std::size_t>(nblocks));
+  std::iota(blocks.begin(), blocks.end(), std::int64_t{0});
+  if (cfg.blocks() == Order::reverse) std::reverse(blocks.begin(), blocks.end());
+  if (cfg.blocks() == Order::random) {
+    std::mt19937_64 block_rng(cfg.seed ^ 0x9e3779b97f4a7c15ull);
+    std::shuffle(blocks.begin(), blocks.end(), block_rng);
+  }
   detail::Block blk(cfg, [&] {
     std::tuple<Args...> copy = packed;
     std::apply(kernel, copy);
   });
   detail::Block* saved = detail::current_block();
+  detail::LaunchShadow* saved_shadow = detail::current_launch_shadow();
   detail::current_block() = &blk;
-  for (unsigned z = 0; z < cfg.grid.z; ++z)
-    for (unsigned y = 0; y < cfg.grid.y; ++y)
-      for (unsigned x = 0; x < cfg.grid.x; ++x) {
-        blk.run(dim3(x, y, z), rng);
-        if (blk.finding()) {
-          report.findings.push_back(*blk.finding());
-          detail::current_block() = saved;
-          return report;
-        }
-      }
+  detail::current_launch_shadow() = &shadow;
+  for (std::int64_t i : blocks) {
+    blk.run(block_of(i), rng);
+    if (blk.finding()) {
+      report.findings.push_back(*blk.finding());
+      break;
+    }
+    if (shadow.empty()) continue;
+    const GlobalCheck g = shadow.after_block(i, "block " + describe(i) + " [" + name(cfg.blocks()) + " block order]");
+    if (g.fault != GlobalFault::none) {
+      report.findings.push_back(Finding{g.fault == GlobalFault::race ? FindingKind::global_race
+                                                                     : FindingKind::global_out_of_bounds,
+                                        g.message});
+      break;
+    }
+  }
   detail::current_block() = saved;
+  detail::current_launch_shadow() = saved_shadow;
   return report;
 }
 

@@ -28,9 +28,12 @@ class HostExecutor {
   explicit HostExecutor(Order order = Order::forward, std::uint64_t seed = 1, std::size_t stack_bytes = 0)
       : order_(order), seed_(seed), stack_bytes_(stack_bytes) {}
 
+  /// Guarded and registered with the emulation's global shadow (global_memory.hpp), as the backend's memory.
   void* allocate(std::size_t bytes) {
-    blocks_.push_back(std::make_unique<std::byte[]>(std::max<std::size_t>(bytes, 1)));
-    return blocks_.back().get();
+    void* p = allocate_guarded(std::max<std::size_t>(bytes, 1), "executor buffer");
+    SSM_CHECK(p != nullptr, "emulated executor: failed to allocate ", bytes, " bytes");
+    blocks_.emplace_back(p);
+    return p;
   }
   void upload(void* dst, const void* host, std::size_t bytes) { std::memcpy(dst, host, bytes); }
   /// Device to device (host memory here).
@@ -92,7 +95,7 @@ class HostExecutor {
   std::uint64_t seed_;
   std::size_t stack_bytes_;
   std::int64_t launches_ = 0;
-  std::vector<std::unique_ptr<std::byte[]>> blocks_;
+  std::vector<std::unique_ptr<void, FreeGuarded>> blocks_;
 };
 
 }  // namespace ssm::emu

@@ -1,10 +1,15 @@
 // The host emulation of the CUDA execution model (cuda/emu/emulation.hpp): correct kernels run clean and
 // give the right values in every thread order; each detector catches a kernel with the bug it is for
 // (out-of-bounds shared memory, races, uninitialized shared reads, divergent barriers and shuffles, exits
-// before a barrier, bad masks, reuse of BlockScan storage without a barrier).
+// before a barrier, bad masks, reuse of BlockScan storage without a barrier); between blocks, the global shadow
+// catches writes past a registered buffer and bytes two blocks both write (global_memory.hpp); blocks run in
+// forward, reverse and shuffled order; launches beyond the device limits are refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <numeric>
+#include <string>
 #include <vector>
 
 #include "emu/emulation.hpp"
@@ -281,7 +286,8 @@ void expect_finding(FindingKind kind, unsigned threads, Kernel&& k, Args... args
     const LaunchReport r = ssm::emu::launch(cfg, k, args...);
     ASSERT_TRUE(r.has(kind)) << "expected " << ssm::emu::name(kind) << " in " << label(cfg) << ", got\n" << r.summary();
     EXPECT_EQ(r.findings.size(), 1u);
-    EXPECT_NE(r.findings[0].message.find("block (0,0,0)"), std::string::npos) << r.findings[0].message;
+    // the first block to run (block 0 or 1 of the two, by the block order) names itself
+    EXPECT_NE(r.findings[0].message.find("block ("), std::string::npos) << r.findings[0].message;
   }
 }
 
@@ -342,6 +348,156 @@ TEST(CudaEmuDetects, BadShuffleArguments) {
   expect_finding(FindingKind::bad_argument, 32, shuffle_mask_without_self, out.data());
   expect_finding(FindingKind::bad_argument, 32, shuffle_bad_width, out.data());
   expect_finding(FindingKind::bad_argument, 32, shuffle_reads_outside_mask, out.data());
+}
+
+// ---- between blocks: the global shadow, block orders, launch limits ----
+
+using ssm::emu::ScopedGlobal;
+
+// Each block adds its index + 1 into one sum: with atomicAdd a correct reduction, with a plain += a lost update on a GPU.
+__global__ void sum_atomic(float* sum) {
+  if (threadIdx.x == 0) atomicAdd(sum, static_cast<float>(blockIdx.x + 1));
+}
+__global__ void sum_plain(float* sum) {
+  if (threadIdx.x == 0) *sum += static_cast<float>(blockIdx.x + 1);
+}
+
+// Block i writes its row of `width` elements, and (the fault) one more: the first element of row i + 1.
+__global__ void rows_one_too_many(float* out, int width, int extra) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < width + extra) out[blockIdx.x * width + t] = static_cast<float>(blockIdx.x * 100 + t + 1);
+}
+
+// Block i writes out[i + shift] (shift -1 writes before the start, +1 past the end for the last block).
+__global__ void shifted_store(float* out, int shift) {
+  if (threadIdx.x == 0) out[static_cast<int>(blockIdx.x) + shift] = static_cast<float>(blockIdx.x + 1);
+}
+
+// Records the order in which the blocks ran: block i stores the value of a shared counter it increments.
+__global__ void record_order(int* counter, int* rank) {
+  if (threadIdx.x == 0) rank[blockIdx.x] = atomicAdd(counter, 1);
+}
+
+// Declares more static shared memory than a block may have.
+__global__ void too_much_shared(float* out) {
+  SSM_SHARED(float, big, 12 * 1024 + 1);  // 48 KiB + 4 bytes
+  big[threadIdx.x] = 1.0f;
+  out[threadIdx.x] = big[threadIdx.x];
+}
+
+TEST(CudaEmuGlobal, AtomicSumAcrossBlocksIsClean) {
+  float sum = 0;
+  ScopedGlobal g(&sum, sizeof sum, "sum");
+  for (const LaunchConfig& cfg : all_orders(5, 32)) {
+    sum = 0;
+    const LaunchReport r = ssm::emu::launch(cfg, sum_atomic, &sum);
+    EXPECT_TRUE(r.ok()) << label(cfg) << "\n" << r.summary();
+    EXPECT_EQ(sum, 15.0f);
+  }
+}
+
+TEST(CudaEmuGlobal, PlainReadModifyWriteByTwoBlocksIsARace) {
+  float sum = 0;
+  ScopedGlobal g(&sum, sizeof sum, "sum");
+  for (const LaunchConfig& cfg : all_orders(3, 32)) {
+    const LaunchReport r = ssm::emu::launch(cfg, sum_plain, &sum);
+    ASSERT_TRUE(r.has(FindingKind::global_race)) << label(cfg) << "\n" << r.summary();
+    EXPECT_NE(r.summary().find("global buffer 'sum'"), std::string::npos) << r.summary();
+  }
+  // Unregistered memory is not watched: the same launch is then clean (the shadow sees only registered buffers).
+  float unwatched = 0;
+  EXPECT_TRUE(ssm::emu::launch(LaunchConfig{3, 32}, sum_plain, &unwatched).ok());
+}
+
+TEST(CudaEmuGlobal, WriteIntoTheNeighboursRowIsARace) {
+  constexpr int kRows = 4, kWidth = 8;
+  std::vector<float> out(kRows * kWidth + 1, 0.0f);  // one spare element, so the last block stays in bounds
+  ScopedGlobal g(out.data(), out.size() * sizeof(float), "out");
+  for (const LaunchConfig& cfg : all_orders(kRows, 32)) {
+    EXPECT_TRUE(ssm::emu::launch(cfg, rows_one_too_many, out.data(), kWidth, 0).ok()) << label(cfg);
+    // Zeros again: a write that leaves a byte as it was is invisible to the shadow (here, the value block i + 1
+    // wrote into its first element in the launch before, when block i + 1 runs first).
+    std::fill(out.begin(), out.end(), 0.0f);
+    const LaunchReport r = ssm::emu::launch(cfg, rows_one_too_many, out.data(), kWidth, 1);
+    ASSERT_TRUE(r.has(FindingKind::global_race)) << label(cfg) << "\n" << r.summary();
+  }
+}
+
+TEST(CudaEmuGlobal, WritesPastEitherEndOfAGuardedBuffer) {
+  constexpr int kBlocks = 6;
+  float* out = static_cast<float*>(ssm::emu::allocate_guarded(kBlocks * sizeof(float), "out"));
+  ASSERT_NE(out, nullptr);
+  for (const LaunchConfig& cfg : all_orders(kBlocks, 32)) {
+    EXPECT_TRUE(ssm::emu::launch(cfg, shifted_store, out, 0).ok()) << label(cfg);
+    for (int shift : {-1, 1}) {
+      const LaunchReport r = ssm::emu::launch(cfg, shifted_store, out, shift);
+      ASSERT_TRUE(r.has(FindingKind::global_out_of_bounds)) << label(cfg) << " shift " << shift << "\n" << r.summary();
+      EXPECT_NE(r.summary().find(shift < 0 ? "before the start of global buffer 'out'" : "at byte 24 of global buffer 'out'"),
+                std::string::npos)
+          << r.summary();
+      std::fill_n(reinterpret_cast<unsigned char*>(out) - ssm::emu::kGuardBytes, ssm::emu::kGuardBytes,
+                  ssm::emu::kGuardPattern);  // mend the guard bands for the next launch
+      std::fill_n(reinterpret_cast<unsigned char*>(out + kBlocks), ssm::emu::kGuardBytes, ssm::emu::kGuardPattern);
+    }
+  }
+  ssm::emu::free_guarded(out);
+}
+
+TEST(CudaEmuGlobal, OverlappingRegistrationsAreRefused) {
+  std::vector<float> a(16);
+  ScopedGlobal whole(a.data(), a.size() * sizeof(float), "a");
+  EXPECT_TRUE(ssm::emu::GlobalBuffers::instance().track(a.data() + 16, 4, 0, "after"));  // adjacent: no overlap
+  ssm::emu::GlobalBuffers::instance().untrack(a.data() + 16);
+  EXPECT_FALSE(ssm::emu::GlobalBuffers::instance().track(a.data() + 4, 8, 0, "inside"));
+  const auto* b = ssm::emu::GlobalBuffers::instance().find(reinterpret_cast<std::uintptr_t>(a.data() + 3));
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->name, "a");
+}
+
+TEST(CudaEmuBlocks, OrdersRunEveryBlockOnceForwardReversedOrShuffled) {
+  constexpr int kBlocks = 9;
+  const auto ranks = [&](Order o, std::uint64_t seed) {
+    int counter = 0;
+    std::vector<int> rank(kBlocks, -1);
+    LaunchConfig cfg{kBlocks, 32, Order::forward, seed};
+    cfg.block_order = o;
+    EXPECT_TRUE(ssm::emu::launch(cfg, record_order, &counter, rank.data()).ok());
+    EXPECT_EQ(counter, kBlocks);
+    return rank;
+  };
+  std::vector<int> forward(kBlocks);
+  std::iota(forward.begin(), forward.end(), 0);
+  std::vector<int> reverse(forward.rbegin(), forward.rend());
+  EXPECT_EQ(ranks(Order::forward, 1), forward);
+  EXPECT_EQ(ranks(Order::reverse, 1), reverse);
+  const std::vector<int> r1 = ranks(Order::random, 1), r2 = ranks(Order::random, 2);
+  for (const auto& r : {r1, r2}) {
+    std::vector<int> sorted = r;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, forward);  // a permutation: every block ran once
+  }
+  EXPECT_NE(r1, forward);
+  EXPECT_NE(r1, r2);
+  EXPECT_EQ(ranks(Order::random, 1), r1);  // seeded: the same order again
+  // Unset, the block order follows the thread order.
+  int counter = 0;
+  std::vector<int> rank(kBlocks, -1);
+  EXPECT_TRUE(ssm::emu::launch(LaunchConfig{kBlocks, 32, Order::reverse, 1}, record_order, &counter, rank.data()).ok());
+  EXPECT_EQ(rank, reverse);
+}
+
+TEST(CudaEmuLimits, GridBlockAndSharedMemoryBeyondTheDevice) {
+  std::vector<float> out(2048);
+  using ssm::emu::dim3;
+  for (const auto& [grid, block] : {std::pair{dim3(1), dim3(1025)}, std::pair{dim3(1), dim3(32, 33)},
+                                    std::pair{dim3(1), dim3(1, 1, 65)}, std::pair{dim3(1, 65536), dim3(32)}}) {
+    const LaunchReport r = ssm::emu::launch(LaunchConfig{grid, block}, shifted_store, out.data(), 0);
+    EXPECT_TRUE(r.has(FindingKind::launch_limit)) << r.summary();
+  }
+  EXPECT_TRUE(ssm::emu::launch(LaunchConfig{dim3(1), dim3(1024)}, shifted_store, out.data(), 0).ok());
+  const LaunchReport r = ssm::emu::launch(LaunchConfig{1, 32}, too_much_shared, out.data());
+  ASSERT_TRUE(r.has(FindingKind::launch_limit)) << r.summary();
+  EXPECT_NE(r.summary().find("49156 bytes of static shared memory"), std::string::npos) << r.summary();
 }
 
 }  // namespace

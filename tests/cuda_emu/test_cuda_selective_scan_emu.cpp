@@ -6,11 +6,17 @@
 // oracle is the library's reference (ScanPath::reference, every sum in double); the saved chunk states are checked
 // against the reference's last state of each prefix. The launcher's own configurations, shapes, groups, optional
 // inputs, dtypes and packed sequences are tested through the op (test_cuda_ops_emu.cpp, test_conformance).
+// The buffers the kernels write live in guarded memory registered with the emulation's global shadow, so a write
+// past either end, or a byte two blocks both change other than through atomicAdd (a lost update on a GPU), fails
+// the launch, in every block order.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -43,16 +49,31 @@ Tensor nan_tensor(const ssm::Dims& shape) {
 
 float* f32(const Tensor& t) { return t.data_as<float>(); }
 
+// t's elements moved into guarded memory registered with the emulation's global shadow
+// (cuda/emu/global_memory.hpp) for the new tensor's lifetime: a kernel writing past either end, or two blocks
+// changing one byte other than through atomicAdd, fails the launch.
+Tensor guarded(const Tensor& t, const char* name) {
+  void* p = ssm::emu::allocate_guarded(t.nbytes(), name);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memcpy(p, t.data(), t.nbytes());
+  return Tensor::adopt(ssm::TensorView(p, t.dtype(), ssm::Device::cpu(), t.shape(), t.strides()),
+                       std::shared_ptr<void>(p, ssm::emu::FreeGuarded{}));
+}
+
 // Runs the forward kernel on one case and checks out, the last state and the saved chunk states against the
 // reference; returns the worst normalized error of out.
 template <class Cfg>
 double run_case(const ScanCase& c, Order order, std::uint64_t seed) {
   SCOPED_TRACE(c.describe() + " order " + ssm::emu::name(order) + " seed " + std::to_string(seed) + " threads " +
                std::to_string(Cfg::kThreads) + " items " + std::to_string(Cfg::kItems));
-  const scan_problem::Scan scan = scan_problem::make_scan(c);
+  scan_problem::Scan scan = scan_problem::make_scan(c);
   const ScanData& s = scan.s;
   const index_t rows = s.state_rows(), n_chunks = std::max<index_t>(1, (c.l + Cfg::kChunk - 1) / Cfg::kChunk);
-  Tensor saved = nan_tensor({rows, c.d, n_chunks, c.n});  // (rows, d, n_chunks, n)
+  const Tensor saved = guarded(nan_tensor({rows, c.d, n_chunks, c.n}), "chunk_states");  // (rows, d, n_chunks, n)
+  scan.out = guarded(scan.out, "out");
+  scan.last = guarded(scan.last, "last_state");
+  scan.prepared.p.out = scan.out.data();
+  scan.prepared.p.last_state = scan.last.data();
   LaunchConfig cfg{ssm::emu::dim3(static_cast<unsigned>(c.d), static_cast<unsigned>(rows)), ssm::emu::dim3(Cfg::kThreads),
                    order, seed};
   const auto report = ssm::emu::launch(cfg, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
@@ -108,10 +129,14 @@ double run_backward_case(const ScanCase& c, Order order, std::uint64_t seed) {
   using Bwd = ssm::kernels::ScanBwdConfig<Cfg>;
   static_assert(Bwd::kChunk == Cfg::kChunk);
   SCOPED_TRACE(c.describe() + " backward, order " + ssm::emu::name(order) + " threads " + std::to_string(Bwd::kThreads));
-  const scan_problem::Scan scan = scan_problem::make_scan(c);
+  scan_problem::Scan scan = scan_problem::make_scan(c);
   const index_t b = c.b, d = c.d, l = c.l, n = c.n;
   const index_t n_chunks = std::max<index_t>(1, (l + Cfg::kChunk - 1) / Cfg::kChunk);
-  Tensor saved = nan_tensor({b, d, n_chunks, n});
+  const Tensor saved = guarded(nan_tensor({b, d, n_chunks, n}), "chunk_states");
+  scan.out = guarded(scan.out, "out");
+  scan.last = guarded(scan.last, "last_state");
+  scan.prepared.p.out = scan.out.data();
+  scan.prepared.p.last_state = scan.last.data();
   LaunchConfig fwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Cfg::kThreads),
                    order, seed};
   auto report = ssm::emu::launch(fwd, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
@@ -119,7 +144,11 @@ double run_backward_case(const ScanCase& c, Order order, std::uint64_t seed) {
   EXPECT_TRUE(report.ok()) << report.summary();
   if (!report.ok()) return INFINITY;
 
-  const scan_problem::KernelGrads grads = scan_problem::make_kernel_grads(c, ssm::Device::cpu());
+  scan_problem::KernelGrads grads = scan_problem::make_kernel_grads(c, ssm::Device::cpu());
+  for (auto [t, name] : {std::pair{&grads.u, "grad_u"}, {&grads.delta, "grad_delta"}, {&grads.z, "grad_z"},
+                         {&grads.A, "grad_A"}, {&grads.B, "grad_B"}, {&grads.C, "grad_C"}, {&grads.D, "grad_D"},
+                         {&grads.delta_bias, "grad_delta_bias"}, {&grads.initial_state, "grad_initial_state"}})
+    *t = guarded(*t, name);
   LaunchConfig bwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Bwd::kThreads),
                    order, seed};
   report = ssm::emu::launch(bwd, ssm::kernels::selective_scan_bwd_kernel<float, Bwd::kThreads, Bwd::kItems>,
@@ -156,6 +185,9 @@ TEST(CudaSelectiveScanEmuBackward, LengthsAndStateSizes) {
     c.g = 2;
     run_backward_case<Small>(c, Order::random, 5);
   }
+  // Two channels per group and two batch rows: the blocks of a group add into one grad_B / grad_C row and the blocks
+  // of a channel into one grad_A / grad_D entry (atomicAdd on a GPU), in all three block orders.
+  for (Order o : kOrders) run_backward_case<Small>(scan_problem::kernel_case(200), o, 9);
 }
 
 }  // namespace
