@@ -246,7 +246,8 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
   c.require(opt.path != SsdPath::recurrent, "path",
             "SsdPath::recurrent (the token loop in the compute type) has no backward; use chunked or reference");
   SsdGrads r;
-  const auto like = [&](const TensorView& t) { return Tensor::zeros(t.shape(), t.dtype(), device); };
+  // Uninitialized: both paths write every element (cu_seqlens cover all of l).
+  const auto like = [&](const TensorView& t) { return Tensor::empty(t.shape(), t.dtype(), device); };
   r.grad_x = like(in.x), r.grad_dt = like(in.dt), r.grad_A = like(in.A), r.grad_B = like(in.B), r.grad_C = like(in.C);
   gp.grad_x = r.grad_x.data(), gp.grad_dt = r.grad_dt.data(), gp.grad_A = r.grad_A.data();
   gp.grad_B = r.grad_B.data(), gp.grad_C = r.grad_C.data();

@@ -8,7 +8,7 @@
 //   pass 3, over (sequence, group, chunk): stage 4 again and the backward of the epilogue and of stages 4, 1 and 2,
 //           then the gate's (ḡdt); ḡB and ḡC summed over the group's heads, ḡC += ḡG B and ḡB += ḡGᵀ C once.
 // Workspace: two (chunks, h, p, n) buffers in the compute type (the states, their gradients), Δ and cs per (chunk,
-// head), and per-(chunk, head) parts of ḡA, ḡD and ḡdt_bias, reduced in chunk order at the end. Every output element
+// head), kept between calls (chunks.hpp: workspace), and per-(chunk, head) parts of ḡA, ḡD and ḡdt_bias, reduced in chunk order at the end. Every output element
 // is written by one task in a fixed order, so results do not depend on the thread count.
 #pragma once
 
@@ -41,15 +41,18 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
   const ChunkList list = make_chunks(p);
   const std::int64_t h = p.nheads, hd = p.headdim, n = p.dstate, ng = p.ngroups, hpg = h / ng, l = p.seqlen;
   const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size()), state_size = hd * n, Q = p.chunk_size;
-  // (chunks, h, p, n) each, left uninitialized: pass 1 writes every element before it is read.
-  const std::unique_ptr<T[]> states(new T[static_cast<std::size_t>(n_chunks * h * state_size)]);
-  const std::unique_ptr<T[]> grads(new T[static_cast<std::size_t>(n_chunks * h * state_size)]);
-  auto state_at = [&](std::int64_t c, std::int64_t head) { return states.get() + (c * h + head) * state_size; };
-  auto grad_at = [&](std::int64_t c, std::int64_t head) { return grads.get() + (c * h + head) * state_size; };
-  std::vector<T> Delta_all(static_cast<std::size_t>(n_chunks * h * Q)), decay(static_cast<std::size_t>(n_chunks * h));
-  std::vector<double> cs_all(static_cast<std::size_t>(n_chunks * h * Q)), gdecay(static_cast<std::size_t>(n_chunks * h));
-  auto Delta_at = [&](std::int64_t c, std::int64_t head) { return Delta_all.data() + (c * h + head) * Q; };
-  auto cs_at = [&](std::int64_t c, std::int64_t head) { return cs_all.data() + (c * h + head) * Q; };
+  // (chunks, h, p, n) each, kept workspaces (chunks.hpp) left uninitialized: pass 1 writes every element before it
+  // is read.
+  T* const states = workspace<T>(0, n_chunks * h * state_size);
+  T* const grads = workspace<T>(2, n_chunks * h * state_size);
+  auto state_at = [&](std::int64_t c, std::int64_t head) { return states + (c * h + head) * state_size; };
+  auto grad_at = [&](std::int64_t c, std::int64_t head) { return grads + (c * h + head) * state_size; };
+  T* const Delta_all = workspace<T>(1, n_chunks * h * Q);
+  double* const cs_all = workspace<double>(3, n_chunks * h * Q);
+  std::vector<T> decay(static_cast<std::size_t>(n_chunks * h));
+  std::vector<double> gdecay(static_cast<std::size_t>(n_chunks * h));
+  auto Delta_at = [&](std::int64_t c, std::int64_t head) { return Delta_all + (c * h + head) * Q; };
+  auto cs_at = [&](std::int64_t c, std::int64_t head) { return cs_all + (c * h + head) * Q; };
   // per (chunk, head) parts of the shared gradients
   std::vector<double> gA_part(static_cast<std::size_t>(n_chunks * h)), gbias_part(static_cast<std::size_t>(n_chunks * h)),
       gD_part(p.D ? static_cast<std::size_t>(n_chunks * h * hd) : 0);
@@ -99,12 +102,13 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
   parallel_for(n_chunks * ng, threads, [&](std::int64_t task) {
     const Chunk& ch = list.chunks[static_cast<std::size_t>(task / ng)];
     const std::int64_t gi = task % ng, len = ch.len;
-    Matrix<T> Bm, Cm, G, X, Gout, Z, gY, Ge, Y, L, M, Xd, dM, gXd, P, Xw, gX;
+    Matrix<T> Bm, Cm, G, X, Gout, Z, gY, Y, L, M, Xd, dM, gXd, P, gX;
     std::vector<T> row, col;
     std::vector<double> gDelta, dcs;
     load_group<In, T>(p, ch, gi, Bm, Cm);
     chunk_gram(Cm, Bm, G);
-    Matrix<T> dG = Matrix<T>::Zero(len, len), gB = Matrix<T>::Zero(len, n), gC = Matrix<T>::Zero(len, n);
+    Matrix<T> dG = Matrix<T>::Zero(len, len), gB(len, n), gC(len, n);
+    Matrix<T> Ge(len, hpg * hd), Xw(len, hpg * hd);  // (len, heads p): diag(e) ḡy and diag(w) x of every head
     for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
       const std::size_t ci = static_cast<std::size_t>(ch.index * h + head);
       const T* Delta = Delta_at(ch.index, head);
@@ -117,19 +121,23 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
       dcs[static_cast<std::size_t>(len - 1)] = gdecay[ci];  // the decay a_c = exp(cs_last)
       // stage 4 again, and its backward
       chunk_output(cs, Cm, H_in, Y);
-      chunk_output_backward(cs, Y, H_in, gY, Ge, gC, dcs.data());
+      const std::int64_t block = (head - gi * hpg) * hd;  // this head's columns of Ge and Xw
+      chunk_output_backward<T>(cs, Y, gY, Ge.middleCols(block, hd), dcs.data());
       // stage 1's mask, Y_diag again only for ḡz
       decay_mask(G, cs, L, M);
       Xd.noalias() = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(Delta, len).asDiagonal() * X;
       if (p.z) Y.noalias() += M.template triangularView<Eigen::Lower>() * Xd;
       epilogue_backward<In, T>(p, g, ch, head, X, Y, Gout, Z, gY, gX, p.D ? gD_part.data() + ci * hd : nullptr, row);
       chunk_local_backward(L, M, Delta, X, Xd, gY, dM, gXd, col, gX, gDelta.data(), dG, dcs.data());
-      chunk_state_backward(cs, Delta, X, Bm, dS, P, Xw, gX, gB, gDelta.data(), dcs.data());
+      chunk_state_backward<T>(cs, Delta, X, Bm, dS, P, Xw.middleCols(block, hd), gX, gDelta.data(), dcs.data());
       gate_backward<T>(p, g, ch, head, Delta, gDelta.data(), dcs.data(), gA_part[ci], gbias_part[ci]);
       if (g.grad_x)
         for (std::int64_t t = 0; t < len; ++t)
           store_row(gX.row(t).data(), hd, static_cast<In*>(g.grad_x) + ((ch.row * l + ch.t0 + t) * h + head) * hd);
     }
+    // the heads' H_in and ḡS are contiguous (heads p, n) in the (chunks, h, p, n) buffers
+    gC.noalias() = Ge * Eigen::Map<const Matrix<T>>(state_at(ch.index, gi * hpg), hpg * hd, n);
+    gB.noalias() = Xw * Eigen::Map<const Matrix<T>>(grad_at(ch.index, gi * hpg), hpg * hd, n);
     gC.noalias() += dG.template triangularView<Eigen::Lower>() * Bm;
     gB.noalias() += dG.template triangularView<Eigen::Lower>().transpose() * Cm;
     for (std::int64_t t = 0; t < len; ++t) {

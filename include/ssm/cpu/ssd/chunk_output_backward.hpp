@@ -1,7 +1,7 @@
 // The backward of SSD stage 4 and of the epilogue (chunk_output.hpp; docs/math.md §8.4). For one head and chunk, with
 // ḡ the incoming gradient of out, e_t = exp(cs_t) and Y_off = diag(e) C H_inᵀ:
 //   epilogue:  ḡy = ḡ ⊙ silu(z),  ḡz = ḡ ⊙ y ⊙ silu'(z),  ḡD += Σ_t ḡy_t ⊙ x_t,  ḡx = D ⊙ ḡy (the rest comes later);
-//   stage 4:   ḡH_in += (diag(e) ḡy)ᵀ C,  ḡC += diag(e) ḡy H_in,  ḡcs_t += ⟨ḡy_t, Y_off,t⟩ (from d e_t / d cs_t = e_t).
+//   stage 4:   ḡH_in += (diag(e) ḡy)ᵀ C,  ḡC += diag(e) ḡy H_in (summed over a group's heads in one GEMM),  ḡcs_t += ⟨ḡy_t, Y_off,t⟩ (from d e_t / d cs_t = e_t).
 // The state's part (ḡH_in) is what the reverse state passing (state_passing_backward.hpp) starts from.
 #pragma once
 
@@ -43,17 +43,17 @@ void chunk_output_state_grad(const double* cs, const Matrix<T>& Cm, const Matrix
   E.noalias() = Ge.transpose() * Cm;
 }
 
-/// gC (len, n) += diag(e) gY H_in and dcs_t += ⟨gY_t, Yoff_t⟩ (Yoff = diag(e) C H_inᵀ, from chunk_output); Ge a
-/// workspace.
+/// Stage 4's backward for one head: Ge (len, p) = diag(e) gY, a block of the group's (len, heads p) matrix, whose
+/// product with the heads' stacked entering states (heads p, n) the caller adds to gC once per group (one GEMM with
+/// a depth of heads p rather than one of depth p per head); dcs_t += ⟨gY_t, Yoff_t⟩ (Yoff = diag(e) C H_inᵀ, from
+/// chunk_output).
 template <class T>
-void chunk_output_backward(const double* cs, const Matrix<T>& Yoff, Eigen::Map<const Matrix<T>> H_in,
-                           const Matrix<T>& gY, Matrix<T>& Ge, Matrix<T>& gC, double* dcs) {
-  Ge.resize(gY.rows(), gY.cols());
+void chunk_output_backward(const double* cs, const Matrix<T>& Yoff, const Matrix<T>& gY,
+                           Eigen::Ref<Matrix<T>, 0, Eigen::OuterStride<>> Ge, double* dcs) {
   for (std::int64_t t = 0; t < gY.rows(); ++t) {
     Ge.row(t) = gY.row(t) * static_cast<T>(std::exp(cs[t]));
     dcs[t] += static_cast<double>(gY.row(t).dot(Yoff.row(t)));
   }
-  gC.noalias() += Ge * H_in;
 }
 
 /// The epilogue's backward for one head and chunk. Y (len, p) holds Y_diag + Y_off (read only with z); gX (len, p)

@@ -12,16 +12,17 @@
 
 namespace ssm::cpu::ssd {
 
-/// Stage 2's backward for one head: gX (len, p), gB (len, n) (the group's, over its heads), gDelta and dcs (len)
-/// accumulate; P (len, p) and Xw (len, p) are workspaces.
+/// Stage 2's backward for one head: gX (len, p), gDelta and dcs (len) accumulate; Xw (len, p) = diag(w) X, a block
+/// of the group's (len, heads p) matrix, whose product with the heads' stacked ḡS (heads p, n) the caller adds to gB
+/// once per group (one GEMM of depth heads p); P (len, p) is a workspace.
 template <class T>
 void chunk_state_backward(const double* cs, const T* Delta, const Matrix<T>& X, const Matrix<T>& Bm,
-                          Eigen::Map<const Matrix<T>> dS, Matrix<T>& P, Matrix<T>& Xw, Matrix<T>& gX, Matrix<T>& gB,
-                          double* gDelta, double* dcs) {
+                          Eigen::Map<const Matrix<T>> dS, Matrix<T>& P,
+                          Eigen::Ref<Matrix<T>, 0, Eigen::OuterStride<>> Xw, Matrix<T>& gX, double* gDelta,
+                          double* dcs) {
   const std::int64_t len = X.rows();
   const double last = cs[len - 1];
   P.noalias() = Bm * dS.transpose();
-  Xw.resize(len, X.cols());
   double q_sum = 0;
   for (std::int64_t t = 0; t < len; ++t) {
     const double decay = std::exp(last - cs[t]);
@@ -35,7 +36,6 @@ void chunk_state_backward(const double* cs, const T* Delta, const Matrix<T>& X, 
     q_sum += q;
   }
   dcs[len - 1] += q_sum;
-  gB.noalias() += Xw * dS;
 }
 
 }  // namespace ssm::cpu::ssd
