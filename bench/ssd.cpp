@@ -1,18 +1,33 @@
-// SSD (Mamba-2; ops/ssd.hpp, docs/ssd.md) forward throughput in state updates per second, b·l·h·p·n / time, at the
-// Mamba-2 shape (24 heads of 64, d_state 128, one group, b = 1, l = 2048 and 8192), f32, with D, z, dt_bias and
-// softplus as the Mamba-2 block calls it: the chunked form at chunk sizes 64, 128 and 256 on 1 and 2 threads, and
-// the chunked form against the token loop (SsdPath::recurrent) at short lengths (where each wins).
-// Counters: updates_per_s, and updates_per_s_per_thread (the target: >= 1e10 per core).
+// SSD (Mamba-2; ops/ssd.hpp, docs/ssd.md) throughput in state updates per second, b·l·h·p·n / time, at the Mamba-2
+// shape (24 heads of 64, d_state 128, one group, b = 1, l = 2048 and 8192), f32, with D, z, dt_bias and softplus as
+// the Mamba-2 block calls it:
+//   - the chunked forward at chunk sizes 64, 128 and 256 on 1 and 2 threads;
+//   - the chunked forward against the token loop (SsdPath::recurrent) at short lengths (where each wins);
+//   - the chunked backward (ssm::ssd_backward, chunk 128) on 1 and 2 threads, with its time over the forward's;
+//   - an Eigen f32 GEMM of the stages' shape (p × Q by Q × n, 64 × 128 by 128 × 128), the machine's GEMM rate.
+// Counters: updates_per_s; updates_per_s_per_thread (the forward target: >= 1e10 per core); flops_per_s, the
+// matrix-product flops the chunked algorithm needs (ssd_flops below) over the time; gemm_fraction, that rate per
+// thread over the single-thread GEMM rate measured in this binary; bwd_over_fwd (the backward's best time over the
+// forward's best, measured in the same run; the target: <= 3).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <random>
+#include <vector>
 
 #include "../tests/conformance/ssd_problem.hpp"
 #include "ssm/ops/ssd.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
+#include <Eigen/Core>
+SSM_EXTERNAL_INCLUDE_END
 
 namespace {
 
 using ssm::index_t;
+using Clock = std::chrono::steady_clock;
+using MatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 ssd_problem::SsdCase mamba2_case(index_t l) {
   ssd_problem::SsdCase c;
@@ -20,6 +35,88 @@ ssd_problem::SsdCase mamba2_case(index_t l) {
   c.has_D = c.has_z = c.has_bias = c.softplus = true;
   c.dtype = ssm::DType::f32;
   return c;
+}
+
+/// The flops of the chunked algorithm's matrix products (2 per multiply-add; triangular ones counted as their
+/// triangle), per chunk of q steps: forward 2 q p n (chunk state) + 2 q p n (inter-chunk output) + q (q + 1) p
+/// (chunk-local, triangular) per head, and 2 q² n (C Bᵀ) per group; backward per head six q p n products (chunk state,
+/// state gradient E, inter-chunk output, ḡC, B ḡSᵀ, ḡB), 2 q (q + 1) p (ḡM, Mᵀ ḡy) and with z q (q + 1) p more (the
+/// chunk-local output again), per group 2 q² n + 2 q (q + 1) n (C Bᵀ, ḡG B, ḡGᵀ C). What the element-wise passes do
+/// is not counted.
+double ssd_flops(const ssd_problem::SsdCase& c, index_t Q, bool backward) {
+  double f = 0;
+  const double p = static_cast<double>(c.p), n = static_cast<double>(c.n), h = static_cast<double>(c.h),
+               g = static_cast<double>(c.g);
+  for (index_t t0 = 0; t0 < c.l; t0 += Q) {
+    const double q = static_cast<double>(std::min(Q, c.l - t0));
+    if (!backward) {
+      f += h * (4 * q * p * n + q * (q + 1) * p) + g * 2 * q * q * n;
+    } else {
+      f += h * (12 * q * p * n + (c.has_z ? 3 : 2) * q * (q + 1) * p) + g * (2 * q * q * n + 2 * q * (q + 1) * n);
+    }
+  }
+  return f * static_cast<double>(c.b);
+}
+
+/// One single-thread Eigen f32 GEMM batch of the stages' shape: 48 products (64 × 128)(128 × 128), as many as the
+/// heads × 2 of a chunk. Returns its flops.
+struct GemmBatch {
+  static constexpr int kCount = 48;
+  std::vector<MatrixF> A, B, C;
+  GemmBatch() {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(-1, 1);
+    for (int i = 0; i < kCount; ++i) {
+      A.push_back(MatrixF::NullaryExpr(64, 128, [&] { return u(rng); }));
+      B.push_back(MatrixF::NullaryExpr(128, 128, [&] { return u(rng); }));
+      C.push_back(MatrixF::Zero(64, 128));
+    }
+  }
+  double run() {
+    for (int i = 0; i < kCount; ++i) C[static_cast<std::size_t>(i)].noalias() = A[static_cast<std::size_t>(i)] * B[static_cast<std::size_t>(i)];
+    benchmark::DoNotOptimize(C[0].data());
+    return 2.0 * 64 * 128 * 128 * kCount;
+  }
+};
+
+/// The machine's single-thread f32 GEMM rate (flops/s), measured once: the best of 20 batches after a warm-up.
+double gemm_rate() {
+  static const double rate = [] {
+    GemmBatch b;
+    b.run();
+    double best = 1e30, flops = 0;
+    for (int r = 0; r < 20; ++r) {
+      const auto t0 = Clock::now();
+      flops = b.run();
+      best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    return flops / best;
+  }();
+  return rate;
+}
+
+void BM_eigen_gemm_f32(benchmark::State& state) {
+  GemmBatch b;
+  double flops = 0;
+  for (auto _ : state) flops = b.run();
+  state.counters["flops_per_s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["gemm_rate_best"] = gemm_rate();
+}
+
+/// chunk <= 0: the token loop (no flops counters: it does no matrix products). seconds: the loop's time, measured by
+/// the caller (gemm_fraction is a plain ratio, not a rate).
+void set_counters(benchmark::State& state, const ssd_problem::SsdCase& c, index_t chunk, int threads, bool backward,
+                  double seconds) {
+  const double updates = static_cast<double>(c.b * c.l * c.h * c.p * c.n);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(updates));
+  state.counters["updates_per_s"] = benchmark::Counter(updates, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["updates_per_s_per_thread"] =
+      benchmark::Counter(updates / threads, benchmark::Counter::kIsIterationInvariantRate);
+  if (chunk <= 0) return;
+  const double flops = ssd_flops(c, chunk, backward);
+  state.counters["flops_per_s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["gemm_fraction"] =
+      flops * static_cast<double>(state.iterations()) / seconds / threads / gemm_rate();
 }
 
 void run(benchmark::State& state, ssm::SsdPath path) {
@@ -30,23 +127,59 @@ void run(benchmark::State& state, ssm::SsdPath path) {
   ssm::SsdOptions opt;
   opt.chunk_size = chunk, opt.threads = threads, opt.path = path;
   const ssm::SsdInputs in = d.inputs();
+  gemm_rate();
+  const auto start = Clock::now();
   for (auto _ : state) {
     ssm::ssd_into(in, out, std::nullopt, opt);
     benchmark::DoNotOptimize(out.data());
   }
-  const double updates = static_cast<double>(d.cs.b * l * d.cs.h * d.cs.p * d.cs.n);
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(updates));
-  state.counters["updates_per_s"] = benchmark::Counter(updates, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["updates_per_s_per_thread"] =
-      benchmark::Counter(updates / threads, benchmark::Counter::kIsIterationInvariantRate);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  set_counters(state, d.cs, path == ssm::SsdPath::recurrent ? 0 : chunk, threads, false, seconds);
 }
 
 void BM_ssd_chunked(benchmark::State& s) { run(s, ssm::SsdPath::chunked); }
 void BM_ssd_recurrent(benchmark::State& s) { run(s, ssm::SsdPath::recurrent); }
 
+/// The chunked backward for a random grad_out (no gradient of the final state, as in training), gradients allocated
+/// by the op as a caller gets them. bwd_over_fwd: its best iteration over the best of 5 forward calls, timed here.
+void BM_ssd_backward(benchmark::State& state) {
+  const index_t l = state.range(0), chunk = state.range(1);
+  const int threads = static_cast<int>(state.range(2));
+  const ssd_problem::SsdData d = ssd_problem::make_data(mamba2_case(l));
+  std::mt19937_64 rng(5);
+  const ssm::Tensor grad_out = ssd_problem::uniform(rng, d.x.shape(), d.x.dtype(), -1, 1);
+  const ssm::Tensor out = ssm::Tensor::empty(d.x.shape(), d.x.dtype());
+  ssm::SsdOptions opt;
+  opt.chunk_size = chunk, opt.threads = threads, opt.path = ssm::SsdPath::chunked;
+  const ssm::SsdInputs in = d.inputs();
+  gemm_rate();
+  double fwd = 1e30, bwd = 1e30;
+  for (int r = 0; r < 6; ++r) {  // the first a warm-up
+    const auto t0 = Clock::now();
+    ssm::ssd_into(in, out, std::nullopt, opt);
+    if (r > 0) fwd = std::min(fwd, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::SsdGrads g = ssm::ssd_backward(in, grad_out, opt);
+    benchmark::DoNotOptimize(g.grad_x.data());
+    const double t = std::chrono::duration<double>(Clock::now() - t0).count();
+    bwd = std::min(bwd, t), seconds += t;
+  }
+  set_counters(state, d.cs, chunk, threads, true, seconds);
+  state.counters["bwd_over_fwd"] = bwd / fwd;
+}
+
+BENCHMARK(BM_eigen_gemm_f32)->Unit(benchmark::kMillisecond)->UseRealTime();
 // (l, chunk, threads)
 BENCHMARK(BM_ssd_chunked)
     ->ArgsProduct({{2048, 8192}, {64, 128, 256}, {1, 2}})
+    ->ArgNames({"l", "chunk", "threads"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ssd_backward)
+    ->ArgsProduct({{2048, 8192}, {128}, {1, 2}})
     ->ArgNames({"l", "chunk", "threads"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

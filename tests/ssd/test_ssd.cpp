@@ -1,7 +1,8 @@
 // The SSD op (ops/ssd.hpp) beyond what the conformance registry says: the chunked path equals the token loop to
 // 1e-12 in f64 and 1e-5 in f32 at every chunk size (1, sizes that do not divide l, l itself, larger than l), the same
 // result on 1 and 2 threads, the CPU token loop (SsdPath::recurrent) within the same bounds, pieces with a carried
-// state equal one call, the reference backward equals central differences, and every error names its argument.
+// state equal one call, the reference backward equals central differences, the chunked backward equals the reference
+// backward (same chunk sizes; 1 and 2 threads bit for bit), and every error names its argument.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -198,6 +199,98 @@ TEST(Ssd, ReferenceBackwardMatchesCentralDifferences) {
   expect_backward_matches_differences(packed);
 }
 
+// ---- the chunked backward against the reference backward ------------------------------------------------------
+
+struct BackwardRun {
+  ssm::SsdGrads grads;
+  std::vector<std::pair<std::string, const Tensor*>> list() const {
+    const ssm::SsdGrads& r = grads;
+    return {{"x", &r.grad_x}, {"dt", &r.grad_dt}, {"A", &r.grad_A}, {"B", &r.grad_B}, {"C", &r.grad_C},
+            {"D", &r.grad_D}, {"z", &r.grad_z}, {"dt_bias", &r.grad_dt_bias}, {"initial_state", &r.grad_initial_state}};
+  }
+};
+
+/// grad_out (x's shape and dtype) and grad_final_state ((rows, h, p, n), param dtype), random in [-1, 1).
+std::pair<Tensor, Tensor> incoming_grads(const SsdCase& cs) {
+  std::mt19937_64 rng(cs.seed + 100);
+  return {ssd_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.p}, cs.dtype, -1, 1),
+          ssd_problem::uniform(rng, {cs.rows(), cs.h, cs.p, cs.n}, ssm::compute_dtype(cs.dtype), -1, 1)};
+}
+
+BackwardRun run_backward(const SsdData& d, const std::pair<Tensor, Tensor>& in_grads, ssm::SsdPath path, index_t chunk,
+                         int threads) {
+  ssm::SsdOptions opt;
+  opt.path = path, opt.chunk_size = chunk, opt.threads = threads;
+  return {ssm::ssd_backward(d.inputs(), in_grads.first, in_grads.second.view(), opt)};
+}
+
+void expect_backward_equals_reference(DType dt, double tol) {
+  for (const SsdCase& cs : shapes(dt)) {
+    const SsdData d = ssd_problem::make_data(cs);
+    const auto in_grads = incoming_grads(cs);
+    const BackwardRun ref = run_backward(d, in_grads, ssm::SsdPath::reference, 1, 1);
+    EXPECT_EQ(ref.grads.path, "reference");
+    for (index_t chunk : {index_t{1}, index_t{3}, index_t{16}, index_t{33}, index_t{64}, index_t{128}, index_t{256}}) {
+      SCOPED_TRACE(cs.describe() + " chunk=" + std::to_string(chunk));
+      const BackwardRun got = run_backward(d, in_grads, ssm::SsdPath::chunked, chunk, 1);
+      EXPECT_EQ(got.grads.path, "cpu-chunked");
+      const auto r = ref.list(), gl = got.list();
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        ASSERT_EQ(r[i].second->defined(), gl[i].second->defined()) << "grad_" << r[i].first;
+        if (r[i].second->defined()) {
+          EXPECT_LE(rel_error(*gl[i].second, *r[i].second), tol) << "grad_" << r[i].first;
+        }
+      }
+    }
+  }
+}
+
+// f64: the chunked sums reassociate the token loop's over up to l steps, and ḡcs is a difference of row and column
+// sums of the mask's gradient: a few thousand ulp of the largest gradient at most, 1e-10.
+TEST(Ssd, ChunkedBackwardEqualsReferenceF64) { expect_backward_equals_reference(DType::f64, 1e-10); }
+// f32 sums of up to a chunk of products (and p n terms for ḡA, ḡΔ) against a double loop: 1e-4.
+TEST(Ssd, ChunkedBackwardEqualsReferenceF32) { expect_backward_equals_reference(DType::f32, 1e-4); }
+
+TEST(Ssd, BackwardThreadsGiveTheSameResult) {
+  for (const SsdCase& cs : shapes(DType::f32)) {
+    const SsdData d = ssd_problem::make_data(cs);
+    const auto in_grads = incoming_grads(cs);
+    const BackwardRun one = run_backward(d, in_grads, ssm::SsdPath::chunked, 16, 1),
+                      two = run_backward(d, in_grads, ssm::SsdPath::chunked, 16, 2);
+    const auto a = one.list(), b = two.list();
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (a[i].second->defined()) {
+        EXPECT_EQ(conformance::to_doubles(*b[i].second), conformance::to_doubles(*a[i].second))
+            << cs.describe() << ": grad_" << a[i].first;
+      }
+  }
+}
+
+// Without grad_final_state the chunked backward equals the reference too, and the (b, l, h p) form of x gives the
+// same gradients as the 4-d one.
+TEST(Ssd, BackwardWithoutFinalGradAndWithHeadDim) {
+  SsdCase cs;
+  cs.b = 2, cs.l = 21, cs.h = 4, cs.p = 3, cs.g = 2, cs.n = 5, cs.has_D = cs.has_z = cs.has_init = true, cs.seed = 11;
+  const SsdData d = ssd_problem::make_data(cs);
+  const Tensor grad_out = incoming_grads(cs).first;
+  ssm::SsdOptions opt;
+  opt.chunk_size = 8;
+  const ssm::SsdGrads got = ssm::ssd_backward(d.inputs(), grad_out, opt);
+  opt.path = ssm::SsdPath::reference;
+  const ssm::SsdGrads ref = ssm::ssd_backward(d.inputs(), grad_out, opt);
+  EXPECT_LE(rel_error(got.grad_initial_state, ref.grad_initial_state), 1e-10);
+  EXPECT_LE(rel_error(got.grad_dt, ref.grad_dt), 1e-10);
+  ssm::SsdInputs in = d.inputs();
+  in.x = d.x.view().reshape({2, 21, 12}), in.z = d.z.view().reshape({2, 21, 12});
+  ssm::SsdOptions o3;
+  o3.chunk_size = 8, o3.head_dim = 3;
+  const ssm::SsdGrads r3 = ssm::ssd_backward(in, grad_out.view().reshape({2, 21, 12}), o3);
+  EXPECT_EQ(r3.grad_x.shape().str(), "(2, 21, 12)");
+  EXPECT_EQ(conformance::to_doubles(r3.grad_x), conformance::to_doubles(got.grad_x));
+  EXPECT_EQ(conformance::to_doubles(r3.grad_z), conformance::to_doubles(got.grad_z));
+  EXPECT_EQ(conformance::to_doubles(r3.grad_B), conformance::to_doubles(got.grad_B));
+}
+
 // ---- errors ------------------------------------------------------------------------------------------------------
 
 void expect_error(const std::function<void()>& f, const std::string& fragment) {
@@ -279,6 +372,32 @@ TEST(Ssd, Errors) {
     in.cu_seqlens = cu.view();
     expect_error([&] { ssm::ssd(in, opt); }, "argument 'cu_seqlens': packed variable-length batches need b == 1");
   }
+}
+
+TEST(Ssd, BackwardErrors) {
+  const SsdCase cs = error_case();
+  const SsdData d = ssd_problem::make_data(cs);
+  const auto in_grads = incoming_grads(cs);
+  ssm::SsdOptions opt;
+  opt.chunk_size = 4;
+  const Tensor go_bad = Tensor::zeros({2, 9, 4, 2}, DType::f32);
+  expect_error([&] { ssm::ssd_backward(d.inputs(), go_bad, opt); },
+               "ssd_backward: argument 'grad_out': expected shape (2, 9, 4, 3), got (2, 9, 4, 2)");
+  const Tensor go_f64 = Tensor::zeros({2, 9, 4, 3}, DType::f64);
+  expect_error([&] { ssm::ssd_backward(d.inputs(), go_f64, opt); },
+               "ssd_backward: argument 'grad_out': expected dtype f32 (the dtype of 'x'), got f64");
+  const Tensor wide = Tensor::zeros({2, 9, 4, 6}, DType::f32);
+  const ssm::TensorView strided(wide.data(), DType::f32, ssm::Device::cpu(), {2, 9, 4, 3}, {216, 24, 6, 1});
+  expect_error([&] { ssm::ssd_backward(d.inputs(), strided, opt); }, "ssd_backward: argument 'grad_out': ");
+  const Tensor gf_bad = Tensor::zeros({2, 4, 3, 4}, DType::f32);
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, gf_bad.view(), opt); },
+               "ssd_backward: argument 'grad_final_state': expected shape (2, 4, 3, 5), got (2, 4, 3, 4)");
+  opt.path = ssm::SsdPath::recurrent;
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, opt); },
+               "ssd_backward: argument 'path': SsdPath::recurrent (the token loop in the compute type) has no backward");
+  opt.path = ssm::SsdPath::chunked, opt.chunk_size = -1;
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, opt); },
+               "ssd_backward: argument 'chunk_size': must be > 0, got -1");
 }
 
 // A CUDA backend without an ssd entry: the op says so by name (a stand-in backend, as no GPU is needed to see it).

@@ -6,7 +6,8 @@
 //   - x (and z, out) may also be given as (b, l, h p) with head_dim set;
 //   - f64 computes in f64 (f32, f16, bf16 in f32).
 // CPU tensors: the chunked path of cpu/ssd/ (or, on request, its token loop or the double one of reference/ssd.hpp). CUDA tensors: the
-// backend's ssd_forward entry, an ssm::Error "not implemented on cuda yet" while it is null.
+// backend's ssd_forward entry, an ssm::Error "not implemented on cuda yet" while it is null. The backward
+// (ssd_backward, after selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one.
 #pragma once
 
 #include <cmath>
@@ -19,6 +20,7 @@
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cpu/ssd/backward.hpp"
 #include "ssm/cpu/ssd/forward.hpp"
 #include "ssm/cpu/ssd/recurrent.hpp"
 #include "ssm/reference/ssd.hpp"
@@ -55,6 +57,13 @@ struct SsdOptions {
   bool return_final_state = false;    // the allocating form: also the final state
 };
 
+/// The backward's gradients (ssd_backward): each has the shape and dtype of its input (grad_x, grad_z (b, l, h, p)
+/// or (b, l, h p) as x was given); empty when the input was absent. All contiguous.
+struct SsdGrads {
+  Tensor grad_x, grad_dt, grad_A, grad_B, grad_C, grad_D, grad_z, grad_dt_bias, grad_initial_state;
+  std::string path;  // "cpu-chunked" or "reference"
+};
+
 struct SsdOutputs {
   Tensor out;          // x's shape and dtype
   Tensor final_state;  // (rows, h, p, n) param dtype, when asked for
@@ -73,21 +82,22 @@ inline TensorView split_heads(const Checker& c, const char* name, const TensorVi
                     {t.stride(0), t.stride(1), head_dim, 1});
 }
 
-/// Checks everything and fills the argument block; `cu` receives cu_seqlens as i64 (p points into it).
+/// Checks everything and fills the argument block; `cu` receives cu_seqlens as i64 (p points into it). `out_name`
+/// names out_arg in errors (the backward passes grad_out, which has out's shape and dtype).
 inline SsdParams check_ssd(const Checker& c, const SsdInputs& in, const TensorView& out_arg,
                            const std::optional<TensorView>& final_state, const SsdOptions& opt,
-                           std::vector<std::int64_t>& cu, Device& device) {
+                           std::vector<std::int64_t>& cu, Device& device, const char* out_name = "out") {
   for (const auto& [nm, t] : {NamedView{"x", in.x}, NamedView{"dt", in.dt}, NamedView{"A", in.A}, NamedView{"B", in.B},
-                              NamedView{"C", in.C}, NamedView{"out", out_arg}})
+                              NamedView{"C", in.C}, NamedView{out_name, out_arg}})
     c.defined(nm, t);
   c.require(opt.chunk_size > 0, "chunk_size", "must be > 0, got ", opt.chunk_size);
   c.require(opt.head_dim >= 0, "head_dim", "must be >= 0 (0: x is (b, l, h, p)), got ", opt.head_dim);
   device = dispatch_device(
-      c, {{"x", in.x}, {"dt", in.dt}, {"A", in.A}, {"B", in.B}, {"C", in.C}, {"out", out_arg},
+      c, {{"x", in.x}, {"dt", in.dt}, {"A", in.A}, {"B", in.B}, {"C", in.C}, {out_name, out_arg},
           {"D", in.D.value_or(in.A)}, {"z", in.z.value_or(in.x)}, {"dt_bias", in.dt_bias.value_or(in.A)},
           {"initial_state", in.initial_state.value_or(in.A)}, {"final_state", final_state.value_or(in.A)}});
   const TensorView x = opt.head_dim > 0 ? split_heads(c, "x", in.x, opt.head_dim) : in.x;
-  const TensorView out = opt.head_dim > 0 ? split_heads(c, "out", out_arg, opt.head_dim) : out_arg;
+  const TensorView out = opt.head_dim > 0 ? split_heads(c, out_name, out_arg, opt.head_dim) : out_arg;
   c.rank("x", x, 4).floating("x", x).unit_stride("x", x, 3);
   SsdParams p;
   p.batch = x.size(0), p.seqlen = x.size(1), p.nheads = x.size(2), p.headdim = x.size(3);
@@ -161,7 +171,7 @@ inline SsdParams check_ssd(const Checker& c, const SsdInputs& in, const TensorVi
   if (in.initial_state) state("initial_state", *in.initial_state), p.initial_state = in.initial_state->data();
   if (final_state) state("final_state", *final_state), p.final_state = final_state->data();
 
-  c.same_dtype("out", out, "x", x).shape("out", out, {b, l, h, hd}).unit_stride("out", out, 3);
+  c.same_dtype(out_name, out, "x", x).shape(out_name, out, {b, l, h, hd}).unit_stride(out_name, out, 3);
   p.out = out.data(), p.out_batch_stride = out.stride(0), p.out_seq_stride = out.stride(1);
   p.out_head_stride = out.stride(2);
   return p;
@@ -208,6 +218,56 @@ inline SsdOutputs ssd(const SsdInputs& in, const SsdOptions& opt = {}) {
   }
   r.path = ssd_into(in, r.out, fs, opt);
   return r;
+}
+
+/// Gradients of the SSD forward for grad_out (out's shape and dtype, contiguous) and the optional grad_final_state
+/// ((rows, h, p, n), param dtype, contiguous; zero when absent). SsdPath::reference runs the token loop in double
+/// (reference::ssd_backward); automatic and chunked the chunked CPU backward (cpu/ssd/backward.hpp: opt.chunk_size,
+/// opt.threads). The token loop in the compute type (SsdPath::recurrent) has no backward: an ssm::Error says so.
+/// Gradients of shared inputs (A, D, dt_bias; B and C over a group's heads) are sums over what reads them.
+inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
+                             std::optional<TensorView> grad_final_state = std::nullopt, const SsdOptions& opt = {}) {
+  Checker c("ssd_backward");
+  std::vector<std::int64_t> cu;
+  Device device;
+  SsdParams p = detail::check_ssd(c, in, grad_out, std::nullopt, opt, cu, device, "grad_out");
+  p.out = nullptr, p.out_batch_stride = p.out_seq_stride = p.out_head_stride = 0;  // grad_out is read, never written
+  c.contiguous("grad_out", grad_out);
+  SsdGradParams gp;
+  gp.grad_out = grad_out.data();
+  if (grad_final_state) {
+    const TensorView& gf = *grad_final_state;
+    c.defined("grad_final_state", gf).dtype("grad_final_state", gf, p.param_dtype);
+    c.shape("grad_final_state", gf, {p.rows(), p.nheads, p.headdim, p.dstate}).contiguous("grad_final_state", gf);
+    c.require(gf.device() == device, "grad_final_state", "is on ", gf.device().str(), " but 'x' is on ", device.str());
+    gp.grad_final_state = gf.data();
+  }
+  c.require(!device.is_cuda(), "x", "ssd_backward is not implemented on cuda yet (CUDA tensors)");
+  c.require(opt.path != SsdPath::recurrent, "path",
+            "SsdPath::recurrent (the token loop in the compute type) has no backward; use chunked or reference");
+  SsdGrads r;
+  // Uninitialized: both paths write every element (cu_seqlens cover all of l).
+  const auto like = [&](const TensorView& t) { return Tensor::empty(t.shape(), t.dtype(), device); };
+  r.grad_x = like(in.x), r.grad_dt = like(in.dt), r.grad_A = like(in.A), r.grad_B = like(in.B), r.grad_C = like(in.C);
+  gp.grad_x = r.grad_x.data(), gp.grad_dt = r.grad_dt.data(), gp.grad_A = r.grad_A.data();
+  gp.grad_B = r.grad_B.data(), gp.grad_C = r.grad_C.data();
+  if (in.D) gp.grad_D = (r.grad_D = like(*in.D)).data();
+  if (in.z) gp.grad_z = (r.grad_z = like(*in.z)).data();
+  if (in.dt_bias) gp.grad_dt_bias = (r.grad_dt_bias = like(*in.dt_bias)).data();
+  if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
+  if (opt.path == SsdPath::reference) {
+    reference::ssd_backward(p, gp);
+    r.path = "reference";
+  } else {
+    cpu::ssd_backward_chunked(p, gp, opt.threads);
+    r.path = "cpu-chunked";
+  }
+  return r;
+}
+
+/// ssd_backward without a grad_final_state.
+inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out, const SsdOptions& opt) {
+  return ssd_backward(in, grad_out, std::nullopt, opt);
 }
 
 }  // namespace ssm

@@ -1,6 +1,8 @@
 // Conformance registration of the SSD op (ops/ssd.hpp; Mamba-2): the chunked CPU path (several chunk sizes, 1 and 2
 // threads), the CPU token loop (cpu_sequential: SsdPath::recurrent) and the op's reference path against the token
-// loop in double of include/ssm/reference/ssd.hpp. Forward only (the backward is not written yet); no CUDA kernels.
+// loop in double of include/ssm/reference/ssd.hpp; the backward (ssm::ssd_backward) on the chunked path against
+// reference::ssd_backward, with an incoming gradient of out and of the final state. No CUDA kernels.
+#include <random>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,16 @@ std::vector<Case> ssd_cases() {
         push("cu_seqlens", d.cu_seqlens, *in.cu_seqlens);
         c.inputs.back().host = true;
       }
+      std::mt19937_64 rng(cs.seed + 500);
+      const Tensor grad_out = ssd_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.p}, dt, -1, 1);  // (b, l, h, p)
+      const Tensor grad_final =
+          ssd_problem::uniform(rng, {cs.rows(), cs.h, cs.p, cs.n}, ssm::compute_dtype(dt), -1, 1);  // (rows, h, p, n)
+      c.inputs.push_back(dense_arg("grad_out", grad_out));
+      c.inputs.push_back(dense_arg("grad_final_state", grad_final));
+      for (const Arg& a : std::vector<Arg>(c.inputs)) {  // a gradient like each differentiable input, contiguous
+        if (a.name == "cu_seqlens" || a.name == "grad_out" || a.name == "grad_final_state") continue;
+        c.grads.push_back({"grad_" + a.name, a.view.shape(), a.view.dtype()});
+      }
       OutSpec out{"out", {cs.b, cs.l, cs.h, cs.p}, dt};  // (b, l, h, p)
       if (cs.pad) out.strides = {cs.l * cs.h * (cs.p + 2), cs.h * (cs.p + 2), cs.p + 2, 1};
       c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.p, cs.n}, ssm::compute_dtype(dt)}};  // (rows, h, p, n)
@@ -113,22 +125,59 @@ void ssd_forward_reference(const Case& c, const Views& in, const Views& out) {
   ssm::reference::ssd_forward(ssm::detail::check_ssd(chk, ssd_inputs(c, in), out[0], out[1], opt, cu, device));
 }
 
-std::string ssd_unsupported(const Case&, const RunConfig&, Pass) { return {}; }
+/// The backward through the op: its allocating form, the gradients adopted (compared, not guarded).
+void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
+  ssm::SsdOptions opt;
+  opt.chunk_size = of(c).chunk;
+  opt.path = cfg.path == "reference" ? ssm::SsdPath::reference : ssm::SsdPath::chunked;
+  opt.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
+  ssm::SsdGrads r = ssm::ssd_backward(ssd_inputs(c, in), named(c, in, "grad_out"),
+                                      named(c, in, "grad_final_state"), opt);
+  EXPECT_EQ(r.path, cfg.path == "reference" ? "reference" : "cpu-chunked");
+  for (std::size_t i = 0; i < c.grads.size(); ++i) {
+    const std::string& n = c.grads[i].name;
+    Tensor* t = n == "grad_x" ? &r.grad_x : n == "grad_dt" ? &r.grad_dt : n == "grad_A" ? &r.grad_A
+              : n == "grad_B" ? &r.grad_B : n == "grad_C" ? &r.grad_C : n == "grad_D" ? &r.grad_D
+              : n == "grad_z" ? &r.grad_z : n == "grad_dt_bias" ? &r.grad_dt_bias : &r.grad_initial_state;
+    out.adopt(i, *t);
+  }
+}
+
+/// reference::ssd_backward through the op's SsdPath::reference (which runs nothing else), copied into the harness's
+/// outputs.
+void ssd_backward_reference(const Case& c, const Views& in, const Views& out) {
+  Outputs o;
+  o.views = out;
+  RunConfig ref;
+  ref.path = "reference";
+  ssd_backward(c, in, o, ref);
+  for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
+}
+
+std::string ssd_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+  if (pass == Pass::backward && cfg.path == "reference") return "the backward on SsdPath::reference is the oracle itself";
+  if (pass == Pass::backward && cfg.path == "sequential") return "the token loop (SsdPath::recurrent) has no backward";
+  return {};
+}
 
 /// f64: sums of at most l products in another order, 1e-12. f32 (and f32 states of 16-bit inputs): 1e-5, the issue's
 /// bound for sums of up to a chunk of products against a double loop. f16 / bf16 outputs: the inputs are the same
 /// 16-bit values for both, so one rounding of the output, about 2^-11 and 2^-8 of max |out|, with room: 1e-3, 8e-3.
-double ssd_tolerance(DType dt, Pass) {
+/// Backward: the chunked sums reassociate the loop's over up to l steps and the gate's gradient is a difference of
+/// the decay mask's row and column sums: 1e-10 (f64) and 1e-4 (f32); 16-bit gradients once more one rounding of
+/// their type.
+double ssd_tolerance(DType dt, Pass pass) {
+  const bool fwd = pass == Pass::forward;
   switch (dt) {
-    case DType::f64: return 1e-12;
+    case DType::f64: return fwd ? 1e-12 : 1e-10;
     case DType::f16: return 1e-3;
     case DType::bf16: return 8e-3;
-    default: return 1e-5;
+    default: return fwd ? 1e-5 : 1e-4;
   }
 }
 
-const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, false, ssd_cases, ssd_unsupported, ssd_forward, nullptr,
-                      ssd_forward_reference, nullptr, ssd_tolerance}};
+const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, false, ssd_cases, ssd_unsupported, ssd_forward, ssd_backward,
+                      ssd_forward_reference, ssd_backward_reference, ssd_tolerance}};
 
 }  // namespace
 }  // namespace conformance

@@ -15,6 +15,7 @@ SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Core>
 SSM_EXTERNAL_INCLUDE_END
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "ssm/core/params/ssd.hpp"
@@ -24,6 +25,27 @@ namespace ssm::cpu::ssd {
 
 template <class T>
 using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// A buffer of at least `size` elements of T (uninitialized), kept by the calling thread between calls; `slot` (0..3)
+/// picks one of four per T. Slots are numbered across types (f64 states and the double cumulative sums share T):
+/// 0 the chunk states, 1 Δ, 2 the states' gradients, 3 the cumulative sums. The chunked passes' large workspaces (the chunk states: (chunks, h, p, n), 50 MB at
+/// l = 8192 at the Mamba-2 shape) live here: allocated per call, their pages were faulted in and zeroed by the
+/// kernel on every call. What a buffer holds is kept until the thread ends (the largest problem's size).
+template <class T>
+T* workspace(int slot, std::int64_t size) {
+  struct Buffer {
+    std::unique_ptr<T[]> data;
+    std::int64_t size = 0;
+  };
+  thread_local Buffer buffers[4];
+  Buffer& b = buffers[slot];
+  if (b.size < size) {
+    b.data.reset();
+    b.data.reset(new T[static_cast<std::size_t>(size)]);
+    b.size = size;
+  }
+  return b.data.get();
+}
 
 /// One chunk: sequence `seq` (batch row `row`), steps [t0, t0 + len) along l, and its index among all chunks.
 struct Chunk {

@@ -4,7 +4,7 @@
 //   pass 2, over (sequence, head):         stage 3, the states entering the chunks and the final state;
 //   pass 3, over (sequence, group, chunk): stages 1 and 4 and the epilogue, each head's output rows.
 // C Bᵀ is formed once per (group, chunk) and B, C converted once per (group, chunk), shared by the group's heads.
-// Workspace: the chunk states, (chunks, h, p, n) in the compute type. Results depend on the thread count not at all
+// Workspace: the chunk states, (chunks, h, p, n) in the compute type, kept between calls (chunks.hpp: workspace). Results depend on the thread count not at all
 // (each output element is computed by one task in a fixed order) and on the chunk size by rounding only.
 #pragma once
 
@@ -31,17 +31,17 @@ void forward_chunked(const SsdParams& p, int threads) {
   const ChunkList list = make_chunks(p);
   const std::int64_t h = p.nheads, hd = p.headdim, n = p.dstate, g = p.ngroups, hpg = h / g;
   const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size()), state_size = hd * n;
-  // (chunks, h, p, n), left uninitialized: pass 1 writes every element before it is read (zeroing it cost 4% of a
-  // call at the Mamba-2 shape, perf).
-  const std::unique_ptr<T[]> states(new T[static_cast<std::size_t>(n_chunks * h * state_size)]);
+  // (chunks, h, p, n), a kept workspace left uninitialized: pass 1 writes every element before it is read (zeroing
+  // it cost 4% of a call at the Mamba-2 shape, perf).
+  T* const states = workspace<T>(0, n_chunks * h * state_size);
   // Δ and the gate's cumulative sums of every (chunk, head), (chunks, h, Q): from pass 1, reused by pass 3.
   const std::int64_t Q = p.chunk_size;
-  std::vector<T> Delta_all(static_cast<std::size_t>(n_chunks * h * Q));
-  std::vector<double> cs_all(static_cast<std::size_t>(n_chunks * h * Q));
-  auto Delta_at = [&](std::int64_t chunk, std::int64_t head) { return Delta_all.data() + (chunk * h + head) * Q; };
-  auto cs_at = [&](std::int64_t chunk, std::int64_t head) { return cs_all.data() + (chunk * h + head) * Q; };
+  T* const Delta_all = workspace<T>(1, n_chunks * h * Q);
+  double* const cs_all = workspace<double>(3, n_chunks * h * Q);
+  auto Delta_at = [&](std::int64_t chunk, std::int64_t head) { return Delta_all + (chunk * h + head) * Q; };
+  auto cs_at = [&](std::int64_t chunk, std::int64_t head) { return cs_all + (chunk * h + head) * Q; };
   std::vector<T> decay(static_cast<std::size_t>(n_chunks * h));                // (chunks, h)
-  auto state_at = [&](std::int64_t chunk, std::int64_t head) { return states.get() + (chunk * h + head) * state_size; };
+  auto state_at = [&](std::int64_t chunk, std::int64_t head) { return states + (chunk * h + head) * state_size; };
 
   // pass 1: stage 2
   parallel_for(n_chunks * g, threads, [&](std::int64_t task) {

@@ -1,0 +1,190 @@
+// The chunked SSD backward on the CPU (docs/ssd.md, docs/math.md §8.4): the forward's stages recomputed where that
+// is cheaper than storing them, and each stage's backward (one file each) on GEMMs (Eigen), in three threaded
+// passes like the forward (cpu/threads.hpp):
+//   pass 1, over (sequence, group, chunk): stage 2 again (each head's zero-start chunk state S_c and decay) and the
+//           state gradient the chunk's own outputs give, E_c = (diag(exp(cs)) ḡy)ᵀ C;
+//   pass 2, over (sequence, head):         stage 3 forward (S_c -> H_in[c], the final state discarded), then its
+//           reverse (E_c -> ḡS_c, each chunk's decay gradient, the initial state's gradient);
+//   pass 3, over (sequence, group, chunk): stage 4 again and the backward of the epilogue and of stages 4, 1 and 2,
+//           then the gate's (ḡdt); ḡB and ḡC summed over the group's heads, ḡC += ḡG B and ḡB += ḡGᵀ C once.
+// Workspace: two (chunks, h, p, n) buffers in the compute type (the states, their gradients), Δ and cs per (chunk,
+// head), kept between calls (chunks.hpp: workspace), and per-(chunk, head) parts of ḡA, ḡD and ḡdt_bias, reduced in chunk order at the end. Every output element
+// is written by one task in a fixed order, so results do not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ssm/core/error.hpp"
+#include "ssm/core/params/ssd.hpp"
+#include "ssm/cpu/ssd/chunk_local.hpp"
+#include "ssm/cpu/ssd/chunk_local_backward.hpp"
+#include "ssm/cpu/ssd/chunk_output.hpp"
+#include "ssm/cpu/ssd/chunk_output_backward.hpp"
+#include "ssm/cpu/ssd/chunk_state.hpp"
+#include "ssm/cpu/ssd/chunk_state_backward.hpp"
+#include "ssm/cpu/ssd/chunks.hpp"
+#include "ssm/cpu/ssd/gate_backward.hpp"
+#include "ssm/cpu/ssd/state_passing.hpp"
+#include "ssm/cpu/ssd/state_passing_backward.hpp"
+#include "ssm/cpu/threads.hpp"
+
+namespace ssm::cpu {
+
+namespace ssd {
+
+template <class In>
+void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
+  using T = compute_t<In>;
+  const ChunkList list = make_chunks(p);
+  const std::int64_t h = p.nheads, hd = p.headdim, n = p.dstate, ng = p.ngroups, hpg = h / ng, l = p.seqlen;
+  const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size()), state_size = hd * n, Q = p.chunk_size;
+  // (chunks, h, p, n) each, kept workspaces (chunks.hpp) left uninitialized: pass 1 writes every element before it
+  // is read.
+  T* const states = workspace<T>(0, n_chunks * h * state_size);
+  T* const grads = workspace<T>(2, n_chunks * h * state_size);
+  auto state_at = [&](std::int64_t c, std::int64_t head) { return states + (c * h + head) * state_size; };
+  auto grad_at = [&](std::int64_t c, std::int64_t head) { return grads + (c * h + head) * state_size; };
+  T* const Delta_all = workspace<T>(1, n_chunks * h * Q);
+  double* const cs_all = workspace<double>(3, n_chunks * h * Q);
+  std::vector<T> decay(static_cast<std::size_t>(n_chunks * h));
+  std::vector<double> gdecay(static_cast<std::size_t>(n_chunks * h));
+  auto Delta_at = [&](std::int64_t c, std::int64_t head) { return Delta_all + (c * h + head) * Q; };
+  auto cs_at = [&](std::int64_t c, std::int64_t head) { return cs_all + (c * h + head) * Q; };
+  // per (chunk, head) parts of the shared gradients
+  std::vector<double> gA_part(static_cast<std::size_t>(n_chunks * h)), gbias_part(static_cast<std::size_t>(n_chunks * h)),
+      gD_part(p.D ? static_cast<std::size_t>(n_chunks * h * hd) : 0);
+
+  // pass 1: stage 2 again, and E_c
+  parallel_for(n_chunks * ng, threads, [&](std::int64_t task) {
+    const Chunk& ch = list.chunks[static_cast<std::size_t>(task / ng)];
+    const std::int64_t gi = task % ng;
+    Matrix<T> Bm, Cm, X, Xw, Gout, Z, gY, Ge;
+    load_group<In, T>(p, ch, gi, Bm, Cm);
+    for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
+      T* Delta = Delta_at(ch.index, head);
+      double* cs = cs_at(ch.index, head);
+      load_head<In, T>(p, ch, head, X);
+      gate_sums<T>(p, ch, head, Delta, cs);
+      decay[static_cast<std::size_t>(ch.index * h + head)] =
+          chunk_state(cs, Delta, X, Bm, Xw, Eigen::Map<Matrix<T>>(state_at(ch.index, head), hd, n));
+      load_grad_y<In, T>(p, g, ch, head, Gout, Z, gY);
+      chunk_output_state_grad(cs, Cm, gY, Ge, Eigen::Map<Matrix<T>>(grad_at(ch.index, head), hd, n));
+    }
+  });
+
+  // pass 2: stage 3 forward, then its reverse
+  parallel_for(p.rows() * h, threads, [&](std::int64_t task) {
+    const std::int64_t s = task / h, head = task % h, state_off = (s * h + head) * state_size;
+    std::vector<T> H(static_cast<std::size_t>(state_size), T(0));
+    if (p.initial_state) {
+      const T* h0 = static_cast<const T*>(p.initial_state) + state_off;
+      std::copy(h0, h0 + state_size, H.begin());
+    }
+    const std::int64_t c0 = list.first_chunk[static_cast<std::size_t>(s)];
+    const std::int64_t count = list.first_chunk[static_cast<std::size_t>(s + 1)] - c0;
+    state_passing(state_at(c0, head), count, h * state_size, decay.data() + c0 * h + head, h,
+                  Eigen::Map<Matrix<T>>(H.data(), hd, n));
+    if (g.grad_final_state) {
+      const T* gf = static_cast<const T*>(g.grad_final_state) + state_off;
+      std::copy(gf, gf + state_size, H.begin());
+    } else {
+      std::fill(H.begin(), H.end(), T(0));
+    }
+    state_passing_backward(grad_at(c0, head), state_at(c0, head), count, h * state_size, decay.data() + c0 * h + head,
+                           gdecay.data() + c0 * h + head, h, Eigen::Map<Matrix<T>>(H.data(), hd, n));
+    if (g.grad_initial_state) std::copy(H.begin(), H.end(), static_cast<T*>(g.grad_initial_state) + state_off);
+  });
+
+  // pass 3: the stages' backward
+  parallel_for(n_chunks * ng, threads, [&](std::int64_t task) {
+    const Chunk& ch = list.chunks[static_cast<std::size_t>(task / ng)];
+    const std::int64_t gi = task % ng, len = ch.len;
+    Matrix<T> Bm, Cm, G, X, Gout, Z, gY, Y, L, M, Xd, dM, gXd, P, gX;
+    std::vector<T> row, col;
+    std::vector<double> gDelta, dcs;
+    load_group<In, T>(p, ch, gi, Bm, Cm);
+    chunk_gram(Cm, Bm, G);
+    Matrix<T> dG = Matrix<T>::Zero(len, len), gB(len, n), gC(len, n);
+    Matrix<T> Ge(len, hpg * hd), Xw(len, hpg * hd);  // (len, heads p): diag(e) ḡy and diag(w) x of every head
+    for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
+      const std::size_t ci = static_cast<std::size_t>(ch.index * h + head);
+      const T* Delta = Delta_at(ch.index, head);
+      const double* cs = cs_at(ch.index, head);
+      const Eigen::Map<const Matrix<T>> H_in(state_at(ch.index, head), hd, n), dS(grad_at(ch.index, head), hd, n);
+      load_head<In, T>(p, ch, head, X);
+      load_grad_y<In, T>(p, g, ch, head, Gout, Z, gY);
+      gDelta.assign(static_cast<std::size_t>(len), 0.0);
+      dcs.assign(static_cast<std::size_t>(len), 0.0);
+      dcs[static_cast<std::size_t>(len - 1)] = gdecay[ci];  // the decay a_c = exp(cs_last)
+      // stage 4 again, and its backward
+      chunk_output(cs, Cm, H_in, Y);
+      const std::int64_t block = (head - gi * hpg) * hd;  // this head's columns of Ge and Xw
+      chunk_output_backward<T>(cs, Y, gY, Ge.middleCols(block, hd), dcs.data());
+      // stage 1's mask, Y_diag again only for ḡz
+      decay_mask(G, cs, L, M);
+      Xd.noalias() = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(Delta, len).asDiagonal() * X;
+      if (p.z) Y.noalias() += M.template triangularView<Eigen::Lower>() * Xd;
+      epilogue_backward<In, T>(p, g, ch, head, X, Y, Gout, Z, gY, gX, p.D ? gD_part.data() + ci * hd : nullptr, row);
+      chunk_local_backward(L, M, Delta, X, Xd, gY, dM, gXd, col, gX, gDelta.data(), dG, dcs.data());
+      chunk_state_backward<T>(cs, Delta, X, Bm, dS, P, Xw.middleCols(block, hd), gX, gDelta.data(), dcs.data());
+      gate_backward<T>(p, g, ch, head, Delta, gDelta.data(), dcs.data(), gA_part[ci], gbias_part[ci]);
+      if (g.grad_x)
+        for (std::int64_t t = 0; t < len; ++t)
+          store_row(gX.row(t).data(), hd, static_cast<In*>(g.grad_x) + ((ch.row * l + ch.t0 + t) * h + head) * hd);
+    }
+    // the heads' H_in and ḡS are contiguous (heads p, n) in the (chunks, h, p, n) buffers
+    gC.noalias() = Ge * Eigen::Map<const Matrix<T>>(state_at(ch.index, gi * hpg), hpg * hd, n);
+    gB.noalias() = Xw * Eigen::Map<const Matrix<T>>(grad_at(ch.index, gi * hpg), hpg * hd, n);
+    gC.noalias() += dG.template triangularView<Eigen::Lower>() * Bm;
+    gB.noalias() += dG.template triangularView<Eigen::Lower>().transpose() * Cm;
+    for (std::int64_t t = 0; t < len; ++t) {
+      const std::int64_t off = ((ch.row * l + ch.t0 + t) * ng + gi) * n;
+      if (g.grad_B) store_row(gB.row(t).data(), n, static_cast<In*>(g.grad_B) + off);
+      if (g.grad_C) store_row(gC.row(t).data(), n, static_cast<In*>(g.grad_C) + off);
+    }
+  });
+
+  // the shared gradients, summed over chunks in order
+  for (std::int64_t head = 0; head < h; ++head) {
+    double ga = 0, gb = 0;
+    std::vector<double> gd(static_cast<std::size_t>(hd), 0.0);
+    for (std::int64_t c = 0; c < n_chunks; ++c) {
+      const std::size_t ci = static_cast<std::size_t>(c * h + head);
+      ga += gA_part[ci], gb += gbias_part[ci];
+      if (p.D)
+        for (std::int64_t i = 0; i < hd; ++i) gd[static_cast<std::size_t>(i)] += gD_part[ci * static_cast<std::size_t>(hd) + static_cast<std::size_t>(i)];
+    }
+    if (g.grad_A) static_cast<T*>(g.grad_A)[head] = static_cast<T>(ga);
+    if (p.dt_bias && g.grad_dt_bias) static_cast<T*>(g.grad_dt_bias)[head] = static_cast<T>(gb);
+    if (p.D && g.grad_D) {
+      T* gDo = static_cast<T*>(g.grad_D);
+      if (p.D_per_channel) {
+        for (std::int64_t i = 0; i < hd; ++i) gDo[head * hd + i] = static_cast<T>(gd[static_cast<std::size_t>(i)]);
+      } else {
+        double sum = 0;
+        for (double v : gd) sum += v;
+        gDo[head] = static_cast<T>(sum);
+      }
+    }
+  }
+}
+
+}  // namespace ssd
+
+/// The chunked SSD backward over p (validated by the op, ops/ssd.hpp) and g, p.chunk_size steps a chunk, on
+/// `threads` threads (0: by the amount of work).
+inline void ssd_backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
+  const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.headdim * p.dstate);
+  switch (p.input_dtype) {
+    case DType::f32: ssd::backward_chunked<float>(p, g, t); break;
+    case DType::f64: ssd::backward_chunked<double>(p, g, t); break;
+    case DType::f16: ssd::backward_chunked<half>(p, g, t); break;
+    case DType::bf16: ssd::backward_chunked<bfloat16>(p, g, t); break;
+    default: fail("ssd_backward: input dtype ", name(p.input_dtype), " has no CPU path");
+  }
+}
+
+}  // namespace ssm::cpu
