@@ -15,9 +15,9 @@
 
 #include "ssm/models.hpp"
 
+using ssm::index_t;
 using ssm::Tensor;
 using ssm::TensorView;
-using ssm::index_t;
 
 namespace {
 
@@ -82,12 +82,32 @@ const ssm::layers::Mamba2Block& m2_block() {
   return b;
 }
 
-void BM_Block_Mamba1_Prefill(benchmark::State& s) { block_prefill(s, m1_block()); }
-void BM_Block_Mamba2_Prefill(benchmark::State& s) { block_prefill(s, m2_block()); }
-void BM_Block_Mamba1_Decode(benchmark::State& s) { block_decode(s, m1_block()); }
-void BM_Block_Mamba2_Decode(benchmark::State& s) { block_decode(s, m2_block()); }
-BENCHMARK(BM_Block_Mamba1_Prefill)->Name("Block/mamba1/prefill")->ArgName("l")->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Block_Mamba2_Prefill)->Name("Block/mamba2/prefill")->ArgName("l")->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+void BM_Block_Mamba1_Prefill(benchmark::State& s) {
+  block_prefill(s, m1_block());
+}
+void BM_Block_Mamba2_Prefill(benchmark::State& s) {
+  block_prefill(s, m2_block());
+}
+void BM_Block_Mamba1_Decode(benchmark::State& s) {
+  block_decode(s, m1_block());
+}
+void BM_Block_Mamba2_Decode(benchmark::State& s) {
+  block_decode(s, m2_block());
+}
+BENCHMARK(BM_Block_Mamba1_Prefill)
+    ->Name("Block/mamba1/prefill")
+    ->ArgName("l")
+    ->Arg(512)
+    ->Arg(2048)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_Block_Mamba2_Prefill)
+    ->Name("Block/mamba2/prefill")
+    ->ArgName("l")
+    ->Arg(512)
+    ->Arg(2048)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_Block_Mamba1_Decode)->Name("Block/mamba1/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Block_Mamba2_Decode)->Name("Block/mamba2/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 
@@ -133,12 +153,30 @@ void lm_decode(benchmark::State& state, const LM& m) {
   state.SetItemsProcessed(state.iterations());
 }
 
-void BM_LM_Mamba1_Prefill(benchmark::State& s) { lm_prefill<ssm::models::MambaLM, ssm::models::MambaCache>(s, m1_lm()); }
-void BM_LM_Mamba2_Prefill(benchmark::State& s) { lm_prefill<ssm::models::Mamba2LM, ssm::models::Mamba2Cache>(s, m2_lm()); }
-void BM_LM_Mamba1_Decode(benchmark::State& s) { lm_decode<ssm::models::MambaLM, ssm::models::MambaCache>(s, m1_lm()); }
-void BM_LM_Mamba2_Decode(benchmark::State& s) { lm_decode<ssm::models::Mamba2LM, ssm::models::Mamba2Cache>(s, m2_lm()); }
-BENCHMARK(BM_LM_Mamba1_Prefill)->Name("LM/mamba1/prefill")->ArgName("l")->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LM_Mamba2_Prefill)->Name("LM/mamba2/prefill")->ArgName("l")->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
+void BM_LM_Mamba1_Prefill(benchmark::State& s) {
+  lm_prefill<ssm::models::MambaLM, ssm::models::MambaCache>(s, m1_lm());
+}
+void BM_LM_Mamba2_Prefill(benchmark::State& s) {
+  lm_prefill<ssm::models::Mamba2LM, ssm::models::Mamba2Cache>(s, m2_lm());
+}
+void BM_LM_Mamba1_Decode(benchmark::State& s) {
+  lm_decode<ssm::models::MambaLM, ssm::models::MambaCache>(s, m1_lm());
+}
+void BM_LM_Mamba2_Decode(benchmark::State& s) {
+  lm_decode<ssm::models::Mamba2LM, ssm::models::Mamba2Cache>(s, m2_lm());
+}
+BENCHMARK(BM_LM_Mamba1_Prefill)
+    ->Name("LM/mamba1/prefill")
+    ->ArgName("l")
+    ->Arg(512)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_LM_Mamba2_Prefill)
+    ->Name("LM/mamba2/prefill")
+    ->ArgName("l")
+    ->Arg(512)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_LM_Mamba1_Decode)->Name("LM/mamba1/decode")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LM_Mamba2_Decode)->Name("LM/mamba2/decode")->Unit(benchmark::kMillisecond)->UseRealTime();
 

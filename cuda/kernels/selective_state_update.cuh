@@ -1,7 +1,8 @@
 // The one-token selective state update (mamba_ssm's selective_state_update, the decode step of the selective scan;
-// docs/math.md §5.1 at l = 1; formulas in core/params/selective_state_update.hpp): per batch row, head i and channel c,
-//   Δ = softplus(dt + dt_bias),   h[c, k] = exp(Δ A[c, k]) h[c, k] + Δ B[k] u[c],   y = Σ_k C[k] h[c, k] + D[c] u[c],
-//   out[c] = y silu(z[c]), with B, C of head i's group; per_head (Mamba-2): dt, dt_bias, A, D one per head.
+// docs/math.md §5.1 at l = 1; formulas in core/params/selective_state_update.hpp): per batch row, head i and
+// channel c, Δ = softplus(dt + dt_bias) (clamped with a dt limit),   h[c, k] = exp(Δ A[c, k]) h[c, k] + Δ B[k] u[c],
+//   y = Σ_k C[k] h[c, k] + D[c] u[c],   out[c] = y silu(z[c]), with B, C of head i's group; per_head (Mamba-2): dt,
+//   dt_bias, A, D one per head.
 // kStateUpdateLanes neighbouring threads share a channel and take every kStateUpdateLanes-th state k, so that a
 // warp reads and writes whole consecutive rows of h (coalesced); their partial sums of y meet by warp shuffles.
 // T is f32 or f64 and every step computes in T (as the CPU path).

@@ -19,13 +19,15 @@
 namespace {
 
 namespace fs = std::filesystem;
+using ssm::index_t;
 using ssm::Tensor;
 using ssm::TensorView;
-using ssm::index_t;
 using ssm::models::Mamba2Config;
 using ssm::models::Mamba2LM;
 
-std::string data_dir(const std::string& rel) { return std::string(SSM_TEST_DATA_DIR) + "/" + rel; }
+std::string data_dir(const std::string& rel) {
+  return std::string(SSM_TEST_DATA_DIR) + "/" + rel;
+}
 
 /// max |a - b| / max |b|.
 double normalized_error(const float* a, const float* b, std::size_t n) {
@@ -81,9 +83,15 @@ void expect_matches_golden(const std::string& name) {
   EXPECT_EQ(model.generate_greedy(prompt, static_cast<index_t>(continuation.size()), false), continuation) << name;
 }
 
-TEST(Mamba2LM, MatchesTransformersGoldenHeads4Tied) { expect_matches_golden("heads4"); }
-TEST(Mamba2LM, MatchesTransformersGoldenGroups2UntiedBiasDtLimit) { expect_matches_golden("groups2"); }
-TEST(Mamba2LM, MatchesTransformersGoldenBf16) { expect_matches_golden("bf16"); }
+TEST(Mamba2LM, MatchesTransformersGoldenHeads4Tied) {
+  expect_matches_golden("heads4");
+}
+TEST(Mamba2LM, MatchesTransformersGoldenGroups2UntiedBiasDtLimit) {
+  expect_matches_golden("groups2");
+}
+TEST(Mamba2LM, MatchesTransformersGoldenBf16) {
+  expect_matches_golden("bf16");
+}
 
 TEST(Mamba2LM, Bf16WeightsStayBf16) {
   const Mamba2LM m = Mamba2LM::load(data_dir("mamba2/bf16"));
@@ -107,17 +115,18 @@ TEST(Mamba2LM, PrefillAndStepsEqualTheParallelForward) {
     auto row = [&](index_t bi, index_t t) { return full.data_as<float>() + (bi * l + t) * V; };
     // prefill of the first `split` tokens, then steps
     std::vector<std::int64_t> head(static_cast<std::size_t>(b * split));
-    for (index_t bi = 0; bi < b; ++bi)
-      std::copy_n(ids.begin() + bi * l, split, head.begin() + bi * split);
+    for (index_t bi = 0; bi < b; ++bi) std::copy_n(ids.begin() + bi * l, split, head.begin() + bi * split);
     ssm::models::Mamba2Cache cache;
     Tensor lg = model.prefill(TensorView::of(head.data(), {b, split}), cache);
     double err = 0;
-    for (index_t bi = 0; bi < b; ++bi) err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, split - 1), V));
+    for (index_t bi = 0; bi < b; ++bi)
+      err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, split - 1), V));
     ssm::models::Mamba2Cache resumed = cache;  // a copy: for the prefill in pieces below
     for (index_t t = split; t < l; ++t) {
       const std::int64_t step_ids[2] = {ids[static_cast<std::size_t>(t)], ids[static_cast<std::size_t>(l + t)]};
       lg = model.step(std::span<const std::int64_t>(step_ids, 2), cache);
-      for (index_t bi = 0; bi < b; ++bi) err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, t), V));
+      for (index_t bi = 0; bi < b; ++bi)
+        err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, t), V));
     }
     EXPECT_LE(err, 2e-6) << "chunk " << chunk;
     // the rest as a second prefill resuming the cache
@@ -126,7 +135,8 @@ TEST(Mamba2LM, PrefillAndStepsEqualTheParallelForward) {
       std::copy_n(ids.begin() + bi * l + split, l - split, tail.begin() + bi * (l - split));
     lg = model.prefill(TensorView::of(tail.data(), {b, l - split}), resumed, /*resume=*/true);
     double err2 = 0;
-    for (index_t bi = 0; bi < b; ++bi) err2 = std::max(err2, normalized_error(lg.data_as<float>() + bi * V, row(bi, l - 1), V));
+    for (index_t bi = 0; bi < b; ++bi)
+      err2 = std::max(err2, normalized_error(lg.data_as<float>() + bi * V, row(bi, l - 1), V));
     EXPECT_LE(err2, 2e-6) << "chunk " << chunk;
     EXPECT_EQ(resumed.seqlen, l);
   }
@@ -171,7 +181,8 @@ TEST(Mamba2Config, BadConfigsAreNamed) {
   expect_error([&] { Mamba2Config::from_json(with("head_dim", 24)); }, "head_dim 24 does not divide d_inner = 64");
   expect_error([&] { Mamba2Config::from_json(with("n_groups", 3)); }, "n_groups 3 does not divide the number of heads");
   expect_error([&] { Mamba2Config::from_json(with("num_heads", 3)); }, "num_heads 3 × head_dim 16 must equal");
-  expect_error([&] { Mamba2Config::from_json(with("model_type", "jamba")); }, "model_type 'jamba' is not a Mamba-2 model");
+  expect_error([&] { Mamba2Config::from_json(with("model_type", "jamba")); },
+               "model_type 'jamba' is not a Mamba-2 model");
   expect_error([&] { Mamba2Config::from_json(with("time_step_limit", {0.5, 0.1})); }, "dt_limit (time_step_limit)");
   expect_error([&] { Mamba2Config::from_json(with("hidden_size", "big")); }, "field 'hidden_size' must be an integer");
   // the default limit as transformers 5 writes it

@@ -39,22 +39,22 @@ namespace ssm::layers {
 
 /// Sizes and options of one Mamba-2 block (transformers' Mamba2Config names in comments).
 struct Mamba2BlockConfig {
-  index_t d_model = 0;     // hidden_size
-  index_t d_state = 128;   // state_size, n
-  index_t d_conv = 4;      // conv_kernel (>= 2)
+  index_t d_model = 0;    // hidden_size
+  index_t d_state = 128;  // state_size, n
+  index_t d_conv = 4;     // conv_kernel (>= 2)
   index_t expand = 2;
-  index_t d_inner = 0;     // 0: expand · d_model
-  index_t head_dim = 64;   // p; it must divide d_inner (heads h = d_inner / p)
-  index_t n_groups = 1;    // g; it must divide h
+  index_t d_inner = 0;       // 0: expand · d_model
+  index_t head_dim = 64;     // p; it must divide d_inner (heads h = d_inner / p)
+  index_t n_groups = 1;      // g; it must divide h
   index_t chunk_size = 256;  // the SSD op's chunk in the parallel forward
-  bool bias = false;       // use_bias: in_proj and out_proj biases
-  bool conv_bias = true;   // use_conv_bias
-  double norm_eps = 1e-5;  // layer_norm_epsilon of the gated RMSNorm
+  bool bias = false;         // use_bias: in_proj and out_proj biases
+  bool conv_bias = true;     // use_conv_bias
+  double norm_eps = 1e-5;    // layer_norm_epsilon of the gated RMSNorm
   std::pair<double, double> dt_limit{0.0, std::numeric_limits<double>::infinity()};  // time_step_limit
 
   index_t inner() const { return d_inner > 0 ? d_inner : expand * d_model; }
   index_t heads() const { return head_dim > 0 ? inner() / head_dim : 0; }
-  index_t conv_dim() const { return inner() + 2 * n_groups * d_state; }  // xBC's width
+  index_t conv_dim() const { return inner() + 2 * n_groups * d_state; }                // xBC's width
   index_t proj_dim() const { return 2 * inner() + 2 * n_groups * d_state + heads(); }  // in_proj's output width
   /// Whether the limit can clamp (transformers' default (0, inf) cannot: softplus is > 0).
   bool has_dt_limit() const { return dt_limit.first > 0.0 || std::isfinite(dt_limit.second); }
@@ -125,7 +125,8 @@ struct Mamba2LayerCache {
     return c;
   }
   Mamba2LayerCache() = default;
-  Mamba2LayerCache(const Mamba2LayerCache& o) : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
+  Mamba2LayerCache(const Mamba2LayerCache& o)
+      : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
   Mamba2LayerCache& operator=(const Mamba2LayerCache& o) {
     if (this != &o) *this = Mamba2LayerCache(o);
     return *this;
@@ -154,12 +155,12 @@ class Mamba2Block {
     p_.for_each(
         cfg_,
         [&](const char* name, std::vector<float>& v, const Dims& s) {
-          SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "Mamba2Block: parameter '", name, "' has ",
-                    v.size(), " elements, expected shape ", s.str());
+          SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "Mamba2Block: parameter '", name, "' has ", v.size(),
+                    " elements, expected shape ", s.str());
         },
         [&](const char* name, const WeightMatrix& m, const Dims& s) {
-          SSM_CHECK(!m.empty() && m.rows() == s[0] && m.cols() == s[1], "Mamba2Block: matrix '", name,
-                    "' has shape (", m.rows(), ", ", m.cols(), "), expected ", s.str());
+          SSM_CHECK(!m.empty() && m.rows() == s[0] && m.cols() == s[1], "Mamba2Block: matrix '", name, "' has shape (",
+                    m.rows(), ", ", m.cols(), "), expected ", s.str());
         });
     A_.resize(p_.A_log.size());
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(p_.A_log[i]);
@@ -326,8 +327,8 @@ class Mamba2Block {
     const index_t di = cfg_.inner(), n = cfg_.d_state, h = cfg_.heads(), hd = cfg_.head_dim;
     const index_t g = cfg_.n_groups, cd = cfg_.conv_dim(), dp = cfg_.proj_dim();
     const index_t b = u.size(0);
-    const TensorView zxbcdt = part(work, 0, {b, dp}, {dp, 1});        // (b, dp)
-    const TensorView xBC = part(work, b * dp, {b, cd}, {cd, 1});      // (b, cd)
+    const TensorView zxbcdt = part(work, 0, {b, dp}, {dp, 1});         // (b, dp)
+    const TensorView xBC = part(work, b * dp, {b, cd}, {cd, 1});       // (b, cd)
     const TensorView y = part(work, b * (dp + cd), {b, di}, {di, 1});  // (b, di)
     project(p_.in_proj.tensor(), u, bias(p_.in_proj_bias), zxbcdt, 1);
     {
@@ -364,9 +365,9 @@ class Mamba2Block {
     const index_t gs = cfg_.inner() / cfg_.n_groups;
     for (index_t gi = 0; gi < cfg_.n_groups; ++gi) {
       const TensorView part = y.narrow(1, gi * gs, gs);  // (rows, di / g)
-      rms_norm_into(RmsNormInputs{part, TensorView::of(p_.norm_weight.data() + gi * gs, {gs}), std::nullopt,
-                                  cfg_.norm_eps},
-                    part);
+      rms_norm_into(
+          RmsNormInputs{part, TensorView::of(p_.norm_weight.data() + gi * gs, {gs}), std::nullopt, cfg_.norm_eps},
+          part);
     }
   }
 
@@ -380,8 +381,8 @@ class Mamba2Block {
                       t.device(), shape, strides);
   }
   // y (rows, out) = x (rows, in) Wᵀ (+ bias) by the ssm::linear op.
-  static void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& b,
-                      const TensorView& y, int nt) {
+  static void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& b, const TensorView& y,
+                      int nt) {
     LinearOptions opt;
     opt.num_threads = nt;
     linear_into(LinearInputs{x, W, b}, y, opt);

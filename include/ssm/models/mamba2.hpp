@@ -34,18 +34,18 @@ namespace ssm::models {
 /// Hyperparameters of a Mamba-2 language model, under transformers' Mamba2Config names (in comments where ours
 /// differ).
 struct Mamba2Config {
-  index_t d_model = 768;     // hidden_size
-  index_t n_layer = 24;      // num_hidden_layers
+  index_t d_model = 768;  // hidden_size
+  index_t n_layer = 24;   // num_hidden_layers
   index_t vocab_size = 50288;
-  index_t d_state = 128;     // state_size
-  index_t d_conv = 4;        // conv_kernel
+  index_t d_state = 128;  // state_size
+  index_t d_conv = 4;     // conv_kernel
   index_t expand = 2;
-  index_t n_heads = 24;      // num_heads: n_heads · head_dim must be expand · d_model
+  index_t n_heads = 24;  // num_heads: n_heads · head_dim must be expand · d_model
   index_t head_dim = 64;
   index_t n_groups = 1;
   index_t chunk_size = 256;
-  bool bias = false;         // use_bias
-  bool conv_bias = true;     // use_conv_bias
+  bool bias = false;            // use_bias
+  bool conv_bias = true;        // use_conv_bias
   bool tie_embeddings = false;  // tie_word_embeddings (transformers' Mamba2Config default: false)
   double norm_epsilon = 1e-5;   // layer_norm_epsilon (the pre-norms, norm_f and the gated norm)
   std::pair<double, double> dt_limit{0.0, std::numeric_limits<double>::infinity()};  // time_step_limit
@@ -212,9 +212,11 @@ class Mamba2LM {
 
   /// Builds the model from a checkpoint under transformers' tensor names (backbone.embeddings.weight,
   /// backbone.layers.i.{norm.weight, mixer.*}, backbone.norm_f.weight, lm_head.weight).
-  static Mamba2LM from_checkpoint(const Mamba2Config& cfg, const safetensors::Checkpoint& f, const LoadOptions& opt = {}) {
+  static Mamba2LM from_checkpoint(const Mamba2Config& cfg, const safetensors::Checkpoint& f,
+                                  const LoadOptions& opt = {}) {
     cfg.validate();
-    if (opt.weight_dtype) layers::WeightMatrix::check_dtype("Mamba2LM::load: LoadOptions::weight_dtype", *opt.weight_dtype);
+    if (opt.weight_dtype)
+      layers::WeightMatrix::check_dtype("Mamba2LM::load: LoadOptions::weight_dtype", *opt.weight_dtype);
     Mamba2LM m;
     m.cfg_ = cfg;
     std::set<std::string> used;
@@ -235,7 +237,7 @@ class Mamba2LM {
     auto take_matrix = [&](const std::string& name, const Dims& shape) {
       check(name, shape);
       const auto stored = f.entry(name).dtype;
-      const DType dtype = opt.weight_dtype ? *opt.weight_dtype
+      const DType dtype = opt.weight_dtype                                ? *opt.weight_dtype
                           : stored == DType::f16 || stored == DType::bf16 ? *stored
                                                                           : DType::f32;
       if (stored == dtype) return layers::WeightMatrix(f.file_of(name).tensor(name));
@@ -295,7 +297,8 @@ class Mamba2LM {
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
     Stream h = hidden(ids, nullptr, false);
     Tensor out = Tensor::empty({b, l, cfg_.vocab_size}, DType::f32);
-    head(h.y.view().reshape({b * l, dm}), h.res.view().reshape({b * l, dm}), out.view().reshape({b * l, cfg_.vocab_size}));
+    head(h.y.view().reshape({b * l, dm}), h.res.view().reshape({b * l, dm}),
+         out.view().reshape({b * l, cfg_.vocab_size}));
     return out;
   }
 
@@ -354,7 +357,8 @@ class Mamba2LM {
       const float* row = logits.data_as<float>();
       const std::int64_t id = std::max_element(row, row + cfg_.vocab_size) - row;
       out.push_back(id);
-      if (stop_at_eos && std::find(cfg_.eos_token_ids.begin(), cfg_.eos_token_ids.end(), id) != cfg_.eos_token_ids.end())
+      if (stop_at_eos &&
+          std::find(cfg_.eos_token_ids.begin(), cfg_.eos_token_ids.end(), id) != cfg_.eos_token_ids.end())
         break;
       if (t + 1 < max_new_tokens) logits = step(std::span<const std::int64_t>(&out.back(), 1), cache);
     }
@@ -373,7 +377,8 @@ class Mamba2LM {
   // RMSNorm (ssm::rms_norm with a residual).
   struct Stream {
     Tensor res, y;
-    Stream(index_t rows, index_t dm) : res(Tensor::empty({rows, dm}, DType::f32)), y(Tensor::empty({rows, dm}, DType::f32)) {}
+    Stream(index_t rows, index_t dm)
+        : res(Tensor::empty({rows, dm}, DType::f32)), y(Tensor::empty({rows, dm}, DType::f32)) {}
   };
 
   void pre_norm(std::size_t i, Stream& h, const TensorView& x) const {
@@ -397,7 +402,8 @@ class Mamba2LM {
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       pre_norm(i, h, x);
       std::optional<TensorView> conv_state, ssm_state;
-      if (cache != nullptr) conv_state = cache->layers[i].conv_state.view(), ssm_state = cache->layers[i].ssm_state.view();
+      if (cache != nullptr)
+        conv_state = cache->layers[i].conv_state.view(), ssm_state = cache->layers[i].ssm_state.view();
       blocks_[i].forward_into(x.view().reshape({b, l, dm}), h.y.view().reshape({b, l, dm}), conv_state, ssm_state,
                               resume);
     }

@@ -3,9 +3,10 @@
 // loop of ops/ssd.hpp at l = 1), updating the state h in place. For each batch row and channel c (Mamba-1 form),
 //   Δ = softplus(dt + dt_bias) (dt_softplus; else dt + dt_bias),   h[c] = exp(Δ A[c]) ⊙ h[c] + Δ B u[c],
 //   y = C · h[c] + D[c] u[c],   out[c] = y silu(z[c]) (without z: y).
-// Mamba-1 form: one group (B, C shared by the channels), real A. Mamba-2 form: see SelectiveStateUpdateInputs. The scan op (ops/selective_scan.hpp) with l = 1 computes the
-// same, but its channel-major operands, separate initial and last state and per-call setup cost several times this
-// loop per token (measured in the commit that added this op); the Mamba block's step() runs this.
+// Mamba-1 form: one group (B, C shared by the channels), real A. Mamba-2 form: see SelectiveStateUpdateInputs.
+// The scan op (ops/selective_scan.hpp) with l = 1 computes the same, but its channel-major operands, separate initial
+// and last state and per-call setup cost several times this loop per token (measured in the commit that added this
+// op); the Mamba block's step() runs this, and the Mamba-2 block's step() its head form.
 // CPU tensors: cpu/selective_state_update.hpp, or the reference on request. CUDA tensors: the backend's
 // selective_state_update entry, an ssm::Error while it is not implemented there.
 #pragma once
