@@ -49,12 +49,10 @@ struct SelectiveStateUpdateParams {
   SSM_HOST_DEVICE std::int64_t dt_index(std::int64_t bi, std::int64_t i, std::int64_t c) const {
     return bi * dt_batch_stride + i * dt_head_stride + (per_head ? 0 : c);
   }
-  /// Δ from dt + dt_bias: softplus, then the clamp (as the SSD op's ssd_delta).
+  /// Δ from dt + dt_bias: softplus, then the clamp (scalar::step_size, as the SSD op's ssd_delta).
   template <class T>
   SSM_HOST_DEVICE T delta(T dt_plus_bias) const {
-    T d = dt_softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
-    if (has_dt_limit) d = d < T(dt_min) ? T(dt_min) : (d > T(dt_max) ? T(dt_max) : d);
-    return d;
+    return scalar::step_size(dt_plus_bias, dt_softplus, has_dt_limit, dt_min, dt_max);
   }
 };
 
