@@ -6,3 +6,4 @@
 #include "ssm/layers/conv1d.hpp"
 #include "ssm/layers/lssl.hpp"
 #include "ssm/layers/mamba.hpp"
+#include "ssm/layers/mamba2.hpp"

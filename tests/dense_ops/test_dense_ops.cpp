@@ -16,6 +16,7 @@
 #include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_state_update.hpp"
+#include "ssm/ops/ssd.hpp"
 
 namespace {
 
@@ -394,6 +395,110 @@ TEST(SelectiveStateUpdate, BadArgumentsAreNamed) {
   expect_error([&] { auto i = in(); i.state = TensorView::of(hd.data(), {b, d, n}); ssm::selective_state_update(i, o); }, "argument 'x': expected dtype f64");
   expect_error([&] { auto i = in(); i.x = TensorView(x.data(), DType::f32, ssm::Device::cpu(), {b, d}, {1, b}); ssm::selective_state_update(i, o); }, "argument 'x': expected stride 1 in dimension 1");
   expect_error([&] { ssm::selective_state_update(in(), TensorView::of(out.data(), {d, b})); }, "argument 'out': expected shape (2, 3)");
+}
+
+// The Mamba-2 form (state (b, h, p, n), dt / A / D / dt_bias per head, B and C per group): T tokens of the update,
+// on the CPU path and the reference, against the SSD op's token loop over the same T tokens from the same initial
+// state (an independent oracle: reference/ssd.hpp).
+template <class T>
+void check_ssu_heads(index_t b, index_t h, index_t hd, index_t g, index_t n, bool limit, bool gates) {
+  SCOPED_TRACE(::testing::Message() << "b " << b << " h " << h << " p " << hd << " g " << g << " n " << n << " limit "
+                                    << limit << " gates " << gates);
+  const index_t steps = 5;
+  const DType dt_ = ssm::dtype_of<T>();
+  const auto x = randn<T>(static_cast<std::size_t>(b * steps * h * hd), 61 + h);  // (b, l, h, p)
+  const auto z = randn<T>(x.size(), 62 + hd);
+  const auto dt = randn<T>(static_cast<std::size_t>(b * steps * h), 63 + g);      // (b, l, h)
+  const auto B = randn<T>(static_cast<std::size_t>(b * steps * g * n), 64 + n);   // (b, l, g, n)
+  const auto C = randn<T>(B.size(), 65 + n);
+  auto A = randn<T>(static_cast<std::size_t>(h), 66);
+  for (auto& a : A) a = -std::abs(a) - T(0.1);
+  const auto D = randn<T>(static_cast<std::size_t>(h), 67);
+  const auto bias = randn<T>(static_cast<std::size_t>(h), 68, 0.3);
+  const auto h0 = randn<T>(static_cast<std::size_t>(b * h * hd * n), 69);
+  const std::pair<double, double> lim{0.3, 0.9};
+  // The SSD token loop over all steps.
+  std::vector<T> out_ssd(x.size()), h_ssd(h0.size());
+  {
+    ssm::SsdInputs si;
+    si.x = TensorView::of(x.data(), {b, steps, h, hd});
+    si.dt = TensorView::of(dt.data(), {b, steps, h});
+    si.A = TensorView::of(A.data(), {h});
+    si.B = TensorView::of(B.data(), {b, steps, g, n});
+    si.C = TensorView::of(C.data(), {b, steps, g, n});
+    if (gates) {
+      si.D = TensorView::of(D.data(), {h});
+      si.z = TensorView::of(z.data(), {b, steps, h, hd});
+      si.dt_bias = TensorView::of(bias.data(), {h});
+    }
+    si.dt_softplus = true;
+    if (limit) si.dt_limit = lim;
+    si.initial_state = TensorView::of(h0.data(), {b, h, hd, n});
+    ssm::SsdOptions so;
+    so.path = ssm::SsdPath::reference;
+    ssm::ssd_into(si, TensorView::of(out_ssd.data(), {b, steps, h, hd}), TensorView::of(h_ssd.data(), {b, h, hd, n}), so);
+  }
+  const double tol = std::is_same_v<T, double> ? 1e-12 : 2e-5;
+  for (auto path : {ssm::StateUpdatePath::automatic, ssm::StateUpdatePath::reference}) {
+    std::vector<T> state = h0, out(x.size());
+    const ssm::Device cpu = ssm::Device::cpu();
+    for (index_t t = 0; t < steps; ++t) {
+      // The step's tokens as strided views of the (b, l, ...) buffers.
+      auto at = [&](const std::vector<T>& v, std::initializer_list<index_t> shape, std::initializer_list<index_t> strides,
+                    index_t offset) { return TensorView(const_cast<T*>(v.data()) + offset, dt_, cpu, shape, strides); };
+      ssm::SelectiveStateUpdateInputs in;
+      in.state = TensorView::of(state.data(), {b, h, hd, n});
+      in.x = at(x, {b, h, hd}, {steps * h * hd, hd, 1}, t * h * hd);
+      in.dt = at(dt, {b, h}, {steps * h, 1}, t * h);
+      in.A = TensorView::of(A.data(), {h});
+      in.B = at(B, {b, g, n}, {steps * g * n, n, 1}, t * g * n);
+      in.C = at(C, {b, g, n}, {steps * g * n, n, 1}, t * g * n);
+      if (gates) {
+        in.D = TensorView::of(D.data(), {h});
+        in.z = at(z, {b, h, hd}, {steps * h * hd, hd, 1}, t * h * hd);
+        in.dt_bias = TensorView::of(bias.data(), {h});
+      }
+      in.dt_softplus = true;
+      if (limit) in.dt_limit = lim;
+      ssm::selective_state_update(in, at(out, {b, h, hd}, {steps * h * hd, hd, 1}, t * h * hd), path);
+    }
+    for (std::size_t i = 0; i < state.size(); ++i) ASSERT_NEAR(state[i], h_ssd[i], tol * (1 + std::abs(h_ssd[i]))) << "h " << i;
+    for (std::size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], out_ssd[i], tol * (1 + std::abs(out_ssd[i]))) << "out " << i;
+  }
+}
+
+TEST(SelectiveStateUpdate, HeadFormMatchesTheSsdTokenLoop) {
+  for (bool gates : {false, true})
+    for (bool limit : {false, true}) {
+      check_ssu_heads<double>(2, 4, 8, 2, 16, limit, gates);
+      check_ssu_heads<float>(2, 4, 8, 2, 16, limit, gates);
+    }
+  check_ssu_heads<double>(1, 6, 5, 3, 7, true, true);
+  check_ssu_heads<float>(3, 3, 1, 1, 33, false, true);
+  check_ssu_heads<double>(1, 1, 1, 1, 1, true, true);
+}
+
+TEST(SelectiveStateUpdate, HeadFormBadArgumentsAreNamed) {
+  const index_t b = 2, h = 4, hd = 3, n = 5;
+  std::vector<float> st(b * h * hd * n), x(b * h * hd), dt(b * h), A(h), B(b * 2 * n), C(B.size()), out(x.size());
+  auto in = [&] {
+    ssm::SelectiveStateUpdateInputs i;
+    i.state = TensorView::of(st.data(), {b, h, hd, n});
+    i.x = TensorView::of(x.data(), {b, h, hd});
+    i.dt = TensorView::of(dt.data(), {b, h});
+    i.A = TensorView::of(A.data(), {h});
+    i.B = TensorView::of(B.data(), {b, 2, n});
+    i.C = TensorView::of(C.data(), {b, 2, n});
+    return i;
+  };
+  const TensorView o = TensorView::of(out.data(), {b, h, hd});
+  EXPECT_EQ(ssm::selective_state_update(in(), o), "cpu");
+  expect_error([&] { auto i = in(); i.B = TensorView::of(B.data(), {b, 3, 1}); ssm::selective_state_update(i, o); }, "argument 'B': n_groups = 3 (its dimension 1) does not divide the number of heads h = 4");
+  expect_error([&] { auto i = in(); i.A = TensorView::of(A.data(), {h - 1}); ssm::selective_state_update(i, o); }, "argument 'A': expected shape (4)");
+  expect_error([&] { auto i = in(); i.dt = TensorView::of(dt.data(), {h, b}); ssm::selective_state_update(i, o); }, "argument 'dt': expected shape (2, 4)");
+  expect_error([&] { auto i = in(); i.C = TensorView::of(C.data(), {b, 1, 2 * n}); ssm::selective_state_update(i, o); }, "argument 'C': expected shape (2, 2, 5)");
+  expect_error([&] { auto i = in(); i.dt_limit = std::pair<double, double>{1.0, 0.5}; ssm::selective_state_update(i, o); }, "argument 'dt_limit'");
+  expect_error([&] { ssm::selective_state_update(in(), TensorView::of(out.data(), {b, hd, h})); }, "argument 'out': expected shape (2, 4, 3)");
 }
 
 // ---- CUDA tensors go to the backend's entries ------------------------------------------------------------------

@@ -13,14 +13,15 @@ template <class Exec>
 void selective_state_update_launches(Exec& exec, const SelectiveStateUpdateParams& p, const char* op) {
   SSM_CHECK(p.dtype == DType::f32 || p.dtype == DType::f64, op, ": dtype must be f32 or f64 on CUDA, got ",
             name(p.dtype));
-  SSM_CHECK(p.batch >= 0 && p.batch <= 65535 && p.dim >= 0 && p.dim <= 0x7fffffff && p.dstate >= 0, op,
-            ": b must be in [0, 65535], d in [0, 2^31) and n >= 0, got b = ", p.batch, ", d = ", p.dim, ", n = ",
-            p.dstate);
-  if (p.batch == 0 || p.dim == 0) return;
+  SSM_CHECK(p.batch >= 0 && p.batch <= 65535 && p.nheads >= 0 && p.nheads <= 65535 && p.dim >= 0 &&
+                p.dim <= 0x7fffffff && p.dstate >= 0 && p.ngroups >= 1 && p.nheads % p.ngroups == 0,
+            op, ": b and h must be in [0, 65535], d in [0, 2^31), n >= 0 and g >= 1 dividing h, got b = ", p.batch,
+            ", h = ", p.nheads, ", d = ", p.dim, ", n = ", p.dstate, ", g = ", p.ngroups);
+  if (p.batch == 0 || p.dim == 0 || p.nheads == 0) return;
   SSM_CHECK(p.x && p.dt && p.out && (p.dstate == 0 || (p.state && p.A && p.B && p.C)), op,
             ": state, x, dt, A, B, C and out must be set");
   const LaunchDims grid{static_cast<unsigned>((p.dim + kStateUpdateChannels - 1) / kStateUpdateChannels),
-                        static_cast<unsigned>(p.batch)};
+                        static_cast<unsigned>(p.nheads), static_cast<unsigned>(p.batch)};
   const LaunchDims block{static_cast<unsigned>(kStateUpdateThreads)};
   if (p.dtype == DType::f32) exec.launch(selective_state_update_kernel<float>, grid, block, p);
   else exec.launch(selective_state_update_kernel<double>, grid, block, p);

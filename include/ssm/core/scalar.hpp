@@ -55,6 +55,14 @@ template <class T>
 SSM_HOST_DEVICE inline T softplus_grad(T x) {
   return x > kSoftplusThreshold<T> ? T(1) : sigmoid(x);
 }
+/// Mamba-2's step size from dt + dt_bias: softplus (when `softplus`), then clamped to [lo, hi] (when `limit`), as
+/// mamba_ssm's dt_limit. The one definition behind ssd_delta (SSD) and the selective state update's Δ.
+template <class T>
+SSM_HOST_DEVICE inline T step_size(T dt_plus_bias, bool softplus, bool limit, double lo, double hi) {
+  T d = softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
+  if (limit) d = d < T(lo) ? T(lo) : (d > T(hi) ? T(hi) : d);
+  return d;
+}
 /// silu(x) = x sigmoid(x) = x / (1 + e^-x).
 template <class T>
 SSM_HOST_DEVICE inline T silu(T x) {

@@ -232,6 +232,8 @@ struct MambaConfig {
     if (j.contains("model_type") && !j["model_type"].is_null()) {
       SSM_CHECK(j["model_type"].is_string(), op, ": model_type must be a string, got ", j["model_type"].dump());
       type = j["model_type"].get<std::string>();
+      SSM_CHECK(type != "mamba2", "MambaLM::load: model_type 'mamba2' is a Mamba-2 model: load it with "
+                "ssm::models::Mamba2LM::load (ssm/models/mamba2.hpp)");
       SSM_CHECK(type == "mamba" || type == "falcon_mamba", "MambaLM::load: model_type '", type,
                 "' is not implemented by this library (supported: mamba, falcon_mamba)");
     }

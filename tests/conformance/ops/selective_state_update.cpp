@@ -1,5 +1,6 @@
 // selective_state_update (ops/selective_state_update.hpp): one token of the selective scan, the state h (b, d, n)
-// updated in place, out (b, d). The CPU path and the CUDA kernel against the op's reference loops in double: f64
+// updated in place, out (b, d); and the Mamba-2 form, h (b, h, p, n) with dt, A, D, dt_bias per head, B, C per
+// group (g = 1, 2, 3), a dt limit that clamps. The CPU path and the CUDA kernel against the op's reference loops in double: f64
 // and f32, every size 1, channel counts off the kernel's 16 channels per block, n below, off and above its 8 lanes
 // per channel, strided x / dt / z / B / C / out, D, z and dt_bias each present or absent, softplus on and off, no
 // batch rows. The state is an output here: the harness copies the case's state into the guarded buffer and the op
@@ -17,6 +18,8 @@ struct UpdateShape {
   index_t b, d, n;
   bool D, z, dt_bias, softplus;
   index_t pad;  // > 0: the (b, ·) inputs and out with rows pad elements apart beyond their length
+  index_t h = 0, g = 1;  // h > 0: the Mamba-2 form, state (b, h, d, n), B and C (b, g, n)
+  bool limit = false;    // a dt limit (clamps some steps)
 };
 
 const UpdateShape& shape_of(const Case& c) { return *std::any_cast<UpdateShape>(&c.params); }
@@ -29,19 +32,41 @@ std::vector<Case> update_cases() {
       {1, 20, 33, true, false, true, true, 2},    // n > 4 lanes' worth, no gate
       {2, 17, 4, false, true, false, true, 0},    // n below the lanes
       {0, 4, 3, true, true, true, true, 0},       // no batch rows
+      // Mamba-2: heads and groups
+      {2, 8, 16, true, true, true, true, 0, 4, 1, false},   // one group
+      {1, 5, 33, true, false, true, true, 0, 6, 2, true},   // two groups, a ragged channel block, a dt limit
+      {3, 17, 7, false, true, false, false, 0, 3, 3, false},  // a group per head, no D / dt_bias / softplus
+      {2, 1, 4, true, true, true, true, 0, 1, 1, true},     // one head of one channel
   };
   std::vector<Case> cases;
   std::mt19937_64 rng(41);
   for (const UpdateShape& s : shapes) {
     for (DType dt : {DType::f64, DType::f32}) {
       Case c;
-      c.name = "b=" + std::to_string(s.b) + " d=" + std::to_string(s.d) + " n=" + std::to_string(s.n) +
+ c.name = (s.h ? "h=" + std::to_string(s.h) + " g=" + std::to_string(s.g) + (s.limit ? " dt_limit " : " ") : "") + "b=" + std::to_string(s.b) + " d=" + std::to_string(s.d) + " n=" + std::to_string(s.n) +
                (s.D ? " D" : "") + (s.z ? " z" : "") + (s.dt_bias ? " dt_bias" : "") + (s.softplus ? " softplus" : "") +
                (s.pad ? " strided" : "") + " " + std::string(ssm::name(dt));
       auto rows = [&](const std::string& nm, index_t cols, double lo, double hi) {
         const Tensor t = uniform(rng, {s.b, cols}, dt, lo, hi);
         c.inputs.push_back(s.pad ? strided_arg(nm, t, s.pad) : dense_arg(nm, t));
       };
+      if (s.h > 0) {
+        // Mamba-2: state (b, h, d, n); x, z, out (b, h, d); dt (b, h); A, D, dt_bias (h); B, C (b, g, n).
+        c.inputs.push_back(dense_arg("state", uniform(rng, {s.b, s.h, s.d, s.n}, dt, -1, 1)));
+        c.inputs.push_back(dense_arg("x", uniform(rng, {s.b, s.h, s.d}, dt, -1, 1)));
+        if (s.softplus) c.inputs.push_back(dense_arg("dt", uniform(rng, {s.b, s.h}, dt, -2, 1)));
+        else c.inputs.push_back(dense_arg("dt", uniform(rng, {s.b, s.h}, dt, 0.01, 0.5)));
+        c.inputs.push_back(dense_arg("A", uniform(rng, {s.h}, dt, -1.5, -0.05)));
+        c.inputs.push_back(dense_arg("B", uniform(rng, {s.b, s.g, s.n}, dt, -1, 1)));
+        c.inputs.push_back(dense_arg("C", uniform(rng, {s.b, s.g, s.n}, dt, -1, 1)));
+        if (s.D) c.inputs.push_back(dense_arg("D", uniform(rng, {s.h}, dt, -1, 1)));
+        if (s.z) c.inputs.push_back(dense_arg("z", uniform(rng, {s.b, s.h, s.d}, dt, -2, 2)));
+        if (s.dt_bias) c.inputs.push_back(dense_arg("dt_bias", uniform(rng, {s.h}, dt, -1, 0.5)));
+        c.outputs = {OutSpec{"out", {s.b, s.h, s.d}, dt}, {"state", {s.b, s.h, s.d, s.n}, dt}};
+        c.params = s;
+        cases.push_back(std::move(c));
+        continue;
+      }
       c.inputs.push_back(dense_arg("state", uniform(rng, {s.b, s.d, s.n}, dt, -1, 1)));  // (b, d, n)
       rows("x", s.d, -1, 1);                                                                // (b, d)
       if (s.softplus) rows("dt", s.d, -2, 1);  // softplus(dt + dt_bias) > 0
@@ -76,6 +101,7 @@ ssm::SelectiveStateUpdateInputs update_inputs(const Case& c, const Views& in, co
   r.z = optional_view(named(c, in, "z"));
   r.dt_bias = optional_view(named(c, in, "dt_bias"));
   r.dt_softplus = shape_of(c).softplus;
+  if (shape_of(c).limit) r.dt_limit = std::pair<double, double>{0.2, 0.6};  // clamps at both ends for dt in [-2, 1]
   return r;
 }
 

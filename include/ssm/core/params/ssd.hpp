@@ -76,9 +76,7 @@ struct SsdGradParams {
 /// One definition for the reference (T = double) and the CPU path.
 template <class T>
 inline T ssd_delta(T dt_plus_bias, const SsdParams& p) {
-  T d = p.dt_softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
-  if (p.has_dt_limit) d = d < T(p.dt_min) ? T(p.dt_min) : (d > T(p.dt_max) ? T(p.dt_max) : d);
-  return d;
+  return scalar::step_size(dt_plus_bias, p.dt_softplus, p.has_dt_limit, p.dt_min, p.dt_max);
 }
 
 /// dΔ / d(dt + dt_bias): the softplus's derivative (1 above its threshold), times 0 where the limit clamps (as

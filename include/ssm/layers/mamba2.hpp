@@ -1,0 +1,397 @@
+// The Mamba-2 block (Dao & Gu 2024, "Transformers are SSMs"; mamba_ssm's modules/mamba2.py and transformers'
+// Mamba2Mixer; docs/mamba2.md): in_proj → [z, xBC, dt] → causal depthwise conv1d over xBC → SiLU → split x, B, C →
+// SSD (Δ = softplus(dt + dt_bias) clamped to the time-step limit, A = −exp(A_log) one per head, D skip) → gated
+// RMSNorm within each of the n_groups groups (rmsnorm(y ⊙ silu(z)) · w, transformers' MambaRMSNormGated with
+// norm_before_gate = False) → out_proj. Parallel forward over a sequence (the chunked SSD op), and step for one token
+// with a per-layer cache (conv state, SSM state (b, h, p, n)) through the head form of ssm::selective_state_update.
+//
+// Every stage is an op on views of the block's time-major buffers (like MambaBlock): ssm::linear, ssm::causal_conv1d
+// (channel-last), ssm::ssd / ssm::selective_state_update (whose z gate is the y ⊙ silu(z) of the gated norm),
+// ssm::rms_norm once per group. f32 activations and arithmetic; in_proj and out_proj may be f16 / bf16 weight
+// matrices (read by the linear op), the other parameters are f32.
+//
+// Glossary (code name → paper / mamba2.py), with di = d_inner, h = heads, p = head_dim, g = n_groups, n = d_state:
+//   zxbcdt   in_proj(u): z (di), xBC (di + 2 g n), dt (h)                         (b, l, 2 di + 2 g n + h)
+//   xBC      silu(conv1d(xBC)): x (h, p), B (g, n), C (g, n)                      (b, l, di + 2 g n)
+//   y        SSD output with D, gated by silu(z), then normalized per group       (b, l, di)
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/cpu/threads.hpp"
+#include "ssm/layers/basic.hpp"
+#include "ssm/layers/weight.hpp"
+#include "ssm/ops/causal_conv1d.hpp"
+#include "ssm/ops/linear.hpp"
+#include "ssm/ops/rms_norm.hpp"
+#include "ssm/ops/selective_state_update.hpp"
+#include "ssm/ops/ssd.hpp"
+
+namespace ssm::layers {
+
+/// Sizes and options of one Mamba-2 block (transformers' Mamba2Config names in comments).
+struct Mamba2BlockConfig {
+  index_t d_model = 0;    // hidden_size
+  index_t d_state = 128;  // state_size, n
+  index_t d_conv = 4;     // conv_kernel (>= 2)
+  index_t expand = 2;
+  index_t d_inner = 0;       // 0: expand · d_model
+  index_t head_dim = 64;     // p; it must divide d_inner (heads h = d_inner / p)
+  index_t n_groups = 1;      // g; it must divide h
+  index_t chunk_size = 256;  // the SSD op's chunk in the parallel forward
+  bool bias = false;         // use_bias: in_proj and out_proj biases
+  bool conv_bias = true;     // use_conv_bias
+  double norm_eps = 1e-5;    // layer_norm_epsilon of the gated RMSNorm
+  std::pair<double, double> dt_limit{0.0, std::numeric_limits<double>::infinity()};  // time_step_limit
+
+  index_t inner() const { return d_inner > 0 ? d_inner : expand * d_model; }
+  index_t heads() const { return head_dim > 0 ? inner() / head_dim : 0; }
+  index_t conv_dim() const { return inner() + 2 * n_groups * d_state; }                // xBC's width
+  index_t proj_dim() const { return 2 * inner() + 2 * n_groups * d_state + heads(); }  // in_proj's output width
+  /// Whether the limit can clamp (transformers' default (0, inf) cannot: softplus is > 0).
+  bool has_dt_limit() const { return dt_limit.first > 0.0 || std::isfinite(dt_limit.second); }
+
+  /// Throws ssm::Error naming the first invalid field.
+  void validate(const char* op = "Mamba2BlockConfig") const {
+    SSM_CHECK(d_model >= 1, op, ": d_model must be >= 1, got ", d_model);
+    SSM_CHECK(d_state >= 1, op, ": d_state must be >= 1, got ", d_state);
+    SSM_CHECK(d_conv >= 2, op, ": d_conv (the conv1d width) must be >= 2, got ", d_conv);
+    SSM_CHECK(d_inner > 0 || expand >= 1, op, ": expand must be >= 1, got ", expand);
+    SSM_CHECK(d_inner >= 0, op, ": d_inner must be >= 0 (0 = expand · d_model), got ", d_inner);
+    SSM_CHECK(head_dim >= 1 && inner() % head_dim == 0, op, ": head_dim ", head_dim,
+              " does not divide d_inner = ", inner());
+    SSM_CHECK(n_groups >= 1 && heads() % n_groups == 0, op, ": n_groups ", n_groups,
+              " does not divide the number of heads d_inner / head_dim = ", heads());
+    SSM_CHECK(chunk_size >= 1, op, ": chunk_size must be >= 1, got ", chunk_size);
+    check_positive(op, "norm_eps", norm_eps);
+    SSM_CHECK(!std::isnan(dt_limit.first) && !std::isnan(dt_limit.second) && dt_limit.first <= dt_limit.second, op,
+              ": dt_limit (time_step_limit) must be (min, max) with min <= max, got (", dt_limit.first, ", ",
+              dt_limit.second, ")");
+  }
+};
+
+/// Parameters of one block under transformers' names (Mamba2Mixer). in_proj and out_proj are weight matrices (f32,
+/// f16 or bf16); the rest f32 vectors, the optional biases empty when the config has none.
+struct Mamba2BlockParams {
+  WeightMatrix in_proj;              // (2 di + 2 g n + h, d_model)
+  std::vector<float> in_proj_bias;   // (2 di + 2 g n + h) or empty
+  std::vector<float> conv_weight;    // (di + 2 g n, d_conv)   (PyTorch: (conv_dim, 1, d_conv))
+  std::vector<float> conv_bias;      // (di + 2 g n) or empty
+  std::vector<float> dt_bias;        // (h)
+  std::vector<float> A_log;          // (h)
+  std::vector<float> D;              // (h)
+  std::vector<float> norm_weight;    // (di): the gated RMSNorm's weight ("norm.weight")
+  WeightMatrix out_proj;             // (d_model, di)
+  std::vector<float> out_proj_bias;  // (d_model) or empty
+
+  /// Calls f(name, vector, shape) for every vector parameter the config has (names: the suffixes of the Hugging
+  /// Face tensor names after "mixer."), and m(name, matrix, shape) for in_proj and out_proj.
+  template <class F, class M>
+  void for_each(const Mamba2BlockConfig& cfg, F&& f, M&& m) {
+    const index_t di = cfg.inner(), dm = cfg.d_model, h = cfg.heads(), cd = cfg.conv_dim();
+    m("in_proj.weight", in_proj, Dims{cfg.proj_dim(), dm});
+    if (cfg.bias) f("in_proj.bias", in_proj_bias, Dims{cfg.proj_dim()});
+    f("conv1d.weight", conv_weight, Dims{cd, 1, cfg.d_conv});
+    if (cfg.conv_bias) f("conv1d.bias", conv_bias, Dims{cd});
+    f("dt_bias", dt_bias, Dims{h});
+    f("A_log", A_log, Dims{h});
+    f("D", D, Dims{h});
+    f("norm.weight", norm_weight, Dims{di});
+    m("out_proj.weight", out_proj, Dims{dm, di});
+    if (cfg.bias) f("out_proj.bias", out_proj_bias, Dims{dm});
+  }
+};
+
+/// Per-layer decoding cache of b sequences: the last d_conv − 1 inputs of the conv (xBC) and the SSM state. A value:
+/// copying it copies the tensors. Its size does not depend on the context length.
+struct Mamba2LayerCache {
+  index_t b = 0;
+  Tensor conv_state;  // (b, d_conv - 1, di + 2 g n) f32, oldest input first
+  Tensor ssm_state;   // (b, h, p, n) f32
+
+  static Mamba2LayerCache zeros(const Mamba2BlockConfig& cfg, index_t b) {
+    Mamba2LayerCache c;
+    c.b = b;
+    c.conv_state = Tensor::zeros({b, cfg.d_conv - 1, cfg.conv_dim()}, DType::f32);
+    c.ssm_state = Tensor::zeros({b, cfg.heads(), cfg.head_dim, cfg.d_state}, DType::f32);
+    return c;
+  }
+  Mamba2LayerCache() = default;
+  Mamba2LayerCache(const Mamba2LayerCache& o)
+      : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
+  Mamba2LayerCache& operator=(const Mamba2LayerCache& o) {
+    if (this != &o) *this = Mamba2LayerCache(o);
+    return *this;
+  }
+  Mamba2LayerCache(Mamba2LayerCache&&) noexcept = default;
+  Mamba2LayerCache& operator=(Mamba2LayerCache&&) noexcept = default;
+  std::size_t nbytes() const {
+    return (conv_state.defined() ? conv_state.nbytes() : 0) + (ssm_state.defined() ? ssm_state.nbytes() : 0);
+  }
+
+ private:
+  static Tensor clone(const Tensor& t) {
+    if (!t.defined()) return t;
+    Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+    copy(c.view(), t.view());
+    return c;
+  }
+};
+
+/// One Mamba-2 block with its parameters, on the CPU. forward and step are const and may run concurrently.
+class Mamba2Block {
+ public:
+  Mamba2Block() = default;
+  Mamba2Block(const Mamba2BlockConfig& cfg, Mamba2BlockParams params) : cfg_(cfg), p_(std::move(params)) {
+    cfg_.validate("Mamba2Block");
+    p_.for_each(
+        cfg_,
+        [&](const char* name, std::vector<float>& v, const Dims& s) {
+          SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "Mamba2Block: parameter '", name, "' has ", v.size(),
+                    " elements, expected shape ", s.str());
+        },
+        [&](const char* name, const WeightMatrix& m, const Dims& s) {
+          SSM_CHECK(!m.empty() && m.rows() == s[0] && m.cols() == s[1], "Mamba2Block: matrix '", name, "' has shape (",
+                    m.rows(), ", ", m.cols(), "), expected ", s.str());
+        });
+    A_.resize(p_.A_log.size());
+    for (std::size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(p_.A_log[i]);
+  }
+
+  /// A block with mamba_ssm's initialization: PyTorch-default uniform projections and conv; A_log[i] = log(i + 1)
+  /// (A in [1, h]); dt_bias the inverse softplus of Δ log-uniform in [0.001, 0.1]; D = 1; norm weight 1.
+  static Mamba2Block init(const Mamba2BlockConfig& cfg, std::uint64_t seed) {
+    cfg.validate("Mamba2Block::init");
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    auto uniform = [&](index_t count, double bound) {
+      std::vector<float> v(static_cast<std::size_t>(count));
+      for (auto& x : v) x = static_cast<float>((2 * unit(rng) - 1) * bound);
+      return v;
+    };
+    const index_t di = cfg.inner(), dm = cfg.d_model, h = cfg.heads(), cd = cfg.conv_dim();
+    Mamba2BlockParams p;
+    const auto w_in = uniform(cfg.proj_dim() * dm, 1.0 / std::sqrt(double(dm)));
+    p.in_proj = WeightMatrix::from_f32(w_in.data(), cfg.proj_dim(), dm);
+    if (cfg.bias) p.in_proj_bias = uniform(cfg.proj_dim(), 1.0 / std::sqrt(double(dm)));
+    p.conv_weight = uniform(cd * cfg.d_conv, 1.0 / std::sqrt(double(cfg.d_conv)));
+    if (cfg.conv_bias) p.conv_bias = uniform(cd, 1.0 / std::sqrt(double(cfg.d_conv)));
+    for (index_t i = 0; i < h; ++i) {
+      const double Delta = std::max(1e-4, std::exp(unit(rng) * (std::log(0.1) - std::log(0.001)) + std::log(0.001)));
+      p.dt_bias.push_back(static_cast<float>(Delta + std::log(-std::expm1(-Delta))));  // inverse softplus
+      p.A_log.push_back(static_cast<float>(std::log(double(i + 1))));
+      p.D.push_back(1.0f);
+    }
+    p.norm_weight.assign(static_cast<std::size_t>(di), 1.0f);
+    const auto w_out = uniform(dm * di, 1.0 / std::sqrt(double(di)));
+    p.out_proj = WeightMatrix::from_f32(w_out.data(), dm, di);
+    if (cfg.bias) p.out_proj_bias = uniform(dm, 1.0 / std::sqrt(double(di)));
+    return Mamba2Block(cfg, std::move(p));
+  }
+
+  const Mamba2BlockConfig& config() const { return cfg_; }
+  const Mamba2BlockParams& params() const { return p_; }
+  /// CPU threads for the ops (0: by the amount of work).
+  void set_threads(int threads) { threads_ = threads; }
+  std::size_t nbytes() const {
+    std::size_t n = 0;
+    for (const auto* v : {&p_.in_proj_bias, &p_.conv_weight, &p_.conv_bias, &p_.dt_bias, &p_.A_log, &p_.D,
+                          &p_.norm_weight, &p_.out_proj_bias})
+      n += v->size() * sizeof(float);
+    return n + p_.in_proj.nbytes() + p_.out_proj.nbytes();
+  }
+
+  Mamba2LayerCache make_cache(index_t b) const { return Mamba2LayerCache::zeros(cfg_, b); }
+
+  /// Throws ssm::Error unless `cache` fits this block (b >= 1 sequences).
+  void check_cache(const Mamba2LayerCache& cache) const {
+    const index_t b = cache.b;
+    auto fits = [&](const Tensor& t, const Dims& shape) {
+      return t.defined() && t.dtype() == DType::f32 && t.device().is_cpu() && t.view().is_contiguous() &&
+             t.shape() == shape;
+    };
+    SSM_CHECK(b >= 1 && fits(cache.conv_state, {b, cfg_.d_conv - 1, cfg_.conv_dim()}) &&
+                  fits(cache.ssm_state, {b, cfg_.heads(), cfg_.head_dim, cfg_.d_state}),
+              "Mamba2Block: cache does not match the block (b = ", b, "; expected contiguous f32 cpu conv_state (b, ",
+              cfg_.d_conv - 1, ", ", cfg_.conv_dim(), ") and ssm_state (b, ", cfg_.heads(), ", ", cfg_.head_dim, ", ",
+              cfg_.d_state, "))");
+  }
+
+  /// Parallel forward: u (b, l, d_model) contiguous f32 → (b, l, d_model). With a cache, it receives the state after
+  /// the last token (a prefill); with `resume` the sequences start from the cache's state (a prefill in pieces).
+  Tensor forward(const TensorView& u, Mamba2LayerCache* cache = nullptr, bool resume = false) const {
+    Checker c("Mamba2Block::forward");
+    c.defined("u", u).rank("u", u, 3).shape("u", u, {kAny, kAny, cfg_.d_model});
+    c.require(u.dtype() == DType::f32 && u.device().is_cpu() && u.is_contiguous(), "u",
+              "expected a contiguous f32 cpu tensor, got ", name(u.dtype()), " ", u.device().str(), " strides ",
+              u.strides().str());
+    const index_t b = u.size(0), l = u.size(1);
+    if (resume) {
+      c.require(cache != nullptr && cache->b == b, "cache", "resume needs a cache for ", b, " sequences");
+      check_cache(*cache);
+    }
+    if (cache == nullptr) resume = false;
+    if (cache != nullptr && !resume) *cache = make_cache(b);
+    Tensor out = Tensor::empty({b, l, cfg_.d_model}, DType::f32);
+    std::optional<TensorView> conv_state, ssm_state;
+    if (cache != nullptr) conv_state = cache->conv_state.view(), ssm_state = cache->ssm_state.view();
+    forward_into(u, out, conv_state, ssm_state, resume);
+    return out;
+  }
+
+  /// The forward over views: u, out (b, l, d_model) with unit stride along d_model and rows b · l apart by
+  /// d_model (contiguous); conv_state (b, d_conv - 1, conv_dim) and ssm_state (b, h, p, n), contiguous, when given
+  /// receive the state after the last token, and with `resume` hold the state the sequences start from.
+  void forward_into(const TensorView& u, const TensorView& out, const std::optional<TensorView>& conv_state,
+                    const std::optional<TensorView>& ssm_state, bool resume) const {
+    const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, h = cfg_.heads(), hd = cfg_.head_dim;
+    const index_t g = cfg_.n_groups, cd = cfg_.conv_dim(), dp = cfg_.proj_dim(), w = cfg_.d_conv;
+    const index_t b = u.size(0), l = u.size(1), rows = b * l;
+    const int nt = cpu::cpu_threads(threads_, rows * di * n);
+    if (!conv_state || !ssm_state) resume = false;
+    Tensor zxbcdt = Tensor::empty({b, l, dp}, DType::f32);  // (b, l, 2 di + 2 g n + h)
+    project(p_.in_proj.tensor(), u.reshape({rows, dm}), bias(p_.in_proj_bias), zxbcdt.view().reshape({rows, dp}), nt);
+    Tensor xBC = Tensor::empty({b, l, cd}, DType::f32);  // (b, l, di + 2 g n) after the conv and SiLU
+    {
+      CausalConv1dInputs ci;
+      ci.x = part(zxbcdt, di, {b, l, cd}, {l * dp, dp, 1});
+      ci.weight = TensorView::of(p_.conv_weight.data(), {cd, w});
+      ci.bias = bias(p_.conv_bias);
+      ci.silu = true;
+      ci.channel_last = true;
+      ci.num_threads = nt;
+      if (resume) ci.initial_state = *conv_state;
+      Tensor unused;  // (b, w - 1, cd) the final state when no cache is filled
+      if (!conv_state) unused = Tensor::empty({b, w - 1, cd}, DType::f32);
+      causal_conv1d_into(ci, xBC, conv_state ? *conv_state : unused.view());
+    }
+    Tensor y = Tensor::empty({b, l, di}, DType::f32);  // (b, l, h p): SSD + D x, gated by silu(z)
+    {
+      SsdInputs in;
+      in.x = part(xBC, 0, {b, l, h, hd}, {l * cd, cd, hd, 1});
+      in.B = part(xBC, di, {b, l, g, n}, {l * cd, cd, n, 1});
+      in.C = part(xBC, di + g * n, {b, l, g, n}, {l * cd, cd, n, 1});
+      in.dt = part(zxbcdt, di + cd, {b, l, h}, {l * dp, dp, 1});
+      in.z = part(zxbcdt, 0, {b, l, h, hd}, {l * dp, dp, hd, 1});
+      in.A = TensorView::of(A_.data(), {h});
+      in.D = TensorView::of(p_.D.data(), {h});
+      in.dt_bias = TensorView::of(p_.dt_bias.data(), {h});
+      in.dt_softplus = true;
+      if (cfg_.has_dt_limit()) in.dt_limit = cfg_.dt_limit;
+      Tensor last;  // (b, h, p, n) the final state when it replaces the initial one
+      std::optional<TensorView> final_state = ssm_state;
+      if (resume) {
+        in.initial_state = *ssm_state;
+        last = Tensor::empty({b, h, hd, n}, DType::f32);
+        final_state = last.view();
+      }
+      SsdOptions opt;
+      opt.chunk_size = cfg_.chunk_size;
+      opt.threads = nt;
+      ssd_into(in, y.view().reshape({b, l, h, hd}), final_state, opt);
+      if (last.defined()) copy(*ssm_state, last);
+    }
+    gated_norm(y.view().reshape({rows, di}));
+    project(p_.out_proj.tensor(), y.view().reshape({rows, di}), bias(p_.out_proj_bias), out.reshape({rows, dm}), nt);
+  }
+
+  /// One token for b sequences: u (b, d_model) → (b, d_model); the cache advances by one token.
+  Tensor step(const TensorView& u, Mamba2LayerCache& cache) const {
+    Checker c("Mamba2Block::step");
+    c.defined("u", u).rank("u", u, 2).shape("u", u, {cache.b, cfg_.d_model});
+    c.require(u.dtype() == DType::f32 && u.device().is_cpu() && u.is_contiguous(), "u",
+              "expected a contiguous f32 cpu tensor");
+    check_cache(cache);
+    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, DType::f32);
+    Tensor work = Tensor::empty({workspace_size(cache.b)}, DType::f32);
+    step_into(u, out, cache.conv_state, cache.ssm_state, work);
+    return out;
+  }
+
+  /// f32 elements step_into needs as scratch for b sequences.
+  index_t workspace_size(index_t b) const { return b * (cfg_.proj_dim() + cfg_.conv_dim() + cfg_.inner()); }
+
+  /// The one-token step over views: u, out (b, d_model) unit stride along d_model; conv_state (b, d_conv - 1,
+  /// conv_dim) and ssm_state (b, h, p, n) contiguous, advanced in place; work: workspace_size(b) contiguous
+  /// elements. The same ops as forward_into with l = 1, the SSD being ssm::selective_state_update's head form.
+  void step_into(const TensorView& u, const TensorView& out, const TensorView& conv_state, const TensorView& ssm_state,
+                 const TensorView& work) const {
+    const index_t di = cfg_.inner(), n = cfg_.d_state, h = cfg_.heads(), hd = cfg_.head_dim;
+    const index_t g = cfg_.n_groups, cd = cfg_.conv_dim(), dp = cfg_.proj_dim();
+    const index_t b = u.size(0);
+    const TensorView zxbcdt = part(work, 0, {b, dp}, {dp, 1});         // (b, dp)
+    const TensorView xBC = part(work, b * dp, {b, cd}, {cd, 1});       // (b, cd)
+    const TensorView y = part(work, b * (dp + cd), {b, di}, {di, 1});  // (b, di)
+    project(p_.in_proj.tensor(), u, bias(p_.in_proj_bias), zxbcdt, 1);
+    {
+      CausalConv1dInputs ci;
+      ci.x = part(zxbcdt, di, {b, 1, cd}, {dp, dp, 1});
+      ci.weight = TensorView::of(p_.conv_weight.data(), {cd, cfg_.d_conv});
+      ci.bias = bias(p_.conv_bias);
+      ci.silu = true;
+      ci.channel_last = true;
+      ci.initial_state = conv_state;
+      causal_conv1d_into(ci, xBC.reshape({b, 1, cd}), conv_state);
+    }
+    SelectiveStateUpdateInputs su;
+    su.state = ssm_state;
+    su.x = part(xBC, 0, {b, h, hd}, {cd, hd, 1});
+    su.B = part(xBC, di, {b, g, n}, {cd, n, 1});
+    su.C = part(xBC, di + g * n, {b, g, n}, {cd, n, 1});
+    su.dt = part(zxbcdt, di + cd, {b, h}, {dp, 1});
+    su.z = part(zxbcdt, 0, {b, h, hd}, {dp, hd, 1});
+    su.A = TensorView::of(A_.data(), {h});
+    su.D = TensorView::of(p_.D.data(), {h});
+    su.dt_bias = TensorView::of(p_.dt_bias.data(), {h});
+    su.dt_softplus = true;
+    if (cfg_.has_dt_limit()) su.dt_limit = cfg_.dt_limit;
+    selective_state_update(su, y.reshape({b, h, hd}));
+    gated_norm(y);
+    project(p_.out_proj.tensor(), y, bias(p_.out_proj_bias), out, 1);
+  }
+
+ private:
+  // The gated RMSNorm's normalization, in place on y (rows, di) = SSD output ⊙ silu(z): each group's di / g columns
+  // RMS-normalized over themselves and scaled by their part of norm.weight (one rms_norm call per group).
+  void gated_norm(const TensorView& y) const {
+    const index_t gs = cfg_.inner() / cfg_.n_groups;
+    for (index_t gi = 0; gi < cfg_.n_groups; ++gi) {
+      const TensorView part = y.narrow(1, gi * gs, gs);  // (rows, di / g)
+      rms_norm_into(
+          RmsNormInputs{part, TensorView::of(p_.norm_weight.data() + gi * gs, {gs}), std::nullopt, cfg_.norm_eps},
+          part);
+    }
+  }
+
+  static std::optional<TensorView> bias(const std::vector<float>& v) {
+    if (v.empty()) return std::nullopt;
+    return TensorView::of(v.data(), {static_cast<index_t>(v.size())});
+  }
+  // A view of `shape` with `strides` starting `offset` elements into t's memory.
+  static TensorView part(const TensorView& t, index_t offset, const Dims& shape, const Dims& strides) {
+    return TensorView(static_cast<char*>(t.data()) + offset * static_cast<index_t>(size_of(t.dtype())), t.dtype(),
+                      t.device(), shape, strides);
+  }
+  // y (rows, out) = x (rows, in) Wᵀ (+ bias) by the ssm::linear op.
+  static void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& b, const TensorView& y,
+                      int nt) {
+    LinearOptions opt;
+    opt.num_threads = nt;
+    linear_into(LinearInputs{x, W, b}, y, opt);
+  }
+
+  Mamba2BlockConfig cfg_;
+  Mamba2BlockParams p_;
+  std::vector<float> A_;  // (h) = −exp(A_log)
+  int threads_ = 0;
+};
+
+}  // namespace ssm::layers

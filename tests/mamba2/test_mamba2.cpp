@@ -1,0 +1,199 @@
+// The Mamba-2 block and language model (layers/mamba2.hpp, models/mamba2.hpp): the logits of committed tiny
+// checkpoints equal Hugging Face transformers' pure-PyTorch Mamba2ForCausalLM (golden.json written by
+// tools/make_mamba2_golden.py: head_dim 16 / 8 / 32, 1 and 2 groups, chunk sizes 8 / 5 / 16 that leave remainders,
+// tied and untied embeddings, biases, a dt limit that clamps, bf16 weights); prefill + steps equal the parallel
+// forward; a prefill in pieces equals one; bad configs are ssm::Errors naming the field.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "ssm/models/mamba2.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ssm::index_t;
+using ssm::Tensor;
+using ssm::TensorView;
+using ssm::models::Mamba2Config;
+using ssm::models::Mamba2LM;
+
+std::string data_dir(const std::string& rel) {
+  return std::string(SSM_TEST_DATA_DIR) + "/" + rel;
+}
+
+/// max |a - b| / max |b|.
+double normalized_error(const float* a, const float* b, std::size_t n) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+template <class F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected ssm::Error containing \"" << needle << "\"";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// Logits of every position (parallel), the prompt's prefill then one step per token, and the greedy continuation,
+// against golden.json.
+void expect_matches_golden(const std::string& name) {
+  const std::string dir = data_dir("mamba2/" + name);
+  std::ifstream is(dir + "/golden.json");
+  ASSERT_TRUE(is.good()) << "no golden data in " << dir << " (run tools/make_mamba2_golden.py)";
+  const auto g = nlohmann::json::parse(is);
+  const auto tokens = g["tokens"].get<std::vector<std::int64_t>>();
+  const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
+  const auto continuation = g["continuation"].get<std::vector<std::int64_t>>();
+  const auto ref = g["logits"].get<std::vector<std::vector<float>>>();  // (l, V)
+  const Mamba2LM model = Mamba2LM::load(dir);
+  const index_t l = static_cast<index_t>(tokens.size()), V = model.config().vocab_size;
+  ASSERT_EQ(V, static_cast<index_t>(ref[0].size()));
+  std::vector<float> flat;
+  for (const auto& row : ref) flat.insert(flat.end(), row.begin(), row.end());
+  const Tensor lg = model.logits(TensorView::of(tokens.data(), {1, l}));  // (1, l, V)
+  // f32 on both sides, different summation orders and SSD algorithms (chunked on GEMMs here, PyTorch's einsums);
+  // the golden is written with 7 significant digits.
+  const double err = normalized_error(lg.data_as<float>(), flat.data(), flat.size());
+  EXPECT_LE(err, 1e-5) << name;
+  std::cout << "[ golden ] mamba2/" << name << ": parallel logits normalized error " << err << "\n";
+  ssm::models::Mamba2Cache cache;
+  const Tensor last = model.prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), cache);
+  double step_err = normalized_error(last.data_as<float>(), ref[prompt.size() - 1].data(), static_cast<std::size_t>(V));
+  for (std::size_t t = prompt.size(); t < tokens.size(); ++t) {
+    const Tensor s = model.step(std::span<const std::int64_t>(&tokens[t], 1), cache);
+    step_err = std::max(step_err, normalized_error(s.data_as<float>(), ref[t].data(), static_cast<std::size_t>(V)));
+  }
+  EXPECT_LE(step_err, 1e-5) << name;
+  std::cout << "[ golden ] mamba2/" << name << ": prefill + steps normalized error " << step_err << "\n";
+  EXPECT_EQ(model.generate_greedy(prompt, static_cast<index_t>(continuation.size()), false), continuation) << name;
+}
+
+TEST(Mamba2LM, MatchesTransformersGoldenHeads4Tied) {
+  expect_matches_golden("heads4");
+}
+TEST(Mamba2LM, MatchesTransformersGoldenGroups2UntiedBiasDtLimit) {
+  expect_matches_golden("groups2");
+}
+TEST(Mamba2LM, MatchesTransformersGoldenBf16) {
+  expect_matches_golden("bf16");
+}
+
+TEST(Mamba2LM, Bf16WeightsStayBf16) {
+  const Mamba2LM m = Mamba2LM::load(data_dir("mamba2/bf16"));
+  EXPECT_EQ(m.blocks()[0].params().in_proj.dtype(), ssm::DType::bf16);
+  EXPECT_EQ(m.blocks()[0].params().out_proj.dtype(), ssm::DType::bf16);
+}
+
+// Prefill + steps, and a prefill in two pieces, equal the parallel forward, for two sequences at once (each
+// position's logits), at chunk sizes that do and do not divide the pieces.
+TEST(Mamba2LM, PrefillAndStepsEqualTheParallelForward) {
+  for (index_t chunk : {1, 3, 8, 64}) {
+    Mamba2Config cfg;
+    cfg.d_model = 24, cfg.n_layer = 2, cfg.vocab_size = 50, cfg.d_state = 6, cfg.expand = 2;
+    cfg.head_dim = 12, cfg.n_heads = 4, cfg.n_groups = 2, cfg.chunk_size = chunk, cfg.bias = true;
+    cfg.dt_limit = {0.02, 0.08};  // clamps (dt_bias starts in [0.001, 0.1])
+    const Mamba2LM model = Mamba2LM::init(cfg, 7);
+    const index_t b = 2, l = 13, split = 5, V = cfg.vocab_size;
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(b * l));
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 37 + 11) % 50);
+    const Tensor full = model.logits(TensorView::of(ids.data(), {b, l}));  // (b, l, V)
+    auto row = [&](index_t bi, index_t t) { return full.data_as<float>() + (bi * l + t) * V; };
+    // prefill of the first `split` tokens, then steps
+    std::vector<std::int64_t> head(static_cast<std::size_t>(b * split));
+    for (index_t bi = 0; bi < b; ++bi) std::copy_n(ids.begin() + bi * l, split, head.begin() + bi * split);
+    ssm::models::Mamba2Cache cache;
+    Tensor lg = model.prefill(TensorView::of(head.data(), {b, split}), cache);
+    double err = 0;
+    for (index_t bi = 0; bi < b; ++bi)
+      err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, split - 1), V));
+    ssm::models::Mamba2Cache resumed = cache;  // a copy: for the prefill in pieces below
+    for (index_t t = split; t < l; ++t) {
+      const std::int64_t step_ids[2] = {ids[static_cast<std::size_t>(t)], ids[static_cast<std::size_t>(l + t)]};
+      lg = model.step(std::span<const std::int64_t>(step_ids, 2), cache);
+      for (index_t bi = 0; bi < b; ++bi)
+        err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, t), V));
+    }
+    EXPECT_LE(err, 2e-6) << "chunk " << chunk;
+    // the rest as a second prefill resuming the cache
+    std::vector<std::int64_t> tail(static_cast<std::size_t>(b * (l - split)));
+    for (index_t bi = 0; bi < b; ++bi)
+      std::copy_n(ids.begin() + bi * l + split, l - split, tail.begin() + bi * (l - split));
+    lg = model.prefill(TensorView::of(tail.data(), {b, l - split}), resumed, /*resume=*/true);
+    double err2 = 0;
+    for (index_t bi = 0; bi < b; ++bi)
+      err2 = std::max(err2, normalized_error(lg.data_as<float>() + bi * V, row(bi, l - 1), V));
+    EXPECT_LE(err2, 2e-6) << "chunk " << chunk;
+    EXPECT_EQ(resumed.seqlen, l);
+  }
+}
+
+TEST(Mamba2Block, StepEqualsForwardAtBlockLevel) {
+  ssm::layers::Mamba2BlockConfig cfg;
+  cfg.d_model = 16, cfg.d_state = 5, cfg.head_dim = 4, cfg.n_groups = 4, cfg.chunk_size = 4;  // 8 heads, 4 groups
+  const auto blk = ssm::layers::Mamba2Block::init(cfg, 3);
+  const index_t b = 3, l = 9;
+  std::vector<float> u(static_cast<std::size_t>(b * l * 16));
+  for (std::size_t i = 0; i < u.size(); ++i) u[i] = std::sin(0.37f * float(i));
+  const Tensor y = blk.forward(TensorView::of(u.data(), {b, l, 16}));
+  auto cache = blk.make_cache(b);
+  double err = 0;
+  for (index_t t = 0; t < l; ++t) {
+    std::vector<float> ut(static_cast<std::size_t>(b * 16));
+    for (index_t bi = 0; bi < b; ++bi) std::copy_n(u.begin() + (bi * l + t) * 16, 16, ut.begin() + bi * 16);
+    const Tensor yt = blk.step(TensorView::of(ut.data(), {b, 16}), cache);
+    for (index_t bi = 0; bi < b; ++bi)
+      err = std::max(err, normalized_error(yt.data_as<float>() + bi * 16, y.data_as<float>() + (bi * l + t) * 16, 16));
+  }
+  EXPECT_LE(err, 2e-6);
+}
+
+TEST(Mamba2Config, BadConfigsAreNamed) {
+  ssm::layers::Mamba2BlockConfig cfg;
+  cfg.d_model = 16, cfg.d_state = 4, cfg.head_dim = 5;  // d_inner 32
+  expect_error([&] { cfg.validate(); }, "head_dim 5 does not divide d_inner = 32");
+  cfg.head_dim = 8, cfg.n_groups = 3;  // 4 heads
+  expect_error([&] { cfg.validate(); }, "n_groups 3 does not divide the number of heads d_inner / head_dim = 4");
+  cfg.n_groups = 2, cfg.chunk_size = 0;
+  expect_error([&] { cfg.validate(); }, "chunk_size must be >= 1");
+
+  std::ifstream is(data_dir("mamba2/heads4/config.json"));
+  const auto base = nlohmann::json::parse(is);
+  auto with = [&](const char* key, const nlohmann::json& v) {
+    auto j = base;
+    j[key] = v;
+    return j;
+  };
+  expect_error([&] { Mamba2Config::from_json(with("head_dim", 24)); }, "head_dim 24 does not divide d_inner = 64");
+  expect_error([&] { Mamba2Config::from_json(with("n_groups", 3)); }, "n_groups 3 does not divide the number of heads");
+  expect_error([&] { Mamba2Config::from_json(with("num_heads", 3)); }, "num_heads 3 × head_dim 16 must equal");
+  expect_error([&] { Mamba2Config::from_json(with("model_type", "jamba")); },
+               "model_type 'jamba' is not a Mamba-2 model");
+  expect_error([&] { Mamba2Config::from_json(with("time_step_limit", {0.5, 0.1})); }, "dt_limit (time_step_limit)");
+  expect_error([&] { Mamba2Config::from_json(with("hidden_size", "big")); }, "field 'hidden_size' must be an integer");
+  // the default limit as transformers 5 writes it
+  EXPECT_TRUE(std::isinf(Mamba2Config::from_json(base).dt_limit.second));
+}
+
+TEST(Mamba2LM, LoadersRejectEachOthersModelTypesByName) {
+  expect_error([] { Mamba2LM::load(data_dir("mamba/tiny")); }, "model_type 'mamba' is not a Mamba-2 model");
+  expect_error([] { ssm::models::MambaLM::load(data_dir("mamba2/heads4")); },
+               "model_type 'mamba2' is a Mamba-2 model: load it with ssm::models::Mamba2LM::load");
+  expect_error([] { Mamba2LM::load(data_dir("mamba2/no_such_model")); }, "not found");
+}
+
+}  // namespace
