@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 2 (and what CI runs): builds with warnings as errors and runs every test, then
 # again under AddressSanitizer + UBSan, then the CPU scan kernels for other x86 targets, then the
-# safetensors fuzzer for a bounded time. Ends with one summary line: "N passed, M failed".
+# safetensors fuzzer for a bounded time, then the CUDA emulation's mutation suite. Ends with one summary line: "N passed, M failed".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -66,6 +66,12 @@ if [ -x tools/fuzz_safetensors.sh ] || [ -f tools/fuzz_safetensors.sh ]; then
   bash tools/fuzz_safetensors.sh 60 build-ci/fuzz
   passed=$((passed + 1))
 fi
+
+# 5. The CUDA emulation's mutation suite: each fault in tests/cuda_emu/mutations.json, planted in a scratch copy of
+#    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each).
+stamp "emulation mutation suite"
+python3 tools/mutation_suite.py --jobs "$(nproc)"
+passed=$((passed + 1))
 
 stamp "all test stages passed"
 echo "$passed passed, $failed failed"

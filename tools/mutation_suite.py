@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""The CUDA emulation's mutation suite: every committed fault must be caught.
+
+Reads tests/cuda_emu/mutations.json. For each mutation it copies the sources (include/, cuda/, tests/ without
+the test data) into a scratch folder, replaces the mutation's `find` text (which must occur exactly once) in its
+`file` by `replace`, compiles the mutation's test `sources` alone with gtest_main (g++ -O1: small, quick builds),
+runs them with the gtest `filter`, and counts the mutation as caught when the run fails and its output contains
+`expect` (the finding's name, e.g. global_race). The unmutated sources are built and run the same way first: they
+must pass, or the suite proves nothing. Exits non-zero unless every mutation is caught.
+
+    python3 tools/mutation_suite.py [--jobs N] [--only SUBSTRING] [--keep DIR]
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIST = os.path.join(ROOT, "tests", "cuda_emu", "mutations.json")
+CXX = os.environ.get("CXX", "g++")
+FLAGS = ["-std=c++20", "-O1", "-g0", "-march=native", "-DNDEBUG", "-pthread", "-isystem", "/usr/include/eigen3"]
+
+
+def copy_sources(dst):
+    for sub in ("include", "cuda", "tests"):
+        shutil.copytree(os.path.join(ROOT, sub), os.path.join(dst, sub),
+                        ignore=shutil.ignore_patterns("data", "*.o", "build*"))
+
+
+def build_and_run(tree, sources, filter_, tag):
+    exe = os.path.join(tree, f"mutant_{tag}")
+    cmd = [CXX, *FLAGS, f"-I{tree}/include", f"-I{tree}/cuda",
+           f'-DSSM_TEST_DATA_DIR="{os.path.join(ROOT, "tests", "data")}"',
+           *[os.path.join(tree, s) for s in sources], "-o", exe, "-lgtest", "-lgtest_main"]
+    c = subprocess.run(cmd, capture_output=True, text=True)
+    if c.returncode != 0:
+        return None, c.stderr[-4000:]
+    r = subprocess.run([exe, f"--gtest_filter={filter_}", "--gtest_brief=1"], capture_output=True, text=True,
+                       timeout=900)
+    return r.returncode, r.stdout + r.stderr
+
+
+def apply(tree, m):
+    path = os.path.join(tree, m["file"])
+    text = open(path).read()
+    count = text.count(m["find"])
+    if count != 1:
+        raise SystemExit(f"mutation '{m['name']}': its text occurs {count} times in {m['file']} (expected once)")
+    open(path, "w").write(text.replace(m["find"], m["replace"]))
+
+
+def run_one(i, m, scratch, baseline):
+    tree = os.path.join(scratch, f"{'base' if baseline else 'm'}{i}")
+    copy_sources(tree)
+    if not baseline:
+        apply(tree, m)
+    t0 = time.time()
+    rc, out = build_and_run(tree, m["sources"], m["filter"], i)
+    return i, rc, out, time.time() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", default="", help="run the mutations whose name contains this")
+    ap.add_argument("--keep", default="", help="scratch folder to keep (default: a temporary one, removed)")
+    args = ap.parse_args()
+    mutations = [m for m in json.load(open(LIST))["mutations"] if args.only in m["name"]]
+    scratch = args.keep or tempfile.mkdtemp(prefix="ssm-mutants-")
+    os.makedirs(scratch, exist_ok=True)
+    start = time.time()
+    failures = []
+    try:
+        # The unmutated builds first: one per distinct set of sources, running every filter used with it; each must
+        # pass.
+        bases = {}
+        for m in mutations:
+            b = bases.setdefault(tuple(m["sources"]), {"sources": m["sources"], "filters": []})
+            if m["filter"] not in b["filters"]:
+                b["filters"].append(m["filter"])
+        for b in bases.values():
+            b["filter"] = ":".join(b["filters"])
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            base_list = list(bases.values())
+            for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, True), enumerate(base_list)):
+                m = base_list[i]
+                ok = rc == 0
+                print(f"[{'ok' if ok else 'FAIL'}] unmutated {' '.join(m['sources'])} ({m['filter']}): {secs:.0f} s",
+                      flush=True)
+                if not ok:
+                    failures.append(f"unmutated {m['sources']} does not pass:\n{out}")
+            if failures:
+                raise SystemExit("\n".join(failures))
+            for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, False), enumerate(mutations)):
+                m = mutations[i]
+                caught = rc is not None and rc != 0 and m["expect"] in out
+                why = "does not compile" if rc is None else ("passes" if rc == 0 else
+                                                              f"fails without '{m['expect']}'")
+                print(f"[{'caught' if caught else 'MISSED'}] {m['name']}: {secs:.0f} s"
+                      + ("" if caught else f" ({why})"), flush=True)
+                if not caught:
+                    failures.append(f"{m['name']}: {why}\n{out[-3000:]}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"{len(mutations) - len(failures)} of {len(mutations)} mutations caught in {time.time() - start:.0f} s")
+    if failures:
+        print("\n\n".join(failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
