@@ -12,8 +12,8 @@
 //   ssm::Tensor u = u_cpu.to(ssm::Device::cuda(0));
 //   auto r = ssm::selective_scan(inputs_on_cuda);                     // runs selective_scan_fwd_kernel emulated
 //
-// One device (index 0). Not thread-safe: the thread order is process-wide, set by the guard. The device Mamba LM
-// (make_mamba_lm) is not provided (null).
+// One device (index 0). Not thread-safe: the thread order is process-wide, set by the guard. A whole model runs on
+// it the same way (model.to(ssm::Device::cuda(0))).
 #pragma once
 
 #include <cstddef>
@@ -184,7 +184,6 @@ inline DeviceBackend make() {
   b.rms_norm_forward = &rms_norm_forward;
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
-  b.make_mamba_lm = nullptr;  // the device LM is not emulated here (tests/cuda_emu runs its launches directly)
   return b;
 }
 

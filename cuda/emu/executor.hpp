@@ -1,8 +1,7 @@
-// The host executor of kernels/mamba_lm_launches.cuh: "device" memory is host memory, every kernel runs under the
-// emulation (emu::launch, in a chosen thread order; the first finding is an ssm::Error), the selective scan and the
-// conv1d run through the launch headers ssm::cuda uses (kernels/launch/*.cuh), and the GEMM (cuBLAS on the
-// device) is a plain host loop accumulating in its element type (f32 or f64). The emulated backend
-// (cuda/emu/backend.hpp) runs every op's launch template over it. Lets tests run the model's whole sequence of launches without a GPU.
+// The host executor of the launch templates (kernels/launch/*.cuh, the attention launches): "device" memory is host
+// memory, every kernel runs under the emulation (emu::launch, in a chosen thread order; the first finding is an
+// ssm::Error), and the GEMM (cuBLAS on the device) is a plain host loop accumulating in its element type (f32 or
+// f64). The emulated backend (cuda/emu/backend.hpp) runs every op's launch template over it.
 #pragma once
 
 #include <algorithm>
@@ -13,9 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/launch/causal_conv1d.cuh"
-#include "../kernels/launch/selective_scan.cuh"
-#include "../kernels/mamba_lm_launches.cuh"
+#include "../kernels/common.cuh"
 #include "emulation.hpp"
 #include "ssm/core/error.hpp"
 
@@ -68,18 +65,6 @@ class HostExecutor {
           Cp[i * ldc + j] = acc;
         }
     }
-  }
-
-  /// The scan and conv1d of the model: the launch headers of ssm::cuda (kernels/launch/*.cuh) over this executor.
-  void scan(const ScanParams& p) {
-    const std::int64_t max_len = kernels::check_scan_forward(p, DType::f32, {}, "emulated selective scan");
-    if (max_len >= 0) kernels::launch_selective_scan_fwd<float>(*this, p, nullptr, max_len);
-  }
-  void conv(const CausalConv1dParams& p) {
-    kernels::causal_conv1d_forward_launches(*this, p, DType::f32, "emulated causal_conv1d");
-  }
-  void conv_update(const CausalConv1dUpdateParams& p) {
-    kernels::causal_conv1d_update_launches(*this, p, DType::f32, "emulated causal_conv1d_update");
   }
 
  private:

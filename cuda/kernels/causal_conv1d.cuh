@@ -1,6 +1,7 @@
 // Causal depthwise conv1d kernels of the Mamba block (Gu & Dao 2023, §3.4; docs/math.md §6.1): the sequence form, one
 // block per (tile of kThreads x kItems outputs, channel, batch) with the tile and its w - 1 halo inputs staged
-// once in shared memory; and the one-token update, one thread per (channel, batch).
+// once in shared memory; the sequence form in the channel-last layout, one thread per channel; and the one-token
+// update, one thread per (channel, batch).
 #pragma once
 
 #include "common.cuh"
@@ -78,6 +79,67 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_kernel(CausalConv1
     if (t >= 0) v = load_float(x + t);
     else if (h0) v = h0[w - 1 + t];
     p.final_state[(batch * p.dim + channel) * (w - 1) + tid] = v;
+  }
+}
+
+/// Threads (channels) and time steps per block of the channel-last kernel.
+struct ConvChannelLastConfig {
+  static constexpr int kThreads = 128;
+  static constexpr int kSteps = 64;
+};
+
+/// The sequence form in the channel-last layout (x, out (b, l, d) with unit stride along d; the states (b, w - 1, d)):
+/// one thread per channel, a block per (kThreads channels, kSteps time steps, batch). Neighbouring threads read
+/// neighbouring channels of one time step (coalesced); each thread slides a window of the last kConvMaxWidth inputs
+/// in registers along its kSteps steps, starting from the w - 1 inputs before its first step (the initial state, or
+/// 0, before t = 0). No shared memory and no barrier. The block of the last steps writes the final state, reading
+/// this thread's own state entries before it overwrites them, so final_state may be initial_state itself when the
+/// grid has one block along l (the op runs longer in-place sequences through a separate buffer).
+template <class In, int kThreads, int kSteps>
+__global__ void __launch_bounds__(kThreads) causal_conv1d_fwd_channel_last_kernel(CausalConv1dParams p) {
+  const index_t channel = static_cast<index_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const index_t batch = blockIdx.z;
+  if (channel >= p.dim) return;  // no barrier in this kernel
+  const int w = static_cast<int>(p.width);
+  const int len = static_cast<int>(p.seqlen);
+  const int t0 = static_cast<int>(blockIdx.y) * kSteps;
+  const int t1 = t0 + kSteps < len ? t0 + kSteps : len;
+  const In* x = static_cast<const In*>(p.x) + batch * p.x_batch_stride + channel;  // (l), stride x_l_stride
+  In* out = static_cast<In*>(p.out) + batch * p.out_batch_stride + channel;       // (l), stride out_l_stride
+  const index_t state_offset = batch * (w - 1) * p.dim + channel;                 // (w - 1), stride d
+  const float* h0 = p.initial_state ? p.initial_state + state_offset : nullptr;
+  const float* weight = p.weight + channel * p.weight_d_stride;  // (w)
+  // The weights right-aligned in a window of kConvMaxWidth: win[k] holds the input at t - (kConvMaxWidth - 1) + k
+  // for output t, and taps k < kConvMaxWidth - w are zero.
+  constexpr int kW = kConvMaxWidth;
+  float wk[kW], win[kW];
+  SSM_UNROLL
+  for (int k = 0; k < kW; ++k) {
+    const int tap = k - (kW - w);
+    wk[k] = tap >= 0 ? weight[tap] : 0.0f;
+  }
+  const float bias = p.bias ? p.bias[channel] : 0.0f;
+  // The input at time t < len: x, the initial state (or 0) before t = 0, 0 beyond the state's reach.
+  auto input = [&](int t) -> float {
+    if (t >= 0) return load_float(x + t * p.x_l_stride);
+    return h0 && t >= -(w - 1) ? h0[(w - 1 + t) * p.dim] : 0.0f;
+  };
+  SSM_UNROLL
+  for (int k = 0; k < kW - 1; ++k) win[k] = input(t0 - (kW - 1) + k);
+  for (int t = t0; t < t1; ++t) {
+    win[kW - 1] = load_float(x + t * p.x_l_stride);
+    float acc = bias;
+    SSM_UNROLL
+    for (int k = 0; k < kW; ++k) acc += wk[k] * win[k];
+    store_float(out + t * p.out_l_stride, silu_or_identity(acc, p.silu));
+    SSM_UNROLL
+    for (int k = 0; k < kW - 1; ++k) win[k] = win[k + 1];
+  }
+  // The final state: the last w - 1 inputs, in increasing j (entry j reads state entry len + j >= j when l < w - 1,
+  // so an in-place update reads each entry before it is overwritten).
+  if (p.final_state && blockIdx.y == gridDim.y - 1) {
+    float* fs = p.final_state + state_offset;
+    for (int j = 0; j < w - 1; ++j) fs[j * p.dim] = input(len - (w - 1) + j);
   }
 }
 

@@ -3,6 +3,8 @@
 // recurrence h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t is a block scan of affine maps (a, b) with a
 // stateful prefix callback carrying the running state across chunks; u, delta, B, C, z are read once, out is
 // written once, softplus + delta bias + D + SiLU(z) are fused. f32 / f16 / bf16 inputs, f32 weights and state.
+// u, delta, z, B, C and out are read / written with their strides along l (ScanParams::*_l_stride): 1 for
+// channel-major operands, the row width for channel-last views of the Mamba block's time-major activations.
 #pragma once
 
 #include "common.cuh"
@@ -92,21 +94,23 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
   }
   const index_t group = channel / (p.dim / p.n_groups);
 
-  const In* u = static_cast<const In*>(p.u) + batch * p.u_batch_stride + channel * p.u_d_stride + start;  // (l)
-  const In* delta =
-      static_cast<const In*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_d_stride + start;  // (l)
-  const In* z = p.z ? static_cast<const In*>(p.z) + batch * p.z_batch_stride + channel * p.z_d_stride + start
-                    : nullptr;                                                                     // (l)
-  In* out = static_cast<In*>(p.out) + batch * p.out_batch_stride + channel * p.out_d_stride + start;  // (l)
+  // (l) rows with their strides along l: 1 channel-major, the row width for channel-last views of time-major data
+  const index_t u_ls = p.u_l_stride, delta_ls = p.delta_l_stride, z_ls = p.z_l_stride, out_ls = p.out_l_stride;
+  const In* u = static_cast<const In*>(p.u) + batch * p.u_batch_stride + channel * p.u_d_stride + start * u_ls;
+  const In* delta = static_cast<const In*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_d_stride +
+                    start * delta_ls;
+  const In* z = p.z ? static_cast<const In*>(p.z) + batch * p.z_batch_stride + channel * p.z_d_stride + start * z_ls
+                    : nullptr;
+  In* out = static_cast<In*>(p.out) + batch * p.out_batch_stride + channel * p.out_d_stride + start * out_ls;
   const float* A = static_cast<const float*>(p.A) + channel * p.A_d_stride;  // (n)
   // Variable B/C: (n, l) slices of this sequence and group, input dtype. Fixed: (n) rows of channel, f32.
-  const In* B_var = p.variable_B
-                        ? static_cast<const In*>(p.B) + batch * p.B_batch_stride + group * p.B_group_stride + start
-                        : nullptr;
+  const In* B_var = p.variable_B ? static_cast<const In*>(p.B) + batch * p.B_batch_stride +
+                                       group * p.B_group_stride + start * p.B_l_stride
+                                 : nullptr;
   const float* B_fix = p.variable_B ? nullptr : static_cast<const float*>(p.B) + channel * p.B_group_stride;
-  const In* C_var = p.variable_C
-                        ? static_cast<const In*>(p.C) + batch * p.C_batch_stride + group * p.C_group_stride + start
-                        : nullptr;
+  const In* C_var = p.variable_C ? static_cast<const In*>(p.C) + batch * p.C_batch_stride +
+                                       group * p.C_group_stride + start * p.C_l_stride
+                                 : nullptr;
   const float* C_fix = p.variable_C ? nullptr : static_cast<const float*>(p.C) + channel * p.C_group_stride;
   const float D = p.D ? static_cast<const float*>(p.D)[channel] : 0.0f;
   const float delta_bias = p.delta_bias ? static_cast<const float*>(p.delta_bias)[channel] : 0.0f;
@@ -136,8 +140,8 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
     SSM_UNROLL
     for (int i = 0; i < kItems; ++i) {
       const bool valid = i < n_valid;
-      const float u_i = valid ? load_float(u + base + i) : 0.0f;
-      float d_i = valid ? load_float(delta + base + i) + delta_bias : 0.0f;
+      const float u_i = valid ? load_float(u + (base + i) * u_ls) : 0.0f;
+      float d_i = valid ? load_float(delta + (base + i) * delta_ls) + delta_bias : 0.0f;
       if (p.delta_softplus) d_i = scalar::softplus(d_i);
       delta_v[i] = d_i;
       delta_u[i] = d_i * u_i;
@@ -147,12 +151,12 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
       const float A_s = A[s * p.A_n_stride];
       const float B_s = B_fix ? B_fix[s * p.B_n_stride] : 0.0f;
       const float C_s = C_fix ? C_fix[s * p.C_n_stride] : 0.0f;
-      const In* B_row = B_var ? B_var + s * p.B_n_stride + base : nullptr;  // (kItems) this thread's tokens
+      const In* B_row = B_var ? B_var + s * p.B_n_stride + base * p.B_l_stride : nullptr;  // this thread's tokens
       ScanPair steps[kItems];
       SSM_UNROLL
       for (int i = 0; i < kItems; ++i) {
         if (i < n_valid) {
-          const float B_i = B_row ? load_float(B_row + i) : B_s;
+          const float B_i = B_row ? load_float(B_row + i * p.B_l_stride) : B_s;
           steps[i] = ScanPair{expf(delta_v[i] * A_s), delta_u[i] * B_i};
         } else {
           steps[i] = ScanPair{1.0f, 0.0f};  // padding: the identity keeps the chunk's final state right
@@ -161,10 +165,10 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
       ScanPrefix prefix{ScanPair{1.0f, 0.0f}};
       if (tid == 0) prefix.running.b = chunk == 0 ? (h0 ? h0[s * p.init_n_stride] : 0.0f) : running_h[s];
       BlockScanT(scan_storage[0]).InclusiveScan(steps, steps, ScanCombine{}, prefix);
-      const In* C_row = C_var ? C_var + s * p.C_n_stride + base : nullptr;  // (kItems)
+      const In* C_row = C_var ? C_var + s * p.C_n_stride + base * p.C_l_stride : nullptr;  // this thread's tokens
       SSM_UNROLL
       for (int i = 0; i < kItems; ++i) {
-        const float C_i = C_row ? (i < n_valid ? load_float(C_row + i) : 0.0f) : C_s;
+        const float C_i = C_row ? (i < n_valid ? load_float(C_row + i * p.C_l_stride) : 0.0f) : C_s;
         y[i] += steps[i].b * C_i;  // steps[i].b is h at this token, state index s
       }
       if (tid == 0) {
@@ -180,10 +184,10 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
       if (i < n_valid) {
         float o = y[i];
         if (z) {
-          const float z_i = load_float(z + base + i);
+          const float z_i = load_float(z + (base + i) * z_ls);
           o *= scalar::silu(z_i);  // SiLU gate
         }
-        store_float(out + base + i, o);
+        store_float(out + (base + i) * out_ls, o);
       }
     }
   }

@@ -9,17 +9,12 @@
 #include "ssm/cuda/cast.hpp"
 #include "ssm/cuda/causal_conv1d.hpp"
 #include "ssm/cuda/dense.hpp"
-#include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 #include "ssm/cuda/selective_state_update.hpp"
 
 namespace ssm::cuda {
 namespace {
-
-std::shared_ptr<const MambaLMDevice> make_mamba_lm(const MambaLMWeights& weights, int device) {
-  return std::make_shared<const MambaLMDevice>(weights, device);
-}
 
 DeviceBackend make_backend() {
   DeviceBackend b;
@@ -46,7 +41,6 @@ DeviceBackend make_backend() {
   b.rms_norm_forward = &rms_norm_forward;
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
-  b.make_mamba_lm = &make_mamba_lm;
   return b;
 }
 

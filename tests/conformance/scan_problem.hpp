@@ -36,6 +36,9 @@ struct ScanCase {
   DType dtype = DType::f64;      // input dtype
   unsigned seed = 1;
   index_t pad = 0;  // > 0: u, delta, z, B, C and initial_state are views with `pad` extra elements per row
+  // u, delta, z and variable B, C as channel-last views of time-major memory (b, l, features + pad): unit stride
+  // along d (n), the row width along l, as the Mamba block passes them
+  bool channel_last = false;
 
   std::string describe() const {
     return "b=" + std::to_string(b) + " d=" + std::to_string(d) + " l=" + std::to_string(l) + " n=" + std::to_string(n) +
@@ -43,7 +46,8 @@ struct ScanCase {
            (var_C ? " varC" : " fixC") + (rank3_BC ? " rank3" : "") + (has_D ? " D" : "") + (has_z ? " z" : "") +
            (has_bias ? " bias" : "") + (softplus ? " softplus" : "") + (has_init ? " init" : "") +
            (delta_offset != 0 ? " delta+" + std::to_string(delta_offset) : "") + (cu.empty() ? "" : " cu_seqlens") +
-           (pad ? " strided" : "") + " " + std::string(ssm::name(dtype));
+           (pad ? " strided" : "") +
+           (channel_last ? " channel-last" : "") + " " + std::string(ssm::name(dtype));
   }
   index_t state_rows() const { return cu.empty() ? b : static_cast<index_t>(cu.size()) - 1; }
 };
@@ -92,7 +96,7 @@ struct ScanData {
   /// The op's inputs: the members above (a test may replace them), or with cs.pad the strided copies of args.
   ssm::SelectiveScanInputs inputs() const {
     std::vector<TensorView> views;
-    for (const Input& a : args) views.push_back(cs.pad > 0 ? a.view : member(a.name).view());
+    for (const Input& a : args) views.push_back(cs.pad > 0 || cs.channel_last ? a.view : member(a.name).view());
     return inputs_from(views);
   }
   const Tensor& member(const std::string& nm) const {
@@ -151,18 +155,19 @@ inline ScanData make_data(const ScanCase& cs) {
   fill(s.initial_state, {rows, d, n}, cs.complex ? cw : w, -1, 1);  // (b | n_seqs, d, n)
   if (!cs.cu.empty()) s.cu_seqlens = Tensor::from_vector<std::int64_t>({static_cast<index_t>(cs.cu.size())}, cs.cu);
 
-  const auto add = [&](const char* name, const Tensor& t, bool strided) {
+  const auto add = [&](const char* name, const Tensor& t, bool strided, bool time_major = false) {
     ScanData::Input a{name, t, t.view()};
-    if (strided && cs.pad > 0) a.view = padded_copy(t, cs.pad, a.owner);
+    if (time_major && cs.channel_last) a.view = conformance::time_major_copy(t, cs.pad, a.owner);
+    else if (strided && cs.pad > 0) a.view = padded_copy(t, cs.pad, a.owner);
     s.args.push_back(a);
   };
-  add("u", s.u, true);
-  add("delta", s.delta, true);
+  add("u", s.u, true, true);
+  add("delta", s.delta, true, true);
   add("A", s.A, false);
-  add("B", s.B, cs.var_B);
-  add("C", s.C, cs.var_C);
+  add("B", s.B, cs.var_B, cs.var_B);
+  add("C", s.C, cs.var_C, cs.var_C);
   if (cs.has_D) add("D", s.D, false);
-  if (cs.has_z) add("z", s.z, true);
+  if (cs.has_z) add("z", s.z, true, true);
   if (cs.has_bias) add("delta_bias", s.delta_bias, false);
   if (cs.has_init) add("initial_state", s.initial_state, true);
   if (!cs.cu.empty()) add("cu_seqlens", s.cu_seqlens, false);

@@ -62,6 +62,35 @@ inline ssm::TensorView padded_copy(const ssm::Tensor& dense, ssm::index_t pad, s
   return v;
 }
 
+/// A view of `dense` (b, k..., l) over time-major memory (b, l, k...): each time step's row holds the middle
+/// dimensions contiguously, then `pad` NaN elements; the view has unit stride along the last middle dimension and
+/// the row width along l (a channel-last view, as the Mamba block passes slices of its activations). `owner`
+/// receives the storage.
+inline ssm::TensorView time_major_copy(const ssm::Tensor& dense, ssm::index_t pad, ssm::Tensor& owner) {
+  const ssm::Dims& shape = dense.shape();
+  const int r = shape.size();
+  ssm::Dims strides = shape;
+  ssm::index_t row = 1;
+  for (int k = r - 2; k >= 1; --k) {
+    strides[k] = row;
+    row *= shape[k];
+  }
+  row += pad;
+  strides[r - 1] = row;
+  strides[0] = row * shape[r - 1];
+  owner = ssm::Tensor::empty({std::max<ssm::index_t>(strides[0] * shape[0], 1)}, dense.dtype());
+  std::memset(owner.data(), 0xff, owner.nbytes());  // NaN in every float dtype
+  const ssm::TensorView v(owner.data(), dense.dtype(), ssm::Device::cpu(), shape, strides);
+  ssm::copy(v, dense.view());
+  return v;
+}
+
+/// The view with dimensions 1 and 2 of a rank-3 view swapped (no copy).
+inline ssm::TensorView swap12(const ssm::TensorView& v) {
+  return ssm::TensorView(v.data(), v.dtype(), v.device(), {v.size(0), v.size(2), v.size(1)},
+                         {v.stride(0), v.stride(2), v.stride(1)});
+}
+
 // ---- comparison --------------------------------------------------------------------------------------------
 
 /// The values of a host view in row-major order as doubles (complex: re, im interleaved).

@@ -257,7 +257,6 @@ TEST(CudaOpsEmu, BackendIsInstalledAndRestored) {
     ASSERT_NE(b, nullptr);
     EXPECT_STREQ(b->name, "cuda (host emulation)");
     EXPECT_EQ(b->device_count(), 1);
-    EXPECT_EQ(b->make_mamba_lm, nullptr);
     const Tensor x = Tensor::from_vector({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
     const Tensor on = x.to(kCuda);
     EXPECT_TRUE(on.device() == kCuda);

@@ -1,8 +1,8 @@
-// The Mamba LM on a CUDA device (ssm::cuda::MambaLMDevice; cuBLAS GEMMs and the kernels of cuda/kernels/
-// mamba_lm_launches.cuh) and ssm::models::MambaLM's dispatch of CUDA token ids to it. Without a GPU: the dispatch
-// and the device model fail with the runtime's error, unsupported shapes are named before any CUDA call. With
-// one: on the committed tiny checkpoint, logits of 37 tokens and a prefill + greedy generation equal the CPU
-// model's (1e-4 of the largest logit; the same kernels are checked under the emulation in test_cuda_emu).
+// The Mamba LM on a CUDA device: the one MambaLM code path over CUDA tensors (model.to(Device::cuda(0)); every
+// block and the head call the ops, which run the kernels of ssm::cuda and cuBLAS). Without a GPU: moving the model
+// fails with the runtime's error, and a CPU model refuses CUDA token ids with an error that says to move the model.
+// With one: on the committed tiny checkpoints, logits of 37 tokens and a prefill + greedy generation equal the CPU
+// model's (1e-4 of the largest logit; the same code runs under the emulation in tests/cuda_emu, every build).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,16 +13,18 @@
 #include <vector>
 
 #include "ssm/core/backend.hpp"
-#include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/models/mamba.hpp"
 
 namespace {
 
 using index_t = std::int64_t;
+const ssm::Device kCuda = ssm::Device::cuda(0);
 
 bool gpu_usable() { return ssm::backends().cuda_usable; }
 
-ssm::models::MambaLM tiny_model() { return ssm::models::MambaLM::load(std::string(SSM_TEST_DATA_DIR) + "/mamba/tiny"); }
+ssm::models::MambaLM load(const std::string& dir) {
+  return ssm::models::MambaLM::load(std::string(SSM_TEST_DATA_DIR) + "/" + dir);
+}
 
 std::vector<std::int64_t> random_ids(index_t count, index_t vocab, unsigned seed) {
   std::mt19937 rng(seed);
@@ -32,8 +34,9 @@ std::vector<std::int64_t> random_ids(index_t count, index_t vocab, unsigned seed
   return ids;
 }
 
-// max |a - b| / max |b| over two CPU f32 tensors of the same size.
-double relative_error(const ssm::Tensor& a, const ssm::Tensor& b) {
+// max |a - b| / max |b| over two f32 tensors of the same size (either may be on the device).
+double relative_error(const ssm::Tensor& a_any, const ssm::Tensor& b_any) {
+  const ssm::Tensor a = a_any.to(ssm::Device::cpu()), b = b_any.to(ssm::Device::cpu());
   EXPECT_EQ(a.numel(), b.numel());
   double diff = 0, scale = 0;
   for (index_t i = 0; i < b.numel(); ++i) {
@@ -56,65 +59,54 @@ std::string error_of(F&& f) {
   return "no error";
 }
 
-TEST(CudaMambaLM, UnsupportedShapesAreNamedBeforeAnyCudaCall) {
-  const auto model = tiny_model();
-  auto w = model.weights();
-  w.shape.d_conv = 5;
-  EXPECT_NE(error_of([&] { ssm::cuda::MambaLMDevice d(w); }).find("d_conv must be in [2, 4]"), std::string::npos);
-  w = model.weights();
-  w.shape.d_state = 300;
-  EXPECT_NE(error_of([&] { ssm::cuda::MambaLMDevice d(w); }).find("d_state must be <= 256"), std::string::npos);
-  w = model.weights();
-  w.layers.pop_back();
-  EXPECT_NE(error_of([&] { ssm::cuda::MambaLMDevice d(w); }).find("1 layers of weights for n_layer = 2"),
-            std::string::npos);
-  w = model.weights();
-  w.layers[1].D = nullptr;
-  EXPECT_NE(error_of([&] { ssm::cuda::MambaLMDevice d(w); }).find("layer 1 lacks a weight"), std::string::npos);
-}
-
-TEST(CudaMambaLM, WithoutGpuTheDispatchFailsWithTheRuntimeError) {
-  if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here: " << ssm::backends().cuda_status;
-  const auto model = tiny_model();
+TEST(CudaMambaLM, CpuModelRefusesCudaIdsNamingTheFix) {
+  const auto model = load("mamba/tiny");
   std::vector<std::int64_t> ids{1, 2, 3};
-  // The pointer is never dereferenced: the dispatch stops first.
-  const auto view = ssm::TensorView::of(ids.data(), {1, 3}, ssm::Device::cuda(0));
+  // The pointer is never dereferenced: the argument check stops first.
+  const auto view = ssm::TensorView::of(ids.data(), {1, 3}, kCuda);
   const std::string e = error_of([&] { (void)model.logits(view); });
   EXPECT_NE(e.find("MambaLM::logits"), std::string::npos) << e;
-  EXPECT_NE(e.find("CUDA is unusable"), std::string::npos) << e;
-  EXPECT_NE(error_of([&] { ssm::cuda::MambaLMDevice d(model.weights()); }).find("CUDA runtime error"),
-            std::string::npos);
+  EXPECT_NE(e.find("to(Device::cuda(0))"), std::string::npos) << e;
 }
 
-TEST(CudaMambaLM, LogitsOfCudaIdsEqualCpuModel) {
+TEST(CudaMambaLM, WithoutGpuMovingTheModelFailsWithTheRuntimeError) {
+  if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here: " << ssm::backends().cuda_status;
+  const auto model = load("mamba/tiny");
+  EXPECT_NE(error_of([&] { (void)model.to(kCuda); }).find("CUDA"), std::string::npos);
+}
+
+TEST(CudaMambaLM, LogitsEqualCpuModel) {
   if (!gpu_usable()) GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
-  const auto model = tiny_model();
-  const index_t b = 2, l = 37;
-  const auto ids = random_ids(b * l, model.config().vocab_size, 11);
-  const ssm::Tensor ref = model.logits(ssm::TensorView::of(ids.data(), {b, l}));  // (b, l, V) cpu
-  const ssm::Tensor ids_dev = ssm::Tensor::from_vector({b, l}, ids).to(ssm::Device::cuda(0));
-  const ssm::Tensor got = model.logits(ids_dev.view());  // (b, l, V) on the device
-  ASSERT_TRUE(got.device().is_cuda());
-  const double err = relative_error(got.to(ssm::Device::cpu()), ref);
-  RecordProperty("forward_relative_error", std::to_string(err));
-  EXPECT_LE(err, kTol);
-  // Ids outside the vocabulary are an error, not a read out of bounds.
-  std::vector<std::int64_t> bad{0, model.config().padded_vocab()};
-  EXPECT_NE(error_of([&] { (void)model.on_cuda().logits(ssm::TensorView::of(bad.data(), {1, 2})); })
-                .find("is outside [0, "),
-            std::string::npos);
+  for (const char* dir : {"mamba/tiny", "falcon_mamba/tiny"}) {
+    SCOPED_TRACE(dir);
+    const auto model = load(dir);
+    const auto dev = model.to(kCuda);
+    const index_t b = 2, l = 37;
+    const auto ids = random_ids(b * l, model.config().vocab_size, 11);
+    const ssm::Tensor ref = model.logits(ssm::TensorView::of(ids.data(), {b, l}));  // (b, l, V) cpu
+    const ssm::Tensor ids_dev = ssm::Tensor::from_vector({b, l}, ids).to(kCuda);
+    const ssm::Tensor got = dev.logits(ids_dev.view());  // (b, l, V) on the device
+    ASSERT_TRUE(got.device().is_cuda());
+    const double err = relative_error(got, ref);
+    RecordProperty(std::string("forward_relative_error_") + (dir[0] == 'm' ? "mamba" : "falcon"), std::to_string(err));
+    EXPECT_LE(err, kTol);
+    // Ids outside the vocabulary are an error, not a read out of bounds.
+    std::vector<std::int64_t> bad{0, model.config().padded_vocab()};
+    EXPECT_NE(error_of([&] { (void)dev.logits(ssm::TensorView::of(bad.data(), {1, 2})); }).find("is outside [0, "),
+              std::string::npos);
+  }
 }
 
 TEST(CudaMambaLM, PrefillAndGreedyStepsEqualCpuModel) {
   if (!gpu_usable()) GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
-  const auto model = tiny_model();
+  const auto model = load("mamba/tiny");
+  const auto dev = model.to(kCuda);
   const auto& cfg = model.config();
   const index_t b = 2, l = 5, steps = 16, V = cfg.padded_vocab();
   const auto prompt = random_ids(b * l, cfg.vocab_size, 5);
-  ssm::models::MambaCache cpu_cache;
-  ssm::cuda::MambaDeviceCache dev_cache;
+  ssm::models::MambaCache cpu_cache, dev_cache;
   ssm::Tensor ref = model.prefill(ssm::TensorView::of(prompt.data(), {b, l}), cpu_cache);
-  ssm::Tensor got = model.prefill(ssm::TensorView::of(prompt.data(), {b, l}), dev_cache).to(ssm::Device::cpu());
+  ssm::Tensor got = dev.prefill(ssm::TensorView::of(prompt.data(), {b, l}), dev_cache).to(ssm::Device::cpu());
   EXPECT_LE(relative_error(got, ref), kTol) << "prefill";
   for (index_t t = 0; t < steps; ++t) {
     std::vector<std::int64_t> next(static_cast<std::size_t>(b)), next_ref(next.size());
@@ -126,10 +118,13 @@ TEST(CudaMambaLM, PrefillAndGreedyStepsEqualCpuModel) {
     }
     ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
     ref = model.step(next_ref, cpu_cache);
-    got = model.step(ssm::TensorView::of(next.data(), {b}), dev_cache).to(ssm::Device::cpu());
+    got = dev.step(next, dev_cache).to(ssm::Device::cpu());
     EXPECT_LE(relative_error(got, ref), kTol) << "step " << t;
   }
   EXPECT_EQ(dev_cache.seqlen, l + steps);
+  // generate() on the device model picks the CPU model's tokens.
+  const std::vector<std::int64_t> p(prompt.begin(), prompt.begin() + l);
+  EXPECT_EQ(dev.generate(p, 12), model.generate(p, 12));
 }
 
 }  // namespace

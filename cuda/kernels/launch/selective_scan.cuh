@@ -68,6 +68,9 @@ inline bool check_scan_backward(const ScanParams& p, DType input_dtype, const Sc
   check_scan_supported(p, input_dtype, op);
   SSM_CHECK(!p.cu_seqlens, op,
             ": packed variable-length batches (cu_seqlens) are not supported by the backward kernel");
+  SSM_CHECK(p.u_l_stride == 1 && p.delta_l_stride == 1 && p.z_l_stride == 1 && p.B_l_stride == 1 &&
+                p.C_l_stride == 1 && p.out_l_stride == 1,
+            op, ": the backward kernel reads its operands with unit stride along l (channel-major)");
   SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
   SSM_CHECK(p.batch >= 0 && p.batch <= 65535, op, ": b must be in [0, 65535], got ", p.batch);
   SSM_CHECK(g.grad_out && g.grad_u && g.grad_delta && g.grad_A && g.grad_B && g.grad_C, op,

@@ -25,9 +25,6 @@
 #include "ssm/core/params/ssd.hpp"
 
 namespace ssm::cuda {
-// The device Mamba LM (transitional: one model code path over the ops will replace it).
-class MambaLMDevice;
-struct MambaLMWeights;
 }  // namespace ssm::cuda
 
 namespace ssm {
@@ -85,8 +82,6 @@ struct DeviceBackend {
   void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
 
   // ---- models (transitional) ----
-  /// The Mamba LM's weights uploaded to `device`, as the device model of ssm::cuda.
-  std::shared_ptr<const cuda::MambaLMDevice> (*make_mamba_lm)(const cuda::MambaLMWeights& w, int device) = nullptr;
 };
 
 namespace detail {

@@ -18,7 +18,6 @@
 #include <limits>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
@@ -31,7 +30,6 @@
 #include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
-#include "ssm/cuda/mamba_lm.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/weight.hpp"
@@ -593,42 +591,6 @@ class MambaLM {
   /// The thread count set by set_threads (0: automatic).
   int threads() const { return threads_; }
 
-  /// Pointers to every weight in f32 and the resolved sizes: what the CUDA model (ssm::cuda::MambaLMDevice)
-  /// uploads. f32 weights are pointed to where this model holds them (valid while it lives); matrices held in
-  /// f16 / bf16 are converted to f32 copies owned by the result's `storage` (valid while the result lives; the
-  /// device model therefore holds f32 weights whatever the CPU model holds).
-  cuda::MambaLMWeights weights() const {
-    cuda::MambaLMWeights w;
-    const auto bc = cfg_.block();
-    w.shape = {cfg_.d_model, cfg_.n_layer, cfg_.padded_vocab(), cfg_.d_state, cfg_.d_conv, bc.inner(), bc.rank(),
-               cfg_.bias, cfg_.conv_bias, cfg_.norm_epsilon, cfg_.mixer_rms_eps.value_or(0.0)};
-    auto copies = std::make_shared<std::vector<std::vector<float>>>();
-    auto f32 = [&](const layers::WeightMatrix& m) -> const float* {
-      if (m.empty()) return nullptr;
-      if (m.dtype() == DType::f32) return m.f32();
-      copies->push_back(m.to_f32());
-      return copies->back().data();
-    };
-    copies->reserve(2 + 4 * blocks_.size());  // no reallocation: the pointers into the copies stay valid
-    w.embedding = f32(embedding_);
-    w.lm_head = cfg_.tie_embeddings ? nullptr : f32(lm_head_);
-    w.norm_f = norm_f_.data();
-    auto ptr = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
-    for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      const auto& p = blocks_[i].params();
-      const auto& m = blocks_[i].matrices();
-      auto mat = [&](const layers::WeightMatrix& wm, const std::vector<float>& v) {
-        return wm.empty() ? ptr(v) : f32(wm);
-      };
-      w.layers.push_back({norms_[i].data(), mat(m.in_proj, p.in_proj_weight), ptr(p.in_proj_bias), p.conv_weight.data(),
-                          ptr(p.conv_bias), mat(m.x_proj, p.x_proj_weight), mat(m.dt_proj, p.dt_proj_weight),
-                          p.dt_proj_bias.data(), p.A_log.data(), p.D.data(), mat(m.out_proj, p.out_proj_weight),
-                          ptr(p.out_proj_bias)});
-    }
-    w.storage = std::move(copies);
-    return w;
-  }
-
   /// The device the model computes on: the CPU unless moved with to().
   Device device() const { return dev_ ? dev_->device : Device::cpu(); }
 
@@ -667,13 +629,11 @@ class MambaLM {
   }
 
   /// Logits for every position: ids (b, l) i32 or i64, on the CPU or the model's device → (b, l, padded_vocab) f32 on
-  /// the model's device (device(); a model moved with to() runs there). Transitional: CUDA ids given to a CPU model
-  /// run on ssm::cuda::MambaLMDevice (on_cuda) and return CUDA logits, as before.
+  /// the model's device (device(); a model moved with to() runs there). Ids on another device (e.g. CUDA ids given
+  /// to a CPU model) are an ssm::Error that says to move the model: the model never moves by itself.
   Tensor logits(const TensorView& ids) const {
     Checker c("MambaLM::logits");
     c.defined("ids", ids).rank("ids", ids, 2);
-    // Transitional: CUDA ids given to a CPU model still run the device-only implementation (on_cuda).
-    if (device().is_cpu() && dispatch_device(c, {{"ids", ids}}).is_cuda()) return on_cuda(ids.device().index).logits(ids);
     check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
     Tensor keep;
@@ -729,26 +689,6 @@ class MambaLM {
     head(h.y, h.res, out);
     ++cache.seqlen;
     return out;
-  }
-
-  /// Transitional (to be removed with ssm::cuda::MambaLMDevice; use to(Device::cuda(i))): the second, device-only
-  /// implementation of this model on CUDA device `index`: the weights are uploaded on first use and kept (copies of this model
-  /// share them; the weights of a MambaLM never change). Thread-safe. An ssm::Error when no CUDA backend is linked.
-  const cuda::MambaLMDevice& on_cuda(int index = 0) const {
-    const DeviceBackend& backend = backend_for("MambaLM::on_cuda", Device::cuda(index));
-    std::lock_guard<std::mutex> lock(device_models_->mutex);
-    auto& slot = device_models_->by_index[index];
-    if (!slot) slot = backend.make_mamba_lm(weights(), index);
-    return *slot;
-  }
-  /// prefill() on the CUDA device of ids (or device 0 for cpu ids) with a device cache; logits (b, V) there.
-  Tensor prefill(const TensorView& ids, cuda::MambaDeviceCache& cache) const {
-    return on_cuda(ids.device().is_cuda() ? ids.device().index : 0).prefill(ids, cache);
-  }
-  /// step() with a device cache: ids (b) i32 / i64 → logits (b, V) on the cache's device.
-  Tensor step(const TensorView& ids, cuda::MambaDeviceCache& cache) const {
-    SSM_CHECK(cache.conv_state.defined(), "MambaLM::step: the device cache is empty (fill it with prefill)");
-    return on_cuda(cache.conv_state.device().index).step(ids, cache);
   }
 
   /// Prefills `prompt` (one sequence) and generates up to max_new_tokens tokens; returns only the new ones.
@@ -809,7 +749,9 @@ class MambaLM {
               name(ids.dtype()));
     c.require(ids.is_contiguous(), "ids", "expected a contiguous tensor, got strides ", ids.strides().str());
     c.require(ids.device().is_cpu() || ids.device() == device(), "ids", "expected a cpu tensor or one on the model's device ",
-              device().str(), ", got ", ids.device().str());
+              device().str(), ", got ", ids.device().str(), ": run a model on that device (model.to(Device::",
+              ids.device().is_cuda() ? "cuda(" + std::to_string(ids.device().index) + ")" : ids.device().str(),
+              "), which copies the weights there once)");
   }
 
   // ids on the model's device: ids itself, or a copy of CPU ids held by `keep`.
@@ -894,11 +836,6 @@ class MambaLM {
     std::vector<Tensor> norms;          // n_layer × (d_model)
   };
   std::shared_ptr<const DeviceWeights> dev_;
-  struct DeviceModels {
-    std::mutex mutex;
-    std::map<int, std::shared_ptr<const cuda::MambaLMDevice>> by_index;
-  };
-  std::shared_ptr<DeviceModels> device_models_ = std::make_shared<DeviceModels>();
 };
 
 }  // namespace ssm::models

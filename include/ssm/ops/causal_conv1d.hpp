@@ -6,9 +6,9 @@
 // loops here (f32, f64); CUDA tensors (with ssm::cuda linked) run the kernels of cuda/kernels/causal_conv1d.cuh
 // (x f32 / f16 / bf16, weight and states f32, w in 2..4).
 //
-// The channel-last (time-major) layout, x (b, l, d) (CausalConv1dInputs::channel_last, CPU only for now), is what
-// the Mamba block runs: its activations are time-major on every device so that the projections are plain GEMMs,
-// and the CPU convolves them with vector multiply-adds over the channels (cpu/causal_conv1d.hpp).
+// The channel-last (time-major) layout, x (b, l, d) (CausalConv1dInputs::channel_last), is what the Mamba block runs:
+// its activations are time-major on every device so that the projections are plain GEMMs; the CPU convolves them
+// with vector multiply-adds over the channels (cpu/causal_conv1d.hpp), CUDA with one thread per channel.
 #pragma once
 
 #include <algorithm>
@@ -33,10 +33,11 @@ struct CausalConv1dInputs {
   std::optional<TensorView> bias{};           // (d)            weight dtype
   std::optional<TensorView> initial_state{};  // (b, d, w - 1)  weight dtype, contiguous: the inputs before t = 0
   bool silu = true;                           // act = SiLU (else the identity)
-  /// The channel-last (time-major) layout, CPU only: x (b, l, d) and out (b, l, d) with unit stride along d and any
-  /// stride along l (x may be a column slice of a wider buffer, as the Mamba block's in_proj output), the states
+  /// The channel-last (time-major) layout: x (b, l, d) and out (b, l, d) with unit stride along d and any stride
+  /// along l (x may be a column slice of a wider buffer, as the Mamba block's in_proj output), the states
   /// (b, w - 1, d) contiguous. The CPU runs it with vector multiply-adds over the channels, threads splitting the
-  /// time axis, and final_state may then be initial_state itself (updated in place, as in decoding).
+  /// time axis; CUDA with one thread per channel (cuda/kernels/causal_conv1d.cuh). final_state may be
+  /// initial_state itself (updated in place, as in decoding). Forward only (the backward takes (b, d, l)).
   bool channel_last = false;
   int num_threads = 1;                        // channel-last CPU path: 0 = automatic (cpu::cpu_threads)
 };
@@ -116,8 +117,6 @@ inline Conv1dSizes check_conv1d(const Checker& c, const CausalConv1dInputs& in) 
   c.require(s.w >= 2, "weight", "expected a kernel width w >= 2, got shape ", in.weight.shape().str());
   c.require(s.device.is_cpu() || s.w <= 4, "weight", "the CUDA kernels take widths 2..4, got w = ", s.w);
   c.unit_stride("x", in.x, 2);
-  c.require(!in.channel_last || s.device.is_cpu(), "channel_last", "the channel-last layout is not implemented on ",
-            s.device.str(), " yet (pass x as (b, d, l) with unit stride along l)");
   c.require(in.num_threads >= 0, "num_threads", "must be >= 0 (0: automatic), got ", in.num_threads);
   if (in.bias) c.defined("bias", *in.bias).dtype("bias", *in.bias, s.weight).shape("bias", *in.bias, {s.d}).unit_stride("bias", *in.bias, 0);
   if (in.initial_state)
@@ -203,7 +202,9 @@ void conv1d_backward_cpu(const Conv1dSizes& s, const CausalConv1dInputs& in, con
 inline ::ssm::CausalConv1dParams cuda_conv1d_params(const Conv1dSizes& s, const CausalConv1dInputs& in) {
   ::ssm::CausalConv1dParams p;
   p.batch = s.b, p.dim = s.d, p.seqlen = s.l, p.width = s.w;
-  p.x = in.x.data(), p.x_batch_stride = in.x.stride(0), p.x_d_stride = in.x.stride(1);
+  p.channel_last = in.channel_last;
+  const int ld = in.channel_last ? 1 : 2, dd = in.channel_last ? 2 : 1;  // the dims of l and d in x
+  p.x = in.x.data(), p.x_batch_stride = in.x.stride(0), p.x_d_stride = in.x.stride(dd), p.x_l_stride = in.x.stride(ld);
   p.weight = static_cast<const float*>(in.weight.data()), p.weight_d_stride = in.weight.stride(0);
   p.bias = in.bias ? static_cast<const float*>(in.bias->data()) : nullptr;
   p.silu = in.silu;
@@ -236,9 +237,19 @@ inline std::string causal_conv1d_into(const CausalConv1dInputs& in, const Tensor
   detail::check_conv1d_outputs(c, in, s, out, final_state);
   if (s.device.is_cuda()) {
     auto p = detail::cuda_conv1d_params(s, in);
-    p.out = out.data(), p.out_batch_stride = out.stride(0), p.out_d_stride = out.stride(1);
-    p.final_state = static_cast<float*>(final_state.data());
+    const int ld = in.channel_last ? 1 : 2, dd = in.channel_last ? 2 : 1;  // the dims of l and d in out
+    p.out = out.data(), p.out_batch_stride = out.stride(0), p.out_d_stride = out.stride(dd);
+    p.out_l_stride = out.stride(ld);
+    // final_state may be initial_state itself (decoding updates the cache in place). The channel-last kernel reads
+    // each thread's own state entries before overwriting them, which is safe when one block covers the sequence;
+    // a longer in-place sequence gets its final state through a separate buffer (the first block along l would
+    // read what the last one writes).
+    Tensor separate;  // (b, w - 1, d) or (b, d, w - 1)
+    const bool in_place = in.initial_state && in.initial_state->data() == final_state.data() && s.l > 1;
+    if (in_place) separate = Tensor::empty(final_state.shape(), final_state.dtype(), s.device);
+    p.final_state = static_cast<float*>(in_place ? separate.data() : final_state.data());
     backend_for(c.op(), s.device).causal_conv1d_forward(p, s.input, nullptr);
+    if (in_place) copy(final_state, separate);
     return "cuda";
   }
   if (in.channel_last) {

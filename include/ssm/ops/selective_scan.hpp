@@ -101,7 +101,7 @@ inline DType complex_of(DType w) { return w == DType::f64 ? DType::c128 : DType:
 /// Validates one B or C argument and fills its ScanParams fields. Returns its group count (0: fixed).
 inline index_t check_BC(const Checker& c, const char* name, const TensorView& X, const PreparedScan& s, index_t b,
                         index_t d, index_t n, index_t l, bool& variable, const void*& ptr, index_t& batch_stride,
-                        index_t& group_stride, index_t& n_stride) {
+                        index_t& group_stride, index_t& n_stride, index_t& l_stride) {
   c.defined(name, X);
   ptr = X.data();
   if (X.rank() == 2) {
@@ -141,14 +141,17 @@ inline index_t check_BC(const Checker& c, const char* name, const TensorView& X,
   // is never stepped over, whatever its stride)
   const auto stride = [&](int k) { return interleaved ? X.stride(k) / 2 : X.stride(k); };
   const index_t len = interleaved ? 2 * l : l;
+  // Any stride along l (channel-last views: the CUDA forward and the reference read it; selective_scan_into copies
+  // them channel-major for the CPU kernels), except in mamba's interleaved layout.
+  l_stride = interleaved ? 1 : X.stride(last);
   if (X.rank() == 3) {
-    c.shape(name, X, {b, n, len}).unit_stride(name, X, 2);
+    c.shape(name, X, {b, n, len});
     batch_stride = stride(0);
     group_stride = 0;
     n_stride = stride(1);
     return 1;
   }
-  c.shape(name, X, {b, kAny, n, len}).unit_stride(name, X, 3);
+  c.shape(name, X, {b, kAny, n, len});
   const index_t g = X.size(1);
   c.require(g >= 1 && d % g == 0, name, "the number of groups g = ", g, " (dimension 1) must divide d = ", d);
   batch_stride = stride(0);
@@ -174,7 +177,6 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
   s.state = p.is_complex ? complex_of(s.weight) : s.weight;
 
   c.defined("delta", in.delta).same_dtype("delta", in.delta, "u", in.u).shape("delta", in.delta, {b, d, l});
-  c.unit_stride("u", in.u, 2).unit_stride("delta", in.delta, 2);
 
   s.device = dispatch_device(c, {{"u", in.u}, {"delta", in.delta}, {"A", in.A}, {"B", in.B}, {"C", in.C}});
   const auto same_dev = [&](const char* name, const TensorView& t) {
@@ -183,9 +185,9 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
   };
 
   const index_t gB = check_BC(c, "B", in.B, s, b, d, n, l, p.variable_B, p.B, p.B_batch_stride, p.B_group_stride,
-                              p.B_n_stride);
+                              p.B_n_stride, p.B_l_stride);
   const index_t gC = check_BC(c, "C", in.C, s, b, d, n, l, p.variable_C, p.C, p.C_batch_stride, p.C_group_stride,
-                              p.C_n_stride);
+                              p.C_n_stride, p.C_l_stride);
   if (gB > 0 && gC > 0)
     c.require(gB == gC, "C", "has ", gC, " groups but 'B' has ", gB, " (B and C must share the group count)");
   p.n_groups = std::max<index_t>({gB, gC, 1});
@@ -204,11 +206,12 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
     p.delta_bias = in.delta_bias->data();
   }
   if (in.z) {
-    c.defined("z", *in.z).same_dtype("z", *in.z, "u", in.u).shape("z", *in.z, {b, d, l}).unit_stride("z", *in.z, 2);
+    c.defined("z", *in.z).same_dtype("z", *in.z, "u", in.u).shape("z", *in.z, {b, d, l});
     same_dev("z", *in.z);
     p.z = in.z->data();
     p.z_batch_stride = in.z->stride(0);
     p.z_d_stride = in.z->stride(1);
+    p.z_l_stride = in.z->stride(2);
   }
 
   s.state_rows = b;
@@ -235,9 +238,11 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
   p.u = in.u.data();
   p.u_batch_stride = in.u.stride(0);
   p.u_d_stride = in.u.stride(1);
+  p.u_l_stride = in.u.stride(2);
   p.delta = in.delta.data();
   p.delta_batch_stride = in.delta.stride(0);
   p.delta_d_stride = in.delta.stride(1);
+  p.delta_l_stride = in.delta.stride(2);
   p.A = in.A.data();
   p.A_d_stride = in.A.stride(0);
   p.A_n_stride = in.A.stride(1);
@@ -250,11 +255,12 @@ inline PreparedScan prepare(const Checker& c, const SelectiveScanInputs& in) {
 inline void bind_outputs(const Checker& c, PreparedScan& s, const TensorView& out,
                          const std::optional<TensorView>& last_state) {
   ScanParams& p = s.p;
-  c.defined("out", out).shape("out", out, {p.batch, p.dim, p.seqlen}).dtype("out", out, s.input).unit_stride("out", out, 2);
+  c.defined("out", out).shape("out", out, {p.batch, p.dim, p.seqlen}).dtype("out", out, s.input);
   c.require(out.device() == s.device, "out", "is on ", out.device().str(), " but 'u' is on ", s.device.str());
   p.out = out.data();
   p.out_batch_stride = out.stride(0);
   p.out_d_stride = out.stride(1);
+  p.out_l_stride = out.stride(2);
   if (last_state) {
     const TensorView& ls = *last_state;
     c.defined("last_state", ls).shape("last_state", ls, {s.state_rows, p.dim, p.dstate}).dtype("last_state", ls, s.state);
@@ -264,6 +270,17 @@ inline void bind_outputs(const Checker& c, PreparedScan& s, const TensorView& ou
     p.last_batch_stride = ls.stride(0);
     p.last_d_stride = ls.stride(1);
   }
+}
+
+/// The CPU kernels and every backward read their (b, ·, l) operands with unit stride along l: the error naming the
+/// first operand that has another (the checks of prepare / bind_outputs leave the stride along l free, for the CUDA
+/// forward and the reference).
+inline void require_unit_time_stride(const Checker& c, const SelectiveScanInputs& in, const TensorView* out) {
+  c.unit_stride("u", in.u, 2).unit_stride("delta", in.delta, 2);
+  if (in.z) c.unit_stride("z", *in.z, 2);
+  if (in.B.rank() >= 3) c.unit_stride("B", in.B, in.B.rank() - 1);
+  if (in.C.rank() >= 3) c.unit_stride("C", in.C, in.C.rank() - 1);
+  if (out) c.unit_stride("out", *out, 2);
 }
 
 /// The fused CUDA forward (ssm::cuda, cuda/kernels/selective_scan_fwd.cuh) on a validated scan. Its own
@@ -306,6 +323,7 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   p.out = out.data();
   p.out_batch_stride = out.view().stride(0);
   p.out_d_stride = out.view().stride(1);
+  p.out_l_stride = 1;
   p.last_state = nullptr;
   ::ssm::ScanForwardOptions fo;
   fo.device = s.device.index;
@@ -388,8 +406,9 @@ void transpose_operand(const TensorView& src, T* dst, bool to_src, int threads) 
 }  // namespace scan_detail
 
 /// Selective scan into caller-provided outputs: out (b, d, l) in the input dtype, unit stride along l;
-/// on the CPU, u, delta, z, B / C (b, n, l) and out may instead be channel-last views (unit stride along d or n,
-/// e.g. slices of time-major (b, l, ·) activations; f32 / f64): the kernels then run on channel-major copies;
+/// u, delta, z, B / C (b, n, l) and out may instead be channel-last views (unit stride along d or n, e.g. slices of
+/// time-major (b, l, ·) activations): on CUDA the forward kernel reads and writes them in place (any stride along
+/// l), on the CPU (f32 / f64) the kernels run on channel-major copies;
 /// last_state (b | n_seqs, d, n) in the state dtype, unit stride along n (optional). With
 /// opt.save_chunk_states and `chunk_states` given, the saved chunk states go there (see SelectiveScanOptions).
 /// Returns the name of the implementation that ran.
@@ -437,6 +456,7 @@ inline std::string selective_scan_into(const SelectiveScanInputs& in, const Tens
   }
   scan_detail::PreparedScan s = scan_detail::prepare(c, in);
   scan_detail::bind_outputs(c, s, out, last_state);
+  if (s.device.is_cpu()) scan_detail::require_unit_time_stride(c, in, &out);  // channel-last operands came copied
   ScanParams& p = s.p;
   c.require(opt.num_threads >= 0, "num_threads", "must be >= 0 (0: all hardware threads), got ", opt.num_threads);
   c.require(opt.chunk_len >= 0, "chunk_len", "must be >= 0 (0: automatic), got ", opt.chunk_len);
@@ -517,6 +537,7 @@ inline SelectiveScanGrads selective_scan_backward(const SelectiveScanInputs& in,
                                                   const SelectiveScanOptions& opt = {}) {
   Checker c("selective_scan_backward");
   const scan_detail::PreparedScan s = scan_detail::prepare(c, in);
+  scan_detail::require_unit_time_stride(c, in, nullptr);  // every backward reads unit stride along l
   const ScanParams& p = s.p;
   c.defined("grad_out", grad_out).shape("grad_out", grad_out, {p.batch, p.dim, p.seqlen}).dtype("grad_out", grad_out, s.input);
   c.unit_stride("grad_out", grad_out, 2);

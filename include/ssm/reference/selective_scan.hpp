@@ -95,13 +95,13 @@ struct ScanAccess {
   index_t d_per_group() const { return p.dim / p.n_groups; }
 
   double u(index_t bi, index_t c, index_t t) const {
-    return to_double(static_cast<const In*>(p.u)[bi * p.u_batch_stride + c * p.u_d_stride + t]);
+    return to_double(static_cast<const In*>(p.u)[bi * p.u_batch_stride + c * p.u_d_stride + t * p.u_l_stride]);
   }
   double delta(index_t bi, index_t c, index_t t) const {
-    return to_double(static_cast<const In*>(p.delta)[bi * p.delta_batch_stride + c * p.delta_d_stride + t]);
+    return to_double(static_cast<const In*>(p.delta)[bi * p.delta_batch_stride + c * p.delta_d_stride + t * p.delta_l_stride]);
   }
   double z(index_t bi, index_t c, index_t t) const {
-    return to_double(static_cast<const In*>(p.z)[bi * p.z_batch_stride + c * p.z_d_stride + t]);
+    return to_double(static_cast<const In*>(p.z)[bi * p.z_batch_stride + c * p.z_d_stride + t * p.z_l_stride]);
   }
   Acc A(index_t c, index_t k) const {
     return to_double(static_cast<const Wt*>(p.A)[c * p.A_d_stride + k * p.A_n_stride]);
@@ -110,13 +110,13 @@ struct ScanAccess {
   Acc B(index_t bi, index_t c, index_t k, index_t t) const {
     if (p.variable_B)
       return to_double(static_cast<const BC*>(p.B)[bi * p.B_batch_stride + (c / d_per_group()) * p.B_group_stride +
-                                                  k * p.B_n_stride + t]);
+                                                  k * p.B_n_stride + t * p.B_l_stride]);
     return to_double(static_cast<const Wt*>(p.B)[c * p.B_group_stride + k * p.B_n_stride]);
   }
   Acc C(index_t bi, index_t c, index_t k, index_t t) const {
     if (p.variable_C)
       return to_double(static_cast<const BC*>(p.C)[bi * p.C_batch_stride + (c / d_per_group()) * p.C_group_stride +
-                                                  k * p.C_n_stride + t]);
+                                                  k * p.C_n_stride + t * p.C_l_stride]);
     return to_double(static_cast<const Wt*>(p.C)[c * p.C_group_stride + k * p.C_n_stride]);
   }
   double D(index_t c) const { return p.D ? static_cast<double>(static_cast<const W*>(p.D)[c]) : 0.0; }
@@ -163,7 +163,7 @@ void selective_scan_forward_impl(const ScanParams& p) {
           const double zv = x.z(seg.bi, c, t);
           out *= zv * sigmoid(zv);
         }
-        static_cast<In*>(p.out)[seg.bi * p.out_batch_stride + c * p.out_d_stride + t] = from_double<In>(out);
+        static_cast<In*>(p.out)[seg.bi * p.out_batch_stride + c * p.out_d_stride + t * p.out_l_stride] = from_double<In>(out);
       }
       if (p.last_state)
         for (index_t k = 0; k < n; ++k)

@@ -13,7 +13,8 @@ namespace {
 struct ConvShape {
   index_t b, d, l, w;
   bool bias, init, silu;
-  index_t pad;  // > 0: x and out with rows pad elements apart beyond l
+  index_t pad;  // > 0: x and out with rows pad elements apart beyond l (channel-last: beyond d)
+  bool cl = false;  // the channel-last layout: x, out (b, l, d) over time-major memory, the states (b, w - 1, d)
 };
 
 const ConvShape& shape_of(const Case& c) { return *std::any_cast<ConvShape>(&c.params); }
@@ -26,6 +27,13 @@ std::vector<Case> conv_cases() {
       {2, 3, 0, 3, true, false, true, 0},     // an empty sequence: the final state is the initial (zero) one
       {1, 2, 1100, 3, true, true, true, 0},   // several kernel tiles, a ragged last one
       {2, 4, 50, 7, false, false, true, 0},   // a width the kernels do not take (CPU only)
+      // channel-last (forward only): x a column slice of wider rows, several blocks of channels and of steps with
+      // ragged ends, l < w - 1 (the final state from the initial state), an empty sequence, one step
+      {2, 5, 37, 4, true, true, true, 3, true},
+      {1, 130, 150, 3, true, true, true, 1, true},
+      {2, 3, 2, 4, false, true, false, 0, true},
+      {2, 3, 0, 3, true, true, true, 0, true},
+      {3, 7, 1, 4, true, true, true, 5, true},
   };
   std::vector<Case> cases;
   std::mt19937_64 rng(11);
@@ -35,12 +43,27 @@ std::vector<Case> conv_cases() {
       Case c;
       c.name = "b=" + std::to_string(s.b) + " d=" + std::to_string(s.d) + " l=" + std::to_string(s.l) +
                " w=" + std::to_string(s.w) + (s.bias ? " bias" : "") + (s.init ? " init" : "") +
-               (s.silu ? " silu" : "") + (s.pad ? " strided" : "") + " " + std::string(ssm::name(dt));
+               (s.silu ? " silu" : "") + (s.pad ? " strided" : "") + (s.cl ? " channel-last" : "") + " " +
+               std::string(ssm::name(dt));
       const Tensor x = uniform(rng, {s.b, s.d, s.l}, dt, -1, 1);  // (b, d, l)
-      c.inputs.push_back(s.pad ? strided_arg("x", x, s.pad) : dense_arg("x", x));
+      if (s.cl) {  // the op sees (b, l, d) with unit stride along d, rows d + pad apart
+        Arg a{"x", Tensor(), TensorView()};
+        a.view = swap12(time_major_copy(x, s.pad, a.owner));
+        c.inputs.push_back(a);
+      } else {
+        c.inputs.push_back(s.pad ? strided_arg("x", x, s.pad) : dense_arg("x", x));
+      }
       c.inputs.push_back(dense_arg("weight", uniform(rng, {s.d, s.w}, w, -1, 1)));  // (d, w)
       if (s.bias) c.inputs.push_back(dense_arg("bias", uniform(rng, {s.d}, w, -1, 1)));  // (d)
-      if (s.init) c.inputs.push_back(dense_arg("initial_state", uniform(rng, {s.b, s.d, s.w - 1}, w, -1, 1)));
+      const Dims state = s.cl ? Dims{s.b, s.w - 1, s.d} : Dims{s.b, s.d, s.w - 1};
+      if (s.init) c.inputs.push_back(dense_arg("initial_state", uniform(rng, state, w, -1, 1)));
+      if (s.cl) {
+        OutSpec out{"out", {s.b, s.l, s.d}, dt, {s.l * (s.d + s.pad), s.d + s.pad, 1}};  // (b, l, d)
+        c.outputs = {out, {"final_state", state, w}};                                    // (b, w - 1, d)
+        c.params = s;
+        cases.push_back(std::move(c));
+        continue;
+      }
       c.inputs.push_back(dense_arg("grad_out", uniform(rng, {s.b, s.d, s.l}, dt, -1, 1)));  // (b, d, l)
       if (s.init)  // the gradient of the final state with the initial state present, zero without
         c.inputs.push_back(dense_arg("grad_final_state", uniform(rng, {s.b, s.d, s.w - 1}, w, -1, 1)));
@@ -64,12 +87,13 @@ ssm::CausalConv1dInputs conv_inputs(const Case& c, const Views& in) {
   r.bias = optional_view(named(c, in, "bias"));
   r.initial_state = optional_view(named(c, in, "initial_state"));
   r.silu = shape_of(c).silu;
+  r.channel_last = shape_of(c).cl;
   return r;
 }
 
 void conv_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   EXPECT_EQ(ssm::causal_conv1d_into(conv_inputs(c, in), out.views[0], out.views[1]),
-            cfg.device.is_cpu() ? "cpu-loops" : "cuda");
+            cfg.device.is_cpu() ? (shape_of(c).cl ? "cpu-channel-last" : "cpu-loops") : "cuda");
 }
 
 /// The op's backward: its allocating form (the only one), the outputs adopted (compared, not guarded).
@@ -98,13 +122,27 @@ const std::vector<double>* values_or_null(const Case& c, const Views& in, const 
   return &store;
 }
 
+/// The reference's values (b, d, ·) of a channel-last view (b, ·, d): the view with its last two dimensions swapped.
+TensorView channel_major(const Case& c, const TensorView& v) { return shape_of(c).cl && v.defined() ? swap12(v) : v; }
+
+/// values (b, d, k) into a contiguous host tensor `dst` of shape (b, d, k), or (b, k, d) in the channel-last layout.
+void write_channel_major(const Case& c, const TensorView& dst, const std::vector<double>& values) {
+  if (!shape_of(c).cl) return from_doubles(dst, values);
+  const TensorView t = swap12(dst);  // (b, d, k) over dst
+  Tensor tmp = Tensor::empty(t.shape(), t.dtype());
+  from_doubles(tmp, values);
+  ssm::copy(t, tmp);
+}
+
 void conv_forward_reference(const Case& c, const Views& in, const Views& out) {
   std::vector<double> bias, init, o, fs;
-  ssm::reference::causal_conv1d_forward(dims_of(c), to_doubles(named(c, in, "x")), to_doubles(named(c, in, "weight")),
-                                        values_or_null(c, in, "bias", bias), values_or_null(c, in, "initial_state", init),
-                                        o, fs);
-  from_doubles(out[0], o);
-  from_doubles(out[1], fs);
+  const TensorView h0 = channel_major(c, named(c, in, "initial_state"));
+  if (h0.defined()) init = to_doubles(h0);
+  ssm::reference::causal_conv1d_forward(dims_of(c), to_doubles(channel_major(c, named(c, in, "x"))),
+                                        to_doubles(named(c, in, "weight")), values_or_null(c, in, "bias", bias),
+                                        h0.defined() ? &init : nullptr, o, fs);
+  write_channel_major(c, out[0], o);
+  write_channel_major(c, out[1], fs);
 }
 
 void conv_backward_reference(const Case& c, const Views& in, const Views& out) {

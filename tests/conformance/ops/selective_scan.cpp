@@ -35,6 +35,7 @@ std::vector<Case> scan_cases() {
     ScanCase c;
     bool last_state = true, grad_last = true, narrow = true;  // narrow: also f16 / bf16
     index_t out_pad = 0;                                      // > 0: out (b, d, l) rows out_pad apart beyond l
+    bool out_channel_last = false;                            // out a channel-last view (rows d + out_pad wide)
   };
   std::vector<Shape> shapes;
   {  // every size 1, every optional input present
@@ -74,6 +75,27 @@ std::vector<Case> scan_cases() {
     s.narrow = false;
     shapes.push_back(s);
   }
+  {  // channel-last operands and output (slices of time-major activations, as the Mamba block passes them): rows of
+     // features + 3 (out: d + 2) elements, rank-3 B / C; forward only (every backward takes channel-major operands)
+    Shape s;
+    s.c.b = 2, s.c.d = 19, s.c.l = 150, s.c.n = 5;
+    s.c.rank3_BC = true;
+    s.c.has_D = s.c.has_z = s.c.has_bias = s.c.softplus = s.c.has_init = true;
+    s.c.channel_last = true;
+    s.c.pad = 3;
+    s.out_pad = 2;
+    s.out_channel_last = true;
+    shapes.push_back(s);
+  }
+  {  // channel-last with groups (b, g, n, l), one step, and packed sequences over channel-last memory
+    Shape s;
+    s.c.b = 1, s.c.d = 8, s.c.l = 300, s.c.n = 4, s.c.g = 2;
+    s.c.cu = {0, 1, 130, 300};
+    s.c.has_z = s.c.softplus = true;
+    s.c.channel_last = true;
+    s.c.pad = 1;
+    shapes.push_back(s);
+  }
   {  // packed sequences: a one-token one, ragged lengths
     Shape s;
     s.c.b = 1, s.c.d = 4, s.c.l = 300, s.c.n = 8;
@@ -101,7 +123,8 @@ std::vector<Case> scan_cases() {
       sc.seed = seed++;
       auto data = std::make_shared<ScanData>(scan_problem::make_data(sc));
       Case c;
-      c.name = sc.describe() + (sh.out_pad ? " strided-out" : "") + (sh.last_state ? "" : " no-last-state");
+      c.name = sc.describe() + (sh.out_channel_last ? " channel-last-out" : sh.out_pad ? " strided-out" : "") +
+               (sh.last_state ? "" : " no-last-state");
       for (const ScanData::Input& a : data->args) c.inputs.push_back({a.name, a.owner, a.view, a.name == "cu_seqlens"});
       ScanCaseData p;
       p.data = data;
@@ -116,12 +139,13 @@ std::vector<Case> scan_cases() {
         p.grad_last_state = true;
       }
       OutSpec out{"out", {b, d, l}, dt};  // (b, d, l)
-      if (sh.out_pad) out.strides = {d * (l + sh.out_pad), l + sh.out_pad, 1};
+      if (sh.out_channel_last) out.strides = {l * (d + sh.out_pad), 1, d + sh.out_pad};
+      else if (sh.out_pad) out.strides = {d * (l + sh.out_pad), l + sh.out_pad, 1};
       c.outputs.push_back(out);
       if (sh.last_state) c.outputs.push_back({"last_state", {rows, d, n}, state});  // (rows, d, n)
       // gradients: contiguous, each like its input; accumulated ones start at zero
       for (const ScanData::Input& a : data->args) {
-        if (a.name == "cu_seqlens") continue;
+        if (a.name == "cu_seqlens" || sc.channel_last) continue;  // channel-last: forward only
         c.grads.push_back({"grad_" + a.name, a.view.shape(), a.view.dtype(), {}, true});
       }
       c.params = p;
@@ -205,6 +229,10 @@ std::string scan_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   if (cfg.path == "reference" && pass == Pass::backward)
     return "the backward on ScanPath::reference is the oracle itself";
   if (cfg.path == "chunked" && sc.complex) return "complex A has no chunked path";
+  if (sc.channel_last && cfg.device.is_cpu() && (sc.dtype == DType::f16 || sc.dtype == DType::bf16))
+    return "channel-last operands on the CPU: f32 / f64 (its channel-major copies)";
+  if (sc.channel_last && cfg.device.is_cpu() && !sc.cu.empty())
+    return "channel-last operands on the CPU: not with cu_seqlens (copied channel-major only without)";
   if (cfg.emulated || cfg.device.is_cuda()) {
     if (sc.complex) return "complex A has no CUDA kernel";
     if (sc.dtype == DType::f64) return "f64 inputs have no CUDA kernel";

@@ -7,20 +7,25 @@
 
 namespace ssm {
 
-/// Arguments of the sequence (parallel) form. Pointers are device memory.
+/// Arguments of the sequence (parallel) form. Pointers are device memory. Element (bi, c, t) of x is at
+/// x + bi x_batch_stride + c x_d_stride + t x_l_stride, and likewise for out.
 struct CausalConv1dParams {
   std::int64_t batch = 0, dim = 0, seqlen = 0;  // b, d, l
   std::int64_t width = 4;                       // w, 2..4
-  const void* x = nullptr;                      // (b, d, l) input dtype, unit stride along l
-  std::int64_t x_batch_stride = 0, x_d_stride = 0;
+  /// false: channel-major, x and out with unit stride along l, the states (b, d, w - 1); true: channel-last
+  /// (time-major (b, l, d) memory, as the Mamba block's activations), x and out with unit stride along d, the states
+  /// (b, w - 1, d) contiguous.
+  bool channel_last = false;
+  const void* x = nullptr;                      // (b, d, l) input dtype
+  std::int64_t x_batch_stride = 0, x_d_stride = 0, x_l_stride = 1;
   const float* weight = nullptr;                // (d, w) unit stride along w
   std::int64_t weight_d_stride = 0;
   const float* bias = nullptr;                  // (d) or null
   bool silu = true;
   const float* initial_state = nullptr;         // (b, d, w - 1) contiguous, the inputs before t = 0; or null
   float* final_state = nullptr;                 // (b, d, w - 1) contiguous, the last w - 1 inputs; or null
-  void* out = nullptr;                          // (b, d, l) input dtype, unit stride along l
-  std::int64_t out_batch_stride = 0, out_d_stride = 0;
+  void* out = nullptr;                          // (b, d, l) input dtype
+  std::int64_t out_batch_stride = 0, out_d_stride = 0, out_l_stride = 1;
 };
 
 /// Arguments of the one-token update (generation).

@@ -65,19 +65,25 @@ struct ScanParams {
   bool variable_C = true;      // C likewise
   bool delta_softplus = false;
 
-  // ---- inputs (the input dtype: f32, f64, f16 or bf16), unit stride along l ----
+  // ---- inputs (the input dtype: f32, f64, f16 or bf16) ----
+  // The *_l_stride fields step along l (time). They are 1 (channel-major) everywhere except on the way to the CUDA
+  // forward kernel and the reference, which read any stride along l: the channel-last views of the Mamba block's
+  // time-major activations (l stride = the row width). The CPU kernels and every backward take unit stride along l
+  // (the op copies channel-last operands channel-major for them).
   const void* u = nullptr;  // (b, d, l)
-  index_t u_batch_stride = 0, u_d_stride = 0;
+  index_t u_batch_stride = 0, u_d_stride = 0, u_l_stride = 1;
   const void* delta = nullptr;  // (b, d, l)
-  index_t delta_batch_stride = 0, delta_d_stride = 0;
+  index_t delta_batch_stride = 0, delta_d_stride = 0, delta_l_stride = 1;
   const void* z = nullptr;  // (b, d, l) or null
-  index_t z_batch_stride = 0, z_d_stride = 0;
+  index_t z_batch_stride = 0, z_d_stride = 0, z_l_stride = 1;
   // variable B/C: (b, g, n, l), in the input dtype (complex: the weight's complex type, unit stride along l
   // counted in complex elements); fixed B/C: (d, n) in the weight dtype (complex when is_complex)
   const void* B = nullptr;
   index_t B_batch_stride = 0, B_group_stride = 0, B_n_stride = 0;  // fixed: B_group_stride = d stride
+  index_t B_l_stride = 1;                                          // variable only
   const void* C = nullptr;
   index_t C_batch_stride = 0, C_group_stride = 0, C_n_stride = 0;
+  index_t C_l_stride = 1;
 
   // ---- weights (the weight dtype: f32 for f32/f16/bf16 inputs, f64 for f64; complex when is_complex) ----
   const void* A = nullptr;  // (d, n)
@@ -96,8 +102,8 @@ struct ScanParams {
   index_t n_seqs = 0;
 
   // ---- output (input dtype) ----
-  void* out = nullptr;  // (b, d, l), contiguous
-  index_t out_batch_stride = 0, out_d_stride = 0;
+  void* out = nullptr;  // (b, d, l)
+  index_t out_batch_stride = 0, out_d_stride = 0, out_l_stride = 1;
 };
 
 }  // namespace ssm

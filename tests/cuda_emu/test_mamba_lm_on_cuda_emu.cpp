@@ -1,0 +1,180 @@
+// The one Mamba LM code path on CUDA tensors: the same ssm::models::MambaLM moved with to(Device::cuda(0)) while the
+// emulated CUDA backend is installed (cuda/emu/backend.hpp: every op's launch code and kernels under the host
+// emulation, in a seeded random thread order) against the model on the CPU. The committed tiny checkpoints
+// (tests/data/mamba/tiny, tests/data/falcon_mamba/tiny: 2 layers, d_model 64) with their f32 weights and with
+// the big matrices held in bf16: logits of every position, prefill (also resumed in pieces, the cache updated in
+// place) then greedy steps, and generate.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "emu/backend.hpp"
+#include "ssm/models/mamba.hpp"
+
+namespace {
+
+using ssm::Device;
+using ssm::DType;
+using ssm::Tensor;
+using ssm::TensorView;
+using ssm::index_t;
+using ssm::models::MambaLM;
+
+const Device kCuda = Device::cuda(0);
+
+struct Checkpoint {
+  std::string dir;                  // under tests/data
+  std::optional<DType> weight_dtype;  // LoadOptions::weight_dtype (unset: the checkpoint's f32)
+};
+
+std::string describe(const Checkpoint& c) {
+  return c.dir + (c.weight_dtype ? std::string(" weights ") + std::string(ssm::name(*c.weight_dtype)) : " f32");
+}
+
+MambaLM load(const Checkpoint& c) {
+  ssm::models::LoadOptions opt;
+  opt.weight_dtype = c.weight_dtype;
+  return MambaLM::load(std::string(SSM_TEST_DATA_DIR) + "/" + c.dir, opt);
+}
+
+/// max |got - ref| / max |ref| (the logits' scale is the reference's largest entry); got may be on the device.
+double relative_error(const Tensor& got, const Tensor& ref) {
+  EXPECT_EQ(got.shape(), ref.shape());
+  const std::vector<float> g = got.to(Device::cpu()).to_vector<float>(), r = ref.to(Device::cpu()).to_vector<float>();
+  if (g.size() != r.size()) return INFINITY;
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(g[i]) - r[i]));
+    if (std::isnan(g[i])) diff = INFINITY;
+    scale = std::max(scale, std::abs(static_cast<double>(r[i])));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+/// Both sides compute in f32 from the same weight values (bf16 matrices are converted inside the products on both
+/// devices), so they differ only in summation order (GEMM loops, the norms' trees, the scan's block scan): a few ulp
+/// per operation over 2 layers. 16-bit weights take another product on CUDA (the warp-per-feature kernel, its own
+/// order), hence a little more room.
+double tolerance(const Checkpoint& c) { return c.weight_dtype ? 2e-4 : 1e-4; }
+
+std::vector<std::int64_t> random_ids(index_t count, index_t vocab, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<std::int64_t> dist(0, vocab - 1);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
+  for (auto& v : ids) v = dist(rng);
+  return ids;
+}
+
+/// The greedy token of each row of logits (b, V) over the real vocabulary.
+std::vector<std::int64_t> argmax_rows(const Tensor& logits, index_t vocab) {
+  const Tensor host = logits.to(Device::cpu());
+  const index_t b = host.shape()[0], V = host.shape()[1];
+  std::vector<std::int64_t> r(static_cast<std::size_t>(b));
+  for (index_t s = 0; s < b; ++s) {
+    const float* row = host.data_as<float>() + s * V;
+    r[static_cast<std::size_t>(s)] = std::max_element(row, row + vocab) - row;
+  }
+  return r;
+}
+
+class MambaLMOnCudaEmu : public ::testing::TestWithParam<Checkpoint> {};
+
+TEST_P(MambaLMOnCudaEmu, LogitsEqualCpuModel) {
+  const MambaLM cpu = load(GetParam());
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 7);
+  const MambaLM dev = cpu.to(kCuda);
+  ASSERT_EQ(dev.device(), kCuda);
+  const index_t b = 2, l = 37;
+  const auto ids = random_ids(b * l, cpu.config().vocab_size, 11);
+  const TensorView ids_view = TensorView::of(ids.data(), {b, l});
+  const Tensor ref = cpu.logits(ids_view);  // (b, l, V)
+  const Tensor got = dev.logits(ids_view);  // (b, l, V) on the device
+  EXPECT_EQ(got.device(), kCuda);
+  const double err = relative_error(got, ref);
+  RecordProperty("logits_relative_error", std::to_string(err));
+  EXPECT_LE(err, tolerance(GetParam())) << describe(GetParam());
+  // ids already on the device give the same logits
+  const Tensor ids_dev = Tensor::from_vector({b, l}, ids).to(kCuda);
+  EXPECT_LE(relative_error(dev.logits(ids_dev), ref), tolerance(GetParam()));
+}
+
+TEST_P(MambaLMOnCudaEmu, PrefillThenStepsEqualCpuModel) {
+  const MambaLM cpu = load(GetParam());
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 8);
+  const MambaLM dev = cpu.to(kCuda);
+  const index_t b = 2, l = 5, steps = 6, vocab = cpu.config().vocab_size;
+  const double tol = tolerance(GetParam());
+  const auto prompt = random_ids(b * l, vocab, 5);
+  ssm::models::MambaCache cpu_cache, dev_cache;
+  Tensor ref = cpu.prefill(TensorView::of(prompt.data(), {b, l}), cpu_cache);  // (b, V)
+  Tensor got = dev.prefill(TensorView::of(prompt.data(), {b, l}), dev_cache);  // (b, V) on the device
+  EXPECT_EQ(dev_cache.layers[0].conv_state.device(), kCuda);
+  double worst = relative_error(got, ref);
+  EXPECT_LE(worst, tol) << "prefill";
+  for (index_t t = 0; t < steps; ++t) {
+    const auto next = argmax_rows(got, vocab), next_ref = argmax_rows(ref, vocab);
+    ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
+    ref = cpu.step(next_ref, cpu_cache);
+    got = dev.step(next, dev_cache);
+    const double err = relative_error(got, ref);
+    worst = std::max(worst, err);
+    EXPECT_LE(err, tol) << "step " << t;
+  }
+  RecordProperty("step_worst_relative_error", std::to_string(worst));
+  // The caches hold the same states (every layer).
+  for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i) {
+    EXPECT_LE(relative_error(dev_cache.layers[i].conv_state, cpu_cache.layers[i].conv_state), tol) << "layer " << i;
+    EXPECT_LE(relative_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), tol) << "layer " << i;
+  }
+}
+
+TEST_P(MambaLMOnCudaEmu, PrefillResumedInPiecesEqualsOnePrefill) {
+  // Pieces of 3, 70 (more than one block of the channel-last conv along l: the cache's conv state is both the
+  // initial and the final state) and 1 tokens against one CPU prefill of all 74.
+  const MambaLM cpu = load(GetParam());
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 9);
+  const MambaLM dev = cpu.to(kCuda);
+  const index_t b = 1, vocab = cpu.config().vocab_size;
+  const auto prompt = random_ids(74, vocab, 6);
+  ssm::models::MambaCache cpu_cache, dev_cache;
+  const Tensor ref = cpu.prefill(TensorView::of(prompt.data(), {b, 74}), cpu_cache);
+  Tensor got;
+  index_t start = 0;
+  for (index_t len : {3, 70, 1}) {
+    got = dev.prefill(TensorView::of(prompt.data() + start, {b, len}), dev_cache, /*resume=*/start > 0);
+    start += len;
+  }
+  EXPECT_EQ(dev_cache.seqlen, 74);
+  EXPECT_LE(relative_error(got, ref), tolerance(GetParam()));
+  for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i)
+    EXPECT_LE(relative_error(dev_cache.layers[i].conv_state, cpu_cache.layers[i].conv_state), tolerance(GetParam()));
+}
+
+TEST_P(MambaLMOnCudaEmu, GenerateEqualsCpuModel) {
+  const MambaLM cpu = load(GetParam());
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 10);
+  const MambaLM dev = cpu.to(kCuda);
+  const auto prompt = random_ids(9, cpu.config().vocab_size, 12);
+  ssm::models::GenerationOptions opt;  // greedy
+  opt.stop_ids = std::vector<std::int64_t>{};
+  EXPECT_EQ(dev.generate(prompt, 10, opt), cpu.generate(prompt, 10, opt));
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, MambaLMOnCudaEmu,
+                         ::testing::Values(Checkpoint{"mamba/tiny", std::nullopt},
+                                           Checkpoint{"mamba/tiny", DType::bf16},
+                                           Checkpoint{"falcon_mamba/tiny", std::nullopt}),
+                         [](const ::testing::TestParamInfo<Checkpoint>& info) {
+                           std::string n = describe(info.param);
+                           for (char& ch : n)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
+}  // namespace
