@@ -832,8 +832,15 @@ LaunchReport launch(const LaunchConfig& cfg, Kernel&& kernel, Args... args) {
     std::tuple<Args...> copy = packed;
     std::apply(kernel, copy);
   });
-  detail::Block* saved = detail::current_block();
-  detail::LaunchShadow* saved_shadow = detail::current_launch_shadow();
+  // The launch's block and shadow are current until it returns, however it returns.
+  struct Current {
+    detail::Block* block = detail::current_block();
+    detail::LaunchShadow* shadow = detail::current_launch_shadow();
+    ~Current() {
+      detail::current_block() = block;
+      detail::current_launch_shadow() = shadow;
+    }
+  } restore;
   detail::current_block() = &blk;
   detail::current_launch_shadow() = &shadow;
   for (std::int64_t i : blocks) {
@@ -851,8 +858,6 @@ LaunchReport launch(const LaunchConfig& cfg, Kernel&& kernel, Args... args) {
       break;
     }
   }
-  detail::current_block() = saved;
-  detail::current_launch_shadow() = saved_shadow;
   return report;
 }
 

@@ -84,8 +84,9 @@ class GlobalBuffers {
     return a < reinterpret_cast<std::uintptr_t>(b.hi()) ? &b : nullptr;
   }
 
-  /// Above this many bytes compared per launch (reachable bytes x blocks), only the guard bands are checked.
-  std::size_t max_compared_bytes = std::size_t{1} << 30;
+  /// Above this many bytes compared per launch (reachable bytes x blocks), only the guard bands are checked. (The
+  /// comparison keeps 6 bytes of shadow per reachable byte.)
+  std::size_t max_compared_bytes = std::size_t{1} << 28;
   GlobalCheckStats stats;
 
  private:
@@ -189,7 +190,7 @@ class LaunchShadow {
         for (std::size_t i = i0; i < i0 + len; ++i) {
           if (now[i] == v.snapshot[i]) continue;
           const bool atomic = atomic_bytes_.count(reinterpret_cast<std::uintptr_t>(now + i)) != 0;
-          if (v.writer[i] >= 0 && v.writer[i] != block && !(atomic && v.atomic[i])) {
+          if (v.writer[i] >= 0 && v.writer[i] != static_cast<std::int32_t>(block) && !(atomic && v.atomic[i])) {
             return {GlobalFault::race,
                     who + " changed byte " + std::to_string(i - v.buf.guard) + " of global buffer '" + v.buf.name +
                         "' (" + std::to_string(v.buf.bytes) + " bytes), which block " + describe_(v.writer[i]) +
@@ -197,7 +198,7 @@ class LaunchShadow {
                         (atomic || v.atomic[i] ? " (only one of them through atomicAdd)" : "") +
                         ": on a GPU the blocks run at once and one write is lost"};
           }
-          v.writer[i] = block;
+          v.writer[i] = static_cast<std::int32_t>(block);
           v.atomic[i] = static_cast<unsigned char>(v.atomic[i] && atomic);
           v.snapshot[i] = now[i];
         }
@@ -211,7 +212,7 @@ class LaunchShadow {
   struct View {
     GlobalBuffers::Buffer buf;
     std::vector<std::byte> snapshot;    // guards included
-    std::vector<std::int64_t> writer;   // block number that changed each byte, -1 none
+    std::vector<std::int32_t> writer;   // block number that changed each byte, -1 none (< 2^28 blocks when compared)
     std::vector<unsigned char> atomic;  // every change of the byte so far was an atomicAdd
   };
 

@@ -743,7 +743,7 @@ TEST(MambaLM, HalfWeightsEqualF32OfTheSameWeights) {
       const std::vector<std::int64_t> prompt = {1, 2, 3, 4, 5};
       EXPECT_EQ(half_model.generate(prompt, 16), f32_model.generate(prompt, 16));
       // The f32 checkpoint converted at load (weight_dtype = dt) holds the same matrices as the saved dt file
-      // (its small parameters stay f32, unrounded: compared below through weights()).
+      // (its small parameters stay f32, unrounded: compared below through full_params()).
       const auto dir32 = temp_dir("half_from_f32");
       orig.save(dir32.string(), DType::f32);
       LoadOptions to_half;

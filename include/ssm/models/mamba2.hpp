@@ -68,6 +68,7 @@ struct Mamba2Config {
     block().validate(op);
     SSM_CHECK(n_heads * head_dim == block().inner(), op, ": num_heads ", n_heads, " × head_dim ", head_dim,
               " must equal expand · hidden_size = ", block().inner());
+    for (auto id : eos_token_ids) SSM_CHECK(id >= 0, op, ": eos_token_id must be >= 0, got ", id);
   }
 
   /// Reads transformers' config.json of a Mamba2ForCausalLM (model_type `mamba2`). Another model type or
@@ -350,6 +351,7 @@ class Mamba2LM {
   std::vector<std::int64_t> generate_greedy(std::span<const std::int64_t> prompt, index_t max_new_tokens,
                                             bool stop_at_eos = true) const {
     SSM_CHECK(!prompt.empty(), "Mamba2LM::generate_greedy: the prompt must hold at least one token");
+    SSM_CHECK(max_new_tokens >= 0, "Mamba2LM::generate_greedy: max_new_tokens must be >= 0, got ", max_new_tokens);
     Mamba2Cache cache;
     Tensor logits = prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), cache);
     std::vector<std::int64_t> out;

@@ -241,11 +241,12 @@ inline std::string causal_conv1d_into(const CausalConv1dInputs& in, const Tensor
     p.out = out.data(), p.out_batch_stride = out.stride(0), p.out_d_stride = out.stride(dd);
     p.out_l_stride = out.stride(ld);
     // final_state may be initial_state itself (decoding updates the cache in place). The channel-last kernel reads
-    // each thread's own state entries before overwriting them, which is safe when one block covers the sequence;
-    // a longer in-place sequence gets its final state through a separate buffer (the first block along l would
-    // read what the last one writes).
+    // each thread's own state entries before overwriting them, which is safe when one block covers the sequence
+    // (l == 1); otherwise, and always for the channel-major kernel (whose threads read their neighbours' state
+    // entries), the final state goes through a separate buffer.
     Tensor separate;  // (b, w - 1, d) or (b, d, w - 1)
-    const bool in_place = in.initial_state && in.initial_state->data() == final_state.data() && s.l > 1;
+    const bool in_place = in.initial_state && in.initial_state->data() == final_state.data() &&
+                          (s.l > 1 || !in.channel_last);
     if (in_place) separate = Tensor::empty(final_state.shape(), final_state.dtype(), s.device);
     p.final_state = static_cast<float*>(in_place ? separate.data() : final_state.data());
     backend_for(c.op(), s.device).causal_conv1d_forward(p, s.input, nullptr);

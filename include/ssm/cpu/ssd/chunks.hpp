@@ -14,8 +14,11 @@
 SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Core>
 SSM_EXTERNAL_INCLUDE_END
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/core/params/ssd.hpp"
@@ -41,9 +44,16 @@ T* workspace(int slot, std::int64_t size) {
   Buffer& b = buffers[slot];
   if (b.size < size) {
     b.data.reset();
+    b.size = 0;  // (a failed allocation below leaves an empty buffer, not a stale size)
     b.data.reset(new T[static_cast<std::size_t>(size)]);
     b.size = size;
   }
+#ifndef NDEBUG
+  // Debug builds (the sanitizer run among them) hand out NaN, so a pass that reads an element no pass wrote in this
+  // call fails its test instead of reading the previous call's value.
+  if constexpr (std::is_floating_point_v<T>)
+    std::fill_n(b.data.get(), static_cast<std::size_t>(size), std::numeric_limits<T>::quiet_NaN());
+#endif
   return b.data.get();
 }
 
