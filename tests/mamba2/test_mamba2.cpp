@@ -162,6 +162,27 @@ TEST(Mamba2Block, StepEqualsForwardAtBlockLevel) {
   EXPECT_LE(err, 2e-6);
 }
 
+TEST(Mamba2Block, StepIntoRefusesAWorkspaceShorterThanWorkspaceSize) {
+  ssm::layers::Mamba2BlockConfig cfg;
+  cfg.d_model = 16, cfg.d_state = 5, cfg.head_dim = 4, cfg.n_groups = 2, cfg.chunk_size = 4;
+  const auto blk = ssm::layers::Mamba2Block::init(cfg, 3);
+  const index_t b = 2;
+  auto cache = blk.make_cache(b);
+  std::vector<float> u(static_cast<std::size_t>(b * 16), 0.5f), out(u.size());
+  std::vector<float> work(static_cast<std::size_t>(blk.workspace_size(b)));
+  const auto step = [&](index_t work_elements) {
+    blk.step_into(TensorView::of(u.data(), {b, 16}), TensorView::of(out.data(), {b, 16}), cache.conv_state,
+                  cache.ssm_state, TensorView::of(work.data(), {work_elements}));
+  };
+  EXPECT_NO_THROW(step(blk.workspace_size(b)));
+  try {
+    step(blk.workspace_size(b) - 1);  // one element short: an error, not a write past the buffer
+    FAIL() << "expected ssm::Error";
+  } catch (const ssm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("workspace_size()"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Mamba2Config, BadConfigsAreNamed) {
   ssm::layers::Mamba2BlockConfig cfg;
   cfg.d_model = 16, cfg.d_state = 4, cfg.head_dim = 5;  // d_inner 32

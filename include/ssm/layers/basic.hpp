@@ -32,6 +32,32 @@ using MatrixMap = Eigen::Map<RowMatrix<T>>;
 template <class T>
 using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 
+/// A view of `shape` with non-negative `strides` starting `offset` elements into the contiguous buffer t (its dtype
+/// and device): how the blocks carve their activations and step workspaces. A view reaching past t is an ssm::Error
+/// (a workspace smaller than the block's workspace_size()), never a write past the buffer.
+inline TensorView part(const TensorView& t, index_t offset, const Dims& shape, const Dims& strides) {
+  SSM_CHECK(t.is_contiguous(), "layers::part: the buffer must be contiguous, got strides ", t.strides().str());
+  index_t last = offset;  // the last element the view reaches
+  bool empty = false;
+  for (int i = 0; i < shape.size(); ++i) {
+    empty = empty || shape[i] == 0;
+    last += (shape[i] - 1) * strides[i];
+  }
+  SSM_CHECK(offset >= 0 && (empty || last < t.numel()), "layers::part: a view of shape ", shape.str(), " at offset ",
+            offset, " reaches element ", last, " of a buffer of ", t.numel(),
+            " elements (a workspace smaller than workspace_size()?)");
+  return TensorView(static_cast<char*>(t.data()) + offset * static_cast<index_t>(size_of(t.dtype())), t.dtype(),
+                    t.device(), shape, strides);
+}
+
+/// y (rows, out) = x (rows, in) Wᵀ (+ bias) by the ssm::linear op on nt CPU threads.
+inline void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& bias,
+                    const TensorView& y, int nt) {
+  LinearOptions opt;
+  opt.num_threads = nt;
+  linear_into(LinearInputs{x, W, bias}, y, opt);
+}
+
 /// A (rows, cols) cpu view of a row-major array with row stride ld (ld < 0: cols).
 template <class T>
 TensorView strided_rows(T* data, index_t rows, index_t cols, index_t ld = -1) {

@@ -779,19 +779,6 @@ class MambaBlock {
     return (cache->*member).view();
   }
 
-  // A view of `shape` with `strides` starting `offset` elements into t's memory (t's dtype and device).
-  static TensorView part(const TensorView& t, index_t offset, const Dims& shape, const Dims& strides) {
-    return TensorView(static_cast<char*>(t.data()) + offset * static_cast<index_t>(size_of(t.dtype())), t.dtype(),
-                      t.device(), shape, strides);
-  }
-
-  // y (rows, out) = x (rows, in) W^T (+ bias) by the ssm::linear op on nt CPU threads.
-  static void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& bias,
-                      const TensorView& y, int nt) {
-    LinearOptions opt;
-    opt.num_threads = nt;
-    linear_into(LinearInputs{x, W, bias}, y, opt);
-  }
   // Whether parameter `name` (a MambaBlockParams name) is held in m_.
   bool held(const std::string& name) const {
     const WeightMatrix* w = m_.find(name);

@@ -375,18 +375,6 @@ class Mamba2Block {
     if (v.empty()) return std::nullopt;
     return TensorView::of(v.data(), {static_cast<index_t>(v.size())});
   }
-  // A view of `shape` with `strides` starting `offset` elements into t's memory.
-  static TensorView part(const TensorView& t, index_t offset, const Dims& shape, const Dims& strides) {
-    return TensorView(static_cast<char*>(t.data()) + offset * static_cast<index_t>(size_of(t.dtype())), t.dtype(),
-                      t.device(), shape, strides);
-  }
-  // y (rows, out) = x (rows, in) Wᵀ (+ bias) by the ssm::linear op.
-  static void project(const TensorView& W, const TensorView& x, const std::optional<TensorView>& b, const TensorView& y,
-                      int nt) {
-    LinearOptions opt;
-    opt.num_threads = nt;
-    linear_into(LinearInputs{x, W, b}, y, opt);
-  }
 
   Mamba2BlockConfig cfg_;
   Mamba2BlockParams p_;
