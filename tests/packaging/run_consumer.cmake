@@ -12,6 +12,12 @@ file(REMOVE_RECURSE ${WORK_DIR})
 set(consumer_src ${CMAKE_CURRENT_LIST_DIR}/consumer)
 set(configure_args -S ${consumer_src} -B ${WORK_DIR}/build -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release
                    -DCONSUMER_MODE=${MODE} -DEXPECT_CUDA=${EXPECT_CUDA})
+if(LAUNCHER)
+  # ccache keys relative to the checkout (as scripts/build.sh sets them), so another clone reuses the objects
+  list(APPEND configure_args -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
+  set(ENV{CCACHE_BASEDIR} ${SSM_SOURCE_DIR})
+  set(ENV{CCACHE_NOHASHDIR} true)
+endif()
 if(CXX_COMPILER)
   # The consumer is built with this compiler (clang++ here, whatever built the library), -Werror included.
   list(APPEND configure_args -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
