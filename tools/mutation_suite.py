@@ -3,7 +3,8 @@
 
 Reads tests/cuda_emu/mutations.json. For each mutation it copies the sources (include/, cuda/, tests/ without
 the test data) into a scratch folder, replaces the mutation's `find` text (which must occur exactly once) in its
-`file` by `replace`, compiles the mutation's test `sources` alone with gtest_main (g++ -O1: small, quick builds),
+`file` by `replace`, compiles the mutation's test `sources` alone with gtest_main (g++ -O1: small, quick builds;
+through ccache when present, so a text compiled before, mutated or not, is not compiled again),
 runs them with the gtest `filter`, and counts the mutation as caught when the run fails and its output contains
 `expect` (the finding's name, e.g. global_race). The unmutated sources are built and run the same way first: they
 must pass, or the suite proves nothing. Exits non-zero unless every mutation is caught.
@@ -23,6 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIST = os.path.join(ROOT, "tests", "cuda_emu", "mutations.json")
 CXX = os.environ.get("CXX", "g++")
+CCACHE = [shutil.which("ccache")] if shutil.which("ccache") else []
 FLAGS = ["-std=c++20", "-O1", "-g0", "-march=native", "-DNDEBUG", "-pthread", "-isystem", "/usr/include/eigen3"]
 
 
@@ -33,16 +35,27 @@ def copy_sources(dst):
 
 
 def build_and_run(tree, sources, filter_, tag):
-    exe = os.path.join(tree, f"mutant_{tag}")
-    cmd = [CXX, *FLAGS, f"-I{tree}/include", f"-I{tree}/cuda",
-           f'-DSSM_TEST_DATA_DIR="{os.path.join(ROOT, "tests", "data")}"',
-           *[os.path.join(tree, s) for s in sources], "-o", exe, "-lgtest", "-lgtest_main"]
-    c = subprocess.run(cmd, capture_output=True, text=True)
+    # Compiled in the tree with relative paths only (the test data through a link), through ccache when present with
+    # the tree as its base directory: a tree whose text was compiled before (a previous run, CI's clone) is not
+    # compiled again; a mutation changes the text, so its object is its own.
+    os.symlink(os.path.join(ROOT, "tests", "data"), os.path.join(tree, "tests", "data"))
+    env = dict(os.environ, CCACHE_BASEDIR=tree, CCACHE_NOHASHDIR="true")
+    objects = []
+    for k, src in enumerate(sources):
+        obj = f"obj_{tag}_{k}.o"
+        cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]
+        c = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
+        if c.returncode != 0:
+            return None, c.stderr[-4000:]
+        objects.append(obj)
+    exe = f"mutant_{tag}"
+    c = subprocess.run([CXX, "-pthread", *objects, "-o", exe, "-lgtest", "-lgtest_main"], capture_output=True,
+                       text=True, cwd=tree)
     if c.returncode != 0:
         return None, c.stderr[-4000:]
     try:
-        r = subprocess.run([exe, f"--gtest_filter={filter_}", "--gtest_brief=1"], capture_output=True, text=True,
-                           timeout=900)
+        r = subprocess.run([os.path.join(tree, exe), f"--gtest_filter={filter_}", "--gtest_brief=1"],
+                           capture_output=True, text=True, timeout=900, cwd=tree)
     except subprocess.TimeoutExpired:
         return 124, "timed out after 900 s"  # reported as not caught: `expect` is not in this output
     return r.returncode, r.stdout + r.stderr
