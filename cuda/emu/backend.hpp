@@ -116,7 +116,9 @@ inline void selective_scan_backward(const ScanParams& p, DType input_dtype, cons
   kernels::selective_scan_backward_launches(exec, p, input_dtype, g,
                                             "ssm::cuda::selective_scan_backward (host emulation)");
 }
-inline std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen) { return kernels::scan_chunk_count(max_seqlen); }
+inline ChunkStates selective_scan_chunk_states(std::int64_t max_seqlen) {
+  return kernels::scan_chunk_layout(max_seqlen);
+}
 inline void causal_conv1d_forward(const CausalConv1dParams& p, DType input_dtype, void*) {
   HostExecutor exec = executor();
   kernels::causal_conv1d_forward_launches(exec, p, input_dtype, "ssm::cuda::causal_conv1d_forward (host emulation)");
@@ -173,7 +175,7 @@ inline DeviceBackend make() {
   b.cast_from_f32 = &cast_from_f32;
   b.selective_scan_forward = &selective_scan_forward;
   b.selective_scan_backward = &selective_scan_backward;
-  b.selective_scan_chunk_count = &selective_scan_chunk_count;
+  b.selective_scan_chunk_states = &selective_scan_chunk_states;
   b.causal_conv1d_forward = &causal_conv1d_forward;
   b.causal_conv1d_backward = &causal_conv1d_backward;
   b.causal_conv1d_update = &causal_conv1d_update;

@@ -92,7 +92,8 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
   const float* h0 = p.initial_state ? static_cast<const float*>(p.initial_state) + batch * p.init_batch_stride +
                                           channel * p.init_d_stride
                                     : nullptr;  // (n)
-  const float* saved = gp.chunk_states + row * gp.n_chunks_max * p.dstate;  // (c, n)
+  const float* saved = static_cast<const float*>(gp.chunk_states.data) +
+                       gp.chunk_states.offset(batch, channel, 0, p.dim, p.dstate);  // (chunks, n)
   const float* grad_last = gp.grad_last_state ? gp.grad_last_state + row * p.dstate : nullptr;  // (n)
 
   const int len32 = static_cast<int>(len);

@@ -64,8 +64,9 @@ inline index_t fwd_chunk_len(index_t max_len) {
 /// Sequences of a launch: the batch, or the packed sequences of cu_seqlens.
 inline index_t fwd_num_sequences(const ScanParams& p) { return p.cu_seqlens ? p.n_seqs : p.batch; }
 
-/// Forward kernel. Grid (d, sequences), block kThreads. `chunk_states` (sequences, d, n_chunks, n) f32 or null:
-/// the state h at the end of every chunk (the only states kept for the backward pass).
+/// Forward kernel. Grid (d, sequences), block kThreads. `chunk_states`: f32 (sequences, d, n_chunks, n) in
+/// ChunkStates' layout with chunk_len = kChunk (the launcher checks it), or data null: the state h at the end of
+/// every chunk (the only states kept for the backward pass).
 /// Register target: 128 per thread. Without a minimum block count ptxas (CUDA 13.0) picked 64 registers for
 /// 128 threads on sm_90 and spilled; asking for 65536 / (threads * 128) resident blocks sets the cap at 128.
 template <int kThreads>
@@ -73,7 +74,7 @@ inline constexpr int kScanFwdMinBlocks = 65536 / (kThreads * 128) > 0 ? 65536 / 
 
 template <class In, int kThreads, int kItems>
 __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
-    selective_scan_fwd_kernel(ScanParams p, float* chunk_states, index_t n_chunks_max) {
+    selective_scan_fwd_kernel(ScanParams p, ChunkStates chunk_states) {
   constexpr int kChunk = kThreads * kItems;
   using BlockScanT = BlockScan<ScanPair, kThreads>;
   using ScanStorage = typename BlockScanT::TempStorage;
@@ -120,7 +121,9 @@ __global__ void __launch_bounds__(kThreads, kScanFwdMinBlocks<kThreads>)
   float* h_last = p.last_state ? static_cast<float*>(p.last_state) + seq * p.last_batch_stride +
                                      channel * p.last_d_stride
                                : nullptr;  // (n)
-  float* saved = chunk_states ? chunk_states + (seq * p.dim + channel) * n_chunks_max * p.dstate : nullptr;  // (c, n)
+  float* saved = chunk_states.data ? static_cast<float*>(chunk_states.data) +
+                                         chunk_states.offset(seq, channel, 0, p.dim, p.dstate)
+                                   : nullptr;  // (chunks, n)
 
   const index_t n_chunks = (len + kChunk - 1) / kChunk;
   if (n_chunks == 0) {  // empty sequence: the last state is the initial one (uniform exit, no barrier skipped)

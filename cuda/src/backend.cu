@@ -30,7 +30,7 @@ DeviceBackend make_backend() {
   b.cast_from_f32 = &cast_from_f32;
   b.selective_scan_forward = &selective_scan_forward;
   b.selective_scan_backward = &selective_scan_backward;
-  b.selective_scan_chunk_count = &selective_scan_chunk_count;
+  b.selective_scan_chunk_states = &selective_scan_chunk_states;
   b.causal_conv1d_forward = &causal_conv1d_forward;
   b.causal_conv1d_backward = &causal_conv1d_backward;
   b.causal_conv1d_update = &causal_conv1d_update;

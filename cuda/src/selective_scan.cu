@@ -13,12 +13,12 @@
 
 namespace ssm::kernels {
 using cuda::detail::StreamExecutor;
-extern template void launch_selective_scan_fwd<float, StreamExecutor>(StreamExecutor&, const ScanParams&, float*,
-                                                                      std::int64_t);
-extern template void launch_selective_scan_fwd<half, StreamExecutor>(StreamExecutor&, const ScanParams&, float*,
-                                                                     std::int64_t);
-extern template void launch_selective_scan_fwd<bfloat16, StreamExecutor>(StreamExecutor&, const ScanParams&, float*,
-                                                                         std::int64_t);
+extern template void launch_selective_scan_fwd<float, StreamExecutor>(StreamExecutor&, const ScanParams&,
+                                                                  const ChunkStates&, std::int64_t);
+extern template void launch_selective_scan_fwd<half, StreamExecutor>(StreamExecutor&, const ScanParams&,
+                                                                  const ChunkStates&, std::int64_t);
+extern template void launch_selective_scan_fwd<bfloat16, StreamExecutor>(StreamExecutor&, const ScanParams&,
+                                                                  const ChunkStates&, std::int64_t);
 extern template void launch_selective_scan_bwd<float, StreamExecutor>(StreamExecutor&, const ScanParams&,
                                                                       const ScanDeviceGradParams&);
 extern template void launch_selective_scan_bwd<half, StreamExecutor>(StreamExecutor&, const ScanParams&,
@@ -32,6 +32,8 @@ namespace ssm::cuda {
 std::int64_t selective_scan_chunk_len(std::int64_t max_seqlen) { return kernels::fwd_chunk_len(max_seqlen); }
 
 std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen) { return kernels::scan_chunk_count(max_seqlen); }
+
+ChunkStates selective_scan_chunk_states(std::int64_t max_seqlen) { return kernels::scan_chunk_layout(max_seqlen); }
 
 std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& options) {
   const std::int64_t max_len = kernels::check_scan_forward(p, input_dtype, options, "ssm::cuda::selective_scan_forward");

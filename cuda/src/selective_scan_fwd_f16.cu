@@ -6,5 +6,5 @@
 namespace ssm::kernels {
 using cuda::detail::StreamExecutor;
 template void launch_selective_scan_fwd<ssm::half, StreamExecutor>(StreamExecutor&, const ScanParams&,
-                                                                  float*, std::int64_t);
+                                                                  const ChunkStates&, std::int64_t);
 }  // namespace ssm::kernels

@@ -227,13 +227,13 @@ struct KernelGrads {
   Tensor grad_out_dev, grad_last_dev;        // on the device
   Tensor u, delta, z, A, B, C, D, delta_bias, initial_state;  // on the device
 
-  /// The kernel's gradient block over these buffers and the forward's saved chunk states (b, d, n_chunks, n).
-  ssm::ScanDeviceGradParams params(const Tensor& chunk_states, index_t n_chunks) const {
+  /// The kernel's gradient block over these buffers and the forward's saved chunk states (b, d, n_chunks, n) of
+  /// chunk_len steps each.
+  ssm::ScanDeviceGradParams params(const Tensor& chunk_states, index_t n_chunks, index_t chunk_len) const {
     ssm::ScanDeviceGradParams gp;
     gp.grad_out = grad_out_dev.data();
     gp.grad_last_state = grad_last_dev.data_as<float>();
-    gp.chunk_states = chunk_states.data_as<float>();
-    gp.n_chunks_max = n_chunks;
+    gp.chunk_states = {chunk_states.data_as<float>(), n_chunks, chunk_len};
     gp.grad_u = u.data();
     gp.grad_delta = delta.data();
     gp.grad_z = z.data();

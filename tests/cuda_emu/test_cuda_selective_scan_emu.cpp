@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../conformance/scan_problem.hpp"
+#include "kernels/launch/selective_scan.cuh"
 #include "kernels/selective_scan_bwd.cuh"
 #include "kernels/selective_scan_fwd.cuh"
 
@@ -77,7 +78,7 @@ double run_case(const ScanCase& c, Order order, std::uint64_t seed) {
   LaunchConfig cfg{ssm::emu::dim3(static_cast<unsigned>(c.d), static_cast<unsigned>(rows)), ssm::emu::dim3(Cfg::kThreads),
                    order, seed};
   const auto report = ssm::emu::launch(cfg, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
-                                       scan.prepared.p, f32(saved), n_chunks);
+                                       scan.prepared.p, ssm::ChunkStates{f32(saved), n_chunks, Cfg::kChunk});
   EXPECT_TRUE(report.ok()) << report.summary();
   if (!report.ok()) return INFINITY;
   const auto ref = scan_problem::reference_forward(s);
@@ -120,6 +121,47 @@ TEST(CudaSelectiveScanEmu, BatchGroupsAndPackedSequences) {
   for (Order o : kOrders) run_case<Small>(c, o, 11);
 }
 
+// The saved states are ChunkStates on the device as on the CPU: a launch given states of another chunk length or
+// count than its configuration's (the CPU's 128-step chunks at l = 300, where the kernel takes 1024) is an error
+// naming chunk_states, in both directions, before anything is written.
+TEST(CudaSelectiveScanEmu, ChunkStatesOfAnotherLayoutAreRefused) {
+  const scan_problem::Scan scan = scan_problem::make_scan(scan_problem::kernel_case(300));
+  float dummy = 0;
+  const ssm::ChunkStates device = ssm::kernels::scan_chunk_layout(300);
+  EXPECT_EQ(device.n_chunks, 1);
+  EXPECT_EQ(device.chunk_len, 1024);
+  const auto error = [&](const ssm::ChunkStates& cs, bool forward) -> std::string {
+    try {
+      if (forward) {
+        ssm::ScanForwardOptions o;
+        o.chunk_states = cs;
+        (void)ssm::kernels::check_scan_forward(scan.prepared.p, DType::f32, o, "forward");
+      } else {
+        ssm::ScanDeviceGradParams g;
+        g.grad_out = g.grad_u = g.grad_delta = g.grad_z = &dummy;
+        g.grad_A = g.grad_B = g.grad_C = &dummy;
+        g.chunk_states = cs;
+        (void)ssm::kernels::check_scan_backward(scan.prepared.p, DType::f32, g, "backward");
+      }
+    } catch (const ssm::Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  const ssm::ChunkStates cpu{&dummy, ssm::ChunkStates::count(300, ssm::kCpuScanChunkLen), ssm::kCpuScanChunkLen};
+  for (bool forward : {true, false}) {
+    EXPECT_EQ(error({&dummy, device.n_chunks, device.chunk_len}, forward), "no error");
+    const std::string e = error(cpu, forward);
+    EXPECT_NE(e.find("argument 'chunk_states': the kernel's chunks for sequences of up to 300 tokens are 1 of 1024 "
+                     "steps (selective_scan_chunk_states(300)), got n_chunks = 3, chunk_len = 128"),
+              std::string::npos)
+        << e;
+    EXPECT_NE(error({&dummy, 1, 128}, forward).find("got n_chunks = 1, chunk_len = 128"), std::string::npos);
+  }
+  EXPECT_NE(error({}, false).find("'chunk_states': the states the forward saved are needed"), std::string::npos);
+  EXPECT_EQ(error({}, true), "no error");  // the forward saves none
+}
+
 // ---- backward ----
 
 // Runs the forward then the backward kernel on one case; every gradient against the reference backward. Returns
@@ -140,7 +182,7 @@ double run_backward_case(const ScanCase& c, Order order, std::uint64_t seed) {
   LaunchConfig fwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Cfg::kThreads),
                    order, seed};
   auto report = ssm::emu::launch(fwd, ssm::kernels::selective_scan_fwd_kernel<float, Cfg::kThreads, Cfg::kItems>,
-                                 scan.prepared.p, f32(saved), n_chunks);
+                                 scan.prepared.p, ssm::ChunkStates{f32(saved), n_chunks, Cfg::kChunk});
   EXPECT_TRUE(report.ok()) << report.summary();
   if (!report.ok()) return INFINITY;
 
@@ -152,7 +194,7 @@ double run_backward_case(const ScanCase& c, Order order, std::uint64_t seed) {
   LaunchConfig bwd{ssm::emu::dim3(static_cast<unsigned>(d), static_cast<unsigned>(b)), ssm::emu::dim3(Bwd::kThreads),
                    order, seed};
   report = ssm::emu::launch(bwd, ssm::kernels::selective_scan_bwd_kernel<float, Bwd::kThreads, Bwd::kItems>,
-                            scan.prepared.p, grads.params(saved, n_chunks));
+                            scan.prepared.p, grads.params(saved, n_chunks, Cfg::kChunk));
   EXPECT_TRUE(report.ok()) << report.summary();
   if (!report.ok()) return INFINITY;
 

@@ -74,8 +74,7 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   ssm::ScanDeviceGradParams g;
   g.grad_out = g.grad_u = g.grad_delta = g.grad_z = &dummy;
   g.grad_A = g.grad_B = g.grad_C = &dummy;
-  g.chunk_states = &dummy;
-  g.n_chunks_max = 1;
+  g.chunk_states = {&dummy, 1, 128};  // l = 10: one chunk of the 128-token configuration
   auto error = [&](const ssm::ScanParams& p, const ssm::ScanDeviceGradParams& gg) -> std::string {
     try {
       ssm::cuda::selective_scan_backward(p, ssm::DType::f32, gg);
@@ -91,9 +90,15 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   p.batch = 1;
   EXPECT_NE(error(p, g).find("cu_seqlens) are not supported by the backward kernel"), std::string::npos);
   ssm::ScanDeviceGradParams g2 = g;
-  g2.n_chunks_max = 3;
-  EXPECT_NE(error(prob.prepared.p, g2).find("n_chunks_max = selective_scan_chunk_count(l) = 1 are needed, got n_chunks_max = 3"),
+  g2.chunk_states.n_chunks = 3;
+  EXPECT_NE(error(prob.prepared.p, g2).find("'chunk_states': the kernel's chunks for sequences of up to 10 tokens are "
+                                            "1 of 128 steps (selective_scan_chunk_states(10)), got n_chunks = 3, "
+                                            "chunk_len = 128"),
             std::string::npos)
+      << error(prob.prepared.p, g2);
+  g2 = g;
+  g2.chunk_states.chunk_len = 1024;  // one chunk, but of another configuration
+  EXPECT_NE(error(prob.prepared.p, g2).find("got n_chunks = 1, chunk_len = 1024"), std::string::npos)
       << error(prob.prepared.p, g2);
   g2 = g;
   g2.grad_z = nullptr;
@@ -287,6 +292,10 @@ TEST(CudaSelectiveScan, ChunkGeometry) {
   EXPECT_EQ(ssm::cuda::selective_scan_chunk_count(0), 1);
   EXPECT_EQ(ssm::cuda::selective_scan_chunk_count(4096), 2);
   EXPECT_EQ(ssm::cuda::selective_scan_chunk_count(4097), 3);
+  const ssm::ChunkStates layout = ssm::cuda::selective_scan_chunk_states(4097);
+  EXPECT_EQ(layout.data, nullptr);
+  EXPECT_EQ(layout.n_chunks, 3);
+  EXPECT_EQ(layout.chunk_len, 2048);
 }
 
 // The fused forward through ssm::cuda with the launcher's own chunking: out, the last state and the states saved at
@@ -304,7 +313,7 @@ void run_on_gpu(const ScanCase& c) {
   const index_t n_chunks = ssm::cuda::selective_scan_chunk_count(max_len);
   const Tensor saved = Tensor::zeros({scan.s.state_rows(), c.d, n_chunks, c.n}, DType::f32, ssm::Device::cuda(0));
   ssm::ScanForwardOptions opt;
-  opt.chunk_states = saved.data_as<float>();
+  opt.chunk_states = {saved.data(), n_chunks, chunk};
   opt.max_seqlen = max_len;
   EXPECT_EQ(ssm::cuda::selective_scan_forward(scan.prepared.p, c.dtype, opt), "cuda-fused");
   const double tol = c.dtype == DType::f32 ? 1e-5 : 1e-5 + std::ldexp(1.0, c.dtype == DType::f16 ? -10 : -7);
@@ -331,13 +340,14 @@ void run_backward_on_gpu(const ScanCase& c) {
   SCOPED_TRACE(c.describe() + " backward");
   const ssm::Device gpu = ssm::Device::cuda(0);
   const Scan scan = make_scan(c, gpu);
-  const index_t n_chunks = ssm::cuda::selective_scan_chunk_count(c.l);
-  const Tensor saved = Tensor::zeros({c.b, c.d, n_chunks, c.n}, DType::f32, gpu);
+  const ssm::ChunkStates layout = ssm::cuda::selective_scan_chunk_states(c.l);
+  const Tensor saved = Tensor::zeros({c.b, c.d, layout.n_chunks, c.n}, DType::f32, gpu);
   ssm::ScanForwardOptions opt;
-  opt.chunk_states = saved.data_as<float>();
+  opt.chunk_states = {saved.data(), layout.n_chunks, layout.chunk_len};
   (void)ssm::cuda::selective_scan_forward(scan.prepared.p, DType::f32, opt);
   const scan_problem::KernelGrads grads = scan_problem::make_kernel_grads(c, gpu);
-  ssm::cuda::selective_scan_backward(scan.prepared.p, DType::f32, grads.params(saved, n_chunks));
+  ssm::cuda::selective_scan_backward(scan.prepared.p, DType::f32,
+                                     grads.params(saved, layout.n_chunks, layout.chunk_len));
   for (const auto& [name, error] : grads.errors_against_reference(scan.s)) EXPECT_LE(error, 1e-4) << name;
 }
 

@@ -460,6 +460,28 @@ void expect_error_mentioning(F&& f, const std::string& word) {
   }
 }
 
+TEST(S4Errors, DeviceViewsAreRefusedBeforeTheirMemoryIsRead) {
+  // S4 / S4D have no device path: a CUDA view is an error naming the argument and saying what to do, raised before
+  // any read (the views below point at host memory only to have an address; nothing may dereference them).
+  ssm::S4DLayer<float>::Config cfg;
+  cfg.h = 4;
+  cfg.N = 8;
+  const ssm::S4DLayer<float> s4d(cfg);
+  ssm::S4Layer<float>::Config scfg;
+  scfg.h = 4;
+  scfg.N = 8;
+  const ssm::S4Layer<float> s4(scfg);
+  std::vector<float> host(2 * 3 * 4);
+  const ssm::TensorView cpu = ssm::TensorView::of(host.data(), {2, 3, 4});
+  const ssm::TensorView gpu(host.data(), ssm::DType::f32, ssm::Device::cuda(0), {2, 3, 4}, cpu.strides());
+  for (const char* word : {"'x'", "cuda:0", "CPU only", "Device::cpu()"}) {
+    expect_error_mentioning([&] { s4d.forward(gpu, cpu); }, word);
+    expect_error_mentioning([&] { s4.forward(gpu, cpu); }, word);
+  }
+  expect_error_mentioning([&] { s4d.forward(cpu, gpu); }, "'y'");
+  expect_error_mentioning([&] { s4.forward(cpu, gpu); }, "'y'");
+}
+
 TEST(S4Errors, BadInput) {
   ssm::S4DLayer<float>::Config cfg;
   cfg.N = 7;

@@ -28,10 +28,24 @@ void visit_scan_input(DType dtype, F&& f) {
 }
 
 /// Chunks per sequence of max_seqlen tokens (at least 1): the third extent of the saved chunk states
-/// (sequences, d, chunks, n), and what the backward's n_chunks_max must be.
+/// (sequences, d, chunks, n), ChunkStates' layout.
 inline std::int64_t scan_chunk_count(std::int64_t max_seqlen) {
-  const std::int64_t c = fwd_chunk_len(max_seqlen);
-  return std::max<std::int64_t>(1, (max_seqlen + c - 1) / c);
+  return ChunkStates::count(max_seqlen, fwd_chunk_len(max_seqlen));
+}
+
+/// The ChunkStates (data null) the forward saves when the longest sequence has max_seqlen tokens: chunks of the
+/// configuration's block tokens.
+inline ChunkStates scan_chunk_layout(std::int64_t max_seqlen) {
+  return {nullptr, scan_chunk_count(max_seqlen), fwd_chunk_len(max_seqlen)};
+}
+
+/// Checks that `cs` has the layout the kernels save / read for a longest sequence of max_seqlen tokens, naming `op`.
+inline void check_chunk_layout(const ChunkStates& cs, std::int64_t max_seqlen, const char* op) {
+  const ChunkStates want = scan_chunk_layout(max_seqlen);
+  SSM_CHECK(cs.n_chunks == want.n_chunks && cs.chunk_len == want.chunk_len, op,
+            ": argument 'chunk_states': the kernel's chunks for sequences of up to ", max_seqlen, " tokens are ",
+            want.n_chunks, " of ", want.chunk_len, " steps (selective_scan_chunk_states(", max_seqlen,
+            ")), got n_chunks = ", cs.n_chunks, ", chunk_len = ", cs.chunk_len);
 }
 
 /// The kernel limits both directions share, naming `op`.
@@ -60,7 +74,9 @@ inline std::int64_t check_scan_forward(const ScanParams& p, DType input_dtype, c
   SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
   SSM_CHECK(o.max_seqlen >= 0, op, ": max_seqlen must be >= 0, got ", o.max_seqlen);
   if (sequences == 0) return -1;
-  return p.cu_seqlens && o.max_seqlen > 0 ? o.max_seqlen : p.seqlen;
+  const std::int64_t max_len = p.cu_seqlens && o.max_seqlen > 0 ? o.max_seqlen : p.seqlen;
+  if (o.chunk_states.data) check_chunk_layout(o.chunk_states, max_len, op);
+  return max_len;
 }
 
 /// Checks a backward launch; false when there is nothing to launch (b = 0).
@@ -76,23 +92,22 @@ inline bool check_scan_backward(const ScanParams& p, DType input_dtype, const Sc
   SSM_CHECK(g.grad_out && g.grad_u && g.grad_delta && g.grad_A && g.grad_B && g.grad_C, op,
             ": grad_out, grad_u, grad_delta, grad_A, grad_B and grad_C must be set");
   SSM_CHECK(!p.z || g.grad_z, op, ": grad_z must be set when z is given");
-  SSM_CHECK(g.chunk_states && g.n_chunks_max == scan_chunk_count(p.seqlen), op,
-            ": chunk_states from the forward with n_chunks_max = selective_scan_chunk_count(l) = ",
-            scan_chunk_count(p.seqlen), " are needed, got n_chunks_max = ", g.n_chunks_max);
+  SSM_CHECK(g.chunk_states.data, op, ": argument 'chunk_states': the states the forward saved are needed");
+  check_chunk_layout(g.chunk_states, p.seqlen, op);
   return p.batch > 0;
 }
 
 /// The forward kernel for inputs of type In: grid (d, sequences), the configuration of max_len (the longest
-/// sequence; check_scan_forward). chunk_states: (sequences, d, scan_chunk_count(max_len), n) f32, or null.
+/// sequence; check_scan_forward). chunk_states: f32 (sequences, d, n_chunks, n) in scan_chunk_layout(max_len)
+/// (checked by check_scan_forward), or data null.
 template <class In, class Exec>
-void launch_selective_scan_fwd(Exec& exec, const ScanParams& p, float* chunk_states, std::int64_t max_len) {
+void launch_selective_scan_fwd(Exec& exec, const ScanParams& p, const ChunkStates& chunk_states, std::int64_t max_len) {
   const auto sequences = static_cast<unsigned>(fwd_num_sequences(p));
   dispatch_fwd_config(max_len, [&](auto cfg) {
     using Cfg = decltype(cfg);
-    const std::int64_t n_chunks_max = std::max<std::int64_t>(1, (max_len + Cfg::kChunk - 1) / Cfg::kChunk);
     exec.launch(selective_scan_fwd_kernel<In, Cfg::kThreads, Cfg::kItems>,
                 LaunchDims{static_cast<unsigned>(p.dim), sequences}, LaunchDims{static_cast<unsigned>(Cfg::kThreads)},
-                p, chunk_states, n_chunks_max);
+                p, chunk_states);
   });
 }
 

@@ -60,8 +60,9 @@ struct DeviceBackend {
   std::string (*selective_scan_forward)(const ScanParams& p, DType input_dtype, const ScanForwardOptions& o) = nullptr;
   void (*selective_scan_backward)(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g,
                                   void* stream) = nullptr;
-  /// Chunks per sequence of max_seqlen tokens: the third extent of the saved chunk states.
-  std::int64_t (*selective_scan_chunk_count)(std::int64_t max_seqlen) = nullptr;
+  /// The layout (n_chunks, chunk_len; data null) of the chunk states the forward saves when the longest sequence
+  /// has max_seqlen tokens: what ScanForwardOptions / ScanDeviceGradParams::chunk_states must carry.
+  ChunkStates (*selective_scan_chunk_states)(std::int64_t max_seqlen) = nullptr;
   void (*causal_conv1d_forward)(const CausalConv1dParams& p, DType input_dtype, void* stream) = nullptr;
   void (*causal_conv1d_backward)(const CausalConv1dParams& p, const CausalConv1dGradParams& g, DType input_dtype,
                                  void* stream) = nullptr;

@@ -17,6 +17,8 @@ namespace ssm::cuda {
 std::int64_t selective_scan_chunk_len(std::int64_t max_seqlen);
 /// Chunks per sequence of `max_seqlen` tokens (at least 1): the third extent of chunk_states.
 std::int64_t selective_scan_chunk_count(std::int64_t max_seqlen);
+/// Both as the ChunkStates (data null) a forward over sequences of at most `max_seqlen` tokens saves into.
+ChunkStates selective_scan_chunk_states(std::int64_t max_seqlen);
 
 /// Fused selective-scan forward on the current CUDA device: out (b, d, l) in the input dtype and, when
 /// p.last_state is set, the last state (b or n_seqs, d, n) f32. `input_dtype` is the dtype of u, delta, z and

@@ -144,8 +144,10 @@ class MultiHeadAttention {
   }
   void check_input(const char* op, const TensorView& x) const {
     Checker c(op);
-    c.defined("x", x).dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
-    c.device("x", x, Device::cpu());
+    c.defined("x", x).require(x.device().is_cpu(), "x", "is on ", x.device().str(),
+                              ": the attention layer runs on the CPU only (its weights are host matrices; the "
+                              "ssm::attention_forward op runs on CUDA); move it with .to(Device::cpu())");
+    c.dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
   }
 
   Projections project(const TensorView& x, index_t position_offset) const {

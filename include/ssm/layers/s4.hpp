@@ -351,10 +351,14 @@ class SSMLayerBase {
     SSM_CHECK(D.size() == h_, op, ": parameter 'D': expected shape (", h_, "), got (", D.size(), ")");
   }
 
+  /// The views' checks. The device comes first: S4 / S4D run on the CPU only (Eigen kernels and the host FFT; no
+  /// device path, no entry in the backend table), so a CUDA tensor is refused before anything reads its memory.
   void check_views(const char* op, const TensorView& x, const TensorView& y) const {
     Checker ck(op);
+    const char* what = ": the S4 / S4D layers run on the CPU only (no device path); move it with .to(Device::cpu())";
+    ck.require(x.device().is_cpu(), "x", "is on ", x.device().str(), what);
+    ck.require(y.device().is_cpu(), "y", "is on ", y.device().str(), what);
     ck.dtype("x", x, dtype_of<T>()).rank("x", x, 3).shape("x", x, {kAny, kAny, h_}).contiguous("x", x);
-    ck.device("x", x, Device::cpu()).device("y", y, Device::cpu());
     ck.dtype("y", y, dtype_of<T>()).shape("y", y, {x.size(0), x.size(1), h_}).contiguous("y", y);
   }
 

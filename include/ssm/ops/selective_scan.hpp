@@ -317,8 +317,9 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
             "selective_scan_backward: cu_seqlens with CUDA tensors: the CUDA backward kernel has no packed sequences "
             "(run the backward on the CPU, or per sequence)");
   const DeviceBackend& backend = backend_for("selective_scan_backward", s.device);
-  const index_t chunks = backend.selective_scan_chunk_count(p.seqlen);
-  Tensor states = Tensor::empty({p.batch, p.dim, chunks, p.dstate}, DType::f32, s.device);  // (b, d, chunks, n)
+  ChunkStates saved = backend.selective_scan_chunk_states(p.seqlen);  // the device's chunks; ChunkStates' layout
+  Tensor states = Tensor::empty({p.batch, p.dim, saved.n_chunks, p.dstate}, DType::f32, s.device);  // (b, d, chunks, n)
+  saved.data = states.data();
   Tensor out = Tensor::empty({p.batch, p.dim, p.seqlen}, s.input, s.device);               // (b, d, l) recomputed
   p.out = out.data();
   p.out_batch_stride = out.view().stride(0);
@@ -327,13 +328,12 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   p.last_state = nullptr;
   ::ssm::ScanForwardOptions fo;
   fo.device = s.device.index;
-  fo.chunk_states = states.data_as<float>();
+  fo.chunk_states = saved;
   backend.selective_scan_forward(p, s.input, fo);
   ::ssm::ScanDeviceGradParams g;
   g.grad_out = gp.grad_out;
   g.grad_last_state = static_cast<const float*>(gp.grad_last_state);
-  g.chunk_states = states.data_as<float>();
-  g.n_chunks_max = chunks;
+  g.chunk_states = saved;
   g.grad_u = gp.grad_u;
   g.grad_delta = gp.grad_delta;
   g.grad_z = gp.grad_z;

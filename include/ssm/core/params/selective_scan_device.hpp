@@ -5,13 +5,17 @@
 
 #include <cstdint>
 
+#include "ssm/core/params/selective_scan.hpp"
+
 namespace ssm {
 
 struct ScanForwardOptions {
   void* stream = nullptr;         ///< a cudaStream_t; null: the default stream. The call does not synchronize.
-  /// Device memory (sequences, d, selective_scan_chunk_count(max_seqlen), n) f32 receiving the state h at the
-  /// end of every chunk (the states the backward pass restarts from), or null.
-  float* chunk_states = nullptr;
+  /// The state h at the end of every chunk (the states the backward pass restarts from), or data null: f32 device
+  /// memory in ChunkStates' one layout (sequences, d, n_chunks, n). The kernel's chunk is its block's tokens, so
+  /// chunk_len must be selective_scan_chunk_len(max_seqlen) and n_chunks selective_scan_chunk_count(max_seqlen):
+  /// the launch checks both (an ssm::Error naming chunk_states), so a buffer of another layout is never written.
+  ChunkStates chunk_states{};
   /// With cu_seqlens: the longest packed sequence, if known (0: the packed length l, an upper bound). It picks
   /// the block configuration and sizes chunk_states.
   std::int64_t max_seqlen = 0;
@@ -25,8 +29,7 @@ struct ScanForwardOptions {
 struct ScanDeviceGradParams {
   const void* grad_out = nullptr;          ///< (b, d, l) input dtype
   const float* grad_last_state = nullptr;  ///< (b, d, n) or null
-  const float* chunk_states = nullptr;     ///< (b, d, n_chunks_max, n) from the forward (ScanForwardOptions)
-  std::int64_t n_chunks_max = 0;           ///< selective_scan_chunk_count(l)
+  ChunkStates chunk_states{};              ///< (b, d, n_chunks, n) f32 from the forward (ScanForwardOptions), same p
   void* grad_u = nullptr;                  ///< (b, d, l) input dtype
   void* grad_delta = nullptr;              ///< (b, d, l) input dtype
   void* grad_z = nullptr;                  ///< (b, d, l) input dtype; needed when z is given

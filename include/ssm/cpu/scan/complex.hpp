@@ -56,7 +56,7 @@ void forward_complex(const ScanParams& p, int threads) {
                               : Cx(0);
         for (index_t t = seg.begin; t < seg.end; ++t) {
           T dt = static_cast<T>(delta[t]) + bias;
-          if (p.delta_softplus) dt = dt > T(20) ? dt : std::log1p(std::exp(dt));
+          if (p.delta_softplus) dt = scalar::softplus(dt);
           const T ut = static_cast<T>(u[t]);
           T y = 0;
           for (index_t k = 0; k < n; ++k) {
@@ -261,7 +261,7 @@ void backward_complex(const ScanParams& p, const ScanGradParams& gp, int num_thr
         const auto finish_step = [&](index_t r, W dy, W sum_a, W sum_B) {
           const W Delta = sc.Delta[sz(r)], u = sc.u[sz(r)], pre = sc.pre[sz(r)];
           const W grad_Delta = sum_a + u * sum_B;
-          const W grad_pre = p.delta_softplus ? (pre > W(20) ? grad_Delta : grad_Delta * sigmoid(pre)) : grad_Delta;
+          const W grad_pre = p.delta_softplus ? grad_Delta * scalar::softplus_grad(pre) : grad_Delta;
           grad_bias += grad_pre;
           static_cast<In*>(gp.grad_delta)[grad_row + t0 + r] = store<In>(grad_pre);
           static_cast<In*>(gp.grad_u)[grad_row + t0 + r] = store<In>(Delta * sum_B + Dc * dy);
