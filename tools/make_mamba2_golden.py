@@ -19,12 +19,10 @@ compares prefill + steps with the parallel forward).
 Usage (needs torch, transformers, safetensors; never run in CI):
     /tmp/venv-loader/bin/python tools/make_mamba2_golden.py [--only heads4,groups2,bf16] [data_dir]
 """
-import argparse
-import json
 import os
 
+import lm_golden
 import torch
-import transformers
 from transformers import Mamba2Config, Mamba2ForCausalLM
 
 SEED = 4321
@@ -55,76 +53,23 @@ CONFIGS = {
 }
 
 
-def perturb(model):
-    """Perturb every parameter so that a loader that ignored one (D = 1, norms = 1, ...) fails the comparison."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("norm_f.weight") or name.endswith(".D"):
-                p.add_(0.2 * torch.randn_like(p))
-            elif name.endswith("conv1d.bias") or name.endswith("dt_bias") or name.endswith("proj.bias"):
-                p.add_(0.1 * torch.randn_like(p))
-            elif name.endswith("A_log"):
-                p.add_(0.3 * torch.randn_like(p))
-            else:
-                p.mul_(1.0 + 0.1 * torch.randn_like(p))
-        for name, p in model.named_parameters():
-            if name.endswith("out_proj.weight"):
-                p.mul_(4.0)  # so that the continuation varies rather than repeating a token
-
-
-def golden(model, name, check_generate=True):
-    with torch.no_grad():
-        ids = list(PROMPT)
-        margins = []
-        for _ in range(NEW_TOKENS):
-            logits = model(torch.tensor([ids])).logits[0, -1]
-            top2 = torch.topk(logits, 2).values
-            margins.append(float(top2[0] - top2[1]))
-            ids.append(int(torch.argmax(logits)))
-        if check_generate:
-            gen = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=True)
-            assert gen[0].tolist() == ids, (gen[0].tolist(), ids)
-        all_logits = model(torch.tensor([ids])).logits[0]  # (l, vocab)
-    return {
-        "generator": f"tools/make_mamba2_golden.py ({name}), transformers {transformers.__version__}, "
-                     f"torch {torch.__version__}, seed {SEED}",
-        "prompt": PROMPT,
-        "continuation": ids[len(PROMPT):],
-        "min_top2_margin": min(margins),
-        "tokens": ids,
-        "logits": [[float("%.7g" % x) for x in row] for row in all_logits],
-    }
-
-
 def make(data, name):
     torch.manual_seed(SEED)
     cfg = Mamba2Config(**{**BASE, **CONFIGS[name]})
     model = Mamba2ForCausalLM(cfg).eval()
-    perturb(model)
+    lm_golden.perturb(model, bias_suffixes=("conv1d.bias", "dt_bias", "proj.bias"), a_log_scale=0.3, out_proj_scale=4.0)
     out = os.path.join(data, "mamba2", name)
-    os.makedirs(out, exist_ok=True)
     if name == "bf16":
-        model = model.to(torch.bfloat16)
-        model.save_pretrained(out, safe_serialization=True)
+        lm_golden.save(model.to(torch.bfloat16), out)
         model = Mamba2ForCausalLM.from_pretrained(out, dtype=torch.float32).eval()  # the rounded weights in f32
     else:
-        model.save_pretrained(out, safe_serialization=True)
-    for extra in ("generation_config.json",):
-        path = os.path.join(out, extra)
-        if os.path.exists(path):
-            os.remove(path)
-    g = golden(model, name, check_generate=name != "groups2")
-    with open(os.path.join(out, "golden.json"), "w") as f:
-        json.dump(g, f)
-    print("wrote", out, "continuation", g["continuation"], "min margin", g["min_top2_margin"])
+        lm_golden.save(model, out)
+    g = lm_golden.golden(model, f"tools/make_mamba2_golden.py ({name})", PROMPT, NEW_TOKENS,
+                         check_generate=name != "groups2", digits=7)
+    g["generator"] += f", seed {SEED}"
+    lm_golden.write_golden(out, g)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
-    ap.add_argument("data_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data"))
-    args = ap.parse_args()
-    for name in args.only.split(","):
-        if name not in CONFIGS:
-            ap.error(f"unknown fixture '{name}' (known: {', '.join(CONFIGS)})")
-        make(args.data_dir, name)
+    lm_golden.main(__doc__, {name: (lambda data, name=name: make(data, name)) for name in CONFIGS},
+                   os.path.join(os.path.dirname(__file__), "..", "tests", "data"))

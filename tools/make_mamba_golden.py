@@ -17,12 +17,11 @@ The derived fixtures start from the committed mamba/tiny, so that they can be re
 Usage (needs `pip install torch transformers safetensors`; never run in CI):
     python3 tools/make_mamba_golden.py [--only mamba,falcon_mamba,sharded,resized] [data_dir]
 """
-import argparse
 import json
 import os
 
+import lm_golden
 import torch
-import transformers
 from transformers import FalconMambaConfig, FalconMambaForCausalLM, MambaConfig, MambaForCausalLM
 
 SEED = 1234
@@ -51,84 +50,36 @@ TINY = dict(
 
 
 def perturb(model):
-    """Published initialization leaves D = 1, norm weights = 1 and conv biases near 0: perturb every
-    parameter so that a loader that ignored any of them would fail the comparison."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("norm_f.weight") or name.endswith(".D"):
-                p.add_(0.2 * torch.randn_like(p))
-            elif name.endswith("conv1d.bias") or name.endswith("dt_proj.bias"):
-                p.add_(0.1 * torch.randn_like(p))
-            elif name.endswith("A_log"):
-                p.add_(0.1 * torch.randn_like(p))
-            else:
-                p.mul_(1.0 + 0.1 * torch.randn_like(p))
-        # With the default scale the tied embedding dominates the residual stream and the greedy
-        # continuation just repeats the last prompt token; a larger out_proj makes it vary.
-        for name, p in model.named_parameters():
-            if name.endswith("out_proj.weight"):
-                p.mul_(6.0)
+    lm_golden.perturb(model, bias_suffixes=("conv1d.bias", "dt_proj.bias"), a_log_scale=0.1, out_proj_scale=6.0)
 
 
 def save(model, out, **kwargs):
-    os.makedirs(out, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True, **kwargs)
-    for extra in ("generation_config.json",):
-        path = os.path.join(out, extra)
-        if os.path.exists(path):
-            os.remove(path)
-
-
-def golden(model, name):
-    """Greedy continuation of PROMPT, one full forward per token (independent of the cache path), checked
-    against generate() with the recurrent cache; the logits of every position."""
-    with torch.no_grad():
-        ids = list(PROMPT)
-        margins = []
-        for _ in range(NEW_TOKENS):
-            logits = model(torch.tensor([ids])).logits[0, -1]
-            top2 = torch.topk(logits, 2).values
-            margins.append(float(top2[0] - top2[1]))
-            ids.append(int(torch.argmax(logits)))
-        gen = model.generate(torch.tensor([PROMPT]), max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=True)
-        assert gen[0].tolist() == ids, (gen[0].tolist(), ids)
-        all_logits = model(torch.tensor([ids])).logits[0]  # (l, vocab)
-    return {
-        "generator": f"tools/make_mamba_golden.py ({name}), transformers {transformers.__version__}, "
-                     f"torch {torch.__version__}, seed {SEED}",
-        "prompt": PROMPT,
-        "continuation": ids[len(PROMPT):],
-        "min_top2_margin": min(margins),
-        "tokens": ids,
-        "logits": [[float(x) for x in row] for row in all_logits],
-    }
+    lm_golden.save(model, out, **kwargs)
 
 
 def write_golden(model, out, name):
-    g = golden(model, name)
-    with open(os.path.join(out, "golden.json"), "w") as f:
-        json.dump(g, f)
-    print("wrote", out, "continuation", g["continuation"], "min margin", g["min_top2_margin"])
-    return g
+    generator = f"tools/make_mamba_golden.py ({name})"
+    g = lm_golden.golden(model, generator, PROMPT, NEW_TOKENS)
+    g["generator"] += f", seed {SEED}"
+    return lm_golden.write_golden(out, g)
+
+
+def make_tiny(data, model_class, config_class, subdir, name):
+    torch.manual_seed(SEED)
+    model = model_class(config_class(**TINY)).eval()
+    perturb(model)
+    out = os.path.join(data, subdir, "tiny")
+    save(model, out)
+    write_golden(model, out, name)
 
 
 def make_mamba(data):
-    torch.manual_seed(SEED)
-    model = MambaForCausalLM(MambaConfig(**TINY)).eval()
-    perturb(model)
-    out = os.path.join(data, "mamba", "tiny")
-    save(model, out)
-    write_golden(model, out, "mamba")
+    make_tiny(data, MambaForCausalLM, MambaConfig, "mamba", "mamba")
 
 
 def make_falcon_mamba(data):
-    torch.manual_seed(SEED)
     # mixer_rms_eps left at FalconMambaConfig's default (1e-6), as in tiiuae/falcon-mamba-7b.
-    model = FalconMambaForCausalLM(FalconMambaConfig(**TINY)).eval()
-    perturb(model)
-    out = os.path.join(data, "falcon_mamba", "tiny")
-    save(model, out)
-    write_golden(model, out, "falcon_mamba")
+    make_tiny(data, FalconMambaForCausalLM, FalconMambaConfig, "falcon_mamba", "falcon_mamba")
 
 
 def tiny_mamba(data):
@@ -167,11 +118,4 @@ def make_resized(data):
 MAKERS = {"mamba": make_mamba, "falcon_mamba": make_falcon_mamba, "sharded": make_sharded, "resized": make_resized}
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(MAKERS), help="comma-separated subset of " + ", ".join(MAKERS))
-    ap.add_argument("data_dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data"))
-    args = ap.parse_args()
-    for name in args.only.split(","):
-        if name not in MAKERS:
-            ap.error(f"unknown fixture '{name}' (known: {', '.join(MAKERS)})")
-        MAKERS[name](args.data_dir)
+    lm_golden.main(__doc__, MAKERS, os.path.join(os.path.dirname(__file__), "..", "tests", "data"))

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/cpu/threads.hpp"
@@ -32,9 +33,9 @@ namespace {
 constexpr const char* kUsage =
     "usage: ssm-generate --model DIR (--prompt TEXT | --file PATH | --ids \"ID ...\") [options]\n"
     "\n"
-    "Generates a continuation of the prompt with the Mamba / FalconMamba checkpoint in DIR (config.json and\n"
-    "model.safetensors or a sharded index) and prints it to stdout as it is generated; timings and memory go\n"
-    "to stderr.\n"
+    "Generates a continuation of the prompt with the Mamba / FalconMamba / Mamba-2 checkpoint in DIR (config.json\n"
+    "and model.safetensors or a sharded index; the model from config.json's model_type) and prints it to stdout as\n"
+    "it is generated; timings and memory go to stderr.\n"
     "\n"
     "  --model DIR          checkpoint directory (required)\n"
     "  --prompt TEXT        prompt text, encoded with the tokenizer\n"
@@ -200,11 +201,20 @@ void write_out(const std::string& s) {
   std::fflush(stdout);
 }
 
-int run(const Options& o) {
+// The model type's name as config.json gives it (mamba_ssm's configs, which have none, are Mamba).
+template <class LM>
+const char* model_type(const LM& model) {
+  if constexpr (std::is_same_v<LM, ssm::models::Mamba2LM>) return "mamba2";
+  else return model.config().mixer_rms_eps ? "falcon_mamba" : "mamba";
+}
+
+// Loads the checkpoint as an LM (MambaLM or Mamba2LM) and generates.
+template <class LM>
+int run_model(const Options& o) {
   namespace fs = std::filesystem;
   using clock = std::chrono::steady_clock;
   const auto t_load = clock::now();
-  ssm::models::MambaLM model = ssm::models::MambaLM::load(o.model, o.load);
+  LM model = LM::load(o.model, o.load);
   model.set_threads(o.threads);
   const auto& cfg = model.config();
 
@@ -258,7 +268,7 @@ int run(const Options& o) {
   const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::fprintf(stderr, "\n");
   std::fprintf(stderr, "ssm-generate: model %s: %s, %lld layers, d_model %lld, vocab %lld, loaded in %.3f s\n",
-               o.model.c_str(), cfg.mixer_rms_eps ? "falcon_mamba" : "mamba", static_cast<long long>(cfg.n_layer),
+               o.model.c_str(), model_type(model), static_cast<long long>(cfg.n_layer),
                static_cast<long long>(cfg.d_model), static_cast<long long>(cfg.vocab_size), load_s);
   std::fprintf(stderr, "ssm-generate: weights: %s (%s), %.1f MiB\n",
                std::string(ssm::name(model.weight_dtype())).c_str(), o.load.weight_dtype ? "--weights" : "as stored",
@@ -270,6 +280,18 @@ int run(const Options& o) {
   std::fprintf(stderr, "ssm-generate: memory: peak RSS %.1f MiB, current RSS %.1f MiB; threads: %d%s\n",
                double(hwm) / 1024.0, double(rss) / 1024.0, threads, o.threads > 0 ? "" : " (automatic, at most)");
   return 0;
+}
+
+// The LM for config.json's model_type: mamba2 → Mamba2LM; mamba, falcon_mamba and mamba_ssm's configs (no
+// model_type) → MambaLM; any other type is an ssm::Error naming it.
+int run(const Options& o) {
+  const nlohmann::json j = ssm::models::read_config_json(o.model, "ssm-generate");
+  std::string type;
+  if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) type = j["model_type"].get<std::string>();
+  if (type == "mamba2") return run_model<ssm::models::Mamba2LM>(o);
+  SSM_CHECK(type.empty() || type == "mamba" || type == "falcon_mamba", "model_type '", type,
+            "' is not implemented by this library (supported: mamba, falcon_mamba, mamba2)");
+  return run_model<ssm::models::MambaLM>(o);
 }
 
 // One line on stderr whatever the message holds.

@@ -1,5 +1,6 @@
-// Module header: models and their file formats — the safetensors reader/writer, the Mamba
-// language model (Hugging Face checkpoints, prefill and generation) and the tokenizer.json tokenizer.
+// Module header: models and their file formats — the safetensors reader/writer, the language models (one body,
+// models/causal_lm.hpp, over the Mamba and Mamba-2 blocks: Hugging Face checkpoints, prefill and generation) and the
+// tokenizer.json tokenizer.
 #pragma once
 
 #include "ssm/models/decode_stream.hpp"

@@ -17,6 +17,8 @@
 
 #include "emu/backend.hpp"
 #include "ssm/models/mamba.hpp"
+#include "ssm/models/mamba2.hpp"
+#include "support/golden.hpp"
 
 namespace {
 
@@ -46,36 +48,18 @@ std::string describe(const Checkpoint& c) {
 MambaLM load(const Checkpoint& c) {
   ssm::models::LoadOptions opt;
   opt.weight_dtype = c.weight_dtype;
-  return MambaLM::load(std::string(SSM_TEST_DATA_DIR) + "/" + c.dir, opt);
+  return MambaLM::load(ssm::test::data_dir(c.dir), opt);
 }
 
-/// max |got - ref| / max |ref| (the logits' scale is the reference's largest entry); got may be on the device.
-double relative_error(const Tensor& got, const Tensor& ref) {
-  EXPECT_EQ(got.shape(), ref.shape());
-  const std::vector<float> g = got.to(Device::cpu()).to_vector<float>(), r = ref.to(Device::cpu()).to_vector<float>();
-  if (g.size() != r.size()) return INFINITY;
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(g[i]) - r[i]));
-    if (std::isnan(g[i])) diff = INFINITY;
-    scale = std::max(scale, std::abs(static_cast<double>(r[i])));
-  }
-  return diff / std::max(scale, 1e-30);
-}
+// max |got - ref| / max |ref| (the logits' scale is the reference's largest entry); got may be on the device.
+using ssm::test::normalized_error;
+using ssm::test::random_ids;
 
 /// Both sides compute in f32 from the same weight values (bf16 matrices are converted inside the products on both
 /// devices), so they differ only in summation order (GEMM loops, the norms' trees, the scan's block scan): a few ulp
 /// per operation over 2 layers. 16-bit weights take another product on CUDA (the warp-per-feature kernel, its own
 /// order), hence a little more room.
 double tolerance(const Checkpoint& c) { return c.weight_dtype ? 2e-4 : 1e-4; }
-
-std::vector<std::int64_t> random_ids(index_t count, index_t vocab, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<std::int64_t> dist(0, vocab - 1);
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
-  for (auto& v : ids) v = dist(rng);
-  return ids;
-}
 
 /// The greedy token of each row of logits (b, V) over the real vocabulary.
 std::vector<std::int64_t> argmax_rows(const Tensor& logits, index_t vocab) {
@@ -102,13 +86,13 @@ TEST_P(MambaLMOnCudaEmu, LogitsEqualCpuModel) {
   const Tensor ref = cpu.logits(ids_view);  // (b, l, V)
   const Tensor got = dev.logits(ids_view);  // (b, l, V) on the device
   EXPECT_EQ(got.device(), kCuda);
-  const double err = relative_error(got, ref);
+  const double err = normalized_error(got, ref);
   RecordProperty("logits_relative_error", std::to_string(err));
   EXPECT_LE(err, tolerance(GetParam())) << describe(GetParam());
   // ids already on the device give the same logits (a short prefix: this checks the ids' path, not the products)
   const std::vector<std::int64_t> prefix(ids.begin(), ids.begin() + 3);
   const Tensor ids_dev = Tensor::from_vector({1, 3}, prefix).to(kCuda);
-  EXPECT_LE(relative_error(dev.logits(ids_dev), cpu.logits(TensorView::of(prefix.data(), {1, 3}))),
+  EXPECT_LE(normalized_error(dev.logits(ids_dev), cpu.logits(TensorView::of(prefix.data(), {1, 3}))),
             tolerance(GetParam()));
 }
 
@@ -123,22 +107,22 @@ TEST_P(MambaLMOnCudaEmu, PrefillThenStepsEqualCpuModel) {
   Tensor ref = cpu.prefill(TensorView::of(prompt.data(), {b, l}), cpu_cache);  // (b, V)
   Tensor got = dev.prefill(TensorView::of(prompt.data(), {b, l}), dev_cache);  // (b, V) on the device
   EXPECT_EQ(dev_cache.layers[0].conv_state.device(), kCuda);
-  double worst = relative_error(got, ref);
+  double worst = normalized_error(got, ref);
   EXPECT_LE(worst, tol) << "prefill";
   for (index_t t = 0; t < steps; ++t) {
     const auto next = argmax_rows(got, vocab), next_ref = argmax_rows(ref, vocab);
     ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
     ref = cpu.step(next_ref, cpu_cache);
     got = dev.step(next, dev_cache);
-    const double err = relative_error(got, ref);
+    const double err = normalized_error(got, ref);
     worst = std::max(worst, err);
     EXPECT_LE(err, tol) << "step " << t;
   }
   RecordProperty("step_worst_relative_error", std::to_string(worst));
   // The caches hold the same states (every layer).
   for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i) {
-    EXPECT_LE(relative_error(dev_cache.layers[i].conv_state, cpu_cache.layers[i].conv_state), tol) << "layer " << i;
-    EXPECT_LE(relative_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), tol) << "layer " << i;
+    EXPECT_LE(normalized_error(dev_cache.layers[i].conv_state, cpu_cache.layers[i].conv_state), tol) << "layer " << i;
+    EXPECT_LE(normalized_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), tol) << "layer " << i;
   }
 }
 
@@ -162,9 +146,9 @@ TEST_P(MambaLMPiecesOnCudaEmu, PrefillResumedInPiecesEqualsOnePrefill) {
     start += len;
   }
   EXPECT_EQ(dev_cache.seqlen, 74);
-  EXPECT_LE(relative_error(got, ref), tolerance(GetParam()));
+  EXPECT_LE(normalized_error(got, ref), tolerance(GetParam()));
   for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i)
-    EXPECT_LE(relative_error(dev_cache.layers[i].conv_state, cpu_cache.layers[i].conv_state), tolerance(GetParam()));
+    EXPECT_LE(normalized_error(dev_cache.layers[i].conv_state, cpu_cache.layers[i].conv_state), tolerance(GetParam()));
 }
 
 TEST_P(MambaLMOnCudaEmu, GenerateEqualsCpuModel) {
@@ -194,5 +178,36 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, MambaLMPiecesOnCudaEmu,
                          ::testing::Values(Checkpoint{"mamba/tiny", std::nullopt},
                                            Checkpoint{"falcon_mamba/tiny", std::nullopt}),
                          test_name);
+
+// Mamba2LM is the same LM body: to(Device::cuda(0)) moves every weight there, caches are made there, and a forward
+// runs the block's ops on the device. While the SSD op has no CUDA entry, the forward is that op's ssm::Error (and
+// a prefill so refused leaves the caller's cache); once it has one, the logits equal the CPU model's.
+TEST(Mamba2LMOnCudaEmu, MovesToTheDeviceAndRunsOrNamesTheMissingOp) {
+  const auto cpu = ssm::models::Mamba2LM::load(ssm::test::data_dir("mamba2/groups2"));
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 11);
+  const auto dev = cpu.to(kCuda);
+  ASSERT_EQ(dev.device(), kCuda);
+  EXPECT_EQ(dev.blocks()[0].device(), kCuda);
+  EXPECT_EQ(cpu.device(), Device::cpu());
+  auto cache = dev.make_cache(2);
+  EXPECT_EQ(cache.layers[0].ssm_state.device(), kCuda);
+  const auto before = ssm::test::cache_bytes(cache);
+  const index_t b = 2, l = 7;
+  const auto ids = random_ids(b * l, cpu.config().vocab_size, 13);
+  const TensorView ids_view = TensorView::of(ids.data(), {b, l});
+  Tensor got;
+  try {
+    got = dev.logits(ids_view);
+  } catch (const ssm::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("not implemented on cuda"), std::string::npos) << what;
+    EXPECT_NE(what.find("ssd"), std::string::npos) << what;
+    EXPECT_THROW(dev.prefill(ids_view, cache), ssm::Error);
+    EXPECT_EQ(ssm::test::cache_bytes(cache), before) << "a prefill the device refused replaced the cache";
+    return;
+  }
+  EXPECT_EQ(got.device(), kCuda);
+  EXPECT_LE(normalized_error(got, cpu.logits(ids_view)), 1e-4);
+}
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "ssm/core/backend.hpp"
 #include "ssm/models/mamba.hpp"
+#include "support/golden.hpp"
 
 namespace {
 
@@ -23,56 +24,31 @@ const ssm::Device kCuda = ssm::Device::cuda(0);
 bool gpu_usable() { return ssm::backends().cuda_usable; }
 
 ssm::models::MambaLM load(const std::string& dir) {
-  return ssm::models::MambaLM::load(std::string(SSM_TEST_DATA_DIR) + "/" + dir);
+  return ssm::models::MambaLM::load(ssm::test::data_dir(dir));
 }
 
-std::vector<std::int64_t> random_ids(index_t count, index_t vocab, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<std::int64_t> dist(0, vocab - 1);
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
-  for (auto& v : ids) v = dist(rng);
-  return ids;
-}
-
+using ssm::test::random_ids;
 // max |a - b| / max |b| over two f32 tensors of the same size (either may be on the device).
-double relative_error(const ssm::Tensor& a_any, const ssm::Tensor& b_any) {
-  const ssm::Tensor a = a_any.to(ssm::Device::cpu()), b = b_any.to(ssm::Device::cpu());
-  EXPECT_EQ(a.numel(), b.numel());
-  double diff = 0, scale = 0;
-  for (index_t i = 0; i < b.numel(); ++i) {
-    diff = std::max(diff, std::abs(double(a.data_as<float>()[i]) - b.data_as<float>()[i]));
-    scale = std::max(scale, std::abs(double(b.data_as<float>()[i])));
-  }
-  return diff / std::max(scale, 1e-30);
-}
+using ssm::test::normalized_error;
 
 // f32 on both sides, different summation orders (cuBLAS, block trees and scans): 1e-4 of the largest logit.
 constexpr double kTol = 1e-4;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ssm::Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using ssm::test::expect_error;
 
 TEST(CudaMambaLM, CpuModelRefusesCudaIdsNamingTheFix) {
   const auto model = load("mamba/tiny");
   std::vector<std::int64_t> ids{1, 2, 3};
   // The pointer is never dereferenced: the argument check stops first.
   const auto view = ssm::TensorView::of(ids.data(), {1, 3}, kCuda);
-  const std::string e = error_of([&] { (void)model.logits(view); });
-  EXPECT_NE(e.find("MambaLM::logits"), std::string::npos) << e;
-  EXPECT_NE(e.find("to(Device::cuda(0))"), std::string::npos) << e;
+  expect_error([&] { (void)model.logits(view); }, "MambaLM::logits");
+  expect_error([&] { (void)model.logits(view); }, "to(Device::cuda(0))");
 }
 
 TEST(CudaMambaLM, WithoutGpuMovingTheModelFailsWithTheRuntimeError) {
   if (gpu_usable()) GTEST_SKIP() << "a GPU is usable here: " << ssm::backends().cuda_status;
   const auto model = load("mamba/tiny");
-  EXPECT_NE(error_of([&] { (void)model.to(kCuda); }).find("CUDA"), std::string::npos);
+  expect_error([&] { (void)model.to(kCuda); }, "CUDA");
 }
 
 TEST(CudaMambaLM, LogitsEqualCpuModel) {
@@ -87,13 +63,12 @@ TEST(CudaMambaLM, LogitsEqualCpuModel) {
     const ssm::Tensor ids_dev = ssm::Tensor::from_vector({b, l}, ids).to(kCuda);
     const ssm::Tensor got = dev.logits(ids_dev.view());  // (b, l, V) on the device
     ASSERT_TRUE(got.device().is_cuda());
-    const double err = relative_error(got, ref);
+    const double err = normalized_error(got, ref);
     RecordProperty(std::string("forward_relative_error_") + (dir[0] == 'm' ? "mamba" : "falcon"), std::to_string(err));
     EXPECT_LE(err, kTol);
     // Ids outside the vocabulary are an error, not a read out of bounds.
     std::vector<std::int64_t> bad{0, model.config().padded_vocab()};
-    EXPECT_NE(error_of([&] { (void)dev.logits(ssm::TensorView::of(bad.data(), {1, 2})); }).find("is outside [0, "),
-              std::string::npos);
+    expect_error([&] { (void)dev.logits(ssm::TensorView::of(bad.data(), {1, 2})); }, "is outside [0, ");
   }
 }
 
@@ -107,7 +82,7 @@ TEST(CudaMambaLM, PrefillAndGreedyStepsEqualCpuModel) {
   ssm::models::MambaCache cpu_cache, dev_cache;
   ssm::Tensor ref = model.prefill(ssm::TensorView::of(prompt.data(), {b, l}), cpu_cache);
   ssm::Tensor got = dev.prefill(ssm::TensorView::of(prompt.data(), {b, l}), dev_cache).to(ssm::Device::cpu());
-  EXPECT_LE(relative_error(got, ref), kTol) << "prefill";
+  EXPECT_LE(normalized_error(got, ref), kTol) << "prefill";
   for (index_t t = 0; t < steps; ++t) {
     std::vector<std::int64_t> next(static_cast<std::size_t>(b)), next_ref(next.size());
     for (index_t s = 0; s < b; ++s) {
@@ -119,7 +94,7 @@ TEST(CudaMambaLM, PrefillAndGreedyStepsEqualCpuModel) {
     ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
     ref = model.step(next_ref, cpu_cache);
     got = dev.step(next, dev_cache).to(ssm::Device::cpu());
-    EXPECT_LE(relative_error(got, ref), kTol) << "step " << t;
+    EXPECT_LE(normalized_error(got, ref), kTol) << "step " << t;
   }
   EXPECT_EQ(dev_cache.seqlen, l + steps);
   // generate() on the device model picks the CPU model's tokens.

@@ -17,6 +17,7 @@
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_state_update.hpp"
 #include "ssm/ops/ssd.hpp"
+#include "support/golden.hpp"
 
 namespace {
 
@@ -34,16 +35,7 @@ std::vector<T> randn(std::size_t n, std::uint64_t seed, double scale = 1.0) {
   return v;
 }
 
-/// An ssm::Error whose message contains `needle`.
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected ssm::Error containing \"" << needle << "\"";
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using ssm::test::expect_error;
 
 /// A (rows, cols) view into a buffer of row stride ld >= cols, the padding filled with NaN so that a write
 /// outside the view or a read of it shows.

@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "ssm/models/mamba.hpp"  // MambaLM: each loader rejects the other's checkpoints
 #include "ssm/models/mamba2.hpp"
+#include "support/golden.hpp"
 
 namespace {
 
@@ -25,62 +27,17 @@ using ssm::TensorView;
 using ssm::models::Mamba2Config;
 using ssm::models::Mamba2LM;
 
-std::string data_dir(const std::string& rel) {
-  return std::string(SSM_TEST_DATA_DIR) + "/" + rel;
-}
-
-/// max |a - b| / max |b|.
-double normalized_error(const float* a, const float* b, std::size_t n) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return num / std::max(den, 1e-30);
-}
-
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected ssm::Error containing \"" << needle << "\"";
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using ssm::test::data_dir;
+using ssm::test::expect_error;
+using ssm::test::normalized_error;
 
 // Logits of every position (parallel), the prompt's prefill then one step per token, and the greedy continuation,
-// against golden.json.
+// against golden.json. f32 on both sides, different summation orders and SSD algorithms (chunked on GEMMs here,
+// PyTorch's einsums); the golden is written with 7 significant digits.
 void expect_matches_golden(const std::string& name) {
   const std::string dir = data_dir("mamba2/" + name);
-  std::ifstream is(dir + "/golden.json");
-  ASSERT_TRUE(is.good()) << "no golden data in " << dir << " (run tools/make_mamba2_golden.py)";
-  const auto g = nlohmann::json::parse(is);
-  const auto tokens = g["tokens"].get<std::vector<std::int64_t>>();
-  const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
-  const auto continuation = g["continuation"].get<std::vector<std::int64_t>>();
-  const auto ref = g["logits"].get<std::vector<std::vector<float>>>();  // (l, V)
-  const Mamba2LM model = Mamba2LM::load(dir);
-  const index_t l = static_cast<index_t>(tokens.size()), V = model.config().vocab_size;
-  ASSERT_EQ(V, static_cast<index_t>(ref[0].size()));
-  std::vector<float> flat;
-  for (const auto& row : ref) flat.insert(flat.end(), row.begin(), row.end());
-  const Tensor lg = model.logits(TensorView::of(tokens.data(), {1, l}));  // (1, l, V)
-  // f32 on both sides, different summation orders and SSD algorithms (chunked on GEMMs here, PyTorch's einsums);
-  // the golden is written with 7 significant digits.
-  const double err = normalized_error(lg.data_as<float>(), flat.data(), flat.size());
-  EXPECT_LE(err, 1e-5) << name;
-  std::cout << "[ golden ] mamba2/" << name << ": parallel logits normalized error " << err << "\n";
-  ssm::models::Mamba2Cache cache;
-  const Tensor last = model.prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), cache);
-  double step_err = normalized_error(last.data_as<float>(), ref[prompt.size() - 1].data(), static_cast<std::size_t>(V));
-  for (std::size_t t = prompt.size(); t < tokens.size(); ++t) {
-    const Tensor s = model.step(std::span<const std::int64_t>(&tokens[t], 1), cache);
-    step_err = std::max(step_err, normalized_error(s.data_as<float>(), ref[t].data(), static_cast<std::size_t>(V)));
-  }
-  EXPECT_LE(step_err, 1e-5) << name;
-  std::cout << "[ golden ] mamba2/" << name << ": prefill + steps normalized error " << step_err << "\n";
-  EXPECT_EQ(model.generate_greedy(prompt, static_cast<index_t>(continuation.size()), false), continuation) << name;
+  ssm::test::expect_lm_matches_golden(Mamba2LM::load(dir), ssm::test::load_golden(dir, "tools/make_mamba2_golden.py"),
+                                      "mamba2/" + name, 1e-5, /*stop_at_eos=*/false);
 }
 
 TEST(Mamba2LM, MatchesTransformersGoldenHeads4Tied) {
@@ -216,5 +173,57 @@ TEST(Mamba2LM, LoadersRejectEachOthersModelTypesByName) {
                "model_type 'mamba2' is a Mamba-2 model: load it with ssm::models::Mamba2LM::load");
   expect_error([] { Mamba2LM::load(data_dir("mamba2/no_such_model")); }, "not found");
 }
+
+Mamba2Config small_config() {
+  Mamba2Config cfg;
+  cfg.d_model = 16, cfg.n_layer = 2, cfg.vocab_size = 40, cfg.d_state = 4, cfg.expand = 2;
+  cfg.head_dim = 8, cfg.n_heads = 4, cfg.n_groups = 2, cfg.chunk_size = 3;
+  return cfg;
+}
+
+// Prefill checks its ids and a resumed cache before it writes anything: a refused call leaves the cache's bytes.
+TEST(Mamba2LM, RefusedPrefillLeavesTheCacheAsItWas) {
+  ssm::test::expect_refused_prefill_keeps_cache(Mamba2LM::init(small_config(), 3));
+}
+
+// Mamba2LM is the one LM body: generate with sampling (seeded, reproducible, within the vocabulary, stopping at a
+// stop id), generate_stream handing out the same tokens, greedy generate equal to generate_greedy.
+TEST(Mamba2LM, GeneratesWithSamplingAndStreams) {
+  const Mamba2LM model = Mamba2LM::init(small_config(), 5);
+  const std::vector<std::int64_t> prompt{3, 1, 4, 1, 5};
+  ssm::models::GenerationOptions opt;
+  opt.temperature = 0.9, opt.top_k = 10, opt.top_p = 0.9, opt.seed = 3;
+  opt.stop_ids.emplace();
+  const auto a = model.generate(prompt, 8, opt);
+  EXPECT_EQ(a, model.generate(prompt, 8, opt));
+  ASSERT_EQ(a.size(), 8u);
+  for (auto id : a) EXPECT_TRUE(id >= 0 && id < 40) << id;
+  std::vector<std::int64_t> streamed;
+  model.generate_stream(prompt, 8, opt, [&](std::int64_t id) {
+    streamed.push_back(id);
+    return true;
+  });
+  EXPECT_EQ(streamed, a);
+  opt.stop_ids = std::vector<std::int64_t>{a[2]};
+  const auto stopped = model.generate(prompt, 8, opt);
+  EXPECT_EQ(stopped, std::vector<std::int64_t>(a.begin(), a.begin() + (std::find(a.begin(), a.end(), a[2]) - a.begin()) + 1));
+  EXPECT_EQ(model.generate(prompt, 6, ssm::models::GenerationOptions{}), model.generate_greedy(prompt, 6));
+}
+
+// save writes what load reads: the same logits, in f32 exactly.
+TEST(Mamba2LM, SaveThenLoadGivesTheSameLogits) {
+  Mamba2Config cfg = small_config();
+  cfg.bias = true, cfg.dt_limit = {0.01, 0.2};
+  const Mamba2LM model = Mamba2LM::init(cfg, 9);
+  const fs::path dir = fs::temp_directory_path() / "ssm_test_mamba2_save";
+  fs::remove_all(dir);
+  model.save(dir.string());
+  const Mamba2LM back = Mamba2LM::load(dir.string());
+  fs::remove_all(dir);
+  EXPECT_EQ(back.config().dt_limit, cfg.dt_limit);
+  const std::vector<std::int64_t> ids{1, 7, 39, 0, 12};
+  EXPECT_EQ(normalized_error(back.logits(TensorView::of(ids.data(), {1, 5})), model.logits(TensorView::of(ids.data(), {1, 5}))), 0.0);
+}
+
 
 }  // namespace

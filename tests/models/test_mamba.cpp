@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ssm/models.hpp"
+#include "support/golden.hpp"
 
 using namespace ssm;
 using namespace ssm::models;
@@ -18,16 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// max |a − b| / max |b|: logits near zero make an elementwise relative error meaningless, so errors
-// are measured relative to the largest reference logit.
-double normalized_error(const float* a, const float* b, std::size_t n) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return num / std::max(den, 1e-30);
-}
+using ssm::test::data_dir;
+using ssm::test::normalized_error;
 
 MambaConfig small_config() {
   MambaConfig c;
@@ -47,41 +40,13 @@ fs::path temp_dir(const std::string& name) {
 
 // Loads `dir` and compares with the golden.json in `golden_dir` (default: dir; written by
 // tools/make_mamba_golden.py with transformers' pure-PyTorch path): logits of every position, parallel and
-// recurrent, and the greedy continuation.
+// recurrent, and the greedy continuation. f32 on both sides with different summation orders (GEMMs vs PyTorch,
+// sequential scan in both): observed ~1e-6; the bound is 1e-4.
 void expect_matches_golden(const std::string& dir, std::string golden_dir = "") {
   if (golden_dir.empty()) golden_dir = dir;
-  std::ifstream is(golden_dir + "/golden.json");
-  ASSERT_TRUE(is.good()) << "no golden data in " << dir << " (run tools/make_mamba_golden.py)";
-  const auto g = nlohmann::json::parse(is);
-  const auto tokens = g["tokens"].get<std::vector<std::int64_t>>();
-  const auto prompt = g["prompt"].get<std::vector<std::int64_t>>();
-  const auto continuation = g["continuation"].get<std::vector<std::int64_t>>();
-  const auto ref = g["logits"].get<std::vector<std::vector<float>>>();  // (l, V)
-  MambaLM model = MambaLM::load(dir);
-  ASSERT_EQ(model.config().padded_vocab(), static_cast<index_t>(ref[0].size()));
-  const index_t l = static_cast<index_t>(tokens.size()), V = model.config().padded_vocab();
-  Tensor lg = model.logits(TensorView::of(tokens.data(), {1, l}));  // (1, l, V)
-  std::vector<float> flat;
-  for (const auto& row : ref) flat.insert(flat.end(), row.begin(), row.end());
-  // f32 on both sides with different summation orders (Eigen GEMM vs PyTorch, sequential scan in both):
-  // observed ~1e-6; the bound is 1e-4.
-  const double err = normalized_error(lg.data_as<float>(), flat.data(), flat.size());
-  EXPECT_LE(err, 1e-4) << dir;
-  std::cout << "[ golden ] " << dir << ": parallel logits normalized error " << err << "\n";
-  // The recurrent path (prefill + steps) against the same reference.
-  MambaCache cache;
-  Tensor last = model.prefill(TensorView::of(prompt.data(), {1, static_cast<index_t>(prompt.size())}), cache);
-  double step_err = normalized_error(last.data_as<float>(), ref[prompt.size() - 1].data(), static_cast<std::size_t>(V));
-  for (std::size_t t = prompt.size(); t < tokens.size(); ++t) {
-    Tensor s = model.step(std::span<const std::int64_t>(&tokens[t], 1), cache);
-    step_err = std::max(step_err, normalized_error(s.data_as<float>(), ref[t].data(), static_cast<std::size_t>(V)));
-  }
-  EXPECT_LE(step_err, 1e-4) << dir;
-  // Greedy continuation identical (the reference's smallest top-2 margin is recorded in golden.json).
-  EXPECT_EQ(model.generate(prompt, static_cast<index_t>(continuation.size())), continuation) << dir;
+  ssm::test::expect_lm_matches_golden(MambaLM::load(dir), ssm::test::load_golden(golden_dir, "tools/make_mamba_golden.py"),
+                                      dir, 1e-4, /*stop_at_eos=*/true);
 }
-
-std::string data_dir(const std::string& rel) { return std::string(SSM_TEST_DATA_DIR) + "/" + rel; }
 
 // A writable copy of a committed checkpoint directory.
 fs::path copy_of(const std::string& rel, const std::string& name) {
@@ -193,6 +158,11 @@ TEST(MambaLM, ForkedCacheContinuesIndependently) {
   for (int i = 0; i < 50; ++i) model.step(std::span<const std::int64_t>(&x, 1), a);
   EXPECT_EQ(a.nbytes(), bytes);
   EXPECT_EQ(a.seqlen, 59);
+}
+
+// Prefill checks its ids and a resumed cache before it writes anything: a refused call leaves the cache's bytes.
+TEST(MambaLM, RefusedPrefillLeavesTheCacheAsItWas) {
+  ssm::test::expect_refused_prefill_keeps_cache(MambaLM::init(small_config(), 3));
 }
 
 // ---- sampling ------------------------------------------------------------------------------------------

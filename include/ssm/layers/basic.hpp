@@ -12,7 +12,9 @@ SSM_EXTERNAL_INCLUDE_END
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
@@ -57,6 +59,26 @@ inline void project(const TensorView& W, const TensorView& x, const std::optiona
   opt.num_threads = nt;
   linear_into(LinearInputs{x, W, bias}, y, opt);
 }
+
+/// A parameter vector as a (size) cpu view; none when it is empty (a bias the config does not have).
+template <class T>
+std::optional<TensorView> optional_view(const std::vector<T>& v) {
+  if (v.empty()) return std::nullopt;
+  return TensorView::of(v.data(), {static_cast<index_t>(v.size())});
+}
+/// A defined tensor's view; none for an undefined one (a bias held on a device, or not).
+inline std::optional<TensorView> optional_view(const Tensor& t) {
+  return t.defined() ? std::optional<TensorView>(t.view()) : std::nullopt;
+}
+
+/// A copy of v on `device` (its shape and dtype): how blocks and models move their parameters (to()).
+inline Tensor upload(const TensorView& v, Device device) {
+  Tensor t = Tensor::empty(v.shape(), v.dtype(), device);
+  copy(t.view(), v);
+  return t;
+}
+/// upload of an optional view: an undefined tensor for none.
+inline Tensor upload(const std::optional<TensorView>& v, Device device) { return v ? upload(*v, device) : Tensor(); }
 
 /// A (rows, cols) cpu view of a row-major array with row stride ld (ld < 0: cols).
 template <class T>

@@ -29,6 +29,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/conv1d.hpp"
+#include "ssm/layers/layer_cache.hpp"
 #include "ssm/layers/weight.hpp"
 #include "ssm/cpu/threads.hpp"
 #include "ssm/cpu/transpose.hpp"
@@ -162,41 +163,13 @@ struct MambaBlockMatrices {
   std::size_t nbytes() const { return in_proj.nbytes() + x_proj.nbytes() + dt_proj.nbytes() + out_proj.nbytes(); }
 };
 
-/// Per-layer decoding cache: the last d_conv − 1 conv inputs and the SSM state, for b sequences, as tensors on the
-/// block's device. A value: copying it copies the tensors (to fork a sequence). Its size does not depend on the
-/// context length.
+/// Per-layer decoding cache of a MambaBlock: conv_state (b, d_conv - 1, d_inner) T and ssm_state (b, d_inner, n) T
+/// on the block's device (the value semantics: ConvSsmCache).
 template <class T>
-struct MambaLayerCache {
-  index_t b = 0;
-  Tensor conv_state;  // (b, d_conv - 1, d_inner) T, oldest input first
-  Tensor ssm_state;   // (b, d_inner, n) T
-
-  MambaLayerCache() = default;
-  MambaLayerCache(const MambaLayerCache& o) : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
-  MambaLayerCache& operator=(const MambaLayerCache& o) {
-    if (this != &o) *this = MambaLayerCache(o);
-    return *this;
-  }
-  MambaLayerCache(MambaLayerCache&&) noexcept = default;
-  MambaLayerCache& operator=(MambaLayerCache&&) noexcept = default;
-
+struct MambaLayerCache : ConvSsmCache {
   static MambaLayerCache zeros(const MambaBlockConfig& cfg, index_t b, Device device = Device::cpu()) {
     MambaLayerCache c;
-    c.b = b;
-    c.conv_state = Tensor::zeros({b, cfg.d_conv - 1, cfg.inner()}, dtype_of<T>(), device);
-    c.ssm_state = Tensor::zeros({b, cfg.inner(), cfg.d_state}, dtype_of<T>(), device);
-    return c;
-  }
-  std::size_t nbytes() const {
-    return (conv_state.defined() ? conv_state.nbytes() : 0) + (ssm_state.defined() ? ssm_state.nbytes() : 0);
-  }
-  Device device() const { return conv_state.defined() ? conv_state.device() : Device::cpu(); }
-
- private:
-  static Tensor clone(const Tensor& t) {
-    if (!t.defined()) return t;
-    Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-    copy(c.view(), t.view());
+    c.set_zeros(b, {b, cfg.d_conv - 1, cfg.inner()}, {b, cfg.inner(), cfg.d_state}, dtype_of<T>(), device);
     return c;
   }
 };
@@ -371,16 +344,10 @@ class MambaBlock {
     const Params P = m.views();  // the CPU parameters
     auto d = std::make_shared<DeviceParams>();
     d->device = device;
-    auto up = [&](const TensorView& v) {
-      Tensor t = Tensor::empty(v.shape(), v.dtype(), device);
-      copy(t.view(), v);
-      return t;
-    };
-    auto up_optional = [&](const std::optional<TensorView>& v) { return v ? up(*v) : Tensor(); };
+    auto up = [&](const auto& v) { return upload(v, device); };
     d->in_proj = up(P.in_proj), d->x_proj = up(P.x_proj), d->dt_proj = up(P.dt_proj), d->out_proj = up(P.out_proj);
     d->conv_weight = up(P.conv_weight), d->dt_bias = up(P.dt_bias), d->A = up(P.A), d->D = up(P.D);
-    d->in_proj_bias = up_optional(P.in_proj_bias), d->conv_bias = up_optional(P.conv_bias);
-    d->out_proj_bias = up_optional(P.out_proj_bias);
+    d->in_proj_bias = up(P.in_proj_bias), d->conv_bias = up(P.conv_bias), d->out_proj_bias = up(P.out_proj_bias);
     m.dev_ = std::move(d);
     return m;
   }
@@ -404,8 +371,8 @@ class MambaBlock {
     }
     if (cache == nullptr) resume = false;
     if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
-    forward_into(u, out, cache_view(cache, &MambaLayerCache<T>::conv_state),
-                 cache_view(cache, &MambaLayerCache<T>::ssm_state), resume);
+    forward_into(u, out, cache_view(cache, &ConvSsmCache::conv_state),
+                 cache_view(cache, &ConvSsmCache::ssm_state), resume);
     return out;
   }
 
@@ -416,7 +383,7 @@ class MambaBlock {
     if (cache == nullptr) resume = false;
     if (cache != nullptr && (cache->b != b || !resume)) *cache = make_cache(b);
     forward_into(TensorView::of(u, {b, l, dm}, device()), TensorView::of(out, {b, l, dm}, device()),
-                 cache_view(cache, &MambaLayerCache<T>::conv_state), cache_view(cache, &MambaLayerCache<T>::ssm_state),
+                 cache_view(cache, &ConvSsmCache::conv_state), cache_view(cache, &ConvSsmCache::ssm_state),
                  resume);
   }
 
@@ -697,17 +664,9 @@ class MambaBlock {
   /// Throws when the cache does not fit this block (its shapes, dtype and device).
   void check_cache(const MambaLayerCache<T>& cache) const {
     const index_t di = cfg_.inner(), w = cfg_.d_conv, n = cfg_.d_state, b = cache.b;
-    auto fits = [&](const Tensor& t, std::initializer_list<index_t> shape) {
-      return t.defined() && t.dtype() == dtype_of<T>() && t.device() == device() && t.view().is_contiguous() &&
-             t.shape() == Dims(std::vector<index_t>(shape));
-    };
-    SSM_CHECK(b >= 1 && fits(cache.conv_state, {b, w - 1, di}) && fits(cache.ssm_state, {b, di, n}),
-              "MambaBlock: cache does not match the block (b = ", b, ", conv_state ",
-              cache.conv_state.defined() ? cache.conv_state.shape().str() + " " + cache.conv_state.device().str() : "empty",
-              ", ssm_state ",
-              cache.ssm_state.defined() ? cache.ssm_state.shape().str() + " " + cache.ssm_state.device().str() : "empty",
-              "; expected contiguous ", name(dtype_of<T>()), " (b, ", w - 1, ", ", di, ") and (b, ", di, ", ", n, ") on ",
-              device().str(), ")");
+    SSM_CHECK(cache.matches({b, w - 1, di}, {b, di, n}, dtype_of<T>(), device()),
+              "MambaBlock: cache does not match the block (b = ", b, ", ", cache.describe(), "; expected contiguous ",
+              name(dtype_of<T>()), " (b, ", w - 1, ", ", di, ") and (b, ", di, ", ", n, ") on ", device().str(), ")");
   }
 
  private:
@@ -742,21 +701,16 @@ class MambaBlock {
   Params views() const {
     if (dev_) {
       const DeviceParams& d = *dev_;
-      auto optional = [](const Tensor& t) { return t.defined() ? std::optional<TensorView>(t.view()) : std::nullopt; };
       Params P;
       P.in_proj = d.in_proj, P.x_proj = d.x_proj, P.dt_proj = d.dt_proj, P.out_proj = d.out_proj;
       P.conv_weight = d.conv_weight, P.dt_bias = d.dt_bias, P.A = d.A, P.D = d.D;
-      P.in_proj_bias = optional(d.in_proj_bias), P.conv_bias = optional(d.conv_bias);
-      P.out_proj_bias = optional(d.out_proj_bias);
+      P.in_proj_bias = optional_view(d.in_proj_bias), P.conv_bias = optional_view(d.conv_bias);
+      P.out_proj_bias = optional_view(d.out_proj_bias);
       return P;
     }
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     auto matrix = [](const WeightMatrix& m, const std::vector<T>& v, const Dims& s) {
       return m.empty() ? TensorView::of(v.data(), s) : TensorView(m.tensor());
-    };
-    auto optional = [](const std::vector<T>& v, index_t size) -> std::optional<TensorView> {
-      if (v.empty()) return std::nullopt;
-      return TensorView::of(v.data(), {size});
     };
     Params P;
     P.in_proj = matrix(m_.in_proj, p_.in_proj_weight, {2 * di, dm});
@@ -767,14 +721,14 @@ class MambaBlock {
     P.dt_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
     P.A = TensorView::of(A_.data(), {di, n});
     P.D = TensorView::of(p_.D.data(), {di});
-    P.in_proj_bias = optional(p_.in_proj_bias, 2 * di);
-    P.conv_bias = optional(p_.conv_bias, di);
-    P.out_proj_bias = optional(p_.out_proj_bias, dm);
+    P.in_proj_bias = optional_view(p_.in_proj_bias);
+    P.conv_bias = optional_view(p_.conv_bias);
+    P.out_proj_bias = optional_view(p_.out_proj_bias);
     return P;
   }
 
   // The cache's tensor `member` as a view, or none without a cache.
-  static std::optional<TensorView> cache_view(MambaLayerCache<T>* cache, Tensor MambaLayerCache<T>::*member) {
+  static std::optional<TensorView> cache_view(ConvSsmCache* cache, Tensor ConvSsmCache::*member) {
     if (cache == nullptr) return std::nullopt;
     return (cache->*member).view();
   }

@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -28,6 +29,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/threads.hpp"
 #include "ssm/layers/basic.hpp"
+#include "ssm/layers/layer_cache.hpp"
 #include "ssm/layers/weight.hpp"
 #include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/linear.hpp"
@@ -110,43 +112,18 @@ struct Mamba2BlockParams {
   }
 };
 
-/// Per-layer decoding cache of b sequences: the last d_conv − 1 inputs of the conv (xBC) and the SSM state. A value:
-/// copying it copies the tensors. Its size does not depend on the context length.
-struct Mamba2LayerCache {
-  index_t b = 0;
-  Tensor conv_state;  // (b, d_conv - 1, di + 2 g n) f32, oldest input first
-  Tensor ssm_state;   // (b, h, p, n) f32
-
-  static Mamba2LayerCache zeros(const Mamba2BlockConfig& cfg, index_t b) {
+/// Per-layer decoding cache of a Mamba2Block: conv_state (b, d_conv - 1, di + 2 g n) f32 (the last inputs of the conv
+/// over xBC) and ssm_state (b, h, p, n) f32, on the block's device (the value semantics: ConvSsmCache).
+struct Mamba2LayerCache : ConvSsmCache {
+  static Mamba2LayerCache zeros(const Mamba2BlockConfig& cfg, index_t b, Device device = Device::cpu()) {
     Mamba2LayerCache c;
-    c.b = b;
-    c.conv_state = Tensor::zeros({b, cfg.d_conv - 1, cfg.conv_dim()}, DType::f32);
-    c.ssm_state = Tensor::zeros({b, cfg.heads(), cfg.head_dim, cfg.d_state}, DType::f32);
-    return c;
-  }
-  Mamba2LayerCache() = default;
-  Mamba2LayerCache(const Mamba2LayerCache& o)
-      : b(o.b), conv_state(clone(o.conv_state)), ssm_state(clone(o.ssm_state)) {}
-  Mamba2LayerCache& operator=(const Mamba2LayerCache& o) {
-    if (this != &o) *this = Mamba2LayerCache(o);
-    return *this;
-  }
-  Mamba2LayerCache(Mamba2LayerCache&&) noexcept = default;
-  Mamba2LayerCache& operator=(Mamba2LayerCache&&) noexcept = default;
-  std::size_t nbytes() const {
-    return (conv_state.defined() ? conv_state.nbytes() : 0) + (ssm_state.defined() ? ssm_state.nbytes() : 0);
-  }
-
- private:
-  static Tensor clone(const Tensor& t) {
-    if (!t.defined()) return t;
-    Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-    copy(c.view(), t.view());
+    c.set_zeros(b, {b, cfg.d_conv - 1, cfg.conv_dim()}, {b, cfg.heads(), cfg.head_dim, cfg.d_state}, DType::f32, device);
     return c;
   }
 };
 
-/// One Mamba-2 block with its parameters, on the CPU. forward and step are const and may run concurrently.
+/// One Mamba-2 block with its parameters, on the CPU unless moved with to(). forward and step are const and may run
+/// concurrently.
 class Mamba2Block {
  public:
   Mamba2Block() = default;
@@ -209,20 +186,38 @@ class Mamba2Block {
     return n + p_.in_proj.nbytes() + p_.out_proj.nbytes();
   }
 
-  Mamba2LayerCache make_cache(index_t b) const { return Mamba2LayerCache::zeros(cfg_, b); }
+  /// A zero cache for b sequences on the block's device.
+  Mamba2LayerCache make_cache(index_t b) const { return Mamba2LayerCache::zeros(cfg_, b, device()); }
 
-  /// Throws ssm::Error unless `cache` fits this block (b >= 1 sequences).
+  /// The device the block computes on: where its parameters are (to()); the CPU unless moved.
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
+
+  /// This block with its parameters copied to `device` (the same block for the CPU): forward and step then take
+  /// tensors and caches there and call the same ops on them (an op without an entry for that device says so by an
+  /// ssm::Error). in_proj and out_proj keep their dtype; copies of the moved block share the device copy.
+  Mamba2Block to(Device device) const {
+    Mamba2Block m = *this;
+    m.dev_.reset();
+    if (device.is_cpu()) return m;
+    const Params P = m.views();  // the CPU parameters
+    auto up = [&](const auto& v) { return upload(v, device); };
+    auto d = std::make_shared<DeviceParams>();
+    d->device = device;
+    d->in_proj = up(P.in_proj), d->out_proj = up(P.out_proj), d->conv_weight = up(P.conv_weight);
+    d->dt_bias = up(P.dt_bias), d->A = up(P.A), d->D = up(P.D), d->norm_weight = up(P.norm_weight);
+    d->in_proj_bias = up(P.in_proj_bias), d->conv_bias = up(P.conv_bias), d->out_proj_bias = up(P.out_proj_bias);
+    m.dev_ = std::move(d);
+    return m;
+  }
+
+  /// Throws ssm::Error unless `cache` fits this block (b >= 1 sequences, f32, contiguous, on the block's device).
   void check_cache(const Mamba2LayerCache& cache) const {
     const index_t b = cache.b;
-    auto fits = [&](const Tensor& t, const Dims& shape) {
-      return t.defined() && t.dtype() == DType::f32 && t.device().is_cpu() && t.view().is_contiguous() &&
-             t.shape() == shape;
-    };
-    SSM_CHECK(b >= 1 && fits(cache.conv_state, {b, cfg_.d_conv - 1, cfg_.conv_dim()}) &&
-                  fits(cache.ssm_state, {b, cfg_.heads(), cfg_.head_dim, cfg_.d_state}),
-              "Mamba2Block: cache does not match the block (b = ", b, "; expected contiguous f32 cpu conv_state (b, ",
-              cfg_.d_conv - 1, ", ", cfg_.conv_dim(), ") and ssm_state (b, ", cfg_.heads(), ", ", cfg_.head_dim, ", ",
-              cfg_.d_state, "))");
+    SSM_CHECK(cache.matches({b, cfg_.d_conv - 1, cfg_.conv_dim()}, {b, cfg_.heads(), cfg_.head_dim, cfg_.d_state},
+                            DType::f32, device()),
+              "Mamba2Block: cache does not match the block (b = ", b, ", ", cache.describe(),
+              "; expected contiguous f32 conv_state (b, ", cfg_.d_conv - 1, ", ", cfg_.conv_dim(), ") and ssm_state (b, ",
+              cfg_.heads(), ", ", cfg_.head_dim, ", ", cfg_.d_state, ") on ", device().str(), ")");
   }
 
   /// Parallel forward: u (b, l, d_model) contiguous f32 → (b, l, d_model). With a cache, it receives the state after
@@ -230,9 +225,9 @@ class Mamba2Block {
   Tensor forward(const TensorView& u, Mamba2LayerCache* cache = nullptr, bool resume = false) const {
     Checker c("Mamba2Block::forward");
     c.defined("u", u).rank("u", u, 3).shape("u", u, {kAny, kAny, cfg_.d_model});
-    c.require(u.dtype() == DType::f32 && u.device().is_cpu() && u.is_contiguous(), "u",
-              "expected a contiguous f32 cpu tensor, got ", name(u.dtype()), " ", u.device().str(), " strides ",
-              u.strides().str());
+    c.require(u.dtype() == DType::f32, "u", "expected dtype f32, got ", name(u.dtype()));
+    c.device("u", u, device());
+    c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     const index_t b = u.size(0), l = u.size(1);
     if (resume) {
       c.require(cache != nullptr && cache->b == b, "cache", "resume needs a cache for ", b, " sequences");
@@ -240,7 +235,7 @@ class Mamba2Block {
     }
     if (cache == nullptr) resume = false;
     if (cache != nullptr && !resume) *cache = make_cache(b);
-    Tensor out = Tensor::empty({b, l, cfg_.d_model}, DType::f32);
+    Tensor out = Tensor::empty({b, l, cfg_.d_model}, DType::f32, device());
     std::optional<TensorView> conv_state, ssm_state;
     if (cache != nullptr) conv_state = cache->conv_state.view(), ssm_state = cache->ssm_state.view();
     forward_into(u, out, conv_state, ssm_state, resume);
@@ -257,23 +252,25 @@ class Mamba2Block {
     const index_t b = u.size(0), l = u.size(1), rows = b * l;
     const int nt = cpu::cpu_threads(threads_, rows * di * n);
     if (!conv_state || !ssm_state) resume = false;
-    Tensor zxbcdt = Tensor::empty({b, l, dp}, DType::f32);  // (b, l, 2 di + 2 g n + h)
-    project(p_.in_proj.tensor(), u.reshape({rows, dm}), bias(p_.in_proj_bias), zxbcdt.view().reshape({rows, dp}), nt);
-    Tensor xBC = Tensor::empty({b, l, cd}, DType::f32);  // (b, l, di + 2 g n) after the conv and SiLU
+    const Params P = views();
+    const Device dev = device();
+    Tensor zxbcdt = Tensor::empty({b, l, dp}, DType::f32, dev);  // (b, l, 2 di + 2 g n + h)
+    project(P.in_proj, u.reshape({rows, dm}), P.in_proj_bias, zxbcdt.view().reshape({rows, dp}), nt);
+    Tensor xBC = Tensor::empty({b, l, cd}, DType::f32, dev);  // (b, l, di + 2 g n) after the conv and SiLU
     {
       CausalConv1dInputs ci;
       ci.x = part(zxbcdt, di, {b, l, cd}, {l * dp, dp, 1});
-      ci.weight = TensorView::of(p_.conv_weight.data(), {cd, w});
-      ci.bias = bias(p_.conv_bias);
+      ci.weight = P.conv_weight;
+      ci.bias = P.conv_bias;
       ci.silu = true;
       ci.channel_last = true;
       ci.num_threads = nt;
       if (resume) ci.initial_state = *conv_state;
       Tensor unused;  // (b, w - 1, cd) the final state when no cache is filled
-      if (!conv_state) unused = Tensor::empty({b, w - 1, cd}, DType::f32);
+      if (!conv_state) unused = Tensor::empty({b, w - 1, cd}, DType::f32, dev);
       causal_conv1d_into(ci, xBC, conv_state ? *conv_state : unused.view());
     }
-    Tensor y = Tensor::empty({b, l, di}, DType::f32);  // (b, l, h p): SSD + D x, gated by silu(z)
+    Tensor y = Tensor::empty({b, l, di}, DType::f32, dev);  // (b, l, h p): SSD + D x, gated by silu(z)
     {
       SsdInputs in;
       in.x = part(xBC, 0, {b, l, h, hd}, {l * cd, cd, hd, 1});
@@ -281,16 +278,16 @@ class Mamba2Block {
       in.C = part(xBC, di + g * n, {b, l, g, n}, {l * cd, cd, n, 1});
       in.dt = part(zxbcdt, di + cd, {b, l, h}, {l * dp, dp, 1});
       in.z = part(zxbcdt, 0, {b, l, h, hd}, {l * dp, dp, hd, 1});
-      in.A = TensorView::of(A_.data(), {h});
-      in.D = TensorView::of(p_.D.data(), {h});
-      in.dt_bias = TensorView::of(p_.dt_bias.data(), {h});
+      in.A = P.A;
+      in.D = P.D;
+      in.dt_bias = P.dt_bias;
       in.dt_softplus = true;
       if (cfg_.has_dt_limit()) in.dt_limit = cfg_.dt_limit;
       Tensor last;  // (b, h, p, n) the final state when it replaces the initial one
       std::optional<TensorView> final_state = ssm_state;
       if (resume) {
         in.initial_state = *ssm_state;
-        last = Tensor::empty({b, h, hd, n}, DType::f32);
+        last = Tensor::empty({b, h, hd, n}, DType::f32, dev);
         final_state = last.view();
       }
       SsdOptions opt;
@@ -299,19 +296,20 @@ class Mamba2Block {
       ssd_into(in, y.view().reshape({b, l, h, hd}), final_state, opt);
       if (last.defined()) copy(*ssm_state, last);
     }
-    gated_norm(y.view().reshape({rows, di}));
-    project(p_.out_proj.tensor(), y.view().reshape({rows, di}), bias(p_.out_proj_bias), out.reshape({rows, dm}), nt);
+    gated_norm(y.view().reshape({rows, di}), P.norm_weight);
+    project(P.out_proj, y.view().reshape({rows, di}), P.out_proj_bias, out.reshape({rows, dm}), nt);
   }
 
   /// One token for b sequences: u (b, d_model) → (b, d_model); the cache advances by one token.
   Tensor step(const TensorView& u, Mamba2LayerCache& cache) const {
     Checker c("Mamba2Block::step");
     c.defined("u", u).rank("u", u, 2).shape("u", u, {cache.b, cfg_.d_model});
-    c.require(u.dtype() == DType::f32 && u.device().is_cpu() && u.is_contiguous(), "u",
-              "expected a contiguous f32 cpu tensor");
+    c.require(u.dtype() == DType::f32, "u", "expected dtype f32, got ", name(u.dtype()));
+    c.device("u", u, device());
+    c.require(u.is_contiguous(), "u", "expected a contiguous tensor, got strides ", u.strides().str());
     check_cache(cache);
-    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, DType::f32);
-    Tensor work = Tensor::empty({workspace_size(cache.b)}, DType::f32);
+    Tensor out = Tensor::empty({cache.b, cfg_.d_model}, DType::f32, device());
+    Tensor work = Tensor::empty({workspace_size(cache.b)}, DType::f32, device());
     step_into(u, out, cache.conv_state, cache.ssm_state, work);
     return out;
   }
@@ -330,12 +328,13 @@ class Mamba2Block {
     const TensorView zxbcdt = part(work, 0, {b, dp}, {dp, 1});         // (b, dp)
     const TensorView xBC = part(work, b * dp, {b, cd}, {cd, 1});       // (b, cd)
     const TensorView y = part(work, b * (dp + cd), {b, di}, {di, 1});  // (b, di)
-    project(p_.in_proj.tensor(), u, bias(p_.in_proj_bias), zxbcdt, 1);
+    const Params P = views();
+    project(P.in_proj, u, P.in_proj_bias, zxbcdt, 1);
     {
       CausalConv1dInputs ci;
       ci.x = part(zxbcdt, di, {b, 1, cd}, {dp, dp, 1});
-      ci.weight = TensorView::of(p_.conv_weight.data(), {cd, cfg_.d_conv});
-      ci.bias = bias(p_.conv_bias);
+      ci.weight = P.conv_weight;
+      ci.bias = P.conv_bias;
       ci.silu = true;
       ci.channel_last = true;
       ci.initial_state = conv_state;
@@ -348,38 +347,65 @@ class Mamba2Block {
     su.C = part(xBC, di + g * n, {b, g, n}, {cd, n, 1});
     su.dt = part(zxbcdt, di + cd, {b, h}, {dp, 1});
     su.z = part(zxbcdt, 0, {b, h, hd}, {dp, hd, 1});
-    su.A = TensorView::of(A_.data(), {h});
-    su.D = TensorView::of(p_.D.data(), {h});
-    su.dt_bias = TensorView::of(p_.dt_bias.data(), {h});
+    su.A = P.A;
+    su.D = P.D;
+    su.dt_bias = P.dt_bias;
     su.dt_softplus = true;
     if (cfg_.has_dt_limit()) su.dt_limit = cfg_.dt_limit;
     selective_state_update(su, y.reshape({b, h, hd}));
-    gated_norm(y);
-    project(p_.out_proj.tensor(), y, bias(p_.out_proj_bias), out, 1);
+    gated_norm(y, P.norm_weight);
+    project(P.out_proj, y, P.out_proj_bias, out, 1);
   }
 
  private:
   // The gated RMSNorm's normalization, in place on y (rows, di) = SSD output ⊙ silu(z): each group's di / g columns
-  // RMS-normalized over themselves and scaled by their part of norm.weight (one rms_norm call per group).
-  void gated_norm(const TensorView& y) const {
+  // RMS-normalized over themselves and scaled by their part of norm.weight (di) (one rms_norm call per group).
+  void gated_norm(const TensorView& y, const TensorView& weight) const {
     const index_t gs = cfg_.inner() / cfg_.n_groups;
     for (index_t gi = 0; gi < cfg_.n_groups; ++gi) {
       const TensorView part = y.narrow(1, gi * gs, gs);  // (rows, di / g)
-      rms_norm_into(
-          RmsNormInputs{part, TensorView::of(p_.norm_weight.data() + gi * gs, {gs}), std::nullopt, cfg_.norm_eps},
-          part);
+      rms_norm_into(RmsNormInputs{part, weight.narrow(0, gi * gs, gs), std::nullopt, cfg_.norm_eps}, part);
     }
   }
 
-  static std::optional<TensorView> bias(const std::vector<float>& v) {
-    if (v.empty()) return std::nullopt;
-    return TensorView::of(v.data(), {static_cast<index_t>(v.size())});
+  // The parameters as the ops read them, on the block's device.
+  struct Params {
+    TensorView in_proj, out_proj;                              // (dp, d_model), (d_model, di)
+    TensorView conv_weight, dt_bias, A, D, norm_weight;        // (cd, w), (h), (h), (h), (di)
+    std::optional<TensorView> in_proj_bias, conv_bias, out_proj_bias;
+  };
+  // The parameters on a device other than the CPU (to()).
+  struct DeviceParams {
+    Device device;
+    Tensor in_proj, out_proj, conv_weight, dt_bias, A, D, norm_weight, in_proj_bias, conv_bias, out_proj_bias;
+  };
+  Params views() const {
+    Params P;
+    if (dev_) {
+      const DeviceParams& d = *dev_;
+      P.in_proj = d.in_proj, P.out_proj = d.out_proj, P.conv_weight = d.conv_weight, P.dt_bias = d.dt_bias;
+      P.A = d.A, P.D = d.D, P.norm_weight = d.norm_weight;
+      P.in_proj_bias = optional_view(d.in_proj_bias), P.conv_bias = optional_view(d.conv_bias);
+      P.out_proj_bias = optional_view(d.out_proj_bias);
+      return P;
+    }
+    const index_t h = cfg_.heads();
+    P.in_proj = p_.in_proj.tensor(), P.out_proj = p_.out_proj.tensor();
+    P.conv_weight = TensorView::of(p_.conv_weight.data(), {cfg_.conv_dim(), cfg_.d_conv});
+    P.dt_bias = TensorView::of(p_.dt_bias.data(), {h});
+    P.A = TensorView::of(A_.data(), {h});
+    P.D = TensorView::of(p_.D.data(), {h});
+    P.norm_weight = TensorView::of(p_.norm_weight.data(), {cfg_.inner()});
+    P.in_proj_bias = optional_view(p_.in_proj_bias), P.conv_bias = optional_view(p_.conv_bias);
+    P.out_proj_bias = optional_view(p_.out_proj_bias);
+    return P;
   }
 
   Mamba2BlockConfig cfg_;
   Mamba2BlockParams p_;
   std::vector<float> A_;  // (h) = −exp(A_log)
   int threads_ = 0;
+  std::shared_ptr<const DeviceParams> dev_;  // the parameters on device() when not the CPU (to())
 };
 
 }  // namespace ssm::layers
