@@ -3,7 +3,8 @@
 //
 // Chunked. The engine computes H_t = a_t H_{t−1} + s_t x_t B_tᵀ, y_t = H_t C_t per head with the state (p, n); here
 // C = q̃ = scale φ(q), B = k̃ = φ(k), x = v, s = 1 and log a = log γ_h (ssd::FixedDecayGate), so H = Sᵀ (dv, dk).
-// The normalizer is one more value column of ones: x = [v, 1] (dv + 1 columns) makes row dv of H the normalizer
+// The normalizer is one more value column of ones: x = [v, 1] (dv + 1 columns, padded with zero columns to a multiple
+// of 16, engine_width) makes row dv of H the normalizer
 // z and column dv of y the denominator zᵀ q̃. The inputs are packed into the compute type (φ and the scale applied,
 // the column of ones appended), the engine runs on them, and an epilogue divides and converts; the states are
 // transposed between the op's (dk, dv) and the engine's (dv + 1, dk). The backward packs the incoming gradient the
@@ -38,14 +39,32 @@ std::unique_ptr<T[]> buffer(std::int64_t n) {
   return std::unique_ptr<T[]>(new T[static_cast<std::size_t>(std::max<std::int64_t>(n, 1))]);
 }
 
-/// dst (n) = mult φ(src) in the compute type.
+/// dst (n) = mult φ(src) in the compute type; elu + 1 (core/params/linear_attention.hpp: feature_map) on Eigen's
+/// vector exp (a scalar exp per element of q and k was most of the chunked forward's extra time with elu + 1).
 template <class In, class T>
 void load_features(const In* src, std::int64_t n, FeatureMap f, T mult, T* dst) {
   load_row(src, n, dst);
-  for (std::int64_t i = 0; i < n; ++i) dst[i] = mult * feature_map(f, dst[i]);
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> a(dst, n);
+  if (f == FeatureMap::elu_plus_one) a = (a > T(0)).select(a + T(1), a.exp());
+  if (mult != T(1)) a *= mult;
 }
 
-/// The inputs in the engine's layout, compute type, contiguous: q̃, k̃ (b, l, g, dk); [v, 1] (b, l, h, dv1).
+/// g (n) *= mult φ'(x) (feature_map_grad), x the raw input row.
+template <class T>
+void times_feature_grad(const T* x, std::int64_t n, FeatureMap f, T mult, T* g) {
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> ga(g, n);
+  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xa(x, n);
+  if (f == FeatureMap::elu_plus_one) ga *= (xa > T(0)).select(Eigen::Array<T, Eigen::Dynamic, 1>::Ones(n), xa.exp());
+  if (mult != T(1)) ga *= mult;
+}
+
+/// The engine's value width: dv, or with the normalizer dv + 1 rounded up to 16 (zero columns after the ones): an
+/// odd width such as 129 made the engine's GEMMs about half as fast (bench_linear_attention).
+inline std::int64_t engine_width(const LinearAttentionParams& p) {
+  return p.normalize ? (p.dv + 1 + 15) / 16 * 16 : p.dv;
+}
+
+/// The inputs in the engine's layout, compute type, contiguous: q̃, k̃ (b, l, g, dk); [v, 1, 0…] (b, l, h, dv1).
 template <class T>
 struct Packed {
   std::int64_t dv1 = 0;
@@ -56,7 +75,7 @@ template <class In, class T>
 Packed<T> pack(const LinearAttentionParams& p, int threads) {
   const std::int64_t b = p.batch, l = p.seqlen, g = p.ngroups, h = p.nheads, dk = p.dk, dv = p.dv;
   Packed<T> r;
-  r.dv1 = dv + (p.normalize ? 1 : 0);
+  r.dv1 = engine_width(p);
   r.q = buffer<T>(b * l * g * dk), r.k = buffer<T>(b * l * g * dk), r.v = buffer<T>(b * l * h * r.dv1);
   parallel_for(b * l, threads, [&](std::int64_t bt) {
     const std::int64_t bi = bt / l, t = bt % l;
@@ -69,7 +88,7 @@ Packed<T> pack(const LinearAttentionParams& p, int threads) {
     for (std::int64_t hh = 0; hh < h; ++hh) {
       T* dst = r.v.get() + (bt * h + hh) * r.dv1;
       load_row(static_cast<const In*>(p.v) + bi * p.v_batch_stride + t * p.v_seq_stride + hh * p.v_head_stride, dv, dst);
-      if (p.normalize) dst[dv] = T(1);
+      if (p.normalize) std::fill(dst + dv, dst + r.dv1, T(0)), dst[dv] = T(1);
     }
   });
   return r;
@@ -92,7 +111,8 @@ SsdParams engine_params(const LinearAttentionParams& p, const Packed<T>& x) {
   return e;
 }
 
-/// Engine states (rows, h, dv1, dk) from the op's S (rows, h, dk, dv) and z (rows, h, dk) (each may be null: zero).
+/// Engine states (rows, h, dv1, dk) from the op's S (rows, h, dk, dv) and z (rows, h, dk) (each may be null: zero;
+/// the padding rows zero).
 template <class T>
 void states_to_engine(const T* S, const T* z, std::int64_t n, std::int64_t dk, std::int64_t dv, std::int64_t dv1,
                       T* H) {
@@ -100,8 +120,10 @@ void states_to_engine(const T* S, const T* z, std::int64_t n, std::int64_t dk, s
     T* Hs = H + s * dv1 * dk;
     for (std::int64_t i = 0; i < dk; ++i)
       for (std::int64_t j = 0; j < dv; ++j) Hs[j * dk + i] = S ? S[(s * dk + i) * dv + j] : T(0);
-    if (dv1 > dv)
+    if (dv1 > dv) {
       for (std::int64_t i = 0; i < dk; ++i) Hs[dv * dk + i] = z ? z[s * dk + i] : T(0);
+      std::fill(Hs + (dv + 1) * dk, Hs + dv1 * dk, T(0));
+    }
   }
 }
 
@@ -183,6 +205,7 @@ void backward_chunked(const LinearAttentionParams& p, const LinearAttentionGradP
       T gd = 0;
       for (std::int64_t j = 0; j < dv; ++j) gd -= gy[j] * y[j];
       for (std::int64_t j = 0; j < dv; ++j) gy[j] *= inv;
+      std::fill(gy + dv, gy + dv1, T(0));
       gy[dv] = gd * inv * inv;
     }
   });
@@ -210,15 +233,14 @@ void backward_chunked(const LinearAttentionParams& p, const LinearAttentionGradP
         load_row(static_cast<const In*>(p.q) + bi * p.q_batch_stride + t * p.q_seq_stride + gi * p.q_group_stride, dk,
                  raw.data());
         T* gq = GQ.get() + off;
-        for (std::int64_t i = 0; i < dk; ++i)
-          gq[i] *= static_cast<T>(p.scale) * feature_map_grad(p.feature_map, raw[static_cast<std::size_t>(i)]);
+        times_feature_grad(raw.data(), dk, p.feature_map, static_cast<T>(p.scale), gq);
         store_row(gq, dk, static_cast<In*>(g.grad_q) + off);
       }
       if (g.grad_k) {
         load_row(static_cast<const In*>(p.k) + bi * p.k_batch_stride + t * p.k_seq_stride + gi * p.k_group_stride, dk,
                  raw.data());
         T* gk = GK.get() + off;
-        for (std::int64_t i = 0; i < dk; ++i) gk[i] *= feature_map_grad(p.feature_map, raw[static_cast<std::size_t>(i)]);
+        times_feature_grad(raw.data(), dk, p.feature_map, T(1), gk);
         store_row(gk, dk, static_cast<In*>(g.grad_k) + off);
       }
     }
