@@ -6,6 +6,7 @@
 
 #include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/embedding.hpp"
+#include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/selective_scan.hpp"

@@ -63,6 +63,14 @@ SSM_HOST_DEVICE inline T step_size(T dt_plus_bias, bool softplus, bool limit, do
   if (limit) d = d < T(lo) ? T(lo) : (d > T(hi) ? T(hi) : d);
   return d;
 }
+/// d step_size / d(dt + dt_bias): the softplus's derivative (1 above its threshold; 1 without the softplus), times 0
+/// where the limit clamps (as PyTorch's clamp, which passes the gradient where lo <= Δ <= hi).
+template <class T>
+SSM_HOST_DEVICE inline T step_size_grad(T dt_plus_bias, bool softplus, bool limit, double lo, double hi) {
+  const T d = softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
+  if (limit && (d < T(lo) || d > T(hi))) return T(0);
+  return softplus ? scalar::softplus_grad(dt_plus_bias) : T(1);
+}
 /// silu(x) = x sigmoid(x) = x / (1 + e^-x).
 template <class T>
 SSM_HOST_DEVICE inline T silu(T x) {

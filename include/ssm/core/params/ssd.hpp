@@ -3,7 +3,9 @@
 //   Δ_t = dt_t + dt_bias, then softplus (dt_softplus), then clamped to [dt_min, dt_max] (has_dt_limit);
 //   H_t = exp(Δ_t A) H_{t−1} + (Δ_t x_t) B_tᵀ,    y_t = H_t C_t + D ⊙ x_t,    out_t = y_t ⊙ silu(z_t) (with z).
 // In linear-attention words: q = C, k = B, v = Δ x, and a gate g_t = Δ_t A that is one scalar per head and step
-// (GateKind::scalar_per_head; a diagonal gate, one per key channel, is the next kind the engine will take).
+// (GateKind::scalar_per_head; a diagonal gate, one per key channel, is the next kind the engine will take). The CPU
+// engine (cpu/ssd/) reads the gate through a Gate object (cpu/ssd/gate.hpp): a value scale and a log decay per step;
+// ops other than SSD (linear attention, RetNet) fill this block with D, z, dt and A absent and a gate of their own.
 // Plain pointers, sizes and element strides, trivially copyable; pointers are memory of the device that runs it.
 #pragma once
 
@@ -79,13 +81,10 @@ inline T ssd_delta(T dt_plus_bias, const SsdParams& p) {
   return scalar::step_size(dt_plus_bias, p.dt_softplus, p.has_dt_limit, p.dt_min, p.dt_max);
 }
 
-/// dΔ / d(dt + dt_bias): the softplus's derivative (1 above its threshold), times 0 where the limit clamps (as
-/// PyTorch's clamp, which passes the gradient where min <= Δ <= max).
+/// dΔ / d(dt + dt_bias) (scalar::step_size_grad: zero where the limit clamps).
 template <class T>
 inline T ssd_delta_grad(T dt_plus_bias, const SsdParams& p) {
-  const T d = p.dt_softplus ? scalar::softplus(dt_plus_bias) : dt_plus_bias;
-  if (p.has_dt_limit && (d < T(p.dt_min) || d > T(p.dt_max))) return T(0);
-  return p.dt_softplus ? scalar::softplus_grad(dt_plus_bias) : T(1);
+  return scalar::step_size_grad(dt_plus_bias, p.dt_softplus, p.has_dt_limit, p.dt_min, p.dt_max);
 }
 
 }  // namespace ssm

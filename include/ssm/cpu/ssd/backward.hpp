@@ -1,14 +1,15 @@
 // The chunked SSD backward on the CPU (docs/ssd.md, docs/math.md §8.4): the forward's stages recomputed where that
 // is cheaper than storing them, and each stage's backward (one file each) on GEMMs (Eigen), in three threaded
 // passes like the forward (cpu/threads.hpp):
-//   pass 1, over (sequence, group, chunk): stage 2 again (each head's zero-start chunk state S_c and decay) and the
+//   pass 1, over (sequence, group, chunk): stage 2 again (the forward's own pass, passes.hpp) and the
 //           state gradient the chunk's own outputs give, E_c = (diag(exp(cs)) ḡy)ᵀ C;
 //   pass 2, over (sequence, head):         stage 3 forward (S_c -> H_in[c], the final state discarded), then its
 //           reverse (E_c -> ḡS_c, each chunk's decay gradient, the initial state's gradient);
 //   pass 3, over (sequence, group, chunk): stage 4 again and the backward of the epilogue and of stages 4, 1 and 2,
-//           then the gate's (ḡdt); ḡB and ḡC summed over the group's heads, ḡC += ḡG B and ḡB += ḡGᵀ C once.
-// Workspace: two (chunks, h, p, n) buffers in the compute type (the states, their gradients), Δ and cs per (chunk,
-// head), kept between calls (chunks.hpp: workspace), and per-(chunk, head) parts of ḡA, ḡD and ḡdt_bias, reduced in chunk order at the end. Every output element
+//           then the gate's (gate.hpp: for SSD ḡdt, ḡA, ḡdt_bias); ḡB and ḡC summed over the group's heads, ḡC += ḡG B and ḡB += ḡGᵀ C once.
+// Workspace: two (chunks, h, p, n) buffers in the compute type (the states, their gradients), the scale and cs per
+// (chunk, head), kept between calls (chunks.hpp: workspace), and per-(chunk, head) parts of ḡD and of the gate's
+// gradients (ḡA, ḡdt_bias), reduced in chunk order at the end. Every output element
 // is written by one task in a fixed order, so results do not depend on the thread count.
 #pragma once
 
@@ -26,7 +27,8 @@
 #include "ssm/cpu/ssd/chunk_state.hpp"
 #include "ssm/cpu/ssd/chunk_state_backward.hpp"
 #include "ssm/cpu/ssd/chunks.hpp"
-#include "ssm/cpu/ssd/gate_backward.hpp"
+#include "ssm/cpu/ssd/gate.hpp"
+#include "ssm/cpu/ssd/passes.hpp"
 #include "ssm/cpu/ssd/state_passing.hpp"
 #include "ssm/cpu/ssd/state_passing_backward.hpp"
 #include "ssm/cpu/threads.hpp"
@@ -35,57 +37,37 @@ namespace ssm::cpu {
 
 namespace ssd {
 
-template <class In>
-void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
+template <class In, class Gate>
+void backward_chunked(const SsdParams& p, const SsdGradParams& g, Gate& gate, int threads) {
   using T = compute_t<In>;
   const ChunkList list = make_chunks(p);
   const std::int64_t h = p.nheads, hd = p.headdim, n = p.dstate, ng = p.ngroups, hpg = h / ng, l = p.seqlen;
-  const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size()), state_size = hd * n, Q = p.chunk_size;
-  // (chunks, h, p, n) each, kept workspaces (chunks.hpp) left uninitialized: pass 1 writes every element before it
-  // is read.
-  T* const states = workspace<T>(0, n_chunks * h * state_size);
+  const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size()), state_size = hd * n;
+  ChunkBuffers<T> buf(p, n_chunks);
+  // the states' gradients, (chunks, h, p, n), a kept workspace (chunks.hpp) left uninitialized: pass 1 writes every
+  // element before it is read.
   T* const grads = workspace<T>(2, n_chunks * h * state_size);
-  auto state_at = [&](std::int64_t c, std::int64_t head) { return states + (c * h + head) * state_size; };
   auto grad_at = [&](std::int64_t c, std::int64_t head) { return grads + (c * h + head) * state_size; };
-  T* const Delta_all = workspace<T>(1, n_chunks * h * Q);
-  double* const cs_all = workspace<double>(3, n_chunks * h * Q);
-  std::vector<T> decay(static_cast<std::size_t>(n_chunks * h));
   std::vector<double> gdecay(static_cast<std::size_t>(n_chunks * h));
-  auto Delta_at = [&](std::int64_t c, std::int64_t head) { return Delta_all + (c * h + head) * Q; };
-  auto cs_at = [&](std::int64_t c, std::int64_t head) { return cs_all + (c * h + head) * Q; };
-  // per (chunk, head) parts of the shared gradients
-  std::vector<double> gA_part(static_cast<std::size_t>(n_chunks * h)), gbias_part(static_cast<std::size_t>(n_chunks * h)),
-      gD_part(p.D ? static_cast<std::size_t>(n_chunks * h * hd) : 0);
+  // per (chunk, head) parts of ḡD, reduced in chunk order at the end (the gate keeps its own)
+  std::vector<double> gD_part(p.D ? static_cast<std::size_t>(n_chunks * h * hd) : 0);
+  gate.prepare(n_chunks * h);
 
-  // pass 1: stage 2 again, and E_c
-  parallel_for(n_chunks * ng, threads, [&](std::int64_t task) {
-    const Chunk& ch = list.chunks[static_cast<std::size_t>(task / ng)];
-    const std::int64_t gi = task % ng;
-    Matrix<T> Bm, Cm, X, Xw, Gout, Z, gY, Ge;
-    load_group<In, T>(p, ch, gi, Bm, Cm);
-    for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
-      T* Delta = Delta_at(ch.index, head);
-      double* cs = cs_at(ch.index, head);
-      load_head<In, T>(p, ch, head, X);
-      gate_sums<T>(p, ch, head, Delta, cs);
-      decay[static_cast<std::size_t>(ch.index * h + head)] =
-          chunk_state(cs, Delta, X, Bm, Xw, Eigen::Map<Matrix<T>>(state_at(ch.index, head), hd, n));
-      load_grad_y<In, T>(p, g, ch, head, Gout, Z, gY);
-      chunk_output_state_grad(cs, Cm, gY, Ge, Eigen::Map<Matrix<T>>(grad_at(ch.index, head), hd, n));
-    }
+  // pass 1: stage 2 again (the forward's pass), and E_c
+  chunk_states_pass<In, T>(p, gate, list, buf, threads, [&](const Chunk& ch, std::int64_t head, const Matrix<T>& Cm) {
+    thread_local Matrix<T> Gout, Z, gY, Ge;
+    load_grad_y<In, T>(p, g, ch, head, Gout, Z, gY);
+    chunk_output_state_grad(buf.cs_at(ch.index, head), Cm, gY, Ge, Eigen::Map<Matrix<T>>(grad_at(ch.index, head), hd, n));
   });
 
   // pass 2: stage 3 forward, then its reverse
   parallel_for(p.rows() * h, threads, [&](std::int64_t task) {
     const std::int64_t s = task / h, head = task % h, state_off = (s * h + head) * state_size;
-    std::vector<T> H(static_cast<std::size_t>(state_size), T(0));
-    if (p.initial_state) {
-      const T* h0 = static_cast<const T*>(p.initial_state) + state_off;
-      std::copy(h0, h0 + state_size, H.begin());
-    }
+    std::vector<T> H;
+    initial_state(p, s, head, H);
     const std::int64_t c0 = list.first_chunk[static_cast<std::size_t>(s)];
     const std::int64_t count = list.first_chunk[static_cast<std::size_t>(s + 1)] - c0;
-    state_passing(state_at(c0, head), count, h * state_size, decay.data() + c0 * h + head, h,
+    state_passing(buf.state_at(c0, head), count, h * state_size, buf.decay.data() + c0 * h + head, h,
                   Eigen::Map<Matrix<T>>(H.data(), hd, n));
     if (g.grad_final_state) {
       const T* gf = static_cast<const T*>(g.grad_final_state) + state_off;
@@ -93,8 +75,9 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
     } else {
       std::fill(H.begin(), H.end(), T(0));
     }
-    state_passing_backward(grad_at(c0, head), state_at(c0, head), count, h * state_size, decay.data() + c0 * h + head,
-                           gdecay.data() + c0 * h + head, h, Eigen::Map<Matrix<T>>(H.data(), hd, n));
+    state_passing_backward(grad_at(c0, head), buf.state_at(c0, head), count, h * state_size,
+                           buf.decay.data() + c0 * h + head, gdecay.data() + c0 * h + head, h,
+                           Eigen::Map<Matrix<T>>(H.data(), hd, n));
     if (g.grad_initial_state) std::copy(H.begin(), H.end(), static_cast<T*>(g.grad_initial_state) + state_off);
   });
 
@@ -111,9 +94,9 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
     Matrix<T> Ge(len, hpg * hd), Xw(len, hpg * hd);  // (len, heads p): diag(e) ḡy and diag(w) x of every head
     for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
       const std::size_t ci = static_cast<std::size_t>(ch.index * h + head);
-      const T* Delta = Delta_at(ch.index, head);
-      const double* cs = cs_at(ch.index, head);
-      const Eigen::Map<const Matrix<T>> H_in(state_at(ch.index, head), hd, n), dS(grad_at(ch.index, head), hd, n);
+      const T* Delta = buf.scale_at(ch.index, head);
+      const double* cs = buf.cs_at(ch.index, head);
+      const Eigen::Map<const Matrix<T>> H_in(buf.state_at(ch.index, head), hd, n), dS(grad_at(ch.index, head), hd, n);
       load_head<In, T>(p, ch, head, X);
       load_grad_y<In, T>(p, g, ch, head, Gout, Z, gY);
       gDelta.assign(static_cast<std::size_t>(len), 0.0);
@@ -130,13 +113,14 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
       epilogue_backward<In, T>(p, g, ch, head, X, Y, Gout, Z, gY, gX, p.D ? gD_part.data() + ci * hd : nullptr, row);
       chunk_local_backward(L, M, Delta, X, Xd, gY, dM, gXd, col, gX, gDelta.data(), dG, dcs.data());
       chunk_state_backward<T>(cs, Delta, X, Bm, dS, P, Xw.middleCols(block, hd), gX, gDelta.data(), dcs.data());
-      gate_backward<T>(p, g, ch, head, Delta, gDelta.data(), dcs.data(), gA_part[ci], gbias_part[ci]);
+      segment_sums_backward(dcs.data(), len);  // ḡcs -> ḡlog a
+      gate.backward(ch, head, ci, Delta, gDelta.data(), dcs.data());
       if (g.grad_x)
         for (std::int64_t t = 0; t < len; ++t)
           store_row(gX.row(t).data(), hd, static_cast<In*>(g.grad_x) + ((ch.row * l + ch.t0 + t) * h + head) * hd);
     }
     // the heads' H_in and ḡS are contiguous (heads p, n) in the (chunks, h, p, n) buffers
-    gC.noalias() = Ge * Eigen::Map<const Matrix<T>>(state_at(ch.index, gi * hpg), hpg * hd, n);
+    gC.noalias() = Ge * Eigen::Map<const Matrix<T>>(buf.state_at(ch.index, gi * hpg), hpg * hd, n);
     gB.noalias() = Xw * Eigen::Map<const Matrix<T>>(grad_at(ch.index, gi * hpg), hpg * hd, n);
     gC.noalias() += dG.template triangularView<Eigen::Lower>() * Bm;
     gB.noalias() += dG.template triangularView<Eigen::Lower>().transpose() * Cm;
@@ -148,18 +132,15 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
   });
 
   // the shared gradients, summed over chunks in order
-  for (std::int64_t head = 0; head < h; ++head) {
-    double ga = 0, gb = 0;
-    std::vector<double> gd(static_cast<std::size_t>(hd), 0.0);
-    for (std::int64_t c = 0; c < n_chunks; ++c) {
-      const std::size_t ci = static_cast<std::size_t>(c * h + head);
-      ga += gA_part[ci], gb += gbias_part[ci];
-      if (p.D)
-        for (std::int64_t i = 0; i < hd; ++i) gd[static_cast<std::size_t>(i)] += gD_part[ci * static_cast<std::size_t>(hd) + static_cast<std::size_t>(i)];
-    }
-    if (g.grad_A) static_cast<T*>(g.grad_A)[head] = static_cast<T>(ga);
-    if (p.dt_bias && g.grad_dt_bias) static_cast<T*>(g.grad_dt_bias)[head] = static_cast<T>(gb);
-    if (p.D && g.grad_D) {
+  gate.finish(n_chunks);
+  if (p.D && g.grad_D)
+    for (std::int64_t head = 0; head < h; ++head) {
+      std::vector<double> gd(static_cast<std::size_t>(hd), 0.0);
+      for (std::int64_t c = 0; c < n_chunks; ++c) {
+        const std::size_t ci = static_cast<std::size_t>(c * h + head);
+        for (std::int64_t i = 0; i < hd; ++i)
+          gd[static_cast<std::size_t>(i)] += gD_part[ci * static_cast<std::size_t>(hd) + static_cast<std::size_t>(i)];
+      }
       T* gDo = static_cast<T*>(g.grad_D);
       if (p.D_per_channel) {
         for (std::int64_t i = 0; i < hd; ++i) gDo[head * hd + i] = static_cast<T>(gd[static_cast<std::size_t>(i)]);
@@ -169,7 +150,6 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
         gDo[head] = static_cast<T>(sum);
       }
     }
-  }
 }
 
 }  // namespace ssd
@@ -179,10 +159,10 @@ void backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
 inline void ssd_backward_chunked(const SsdParams& p, const SsdGradParams& g, int threads) {
   const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.headdim * p.dstate);
   switch (p.input_dtype) {
-    case DType::f32: ssd::backward_chunked<float>(p, g, t); break;
-    case DType::f64: ssd::backward_chunked<double>(p, g, t); break;
-    case DType::f16: ssd::backward_chunked<half>(p, g, t); break;
-    case DType::bf16: ssd::backward_chunked<bfloat16>(p, g, t); break;
+    case DType::f32: { ssd::SsdGate<float> gate{p, &g}; ssd::backward_chunked<float>(p, g, gate, t); break; }
+    case DType::f64: { ssd::SsdGate<double> gate{p, &g}; ssd::backward_chunked<double>(p, g, gate, t); break; }
+    case DType::f16: { ssd::SsdGate<float> gate{p, &g}; ssd::backward_chunked<half>(p, g, gate, t); break; }
+    case DType::bf16: { ssd::SsdGate<float> gate{p, &g}; ssd::backward_chunked<bfloat16>(p, g, gate, t); break; }
     default: fail("ssd_backward: input dtype ", name(p.input_dtype), " has no CPU path");
   }
 }

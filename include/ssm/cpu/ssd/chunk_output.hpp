@@ -39,10 +39,7 @@ void store_output(const SsdParams& p, const Chunk& ch, std::int64_t head, const 
     if (p.z) {
       load_row(static_cast<const In*>(p.z) + ch.row * p.z_batch_stride + tt * p.z_seq_stride + head * p.z_head_stride,
                hd, zrow.data());
-      // silu(z) = z / (1 + e^-z) (scalar::silu's formula) on Eigen's vector exp: a scalar exp per element cost a
-      // fifth of the whole forward at the Mamba-2 shape (perf, l = 2048, chunk 128).
-      const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zv(zrow.data(), hd);
-      yv *= zv / (T(1) + (-zv).exp());
+      multiply_silu(y, zrow.data(), hd);
     }
     store_row(y, hd,
               static_cast<In*>(p.out) + ch.row * p.out_batch_stride + tt * p.out_seq_stride + head * p.out_head_stride);

@@ -31,7 +31,8 @@ void load_grad_y(const SsdParams& p, const SsdGradParams& g, const Chunk& ch, st
     load_row(static_cast<const In*>(p.z) + ch.row * p.z_batch_stride + (ch.t0 + t) * p.z_seq_stride +
                  head * p.z_head_stride,
              hd, Z.row(t).data());
-  gY = Gout.array() * Z.array() / (T(1) + (-Z.array()).exp());  // silu(z) = z / (1 + e^-z), Eigen's vector exp
+  gY = Gout;
+  for (std::int64_t t = 0; t < ch.len; ++t) multiply_silu(gY.row(t).data(), Z.row(t).data(), hd);
 }
 
 /// The state's gradient from this chunk's outputs, E (p, n) = (diag(e) gY)ᵀ C; Ge (len, p) a workspace.

@@ -1,12 +1,12 @@
 // The chunked SSD's layout (docs/ssd.md): every sequence cut into chunks of Q steps from its own start (the last one
 // ragged), so a packed sequence (cu_seqlens) never shares a chunk with the next; and what a stage reads of one
 // chunk, converted once to the compute type T (f32 for f32 / f16 / bf16 inputs, f64 for f64): B and C of a group,
-// and x, Δ and the gate's cumulative sums of a head.
+// and x, the value scale (Δ) and the gate's cumulative sums of a head (the gate itself: gate.hpp).
 //
 // Segment sums. The weight of step j at step i >= j inside a chunk is exp(Σ_{k=j+1..i} Δ_k A) = exp(cs_i − cs_j)
-// with cs the chunk's inclusive cumulative sum of Δ A. cs is kept in double whatever T, so the difference has an
+// with cs the chunk's inclusive cumulative sum of the per-step log decay (Δ A for SSD). cs is kept in double whatever T, so the difference has an
 // absolute error of about 1e-16 |cs| (f32 cumulative sums would lose 6e-8 |cs| to cancellation, which for a long
-// chunk exceeds the f32 target). With Δ >= 0 and A <= 0 every exponent the stages take is <= 0: pairs j > i are
+// chunk exceeds the f32 target). With every log decay <= 0 (SSD: Δ >= 0, A <= 0) every exponent the stages take is <= 0: pairs j > i are
 // never exponentiated (masked), the chunk state's weights are cs_last − cs_t, the inter-chunk ones cs_t.
 #pragma once
 
@@ -108,19 +108,26 @@ void load_head(const SsdParams& p, const Chunk& ch, std::int64_t head, Matrix<T>
              p.headdim, X.row(t).data());
 }
 
-/// Δ (len) of one head over one chunk and cs (len), cs_t = Σ_{k<=t} Δ_k A in double.
-template <class T>
-void gate_sums(const SsdParams& p, const Chunk& ch, std::int64_t head, T* Delta, double* cs) {
-  const T* dt = static_cast<const T*>(p.dt);
-  const double A = static_cast<const T*>(p.A)[head];
-  const T bias = p.dt_bias ? static_cast<const T*>(p.dt_bias)[head] : T(0);
+/// The segment sums' cumulative sums, in place: cs (len) holds the steps' log decays log a_t on entry (a Gate's,
+/// gate.hpp) and cs_t = Σ_{k<=t} log a_k on return, in double.
+inline void segment_sums(double* cs, std::int64_t len) {
   double sum = 0;
-  for (std::int64_t t = 0; t < ch.len; ++t) {
-    const T d = ssd_delta<T>(dt[ch.row * p.dt_batch_stride + (ch.t0 + t) * p.dt_seq_stride + head * p.dt_head_stride] + bias, p);
-    Delta[t] = d;
-    sum += static_cast<double>(d) * A;
-    cs[t] = sum;
-  }
+  for (std::int64_t t = 0; t < len; ++t) cs[t] = sum += cs[t];
+}
+
+/// The backward of segment_sums, in place: dcs (len) holds ḡcs on entry and ḡlog a_k = Σ_{t>=k} ḡcs_t on return.
+inline void segment_sums_backward(double* dcs, std::int64_t len) {
+  double rc = 0;
+  for (std::int64_t t = len - 1; t >= 0; --t) dcs[t] = rc += dcs[t];
+}
+
+/// y (n) *= silu(z) = z / (1 + e^-z) (scalar::silu's formula) on Eigen's vector exp: a scalar exp per element cost a
+/// fifth of the whole SSD forward at the Mamba-2 shape (perf, l = 2048, chunk 128).
+template <class T>
+void multiply_silu(T* y, const T* z, std::int64_t n) {
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> yv(y, n);
+  const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zv(z, n);
+  yv *= zv / (T(1) + (-zv).exp());
 }
 
 }  // namespace ssm::cpu::ssd

@@ -1,0 +1,129 @@
+// Linear attention and retention (ops/linear_attention.hpp, docs/linear_attention.md) throughput in state updates
+// per second, b·l·h·dk·dv / time, at issue #16's shape: l = 4096, dk = dv = 128, 4 heads, b = 1, f32, 1 thread:
+//   - the chunked forward (on the SSD engine) at chunk sizes 64 and 128, with speedup_over_loop: the token loop's
+//     best time (LinearAttentionPath::recurrent, 3 calls timed here) over the chunked form's best (target >= 5);
+//   - the token loop alone;
+//   - the chunked backward with bwd_over_fwd: its best time over the forward's best of 5 (target <= 3).
+// Variants (the first argument): 0 linear attention (φ = identity, no normalizer), 1 retention (γ_h of RetNet, scale
+// dk^-1/2), 2 Katharopoulos (φ = elu + 1 with the normalizer).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <random>
+
+#include "../tests/conformance/linear_attention_problem.hpp"
+#include "ssm/ops/linear_attention.hpp"
+
+namespace {
+
+using ssm::index_t;
+using Clock = std::chrono::steady_clock;
+
+linear_attention_problem::LaCase bench_case(index_t l, int variant) {
+  linear_attention_problem::LaCase c;
+  c.b = 1, c.l = l, c.h = 4, c.g = 4, c.dk = 128, c.dv = 128, c.dtype = ssm::DType::f32;
+  if (variant == 2) c.feature_map = ssm::FeatureMap::elu_plus_one, c.normalize = true;
+  return c;
+}
+
+ssm::LinearAttentionOptions bench_options(const linear_attention_problem::LaData& d, int variant, index_t chunk,
+                                          ssm::LinearAttentionPath path) {
+  ssm::LinearAttentionOptions o = d.options();
+  if (variant == 1) o.gamma = ssm::retention_gammas(d.cs.h), o.scale = 1.0 / std::sqrt(static_cast<double>(d.cs.dk));
+  o.chunk_size = chunk, o.threads = 1, o.path = path;
+  return o;
+}
+
+double best_of(int n, const auto& fn) {
+  double best = 1e30;
+  for (int r = 0; r <= n; ++r) {  // the first a warm-up
+    const auto t0 = Clock::now();
+    fn();
+    if (r > 0) best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+void set_updates(benchmark::State& state, const linear_attention_problem::LaCase& c) {
+  const double updates = static_cast<double>(c.b * c.l * c.h * c.dk * c.dv);
+  state.counters["updates_per_s"] = benchmark::Counter(updates, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_la_chunked(benchmark::State& state) {
+  const index_t l = state.range(0), chunk = state.range(2);
+  const int variant = static_cast<int>(state.range(1));
+  const auto d = linear_attention_problem::make_data(bench_case(l, variant));
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = bench_options(d, variant, chunk, ssm::LinearAttentionPath::chunked);
+  const auto loop = bench_options(d, variant, chunk, ssm::LinearAttentionPath::recurrent);
+  const double loop_s = best_of(3, [&] { ssm::linear_attention_into(in, out, std::nullopt, std::nullopt, loop); });
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::linear_attention_into(in, out, std::nullopt, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["speedup_over_loop"] = loop_s / best;
+}
+
+void BM_la_recurrent(benchmark::State& state) {
+  const index_t l = state.range(0);
+  const int variant = static_cast<int>(state.range(1));
+  const auto d = linear_attention_problem::make_data(bench_case(l, variant));
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = bench_options(d, variant, 64, ssm::LinearAttentionPath::recurrent);
+  for (auto _ : state) {
+    ssm::linear_attention_into(in, out, std::nullopt, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_updates(state, d.cs);
+}
+
+void BM_la_backward(benchmark::State& state) {
+  const index_t l = state.range(0), chunk = state.range(2);
+  const int variant = static_cast<int>(state.range(1));
+  const auto d = linear_attention_problem::make_data(bench_case(l, variant));
+  std::mt19937_64 rng(5);
+  const ssm::Tensor grad_out = linear_attention_problem::uniform(rng, d.v.shape(), d.v.dtype(), -1, 1);
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = bench_options(d, variant, chunk, ssm::LinearAttentionPath::chunked);
+  const double fwd = best_of(5, [&] { ssm::linear_attention_into(in, out, std::nullopt, std::nullopt, opt); });
+  double bwd = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::LinearAttentionGrads g = ssm::linear_attention_backward(in, grad_out, std::nullopt, std::nullopt, opt);
+    benchmark::DoNotOptimize(g.grad_q.data());
+    bwd = std::min(bwd, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["bwd_over_fwd"] = bwd / fwd;
+}
+
+// (l, variant, chunk)
+BENCHMARK(BM_la_chunked)
+    ->ArgsProduct({{4096}, {0, 1, 2}, {64, 128}})
+    ->ArgNames({"l", "variant", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_la_recurrent)
+    ->ArgsProduct({{4096}, {0, 1, 2}})
+    ->ArgNames({"l", "variant"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_la_backward)
+    ->ArgsProduct({{4096}, {0, 1, 2}, {64}})
+    ->ArgNames({"l", "variant", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,179 @@
+// Conformance registration of linear attention and retention (ops/linear_attention.hpp): the chunked CPU path on
+// the SSD engine (several chunk sizes, 1 and 2 threads), the CPU token loop (cpu_sequential:
+// LinearAttentionPath::recurrent) and the op's reference path against the token loop in double of
+// include/ssm/reference/linear_attention.hpp; the backward on the chunked path against the reference backward, with
+// incoming gradients of out, the final state and the final normalizer. No CUDA kernels.
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../linear_attention_problem.hpp"
+#include "../registry.hpp"
+#include "ssm/ops/linear_attention.hpp"
+#include "ssm/reference/linear_attention.hpp"
+
+namespace conformance {
+namespace {
+
+using linear_attention_problem::LaCase;
+
+struct LaConformance {
+  LaCase shape;
+  index_t chunk;
+  int threads;  // the chunked path's threads
+};
+
+const LaConformance& of(const Case& c) { return *std::any_cast<LaConformance>(&c.params); }
+
+std::vector<Case> la_cases() {
+  std::vector<LaConformance> list;
+  auto add = [&](LaCase s, std::vector<index_t> chunks) {
+    int k = 0;
+    for (index_t q : chunks) list.push_back({s, q, 1 + (k++ % 2)});
+  };
+  LaCase s;
+  s.b = 1, s.l = 1, s.h = 1, s.dk = 1, s.dv = 1;  // every size 1
+  add(s, {1, 64});
+  s = {};
+  s.b = 2, s.l = 45, s.h = 3, s.dk = 5, s.dv = 4, s.seed = 2;  // plain, l not a multiple of the chunk
+  add(s, {16, 64});
+  s.feature_map = ssm::FeatureMap::elu_plus_one, s.normalize = true, s.has_init = true, s.seed = 3;  // l < chunk
+  add(s, {7, 256});
+  s = {};
+  s.l = 50, s.h = 4, s.g = 2, s.dk = 6, s.dv = 3, s.decay = true, s.scale = 0.5, s.has_init = true, s.pad = 3;
+  s.seed = 4;  // retention, groups, strided rows of q, k, v and out
+  add(s, {8, 33});
+  s = {};
+  s.l = 40, s.h = 3, s.dk = 3, s.dv = 2, s.normalize = true, s.decay = true, s.has_init = true, s.cu = {0, 5, 6, 40};
+  s.seed = 5;  // packed
+  add(s, {4, 64});
+
+  std::vector<Case> cases;
+  for (const LaConformance& lc : list)
+    for (DType dt : {DType::f64, DType::f32, DType::f16, DType::bf16}) {
+      LaConformance k = lc;
+      k.shape.dtype = dt;
+      const linear_attention_problem::LaData d = linear_attention_problem::make_data(k.shape);
+      const LaCase& cs = k.shape;
+      const DType pt = ssm::compute_dtype(dt);
+      Case c;
+      c.name = cs.describe() + " chunk=" + std::to_string(k.chunk) + " threads=" + std::to_string(k.threads);
+      const ssm::LinearAttentionInputs in = d.inputs();
+      auto push = [&](const char* nm, const Tensor& owner, const TensorView& v) { c.inputs.push_back({nm, owner, v}); };
+      push("q", cs.pad ? d.q_pad : d.q, in.q);
+      push("k", cs.pad ? d.k_pad : d.k, in.k);
+      push("v", cs.pad ? d.v_pad : d.v, in.v);
+      if (in.initial_state) push("initial_state", d.initial_state, *in.initial_state);
+      if (in.initial_normalizer) push("initial_normalizer", d.initial_normalizer, *in.initial_normalizer);
+      if (in.cu_seqlens) {
+        push("cu_seqlens", d.cu_seqlens, *in.cu_seqlens);
+        c.inputs.back().host = true;
+      }
+      std::mt19937_64 rng(cs.seed + 500);
+      c.inputs.push_back(dense_arg("grad_out", linear_attention_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, dt, -1, 1)));
+      c.inputs.push_back(dense_arg("grad_final_state",
+                                   linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk, cs.dv}, pt, -1, 1)));
+      if (cs.normalize)
+        c.inputs.push_back(
+            dense_arg("grad_final_normalizer", linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk}, pt, -1, 1)));
+      for (const char* nm : {"q", "k", "v", "initial_state", "initial_normalizer"}) {
+        const int i = c.input(nm);
+        if (i >= 0) c.grads.push_back({std::string("grad_") + nm, c.inputs[static_cast<std::size_t>(i)].view.shape(),
+                                       c.inputs[static_cast<std::size_t>(i)].view.dtype()});
+      }
+      OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dv}, dt};
+      if (cs.pad) out.strides = {cs.l * cs.h * (cs.dv + 2), cs.h * (cs.dv + 2), cs.dv + 2, 1};
+      c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.dk, cs.dv}, pt}};
+      if (cs.normalize) c.outputs.push_back({"final_normalizer", {cs.rows(), cs.h, cs.dk}, pt});
+      c.params = k;
+      cases.push_back(std::move(c));
+    }
+  return cases;
+}
+
+ssm::LinearAttentionInputs la_inputs(const Case& c, const Views& in) {
+  ssm::LinearAttentionInputs r;
+  r.q = named(c, in, "q"), r.k = named(c, in, "k"), r.v = named(c, in, "v");
+  r.initial_state = optional_view(named(c, in, "initial_state"));
+  r.initial_normalizer = optional_view(named(c, in, "initial_normalizer"));
+  r.cu_seqlens = optional_view(named(c, in, "cu_seqlens"));
+  return r;
+}
+
+ssm::LinearAttentionOptions la_options(const Case& c, const RunConfig& cfg) {
+  const LaCase& s = of(c).shape;
+  ssm::LinearAttentionOptions o;
+  o.feature_map = s.feature_map, o.normalize = s.normalize, o.scale = s.scale, o.gamma = s.gammas();
+  o.chunk_size = of(c).chunk;
+  o.path = cfg.path == "reference"    ? ssm::LinearAttentionPath::reference
+           : cfg.path == "sequential" ? ssm::LinearAttentionPath::recurrent
+                                      : ssm::LinearAttentionPath::chunked;
+  o.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
+  return o;
+}
+
+std::optional<TensorView> out_at(const Views& out, std::size_t i) {
+  return i < out.size() ? std::optional<TensorView>(out[i]) : std::nullopt;
+}
+
+void la_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
+  const std::string path =
+      ssm::linear_attention_into(la_inputs(c, in), out.views[0], out.views[1], out_at(out.views, 2), la_options(c, cfg));
+  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-chunked");
+}
+
+/// The token loop in double, into the contiguous reference outputs (an argument block filled by the op's checks).
+void la_forward_reference(const Case& c, const Views& in, const Views& out) {
+  ssm::Checker chk("linear_attention");
+  std::vector<std::int64_t> cu;
+  std::vector<double> log_gamma;
+  RunConfig ref;
+  ref.path = "reference";
+  ssm::reference::linear_attention_forward(ssm::detail::check_linear_attention(
+      chk, la_inputs(c, in), out[0], out[1], out_at(out, 2), la_options(c, ref), cu, log_gamma));
+}
+
+void la_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
+  ssm::LinearAttentionGrads r = ssm::linear_attention_backward(
+      la_inputs(c, in), named(c, in, "grad_out"), optional_view(named(c, in, "grad_final_state")),
+      optional_view(named(c, in, "grad_final_normalizer")), la_options(c, cfg));
+  EXPECT_EQ(r.path, cfg.path == "reference" ? "reference" : "cpu-chunked");
+  for (std::size_t i = 0; i < c.grads.size(); ++i) {
+    const std::string& n = c.grads[i].name;
+    out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
+                 : n == "grad_initial_state" ? r.grad_initial_state : r.grad_initial_normalizer);
+  }
+}
+
+void la_backward_reference(const Case& c, const Views& in, const Views& out) {
+  Outputs o;
+  o.views = out;
+  RunConfig ref;
+  ref.path = "reference";
+  la_backward(c, in, o, ref);
+  for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
+}
+
+std::string la_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+  if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
+  if (pass == Pass::backward && cfg.path == "sequential") return "the token loop (recurrent) has no backward";
+  return {};
+}
+
+/// As the SSD's (ops/ssd.cpp): f64 1e-12 forward, 1e-10 backward; f32 1e-5, 1e-4; 16-bit outputs one rounding of
+/// their type with room.
+double la_tolerance(DType dt, Pass pass) {
+  const bool fwd = pass == Pass::forward;
+  switch (dt) {
+    case DType::f64: return fwd ? 1e-12 : 1e-10;
+    case DType::f16: return 1e-3;
+    case DType::bf16: return 8e-3;
+    default: return fwd ? 1e-5 : 1e-4;
+  }
+}
+
+const Register reg{Op{"linear_attention", {"reference", "sequential", "chunked"}, false, la_cases, la_unsupported,
+                      la_forward, la_backward, la_forward_reference, la_backward_reference, la_tolerance}};
+
+}  // namespace
+}  // namespace conformance
