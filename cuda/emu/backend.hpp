@@ -30,6 +30,7 @@
 #include "../kernels/launch/rms_norm.cuh"
 #include "../kernels/launch/selective_scan.cuh"
 #include "../kernels/launch/selective_state_update.cuh"
+#include "../kernels/launch/ssd.cuh"
 #include "executor.hpp"
 #include "ssm/core/device.hpp"
 #include "ssm/core/device_backend.hpp"
@@ -161,6 +162,15 @@ inline void selective_state_update(const SelectiveStateUpdateParams& p, void*) {
   kernels::selective_state_update_launches(exec, p, "ssm::cuda::selective_state_update (host emulation)");
 }
 
+inline void ssd_forward(const SsdParams& p, void*) {
+  const kernels::SsdPlan plan = kernels::plan_ssd(p, "ssm::cuda::ssd_forward (host emulation)");
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, base));
+}
+
 inline DeviceBackend make() {
   DeviceBackend b;
   b.name = kName;
@@ -186,6 +196,7 @@ inline DeviceBackend make() {
   b.rms_norm_forward = &rms_norm_forward;
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
+  b.ssd_forward = &ssd_forward;
   return b;
 }
 

@@ -12,6 +12,7 @@
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 #include "ssm/cuda/selective_state_update.hpp"
+#include "ssm/cuda/ssd.hpp"
 
 namespace ssm::cuda {
 namespace {
@@ -41,6 +42,7 @@ DeviceBackend make_backend() {
   b.rms_norm_forward = &rms_norm_forward;
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
+  b.ssd_forward = &ssd_forward;
   return b;
 }
 

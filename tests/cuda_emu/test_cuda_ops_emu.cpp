@@ -15,10 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "../conformance/ssd_problem.hpp"
 #include "attention_case.hpp"
 #include "emu/backend.hpp"
 #include "ssm/ops.hpp"
 #include "ssm/ops/attention.hpp"
+#include "ssm/ops/ssd.hpp"
 #include "ssm/reference/attention.hpp"
 
 namespace {
@@ -617,6 +619,34 @@ TEST(CudaOpsEmu, AttentionSplitKeyDecoding) {
 // (Their values against the references: tests/conformance, on the cuda_emulated backend.)
 
 /// Runs f, which must throw an ssm::Error whose message contains `expected`.
+/// The SSD forward on emulated CUDA tensors against the token loop in double (SsdPath::reference). The conformance
+/// registry's cases (tests/conformance/ops/ssd.cpp) have p, n < 32; this one has both wider than a kernel tile
+/// (kSsdTile = 32) and chunks of two step tiles, a ragged last chunk, and a final state.
+TEST(CudaOpsEmu, SsdForwardAcrossTiles) {
+  ssd_problem::SsdCase s;
+  s.b = 2, s.l = 90, s.h = 2, s.p = 40, s.g = 2, s.n = 36, s.dtype = DType::f32, s.seed = 11;
+  s.has_D = s.has_z = s.has_bias = s.softplus = s.has_init = true;
+  const ssd_problem::SsdData host = ssd_problem::make_data(s);
+  ssm::SsdOptions opt;
+  opt.chunk_size = 64;
+  opt.return_final_state = true;
+  opt.path = ssm::SsdPath::reference;
+  const ssm::SsdOutputs ref = ssm::ssd(host.inputs(), opt);
+
+  ScopedEmulatedCuda guard(Order::random, 12);
+  const Tensor x = host.x.to(kCuda), dt = host.dt.to(kCuda), A = host.A.to(kCuda), B = host.B.to(kCuda);
+  const Tensor C = host.C.to(kCuda), D = host.D.to(kCuda), z = host.z.to(kCuda), bias = host.dt_bias.to(kCuda);
+  const Tensor h0 = host.initial_state.to(kCuda);
+  ssm::SsdInputs in = host.inputs();
+  in.x = x, in.dt = dt, in.A = A, in.B = B, in.C = C, in.D = D.view(), in.z = z.view(), in.dt_bias = bias.view();
+  in.initial_state = h0.view();
+  opt.path = ssm::SsdPath::automatic;
+  const ssm::SsdOutputs got = ssm::ssd(in, opt);
+  EXPECT_EQ(got.path, "cuda");
+  expect_close("out", got.out, ref.out, 1e-5);
+  expect_close("final_state", got.final_state, ref.final_state, 1e-5);
+}
+
 template <class F>
 void expect_error_containing(F&& f, const std::string& expected) {
   try {

@@ -79,7 +79,7 @@ struct DeviceBackend {
   void (*embedding_forward)(const EmbeddingParams& p, void* stream) = nullptr;
   /// The one-token selective state update (decoding). May be null.
   void (*selective_state_update)(const SelectiveStateUpdateParams& p, void* stream) = nullptr;
-  /// The chunked SSD forward (Mamba-2). May be null (no CUDA kernels yet: "ssd: not implemented on cuda yet").
+  /// The chunked SSD forward (Mamba-2; p.cu_seqlens in host memory). May be null ("ssd: not implemented on ... yet").
   void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
 
   // ---- models (transitional) ----

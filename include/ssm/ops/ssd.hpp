@@ -6,8 +6,9 @@
 //   - x (and z, out) may also be given as (b, l, h p) with head_dim set;
 //   - f64 computes in f64 (f32, f16, bf16 in f32).
 // CPU tensors: the chunked path of cpu/ssd/ (or, on request, its token loop or the double one of reference/ssd.hpp). CUDA tensors: the
-// backend's ssd_forward entry, an ssm::Error "not implemented on cuda yet" while it is null. The backward
-// (ssd_backward, after selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one.
+// backend's ssd_forward entry (ssm::cuda's kernels cuda/kernels/ssd_*.cuh: f32, f16, bf16 inputs; an ssm::Error
+// "not implemented on cuda yet" where a backend leaves it null). The backward (ssd_backward, after
+// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one; none on CUDA yet.
 #pragma once
 
 #include <cmath>

@@ -1,7 +1,8 @@
 // Conformance registration of the SSD op (ops/ssd.hpp; Mamba-2): the chunked CPU path (several chunk sizes, 1 and 2
 // threads), the CPU token loop (cpu_sequential: SsdPath::recurrent) and the op's reference path against the token
 // loop in double of include/ssm/reference/ssd.hpp; the backward (ssm::ssd_backward) on the chunked path against
-// reference::ssd_backward, with an incoming gradient of out and of the final state. No CUDA kernels.
+// reference::ssd_backward, with an incoming gradient of out and of the final state. The CUDA kernels (cuda_emulated:
+// cuda/kernels/ssd_*.cuh under the host emulation) run the forward cases of f32, f16 and bf16 inputs.
 #include <random>
 #include <string>
 #include <vector>
@@ -112,7 +113,10 @@ void ssd_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& 
                                         : ssm::SsdPath::chunked;
   opt.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
   const std::string path = ssm::ssd_into(ssd_inputs(c, in), out.views[0], out.views[1], opt);
-  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-chunked");
+  EXPECT_EQ(path, cfg.device.is_cuda()          ? "cuda"
+                  : cfg.path == "reference"     ? "reference"
+                  : cfg.path == "sequential"    ? "cpu-recurrent"
+                                                : "cpu-chunked");
 }
 
 /// The token loop in double, into the contiguous reference outputs (an argument block filled by the op's checks).
@@ -154,7 +158,9 @@ void ssd_backward_reference(const Case& c, const Views& in, const Views& out) {
   for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
 }
 
-std::string ssd_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+std::string ssd_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
+  if (cfg.device.is_cuda() && pass == Pass::backward) return "no CUDA backward kernels for ssd yet";
+  if (cfg.device.is_cuda() && of(c).shape.dtype == DType::f64) return "f64 on CUDA (the kernels compute in f32)";
   if (pass == Pass::backward && cfg.path == "reference") return "the backward on SsdPath::reference is the oracle itself";
   if (pass == Pass::backward && cfg.path == "sequential") return "the token loop (SsdPath::recurrent) has no backward";
   return {};
@@ -176,7 +182,7 @@ double ssd_tolerance(DType dt, Pass pass) {
   }
 }
 
-const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, false, ssd_cases, ssd_unsupported, ssd_forward, ssd_backward,
+const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, true, ssd_cases, ssd_unsupported, ssd_forward, ssd_backward,
                       ssd_forward_reference, ssd_backward_reference, ssd_tolerance}};
 
 }  // namespace

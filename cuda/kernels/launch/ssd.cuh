@@ -1,0 +1,116 @@
+// The launch logic of the chunked SSD forward, written once over an executor (`exec.launch(kernel, LaunchDims grid,
+// LaunchDims block, args...)`): the kernels' limits, the chunk table and workspace layout (plan_ssd, on the host),
+// the four launches and the input-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/ssd.cu), the host
+// emulation with emu::HostExecutor (cuda/emu/backend.hpp). The caller allocates plan.bytes of device memory, uploads
+// plan.table to its start and passes ssd_workspace(plan, base).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../ssd_chunk_cumsum.cuh"
+#include "../ssd_chunk_scan.cuh"
+#include "../ssd_chunk_state.cuh"
+#include "../ssd_state_passing.cuh"
+#include "ssm/core/dtype.hpp"
+#include "ssm/core/error.hpp"
+
+namespace ssm::kernels {
+
+/// The host side of one forward call: the chunk table and the workspace's layout (byte offsets from its base).
+struct SsdPlan {
+  std::vector<std::int64_t> table;  // (n_chunks, 4) rows (batch row, t0, len, sequence), then first_chunk (rows + 1)
+  std::int64_t n_chunks = 0, q = 0;  // chunks; the longest chunk's length
+  std::size_t table_bytes = 0, cs_offset = 0, Delta_offset = 0, states_offset = 0, bytes = 0;
+};
+
+inline std::size_t ssd_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+/// Checks p against the kernels' limits (the op, ops/ssd.hpp, has checked shapes and dtypes) and lays out the
+/// chunks of every sequence (cu_seqlens: host memory, as the op passes it).
+inline SsdPlan plan_ssd(const SsdParams& p, const char* op) {
+  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
+            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
+  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  SSM_CHECK(p.chunk_size > 0, op, ": chunk_size must be > 0, got ", p.chunk_size);
+  SSM_CHECK(p.batch >= 0 && p.seqlen >= 0 && p.nheads >= 1 && p.nheads <= 65535 && p.headdim >= 1 && p.dstate >= 1 &&
+                p.ngroups >= 1 && p.nheads % p.ngroups == 0,
+            op, ": need b, l >= 0, h in [1, 65535], p, n >= 1 and g dividing h, got b = ", p.batch, ", l = ", p.seqlen,
+            ", h = ", p.nheads, ", p = ", p.headdim, ", n = ", p.dstate, ", g = ", p.ngroups);
+  SSM_CHECK(p.rows() <= 65535, op, ": at most 65535 sequences per launch, got ", p.rows());
+  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
+  SSM_CHECK(p.x && p.dt && p.A && p.B && p.C && p.out, op, ": x, dt, A, B, C and out must be set");
+  SsdPlan plan;
+  std::vector<std::int64_t> first{0};
+  for (std::int64_t s = 0; s < p.rows(); ++s) {
+    for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += p.chunk_size) {
+      const std::int64_t len = std::min(p.chunk_size, p.seq_end(s) - t0);
+      plan.table.insert(plan.table.end(), {p.seq_row(s), t0, len, s});
+      plan.q = std::max(plan.q, len);
+    }
+    first.push_back(static_cast<std::int64_t>(plan.table.size()) / kSsdChunkFields);
+  }
+  plan.n_chunks = first.back();
+  SSM_CHECK(plan.n_chunks <= 0x7fffffff, op, ": at most 2^31 - 1 chunks per launch, got ", plan.n_chunks);
+  const std::int64_t h = p.nheads, PN = p.headdim * p.dstate;
+  const std::int64_t tiles = (std::max<std::int64_t>(plan.q, 1) + kSsdTile - 1) / kSsdTile;
+  const std::int64_t p_tiles = (p.headdim + kSsdTile - 1) / kSsdTile, n_tiles = (p.dstate + kSsdTile - 1) / kSsdTile;
+  SSM_CHECK(tiles * p_tiles <= 65535 && p_tiles * n_tiles <= 65535 && (PN + kSsdPassThreads - 1) / kSsdPassThreads <= 0x7fffffff,
+            op, ": the tiles of a (chunk, head) exceed the grid (p = ", p.headdim, ", n = ", p.dstate, ", chunk ",
+            plan.q, ")");
+  plan.table.insert(plan.table.end(), first.begin(), first.end());
+  const auto bytes = [](std::int64_t count, std::size_t size) { return ssd_align(static_cast<std::size_t>(count) * size); };
+  plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
+  plan.cs_offset = ssd_align(plan.table_bytes);
+  plan.Delta_offset = plan.cs_offset + bytes(plan.n_chunks * h * plan.q, sizeof(double));
+  plan.states_offset = plan.Delta_offset + bytes(plan.n_chunks * h * plan.q, sizeof(float));
+  plan.bytes = plan.states_offset + bytes(plan.n_chunks * h * PN, sizeof(float));
+  return plan;
+}
+
+/// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
+inline SsdWorkspace ssd_workspace(const SsdPlan& plan, void* base) {
+  char* b = static_cast<char*>(base);
+  SsdWorkspace ws;
+  ws.chunks = reinterpret_cast<const std::int64_t*>(b);
+  ws.first_chunk = ws.chunks + plan.n_chunks * kSsdChunkFields;
+  ws.n_chunks = plan.n_chunks, ws.q = plan.q;
+  ws.cs = reinterpret_cast<double*>(b + plan.cs_offset);
+  ws.Delta = reinterpret_cast<float*>(b + plan.Delta_offset);
+  ws.states = reinterpret_cast<float*>(b + plan.states_offset);
+  return ws;
+}
+
+/// The four launches for inputs of type In.
+template <class In, class Exec>
+void launch_ssd_forward(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& ws) {
+  const auto h = static_cast<unsigned>(p.nheads), chunks = static_cast<unsigned>(plan.n_chunks);
+  const index_t P = p.headdim, N = p.dstate, PN = P * N;
+  const auto tiles = [](index_t e) { return static_cast<unsigned>((e + kSsdTile - 1) / kSsdTile); };
+  if (plan.n_chunks > 0) {
+    exec.launch(ssd_chunk_cumsum_kernel, LaunchDims{chunks, h}, LaunchDims{32}, p, ws);
+    exec.launch(ssd_chunk_state_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads}, p, ws);
+  }
+  if (p.rows() > 0)  // also with no chunks: the final states are then the initial ones
+    exec.launch(ssd_state_passing_kernel,
+                LaunchDims{static_cast<unsigned>((PN + kSsdPassThreads - 1) / kSsdPassThreads), h,
+                           static_cast<unsigned>(p.rows())},
+                LaunchDims{kSsdPassThreads}, p, ws);
+  if (plan.n_chunks > 0)
+    exec.launch(ssd_chunk_scan_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)}, LaunchDims{kSsdThreads}, p,
+                ws);
+}
+
+/// The whole forward over one executor, every input dtype: plan_ssd has run, ws is laid out and holds the table.
+template <class Exec>
+void ssd_forward_launches(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& ws) {
+  switch (p.input_dtype) {
+    case DType::f32: launch_ssd_forward<float>(exec, p, plan, ws); break;
+    case DType::f16: launch_ssd_forward<::ssm::half>(exec, p, plan, ws); break;
+    default: launch_ssd_forward<::ssm::bfloat16>(exec, p, plan, ws); break;
+  }
+}
+
+}  // namespace ssm::kernels

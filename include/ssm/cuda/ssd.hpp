@@ -1,0 +1,15 @@
+// Host API of the chunked SSD forward on a CUDA device (Mamba-2; core/params/ssd.hpp; kernels in
+// cuda/kernels/ssd_*.cuh, launches in cuda/kernels/launch/ssd.cuh; docs/ssd.md "CUDA").
+#pragma once
+
+#include "ssm/core/params/ssd.hpp"
+
+namespace ssm::cuda {
+
+/// The chunked SSD forward on the current device: x, B, C, z, out f32, f16 or bf16; dt, A, D, dt_bias and the states
+/// f32; p.cu_seqlens in host memory (as ssm::ssd passes it). Allocates its workspace (the chunk table, the gate's
+/// cumulative sums, the chunk states: about n_chunks h (12 q + 4 p n) bytes) stream-ordered on `stream` and frees
+/// it there; does not synchronize. ssm::Error for other dtypes, shapes past the kernels' limits and CUDA failures.
+void ssd_forward(const SsdParams& p, void* stream = nullptr);
+
+}  // namespace ssm::cuda
