@@ -179,35 +179,36 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, MambaLMPiecesOnCudaEmu,
                                            Checkpoint{"falcon_mamba/tiny", std::nullopt}),
                          test_name);
 
-// Mamba2LM is the same LM body: to(Device::cuda(0)) moves every weight there, caches are made there, and a forward
-// runs the block's ops on the device. While the SSD op has no CUDA entry, the forward is that op's ssm::Error (and
-// a prefill so refused leaves the caller's cache); once it has one, the logits equal the CPU model's.
-TEST(Mamba2LMOnCudaEmu, MovesToTheDeviceAndRunsOrNamesTheMissingOp) {
+// Mamba2LM is the same LM body: to(Device::cuda(0)) moves every weight there, caches are made there, and the
+// forward runs the block's ops on the device (the chunked SSD through its CUDA kernels, the decode step through
+// selective_state_update's head form) against the CPU model: logits, then a prefill and greedy steps.
+TEST(Mamba2LMOnCudaEmu, LogitsPrefillAndStepsEqualCpuModel) {
   const auto cpu = ssm::models::Mamba2LM::load(ssm::test::data_dir("mamba2/groups2"));
   ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 11);
   const auto dev = cpu.to(kCuda);
   ASSERT_EQ(dev.device(), kCuda);
   EXPECT_EQ(dev.blocks()[0].device(), kCuda);
   EXPECT_EQ(cpu.device(), Device::cpu());
-  auto cache = dev.make_cache(2);
-  EXPECT_EQ(cache.layers[0].ssm_state.device(), kCuda);
-  const auto before = ssm::test::cache_bytes(cache);
-  const index_t b = 2, l = 7;
-  const auto ids = random_ids(b * l, cpu.config().vocab_size, 13);
+  const index_t b = 2, l = 7, vocab = cpu.config().vocab_size;
+  const auto ids = random_ids(b * l, vocab, 13);
   const TensorView ids_view = TensorView::of(ids.data(), {b, l});
-  Tensor got;
-  try {
-    got = dev.logits(ids_view);
-  } catch (const ssm::Error& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("not implemented on cuda"), std::string::npos) << what;
-    EXPECT_NE(what.find("ssd"), std::string::npos) << what;
-    EXPECT_THROW(dev.prefill(ids_view, cache), ssm::Error);
-    EXPECT_EQ(ssm::test::cache_bytes(cache), before) << "a prefill the device refused replaced the cache";
-    return;
-  }
+  const Tensor got = dev.logits(ids_view);
   EXPECT_EQ(got.device(), kCuda);
   EXPECT_LE(normalized_error(got, cpu.logits(ids_view)), 1e-4);
+
+  auto cpu_cache = cpu.make_cache(b), dev_cache = dev.make_cache(b);
+  EXPECT_EQ(dev_cache.layers[0].ssm_state.device(), kCuda);
+  Tensor ref = cpu.prefill(ids_view, cpu_cache), out = dev.prefill(ids_view, dev_cache);
+  EXPECT_LE(normalized_error(out, ref), 1e-4) << "prefill";
+  for (int t = 0; t < 2; ++t) {
+    const auto next = argmax_rows(out, vocab), next_ref = argmax_rows(ref, vocab);
+    ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
+    ref = cpu.step(next_ref, cpu_cache);
+    out = dev.step(next, dev_cache);
+    EXPECT_LE(normalized_error(out, ref), 1e-4) << "step " << t;
+  }
+  for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i)
+    EXPECT_LE(normalized_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), 1e-4) << "layer " << i;
 }
 
 }  // namespace
