@@ -11,7 +11,10 @@
 // its bf16 weights kept (dtype:bf16) or converted to f32 (dtype:f32), and report prefill / decode tokens/s and
 // the resident memory: file_bytes (model.safetensors), weight_bytes (MambaLM::weight_bytes), rss_bytes (VmRSS
 // growth from before the load to after a first prefill, which reads every weight) and VmHWM (the process's
-// peak; meaningful when one dtype is run per process, as the filter above does).
+// peak; meaningful when one dtype is run per process, as the filter above does). The decode benchmarks add
+// read_bw (the machine's read bandwidth on the same threads, bench/bandwidth.hpp) and bw_fraction = weight_bytes
+// x tokens/s / read_bw: a decoding step streams every weight once, so 1 is the ceiling. The probe's 512 MiB
+// buffer is freed after it, but VmHWM counts it from the first decode benchmark on.
 #include <benchmark/benchmark.h>
 
 #include <sys/wait.h>
@@ -28,6 +31,7 @@
 #include <string>
 #include <system_error>
 
+#include "bandwidth.hpp"
 #include "ssm/models.hpp"
 
 using ssm::index_t;
@@ -176,6 +180,10 @@ void BM_MambaWeightsDecode(benchmark::State& state, ssm::DType dtype, int thread
   m.set_threads(threads);
   time_decode(state, m);
   memory_counters(state, lm);
+  const double bw = ssm_bench::read_bandwidth(threads);
+  state.counters["read_bw"] = bw;
+  state.counters["bw_fraction"] = benchmark::Counter(static_cast<double>(m.weight_bytes()) / bw,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void register_weights() {

@@ -17,8 +17,8 @@ namespace ssm::cpu {
 
 /// simd::lanes<float> consecutive 16-bit values at p (H = ssm::half or ssm::bfloat16; any alignment) as f32.
 template <class H>
-SSM_FORCE_INLINE simd::Vec<float> load_f32(const H* p) {
-  static_assert(std::is_same_v<H, half> || std::is_same_v<H, bfloat16>, "load_f32: H is ssm::half or ssm::bfloat16");
+SSM_FORCE_INLINE simd::Vec<float> load_16bit_as_f32(const H* p) {
+  static_assert(std::is_same_v<H, half> || std::is_same_v<H, bfloat16>, "H is ssm::half or ssm::bfloat16");
 #if defined(__AVX512F__)  // maskz forms: the plain ones take an undefined vector, a false -Wuninitialized in GCC 12
   const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   if constexpr (std::is_same_v<H, half>) {
@@ -45,6 +45,14 @@ SSM_FORCE_INLINE simd::Vec<float> load_f32(const H* p) {
   float tmp[simd::lanes<float>];
   for (int i = 0; i < simd::lanes<float>; ++i) tmp[i] = static_cast<float>(p[i]);
   return simd::load(tmp);
+}
+
+/// simd::lanes<float> consecutive values at p as f32 (H = float, ssm::half or ssm::bfloat16; any alignment): the
+/// weight load of kernels that read W in its stored dtype.
+template <class H>
+SSM_FORCE_INLINE simd::Vec<float> load_f32(const H* p) {
+  if constexpr (std::is_same_v<H, float>) return simd::load(p);
+  else return load_16bit_as_f32(p);
 }
 
 /// dst[0, len) = src[0, len) converted from In to T (any of float, double, ssm::half, ssm::bfloat16 to float or

@@ -3,7 +3,8 @@
 //   h[i, c, :] = exp(Δ A) ⊙ h[i, c, :] + Δ B u,   y = C · h[i, c, :] + D u,   out = y silu(z),
 // B and C those of head i's group, accumulating in T (f32 or f64). The Mamba block's decoding step (Mamba-1 form,
 // A per channel and state) and the Mamba-2 block's (per_head form: one decay exp(Δ A) per head) run it once per token
-// and layer.
+// and layer. The Mamba-1 form's exp(Δ A) over the states runs in vectors (simd::exp, the scan's own exp2; a scalar
+// exp per state was a tenth of a Mamba-130m decode step), the states past the last full vector in scalars.
 #pragma once
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "ssm/core/index.hpp"
 #include "ssm/core/params/selective_state_update.hpp"
 #include "ssm/core/scalar.hpp"
+#include "ssm/cpu/simd.hpp"
 
 namespace ssm::cpu {
 
@@ -50,8 +52,20 @@ void selective_state_update_rows(const SelectiveStateUpdateParams& p) {
           }
         } else {
           const T Delta = p.delta<T>(dt[p.dt_index(bi, i, c)] + (dt_bias != nullptr ? dt_bias[pc] : T(0)));
-          const T* Ac = A + pc * n;
-          for (index_t k = 0; k < n; ++k) {
+          const T* Ac = A + pc * n;  // (n)
+          using V = simd::Vec<T>;
+          constexpr int W = simd::lanes<T>;
+          const V Delta_v = simd::broadcast(Delta), du = simd::broadcast(Delta * uc);
+          V yv{};
+          index_t k = 0;
+          for (; k + W <= n; k += W) {
+            const V h_new = simd::fma(simd::exp<T>(Delta_v * simd::load(Ac + k)), simd::load(hc + k),
+                                      du * simd::load(B + k));
+            simd::store(hc + k, h_new);
+            yv = simd::fma(simd::load(C + k), h_new, yv);
+          }
+          y = simd::hsum<T>(yv);
+          for (; k < n; ++k) {
             hc[k] = std::exp(Delta * Ac[k]) * hc[k] + Delta * B[k] * uc;
             y += C[k] * hc[k];
           }

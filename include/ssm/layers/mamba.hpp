@@ -492,11 +492,9 @@ class MambaBlock {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank();
     const index_t b = u.size(0), nx = r + 2 * n;
     const Params P = views();
-    // Decoding: starting threads for each of the four products costs more than it saves for a few sequences
-    // (d_model 768, one sequence: 700-960 us per token on 2 threads against 635 us on one, measured with
-    // bench_scan_vs_attention), so only batches above 2^24 multiply-adds per step are split.
-    const index_t macs = b * dm * di * 3;
-    const int nt = macs >= (index_t{1} << 24) ? cpu::cpu_threads(threads_, macs) : 1;
+    // Decoding: the four products are split over the threads like any other (the pool's workers are parked
+    // between calls, so a split costs a wake-up, not a thread start).
+    const int nt = cpu::cpu_threads(threads_, b * dm * di * 3);
     const TensorView xz = part(work, 0, {b, 2 * di}, {2 * di, 1});                  // (b, 2 di)
     const TensorView xc = part(work, b * 2 * di, {b, di}, {di, 1});                // (b, di)
     const TensorView dbc = part(work, b * 3 * di, {b, nx}, {nx, 1});               // (b, r + 2n)

@@ -63,35 +63,6 @@ inline T store(V x) {
 
 using simd::hsum;  // sum of a vector's lanes as a tree
 
-/// Runs f(tid) for tid in [0, n) on n threads (the caller is thread 0); rethrows the first exception.
-template <class F>
-void run_threads(int n, F&& f) {
-  if (n <= 1) {
-    f(0);
-    return;
-  }
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto guarded = [&](int tid) {
-    try {
-      f(tid);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-    }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(n - 1));
-  for (int i = 1; i < n; ++i)
-    threads.emplace_back([&guarded, i] {
-      ::ssm::cpu::detail::note_worker_thread();
-      guarded(i);
-    });
-  guarded(0);
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
-}
-
 /// Zero-initialized buffer aligned to the vector width (64 bytes at least).
 template <class T>
 class AlignedBuffer {
