@@ -6,6 +6,9 @@
 //   - the chunked backward with bwd_over_fwd: its best time over the forward's best of 5 (target <= 3).
 // Variants (the first argument): 0 linear attention (φ = identity, no normalizer), 1 retention (γ_h of RetNet, scale
 // dk^-1/2), 2 Katharopoulos (φ = elu + 1 with the normalizer).
+// The delta rule (ops/delta_rule.hpp, docs/delta_rule.md) at the same shape, BM_dr_*: the chunked forward (WY / UT)
+// with speedup_over_loop, the token loop, and the backward (a token loop over checkpointed states) with
+// bwd_over_fwd. Variants: 0 DeltaNet, 1 Gated DeltaNet; both with L2-normalized q, k and scale dk^-1/2.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -14,7 +17,9 @@
 #include <cstdint>
 #include <random>
 
+#include "../tests/conformance/delta_rule_problem.hpp"
 #include "../tests/conformance/linear_attention_problem.hpp"
+#include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
 
 namespace {
@@ -47,7 +52,8 @@ double best_of(int n, const auto& fn) {
   return best;
 }
 
-void set_updates(benchmark::State& state, const linear_attention_problem::LaCase& c) {
+template <class Case>
+void set_updates(benchmark::State& state, const Case& c) {
   const double updates = static_cast<double>(c.b * c.l * c.h * c.dk * c.dv);
   state.counters["updates_per_s"] = benchmark::Counter(updates, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -107,6 +113,70 @@ void BM_la_backward(benchmark::State& state) {
   state.counters["bwd_over_fwd"] = bwd / fwd;
 }
 
+delta_rule_problem::DrData dr_data(index_t l, int variant) {
+  delta_rule_problem::DrCase c;
+  c.b = 1, c.l = l, c.h = 4, c.g = 4, c.dk = 128, c.dv = 128, c.dtype = ssm::DType::f32, c.gated = variant == 1;
+  c.scale = 1.0 / std::sqrt(static_cast<double>(c.dk));
+  return delta_rule_problem::make_data(c);
+}
+
+ssm::DeltaRuleOptions dr_options(const delta_rule_problem::DrData& d, index_t chunk, ssm::DeltaRulePath path) {
+  ssm::DeltaRuleOptions o = d.options();
+  o.chunk_size = chunk, o.threads = 1, o.path = path;
+  return o;
+}
+
+void BM_dr_chunked(benchmark::State& state) {
+  const index_t chunk = state.range(2);
+  const auto d = dr_data(state.range(0), static_cast<int>(state.range(1)));
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = dr_options(d, chunk, ssm::DeltaRulePath::chunked);
+  const auto loop = dr_options(d, chunk, ssm::DeltaRulePath::recurrent);
+  const double loop_s = best_of(3, [&] { ssm::delta_rule_into(in, out, std::nullopt, loop); });
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::delta_rule_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["speedup_over_loop"] = loop_s / best;
+}
+
+void BM_dr_recurrent(benchmark::State& state) {
+  const auto d = dr_data(state.range(0), static_cast<int>(state.range(1)));
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = dr_options(d, 64, ssm::DeltaRulePath::recurrent);
+  for (auto _ : state) {
+    ssm::delta_rule_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_updates(state, d.cs);
+}
+
+void BM_dr_backward(benchmark::State& state) {
+  const index_t chunk = state.range(2);
+  const auto d = dr_data(state.range(0), static_cast<int>(state.range(1)));
+  std::mt19937_64 rng(5);
+  const ssm::Tensor grad_out = delta_rule_problem::uniform(rng, d.v.shape(), d.v.dtype(), -1, 1);
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = dr_options(d, chunk, ssm::DeltaRulePath::chunked);
+  const double fwd = best_of(3, [&] { ssm::delta_rule_into(in, out, std::nullopt, opt); });
+  double bwd = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::DeltaRuleGrads g = ssm::delta_rule_backward(in, grad_out, std::nullopt, opt);
+    benchmark::DoNotOptimize(g.grad_q.data());
+    bwd = std::min(bwd, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["bwd_over_fwd"] = bwd / fwd;
+}
+
 // (l, variant, chunk)
 BENCHMARK(BM_la_chunked)
     ->ArgsProduct({{4096}, {0, 1, 2}, {64, 128}})
@@ -120,6 +190,22 @@ BENCHMARK(BM_la_recurrent)
     ->UseRealTime();
 BENCHMARK(BM_la_backward)
     ->ArgsProduct({{4096}, {0, 1, 2}, {64}})
+    ->ArgNames({"l", "variant", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// (l, variant, chunk)
+BENCHMARK(BM_dr_chunked)
+    ->ArgsProduct({{4096}, {0, 1}, {32, 64, 128}})
+    ->ArgNames({"l", "variant", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_dr_recurrent)
+    ->ArgsProduct({{4096}, {0, 1}})
+    ->ArgNames({"l", "variant"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_dr_backward)
+    ->ArgsProduct({{4096}, {0, 1}, {64}})
     ->ArgNames({"l", "variant", "chunk"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "ssm/ops/causal_conv1d.hpp"
+#include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/embedding.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/linear.hpp"

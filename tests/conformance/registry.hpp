@@ -170,6 +170,35 @@ inline Arg strided_arg(const std::string& name, const Tensor& dense, index_t pad
 
 inline Arg dense_arg(const std::string& name, const Tensor& t) { return {name, t, t.view()}; }
 
+// ---- helpers for registrations ------------------------------------------------------------------------------
+
+/// The tolerance of a chunked recurrence (SSD, linear attention, the delta rule) against its token loop in double.
+/// Forward: f64 1e-12, f32 1e-5, the bound for sums of up to a chunk of products against a double loop. f16 / bf16
+/// outputs: the inputs are the same 16-bit values for both, so one rounding of the output, about 2^-11 and 2^-8 of
+/// max |out|, with room: 1e-3, 8e-3. Backward: the chunked sums reassociate the loop's over up to l steps: 1e-10
+/// (f64) and 1e-4 (f32); 16-bit gradients once more one rounding of their type.
+inline double chunked_recurrence_tolerance(DType dt, Pass pass) {
+  const bool fwd = pass == Pass::forward;
+  switch (dt) {
+    case DType::f64: return fwd ? 1e-12 : 1e-10;
+    case DType::f16: return 1e-3;
+    case DType::bf16: return 8e-3;
+    default: return fwd ? 1e-5 : 1e-4;
+  }
+}
+
+/// A backward reference for an op whose own backward has a "reference" path (a token loop in double): runs `backward`
+/// on that path and copies the gradients it allocated into the contiguous reference outputs.
+template <class Backward>
+void backward_on_reference_path(const Backward& backward, const Case& c, const Views& in, const Views& out) {
+  Outputs o;
+  o.views = out;
+  RunConfig ref;
+  ref.path = "reference";
+  backward(c, in, o, ref);
+  for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
+}
+
 // ---- guarded output buffers --------------------------------------------------------------------------------
 
 /// An output view inside a larger byte buffer: kGuard bytes before and after, and the gaps of a strided view, hold

@@ -290,8 +290,9 @@ void forward_recurrent(const LinearAttentionParams& p, int threads) {
   });
 }
 
-template <class F>
-void by_dtype(const LinearAttentionParams& p, const char* op, F&& f) {
+/// f(In{}) for p.input_dtype's element type (any argument block with an input_dtype: the delta rule's too).
+template <class Params, class F>
+void by_dtype(const Params& p, const char* op, F&& f) {
   switch (p.input_dtype) {
     case DType::f32: f(float{}); break;
     case DType::f64: f(double{}); break;

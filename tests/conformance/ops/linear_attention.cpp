@@ -146,12 +146,7 @@ void la_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& 
 }
 
 void la_backward_reference(const Case& c, const Views& in, const Views& out) {
-  Outputs o;
-  o.views = out;
-  RunConfig ref;
-  ref.path = "reference";
-  la_backward(c, in, o, ref);
-  for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
+  backward_on_reference_path(la_backward, c, in, out);
 }
 
 std::string la_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
@@ -160,20 +155,8 @@ std::string la_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
   return {};
 }
 
-/// As the SSD's (ops/ssd.cpp): f64 1e-12 forward, 1e-10 backward; f32 1e-5, 1e-4; 16-bit outputs one rounding of
-/// their type with room.
-double la_tolerance(DType dt, Pass pass) {
-  const bool fwd = pass == Pass::forward;
-  switch (dt) {
-    case DType::f64: return fwd ? 1e-12 : 1e-10;
-    case DType::f16: return 1e-3;
-    case DType::bf16: return 8e-3;
-    default: return fwd ? 1e-5 : 1e-4;
-  }
-}
-
 const Register reg{Op{"linear_attention", {"reference", "sequential", "chunked"}, false, la_cases, la_unsupported,
-                      la_forward, la_backward, la_forward_reference, la_backward_reference, la_tolerance}};
+                      la_forward, la_backward, la_forward_reference, la_backward_reference, chunked_recurrence_tolerance}};
 
 }  // namespace
 }  // namespace conformance

@@ -150,12 +150,7 @@ void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
 /// reference::ssd_backward through the op's SsdPath::reference (which runs nothing else), copied into the harness's
 /// outputs.
 void ssd_backward_reference(const Case& c, const Views& in, const Views& out) {
-  Outputs o;
-  o.views = out;
-  RunConfig ref;
-  ref.path = "reference";
-  ssd_backward(c, in, o, ref);
-  for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
+  backward_on_reference_path(ssd_backward, c, in, out);
 }
 
 std::string ssd_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
@@ -166,24 +161,8 @@ std::string ssd_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   return {};
 }
 
-/// f64: sums of at most l products in another order, 1e-12. f32 (and f32 states of 16-bit inputs): 1e-5, the issue's
-/// bound for sums of up to a chunk of products against a double loop. f16 / bf16 outputs: the inputs are the same
-/// 16-bit values for both, so one rounding of the output, about 2^-11 and 2^-8 of max |out|, with room: 1e-3, 8e-3.
-/// Backward: the chunked sums reassociate the loop's over up to l steps and the gate's gradient is a difference of
-/// the decay mask's row and column sums: 1e-10 (f64) and 1e-4 (f32); 16-bit gradients once more one rounding of
-/// their type.
-double ssd_tolerance(DType dt, Pass pass) {
-  const bool fwd = pass == Pass::forward;
-  switch (dt) {
-    case DType::f64: return fwd ? 1e-12 : 1e-10;
-    case DType::f16: return 1e-3;
-    case DType::bf16: return 8e-3;
-    default: return fwd ? 1e-5 : 1e-4;
-  }
-}
-
 const Register reg{Op{"ssd", {"reference", "sequential", "chunked"}, true, ssd_cases, ssd_unsupported, ssd_forward, ssd_backward,
-                      ssd_forward_reference, ssd_backward_reference, ssd_tolerance}};
+                      ssd_forward_reference, ssd_backward_reference, chunked_recurrence_tolerance}};
 
 }  // namespace
 }  // namespace conformance
