@@ -171,6 +171,15 @@ inline void ssd_forward(const SsdParams& p, void*) {
   kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, base));
 }
 
+inline void ssd_backward(const SsdParams& p, const SsdGradParams& g, void*) {
+  const kernels::SsdPlan plan = kernels::plan_ssd_backward(p, g, "ssm::cuda::ssd_backward (host emulation)");
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, base),
+                                 kernels::ssd_grad_workspace(plan, base, p.z != nullptr));
+}
+
 inline DeviceBackend make() {
   DeviceBackend b;
   b.name = kName;
@@ -197,6 +206,7 @@ inline DeviceBackend make() {
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
   b.ssd_forward = &ssd_forward;
+  b.ssd_backward = &ssd_backward;
   return b;
 }
 

@@ -11,8 +11,9 @@
 namespace ssm::kernels {
 
 /// Grid (n_chunks, h, step tiles × p tiles), block kSsdThreads; step tiles cover q, and tiles past a chunk's
-/// length return at once (before any barrier). In: x, B, C, z and out's dtype (f32, f16, bf16), f32 compute.
-template <class In>
+/// length return at once (before any barrier). In: x, B, C and z's dtype (f32, f16, bf16), f32 compute; Out: out's
+/// (In for the forward; f32 for the backward's y, which it runs with z null to keep y before the gate).
+template <class In, class Out = In>
 __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks) ssd_chunk_scan_kernel(SsdParams p, SsdWorkspace ws) {
   SSM_SHARED(float, Cs, kSsdTile * kSsdPitch);  // (step t, n)
   SSM_SHARED(float, Ks, kSsdTile * kSsdPitch);  // (p, n) of the entering state, or (step j, n) of B
@@ -114,7 +115,7 @@ __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks) ssd_chunk_scan_ker
   const float* D = static_cast<const float*>(p.D);
   const In* z = p.z ? static_cast<const In*>(p.z) + row * p.z_batch_stride + t0 * p.z_seq_stride + head * p.z_head_stride
                     : nullptr;
-  In* out = static_cast<In*>(p.out) + row * p.out_batch_stride + t0 * p.out_seq_stride + head * p.out_head_stride;
+  Out* out = static_cast<Out*>(p.out) + row * p.out_batch_stride + t0 * p.out_seq_stride + head * p.out_head_stride;
   SSM_UNROLL
   for (int a = 0; a < 2; ++a)
     SSM_UNROLL

@@ -33,6 +33,40 @@ struct SsdWorkspace {
   float* states = nullptr;
 };
 
+/// The backward's own buffers (kernels/launch/ssd.cuh: plan_ssd with a backward lays them out after the forward's).
+/// dstates (n_chunks, h, p, n): E_c, the state gradient chunk c's own outputs give, then (after the reverse state
+/// passing) ḡS_c, the gradient of the state chunk c leaves. dcs (n_chunks, h, q): ḡcs, the gradient of the cumulative
+/// sums; dDelta (n_chunks, h, q): ḡΔ from x's products (the gate adds A ρ); both zeroed, then summed into by atomics
+/// (the blocks of a chunk's p tiles, n tiles and step tiles share them). dG (n_chunks, h, q, q): per head the
+/// gradient of C Bᵀ, ḡM ⊙ L (row t, column s <= t; every (t, s) of a lower tile written, 0 above the diagonal).
+/// y (b, l, h, p) f32, contiguous, only with z: the forward's output before the gate, y = Y + D x (for ḡz).
+struct SsdGradWorkspace {
+  float* dstates = nullptr;
+  float* dcs = nullptr;
+  float* dDelta = nullptr;
+  float* dG = nullptr;
+  float* y = nullptr;
+};
+
+/// The incoming gradient of y at step t (absolute along l) of batch row `row`, channel pp of `head`:
+/// ḡy = ḡout silu(z) (ḡout without z). grad_out is contiguous (b, l, h, p).
+template <class In>
+__device__ __forceinline__ float ssd_grad_y(const SsdParams& p, const SsdGradParams& g, index_t row, index_t t,
+                                            index_t head, index_t pp) {
+  float gy = load_float(static_cast<const In*>(g.grad_out) + ((row * p.seqlen + t) * p.nheads + head) * p.headdim + pp);
+  if (p.z)
+    gy *= scalar::silu(load_float(static_cast<const In*>(p.z) + row * p.z_batch_stride + t * p.z_seq_stride +
+                                  head * p.z_head_stride + pp));
+  return gy;
+}
+
+/// Sums v over the 16 lanes that share a row of a tile (tx = lane % 16 within half a warp): a xor butterfly.
+__device__ __forceinline__ float ssd_row_sum16(float v) {
+  SSM_UNROLL
+  for (int off = 8; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
 /// The tiles of ssd_chunk_state_kernel and ssd_chunk_scan_kernel: kSsdTile × kSsdTile outputs per block, kSsdThreads =
 /// (kSsdTile / 2)² threads, each owning the 2 × 2 outputs (r + a kSsdTile / 2, c + b kSsdTile / 2). The reduction
 /// dimension is staged through shared memory kSsdTile at a time; rows padded by one float against bank conflicts.

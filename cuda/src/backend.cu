@@ -43,6 +43,7 @@ DeviceBackend make_backend() {
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
   b.ssd_forward = &ssd_forward;
+  b.ssd_backward = &ssd_backward;
   return b;
 }
 

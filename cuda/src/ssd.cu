@@ -1,5 +1,5 @@
-// ssm::cuda::ssd_forward: the plan, the workspace (stream-ordered) and the launches of kernels/launch/ssd.cuh on a
-// stream.
+// ssm::cuda::ssd_forward and ssd_backward: the plan, the workspace (stream-ordered) and the launches of
+// kernels/launch/ssd.cuh on a stream.
 #include <cuda_runtime.h>
 
 #include "../kernels/launch/ssd.cuh"
@@ -10,23 +10,40 @@
 
 namespace ssm::cuda {
 
+namespace {
+/// plan.bytes of stream-ordered device memory holding plan.table at its start; freed (stream-ordered) with the object.
+struct SsdDeviceWorkspace {
+  void* base = nullptr;
+  cudaStream_t s;
+  SsdDeviceWorkspace(const kernels::SsdPlan& plan, cudaStream_t stream) : s(stream) {
+    detail::check_cuda(cudaMallocAsync(&base, plan.bytes, s), "cudaMallocAsync (ssd workspace)");
+    // From pageable memory: returns once the table is staged, so the host vector may go.
+    detail::check_cuda(cudaMemcpyAsync(base, plan.table.data(), plan.table_bytes, cudaMemcpyHostToDevice, s),
+                       "cudaMemcpyAsync (ssd chunk table)");
+  }
+  ~SsdDeviceWorkspace() { (void)cudaFreeAsync(base, s); }
+  SsdDeviceWorkspace(const SsdDeviceWorkspace&) = delete;
+  SsdDeviceWorkspace& operator=(const SsdDeviceWorkspace&) = delete;
+};
+}  // namespace
+
 void ssd_forward(const SsdParams& p, void* stream) {
   const kernels::SsdPlan plan = kernels::plan_ssd(p, "ssm::cuda::ssd_forward");
   if (p.rows() == 0) return;
   (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
-  const auto s = static_cast<cudaStream_t>(stream);
-  void* base = nullptr;
-  detail::check_cuda(cudaMallocAsync(&base, plan.bytes, s), "cudaMallocAsync (ssd workspace)");
-  struct Free {
-    void* base;
-    cudaStream_t s;
-    ~Free() { (void)cudaFreeAsync(base, s); }
-  } free_at_exit{base, s};
-  // From pageable memory: returns once the table is staged, so the host vector may go.
-  detail::check_cuda(cudaMemcpyAsync(base, plan.table.data(), plan.table_bytes, cudaMemcpyHostToDevice, s),
-                     "cudaMemcpyAsync (ssd chunk table)");
-  detail::StreamExecutor exec{s};
-  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, base));
+  const SsdDeviceWorkspace w(plan, static_cast<cudaStream_t>(stream));
+  detail::StreamExecutor exec{w.s};
+  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, w.base));
+}
+
+void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream) {
+  const kernels::SsdPlan plan = kernels::plan_ssd_backward(p, g, "ssm::cuda::ssd_backward");
+  (void)device_count();
+  // Also with no sequence: the summed gradients (A, D, dt_bias) are still zero-filled.
+  const SsdDeviceWorkspace w(plan, static_cast<cudaStream_t>(stream));
+  detail::StreamExecutor exec{w.s};
+  kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, w.base),
+                                 kernels::ssd_grad_workspace(plan, w.base, p.z != nullptr));
 }
 
 }  // namespace ssm::cuda

@@ -1,6 +1,6 @@
-// The launch logic of the chunked SSD forward, written once over an executor (`exec.launch(kernel, LaunchDims grid,
+// The launch logic of the chunked SSD forward and backward, written once over an executor (`exec.launch(kernel, LaunchDims grid,
 // LaunchDims block, args...)`): the kernels' limits, the chunk table and workspace layout (plan_ssd, on the host),
-// the four launches and the input-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/ssd.cu), the host
+// the launches and the input-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/ssd.cu), the host
 // emulation with emu::HostExecutor (cuda/emu/backend.hpp). The caller allocates plan.bytes of device memory, uploads
 // plan.table to its start and passes ssd_workspace(plan, base).
 #pragma once
@@ -10,10 +10,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "../ssd_bc_bwd.cuh"
 #include "../ssd_chunk_cumsum.cuh"
+#include "../ssd_chunk_local_bwd.cuh"
 #include "../ssd_chunk_scan.cuh"
+#include "../ssd_chunk_scan_bwd.cuh"
 #include "../ssd_chunk_state.cuh"
+#include "../ssd_chunk_state_grad.cuh"
+#include "../ssd_gate_bwd.cuh"
 #include "../ssd_state_passing.cuh"
+#include "../ssd_state_passing_bwd.cuh"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 
@@ -24,13 +30,17 @@ struct SsdPlan {
   std::vector<std::int64_t> table;  // (n_chunks, 4) rows (batch row, t0, len, sequence), then first_chunk (rows + 1)
   std::int64_t n_chunks = 0, q = 0;  // chunks; the longest chunk's length
   std::size_t table_bytes = 0, cs_offset = 0, Delta_offset = 0, states_offset = 0, bytes = 0;
+  // The backward's buffers after the forward's (plan_ssd_backward; 0 for a forward): dcs and dDelta adjacent, so
+  // one zero fill covers both.
+  std::size_t dstates_offset = 0, dcs_offset = 0, dDelta_offset = 0, dG_offset = 0, y_offset = 0;
 };
 
 inline std::size_t ssd_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 /// Checks p against the kernels' limits (the op, ops/ssd.hpp, has checked shapes and dtypes) and lays out the
-/// chunks of every sequence (cu_seqlens: host memory, as the op passes it).
-inline SsdPlan plan_ssd(const SsdParams& p, const char* op) {
+/// chunks of every sequence (cu_seqlens: host memory, as the op passes it). The backward passes with_out = false
+/// (it writes no out).
+inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true) {
   SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
@@ -41,7 +51,7 @@ inline SsdPlan plan_ssd(const SsdParams& p, const char* op) {
             ", h = ", p.nheads, ", p = ", p.headdim, ", n = ", p.dstate, ", g = ", p.ngroups);
   SSM_CHECK(p.rows() <= 65535, op, ": at most 65535 sequences per launch, got ", p.rows());
   SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
-  SSM_CHECK(p.x && p.dt && p.A && p.B && p.C && p.out, op, ": x, dt, A, B, C and out must be set");
+  SSM_CHECK(p.x && p.dt && p.A && p.B && p.C && (p.out || !with_out), op, ": x, dt, A, B, C and out must be set");
   SsdPlan plan;
   std::vector<std::int64_t> first{0};
   for (std::int64_t s = 0; s < p.rows(); ++s) {
@@ -83,6 +93,40 @@ inline SsdWorkspace ssd_workspace(const SsdPlan& plan, void* base) {
   return ws;
 }
 
+/// plan_ssd, then the backward's buffers after the forward's (SsdGradWorkspace): dstates (n_chunks, h, p, n), dcs and
+/// dDelta (n_chunks, h, q) each, dG (n_chunks, h, q, q), and y (b, l, h, p) with z; all f32.
+inline SsdPlan plan_ssd_backward(const SsdParams& p, const SsdGradParams& g, const char* op) {
+  SsdPlan plan = plan_ssd(p, op, false);
+  SSM_CHECK(g.grad_out, op, ": grad_out must be set");
+  const std::int64_t h = p.nheads, PN = p.headdim * p.dstate, q = plan.q;
+  const std::int64_t q_tiles = (std::max<std::int64_t>(q, 1) + kSsdTile - 1) / kSsdTile;
+  const std::int64_t n_tiles = (p.dstate + kSsdTile - 1) / kSsdTile;
+  SSM_CHECK(q_tiles * q_tiles <= 65535 && q_tiles * n_tiles <= 65535 && p.ngroups <= 65535, op,
+            ": the backward's tiles of a (chunk, head) exceed the grid (chunk ", q, ", n = ", p.dstate, ")");
+  const std::size_t rows = static_cast<std::size_t>(plan.n_chunks * h);
+  plan.dstates_offset = plan.bytes;
+  plan.dcs_offset = plan.dstates_offset + ssd_align(rows * static_cast<std::size_t>(PN) * sizeof(float));
+  plan.dDelta_offset = plan.dcs_offset + rows * static_cast<std::size_t>(q) * sizeof(float);  // right after dcs
+  plan.dG_offset = ssd_align(plan.dDelta_offset + rows * static_cast<std::size_t>(q) * sizeof(float));
+  plan.y_offset = plan.dG_offset + ssd_align(rows * static_cast<std::size_t>(q * q) * sizeof(float));
+  const std::size_t y_bytes =
+      p.z ? static_cast<std::size_t>(p.batch * p.seqlen * h * p.headdim) * sizeof(float) : std::size_t{0};
+  plan.bytes = plan.y_offset + ssd_align(y_bytes);
+  return plan;
+}
+
+/// The backward's buffers in `base` (laid out by plan_ssd_backward).
+inline SsdGradWorkspace ssd_grad_workspace(const SsdPlan& plan, void* base, bool has_z) {
+  char* b = static_cast<char*>(base);
+  SsdGradWorkspace gw;
+  gw.dstates = reinterpret_cast<float*>(b + plan.dstates_offset);
+  gw.dcs = reinterpret_cast<float*>(b + plan.dcs_offset);
+  gw.dDelta = reinterpret_cast<float*>(b + plan.dDelta_offset);
+  gw.dG = reinterpret_cast<float*>(b + plan.dG_offset);
+  gw.y = has_z ? reinterpret_cast<float*>(b + plan.y_offset) : nullptr;
+  return gw;
+}
+
 /// The four launches for inputs of type In.
 template <class In, class Exec>
 void launch_ssd_forward(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& ws) {
@@ -101,6 +145,73 @@ void launch_ssd_forward(Exec& exec, const SsdParams& p, const SsdPlan& plan, con
   if (plan.n_chunks > 0)
     exec.launch(ssd_chunk_scan_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)}, LaunchDims{kSsdThreads}, p,
                 ws);
+}
+
+/// The backward's launches for inputs of type In (docs/ssd.md "CUDA backward"): the zero fills, the forward's
+/// stages 0-2 again (Δ, cs, the entering states; no final state), the forward's chunk scan into y (with z), then
+/// E_c, the reverse state passing, ḡx (with ḡz, ḡD, ḡΔ), ḡ(C Bᵀ), ḡC, ḡB, and last the gate (ḡdt, ḡA, ḡdt_bias),
+/// which reads the ḡcs every earlier launch added to.
+template <class In, class Exec>
+void launch_ssd_backward(Exec& exec, const SsdParams& p, const SsdGradParams& g, const SsdPlan& plan,
+                         const SsdWorkspace& ws, const SsdGradWorkspace& gw) {
+  const auto h = static_cast<unsigned>(p.nheads), chunks = static_cast<unsigned>(plan.n_chunks);
+  const index_t P = p.headdim, N = p.dstate, PN = P * N;
+  const auto tiles = [](index_t e) { return static_cast<unsigned>((e + kSsdTile - 1) / kSsdTile); };
+  const auto zero = [&](void* data, index_t count) {
+    if (data && count > 0)
+      exec.launch(ssd_zero_kernel, LaunchDims{static_cast<unsigned>((count + kSsdPassThreads - 1) / kSsdPassThreads)},
+                  LaunchDims{kSsdPassThreads}, static_cast<float*>(data), count);
+  };
+  zero(gw.dcs, 2 * plan.n_chunks * p.nheads * plan.q);  // dcs and dDelta
+  zero(g.grad_A, p.nheads);
+  if (p.D) zero(g.grad_D, p.D_per_channel ? p.nheads * P : p.nheads);
+  if (p.dt_bias) zero(g.grad_dt_bias, p.nheads);
+  SsdParams fwd = p;
+  fwd.final_state = nullptr;
+  const LaunchDims pass_grid{static_cast<unsigned>((PN + kSsdPassThreads - 1) / kSsdPassThreads), h,
+                             static_cast<unsigned>(p.rows())};
+  if (plan.n_chunks > 0) {
+    exec.launch(ssd_chunk_cumsum_kernel, LaunchDims{chunks, h}, LaunchDims{32}, fwd, ws);
+    exec.launch(ssd_chunk_state_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads}, fwd,
+                ws);
+  }
+  if (p.rows() > 0) exec.launch(ssd_state_passing_kernel, pass_grid, LaunchDims{kSsdPassThreads}, fwd, ws);
+  if (plan.n_chunks > 0) {
+    if (p.z) {  // y = Y + D x before the gate, f32 (b, l, h, p) contiguous
+      SsdParams py = fwd;
+      py.z = nullptr;
+      py.out = gw.y;
+      py.out_batch_stride = p.seqlen * p.nheads * P, py.out_seq_stride = p.nheads * P, py.out_head_stride = P;
+      exec.launch(ssd_chunk_scan_kernel<In, float>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)},
+                  LaunchDims{kSsdThreads}, py, ws);
+    }
+    exec.launch(ssd_chunk_state_grad_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads},
+                p, g, ws, gw);
+  }
+  if (p.rows() > 0) exec.launch(ssd_state_passing_bwd_kernel, pass_grid, LaunchDims{kSsdPassThreads}, p, g, ws, gw);
+  if (plan.n_chunks > 0) {
+    const auto groups = static_cast<unsigned>(p.ngroups);
+    exec.launch(ssd_chunk_scan_bwd_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)},
+                LaunchDims{kSsdThreads}, p, g, ws, gw);
+    exec.launch(ssd_chunk_local_bwd_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(plan.q)},
+                LaunchDims{kSsdThreads}, p, g, ws, gw);
+    exec.launch(ssd_grad_C_kernel<In>, LaunchDims{chunks, groups, tiles(plan.q) * tiles(N)}, LaunchDims{kSsdThreads},
+                p, g, ws, gw);
+    exec.launch(ssd_grad_B_kernel<In>, LaunchDims{chunks, groups, tiles(plan.q) * tiles(N)}, LaunchDims{kSsdThreads},
+                p, g, ws, gw);
+    exec.launch(ssd_gate_bwd_kernel, LaunchDims{chunks, h}, LaunchDims{32}, p, g, ws, gw);
+  }
+}
+
+/// The whole backward over one executor, every input dtype: plan_ssd_backward has run, the workspace holds the table.
+template <class Exec>
+void ssd_backward_launches(Exec& exec, const SsdParams& p, const SsdGradParams& g, const SsdPlan& plan,
+                           const SsdWorkspace& ws, const SsdGradWorkspace& gw) {
+  switch (p.input_dtype) {
+    case DType::f32: launch_ssd_backward<float>(exec, p, g, plan, ws, gw); break;
+    case DType::f16: launch_ssd_backward<::ssm::half>(exec, p, g, plan, ws, gw); break;
+    default: launch_ssd_backward<::ssm::bfloat16>(exec, p, g, plan, ws, gw); break;
+  }
 }
 
 /// The whole forward over one executor, every input dtype: plan_ssd has run, ws is laid out and holds the table.

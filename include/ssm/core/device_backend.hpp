@@ -81,6 +81,8 @@ struct DeviceBackend {
   void (*selective_state_update)(const SelectiveStateUpdateParams& p, void* stream) = nullptr;
   /// The chunked SSD forward (Mamba-2; p.cu_seqlens in host memory). May be null ("ssd: not implemented on ... yet").
   void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
+  /// The chunked SSD backward (g's buffers contiguous, as ssd_backward allocates them). May be null.
+  void (*ssd_backward)(const SsdParams& p, const SsdGradParams& g, void* stream) = nullptr;
 
   // ---- models (transitional) ----
 };

@@ -1,4 +1,4 @@
-// Host API of the chunked SSD forward on a CUDA device (Mamba-2; core/params/ssd.hpp; kernels in
+// Host API of the chunked SSD forward and backward on a CUDA device (Mamba-2; core/params/ssd.hpp; kernels in
 // cuda/kernels/ssd_*.cuh, launches in cuda/kernels/launch/ssd.cuh; docs/ssd.md "CUDA").
 #pragma once
 
@@ -11,5 +11,11 @@ namespace ssm::cuda {
 /// cumulative sums, the chunk states: about n_chunks h (12 q + 4 p n) bytes) stream-ordered on `stream` and frees
 /// it there; does not synchronize. ssm::Error for other dtypes, shapes past the kernels' limits and CUDA failures.
 void ssd_forward(const SsdParams& p, void* stream = nullptr);
+
+/// The chunked SSD backward on the current device (docs/ssd.md "CUDA backward"): the dtypes of ssd_forward; g's
+/// buffers contiguous (core/params/ssd.hpp: SsdGradParams), grad_out required. Recomputes the forward's stages and
+/// allocates its workspace stream-ordered (the forward's, plus about n_chunks h (4 p n + 8 q + 4 q²) bytes and, with
+/// z, 4 b l h p bytes for y); does not synchronize. ssm::Error as ssd_forward.
+void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream = nullptr);
 
 }  // namespace ssm::cuda

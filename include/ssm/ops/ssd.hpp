@@ -8,7 +8,8 @@
 // CPU tensors: the chunked path of cpu/ssd/ (or, on request, its token loop or the double one of reference/ssd.hpp). CUDA tensors: the
 // backend's ssd_forward entry (ssm::cuda's kernels cuda/kernels/ssd_*.cuh: f32, f16, bf16 inputs; an ssm::Error
 // "not implemented on cuda yet" where a backend leaves it null). The backward (ssd_backward, after
-// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one; none on CUDA yet.
+// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one; on CUDA tensors the
+// backend's ssd_backward entry (cuda/kernels/ssd_*_bwd.cuh and friends; opt.path is ignored there).
 #pragma once
 
 #include <cmath>
@@ -62,7 +63,7 @@ struct SsdOptions {
 /// or (b, l, h p) as x was given); empty when the input was absent. All contiguous.
 struct SsdGrads {
   Tensor grad_x, grad_dt, grad_A, grad_B, grad_C, grad_D, grad_z, grad_dt_bias, grad_initial_state;
-  std::string path;  // "cpu-chunked" or "reference"
+  std::string path;  // "cpu-chunked", "reference" or "cuda"
 };
 
 struct SsdOutputs {
@@ -225,6 +226,7 @@ inline SsdOutputs ssd(const SsdInputs& in, const SsdOptions& opt = {}) {
 /// ((rows, h, p, n), param dtype, contiguous; zero when absent). SsdPath::reference runs the token loop in double
 /// (reference::ssd_backward); automatic and chunked the chunked CPU backward (cpu/ssd/backward.hpp: opt.chunk_size,
 /// opt.threads). The token loop in the compute type (SsdPath::recurrent) has no backward: an ssm::Error says so.
+/// CUDA tensors: the backend's ssd_backward entry (f32, f16, bf16 inputs; opt.path is ignored, as in the forward).
 /// Gradients of shared inputs (A, D, dt_bias; B and C over a group's heads) are sums over what reads them.
 inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
                              std::optional<TensorView> grad_final_state = std::nullopt, const SsdOptions& opt = {}) {
@@ -243,11 +245,10 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
     c.require(gf.device() == device, "grad_final_state", "is on ", gf.device().str(), " but 'x' is on ", device.str());
     gp.grad_final_state = gf.data();
   }
-  c.require(!device.is_cuda(), "x", "ssd_backward is not implemented on cuda yet (CUDA tensors)");
-  c.require(opt.path != SsdPath::recurrent, "path",
+  c.require(device.is_cuda() || opt.path != SsdPath::recurrent, "path",
             "SsdPath::recurrent (the token loop in the compute type) has no backward; use chunked or reference");
   SsdGrads r;
-  // Uninitialized: both paths write every element (cu_seqlens cover all of l).
+  // Uninitialized: every path writes every element (cu_seqlens cover all of l).
   const auto like = [&](const TensorView& t) { return Tensor::empty(t.shape(), t.dtype(), device); };
   r.grad_x = like(in.x), r.grad_dt = like(in.dt), r.grad_A = like(in.A), r.grad_B = like(in.B), r.grad_C = like(in.C);
   gp.grad_x = r.grad_x.data(), gp.grad_dt = r.grad_dt.data(), gp.grad_A = r.grad_A.data();
@@ -256,7 +257,10 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
   if (in.z) gp.grad_z = (r.grad_z = like(*in.z)).data();
   if (in.dt_bias) gp.grad_dt_bias = (r.grad_dt_bias = like(*in.dt_bias)).data();
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
-  if (opt.path == SsdPath::reference) {
+  if (device.is_cuda()) {
+    backend_entry(c.op(), device, &DeviceBackend::ssd_backward)(p, gp, nullptr);
+    r.path = "cuda";
+  } else if (opt.path == SsdPath::reference) {
     reference::ssd_backward(p, gp);
     r.path = "reference";
   } else {

@@ -2,7 +2,7 @@
 // threads), the CPU token loop (cpu_sequential: SsdPath::recurrent) and the op's reference path against the token
 // loop in double of include/ssm/reference/ssd.hpp; the backward (ssm::ssd_backward) on the chunked path against
 // reference::ssd_backward, with an incoming gradient of out and of the final state. The CUDA kernels (cuda_emulated:
-// cuda/kernels/ssd_*.cuh under the host emulation) run the forward cases of f32, f16 and bf16 inputs.
+// cuda/kernels/ssd_*.cuh under the host emulation) run the forward and backward cases of f32, f16 and bf16 inputs.
 #include <random>
 #include <string>
 #include <vector>
@@ -137,7 +137,7 @@ void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
   opt.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
   ssm::SsdGrads r = ssm::ssd_backward(ssd_inputs(c, in), named(c, in, "grad_out"),
                                       named(c, in, "grad_final_state"), opt);
-  EXPECT_EQ(r.path, cfg.path == "reference" ? "reference" : "cpu-chunked");
+  EXPECT_EQ(r.path, cfg.device.is_cuda() ? "cuda" : cfg.path == "reference" ? "reference" : "cpu-chunked");
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;
     Tensor* t = n == "grad_x" ? &r.grad_x : n == "grad_dt" ? &r.grad_dt : n == "grad_A" ? &r.grad_A
@@ -154,7 +154,6 @@ void ssd_backward_reference(const Case& c, const Views& in, const Views& out) {
 }
 
 std::string ssd_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
-  if (cfg.device.is_cuda() && pass == Pass::backward) return "no CUDA backward kernels for ssd yet";
   if (cfg.device.is_cuda() && of(c).shape.dtype == DType::f64) return "f64 on CUDA (the kernels compute in f32)";
   if (pass == Pass::backward && cfg.path == "reference") return "the backward on SsdPath::reference is the oracle itself";
   if (pass == Pass::backward && cfg.path == "sequential") return "the token loop (SsdPath::recurrent) has no backward";
