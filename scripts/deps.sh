@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages ssm needs (only those missing). Safe to run repeatedly.
+# Installs the Debian packages ssm needs (only those missing), plus any named as arguments. Safe to run repeatedly.
 # The CUDA toolkit (nvcc) is not a Debian package here: when it is absent, ssm::cuda is simply not built.
 set -euo pipefail
 
 packages=(cmake ninja-build g++ ccache python3
           libeigen3-dev libdlpack-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-          clang libclang-rt-14-dev gnuplot-nox)
+          clang libclang-rt-14-dev gnuplot-nox "$@")
 
 missing=()
 for p in "${packages[@]}"; do

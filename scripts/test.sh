@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2 (and what CI runs): builds with warnings as errors and runs every test, then
 # again under AddressSanitizer + UBSan, then the CPU scan kernels for other x86 targets, then the
-# safetensors fuzzer for a bounded time, then the CUDA emulation's mutation suite. Ends with one summary line: "N passed, M failed".
+# safetensors fuzzer for a bounded time, then the CUDA emulation's mutation suite, then the Python package.
+# Ends with one summary line: "N passed, M failed".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -72,6 +73,24 @@ fi
 stamp "emulation mutation suite"
 python3 tools/mutation_suite.py --jobs "$(nproc)"
 passed=$((passed + 1))
+
+# 6. The Python package: scripts/test_python.sh makes a virtual environment in build-ci/python over Debian's
+#    python3-torch, pip-installs the package (nanobind and scikit-build-core from PyPI; the extension through ccache)
+#    and runs pytest (python/tests). pytest's passed / failed (and errors, as failed) join the totals.
+stamp "python package"
+pylog=$(mktemp)
+set +e
+bash scripts/test_python.sh build-ci/python 2>&1 | tee "$pylog"
+pyrc=${PIPESTATUS[0]}
+set -e
+pyline=$(grep -E "[0-9]+ (passed|failed|errors?)" "$pylog" | tail -1 || true)
+pypassed=$(echo "$pyline" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || true)
+pyfailed=$(echo "$pyline" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+" || true)
+pyerrors=$(echo "$pyline" | grep -oE "[0-9]+ errors?" | grep -oE "[0-9]+" || true)
+passed=$((passed + ${pypassed:-0}))
+failed=$((failed + ${pyfailed:-0} + ${pyerrors:-0}))
+rm -f "$pylog"
+if [ "$pyrc" -ne 0 ]; then echo "$passed passed, $((failed > 0 ? failed : 1)) failed"; exit "$pyrc"; fi
 
 stamp "all test stages passed"
 echo "$passed passed, $failed failed"

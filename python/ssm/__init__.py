@@ -1,0 +1,50 @@
+"""ssm: state-space sequence layers from the ssm C++ library.
+
+Ops (selective scan, SSD, linear attention, causal conv1d, attention, RMSNorm, linear) take NumPy arrays, PyTorch
+tensors or any DLPack producer without copying them, and return arrays of the first argument's framework that own
+memory the library allocated (handed over through DLPack, not copied). Bad input raises :class:`ssm.Error` (a
+``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch` has the autograd functions;
+:class:`MambaLM`, :class:`Mamba2LM` and :class:`Tokenizer` load Hugging Face checkpoints. See docs/python.md.
+"""
+
+from ._ext import Error, Mamba2LM, MambaLM, Tokenizer, backends, view_info
+from .ops import (
+    attention,
+    attention_backward,
+    causal_conv1d,
+    causal_conv1d_backward,
+    linear,
+    linear_attention,
+    linear_attention_backward,
+    rms_norm,
+    selective_scan,
+    selective_scan_backward,
+    ssd,
+    ssd_backward,
+)
+from .models import load_model, logits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Error",
+    "MambaLM",
+    "Mamba2LM",
+    "Tokenizer",
+    "backends",
+    "view_info",
+    "attention",
+    "attention_backward",
+    "causal_conv1d",
+    "causal_conv1d_backward",
+    "linear",
+    "linear_attention",
+    "linear_attention_backward",
+    "load_model",
+    "logits",
+    "rms_norm",
+    "selective_scan",
+    "selective_scan_backward",
+    "ssd",
+    "ssd_backward",
+]

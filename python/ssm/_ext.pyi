@@ -1,0 +1,193 @@
+"""
+ssm._ext: nanobind bindings of the ssm C++ library. Array arguments are taken without copies through DLPack or the buffer protocol; arrays the library allocates are returned as DLPack capsules that own their memory. The package `ssm` wraps these functions.
+"""
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from numpy.typing import NDArray
+
+from ssm.models import logits as logits
+
+
+class Error(ValueError):
+    """
+    Bad input to the ssm library (shape, dtype, device, layout, option, file): the message names the operation, the argument, what was expected and what came.
+    """
+
+def to_numpy(capsule: object) -> object:
+    """
+    A writable numpy.ndarray over the memory of a DLPack capsule returned by this module, without a copy; the capsule is consumed.
+    """
+
+def backends() -> dict:
+    """
+    The backends of this build: {'cpu', 'simd' ('avx512', 'avx2' or 'generic', fixed when the extension was compiled), 'cuda_linked', 'cuda_name', 'cuda_usable', 'cuda_status'}.
+    """
+
+def selective_scan(u: Annotated[NDArray, dict(writable=False)], delta: Annotated[NDArray, dict(writable=False)], A: Annotated[NDArray, dict(writable=False)], B: Annotated[NDArray, dict(writable=False)], C: Annotated[NDArray, dict(writable=False)], *, D: Annotated[NDArray, dict(writable=False)] | None = None, z: Annotated[NDArray, dict(writable=False)] | None = None, delta_bias: Annotated[NDArray, dict(writable=False)] | None = None, delta_softplus: bool = False, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, return_last_state: bool = False, save_chunk_states: bool = False, path: str = 'automatic', num_threads: int = 0, chunk_len: int = 0) -> tuple:
+    """
+    Selective scan (Mamba's S6). u, delta (b, d, l); A (d, n); B, C (b, g, n, l), (b, n, l) or (d, n). Returns (out, last_state, chunk_states, path): capsules (None when not asked for) and the path that ran.
+    """
+
+def selective_scan_backward(u: Annotated[NDArray, dict(writable=False)], delta: Annotated[NDArray, dict(writable=False)], A: Annotated[NDArray, dict(writable=False)], B: Annotated[NDArray, dict(writable=False)], C: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, D: Annotated[NDArray, dict(writable=False)] | None = None, z: Annotated[NDArray, dict(writable=False)] | None = None, delta_bias: Annotated[NDArray, dict(writable=False)] | None = None, delta_softplus: bool = False, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_last_state: Annotated[NDArray, dict(writable=False)] | None = None, chunk_states: Annotated[NDArray, dict(writable=False)] | None = None, path: str = 'automatic', num_threads: int = 0, chunk_len: int = 0) -> tuple:
+    """
+    Gradients of selective_scan for grad_out (b, d, l). Returns (grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, grad_delta_bias, grad_initial_state, path); a gradient is None when its input was absent.
+    """
+
+def ssd(x: Annotated[NDArray, dict(writable=False)], dt: Annotated[NDArray, dict(writable=False)], A: Annotated[NDArray, dict(writable=False)], B: Annotated[NDArray, dict(writable=False)], C: Annotated[NDArray, dict(writable=False)], *, D: Annotated[NDArray, dict(writable=False)] | None = None, z: Annotated[NDArray, dict(writable=False)] | None = None, dt_bias: Annotated[NDArray, dict(writable=False)] | None = None, dt_softplus: bool = False, dt_limit: tuple[float, float] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, return_final_state: bool = False, chunk_size: int = 256, head_dim: int = 0, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    SSD, Mamba-2's scan. x (b, l, h, p); dt (b, l, h); A (h); B, C (b, l, g, n). Returns (out, final_state, path).
+    """
+
+def ssd_backward(x: Annotated[NDArray, dict(writable=False)], dt: Annotated[NDArray, dict(writable=False)], A: Annotated[NDArray, dict(writable=False)], B: Annotated[NDArray, dict(writable=False)], C: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, D: Annotated[NDArray, dict(writable=False)] | None = None, z: Annotated[NDArray, dict(writable=False)] | None = None, dt_bias: Annotated[NDArray, dict(writable=False)] | None = None, dt_softplus: bool = False, dt_limit: tuple[float, float] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, chunk_size: int = 256, head_dim: int = 0, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of ssd for grad_out (x's shape). Returns (grad_x, grad_dt, grad_A, grad_B, grad_C, grad_D, grad_z, grad_dt_bias, grad_initial_state, path).
+    """
+
+def linear_attention(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, feature_map: str = 'identity', normalize: bool = False, eps: float = 1e-06, scale: float = 1.0, gamma: Sequence[float] | None = None, return_final_state: bool = False, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Linear attention / retention. q, k (b, l, g, dk); v (b, l, h, dv). Returns (out, final_state, final_normalizer, path).
+    """
+
+def linear_attention_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, feature_map: str = 'identity', normalize: bool = False, eps: float = 1e-06, scale: float = 1.0, gamma: Sequence[float] | None = None, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of linear_attention for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_initial_state, grad_initial_normalizer, path).
+    """
+
+def causal_conv1d(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)], *, bias: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, silu: bool = True) -> tuple:
+    """
+    Causal depthwise conv1d. x (b, d, l); weight (d, w); bias (d); initial_state (b, d, w - 1). Returns (out, final_state, path).
+    """
+
+def causal_conv1d_backward(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, bias: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, silu: bool = True) -> tuple:
+    """
+    Gradients of causal_conv1d. Returns (grad_x, grad_weight, grad_bias, grad_initial_state).
+    """
+
+def attention(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], *, causal: bool = True, scale: float = 0.0, algorithm: str = 'tiled', n_threads: int = 0) -> tuple:
+    """
+    Scaled dot-product attention. q (b, l_q, h, p); k, v (b, l_k, h_kv, p). Returns (out, lse).
+    """
+
+def attention_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], out: Annotated[NDArray, dict(writable=False)], lse: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, causal: bool = True, scale: float = 0.0, algorithm: str = 'tiled', n_threads: int = 0) -> tuple:
+    """Gradients of attention. Returns (grad_q, grad_k, grad_v)."""
+
+def rms_norm(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)] | None = None, *, eps: float = 1e-05, path: str = 'automatic') -> object:
+    """
+    RMSNorm over the last dimension. x (rows, dim); weight (dim). Returns y.
+    """
+
+def linear(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)], bias: Annotated[NDArray, dict(writable=False)] | None = None, *, path: str = 'automatic', num_threads: int = 1) -> object:
+    """
+    y = x weight^T + bias. x (rows, in); weight (out, in); bias (out). Returns y.
+    """
+
+class MambaLM:
+    """
+    A causal language model over the library's blocks, on the CPU (f32 compute).
+    """
+
+    @staticmethod
+    def load(dir: str, weight_dtype: str | None = None) -> MambaLM:
+        """
+        Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
+        """
+
+    def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
+        """
+        Logits for every position: ids (b, l) int32 or int64 -> (b, l, padded_vocab) float32 capsule.
+        """
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: Sequence[int] | None = None, prefill_chunk: int = 0) -> list[int]:
+        """
+        Continues one prompt (token ids); returns the new tokens only. temperature 0 is greedy; stop_ids None stops at the config's end-of-sequence ids, [] never stops early.
+        """
+
+    def set_threads(self, n: int) -> None:
+        """CPU threads for the forward (0: automatic)."""
+
+    @property
+    def threads(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def padded_vocab(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def n_layer(self) -> int: ...
+
+    @property
+    def weight_bytes(self) -> int: ...
+
+class Mamba2LM:
+    """
+    A causal language model over the library's blocks, on the CPU (f32 compute).
+    """
+
+    @staticmethod
+    def load(dir: str, weight_dtype: str | None = None) -> Mamba2LM:
+        """
+        Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
+        """
+
+    def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
+        """
+        Logits for every position: ids (b, l) int32 or int64 -> (b, l, padded_vocab) float32 capsule.
+        """
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: Sequence[int] | None = None, prefill_chunk: int = 0) -> list[int]:
+        """
+        Continues one prompt (token ids); returns the new tokens only. temperature 0 is greedy; stop_ids None stops at the config's end-of-sequence ids, [] never stops early.
+        """
+
+    def set_threads(self, n: int) -> None:
+        """CPU threads for the forward (0: automatic)."""
+
+    @property
+    def threads(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def padded_vocab(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def n_layer(self) -> int: ...
+
+    @property
+    def weight_bytes(self) -> int: ...
+
+class Tokenizer:
+    """Hugging Face tokenizer.json (byte-level BPE: GPT-2, GPT-NeoX)."""
+
+    @staticmethod
+    def load(path: str) -> Tokenizer:
+        """Reads a tokenizer.json file."""
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of text, as tokenizers' Tokenizer.encode(text).ids."""
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of token ids."""
+
+    def token_to_id(self, token: str) -> int | None: ...
+
+    def id_to_token(self, id: int) -> str | None: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+def view_info(a: Annotated[NDArray, dict(writable=False)]) -> tuple:
+    """
+    What an op reads of array a, without copying it: (data address, shape, strides in elements, dtype, device).
+    """

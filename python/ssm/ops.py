@@ -1,0 +1,196 @@
+"""The library's ops on NumPy arrays and PyTorch tensors (no autograd here: see :mod:`ssm.torch`).
+
+Every array argument is read in place through DLPack or the buffer protocol, whatever its framework; results are
+arrays of the first argument's framework (PyTorch for a torch.Tensor, NumPy otherwise) owning memory the library
+allocated. Shapes, dtypes, strides and devices are checked by the library: a violation raises :class:`ssm.Error`
+naming the operation and the argument. The ``path`` options choose an implementation (``"reference"`` is the plain
+loop in double, the oracle the fast paths are tested against).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+from . import _ext
+from ._arrays import converter
+
+Array = Any  # an object with __dlpack__ or the buffer protocol: numpy.ndarray, torch.Tensor, jax.Array, ...
+
+
+def selective_scan(u: Array, delta: Array, A: Array, B: Array, C: Array, D: Optional[Array] = None,
+                   z: Optional[Array] = None, delta_bias: Optional[Array] = None, delta_softplus: bool = False,
+                   initial_state: Optional[Array] = None, cu_seqlens: Optional[Array] = None, *,
+                   return_last_state: bool = False, path: str = "automatic", num_threads: int = 0) -> Any:
+    """Mamba's selective scan (S6), with the semantics of mamba_ssm's ``selective_scan_ref``.
+
+    ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t``, ``y_t = C_t · h_t + D u_t``, ``out_t = y_t · silu(z_t)``, with
+    ``Δ = softplus(delta + delta_bias)`` when ``delta_softplus``.
+
+    Shapes: u, delta, z (b, d, l); A (d, n) real or complex; B, C (b, g, n, l), (b, n, l) or fixed (d, n); D,
+    delta_bias (d); initial_state (b, d, n) (with cu_seqlens (n_seqs, d, n)); cu_seqlens (n_seqs + 1) int32/int64
+    packs variable-length sequences along l (then b = 1). Dtypes: u f32/f64/f16/bf16; A, D, delta_bias and the
+    state f32 (f64 for f64 u). Paths: "automatic", "reference", "sequential", "chunked".
+
+    Returns out (b, d, l), or (out, last_state) with ``return_last_state``.
+    """
+    out, last, _, _ = _ext.selective_scan(
+        u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        initial_state=initial_state, cu_seqlens=cu_seqlens, return_last_state=return_last_state, path=path,
+        num_threads=num_threads)
+    conv = converter(u)
+    return (conv(out), conv(last)) if return_last_state else conv(out)
+
+
+def selective_scan_backward(u: Array, delta: Array, A: Array, B: Array, C: Array, grad_out: Array,
+                            D: Optional[Array] = None, z: Optional[Array] = None, delta_bias: Optional[Array] = None,
+                            delta_softplus: bool = False, initial_state: Optional[Array] = None,
+                            cu_seqlens: Optional[Array] = None, grad_last_state: Optional[Array] = None, *,
+                            path: str = "automatic", num_threads: int = 0) -> dict:
+    """Gradients of :func:`selective_scan` for ``grad_out`` (b, d, l, unit stride along l) and the optional
+    ``grad_last_state``. Returns a dict ``{"u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"}``
+    of gradients shaped like their inputs (None where the input was None)."""
+    *grads, _ = _ext.selective_scan_backward(
+        u, delta, A, B, C, grad_out, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        initial_state=initial_state, cu_seqlens=cu_seqlens, grad_last_state=grad_last_state, path=path,
+        num_threads=num_threads)
+    conv = converter(u)
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+    return {name: conv(g) for name, g in zip(names, grads)}
+
+
+def ssd(x: Array, dt: Array, A: Array, B: Array, C: Array, D: Optional[Array] = None, z: Optional[Array] = None,
+        dt_bias: Optional[Array] = None, dt_softplus: bool = False,
+        dt_limit: Optional[Tuple[float, float]] = None, initial_state: Optional[Array] = None,
+        cu_seqlens: Optional[Array] = None, *, return_final_state: bool = False, chunk_size: int = 256,
+        head_dim: int = 0, path: str = "automatic", threads: int = 0) -> Any:
+    """SSD, Mamba-2's scan (a scalar decay per head), computed in chunks.
+
+    ``h_t = exp(Δ_t A_h) h_{t-1} + Δ_t x_t B_tᵀ``, ``y_t = h_t C_t + D x_t``, ``out_t = y_t · silu(z_t)``, with
+    ``Δ = softplus(dt + dt_bias)`` when ``dt_softplus``, clamped to ``dt_limit``.
+
+    Shapes: x, z (b, l, h, p) (or (b, l, h·p) with ``head_dim = p``); dt (b, l, h); A (h); B, C (b, l, g, n), g
+    dividing h; D (h) or (h, p); dt_bias (h); initial_state (b, h, p, n). Dtypes: x, B, C, z f32/f64/f16/bf16; dt, A,
+    D, dt_bias and the states f32 (f64 for f64 x), contiguous. Paths: "automatic", "reference", "chunked",
+    "recurrent".
+
+    Returns out (x's shape), or (out, final_state) with ``return_final_state``.
+    """
+    out, final, _ = _ext.ssd(
+        x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
+        initial_state=initial_state, cu_seqlens=cu_seqlens, return_final_state=return_final_state,
+        chunk_size=chunk_size, head_dim=head_dim, path=path, threads=threads)
+    conv = converter(x)
+    return (conv(out), conv(final)) if return_final_state else conv(out)
+
+
+def ssd_backward(x: Array, dt: Array, A: Array, B: Array, C: Array, grad_out: Array, D: Optional[Array] = None,
+                 z: Optional[Array] = None, dt_bias: Optional[Array] = None, dt_softplus: bool = False,
+                 dt_limit: Optional[Tuple[float, float]] = None, initial_state: Optional[Array] = None,
+                 cu_seqlens: Optional[Array] = None, grad_final_state: Optional[Array] = None, *,
+                 chunk_size: int = 256, head_dim: int = 0, path: str = "automatic", threads: int = 0) -> dict:
+    """Gradients of :func:`ssd` for ``grad_out`` (x's shape, contiguous) and the optional ``grad_final_state``.
+    Returns a dict ``{"x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state"}``."""
+    *grads, _ = _ext.ssd_backward(
+        x, dt, A, B, C, grad_out, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
+        initial_state=initial_state, cu_seqlens=cu_seqlens, grad_final_state=grad_final_state,
+        chunk_size=chunk_size, head_dim=head_dim, path=path, threads=threads)
+    conv = converter(x)
+    names = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")
+    return {name: conv(g) for name, g in zip(names, grads)}
+
+
+def linear_attention(q: Array, k: Array, v: Array, initial_state: Optional[Array] = None,
+                     initial_normalizer: Optional[Array] = None, cu_seqlens: Optional[Array] = None, *,
+                     feature_map: str = "identity", normalize: bool = False, eps: float = 1e-6, scale: float = 1.0,
+                     gamma: Optional[Sequence[float]] = None, return_final_state: bool = False,
+                     chunk_size: int = 64, path: str = "automatic", threads: int = 0) -> Any:
+    """Linear attention (Katharopoulos et al. 2020) and RetNet retention (a fixed decay ``gamma`` per head).
+
+    ``S_t = γ S_{t-1} + φ(k_t) v_tᵀ``, ``y_t = S_tᵀ q̃_t`` (divided by ``z_tᵀ q̃_t + eps`` with ``normalize``),
+    ``q̃ = scale · φ(q)``, φ = ``feature_map`` ("identity" or "elu_plus_one").
+
+    Shapes: q, k (b, l, g, dk); v (b, l, h, dv), g dividing h; initial_state (b, h, dk, dv); initial_normalizer
+    (b, h, dk). Paths: "automatic", "reference", "chunked", "recurrent".
+
+    Returns out (v's shape), or (out, final_state, final_normalizer) with ``return_final_state``.
+    """
+    out, state, normalizer, _ = _ext.linear_attention(
+        q, k, v, initial_state=initial_state, initial_normalizer=initial_normalizer, cu_seqlens=cu_seqlens,
+        feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
+        gamma=None if gamma is None else list(gamma), return_final_state=return_final_state,
+        chunk_size=chunk_size, path=path, threads=threads)
+    conv = converter(q)
+    return (conv(out), conv(state), conv(normalizer)) if return_final_state else conv(out)
+
+
+def linear_attention_backward(q: Array, k: Array, v: Array, grad_out: Array, initial_state: Optional[Array] = None,
+                              initial_normalizer: Optional[Array] = None, cu_seqlens: Optional[Array] = None,
+                              grad_final_state: Optional[Array] = None,
+                              grad_final_normalizer: Optional[Array] = None, *, feature_map: str = "identity",
+                              normalize: bool = False, eps: float = 1e-6, scale: float = 1.0,
+                              gamma: Optional[Sequence[float]] = None, chunk_size: int = 64,
+                              path: str = "automatic", threads: int = 0) -> dict:
+    """Gradients of :func:`linear_attention`. Returns a dict ``{"q", "k", "v", "initial_state",
+    "initial_normalizer"}``."""
+    *grads, _ = _ext.linear_attention_backward(
+        q, k, v, grad_out, initial_state=initial_state, initial_normalizer=initial_normalizer,
+        cu_seqlens=cu_seqlens, grad_final_state=grad_final_state, grad_final_normalizer=grad_final_normalizer,
+        feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
+        gamma=None if gamma is None else list(gamma), chunk_size=chunk_size, path=path, threads=threads)
+    conv = converter(q)
+    names = ("q", "k", "v", "initial_state", "initial_normalizer")
+    return {name: conv(g) for name, g in zip(names, grads)}
+
+
+def causal_conv1d(x: Array, weight: Array, bias: Optional[Array] = None, initial_state: Optional[Array] = None, *,
+                  silu: bool = True, return_final_state: bool = False) -> Any:
+    """Causal depthwise conv1d of the Mamba block: ``out_t = act(bias + Σ_k weight[:, k] x_{t-w+1+k})``.
+
+    x (b, d, l) f32/f64 with unit stride along l; weight (d, w); bias (d); initial_state (b, d, w - 1): the inputs
+    before t = 0. Returns out (b, d, l), or (out, final_state) with ``return_final_state``."""
+    out, final, _ = _ext.causal_conv1d(x, weight, bias=bias, initial_state=initial_state, silu=silu)
+    conv = converter(x)
+    return (conv(out), conv(final)) if return_final_state else conv(out)
+
+
+def causal_conv1d_backward(x: Array, weight: Array, grad_out: Array, bias: Optional[Array] = None,
+                           initial_state: Optional[Array] = None, grad_final_state: Optional[Array] = None, *,
+                           silu: bool = True) -> dict:
+    """Gradients of :func:`causal_conv1d`. Returns a dict ``{"x", "weight", "bias", "initial_state"}``."""
+    grads = _ext.causal_conv1d_backward(x, weight, grad_out, bias=bias, initial_state=initial_state,
+                                        grad_final_state=grad_final_state, silu=silu)
+    conv = converter(x)
+    return {name: conv(g) for name, g in zip(("x", "weight", "bias", "initial_state"), grads)}
+
+
+def attention(q: Array, k: Array, v: Array, *, causal: bool = True, scale: float = 0.0, algorithm: str = "tiled",
+              n_threads: int = 0, return_lse: bool = False) -> Any:
+    """Scaled dot-product attention ``softmax(q kᵀ · scale + mask) v`` (scale 0: 1/sqrt(p)).
+
+    q (b, l_q, h, p); k, v (b, l_k, h_kv, p), h_kv dividing h (grouped queries); f32/f64. Returns out
+    (b, l_q, h, p), or (out, lse) with ``return_lse`` (lse (b, h, l_q): what the backward needs)."""
+    out, lse = _ext.attention(q, k, v, causal=causal, scale=scale, algorithm=algorithm, n_threads=n_threads)
+    conv = converter(q)
+    return (conv(out), conv(lse)) if return_lse else conv(out)
+
+
+def attention_backward(q: Array, k: Array, v: Array, out: Array, lse: Array, grad_out: Array, *,
+                       causal: bool = True, scale: float = 0.0, algorithm: str = "tiled", n_threads: int = 0) -> dict:
+    """Gradients of :func:`attention` from its out and lse. Returns a dict ``{"q", "k", "v"}``."""
+    grads = _ext.attention_backward(q, k, v, out, lse, grad_out, causal=causal, scale=scale, algorithm=algorithm,
+                                    n_threads=n_threads)
+    conv = converter(q)
+    return {name: conv(g) for name, g in zip(("q", "k", "v"), grads)}
+
+
+def rms_norm(x: Array, weight: Optional[Array] = None, *, eps: float = 1e-5, path: str = "automatic") -> Any:
+    """RMSNorm over the last dimension: ``y = x / sqrt(mean(x²) + eps) · weight``. x (rows, dim) f32/f64 with unit
+    stride along dim; weight (dim)."""
+    return converter(x)(_ext.rms_norm(x, weight, eps=eps, path=path))
+
+
+def linear(x: Array, weight: Array, bias: Optional[Array] = None, *, path: str = "automatic",
+           num_threads: int = 1) -> Any:
+    """``y = x weightᵀ + bias``: x (rows, in) f32/f64; weight (out, in) contiguous (x's dtype, or f16/bf16 with f32
+    x); bias (out)."""
+    return converter(x)(_ext.linear(x, weight, bias, path=path, num_threads=num_threads))

@@ -1,0 +1,151 @@
+"""PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd` and
+:func:`linear_attention` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
+library's backward when gradients are needed. Tensors are passed to the library without copies (DLPack); results
+are tensors that own memory the library allocated.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from . import _ext
+from ._arrays import _to_torch
+
+__all__ = ["selective_scan", "ssd", "linear_attention"]
+
+
+def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The tensor without its autograd history (the library reads its memory; DLPack refuses tensors that require
+    grad)."""
+    return None if t is None else t.detach()
+
+
+def _c(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A gradient as the backward ops read it (contiguous; most are already)."""
+    return None if t is None else t.contiguous()
+
+
+class SelectiveScanFunction(torch.autograd.Function):
+    """Autograd function of the selective scan; see :func:`selective_scan`."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_softplus):
+        ctx.set_materialize_grads(False)
+        # The forward saves the state every 128 steps so the backward restarts from them (real A, no cu_seqlens).
+        save = not A.is_complex() and cu_seqlens is None and u.device.type == "cpu"
+        out, last, chunks, _ = _ext.selective_scan(
+            _d(u), _d(delta), _d(A), _d(B), _d(C), D=_d(D), z=_d(z), delta_bias=_d(delta_bias),
+            delta_softplus=delta_softplus, initial_state=_d(initial_state), cu_seqlens=cu_seqlens,
+            return_last_state=True, save_chunk_states=save)
+        ctx.delta_softplus = delta_softplus
+        ctx.chunk_states = _to_torch(chunks)  # the library's buffer, held until the backward
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens)
+        return _to_torch(out), _to_torch(last)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_last_state):
+        u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(u)
+        # The backward reads u, delta, z, B and C with unit stride along l (the forward took any): copied only if not.
+        grads = _ext.selective_scan_backward(
+            _c(_d(u)), _c(_d(delta)), _d(A), _c(_d(B)), _c(_d(C)), _c(grad_out), D=_d(D), z=_c(_d(z)),
+            delta_bias=_d(delta_bias),
+            delta_softplus=ctx.delta_softplus, initial_state=_d(initial_state), cu_seqlens=cu_seqlens,
+            grad_last_state=_c(grad_last_state), chunk_states=ctx.chunk_states)
+        return (*(_to_torch(g) for g in grads[:9]), None, None)
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+                   delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+                   initial_state: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
+                   return_last_state: bool = False):
+    """Differentiable selective scan (mamba_ssm's ``selective_scan_fn`` semantics; shapes in
+    :func:`ssm.selective_scan`). Gradients flow to u, delta, A, B, C, D, z, delta_bias and initial_state, and from
+    both out and the last state. Returns out, or (out, last_state)."""
+    out, last = SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
+                                            delta_softplus)
+    return (out, last) if return_last_state else out
+
+
+class SsdFunction(torch.autograd.Function):
+    """Autograd function of SSD; see :func:`ssd`."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens, dt_softplus, dt_limit, chunk_size,
+                head_dim):
+        ctx.set_materialize_grads(False)
+        out, final, _ = _ext.ssd(
+            _d(x), _d(dt), _d(A), _d(B), _d(C), D=_d(D), z=_d(z), dt_bias=_d(dt_bias), dt_softplus=dt_softplus,
+            dt_limit=dt_limit, initial_state=_d(initial_state), cu_seqlens=cu_seqlens, return_final_state=True,
+            chunk_size=chunk_size, head_dim=head_dim)
+        ctx.options = dict(dt_softplus=dt_softplus, dt_limit=dt_limit, chunk_size=chunk_size, head_dim=head_dim)
+        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens)
+        return _to_torch(out), _to_torch(final)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_state):
+        x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(x)
+        grads = _ext.ssd_backward(
+            _d(x), _d(dt), _d(A), _d(B), _d(C), _c(grad_out), D=_d(D), z=_d(z), dt_bias=_d(dt_bias),
+            initial_state=_d(initial_state), cu_seqlens=cu_seqlens, grad_final_state=_c(grad_final_state),
+            **ctx.options)
+        return (*(_to_torch(g) for g in grads[:9]), None, None, None, None, None)
+
+
+def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+        D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None, dt_bias: Optional[torch.Tensor] = None,
+        dt_softplus: bool = False, dt_limit: Optional[Tuple[float, float]] = None,
+        initial_state: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
+        chunk_size: int = 256, head_dim: int = 0, return_final_state: bool = False):
+    """Differentiable SSD (Mamba-2's scan; shapes in :func:`ssm.ssd`). Gradients flow to x, dt, A, B, C, D, z,
+    dt_bias and initial_state, from out and the final state. Returns out, or (out, final_state)."""
+    out, final = SsdFunction.apply(x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens, dt_softplus, dt_limit,
+                                   chunk_size, head_dim)
+    return (out, final) if return_final_state else out
+
+
+class LinearAttentionFunction(torch.autograd.Function):
+    """Autograd function of linear attention / retention; see :func:`linear_attention`."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, initial_state, initial_normalizer, cu_seqlens, feature_map, normalize, eps, scale,
+                gamma, chunk_size):
+        ctx.set_materialize_grads(False)
+        ctx.options = dict(feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
+                           gamma=None if gamma is None else list(gamma), chunk_size=chunk_size)
+        out, state, normalizer, _ = _ext.linear_attention(
+            _d(q), _d(k), _d(v), initial_state=_d(initial_state), initial_normalizer=_d(initial_normalizer),
+            cu_seqlens=cu_seqlens, return_final_state=True, **ctx.options)
+        ctx.save_for_backward(q, k, v, initial_state, initial_normalizer, cu_seqlens)
+        return _to_torch(out), _to_torch(state), _to_torch(normalizer)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_state, grad_final_normalizer):
+        q, k, v, initial_state, initial_normalizer, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(v)
+        grads = _ext.linear_attention_backward(
+            _d(q), _d(k), _d(v), _c(grad_out), initial_state=_d(initial_state),
+            initial_normalizer=_d(initial_normalizer), cu_seqlens=cu_seqlens,
+            grad_final_state=_c(grad_final_state),
+            grad_final_normalizer=_c(grad_final_normalizer) if ctx.options["normalize"] else None, **ctx.options)
+        return (*(_to_torch(g) for g in grads[:5]), None, None, None, None, None, None, None)
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     initial_state: Optional[torch.Tensor] = None,
+                     initial_normalizer: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
+                     feature_map: str = "identity", normalize: bool = False, eps: float = 1e-6, scale: float = 1.0,
+                     gamma: Optional[Sequence[float]] = None, chunk_size: int = 64,
+                     return_final_state: bool = False):
+    """Differentiable linear attention / retention (shapes in :func:`ssm.linear_attention`). Gradients flow to q,
+    k, v and the initial state and normalizer. Returns out, or (out, final_state, final_normalizer)."""
+    out, state, normalizer = LinearAttentionFunction.apply(q, k, v, initial_state, initial_normalizer, cu_seqlens,
+                                                           feature_map, normalize, eps, scale, gamma, chunk_size)
+    return (out, state, normalizer) if return_final_state else out

@@ -1,0 +1,97 @@
+"""Plain PyTorch statements of the ops' definitions, token by token, for the tests (written here from the formulas;
+autograd through them gives reference gradients).
+
+selective_scan_ref follows the semantics of mamba_ssm's ``selective_scan_ref``: u, delta (b, d, l); A (d, n);
+B, C (b, n, l), (b, g, n, l) or (d, n); D, delta_bias (d); z (b, d, l); softplus with PyTorch's threshold of 20;
+out = (C·h + D u) · silu(z); the last state optionally. Computation in u's dtype, or f32 for 16-bit u.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _variable(X, t, d):
+    """B_t or C_t for every channel: (b, d, n) from X (b, n, l) or (b, g, n, l); X (d, n) is fixed."""
+    if X.dim() == 2:
+        return X.unsqueeze(0)
+    if X.dim() == 3:
+        X = X.unsqueeze(1)
+    g = X.shape[1]
+    return X[..., t].repeat_interleave(d // g, dim=1)
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       initial_state=None, return_last_state=False):
+    dtype = u.dtype
+    wt = torch.float64 if dtype == torch.float64 else torch.float32
+    u, delta = u.to(wt), delta.to(wt)
+    if delta_bias is not None:
+        delta = delta + delta_bias[None, :, None].to(wt)
+    if delta_softplus:
+        delta = F.softplus(delta)  # threshold 20, as mamba's
+    b, d, l = u.shape
+    n = A.shape[1]
+    h = u.new_zeros(b, d, n) if initial_state is None else initial_state.to(wt)
+    ys = []
+    for t in range(l):
+        Bt = _variable(B, t, d).to(wt)
+        Ct = _variable(C, t, d).to(wt)
+        dt = delta[:, :, t, None]  # (b, d, 1)
+        h = torch.exp(dt * A) * h + dt * Bt * u[:, :, t, None]
+        ys.append((h * Ct).sum(-1))  # (b, d)
+    y = torch.stack(ys, dim=-1)  # (b, d, l)
+    if D is not None:
+        y = y + u * D[None, :, None]
+    if z is not None:
+        y = y * F.silu(z.to(wt))
+    y = y.to(dtype)
+    return (y, h) if return_last_state else y
+
+
+def ssd_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, initial_state=None):
+    """Mamba-2's SSD token by token: H_t = exp(Δ_t A) H_{t-1} + Δ_t x_t B_tᵀ, y_t = H_t C_t + D x_t, out = y silu(z).
+    x (b, l, h, p); dt (b, l, h); A (h); B, C (b, l, g, n); D (h) or (h, p); returns (out, final_state)."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    if dt_bias is not None:
+        dt = dt + dt_bias
+    if dt_softplus:
+        dt = F.softplus(dt)
+    Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    Ch = C.repeat_interleave(h // g, dim=2)
+    H = x.new_zeros(b, h, p, n) if initial_state is None else initial_state
+    ys = []
+    for t in range(l):
+        d = dt[:, t, :, None, None]  # (b, h, 1, 1)
+        H = torch.exp(d * A[None, :, None, None]) * H + d * x[:, t, :, :, None] * Bh[:, t, :, None, :]
+        y = (H * Ch[:, t, :, None, :]).sum(-1)  # (b, h, p)
+        if D is not None:
+            y = y + (D[:, None] if D.dim() == 1 else D) * x[:, t]
+        ys.append(y)
+    out = torch.stack(ys, dim=1)
+    if z is not None:
+        out = out * F.silu(z)
+    return out, H
+
+
+def linear_attention_ref(q, k, v, feature_map="identity", normalize=False, eps=1e-6, scale=1.0, gamma=None,
+                         initial_state=None):
+    """S_t = γ S_{t-1} + φ(k_t) v_tᵀ, z_t = γ z_{t-1} + φ(k_t), y_t = S_tᵀ q̃_t [/ (z_tᵀ q̃_t + eps)], q̃ = scale φ(q).
+    q, k (b, l, g, dk); v (b, l, h, dv); returns (out, final_state)."""
+    b, l, h, dv = v.shape
+    g, dk = q.shape[2], q.shape[3]
+    phi = (lambda x: x) if feature_map == "identity" else (lambda x: F.elu(x) + 1)
+    qh = scale * phi(q).repeat_interleave(h // g, dim=2)  # (b, l, h, dk)
+    kh = phi(k).repeat_interleave(h // g, dim=2)
+    gam = v.new_ones(h) if gamma is None else torch.tensor(gamma, dtype=v.dtype)
+    S = v.new_zeros(b, h, dk, dv) if initial_state is None else initial_state
+    Z = v.new_zeros(b, h, dk)
+    ys = []
+    for t in range(l):
+        S = gam[None, :, None, None] * S + kh[:, t, :, :, None] * v[:, t, :, None, :]
+        Z = gam[None, :, None] * Z + kh[:, t]
+        y = (S * qh[:, t, :, :, None]).sum(2)  # (b, h, dv)
+        if normalize:
+            y = y / ((Z * qh[:, t]).sum(-1, keepdim=True) + eps)
+        ys.append(y)
+    return torch.stack(ys, dim=1), S

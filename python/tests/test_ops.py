@@ -1,0 +1,132 @@
+"""The ops through the bindings, on NumPy and PyTorch inputs, against the definitions in references.py: every
+argument reaches the library in its place (D, z, biases, softplus, states, groups, options)."""
+
+import numpy as np
+import pytest
+import torch
+
+import ssm
+from references import linear_attention_ref, selective_scan_ref, ssd_ref
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_selective_scan_matches_definition(rng, groups):
+    b, d, n, l = 2, 4, 3, 37
+    u = rng.standard_normal((b, d, l))
+    delta = rng.uniform(-1, 1, (b, d, l))
+    A = -rng.uniform(0.5, 2, (d, n))
+    B = rng.standard_normal((b, groups, n, l))
+    C = rng.standard_normal((b, groups, n, l))
+    D = rng.standard_normal(d)
+    z = rng.standard_normal((b, d, l))
+    bias = rng.uniform(-0.5, 0.5, d)
+    h0 = rng.standard_normal((b, d, n))
+    out, last = ssm.selective_scan(u, delta, A, B, C, D, z, bias, True, h0, return_last_state=True)
+    ref, ref_last = selective_scan_ref(_t(u), _t(delta), _t(A), _t(B), _t(C), _t(D), _t(z), _t(bias), True, _t(h0),
+                                       return_last_state=True)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(last, ref_last.numpy(), rtol=1e-10, atol=1e-10)
+    for path in ("reference", "sequential", "chunked"):
+        np.testing.assert_allclose(ssm.selective_scan(u, delta, A, B, C, D, z, bias, True, h0, path=path), out,
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_selective_scan_backward_matches_autograd(rng):
+    b, d, n, l = 1, 3, 2, 9
+    arrays = [rng.standard_normal((b, d, l)), rng.uniform(0.1, 0.5, (b, d, l)), -rng.uniform(0.5, 2, (d, n)),
+              rng.standard_normal((b, n, l)), rng.standard_normal((b, n, l)), rng.standard_normal(d)]
+    g = rng.standard_normal((b, d, l))
+    grads = ssm.selective_scan_backward(*arrays[:5], g, D=arrays[5])
+    ts = [_t(a).requires_grad_() for a in arrays]
+    selective_scan_ref(*ts[:5], D=ts[5]).backward(_t(g))
+    for name, t in zip(("u", "delta", "A", "B", "C", "D"), ts):
+        np.testing.assert_allclose(grads[name], t.grad.numpy(), rtol=1e-9, atol=1e-10, err_msg=name)
+    assert grads["z"] is None and grads["initial_state"] is None
+
+
+def test_ssd_matches_definition(rng):
+    b, l, h, p, g, n = 2, 13, 4, 3, 2, 5
+    x = rng.standard_normal((b, l, h, p)).astype(np.float32)
+    dt = rng.uniform(-1, 1, (b, l, h)).astype(np.float32)
+    A = -rng.uniform(0.5, 2, h).astype(np.float32)
+    B = rng.standard_normal((b, l, g, n)).astype(np.float32)
+    C = rng.standard_normal((b, l, g, n)).astype(np.float32)
+    D = rng.standard_normal(h).astype(np.float32)
+    z = rng.standard_normal((b, l, h, p)).astype(np.float32)
+    bias = rng.uniform(-0.5, 0.5, h).astype(np.float32)
+    out, final = ssm.ssd(x, dt, A, B, C, D, z, bias, True, return_final_state=True, chunk_size=4)
+    ref, ref_final = ssd_ref(*map(_t, (x, dt, A, B, C, D, z, bias)), dt_softplus=True)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(final, ref_final.numpy(), rtol=1e-4, atol=1e-4)
+    # (b, l, h p) with head_dim, and a torch input, give the same
+    flat = ssm.ssd(_t(x.reshape(b, l, h * p)), _t(dt), _t(A), _t(B), _t(C), _t(D), _t(z.reshape(b, l, h * p)),
+                   _t(bias), True, chunk_size=4, head_dim=p)
+    assert isinstance(flat, torch.Tensor)
+    np.testing.assert_allclose(flat.numpy().reshape(out.shape), out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("feature_map,normalize,gamma", [("identity", False, None), ("elu_plus_one", True, None),
+                                                         ("identity", False, [0.9, 0.5])])
+def test_linear_attention_matches_definition(rng, feature_map, normalize, gamma):
+    b, l, g, h, dk, dv = 2, 11, 1, 2, 3, 4
+    q = rng.standard_normal((b, l, g, dk))
+    k = rng.standard_normal((b, l, g, dk))
+    v = rng.standard_normal((b, l, h, dv))
+    out, state, _ = ssm.linear_attention(q, k, v, feature_map=feature_map, normalize=normalize, scale=0.5,
+                                         gamma=gamma, chunk_size=4, return_final_state=True)
+    ref, ref_state = linear_attention_ref(_t(q), _t(k), _t(v), feature_map, normalize, 1e-6, 0.5, gamma)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_causal_conv1d_and_backward(rng):
+    b, d, l, w = 2, 3, 10, 4
+    x = rng.standard_normal((b, d, l))
+    weight = rng.standard_normal((d, w))
+    bias = rng.standard_normal(d)
+    out, final = ssm.causal_conv1d(x, weight, bias, return_final_state=True)
+    xt, wt, bt = (_t(a).requires_grad_() for a in (x, weight, bias))
+    ref = torch.nn.functional.silu(torch.nn.functional.conv1d(xt, wt[:, None, :], bt, padding=w - 1, groups=d)[..., :l])
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(final, x[:, :, l - w + 1:], rtol=0, atol=0)
+    g = rng.standard_normal((b, d, l))
+    grads = ssm.causal_conv1d_backward(x, weight, g, bias)
+    ref.backward(_t(g))
+    for name, t in (("x", xt), ("weight", wt), ("bias", bt)):
+        np.testing.assert_allclose(grads[name], t.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_attention_and_backward(rng):
+    b, l, h, hkv, p = 1, 7, 4, 2, 5
+    q = rng.standard_normal((b, l, h, p))
+    k = rng.standard_normal((b, l, hkv, p))
+    v = rng.standard_normal((b, l, hkv, p))
+    out, lse = ssm.attention(q, k, v, return_lse=True)
+    qt, kt, vt = (_t(a).requires_grad_() for a in (q, k, v))
+    kr, vr = kt.repeat_interleave(h // hkv, dim=2), vt.repeat_interleave(h // hkv, dim=2)
+    s = torch.einsum("bqhp,bkhp->bhqk", qt, kr) / p**0.5
+    s = s.masked_fill(torch.ones(l, l, dtype=torch.bool).triu(1), float("-inf"))
+    ref = torch.einsum("bhqk,bkhp->bqhp", s.softmax(-1), vr)
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(out.shape)
+    grads = ssm.attention_backward(q, k, v, out, lse, g)
+    ref.backward(_t(g))
+    for name, t in (("q", qt), ("k", kt), ("v", vt)):
+        np.testing.assert_allclose(grads[name], t.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_rms_norm_and_linear(rng):
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    w = rng.standard_normal(8).astype(np.float32)
+    y = ssm.rms_norm(x, w, eps=1e-5)
+    np.testing.assert_allclose(y, x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w, rtol=1e-5, atol=1e-6)
+    W = rng.standard_normal((6, 8)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    np.testing.assert_allclose(ssm.linear(x, W, bias), x @ W.T + bias, rtol=1e-5, atol=1e-5)
+    yt = ssm.linear(_t(x), _t(W))
+    assert isinstance(yt, torch.Tensor)
+    np.testing.assert_allclose(yt.numpy(), x @ W.T, rtol=1e-5, atol=1e-5)

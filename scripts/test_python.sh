@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The Python package's tests: a virtual environment in <dir> over Debian's python3 and its packages (PyTorch, NumPy,
+# pytest: python3-torch is CPU-only and a fraction of PyPI's CUDA wheels), nanobind and scikit-build-core from PyPI,
+# `pip install .` (the extension compiled through ccache in <dir>/build, kept between runs), then pytest.
+# Usage: scripts/test_python.sh [dir, default build-py] [pytest args...]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+dir="${1:-build-py}"
+shift || true
+bash scripts/deps.sh python3-venv python3-dev python3-numpy python3-torch python3-pytest
+python=/usr/bin/python3  # Debian's: the interpreter python3-torch is built for
+if [ ! -x "$dir/venv/bin/python" ]; then
+  "$python" -m venv --system-site-packages "$dir/venv"
+fi
+"$dir/venv/bin/pip" install -q --disable-pip-version-check "nanobind>=2.0" "scikit-build-core>=0.10"
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(--config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
+fi
+# No build isolation: the build uses the nanobind and scikit-build-core above and the system's cmake and ninja.
+"$dir/venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
+  --config-settings=build-dir="$(realpath -m "$dir")/build" "${launcher[@]}" .
+"$dir/venv/bin/python" -m pytest python/tests -p no:cacheprovider "$@"
