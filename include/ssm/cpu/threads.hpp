@@ -128,7 +128,7 @@ class WorkerPool {
   static constexpr std::chrono::microseconds kSpin{300};
 
   std::atomic<bool> busy_{false};
-  std::vector<std::thread> workers_;  // touched only by the caller holding busy_, and by the destructor
+  std::vector<std::thread> workers_;  // touched only by the caller holding busy_
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::atomic<std::uint64_t> generation_{0};
