@@ -199,6 +199,81 @@ void backward_on_reference_path(const Backward& backward, const Case& c, const V
   for (std::size_t i = 0; i < out.size(); ++i) ssm::copy(out[i], o.adopted[i]);
 }
 
+// ---- helpers for the chunked recurrences (SSD, linear attention, the delta rule) -------------------------------
+
+/// A chunked recurrence's case: the problem's shape, the chunk size and the chunked path's threads (Case::params).
+template <class Shape>
+struct ChunkedCase {
+  Shape shape;
+  index_t chunk = 0;
+  int threads = 1;
+};
+
+template <class Shape>
+const ChunkedCase<Shape>& chunked_case(const Case& c) {
+  return *std::any_cast<ChunkedCase<Shape>>(&c.params);
+}
+
+/// Adds `shape` once per chunk size, alternating 1 and 2 threads.
+template <class Shape>
+void add_chunks(std::vector<ChunkedCase<Shape>>& list, const Shape& shape, const std::vector<index_t>& chunks) {
+  int k = 0;
+  for (index_t q : chunks) list.push_back({shape, q, 1 + (k++ % 2)});
+}
+
+/// Every listed shape in f64, f32, f16 and bf16: make(ChunkedCase with its dtype set) builds the Case (its params are
+/// then set to that ChunkedCase).
+template <class Shape, class Make>
+std::vector<Case> chunked_cases(const std::vector<ChunkedCase<Shape>>& list, const Make& make) {
+  std::vector<Case> cases;
+  for (const ChunkedCase<Shape>& cc : list)
+    for (DType dt : {DType::f64, DType::f32, DType::f16, DType::bf16}) {
+      ChunkedCase<Shape> k = cc;
+      k.shape.dtype = dt;
+      Case c = make(k);
+      c.name += " chunk=" + std::to_string(k.chunk) + " threads=" + std::to_string(k.threads);
+      c.params = k;
+      cases.push_back(std::move(c));
+    }
+  return cases;
+}
+
+/// An input the op reads through `view`, whose storage is `dense` or, for a strided view, `padded` (a generator's
+/// padded copy). cu_seqlens stays on the host.
+inline void add_input(Case& c, const char* name, bool strided, const Tensor& dense, const Tensor& padded,
+                      const TensorView& view) {
+  c.inputs.push_back({name, strided ? padded : dense, view});
+  if (std::string(name) == "cu_seqlens") c.inputs.back().host = true;
+}
+
+/// A contiguous gradient output "grad_<name>" shaped like each of the named inputs the case has.
+inline void add_input_grads(Case& c, const std::vector<std::string>& names) {
+  for (const std::string& nm : names)
+    if (const int i = c.input(nm); i >= 0) {
+      const TensorView& v = c.inputs[static_cast<std::size_t>(i)].view;
+      c.grads.push_back({"grad_" + nm, v.shape(), v.dtype()});
+    }
+}
+
+/// The op's path for a backend: Path::reference, Path::recurrent (cpu_sequential) or Path::chunked (the rest).
+template <class Path>
+Path recurrence_path(const RunConfig& cfg) {
+  return cfg.path == "reference" ? Path::reference : cfg.path == "sequential" ? Path::recurrent : Path::chunked;
+}
+
+/// The path name the op reports for that backend.
+inline std::string recurrence_path_name(const RunConfig& cfg) {
+  return cfg.device.is_cuda()          ? "cuda"
+         : cfg.path == "reference"     ? "reference"
+         : cfg.path == "sequential"    ? "cpu-recurrent"
+                                       : "cpu-chunked";
+}
+
+/// Threads: the case's own on the chunked path (1 or 2, so that both split), the backend's elsewhere.
+inline int recurrence_threads(int case_threads, const RunConfig& cfg) {
+  return cfg.path == "chunked" ? case_threads : cfg.threads;
+}
+
 // ---- guarded output buffers --------------------------------------------------------------------------------
 
 /// An output view inside a larger byte buffer: kGuard bytes before and after, and the gaps of a strided view, hold

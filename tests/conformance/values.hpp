@@ -143,4 +143,25 @@ inline double normalized_error(const std::vector<double>& got, const std::vector
   return scale > 0 ? err / scale : err;
 }
 
+/// normalized_error of two tensors of any layout and float dtype.
+inline double rel_error(const ssm::Tensor& got, const ssm::Tensor& ref) {
+  return normalized_error(to_doubles(got), to_doubles(ref));
+}
+
+// ---- small host tensors ---------------------------------------------------------------------------------------
+
+/// A contiguous host copy of t.
+inline ssm::Tensor clone(const ssm::Tensor& t) {
+  ssm::Tensor r = ssm::Tensor::empty(t.shape(), t.dtype());
+  ssm::copy(r, t);
+  return r;
+}
+
+/// A host tensor with every element x.
+inline ssm::Tensor filled(const ssm::Dims& shape, ssm::DType dt, double x) {
+  ssm::Tensor t = ssm::Tensor::empty(shape, dt);
+  for (ssm::index_t i = 0; i < t.numel(); ++i) set_element(t.view(), i, x);
+  return t;
+}
+
 }  // namespace conformance

@@ -26,23 +26,9 @@ using ssm::DeltaRulePath;
 using ssm::DType;
 using ssm::index_t;
 using ssm::Tensor;
-
-Tensor clone(const Tensor& t) {
-  Tensor r = Tensor::empty(t.shape(), t.dtype());
-  ssm::copy(r, t);
-  return r;
-}
-
-/// A host tensor with every element x.
-Tensor filled(const ssm::Dims& shape, DType dt, double x) {
-  Tensor t = Tensor::empty(shape, dt);
-  for (index_t i = 0; i < t.numel(); ++i) conformance::set_element(t.view(), i, x);
-  return t;
-}
-
-double rel_error(const Tensor& got, const Tensor& ref) {
-  return conformance::normalized_error(conformance::to_doubles(got), conformance::to_doubles(ref));
-}
+using conformance::clone;
+using conformance::filled;
+using conformance::rel_error;
 
 ssm::DeltaRuleOutputs run(const DrData& d, DeltaRulePath path, index_t chunk, int threads = 1) {
   ssm::DeltaRuleOptions o = d.options();

@@ -25,16 +25,8 @@ using ssm::DType;
 using ssm::index_t;
 using ssm::LinearAttentionPath;
 using ssm::Tensor;
-
-Tensor clone(const Tensor& t) {
-  Tensor r = Tensor::empty(t.shape(), t.dtype());
-  ssm::copy(r, t);
-  return r;
-}
-
-double rel_error(const Tensor& got, const Tensor& ref) {
-  return conformance::normalized_error(conformance::to_doubles(got), conformance::to_doubles(ref));
-}
+using conformance::clone;
+using conformance::rel_error;
 
 ssm::LinearAttentionOutputs run(const LaData& d, LinearAttentionPath path, index_t chunk, int threads = 1) {
   ssm::LinearAttentionOptions o = d.options();

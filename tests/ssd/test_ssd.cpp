@@ -23,6 +23,7 @@ using ssd_problem::SsdData;
 using ssm::DType;
 using ssm::index_t;
 using ssm::Tensor;
+using conformance::rel_error;
 
 struct SsdRun {
   Tensor out, final_state;
@@ -34,10 +35,6 @@ SsdRun run(const SsdData& d, ssm::SsdPath path, index_t chunk, int threads) {
   opt.path = path, opt.chunk_size = chunk, opt.threads = threads, opt.return_final_state = true;
   ssm::SsdOutputs o = ssm::ssd(d.inputs(), opt);
   return {o.out, o.final_state, o.path};
-}
-
-double rel_error(const Tensor& got, const Tensor& ref) {
-  return conformance::normalized_error(conformance::to_doubles(got), conformance::to_doubles(ref));
 }
 
 /// Shapes of every kind: l = 1, l < chunk, l not a multiple of the chunk, groups, heads not a multiple of anything,

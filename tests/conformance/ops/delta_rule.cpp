@@ -16,76 +16,54 @@ namespace conformance {
 namespace {
 
 using delta_rule_problem::DrCase;
+using DrConformance = ChunkedCase<DrCase>;
 
-struct DrConformance {
-  DrCase shape;
-  index_t chunk;
-  int threads;  // the chunked path's threads
-};
-
-const DrConformance& of(const Case& c) { return *std::any_cast<DrConformance>(&c.params); }
+const DrConformance& of(const Case& c) { return chunked_case<DrCase>(c); }
 
 std::vector<Case> dr_cases() {
   std::vector<DrConformance> list;
-  auto add = [&](DrCase s, std::vector<index_t> chunks) {
-    int k = 0;
-    for (index_t q : chunks) list.push_back({s, q, 1 + (k++ % 2)});
-  };
   DrCase s;
   s.b = 1, s.l = 1, s.h = 1, s.dk = 1, s.dv = 1;  // every size 1
-  add(s, {1, 64});
+  add_chunks(list, s, {1, 64});
   s = {};
   s.b = 2, s.l = 45, s.h = 3, s.dk = 5, s.dv = 4, s.seed = 2;  // DeltaNet, l not a multiple of the chunk
-  add(s, {16, 64});
+  add_chunks(list, s, {16, 64});
   s.gated = true, s.has_init = true, s.seed = 3;  // Gated DeltaNet, l < chunk
-  add(s, {7, 256});
+  add_chunks(list, s, {7, 256});
   s = {};
   s.l = 50, s.h = 4, s.g = 2, s.dk = 6, s.dv = 3, s.gated = true, s.scale = 0.5, s.l2_normalize = false;
   s.has_init = true, s.pad = 3, s.seed = 4;  // groups, strided rows of q, k, v, β, g and out
-  add(s, {8, 33});
+  add_chunks(list, s, {8, 33});
   s = {};
   s.l = 40, s.h = 3, s.dk = 3, s.dv = 2, s.gated = true, s.has_init = true, s.cu = {0, 5, 6, 40};
   s.seed = 5;  // packed
-  add(s, {4, 64});
+  add_chunks(list, s, {4, 64});
 
-  std::vector<Case> cases;
-  for (const DrConformance& dc : list)
-    for (DType dt : {DType::f64, DType::f32, DType::f16, DType::bf16}) {
-      DrConformance k = dc;
-      k.shape.dtype = dt;
-      const delta_rule_problem::DrData d = delta_rule_problem::make_data(k.shape);
-      const DrCase& cs = k.shape;
-      const DType pt = ssm::compute_dtype(dt);
-      Case c;
-      c.name = cs.describe() + " chunk=" + std::to_string(k.chunk) + " threads=" + std::to_string(k.threads);
-      const ssm::DeltaRuleInputs in = d.inputs();
-      auto push = [&](const char* nm, const Tensor& owner, const TensorView& v) { c.inputs.push_back({nm, owner, v}); };
-      push("q", cs.pad ? d.q_pad : d.q, in.q);
-      push("k", cs.pad ? d.k_pad : d.k, in.k);
-      push("v", cs.pad ? d.v_pad : d.v, in.v);
-      push("beta", cs.pad ? d.beta_pad : d.beta, in.beta);
-      if (in.g) push("g", cs.pad ? d.g_pad : d.g, *in.g);
-      if (in.initial_state) push("initial_state", d.initial_state, *in.initial_state);
-      if (in.cu_seqlens) {
-        push("cu_seqlens", d.cu_seqlens, *in.cu_seqlens);
-        c.inputs.back().host = true;
-      }
-      std::mt19937_64 rng(cs.seed + 500);
-      c.inputs.push_back(dense_arg("grad_out", delta_rule_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, dt, -1, 1)));
-      c.inputs.push_back(dense_arg("grad_final_state",
-                                   delta_rule_problem::uniform(rng, {cs.rows(), cs.h, cs.dk, cs.dv}, pt, -1, 1)));
-      for (const char* nm : {"q", "k", "v", "beta", "g", "initial_state"}) {
-        const int i = c.input(nm);
-        if (i >= 0) c.grads.push_back({std::string("grad_") + nm, c.inputs[static_cast<std::size_t>(i)].view.shape(),
-                                       c.inputs[static_cast<std::size_t>(i)].view.dtype()});
-      }
-      OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dv}, dt};
-      if (cs.pad) out.strides = {cs.l * cs.h * (cs.dv + 2), cs.h * (cs.dv + 2), cs.dv + 2, 1};
-      c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.dk, cs.dv}, pt}};
-      c.params = k;
-      cases.push_back(std::move(c));
-    }
-  return cases;
+  return chunked_cases(list, [](const DrConformance& k) {
+    const delta_rule_problem::DrData d = delta_rule_problem::make_data(k.shape);
+    const DrCase& cs = k.shape;
+    const DType dt = cs.dtype, pt = ssm::compute_dtype(dt);
+    const bool p = cs.pad > 0;
+    Case c;
+    c.name = cs.describe();
+    const ssm::DeltaRuleInputs in = d.inputs();
+    add_input(c, "q", p, d.q, d.q_pad, in.q);
+    add_input(c, "k", p, d.k, d.k_pad, in.k);
+    add_input(c, "v", p, d.v, d.v_pad, in.v);
+    add_input(c, "beta", p, d.beta, d.beta_pad, in.beta);
+    if (in.g) add_input(c, "g", p, d.g, d.g_pad, *in.g);
+    if (in.initial_state) add_input(c, "initial_state", false, d.initial_state, {}, *in.initial_state);
+    if (in.cu_seqlens) add_input(c, "cu_seqlens", false, d.cu_seqlens, {}, *in.cu_seqlens);
+    std::mt19937_64 rng(cs.seed + 500);
+    c.inputs.push_back(dense_arg("grad_out", delta_rule_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, dt, -1, 1)));
+    c.inputs.push_back(dense_arg("grad_final_state",
+                                 delta_rule_problem::uniform(rng, {cs.rows(), cs.h, cs.dk, cs.dv}, pt, -1, 1)));
+    add_input_grads(c, {"q", "k", "v", "beta", "g", "initial_state"});
+    OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dv}, dt};  // (b, l, h, dv)
+    if (p) out.strides = {cs.l * cs.h * (cs.dv + 2), cs.h * (cs.dv + 2), cs.dv + 2, 1};
+    c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.dk, cs.dv}, pt}};  // (rows, h, dk, dv)
+    return c;
+  });
 }
 
 ssm::DeltaRuleInputs dr_inputs(const Case& c, const Views& in) {
@@ -101,16 +79,14 @@ ssm::DeltaRuleOptions dr_options(const Case& c, const RunConfig& cfg) {
   const DrCase& s = of(c).shape;
   ssm::DeltaRuleOptions o;
   o.l2_normalize = s.l2_normalize, o.scale = s.scale, o.chunk_size = of(c).chunk;
-  o.path = cfg.path == "reference"    ? ssm::DeltaRulePath::reference
-           : cfg.path == "sequential" ? ssm::DeltaRulePath::recurrent
-                                      : ssm::DeltaRulePath::chunked;
-  o.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
+  o.path = recurrence_path<ssm::DeltaRulePath>(cfg);
+  o.threads = recurrence_threads(of(c).threads, cfg);
   return o;
 }
 
 void dr_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   const std::string path = ssm::delta_rule_into(dr_inputs(c, in), out.views[0], out.views[1], dr_options(c, cfg));
-  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-chunked");
+  EXPECT_EQ(path, recurrence_path_name(cfg));
 }
 
 /// The token loop in double, into the contiguous reference outputs (an argument block filled by the op's checks).

@@ -17,78 +17,57 @@ namespace {
 
 using linear_attention_problem::LaCase;
 
-struct LaConformance {
-  LaCase shape;
-  index_t chunk;
-  int threads;  // the chunked path's threads
-};
+using LaConformance = ChunkedCase<LaCase>;
 
-const LaConformance& of(const Case& c) { return *std::any_cast<LaConformance>(&c.params); }
+const LaConformance& of(const Case& c) { return chunked_case<LaCase>(c); }
 
 std::vector<Case> la_cases() {
   std::vector<LaConformance> list;
-  auto add = [&](LaCase s, std::vector<index_t> chunks) {
-    int k = 0;
-    for (index_t q : chunks) list.push_back({s, q, 1 + (k++ % 2)});
-  };
   LaCase s;
   s.b = 1, s.l = 1, s.h = 1, s.dk = 1, s.dv = 1;  // every size 1
-  add(s, {1, 64});
+  add_chunks(list, s, {1, 64});
   s = {};
   s.b = 2, s.l = 45, s.h = 3, s.dk = 5, s.dv = 4, s.seed = 2;  // plain, l not a multiple of the chunk
-  add(s, {16, 64});
+  add_chunks(list, s, {16, 64});
   s.feature_map = ssm::FeatureMap::elu_plus_one, s.normalize = true, s.has_init = true, s.seed = 3;  // l < chunk
-  add(s, {7, 256});
+  add_chunks(list, s, {7, 256});
   s = {};
   s.l = 50, s.h = 4, s.g = 2, s.dk = 6, s.dv = 3, s.decay = true, s.scale = 0.5, s.has_init = true, s.pad = 3;
   s.seed = 4;  // retention, groups, strided rows of q, k, v and out
-  add(s, {8, 33});
+  add_chunks(list, s, {8, 33});
   s = {};
   s.l = 40, s.h = 3, s.dk = 3, s.dv = 2, s.normalize = true, s.decay = true, s.has_init = true, s.cu = {0, 5, 6, 40};
   s.seed = 5;  // packed
-  add(s, {4, 64});
+  add_chunks(list, s, {4, 64});
 
-  std::vector<Case> cases;
-  for (const LaConformance& lc : list)
-    for (DType dt : {DType::f64, DType::f32, DType::f16, DType::bf16}) {
-      LaConformance k = lc;
-      k.shape.dtype = dt;
-      const linear_attention_problem::LaData d = linear_attention_problem::make_data(k.shape);
-      const LaCase& cs = k.shape;
-      const DType pt = ssm::compute_dtype(dt);
-      Case c;
-      c.name = cs.describe() + " chunk=" + std::to_string(k.chunk) + " threads=" + std::to_string(k.threads);
-      const ssm::LinearAttentionInputs in = d.inputs();
-      auto push = [&](const char* nm, const Tensor& owner, const TensorView& v) { c.inputs.push_back({nm, owner, v}); };
-      push("q", cs.pad ? d.q_pad : d.q, in.q);
-      push("k", cs.pad ? d.k_pad : d.k, in.k);
-      push("v", cs.pad ? d.v_pad : d.v, in.v);
-      if (in.initial_state) push("initial_state", d.initial_state, *in.initial_state);
-      if (in.initial_normalizer) push("initial_normalizer", d.initial_normalizer, *in.initial_normalizer);
-      if (in.cu_seqlens) {
-        push("cu_seqlens", d.cu_seqlens, *in.cu_seqlens);
-        c.inputs.back().host = true;
-      }
-      std::mt19937_64 rng(cs.seed + 500);
-      c.inputs.push_back(dense_arg("grad_out", linear_attention_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, dt, -1, 1)));
-      c.inputs.push_back(dense_arg("grad_final_state",
-                                   linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk, cs.dv}, pt, -1, 1)));
-      if (cs.normalize)
-        c.inputs.push_back(
-            dense_arg("grad_final_normalizer", linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk}, pt, -1, 1)));
-      for (const char* nm : {"q", "k", "v", "initial_state", "initial_normalizer"}) {
-        const int i = c.input(nm);
-        if (i >= 0) c.grads.push_back({std::string("grad_") + nm, c.inputs[static_cast<std::size_t>(i)].view.shape(),
-                                       c.inputs[static_cast<std::size_t>(i)].view.dtype()});
-      }
-      OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dv}, dt};
-      if (cs.pad) out.strides = {cs.l * cs.h * (cs.dv + 2), cs.h * (cs.dv + 2), cs.dv + 2, 1};
-      c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.dk, cs.dv}, pt}};
-      if (cs.normalize) c.outputs.push_back({"final_normalizer", {cs.rows(), cs.h, cs.dk}, pt});
-      c.params = k;
-      cases.push_back(std::move(c));
-    }
-  return cases;
+  return chunked_cases(list, [](const LaConformance& k) {
+    const linear_attention_problem::LaData d = linear_attention_problem::make_data(k.shape);
+    const LaCase& cs = k.shape;
+    const DType dt = cs.dtype, pt = ssm::compute_dtype(dt);
+    const bool p = cs.pad > 0;
+    Case c;
+    c.name = cs.describe();
+    const ssm::LinearAttentionInputs in = d.inputs();
+    add_input(c, "q", p, d.q, d.q_pad, in.q);
+    add_input(c, "k", p, d.k, d.k_pad, in.k);
+    add_input(c, "v", p, d.v, d.v_pad, in.v);
+    if (in.initial_state) add_input(c, "initial_state", false, d.initial_state, {}, *in.initial_state);
+    if (in.initial_normalizer) add_input(c, "initial_normalizer", false, d.initial_normalizer, {}, *in.initial_normalizer);
+    if (in.cu_seqlens) add_input(c, "cu_seqlens", false, d.cu_seqlens, {}, *in.cu_seqlens);
+    std::mt19937_64 rng(cs.seed + 500);
+    c.inputs.push_back(dense_arg("grad_out", linear_attention_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, dt, -1, 1)));
+    c.inputs.push_back(dense_arg("grad_final_state",
+                                 linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk, cs.dv}, pt, -1, 1)));
+    if (cs.normalize)
+      c.inputs.push_back(
+          dense_arg("grad_final_normalizer", linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk}, pt, -1, 1)));
+    add_input_grads(c, {"q", "k", "v", "initial_state", "initial_normalizer"});
+    OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dv}, dt};  // (b, l, h, dv)
+    if (p) out.strides = {cs.l * cs.h * (cs.dv + 2), cs.h * (cs.dv + 2), cs.dv + 2, 1};
+    c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.dk, cs.dv}, pt}};  // (rows, h, dk, dv)
+    if (cs.normalize) c.outputs.push_back({"final_normalizer", {cs.rows(), cs.h, cs.dk}, pt});  // (rows, h, dk)
+    return c;
+  });
 }
 
 ssm::LinearAttentionInputs la_inputs(const Case& c, const Views& in) {
@@ -105,10 +84,8 @@ ssm::LinearAttentionOptions la_options(const Case& c, const RunConfig& cfg) {
   ssm::LinearAttentionOptions o;
   o.feature_map = s.feature_map, o.normalize = s.normalize, o.scale = s.scale, o.gamma = s.gammas();
   o.chunk_size = of(c).chunk;
-  o.path = cfg.path == "reference"    ? ssm::LinearAttentionPath::reference
-           : cfg.path == "sequential" ? ssm::LinearAttentionPath::recurrent
-                                      : ssm::LinearAttentionPath::chunked;
-  o.threads = cfg.path == "chunked" ? of(c).threads : cfg.threads;
+  o.path = recurrence_path<ssm::LinearAttentionPath>(cfg);
+  o.threads = recurrence_threads(of(c).threads, cfg);
   return o;
 }
 
@@ -119,7 +96,7 @@ std::optional<TensorView> out_at(const Views& out, std::size_t i) {
 void la_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   const std::string path =
       ssm::linear_attention_into(la_inputs(c, in), out.views[0], out.views[1], out_at(out.views, 2), la_options(c, cfg));
-  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-chunked");
+  EXPECT_EQ(path, recurrence_path_name(cfg));
 }
 
 /// The token loop in double, into the contiguous reference outputs (an argument block filled by the op's checks).
