@@ -3,6 +3,11 @@
 // (op, backend) the op has an implementation for, named op__backend; a device that is not there (no GPU) is a skip
 // with its reason, and so is each case a backend cannot take (a dtype, a feature), counted in the test's output.
 // A new op joins by adding a registration file to ops/, never a test here.
+//
+// This file makes two programs over one object library of the registrations (CMakeLists.txt): test_conformance runs
+// the CPU backends and cuda_emulated (the kernel sources compiled for the host, so it cannot link ssm::cuda, whose
+// nvcc-compiled kernels carry the same names); test_conformance_cuda (SSM_CONFORMANCE_CUDA) links ssm::cuda and runs
+// the "cuda" backend, skipping with its reason where no GPU is usable.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,8 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "emu/backend.hpp"
 #include "registry.hpp"
+#ifndef SSM_CONFORMANCE_CUDA
+#include "emu/backend.hpp"
+#endif
 
 namespace conformance {
 namespace {
@@ -29,6 +36,15 @@ RunConfig config_of(const Backend& backend) {
   return cfg;
 }
 
+/// Whether this program runs the backend (see the top of the file).
+bool in_this_program(const Backend& backend) {
+#ifdef SSM_CONFORMANCE_CUDA
+  return backend.name == "cuda";
+#else
+  return backend.name != "cuda";
+#endif
+}
+
 /// Whether `op` has an implementation for what the backend asks: CUDA kernels, or the CPU path it names.
 bool applicable(const Op& op, const RunConfig& cfg) {
   if (cfg.emulated || cfg.device.is_cuda()) return op.emulated;
@@ -40,7 +56,7 @@ std::vector<Pair> all_pairs() {
   std::vector<Pair> v;
   for (std::size_t o = 0; o < ops().size(); ++o)
     for (std::size_t b = 0; b < backends().size(); ++b)
-      if (applicable(ops()[o], config_of(backends()[b]))) v.push_back({o, b});
+      if (in_this_program(backends()[b]) && applicable(ops()[o], config_of(backends()[b]))) v.push_back({o, b});
   return v;
 }
 
@@ -52,8 +68,10 @@ TEST_P(Conformance, MatchesReference) {
   const Op& op = ops()[GetParam().op];
   const Backend& backend = backends()[GetParam().backend];
   const RunConfig cfg = config_of(backend);
+#ifndef SSM_CONFORMANCE_CUDA
   std::optional<ssm::emu::ScopedEmulatedCuda> emulated;  // the emulated device for this test's runs
   if (cfg.emulated) emulated.emplace(ssm::emu::Order::random, 20261203);
+#endif
   if (cfg.device.is_cuda()) {
     const ssm::BackendInfo info = ssm::backends();
     if (!info.cuda_usable) GTEST_SKIP() << "no usable CUDA device: " << info.cuda_status;
