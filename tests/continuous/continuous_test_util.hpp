@@ -15,6 +15,7 @@
 #include <Eigen/Dense>
 
 #include "ssm/core/error.hpp"
+#include "support/expect_error.hpp"
 
 namespace ssm_test {
 
@@ -61,14 +62,5 @@ struct Oscillator {
   }
 };
 
-template <class F>
-void expect_error_mentioning(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no ssm::Error thrown (expected one mentioning '" << needle << "')";
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 }  // namespace ssm_test

@@ -197,26 +197,26 @@ TEST(Discretize, DiagonalMatchesDenseAndTheLimitAtZero) {
 TEST(ContinuousErrors, DiscretizeBadInputThrowsNamingTheArgument) {
   const MatrixXd A = MatrixXd{{-1, 0}, {1, -2}}, B = MatrixXd::Ones(2, 1);
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
-  expect_error_mentioning([&] { discretize_zoh<double>(MatrixXd::Ones(2, 3), MatrixXd::Ones(2, 1), 0.1); }, "'A'");
-  expect_error_mentioning([&] { discretize_zoh<double>(A, MatrixXd::Ones(3, 1), 0.1); }, "'B'");
+  expect_error([&] { discretize_zoh<double>(MatrixXd::Ones(2, 3), MatrixXd::Ones(2, 1), 0.1); }, "'A'");
+  expect_error([&] { discretize_zoh<double>(A, MatrixXd::Ones(3, 1), 0.1); }, "'B'");
   for (double bad : {0.0, -0.1, nan, inf}) {
-    expect_error_mentioning([&] { discretize_zoh<double>(A, B, bad); }, "'Delta'");
-    expect_error_mentioning([&] { discretize_bilinear<double>(A, B, bad); }, "'Delta'");
-    expect_error_mentioning([&] { discretize_mamba<double>(A, B, bad); }, "'Delta'");
+    expect_error([&] { discretize_zoh<double>(A, B, bad); }, "'Delta'");
+    expect_error([&] { discretize_bilinear<double>(A, B, bad); }, "'Delta'");
+    expect_error([&] { discretize_mamba<double>(A, B, bad); }, "'Delta'");
   }
   for (double bad : {-0.01, 1.5, nan})
-    expect_error_mentioning([&] { discretize_gbt<double>(A, B, 0.1, bad); }, "'alpha'");
-  expect_error_mentioning([&] { discretize_zoh<double>(MatrixXd{{nan, 0}, {0, 1}}, B, 0.1); }, "finite");
+    expect_error([&] { discretize_gbt<double>(A, B, 0.1, bad); }, "'alpha'");
+  expect_error([&] { discretize_zoh<double>(MatrixXd{{nan, 0}, {0, 1}}, B, 0.1); }, "finite");
   // I - αΔA singular: an eigenvalue of A at 1/(αΔ) (0.1 * 10 rounds to exactly 1).
-  expect_error_mentioning([&] { discretize_backward_euler<double>(MatrixXd{{10.0}}, MatrixXd{{1.0}}, 0.1); }, "singular");
-  expect_error_mentioning(
+  expect_error([&] { discretize_backward_euler<double>(MatrixXd{{10.0}}, MatrixXd{{1.0}}, 0.1); }, "singular");
+  expect_error(
       [&] { discretize_gbt<double>(MatrixXd{{-1.0, 0.0}, {0.0, 20.0}}, MatrixXd::Ones(2, 1), 0.1, 0.5); }, "singular");
   // Diagonal
   const Eigen::VectorXcd Ad = hippo::s4d_lin(4), Bd = Eigen::VectorXcd::Ones(3);
   const std::vector<double> ok{0.1}, bad{0.1, -1.0};
-  expect_error_mentioning([&] { discretize_diagonal<cd>(Discretization::zoh, Ad, Bd, ok); }, "'B'");
-  expect_error_mentioning([&] { discretize_diagonal<cd>(Discretization::zoh, Ad, Eigen::VectorXcd(Ad), bad); }, "'Delta'");
-  expect_error_mentioning(
+  expect_error([&] { discretize_diagonal<cd>(Discretization::zoh, Ad, Bd, ok); }, "'B'");
+  expect_error([&] { discretize_diagonal<cd>(Discretization::zoh, Ad, Eigen::VectorXcd(Ad), bad); }, "'Delta'");
+  expect_error(
       [&] { discretize_diagonal<cd>(Discretization::gbt, Ad, Eigen::VectorXcd(Ad), ok, 2.0); }, "'alpha'");
 }
 

@@ -206,20 +206,20 @@ TEST(ContinuousErrors, LsslBadInputThrowsNamingTheArgument) {
                  D = MatrixXd::Zero(1, 1);
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   // LSSL construction and views
-  expect_error_mentioning([&] { LSSL<double>(MatrixXd::Ones(2, 3), B, C, D); }, "'A'");
-  expect_error_mentioning([&] { LSSL<double>(A, MatrixXd::Ones(3, 1), C, D); }, "'B'");
-  expect_error_mentioning([&] { LSSL<double>(A, B, MatrixXd::Ones(1, 3), D); }, "'C'");
-  expect_error_mentioning([&] { LSSL<double>(A, B, C, MatrixXd::Ones(2, 1)); }, "'D'");
-  expect_error_mentioning([&] { LSSL<double>(A, B, C, MatrixXd{{inf}}); }, "'D'");
+  expect_error([&] { LSSL<double>(MatrixXd::Ones(2, 3), B, C, D); }, "'A'");
+  expect_error([&] { LSSL<double>(A, MatrixXd::Ones(3, 1), C, D); }, "'B'");
+  expect_error([&] { LSSL<double>(A, B, MatrixXd::Ones(1, 3), D); }, "'C'");
+  expect_error([&] { LSSL<double>(A, B, C, MatrixXd::Ones(2, 1)); }, "'D'");
+  expect_error([&] { LSSL<double>(A, B, C, MatrixXd{{inf}}); }, "'D'");
   const LSSL<double> lssl(A, B, C, D);
-  expect_error_mentioning([&] { lssl.discretize(-1.0); }, "'Delta'");
-  expect_error_mentioning([&] { lssl.discretize(0.1, Discretization::gbt, 1.01); }, "'alpha'");
+  expect_error([&] { lssl.discretize(-1.0); }, "'Delta'");
+  expect_error([&] { lssl.discretize(0.1, Discretization::gbt, 1.01); }, "'alpha'");
   const auto sys = lssl.discretize(0.1);
-  expect_error_mentioning([&] { lssl.recurrence(sys, MatrixXd::Ones(5, 2)); }, "'x'");
-  expect_error_mentioning([&] { lssl.simulate(MatrixXd::Ones(3, 1), std::vector<double>{0.1, 0.1}); }, "'Delta'");
-  expect_error_mentioning([&] { lssl.simulate(MatrixXd::Ones(2, 1), std::vector<double>{0.1, nan}); }, "'Delta'");
-  expect_error_mentioning([&] { lssl.convolution(lssl.kernel(sys, 2), MatrixXd::Ones(3, 1)); }, "'K_bar'");
-  expect_error_mentioning([&] { lssl.recurrence(DiscreteSystem<double>{MatrixXd::Ones(3, 3), B}, MatrixXd::Ones(3, 1)); },
+  expect_error([&] { lssl.recurrence(sys, MatrixXd::Ones(5, 2)); }, "'x'");
+  expect_error([&] { lssl.simulate(MatrixXd::Ones(3, 1), std::vector<double>{0.1, 0.1}); }, "'Delta'");
+  expect_error([&] { lssl.simulate(MatrixXd::Ones(2, 1), std::vector<double>{0.1, nan}); }, "'Delta'");
+  expect_error([&] { lssl.convolution(lssl.kernel(sys, 2), MatrixXd::Ones(3, 1)); }, "'K_bar'");
+  expect_error([&] { lssl.recurrence(DiscreteSystem<double>{MatrixXd::Ones(3, 3), B}, MatrixXd::Ones(3, 1)); },
                           "'A_bar'");
 }
 

@@ -17,8 +17,11 @@
 #include "../conformance/delta_rule_problem.hpp"
 #include "../conformance/registry.hpp"
 #include "ssm/ops/delta_rule.hpp"
+#include "support/expect_error.hpp"
 
 namespace {
+
+using ssm_test::expect_arg_error;
 
 using delta_rule_problem::DrCase;
 using delta_rule_problem::DrData;
@@ -227,15 +230,6 @@ TEST(DeltaRule, CheckpointedBackwardEqualsTheReferenceBackward) {
     }
 }
 
-/// fn must throw an ssm::Error naming `arg` ("argument 'arg'").
-void expect_error(const std::string& arg, const std::function<void()>& fn) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error for " << arg;
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("argument '" + arg + "'"), std::string::npos) << e.what();
-  }
-}
 
 TEST(DeltaRule, BadInputIsAnErrorNamingTheArgument) {
   DrCase cs;
@@ -252,46 +246,46 @@ TEST(DeltaRule, BadInputIsAnErrorNamingTheArgument) {
   for (double bad : {0.0, -0.5, 2.5, std::nan(""), std::numeric_limits<double>::infinity()}) {
     Tensor beta = clone(d.beta);
     beta.data_as<double>()[7] = bad;
-    expect_error("beta", with([beta](auto& in, auto&) { in.beta = beta.view(); }));
+    expect_arg_error("beta", with([beta](auto& in, auto&) { in.beta = beta.view(); }));
   }
   for (double bad : {0.1, std::nan(""), -std::numeric_limits<double>::infinity()}) {
     Tensor g = clone(d.g);
     g.data_as<double>()[3] = bad;
-    expect_error("g", with([g](auto& in, auto&) { in.g = g.view(); }));
+    expect_arg_error("g", with([g](auto& in, auto&) { in.g = g.view(); }));
   }
   const Tensor beta_shape = filled({1, 6, 3}, DType::f64, 1.0);
-  expect_error("beta", with([&](auto& in, auto&) { in.beta = beta_shape.view(); }));
+  expect_arg_error("beta", with([&](auto& in, auto&) { in.beta = beta_shape.view(); }));
   const Tensor beta_f32 = filled({1, 6, 2}, DType::f32, 1.0);
-  expect_error("beta", with([&](auto& in, auto&) { in.beta = beta_f32.view(); }));
-  expect_error("chunk_size", with([](auto&, auto& o) { o.chunk_size = 0; }));
-  expect_error("norm_eps", with([](auto&, auto& o) { o.norm_eps = 0; }));
-  expect_error("scale", with([](auto&, auto& o) { o.scale = std::nan(""); }));
+  expect_arg_error("beta", with([&](auto& in, auto&) { in.beta = beta_f32.view(); }));
+  expect_arg_error("chunk_size", with([](auto&, auto& o) { o.chunk_size = 0; }));
+  expect_arg_error("norm_eps", with([](auto&, auto& o) { o.norm_eps = 0; }));
+  expect_arg_error("scale", with([](auto&, auto& o) { o.scale = std::nan(""); }));
   const Tensor k_short = Tensor::zeros({1, 5, 1, 4}, DType::f64);
-  expect_error("k", with([&](auto& in, auto&) { in.k = k_short.view(); }));
+  expect_arg_error("k", with([&](auto& in, auto&) { in.k = k_short.view(); }));
   const Tensor k_f32 = Tensor::zeros({1, 6, 1, 4}, DType::f32);
-  expect_error("k", with([&](auto& in, auto&) { in.k = k_f32.view(); }));
+  expect_arg_error("k", with([&](auto& in, auto&) { in.k = k_f32.view(); }));
   const Tensor v_heads = Tensor::zeros({1, 6, 3, 3}, DType::f64);  // 3 heads: q's 2 groups do not divide them
   const Tensor qk_groups = Tensor::zeros({1, 6, 2, 4}, DType::f64);
-  expect_error("q", with([&](auto& in, auto&) {
+  expect_arg_error("q", with([&](auto& in, auto&) {
     in.v = v_heads.view(), in.q = in.k = qk_groups.view(), in.initial_state.reset(), in.g.reset();
   }));
   const Tensor k_cols = Tensor::zeros({1, 6, 1, 8}, DType::f64);  // a row with stride 2 along dk
   const ssm::TensorView k_strided(k_cols.data(), DType::f64, ssm::Device::cpu(), {1, 6, 1, 4}, {48, 8, 8, 2});
-  expect_error("k", with([&](auto& in, auto&) { in.k = k_strided; }));
+  expect_arg_error("k", with([&](auto& in, auto&) { in.k = k_strided; }));
   const Tensor s_f32 = Tensor::zeros({1, 2, 4, 3}, DType::f32);
-  expect_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_f32.view(); }));
+  expect_arg_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_f32.view(); }));
   const Tensor s_shape = Tensor::zeros({1, 2, 3, 4}, DType::f64);
-  expect_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_shape.view(); }));
+  expect_arg_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_shape.view(); }));
   double fake = 0;
   const ssm::TensorView v_cuda(&fake, DType::f64, ssm::Device::cuda(0), {1, 6, 2, 3}, {36, 6, 3, 1});
-  expect_error("v", [&] {  // into a CPU out: the allocating form would allocate on v's device first
+  expect_arg_error("v", [&] {  // into a CPU out: the allocating form would allocate on v's device first
     ssm::DeltaRuleInputs in = d.inputs();
     in.v = v_cuda;
     const Tensor out = Tensor::zeros({1, 6, 2, 3}, DType::f64);
     ssm::delta_rule_into(in, out, std::nullopt, d.options());
   });
   // the backward and the step check the same way
-  expect_error("beta", [&] {
+  expect_arg_error("beta", [&] {
     Tensor beta = clone(d.beta);
     beta.data_as<double>()[0] = 3.0;
     ssm::DeltaRuleInputs in = d.inputs();
@@ -299,7 +293,7 @@ TEST(DeltaRule, BadInputIsAnErrorNamingTheArgument) {
     const Tensor go = Tensor::zeros({1, 6, 2, 3}, DType::f64);
     ssm::delta_rule_backward(in, go.view(), std::nullopt, d.options());
   });
-  expect_error("state", [&] {
+  expect_arg_error("state", [&] {
     const Tensor q = Tensor::zeros({1, 1, 4}, DType::f64), v = Tensor::zeros({1, 2, 3}, DType::f64);
     const Tensor b = filled({1, 2}, DType::f64, 1.0);
     const Tensor st = Tensor::zeros({1, 2, 4, 4}, DType::f64), out = Tensor::zeros({1, 2, 3}, DType::f64);

@@ -16,8 +16,11 @@
 #include "../conformance/linear_attention_problem.hpp"
 #include "../conformance/registry.hpp"
 #include "ssm/ops/linear_attention.hpp"
+#include "support/expect_error.hpp"
 
 namespace {
+
+using ssm_test::expect_arg_error;
 
 using linear_attention_problem::LaCase;
 using linear_attention_problem::LaData;
@@ -205,15 +208,6 @@ TEST(LinearAttention, ChunkedBackwardEqualsTheReferenceBackward) {
     }
 }
 
-/// fn must throw an ssm::Error naming `arg` ("argument 'arg'").
-void expect_error(const std::string& arg, const std::function<void()>& fn) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error for " << arg;
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("argument '" + arg + "'"), std::string::npos) << e.what();
-  }
-}
 
 TEST(LinearAttention, BadInputIsAnErrorNamingTheArgument) {
   LaCase cs;
@@ -228,43 +222,43 @@ TEST(LinearAttention, BadInputIsAnErrorNamingTheArgument) {
     };
   };
   for (double bad : {0.0, -0.5, 1.5, std::nan(""), std::numeric_limits<double>::infinity()})
-    expect_error("gamma", with([bad](auto&, auto& o) { o.gamma = {0.9, bad}; }));
-  expect_error("gamma", with([](auto&, auto& o) { o.gamma = {0.9}; }));  // one per head
-  expect_error("chunk_size", with([](auto&, auto& o) { o.chunk_size = 0; }));
-  expect_error("chunk_size", with([](auto&, auto& o) { o.chunk_size = -4; }));
-  expect_error("eps", with([](auto&, auto& o) { o.eps = -1; }));
-  expect_error("scale", with([](auto&, auto& o) { o.scale = std::nan(""); }));
+    expect_arg_error("gamma", with([bad](auto&, auto& o) { o.gamma = {0.9, bad}; }));
+  expect_arg_error("gamma", with([](auto&, auto& o) { o.gamma = {0.9}; }));  // one per head
+  expect_arg_error("chunk_size", with([](auto&, auto& o) { o.chunk_size = 0; }));
+  expect_arg_error("chunk_size", with([](auto&, auto& o) { o.chunk_size = -4; }));
+  expect_arg_error("eps", with([](auto&, auto& o) { o.eps = -1; }));
+  expect_arg_error("scale", with([](auto&, auto& o) { o.scale = std::nan(""); }));
   const Tensor k_short = Tensor::zeros({1, 5, 1, 4}, DType::f64);
-  expect_error("k", with([&](auto& in, auto&) { in.k = k_short.view(); }));
+  expect_arg_error("k", with([&](auto& in, auto&) { in.k = k_short.view(); }));
   const Tensor k_f32 = Tensor::zeros({1, 6, 1, 4}, DType::f32);
-  expect_error("k", with([&](auto& in, auto&) { in.k = k_f32.view(); }));
+  expect_arg_error("k", with([&](auto& in, auto&) { in.k = k_f32.view(); }));
   const Tensor v_heads = Tensor::zeros({1, 6, 3, 3}, DType::f64);  // 3 heads: q's 2 groups do not divide them
   const Tensor qk_groups = Tensor::zeros({1, 6, 2, 4}, DType::f64);
-  expect_error("q", with([&](auto& in, auto& o) {
+  expect_arg_error("q", with([&](auto& in, auto& o) {
     in.v = v_heads.view(), in.q = in.k = qk_groups.view(), in.initial_state.reset(), in.initial_normalizer.reset();
     o.gamma.clear();
   }));
   const Tensor s_f32 = Tensor::zeros({1, 2, 4, 3}, DType::f32);
-  expect_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_f32.view(); }));
+  expect_arg_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_f32.view(); }));
   const Tensor s_shape = Tensor::zeros({1, 2, 3, 4}, DType::f64);
-  expect_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_shape.view(); }));
-  expect_error("initial_normalizer", with([](auto&, auto& o) { o.normalize = false; }));
+  expect_arg_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_shape.view(); }));
+  expect_arg_error("initial_normalizer", with([](auto&, auto& o) { o.normalize = false; }));
   double fake = 0;
   const ssm::TensorView v_cuda(&fake, DType::f64, ssm::Device::cuda(0), {1, 6, 2, 3}, {36, 6, 3, 1});
-  expect_error("v", [&] {  // into a CPU out: the allocating form would allocate on v's device first
+  expect_arg_error("v", [&] {  // into a CPU out: the allocating form would allocate on v's device first
     ssm::LinearAttentionInputs in = d.inputs();
     in.v = v_cuda;
     const Tensor out = Tensor::zeros({1, 6, 2, 3}, DType::f64);
     ssm::linear_attention_into(in, out, std::nullopt, std::nullopt, d.options());
   });
   // the backward and the step check the same way
-  expect_error("gamma", [&] {
+  expect_arg_error("gamma", [&] {
     ssm::LinearAttentionOptions o = d.options();
     o.gamma = {2.0, 0.5};
     const Tensor go = Tensor::zeros({1, 6, 2, 3}, DType::f64);
     ssm::linear_attention_backward(d.inputs(), go.view(), std::nullopt, std::nullopt, o);
   });
-  expect_error("state", [&] {
+  expect_arg_error("state", [&] {
     const Tensor q = Tensor::zeros({1, 1, 4}, DType::f64), v = Tensor::zeros({1, 2, 3}, DType::f64);
     const Tensor st = Tensor::zeros({1, 2, 4, 4}, DType::f64), out = Tensor::zeros({1, 2, 3}, DType::f64);
     ssm::LinearAttentionOptions o;

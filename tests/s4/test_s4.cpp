@@ -15,8 +15,11 @@
 
 #include "ssm/cpu/threads.hpp"
 #include "ssm/s4.hpp"
+#include "support/expect_error.hpp"
 
 namespace {
+
+using ssm_test::expect_error;
 
 using ssm::Discretization;
 using ssm::s4::cd;
@@ -450,15 +453,6 @@ TEST(S4Layer, TensorViewForwardEqualsPointerForward) {
 
 // ---- errors ----------------------------------------------------------------------------------------------------
 
-template <class F>
-void expect_error_mentioning(F&& f, const std::string& word) {
-  try {
-    f();
-    ADD_FAILURE() << "no ssm::Error thrown (expected one mentioning '" << word << "')";
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
-  }
-}
 
 TEST(S4Errors, DeviceViewsAreRefusedBeforeTheirMemoryIsRead) {
   // S4 / S4D have no device path: a CUDA view is an error naming the argument and saying what to do, raised before
@@ -475,56 +469,56 @@ TEST(S4Errors, DeviceViewsAreRefusedBeforeTheirMemoryIsRead) {
   const ssm::TensorView cpu = ssm::TensorView::of(host.data(), {2, 3, 4});
   const ssm::TensorView gpu(host.data(), ssm::DType::f32, ssm::Device::cuda(0), {2, 3, 4}, cpu.strides());
   for (const char* word : {"'x'", "cuda:0", "CPU only", "Device::cpu()"}) {
-    expect_error_mentioning([&] { s4d.forward(gpu, cpu); }, word);
-    expect_error_mentioning([&] { s4.forward(gpu, cpu); }, word);
+    expect_error([&] { s4d.forward(gpu, cpu); }, word);
+    expect_error([&] { s4.forward(gpu, cpu); }, word);
   }
-  expect_error_mentioning([&] { s4d.forward(cpu, gpu); }, "'y'");
-  expect_error_mentioning([&] { s4.forward(cpu, gpu); }, "'y'");
+  expect_error([&] { s4d.forward(cpu, gpu); }, "'y'");
+  expect_error([&] { s4.forward(cpu, gpu); }, "'y'");
 }
 
 TEST(S4Errors, BadInput) {
   ssm::S4DLayer<float>::Config cfg;
   cfg.N = 7;
-  expect_error_mentioning([&] { ssm::S4DLayer<float> l(cfg); }, "'N'");
+  expect_error([&] { ssm::S4DLayer<float> l(cfg); }, "'N'");
   ssm::S4Layer<double>::Config scfg;
   scfg.N = 9;
-  expect_error_mentioning([&] { ssm::S4Layer<double> l(scfg); }, "'N'");
+  expect_error([&] { ssm::S4Layer<double> l(scfg); }, "'N'");
   scfg.N = 8;
   scfg.dt_min = std::nan("");
-  expect_error_mentioning([&] { ssm::S4Layer<double> l(scfg); }, "dt_min");
+  expect_error([&] { ssm::S4Layer<double> l(scfg); }, "dt_min");
   cfg.N = 8;
   cfg.method = Discretization::mamba;
-  expect_error_mentioning([&] { ssm::S4DLayer<float> l(cfg); }, "method");
+  expect_error([&] { ssm::S4DLayer<float> l(cfg); }, "method");
 
   const auto p = legs_dplr(8, 2, 1);
-  expect_error_mentioning([&] { ssm::s4::s4_kernel_cauchy<double>(p, 0); }, "'L'");
+  expect_error([&] { ssm::s4::s4_kernel_cauchy<double>(p, 0); }, "'L'");
   auto bad = p;
   bad.B = Eigen::MatrixXcd::Ones(2, 3);
-  expect_error_mentioning([&] { ssm::s4::s4_kernel_cauchy<double>(bad, 16); }, "'B'");
+  expect_error([&] { ssm::s4::s4_kernel_cauchy<double>(bad, 16); }, "'B'");
   bad = p;
   bad.Delta = Eigen::VectorXd::Ones(3);
-  expect_error_mentioning([&] { ssm::s4::s4_kernel_powers(bad, 16); }, "'Delta'");
+  expect_error([&] { ssm::s4::s4_kernel_powers(bad, 16); }, "'Delta'");
   bad = p;
   bad.Delta(1) = -1;
-  expect_error_mentioning([&] { ssm::s4::s4_truncate_C(bad, 16); }, "'Delta'");
+  expect_error([&] { ssm::s4::s4_truncate_C(bad, 16); }, "'Delta'");
   bad = p;
   bad.C(0, 0) = cd(std::nan(""), 0);
-  expect_error_mentioning([&] { ssm::s4::s4_kernel_cauchy<float>(bad, 16); }, "'C'");
+  expect_error([&] { ssm::s4::s4_kernel_cauchy<float>(bad, 16); }, "'C'");
 
   ssm::s4::DiagonalSSM q{p.Lambda, p.B, p.C, p.Delta};
-  expect_error_mentioning([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 0, Discretization::zoh); }, "'L'");
-  expect_error_mentioning([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 8, Discretization::mamba); }, "method");
+  expect_error([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 0, Discretization::zoh); }, "'L'");
+  expect_error([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 8, Discretization::mamba); }, "method");
   q.C = Eigen::MatrixXcd::Ones(1, 4);
-  expect_error_mentioning([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 8, Discretization::zoh); }, "'C'");
+  expect_error([&] { ssm::s4::s4d_kernel_vandermonde<double>(q, 8, Discretization::zoh); }, "'C'");
 
   ssm::S4DLayer<float>::Config ok;
   ok.h = 2;
   ok.N = 4;
   ssm::S4DLayer<float> layer(ok);
   std::vector<float> x(8), y(8);
-  expect_error_mentioning([&] { layer.forward(x.data(), y.data(), 1, 0); }, "'l'");
+  expect_error([&] { layer.forward(x.data(), y.data(), 1, 0); }, "'l'");
   auto state = layer.initial_state(2);
-  expect_error_mentioning([&] { layer.forward(x.data(), y.data(), 1, 4, state); }, "batch");
+  expect_error([&] { layer.forward(x.data(), y.data(), 1, 4, state); }, "batch");
   ssm::S4Layer<float>::Config dcfg;
   dcfg.N = 4;
   dcfg.h = 2;
@@ -532,16 +526,16 @@ TEST(S4Errors, BadInput) {
   dcfg.step_form = ssm::StepForm::dense;
   ssm::S4Layer<float> dense(dcfg);
   auto dense_state = dense.initial_state(1);
-  expect_error_mentioning([&] { layer.step(x.data(), y.data(), dense_state); }, "'state'");
+  expect_error([&] { layer.step(x.data(), y.data(), dense_state); }, "'state'");
   dcfg.step_form = ssm::StepForm::diagonal;
   ssm::S4Layer<float> diag(dcfg);
   auto diag_state = diag.initial_state(1);
-  expect_error_mentioning([&] { diag.forward(x.data(), y.data(), 1, 4, diag_state); }, "linear");
-  expect_error_mentioning([&] { dense.step(x.data(), y.data(), diag_state); }, "'state'");
+  expect_error([&] { diag.forward(x.data(), y.data(), 1, 4, diag_state); }, "linear");
+  expect_error([&] { dense.step(x.data(), y.data(), diag_state); }, "'state'");
   std::stringstream junk("not a state at all");
-  expect_error_mentioning([&] { ssm::S4State<float>::load(junk); }, "magic");
+  expect_error([&] { ssm::S4State<float>::load(junk); }, "magic");
   std::vector<float> z(3);
-  expect_error_mentioning([&] { ssm::causal_conv_fft(z.data(), z.data(), z.data(), 0); }, "'l'");
+  expect_error([&] { ssm::causal_conv_fft(z.data(), z.data(), z.data(), 0); }, "'l'");
 }
 
 }  // namespace

@@ -12,8 +12,11 @@
 #include <vector>
 
 #include "scan_test_util.hpp"
+#include "support/expect_error.hpp"
 
 namespace {
+
+using ssm_test::expect_error;
 
 using namespace scan_test;
 using ssm::ScanPath;
@@ -427,15 +430,6 @@ TEST(SelectiveScanHalf, F16AndBf16MatchF32OnSameValues) {
 // ---------------------------------------------------------------------------------------------------
 // Bad input: every check names the argument.
 
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected ssm::Error mentioning '" << needle << "'";
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST(SelectiveScanErrors, EveryBadArgumentIsRejected) {
   ScanCase c;

@@ -13,24 +13,17 @@
 #include <vector>
 
 #include "scan_test_util.hpp"
+#include "support/expect_error.hpp"
 
 namespace {
+
+using ssm_test::expect_error;
 
 using namespace scan_test;
 using ssm::ScanPath;
 using ssm::SelectiveScanInputs;
 using ssm::SelectiveScanOptions;
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected ssm::Error mentioning '" << needles.front() << "'";
-  } catch (const ssm::Error& e) {
-    for (const std::string& needle : needles)
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "'" << needle << "' not in: " << e.what();
-  }
-}
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
