@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ssm/attention.hpp"  // the module header: layer, hybrid stacks, op, reference
+#include "support/decode.hpp"
 
 namespace {
 
@@ -207,15 +208,10 @@ TEST(HybridStack, InterleavedStackDecodesLikeItsForward) {
   EXPECT_EQ(stack.pattern(), "aabaab");
   const Tensor x = random_tensor<float>({b, l, d}, 9);
   const auto full = as_double<float>(stack.forward(x));
-  auto state = stack.init_state(b);
-  Tensor y = Tensor::empty({b, l, d}, DType::f32);
-  for (index_t t = 0; t < l; ++t) {
-    Tensor xt = Tensor::empty({b, 1, d}, DType::f32);
-    ssm::copy(xt, x.view().narrow(1, t, 1));
-    ssm::copy(y.view().narrow(1, t, 1), stack.step(xt, state));
-  }
+  const Tensor y = ssm_test::decode_in_pieces(stack, x);
   // Six residual layers of f32 rounding on values of a few units: 5e-5.
   EXPECT_LE(max_abs_diff(as_double<float>(y), full), 5e-5);
+  auto state = stack.init_state(b);
   // A stack whose layers did nothing would also "agree"; check that the layers changed the input.
   EXPECT_GT(max_abs_diff(full, as_double<float>(x)), 0.1);
   EXPECT_THROW(stack.forward(Tensor::zeros({1, 2, d + 1}, DType::f32)), ssm::Error);
@@ -236,18 +232,9 @@ TEST(HybridStack, JambaStackOfMambaAndAttentionDecodesLikeItsForward) {
   EXPECT_EQ(stack.pattern(), "aabaab");
   const Tensor x = random_tensor<float>({b, l, d}, 12);
   const auto full = as_double<float>(stack.forward(x));
-  for (index_t prefill : {1, 4}) {
-    auto state = stack.init_state(b);
-    Tensor y = Tensor::empty({b, l, d}, DType::f32);
-    for (index_t t0 = 0; t0 < l;) {
-      const index_t t = t0 == 0 ? prefill : 1;
-      Tensor xt = Tensor::empty({b, t, d}, DType::f32);
-      ssm::copy(xt, x.view().narrow(1, t0, t));
-      ssm::copy(y.view().narrow(1, t0, t), stack.step(xt, state));
-      t0 += t;
-    }
-    EXPECT_LE(max_abs_diff(as_double<float>(y), full), 1e-4) << "prefill " << prefill;
-  }
+  for (index_t prefill : {1, 4})
+    EXPECT_LE(max_abs_diff(as_double<float>(ssm_test::decode_in_pieces(stack, x, prefill)), full), 1e-4)
+        << "prefill " << prefill;
   EXPECT_GT(max_abs_diff(full, as_double<float>(x)), 0.1);
   mamba.d_model = d + 2;
   EXPECT_THROW(ssm::models::make_jamba_stack<float>(mamba, attention, 2, 2), ssm::Error);

@@ -12,6 +12,7 @@
 
 #include "ssm/layers/delta_net.hpp"
 #include "ssm/models/jamba.hpp"
+#include "support/decode.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -22,6 +23,7 @@ using ssm::Tensor;
 using ssm::layers::DeltaNetConfig;
 using ssm::layers::DeltaNetLayer;
 using ssm::layers::DeltaNetParams;
+using ssm_test::decode_in_pieces;
 using ssm_test::expect_arg_error;
 
 template <class T>
@@ -159,18 +161,9 @@ void expect_steps_reproduce_forward(double tol) {
     const auto layer = DeltaNetLayer<T>::init(config_of(s), seed);
     const Tensor x = random_input<T>({s.b, s.l, s.d}, seed++);
     const std::vector<double> full = doubles(layer.forward(x));
-    for (index_t prefill : {index_t(1), std::min<index_t>(5, s.l)}) {  // one token at a time; 5 tokens, then steps
-      auto state = layer.init_state(s.b);
-      Tensor y = Tensor::empty({s.b, s.l, s.d}, ssm::dtype_of<T>());
-      for (index_t t0 = 0; t0 < s.l;) {
-        const index_t t = t0 == 0 ? prefill : 1;
-        Tensor xt = Tensor::empty({s.b, t, s.d}, ssm::dtype_of<T>());
-        ssm::copy(xt, x.view().narrow(1, t0, t));
-        ssm::copy(y.view().narrow(1, t0, t), layer.step(xt, state));
-        t0 += t;
-      }
-      EXPECT_LT(rel_diff(doubles(y), full), tol) << "l=" << s.l << " gated=" << s.gated << " prefill=" << prefill;
-    }
+    for (index_t prefill : {1, 5})  // one token at a time; 5 tokens (or all), then steps
+      EXPECT_LT(rel_diff(doubles(decode_in_pieces(layer, x, prefill)), full), tol)
+          << "l=" << s.l << " gated=" << s.gated << " prefill=" << prefill;
   }
 }
 
@@ -212,18 +205,8 @@ TEST(DeltaNetLayer, DecodesInAHybridStackBesideMamba) {
   EXPECT_EQ(stack.pattern(), "abab");
   const Tensor x = random_input<float>({b, l, d}, 5);
   const std::vector<double> full = doubles(stack.forward(x));
-  for (index_t prefill : {1, 4}) {
-    auto state = stack.init_state(b);
-    Tensor y = Tensor::empty({b, l, d}, DType::f32);
-    for (index_t t0 = 0; t0 < l;) {
-      const index_t t = t0 == 0 ? prefill : 1;
-      Tensor xt = Tensor::empty({b, t, d}, DType::f32);
-      ssm::copy(xt, x.view().narrow(1, t0, t));
-      ssm::copy(y.view().narrow(1, t0, t), stack.step(xt, state));
-      t0 += t;
-    }
-    EXPECT_LT(rel_diff(doubles(y), full), 1e-4) << "prefill " << prefill;
-  }
+  for (index_t prefill : {1, 4})
+    EXPECT_LT(rel_diff(doubles(decode_in_pieces(stack, x, prefill)), full), 1e-4) << "prefill " << prefill;
   EXPECT_GT(rel_diff(full, doubles(x)), 0.01);  // the layers did something
 }
 
