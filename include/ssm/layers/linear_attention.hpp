@@ -1,0 +1,229 @@
+// The linear-attention layer (Katharopoulos et al. 2020, "Transformers are RNNs") and RetNet's multi-scale
+// retention layer (Sun et al. 2023, "Retentive Network", §2.2) as one sequence mixer over ssm::linear_attention
+// (docs/linear_attention.md):
+//
+//   [q k v | o_gate] = in_proj(x)                    one projection, columns in that order (o_gate with output_gate)
+//   o = linear_attention(q, k, v)                    φ, the normalizer, the scale and a fixed decay γ_h per head
+//   o = RMSNorm_dv(o) · w  (output_norm)             per head over dv (RetNet's GroupNorm, as RMSNorm: no mean)
+//   o = o ⊙ silu(o_gate)   (output_gate)             RetNet's swish gate
+//   y = out_proj(o)
+//
+// LinearAttentionConfig::retnet(d_model, heads) is RetNet's layer: γ_h = 1 − 2^(−5−h), dv = 2 dk, scale dk^(−1/2),
+// the norm and the gate, no normalizer (RetNet's xPos rotation of q and k is not applied). ::katharopoulos(d_model,
+// heads) is the original: φ = elu + 1, the normalizer, no decay, no norm, no gate. Every stage is an op
+// (ssm::linear, ssm::linear_attention / linear_attention_step, ssm::rms_norm); the layer computes only the gate.
+// CPU tensors of T = float or double; forward and decoding steps, no layer backward yet.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/scalar.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/layers/basic.hpp"
+#include "ssm/ops/linear.hpp"
+#include "ssm/ops/linear_attention.hpp"
+#include "ssm/ops/rms_norm.hpp"
+
+namespace ssm::layers {
+
+struct LinearAttentionConfig {
+  index_t d_model = 0;
+  index_t heads = 4;          // h
+  index_t head_dim = 0;       // dk; 0: d_model / heads
+  index_t head_v_dim = 0;     // dv; 0: dk
+  FeatureMap feature_map = FeatureMap::identity;
+  bool normalize = false;     // divide by z_tᵀ q̃_t + eps (Katharopoulos)
+  bool retention = false;     // the decay γ_h = 1 − 2^(−5−h) per head (RetNet)
+  bool output_norm = false;   // RMSNorm over dv per head, weight (dv)
+  bool output_gate = false;   // o ⊙ silu(o_gate)
+  double norm_eps = 1e-5;
+  index_t chunk_size = 64;    // the op's chunk in forward
+
+  index_t dk() const { return head_dim > 0 ? head_dim : (heads > 0 ? d_model / heads : 0); }
+  index_t dv() const { return head_v_dim > 0 ? head_v_dim : dk(); }
+  index_t gate_col() const { return heads * (2 * dk() + dv()); }
+  index_t proj_dim() const { return gate_col() + (output_gate ? heads * dv() : 0); }
+
+  /// RetNet's multi-scale retention layer (no xPos).
+  static LinearAttentionConfig retnet(index_t d_model, index_t heads) {
+    LinearAttentionConfig c;
+    c.d_model = d_model, c.heads = heads;
+    c.head_v_dim = heads > 0 ? 2 * (d_model / heads) : 0;
+    c.retention = c.output_norm = c.output_gate = true;
+    return c;
+  }
+  /// Katharopoulos et al.'s linear attention: φ = elu + 1 and the normalizer.
+  static LinearAttentionConfig katharopoulos(index_t d_model, index_t heads) {
+    LinearAttentionConfig c;
+    c.d_model = d_model, c.heads = heads;
+    c.feature_map = FeatureMap::elu_plus_one, c.normalize = true;
+    return c;
+  }
+
+  /// Throws ssm::Error naming the first invalid field.
+  void validate(const char* op = "LinearAttentionConfig") const {
+    Checker c(op);
+    c.require(d_model >= 1, "d_model", "must be >= 1, got ", d_model);
+    c.require(heads >= 1, "heads", "must be >= 1, got ", heads);
+    c.require(head_dim >= 0 && dk() >= 1, "head_dim", "must be >= 1 (0: d_model / heads = ", d_model / heads,
+              "), got ", head_dim);
+    c.require(head_v_dim >= 0, "head_v_dim", "must be >= 0 (0: head_dim), got ", head_v_dim);
+    c.require(std::isfinite(norm_eps) && norm_eps > 0, "norm_eps", "must be finite and > 0, got ", norm_eps);
+    c.require(chunk_size >= 1, "chunk_size", "must be >= 1, got ", chunk_size);
+  }
+};
+
+/// Parameters (row-major; PyTorch's (out, in) layout).
+template <class T>
+struct LinearAttentionLayerParams {
+  std::vector<T> in_proj;      // (proj_dim, d_model): q_proj, k_proj, v_proj, [g_proj] stacked
+  std::vector<T> norm_weight;  // (dv) with output_norm, else empty
+  std::vector<T> out_proj;     // (d_model, h dv)
+};
+
+/// The decoding state: S (b, h, dk, dv) and, with the normalizer, z (b, h, dk), of the layer's dtype.
+struct LinearAttentionState {
+  index_t b = 0;
+  Tensor S, z;
+};
+
+template <class T>
+class LinearAttentionLayer {
+ public:
+  using State = LinearAttentionState;
+
+  LinearAttentionLayer(const LinearAttentionConfig& cfg, LinearAttentionLayerParams<T> params)
+      : cfg_(cfg), p_(std::move(params)) {
+    cfg_.validate("LinearAttentionLayer");
+    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
+      Checker("LinearAttentionLayer").require(static_cast<index_t>(v.size()) == n, name, "expected ", n,
+                                              " elements, got ", v.size());
+    };
+    size("in_proj", p_.in_proj, cfg_.proj_dim() * cfg_.d_model);
+    size("norm_weight", p_.norm_weight, cfg_.output_norm ? cfg_.dv() : 0);
+    size("out_proj", p_.out_proj, cfg_.d_model * cfg_.heads * cfg_.dv());
+  }
+
+  /// Projections uniform in ±1/√fan_in (PyTorch's default bound), the norm weight 1.
+  static LinearAttentionLayer init(const LinearAttentionConfig& cfg, std::uint64_t seed) {
+    cfg.validate("LinearAttentionLayer::init");
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    auto uniform = [&](index_t count, double fan_in) {
+      std::vector<T> v(static_cast<std::size_t>(count));
+      for (T& x : v) x = static_cast<T>((2 * unit(rng) - 1) / std::sqrt(fan_in));
+      return v;
+    };
+    LinearAttentionLayerParams<T> p;
+    p.in_proj = uniform(cfg.proj_dim() * cfg.d_model, static_cast<double>(cfg.d_model));
+    if (cfg.output_norm) p.norm_weight.assign(static_cast<std::size_t>(cfg.dv()), T(1));
+    p.out_proj = uniform(cfg.d_model * cfg.heads * cfg.dv(), static_cast<double>(cfg.heads * cfg.dv()));
+    return LinearAttentionLayer(cfg, std::move(p));
+  }
+
+  index_t d_model() const { return cfg_.d_model; }
+  const LinearAttentionConfig& config() const { return cfg_; }
+  const LinearAttentionLayerParams<T>& params() const { return p_; }
+  void set_threads(int threads) { threads_ = threads; }
+
+  /// A zero state for b sequences.
+  State init_state(index_t b) const {
+    Checker("LinearAttentionLayer::init_state").require(b >= 1, "b", "must be >= 1, got ", b);
+    State s;
+    s.b = b;
+    s.S = Tensor::zeros({b, cfg_.heads, cfg_.dk(), cfg_.dv()}, dtype_of<T>());
+    if (cfg_.normalize) s.z = Tensor::zeros({b, cfg_.heads, cfg_.dk()}, dtype_of<T>());
+    return s;
+  }
+
+  /// x (b, l, d_model) contiguous → (b, l, d_model), from a zero state.
+  Tensor forward(const TensorView& x) const { return run("LinearAttentionLayer::forward", x, nullptr); }
+
+  /// The next t tokens x (b, t, d_model) → (b, t, d_model), continuing from `state` and updating it.
+  Tensor step(const TensorView& x, State& state) const { return run("LinearAttentionLayer::step", x, &state); }
+
+ private:
+  LinearAttentionOptions op_options() const {
+    LinearAttentionOptions o;
+    o.feature_map = cfg_.feature_map, o.normalize = cfg_.normalize;
+    o.scale = 1.0 / std::sqrt(static_cast<double>(cfg_.dk()));
+    if (cfg_.retention) o.gamma = retention_gammas(cfg_.heads);
+    o.chunk_size = cfg_.chunk_size, o.threads = threads_;
+    return o;
+  }
+
+  Tensor run(const char* op, const TensorView& x, State* state) const {
+    Checker c(op);
+    c.defined("x", x).rank("x", x, 3).shape("x", x, {kAny, kAny, cfg_.d_model}).dtype("x", x, dtype_of<T>());
+    c.contiguous("x", x).device("x", x, Device::cpu());
+    const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
+    const index_t P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l;
+    const DType dt = dtype_of<T>();
+    if (state) {
+      auto fits = [&](const Tensor& t, const Dims& shape) {
+        return t.defined() && t.shape() == shape && t.dtype() == dt && t.view().is_contiguous() && t.device().is_cpu();
+      };
+      c.require(state->b == b && fits(state->S, {b, h, dk, dv}) && (!cfg_.normalize || fits(state->z, {b, h, dk})),
+                "state", "expected S (", b, ", ", h, ", ", dk, ", ", dv, ")", cfg_.normalize ? " and z" : "",
+                " of dtype ", name(dt), " on the CPU (init_state(", b, ")), got one for b = ", state->b);
+    }
+    Tensor out = Tensor::empty({b, l, dm}, dt);  // (b, l, d_model)
+    if (rows == 0) return out;
+
+    Tensor proj = Tensor::empty({b, l, P}, dt);  // (b, l, P)
+    project(TensorView::of(p_.in_proj.data(), {P, dm}), x.reshape({rows, dm}), std::nullopt,
+            proj.view().reshape({rows, P}), threads_);
+    Tensor o = Tensor::empty({b, l, h, dv}, dt);  // (b, l, h, dv)
+    const LinearAttentionOptions opt = op_options();
+    if (state && l == 1) {  // one token: the decode step updates S (and z) in place
+      linear_attention_step(part(proj, 0, {b, h, dk}, {P, dk, 1}), part(proj, h * dk, {b, h, dk}, {P, dk, 1}),
+                            part(proj, 2 * h * dk, {b, h, dv}, {P, dv, 1}), state->S.view(), optional_view(state->z),
+                            o.view().reshape({b, h, dv}), opt);
+    } else {
+      LinearAttentionInputs in;
+      in.q = part(proj, 0, {b, l, h, dk}, {l * P, P, dk, 1});
+      in.k = part(proj, h * dk, {b, l, h, dk}, {l * P, P, dk, 1});
+      in.v = part(proj, 2 * h * dk, {b, l, h, dv}, {l * P, P, dv, 1});
+      Tensor last_S, last_z;  // the final state, copied over the initial one afterwards
+      if (state) {
+        in.initial_state = state->S.view();
+        last_S = Tensor::empty(state->S.shape(), dt);
+        if (cfg_.normalize) {
+          in.initial_normalizer = state->z.view();
+          last_z = Tensor::empty(state->z.shape(), dt);
+        }
+      }
+      linear_attention_into(in, o, optional_view(last_S), optional_view(last_z), opt);
+      if (state) {
+        copy(state->S, last_S);
+        if (cfg_.normalize) copy(state->z, last_z);
+      }
+    }
+    if (cfg_.output_norm) {
+      const TensorView o_rows = o.view().reshape({rows * h, dv});
+      rms_norm_into(RmsNormInputs{o_rows, TensorView::of(p_.norm_weight.data(), {dv}), std::nullopt, cfg_.norm_eps},
+                    o_rows);
+    }
+    if (cfg_.output_gate) {
+      const T* pr = proj.data_as<T>();
+      T* os = o.data_as<T>();
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < h * dv; ++j) os[r * h * dv + j] *= scalar::silu(pr[r * P + cfg_.gate_col() + j]);
+    }
+    project(TensorView::of(p_.out_proj.data(), {dm, h * dv}), o.view().reshape({rows, h * dv}), std::nullopt,
+            out.view().reshape({rows, dm}), threads_);
+    return out;
+  }
+
+  LinearAttentionConfig cfg_;
+  LinearAttentionLayerParams<T> p_;
+  int threads_ = 0;
+};
+
+}  // namespace ssm::layers
