@@ -13,6 +13,7 @@
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/models/hybrid.hpp"
 #include "support/decode.hpp"
+#include "mixer_test_util.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -25,28 +26,9 @@ using ssm::layers::LinearAttentionLayer;
 using ssm::layers::LinearAttentionLayerParams;
 using ssm_test::decode_in_pieces;
 using ssm_test::expect_arg_error;
-
-template <class T>
-Tensor random_input(const ssm::Dims& shape, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  Tensor t = Tensor::empty(shape, ssm::dtype_of<T>());
-  for (index_t i = 0; i < t.numel(); ++i) t.data_as<T>()[i] = static_cast<T>(u(rng));
-  return t;
-}
-
-std::vector<double> doubles(const Tensor& t) {
-  std::vector<double> v(static_cast<std::size_t>(t.numel()));
-  for (index_t i = 0; i < t.numel(); ++i)
-    v[static_cast<std::size_t>(i)] = t.dtype() == DType::f64 ? t.data_as<double>()[i] : t.data_as<float>()[i];
-  return v;
-}
-
-double rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  double e = 0, s = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) e = std::max(e, std::abs(a[i] - b[i])), s = std::max(s, std::abs(b[i]));
-  return e / s;
-}
+using mixer_test::doubles;
+using mixer_test::random_input;
+using mixer_test::rel_diff;
 
 /// The layer written out as loops in double, for x (b, l, d_model).
 std::vector<double> written_out(const LinearAttentionConfig& cfg, const LinearAttentionLayerParams<double>& p,

@@ -32,6 +32,7 @@
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
+#include "ssm/layers/head_mixer.hpp"
 #include "ssm/layers/layer_cache.hpp"
 #include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/delta_rule.hpp"
@@ -122,11 +123,7 @@ class DeltaNetLayer {
     cfg.validate("DeltaNetLayer::init");
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> unit(0.0, 1.0);
-    auto uniform = [&](index_t count, double fan_in) {
-      std::vector<T> v(static_cast<std::size_t>(count));
-      for (T& x : v) x = static_cast<T>((2 * unit(rng) - 1) / std::sqrt(fan_in));
-      return v;
-    };
+    auto uniform = [&](index_t count, double fan_in) { return head_mixer::uniform_fan_in<T>(rng, count, fan_in); };
     const index_t dm = cfg.d_model, h = cfg.heads;
     DeltaNetParams<T> p;
     p.in_proj = uniform(cfg.proj_dim() * dm, static_cast<double>(dm));
@@ -163,8 +160,7 @@ class DeltaNetLayer {
  private:
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
-    c.defined("x", x).rank("x", x, 3).shape("x", x, {kAny, kAny, cfg_.d_model}).dtype("x", x, dtype_of<T>());
-    c.contiguous("x", x).device("x", x, Device::cpu());
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
     const index_t C = cfg_.conv_dim(), P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l, w = cfg_.d_conv;
     if (state)
@@ -235,15 +231,10 @@ class DeltaNetLayer {
         if (state) copy(state->ssm_state, last);
       }
     }
-    // o = RMSNorm over dv per head (weight o_norm) ⊙ silu(o_gate)
-    const TensorView o_rows = o.view().reshape({rows * h, dv});
-    rms_norm_into(RmsNormInputs{o_rows, TensorView::of(p_.norm_weight.data(), {dv}), std::nullopt, cfg_.norm_eps},
-                  o_rows);
-    T* os = o.data_as<T>();
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t j = 0; j < h * dv; ++j) os[r * h * dv + j] *= scalar::silu(pr[r * P + cfg_.gate_col() + j]);
-    project(TensorView::of(p_.out_proj.data(), {dm, h * dv}), o.view().reshape({rows, h * dv}), std::nullopt,
-            out.view().reshape({rows, dm}), threads_);
+    // o = RMSNorm over dv per head (weight o_norm) ⊙ silu(o_gate), then out_proj
+    head_mixer::normalize_gate_project<T>(o.view().reshape({rows, h, dv}), p_.norm_weight, cfg_.norm_eps,
+                                          part(proj, cfg_.gate_col(), {rows, h * dv}, {P, 1}), p_.out_proj,
+                                          out.view().reshape({rows, dm}), threads_);
     return out;
   }
 

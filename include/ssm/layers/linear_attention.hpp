@@ -26,6 +26,7 @@
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
+#include "ssm/layers/head_mixer.hpp"
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/rms_norm.hpp"
@@ -114,12 +115,7 @@ class LinearAttentionLayer {
   static LinearAttentionLayer init(const LinearAttentionConfig& cfg, std::uint64_t seed) {
     cfg.validate("LinearAttentionLayer::init");
     std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> unit(0.0, 1.0);
-    auto uniform = [&](index_t count, double fan_in) {
-      std::vector<T> v(static_cast<std::size_t>(count));
-      for (T& x : v) x = static_cast<T>((2 * unit(rng) - 1) / std::sqrt(fan_in));
-      return v;
-    };
+    auto uniform = [&](index_t count, double fan_in) { return head_mixer::uniform_fan_in<T>(rng, count, fan_in); };
     LinearAttentionLayerParams<T> p;
     p.in_proj = uniform(cfg.proj_dim() * cfg.d_model, static_cast<double>(cfg.d_model));
     if (cfg.output_norm) p.norm_weight.assign(static_cast<std::size_t>(cfg.dv()), T(1));
@@ -160,8 +156,7 @@ class LinearAttentionLayer {
 
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
-    c.defined("x", x).rank("x", x, 3).shape("x", x, {kAny, kAny, cfg_.d_model}).dtype("x", x, dtype_of<T>());
-    c.contiguous("x", x).device("x", x, Device::cpu());
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
     const index_t P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l;
     const DType dt = dtype_of<T>();
@@ -205,19 +200,10 @@ class LinearAttentionLayer {
         if (cfg_.normalize) copy(state->z, last_z);
       }
     }
-    if (cfg_.output_norm) {
-      const TensorView o_rows = o.view().reshape({rows * h, dv});
-      rms_norm_into(RmsNormInputs{o_rows, TensorView::of(p_.norm_weight.data(), {dv}), std::nullopt, cfg_.norm_eps},
-                    o_rows);
-    }
-    if (cfg_.output_gate) {
-      const T* pr = proj.data_as<T>();
-      T* os = o.data_as<T>();
-      for (index_t r = 0; r < rows; ++r)
-        for (index_t j = 0; j < h * dv; ++j) os[r * h * dv + j] *= scalar::silu(pr[r * P + cfg_.gate_col() + j]);
-    }
-    project(TensorView::of(p_.out_proj.data(), {dm, h * dv}), o.view().reshape({rows, h * dv}), std::nullopt,
-            out.view().reshape({rows, dm}), threads_);
+    std::optional<TensorView> gate;  // (rows, h dv) columns of proj
+    if (cfg_.output_gate) gate = part(proj, cfg_.gate_col(), {rows, h * dv}, {P, 1});
+    head_mixer::normalize_gate_project<T>(o.view().reshape({rows, h, dv}), p_.norm_weight, cfg_.norm_eps, gate,
+                                          p_.out_proj, out.view().reshape({rows, dm}), threads_);
     return out;
   }
 
