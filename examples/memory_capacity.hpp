@@ -118,21 +118,17 @@ namespace detail {
 
 /// (1, a + b, 1, d): the rows of x (1, a, 1, d) followed by those of y (1, b, 1, d); y empty: b zero rows.
 inline Tensor concat_rows(const Tensor& x, const Tensor& y, index_t zero_rows = 0) {
-  const index_t a = x.size(1), d = x.size(3), b = y.defined() ? y.size(1) : zero_rows;
-  Tensor r = Tensor::zeros({1, a + b, 1, d}, DType::f64);
-  double* o = r.data_as<double>();
-  const double* xs = x.data_as<double>();
-  for (index_t i = 0; i < a * d; ++i) o[i] = xs[i];
-  if (y.defined())
-    for (index_t i = 0; i < b * d; ++i) o[a * d + i] = y.data_as<double>()[i];
+  const index_t a = x.size(1), b = y.defined() ? y.size(1) : zero_rows;
+  Tensor r = Tensor::zeros({1, a + b, 1, x.size(3)}, DType::f64);
+  ssm::copy(r.view().narrow(1, 0, a), x);
+  if (y.defined()) ssm::copy(r.view().narrow(1, a, b), y);
   return r;
 }
 
 /// Rows [from, from + n) of x (1, l, 1, d), as a new (1, n, 1, d) tensor.
 inline Tensor rows(const Tensor& x, index_t from, index_t n) {
-  const index_t d = x.size(3);
-  Tensor r = Tensor::empty({1, n, 1, d}, DType::f64);
-  for (index_t i = 0; i < n * d; ++i) r.data_as<double>()[i] = x.data_as<double>()[from * d + i];
+  Tensor r = Tensor::empty({1, n, 1, x.size(3)}, DType::f64);
+  ssm::copy(r, x.view().narrow(1, from, n));
   return r;
 }
 

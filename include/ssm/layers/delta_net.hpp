@@ -11,7 +11,7 @@
 //   y        = out_proj(o)
 //
 // Every stage is an op (ssm::linear, ssm::causal_conv1d channel-last, ssm::delta_rule / ssm::delta_rule_step,
-// ssm::rms_norm); the layer computes only the elementwise β, g and gate. forward runs a whole sequence (the
+// ssm::rms_norm through head_mixer.hpp); the layer computes only the elementwise β and g. forward runs a whole sequence (the
 // chunked delta rule); step continues a state over the next t tokens (t = 1: the one-token update). CPU tensors of
 // T = float or double. Forward only (no layer backward yet).
 //
@@ -36,8 +36,6 @@
 #include "ssm/layers/layer_cache.hpp"
 #include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/delta_rule.hpp"
-#include "ssm/ops/linear.hpp"
-#include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::layers {
 

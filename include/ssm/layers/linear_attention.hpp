@@ -11,7 +11,7 @@
 // LinearAttentionConfig::retnet(d_model, heads) is RetNet's layer: γ_h = 1 − 2^(−5−h), dv = 2 dk, scale dk^(−1/2),
 // the norm and the gate, no normalizer (RetNet's xPos rotation of q and k is not applied). ::katharopoulos(d_model,
 // heads) is the original: φ = elu + 1, the normalizer, no decay, no norm, no gate. Every stage is an op
-// (ssm::linear, ssm::linear_attention / linear_attention_step, ssm::rms_norm); the layer computes only the gate.
+// (ssm::linear, ssm::linear_attention / linear_attention_step, ssm::rms_norm), the output path in head_mixer.hpp.
 // CPU tensors of T = float or double; forward and decoding steps, no layer backward yet.
 #pragma once
 
@@ -27,9 +27,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/head_mixer.hpp"
-#include "ssm/ops/linear.hpp"
 #include "ssm/ops/linear_attention.hpp"
-#include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::layers {
 
