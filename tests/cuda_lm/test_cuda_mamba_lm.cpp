@@ -2,7 +2,8 @@
 // block and the head call the ops, which run the kernels of ssm::cuda and cuBLAS). Without a GPU: moving the model
 // fails with the runtime's error, and a CPU model refuses CUDA token ids with an error that says to move the model.
 // With one: on the committed tiny checkpoints, logits of 37 tokens and a prefill + greedy generation equal the CPU
-// model's (1e-4 of the largest logit; the same code runs under the emulation in tests/cuda_emu, every build).
+// model's (1e-4 of the largest logit; the same code runs under the emulation in tests/cuda_emu, every build). The
+// Mamba-2 LM likewise on its three committed checkpoints (the chunked SSD kernels, the head-form decode step).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 
 #include "ssm/core/backend.hpp"
 #include "ssm/models/mamba.hpp"
+#include "ssm/models/mamba2.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -100,6 +102,44 @@ TEST(CudaMambaLM, PrefillAndGreedyStepsEqualCpuModel) {
   // generate() on the device model picks the CPU model's tokens.
   const std::vector<std::int64_t> p(prompt.begin(), prompt.begin() + l);
   EXPECT_EQ(dev.generate(p, 12), model.generate(p, 12));
+}
+
+// Mamba2LM on the device: every committed tiny checkpoint (head_dim 8 / 16 / 32, one and two groups, bf16
+// weights), logits of a length that crosses chunk boundaries, then a prefill and greedy steps, and the final SSM
+// states, against the CPU model.
+TEST(CudaMamba2LM, LogitsPrefillAndStepsEqualCpuModel) {
+  if (!gpu_usable()) GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
+  for (const char* dir : {"mamba2/groups2", "mamba2/heads4", "mamba2/bf16"}) {
+    SCOPED_TRACE(dir);
+    const auto model = ssm::models::Mamba2LM::load(ssm::test::data_dir(dir));
+    const auto dev = model.to(kCuda);
+    const index_t b = 2, l = 37, steps = 8, vocab = model.config().vocab_size;
+    const auto ids = random_ids(b * l, vocab, 17);
+    const ssm::TensorView ids_view = ssm::TensorView::of(ids.data(), {b, l});
+    const ssm::Tensor got = dev.logits(ids_view);
+    ASSERT_TRUE(got.device().is_cuda());
+    EXPECT_LE(normalized_error(got, model.logits(ids_view)), kTol) << "logits";
+    auto cpu_cache = model.make_cache(b), dev_cache = dev.make_cache(b);
+    ssm::Tensor ref = model.prefill(ids_view, cpu_cache);
+    ssm::Tensor out = dev.prefill(ids_view, dev_cache).to(ssm::Device::cpu());
+    EXPECT_LE(normalized_error(out, ref), kTol) << "prefill";
+    const index_t V = ref.shape()[ref.shape().size() - 1];
+    for (index_t t = 0; t < steps; ++t) {
+      std::vector<std::int64_t> next(static_cast<std::size_t>(b)), next_ref(next.size());
+      for (index_t s = 0; s < b; ++s) {
+        const float* g = out.data_as<float>() + s * V;
+        const float* r = ref.data_as<float>() + s * V;
+        next[static_cast<std::size_t>(s)] = std::max_element(g, g + vocab) - g;
+        next_ref[static_cast<std::size_t>(s)] = std::max_element(r, r + vocab) - r;
+      }
+      ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
+      ref = model.step(next_ref, cpu_cache);
+      out = dev.step(next, dev_cache).to(ssm::Device::cpu());
+      EXPECT_LE(normalized_error(out, ref), kTol) << "step " << t;
+    }
+    for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i)
+      EXPECT_LE(normalized_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), kTol) << "layer " << i;
+  }
 }
 
 }  // namespace

@@ -103,7 +103,11 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   g2 = g;
   g2.grad_z = nullptr;
   EXPECT_NE(error(prob.prepared.p, g2).find("grad_z must be set when z is given"), std::string::npos);
-  EXPECT_NE(error(prob.prepared.p, g).find(gpu_usable() ? "no error" : "CUDA runtime error"), std::string::npos);
+  // Valid arguments pass the checks and reach the runtime. Only without a GPU: on one, these host pointers would be
+  // handed to a kernel (the first GPU run found this test faulting the context for the tests after it).
+  if (!gpu_usable()) {
+    EXPECT_NE(error(prob.prepared.p, g).find("CUDA runtime error"), std::string::npos);
+  }
 }
 
 // The conv1d host API (kernels tested under the emulation in test_cuda_emu): its own limits, then the runtime.
