@@ -83,12 +83,11 @@ set +e
 bash scripts/test_python.sh build-ci/python 2>&1 | tee "$pylog"
 pyrc=${PIPESTATUS[0]}
 set -e
-pyline=$(grep -E "[0-9]+ (passed|failed|errors?)" "$pylog" | tail -1 || true)
-pypassed=$(echo "$pyline" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || true)
-pyfailed=$(echo "$pyline" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+" || true)
-pyerrors=$(echo "$pyline" | grep -oE "[0-9]+ errors?" | grep -oE "[0-9]+" || true)
-passed=$((passed + ${pypassed:-0}))
-failed=$((failed + ${pyfailed:-0} + ${pyerrors:-0}))
+# Each pytest run's summary line ("45 passed, 1 skipped in 12.3s"; two runs: the main environment and JAX's).
+count() { { grep -E "[0-9]+ (passed|failed|skipped|errors?).* in [0-9.]+s" "$pylog" || true; } |
+  { grep -oE "[0-9]+ $1" || true; } | awk '{ s += $1 } END { print s + 0 }'; }
+passed=$((passed + $(count passed)))
+failed=$((failed + $(count failed) + $(count 'errors?')))
 rm -f "$pylog"
 if [ "$pyrc" -ne 0 ]; then echo "$passed passed, $((failed > 0 ? failed : 1)) failed"; exit "$pyrc"; fi
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python package's tests: a virtual environment in <dir> over Debian's python3 and its packages (PyTorch, NumPy,
 # pytest: python3-torch is CPU-only and a fraction of PyPI's CUDA wheels), nanobind and scikit-build-core from PyPI,
-# `pip install .` (the extension compiled through ccache in <dir>/build, kept between runs), then pytest.
+# `pip install .` (the extension compiled through ccache in <dir>/build, kept between runs; with the CUDA backend
+# where nvcc is found), then pytest; then the JAX tests in a second environment (below).
 # Usage: scripts/test_python.sh [dir, default build-py] [pytest args...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,10 +17,24 @@ fi
 "$dir/venv/bin/pip" install -q --disable-pip-version-check "nanobind>=2.0" "scikit-build-core>=0.10"
 launcher=()
 if command -v ccache >/dev/null; then
-  launcher=(--config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  launcher=(--config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache
+    --config-settings=cmake.define.CMAKE_CUDA_COMPILER_LAUNCHER=ccache)
   export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
 fi
 # No build isolation: the build uses the nanobind and scikit-build-core above and the system's cmake and ninja.
 "$dir/venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
-  --config-settings=build-dir="$(realpath -m "$dir")/build" "${launcher[@]}" .
+  --config-settings=build-dir="$(realpath -m "$dir")/build" --config-settings=cmake.define.SSM_PYTHON_CUDA=AUTO \
+  "${launcher[@]}" .
+# Whether the build saw a CUDA compiler, as CMake's check_language(CUDA) looks for one (CUDACXX, else nvcc on PATH).
+if [ -n "${CUDACXX:-}" ] || command -v nvcc >/dev/null; then export SSM_PYTHON_EXPECT_CUDA=1; else export SSM_PYTHON_EXPECT_CUDA=0; fi
 "$dir/venv/bin/python" -m pytest python/tests -p no:cacheprovider "$@"
+
+# JAX from PyPI needs NumPy 2, and Debian's PyTorch is built against NumPy 1: so a second environment, without the
+# system's packages, gets JAX and pytest from PyPI, imports the package installed above (the same build) and runs
+# the JAX tests. SSM_PYTHON_JAX=0 skips it (offline).
+if [ "${SSM_PYTHON_JAX:-1}" != 0 ]; then
+  [ -x "$dir/venv-jax/bin/python" ] || "$python" -m venv "$dir/venv-jax"
+  "$dir/venv-jax/bin/pip" install -q --disable-pip-version-check jax pytest
+  site="$("$dir/venv/bin/python" -c 'import os, ssm; print(os.path.dirname(os.path.dirname(ssm.__file__)))')"
+  PYTHONPATH="$site" "$dir/venv-jax/bin/python" -m pytest python/tests/test_jax.py -p no:cacheprovider "$@"
+fi

@@ -26,6 +26,10 @@ def cases():
     yield "_ext.rms_norm(numpy) [capsule out]", lambda: ssm._ext.rms_norm(x, w)
     yield "rms_norm(numpy, 1x8)", lambda: ssm.rms_norm(x, w)
     yield "selective_scan(numpy, b1 d2 n2 l4)", lambda: ssm.selective_scan(**scan)
+    yield "selective_scan(numpy, b1 d2 n2 l4, num_threads=1)", lambda: ssm.selective_scan(**scan, num_threads=1)
+    layer = ssm.layers.LinearAttention(8, heads=2)
+    xl = np.ones((1, 1, 8), np.float32)
+    yield "layers.LinearAttention(8, heads=2).forward(numpy 1x1x8)", lambda: layer.forward(xl)
     try:
         import torch
     except ImportError:

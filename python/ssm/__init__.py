@@ -4,6 +4,7 @@ Ops (selective scan, SSD, linear attention, causal conv1d, attention, RMSNorm, l
 tensors or any DLPack producer without copying them, and return arrays of the first argument's framework that own
 memory the library allocated (handed over through DLPack, not copied). Bad input raises :class:`ssm.Error` (a
 ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch` has the autograd functions;
+:mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention / RetNet);
 :class:`MambaLM`, :class:`Mamba2LM` and :class:`Tokenizer` load Hugging Face checkpoints. See docs/python.md.
 """
 
@@ -23,6 +24,7 @@ from .ops import (
     ssd_backward,
 )
 from .models import load_model, logits
+from . import layers
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,7 @@ __all__ = [
     "view_info",
     "attention",
     "attention_backward",
+    "layers",
     "causal_conv1d",
     "causal_conv1d_backward",
     "linear",

@@ -1,8 +1,8 @@
 """Arrays out of the extension: a DLPack capsule that owns library memory becomes an array of the caller's framework.
 
 The extension returns every array it allocates as a DLPack capsule ("dltensor"). These helpers hand the capsule to
-PyTorch when the call's first array argument was a PyTorch tensor, and to NumPy otherwise; neither copies. NumPy
-arrays made this way are writable.
+PyTorch when the call's first array argument was a PyTorch tensor, to JAX when it was a jax.Array, and to NumPy
+otherwise; none of them copies. NumPy arrays made this way are writable.
 """
 
 from __future__ import annotations
@@ -47,11 +47,29 @@ def _to_torch(capsule: Any) -> Any:
     return torch.utils.dlpack.from_dlpack(capsule)
 
 
+def _to_jax(capsule: Any) -> Any:
+    # jax.dlpack.from_dlpack takes objects with __dlpack__; it aliases host memory aligned as the library's
+    # (64 bytes), so this is no copy either. JAX arrays are immutable.
+    if capsule is None:
+        return None
+    import jax.dlpack
+
+    return jax.dlpack.from_dlpack(Exported(capsule))
+
+
 def is_torch(x: Any) -> bool:
     """True for a torch.Tensor (or a subclass such as nn.Parameter), without importing torch."""
     return type(x).__module__.startswith("torch")
 
 
+def is_jax(x: Any) -> bool:
+    """True for a jax.Array (jaxlib's ArrayImpl, or a tracer's concrete value), without importing jax."""
+    module = type(x).__module__
+    return module.startswith("jaxlib") or module.startswith("jax.")
+
+
 def converter(like: Any) -> Callable[[Any], Any]:
-    """The function that turns the extension's capsules into arrays of `like`'s framework (PyTorch or NumPy)."""
-    return _to_torch if is_torch(like) else _to_numpy
+    """The function that turns the extension's capsules into arrays of `like`'s framework (PyTorch, JAX or NumPy)."""
+    if is_torch(like):
+        return _to_torch
+    return _to_jax if is_jax(like) else _to_numpy

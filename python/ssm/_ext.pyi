@@ -7,6 +7,11 @@ from typing import Annotated
 
 from numpy.typing import NDArray
 
+from ssm.layers import (
+    _katharopoulos as katharopoulos,
+    _retnet as retnet,
+    forward as forward
+)
 from ssm.models import logits as logits
 
 
@@ -82,6 +87,122 @@ def linear(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArra
     """
     y = x weight^T + bias. x (rows, in); weight (out, in); bias (out). Returns y.
     """
+
+class MambaBlock:
+    """
+    Mamba's mixer: in_proj, causal conv + SiLU, the selective scan, gate, out_proj (Gu & Dao 2023), mamba_ssm's initialization.
+    """
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int = 0, bias: bool = False, conv_bias: bool = True, seed: int = 0) -> None:
+        """dt_rank 0: ceil(d_model / 16)."""
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: MambaState | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> MambaState:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class MambaState:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
+class Mamba2Block:
+    """
+    Mamba-2's mixer: in_proj to [z, xBC, dt], causal conv + SiLU, SSD, gated RMSNorm, out_proj (Dao & Gu 2024), mamba_ssm's initialization.
+    """
+
+    def __init__(self, d_model: int, *, d_state: int = 128, d_conv: int = 4, expand: int = 2, head_dim: int = 64, n_groups: int = 1, chunk_size: int = 256, bias: bool = False, conv_bias: bool = True, norm_eps: float = 1e-05, seed: int = 0) -> None:
+        """head_dim must divide expand * d_model, n_groups the heads."""
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: Mamba2State | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> Mamba2State:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class Mamba2State:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
+class DeltaNet:
+    """
+    DeltaNet / Gated DeltaNet (Yang et al. 2024): q, k, v through a short conv + SiLU, the delta rule, per-head RMSNorm with a SiLU gate.
+    """
+
+    def __init__(self, d_model: int, *, heads: int = 4, head_dim: int = 0, head_v_dim: int = 0, d_conv: int = 4, gated: bool = False, norm_eps: float = 1e-05, chunk_size: int = 64, seed: int = 0) -> None:
+        """
+        head_dim 0: d_model / heads; head_v_dim 0: head_dim; gated: Gated DeltaNet's decay per head and step.
+        """
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: DeltaNetState | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> DeltaNetState:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class DeltaNetState:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
+class LinearAttention:
+    """
+    Multi-head linear attention (Katharopoulos et al. 2020) and RetNet's retention (Sun et al. 2023): in_proj to q, k, v (and a gate), the linear-attention op with a feature map, decay and normalizer, out_proj.
+    """
+
+    def __init__(self, d_model: int, *, heads: int = 4, head_dim: int = 0, head_v_dim: int = 0, feature_map: str = 'identity', normalize: bool = False, retention: bool = False, output_norm: bool = False, output_gate: bool = False, norm_eps: float = 1e-05, chunk_size: int = 64, seed: int = 0) -> None:
+        """
+        RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos).
+        """
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: LinearAttentionState | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> LinearAttentionState:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class LinearAttentionState:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
 
 class MambaLM:
     """

@@ -2,6 +2,7 @@
 handed over through DLPack and freed when the last owner lets go."""
 
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -100,3 +101,14 @@ def test_backends_reports_the_cpu():
     info = ssm.backends()
     assert info["cpu"] is True and info["simd"].split("+")[0] in ("avx512", "avx2", "generic")
     assert info["cuda_linked"] in (True, False) and isinstance(info["cuda_status"], str)
+
+
+def test_the_cuda_backend_is_linked_where_the_build_found_nvcc():
+    # scripts/test_python.sh builds with SSM_PYTHON_CUDA=AUTO and says here whether it saw nvcc.
+    expected = os.environ.get("SSM_PYTHON_EXPECT_CUDA")
+    if expected is None:
+        pytest.skip("SSM_PYTHON_EXPECT_CUDA is not set (scripts/test_python.sh sets it)")
+    info = ssm.backends()
+    assert info["cuda_linked"] is (expected == "1"), info
+    if info["cuda_linked"] and not info["cuda_usable"]:
+        assert info["cuda_status"].startswith("CUDA runtime error"), info

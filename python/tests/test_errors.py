@@ -73,3 +73,22 @@ def test_unknown_option_names_the_argument():
 def test_missing_checkpoint_is_an_error(tmp_path):
     with pytest.raises(ssm.Error, match=r"MambaLM::load"):
         ssm.MambaLM.load(str(tmp_path))
+
+
+def test_device_arrays_are_described_and_refused_without_a_gpu():
+    from fake_dlpack import FakeDeviceArray
+
+    x, w = FakeDeviceArray((2, 8)), FakeDeviceArray((8,))
+    address, shape, _, dtype, device = ssm.view_info(x)
+    assert address == x.host.ctypes.data and shape == (2, 8) and dtype == "f32" and device == "cuda:0"
+    info = ssm.backends()
+    if info["cuda_usable"]:
+        pytest.skip("a GPU is usable here: these host pointers must not reach a kernel")
+    # CUDA linked but no GPU: the runtime's reason; not linked: the build's. Either way an ssm.Error, never a read.
+    want = r"CUDA" if info["cuda_linked"] else r"cuda"
+    with pytest.raises(ssm.Error, match=want):
+        ssm.rms_norm(x, w)
+    with pytest.raises(ssm.Error, match=r"selective_scan: argument 'delta'"):  # u on the CPU, delta on cuda:0
+        args = _scan()
+        args["delta"] = FakeDeviceArray(args["delta"].shape)
+        ssm.selective_scan(**args)

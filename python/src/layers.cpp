@@ -1,0 +1,152 @@
+// The sequence-mixing layers (ssm/layers), f32 on the CPU: MambaBlock, Mamba2Block, DeltaNet (and Gated DeltaNet),
+// LinearAttention (and RetNet's retention). Each is made from its config with the layer's published initialization
+// and a seed; forward(x (b, l, d_model)) runs the whole sequence from a zero state, or continues from a state
+// (init_state(b)) and updates it, so a prompt and then one token at a time gives what one forward gives.
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "options.hpp"
+#include "ssm/layers/delta_net.hpp"
+#include "ssm/layers/linear_attention.hpp"
+#include "ssm/layers/mamba.hpp"
+#include "ssm/layers/mamba2.hpp"
+
+namespace ssm::python {
+
+namespace {
+
+using namespace nb::literals;
+
+/// A layer with its recurrent state type: forward from zero, or over a state (continuing it). The Mamba blocks
+/// carry their conv and SSM state in a layer cache and continue with resume; the head mixers in their State.
+template <class Layer, class State>
+struct Mixer {
+  Layer layer;
+  std::string name;
+
+  Tensor forward(const TensorView& x, State* state) const {
+    // The Mamba blocks would start a state of another batch size again from zero: here that is an error.
+    if (state != nullptr && x.rank() == 3)
+      Checker(name + "::forward")
+          .require(state->b == x.size(0), "state", "is for ", state->b, " sequences, x has b = ", x.size(0));
+    if constexpr (requires { layer.forward(x, state, true); }) {
+      return layer.forward(x, state, state != nullptr);
+    } else {
+      return state != nullptr ? layer.step(x, *state) : layer.forward(x);
+    }
+  }
+  State init_state(index_t b) const {
+    if constexpr (requires { layer.make_cache(b); }) {
+      Checker(name + "::init_state").require(b >= 1, "b", "must be >= 1, got ", b);
+      return layer.make_cache(b);
+    } else {
+      return layer.init_state(b);
+    }
+  }
+};
+
+template <class M, class State>
+void bind_mixer(nb::class_<M>& cls, const char* state_name, nb::module_& m) {
+  nb::class_<State>(m, state_name, "The recurrent state of a layer for b sequences (from the layer's init_state).")
+      .def_ro("b", &State::b, "The number of sequences.");
+  cls.def(
+         "forward_capsule",
+         [](const M& self, const Array& x, State* state) {
+           const TensorView v = view((self.name + "::forward").c_str(), "x", x);
+           Tensor out;
+           {
+             nb::gil_scoped_release unlocked;
+             out = self.forward(v, state);
+           }
+           return capsule(out);
+         },
+         "x"_a, "state"_a = nb::none(),
+         "x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and "
+         "leaves it after the last token.")
+      .def("init_state", &M::init_state, "b"_a, "A zero state for b sequences.")
+      .def_prop_ro("d_model", [](const M& self) { return self.layer.config().d_model; });
+}
+
+using MambaMixer = Mixer<layers::MambaBlock<float>, layers::MambaLayerCache<float>>;
+using Mamba2Mixer = Mixer<layers::Mamba2Block, layers::Mamba2LayerCache>;
+using DeltaNetMixer = Mixer<layers::DeltaNetLayer<float>, layers::DeltaNetState>;
+using LinearAttentionMixer = Mixer<layers::LinearAttentionLayer<float>, layers::LinearAttentionState>;
+
+}  // namespace
+
+void bind_layers(nb::module_& m) {
+  nb::class_<MambaMixer> mamba(m, "MambaBlock", "Mamba's mixer: in_proj, causal conv + SiLU, the selective scan, gate, "
+                                                "out_proj (Gu & Dao 2023), mamba_ssm's initialization.");
+  mamba.def(
+      "__init__",
+      [](MambaMixer* self, index_t d_model, index_t d_state, index_t d_conv, index_t expand, index_t dt_rank, bool bias,
+         bool conv_bias, std::uint64_t seed) {
+        layers::MambaBlockConfig c;
+        c.d_model = d_model, c.d_state = d_state, c.d_conv = d_conv, c.expand = expand, c.dt_rank = dt_rank;
+        c.bias = bias, c.conv_bias = conv_bias;
+        new (self) MambaMixer{layers::MambaBlock<float>::init(c, seed), "MambaBlock"};
+      },
+      "d_model"_a, nb::kw_only(), "d_state"_a = 16, "d_conv"_a = 4, "expand"_a = 2, "dt_rank"_a = 0, "bias"_a = false,
+      "conv_bias"_a = true, "seed"_a = 0, "dt_rank 0: ceil(d_model / 16).");
+  bind_mixer<MambaMixer, layers::MambaLayerCache<float>>(mamba, "MambaState", m);
+
+  nb::class_<Mamba2Mixer> mamba2(m, "Mamba2Block", "Mamba-2's mixer: in_proj to [z, xBC, dt], causal conv + SiLU, SSD, "
+                                                   "gated RMSNorm, out_proj (Dao & Gu 2024), mamba_ssm's initialization.");
+  mamba2.def(
+      "__init__",
+      [](Mamba2Mixer* self, index_t d_model, index_t d_state, index_t d_conv, index_t expand, index_t head_dim,
+         index_t n_groups, index_t chunk_size, bool bias, bool conv_bias, double norm_eps, std::uint64_t seed) {
+        layers::Mamba2BlockConfig c;
+        c.d_model = d_model, c.d_state = d_state, c.d_conv = d_conv, c.expand = expand, c.head_dim = head_dim;
+        c.n_groups = n_groups, c.chunk_size = chunk_size, c.bias = bias, c.conv_bias = conv_bias, c.norm_eps = norm_eps;
+        new (self) Mamba2Mixer{layers::Mamba2Block::init(c, seed), "Mamba2Block"};
+      },
+      "d_model"_a, nb::kw_only(), "d_state"_a = 128, "d_conv"_a = 4, "expand"_a = 2, "head_dim"_a = 64,
+      "n_groups"_a = 1, "chunk_size"_a = 256, "bias"_a = false, "conv_bias"_a = true, "norm_eps"_a = 1e-5,
+      "seed"_a = 0, "head_dim must divide expand * d_model, n_groups the heads.");
+  bind_mixer<Mamba2Mixer, layers::Mamba2LayerCache>(mamba2, "Mamba2State", m);
+
+  nb::class_<DeltaNetMixer> delta(m, "DeltaNet", "DeltaNet / Gated DeltaNet (Yang et al. 2024): q, k, v through a short "
+                                                 "conv + SiLU, the delta rule, per-head RMSNorm with a SiLU gate.");
+  delta.def(
+      "__init__",
+      [](DeltaNetMixer* self, index_t d_model, index_t heads, index_t head_dim, index_t head_v_dim, index_t d_conv,
+         bool gated, double norm_eps, index_t chunk_size, std::uint64_t seed) {
+        layers::DeltaNetConfig c;
+        c.d_model = d_model, c.heads = heads, c.head_dim = head_dim, c.head_v_dim = head_v_dim, c.d_conv = d_conv;
+        c.gated = gated, c.norm_eps = norm_eps, c.chunk_size = chunk_size;
+        new (self) DeltaNetMixer{layers::DeltaNetLayer<float>::init(c, seed), "DeltaNet"};
+      },
+      "d_model"_a, nb::kw_only(), "heads"_a = 4, "head_dim"_a = 0, "head_v_dim"_a = 0, "d_conv"_a = 4,
+      "gated"_a = false, "norm_eps"_a = 1e-5, "chunk_size"_a = 64, "seed"_a = 0,
+      "head_dim 0: d_model / heads; head_v_dim 0: head_dim; gated: Gated DeltaNet's decay per head and step.");
+  bind_mixer<DeltaNetMixer, layers::DeltaNetState>(delta, "DeltaNetState", m);
+
+  nb::class_<LinearAttentionMixer> linear(
+      m, "LinearAttention",
+      "Multi-head linear attention (Katharopoulos et al. 2020) and RetNet's retention (Sun et al. 2023): in_proj to "
+      "q, k, v (and a gate), the linear-attention op with a feature map, decay and normalizer, out_proj.");
+  linear.def(
+      "__init__",
+      [](LinearAttentionMixer* self, index_t d_model, index_t heads, index_t head_dim, index_t head_v_dim,
+         const std::string& feature_map, bool normalize, bool retention, bool output_norm, bool output_gate,
+         double norm_eps, index_t chunk_size, std::uint64_t seed) {
+        layers::LinearAttentionConfig c;
+        c.d_model = d_model, c.heads = heads, c.head_dim = head_dim, c.head_v_dim = head_v_dim;
+        c.feature_map = choice<FeatureMap>("LinearAttention", "feature_map", feature_map,
+                                           {{"identity", FeatureMap::identity}, {"elu_plus_one", FeatureMap::elu_plus_one}});
+        c.normalize = normalize, c.retention = retention, c.output_norm = output_norm, c.output_gate = output_gate;
+        c.norm_eps = norm_eps, c.chunk_size = chunk_size;
+        new (self) LinearAttentionMixer{layers::LinearAttentionLayer<float>::init(c, seed), "LinearAttention"};
+      },
+      "d_model"_a, nb::kw_only(), "heads"_a = 4, "head_dim"_a = 0, "head_v_dim"_a = 0, "feature_map"_a = "identity",
+      "normalize"_a = false, "retention"_a = false, "output_norm"_a = false, "output_gate"_a = false,
+      "norm_eps"_a = 1e-5, "chunk_size"_a = 64, "seed"_a = 0,
+      "RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). "
+      "Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos).");
+  bind_mixer<LinearAttentionMixer, layers::LinearAttentionState>(linear, "LinearAttentionState", m);
+}
+
+}  // namespace ssm::python
