@@ -1,8 +1,8 @@
 """ssm: state-space sequence layers from the ssm C++ library.
 
-Ops (selective scan, SSD, linear attention, causal conv1d, attention, RMSNorm, linear) take NumPy arrays, PyTorch
-tensors or any DLPack producer without copying them, and return arrays of the first argument's framework that own
-memory the library allocated (handed over through DLPack, not copied). Bad input raises :class:`ssm.Error` (a
+Ops (selective scan, SSD, linear attention, the delta rule, causal conv1d, attention, RMSNorm, linear) take NumPy
+arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
+argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input raises :class:`ssm.Error` (a
 ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch` has the autograd functions;
 :mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention / RetNet);
 :class:`MambaLM`, :class:`Mamba2LM` and :class:`Tokenizer` load Hugging Face checkpoints. See docs/python.md.
@@ -14,6 +14,8 @@ from .ops import (
     attention_backward,
     causal_conv1d,
     causal_conv1d_backward,
+    delta_rule,
+    delta_rule_backward,
     linear,
     linear_attention,
     linear_attention_backward,
@@ -40,6 +42,8 @@ __all__ = [
     "layers",
     "causal_conv1d",
     "causal_conv1d_backward",
+    "delta_rule",
+    "delta_rule_backward",
     "linear",
     "linear_attention",
     "linear_attention_backward",

@@ -60,6 +60,16 @@ def linear_attention_backward(q: Annotated[NDArray, dict(writable=False)], k: An
     Gradients of linear_attention for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_initial_state, grad_initial_normalizer, path).
     """
 
+def delta_rule(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], beta: Annotated[NDArray, dict(writable=False)], *, g: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, l2_normalize: bool = True, norm_eps: float = 1e-06, scale: float = 1.0, return_final_state: bool = False, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    The delta rule (DeltaNet; with g, Gated DeltaNet). q, k (b, l, g, dk); v (b, l, h, dv); beta, g (b, l, h). Returns (out, final_state, path).
+    """
+
+def delta_rule_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], beta: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, g: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, l2_normalize: bool = True, norm_eps: float = 1e-06, scale: float = 1.0, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of delta_rule for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_beta, grad_g, grad_initial_state, path).
+    """
+
 def causal_conv1d(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)], *, bias: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, silu: bool = True) -> tuple:
     """
     Causal depthwise conv1d. x (b, d, l); weight (d, w); bias (d); initial_state (b, d, w - 1). Returns (out, final_state, path).

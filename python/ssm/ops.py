@@ -142,6 +142,44 @@ def linear_attention_backward(q: Array, k: Array, v: Array, grad_out: Array, ini
     return {name: conv(g) for name, g in zip(names, grads)}
 
 
+def delta_rule(q: Array, k: Array, v: Array, beta: Array, g: Optional[Array] = None,
+               initial_state: Optional[Array] = None, cu_seqlens: Optional[Array] = None, *,
+               l2_normalize: bool = True, norm_eps: float = 1e-6, scale: float = 1.0,
+               return_final_state: bool = False, chunk_size: int = 64, path: str = "automatic",
+               threads: int = 0) -> Any:
+    """The delta rule (DeltaNet; with ``g``, Gated DeltaNet), per head:
+    ``S_t = α_t (I − β_t k̂_t k̂_tᵀ) S_{t−1} + β_t k̂_t v_tᵀ``, ``o_t = S_tᵀ q̂_t``, with ``α_t = exp(g_t)`` (1 without g)
+    and, by default, ``q̂ = scale · q / |q|``, ``k̂ = k / |k|`` (L2 normalization with ``norm_eps``).
+
+    Shapes: q, k (b, l, g, dk); v (b, l, h, dv), g dividing h; beta (b, l, h) in (0, 2]; g (b, l, h) finite and
+    <= 0; initial_state (b, h, dk, dv). Paths: "automatic", "reference", "chunked", "recurrent".
+
+    Returns out (v's shape), or (out, final_state) with ``return_final_state``.
+    """
+    out, state, _ = _ext.delta_rule(q, k, v, beta, g=g, initial_state=initial_state, cu_seqlens=cu_seqlens,
+                                    l2_normalize=l2_normalize, norm_eps=norm_eps, scale=scale,
+                                    return_final_state=return_final_state, chunk_size=chunk_size, path=path,
+                                    threads=threads)
+    conv = converter(q)
+    return (conv(out), conv(state)) if return_final_state else conv(out)
+
+
+def delta_rule_backward(q: Array, k: Array, v: Array, beta: Array, grad_out: Array, g: Optional[Array] = None,
+                        initial_state: Optional[Array] = None, cu_seqlens: Optional[Array] = None,
+                        grad_final_state: Optional[Array] = None, *, l2_normalize: bool = True,
+                        norm_eps: float = 1e-6, scale: float = 1.0, chunk_size: int = 64, path: str = "automatic",
+                        threads: int = 0) -> dict:
+    """Gradients of :func:`delta_rule`. Returns a dict ``{"q", "k", "v", "beta", "g", "initial_state"}`` (None for
+    absent inputs)."""
+    *grads, _ = _ext.delta_rule_backward(
+        q, k, v, beta, grad_out, g=g, initial_state=initial_state, cu_seqlens=cu_seqlens,
+        grad_final_state=grad_final_state, l2_normalize=l2_normalize, norm_eps=norm_eps, scale=scale,
+        chunk_size=chunk_size, path=path, threads=threads)
+    conv = converter(q)
+    names = ("q", "k", "v", "beta", "g", "initial_state")
+    return {name: conv(gr) for name, gr in zip(names, grads)}
+
+
 def causal_conv1d(x: Array, weight: Array, bias: Optional[Array] = None, initial_state: Optional[Array] = None, *,
                   silu: bool = True, return_final_state: bool = False) -> Any:
     """Causal depthwise conv1d of the Mamba block: ``out_t = act(bias + Σ_k weight[:, k] x_{t-w+1+k})``.

@@ -1,5 +1,5 @@
-"""PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd` and
-:func:`linear_attention` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
+"""PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd`,
+:func:`linear_attention` and :func:`delta_rule` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
 library's backward when gradients are needed. Tensors are passed to the library without copies (DLPack); results
 are tensors that own memory the library allocated.
 """
@@ -13,7 +13,7 @@ import torch
 from . import _ext
 from ._arrays import _to_torch
 
-__all__ = ["selective_scan", "ssd", "linear_attention"]
+__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule"]
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -149,3 +149,37 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     out, state, normalizer = LinearAttentionFunction.apply(q, k, v, initial_state, initial_normalizer, cu_seqlens,
                                                            feature_map, normalize, eps, scale, gamma, chunk_size)
     return (out, state, normalizer) if return_final_state else out
+
+
+class DeltaRuleFunction(torch.autograd.Function):
+    """Autograd function of the delta rule (DeltaNet / Gated DeltaNet); see :func:`delta_rule`."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, beta, g, initial_state, cu_seqlens, l2_normalize, norm_eps, scale, chunk_size):
+        ctx.set_materialize_grads(False)
+        ctx.options = dict(l2_normalize=l2_normalize, norm_eps=norm_eps, scale=scale, chunk_size=chunk_size)
+        out, state, _ = _ext.delta_rule(_d(q), _d(k), _d(v), _d(beta), g=_d(g), initial_state=_d(initial_state),
+                                        cu_seqlens=cu_seqlens, return_final_state=True, **ctx.options)
+        ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens)
+        return _to_torch(out), _to_torch(state)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_state):
+        q, k, v, beta, g, initial_state, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(v)
+        grads = _ext.delta_rule_backward(
+            _d(q), _d(k), _d(v), _d(beta), _c(grad_out), g=_d(g), initial_state=_d(initial_state),
+            cu_seqlens=cu_seqlens, grad_final_state=_c(grad_final_state), **ctx.options)
+        return (*(_to_torch(x) for x in grads[:6]), None, None, None, None, None)
+
+
+def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+               g: Optional[torch.Tensor] = None, initial_state: Optional[torch.Tensor] = None,
+               cu_seqlens: Optional[torch.Tensor] = None, l2_normalize: bool = True, norm_eps: float = 1e-6,
+               scale: float = 1.0, chunk_size: int = 64, return_final_state: bool = False):
+    """Differentiable delta rule (shapes in :func:`ssm.delta_rule`). Gradients flow to q, k, v, beta, g and the
+    initial state, from out and the final state. Returns out, or (out, final_state)."""
+    out, state = DeltaRuleFunction.apply(q, k, v, beta, g, initial_state, cu_seqlens, l2_normalize, norm_eps, scale,
+                                         chunk_size)
+    return (out, state) if return_final_state else out

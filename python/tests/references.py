@@ -95,3 +95,26 @@ def linear_attention_ref(q, k, v, feature_map="identity", normalize=False, eps=1
             y = y / ((Z * qh[:, t]).sum(-1, keepdim=True) + eps)
         ys.append(y)
     return torch.stack(ys, dim=1), S
+
+
+def delta_rule_ref(q, k, v, beta, g=None, initial_state=None, scale=1.0, l2_normalize=True, norm_eps=1e-6):
+    """The delta rule token by token: S_t = α_t (I − β_t k̂_t k̂_tᵀ) S_{t−1} + β_t k̂_t v_tᵀ, o_t = S_tᵀ q̂_t, with
+    α_t = exp(g_t) (1 without g), q̂ = scale q / sqrt(|q|² + eps), k̂ = k / sqrt(|k|² + eps) (or q̂ = scale q, k̂ = k).
+    q, k (b, l, g, dk); v (b, l, h, dv); beta, g (b, l, h); returns (out, final_state)."""
+    b, l, h, dv = v.shape
+    groups, dk = q.shape[2], q.shape[3]
+    if l2_normalize:
+        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + norm_eps)
+        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + norm_eps)
+    qh = scale * q.repeat_interleave(h // groups, dim=2)  # (b, l, h, dk)
+    kh = k.repeat_interleave(h // groups, dim=2)
+    S = v.new_zeros(b, h, dk, dv) if initial_state is None else initial_state
+    eye = torch.eye(dk, dtype=v.dtype)
+    ys = []
+    for t in range(l):
+        kt = kh[:, t]  # (b, h, dk)
+        bt = beta[:, t, :, None, None]
+        decay = 1.0 if g is None else torch.exp(g[:, t])[:, :, None, None]
+        S = decay * ((eye - bt * kt[..., :, None] * kt[..., None, :]) @ S) + bt * kt[..., :, None] * v[:, t, :, None, :]
+        ys.append((S * qh[:, t, :, :, None]).sum(2))
+    return torch.stack(ys, dim=1), S

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ssm
-from references import linear_attention_ref, selective_scan_ref, ssd_ref
+from references import delta_rule_ref, linear_attention_ref, selective_scan_ref, ssd_ref
 
 
 def _t(a):
@@ -81,6 +81,40 @@ def test_linear_attention_matches_definition(rng, feature_map, normalize, gamma)
     ref, ref_state = linear_attention_ref(_t(q), _t(k), _t(v), feature_map, normalize, 1e-6, 0.5, gamma)
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("path", ["chunked", "recurrent", "reference"])
+def test_delta_rule_matches_definition(rng, gated, path):
+    b, l, g, h, dk, dv = 2, 13, 1, 2, 4, 3
+    q, k = rng.standard_normal((b, l, g, dk)), rng.standard_normal((b, l, g, dk))
+    v = rng.standard_normal((b, l, h, dv))
+    beta = rng.uniform(0.2, 1.8, (b, l, h))
+    gate = -rng.uniform(0.05, 1.0, (b, l, h)) if gated else None
+    s0 = rng.standard_normal((b, h, dk, dv))
+    out, state = ssm.delta_rule(q, k, v, beta, gate, s0, scale=0.5, chunk_size=4, path=path, return_final_state=True)
+    ref, ref_state = delta_rule_ref(_t(q), _t(k), _t(v), _t(beta), None if gate is None else _t(gate), _t(s0), 0.5)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-10, atol=1e-10)
+    grads = ssm.delta_rule_backward(q, k, v, beta, np.ones_like(v), gate, s0, scale=0.5, chunk_size=4, path=path)
+    assert sorted(grads) == ["beta", "g", "initial_state", "k", "q", "v"]
+    assert (grads["g"] is None) == (not gated) and grads["beta"].shape == beta.shape
+    leaves = [_t(a).requires_grad_() for a in (q, k, v, beta, s0)] + ([_t(gate).requires_grad_()] if gated else [])
+    ref, _ = delta_rule_ref(*leaves[:4], leaves[5] if gated else None, leaves[4], 0.5)
+    ref.sum().backward()
+    for name, leaf in zip(("q", "k", "v", "beta", "initial_state", "g"), leaves):
+        np.testing.assert_allclose(grads[name], leaf.grad.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_delta_rule_errors_name_the_argument(rng):
+    q = rng.standard_normal((1, 3, 1, 4))
+    v = rng.standard_normal((1, 3, 2, 4))
+    with pytest.raises(ssm.Error, match=r"delta_rule: argument 'beta'"):
+        ssm.delta_rule(q, q, v, np.full((1, 3, 2), 2.5))  # beta outside (0, 2]
+    with pytest.raises(ssm.Error, match=r"delta_rule: argument 'g'"):
+        ssm.delta_rule(q, q, v, np.full((1, 3, 2), 0.5), np.full((1, 3, 2), 0.1))  # a growing gate
+    with pytest.raises(ssm.Error, match=r"delta_rule: argument 'path'"):
+        ssm.delta_rule(q, q, v, np.full((1, 3, 2), 0.5), path="fast")
 
 
 def test_causal_conv1d_and_backward(rng):

@@ -62,6 +62,21 @@ def test_linear_attention_gradcheck(feature_map, normalize, gamma):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_delta_rule_gradcheck(gated):
+    b, l, g, h, dk, dv = 1, 5, 1, 2, 3, 2
+    q, k, v = _randn(b, l, g, dk), _randn(b, l, g, dk), _randn(b, l, h, dv)
+    beta = torch.rand(b, l, h, dtype=torch.float64) + 0.3  # inside (0, 2] under gradcheck's perturbations
+    s0 = _randn(b, h, dk, dv)
+    gate = -torch.rand(b, l, h, dtype=torch.float64) - 0.1 if gated else None
+    inputs = [t.requires_grad_() for t in (q, k, v, beta, s0)] + ([gate.requires_grad_()] if gated else [])
+
+    def f(q, k, v, beta, s0, gate=None):
+        return st.delta_rule(q, k, v, beta, gate, s0, scale=0.7, chunk_size=2, return_final_state=True)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("case", ["groups", "fixed_BC", "long"])
 def test_selective_scan_matches_mamba_ref_semantics(case):
     """float32 through ssm.torch against selective_scan_ref's semantics, values and gradients."""

@@ -31,13 +31,20 @@ namespace ssm::cpu {
 /// updates/s per core, 2^18 updates take ~50 µs, the order of a thread's start and join.
 inline constexpr std::int64_t kMinUpdatesPerThread = std::int64_t{1} << 18;
 
+/// std::thread::hardware_concurrency(), read once (at least 1): glibc counts the online CPUs from sysfs on every
+/// call, about 8 µs, which doubled the cost of a small op's call.
+inline unsigned hardware_threads() {
+  static const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  return hw;
+}
+
 /// requested > 0: exactly that many. requested == 0: hardware threads, at most one per
 /// kMinUpdatesPerThread updates of work, at least one.
 inline int cpu_threads(int requested, std::int64_t work) {
   if (requested > 0) return requested;
-  const unsigned hw = std::thread::hardware_concurrency();
+  const unsigned hw = hardware_threads();
   const std::int64_t by_work = std::max<std::int64_t>(1, work / kMinUpdatesPerThread);
-  return static_cast<int>(std::clamp<std::int64_t>(by_work, 1, hw == 0 ? 1 : hw));
+  return static_cast<int>(std::clamp<std::int64_t>(by_work, 1, hw));
 }
 
 namespace detail {

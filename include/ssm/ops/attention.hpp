@@ -35,7 +35,7 @@ struct AttentionOptions {
   AttentionAlgorithm algorithm = AttentionAlgorithm::tiled;
   bool causal = true;
   double scale = 0;    ///< softmax scale; 0 means 1 / sqrt(p)
-  int n_threads = 0;   ///< 0: std::thread::hardware_concurrency()
+  int n_threads = 0;   ///< 0: the hardware threads
   // Tiles of 256 x 256: at l = 4096, 12 heads of 64, one thread, the op took 268 ms against 346 ms with
   // 64 x 64 (fewer, larger GEMMs; Eigen's packing is amortized over more work).
   int block_q = 256;   ///< tiled: queries per block
@@ -46,7 +46,7 @@ namespace detail {
 
 inline int attention_threads(int n_threads) {
   if (n_threads > 0) return n_threads;
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return static_cast<int>(cpu::hardware_threads());
 }
 
 /// Calls f(float{}) or f(double{}) for the dtypes the CPU kernels take (checked before).
