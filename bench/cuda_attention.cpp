@@ -13,38 +13,16 @@
 
 #include <ssm/ssm.hpp>
 
+#include "cuda_timing.hpp"
+
 namespace {
 
 constexpr std::int64_t kHeads = 12, kHeadDim = 64, kInner = 1536, kState = 16;
 
-bool usable(benchmark::State& state) {
-  if (ssm::backends().cuda_usable) return true;
-  state.SkipWithError(("no usable GPU: " + ssm::backends().cuda_status).c_str());
-  return false;
-}
-
 ssm::Tensor device_zeros(ssm::Dims shape) { return ssm::Tensor::zeros(shape, ssm::DType::f32, ssm::Device::cuda(0)); }
 
-/// Times `call` with CUDA events around each iteration (manual time).
-template <class F>
-void time_with_events(benchmark::State& state, F&& call) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  call();  // warm-up
-  cudaDeviceSynchronize();
-  for (auto _ : state) {
-    cudaEventRecord(start);
-    call();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms * 1e-3);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-}
+using cuda_bench::time_with_events;
+using cuda_bench::usable;
 
 // Args: l. Causal forward, b = 1.
 void BM_CudaAttentionForward(benchmark::State& state) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_timing.hpp"
 #include "ssm/core/backend.hpp"
 #include "ssm/models/mamba.hpp"
 
@@ -26,11 +27,7 @@ const ssm::models::MambaLM* model_130m() {
   return m.get();
 }
 
-bool usable(benchmark::State& state) {
-  if (ssm::backends().cuda_usable) return true;
-  state.SkipWithError(("no usable GPU: " + ssm::backends().cuda_status).c_str());
-  return false;
-}
+using cuda_bench::usable;
 
 std::vector<std::int64_t> prompt(std::int64_t count) {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(count));

@@ -12,27 +12,16 @@
 #include <ssm/ssm.hpp>
 
 #include "../tests/conformance/scan_problem.hpp"
+#include "cuda_timing.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 
 namespace {
 
-// Peak DRAM bandwidth of device 0 from its properties (memory clock x bus width x 2 for DDR), bytes/s.
-double peak_bandwidth() {
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, 0) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, 0) != cudaSuccess)
-    return 0;
-  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);
-}
-
 template <class In>
 void BM_cuda_selective_scan_forward(benchmark::State& state) {
   const std::int64_t b = state.range(0), d = state.range(1), l = state.range(2), n = state.range(3), g = 1;
-  if (!ssm::backends().cuda_usable) {
-    state.SkipWithError(("no usable GPU: " + ssm::backends().cuda_status).c_str());
-    return;
-  }
+  if (!cuda_bench::usable(state)) return;
   // The one problem generator (tests/conformance/scan_problem.hpp): z, D and softplus, B and C per step; its inputs
   // moved to cuda:0 and the ScanParams built by ssm::scan_params.
   scan_problem::ScanCase c;
@@ -48,30 +37,16 @@ void BM_cuda_selective_scan_forward(benchmark::State& state) {
   const std::size_t s_in = sizeof(In);
   const std::size_t bdl = static_cast<std::size_t>(b * d * l), bgnl = static_cast<std::size_t>(b * g * n * l);
   const ssm::DType t = ssm::dtype_of<In>();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  (void)ssm::cuda::selective_scan_forward(p, t);  // warm-up
-  for (auto _ : state) {
-    cudaEventRecord(start);
-    (void)ssm::cuda::selective_scan_forward(p, t);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms * 1e-3);
-  }
+  cuda_bench::time_with_events(state, [&] { (void)ssm::cuda::selective_scan_forward(p, t); });
   const double bytes = static_cast<double>(4 * bdl * s_in + 2 * bgnl * s_in);
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(b * l) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["state_updates/s"] =
       benchmark::Counter(static_cast<double>(bdl) * static_cast<double>(n) * state.iterations(), benchmark::Counter::kIsRate);
-  const double peak = peak_bandwidth();
+  const double peak = cuda_bench::peak_bandwidth();
   state.counters["peak_GB/s"] = peak * 1e-9;
   state.counters["fraction_of_peak"] =
       benchmark::Counter(peak > 0 ? bytes / peak * state.iterations() : 0, benchmark::Counter::kIsRate);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
 }
 
 // Mamba-130m-like shapes: d_inner 1536, n 16; a long prompt and a batch of medium ones.

@@ -7,7 +7,6 @@
 // the DRAM bandwidth of the device's properties); bwd_over_fwd on the backward (its time over the forward's of the
 // same shape, measured in this run). Without a usable GPU each benchmark reports the runtime's message and skips.
 #include <benchmark/benchmark.h>
-#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -17,7 +16,7 @@
 #include <tuple>
 
 #include "../tests/conformance/ssd_problem.hpp"
-#include "ssm/core/backend.hpp"
+#include "cuda_timing.hpp"
 #include "ssm/ops/ssd.hpp"
 
 namespace {
@@ -25,15 +24,6 @@ namespace {
 using ssm::index_t;
 const ssm::Device kCuda = ssm::Device::cuda(0);
 constexpr index_t kChunk = 256;  // Mamba-2 checkpoints' chunk_size (the CUDA kernels' tile follows it)
-
-// Peak DRAM bandwidth of device 0 from its properties (memory clock x bus width x 2 for DDR), bytes/s.
-double peak_bandwidth() {
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, 0) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, 0) != cudaSuccess)
-    return 0;
-  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);
-}
 
 ssd_problem::SsdCase mamba2_case(index_t b, index_t l, ssm::DType dtype) {
   ssd_problem::SsdCase c;
@@ -82,36 +72,13 @@ std::map<std::tuple<index_t, index_t, int>, double>& forward_seconds() {
   return m;
 }
 
-template <class F>
-double time_calls(benchmark::State& state, F&& call) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  call();  // warm-up (the stream-ordered pool grows here)
-  cudaDeviceSynchronize();
-  double best = 1e30;
-  for (auto _ : state) {
-    cudaEventRecord(start);
-    call();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms * 1e-3);
-    best = std::min(best, ms * 1e-3);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return best;
-}
-
 void set_counters(benchmark::State& state, const ssd_problem::SsdCase& c, bool backward, double bytes) {
   const double updates = static_cast<double>(c.b * c.l * c.h * c.p * c.n);
   const auto rate = benchmark::Counter::kIsIterationInvariantRate;
   state.counters["updates_per_s"] = benchmark::Counter(updates, rate);
   state.counters["flops_per_s"] = benchmark::Counter(ssd_flops(c, backward), rate);
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
-  const double peak = peak_bandwidth();
+  const double peak = cuda_bench::peak_bandwidth();
   state.counters["fraction_of_peak"] = benchmark::Counter(peak > 0 ? bytes / peak : 0, rate);
 }
 
@@ -124,39 +91,36 @@ double min_bytes(const ssd_problem::SsdCase& c, bool backward) {
   return backward ? 2 * (3 * xz + dt + 2 * bc) + xz : 3 * xz + dt + 2 * bc;
 }
 
-template <ssm::DType T>
-void BM_CudaSsdForward(benchmark::State& state) {
-  if (!ssm::backends().cuda_usable) {
-    state.SkipWithError(("no usable GPU: " + ssm::backends().cuda_status).c_str());
-    return;
-  }
-  const auto c = mamba2_case(state.range(0), state.range(1), T);
+/// One benchmark: the forward, or the backward (then bwd_over_fwd from the forward of its shape, run before it).
+void run(benchmark::State& state, ssm::DType dtype, bool backward) {
+  if (!cuda_bench::usable(state)) return;
+  const auto c = mamba2_case(state.range(0), state.range(1), dtype);
   const DeviceProblem prob(c);
   const ssm::SsdInputs in = prob.inputs();
   ssm::SsdOptions opt;
   opt.chunk_size = kChunk;
-  const double best = time_calls(state, [&] { benchmark::DoNotOptimize(ssm::ssd(in, opt).out.data()); });
-  forward_seconds()[{c.b, c.l, static_cast<int>(T)}] = best;
-  set_counters(state, c, false, min_bytes(c, false));
+  const auto key = std::make_tuple(c.b, c.l, static_cast<int>(dtype));
+  if (!backward) {
+    forward_seconds()[key] =
+        cuda_bench::time_with_events(state, [&] { benchmark::DoNotOptimize(ssm::ssd(in, opt).out.data()); });
+  } else {
+    const double best = cuda_bench::time_with_events(state, [&] {
+      benchmark::DoNotOptimize(ssm::ssd_backward(in, prob.grad_out.view(), opt).grad_x.data());
+    });
+    const auto it = forward_seconds().find(key);
+    if (it != forward_seconds().end()) state.counters["bwd_over_fwd"] = best / it->second;
+  }
+  set_counters(state, c, backward, min_bytes(c, backward));
+}
+
+template <ssm::DType T>
+void BM_CudaSsdForward(benchmark::State& state) {
+  run(state, T, false);
 }
 
 template <ssm::DType T>
 void BM_CudaSsdBackward(benchmark::State& state) {
-  if (!ssm::backends().cuda_usable) {
-    state.SkipWithError(("no usable GPU: " + ssm::backends().cuda_status).c_str());
-    return;
-  }
-  const auto c = mamba2_case(state.range(0), state.range(1), T);
-  const DeviceProblem prob(c);
-  const ssm::SsdInputs in = prob.inputs();
-  ssm::SsdOptions opt;
-  opt.chunk_size = kChunk;
-  const double best = time_calls(state, [&] {
-    benchmark::DoNotOptimize(ssm::ssd_backward(in, prob.grad_out.view(), opt).grad_x.data());
-  });
-  set_counters(state, c, true, min_bytes(c, true));
-  const auto it = forward_seconds().find({c.b, c.l, static_cast<int>(T)});
-  if (it != forward_seconds().end()) state.counters["bwd_over_fwd"] = best / it->second;
+  run(state, T, true);
 }
 
 // Args: b, l. The forwards register first so that each backward finds its forward's time.
