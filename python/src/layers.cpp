@@ -1,13 +1,16 @@
 // The sequence-mixing layers (ssm/layers), f32 on the CPU: MambaBlock, Mamba2Block, DeltaNet (and Gated DeltaNet),
-// LinearAttention (and RetNet's retention). Each is made from its config with the layer's published initialization
+// LinearAttention (and RetNet's retention), MultiHeadAttention. Each is made from its config with the layer's published initialization
 // and a seed; forward(x (b, l, d_model)) runs the whole sequence from a zero state, or continues from a state
 // (init_state(b)) and updates it, so a prompt and then one token at a time gives what one forward gives.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <type_traits>
+
 #include "arrays.hpp"
 #include "bindings.hpp"
 #include "options.hpp"
+#include "ssm/layers/attention.hpp"
 #include "ssm/layers/delta_net.hpp"
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
@@ -19,8 +22,15 @@ namespace {
 
 using namespace nb::literals;
 
+/// The attention layer's state: its KV cache, and the batch size it was made for (the cache does not say).
+struct AttentionState {
+  KVCache cache;
+  index_t b = 0;
+};
+
 /// A layer with its recurrent state type: forward from zero, or over a state (continuing it). The Mamba blocks
-/// carry their conv and SSM state in a layer cache and continue with resume; the head mixers in their State.
+/// carry their conv and SSM state in a layer cache and continue with resume; the head mixers in their State; the
+/// attention layer in its KV cache.
 template <class Layer, class State>
 struct Mixer {
   Layer layer;
@@ -33,14 +43,18 @@ struct Mixer {
           .require(state->b == x.size(0), "state", "is for ", state->b, " sequences, x has b = ", x.size(0));
     if constexpr (requires { layer.forward(x, state, true); }) {
       return layer.forward(x, state, state != nullptr);
+    } else if constexpr (std::is_same_v<State, AttentionState>) {
+      return state != nullptr ? layer.step(x, state->cache) : layer.forward(x);
     } else {
       return state != nullptr ? layer.step(x, *state) : layer.forward(x);
     }
   }
   State init_state(index_t b) const {
+    Checker(name + "::init_state").require(b >= 1, "b", "must be >= 1, got ", b);
     if constexpr (requires { layer.make_cache(b); }) {
-      Checker(name + "::init_state").require(b >= 1, "b", "must be >= 1, got ", b);
       return layer.make_cache(b);
+    } else if constexpr (std::is_same_v<State, AttentionState>) {
+      return AttentionState{layer.init_state(b), b};
     } else {
       return layer.init_state(b);
     }
@@ -73,6 +87,7 @@ using MambaMixer = Mixer<layers::MambaBlock<float>, layers::MambaLayerCache<floa
 using Mamba2Mixer = Mixer<layers::Mamba2Block, layers::Mamba2LayerCache>;
 using DeltaNetMixer = Mixer<layers::DeltaNetLayer<float>, layers::DeltaNetState>;
 using LinearAttentionMixer = Mixer<layers::LinearAttentionLayer<float>, layers::LinearAttentionState>;
+using AttentionMixer = Mixer<layers::MultiHeadAttention<float>, AttentionState>;
 
 }  // namespace
 
@@ -147,6 +162,24 @@ void bind_layers(nb::module_& m) {
       "RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). "
       "Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos).");
   bind_mixer<LinearAttentionMixer, layers::LinearAttentionState>(linear, "LinearAttentionState", m);
+
+  nb::class_<AttentionMixer> attention(
+      m, "MultiHeadAttention",
+      "Causal multi-head / grouped-query softmax attention (Vaswani et al. 2017): q, k, v projections, optional "
+      "rotary embedding, the attention op, out_proj; its state is a KV cache that grows with the context.");
+  attention.def(
+      "__init__",
+      [](AttentionMixer* self, index_t d_model, index_t n_heads, index_t n_kv_heads, index_t head_dim, bool rotary,
+         double rotary_base, std::uint64_t seed) {
+        layers::MultiHeadAttentionConfig c;
+        c.d_model = d_model, c.n_heads = n_heads, c.n_kv_heads = n_kv_heads, c.head_dim = head_dim;
+        c.rotary = rotary, c.rotary_base = rotary_base;
+        new (self) AttentionMixer{layers::MultiHeadAttention<float>(c, seed), "MultiHeadAttention"};
+      },
+      "d_model"_a, nb::kw_only(), "n_heads"_a = 12, "n_kv_heads"_a = 0, "head_dim"_a = 0, "rotary"_a = false,
+      "rotary_base"_a = 10000.0, "seed"_a = 0,
+      "n_kv_heads 0: n_heads (multi-head); fewer, dividing n_heads: grouped-query. head_dim 0: d_model / n_heads.");
+  bind_mixer<AttentionMixer, AttentionState>(attention, "AttentionState", m);
 }
 
 }  // namespace ssm::python

@@ -214,6 +214,36 @@ class LinearAttentionState:
     def b(self) -> int:
         """The number of sequences."""
 
+class MultiHeadAttention:
+    """
+    Causal multi-head / grouped-query softmax attention (Vaswani et al. 2017): q, k, v projections, optional rotary embedding, the attention op, out_proj; its state is a KV cache that grows with the context.
+    """
+
+    def __init__(self, d_model: int, *, n_heads: int = 12, n_kv_heads: int = 0, head_dim: int = 0, rotary: bool = False, rotary_base: float = 10000.0, seed: int = 0) -> None:
+        """
+        n_kv_heads 0: n_heads (multi-head); fewer, dividing n_heads: grouped-query. head_dim 0: d_model / n_heads.
+        """
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: AttentionState | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> AttentionState:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class AttentionState:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
 class MambaLM:
     """
     A causal language model over the library's blocks, on the CPU (f32 compute).

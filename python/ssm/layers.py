@@ -1,6 +1,7 @@
 """Sequence-mixing layers of the library, f32 on the CPU, each made from its config with the published
 initialization and a seed: :class:`MambaBlock`, :class:`Mamba2Block`, :class:`DeltaNet` (``gated=True``: Gated
-DeltaNet) and :class:`LinearAttention` (:meth:`LinearAttention.retnet`, :meth:`LinearAttention.katharopoulos`).
+DeltaNet), :class:`LinearAttention` (:meth:`LinearAttention.retnet`, :meth:`LinearAttention.katharopoulos`) and
+:class:`MultiHeadAttention` (softmax attention; its state is a KV cache).
 
 ``layer.forward(x)`` maps x (b, l, d_model) float32 to (b, l, d_model) in x's framework (NumPy, PyTorch or JAX),
 from a zero state. With ``state = layer.init_state(b)``, ``layer.forward(x, state)`` continues from the state and
@@ -14,6 +15,7 @@ from typing import Any, Optional
 
 from ._arrays import converter
 from ._ext import (
+    AttentionState,
     DeltaNet,
     DeltaNetState,
     LinearAttention,
@@ -22,6 +24,7 @@ from ._ext import (
     Mamba2State,
     MambaBlock,
     MambaState,
+    MultiHeadAttention,
 )
 
 
@@ -43,12 +46,13 @@ def _katharopoulos(cls: Any, d_model: int, heads: int, **kwargs: Any) -> LinearA
     return cls(d_model, heads=heads, feature_map="elu_plus_one", normalize=True, **kwargs)
 
 
-for _cls in (MambaBlock, Mamba2Block, DeltaNet, LinearAttention):
+for _cls in (MambaBlock, Mamba2Block, DeltaNet, LinearAttention, MultiHeadAttention):
     _cls.forward = forward  # layer.forward(x[, state]): the method form
 LinearAttention.retnet = classmethod(_retnet)
 LinearAttention.katharopoulos = classmethod(_katharopoulos)
 
 __all__ = [
+    "AttentionState",
     "DeltaNet",
     "DeltaNetState",
     "LinearAttention",
@@ -57,4 +61,5 @@ __all__ = [
     "Mamba2State",
     "MambaBlock",
     "MambaState",
+    "MultiHeadAttention",
 ]
