@@ -1,7 +1,8 @@
 // The sequence-mixing layers (ssm/layers), f32 on the CPU: MambaBlock, Mamba2Block, DeltaNet (and Gated DeltaNet),
-// LinearAttention (and RetNet's retention), MultiHeadAttention. Each is made from its config with the layer's published initialization
-// and a seed; forward(x (b, l, d_model)) runs the whole sequence from a zero state, or continues from a state
-// (init_state(b)) and updates it, so a prompt and then one token at a time gives what one forward gives.
+// LinearAttention (and RetNet's retention), MultiHeadAttention. Each is made from its config with the layer's
+// published initialization and a seed; forward(x (b, l, d_model)) runs the whole sequence from a zero state, or
+// continues from a state (init_state(b)) and updates it, so a prompt and then one token at a time gives what one
+// forward gives.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
@@ -107,8 +108,9 @@ void bind_layers(nb::module_& m) {
       "conv_bias"_a = true, "seed"_a = 0, "dt_rank 0: ceil(d_model / 16).");
   bind_mixer<MambaMixer, layers::MambaLayerCache<float>>(mamba, "MambaState", m);
 
-  nb::class_<Mamba2Mixer> mamba2(m, "Mamba2Block", "Mamba-2's mixer: in_proj to [z, xBC, dt], causal conv + SiLU, SSD, "
-                                                   "gated RMSNorm, out_proj (Dao & Gu 2024), mamba_ssm's initialization.");
+  nb::class_<Mamba2Mixer> mamba2(m, "Mamba2Block",
+                                 "Mamba-2's mixer: in_proj to [z, xBC, dt], causal conv + SiLU, SSD, gated RMSNorm, "
+                                 "out_proj (Dao & Gu 2024), mamba_ssm's initialization.");
   mamba2.def(
       "__init__",
       [](Mamba2Mixer* self, index_t d_model, index_t d_state, index_t d_conv, index_t expand, index_t head_dim,
@@ -123,8 +125,9 @@ void bind_layers(nb::module_& m) {
       "seed"_a = 0, "head_dim must divide expand * d_model, n_groups the heads.");
   bind_mixer<Mamba2Mixer, layers::Mamba2LayerCache>(mamba2, "Mamba2State", m);
 
-  nb::class_<DeltaNetMixer> delta(m, "DeltaNet", "DeltaNet / Gated DeltaNet (Yang et al. 2024): q, k, v through a short "
-                                                 "conv + SiLU, the delta rule, per-head RMSNorm with a SiLU gate.");
+  nb::class_<DeltaNetMixer> delta(m, "DeltaNet",
+                                  "DeltaNet / Gated DeltaNet (Yang et al. 2024): q, k, v through a short conv + SiLU, "
+                                  "the delta rule, per-head RMSNorm with a SiLU gate.");
   delta.def(
       "__init__",
       [](DeltaNetMixer* self, index_t d_model, index_t heads, index_t head_dim, index_t head_v_dim, index_t d_conv,
@@ -150,8 +153,9 @@ void bind_layers(nb::module_& m) {
          double norm_eps, index_t chunk_size, std::uint64_t seed) {
         layers::LinearAttentionConfig c;
         c.d_model = d_model, c.heads = heads, c.head_dim = head_dim, c.head_v_dim = head_v_dim;
-        c.feature_map = choice<FeatureMap>("LinearAttention", "feature_map", feature_map,
-                                           {{"identity", FeatureMap::identity}, {"elu_plus_one", FeatureMap::elu_plus_one}});
+        c.feature_map =
+            choice<FeatureMap>("LinearAttention", "feature_map", feature_map,
+                               {{"identity", FeatureMap::identity}, {"elu_plus_one", FeatureMap::elu_plus_one}});
         c.normalize = normalize, c.retention = retention, c.output_norm = output_norm, c.output_gate = output_gate;
         c.norm_eps = norm_eps, c.chunk_size = chunk_size;
         new (self) LinearAttentionMixer{layers::LinearAttentionLayer<float>::init(c, seed), "LinearAttention"};

@@ -2,10 +2,11 @@
 
 Ops (selective scan, SSD, linear attention, the delta rule, causal conv1d, attention, RMSNorm, linear) take NumPy
 arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
-argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input raises :class:`ssm.Error` (a
-``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch` has the autograd functions;
-:mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention / RetNet);
-:class:`MambaLM`, :class:`Mamba2LM` and :class:`Tokenizer` load Hugging Face checkpoints. See docs/python.md.
+argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
+raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
+has the autograd functions; :mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention /
+RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM` and :class:`Tokenizer` load Hugging Face
+checkpoints. See docs/python.md.
 """
 
 from ._ext import Error, Mamba2LM, MambaLM, Tokenizer, backends, view_info
