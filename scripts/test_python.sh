@@ -25,8 +25,10 @@ fi
 "$dir/venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
   --config-settings=build-dir="$(realpath -m "$dir")/build" --config-settings=cmake.define.SSM_PYTHON_CUDA=AUTO \
   "${launcher[@]}" .
-# Whether the build saw a CUDA compiler, as CMake's check_language(CUDA) looks for one (CUDACXX, else nvcc on PATH).
-if [ -n "${CUDACXX:-}" ] || command -v nvcc >/dev/null; then export SSM_PYTHON_EXPECT_CUDA=1; else export SSM_PYTHON_EXPECT_CUDA=0; fi
+# Whether the build found a CUDA compiler (check_language(CUDA) caches its path, or NOTFOUND): the tests check that
+# the extension linked the CUDA backend exactly then.
+nvcc_found=$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$dir/build/CMakeCache.txt" | grep -v -e NOTFOUND -e '^$' || true)
+if [ -n "$nvcc_found" ]; then export SSM_PYTHON_EXPECT_CUDA=1; else export SSM_PYTHON_EXPECT_CUDA=0; fi
 "$dir/venv/bin/python" -m pytest python/tests -p no:cacheprovider "$@"
 
 # JAX from PyPI needs NumPy 2, and Debian's PyTorch is built against NumPy 1: so a second environment, without the
