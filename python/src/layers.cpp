@@ -93,6 +93,12 @@ using AttentionMixer = Mixer<layers::MultiHeadAttention<float>, AttentionState>;
 }  // namespace
 
 void bind_layers(nb::module_& m) {
+  // The keyword defaults are the C++ configs' own (identity is LinearAttentionConfig's default feature map).
+  const layers::MambaBlockConfig mamba_d{};
+  const layers::Mamba2BlockConfig mamba2_d{};
+  const layers::DeltaNetConfig delta_d{};
+  const layers::LinearAttentionConfig linear_d{};
+  const layers::MultiHeadAttentionConfig attention_d{};
   nb::class_<MambaMixer> mamba(m, "MambaBlock", "Mamba's mixer: in_proj, causal conv + SiLU, the selective scan, gate, "
                                                 "out_proj (Gu & Dao 2023), mamba_ssm's initialization.");
   mamba.def(
@@ -104,8 +110,9 @@ void bind_layers(nb::module_& m) {
         c.bias = bias, c.conv_bias = conv_bias;
         new (self) MambaMixer{layers::MambaBlock<float>::init(c, seed), "MambaBlock"};
       },
-      "d_model"_a, nb::kw_only(), "d_state"_a = 16, "d_conv"_a = 4, "expand"_a = 2, "dt_rank"_a = 0, "bias"_a = false,
-      "conv_bias"_a = true, "seed"_a = 0, "dt_rank 0: ceil(d_model / 16).");
+      "d_model"_a, nb::kw_only(), "d_state"_a = mamba_d.d_state, "d_conv"_a = mamba_d.d_conv,
+      "expand"_a = mamba_d.expand, "dt_rank"_a = mamba_d.dt_rank, "bias"_a = mamba_d.bias,
+      "conv_bias"_a = mamba_d.conv_bias, "seed"_a = 0, "dt_rank 0: ceil(d_model / 16).");
   bind_mixer<MambaMixer, layers::MambaLayerCache<float>>(mamba, "MambaState", m);
 
   nb::class_<Mamba2Mixer> mamba2(m, "Mamba2Block",
@@ -120,9 +127,10 @@ void bind_layers(nb::module_& m) {
         c.n_groups = n_groups, c.chunk_size = chunk_size, c.bias = bias, c.conv_bias = conv_bias, c.norm_eps = norm_eps;
         new (self) Mamba2Mixer{layers::Mamba2Block::init(c, seed), "Mamba2Block"};
       },
-      "d_model"_a, nb::kw_only(), "d_state"_a = 128, "d_conv"_a = 4, "expand"_a = 2, "head_dim"_a = 64,
-      "n_groups"_a = 1, "chunk_size"_a = 256, "bias"_a = false, "conv_bias"_a = true, "norm_eps"_a = 1e-5,
-      "seed"_a = 0, "head_dim must divide expand * d_model, n_groups the heads.");
+      "d_model"_a, nb::kw_only(), "d_state"_a = mamba2_d.d_state, "d_conv"_a = mamba2_d.d_conv,
+      "expand"_a = mamba2_d.expand, "head_dim"_a = mamba2_d.head_dim, "n_groups"_a = mamba2_d.n_groups,
+      "chunk_size"_a = mamba2_d.chunk_size, "bias"_a = mamba2_d.bias, "conv_bias"_a = mamba2_d.conv_bias,
+      "norm_eps"_a = mamba2_d.norm_eps, "seed"_a = 0, "head_dim must divide expand * d_model, n_groups the heads.");
   bind_mixer<Mamba2Mixer, layers::Mamba2LayerCache>(mamba2, "Mamba2State", m);
 
   nb::class_<DeltaNetMixer> delta(m, "DeltaNet",
@@ -137,8 +145,9 @@ void bind_layers(nb::module_& m) {
         c.gated = gated, c.norm_eps = norm_eps, c.chunk_size = chunk_size;
         new (self) DeltaNetMixer{layers::DeltaNetLayer<float>::init(c, seed), "DeltaNet"};
       },
-      "d_model"_a, nb::kw_only(), "heads"_a = 4, "head_dim"_a = 0, "head_v_dim"_a = 0, "d_conv"_a = 4,
-      "gated"_a = false, "norm_eps"_a = 1e-5, "chunk_size"_a = 64, "seed"_a = 0,
+      "d_model"_a, nb::kw_only(), "heads"_a = delta_d.heads, "head_dim"_a = delta_d.head_dim,
+      "head_v_dim"_a = delta_d.head_v_dim, "d_conv"_a = delta_d.d_conv, "gated"_a = delta_d.gated,
+      "norm_eps"_a = delta_d.norm_eps, "chunk_size"_a = delta_d.chunk_size, "seed"_a = 0,
       "head_dim 0: d_model / heads; head_v_dim 0: head_dim; gated: Gated DeltaNet's decay per head and step.");
   bind_mixer<DeltaNetMixer, layers::DeltaNetState>(delta, "DeltaNetState", m);
 
@@ -153,16 +162,16 @@ void bind_layers(nb::module_& m) {
          double norm_eps, index_t chunk_size, std::uint64_t seed) {
         layers::LinearAttentionConfig c;
         c.d_model = d_model, c.heads = heads, c.head_dim = head_dim, c.head_v_dim = head_v_dim;
-        c.feature_map =
-            choice<FeatureMap>("LinearAttention", "feature_map", feature_map,
-                               {{"identity", FeatureMap::identity}, {"elu_plus_one", FeatureMap::elu_plus_one}});
+        c.feature_map = feature_map_choice("LinearAttention", feature_map);
         c.normalize = normalize, c.retention = retention, c.output_norm = output_norm, c.output_gate = output_gate;
         c.norm_eps = norm_eps, c.chunk_size = chunk_size;
         new (self) LinearAttentionMixer{layers::LinearAttentionLayer<float>::init(c, seed), "LinearAttention"};
       },
-      "d_model"_a, nb::kw_only(), "heads"_a = 4, "head_dim"_a = 0, "head_v_dim"_a = 0, "feature_map"_a = "identity",
-      "normalize"_a = false, "retention"_a = false, "output_norm"_a = false, "output_gate"_a = false,
-      "norm_eps"_a = 1e-5, "chunk_size"_a = 64, "seed"_a = 0,
+      "d_model"_a, nb::kw_only(), "heads"_a = linear_d.heads, "head_dim"_a = linear_d.head_dim,
+      "head_v_dim"_a = linear_d.head_v_dim, "feature_map"_a = "identity", "normalize"_a = linear_d.normalize,
+      "retention"_a = linear_d.retention, "output_norm"_a = linear_d.output_norm,
+      "output_gate"_a = linear_d.output_gate, "norm_eps"_a = linear_d.norm_eps, "chunk_size"_a = linear_d.chunk_size,
+      "seed"_a = 0,
       "RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). "
       "Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos).");
   bind_mixer<LinearAttentionMixer, layers::LinearAttentionState>(linear, "LinearAttentionState", m);
@@ -180,8 +189,9 @@ void bind_layers(nb::module_& m) {
         c.rotary = rotary, c.rotary_base = rotary_base;
         new (self) AttentionMixer{layers::MultiHeadAttention<float>(c, seed), "MultiHeadAttention"};
       },
-      "d_model"_a, nb::kw_only(), "n_heads"_a = 12, "n_kv_heads"_a = 0, "head_dim"_a = 0, "rotary"_a = false,
-      "rotary_base"_a = 10000.0, "seed"_a = 0,
+      "d_model"_a, nb::kw_only(), "n_heads"_a = attention_d.n_heads, "n_kv_heads"_a = attention_d.n_kv_heads,
+      "head_dim"_a = attention_d.head_dim, "rotary"_a = attention_d.rotary, "rotary_base"_a = attention_d.rotary_base,
+      "seed"_a = 0,
       "n_kv_heads 0: n_heads (multi-head); fewer, dividing n_heads: grouped-query. head_dim 0: d_model / n_heads.");
   bind_mixer<AttentionMixer, AttentionState>(attention, "AttentionState", m);
 }

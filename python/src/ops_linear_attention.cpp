@@ -31,8 +31,7 @@ LinearAttentionOptions attention_options(const char* op, const std::string& feat
                                          double scale, const std::optional<std::vector<double>>& gamma,
                                          index_t chunk_size, const std::string& path, int threads) {
   LinearAttentionOptions opt;
-  opt.feature_map = choice<FeatureMap>(op, "feature_map", feature_map,
-                                       {{"identity", FeatureMap::identity}, {"elu_plus_one", FeatureMap::elu_plus_one}});
+  opt.feature_map = feature_map_choice(op, feature_map);
   opt.normalize = normalize;
   opt.eps = eps;
   opt.scale = scale;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/params/linear_attention.hpp"
 
 namespace ssm::python {
 
@@ -21,6 +22,12 @@ E choice(const char* op, const char* name, const std::string& value,
   for (const auto& a : accepted) os << " '" << a.first << "'";
   os << ", got '" << value << "'";
   throw Error(os.str());
+}
+
+/// The linear-attention feature map φ by name, for the op and the layer alike.
+inline FeatureMap feature_map_choice(const char* op, const std::string& value) {
+  return choice<FeatureMap>(op, "feature_map", value,
+                            {{"identity", FeatureMap::identity}, {"elu_plus_one", FeatureMap::elu_plus_one}});
 }
 
 }  // namespace ssm::python
