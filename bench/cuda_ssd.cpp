@@ -3,7 +3,7 @@
 // as the block calls it), f32 and bf16 inputs. The inputs are tests/conformance/ssd_problem.hpp's, moved to cuda:0.
 // Time per call by CUDA events around the op (its outputs are allocated stream-ordered inside the timed region).
 // Counters: updates_per_s (b·l·h·p·n / time, as bench_ssd on the CPU); flops_per_s (the chunked algorithm's matrix
-// products, bench_ssd's count); bytes_per_second / fraction_of_peak (the inputs read and outputs written once, over
+// products, bench/ssd_flops.hpp); bytes_per_second / fraction_of_peak (the inputs read and outputs written once, over
 // the DRAM bandwidth of the device's properties); bwd_over_fwd on the backward (its time over the forward's of the
 // same shape, measured in this run). Without a usable GPU each benchmark reports the runtime's message and skips.
 #include <benchmark/benchmark.h>
@@ -17,6 +17,7 @@
 
 #include "../tests/conformance/ssd_problem.hpp"
 #include "cuda_timing.hpp"
+#include "ssd_flops.hpp"
 #include "ssm/ops/ssd.hpp"
 
 namespace {
@@ -31,20 +32,6 @@ ssd_problem::SsdCase mamba2_case(index_t b, index_t l, ssm::DType dtype) {
   c.has_D = c.has_z = c.has_bias = c.softplus = true;
   c.dtype = dtype;
   return c;
-}
-
-/// The chunked algorithm's matrix-product flops (bench/ssd.cpp's count): per chunk of q steps, forward
-/// h (4 q p n + q (q + 1) p) + g 2 q² n; backward h (12 q p n + 3 q (q + 1) p) + g (2 q² n + 2 q (q + 1) n).
-double ssd_flops(const ssd_problem::SsdCase& c, bool backward) {
-  double f = 0;
-  const double p = static_cast<double>(c.p), n = static_cast<double>(c.n), h = static_cast<double>(c.h),
-               g = static_cast<double>(c.g);
-  for (index_t t0 = 0; t0 < c.l; t0 += kChunk) {
-    const double q = static_cast<double>(std::min(kChunk, c.l - t0));
-    f += backward ? h * (12 * q * p * n + 3 * q * (q + 1) * p) + g * (2 * q * q * n + 2 * q * (q + 1) * n)
-                  : h * (4 * q * p * n + q * (q + 1) * p) + g * 2 * q * q * n;
-  }
-  return f * static_cast<double>(c.b);
 }
 
 /// The problem's tensors on cuda:0 (the owners of the views SsdInputs holds).
@@ -76,7 +63,7 @@ void set_counters(benchmark::State& state, const ssd_problem::SsdCase& c, bool b
   const double updates = static_cast<double>(c.b * c.l * c.h * c.p * c.n);
   const auto rate = benchmark::Counter::kIsIterationInvariantRate;
   state.counters["updates_per_s"] = benchmark::Counter(updates, rate);
-  state.counters["flops_per_s"] = benchmark::Counter(ssd_flops(c, backward), rate);
+  state.counters["flops_per_s"] = benchmark::Counter(ssd_bench::ssd_flops(c, kChunk, backward), rate);
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
   const double peak = cuda_bench::peak_bandwidth();
   state.counters["fraction_of_peak"] = benchmark::Counter(peak > 0 ? bytes / peak : 0, rate);

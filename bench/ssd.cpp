@@ -6,7 +6,7 @@
 //   - the chunked backward (ssm::ssd_backward, chunk 128) on 1 and 2 threads, with its time over the forward's;
 //   - an Eigen f32 GEMM of the stages' shape (p × Q by Q × n, 64 × 128 by 128 × 128), the machine's GEMM rate.
 // Counters: updates_per_s; updates_per_s_per_thread (the forward target: >= 1e10 per core); flops_per_s, the
-// matrix-product flops the chunked algorithm needs (ssd_flops below) over the time; gemm_fraction, that rate per
+// matrix-product flops the chunked algorithm needs (bench/ssd_flops.hpp) over the time; gemm_fraction, that rate per
 // thread over the single-thread GEMM rate measured in this binary; bwd_over_fwd (the backward's best time over the
 // forward's best, measured in the same run; the target: <= 3).
 #include <benchmark/benchmark.h>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../tests/conformance/ssd_problem.hpp"
+#include "ssd_flops.hpp"
 #include "ssm/ops/ssd.hpp"
 SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Core>
@@ -37,26 +38,6 @@ ssd_problem::SsdCase mamba2_case(index_t l) {
   return c;
 }
 
-/// The flops of the chunked algorithm's matrix products (2 per multiply-add; triangular ones counted as their
-/// triangle), per chunk of q steps: forward 2 q p n (chunk state) + 2 q p n (inter-chunk output) + q (q + 1) p
-/// (chunk-local, triangular) per head, and 2 q² n (C Bᵀ) per group; backward per head six q p n products (chunk state,
-/// state gradient E, inter-chunk output, ḡC, B ḡSᵀ, ḡB), 2 q (q + 1) p (ḡM, Mᵀ ḡy) and with z q (q + 1) p more (the
-/// chunk-local output again), per group 2 q² n + 2 q (q + 1) n (C Bᵀ, ḡG B, ḡGᵀ C). What the element-wise passes do
-/// is not counted.
-double ssd_flops(const ssd_problem::SsdCase& c, index_t Q, bool backward) {
-  double f = 0;
-  const double p = static_cast<double>(c.p), n = static_cast<double>(c.n), h = static_cast<double>(c.h),
-               g = static_cast<double>(c.g);
-  for (index_t t0 = 0; t0 < c.l; t0 += Q) {
-    const double q = static_cast<double>(std::min(Q, c.l - t0));
-    if (!backward) {
-      f += h * (4 * q * p * n + q * (q + 1) * p) + g * 2 * q * q * n;
-    } else {
-      f += h * (12 * q * p * n + (c.has_z ? 3 : 2) * q * (q + 1) * p) + g * (2 * q * q * n + 2 * q * (q + 1) * n);
-    }
-  }
-  return f * static_cast<double>(c.b);
-}
 
 /// One single-thread Eigen f32 GEMM batch of the stages' shape: 48 products (64 × 128)(128 × 128), as many as the
 /// heads × 2 of a chunk. Returns its flops.
@@ -113,7 +94,7 @@ void set_counters(benchmark::State& state, const ssd_problem::SsdCase& c, index_
   state.counters["updates_per_s_per_thread"] =
       benchmark::Counter(updates / threads, benchmark::Counter::kIsIterationInvariantRate);
   if (chunk <= 0) return;
-  const double flops = ssd_flops(c, chunk, backward);
+  const double flops = ssd_bench::ssd_flops(c, chunk, backward);
   state.counters["flops_per_s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["gemm_fraction"] =
       flops * static_cast<double>(state.iterations()) / seconds / threads / gemm_rate();
