@@ -1,8 +1,9 @@
 // The linear-attention op (ops/linear_attention.hpp) beyond the conformance registry: the three forms agree (the
 // chunked path and the CPU token loop against the token loop in double, ≤ 1e-12 in f64 and ≤ 1e-5 in f32, at chunk
-// sizes that do not divide l, with packed sequences); the decode step chained over a sequence equals the parallel
-// form; the reference backward equals central differences (f64); the chunked backward equals the reference
-// backward; bad input is an ssm::Error naming the argument.
+// sizes that do not divide l, with packed sequences, with GLA's log gate weak, mixed and strong enough that the
+// gated chunk algebra splits blocks down to direct exponents); the decode step chained over a sequence equals the
+// parallel form; the reference backward equals central differences (f64, the log gate's gradient too); the chunked
+// backward equals the reference backward; bad input is an ssm::Error naming the argument.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -57,6 +58,21 @@ std::vector<LaCase> shapes(DType dt) {
   c.dtype = dt, c.l = 60, c.h = 3, c.dk = 4, c.dv = 3, c.normalize = true, c.decay = true, c.has_init = true;
   c.cu = {0, 1, 20, 21, 60}, c.seed = 5;  // packed, identity φ with the normalizer
   v.push_back(c);
+  // GLA: a log gate in [−0.5, 0) (spans of about 16 over 64 steps: one product, or split once in f32), with elu + 1,
+  // the normalizer, groups, initial states
+  c = {};
+  c.dtype = dt, c.b = 2, c.l = 70, c.h = 4, c.g = 2, c.dk = 6, c.dv = 5, c.gate = 0.5, c.has_init = true;
+  c.feature_map = ssm::FeatureMap::elu_plus_one, c.normalize = true, c.seed = 6;
+  v.push_back(c);
+  // a gate in [−3, 0) with retention's γ on top: spans of ~100 per 64 steps, split two or three times
+  c = {};
+  c.dtype = dt, c.l = 130, c.h = 2, c.dk = 8, c.dv = 4, c.gate = 3, c.decay = true, c.has_init = true, c.pad = 2;
+  c.scale = 0.5, c.seed = 7;
+  v.push_back(c);
+  // a gate in [−30, 0), packed: every block of 8 exceeds the span limits and takes its exponents directly
+  c = {};
+  c.dtype = dt, c.l = 45, c.h = 3, c.dk = 4, c.dv = 3, c.gate = 30, c.has_init = true, c.cu = {0, 3, 4, 45}, c.seed = 8;
+  v.push_back(c);
   return v;
 }
 
@@ -99,11 +115,51 @@ TEST(LinearAttention, RetentionDecaysTheState) {
   EXPECT_GT(rel_error(with.out, without.out), 1e-3);
 }
 
+TEST(LinearAttention, TheLogGateDecaysEachKeyChannel) {
+  // A gate the chunked path dropped, or applied per head instead of per channel, must fail: with the gate, without
+  // it, and with every channel given the channels' mean differ; the chunked path follows the reference for each.
+  LaCase cs;
+  cs.l = 40, cs.h = 2, cs.dk = 6, cs.dv = 3, cs.gate = 1, cs.has_init = true;
+  const LaData d = linear_attention_problem::make_data(cs);
+  const auto gated = run(d, LinearAttentionPath::chunked, 16);
+  EXPECT_LE(rel_error(gated.out, run(d, LinearAttentionPath::reference, 16).out), 1e-12);
+  LaData plain = d;
+  plain.cs.gate = 0;
+  EXPECT_GT(rel_error(gated.out, run(plain, LinearAttentionPath::chunked, 16).out), 1e-2);
+  LaData mean = d;
+  mean.log_gate = clone(d.log_gate);
+  for (index_t r = 0; r < cs.l * cs.h; ++r) {
+    double* g = mean.log_gate.data_as<double>() + r * cs.dk;
+    double m = 0;
+    for (index_t i = 0; i < cs.dk; ++i) m += g[i] / static_cast<double>(cs.dk);
+    for (index_t i = 0; i < cs.dk; ++i) g[i] = m;
+  }
+  mean.log_gate_v = mean.log_gate.view();
+  EXPECT_GT(rel_error(gated.out, run(mean, LinearAttentionPath::chunked, 16).out), 1e-2);
+}
+
+TEST(LinearAttention, StrongGatesStayFiniteAndExactInF32) {
+  // log gates down to −200 per step (α = e^−200 underflows f32): a factorization around a distant reference step
+  // would overflow; the split blocks and direct exponents keep every output finite and on the reference.
+  LaCase cs;
+  cs.dtype = DType::f32, cs.l = 100, cs.h = 2, cs.dk = 5, cs.dv = 4, cs.gate = 200, cs.has_init = true, cs.seed = 21;
+  const LaData d = linear_attention_problem::make_data(cs);
+  const auto ref = run(d, LinearAttentionPath::reference, 64);
+  for (index_t chunk : {16, 64, 100}) {
+    const auto got = run(d, LinearAttentionPath::chunked, chunk);
+    for (index_t i = 0; i < got.out.numel(); ++i) ASSERT_TRUE(std::isfinite(got.out.data_as<float>()[i]));
+    EXPECT_LE(rel_error(got.out, ref.out), 1e-5);
+    EXPECT_LE(rel_error(got.final_state, ref.final_state), 1e-5);
+  }
+}
+
 TEST(LinearAttention, StepChainedOverASequenceEqualsTheParallelForm) {
-  for (bool normalize : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool normalize = variant == 1;
     LaCase cs;
     cs.b = 2, cs.l = 23, cs.h = 4, cs.g = 2, cs.dk = 5, cs.dv = 3, cs.decay = true, cs.has_init = true;
     cs.normalize = normalize, cs.feature_map = ssm::FeatureMap::elu_plus_one, cs.scale = 0.7, cs.seed = 9;
+    if (variant == 2) cs.gate = 0.8;  // GLA
     const LaData d = linear_attention_problem::make_data(cs);
     const auto par = run(d, LinearAttentionPath::chunked, 8);
     Tensor state = clone(d.initial_state), norm = clone(d.initial_normalizer);
@@ -112,7 +168,8 @@ TEST(LinearAttention, StepChainedOverASequenceEqualsTheParallelForm) {
       auto at = [&](const Tensor& x) { return x.view().select(1, t); };  // (b, ·, d) of step t
       ssm::linear_attention_step(at(d.q), at(d.k), at(d.v), state.view(),
                                  normalize ? std::optional<ssm::TensorView>(norm.view()) : std::nullopt, at(out),
-                                 d.options());
+                                 d.options(),
+                                 cs.gate > 0 ? std::optional<ssm::TensorView>(at(d.log_gate)) : std::nullopt);
     }
     SCOPED_TRACE(cs.describe());
     EXPECT_LE(rel_error(out, par.out), 1e-12);
@@ -137,11 +194,12 @@ struct Loss {
 };
 
 TEST(LinearAttention, ReferenceBackwardEqualsCentralDifferences) {
-  for (int variant = 0; variant < 2; ++variant) {
+  for (int variant = 0; variant < 3; ++variant) {
     LaCase cs;
     cs.b = 1, cs.l = 6, cs.h = 2, cs.g = 1, cs.dk = 3, cs.dv = 2, cs.has_init = true, cs.seed = 11 + variant;
     if (variant == 1) cs.normalize = true, cs.feature_map = ssm::FeatureMap::elu_plus_one, cs.decay = true, cs.scale = 0.6;
     else cs.decay = true, cs.scale = 1.3, cs.h = 4, cs.g = 2;
+    if (variant == 2) cs.gate = 1, cs.normalize = true;  // GLA, with the normalizer's z decayed by the gate too
     LaData d = linear_attention_problem::make_data(cs);
     std::mt19937_64 rng(77);
     Loss loss{linear_attention_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, DType::f64, -1, 1),
@@ -175,6 +233,7 @@ TEST(LinearAttention, ReferenceBackwardEqualsCentralDifferences) {
     check("v", d.v, g.grad_v);
     check("initial_state", d.initial_state, g.grad_initial_state);
     if (cs.normalize) check("initial_normalizer", d.initial_normalizer, g.grad_initial_normalizer);
+    if (cs.gate > 0) check("log_gate", d.log_gate, g.grad_log_gate);
   }
 }
 
@@ -204,6 +263,7 @@ TEST(LinearAttention, ChunkedBackwardEqualsTheReferenceBackward) {
         if (cs.has_init && cs.normalize) {
           EXPECT_LE(rel_error(got.grad_initial_normalizer, ref.grad_initial_normalizer), tol);
         }
+        if (cs.gate > 0) { EXPECT_LE(rel_error(got.grad_log_gate, ref.grad_log_gate), tol); }
       }
     }
 }
@@ -251,6 +311,25 @@ TEST(LinearAttention, BadInputIsAnErrorNamingTheArgument) {
     const Tensor out = Tensor::zeros({1, 6, 2, 3}, DType::f64);
     ssm::linear_attention_into(in, out, std::nullopt, std::nullopt, d.options());
   });
+  // GLA's log gate: finite, <= 0, (b, l, h, dk), v's dtype
+  LaCase gcs = cs;
+  gcs.gate = 1;
+  const LaData gd = linear_attention_problem::make_data(gcs);
+  auto with_gate = [&](const Tensor& gate) {
+    return [&gd, &gate] {
+      ssm::LinearAttentionInputs in = gd.inputs();
+      in.log_gate = gate.view();
+      ssm::linear_attention(in, gd.options());
+    };
+  };
+  for (double bad : {0.25, std::nan(""), -std::numeric_limits<double>::infinity()}) {
+    Tensor g = clone(gd.log_gate);
+    g.data_as<double>()[7] = bad;
+    expect_arg_error("log_gate", with_gate(g));
+  }
+  const Tensor g_shape = Tensor::zeros({1, 6, 2, 3}, DType::f64), g_f32 = Tensor::zeros({1, 6, 2, 4}, DType::f32);
+  expect_arg_error("log_gate", with_gate(g_shape));
+  expect_arg_error("log_gate", with_gate(g_f32));
   // the backward and the step check the same way
   expect_arg_error("gamma", [&] {
     ssm::LinearAttentionOptions o = d.options();

@@ -1,5 +1,6 @@
-// Linear attention and retention on the CPU (docs/linear_attention.md): the chunked form on the SSD engine
-// (cpu/ssd/), and the token loop in the compute type (the decode step is its one-step case).
+// Linear attention, retention and GLA on the CPU (docs/linear_attention.md): the chunked form on the SSD engine
+// (cpu/ssd/) or, with a per-channel log gate (GLA), on its own chunk algebra (cpu/linear_attention_gated.hpp), and the
+// token loop in the compute type (the decode step is its one-step case).
 //
 // Chunked. The engine computes H_t = a_t H_{t−1} + s_t x_t B_tᵀ, y_t = H_t C_t per head with the state (p, n); here
 // C = q̃ = scale φ(q), B = k̃ = φ(k), x = v, s = 1 and log a = log γ_h (ssd::FixedDecayGate), so H = Sᵀ (dv, dk).
@@ -9,7 +10,8 @@
 // the column of ones appended), the engine runs on them, and an epilogue divides and converts; the states are
 // transposed between the op's (dk, dv) and the engine's (dv + 1, dk). The backward packs the incoming gradient the
 // same way (ḡnum = ḡ / d, ḡd = −⟨ḡ, y⟩ / d into the last column), runs the engine's backward and applies φ' and
-// the scale to its ḡC, ḡB.
+// the scale to its ḡC, ḡB. With a log gate the gated chunk algebra takes the engine's place on the same packed
+// inputs and state layout.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/cpu/convert.hpp"
+#include "ssm/cpu/linear_attention_gated.hpp"
 #include "ssm/cpu/ssd/backward.hpp"
 #include "ssm/cpu/ssd/forward.hpp"
 #include "ssm/cpu/ssd/gate.hpp"
@@ -140,6 +143,18 @@ void states_from_engine(const T* H, std::int64_t n, std::int64_t dk, std::int64_
   }
 }
 
+/// The chunked forward of the packed inputs into e.out (and e.final_state): the SSD engine with a fixed decay per
+/// head, or with a log gate the gated chunk algebra.
+template <class In, class T>
+void run_forward(const LinearAttentionParams& p, const Packed<T>& x, const SsdParams& e, int threads) {
+  if (p.log_gate)
+    linear_attention_gated::forward<In, T>(p, x.q.get(), x.k.get(), x.v.get(), x.dv1,
+                                           static_cast<const T*>(e.initial_state), static_cast<T*>(e.final_state),
+                                           static_cast<T*>(e.out), threads);
+  else
+    ssd::forward_chunked<T>(e, ssd::FixedDecayGate<T>{p.log_gamma}, threads);
+}
+
 template <class In>
 void forward_chunked(const LinearAttentionParams& p, int threads) {
   using T = compute_t<In>;
@@ -156,7 +171,7 @@ void forward_chunked(const LinearAttentionParams& p, int threads) {
   }
   if (p.final_state || p.final_normalizer) e.final_state = (HT = buffer<T>(n_states * dv1 * dk)).get();
   e.out = Y.get(), e.out_batch_stride = l * h * dv1, e.out_seq_stride = h * dv1, e.out_head_stride = dv1;
-  ssd::forward_chunked<T>(e, ssd::FixedDecayGate<T>{p.log_gamma}, threads);
+  run_forward<In, T>(p, x, e, threads);
   // the epilogue: y / (d + eps), converted
   parallel_for(b * l, threads, [&](std::int64_t bt) {
     const std::int64_t bi = bt / l, t = bt % l;
@@ -192,7 +207,7 @@ void backward_chunked(const LinearAttentionParams& p, const LinearAttentionGradP
   if (p.normalize) {
     Y = buffer<T>(b * l * h * dv1);
     e.out = Y.get(), e.out_batch_stride = l * h * dv1, e.out_seq_stride = h * dv1, e.out_head_stride = dv1;
-    ssd::forward_chunked<T>(e, ssd::FixedDecayGate<T>{p.log_gamma}, threads);
+    run_forward<In, T>(p, x, e, threads);
     e.out = nullptr, e.out_batch_stride = e.out_seq_stride = e.out_head_stride = 0;
   }
   parallel_for(b * l, threads, [&](std::int64_t bt) {
@@ -221,8 +236,14 @@ void backward_chunked(const LinearAttentionParams& p, const LinearAttentionGradP
   eg.grad_C = GQ.get(), eg.grad_B = GK.get(), eg.grad_x = GV.get();
   if (g.grad_initial_state || g.grad_initial_normalizer)
     eg.grad_initial_state = (GH0 = buffer<T>(n_states * dv1 * dk)).get();
-  ssd::FixedDecayGate<T> gate{p.log_gamma};
-  ssd::backward_chunked<T>(e, eg, gate, threads);
+  if (p.log_gate) {
+    linear_attention_gated::backward<In, T>(p, x.q.get(), x.k.get(), x.v.get(), dv1, static_cast<const T*>(e.initial_state),
+                                            GY.get(), static_cast<const T*>(eg.grad_final_state), GQ.get(), GK.get(),
+                                            GV.get(), GH0.get(), g.grad_log_gate, threads);
+  } else {
+    ssd::FixedDecayGate<T> gate{p.log_gamma};
+    ssd::backward_chunked<T>(e, eg, gate, threads);
+  }
   // φ' and the scale; v's gradient without the column of ones
   parallel_for(b * l, threads, [&](std::int64_t bt) {
     const std::int64_t bi = bt / l, t = bt % l;
@@ -268,6 +289,8 @@ void forward_recurrent(const LinearAttentionParams& p, int threads) {
     if (p.initial_normalizer)
       z = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(static_cast<const T*>(p.initial_normalizer) + task * dk, dk);
     const T gamma = static_cast<T>(p.log_gamma ? std::exp(p.log_gamma[hh]) : 1.0);
+    const T log_gamma = static_cast<T>(p.log_gamma ? p.log_gamma[hh] : 0.0);
+    Eigen::Matrix<T, Eigen::Dynamic, 1> alpha(dk);
     for (std::int64_t t = p.seq_begin(s); t < p.seq_end(s); ++t) {
       load_features(static_cast<const In*>(p.q) + bi * p.q_batch_stride + t * p.q_seq_stride + gi * p.q_group_stride, dk,
                     p.feature_map, static_cast<T>(p.scale), q.data());
@@ -275,7 +298,16 @@ void forward_recurrent(const LinearAttentionParams& p, int threads) {
                     p.feature_map, T(1), k.data());
       load_row(static_cast<const In*>(p.v) + bi * p.v_batch_stride + t * p.v_seq_stride + hh * p.v_head_stride, dv,
                v.data());
-      if (gamma != T(1)) S *= gamma, z *= gamma;
+      if (p.log_gate) {  // α = γ exp(g) per key channel
+        load_row(static_cast<const In*>(p.log_gate) + bi * p.gate_batch_stride + t * p.gate_seq_stride +
+                     hh * p.gate_head_stride,
+                 dk, alpha.data());
+        alpha = (alpha.array() + log_gamma).exp().matrix();
+        S = alpha.asDiagonal() * S;
+        z.array() *= alpha.transpose().array();
+      } else if (gamma != T(1)) {
+        S *= gamma, z *= gamma;
+      }
       S.noalias() += k.transpose() * v;
       y.noalias() = q * S;
       if (p.normalize) {

@@ -1,11 +1,13 @@
-// The linear-attention op: linear attention (Katharopoulos et al. 2020) and RetNet's retention (Sun et al. 2023) as
-// one recurrence with a state (dk, dv) per head (docs/linear_attention.md; the formulas in
-// core/params/linear_attention.hpp): a feature map φ (identity or elu + 1) on q and k, an optional normalizer, an
-// optional fixed decay γ_h ∈ (0, 1] per head, a scale, initial and final states, packed sequences (cu_seqlens).
-// Forms: the chunked CPU path on the SSD engine (cpu/linear_attention.hpp), the token loop in the compute type,
-// the token loop in double (reference/linear_attention.hpp), and the one-token step for decoding
-// (linear_attention_step). Forward and backward (linear_attention_backward: q, k, v and the initial states; γ is
-// fixed). CPU tensors only: CUDA tensors are an ssm::Error.
+// The linear-attention op: linear attention (Katharopoulos et al. 2020), RetNet's retention (Sun et al. 2023) and
+// gated linear attention, GLA (Yang et al. 2024), as one recurrence with a state (dk, dv) per head
+// (docs/linear_attention.md; the formulas in core/params/linear_attention.hpp): a feature map φ (identity or elu + 1)
+// on q and k, an optional normalizer, an optional fixed decay γ_h ∈ (0, 1] per head, an optional data-dependent log
+// gate g_t (dk) per head and step (GLA), a scale, initial and final states, packed sequences (cu_seqlens).
+// Forms: the chunked CPU path (cpu/linear_attention.hpp: on the SSD engine, or with a log gate on the gated chunk
+// algebra of cpu/linear_attention_gated.hpp), the token loop in the compute type, the token loop in double
+// (reference/linear_attention.hpp), and the one-token step for decoding (linear_attention_step). Forward and
+// backward (linear_attention_backward: q, k, v, the log gate and the initial states; γ is fixed). CPU tensors only:
+// CUDA tensors are an ssm::Error.
 #pragma once
 
 #include <cmath>
@@ -27,6 +29,7 @@ struct LinearAttentionInputs {
   TensorView q{};                                  // (b, l, g, dk), g divides h
   TensorView k{};                                  // (b, l, g, dk)
   TensorView v{};                                  // (b, l, h, dv)
+  std::optional<TensorView> log_gate{};            // (b, l, h, dk) v's dtype, each finite and <= 0: GLA's gate
   std::optional<TensorView> initial_state{};       // (b, h, dk, dv); with cu_seqlens (n_seqs, h, dk, dv)
   std::optional<TensorView> initial_normalizer{};  // (b, h, dk), only with normalize
   std::optional<TensorView> cu_seqlens{};          // (n_seqs + 1) i32 | i64 on the CPU; then b == 1
@@ -64,6 +67,7 @@ struct LinearAttentionOutputs {
 
 struct LinearAttentionGrads {
   Tensor grad_q, grad_k, grad_v, grad_initial_state, grad_initial_normalizer;  // contiguous; empty when absent
+  Tensor grad_log_gate;                                                         // (b, l, h, dk), with a log gate
   std::string path;
 };
 
@@ -81,7 +85,7 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
   c.require(opt.chunk_size > 0, "chunk_size", "must be > 0, got ", opt.chunk_size);
   c.finite("scale", opt.scale);
   c.require(std::isfinite(opt.eps) && opt.eps >= 0, "eps", "must be finite and >= 0, got ", opt.eps);
-  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {out_name, out},
+  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {out_name, out}, {"log_gate", in.log_gate.value_or(in.q)},
                  {"initial_state", in.initial_state.value_or(in.q)},
                  {"initial_normalizer", in.initial_normalizer.value_or(in.q)},
                  {"final_state", final_state.value_or(in.q)}, {"final_normalizer", final_normalizer.value_or(in.q)}});
@@ -112,6 +116,22 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
       log_gamma.push_back(std::log(gm));
     }
     p.log_gamma = log_gamma.data();
+  }
+  if (in.log_gate) {  // (b, l, h, dk), each finite and <= 0, element by element (the values are on the host)
+    const TensorView& t = *in.log_gate;
+    c.defined("log_gate", t).same_dtype("log_gate", t, "v", in.v).shape("log_gate", t, {b, l, h, dk});
+    c.unit_stride("log_gate", t, 3);
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t ti = 0; ti < l; ++ti)
+        for (index_t hh = 0; hh < h; ++hh)
+          for (index_t i = 0; i < dk; ++i) {
+            const double x =
+                reference::load_real(t.data(), t.dtype(), bi * t.stride(0) + ti * t.stride(1) + hh * t.stride(2) + i);
+            c.require(std::isfinite(x) && x <= 0, "log_gate", "every log gate must be finite and <= 0 (α = exp(g) <= 1)",
+                      ", got ", x, " at (", bi, ", ", ti, ", ", hh, ", ", i, ")");
+          }
+    p.log_gate = t.data(), p.gate_batch_stride = t.stride(0), p.gate_seq_stride = t.stride(1);
+    p.gate_head_stride = t.stride(2);
   }
   index_t rows = b;
   if (in.cu_seqlens) {
@@ -230,6 +250,7 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
   gp.grad_q = r.grad_q.data(), gp.grad_k = r.grad_k.data(), gp.grad_v = r.grad_v.data();
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
   if (in.initial_normalizer) gp.grad_initial_normalizer = (r.grad_initial_normalizer = like(*in.initial_normalizer)).data();
+  if (in.log_gate) gp.grad_log_gate = (r.grad_log_gate = like(*in.log_gate)).data();
   if (opt.path == LinearAttentionPath::reference) {
     reference::linear_attention_backward(p, gp);
     r.path = "reference";
@@ -240,18 +261,21 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
   return r;
 }
 
-/// One decoding step: q, k (b, g, dk), v (b, h, dv); the state (b, h, dk, dv) and, with normalize, the normalizer
-/// (b, h, dk) are read and updated in place (param dtype, contiguous); out (b, h, dv) receives y. The same
-/// recurrence as the forward's (opt.path, opt.chunk_size, cu_seqlens do not apply; the token loop runs).
+/// One decoding step: q, k (b, g, dk), v (b, h, dv), and GLA's log gate (b, h, dk) when the layer has one; the state
+/// (b, h, dk, dv) and, with normalize, the normalizer (b, h, dk) are read and updated in place (param dtype,
+/// contiguous); out (b, h, dv) receives y. The same recurrence as the forward's (opt.path, opt.chunk_size,
+/// cu_seqlens do not apply; the token loop runs).
 inline void linear_attention_step(const TensorView& q, const TensorView& k, const TensorView& v,
                                   const TensorView& state, const std::optional<TensorView>& normalizer,
-                                  const TensorView& out, const LinearAttentionOptions& opt = {}) {
+                                  const TensorView& out, const LinearAttentionOptions& opt = {},
+                                  const std::optional<TensorView>& log_gate = std::nullopt) {
   Checker c("linear_attention_step");
   for (const auto& [nm, t] : {NamedView{"q", q}, NamedView{"k", k}, NamedView{"v", v}, NamedView{"out", out}})
     c.rank(nm, t, 3);
   c.require(!opt.normalize || normalizer.has_value(), "normalizer", "is required with normalize");
   c.rank("state", state, 4).shape("state", state, {q.size(0), v.size(1), q.size(2), v.size(2)});
   if (normalizer) c.shape("normalizer", *normalizer, {q.size(0), v.size(1), q.size(2)});
+  if (log_gate) c.rank("log_gate", *log_gate, 3);
   auto one_step = [](const TensorView& t) {  // (b, x, d) as (b, 1, x, d)
     return TensorView(const_cast<void*>(t.data()), t.dtype(), t.device(), {t.size(0), 1, t.size(1), t.size(2)},
                       {t.stride(0), t.size(1) * t.stride(1), t.stride(1), t.stride(2)});
@@ -259,6 +283,7 @@ inline void linear_attention_step(const TensorView& q, const TensorView& k, cons
   LinearAttentionInputs in;
   in.q = one_step(q), in.k = one_step(k), in.v = one_step(v), in.initial_state = state;
   if (normalizer) in.initial_normalizer = *normalizer;
+  if (log_gate) in.log_gate = one_step(*log_gate);
   LinearAttentionOptions o = opt;
   o.chunk_size = 1;
   std::vector<std::int64_t> cu;

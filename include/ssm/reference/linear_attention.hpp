@@ -1,4 +1,4 @@
-// Reference linear attention and retention (docs/linear_attention.md; the formulas in
+// Reference linear attention, retention and GLA (docs/linear_attention.md; the formulas in
 // core/params/linear_attention.hpp): the token loop in double, one state S (dk, dv) and normalizer z (dk) per
 // sequence and head, forward and backward. With cu_seqlens every packed sequence starts from its own initial state.
 // The oracle the chunked CPU path and the step are tested against: no chunks, no threads, no GEMM.
@@ -26,6 +26,14 @@ inline std::int64_t v_at(const LinearAttentionParams& p, std::int64_t bi, std::i
   return bi * p.v_batch_stride + t * p.v_seq_stride + hh * p.v_head_stride;
 }
 
+/// α_{t,i} = γ exp(g_{t,i}): the decay of key channel i at step t (γ alone without a log gate).
+inline double decay_at(const LinearAttentionParams& p, double gamma, std::int64_t bi, std::int64_t t,
+                       std::int64_t hh, std::int64_t i) {
+  if (!p.log_gate) return gamma;
+  return gamma * std::exp(load_real(p.log_gate, p.input_dtype,
+                                    bi * p.gate_batch_stride + t * p.gate_seq_stride + hh * p.gate_head_stride + i));
+}
+
 }  // namespace linear_attention_detail
 
 inline void linear_attention_forward(const LinearAttentionParams& p) {
@@ -50,12 +58,13 @@ inline void linear_attention_forward(const LinearAttentionParams& p) {
         }
         double den = 0;
         for (std::int64_t i = 0; i < dk; ++i) {
+          const double a = decay_at(p, gamma, bi, t, hh, i);
           double& zi = z[static_cast<std::size_t>(i)];
-          zi = gamma * zi + kt[static_cast<std::size_t>(i)];
+          zi = a * zi + kt[static_cast<std::size_t>(i)];
           den += zi * qt[static_cast<std::size_t>(i)];
           for (std::int64_t j = 0; j < dv; ++j) {
             double& sij = S[static_cast<std::size_t>(i * dv + j)];
-            sij = gamma * sij + kt[static_cast<std::size_t>(i)] * load_real(p.v, it, v_at(p, bi, t, hh) + j);
+            sij = a * sij + kt[static_cast<std::size_t>(i)] * load_real(p.v, it, v_at(p, bi, t, hh) + j);
           }
         }
         for (std::int64_t j = 0; j < dv; ++j) {
@@ -77,7 +86,8 @@ inline void linear_attention_forward(const LinearAttentionParams& p) {
 /// doubles per sequence and head), then one reverse pass. With d_t = z_tᵀ q̃_t + eps and ḡ the incoming gradient:
 ///   ḡnum = ḡ / d_t,  ḡd = −⟨ḡ, y_t⟩ / d_t (normalized; else ḡnum = ḡ, ḡd = 0);
 ///   ḡq̃_t = S_t ḡnum + ḡd z_t;   ḡS += q̃_t ḡnumᵀ,  ḡz += ḡd q̃_t;   ḡk̃_t = ḡS v_t + ḡz,  ḡv_t = ḡSᵀ k̃_t;
-///   then ḡS, ḡz ← γ ḡS, γ ḡz (to step t − 1); ḡq = scale φ'(q) ḡq̃, ḡk = φ'(k) ḡk̃.
+///   ḡg_{t,i} = α_{t,i} (Σ_j ḡS_ij S_{t−1,ij} + ḡz_i z_{t−1,i});
+///   then ḡS, ḡz ← diag(α_t) ḡS, α_t ⊙ ḡz (to step t − 1); ḡq = scale φ'(q) ḡq̃, ḡk = φ'(k) ḡk̃.
 inline void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g) {
   using namespace linear_attention_detail;
   const DType it = p.input_dtype, pt = p.param_dtype;
@@ -103,10 +113,10 @@ inline void linear_attention_backward(const LinearAttentionParams& p, const Line
       for (std::int64_t t = t0; t < t1; ++t) {
         const std::int64_t r = t - t0;
         for (std::int64_t i = 0; i < dk; ++i) {
-          const double ki = kf(t, i);
-          at(z, (r + 1) * dk + i) = gamma * at(z, r * dk + i) + ki;
+          const double ki = kf(t, i), a = decay_at(p, gamma, bi, t, hh, i);
+          at(z, (r + 1) * dk + i) = a * at(z, r * dk + i) + ki;
           for (std::int64_t j = 0; j < dv; ++j)
-            at(S, (r + 1) * dk * dv + i * dv + j) = gamma * at(S, r * dk * dv + i * dv + j) + ki * vv(t, j);
+            at(S, (r + 1) * dk * dv + i * dv + j) = a * at(S, r * dk * dv + i * dv + j) + ki * vv(t, j);
         }
       }
       // reverse
@@ -154,8 +164,17 @@ inline void linear_attention_backward(const LinearAttentionParams& p, const Line
           for (std::int64_t i = 0; i < dk; ++i) gv += at(dS, i * dv + j) * kf(t, i);
           if (g.grad_v) store_real(g.grad_v, it, ((bi * l + t) * h + hh) * dv + j, gv);
         }
-        for (double& x : dS) x *= gamma;
-        for (double& x : dz) x *= gamma;
+        for (std::int64_t i = 0; i < dk; ++i) {
+          const double a = decay_at(p, gamma, bi, t, hh, i);
+          if (p.log_gate && g.grad_log_gate) {
+            const double* Sp = S.data() + r * dk * dv;
+            double gg = at(dz, i) * z[static_cast<std::size_t>(r * dk + i)];
+            for (std::int64_t j = 0; j < dv; ++j) gg += at(dS, i * dv + j) * Sp[i * dv + j];
+            store_real(g.grad_log_gate, it, ((bi * l + t) * h + hh) * dk + i, a * gg);
+          }
+          for (std::int64_t j = 0; j < dv; ++j) at(dS, i * dv + j) *= a;
+          at(dz, i) *= a;
+        }
       }
       if (g.grad_initial_state)
         for (std::int64_t i = 0; i < dk * dv; ++i) store_real(g.grad_initial_state, pt, so + i, at(dS, i));

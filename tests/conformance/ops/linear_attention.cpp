@@ -1,5 +1,5 @@
-// Conformance registration of linear attention and retention (ops/linear_attention.hpp): the chunked CPU path on
-// the SSD engine (several chunk sizes, 1 and 2 threads), the CPU token loop (cpu_sequential:
+// Conformance registration of linear attention, retention and GLA (ops/linear_attention.hpp): the chunked CPU path
+// on the SSD engine or, with a log gate, the gated chunk algebra (several chunk sizes, 1 and 2 threads), the CPU token loop (cpu_sequential:
 // LinearAttentionPath::recurrent) and the op's reference path against the token loop in double of
 // include/ssm/reference/linear_attention.hpp; the backward on the chunked path against the reference backward, with
 // incoming gradients of out, the final state and the final normalizer. No CUDA kernels.
@@ -39,6 +39,13 @@ std::vector<Case> la_cases() {
   s.l = 40, s.h = 3, s.dk = 3, s.dv = 2, s.normalize = true, s.decay = true, s.has_init = true, s.cu = {0, 5, 6, 40};
   s.seed = 5;  // packed
   add_chunks(list, s, {4, 64});
+  s = {};
+  s.b = 2, s.l = 75, s.h = 4, s.g = 2, s.dk = 7, s.dv = 5, s.gate = 2, s.has_init = true, s.normalize = true;
+  s.feature_map = ssm::FeatureMap::elu_plus_one, s.pad = 1, s.seed = 6;  // GLA: spans that split blocks, strided
+  add_chunks(list, s, {16, 64});
+  s = {};
+  s.l = 33, s.h = 2, s.dk = 3, s.dv = 4, s.gate = 40, s.decay = true, s.cu = {0, 9, 33}, s.seed = 7;  // GLA, packed,
+  add_chunks(list, s, {5, 32});                                                                        // direct blocks
 
   return chunked_cases(list, [](const LaConformance& k) {
     const linear_attention_problem::LaData d = linear_attention_problem::make_data(k.shape);
@@ -51,6 +58,7 @@ std::vector<Case> la_cases() {
     add_input(c, "q", p, d.q, d.q_pad, in.q);
     add_input(c, "k", p, d.k, d.k_pad, in.k);
     add_input(c, "v", p, d.v, d.v_pad, in.v);
+    if (in.log_gate) add_input(c, "log_gate", p, d.log_gate, d.log_gate_pad, *in.log_gate);
     if (in.initial_state) add_input(c, "initial_state", false, d.initial_state, {}, *in.initial_state);
     if (in.initial_normalizer) add_input(c, "initial_normalizer", false, d.initial_normalizer, {}, *in.initial_normalizer);
     if (in.cu_seqlens) add_input(c, "cu_seqlens", false, d.cu_seqlens, {}, *in.cu_seqlens);
@@ -61,7 +69,7 @@ std::vector<Case> la_cases() {
     if (cs.normalize)
       c.inputs.push_back(
           dense_arg("grad_final_normalizer", linear_attention_problem::uniform(rng, {cs.rows(), cs.h, cs.dk}, pt, -1, 1)));
-    add_input_grads(c, {"q", "k", "v", "initial_state", "initial_normalizer"});
+    add_input_grads(c, {"q", "k", "v", "log_gate", "initial_state", "initial_normalizer"});
     OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dv}, dt};  // (b, l, h, dv)
     if (p) out.strides = {cs.l * cs.h * (cs.dv + 2), cs.h * (cs.dv + 2), cs.dv + 2, 1};
     c.outputs = {out, {"final_state", {cs.rows(), cs.h, cs.dk, cs.dv}, pt}};  // (rows, h, dk, dv)
@@ -73,6 +81,7 @@ std::vector<Case> la_cases() {
 ssm::LinearAttentionInputs la_inputs(const Case& c, const Views& in) {
   ssm::LinearAttentionInputs r;
   r.q = named(c, in, "q"), r.k = named(c, in, "k"), r.v = named(c, in, "v");
+  r.log_gate = optional_view(named(c, in, "log_gate"));
   r.initial_state = optional_view(named(c, in, "initial_state"));
   r.initial_normalizer = optional_view(named(c, in, "initial_normalizer"));
   r.cu_seqlens = optional_view(named(c, in, "cu_seqlens"));
@@ -118,6 +127,7 @@ void la_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& 
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;
     out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
+                 : n == "grad_log_gate" ? r.grad_log_gate
                  : n == "grad_initial_state" ? r.grad_initial_state : r.grad_initial_normalizer);
   }
 }

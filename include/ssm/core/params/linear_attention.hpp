@@ -1,7 +1,9 @@
-// The argument block of linear attention (Katharopoulos et al. 2020) and of RetNet's retention (Sun et al. 2023),
-// docs/linear_attention.md. Per sequence and head, with a state S (dk, dv) and, when normalized, z (dk):
+// The argument block of linear attention (Katharopoulos et al. 2020), of RetNet's retention (Sun et al. 2023) and of
+// gated linear attention, GLA (Yang et al. 2024), docs/linear_attention.md. Per sequence and head, with a state
+// S (dk, dv) and, when normalized, z (dk):
 //   q̃_t = scale φ(q_t),   k̃_t = φ(k_t),   φ = identity or elu + 1 (feature_map);
-//   S_t = γ S_{t−1} + k̃_t v_tᵀ,   z_t = γ z_{t−1} + k̃_t     (γ = γ_h ∈ (0, 1] per head; 1 without a decay);
+//   α_t = γ exp(g_t) (dk)   (γ = γ_h ∈ (0, 1] per head, 1 without a decay; g_t <= 0 GLA's log gate, 0 without one);
+//   S_t = diag(α_t) S_{t−1} + k̃_t v_tᵀ,   z_t = α_t ⊙ z_{t−1} + k̃_t;
 //   y_t = S_tᵀ q̃_t,  or with the normalizer  y_t = S_tᵀ q̃_t / (z_tᵀ q̃_t + eps).
 // Plain pointers, sizes and element strides, trivially copyable; pointers are memory of the device that runs it.
 #pragma once
@@ -41,6 +43,8 @@ struct LinearAttentionParams {
   double eps = 0;          // >= 0, with normalize
   double scale = 1;        // q̃ = scale φ(q)
   const double* log_gamma = nullptr;  // (h) host: log γ_h <= 0; or null (γ = 1: plain linear attention)
+  const void* log_gate = nullptr;     // (b, l, h, dk) input dtype: GLA's g_t, each finite and <= 0; or null (g = 0)
+  std::int64_t gate_batch_stride = 0, gate_seq_stride = 0, gate_head_stride = 0;
 
   // Inputs, element strides; the last dimension has unit stride.
   const void* q = nullptr;  // (b, l, g, dk) input dtype
@@ -72,13 +76,14 @@ struct LinearAttentionParams {
 /// The gradients of the forward. grad_out (b, l, h, dv) input dtype, contiguous; grad_final_state (rows, h, dk, dv)
 /// and grad_final_normalizer (rows, h, dk) param dtype or null (zero). Outputs, contiguous, null ones skipped:
 /// grad_q, grad_k (b, l, g, dk) summed over a group's heads, grad_v (b, l, h, dv), grad_initial_state,
-/// grad_initial_normalizer. γ is fixed: no gradient.
+/// grad_initial_normalizer, grad_log_gate (b, l, h, dk) with a log gate. γ is fixed: no gradient.
 struct LinearAttentionGradParams {
   const void* grad_out = nullptr;
   const void* grad_final_state = nullptr;
   const void* grad_final_normalizer = nullptr;
   void *grad_q = nullptr, *grad_k = nullptr, *grad_v = nullptr;
   void *grad_initial_state = nullptr, *grad_initial_normalizer = nullptr;
+  void* grad_log_gate = nullptr;
 };
 
 }  // namespace ssm
