@@ -1,6 +1,6 @@
-// The linear-attention layer (layers/linear_attention.hpp) in its RetNet and Katharopoulos configurations and a
-// plain one: the forward equals the layer written out as loops in double (projection, φ, the decayed outer-product
-// state, the normalizer, RMSNorm per head, the swish gate, output projection); decoding steps reproduce the forward;
+// The linear-attention layer (layers/linear_attention.hpp) in its RetNet, Katharopoulos and GLA configurations and a
+// plain one: the forward equals the layer written out as loops in double (projection, φ, GLA's low-rank log gate, the
+// decayed outer-product state, the normalizer, RMSNorm per head, the swish gate, output projection); decoding steps reproduce the forward;
 // the layer decodes in a HybridStack beside a DeltaNet layer; bad input is an ssm::Error naming the argument.
 #include <gtest/gtest.h>
 
@@ -44,15 +44,28 @@ std::vector<double> written_out(const LinearAttentionConfig& cfg, const LinearAt
     for (index_t t = 0; t < l; ++t)
       for (index_t c = 0; c < P; ++c)
         for (index_t j = 0; j < dm; ++j) proj[t][c] += p.in_proj[c * dm + j] * X[(bi * l + t) * dm + j];
+    // GLA: α = exp(logsigmoid(gate_up (gate_down x) + gate_bias) / τ) = sigmoid(·)^(1/τ), (l, h dk)
+    std::vector<std::vector<double>> alpha(l, std::vector<double>(h * dk, 1.0));
+    if (cfg.gated)
+      for (index_t t = 0; t < l; ++t)
+        for (index_t c = 0; c < h * dk; ++c) {
+          double a = p.gate_bias[c];
+          for (index_t r = 0; r < cfg.gate_rank; ++r) {
+            double low = 0;
+            for (index_t j = 0; j < dm; ++j) low += p.gate_down[r * dm + j] * X[(bi * l + t) * dm + j];
+            a += p.gate_up[c * cfg.gate_rank + r] * low;
+          }
+          alpha[t][c] = std::pow(1 / (1 + std::exp(-a)), 1 / cfg.gate_normalizer);
+        }
     std::vector<std::vector<double>> o(l, std::vector<double>(h * dv, 0.0));
     for (index_t hi = 0; hi < h; ++hi) {
       const double gamma = cfg.retention ? 1 - std::pow(2.0, -5.0 - static_cast<double>(hi)) : 1.0;
       std::vector<double> S(dk * dv, 0.0), z(dk, 0.0);
       for (index_t t = 0; t < l; ++t) {
         for (index_t i = 0; i < dk; ++i) {
-          const double k = phi(proj[t][h * dk + hi * dk + i]);
-          z[i] = gamma * z[i] + k;
-          for (index_t j = 0; j < dv; ++j) S[i * dv + j] = gamma * S[i * dv + j] + k * proj[t][2 * h * dk + hi * dv + j];
+          const double k = phi(proj[t][h * dk + hi * dk + i]), a = gamma * alpha[t][hi * dk + i];
+          z[i] = a * z[i] + k;
+          for (index_t j = 0; j < dv; ++j) S[i * dv + j] = a * S[i * dv + j] + k * proj[t][2 * h * dk + hi * dv + j];
         }
         double den = 0;
         for (index_t i = 0; i < dk; ++i) den += z[i] * scale * phi(proj[t][hi * dk + i]);
@@ -101,6 +114,12 @@ std::vector<Case> cases() {
   mixed.normalize = true, mixed.feature_map = ssm::FeatureMap::elu_plus_one, mixed.output_gate = false;
   mixed.chunk_size = 4;
   v.push_back({mixed, 1, 9});
+  v.push_back({LinearAttentionConfig::gla(16, 2), 2, 21});  // GLA: dk 4, dv 8, the low-rank gate, l > chunk 8
+  v.back().cfg.chunk_size = 8;
+  LinearAttentionConfig gla_odd = LinearAttentionConfig::gla(12, 3);  // GLA with γ, elu + 1, the normalizer, rank 3
+  gla_odd.retention = gla_odd.normalize = true, gla_odd.feature_map = ssm::FeatureMap::elu_plus_one;
+  gla_odd.gate_rank = 3, gla_odd.gate_normalizer = 2, gla_odd.chunk_size = 5;
+  v.push_back({gla_odd, 1, 17});
   return v;
 }
 
@@ -138,7 +157,8 @@ TEST(LinearAttentionLayer, DecodesInAHybridStackBesideDeltaNet) {
   stack.add(retnet);
   stack.add(DeltaNetLayer<float>::init(dc, 2));
   stack.add(LinearAttentionLayer<float>::init(LinearAttentionConfig::katharopoulos(d, 3), 3));
-  EXPECT_EQ(stack.pattern(), "aba");
+  stack.add(LinearAttentionLayer<float>::init(LinearAttentionConfig::gla(d, 2), 4));
+  EXPECT_EQ(stack.pattern(), "abaa");
   const Tensor x = random_input<float>({b, l, d}, 4);
   const std::vector<double> full = doubles(stack.forward(x));
   for (index_t prefill : {1, 3}) EXPECT_LT(rel_diff(doubles(decode_in_pieces(stack, x, prefill)), full), 1e-4);
@@ -156,6 +176,11 @@ TEST(LinearAttentionLayer, BadInputIsAnErrorNamingTheArgument) {
   expect_arg_error("head_dim", bad([](LinearAttentionConfig& c) { c.heads = 9; }));
   expect_arg_error("norm_eps", bad([](LinearAttentionConfig& c) { c.norm_eps = std::numeric_limits<double>::quiet_NaN(); }));
   expect_arg_error("chunk_size", bad([](LinearAttentionConfig& c) { c.chunk_size = 0; }));
+  expect_arg_error("gate_rank", bad([](LinearAttentionConfig& c) { c.gated = true, c.gate_rank = 0; }));
+  expect_arg_error("gate_normalizer", bad([](LinearAttentionConfig& c) { c.gated = true, c.gate_normalizer = 0; }));
+  expect_arg_error("gate_normalizer", bad([](LinearAttentionConfig& c) {
+    c.gated = true, c.gate_normalizer = std::numeric_limits<double>::infinity();
+  }));
   const auto layer = LinearAttentionLayer<float>::init(LinearAttentionConfig::katharopoulos(8, 2), 1);
   expect_arg_error("x", [&] { layer.forward(random_input<float>({1, 2, 6}, 1)); });
   expect_arg_error("x", [&] { layer.forward(random_input<double>({1, 2, 8}, 1)); });
@@ -167,6 +192,10 @@ TEST(LinearAttentionLayer, BadInputIsAnErrorNamingTheArgument) {
   LinearAttentionLayerParams<float> p = layer.params();
   p.out_proj.push_back(0);
   expect_arg_error("out_proj", [&] { LinearAttentionLayer<float>(layer.config(), p); });
+  const auto gla = LinearAttentionLayer<float>::init(LinearAttentionConfig::gla(8, 2), 1);
+  LinearAttentionLayerParams<float> gp = gla.params();
+  gp.gate_up.pop_back();
+  expect_arg_error("gate_up", [&] { LinearAttentionLayer<float>(gla.config(), gp); });
 }
 
 }  // namespace

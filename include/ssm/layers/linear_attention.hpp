@@ -1,16 +1,20 @@
-// The linear-attention layer (Katharopoulos et al. 2020, "Transformers are RNNs") and RetNet's multi-scale
-// retention layer (Sun et al. 2023, "Retentive Network", §2.2) as one sequence mixer over ssm::linear_attention
-// (docs/linear_attention.md):
+// The linear-attention layer (Katharopoulos et al. 2020, "Transformers are RNNs"), RetNet's multi-scale retention
+// layer (Sun et al. 2023, "Retentive Network", §2.2) and the gated linear attention layer, GLA (Yang et al. 2024,
+// "Gated Linear Attention Transformers with Hardware-Efficient Training", §4.4) as one sequence mixer over
+// ssm::linear_attention (docs/linear_attention.md):
 //
 //   [q k v | o_gate] = in_proj(x)                    one projection, columns in that order (o_gate with output_gate)
-//   o = linear_attention(q, k, v)                    φ, the normalizer, the scale and a fixed decay γ_h per head
+//   g = logsigmoid(gate_up(gate_down(x)) + b) / τ    (b, l, h, dk), GLA only: α_t = exp(g_t) per key channel
+//   o = linear_attention(q, k, v, g)                 φ, the normalizer, the scale and a fixed decay γ_h per head
 //   o = RMSNorm_dv(o) · w  (output_norm)             per head over dv (RetNet's GroupNorm, as RMSNorm: no mean)
 //   o = o ⊙ silu(o_gate)   (output_gate)             RetNet's swish gate
 //   y = out_proj(o)
 //
 // LinearAttentionConfig::retnet(d_model, heads) is RetNet's layer: γ_h = 1 − 2^(−5−h), dv = 2 dk, scale dk^(−1/2),
 // the norm and the gate, no normalizer (RetNet's xPos rotation of q and k is not applied). ::katharopoulos(d_model,
-// heads) is the original: φ = elu + 1, the normalizer, no decay, no norm, no gate. Every stage is an op
+// heads) is the original: φ = elu + 1, the normalizer, no decay, no norm, no gate. ::gla(d_model, heads) is GLA's
+// layer: dk = d_model / (2 h), dv = d_model / h, the low-rank gate (rank 16, τ = 16), the norm and the swish gate, no
+// normalizer, no short convolution. Every stage is an op
 // (ssm::linear, ssm::linear_attention / linear_attention_step, ssm::rms_norm), the output path in head_mixer.hpp.
 // CPU tensors of T = float or double; forward and decoding steps, no layer backward yet.
 #pragma once
@@ -41,6 +45,9 @@ struct LinearAttentionConfig {
   bool retention = false;     // the decay γ_h = 1 − 2^(−5−h) per head (RetNet)
   bool output_norm = false;   // RMSNorm over dv per head, weight (dv)
   bool output_gate = false;   // o ⊙ silu(o_gate)
+  bool gated = false;         // GLA's data-dependent log gate per key channel
+  index_t gate_rank = 16;     // GLA: gate_down (gate_rank, d_model), gate_up (h dk, gate_rank)
+  double gate_normalizer = 16;  // GLA's τ: g = logsigmoid(·) / τ
   double norm_eps = 1e-5;
   index_t chunk_size = 64;    // the op's chunk in forward
 
@@ -55,6 +62,15 @@ struct LinearAttentionConfig {
     c.d_model = d_model, c.heads = heads;
     c.head_v_dim = heads > 0 ? 2 * (d_model / heads) : 0;
     c.retention = c.output_norm = c.output_gate = true;
+    return c;
+  }
+  /// GLA's layer (fla's defaults: expand_k 0.5, expand_v 1, low-rank gate 16, τ = 16, RMSNorm and swish gate).
+  static LinearAttentionConfig gla(index_t d_model, index_t heads) {
+    LinearAttentionConfig c;
+    c.d_model = d_model, c.heads = heads;
+    c.head_dim = heads > 0 ? d_model / 2 / heads : 0;
+    c.head_v_dim = heads > 0 ? d_model / heads : 0;
+    c.gated = c.output_norm = c.output_gate = true;
     return c;
   }
   /// Katharopoulos et al.'s linear attention: φ = elu + 1 and the normalizer.
@@ -75,6 +91,9 @@ struct LinearAttentionConfig {
     c.require(head_v_dim >= 0, "head_v_dim", "must be >= 0 (0: head_dim), got ", head_v_dim);
     c.require(std::isfinite(norm_eps) && norm_eps > 0, "norm_eps", "must be finite and > 0, got ", norm_eps);
     c.require(chunk_size >= 1, "chunk_size", "must be >= 1, got ", chunk_size);
+    c.require(!gated || gate_rank >= 1, "gate_rank", "must be >= 1 with gated, got ", gate_rank);
+    c.require(std::isfinite(gate_normalizer) && gate_normalizer > 0, "gate_normalizer", "must be finite and > 0, got ",
+              gate_normalizer);
   }
 };
 
@@ -84,6 +103,9 @@ struct LinearAttentionLayerParams {
   std::vector<T> in_proj;      // (proj_dim, d_model): q_proj, k_proj, v_proj, [g_proj] stacked
   std::vector<T> norm_weight;  // (dv) with output_norm, else empty
   std::vector<T> out_proj;     // (d_model, h dv)
+  std::vector<T> gate_down;    // (gate_rank, d_model) with gated, else empty
+  std::vector<T> gate_up;      // (h dk, gate_rank) with gated
+  std::vector<T> gate_bias;    // (h dk) with gated
 };
 
 /// The decoding state: S (b, h, dk, dv) and, with the normalizer, z (b, h, dk), of the layer's dtype.
@@ -107,6 +129,10 @@ class LinearAttentionLayer {
     size("in_proj", p_.in_proj, cfg_.proj_dim() * cfg_.d_model);
     size("norm_weight", p_.norm_weight, cfg_.output_norm ? cfg_.dv() : 0);
     size("out_proj", p_.out_proj, cfg_.d_model * cfg_.heads * cfg_.dv());
+    const index_t r = cfg_.gated ? cfg_.gate_rank : 0, hk = cfg_.heads * cfg_.dk();
+    size("gate_down", p_.gate_down, r * cfg_.d_model);
+    size("gate_up", p_.gate_up, hk * r);
+    size("gate_bias", p_.gate_bias, cfg_.gated ? hk : 0);
   }
 
   /// Projections uniform in ±1/√fan_in (PyTorch's default bound), the norm weight 1.
@@ -118,6 +144,12 @@ class LinearAttentionLayer {
     p.in_proj = uniform(cfg.proj_dim() * cfg.d_model, static_cast<double>(cfg.d_model));
     if (cfg.output_norm) p.norm_weight.assign(static_cast<std::size_t>(cfg.dv()), T(1));
     p.out_proj = uniform(cfg.d_model * cfg.heads * cfg.dv(), static_cast<double>(cfg.heads * cfg.dv()));
+    if (cfg.gated) {
+      const index_t r = cfg.gate_rank, hk = cfg.heads * cfg.dk();
+      p.gate_down = uniform(r * cfg.d_model, static_cast<double>(cfg.d_model));
+      p.gate_up = uniform(hk * r, static_cast<double>(r));
+      p.gate_bias = uniform(hk, static_cast<double>(r));
+    }
     return LinearAttentionLayer(cfg, std::move(p));
   }
 
@@ -172,14 +204,28 @@ class LinearAttentionLayer {
     Tensor proj = Tensor::empty({b, l, P}, dt);  // (b, l, P)
     project(TensorView::of(p_.in_proj.data(), {P, dm}), x.reshape({rows, dm}), std::nullopt,
             proj.view().reshape({rows, P}), threads_);
+    Tensor g;  // GLA: (b, l, h, dk) = logsigmoid(gate_up(gate_down(x)) + gate_bias) / τ = −softplus(−·) / τ <= 0
+    if (cfg_.gated) {
+      const index_t r = cfg_.gate_rank;
+      Tensor low = Tensor::empty({rows, r}, dt);  // (b l, r)
+      project(TensorView::of(p_.gate_down.data(), {r, dm}), x.reshape({rows, dm}), std::nullopt, low, threads_);
+      g = Tensor::empty({b, l, h, dk}, dt);
+      project(TensorView::of(p_.gate_up.data(), {h * dk, r}), low, TensorView::of(p_.gate_bias.data(), {h * dk}),
+              g.view().reshape({rows, h * dk}), threads_);
+      const T inv_tau = static_cast<T>(1.0 / cfg_.gate_normalizer);
+      T* gv = g.data_as<T>();
+      for (index_t i = 0; i < g.numel(); ++i) gv[i] = -scalar::softplus(-gv[i]) * inv_tau;
+    }
     Tensor o = Tensor::empty({b, l, h, dv}, dt);  // (b, l, h, dv)
     const LinearAttentionOptions opt = op_options();
     if (state && l == 1) {  // one token: the decode step updates S (and z) in place
       linear_attention_step(part(proj, 0, {b, h, dk}, {P, dk, 1}), part(proj, h * dk, {b, h, dk}, {P, dk, 1}),
                             part(proj, 2 * h * dk, {b, h, dv}, {P, dv, 1}), state->S.view(), optional_view(state->z),
-                            o.view().reshape({b, h, dv}), opt);
+                            o.view().reshape({b, h, dv}), opt,
+                            cfg_.gated ? std::optional<TensorView>(g.view().reshape({b, h, dk})) : std::nullopt);
     } else {
       LinearAttentionInputs in;
+      if (cfg_.gated) in.log_gate = g.view();
       in.q = part(proj, 0, {b, l, h, dk}, {l * P, P, dk, 1});
       in.k = part(proj, h * dk, {b, l, h, dk}, {l * P, P, dk, 1});
       in.v = part(proj, 2 * h * dk, {b, l, h, dv}, {l * P, P, dv, 1});
