@@ -5,7 +5,9 @@
 //   - the token loop alone;
 //   - the chunked backward with bwd_over_fwd: its best time over the forward's best of 5 (target <= 3).
 // Variants (the first argument): 0 linear attention (φ = identity, no normalizer), 1 retention (γ_h of RetNet, scale
-// dk^-1/2), 2 Katharopoulos (φ = elu + 1 with the normalizer).
+// dk^-1/2), 2 Katharopoulos (φ = elu + 1 with the normalizer), 3 GLA (a log gate per key channel in [−0.1, 0), about
+// what GLA's logsigmoid / 16 gives: the gated chunk algebra, one product per chunk), 4 GLA with a gate in [−1, 0)
+// (spans of ~32 per chunk of 64: blocks split once in f32).
 // The delta rule (ops/delta_rule.hpp, docs/delta_rule.md) at the same shape, BM_dr_*: the chunked forward (WY / UT)
 // with speedup_over_loop, the token loop, and the backward (a token loop over checkpointed states) with
 // bwd_over_fwd. Variants: 0 DeltaNet, 1 Gated DeltaNet; both with L2-normalized q, k and scale dk^-1/2.
@@ -31,13 +33,16 @@ linear_attention_problem::LaCase bench_case(index_t l, int variant) {
   linear_attention_problem::LaCase c;
   c.b = 1, c.l = l, c.h = 4, c.g = 4, c.dk = 128, c.dv = 128, c.dtype = ssm::DType::f32;
   if (variant == 2) c.feature_map = ssm::FeatureMap::elu_plus_one, c.normalize = true;
+  if (variant == 3) c.gate = 0.1;
+  if (variant == 4) c.gate = 1;
   return c;
 }
 
 ssm::LinearAttentionOptions bench_options(const linear_attention_problem::LaData& d, int variant, index_t chunk,
                                           ssm::LinearAttentionPath path) {
   ssm::LinearAttentionOptions o = d.options();
-  if (variant == 1) o.gamma = ssm::retention_gammas(d.cs.h), o.scale = 1.0 / std::sqrt(static_cast<double>(d.cs.dk));
+  if (variant == 1) o.gamma = ssm::retention_gammas(d.cs.h);
+  if (variant == 1 || variant >= 3) o.scale = 1.0 / std::sqrt(static_cast<double>(d.cs.dk));
   o.chunk_size = chunk, o.threads = 1, o.path = path;
   return o;
 }
@@ -179,17 +184,17 @@ void BM_dr_backward(benchmark::State& state) {
 
 // (l, variant, chunk)
 BENCHMARK(BM_la_chunked)
-    ->ArgsProduct({{4096}, {0, 1, 2}, {64, 128}})
+    ->ArgsProduct({{4096}, {0, 1, 2, 3, 4}, {64, 128}})
     ->ArgNames({"l", "variant", "chunk"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_la_recurrent)
-    ->ArgsProduct({{4096}, {0, 1, 2}})
+    ->ArgsProduct({{4096}, {0, 1, 2, 3, 4}})
     ->ArgNames({"l", "variant"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_la_backward)
-    ->ArgsProduct({{4096}, {0, 1, 2}, {64}})
+    ->ArgsProduct({{4096}, {0, 1, 2, 3, 4}, {64}})
     ->ArgNames({"l", "variant", "chunk"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -159,21 +159,26 @@ void bind_layers(nb::module_& m) {
       "__init__",
       [](LinearAttentionMixer* self, index_t d_model, index_t heads, index_t head_dim, index_t head_v_dim,
          const std::string& feature_map, bool normalize, bool retention, bool output_norm, bool output_gate,
-         double norm_eps, index_t chunk_size, std::uint64_t seed) {
+         bool gated, index_t gate_rank, double gate_normalizer, double norm_eps, index_t chunk_size,
+         std::uint64_t seed) {
         layers::LinearAttentionConfig c;
         c.d_model = d_model, c.heads = heads, c.head_dim = head_dim, c.head_v_dim = head_v_dim;
         c.feature_map = feature_map_choice("LinearAttention", feature_map);
         c.normalize = normalize, c.retention = retention, c.output_norm = output_norm, c.output_gate = output_gate;
+        c.gated = gated, c.gate_rank = gate_rank, c.gate_normalizer = gate_normalizer;
         c.norm_eps = norm_eps, c.chunk_size = chunk_size;
         new (self) LinearAttentionMixer{layers::LinearAttentionLayer<float>::init(c, seed), "LinearAttention"};
       },
       "d_model"_a, nb::kw_only(), "heads"_a = linear_d.heads, "head_dim"_a = linear_d.head_dim,
       "head_v_dim"_a = linear_d.head_v_dim, "feature_map"_a = "identity", "normalize"_a = linear_d.normalize,
       "retention"_a = linear_d.retention, "output_norm"_a = linear_d.output_norm,
-      "output_gate"_a = linear_d.output_gate, "norm_eps"_a = linear_d.norm_eps, "chunk_size"_a = linear_d.chunk_size,
-      "seed"_a = 0,
+      "output_gate"_a = linear_d.output_gate, "gated"_a = linear_d.gated, "gate_rank"_a = linear_d.gate_rank,
+      "gate_normalizer"_a = linear_d.gate_normalizer, "norm_eps"_a = linear_d.norm_eps,
+      "chunk_size"_a = linear_d.chunk_size, "seed"_a = 0,
       "RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). "
-      "Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos).");
+      "Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos). GLA: gated (the "
+      "low-rank log gate logsigmoid(.) / gate_normalizer per key channel), head_dim = d_model / (2 heads), "
+      "head_v_dim = d_model / heads, output_norm and output_gate (LinearAttention.gla).");
   bind_mixer<LinearAttentionMixer, layers::LinearAttentionState>(linear, "LinearAttentionState", m);
 
   nb::class_<AttentionMixer> attention(

@@ -8,6 +8,7 @@ from typing import Annotated
 from numpy.typing import NDArray
 
 from ssm.layers import (
+    _gla as gla,
     _katharopoulos as katharopoulos,
     _retnet as retnet,
     forward as forward
@@ -50,14 +51,14 @@ def ssd_backward(x: Annotated[NDArray, dict(writable=False)], dt: Annotated[NDAr
     Gradients of ssd for grad_out (x's shape). Returns (grad_x, grad_dt, grad_A, grad_B, grad_C, grad_D, grad_z, grad_dt_bias, grad_initial_state, path).
     """
 
-def linear_attention(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, feature_map: str = 'identity', normalize: bool = False, eps: float = 1e-06, scale: float = 1.0, gamma: Sequence[float] | None = None, return_final_state: bool = False, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
+def linear_attention(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], *, log_gate: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, feature_map: str = 'identity', normalize: bool = False, eps: float = 1e-06, scale: float = 1.0, gamma: Sequence[float] | None = None, return_final_state: bool = False, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
     """
-    Linear attention / retention. q, k (b, l, g, dk); v (b, l, h, dv). Returns (out, final_state, final_normalizer, path).
+    Linear attention / retention / GLA. q, k (b, l, g, dk); v (b, l, h, dv); log_gate (b, l, h, dk) <= 0. Returns (out, final_state, final_normalizer, path).
     """
 
-def linear_attention_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, feature_map: str = 'identity', normalize: bool = False, eps: float = 1e-06, scale: float = 1.0, gamma: Sequence[float] | None = None, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
+def linear_attention_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, log_gate: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_normalizer: Annotated[NDArray, dict(writable=False)] | None = None, feature_map: str = 'identity', normalize: bool = False, eps: float = 1e-06, scale: float = 1.0, gamma: Sequence[float] | None = None, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
     """
-    Gradients of linear_attention for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_initial_state, grad_initial_normalizer, path).
+    Gradients of linear_attention for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_initial_state, grad_initial_normalizer, grad_log_gate, path).
     """
 
 def delta_rule(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], beta: Annotated[NDArray, dict(writable=False)], *, g: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, l2_normalize: bool = True, norm_eps: float = 1e-06, scale: float = 1.0, return_final_state: bool = False, chunk_size: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
@@ -189,9 +190,9 @@ class LinearAttention:
     Multi-head linear attention (Katharopoulos et al. 2020) and RetNet's retention (Sun et al. 2023): in_proj to q, k, v (and a gate), the linear-attention op with a feature map, decay and normalizer, out_proj.
     """
 
-    def __init__(self, d_model: int, *, heads: int = 4, head_dim: int = 0, head_v_dim: int = 0, feature_map: str = 'identity', normalize: bool = False, retention: bool = False, output_norm: bool = False, output_gate: bool = False, norm_eps: float = 1e-05, chunk_size: int = 64, seed: int = 0) -> None:
+    def __init__(self, d_model: int, *, heads: int = 4, head_dim: int = 0, head_v_dim: int = 0, feature_map: str = 'identity', normalize: bool = False, retention: bool = False, output_norm: bool = False, output_gate: bool = False, gated: bool = False, gate_rank: int = 16, gate_normalizer: float = 16.0, norm_eps: float = 1e-05, chunk_size: int = 64, seed: int = 0) -> None:
         """
-        RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos).
+        RetNet: retention, output_norm and output_gate with head_v_dim = 2 d_model / heads (LinearAttention.retnet). Katharopoulos: feature_map 'elu_plus_one' with normalize (LinearAttention.katharopoulos). GLA: gated (the low-rank log gate logsigmoid(.) / gate_normalizer per key channel), head_dim = d_model / (2 heads), head_v_dim = d_model / heads, output_norm and output_gate (LinearAttention.gla).
         """
 
     def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: LinearAttentionState | None = None) -> object:

@@ -1,6 +1,7 @@
 """Sequence-mixing layers of the library, f32 on the CPU, each made from its config with the published
 initialization and a seed: :class:`MambaBlock`, :class:`Mamba2Block`, :class:`DeltaNet` (``gated=True``: Gated
-DeltaNet), :class:`LinearAttention` (:meth:`LinearAttention.retnet`, :meth:`LinearAttention.katharopoulos`) and
+DeltaNet), :class:`LinearAttention` (:meth:`LinearAttention.retnet`, :meth:`LinearAttention.katharopoulos`,
+:meth:`LinearAttention.gla`) and
 :class:`MultiHeadAttention` (softmax attention; its state is a KV cache).
 
 ``layer.forward(x)`` maps x (b, l, d_model) float32 to (b, l, d_model) in x's framework (NumPy, PyTorch or JAX),
@@ -46,10 +47,19 @@ def _katharopoulos(cls: Any, d_model: int, heads: int, **kwargs: Any) -> LinearA
     return cls(d_model, heads=heads, feature_map="elu_plus_one", normalize=True, **kwargs)
 
 
+def _gla(cls: Any, d_model: int, heads: int, **kwargs: Any) -> LinearAttention:
+    """Gated linear attention (Yang et al. 2024): a data-dependent decay per key channel from a low-rank gate
+    (logsigmoid / 16), head_dim = d_model / (2 heads), head_v_dim = d_model / heads, per-head RMSNorm and a SiLU
+    output gate."""
+    return cls(d_model, heads=heads, head_dim=d_model // 2 // heads, head_v_dim=d_model // heads, gated=True,
+               output_norm=True, output_gate=True, **kwargs)
+
+
 for _cls in (MambaBlock, Mamba2Block, DeltaNet, LinearAttention, MultiHeadAttention):
     _cls.forward = forward  # layer.forward(x[, state]): the method form
 LinearAttention.retnet = classmethod(_retnet)
 LinearAttention.katharopoulos = classmethod(_katharopoulos)
+LinearAttention.gla = classmethod(_gla)
 
 __all__ = [
     "AttentionState",

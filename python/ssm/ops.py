@@ -101,22 +101,26 @@ def ssd_backward(x: Array, dt: Array, A: Array, B: Array, C: Array, grad_out: Ar
 
 def linear_attention(q: Array, k: Array, v: Array, initial_state: Optional[Array] = None,
                      initial_normalizer: Optional[Array] = None, cu_seqlens: Optional[Array] = None, *,
-                     feature_map: str = "identity", normalize: bool = False, eps: float = 1e-6, scale: float = 1.0,
-                     gamma: Optional[Sequence[float]] = None, return_final_state: bool = False,
-                     chunk_size: int = 64, path: str = "automatic", threads: int = 0) -> Any:
-    """Linear attention (Katharopoulos et al. 2020) and RetNet retention (a fixed decay ``gamma`` per head).
+                     log_gate: Optional[Array] = None, feature_map: str = "identity", normalize: bool = False,
+                     eps: float = 1e-6, scale: float = 1.0, gamma: Optional[Sequence[float]] = None,
+                     return_final_state: bool = False, chunk_size: int = 64, path: str = "automatic",
+                     threads: int = 0) -> Any:
+    """Linear attention (Katharopoulos et al. 2020), RetNet retention (a fixed decay ``gamma`` per head) and GLA
+    (Yang et al. 2024: a data-dependent ``log_gate`` per head, step and key channel).
 
-    ``S_t = γ S_{t-1} + φ(k_t) v_tᵀ``, ``y_t = S_tᵀ q̃_t`` (divided by ``z_tᵀ q̃_t + eps`` with ``normalize``),
-    ``q̃ = scale · φ(q)``, φ = ``feature_map`` ("identity" or "elu_plus_one").
+    ``S_t = diag(α_t) S_{t-1} + φ(k_t) v_tᵀ`` with ``α_t = γ exp(log_gate_t)``, ``y_t = S_tᵀ q̃_t`` (divided by
+    ``z_tᵀ q̃_t + eps`` with ``normalize``), ``q̃ = scale · φ(q)``, φ = ``feature_map`` ("identity" or
+    "elu_plus_one").
 
-    Shapes: q, k (b, l, g, dk); v (b, l, h, dv), g dividing h; initial_state (b, h, dk, dv); initial_normalizer
-    (b, h, dk). Paths: "automatic", "reference", "chunked", "recurrent".
+    Shapes: q, k (b, l, g, dk); v (b, l, h, dv), g dividing h; log_gate (b, l, h, dk), every value finite and <= 0;
+    initial_state (b, h, dk, dv); initial_normalizer (b, h, dk). Paths: "automatic", "reference", "chunked",
+    "recurrent".
 
     Returns out (v's shape), or (out, final_state, final_normalizer) with ``return_final_state``.
     """
     out, state, normalizer, _ = _ext.linear_attention(
-        q, k, v, initial_state=initial_state, initial_normalizer=initial_normalizer, cu_seqlens=cu_seqlens,
-        feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
+        q, k, v, log_gate=log_gate, initial_state=initial_state, initial_normalizer=initial_normalizer,
+        cu_seqlens=cu_seqlens, feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
         gamma=None if gamma is None else list(gamma), return_final_state=return_final_state,
         chunk_size=chunk_size, path=path, threads=threads)
     conv = converter(q)
@@ -126,19 +130,19 @@ def linear_attention(q: Array, k: Array, v: Array, initial_state: Optional[Array
 def linear_attention_backward(q: Array, k: Array, v: Array, grad_out: Array, initial_state: Optional[Array] = None,
                               initial_normalizer: Optional[Array] = None, cu_seqlens: Optional[Array] = None,
                               grad_final_state: Optional[Array] = None,
-                              grad_final_normalizer: Optional[Array] = None, *, feature_map: str = "identity",
-                              normalize: bool = False, eps: float = 1e-6, scale: float = 1.0,
-                              gamma: Optional[Sequence[float]] = None, chunk_size: int = 64,
+                              grad_final_normalizer: Optional[Array] = None, *, log_gate: Optional[Array] = None,
+                              feature_map: str = "identity", normalize: bool = False, eps: float = 1e-6,
+                              scale: float = 1.0, gamma: Optional[Sequence[float]] = None, chunk_size: int = 64,
                               path: str = "automatic", threads: int = 0) -> dict:
     """Gradients of :func:`linear_attention`. Returns a dict ``{"q", "k", "v", "initial_state",
-    "initial_normalizer"}``."""
+    "initial_normalizer", "log_gate"}`` (None for what was not given)."""
     *grads, _ = _ext.linear_attention_backward(
-        q, k, v, grad_out, initial_state=initial_state, initial_normalizer=initial_normalizer,
+        q, k, v, grad_out, log_gate=log_gate, initial_state=initial_state, initial_normalizer=initial_normalizer,
         cu_seqlens=cu_seqlens, grad_final_state=grad_final_state, grad_final_normalizer=grad_final_normalizer,
         feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
         gamma=None if gamma is None else list(gamma), chunk_size=chunk_size, path=path, threads=threads)
     conv = converter(q)
-    names = ("q", "k", "v", "initial_state", "initial_normalizer")
+    names = ("q", "k", "v", "initial_state", "initial_normalizer", "log_gate")
     return {name: conv(g) for name, g in zip(names, grads)}
 
 

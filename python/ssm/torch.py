@@ -114,28 +114,29 @@ class LinearAttentionFunction(torch.autograd.Function):
     """Autograd function of linear attention / retention; see :func:`linear_attention`."""
 
     @staticmethod
-    def forward(ctx, q, k, v, initial_state, initial_normalizer, cu_seqlens, feature_map, normalize, eps, scale,
-                gamma, chunk_size):
+    def forward(ctx, q, k, v, log_gate, initial_state, initial_normalizer, cu_seqlens, feature_map, normalize, eps,
+                scale, gamma, chunk_size):
         ctx.set_materialize_grads(False)
         ctx.options = dict(feature_map=feature_map, normalize=normalize, eps=eps, scale=scale,
                            gamma=None if gamma is None else list(gamma), chunk_size=chunk_size)
         out, state, normalizer, _ = _ext.linear_attention(
-            _d(q), _d(k), _d(v), initial_state=_d(initial_state), initial_normalizer=_d(initial_normalizer),
-            cu_seqlens=cu_seqlens, return_final_state=True, **ctx.options)
-        ctx.save_for_backward(q, k, v, initial_state, initial_normalizer, cu_seqlens)
+            _d(q), _d(k), _d(v), log_gate=_d(log_gate), initial_state=_d(initial_state),
+            initial_normalizer=_d(initial_normalizer), cu_seqlens=cu_seqlens, return_final_state=True, **ctx.options)
+        ctx.save_for_backward(q, k, v, log_gate, initial_state, initial_normalizer, cu_seqlens)
         return _to_torch(out), _to_torch(state), _to_torch(normalizer)
 
     @staticmethod
     def backward(ctx, grad_out, grad_final_state, grad_final_normalizer):
-        q, k, v, initial_state, initial_normalizer, cu_seqlens = ctx.saved_tensors
+        q, k, v, log_gate, initial_state, initial_normalizer, cu_seqlens = ctx.saved_tensors
         if grad_out is None:
             grad_out = torch.zeros_like(v)
-        grads = _ext.linear_attention_backward(
-            _d(q), _d(k), _d(v), _c(grad_out), initial_state=_d(initial_state),
+        gq, gk, gv, g_state, g_normalizer, g_gate, _ = _ext.linear_attention_backward(
+            _d(q), _d(k), _d(v), _c(grad_out), log_gate=_d(log_gate), initial_state=_d(initial_state),
             initial_normalizer=_d(initial_normalizer), cu_seqlens=cu_seqlens,
             grad_final_state=_c(grad_final_state),
             grad_final_normalizer=_c(grad_final_normalizer) if ctx.options["normalize"] else None, **ctx.options)
-        return (*(_to_torch(g) for g in grads[:5]), None, None, None, None, None, None, None)
+        grads = (gq, gk, gv, g_gate, g_state, g_normalizer)
+        return (*(_to_torch(g) for g in grads), None, None, None, None, None, None, None)
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -143,11 +144,13 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      initial_normalizer: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
                      feature_map: str = "identity", normalize: bool = False, eps: float = 1e-6, scale: float = 1.0,
                      gamma: Optional[Sequence[float]] = None, chunk_size: int = 64,
-                     return_final_state: bool = False):
-    """Differentiable linear attention / retention (shapes in :func:`ssm.linear_attention`). Gradients flow to q,
-    k, v and the initial state and normalizer. Returns out, or (out, final_state, final_normalizer)."""
-    out, state, normalizer = LinearAttentionFunction.apply(q, k, v, initial_state, initial_normalizer, cu_seqlens,
-                                                           feature_map, normalize, eps, scale, gamma, chunk_size)
+                     return_final_state: bool = False, log_gate: Optional[torch.Tensor] = None):
+    """Differentiable linear attention / retention / GLA (shapes in :func:`ssm.linear_attention`). Gradients flow
+    to q, k, v, the log gate and the initial state and normalizer. Returns out, or (out, final_state,
+    final_normalizer)."""
+    out, state, normalizer = LinearAttentionFunction.apply(q, k, v, log_gate, initial_state, initial_normalizer,
+                                                           cu_seqlens, feature_map, normalize, eps, scale, gamma,
+                                                           chunk_size)
     return (out, state, normalizer) if return_final_state else out
 
 

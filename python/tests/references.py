@@ -75,9 +75,10 @@ def ssd_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, ini
 
 
 def linear_attention_ref(q, k, v, feature_map="identity", normalize=False, eps=1e-6, scale=1.0, gamma=None,
-                         initial_state=None):
-    """S_t = γ S_{t-1} + φ(k_t) v_tᵀ, z_t = γ z_{t-1} + φ(k_t), y_t = S_tᵀ q̃_t [/ (z_tᵀ q̃_t + eps)], q̃ = scale φ(q).
-    q, k (b, l, g, dk); v (b, l, h, dv); returns (out, final_state)."""
+                         initial_state=None, log_gate=None):
+    """S_t = diag(α_t) S_{t-1} + φ(k_t) v_tᵀ, z_t = α_t z_{t-1} + φ(k_t), α_t = γ exp(log_gate_t),
+    y_t = S_tᵀ q̃_t [/ (z_tᵀ q̃_t + eps)], q̃ = scale φ(q).
+    q, k (b, l, g, dk); v (b, l, h, dv); log_gate (b, l, h, dk); returns (out, final_state)."""
     b, l, h, dv = v.shape
     g, dk = q.shape[2], q.shape[3]
     phi = (lambda x: x) if feature_map == "identity" else (lambda x: F.elu(x) + 1)
@@ -88,8 +89,9 @@ def linear_attention_ref(q, k, v, feature_map="identity", normalize=False, eps=1
     Z = v.new_zeros(b, h, dk)
     ys = []
     for t in range(l):
-        S = gam[None, :, None, None] * S + kh[:, t, :, :, None] * v[:, t, :, None, :]
-        Z = gam[None, :, None] * Z + kh[:, t]
+        a = gam[None, :, None] * (1 if log_gate is None else torch.exp(log_gate[:, t]))  # (b or 1, h, dk)
+        S = a[..., None] * S + kh[:, t, :, :, None] * v[:, t, :, None, :]
+        Z = a * Z + kh[:, t]
         y = (S * qh[:, t, :, :, None]).sum(2)  # (b, h, dv)
         if normalize:
             y = y / ((Z * qh[:, t]).sum(-1, keepdim=True) + eps)

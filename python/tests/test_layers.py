@@ -19,6 +19,7 @@ def _layers():
         "gated_deltanet": layers.DeltaNet(D_MODEL, heads=2, head_v_dim=32, gated=True, chunk_size=8, seed=4),
         "retnet": layers.LinearAttention.retnet(D_MODEL, 4, chunk_size=8, seed=5),
         "katharopoulos": layers.LinearAttention.katharopoulos(D_MODEL, 4, chunk_size=8, seed=6),
+        "gla": layers.LinearAttention.gla(D_MODEL, 4, chunk_size=8, seed=8),
         "attention": layers.MultiHeadAttention(D_MODEL, n_heads=4, n_kv_heads=2, rotary=True, seed=7),
     }
 

@@ -83,6 +83,21 @@ def test_linear_attention_matches_definition(rng, feature_map, normalize, gamma)
     np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("path", ["chunked", "recurrent", "reference"])
+def test_gla_log_gate_matches_definition(rng, path):
+    b, l, g, h, dk, dv = 2, 19, 1, 2, 5, 3
+    q, k = rng.standard_normal((b, l, g, dk)), rng.standard_normal((b, l, g, dk))
+    v = rng.standard_normal((b, l, h, dv))
+    log_gate = -rng.uniform(0, 4, (b, l, h, dk))  # spans the chunked path splits
+    out, state, _ = ssm.linear_attention(q, k, v, log_gate=log_gate, gamma=[0.9, 1.0], chunk_size=8, path=path,
+                                         return_final_state=True)
+    ref, ref_state = linear_attention_ref(_t(q), _t(k), _t(v), gamma=[0.9, 1.0], log_gate=_t(log_gate))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ssm.Error, match="log_gate"):
+        ssm.linear_attention(q, k, v, log_gate=-log_gate)
+
+
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("path", ["chunked", "recurrent", "reference"])
 def test_delta_rule_matches_definition(rng, gated, path):

@@ -62,6 +62,19 @@ def test_linear_attention_gradcheck(feature_map, normalize, gamma):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
+def test_gla_gradcheck():
+    b, l, g, h, dk, dv = 1, 6, 1, 2, 3, 2
+    q, k, v = _randn(b, l, g, dk), _randn(b, l, g, dk), _randn(b, l, h, dv)
+    s0 = _randn(b, h, dk, dv)
+    log_gate = -torch.rand(b, l, h, dk, dtype=torch.float64) - 0.1  # stays <= 0 under gradcheck's perturbations
+    inputs = [t.requires_grad_() for t in (q, k, v, log_gate, s0)]
+
+    def f(q, k, v, log_gate, s0):
+        return st.linear_attention(q, k, v, s0, log_gate=log_gate, scale=0.7, chunk_size=4, return_final_state=True)[:2]
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("gated", [False, True])
 def test_delta_rule_gradcheck(gated):
     b, l, g, h, dk, dv = 1, 5, 1, 2, 3, 2
