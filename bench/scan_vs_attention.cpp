@@ -16,7 +16,12 @@
 // with MambaBlock::set_threads); s4d_layer (ssm::S4DLayer, layers/s4.hpp: h = 768 channels, N = 64 (32 complex
 // modes), S4D-Lin, ZOH; its SSM convolution with the D skip and no output mixing; forward = kernel by Vandermonde
 // + FFT convolution, decode = the recurrent step); selective_scan_op (ssm::selective_scan, the optimized CPU path)
-// in scan_throughput.
+// in scan_throughput. The chunked-state mixers, each forward as a prefill in chunks of 4096 tokens resumed from its
+// state and decode by its one-token step: mamba2_block (ssm::layers::Mamba2Block, layers/mamba2.hpp: d_state 128,
+// heads of 64, expand 2: 24 heads); retnet (ssm::layers::LinearAttentionLayer, LinearAttentionConfig::retnet(768,
+// 12): dk 64, dv 128); gla (LinearAttentionConfig::gla(768, 4), fla's default 4 heads: dk 96, dv 192);
+// gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated). Their workspace_MB is an estimate (three
+// projections' width for one chunk, and the state); peak_rss_MB is measured.
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -35,7 +40,10 @@
 
 #include "machine_limit.hpp"
 #include "ssm/layers/attention.hpp"
+#include "ssm/layers/delta_net.hpp"
+#include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
+#include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/s4.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
@@ -114,15 +122,24 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 }
 
 // ---- mixers --------------------------------------------------------------------------------------------
-enum class Mixer { attention_materialized, attention_tiled, mamba_block, s4d_layer };
+enum class Mixer {
+  attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet
+};
 const char* mixer_name(Mixer m) {
   switch (m) {
     case Mixer::attention_materialized: return "attention_materialized";
     case Mixer::attention_tiled: return "attention_tiled";
     case Mixer::mamba_block: return "mamba_block";
     case Mixer::s4d_layer: return "s4d_layer";
+    case Mixer::mamba2_block: return "mamba2_block";
+    case Mixer::retnet: return "retnet";
+    case Mixer::gla: return "gla";
+    case Mixer::gated_deltanet: return "gated_deltanet";
   }
   return "?";
+}
+bool is_chunked_state_mixer(Mixer m) {
+  return m == Mixer::mamba2_block || m == Mixer::retnet || m == Mixer::gla || m == Mixer::gated_deltanet;
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
@@ -153,6 +170,74 @@ ssm::layers::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm al
   return ssm::layers::MultiHeadAttention<float>(cfg, 1);
 }
 
+ssm::layers::Mamba2Block make_mamba2(int threads) {
+  ssm::layers::Mamba2BlockConfig cfg;
+  cfg.d_model = kDModel, cfg.d_state = 128, cfg.head_dim = kHeadDim, cfg.expand = kExpand;
+  auto block = ssm::layers::Mamba2Block::init(cfg, 1);
+  block.set_threads(threads);
+  return block;
+}
+
+ssm::layers::LinearAttentionLayer<float> make_linear_attention(Mixer m, int threads) {
+  using ssm::layers::LinearAttentionConfig;
+  auto layer = ssm::layers::LinearAttentionLayer<float>::init(
+      m == Mixer::gla ? LinearAttentionConfig::gla(kDModel, 4) : LinearAttentionConfig::retnet(kDModel, kHeads), 1);
+  layer.set_threads(threads);
+  return layer;
+}
+
+ssm::layers::DeltaNetLayer<float> make_deltanet(int threads) {
+  ssm::layers::DeltaNetConfig cfg;
+  cfg.d_model = kDModel, cfg.heads = kHeads, cfg.gated = true;
+  auto layer = ssm::layers::DeltaNetLayer<float>::init(cfg, 1);
+  layer.set_threads(threads);
+  return layer;
+}
+
+/// f(layer) with the chunked-state mixer m built for `threads`.
+template <class F>
+void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
+  if (m == Mixer::mamba2_block) f(make_mamba2(threads));
+  else if (m == Mixer::gated_deltanet) f(make_deltanet(threads));
+  else f(make_linear_attention(m, threads));
+}
+
+/// The in_proj width per token of a chunked-state mixer (for the workspace estimate).
+index_t projection_width(Mixer m) {
+  if (m == Mixer::mamba2_block) return make_mamba2(1).config().proj_dim();
+  if (m == Mixer::gated_deltanet) return make_deltanet(1).config().proj_dim();
+  return make_linear_attention(m, 1).config().proj_dim();
+}
+
+/// A fresh state of one sequence, and its bytes.
+auto fresh_state(const ssm::layers::Mamba2Block& block) { return block.make_cache(1); }
+template <class L>
+auto fresh_state(const L& layer) { return layer.init_state(1); }
+double state_nbytes(const ssm::layers::LinearAttentionState& s) {
+  return static_cast<double>(s.S.nbytes() + (s.z.defined() ? s.z.nbytes() : 0));
+}
+template <class S>
+double state_nbytes(const S& s) { return static_cast<double>(s.nbytes()); }
+
+/// The next tokens x (1, t, d_model) from the state: Mamba2Block's forward resumed from its cache (its step takes
+/// one token of shape (b, d_model)), the other layers' step.
+Tensor advance(const ssm::layers::Mamba2Block& block, const ssm::TensorView& x, ssm::layers::Mamba2LayerCache& cache,
+               bool resume) {
+  return block.forward(x, &cache, resume);
+}
+template <class L>
+Tensor advance(const L& layer, const ssm::TensorView& x, typename L::State& state, bool) {
+  return layer.step(x, state);
+}
+/// One decoding step of x (1, 1, d_model).
+Tensor decode_one(const ssm::layers::Mamba2Block& block, const Tensor& x, ssm::layers::Mamba2LayerCache& cache) {
+  return block.step(x.view().reshape({1, kDModel}), cache);
+}
+template <class L>
+Tensor decode_one(const L& layer, const Tensor& x, typename L::State& state) {
+  return layer.step(x, state);
+}
+
 void set_common_counters(benchmark::State& st, index_t l, int threads, double seconds, RssProbe& rss,
                          double workspace_bytes) {
   st.counters["l"] = static_cast<double>(l);
@@ -174,6 +259,9 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
     // forward_raw's activations for one chunk: xz, xc, dbc, dt, y, the scan's operands and output, out
     const index_t di = kExpand * kDModel, c = std::min(l, kPrefillChunk);
     workspace = static_cast<double>(c * (2 * di + 3 * di + 48 + 32 + 4 * di + 32 + kDModel)) * sizeof(float);
+  } else if (is_chunked_state_mixer(m)) {
+    // an estimate: three copies of one chunk's projection (the projection, the op's packed inputs, its outputs)
+    workspace = 3.0 * static_cast<double>(std::min(l, kPrefillChunk) * projection_width(m)) * sizeof(float);
   } else {
     ssm::AttentionOptions opt;
     opt.algorithm = m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized;
@@ -213,6 +301,22 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
       benchmark::DoNotOptimize(out.data());
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (is_chunked_state_mixer(m)) {
+    with_chunked_state_mixer(m, threads, [&](const auto& layer) {
+      Tensor out = Tensor::empty({1, l, kDModel}, ssm::DType::f32);  // (b, l, d_model)
+      rss.reset();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (auto _ : st) {
+        auto state = fresh_state(layer);
+        for (index_t c0 = 0; c0 < l; c0 += kPrefillChunk) {  // a prefill in chunks: O(chunk) working memory
+          const index_t r = std::min(kPrefillChunk, l - c0);
+          const Tensor y = advance(layer, x.view().narrow(1, c0, r), state, c0 > 0);  // (1, r, d_model)
+          std::copy_n(y.data_as<float>(), r * kDModel, out.data_as<float>() + c0 * kDModel);
+        }
+        benchmark::DoNotOptimize(out.data());
+      }
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    });
   } else {
     const auto layer = make_attention(
         m == Mixer::attention_tiled ? ssm::AttentionAlgorithm::tiled : ssm::AttentionAlgorithm::materialized, threads);
@@ -231,7 +335,9 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
 
 void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
   const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
-  const double cache_bytes = m == Mixer::mamba_block || m == Mixer::s4d_layer ? 0.0 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
+  const double cache_bytes = m == Mixer::mamba_block || m == Mixer::s4d_layer || is_chunked_state_mixer(m)
+                                 ? 0.0
+                                 : 2.0 * static_cast<double>((context + 1) * kDModel) * 4;
   if (skip_if_stopped(st, curve, cache_bytes)) return;
   Tensor x = Tensor::empty({1, 1, kDModel}, ssm::DType::f32);  // (b, 1, d_model): one new token
   fill(x.data_as<float>(), kDModel, 5);
@@ -270,6 +376,20 @@ void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
       benchmark::DoNotOptimize(y.data());
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (is_chunked_state_mixer(m)) {
+    // The state has one size and the step one cost whatever the context, as for the Mamba block; the step runs
+    // from a zero state that every iteration advances.
+    with_chunked_state_mixer(m, threads, [&](const auto& layer) {
+      auto state = fresh_state(layer);
+      state_bytes = state_nbytes(state);
+      rss.reset();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (auto _ : st) {
+        Tensor y = decode_one(layer, x, state);
+        benchmark::DoNotOptimize(y.data());
+      }
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    });
   } else {
     const auto layer = make_attention(ssm::AttentionAlgorithm::tiled, threads);
     auto cache = layer.init_state(1, context + 1);
@@ -394,6 +514,9 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("ssm_entries", "attention_materialized, attention_tiled (ssm::layers::MultiHeadAttention); "
                                              "mamba_block (ssm::layers::MambaBlock, threaded); "
                                              "s4d_layer (ssm::S4DLayer h 768 N 64, SSM convolution + D, no output mixing, threaded); "
+                                             "mamba2_block (ssm::layers::Mamba2Block, d_state 128, 24 heads of 64); "
+                                             "retnet (LinearAttentionConfig::retnet(768, 12)); gla (::gla(768, 4)); "
+                                             "gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -402,7 +525,8 @@ int main(int argc, char** argv) {
                                                 std::to_string(g.mem_gb) + " GB");
   benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
 
-  const Mixer mixers[] = {Mixer::mamba_block, Mixer::s4d_layer, Mixer::attention_tiled, Mixer::attention_materialized};
+  const Mixer mixers[] = {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet,          Mixer::gla,
+                          Mixer::gated_deltanet, Mixer::s4d_layer, Mixer::attention_tiled, Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
@@ -411,7 +535,8 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
-    for (Mixer m : {Mixer::mamba_block, Mixer::s4d_layer, Mixer::attention_tiled})
+    for (Mixer m : {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet, Mixer::gla, Mixer::gated_deltanet,
+                    Mixer::s4d_layer, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);
