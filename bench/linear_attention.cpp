@@ -9,8 +9,9 @@
 // what GLA's logsigmoid / 16 gives: the gated chunk algebra, one product per chunk), 4 GLA with a gate in [−1, 0)
 // (spans of ~32 per chunk of 64: blocks split once in f32).
 // The delta rule (ops/delta_rule.hpp, docs/delta_rule.md) at the same shape, BM_dr_*: the chunked forward (WY / UT)
-// with speedup_over_loop, the token loop, and the backward (a token loop over checkpointed states) with
-// bwd_over_fwd. Variants: 0 DeltaNet, 1 Gated DeltaNet; both with L2-normalized q, k and scale dk^-1/2.
+// with speedup_over_loop, the token loop, and the backward with bwd_over_fwd (its best time over the chunked
+// forward's best): path 0 the chunked WY / UT backward, 1 the token loop over checkpointed states. Variants: 0
+// DeltaNet, 1 Gated DeltaNet; both with L2-normalized q, k and scale dk^-1/2.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -170,11 +171,12 @@ void BM_dr_backward(benchmark::State& state) {
   const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
   const auto in = d.inputs();
   const auto opt = dr_options(d, chunk, ssm::DeltaRulePath::chunked);
+  const auto bwd_opt = dr_options(d, chunk, state.range(3) == 0 ? ssm::DeltaRulePath::chunked : ssm::DeltaRulePath::recurrent);
   const double fwd = best_of(3, [&] { ssm::delta_rule_into(in, out, std::nullopt, opt); });
   double bwd = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();
-    ssm::DeltaRuleGrads g = ssm::delta_rule_backward(in, grad_out, std::nullopt, opt);
+    ssm::DeltaRuleGrads g = ssm::delta_rule_backward(in, grad_out, std::nullopt, bwd_opt);
     benchmark::DoNotOptimize(g.grad_q.data());
     bwd = std::min(bwd, std::chrono::duration<double>(Clock::now() - t0).count());
   }
@@ -210,8 +212,8 @@ BENCHMARK(BM_dr_recurrent)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_dr_backward)
-    ->ArgsProduct({{4096}, {0, 1}, {64}})
-    ->ArgNames({"l", "variant", "chunk"})
+    ->ArgsProduct({{4096}, {0, 1}, {64}, {0, 1}})
+    ->ArgNames({"l", "variant", "chunk", "path"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -2,7 +2,7 @@
 // forms agree (the chunked WY / UT path and the CPU token loop against the token loop in double, ≤ 1e-12 in f64 and
 // ≤ 1e-5 in f32, at chunk sizes 1, 7, 16, 64 that do not divide l, with groups, strided rows, packed sequences); the
 // decode step chained over a sequence equals the parallel form; the rule overwrites a key's value; the reference
-// backward equals central differences (f64); the checkpointed backward equals the reference backward; bad input is
+// backward equals central differences (f64); the chunked and the checkpointed backward equal the reference backward; bad input is
 // an ssm::Error naming the argument.
 #include <gtest/gtest.h>
 
@@ -203,7 +203,7 @@ TEST(DeltaRule, ReferenceBackwardEqualsCentralDifferences) {
   }
 }
 
-TEST(DeltaRule, CheckpointedBackwardEqualsTheReferenceBackward) {
+TEST(DeltaRule, ChunkedAndCheckpointedBackwardsEqualTheReferenceBackward) {
   for (DType dt : {DType::f64, DType::f32})
     for (const DrCase& cs : shapes(dt)) {
       const DrData d = delta_rule_problem::make_data(cs);
@@ -215,11 +215,13 @@ TEST(DeltaRule, CheckpointedBackwardEqualsTheReferenceBackward) {
       o.path = DeltaRulePath::reference;
       const auto ref = ssm::delta_rule_backward(d.inputs(), go.view(), gS.view(), o);
       const double tol = dt == DType::f64 ? 1e-10 : 1e-4;
-      for (index_t chunk : {1, 7, 64}) {
-        SCOPED_TRACE(cs.describe() + " chunk " + std::to_string(chunk));
-        o.path = DeltaRulePath::chunked, o.chunk_size = chunk, o.threads = 2;
+      for (index_t chunk : {1, 7, 64})
+        for (DeltaRulePath path : {DeltaRulePath::chunked, DeltaRulePath::recurrent}) {
+        const bool chunked = path == DeltaRulePath::chunked;
+        SCOPED_TRACE(cs.describe() + " chunk " + std::to_string(chunk) + (chunked ? " chunked" : " checkpointed"));
+        o.path = path, o.chunk_size = chunk, o.threads = 2;
         const auto got = ssm::delta_rule_backward(d.inputs(), go.view(), gS.view(), o);
-        EXPECT_EQ(got.path, "cpu-recurrent");
+        EXPECT_EQ(got.path, chunked ? "cpu-chunked" : "cpu-recurrent");
         EXPECT_LE(rel_error(got.grad_q, ref.grad_q), tol);
         EXPECT_LE(rel_error(got.grad_k, ref.grad_k), tol);
         EXPECT_LE(rel_error(got.grad_v, ref.grad_v), tol);

@@ -1,6 +1,7 @@
 // The delta rule (DeltaNet, Gated DeltaNet) on the CPU (docs/delta_rule.md): the chunked form with the WY / UT
 // transform on the SSD engine's chunk stages (cpu/ssd/), the token loop in the compute type (the decode step is its
-// one-step case), and the backward as a token loop that recomputes the states from per-chunk checkpoints.
+// one-step case), the chunked backward (below), and the backward as a token loop that recomputes the states from
+// per-chunk checkpoints.
 //
 // Chunked. Per sequence and head the state is kept in the engine's orientation H = Sᵀ (dv, dk). In a chunk of len
 // steps entering with H, with K̂, Q̂ (len, dk), V (len, dv), β, and the chunk's cumulative log decays cs_t = Σ_{s<=t} g_s
@@ -15,6 +16,15 @@
 // Every exponent is <= 0; cs is kept in double (chunks.hpp). Unlike SSD and linear attention, U depends on the state
 // entering the chunk, so the chunks of one sequence run in order (threads split over sequences and heads); every
 // product in a chunk is still a matrix product of chunk size.
+//
+// Chunked backward. The same chunk in the op's orientation S (dk, dv), with Γ_ts = exp(cs_t − cs_s) (s <= t),
+// γ_t = Γ's exp(cs_t), ρ_t = exp(cs_last − cs_t), M = Q̂ K̂ᵀ ⊙ Γ (lower, diagonal included), R = [Ũ | W]:
+//   Y = diag(γ) Q̂ S_in + M U,   S_out = γ_last S_in + K̂ᵀ diag(ρ) U,   U = Ũ − W S_in,   (I + A) R = [diag(β) V | diag(βγ) K̂].
+// Given ḡY and ḡS_out, in reverse: ḡU = Mᵀ ḡY + diag(ρ) K̂ ḡS_out; ḡM = lower(ḡY Uᵀ); ḡQ̂ = diag(γ) ḡY S_inᵀ +
+// (ḡM ⊙ Γ) K̂; ḡK̂ = (ḡM ⊙ Γ)ᵀ Q̂ + diag(ρ) U ḡS_outᵀ; ḡS_in = γ_last ḡS_out + Q̂ᵀ diag(γ) ḡY − Wᵀ ḡU; then
+// through the solve, ḡB = (I + A)⁻ᵀ [ḡU | −ḡU S_inᵀ] and ḡA = −strictly-lower(ḡB Rᵀ), into V, β, K̂ and Γ; the log
+// decays collect ḡcs from Γ, γ, ρ and γ_last and sum them backwards over the chunk (ḡg_t = Σ_{u>=t} ḡcs_u). Each
+// chunk's entering state comes from a forward pass in the same orientation that keeps it (l / Q states per head).
 #pragma once
 
 #include <algorithm>
@@ -268,6 +278,217 @@ void backward_recurrent(const DeltaRuleParams& p, const DeltaRuleGradParams& gr,
   if (gr.grad_k) store_row(GK.get(), b * l * ng * dk, static_cast<In*>(gr.grad_k));
 }
 
+/// One chunk of one head in the op's orientation (the chunked backward's forward quantities): the inputs, the
+/// decays Γ (len, len; lower with the diagonal, zero above), γ, ρ (len), γ_last, K̂ K̂ᵀ and A (load); R of the
+/// WY / UT transform (solve); U for the state entering it (advance).
+template <class T>
+struct ChunkForward {
+  Matrix<T> Q, K, V, Gam, KK, A, R, U;
+  std::vector<T> beta, gamma, rho;
+  std::vector<double> cs;
+  T gamma_last = 1;
+
+  template <class In>
+  void load(const DeltaRuleParams& p, std::int64_t bi, std::int64_t t0, std::int64_t len, std::int64_t gi,
+            std::int64_t hh) {
+    load_chunk<In, T>(p, bi, t0, len, gi, hh, Q, K, V, beta, cs);
+    ssd::segment_sums(cs.data(), len);
+    gamma.resize(static_cast<std::size_t>(len)), rho.resize(static_cast<std::size_t>(len));
+    Gam.setZero(len, len);
+    const double last = cs[static_cast<std::size_t>(len - 1)];
+    for (std::int64_t t = 0; t < len; ++t) {
+      const double ct = cs[static_cast<std::size_t>(t)];
+      gamma[static_cast<std::size_t>(t)] = static_cast<T>(std::exp(ct));
+      rho[static_cast<std::size_t>(t)] = static_cast<T>(std::exp(last - ct));
+      for (std::int64_t s = 0; s <= t; ++s) Gam(t, s) = static_cast<T>(std::exp(ct - cs[static_cast<std::size_t>(s)]));
+    }
+    gamma_last = static_cast<T>(std::exp(last));
+    KK.setZero(len, len);  // only the lower triangle is read (A, and the backward's β and Γ terms)
+    KK.template triangularView<Eigen::Lower>() = K * K.transpose();
+    A = KK.cwiseProduct(Gam);
+    for (std::int64_t t = 0; t < len; ++t) A.row(t) *= beta[static_cast<std::size_t>(t)];
+  }
+
+  /// R = (I + A)⁻¹ [diag(β) V | diag(βγ) K̂].
+  void solve() {
+    const std::int64_t len = K.rows(), dk = K.cols(), dv = V.cols();
+    R.resize(len, dv + dk);
+    for (std::int64_t t = 0; t < len; ++t) {
+      const T b = beta[static_cast<std::size_t>(t)];
+      R.row(t).head(dv) = b * V.row(t);
+      R.row(t).tail(dk) = b * gamma[static_cast<std::size_t>(t)] * K.row(t);
+    }
+    A.template triangularView<Eigen::UnitLower>().solveInPlace(R);
+  }
+
+  /// U = Ũ − W S_in, and S (the entering state on entry) ← γ_last S + K̂ᵀ diag(ρ) U.
+  void advance(Matrix<T>& S, Matrix<T>& KR) {
+    const std::int64_t dv = V.cols(), dk = K.cols();
+    U = R.leftCols(dv);
+    U.noalias() -= R.rightCols(dk) * S;
+    KR = K;
+    for (std::int64_t t = 0; t < K.rows(); ++t) KR.row(t) *= rho[static_cast<std::size_t>(t)];
+    S *= gamma_last;
+    S.noalias() += KR.transpose() * U;
+  }
+};
+
+/// The chunked backward (the formulas above), threads over (sequence, group) with the group's heads in turn. Per head
+/// a forward pass keeps each chunk's entering state, R and U (l (dv + dk + dv) + (l / Q) dk dv values per thread), so
+/// the reverse pass solves only the transposed system.
+template <class In>
+void backward_chunked(const DeltaRuleParams& p, const DeltaRuleGradParams& gr, int threads) {
+  using T = compute_t<In>;
+  const std::int64_t b = p.batch, l = p.seqlen, h = p.nheads, ng = p.ngroups, dk = p.dk, dv = p.dv, hpg = h / ng;
+  const std::int64_t Cq = p.chunk_size, size = dk * dv;
+  std::unique_ptr<T[]> GQ = linear_attention::buffer<T>(b * l * ng * dk), GK = linear_attention::buffer<T>(b * l * ng * dk);
+  std::fill_n(GQ.get(), b * l * ng * dk, T(0));
+  std::fill_n(GK.get(), b * l * ng * dk, T(0));
+  parallel_for(p.rows() * ng, threads, [&](std::int64_t task) {
+    const std::int64_t s = task / ng, gi = task % ng, bi = p.seq_row(s), t0 = p.seq_begin(s), t1 = p.seq_end(s);
+    const std::int64_t n_ck = (t1 - t0 + Cq - 1) / Cq;
+    // the thread's kept workspaces (cpu/ssd/chunks.hpp; this pass never runs inside an SSD call): allocated per
+    // call, their pages were faulted in and zeroed every time, 5% of the backward at l = 4096
+    const std::int64_t span = t1 - t0;
+    T* ck = ssd::workspace<T>(0, std::max<std::int64_t>(n_ck, 1) * size);
+    T* Rs = ssd::workspace<T>(1, std::max<std::int64_t>(span, 1) * (dv + dk));
+    T* Us = ssd::workspace<T>(2, std::max<std::int64_t>(span, 1) * dv);
+    ChunkForward<T> f;
+    const bool gate_grad = p.g != nullptr && gr.grad_g != nullptr;
+    Matrix<T> S(dk, dv), dS(dk, dv), dS_in, KR, dY, dU, P, dM, dQK, dQ, dK, dR, QS, QK, E, dKK, dA;
+    std::vector<double> dcs;
+    RowVector<T> raw(dk), gq(dk), gk(dk);
+    for (std::int64_t hh = gi * hpg; hh < (gi + 1) * hpg; ++hh) {
+      const std::int64_t so = (s * h + hh) * size;
+      if (p.initial_state) S = Eigen::Map<const Matrix<T>>(static_cast<const T*>(p.initial_state) + so, dk, dv);
+      else S.setZero();
+      for (std::int64_t c = 0; c < n_ck; ++c) {  // the forward: each chunk's entering state
+        const std::int64_t c0 = t0 + c * Cq, len = std::min(Cq, t1 - c0);
+        std::copy(S.data(), S.data() + size, ck + c * size);
+        f.template load<In>(p, bi, c0, len, gi, hh);
+        f.solve();
+        f.advance(S, KR);
+        const std::int64_t r0 = c * Cq;
+        Eigen::Map<Matrix<T>>(Rs + r0 * (dv + dk), len, dv + dk) = f.R;
+        Eigen::Map<Matrix<T>>(Us + r0 * dv, len, dv) = f.U;
+      }
+      if (gr.grad_final_state) dS = Eigen::Map<const Matrix<T>>(static_cast<const T*>(gr.grad_final_state) + so, dk, dv);
+      else dS.setZero();
+      for (std::int64_t c = n_ck - 1; c >= 0; --c) {
+        const std::int64_t c0 = t0 + c * Cq, len = std::min(Cq, t1 - c0);
+        S = Eigen::Map<const Matrix<T>>(ck + c * size, dk, dv);  // S_in
+        f.template load<In>(p, bi, c0, len, gi, hh);
+        const Eigen::Map<const Matrix<T>> R(Rs + c * Cq * (dv + dk), len, dv + dk), U(Us + c * Cq * dv, len, dv);
+        dY.resize(len, dv);
+        for (std::int64_t t = 0; t < len; ++t)
+          load_row(static_cast<const In*>(gr.grad_out) + ((bi * l + c0 + t) * h + hh) * dv, dv, dY.row(t).data());
+        dcs.assign(static_cast<std::size_t>(len), 0.0);
+        const std::int64_t last = len - 1;
+        // S_out = γ_last S_in + K̂ᵀ diag(ρ) U
+        P.noalias() = f.K * dS;  // (len, dv)
+        if (gate_grad) {
+          for (std::int64_t t = 0; t < len; ++t) {
+            const T r = f.rho[static_cast<std::size_t>(t)];
+            const double w = static_cast<double>(r) * static_cast<double>(P.row(t).dot(U.row(t)));
+            dcs[static_cast<std::size_t>(last)] += w, dcs[static_cast<std::size_t>(t)] -= w;  // ρ_t = e^(cs_last − cs_t)
+          }
+          dcs[static_cast<std::size_t>(last)] +=
+              static_cast<double>(dS.cwiseProduct(S).sum()) * static_cast<double>(f.gamma_last);  // γ_last
+        }
+        dK.noalias() = U * dS.transpose();  // (len, dk), then ρ per row
+        for (std::int64_t t = 0; t < len; ++t) {
+          dK.row(t) *= f.rho[static_cast<std::size_t>(t)];
+          P.row(t) *= f.rho[static_cast<std::size_t>(t)];
+        }
+        QK.setZero(len, len);  // lower triangles only, here and below: half the products' work
+        QK.template triangularView<Eigen::Lower>() = f.Q * f.K.transpose();
+        dU.noalias() = f.Gam.cwiseProduct(QK).template triangularView<Eigen::Lower>().transpose() * dY;
+        dU += P;
+        // Y = diag(γ) Q̂ S_in + M U
+        if (gate_grad) {
+          QS.noalias() = f.Q * S;  // (len, dv)
+          for (std::int64_t t = 0; t < len; ++t)
+            dcs[static_cast<std::size_t>(t)] += static_cast<double>(f.gamma[static_cast<std::size_t>(t)]) *
+                                                static_cast<double>(dY.row(t).dot(QS.row(t)));  // γ_t
+        }
+        dM.setZero(len, len);
+        dM.template triangularView<Eigen::Lower>() = dY * U.transpose();
+        dQK = dM.cwiseProduct(f.Gam);
+        dQ.noalias() = dY * S.transpose();
+        for (std::int64_t t = 0; t < len; ++t) dQ.row(t) *= f.gamma[static_cast<std::size_t>(t)];
+        dQ.noalias() += dQK.template triangularView<Eigen::Lower>() * f.K;
+        dK.noalias() += dQK.template triangularView<Eigen::Lower>().transpose() * f.Q;
+        if (gate_grad) E = dQK.cwiseProduct(QK);  // ḡΓ ⊙ Γ from M
+        // U = Ũ − W S_in
+        dS_in.noalias() = f.Q.transpose() * (Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(f.gamma.data(), len)
+                                                 .asDiagonal() * dY);
+        dS_in.noalias() -= R.rightCols(dk).transpose() * dU;
+        dS_in += f.gamma_last * dS;
+        dR.resize(len, dv + dk);
+        dR.leftCols(dv) = dU;
+        dR.rightCols(dk).noalias() = -dU * S.transpose();
+        f.A.template triangularView<Eigen::UnitLower>().transpose().solveInPlace(dR);  // ḡB
+        // ḡA = −strictly-lower(ḡB Rᵀ); A_ts = β_t Γ_ts (K̂ K̂ᵀ)_ts
+        dA.setZero(len, len);
+        dA.template triangularView<Eigen::Lower>() = dR * R.transpose();
+        dA.diagonal().setZero();
+        dA *= T(-1);
+        dKK = dA.cwiseProduct(f.Gam);  // ḡA ⊙ Γ, then × β per row: ḡ(K̂ K̂ᵀ)
+        std::vector<T> gbeta(static_cast<std::size_t>(len));
+        for (std::int64_t t = 0; t < len; ++t) {
+          const T bt = f.beta[static_cast<std::size_t>(t)], gt = f.gamma[static_cast<std::size_t>(t)];
+          const T db2k = dR.row(t).tail(dk).dot(f.K.row(t));
+          gbeta[static_cast<std::size_t>(t)] = dR.row(t).head(dv).dot(f.V.row(t)) + gt * db2k +
+                                               dKK.row(t).dot(f.KK.row(t));
+          if (gate_grad) {
+            dcs[static_cast<std::size_t>(t)] += static_cast<double>(bt * db2k) * static_cast<double>(gt);  // γ_t in B
+            E.row(t) += bt * dA.row(t).cwiseProduct(f.KK.row(t)).cwiseProduct(f.Gam.row(t));  // ḡΓ ⊙ Γ from A
+          }
+          dKK.row(t) *= bt;
+          dK.row(t) += (bt * gt) * dR.row(t).tail(dk);
+        }
+        dK.noalias() += dKK.template triangularView<Eigen::StrictlyLower>() * f.K;
+        dK.noalias() += dKK.template triangularView<Eigen::StrictlyLower>().transpose() * f.K;
+        if (gate_grad) {
+          for (std::int64_t t = 0; t < len; ++t)  // Γ_ts = e^(cs_t − cs_s)
+            for (std::int64_t u = 0; u <= t; ++u) {
+              const double w = static_cast<double>(E(t, u));
+              dcs[static_cast<std::size_t>(t)] += w, dcs[static_cast<std::size_t>(u)] -= w;
+            }
+          ssd::segment_sums_backward(dcs.data(), len);
+        }
+        for (std::int64_t t = 0; t < len; ++t) {
+          const std::int64_t tt = c0 + t, row = (bi * l + tt) * h + hh;
+          if (gr.grad_v) {
+            RowVector<T> gv = f.beta[static_cast<std::size_t>(t)] * dR.row(t).head(dv);
+            store_row(gv.data(), dv, static_cast<In*>(gr.grad_v) + row * dv);
+          }
+          if (gr.grad_beta) store_row(&gbeta[static_cast<std::size_t>(t)], 1, static_cast<In*>(gr.grad_beta) + row);
+          if (gate_grad) {
+            const T gg = static_cast<T>(dcs[static_cast<std::size_t>(t)]);
+            store_row(&gg, 1, static_cast<In*>(gr.grad_g) + row);
+          }
+          gq = static_cast<T>(p.scale) * dQ.row(t);
+          gk = dK.row(t);
+          if (p.l2_normalize) {
+            load_row(static_cast<const In*>(p.q) + p.q_at(bi, tt, gi), dk, raw.data());
+            l2_normalize_grad(raw.data(), dk, p.norm_eps, gq.data());
+            load_row(static_cast<const In*>(p.k) + p.k_at(bi, tt, gi), dk, raw.data());
+            l2_normalize_grad(raw.data(), dk, p.norm_eps, gk.data());
+          }
+          const std::int64_t off = ((bi * l + tt) * ng + gi) * dk;
+          Eigen::Map<RowVector<T>>(GQ.get() + off, dk) += gq;
+          Eigen::Map<RowVector<T>>(GK.get() + off, dk) += gk;
+        }
+        dS = dS_in;
+      }
+      if (gr.grad_initial_state) std::copy(dS.data(), dS.data() + size, static_cast<T*>(gr.grad_initial_state) + so);
+    }
+  });
+  if (gr.grad_q) store_row(GQ.get(), b * l * ng * dk, static_cast<In*>(gr.grad_q));
+  if (gr.grad_k) store_row(GK.get(), b * l * ng * dk, static_cast<In*>(gr.grad_k));
+}
+
 }  // namespace delta_rule
 
 /// The chunked forward over p (validated by the op, ops/delta_rule.hpp), on `threads` threads (0: by the work).
@@ -280,6 +501,13 @@ inline void delta_rule_forward_chunked(const DeltaRuleParams& p, int threads) {
 inline void delta_rule_forward_recurrent(const DeltaRuleParams& p, int threads) {
   const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.dk * p.dv);
   linear_attention::by_dtype(p, "delta_rule", [&](auto tag) { delta_rule::forward_recurrent<decltype(tag)>(p, t); });
+}
+
+/// The chunked backward over p and g (the WY / UT chunk's gradients, chunk by chunk from the last).
+inline void delta_rule_backward_chunked(const DeltaRuleParams& p, const DeltaRuleGradParams& g, int threads) {
+  const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.dk * p.dv);
+  linear_attention::by_dtype(p, "delta_rule_backward",
+                             [&](auto tag) { delta_rule::backward_chunked<decltype(tag)>(p, g, t); });
 }
 
 /// The backward over p and g: the token loop over states recomputed from per-chunk checkpoints.

@@ -57,7 +57,7 @@ struct DeltaRuleOutputs {
 
 struct DeltaRuleGrads {
   Tensor grad_q, grad_k, grad_v, grad_beta, grad_g, grad_initial_state;  // contiguous; empty when absent
-  std::string path;                                                      // "cpu-recurrent" or "reference"
+  std::string path;                                                      // "cpu-chunked", "cpu-recurrent" or "reference"
 };
 
 namespace detail {
@@ -166,8 +166,9 @@ inline DeltaRuleOutputs delta_rule(const DeltaRuleInputs& in, const DeltaRuleOpt
 }
 
 /// Gradients for grad_out (v's shape and dtype, contiguous) and the optional gradient of the final state (param
-/// dtype, contiguous; zero when absent). DeltaRulePath::reference runs the token loop in double; every other path
-/// the token loop in the compute type over states recomputed from checkpoints every opt.chunk_size steps.
+/// dtype, contiguous; zero when absent). DeltaRulePath::reference runs the token loop in double; automatic and
+/// chunked the chunked backward (the WY / UT chunk's gradients, cpu/delta_rule.hpp); recurrent the token loop in the
+/// compute type over states recomputed from checkpoints every opt.chunk_size steps.
 /// grad_q, grad_k are summed over a group's heads; grad_g only with g.
 inline DeltaRuleGrads delta_rule_backward(const DeltaRuleInputs& in, const TensorView& grad_out,
                                           const std::optional<TensorView>& grad_final_state = std::nullopt,
@@ -195,9 +196,12 @@ inline DeltaRuleGrads delta_rule_backward(const DeltaRuleInputs& in, const Tenso
   if (opt.path == DeltaRulePath::reference) {
     reference::delta_rule_backward(p, gp);
     r.path = "reference";
-  } else {
+  } else if (opt.path == DeltaRulePath::recurrent) {
     cpu::delta_rule_backward_recurrent(p, gp, opt.threads);
     r.path = "cpu-recurrent";
+  } else {
+    cpu::delta_rule_backward_chunked(p, gp, opt.threads);
+    r.path = "cpu-chunked";
   }
   return r;
 }

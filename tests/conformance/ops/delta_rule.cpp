@@ -1,8 +1,9 @@
 // Conformance registration of the delta rule, DeltaNet and Gated DeltaNet (ops/delta_rule.hpp): the chunked CPU path
 // with the WY / UT transform (several chunk sizes, 1 and 2 threads), the CPU token loop (cpu_sequential:
 // DeltaRulePath::recurrent) and the op's reference path against the token loop in double of
-// include/ssm/reference/delta_rule.hpp; the backward (the token loop over checkpointed states, on the chunked backend)
-// against the reference backward, with incoming gradients of out and the final state. No CUDA kernels.
+// include/ssm/reference/delta_rule.hpp; the backwards (the chunked WY / UT backward on the chunked backend, the token
+// loop over checkpointed states on cpu_sequential) against the reference backward, with incoming gradients of out and
+// the final state. No CUDA kernels.
 #include <random>
 #include <string>
 #include <vector>
@@ -102,7 +103,7 @@ void dr_forward_reference(const Case& c, const Views& in, const Views& out) {
 void dr_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   ssm::DeltaRuleGrads r = ssm::delta_rule_backward(dr_inputs(c, in), named(c, in, "grad_out"),
                                                    optional_view(named(c, in, "grad_final_state")), dr_options(c, cfg));
-  EXPECT_EQ(r.path, cfg.path == "reference" ? "reference" : "cpu-recurrent");
+  EXPECT_EQ(r.path, recurrence_path_name(cfg));
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;
     out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
@@ -116,8 +117,6 @@ void dr_backward_reference(const Case& c, const Views& in, const Views& out) {
 
 std::string dr_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
-  if (pass == Pass::backward && cfg.path == "sequential")
-    return "one CPU backward (the checkpointed token loop), run on the chunked backend";
   return {};
 }
 
