@@ -192,6 +192,38 @@ void forward_recurrent(const DeltaRuleParams& p, int threads) {
   });
 }
 
+/// The q and k gradients of a backward in the compute type, each a group's heads summed: zero at first; add() takes
+/// one row's gradients of q̂ (before the scale) and k̂ through the scale and the normalization's backward (raw q, k
+/// as given); store() converts them into grad_q, grad_k.
+template <class In, class T>
+struct GroupGrads {
+  std::int64_t n;
+  std::unique_ptr<T[]> q, k;
+
+  explicit GroupGrads(const DeltaRuleParams& p)
+      : n(p.batch * p.seqlen * p.ngroups * p.dk), q(linear_attention::buffer<T>(n)), k(linear_attention::buffer<T>(n)) {
+    std::fill_n(q.get(), n, T(0));
+    std::fill_n(k.get(), n, T(0));
+  }
+
+  void add(const DeltaRuleParams& p, std::int64_t bi, std::int64_t t, std::int64_t gi, const T* q_raw, const T* k_raw,
+           RowVector<T>& gq, RowVector<T>& gk) {
+    gq *= static_cast<T>(p.scale);
+    if (p.l2_normalize) {
+      l2_normalize_grad(q_raw, p.dk, p.norm_eps, gq.data());
+      l2_normalize_grad(k_raw, p.dk, p.norm_eps, gk.data());
+    }
+    const std::int64_t off = ((bi * p.seqlen + t) * p.ngroups + gi) * p.dk;
+    Eigen::Map<RowVector<T>>(q.get() + off, p.dk) += gq;
+    Eigen::Map<RowVector<T>>(k.get() + off, p.dk) += gk;
+  }
+
+  void store(const DeltaRuleGradParams& gr) const {
+    if (gr.grad_q) store_row(q.get(), n, static_cast<In*>(gr.grad_q));
+    if (gr.grad_k) store_row(k.get(), n, static_cast<In*>(gr.grad_k));
+  }
+};
+
 /// The backward as a token loop in the compute type (reference/delta_rule.hpp has the formulas), threads over
 /// (sequence, group) with the group's heads in turn (they add into the same ḡq, ḡk). Per head: a forward pass keeps
 /// the state at the start of every chunk of p.chunk_size steps; then, chunk by chunk from the last, the chunk's
@@ -200,11 +232,9 @@ void forward_recurrent(const DeltaRuleParams& p, int threads) {
 template <class In>
 void backward_recurrent(const DeltaRuleParams& p, const DeltaRuleGradParams& gr, int threads) {
   using T = compute_t<In>;
-  const std::int64_t b = p.batch, l = p.seqlen, h = p.nheads, ng = p.ngroups, dk = p.dk, dv = p.dv, hpg = h / ng;
+  const std::int64_t l = p.seqlen, h = p.nheads, ng = p.ngroups, dk = p.dk, dv = p.dv, hpg = h / ng;
   const std::int64_t Cq = p.chunk_size, size = dk * dv;
-  std::unique_ptr<T[]> GQ = linear_attention::buffer<T>(b * l * ng * dk), GK = linear_attention::buffer<T>(b * l * ng * dk);
-  std::fill_n(GQ.get(), b * l * ng * dk, T(0));
-  std::fill_n(GK.get(), b * l * ng * dk, T(0));
+  GroupGrads<In, T> grads(p);
   parallel_for(p.rows() * ng, threads, [&](std::int64_t task) {
     const std::int64_t s = task / ng, gi = task % ng, bi = p.seq_row(s), t0 = p.seq_begin(s), t1 = p.seq_end(s);
     const std::int64_t n_ck = (t1 - t0 + Cq - 1) / Cq;
@@ -261,21 +291,13 @@ void backward_recurrent(const DeltaRuleParams& p, const DeltaRuleGradParams& gr,
             store_row(&gg, 1, static_cast<In*>(gr.grad_g) + row);
           }
           if (xr.alpha != T(1)) dS *= xr.alpha;
-          gq *= static_cast<T>(p.scale);
-          if (p.l2_normalize) {
-            l2_normalize_grad(xr.q_raw.data(), dk, p.norm_eps, gq.data());
-            l2_normalize_grad(xr.k_raw.data(), dk, p.norm_eps, gk.data());
-          }
-          const std::int64_t off = ((bi * l + t) * ng + gi) * dk;
-          Eigen::Map<RowVector<T>>(GQ.get() + off, dk) += gq;
-          Eigen::Map<RowVector<T>>(GK.get() + off, dk) += gk;
+          grads.add(p, bi, t, gi, xr.q_raw.data(), xr.k_raw.data(), gq, gk);
         }
       }
       if (gr.grad_initial_state) std::copy(dS.data(), dS.data() + size, static_cast<T*>(gr.grad_initial_state) + so);
     }
   });
-  if (gr.grad_q) store_row(GQ.get(), b * l * ng * dk, static_cast<In*>(gr.grad_q));
-  if (gr.grad_k) store_row(GK.get(), b * l * ng * dk, static_cast<In*>(gr.grad_k));
+  grads.store(gr);
 }
 
 /// One chunk of one head in the op's orientation (the chunked backward's forward quantities): the inputs, the
@@ -339,11 +361,9 @@ struct ChunkForward {
 template <class In>
 void backward_chunked(const DeltaRuleParams& p, const DeltaRuleGradParams& gr, int threads) {
   using T = compute_t<In>;
-  const std::int64_t b = p.batch, l = p.seqlen, h = p.nheads, ng = p.ngroups, dk = p.dk, dv = p.dv, hpg = h / ng;
+  const std::int64_t l = p.seqlen, h = p.nheads, ng = p.ngroups, dk = p.dk, dv = p.dv, hpg = h / ng;
   const std::int64_t Cq = p.chunk_size, size = dk * dv;
-  std::unique_ptr<T[]> GQ = linear_attention::buffer<T>(b * l * ng * dk), GK = linear_attention::buffer<T>(b * l * ng * dk);
-  std::fill_n(GQ.get(), b * l * ng * dk, T(0));
-  std::fill_n(GK.get(), b * l * ng * dk, T(0));
+  GroupGrads<In, T> grads(p);
   parallel_for(p.rows() * ng, threads, [&](std::int64_t task) {
     const std::int64_t s = task / ng, gi = task % ng, bi = p.seq_row(s), t0 = p.seq_begin(s), t1 = p.seq_end(s);
     const std::int64_t n_ck = (t1 - t0 + Cq - 1) / Cq;
@@ -357,7 +377,7 @@ void backward_chunked(const DeltaRuleParams& p, const DeltaRuleGradParams& gr, i
     const bool gate_grad = p.g != nullptr && gr.grad_g != nullptr;
     Matrix<T> S(dk, dv), dS(dk, dv), dS_in, KR, dY, dU, P, dM, dQK, dQ, dK, dR, QS, QK, E, dKK, dA;
     std::vector<double> dcs;
-    RowVector<T> raw(dk), gq(dk), gk(dk);
+    RowVector<T> q_raw(dk), k_raw(dk), gq(dk), gk(dk);
     for (std::int64_t hh = gi * hpg; hh < (gi + 1) * hpg; ++hh) {
       const std::int64_t so = (s * h + hh) * size;
       if (p.initial_state) S = Eigen::Map<const Matrix<T>>(static_cast<const T*>(p.initial_state) + so, dk, dv);
@@ -468,25 +488,19 @@ void backward_chunked(const DeltaRuleParams& p, const DeltaRuleGradParams& gr, i
             const T gg = static_cast<T>(dcs[static_cast<std::size_t>(t)]);
             store_row(&gg, 1, static_cast<In*>(gr.grad_g) + row);
           }
-          gq = static_cast<T>(p.scale) * dQ.row(t);
-          gk = dK.row(t);
+          gq = dQ.row(t), gk = dK.row(t);
           if (p.l2_normalize) {
-            load_row(static_cast<const In*>(p.q) + p.q_at(bi, tt, gi), dk, raw.data());
-            l2_normalize_grad(raw.data(), dk, p.norm_eps, gq.data());
-            load_row(static_cast<const In*>(p.k) + p.k_at(bi, tt, gi), dk, raw.data());
-            l2_normalize_grad(raw.data(), dk, p.norm_eps, gk.data());
+            load_row(static_cast<const In*>(p.q) + p.q_at(bi, tt, gi), dk, q_raw.data());
+            load_row(static_cast<const In*>(p.k) + p.k_at(bi, tt, gi), dk, k_raw.data());
           }
-          const std::int64_t off = ((bi * l + tt) * ng + gi) * dk;
-          Eigen::Map<RowVector<T>>(GQ.get() + off, dk) += gq;
-          Eigen::Map<RowVector<T>>(GK.get() + off, dk) += gk;
+          grads.add(p, bi, tt, gi, q_raw.data(), k_raw.data(), gq, gk);
         }
         dS = dS_in;
       }
       if (gr.grad_initial_state) std::copy(dS.data(), dS.data() + size, static_cast<T*>(gr.grad_initial_state) + so);
     }
   });
-  if (gr.grad_q) store_row(GQ.get(), b * l * ng * dk, static_cast<In*>(gr.grad_q));
-  if (gr.grad_k) store_row(GK.get(), b * l * ng * dk, static_cast<In*>(gr.grad_k));
+  grads.store(gr);
 }
 
 }  // namespace delta_rule
