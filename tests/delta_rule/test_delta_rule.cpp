@@ -203,6 +203,24 @@ TEST(DeltaRule, ReferenceBackwardEqualsCentralDifferences) {
   }
 }
 
+TEST(DeltaRule, AChunkLongerThanTheSequenceIsTheSequence) {
+  // chunk_size 2^40 is one chunk per sequence (the result of chunk = l to the bit), forward and both backwards,
+  // without a buffer sized by the requested chunk.
+  for (const DrCase& cs : shapes(DType::f32)) {
+    const DrData d = delta_rule_problem::make_data(cs);
+    const auto huge = run(d, DeltaRulePath::chunked, index_t{1} << 40), whole = run(d, DeltaRulePath::chunked, cs.l);
+    EXPECT_EQ(rel_error(huge.out, whole.out), 0.0) << cs.describe();
+    for (DeltaRulePath path : {DeltaRulePath::chunked, DeltaRulePath::recurrent}) {
+      ssm::DeltaRuleOptions o = d.options();
+      o.path = path, o.chunk_size = index_t{1} << 40;
+      const auto g = ssm::delta_rule_backward(d.inputs(), huge.out, std::nullopt, o);
+      o.chunk_size = cs.l;
+      const auto w = ssm::delta_rule_backward(d.inputs(), huge.out, std::nullopt, o);
+      EXPECT_EQ(rel_error(g.grad_k, w.grad_k), 0.0) << cs.describe();
+    }
+  }
+}
+
 TEST(DeltaRule, ChunkedAndCheckpointedBackwardsEqualTheReferenceBackward) {
   for (DType dt : {DType::f64, DType::f32})
     for (const DrCase& cs : shapes(dt)) {

@@ -102,6 +102,22 @@ TEST(LinearAttention, ChunkedAndTokenLoopsEqualTheReference) {
     }
 }
 
+TEST(LinearAttention, AChunkLongerThanTheSequenceIsTheSequence) {
+  // chunk_size 2^40 is one chunk per sequence (the result of chunk = l to the bit), on the engine and the gated
+  // algebra, forward and backward, without a buffer sized by the requested chunk.
+  for (const LaCase& cs : shapes(DType::f32)) {
+    const LaData d = linear_attention_problem::make_data(cs);
+    const auto huge = run(d, LinearAttentionPath::chunked, index_t{1} << 40), whole = run(d, LinearAttentionPath::chunked, cs.l);
+    EXPECT_EQ(rel_error(huge.out, whole.out), 0.0) << cs.describe();
+    ssm::LinearAttentionOptions o = d.options();
+    o.chunk_size = index_t{1} << 40;
+    const auto g = ssm::linear_attention_backward(d.inputs(), huge.out, std::nullopt, std::nullopt, o);
+    o.chunk_size = cs.l;
+    const auto w = ssm::linear_attention_backward(d.inputs(), huge.out, std::nullopt, std::nullopt, o);
+    EXPECT_EQ(rel_error(g.grad_q, w.grad_q), 0.0) << cs.describe();
+  }
+}
+
 TEST(LinearAttention, RetentionDecaysTheState) {
   // γ < 1 must change the output (a decay the chunked path dropped would otherwise pass the agreement tests only
   // if the reference dropped it too): with and without decay differ, and the chunked path follows the reference.

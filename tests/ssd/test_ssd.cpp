@@ -82,6 +82,23 @@ TEST(Ssd, ChunkedEqualsTokenLoopF64) { expect_chunked_equals_loop(DType::f64, 1e
 // f32 sums of up to 256 products (the chunk) and n terms, against a double loop: the 1e-5.
 TEST(Ssd, ChunkedEqualsTokenLoopF32) { expect_chunked_equals_loop(DType::f32, 1e-5); }
 
+// A chunk_size far beyond the sequence is one chunk per sequence: the result of chunk = l to the bit, forward and
+// backward, without a workspace sized by the requested chunk (2^40 steps would be terabytes).
+TEST(Ssd, AChunkLongerThanTheSequenceIsTheSequence) {
+  for (const SsdCase& cs : shapes(DType::f32)) {
+    const SsdData d = ssd_problem::make_data(cs);
+    const SsdRun huge = run(d, ssm::SsdPath::chunked, index_t{1} << 40, 1), whole = run(d, ssm::SsdPath::chunked, cs.l, 1);
+    EXPECT_EQ(rel_error(huge.out, whole.out), 0.0) << cs.describe();
+    EXPECT_EQ(rel_error(huge.final_state, whole.final_state), 0.0) << cs.describe();
+    ssm::SsdOptions opt;
+    opt.chunk_size = index_t{1} << 40;
+    const ssm::SsdGrads g = ssm::ssd_backward(d.inputs(), huge.out, std::nullopt, opt);
+    opt.chunk_size = cs.l;
+    const ssm::SsdGrads w = ssm::ssd_backward(d.inputs(), huge.out, std::nullopt, opt);
+    EXPECT_EQ(rel_error(g.grad_x, w.grad_x), 0.0) << cs.describe();
+  }
+}
+
 TEST(Ssd, ThreadsGiveTheSameResult) {
   for (const SsdCase& cs : shapes(DType::f32)) {
     const SsdData d = ssd_problem::make_data(cs);

@@ -80,7 +80,9 @@ inline DeltaRuleParams check_delta_rule(const Checker& c, const DeltaRuleInputs&
   DeltaRuleParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
-  p.chunk_size = opt.chunk_size, p.l2_normalize = opt.l2_normalize, p.norm_eps = opt.norm_eps, p.scale = opt.scale;
+  p.l2_normalize = opt.l2_normalize, p.norm_eps = opt.norm_eps, p.scale = opt.scale;
+  // a chunk longer than the sequence is the sequence: the same result, and no buffer sized by a huge chunk_size
+  p.chunk_size = std::min<index_t>(opt.chunk_size, std::max<index_t>(p.seqlen, 1));
   const index_t b = p.batch, l = p.seqlen, h = p.nheads, dv = p.dv;
   c.rank("q", in.q, 4);
   p.ngroups = in.q.size(2), p.dk = in.q.size(3);

@@ -10,6 +10,7 @@
 // CUDA tensors are an ssm::Error.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -94,7 +95,9 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
   LinearAttentionParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
-  p.chunk_size = opt.chunk_size, p.feature_map = opt.feature_map, p.normalize = opt.normalize, p.eps = opt.eps;
+  // a chunk longer than the sequence is the sequence: the same result, and no buffer sized by a huge chunk_size
+  p.chunk_size = std::min<index_t>(opt.chunk_size, std::max<index_t>(p.seqlen, 1));
+  p.feature_map = opt.feature_map, p.normalize = opt.normalize, p.eps = opt.eps;
   p.scale = opt.scale;
   const index_t b = p.batch, l = p.seqlen, h = p.nheads, dv = p.dv;
   c.rank("q", in.q, 4);

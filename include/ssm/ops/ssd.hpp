@@ -12,6 +12,7 @@
 // backend's ssd_backward entry (cuda/kernels/ssd_*_bwd.cuh and friends; opt.path is ignored there).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -104,7 +105,8 @@ inline SsdParams check_ssd(const Checker& c, const SsdInputs& in, const TensorVi
   SsdParams p;
   p.batch = x.size(0), p.seqlen = x.size(1), p.nheads = x.size(2), p.headdim = x.size(3);
   p.input_dtype = x.dtype(), p.param_dtype = compute_dtype(x.dtype());
-  p.chunk_size = opt.chunk_size;
+  // a chunk longer than the sequence is the sequence: the same result, and no workspace sized by a huge chunk_size
+  p.chunk_size = std::min<index_t>(opt.chunk_size, std::max<index_t>(p.seqlen, 1));
   const index_t b = p.batch, l = p.seqlen, h = p.nheads, hd = p.headdim;
   const char* pname = p.param_dtype == DType::f64 ? "f64 (x is f64)" : "f32 (the param dtype for f32 / f16 / bf16 x)";
   auto param = [&](const char* nm, const TensorView& t) {
