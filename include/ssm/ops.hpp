@@ -10,6 +10,7 @@
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/rms_norm.hpp"
+#include "ssm/ops/rwkv7.hpp"
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_state_update.hpp"
 #include "ssm/ops/ssd.hpp"

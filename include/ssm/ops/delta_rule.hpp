@@ -18,6 +18,7 @@
 #include "ssm/core/params/delta_rule.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/delta_rule.hpp"
+#include "ssm/ops/one_step.hpp"
 #include "ssm/reference/delta_rule.hpp"
 #include "ssm/reference/elements.hpp"
 
@@ -220,21 +221,15 @@ inline void delta_rule_step(const TensorView& q, const TensorView& k, const Tens
   c.rank("beta", beta, 2);
   if (g) c.rank("g", *g, 2);
   c.rank("state", state, 4).shape("state", state, {q.size(0), v.size(1), q.size(2), v.size(2)});
-  auto one_step = [](const TensorView& t) {  // (b, x, d) as (b, 1, x, d)
-    return TensorView(const_cast<void*>(t.data()), t.dtype(), t.device(), {t.size(0), 1, t.size(1), t.size(2)},
-                      {t.stride(0), t.size(1) * t.stride(1), t.stride(1), t.stride(2)});
-  };
-  auto one_step2 = [](const TensorView& t) {  // (b, h) as (b, 1, h)
-    return TensorView(const_cast<void*>(t.data()), t.dtype(), t.device(), {t.size(0), 1, t.size(1)},
-                      {t.stride(0), t.size(1) * t.stride(1), t.stride(1)});
-  };
+  using detail::as_one_step;
   DeltaRuleInputs in;
-  in.q = one_step(q), in.k = one_step(k), in.v = one_step(v), in.beta = one_step2(beta), in.initial_state = state;
-  if (g) in.g = one_step2(*g);
+  in.q = as_one_step(q), in.k = as_one_step(k), in.v = as_one_step(v), in.beta = as_one_step(beta);
+  in.initial_state = state;
+  if (g) in.g = as_one_step(*g);
   DeltaRuleOptions o = opt;
   o.chunk_size = 1;
   std::vector<std::int64_t> cu;
-  const DeltaRuleParams p = detail::check_delta_rule(c, in, one_step(out), state, o, cu);
+  const DeltaRuleParams p = detail::check_delta_rule(c, in, as_one_step(out), state, o, cu);
   cpu::delta_rule_forward_recurrent(p, opt.threads);
 }
 

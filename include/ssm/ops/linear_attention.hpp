@@ -20,6 +20,7 @@
 #include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/linear_attention.hpp"
+#include "ssm/ops/one_step.hpp"
 #include "ssm/reference/linear_attention.hpp"
 
 namespace ssm {
@@ -279,19 +280,16 @@ inline void linear_attention_step(const TensorView& q, const TensorView& k, cons
   c.rank("state", state, 4).shape("state", state, {q.size(0), v.size(1), q.size(2), v.size(2)});
   if (normalizer) c.shape("normalizer", *normalizer, {q.size(0), v.size(1), q.size(2)});
   if (log_gate) c.rank("log_gate", *log_gate, 3);
-  auto one_step = [](const TensorView& t) {  // (b, x, d) as (b, 1, x, d)
-    return TensorView(const_cast<void*>(t.data()), t.dtype(), t.device(), {t.size(0), 1, t.size(1), t.size(2)},
-                      {t.stride(0), t.size(1) * t.stride(1), t.stride(1), t.stride(2)});
-  };
+  using detail::as_one_step;
   LinearAttentionInputs in;
-  in.q = one_step(q), in.k = one_step(k), in.v = one_step(v), in.initial_state = state;
+  in.q = as_one_step(q), in.k = as_one_step(k), in.v = as_one_step(v), in.initial_state = state;
   if (normalizer) in.initial_normalizer = *normalizer;
-  if (log_gate) in.log_gate = one_step(*log_gate);
+  if (log_gate) in.log_gate = as_one_step(*log_gate);
   LinearAttentionOptions o = opt;
   o.chunk_size = 1;
   std::vector<std::int64_t> cu;
   std::vector<double> log_gamma;
-  LinearAttentionParams p = detail::check_linear_attention(c, in, one_step(out), state, normalizer, o, cu, log_gamma);
+  LinearAttentionParams p = detail::check_linear_attention(c, in, as_one_step(out), state, normalizer, o, cu, log_gamma);
   cpu::linear_attention_forward_recurrent(p, opt.threads);
 }
 
