@@ -12,6 +12,9 @@
 // with speedup_over_loop, the token loop, and the backward with bwd_over_fwd (its best time over the chunked
 // forward's best): path 0 the chunked WY / UT backward, 1 the token loop over checkpointed states. Variants: 0
 // DeltaNet, 1 Gated DeltaNet; both with L2-normalized q, k and scale dk^-1/2.
+// RWKV-7's generalized delta rule (ops/rwkv7.hpp, docs/rwkv7.md) at the same shape, BM_rwkv7_*: the chunked forward
+// with speedup_over_loop, the token loop, and the checkpointed backward with bwd_over_fwd (its best time over the
+// chunked forward's best), the inputs drawn as the model forms them (log w in [−1, −0.01), a = −κ̂, b = κ̂ ⊙ a_icl).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -22,8 +25,10 @@
 
 #include "../tests/conformance/delta_rule_problem.hpp"
 #include "../tests/conformance/linear_attention_problem.hpp"
+#include "../tests/conformance/rwkv7_problem.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
+#include "ssm/ops/rwkv7.hpp"
 
 namespace {
 
@@ -184,6 +189,67 @@ void BM_dr_backward(benchmark::State& state) {
   state.counters["bwd_over_fwd"] = bwd / fwd;
 }
 
+rwkv7_problem::Rw7Data rwkv7_data(index_t l) {
+  rwkv7_problem::Rw7Case c;
+  c.b = 1, c.l = l, c.h = 4, c.dk = 128, c.dv = 128, c.dtype = ssm::DType::f32;
+  return rwkv7_problem::make_data(c);
+}
+
+ssm::Rwkv7Options rwkv7_options(index_t chunk, ssm::Rwkv7Path path = ssm::Rwkv7Path::recurrent) {
+  ssm::Rwkv7Options o;
+  o.chunk_size = chunk, o.threads = 1, o.path = path;
+  return o;
+}
+
+void BM_rwkv7_chunked(benchmark::State& state) {
+  const auto d = rwkv7_data(state.range(0));
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = rwkv7_options(state.range(1), ssm::Rwkv7Path::chunked);
+  const double loop_s = best_of(3, [&] { ssm::rwkv7_into(in, out, std::nullopt, rwkv7_options(64)); });
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::rwkv7_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["speedup_over_loop"] = loop_s / best;
+}
+
+void BM_rwkv7_recurrent(benchmark::State& state) {
+  const auto d = rwkv7_data(state.range(0));
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = rwkv7_options(64);
+  for (auto _ : state) {
+    ssm::rwkv7_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_updates(state, d.cs);
+}
+
+void BM_rwkv7_backward(benchmark::State& state) {
+  const auto d = rwkv7_data(state.range(0));
+  std::mt19937_64 rng(5);
+  const ssm::Tensor grad_out = rwkv7_problem::uniform(rng, d.v.shape(), d.v.dtype(), -1, 1);
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = rwkv7_options(state.range(1));
+  const double fwd =
+      best_of(3, [&] { ssm::rwkv7_into(in, out, std::nullopt, rwkv7_options(state.range(1), ssm::Rwkv7Path::chunked)); });
+  double bwd = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::Rwkv7Grads g = ssm::rwkv7_backward(in, grad_out, std::nullopt, opt);
+    benchmark::DoNotOptimize(g.grad_q.data());
+    bwd = std::min(bwd, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["bwd_over_fwd"] = bwd / fwd;
+}
+
 // (l, variant, chunk)
 BENCHMARK(BM_la_chunked)
     ->ArgsProduct({{4096}, {0, 1, 2, 3, 4}, {64, 128}})
@@ -216,6 +282,14 @@ BENCHMARK(BM_dr_backward)
     ->ArgNames({"l", "variant", "chunk", "path"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+// (l, chunk), (l), (l, checkpoint interval)
+BENCHMARK(BM_rwkv7_chunked)
+    ->ArgsProduct({{4096}, {16, 32, 64}})
+    ->ArgNames({"l", "chunk"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_rwkv7_recurrent)->Args({4096})->ArgNames({"l"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_rwkv7_backward)->Args({4096, 32})->ArgNames({"l", "chunk"})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

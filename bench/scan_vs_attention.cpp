@@ -20,8 +20,9 @@
 // state and decode by its one-token step: mamba2_block (ssm::layers::Mamba2Block, layers/mamba2.hpp: d_state 128,
 // heads of 64, expand 2: 24 heads); retnet (ssm::layers::LinearAttentionLayer, LinearAttentionConfig::retnet(768,
 // 12): dk 64, dv 128); gla (LinearAttentionConfig::gla(768, 4), fla's default 4 heads: dk 96, dv 192);
-// gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated). Their workspace_MB is an estimate (three
-// projections' width for one chunk, and the state); peak_rss_MB is measured.
+// gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64,
+// the first layer's form: its recurrence is the token loop, the op's only CPU form). Their workspace_MB is an estimate
+// (three projections' width for one chunk, and the state); peak_rss_MB is measured.
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -44,6 +45,7 @@
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/s4.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
@@ -123,7 +125,7 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 
 // ---- mixers --------------------------------------------------------------------------------------------
 enum class Mixer {
-  attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet
+  attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet, rwkv7
 };
 const char* mixer_name(Mixer m) {
   switch (m) {
@@ -135,11 +137,13 @@ const char* mixer_name(Mixer m) {
     case Mixer::retnet: return "retnet";
     case Mixer::gla: return "gla";
     case Mixer::gated_deltanet: return "gated_deltanet";
+    case Mixer::rwkv7: return "rwkv7";
   }
   return "?";
 }
 bool is_chunked_state_mixer(Mixer m) {
-  return m == Mixer::mamba2_block || m == Mixer::retnet || m == Mixer::gla || m == Mixer::gated_deltanet;
+  return m == Mixer::mamba2_block || m == Mixer::retnet || m == Mixer::gla || m == Mixer::gated_deltanet ||
+         m == Mixer::rwkv7;
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
@@ -194,11 +198,20 @@ ssm::layers::DeltaNetLayer<float> make_deltanet(int threads) {
   return layer;
 }
 
+ssm::layers::Rwkv7Layer<float> make_rwkv7(int threads) {
+  ssm::layers::Rwkv7Config cfg;
+  cfg.d_model = kDModel, cfg.head_dim = kHeadDim;
+  auto layer = ssm::layers::Rwkv7Layer<float>::init(cfg, 1);
+  layer.set_threads(threads);
+  return layer;
+}
+
 /// f(layer) with the chunked-state mixer m built for `threads`.
 template <class F>
 void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
   if (m == Mixer::mamba2_block) f(make_mamba2(threads));
   else if (m == Mixer::gated_deltanet) f(make_deltanet(threads));
+  else if (m == Mixer::rwkv7) f(make_rwkv7(threads));
   else f(make_linear_attention(m, threads));
 }
 
@@ -206,6 +219,7 @@ void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
 index_t projection_width(Mixer m) {
   if (m == Mixer::mamba2_block) return make_mamba2(1).config().proj_dim();
   if (m == Mixer::gated_deltanet) return make_deltanet(1).config().proj_dim();
+  if (m == Mixer::rwkv7) return 16 * kDModel;  // six token-shift mixes, r k v, log w, a, g, the op's a and b, o
   return make_linear_attention(m, 1).config().proj_dim();
 }
 
@@ -517,6 +531,7 @@ int main(int argc, char** argv) {
                                              "mamba2_block (ssm::layers::Mamba2Block, d_state 128, 24 heads of 64); "
                                              "retnet (LinearAttentionConfig::retnet(768, 12)); gla (::gla(768, 4)); "
                                              "gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); "
+                                             "rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64, token loop); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -525,8 +540,9 @@ int main(int argc, char** argv) {
                                                 std::to_string(g.mem_gb) + " GB");
   benchmark::AddCustomContext("ssm_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
 
-  const Mixer mixers[] = {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet,          Mixer::gla,
-                          Mixer::gated_deltanet, Mixer::s4d_layer, Mixer::attention_tiled, Mixer::attention_materialized};
+  const Mixer mixers[] = {Mixer::mamba_block,     Mixer::mamba2_block,    Mixer::retnet,
+                          Mixer::gla,             Mixer::gated_deltanet,  Mixer::rwkv7,
+                          Mixer::s4d_layer,       Mixer::attention_tiled, Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
@@ -536,7 +552,7 @@ int main(int argc, char** argv) {
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
     for (Mixer m : {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet, Mixer::gla, Mixer::gated_deltanet,
-                    Mixer::s4d_layer, Mixer::attention_tiled})
+                    Mixer::rwkv7, Mixer::s4d_layer, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);

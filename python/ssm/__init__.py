@@ -1,6 +1,6 @@
 """ssm: state-space sequence layers from the ssm C++ library.
 
-Ops (selective scan, SSD, linear attention, the delta rule, causal conv1d, attention, RMSNorm, linear) take NumPy
+Ops (selective scan, SSD, linear attention, the delta rule, RWKV-7, causal conv1d, attention, RMSNorm, linear) take NumPy
 arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
 argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
 raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
@@ -21,6 +21,8 @@ from .ops import (
     linear_attention,
     linear_attention_backward,
     rms_norm,
+    rwkv7,
+    rwkv7_backward,
     selective_scan,
     selective_scan_backward,
     ssd,
@@ -51,6 +53,8 @@ __all__ = [
     "load_model",
     "logits",
     "rms_norm",
+    "rwkv7",
+    "rwkv7_backward",
     "selective_scan",
     "selective_scan_backward",
     "ssd",

@@ -184,6 +184,41 @@ def delta_rule_backward(q: Array, k: Array, v: Array, beta: Array, grad_out: Arr
     return {name: conv(gr) for name, gr in zip(names, grads)}
 
 
+def rwkv7(q: Array, k: Array, v: Array, log_w: Array, a: Array, b: Array, initial_state: Optional[Array] = None,
+          cu_seqlens: Optional[Array] = None, *, scale: float = 1.0, return_final_state: bool = False,
+          chunk_size: int = 32, path: str = "automatic", threads: int = 0) -> Any:
+    """RWKV-7's generalized delta rule, per head with a state S (dk, dv):
+    ``S_t = (diag(w_t) + b_t a_tᵀ) S_{t−1} + k_t v_tᵀ``, ``w_t = exp(log_w_t)``, ``o_t = S_tᵀ (scale q_t)``.
+    RWKV-7 passes q = r (the receptance), a = −κ̂ and b = κ̂ ⊙ a_icl.
+
+    Shapes: q, k, log_w, a, b (b, l, h, dk); v (b, l, h, dv); log_w finite and <= 0, a and b finite; initial_state
+    (b, h, dk, dv). Paths: "automatic" (= "chunked"), "reference", "chunked", "recurrent". ``chunk_size`` is the
+    chunked forward's chunk and the backward's checkpoint interval (the backward is a token loop on every path but
+    "reference").
+
+    Returns out (v's shape), or (out, final_state) with ``return_final_state``.
+    """
+    out, state, _ = _ext.rwkv7(q, k, v, log_w, a, b, initial_state=initial_state, cu_seqlens=cu_seqlens, scale=scale,
+                               return_final_state=return_final_state, chunk_size=chunk_size, path=path,
+                               threads=threads)
+    conv = converter(q)
+    return (conv(out), conv(state)) if return_final_state else conv(out)
+
+
+def rwkv7_backward(q: Array, k: Array, v: Array, log_w: Array, a: Array, b: Array, grad_out: Array,
+                   initial_state: Optional[Array] = None, cu_seqlens: Optional[Array] = None,
+                   grad_final_state: Optional[Array] = None, *, scale: float = 1.0, chunk_size: int = 32,
+                   path: str = "automatic", threads: int = 0) -> dict:
+    """Gradients of :func:`rwkv7`. Returns a dict ``{"q", "k", "v", "log_w", "a", "b", "initial_state"}`` (None for
+    an absent initial state)."""
+    *grads, _ = _ext.rwkv7_backward(
+        q, k, v, log_w, a, b, grad_out, initial_state=initial_state, cu_seqlens=cu_seqlens,
+        grad_final_state=grad_final_state, scale=scale, chunk_size=chunk_size, path=path, threads=threads)
+    conv = converter(q)
+    names = ("q", "k", "v", "log_w", "a", "b", "initial_state")
+    return {name: conv(gr) for name, gr in zip(names, grads)}
+
+
 def causal_conv1d(x: Array, weight: Array, bias: Optional[Array] = None, initial_state: Optional[Array] = None, *,
                   silu: bool = True, return_final_state: bool = False) -> Any:
     """Causal depthwise conv1d of the Mamba block: ``out_t = act(bias + Σ_k weight[:, k] x_{t-w+1+k})``.

@@ -1,5 +1,5 @@
 """PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd`,
-:func:`linear_attention` and :func:`delta_rule` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
+:func:`linear_attention`, :func:`delta_rule` and :func:`rwkv7` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
 library's backward when gradients are needed. Tensors are passed to the library without copies (DLPack); results
 are tensors that own memory the library allocated.
 """
@@ -13,7 +13,7 @@ import torch
 from . import _ext
 from ._arrays import _to_torch
 
-__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule"]
+__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "rwkv7"]
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -185,4 +185,36 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     initial state, from out and the final state. Returns out, or (out, final_state)."""
     out, state = DeltaRuleFunction.apply(q, k, v, beta, g, initial_state, cu_seqlens, l2_normalize, norm_eps, scale,
                                          chunk_size)
+    return (out, state) if return_final_state else out
+
+
+class Rwkv7Function(torch.autograd.Function):
+    """Autograd function of RWKV-7's generalized delta rule; see :func:`rwkv7`."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_w, a, b, initial_state, cu_seqlens, scale, chunk_size):
+        ctx.set_materialize_grads(False)
+        ctx.options = dict(scale=scale, chunk_size=chunk_size)
+        out, state, _ = _ext.rwkv7(_d(q), _d(k), _d(v), _d(log_w), _d(a), _d(b), initial_state=_d(initial_state),
+                                   cu_seqlens=cu_seqlens, return_final_state=True, **ctx.options)
+        ctx.save_for_backward(q, k, v, log_w, a, b, initial_state, cu_seqlens)
+        return _to_torch(out), _to_torch(state)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_state):
+        q, k, v, log_w, a, b, initial_state, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(v)
+        grads = _ext.rwkv7_backward(
+            _d(q), _d(k), _d(v), _d(log_w), _d(a), _d(b), _c(grad_out), initial_state=_d(initial_state),
+            cu_seqlens=cu_seqlens, grad_final_state=_c(grad_final_state), **ctx.options)
+        return (*(_to_torch(x) for x in grads[:7]), None, None, None)
+
+
+def rwkv7(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+          initial_state: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None, scale: float = 1.0,
+          chunk_size: int = 32, return_final_state: bool = False):
+    """Differentiable RWKV-7 generalized delta rule (shapes in :func:`ssm.rwkv7`). Gradients flow to q, k, v, log_w,
+    a, b and the initial state, from out and the final state. Returns out, or (out, final_state)."""
+    out, state = Rwkv7Function.apply(q, k, v, log_w, a, b, initial_state, cu_seqlens, scale, chunk_size)
     return (out, state) if return_final_state else out

@@ -120,3 +120,20 @@ def delta_rule_ref(q, k, v, beta, g=None, initial_state=None, scale=1.0, l2_norm
         S = decay * ((eye - bt * kt[..., :, None] * kt[..., None, :]) @ S) + bt * kt[..., :, None] * v[:, t, :, None, :]
         ys.append((S * qh[:, t, :, :, None]).sum(2))
     return torch.stack(ys, dim=1), S
+
+
+def rwkv7_ref(q, k, v, log_w, a, b, initial_state=None, scale=1.0):
+    """RWKV-7's generalized delta rule token by token, in RWKV's own orientation (the state (dv, dk) per head, as
+    BlinkDL's reference code writes it): S ← S diag(w) + (S a) bᵀ + v kᵀ, y = S (scale q), w = exp(log_w).
+    q, k, log_w, a, b (b, l, h, dk); v (b, l, h, dv); initial_state in the library's (b, h, dk, dv); returns (out,
+    final_state) with the final state in the library's orientation."""
+    bsz, l, h, dv = v.shape
+    dk = q.shape[3]
+    S = v.new_zeros(bsz, h, dv, dk) if initial_state is None else initial_state.transpose(-1, -2)
+    ys = []
+    for t in range(l):
+        sa = (S * a[:, t, :, None, :]).sum(-1)  # (b, h, dv)
+        S = S * torch.exp(log_w[:, t, :, None, :]) + sa[..., :, None] * b[:, t, :, None, :] \
+            + v[:, t, :, :, None] * k[:, t, :, None, :]
+        ys.append((S * (scale * q[:, t, :, None, :])).sum(-1))
+    return torch.stack(ys, dim=1), S.transpose(-1, -2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ssm
-from references import delta_rule_ref, linear_attention_ref, selective_scan_ref, ssd_ref
+from references import delta_rule_ref, linear_attention_ref, rwkv7_ref, selective_scan_ref, ssd_ref
 
 
 def _t(a):
@@ -130,6 +130,44 @@ def test_delta_rule_errors_name_the_argument(rng):
         ssm.delta_rule(q, q, v, np.full((1, 3, 2), 0.5), np.full((1, 3, 2), 0.1))  # a growing gate
     with pytest.raises(ssm.Error, match=r"delta_rule: argument 'path'"):
         ssm.delta_rule(q, q, v, np.full((1, 3, 2), 0.5), path="fast")
+
+
+def _rwkv7_inputs(rng, b, l, h, dk, dv):
+    """RWKV-7's transition as the model forms it: a = −κ̂, b = κ̂ ⊙ a_icl with κ̂ a unit vector, a_icl in (0, 1)."""
+    q, k = rng.standard_normal((b, l, h, dk)), rng.standard_normal((b, l, h, dk))
+    v = rng.standard_normal((b, l, h, dv))
+    log_w = -rng.uniform(0.01, 0.6, (b, l, h, dk))
+    kappa = rng.standard_normal((b, l, h, dk))
+    kappa /= np.linalg.norm(kappa, axis=-1, keepdims=True)
+    return q, k, v, log_w, -kappa, kappa * rng.uniform(0.05, 0.95, (b, l, h, dk))
+
+
+@pytest.mark.parametrize("path", ["chunked", "recurrent", "reference"])
+def test_rwkv7_matches_definition(rng, path):
+    b, l, h, dk, dv = 2, 11, 2, 4, 3
+    q, k, v, log_w, a, bb = _rwkv7_inputs(rng, b, l, h, dk, dv)
+    s0 = rng.standard_normal((b, h, dk, dv))
+    out, state = ssm.rwkv7(q, k, v, log_w, a, bb, s0, scale=0.5, chunk_size=4, path=path, return_final_state=True)
+    ref, ref_state = rwkv7_ref(*(_t(x) for x in (q, k, v, log_w, a, bb, s0)), 0.5)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-10, atol=1e-10)
+    grads = ssm.rwkv7_backward(q, k, v, log_w, a, bb, np.ones_like(v), s0, scale=0.5, chunk_size=4, path=path)
+    assert sorted(grads) == ["a", "b", "initial_state", "k", "log_w", "q", "v"]
+    leaves = [_t(x).requires_grad_() for x in (q, k, v, log_w, a, bb, s0)]
+    ref, _ = rwkv7_ref(*leaves, 0.5)
+    ref.sum().backward()
+    for name, leaf in zip(("q", "k", "v", "log_w", "a", "b", "initial_state"), leaves):
+        np.testing.assert_allclose(grads[name], leaf.grad.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_rwkv7_errors_name_the_argument(rng):
+    q, k, v, log_w, a, bb = _rwkv7_inputs(rng, 1, 3, 2, 4, 3)
+    with pytest.raises(ssm.Error, match=r"rwkv7: argument 'log_w'"):
+        ssm.rwkv7(q, k, v, -log_w, a, bb)  # a growing decay
+    with pytest.raises(ssm.Error, match=r"rwkv7: argument 'b'"):
+        ssm.rwkv7(q, k, v, log_w, a, bb[:, :, :1])
+    with pytest.raises(ssm.Error, match=r"rwkv7: argument 'path'"):
+        ssm.rwkv7(q, k, v, log_w, a, bb, path="fast")
 
 
 def test_causal_conv1d_and_backward(rng):

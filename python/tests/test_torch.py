@@ -90,6 +90,21 @@ def test_delta_rule_gradcheck(gated):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
+def test_rwkv7_gradcheck():
+    b, l, h, dk, dv = 1, 5, 2, 3, 2
+    q, k, v = _randn(b, l, h, dk), _randn(b, l, h, dk), _randn(b, l, h, dv)
+    log_w = -torch.rand(b, l, h, dk, dtype=torch.float64) * 0.5 - 0.05  # <= 0 under gradcheck's perturbations
+    kappa = torch.nn.functional.normalize(_randn(b, l, h, dk), dim=-1)
+    a, bb = -kappa, kappa * torch.rand(b, l, h, dk, dtype=torch.float64)
+    s0 = _randn(b, h, dk, dv)
+    inputs = [t.requires_grad_() for t in (q, k, v, log_w, a, bb, s0)]
+
+    def f(q, k, v, log_w, a, bb, s0):
+        return st.rwkv7(q, k, v, log_w, a, bb, s0, scale=0.7, chunk_size=2, return_final_state=True)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("case", ["groups", "fixed_BC", "long"])
 def test_selective_scan_matches_mamba_ref_semantics(case):
     """float32 through ssm.torch against selective_scan_ref's semantics, values and gradients."""

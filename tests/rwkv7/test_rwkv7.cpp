@@ -1,5 +1,6 @@
-// The RWKV-7 op (ops/rwkv7.hpp; the generalized delta rule) beyond the conformance registry: the CPU token loop
-// equals the token loop in double (≤ 1e-12 in f64, ≤ 1e-5 in f32, 1 and 2 threads, strided rows, packed sequences);
+// The RWKV-7 op (ops/rwkv7.hpp; the generalized delta rule) beyond the conformance registry: the chunked form and the
+// CPU token loop equal the token loop in double (≤ 1e-12 in f64, ≤ 1e-5 in f32, chunk sizes 1, 7, 16, 64 that do not
+// divide l, 1 and 2 threads, strided rows, packed sequences, decays of e^-40 per step);
 // the decode step chained over a sequence equals the sequence form; with a = b = 0 the op is GLA (ssm::linear_attention
 // with a log gate), and with w = α, a = −k, b = αβ k and β k as the key it is Gated DeltaNet (ssm::delta_rule): two
 // other ops of the library computing the same recurrence; the reference backward equals central differences (f64);
@@ -36,9 +37,9 @@ using ssm::index_t;
 using ssm::Rwkv7Path;
 using ssm::Tensor;
 
-ssm::Rwkv7Outputs run(const Rw7Data& d, Rwkv7Path path, int threads = 1) {
+ssm::Rwkv7Outputs run(const Rw7Data& d, Rwkv7Path path, int threads = 1, index_t chunk = 64) {
   ssm::Rwkv7Options o = d.options();
-  o.path = path, o.threads = threads, o.return_final_state = true;
+  o.path = path, o.threads = threads, o.return_final_state = true, o.chunk_size = chunk;
   return ssm::rwkv7(d.inputs(), o);
 }
 
@@ -60,24 +61,42 @@ std::vector<Rw7Case> shapes(DType dt) {
   c = {};
   c.dtype = dt, c.l = 60, c.h = 3, c.dk = 4, c.dv = 3, c.has_init = true, c.cu = {0, 1, 20, 21, 60}, c.seed = 5;
   v.push_back(c);
+  c = {};
+  c.dtype = dt, c.l = 50, c.h = 2, c.dk = 8, c.dv = 4, c.has_init = true, c.log_w_min = -40, c.seed = 6;
+  v.push_back(c);  // decays of up to e^-40 per step: spans far beyond one factor of the chunk scores
   return v;
 }
 
-TEST(Rwkv7, TokenLoopEqualsTheReference) {
+TEST(Rwkv7, ChunkedAndTokenLoopsEqualTheReference) {
   for (DType dt : {DType::f64, DType::f32})
     for (const Rw7Case& cs : shapes(dt)) {
       const Rw7Data d = rwkv7_problem::make_data(cs);
       const auto ref = run(d, Rwkv7Path::reference);
       EXPECT_EQ(ref.path, "reference");
       const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
-      for (int threads : {1, 2}) {
-        SCOPED_TRACE(cs.describe() + " threads " + std::to_string(threads));
-        const auto got = run(d, Rwkv7Path::automatic, threads);
-        EXPECT_EQ(got.path, "cpu-recurrent");
-        EXPECT_LE(rel_error(got.out, ref.out), tol);
-        EXPECT_LE(rel_error(got.final_state, ref.final_state), tol);
-      }
+      for (index_t chunk : {1, 7, 16, 64})
+        for (int threads : {1, 2}) {
+          SCOPED_TRACE(cs.describe() + " chunk " + std::to_string(chunk) + " threads " + std::to_string(threads));
+          const auto got = run(d, Rwkv7Path::automatic, threads, chunk);
+          EXPECT_EQ(got.path, "cpu-chunked");
+          EXPECT_LE(rel_error(got.out, ref.out), tol);
+          EXPECT_LE(rel_error(got.final_state, ref.final_state), tol);
+        }
+      SCOPED_TRACE(cs.describe() + " recurrent");
+      const auto rec = run(d, Rwkv7Path::recurrent, 2);
+      EXPECT_EQ(rec.path, "cpu-recurrent");
+      EXPECT_LE(rel_error(rec.out, ref.out), tol);
+      EXPECT_LE(rel_error(rec.final_state, ref.final_state), tol);
     }
+}
+
+TEST(Rwkv7, AChunkLongerThanTheSequenceIsTheSequence) {
+  for (const Rw7Case& cs : shapes(DType::f32)) {
+    const Rw7Data d = rwkv7_problem::make_data(cs);
+    const auto huge = run(d, Rwkv7Path::chunked, 1, index_t{1} << 40), whole = run(d, Rwkv7Path::chunked, 1, cs.l);
+    EXPECT_EQ(rel_error(huge.out, whole.out), 0.0) << cs.describe();
+    EXPECT_EQ(rel_error(huge.final_state, whole.final_state), 0.0) << cs.describe();
+  }
 }
 
 TEST(Rwkv7, StepChainedOverASequenceEqualsTheSequenceForm) {
@@ -86,6 +105,7 @@ TEST(Rwkv7, StepChainedOverASequenceEqualsTheSequenceForm) {
     cs.dtype = dt, cs.b = 2, cs.l = 23, cs.h = 4, cs.dk = 5, cs.dv = 3, cs.has_init = true, cs.scale = 0.7, cs.seed = 9;
     const Rw7Data d = rwkv7_problem::make_data(cs);
     const auto seq = run(d, Rwkv7Path::recurrent);
+    EXPECT_LE(rel_error(run(d, Rwkv7Path::chunked, 1, 8).out, seq.out), dt == DType::f64 ? 1e-12 : 1e-5);
     Tensor state = clone(d.initial_state);
     Tensor out = Tensor::empty({cs.b, cs.l, cs.h, cs.dv}, cs.dtype);
     for (index_t t = 0; t < cs.l; ++t) {
@@ -120,8 +140,8 @@ TEST(Rwkv7, WithoutTheRankOneUpdateItIsGatedLinearAttention) {
   ssm::LinearAttentionOptions o;
   o.scale = cs.scale, o.return_final_state = true, o.chunk_size = 16;
   const auto gla = ssm::linear_attention(la, o);
-  for (Rwkv7Path path : {Rwkv7Path::reference, Rwkv7Path::recurrent}) {
-    const auto got = run(d, path);
+  for (Rwkv7Path path : {Rwkv7Path::reference, Rwkv7Path::recurrent, Rwkv7Path::chunked}) {
+    const auto got = run(d, path, 1, 8);
     EXPECT_LE(rel_error(got.out, gla.out), 1e-12);
     EXPECT_LE(rel_error(got.final_state, gla.final_state), 1e-12);
   }
@@ -154,8 +174,8 @@ TEST(Rwkv7, WithADeltaUpdateItIsGatedDeltaNet) {
   });
   d.q_v = d.q.view(), d.k_v = d.k.view(), d.v_v = d.v.view(), d.log_w_v = d.log_w.view(), d.a_v = d.a.view();
   d.b_v = d.b.view();
-  for (Rwkv7Path path : {Rwkv7Path::reference, Rwkv7Path::recurrent}) {
-    const auto got = run(d, path);
+  for (Rwkv7Path path : {Rwkv7Path::reference, Rwkv7Path::recurrent, Rwkv7Path::chunked}) {
+    const auto got = run(d, path, 1, 8);
     EXPECT_LE(rel_error(got.out, delta.out), 1e-12);
     EXPECT_LE(rel_error(got.final_state, delta.final_state), 1e-12);
   }

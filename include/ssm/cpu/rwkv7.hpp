@@ -1,8 +1,23 @@
-// RWKV-7's generalized delta rule on the CPU (docs/rwkv7.md; the formulas in core/params/rwkv7.hpp): the token loop in
-// the compute type (the decode step is its one-step case) and the backward as a token loop over states recomputed
-// from per-chunk checkpoints. Threads split over (sequence, head). Per step and head the forward makes two passes over
-// the state (dk, dv): sa = Sᵀ a, then S ← diag(w) S + b saᵀ + k vᵀ fused with o = Sᵀ q; the inner loops run along dv
-// (unit stride), where the compiler vectorizes them.
+// RWKV-7's generalized delta rule on the CPU (docs/rwkv7.md; the formulas in core/params/rwkv7.hpp): the chunked
+// forward, the token loop in the compute type (the decode step is its one-step case) and the backward as a token loop
+// over states recomputed from per-chunk checkpoints. Threads split over (sequence, head).
+//
+// Token loop. Per step and head two passes over the state (dk, dv): sa = Sᵀ a, then S ← diag(w) S + b saᵀ + k vᵀ
+// fused with o = Sᵀ q; the inner loops run along dv (unit stride), where the compiler vectorizes them.
+//
+// Chunked. In a chunk of len steps entering with S_0, with c_t = Σ_{u<=t} log w_u per key channel (c_{−1} = 0, in
+// double) and u_t = S_{t−1}ᵀ a_t (dv), unrolling the recurrence gives
+//   S_t = diag(e^{c_t}) S_0 + Σ_{s<=t} diag(e^{c_t − c_s}) (b_s u_sᵀ + k_s v_sᵀ),
+// so with the decayed scores (GLA's per-channel chunk scores, cpu/linear_attention_gated.hpp)
+//   Mqk_ts = Σ_i q_ti k_si e^{c_ti − c_si},  Mqb the same with b (s <= t);
+//   Lak_ts = Σ_i a_ti k_si e^{c_(t−1)i − c_si},  Lab the same with b (s < t),
+// the rank-1 reads solve a unit lower-triangular system (the WY / UT step of the delta rule, here with a ≠ b):
+//   (I − Lab) U = (A ⊙ e^{c_(t−1)}) S_0 + Lak V,
+// and then
+//   O = (Q ⊙ e^{c_t}) S_0 + Mqb U + Mqk V,
+//   S_len = diag(e^{c_last}) S_0 + (B ⊙ e^{c_last − c_s})ᵀ U + (K ⊙ e^{c_last − c_s})ᵀ V.
+// Every exponent formed directly is <= 0; the scores split theirs as GLA's do. U depends on the entering state, so a
+// sequence's chunks run in order; every product inside a chunk is a matrix product of chunk size.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +28,8 @@
 #include "ssm/core/params/rwkv7.hpp"
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/linear_attention.hpp"
+#include "ssm/cpu/linear_attention_gated.hpp"
+#include "ssm/cpu/ssd/chunks.hpp"
 #include "ssm/cpu/threads.hpp"
 
 namespace ssm::cpu {
@@ -85,6 +102,78 @@ void forward_recurrent(const Rwkv7Params& p, int threads) {
       store_row(y.data(), dv, static_cast<In*>(p.out.data) + p.out.at(bi, t, hh));
     }
     if (p.final_state) std::copy(S.begin(), S.end(), static_cast<T*>(p.final_state) + task * dk * dv);
+  });
+}
+
+/// The chunked forward (the formulas at the top of this file).
+template <class In>
+void forward_chunked(const Rwkv7Params& p, int threads) {
+  using T = compute_t<In>;
+  using M = ssd::Matrix<T>;
+  namespace gated = linear_attention_gated;
+  const std::int64_t h = p.nheads, dk = p.dk, dv = p.dv, Cq = p.chunk_size;
+  parallel_for(p.rows() * h, threads, [&](std::int64_t task) {
+    const std::int64_t s = task / h, hh = task % h, bi = p.seq_row(s);
+    M S = M::Zero(dk, dv);  // (dk, dv)
+    if (p.initial_state) S = Eigen::Map<const M>(static_cast<const T*>(p.initial_state) + task * dk * dv, dk, dv);
+    M Q, K, V, A, B, As, Bs, Mqk, Mqb, Lak, Lab, Tri, U, O, E, Xe, Snew;  // chunk rows × dk | dv, or len × len
+    gated::Cumulative cc;                                                   // (len + 1, dk): row t + 1 = c_t
+    gated::Work<T> w;
+    std::vector<T> row(static_cast<std::size_t>(dk));
+    auto load = [&](const TokenRows<const void*>& src, std::int64_t t0, std::int64_t len, std::int64_t n, M& dst) {
+      dst.resize(len, n);
+      for (std::int64_t t = 0; t < len; ++t)
+        load_row(static_cast<const In*>(src.data) + src.at(bi, t0 + t, hh), n, dst.row(t).data());
+    };
+    for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += Cq) {
+      const std::int64_t len = std::min(Cq, p.seq_end(s) - t0);
+      load(p.q, t0, len, dk, Q), load(p.k, t0, len, dk, K), load(p.v, t0, len, dv, V);
+      load(p.a, t0, len, dk, A), load(p.b, t0, len, dk, B);
+      if (p.scale != 1.0) Q *= static_cast<T>(p.scale);
+      cc.resize(len + 1, dk);
+      cc.row(0).setZero();
+      for (std::int64_t t = 0; t < len; ++t) {
+        load_row(static_cast<const In*>(p.log_w.data) + p.log_w.at(bi, t0 + t, hh), dk, row.data());
+        for (std::int64_t i = 0; i < dk; ++i) cc(t + 1, i) = cc(t, i) + static_cast<double>(row[static_cast<std::size_t>(i)]);
+      }
+      // the decayed scores; the shifted rows a_(t'+1), b_(t'+1) read with c_t' give Lak, Lab at (t' + 1, s)
+      Mqk.resize(len, len), Mqb.resize(len, len), Lak.resize(len, len), Lab.resize(len, len);
+      gated::scores(Q, K, cc, 0, len, Mqk, w);
+      gated::scores(Q, B, cc, 0, len, Mqb, w);
+      As = M::Zero(len, dk);
+      As.topRows(len - 1) = A.bottomRows(len - 1);
+      gated::scores(As, K, cc, 0, len, Lak, w);
+      gated::scores(As, B, cc, 0, len, Lab, w);
+      // U: (I − Lab) U = (A ⊙ e^{c_(t−1)}) S_0 + Lak V
+      gated::exp_diff(cc, 0, len, 0, 1.0, E);  // e^{c_(t−1)}
+      Xe = A.cwiseProduct(E);
+      U.noalias() = Xe * S;
+      Tri = M::Identity(len, len);
+      if (len > 1) {
+        U.bottomRows(len - 1).noalias() +=
+            Lak.topLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>() * V.topRows(len - 1);
+        Tri.bottomLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>() =
+            -Lab.topLeftCorner(len - 1, len - 1);
+      }
+      Tri.template triangularView<Eigen::UnitLower>().solveInPlace(U);
+      // O = (Q ⊙ e^{c_t}) S_0 + Mqb U + Mqk V
+      gated::exp_diff(cc, 1, len, 0, 1.0, E);  // e^{c_t}
+      Xe = Q.cwiseProduct(E);
+      O.noalias() = Xe * S;
+      O.noalias() += Mqb.template triangularView<Eigen::Lower>() * U;
+      O.noalias() += Mqk.template triangularView<Eigen::Lower>() * V;
+      for (std::int64_t t = 0; t < len; ++t)
+        store_row(O.row(t).data(), dv, static_cast<In*>(p.out.data) + p.out.at(bi, t0 + t, hh));
+      // S_len = diag(e^{c_last}) S_0 + (B ⊙ e^{c_last − c_s})ᵀ U + (K ⊙ e^{c_last − c_s})ᵀ V
+      gated::exp_diff(cc, 1, len, len, -1.0, E);  // e^{c_last − c_s}
+      Xe = B.cwiseProduct(E);
+      Snew.noalias() = Xe.transpose() * U;
+      Xe = K.cwiseProduct(E);
+      Snew.noalias() += Xe.transpose() * V;
+      for (std::int64_t i = 0; i < dk; ++i) S.row(i) *= static_cast<T>(std::exp(cc(len, i)));
+      S += Snew;
+    }
+    if (p.final_state) Eigen::Map<M>(static_cast<T*>(p.final_state) + task * dk * dv, dk, dv) = S;
   });
 }
 
@@ -179,8 +268,14 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
 
 }  // namespace rwkv7
 
-/// The token loop in the compute type over p (validated by the op, ops/rwkv7.hpp), on `threads` threads (0: by the
-/// work); also the decode step (l = 1, the state read and written in place).
+/// The chunked forward over p (validated by the op, ops/rwkv7.hpp), on `threads` threads (0: by the work).
+inline void rwkv7_forward_chunked(const Rwkv7Params& p, int threads) {
+  const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.dk * p.dv);
+  linear_attention::by_dtype(p, "rwkv7", [&](auto tag) { rwkv7::forward_chunked<decltype(tag)>(p, t); });
+}
+
+/// The token loop in the compute type over p, on `threads` threads (0: by the work); also the decode step (l = 1, the
+/// state read and written in place).
 inline void rwkv7_forward_recurrent(const Rwkv7Params& p, int threads) {
   const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.dk * p.dv);
   linear_attention::by_dtype(p, "rwkv7", [&](auto tag) { rwkv7::forward_recurrent<decltype(tag)>(p, t); });

@@ -21,6 +21,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/linear_attention.hpp"
 #include "ssm/ops/one_step.hpp"
+#include "ssm/ops/value_checks.hpp"
 #include "ssm/reference/linear_attention.hpp"
 
 namespace ssm {
@@ -125,15 +126,8 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
     const TensorView& t = *in.log_gate;
     c.defined("log_gate", t).same_dtype("log_gate", t, "v", in.v).shape("log_gate", t, {b, l, h, dk});
     c.unit_stride("log_gate", t, 3);
-    for (index_t bi = 0; bi < b; ++bi)
-      for (index_t ti = 0; ti < l; ++ti)
-        for (index_t hh = 0; hh < h; ++hh)
-          for (index_t i = 0; i < dk; ++i) {
-            const double x =
-                reference::load_real(t.data(), t.dtype(), bi * t.stride(0) + ti * t.stride(1) + hh * t.stride(2) + i);
-            c.require(std::isfinite(x) && x <= 0, "log_gate", "every log gate must be finite and <= 0 (α = exp(g) <= 1)",
-                      ", got ", x, " at (", bi, ", ", ti, ", ", hh, ", ", i, ")");
-          }
+    check_values(c, "log_gate", t, [](double x) { return std::isfinite(x) && x <= 0; },
+                 "every log gate must be finite and <= 0 (α = exp(g) <= 1)");
     p.log_gate = t.data(), p.gate_batch_stride = t.stride(0), p.gate_seq_stride = t.stride(1);
     p.gate_head_stride = t.stride(2);
   }

@@ -2,9 +2,10 @@
 // update of a state S (dk, dv) per head (docs/rwkv7.md; the formulas in core/params/rwkv7.hpp):
 //   S_t = (diag(w_t) + b_t a_tᵀ) S_{t−1} + k_t v_tᵀ,   w_t = exp(log_w_t),   o_t = S_tᵀ (scale q_t),
 // with initial and final states and packed sequences (cu_seqlens). RWKV-7 passes q = r, a = −κ̂, b = κ̂ ⊙ a_icl.
-// Forms: the token loop in the compute type (cpu/rwkv7.hpp), the token loop in double (reference/rwkv7.hpp), and the
-// one-token step for decoding (rwkv7_step). Forward and backward (rwkv7_backward: q, k, v, log_w, a, b and the initial
-// state). No chunked form yet: docs/rwkv7.md says what it needs. CPU tensors only: CUDA tensors are an ssm::Error.
+// Forms: the chunked form and the token loop in the compute type (cpu/rwkv7.hpp), the token loop in double
+// (reference/rwkv7.hpp), and the one-token step for decoding (rwkv7_step). Forward and backward (rwkv7_backward: q, k,
+// v, log_w, a, b and the initial state; a token loop over checkpointed states). CPU tensors only: CUDA tensors are an
+// ssm::Error.
 #pragma once
 
 #include <algorithm>
@@ -18,7 +19,7 @@
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/rwkv7.hpp"
 #include "ssm/ops/one_step.hpp"
-#include "ssm/reference/elements.hpp"
+#include "ssm/ops/value_checks.hpp"
 #include "ssm/reference/rwkv7.hpp"
 
 namespace ssm {
@@ -36,12 +37,14 @@ struct Rwkv7Inputs {
   std::optional<TensorView> cu_seqlens{};      // (n_seqs + 1) i32 | i64 on the CPU; then b == 1
 };
 
-/// automatic = recurrent; recurrent = the token loop in the compute type; reference = the token loop in double.
-enum class Rwkv7Path { automatic, reference, recurrent };
+/// automatic = chunked; chunked = the chunk algebra of cpu/rwkv7.hpp (the forward; the backward is the checkpointed
+/// token loop on every path but reference); recurrent = the token loop in the compute type; reference = the token loop
+/// in double.
+enum class Rwkv7Path { automatic, reference, chunked, recurrent };
 
 struct Rwkv7Options {
   double scale = 1.0;        // finite: o_t = S_tᵀ (scale q_t); RWKV-7 uses 1
-  index_t chunk_size = 64;   // > 0: the backward's checkpoint interval
+  index_t chunk_size = 32;   // > 0: the chunked forward's chunk, and the backward's checkpoint interval
   Rwkv7Path path = Rwkv7Path::automatic;
   int threads = 0;                  // CPU threads (0: by the amount of work)
   bool return_final_state = false;  // the allocating form: also the final state
@@ -50,7 +53,7 @@ struct Rwkv7Options {
 struct Rwkv7Outputs {
   Tensor out;          // v's shape and dtype
   Tensor final_state;  // (rows, h, dk, dv) param dtype, when asked for
-  std::string path;    // "cpu-recurrent" or "reference"
+  std::string path;    // "cpu-chunked", "cpu-recurrent" or "reference"
 };
 
 struct Rwkv7Grads {
@@ -87,19 +90,10 @@ inline Rwkv7Params check_rwkv7(const Checker& c, const Rwkv7Inputs& in, const Te
   };
   for (const auto& [nm, t] : keyed) c.same_dtype(nm, t, "v", in.v).shape(nm, t, {b, l, h, dk}).unit_stride(nm, t, 3);
   // log_w finite and <= 0, a and b finite, element by element (the values are on the host)
-  auto values = [&](const char* nm, const TensorView& t, bool decay) {
-    for (index_t bi = 0; bi < b; ++bi)
-      for (index_t ti = 0; ti < l; ++ti)
-        for (index_t hh = 0; hh < h; ++hh)
-          for (index_t i = 0; i < dk; ++i) {
-            const double x =
-                reference::load_real(t.data(), t.dtype(), bi * t.stride(0) + ti * t.stride(1) + hh * t.stride(2) + i);
-            c.require(std::isfinite(x) && (!decay || x <= 0), nm,
-                      decay ? "every log decay must be finite and <= 0 (w = exp(log_w) <= 1)" : "every value must be finite",
-                      ", got ", x, " at (", bi, ", ", ti, ", ", hh, ", ", i, ")");
-          }
-  };
-  values("log_w", in.log_w, true), values("a", in.a, false), values("b", in.b, false);
+  check_values(c, "log_w", in.log_w, [](double x) { return std::isfinite(x) && x <= 0; },
+               "every log decay must be finite and <= 0 (w = exp(log_w) <= 1)");
+  for (const auto& [nm, t] : {NamedView{"a", in.a}, NamedView{"b", in.b}})
+    check_values(c, nm, t, [](double x) { return std::isfinite(x); }, "every value must be finite");
   p.q = rows_of(in.q), p.k = rows_of(in.k), p.v = rows_of(in.v), p.log_w = rows_of(in.log_w);
   p.a = rows_of(in.a), p.b = rows_of(in.b);
   index_t rows = b;
@@ -130,12 +124,11 @@ inline std::string rwkv7_into(const Rwkv7Inputs& in, const TensorView& out,
   Checker c("rwkv7");
   std::vector<std::int64_t> cu;
   const Rwkv7Params p = detail::check_rwkv7(c, in, out, final_state, opt, cu);
-  if (opt.path == Rwkv7Path::reference) {
-    reference::rwkv7_forward(p);
-    return "reference";
+  switch (opt.path) {
+    case Rwkv7Path::reference: reference::rwkv7_forward(p); return "reference";
+    case Rwkv7Path::recurrent: cpu::rwkv7_forward_recurrent(p, opt.threads); return "cpu-recurrent";
+    default: cpu::rwkv7_forward_chunked(p, opt.threads); return "cpu-chunked";
   }
-  cpu::rwkv7_forward_recurrent(p, opt.threads);
-  return "cpu-recurrent";
 }
 
 /// The allocating form: out, and the final state when opt.return_final_state.
@@ -154,8 +147,8 @@ inline Rwkv7Outputs rwkv7(const Rwkv7Inputs& in, const Rwkv7Options& opt = {}) {
 }
 
 /// Gradients for grad_out (v's shape and dtype, contiguous) and the optional gradient of the final state (param
-/// dtype, contiguous; zero when absent). Rwkv7Path::reference runs the token loop in double; automatic and recurrent
-/// the token loop in the compute type over states recomputed from checkpoints every opt.chunk_size steps.
+/// dtype, contiguous; zero when absent). Rwkv7Path::reference runs the token loop in double; every other path the
+/// token loop in the compute type over states recomputed from checkpoints every opt.chunk_size steps ("cpu-recurrent").
 inline Rwkv7Grads rwkv7_backward(const Rwkv7Inputs& in, const TensorView& grad_out,
                                  const std::optional<TensorView>& grad_final_state = std::nullopt,
                                  const Rwkv7Options& opt = {}) {
@@ -190,7 +183,8 @@ inline Rwkv7Grads rwkv7_backward(const Rwkv7Inputs& in, const TensorView& grad_o
 }
 
 /// One decoding step: q, k, log_w, a, b (b, h, dk), v (b, h, dv); the state (b, h, dk, dv) is read and updated in
-/// place (param dtype, contiguous); out (b, h, dv) receives o. The same recurrence as the forward's token loop.
+/// place (param dtype, contiguous); out (b, h, dv) receives o. The same recurrence as the forward's token loop (opt.path
+/// and opt.chunk_size do not apply).
 inline void rwkv7_step(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& log_w,
                        const TensorView& a, const TensorView& b, const TensorView& state, const TensorView& out,
                        const Rwkv7Options& opt = {}) {

@@ -1,8 +1,8 @@
-// Conformance registration of RWKV-7's generalized delta rule (ops/rwkv7.hpp): the CPU token loop (cpu_sequential:
-// Rwkv7Path::recurrent, at several checkpoint intervals and 1 or 2 threads) and the op's reference path against the
-// token loop in double of include/ssm/reference/rwkv7.hpp; the backward (the token loop over checkpointed states)
-// against the reference backward, with incoming gradients of out and the final state. No chunked form, no CUDA
-// kernels.
+// Conformance registration of RWKV-7's generalized delta rule (ops/rwkv7.hpp): the chunked CPU forward (several chunk
+// sizes, 1 and 2 threads), the CPU token loop (cpu_sequential: Rwkv7Path::recurrent) and the op's reference path
+// against the token loop in double of include/ssm/reference/rwkv7.hpp; the backward (the token loop over checkpointed
+// states, on cpu_sequential; the chunked backend has no backward of its own) against the reference backward, with
+// incoming gradients of out and the final state. No CUDA kernels.
 #include <random>
 #include <string>
 #include <vector>
@@ -16,7 +16,7 @@ namespace conformance {
 namespace {
 
 using rwkv7_problem::Rw7Case;
-using Rw7Conformance = ChunkedCase<Rw7Case>;  // chunk: the backward's checkpoint interval
+using Rw7Conformance = ChunkedCase<Rw7Case>;  // chunk: the forward's chunk and the backward's checkpoint interval
 
 const Rw7Conformance& of(const Case& c) { return chunked_case<Rw7Case>(c); }
 
@@ -29,6 +29,8 @@ std::vector<Case> rw7_cases() {
   s.b = 2, s.l = 45, s.h = 3, s.dk = 5, s.dv = 4, s.seed = 2;  // l not a multiple of the interval
   add_chunks(list, s, {16, 64});
   s.has_init = true, s.scale = 0.5, s.log_w_min = -4, s.seed = 3;  // a scale, fast decays
+  add_chunks(list, s, {7, 256});
+  s.log_w_min = -40, s.seed = 6;  // decay spans far beyond what one factor of the chunk scores may carry
   add_chunks(list, s, {7, 256});
   s = {};
   s.l = 50, s.h = 4, s.dk = 6, s.dv = 3, s.has_init = true, s.pad = 3, s.seed = 4;  // strided rows of every input, out
@@ -77,8 +79,8 @@ ssm::Rwkv7Inputs rw7_inputs(const Case& c, const Views& in) {
 ssm::Rwkv7Options rw7_options(const Case& c, const RunConfig& cfg) {
   ssm::Rwkv7Options o;
   o.scale = of(c).shape.scale, o.chunk_size = of(c).chunk;
-  o.path = cfg.path == "reference" ? ssm::Rwkv7Path::reference : ssm::Rwkv7Path::recurrent;
-  o.threads = cfg.path == "sequential" ? of(c).threads : cfg.threads;
+  o.path = recurrence_path<ssm::Rwkv7Path>(cfg);
+  o.threads = cfg.path == "reference" ? cfg.threads : of(c).threads;
   return o;
 }
 
@@ -114,10 +116,12 @@ void rw7_backward_reference(const Case& c, const Views& in, const Views& out) {
 
 std::string rw7_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
+  if (pass == Pass::backward && cfg.path == "chunked")
+    return "no chunked backward: every path's backward is the checkpointed token loop (cpu_sequential)";
   return {};
 }
 
-const Register reg{Op{"rwkv7", {"reference", "sequential"}, false, rw7_cases, rw7_unsupported, rw7_forward,
+const Register reg{Op{"rwkv7", {"reference", "sequential", "chunked"}, false, rw7_cases, rw7_unsupported, rw7_forward,
                       rw7_backward, rw7_forward_reference, rw7_backward_reference, chunked_recurrence_tolerance}};
 
 }  // namespace

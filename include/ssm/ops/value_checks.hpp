@@ -1,0 +1,35 @@
+// Value checks of the sequence ops' per-token inputs (GLA's log gate, RWKV-7's decay and rank-1 vectors), element by
+// element on the host: one dispatch on the dtype per tensor, then a typed walk (a per-element dispatch cost as much as
+// a token loop's forward at dk = 128).
+#pragma once
+
+#include <cstdint>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/dtype.hpp"
+#include "ssm/core/tensor.hpp"
+
+namespace ssm::detail {
+
+/// Every value x of t (a host floating tensor (b, l, h, d), checked for rank and unit last stride before) satisfies
+/// valid(x) (x as double), else an ssm::Error naming `name`, `expected`, the value and its index.
+template <class Valid>
+void check_values(const Checker& c, const char* name, const TensorView& t, Valid&& valid, const char* expected) {
+  visit_floating(t.dtype(), name, [&](auto tag) {
+    using E = decltype(tag);
+    const E* base = static_cast<const E*>(t.data());
+    for (index_t bi = 0; bi < t.size(0); ++bi)
+      for (index_t ti = 0; ti < t.size(1); ++ti)
+        for (index_t hh = 0; hh < t.size(2); ++hh) {
+          const E* row = base + bi * t.stride(0) + ti * t.stride(1) + hh * t.stride(2);
+          for (index_t i = 0; i < t.size(3); ++i) {
+            double x;
+            if constexpr (std::is_same_v<E, double>) x = row[i];
+            else x = static_cast<double>(to_float(row[i]));
+            if (!valid(x)) c.require(false, name, expected, ", got ", x, " at (", bi, ", ", ti, ", ", hh, ", ", i, ")");
+          }
+        }
+  });
+}
+
+}  // namespace ssm::detail
