@@ -71,6 +71,16 @@ def delta_rule_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotate
     Gradients of delta_rule for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_beta, grad_g, grad_initial_state, path).
     """
 
+def rwkv7(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], log_w: Annotated[NDArray, dict(writable=False)], a: Annotated[NDArray, dict(writable=False)], b: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, scale: float = 1.0, return_final_state: bool = False, chunk_size: int = 32, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    RWKV-7's generalized delta rule. q, k, log_w, a, b (b, l, h, dk); v (b, l, h, dv). Returns (out, final_state, path).
+    """
+
+def rwkv7_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], log_w: Annotated[NDArray, dict(writable=False)], a: Annotated[NDArray, dict(writable=False)], b: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, scale: float = 1.0, chunk_size: int = 32, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of rwkv7 for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_log_w, grad_a, grad_b, grad_initial_state, path).
+    """
+
 def causal_conv1d(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)], *, bias: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, silu: bool = True) -> tuple:
     """
     Causal depthwise conv1d. x (b, d, l); weight (d, w); bias (d); initial_state (b, d, w - 1). Returns (out, final_state, path).
