@@ -21,8 +21,8 @@
 // heads of 64, expand 2: 24 heads); retnet (ssm::layers::LinearAttentionLayer, LinearAttentionConfig::retnet(768,
 // 12): dk 64, dv 128); gla (LinearAttentionConfig::gla(768, 4), fla's default 4 heads: dk 96, dv 192);
 // gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64,
-// the first layer's form: its recurrence is the token loop, the op's only CPU form). Their workspace_MB is an estimate
-// (three projections' width for one chunk, and the state); peak_rss_MB is measured.
+// the first layer's form, the chunked op). Their workspace_MB is an estimate (three projections' width for one chunk,
+// and the state); peak_rss_MB is measured.
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -219,7 +219,9 @@ void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
 index_t projection_width(Mixer m) {
   if (m == Mixer::mamba2_block) return make_mamba2(1).config().proj_dim();
   if (m == Mixer::gated_deltanet) return make_deltanet(1).config().proj_dim();
-  if (m == Mixer::rwkv7) return 16 * kDModel;  // six token-shift mixes, r k v, log w, a, g, the op's a and b, o
+  // RWKV-7 keeps 15 widths of d_model per token in all (six token-shift mixes; r, k, v, log w, a, g; the op's a and b;
+  // o), a third of them per the estimate's three widths
+  if (m == Mixer::rwkv7) return 5 * kDModel;
   return make_linear_attention(m, 1).config().proj_dim();
 }
 
@@ -531,7 +533,7 @@ int main(int argc, char** argv) {
                                              "mamba2_block (ssm::layers::Mamba2Block, d_state 128, 24 heads of 64); "
                                              "retnet (LinearAttentionConfig::retnet(768, 12)); gla (::gla(768, 4)); "
                                              "gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); "
-                                             "rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64, token loop); "
+                                             "rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
