@@ -17,6 +17,7 @@
 #include "../conformance/linear_attention_problem.hpp"
 #include "../conformance/registry.hpp"
 #include "ssm/ops/linear_attention.hpp"
+#include "support/central_differences.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -228,21 +229,7 @@ TEST(LinearAttention, ReferenceBackwardEqualsCentralDifferences) {
                                                                : std::nullopt,
                                                   o);
     auto check = [&](const char* name, Tensor& x, const Tensor& grad) {
-      SCOPED_TRACE(std::string(name) + " " + cs.describe());
-      ASSERT_TRUE(grad.defined());
-      double max_err = 0, max_g = 0;
-      for (index_t i = 0; i < x.numel(); ++i) {
-        double& xi = x.data_as<double>()[i];
-        const double x0 = xi, e = 1e-6;
-        xi = x0 + e;
-        const double up = loss(d);
-        xi = x0 - e;
-        const double down = loss(d);
-        xi = x0;
-        const double fd = (up - down) / (2 * e), an = grad.data_as<double>()[i];
-        max_err = std::max(max_err, std::abs(fd - an)), max_g = std::max(max_g, std::abs(an));
-      }
-      EXPECT_LE(max_err, 1e-7 * std::max(1.0, max_g));
+      ssm_test::expect_central_differences(std::string(name) + " " + cs.describe(), x, grad, [&] { return loss(d); });
     };
     check("q", d.q, g.grad_q);
     check("k", d.k, g.grad_k);

@@ -21,6 +21,7 @@
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/rwkv7.hpp"
+#include "support/central_differences.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -227,22 +228,7 @@ TEST(Rwkv7, ReferenceBackwardEqualsCentralDifferences) {
     const auto g = ssm::rwkv7_backward(d.inputs(), loss.w.view(), loss.wS.view(), o);
     EXPECT_EQ(g.path, "reference");
     auto check = [&](const char* name, Tensor& x, const Tensor& grad) {
-      SCOPED_TRACE(std::string(name) + " " + cs.describe());
-      ASSERT_TRUE(grad.defined());
-      double max_err = 0, max_g = 0;
-      for (index_t i = 0; i < x.numel(); ++i) {
-        double& xi = x.data_as<double>()[i];
-        const double x0 = xi, e = 1e-6;
-        xi = x0 + e;
-        const double up = loss(d);
-        xi = x0 - e;
-        const double down = loss(d);
-        xi = x0;
-        const double fd = (up - down) / (2 * e), an = grad.data_as<double>()[i];
-        max_err = std::max(max_err, std::abs(fd - an)), max_g = std::max(max_g, std::abs(an));
-      }
-      EXPECT_GT(max_g, 0.0);
-      EXPECT_LE(max_err, 1e-7 * std::max(1.0, max_g));
+      ssm_test::expect_central_differences(std::string(name) + " " + cs.describe(), x, grad, [&] { return loss(d); });
     };
     check("q", d.q, g.grad_q);
     check("k", d.k, g.grad_k);
