@@ -15,6 +15,10 @@
 // RWKV-7's generalized delta rule (ops/rwkv7.hpp, docs/rwkv7.md) at the same shape, BM_rwkv7_*: the chunked forward
 // with speedup_over_loop, the token loop, and the checkpointed backward with bwd_over_fwd (its best time over the
 // chunked forward's best), the inputs drawn as the model forms them (log w in [−1, −0.01), a = −κ̂, b = κ̂ ⊙ a_icl).
+// TTT-Linear (ops/ttt_linear.hpp, docs/ttt_linear.md), BM_ttt_*: the dual form with speedup_over_loop (the token
+// loop's best over the dual form's best) at mini-batch sizes 16 (the paper's) and 64, and the token loop, at d = 128
+// (the shape above: updates_per_s counts b·l·h·d², the inner model's size) and d = 64 (the paper's head width), with
+// the paper's position weights τ_i = 1 / (i + 1) and η in [0, 0.1).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -26,9 +30,11 @@
 #include "../tests/conformance/delta_rule_problem.hpp"
 #include "../tests/conformance/linear_attention_problem.hpp"
 #include "../tests/conformance/rwkv7_problem.hpp"
+#include "../tests/conformance/ttt_linear_problem.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/rwkv7.hpp"
+#include "ssm/ops/ttt_linear.hpp"
 
 namespace {
 
@@ -290,6 +296,62 @@ BENCHMARK(BM_rwkv7_chunked)
     ->UseRealTime();
 BENCHMARK(BM_rwkv7_recurrent)->Args({4096})->ArgNames({"l"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_rwkv7_backward)->Args({4096, 32})->ArgNames({"l", "chunk"})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+ttt_linear_problem::TttData ttt_data(index_t l, index_t d, index_t m) {
+  ttt_linear_problem::TttCase c;
+  c.b = 1, c.l = l, c.h = 4, c.dk = d, c.m = m, c.dtype = ssm::DType::f32, c.has_init = true, c.has_tau = true;
+  c.eta_max = 0.1;
+  return ttt_linear_problem::make_data(c);
+}
+
+ssm::TttLinearOptions ttt_options(index_t m, ssm::TttLinearPath path) {
+  ssm::TttLinearOptions o;
+  o.mini_batch_size = m, o.threads = 1, o.path = path;
+  return o;
+}
+
+void BM_ttt_dual(benchmark::State& state) {
+  const index_t m = state.range(2);
+  const auto d = ttt_data(state.range(0), state.range(1), m);
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = ttt_options(m, ssm::TttLinearPath::dual);
+  const double loop_s = best_of(
+      3, [&] { ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, ttt_options(m, ssm::TttLinearPath::recurrent)); });
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["speedup_over_loop"] = loop_s / best;
+}
+
+void BM_ttt_recurrent(benchmark::State& state) {
+  const auto d = ttt_data(state.range(0), state.range(1), 16);
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = ttt_options(16, ssm::TttLinearPath::recurrent);
+  for (auto _ : state) {
+    ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_updates(state, d.cs);
+}
+
+// (l, d, mini-batch), (l, d)
+BENCHMARK(BM_ttt_dual)
+    ->ArgsProduct({{4096}, {64, 128}, {16, 64}})
+    ->ArgNames({"l", "d", "m"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ttt_recurrent)
+    ->ArgsProduct({{4096}, {64, 128}})
+    ->ArgNames({"l", "d"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

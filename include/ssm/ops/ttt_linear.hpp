@@ -1,0 +1,204 @@
+// The TTT-Linear op (Sun et al. 2024, "Learning to (Learn at Test Time)"): a hidden state that is a linear model
+// Ŵ = [W; bᵀ] (d + 1, d) per head, trained while the sequence is read by mini-batch gradient descent on the inner loss
+// ½‖LN(k̂ᵀŴ) − (v − k)‖², and applied to the test view: o_t = q_t + LN(q̂_tᵀ Ŵ_t) (docs/ttt_linear.md; the formulas in
+// core/params/ttt_linear.hpp). Forms: the dual form (mini-batch matrix products, cpu/ttt_linear.hpp), the token loop in
+// the compute type (cpu/ttt_linear.hpp), the primal form in double (reference/ttt_linear.hpp) and the one-token step for
+// decoding (ttt_linear_step). Initial and final states — the weights Ŵ′ at the start of the unfinished mini-batch and
+// the gradient sum A pending in it — and packed sequences (cu_seqlens). Forward only: there is no backward yet. CPU
+// tensors only: CUDA tensors are an ssm::Error.
+#pragma once
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/params/ttt_linear.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/cpu/ttt_linear.hpp"
+#include "ssm/ops/one_step.hpp"
+#include "ssm/ops/value_checks.hpp"
+#include "ssm/reference/ttt_linear.hpp"
+
+namespace ssm {
+
+/// Input dtype: q, k, v, eta, out in f32 | f64 | f16 | bf16 (16-bit computed in f32). Param dtype (f64 for f64 inputs,
+/// else f32), contiguous: the layer norm's weights, the position weights and the states. The last dimension of q, k,
+/// v has unit stride.
+struct TttLinearInputs {
+  TensorView q{};                                // (b, l, h, d): the test view
+  TensorView k{};                                // (b, l, h, d): the training view
+  TensorView v{};                                // (b, l, h, d): the label view
+  TensorView eta{};                              // (b, l, h), each finite and >= 0: the learning rate η_t
+  TensorView ln_weight{};                        // γ (h, d), finite
+  TensorView ln_bias{};                          // β (h, d), finite
+  std::optional<TensorView> position_weights{};  // τ (m), each finite and >= 0; absent: every τ_i = 1
+  std::optional<TensorView> initial_state{};     // Ŵ′ (b, h, d + 1, d); with cu_seqlens (n_seqs, h, d + 1, d)
+  std::optional<TensorView> initial_pending{};   // A, the same shape; absent: zero
+  std::optional<TensorView> cu_seqlens{};        // (n_seqs + 1) i32 | i64 on the CPU; then b == 1
+};
+
+/// automatic = dual; dual = the mini-batch matrix products; recurrent = the token loop in the compute type; reference =
+/// the primal form in double.
+enum class TttLinearPath { automatic, reference, dual, recurrent };
+
+struct TttLinearOptions {
+  index_t mini_batch_size = 16;  // m > 0 (the paper's TTT-Linear uses 16)
+  index_t start = 0;             // [0, m): the mini-batch position of every sequence's first token (0: a fresh start)
+  double ln_eps = 1e-6;          // the inner layer norm's ε, finite and > 0
+  TttLinearPath path = TttLinearPath::automatic;
+  int threads = 0;                  // CPU threads (0: by the amount of work)
+  bool return_final_state = false;  // the allocating form: also the final state and pending sum
+};
+
+struct TttLinearOutputs {
+  Tensor out;            // v's shape and dtype
+  Tensor final_state;    // Ŵ′ (rows, h, d + 1, d) param dtype, when asked for
+  Tensor final_pending;  // A, the same shape, when asked for
+  std::string path;      // "cpu-dual", "cpu-recurrent" or "reference"
+};
+
+namespace detail {
+
+/// t (n_0, …) of rank r < 4 as the rank-4 view (n_0, …, 1, …, 1) the value checks walk (their last dimension of size 1,
+/// so t's own strides may be anything).
+inline TensorView as_rank4(const TensorView& t) {
+  std::vector<index_t> shape, strides;
+  for (int i = 0; i < t.rank(); ++i) shape.push_back(t.size(i)), strides.push_back(t.stride(i));
+  while (shape.size() < 4) shape.push_back(1), strides.push_back(1);
+  return TensorView(const_cast<void*>(t.data()), t.dtype(), t.device(), Dims(shape), Dims(strides));
+}
+
+/// Checks everything (eta's, γ's, β's and τ's values too) and fills the argument block; `cu` receives cu_seqlens as
+/// i64.
+inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs& in, const TensorView& out,
+                                        const std::optional<TensorView>& final_state,
+                                        const std::optional<TensorView>& final_pending, const TttLinearOptions& opt,
+                                        std::vector<std::int64_t>& cu) {
+  c.defined("q", in.q).defined("k", in.k).defined("v", in.v).defined("eta", in.eta).defined("out", out);
+  c.defined("ln_weight", in.ln_weight).defined("ln_bias", in.ln_bias);
+  c.require(opt.mini_batch_size > 0, "mini_batch_size", "must be > 0, got ", opt.mini_batch_size);
+  c.require(opt.start >= 0 && opt.start < opt.mini_batch_size, "start", "must be in [0, mini_batch_size = ",
+            opt.mini_batch_size, "), got ", opt.start);
+  c.positive("ln_eps", opt.ln_eps);
+  const TensorView none = in.q;
+  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {"eta", in.eta}, {"ln_weight", in.ln_weight},
+                 {"ln_bias", in.ln_bias}, {"out", out}, {"position_weights", in.position_weights.value_or(none)},
+                 {"initial_state", in.initial_state.value_or(none)}, {"initial_pending", in.initial_pending.value_or(none)},
+                 {"final_state", final_state.value_or(none)}, {"final_pending", final_pending.value_or(none)}});
+  c.require(in.q.device().is_cpu(), "q", "TTT-Linear has no CUDA path yet (q is on ", in.q.device().str(), ")");
+  c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
+  TttLinearParams p;
+  p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.d = in.v.size(3);
+  p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
+  p.mini_batch = opt.mini_batch_size, p.start = opt.start, p.ln_eps = opt.ln_eps;
+  const index_t b = p.batch, l = p.seqlen, h = p.nheads, d = p.d;
+  for (const auto& [nm, t] : {NamedView{"q", in.q}, NamedView{"k", in.k}})
+    c.same_dtype(nm, t, "v", in.v).shape(nm, t, {b, l, h, d}).unit_stride(nm, t, 3);
+  c.same_dtype("eta", in.eta, "v", in.v).shape("eta", in.eta, {b, l, h});
+  check_values(c, "eta", as_rank4(in.eta), [](double x) { return std::isfinite(x) && x >= 0; },
+               "every learning rate must be finite and >= 0");
+  auto rows_of = [](const TensorView& t) {
+    return TokenRows<const void*>{t.data(), t.stride(0), t.stride(1), t.stride(2)};
+  };
+  p.q = rows_of(in.q), p.k = rows_of(in.k), p.v = rows_of(in.v);
+  p.eta = {in.eta.data(), in.eta.stride(0), in.eta.stride(1), in.eta.stride(2)};
+  const char* pname = p.param_dtype == DType::f64 ? "f64 (v is f64)" : "f32 (the param dtype for f32 / f16 / bf16 v)";
+  auto param = [&](const char* nm, const TensorView& t, std::initializer_list<index_t> shape) {
+    c.defined(nm, t);
+    c.require(t.dtype() == p.param_dtype, nm, "expected dtype ", pname, ", got ", name(t.dtype()));
+    c.shape(nm, t, shape).contiguous(nm, t);
+  };
+  param("ln_weight", in.ln_weight, {h, d}), param("ln_bias", in.ln_bias, {h, d});
+  for (const auto& [nm, t] : {NamedView{"ln_weight", in.ln_weight}, NamedView{"ln_bias", in.ln_bias}})
+    check_values(c, nm, as_rank4(t), [](double x) { return std::isfinite(x); }, "every value must be finite");
+  p.ln_weight = in.ln_weight.data(), p.ln_bias = in.ln_bias.data();
+  if (in.position_weights) {
+    param("position_weights", *in.position_weights, {p.mini_batch});
+    check_values(c, "position_weights", as_rank4(*in.position_weights),
+                 [](double x) { return std::isfinite(x) && x >= 0; }, "every position weight must be finite and >= 0");
+    p.position_weights = in.position_weights->data();
+  }
+  index_t rows = b;
+  if (in.cu_seqlens) {
+    cu = c.cu_seqlens("cu_seqlens", *in.cu_seqlens, b, l);
+    p.cu_seqlens = cu.data(), p.n_seqs = static_cast<index_t>(cu.size()) - 1;
+    rows = p.n_seqs;
+  }
+  auto state = [&](const char* nm, const std::optional<TensorView>& t) -> void* {
+    if (!t) return nullptr;
+    param(nm, *t, {rows, h, d + 1, d});
+    return t->data();
+  };
+  p.initial_state = state("initial_state", in.initial_state), p.initial_pending = state("initial_pending", in.initial_pending);
+  p.final_state = state("final_state", final_state), p.final_pending = state("final_pending", final_pending);
+  c.same_dtype("out", out, "v", in.v).shape("out", out, {b, l, h, d}).unit_stride("out", out, 3);
+  p.out = {out.data(), out.stride(0), out.stride(1), out.stride(2)};
+  return p;
+}
+
+}  // namespace detail
+
+/// The forward into `out` (v's shape and dtype) and, when given, the final state Ŵ′ and pending sum A (rows, h, d + 1,
+/// d). Starting from a sequence's final state and pending sum with opt.start = its length mod m continues it exactly.
+/// Returns the path that ran.
+inline std::string ttt_linear_into(const TttLinearInputs& in, const TensorView& out,
+                                   const std::optional<TensorView>& final_state = std::nullopt,
+                                   const std::optional<TensorView>& final_pending = std::nullopt,
+                                   const TttLinearOptions& opt = {}) {
+  Checker c("ttt_linear");
+  std::vector<std::int64_t> cu;
+  const TttLinearParams p = detail::check_ttt_linear(c, in, out, final_state, final_pending, opt, cu);
+  switch (opt.path) {
+    case TttLinearPath::reference: reference::ttt_linear_forward(p); return "reference";
+    case TttLinearPath::recurrent: cpu::ttt_linear_forward_recurrent(p, opt.threads); return "cpu-recurrent";
+    default: cpu::ttt_linear_forward_dual(p, opt.threads); return "cpu-dual";
+  }
+}
+
+/// The allocating form: out, and the final state and pending sum when opt.return_final_state.
+inline TttLinearOutputs ttt_linear(const TttLinearInputs& in, const TttLinearOptions& opt = {}) {
+  TttLinearOutputs r;
+  r.out = Tensor::empty(in.v.shape(), in.v.dtype(), in.v.device());
+  std::optional<TensorView> fs, fp;
+  if (opt.return_final_state && in.v.rank() == 4) {
+    const index_t rows = in.cu_seqlens ? std::max<index_t>(in.cu_seqlens->numel() - 1, 0) : in.v.size(0);
+    const index_t d = in.v.size(3);
+    const Dims shape{rows, in.v.size(2), d + 1, d};
+    r.final_state = Tensor::empty(shape, compute_dtype(in.v.dtype()), in.v.device());
+    r.final_pending = Tensor::empty(shape, compute_dtype(in.v.dtype()), in.v.device());
+    fs = r.final_state.view(), fp = r.final_pending.view();
+  }
+  r.path = ttt_linear_into(in, r.out, fs, fp, opt);
+  return r;
+}
+
+/// One decoding step of the token at `position` in its sequence (>= 0; its mini-batch position is position mod m): q,
+/// k, v (b, h, d) and eta (b, h) in `in` (with ln_weight, ln_bias and the optional position weights; in.initial_state,
+/// in.initial_pending and in.cu_seqlens must be absent); `state` Ŵ′ and `pending` A (b, h, d + 1, d) are read and
+/// updated in place (param dtype, contiguous); out (b, h, d) receives o. The forward's token loop on one token
+/// (opt.path and opt.start do not apply).
+inline void ttt_linear_step(const TttLinearInputs& in, const TensorView& state, const TensorView& pending,
+                            index_t position, const TensorView& out, const TttLinearOptions& opt = {}) {
+  Checker c("ttt_linear_step");
+  for (const auto& [nm, t] : {NamedView{"q", in.q}, NamedView{"k", in.k}, NamedView{"v", in.v}, NamedView{"out", out}})
+    c.rank(nm, t, 3);
+  c.rank("eta", in.eta, 2).rank("state", state, 4).rank("pending", pending, 4);
+  c.require(!in.initial_state && !in.initial_pending && !in.cu_seqlens, "in",
+            "the step reads its state from `state` and `pending`: initial_state, initial_pending and cu_seqlens must be "
+            "absent");
+  c.require(position >= 0, "position", "must be >= 0, got ", position);
+  c.require(opt.mini_batch_size > 0, "mini_batch_size", "must be > 0, got ", opt.mini_batch_size);
+  using detail::as_one_step;
+  TttLinearInputs one = in;
+  one.q = as_one_step(in.q), one.k = as_one_step(in.k), one.v = as_one_step(in.v), one.eta = as_one_step(in.eta);
+  one.initial_state = state, one.initial_pending = pending;
+  TttLinearOptions o = opt;
+  o.start = position % opt.mini_batch_size;
+  std::vector<std::int64_t> cu;
+  const TttLinearParams p = detail::check_ttt_linear(c, one, as_one_step(out), state, pending, o, cu);
+  cpu::ttt_linear_forward_recurrent(p, opt.threads);
+}
+
+}  // namespace ssm

@@ -1,0 +1,122 @@
+// Conformance registration of TTT-Linear (ops/ttt_linear.hpp): the dual form (cpu_chunked, mini-batch sizes that do
+// and do not divide l, 1 and 2 threads), the CPU token loop (cpu_sequential) and the op's reference path against the
+// primal form in double of include/ssm/reference/ttt_linear.hpp, with every output guarded: out, the final state and the
+// pending sum. Forward only (the op has no backward yet). No CUDA kernels.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../registry.hpp"
+#include "../ttt_linear_problem.hpp"
+#include "ssm/ops/ttt_linear.hpp"
+#include "ssm/reference/ttt_linear.hpp"
+
+namespace conformance {
+namespace {
+
+using ttt_linear_problem::TttCase;
+using TttConformance = ChunkedCase<TttCase>;  // chunk: the mini-batch size
+
+const TttConformance& of(const Case& c) { return chunked_case<TttCase>(c); }
+
+/// The case's shape with its mini-batch size m = the chunk, and its start moved inside that mini-batch.
+TttCase resolved(const TttConformance& k) {
+  TttCase s = k.shape;
+  s.m = k.chunk, s.start = std::min(s.start, s.m - 1);
+  return s;
+}
+
+std::vector<Case> ttt_cases() {
+  std::vector<TttConformance> list;
+  TttCase s;
+  s.b = 1, s.l = 1, s.h = 1, s.dk = 1;  // every size 1
+  add_chunks(list, s, {1, 16});
+  s = {};
+  s.b = 2, s.l = 45, s.h = 3, s.dk = 5, s.seed = 2;  // l not a multiple of the mini-batch
+  add_chunks(list, s, {4, 16});
+  s.has_init = true, s.has_tau = true, s.seed = 3;  // the paper's position weights
+  add_chunks(list, s, {7, 64});
+  s.has_pending = true, s.start = 2, s.seed = 4;  // entering at position 2 of a mini-batch with a pending sum
+  add_chunks(list, s, {3, 16});
+  s = {};
+  s.l = 50, s.h = 4, s.dk = 6, s.has_init = true, s.pad = 3, s.seed = 5;  // strided q, k, v, eta and out
+  add_chunks(list, s, {8, 33});
+  s = {};
+  // packed. d >= 4 here and above: the layer norm of a row of 2 or 3 values is ill-conditioned (its spread can be far
+  // below its size), so one f32 rounding of k̂ᵀŴ or q̂ᵀŴ_t may move the output by more than 1e-5 (docs/ttt_linear.md)
+  s.l = 40, s.h = 3, s.dk = 4, s.has_init = true, s.cu = {0, 5, 6, 40}, s.seed = 6;
+  add_chunks(list, s, {4, 64});
+
+  return chunked_cases(list, [](const TttConformance& k) {
+    const ttt_linear_problem::TttData d = ttt_linear_problem::make_data(resolved(k));
+    const TttCase& cs = d.cs;
+    const DType dt = cs.dtype, pt = ssm::compute_dtype(dt);
+    const bool p = cs.pad > 0;
+    Case c;
+    c.name = cs.describe();
+    const ssm::TttLinearInputs in = d.inputs();
+    add_input(c, "q", p, d.q, d.q_pad, in.q);
+    add_input(c, "k", p, d.k, d.k_pad, in.k);
+    add_input(c, "v", p, d.v, d.v_pad, in.v);
+    add_input(c, "eta", p, d.eta, d.eta_pad, in.eta);
+    c.inputs.push_back(dense_arg("ln_weight", d.ln_weight));
+    c.inputs.push_back(dense_arg("ln_bias", d.ln_bias));
+    if (in.position_weights) c.inputs.push_back(dense_arg("position_weights", d.tau));
+    if (in.initial_state) c.inputs.push_back(dense_arg("initial_state", d.initial_state));
+    if (in.initial_pending) c.inputs.push_back(dense_arg("initial_pending", d.initial_pending));
+    if (in.cu_seqlens) add_input(c, "cu_seqlens", false, d.cu_seqlens, {}, *in.cu_seqlens);
+    OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dk}, dt};  // (b, l, h, d)
+    if (p) out.strides = {cs.l * cs.h * (cs.dk + 2), cs.h * (cs.dk + 2), cs.dk + 2, 1};
+    const ssm::Dims state{cs.rows(), cs.h, cs.dk + 1, cs.dk};  // (rows, h, d + 1, d)
+    c.outputs = {out, {"final_state", state, pt}, {"final_pending", state, pt}};
+    return c;
+  });
+}
+
+ssm::TttLinearInputs ttt_inputs(const Case& c, const Views& in) {
+  ssm::TttLinearInputs r;
+  r.q = named(c, in, "q"), r.k = named(c, in, "k"), r.v = named(c, in, "v"), r.eta = named(c, in, "eta");
+  r.ln_weight = named(c, in, "ln_weight"), r.ln_bias = named(c, in, "ln_bias");
+  r.position_weights = optional_view(named(c, in, "position_weights"));
+  r.initial_state = optional_view(named(c, in, "initial_state"));
+  r.initial_pending = optional_view(named(c, in, "initial_pending"));
+  r.cu_seqlens = optional_view(named(c, in, "cu_seqlens"));
+  return r;
+}
+
+ssm::TttLinearOptions ttt_options(const Case& c, const RunConfig& cfg) {
+  ssm::TttLinearOptions o;
+  const TttCase s = resolved(of(c));
+  o.mini_batch_size = s.m, o.start = s.start;
+  o.path = cfg.path == "reference"    ? ssm::TttLinearPath::reference
+           : cfg.path == "sequential" ? ssm::TttLinearPath::recurrent
+                                      : ssm::TttLinearPath::dual;
+  o.threads = recurrence_threads(of(c).threads, cfg);
+  return o;
+}
+
+void ttt_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
+  const std::string path =
+      ssm::ttt_linear_into(ttt_inputs(c, in), out.views[0], out.views[1], out.views[2], ttt_options(c, cfg));
+  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-dual");
+}
+
+/// The primal form in double, into the contiguous reference outputs (an argument block filled by the op's checks).
+void ttt_forward_reference(const Case& c, const Views& in, const Views& out) {
+  ssm::Checker chk("ttt_linear");
+  std::vector<std::int64_t> cu;
+  RunConfig ref;
+  ref.path = "reference";
+  ssm::reference::ttt_linear_forward(
+      ssm::detail::check_ttt_linear(chk, ttt_inputs(c, in), out[0], out[1], out[2], ttt_options(c, ref), cu));
+}
+
+std::string ttt_unsupported(const Case&, const RunConfig&, Pass pass) {
+  return pass == Pass::backward ? "TTT-Linear has no backward yet" : std::string();
+}
+
+const Register reg{Op{"ttt_linear", {"reference", "sequential", "chunked"}, false, ttt_cases, ttt_unsupported,
+                      ttt_forward, nullptr, ttt_forward_reference, nullptr, chunked_recurrence_tolerance}};
+
+}  // namespace
+}  // namespace conformance
