@@ -1,6 +1,7 @@
 // Module header: the sequence layers — the LSSL in its three views; linear, embedding, RMSNorm, SiLU,
 // softplus, causal depthwise conv1d, the Mamba block (forward, step, backward), the Mamba-2 block, and the mixers of
-// the linear-attention family: linear attention / RetNet / GLA, DeltaNet / Gated DeltaNet, RWKV-7's time mixing.
+// the linear-attention family: linear attention / RetNet / GLA, DeltaNet / Gated DeltaNet, RWKV-7's time mixing,
+// TTT-Linear.
 #pragma once
 
 #include "ssm/layers/basic.hpp"
@@ -11,3 +12,4 @@
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/rwkv7.hpp"
+#include "ssm/layers/ttt_linear.hpp"

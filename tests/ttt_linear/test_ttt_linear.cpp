@@ -17,6 +17,7 @@
 #include "../conformance/ttt_linear_problem.hpp"
 #include "ssm/ops/ttt_linear.hpp"
 #include "support/expect_error.hpp"
+#include "support/ttt_inner.hpp"
 
 namespace {
 
@@ -29,6 +30,8 @@ using ssm::TttLinearPath;
 using ssm_test::expect_arg_error;
 using ttt_linear_problem::TttCase;
 using ttt_linear_problem::TttData;
+using ttt_inner::Inner;
+using ttt_inner::Token;
 
 ssm::TttLinearOutputs run(const TttData& d, TttLinearPath path, int threads = 1) {
   ssm::TttLinearOptions o = d.options();
@@ -101,61 +104,6 @@ TEST(TttLinear, SixteenBitInputsAreComputedInF32) {
       }
     }
 }
-
-// ---- the inner model, written out: ℓ(Ŵ) = ½‖LN(k̂ᵀŴ) − (v − k)‖² and f(x; Ŵ) = x + LN(x̂ᵀŴ) in double ------------
-
-struct Token {
-  std::vector<double> q, k, v;
-  double eta = 0;
-};
-
-struct Inner {
-  index_t d = 0;
-  std::vector<double> gamma, beta;
-  double eps = 1e-6;
-
-  std::vector<double> ln(const std::vector<double>& W, const std::vector<double>& x) const {
-    std::vector<double> z(static_cast<std::size_t>(d));
-    for (index_t j = 0; j < d; ++j) {
-      double acc = W[static_cast<std::size_t>(d * d + j)];
-      for (index_t i = 0; i < d; ++i) acc += x[static_cast<std::size_t>(i)] * W[static_cast<std::size_t>(i * d + j)];
-      z[static_cast<std::size_t>(j)] = acc;
-    }
-    double mean = 0, var = 0;
-    for (double e : z) mean += e / static_cast<double>(d);
-    for (double e : z) var += (e - mean) * (e - mean) / static_cast<double>(d);
-    for (index_t j = 0; j < d; ++j) {
-      const std::size_t jj = static_cast<std::size_t>(j);
-      z[jj] = gamma[jj] * (z[jj] - mean) / std::sqrt(var + eps) + beta[jj];
-    }
-    return z;
-  }
-  double loss(const std::vector<double>& W, const Token& x) const {
-    const std::vector<double> y = ln(W, x.k);
-    double s = 0;
-    for (std::size_t j = 0; j < y.size(); ++j) s += 0.5 * std::pow(y[j] - (x.v[j] - x.k[j]), 2);
-    return s;
-  }
-  /// ∇ℓ(Ŵ) by central differences.
-  std::vector<double> gradient(std::vector<double> W, const Token& x) const {
-    std::vector<double> g(W.size());
-    const double e = 1e-6;
-    for (std::size_t i = 0; i < W.size(); ++i) {
-      const double w0 = W[i];
-      W[i] = w0 + e;
-      const double up = loss(W, x);
-      W[i] = w0 - e;
-      g[i] = (up - loss(W, x)) / (2 * e);
-      W[i] = w0;
-    }
-    return g;
-  }
-  std::vector<double> output(const std::vector<double>& W, const Token& x) const {
-    std::vector<double> o = ln(W, x.q);
-    for (std::size_t j = 0; j < o.size(); ++j) o[j] += x.q[j];
-    return o;
-  }
-};
 
 /// One head of one row of an f64 problem, read back as tokens, the inner model and the initial state.
 void unpack(const TttData& dd, std::vector<Token>& xs, Inner& f, std::vector<double>& W0) {

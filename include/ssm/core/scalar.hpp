@@ -83,6 +83,14 @@ SSM_HOST_DEVICE inline T silu_grad(T x) {
   return s * (T(1) + x * (T(1) - s));
 }
 
+/// GELU with the tanh approximation (PyTorch's gelu(approximate="tanh"); TTT's output gate):
+/// ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), with tanh(u) = 1 − 2 / (e^{2u} + 1) (NaN in, NaN out).
+template <class T>
+SSM_HOST_DEVICE inline T gelu_tanh(T x) {
+  const T u = T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
+  return T(0.5) * x * (T(2) - T(2) / (scalar::exp(T(2) * u) + T(1)));
+}
+
 /// exp(Delta A) from Delta and A2 = A log2 e (the exp2-domain decay: one multiply and an exp2 per step).
 template <class T>
 SSM_HOST_DEVICE inline T decay_exp2(T Delta, T A2) {

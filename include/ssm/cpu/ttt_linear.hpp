@@ -22,6 +22,7 @@
 
 #include "ssm/core/params/ttt_linear.hpp"
 #include "ssm/cpu/convert.hpp"
+#include "ssm/cpu/layer_norm.hpp"
 #include "ssm/cpu/linear_attention.hpp"
 #include "ssm/cpu/ssd/chunks.hpp"
 #include "ssm/cpu/threads.hpp"
@@ -30,25 +31,11 @@ namespace ssm::cpu {
 
 namespace ttt_linear {
 
-/// The layer norm of one row z (d): y = γ ⊙ ẑ + β with ẑ = (z − mean) / sqrt(var + ε), into y; returns 1 / σ and
-/// leaves ẑ in zhat.
-template <class T>
-T layer_norm(const T* z, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat, T* y) {
-  T mean = 0, var = 0;
-  for (std::int64_t j = 0; j < d; ++j) mean += z[j];
-  mean /= static_cast<T>(d);
-  for (std::int64_t j = 0; j < d; ++j) var += (z[j] - mean) * (z[j] - mean);
-  var /= static_cast<T>(d);
-  const T inv_sigma = T(1) / std::sqrt(var + eps);
-  for (std::int64_t j = 0; j < d; ++j) zhat[j] = (z[j] - mean) * inv_sigma, y[j] = gamma[j] * zhat[j] + beta[j];
-  return inv_sigma;
-}
-
 /// G = ∇_z ½‖LN(z) − (v − k)‖² (d) into G; zhat and y are scratch of d.
 template <class T>
 void inner_gradient(const T* z, const T* k, const T* v, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat,
                     T* y, T* G) {
-  const T inv_sigma = layer_norm(z, gamma, beta, d, eps, zhat, y);
+  const T inv_sigma = layer_norm_row(z, gamma, beta, d, eps, zhat, y);
   T mg = 0, mgz = 0;
   for (std::int64_t j = 0; j < d; ++j) {
     const T g = gamma[j] * (y[j] - (v[j] - k[j]));
@@ -131,7 +118,7 @@ void forward_recurrent(const TttLinearParams& p, int threads) {
       }
       const T ti = tau[static_cast<std::size_t>(i)];
       apply(W.data(), A.data(), ti, q, d, z);  // ẑ = q̂ᵀ (Ŵ′ − τ_i A)
-      layer_norm(z, gamma, beta, d, eps, zhat, y);
+      layer_norm_row(z, gamma, beta, d, eps, zhat, y);
       for (std::int64_t j = 0; j < d; ++j) y[j] += q[j];
       store_row(y, d, static_cast<In*>(p.out.data) + p.out.at(bi, t, hh));
       if (i == m - 1) {  // the mini-batch ends: Ŵ′ ← Ŵ′ − τ_{m−1} A, A ← 0
@@ -184,7 +171,7 @@ void forward_dual(const TttLinearParams& p, int threads) {
       for (std::int64_t r = 0; r < n; ++r) Zq.row(r) *= -tau[static_cast<std::size_t>(i0 + r)];
       Zq.noalias() += Qh * W;  // Ẑ
       for (std::int64_t r = 0; r < n; ++r) {
-        layer_norm(&Zq(r, 0), gamma, beta, d, eps, zhat.data(), &Y(r, 0));
+        layer_norm_row(&Zq(r, 0), gamma, beta, d, eps, static_cast<T*>(nullptr), &Y(r, 0));
         for (std::int64_t j = 0; j < d; ++j) Y(r, j) += Qh(r, j);
         store_row(&Y(r, 0), d, static_cast<In*>(p.out.data) + p.out.at(bi, t0 + r, hh));
       }

@@ -12,31 +12,17 @@
 
 #include "ssm/core/params/ttt_linear.hpp"
 #include "ssm/reference/elements.hpp"
+#include "ssm/reference/layer_norm.hpp"
 
 namespace ssm::reference {
 
 namespace ttt_detail {
 
-/// The layer norm over one row z (d) with γ, β: y = γ ⊙ ẑ + β, ẑ = (z − mean) / sqrt(var + ε); ẑ and 1 / σ kept.
-inline void layer_norm(const std::vector<double>& z, const std::vector<double>& gamma, const std::vector<double>& beta,
-                       double eps, std::vector<double>& zhat, double& inv_sigma, std::vector<double>& y) {
-  const std::size_t n = z.size();
-  double mean = 0, var = 0;
-  for (double x : z) mean += x;
-  mean /= static_cast<double>(n);
-  for (double x : z) var += (x - mean) * (x - mean);
-  var /= static_cast<double>(n);
-  inv_sigma = 1.0 / std::sqrt(var + eps);
-  zhat.resize(n), y.resize(n);
-  for (std::size_t i = 0; i < n; ++i) zhat[i] = (z[i] - mean) * inv_sigma, y[i] = gamma[i] * zhat[i] + beta[i];
-}
-
 /// G = ∇_z ½‖LN(z) − r‖² (d): with g = γ ⊙ (LN(z) − r), G = (g − mean(g) − ẑ mean(g ⊙ ẑ)) / σ.
 inline void inner_gradient(const std::vector<double>& z, const std::vector<double>& r, const std::vector<double>& gamma,
                            const std::vector<double>& beta, double eps, std::vector<double>& G) {
   std::vector<double> zhat, y;
-  double inv_sigma = 0;
-  layer_norm(z, gamma, beta, eps, zhat, inv_sigma, y);
+  const double inv_sigma = layer_norm_row(z, gamma, beta, eps, zhat, y);
   const std::size_t n = z.size();
   std::vector<double> g(n);
   double mg = 0, mgz = 0;
@@ -96,8 +82,7 @@ inline void ttt_linear_forward(const TttLinearParams& p) {
         for (std::int64_t e = 0; e < size; ++e)  // the primal form: this token's weights, built
           Wt[static_cast<std::size_t>(e)] = W0[static_cast<std::size_t>(e)] - ti * A[static_cast<std::size_t>(e)];
         apply(Wt, q, z);
-        double inv_sigma = 0;
-        layer_norm(z, gamma, beta, p.ln_eps, zhat, inv_sigma, y);
+        layer_norm_row(z, gamma, beta, p.ln_eps, zhat, y);
         for (std::int64_t j = 0; j < d; ++j)
           store_real(p.out.data, it, p.out.at(bi, t, hh) + j, q[static_cast<std::size_t>(j)] + y[static_cast<std::size_t>(j)]);
         if (i == m - 1) W0 = Wt, A.assign(A.size(), 0.0);

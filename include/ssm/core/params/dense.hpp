@@ -37,6 +37,39 @@ struct RmsNormParams {
   DType dtype = DType::f32;     // of x, residual, weight and y
 };
 
+/// LayerNorm per row: y = (x − mean) / sqrt(var + eps) ⊙ weight + bias (var the biased variance).
+struct LayerNormParams {
+  std::int64_t rows = 0, dim = 0;
+  const void* x = nullptr;  // (rows, dim), unit stride along dim
+  std::int64_t x_row_stride = 0;
+  const void* weight = nullptr;  // (dim) contiguous; or null (1)
+  const void* bias = nullptr;    // (dim) contiguous; or null (0)
+  void* y = nullptr;             // (rows, dim), unit stride along dim; may be x
+  std::int64_t y_row_stride = 0;
+  double eps = 1e-5;
+  DType dtype = DType::f32;  // of x, weight, bias and y
+};
+
+/// Rotary position embedding (Su et al. 2021, RoFormer) of x (b, l, h, d), d even: channel pair i of the token at
+/// position pos is rotated by the angle pos · base^(−2i / d); pos = position_offset + t, taken mod period when period >
+/// 0. Pair i is (2i, 2i + 1) when interleaved (GPT-J, TTT), else (i, i + d / 2) (GPT-NeoX, Llama).
+struct RotaryParams {
+  std::int64_t batch = 0, seqlen = 0, heads = 0, dim = 0;
+  const void* x = nullptr;  // (b, l, h, d), unit stride along d
+  std::int64_t x_strides[3] = {0, 0, 0};
+  void* y = nullptr;  // (b, l, h, d), unit stride along d; may be x
+  std::int64_t y_strides[3] = {0, 0, 0};
+  double base = 10000;
+  std::int64_t position_offset = 0, period = 0;
+  bool interleaved = true;
+  DType dtype = DType::f32;  // of x and y
+
+  /// The position of step t and the pair (first, second) channels of pair i.
+  std::int64_t position(std::int64_t t) const { return period > 0 ? (position_offset + t) % period : position_offset + t; }
+  std::int64_t first(std::int64_t i) const { return interleaved ? 2 * i : i; }
+  std::int64_t second(std::int64_t i) const { return interleaved ? 2 * i + 1 : i + dim / 2; }
+};
+
 /// y[r] = table[ids[r]], converted to y's dtype.
 struct EmbeddingParams {
   std::int64_t rows = 0, vocab = 0, dim = 0;

@@ -1,0 +1,45 @@
+// The CPU path of the layer_norm op (ops/layer_norm.hpp): per row, y = (x − mean) / sqrt(var + eps) ⊙ weight + bias,
+// the mean and the (biased) variance accumulated in T (f32 or f64) in two passes. The row function is also
+// TTT-Linear's inner normalization (cpu/ttt_linear.hpp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "ssm/core/params/dense.hpp"
+
+namespace ssm::cpu {
+
+/// One row z (d): ẑ = (z − mean) / σ into zhat (may be null), y = γ ⊙ ẑ + β into y (may be z; γ, β null: 1 and 0).
+/// Returns 1 / σ.
+template <class T>
+T layer_norm_row(const T* z, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat, T* y) {
+  T mean = 0, var = 0;
+  for (std::int64_t j = 0; j < d; ++j) mean += z[j];
+  mean /= static_cast<T>(d);
+  for (std::int64_t j = 0; j < d; ++j) var += (z[j] - mean) * (z[j] - mean);
+  var /= static_cast<T>(d);
+  const T inv_sigma = T(1) / std::sqrt(var + eps);
+  for (std::int64_t j = 0; j < d; ++j) {
+    const T zh = (z[j] - mean) * inv_sigma;
+    if (zhat) zhat[j] = zh;
+    y[j] = (gamma ? gamma[j] : T(1)) * zh + (beta ? beta[j] : T(0));
+  }
+  return inv_sigma;
+}
+
+/// The op's CPU path for a validated p (dtype f32 or f64).
+inline void layer_norm_forward(const LayerNormParams& p) {
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* x = static_cast<const T*>(p.x);
+    T* y = static_cast<T*>(p.y);
+    for (std::int64_t i = 0; i < p.rows; ++i)
+      layer_norm_row(x + i * p.x_row_stride, static_cast<const T*>(p.weight), static_cast<const T*>(p.bias), p.dim,
+                     static_cast<T>(p.eps), static_cast<T*>(nullptr), y + i * p.y_row_stride);
+  };
+  if (p.dtype == DType::f64) run(double{});
+  else run(float{});
+}
+
+}  // namespace ssm::cpu
