@@ -18,7 +18,8 @@
 // TTT-Linear (ops/ttt_linear.hpp, docs/ttt_linear.md), BM_ttt_*: the dual form with speedup_over_loop (the token
 // loop's best over the dual form's best) at mini-batch sizes 16 (the paper's) and 64, and the token loop, at d = 128
 // (the shape above: updates_per_s counts b·l·h·d², the inner model's size) and d = 64 (the paper's head width), with
-// the paper's position weights τ_i = 1 / (i + 1) and η in [0, 0.1).
+// the paper's position weights τ_i = 1 / (i + 1) and η in [0, 0.1); and the dual form's backward with bwd_over_fwd (its
+// best time over the dual forward's best of 3).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -341,6 +342,26 @@ void BM_ttt_recurrent(benchmark::State& state) {
   set_updates(state, d.cs);
 }
 
+void BM_ttt_backward(benchmark::State& state) {
+  const index_t m = state.range(2);
+  const auto d = ttt_data(state.range(0), state.range(1), m);
+  std::mt19937_64 rng(5);
+  const ssm::Tensor grad_out = ttt_linear_problem::uniform(rng, d.v.shape(), d.v.dtype(), -1, 1);
+  const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
+  const auto in = d.inputs();
+  const auto opt = ttt_options(m, ssm::TttLinearPath::dual);
+  const double fwd = best_of(3, [&] { ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, opt); });
+  double bwd = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::TttLinearGrads g = ssm::ttt_linear_backward(in, grad_out, std::nullopt, std::nullopt, opt);
+    benchmark::DoNotOptimize(g.grad_q.data());
+    bwd = std::min(bwd, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_updates(state, d.cs);
+  state.counters["bwd_over_fwd"] = bwd / fwd;
+}
+
 // (l, d, mini-batch), (l, d)
 BENCHMARK(BM_ttt_dual)
     ->ArgsProduct({{4096}, {64, 128}, {16, 64}})
@@ -350,6 +371,11 @@ BENCHMARK(BM_ttt_dual)
 BENCHMARK(BM_ttt_recurrent)
     ->ArgsProduct({{4096}, {64, 128}})
     ->ArgNames({"l", "d"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ttt_backward)
+    ->ArgsProduct({{4096}, {64, 128}, {16}})
+    ->ArgNames({"l", "d", "m"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -21,7 +21,8 @@
 // heads of 64, expand 2: 24 heads); retnet (ssm::layers::LinearAttentionLayer, LinearAttentionConfig::retnet(768,
 // 12): dk 64, dv 128); gla (LinearAttentionConfig::gla(768, 4), fla's default 4 heads: dk 96, dv 192);
 // gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64,
-// the first layer's form, the chunked op). Their workspace_MB is an estimate (three projections' width for one chunk,
+// the first layer's form, the chunked op); ttt_linear (ssm::layers::TttLinearLayer, 12 heads of 64, mini-batches of
+// 16, the dual form). Their workspace_MB is an estimate (three projections' width for one chunk,
 // and the state); peak_rss_MB is measured.
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
@@ -47,6 +48,7 @@
 #include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/s4.hpp"
+#include "ssm/layers/ttt_linear.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
 namespace {
@@ -125,7 +127,8 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 
 // ---- mixers --------------------------------------------------------------------------------------------
 enum class Mixer {
-  attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet, rwkv7
+  attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet, rwkv7,
+  ttt_linear
 };
 const char* mixer_name(Mixer m) {
   switch (m) {
@@ -138,12 +141,13 @@ const char* mixer_name(Mixer m) {
     case Mixer::gla: return "gla";
     case Mixer::gated_deltanet: return "gated_deltanet";
     case Mixer::rwkv7: return "rwkv7";
+    case Mixer::ttt_linear: return "ttt_linear";
   }
   return "?";
 }
 bool is_chunked_state_mixer(Mixer m) {
   return m == Mixer::mamba2_block || m == Mixer::retnet || m == Mixer::gla || m == Mixer::gated_deltanet ||
-         m == Mixer::rwkv7;
+         m == Mixer::rwkv7 || m == Mixer::ttt_linear;
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
@@ -206,12 +210,21 @@ ssm::layers::Rwkv7Layer<float> make_rwkv7(int threads) {
   return layer;
 }
 
+ssm::layers::TttLinearLayer<float> make_ttt_linear(int threads) {
+  ssm::layers::TttLinearConfig cfg;
+  cfg.d_model = kDModel, cfg.heads = kHeads;
+  auto layer = ssm::layers::TttLinearLayer<float>::init(cfg, 1);
+  layer.set_threads(threads);
+  return layer;
+}
+
 /// f(layer) with the chunked-state mixer m built for `threads`.
 template <class F>
 void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
   if (m == Mixer::mamba2_block) f(make_mamba2(threads));
   else if (m == Mixer::gated_deltanet) f(make_deltanet(threads));
   else if (m == Mixer::rwkv7) f(make_rwkv7(threads));
+  else if (m == Mixer::ttt_linear) f(make_ttt_linear(threads));
   else f(make_linear_attention(m, threads));
 }
 
@@ -222,6 +235,7 @@ index_t projection_width(Mixer m) {
   // RWKV-7 keeps 15 widths of d_model per token in all (six token-shift mixes; r, k, v, log w, a, g; the op's a and b;
   // o), a third of them per the estimate's three widths
   if (m == Mixer::rwkv7) return 5 * kDModel;
+  if (m == Mixer::ttt_linear) return make_ttt_linear(1).config().proj_dim();
   return make_linear_attention(m, 1).config().proj_dim();
 }
 
@@ -534,6 +548,7 @@ int main(int argc, char** argv) {
                                              "retnet (LinearAttentionConfig::retnet(768, 12)); gla (::gla(768, 4)); "
                                              "gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); "
                                              "rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64); "
+                                             "ttt_linear (ssm::layers::TttLinearLayer, 12 heads of 64, m 16); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -544,7 +559,7 @@ int main(int argc, char** argv) {
 
   const Mixer mixers[] = {Mixer::mamba_block,     Mixer::mamba2_block,    Mixer::retnet,
                           Mixer::gla,             Mixer::gated_deltanet,  Mixer::rwkv7,
-                          Mixer::s4d_layer,       Mixer::attention_tiled, Mixer::attention_materialized};
+                          Mixer::ttt_linear,      Mixer::s4d_layer,       Mixer::attention_tiled, Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
@@ -554,7 +569,7 @@ int main(int argc, char** argv) {
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
     for (Mixer m : {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet, Mixer::gla, Mixer::gated_deltanet,
-                    Mixer::rwkv7, Mixer::s4d_layer, Mixer::attention_tiled})
+                    Mixer::rwkv7, Mixer::ttt_linear, Mixer::s4d_layer, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);

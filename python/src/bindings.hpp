@@ -13,6 +13,7 @@ void bind_ssd(nanobind::module_& m);               // ops_ssd.cpp
 void bind_linear_attention(nanobind::module_& m);  // ops_linear_attention.cpp
 void bind_delta_rule(nanobind::module_& m);        // ops_delta_rule.cpp
 void bind_rwkv7(nanobind::module_& m);             // ops_rwkv7.cpp
+void bind_ttt_linear(nanobind::module_& m);        // ops_ttt_linear.cpp
 void bind_dense(nanobind::module_& m);             // ops_dense.cpp: causal_conv1d, attention, rms_norm, linear
 void bind_layers(nanobind::module_& m);            // layers.cpp: MambaBlock, Mamba2Block, DeltaNet, LinearAttention
 void bind_models(nanobind::module_& m);            // models.cpp: MambaLM, Mamba2LM

@@ -1,6 +1,6 @@
 """ssm: state-space sequence layers from the ssm C++ library.
 
-Ops (selective scan, SSD, linear attention, the delta rule, RWKV-7, causal conv1d, attention, RMSNorm, linear) take NumPy
+Ops (selective scan, SSD, linear attention, the delta rule, RWKV-7, TTT-Linear, causal conv1d, attention, RMSNorm, linear) take NumPy
 arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
 argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
 raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
@@ -27,6 +27,8 @@ from .ops import (
     selective_scan_backward,
     ssd,
     ssd_backward,
+    ttt_linear,
+    ttt_linear_backward,
 )
 from .models import load_model, logits
 from . import layers
@@ -59,4 +61,6 @@ __all__ = [
     "selective_scan_backward",
     "ssd",
     "ssd_backward",
+    "ttt_linear",
+    "ttt_linear_backward",
 ]

@@ -219,6 +219,51 @@ def rwkv7_backward(q: Array, k: Array, v: Array, log_w: Array, a: Array, b: Arra
     return {name: conv(gr) for name, gr in zip(names, grads)}
 
 
+def ttt_linear(q: Array, k: Array, v: Array, eta: Array, ln_weight: Array, ln_bias: Array,
+               position_weights: Optional[Array] = None, initial_state: Optional[Array] = None,
+               initial_pending: Optional[Array] = None, cu_seqlens: Optional[Array] = None, *,
+               mini_batch_size: int = 16, start: int = 0, ln_eps: float = 1e-6, return_final_state: bool = False,
+               path: str = "automatic", threads: int = 0) -> Any:
+    """TTT-Linear (Sun et al. 2024): per head the state is a linear model Ŵ = [W; bᵀ] (d + 1, d), trained while the
+    sequence is read by mini-batch gradient descent on ``½‖LN(k̂ᵀŴ) − (v − k)‖²`` (every gradient of a mini-batch at
+    its starting weights Ŵ′), and applied to the test view: ``o_t = q_t + LN(q̂_tᵀ Ŵ_t)`` with
+    ``Ŵ_t = Ŵ′ − τ_i Σ_{s<=t} η_s ∇ℓ_s(Ŵ′)``, i the token's position in its mini-batch.
+
+    Shapes: q, k, v (b, l, h, d); eta (b, l, h), finite and >= 0; ln_weight, ln_bias (h, d); position_weights τ
+    (mini_batch_size,), finite and >= 0 (absent: 1; the paper's code uses 1 / (i + 1)); initial_state Ŵ′ and
+    initial_pending A (b, h, d + 1, d). ``start`` is the mini-batch position of each sequence's first token. Paths:
+    "automatic" (= "dual"), "dual", "recurrent", "reference"; :func:`ttt_linear_backward` has the gradients.
+
+    Returns out (v's shape), or (out, final_state, final_pending) with ``return_final_state``: the weights at the start
+    of the unfinished mini-batch and the gradient sum pending in it, from which a continuation with
+    ``start = l % mini_batch_size`` picks up exactly.
+    """
+    out, state, pending, _ = _ext.ttt_linear(
+        q, k, v, eta, ln_weight, ln_bias, position_weights=position_weights, initial_state=initial_state,
+        initial_pending=initial_pending, cu_seqlens=cu_seqlens, mini_batch_size=mini_batch_size, start=start,
+        ln_eps=ln_eps, return_final_state=return_final_state, path=path, threads=threads)
+    conv = converter(q)
+    return (conv(out), conv(state), conv(pending)) if return_final_state else conv(out)
+
+
+def ttt_linear_backward(q: Array, k: Array, v: Array, eta: Array, ln_weight: Array, ln_bias: Array, grad_out: Array,
+                        position_weights: Optional[Array] = None, initial_state: Optional[Array] = None,
+                        initial_pending: Optional[Array] = None, cu_seqlens: Optional[Array] = None,
+                        grad_final_state: Optional[Array] = None, grad_final_pending: Optional[Array] = None, *,
+                        mini_batch_size: int = 16, start: int = 0, ln_eps: float = 1e-6, path: str = "automatic",
+                        threads: int = 0) -> dict:
+    """Gradients of :func:`ttt_linear`. Returns a dict ``{"q", "k", "v", "eta", "ln_weight", "ln_bias",
+    "position_weights", "initial_state", "initial_pending"}`` (None for an absent optional input)."""
+    *grads, _ = _ext.ttt_linear_backward(
+        q, k, v, eta, ln_weight, ln_bias, grad_out, position_weights=position_weights, initial_state=initial_state,
+        initial_pending=initial_pending, cu_seqlens=cu_seqlens, grad_final_state=grad_final_state,
+        grad_final_pending=grad_final_pending, mini_batch_size=mini_batch_size, start=start, ln_eps=ln_eps, path=path,
+        threads=threads)
+    conv = converter(q)
+    names = ("q", "k", "v", "eta", "ln_weight", "ln_bias", "position_weights", "initial_state", "initial_pending")
+    return {name: conv(gr) for name, gr in zip(names, grads)}
+
+
 def causal_conv1d(x: Array, weight: Array, bias: Optional[Array] = None, initial_state: Optional[Array] = None, *,
                   silu: bool = True, return_final_state: bool = False) -> Any:
     """Causal depthwise conv1d of the Mamba block: ``out_t = act(bias + Σ_k weight[:, k] x_{t-w+1+k})``.

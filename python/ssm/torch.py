@@ -1,5 +1,5 @@
 """PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd`,
-:func:`linear_attention`, :func:`delta_rule` and :func:`rwkv7` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
+:func:`linear_attention`, :func:`delta_rule`, :func:`rwkv7` and :func:`ttt_linear` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
 library's backward when gradients are needed. Tensors are passed to the library without copies (DLPack); results
 are tensors that own memory the library allocated.
 """
@@ -13,7 +13,7 @@ import torch
 from . import _ext
 from ._arrays import _to_torch
 
-__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "rwkv7"]
+__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "rwkv7", "ttt_linear"]
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -218,3 +218,44 @@ def rwkv7(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_w: torch.Tensor
     a, b and the initial state, from out and the final state. Returns out, or (out, final_state)."""
     out, state = Rwkv7Function.apply(q, k, v, log_w, a, b, initial_state, cu_seqlens, scale, chunk_size)
     return (out, state) if return_final_state else out
+
+
+class TttLinearFunction(torch.autograd.Function):
+    """Autograd function of TTT-Linear; see :func:`ttt_linear`."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, eta, ln_weight, ln_bias, position_weights, initial_state, initial_pending, cu_seqlens,
+                mini_batch_size, start):
+        ctx.set_materialize_grads(False)
+        ctx.options = dict(mini_batch_size=mini_batch_size, start=start)
+        out, state, pending, _ = _ext.ttt_linear(
+            _d(q), _d(k), _d(v), _d(eta), _d(ln_weight), _d(ln_bias), position_weights=_d(position_weights),
+            initial_state=_d(initial_state), initial_pending=_d(initial_pending), cu_seqlens=cu_seqlens,
+            return_final_state=True, **ctx.options)
+        ctx.save_for_backward(q, k, v, eta, ln_weight, ln_bias, position_weights, initial_state, initial_pending,
+                              cu_seqlens)
+        return _to_torch(out), _to_torch(state), _to_torch(pending)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_state, grad_final_pending):
+        q, k, v, eta, ln_weight, ln_bias, tau, s0, a0, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(v)
+        grads = _ext.ttt_linear_backward(
+            _d(q), _d(k), _d(v), _d(eta), _d(ln_weight), _d(ln_bias), _c(grad_out), position_weights=_d(tau),
+            initial_state=_d(s0), initial_pending=_d(a0), cu_seqlens=cu_seqlens,
+            grad_final_state=_c(grad_final_state), grad_final_pending=_c(grad_final_pending), **ctx.options)
+        return (*(_to_torch(x) for x in grads[:9]), None, None, None)
+
+
+def ttt_linear(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Tensor, ln_weight: torch.Tensor,
+               ln_bias: torch.Tensor, position_weights: Optional[torch.Tensor] = None,
+               initial_state: Optional[torch.Tensor] = None, initial_pending: Optional[torch.Tensor] = None,
+               cu_seqlens: Optional[torch.Tensor] = None, mini_batch_size: int = 16, start: int = 0,
+               return_final_state: bool = False):
+    """Differentiable TTT-Linear (shapes in :func:`ssm.ttt_linear`). Gradients flow to q, k, v, eta, ln_weight,
+    ln_bias, the position weights and the initial state and pending sum, from out and the final state and pending sum.
+    Returns out, or (out, final_state, final_pending)."""
+    out, state, pending = TttLinearFunction.apply(q, k, v, eta, ln_weight, ln_bias, position_weights, initial_state,
+                                                  initial_pending, cu_seqlens, mini_batch_size, start)
+    return (out, state, pending) if return_final_state else out

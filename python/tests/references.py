@@ -137,3 +137,32 @@ def rwkv7_ref(q, k, v, log_w, a, b, initial_state=None, scale=1.0):
             + v[:, t, :, :, None] * k[:, t, :, None, :]
         ys.append((S * (scale * q[:, t, :, None, :])).sum(-1))
     return torch.stack(ys, dim=1), S.transpose(-1, -2)
+
+
+def ttt_linear_ref(q, k, v, eta, ln_weight, ln_bias, tau, W0, m, eps=1e-6):
+    """TTT-Linear written out with torch: per head, mini-batches of m tokens from the start; inside one that starts
+    with Ŵ′ (d + 1, d), every inner-loss gradient ∇ℓ_s(Ŵ′) of ℓ_s = ½‖LN(k̂_sᵀŴ) − (v_s − k_s)‖² is taken by
+    torch.autograd, Ŵ_t = Ŵ′ − τ_i Σ_{s<=t} η_s ∇ℓ_s(Ŵ′), o_t = q_t + LN(q̂_tᵀŴ_t); at its end Ŵ′ ← Ŵ_t. Returns
+    (out (b, l, h, d), Ŵ′ after the last complete mini-batch (b, h, d + 1, d))."""
+    b, l, h, d = q.shape
+    out = torch.empty_like(q)
+    final = torch.empty_like(W0)
+    one = torch.ones(1, dtype=q.dtype)
+    for bi in range(b):
+        for hh in range(h):
+            ln = lambda z: F.layer_norm(z, (d,), ln_weight[hh], ln_bias[hh], eps)  # noqa: E731
+            W = W0[bi, hh].clone()
+            total = torch.zeros_like(W)
+            for t in range(l):
+                i = t % m
+                Wg = W.clone().requires_grad_()
+                kh = torch.cat([k[bi, t, hh], one])
+                loss = 0.5 * ((ln(kh @ Wg) - (v[bi, t, hh] - k[bi, t, hh])) ** 2).sum()
+                (grad,) = torch.autograd.grad(loss, Wg)
+                total = total + eta[bi, t, hh] * grad
+                Wt = W - tau[i] * total
+                out[bi, t, hh] = q[bi, t, hh] + ln(torch.cat([q[bi, t, hh], one]) @ Wt)
+                if i == m - 1:
+                    W, total = Wt, torch.zeros_like(W)
+            final[bi, hh] = W
+    return out, final

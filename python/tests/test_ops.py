@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ssm
-from references import delta_rule_ref, linear_attention_ref, rwkv7_ref, selective_scan_ref, ssd_ref
+from references import delta_rule_ref, linear_attention_ref, rwkv7_ref, selective_scan_ref, ssd_ref, ttt_linear_ref
 
 
 def _t(a):
@@ -168,6 +168,43 @@ def test_rwkv7_errors_name_the_argument(rng):
         ssm.rwkv7(q, k, v, log_w, a, bb[:, :, :1])
     with pytest.raises(ssm.Error, match=r"rwkv7: argument 'path'"):
         ssm.rwkv7(q, k, v, log_w, a, bb, path="fast")
+
+
+@pytest.mark.parametrize("path", ["automatic", "recurrent", "reference"])
+def test_ttt_linear_matches_torch_autograd_inner_training(rng, path):
+    b, l, h, d, m = 2, 11, 2, 4, 4  # l = 11: two full mini-batches and a partial one
+    q, k, v = (rng.uniform(-1, 1, (b, l, h, d)) for _ in range(3))
+    eta = rng.uniform(0, 0.5, (b, l, h))
+    ln_w, ln_b = rng.uniform(0.5, 1.5, (h, d)), rng.uniform(-0.5, 0.5, (h, d))
+    tau = 1.0 / np.arange(1, m + 1)
+    W0 = rng.uniform(-0.5, 0.5, (b, h, d + 1, d))
+    out, state, pending = ssm.ttt_linear(q, k, v, eta, ln_w, ln_b, tau, W0, mini_batch_size=m, path=path,
+                                         return_final_state=True)
+    ref, ref_state = ttt_linear_ref(*(_t(x) for x in (q, k, v, eta, ln_w, ln_b, tau, W0)), m)
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(state, ref_state.detach().numpy(), rtol=1e-10, atol=1e-10)
+    assert np.abs(pending).max() > 0  # l % m = 3 tokens pending
+    # continuing from (state, pending) at start = l % m equals running the longer sequence
+    q2, k2, v2 = (rng.uniform(-1, 1, (b, 5, h, d)) for _ in range(3))
+    eta2 = rng.uniform(0, 0.5, (b, 5, h))
+    more = ssm.ttt_linear(q2, k2, v2, eta2, ln_w, ln_b, tau, state, pending, mini_batch_size=m, start=l % m, path=path)
+    whole = ssm.ttt_linear(*(np.concatenate(p, axis=1) for p in ((q, q2), (k, k2), (v, v2), (eta, eta2))), ln_w, ln_b,
+                           tau, W0, mini_batch_size=m, path=path)
+    np.testing.assert_allclose(more, whole[:, l:], rtol=1e-12, atol=1e-12)
+
+
+def test_ttt_linear_errors_name_the_argument(rng):
+    b, l, h, d = 1, 3, 2, 4
+    q, k, v = (rng.uniform(-1, 1, (b, l, h, d)) for _ in range(3))
+    eta, ln_w, ln_b = rng.uniform(0, 1, (b, l, h)), np.ones((h, d)), np.zeros((h, d))
+    with pytest.raises(ssm.Error, match=r"ttt_linear: argument 'eta'"):
+        ssm.ttt_linear(q, k, v, -eta, ln_w, ln_b)
+    with pytest.raises(ssm.Error, match=r"ttt_linear: argument 'ln_bias'"):
+        ssm.ttt_linear(q, k, v, eta, ln_w, ln_b[:1])
+    with pytest.raises(ssm.Error, match=r"ttt_linear: argument 'start'"):
+        ssm.ttt_linear(q, k, v, eta, ln_w, ln_b, mini_batch_size=4, start=4)
+    with pytest.raises(ssm.Error, match=r"ttt_linear: argument 'path'"):
+        ssm.ttt_linear(q, k, v, eta, ln_w, ln_b, path="chunked")
 
 
 def test_causal_conv1d_and_backward(rng):

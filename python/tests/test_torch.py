@@ -105,6 +105,23 @@ def test_rwkv7_gradcheck():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
+def test_ttt_linear_gradcheck():
+    b, l, h, d, m = 1, 7, 2, 4, 3  # a start inside a mini-batch and a ragged end: a pending sum at both ends
+    q, k, v = _randn(b, l, h, d), _randn(b, l, h, d), _randn(b, l, h, d)
+    eta = torch.rand(b, l, h, dtype=torch.float64) * 0.4 + 0.05  # > 0 under gradcheck's perturbations
+    ln_w = torch.rand(h, d, dtype=torch.float64) + 0.5
+    ln_b = _randn(h, d) * 0.3
+    tau = 1.0 / torch.arange(1, m + 1, dtype=torch.float64)
+    s0, a0 = _randn(b, h, d + 1, d) * 0.5, _randn(b, h, d + 1, d) * 0.1
+    inputs = [t.requires_grad_() for t in (q, k, v, eta, ln_w, ln_b, tau, s0, a0)]
+
+    def f(q, k, v, eta, ln_w, ln_b, tau, s0, a0):
+        return st.ttt_linear(q, k, v, eta, ln_w, ln_b, tau, s0, a0, mini_batch_size=m, start=1,
+                             return_final_state=True)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", ["groups", "fixed_BC", "long"])
 def test_selective_scan_matches_mamba_ref_semantics(case):
     """float32 through ssm.torch against selective_scan_ref's semantics, values and gradients."""

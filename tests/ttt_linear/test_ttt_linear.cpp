@@ -10,12 +10,16 @@
 
 #include <cmath>
 #include <optional>
+#include <random>
+#include <tuple>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "../conformance/registry.hpp"
 #include "../conformance/ttt_linear_problem.hpp"
 #include "ssm/ops/ttt_linear.hpp"
+#include "support/central_differences.hpp"
 #include "support/expect_error.hpp"
 #include "support/ttt_inner.hpp"
 
@@ -239,6 +243,89 @@ TEST(TttLinear, StepChainedOverASequenceEqualsTheSequenceForm) {
     EXPECT_EQ(rel_error(state, seq.final_state), 0.0);
     EXPECT_EQ(rel_error(pending, seq.final_pending), 0.0);
   }
+}
+
+/// Σ w ⊙ out + Σ w_s ⊙ final_state + Σ w_p ⊙ final_pending of the reference forward (f64): the scalar whose gradient
+/// ttt_linear_backward computes for grad_out = w and the final states' gradients w_s, w_p.
+double weighted_loss(const TttData& d, const ssm::TttLinearInputs& in, const Tensor& w, const Tensor& ws, const Tensor& wp) {
+  ssm::TttLinearOptions o = d.options();
+  o.path = TttLinearPath::reference, o.return_final_state = true;
+  const auto r = ssm::ttt_linear(in, o);
+  double s = 0;
+  for (const auto& [a, b] : {std::pair{&r.out, &w}, std::pair{&r.final_state, &ws}, std::pair{&r.final_pending, &wp}})
+    for (index_t i = 0; i < a->numel(); ++i) s += a->data_as<double>()[i] * b->data_as<double>()[i];
+  return s;
+}
+
+TEST(TttLinear, ReferenceBackwardEqualsCentralDifferences) {
+  // every input, with gradients of out, the final state and the pending sum; shapes: a start inside a mini-batch with
+  // a pending sum and a ragged end (pending at the end), and packed sequences
+  std::vector<TttCase> cases;
+  TttCase c;
+  c.b = 2, c.l = 9, c.h = 2, c.dk = 4, c.m = 4, c.has_init = true, c.has_tau = true, c.has_pending = true, c.start = 1;
+  c.seed = 41;
+  cases.push_back(c);
+  c = {};
+  c.l = 11, c.h = 1, c.dk = 5, c.m = 3, c.has_init = true, c.has_tau = true, c.cu = {0, 4, 11}, c.seed = 42;
+  cases.push_back(c);
+  for (const TttCase& cs : cases) {
+    TttData d = ttt_linear_problem::make_data(cs);
+    std::mt19937_64 rng(cs.seed + 1);
+    const Tensor w = conformance::uniform(rng, d.v.shape(), DType::f64, -1, 1);
+    const Tensor ws = conformance::uniform(rng, d.initial_state.shape(), DType::f64, -1, 1);
+    const Tensor wp = conformance::uniform(rng, d.initial_state.shape(), DType::f64, -1, 1);
+    ssm::TttLinearOptions o = d.options();
+    o.path = TttLinearPath::reference;
+    const ssm::TttLinearGrads g = ssm::ttt_linear_backward(d.inputs(), w, ws.view(), wp.view(), o);
+    EXPECT_EQ(g.path, "reference");
+    SCOPED_TRACE(cs.describe());
+    auto loss = [&] { return weighted_loss(d, d.inputs(), w, ws, wp); };
+    ssm_test::expect_central_differences("q", d.q, g.grad_q, loss);
+    ssm_test::expect_central_differences("k", d.k, g.grad_k, loss);
+    ssm_test::expect_central_differences("v", d.v, g.grad_v, loss);
+    ssm_test::expect_central_differences("eta", d.eta, g.grad_eta, loss);
+    ssm_test::expect_central_differences("ln_weight", d.ln_weight, g.grad_ln_weight, loss);
+    ssm_test::expect_central_differences("ln_bias", d.ln_bias, g.grad_ln_bias, loss);
+    ssm_test::expect_central_differences("position_weights", d.tau, g.grad_position_weights, loss);
+    ssm_test::expect_central_differences("initial_state", d.initial_state, g.grad_initial_state, loss);
+    if (cs.has_pending)
+      ssm_test::expect_central_differences("initial_pending", d.initial_pending, g.grad_initial_pending, loss);
+  }
+}
+
+TEST(TttLinear, DualBackwardEqualsTheReferenceBackward) {
+  for (DType dt : {DType::f64, DType::f32})
+    for (TttCase cs : shapes(dt)) {
+      const TttData d = ttt_linear_problem::make_data(cs);
+      std::mt19937_64 rng(cs.seed + 7);
+      const ssm::DType pt = ssm::compute_dtype(dt);
+      const Tensor go = conformance::uniform(rng, d.v.shape(), dt, -1, 1);
+      const Tensor gs = conformance::uniform(rng, {cs.rows(), cs.h, cs.dk + 1, cs.dk}, pt, -1, 1);
+      const Tensor gp = conformance::uniform(rng, gs.shape(), pt, -1, 1);
+      ssm::TttLinearOptions o = d.options();
+      o.path = TttLinearPath::reference;
+      const auto ref = ssm::ttt_linear_backward(d.inputs(), go, gs.view(), gp.view(), o);
+      const double tol = dt == DType::f64 ? 1e-10 : 1e-4;
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(cs.describe() + " threads " + std::to_string(threads));
+        o.path = TttLinearPath::automatic, o.threads = threads;
+        const auto got = ssm::ttt_linear_backward(d.inputs(), go, gs.view(), gp.view(), o);
+        EXPECT_EQ(got.path, "cpu-dual");
+        for (const auto& [name, a, b] :
+             {std::tuple{"q", &got.grad_q, &ref.grad_q}, std::tuple{"k", &got.grad_k, &ref.grad_k},
+              std::tuple{"v", &got.grad_v, &ref.grad_v}, std::tuple{"eta", &got.grad_eta, &ref.grad_eta},
+              std::tuple{"ln_weight", &got.grad_ln_weight, &ref.grad_ln_weight},
+              std::tuple{"ln_bias", &got.grad_ln_bias, &ref.grad_ln_bias},
+              std::tuple{"position_weights", &got.grad_position_weights, &ref.grad_position_weights},
+              std::tuple{"initial_state", &got.grad_initial_state, &ref.grad_initial_state},
+              std::tuple{"initial_pending", &got.grad_initial_pending, &ref.grad_initial_pending}}) {
+          ASSERT_EQ(a->defined(), b->defined()) << name;
+          if (a->defined()) {
+            EXPECT_LE(rel_error(*a, *b), tol) << name;
+          }
+        }
+      }
+    }
 }
 
 TEST(TttLinear, BadInputIsAnErrorNamingTheArgument) {

@@ -28,6 +28,24 @@ T layer_norm_row(const T* z, const T* gamma, const T* beta, std::int64_t d, T ep
   return inv_sigma;
 }
 
+/// The backward of one row, y = γ ⊙ ẑ + β with ẑ (d) and 1 / σ from the forward, for ȳ: z̄ written (may not alias
+/// ȳ), γ̄ += ȳ ⊙ ẑ and β̄ += ȳ (γ null: 1; γ̄, β̄ null: skipped). z̄ = (t − mean(t) − ẑ mean(t ⊙ ẑ)) / σ, t = γ ⊙ ȳ.
+template <class T>
+void layer_norm_row_backward(const T* zhat, T inv_sigma, const T* gamma, const T* ybar, std::int64_t d, T* zbar,
+                             T* gamma_bar, T* beta_bar) {
+  T mt = 0, mtz = 0;
+  for (std::int64_t j = 0; j < d; ++j) {
+    const T t = (gamma ? gamma[j] : T(1)) * ybar[j];
+    mt += t, mtz += t * zhat[j];
+  }
+  mt /= static_cast<T>(d), mtz /= static_cast<T>(d);
+  for (std::int64_t j = 0; j < d; ++j) {
+    zbar[j] = ((gamma ? gamma[j] : T(1)) * ybar[j] - mt - zhat[j] * mtz) * inv_sigma;
+    if (gamma_bar) gamma_bar[j] += ybar[j] * zhat[j];
+    if (beta_bar) beta_bar[j] += ybar[j];
+  }
+}
+
 /// The op's CPU path for a validated p (dtype f32 or f64).
 inline void layer_norm_forward(const LayerNormParams& p) {
   auto run = [&](auto tag) {

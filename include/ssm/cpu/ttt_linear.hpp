@@ -31,18 +31,21 @@ namespace ssm::cpu {
 
 namespace ttt_linear {
 
-/// G = ∇_z ½‖LN(z) − (v − k)‖² (d) into G; zhat and y are scratch of d.
+/// G = ∇_z ½‖LN(z) − (v − k)‖² (d) into G: with e = LN(z) − (v − k) and g = γ ⊙ e, G = (g − mean(g) − ẑ mean(g ⊙ ẑ))
+/// / σ. Leaves ẑ in zhat and e in e (what the backward needs) and returns 1 / σ.
 template <class T>
-void inner_gradient(const T* z, const T* k, const T* v, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat,
-                    T* y, T* G) {
-  const T inv_sigma = layer_norm_row(z, gamma, beta, d, eps, zhat, y);
+T inner_gradient(const T* z, const T* k, const T* v, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat,
+                 T* e, T* G) {
+  const T inv_sigma = layer_norm_row(z, gamma, beta, d, eps, zhat, e);
   T mg = 0, mgz = 0;
   for (std::int64_t j = 0; j < d; ++j) {
-    const T g = gamma[j] * (y[j] - (v[j] - k[j]));
+    e[j] -= v[j] - k[j];
+    const T g = gamma[j] * e[j];
     G[j] = g, mg += g, mgz += g * zhat[j];
   }
   mg /= static_cast<T>(d), mgz /= static_cast<T>(d);
   for (std::int64_t j = 0; j < d; ++j) G[j] = (G[j] - mg - zhat[j] * mgz) * inv_sigma;
+  return inv_sigma;
 }
 
 /// z (d) = x̂ᵀ Ŵ − c x̂ᵀ A for Ŵ, A (d + 1, d) row-major, x̂ = [x; 1] (c = 0: A not read).

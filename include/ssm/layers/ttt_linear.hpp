@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -86,6 +87,8 @@ struct TttLinearState {
   index_t b = 0;
   Tensor W, pending;
   index_t position = 0;
+
+  std::size_t nbytes() const { return (W.defined() ? W.nbytes() : 0) + (pending.defined() ? pending.nbytes() : 0); }
 };
 
 template <class T>

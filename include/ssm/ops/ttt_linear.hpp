@@ -4,19 +4,22 @@
 // core/params/ttt_linear.hpp). Forms: the dual form (mini-batch matrix products, cpu/ttt_linear.hpp), the token loop in
 // the compute type (cpu/ttt_linear.hpp), the primal form in double (reference/ttt_linear.hpp) and the one-token step for
 // decoding (ttt_linear_step). Initial and final states — the weights Ŵ′ at the start of the unfinished mini-batch and
-// the gradient sum A pending in it — and packed sequences (cu_seqlens). Forward only: there is no backward yet. CPU
-// tensors only: CUDA tensors are an ssm::Error.
+// the gradient sum A pending in it — and packed sequences (cu_seqlens). Forward and backward (ttt_linear_backward: q, k,
+// v, eta, the layer norm's weights, the position weights, the initial state and pending sum). CPU tensors only: CUDA
+// tensors are an ssm::Error.
 #pragma once
 
 #include <cmath>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/ttt_linear.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/ttt_linear.hpp"
+#include "ssm/cpu/ttt_linear_backward.hpp"
 #include "ssm/ops/one_step.hpp"
 #include "ssm/ops/value_checks.hpp"
 #include "ssm/reference/ttt_linear.hpp"
@@ -40,7 +43,7 @@ struct TttLinearInputs {
 };
 
 /// automatic = dual; dual = the mini-batch matrix products; recurrent = the token loop in the compute type; reference =
-/// the primal form in double.
+/// the primal form in double. The backward: reference = the primal form's in double, every other path the dual form's.
 enum class TttLinearPath { automatic, reference, dual, recurrent };
 
 struct TttLinearOptions {
@@ -50,6 +53,14 @@ struct TttLinearOptions {
   TttLinearPath path = TttLinearPath::automatic;
   int threads = 0;                  // CPU threads (0: by the amount of work)
   bool return_final_state = false;  // the allocating form: also the final state and pending sum
+};
+
+struct TttLinearGrads {
+  Tensor grad_q, grad_k, grad_v, grad_eta;      // like q, k, v (b, l, h, d) and eta (b, l, h): contiguous
+  Tensor grad_ln_weight, grad_ln_bias;          // (h, d) param dtype
+  Tensor grad_position_weights;                 // (m) param dtype; empty without position weights
+  Tensor grad_initial_state, grad_initial_pending;  // (rows, h, d + 1, d); empty when that input is absent
+  std::string path;                             // "cpu-dual" or "reference"
 };
 
 struct TttLinearOutputs {
@@ -75,8 +86,8 @@ inline TensorView as_rank4(const TensorView& t) {
 inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs& in, const TensorView& out,
                                         const std::optional<TensorView>& final_state,
                                         const std::optional<TensorView>& final_pending, const TttLinearOptions& opt,
-                                        std::vector<std::int64_t>& cu) {
-  c.defined("q", in.q).defined("k", in.k).defined("v", in.v).defined("eta", in.eta).defined("out", out);
+                                        std::vector<std::int64_t>& cu, const char* out_name = "out") {
+  c.defined("q", in.q).defined("k", in.k).defined("v", in.v).defined("eta", in.eta).defined(out_name, out);
   c.defined("ln_weight", in.ln_weight).defined("ln_bias", in.ln_bias);
   c.require(opt.mini_batch_size > 0, "mini_batch_size", "must be > 0, got ", opt.mini_batch_size);
   c.require(opt.start >= 0 && opt.start < opt.mini_batch_size, "start", "must be in [0, mini_batch_size = ",
@@ -84,7 +95,7 @@ inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs&
   c.positive("ln_eps", opt.ln_eps);
   const TensorView none = in.q;
   c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {"eta", in.eta}, {"ln_weight", in.ln_weight},
-                 {"ln_bias", in.ln_bias}, {"out", out}, {"position_weights", in.position_weights.value_or(none)},
+                 {"ln_bias", in.ln_bias}, {out_name, out}, {"position_weights", in.position_weights.value_or(none)},
                  {"initial_state", in.initial_state.value_or(none)}, {"initial_pending", in.initial_pending.value_or(none)},
                  {"final_state", final_state.value_or(none)}, {"final_pending", final_pending.value_or(none)}});
   c.require(in.q.device().is_cpu(), "q", "TTT-Linear has no CUDA path yet (q is on ", in.q.device().str(), ")");
@@ -133,7 +144,7 @@ inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs&
   };
   p.initial_state = state("initial_state", in.initial_state), p.initial_pending = state("initial_pending", in.initial_pending);
   p.final_state = state("final_state", final_state), p.final_pending = state("final_pending", final_pending);
-  c.same_dtype("out", out, "v", in.v).shape("out", out, {b, l, h, d}).unit_stride("out", out, 3);
+  c.same_dtype(out_name, out, "v", in.v).shape(out_name, out, {b, l, h, d}).unit_stride(out_name, out, 3);
   p.out = {out.data(), out.stride(0), out.stride(1), out.stride(2)};
   return p;
 }
@@ -171,6 +182,50 @@ inline TttLinearOutputs ttt_linear(const TttLinearInputs& in, const TttLinearOpt
     fs = r.final_state.view(), fp = r.final_pending.view();
   }
   r.path = ttt_linear_into(in, r.out, fs, fp, opt);
+  return r;
+}
+
+/// Gradients for grad_out (v's shape and dtype, contiguous) and the optional gradients of the final state and pending
+/// sum (param dtype, contiguous; zero when absent): of q, k, v, eta, ln_weight, ln_bias, the position weights and the
+/// initial state and pending sum (the last three when given). TttLinearPath::reference runs the primal form's backward in
+/// double; every other path the dual form's backward, one mini-batch at a time ("cpu-dual").
+inline TttLinearGrads ttt_linear_backward(const TttLinearInputs& in, const TensorView& grad_out,
+                                          const std::optional<TensorView>& grad_final_state = std::nullopt,
+                                          const std::optional<TensorView>& grad_final_pending = std::nullopt,
+                                          const TttLinearOptions& opt = {}) {
+  Checker c("ttt_linear_backward");
+  std::vector<std::int64_t> cu;
+  c.defined("grad_out", grad_out);
+  TttLinearParams p = detail::check_ttt_linear(c, in, grad_out, std::nullopt, std::nullopt, opt, cu, "grad_out");
+  p.out = {};  // read, never written
+  c.contiguous("grad_out", grad_out);
+  TttLinearGradParams gp;
+  gp.grad_out = grad_out.data();
+  const Dims state_shape{p.rows(), p.nheads, p.d + 1, p.d};
+  for (const auto& [nm, t, dst] : {std::tuple{"grad_final_state", &grad_final_state, &gp.grad_final_state},
+                                   std::tuple{"grad_final_pending", &grad_final_pending, &gp.grad_final_pending}})
+    if (*t) {
+      const TensorView& g = **t;
+      c.defined(nm, g).dtype(nm, g, p.param_dtype).contiguous(nm, g).device(nm, g, in.q.device());
+      c.require(g.shape() == state_shape, nm, "expected shape ", state_shape.str(), ", got ", g.shape().str());
+      *dst = g.data();
+    }
+  TttLinearGrads r;
+  const auto like = [&](const TensorView& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); };
+  r.grad_q = like(in.q), r.grad_k = like(in.k), r.grad_v = like(in.v), r.grad_eta = like(in.eta);
+  r.grad_ln_weight = like(in.ln_weight), r.grad_ln_bias = like(in.ln_bias);
+  gp.grad_q = r.grad_q.data(), gp.grad_k = r.grad_k.data(), gp.grad_v = r.grad_v.data(), gp.grad_eta = r.grad_eta.data();
+  gp.grad_ln_weight = r.grad_ln_weight.data(), gp.grad_ln_bias = r.grad_ln_bias.data();
+  if (in.position_weights) gp.grad_position_weights = (r.grad_position_weights = like(*in.position_weights)).data();
+  if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
+  if (in.initial_pending) gp.grad_initial_pending = (r.grad_initial_pending = like(*in.initial_pending)).data();
+  if (opt.path == TttLinearPath::reference) {
+    reference::ttt_linear_backward(p, gp);
+    r.path = "reference";
+  } else {
+    cpu::ttt_linear_backward_dual(p, gp, opt.threads);
+    r.path = "cpu-dual";
+  }
   return r;
 }
 

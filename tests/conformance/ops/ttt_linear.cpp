@@ -1,8 +1,10 @@
 // Conformance registration of TTT-Linear (ops/ttt_linear.hpp): the dual form (cpu_chunked, mini-batch sizes that do
 // and do not divide l, 1 and 2 threads), the CPU token loop (cpu_sequential) and the op's reference path against the
 // primal form in double of include/ssm/reference/ttt_linear.hpp, with every output guarded: out, the final state and the
-// pending sum. Forward only (the op has no backward yet). No CUDA kernels.
+// pending sum; the backward (the dual form's, on cpu_chunked and cpu_sequential) against the primal form's backward in
+// double, with incoming gradients of out, the final state and the pending sum. No CUDA kernels.
 #include <algorithm>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -65,9 +67,15 @@ std::vector<Case> ttt_cases() {
     if (in.initial_state) c.inputs.push_back(dense_arg("initial_state", d.initial_state));
     if (in.initial_pending) c.inputs.push_back(dense_arg("initial_pending", d.initial_pending));
     if (in.cu_seqlens) add_input(c, "cu_seqlens", false, d.cu_seqlens, {}, *in.cu_seqlens);
+    std::mt19937_64 rng(cs.seed + 900);
+    const ssm::Dims state{cs.rows(), cs.h, cs.dk + 1, cs.dk};  // (rows, h, d + 1, d)
+    c.inputs.push_back(dense_arg("grad_out", ttt_linear_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dk}, dt, -1, 1)));
+    c.inputs.push_back(dense_arg("grad_final_state", ttt_linear_problem::uniform(rng, state, pt, -1, 1)));
+    c.inputs.push_back(dense_arg("grad_final_pending", ttt_linear_problem::uniform(rng, state, pt, -1, 1)));
+    add_input_grads(c, {"q", "k", "v", "eta", "ln_weight", "ln_bias", "position_weights", "initial_state",
+                        "initial_pending"});
     OutSpec out{"out", {cs.b, cs.l, cs.h, cs.dk}, dt};  // (b, l, h, d)
     if (p) out.strides = {cs.l * cs.h * (cs.dk + 2), cs.h * (cs.dk + 2), cs.dk + 2, 1};
-    const ssm::Dims state{cs.rows(), cs.h, cs.dk + 1, cs.dk};  // (rows, h, d + 1, d)
     c.outputs = {out, {"final_state", state, pt}, {"final_pending", state, pt}};
     return c;
   });
@@ -111,12 +119,36 @@ void ttt_forward_reference(const Case& c, const Views& in, const Views& out) {
       ssm::detail::check_ttt_linear(chk, ttt_inputs(c, in), out[0], out[1], out[2], ttt_options(c, ref), cu));
 }
 
-std::string ttt_unsupported(const Case&, const RunConfig&, Pass pass) {
-  return pass == Pass::backward ? "TTT-Linear has no backward yet" : std::string();
+void ttt_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
+  ssm::TttLinearGrads r = ssm::ttt_linear_backward(
+      ttt_inputs(c, in), named(c, in, "grad_out"), optional_view(named(c, in, "grad_final_state")),
+      optional_view(named(c, in, "grad_final_pending")), ttt_options(c, cfg));
+  EXPECT_EQ(r.path, cfg.path == "reference" ? "reference" : "cpu-dual");
+  for (std::size_t i = 0; i < c.grads.size(); ++i) {
+    const std::string& n = c.grads[i].name;
+    out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
+                 : n == "grad_eta" ? r.grad_eta : n == "grad_ln_weight" ? r.grad_ln_weight
+                 : n == "grad_ln_bias" ? r.grad_ln_bias : n == "grad_position_weights" ? r.grad_position_weights
+                 : n == "grad_initial_state" ? r.grad_initial_state : r.grad_initial_pending);
+  }
 }
 
+void ttt_backward_reference(const Case& c, const Views& in, const Views& out) {
+  backward_on_reference_path(ttt_backward, c, in, out);
+}
+
+std::string ttt_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+  if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
+  return {};
+}
+
+/// The forward: chunked_recurrence_tolerance. The backward reassociates the inner gradients' and the outputs' sums over
+/// a mini-batch and passes them back through every earlier mini-batch's layer norms: f64 1e-10, f32 1e-4, and for
+/// 16-bit gradients one rounding of their type beyond that.
+double ttt_tolerance(DType dt, Pass pass) { return chunked_recurrence_tolerance(dt, pass); }
+
 const Register reg{Op{"ttt_linear", {"reference", "sequential", "chunked"}, false, ttt_cases, ttt_unsupported,
-                      ttt_forward, nullptr, ttt_forward_reference, nullptr, chunked_recurrence_tolerance}};
+                      ttt_forward, ttt_backward, ttt_forward_reference, ttt_backward_reference, ttt_tolerance}};
 
 }  // namespace
 }  // namespace conformance

@@ -55,4 +55,21 @@ struct TttLinearParams {
   std::int64_t state_size() const { return (d + 1) * d; }
 };
 
+/// The gradients of the forward. grad_out (b, l, h, d) input dtype, contiguous; grad_final_state and
+/// grad_final_pending (rows, h, d + 1, d) param dtype, or null (zero). Outputs, null ones skipped: grad_q, grad_k,
+/// grad_v (b, l, h, d) and grad_eta (b, l, h), contiguous in the input dtype; grad_ln_weight, grad_ln_bias (h, d),
+/// grad_position_weights (m), grad_initial_state and grad_initial_pending (rows, h, d + 1, d) in the param dtype.
+/// The backward of one mini-batch (core of reference/ttt_linear.hpp and cpu/ttt_linear_backward.hpp): with C the
+/// gradient of the pending sum carried backward through the mini-batch, every output's Ẑ̄ = LN'(ḡo) adds
+/// −τ_i q̂ Ẑ̄ᵀ to C, and every training token receives k̂̄ += C E_s, Ē_s = Cᵀ k̂_s before its own term is passed; Ē
+/// then flows through E = η G and the layer norm's gradient G(Z, v − k, γ, β) (its derivative: docs/ttt_linear.md).
+struct TttLinearGradParams {
+  const void* grad_out = nullptr;
+  const void* grad_final_state = nullptr;
+  const void* grad_final_pending = nullptr;
+  void *grad_q = nullptr, *grad_k = nullptr, *grad_v = nullptr, *grad_eta = nullptr;
+  void *grad_ln_weight = nullptr, *grad_ln_bias = nullptr, *grad_position_weights = nullptr;
+  void *grad_initial_state = nullptr, *grad_initial_pending = nullptr;
+};
+
 }  // namespace ssm
