@@ -81,6 +81,16 @@ def rwkv7_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDA
     Gradients of rwkv7 for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_log_w, grad_a, grad_b, grad_initial_state, path).
     """
 
+def ttt_linear(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], eta: Annotated[NDArray, dict(writable=False)], ln_weight: Annotated[NDArray, dict(writable=False)], ln_bias: Annotated[NDArray, dict(writable=False)], *, position_weights: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_pending: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, mini_batch_size: int = 16, start: int = 0, ln_eps: float = 1e-06, return_final_state: bool = False, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    TTT-Linear. q, k, v (b, l, h, d); eta (b, l, h); ln_weight, ln_bias (h, d). Returns (out, final_state, final_pending, path).
+    """
+
+def ttt_linear_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], eta: Annotated[NDArray, dict(writable=False)], ln_weight: Annotated[NDArray, dict(writable=False)], ln_bias: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, position_weights: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, initial_pending: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_state: Annotated[NDArray, dict(writable=False)] | None = None, grad_final_pending: Annotated[NDArray, dict(writable=False)] | None = None, mini_batch_size: int = 16, start: int = 0, ln_eps: float = 1e-06, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of ttt_linear for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_eta, grad_ln_weight, grad_ln_bias, grad_position_weights, grad_initial_state, grad_initial_pending, path).
+    """
+
 def causal_conv1d(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArray, dict(writable=False)], *, bias: Annotated[NDArray, dict(writable=False)] | None = None, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, silu: bool = True) -> tuple:
     """
     Causal depthwise conv1d. x (b, d, l); weight (d, w); bias (d); initial_state (b, d, w - 1). Returns (out, final_state, path).
