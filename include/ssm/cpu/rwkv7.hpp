@@ -181,18 +181,26 @@ void forward_chunked(const Rwkv7Params& p, int threads) {
 /// a forward pass keeps the state at the start of every chunk of p.chunk_size steps; then, chunk by chunk from the
 /// last, the chunk's states are recomputed from its checkpoint and the reverse steps run over them. Memory per
 /// thread: the checkpoints and one chunk's states, (l / Q + Q + 1) dk dv. Each task writes only its own head's
-/// gradient rows.
+/// gradient rows. A reverse step is a few matrix-vector products over the state (Eigen's, vectorized along dv):
+/// [ḡk ḡb] = dS [v sa] and [ḡv ḡsa] = dSᵀ [k b] as products with two columns, the rank-1 updates of dS, and the row
+/// sums of dS ⊙ S_{t−1}.
 template <class In>
 void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threads) {
   using T = compute_t<In>;
+  using M = ssd::Matrix<T>;
+  using Vec = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+  using CVec = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+  using CMap = Eigen::Map<const M>;
   const std::int64_t l = p.seqlen, h = p.nheads, dk = p.dk, dv = p.dv, Cq = p.chunk_size, size = dk * dv;
   parallel_for(p.rows() * h, threads, [&](std::int64_t task) {
     const std::int64_t s = task / h, hh = task % h, bi = p.seq_row(s), t0 = p.seq_begin(s), t1 = p.seq_end(s);
     const std::int64_t n_ck = (t1 - t0 + Cq - 1) / Cq;
     std::vector<T> ck(static_cast<std::size_t>(n_ck * size)), states(static_cast<std::size_t>((Cq + 1) * size));
-    std::vector<T> S(static_cast<std::size_t>(size), T(0)), dS(S.size(), T(0));
-    std::vector<T> sa(static_cast<std::size_t>(dv)), go(sa.size()), gsa(sa.size()), gv(sa.size());
+    std::vector<T> S(static_cast<std::size_t>(size), T(0));
+    std::vector<T> sa(static_cast<std::size_t>(dv)), go(sa.size()), gv(sa.size());
     std::vector<T> gq(static_cast<std::size_t>(dk)), gk(gq.size()), gw(gq.size()), ga(gq.size()), gb(gq.size());
+    M dS = M::Zero(dk, dv);                   // the gradient of S_t
+    M vs(dv, 2), kb(dk, 2), gkb(dk, 2), gvs(dv, 2);  // [v sa], [k b], [ḡk ḡb], [ḡv ḡsa]
     std::vector<Token<T>> xs(static_cast<std::size_t>(Cq), Token<T>(p));
     if (p.initial_state) std::copy_n(static_cast<const T*>(p.initial_state) + task * size, size, S.data());
     for (std::int64_t t = t0; t < t1; ++t) {
@@ -220,49 +228,32 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
       for (std::int64_t r = len - 1; r >= 0; --r) {
         const std::int64_t t = c0 + r;
         const Token<T>& x = xs[static_cast<std::size_t>(r)];
-        const T* St = states.data() + (r + 1) * size;
-        const T* Sp = states.data() + r * size;  // S_{t−1}
+        const CMap St(states.data() + (r + 1) * size, dk, dv);
+        const CMap Sp(states.data() + r * size, dk, dv);  // S_{t−1}
         load_row(static_cast<const In*>(gr.grad_out) + ((bi * l + t) * h + hh) * dv, dv, go.data());
-        state_times(Sp, x.a.data(), dk, dv, sa.data());
-        std::fill(gv.begin(), gv.end(), T(0)), std::fill(gsa.begin(), gsa.end(), T(0));
-        // dS += (scale q) ḡoᵀ; ḡq = scale S_t ḡo; ḡk = dS v; ḡb = dS sa; ḡv = dSᵀ k; ḡsa = dSᵀ b; ḡw = rowsum(dS ⊙ S_{t−1})
-        for (std::int64_t i = 0; i < dk; ++i) {
-          const std::size_t ii = static_cast<std::size_t>(i);
-          T* d = dS.data() + i * dv;
-          const T* st = St + i * dv;
-          const T* sp = Sp + i * dv;
-          const T qi = x.q[ii], ki = x.k[ii], bi_ = x.b[ii];
-          T aq = 0, ak = 0, ab = 0, aw = 0;
-          for (std::int64_t j = 0; j < dv; ++j) {
-            aq += st[j] * go[static_cast<std::size_t>(j)];
-            const T dij = d[j] + qi * go[static_cast<std::size_t>(j)];
-            d[j] = dij;
-            ak += dij * x.v[static_cast<std::size_t>(j)];
-            ab += dij * sa[static_cast<std::size_t>(j)];
-            aw += dij * sp[j];
-            gv[static_cast<std::size_t>(j)] += dij * ki;
-            gsa[static_cast<std::size_t>(j)] += dij * bi_;
-          }
-          gq[ii] = scale * aq, gk[ii] = ak, gb[ii] = ab, gw[ii] = x.w[ii] * aw;
-        }
-        // ḡa = S_{t−1} ḡsa; dS ← diag(w) dS + a ḡsaᵀ
-        for (std::int64_t i = 0; i < dk; ++i) {
-          const std::size_t ii = static_cast<std::size_t>(i);
-          T* d = dS.data() + i * dv;
-          const T* sp = Sp + i * dv;
-          const T wi = x.w[ii], ai = x.a[ii];
-          T aa = 0;
-          for (std::int64_t j = 0; j < dv; ++j) {
-            aa += sp[j] * gsa[static_cast<std::size_t>(j)];
-            d[j] = wi * d[j] + ai * gsa[static_cast<std::size_t>(j)];
-          }
-          ga[ii] = aa;
-        }
+        const CVec q(x.q.data(), dk), k(x.k.data(), dk), v(x.v.data(), dv), w(x.w.data(), dk), a(x.a.data(), dk);
+        const CVec b(x.b.data(), dk), gov(go.data(), dv);
+        // sa = S_{t−1}ᵀ a; ḡq = scale S_t ḡo; dS += (scale q) ḡoᵀ (x.q is scale q)
+        Vec(sa.data(), dv).noalias() = Sp.transpose() * a;
+        Vec(gq.data(), dk).noalias() = scale * (St * gov);
+        dS.noalias() += q * gov.transpose();
+        // [ḡk ḡb] = dS [v sa]; [ḡv ḡsa] = dSᵀ [k b]; ḡw = w ⊙ rowsum(dS ⊙ S_{t−1}); ḡa = S_{t−1} ḡsa
+        vs.col(0) = v, vs.col(1) = Vec(sa.data(), dv);
+        kb.col(0) = k, kb.col(1) = b;
+        gkb.noalias() = dS * vs;
+        gvs.noalias() = dS.transpose() * kb;
+        Vec(gw.data(), dk) = w.cwiseProduct((dS.array() * Sp.array()).rowwise().sum().matrix());
+        Vec(ga.data(), dk).noalias() = Sp * gvs.col(1);
+        // dS ← diag(w) dS + a ḡsaᵀ
+        dS = w.asDiagonal() * dS;
+        dS.noalias() += a * gvs.col(1).transpose();
+        for (std::int64_t i = 0; i < dk; ++i) gk[static_cast<std::size_t>(i)] = gkb(i, 0), gb[static_cast<std::size_t>(i)] = gkb(i, 1);
+        for (std::int64_t j = 0; j < dv; ++j) gv[static_cast<std::size_t>(j)] = gvs(j, 0);
         store(gr.grad_q, gq, t), store(gr.grad_k, gk, t), store(gr.grad_v, gv, t);
         store(gr.grad_log_w, gw, t), store(gr.grad_a, ga, t), store(gr.grad_b, gb, t);
       }
     }
-    if (gr.grad_initial_state) std::copy(dS.begin(), dS.end(), static_cast<T*>(gr.grad_initial_state) + task * size);
+    if (gr.grad_initial_state) std::copy_n(dS.data(), size, static_cast<T*>(gr.grad_initial_state) + task * size);
   });
 }
 
