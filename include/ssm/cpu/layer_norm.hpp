@@ -1,8 +1,13 @@
 // The CPU path of the layer_norm op (ops/layer_norm.hpp): per row, y = (x − mean) / sqrt(var + eps) ⊙ weight + bias,
-// the mean and the (biased) variance accumulated in T (f32 or f64) in two passes. The row function is also
-// TTT-Linear's inner normalization (cpu/ttt_linear.hpp).
+// the mean and the (biased) variance accumulated in T (f32 or f64) in two passes. The row function and its backward
+// are also TTT-Linear's inner normalization (cpu/ttt_linear.hpp). Row sums and dot products go through Eigen, which
+// vectorizes them (a plain loop's float reduction is not, without reassociation).
 #pragma once
 
+#include "ssm/core/macros.hpp"
+SSM_EXTERNAL_INCLUDE_BEGIN
+#include <Eigen/Core>
+SSM_EXTERNAL_INCLUDE_END
 #include <cmath>
 #include <cstdint>
 
@@ -13,12 +18,15 @@ namespace ssm::cpu {
 /// One row z (d): ẑ = (z − mean) / σ into zhat (may be null), y = γ ⊙ ẑ + β into y (may be z; γ, β null: 1 and 0).
 /// Returns 1 / σ.
 template <class T>
+using RowMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstRowMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+
+template <class T>
 T layer_norm_row(const T* z, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat, T* y) {
-  T mean = 0, var = 0;
-  for (std::int64_t j = 0; j < d; ++j) mean += z[j];
-  mean /= static_cast<T>(d);
-  for (std::int64_t j = 0; j < d; ++j) var += (z[j] - mean) * (z[j] - mean);
-  var /= static_cast<T>(d);
+  const ConstRowMap<T> zm(z, d);
+  const T mean = zm.sum() / static_cast<T>(d);
+  const T var = (zm.array() - mean).square().sum() / static_cast<T>(d);
   const T inv_sigma = T(1) / std::sqrt(var + eps);
   for (std::int64_t j = 0; j < d; ++j) {
     const T zh = (z[j] - mean) * inv_sigma;
@@ -33,14 +41,12 @@ T layer_norm_row(const T* z, const T* gamma, const T* beta, std::int64_t d, T ep
 template <class T>
 void layer_norm_row_backward(const T* zhat, T inv_sigma, const T* gamma, const T* ybar, std::int64_t d, T* zbar,
                              T* gamma_bar, T* beta_bar) {
-  T mt = 0, mtz = 0;
+  for (std::int64_t j = 0; j < d; ++j) zbar[j] = (gamma ? gamma[j] : T(1)) * ybar[j];  // t, first
+  const RowMap<T> t(zbar, d);
+  const ConstRowMap<T> zh(zhat, d);
+  const T mt = t.sum() / static_cast<T>(d), mtz = t.dot(zh) / static_cast<T>(d);
   for (std::int64_t j = 0; j < d; ++j) {
-    const T t = (gamma ? gamma[j] : T(1)) * ybar[j];
-    mt += t, mtz += t * zhat[j];
-  }
-  mt /= static_cast<T>(d), mtz /= static_cast<T>(d);
-  for (std::int64_t j = 0; j < d; ++j) {
-    zbar[j] = ((gamma ? gamma[j] : T(1)) * ybar[j] - mt - zhat[j] * mtz) * inv_sigma;
+    zbar[j] = (zbar[j] - mt - zhat[j] * mtz) * inv_sigma;
     if (gamma_bar) gamma_bar[j] += ybar[j] * zhat[j];
     if (beta_bar) beta_bar[j] += ybar[j];
   }

@@ -116,7 +116,7 @@ void forward_chunked(const Rwkv7Params& p, int threads) {
     const std::int64_t s = task / h, hh = task % h, bi = p.seq_row(s);
     M S = M::Zero(dk, dv);  // (dk, dv)
     if (p.initial_state) S = Eigen::Map<const M>(static_cast<const T*>(p.initial_state) + task * dk * dv, dk, dv);
-    M Q, K, V, A, B, As, Bs, Mqk, Mqb, Lak, Lab, Tri, U, O, E, Xe, Snew;  // chunk rows × dk | dv, or len × len
+    M Q, K, V, A, B, As, Mqk, Mqb, Lak, Lab, Tri, U, O, E, Xe, Snew;  // chunk rows × dk | dv, or len × len
     gated::Cumulative cc;                                                   // (len + 1, dk): row t + 1 = c_t
     gated::Work<T> w;
     std::vector<T> row(static_cast<std::size_t>(dk));

@@ -37,13 +37,9 @@ template <class T>
 T inner_gradient(const T* z, const T* k, const T* v, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat,
                  T* e, T* G) {
   const T inv_sigma = layer_norm_row(z, gamma, beta, d, eps, zhat, e);
-  T mg = 0, mgz = 0;
-  for (std::int64_t j = 0; j < d; ++j) {
-    e[j] -= v[j] - k[j];
-    const T g = gamma[j] * e[j];
-    G[j] = g, mg += g, mgz += g * zhat[j];
-  }
-  mg /= static_cast<T>(d), mgz /= static_cast<T>(d);
+  for (std::int64_t j = 0; j < d; ++j) e[j] -= v[j] - k[j], G[j] = gamma[j] * e[j];  // g, first
+  const RowMap<T> g(G, d);
+  const T mg = g.sum() / static_cast<T>(d), mgz = g.dot(ConstRowMap<T>(zhat, d)) / static_cast<T>(d);
   for (std::int64_t j = 0; j < d; ++j) G[j] = (G[j] - mg - zhat[j] * mgz) * inv_sigma;
   return inv_sigma;
 }

@@ -1,11 +1,12 @@
 // TTT-Linear's backward on the CPU (docs/ttt_linear.md; the forward in cpu/ttt_linear.hpp): the dual form's, one
 // mini-batch at a time in reverse, threads over (sequence, head). A forward pass keeps every mini-batch's starting
-// weights Ŵ′ ((d + 1) d numbers per mini-batch); each mini-batch is then recomputed (Z = K̂Ŵ′, the rows' inner
-// gradients G and E = diag(η) G, P = tril(Q̂K̂ᵀ), R = P E + Q̂ A_0, Ẑ = Q̂Ŵ′ − diag(τ) R) and, with Ẑ̄ = LN'(ḡO),
+// weights Ŵ′ and final pending sum ((d + 1) d numbers each) and its rows' inner gradients G with what their
+// derivative needs (3 d numbers and one more per token); each mini-batch then recomputes E = diag(η) G,
+// P = tril(Q̂K̂ᵀ), R = P E + Q̂ A_0 and Ẑ = Q̂Ŵ′ − diag(τ) R, and, with Ẑ̄ = LN'(ḡO),
 // M = diag(τ) Ẑ̄, C the gradient of the pending sum the mini-batch leaves (−τ_{m−1} Ŵ̄′_next when it ends, else the
 // carried Ā) and the carried Ŵ̄′:
 //   Q̂̄ = Ẑ̄ Ŵ′ᵀ − tril(M Eᵀ) K̂ − M A_0ᵀ          Ē = K̂ C − Pᵀ M            K̂̄ = −tril(M Eᵀ)ᵀ Q̂ + E Cᵀ
-//   Ŵ̄′ += Q̂ᵀ Ẑ̄                                  Ā_0 = C − Q̂ᵀ M             τ̄_i −= Ẑ̄_t · R_t
+//   Ŵ̄′ += Q̂ᵀ Ẑ̄                                  Ā_0 = C − Q̂ᵀ M (first)     τ̄_i −= Ẑ̄_t · R_t
 // then η̄ = rowdot(G, Ē), Ḡ = diag(η) Ē through the inner gradient's derivative to Z̄ and v − k, and Z = K̂Ŵ′:
 // K̂̄ += Z̄ Ŵ′ᵀ, Ŵ̄′ += K̂ᵀ Z̄. The layer-norm weights' and position weights' gradients are summed per task, then over
 // the tasks.
@@ -34,21 +35,19 @@ template <class T>
 void inner_gradient_backward(const T* zhat, const T* e, const T* G, T inv_sigma, const T* gamma, const T* Gbar,
                              std::int64_t d, T* zbar, T* rbar, T* gamma_bar, T* beta_bar) {
   const T dn = static_cast<T>(d);
-  T mGb = 0, mGbz = 0, mgz = 0, GbG = 0;
-  for (std::int64_t j = 0; j < d; ++j)
-    mGb += Gbar[j], mGbz += Gbar[j] * zhat[j], mgz += gamma[j] * e[j] * zhat[j], GbG += Gbar[j] * G[j];
-  mGb /= dn, mGbz /= dn, mgz /= dn;
+  const ConstRowMap<T> zh(zhat, d), Gb(Gbar, d), gm(gamma, d), em(e, d);
+  const T mGb = Gb.sum() / dn, mGbz = Gb.dot(zh) / dn, GbG = Gb.dot(ConstRowMap<T>(G, d));
+  const T mgz = (gm.array() * em.array() * zh.array()).sum() / dn;
   const T sigma_bar = -GbG * inv_sigma;
-  T mzb = 0, mzbz = 0;
   for (std::int64_t j = 0; j < d; ++j) {
     const T gb = (Gbar[j] - mGb - zhat[j] * mGbz) * inv_sigma;
-    const T zb = -(mgz * Gbar[j] + gamma[j] * e[j] * mGbz) * inv_sigma + gb * gamma[j] * gamma[j];  // ẑ̄
     gamma_bar[j] += gb * (e[j] + gamma[j] * zhat[j]);
     beta_bar[j] += gb * gamma[j];
     rbar[j] = -gb * gamma[j];
-    zbar[j] = zb, mzb += zb, mzbz += zb * zhat[j];
+    zbar[j] = -(mgz * Gbar[j] + gamma[j] * e[j] * mGbz) * inv_sigma + gb * gamma[j] * gamma[j];  // ẑ̄
   }
-  mzb /= dn, mzbz /= dn;
+  const RowMap<T> zb(zbar, d);
+  const T mzb = zb.sum() / dn, mzbz = zb.dot(zh) / dn;
   for (std::int64_t j = 0; j < d; ++j)
     zbar[j] = (zbar[j] - mzb - zhat[j] * mzbz) * inv_sigma + sigma_bar * zhat[j] / dn;
 }
@@ -83,7 +82,9 @@ void backward_dual(const TttLinearParams& p, const TttLinearGradParams& gr, int 
       batches.push_back({t0, std::min(m - i0, t_end - t0), i0});
       t0 += batches.back().n;
     }
-    std::vector<M> Ws(batches.size());
+    // per mini-batch, from the forward pass: the starting Ŵ′, A_end, and the rows' ẑ, e, Gu and 1 / σ
+    std::vector<M> Ws(batches.size()), Aends(batches.size()), Us(batches.size()), Es(batches.size()), Gs(batches.size());
+    std::vector<std::vector<T>> inv_sigmas(batches.size());
     M Qh, Kh, V, Z, U, Ee, Gu, E, P, R, Zq, Uq, Zqb, Mt, Qhb, Khb, Eb, Pb, Zb, Aend, C, Wb, Ab, A0b;  // n × (d + 1) | d, n × n
     std::vector<T> eta, inv_sigma, Gbar(static_cast<std::size_t>(d));
     // rows of one mini-batch in the compute type: Q̂, K̂ (n, d + 1), V (n, d), η (n)
@@ -118,6 +119,7 @@ void backward_dual(const TttLinearParams& p, const TttLinearGradParams& gr, int 
         Ws[bk] = Wcur;
         load_batch(b);
         inner(b, Wcur, bk == 0 && pending_in);
+        Aends[bk] = Aend, Us[bk] = U, Es[bk] = Ee, Gs[bk] = Gu, inv_sigmas[bk] = inv_sigma;
         if (b.i0 + b.n == m) Wcur.noalias() -= tau[static_cast<std::size_t>(m - 1)] * Aend;
       }
     }
@@ -130,7 +132,9 @@ void backward_dual(const TttLinearParams& p, const TttLinearGradParams& gr, int 
       const M& Wst = Ws[bk];
       const bool with_a0 = bk == 0 && pending_in;
       load_batch(b);
-      inner(b, Wst, with_a0);
+      Aend.swap(Aends[bk]), U.swap(Us[bk]), Ee.swap(Es[bk]), Gu.swap(Gs[bk]), inv_sigma.swap(inv_sigmas[bk]);
+      E = Gu;
+      for (std::int64_t r = 0; r < b.n; ++r) E.row(r) *= eta[static_cast<std::size_t>(r)];
       P.noalias() = Qh * Kh.transpose();
       P.template triangularView<Eigen::StrictlyUpper>().setZero();
       R.noalias() = P * E;
@@ -166,8 +170,10 @@ void backward_dual(const TttLinearParams& p, const TttLinearGradParams& gr, int 
       Khb.noalias() = E * C.transpose();
       Khb.noalias() -= Pb.transpose() * Qh;
       Wb.noalias() += Qh.transpose() * Zqb;
-      A0b = C;
-      A0b.noalias() -= Qh.transpose() * Mt;
+      if (bk == 0) {  // Ā_0 matters for the first mini-batch only (every earlier one ended with A = 0)
+        A0b = C;
+        A0b.noalias() -= Qh.transpose() * Mt;
+      }
       // through E = diag(η) Gu (η̄ = Gu · Ē, Ḡ = η Ē) and the inner gradient to Z̄ and r̄ = v̄ (into V, free now)
       Zb.resize(b.n, d);
       for (std::int64_t r = 0; r < b.n; ++r) {
@@ -193,8 +199,8 @@ void backward_dual(const TttLinearParams& p, const TttLinearGradParams& gr, int 
         if (gr.grad_k) store_row(&Khb(r, 0), d, static_cast<In*>(gr.grad_k) + off);
         if (gr.grad_v) store_row(&V(r, 0), d, static_cast<In*>(gr.grad_v) + off);
       }
-      Ab = A0b;
     }
+    if (!batches.empty()) Ab = A0b;  // else the final pending sum's gradient passes through
     if (gr.grad_initial_state) std::copy_n(Wb.data(), size, static_cast<T*>(gr.grad_initial_state) + task * size);
     if (gr.grad_initial_pending) std::copy_n(Ab.data(), size, static_cast<T*>(gr.grad_initial_pending) + task * size);
   });
