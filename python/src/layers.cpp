@@ -1,5 +1,5 @@
 // The sequence-mixing layers (ssm/layers), f32 on the CPU: MambaBlock, Mamba2Block, DeltaNet (and Gated DeltaNet),
-// LinearAttention (and RetNet's retention), MultiHeadAttention. Each is made from its config with the layer's
+// LinearAttention (and RetNet's retention, GLA), RWKV-7's time mixing, TTT-Linear, MultiHeadAttention. Each is made from its config with the layer's
 // published initialization and a seed; forward(x (b, l, d_model)) runs the whole sequence from a zero state, or
 // continues from a state (init_state(b)) and updates it, so a prompt and then one token at a time gives what one
 // forward gives.
@@ -16,6 +16,8 @@
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/layers/rwkv7.hpp"
+#include "ssm/layers/ttt_linear.hpp"
 
 namespace ssm::python {
 
@@ -89,6 +91,8 @@ using Mamba2Mixer = Mixer<layers::Mamba2Block, layers::Mamba2LayerCache>;
 using DeltaNetMixer = Mixer<layers::DeltaNetLayer<float>, layers::DeltaNetState>;
 using LinearAttentionMixer = Mixer<layers::LinearAttentionLayer<float>, layers::LinearAttentionState>;
 using AttentionMixer = Mixer<layers::MultiHeadAttention<float>, AttentionState>;
+using Rwkv7Mixer = Mixer<layers::Rwkv7Layer<float>, layers::Rwkv7State>;
+using TttLinearMixer = Mixer<layers::TttLinearLayer<float>, layers::TttLinearState>;
 
 }  // namespace
 
@@ -180,6 +184,46 @@ void bind_layers(nb::module_& m) {
       "low-rank log gate logsigmoid(.) / gate_normalizer per key channel), head_dim = d_model / (2 heads), "
       "head_v_dim = d_model / heads, output_norm and output_gate (LinearAttention.gla).");
   bind_mixer<LinearAttentionMixer, layers::LinearAttentionState>(linear, "LinearAttentionState", m);
+
+  const layers::Rwkv7Config rwkv7_d{};
+  nb::class_<Rwkv7Mixer> rwkv7(m, "Rwkv7",
+                              "RWKV-7's time mixing (Peng et al. 2025) as a first layer (no value residual): token "
+                              "shift, the decay / in-context-rate / gate LoRAs, the generalized delta rule, GroupNorm, "
+                              "the bonus and the output gate.");
+  rwkv7.def(
+      "__init__",
+      [](Rwkv7Mixer* self, index_t d_model, index_t head_dim, index_t decay_rank, index_t a_rank, index_t gate_rank,
+         double norm_eps, std::uint64_t seed) {
+        layers::Rwkv7Config c;
+        c.d_model = d_model, c.head_dim = head_dim, c.decay_rank = decay_rank, c.a_rank = a_rank;
+        c.gate_rank = gate_rank, c.norm_eps = norm_eps;
+        new (self) Rwkv7Mixer{layers::Rwkv7Layer<float>::init(c, seed), "Rwkv7"};
+      },
+      "d_model"_a, nb::kw_only(), "head_dim"_a = rwkv7_d.head_dim, "decay_rank"_a = rwkv7_d.decay_rank,
+      "a_rank"_a = rwkv7_d.a_rank, "gate_rank"_a = rwkv7_d.gate_rank, "norm_eps"_a = rwkv7_d.norm_eps, "seed"_a = 0,
+      "heads = d_model / head_dim; a plain initialization for experiments, not RWKV-7's tuned one.");
+  bind_mixer<Rwkv7Mixer, layers::Rwkv7State>(rwkv7, "Rwkv7State", m);
+
+  const layers::TttLinearConfig ttt_d{};
+  nb::class_<TttLinearMixer> ttt(m, "TTTLinear",
+                                 "TTT-Linear (Sun et al. 2024), the authors' TTTLinear: q, k, v projections, RoPE at "
+                                 "positions mod the mini-batch, the inner linear model trained by mini-batch gradient "
+                                 "descent with a learnable token-dependent learning rate, post LayerNorm, optional "
+                                 "gelu gate, out_proj.");
+  ttt.def(
+      "__init__",
+      [](TttLinearMixer* self, index_t d_model, index_t heads, index_t mini_batch_size, double base_lr,
+         double rope_base, bool use_gate, double ln_eps, std::uint64_t seed) {
+        layers::TttLinearConfig c;
+        c.d_model = d_model, c.heads = heads, c.mini_batch_size = mini_batch_size, c.base_lr = base_lr;
+        c.rope_base = rope_base, c.use_gate = use_gate, c.ln_eps = ln_eps;
+        new (self) TttLinearMixer{layers::TttLinearLayer<float>::init(c, seed), "TTTLinear"};
+      },
+      "d_model"_a, nb::kw_only(), "heads"_a = ttt_d.heads, "mini_batch_size"_a = ttt_d.mini_batch_size,
+      "base_lr"_a = ttt_d.base_lr, "rope_base"_a = ttt_d.rope_base, "use_gate"_a = ttt_d.use_gate,
+      "ln_eps"_a = ttt_d.ln_eps, "seed"_a = 0,
+      "head width d_model / heads (even); the authors' initialization (std 0.02).");
+  bind_mixer<TttLinearMixer, layers::TttLinearState>(ttt, "TTTLinearState", m);
 
   nb::class_<AttentionMixer> attention(
       m, "MultiHeadAttention",

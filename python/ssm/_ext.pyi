@@ -235,6 +235,66 @@ class LinearAttentionState:
     def b(self) -> int:
         """The number of sequences."""
 
+class Rwkv7:
+    """
+    RWKV-7's time mixing (Peng et al. 2025) as a first layer (no value residual): token shift, the decay / in-context-rate / gate LoRAs, the generalized delta rule, GroupNorm, the bonus and the output gate.
+    """
+
+    def __init__(self, d_model: int, *, head_dim: int = 64, decay_rank: int = 64, a_rank: int = 64, gate_rank: int = 128, norm_eps: float = 0.00064, seed: int = 0) -> None:
+        """
+        heads = d_model / head_dim; a plain initialization for experiments, not RWKV-7's tuned one.
+        """
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: Rwkv7State | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> Rwkv7State:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class Rwkv7State:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
+class TTTLinear:
+    """
+    TTT-Linear (Sun et al. 2024), the authors' TTTLinear: q, k, v projections, RoPE at positions mod the mini-batch, the inner linear model trained by mini-batch gradient descent with a learnable token-dependent learning rate, post LayerNorm, optional gelu gate, out_proj.
+    """
+
+    def __init__(self, d_model: int, *, heads: int = 4, mini_batch_size: int = 16, base_lr: float = 1.0, rope_base: float = 10000.0, use_gate: bool = False, ln_eps: float = 1e-06, seed: int = 0) -> None:
+        """
+        head width d_model / heads (even); the authors' initialization (std 0.02).
+        """
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: TTTLinearState | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> TTTLinearState:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class TTTLinearState:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
 class MultiHeadAttention:
     """
     Causal multi-head / grouped-query softmax attention (Vaswani et al. 2017): q, k, v projections, optional rotary embedding, the attention op, out_proj; its state is a KV cache that grows with the context.

@@ -21,6 +21,8 @@ def _layers():
         "katharopoulos": layers.LinearAttention.katharopoulos(D_MODEL, 4, chunk_size=8, seed=6),
         "gla": layers.LinearAttention.gla(D_MODEL, 4, chunk_size=8, seed=8),
         "attention": layers.MultiHeadAttention(D_MODEL, n_heads=4, n_kv_heads=2, rotary=True, seed=7),
+        "rwkv7": layers.Rwkv7(D_MODEL, head_dim=8, decay_rank=8, a_rank=8, gate_rank=8, seed=9),
+        "ttt_linear": layers.TTTLinear(D_MODEL, heads=4, mini_batch_size=4, use_gate=True, seed=10),
     }
 
 
