@@ -2,10 +2,11 @@
 // the primal form in double (≤ 1e-12 in f64, ≤ 1e-5 in f32; mini-batch sizes 1, 3, 16 and longer than the sequence,
 // starting positions inside a mini-batch, pending sums, position weights, 1 and 2 threads, strided rows, packed
 // sequences); the inner model is trained as the paper says, checked with gradients of the inner loss taken by central
-// differences of a loss written out here (one mini-batch: every gradient at the starting weights; a mini-batch of one
-// token: online gradient descent); a sequence cut anywhere and continued from its final state and pending sum is the
-// whole sequence; the decode step chained over a sequence equals the sequence form; bad input is an ssm::Error naming
-// the argument.
+// differences of a loss written out in support/ttt_inner.hpp (one mini-batch: every gradient at the starting
+// weights; a mini-batch of one token: online gradient descent); a sequence cut anywhere and continued from its final
+// state and pending sum is the whole sequence; the decode step chained over a sequence equals the sequence form; the
+// backward equals central differences (reference) and the reference (dual); bad input is an ssm::Error naming the
+// argument.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -132,56 +133,37 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
   EXPECT_GT(scale, 0) << what;
 }
 
+/// Every path's out and final state against the training written out by Inner::run (central-difference gradients)
+/// over the problem's tokens, with its mini-batch size and the position weights tau.
+void expect_every_path_trains_as_written_out(const TttData& dd, const std::vector<double>& tau) {
+  std::vector<Token> xs;
+  Inner f;
+  std::vector<double> W;
+  unpack(dd, xs, f, W);
+  const std::vector<double> out = f.run(W, xs, dd.cs.m, tau);
+  for (TttLinearPath path : {TttLinearPath::reference, TttLinearPath::dual, TttLinearPath::recurrent}) {
+    const auto r = run(dd, path);
+    SCOPED_TRACE(r.path);
+    expect_near_all(conformance::to_doubles(r.out.view()), out, 1e-8, "out");
+    expect_near_all(conformance::to_doubles(r.final_state.view()), W, 1e-8, "final state");
+    // the sequences end their last mini-batch: nothing pending
+    EXPECT_EQ(rel_error(r.final_pending, Tensor::zeros(r.final_pending.shape(), DType::f64)), 0.0);
+  }
+}
+
 TEST(TttLinear, OneMiniBatchTakesEveryGradientAtItsStartingWeights) {
   // l = m = 6, τ_i = 1 / (i + 1): Ŵ_t = Ŵ_0 − τ_t Σ_{s<=t} η_s ∇ℓ_s(Ŵ_0), o_t = f(q_t; Ŵ_t); the last Ŵ_t is the state
   TttCase cs;
   cs.l = 6, cs.m = 6, cs.h = 1, cs.dk = 4, cs.has_init = true, cs.has_tau = true, cs.seed = 31;
   const TttData dd = ttt_linear_problem::make_data(cs);
-  std::vector<Token> xs;
-  Inner f;
-  std::vector<double> W0;
-  unpack(dd, xs, f, W0);
-  std::vector<double> sum(W0.size(), 0.0), out;
-  std::vector<double> Wt;
-  for (std::size_t t = 0; t < xs.size(); ++t) {
-    const std::vector<double> g = f.gradient(W0, xs[t]);
-    for (std::size_t e = 0; e < sum.size(); ++e) sum[e] += xs[t].eta * g[e];
-    Wt = W0;
-    for (std::size_t e = 0; e < sum.size(); ++e) Wt[e] -= sum[e] / static_cast<double>(t + 1);
-    const std::vector<double> o = f.output(Wt, xs[t]);
-    out.insert(out.end(), o.begin(), o.end());
-  }
-  for (TttLinearPath path : {TttLinearPath::reference, TttLinearPath::dual, TttLinearPath::recurrent}) {
-    const auto r = run(dd, path);
-    SCOPED_TRACE(r.path);
-    expect_near_all(conformance::to_doubles(r.out.view()), out, 1e-8, "out");
-    expect_near_all(conformance::to_doubles(r.final_state.view()), Wt, 1e-8, "final state");
-    EXPECT_EQ(rel_error(r.final_pending, Tensor::zeros(r.final_pending.shape(), DType::f64)), 0.0);
-  }
+  expect_every_path_trains_as_written_out(dd, conformance::to_doubles(dd.tau.view()));
 }
 
 TEST(TttLinear, MiniBatchesOfOneTokenAreOnlineGradientDescent) {
   // m = 1, no position weights: Ŵ_t = Ŵ_{t−1} − η_t ∇ℓ_t(Ŵ_{t−1}), o_t = f(q_t; Ŵ_t)
   TttCase cs;
   cs.l = 7, cs.m = 1, cs.h = 1, cs.dk = 3, cs.has_init = true, cs.eta_max = 1.5, cs.seed = 32;
-  const TttData dd = ttt_linear_problem::make_data(cs);
-  std::vector<Token> xs;
-  Inner f;
-  std::vector<double> W;
-  unpack(dd, xs, f, W);
-  std::vector<double> out;
-  for (const Token& x : xs) {
-    const std::vector<double> g = f.gradient(W, x);
-    for (std::size_t e = 0; e < W.size(); ++e) W[e] -= x.eta * g[e];
-    const std::vector<double> o = f.output(W, x);
-    out.insert(out.end(), o.begin(), o.end());
-  }
-  for (TttLinearPath path : {TttLinearPath::reference, TttLinearPath::dual, TttLinearPath::recurrent}) {
-    const auto r = run(dd, path);
-    SCOPED_TRACE(r.path);
-    expect_near_all(conformance::to_doubles(r.out.view()), out, 1e-8, "out");
-    expect_near_all(conformance::to_doubles(r.final_state.view()), W, 1e-8, "final state");
-  }
+  expect_every_path_trains_as_written_out(ttt_linear_problem::make_data(cs), {1.0});
 }
 
 TEST(TttLinear, ASequenceCutAnywhereAndContinuedIsTheWholeSequence) {
