@@ -1,5 +1,5 @@
-// The dense ops layers are made of: linear, rms_norm (with its fused residual add), embedding, and the one-token
-// selective state update. Each fast CPU path against its reference (plain loops in double) on awkward shapes:
+// The dense ops layers are made of: linear, rms_norm (with its fused residual add), layer_norm, rotary, embedding,
+// and the one-token selective state update. Each fast CPU path against its reference (plain loops in double) on awkward shapes:
 // one row and many, widths that are not a multiple of the vector width, strided rows, 16-bit weights, thread
 // counts; the CUDA dispatch through the backend table; every bad argument named in the error.
 #include <gtest/gtest.h>
@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "ssm/ops/embedding.hpp"
+#include "ssm/ops/layer_norm.hpp"
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/rms_norm.hpp"
+#include "ssm/ops/rotary.hpp"
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_state_update.hpp"
 #include "ssm/ops/ssd.hpp"
@@ -230,6 +232,101 @@ TEST(RmsNorm, BadArgumentsAreNamed) {
   expect_error([&] { auto i = in(); i.residual = i.x; ssm::rms_norm_into(i, yv); }, "argument 'residual': must not be x itself");
   expect_error([&] { ssm::rms_norm_into(in(), TensorView::of(y.data(), {3, 2})); }, "argument 'y': expected shape (2, 3)");
   expect_error([&] { auto i = in(); i.x = TensorView::of(x.data(), {6}); ssm::rms_norm_into(i, yv); }, "argument 'x': expected rank 2");
+}
+
+// ---- layer_norm, rotary (the conformance registry compares their CPU paths with their references) ----------------
+
+TEST(LayerNorm, RowsHaveMeanZeroAndTheExpectedVariance) {
+  // An independent check of the formula: without weight and bias a row has mean 0 and mean(y²) = var / (var + eps);
+  // with them, y = w ⊙ (that row) + b.
+  const index_t rows = 3, dim = 10;
+  auto x = randn<double>(rows * dim, 33, 3.0);
+  const auto w = randn<double>(dim, 34), b = randn<double>(dim, 35);
+  const TensorView xv = TensorView::of(x.data(), {rows, dim});
+  const Tensor y = ssm::layer_norm({xv, std::nullopt, std::nullopt, 1e-3});
+  const Tensor yw = ssm::layer_norm({xv, TensorView::of(w.data(), {dim}), TensorView::of(b.data(), {dim}), 1e-3});
+  for (index_t i = 0; i < rows; ++i) {
+    double mean = 0, var = 0, my = 0, m1 = 0;
+    for (index_t k = 0; k < dim; ++k) mean += x[static_cast<std::size_t>(i * dim + k)] / dim;
+    for (index_t k = 0; k < dim; ++k) {
+      const double yk = y.data_as<double>()[i * dim + k];
+      var += std::pow(x[static_cast<std::size_t>(i * dim + k)] - mean, 2) / dim;
+      m1 += yk / dim, my += yk * yk / dim;
+      EXPECT_NEAR(yw.data_as<double>()[i * dim + k], w[static_cast<std::size_t>(k)] * yk + b[static_cast<std::size_t>(k)],
+                  1e-12);
+    }
+    EXPECT_NEAR(m1, 0.0, 1e-12);
+    EXPECT_NEAR(my, var / (var + 1e-3), 1e-12);
+  }
+}
+
+TEST(LayerNorm, BadArgumentsAreNamed) {
+  std::vector<float> x(6), w(3), y(6);
+  std::vector<double> bd(3);
+  auto in = [&] { return ssm::LayerNormInputs{TensorView::of(x.data(), {2, 3}), std::nullopt, std::nullopt, 1e-5}; };
+  const TensorView yv = TensorView::of(y.data(), {2, 3});
+  expect_error([&] { auto i = in(); i.eps = std::numeric_limits<double>::quiet_NaN(); ssm::layer_norm_into(i, yv); },
+               "layer_norm: argument 'eps': must be finite and > 0");
+  expect_error([&] { auto i = in(); i.weight = TensorView::of(w.data(), {2}); ssm::layer_norm_into(i, yv); },
+               "argument 'weight': expected shape (3)");
+  expect_error([&] { auto i = in(); i.bias = TensorView::of(bd.data(), {3}); ssm::layer_norm_into(i, yv); },
+               "argument 'bias': expected dtype f32");
+  expect_error([&] { ssm::layer_norm_into(in(), TensorView::of(y.data(), {3, 2})); }, "argument 'y': expected shape (2, 3)");
+  expect_error([&] { auto i = in(); i.x = TensorView::of(x.data(), {6}); ssm::layer_norm_into(i, yv); },
+               "argument 'x': expected rank 2");
+}
+
+TEST(Rotary, RotatesPairsSoThatScoresDependOnlyOnTheOffset) {
+  // Independent checks: position 0 is the identity; each pair keeps its length; and ⟨R_p q, R_p' k⟩ depends only on
+  // p − p' (the property RoPE is built for), for interleaved and split pairs.
+  const index_t l = 9, d = 8;
+  const auto q = randn<double>(d, 36), k = randn<double>(d, 37);
+  std::vector<double> qs(static_cast<std::size_t>(l * d)), ks(qs.size());
+  for (index_t t = 0; t < l; ++t)
+    for (index_t j = 0; j < d; ++j)
+      qs[static_cast<std::size_t>(t * d + j)] = q[static_cast<std::size_t>(j)],
+      ks[static_cast<std::size_t>(t * d + j)] = k[static_cast<std::size_t>(j)];
+  for (bool interleaved : {true, false}) {
+    ssm::RotaryOptions o;
+    o.interleaved = interleaved;
+    const Tensor rq = ssm::rotary(TensorView::of(qs.data(), {1, l, 1, d}), o);
+    const Tensor rk = ssm::rotary(TensorView::of(ks.data(), {1, l, 1, d}), o);
+    auto at = [&](const Tensor& t, index_t p, index_t j) { return t.data_as<double>()[p * d + j]; };
+    for (index_t j = 0; j < d; ++j) EXPECT_EQ(at(rq, 0, j), q[static_cast<std::size_t>(j)]);
+    for (index_t p = 0; p < l; ++p)
+      for (index_t i = 0; i < d / 2; ++i) {
+        const index_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + d / 2;
+        EXPECT_NEAR(std::hypot(at(rq, p, a), at(rq, p, b)),
+                    std::hypot(q[static_cast<std::size_t>(a)], q[static_cast<std::size_t>(b)]), 1e-12);
+      }
+    auto score = [&](index_t p, index_t pk) {
+      double s = 0;
+      for (index_t j = 0; j < d; ++j) s += at(rq, p, j) * at(rk, pk, j);
+      return s;
+    };
+    EXPECT_NEAR(score(5, 2), score(4, 1), 1e-12);
+    EXPECT_NEAR(score(8, 3), score(5, 0), 1e-12);
+    EXPECT_GT(std::abs(score(5, 2) - score(5, 3)), 1e-6);  // and it does depend on the offset
+  }
+}
+
+TEST(Rotary, BadArgumentsAreNamed) {
+  std::vector<float> x(2 * 3 * 4), y(x.size());
+  std::vector<double> yd(x.size());
+  const TensorView xv = TensorView::of(x.data(), {1, 2, 3, 4});
+  expect_error([&] { ssm::rotary_into(TensorView::of(x.data(), {1, 2, 4, 3}), TensorView::of(y.data(), {1, 2, 4, 3})); },
+               "rotary: argument 'x': expected an even last dimension");
+  expect_error([&] { ssm::rotary_into(xv, TensorView::of(yd.data(), {1, 2, 3, 4})); }, "argument 'y'");
+  expect_error([&] { ssm::rotary_into(xv, TensorView::of(y.data(), {1, 3, 2, 4})); }, "argument 'y'");
+  expect_error([&] { ssm::rotary_into(TensorView::of(x.data(), {2, 3, 4}), TensorView::of(y.data(), {2, 3, 4})); },
+               "argument 'x': expected rank 4");
+  ssm::RotaryOptions o;
+  o.base = 1;
+  expect_error([&] { ssm::rotary_into(xv, TensorView::of(y.data(), {1, 2, 3, 4}), o); }, "argument 'base'");
+  o = {}, o.period = -1;
+  expect_error([&] { ssm::rotary_into(xv, TensorView::of(y.data(), {1, 2, 3, 4}), o); }, "argument 'period'");
+  o = {}, o.position_offset = -2;
+  expect_error([&] { ssm::rotary_into(xv, TensorView::of(y.data(), {1, 2, 3, 4}), o); }, "argument 'position_offset'");
 }
 
 // ---- embedding -------------------------------------------------------------------------------------------------
