@@ -14,6 +14,7 @@
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/rotary.hpp"
+#include "ssm/ops/rwkv4.hpp"
 #include "ssm/ops/rwkv7.hpp"
 #include "ssm/ops/selective_scan.hpp"
 #include "ssm/ops/selective_state_update.hpp"
