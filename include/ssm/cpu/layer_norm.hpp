@@ -58,9 +58,16 @@ inline void layer_norm_forward(const LayerNormParams& p) {
     using T = decltype(tag);
     const T* x = static_cast<const T*>(p.x);
     T* y = static_cast<T*>(p.y);
-    for (std::int64_t i = 0; i < p.rows; ++i)
-      layer_norm_row(x + i * p.x_row_stride, static_cast<const T*>(p.weight), static_cast<const T*>(p.bias), p.dim,
-                     static_cast<T>(p.eps), static_cast<T*>(nullptr), y + i * p.y_row_stride);
+    for (std::int64_t i = 0; i < p.rows; ++i) {
+      const T* row = x + i * p.x_row_stride;  // the row that is normalized
+      if (p.residual != nullptr) {
+        T* res = static_cast<T*>(p.residual) + i * p.residual_row_stride;
+        for (std::int64_t k = 0; k < p.dim; ++k) res[k] += row[k];
+        row = res;
+      }
+      layer_norm_row(row, static_cast<const T*>(p.weight), static_cast<const T*>(p.bias), p.dim, static_cast<T>(p.eps),
+                     static_cast<T*>(nullptr), y + i * p.y_row_stride);
+    }
   };
   if (p.dtype == DType::f64) run(double{});
   else run(float{});

@@ -1,6 +1,7 @@
-// The LayerNorm op (Ba et al. 2016; TTT-Linear's post-norm): per row, y = (x − mean) / sqrt(var + eps) ⊙ weight +
-// bias, var the biased variance (PyTorch's nn.LayerNorm). CPU tensors: cpu/layer_norm.hpp, or the reference in double
-// on request. CUDA tensors are an ssm::Error (no kernel yet).
+// The LayerNorm op (Ba et al. 2016; TTT-Linear's post-norm, RWKV's pre-norms): per row, r = x + residual (stored back
+// into residual) or r = x, then y = (r − mean) / sqrt(var + eps) ⊙ weight + bias, var the biased variance (PyTorch's
+// nn.LayerNorm). CPU tensors: cpu/layer_norm.hpp, or the reference in double on request. CUDA tensors are an
+// ssm::Error (no kernel yet).
 #pragma once
 
 #include <optional>
@@ -20,6 +21,8 @@ struct LayerNormInputs {
   std::optional<TensorView> weight{};  // (dim) x's dtype, contiguous; absent: 1
   std::optional<TensorView> bias{};    // (dim) x's dtype, contiguous; absent: 0
   double eps = 1e-5;                   // finite and > 0
+  std::optional<TensorView> residual{};  // (rows, dim) x's dtype, unit stride along dim: residual += x, in place, and
+                                         // the sum is normalized (a pre-norm's residual add); not x itself
 };
 
 enum class LayerNormPath { automatic, reference };
@@ -42,6 +45,13 @@ inline std::string layer_norm_into(const LayerNormInputs& in, const TensorView& 
       c.defined(nm, **t).same_dtype(nm, **t, "x", in.x).shape(nm, **t, {p.dim}).contiguous(nm, **t);
       *dst = (*t)->data();
     }
+  if (in.residual) {
+    const TensorView& r = *in.residual;
+    c.defined("residual", r).same_device({{"residual", r}, {"x", in.x}}).same_dtype("residual", r, "x", in.x);
+    c.shape("residual", r, {p.rows, p.dim}).unit_stride("residual", r, 1);
+    c.require(r.data() != in.x.data() || p.rows * p.dim == 0, "residual", "must not be x itself");
+    p.residual = r.data(), p.residual_row_stride = r.stride(0);
+  }
   c.same_dtype("y", y, "x", in.x).shape("y", y, {p.rows, p.dim}).unit_stride("y", y, 1);
   p.y = y.data(), p.y_row_stride = y.stride(0);
   if (path == LayerNormPath::reference) {

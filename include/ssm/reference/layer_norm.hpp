@@ -40,6 +40,12 @@ inline void layer_norm_forward(const LayerNormParams& p) {
   for (std::size_t k = 0; k < beta.size(); ++k) beta[k] = load_real(p.bias, p.dtype, static_cast<std::int64_t>(k));
   for (std::int64_t i = 0; i < p.rows; ++i) {
     for (std::size_t k = 0; k < n; ++k) z[k] = load_real(p.x, p.dtype, i * p.x_row_stride + static_cast<std::int64_t>(k));
+    if (p.residual)  // residual += x, rounded to the dtype as stored; that sum is normalized
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::int64_t o = i * p.residual_row_stride + static_cast<std::int64_t>(k);
+        store_real(p.residual, p.dtype, o, load_real(p.residual, p.dtype, o) + z[k]);
+        z[k] = load_real(p.residual, p.dtype, o);
+      }
     layer_norm_row(z, gamma, beta, p.eps, zhat, y);
     for (std::size_t k = 0; k < n; ++k) store_real(p.y, p.dtype, i * p.y_row_stride + static_cast<std::int64_t>(k), y[k]);
   }

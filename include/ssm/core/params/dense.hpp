@@ -46,8 +46,10 @@ struct LayerNormParams {
   const void* bias = nullptr;    // (dim) contiguous; or null (0)
   void* y = nullptr;             // (rows, dim), unit stride along dim; may be x
   std::int64_t y_row_stride = 0;
+  void* residual = nullptr;  // (rows, dim), unit stride along dim; or null. Given: residual += x, y = LN(residual)
+  std::int64_t residual_row_stride = 0;
   double eps = 1e-5;
-  DType dtype = DType::f32;  // of x, weight, bias and y
+  DType dtype = DType::f32;  // of x, weight, bias, residual and y
 };
 
 /// Rotary position embedding (Su et al. 2021, RoFormer) of x (b, l, h, d), d even: channel pair i of the token at
