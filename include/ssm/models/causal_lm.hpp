@@ -1,20 +1,32 @@
-// One causal language model body over a recurrent mixer block (docs/math.md §6.2): token embedding → n_layer ×
-// (RMSNorm → block, residual add in f32) → final RMSNorm → lm_head (the embedding when tied). Logits of a sequence,
-// prefill then token-by-token generation (greedy, temperature, top-k, top-p, seeded; streamed) with a copyable
-// cache of constant size, the CPU or a device (to()), set_threads, and the Hugging Face checkpoint layout
-// (backbone.embeddings.weight, backbone.layers.i.{norm.weight, mixer.*}, backbone.norm_f.weight, lm_head.weight).
-// MambaLM (models/mamba.hpp) and Mamba2LM (models/mamba2.hpp) are this body over their block; what differs between
-// them (the config, the block's parameters in the checkpoint) is the Spec:
+// One causal language model body over recurrent blocks (docs/math.md §6.2): token embedding (→ an embedding norm) →
+// n sublayers × (pre-norm → block, residual add in f32) → final norm → lm_head (the embedding when tied); the norms
+// are RMSNorm (Mamba) or LayerNorm with a bias (RWKV). Logits of a sequence, prefill then token-by-token generation
+// (greedy, temperature, top-k, top-p, seeded; streamed) with a copyable cache of constant size, the CPU or a device
+// (to()), set_threads, and the model's Hugging Face checkpoint layout. MambaLM (models/mamba.hpp), Mamba2LM
+// (models/mamba2.hpp) and RwkvLM (models/rwkv.hpp) are this body over their blocks; what differs between them (the
+// config, the norms, the blocks and the tensor names) is the Spec:
 //
 //   struct Spec {
 //     static constexpr const char* name;   // "MambaLM": prefixes errors ("MambaLM::load: ...")
 //     static constexpr const char* model;  // "Mamba": in "not part of a Mamba model with this config"
-//     using Config;      // d_model, n_layer, vocab_size, padded_vocab(), tie_embeddings, norm_epsilon, eos_token_ids,
-//                        // block(), validate(), static from_json(json), to_json()
-//     using Block;       // init(block config, seed), make_cache(b), check_cache, forward_into, step_into,
-//                        // workspace_size(b), set_threads, to(Device), nbytes()
+//     using Config;      // d_model, vocab_size, padded_vocab(), tie_embeddings, eos_token_ids, validate(),
+//                        // static from_json(json), to_json()
+//     using Block;       // make_cache(b), check_cache, forward_into, step_into, workspace_size(b), set_threads,
+//                        // to(Device), nbytes()
 //     using LayerCache;  // the block's per-layer cache (conv_state, ssm_state)
-//     static Block load_block(CheckpointReader&, const Config&, const std::string& prefix);  // prefix "...mixer."
+//     static constexpr bool layer_norm;            // LayerNorm (weight and bias) norms, else RMSNorm (weight)
+//     static constexpr const char* embedding;      // tensor names: "backbone.embeddings.weight"
+//     static constexpr const char* embedding_alias;  // another name of the embedding, or nullptr
+//     static constexpr const char* embedding_norm;   // the norm applied to the embedding ("….pre_ln"), or nullptr
+//     static constexpr const char* final_norm;     // "backbone.norm_f" (norms without ".weight" / ".bias")
+//     static constexpr const char* head;           // "lm_head.weight"
+//     static index_t sublayers(const Config&);     // how many (norm → block) sublayers
+//     static std::string norm_name(index_t j);     // sublayer j's pre-norm: "backbone.layers.j.norm"
+//     static std::string block_prefix(index_t j);  // sublayer j's block: "backbone.layers.j.mixer."
+//     static double norm_eps(const Config&, index_t j);  // j in [0, sublayers): the pre-norms; sublayers: the final
+//                                                        // norm; −1: the embedding norm
+//     static Block init_block(const Config&, index_t j, std::uint64_t seed);
+//     static Block load_block(CheckpointReader&, const Config&, index_t j);
 //     static void save_block(const Block&, const Config&, F&& add);  // add(name suffix, f32 values, shape)
 //   };
 #pragma once
@@ -40,6 +52,7 @@
 #include "ssm/models/generation.hpp"
 #include "ssm/models/safetensors.hpp"
 #include "ssm/ops/embedding.hpp"
+#include "ssm/ops/layer_norm.hpp"
 #include "ssm/ops/linear.hpp"
 #include "ssm/ops/rms_norm.hpp"
 
@@ -60,6 +73,29 @@ struct LMCache {
   }
 };
 
+/// The layout of the Mamba language models' checkpoints (transformers' MambaForCausalLM and Mamba2ForCausalLM) that
+/// their Specs share: backbone.embeddings.weight (mamba_ssm: backbone.embedding.weight), backbone.layers.i.{norm,
+/// mixer.*}, backbone.norm_f, lm_head.weight; one RMSNorm → block sublayer per layer, every norm with
+/// Config::norm_epsilon.
+struct BackboneLayout {
+  static constexpr bool layer_norm = false;
+  static constexpr const char* embedding = "backbone.embeddings.weight";
+  static constexpr const char* embedding_alias = "backbone.embedding.weight";
+  static constexpr const char* embedding_norm = nullptr;
+  static constexpr const char* final_norm = "backbone.norm_f";
+  static constexpr const char* head = "lm_head.weight";
+  static std::string norm_name(index_t j) { return "backbone.layers." + std::to_string(j) + ".norm"; }
+  static std::string block_prefix(index_t j) { return "backbone.layers." + std::to_string(j) + ".mixer."; }
+  template <class Config>
+  static index_t sublayers(const Config& cfg) {
+    return cfg.n_layer;
+  }
+  template <class Config>
+  static double norm_eps(const Config& cfg, index_t) {
+    return cfg.norm_epsilon;
+  }
+};
+
 /// The language model over Spec's block: f32 activations and arithmetic; the embedding, lm_head and the blocks'
 /// big matrices in f32, f16 or bf16 (LoadOptions::weight_dtype).
 template <class Spec>
@@ -69,7 +105,8 @@ class CausalLM {
   using Block = typename Spec::Block;
   using Cache = LMCache<typename Spec::LayerCache>;
 
-  /// A randomly initialized model: embedding (and untied lm_head) N(0, 0.02), norms 1, blocks as published.
+  /// A randomly initialized model: embedding (and untied lm_head) N(0, 0.02), norms 1 (biases 0), blocks as
+  /// Spec::init_block makes them.
   static CausalLM init(const Config& cfg, std::uint64_t seed) {
     cfg.validate();
     CausalLM m;
@@ -83,11 +120,12 @@ class CausalLM {
       for (auto& x : table) x = N(rng);
       m.lm_head_ = layers::WeightMatrix::from_f32(table.data(), cfg.padded_vocab(), cfg.d_model);
     }
-    for (index_t i = 0; i < cfg.n_layer; ++i) {
-      m.blocks_.push_back(Block::init(cfg.block(), rng()));
-      m.norms_.emplace_back(static_cast<std::size_t>(cfg.d_model), 1.0f);
+    for (index_t j = 0; j < Spec::sublayers(cfg); ++j) {
+      m.blocks_.push_back(Spec::init_block(cfg, j, rng()));
+      m.norms_.push_back(Norm::ones(cfg.d_model));
     }
-    m.norm_f_.assign(static_cast<std::size_t>(cfg.d_model), 1.0f);
+    m.norm_f_ = Norm::ones(cfg.d_model);
+    if (Spec::embedding_norm != nullptr) m.embedding_norm_ = Norm::ones(cfg.d_model);
     return m;
   }
 
@@ -109,8 +147,8 @@ class CausalLM {
     return models::open_weights(dir, std::string(Spec::name) + "::load");
   }
 
-  /// Builds the model from one parsed safetensors file under the Hugging Face tensor names (mamba_ssm's
-  /// `backbone.embedding.weight` is accepted too).
+  /// Builds the model from one parsed safetensors file under the Hugging Face tensor names (Spec's; for Mamba,
+  /// mamba_ssm's `backbone.embedding.weight` is accepted too).
   static CausalLM from_safetensors(const Config& cfg, const safetensors::File& f, const LoadOptions& opt = {}) {
     return from_checkpoint(cfg, safetensors::Checkpoint(f), opt);
   }
@@ -122,23 +160,26 @@ class CausalLM {
     CausalLM m;
     m.cfg_ = cfg;
     const Dims emb_shape{cfg.padded_vocab(), cfg.d_model};
-    const std::string emb_name =
-        r.contains("backbone.embedding.weight") ? "backbone.embedding.weight" : "backbone.embeddings.weight";
-    m.embedding_ = r.take_matrix(emb_name, emb_shape);
-    for (index_t i = 0; i < cfg.n_layer; ++i) {
-      const std::string pre = "backbone.layers." + std::to_string(i) + ".";
-      m.blocks_.push_back(Spec::load_block(r, cfg, pre + "mixer."));
+    const bool alias = Spec::embedding_alias != nullptr && r.contains(Spec::embedding_alias);
+    m.embedding_ = r.take_matrix(alias ? Spec::embedding_alias : Spec::embedding, emb_shape);
+    auto norm = [&](const std::string& prefix, Norm& n) {
+      r.take(prefix + ".weight", Dims{cfg.d_model}, n.weight);
+      if (Spec::layer_norm) r.take(prefix + ".bias", Dims{cfg.d_model}, n.bias);
+    };
+    if (Spec::embedding_norm != nullptr) norm(Spec::embedding_norm, m.embedding_norm_);
+    for (index_t j = 0; j < Spec::sublayers(cfg); ++j) {
+      m.blocks_.push_back(Spec::load_block(r, cfg, j));
       m.norms_.emplace_back();
-      r.take(pre + "norm.weight", Dims{cfg.d_model}, m.norms_.back());
+      norm(Spec::norm_name(j), m.norms_.back());
     }
-    r.take("backbone.norm_f.weight", Dims{cfg.d_model}, m.norm_f_);
+    norm(Spec::final_norm, m.norm_f_);
     if (!cfg.tie_embeddings) {
-      m.lm_head_ = r.take_matrix("lm_head.weight", emb_shape);
-    } else if (r.contains("lm_head.weight")) {
+      m.lm_head_ = r.take_matrix(Spec::head, emb_shape);
+    } else if (r.contains(Spec::head)) {
       // Some writers store the tied head as well: accept it when it is the embedding.
-      const layers::WeightMatrix head = r.take_matrix("lm_head.weight", emb_shape);
-      SSM_CHECK(head.same_values(m.embedding_), Spec::name,
-                "::load: tie_word_embeddings is set but 'lm_head.weight' differs from the embedding");
+      const layers::WeightMatrix head = r.take_matrix(Spec::head, emb_shape);
+      SSM_CHECK(head.same_values(m.embedding_), Spec::name, "::load: tie_word_embeddings is set but '", Spec::head,
+                "' differs from the embedding");
     }
     r.finish(Spec::model);
     return m;
@@ -169,15 +210,20 @@ class CausalLM {
       keep.push_back(t);
       named.emplace_back(name, t.view());
     };
-    add("backbone.embeddings.weight", embedding_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
-    for (index_t i = 0; i < cfg_.n_layer; ++i) {
-      const std::string pre = "backbone.layers." + std::to_string(i) + ".";
-      Spec::save_block(blocks_[static_cast<std::size_t>(i)], cfg_,
-                       [&](const char* name, const std::vector<float>& v, const Dims& s) { add(pre + "mixer." + name, v, s); });
-      add(pre + "norm.weight", norms_[static_cast<std::size_t>(i)], {cfg_.d_model});
+    auto norm = [&](const std::string& prefix, const Norm& n) {
+      add(prefix + ".weight", n.weight, {cfg_.d_model});
+      if (Spec::layer_norm) add(prefix + ".bias", n.bias, {cfg_.d_model});
+    };
+    add(Spec::embedding, embedding_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
+    if (Spec::embedding_norm != nullptr) norm(Spec::embedding_norm, embedding_norm_);
+    for (std::size_t j = 0; j < blocks_.size(); ++j) {
+      const std::string pre = Spec::block_prefix(static_cast<index_t>(j));
+      Spec::save_block(blocks_[j], cfg_,
+                       [&](const char* name, const std::vector<float>& v, const Dims& s) { add(pre + name, v, s); });
+      norm(Spec::norm_name(static_cast<index_t>(j)), norms_[j]);
     }
-    add("backbone.norm_f.weight", norm_f_, {cfg_.d_model});
-    if (!cfg_.tie_embeddings) add("lm_head.weight", lm_head_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
+    norm(Spec::final_norm, norm_f_);
+    if (!cfg_.tie_embeddings) add(Spec::head, lm_head_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
     safetensors::save((fs::path(dir) / "model.safetensors").string(), named, {{"format", "pt"}});
   }
 
@@ -190,8 +236,8 @@ class CausalLM {
   /// Bytes of all parameters as held (matrices in their dtype, the rest f32); a matrix viewing the mapped
   /// checkpoint counts as the file pages it reads.
   std::size_t weight_bytes() const {
-    std::size_t n = embedding_.nbytes() + lm_head_.nbytes() + norm_f_.size() * sizeof(float);
-    for (std::size_t i = 0; i < blocks_.size(); ++i) n += blocks_[i].nbytes() + norms_[i].size() * sizeof(float);
+    std::size_t n = embedding_.nbytes() + lm_head_.nbytes() + norm_f_.nbytes() + embedding_norm_.nbytes();
+    for (std::size_t i = 0; i < blocks_.size(); ++i) n += blocks_[i].nbytes() + norms_[i].nbytes();
     return n;
   }
 
@@ -223,8 +269,9 @@ class CausalLM {
     d->device = device;
     d->embedding = layers::upload(embedding_.tensor().view(), device);
     if (!cfg_.tie_embeddings) d->lm_head = layers::upload(lm_head_.tensor().view(), device);
-    d->norm_f = layers::upload(TensorView::of(norm_f_.data(), {cfg_.d_model}), device);
-    for (const auto& n : norms_) d->norms.push_back(layers::upload(TensorView::of(n.data(), {cfg_.d_model}), device));
+    d->norm_f = norm_f_.upload(device);
+    d->embedding_norm = embedding_norm_.upload(device);
+    for (const auto& n : norms_) d->norms.push_back(n.upload(device));
     m.dev_ = std::move(d);
     return m;
   }
@@ -293,9 +340,11 @@ class CausalLM {
     check_range(Checker(std::string(Spec::name) + "::step"), TensorView::of(ids.data(), {b}));
     Stream h(b, dm, device());                                 // (b, d_model) twice
     Tensor x = Tensor::empty({b, dm}, DType::f32, device());  // (b, d_model)
-    Tensor work = Tensor::empty({blocks_.empty() ? 0 : blocks_[0].workspace_size(b)}, DType::f32, device());
+    index_t work_size = 0;
+    for (const auto& blk : blocks_) work_size = std::max(work_size, blk.workspace_size(b));
+    Tensor work = Tensor::empty({work_size}, DType::f32, device());
     Tensor keep;
-    embedding_into(on_device(TensorView::of(ids.data(), {b}), keep), embedding_view(), h.res);
+    embed(on_device(TensorView::of(ids.data(), {b}), keep), h.res);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       pre_norm(i, h, x);
       blocks_[i].step_into(x, h.y, cache.layers[i].conv_state, cache.layers[i].ssm_state, work);
@@ -403,16 +452,66 @@ class CausalLM {
     return keep.view();
   }
 
+  // A norm's parameters: weight (d_model), and bias (d_model) for a LayerNorm (empty for an RMSNorm, or a norm the
+  // model does not have).
+  struct Norm {
+    std::vector<float> weight, bias;
+
+    static Norm ones(index_t d) {
+      Norm n;
+      n.weight.assign(static_cast<std::size_t>(d), 1.0f);
+      if (Spec::layer_norm) n.bias.assign(static_cast<std::size_t>(d), 0.0f);
+      return n;
+    }
+    std::size_t nbytes() const { return (weight.size() + bias.size()) * sizeof(float); }
+    struct OnDevice {
+      Tensor weight, bias;  // (d_model) each; bias undefined without one
+    };
+    OnDevice upload(Device device) const {
+      OnDevice d;
+      if (!weight.empty()) d.weight = layers::upload(TensorView::of(weight.data(), {static_cast<index_t>(weight.size())}), device);
+      if (!bias.empty()) d.bias = layers::upload(TensorView::of(bias.data(), {static_cast<index_t>(bias.size())}), device);
+      return d;
+    }
+  };
+  // A norm's views on the model's device.
+  struct NormView {
+    TensorView weight;
+    std::optional<TensorView> bias;
+  };
+
   // The embedding, lm_head (the embedding when tied), norms on the model's device.
   TensorView embedding_view() const { return dev_ ? dev_->embedding.view() : embedding_.tensor().view(); }
   TensorView head_view() const {
     if (cfg_.tie_embeddings) return embedding_view();
     return dev_ ? dev_->lm_head.view() : lm_head_.tensor().view();
   }
-  TensorView norm_view(std::size_t i) const {
-    return dev_ ? dev_->norms[i].view() : TensorView::of(norms_[i].data(), {cfg_.d_model});
+  NormView norm_view(const Norm& n, const typename Norm::OnDevice* d) const {
+    if (d != nullptr) return {d->weight.view(), layers::optional_view(d->bias)};
+    return {TensorView::of(n.weight.data(), {cfg_.d_model}), layers::optional_view(n.bias)};
   }
-  TensorView norm_f_view() const { return dev_ ? dev_->norm_f.view() : TensorView::of(norm_f_.data(), {cfg_.d_model}); }
+  NormView norm_view(std::size_t i) const { return norm_view(norms_[i], dev_ ? &dev_->norms[i] : nullptr); }
+  NormView norm_f_view() const { return norm_view(norm_f_, dev_ ? &dev_->norm_f : nullptr); }
+
+  // y (rows, d_model) = the norm `n` (with eps) of x, or of residual += x when a residual is given.
+  static void norm_into(const NormView& n, double eps, const TensorView& x, const std::optional<TensorView>& residual,
+                        const TensorView& y) {
+    if constexpr (Spec::layer_norm) {
+      LayerNormInputs in;
+      in.x = x, in.weight = n.weight, in.bias = n.bias, in.eps = eps, in.residual = residual;
+      layer_norm_into(in, y);
+    } else {
+      rms_norm_into({x, n.weight, residual, eps}, y);
+    }
+  }
+
+  // The embedding rows of ids into res (rows, d_model), then the embedding norm in place when the model has one.
+  void embed(const TensorView& ids, const TensorView& res) const {
+    embedding_into(ids, embedding_view(), res);
+    if (Spec::embedding_norm != nullptr)
+      norm_into(norm_view(embedding_norm_, dev_ ? &dev_->embedding_norm : nullptr), Spec::norm_eps(cfg_, -1), res,
+                std::nullopt, res);
+  }
 
   // The residual stream before the last block's output is added (res) and that output (y), each (rows, d_model):
   // the add is fused into the next RMSNorm (ssm::rms_norm with a residual), as in mamba_ssm.
@@ -422,19 +521,12 @@ class CausalLM {
         : res(Tensor::empty({rows, dm}, DType::f32, device)), y(Tensor::empty({rows, dm}, DType::f32, device)) {}
   };
 
-  // x (rows, d_model) = RMSNorm_i of the residual stream: block 0 normalizes the embedding; block i > 0 first adds
+  // x (rows, d_model) = pre-norm i of the residual stream: block 0 normalizes the embedding; block i > 0 first adds
   // block i - 1's output y into res.
   void pre_norm(std::size_t i, Stream& h, const TensorView& x) const {
-    RmsNormInputs in;
-    in.weight = norm_view(i);
-    in.eps = cfg_.norm_epsilon;
-    if (i == 0) {
-      in.x = h.res;
-    } else {
-      in.x = h.y;
-      in.residual = h.res.view();
-    }
-    rms_norm_into(in, x);
+    const double eps = Spec::norm_eps(cfg_, static_cast<index_t>(i));
+    if (i == 0) norm_into(norm_view(i), eps, h.res, std::nullopt, x);
+    else norm_into(norm_view(i), eps, h.y, h.res.view(), x);
   }
 
   // Runs the blocks over ids (b, l); fills the cache when given.
@@ -442,7 +534,7 @@ class CausalLM {
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
     Stream h(rows, dm, device());                               // (b · l, d_model) twice
     Tensor x = Tensor::empty({rows, dm}, DType::f32, device());  // (b · l, d_model)
-    embedding_into(ids.reshape({rows}), embedding_view(), h.res);
+    embed(ids.reshape({rows}), h.res);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       pre_norm(i, h, x);
       std::optional<TensorView> conv_state, ssm_state;
@@ -452,12 +544,12 @@ class CausalLM {
     return h;
   }
 
-  // logits (rows, V) = rmsnorm(res + y, norm_f) · head^T, head = the embedding when tied; y and res (rows,
-  // d_model) with unit stride along d_model (res is updated in place by the fused add).
+  // logits (rows, V) = norm_f(res + y) · head^T, head = the embedding when tied; y and res (rows, d_model) with unit
+  // stride along d_model (res is updated in place by the fused add).
   void head(const TensorView& y, const TensorView& res, const TensorView& logits) const {
     const index_t rows = y.size(0), dm = cfg_.d_model;
     Tensor x = Tensor::empty({rows, dm}, DType::f32, device());  // (rows, d_model)
-    rms_norm_into({y, norm_f_view(), res, cfg_.norm_epsilon}, x);
+    norm_into(norm_f_view(), Spec::norm_eps(cfg_, static_cast<index_t>(blocks_.size())), y, res, x);
     LinearOptions opt;
     opt.num_threads = threads_;  // 0: by the size of the product
     linear_into({x, head_view(), std::nullopt}, logits.reshape({rows, cfg_.padded_vocab()}), opt);
@@ -466,15 +558,17 @@ class CausalLM {
   Config cfg_;
   layers::WeightMatrix embedding_;         // (padded_vocab, d_model)
   layers::WeightMatrix lm_head_;           // (padded_vocab, d_model), empty when tied
-  std::vector<Block> blocks_;              // n_layer
-  std::vector<std::vector<float>> norms_;  // n_layer × (d_model)
-  std::vector<float> norm_f_;              // (d_model)
+  std::vector<Block> blocks_;              // Spec::sublayers
+  std::vector<Norm> norms_;                // Spec::sublayers: their pre-norms
+  Norm norm_f_;                            // the final norm
+  Norm embedding_norm_;                    // the embedding norm (empty when Spec has none)
   int threads_ = 0;                        // set_threads
   // The embedding, lm_head and norms on device() when not the CPU (to()); the blocks hold their own parameters.
   struct DeviceWeights {
     Device device;
-    Tensor embedding, lm_head, norm_f;  // (padded_vocab, d_model) twice (lm_head empty when tied), (d_model)
-    std::vector<Tensor> norms;          // n_layer × (d_model)
+    Tensor embedding, lm_head;                       // (padded_vocab, d_model) twice (lm_head empty when tied)
+    typename Norm::OnDevice norm_f, embedding_norm;  // (d_model) each
+    std::vector<typename Norm::OnDevice> norms;      // Spec::sublayers
   };
   std::shared_ptr<const DeviceWeights> dev_;
 };

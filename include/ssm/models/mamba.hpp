@@ -237,14 +237,17 @@ struct MambaConfig {
 
 /// How MambaLM's body (CausalLM) reads and writes the Mamba block: the config and the block's tensors under the
 /// Hugging Face names (backbone.layers.i.mixer.*). The projections are held as weight matrices unless they are f32.
-struct MambaSpec {
+struct MambaSpec : BackboneLayout {
   static constexpr const char* name = "MambaLM";
   static constexpr const char* model = "Mamba";
   using Config = MambaConfig;
   using Block = layers::MambaBlock<float>;
   using LayerCache = layers::MambaLayerCache<float>;
 
-  static Block load_block(CheckpointReader& r, const Config& cfg, const std::string& prefix) {
+  static Block init_block(const Config& cfg, index_t, std::uint64_t seed) { return Block::init(cfg.block(), seed); }
+
+  static Block load_block(CheckpointReader& r, const Config& cfg, index_t j) {
+    const std::string prefix = block_prefix(j);
     const auto bc = cfg.block();
     layers::MambaBlockParams<float> p;
     layers::MambaBlockMatrices mats;

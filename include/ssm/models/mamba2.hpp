@@ -155,14 +155,17 @@ struct Mamba2Config {
 
 /// How Mamba2LM's body (CausalLM) reads and writes the Mamba-2 block: the config and the block's tensors under
 /// transformers' names (backbone.layers.i.mixer.*); in_proj and out_proj are weight matrices.
-struct Mamba2Spec {
+struct Mamba2Spec : BackboneLayout {
   static constexpr const char* name = "Mamba2LM";
   static constexpr const char* model = "Mamba-2";
   using Config = Mamba2Config;
   using Block = layers::Mamba2Block;
   using LayerCache = layers::Mamba2LayerCache;
 
-  static Block load_block(CheckpointReader& r, const Config& cfg, const std::string& prefix) {
+  static Block init_block(const Config& cfg, index_t, std::uint64_t seed) { return Block::init(cfg.block(), seed); }
+
+  static Block load_block(CheckpointReader& r, const Config& cfg, index_t j) {
+    const std::string prefix = block_prefix(j);
     const auto bc = cfg.block();
     layers::Mamba2BlockParams p;
     p.for_each(
