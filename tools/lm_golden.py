@@ -1,7 +1,8 @@
-"""What the golden scripts of the language models share (tools/make_mamba_golden.py, tools/make_mamba2_golden.py):
-perturbing a freshly initialized transformers model so that every parameter matters, saving it as the library reads
-it, and recording its golden.json: the logits of a fixed prompt followed by its greedy continuation, computed with
-one full forward per token (independent of the cache path) and checked against generate() with the recurrent cache.
+"""What the golden scripts of the language models share (tools/make_mamba_golden.py, tools/make_mamba2_golden.py,
+tools/make_rwkv_golden.py): perturbing a freshly initialized transformers model so that every parameter matters,
+saving it as the library reads it, and recording its golden.json: the logits of a fixed prompt followed by its greedy
+continuation, computed with one full forward per token (independent of the cache path) and checked against generate()
+with the recurrent cache.
 
 Imported by those scripts (needs torch and transformers); never run in CI.
 """
@@ -42,22 +43,26 @@ def save(model, out, **kwargs):
         os.remove(path)
 
 
-def golden(model, generator, prompt, new_tokens, check_generate=True, digits=None):
+def golden(model, generator, prompt, new_tokens, check_generate=True, digits=None, forward_kwargs=None,
+           generate_kwargs=None):
     """The golden record of `model`: greedy continuation of prompt (new_tokens, one full forward per token, each
     step's top-2 margin kept), checked against generate() when check_generate; the logits of every position,
-    rounded to `digits` significant digits when given. generator: who made it (stored in the record)."""
+    rounded to `digits` significant digits when given. generator: who made it (stored in the record).
+    forward_kwargs / generate_kwargs: extra keyword arguments of every full forward / of generate()."""
+    forward_kwargs = forward_kwargs or {}
     with torch.no_grad():
         ids = list(prompt)
         margins = []
         for _ in range(new_tokens):
-            logits = model(torch.tensor([ids])).logits[0, -1]
+            logits = model(torch.tensor([ids]), **forward_kwargs).logits[0, -1]
             top2 = torch.topk(logits, 2).values
             margins.append(float(top2[0] - top2[1]))
             ids.append(int(torch.argmax(logits)))
         if check_generate:
-            gen = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, use_cache=True)
+            gen = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                                 **(generate_kwargs or {}))
             assert gen[0].tolist() == ids, (gen[0].tolist(), ids)
-        all_logits = model(torch.tensor([ids])).logits[0]  # (l, vocab)
+        all_logits = model(torch.tensor([ids]), **forward_kwargs).logits[0]  # (l, vocab)
     value = float if digits is None else (lambda x: float("%.*g" % (digits, x)))
     return {
         "generator": f"{generator}, transformers {transformers.__version__}, torch {torch.__version__}",

@@ -6,5 +6,6 @@
 #include "ssm/models/decode_stream.hpp"
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/mamba2.hpp"
+#include "ssm/models/rwkv.hpp"
 #include "ssm/models/safetensors.hpp"
 #include "ssm/models/tokenizer.hpp"
