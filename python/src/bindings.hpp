@@ -12,11 +12,12 @@ void bind_selective_scan(nanobind::module_& m);    // ops_selective_scan.cpp
 void bind_ssd(nanobind::module_& m);               // ops_ssd.cpp
 void bind_linear_attention(nanobind::module_& m);  // ops_linear_attention.cpp
 void bind_delta_rule(nanobind::module_& m);        // ops_delta_rule.cpp
+void bind_rwkv4(nanobind::module_& m);             // ops_rwkv4.cpp
 void bind_rwkv7(nanobind::module_& m);             // ops_rwkv7.cpp
 void bind_ttt_linear(nanobind::module_& m);        // ops_ttt_linear.cpp
 void bind_dense(nanobind::module_& m);             // ops_dense.cpp: causal_conv1d, attention, rms_norm, linear
 void bind_layers(nanobind::module_& m);            // layers.cpp: MambaBlock, Mamba2Block, DeltaNet, LinearAttention
-void bind_models(nanobind::module_& m);            // models.cpp: MambaLM, Mamba2LM
+void bind_models(nanobind::module_& m);            // models.cpp: MambaLM, Mamba2LM, RwkvLM
 void bind_tokenizer(nanobind::module_& m);         // tokenizer.cpp
 void bind_inspect(nanobind::module_& m);              // inspect.cpp: view_info and the export probe (tests)
 

@@ -1,4 +1,4 @@
-// The language models MambaLM and Mamba2LM (ssm/models): load a checkpoint directory, logits, generate.
+// The language models MambaLM, Mamba2LM and RwkvLM (ssm/models): load a checkpoint directory, logits, generate.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -8,6 +8,7 @@
 #include "options.hpp"
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/mamba2.hpp"
+#include "ssm/models/rwkv.hpp"
 
 namespace ssm::python {
 
@@ -77,6 +78,7 @@ void bind_lm(nb::module_& m, const char* name) {
 void bind_models(nb::module_& m) {
   bind_lm<models::MambaLM>(m, "MambaLM");
   bind_lm<models::Mamba2LM>(m, "Mamba2LM");
+  bind_lm<models::RwkvLM>(m, "RwkvLM");
 }
 
 }  // namespace ssm::python

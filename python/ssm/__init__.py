@@ -1,15 +1,15 @@
 """ssm: state-space sequence layers from the ssm C++ library.
 
-Ops (selective scan, SSD, linear attention, the delta rule, RWKV-7, TTT-Linear, causal conv1d, attention, RMSNorm, linear) take NumPy
+Ops (selective scan, SSD, linear attention, the delta rule, RWKV-4, RWKV-7, TTT-Linear, causal conv1d, attention, RMSNorm, linear) take NumPy
 arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
 argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
 raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
 has the autograd functions; :mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention /
-RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM` and :class:`Tokenizer` load Hugging Face
-checkpoints. See docs/python.md.
+RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM` and :class:`Tokenizer` load
+Hugging Face checkpoints. See docs/python.md.
 """
 
-from ._ext import Error, Mamba2LM, MambaLM, Tokenizer, backends, view_info
+from ._ext import Error, Mamba2LM, MambaLM, RwkvLM, Tokenizer, backends, view_info
 from .ops import (
     attention,
     attention_backward,
@@ -21,6 +21,8 @@ from .ops import (
     linear_attention,
     linear_attention_backward,
     rms_norm,
+    rwkv4,
+    rwkv4_backward,
     rwkv7,
     rwkv7_backward,
     selective_scan,
@@ -39,6 +41,7 @@ __all__ = [
     "Error",
     "MambaLM",
     "Mamba2LM",
+    "RwkvLM",
     "Tokenizer",
     "backends",
     "view_info",
@@ -55,6 +58,8 @@ __all__ = [
     "load_model",
     "logits",
     "rms_norm",
+    "rwkv4",
+    "rwkv4_backward",
     "rwkv7",
     "rwkv7_backward",
     "selective_scan",

@@ -1,5 +1,5 @@
-"""Language models and the tokenizer: :class:`MambaLM`, :class:`Mamba2LM` (Hugging Face or mamba_ssm checkpoint
-directories) and :class:`Tokenizer` (tokenizer.json)."""
+"""Language models and the tokenizer: :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM` (Hugging Face or mamba_ssm
+checkpoint directories) and :class:`Tokenizer` (tokenizer.json)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,29 @@ import os
 from typing import Any, Optional, Union
 
 from ._arrays import converter
-from ._ext import Mamba2LM, MambaLM
+from ._ext import Mamba2LM, MambaLM, RwkvLM
 
 
-def load_model(directory: Union[str, os.PathLike], weight_dtype: Optional[str] = None) -> Union[MambaLM, Mamba2LM]:
+def load_model(directory: Union[str, os.PathLike],
+               weight_dtype: Optional[str] = None) -> Union[MambaLM, Mamba2LM, RwkvLM]:
     """Loads a checkpoint directory as :class:`Mamba2LM` when its config.json says Mamba-2 (``model_type`` "mamba2"
-    or a Mamba2 architecture), else as :class:`MambaLM` (Mamba, FalconMamba, mamba_ssm configs)."""
+    or a Mamba2 architecture), as :class:`RwkvLM` for RWKV-4 (``model_type`` "rwkv"), else as :class:`MambaLM`
+    (Mamba, FalconMamba, mamba_ssm configs)."""
     directory = os.fspath(directory)
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     archs = config.get("architectures") or []
+    if config.get("model_type") == "rwkv":
+        return RwkvLM.load(directory, weight_dtype)
     mamba2 = config.get("model_type") == "mamba2" or any("Mamba2" in a for a in archs)
     return (Mamba2LM if mamba2 else MambaLM).load(directory, weight_dtype)
 
 
-def logits(model: Union[MambaLM, Mamba2LM], ids: Any) -> Any:
+def logits(model: Union[MambaLM, Mamba2LM, RwkvLM], ids: Any) -> Any:
     """Logits for every position: ids (b, l) int32/int64 (NumPy or PyTorch) -> (b, l, padded_vocab) float32 of the
     same framework, in memory the library allocated."""
     return converter(ids)(model.logits_capsule(ids))
 
 
-for _cls in (MambaLM, Mamba2LM):
+for _cls in (MambaLM, Mamba2LM, RwkvLM):
     _cls.logits = logits  # model.logits(ids): the method form

@@ -184,6 +184,42 @@ def delta_rule_backward(q: Array, k: Array, v: Array, beta: Array, grad_out: Arr
     return {name: conv(gr) for name, gr in zip(names, grads)}
 
 
+def rwkv4(k: Array, v: Array, time_decay: Array, time_first: Array, initial_state: Optional[Array] = None,
+          cu_seqlens: Optional[Array] = None, *, return_final_state: bool = False, checkpoint: int = 64,
+          path: str = "automatic", threads: int = 0) -> Any:
+    """RWKV-4's WKV recurrence, per channel, with ``w = −exp(time_decay)`` and ``u = time_first``:
+    ``wkv_t = (Σ_{i<t} e^{(t−1−i) w + k_i} v_i + e^{u + k_t} v_t) / (Σ_{i<t} e^{(t−1−i) w + k_i} + e^{u + k_t})``,
+    computed on the scaled state (num, den, max) of transformers' ``rwkv_linear_attention_cpu``, so that nothing
+    overflows.
+
+    Shapes: k, v (b, l, c) f32/f64/f16/bf16; time_decay, time_first (c), finite; initial_state (b, 3, c) (with
+    cu_seqlens (n_seqs, 3, c)): num, den (>= 0), max, finite; absent it is the empty state (0, 0, −1e38).
+    time_decay, time_first and the states are f32 (f64 for f64 k), contiguous. Paths: "automatic" (= "recurrent"),
+    "reference", "recurrent". ``checkpoint`` is the backward's interval between saved states.
+
+    Returns out (k's shape), or (out, final_state) with ``return_final_state``.
+    """
+    out, state, _ = _ext.rwkv4(k, v, time_decay, time_first, initial_state=initial_state, cu_seqlens=cu_seqlens,
+                               return_final_state=return_final_state, checkpoint=checkpoint, path=path,
+                               threads=threads)
+    conv = converter(k)
+    return (conv(out), conv(state)) if return_final_state else conv(out)
+
+
+def rwkv4_backward(k: Array, v: Array, time_decay: Array, time_first: Array, grad_out: Array,
+                   initial_state: Optional[Array] = None, cu_seqlens: Optional[Array] = None,
+                   grad_final_state: Optional[Array] = None, *, checkpoint: int = 64, path: str = "automatic",
+                   threads: int = 0) -> dict:
+    """Gradients of :func:`rwkv4` for ``grad_out`` (k's shape, contiguous) and the optional ``grad_final_state``.
+    Returns a dict ``{"k", "v", "time_decay", "time_first", "initial_state"}`` (None for an absent initial state)."""
+    *grads, _ = _ext.rwkv4_backward(
+        k, v, time_decay, time_first, grad_out, initial_state=initial_state, cu_seqlens=cu_seqlens,
+        grad_final_state=grad_final_state, checkpoint=checkpoint, path=path, threads=threads)
+    conv = converter(k)
+    names = ("k", "v", "time_decay", "time_first", "initial_state")
+    return {name: conv(gr) for name, gr in zip(names, grads)}
+
+
 def rwkv7(q: Array, k: Array, v: Array, log_w: Array, a: Array, b: Array, initial_state: Optional[Array] = None,
           cu_seqlens: Optional[Array] = None, *, scale: float = 1.0, return_final_state: bool = False,
           chunk_size: int = 32, path: str = "automatic", threads: int = 0) -> Any:

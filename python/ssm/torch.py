@@ -1,7 +1,8 @@
 """PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd`,
-:func:`linear_attention`, :func:`delta_rule`, :func:`rwkv7` and :func:`ttt_linear` take and return torch tensors (CPU), record themselves in the autograd graph, and run the
-library's backward when gradients are needed. Tensors are passed to the library without copies (DLPack); results
-are tensors that own memory the library allocated.
+:func:`linear_attention`, :func:`delta_rule`, :func:`rwkv4`, :func:`rwkv7` and :func:`ttt_linear` take and return
+torch tensors (CPU), record themselves in the autograd graph, and run the library's backward when gradients are
+needed. Tensors are passed to the library without copies (DLPack); results are tensors that own memory the library
+allocated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from . import _ext
 from ._arrays import _to_torch
 
-__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "rwkv7", "ttt_linear"]
+__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "rwkv4", "rwkv7", "ttt_linear"]
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -185,6 +186,38 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     initial state, from out and the final state. Returns out, or (out, final_state)."""
     out, state = DeltaRuleFunction.apply(q, k, v, beta, g, initial_state, cu_seqlens, l2_normalize, norm_eps, scale,
                                          chunk_size)
+    return (out, state) if return_final_state else out
+
+
+class Rwkv4Function(torch.autograd.Function):
+    """Autograd function of RWKV-4's WKV recurrence; see :func:`rwkv4`."""
+
+    @staticmethod
+    def forward(ctx, k, v, time_decay, time_first, initial_state, cu_seqlens, checkpoint):
+        ctx.set_materialize_grads(False)
+        ctx.options = dict(checkpoint=checkpoint)
+        out, state, _ = _ext.rwkv4(_d(k), _d(v), _d(time_decay), _d(time_first), initial_state=_d(initial_state),
+                                   cu_seqlens=cu_seqlens, return_final_state=True, **ctx.options)
+        ctx.save_for_backward(k, v, time_decay, time_first, initial_state, cu_seqlens)
+        return _to_torch(out), _to_torch(state)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final_state):
+        k, v, time_decay, time_first, initial_state, cu_seqlens = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(k)
+        grads = _ext.rwkv4_backward(
+            _d(k), _d(v), _d(time_decay), _d(time_first), _c(grad_out), initial_state=_d(initial_state),
+            cu_seqlens=cu_seqlens, grad_final_state=_c(grad_final_state), **ctx.options)
+        return (*(_to_torch(x) for x in grads[:5]), None, None)
+
+
+def rwkv4(k: torch.Tensor, v: torch.Tensor, time_decay: torch.Tensor, time_first: torch.Tensor,
+          initial_state: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
+          checkpoint: int = 64, return_final_state: bool = False):
+    """Differentiable RWKV-4 WKV recurrence (shapes in :func:`ssm.rwkv4`). Gradients flow to k, v, time_decay,
+    time_first and the initial state, from out and the final state. Returns out, or (out, final_state)."""
+    out, state = Rwkv4Function.apply(k, v, time_decay, time_first, initial_state, cu_seqlens, checkpoint)
     return (out, state) if return_final_state else out
 
 

@@ -122,6 +122,31 @@ def delta_rule_ref(q, k, v, beta, g=None, initial_state=None, scale=1.0, l2_norm
     return torch.stack(ys, dim=1), S
 
 
+def rwkv4_ref(k, v, time_decay, time_first, initial_state=None):
+    """RWKV-4's WKV recurrence token by token on the scaled state (num, den, max), as transformers'
+    ``rwkv_linear_attention_cpu`` writes it: w = −exp(time_decay), u = time_first, the state starting from (0, 0,
+    −1e38) unless given; q = max(max, u + k), out = (e^{max−q} num + e^{u+k−q} v) / (e^{max−q} den + e^{u+k−q}); then
+    q' = max(max + w, k), num = e^{max+w−q'} num + e^{k−q'} v, den = e^{max+w−q'} den + e^{k−q'}, max = q'.
+    k, v (b, l, c); time_decay, time_first (c); initial_state (b, 3, c). Returns (out, final_state (b, 3, c))."""
+    b, l, c = k.shape
+    w, u = -torch.exp(time_decay), time_first
+    if initial_state is None:
+        num, den = k.new_zeros(b, c), k.new_zeros(b, c)
+        mx = k.new_full((b, c), -1e38)
+    else:
+        num, den, mx = initial_state.unbind(1)
+    ys = []
+    for t in range(l):
+        kt, vt = k[:, t], v[:, t]
+        q = torch.maximum(mx, u + kt)
+        e1, e2 = torch.exp(mx - q), torch.exp(u + kt - q)
+        ys.append((e1 * num + e2 * vt) / (e1 * den + e2))
+        q2 = torch.maximum(mx + w, kt)
+        e1, e2 = torch.exp(mx + w - q2), torch.exp(kt - q2)
+        num, den, mx = e1 * num + e2 * vt, e1 * den + e2, q2
+    return torch.stack(ys, dim=1), torch.stack([num, den, mx], dim=1)
+
+
 def rwkv7_ref(q, k, v, log_w, a, b, initial_state=None, scale=1.0):
     """RWKV-7's generalized delta rule token by token, in RWKV's own orientation (the state (dv, dk) per head, as
     BlinkDL's reference code writes it): S ← S diag(w) + (S a) bᵀ + v kᵀ, y = S (scale q), w = exp(log_w).

@@ -10,7 +10,8 @@ import torch
 import ssm
 
 
-@pytest.mark.parametrize("rel,cls", [("mamba/tiny", ssm.MambaLM), ("mamba2/heads4", ssm.Mamba2LM)])
+@pytest.mark.parametrize("rel,cls", [("mamba/tiny", ssm.MambaLM), ("mamba2/heads4", ssm.Mamba2LM),
+                                     ("rwkv/tiny", ssm.RwkvLM), ("rwkv/wide", ssm.RwkvLM)])
 def test_logits_and_generate_match_golden(data_dir, rel, cls):
     model = ssm.load_model(data_dir / rel)
     assert isinstance(model, cls)

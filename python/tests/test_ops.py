@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import ssm
-from references import delta_rule_ref, linear_attention_ref, rwkv7_ref, selective_scan_ref, ssd_ref, ttt_linear_ref
+from references import (delta_rule_ref, linear_attention_ref, rwkv4_ref, rwkv7_ref, selective_scan_ref, ssd_ref,
+                        ttt_linear_ref)
 
 
 def _t(a):
@@ -130,6 +131,70 @@ def test_delta_rule_errors_name_the_argument(rng):
         ssm.delta_rule(q, q, v, np.full((1, 3, 2), 0.5), np.full((1, 3, 2), 0.1))  # a growing gate
     with pytest.raises(ssm.Error, match=r"delta_rule: argument 'path'"):
         ssm.delta_rule(q, q, v, np.full((1, 3, 2), 0.5), path="fast")
+
+
+def _rwkv4_inputs(rng, b, l, c):
+    """k, v (b, l, c); time_decay, time_first (c); a state (b, 3, c): num, den > 0, max."""
+    k, v = rng.standard_normal((b, l, c)), rng.standard_normal((b, l, c))
+    time_decay, time_first = rng.uniform(-2, 1, c), rng.uniform(-1, 1, c)
+    s0 = np.stack([rng.standard_normal((b, c)), rng.uniform(0.5, 2, (b, c)), rng.uniform(-1, 1, (b, c))], axis=1)
+    return k, v, time_decay, time_first, s0
+
+
+@pytest.mark.parametrize("path", ["automatic", "recurrent", "reference"])
+def test_rwkv4_matches_definition(rng, path):
+    b, l, c = 2, 11, 5
+    k, v, td, tf, s0 = _rwkv4_inputs(rng, b, l, c)
+    for init in (None, s0):  # the empty state (0, 0, −1e38), then a given one
+        out, state = ssm.rwkv4(k, v, td, tf, init, checkpoint=4, path=path, return_final_state=True)
+        ref, ref_state = rwkv4_ref(*(_t(x) for x in (k, v, td, tf)), None if init is None else _t(init))
+        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(state, ref_state.numpy(), rtol=1e-10, atol=1e-10)
+    # gradients from out and from every part of the final state (num, den and max)
+    g_out, g_state = rng.standard_normal((b, l, c)), rng.standard_normal((b, 3, c))
+    grads = ssm.rwkv4_backward(k, v, td, tf, g_out, s0, grad_final_state=g_state, checkpoint=4, path=path)
+    assert sorted(grads) == ["initial_state", "k", "time_decay", "time_first", "v"]
+    leaves = [_t(x).requires_grad_() for x in (k, v, td, tf, s0)]
+    ref, ref_state = rwkv4_ref(*leaves)
+    torch.autograd.backward([ref, ref_state], [_t(g_out), _t(g_state)])
+    for name, leaf in zip(("k", "v", "time_decay", "time_first", "initial_state"), leaves):
+        np.testing.assert_allclose(grads[name], leaf.grad.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+    assert ssm.rwkv4_backward(k, v, td, tf, g_out, path=path)["initial_state"] is None
+
+
+def test_rwkv4_packed_sequences_in_float32(rng):
+    """cu_seqlens packs sequences of 3, 2 and 4 tokens along l, each from its own initial state: the same as running
+    them one by one; PyTorch float32 tensors in and out."""
+    k, v, td, tf, s0 = (_t(x.astype(np.float32)) for x in _rwkv4_inputs(rng, 1, 9, 4))
+    s0 = torch.cat([s0, s0 + 0.5, s0 - 0.5])
+    cu = torch.tensor([0, 3, 5, 9], dtype=torch.int32)
+    out, state = ssm.rwkv4(k, v, td, tf, s0, cu, return_final_state=True)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and state.shape == (3, 3, 4)
+    for i in range(3):
+        seq = slice(int(cu[i]), int(cu[i + 1]))
+        one, one_state = ssm.rwkv4(k[:, seq], v[:, seq], td, tf, s0[i:i + 1], return_final_state=True)
+        torch.testing.assert_close(out[:, seq], one, rtol=0, atol=0)
+        torch.testing.assert_close(state[i:i + 1], one_state, rtol=0, atol=0)
+        ref, ref_state = rwkv4_ref(*(x.double() for x in (k[:, seq], v[:, seq], td, tf, s0[i:i + 1])))
+        torch.testing.assert_close(one.double(), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(one_state.double(), ref_state, rtol=1e-5, atol=1e-5)
+
+
+def test_rwkv4_errors_name_the_argument(rng):
+    k, v, td, tf, s0 = _rwkv4_inputs(rng, 1, 3, 4)
+    with pytest.raises(ssm.Error, match=r"rwkv4: argument 'time_decay'"):
+        ssm.rwkv4(k, v, np.full(4, np.inf), tf)  # every value must be finite
+    with pytest.raises(ssm.Error, match=r"rwkv4: argument 'time_first'"):
+        ssm.rwkv4(k, v, td, tf.astype(np.float32))  # f64 k: f64 parameters
+    s0[0, 1, 2] = -1.0
+    with pytest.raises(ssm.Error, match=r"rwkv4: argument 'initial_state'"):
+        ssm.rwkv4(k, v, td, tf, s0)  # den < 0
+    with pytest.raises(ssm.Error, match=r"rwkv4: argument 'v'"):
+        ssm.rwkv4(k, v[:, :, :3], td, tf)
+    with pytest.raises(ssm.Error, match=r"rwkv4: argument 'path'"):
+        ssm.rwkv4(k, v, td, tf, path="fast")
+    with pytest.raises(ssm.Error, match=r"rwkv4_backward: argument 'grad_out'"):
+        ssm.rwkv4_backward(k, v, td, tf, k[:, :2])
 
 
 def _rwkv7_inputs(rng, b, l, h, dk, dv):

@@ -90,6 +90,19 @@ def test_delta_rule_gradcheck(gated):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
+def test_rwkv4_gradcheck():
+    b, l, c = 2, 5, 3
+    k, v = _randn(b, l, c), _randn(b, l, c)
+    time_decay, time_first = _randn(c) * 0.5, _randn(c) * 0.5
+    s0 = torch.stack([_randn(b, c), torch.rand(b, c, dtype=torch.float64) + 0.5, _randn(b, c)], dim=1)
+    inputs = [t.requires_grad_() for t in (k, v, time_decay, time_first, s0)]
+
+    def f(k, v, time_decay, time_first, s0):
+        return st.rwkv4(k, v, time_decay, time_first, s0, checkpoint=2, return_final_state=True)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
 def test_rwkv7_gradcheck():
     b, l, h, dk, dv = 1, 5, 2, 3, 2
     q, k, v = _randn(b, l, h, dk), _randn(b, l, h, dk), _randn(b, l, h, dv)
