@@ -20,6 +20,11 @@
 // (the shape above: updates_per_s counts b·l·h·d², the inner model's size) and d = 64 (the paper's head width), with
 // the paper's position weights τ_i = 1 / (i + 1) and η in [0, 0.1); and the dual form's backward with bwd_over_fwd (its
 // best time over the dual forward's best of 3).
+// RWKV-4's WKV recurrence (ops/rwkv4.hpp, docs/rwkv4.md), BM_rwkv4_*: channel steps per second, b·l·c / time, at
+// l = 4096 and c = 768 / 2048 (RWKV-4 169M's and 1.5B's widths), f32, 1 thread: the forward (the vectorized loop,
+// two exponentials per channel and step) with steps_per_exp_s, its rate over the machine's rate of single
+// exponentials in the same vectors (one simd::exp per lane, measured here); the reference loop in double for scale;
+// and the backward (over states checkpointed every 64 steps) with bwd_over_fwd.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -30,10 +35,13 @@
 
 #include "../tests/conformance/delta_rule_problem.hpp"
 #include "../tests/conformance/linear_attention_problem.hpp"
+#include "../tests/conformance/rwkv4_problem.hpp"
 #include "../tests/conformance/rwkv7_problem.hpp"
 #include "../tests/conformance/ttt_linear_problem.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
+#include "ssm/cpu/simd.hpp"
+#include "ssm/ops/rwkv4.hpp"
 #include "ssm/ops/rwkv7.hpp"
 #include "ssm/ops/ttt_linear.hpp"
 
@@ -297,6 +305,81 @@ BENCHMARK(BM_rwkv7_chunked)
     ->UseRealTime();
 BENCHMARK(BM_rwkv7_recurrent)->Args({4096})->ArgNames({"l"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_rwkv7_backward)->Args({4096, 32})->ArgNames({"l", "chunk"})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+rwkv4_problem::Rw4Data rwkv4_data(index_t l, index_t c) {
+  rwkv4_problem::Rw4Case cs;
+  cs.b = 1, cs.l = l, cs.c = c, cs.dtype = ssm::DType::f32, cs.has_init = true;
+  return rwkv4_problem::make_data(cs);
+}
+
+/// Single-precision exponentials per second on one thread: simd::exp over 16 independent vector chains (the WKV loop
+/// has at least that many channels in flight), the rate two exponentials per channel step are measured against.
+double exp_rate() {
+  using V = ssm::cpu::simd::Vec<float>;
+  constexpr int L = ssm::cpu::simd::lanes<float>, chains = 16;
+  V x[chains];
+  for (int i = 0; i < chains; ++i) x[i] = ssm::cpu::simd::broadcast<float>(-0.001f * static_cast<float>(i + 1));
+  const V shift = ssm::cpu::simd::broadcast<float>(-0.5f);
+  const long rounds = 200000;
+  const double seconds = best_of(3, [&] {
+    for (long r = 0; r < rounds; ++r)
+      for (int i = 0; i < chains; ++i) x[i] = ssm::cpu::simd::exp<float>(x[i] * shift + shift);
+    benchmark::DoNotOptimize(x);
+  });
+  return static_cast<double>(rounds) * chains * L / seconds;
+}
+
+void set_channel_steps(benchmark::State& state, const rwkv4_problem::Rw4Case& cs) {
+  state.counters["channel_steps_per_s"] = benchmark::Counter(static_cast<double>(cs.b * cs.l * cs.c),
+                                                             benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// path 0: the vectorized loop (cpu-recurrent), 1: the reference loop in double
+void BM_rwkv4_forward(benchmark::State& state) {
+  const auto d = rwkv4_data(state.range(0), state.range(1));
+  const ssm::Tensor out = ssm::Tensor::empty(d.k.shape(), d.k.dtype());
+  const auto in = d.inputs();
+  ssm::Rwkv4Options opt;
+  opt.threads = 1, opt.path = state.range(2) == 0 ? ssm::Rwkv4Path::recurrent : ssm::Rwkv4Path::reference;
+  double best = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::rwkv4_into(in, out, std::nullopt, opt);
+    benchmark::DoNotOptimize(out.data());
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_channel_steps(state, d.cs);
+  if (state.range(2) == 0)
+    state.counters["steps_per_exp_s"] = static_cast<double>(d.cs.l * d.cs.c) / best / exp_rate();
+}
+
+void BM_rwkv4_backward(benchmark::State& state) {
+  const auto d = rwkv4_data(state.range(0), state.range(1));
+  std::mt19937_64 rng(5);
+  const ssm::Tensor grad_out = conformance::uniform(rng, d.k.shape(), d.k.dtype(), -1, 1);
+  const ssm::Tensor out = ssm::Tensor::empty(d.k.shape(), d.k.dtype());
+  const auto in = d.inputs();
+  ssm::Rwkv4Options opt;
+  opt.threads = 1;
+  const double fwd = best_of(3, [&] { ssm::rwkv4_into(in, out, std::nullopt, opt); });
+  double bwd = 1e30;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    ssm::Rwkv4Grads g = ssm::rwkv4_backward(in, grad_out, std::nullopt, opt);
+    benchmark::DoNotOptimize(g.grad_k.data());
+    bwd = std::min(bwd, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  set_channel_steps(state, d.cs);
+  state.counters["bwd_over_fwd"] = bwd / fwd;
+}
+
+// (l, c, path)
+BENCHMARK(BM_rwkv4_forward)
+    ->ArgsProduct({{4096}, {768, 2048}, {0, 1}})
+    ->ArgNames({"l", "c", "path"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_rwkv4_backward)->ArgsProduct({{4096}, {768, 2048}})->ArgNames({"l", "c"})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 ttt_linear_problem::TttData ttt_data(index_t l, index_t d, index_t m) {
   ttt_linear_problem::TttCase c;

@@ -22,7 +22,8 @@
 // 12): dk 64, dv 128); gla (LinearAttentionConfig::gla(768, 4), fla's default 4 heads: dk 96, dv 192);
 // gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64,
 // the first layer's form, the chunked op); ttt_linear (ssm::layers::TttLinearLayer, 12 heads of 64, mini-batches of
-// 16, the dual form). Their workspace_MB is an estimate (three projections' width for one chunk,
+// 16, the dual form); rwkv4 (ssm::layers::Rwkv4Block, RWKV-4's time mixing, attention width 768: the WKV recurrence
+// per channel, no chunked form). Their workspace_MB is an estimate (three projections' width for one chunk,
 // and the state); peak_rss_MB is measured.
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
@@ -46,6 +47,7 @@
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/layers/rwkv4.hpp"
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/s4.hpp"
 #include "ssm/layers/ttt_linear.hpp"
@@ -128,7 +130,7 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 // ---- mixers --------------------------------------------------------------------------------------------
 enum class Mixer {
   attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet, rwkv7,
-  ttt_linear
+  ttt_linear, rwkv4
 };
 const char* mixer_name(Mixer m) {
   switch (m) {
@@ -142,12 +144,13 @@ const char* mixer_name(Mixer m) {
     case Mixer::gated_deltanet: return "gated_deltanet";
     case Mixer::rwkv7: return "rwkv7";
     case Mixer::ttt_linear: return "ttt_linear";
+    case Mixer::rwkv4: return "rwkv4";
   }
   return "?";
 }
 bool is_chunked_state_mixer(Mixer m) {
   return m == Mixer::mamba2_block || m == Mixer::retnet || m == Mixer::gla || m == Mixer::gated_deltanet ||
-         m == Mixer::rwkv7 || m == Mixer::ttt_linear;
+         m == Mixer::rwkv7 || m == Mixer::ttt_linear || m == Mixer::rwkv4;
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
@@ -218,6 +221,14 @@ ssm::layers::TttLinearLayer<float> make_ttt_linear(int threads) {
   return layer;
 }
 
+ssm::layers::Rwkv4Block make_rwkv4(int threads) {
+  ssm::layers::Rwkv4BlockConfig cfg;
+  cfg.kind = ssm::layers::Rwkv4Kind::time_mix, cfg.d_model = kDModel, cfg.d_att = kDModel;
+  auto block = ssm::layers::Rwkv4Block::init(cfg, 1);
+  block.set_threads(threads);
+  return block;
+}
+
 /// f(layer) with the chunked-state mixer m built for `threads`.
 template <class F>
 void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
@@ -225,6 +236,7 @@ void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
   else if (m == Mixer::gated_deltanet) f(make_deltanet(threads));
   else if (m == Mixer::rwkv7) f(make_rwkv7(threads));
   else if (m == Mixer::ttt_linear) f(make_ttt_linear(threads));
+  else if (m == Mixer::rwkv4) f(make_rwkv4(threads));
   else f(make_linear_attention(m, threads));
 }
 
@@ -236,6 +248,8 @@ index_t projection_width(Mixer m) {
   // o), a third of them per the estimate's three widths
   if (m == Mixer::rwkv7) return 5 * kDModel;
   if (m == Mixer::ttt_linear) return make_ttt_linear(1).config().proj_dim();
+  // RWKV-4's time mixing keeps 7 widths of d_model per token (three token-shift mixes; k, v, r; wkv)
+  if (m == Mixer::rwkv4) return 7 * kDModel / 3;
   return make_linear_attention(m, 1).config().proj_dim();
 }
 
@@ -549,6 +563,7 @@ int main(int argc, char** argv) {
                                              "gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); "
                                              "rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64); "
                                              "ttt_linear (ssm::layers::TttLinearLayer, 12 heads of 64, m 16); "
+                                             "rwkv4 (ssm::layers::Rwkv4Block, time mixing, attention width 768); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -559,7 +574,8 @@ int main(int argc, char** argv) {
 
   const Mixer mixers[] = {Mixer::mamba_block,     Mixer::mamba2_block,    Mixer::retnet,
                           Mixer::gla,             Mixer::gated_deltanet,  Mixer::rwkv7,
-                          Mixer::ttt_linear,      Mixer::s4d_layer,       Mixer::attention_tiled, Mixer::attention_materialized};
+                          Mixer::ttt_linear,      Mixer::rwkv4,           Mixer::s4d_layer,
+                          Mixer::attention_tiled, Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
@@ -569,7 +585,7 @@ int main(int argc, char** argv) {
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
     for (Mixer m : {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet, Mixer::gla, Mixer::gated_deltanet,
-                    Mixer::rwkv7, Mixer::ttt_linear, Mixer::s4d_layer, Mixer::attention_tiled})
+                    Mixer::rwkv7, Mixer::ttt_linear, Mixer::rwkv4, Mixer::s4d_layer, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);
