@@ -15,13 +15,14 @@ SSM_EXTERNAL_INCLUDE_END
 
 namespace ssm::cpu {
 
-/// One row z (d): ẑ = (z − mean) / σ into zhat (may be null), y = γ ⊙ ẑ + β into y (may be z; γ, β null: 1 and 0).
-/// Returns 1 / σ.
+/// A row of d values as an Eigen vector (its reductions vectorized).
 template <class T>
 using RowMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 template <class T>
 using ConstRowMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 
+/// One row z (d): ẑ = (z − mean) / σ into zhat (may be null), y = γ ⊙ ẑ + β into y (may be z; γ, β null: 1 and 0).
+/// Returns 1 / σ.
 template <class T>
 T layer_norm_row(const T* z, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat, T* y) {
   const ConstRowMap<T> zm(z, d);

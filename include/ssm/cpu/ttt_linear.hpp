@@ -87,6 +87,24 @@ void store_state(const TttLinearParams& p, std::int64_t task, const T* W, const 
   if (p.final_pending) std::copy_n(A, size, static_cast<T*>(p.final_pending) + task * size);
 }
 
+/// Rows t0 .. t0 + n − 1 of sequence row bi, head hh, in the compute type: Q̂, K̂ (n, d + 1) with the bias column 1, V
+/// (n, d), η (n); the matrices are resized. The dual forward and the backward (cpu/ttt_linear_backward.hpp) read a
+/// mini-batch through this.
+template <class In, class Mat, class T>
+void load_minibatch(const TttLinearParams& p, std::int64_t bi, std::int64_t hh, std::int64_t t0, std::int64_t n, Mat& Qh,
+                    Mat& Kh, Mat& V, std::vector<T>& eta) {
+  const std::int64_t d = p.d;
+  Qh.resize(n, d + 1), Kh.resize(n, d + 1), V.resize(n, d), eta.resize(static_cast<std::size_t>(n));
+  for (std::int64_t r = 0; r < n; ++r) {
+    const std::int64_t t = t0 + r;
+    load_row(static_cast<const In*>(p.q.data) + p.q.at(bi, t, hh), d, &Qh(r, 0));
+    load_row(static_cast<const In*>(p.k.data) + p.k.at(bi, t, hh), d, &Kh(r, 0));
+    load_row(static_cast<const In*>(p.v.data) + p.v.at(bi, t, hh), d, &V(r, 0));
+    load_row(static_cast<const In*>(p.eta.data) + p.eta.at(bi, t, hh), 1, &eta[static_cast<std::size_t>(r)]);
+    Qh(r, d) = T(1), Kh(r, d) = T(1);
+  }
+}
+
 /// The token loop in the compute type (the formulas at the top of this file).
 template <class In>
 void forward_recurrent(const TttLinearParams& p, int threads) {
@@ -143,21 +161,14 @@ void forward_dual(const TttLinearParams& p, int threads) {
     load_state(p, task, W.data(), A.data());
     const T* gamma = static_cast<const T*>(p.ln_weight) + hh * d;
     const T* beta = static_cast<const T*>(p.ln_bias) + hh * d;
-    M Qh(m, d + 1), Kh(m, d + 1), V(m, d), Z, G(m, d), P, Zq, Y(m, d);  // mini-batch rows × (d + 1) | d, or n × n
-    std::vector<T> eta(static_cast<std::size_t>(m)), zhat(static_cast<std::size_t>(d)), y(zhat.size());
+    M Qh, Kh, V, Z, G, P, Zq, Y;  // mini-batch rows × (d + 1) | d, or n × n
+    std::vector<T> eta, zhat(static_cast<std::size_t>(d)), y(zhat.size());
     bool pending = p.initial_pending != nullptr;  // A nonzero: only the first mini-batch of a call can enter with it
     const std::int64_t end = p.seq_end(s);
     for (std::int64_t t0 = p.seq_begin(s), i0 = p.start; t0 < end; i0 = 0) {
       const std::int64_t n = std::min(m - i0, end - t0);
-      Qh.resize(n, d + 1), Kh.resize(n, d + 1), V.resize(n, d), G.resize(n, d), Y.resize(n, d);
-      for (std::int64_t r = 0; r < n; ++r) {
-        const std::int64_t t = t0 + r;
-        load_row(static_cast<const In*>(p.q.data) + p.q.at(bi, t, hh), d, &Qh(r, 0));
-        load_row(static_cast<const In*>(p.k.data) + p.k.at(bi, t, hh), d, &Kh(r, 0));
-        load_row(static_cast<const In*>(p.v.data) + p.v.at(bi, t, hh), d, &V(r, 0));
-        load_row(static_cast<const In*>(p.eta.data) + p.eta.at(bi, t, hh), 1, &eta[static_cast<std::size_t>(r)]);
-        Qh(r, d) = T(1), Kh(r, d) = T(1);
-      }
+      load_minibatch<In>(p, bi, hh, t0, n, Qh, Kh, V, eta);
+      G.resize(n, d), Y.resize(n, d);
       Z.noalias() = Kh * W;  // (n, d): every gradient at Ŵ′
       for (std::int64_t r = 0; r < n; ++r) {
         inner_gradient(&Z(r, 0), &Kh(r, 0), &V(r, 0), gamma, beta, d, eps, zhat.data(), y.data(), &G(r, 0));

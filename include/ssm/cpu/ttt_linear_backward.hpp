@@ -88,17 +88,7 @@ void backward_dual(const TttLinearParams& p, const TttLinearGradParams& gr, int 
     M Qh, Kh, V, Z, U, Ee, Gu, E, P, R, Zq, Uq, Zqb, Mt, Qhb, Khb, Eb, Pb, Zb, Aend, C, Wb, Ab, A0b;  // n × (d + 1) | d, n × n
     std::vector<T> eta, inv_sigma, Gbar(static_cast<std::size_t>(d));
     // rows of one mini-batch in the compute type: Q̂, K̂ (n, d + 1), V (n, d), η (n)
-    auto load_batch = [&](const Batch& b) {
-      Qh.resize(b.n, d + 1), Kh.resize(b.n, d + 1), V.resize(b.n, d), eta.resize(static_cast<std::size_t>(b.n));
-      for (std::int64_t r = 0; r < b.n; ++r) {
-        const std::int64_t t = b.t0 + r;
-        load_row(static_cast<const In*>(p.q.data) + p.q.at(bi, t, hh), d, &Qh(r, 0));
-        load_row(static_cast<const In*>(p.k.data) + p.k.at(bi, t, hh), d, &Kh(r, 0));
-        load_row(static_cast<const In*>(p.v.data) + p.v.at(bi, t, hh), d, &V(r, 0));
-        load_row(static_cast<const In*>(p.eta.data) + p.eta.at(bi, t, hh), 1, &eta[static_cast<std::size_t>(r)]);
-        Qh(r, d) = T(1), Kh(r, d) = T(1);
-      }
-    };
+    auto load_batch = [&](const Batch& b) { load_minibatch<In>(p, bi, hh, b.t0, b.n, Qh, Kh, V, eta); };
     // Z = K̂Ŵ′; the rows' inner gradients Gu (ẑ in U, e in Ee, 1 / σ); E = diag(η) Gu; A_end = [A_0 +] K̂ᵀE
     auto inner = [&](const Batch& b, const M& Wstart, bool with_a0) {
       Z.noalias() = Kh * Wstart;
