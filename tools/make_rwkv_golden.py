@@ -21,8 +21,8 @@ and the other matrices multiplicatively (lm_golden.perturb), LayerNorm biases ad
 get additive noise (transformers' init leaves time_first all ones), the time_mix_* get additive noise clamped to
 [0.02, 0.98]. The embeddings are scaled by EMB_SCALE: transformers' init (std 1e-4) leaves their variance far below
 pre_ln's epsilon, so pre_ln would mostly see the epsilon. attention.output and feed_forward.value are scaled by
-OUTPUT_SCALE (like out_proj_scale of the Mamba scripts), which makes the greedy continuation vary instead of
-repeating a token.
+OUTPUT_SCALE (like out_proj_scale of the Mamba scripts, to make a greedy continuation that repeats one token vary);
+these configs need none (1.0): their continuations vary and the script asserts it.
 
 The full forwards run with use_cache=False (no state); transformers' generate() (prefill with a state, then
 one-token recurrent steps) is checked against them. transformers allocates the wkv state (num, den, max) with
