@@ -16,6 +16,7 @@
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/layers/rwkv4.hpp"
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/ttt_linear.hpp"
 
@@ -91,6 +92,7 @@ using Mamba2Mixer = Mixer<layers::Mamba2Block, layers::Mamba2LayerCache>;
 using DeltaNetMixer = Mixer<layers::DeltaNetLayer<float>, layers::DeltaNetState>;
 using LinearAttentionMixer = Mixer<layers::LinearAttentionLayer<float>, layers::LinearAttentionState>;
 using AttentionMixer = Mixer<layers::MultiHeadAttention<float>, AttentionState>;
+using Rwkv4Mixer = Mixer<layers::Rwkv4Block, layers::Rwkv4LayerCache>;
 using Rwkv7Mixer = Mixer<layers::Rwkv7Layer<float>, layers::Rwkv7State>;
 using TttLinearMixer = Mixer<layers::TttLinearLayer<float>, layers::TttLinearState>;
 
@@ -184,6 +186,25 @@ void bind_layers(nb::module_& m) {
       "low-rank log gate logsigmoid(.) / gate_normalizer per key channel), head_dim = d_model / (2 heads), "
       "head_v_dim = d_model / heads, output_norm and output_gate (LinearAttention.gla).");
   bind_mixer<LinearAttentionMixer, layers::LinearAttentionState>(linear, "LinearAttentionState", m);
+
+  nb::class_<Rwkv4Mixer> rwkv4(m, "Rwkv4",
+                              "One of RWKV-4's two sublayers (Peng et al. 2023): time mixing (token shift, k / v / r "
+                              "projections, the WKV recurrence, σ(r) ⊙ wkv, output) or channel mixing (token shift, "
+                              "σ(W_r x_r) ⊙ W_v relu(W_k x_k)²).");
+  rwkv4.def(
+      "__init__",
+      [](Rwkv4Mixer* self, index_t d_model, const std::string& kind, index_t d_att, index_t d_ffn, std::uint64_t seed) {
+        layers::Rwkv4BlockConfig c;
+        c.kind = choice<layers::Rwkv4Kind>("Rwkv4", "kind", kind,
+                                           {{"time_mix", layers::Rwkv4Kind::time_mix},
+                                            {"channel_mix", layers::Rwkv4Kind::channel_mix}});
+        c.d_model = d_model, c.d_att = d_att > 0 ? d_att : d_model, c.d_ffn = d_ffn > 0 ? d_ffn : 4 * d_model;
+        new (self) Rwkv4Mixer{layers::Rwkv4Block::init(c, seed), "Rwkv4"};
+      },
+      "d_model"_a, nb::kw_only(), "kind"_a = "time_mix", "d_att"_a = 0, "d_ffn"_a = 0, "seed"_a = 0,
+      "kind 'time_mix' or 'channel_mix'; d_att (time mixing) 0: d_model; d_ffn (channel mixing) 0: 4 d_model; a "
+      "plain initialization for experiments, not RWKV-4's tuned one.");
+  bind_mixer<Rwkv4Mixer, layers::Rwkv4LayerCache>(rwkv4, "Rwkv4State", m);
 
   const layers::Rwkv7Config rwkv7_d{};
   nb::class_<Rwkv7Mixer> rwkv7(m, "Rwkv7",

@@ -245,6 +245,36 @@ class LinearAttentionState:
     def b(self) -> int:
         """The number of sequences."""
 
+class Rwkv4:
+    """
+    One of RWKV-4's two sublayers (Peng et al. 2023): time mixing (token shift, k / v / r projections, the WKV recurrence, σ(r) ⊙ wkv, output) or channel mixing (token shift, σ(W_r x_r) ⊙ W_v relu(W_k x_k)²).
+    """
+
+    def __init__(self, d_model: int, *, kind: str = 'time_mix', d_att: int = 0, d_ffn: int = 0, seed: int = 0) -> None:
+        """
+        kind 'time_mix' or 'channel_mix'; d_att (time mixing) 0: d_model; d_ffn (channel mixing) 0: 4 d_model; a plain initialization for experiments, not RWKV-4's tuned one.
+        """
+
+    def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: Rwkv4State | None = None) -> object:
+        """
+        x (b, l, d_model) float32 contiguous -> (b, l, d_model) capsule. With a state: continues from it and leaves it after the last token.
+        """
+
+    def init_state(self, b: int) -> Rwkv4State:
+        """A zero state for b sequences."""
+
+    @property
+    def d_model(self) -> int: ...
+
+class Rwkv4State:
+    """
+    The recurrent state of a layer for b sequences (from the layer's init_state).
+    """
+
+    @property
+    def b(self) -> int:
+        """The number of sequences."""
+
 class Rwkv7:
     """
     RWKV-7's time mixing (Peng et al. 2025) as a first layer (no value residual): token shift, the decay / in-context-rate / gate LoRAs, the generalized delta rule, GroupNorm, the bonus and the output gate.

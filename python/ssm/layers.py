@@ -1,7 +1,8 @@
 """Sequence-mixing layers of the library, f32 on the CPU, each made from its config with the published
 initialization and a seed: :class:`MambaBlock`, :class:`Mamba2Block`, :class:`DeltaNet` (``gated=True``: Gated
 DeltaNet), :class:`LinearAttention` (:meth:`LinearAttention.retnet`, :meth:`LinearAttention.katharopoulos`,
-:meth:`LinearAttention.gla`), :class:`Rwkv7` (RWKV-7's time mixing), :class:`TTTLinear` and
+:meth:`LinearAttention.gla`), :class:`Rwkv4` (RWKV-4's time or channel mixing), :class:`Rwkv7` (RWKV-7's time
+mixing), :class:`TTTLinear` and
 :class:`MultiHeadAttention` (softmax attention; its state is a KV cache).
 
 ``layer.forward(x)`` maps x (b, l, d_model) float32 to (b, l, d_model) in x's framework (NumPy, PyTorch or JAX),
@@ -26,6 +27,8 @@ from ._ext import (
     MambaBlock,
     MambaState,
     MultiHeadAttention,
+    Rwkv4,
+    Rwkv4State,
     Rwkv7,
     Rwkv7State,
     TTTLinear,
@@ -59,7 +62,7 @@ def _gla(cls: Any, d_model: int, heads: int, **kwargs: Any) -> LinearAttention:
                output_norm=True, output_gate=True, **kwargs)
 
 
-for _cls in (MambaBlock, Mamba2Block, DeltaNet, LinearAttention, MultiHeadAttention, Rwkv7, TTTLinear):
+for _cls in (MambaBlock, Mamba2Block, DeltaNet, LinearAttention, MultiHeadAttention, Rwkv4, Rwkv7, TTTLinear):
     _cls.forward = forward  # layer.forward(x[, state]): the method form
 LinearAttention.retnet = classmethod(_retnet)
 LinearAttention.katharopoulos = classmethod(_katharopoulos)
@@ -76,6 +79,8 @@ __all__ = [
     "MambaBlock",
     "MambaState",
     "MultiHeadAttention",
+    "Rwkv4",
+    "Rwkv4State",
     "Rwkv7",
     "Rwkv7State",
     "TTTLinear",

@@ -22,6 +22,8 @@ def _layers():
         "gla": layers.LinearAttention.gla(D_MODEL, 4, chunk_size=8, seed=8),
         "attention": layers.MultiHeadAttention(D_MODEL, n_heads=4, n_kv_heads=2, rotary=True, seed=7),
         "rwkv7": layers.Rwkv7(D_MODEL, head_dim=8, decay_rank=8, a_rank=8, gate_rank=8, seed=9),
+        "rwkv4_time_mix": layers.Rwkv4(D_MODEL, kind="time_mix", d_att=24, seed=11),
+        "rwkv4_channel_mix": layers.Rwkv4(D_MODEL, kind="channel_mix", d_ffn=40, seed=12),
         "ttt_linear": layers.TTTLinear(D_MODEL, heads=4, mini_batch_size=4, use_gate=True, seed=10),
     }
 
@@ -64,6 +66,8 @@ def test_bad_configs_inputs_and_states_are_errors():
         layers.MambaBlock(D_MODEL, d_conv=1)
     with pytest.raises(ssm.Error, match=r"argument 'feature_map'.*'relu'"):
         layers.LinearAttention(D_MODEL, feature_map="relu")
+    with pytest.raises(ssm.Error, match=r"argument 'kind'.*'both'"):
+        layers.Rwkv4(D_MODEL, kind="both")
     for layer in _layers().values():
         # The input is x, or u in the Mamba blocks (the papers' names).
         with pytest.raises(ssm.Error, match=r"argument '[xu]'"):
