@@ -17,6 +17,7 @@
 #include "ssm/models/mamba.hpp"  // MambaLM: each loader rejects the other's checkpoints
 #include "ssm/models/mamba2.hpp"
 #include "support/golden.hpp"
+#include "support/lm_prefill.hpp"
 
 namespace {
 
@@ -64,38 +65,7 @@ TEST(Mamba2LM, PrefillAndStepsEqualTheParallelForward) {
     cfg.d_model = 24, cfg.n_layer = 2, cfg.vocab_size = 50, cfg.d_state = 6, cfg.expand = 2;
     cfg.head_dim = 12, cfg.n_heads = 4, cfg.n_groups = 2, cfg.chunk_size = chunk, cfg.bias = true;
     cfg.dt_limit = {0.02, 0.08};  // clamps (dt_bias starts in [0.001, 0.1])
-    const Mamba2LM model = Mamba2LM::init(cfg, 7);
-    const index_t b = 2, l = 13, split = 5, V = cfg.vocab_size;
-    std::vector<std::int64_t> ids(static_cast<std::size_t>(b * l));
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 37 + 11) % 50);
-    const Tensor full = model.logits(TensorView::of(ids.data(), {b, l}));  // (b, l, V)
-    auto row = [&](index_t bi, index_t t) { return full.data_as<float>() + (bi * l + t) * V; };
-    // prefill of the first `split` tokens, then steps
-    std::vector<std::int64_t> head(static_cast<std::size_t>(b * split));
-    for (index_t bi = 0; bi < b; ++bi) std::copy_n(ids.begin() + bi * l, split, head.begin() + bi * split);
-    ssm::models::Mamba2Cache cache;
-    Tensor lg = model.prefill(TensorView::of(head.data(), {b, split}), cache);
-    double err = 0;
-    for (index_t bi = 0; bi < b; ++bi)
-      err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, split - 1), V));
-    ssm::models::Mamba2Cache resumed = cache;  // a copy: for the prefill in pieces below
-    for (index_t t = split; t < l; ++t) {
-      const std::int64_t step_ids[2] = {ids[static_cast<std::size_t>(t)], ids[static_cast<std::size_t>(l + t)]};
-      lg = model.step(std::span<const std::int64_t>(step_ids, 2), cache);
-      for (index_t bi = 0; bi < b; ++bi)
-        err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, t), V));
-    }
-    EXPECT_LE(err, 2e-6) << "chunk " << chunk;
-    // the rest as a second prefill resuming the cache
-    std::vector<std::int64_t> tail(static_cast<std::size_t>(b * (l - split)));
-    for (index_t bi = 0; bi < b; ++bi)
-      std::copy_n(ids.begin() + bi * l + split, l - split, tail.begin() + bi * (l - split));
-    lg = model.prefill(TensorView::of(tail.data(), {b, l - split}), resumed, /*resume=*/true);
-    double err2 = 0;
-    for (index_t bi = 0; bi < b; ++bi)
-      err2 = std::max(err2, normalized_error(lg.data_as<float>() + bi * V, row(bi, l - 1), V));
-    EXPECT_LE(err2, 2e-6) << "chunk " << chunk;
-    EXPECT_EQ(resumed.seqlen, l);
+    ssm::test::expect_prefill_and_steps_equal_forward(Mamba2LM::init(cfg, 7), 2e-6, "chunk " + std::to_string(chunk));
   }
 }
 

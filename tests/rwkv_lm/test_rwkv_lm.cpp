@@ -18,6 +18,7 @@
 #include "ssm/models/mamba.hpp"  // each loader rejects the other's checkpoints
 #include "ssm/models/rwkv.hpp"
 #include "support/golden.hpp"
+#include "support/lm_prefill.hpp"
 
 namespace {
 
@@ -70,33 +71,9 @@ RwkvConfig small_config() {
 
 // Prefill + steps, and a prefill in two pieces, equal the parallel forward, for two sequences at once.
 TEST(RwkvLM, PrefillAndStepsEqualTheParallelForward) {
-  const RwkvLM model = RwkvLM::init(small_config(), 7);
-  const index_t b = 2, l = 13, split = 5, V = 50;
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(b * l));
-  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 37 + 11) % 50);
-  const Tensor full = model.logits(TensorView::of(ids.data(), {b, l}));  // (b, l, V)
-  auto row = [&](index_t bi, index_t t) { return full.data_as<float>() + (bi * l + t) * V; };
-  std::vector<std::int64_t> head(static_cast<std::size_t>(b * split));
-  for (index_t bi = 0; bi < b; ++bi) std::copy_n(ids.begin() + bi * l, split, head.begin() + bi * split);
-  ssm::models::RwkvCache cache;
-  Tensor lg = model.prefill(TensorView::of(head.data(), {b, split}), cache);
-  double err = 0;
-  for (index_t bi = 0; bi < b; ++bi) err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, split - 1), V));
-  ssm::models::RwkvCache resumed = cache;
-  for (index_t t = split; t < l; ++t) {
-    const std::int64_t step_ids[2] = {ids[static_cast<std::size_t>(t)], ids[static_cast<std::size_t>(l + t)]};
-    lg = model.step(std::span<const std::int64_t>(step_ids, 2), cache);
-    for (index_t bi = 0; bi < b; ++bi) err = std::max(err, normalized_error(lg.data_as<float>() + bi * V, row(bi, t), V));
-  }
-  EXPECT_LE(err, 2e-6);
-  std::vector<std::int64_t> tail(static_cast<std::size_t>(b * (l - split)));
-  for (index_t bi = 0; bi < b; ++bi) std::copy_n(ids.begin() + bi * l + split, l - split, tail.begin() + bi * (l - split));
-  lg = model.prefill(TensorView::of(tail.data(), {b, l - split}), resumed, /*resume=*/true);
-  double err2 = 0;
-  for (index_t bi = 0; bi < b; ++bi) err2 = std::max(err2, normalized_error(lg.data_as<float>() + bi * V, row(bi, l - 1), V));
-  EXPECT_LE(err2, 2e-6);
-  EXPECT_EQ(resumed.seqlen, l);
+  const auto cache = ssm::test::expect_prefill_and_steps_equal_forward(RwkvLM::init(small_config(), 7), 2e-6, "rwkv");
   // the cache's size does not depend on the length: per sublayer (b, 1, H) and, for time mixing, (b, 3, A)
+  const index_t b = 2;
   EXPECT_EQ(cache.nbytes(), static_cast<std::size_t>(3 * (2 * b * 24 + b * 3 * 20) * 4));
 }
 
