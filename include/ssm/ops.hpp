@@ -3,7 +3,7 @@
 // Mamba block (forward, backward, one-token update); the one-token selective state update (decoding); the dense ops
 // layers are made of: linear, RMSNorm (with the fused residual add), LayerNorm, rotary position embedding, embedding;
 // the chunked recurrences of the linear-attention family: SSD, linear attention / GLA, the delta rule, RWKV-7,
-// TTT-Linear.
+// TTT-Linear; the sparse mixture of experts.
 #pragma once
 
 #include "ssm/ops/causal_conv1d.hpp"
@@ -12,6 +12,7 @@
 #include "ssm/ops/layer_norm.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/linear.hpp"
+#include "ssm/ops/moe.hpp"
 #include "ssm/ops/rms_norm.hpp"
 #include "ssm/ops/rotary.hpp"
 #include "ssm/ops/rwkv4.hpp"
