@@ -51,7 +51,7 @@ struct Split {
     parts = rows >= threads ? 1 : std::min<std::int64_t>(vectors, (threads + rows - 1) / std::max<std::int64_t>(rows, 1));
     parts = std::max<std::int64_t>(parts, 1);
     width = (vectors + parts - 1) / parts * lanes;
-    parts = (C + width - 1) / std::max<std::int64_t>(width, 1);
+    parts = C > 0 ? (C + width - 1) / width : 0;  // no channels: no tasks
   }
 };
 
