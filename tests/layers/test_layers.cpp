@@ -13,6 +13,7 @@
 
 #include "ssm/cpu/threads.hpp"
 #include "ssm/layers.hpp"
+#include "support/expect_error.hpp"
 
 using namespace ssm;
 using namespace ssm::layers;
@@ -233,11 +234,14 @@ TEST(MambaBlock, PublishedInitialization) {
 }
 
 TEST(MambaBlock, StepEqualsForwardAndPrefillContinues) {
-  for (bool falcon : {false, true}) {
-    SCOPED_TRACE(falcon ? "FalconMamba" : "Mamba");
+  for (int variant : {0, 1, 2}) {  // Mamba, FalconMamba, Jamba (weighted δ / B / C norms, perturbed)
+    SCOPED_TRACE(variant == 0 ? "Mamba" : variant == 1 ? "FalconMamba" : "Jamba");
     auto cfg = small_config(true);
-    if (falcon) cfg.bcdt_rms_eps = 1e-6;
+    if (variant > 0) cfg.bcdt_rms_eps = 1e-6;
+    cfg.bcdt_norm_weights = variant == 2;
     auto block = MambaBlock<double>::init(cfg, 3);
+    for (auto* w : {&block.params().dt_norm_weight, &block.params().b_norm_weight, &block.params().c_norm_weight})
+      for (std::size_t i = 0; i < w->size(); ++i) (*w)[i] = 0.5 + 0.1 * double(i);
     const index_t b = 2, l = 11, dm = cfg.d_model;
     auto u = randn(b * l * dm, 70);
     Tensor full = block.forward(TensorView::of(u.data(), {b, l, dm}));  // (b, l, d_model)
@@ -312,6 +316,8 @@ TEST(MambaBlock, FalconMambaNormalizesDeltaBC) {
   MambaBlockConfig bad = cfg;
   bad.bcdt_rms_eps = 0.0;
   EXPECT_THROW(MambaBlock<double>::init(bad, 1), ssm::Error);
+  bad = cfg, bad.bcdt_rms_eps.reset(), bad.bcdt_norm_weights = true;  // weights without their epsilon
+  ssm_test::expect_error([&] { MambaBlock<double>::init(bad, 1); }, "bcdt_norm_weights needs bcdt_rms_eps");
 }
 
 TEST(MambaBlock, ThreadedForwardEqualsOneThread) {
@@ -372,11 +378,13 @@ MambaBlock<double> perturbed_block(const MambaBlockConfig& cfg, std::uint64_t in
 }  // namespace
 
 TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
-  for (int variant = 0; variant < 3; ++variant) {  // no biases, biases, FalconMamba (δ, B, C normalized)
+  // no biases, biases, FalconMamba (δ, B, C normalized), Jamba (their norms with weights)
+  for (int variant = 0; variant < 4; ++variant) {
     const bool bias = variant == 1;
     auto cfg = small_config(bias);
     // A large epsilon (against mean squares ~0.1 to 1) so that its term in the gradient is checked too.
-    if (variant == 2) cfg.bcdt_rms_eps = 0.05;
+    if (variant >= 2) cfg.bcdt_rms_eps = 0.05;
+    cfg.bcdt_norm_weights = variant == 3;
     auto block = perturbed_block(cfg, 11, 5);
     const index_t b = 2, l = 6, dm = cfg.d_model;
     auto u = randn(b * l * dm, 80);
@@ -397,7 +405,7 @@ TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
       expect_grad(name, v, *gl[i].second, loss);
       ++i;
     });
-    EXPECT_EQ(i, bias ? 11u : 9u);
+    EXPECT_EQ(i, bias ? 11u : variant == 3 ? 12u : 9u);
   }
 }
 

@@ -55,6 +55,9 @@ struct MambaBlockConfig {
   // FalconMamba (config key mixer_rms_eps): δ, B and C, split from x_proj's output, are each RMS-normalized
   // over their own features without a weight, with this epsilon, before δ goes through dt_proj. Unset: Mamba.
   std::optional<double> bcdt_rms_eps;
+  // Jamba: those three RMSNorms have weights (dt_layernorm.weight (dt_rank), b_layernorm.weight and c_layernorm.weight
+  // (n)); needs bcdt_rms_eps.
+  bool bcdt_norm_weights = false;
   // Initialization of Δ (published values).
   double dt_min = 0.001, dt_max = 0.1, dt_init_floor = 1e-4;
 
@@ -74,6 +77,7 @@ struct MambaBlockConfig {
     SSM_CHECK(dt_min <= dt_max, op, ": dt_min ", dt_min, " exceeds dt_max ", dt_max);
     check_positive(op, "dt_init_floor", dt_init_floor);
     if (bcdt_rms_eps) check_positive(op, "bcdt_rms_eps", *bcdt_rms_eps);
+    SSM_CHECK(!bcdt_norm_weights || bcdt_rms_eps, op, ": bcdt_norm_weights needs bcdt_rms_eps (their epsilon)");
   }
 };
 
@@ -92,6 +96,9 @@ struct MambaBlockParams {
   std::vector<T> D;                // (d_inner)
   std::vector<T> out_proj_weight;  // (d_model, d_inner)
   std::vector<T> out_proj_bias;    // (d_model) or empty
+  std::vector<T> dt_norm_weight;   // (dt_rank) or empty: Jamba's weights of the δ, B, C RMSNorms
+  std::vector<T> b_norm_weight;    // (n) or empty
+  std::vector<T> c_norm_weight;    // (n) or empty
 
   /// Calls f(name, vector, shape) for every parameter the config has, in a fixed order; names are
   /// the suffixes of the Hugging Face tensor names (e.g. "in_proj.weight").
@@ -109,6 +116,11 @@ struct MambaBlockParams {
     f("D", D, Dims{di});
     f("out_proj.weight", out_proj_weight, Dims{dm, di});
     if (cfg.bias) f("out_proj.bias", out_proj_bias, Dims{dm});
+    if (cfg.bcdt_norm_weights) {
+      f("dt_layernorm.weight", dt_norm_weight, Dims{r});
+      f("b_layernorm.weight", b_norm_weight, Dims{n});
+      f("c_layernorm.weight", c_norm_weight, Dims{n});
+    }
   }
 
   /// All parameters allocated with the config's shapes and filled with zeros.
@@ -183,19 +195,16 @@ struct MambaBlockGrads {
 
 namespace detail {
 
-/// FalconMamba: x_proj's output dbc (rows, r + 2n), unit stride along the features: δ (r), B (n) and C (n) of every
-/// row RMS-normalized in place, each over its own features, without weight (three ssm::rms_norm calls on column
-/// slices; any device).
-inline void normalize_dbc(const TensorView& dbc, index_t r, index_t n, double eps) {
-  for (auto [offset, width] : {std::pair<index_t, index_t>{0, r}, {r, n}, {r + n, n}}) {
-    const TensorView part = dbc.narrow(1, offset, width);  // (rows, width)
-    rms_norm_into(RmsNormInputs{part, std::nullopt, std::nullopt, eps}, part);
+/// FalconMamba and Jamba: x_proj's output dbc (rows, r + 2n), unit stride along the features: δ (r), B (n) and C (n)
+/// of every row RMS-normalized in place, each over its own features, without weight (FalconMamba) or with the weights
+/// w[0..2] (Jamba) (three ssm::rms_norm calls on column slices; any device).
+inline void normalize_dbc(const TensorView& dbc, index_t r, index_t n, double eps,
+                          const std::optional<TensorView> (&w)[3] = {}) {
+  const std::pair<index_t, index_t> parts[3] = {{0, r}, {r, n}, {r + n, n}};
+  for (int i = 0; i < 3; ++i) {
+    const TensorView part = dbc.narrow(1, parts[i].first, parts[i].second);  // (rows, width)
+    rms_norm_into(RmsNormInputs{part, w[i], std::nullopt, eps}, part);
   }
-}
-/// normalize_dbc on a raw CPU array with row stride ld.
-template <class T>
-void normalize_dbc(T* dbc, index_t rows, index_t r, index_t n, index_t ld, double eps) {
-  normalize_dbc(strided_rows(dbc, rows, r + 2 * n, ld), r, n, eps);
 }
 
 /// The scan's operands in its channel-major layout, copied from the block's time-major buffers by `threads`
@@ -290,6 +299,7 @@ class MambaBlock {
     for (index_t c = 0; c < di; ++c)
       for (index_t k = 0; k < n; ++k) p.A_log[static_cast<std::size_t>(c * n + k)] = static_cast<T>(std::log(double(k + 1)));
     std::fill(p.D.begin(), p.D.end(), T(1));
+    for (auto* v : {&p.dt_norm_weight, &p.b_norm_weight, &p.c_norm_weight}) std::fill(v->begin(), v->end(), T(1));
     uniform(p.out_proj_weight, 1.0 / std::sqrt(double(di)));
     uniform(p.out_proj_bias, 1.0 / std::sqrt(double(di)));
     return MambaBlock(cfg, std::move(p));
@@ -316,7 +326,8 @@ class MambaBlock {
     std::size_t n = 0;
     for (const auto* v :
          {&p_.in_proj_weight, &p_.in_proj_bias, &p_.conv_weight, &p_.conv_bias, &p_.x_proj_weight, &p_.dt_proj_weight,
-          &p_.dt_proj_bias, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias})
+          &p_.dt_proj_bias, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias, &p_.dt_norm_weight,
+          &p_.b_norm_weight, &p_.c_norm_weight})
       n += v->size();
     return m_.nbytes() + n * sizeof(T);
   }
@@ -348,6 +359,7 @@ class MambaBlock {
     d->in_proj = up(P.in_proj), d->x_proj = up(P.x_proj), d->dt_proj = up(P.dt_proj), d->out_proj = up(P.out_proj);
     d->conv_weight = up(P.conv_weight), d->dt_bias = up(P.dt_bias), d->A = up(P.A), d->D = up(P.D);
     d->in_proj_bias = up(P.in_proj_bias), d->conv_bias = up(P.conv_bias), d->out_proj_bias = up(P.out_proj_bias);
+    for (int i = 0; i < 3; ++i) d->dbc_norm[i] = up(P.dbc_norm[i]);
     m.dev_ = std::move(d);
     return m;
   }
@@ -422,7 +434,7 @@ class MambaBlock {
     }
     Tensor dbc = Tensor::empty({b, l, nx}, dt, dev);  // (b, l, r + 2n): δ, B, C
     project(P.x_proj, xc.view().reshape({rows, di}), std::nullopt, dbc.view().reshape({rows, nx}), nt);
-    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps);
+    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps, P.dbc_norm);
     Tensor delta = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) Δ before the bias and softplus
     project(P.dt_proj, part(dbc, 0, {rows, r}, {nx, 1}), std::nullopt, delta.view().reshape({rows, di}), nt);
     Tensor y = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) gated scan output
@@ -513,7 +525,7 @@ class MambaBlock {
       causal_conv1d_into(ci, xc.reshape({b, 1, di}), conv_state);
     }
     project(P.x_proj, xc, std::nullopt, dbc, nt);
-    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, r, n, *cfg_.bcdt_rms_eps);
+    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc, r, n, *cfg_.bcdt_rms_eps, P.dbc_norm);
     project(P.dt_proj, part(dbc, 0, {b, r}, {nx, 1}), std::nullopt, delta, nt);
     SelectiveStateUpdateInputs su;
     su.state = ssm_state;
@@ -578,7 +590,9 @@ class MambaBlock {
     std::vector<T> dbc_raw;  // (b, l, r + 2n) x_proj's output before FalconMamba's normalization
     if (cfg_.bcdt_rms_eps) {
       dbc_raw = dbc;
-      detail::normalize_dbc(dbc.data(), rows, r, n, nx, *cfg_.bcdt_rms_eps);
+      const std::optional<TensorView> w[3] = {optional_view(p_.dt_norm_weight), optional_view(p_.b_norm_weight),
+                                              optional_view(p_.c_norm_weight)};
+      detail::normalize_dbc(strided_rows(dbc.data(), rows, nx, nx), r, n, *cfg_.bcdt_rms_eps, w);
     }
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
     // ---- selective scan (forward again, for out_proj's input) ----
@@ -625,9 +639,12 @@ class MambaBlock {
       // Through FalconMamba's normalizations: grad_dbc so far is w.r.t. the normalized δ, B, C.
       std::vector<T> g(grad_dbc.size());  // (b, l, r + 2n)
       const double eps = *cfg_.bcdt_rms_eps;
-      for (auto [off, dim] : {std::pair<index_t, index_t>{0, r}, {r, n}, {r + n, n}})
-        rmsnorm_backward(dbc_raw.data() + off, static_cast<const T*>(nullptr), grad_dbc.data() + off, g.data() + off,
-                         static_cast<T*>(nullptr), rows, dim, eps, nx);
+      const std::vector<T>* w[3] = {&p_.dt_norm_weight, &p_.b_norm_weight, &p_.c_norm_weight};
+      std::vector<T>* gw[3] = {&gp.dt_norm_weight, &gp.b_norm_weight, &gp.c_norm_weight};
+      const std::pair<index_t, index_t> parts[3] = {{0, r}, {r, n}, {r + n, n}};
+      for (int i = 0; i < 3; ++i)
+        rmsnorm_backward(dbc_raw.data() + parts[i].first, bias_or_null(*w[i]), grad_dbc.data() + parts[i].first,
+                         g.data() + parts[i].first, bias_or_null_mut(*gw[i]), rows, parts[i].second, eps, nx);
       grad_dbc.swap(g);
     }
     std::vector<T> grad_xc_proj(static_cast<std::size_t>(rows * di));  // (b, l, di)
@@ -690,11 +707,13 @@ class MambaBlock {
     TensorView in_proj, x_proj, dt_proj, out_proj;  // (out, in) each
     TensorView conv_weight, dt_bias, A, D;           // (di, w), (di), (di, n), (di)
     std::optional<TensorView> in_proj_bias, conv_bias, out_proj_bias;
+    std::optional<TensorView> dbc_norm[3];  // Jamba's δ, B, C norm weights (r), (n), (n)
   };
   // The parameters on a device other than the CPU (to()).
   struct DeviceParams {
     Device device;
     Tensor in_proj, x_proj, dt_proj, out_proj, conv_weight, dt_bias, A, D, in_proj_bias, conv_bias, out_proj_bias;
+    Tensor dbc_norm[3];
   };
   Params views() const {
     if (dev_) {
@@ -704,6 +723,7 @@ class MambaBlock {
       P.conv_weight = d.conv_weight, P.dt_bias = d.dt_bias, P.A = d.A, P.D = d.D;
       P.in_proj_bias = optional_view(d.in_proj_bias), P.conv_bias = optional_view(d.conv_bias);
       P.out_proj_bias = optional_view(d.out_proj_bias);
+      for (int i = 0; i < 3; ++i) P.dbc_norm[i] = optional_view(d.dbc_norm[i]);
       return P;
     }
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
@@ -722,6 +742,9 @@ class MambaBlock {
     P.in_proj_bias = optional_view(p_.in_proj_bias);
     P.conv_bias = optional_view(p_.conv_bias);
     P.out_proj_bias = optional_view(p_.out_proj_bias);
+    P.dbc_norm[0] = optional_view(p_.dt_norm_weight);
+    P.dbc_norm[1] = optional_view(p_.b_norm_weight);
+    P.dbc_norm[2] = optional_view(p_.c_norm_weight);
     return P;
   }
 
