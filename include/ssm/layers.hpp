@@ -7,6 +7,7 @@
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/conv1d.hpp"
 #include "ssm/layers/delta_net.hpp"
+#include "ssm/layers/jamba.hpp"
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/lssl.hpp"
 #include "ssm/layers/mamba.hpp"

@@ -115,7 +115,8 @@ void expect_lm_matches_golden(const LM& model, const nlohmann::json& g, const st
       << what;
 }
 
-/// The bytes of a language model's cache (b, seqlen, then every layer's conv and SSM state, copied to the host):
+/// The bytes of a language model's cache (b, seqlen, then every layer's conv and SSM state, or keys and values, copied
+/// to the host):
 /// equal bytes, equal caches.
 template <class Cache>
 std::vector<unsigned char> cache_bytes(const Cache& cache) {
@@ -126,12 +127,21 @@ std::vector<unsigned char> cache_bytes(const Cache& cache) {
   };
   append(&cache.b, sizeof(cache.b));
   append(&cache.seqlen, sizeof(cache.seqlen));
-  for (const auto& layer : cache.layers)
-    for (const Tensor* t : {&layer.conv_state, &layer.ssm_state}) {
-      if (!t->defined()) continue;
-      const Tensor h = t->to(Device::cpu());
-      append(h.data(), h.nbytes());
+  auto tensor = [&](const TensorView& t) {
+    Tensor h = Tensor::empty(t.shape(), t.dtype());
+    copy(h.view(), t);
+    append(h.data(), h.nbytes());
+  };
+  for (const auto& layer : cache.layers) {
+    if constexpr (requires { layer.conv_state; }) {
+      for (const Tensor* t : {&layer.conv_state, &layer.ssm_state})
+        if (t->defined()) tensor(t->view());
+    } else {  // Jamba: a Mamba layer's states, an attention layer's keys and values
+      for (const Tensor* t : {&layer.mamba.conv_state, &layer.mamba.ssm_state})
+        if (t->defined()) tensor(t->view());
+      if (layer.kv) tensor(layer.kv->keys()), tensor(layer.kv->values());
     }
+  }
   return out;
 }
 

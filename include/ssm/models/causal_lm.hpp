@@ -1,10 +1,11 @@
 // One causal language model body over recurrent blocks (docs/math.md §6.2): token embedding (→ an embedding norm) →
 // n sublayers × (pre-norm → block, residual add in f32) → final norm → lm_head (the embedding when tied); the norms
-// are RMSNorm (Mamba) or LayerNorm with a bias (RWKV). Logits of a sequence, prefill then token-by-token generation
-// (greedy, temperature, top-k, top-p, seeded; streamed) with a copyable cache of constant size, the CPU or a device
-// (to()), set_threads, and the model's Hugging Face checkpoint layout. MambaLM (models/mamba.hpp), Mamba2LM
-// (models/mamba2.hpp) and RwkvLM (models/rwkv.hpp) are this body over their blocks; what differs between them (the
-// config, the norms, the blocks and the tensor names) is the Spec:
+// are RMSNorm (Mamba, Jamba) or LayerNorm with a bias (RWKV). Logits of a sequence, prefill then token-by-token
+// generation (greedy, temperature, top-k, top-p, seeded; streamed) with a copyable cache (of constant size, but for
+// attention layers' keys and values), the CPU or a device (to()), set_threads, and the model's Hugging Face checkpoint
+// layout. MambaLM (models/mamba.hpp), Mamba2LM (models/mamba2.hpp), RwkvLM (models/rwkv.hpp) and JambaLM
+// (models/jamba.hpp) are this body over their blocks; what differs between them (the config, the norms, the blocks and
+// the tensor names) is the Spec:
 //
 //   struct Spec {
 //     static constexpr const char* name;   // "MambaLM": prefixes errors ("MambaLM::load: ...")
@@ -13,7 +14,8 @@
 //                        // static from_json(json), to_json()
 //     using Block;       // make_cache(b), check_cache, forward_into, step_into, workspace_size(b), set_threads,
 //                        // to(Device), nbytes()
-//     using LayerCache;  // the block's per-layer cache (conv_state, ssm_state)
+//     using LayerCache;  // the block's per-layer cache (conv_state, ssm_state), or one the block takes whole
+//                        // (forward_into(x, y, LayerCache*, resume), step_into(x, y, LayerCache&, work))
 //     static constexpr bool layer_norm;            // LayerNorm (weight and bias) norms, else RMSNorm (weight)
 //     static constexpr const char* embedding;      // tensor names: "backbone.embeddings.weight"
 //     static constexpr const char* embedding_alias;  // another name of the embedding, or nullptr
@@ -59,7 +61,8 @@
 namespace ssm::models {
 
 /// The decoding state of b sequences: one layer cache per layer plus the number of tokens seen. A plain value:
-/// copying it forks the sequences. Its size is independent of the context length.
+/// copying it forks the sequences. Its size is independent of the context length, except for attention layers'
+/// keys and values (Jamba).
 template <class LayerCache>
 struct LMCache {
   index_t b = 0;
@@ -288,12 +291,19 @@ class CausalLM {
   /// Logits for every position: ids (b, l) i32 or i64, on the CPU or the model's device → (b, l, padded_vocab) f32 on
   /// the model's device (device(); a model moved with to() runs there). Ids on another device (e.g. CUDA ids given
   /// to a CPU model) are an ssm::Error that says to move the model: the model never moves by itself.
-  Tensor logits(const TensorView& ids) const {
+  Tensor logits(const TensorView& ids) const { return logits(ids, nullptr); }
+
+  /// Called with each sublayer's index j and its input x (b, l, d_model) (after the pre-norm) before the block runs.
+  using BlockObserver = std::function<void(index_t j, const TensorView& x)>;
+
+  /// logits() that hands every block's input to `observe` (for example to read the routers of a mixture of experts,
+  /// models/jamba.hpp's jamba_router_logits). The views are valid during the call only.
+  Tensor logits(const TensorView& ids, const BlockObserver& observe) const {
     Checker c(std::string(Spec::name) + "::logits");
     check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
     Tensor keep;
-    Stream h = hidden(on_device(ids, keep), nullptr);  // (b, l, d_model) twice
+    Stream h = hidden(on_device(ids, keep), nullptr, false, observe ? &observe : nullptr);  // (b, l, d_model) twice
     Tensor out = Tensor::empty({b, l, cfg_.padded_vocab()}, DType::f32, device());  // (b, l, V)
     head(h.y.view().reshape({b * l, dm}), h.res.view().reshape({b * l, dm}), out);
     return out;
@@ -347,7 +357,8 @@ class CausalLM {
     embed(on_device(TensorView::of(ids.data(), {b}), keep), h.res);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       pre_norm(i, h, x);
-      blocks_[i].step_into(x, h.y, cache.layers[i].conv_state, cache.layers[i].ssm_state, work);
+      if constexpr (kTakesCache) blocks_[i].step_into(x, h.y, cache.layers[i], work);
+      else blocks_[i].step_into(x, h.y, cache.layers[i].conv_state, cache.layers[i].ssm_state, work);
     }
     Tensor out = Tensor::empty({b, cfg_.padded_vocab()}, DType::f32, device());  // (b, V)
     head(h.y, h.res, out);
@@ -417,6 +428,13 @@ class CausalLM {
   }
 
  private:
+  // Whether the block reads and writes its layer cache as a whole (forward_into(x, y, LayerCache*, resume),
+  // step_into(x, y, LayerCache&, work): Jamba, whose attention layers' caches grow) rather than as the two tensors
+  // conv_state and ssm_state of a constant-size cache.
+  static constexpr bool kTakesCache = requires(const Block& blk, const TensorView& v, typename Spec::LayerCache* c) {
+    blk.forward_into(v, v, c, true);
+  };
+
   // ids (b, l): i32 or i64, contiguous, on the CPU or the model's device, every id a row of the embedding.
   void check_ids(const Checker& c, const TensorView& ids) const {
     c.defined("ids", ids).rank("ids", ids, 2);
@@ -530,16 +548,22 @@ class CausalLM {
   }
 
   // Runs the blocks over ids (b, l); fills the cache when given.
-  Stream hidden(const TensorView& ids, Cache* cache, bool resume = false) const {
+  Stream hidden(const TensorView& ids, Cache* cache, bool resume = false, const BlockObserver* observe = nullptr) const {
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model, rows = b * l;
     Stream h(rows, dm, device());                               // (b · l, d_model) twice
     Tensor x = Tensor::empty({rows, dm}, DType::f32, device());  // (b · l, d_model)
     embed(ids.reshape({rows}), h.res);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       pre_norm(i, h, x);
-      std::optional<TensorView> conv_state, ssm_state;
-      if (cache != nullptr) conv_state = cache->layers[i].conv_state.view(), ssm_state = cache->layers[i].ssm_state.view();
-      blocks_[i].forward_into(x.view().reshape({b, l, dm}), h.y.view().reshape({b, l, dm}), conv_state, ssm_state, resume);
+      const TensorView xi = x.view().reshape({b, l, dm}), yi = h.y.view().reshape({b, l, dm});
+      if (observe != nullptr) (*observe)(static_cast<index_t>(i), xi);
+      if constexpr (kTakesCache) {
+        blocks_[i].forward_into(xi, yi, cache != nullptr ? &cache->layers[i] : nullptr, resume);
+      } else {
+        std::optional<TensorView> conv_state, ssm_state;
+        if (cache != nullptr) conv_state = cache->layers[i].conv_state.view(), ssm_state = cache->layers[i].ssm_state.view();
+        blocks_[i].forward_into(xi, yi, conv_state, ssm_state, resume);
+      }
     }
     return h;
   }

@@ -1,0 +1,281 @@
+// The sublayers of Jamba (Lieber et al. 2024; transformers' JambaForCausalLM; docs/jamba.md): each decoder layer is a
+// token mixer (a Mamba block whose δ, B and C go through weighted RMSNorms, or grouped-query causal attention with no
+// position encoding at all) and a feed-forward (a dense SwiGLU MLP, or a sparse mixture of SwiGLU experts with top-k
+// routing, not renormalized). JambaBlock is one of those four; the language model (models/jamba.hpp) stacks them as
+// pre-norm residual sublayers. The dense MLP runs as the mixture-of-experts op with one expert (its router weight is
+// one, exactly), so SwiGLU is written once. Glossary: H = d_model, I = d_ff, E experts, k per token, h query heads,
+// h_kv key-value heads, p = H / h.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/layers/mamba.hpp"
+#include "ssm/layers/weight.hpp"
+#include "ssm/ops/attention.hpp"
+#include "ssm/ops/moe.hpp"
+
+namespace ssm::layers {
+
+enum class JambaKind { mamba, attention, mlp, moe };
+
+inline const char* name(JambaKind k) {
+  switch (k) {
+    case JambaKind::mamba: return "mamba";
+    case JambaKind::attention: return "attention";
+    case JambaKind::mlp: return "mlp";
+    case JambaKind::moe: return "moe";
+  }
+  return "?";
+}
+
+struct JambaBlockConfig {
+  JambaKind kind = JambaKind::mamba;
+  index_t d_model = 0;
+  MambaBlockConfig mamba{};          // kind mamba (d_model, bcdt_rms_eps and bcdt_norm_weights set by the model)
+  index_t n_heads = 0, n_kv_heads = 0;  // kind attention: h, h_kv (h_kv divides h; h divides d_model)
+  index_t d_ff = 0;                  // kinds mlp and moe: I
+  index_t experts = 1, top_k = 1;    // kind moe: E, k
+  bool normalize_topk = false;       // kind moe: Mixtral renormalizes the k weights, Jamba does not
+
+  index_t head_dim() const { return n_heads > 0 ? d_model / n_heads : 0; }
+  index_t n_experts() const { return kind == JambaKind::moe ? experts : 1; }
+};
+
+/// A JambaBlock's decoding state for b sequences: the Mamba block's conv and SSM states (kind mamba) or the keys and
+/// values of every token so far (kind attention; grows with the context); empty for the feed-forwards. A value:
+/// copying it copies every tensor (forking the sequences).
+struct JambaLayerCache {
+  MambaLayerCache<float> mamba;
+  std::optional<KVCache> kv;
+
+  JambaLayerCache() = default;
+  JambaLayerCache(const JambaLayerCache& o) : mamba(o.mamba) {
+    if (o.kv) {
+      kv.emplace(o.kv->keys().size(0), o.kv->keys().size(2), o.kv->keys().size(3), o.kv->dtype(), o.kv->length(),
+                 o.kv->device());
+      if (o.kv->length() > 0) kv->append(o.kv->keys(), o.kv->values());
+    }
+  }
+  JambaLayerCache& operator=(const JambaLayerCache& o) {
+    if (this != &o) *this = JambaLayerCache(o);
+    return *this;
+  }
+  JambaLayerCache(JambaLayerCache&&) noexcept = default;
+  JambaLayerCache& operator=(JambaLayerCache&&) noexcept = default;
+  ~JambaLayerCache() = default;
+
+  std::size_t nbytes() const { return mamba.nbytes() + (kv ? kv->bytes() : 0); }
+};
+
+/// One Jamba sublayer with its parameters: x (b, l, H) f32 → (b, l, H). CPU only (the mixture of experts has no
+/// device path yet).
+class JambaBlock {
+ public:
+  JambaBlock() = default;
+
+  /// Parameters under transformers' names relative to the block's prefix (model.layers.i. for the mixers, with
+  /// mamba. / self_attn. in the name; model.layers.i.feed_forward. for the feed-forwards).
+  struct Params {
+    MambaBlock<float> mamba;                          // kind mamba
+    WeightMatrix q_proj, k_proj, v_proj, o_proj;      // kind attention: (h p, H), (h_kv p, H) ×2, (H, h p)
+    Tensor router;                                    // kinds mlp / moe: (E, H) (mlp: one zero row)
+    Tensor w_gate_up, w_down;                         // (E, 2I, H), (E, H, I): f32, f16 or bf16
+  };
+
+  JambaBlock(const JambaBlockConfig& cfg, Params p) : cfg_(cfg), p_(std::move(p)) {
+    Checker c("JambaBlock");
+    c.require(cfg_.d_model >= 1, "d_model", "must be >= 1, got ", cfg_.d_model);
+    if (cfg_.kind == JambaKind::attention) {
+      c.require(cfg_.n_heads >= 1 && cfg_.d_model % cfg_.n_heads == 0, "n_heads", "must divide d_model (",
+                cfg_.d_model, "), got ", cfg_.n_heads);
+      c.require(cfg_.n_kv_heads >= 1 && cfg_.n_heads % cfg_.n_kv_heads == 0, "n_kv_heads", "must divide n_heads (",
+                cfg_.n_heads, "), got ", cfg_.n_kv_heads);
+      const index_t hp = cfg_.n_heads * cfg_.head_dim(), kvp = cfg_.n_kv_heads * cfg_.head_dim(), H = cfg_.d_model;
+      auto shape = [&](const char* nm, const WeightMatrix& w, index_t rows, index_t cols) {
+        c.require(w.rows() == rows && w.cols() == cols, nm, "has shape (", w.rows(), ", ", w.cols(), "), expected (",
+                  rows, ", ", cols, ")");
+      };
+      shape("q_proj", p_.q_proj, hp, H), shape("k_proj", p_.k_proj, kvp, H), shape("v_proj", p_.v_proj, kvp, H);
+      shape("o_proj", p_.o_proj, H, hp);
+    } else if (cfg_.kind == JambaKind::mamba) {
+      c.require(p_.mamba.config().d_model == cfg_.d_model, "mamba", "has d_model ", p_.mamba.config().d_model,
+                ", expected ", cfg_.d_model);
+    } else {
+      const index_t E = cfg_.n_experts(), H = cfg_.d_model, I = cfg_.d_ff;
+      c.require(I >= 1, "d_ff", "must be >= 1, got ", I);
+      c.require(cfg_.kind == JambaKind::mlp || (cfg_.top_k >= 1 && cfg_.top_k <= E), "top_k", "must be in [1, ", E,
+                "], got ", cfg_.top_k);
+      c.defined("router", p_.router).shape("router", p_.router, {E, H});
+      c.defined("w_gate_up", p_.w_gate_up).shape("w_gate_up", p_.w_gate_up, {E, 2 * I, H});
+      c.defined("w_down", p_.w_down).shape("w_down", p_.w_down, {E, H, I});
+    }
+  }
+
+  /// A block with random weights: uniform ±fan_in^(−1/2) projections and experts; the Mamba block as
+  /// MambaBlock::init (norm weights 1).
+  static JambaBlock init(const JambaBlockConfig& cfg, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+    auto random = [&](index_t n, index_t fan_in) {
+      std::vector<float> v(static_cast<std::size_t>(n));
+      const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
+      for (auto& x : v) x = bound * unit(rng);
+      return v;
+    };
+    auto matrix = [&](index_t rows, index_t cols) {
+      const std::vector<float> v = random(rows * cols, cols);
+      return WeightMatrix::from_f32(v.data(), rows, cols);
+    };
+    auto tensor = [&](const Dims& shape, index_t fan_in) {
+      Tensor t = Tensor::empty(shape, DType::f32);
+      const std::vector<float> v = random(t.numel(), fan_in);
+      std::copy(v.begin(), v.end(), t.data_as<float>());
+      return t;
+    };
+    Params p;
+    const index_t H = cfg.d_model, I = cfg.d_ff, E = cfg.n_experts();
+    switch (cfg.kind) {
+      case JambaKind::mamba: p.mamba = MambaBlock<float>::init(cfg.mamba, rng()); break;
+      case JambaKind::attention: {
+        const index_t hp = cfg.n_heads * cfg.head_dim(), kvp = cfg.n_kv_heads * cfg.head_dim();
+        p.q_proj = matrix(hp, H), p.k_proj = matrix(kvp, H), p.v_proj = matrix(kvp, H), p.o_proj = matrix(H, hp);
+        break;
+      }
+      case JambaKind::mlp:
+      case JambaKind::moe:
+        p.router = cfg.kind == JambaKind::mlp ? Tensor::zeros({1, H}, DType::f32) : tensor({E, H}, H);
+        p.w_gate_up = tensor({E, 2 * I, H}, H);
+        p.w_down = tensor({E, H, I}, I);
+        break;
+    }
+    return JambaBlock(cfg, std::move(p));
+  }
+
+  const JambaBlockConfig& config() const { return cfg_; }
+  const Params& params() const { return p_; }
+
+  std::size_t nbytes() const {
+    switch (cfg_.kind) {
+      case JambaKind::mamba: return p_.mamba.nbytes();
+      case JambaKind::attention: return p_.q_proj.nbytes() + p_.k_proj.nbytes() + p_.v_proj.nbytes() + p_.o_proj.nbytes();
+      default: return p_.router.nbytes() + p_.w_gate_up.nbytes() + p_.w_down.nbytes();
+    }
+  }
+
+  void set_threads(int n) {
+    SSM_CHECK(n >= 0, "JambaBlock::set_threads: n must be >= 0 (0 = automatic), got ", n);
+    threads_ = n;
+    if (cfg_.kind == JambaKind::mamba) p_.mamba.set_threads(n);
+  }
+
+  Device device() const { return Device::cpu(); }
+  /// The CPU: the block itself. Another device is an ssm::Error (the mixture of experts has no device path yet).
+  JambaBlock to(Device device) const {
+    SSM_CHECK(device.is_cpu(), "JambaBlock::to: Jamba runs on the CPU only (the mixture-of-experts op has no ",
+              device.str(), " path yet)");
+    return *this;
+  }
+
+  JambaLayerCache make_cache(index_t b) const {
+    JambaLayerCache c;
+    if (cfg_.kind == JambaKind::mamba) c.mamba = p_.mamba.make_cache(b);
+    if (cfg_.kind == JambaKind::attention) c.kv.emplace(b, cfg_.n_kv_heads, cfg_.head_dim());
+    c.mamba.b = b;
+    return c;
+  }
+
+  void check_cache(const JambaLayerCache& c) const {
+    if (cfg_.kind == JambaKind::mamba) p_.mamba.check_cache(c.mamba);
+    if (cfg_.kind == JambaKind::attention)
+      SSM_CHECK(c.kv && c.kv->keys().size(0) == c.mamba.b && c.kv->keys().size(2) == cfg_.n_kv_heads &&
+                    c.kv->keys().size(3) == cfg_.head_dim(),
+                "JambaBlock: the cache of an attention layer must hold a KV cache of ", cfg_.n_kv_heads, " heads of ",
+                cfg_.head_dim(), " (make_cache)");
+  }
+
+  index_t workspace_size(index_t b) const { return cfg_.kind == JambaKind::mamba ? p_.mamba.workspace_size(b) : 0; }
+
+  /// x, y (b, l, H) contiguous f32. With a cache: the cache is filled (or, with resume, continued: exactly, the conv
+  /// state included, unlike transformers' second multi-token forward).
+  void forward_into(const TensorView& x, const TensorView& y, JambaLayerCache* cache, bool resume) const {
+    const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model;
+    if (cache != nullptr && !resume) *cache = make_cache(b);
+    switch (cfg_.kind) {
+      case JambaKind::mamba: {
+        std::optional<TensorView> conv, ssm;
+        if (cache != nullptr) conv = cache->mamba.conv_state.view(), ssm = cache->mamba.ssm_state.view();
+        p_.mamba.forward_into(x, y, conv, ssm, resume);
+        return;
+      }
+      case JambaKind::attention: {
+        const index_t h = cfg_.n_heads, hkv = cfg_.n_kv_heads, p = cfg_.head_dim(), rows = b * l;
+        Tensor q = Tensor::empty({b, l, h, p}, DType::f32), k = Tensor::empty({b, l, hkv, p}, DType::f32);
+        Tensor v = Tensor::empty({b, l, hkv, p}, DType::f32), o = Tensor::empty({b, l, h, p}, DType::f32);
+        const TensorView X = x.reshape({rows, H});
+        project(X, p_.q_proj, q.view().reshape({rows, h * p}));
+        project(X, p_.k_proj, k.view().reshape({rows, hkv * p}));
+        project(X, p_.v_proj, v.view().reshape({rows, hkv * p}));
+        AttentionOptions opt;
+        opt.causal = true;
+        opt.n_threads = threads_;
+        if (cache != nullptr) {
+          cache->kv->append(k, v);
+          attention_decode(q, *cache->kv, o, opt);
+        } else {
+          Tensor lse = Tensor::empty({b, h, l}, DType::f32);
+          attention_forward(q, k, v, o, lse, opt);
+        }
+        project(o.view().reshape({rows, h * p}), p_.o_proj, y.reshape({rows, H}));
+        return;
+      }
+      default: {
+        MoeOptions opt;
+        opt.top_k = cfg_.kind == JambaKind::moe ? cfg_.top_k : 1;
+        opt.normalize_topk = cfg_.normalize_topk;
+        opt.threads = threads_;
+        moe_into({x.reshape({b * l, H}), p_.router, p_.w_gate_up, p_.w_down}, y.reshape({b * l, H}), std::nullopt,
+                 opt);
+      }
+    }
+  }
+
+  /// One token: x, y (b, H); the cache advanced by it. work: workspace_size(b) f32 elements.
+  void step_into(const TensorView& x, const TensorView& y, JambaLayerCache& cache, const TensorView& work) const {
+    const index_t b = x.size(0), H = cfg_.d_model;
+    if (cfg_.kind == JambaKind::mamba) {
+      p_.mamba.step_into(x, y, cache.mamba.conv_state, cache.mamba.ssm_state, work);
+      return;
+    }
+    forward_into(x.reshape({b, 1, H}), y.reshape({b, 1, H}), &cache, true);
+  }
+
+  /// The router logits (t, E) of x (t, H) (kind moe): what the load-balancing loss reads.
+  Tensor router_logits(const TensorView& x) const {
+    SSM_CHECK(cfg_.kind == JambaKind::moe, "JambaBlock::router_logits: a ", name(cfg_.kind), " block has no router");
+    const index_t t = x.size(0), E = cfg_.experts;
+    Tensor out = Tensor::empty({t, E}, DType::f32);
+    linear_into({x, p_.router, std::nullopt}, out);
+    return out;
+  }
+
+ private:
+  void project(const TensorView& X, const WeightMatrix& W, const TensorView& Y) const {
+    LinearOptions opt;
+    opt.num_threads = threads_;
+    linear_into({X, W.tensor(), std::nullopt}, Y, opt);
+  }
+
+  JambaBlockConfig cfg_;
+  Params p_;
+  int threads_ = 0;
+};
+
+}  // namespace ssm::layers
