@@ -1,4 +1,4 @@
-// The language models MambaLM, Mamba2LM and RwkvLM (ssm/models): load a checkpoint directory, logits, generate.
+// The language models MambaLM, Mamba2LM, RwkvLM and JambaLM (ssm/models): load a checkpoint directory, logits, generate.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -6,6 +6,7 @@
 #include "arrays.hpp"
 #include "bindings.hpp"
 #include "options.hpp"
+#include "ssm/models/jamba.hpp"
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/mamba2.hpp"
 #include "ssm/models/rwkv.hpp"
@@ -79,6 +80,7 @@ void bind_models(nb::module_& m) {
   bind_lm<models::MambaLM>(m, "MambaLM");
   bind_lm<models::Mamba2LM>(m, "Mamba2LM");
   bind_lm<models::RwkvLM>(m, "RwkvLM");
+  bind_lm<models::JambaLM>(m, "JambaLM");
 }
 
 }  // namespace ssm::python

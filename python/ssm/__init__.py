@@ -1,15 +1,16 @@
 """ssm: state-space sequence layers from the ssm C++ library.
 
-Ops (selective scan, SSD, linear attention, the delta rule, RWKV-4, RWKV-7, TTT-Linear, causal conv1d, attention, RMSNorm, linear) take NumPy
+Ops (selective scan, SSD, linear attention, the delta rule, RWKV-4, RWKV-7, TTT-Linear, the mixture of experts, causal
+conv1d, attention, RMSNorm, linear) take NumPy
 arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
 argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
 raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
 has the autograd functions; :mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention /
-RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM` and :class:`Tokenizer` load
+RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM`, :class:`JambaLM` and :class:`Tokenizer` load
 Hugging Face checkpoints. See docs/python.md.
 """
 
-from ._ext import Error, Mamba2LM, MambaLM, RwkvLM, Tokenizer, backends, view_info
+from ._ext import Error, JambaLM, Mamba2LM, MambaLM, RwkvLM, Tokenizer, backends, view_info
 from .ops import (
     attention,
     attention_backward,
@@ -20,6 +21,9 @@ from .ops import (
     linear,
     linear_attention,
     linear_attention_backward,
+    moe,
+    moe_backward,
+    moe_load_balancing_loss,
     rms_norm,
     rwkv4,
     rwkv4_backward,
@@ -42,6 +46,7 @@ __all__ = [
     "MambaLM",
     "Mamba2LM",
     "RwkvLM",
+    "JambaLM",
     "Tokenizer",
     "backends",
     "view_info",
@@ -57,6 +62,9 @@ __all__ = [
     "linear_attention_backward",
     "load_model",
     "logits",
+    "moe",
+    "moe_backward",
+    "moe_load_balancing_loss",
     "rms_norm",
     "rwkv4",
     "rwkv4_backward",

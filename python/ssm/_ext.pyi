@@ -71,6 +71,21 @@ def delta_rule_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotate
     Gradients of delta_rule for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_beta, grad_g, grad_initial_state, path).
     """
 
+def moe(x: Annotated[NDArray, dict(writable=False)], router: Annotated[NDArray, dict(writable=False)], w_gate_up: Annotated[NDArray, dict(writable=False)], w_down: Annotated[NDArray, dict(writable=False)], *, top_k: int = 2, normalize_topk: bool = False, activation: str = 'silu', path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Sparse mixture of SwiGLU experts. x (t, H); router (E, H); w_gate_up (E, 2I, H), gate rows first; w_down (E, H, I). Returns (out, router_logits, path).
+    """
+
+def moe_backward(x: Annotated[NDArray, dict(writable=False)], router: Annotated[NDArray, dict(writable=False)], w_gate_up: Annotated[NDArray, dict(writable=False)], w_down: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, grad_router_logits: Annotated[NDArray, dict(writable=False)] | None = None, top_k: int = 2, normalize_topk: bool = False, activation: str = 'silu', path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of moe for grad_out (t, H) and an optional grad_router_logits (t, E); weights in x's dtype. Returns (grad_x, grad_router, grad_w_gate_up, grad_w_down, path).
+    """
+
+def moe_load_balancing_loss(router_logits: Sequence[Annotated[NDArray, dict(writable=False)]], top_k: int, *, mask: Annotated[NDArray, dict(writable=False)] | None = None, with_grad: bool = False) -> tuple:
+    """
+    The load-balancing loss over a list of (t, E) router logits (one per MoE layer), mask (t) optional. Returns (loss, grad (layers * t, E) or None).
+    """
+
 def rwkv4(k: Annotated[NDArray, dict(writable=False)], v: Annotated[NDArray, dict(writable=False)], time_decay: Annotated[NDArray, dict(writable=False)], time_first: Annotated[NDArray, dict(writable=False)], *, initial_state: Annotated[NDArray, dict(writable=False)] | None = None, cu_seqlens: Annotated[NDArray, dict(writable=False)] | None = None, return_final_state: bool = False, checkpoint: int = 64, path: str = 'automatic', threads: int = 0) -> tuple:
     """
     RWKV-4's WKV recurrence. k, v (b, l, c); time_decay, time_first (c); initial_state (b, 3, c): num, den, max. Returns (out, final_state, path).
@@ -456,6 +471,48 @@ class RwkvLM:
 
     @staticmethod
     def load(dir: str, weight_dtype: str | None = None) -> RwkvLM:
+        """
+        Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
+        """
+
+    def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
+        """
+        Logits for every position: ids (b, l) int32 or int64 -> (b, l, padded_vocab) float32 capsule.
+        """
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: Sequence[int] | None = None, prefill_chunk: int = 0) -> list[int]:
+        """
+        Continues one prompt (token ids); returns the new tokens only. temperature 0 is greedy; stop_ids None stops at the config's end-of-sequence ids, [] never stops early.
+        """
+
+    def set_threads(self, n: int) -> None:
+        """CPU threads for the forward (0: automatic)."""
+
+    @property
+    def threads(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def padded_vocab(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def n_layer(self) -> int: ...
+
+    @property
+    def weight_bytes(self) -> int: ...
+
+class JambaLM:
+    """
+    A causal language model over the library's blocks, on the CPU (f32 compute).
+    """
+
+    @staticmethod
+    def load(dir: str, weight_dtype: str | None = None) -> JambaLM:
         """
         Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
         """

@@ -1,5 +1,5 @@
-"""Language models and the tokenizer: :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM` (Hugging Face or mamba_ssm
-checkpoint directories) and :class:`Tokenizer` (tokenizer.json)."""
+"""Language models and the tokenizer: :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM`, :class:`JambaLM` (Hugging
+Face or mamba_ssm checkpoint directories) and :class:`Tokenizer` (tokenizer.json)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import os
 from typing import Any, Optional, Union
 
 from ._arrays import converter
-from ._ext import Mamba2LM, MambaLM, RwkvLM
+from ._ext import JambaLM, Mamba2LM, MambaLM, RwkvLM
 
 
 def load_model(directory: Union[str, os.PathLike],
-               weight_dtype: Optional[str] = None) -> Union[MambaLM, Mamba2LM, RwkvLM]:
+               weight_dtype: Optional[str] = None) -> Union[MambaLM, Mamba2LM, RwkvLM, JambaLM]:
     """Loads a checkpoint directory as :class:`Mamba2LM` when its config.json says Mamba-2 (``model_type`` "mamba2"
-    or a Mamba2 architecture), as :class:`RwkvLM` for RWKV-4 (``model_type`` "rwkv"), else as :class:`MambaLM`
+    or a Mamba2 architecture), as :class:`RwkvLM` for RWKV-4 (``model_type`` "rwkv"), as :class:`JambaLM` for Jamba
+    (``model_type`` "jamba"), else as :class:`MambaLM`
     (Mamba, FalconMamba, mamba_ssm configs)."""
     directory = os.fspath(directory)
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
@@ -22,15 +23,17 @@ def load_model(directory: Union[str, os.PathLike],
     archs = config.get("architectures") or []
     if config.get("model_type") == "rwkv":
         return RwkvLM.load(directory, weight_dtype)
+    if config.get("model_type") == "jamba":
+        return JambaLM.load(directory, weight_dtype)
     mamba2 = config.get("model_type") == "mamba2" or any("Mamba2" in a for a in archs)
     return (Mamba2LM if mamba2 else MambaLM).load(directory, weight_dtype)
 
 
-def logits(model: Union[MambaLM, Mamba2LM, RwkvLM], ids: Any) -> Any:
+def logits(model: Union[MambaLM, Mamba2LM, RwkvLM, JambaLM], ids: Any) -> Any:
     """Logits for every position: ids (b, l) int32/int64 (NumPy or PyTorch) -> (b, l, padded_vocab) float32 of the
     same framework, in memory the library allocated."""
     return converter(ids)(model.logits_capsule(ids))
 
 
-for _cls in (MambaLM, Mamba2LM, RwkvLM):
+for _cls in (MambaLM, Mamba2LM, RwkvLM, JambaLM):
     _cls.logits = logits  # model.logits(ids): the method form

@@ -184,6 +184,56 @@ def delta_rule_backward(q: Array, k: Array, v: Array, beta: Array, grad_out: Arr
     return {name: conv(gr) for name, gr in zip(names, grads)}
 
 
+def moe(x: Array, router: Array, w_gate_up: Array, w_down: Array, *, top_k: int = 2, normalize_topk: bool = False,
+        activation: str = "silu", return_router_logits: bool = False, path: str = "automatic", threads: int = 0) -> Any:
+    """Sparse mixture of SwiGLU experts (Mixtral, Jamba): per token, ``p = softmax(router x)`` over all E experts, the
+    ``top_k`` largest (ties to the lower index) weighted by their probability, divided by the chosen ones' sum when
+    ``normalize_topk`` (Mixtral; Jamba does not), and ``y = Σ_j w_j down_j(act(gate_j x) ⊙ up_j x)``.
+
+    Shapes: x (t, H) f32/f64 (unit stride along H); router (E, H); w_gate_up (E, 2I, H) with the gate rows first
+    (transformers' fused gate_up_proj); w_down (E, H, I); the weights contiguous, in x's dtype or f16/bf16 for f32 x.
+    activation: "silu" (SwiGLU), "gelu" or "gelu_tanh". Paths: "automatic" (= "grouped": tokens grouped by expert,
+    two GEMMs per expert), "reference" (loops in double).
+
+    Returns out (t, H), or (out, router_logits (t, E)) with ``return_router_logits`` (for the load-balancing loss).
+    """
+    out, logits, _ = _ext.moe(x, router, w_gate_up, w_down, top_k=top_k, normalize_topk=normalize_topk,
+                              activation=activation, path=path, threads=threads)
+    conv = converter(x)
+    return (conv(out), conv(logits)) if return_router_logits else conv(out)
+
+
+def moe_backward(x: Array, router: Array, w_gate_up: Array, w_down: Array, grad_out: Array,
+                 grad_router_logits: Optional[Array] = None, *, top_k: int = 2, normalize_topk: bool = False,
+                 activation: str = "silu", path: str = "automatic", threads: int = 0) -> dict:
+    """Gradients of :func:`moe` for ``grad_out`` (t, H) and an optional ``grad_router_logits`` (t, E) (the
+    load-balancing loss's, times its coefficient). The weights must be in x's dtype. Returns a dict ``{"x", "router",
+    "w_gate_up", "w_down"}``."""
+    *grads, _ = _ext.moe_backward(x, router, w_gate_up, w_down, grad_out, grad_router_logits=grad_router_logits,
+                                  top_k=top_k, normalize_topk=normalize_topk, activation=activation, path=path,
+                                  threads=threads)
+    conv = converter(x)
+    return {name: conv(gr) for name, gr in zip(("x", "router", "w_gate_up", "w_down"), grads)}
+
+
+def moe_load_balancing_loss(router_logits: Sequence[Array], top_k: int, mask: Optional[Array] = None, *,
+                            return_grad: bool = False) -> Any:
+    """The load-balancing auxiliary loss of Switch Transformer / Mixtral / Jamba (transformers'
+    ``load_balancing_loss_func``), pooled over every MoE layer: ``E Σ_j Σ_e f[j, e] P[e]``, with ``f[j, e]`` the
+    fraction of tokens whose j-th choice is expert e and ``P[e]`` their mean router probability (``top_k`` when the
+    routing is perfectly balanced).
+
+    router_logits: one (t, E) array per MoE layer (f32/f64); mask (t): per-token weights (1 real, 0 padding), the
+    flattened attention mask. Returns the loss (a float), or (loss, grad) with ``return_grad``: d loss / d logits as
+    one (layers · t, E) f64 array, the routing fractions held constant.
+    """
+    loss, grad = _ext.moe_load_balancing_loss(list(router_logits), top_k, mask=mask, with_grad=return_grad)
+    if not return_grad:
+        return loss
+    first = router_logits[0] if len(router_logits) else None
+    return loss, (converter(first)(grad) if first is not None else None)
+
+
 def rwkv4(k: Array, v: Array, time_decay: Array, time_first: Array, initial_state: Optional[Array] = None,
           cu_seqlens: Optional[Array] = None, *, return_final_state: bool = False, checkpoint: int = 64,
           path: str = "automatic", threads: int = 0) -> Any:

@@ -1,6 +1,6 @@
 """PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd`,
-:func:`linear_attention`, :func:`delta_rule`, :func:`rwkv4`, :func:`rwkv7` and :func:`ttt_linear` take and return
-torch tensors (CPU), record themselves in the autograd graph, and run the library's backward when gradients are
+:func:`linear_attention`, :func:`delta_rule`, :func:`moe`, :func:`rwkv4`, :func:`rwkv7` and :func:`ttt_linear` take
+and return torch tensors (CPU), record themselves in the autograd graph, and run the library's backward when gradients are
 needed. Tensors are passed to the library without copies (DLPack); results are tensors that own memory the library
 allocated.
 """
@@ -14,7 +14,7 @@ import torch
 from . import _ext
 from ._arrays import _to_torch
 
-__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "rwkv4", "rwkv7", "ttt_linear"]
+__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "moe", "rwkv4", "rwkv7", "ttt_linear"]
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -187,6 +187,36 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     out, state = DeltaRuleFunction.apply(q, k, v, beta, g, initial_state, cu_seqlens, l2_normalize, norm_eps, scale,
                                          chunk_size)
     return (out, state) if return_final_state else out
+
+
+class MoeFunction(torch.autograd.Function):
+    """Autograd function of the mixture of experts; see :func:`moe`."""
+
+    @staticmethod
+    def forward(ctx, x, router, w_gate_up, w_down, top_k, normalize_topk, activation):
+        ctx.set_materialize_grads(False)
+        ctx.options = dict(top_k=top_k, normalize_topk=normalize_topk, activation=activation)
+        out, logits, _ = _ext.moe(_d(x), _d(router), _d(w_gate_up), _d(w_down), **ctx.options)
+        ctx.save_for_backward(x, router, w_gate_up, w_down)
+        return _to_torch(out), _to_torch(logits)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_router_logits):
+        x, router, w_gate_up, w_down = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(x)
+        grads = _ext.moe_backward(_d(x), _d(router), _d(w_gate_up), _d(w_down), _c(grad_out),
+                                  grad_router_logits=_c(grad_router_logits), **ctx.options)
+        return (*(_to_torch(g) for g in grads[:4]), None, None, None)
+
+
+def moe(x: torch.Tensor, router: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, top_k: int = 2,
+        normalize_topk: bool = False, activation: str = "silu", return_router_logits: bool = False):
+    """Differentiable mixture of SwiGLU experts (shapes in :func:`ssm.moe`; the weights in x's dtype). Gradients flow
+    to x, the router and every expert, from out and from the router logits (so a load-balancing loss computed on them
+    trains the router). Returns out, or (out, router_logits)."""
+    out, logits = MoeFunction.apply(x, router, w_gate_up, w_down, top_k, normalize_topk, activation)
+    return (out, logits) if return_router_logits else out
 
 
 class Rwkv4Function(torch.autograd.Function):

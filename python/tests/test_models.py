@@ -11,7 +11,8 @@ import ssm
 
 
 @pytest.mark.parametrize("rel,cls", [("mamba/tiny", ssm.MambaLM), ("mamba2/heads4", ssm.Mamba2LM),
-                                     ("rwkv/tiny", ssm.RwkvLM), ("rwkv/wide", ssm.RwkvLM)])
+                                     ("rwkv/tiny", ssm.RwkvLM), ("rwkv/wide", ssm.RwkvLM),
+                                     ("jamba/tiny", ssm.JambaLM), ("jamba/tied", ssm.JambaLM)])
 def test_logits_and_generate_match_golden(data_dir, rel, cls):
     model = ssm.load_model(data_dir / rel)
     assert isinstance(model, cls)

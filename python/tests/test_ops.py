@@ -319,3 +319,69 @@ def test_rms_norm_and_linear(rng):
     yt = ssm.linear(_t(x), _t(W))
     assert isinstance(yt, torch.Tensor)
     np.testing.assert_allclose(yt.numpy(), x @ W.T, rtol=1e-5, atol=1e-5)
+
+
+def _moe_ref(x, router, w_gate_up, w_down, k, normalize):
+    """The mixture of experts written with PyTorch: softmax over every expert, top k, SwiGLU experts."""
+    p = torch.softmax(x @ router.T, dim=-1)
+    w, idx = torch.topk(p, k, dim=-1)
+    if normalize:
+        w = w / w.sum(-1, keepdim=True)
+    inner = w_down.shape[2]
+    out = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for j in range(k):
+            e = int(idx[t, j])
+            h = w_gate_up[e] @ x[t]
+            out[t] += w[t, j] * (w_down[e] @ (torch.nn.functional.silu(h[:inner]) * h[inner:]))
+    return out
+
+
+@pytest.mark.parametrize("path", ["reference", "grouped"])
+@pytest.mark.parametrize("k,normalize", [(1, False), (2, False), (2, True), (4, True)])
+def test_moe_matches_definition(rng, path, k, normalize):
+    t, H, I, E = 9, 6, 5, 4
+    x, router = rng.standard_normal((t, H)), rng.standard_normal((E, H))
+    gate_up, down = rng.standard_normal((E, 2 * I, H)), rng.standard_normal((E, H, I))
+    out, logits = ssm.moe(x, router, gate_up, down, top_k=k, normalize_topk=normalize, path=path,
+                          return_router_logits=True)
+    ref = _moe_ref(*(_t(a) for a in (x, router, gate_up, down)), k, normalize)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(logits, x @ router.T, rtol=1e-12, atol=1e-12)
+    # PyTorch float32 tensors in and out, bf16 weights
+    xt = torch.from_numpy(x.astype(np.float32))
+    w16 = [torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16) for a in (router, gate_up, down)]
+    out16 = ssm.moe(xt, *w16, top_k=k, normalize_topk=normalize, path=path)
+    assert isinstance(out16, torch.Tensor) and out16.dtype == torch.float32
+    ref16 = _moe_ref(xt.double(), *(w.double() for w in w16), k, normalize)
+    torch.testing.assert_close(out16.double(), ref16, rtol=1e-4, atol=1e-4)
+
+
+def test_moe_load_balancing_loss_and_errors(rng):
+    """E Σ_j Σ_e f[j, e] P[e] over two layers' logits with a padding mask, its gradient against autograd of the same
+    formula (the routing fractions held constant), and bad input named."""
+    E, k, t = 5, 2, 6
+    layers = [rng.standard_normal((t, E)) for _ in range(2)]
+    mask = np.array([1, 1, 0, 1, 1, 1], np.float64)
+    loss, grad = ssm.moe_load_balancing_loss(layers, k, mask, return_grad=True)
+    logits = torch.tensor(np.concatenate(layers), requires_grad=True)
+    m = torch.tensor(np.concatenate([mask, mask]))
+    p = torch.softmax(logits, -1)
+    chosen = torch.nn.functional.one_hot(torch.topk(p, k, -1).indices, E).sum(1).double()  # (n, E)
+    f = (m[:, None] * chosen).sum(0) / m.sum()
+    P = (m[:, None] * p).sum(0) / m.sum()
+    ref = E * (f * P).sum()
+    ref.backward()
+    assert abs(loss - float(ref)) < 1e-12
+    np.testing.assert_allclose(grad, logits.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert ssm.moe_load_balancing_loss([np.zeros((4, 3))], 2) == pytest.approx(2.0)
+    x = rng.standard_normal((3, 4))
+    with pytest.raises(ssm.Error, match=r"moe: argument 'top_k'"):
+        ssm.moe(x, rng.standard_normal((2, 4)), rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 4, 3)), top_k=3)
+    with pytest.raises(ssm.Error, match=r"moe: argument 'w_down'"):
+        ssm.moe(x, rng.standard_normal((2, 4)), rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 3, 4)))
+    with pytest.raises(ssm.Error, match=r"moe: argument 'activation'"):
+        ssm.moe(x, rng.standard_normal((2, 4)), rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 4, 3)),
+                activation="relu")
+    with pytest.raises(ssm.Error, match=r"moe_load_balancing_loss: argument 'mask'"):
+        ssm.moe_load_balancing_loss(layers, k, -mask)

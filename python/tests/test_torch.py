@@ -173,3 +173,19 @@ def test_autograd_functions_compose_with_torch_modules():
     st.selective_scan(u, delta, A, B, C).sum().backward()
     assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
     assert lin.weight.grad.abs().sum() > 0
+
+
+def test_moe_gradcheck():
+    """Gradients to x, the router and every expert, from the output and from the router logits (a load-balancing loss
+    on them trains the router), with and without renormalized top-k weights."""
+    g = torch.Generator().manual_seed(7)
+    t, H, I, E = 5, 4, 3, 4
+    for k, normalize in ((2, False), (2, True), (1, False)):
+        inputs = tuple(torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+                       for s in ((t, H), (E, H), (E, 2 * I, H), (E, H, I)))
+
+        def f(*a):
+            out, logits = st.moe(*a, top_k=k, normalize_topk=normalize, return_router_logits=True)
+            return out, logits.sin()
+
+        assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
