@@ -3,12 +3,13 @@
 // Mamba block (forward, backward, one-token update); the one-token selective state update (decoding); the dense ops
 // layers are made of: linear, RMSNorm (with the fused residual add), LayerNorm, rotary position embedding, embedding;
 // the chunked recurrences of the linear-attention family: SSD, linear attention / GLA, the delta rule, RWKV-7,
-// TTT-Linear; the sparse mixture of experts.
+// TTT-Linear; the sparse mixture of experts; Hyena's gated long convolutions.
 #pragma once
 
 #include "ssm/ops/causal_conv1d.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/embedding.hpp"
+#include "ssm/ops/hyena.hpp"
 #include "ssm/ops/layer_norm.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/linear.hpp"

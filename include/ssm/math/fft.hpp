@@ -3,6 +3,7 @@
 // behind these two functions so another FFT can be swapped in.
 #pragma once
 
+#include <algorithm>
 #include <complex>
 #include <vector>
 
@@ -14,6 +15,17 @@ SSM_EXTERNAL_INCLUDE_END
 #include "ssm/core/error.hpp"
 
 namespace ssm::fft {
+
+/// Smallest n >= m of the form 2^a 3^b 5^c (kissfft is fast for these radices; a large prime factor would make
+/// it quadratic).
+inline long smooth_fft_size(long m) {
+  for (long n = std::max(1L, m);; ++n) {
+    long r = n;
+    for (long f : {2L, 3L, 5L})
+      while (r % f == 0) r /= f;
+    if (r == 1) return n;
+  }
+}
 
 /// A reusable real FFT plan for one length (kissfft caches twiddles per length inside the object).
 template <class T>

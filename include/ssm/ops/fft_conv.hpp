@@ -26,16 +26,7 @@ inline void check_conv(const char* op, const void* x, const void* K, const void*
 }
 }  // namespace detail
 
-/// Smallest n >= m of the form 2^a 3^b 5^c (kissfft is fast for these radices; a large prime factor would make
-/// it quadratic).
-inline long smooth_fft_size(long m) {
-  for (long n = std::max(1L, m);; ++n) {
-    long r = n;
-    for (long f : {2L, 3L, 5L})
-      while (r % f == 0) r /= f;
-    if (r == 1) return n;
-  }
-}
+using fft::smooth_fft_size;
 
 /// Direct causal convolution, the reference.  x: (l), K: (l), y: (l) (y may not alias x or K).
 template <class T>

@@ -1,0 +1,617 @@
+// The Hyena operator layer (Poli et al. 2023, "Hyena Hierarchy: Towards Larger Convolutional Language Models"; the
+// authors' HyenaOperator in HazyResearch/safari; docs/hyena.md). For x (b, l, D) and order N:
+//   z = in_proj(x)                               (b, l, (N + 1) D)   with bias
+//   z ← short_filter(z)                          a causal depthwise conv of width K (3) with bias, per channel
+//   x_0 … x_{N−1}, v = the N + 1 column blocks of z
+//   h_o[c, t] = window(t̂) · FFN(PE(t̂))[c (N − 1) + o]      the implicit long filters, t̂ = t / (l_max − 1)
+//   y = ssm::hyena(v, x, h, D)                   x_0 ⊙ (h_{N−2} ∗ (x_1 ⊙ … (h_0 ∗ (x_{N−1} ⊙ v) + D_0 ⊙ …)) …)
+//   out = out_proj(y)                            with bias
+// The implicit filter (safari's HyenaFilter): PE(t̂) = [t̂, cos(f_k ω_t), −sin(f_k ω_t)] (emb_dim values; f_k evenly
+// spaced in [1e-4, bands − 1], ω_t = 2π t / l_max), then Linear(emb_dim, F) → Sin → (Linear(F, F) → Sin) × 2 →
+// Linear(F, D (N − 1), no bias), Sin(u) = sin(freq ⊙ u) with one freq vector shared by the three; window(t̂) =
+// exp(−t̂ |δ_c|) + shift with δ evenly spaced from ln(target) / slow_decay_pct to ln(target) / fast_decay_pct across
+// the D (N − 1) filter channels. The filters depend on the position only, so they are computed once for all l_max
+// positions (refresh()) and sequences may be up to l_max long.
+//
+// Decoding has no constant-size state: step() keeps the history of every order's convolution input w'_o (N − 1
+// vectors of D per token) and the short conv's last K − 1 inputs, and computes token t's long convolutions as direct
+// sums over the t + 1 tokens so far: O(t · D · (N − 1)) work and memory per token (the cost the README states).
+// Forward and decoding; no layer backward (the op ssm::hyena has one). f32 or f64, on the CPU.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <cstdint>
+#include <numbers>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/layers/basic.hpp"
+#include "ssm/layers/head_mixer.hpp"
+#include "ssm/layers/layer_cache.hpp"
+#include "ssm/ops/causal_conv1d.hpp"
+#include "ssm/ops/hyena.hpp"
+
+namespace ssm::layers {
+
+/// Sizes and hyperparameters of one Hyena operator (safari's names in comments where ours differ).
+struct HyenaConfig {
+  index_t d_model = 0;           // D
+  index_t order = 2;             // N: N gates, N − 1 long convolutions
+  index_t l_max = 1024;          // the longest sequence (the positional embedding's length)
+  index_t filter_order = 64;     // F: the implicit filter's FFN width
+  index_t emb_dim = 3;           // the positional embedding's size: odd, >= 3
+  index_t short_filter_order = 3;  // K
+  double sin_freq = 1.0;         // w: the initial frequency of the FFN's Sin (safari's HyenaFilter default; its LM
+                                 // configs use 14)
+  bool modulate = true;          // the exponential window
+  double fast_decay_pct = 0.3, slow_decay_pct = 1.5, target = 1e-2, shift = 0.0;
+
+  index_t filter_channels() const { return d_model * (order - 1); }
+
+  void validate(const char* op = "HyenaConfig") const {
+    Checker c(op);
+    c.require(d_model >= 1, "d_model", "must be >= 1, got ", d_model);
+    c.require(order >= 2 && order <= kHyenaMaxOrder, "order", "must be in [2, ", kHyenaMaxOrder, "], got ", order);
+    c.require(l_max >= 2, "l_max", "must be >= 2 (t̂ = t / (l_max − 1)), got ", l_max);
+    c.require(filter_order >= 1, "filter_order", "must be >= 1, got ", filter_order);
+    c.require(emb_dim >= 3 && emb_dim % 2 == 1, "emb_dim", "must be odd and >= 3 (t̂, then cos / sin pairs), got ",
+              emb_dim);
+    c.require(short_filter_order >= 2, "short_filter_order", "must be >= 2 (the causal conv's width), got ",
+              short_filter_order);
+    c.finite("sin_freq", sin_freq).positive("fast_decay_pct", fast_decay_pct).positive("slow_decay_pct", slow_decay_pct);
+    c.require(std::isfinite(target) && target > 0 && target < 1, "target", "must be in (0, 1), got ", target);
+    c.finite("shift", shift);
+  }
+};
+
+/// The parameters under safari's names (relative to the operator). The positional embedding's z is a parameter in
+/// safari (lr_pos_emb); it starts as the formula and is kept here as given.
+template <class T>
+struct HyenaLayerParams {
+  std::vector<T> in_proj_weight, in_proj_bias;            // ((N + 1) D, D), ((N + 1) D)
+  std::vector<T> out_proj_weight, out_proj_bias;          // (D, D), (D)
+  std::vector<T> short_filter_weight, short_filter_bias;  // ((N + 1) D, 1, K), ((N + 1) D)
+  std::vector<T> filter_bias;                             // (D (N − 1)): D_o of channel c at c (N − 1) + o
+  std::vector<T> pos_emb_z;                               // (1, l_max, emb_dim)
+  std::vector<T> W0, b0, W1, b1, W2, b2, W3;              // (F, emb), (F), (F, F), (F), (F, F), (F), (D (N − 1), F)
+  std::vector<T> freq;                                    // (1, F): the Sin's frequencies
+  std::vector<T> deltas;                                  // (1, 1, D (N − 1)): the window's decay rates
+
+  template <class F>
+  void for_each(const HyenaConfig& cfg, F&& f) {
+    const index_t D = cfg.d_model, P = (cfg.order + 1) * D, Df = cfg.filter_channels(), Fw = cfg.filter_order;
+    f("in_proj.weight", in_proj_weight, Dims{P, D});
+    f("in_proj.bias", in_proj_bias, Dims{P});
+    f("out_proj.weight", out_proj_weight, Dims{D, D});
+    f("out_proj.bias", out_proj_bias, Dims{D});
+    f("short_filter.weight", short_filter_weight, Dims{P, 1, cfg.short_filter_order});
+    f("short_filter.bias", short_filter_bias, Dims{P});
+    f("filter_fn.bias", filter_bias, Dims{Df});
+    f("filter_fn.pos_emb.z", pos_emb_z, Dims{1, cfg.l_max, cfg.emb_dim});
+    f("filter_fn.implicit_filter.0.weight", W0, Dims{Fw, cfg.emb_dim});
+    f("filter_fn.implicit_filter.0.bias", b0, Dims{Fw});
+    f("filter_fn.implicit_filter.1.freq", freq, Dims{1, Fw});
+    f("filter_fn.implicit_filter.2.weight", W1, Dims{Fw, Fw});
+    f("filter_fn.implicit_filter.2.bias", b1, Dims{Fw});
+    f("filter_fn.implicit_filter.4.weight", W2, Dims{Fw, Fw});
+    f("filter_fn.implicit_filter.4.bias", b2, Dims{Fw});
+    f("filter_fn.implicit_filter.6.weight", W3, Dims{Df, Fw});
+    f("filter_fn.modulation.deltas", deltas, Dims{1, 1, Df});
+  }
+};
+
+/// The decoding state of b sequences: the short conv's last K − 1 inputs (b, K − 1, (N + 1) D) and the history of
+/// every order's convolution input, (b, t, N − 1, D) for the t tokens so far (it grows by one row per token).
+/// A value: copying it copies the tensors (forking the sequences).
+template <class T>
+struct HyenaLayerState {
+  index_t b = 0, t = 0;
+  Tensor conv_state;       // (b, K − 1, (N + 1) D)
+  std::vector<T> history;  // (b, capacity, N − 1, D), the first t rows of each sequence used
+  index_t capacity = 0;
+
+  HyenaLayerState() = default;
+  HyenaLayerState(const HyenaLayerState& o) : b(o.b), t(o.t), history(o.history), capacity(o.capacity) {
+    if (o.conv_state.defined()) {
+      conv_state = Tensor::empty(o.conv_state.shape(), o.conv_state.dtype());
+      copy(conv_state.view(), o.conv_state.view());
+    }
+  }
+  HyenaLayerState& operator=(const HyenaLayerState& o) {
+    if (this != &o) *this = HyenaLayerState(o);
+    return *this;
+  }
+  HyenaLayerState(HyenaLayerState&&) noexcept = default;
+  HyenaLayerState& operator=(HyenaLayerState&&) noexcept = default;
+  ~HyenaLayerState() = default;
+
+  std::size_t nbytes() const { return (conv_state.defined() ? conv_state.nbytes() : 0) + history.size() * sizeof(T); }
+};
+
+namespace hyena_detail {
+
+/// zc (b, l, P) = the short causal depthwise conv (width K, bias, no activation) of z = x Wᵀ + bias: the operator's
+/// N + 1 projections. With conv_state (b, K − 1, P) the conv continues from it and leaves the last K − 1 inputs there.
+template <class T>
+Tensor project_and_filter(const TensorView& x, const std::vector<T>& W, const std::vector<T>& bias,
+                          const std::vector<T>& short_w, const std::vector<T>& short_b, index_t K,
+                          const std::optional<TensorView>& conv_state, int threads) {
+  const index_t b = x.size(0), l = x.size(1), D = x.size(2), P = static_cast<index_t>(bias.size());
+  Tensor z = Tensor::empty({b, l, P}, dtype_of<T>()), zc = Tensor::empty({b, l, P}, dtype_of<T>());
+  project(TensorView::of(W.data(), {P, D}), x.reshape({b * l, D}), TensorView::of(bias.data(), {P}),
+          z.view().reshape({b * l, P}), threads);
+  CausalConv1dInputs ci;
+  ci.x = z.view(), ci.weight = TensorView::of(short_w.data(), {P, K}), ci.bias = TensorView::of(short_b.data(), {P});
+  ci.silu = false, ci.channel_last = true, ci.num_threads = threads;
+  if (conv_state) ci.initial_state = *conv_state;
+  Tensor unused;
+  if (!conv_state) unused = Tensor::empty({b, K - 1, P}, dtype_of<T>());
+  causal_conv1d_into(ci, zc, conv_state ? *conv_state : unused.view());
+  return zc;
+}
+
+}  // namespace hyena_detail
+
+/// One Hyena operator: x (b, l, D) → (b, l, D), l ≤ l_max. T = float or double.
+template <class T = float>
+class HyenaLayer {
+ public:
+  using State = HyenaLayerState<T>;
+
+  HyenaLayer(const HyenaConfig& cfg, HyenaLayerParams<T> p) : cfg_(cfg), p_(std::move(p)) {
+    cfg_.validate("HyenaLayer");
+    p_.for_each(cfg_, [&](const char* nm, std::vector<T>& v, const Dims& s) {
+      SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "HyenaLayer: parameter '", nm, "' has ", v.size(),
+                " elements, expected shape ", s.str());
+    });
+    refresh();
+  }
+
+  /// safari's initialization: in / out projections and the short filter PyTorch-default uniform (±1/√fan_in), the FFN
+  /// likewise with freq = sin_freq, filter_fn.bias standard normal, the positional embedding and the decay rates by
+  /// their formulas.
+  static HyenaLayer init(const HyenaConfig& cfg, std::uint64_t seed) {
+    cfg.validate("HyenaLayer::init");
+    std::mt19937_64 rng(seed);
+    using head_mixer::uniform_fan_in;
+    const index_t D = cfg.d_model, P = (cfg.order + 1) * D, Df = cfg.filter_channels(), Fw = cfg.filter_order;
+    const index_t E = cfg.emb_dim, K = cfg.short_filter_order;
+    HyenaLayerParams<T> p;
+    p.in_proj_weight = uniform_fan_in<T>(rng, P * D, double(D)), p.in_proj_bias = uniform_fan_in<T>(rng, P, double(D));
+    p.out_proj_weight = uniform_fan_in<T>(rng, D * D, double(D)), p.out_proj_bias = uniform_fan_in<T>(rng, D, double(D));
+    p.short_filter_weight = uniform_fan_in<T>(rng, P * K, double(K));
+    p.short_filter_bias = uniform_fan_in<T>(rng, P, double(K));
+    std::normal_distribution<double> normal(0.0, 1.0);
+    p.filter_bias.resize(static_cast<std::size_t>(Df));
+    for (T& v : p.filter_bias) v = static_cast<T>(normal(rng));
+    p.W0 = uniform_fan_in<T>(rng, Fw * E, double(E)), p.b0 = uniform_fan_in<T>(rng, Fw, double(E));
+    p.W1 = uniform_fan_in<T>(rng, Fw * Fw, double(Fw)), p.b1 = uniform_fan_in<T>(rng, Fw, double(Fw));
+    p.W2 = uniform_fan_in<T>(rng, Fw * Fw, double(Fw)), p.b2 = uniform_fan_in<T>(rng, Fw, double(Fw));
+    p.W3 = uniform_fan_in<T>(rng, Df * Fw, double(Fw));
+    p.freq.assign(static_cast<std::size_t>(Fw), static_cast<T>(cfg.sin_freq));
+    p.pos_emb_z = positional_embedding(cfg);
+    p.deltas = decay_rates(cfg);
+    return HyenaLayer(cfg, std::move(p));
+  }
+
+  /// safari's PositionalEmbedding: row t = [t̂, cos(f_1 ω_t) … cos(f_B ω_t), −sin(f_1 ω_t) … −sin(f_B ω_t)], t̂ = t /
+  /// (l_max − 1), ω_t = 2π t / l_max, B = (emb_dim − 1) / 2 bands, f_k = 1e-4 + (k − 1) (B − 1 − 1e-4) / (B − 1).
+  static std::vector<T> positional_embedding(const HyenaConfig& cfg) {
+    const index_t L = cfg.l_max, E = cfg.emb_dim, B = (E - 1) / 2;
+    std::vector<T> z(static_cast<std::size_t>(L * E));
+    for (index_t t = 0; t < L; ++t) {
+      const double th = static_cast<double>(t) / static_cast<double>(L - 1);
+      const double w = 2 * std::numbers::pi * static_cast<double>(t) / static_cast<double>(L);
+      z[t * E] = static_cast<T>(th);
+      for (index_t k = 0; k < B; ++k) {
+        const double f = B == 1 ? 1e-4 : 1e-4 + static_cast<double>(k) * (static_cast<double>(B - 1) - 1e-4) / static_cast<double>(B - 1);
+        z[t * E + 1 + k] = static_cast<T>(std::cos(f * w));
+        z[t * E + 1 + B + k] = static_cast<T>(-std::sin(f * w));
+      }
+    }
+    return z;
+  }
+
+  /// safari's ExponentialModulation deltas: evenly spaced from ln(target) / slow_decay_pct to ln(target) /
+  /// fast_decay_pct over the D (N − 1) filter channels.
+  static std::vector<T> decay_rates(const HyenaConfig& cfg) {
+    const index_t Df = cfg.filter_channels();
+    const double lo = std::log(cfg.target) / cfg.slow_decay_pct, hi = std::log(cfg.target) / cfg.fast_decay_pct;
+    std::vector<T> d(static_cast<std::size_t>(Df));
+    for (index_t i = 0; i < Df; ++i)
+      d[i] = static_cast<T>(Df == 1 ? lo : lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(Df - 1));
+    return d;
+  }
+
+  const HyenaConfig& config() const { return cfg_; }
+  index_t d_model() const { return cfg_.d_model; }
+  const HyenaLayerParams<T>& params() const { return p_; }
+  /// Mutable parameters; call refresh() after changing them.
+  HyenaLayerParams<T>& params() { return p_; }
+  void set_threads(int n) {
+    SSM_CHECK(n >= 0, "HyenaLayer::set_threads: n must be >= 0 (0 = automatic), got ", n);
+    threads_ = n;
+  }
+
+  /// The long filters h (N − 1, D, l_max) and skips D (N − 1, D) in the op's layout, from the parameters.
+  const Tensor& filters() const { return h_; }
+  const Tensor& skips() const { return skip_; }
+
+  /// Recomputes the implicit filters for every position (after the parameters changed).
+  void refresh() {
+    const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;
+    const index_t Df = cfg_.filter_channels();
+    h_ = Tensor::empty({N - 1, D, L}, dtype_of<T>());
+    skip_ = Tensor::empty({N - 1, D}, dtype_of<T>());
+    std::vector<double> a(static_cast<std::size_t>(Fw)), b(a.size());
+    auto linear_sin = [&](const std::vector<T>& W, const std::vector<T>& bias, const std::vector<double>& in, index_t n_in,
+                          std::vector<double>& out) {
+      for (index_t j = 0; j < Fw; ++j) {
+        double s = static_cast<double>(bias[j]);
+        for (index_t k = 0; k < n_in; ++k) s += static_cast<double>(W[j * n_in + k]) * in[k];
+        out[j] = std::sin(static_cast<double>(p_.freq[j]) * s);
+      }
+    };
+    std::vector<double> e(static_cast<std::size_t>(E));
+    T* h = h_.data_as<T>();
+    for (index_t t = 0; t < L; ++t) {
+      for (index_t k = 0; k < E; ++k) e[k] = static_cast<double>(p_.pos_emb_z[t * E + k]);
+      linear_sin(p_.W0, p_.b0, e, E, a);
+      linear_sin(p_.W1, p_.b1, a, Fw, b);
+      linear_sin(p_.W2, p_.b2, b, Fw, a);
+      const double th = static_cast<double>(t) / static_cast<double>(L - 1);
+      for (index_t f = 0; f < Df; ++f) {
+        double s = 0;
+        for (index_t k = 0; k < Fw; ++k) s += static_cast<double>(p_.W3[f * Fw + k]) * a[k];
+        if (cfg_.modulate) s *= std::exp(-th * std::abs(static_cast<double>(p_.deltas[f]))) + cfg_.shift;
+        const index_t c = f / (N - 1), o = f % (N - 1);  // channel-major, order-minor
+        h[(o * D + c) * L + t] = static_cast<T>(s);
+      }
+    }
+    for (index_t f = 0; f < Df; ++f) skip_.data_as<T>()[(f % (N - 1)) * D + f / (N - 1)] = p_.filter_bias[f];
+  }
+
+  /// x (b, l, D) contiguous, l ≤ l_max → (b, l, D).
+  Tensor forward(const TensorView& x) const {
+    Checker c("HyenaLayer::forward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    c.require(x.size(1) <= cfg_.l_max, "x", "has ", x.size(1), " tokens, more than l_max = ", cfg_.l_max,
+              " (the implicit filters' length)");
+    const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, rows = b * l;
+    Tensor out = Tensor::empty({b, l, D}, dtype_of<T>());
+    if (rows == 0) return out;
+    const Tensor zc = hyena_detail::project_and_filter(x, p_.in_proj_weight, p_.in_proj_bias, p_.short_filter_weight,
+                                                       p_.short_filter_bias, cfg_.short_filter_order, std::nullopt,
+                                                       threads_);
+    Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());
+    HyenaInputs in;
+    for (index_t i = 0; i < N; ++i) in.x.push_back(zc.view().narrow(2, i * D, D));
+    in.v = zc.view().narrow(2, N * D, D), in.h = h_.view(), in.bias = skip_.view();
+    HyenaOptions opt;
+    opt.threads = threads_;
+    hyena_into(in, y, opt);
+    project(TensorView::of(p_.out_proj_weight.data(), {D, D}), y.view().reshape({rows, D}),
+            TensorView::of(p_.out_proj_bias.data(), {D}), out.view().reshape({rows, D}), threads_);
+    return out;
+  }
+
+  /// The decoding state of b sequences before their first token.
+  State init_state(index_t b) const {
+    SSM_CHECK(b >= 1, "HyenaLayer::init_state: b must be >= 1, got ", b);
+    State s;
+    s.b = b;
+    s.conv_state = Tensor::zeros({b, cfg_.short_filter_order - 1, (cfg_.order + 1) * cfg_.d_model}, dtype_of<T>());
+    return s;
+  }
+
+  /// The next t tokens x (b, t, D) of the sequences in `state` (advanced): equal to rows of forward() over the whole
+  /// sequence. Token n's long convolutions are direct sums over the n + 1 tokens so far.
+  Tensor step(const TensorView& x, State& state) const {
+    Checker c("HyenaLayer::step");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, P = (N + 1) * D, K = cfg_.short_filter_order;
+    c.require(state.b == b && state.conv_state.defined() && state.conv_state.shape() == Dims{b, K - 1, P}, "state",
+              "expected the state of ", b, " sequences (init_state(", b, "))");
+    c.require(state.t + l <= cfg_.l_max, "x", "would take the sequences to ", state.t + l, " tokens, more than l_max = ",
+              cfg_.l_max);
+    Tensor out = Tensor::empty({b, l, D}, dtype_of<T>());
+    if (b * l == 0) return out;
+    // the projection and the short conv from the carried inputs
+    const Tensor zc = hyena_detail::project_and_filter(x, p_.in_proj_weight, p_.in_proj_bias, p_.short_filter_weight,
+                                                       p_.short_filter_bias, K, state.conv_state.view(), threads_);
+    // grow the history to hold the new tokens
+    const index_t need = state.t + l;
+    if (need > state.capacity) {
+      const index_t cap = std::max(need, 2 * state.capacity);
+      std::vector<T> grown(static_cast<std::size_t>(b * cap * (N - 1) * D));
+      for (index_t bi = 0; bi < b; ++bi)
+        std::copy_n(state.history.data() + bi * state.capacity * (N - 1) * D, state.t * (N - 1) * D,
+                    grown.data() + bi * cap * (N - 1) * D);
+      state.history.swap(grown);
+      state.capacity = cap;
+    }
+    const T* h = h_.data_as<T>();
+    const T* zs = zc.data_as<T>();
+    Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());
+    T* ys = y.data_as<T>();
+    for (index_t bi = 0; bi < b; ++bi) {
+      T* hist = state.history.data() + bi * state.capacity * (N - 1) * D;  // (capacity, N − 1, D)
+      for (index_t j = 0; j < l; ++j) {
+        const index_t n = state.t + j;  // the token's position
+        const T* zr = zs + (bi * l + j) * P;
+        for (index_t c2 = 0; c2 < D; ++c2) {
+          T w = zr[N * D + c2];  // v
+          for (index_t o = 0; o + 1 < N; ++o) {
+            const T wp = w * zr[(N - 1 - o) * D + c2];
+            hist[(n * (N - 1) + o) * D + c2] = wp;
+            const T* hc = h + (o * D + c2) * cfg_.l_max;
+            T acc = skip_.data_as<T>()[o * D + c2] * wp;
+            for (index_t tau = 0; tau <= n; ++tau) acc += hc[tau] * hist[((n - tau) * (N - 1) + o) * D + c2];
+            w = acc;
+          }
+          ys[(bi * l + j) * D + c2] = w * zr[c2];
+        }
+      }
+    }
+    state.t += l;
+    project(TensorView::of(p_.out_proj_weight.data(), {D, D}), y.view().reshape({b * l, D}),
+            TensorView::of(p_.out_proj_bias.data(), {D}), out.view().reshape({b * l, D}), threads_);
+    return out;
+  }
+
+ private:
+  HyenaConfig cfg_;
+  HyenaLayerParams<T> p_;
+  Tensor h_, skip_;  // (N − 1, D, l_max), (N − 1, D)
+  int threads_ = 0;
+};
+
+/// StripedHyena's gated convolution (Poli et al. 2023, togethercomputer/stripedhyena: ParallelGatedConvBlock's mixer
+/// with ParallelHyenaFilter, hyena_filter_groups = 1): the order-2 Hyena operator with a modal long filter,
+///   h[c, t] = Re Σ_s R[c, s] p[c, s]^t          S = state_size poles p and residues R per channel (complex)
+///   z = short_filter(projections(x))            (b, l, 3 H), the FIR with its bias
+///   x2, x1, v = column split of z               per head g of H / heads channels: [x2 | x1 | v] (column_split_hyena)
+///   y = x2 ⊙ (h ∗ (x1 ⊙ v) + D ⊙ (x1 ⊙ v))       ssm::hyena of order 2 (x_0 = x2, x_1 = x1)
+///   out = out_filter_dense(y)
+/// Because h is a sum of S exponentials, decoding has a constant-size state: per channel the S complex sums
+/// state_s = p_s state_s + (x1 ⊙ v)_t, and y_t = x2_t ⊙ (Re Σ_s R_s state_s + D (x1 ⊙ v)_t) (with the FIR's last K − 1
+/// inputs). A forward with a state continues it exactly: the carried sums add x2_t ⊙ Re Σ_s R_s p_s^{t+1} state_s.
+struct ModalHyenaConfig {
+  index_t d_model = 0;              // H
+  index_t heads = 1;                // the column split's groups (num_attention_heads with column_split_hyena)
+  index_t state_size = 2;           // S: poles per channel
+  index_t short_filter_length = 3;  // K
+  index_t l_max = 2048;             // the filter is precomputed for l_max taps; longer sequences run in pieces
+
+  void validate(const char* op = "ModalHyenaConfig") const {
+    Checker c(op);
+    c.require(d_model >= 1, "d_model", "must be >= 1, got ", d_model);
+    c.require(heads >= 1 && d_model % heads == 0, "heads", "must divide d_model (", d_model, "), got ", heads);
+    c.require(state_size >= 1, "state_size", "must be >= 1, got ", state_size);
+    c.require(short_filter_length >= 2, "short_filter_length", "must be >= 2 (the causal conv's width), got ",
+              short_filter_length);
+    c.require(l_max >= 1, "l_max", "must be >= 1, got ", l_max);
+  }
+};
+
+/// The parameters under StripedHyena's names (relative to the block: projections.*, filter.*, out_filter_dense.*).
+template <class T>
+struct ModalHyenaParams {
+  std::vector<T> projections_weight, projections_bias;    // (3 H, H), (3 H)
+  std::vector<T> short_filter_weight, short_filter_bias;  // (3 H, 1, K), (3 H)
+  std::vector<T> poles, residues;                         // (H, S, 1, 2) each: (re, im)
+  std::vector<T> D;                                       // (H)
+  std::vector<T> out_weight, out_bias;                    // (H, H), (H)
+
+  template <class F>
+  void for_each(const ModalHyenaConfig& cfg, F&& f) {
+    const index_t H = cfg.d_model, S = cfg.state_size;
+    f("projections.weight", projections_weight, Dims{3 * H, H});
+    f("projections.bias", projections_bias, Dims{3 * H});
+    f("filter.short_filter_weight", short_filter_weight, Dims{3 * H, 1, cfg.short_filter_length});
+    f("filter.short_filter_bias", short_filter_bias, Dims{3 * H});
+    f("filter.poles", poles, Dims{H, S, 1, 2});
+    f("filter.residues", residues, Dims{H, S, 1, 2});
+    f("filter.D", D, Dims{H});
+    f("out_filter_dense.weight", out_weight, Dims{H, H});
+    f("out_filter_dense.bias", out_bias, Dims{H});
+  }
+};
+
+template <class T = float>
+class ModalHyenaLayer {
+ public:
+  /// The decoding state: conv_state (b, K − 1, 3 H) the FIR's last inputs (in the layer's plain [x2 | x1 | v] order)
+  /// and ssm_state (b, H, S, 2) the modal sums (re, im).
+  using State = ConvSsmCache;
+
+  ModalHyenaLayer() = default;
+  ModalHyenaLayer(const ModalHyenaConfig& cfg, ModalHyenaParams<T> p) : cfg_(cfg), p_(std::move(p)) {
+    cfg_.validate("ModalHyenaLayer");
+    p_.for_each(cfg_, [&](const char* nm, std::vector<T>& v, const Dims& s) {
+      SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "ModalHyenaLayer: parameter '", nm, "' has ", v.size(),
+                " elements, expected shape ", s.str());
+    });
+    refresh();
+  }
+
+  /// Random parameters: projections and out_filter_dense ±1/√H, the FIR ±1/√K, poles of modulus in [0.5, 0.99) at
+  /// angles in [0, π), residues and D standard normal / √S.
+  static ModalHyenaLayer init(const ModalHyenaConfig& cfg, std::uint64_t seed) {
+    cfg.validate("ModalHyenaLayer::init");
+    std::mt19937_64 rng(seed);
+    using head_mixer::uniform_fan_in;
+    const index_t H = cfg.d_model, S = cfg.state_size, K = cfg.short_filter_length;
+    ModalHyenaParams<T> p;
+    p.projections_weight = uniform_fan_in<T>(rng, 3 * H * H, double(H));
+    p.projections_bias = uniform_fan_in<T>(rng, 3 * H, double(H));
+    p.short_filter_weight = uniform_fan_in<T>(rng, 3 * H * K, double(K));
+    p.short_filter_bias = uniform_fan_in<T>(rng, 3 * H, double(K));
+    std::uniform_real_distribution<double> U(0.0, 1.0);
+    std::normal_distribution<double> normal(0.0, 1.0 / std::sqrt(double(S)));
+    p.poles.resize(static_cast<std::size_t>(H * S * 2)), p.residues.resize(p.poles.size());
+    for (index_t i = 0; i < H * S; ++i) {
+      const double r = 0.5 + 0.49 * U(rng), a = std::numbers::pi * U(rng);
+      p.poles[2 * i] = static_cast<T>(r * std::cos(a)), p.poles[2 * i + 1] = static_cast<T>(r * std::sin(a));
+      p.residues[2 * i] = static_cast<T>(normal(rng)), p.residues[2 * i + 1] = static_cast<T>(normal(rng));
+    }
+    p.D.resize(static_cast<std::size_t>(H));
+    for (T& v : p.D) v = static_cast<T>(normal(rng));
+    p.out_weight = uniform_fan_in<T>(rng, H * H, double(H)), p.out_bias = uniform_fan_in<T>(rng, H, double(H));
+    return ModalHyenaLayer(cfg, std::move(p));
+  }
+
+  const ModalHyenaConfig& config() const { return cfg_; }
+  index_t d_model() const { return cfg_.d_model; }
+  const ModalHyenaParams<T>& params() const { return p_; }
+  ModalHyenaParams<T>& params() { return p_; }
+  void set_threads(int n) {
+    SSM_CHECK(n >= 0, "ModalHyenaLayer::set_threads: n must be >= 0 (0 = automatic), got ", n);
+    threads_ = n;
+  }
+  std::size_t nbytes() const {
+    std::size_t n = 0;
+    ModalHyenaParams<T> p = p_;
+    p.for_each(cfg_, [&](const char*, std::vector<T>& v, const Dims&) { n += v.size() * sizeof(T); });
+    return n;
+  }
+  /// The long filter h (1, H, l_max) = Re Σ_s R p^t, in double rounded to T.
+  const Tensor& filter() const { return h_; }
+
+  /// Recomputes the filter and the plain-order projections after the parameters changed.
+  void refresh() {
+    const index_t H = cfg_.d_model, S = cfg_.state_size, L = cfg_.l_max, K = cfg_.short_filter_length;
+    const index_t hd = H / cfg_.heads;
+    h_ = Tensor::empty({1, H, L}, dtype_of<T>());
+    for (index_t c = 0; c < H; ++c)
+      for (index_t s = 0; s < S; ++s) {
+        const std::complex<double> pole(p_.poles[2 * (c * S + s)], p_.poles[2 * (c * S + s) + 1]);
+        const std::complex<double> res(p_.residues[2 * (c * S + s)], p_.residues[2 * (c * S + s) + 1]);
+        std::complex<double> pt(1.0, 0.0);
+        for (index_t t = 0; t < L; ++t, pt *= pole) {
+          T& h = h_.data_as<T>()[c * L + t];
+          h = static_cast<T>((s == 0 ? 0.0 : static_cast<double>(h)) + (res * pt).real());
+        }
+      }
+    // rows of the projections and the FIR in the plain order [x2 | x1 | v]: row r of part j, channel c = g hd + i,
+    // comes from row g 3 hd + j hd + i (the column split)
+    W_.assign(p_.projections_weight.size(), T(0)), bias_.assign(3 * H, T(0));
+    fir_w_.assign(p_.short_filter_weight.size(), T(0)), fir_b_.assign(3 * H, T(0));
+    for (index_t j = 0; j < 3; ++j)
+      for (index_t c = 0; c < H; ++c) {
+        const index_t g = c / hd, i = c % hd, src = g * 3 * hd + j * hd + i, dst = j * H + c;
+        std::copy_n(p_.projections_weight.data() + src * H, H, W_.data() + dst * H);
+        std::copy_n(p_.short_filter_weight.data() + src * K, K, fir_w_.data() + dst * K);
+        bias_[dst] = p_.projections_bias[src], fir_b_[dst] = p_.short_filter_bias[src];
+      }
+  }
+
+  State init_state(index_t b) const {
+    SSM_CHECK(b >= 1, "ModalHyenaLayer::init_state: b must be >= 1, got ", b);
+    State s;
+    s.b = b;
+    s.conv_state = Tensor::zeros({b, cfg_.short_filter_length - 1, 3 * cfg_.d_model}, dtype_of<T>());
+    s.ssm_state = Tensor::zeros({b, cfg_.d_model, cfg_.state_size, 2}, dtype_of<T>());
+    return s;
+  }
+
+  /// Whole sequences: x (b, l, H) contiguous → (b, l, H).
+  Tensor forward(const TensorView& x) const {
+    Checker c("ModalHyenaLayer::forward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    Tensor out = Tensor::empty(x.shape(), dtype_of<T>());
+    forward_into(x, out, nullptr, false);
+    return out;
+  }
+
+  /// The next t tokens x (b, t, H) of the sequences in `state` (advanced): the FFT forward over them plus the carried
+  /// modal sums' decayed contribution; t = 1 is a decoding step.
+  Tensor step(const TensorView& x, State& state) const {
+    Checker c("ModalHyenaLayer::step");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    check_state(c, state, x.size(0));
+    Tensor out = Tensor::empty(x.shape(), dtype_of<T>());
+    forward_into(x, out, &state, true);
+    return out;
+  }
+
+  void check_state(const Checker& c, const State& state, index_t b) const {
+    const index_t H = cfg_.d_model;
+    c.require(state.matches({b, cfg_.short_filter_length - 1, 3 * H}, {b, H, cfg_.state_size, 2}, dtype_of<T>(),
+                            Device::cpu()),
+              "state", "expected conv_state (", b, ", ", cfg_.short_filter_length - 1, ", ", 3 * H, ") and ssm_state (",
+              b, ", ", H, ", ", cfg_.state_size, ", 2) of dtype ", name(dtype_of<T>()), " (init_state(", b, ")), got ",
+              state.describe());
+  }
+
+  /// x, out (b, l, H) contiguous; with a state: filled from (resume: continued from) its contents. A sequence longer
+  /// than l_max runs in pieces of l_max tokens, each continuing the previous one's state (exact: the modal sums carry
+  /// everything before a piece).
+  void forward_into(const TensorView& x, const TensorView& out, State* state, bool resume) const {
+    const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model, S = cfg_.state_size;
+    if (state != nullptr && !resume) *state = init_state(b);
+    if (l > cfg_.l_max) {
+      State local;
+      State& st = state != nullptr ? *state : (local = init_state(b));
+      for (index_t t0 = 0; t0 < l; t0 += cfg_.l_max) {
+        const index_t n = std::min(cfg_.l_max, l - t0);
+        Tensor xp = Tensor::empty({b, n, H}, dtype_of<T>()), yp = Tensor::empty({b, n, H}, dtype_of<T>());
+        copy(xp.view(), x.narrow(1, t0, n));
+        forward_into(xp.view(), yp.view(), &st, state != nullptr ? (resume || t0 > 0) : t0 > 0);
+        copy(out.narrow(1, t0, n), yp.view());
+      }
+      return;
+    }
+    if (b * l == 0) return;
+    const std::optional<TensorView> cs = state ? std::optional<TensorView>(state->conv_state.view()) : std::nullopt;
+    const Tensor zc = hyena_detail::project_and_filter(x, W_, bias_, fir_w_, fir_b_, cfg_.short_filter_length, cs,
+                                                       threads_);
+    Tensor y = Tensor::empty({b, l, H}, dtype_of<T>());
+    {
+      HyenaInputs in;
+      in.x = {zc.view().narrow(2, 0, H), zc.view().narrow(2, H, H)};  // x_0 = x2, x_1 = x1
+      in.v = zc.view().narrow(2, 2 * H, H);
+      in.h = h_.view(), in.bias = TensorView::of(p_.D.data(), {1, H});
+      HyenaOptions opt;
+      opt.threads = threads_;
+      hyena_into(in, y, opt);
+    }
+    if (state != nullptr) {
+      // the carried sums' part of y, then the sums advanced over the l tokens: state ← p^l state + Σ_τ p^{l−1−τ} u_τ
+      T* ys = y.data_as<T>();
+      const T* z = zc.data_as<T>();
+      T* st = state->ssm_state.data_as<T>();
+      for (index_t bi = 0; bi < b; ++bi)
+        for (index_t ch = 0; ch < H; ++ch)
+          for (index_t s = 0; s < S; ++s) {
+            const std::size_t k = static_cast<std::size_t>(2 * (ch * S + s));
+            const std::complex<double> pole(p_.poles[k], p_.poles[k + 1]), res(p_.residues[k], p_.residues[k + 1]);
+            T* sv = st + 2 * ((bi * H + ch) * S + s);
+            std::complex<double> acc(sv[0], sv[1]), carry = resume ? acc : std::complex<double>(0.0, 0.0);
+            for (index_t t = 0; t < l; ++t) {
+              const T* zt = z + (bi * l + t) * 3 * H;
+              carry *= pole;  // p^{t+1} state_0: the tokens before this call, seen from token t
+              if (resume) ys[(bi * l + t) * H + ch] += static_cast<T>(static_cast<double>(zt[ch]) * (res * carry).real());
+              acc = pole * acc + static_cast<double>(zt[H + ch]) * static_cast<double>(zt[2 * H + ch]);
+            }
+            sv[0] = static_cast<T>(acc.real()), sv[1] = static_cast<T>(acc.imag());
+          }
+    }
+    project(TensorView::of(p_.out_weight.data(), {H, H}), y.view().reshape({b * l, H}),
+            TensorView::of(p_.out_bias.data(), {H}), out.reshape({b * l, H}), threads_);
+  }
+
+ private:
+  ModalHyenaConfig cfg_;
+  ModalHyenaParams<T> p_;
+  Tensor h_;                                  // (1, H, l_max)
+  std::vector<T> W_, bias_, fir_w_, fir_b_;  // the projections and the FIR in the plain order
+  int threads_ = 0;
+};
+
+}  // namespace ssm::layers
