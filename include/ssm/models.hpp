@@ -9,4 +9,5 @@
 #include "ssm/models/mamba2.hpp"
 #include "ssm/models/rwkv.hpp"
 #include "ssm/models/safetensors.hpp"
+#include "ssm/models/striped_hyena.hpp"
 #include "ssm/models/tokenizer.hpp"

@@ -1,4 +1,4 @@
-// The Jamba language model (layers/jamba.hpp, models/jamba.hpp): the logits of committed tiny checkpoints equal Hugging
+// The Jamba language model (layers/hybrid_block.hpp, models/jamba.hpp): the logits of committed tiny checkpoints equal Hugging
 // Face transformers' JambaForCausalLM (golden.json written by tools/make_jamba_golden.py: Mamba layers with their δ / B
 // / C norms, grouped-query attention without position encoding, dense and mixture-of-experts feed-forwards, k = 2 of 4
 // and k = 1 of 3 experts, tied embeddings, projection biases, bf16 weights), through the parallel forward, prefill +
@@ -67,7 +67,7 @@ TEST(JambaLM, ReadsTheLayerPatternFromTheConfig) {
   EXPECT_EQ(c.n_layer, 4);
   EXPECT_EQ(c.n_kv_heads, 2);
   ASSERT_EQ(m.blocks().size(), 8u);
-  using K = ssm::layers::JambaKind;
+  using K = ssm::layers::HybridKind;
   const K want[8] = {K::mamba, K::mlp, K::mamba, K::moe, K::attention, K::mlp, K::mamba, K::moe};
   for (std::size_t j = 0; j < 8; ++j) EXPECT_EQ(m.blocks()[j].config().kind, want[j]) << "sublayer " << j;
   EXPECT_EQ(m.blocks()[3].config().experts, 4);

@@ -362,7 +362,7 @@ TEST(MambaLM, ModelTypeAndArchitectures) {
   expect_error([&] { load_with([](auto& j) { j["model_type"] = "mamba2"; }); },
                {"model_type 'mamba2' is a Mamba-2 model: load it with ssm::models::Mamba2LM::load"});
   expect_error([&] { load_with([](auto& j) { j["model_type"] = "jamba"; }); },
-               {"model_type 'jamba' is not implemented by this library (supported: mamba, falcon_mamba)"});
+               {"model_type 'jamba' is not a Mamba model (supported: mamba, falcon_mamba; ", "jamba with JambaLM"});
   expect_error([&] { load_with([](auto& j) { j["model_type"] = 2; }); }, {"model_type", "must be a string"});
   expect_error([&] {
     load_with([](auto& j) {

@@ -136,8 +136,8 @@ std::vector<unsigned char> cache_bytes(const Cache& cache) {
     if constexpr (requires { layer.conv_state; }) {
       for (const Tensor* t : {&layer.conv_state, &layer.ssm_state})
         if (t->defined()) tensor(t->view());
-    } else {  // Jamba: a Mamba layer's states, an attention layer's keys and values
-      for (const Tensor* t : {&layer.mamba.conv_state, &layer.mamba.ssm_state})
+    } else {  // the hybrids: a Mamba or Hyena layer's states, an attention layer's keys and values
+      for (const Tensor* t : {&layer.recurrent.conv_state, &layer.recurrent.ssm_state})
         if (t->defined()) tensor(t->view());
       if (layer.kv) tensor(layer.kv->keys()), tensor(layer.kv->values());
     }

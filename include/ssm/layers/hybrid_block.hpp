@@ -1,12 +1,13 @@
-// The sublayers of Jamba (Lieber et al. 2024; transformers' JambaForCausalLM; docs/jamba.md): each decoder layer is a
-// token mixer (a Mamba block whose δ, B and C go through weighted RMSNorms, or grouped-query causal attention with no
-// position encoding at all) and a feed-forward (a dense SwiGLU MLP, or a sparse mixture of SwiGLU experts with top-k
-// routing, not renormalized). JambaBlock is one of those four; the language model (models/jamba.hpp) stacks them as
-// pre-norm residual sublayers. The dense MLP runs as the mixture-of-experts op with one expert (its router weight is
-// one, exactly), so SwiGLU is written once. Glossary: H = d_model, I = d_ff, E experts, k per token, h query heads,
-// h_kv key-value heads, p = H / h.
+// The sublayers of the hybrid language models, each a pre-norm residual sublayer of its model: token mixers (a Mamba
+// block, possibly with Jamba's weighted δ / B / C norms; grouped-query causal attention, with rotary position embedding
+// (StripedHyena) or none at all (Jamba); StripedHyena's gated convolution with a modal long filter, layers/hyena.hpp)
+// and feed-forwards (a dense SwiGLU MLP, or a sparse mixture of SwiGLU experts with top-k routing). HybridBlock is one
+// of those; JambaLM (models/jamba.hpp) and StripedHyenaLM (models/striped_hyena.hpp) stack them. The dense MLP runs as
+// the mixture-of-experts op with one expert (its router weight is one, exactly), so SwiGLU is written once. Glossary:
+// H = d_model, I = d_ff, E experts, k per token, h query heads, h_kv key-value heads, p = H / h.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -17,83 +18,89 @@
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/layers/hyena.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/weight.hpp"
 #include "ssm/ops/attention.hpp"
 #include "ssm/ops/moe.hpp"
+#include "ssm/ops/rotary.hpp"
 
 namespace ssm::layers {
 
-enum class JambaKind { mamba, attention, mlp, moe };
+enum class HybridKind { mamba, attention, mlp, moe, hyena };
 
-inline const char* name(JambaKind k) {
+inline const char* name(HybridKind k) {
   switch (k) {
-    case JambaKind::mamba: return "mamba";
-    case JambaKind::attention: return "attention";
-    case JambaKind::mlp: return "mlp";
-    case JambaKind::moe: return "moe";
+    case HybridKind::mamba: return "mamba";
+    case HybridKind::attention: return "attention";
+    case HybridKind::mlp: return "mlp";
+    case HybridKind::moe: return "moe";
+    case HybridKind::hyena: return "hyena";
   }
   return "?";
 }
 
-struct JambaBlockConfig {
-  JambaKind kind = JambaKind::mamba;
+struct HybridBlockConfig {
+  HybridKind kind = HybridKind::mamba;
   index_t d_model = 0;
   MambaBlockConfig mamba{};          // kind mamba (d_model, bcdt_rms_eps and bcdt_norm_weights set by the model)
   index_t n_heads = 0, n_kv_heads = 0;  // kind attention: h, h_kv (h_kv divides h; h divides d_model)
+  bool rotary = false;                  // kind attention: rotate-half RoPE on q and k (StripedHyena; Jamba has none)
+  double rotary_base = 10000.0;
+  ModalHyenaConfig hyena{};             // kind hyena (StripedHyena's gated convolution)
   index_t d_ff = 0;                  // kinds mlp and moe: I
   index_t experts = 1, top_k = 1;    // kind moe: E, k
   bool normalize_topk = false;       // kind moe: Mixtral renormalizes the k weights, Jamba does not
 
   index_t head_dim() const { return n_heads > 0 ? d_model / n_heads : 0; }
-  index_t n_experts() const { return kind == JambaKind::moe ? experts : 1; }
+  index_t n_experts() const { return kind == HybridKind::moe ? experts : 1; }
 };
 
-/// A JambaBlock's decoding state for b sequences: the Mamba block's conv and SSM states (kind mamba) or the keys and
-/// values of every token so far (kind attention; grows with the context); empty for the feed-forwards. A value:
-/// copying it copies every tensor (forking the sequences).
-struct JambaLayerCache {
-  MambaLayerCache<float> mamba;
+/// A HybridBlock's decoding state for b sequences: the conv and SSM states of a Mamba block or of a modal Hyena filter
+/// (constant size), or the keys and values of every token so far (kind attention; grows with the context); empty for
+/// the feed-forwards. A value: copying it copies every tensor (forking the sequences).
+struct HybridLayerCache {
+  MambaLayerCache<float> recurrent;  // kinds mamba and hyena
   std::optional<KVCache> kv;
 
-  JambaLayerCache() = default;
-  JambaLayerCache(const JambaLayerCache& o) : mamba(o.mamba) {
+  HybridLayerCache() = default;
+  HybridLayerCache(const HybridLayerCache& o) : recurrent(o.recurrent) {
     if (o.kv) {
       kv.emplace(o.kv->keys().size(0), o.kv->keys().size(2), o.kv->keys().size(3), o.kv->dtype(), o.kv->length(),
                  o.kv->device());
       if (o.kv->length() > 0) kv->append(o.kv->keys(), o.kv->values());
     }
   }
-  JambaLayerCache& operator=(const JambaLayerCache& o) {
-    if (this != &o) *this = JambaLayerCache(o);
+  HybridLayerCache& operator=(const HybridLayerCache& o) {
+    if (this != &o) *this = HybridLayerCache(o);
     return *this;
   }
-  JambaLayerCache(JambaLayerCache&&) noexcept = default;
-  JambaLayerCache& operator=(JambaLayerCache&&) noexcept = default;
-  ~JambaLayerCache() = default;
+  HybridLayerCache(HybridLayerCache&&) noexcept = default;
+  HybridLayerCache& operator=(HybridLayerCache&&) noexcept = default;
+  ~HybridLayerCache() = default;
 
-  std::size_t nbytes() const { return mamba.nbytes() + (kv ? kv->bytes() : 0); }
+  std::size_t nbytes() const { return recurrent.nbytes() + (kv ? kv->bytes() : 0); }
 };
 
-/// One Jamba sublayer with its parameters: x (b, l, H) f32 → (b, l, H). CPU only (the mixture of experts has no
-/// device path yet).
-class JambaBlock {
+/// One sublayer with its parameters: x (b, l, H) f32 → (b, l, H). CPU only (the mixture of experts and the Hyena op
+/// have no device path yet).
+class HybridBlock {
  public:
-  JambaBlock() = default;
+  HybridBlock() = default;
 
-  /// Parameters under transformers' names relative to the block's prefix (model.layers.i. for the mixers, with
-  /// mamba. / self_attn. in the name; model.layers.i.feed_forward. for the feed-forwards).
+  /// The parameters of the block's kind (the models name them: models/jamba.hpp, models/striped_hyena.hpp).
   struct Params {
     MambaBlock<float> mamba;                          // kind mamba
+    ModalHyenaLayer<float> hyena;                     // kind hyena
     WeightMatrix q_proj, k_proj, v_proj, o_proj;      // kind attention: (h p, H), (h_kv p, H) ×2, (H, h p)
     Tensor router;                                    // kinds mlp / moe: (E, H) (mlp: one zero row)
     Tensor w_gate_up, w_down;                         // (E, 2I, H), (E, H, I): f32, f16 or bf16
   };
 
-  JambaBlock(const JambaBlockConfig& cfg, Params p) : cfg_(cfg), p_(std::move(p)) {
-    Checker c("JambaBlock");
+  HybridBlock(const HybridBlockConfig& cfg, Params p) : cfg_(cfg), p_(std::move(p)) {
+    Checker c("HybridBlock");
     c.require(cfg_.d_model >= 1, "d_model", "must be >= 1, got ", cfg_.d_model);
-    if (cfg_.kind == JambaKind::attention) {
+    if (cfg_.kind == HybridKind::attention) {
       c.require(cfg_.n_heads >= 1 && cfg_.d_model % cfg_.n_heads == 0, "n_heads", "must divide d_model (",
                 cfg_.d_model, "), got ", cfg_.n_heads);
       c.require(cfg_.n_kv_heads >= 1 && cfg_.n_heads % cfg_.n_kv_heads == 0, "n_kv_heads", "must divide n_heads (",
@@ -105,13 +112,19 @@ class JambaBlock {
       };
       shape("q_proj", p_.q_proj, hp, H), shape("k_proj", p_.k_proj, kvp, H), shape("v_proj", p_.v_proj, kvp, H);
       shape("o_proj", p_.o_proj, H, hp);
-    } else if (cfg_.kind == JambaKind::mamba) {
+      c.require(!cfg_.rotary || cfg_.head_dim() % 2 == 0, "rotary", "needs an even head size, got ", cfg_.head_dim());
+      if (cfg_.rotary) c.require(std::isfinite(cfg_.rotary_base) && cfg_.rotary_base > 1, "rotary_base",
+                                 "must be finite and > 1, got ", cfg_.rotary_base);
+    } else if (cfg_.kind == HybridKind::mamba) {
       c.require(p_.mamba.config().d_model == cfg_.d_model, "mamba", "has d_model ", p_.mamba.config().d_model,
                 ", expected ", cfg_.d_model);
+    } else if (cfg_.kind == HybridKind::hyena) {
+      c.require(p_.hyena.d_model() == cfg_.d_model, "hyena", "has d_model ", p_.hyena.d_model(), ", expected ",
+                cfg_.d_model);
     } else {
       const index_t E = cfg_.n_experts(), H = cfg_.d_model, I = cfg_.d_ff;
       c.require(I >= 1, "d_ff", "must be >= 1, got ", I);
-      c.require(cfg_.kind == JambaKind::mlp || (cfg_.top_k >= 1 && cfg_.top_k <= E), "top_k", "must be in [1, ", E,
+      c.require(cfg_.kind == HybridKind::mlp || (cfg_.top_k >= 1 && cfg_.top_k <= E), "top_k", "must be in [1, ", E,
                 "], got ", cfg_.top_k);
       c.defined("router", p_.router).shape("router", p_.router, {E, H});
       c.defined("w_gate_up", p_.w_gate_up).shape("w_gate_up", p_.w_gate_up, {E, 2 * I, H});
@@ -120,8 +133,8 @@ class JambaBlock {
   }
 
   /// A block with random weights: uniform ±fan_in^(−1/2) projections and experts; the Mamba block as
-  /// MambaBlock::init (norm weights 1).
-  static JambaBlock init(const JambaBlockConfig& cfg, std::uint64_t seed) {
+  /// MambaBlock::init (norm weights 1); the Hyena filter as ModalHyenaLayer::init.
+  static HybridBlock init(const HybridBlockConfig& cfg, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
     auto random = [&](index_t n, index_t fan_in) {
@@ -143,79 +156,88 @@ class JambaBlock {
     Params p;
     const index_t H = cfg.d_model, I = cfg.d_ff, E = cfg.n_experts();
     switch (cfg.kind) {
-      case JambaKind::mamba: p.mamba = MambaBlock<float>::init(cfg.mamba, rng()); break;
-      case JambaKind::attention: {
+      case HybridKind::mamba: p.mamba = MambaBlock<float>::init(cfg.mamba, rng()); break;
+      case HybridKind::hyena: p.hyena = ModalHyenaLayer<float>::init(cfg.hyena, rng()); break;
+      case HybridKind::attention: {
         const index_t hp = cfg.n_heads * cfg.head_dim(), kvp = cfg.n_kv_heads * cfg.head_dim();
         p.q_proj = matrix(hp, H), p.k_proj = matrix(kvp, H), p.v_proj = matrix(kvp, H), p.o_proj = matrix(H, hp);
         break;
       }
-      case JambaKind::mlp:
-      case JambaKind::moe:
-        p.router = cfg.kind == JambaKind::mlp ? Tensor::zeros({1, H}, DType::f32) : tensor({E, H}, H);
+      case HybridKind::mlp:
+      case HybridKind::moe:
+        p.router = cfg.kind == HybridKind::mlp ? Tensor::zeros({1, H}, DType::f32) : tensor({E, H}, H);
         p.w_gate_up = tensor({E, 2 * I, H}, H);
         p.w_down = tensor({E, H, I}, I);
         break;
     }
-    return JambaBlock(cfg, std::move(p));
+    return HybridBlock(cfg, std::move(p));
   }
 
-  const JambaBlockConfig& config() const { return cfg_; }
+  const HybridBlockConfig& config() const { return cfg_; }
   const Params& params() const { return p_; }
 
   std::size_t nbytes() const {
     switch (cfg_.kind) {
-      case JambaKind::mamba: return p_.mamba.nbytes();
-      case JambaKind::attention: return p_.q_proj.nbytes() + p_.k_proj.nbytes() + p_.v_proj.nbytes() + p_.o_proj.nbytes();
+      case HybridKind::mamba: return p_.mamba.nbytes();
+      case HybridKind::hyena: return p_.hyena.nbytes();
+      case HybridKind::attention: return p_.q_proj.nbytes() + p_.k_proj.nbytes() + p_.v_proj.nbytes() + p_.o_proj.nbytes();
       default: return p_.router.nbytes() + p_.w_gate_up.nbytes() + p_.w_down.nbytes();
     }
   }
 
   void set_threads(int n) {
-    SSM_CHECK(n >= 0, "JambaBlock::set_threads: n must be >= 0 (0 = automatic), got ", n);
+    SSM_CHECK(n >= 0, "HybridBlock::set_threads: n must be >= 0 (0 = automatic), got ", n);
     threads_ = n;
-    if (cfg_.kind == JambaKind::mamba) p_.mamba.set_threads(n);
+    if (cfg_.kind == HybridKind::mamba) p_.mamba.set_threads(n);
+    if (cfg_.kind == HybridKind::hyena) p_.hyena.set_threads(n);
   }
 
   Device device() const { return Device::cpu(); }
-  /// The CPU: the block itself. Another device is an ssm::Error (the mixture of experts has no device path yet).
-  JambaBlock to(Device device) const {
-    SSM_CHECK(device.is_cpu(), "JambaBlock::to: Jamba runs on the CPU only (the mixture-of-experts op has no ",
-              device.str(), " path yet)");
+  /// The CPU: the block itself. Another device is an ssm::Error (the mixture of experts and the Hyena op have no
+  /// device path yet).
+  HybridBlock to(Device device) const {
+    SSM_CHECK(device.is_cpu(), "HybridBlock::to: the hybrid models run on the CPU only (the mixture-of-experts and "
+              "Hyena ops have no ", device.str(), " path yet)");
     return *this;
   }
 
-  JambaLayerCache make_cache(index_t b) const {
-    JambaLayerCache c;
-    if (cfg_.kind == JambaKind::mamba) c.mamba = p_.mamba.make_cache(b);
-    if (cfg_.kind == JambaKind::attention) c.kv.emplace(b, cfg_.n_kv_heads, cfg_.head_dim());
-    c.mamba.b = b;
+  HybridLayerCache make_cache(index_t b) const {
+    HybridLayerCache c;
+    if (cfg_.kind == HybridKind::mamba) c.recurrent = p_.mamba.make_cache(b);
+    if (cfg_.kind == HybridKind::hyena) static_cast<ConvSsmCache&>(c.recurrent) = p_.hyena.init_state(b);
+    if (cfg_.kind == HybridKind::attention) c.kv.emplace(b, cfg_.n_kv_heads, cfg_.head_dim());
+    c.recurrent.b = b;
     return c;
   }
 
-  void check_cache(const JambaLayerCache& c) const {
-    if (cfg_.kind == JambaKind::mamba) p_.mamba.check_cache(c.mamba);
-    if (cfg_.kind == JambaKind::attention)
-      SSM_CHECK(c.kv && c.kv->keys().size(0) == c.mamba.b && c.kv->keys().size(2) == cfg_.n_kv_heads &&
+  void check_cache(const HybridLayerCache& c) const {
+    if (cfg_.kind == HybridKind::mamba) p_.mamba.check_cache(c.recurrent);
+    if (cfg_.kind == HybridKind::hyena) p_.hyena.check_state(Checker("HybridBlock"), c.recurrent, c.recurrent.b);
+    if (cfg_.kind == HybridKind::attention)
+      SSM_CHECK(c.kv && c.kv->keys().size(0) == c.recurrent.b && c.kv->keys().size(2) == cfg_.n_kv_heads &&
                     c.kv->keys().size(3) == cfg_.head_dim(),
-                "JambaBlock: the cache of an attention layer must hold a KV cache of ", cfg_.n_kv_heads, " heads of ",
+                "HybridBlock: the cache of an attention layer must hold a KV cache of ", cfg_.n_kv_heads, " heads of ",
                 cfg_.head_dim(), " (make_cache)");
   }
 
-  index_t workspace_size(index_t b) const { return cfg_.kind == JambaKind::mamba ? p_.mamba.workspace_size(b) : 0; }
+  index_t workspace_size(index_t b) const { return cfg_.kind == HybridKind::mamba ? p_.mamba.workspace_size(b) : 0; }
 
   /// x, y (b, l, H) contiguous f32. With a cache: the cache is filled (or, with resume, continued: exactly, the conv
   /// state included, unlike transformers' second multi-token forward).
-  void forward_into(const TensorView& x, const TensorView& y, JambaLayerCache* cache, bool resume) const {
+  void forward_into(const TensorView& x, const TensorView& y, HybridLayerCache* cache, bool resume) const {
     const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model;
     if (cache != nullptr && !resume) *cache = make_cache(b);
     switch (cfg_.kind) {
-      case JambaKind::mamba: {
+      case HybridKind::mamba: {
         std::optional<TensorView> conv, ssm;
-        if (cache != nullptr) conv = cache->mamba.conv_state.view(), ssm = cache->mamba.ssm_state.view();
+        if (cache != nullptr) conv = cache->recurrent.conv_state.view(), ssm = cache->recurrent.ssm_state.view();
         p_.mamba.forward_into(x, y, conv, ssm, resume);
         return;
       }
-      case JambaKind::attention: {
+      case HybridKind::hyena:
+        p_.hyena.forward_into(x, y, cache != nullptr ? &cache->recurrent : nullptr, resume);
+        return;
+      case HybridKind::attention: {
         const index_t h = cfg_.n_heads, hkv = cfg_.n_kv_heads, p = cfg_.head_dim(), rows = b * l;
         Tensor q = Tensor::empty({b, l, h, p}, DType::f32), k = Tensor::empty({b, l, hkv, p}, DType::f32);
         Tensor v = Tensor::empty({b, l, hkv, p}, DType::f32), o = Tensor::empty({b, l, h, p}, DType::f32);
@@ -223,6 +245,12 @@ class JambaBlock {
         project(X, p_.q_proj, q.view().reshape({rows, h * p}));
         project(X, p_.k_proj, k.view().reshape({rows, hkv * p}));
         project(X, p_.v_proj, v.view().reshape({rows, hkv * p}));
+        if (cfg_.rotary) {  // positions continue after the cached tokens
+          RotaryOptions ro;
+          ro.base = cfg_.rotary_base, ro.interleaved = false;
+          ro.position_offset = cache != nullptr ? cache->kv->length() : 0;
+          rotary_into(q, q, ro), rotary_into(k, k, ro);
+        }
         AttentionOptions opt;
         opt.causal = true;
         opt.n_threads = threads_;
@@ -238,7 +266,7 @@ class JambaBlock {
       }
       default: {
         MoeOptions opt;
-        opt.top_k = cfg_.kind == JambaKind::moe ? cfg_.top_k : 1;
+        opt.top_k = cfg_.kind == HybridKind::moe ? cfg_.top_k : 1;
         opt.normalize_topk = cfg_.normalize_topk;
         opt.threads = threads_;
         moe_into({x.reshape({b * l, H}), p_.router, p_.w_gate_up, p_.w_down}, y.reshape({b * l, H}), std::nullopt,
@@ -248,10 +276,10 @@ class JambaBlock {
   }
 
   /// One token: x, y (b, H); the cache advanced by it. work: workspace_size(b) f32 elements.
-  void step_into(const TensorView& x, const TensorView& y, JambaLayerCache& cache, const TensorView& work) const {
+  void step_into(const TensorView& x, const TensorView& y, HybridLayerCache& cache, const TensorView& work) const {
     const index_t b = x.size(0), H = cfg_.d_model;
-    if (cfg_.kind == JambaKind::mamba) {
-      p_.mamba.step_into(x, y, cache.mamba.conv_state, cache.mamba.ssm_state, work);
+    if (cfg_.kind == HybridKind::mamba) {
+      p_.mamba.step_into(x, y, cache.recurrent.conv_state, cache.recurrent.ssm_state, work);
       return;
     }
     forward_into(x.reshape({b, 1, H}), y.reshape({b, 1, H}), &cache, true);
@@ -259,7 +287,7 @@ class JambaBlock {
 
   /// The router logits (t, E) of x (t, H) (kind moe): what the load-balancing loss reads.
   Tensor router_logits(const TensorView& x) const {
-    SSM_CHECK(cfg_.kind == JambaKind::moe, "JambaBlock::router_logits: a ", name(cfg_.kind), " block has no router");
+    SSM_CHECK(cfg_.kind == HybridKind::moe, "HybridBlock::router_logits: a ", name(cfg_.kind), " block has no router");
     const index_t t = x.size(0), E = cfg_.experts;
     Tensor out = Tensor::empty({t, E}, DType::f32);
     linear_into({x, p_.router, std::nullopt}, out);
@@ -273,7 +301,7 @@ class JambaBlock {
     linear_into({X, W.tensor(), std::nullopt}, Y, opt);
   }
 
-  JambaBlockConfig cfg_;
+  HybridBlockConfig cfg_;
   Params p_;
   int threads_ = 0;
 };

@@ -1,6 +1,6 @@
 // Jamba (Lieber et al. 2024): Mamba layers with an attention layer every attn_layer_period layers and a mixture of
 // experts in place of the MLP every expert_layer_period layers. JambaLM is the one causal LM body
-// (models/causal_lm.hpp) over layers::JambaBlock: embedding → n_layer × (RMSNorm → mixer, residual add; RMSNorm →
+// (models/causal_lm.hpp) over layers::HybridBlock: embedding → n_layer × (RMSNorm → mixer, residual add; RMSNorm →
 // feed-forward, residual add) → RMSNorm → lm_head, loading transformers' JambaForCausalLM (model_type `jamba`):
 // JambaConfig reads config.json, JambaSpec names the tensors. Also the small Jamba-style stack of the library's parts
 // (make_jamba_stack: HybridStack over MambaBlock and MultiHeadAttention), kept for experiments.
@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "ssm/layers/attention.hpp"
-#include "ssm/layers/jamba.hpp"
+#include "ssm/layers/hybrid_block.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/models/causal_lm.hpp"
 #include "ssm/models/checkpoint.hpp"
@@ -86,18 +86,18 @@ struct JambaConfig {
   bool is_attention(index_t layer) const { return layer % attn_layer_period == attn_layer_offset; }
   bool is_moe(index_t layer) const { return num_experts > 1 && layer % expert_layer_period == expert_layer_offset; }
   /// Sublayer j: the mixer of layer j / 2 when j is even, its feed-forward when odd.
-  layers::JambaBlockConfig block(index_t j) const {
+  layers::HybridBlockConfig block(index_t j) const {
     const index_t layer = j / 2;
-    layers::JambaBlockConfig c;
+    layers::HybridBlockConfig c;
     c.d_model = d_model;
     if (j % 2 == 0) {
-      c.kind = is_attention(layer) ? layers::JambaKind::attention : layers::JambaKind::mamba;
+      c.kind = is_attention(layer) ? layers::HybridKind::attention : layers::HybridKind::mamba;
       c.n_heads = n_heads, c.n_kv_heads = n_kv_heads;
       c.mamba.d_model = d_model, c.mamba.d_state = d_state, c.mamba.d_conv = d_conv, c.mamba.expand = expand;
       c.mamba.dt_rank = dt_rank, c.mamba.bias = proj_bias, c.mamba.conv_bias = conv_bias;
       c.mamba.bcdt_rms_eps = norm_epsilon, c.mamba.bcdt_norm_weights = true;
     } else {
-      c.kind = is_moe(layer) ? layers::JambaKind::moe : layers::JambaKind::mlp;
+      c.kind = is_moe(layer) ? layers::HybridKind::moe : layers::HybridKind::mlp;
       c.d_ff = d_ff, c.experts = num_experts, c.top_k = num_experts_per_tok;
     }
     return c;
@@ -221,8 +221,8 @@ struct JambaSpec {
   static constexpr const char* name = "JambaLM";
   static constexpr const char* model = "Jamba";
   using Config = JambaConfig;
-  using Block = layers::JambaBlock;
-  using LayerCache = layers::JambaLayerCache;
+  using Block = layers::HybridBlock;
+  using LayerCache = layers::HybridLayerCache;
 
   static constexpr bool layer_norm = false;
   static constexpr const char* embedding = "model.embed_tokens.weight";
@@ -244,11 +244,11 @@ struct JambaSpec {
 
   static Block load_block(CheckpointReader& r, const Config& cfg, index_t j) {
     const std::string prefix = block_prefix(j);
-    const layers::JambaBlockConfig bc = cfg.block(j);
+    const layers::HybridBlockConfig bc = cfg.block(j);
     const index_t H = cfg.d_model, I = cfg.d_ff, E = bc.n_experts();
     Block::Params p;
     switch (bc.kind) {
-      case layers::JambaKind::mamba: {
+      case layers::HybridKind::mamba: {
         const std::string m = prefix + "mamba.";
         layers::MambaBlockParams<float> mp;
         layers::MambaBlockMatrices mats;
@@ -259,7 +259,7 @@ struct JambaSpec {
         p.mamba = layers::MambaBlock<float>(bc.mamba, std::move(mp), std::move(mats));
         break;
       }
-      case layers::JambaKind::attention: {
+      case layers::HybridKind::attention: {
         const std::string a = prefix + "self_attn.";
         const index_t hp = bc.n_heads * bc.head_dim(), kvp = bc.n_kv_heads * bc.head_dim();
         p.q_proj = r.take_matrix(a + "q_proj.weight", {hp, H});
@@ -268,12 +268,13 @@ struct JambaSpec {
         p.o_proj = r.take_matrix(a + "o_proj.weight", {H, hp});
         break;
       }
-      case layers::JambaKind::mlp:
-      case layers::JambaKind::moe: {
+      case layers::HybridKind::hyena: fail("JambaLM::load: internal: Jamba has no Hyena layers");
+      case layers::HybridKind::mlp:
+      case layers::HybridKind::moe: {
         // The experts stacked: gate_up (E, 2I, H) (gate rows first), down (E, H, I), in one dtype; a dense MLP is one
         // expert with a zero router row. Per-expert tensors (experts.e.gate_proj.weight, ...) or transformers' fused
         // ones (experts.gate_up_proj (E, 2I, H), experts.down_proj (E, H, I)).
-        const bool moe = bc.kind == layers::JambaKind::moe;
+        const bool moe = bc.kind == layers::HybridKind::moe;
         auto expert = [&](index_t e) { return moe ? prefix + "experts." + std::to_string(e) + "." : prefix; };
         const bool fused = moe && r.contains(prefix + "experts.gate_up_proj");
         const DType dt = r.matrix_dtype(fused ? prefix + "experts.gate_up_proj" : expert(0) + "gate_proj.weight");
@@ -310,7 +311,7 @@ struct JambaSpec {
 
   template <class F>
   static void save_block(const Block& blk, const Config&, F&& add) {
-    const layers::JambaBlockConfig& bc = blk.config();
+    const layers::HybridBlockConfig& bc = blk.config();
     const Block::Params& p = blk.params();
     const index_t H = bc.d_model, I = bc.d_ff, E = bc.n_experts();
     auto slice = [](const Tensor& t, index_t offset, index_t n) {
@@ -325,14 +326,14 @@ struct JambaSpec {
       return v;
     };
     switch (bc.kind) {
-      case layers::JambaKind::mamba: {
+      case layers::HybridKind::mamba: {
         layers::MambaBlockParams<float> mp = p.mamba.full_params();
         mp.for_each(bc.mamba, [&](const char* nm, std::vector<float>& v, const Dims& s) {
           add((std::string("mamba.") + nm).c_str(), v, s);
         });
         break;
       }
-      case layers::JambaKind::attention: {
+      case layers::HybridKind::attention: {
         const index_t hp = bc.n_heads * bc.head_dim(), kvp = bc.n_kv_heads * bc.head_dim();
         add("self_attn.q_proj.weight", p.q_proj.to_f32(), Dims{hp, H});
         add("self_attn.k_proj.weight", p.k_proj.to_f32(), Dims{kvp, H});
@@ -341,7 +342,7 @@ struct JambaSpec {
         break;
       }
       default: {
-        const bool moe = bc.kind == layers::JambaKind::moe;
+        const bool moe = bc.kind == layers::HybridKind::moe;
         if (moe) add("router.weight", slice(p.router, 0, E * H), Dims{E, H});
         for (index_t e = 0; e < E; ++e) {
           const std::string pre = moe ? "experts." + std::to_string(e) + "." : "";
@@ -354,7 +355,7 @@ struct JambaSpec {
   }
 };
 
-/// The Jamba language model: CausalLM over layers::JambaBlock (models/causal_lm.hpp). Its cache holds each Mamba
+/// The Jamba language model: CausalLM over layers::HybridBlock (models/causal_lm.hpp). Its cache holds each Mamba
 /// layer's conv and SSM state and each attention layer's keys and values (which grow with the context).
 using JambaLM = CausalLM<JambaSpec>;
 using JambaCache = JambaLM::Cache;
@@ -369,8 +370,8 @@ struct JambaRouterLogits {
 inline JambaRouterLogits jamba_router_logits(const JambaLM& model, const TensorView& ids) {
   JambaRouterLogits r;
   r.logits = model.logits(ids, [&](index_t j, const TensorView& x) {
-    const layers::JambaBlock& blk = model.blocks()[static_cast<std::size_t>(j)];
-    if (blk.config().kind == layers::JambaKind::moe)
+    const layers::HybridBlock& blk = model.blocks()[static_cast<std::size_t>(j)];
+    if (blk.config().kind == layers::HybridKind::moe)
       r.router_logits.push_back(blk.router_logits(x.reshape({x.size(0) * x.size(1), x.size(2)})));
   });
   return r;

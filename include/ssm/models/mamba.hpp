@@ -184,7 +184,8 @@ struct MambaConfig {
       SSM_CHECK(type != "mamba2", "MambaLM::load: model_type 'mamba2' is a Mamba-2 model: load it with "
                 "ssm::models::Mamba2LM::load (ssm/models/mamba2.hpp)");
       SSM_CHECK(type == "mamba" || type == "falcon_mamba", "MambaLM::load: model_type '", type,
-                "' is not implemented by this library (supported: mamba, falcon_mamba)");
+                "' is not a Mamba model (supported: mamba, falcon_mamba; mamba2 loads with Mamba2LM, rwkv with RwkvLM, "
+                "jamba with JambaLM, stripedhyena with StripedHyenaLM)");
     }
     if (j.contains("architectures") && !j["architectures"].is_null()) {
       const auto& a = j["architectures"];
