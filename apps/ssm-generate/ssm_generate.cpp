@@ -207,10 +207,11 @@ const char* model_type(const LM& model) {
   if constexpr (std::is_same_v<LM, ssm::models::Mamba2LM>) return "mamba2";
   else if constexpr (std::is_same_v<LM, ssm::models::RwkvLM>) return "rwkv";
   else if constexpr (std::is_same_v<LM, ssm::models::JambaLM>) return "jamba";
+  else if constexpr (std::is_same_v<LM, ssm::models::StripedHyenaLM>) return "stripedhyena";
   else return model.config().mixer_rms_eps ? "falcon_mamba" : "mamba";
 }
 
-// Loads the checkpoint as an LM (MambaLM, Mamba2LM, RwkvLM or JambaLM) and generates.
+// Loads the checkpoint as an LM (MambaLM, Mamba2LM, RwkvLM, JambaLM or StripedHyenaLM) and generates.
 template <class LM>
 int run_model(const Options& o) {
   namespace fs = std::filesystem;
@@ -284,7 +285,8 @@ int run_model(const Options& o) {
   return 0;
 }
 
-// The LM for config.json's model_type: mamba2 → Mamba2LM; rwkv → RwkvLM; jamba → JambaLM; mamba, falcon_mamba and mamba_ssm's configs
+// The LM for config.json's model_type: mamba2 → Mamba2LM; rwkv → RwkvLM; jamba → JambaLM; stripedhyena →
+// StripedHyenaLM (the library's own files); mamba, falcon_mamba and mamba_ssm's configs
 // (no model_type) → MambaLM; any other type is an ssm::Error naming it.
 int run(const Options& o) {
   const nlohmann::json j = ssm::models::read_config_json(o.model, "ssm-generate");
@@ -293,8 +295,9 @@ int run(const Options& o) {
   if (type == "mamba2") return run_model<ssm::models::Mamba2LM>(o);
   if (type == "rwkv") return run_model<ssm::models::RwkvLM>(o);
   if (type == "jamba") return run_model<ssm::models::JambaLM>(o);
+  if (type == "stripedhyena") return run_model<ssm::models::StripedHyenaLM>(o);
   SSM_CHECK(type.empty() || type == "mamba" || type == "falcon_mamba", "model_type '", type,
-            "' is not implemented by this library (supported: mamba, falcon_mamba, mamba2, rwkv, jamba)");
+            "' is not implemented by this library (supported: mamba, falcon_mamba, mamba2, rwkv, jamba, stripedhyena)");
   return run_model<ssm::models::MambaLM>(o);
 }
 
