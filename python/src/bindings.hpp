@@ -12,6 +12,7 @@ void bind_selective_scan(nanobind::module_& m);    // ops_selective_scan.cpp
 void bind_ssd(nanobind::module_& m);               // ops_ssd.cpp
 void bind_linear_attention(nanobind::module_& m);  // ops_linear_attention.cpp
 void bind_delta_rule(nanobind::module_& m);        // ops_delta_rule.cpp
+void bind_hyena(nanobind::module_& m);             // ops_hyena.cpp
 void bind_moe(nanobind::module_& m);               // ops_moe.cpp
 void bind_rwkv4(nanobind::module_& m);             // ops_rwkv4.cpp
 void bind_rwkv7(nanobind::module_& m);             // ops_rwkv7.cpp

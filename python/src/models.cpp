@@ -1,4 +1,4 @@
-// The language models MambaLM, Mamba2LM, RwkvLM and JambaLM (ssm/models): load a checkpoint directory, logits, generate.
+// The language models MambaLM, Mamba2LM, RwkvLM, JambaLM and StripedHyenaLM (ssm/models): load a checkpoint directory, logits, generate.
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -10,6 +10,7 @@
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/mamba2.hpp"
 #include "ssm/models/rwkv.hpp"
+#include "ssm/models/striped_hyena.hpp"
 
 namespace ssm::python {
 
@@ -34,6 +35,28 @@ void bind_lm(nb::module_& m, const char* name) {
           "dir"_a, "weight_dtype"_a = nb::none(),
           "Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype "
           "'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.")
+      .def_static(
+          "init",
+          [op](const std::string& config_json, std::uint64_t seed) {
+            nlohmann::json j;
+            try {
+              j = nlohmann::json::parse(config_json);
+            } catch (const nlohmann::json::exception& e) {
+              fail(op, "::init: argument 'config_json' is not valid JSON: ", e.what());
+            }
+            const auto cfg = LM::Config::from_json(j);
+            nb::gil_scoped_release unlocked;
+            return LM::init(cfg, seed);
+          },
+          "config_json"_a, "seed"_a = 0,
+          "A randomly initialized model of the config (config.json's text, as load reads it), from seed.")
+      .def(
+          "save",
+          [](const LM& lm, const std::string& dir) {
+            nb::gil_scoped_release unlocked;
+            lm.save(dir);
+          },
+          "dir"_a, "Writes config.json and model.safetensors (f32) into dir, which load reads back.")
       .def(
           "logits_capsule",
           [op](const LM& lm, const Array& ids) {
@@ -81,6 +104,7 @@ void bind_models(nb::module_& m) {
   bind_lm<models::Mamba2LM>(m, "Mamba2LM");
   bind_lm<models::RwkvLM>(m, "RwkvLM");
   bind_lm<models::JambaLM>(m, "JambaLM");
+  bind_lm<models::StripedHyenaLM>(m, "StripedHyenaLM");
 }
 
 }  // namespace ssm::python

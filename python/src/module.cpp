@@ -14,6 +14,7 @@ NB_MODULE(_ext, m) {
   bind_ssd(m);
   bind_linear_attention(m);
   bind_delta_rule(m);
+  bind_hyena(m);
   bind_moe(m);
   bind_rwkv4(m);
   bind_rwkv7(m);

@@ -1,16 +1,16 @@
 """ssm: state-space sequence layers from the ssm C++ library.
 
-Ops (selective scan, SSD, linear attention, the delta rule, RWKV-4, RWKV-7, TTT-Linear, the mixture of experts, causal
-conv1d, attention, RMSNorm, linear) take NumPy
+Ops (selective scan, SSD, linear attention, the delta rule, RWKV-4, RWKV-7, TTT-Linear, the mixture of experts, Hyena,
+causal conv1d, attention, RMSNorm, linear) take NumPy
 arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them, and return arrays of the first
 argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
 raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
 has the autograd functions; :mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention /
-RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM`, :class:`JambaLM` and :class:`Tokenizer` load
+RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM`, :class:`JambaLM`, :class:`StripedHyenaLM` and :class:`Tokenizer` load
 Hugging Face checkpoints. See docs/python.md.
 """
 
-from ._ext import Error, JambaLM, Mamba2LM, MambaLM, RwkvLM, Tokenizer, backends, view_info
+from ._ext import Error, JambaLM, Mamba2LM, MambaLM, RwkvLM, StripedHyenaLM, Tokenizer, backends, view_info
 from .ops import (
     attention,
     attention_backward,
@@ -18,6 +18,8 @@ from .ops import (
     causal_conv1d_backward,
     delta_rule,
     delta_rule_backward,
+    hyena,
+    hyena_backward,
     linear,
     linear_attention,
     linear_attention_backward,
@@ -47,6 +49,7 @@ __all__ = [
     "Mamba2LM",
     "RwkvLM",
     "JambaLM",
+    "StripedHyenaLM",
     "Tokenizer",
     "backends",
     "view_info",
@@ -57,6 +60,8 @@ __all__ = [
     "causal_conv1d_backward",
     "delta_rule",
     "delta_rule_backward",
+    "hyena",
+    "hyena_backward",
     "linear",
     "linear_attention",
     "linear_attention_backward",

@@ -71,6 +71,16 @@ def delta_rule_backward(q: Annotated[NDArray, dict(writable=False)], k: Annotate
     Gradients of delta_rule for grad_out (v's shape). Returns (grad_q, grad_k, grad_v, grad_beta, grad_g, grad_initial_state, path).
     """
 
+def hyena(v: Annotated[NDArray, dict(writable=False)], x: Sequence[Annotated[NDArray, dict(writable=False)]], h: Annotated[NDArray, dict(writable=False)], bias: Annotated[NDArray, dict(writable=False)], *, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Hyena's gated long convolutions of order N = len(x). v and each gate (b, l, d); h (N - 1, d, L >= l); bias (N - 1, d). Returns (out, path).
+    """
+
+def hyena_backward(v: Annotated[NDArray, dict(writable=False)], x: Sequence[Annotated[NDArray, dict(writable=False)]], h: Annotated[NDArray, dict(writable=False)], bias: Annotated[NDArray, dict(writable=False)], grad_out: Annotated[NDArray, dict(writable=False)], *, path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    Gradients of hyena. Returns (grad_v, grad_x (N, b, l, d), grad_h, grad_bias, path).
+    """
+
 def moe(x: Annotated[NDArray, dict(writable=False)], router: Annotated[NDArray, dict(writable=False)], w_gate_up: Annotated[NDArray, dict(writable=False)], w_down: Annotated[NDArray, dict(writable=False)], *, top_k: int = 2, normalize_topk: bool = False, activation: str = 'silu', path: str = 'automatic', threads: int = 0) -> tuple:
     """
     Sparse mixture of SwiGLU experts. x (t, H); router (E, H); w_gate_up (E, 2I, H), gate rows first; w_down (E, H, I). Returns (out, router_logits, path).
@@ -391,6 +401,17 @@ class MambaLM:
         Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
         """
 
+    @staticmethod
+    def init(config_json: str, seed: int = 0) -> MambaLM:
+        """
+        A randomly initialized model of the config (config.json's text, as load reads it), from seed.
+        """
+
+    def save(self, dir: str) -> None:
+        """
+        Writes config.json and model.safetensors (f32) into dir, which load reads back.
+        """
+
     def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
         """
         Logits for every position: ids (b, l) int32 or int64 -> (b, l, padded_vocab) float32 capsule.
@@ -431,6 +452,17 @@ class Mamba2LM:
     def load(dir: str, weight_dtype: str | None = None) -> Mamba2LM:
         """
         Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
+        """
+
+    @staticmethod
+    def init(config_json: str, seed: int = 0) -> Mamba2LM:
+        """
+        A randomly initialized model of the config (config.json's text, as load reads it), from seed.
+        """
+
+    def save(self, dir: str) -> None:
+        """
+        Writes config.json and model.safetensors (f32) into dir, which load reads back.
         """
 
     def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
@@ -475,6 +507,17 @@ class RwkvLM:
         Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
         """
 
+    @staticmethod
+    def init(config_json: str, seed: int = 0) -> RwkvLM:
+        """
+        A randomly initialized model of the config (config.json's text, as load reads it), from seed.
+        """
+
+    def save(self, dir: str) -> None:
+        """
+        Writes config.json and model.safetensors (f32) into dir, which load reads back.
+        """
+
     def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
         """
         Logits for every position: ids (b, l) int32 or int64 -> (b, l, padded_vocab) float32 capsule.
@@ -515,6 +558,70 @@ class JambaLM:
     def load(dir: str, weight_dtype: str | None = None) -> JambaLM:
         """
         Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
+        """
+
+    @staticmethod
+    def init(config_json: str, seed: int = 0) -> JambaLM:
+        """
+        A randomly initialized model of the config (config.json's text, as load reads it), from seed.
+        """
+
+    def save(self, dir: str) -> None:
+        """
+        Writes config.json and model.safetensors (f32) into dir, which load reads back.
+        """
+
+    def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
+        """
+        Logits for every position: ids (b, l) int32 or int64 -> (b, l, padded_vocab) float32 capsule.
+        """
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: Sequence[int] | None = None, prefill_chunk: int = 0) -> list[int]:
+        """
+        Continues one prompt (token ids); returns the new tokens only. temperature 0 is greedy; stop_ids None stops at the config's end-of-sequence ids, [] never stops early.
+        """
+
+    def set_threads(self, n: int) -> None:
+        """CPU threads for the forward (0: automatic)."""
+
+    @property
+    def threads(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def padded_vocab(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def n_layer(self) -> int: ...
+
+    @property
+    def weight_bytes(self) -> int: ...
+
+class StripedHyenaLM:
+    """
+    A causal language model over the library's blocks, on the CPU (f32 compute).
+    """
+
+    @staticmethod
+    def load(dir: str, weight_dtype: str | None = None) -> StripedHyenaLM:
+        """
+        Loads a checkpoint directory (config.json and model.safetensors, or sharded safetensors). weight_dtype 'f32', 'f16' or 'bf16' converts the large matrices; None keeps the checkpoint's dtype.
+        """
+
+    @staticmethod
+    def init(config_json: str, seed: int = 0) -> StripedHyenaLM:
+        """
+        A randomly initialized model of the config (config.json's text, as load reads it), from seed.
+        """
+
+    def save(self, dir: str) -> None:
+        """
+        Writes config.json and model.safetensors (f32) into dir, which load reads back.
         """
 
     def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:

@@ -184,6 +184,28 @@ def delta_rule_backward(q: Array, k: Array, v: Array, beta: Array, grad_out: Arr
     return {name: conv(gr) for name, gr in zip(names, grads)}
 
 
+def hyena(v: Array, x: Sequence[Array], h: Array, bias: Array, *, path: str = "automatic", threads: int = 0) -> Any:
+    """Hyena's gated long convolutions (Poli et al. 2023) of order N = len(x): ``w = v``; for o = 0 … N − 2:
+    ``w' = w ⊙ x[N − 1 − o]``, ``w = h[o] ∗ w' + bias[o] ⊙ w'`` (a causal convolution per channel); ``y = w ⊙ x[0]``.
+    Order 2 is ``x0 ⊙ (h ∗ (x1 ⊙ v) + D ⊙ (x1 ⊙ v))``.
+
+    Shapes: v and every gate (b, l, d) f32/f64 (unit stride along d: column slices of one projection are fine); h
+    (N − 1, d, L) with L ≥ l; bias (N − 1, d). Paths: "automatic" (= "fft"), "reference" (direct sums in double).
+    Returns y (b, l, d).
+    """
+    out, _ = _ext.hyena(v, list(x), h, bias, path=path, threads=threads)
+    return converter(v)(out)
+
+
+def hyena_backward(v: Array, x: Sequence[Array], h: Array, bias: Array, grad_out: Array, *, path: str = "automatic",
+                   threads: int = 0) -> dict:
+    """Gradients of :func:`hyena` for ``grad_out`` (b, l, d), contiguous. Returns a dict ``{"v", "x", "h", "bias"}``
+    with "x" the gates' gradients stacked (N, b, l, d)."""
+    *grads, _ = _ext.hyena_backward(v, list(x), h, bias, grad_out, path=path, threads=threads)
+    conv = converter(v)
+    return {name: conv(gr) for name, gr in zip(("v", "x", "h", "bias"), grads)}
+
+
 def moe(x: Array, router: Array, w_gate_up: Array, w_down: Array, *, top_k: int = 2, normalize_topk: bool = False,
         activation: str = "silu", return_router_logits: bool = False, path: str = "automatic", threads: int = 0) -> Any:
     """Sparse mixture of SwiGLU experts (Mixtral, Jamba): per token, ``p = softmax(router x)`` over all E experts, the

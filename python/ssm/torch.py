@@ -1,8 +1,8 @@
 """PyTorch autograd functions over the library's forward and backward: :func:`selective_scan`, :func:`ssd`,
-:func:`linear_attention`, :func:`delta_rule`, :func:`moe`, :func:`rwkv4`, :func:`rwkv7` and :func:`ttt_linear` take
-and return torch tensors (CPU), record themselves in the autograd graph, and run the library's backward when gradients are
-needed. Tensors are passed to the library without copies (DLPack); results are tensors that own memory the library
-allocated.
+:func:`linear_attention`, :func:`delta_rule`, :func:`hyena`, :func:`moe`, :func:`rwkv4`, :func:`rwkv7` and
+:func:`ttt_linear` take and return torch tensors (CPU), record themselves in the autograd graph, and run the library's
+backward when gradients are needed. Tensors are passed to the library without copies (DLPack); results are tensors that
+own memory the library allocated.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from . import _ext
 from ._arrays import _to_torch
 
-__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "moe", "rwkv4", "rwkv7", "ttt_linear"]
+__all__ = ["selective_scan", "ssd", "linear_attention", "delta_rule", "hyena", "moe", "rwkv4", "rwkv7", "ttt_linear"]
 
 
 def _d(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -187,6 +187,29 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     out, state = DeltaRuleFunction.apply(q, k, v, beta, g, initial_state, cu_seqlens, l2_normalize, norm_eps, scale,
                                          chunk_size)
     return (out, state) if return_final_state else out
+
+
+class HyenaFunction(torch.autograd.Function):
+    """Autograd function of Hyena's gated long convolutions; see :func:`hyena`."""
+
+    @staticmethod
+    def forward(ctx, v, h, bias, *x):
+        out, _ = _ext.hyena(_d(v), [_d(g) for g in x], _d(h), _d(bias))
+        ctx.save_for_backward(v, h, bias, *x)
+        return _to_torch(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        v, h, bias, *x = ctx.saved_tensors
+        gv, gx, gh, gb, _ = _ext.hyena_backward(_d(v), [_d(g) for g in x], _d(h), _d(bias), _c(grad_out))
+        gx = _to_torch(gx)
+        return (_to_torch(gv), _to_torch(gh), _to_torch(gb), *(gx[i] for i in range(len(x))))
+
+
+def hyena(v: torch.Tensor, x: Sequence[torch.Tensor], h: torch.Tensor, bias: torch.Tensor):
+    """Differentiable Hyena recurrence (shapes in :func:`ssm.hyena`): gradients flow to v, every gate, the filters h
+    (an implicit filter's parameters train through them) and the skips."""
+    return HyenaFunction.apply(v, h, bias, *x)
 
 
 class MoeFunction(torch.autograd.Function):

@@ -55,3 +55,24 @@ def test_text_in_text_out(data_dir):
     ids = tok.encode("ab")
     out = model.generate(ids, 5, stop_ids=[])
     assert len(out) == 5 and isinstance(tok.decode(out), str)
+
+
+def test_init_save_load_striped_hyena(tmp_path):
+    """A random StripedHyenaLM from a config: its logits are causal (a prefix's logits are the prefix of the logits),
+    generate continues greedily, and a saved model loads back through load_model with the same logits."""
+    cfg = {"model_type": "stripedhyena", "hidden_size": 16, "num_layers": 2, "vocab_size": 40, "num_attention_heads": 2,
+           "attn_layer_idxs": [1], "hyena_layer_idxs": [0], "inner_mlp_size": 32, "max_seqlen": 16}
+    model = ssm.StripedHyenaLM.init(json.dumps(cfg), 3)
+    ids = np.array([[1, 5, 9, 2, 30, 7, 11, 3, 0, 19, 21, 4, 8, 6, 2, 1, 39, 12, 5, 5]], dtype=np.int64)  # > max_seqlen
+    full = model.logits(ids)
+    np.testing.assert_allclose(model.logits(ids[:, :7]), full[:, :7], rtol=1e-5, atol=1e-5)
+    out = model.generate([1, 5, 9], 4, stop_ids=[])
+    assert len(out) == 4 and out[0] == int(np.argmax(model.logits(np.array([[1, 5, 9]]))[0, -1, :40]))
+    model.save(str(tmp_path / "sh"))
+    back = ssm.load_model(tmp_path / "sh")
+    assert isinstance(back, ssm.StripedHyenaLM)
+    np.testing.assert_array_equal(back.logits(ids), full)
+    with pytest.raises(ssm.Error, match=r"config_json"):
+        ssm.StripedHyenaLM.init("{not json", 0)
+    with pytest.raises(ssm.Error, match=r"hyena_filter_groups"):
+        ssm.StripedHyenaLM.init(json.dumps({**cfg, "hyena_filter_groups": 4}), 0)

@@ -385,3 +385,27 @@ def test_moe_load_balancing_loss_and_errors(rng):
                 activation="relu")
     with pytest.raises(ssm.Error, match=r"moe_load_balancing_loss: argument 'mask'"):
         ssm.moe_load_balancing_loss(layers, k, -mask)
+
+
+def test_hyena_matches_definition(rng):
+    """Order 2 and 3 against the recurrence written with numpy's convolution; gates sliced out of one projection."""
+    b, l, d = 2, 9, 4
+    for N in (2, 3):
+        z = rng.standard_normal((b, l, (N + 1) * d))
+        x = [z[:, :, i * d:(i + 1) * d] for i in range(N)]
+        v = z[:, :, N * d:]
+        h, bias = rng.standard_normal((N - 1, d, l + 1)), rng.standard_normal((N - 1, d))
+        for path in ("reference", "fft"):
+            y = ssm.hyena(v, x, h, bias, path=path)
+            w = v.copy()
+            for o in range(N - 1):
+                wp = w * x[N - 1 - o]
+                conv = np.array([[np.convolve(wp[bi, :, c], h[o, c])[:l] for c in range(d)] for bi in range(b)])
+                conv = conv.transpose(0, 2, 1)  # (b, d, l) -> (b, l, d)
+                w = conv + bias[o] * wp
+            np.testing.assert_allclose(y, w * x[0], rtol=1e-10, atol=1e-10)
+        grads = ssm.hyena_backward(v, x, h, bias, np.ones((b, l, d)))
+        assert grads["x"].shape == (N, b, l, d) and grads["h"].shape == h.shape
+    with pytest.raises(ssm.Error, match=r"hyena: argument 'h'"):
+        ssm.hyena(v, x, h[:, :, :3], bias)
+

@@ -189,3 +189,19 @@ def test_moe_gradcheck():
             return out, logits.sin()
 
         assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
+def test_hyena_gradcheck():
+    """Gradients to v, every gate, the long filters and their skips, orders 2 and 3."""
+    g = torch.Generator().manual_seed(3)
+    b, l, d = 2, 5, 3
+    for N in (2, 3):
+        v = torch.randn(b, l, d, generator=g, dtype=torch.float64, requires_grad=True)
+        x = [torch.randn(b, l, d, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(N)]
+        h = (0.5 * torch.randn(N - 1, d, l + 2, generator=g, dtype=torch.float64)).requires_grad_()
+        bias = torch.randn(N - 1, d, generator=g, dtype=torch.float64, requires_grad=True)
+
+        def f(v, h, bias, *x):
+            return st.hyena(v, list(x), h, bias)
+
+        assert torch.autograd.gradcheck(f, (v, h, bias, *x), eps=1e-6, atol=1e-7)
