@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -191,6 +192,31 @@ TEST(JambaLM, AuxLossEqualsTransformers) {
   dense.num_experts = 1, dense.num_experts_per_tok = 1;  // no MoE layer
   const std::vector<std::int64_t> two{1, 2};
   EXPECT_EQ(ssm::models::jamba_aux_loss(JambaLM::init(dense, 1), TensorView::of(two.data(), {1, 2})).loss, 0.0);
+}
+
+}  // namespace
+
+namespace {
+
+// A cache before any token (its KV caches empty) copies, steps and resumes: the first step equals the one-token logits.
+TEST(JambaLM, FreshCacheCopiesStepsAndResumes) {
+  const JambaLM m = JambaLM::init(small_config(), 6);
+  ssm::models::JambaCache fresh = m.make_cache(1);
+  ssm::models::JambaCache copy = fresh;  // a fork of an empty cache
+  const std::int64_t id = 5;
+  const Tensor a = m.step(std::span<const std::int64_t>(&id, 1), copy);
+  const Tensor want = m.logits(TensorView::of(&id, {1, 1}));
+  EXPECT_LE(normalized_error(a.data_as<float>(), want.data_as<float>(), static_cast<std::size_t>(a.numel())), 2e-6);
+  const std::vector<std::int64_t> ids{5, 7, 9};
+  const Tensor b = m.prefill(TensorView::of(ids.data(), {1, 3}), fresh, /*resume=*/true);
+  ssm::models::JambaCache other;
+  EXPECT_LE(normalized_error(b, m.prefill(TensorView::of(ids.data(), {1, 3}), other)), 2e-6);
+  // a block handed the cache of another kind is refused, not dereferenced
+  const auto& attn = m.blocks()[2];  // layer 1's mixer: attention
+  ASSERT_EQ(attn.config().kind, ssm::layers::HybridKind::attention);
+  auto wrong = m.blocks()[0].make_cache(1);  // a Mamba layer's cache
+  Tensor x = Tensor::zeros({1, 1, 24}, ssm::DType::f32), y = Tensor::empty({1, 1, 24}, ssm::DType::f32);
+  expect_error([&] { attn.forward_into(x.view(), y.view(), &wrong, true); }, "KV cache");
 }
 
 }  // namespace

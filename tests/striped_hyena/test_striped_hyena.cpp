@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,26 @@ TEST(StripedHyenaLM, SequencesLongerThanMaxSeqlenContinueTheModalState) {
                                            static_cast<std::size_t>(V)));
   }
   EXPECT_LE(err, 5e-6);
+}
+
+}  // namespace
+
+namespace {
+
+// A cache before any token: the first step equals the one-token logits; a Hyena block refuses a state of another size.
+TEST(StripedHyenaLM, FreshCacheStepsAndWrongStatesAreRefused) {
+  const StripedHyenaLM m = StripedHyenaLM::init(small_config(), 6);
+  ssm::models::StripedHyenaCache fresh = m.make_cache(1);
+  ssm::models::StripedHyenaCache copy = fresh;
+  const std::int64_t id = 11;
+  const Tensor a = m.step(std::span<const std::int64_t>(&id, 1), copy), want = m.logits(TensorView::of(&id, {1, 1}));
+  EXPECT_LE(normalized_error(a.data_as<float>(), want.data_as<float>(), static_cast<std::size_t>(a.numel())), 2e-6);
+  const auto& hyena = m.blocks()[0];
+  ASSERT_EQ(hyena.config().kind, ssm::layers::HybridKind::hyena);
+  auto state = hyena.make_cache(1);
+  state.recurrent.ssm_state = Tensor::zeros({1, 24, 1, 2}, ssm::DType::f32);  // S = 1 where the layer has 2
+  Tensor x = Tensor::zeros({1, 1, 24}, ssm::DType::f32), y = Tensor::empty({1, 1, 24}, ssm::DType::f32);
+  expect_error([&] { hyena.forward_into(x.view(), y.view(), &state, true); }, "argument 'state'");
 }
 
 }  // namespace

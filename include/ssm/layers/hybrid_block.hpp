@@ -66,8 +66,7 @@ struct HybridLayerCache {
   HybridLayerCache() = default;
   HybridLayerCache(const HybridLayerCache& o) : recurrent(o.recurrent) {
     if (o.kv) {
-      kv.emplace(o.kv->keys().size(0), o.kv->keys().size(2), o.kv->keys().size(3), o.kv->dtype(), o.kv->length(),
-                 o.kv->device());
+      kv.emplace(o.kv->batch(), o.kv->kv_heads(), o.kv->head_dim(), o.kv->dtype(), o.kv->length(), o.kv->device());
       if (o.kv->length() > 0) kv->append(o.kv->keys(), o.kv->values());
     }
   }
@@ -214,8 +213,8 @@ class HybridBlock {
     if (cfg_.kind == HybridKind::mamba) p_.mamba.check_cache(c.recurrent);
     if (cfg_.kind == HybridKind::hyena) p_.hyena.check_state(Checker("HybridBlock"), c.recurrent, c.recurrent.b);
     if (cfg_.kind == HybridKind::attention)
-      SSM_CHECK(c.kv && c.kv->keys().size(0) == c.recurrent.b && c.kv->keys().size(2) == cfg_.n_kv_heads &&
-                    c.kv->keys().size(3) == cfg_.head_dim(),
+      SSM_CHECK(c.kv && c.kv->batch() == c.recurrent.b && c.kv->kv_heads() == cfg_.n_kv_heads &&
+                    c.kv->head_dim() == cfg_.head_dim(),
                 "HybridBlock: the cache of an attention layer must hold a KV cache of ", cfg_.n_kv_heads, " heads of ",
                 cfg_.head_dim(), " (make_cache)");
   }
@@ -227,6 +226,10 @@ class HybridBlock {
   void forward_into(const TensorView& x, const TensorView& y, HybridLayerCache* cache, bool resume) const {
     const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model;
     if (cache != nullptr && !resume) *cache = make_cache(b);
+    if (cache != nullptr && resume) {
+      check_cache(*cache);
+      SSM_CHECK(cache->recurrent.b == b, "HybridBlock: a cache of ", cache->recurrent.b, " sequences for ", b);
+    }
     switch (cfg_.kind) {
       case HybridKind::mamba: {
         std::optional<TensorView> conv, ssm;

@@ -488,16 +488,17 @@ class ModalHyenaLayer {
     const index_t H = cfg_.d_model, S = cfg_.state_size, L = cfg_.l_max, K = cfg_.short_filter_length;
     const index_t hd = H / cfg_.heads;
     h_ = Tensor::empty({1, H, L}, dtype_of<T>());
-    for (index_t c = 0; c < H; ++c)
+    std::vector<double> row(static_cast<std::size_t>(L));
+    for (index_t c = 0; c < H; ++c) {
+      std::fill(row.begin(), row.end(), 0.0);
       for (index_t s = 0; s < S; ++s) {
         const std::complex<double> pole(p_.poles[2 * (c * S + s)], p_.poles[2 * (c * S + s) + 1]);
         const std::complex<double> res(p_.residues[2 * (c * S + s)], p_.residues[2 * (c * S + s) + 1]);
         std::complex<double> pt(1.0, 0.0);
-        for (index_t t = 0; t < L; ++t, pt *= pole) {
-          T& h = h_.data_as<T>()[c * L + t];
-          h = static_cast<T>((s == 0 ? 0.0 : static_cast<double>(h)) + (res * pt).real());
-        }
+        for (index_t t = 0; t < L; ++t, pt *= pole) row[t] += (res * pt).real();
       }
+      for (index_t t = 0; t < L; ++t) h_.data_as<T>()[c * L + t] = static_cast<T>(row[t]);
+    }
     // rows of the projections and the FIR in the plain order [x2 | x1 | v]: row r of part j, channel c = g hd + i,
     // comes from row g 3 hd + j hd + i (the column split)
     W_.assign(p_.projections_weight.size(), T(0)), bias_.assign(3 * H, T(0));
@@ -554,7 +555,9 @@ class ModalHyenaLayer {
   /// everything before a piece).
   void forward_into(const TensorView& x, const TensorView& out, State* state, bool resume) const {
     const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model, S = cfg_.state_size;
+    if (b * l == 0) return;
     if (state != nullptr && !resume) *state = init_state(b);
+    if (state != nullptr && resume) check_state(Checker("ModalHyenaLayer"), *state, b);
     if (l > cfg_.l_max) {
       State local;
       State& st = state != nullptr ? *state : (local = init_state(b));
@@ -567,7 +570,6 @@ class ModalHyenaLayer {
       }
       return;
     }
-    if (b * l == 0) return;
     const std::optional<TensorView> cs = state ? std::optional<TensorView>(state->conv_state.view()) : std::nullopt;
     const Tensor zc = hyena_detail::project_and_filter(x, W_, bias_, fir_w_, fir_b_, cfg_.short_filter_length, cs,
                                                        threads_);

@@ -265,6 +265,9 @@ class MambaBlock {
       SSM_CHECK(m.rows() == s[0] && m.cols() == s[1], "MambaBlock: matrix '", name, "' has shape (", m.rows(), ", ",
                 m.cols(), "), expected ", s.str());
     });
+    SSM_CHECK(cfg_.bcdt_norm_weights ||
+                  (p_.dt_norm_weight.empty() && p_.b_norm_weight.empty() && p_.c_norm_weight.empty()),
+              "MambaBlock: dt / b / c norm weights are given but the config has none (bcdt_norm_weights is off)");
     p_.for_each(cfg_, [&](const char* name, std::vector<T>& v, const Dims& s) {
       if (v.empty() && held(name)) return;
       SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "MambaBlock: parameter '", name, "' has ", v.size(),

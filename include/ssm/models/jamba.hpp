@@ -121,7 +121,8 @@ struct JambaConfig {
               ": expert_layer_offset must be in [0, expert_layer_period) and expert_layer_period >= 1, got offset ",
               expert_layer_offset, " and period ", expert_layer_period);
     SSM_CHECK(num_experts >= 1, op, ": num_experts must be >= 1, got ", num_experts);
-    SSM_CHECK(num_experts_per_tok >= 1 && num_experts_per_tok <= num_experts, op,
+    // (without experts, num_experts == 1, the per-token count is unused, as in transformers)
+    SSM_CHECK(num_experts_per_tok >= 1 && (num_experts == 1 || num_experts_per_tok <= num_experts), op,
               ": num_experts_per_tok must be in [1, num_experts = ", num_experts, "], got ", num_experts_per_tok);
     SSM_CHECK(d_state >= 1, op, ": mamba_d_state must be >= 1, got ", d_state);
     SSM_CHECK(d_conv >= 2, op, ": mamba_d_conv must be >= 2, got ", d_conv);

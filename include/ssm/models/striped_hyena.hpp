@@ -38,16 +38,20 @@ struct StripedHyenaConfig {
   std::vector<index_t> attn_layer_idxs;  // the attention layers; every other layer is a Hyena layer
   index_t state_size = 2;       // S: poles per channel
   index_t short_filter_length = 3;
-  index_t d_ff = 0;             // inner_mlp_size (0: ⌈⌊8 H / 3⌋ / 64⌉ · 64)
+  index_t d_ff = 0;             // inner_mlp_size (0: ⌈⌊8 H / 3⌋ / m⌉ · m)
+  index_t ffn_multiple = 64;    // m: inner_size_multiple_of
   double norm_epsilon = 1e-5;   // eps
   double rotary_base = 10000;   // rotary_emb_base
-  index_t l_max = 2048;         // max_seqlen: the longest forward of one call (the Hyena filters' precomputed length)
+  index_t l_max = 2048;         // max_seqlen: the Hyena filters are precomputed for min(max_seqlen, 4096) taps and
+                                // longer sequences run in pieces of that length (exact: the modal state carries over)
   bool column_split = true;     // column_split_hyena
   bool tie_embeddings = false;  // tie_embeddings
   std::vector<std::int64_t> eos_token_ids;
 
   index_t padded_vocab() const { return vocab_size; }
-  index_t ffn() const { return d_ff > 0 ? d_ff : ((8 * d_model / 3 + 63) / 64) * 64; }
+  index_t ffn() const { return d_ff > 0 ? d_ff : ((8 * d_model / 3 + ffn_multiple - 1) / ffn_multiple) * ffn_multiple; }
+  /// The Hyena layers' precomputed filter length (and chunk of a long forward).
+  static constexpr index_t kFilterChunk = 4096;
   bool is_attention(index_t layer) const {
     return std::find(attn_layer_idxs.begin(), attn_layer_idxs.end(), layer) != attn_layer_idxs.end();
   }
@@ -59,7 +63,7 @@ struct StripedHyenaConfig {
       c.kind = is_attention(j / 2) ? layers::HybridKind::attention : layers::HybridKind::hyena;
       c.n_heads = n_heads, c.n_kv_heads = n_kv_heads, c.rotary = true, c.rotary_base = rotary_base;
       c.hyena.d_model = d_model, c.hyena.heads = column_split ? n_heads : 1, c.hyena.state_size = state_size;
-      c.hyena.short_filter_length = short_filter_length, c.hyena.l_max = l_max;
+      c.hyena.short_filter_length = short_filter_length, c.hyena.l_max = std::min(l_max, kFilterChunk);
     } else {
       c.kind = layers::HybridKind::mlp, c.d_ff = ffn();
     }
@@ -73,8 +77,9 @@ struct StripedHyenaConfig {
     SSM_CHECK(vocab_size >= 1, op, ": vocab_size must be >= 1, got ", vocab_size);
     SSM_CHECK(n_heads >= 1 && d_model % n_heads == 0 && (d_model / n_heads) % 2 == 0, op,
               ": num_attention_heads must divide hidden_size (", d_model, ") into heads of even size, got ", n_heads);
-    SSM_CHECK(n_kv_heads >= 1 && n_heads % n_kv_heads == 0, op,
-              ": proj_groups must divide num_attention_heads (", n_heads, "), got ", n_heads / std::max<index_t>(n_kv_heads, 1));
+    SSM_CHECK(n_kv_heads >= 1 && n_heads % n_kv_heads == 0, op, ": the key-value heads (num_attention_heads / proj_groups) ",
+              "must divide num_attention_heads (", n_heads, "), got ", n_kv_heads);
+    SSM_CHECK(ffn_multiple >= 1, op, ": inner_size_multiple_of must be >= 1, got ", ffn_multiple);
     for (index_t i : attn_layer_idxs)
       SSM_CHECK(i >= 0 && i < n_layer, op, ": attn_layer_idxs entry ", i, " is not a layer in [0, ", n_layer, ")");
     SSM_CHECK(state_size >= 1, op, ": state_size must be >= 1, got ", state_size);
@@ -88,7 +93,7 @@ struct StripedHyenaConfig {
 
   /// StripedHyena's config.json (model_type "stripedhyena"). Options this library does not compute are rejected by
   /// key: hyena_filter_groups other than 1, qkv_proj_bias, mha_out_proj_bias, short_filter_bias false, final_norm
-  /// false, a hyena_layer_idxs that is not the complement of attn_layer_idxs.
+  /// false, an mlp_activation other than silu, a hyena_layer_idxs that is not the complement of attn_layer_idxs.
   static StripedHyenaConfig from_json(const nlohmann::json& j) {
     const char* op = "StripedHyenaConfig";
     SSM_CHECK(j.is_object(), op, ": config.json must be a JSON object");
@@ -120,6 +125,10 @@ struct StripedHyenaConfig {
     F.get_int({"state_size"}, c.state_size);
     F.get_int({"short_filter_length"}, c.short_filter_length);
     if (j.contains("inner_mlp_size") && !j["inner_mlp_size"].is_null()) F.get_int({"inner_mlp_size"}, c.d_ff);
+    F.get_int({"inner_size_multiple_of"}, c.ffn_multiple);
+    if (j.contains("mlp_activation"))
+      SSM_CHECK(j["mlp_activation"] == "silu", op, ": only mlp_activation \"silu\" is supported, got ",
+                j["mlp_activation"].dump());
     F.get_number("eps", c.norm_epsilon);
     F.get_number("rotary_emb_base", c.rotary_base);
     F.get_int({"max_seqlen"}, c.l_max);
@@ -166,6 +175,8 @@ struct StripedHyenaConfig {
                         {"short_filter_length", short_filter_length},
                         {"short_filter_bias", true},
                         {"inner_mlp_size", ffn()},
+                        {"inner_size_multiple_of", ffn_multiple},
+                        {"mlp_activation", "silu"},
                         {"eps", norm_epsilon},
                         {"rotary_emb_base", rotary_base},
                         {"max_seqlen", l_max},

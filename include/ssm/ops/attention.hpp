@@ -282,6 +282,9 @@ class KVCache {
 
   index_t length() const { return length_; }
   index_t capacity() const { return capacity_; }
+  index_t batch() const { return b_; }
+  index_t kv_heads() const { return h_kv_; }
+  index_t head_dim() const { return p_; }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
   /// Bytes held by the cache storage (capacity, not length).
