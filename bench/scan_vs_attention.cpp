@@ -23,8 +23,13 @@
 // gated_deltanet (ssm::layers::DeltaNetLayer, 12 heads of 64, gated); rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64,
 // the first layer's form, the chunked op); ttt_linear (ssm::layers::TttLinearLayer, 12 heads of 64, mini-batches of
 // 16, the dual form); rwkv4 (ssm::layers::Rwkv4Block, RWKV-4's time mixing, attention width 768: the WKV recurrence
-// per channel, no chunked form). Their workspace_MB is an estimate (three projections' width for one chunk,
-// and the state); peak_rss_MB is measured.
+// per channel, no chunked form); striped_hyena (ssm::layers::ModalHyenaLayer, StripedHyena's gated convolution at
+// width 768: order-2 Hyena with a modal filter of 2 poles per channel, column split over 12 heads; FFT convolutions
+// within a chunk, the constant-size modal state across chunks and in decoding). Their workspace_MB is an estimate
+// (three projections' width for one chunk, and the state); peak_rss_MB is measured. hyena (ssm::layers::HyenaLayer,
+// safari's Hyena operator at width 768, order 2, implicit filters of FFN width 64): forward over the whole sequence
+// by FFT (its filters computed for l_max = l before the timed loop; lengths up to 65536), decode by direct sums over
+// the history of the convolution's input (no constant-size state: its state_MB and step time grow with the context).
 //
 // Flags (besides Google Benchmark's): --ssm_mode=short|full, --ssm_lengths=256,1024,…,
 // --ssm_contexts=…, --ssm_threads=1,2, --ssm_mem_gb=8, --ssm_time_limit_s=60, --ssm_min_time=0.5.
@@ -44,6 +49,7 @@
 #include "machine_limit.hpp"
 #include "ssm/layers/attention.hpp"
 #include "ssm/layers/delta_net.hpp"
+#include "ssm/layers/hyena.hpp"
 #include "ssm/layers/linear_attention.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
@@ -130,7 +136,7 @@ void fill(float* x, std::size_t n, std::uint32_t seed) {
 // ---- mixers --------------------------------------------------------------------------------------------
 enum class Mixer {
   attention_materialized, attention_tiled, mamba_block, s4d_layer, mamba2_block, retnet, gla, gated_deltanet, rwkv7,
-  ttt_linear, rwkv4
+  ttt_linear, rwkv4, striped_hyena, hyena
 };
 const char* mixer_name(Mixer m) {
   switch (m) {
@@ -145,12 +151,14 @@ const char* mixer_name(Mixer m) {
     case Mixer::rwkv7: return "rwkv7";
     case Mixer::ttt_linear: return "ttt_linear";
     case Mixer::rwkv4: return "rwkv4";
+    case Mixer::striped_hyena: return "striped_hyena";
+    case Mixer::hyena: return "hyena";
   }
   return "?";
 }
 bool is_chunked_state_mixer(Mixer m) {
   return m == Mixer::mamba2_block || m == Mixer::retnet || m == Mixer::gla || m == Mixer::gated_deltanet ||
-         m == Mixer::rwkv7 || m == Mixer::ttt_linear || m == Mixer::rwkv4;
+         m == Mixer::rwkv7 || m == Mixer::ttt_linear || m == Mixer::rwkv4 || m == Mixer::striped_hyena;
 }
 
 constexpr index_t kPrefillChunk = 4096;  // ssm::layers::MambaBlock forward runs in chunks resumed from its cache
@@ -229,6 +237,23 @@ ssm::layers::Rwkv4Block make_rwkv4(int threads) {
   return block;
 }
 
+ssm::layers::ModalHyenaLayer<float> make_striped_hyena(int threads) {
+  ssm::layers::ModalHyenaConfig cfg;
+  cfg.d_model = kDModel, cfg.heads = kHeads, cfg.state_size = 2, cfg.l_max = kPrefillChunk;
+  auto layer = ssm::layers::ModalHyenaLayer<float>::init(cfg, 1);
+  layer.set_threads(threads);
+  return layer;
+}
+
+/// safari's Hyena operator at width 768, order 2, its filters computed for sequences up to l_max.
+ssm::layers::HyenaLayer<float> make_hyena(int threads, index_t l_max) {
+  ssm::layers::HyenaConfig cfg;
+  cfg.d_model = kDModel, cfg.order = 2, cfg.l_max = std::max<index_t>(l_max, 2);
+  auto layer = ssm::layers::HyenaLayer<float>::init(cfg, 1);
+  layer.set_threads(threads);
+  return layer;
+}
+
 /// f(layer) with the chunked-state mixer m built for `threads`.
 template <class F>
 void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
@@ -237,6 +262,7 @@ void with_chunked_state_mixer(Mixer m, int threads, F&& f) {
   else if (m == Mixer::rwkv7) f(make_rwkv7(threads));
   else if (m == Mixer::ttt_linear) f(make_ttt_linear(threads));
   else if (m == Mixer::rwkv4) f(make_rwkv4(threads));
+  else if (m == Mixer::striped_hyena) f(make_striped_hyena(threads));
   else f(make_linear_attention(m, threads));
 }
 
@@ -250,6 +276,8 @@ index_t projection_width(Mixer m) {
   if (m == Mixer::ttt_linear) return make_ttt_linear(1).config().proj_dim();
   // RWKV-4's time mixing keeps 7 widths of d_model per token (three token-shift mixes; k, v, r; wkv)
   if (m == Mixer::rwkv4) return 7 * kDModel / 3;
+  // the gated convolution keeps 8 widths per token (the projection and its FIR, 3 each; y; the output)
+  if (m == Mixer::striped_hyena) return 8 * kDModel / 3;
   return make_linear_attention(m, 1).config().proj_dim();
 }
 
@@ -303,6 +331,9 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
     // forward_raw's activations for one chunk: xz, xc, dbc, dt, y, the scan's operands and output, out
     const index_t di = kExpand * kDModel, c = std::min(l, kPrefillChunk);
     workspace = static_cast<double>(c * (2 * di + 3 * di + 48 + 32 + 4 * di + 32 + kDModel)) * sizeof(float);
+  } else if (m == Mixer::hyena) {
+    // the projection and its short conv (3 widths each), y, the output, and per thread the FFT buffers of a channel
+    workspace = static_cast<double>(8 * l * kDModel + 16 * l * threads) * sizeof(float);
   } else if (is_chunked_state_mixer(m)) {
     // an estimate: three copies of one chunk's projection (the projection, the op's packed inputs, its outputs)
     workspace = 3.0 * static_cast<double>(std::min(l, kPrefillChunk) * projection_width(m)) * sizeof(float);
@@ -343,6 +374,15 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
         std::copy_n(y.data_as<float>(), r * kDModel, out.data_as<float>() + c0 * kDModel);
       }
       benchmark::DoNotOptimize(out.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::hyena) {
+    const auto layer = make_hyena(threads, l);  // the implicit filters for l positions, before the timed loop
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.forward(x);  // (1, l, d_model): one FFT convolution per channel over the whole sequence
+      benchmark::DoNotOptimize(y.data());
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else if (is_chunked_state_mixer(m)) {
@@ -418,6 +458,24 @@ void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
     for (auto _ : st) {
       Tensor y = block.step(u, cache);  // (b, d_model)
       benchmark::DoNotOptimize(y.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (m == Mixer::hyena) {
+    // The history of `context` earlier tokens' convolution inputs (their values do not change the cost): each step
+    // appends one row and sums over all of them; the state is rewound to `context` after every step.
+    const auto layer = make_hyena(threads, context + 1);
+    auto state = layer.init_state(1);
+    state.capacity = context + 1;
+    state.history.resize(static_cast<std::size_t>((context + 1) * kDModel));
+    fill(state.history.data(), state.history.size(), 7);
+    state.t = context;
+    state_bytes = static_cast<double>(state.nbytes());
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.step(x, state);
+      benchmark::DoNotOptimize(y.data());
+      state.t = context;
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else if (is_chunked_state_mixer(m)) {
@@ -564,6 +622,8 @@ int main(int argc, char** argv) {
                                              "rwkv7 (ssm::layers::Rwkv7Layer, 12 heads of 64); "
                                              "ttt_linear (ssm::layers::TttLinearLayer, 12 heads of 64, m 16); "
                                              "rwkv4 (ssm::layers::Rwkv4Block, time mixing, attention width 768); "
+                                             "striped_hyena (ssm::layers::ModalHyenaLayer, 2 poles per channel, 12 heads); "
+                                             "hyena (ssm::layers::HyenaLayer, order 2, implicit filters; forward l <= 65536); "
                                              "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
@@ -574,18 +634,21 @@ int main(int argc, char** argv) {
 
   const Mixer mixers[] = {Mixer::mamba_block,     Mixer::mamba2_block,    Mixer::retnet,
                           Mixer::gla,             Mixer::gated_deltanet,  Mixer::rwkv7,
-                          Mixer::ttt_linear,      Mixer::rwkv4,           Mixer::s4d_layer,
-                          Mixer::attention_tiled, Mixer::attention_materialized};
+                          Mixer::ttt_linear,      Mixer::rwkv4,           Mixer::striped_hyena,
+                          Mixer::hyena,           Mixer::s4d_layer,       Mixer::attention_tiled,
+                          Mixer::attention_materialized};
   for (int t : g.threads) {
     for (Mixer m : mixers)
       for (index_t l : g.lengths) {
+        if (m == Mixer::hyena && l > 65536) continue;  // its filters for l_max = l take minutes to compute beyond
         const std::string name = std::string("forward/") + mixer_name(m) + "/l:" + std::to_string(l) +
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_forward(st, m, l, t); })
             ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
     for (Mixer m : {Mixer::mamba_block, Mixer::mamba2_block, Mixer::retnet, Mixer::gla, Mixer::gated_deltanet,
-                    Mixer::rwkv7, Mixer::ttt_linear, Mixer::rwkv4, Mixer::s4d_layer, Mixer::attention_tiled})
+                    Mixer::rwkv7, Mixer::ttt_linear, Mixer::rwkv4, Mixer::striped_hyena, Mixer::hyena,
+                    Mixer::s4d_layer, Mixer::attention_tiled})
       for (index_t c : g.contexts) {
         const std::string name = std::string("decode/") + mixer_name(m) + "/ctx:" + std::to_string(c) +
                                  "/threads:" + std::to_string(t);
