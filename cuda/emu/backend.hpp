@@ -27,6 +27,7 @@
 #include "../kernels/launch/causal_conv1d.cuh"
 #include "../kernels/launch/embedding.cuh"
 #include "../kernels/launch/linear.cuh"
+#include "../kernels/launch/moe.cuh"
 #include "../kernels/launch/rms_norm.cuh"
 #include "../kernels/launch/selective_scan.cuh"
 #include "../kernels/launch/selective_state_update.cuh"
@@ -180,6 +181,13 @@ inline void ssd_backward(const SsdParams& p, const SsdGradParams& g, void*) {
                                  kernels::ssd_grad_workspace(plan, base, p.z != nullptr));
 }
 
+inline void moe_forward(const MoeParams& p, void*) {
+  const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
+  if (p.tokens == 0) return;
+  HostExecutor exec = executor();
+  kernels::moe_forward_launches(exec, p, plan, exec.allocate(plan.bytes));  // freed with exec
+}
+
 inline DeviceBackend make() {
   DeviceBackend b;
   b.name = kName;
@@ -207,6 +215,7 @@ inline DeviceBackend make() {
   b.selective_state_update = &selective_state_update;
   b.ssd_forward = &ssd_forward;
   b.ssd_backward = &ssd_backward;
+  b.moe_forward = &moe_forward;
   return b;
 }
 

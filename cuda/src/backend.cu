@@ -9,6 +9,7 @@
 #include "ssm/cuda/cast.hpp"
 #include "ssm/cuda/causal_conv1d.hpp"
 #include "ssm/cuda/dense.hpp"
+#include "ssm/cuda/moe.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 #include "ssm/cuda/selective_state_update.hpp"
@@ -44,6 +45,7 @@ DeviceBackend make_backend() {
   b.selective_state_update = &selective_state_update;
   b.ssd_forward = &ssd_forward;
   b.ssd_backward = &ssd_backward;
+  b.moe_forward = &moe_forward;
   return b;
 }
 

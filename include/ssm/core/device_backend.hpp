@@ -19,6 +19,7 @@
 #include "ssm/core/params/attention.hpp"
 #include "ssm/core/params/causal_conv1d.hpp"
 #include "ssm/core/params/dense.hpp"
+#include "ssm/core/params/moe.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_device.hpp"
 #include "ssm/core/params/selective_state_update.hpp"
@@ -83,6 +84,8 @@ struct DeviceBackend {
   void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
   /// The chunked SSD backward (g's buffers contiguous, as ssd_backward allocates them). May be null.
   void (*ssd_backward)(const SsdParams& p, const SsdGradParams& g, void* stream) = nullptr;
+  /// The mixture of experts' forward: routing and the gathered expert GEMMs (x f32 or f64). May be null.
+  void (*moe_forward)(const MoeParams& p, void* stream) = nullptr;
 
   // ---- models (transitional) ----
 };

@@ -8,7 +8,7 @@
 // Also the compute-type rule: f64 inputs compute in f64, every other real input (f32, f16, bf16) in f32.
 #pragma once
 
-#include <math.h>  // ::expf, ::log1pf, ::exp2f, ::sqrtf: the names nvcc's device code and the host both have
+#include <math.h>  // ::expf, ::log1pf, ::exp2f, ::sqrtf, ::erff: the names nvcc's device code and the host both have
 
 #include <type_traits>
 
@@ -31,6 +31,8 @@ SSM_HOST_DEVICE inline float log1p(float x) { return ::log1pf(x); }
 SSM_HOST_DEVICE inline double log1p(double x) { return ::log1p(x); }
 SSM_HOST_DEVICE inline float sqrt(float x) { return ::sqrtf(x); }
 SSM_HOST_DEVICE inline double sqrt(double x) { return ::sqrt(x); }
+SSM_HOST_DEVICE inline float erf(float x) { return ::erff(x); }
+SSM_HOST_DEVICE inline double erf(double x) { return ::erf(x); }
 
 /// log2(e): exp(x) = 2^(x log2 e).
 template <class T>

@@ -3,7 +3,8 @@
 // renormalized over the chosen experts (Mixtral) or not (Jamba). Forms: the tokens grouped by expert, two GEMMs per
 // expert (cpu/moe.hpp), and the token loop in double (reference/moe.hpp); forward and backward (moe_backward: x, the
 // router and every expert). The router logits can be returned for the load-balancing loss (moe_load_balancing_loss,
-// with its gradient, which moe_backward takes back). CPU tensors only: CUDA tensors are an ssm::Error.
+// with its gradient, which moe_backward takes back). CUDA tensors run the forward on the backend's kernels (routing,
+// a counting sort by expert, the gathered expert GEMMs: cuda/kernels/moe.cuh); the backward and the loss are CPU only.
 #pragma once
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/moe.hpp"
 #include "ssm/core/tensor.hpp"
@@ -29,7 +31,8 @@ struct MoeInputs {
   TensorView w_down{};     // (E, H, I)
 };
 
-/// automatic = grouped; grouped = the tokens grouped by expert, GEMMs per expert; reference = the loops in double.
+/// automatic = grouped; grouped = the tokens grouped by expert, GEMMs per expert (on the CPU, or the CUDA kernels for
+/// CUDA tensors); reference = the loops in double (CPU tensors only).
 enum class MoePath { automatic, reference, grouped };
 
 struct MoeOptions {
@@ -37,7 +40,7 @@ struct MoeOptions {
   bool normalize_topk = false;  // divide the k weights by their sum (Mixtral: true; Jamba: false)
   MoeActivation act = MoeActivation::silu;
   MoePath path = MoePath::automatic;
-  int threads = 0;  // CPU threads (0: by the amount of work)
+  int threads = 0;  // CPU threads (0: by the amount of work); not used on CUDA
 };
 
 namespace detail {
@@ -49,8 +52,6 @@ inline MoeParams check_moe(const Checker& c, const MoeInputs& in, const TensorVi
   c.defined(out_name, out);
   c.same_device({{"x", in.x}, {"router", in.router}, {"w_gate_up", in.w_gate_up}, {"w_down", in.w_down}, {out_name, out},
                  {"router_logits", router_logits.value_or(in.x)}});
-  c.require(in.x.device().is_cpu(), "x", "the mixture of experts has no CUDA path yet (x is on ", in.x.device().str(),
-            ")");
   c.rank("x", in.x, 2).dtype_in("x", in.x, {DType::f32, DType::f64}).unit_stride("x", in.x, 1);
   c.rank("router", in.router, 2).rank("w_gate_up", in.w_gate_up, 3).rank("w_down", in.w_down, 3);
   MoeParams p;
@@ -87,10 +88,17 @@ inline MoeParams check_moe(const Checker& c, const MoeInputs& in, const TensorVi
 }  // namespace detail
 
 /// The mixture of experts into out (t, H) (x's dtype), and the raw router logits into router_logits (t, E) when given.
-/// Returns the path that ran: "cpu-grouped" or "reference".
+/// Returns the path that ran: "cpu-grouped", "reference" or "cuda".
 inline std::string moe_into(const MoeInputs& in, const TensorView& out,
                             const std::optional<TensorView>& router_logits = std::nullopt, const MoeOptions& opt = {}) {
-  const MoeParams p = detail::check_moe(Checker("moe"), in, out, router_logits, opt);
+  const Checker c("moe");
+  const MoeParams p = detail::check_moe(c, in, out, router_logits, opt);
+  const Device device = dispatch_device(c, {{"x", in.x}, {"out", out}});
+  if (device.is_cuda()) {
+    c.require(opt.path != MoePath::reference, "path", "the reference (loops in double) runs on CPU tensors only");
+    if (p.tokens > 0) backend_entry(c.op(), device, &DeviceBackend::moe_forward)(p, nullptr);
+    return "cuda";
+  }
   if (opt.path == MoePath::reference) {
     reference::moe_forward(p);
     return "reference";
@@ -129,6 +137,8 @@ inline MoeGrads moe_backward(const MoeInputs& in, const TensorView& grad_out,
                              const MoeOptions& opt = {}) {
   Checker c("moe_backward");
   const MoeParams p = detail::check_moe(c, in, grad_out, std::nullopt, opt, "grad_out");
+  c.require(in.x.device().is_cpu(), "x", "the backward has no CUDA path yet (x is on ", in.x.device().str(),
+            "): run it on CPU tensors");
   c.require(p.weight_dtype == p.dtype, "router", "the backward needs the weights in x's dtype ", name(p.dtype), ", got ",
             name(p.weight_dtype));
   MoeGradParams g;

@@ -6,7 +6,8 @@
 //                                                (Mixtral) w /= Σ w, without (Jamba) the weights sum to less than 1
 //   y = Σ_j w_j · W_down[e_j] (act(W_gate[e_j] x) ⊙ W_up[e_j] x)                  SwiGLU experts (act = SiLU)
 // W_gate and W_up are stacked as one (E, 2 d_ff, d_model) tensor, gate rows first (transformers' gate_up_proj);
-// W_down is (E, d_model, d_ff). Plain pointers, sizes and element strides, trivially copyable; host memory.
+// W_down is (E, d_model, d_ff). Plain pointers, sizes and element strides, trivially copyable; the memory of the
+// device the tensors are on (the CPU path, or the CUDA kernels of cuda/kernels/moe.cuh).
 #pragma once
 
 #include <cmath>
@@ -20,12 +21,13 @@ namespace ssm {
 /// The experts' activation on the gate half: SiLU (SwiGLU: Mixtral, Jamba's default), exact GELU or tanh GELU.
 enum class MoeActivation { silu, gelu, gelu_tanh };
 
-/// act(v) on the host: SiLU v σ(v), GELU ½ v (1 + erf(v / √2)), or GELU's tanh form (core/scalar.hpp).
+/// act(v): SiLU v σ(v), GELU ½ v (1 + erf(v / √2)), or GELU's tanh form (core/scalar.hpp); host and device (the
+/// reference, the CPU path and the CUDA kernels' epilogue).
 template <class T>
-inline T moe_activate(MoeActivation act, T v) {
+SSM_HOST_DEVICE inline T moe_activate(MoeActivation act, T v) {
   switch (act) {
     case MoeActivation::silu: return scalar::silu(v);
-    case MoeActivation::gelu: return T(0.5) * v * (T(1) + std::erf(v * T(0.7071067811865476)));
+    case MoeActivation::gelu: return T(0.5) * v * (T(1) + scalar::erf(v * T(0.7071067811865476)));
     case MoeActivation::gelu_tanh: return scalar::gelu_tanh(v);
   }
   return v;

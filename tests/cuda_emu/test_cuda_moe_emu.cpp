@@ -1,0 +1,251 @@
+// The mixture of experts' CUDA kernels (cuda/kernels/moe.cuh, launches kernels/launch/moe.cuh) under the host
+// emulation: the public op on CUDA tensors with the emulated backend installed, against the op's token loop in double
+// on CPU tensors. Shapes across the GEMM tiles (64 rows, 64 columns, 16 along the reduction) with ragged tails, experts
+// with no tokens, every expert chosen, ties in the routing, strided rows, token slices of the workspace, random thread
+// orders (the emulation's race detector sees each launch in that order) and the same bits in every order.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../conformance/values.hpp"
+#include "emu/backend.hpp"
+#include "kernels/launch/moe.cuh"
+#include "ssm/ops/moe.hpp"
+
+namespace {
+
+using ssm::Device;
+using ssm::DType;
+using ssm::Tensor;
+using ssm::emu::Order;
+using ssm::emu::ScopedEmulatedCuda;
+using index_t = std::int64_t;
+
+const Device kCuda = Device::cuda(0);
+
+struct MoeCase {
+  index_t t, H, I, E, k;
+  bool normalize = false;
+  DType x = DType::f32, w = DType::f32;
+  index_t pad = 0;  // > 0: x and out rows pad elements apart beyond H
+  ssm::MoeActivation act = ssm::MoeActivation::silu;
+  std::string str() const {
+    return "t=" + std::to_string(t) + " H=" + std::to_string(H) + " I=" + std::to_string(I) + " E=" +
+           std::to_string(E) + " k=" + std::to_string(k) + (normalize ? " normalized" : "") + " x " + std::string(name(x)) + " W " +
+           std::string(name(w)) + (pad ? " strided" : "");
+  }
+};
+
+/// A (rows, cols) view on `device` over `owner`'s storage with rows cols + pad apart (the strides of a padded_copy).
+ssm::TensorView rows_view(const Tensor& owner, Device device, DType dt, index_t rows, index_t cols, index_t pad) {
+  return ssm::TensorView(const_cast<void*>(owner.data()), dt, device, {rows, cols}, {cols + pad, 1});
+}
+
+std::vector<double> doubles(const Tensor& host) { return conformance::to_doubles(host.view()); }
+
+double rel_err(const std::vector<double>& got, const std::vector<double>& want) {
+  return conformance::normalized_error(got, want);
+}
+
+struct Problem {
+  Tensor x, router, w_gate_up, w_down;
+};
+
+Problem make(const MoeCase& c, std::uint32_t seed, double router_scale = 1) {
+  using conformance::uniform;
+  std::mt19937_64 rng(seed);
+  Problem p;
+  p.x = uniform(rng, {c.t, c.H}, c.x, -1, 1);                                               // (t, H)
+  p.router = router_scale > 0 ? uniform(rng, {c.E, c.H}, c.w, -router_scale, router_scale)  // (E, H)
+                              : Tensor::zeros({c.E, c.H}, c.w);
+  p.w_gate_up = uniform(rng, {c.E, 2 * c.I, c.H}, c.w, -1, 1);                             // (E, 2I, H)
+  p.w_down = uniform(rng, {c.E, c.H, c.I}, c.w, -1, 1);                                    // (E, H, I)
+  return p;
+}
+
+ssm::MoeOptions options(const MoeCase& c, ssm::MoePath path) {
+  ssm::MoeOptions o;
+  o.top_k = c.k, o.normalize_topk = c.normalize, o.act = c.act, o.path = path;
+  return o;
+}
+
+/// The problem's tensors on the emulated device (kept alive by the struct).
+struct OnDevice {
+  Tensor x, router, w_gate_up, w_down;
+  explicit OnDevice(const Problem& p)
+      : x(p.x.to(kCuda)), router(p.router.to(kCuda)), w_gate_up(p.w_gate_up.to(kCuda)), w_down(p.w_down.to(kCuda)) {}
+  ssm::MoeInputs inputs() const { return {x.view(), router.view(), w_gate_up.view(), w_down.view()}; }
+};
+
+struct Result {
+  std::vector<double> out, logits;
+};
+
+/// The op on CPU tensors on the reference path (loops in double).
+Result reference(const MoeCase& c, const Problem& p) {
+  Tensor out = Tensor::empty({c.t, c.H}, c.x), logits = Tensor::empty({c.t, c.E}, c.x);
+  EXPECT_EQ(ssm::moe_into({p.x.view(), p.router.view(), p.w_gate_up.view(), p.w_down.view()}, out.view(), logits.view(),
+                          options(c, ssm::MoePath::reference)),
+            "reference");
+  return {doubles(out), doubles(logits)};
+}
+
+/// The op on emulated CUDA tensors (x and out strided when c.pad), in the given thread order.
+Result on_cuda(const MoeCase& c, const Problem& p, Order order, std::uint64_t seed) {
+  ScopedEmulatedCuda guard(order, seed);
+  Tensor x_owner;
+  (void)conformance::padded_copy(p.x, c.pad, x_owner);  // NaN between the rows
+  const Tensor x_dev = x_owner.to(kCuda);
+  const Tensor router = p.router.to(kCuda), w_gate_up = p.w_gate_up.to(kCuda), w_down = p.w_down.to(kCuda);
+  const Tensor out_dev = Tensor::empty({std::max<index_t>(c.t * (c.H + c.pad), 1)}, c.x, kCuda);
+  const Tensor logits = Tensor::empty({c.t, c.E}, c.x, kCuda);
+  EXPECT_EQ(ssm::moe_into({rows_view(x_dev, kCuda, c.x, c.t, c.H, c.pad), router.view(), w_gate_up.view(), w_down.view()},
+                          rows_view(out_dev, kCuda, c.x, c.t, c.H, c.pad), logits.view(),
+                          options(c, ssm::MoePath::automatic)),
+            "cuda");
+  const Tensor out_host = out_dev.to(Device::cpu());
+  Tensor out = Tensor::empty({c.t, c.H}, c.x);
+  ssm::copy(out.view(), rows_view(out_host, Device::cpu(), c.x, c.t, c.H, c.pad));
+  return {doubles(out), doubles(logits.to(Device::cpu()))};
+}
+
+/// f32: sums of up to 2I + H products in f32 and the softmax in f32 against double; f64: reassociation only.
+double tolerance(DType x) { return x == DType::f64 ? 1e-12 : 2e-5; }
+
+void check(const MoeCase& c, std::uint32_t seed, Order order = Order::random, double router_scale = 1) {
+  SCOPED_TRACE(c.str());
+  const Problem p = make(c, seed, router_scale);
+  const Result want = reference(c, p), got = on_cuda(c, p, order, seed);
+  EXPECT_LE(rel_err(got.out, want.out), tolerance(c.x));
+  EXPECT_LE(rel_err(got.logits, want.logits), tolerance(c.x));
+}
+
+TEST(CudaMoeEmu, ForwardAcrossTiles) {
+  // t = 130 with E = 2, k = 2: both experts take all 130 tokens, three row tiles each, and the grouping ranks 260 pairs
+  // in two tiles of its block scan; H = 70: two column tiles of the down GEMM and a ragged reduction (70 = 4 · 16 + 6)
+  // in the gate/up GEMM; I = 20 one column tile, a ragged reduction.
+  check({130, 70, 20, 2, 2, false}, 1);
+  check({70, 70, 20, 2, 2, true, DType::f64, DType::f64}, 2);
+  // I = 65: the gate/up GEMM's two column tiles (the second one column wide) and the down GEMM's reduction 65.
+  check({37, 24, 65, 5, 2, true}, 3);
+}
+
+TEST(CudaMoeEmu, SixteenBitWeightsAndActivations) {
+  check({29, 40, 18, 6, 2, false, DType::f32, DType::bf16}, 4);
+  check({29, 40, 18, 6, 3, true, DType::f32, DType::f16}, 5);
+  MoeCase gelu{17, 20, 9, 4, 2, false, DType::f64, DType::f64};
+  gelu.act = ssm::MoeActivation::gelu;
+  check(gelu, 6);
+  gelu.act = ssm::MoeActivation::gelu_tanh, gelu.x = gelu.w = DType::f32;
+  check(gelu, 7);
+}
+
+TEST(CudaMoeEmu, RoutingEdges) {
+  check({1, 19, 13, 4, 2, false, DType::f32, DType::f32, 3}, 8);  // one token (decoding), strided rows
+  check({3, 16, 8, 8, 1, true}, 9);                                // top-1 of 8 for 3 tokens: at least 5 experts idle
+  check({40, 17, 9, 5, 5, false, DType::f64, DType::f64, 2}, 10);  // every expert chosen, strided
+  check({5, 6, 3, 1, 1, false}, 11);                               // one expert: its weight is 1
+  // A zero router: every logit 0, every probability 1 / E; the ties go to the lowest experts, as on the CPU.
+  check({9, 12, 7, 6, 3, false}, 12, Order::random, 0.0);
+}
+
+TEST(CudaMoeEmu, SameBitsInEveryThreadOrder) {
+  // No atomics: each output element is written once by one block, with sums in a fixed order, so the thread order
+  // (and, on a GPU, the order blocks run) does not change a bit.
+  const MoeCase c{45, 33, 21, 7, 3, true};
+  const Problem p = make(c, 13);
+  const Result a = on_cuda(c, p, Order::forward, 1), b = on_cuda(c, p, Order::reverse, 1),
+               r = on_cuda(c, p, Order::random, 99);
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.out, r.out);
+  EXPECT_EQ(a.logits, r.logits);
+}
+
+TEST(CudaMoeEmu, TokensInSlicesOfTheWorkspace) {
+  // A budget of 1 KiB: a slice of a few tokens, so the 23 tokens take several slices (the last one short), each with
+  // its own routing and grouping, written to its rows of out and of the router logits.
+  const MoeCase c{23, 10, 6, 3, 2, true};
+  const Problem p = make(c, 14);
+  const Result want = reference(c, p);
+  ScopedEmulatedCuda guard(Order::random, 3);
+  const Tensor x = p.x.to(kCuda), router = p.router.to(kCuda), wgu = p.w_gate_up.to(kCuda), wd = p.w_down.to(kCuda);
+  const Tensor out = Tensor::empty({c.t, c.H}, c.x, kCuda), logits = Tensor::empty({c.t, c.E}, c.x, kCuda);
+  const ssm::MoeParams mp = ssm::detail::check_moe(ssm::Checker("moe"), {x.view(), router.view(), wgu.view(), wd.view()},
+                                                   out.view(), logits.view(), options(c, ssm::MoePath::automatic));
+  const ssm::kernels::MoePlan plan = ssm::kernels::plan_moe(mp, "test", 1024);
+  ASSERT_GE(plan.slice_tokens, 1);
+  ASSERT_LT(plan.slice_tokens * 3, c.t) << "at least three slices";
+  ASSERT_NE(c.t % plan.slice_tokens, 0) << "a short last slice";
+  ssm::emu::HostExecutor exec(Order::random, 5);
+  ssm::kernels::moe_forward_launches(exec, mp, plan, exec.allocate(plan.bytes));
+  EXPECT_EQ(exec.launches(), 6 * ((c.t + plan.slice_tokens - 1) / plan.slice_tokens));
+  EXPECT_LE(rel_err(doubles(out.to(Device::cpu())), want.out), 2e-5);
+  EXPECT_LE(rel_err(doubles(logits.to(Device::cpu())), want.logits), 2e-5);
+}
+
+TEST(CudaMoeEmu, NoTokensAndTheAllocatingForm) {
+  ScopedEmulatedCuda guard(Order::random, 4);
+  const MoeCase c{0, 8, 4, 3, 2, false};
+  const Problem p = make(c, 15);
+  const ssm::MoeOutputs r = ssm::moe(OnDevice(p).inputs(), options(c, ssm::MoePath::automatic));
+  EXPECT_EQ(r.path, "cuda");
+  EXPECT_EQ(r.out.device(), kCuda);
+  EXPECT_EQ(r.out.size(0), 0);
+  // The allocating form with tokens: out and the router logits on the device.
+  const MoeCase d{6, 8, 4, 3, 2, false};
+  const Problem q = make(d, 16);
+  const ssm::MoeOutputs s = ssm::moe(OnDevice(q).inputs(), options(d, ssm::MoePath::automatic));
+  EXPECT_EQ(s.out.device(), kCuda);
+  EXPECT_EQ(s.router_logits.device(), kCuda);
+  const Result want = reference(d, q);
+  EXPECT_LE(rel_err(doubles(s.out.to(Device::cpu())), want.out), 2e-5);
+}
+
+/// Runs f and returns the ssm::Error's message (empty when nothing was thrown).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const ssm::Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+TEST(CudaMoeEmu, RefusesWhatTheKernelsDoNotRun) {
+  ScopedEmulatedCuda guard;
+  const MoeCase c{4, 8, 4, 3, 2, false};
+  const Problem p = make(c, 17);
+  const Tensor x = p.x.to(kCuda), router = p.router.to(kCuda), wgu = p.w_gate_up.to(kCuda), wd = p.w_down.to(kCuda);
+  const ssm::MoeInputs in{x.view(), router.view(), wgu.view(), wd.view()};
+  // The reference path is the CPU's.
+  std::string e = error_of([&] { (void)ssm::moe(in, options(c, ssm::MoePath::reference)); });
+  EXPECT_NE(e.find("moe"), std::string::npos) << e;
+  EXPECT_NE(e.find("path"), std::string::npos) << e;
+  // The backward has no CUDA path: the error names x and says so.
+  const Tensor g = Tensor::zeros({c.t, c.H}, DType::f32, kCuda);
+  e = error_of([&] { (void)ssm::moe_backward(in, g.view(), std::nullopt, options(c, ssm::MoePath::automatic)); });
+  EXPECT_NE(e.find("moe_backward"), std::string::npos) << e;
+  EXPECT_NE(e.find("CUDA"), std::string::npos) << e;
+  // Tensors on two devices.
+  e = error_of([&] { (void)ssm::moe({p.x.view(), router.view(), wgu.view(), wd.view()}, options(c, ssm::MoePath::automatic)); });
+  EXPECT_NE(e.find("router"), std::string::npos) << e;
+  // The launcher's own limits, for callers of the backend entry: overlapping rows of out.
+  const Tensor out = Tensor::empty({c.t, c.H}, DType::f32, kCuda);
+  ssm::MoeParams mp =
+      ssm::detail::check_moe(ssm::Checker("moe"), in, out.view(), std::nullopt, options(c, ssm::MoePath::automatic));
+  mp.out_row_stride = 1;
+  e = error_of([&] { (void)ssm::kernels::plan_moe(mp, "ssm::cuda::moe_forward"); });
+  EXPECT_NE(e.find("may not overlap"), std::string::npos) << e;
+  mp.out_row_stride = c.H, mp.dtype = DType::f16;
+  e = error_of([&] { (void)ssm::kernels::plan_moe(mp, "ssm::cuda::moe_forward"); });
+  EXPECT_NE(e.find("f32 or f64"), std::string::npos) << e;
+}
+
+}  // namespace
