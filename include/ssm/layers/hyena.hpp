@@ -247,6 +247,7 @@ class HyenaLayer {
     const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;
     const index_t Df = cfg_.filter_channels();
     h_ = Tensor::empty({N - 1, D, L}, dtype_of<T>());
+    h_by_tap_.assign(static_cast<std::size_t>(L * (N - 1) * D), T(0));
     skip_ = Tensor::empty({N - 1, D}, dtype_of<T>());
     std::vector<double> a(static_cast<std::size_t>(Fw)), b(a.size());
     auto linear_sin = [&](const std::vector<T>& W, const std::vector<T>& bias, const std::vector<double>& in, index_t n_in,
@@ -271,6 +272,7 @@ class HyenaLayer {
         if (cfg_.modulate) s *= std::exp(-th * std::abs(static_cast<double>(p_.deltas[f]))) + cfg_.shift;
         const index_t c = f / (N - 1), o = f % (N - 1);  // channel-major, order-minor
         h[(o * D + c) * L + t] = static_cast<T>(s);
+        h_by_tap_[static_cast<std::size_t>((t * (N - 1) + o) * D + c)] = static_cast<T>(s);
       }
     }
     for (index_t f = 0; f < Df; ++f) skip_.data_as<T>()[(f % (N - 1)) * D + f / (N - 1)] = p_.filter_bias[f];
@@ -310,7 +312,9 @@ class HyenaLayer {
   }
 
   /// The next t tokens x (b, t, D) of the sequences in `state` (advanced): equal to rows of forward() over the whole
-  /// sequence. Token n's long convolutions are direct sums over the n + 1 tokens so far.
+  /// sequence. Token n's long convolutions are direct sums over the n + 1 tokens so far: per order and tap τ, one row
+  /// of the filters (l_max, N − 1, D) times one row of the history (n − τ), both contiguous over the D channels (a
+  /// streaming read of 2 (n + 1) (N − 1) D values a token).
   Tensor step(const TensorView& x, State& state) const {
     Checker c("HyenaLayer::step");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
@@ -335,27 +339,32 @@ class HyenaLayer {
       state.history.swap(grown);
       state.capacity = cap;
     }
-    const T* h = h_.data_as<T>();
     const T* zs = zc.data_as<T>();
+    const T* skip = skip_.data_as<T>();  // (N − 1, D)
     Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());
     T* ys = y.data_as<T>();
+    std::vector<T> w(static_cast<std::size_t>(D)), acc(w.size());  // (D): the current order's input, output
     for (index_t bi = 0; bi < b; ++bi) {
       T* hist = state.history.data() + bi * state.capacity * (N - 1) * D;  // (capacity, N − 1, D)
       for (index_t j = 0; j < l; ++j) {
         const index_t n = state.t + j;  // the token's position
-        const T* zr = zs + (bi * l + j) * P;
-        for (index_t c2 = 0; c2 < D; ++c2) {
-          T w = zr[N * D + c2];  // v
-          for (index_t o = 0; o + 1 < N; ++o) {
-            const T wp = w * zr[(N - 1 - o) * D + c2];
-            hist[(n * (N - 1) + o) * D + c2] = wp;
-            const T* hc = h + (o * D + c2) * cfg_.l_max;
-            T acc = skip_.data_as<T>()[o * D + c2] * wp;
-            for (index_t tau = 0; tau <= n; ++tau) acc += hc[tau] * hist[((n - tau) * (N - 1) + o) * D + c2];
-            w = acc;
+        const T* zr = zs + (bi * l + j) * P;  // (N + 1, D): x_0 … x_{N−1}, v
+        std::copy_n(zr + N * D, D, w.data());
+        for (index_t o = 0; o + 1 < N; ++o) {
+          T* now = hist + (n * (N - 1) + o) * D;  // (D) this order's convolution input at token n
+          const T* gate = zr + (N - 1 - o) * D;
+          for (index_t c2 = 0; c2 < D; ++c2) {
+            now[c2] = w[c2] * gate[c2];
+            acc[c2] = skip[o * D + c2] * now[c2];
           }
-          ys[(bi * l + j) * D + c2] = w * zr[c2];
+          for (index_t tau = 0; tau <= n; ++tau) {
+            const T* f = h_by_tap_.data() + (tau * (N - 1) + o) * D;  // (D) the filters' tap τ
+            const T* past = hist + ((n - tau) * (N - 1) + o) * D;     // (D) the input τ tokens back
+            for (index_t c2 = 0; c2 < D; ++c2) acc[c2] += f[c2] * past[c2];
+          }
+          w.swap(acc);
         }
+        for (index_t c2 = 0; c2 < D; ++c2) ys[(bi * l + j) * D + c2] = w[c2] * zr[c2];
       }
     }
     state.t += l;
@@ -368,6 +377,7 @@ class HyenaLayer {
   HyenaConfig cfg_;
   HyenaLayerParams<T> p_;
   Tensor h_, skip_;  // (N − 1, D, l_max), (N − 1, D)
+  std::vector<T> h_by_tap_;  // (l_max, N − 1, D): h_ by tap, for step()
   int threads_ = 0;
 };
 
