@@ -67,6 +67,10 @@ inline constexpr int kMoeMinBlocks = 2;
 inline constexpr int kMoeRouteThreads = 128;
 inline constexpr int kMoeGroupThreads = 256;
 inline constexpr int kMoeCombineThreads = 128;
+static_assert(kMoeThreads == 16 * 16 && kMoeTileM == 16 * kMoeSub && kMoeTileN == 16 * kMoeSub,
+              "moe_gemm_kernel: 16 × 16 threads, each owning kMoeSub × kMoeSub outputs of the tile");
+static_assert((kMoeGroupThreads & (kMoeGroupThreads - 1)) == 0 && kMoeGroupThreads % 32 == 0,
+              "moe_group_kernel: a power-of-two block of whole warps (its tree reduction)");
 
 /// The operands of one moe_gemm_kernel launch. Group g (blockIdx.z) is an expert, or the router's single group.
 struct MoeGemmArgs {

@@ -167,26 +167,116 @@ TEST(CudaMoeEmu, SameBitsInEveryThreadOrder) {
   EXPECT_EQ(a.logits, r.logits);
 }
 
+/// The launches of kernels/launch/moe.cuh run directly over an emulated executor, with the workspace poisoned (0xff:
+/// NaN in every float, −1 in every index) so that a slot left unwritten shows.
+struct DirectRun {
+  ssm::kernels::MoePlan plan;
+  std::vector<unsigned char> workspace;  // its bytes after the last slice
+  std::int64_t launches = 0;
+};
+
+DirectRun run_launches(const ssm::MoeParams& mp, std::size_t budget) {
+  DirectRun r;
+  r.plan = ssm::kernels::plan_moe(mp, "test", budget);
+  ssm::emu::HostExecutor exec(Order::random, 5);
+  void* base = exec.allocate(r.plan.bytes);
+  std::memset(base, 0xff, r.plan.bytes);
+  ssm::kernels::moe_forward_launches(exec, mp, r.plan, base);
+  r.launches = exec.launches();
+  r.workspace.resize(r.plan.bytes);
+  exec.download(r.workspace.data(), base, r.plan.bytes);
+  return r;
+}
+
+TEST(CudaMoeEmu, RoutingAndGroupingEqualTheCpuRule) {
+  // One slice: the routing (pair_expert, pair_weight) against moe_route in double on the same logits, choice by
+  // choice in its order; the grouping (sorted, offsets) against a stable counting sort of those choices. E = 70: the
+  // router GEMM's second column tile; top-1 of 70 over 300 tokens: sparse flags over two tiles of the grouping's scan.
+  for (const MoeCase& c : {MoeCase{300, 24, 8, 70, 1, false}, MoeCase{57, 20, 6, 9, 3, true, DType::f64, DType::f64}}) {
+    SCOPED_TRACE(c.str());
+    const Problem p = make(c, 21, 3.0);
+    ScopedEmulatedCuda guard(Order::random, 6);
+    const OnDevice d(p);
+    const Tensor out = Tensor::empty({c.t, c.H}, c.x, kCuda), logits = Tensor::empty({c.t, c.E}, c.x, kCuda);
+    const ssm::MoeParams mp = ssm::detail::check_moe(ssm::Checker("moe"), d.inputs(), out.view(), logits.view(),
+                                                     options(c, ssm::MoePath::automatic));
+    const DirectRun r = run_launches(mp, ssm::kernels::kMoeWorkspaceBudget);
+    ASSERT_EQ(r.plan.slice_tokens, c.t);
+    const std::vector<double> lg = doubles(logits.to(Device::cpu()));
+    const auto* expert = reinterpret_cast<const std::int32_t*>(r.workspace.data() + r.plan.pair_expert_offset);
+    const auto* sorted = reinterpret_cast<const std::int32_t*>(r.workspace.data() + r.plan.sorted_offset);
+    const auto* offsets = reinterpret_cast<const std::int32_t*>(r.workspace.data() + r.plan.offsets_offset);
+    const unsigned char* weight = r.workspace.data() + r.plan.pair_weight_offset;
+    std::vector<std::vector<std::int32_t>> by_expert(static_cast<std::size_t>(c.E));
+    std::vector<std::int64_t> e_ref(static_cast<std::size_t>(c.k));
+    std::vector<double> w_ref(static_cast<std::size_t>(c.k));
+    for (index_t j = 0; j < c.t; ++j) {
+      ssm::moe_route(lg.data() + j * c.E, c.E, c.k, c.normalize, e_ref.data(), w_ref.data());
+      for (index_t i = 0; i < c.k; ++i) {
+        const index_t pair = j * c.k + i;
+        ASSERT_EQ(expert[pair], e_ref[static_cast<std::size_t>(i)]) << "token " << j << " choice " << i;
+        double w = 0;
+        if (c.x == DType::f64) std::memcpy(&w, weight + pair * 8, 8);
+        else {
+          float f = 0;
+          std::memcpy(&f, weight + pair * 4, 4);
+          w = f;
+        }
+        EXPECT_NEAR(w, w_ref[static_cast<std::size_t>(i)], c.x == DType::f64 ? 1e-14 : 1e-6);
+        by_expert[static_cast<std::size_t>(expert[pair])].push_back(static_cast<std::int32_t>(pair));
+      }
+    }
+    std::int32_t at = 0;
+    for (index_t e = 0; e < c.E; ++e) {
+      ASSERT_EQ(offsets[e], at) << "expert " << e;
+      for (std::int32_t pair : by_expert[static_cast<std::size_t>(e)]) ASSERT_EQ(sorted[at++], pair) << "expert " << e;
+    }
+    EXPECT_EQ(offsets[c.E], c.t * c.k);
+    const Result want = reference(c, p);
+    EXPECT_LE(rel_err(doubles(out.to(Device::cpu())), want.out), tolerance(c.x));
+  }
+}
+
 TEST(CudaMoeEmu, TokensInSlicesOfTheWorkspace) {
-  // A budget of 1 KiB: a slice of a few tokens, so the 23 tokens take several slices (the last one short), each with
-  // its own routing and grouping, written to its rows of out and of the router logits.
-  const MoeCase c{23, 10, 6, 3, 2, true};
+  // A budget of 2600 bytes: slices of a few tokens, so the 23 tokens take several slices (the last one short), each
+  // with its own routing and grouping, written to its rows of out and of the router logits; x and out strided, so a
+  // slice that stepped by d_model instead of the row stride would read and write the wrong rows.
+  const MoeCase c{23, 10, 6, 3, 2, true, DType::f32, DType::f32, 3};
   const Problem p = make(c, 14);
   const Result want = reference(c, p);
   ScopedEmulatedCuda guard(Order::random, 3);
-  const Tensor x = p.x.to(kCuda), router = p.router.to(kCuda), wgu = p.w_gate_up.to(kCuda), wd = p.w_down.to(kCuda);
-  const Tensor out = Tensor::empty({c.t, c.H}, c.x, kCuda), logits = Tensor::empty({c.t, c.E}, c.x, kCuda);
-  const ssm::MoeParams mp = ssm::detail::check_moe(ssm::Checker("moe"), {x.view(), router.view(), wgu.view(), wd.view()},
-                                                   out.view(), logits.view(), options(c, ssm::MoePath::automatic));
-  const ssm::kernels::MoePlan plan = ssm::kernels::plan_moe(mp, "test", 1024);
-  ASSERT_GE(plan.slice_tokens, 1);
-  ASSERT_LT(plan.slice_tokens * 3, c.t) << "at least three slices";
-  ASSERT_NE(c.t % plan.slice_tokens, 0) << "a short last slice";
-  ssm::emu::HostExecutor exec(Order::random, 5);
-  ssm::kernels::moe_forward_launches(exec, mp, plan, exec.allocate(plan.bytes));
-  EXPECT_EQ(exec.launches(), 6 * ((c.t + plan.slice_tokens - 1) / plan.slice_tokens));
-  EXPECT_LE(rel_err(doubles(out.to(Device::cpu())), want.out), 2e-5);
+  const OnDevice d(p);
+  Tensor x_owner;
+  (void)conformance::padded_copy(p.x, c.pad, x_owner);
+  const Tensor x_dev = x_owner.to(kCuda), out_dev = Tensor::empty({c.t * (c.H + c.pad)}, c.x, kCuda);
+  const Tensor logits = Tensor::empty({c.t, c.E}, c.x, kCuda);
+  const ssm::MoeParams mp = ssm::detail::check_moe(
+      ssm::Checker("moe"),
+      {rows_view(x_dev, kCuda, c.x, c.t, c.H, c.pad), d.router.view(), d.w_gate_up.view(), d.w_down.view()},
+      rows_view(out_dev, kCuda, c.x, c.t, c.H, c.pad), logits.view(), options(c, ssm::MoePath::automatic));
+  const DirectRun r = run_launches(mp, 2600);
+  ASSERT_GE(r.plan.slice_tokens, 2);
+  ASSERT_LT(r.plan.slice_tokens * 3, c.t) << "at least three slices";
+  ASSERT_NE(c.t % r.plan.slice_tokens, 0) << "a short last slice";
+  EXPECT_LE(r.plan.bytes, 2600u) << "the workspace within its budget";
+  EXPECT_EQ(r.launches, 6 * ((c.t + r.plan.slice_tokens - 1) / r.plan.slice_tokens));
+  const Tensor out_host = out_dev.to(Device::cpu());
+  Tensor out = Tensor::empty({c.t, c.H}, c.x);
+  ssm::copy(out.view(), rows_view(out_host, Device::cpu(), c.x, c.t, c.H, c.pad));
+  EXPECT_LE(rel_err(doubles(out), want.out), 2e-5);
   EXPECT_LE(rel_err(doubles(logits.to(Device::cpu())), want.logits), 2e-5);
+}
+
+TEST(CudaMoeEmu, WithoutRouterLogits) {
+  // The default call: the router's outputs go to the workspace instead of the caller's tensor.
+  const MoeCase c{41, 18, 11, 6, 2, false};
+  const Problem p = make(c, 22);
+  const Result want = reference(c, p);
+  ScopedEmulatedCuda guard(Order::random, 8);
+  const OnDevice d(p);
+  const Tensor out = Tensor::empty({c.t, c.H}, c.x, kCuda);
+  EXPECT_EQ(ssm::moe_into(d.inputs(), out.view(), std::nullopt, options(c, ssm::MoePath::automatic)), "cuda");
+  EXPECT_LE(rel_err(doubles(out.to(Device::cpu())), want.out), 2e-5);
 }
 
 TEST(CudaMoeEmu, NoTokensAndTheAllocatingForm) {

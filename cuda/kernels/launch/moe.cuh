@@ -15,9 +15,10 @@
 
 namespace ssm::kernels {
 
-/// The workspace one slice of tokens uses, and how many tokens a slice holds: at most what fits the budget (the
-/// experts' hidden rows a and outputs o take k (d_ff + d_model) elements per token: 0.6 GB for Jamba's 4096 tokens at
-/// once, so long prompts run in slices, each slice all six launches), at least one token.
+/// The workspace one slice of tokens uses, and how many tokens a slice holds: as many as fit the budget (plan.bytes
+/// <= budget, unless one token alone is over it: the experts' hidden rows a and outputs o take k (d_ff + d_model)
+/// elements per token, 0.6 GB for Jamba's 4096 tokens at once, so long prompts run in slices, each slice all six
+/// launches), at least one token.
 struct MoePlan {
   std::int64_t slice_tokens = 0;
   std::size_t logits_offset = 0, pair_expert_offset = 0, pair_weight_offset = 0, sorted_offset = 0,
@@ -48,10 +49,12 @@ inline MoePlan plan_moe(const MoeParams& p, const char* op, std::size_t budget =
   const std::size_t k = static_cast<std::size_t>(p.top_k), E = static_cast<std::size_t>(p.experts);
   const std::size_t per_token = E * s + k * (2 * sizeof(std::int32_t) + s) +
                                 k * static_cast<std::size_t>(p.d_ff + p.d_model) * s;
+  // What does not grow with the tokens: the offsets and up to 255 bytes of alignment after each of the 7 regions.
+  const std::size_t fixed = 7 * 255 + (E + 1) * sizeof(std::int32_t);
   constexpr std::int64_t kMaxSlice = std::int64_t{65535} * kMoeTileM;  // the GEMMs' row tiles on grid.y
   MoePlan plan;
-  plan.slice_tokens = std::clamp<std::int64_t>(static_cast<std::int64_t>(budget / per_token), 1,
-                                               std::max<std::int64_t>(p.tokens, 1));
+  plan.slice_tokens = std::clamp<std::int64_t>(static_cast<std::int64_t>(budget > fixed ? (budget - fixed) / per_token : 0),
+                                               1, std::max<std::int64_t>(p.tokens, 1));
   plan.slice_tokens = std::min({plan.slice_tokens, kMaxSlice, std::int64_t{0x7fffffff} / p.top_k});
   const std::size_t t = static_cast<std::size_t>(plan.slice_tokens), pairs = t * k;
   plan.logits_offset = 0;
