@@ -88,3 +88,5 @@ void moe_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_cuda_moe)->Apply(moe_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
+
+BENCHMARK_MAIN();
