@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../conformance/values.hpp"
+#include "../support/expect_error.hpp"
 #include "emu/backend.hpp"
 #include "kernels/launch/moe.cuh"
 #include "ssm/ops/moe.hpp"
@@ -297,45 +298,31 @@ TEST(CudaMoeEmu, NoTokensAndTheAllocatingForm) {
   EXPECT_LE(rel_err(doubles(s.out.to(Device::cpu())), want.out), 2e-5);
 }
 
-/// Runs f and returns the ssm::Error's message (empty when nothing was thrown).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ssm::Error& e) {
-    return e.what();
-  }
-  return {};
-}
-
 TEST(CudaMoeEmu, RefusesWhatTheKernelsDoNotRun) {
+  using ssm_test::expect_arg_error;
+  using ssm_test::expect_error;
   ScopedEmulatedCuda guard;
   const MoeCase c{4, 8, 4, 3, 2, false};
   const Problem p = make(c, 17);
-  const Tensor x = p.x.to(kCuda), router = p.router.to(kCuda), wgu = p.w_gate_up.to(kCuda), wd = p.w_down.to(kCuda);
-  const ssm::MoeInputs in{x.view(), router.view(), wgu.view(), wd.view()};
+  const OnDevice d(p);
+  const ssm::MoeInputs in = d.inputs();
   // The reference path is the CPU's.
-  std::string e = error_of([&] { (void)ssm::moe(in, options(c, ssm::MoePath::reference)); });
-  EXPECT_NE(e.find("moe"), std::string::npos) << e;
-  EXPECT_NE(e.find("path"), std::string::npos) << e;
+  expect_arg_error("path", [&] { (void)ssm::moe(in, options(c, ssm::MoePath::reference)); });
   // The backward has no CUDA path: the error names x and says so.
   const Tensor g = Tensor::zeros({c.t, c.H}, DType::f32, kCuda);
-  e = error_of([&] { (void)ssm::moe_backward(in, g.view(), std::nullopt, options(c, ssm::MoePath::automatic)); });
-  EXPECT_NE(e.find("moe_backward"), std::string::npos) << e;
-  EXPECT_NE(e.find("CUDA"), std::string::npos) << e;
+  expect_error([&] { (void)ssm::moe_backward(in, g.view(), std::nullopt, options(c, ssm::MoePath::automatic)); },
+               {"moe_backward", "argument 'x'", "CUDA"});
   // Tensors on two devices.
-  e = error_of([&] { (void)ssm::moe({p.x.view(), router.view(), wgu.view(), wd.view()}, options(c, ssm::MoePath::automatic)); });
-  EXPECT_NE(e.find("router"), std::string::npos) << e;
-  // The launcher's own limits, for callers of the backend entry: overlapping rows of out.
+  expect_error([&] { (void)ssm::moe({p.x.view(), in.router, in.w_gate_up, in.w_down}, options(c, ssm::MoePath::automatic)); },
+               {"moe", "router"});
+  // The launcher's own limits, for callers of the backend entry: overlapping rows of out, a dtype it has no kernel for.
   const Tensor out = Tensor::empty({c.t, c.H}, DType::f32, kCuda);
   ssm::MoeParams mp =
       ssm::detail::check_moe(ssm::Checker("moe"), in, out.view(), std::nullopt, options(c, ssm::MoePath::automatic));
   mp.out_row_stride = 1;
-  e = error_of([&] { (void)ssm::kernels::plan_moe(mp, "ssm::cuda::moe_forward"); });
-  EXPECT_NE(e.find("may not overlap"), std::string::npos) << e;
+  expect_error([&] { (void)ssm::kernels::plan_moe(mp, "ssm::cuda::moe_forward"); }, {"moe_forward", "may not overlap"});
   mp.out_row_stride = c.H, mp.dtype = DType::f16;
-  e = error_of([&] { (void)ssm::kernels::plan_moe(mp, "ssm::cuda::moe_forward"); });
-  EXPECT_NE(e.find("f32 or f64"), std::string::npos) << e;
+  expect_error([&] { (void)ssm::kernels::plan_moe(mp, "ssm::cuda::moe_forward"); }, {"moe_forward", "f32 or f64"});
 }
 
 }  // namespace
