@@ -12,18 +12,13 @@ namespace ssm::cuda {
 
 namespace {
 /// plan.bytes of stream-ordered device memory holding plan.table at its start; freed (stream-ordered) with the object.
-struct SsdDeviceWorkspace {
-  void* base = nullptr;
-  cudaStream_t s;
-  SsdDeviceWorkspace(const kernels::SsdPlan& plan, cudaStream_t stream) : s(stream) {
-    detail::check_cuda(cudaMallocAsync(&base, plan.bytes, s), "cudaMallocAsync (ssd workspace)");
+struct SsdDeviceWorkspace : detail::StreamWorkspace {
+  SsdDeviceWorkspace(const kernels::SsdPlan& plan, cudaStream_t stream)
+      : StreamWorkspace(plan.bytes, stream, "cudaMallocAsync (ssd workspace)") {
     // From pageable memory: returns once the table is staged, so the host vector may go.
-    detail::check_cuda(cudaMemcpyAsync(base, plan.table.data(), plan.table_bytes, cudaMemcpyHostToDevice, s),
+    detail::check_cuda(cudaMemcpyAsync(base(), plan.table.data(), plan.table_bytes, cudaMemcpyHostToDevice, stream),
                        "cudaMemcpyAsync (ssd chunk table)");
   }
-  ~SsdDeviceWorkspace() { (void)cudaFreeAsync(base, s); }
-  SsdDeviceWorkspace(const SsdDeviceWorkspace&) = delete;
-  SsdDeviceWorkspace& operator=(const SsdDeviceWorkspace&) = delete;
 };
 }  // namespace
 
@@ -32,8 +27,8 @@ void ssd_forward(const SsdParams& p, void* stream) {
   if (p.rows() == 0) return;
   (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
   const SsdDeviceWorkspace w(plan, static_cast<cudaStream_t>(stream));
-  detail::StreamExecutor exec{w.s};
-  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, w.base));
+  detail::StreamExecutor exec{w.stream()};
+  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, w.base()));
 }
 
 void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream) {
@@ -41,9 +36,9 @@ void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream) {
   (void)device_count();
   // Also with no sequence: the summed gradients (A, D, dt_bias) are still zero-filled.
   const SsdDeviceWorkspace w(plan, static_cast<cudaStream_t>(stream));
-  detail::StreamExecutor exec{w.s};
-  kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, w.base),
-                                 kernels::ssd_grad_workspace(plan, w.base, p.z != nullptr));
+  detail::StreamExecutor exec{w.stream()};
+  kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, w.base()),
+                                 kernels::ssd_grad_workspace(plan, w.base(), p.z != nullptr));
 }
 
 }  // namespace ssm::cuda

@@ -1,6 +1,6 @@
 // Internal to ssm::cuda: the device executor of the launch headers (cuda/kernels/launch/*.cuh, the attention
 // launches): a kernel launch on one stream, each failure an ssm::Error with the runtime's words; device copies
-// on that stream, and a copy to the host that waits for it. The first launch or copy checks that the runtime has a device (the runtime's message if not).
+// on that stream, and a copy to the host that waits for it. The first launch or copy checks that the runtime has a device (the runtime's message if not). Also the launches' stream-ordered workspace (StreamWorkspace).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -44,6 +44,25 @@ class StreamExecutor {
 
   cudaStream_t stream_;
   bool runtime_checked_ = false;
+};
+
+/// `bytes` of device memory allocated stream-ordered on `stream` and freed there with the object (the launches'
+/// workspace: kernels/launch/*.cuh lay it out).
+class StreamWorkspace {
+ public:
+  StreamWorkspace(std::size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
+    check_cuda(cudaMallocAsync(&base_, bytes, stream_), what);
+  }
+  ~StreamWorkspace() { (void)cudaFreeAsync(base_, stream_); }
+  StreamWorkspace(const StreamWorkspace&) = delete;
+  StreamWorkspace& operator=(const StreamWorkspace&) = delete;
+
+  void* base() const { return base_; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  void* base_ = nullptr;
+  cudaStream_t stream_;
 };
 
 }  // namespace ssm::cuda::detail
