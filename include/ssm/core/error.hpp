@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 
 namespace ssm {
@@ -19,13 +21,53 @@ class Error : public std::runtime_error {
 };
 
 namespace detail {
+
+/// A message under construction: what std::ostream would print for each piece, with 17 significant digits for
+/// floating point. Its members are kept out of line, so that each call site's concat (a template per list of
+/// argument types, thousands of them across the library's checks) is a short list of calls, not a stream each.
+class Message {
+ public:
+  [[gnu::noinline]] Message() { os_.precision(17); }
+  [[gnu::noinline]] void put(std::string_view s) { os_ << s; }
+  [[gnu::noinline]] void put(const char* s) { os_ << (s != nullptr ? s : "(null)"); }
+  [[gnu::noinline]] void put(long long v) { os_ << v; }
+  [[gnu::noinline]] void put(unsigned long long v) { os_ << v; }
+  [[gnu::noinline]] void put(double v) { os_ << v; }
+  [[gnu::noinline]] void put(bool v) { os_ << v; }
+  /// Any other streamable type (a character, a Device, a user's type): streamed here.
+  template <class T>
+  void put_other(const T& v) {
+    os_ << v;
+  }
+  [[gnu::noinline]] std::string str() const { return os_.str(); }
+
+ private:
+  std::ostringstream os_;
+};
+
+/// Adds one argument to m by the overload that prints it as std::ostream does: integers widened, float as double
+/// (as ostream does), strings as views; characters and everything else streamed as they are.
+template <class T>
+void put(Message& m, const T& v) {
+  using U = std::remove_cvref_t<T>;
+  if constexpr (std::is_same_v<U, bool>) m.put(v);
+  else if constexpr (std::is_same_v<U, char> || std::is_same_v<U, signed char> || std::is_same_v<U, unsigned char>)
+    m.put_other(v);
+  else if constexpr (std::is_integral_v<U> && std::is_signed_v<U>) m.put(static_cast<long long>(v));
+  else if constexpr (std::is_integral_v<U>) m.put(static_cast<unsigned long long>(v));
+  else if constexpr (std::is_same_v<U, float> || std::is_same_v<U, double>) m.put(static_cast<double>(v));
+  else if constexpr (std::is_convertible_v<const T&, const char*>) m.put(static_cast<const char*>(v));
+  else if constexpr (std::is_convertible_v<const T&, std::string_view>) m.put(std::string_view(v));
+  else m.put_other(v);
+}
+
 template <class... Args>
 std::string concat(Args&&... args) {
-  std::ostringstream os;
-  os.precision(17);
-  (os << ... << std::forward<Args>(args));
-  return os.str();
+  Message m;
+  (put(m, args), ...);
+  return m.str();
 }
+
 }  // namespace detail
 
 /// Throws ssm::Error with the streamed concatenation of args.
