@@ -14,7 +14,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -25,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "ssm/core/eigen.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/threads.hpp"
 
@@ -267,4 +267,15 @@ void attention_backward_materialized(const AttentionArgs<T>& a) {
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
+
+/// The four entry points for one compute type T, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_ATTENTION_INSTANCES(PREFIX, T)                                                      \
+  PREFIX void ssm::cpu::attention_forward_tiled<T>(const ::ssm::cpu::AttentionArgs<T>&);            \
+  PREFIX void ssm::cpu::attention_forward_materialized<T>(const ::ssm::cpu::AttentionArgs<T>&, T*); \
+  PREFIX void ssm::cpu::attention_backward_tiled<T>(const ::ssm::cpu::AttentionArgs<T>&);           \
+  PREFIX void ssm::cpu::attention_backward_materialized<T>(const ::ssm::cpu::AttentionArgs<T>&);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_COMPUTE(SSM_CPU_ATTENTION_INSTANCES, extern template)
 #endif

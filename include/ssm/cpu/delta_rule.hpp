@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/delta_rule.hpp"
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/linear_attention.hpp"
@@ -532,3 +533,16 @@ inline void delta_rule_backward_recurrent(const DeltaRuleParams& p, const DeltaR
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_DELTA_RULE_INSTANCES(PREFIX, In)                                                  \
+  PREFIX void ssm::cpu::delta_rule::forward_chunked<In>(const ::ssm::DeltaRuleParams&, int);      \
+  PREFIX void ssm::cpu::delta_rule::forward_recurrent<In>(const ::ssm::DeltaRuleParams&, int);    \
+  PREFIX void ssm::cpu::delta_rule::backward_chunked<In>(const ::ssm::DeltaRuleParams&,           \
+                                                         const ::ssm::DeltaRuleGradParams&, int); \
+  PREFIX void ssm::cpu::delta_rule::backward_recurrent<In>(const ::ssm::DeltaRuleParams&,         \
+                                                           const ::ssm::DeltaRuleGradParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_DELTA_RULE_INSTANCES, extern template)
+#endif

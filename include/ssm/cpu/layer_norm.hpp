@@ -5,9 +5,7 @@
 #pragma once
 
 #include "ssm/core/macros.hpp"
-SSM_EXTERNAL_INCLUDE_BEGIN
-#include <Eigen/Core>
-SSM_EXTERNAL_INCLUDE_END
+#include "ssm/core/eigen.hpp"
 #include <cmath>
 #include <cstdint>
 

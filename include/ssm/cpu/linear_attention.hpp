@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/cpu/convert.hpp"
@@ -359,3 +360,14 @@ inline void linear_attention_backward_chunked(const LinearAttentionParams& p, co
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_LINEAR_ATTENTION_INSTANCES(PREFIX, In)                                                     \
+  PREFIX void ssm::cpu::linear_attention::forward_chunked<In>(const ::ssm::LinearAttentionParams&, int);   \
+  PREFIX void ssm::cpu::linear_attention::forward_recurrent<In>(const ::ssm::LinearAttentionParams&, int); \
+  PREFIX void ssm::cpu::linear_attention::backward_chunked<In>(const ::ssm::LinearAttentionParams&,        \
+                                                               const ::ssm::LinearAttentionGradParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_LINEAR_ATTENTION_INSTANCES, extern template)
+#endif

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/dense.hpp"
 #include "ssm/core/params/moe.hpp"
 #include "ssm/cpu/linear.hpp"
@@ -231,3 +232,12 @@ inline void moe_backward(const MoeParams& p, const MoeGradParams& g, int threads
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_MOE_INSTANCES(PREFIX, In)                                      \
+  PREFIX void ssm::cpu::moe_detail::forward<In>(const ::ssm::MoeParams&, int); \
+  PREFIX void ssm::cpu::moe_detail::backward<In>(const ::ssm::MoeParams&, const ::ssm::MoeGradParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_COMPUTE(SSM_CPU_MOE_INSTANCES, extern template)
+#endif

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/rwkv4.hpp"
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/linear_attention.hpp"
@@ -241,3 +242,12 @@ inline void rwkv4_backward(const Rwkv4Params& p, const Rwkv4GradParams& g, int t
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_RWKV4_INSTANCES(PREFIX, In)                                 \
+  PREFIX void ssm::cpu::rwkv4::forward<In>(const ::ssm::Rwkv4Params&, int); \
+  PREFIX void ssm::cpu::rwkv4::backward<In>(const ::ssm::Rwkv4Params&, const ::ssm::Rwkv4GradParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_RWKV4_INSTANCES, extern template)
+#endif

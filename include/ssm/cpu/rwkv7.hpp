@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/rwkv7.hpp"
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/linear_attention.hpp"
@@ -279,3 +280,13 @@ inline void rwkv7_backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_RWKV7_INSTANCES(PREFIX, In)                                           \
+  PREFIX void ssm::cpu::rwkv7::forward_chunked<In>(const ::ssm::Rwkv7Params&, int);   \
+  PREFIX void ssm::cpu::rwkv7::forward_recurrent<In>(const ::ssm::Rwkv7Params&, int); \
+  PREFIX void ssm::cpu::rwkv7::backward_recurrent<In>(const ::ssm::Rwkv7Params&, const ::ssm::Rwkv7GradParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_RWKV7_INSTANCES, extern template)
+#endif

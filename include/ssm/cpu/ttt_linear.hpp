@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/ttt_linear.hpp"
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/layer_norm.hpp"
@@ -214,3 +215,12 @@ inline void ttt_linear_forward_recurrent(const TttLinearParams& p, int threads) 
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_TTT_LINEAR_INSTANCES(PREFIX, In)                                          \
+  PREFIX void ssm::cpu::ttt_linear::forward_dual<In>(const ::ssm::TttLinearParams&, int); \
+  PREFIX void ssm::cpu::ttt_linear::forward_recurrent<In>(const ::ssm::TttLinearParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_TTT_LINEAR_INSTANCES, extern template)
+#endif

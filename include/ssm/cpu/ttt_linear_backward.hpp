@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/ttt_linear.hpp"
 #include "ssm/cpu/convert.hpp"
 #include "ssm/cpu/layer_norm.hpp"
@@ -220,3 +221,12 @@ inline void ttt_linear_backward_dual(const TttLinearParams& p, const TttLinearGr
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_TTT_LINEAR_BACKWARD_INSTANCES(PREFIX, In)                            \
+  PREFIX void ssm::cpu::ttt_linear::backward_dual<In>(const ::ssm::TttLinearParams&, \
+                                                      const ::ssm::TttLinearGradParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_TTT_LINEAR_BACKWARD_INSTANCES, extern template)
+#endif

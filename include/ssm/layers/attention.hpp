@@ -10,12 +10,12 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
 
+#include "ssm/core/eigen.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/ops/attention.hpp"

@@ -6,9 +6,7 @@
 #pragma once
 
 #include "ssm/core/macros.hpp"
-SSM_EXTERNAL_INCLUDE_BEGIN
-#include <Eigen/Core>
-SSM_EXTERNAL_INCLUDE_END
+#include "ssm/core/eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -8,6 +8,7 @@
 // Multi-input multi-output: x has m channels, y has p channels, the state n.
 #pragma once
 
+#include "ssm/core/eigen.hpp"
 #include "ssm/core/macros.hpp"
 SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Dense>

@@ -18,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "ssm/core/eigen.hpp"
 #include "ssm/core/macros.hpp"
 SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Eigenvalues>

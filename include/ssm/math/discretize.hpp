@@ -5,6 +5,7 @@
 // both batched over many Delta.
 #pragma once
 
+#include "ssm/core/eigen.hpp"
 #include "ssm/core/macros.hpp"
 SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Dense>

@@ -3,6 +3,7 @@
 // S4D diagonal initializations (Gu et al. 2022, "S4D", §4). Everything is computed in double precision.
 #pragma once
 
+#include "ssm/core/eigen.hpp"
 #include "ssm/core/macros.hpp"
 SSM_EXTERNAL_INCLUDE_BEGIN
 #include <Eigen/Dense>

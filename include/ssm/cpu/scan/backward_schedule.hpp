@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/cpu/scan/backward_kernels.hpp"
@@ -359,3 +360,12 @@ ScanRun selective_scan_backward(const ScanParams& p, const ScanGradParams& gp, c
 }
 
 }  // namespace ssm::cpu
+
+/// The backward's entry for one input type In, compiled once where SSM_EXTERN_INSTANCES is set (core/instances.hpp,
+/// src/instances/).
+#define SSM_CPU_SCAN_BACKWARD_INSTANCES(PREFIX, In)                 \
+  PREFIX ::ssm::cpu::ScanRun ssm::cpu::selective_scan_backward<In>( \
+      const ::ssm::ScanParams&, const ::ssm::ScanGradParams&, const ::ssm::cpu::ScanBackwardOptions&);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_SCAN_BACKWARD_INSTANCES, extern template)
+#endif

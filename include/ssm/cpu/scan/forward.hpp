@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/cpu/scan/complex.hpp"
 #include "ssm/cpu/scan/engine.hpp"
@@ -223,3 +224,12 @@ ScanRun selective_scan_forward(const ScanParams& p, const ScanCpuOptions& opt = 
 }
 
 }  // namespace ssm::cpu
+
+/// The forward's entry for one input type In, compiled once where SSM_EXTERN_INSTANCES is set (core/instances.hpp,
+/// src/instances/).
+#define SSM_CPU_SCAN_FORWARD_INSTANCES(PREFIX, In)                                          \
+  PREFIX ::ssm::cpu::ScanRun ssm::cpu::selective_scan_forward<In>(const ::ssm::ScanParams&, \
+                                                                  const ::ssm::cpu::ScanCpuOptions&);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_SCAN_FORWARD_INSTANCES, extern template)
+#endif

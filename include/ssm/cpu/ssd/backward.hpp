@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/cpu/ssd/chunk_local.hpp"
 #include "ssm/cpu/ssd/chunk_local_backward.hpp"
@@ -168,3 +169,12 @@ inline void ssd_backward_chunked(const SsdParams& p, const SsdGradParams& g, int
 }
 
 }  // namespace ssm::cpu
+
+/// The chunked backward's entry for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_SSD_BACKWARD_INSTANCES(PREFIX, In)                                                 \
+  PREFIX void ssm::cpu::ssd::backward_chunked<In, ::ssm::cpu::ssd::SsdGate<::ssm::compute_t<In>>>( \
+      const ::ssm::SsdParams&, const ::ssm::SsdGradParams&, ::ssm::cpu::ssd::SsdGate<::ssm::compute_t<In>>&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_SSD_BACKWARD_INSTANCES, extern template)
+#endif

@@ -11,9 +11,7 @@
 #pragma once
 
 #include "ssm/core/macros.hpp"
-SSM_EXTERNAL_INCLUDE_BEGIN
-#include <Eigen/Core>
-SSM_EXTERNAL_INCLUDE_END
+#include "ssm/core/eigen.hpp"
 #include <algorithm>
 #include <cstdint>
 #include <limits>

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/cpu/ssd/chunk_local.hpp"
 #include "ssm/cpu/ssd/chunk_output.hpp"
@@ -86,3 +87,12 @@ inline void ssd_forward_chunked(const SsdParams& p, int threads) {
 }
 
 }  // namespace ssm::cpu
+
+/// The chunked forward's entry for one input type In (its gate computed in f64 for f64 input, else in f32),
+/// compiled once where SSM_EXTERN_INSTANCES is set (core/instances.hpp, src/instances/).
+#define SSM_CPU_SSD_FORWARD_INSTANCES(PREFIX, In)                                                 \
+  PREFIX void ssm::cpu::ssd::forward_chunked<In, ::ssm::cpu::ssd::SsdGate<::ssm::compute_t<In>>>( \
+      const ::ssm::SsdParams&, const ::ssm::cpu::ssd::SsdGate<::ssm::compute_t<In>>&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_SSD_FORWARD_INSTANCES, extern template)
+#endif

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ssm/core/instances.hpp"
 #include "ssm/core/params/ssd.hpp"
 #include "ssm/cpu/ssd/chunk_output.hpp"
 #include "ssm/cpu/ssd/chunks.hpp"
@@ -73,3 +74,11 @@ inline void ssd_forward_recurrent(const SsdParams& p, int threads) {
 }
 
 }  // namespace ssm::cpu
+
+/// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/).
+#define SSM_CPU_SSD_RECURRENT_INSTANCES(PREFIX, In) \
+  PREFIX void ssm::cpu::ssd::forward_recurrent<In>(const ::ssm::SsdParams&, int);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_CPU_SSD_RECURRENT_INSTANCES, extern template)
+#endif
