@@ -1,7 +1,11 @@
 // Checker: each check throws ssm::Error with the op, the argument, the expected and the actual value.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
+#include <sstream>
 #include <string>
+#include <string_view>
 
 #include "ssm/core/check.hpp"
 
@@ -68,6 +72,43 @@ TEST(Checker, FreeScalarChecks) {
   expect_error([] { ssm::check_in_range("gbt", "alpha", 1.5, 0.0, 1.0); }, {"gbt", "'alpha'", "must be in [0, 1], got 1.5"});
   expect_error([] { ssm::check_positive("zoh", "Delta", 0.0); }, {"'Delta'", "> 0, got 0"});
   EXPECT_NO_THROW(ssm::check_finite("x", "y", 1.0));
+}
+
+// The messages' text is what an ostream with 17 significant digits prints for each piece (detail::concat routes the
+// common types through out-of-line overloads): every kind of argument against the stream itself.
+TEST(ErrorMessage, ConcatPrintsWhatTheStreamPrints) {
+  auto streamed = [](const auto&... args) {
+    std::ostringstream os;
+    os.precision(17);
+    (os << ... << args);
+    return os.str();
+  };
+  enum Plain { plain_three = 3 };
+  const char array[] = "array";
+  const char* pointer = "pointer";
+  const std::string str = "string";
+  const std::string_view view = "view";
+  const char c = 'c';
+  const signed char sc = 'S';
+  const unsigned char uc = 'U';
+  const std::int8_t i8 = 65;
+  const short sh = -3;
+  const unsigned short ush = 7;
+  const long l = std::numeric_limits<long>::min();
+  const unsigned long ul = std::numeric_limits<unsigned long>::max();
+  const float f = 0.1f;
+  const double d = 0.1, tiny = 5e-324, big = 1e300, nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = -std::numeric_limits<double>::infinity(), negative_zero = -0.0;
+  const long double ld = 0.1L;
+  const bool yes = true, no = false;
+  const Device dev = Device::cuda(1);
+  const Plain e = plain_three;
+  EXPECT_EQ(ssm::detail::concat(array, pointer, str, view, c, sc, uc, i8, sh, ush, l, ul),
+            streamed(array, pointer, str, view, c, sc, uc, i8, sh, ush, l, ul));
+  EXPECT_EQ(ssm::detail::concat(f, d, tiny, big, nan, inf, negative_zero, ld, yes, no, dev, e, 42, 42u),
+            streamed(f, d, tiny, big, nan, inf, negative_zero, ld, yes, no, dev, e, 42, 42u));
+  EXPECT_EQ(ssm::detail::concat("x = ", 0.1, ", n = ", std::int64_t{-5}), "x = 0.10000000000000001, n = -5");
+  EXPECT_EQ(ssm::detail::concat(static_cast<const char*>(nullptr)), "(null)");  // the stream would set badbit
 }
 
 }  // namespace
