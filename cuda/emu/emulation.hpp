@@ -1,7 +1,7 @@
 // Host emulation of the CUDA execution model, so that the kernel sources in cuda/kernels/*.cuh run on
 // the CPU in tests (ARCHITECTURE.md, "CUDA backend, and how it is verified without a GPU").
 // Blocks run one at a time, in forward, reverse or seeded random order; the threads of a block run as fibers
-// (ucontext, annotated for AddressSanitizer) in forward, reverse or seeded random order, each until its next
+// (context.hpp: a stack switch of its own on x86-64, ucontext elsewhere; annotated for AddressSanitizer) in forward, reverse or seeded random order, each until its next
 // barrier / warp-synchronous call. Shared memory (declared through SSM_SHARED) is bounds- and race-checked;
 // barriers and shuffles are checked for divergence and early exits; grid, block and static shared memory sizes
 // against the device limits. Between blocks, the registered global buffers a launch reaches are checked for
@@ -16,7 +16,6 @@
 // are ordered only by a __syncthreads between them, or (same warp) by a __syncwarp between them.
 #pragma once
 
-#include <ucontext.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -40,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "context.hpp"
 #include "global_memory.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -50,6 +50,7 @@
 #endif
 #endif
 #if defined(SSM_EMU_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -151,7 +152,7 @@ inline bool same_site(const std::source_location& a, const std::source_location&
 }
 
 struct Fiber {
-  ucontext_t ctx{};
+  Context ctx;
   std::byte* stack = nullptr;  // usable stack (above the guard page)
   ThreadState state = ThreadState::not_started;
   bool abort = false;
@@ -198,6 +199,12 @@ class Block {
     void* m = mmap(nullptr, mapping_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) throw std::bad_alloc();
     mapping_ = static_cast<std::byte*>(m);
+#if defined(SSM_EMU_ASAN)
+    // The addresses may have held an earlier launch's fiber stacks, whose frames AddressSanitizer left poisoned (a
+    // fiber's last frame never returns). ucontext's swapcontext cleared a stack's shadow on every switch; the stack
+    // switch here does not (context.hpp), so it is cleared once, here.
+    ASAN_UNPOISON_MEMORY_REGION(mapping_, mapping_bytes_);
+#endif
     fibers_.resize(static_cast<std::size_t>(nthreads_));
     for (int t = 0; t < nthreads_; ++t) {
       std::byte* base = mapping_ + per * static_cast<std::size_t>(t);
@@ -224,11 +231,7 @@ class Block {
       f.stack = stack;
       f.thread_idx = dim3(static_cast<unsigned>(t) % cfg_.block.x, static_cast<unsigned>(t) / cfg_.block.x % cfg_.block.y,
                           static_cast<unsigned>(t) / (cfg_.block.x * cfg_.block.y));
-      getcontext(&f.ctx);
-      f.ctx.uc_stack.ss_sp = f.stack;
-      f.ctx.uc_stack.ss_size = stack_bytes_;
-      f.ctx.uc_link = nullptr;
-      makecontext(&f.ctx, &Block::entry, 0);
+      make_context(f.ctx, f.stack, stack_bytes_, &Block::entry);
       f.state = ThreadState::runnable;
     }
     std::vector<int> order(static_cast<std::size_t>(nthreads_));
@@ -330,13 +333,17 @@ class Block {
     } catch (const AbortFiber&) {
     } catch (const std::exception& e) {
       if (!b.finding_) b.finding_ = Finding{FindingKind::kernel_exception, b.describe_block() + ": " + e.what()};
+    } catch (...) {  // nothing may leave a fiber's first frame
+      if (!b.finding_)
+        b.finding_ = Finding{FindingKind::kernel_exception, b.describe_block() + ": threw a non-std::exception"};
     }
     Fiber& f = b.fiber(b.current_);
     f.state = ThreadState::exited;
 #if defined(SSM_EMU_ASAN)
     __sanitizer_start_switch_fiber(nullptr, b.sched_stack_bottom_, b.sched_stack_size_);
 #endif
-    setcontext(&b.sched_);
+    switch_context(f.ctx, b.sched_);  // never resumed: run() makes a fresh context for the next block
+    __builtin_unreachable();
   }
 
   void resume(int t) {
@@ -347,7 +354,7 @@ class Block {
     void* fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, f.stack, stack_bytes_);
 #endif
-    swapcontext(&sched_, &f.ctx);
+    switch_context(sched_, f.ctx);
 #if defined(SSM_EMU_ASAN)
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -360,7 +367,7 @@ class Block {
 #if defined(SSM_EMU_ASAN)
     __sanitizer_start_switch_fiber(&f.fake_stack, sched_stack_bottom_, sched_stack_size_);
 #endif
-    swapcontext(&f.ctx, &sched_);
+    switch_context(f.ctx, sched_);
 #if defined(SSM_EMU_ASAN)
     __sanitizer_finish_switch_fiber(f.fake_stack, &sched_stack_bottom_, &sched_stack_size_);
 #endif
@@ -504,7 +511,7 @@ class Block {
   std::size_t page_ = 4096, stack_bytes_ = 0, mapping_bytes_ = 0;
   std::byte* mapping_ = nullptr;
   std::vector<Fiber> fibers_;
-  ucontext_t sched_{};
+  Context sched_;
   const void* sched_stack_bottom_ = nullptr;
   std::size_t sched_stack_size_ = 0;
   int current_ = -1;
