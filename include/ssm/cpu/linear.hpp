@@ -199,3 +199,20 @@ inline std::string linear_forward(const LinearParams& p, int threads) {
 }
 
 }  // namespace ssm::cpu
+
+/// The linear layer's CPU products (f32 / f64 weights through Eigen, f16 / bf16 weights through the gemv tiles and
+/// f32 panels), compiled once where SSM_EXTERN_INSTANCES is set (core/instances.hpp, src/instances/).
+#define SSM_CPU_LINEAR_INSTANCES(PREFIX)                                                                              \
+  PREFIX void ssm::cpu::linear_eigen<float>(const float*, ::ssm::index_t, const float*, const float*, float*,         \
+                                            ::ssm::index_t, ::ssm::index_t, ::ssm::index_t, ::ssm::index_t, int);     \
+  PREFIX void ssm::cpu::linear_eigen<double>(const double*, ::ssm::index_t, const double*, const double*, double*,    \
+                                             ::ssm::index_t, ::ssm::index_t, ::ssm::index_t, ::ssm::index_t, int);    \
+  PREFIX void ssm::cpu::linear_16bit<::ssm::half>(const float*, ::ssm::index_t, const ::ssm::half*, const float*,     \
+                                                  float*, ::ssm::index_t, ::ssm::index_t, ::ssm::index_t,             \
+                                                  ::ssm::index_t, int);                                               \
+  PREFIX void ssm::cpu::linear_16bit<::ssm::bfloat16>(const float*, ::ssm::index_t, const ::ssm::bfloat16*,           \
+                                                      const float*, float*, ::ssm::index_t, ::ssm::index_t,           \
+                                                      ::ssm::index_t, ::ssm::index_t, int);
+#if SSM_EXTERN_INSTANCES
+SSM_CPU_LINEAR_INSTANCES(extern template)
+#endif

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/core/params/selective_scan.hpp"
@@ -308,3 +309,12 @@ void selective_scan_backward(const ScanParams& p, const ScanGradParams& gp) {
 
 }  // namespace reference
 }  // namespace ssm
+
+/// The reference's entries for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
+/// (core/instances.hpp, src/instances/): the tests' oracle, and the op's path = reference.
+#define SSM_REFERENCE_SCAN_INSTANCES(PREFIX, In)                                  \
+  PREFIX void ssm::reference::selective_scan_forward<In>(const ::ssm::ScanParams&); \
+  PREFIX void ssm::reference::selective_scan_backward<In>(const ::ssm::ScanParams&, const ::ssm::ScanGradParams&);
+#if SSM_EXTERN_INSTANCES
+SSM_FOR_EACH_INPUT(SSM_REFERENCE_SCAN_INSTANCES, extern template)
+#endif
