@@ -29,9 +29,12 @@ run_ctest() {
   if [ "$rc" -ne 0 ]; then echo "$passed passed, $((failed > 0 ? failed : 1)) failed"; exit "$rc"; fi
 }
 
-# 1. Release build, warnings as errors (and the CUDA backend with its ptxas budget when nvcc is present).
+# 1. Release build, warnings as errors (and the CUDA backend with its ptxas budget when nvcc is present). The test
+#    programs' own sources at -O2 (SSM_TEST_CXX_FLAGS, tests/CMakeLists.txt), a fifth less compile time than -O3
+#    (tests/models/test_mamba.cpp: 25 s against 31 s) and the same floating-point results (neither level reassociates
+#    or vectorizes a floating-point reduction); the compiled kernels (ssm_instances), the benchmarks, examples and programs stay at -O3.
 stamp "release build (-Werror)"
-bash scripts/build.sh build-ci/release -DSSM_WERROR=ON
+bash scripts/build.sh build-ci/release -DSSM_WERROR=ON -DSSM_TEST_CXX_FLAGS=-O2
 stamp "release tests"
 run_ctest --test-dir build-ci/release
 
@@ -40,8 +43,11 @@ run_ctest --test-dir build-ci/release
 #    own AVX-512 intrinsics (_mm512_undefined_ps) as Eigen inlines them, so this stage does not add -Werror.
 #    -g1: line tables only, enough for the sanitizers' stack traces (file:line); full -g made the then heaviest
 #    test TU (tests/continuous/test_lssl.cpp, since split by facility) take 380 s to compile here against 221 s.
+#    The test programs' own sources at -O0 (SSM_TEST_CXX_FLAGS): under the sanitizers that halves their compile time
+#    (tests/models/test_mamba.cpp: 35 s against 68 s); the kernels they check (ssm_instances, ssm_emu_instances) and
+#    the program ssm-generate stay at -O1.
 stamp "asan+ubsan build"
-bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DSSM_TEST_CXX_FLAGS=-O0 \
   -DSSM_SANITIZE=address,undefined -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF
 stamp "asan+ubsan tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -70,18 +76,24 @@ if [ -x tools/fuzz_safetensors.sh ] || [ -f tools/fuzz_safetensors.sh ]; then
 fi
 
 # 5. The CUDA emulation's mutation suite: each fault in tests/cuda_emu/mutations.json, planted in a scratch copy of
-#    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each).
+#    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each,
+#    linked with stage 1's compiled CPU kernels: the mutations are in cuda/ only).
 stamp "emulation mutation suite"
-python3 tools/mutation_suite.py --jobs "$(nproc)"
+python3 tools/mutation_suite.py --jobs "$(nproc)" --instances build-ci/release/libssm_instances.a
 passed=$((passed + 1))
 
 # 6. The Python package: scripts/test_python.sh makes a virtual environment in build-ci/python over Debian's
 #    python3-torch, pip-installs the package (nanobind and scikit-build-core from PyPI; the extension through ccache)
 #    and runs pytest (python/tests). pytest's passed / failed (and errors, as failed) join the totals.
+#    Its CMake build shares stage 1's compiled kernels (ssm_instances, position-independent in both, and ssm::cuda)
+#    through ccache: the build folder sits at the depth of build-ci/release (ccache keys paths relative to the
+#    working directory under the checkout) and gets stage 1's compiler and -Werror, so the commands are the same.
 stamp "python package"
 pylog=$(mktemp)
+cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build-ci/release/CMakeCache.txt)
 set +e
-bash scripts/test_python.sh build-ci/python 2>&1 | tee "$pylog"
+SSM_PYTHON_BUILD_DIR=build-ci/python-ext SSM_PYTHON_CMAKE_ARGS="CMAKE_CXX_COMPILER=$cxx SSM_WERROR=ON" \
+  bash scripts/test_python.sh build-ci/python 2>&1 | tee "$pylog"
 pyrc=${PIPESTATUS[0]}
 set -e
 # Each pytest run's summary line ("45 passed, 1 skipped in 12.3s"; two runs: the main environment and JAX's).

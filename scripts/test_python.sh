@@ -4,6 +4,8 @@
 # `pip install .` (the extension compiled through ccache in <dir>/build, kept between runs; with the CUDA backend
 # where nvcc is found), then pytest; then the JAX tests in a second environment (below).
 # Usage: scripts/test_python.sh [dir, default build-py] [pytest args...]
+# SSM_PYTHON_BUILD_DIR: the CMake build folder (default <dir>/build); SSM_PYTHON_CMAKE_ARGS: more NAME=VALUE CMake
+# definitions for it (scripts/test.sh uses both to share its Release build's objects through ccache).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -15,6 +17,9 @@ if [ ! -x "$dir/venv/bin/python" ]; then
   "$python" -m venv --system-site-packages "$dir/venv"
 fi
 "$dir/venv/bin/pip" install -q --disable-pip-version-check "nanobind>=2.0" "scikit-build-core>=0.10"
+build="${SSM_PYTHON_BUILD_DIR:-$dir/build}"
+defines=()
+for d in ${SSM_PYTHON_CMAKE_ARGS:-}; do defines+=("--config-settings=cmake.define.$d"); done
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(--config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache
@@ -23,11 +28,11 @@ if command -v ccache >/dev/null; then
 fi
 # No build isolation: the build uses the nanobind and scikit-build-core above and the system's cmake and ninja.
 "$dir/venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps \
-  --config-settings=build-dir="$(realpath -m "$dir")/build" --config-settings=cmake.define.SSM_PYTHON_CUDA=AUTO \
-  "${launcher[@]}" .
+  --config-settings=build-dir="$(realpath -m "$build")" --config-settings=cmake.define.SSM_PYTHON_CUDA=AUTO \
+  "${launcher[@]}" "${defines[@]}" .
 # Whether the build found a CUDA compiler (check_language(CUDA) caches its path, or NOTFOUND): the tests check that
 # the extension linked the CUDA backend exactly then.
-nvcc_found=$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$dir/build/CMakeCache.txt" | grep -v -e NOTFOUND -e '^$' || true)
+nvcc_found=$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt" | grep -v -e NOTFOUND -e '^$' || true)
 if [ -n "$nvcc_found" ]; then export SSM_PYTHON_EXPECT_CUDA=1; else export SSM_PYTHON_EXPECT_CUDA=0; fi
 "$dir/venv/bin/python" -m pytest python/tests -p no:cacheprovider "$@"
 

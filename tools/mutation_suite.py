@@ -9,7 +9,11 @@ runs them with the gtest `filter`, and counts the mutation as caught when the ru
 `expect` (the finding's name, e.g. global_race). The unmutated sources are built and run the same way first: they
 must pass, or the suite proves nothing. Exits non-zero unless every mutation is caught.
 
-    python3 tools/mutation_suite.py [--jobs N] [--only SUBSTRING] [--keep DIR]
+    python3 tools/mutation_suite.py [--jobs N] [--only SUBSTRING] [--keep DIR] [--instances LIB]
+
+--instances names a built libssm_instances.a (the CPU kernels compiled once, include/ssm/core/instances.hpp) made with
+-march=native: the test sources then compile with SSM_EXTERN_INSTANCES=1 and link it instead of compiling every CPU
+kernel they name again. The mutations are in cuda/ only, which the library does not contain.
 """
 import argparse
 import concurrent.futures
@@ -34,7 +38,7 @@ def copy_sources(dst):
                         ignore=shutil.ignore_patterns("data", "*.o", "build*"))
 
 
-def build_and_run(tree, sources, filter_, tag):
+def build_and_run(tree, sources, filter_, tag, instances):
     # Compiled in the tree with relative paths only (the test data through a link), through ccache when present with
     # the tree as its base directory: a tree whose text was compiled before (a previous run, CI's clone) is not
     # compiled again; a mutation changes the text, so its object is its own.
@@ -44,12 +48,15 @@ def build_and_run(tree, sources, filter_, tag):
     for k, src in enumerate(sources):
         obj = f"obj_{tag}_{k}.o"
         cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]
+        if instances:
+            cmd[-4:-4] = ["-DSSM_EXTERN_INSTANCES=1", "-DSSM_EMU_EXTERN_INSTANCES=0"]
         c = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
         if c.returncode != 0:
             return None, c.stderr[-4000:]
         objects.append(obj)
     exe = f"mutant_{tag}"
-    c = subprocess.run([CXX, "-pthread", *objects, "-o", exe, "-lgtest", "-lgtest_main"], capture_output=True,
+    libs = [instances] if instances else []
+    c = subprocess.run([CXX, "-pthread", *objects, *libs, "-o", exe, "-lgtest", "-lgtest_main"], capture_output=True,
                        text=True, cwd=tree)
     if c.returncode != 0:
         return None, c.stderr[-4000:]
@@ -70,13 +77,13 @@ def apply(tree, m):
     open(path, "w").write(text.replace(m["find"], m["replace"]))
 
 
-def run_one(i, m, scratch, baseline):
+def run_one(i, m, scratch, baseline, instances):
     tree = os.path.join(scratch, f"{'base' if baseline else 'm'}{i}")
     copy_sources(tree)
     if not baseline:
         apply(tree, m)
     t0 = time.time()
-    rc, out = build_and_run(tree, m["sources"], m["filter"], i)
+    rc, out = build_and_run(tree, m["sources"], m["filter"], i, instances)
     return i, rc, out, time.time() - t0
 
 
@@ -85,7 +92,12 @@ def main():
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--only", default="", help="run the mutations whose name contains this")
     ap.add_argument("--keep", default="", help="scratch folder to keep (default: a temporary one, removed)")
+    ap.add_argument("--instances", default="", help="a libssm_instances.a built with -march=native, linked instead "
+                    "of compiling the CPU kernels in every test source")
     args = ap.parse_args()
+    instances = os.path.abspath(args.instances) if args.instances else ""
+    if instances and not os.path.isfile(instances):
+        raise SystemExit(f"--instances: no such library: {instances}")
     mutations = [m for m in json.load(open(LIST))["mutations"] if args.only in m["name"]]
     scratch = args.keep or tempfile.mkdtemp(prefix="ssm-mutants-")
     os.makedirs(scratch, exist_ok=True)
@@ -103,7 +115,7 @@ def main():
             b["filter"] = ":".join(b["filters"])
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             base_list = list(bases.values())
-            for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, True), enumerate(base_list)):
+            for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, True, instances), enumerate(base_list)):
                 m = base_list[i]
                 ok = rc == 0
                 print(f"[{'ok' if ok else 'FAIL'}] unmutated {' '.join(m['sources'])} ({m['filter']}): {secs:.0f} s",
@@ -112,7 +124,7 @@ def main():
                     failures.append(f"unmutated {m['sources']} does not pass:\n{out}")
             if failures:
                 raise SystemExit("\n".join(failures))
-            for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, False), enumerate(mutations)):
+            for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, False, instances), enumerate(mutations)):
                 m = mutations[i]
                 caught = rc is not None and rc != 0 and m["expect"] in out
                 why = "does not compile" if rc is None else ("passes" if rc == 0 else

@@ -72,7 +72,12 @@
       const ::ssm::kernels::SsdWorkspace&, const ::ssm::kernels::SsdGradWorkspace&);                                   \
   PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
                                                  const ::ssm::kernels::MoePlan&, void*);
-#if SSM_EXTERN_INSTANCES
+// SSM_EMU_EXTERN_INSTANCES=0 keeps them in the including file while the CPU kernels stay extern (the mutation suite,
+// tools/mutation_suite.py, compiles changed kernels against the compiled CPU library).
+#ifndef SSM_EMU_EXTERN_INSTANCES
+#define SSM_EMU_EXTERN_INSTANCES SSM_EXTERN_INSTANCES
+#endif
+#if SSM_EMU_EXTERN_INSTANCES
 SSM_EMU_LAUNCH_INSTANCES(extern template)
 #endif
 

@@ -1,4 +1,4 @@
-// Consumer of the installed (or add_subdirectory'd) package. It includes the public umbrella headers and
+// Consumer of the installed package (find_package; under g++ and clang++). It includes the public umbrella headers and
 // calls into each part of the library (tensors and DLPack, discretization, HiPPO, S4D, the selective scan,
 // attention), so that the library code a user instantiates is compiled here under the consumer's flags:
 // CMakeLists.txt builds it with -Wall -Wextra -Werror -march=native under g++ and clang++. It also checks
