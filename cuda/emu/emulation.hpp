@@ -323,7 +323,15 @@ class Block {
  private:
   Fiber& fiber(int t) { return fibers_[static_cast<std::size_t>(t)]; }
 
+  // A fiber's first frame: the thread's body, then back to the scheduler for good. Its own frame, which is never left,
+  // holds no variable AddressSanitizer guards, so the next block's fiber on this stack finds its shadow clean; the
+  // body's frame (run_body) returns, which clears its guards.
   static void entry() {
+    run_body();
+    leave();
+  }
+
+  static void run_body() {
     Block& b = *current_block();
 #if defined(SSM_EMU_ASAN)
     __sanitizer_finish_switch_fiber(nullptr, &b.sched_stack_bottom_, &b.sched_stack_size_);
@@ -337,12 +345,15 @@ class Block {
       if (!b.finding_)
         b.finding_ = Finding{FindingKind::kernel_exception, b.describe_block() + ": threw a non-std::exception"};
     }
-    Fiber& f = b.fiber(b.current_);
-    f.state = ThreadState::exited;
+    b.fiber(b.current_).state = ThreadState::exited;
+  }
+
+  [[noreturn]] static void leave() {
+    Block& b = *current_block();
 #if defined(SSM_EMU_ASAN)
     __sanitizer_start_switch_fiber(nullptr, b.sched_stack_bottom_, b.sched_stack_size_);
 #endif
-    switch_context(f.ctx, b.sched_);  // never resumed: run() makes a fresh context for the next block
+    switch_context(b.fiber(b.current_).ctx, b.sched_);  // never resumed: run() makes a fresh context per block
     __builtin_unreachable();
   }
 
