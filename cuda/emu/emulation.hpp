@@ -1,8 +1,8 @@
 // Host emulation of the CUDA execution model, so that the kernel sources in cuda/kernels/*.cuh run on
 // the CPU in tests (ARCHITECTURE.md, "CUDA backend, and how it is verified without a GPU").
 // Blocks run one at a time, in forward, reverse or seeded random order; the threads of a block run as fibers
-// (context.hpp: a stack switch of its own on x86-64, ucontext elsewhere; annotated for AddressSanitizer) in forward, reverse or seeded random order, each until its next
-// barrier / warp-synchronous call. Shared memory (declared through SSM_SHARED) is bounds- and race-checked;
+// (context.hpp: a stack switch of its own on x86-64, ucontext elsewhere; annotated for AddressSanitizer) in forward,
+// reverse or seeded random order, each until its next barrier / warp-synchronous call. Shared memory (declared through SSM_SHARED) is bounds- and race-checked;
 // barriers and shuffles are checked for divergence and early exits; grid, block and static shared memory sizes
 // against the device limits. Between blocks, the registered global buffers a launch reaches are checked for
 // writes into their guard bands and for bytes two blocks both change (global_memory.hpp). The first finding
@@ -200,8 +200,8 @@ class Block {
     if (m == MAP_FAILED) throw std::bad_alloc();
     mapping_ = static_cast<std::byte*>(m);
 #if defined(SSM_EMU_ASAN)
-    // The addresses may have held an earlier launch's fiber stacks, whose frames AddressSanitizer left poisoned (a
-    // fiber's last frame never returns). ucontext's swapcontext cleared a stack's shadow on every switch; the stack
+    // The addresses may have held an earlier launch's fiber stacks, whose shadow AddressSanitizer may have left
+    // poisoned. ucontext's swapcontext cleared a stack's shadow on every switch; the stack
     // switch here does not (context.hpp), so it is cleared once, here.
     ASAN_UNPOISON_MEMORY_REGION(mapping_, mapping_bytes_);
 #endif
@@ -341,7 +341,7 @@ class Block {
     } catch (const AbortFiber&) {
     } catch (const std::exception& e) {
       if (!b.finding_) b.finding_ = Finding{FindingKind::kernel_exception, b.describe_block() + ": " + e.what()};
-    } catch (...) {  // nothing may leave a fiber's first frame
+    } catch (...) {  // nothing may leave the body: entry() has nowhere to return to
       if (!b.finding_)
         b.finding_ = Finding{FindingKind::kernel_exception, b.describe_block() + ": threw a non-std::exception"};
     }
