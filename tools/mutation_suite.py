@@ -13,7 +13,9 @@ must pass, or the suite proves nothing. Exits non-zero unless every mutation is 
 
 --instances names a built libssm_instances.a (the CPU kernels compiled once, include/ssm/core/instances.hpp) made with
 -march=native: the test sources then compile with SSM_EXTERN_INSTANCES=1 and link it instead of compiling every CPU
-kernel they name again. The mutations are in cuda/ only, which the library does not contain.
+kernel they name again (the mutations are in cuda/ only, which the library does not contain), and the emulated
+backend's launchers come from their family files, cuda/emu/instances/*.cpp, compiled in the tree: only the mutated
+family's file is compiled again (cuda/emu/launch_instances.hpp).
 """
 import argparse
 import concurrent.futures
@@ -45,11 +47,14 @@ def build_and_run(tree, sources, filter_, tag, instances):
     os.symlink(os.path.join(ROOT, "tests", "data"), os.path.join(tree, "tests", "data"))
     env = dict(os.environ, CCACHE_BASEDIR=tree, CCACHE_NOHASHDIR="true")
     objects = []
+    if instances:  # the emulated launchers from their family files: a family whose kernels are unchanged is a hit
+        sources = [*sources, *sorted(os.path.join("cuda", "emu", "instances", f)
+                                     for f in os.listdir(os.path.join(tree, "cuda", "emu", "instances")))]
     for k, src in enumerate(sources):
         obj = f"obj_{tag}_{k}.o"
         cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]
         if instances:
-            cmd[-4:-4] = ["-DSSM_EXTERN_INSTANCES=1", "-DSSM_EMU_EXTERN_INSTANCES=0"]
+            cmd[-4:-4] = ["-DSSM_EXTERN_INSTANCES=1"]
         c = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
         if c.returncode != 0:
             return None, c.stderr[-4000:]

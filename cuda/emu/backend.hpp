@@ -33,51 +33,16 @@
 #include "../kernels/launch/selective_state_update.cuh"
 #include "../kernels/launch/ssd.cuh"
 #include "executor.hpp"
+#include "launch_instances.hpp"
 #include "ssm/core/device.hpp"
 #include "ssm/core/device_backend.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/instances.hpp"
 
-/// The launchers this backend runs, under the host executor: compiled once, in cuda/emu/instances.cpp, where
-/// SSM_EXTERN_INSTANCES is set (ssm/core/instances.hpp), instead of in every file that includes this header (each
-/// launcher instantiates its kernels for every dtype it takes).
-#define SSM_EMU_LAUNCH_INSTANCES(PREFIX)                                                                               \
-  PREFIX void ssm::kernels::cast_from_f32_launches(::ssm::emu::HostExecutor&, const float*, void*, ::ssm::DType,       \
-                                                   std::int64_t, const char*);                                         \
-  PREFIX std::string ssm::kernels::selective_scan_forward_launches(::ssm::emu::HostExecutor&,                          \
-                                                                   const ::ssm::ScanParams&, ::ssm::DType,             \
-                                                                   const ::ssm::ScanForwardOptions&, const char*);     \
-  PREFIX void ssm::kernels::selective_scan_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::ScanParams&,      \
-                                                             ::ssm::DType, const ::ssm::ScanDeviceGradParams&,         \
-                                                             const char*);                                             \
-  PREFIX void ssm::kernels::causal_conv1d_forward_launches(                                                            \
-      ::ssm::emu::HostExecutor&, const ::ssm::CausalConv1dParams&, ::ssm::DType, const char*);                         \
-  PREFIX void ssm::kernels::causal_conv1d_backward_launches(                                                           \
-      ::ssm::emu::HostExecutor&, const ::ssm::CausalConv1dParams&, const ::ssm::CausalConv1dGradParams&, ::ssm::DType, \
-      const char*);                                                                                                    \
-  PREFIX void ssm::kernels::causal_conv1d_update_launches(                                                             \
-      ::ssm::emu::HostExecutor&, const ::ssm::CausalConv1dUpdateParams&, ::ssm::DType, const char*);                   \
-  PREFIX void ssm::kernels::attention_forward_launches(::ssm::emu::HostExecutor&, ::ssm::AttentionParams);             \
-  PREFIX void ssm::kernels::attention_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::AttentionParams&,      \
-                                                        const ::ssm::AttentionGradParams&);                            \
-  PREFIX void ssm::kernels::linear_launches(::ssm::emu::HostExecutor&, const ::ssm::LinearParams&, const char*);       \
-  PREFIX void ssm::kernels::rms_norm_launches(::ssm::emu::HostExecutor&, const ::ssm::RmsNormParams&, const char*);    \
-  PREFIX void ssm::kernels::embedding_launches(::ssm::emu::HostExecutor&, const ::ssm::EmbeddingParams&, const char*); \
-  PREFIX void ssm::kernels::selective_state_update_launches(::ssm::emu::HostExecutor&,                                 \
-                                                            const ::ssm::SelectiveStateUpdateParams&, const char*);    \
-  PREFIX void ssm::kernels::ssd_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::SsdParams&,                   \
-                                                 const ::ssm::kernels::SsdPlan&, const ::ssm::kernels::SsdWorkspace&); \
-  PREFIX void ssm::kernels::ssd_backward_launches(                                                                     \
-      ::ssm::emu::HostExecutor&, const ::ssm::SsdParams&, const ::ssm::SsdGradParams&, const ::ssm::kernels::SsdPlan&, \
-      const ::ssm::kernels::SsdWorkspace&, const ::ssm::kernels::SsdGradWorkspace&);                                   \
-  PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
-                                                 const ::ssm::kernels::MoePlan&, void*);
-// SSM_EMU_EXTERN_INSTANCES=0 keeps them in the including file while the CPU kernels stay extern (the mutation suite,
-// tools/mutation_suite.py, compiles changed kernels against the compiled CPU library).
-#ifndef SSM_EMU_EXTERN_INSTANCES
-#define SSM_EMU_EXTERN_INSTANCES SSM_EXTERN_INSTANCES
-#endif
-#if SSM_EMU_EXTERN_INSTANCES
+// The launchers this backend runs, under the host executor, are compiled once, family by family, in
+// cuda/emu/instances/*.cpp (see launch_instances.hpp), instead of in every file that includes this header (each
+// launcher instantiates its kernels for every dtype it takes).
+#if SSM_EXTERN_INSTANCES
 SSM_EMU_LAUNCH_INSTANCES(extern template)
 #endif
 

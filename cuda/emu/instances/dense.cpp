@@ -1,0 +1,9 @@
+// The emulated backend's cast, linear, RMSNorm and embedding launchers, compiled once (see ../launch_instances.hpp).
+#include "../../kernels/launch/cast.cuh"
+#include "../../kernels/launch/embedding.cuh"
+#include "../../kernels/launch/linear.cuh"
+#include "../../kernels/launch/rms_norm.cuh"
+#include "../executor.hpp"
+#include "../launch_instances.hpp"
+
+SSM_EMU_DENSE_INSTANCES(template)

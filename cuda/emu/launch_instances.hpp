@@ -1,0 +1,65 @@
+// The emulated backend's launchers (cuda/emu/backend.hpp) by kernel family, as explicit-instantiation lists:
+// SSM_EMU_<FAMILY>_INSTANCES(template) in cuda/emu/instances/<family>.cpp compiles a family once; backend.hpp
+// declares all of them `extern template` when SSM_EXTERN_INSTANCES is set (ssm/core/instances.hpp).
+//
+// Each family's file includes only its own kernels (and this header, which includes none), so a change to one
+// family's kernels recompiles that file alone: the mutation suite (tools/mutation_suite.py) plants each fault in one
+// kernel and rebuilds only its family. A new launcher joins its family's list; a new family gets a list here, a file
+// in instances/ and a place in SSM_EMU_LAUNCH_INSTANCES.
+#pragma once
+
+// kernels/launch/cast.cuh, embedding.cuh, linear.cuh, rms_norm.cuh: the small dense ops.
+#define SSM_EMU_DENSE_INSTANCES(PREFIX)                                                                                \
+  PREFIX void ssm::kernels::cast_from_f32_launches(::ssm::emu::HostExecutor&, const float*, void*, ::ssm::DType,       \
+                                                   std::int64_t, const char*);                                         \
+  PREFIX void ssm::kernels::linear_launches(::ssm::emu::HostExecutor&, const ::ssm::LinearParams&, const char*);       \
+  PREFIX void ssm::kernels::rms_norm_launches(::ssm::emu::HostExecutor&, const ::ssm::RmsNormParams&, const char*);    \
+  PREFIX void ssm::kernels::embedding_launches(::ssm::emu::HostExecutor&, const ::ssm::EmbeddingParams&, const char*);
+
+// kernels/launch/selective_scan.cuh, selective_state_update.cuh.
+#define SSM_EMU_SCAN_INSTANCES(PREFIX)                                                                                 \
+  PREFIX std::string ssm::kernels::selective_scan_forward_launches(::ssm::emu::HostExecutor&,                          \
+                                                                   const ::ssm::ScanParams&, ::ssm::DType,             \
+                                                                   const ::ssm::ScanForwardOptions&, const char*);     \
+  PREFIX void ssm::kernels::selective_scan_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::ScanParams&,      \
+                                                             ::ssm::DType, const ::ssm::ScanDeviceGradParams&,         \
+                                                             const char*);                                             \
+  PREFIX void ssm::kernels::selective_state_update_launches(::ssm::emu::HostExecutor&,                                 \
+                                                            const ::ssm::SelectiveStateUpdateParams&, const char*);
+
+// kernels/launch/causal_conv1d.cuh.
+#define SSM_EMU_CONV1D_INSTANCES(PREFIX)                                                                               \
+  PREFIX void ssm::kernels::causal_conv1d_forward_launches(                                                            \
+      ::ssm::emu::HostExecutor&, const ::ssm::CausalConv1dParams&, ::ssm::DType, const char*);                         \
+  PREFIX void ssm::kernels::causal_conv1d_backward_launches(                                                           \
+      ::ssm::emu::HostExecutor&, const ::ssm::CausalConv1dParams&, const ::ssm::CausalConv1dGradParams&, ::ssm::DType, \
+      const char*);                                                                                                    \
+  PREFIX void ssm::kernels::causal_conv1d_update_launches(                                                             \
+      ::ssm::emu::HostExecutor&, const ::ssm::CausalConv1dUpdateParams&, ::ssm::DType, const char*);
+
+// kernels/attention.cuh.
+#define SSM_EMU_ATTENTION_INSTANCES(PREFIX)                                                                            \
+  PREFIX void ssm::kernels::attention_forward_launches(::ssm::emu::HostExecutor&, ::ssm::AttentionParams);             \
+  PREFIX void ssm::kernels::attention_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::AttentionParams&,      \
+                                                        const ::ssm::AttentionGradParams&);
+
+// kernels/launch/ssd.cuh.
+#define SSM_EMU_SSD_INSTANCES(PREFIX)                                                                                  \
+  PREFIX void ssm::kernels::ssd_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::SsdParams&,                   \
+                                                 const ::ssm::kernels::SsdPlan&, const ::ssm::kernels::SsdWorkspace&); \
+  PREFIX void ssm::kernels::ssd_backward_launches(                                                                     \
+      ::ssm::emu::HostExecutor&, const ::ssm::SsdParams&, const ::ssm::SsdGradParams&, const ::ssm::kernels::SsdPlan&, \
+      const ::ssm::kernels::SsdWorkspace&, const ::ssm::kernels::SsdGradWorkspace&);
+
+// kernels/launch/moe.cuh.
+#define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \
+  PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
+                                                 const ::ssm::kernels::MoePlan&, void*);
+
+#define SSM_EMU_LAUNCH_INSTANCES(PREFIX) \
+  SSM_EMU_DENSE_INSTANCES(PREFIX)        \
+  SSM_EMU_SCAN_INSTANCES(PREFIX)         \
+  SSM_EMU_CONV1D_INSTANCES(PREFIX)       \
+  SSM_EMU_ATTENTION_INSTANCES(PREFIX)    \
+  SSM_EMU_SSD_INSTANCES(PREFIX)          \
+  SSM_EMU_MOE_INSTANCES(PREFIX)
