@@ -10,8 +10,14 @@ endfunction()
 
 file(REMOVE_RECURSE ${WORK_DIR})
 set(consumer_src ${CMAKE_CURRENT_LIST_DIR}/consumer)
-set(configure_args -S ${consumer_src} -B ${WORK_DIR}/build -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release
-                   -DCONSUMER_MODE=${MODE} -DEXPECT_CUDA=${EXPECT_CUDA})
+set(configure_args -S ${consumer_src} -B ${WORK_DIR}/build -G ${GENERATOR} -DCONSUMER_MODE=${MODE}
+                   -DEXPECT_CUDA=${EXPECT_CUDA})
+if(UNOPTIMIZED)
+  # -O0: for a compiler whose warnings do not depend on the optimizer (clang's come from its front end)
+  list(APPEND configure_args -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0)
+else()
+  list(APPEND configure_args -DCMAKE_BUILD_TYPE=Release)
+endif()
 if(LAUNCHER)
   # ccache keys relative to the checkout (as scripts/build.sh sets them), so another clone reuses the objects
   list(APPEND configure_args -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
