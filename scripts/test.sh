@@ -45,8 +45,8 @@ run_ctest --test-dir build-ci/release
 #    The test programs' own sources at -O0 (SSM_TEST_CXX_FLAGS): under the sanitizers that halves their compile time
 #    (tests/models/test_mamba.cpp: 35 s against 68 s). So do the CPU kernels (SSM_INSTANCES_CXX_FLAGS): the files of
 #    src/instances/ took 203 s of compile in all against 399 s at -O1, the tests 136 s against 104 s. The emulated
-#    CUDA kernels (ssm_emu_instances) and the program ssm-generate stay at -O1: with those at -O0 too, the emulated
-#    tests alone took 77 s more.
+#    CUDA kernels (ssm_emu_instances) and ssm-generate's own file stay at -O1: with the emulated kernels at -O0 too,
+#    the emulated tests alone took 77 s more.
 stamp "asan+ubsan build"
 bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DSSM_TEST_CXX_FLAGS=-O0 \
   -DSSM_INSTANCES_CXX_FLAGS=-O0 \
@@ -62,7 +62,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 #    those in include/) as -march=native is skipped: stages 1 and 2 built and ran the same code paths.
 scan_tests="test_selective_scan test_selective_scan_cpu"
 isa_macros=$(grep -rhoE '__(SSE|AVX|FMA|F16C|BMI)[A-Z0-9_]*__' include | sort -u | paste -sd'|')
-isa() { "${CXX:-c++}" -march="$1" -dM -E -x c++ /dev/null | { grep -owE "$isa_macros" || true; } | sort | paste -sd' '; }
+isa() {
+  "${CXX:-c++}" -march="$1" -dM -E -x c++ /dev/null | { grep -owE "$isa_macros" || true; } | sort | paste -sd' '
+}
 native_isa=$(isa native)
 for arch in x86-64 x86-64-v3 x86-64-v4; do
   if [ "$(isa "$arch")" = "$native_isa" ]; then
@@ -87,8 +89,9 @@ if [ -x tools/fuzz_safetensors.sh ] || [ -f tools/fuzz_safetensors.sh ]; then
 fi
 
 # 5. The CUDA emulation's mutation suite: each fault in tests/cuda_emu/mutations.json, planted in a scratch copy of
-#    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each,
-#    linked with stage 1's compiled CPU kernels: the mutations are in cuda/ only).
+#    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each
+#    and the emulated launchers, cuda/emu/instances/: only the mutated family's file is not a ccache hit; linked with
+#    stage 1's compiled CPU kernels: the mutations are in cuda/ only).
 stamp "emulation mutation suite"
 python3 tools/mutation_suite.py --jobs "$(nproc)" --instances build-ci/release/libssm_instances.a
 passed=$((passed + 1))

@@ -49,7 +49,8 @@ def build_and_run(tree, sources, filter_, tag, instances):
     objects = []
     if instances:  # the emulated launchers from their family files: a family whose kernels are unchanged is a hit
         sources = [*sources, *sorted(os.path.join("cuda", "emu", "instances", f)
-                                     for f in os.listdir(os.path.join(tree, "cuda", "emu", "instances")))]
+                                     for f in os.listdir(os.path.join(tree, "cuda", "emu", "instances"))
+                                     if f.endswith(".cpp"))]
     for k, src in enumerate(sources):
         obj = f"obj_{tag}_{k}.o"
         cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]

@@ -13,8 +13,9 @@ set(consumer_src ${CMAKE_CURRENT_LIST_DIR}/consumer)
 set(configure_args -S ${consumer_src} -B ${WORK_DIR}/build -G ${GENERATOR} -DCONSUMER_MODE=${MODE}
                    -DEXPECT_CUDA=${EXPECT_CUDA})
 if(UNOPTIMIZED)
-  # -O0: for a compiler whose warnings do not depend on the optimizer (clang's come from its front end)
-  list(APPEND configure_args -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0)
+  # -O0 (NDEBUG kept, as in a Release build): for a compiler whose warnings do not depend on the optimizer (clang's
+  # come from its front end)
+  list(APPEND configure_args -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O0 -DNDEBUG")
 else()
   list(APPEND configure_args -DCMAKE_BUILD_TYPE=Release)
 endif()
