@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -280,6 +281,23 @@ __global__ void shuffle_reads_outside_mask(int* out) {
   if (t < 16) out[t] = __shfl_down_sync(0x0000ffffu, t, 1, 32);  // lane 15 reads lane 16, not in the mask
 }
 
+// Not a kernel a GPU could run (device code cannot throw), but host code a kernel calls under the emulation can: the
+// exception must become a finding, whatever its type, and the threads waiting at the barrier must be unwound.
+struct NotAStdException {
+  int code;
+};
+__global__ void throws_between_barriers(int* out, bool std_exception) {
+  const int t = static_cast<int>(threadIdx.x);
+  out[t] = t;
+  __syncthreads();
+  if (t == 7) {
+    if (std_exception) throw std::runtime_error("thread 7 gave up");
+    throw NotAStdException{7};
+  }
+  __syncthreads();  // the other threads wait here for thread 7
+  out[t] += 1;
+}
+
 template <class Kernel, class... Args>
 void expect_finding(FindingKind kind, unsigned threads, Kernel&& k, Args... args) {
   for (const LaunchConfig& cfg : all_orders(2, threads)) {
@@ -348,6 +366,18 @@ TEST(CudaEmuDetects, BadShuffleArguments) {
   expect_finding(FindingKind::bad_argument, 32, shuffle_mask_without_self, out.data());
   expect_finding(FindingKind::bad_argument, 32, shuffle_bad_width, out.data());
   expect_finding(FindingKind::bad_argument, 32, shuffle_reads_outside_mask, out.data());
+}
+
+TEST(CudaEmuDetects, KernelExceptionsOfAnyType) {
+  std::vector<int> out(64);
+  expect_finding(FindingKind::kernel_exception, 32, throws_between_barriers, out.data(), true);
+  expect_finding(FindingKind::kernel_exception, 32, throws_between_barriers, out.data(), false);
+  const LaunchReport a = ssm::emu::launch(LaunchConfig{1, 32}, throws_between_barriers, out.data(), true);
+  EXPECT_NE(a.summary().find("thread 7 gave up"), std::string::npos) << a.summary();
+  const LaunchReport b = ssm::emu::launch(LaunchConfig{1, 32}, throws_between_barriers, out.data(), false);
+  EXPECT_NE(b.summary().find("threw a non-std::exception"), std::string::npos) << b.summary();
+  // The emulation is whole afterwards: a correct launch on the same thread is clean.
+  EXPECT_TRUE(ssm::emu::launch(LaunchConfig{2, 32}, early_return, out.data(), 32).ok());
 }
 
 // ---- between blocks: the global shadow, block orders, launch limits ----
