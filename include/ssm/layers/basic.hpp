@@ -78,6 +78,14 @@ inline Tensor upload(const TensorView& v, Device device) {
 /// upload of an optional view: an undefined tensor for none.
 inline Tensor upload(const std::optional<TensorView>& v, Device device) { return v ? upload(*v, device) : Tensor(); }
 
+/// Throws ssm::Error "<layer>: parameter '<name>' has <n> elements, expected shape (…)" unless v holds the shape's
+/// element count: how a block's constructor checks each vector of its parameters (their for_each).
+template <class T>
+void check_parameter_size(const char* layer, const char* name, const std::vector<T>& v, const Dims& shape) {
+  SSM_CHECK(static_cast<index_t>(v.size()) == shape.product(), layer, ": parameter '", name, "' has ", v.size(),
+            " elements, expected shape ", shape.str());
+}
+
 /// A (rows, cols) cpu view of a row-major array with row stride ld (ld < 0: cols).
 template <class T>
 TensorView strided_rows(T* data, index_t rows, index_t cols, index_t ld = -1) {

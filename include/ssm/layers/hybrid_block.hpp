@@ -18,6 +18,7 @@
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/layers/head_mixer.hpp"
 #include "ssm/layers/hyena.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/weight.hpp"
@@ -81,8 +82,7 @@ struct HybridLayerCache {
   std::size_t nbytes() const { return recurrent.nbytes() + (kv ? kv->bytes() : 0); }
 };
 
-/// One sublayer with its parameters: x (b, l, H) f32 → (b, l, H). CPU only (the mixture of experts and the Hyena op
-/// have no device path yet).
+/// One sublayer with its parameters: x (b, l, H) f32 → (b, l, H). CPU only (see to()).
 class HybridBlock {
  public:
   HybridBlock() = default;
@@ -135,13 +135,7 @@ class HybridBlock {
   /// MambaBlock::init (norm weights 1); the Hyena filter as ModalHyenaLayer::init.
   static HybridBlock init(const HybridBlockConfig& cfg, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-    auto random = [&](index_t n, index_t fan_in) {
-      std::vector<float> v(static_cast<std::size_t>(n));
-      const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
-      for (auto& x : v) x = bound * unit(rng);
-      return v;
-    };
+    auto random = [&](index_t n, index_t fan_in) { return head_mixer::uniform_fan_in<float>(rng, n, double(fan_in)); };
     auto matrix = [&](index_t rows, index_t cols) {
       const std::vector<float> v = random(rows * cols, cols);
       return WeightMatrix::from_f32(v.data(), rows, cols);
@@ -192,11 +186,11 @@ class HybridBlock {
   }
 
   Device device() const { return Device::cpu(); }
-  /// The CPU: the block itself. Another device is an ssm::Error (the mixture of experts and the Hyena op have no
-  /// device path yet).
+  /// The CPU: the block itself. Another device is an ssm::Error: moving a hybrid block is not implemented yet (the
+  /// Hyena op has no device path; the mixture of experts has a CUDA forward but no backward there).
   HybridBlock to(Device device) const {
-    SSM_CHECK(device.is_cpu(), "HybridBlock::to: the hybrid models run on the CPU only (the mixture-of-experts and "
-              "Hyena ops have no ", device.str(), " path yet)");
+    SSM_CHECK(device.is_cpu(), "HybridBlock::to: the hybrid models (Jamba, StripedHyena) run on the CPU only; moving "
+              "their blocks to ", device.str(), " is not implemented yet");
     return *this;
   }
 
@@ -225,7 +219,8 @@ class HybridBlock {
   /// state included, unlike transformers' second multi-token forward).
   void forward_into(const TensorView& x, const TensorView& y, HybridLayerCache* cache, bool resume) const {
     const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model;
-    if (cache != nullptr && !resume) *cache = make_cache(b);
+    // not resumed: a new cache (the Hyena layer makes its own state below)
+    if (cache != nullptr && !resume) *cache = cfg_.kind == HybridKind::hyena ? HybridLayerCache{} : make_cache(b);
     if (cache != nullptr && resume) {
       check_cache(*cache);
       SSM_CHECK(cache->recurrent.b == b, "HybridBlock: a cache of ", cache->recurrent.b, " sequences for ", b);

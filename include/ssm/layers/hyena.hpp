@@ -165,9 +165,8 @@ class HyenaLayer {
 
   HyenaLayer(const HyenaConfig& cfg, HyenaLayerParams<T> p) : cfg_(cfg), p_(std::move(p)) {
     cfg_.validate("HyenaLayer");
-    p_.for_each(cfg_, [&](const char* nm, std::vector<T>& v, const Dims& s) {
-      SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "HyenaLayer: parameter '", nm, "' has ", v.size(),
-                " elements, expected shape ", s.str());
+    p_.for_each(cfg_, [](const char* nm, std::vector<T>& v, const Dims& s) {
+      check_parameter_size("HyenaLayer", nm, v, s);
     });
     refresh();
   }
@@ -418,18 +417,29 @@ struct ModalHyenaParams {
   std::vector<T> D;                                       // (H)
   std::vector<T> out_weight, out_bias;                    // (H, H), (H)
 
+  /// f(name, vector, shape) for each parameter (a const one gets const vectors).
   template <class F>
   void for_each(const ModalHyenaConfig& cfg, F&& f) {
+    visit(*this, cfg, f);
+  }
+  template <class F>
+  void for_each(const ModalHyenaConfig& cfg, F&& f) const {
+    visit(*this, cfg, f);
+  }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& p, const ModalHyenaConfig& cfg, F& f) {
     const index_t H = cfg.d_model, S = cfg.state_size;
-    f("projections.weight", projections_weight, Dims{3 * H, H});
-    f("projections.bias", projections_bias, Dims{3 * H});
-    f("filter.short_filter_weight", short_filter_weight, Dims{3 * H, 1, cfg.short_filter_length});
-    f("filter.short_filter_bias", short_filter_bias, Dims{3 * H});
-    f("filter.poles", poles, Dims{H, S, 1, 2});
-    f("filter.residues", residues, Dims{H, S, 1, 2});
-    f("filter.D", D, Dims{H});
-    f("out_filter_dense.weight", out_weight, Dims{H, H});
-    f("out_filter_dense.bias", out_bias, Dims{H});
+    f("projections.weight", p.projections_weight, Dims{3 * H, H});
+    f("projections.bias", p.projections_bias, Dims{3 * H});
+    f("filter.short_filter_weight", p.short_filter_weight, Dims{3 * H, 1, cfg.short_filter_length});
+    f("filter.short_filter_bias", p.short_filter_bias, Dims{3 * H});
+    f("filter.poles", p.poles, Dims{H, S, 1, 2});
+    f("filter.residues", p.residues, Dims{H, S, 1, 2});
+    f("filter.D", p.D, Dims{H});
+    f("out_filter_dense.weight", p.out_weight, Dims{H, H});
+    f("out_filter_dense.bias", p.out_bias, Dims{H});
   }
 };
 
@@ -443,9 +453,8 @@ class ModalHyenaLayer {
   ModalHyenaLayer() = default;
   ModalHyenaLayer(const ModalHyenaConfig& cfg, ModalHyenaParams<T> p) : cfg_(cfg), p_(std::move(p)) {
     cfg_.validate("ModalHyenaLayer");
-    p_.for_each(cfg_, [&](const char* nm, std::vector<T>& v, const Dims& s) {
-      SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "ModalHyenaLayer: parameter '", nm, "' has ", v.size(),
-                " elements, expected shape ", s.str());
+    p_.for_each(cfg_, [](const char* nm, const std::vector<T>& v, const Dims& s) {
+      check_parameter_size("ModalHyenaLayer", nm, v, s);
     });
     refresh();
   }
@@ -486,8 +495,7 @@ class ModalHyenaLayer {
   }
   std::size_t nbytes() const {
     std::size_t n = 0;
-    ModalHyenaParams<T> p = p_;
-    p.for_each(cfg_, [&](const char*, std::vector<T>& v, const Dims&) { n += v.size() * sizeof(T); });
+    p_.for_each(cfg_, [&](const char*, const std::vector<T>& v, const Dims&) { n += v.size() * sizeof(T); });
     return n;
   }
   /// The long filter h (1, H, l_max) = Re Σ_s R p^t, in double rounded to T.

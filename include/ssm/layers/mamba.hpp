@@ -269,9 +269,7 @@ class MambaBlock {
                   (p_.dt_norm_weight.empty() && p_.b_norm_weight.empty() && p_.c_norm_weight.empty()),
               "MambaBlock: dt / b / c norm weights are given but the config has none (bcdt_norm_weights is off)");
     p_.for_each(cfg_, [&](const char* name, std::vector<T>& v, const Dims& s) {
-      if (v.empty() && held(name)) return;
-      SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "MambaBlock: parameter '", name, "' has ", v.size(),
-                " elements, expected shape ", s.str());
+      if (!(v.empty() && held(name))) check_parameter_size("MambaBlock", name, v, s);
     });
     refresh();
   }

@@ -131,10 +131,7 @@ class Mamba2Block {
     cfg_.validate("Mamba2Block");
     p_.for_each(
         cfg_,
-        [&](const char* name, std::vector<float>& v, const Dims& s) {
-          SSM_CHECK(static_cast<index_t>(v.size()) == s.product(), "Mamba2Block: parameter '", name, "' has ", v.size(),
-                    " elements, expected shape ", s.str());
-        },
+        [](const char* name, std::vector<float>& v, const Dims& s) { check_parameter_size("Mamba2Block", name, v, s); },
         [&](const char* name, const WeightMatrix& m, const Dims& s) {
           SSM_CHECK(!m.empty() && m.rows() == s[0] && m.cols() == s[1], "Mamba2Block: matrix '", name, "' has shape (",
                     m.rows(), ", ", m.cols(), "), expected ", s.str());

@@ -87,13 +87,18 @@ class WeightMatrix {
 };
 
 
-inline void WeightMatrix::to_f32(index_t i0, index_t n, float* dst) const {
-  switch (dtype()) {
-    case DType::f32: std::copy_n(f32() + i0, n, dst); break;
-    case DType::f16: ::ssm::cpu::load_row(static_cast<const half*>(data()) + i0, n, dst); break;
-    case DType::bf16: ::ssm::cpu::load_row(static_cast<const bfloat16*>(data()) + i0, n, dst); break;
-    default: fail("WeightMatrix: unexpected dtype ", name(dtype()));
+/// dst[0, n) = float(src[i0 + k]): n consecutive elements of a buffer of f32, f16 or bf16 values, converted to f32.
+inline void elements_to_f32(const void* src, DType dtype, index_t i0, index_t n, float* dst) {
+  switch (dtype) {
+    case DType::f32: std::copy_n(static_cast<const float*>(src) + i0, n, dst); break;
+    case DType::f16: ::ssm::cpu::load_row(static_cast<const half*>(src) + i0, n, dst); break;
+    case DType::bf16: ::ssm::cpu::load_row(static_cast<const bfloat16*>(src) + i0, n, dst); break;
+    default: fail("elements_to_f32: expected f32, f16 or bf16 values, got ", name(dtype));
   }
+}
+
+inline void WeightMatrix::to_f32(index_t i0, index_t n, float* dst) const {
+  elements_to_f32(data(), dtype(), i0, n, dst);
 }
 
 /// y = x W^T (+ bias) with W a WeightMatrix (out, in) of any dtype: the ssm::linear op (ops/linear.hpp; f32 by

@@ -15,7 +15,8 @@
 //     using Block;       // make_cache(b), check_cache, forward_into, step_into, workspace_size(b), set_threads,
 //                        // to(Device), nbytes()
 //     using LayerCache;  // the block's per-layer cache (conv_state, ssm_state), or one the block takes whole
-//                        // (forward_into(x, y, LayerCache*, resume), step_into(x, y, LayerCache&, work))
+//                        // (forward_into(x, y, LayerCache*, resume), step_into(x, y, LayerCache&, work)); such a
+//                        // block makes the whole layer cache itself, from a default one, when not resumed
 //     static constexpr bool layer_norm;            // LayerNorm (weight and bias) norms, else RMSNorm (weight)
 //     static constexpr const char* embedding;      // tensor names: "backbone.embeddings.weight"
 //     static constexpr const char* embedding_alias;  // another name of the embedding, or nullptr
@@ -318,6 +319,7 @@ class CausalLM {
   Tensor prefill(const TensorView& ids, Cache& cache, bool resume = false) const {
     Checker c(std::string(Spec::name) + "::prefill");
     check_ids(c, ids);
+    c.require(ids.size(0) >= 1, "ids", "expected at least one sequence");
     c.require(ids.size(1) >= 1, "ids", "the prompt must hold at least one token");
     const index_t b = ids.size(0), l = ids.size(1), dm = cfg_.d_model;
     if (resume) {
@@ -326,7 +328,14 @@ class CausalLM {
       for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].check_cache(cache.layers[i]);
     }
     Cache fresh;  // the new cache of a prefill that is not resumed
-    if (!resume) fresh = make_cache(b);
+    if (!resume) {
+      if constexpr (kTakesCache) {  // each block makes its own layer cache when not resumed: none is allocated twice
+        fresh.b = b;
+        fresh.layers.resize(blocks_.size());
+      } else {
+        fresh = make_cache(b);
+      }
+    }
     Cache& target = resume ? cache : fresh;
     Tensor keep;
     Stream h = hidden(on_device(ids, keep), &target, resume);  // (b, l, d_model) twice

@@ -315,15 +315,9 @@ struct JambaSpec {
     const layers::HybridBlockConfig& bc = blk.config();
     const Block::Params& p = blk.params();
     const index_t H = bc.d_model, I = bc.d_ff, E = bc.n_experts();
-    auto slice = [](const Tensor& t, index_t offset, index_t n) {
+    auto slice = [](const Tensor& t, index_t offset, index_t n) {  // n elements of a contiguous tensor, in f32
       std::vector<float> v(static_cast<std::size_t>(n));
-      const DType dt = t.dtype();
-      for (index_t i = 0; i < n; ++i) {
-        const char* base = static_cast<const char*>(t.data()) + (offset + i) * size_of(dt);
-        v[static_cast<std::size_t>(i)] = dt == DType::f32    ? *reinterpret_cast<const float*>(base)
-                                         : dt == DType::f16  ? float(*reinterpret_cast<const half*>(base))
-                                                             : float(*reinterpret_cast<const bfloat16*>(base));
-      }
+      layers::elements_to_f32(t.data(), t.dtype(), offset, n, v.data());
       return v;
     };
     switch (bc.kind) {

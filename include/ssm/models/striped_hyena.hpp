@@ -261,8 +261,9 @@ struct StripedHyenaSpec {
     const index_t H = bc.d_model;
     switch (bc.kind) {
       case layers::HybridKind::hyena: {
-        layers::ModalHyenaParams<float> hp = p.hyena.params();
-        hp.for_each(bc.hyena, [&](const char* nm, std::vector<float>& v, const Dims& s) { add(nm, v, s); });
+        p.hyena.params().for_each(bc.hyena, [&](const char* nm, const std::vector<float>& v, const Dims& s) {
+          add(nm, v, s);
+        });
         break;
       }
       case layers::HybridKind::attention: {
