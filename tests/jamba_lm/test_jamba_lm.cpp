@@ -168,6 +168,10 @@ TEST(JambaLM, BadConfigsAndDevicesAreNamed) {
                "lacks tensor 'model.layers.1.feed_forward.experts.4.gate_proj.weight'");
   const JambaLM model = JambaLM::init(small_config(), 1);
   expect_error([&] { model.to(ssm::Device::cuda(0)); }, "CPU only");
+  // an empty batch is refused before any block runs (the blocks make their own caches of a prefill)
+  const std::vector<std::int64_t> none;
+  ssm::models::JambaCache cache;
+  expect_error([&] { model.prefill(TensorView::of(none.data(), {0, 3}), cache); }, "expected at least one sequence");
 }
 
 }  // namespace
