@@ -2,11 +2,11 @@
 // the CPU in tests (ARCHITECTURE.md, "CUDA backend, and how it is verified without a GPU").
 // Blocks run one at a time, in forward, reverse or seeded random order; the threads of a block run as fibers
 // (context.hpp: a stack switch of its own on x86-64, ucontext elsewhere; annotated for AddressSanitizer) in forward,
-// reverse or seeded random order, each until its next barrier / warp-synchronous call. Shared memory (declared through SSM_SHARED) is bounds- and race-checked;
-// barriers and shuffles are checked for divergence and early exits; grid, block and static shared memory sizes
-// against the device limits. Between blocks, the registered global buffers a launch reaches are checked for
-// writes into their guard bands and for bytes two blocks both change (global_memory.hpp). The first finding
-// stops the launch and is returned in a LaunchReport.
+// reverse or seeded random order, each until its next barrier / warp-synchronous call. Shared memory (declared
+// through SSM_SHARED) is bounds- and race-checked; barriers and shuffles are checked for divergence and early
+// exits; grid, block and static shared memory sizes against the device limits. Between blocks, the registered global
+// buffers a launch reaches are checked for writes into their guard bands and for bytes two blocks both change
+// (global_memory.hpp). The first finding stops the launch and is returned in a LaunchReport.
 //
 // What is emulated: threadIdx / blockIdx / blockDim / gridDim / warpSize, SSM_SHARED arrays (element reads
 // and writes through a checked reference; no pointers into shared memory), __syncthreads, __syncwarp,
