@@ -1,12 +1,16 @@
-// What the mixer-layer tests share: random inputs, values as doubles, and the normalized difference.
+// What the mixer-layer tests share: random inputs, values as doubles, the normalized difference, and the check of a
+// layer's backward against central differences.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ssm/core/tensor.hpp"
+#include "support/central_differences.hpp"
 
 namespace mixer_test {
 
@@ -33,6 +37,52 @@ inline double rel_diff(const std::vector<double>& a, const std::vector<double>& 
   double e = 0, s = 0;
   for (std::size_t i = 0; i < b.size(); ++i) e = std::max(e, std::abs(a[i] - b[i])), s = std::max(s, std::abs(b[i]));
   return e / s;
+}
+
+/// Layer<double>(cfg, params).backward(x, R) against central differences of L = Σ forward(x) ⊙ R, R random: ∂L/∂x
+/// and every non-empty parameter's gradient, element by element (params' for_each names them). Returns the number of
+/// parameters checked.
+template <template <class> class Layer, class Config, class Params>
+int expect_backward_matches_central_differences(const Config& cfg, const Params& params, const ssm::Tensor& x,
+                                                double tol = 1e-7) {
+  const ssm::Tensor R = random_input<double>(x.shape(), 99);
+  auto loss_of = [&](const Params& p, const ssm::Tensor& input) {
+    const ssm::Tensor y = Layer<double>(cfg, p).forward(input);
+    double s = 0;
+    for (ssm::index_t i = 0; i < y.numel(); ++i) s += y.data_as<double>()[i] * R.data_as<double>()[i];
+    return s;
+  };
+  const auto grads = Layer<double>(cfg, params).backward(x, R);
+  auto as_tensor = [](const std::vector<double>& v) {
+    ssm::Tensor t = ssm::Tensor::empty({static_cast<ssm::index_t>(v.size())}, ssm::DType::f64);
+    std::copy(v.begin(), v.end(), t.data_as<double>());
+    return t;
+  };
+  ssm::Tensor xt = ssm::Tensor::empty(x.shape(), ssm::DType::f64);
+  std::copy_n(x.data_as<double>(), x.numel(), xt.data_as<double>());
+  ssm_test::expect_central_differences("x", xt, as_tensor(grads.grad_x), [&] { return loss_of(params, xt); }, 1e-6,
+                                       tol);
+  std::map<std::string, std::vector<double>> grad_of;
+  grads.params.for_each([&](const char* name, const std::vector<double>& g) { grad_of[name] = g; });
+  int checked = 0;
+  params.for_each([&](const char* name, const std::vector<double>& v) {
+    if (v.empty()) return;
+    EXPECT_EQ(grad_of[name].size(), v.size()) << name;
+    if (grad_of[name].size() != v.size()) return;
+    ssm::Tensor pt = as_tensor(v);
+    Params p = params;
+    ssm_test::expect_central_differences(
+        name, pt, as_tensor(grad_of[name]),
+        [&] {
+          p.for_each([&](const char* n, std::vector<double>& w) {
+            if (std::string(n) == name) std::copy_n(pt.data_as<double>(), pt.numel(), w.data());
+          });
+          return loss_of(p, x);
+        },
+        1e-6, tol);
+    ++checked;
+  });
+  return checked;
 }
 
 }  // namespace mixer_test

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ssm/layers/delta_net.hpp"
@@ -168,6 +169,37 @@ TEST(DeltaNetLayer, FloatAgreesWithDouble) {
   }
 }
 
+// The backward (∂L/∂x and every parameter's gradient) against central differences, in double, on every shape: l = 1,
+// lengths the chunk does not divide, both kinds.
+TEST(DeltaNetLayer, BackwardMatchesCentralDifferences) {
+  unsigned seed = 40;
+  for (const Shape& s : shapes()) {
+    SCOPED_TRACE("l=" + std::to_string(s.l) + " gated=" + std::to_string(s.gated));
+    const DeltaNetConfig cfg = config_of(s);
+    const auto layer = DeltaNetLayer<double>::init(cfg, seed);
+    const Tensor x = random_input<double>({s.b, s.l, s.d}, seed++);
+    const int checked = mixer_test::expect_backward_matches_central_differences<DeltaNetLayer>(cfg, layer.params(), x);
+    EXPECT_EQ(checked, s.gated ? 6 : 4);  // A_log and dt_bias only when gated
+  }
+}
+
+// f32's backward agrees with f64's on the same (rounded) parameters and input.
+TEST(DeltaNetLayer, FloatBackwardAgreesWithDouble) {
+  const Shape s = shapes()[3];
+  const DeltaNetConfig cfg = config_of(s);
+  const auto ld = DeltaNetLayer<double>::init(cfg, 8);
+  const auto lf = DeltaNetLayer<float>::init(cfg, 8);  // the same draws, rounded
+  const Tensor xd = random_input<double>({s.b, s.l, s.d}, 3), gd = random_input<double>({s.b, s.l, s.d}, 4);
+  const Tensor xf = random_input<float>({s.b, s.l, s.d}, 3), gf = random_input<float>({s.b, s.l, s.d}, 4);
+  const auto rd = ld.backward(xd, gd);
+  const auto rf = lf.backward(xf, gf);
+  auto to_d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  EXPECT_LT(rel_diff(to_d(rf.grad_x), rd.grad_x), 1e-4);
+  EXPECT_LT(rel_diff(to_d(rf.params.in_proj), rd.params.in_proj), 1e-4);
+  EXPECT_LT(rel_diff(to_d(rf.params.A_log), rd.params.A_log), 1e-4);
+  EXPECT_LT(rel_diff(to_d(rf.params.out_proj), rd.params.out_proj), 1e-4);
+}
+
 // A hybrid of Mamba blocks and (Gated) DeltaNet layers, pattern "abab": decoding token by token and after a prefill
 // reproduces the parallel forward.
 TEST(DeltaNetLayer, DecodesInAHybridStackBesideMamba) {
@@ -213,6 +245,10 @@ TEST(DeltaNetLayer, BadInputIsAnErrorNamingTheArgument) {
   auto state = layer.init_state(2);
   expect_arg_error("state", [&] { layer.step(random_input<float>({1, 1, 8}, 1), state); });  // state for b = 2
   expect_arg_error("b", [&] { layer.init_state(0); });
+  const Tensor x = random_input<float>({1, 3, 8}, 1);
+  expect_arg_error("grad_out", [&] { layer.backward(x, random_input<float>({1, 4, 8}, 2)); });   // l 4
+  expect_arg_error("grad_out", [&] { layer.backward(x, random_input<double>({1, 3, 8}, 2)); });  // f64
+  expect_arg_error("x", [&] { layer.backward(random_input<float>({1, 3, 9}, 1), x); });           // d_model 9
 
   DeltaNetParams<float> p = layer.params();
   p.in_proj.pop_back();

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ssm/layers/delta_net.hpp"
@@ -133,6 +134,22 @@ TEST(LinearAttentionLayer, ForwardEqualsTheLayerWrittenOut) {
   }
 }
 
+// The backward (∂L/∂x and every parameter's gradient) against central differences, in double, on every case:
+// retention, elu + 1 with the normalizer, the identity map at l = 1, GLA's low-rank gate, lengths the chunk does not
+// divide.
+TEST(LinearAttentionLayer, BackwardMatchesCentralDifferences) {
+  unsigned seed = 40;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE("d=" + std::to_string(c.cfg.d_model) + " l=" + std::to_string(c.l) +
+                 " gated=" + std::to_string(c.cfg.gated));
+    const auto layer = LinearAttentionLayer<double>::init(c.cfg, seed);
+    const Tensor x = random_input<double>({c.b, c.l, c.cfg.d_model}, seed++);
+    const int checked =
+        mixer_test::expect_backward_matches_central_differences<LinearAttentionLayer>(c.cfg, layer.params(), x);
+    EXPECT_EQ(checked, 2 + (c.cfg.output_norm ? 1 : 0) + (c.cfg.gated ? 3 : 0));
+  }
+}
+
 TEST(LinearAttentionLayer, StepsReproduceTheForward) {
   unsigned seed = 30;
   for (const Case& c : cases()) {
@@ -189,6 +206,10 @@ TEST(LinearAttentionLayer, BadInputIsAnErrorNamingTheArgument) {
   state = layer.init_state(2);
   state.z = Tensor();  // the normalizer's state dropped
   expect_arg_error("state", [&] { layer.step(random_input<float>({2, 1, 8}, 1), state); });
+  const Tensor x = random_input<float>({2, 3, 8}, 1);
+  expect_arg_error("grad_out", [&] { layer.backward(x, random_input<float>({2, 3, 7}, 2)); });   // d_model 7
+  expect_arg_error("grad_out", [&] { layer.backward(x, Tensor()); });                            // undefined
+  expect_arg_error("x", [&] { layer.backward(random_input<double>({2, 3, 8}, 1), x); });          // f64 x
   LinearAttentionLayerParams<float> p = layer.params();
   p.out_proj.push_back(0);
   expect_arg_error("out_proj", [&] { LinearAttentionLayer<float>(layer.config(), p); });

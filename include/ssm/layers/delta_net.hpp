@@ -12,8 +12,9 @@
 //
 // Every stage is an op (ssm::linear, ssm::causal_conv1d channel-last, ssm::delta_rule / ssm::delta_rule_step,
 // ssm::rms_norm through head_mixer.hpp); the layer computes only the elementwise β and g. forward runs a whole sequence (the
-// chunked delta rule); step continues a state over the next t tokens (t = 1: the one-token update). CPU tensors of
-// T = float or double. Forward only (no layer backward yet).
+// chunked delta rule); step continues a state over the next t tokens (t = 1: the one-token update); backward gives
+// the input's and every parameter's gradient (the forward recomputed, ssm::delta_rule_backward for the recurrence).
+// CPU tensors of T = float or double.
 //
 // Glossary, with h = heads, dk = head_dim, dv = head_v_dim, C = h (2 dk + dv):
 //   proj   in_proj(x): q (h dk), k (h dk), v (h dv), β logits (h), [a (h)], o_gate (h dv)   (b, l, proj_dim)
@@ -21,6 +22,7 @@
 //   o      the delta rule's output, then normalized and gated                             (b, l, h, dv)
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -32,6 +34,7 @@
 #include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
+#include "ssm/layers/conv1d.hpp"
 #include "ssm/layers/head_mixer.hpp"
 #include "ssm/layers/layer_cache.hpp"
 #include "ssm/ops/causal_conv1d.hpp"
@@ -81,6 +84,23 @@ struct DeltaNetParams {
   std::vector<T> dt_bias;      // (h), gated only
   std::vector<T> norm_weight;  // (dv): o_norm
   std::vector<T> out_proj;     // (d_model, h dv): o_proj
+
+  /// f(name, vector) for each parameter, in the order above (an optimizer's walk over parameters and gradients).
+  template <class F>
+  void for_each(F&& f) {
+    visit(*this, f);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    visit(*this, f);
+  }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& p, F& f) {
+    f("in_proj", p.in_proj), f("conv_weight", p.conv_weight), f("A_log", p.A_log), f("dt_bias", p.dt_bias);
+    f("norm_weight", p.norm_weight), f("out_proj", p.out_proj);
+  }
 };
 
 /// The decoding state: conv_state (b, d_conv − 1, C) (the last inputs of the short conv, oldest first) and
@@ -155,7 +175,150 @@ class DeltaNetLayer {
   /// The next t tokens x (b, t, d_model) → (b, t, d_model), continuing from `state` and updating it.
   Tensor step(const TensorView& x, State& state) const { return run("DeltaNetLayer::step", x, &state); }
 
+  using Grads = head_mixer::MixerGrads<T, DeltaNetParams<T>>;
+
+  /// ∂L/∂x and ∂L/∂(every parameter) for grad_out = ∂L/∂y (b, l, d_model) contiguous, y = forward(x) (from a zero
+  /// state). The forward is recomputed; the stages then run in reverse: out_proj, the gate and the RMSNorm
+  /// (head_mixer::normalize_gate_project_backward), the delta rule's chunked backward (its L2 normalization and
+  /// scale included), β's sigmoid and the gate g, the short convolution with its SiLU, in_proj.
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    Checker c("DeltaNetLayer::backward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
+    const index_t C = cfg_.conv_dim(), P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l;
+    Grads gr;
+    gr.params = head_mixer::zeros_like(p_);
+    DeltaNetParams<T>& gp = gr.params;
+    gr.grad_x.assign(static_cast<std::size_t>(rows * dm), T(0));
+    if (rows == 0) return gr;
+    // ---- the forward again ----
+    const Tensor proj = in_projection(x);                   // (b, l, P)
+    const Tensor qkv = short_conv(proj, nullptr);           // (b, l, C)
+    const Tensor beta = betas(proj), g = log_decays(proj);  // (b, l, h)
+    const DeltaRuleInputs in = rule_inputs(qkv, beta, g, b, l);
+    const DeltaRuleOptions opt = rule_options();
+    Tensor o = Tensor::empty({b, l, h, dv}, dtype_of<T>());  // (b, l, h, dv) the delta rule's output
+    delta_rule_into(in, o, std::nullopt, opt);
+    // ---- output path: ∂L/∂o, and o_gate's columns of ∂L/∂proj ----
+    std::vector<T> grad_proj(static_cast<std::size_t>(rows * P), T(0));  // (b, l, P)
+    Tensor grad_o = Tensor::empty({b, l, h, dv}, dtype_of<T>());          // (b, l, h, dv)
+    head_mixer::normalize_gate_project_backward<T>(
+        o.data_as<const T>(), p_.norm_weight, cfg_.norm_eps, part(proj, cfg_.gate_col(), {rows, h * dv}, {P, 1}),
+        p_.out_proj, grad_out.data_as<const T>(), rows, h, dv, dm, grad_o.data_as<T>(),
+        grad_proj.data() + cfg_.gate_col(), P, gp.norm_weight, gp.out_proj);
+    // ---- the delta rule ----
+    const DeltaRuleGrads rg = delta_rule_backward(in, grad_o.view(), std::nullopt, opt);
+    std::vector<T> grad_qkv(static_cast<std::size_t>(rows * C));  // (b, l, C) ∂L/∂ silu(conv(·))
+    for (index_t r = 0; r < rows; ++r) {
+      std::copy_n(rg.grad_q.data_as<T>() + r * h * dk, h * dk, grad_qkv.data() + r * C);
+      std::copy_n(rg.grad_k.data_as<T>() + r * h * dk, h * dk, grad_qkv.data() + r * C + h * dk);
+      std::copy_n(rg.grad_v.data_as<T>() + r * h * dv, h * dv, grad_qkv.data() + r * C + 2 * h * dk);
+    }
+    // ---- β = sigmoid(logits): dβ = β (1 − β); g = −exp(A_log) softplus(a + dt_bias) ----
+    const T* pr = proj.data_as<T>();
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t i = 0; i < h; ++i) {
+        const T bt = beta.data_as<T>()[r * h + i];
+        grad_proj[r * P + cfg_.beta_col() + i] = rg.grad_beta.data_as<T>()[r * h + i] * bt * (1 - bt);
+        if (!cfg_.gated) continue;
+        const T dg = rg.grad_g.data_as<T>()[r * h + i];
+        const T da = -dg * std::exp(p_.A_log[i]) * scalar::softplus_grad(pr[r * P + cfg_.a_col() + i] + p_.dt_bias[i]);
+        grad_proj[r * P + cfg_.a_col() + i] = da;
+        gp.dt_bias[i] += da;
+        gp.A_log[i] += dg * g.data_as<T>()[r * h + i];  // ∂g/∂A_log = g
+      }
+    // ---- the short convolution and its SiLU, per sequence (time-major, layers/conv1d.hpp) ----
+    const Conv1dArgs<T> conv{l, C, cfg_.d_conv, p_.conv_weight.data(), static_cast<const T*>(nullptr), true};
+    std::vector<T> conv_in(static_cast<std::size_t>(l * C)), grad_conv_in(static_cast<std::size_t>(l * C));  // (l, C)
+    for (index_t bi = 0; bi < b; ++bi) {
+      for (index_t t = 0; t < l; ++t) std::copy_n(pr + (bi * l + t) * P, C, conv_in.data() + t * C);
+      conv1d_backward(conv, conv_in.data(), static_cast<const T*>(nullptr), grad_qkv.data() + bi * l * C,
+                      static_cast<const T*>(nullptr), grad_conv_in.data(), static_cast<T*>(nullptr),
+                      gp.conv_weight.data(), static_cast<T*>(nullptr));
+      for (index_t t = 0; t < l; ++t) std::copy_n(grad_conv_in.data() + t * C, C, grad_proj.data() + (bi * l + t) * P);
+    }
+    // ---- in_proj ----
+    linear_backward(x.data_as<const T>(), p_.in_proj.data(), grad_proj.data(), gr.grad_x.data(), gp.in_proj.data(),
+                    static_cast<T*>(nullptr), rows, dm, P);
+    return gr;
+  }
+
  private:
+  // The forward's stages, shared by run() and backward().
+
+  /// proj (b, l, P) = in_proj(x).
+  Tensor in_projection(const TensorView& x) const {
+    const index_t b = x.size(0), l = x.size(1), P = cfg_.proj_dim(), dm = cfg_.d_model;
+    Tensor proj = Tensor::empty({b, l, P}, dtype_of<T>());
+    project(TensorView::of(p_.in_proj.data(), {P, dm}), x.reshape({b * l, dm}), std::nullopt,
+            proj.view().reshape({b * l, P}), threads_);
+    return proj;
+  }
+
+  /// qkv (b, l, C) = silu(conv(proj[:, :, :C])), continuing (and updating) the state's conv_state when given.
+  Tensor short_conv(const Tensor& proj, State* state) const {
+    const index_t b = proj.size(0), l = proj.size(1), C = cfg_.conv_dim(), P = cfg_.proj_dim(), w = cfg_.d_conv;
+    Tensor qkv = Tensor::empty({b, l, C}, dtype_of<T>());
+    CausalConv1dInputs ci;
+    ci.x = part(proj, 0, {b, l, C}, {l * P, P, 1});
+    ci.weight = TensorView::of(p_.conv_weight.data(), {C, w});
+    ci.silu = true;
+    ci.channel_last = true;
+    ci.num_threads = threads_;
+    Tensor unused;  // (b, w − 1, C): the final conv state when no state is carried
+    if (state) {
+      ci.initial_state = state->conv_state.view();
+    } else {
+      unused = Tensor::empty({b, w - 1, C}, dtype_of<T>());
+    }
+    causal_conv1d_into(ci, qkv, state ? state->conv_state.view() : unused.view());
+    return qkv;
+  }
+
+  /// β (b, l, h) = sigmoid(proj's β logits).
+  Tensor betas(const Tensor& proj) const {
+    const index_t rows = proj.size(0) * proj.size(1), h = cfg_.heads, P = cfg_.proj_dim();
+    Tensor beta = Tensor::empty({proj.size(0), proj.size(1), h}, dtype_of<T>());
+    const T* pr = proj.data_as<T>();
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t i = 0; i < h; ++i) beta.data_as<T>()[r * h + i] = scalar::sigmoid(pr[r * P + cfg_.beta_col() + i]);
+    return beta;
+  }
+
+  /// Gated DeltaNet: g (b, l, h) = −exp(A_log) softplus(a + dt_bias) <= 0; undefined for DeltaNet.
+  Tensor log_decays(const Tensor& proj) const {
+    if (!cfg_.gated) return Tensor();
+    const index_t rows = proj.size(0) * proj.size(1), h = cfg_.heads, P = cfg_.proj_dim();
+    Tensor g = Tensor::empty({proj.size(0), proj.size(1), h}, dtype_of<T>());
+    const T* pr = proj.data_as<T>();
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t i = 0; i < h; ++i)
+        g.data_as<T>()[r * h + i] = -std::exp(p_.A_log[i]) * scalar::softplus(pr[r * P + cfg_.a_col() + i] + p_.dt_bias[i]);
+    return g;
+  }
+
+  DeltaRuleOptions rule_options() const {
+    DeltaRuleOptions opt;
+    opt.l2_normalize = true;
+    opt.scale = 1.0 / std::sqrt(static_cast<double>(cfg_.dk()));
+    opt.chunk_size = cfg_.chunk_size;
+    opt.threads = threads_;
+    return opt;
+  }
+
+  /// q, k, v: views of qkv (b, l, C); β and g as given (g undefined: DeltaNet).
+  DeltaRuleInputs rule_inputs(const Tensor& qkv, const Tensor& beta, const Tensor& g, index_t b, index_t l) const {
+    const index_t h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv(), C = cfg_.conv_dim();
+    DeltaRuleInputs in;
+    in.q = part(qkv, 0, {b, l, h, dk}, {l * C, C, dk, 1});
+    in.k = part(qkv, h * dk, {b, l, h, dk}, {l * C, C, dk, 1});
+    in.v = part(qkv, 2 * h * dk, {b, l, h, dv}, {l * C, C, dv, 1});
+    in.beta = beta.view();
+    if (g.defined()) in.g = g.view();
+    return in;
+  }
+
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
@@ -169,65 +332,26 @@ class DeltaNetLayer {
     Tensor out = Tensor::empty({b, l, dm}, dt);  // (b, l, d_model)
     if (rows == 0) return out;
 
-    Tensor proj = Tensor::empty({b, l, P}, dt);  // (b, l, P)
-    project(TensorView::of(p_.in_proj.data(), {P, dm}), x.reshape({rows, dm}), std::nullopt,
-            proj.view().reshape({rows, P}), threads_);
-    Tensor qkv = Tensor::empty({b, l, C}, dt);  // (b, l, C): silu(conv(q k v))
-    {
-      CausalConv1dInputs ci;
-      ci.x = part(proj, 0, {b, l, C}, {l * P, P, 1});
-      ci.weight = TensorView::of(p_.conv_weight.data(), {C, w});
-      ci.silu = true;
-      ci.channel_last = true;
-      ci.num_threads = threads_;
-      Tensor unused;  // (b, w − 1, C): the final conv state when no state is carried
-      if (state) {
-        ci.initial_state = state->conv_state.view();
-      } else {
-        unused = Tensor::empty({b, w - 1, C}, dt);
-      }
-      causal_conv1d_into(ci, qkv, state ? state->conv_state.view() : unused.view());
-    }
-    const T* pr = proj.data_as<T>();
-    Tensor beta = Tensor::empty({b, l, h}, dt), g;  // (b, l, h)
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t i = 0; i < h; ++i) beta.data_as<T>()[r * h + i] = scalar::sigmoid(pr[r * P + cfg_.beta_col() + i]);
-    if (cfg_.gated) {
-      g = Tensor::empty({b, l, h}, dt);  // g = −exp(A_log) softplus(a + dt_bias) <= 0
-      for (index_t r = 0; r < rows; ++r)
-        for (index_t i = 0; i < h; ++i)
-          g.data_as<T>()[r * h + i] =
-              -std::exp(p_.A_log[i]) * scalar::softplus(pr[r * P + cfg_.a_col() + i] + p_.dt_bias[i]);
-    }
+    const Tensor proj = in_projection(x);         // (b, l, P)
+    const Tensor qkv = short_conv(proj, state);   // (b, l, C): silu(conv(q k v))
+    const Tensor beta = betas(proj), g = log_decays(proj);  // (b, l, h)
     Tensor o = Tensor::empty({b, l, h, dv}, dt);  // (b, l, h, dv)
-    {
-      DeltaRuleOptions opt;
-      opt.l2_normalize = true;
-      opt.scale = 1.0 / std::sqrt(static_cast<double>(dk));
-      opt.chunk_size = cfg_.chunk_size;
-      opt.threads = threads_;
-      const TensorView q = part(qkv, 0, {b, l, h, dk}, {l * C, C, dk, 1});
-      const TensorView k = part(qkv, h * dk, {b, l, h, dk}, {l * C, C, dk, 1});
-      const TensorView v = part(qkv, 2 * h * dk, {b, l, h, dv}, {l * C, C, dv, 1});
-      if (state && l == 1) {  // one token: the decode step updates S in place
-        auto one = [&](const TensorView& t) { return t.reshape({b, t.size(2), t.size(3)}); };
-        std::optional<TensorView> g1;
-        if (cfg_.gated) g1 = g.view().reshape({b, h});
-        delta_rule_step(part(qkv, 0, {b, h, dk}, {C, dk, 1}), part(qkv, h * dk, {b, h, dk}, {C, dk, 1}),
-                        part(qkv, 2 * h * dk, {b, h, dv}, {C, dv, 1}), beta.view().reshape({b, h}), g1,
-                        state->ssm_state.view(), one(o.view()), opt);
-      } else {
-        DeltaRuleInputs in;
-        in.q = q, in.k = k, in.v = v, in.beta = beta.view();
-        if (cfg_.gated) in.g = g.view();
-        Tensor last;  // (b, h, dk, dv): the final state, copied over the initial one afterwards
-        if (state) {
-          in.initial_state = state->ssm_state.view();
-          last = Tensor::empty({b, h, dk, dv}, dt);
-        }
-        delta_rule_into(in, o, optional_view(last), opt);
-        if (state) copy(state->ssm_state, last);
+    const DeltaRuleOptions opt = rule_options();
+    if (state && l == 1) {  // one token: the decode step updates S in place
+      std::optional<TensorView> g1;
+      if (cfg_.gated) g1 = g.view().reshape({b, h});
+      delta_rule_step(part(qkv, 0, {b, h, dk}, {C, dk, 1}), part(qkv, h * dk, {b, h, dk}, {C, dk, 1}),
+                      part(qkv, 2 * h * dk, {b, h, dv}, {C, dv, 1}), beta.view().reshape({b, h}), g1,
+                      state->ssm_state.view(), o.view().reshape({b, h, dv}), opt);
+    } else {
+      DeltaRuleInputs in = rule_inputs(qkv, beta, g, b, l);
+      Tensor last;  // (b, h, dk, dv): the final state, copied over the initial one afterwards
+      if (state) {
+        in.initial_state = state->ssm_state.view();
+        last = Tensor::empty({b, h, dk, dv}, dt);
       }
+      delta_rule_into(in, o, optional_view(last), opt);
+      if (state) copy(state->ssm_state, last);
     }
     // o = RMSNorm over dv per head (weight o_norm) ⊙ silu(o_gate), then out_proj
     head_mixer::normalize_gate_project<T>(o.view().reshape({rows, h, dv}), p_.norm_weight, cfg_.norm_eps,

@@ -16,9 +16,11 @@
 // layer: dk = d_model / (2 h), dv = d_model / h, the low-rank gate (rank 16, τ = 16), the norm and the swish gate, no
 // normalizer, no short convolution. Every stage is an op
 // (ssm::linear, ssm::linear_attention / linear_attention_step, ssm::rms_norm), the output path in head_mixer.hpp.
-// CPU tensors of T = float or double; forward and decoding steps, no layer backward yet.
+// CPU tensors of T = float or double; forward, decoding steps, and backward (the input's and every parameter's
+// gradient: the forward recomputed, ssm::linear_attention_backward for the recurrence).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -106,6 +108,23 @@ struct LinearAttentionLayerParams {
   std::vector<T> gate_down;    // (gate_rank, d_model) with gated, else empty
   std::vector<T> gate_up;      // (h dk, gate_rank) with gated
   std::vector<T> gate_bias;    // (h dk) with gated
+
+  /// f(name, vector) for each parameter, in the order above (an optimizer's walk over parameters and gradients).
+  template <class F>
+  void for_each(F&& f) {
+    visit(*this, f);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    visit(*this, f);
+  }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& p, F& f) {
+    f("in_proj", p.in_proj), f("norm_weight", p.norm_weight), f("out_proj", p.out_proj);
+    f("gate_down", p.gate_down), f("gate_up", p.gate_up), f("gate_bias", p.gate_bias);
+  }
 };
 
 /// The decoding state: S (b, h, dk, dv) and, with the normalizer, z (b, h, dk), of the layer's dtype.
@@ -174,7 +193,70 @@ class LinearAttentionLayer {
   /// The next t tokens x (b, t, d_model) → (b, t, d_model), continuing from `state` and updating it.
   Tensor step(const TensorView& x, State& state) const { return run("LinearAttentionLayer::step", x, &state); }
 
+  using Grads = head_mixer::MixerGrads<T, LinearAttentionLayerParams<T>>;
+
+  /// ∂L/∂x and ∂L/∂(every parameter) for grad_out = ∂L/∂y (b, l, d_model) contiguous, y = forward(x) (from a zero
+  /// state). The forward is recomputed; the stages then run in reverse: out_proj, the gate and the norm
+  /// (head_mixer::normalize_gate_project_backward), the recurrence's chunked backward (feature map, normalizer,
+  /// decays and GLA's gate included), GLA's low-rank gate, in_proj.
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    Checker c("LinearAttentionLayer::backward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
+    const index_t P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l, hk = h * dk;
+    Grads gr;
+    gr.params = head_mixer::zeros_like(p_);
+    LinearAttentionLayerParams<T>& gp = gr.params;
+    gr.grad_x.assign(static_cast<std::size_t>(rows * dm), T(0));
+    if (rows == 0) return gr;
+    // ---- the forward again ----
+    const Tensor proj = in_projection(x);  // (b, l, P)
+    Tensor low, pre;                       // GLA: (b l, r) and (b l, h dk), the gate's hidden and pre-activation
+    const Tensor g = log_gate(x, &low, &pre);
+    const LinearAttentionInputs in = op_inputs(proj, g, b, l);
+    const LinearAttentionOptions opt = op_options();
+    Tensor o = Tensor::empty({b, l, h, dv}, dtype_of<T>());  // (b, l, h, dv) the recurrence's output
+    linear_attention_into(in, o, std::nullopt, std::nullopt, opt);
+    // ---- output path: ∂L/∂o, and o_gate's columns of ∂L/∂proj ----
+    std::vector<T> grad_proj(static_cast<std::size_t>(rows * P), T(0));  // (b, l, P)
+    Tensor grad_o = Tensor::empty({b, l, h, dv}, dtype_of<T>());          // (b, l, h, dv)
+    std::optional<TensorView> gate;                                       // (rows, h dv) columns of proj
+    if (cfg_.output_gate) gate = part(proj, cfg_.gate_col(), {rows, h * dv}, {P, 1});
+    head_mixer::normalize_gate_project_backward<T>(o.data_as<const T>(), p_.norm_weight, cfg_.norm_eps, gate,
+                                                   p_.out_proj, grad_out.data_as<const T>(), rows, h, dv, dm,
+                                                   grad_o.data_as<T>(), grad_proj.data() + cfg_.gate_col(), P,
+                                                   gp.norm_weight, gp.out_proj);
+    // ---- the recurrence ----
+    const LinearAttentionGrads rg = linear_attention_backward(in, grad_o.view(), std::nullopt, std::nullopt, opt);
+    for (index_t r = 0; r < rows; ++r) {
+      std::copy_n(rg.grad_q.data_as<T>() + r * hk, hk, grad_proj.data() + r * P);
+      std::copy_n(rg.grad_k.data_as<T>() + r * hk, hk, grad_proj.data() + r * P + hk);
+      std::copy_n(rg.grad_v.data_as<T>() + r * h * dv, h * dv, grad_proj.data() + r * P + 2 * hk);
+    }
+    // ---- in_proj ----
+    linear_backward(x.data_as<const T>(), p_.in_proj.data(), grad_proj.data(), gr.grad_x.data(), gp.in_proj.data(),
+                    static_cast<T*>(nullptr), rows, dm, P);
+    // ---- GLA's gate: g = −softplus(−pre) / τ, dg/dpre = sigmoid(−pre) / τ; pre = gate_up(gate_down(x)) + bias ----
+    if (cfg_.gated) {
+      const index_t r = cfg_.gate_rank;
+      const T inv_tau = static_cast<T>(1.0 / cfg_.gate_normalizer);
+      std::vector<T> grad_pre(static_cast<std::size_t>(rows * hk));  // (b l, h dk)
+      for (index_t i = 0; i < rows * hk; ++i)
+        grad_pre[i] = rg.grad_log_gate.data_as<T>()[i] * scalar::sigmoid(-pre.data_as<T>()[i]) * inv_tau;
+      std::vector<T> grad_low(static_cast<std::size_t>(rows * r)), grad_x_gate(static_cast<std::size_t>(rows * dm));
+      linear_backward(low.data_as<const T>(), p_.gate_up.data(), grad_pre.data(), grad_low.data(), gp.gate_up.data(),
+                      gp.gate_bias.data(), rows, r, hk);
+      linear_backward(x.data_as<const T>(), p_.gate_down.data(), grad_low.data(), grad_x_gate.data(),
+                      gp.gate_down.data(), static_cast<T*>(nullptr), rows, dm, r);
+      for (std::size_t i = 0; i < grad_x_gate.size(); ++i) gr.grad_x[i] += grad_x_gate[i];
+    }
+    return gr;
+  }
+
  private:
+  // The forward's stages, shared by run() and backward().
+
   LinearAttentionOptions op_options() const {
     LinearAttentionOptions o;
     o.feature_map = cfg_.feature_map, o.normalize = cfg_.normalize;
@@ -182,6 +264,49 @@ class LinearAttentionLayer {
     if (cfg_.retention) o.gamma = retention_gammas(cfg_.heads);
     o.chunk_size = cfg_.chunk_size, o.threads = threads_;
     return o;
+  }
+
+  /// proj (b, l, P) = in_proj(x).
+  Tensor in_projection(const TensorView& x) const {
+    const index_t b = x.size(0), l = x.size(1), P = cfg_.proj_dim(), dm = cfg_.d_model;
+    Tensor proj = Tensor::empty({b, l, P}, dtype_of<T>());
+    project(TensorView::of(p_.in_proj.data(), {P, dm}), x.reshape({b * l, dm}), std::nullopt,
+            proj.view().reshape({b * l, P}), threads_);
+    return proj;
+  }
+
+  /// GLA: g (b, l, h, dk) = logsigmoid(gate_up(gate_down(x)) + gate_bias) / τ = −softplus(−·) / τ <= 0 (undefined
+  /// without the gate); low (b l, r) and pre (b l, h dk), the hidden and the pre-activation, when asked for.
+  Tensor log_gate(const TensorView& x, Tensor* low_out = nullptr, Tensor* pre_out = nullptr) const {
+    if (!cfg_.gated) return Tensor();
+    const index_t b = x.size(0), l = x.size(1), rows = b * l, r = cfg_.gate_rank, dm = cfg_.d_model;
+    const index_t hk = cfg_.heads * cfg_.dk();
+    const DType dt = dtype_of<T>();
+    Tensor low = Tensor::empty({rows, r}, dt);  // (b l, r)
+    project(TensorView::of(p_.gate_down.data(), {r, dm}), x.reshape({rows, dm}), std::nullopt, low, threads_);
+    Tensor g = Tensor::empty({b, l, cfg_.heads, cfg_.dk()}, dt);
+    project(TensorView::of(p_.gate_up.data(), {hk, r}), low, TensorView::of(p_.gate_bias.data(), {hk}),
+            g.view().reshape({rows, hk}), threads_);
+    if (pre_out) {
+      *pre_out = Tensor::empty(g.shape(), dt);
+      copy(*pre_out, g);
+    }
+    if (low_out) *low_out = std::move(low);
+    const T inv_tau = static_cast<T>(1.0 / cfg_.gate_normalizer);
+    T* gv = g.data_as<T>();
+    for (index_t i = 0; i < g.numel(); ++i) gv[i] = -scalar::softplus(-gv[i]) * inv_tau;
+    return g;
+  }
+
+  /// q, k, v: views of proj (b, l, P); GLA's gate g when defined.
+  LinearAttentionInputs op_inputs(const Tensor& proj, const Tensor& g, index_t b, index_t l) const {
+    const index_t h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv(), P = cfg_.proj_dim();
+    LinearAttentionInputs in;
+    if (g.defined()) in.log_gate = g.view();
+    in.q = part(proj, 0, {b, l, h, dk}, {l * P, P, dk, 1});
+    in.k = part(proj, h * dk, {b, l, h, dk}, {l * P, P, dk, 1});
+    in.v = part(proj, 2 * h * dk, {b, l, h, dv}, {l * P, P, dv, 1});
+    return in;
   }
 
   Tensor run(const char* op, const TensorView& x, State* state) const {
@@ -201,21 +326,8 @@ class LinearAttentionLayer {
     Tensor out = Tensor::empty({b, l, dm}, dt);  // (b, l, d_model)
     if (rows == 0) return out;
 
-    Tensor proj = Tensor::empty({b, l, P}, dt);  // (b, l, P)
-    project(TensorView::of(p_.in_proj.data(), {P, dm}), x.reshape({rows, dm}), std::nullopt,
-            proj.view().reshape({rows, P}), threads_);
-    Tensor g;  // GLA: (b, l, h, dk) = logsigmoid(gate_up(gate_down(x)) + gate_bias) / τ = −softplus(−·) / τ <= 0
-    if (cfg_.gated) {
-      const index_t r = cfg_.gate_rank;
-      Tensor low = Tensor::empty({rows, r}, dt);  // (b l, r)
-      project(TensorView::of(p_.gate_down.data(), {r, dm}), x.reshape({rows, dm}), std::nullopt, low, threads_);
-      g = Tensor::empty({b, l, h, dk}, dt);
-      project(TensorView::of(p_.gate_up.data(), {h * dk, r}), low, TensorView::of(p_.gate_bias.data(), {h * dk}),
-              g.view().reshape({rows, h * dk}), threads_);
-      const T inv_tau = static_cast<T>(1.0 / cfg_.gate_normalizer);
-      T* gv = g.data_as<T>();
-      for (index_t i = 0; i < g.numel(); ++i) gv[i] = -scalar::softplus(-gv[i]) * inv_tau;
-    }
+    const Tensor proj = in_projection(x);  // (b, l, P)
+    const Tensor g = log_gate(x);          // GLA: (b, l, h, dk)
     Tensor o = Tensor::empty({b, l, h, dv}, dt);  // (b, l, h, dv)
     const LinearAttentionOptions opt = op_options();
     if (state && l == 1) {  // one token: the decode step updates S (and z) in place
@@ -224,11 +336,7 @@ class LinearAttentionLayer {
                             o.view().reshape({b, h, dv}), opt,
                             cfg_.gated ? std::optional<TensorView>(g.view().reshape({b, h, dk})) : std::nullopt);
     } else {
-      LinearAttentionInputs in;
-      if (cfg_.gated) in.log_gate = g.view();
-      in.q = part(proj, 0, {b, l, h, dk}, {l * P, P, dk, 1});
-      in.k = part(proj, h * dk, {b, l, h, dk}, {l * P, P, dk, 1});
-      in.v = part(proj, 2 * h * dk, {b, l, h, dv}, {l * P, P, dv, 1});
+      LinearAttentionInputs in = op_inputs(proj, g, b, l);
       Tensor last_S, last_z;  // the final state, copied over the initial one afterwards
       if (state) {
         in.initial_state = state->S.view();
