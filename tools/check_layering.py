@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The include order of the library, checked: core <- (cpu, math, reference, cuda host API) <- ops <- layers <- models.
+"""The include order of the library, checked: core <- (cpu, math, reference, cuda host API) <- ops <- layers <- models
+<- train.
 
 A header of include/ssm/<folder>/ may include headers of its own folder and of lower folders only; the CUDA kernel
 sources (cuda/kernels, cuda/emu) may include core and the cuda host API only. Also: no header tests a build macro
@@ -12,7 +13,7 @@ import pathlib
 import re
 import sys
 
-LEVEL = {"core": 0, "cpu": 1, "math": 1, "reference": 1, "cuda": 1, "ops": 2, "layers": 3, "models": 4}
+LEVEL = {"core": 0, "cpu": 1, "math": 1, "reference": 1, "cuda": 1, "ops": 2, "layers": 3, "models": 4, "train": 5}
 KERNEL_MAY_INCLUDE = {"core", "cuda"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"ssm/([^"]+)"', re.M)
 BUILD_MACRO = re.compile(r"^\s*#\s*(?:if|ifdef|ifndef|elif)\b[^\n]*\bSSM_HAS_\w+[^\n]*", re.M)

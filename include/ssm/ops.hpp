@@ -3,10 +3,12 @@
 // Mamba block (forward, backward, one-token update); the one-token selective state update (decoding); the dense ops
 // layers are made of: linear, RMSNorm (with the fused residual add), LayerNorm, rotary position embedding, embedding;
 // the chunked recurrences of the linear-attention family: SSD, linear attention / GLA, the delta rule, RWKV-7,
-// TTT-Linear; the sparse mixture of experts; Hyena's gated long convolutions.
+// TTT-Linear; the sparse mixture of experts; Hyena's gated long convolutions; the language-model loss (cross-entropy
+// fused with its gradient).
 #pragma once
 
 #include "ssm/ops/causal_conv1d.hpp"
+#include "ssm/ops/cross_entropy.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/embedding.hpp"
 #include "ssm/ops/hyena.hpp"

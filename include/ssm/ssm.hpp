@@ -9,4 +9,5 @@
 #include "ssm/models.hpp"
 #include "ssm/ops.hpp"
 #include "ssm/s4.hpp"
+#include "ssm/train.hpp"
 

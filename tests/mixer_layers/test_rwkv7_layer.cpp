@@ -6,12 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <map>
 #include <limits>
 #include <optional>
 #include <random>
 #include <vector>
 
 #include "mixer_test_util.hpp"
+#include "support/central_differences.hpp"
 #include "ssm/layers/delta_net.hpp"
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/models/hybrid.hpp"
@@ -205,6 +208,63 @@ TEST(Rwkv7Layer, StepAndPrefillInPiecesReproduceTheForward) {
   EXPECT_LT(rel_diff(doubles(y), whole), 1e-12);
 }
 
+// The backward (∂L/∂x and every parameter's gradient) against central differences, in double: l = 2 (at l = 1 from a
+// zero state the decay and the removal key act on nothing, so their gradients are exactly zero), several heads,
+// N = 3, b = 3.
+TEST(Rwkv7Layer, BackwardMatchesCentralDifferences) {
+  struct Shape { index_t b, l, C, N; };
+  unsigned seed = 30;
+  for (const Shape s : {Shape{1, 2, 4, 4}, Shape{2, 13, 12, 4}, Shape{3, 7, 6, 3}}) {
+    SCOPED_TRACE("b=" + std::to_string(s.b) + " l=" + std::to_string(s.l) + " C=" + std::to_string(s.C));
+    const Rwkv7Config cfg = small(s.C, s.N, false);
+    const Tensor x = random_input<double>({s.b, s.l, s.C}, seed);
+    const int checked =
+        mixer_test::expect_backward_matches_central_differences<Rwkv7Layer>(cfg, random_params(cfg, seed++), x);
+    EXPECT_EQ(checked, 23);  // every parameter but the value residual's three
+  }
+}
+
+// With the value residual: L = Σ y ⊙ R + Σ v ⊙ R_v (v the layer's own v, as the first layer hands it on); ∂L/∂x,
+// ∂L/∂v_first and every parameter's gradient against central differences.
+TEST(Rwkv7Layer, BackwardWithTheValueResidualMatchesCentralDifferences) {
+  const Rwkv7Config cfg = small(8, 4, true);
+  const Rwkv7Params<double> params = random_params(cfg, 41);
+  const index_t b = 2, l = 9, C = 8;
+  Tensor x = random_input<double>({b, l, C}, 42), vf = random_input<double>({b, l, C}, 43);
+  const Tensor R = random_input<double>({b, l, C}, 44), Rv = random_input<double>({b, l, C}, 45);
+  auto loss_of = [&](const Rwkv7Params<double>& p) {
+    Tensor v;
+    const Tensor y = Rwkv7Layer<double>(cfg, p).forward_with(x, vf.view(), &v);
+    double sum = 0;
+    for (index_t i = 0; i < y.numel(); ++i)
+      sum += y.data_as<double>()[i] * R.data_as<double>()[i] + v.data_as<double>()[i] * Rv.data_as<double>()[i];
+    return sum;
+  };
+  const auto g = Rwkv7Layer<double>(cfg, params).backward_with(x, vf.view(), R, Rv.view());
+  auto as_tensor = [](const std::vector<double>& v) {
+    Tensor t = Tensor::empty({static_cast<index_t>(v.size())}, DType::f64);
+    std::copy(v.begin(), v.end(), t.data_as<double>());
+    return t;
+  };
+  ssm_test::expect_central_differences("x", x, as_tensor(g.grad_x), [&] { return loss_of(params); });
+  ssm_test::expect_central_differences("v_first", vf, as_tensor(g.grad_v_first), [&] { return loss_of(params); });
+  std::map<std::string, std::vector<double>> grad_of;
+  g.params.for_each([&](const char* name, const std::vector<double>& v) { grad_of[name] = v; });
+  int checked = 0;
+  params.for_each([&](const char* name, const std::vector<double>& v) {
+    Tensor pt = as_tensor(v);
+    Rwkv7Params<double> p = params;
+    ssm_test::expect_central_differences(name, pt, as_tensor(grad_of[name]), [&] {
+      p.for_each([&](const char* n, std::vector<double>& w) {
+        if (std::string(n) == name) std::copy_n(pt.data_as<double>(), pt.numel(), w.data());
+      });
+      return loss_of(p);
+    });
+    ++checked;
+  });
+  EXPECT_EQ(checked, 26);
+}
+
 TEST(Rwkv7Layer, F32AgreesWithF64) {
   const Rwkv7Config cfg = small(16, 8, false);
   const Rwkv7Params<double> pd = random_params(cfg, 11);
@@ -268,6 +328,8 @@ TEST(Rwkv7Layer, BadInputIsAnErrorNamingTheArgument) {
   vc.value_residual = true;
   const auto second = Rwkv7Layer<float>::init(vc, 2);
   expect_arg_error("v_first", [&] { second.forward(random_input<float>({1, 3, 8}, 1)); });
+  const Tensor xb = random_input<float>({1, 3, 8}, 1);
+  expect_arg_error("v_first", [&] { second.backward(xb, xb); });  // the value residual needs v_first
   const Tensor v_short = random_input<float>({1, 2, 8}, 2);
   expect_arg_error("v_first", [&] { second.forward_with(random_input<float>({1, 3, 8}, 1), v_short.view(), nullptr); });
 

@@ -86,6 +86,9 @@ struct DeviceBackend {
   void (*ssd_backward)(const SsdParams& p, const SsdGradParams& g, void* stream) = nullptr;
   /// The mixture of experts' forward: routing and the gathered expert GEMMs (x f32 or f64). May be null.
   void (*moe_forward)(const MoeParams& p, void* stream) = nullptr;
+  /// Cross-entropy with its gradient (p.row_loss in host memory; p.count is −1: the entry counts the rows, scales the
+  /// gradient by that count, and returns it). May be null.
+  std::int64_t (*cross_entropy)(const CrossEntropyParams& p, void* stream) = nullptr;
 
   // ---- models (transitional) ----
 };

@@ -160,6 +160,8 @@ class DeltaNetLayer {
   index_t d_model() const { return cfg_.d_model; }
   const DeltaNetConfig& config() const { return cfg_; }
   const DeltaNetParams<T>& params() const { return p_; }
+  /// The parameters, to update in place (an optimizer's step: train::ParamTree::add_all(prefix, layer.params())).
+  DeltaNetParams<T>& params() { return p_; }
   /// CPU threads for the projections and the delta rule (0: by the amount of work).
   void set_threads(int threads) { threads_ = threads; }
 

@@ -175,6 +175,8 @@ class LinearAttentionLayer {
   index_t d_model() const { return cfg_.d_model; }
   const LinearAttentionConfig& config() const { return cfg_; }
   const LinearAttentionLayerParams<T>& params() const { return p_; }
+  /// The parameters, to update in place (an optimizer's step: train::ParamTree::add_all(prefix, layer.params())).
+  LinearAttentionLayerParams<T>& params() { return p_; }
   void set_threads(int threads) { threads_ = threads; }
 
   /// A zero state for b sequences.

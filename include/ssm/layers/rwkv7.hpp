@@ -19,7 +19,8 @@
 // elementwise stages. forward runs a whole sequence from a zero state; step continues a state over the next t tokens.
 // The value residual needs the first layer's v: forward_with and step_with take it (v_first) and the first layer hands
 // it out; a layer with value_residual = false is a first layer (also what a HybridStack holds, since the stack passes
-// nothing between layers). CPU tensors of T = float or double; forward and decoding, no layer backward yet.
+// nothing between layers). backward / backward_with give the input's, v_first's and every parameter's gradient (the
+// forward recomputed, ssm::rwkv7_backward for the recurrence). CPU tensors of T = float or double.
 #pragma once
 
 #include <algorithm>
@@ -78,6 +79,26 @@ struct Rwkv7Params {
   std::vector<T> k_k, k_a;                            // the removal key's scale, the key's a-dependent scale
   std::vector<T> r_k;                                 // (h, N): the bonus
   std::vector<T> ln_w, ln_b;                          // the GroupNorm's weight and bias
+
+  /// f(name, vector) for each parameter, in the order above (an optimizer's walk over parameters and gradients).
+  template <class F>
+  void for_each(F&& f) {
+    visit(*this, f);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    visit(*this, f);
+  }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& p, F& f) {
+    f("mu_r", p.mu_r), f("mu_w", p.mu_w), f("mu_k", p.mu_k), f("mu_v", p.mu_v), f("mu_a", p.mu_a), f("mu_g", p.mu_g);
+    f("W_r", p.W_r), f("W_k", p.W_k), f("W_v", p.W_v), f("W_o", p.W_o);
+    f("w0", p.w0), f("W_w1", p.W_w1), f("W_w2", p.W_w2), f("a0", p.a0), f("W_a1", p.W_a1), f("W_a2", p.W_a2);
+    f("v0", p.v0), f("W_v1", p.W_v1), f("W_v2", p.W_v2), f("W_g1", p.W_g1), f("W_g2", p.W_g2);
+    f("k_k", p.k_k), f("k_a", p.k_a), f("r_k", p.r_k), f("ln_w", p.ln_w), f("ln_b", p.ln_b);
+  }
 };
 
 /// The decoding state: conv_state (b, 1, C) holds the last token's input (the token shift), ssm_state = S
@@ -153,6 +174,8 @@ class Rwkv7Layer {
   index_t d_model() const { return cfg_.d_model; }
   const Rwkv7Config& config() const { return cfg_; }
   const Rwkv7Params<T>& params() const { return p_; }
+  /// The parameters, to update in place (an optimizer's step: train::ParamTree::add_all(prefix, layer.params())).
+  Rwkv7Params<T>& params() { return p_; }
   /// CPU threads for the projections and the recurrence (0: by the amount of work).
   void set_threads(int threads) { threads_ = threads; }
 
@@ -178,21 +201,252 @@ class Rwkv7Layer {
     return run("Rwkv7Layer::step_with", x, &state, v_first, v_out);
   }
 
- private:
-  /// y (rows, C) = W2 act(W1 x) (+ bias) for a LoRA with W1 (r, C), W2 (C, r); act applied to the hidden in place.
-  template <class Act>
-  void lora(const TensorView& x, const std::vector<T>& W1, const std::vector<T>& W2, index_t r, Act act,
-            const TensorView& y) const {
-    const index_t rows = x.size(0), C = cfg_.d_model;
-    Tensor hidden = Tensor::empty({rows, r}, dtype_of<T>());  // (rows, r)
-    project(TensorView::of(W1.data(), {r, C}), x, std::nullopt, hidden, threads_);
-    T* hp = hidden.data_as<T>();
-    for (index_t i = 0; i < rows * r; ++i) hp[i] = act(hp[i]);
-    project(TensorView::of(W2.data(), {C, r}), hidden, std::nullopt, y, threads_);
+  /// What backward returns: ∂L/∂x, ∂L/∂(every parameter), and with value_residual ∂L/∂v_first (b l C).
+  struct Grads : head_mixer::MixerGrads<T, Rwkv7Params<T>> {
+    std::vector<T> grad_v_first;  // (b, l, C), value_residual only
+  };
+
+  /// ∂L/∂x and ∂L/∂(every parameter) for grad_out = ∂L/∂y (b, l, C) contiguous, y = forward(x) (from a zero state;
+  /// a layer without value_residual).
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    return backward_with(x, std::nullopt, grad_out, std::nullopt);
   }
 
-  Tensor run(const char* op, const TensorView& x, State* state, const std::optional<TensorView>& v_first,
-             Tensor* v_out) const {
+  /// The backward of forward_with(x, v_first, &v): grad_out = ∂L/∂y and, when given, grad_v_out = ∂L/∂v (b, l, C),
+  /// the gradient of the v this layer handed on (the first layer's, from the layers that read it). The forward is
+  /// recomputed; the stages then run in reverse: W_o, the gate, the GroupNorm and the bonus, the recurrence
+  /// (ssm::rwkv7_backward), the key's scalings and the removal key's normalization, the value residual, the LoRAs, the
+  /// projections and the token shift.
+  Grads backward_with(const TensorView& x, const std::optional<TensorView>& v_first, const TensorView& grad_out,
+                      const std::optional<TensorView>& grad_v_out) const {
+    Checker c("Rwkv7Layer::backward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    if (grad_v_out) head_mixer::check_grad_out<T>(c, *grad_v_out, x);
+    const index_t b = x.size(0), l = x.size(1), C = cfg_.d_model, N = cfg_.head_dim, h = cfg_.heads(), rows = b * l;
+    Grads gr;
+    gr.params = head_mixer::zeros_like(p_);
+    Rwkv7Params<T>& gp = gr.params;
+    gr.grad_x.assign(static_cast<std::size_t>(rows * C), T(0));
+    if (cfg_.value_residual) gr.grad_v_first.assign(static_cast<std::size_t>(rows * C), T(0));
+    Tape tp;
+    Tensor out_pre = Tensor::empty({rows, C}, dtype_of<T>());  // (rows, C): W_o's input, y_pre ⊙ g
+    Tensor y_pre = Tensor::empty({rows, C}, dtype_of<T>());    // (rows, C): before the gate
+    forward_tape("Rwkv7Layer::backward", x, nullptr, v_first, tp);
+    if (rows == 0) return gr;
+    output_stage(tp, y_pre.data_as<T>(), out_pre.data_as<T>());
+    const DType dt = dtype_of<T>();
+    auto zeros = [&] { return std::vector<T>(static_cast<std::size_t>(rows * C), T(0)); };
+    // ---- W_o, the gate ----
+    std::vector<T> g_pre(static_cast<std::size_t>(rows * C));  // ∂L/∂(y_pre ⊙ g)
+    linear_backward(out_pre.data_as<const T>(), p_.W_o.data(), grad_out.data_as<const T>(), g_pre.data(), gp.W_o.data(),
+                    static_cast<T*>(nullptr), rows, C, C);
+    std::vector<T> grad_g = zeros(), grad_ypre = zeros();
+    const T* G = tp.g.template data_as<T>();
+    const T* Y = y_pre.data_as<T>();
+    for (index_t e = 0; e < rows * C; ++e) grad_g[e] = g_pre[e] * Y[e], grad_ypre[e] = g_pre[e] * G[e];
+    // ---- the GroupNorm per head and the bonus (Σ_N r ⊙ k ⊙ r_k) v ----
+    Tensor grad_o = Tensor::empty({b, l, h, N}, dt);  // (b, l, h, N)
+    std::vector<T> grad_r = zeros(), grad_k = zeros(), grad_v = zeros();
+    const T *O = tp.o.template data_as<T>(), *R = tp.r.template data_as<T>(), *K = tp.k.template data_as<T>();
+    const T* V = tp.v.template data_as<T>();
+    const T eps = static_cast<T>(cfg_.norm_eps);
+    for (index_t row = 0; row < rows; ++row)
+      for (index_t hh = 0; hh < h; ++hh) {
+        const index_t base = row * C + hh * N;
+        T mean = 0, var = 0, bonus = 0, grad_bonus = 0;
+        for (index_t i = 0; i < N; ++i) mean += O[base + i];
+        mean /= static_cast<T>(N);
+        for (index_t i = 0; i < N; ++i) var += (O[base + i] - mean) * (O[base + i] - mean);
+        const T inv = T(1) / std::sqrt(var / static_cast<T>(N) + eps);
+        T mean_gx = 0, mean_gx_xhat = 0;  // means over the head of ∂L/∂x̂ and ∂L/∂x̂ ⊙ x̂
+        for (index_t i = 0; i < N; ++i) {
+          const std::size_t ch = static_cast<std::size_t>(hh * N + i);
+          const T xhat = (O[base + i] - mean) * inv, gy = grad_ypre[base + i];
+          bonus += R[base + i] * K[base + i] * p_.r_k[ch];
+          grad_bonus += gy * V[base + i];
+          gp.ln_w[ch] += gy * xhat;
+          gp.ln_b[ch] += gy;
+          mean_gx += gy * p_.ln_w[ch];
+          mean_gx_xhat += gy * p_.ln_w[ch] * xhat;
+        }
+        mean_gx /= static_cast<T>(N), mean_gx_xhat /= static_cast<T>(N);
+        for (index_t i = 0; i < N; ++i) {
+          const std::size_t ch = static_cast<std::size_t>(hh * N + i);
+          const T xhat = (O[base + i] - mean) * inv, gy = grad_ypre[base + i];
+          grad_o.data_as<T>()[base + i] = inv * (gy * p_.ln_w[ch] - mean_gx - xhat * mean_gx_xhat);
+          grad_v[base + i] += gy * bonus;
+          grad_r[base + i] += grad_bonus * K[base + i] * p_.r_k[ch];
+          grad_k[base + i] += grad_bonus * R[base + i] * p_.r_k[ch];
+          gp.r_k[ch] += grad_bonus * R[base + i] * K[base + i];
+        }
+      }
+    // ---- the recurrence ----
+    const Rwkv7Grads rg = rwkv7_backward(tp.op_inputs(b, l, h, N), grad_o.view(), std::nullopt, tp.options);
+    for (index_t e = 0; e < rows * C; ++e) {
+      grad_r[e] += rg.grad_q.data_as<T>()[e];
+      grad_k[e] += rg.grad_k.data_as<T>()[e];
+      grad_v[e] += rg.grad_v.data_as<T>()[e];
+    }
+    if (grad_v_out)  // the v handed on is the v after the residual, which the recurrence read
+      for (index_t e = 0; e < rows * C; ++e) grad_v[e] += grad_v_out->data_as<T>()[e];
+    // ---- k = k_raw ⊙ (1 + (a − 1) ⊙ k_a); a_op = −κ̂, b_op = κ̂ ⊙ a; κ̂ = κ / max(|κ|, 1e-12), κ = k_raw ⊙ k_k ----
+    std::vector<T> grad_kraw = zeros(), grad_a = zeros();
+    const T *KR = tp.k_raw.template data_as<T>(), *A = tp.a.template data_as<T>();
+    const T* KH = tp.kappa_hat.template data_as<T>();
+    for (index_t row = 0; row < rows; ++row)
+      for (index_t hh = 0; hh < h; ++hh) {
+        const index_t base = row * C + hh * N;
+        T n2 = 0, dot = 0;  // |κ|², κ̂ · ∂L/∂κ̂
+        std::vector<T> grad_kh(static_cast<std::size_t>(N));
+        for (index_t i = 0; i < N; ++i) {
+          const std::size_t ch = static_cast<std::size_t>(hh * N + i);
+          const index_t e = base + i;
+          const T kappa = KR[e] * p_.k_k[ch];
+          n2 += kappa * kappa;
+          grad_kraw[e] = grad_k[e] * (T(1) + (A[e] - T(1)) * p_.k_a[ch]);
+          grad_a[e] = grad_k[e] * KR[e] * p_.k_a[ch] + rg.grad_b.data_as<T>()[e] * KH[e];
+          gp.k_a[ch] += grad_k[e] * KR[e] * (A[e] - T(1));
+          grad_kh[i] = -rg.grad_a.data_as<T>()[e] + rg.grad_b.data_as<T>()[e] * A[e];
+          dot += KH[e] * grad_kh[i];
+        }
+        const T norm = std::sqrt(n2);
+        const bool clamped = !(norm > T(1e-12));  // F.normalize divides by max(|κ|, 1e-12)
+        const T inv = T(1) / (clamped ? T(1e-12) : norm);
+        for (index_t i = 0; i < N; ++i) {
+          const std::size_t ch = static_cast<std::size_t>(hh * N + i);
+          const index_t e = base + i;
+          const T grad_kappa = clamped ? grad_kh[i] * inv : (grad_kh[i] - KH[e] * dot) * inv;
+          grad_kraw[e] += grad_kappa * p_.k_k[ch];
+          gp.k_k[ch] += grad_kappa * KR[e];
+        }
+      }
+    // ---- the value residual: v = v_raw + (v_first − v_raw) s, s = σ(v0 + W_v2 W_v1 x_v) ----
+    std::vector<T> grad_mixed(static_cast<std::size_t>(6 * rows * C), T(0));  // (6, rows, C)
+    auto gmix = [&](int m) { return grad_mixed.data() + m * rows * C; };
+    auto mix = [&](int m) { return tp.mixed.template data_as<T>() + m * rows * C; };
+    std::vector<T> grad_vraw = grad_v;
+    if (cfg_.value_residual) {
+      const T *S = tp.s_v.template data_as<T>(), *VR = tp.v_raw.template data_as<T>();
+      const T* VF = v_first->data_as<T>();
+      std::vector<T> grad_z = zeros();  // ∂L/∂(v0 + W_v2 W_v1 x_v)
+      for (index_t e = 0; e < rows * C; ++e) {
+        grad_vraw[e] = grad_v[e] * (T(1) - S[e]);
+        gr.grad_v_first[e] = grad_v[e] * S[e];
+        grad_z[e] = grad_v[e] * (VF[e] - VR[e]) * S[e] * (T(1) - S[e]);
+        gp.v0[e % C] += grad_z[e];
+      }
+      lora_backward(mix(3), tp.hid_v, p_.W_v1, p_.W_v2, cfg_.v_rank, grad_z, Act::identity, gmix(3), gp.W_v1, gp.W_v2);
+    }
+    // ---- a = σ(a0 + W_a2 W_a1 x_a); log w = −e^{−1/2} σ(w0 + W_w2 tanh(W_w1 x_w)); g = W_g2 σ(W_g1 x_g) ----
+    {
+      std::vector<T> grad_za = zeros(), grad_zw = zeros();
+      const T* LW = tp.log_w.template data_as<T>();
+      const T half_e = static_cast<T>(std::exp(-0.5));
+      for (index_t e = 0; e < rows * C; ++e) {
+        grad_za[e] = grad_a[e] * A[e] * (T(1) - A[e]);
+        gp.a0[e % C] += grad_za[e];
+        const T sw = -LW[e] / half_e;  // σ(w0 + z)
+        grad_zw[e] = rg.grad_log_w.data_as<T>()[e] * -half_e * sw * (T(1) - sw);
+        gp.w0[e % C] += grad_zw[e];
+      }
+      lora_backward(mix(4), tp.hid_a, p_.W_a1, p_.W_a2, cfg_.a_rank, grad_za, Act::identity, gmix(4), gp.W_a1, gp.W_a2);
+      lora_backward(mix(1), tp.hid_w, p_.W_w1, p_.W_w2, cfg_.decay_rank, grad_zw, Act::tanh, gmix(1), gp.W_w1, gp.W_w2);
+      lora_backward(mix(5), tp.hid_g, p_.W_g1, p_.W_g2, cfg_.gate_rank, grad_g, Act::sigmoid, gmix(5), gp.W_g1,
+                    gp.W_g2);
+    }
+    // ---- r = W_r x_r, k_raw = W_k x_k, v_raw = W_v x_v ----
+    std::vector<T> tmp(static_cast<std::size_t>(rows * C));
+    struct Projection {
+      int branch;                  // of mixed
+      const std::vector<T>* W;     // (C, C)
+      std::vector<T>* grad_W;      // (C, C)
+      const std::vector<T>* grad;  // (rows, C): ∂L/∂ the projection's output
+    };
+    const Projection projections[3] = {
+        {0, &p_.W_r, &gp.W_r, &grad_r}, {2, &p_.W_k, &gp.W_k, &grad_kraw}, {3, &p_.W_v, &gp.W_v, &grad_vraw}};
+    for (const Projection& pr : projections) {
+      linear_backward(mix(pr.branch), pr.W->data(), pr.grad->data(), tmp.data(), pr.grad_W->data(),
+                      static_cast<T*>(nullptr), rows, C, C);
+      for (index_t e = 0; e < rows * C; ++e) gmix(pr.branch)[e] += tmp[e];
+    }
+    // ---- the token shift: x_□ = x (1 − μ_□) + x_{−1} μ_□ ----
+    const T* xs = x.data_as<T>();
+    const std::vector<T>* mus[6] = {&p_.mu_r, &p_.mu_w, &p_.mu_k, &p_.mu_v, &p_.mu_a, &p_.mu_g};
+    std::vector<T>* gmus[6] = {&gp.mu_r, &gp.mu_w, &gp.mu_k, &gp.mu_v, &gp.mu_a, &gp.mu_g};
+    for (int m = 0; m < 6; ++m)
+      for (index_t bi = 0; bi < b; ++bi)
+        for (index_t t = 0; t < l; ++t) {
+          const index_t row = bi * l + t;
+          const T* xt = xs + row * C;
+          const T* gm = gmix(m) + row * C;
+          for (index_t i = 0; i < C; ++i) {
+            const T mu = (*mus[m])[static_cast<std::size_t>(i)], prev = t > 0 ? xt[i - C] : T(0);
+            gr.grad_x[row * C + i] += gm[i] * (T(1) - mu);
+            if (t > 0) gr.grad_x[(row - 1) * C + i] += gm[i] * mu;
+            (*gmus[m])[static_cast<std::size_t>(i)] += gm[i] * (prev - xt[i]);
+          }
+        }
+    return gr;
+  }
+
+ private:
+  enum class Act { identity, tanh, sigmoid };
+
+  static T activate(Act act, T z) {
+    return act == Act::tanh ? std::tanh(z) : (act == Act::sigmoid ? scalar::sigmoid(z) : z);
+  }
+
+  /// y (rows, C) = W2 act(W1 x) for a LoRA with W1 (r, C), W2 (C, r); the hidden act(W1 x) (rows, r) into *hidden.
+  void lora(const TensorView& x, const std::vector<T>& W1, const std::vector<T>& W2, index_t r, Act act,
+            const TensorView& y, Tensor* hidden) const {
+    const index_t rows = x.size(0), C = cfg_.d_model;
+    *hidden = Tensor::empty({rows, r}, dtype_of<T>());  // (rows, r)
+    project(TensorView::of(W1.data(), {r, C}), x, std::nullopt, *hidden, threads_);
+    T* hp = hidden->data_as<T>();
+    for (index_t i = 0; i < rows * r; ++i) hp[i] = activate(act, hp[i]);
+    project(TensorView::of(W2.data(), {C, r}), *hidden, std::nullopt, y, threads_);
+  }
+
+  /// Backward of lora for ∂L/∂y = grad_y (rows, C): accumulates gW1, gW2 and adds ∂L/∂x into grad_x (rows, C); hidden
+  /// holds act(W1 x), from which act's derivative is taken (tanh: 1 − h², σ: h (1 − h)).
+  void lora_backward(const T* x, const Tensor& hidden, const std::vector<T>& W1, const std::vector<T>& W2, index_t r,
+                     const std::vector<T>& grad_y, Act act, T* grad_x, std::vector<T>& gW1, std::vector<T>& gW2) const {
+    const index_t rows = hidden.size(0), C = cfg_.d_model;
+    std::vector<T> grad_h(static_cast<std::size_t>(rows * r)), gx(static_cast<std::size_t>(rows * C));
+    linear_backward(hidden.data_as<const T>(), W2.data(), grad_y.data(), grad_h.data(), gW2.data(),
+                    static_cast<T*>(nullptr), rows, r, C);
+    const T* hp = hidden.data_as<T>();
+    for (index_t i = 0; i < rows * r; ++i)
+      grad_h[i] *= act == Act::tanh ? T(1) - hp[i] * hp[i] : (act == Act::sigmoid ? hp[i] * (T(1) - hp[i]) : T(1));
+    linear_backward(x, W1.data(), grad_h.data(), gx.data(), gW1.data(), static_cast<T*>(nullptr), rows, C, r);
+    for (index_t i = 0; i < rows * C; ++i) grad_x[i] += gx[i];
+  }
+
+  /// The forward's intermediates up to the recurrence's output, as backward needs them.
+  struct Tape {
+    Tensor mixed;                       // (6, rows, C): the token-shift mixes x_r, x_w, x_k, x_v, x_a, x_g
+    Tensor r, k_raw, k, v_raw, v;       // (rows, C): W_r x_r, W_k x_k, the key after its a-scaling, W_v x_v, v after
+                                        // the value residual
+    Tensor hid_w, hid_a, hid_v, hid_g;  // the LoRAs' hiddens after their activation (tanh, identity, identity, σ)
+    Tensor log_w, a, s_v, g;            // (rows, C): log w, a, σ of the value-residual mix (with it), the gate
+    Tensor kappa_hat, a_op, b_op;       // (rows, C): κ̂, −κ̂, κ̂ ⊙ a
+    Tensor o;                           // (b, l, h, N): the recurrence's output
+    Rwkv7Options options;
+
+    Rwkv7Inputs op_inputs(index_t b, index_t l, index_t h, index_t N) const {
+      auto heads = [&](const Tensor& t) { return t.view().reshape({b, l, h, N}); };
+      Rwkv7Inputs in;
+      in.q = heads(r), in.k = heads(k), in.v = heads(v), in.log_w = heads(log_w), in.a = heads(a_op);
+      in.b = heads(b_op);
+      return in;
+    }
+  };
+
+  /// Everything up to and including the recurrence into tp (the checks of x, the state and v_first first); the state's
+  /// token shift and S are updated when given.
+  void forward_tape(const char* op, const TensorView& x, State* state, const std::optional<TensorView>& v_first,
+                    Tape& tp) const {
     Checker c(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), C = cfg_.d_model, N = cfg_.head_dim, h = cfg_.heads(), rows = b * l;
@@ -206,13 +460,12 @@ class Rwkv7Layer {
       c.defined("v_first", *v_first).shape("v_first", *v_first, {b, l, C}).dtype("v_first", *v_first, dt);
       c.contiguous("v_first", *v_first).device("v_first", *v_first, Device::cpu());
     }
-    Tensor out = Tensor::empty({b, l, C}, dt);  // (b, l, C)
-    if (v_out) *v_out = Tensor::empty({b, l, C}, dt);
-    if (rows == 0) return out;
+    tp.o = Tensor::empty({b, l, h, N}, dt);
+    if (rows == 0) return;
 
     // the token-shift mixes x_r … x_g, each (rows, C)
     const T* xs = x.data_as<T>();
-    Tensor mixed = Tensor::empty({6, rows, C}, dt);  // (6, rows, C): x_r, x_w, x_k, x_v, x_a, x_g
+    tp.mixed = Tensor::empty({6, rows, C}, dt);
     const std::vector<T>* mus[6] = {&p_.mu_r, &p_.mu_w, &p_.mu_k, &p_.mu_v, &p_.mu_a, &p_.mu_g};
     T* shift = state ? state->conv_state.data_as<T>() : nullptr;  // (b, C)
     for (index_t bi = 0; bi < b; ++bi)
@@ -220,27 +473,27 @@ class Rwkv7Layer {
         const T* xt = xs + (bi * l + t) * C;
         const T* prev = t > 0 ? xt - C : (shift ? shift + bi * C : nullptr);
         for (int m = 0; m < 6; ++m) {
-          T* dst = mixed.data_as<T>() + (m * rows + bi * l + t) * C;
+          T* dst = tp.mixed.template data_as<T>() + (m * rows + bi * l + t) * C;
           const T* mu = mus[m]->data();
           for (index_t i = 0; i < C; ++i) dst[i] = xt[i] + ((prev ? prev[i] : T(0)) - xt[i]) * mu[i];
         }
       }
     if (shift)
       for (index_t bi = 0; bi < b; ++bi) std::copy_n(xs + (bi * l + l - 1) * C, C, shift + bi * C);
-    auto branch = [&](int m) { return mixed.view().select(0, m); };  // (rows, C)
+    auto branch = [&](int m) { return tp.mixed.view().select(0, m); };  // (rows, C)
+    auto rc = [&] { return Tensor::empty({rows, C}, dt); };
 
-    Tensor r = Tensor::empty({rows, C}, dt), k = Tensor::empty({rows, C}, dt), v = Tensor::empty({rows, C}, dt);
-    project(TensorView::of(p_.W_r.data(), {C, C}), branch(0), std::nullopt, r, threads_);
-    project(TensorView::of(p_.W_k.data(), {C, C}), branch(2), std::nullopt, k, threads_);
-    project(TensorView::of(p_.W_v.data(), {C, C}), branch(3), std::nullopt, v, threads_);
-    Tensor log_w = Tensor::empty({rows, C}, dt), a = Tensor::empty({rows, C}, dt), g = Tensor::empty({rows, C}, dt);
+    tp.r = rc(), tp.k_raw = rc(), tp.v_raw = rc();
+    project(TensorView::of(p_.W_r.data(), {C, C}), branch(0), std::nullopt, tp.r, threads_);
+    project(TensorView::of(p_.W_k.data(), {C, C}), branch(2), std::nullopt, tp.k_raw, threads_);
+    project(TensorView::of(p_.W_v.data(), {C, C}), branch(3), std::nullopt, tp.v_raw, threads_);
+    tp.log_w = rc(), tp.a = rc(), tp.g = rc();
     const T half_e = static_cast<T>(std::exp(-0.5));
-    lora(branch(1), p_.W_w1, p_.W_w2, cfg_.decay_rank, [](T z) { return std::tanh(z); }, log_w);
-    lora(branch(4), p_.W_a1, p_.W_a2, cfg_.a_rank, [](T z) { return z; }, a);
-    lora(branch(5), p_.W_g1, p_.W_g2, cfg_.gate_rank, [](T z) { return scalar::sigmoid(z); }, g);
-    T* lw = log_w.data_as<T>();
-    T* ap = a.data_as<T>();
-    T* vp = v.data_as<T>();
+    lora(branch(1), p_.W_w1, p_.W_w2, cfg_.decay_rank, Act::tanh, tp.log_w, &tp.hid_w);
+    lora(branch(4), p_.W_a1, p_.W_a2, cfg_.a_rank, Act::identity, tp.a, &tp.hid_a);
+    lora(branch(5), p_.W_g1, p_.W_g2, cfg_.gate_rank, Act::sigmoid, tp.g, &tp.hid_g);
+    T* lw = tp.log_w.template data_as<T>();
+    T* ap = tp.a.template data_as<T>();
     for (index_t row = 0; row < rows; ++row)
       for (index_t i = 0; i < C; ++i) {
         T& w = lw[row * C + i];
@@ -248,65 +501,67 @@ class Rwkv7Layer {
         T& ai = ap[row * C + i];
         ai = scalar::sigmoid(p_.a0[static_cast<std::size_t>(i)] + ai);
       }
+    tp.v = rc();
+    copy(tp.v, tp.v_raw);
+    T* vp = tp.v.template data_as<T>();
     if (cfg_.value_residual) {  // v ← v + (v_first − v) σ(v0 + W_v2 W_v1 x_v)
-      Tensor mix = Tensor::empty({rows, C}, dt);
-      lora(branch(3), p_.W_v1, p_.W_v2, cfg_.v_rank, [](T z) { return z; }, mix);
+      tp.s_v = rc();
+      lora(branch(3), p_.W_v1, p_.W_v2, cfg_.v_rank, Act::identity, tp.s_v, &tp.hid_v);
       const T* vf = v_first->data_as<T>();
-      const T* mp = mix.data_as<T>();
+      T* sp = tp.s_v.template data_as<T>();
       for (index_t row = 0; row < rows; ++row)
         for (index_t i = 0; i < C; ++i) {
           const index_t e = row * C + i;
-          vp[e] += (vf[e] - vp[e]) * scalar::sigmoid(p_.v0[static_cast<std::size_t>(i)] + mp[e]);
+          sp[e] = scalar::sigmoid(p_.v0[static_cast<std::size_t>(i)] + sp[e]);
+          vp[e] += (vf[e] - vp[e]) * sp[e];
         }
     }
-    if (v_out) copy(v_out->view().reshape({rows, C}), v.view());
     // κ̂ = normalize_per_head(k ⊙ k_k) (F.normalize: x / max(|x|, 1e-12)); the op's a = −κ̂, b = κ̂ ⊙ a;
     // k ← k ⊙ (1 + (a − 1) ⊙ k_a)
-    Tensor a_op = Tensor::empty({rows, C}, dt), b_op = Tensor::empty({rows, C}, dt);
-    T* kp = k.data_as<T>();
+    tp.kappa_hat = rc(), tp.a_op = rc(), tp.b_op = rc(), tp.k = rc();
+    const T* kr = tp.k_raw.template data_as<T>();
     for (index_t row = 0; row < rows; ++row)
       for (index_t hh = 0; hh < h; ++hh) {
         const index_t o = row * C + hh * N;
         T n2 = 0;
         for (index_t i = 0; i < N; ++i) {
-          const T kk = kp[o + i] * p_.k_k[static_cast<std::size_t>(hh * N + i)];
+          const T kk = kr[o + i] * p_.k_k[static_cast<std::size_t>(hh * N + i)];
           n2 += kk * kk;
         }
         const T inv = T(1) / std::max(std::sqrt(n2), T(1e-12));
         for (index_t i = 0; i < N; ++i) {
           const std::size_t ch = static_cast<std::size_t>(hh * N + i);
-          const T kh = kp[o + i] * p_.k_k[ch] * inv, ai = ap[o + i];
-          a_op.data_as<T>()[o + i] = -kh;
-          b_op.data_as<T>()[o + i] = kh * ai;
-          kp[o + i] *= T(1) + (ai - T(1)) * p_.k_a[ch];
+          const T kh = kr[o + i] * p_.k_k[ch] * inv, ai = ap[o + i];
+          tp.kappa_hat.template data_as<T>()[o + i] = kh;
+          tp.a_op.template data_as<T>()[o + i] = -kh;
+          tp.b_op.template data_as<T>()[o + i] = kh * ai;
+          tp.k.template data_as<T>()[o + i] = kr[o + i] * (T(1) + (ai - T(1)) * p_.k_a[ch]);
         }
       }
     // the recurrence over (b, l, h, N)
-    Tensor o = Tensor::empty({b, l, h, N}, dt);  // (b, l, h, N)
-    {
-      auto heads = [&](const Tensor& t) { return t.view().reshape({b, l, h, N}); };
-      Rwkv7Options opt;
-      opt.threads = threads_;
-      if (state && l == 1) {  // one token: the decode step updates S in place
-        auto one = [&](const Tensor& t) { return t.view().reshape({b, h, N}); };
-        rwkv7_step(one(r), one(k), one(v), one(log_w), one(a_op), one(b_op), state->ssm_state.view(), one(o), opt);
-      } else {
-        Rwkv7Inputs in;
-        in.q = heads(r), in.k = heads(k), in.v = heads(v), in.log_w = heads(log_w), in.a = heads(a_op);
-        in.b = heads(b_op);
-        Tensor last;  // (b, h, N, N): the final state, copied over the initial one afterwards
-        if (state) {
-          in.initial_state = state->ssm_state.view();
-          last = Tensor::empty({b, h, N, N}, dt);
-        }
-        rwkv7_into(in, o, optional_view(last), opt);
-        if (state) copy(state->ssm_state, last);
+    tp.options.threads = threads_;
+    if (state && l == 1) {  // one token: the decode step updates S in place
+      auto one = [&](const Tensor& t) { return t.view().reshape({b, h, N}); };
+      rwkv7_step(one(tp.r), one(tp.k), one(tp.v), one(tp.log_w), one(tp.a_op), one(tp.b_op), state->ssm_state.view(),
+                 one(tp.o), tp.options);
+    } else {
+      Rwkv7Inputs in = tp.op_inputs(b, l, h, N);
+      Tensor last;  // (b, h, N, N): the final state, copied over the initial one afterwards
+      if (state) {
+        in.initial_state = state->ssm_state.view();
+        last = Tensor::empty({b, h, N, N}, dt);
       }
+      rwkv7_into(in, tp.o, optional_view(last), tp.options);
+      if (state) copy(state->ssm_state, last);
     }
-    // GroupNorm per head, the bonus (Σ_N r ⊙ k ⊙ r_k) v, the gate
-    T* os = o.data_as<T>();
-    const T* rp = r.data_as<T>();
-    const T* gp = g.data_as<T>();
+  }
+
+  /// After the recurrence: y_pre = GroupNorm_h(o) ⊙ ln_w + ln_b + (Σ_N r ⊙ k ⊙ r_k) v per head, and W_o's input
+  /// y_pre ⊙ g, each (rows, C); y_pre may be null, out_pre may be tp.o's data (in place).
+  void output_stage(const Tape& tp, T* y_pre, T* out_pre) const {
+    const index_t rows = tp.r.size(0), C = cfg_.d_model, N = cfg_.head_dim, h = cfg_.heads();
+    const T *os = tp.o.template data_as<T>(), *rp = tp.r.template data_as<T>(), *kp = tp.k.template data_as<T>();
+    const T *vp = tp.v.template data_as<T>(), *gp = tp.g.template data_as<T>();
     const T eps = static_cast<T>(cfg_.norm_eps);
     for (index_t row = 0; row < rows; ++row)
       for (index_t hh = 0; hh < h; ++hh) {
@@ -320,10 +575,23 @@ class Rwkv7Layer {
         for (index_t i = 0; i < N; ++i) {
           const std::size_t ch = static_cast<std::size_t>(hh * N + i);
           const T y = (os[base + i] - mean) * inv * p_.ln_w[ch] + p_.ln_b[ch] + bonus * vp[base + i];
-          os[base + i] = y * gp[base + i];
+          if (y_pre) y_pre[base + i] = y;
+          out_pre[base + i] = y * gp[base + i];
         }
       }
-    project(TensorView::of(p_.W_o.data(), {C, C}), o.view().reshape({rows, C}), std::nullopt,
+  }
+
+  Tensor run(const char* op, const TensorView& x, State* state, const std::optional<TensorView>& v_first,
+             Tensor* v_out) const {
+    Tape tp;
+    forward_tape(op, x, state, v_first, tp);
+    const index_t b = x.size(0), l = x.size(1), C = cfg_.d_model, rows = b * l;
+    Tensor out = Tensor::empty({b, l, C}, dtype_of<T>());  // (b, l, C)
+    if (v_out) *v_out = Tensor::empty({b, l, C}, dtype_of<T>());
+    if (rows == 0) return out;
+    if (v_out) copy(v_out->view().reshape({rows, C}), tp.v.view());
+    output_stage(tp, nullptr, tp.o.template data_as<T>());  // in place over o
+    project(TensorView::of(p_.W_o.data(), {C, C}), tp.o.view().reshape({rows, C}), std::nullopt,
             out.view().reshape({rows, C}), threads_);
     return out;
   }

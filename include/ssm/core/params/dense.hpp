@@ -1,5 +1,5 @@
 // The argument blocks of the dense ops a layer is made of: the linear map (y = x Wᵀ + b), RMSNorm with its fused
-// residual add, the embedding lookup (docs/math.md §6). Read by the CPU paths and by a device backend's entry
+// residual add, the embedding lookup (docs/math.md §6), and the language-model loss (cross-entropy with its gradient). Read by the CPU paths and by a device backend's entry
 // points: plain pointers, sizes and element strides, trivially copyable. Pointers are memory of the device that
 // runs the op.
 #pragma once
@@ -82,6 +82,24 @@ struct EmbeddingParams {
   void* y = nullptr;           // (rows, dim) dtype, unit stride along dim
   std::int64_t y_row_stride = 0;
   DType dtype = DType::f32;    // of y: f64 for an f64 table, f32 otherwise
+};
+
+/// Cross-entropy of softmax(logits) against integer targets, fused with its gradient. Per row r whose target t_r is not
+/// ignore_index: loss_r = logsumexp(logits_r) − logits_r[t_r], and ∂/∂logits_r = softmax(logits_r) − onehot(t_r).
+/// The op's loss is the mean over those rows; grad_logits = grad_scale · ∂(mean loss)/∂logits (zero rows where ignored).
+struct CrossEntropyParams {
+  std::int64_t rows = 0, vocab = 0;
+  const void* logits = nullptr;  // (rows, vocab), unit stride along vocab
+  std::int64_t logits_row_stride = 0;
+  const void* targets = nullptr;  // (rows) contiguous, target_dtype
+  DType target_dtype = DType::i64;  // i32 | i64
+  std::int64_t ignore_index = -100;
+  std::int64_t count = 0;          // rows whose target is not ignore_index (the mean's denominator; > 0 for grads)
+  double* row_loss = nullptr;      // (rows) host doubles: loss_r, 0 where ignored
+  void* grad_logits = nullptr;     // (rows, vocab) logits' dtype, unit stride along vocab, may be logits; or null
+  std::int64_t grad_row_stride = 0;
+  double grad_scale = 1.0;         // multiplies the gradient (loss scaling, gradient accumulation)
+  DType dtype = DType::f32;        // of logits and grad_logits (f32 | f64)
 };
 
 }  // namespace ssm
