@@ -310,6 +310,31 @@ TEST(Rotary, RotatesPairsSoThatScoresDependOnlyOnTheOffset) {
   }
 }
 
+// The inverse rotation undoes the rotation (Rᵀ R = I), and is the rotation's adjoint: ⟨R x, y⟩ = ⟨x, Rᵀ y⟩, so it is
+// the backward; with an offset and a period (TTT's positions), interleaved and split pairs.
+TEST(Rotary, TheInverseIsTheTransposeAndUndoesTheRotation) {
+  const index_t b = 2, l = 11, h = 3, d = 6, n = b * l * h * d;
+  const auto x = randn<double>(static_cast<std::size_t>(n), 40), y = randn<double>(static_cast<std::size_t>(n), 41);
+  for (bool interleaved : {true, false}) {
+    ssm::RotaryOptions o;
+    o.interleaved = interleaved, o.position_offset = 3, o.period = 5;
+    const Tensor rx = ssm::rotary(TensorView::of(x.data(), {b, l, h, d}), o);
+    ssm::RotaryOptions inv = o;
+    inv.inverse = true;
+    const Tensor back = ssm::rotary(rx, inv);
+    const Tensor ty = ssm::rotary(TensorView::of(y.data(), {b, l, h, d}), inv);
+    double lhs = 0, rhs = 0, err = 0;
+    for (index_t i = 0; i < n; ++i) {
+      lhs += rx.data_as<double>()[i] * y[static_cast<std::size_t>(i)];
+      rhs += x[static_cast<std::size_t>(i)] * ty.data_as<double>()[i];
+      err = std::max(err, std::abs(back.data_as<double>()[i] - x[static_cast<std::size_t>(i)]));
+    }
+    EXPECT_LT(err, 1e-14);
+    EXPECT_NEAR(lhs, rhs, 1e-12 * std::abs(lhs));
+    EXPECT_GT(std::abs(rx.data_as<double>()[d] - x[static_cast<std::size_t>(d)]), 1e-3);  // it did rotate
+  }
+}
+
 TEST(Rotary, BadArgumentsAreNamed) {
   std::vector<float> x(2 * 3 * 4), y(x.size());
   std::vector<double> yd(x.size());

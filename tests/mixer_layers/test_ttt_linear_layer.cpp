@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "mixer_test_util.hpp"
@@ -148,6 +149,25 @@ TEST(TttLinearLayer, ForwardEqualsTheLayerWrittenOut) {
   }
 }
 
+// The backward (∂L/∂x and every parameter's gradient: the projections, η's weights, τ's offsets, the inner layer norm,
+// the initial weights W1 and b1, the post-norm, with and without the gate) against central differences in double, on
+// lengths that end inside a mini-batch.
+TEST(TttLinearLayer, BackwardMatchesCentralDifferences) {
+  struct Shape {
+    index_t C, h, m, b, l;
+    bool gate;
+  };
+  unsigned seed = 50;
+  for (const Shape& s : {Shape{8, 2, 3, 2, 10, false}, Shape{12, 3, 4, 1, 9, true}}) {
+    SCOPED_TRACE("C=" + std::to_string(s.C) + " m=" + std::to_string(s.m) + " gate=" + std::to_string(s.gate));
+    const TttLinearConfig cfg = small(s.C, s.h, s.m, s.gate);
+    const Tensor x = random_input<double>({s.b, s.l, s.C}, seed);
+    const int checked =
+        mixer_test::expect_backward_matches_central_differences<TttLinearLayer>(cfg, random_params(cfg, seed++), x);
+    EXPECT_EQ(checked, 11);
+  }
+}
+
 TEST(TttLinearLayer, StepAndPrefillInPiecesReproduceTheForward) {
   for (bool gate : {false, true}) {
     const TttLinearConfig cfg = small(12, 3, 4, gate);
@@ -219,6 +239,9 @@ TEST(TttLinearLayer, BadInputIsAnErrorNamingTheArgument) {
   auto state = layer.init_state(2);
   expect_arg_error("state", [&] { layer.step(random_input<float>({1, 1, 8}, 1), state); });  // state for b = 2
   expect_arg_error("b", [&] { layer.init_state(0); });
+  const Tensor xb = random_input<float>({1, 3, 8}, 1);
+  expect_arg_error("grad_out", [&] { layer.backward(xb, random_input<float>({1, 3, 4}, 2)); });  // d_model 4
+  expect_arg_error("x", [&] { layer.backward(random_input<float>({3, 8}, 1), xb); });            // rank 2
 
   TttLinearLayerParams<float> p = layer.params();
   p.W1.pop_back();

@@ -93,6 +93,14 @@ SSM_HOST_DEVICE inline T gelu_tanh(T x) {
   return T(0.5) * x * (T(2) - T(2) / (scalar::exp(T(2) * u) + T(1)));
 }
 
+/// d gelu_tanh / dx = ½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3 · 0.044715 x²).
+template <class T>
+SSM_HOST_DEVICE inline T gelu_tanh_grad(T x) {
+  const T u = T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
+  const T th = T(1) - T(2) / (scalar::exp(T(2) * u) + T(1));
+  return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * T(0.7978845608028654) * (T(1) + T(0.134145) * x * x);
+}
+
 /// exp(Delta A) from Delta and A2 = A log2 e (the exp2-domain decay: one multiply and an exp2 per step).
 template <class T>
 SSM_HOST_DEVICE inline T decay_exp2(T Delta, T A2) {

@@ -23,7 +23,7 @@ inline void rotary_forward(const RotaryParams& p) {
         const double angle = static_cast<double>(cyclic ? r : p.position(r)) *
                              std::pow(p.base, -2.0 * static_cast<double>(i) / static_cast<double>(p.dim));
         cs[static_cast<std::size_t>(2 * (r * half + i))] = static_cast<T>(std::cos(angle));
-        cs[static_cast<std::size_t>(2 * (r * half + i) + 1)] = static_cast<T>(std::sin(angle));
+        cs[static_cast<std::size_t>(2 * (r * half + i) + 1)] = static_cast<T>(p.inverse ? -std::sin(angle) : std::sin(angle));
       }
     const T* x = static_cast<const T*>(p.x);
     T* y = static_cast<T*>(p.y);

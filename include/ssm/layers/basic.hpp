@@ -213,4 +213,36 @@ void rmsnorm_backward(const T* x, const T* weight, const T* grad_y, T* grad_x, T
   }
 }
 
+// ---- LayerNorm ------------------------------------------------------------------------------------------
+
+/// Backward of LayerNorm per row (the ssm::layer_norm op's y = (x − mean) r ⊙ weight + bias, r = (var + eps)^{-1/2}, var
+/// the biased variance): grad_x (overwritten) = r (g − mean(g) − x̂ mean(g ⊙ x̂)) with g = grad_y ⊙ weight;
+/// grad_weight += Σ_rows grad_y x̂ and grad_bias += Σ_rows grad_y (each may be null, as weight). x, grad_y, grad_x
+/// contiguous (rows, dim).
+template <class T>
+void layernorm_backward(const T* x, const T* weight, const T* grad_y, T* grad_x, T* grad_weight, T* grad_bias,
+                        index_t rows, index_t dim, double eps) {
+  for (index_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * dim;
+    const T* gy = grad_y + r * dim;
+    T mean = 0, var = 0;
+    for (index_t k = 0; k < dim; ++k) mean += xr[k];
+    mean /= T(dim);
+    for (index_t k = 0; k < dim; ++k) var += (xr[k] - mean) * (xr[k] - mean);
+    const T inv = T(1) / std::sqrt(var / T(dim) + T(eps));
+    T mg = 0, mgx = 0;  // mean(g), mean(g ⊙ x̂)
+    for (index_t k = 0; k < dim; ++k) {
+      const T xhat = (xr[k] - mean) * inv, g = gy[k] * (weight != nullptr ? weight[k] : T(1));
+      if (grad_weight != nullptr) grad_weight[k] += gy[k] * xhat;
+      if (grad_bias != nullptr) grad_bias[k] += gy[k];
+      mg += g, mgx += g * xhat;
+    }
+    mg /= T(dim), mgx /= T(dim);
+    for (index_t k = 0; k < dim; ++k) {
+      const T xhat = (xr[k] - mean) * inv, g = gy[k] * (weight != nullptr ? weight[k] : T(1));
+      grad_x[r * dim + k] = inv * (g - mg - xhat * mgx);
+    }
+  }
+}
+
 }  // namespace ssm::layers

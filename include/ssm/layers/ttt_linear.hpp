@@ -15,7 +15,8 @@
 // the norm ssm::layer_norm; the layer computes the elementwise η and the gate. forward runs a sequence from the
 // learned initial weights; step continues a state (the weights at the start of the unfinished mini-batch, the pending
 // gradient sum and the position) over the next t tokens, and a sequence cut anywhere continues exactly. CPU tensors
-// of T = float or double; forward and decoding, no layer backward yet. The paper's share_qk variant (a causal
+// of T = float or double. backward gives the input's and every parameter's gradient (the forward recomputed,
+// ssm::ttt_linear_backward for the recurrence, the inverse rotation for RoPE). The paper's share_qk variant (a causal
 // convolution producing q and k from one projection) is not built.
 #pragma once
 
@@ -79,6 +80,25 @@ struct TttLinearLayerParams {
   std::vector<T> post_norm_weight;  // (C)
   std::vector<T> post_norm_bias;    // (C)
   std::vector<T> out_proj;          // (C, C): o_proj
+
+  /// f(name, vector) for each parameter, in the order above (an optimizer's walk over parameters and gradients).
+  template <class F>
+  void for_each(F&& f) {
+    visit(*this, f);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    visit(*this, f);
+  }
+
+ private:
+  template <class Self, class F>
+  static void visit(Self& p, F& f) {
+    f("in_proj", p.in_proj), f("lr_weight", p.lr_weight), f("lr_bias", p.lr_bias);
+    f("token_idx_offset", p.token_idx_offset), f("ttt_norm_weight", p.ttt_norm_weight);
+    f("ttt_norm_bias", p.ttt_norm_bias), f("W1", p.W1), f("b1", p.b1), f("post_norm_weight", p.post_norm_weight);
+    f("post_norm_bias", p.post_norm_bias), f("out_proj", p.out_proj);
+  }
 };
 
 /// The decoding state of b sequences, of the layer's dtype: the inner weights Ŵ′ = [W; bᵀ] at the start of the
@@ -118,16 +138,6 @@ class TttLinearLayer {
                                 {"out_proj", &p_.out_proj}})
       Checker("TttLinearLayer").require(std::all_of(v->begin(), v->end(), [](T e) { return std::isfinite(e); }), nm,
                                         "every value must be finite");
-    // τ (m): what every call passes to the op
-    tau_.resize(static_cast<std::size_t>(cfg_.mini_batch_size));
-    for (std::size_t i = 0; i < tau_.size(); ++i)
-      tau_[i] = std::max(T(1) / static_cast<T>(i + 1) + p_.token_idx_offset[i], T(0));
-    // Ŵ_0 (h, d + 1, d): W1 over b1
-    W0_.resize(static_cast<std::size_t>(h * (d + 1) * d));
-    for (index_t hh = 0; hh < h; ++hh) {
-      std::copy_n(p_.W1.begin() + hh * d * d, d * d, W0_.begin() + hh * (d + 1) * d);
-      std::copy_n(p_.b1.begin() + hh * d, d, W0_.begin() + hh * (d + 1) * d + d * d);
-    }
   }
 
   /// The authors' initialization: projections and lr_weight normal with std 0.02 (lr_weight as h stacked Linear(C, 1)),
@@ -160,6 +170,9 @@ class TttLinearLayer {
   index_t d_model() const { return cfg_.d_model; }
   const TttLinearConfig& config() const { return cfg_; }
   const TttLinearLayerParams<T>& params() const { return p_; }
+  /// The parameters, to update in place (an optimizer's step: train::ParamTree::add_all(prefix, layer.params())); τ and
+  /// Ŵ_0 are derived from them at every call, so nothing is left stale.
+  TttLinearLayerParams<T>& params() { return p_; }
   void set_threads(int threads) { threads_ = threads; }
 
   /// The state of b sequences before their first token: Ŵ′ = Ŵ_0 for each, nothing pending.
@@ -169,7 +182,8 @@ class TttLinearLayer {
     State s;
     s.b = b;
     s.W = Tensor::empty({b, h, d + 1, d}, dtype_of<T>());
-    for (index_t bi = 0; bi < b; ++bi) std::copy(W0_.begin(), W0_.end(), s.W.data_as<T>() + bi * size);
+    const std::vector<T> W0 = initial_weights();
+    for (index_t bi = 0; bi < b; ++bi) std::copy(W0.begin(), W0.end(), s.W.data_as<T>() + bi * size);
     s.pending = Tensor::zeros({b, h, d + 1, d}, dtype_of<T>());
     return s;
   }
@@ -180,7 +194,185 @@ class TttLinearLayer {
   /// The next t tokens x (b, t, d_model) → (b, t, d_model), continuing from `state` and updating it.
   Tensor step(const TensorView& x, State& state) const { return run("TttLinearLayer::step", x, &state); }
 
+  using Grads = head_mixer::MixerGrads<T, TttLinearLayerParams<T>>;
+
+  /// ∂L/∂x and ∂L/∂(every parameter) for grad_out = ∂L/∂y (b, l, d_model) contiguous, y = forward(x) (from the learned
+  /// initial weights). The forward is recomputed; the stages then run in reverse: out_proj, the gate, the post-norm,
+  /// the recurrence (ssm::ttt_linear_backward: q, k, v, η, the inner layer norm, τ and the initial weights Ŵ_0), τ's
+  /// clamp at 0, RoPE (the inverse rotation), η's sigmoid, and in_proj.
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    Checker c("TttLinearLayer::backward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, d = cfg_.head_dim(), C = cfg_.d_model;
+    const index_t P = cfg_.proj_dim(), rows = b * l, m = cfg_.mini_batch_size;
+    const DType dt = dtype_of<T>();
+    Grads gr;
+    gr.params = head_mixer::zeros_like(p_);
+    TttLinearLayerParams<T>& gp = gr.params;
+    gr.grad_x.assign(static_cast<std::size_t>(rows * C), T(0));
+    if (rows == 0) return gr;
+    // ---- the forward again ----
+    const Tensor proj = rotated_projection(x, 0);  // (b, l, P): RoPE'd q, k, then v, [g]
+    Tensor eta_pre;                                // (b l, h): lr_weight x + lr_bias
+    const Tensor eta = learning_rates(x, &eta_pre);
+    const std::vector<T> tau = position_weights();
+    const Tensor W0 = init_state(b).W;  // (b, h, d + 1, d)
+    TttLinearInputs in = op_inputs(proj, eta, tau, b, l);
+    in.initial_state = W0.view();
+    const TttLinearOptions opt = op_options();
+    Tensor o = Tensor::empty({b, l, h, d}, dt);  // (b, l, h, d) the recurrence's output
+    ttt_linear_into(in, o, std::nullopt, std::nullopt, opt);
+    Tensor o_n = Tensor::empty({rows, C}, dt);  // (b l, C): the post-norm's output
+    layer_norm_into(post_norm(o.view().reshape({rows, C})), o_n);
+    std::vector<T> o_g(o_n.data_as<T>(), o_n.data_as<T>() + rows * C);  // (b l, C): out_proj's input
+    const T* pr = proj.data_as<T>();
+    if (cfg_.use_gate)
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < C; ++j) o_g[r * C + j] *= scalar::gelu_tanh(pr[r * P + 3 * C + j]);
+    // ---- out_proj, the gate, the post-norm ----
+    std::vector<T> grad_proj(static_cast<std::size_t>(rows * P), T(0));  // (b, l, P)
+    std::vector<T> grad_og(static_cast<std::size_t>(rows * C));          // (b l, C)
+    linear_backward(o_g.data(), p_.out_proj.data(), grad_out.data_as<const T>(), grad_og.data(), gp.out_proj.data(),
+                    static_cast<T*>(nullptr), rows, C, C);
+    if (cfg_.use_gate)
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < C; ++j) {
+          const T g = pr[r * P + 3 * C + j], dy = grad_og[r * C + j];
+          grad_proj[r * P + 3 * C + j] = dy * o_n.data_as<T>()[r * C + j] * scalar::gelu_tanh_grad(g);
+          grad_og[r * C + j] = dy * scalar::gelu_tanh(g);  // now ∂L/∂o_n
+        }
+    Tensor grad_o = Tensor::empty({b, l, h, d}, dt);  // (b, l, h, d)
+    layernorm_backward(o.data_as<const T>(), p_.post_norm_weight.data(), grad_og.data(), grad_o.data_as<T>(),
+                       gp.post_norm_weight.data(), gp.post_norm_bias.data(), rows, C, cfg_.ln_eps);
+    // ---- the recurrence ----
+    const TttLinearGrads tg = ttt_linear_backward(in, grad_o.view(), std::nullopt, std::nullopt, opt);
+    std::copy_n(tg.grad_ln_weight.data_as<T>(), h * d, gp.ttt_norm_weight.data());
+    std::copy_n(tg.grad_ln_bias.data_as<T>(), h * d, gp.ttt_norm_bias.data());
+    for (index_t i = 0; i < m; ++i)  // τ_i = max(1 / (i + 1) + offset_i, 0)
+      if (T(1) / static_cast<T>(i + 1) + p_.token_idx_offset[i] > T(0))
+        gp.token_idx_offset[i] = tg.grad_position_weights.data_as<T>()[i];
+    const T* gW0 = tg.grad_initial_state.data_as<T>();  // (b, h, d + 1, d): Ŵ_0 = [W1; b1ᵀ] for every sequence
+    for (index_t bi = 0; bi < b; ++bi)
+      for (index_t hh = 0; hh < h; ++hh) {
+        const T* g = gW0 + (bi * h + hh) * (d + 1) * d;
+        for (index_t e = 0; e < d * d; ++e) gp.W1[hh * d * d + e] += g[e];
+        for (index_t e = 0; e < d; ++e) gp.b1[hh * d + e] += g[d * d + e];
+      }
+    // ---- q, k through RoPE's inverse; v ----
+    Tensor grad_qk = Tensor::empty({b, l, 2 * h, d}, dt);  // (b, l, 2h, d): ∂L/∂ q, k before the rotation
+    for (index_t r = 0; r < rows; ++r) {
+      std::copy_n(tg.grad_q.data_as<T>() + r * C, C, grad_qk.data_as<T>() + r * 2 * C);
+      std::copy_n(tg.grad_k.data_as<T>() + r * C, C, grad_qk.data_as<T>() + r * 2 * C + C);
+    }
+    RotaryOptions inverse = rope_options(0);
+    inverse.inverse = true;
+    rotary_into(grad_qk, grad_qk, inverse);
+    for (index_t r = 0; r < rows; ++r) {
+      std::copy_n(grad_qk.data_as<T>() + r * 2 * C, 2 * C, grad_proj.data() + r * P);
+      std::copy_n(tg.grad_v.data_as<T>() + r * C, C, grad_proj.data() + r * P + 2 * C);
+    }
+    // ---- η = lr σ(pre): dη/dpre = lr σ (1 − σ); in_proj ----
+    const T lr = static_cast<T>(cfg_.base_lr / static_cast<double>(d));
+    std::vector<T> grad_pre(static_cast<std::size_t>(rows * h));  // (b l, h)
+    for (index_t i = 0; i < rows * h; ++i) {
+      const T s = scalar::sigmoid(eta_pre.data_as<T>()[i]);
+      grad_pre[i] = tg.grad_eta.data_as<T>()[i] * lr * s * (T(1) - s);
+    }
+    std::vector<T> grad_x_eta(static_cast<std::size_t>(rows * C));
+    linear_backward(x.data_as<const T>(), p_.lr_weight.data(), grad_pre.data(), grad_x_eta.data(), gp.lr_weight.data(),
+                    gp.lr_bias.data(), rows, C, h);
+    linear_backward(x.data_as<const T>(), p_.in_proj.data(), grad_proj.data(), gr.grad_x.data(), gp.in_proj.data(),
+                    static_cast<T*>(nullptr), rows, C, P);
+    for (std::size_t i = 0; i < grad_x_eta.size(); ++i) gr.grad_x[i] += grad_x_eta[i];
+    return gr;
+  }
+
  private:
+  // The forward's stages, shared by run() and backward().
+
+  /// τ (m): τ_i = max(1 / (i + 1) + token_idx_offset_i, 0).
+  std::vector<T> position_weights() const {
+    std::vector<T> tau(static_cast<std::size_t>(cfg_.mini_batch_size));
+    for (std::size_t i = 0; i < tau.size(); ++i)
+      tau[i] = std::max(T(1) / static_cast<T>(i + 1) + p_.token_idx_offset[i], T(0));
+    return tau;
+  }
+
+  /// Ŵ_0 (h, d + 1, d): W1 over b1.
+  std::vector<T> initial_weights() const {
+    const index_t h = cfg_.heads, d = cfg_.head_dim();
+    std::vector<T> W0(static_cast<std::size_t>(h * (d + 1) * d));
+    for (index_t hh = 0; hh < h; ++hh) {
+      std::copy_n(p_.W1.begin() + hh * d * d, d * d, W0.begin() + hh * (d + 1) * d);
+      std::copy_n(p_.b1.begin() + hh * d, d, W0.begin() + hh * (d + 1) * d + d * d);
+    }
+    return W0;
+  }
+
+  RotaryOptions rope_options(index_t position) const {
+    RotaryOptions rope;
+    rope.base = cfg_.rope_base, rope.position_offset = position % cfg_.mini_batch_size;
+    rope.period = cfg_.mini_batch_size;
+    return rope;
+  }
+
+  /// proj (b, l, P) = in_proj(x), q and k rotated in place (adjacent column blocks: 2h heads of d), positions from
+  /// `position` mod m.
+  Tensor rotated_projection(const TensorView& x, index_t position) const {
+    const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, d = cfg_.head_dim(), C = cfg_.d_model;
+    const index_t P = cfg_.proj_dim();
+    Tensor proj = Tensor::empty({b, l, P}, dtype_of<T>());
+    project(TensorView::of(p_.in_proj.data(), {P, C}), x.reshape({b * l, C}), std::nullopt,
+            proj.view().reshape({b * l, P}), threads_);
+    const TensorView qk = part(proj, 0, {b, l, 2 * h, d}, {l * P, P, d, 1});
+    rotary_into(qk, qk, rope_options(position));
+    return proj;
+  }
+
+  /// η (b, l, h) = base_lr σ(lr_weight x + lr_bias) / d; the pre-activation (b l, h) into *pre when asked for.
+  Tensor learning_rates(const TensorView& x, Tensor* pre = nullptr) const {
+    const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, C = cfg_.d_model;
+    Tensor eta = Tensor::empty({b, l, h}, dtype_of<T>());
+    project(TensorView::of(p_.lr_weight.data(), {h, C}), x.reshape({b * l, C}), TensorView::of(p_.lr_bias.data(), {h}),
+            eta.view().reshape({b * l, h}), threads_);
+    if (pre) {
+      *pre = Tensor::empty({b * l, h}, dtype_of<T>());
+      copy(pre->view(), eta.view().reshape({b * l, h}));
+    }
+    const T lr = static_cast<T>(cfg_.base_lr / static_cast<double>(cfg_.head_dim()));
+    for (index_t i = 0; i < eta.numel(); ++i) eta.data_as<T>()[i] = lr * scalar::sigmoid(eta.data_as<T>()[i]);
+    return eta;
+  }
+
+  /// The op's inputs: q, k, v views of proj, η, the inner layer norm, τ (which must outlive them).
+  TttLinearInputs op_inputs(const Tensor& proj, const Tensor& eta, const std::vector<T>& tau, index_t b,
+                            index_t l) const {
+    const index_t h = cfg_.heads, d = cfg_.head_dim(), C = cfg_.d_model, P = cfg_.proj_dim();
+    TttLinearInputs in;
+    in.q = part(proj, 0, {b, l, h, d}, {l * P, P, d, 1});
+    in.k = part(proj, C, {b, l, h, d}, {l * P, P, d, 1});
+    in.v = part(proj, 2 * C, {b, l, h, d}, {l * P, P, d, 1});
+    in.eta = eta.view();
+    in.ln_weight = TensorView::of(p_.ttt_norm_weight.data(), {h, d});
+    in.ln_bias = TensorView::of(p_.ttt_norm_bias.data(), {h, d});
+    in.position_weights = TensorView::of(tau.data(), {cfg_.mini_batch_size});
+    return in;
+  }
+
+  TttLinearOptions op_options() const {
+    TttLinearOptions opt;
+    opt.mini_batch_size = cfg_.mini_batch_size, opt.ln_eps = cfg_.ln_eps, opt.threads = threads_;
+    return opt;
+  }
+
+  /// The post-norm over C of rows (b l, C).
+  LayerNormInputs post_norm(const TensorView& rows) const {
+    const index_t C = cfg_.d_model;
+    return LayerNormInputs{rows, TensorView::of(p_.post_norm_weight.data(), {C}),
+                           TensorView::of(p_.post_norm_bias.data(), {C}), cfg_.ln_eps};
+  }
+
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
@@ -200,31 +392,11 @@ class TttLinearLayer {
     if (rows == 0) return out;
     const index_t position = state ? state->position : 0;
 
-    Tensor proj = Tensor::empty({b, l, P}, dt);  // (b, l, P): q, k, v, [g]
-    project(TensorView::of(p_.in_proj.data(), {P, C}), x.reshape({rows, C}), std::nullopt,
-            proj.view().reshape({rows, P}), threads_);
-    // RoPE on q and k (adjacent column blocks: 2h heads of d), in place, positions mod m
-    RotaryOptions rope;
-    rope.base = cfg_.rope_base, rope.position_offset = position % m, rope.period = m;
-    const TensorView qk = part(proj, 0, {b, l, 2 * h, d}, {l * P, P, d, 1});
-    rotary_into(qk, qk, rope);
-    // η (b, l, h) = base_lr σ(lr_weight x + lr_bias) / d
-    Tensor eta = Tensor::empty({b, l, h}, dt);
-    project(TensorView::of(p_.lr_weight.data(), {h, C}), x.reshape({rows, C}), TensorView::of(p_.lr_bias.data(), {h}),
-            eta.view().reshape({rows, h}), threads_);
-    const T lr = static_cast<T>(cfg_.base_lr / static_cast<double>(d));
-    for (index_t i = 0; i < eta.numel(); ++i) eta.data_as<T>()[i] = lr * scalar::sigmoid(eta.data_as<T>()[i]);
-
-    TttLinearInputs in;
-    in.q = part(proj, 0, {b, l, h, d}, {l * P, P, d, 1});
-    in.k = part(proj, C, {b, l, h, d}, {l * P, P, d, 1});
-    in.v = part(proj, 2 * C, {b, l, h, d}, {l * P, P, d, 1});
-    in.eta = eta.view();
-    in.ln_weight = TensorView::of(p_.ttt_norm_weight.data(), {h, d});
-    in.ln_bias = TensorView::of(p_.ttt_norm_bias.data(), {h, d});
-    in.position_weights = TensorView::of(tau_.data(), {m});
-    TttLinearOptions opt;
-    opt.mini_batch_size = m, opt.ln_eps = cfg_.ln_eps, opt.threads = threads_;
+    const Tensor proj = rotated_projection(x, position);  // (b, l, P): q, k (rotated), v, [g]
+    const Tensor eta = learning_rates(x);                 // (b, l, h)
+    const std::vector<T> tau = position_weights();         // (m)
+    TttLinearInputs in = op_inputs(proj, eta, tau, b, l);
+    TttLinearOptions opt = op_options();
     Tensor o = Tensor::empty({b, l, h, d}, dt);  // (b, l, h, d)
     if (state && l == 1) {  // one token: the decode step updates the state in place
       TttLinearInputs one = in;
@@ -247,9 +419,7 @@ class TttLinearLayer {
     if (state) state->position += l;
     // post-norm over C, then the gate, then out_proj
     const TensorView o_rows = o.view().reshape({rows, C});
-    layer_norm_into(LayerNormInputs{o_rows, TensorView::of(p_.post_norm_weight.data(), {C}),
-                                    TensorView::of(p_.post_norm_bias.data(), {C}), cfg_.ln_eps},
-                    o_rows);
+    layer_norm_into(post_norm(o_rows), o_rows);
     if (cfg_.use_gate) {
       T* os = o.data_as<T>();
       const T* g = proj.data_as<T>() + 3 * C;
@@ -262,8 +432,6 @@ class TttLinearLayer {
 
   TttLinearConfig cfg_;
   TttLinearLayerParams<T> p_;
-  std::vector<T> tau_;  // (m)
-  std::vector<T> W0_;   // (h, d + 1, d)
   int threads_ = 0;
 };
 

@@ -20,6 +20,7 @@ struct RotaryOptions {
   index_t position_offset = 0;  // >= 0: the position of step 0
   index_t period = 0;           // >= 0; > 0: positions taken mod period (TTT: the mini-batch size)
   bool interleaved = true;      // pairs (2i, 2i + 1); false: (i, i + d / 2)
+  bool inverse = false;         // rotate by −angle (Rᵀ = R⁻¹): the backward of the rotation, ∂L/∂x = Rᵀ ∂L/∂y
 };
 
 enum class RotaryPath { automatic, reference };
@@ -42,6 +43,7 @@ inline std::string rotary_into(const TensorView& x, const TensorView& y, const R
   p.x = x.data(), p.y = y.data();
   for (int i = 0; i < 3; ++i) p.x_strides[i] = x.stride(i), p.y_strides[i] = y.stride(i);
   p.base = opt.base, p.position_offset = opt.position_offset, p.period = opt.period, p.interleaved = opt.interleaved;
+  p.inverse = opt.inverse;
   if (path == RotaryPath::reference) {
     reference::rotary_forward(p);
     return "reference";

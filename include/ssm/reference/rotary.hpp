@@ -21,7 +21,7 @@ inline void rotary_forward(const RotaryParams& p) {
           const double angle = static_cast<double>(p.position(t)) *
                                std::pow(p.base, -2.0 * static_cast<double>(i) / static_cast<double>(p.dim));
           const double a = load_real(p.x, p.dtype, xo + p.first(i)), b = load_real(p.x, p.dtype, xo + p.second(i));
-          const double c = std::cos(angle), s = std::sin(angle);
+          const double c = std::cos(angle), s = p.inverse ? -std::sin(angle) : std::sin(angle);
           store_real(p.y, p.dtype, yo + p.first(i), a * c - b * s);
           store_real(p.y, p.dtype, yo + p.second(i), a * s + b * c);
         }

@@ -1,7 +1,7 @@
 // rotary (ops/rotary.hpp): channel pair i of the token at position pos rotated by pos · base^(−2i / d). The CPU path
 // (cos and sin tabulated in the compute type) against the op's reference in double: f64 and f32, the smallest pair,
 // interleaved and split pairs, position offsets (far ones: angles of 10^5 radians), positions mod a period (TTT's
-// mini-batch), strided x and y, y written over x (in place), no steps.
+// mini-batch), strided x and y, y written over x (in place), no steps, the inverse rotation (the backward).
 #include <string>
 #include <vector>
 
@@ -15,6 +15,7 @@ struct RotShape {
   index_t b, l, h, d;
   bool interleaved, in_place;
   index_t offset, period, pad;  // pad > 0: x and y with pad elements after every head's row
+  bool inverse = false;         // the rotation's backward (by −angle)
 };
 
 const RotShape& shape_of(const Case& c) { return *std::any_cast<RotShape>(&c.params); }
@@ -27,6 +28,8 @@ std::vector<Case> rot_cases() {
       {2, 6, 2, 64, true, true, 100000, 0, 0},   // in place, far positions
       {1, 12, 1, 6, false, true, 3, 5, 2},       // in place, strided, offset and period
       {1, 0, 2, 4, true, false, 0, 0, 0},        // no steps
+      {2, 9, 3, 8, true, false, 0, 4, 0, true},  // the inverse, positions mod 4 (TTT's backward)
+      {1, 17, 2, 16, false, true, 5, 0, 3, true},  // the inverse, split pairs, in place, strided
   };
   std::vector<Case> cases;
   std::mt19937_64 rng(43);
@@ -37,7 +40,7 @@ std::vector<Case> rot_cases() {
                " d=" + std::to_string(s.d) + (s.interleaved ? " interleaved" : " split") +
                (s.offset ? " offset=" + std::to_string(s.offset) : "") +
                (s.period ? " period=" + std::to_string(s.period) : "") + (s.in_place ? " in-place" : "") +
-               (s.pad ? " strided" : "") + " " + std::string(ssm::name(dt));
+               (s.pad ? " strided" : "") + (s.inverse ? " inverse" : "") + " " + std::string(ssm::name(dt));
       const Tensor x = uniform(rng, {s.b, s.l, s.h, s.d}, dt, -2, 2);  // (b, l, h, d)
       c.inputs.push_back(s.pad ? strided_arg("x", x, s.pad) : dense_arg("x", x));
       const index_t row = s.d + s.pad;
@@ -50,7 +53,7 @@ std::vector<Case> rot_cases() {
 
 ssm::RotaryOptions rot_options(const RotShape& s) {
   ssm::RotaryOptions o;
-  o.interleaved = s.interleaved, o.position_offset = s.offset, o.period = s.period;
+  o.interleaved = s.interleaved, o.position_offset = s.offset, o.period = s.period, o.inverse = s.inverse;
   return o;
 }
 

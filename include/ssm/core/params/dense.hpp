@@ -64,6 +64,7 @@ struct RotaryParams {
   double base = 10000;
   std::int64_t position_offset = 0, period = 0;
   bool interleaved = true;
+  bool inverse = false;      // rotate by −angle: Rᵀ, the rotation's backward
   DType dtype = DType::f32;  // of x and y
 
   /// The position of step t and the pair (first, second) channels of pair i.
