@@ -1,7 +1,8 @@
 // A hybrid stack of sequence-mixer layers with pre-norm residual blocks, x ← x + mixer_i(RMSNorm_i(x)), so
 // attention can be interleaved with state-space layers (Jamba, Lieber et al. 2024: one attention layer every
 // k layers, the others Mamba). The mixer types are template parameters satisfying SequenceMixer; each
-// layer holds one of them (std::variant), and decoding carries one State per layer (KV cache, SSM state, …).
+// layer holds one of them (std::variant), and decoding carries one State per layer (KV cache, SSM state, …). A stack
+// of TrainableMixers also has a backward and a walk over its parameters (for_each), what an optimizer needs.
 #pragma once
 
 #include <cmath>
@@ -9,12 +10,14 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/layers/basic.hpp"
 #include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::models {
@@ -28,6 +31,28 @@ concept SequenceMixer = requires(const M& m, const TensorView& x, typename M::St
   { m.init_state(b) } -> std::same_as<typename M::State>;
   { m.step(x, s) } -> std::same_as<Tensor>;
 };
+
+/// What a stack's backward needs of a layer besides SequenceMixer (element type T): backward(x, grad_out) returning
+/// grad_x ((b l d_model) values of T) and params (the layer's parameter struct, of gradients), and params() with
+/// for_each(f(name, std::vector<T>&)): DeltaNetLayer, LinearAttentionLayer, Rwkv7Layer (without the value residual),
+/// TttLinearLayer.
+template <class M, class T>
+concept TrainableMixer = SequenceMixer<M> && requires(M& m, const M& cm, const TensorView& x) {
+  { cm.backward(x, x).grad_x } -> std::convertible_to<std::vector<T>>;
+  m.params().for_each([](const char*, std::vector<T>&) {});
+};
+
+namespace detail {
+/// The type of m.params() (a mixer's parameter struct), or std::monostate for a mixer without one.
+template <class M, class = void>
+struct params_of {
+  using type = std::monostate;
+};
+template <class M>
+struct params_of<M, std::void_t<decltype(std::declval<M&>().params())>> {
+  using type = std::decay_t<decltype(std::declval<M&>().params())>;
+};
+}  // namespace detail
 
 /// Pre-norm residual stack over layers of the types Mixers (element type T; x contiguous (b, l, d_model)).
 template <class T, SequenceMixer... Mixers>
@@ -74,6 +99,78 @@ class HybridStack {
       add_into(h, y);
     }
     return h;
+  }
+
+  /// The gradients of backward: ∂L/∂x, each layer's RMSNorm weight, each layer's parameters (the variant holds the
+  /// Params type of that layer's mixer).
+  template <class... Ps>
+  struct GradsOf {
+    std::vector<T> grad_x;                     // (b, l, d_model)
+    std::vector<std::vector<T>> norm_weights;  // per layer (d_model)
+    std::vector<std::variant<Ps...>> layers;   // per layer
+    /// f(name, vector) for each gradient, named as the stack's for_each names the parameters.
+    template <class F>
+    void for_each(F&& f) {
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const std::string prefix = "layers." + std::to_string(i) + ".";
+        f((prefix + "norm.weight").c_str(), norm_weights[i]);
+        std::visit([&](auto& p) { p.for_each([&](const char* n, std::vector<T>& v) { f((prefix + n).c_str(), v); }); },
+                   layers[i]);
+      }
+    }
+  };
+  using Grads = GradsOf<typename detail::params_of<Mixers>::type...>;
+
+  /// ∂L/∂x and every parameter's gradient for grad_out = ∂L/∂y (b, l, d_model) contiguous, y = forward(x): the forward
+  /// again (keeping each layer's input), then per layer from the last, h ← h + mixer(RMSNorm(h)) in reverse:
+  /// ∂L/∂h += RMSNorm'ᵀ (mixer.backward(RMSNorm(h), ∂L/∂h).grad_x). Every mixer must be a TrainableMixer.
+  Grads backward(const TensorView& x, const TensorView& grad_out) const
+    requires(TrainableMixer<Mixers, T> && ...)
+  {
+    check_input("HybridStack::backward", x);
+    Checker c("HybridStack::backward");
+    c.defined("grad_out", grad_out).dtype("grad_out", grad_out, dtype_of<T>()).contiguous("grad_out", grad_out);
+    c.shape("grad_out", grad_out, {x.size(0), x.size(1), d_model_}).device("grad_out", grad_out, Device::cpu());
+    const index_t rows = x.size(0) * x.size(1), n = rows * d_model_;
+    std::vector<Tensor> inputs;  // per layer: its residual-stream input (b, l, d_model)
+    Tensor h = copy_of(x);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      inputs.push_back(copy_of(h));
+      const Tensor y = std::visit([&](const auto& m) { return m.forward(pre_norm(h, norm_weights_[i])); }, layers_[i]);
+      add_into(h, y);
+    }
+    Grads g;
+    g.grad_x.assign(grad_out.data_as<const T>(), grad_out.data_as<const T>() + n);  // ∂L/∂h, from the top
+    g.norm_weights.assign(layers_.size(), std::vector<T>(static_cast<std::size_t>(d_model_), T(0)));
+    g.layers.resize(layers_.size());
+    std::vector<T> grad_in(static_cast<std::size_t>(n));  // ∂L/∂h through the norm
+    for (std::size_t i = layers_.size(); i-- > 0;) {
+      const Tensor normed = pre_norm(inputs[i], norm_weights_[i]);
+      Tensor gh = Tensor::empty(x.shape(), dtype_of<T>());  // ∂L/∂(this layer's output)
+      std::copy(g.grad_x.begin(), g.grad_x.end(), gh.data_as<T>());
+      with_index(layers_[i].index(), [&](auto I) {
+        auto mg = std::get<I>(layers_[i]).backward(normed, gh);
+        layers::rmsnorm_backward(inputs[i].data_as<const T>(), norm_weights_[i].data(), mg.grad_x.data(),
+                                 grad_in.data(), g.norm_weights[i].data(), rows, d_model_, eps_);
+        g.layers[i].template emplace<I>(std::move(mg.params));
+      });
+      for (index_t e = 0; e < n; ++e) g.grad_x[e] += grad_in[e];
+    }
+    return g;
+  }
+
+  /// f(name, vector) for every parameter: "layers.<i>.norm.weight", then "layers.<i>.<the mixer's names>" (what
+  /// train::ParamTree::add_all walks). Every mixer must be a TrainableMixer.
+  template <class F>
+  void for_each(F&& f)
+    requires(TrainableMixer<Mixers, T> && ...)
+  {
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const std::string prefix = "layers." + std::to_string(i) + ".";
+      f((prefix + "norm.weight").c_str(), norm_weights_[i]);
+      std::visit([&](auto& m) { m.params().for_each([&](const char* n, std::vector<T>& v) { f((prefix + n).c_str(), v); }); },
+                 layers_[i]);
+    }
   }
 
   /// Decoding state for batch b: each layer's init_state(b).

@@ -1,0 +1,160 @@
+// A language model to train over a HybridStack: a token embedding E (V, d), the stack's pre-norm residual layers, a
+// final RMSNorm and an untied head W (V, d):
+//
+//   h = E[ids]   z = stack(h)   logits = RMSNorm(z) ⊙ norm_f · Wᵀ   loss = cross_entropy(logits, targets)
+//
+// step() computes the mean loss over the counted targets, how many the argmax got right, and every parameter's
+// gradient (the stack's backward, which runs its forward again). for_each walks the parameters by name (embedding,
+// layers.<i>.…, norm_f.weight, lm_head), what train::ParamTree::add_all and the training state use; Grads::for_each
+// walks the gradients under the same names. CPU tensors of T = float or double.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ssm/core/check.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/layers/basic.hpp"
+#include "ssm/models/hybrid.hpp"
+#include "ssm/ops/cross_entropy.hpp"
+#include "ssm/ops/embedding.hpp"
+
+namespace ssm::models {
+
+template <class T, SequenceMixer... Mixers>
+class StackLM {
+ public:
+  using Stack = HybridStack<T, Mixers...>;
+
+  struct Grads {
+    std::vector<T> embedding, norm_f, lm_head;  // (V, d), (d), (V, d)
+    typename Stack::Grads stack;
+    template <class F>
+    void for_each(F&& f) {
+      f("embedding", embedding);
+      stack.for_each([&](const char* n, std::vector<T>& v) { f(n, v); });
+      f("norm_f.weight", norm_f);
+      f("lm_head", lm_head);
+    }
+  };
+
+  /// What one step measured: the mean loss over counted targets, their count, and how many the argmax predicted.
+  struct StepResult {
+    double loss = 0;
+    index_t count = 0, correct = 0;
+  };
+
+  /// vocab tokens over `stack`; the embedding drawn from N(0, 1), the head from N(0, 1 / d), norm_f ones, from seed.
+  StackLM(index_t vocab, Stack stack, std::uint64_t seed, double norm_eps = 1e-5)
+      : V_(vocab), stack_(std::move(stack)), eps_(norm_eps) {
+    Checker c("StackLM");
+    c.require(vocab >= 1, "vocab", "must be >= 1, got ", vocab);
+    c.positive("norm_eps", norm_eps);
+    const index_t d = stack_.d_model();
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    E_.resize(static_cast<std::size_t>(V_ * d)), W_.resize(E_.size());
+    for (T& e : E_) e = static_cast<T>(normal(rng));
+    for (T& w : W_) w = static_cast<T>(normal(rng) / std::sqrt(static_cast<double>(d)));
+    norm_f_.assign(static_cast<std::size_t>(d), T(1));
+  }
+
+  index_t vocab() const { return V_; }
+  index_t d_model() const { return stack_.d_model(); }
+  const Stack& stack() const { return stack_; }
+  Stack& stack() { return stack_; }
+
+  /// logits (b, l, V) for ids (b, l) i32 | i64 contiguous.
+  Tensor logits(const TensorView& ids) const {
+    Tensor z, n;
+    return logits_of(ids, z, n);
+  }
+
+  /// The mean cross-entropy of targets (b l) i32 | i64 (ignore_index −100) given ids (b, l), and every parameter's
+  /// gradient into g (resized; earlier contents discarded).
+  StepResult step(const TensorView& ids, const TensorView& targets, Grads& g) const {
+    Checker c("StackLM::step");
+    const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
+    c.shape("targets", targets, {rows});
+    Tensor z, n;                                // (b, l, d): the stack's output, the normalized rows
+    Tensor lg = logits_of(ids, z, n);           // (b, l, V), then ∂L/∂logits in place
+    const TensorView lr = lg.view().reshape({rows, V_});
+    StepResult r;
+    {
+      const T* L = lg.data_as<T>();
+      for (index_t i = 0; i < rows; ++i) {
+        const std::int64_t t = targets.dtype() == DType::i32 ? targets.data_as<const std::int32_t>()[i]
+                                                             : targets.data_as<const std::int64_t>()[i];
+        if (t < 0 || t >= V_) continue;  // ignored (cross_entropy rejects any other bad target)
+        index_t best = 0;
+        for (index_t j = 1; j < V_; ++j)
+          if (L[i * V_ + j] > L[i * V_ + best]) best = j;
+        r.correct += best == t;
+      }
+    }
+    const CrossEntropyResult ce = cross_entropy({lr, targets}, lr);
+    r.loss = ce.loss, r.count = ce.count;
+    g.lm_head.assign(W_.size(), T(0));
+    g.norm_f.assign(norm_f_.size(), T(0));
+    g.embedding.assign(E_.size(), T(0));
+    std::vector<T> grad_n(static_cast<std::size_t>(rows * d));  // ∂L/∂(normalized rows)
+    layers::linear_backward(n.data_as<const T>(), W_.data(), lg.data_as<const T>(), grad_n.data(), g.lm_head.data(),
+                            static_cast<T*>(nullptr), rows, d, V_);
+    Tensor grad_z = Tensor::empty({b, l, d}, dtype_of<T>());
+    layers::rmsnorm_backward(z.data_as<const T>(), norm_f_.data(), grad_n.data(), grad_z.data_as<T>(), g.norm_f.data(),
+                             rows, d, eps_);
+    Tensor h = embed(ids);
+    g.stack = stack_.backward(h, grad_z);
+    const DType id_dt = ids.dtype();
+    if (id_dt == DType::i32)
+      layers::embedding_backward(ids.data_as<const std::int32_t>(), g.stack.grad_x.data(), g.embedding.data(), rows, d);
+    else
+      layers::embedding_backward(ids.data_as<const std::int64_t>(), g.stack.grad_x.data(), g.embedding.data(), rows, d);
+    return r;
+  }
+
+  /// f(name, vector) for every parameter: "embedding", the stack's "layers.<i>.…", "norm_f.weight", "lm_head".
+  template <class F>
+  void for_each(F&& f) {
+    f("embedding", E_);
+    stack_.for_each([&](const char* n, std::vector<T>& v) { f(n, v); });
+    f("norm_f.weight", norm_f_);
+    f("lm_head", W_);
+  }
+
+ private:
+  /// h (b, l, d) = E[ids] (ssm::embedding: ids outside [0, V) are an ssm::Error naming 'ids').
+  Tensor embed(const TensorView& ids) const {
+    Checker c("StackLM");
+    c.defined("ids", ids).rank("ids", ids, 2).contiguous("ids", ids);
+    const index_t b = ids.size(0), l = ids.size(1), d = d_model();
+    Tensor h = Tensor::empty({b, l, d}, dtype_of<T>());
+    embedding_into(ids.reshape({b * l}), TensorView::of(E_.data(), {V_, d}), h.view().reshape({b * l, d}));
+    return h;
+  }
+
+  /// logits (b, l, V), keeping z = stack(E[ids]) and n = RMSNorm(z) ⊙ norm_f.
+  Tensor logits_of(const TensorView& ids, Tensor& z, Tensor& n) const {
+    const Tensor h = embed(ids);
+    const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
+    z = stack_.forward(h);
+    n = Tensor::empty({b, l, d}, dtype_of<T>());
+    rms_norm_into({z.view().reshape({rows, d}), TensorView::of(norm_f_.data(), {d}), std::nullopt, eps_},
+                  n.view().reshape({rows, d}));
+    Tensor lg = Tensor::empty({b, l, V_}, dtype_of<T>());
+    layers::project(TensorView::of(W_.data(), {V_, d}), n.view().reshape({rows, d}), std::nullopt,
+                    lg.view().reshape({rows, V_}), 0);
+    return lg;
+  }
+
+  index_t V_;
+  Stack stack_;
+  double eps_;
+  std::vector<T> E_, W_, norm_f_;  // (V, d), (V, d), (d)
+};
+
+}  // namespace ssm::models
