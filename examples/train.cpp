@@ -60,7 +60,17 @@ Options parse(int argc, char** argv) {
     const std::string a = argv[i];
     SSM_CHECK(i + 1 < argc, "example_train: ", a, " needs a value");
     const std::string v = argv[++i];
-    auto num = [&] { return std::stoll(v); };
+    auto num = [&] {
+      std::size_t used = 0;
+      long long n = 0;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      SSM_CHECK(used == v.size() && !v.empty(), "example_train: ", a, " expects an integer, got '", v, "'");
+      return n;
+    };
     if (a == "--mixer") o.mixer = v;
     else if (a == "--task") o.task = v;
     else if (a == "--layers") o.layers = num();
@@ -71,7 +81,15 @@ Options parse(int argc, char** argv) {
     else if (a == "--batch") o.batch = num();
     else if (a == "--steps") o.steps = num();
     else if (a == "--warmup") o.warmup = num();
-    else if (a == "--lr") o.lr = std::stod(v);
+    else if (a == "--lr") {
+      std::size_t used = 0;
+      try {
+        o.lr = std::stod(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      SSM_CHECK(used == v.size() && !v.empty(), "example_train: --lr expects a number, got '", v, "'");
+    }
     else if (a == "--seed") o.seed = static_cast<std::uint64_t>(num());
     else if (a == "--threads") o.threads = static_cast<int>(num());
     else if (a == "--out") o.out = v;

@@ -128,6 +128,10 @@ TEST(CrossEntropy, BadInputIsAnErrorNamingTheArgument) {
   expect_arg_error("grad_logits", [&] { ssm::cross_entropy({logits, t012}, g32.view()); });
   Tensor g_small = Tensor::empty({3, 4}, DType::f64);
   expect_arg_error("grad_logits", [&] { ssm::cross_entropy({logits, t012}, g_small.view()); });
+  // A gradient buffer overlapping the logits, one element off: refused (in place means the logits themselves).
+  Tensor wide = Tensor::empty({4 * 5 + 1}, DType::f64);
+  const TensorView lw = wide.view().narrow(0, 0, 15).reshape({3, 5}), gw = wide.view().narrow(0, 1, 15).reshape({3, 5});
+  expect_arg_error("grad_logits", [&] { ssm::cross_entropy({lw, t012}, gw); });
 }
 
 // ---- AdamW, the schedule, clipping, the tree --------------------------------------------------------------------
@@ -285,8 +289,25 @@ double train_step(TinyLM& model, AdamW<double>& opt, std::mt19937_64& data, cons
   return loss;
 }
 
-// A stack of three different mixers (Gated DeltaNet, GLA, TTT-Linear, RWKV-7): its backward against central
-// differences for ∂L/∂x and every parameter, the norms' included, named as for_each names them.
+TEST(StackLM, BadInputIsAnErrorNamingTheArgument) {
+  TinyLM model = tiny_lm(5, 7);
+  Tensor ids = Tensor::zeros({2, 3}, DType::i64), targets = Tensor::zeros({6}, DType::i64);
+  TinyLM::Grads g;
+  const Tensor f32_targets = Tensor::zeros({6}, DType::f32), short_targets = Tensor::zeros({5}, DType::i64);
+  const Tensor flat_ids = Tensor::zeros({6}, DType::i64), f64_ids = Tensor::zeros({2, 3}, DType::f64);
+  expect_arg_error("targets", [&] { model.step(ids, f32_targets, g); });
+  expect_arg_error("targets", [&] { model.step(ids, short_targets, g); });
+  expect_arg_error("ids", [&] { model.step(flat_ids, targets, g); });
+  expect_arg_error("ids", [&] { model.step(f64_ids, targets, g); });
+  ids.data_as<std::int64_t>()[4] = 5;  // vocab 5: out of range
+  expect_arg_error("ids", [&] { model.step(ids, targets, g); });
+  ids.data_as<std::int64_t>()[4] = 0, targets.data_as<std::int64_t>()[2] = 7;
+  expect_arg_error("targets", [&] { model.step(ids, targets, g); });
+}
+
+// A stack of four different mixers (Gated DeltaNet, GLA, TTT-Linear, RWKV-7): its backward against central
+// differences for ∂L/∂x and every parameter, the norms' included, named as for_each names them (up to 64 elements of
+// each, odd-strided, to keep the test short under the sanitizers).
 TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
   using ssm::layers::LinearAttentionConfig;
   using ssm::layers::LinearAttentionLayer;
@@ -338,7 +359,7 @@ TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
     std::copy(v.begin(), v.end(), t.data_as<double>());
     return t;
   };
-  ssm_test::expect_central_differences("x", x, as_tensor(g.grad_x), loss);
+  ssm_test::expect_central_differences("x", x, as_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
   std::map<std::string, std::vector<double>> grad_of;
   g.for_each([&](const char* name, std::vector<double>& v) { grad_of[name] = v; });
   int checked = 0;
@@ -347,10 +368,13 @@ TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
     ASSERT_EQ(grad_of[name].size(), v.size()) << name;
     Tensor pt = as_tensor(v);
     std::vector<double>& live = v;
-    ssm_test::expect_central_differences(name, pt, as_tensor(grad_of[name]), [&] {
-      std::copy_n(pt.data_as<double>(), pt.numel(), live.data());
-      return loss();
-    });
+    ssm_test::expect_central_differences(
+        name, pt, as_tensor(grad_of[name]),
+        [&] {
+          std::copy_n(pt.data_as<double>(), pt.numel(), live.data());
+          return loss();
+        },
+        1e-6, 1e-7, 64);
     std::copy_n(pt.data_as<double>(), pt.numel(), live.data());
     ++checked;
   });
@@ -380,11 +404,14 @@ TEST(StackLM, StepGradientsMatchCentralDifferences) {
     ASSERT_EQ(grad_of[name].size(), v.size()) << name;
     std::copy(grad_of[name].begin(), grad_of[name].end(), gt.data_as<double>());
     std::vector<double>& live = v;
-    ssm_test::expect_central_differences(name, pt, gt, [&] {
-      std::copy_n(pt.data_as<double>(), pt.numel(), live.data());
-      const Tensor logits = model.logits(ids);
-      return ssm::cross_entropy({logits.view().reshape({10, 5}), targets}).loss;
-    });
+    ssm_test::expect_central_differences(
+        name, pt, gt,
+        [&] {
+          std::copy_n(pt.data_as<double>(), pt.numel(), live.data());
+          const Tensor logits = model.logits(ids);
+          return ssm::cross_entropy({logits.view().reshape({10, 5}), targets}).loss;
+        },
+        1e-6, 1e-7, 64);
     std::copy_n(pt.data_as<double>(), pt.numel(), live.data());
     ++checked;
   });

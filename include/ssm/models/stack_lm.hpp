@@ -78,8 +78,10 @@ class StackLM {
   /// gradient into g (resized; earlier contents discarded).
   StepResult step(const TensorView& ids, const TensorView& targets, Grads& g) const {
     Checker c("StackLM::step");
+    check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
-    c.shape("targets", targets, {rows});
+    c.defined("targets", targets).dtype_in("targets", targets, {DType::i32, DType::i64}).shape("targets", targets, {rows});
+    c.contiguous("targets", targets).device("targets", targets, Device::cpu());
     Tensor z, n;                                // (b, l, d): the stack's output, the normalized rows
     Tensor lg = logits_of(ids, z, n);           // (b, l, V), then ∂L/∂logits in place
     const TensorView lr = lg.view().reshape({rows, V_});
@@ -127,10 +129,15 @@ class StackLM {
   }
 
  private:
+  /// ids must be a contiguous (b, l) CPU tensor of token ids (i32 | i64; their range is the embedding op's check).
+  static void check_ids(const Checker& c, const TensorView& ids) {
+    c.defined("ids", ids).rank("ids", ids, 2).dtype_in("ids", ids, {DType::i32, DType::i64}).contiguous("ids", ids);
+    c.device("ids", ids, Device::cpu());
+  }
+
   /// h (b, l, d) = E[ids] (ssm::embedding: ids outside [0, V) are an ssm::Error naming 'ids').
   Tensor embed(const TensorView& ids) const {
-    Checker c("StackLM");
-    c.defined("ids", ids).rank("ids", ids, 2).contiguous("ids", ids);
+    check_ids(Checker("StackLM"), ids);
     const index_t b = ids.size(0), l = ids.size(1), d = d_model();
     Tensor h = Tensor::empty({b, l, d}, dtype_of<T>());
     embedding_into(ids.reshape({b * l}), TensorView::of(E_.data(), {V_, d}), h.view().reshape({b * l, d}));

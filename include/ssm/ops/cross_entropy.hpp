@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ssm/core/check.hpp"
@@ -65,8 +66,18 @@ inline CrossEntropyResult cross_entropy(const CrossEntropyInputs& in,
     const TensorView& g = *grad_logits;
     c.defined("grad_logits", g).same_dtype("grad_logits", g, "logits", in.logits).shape("grad_logits", g, {rows, vocab});
     c.unit_stride("grad_logits", g, 1).device("grad_logits", g, device);
-    c.require(g.data() != in.logits.data() || g.stride(0) == in.logits.stride(0) || rows * vocab == 0, "grad_logits",
-              "may overwrite the logits only with the same row stride (", in.logits.stride(0), "), got ", g.stride(0));
+    // In place is the logits' own elements, row for row; any other overlap would read logits already overwritten.
+    const std::size_t es = size_of(p.dtype);
+    auto span = [&](const TensorView& t) {  // [first byte, one past the last) of the elements
+      const char* a = static_cast<const char*>(t.data());
+      return std::pair<const char*, const char*>(a, a + ((rows - 1) * t.stride(0) + vocab) * static_cast<index_t>(es));
+    };
+    const bool same = g.data() == in.logits.data() && g.stride(0) == in.logits.stride(0);
+    const auto [g0, g1] = span(g);
+    const auto [l0, l1] = span(in.logits);
+    c.require(same || rows * vocab == 0 || g1 <= l0 || l1 <= g0, "grad_logits",
+              "overlaps the logits without being them (the same data and row stride, ", in.logits.stride(0),
+              "): pass the logits themselves to compute in place, or a separate buffer");
     p.grad_logits = g.data(), p.grad_row_stride = g.stride(0);
   }
   CrossEntropyResult r;
