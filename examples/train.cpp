@@ -103,6 +103,16 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
+/// What a training state records of the run (train::save_training_state's extra metadata), so that a resume with
+/// other options is refused rather than continued with other semantics.
+std::map<std::string, std::string> run_options(const Options& o) {
+  auto str = [](auto v) { return std::to_string(v); };
+  return {{"example_train.mixer", o.mixer}, {"example_train.task", o.task}, {"example_train.layers", str(o.layers)},
+          {"example_train.d", str(o.d)},      {"example_train.heads", str(o.heads)}, {"example_train.vocab", str(o.vocab)},
+          {"example_train.len", str(o.len)},  {"example_train.batch", str(o.batch)}, {"example_train.steps", str(o.steps)},
+          {"example_train.warmup", str(o.warmup)}, {"example_train.lr", str(o.lr)}, {"example_train.seed", str(o.seed)}};
+}
+
 /// Appends one layer of the chosen mixer, width d, from seed.
 void add_layer(Model::Stack& stack, const Options& o, std::uint64_t seed) {
   namespace L = ssm::layers;
@@ -237,7 +247,12 @@ int main(int argc, char** argv) {
     const std::int64_t last = o.stop > 0 ? std::min(o.stop, o.steps) : o.steps;
     std::mt19937_64 data(o.seed + 1);
     if (!o.resume.empty()) {
-      ssm::train::load_training_state(o.resume, params, opt, data);
+      std::map<std::string, std::string> saved;
+      ssm::train::load_training_state(o.resume, params, opt, data, &saved);
+      for (const auto& [key, value] : run_options(o))
+        SSM_CHECK(saved.count(key) && saved[key] == value, "example_train: ", o.resume, " was saved with ", key, " = ",
+                  saved.count(key) ? saved[key] : std::string("(none)"), ", this run has ", value,
+                  " (resume with the options it was saved with)");
       std::printf("resumed from %s at step %lld\n", o.resume.c_str(), static_cast<long long>(opt.steps()));
     }
     std::printf("%s x %lld, d %lld, %lld parameters; task %s, vocab %lld, length %lld, batch %lld, %lld steps\n",
@@ -286,7 +301,7 @@ int main(int argc, char** argv) {
     std::ofstream(json_path) << run.dump(1) << "\n";
     write_svg(svg_path, losses, std::log(static_cast<double>(o.vocab)),
               o.mixer + " on " + o.task + " (" + std::to_string(o.layers) + " layers, d " + std::to_string(o.d) + ")");
-    if (!o.save.empty()) ssm::train::save_training_state(o.save, params, opt, data);
+    if (!o.save.empty()) ssm::train::save_training_state(o.save, params, opt, data, run_options(o));
     std::printf("%.1f s; wrote %s and %s%s%s\n", secs, json_path.c_str(), svg_path.c_str(),
                 o.save.empty() ? "" : " and ", o.save.c_str());
     return 0;

@@ -41,7 +41,7 @@ inline double rel_diff(const std::vector<double>& a, const std::vector<double>& 
 
 /// Layer<double>(cfg, params).backward(x, R) against central differences of L = Σ forward(x) ⊙ R, R random: ∂L/∂x
 /// and every non-empty parameter's gradient (params' for_each names them), element by element: every element of a
-/// tensor of up to kMaxChecked, an odd-strided subset of a larger one (support/central_differences.hpp). Returns the
+/// tensor of up to kMaxChecked, kMaxChecked spread over a larger one (support/central_differences.hpp). Returns the
 /// number of parameters checked.
 inline constexpr ssm::index_t kMaxChecked = 64;
 

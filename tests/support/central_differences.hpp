@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <string>
 
 #include "ssm/core/tensor.hpp"
@@ -15,9 +16,10 @@ namespace ssm_test {
 
 /// For every element of x (a contiguous f64 tensor that loss() reads): |(loss() at x + e − loss() at x − e) / 2e −
 /// grad| <= tol · max(1, max |grad|), and grad is not all zero (a dropped gradient would otherwise pass wherever the
-/// loss is flat). x is restored element by element. With max_checked > 0 and more elements than that, every k-th
-/// element is checked (k odd, so the checked ones fall on every position of a row, a chunk or a head), the last
-/// one too: how the layer tests keep a check of every parameter affordable under the sanitizers.
+/// loss is flat). x is restored element by element. With max_checked > 0 and more elements than that, max_checked of
+/// them are checked: elements k · a mod n for k = 0, 1, …, with a coprime to n near n / φ (the golden ratio), so the
+/// checked ones spread over every row, column, chunk and head rather than falling on a lattice: how the layer tests
+/// keep a check of every parameter affordable under the sanitizers.
 template <class Loss>
 void expect_central_differences(const std::string& what, ssm::Tensor& x, const ssm::Tensor& grad, Loss&& loss,
                                 double e = 1e-6, double tol = 1e-7, ssm::index_t max_checked = 0) {
@@ -25,10 +27,15 @@ void expect_central_differences(const std::string& what, ssm::Tensor& x, const s
   ASSERT_TRUE(grad.defined());
   ASSERT_EQ(grad.numel(), x.numel());
   const ssm::index_t n = x.numel();
-  ssm::index_t stride = max_checked > 0 && n > max_checked ? (n + max_checked - 1) / max_checked : 1;
-  if (stride > 1 && stride % 2 == 0) ++stride;
+  const bool subset = max_checked > 0 && n > max_checked;
+  ssm::index_t a = 1;  // the step through the elements, mod n
+  if (subset) {
+    a = std::max<ssm::index_t>(1, static_cast<ssm::index_t>(static_cast<double>(n) * 0.6180339887498949));
+    while (std::gcd(a, n) != 1) ++a;
+  }
   double max_err = 0, max_g = 0;
-  for (ssm::index_t i = 0; i < n; i = (i + stride < n || i == n - 1) ? i + stride : n - 1) {
+  for (ssm::index_t k = 0; k < (subset ? max_checked : n); ++k) {
+    const ssm::index_t i = subset ? k * a % n : k;
     double& xi = x.data_as<double>()[i];
     const double x0 = xi;
     xi = x0 + e;

@@ -132,6 +132,9 @@ TEST(CrossEntropy, BadInputIsAnErrorNamingTheArgument) {
   Tensor wide = Tensor::empty({4 * 5 + 1}, DType::f64);
   const TensorView lw = wide.view().narrow(0, 0, 15).reshape({3, 5}), gw = wide.view().narrow(0, 1, 15).reshape({3, 5});
   expect_arg_error("grad_logits", [&] { ssm::cross_entropy({lw, t012}, gw); });
+  const TensorView overlapping_rows(wide.data(), DType::f64, ssm::Device::cpu(), {3, 5}, {3, 1});  // rows 3 apart
+  expect_arg_error("logits", [&] { ssm::cross_entropy({overlapping_rows, t012}); });
+  expect_arg_error("grad_logits", [&] { ssm::cross_entropy({logits, t012}, overlapping_rows); });
 }
 
 // ---- AdamW, the schedule, clipping, the tree --------------------------------------------------------------------
@@ -307,7 +310,7 @@ TEST(StackLM, BadInputIsAnErrorNamingTheArgument) {
 
 // A stack of four different mixers (Gated DeltaNet, GLA, TTT-Linear, RWKV-7): its backward against central
 // differences for ∂L/∂x and every parameter, the norms' included, named as for_each names them (up to 64 elements of
-// each, odd-strided, to keep the test short under the sanitizers).
+// each, spread over it, to keep the test short under the sanitizers).
 TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
   using ssm::layers::LinearAttentionConfig;
   using ssm::layers::LinearAttentionLayer;
@@ -520,6 +523,45 @@ TEST(TrainingState, BadFilesAreErrorsAndChangeNothing) {
   const std::string bad_rng = (dir / "ssm_test_state_rng.safetensors").string();
   write(bad_rng, rng_bad);
   expect_arg_error("path", [&] { load(bad_rng); });
+  // Well-formed safetensors written with the good file's tensors and metadata, one thing changed each: a missing
+  // moment, an overflowing or negative step, another dtype under the same names.
+  {
+    const ssm::safetensors::File good = ssm::safetensors::File::open(path);
+    std::vector<Tensor> keep;
+    auto rewrite = [&](const std::string& p, auto edit_tensors, auto edit_meta) {
+      std::vector<std::pair<std::string, TensorView>> tensors;
+      for (const auto& e : good.entries()) {
+        keep.push_back(good.tensor(e.name));
+        tensors.emplace_back(e.name, keep.back().view());
+      }
+      std::map<std::string, std::string> meta = good.metadata();
+      edit_tensors(tensors);
+      edit_meta(meta);
+      ssm::safetensors::save(p, tensors, meta);
+    };
+    const std::string edited = (dir / "ssm_test_state_edited.safetensors").string();
+    auto no_tensors = [](auto&) {};
+    auto no_meta = [](auto&) {};
+    rewrite(edited, [](auto& t) { t.erase(t.begin()); }, no_meta);  // entries are sorted: adamw.m.embedding
+    expect_arg_error("path", [&] { load(edited); });
+    for (const char* step : {"99999999999999999999", "-3", "8x", ""}) {
+      rewrite(edited, no_tensors, [&](auto& m) { m["adamw.step"] = step; });
+      expect_arg_error("path", [&] { load(edited); });
+    }
+    rewrite(edited,
+            [&](auto& t) {
+              for (auto& [name, view] : t)
+                if (name == "param.lm_head") {
+                  Tensor f = Tensor::empty(view.shape(), DType::f32);
+                  for (index_t i = 0; i < f.numel(); ++i) f.data_as<float>()[i] = 0;
+                  keep.push_back(f);
+                  view = keep.back().view();
+                }
+            },
+            no_meta);
+    expect_arg_error("params", [&] { load(edited); });
+    std::filesystem::remove(edited);
+  }
   EXPECT_EQ(embedding_of(b), E0);  // nothing was written by the refused loads
   EXPECT_EQ(opt_b.steps(), 0);
   EXPECT_TRUE(data_b == data_b0);

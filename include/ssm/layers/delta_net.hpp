@@ -120,17 +120,7 @@ class DeltaNetLayer {
 
   DeltaNetLayer(const DeltaNetConfig& cfg, DeltaNetParams<T> params) : cfg_(cfg), p_(std::move(params)) {
     cfg_.validate("DeltaNetLayer");
-    const index_t h = cfg_.heads;
-    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
-      Checker("DeltaNetLayer").require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ",
-                                       v.size());
-    };
-    size("in_proj", p_.in_proj, cfg_.proj_dim() * cfg_.d_model);
-    size("conv_weight", p_.conv_weight, cfg_.conv_dim() * cfg_.d_conv);
-    size("A_log", p_.A_log, cfg_.gated ? h : 0);
-    size("dt_bias", p_.dt_bias, cfg_.gated ? h : 0);
-    size("norm_weight", p_.norm_weight, cfg_.dv());
-    size("out_proj", p_.out_proj, cfg_.d_model * h * cfg_.dv());
+    check_sizes("DeltaNetLayer");
     for (T a : p_.A_log) Checker("DeltaNetLayer").require(std::isfinite(static_cast<double>(a)), "A_log", "must be finite, got ", a);
     for (T a : p_.dt_bias) Checker("DeltaNetLayer").require(std::isfinite(static_cast<double>(a)), "dt_bias", "must be finite, got ", a);
   }
@@ -185,6 +175,7 @@ class DeltaNetLayer {
   /// scale included), β's sigmoid and the gate g, the short convolution with its SiLU, in_proj.
   Grads backward(const TensorView& x, const TensorView& grad_out) const {
     Checker c("DeltaNetLayer::backward");
+    check_sizes(c.op().c_str());
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     head_mixer::check_grad_out<T>(c, grad_out, x);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
@@ -247,6 +238,20 @@ class DeltaNetLayer {
   }
 
  private:
+  /// Every parameter vector of the config's size (checked again by each call: params() may have been edited).
+  void check_sizes(const char* op) const {
+    const index_t h = cfg_.heads;
+    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
+      Checker(op).require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ", v.size());
+    };
+    size("in_proj", p_.in_proj, cfg_.proj_dim() * cfg_.d_model);
+    size("conv_weight", p_.conv_weight, cfg_.conv_dim() * cfg_.d_conv);
+    size("A_log", p_.A_log, cfg_.gated ? h : 0);
+    size("dt_bias", p_.dt_bias, cfg_.gated ? h : 0);
+    size("norm_weight", p_.norm_weight, cfg_.dv());
+    size("out_proj", p_.out_proj, cfg_.d_model * h * cfg_.dv());
+  }
+
   // The forward's stages, shared by run() and backward().
 
   /// proj (b, l, P) = in_proj(x).
@@ -323,6 +328,7 @@ class DeltaNetLayer {
 
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
+    check_sizes(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
     const index_t C = cfg_.conv_dim(), P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l, w = cfg_.d_conv;

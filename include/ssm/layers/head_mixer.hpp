@@ -33,11 +33,12 @@ void check_input(const Checker& c, const TensorView& x, index_t d_model) {
   c.contiguous("x", x).device("x", x, Device::cpu());
 }
 
-/// grad_out must be a contiguous CPU tensor of x's shape (b, l, d_model) and T's dtype (a layer backward's ∂L/∂y).
+/// A gradient argument (∂L/∂y of a layer's backward, named `name`) must be a contiguous CPU tensor of x's shape
+/// (b, l, d_model) and T's dtype.
 template <class T>
-void check_grad_out(const Checker& c, const TensorView& grad_out, const TensorView& x) {
-  c.defined("grad_out", grad_out).shape("grad_out", grad_out, {x.size(0), x.size(1), x.size(2)}).dtype("grad_out", grad_out, dtype_of<T>());
-  c.contiguous("grad_out", grad_out).device("grad_out", grad_out, Device::cpu());
+void check_grad_out(const Checker& c, const TensorView& grad_out, const TensorView& x, const char* name = "grad_out") {
+  c.defined(name, grad_out).shape(name, grad_out, {x.size(0), x.size(1), x.size(2)}).dtype(name, grad_out, dtype_of<T>());
+  c.contiguous(name, grad_out).device(name, grad_out, Device::cpu());
 }
 
 /// Parameters of p's sizes, all zero (the accumulators of a backward); Params has for_each(f(name, vector)).

@@ -141,17 +141,7 @@ class LinearAttentionLayer {
   LinearAttentionLayer(const LinearAttentionConfig& cfg, LinearAttentionLayerParams<T> params)
       : cfg_(cfg), p_(std::move(params)) {
     cfg_.validate("LinearAttentionLayer");
-    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
-      Checker("LinearAttentionLayer").require(static_cast<index_t>(v.size()) == n, name, "expected ", n,
-                                              " elements, got ", v.size());
-    };
-    size("in_proj", p_.in_proj, cfg_.proj_dim() * cfg_.d_model);
-    size("norm_weight", p_.norm_weight, cfg_.output_norm ? cfg_.dv() : 0);
-    size("out_proj", p_.out_proj, cfg_.d_model * cfg_.heads * cfg_.dv());
-    const index_t r = cfg_.gated ? cfg_.gate_rank : 0, hk = cfg_.heads * cfg_.dk();
-    size("gate_down", p_.gate_down, r * cfg_.d_model);
-    size("gate_up", p_.gate_up, hk * r);
-    size("gate_bias", p_.gate_bias, cfg_.gated ? hk : 0);
+    check_sizes("LinearAttentionLayer");
   }
 
   /// Projections uniform in ±1/√fan_in (PyTorch's default bound), the norm weight 1.
@@ -203,6 +193,7 @@ class LinearAttentionLayer {
   /// decays and GLA's gate included), GLA's low-rank gate, in_proj.
   Grads backward(const TensorView& x, const TensorView& grad_out) const {
     Checker c("LinearAttentionLayer::backward");
+    check_sizes(c.op().c_str());
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     head_mixer::check_grad_out<T>(c, grad_out, x);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
@@ -257,6 +248,20 @@ class LinearAttentionLayer {
   }
 
  private:
+  /// Every parameter vector of the config's size (checked again by each call: params() may have been edited).
+  void check_sizes(const char* op) const {
+    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
+      Checker(op).require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ", v.size());
+    };
+    size("in_proj", p_.in_proj, cfg_.proj_dim() * cfg_.d_model);
+    size("norm_weight", p_.norm_weight, cfg_.output_norm ? cfg_.dv() : 0);
+    size("out_proj", p_.out_proj, cfg_.d_model * cfg_.heads * cfg_.dv());
+    const index_t r = cfg_.gated ? cfg_.gate_rank : 0, hk = cfg_.heads * cfg_.dk();
+    size("gate_down", p_.gate_down, r * cfg_.d_model);
+    size("gate_up", p_.gate_up, hk * r);
+    size("gate_bias", p_.gate_bias, cfg_.gated ? hk : 0);
+  }
+
   // The forward's stages, shared by run() and backward().
 
   LinearAttentionOptions op_options() const {
@@ -313,6 +318,7 @@ class LinearAttentionLayer {
 
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
+    check_sizes(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, dk = cfg_.dk(), dv = cfg_.dv();
     const index_t P = cfg_.proj_dim(), dm = cfg_.d_model, rows = b * l;

@@ -118,11 +118,19 @@ class Rwkv7Layer {
 
   Rwkv7Layer(const Rwkv7Config& cfg, Rwkv7Params<T> params) : cfg_(cfg), p_(std::move(params)) {
     cfg_.validate("Rwkv7Layer");
+    check_sizes("Rwkv7Layer");
+    const Checker c("Rwkv7Layer");
+    p_.for_each([&](const char* name, const std::vector<T>& v) {
+      for (T x : v) c.require(std::isfinite(static_cast<double>(x)), name, "must be finite, got ", x);
+    });
+  }
+
+  /// Every parameter vector of the config's size (checked again by each call: params() may have been edited).
+  void check_sizes(const char* op) const {
     const index_t C = cfg_.d_model, vr = cfg_.value_residual ? cfg_.v_rank : 0;
-    Checker c("Rwkv7Layer");
+    const Checker c(op);
     auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
       c.require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ", v.size());
-      for (T x : v) c.require(std::isfinite(static_cast<double>(x)), name, "must be finite, got ", x);
     };
     for (const auto& [nm, v] : {std::pair<const char*, const std::vector<T>*>{"mu_r", &p_.mu_r}, {"mu_w", &p_.mu_w},
                                 {"mu_k", &p_.mu_k}, {"mu_v", &p_.mu_v}, {"mu_a", &p_.mu_a}, {"mu_g", &p_.mu_g},
@@ -222,7 +230,7 @@ class Rwkv7Layer {
     Checker c("Rwkv7Layer::backward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     head_mixer::check_grad_out<T>(c, grad_out, x);
-    if (grad_v_out) head_mixer::check_grad_out<T>(c, *grad_v_out, x);
+    if (grad_v_out) head_mixer::check_grad_out<T>(c, *grad_v_out, x, "grad_v_out");
     const index_t b = x.size(0), l = x.size(1), C = cfg_.d_model, N = cfg_.head_dim, h = cfg_.heads(), rows = b * l;
     Grads gr;
     gr.params = head_mixer::zeros_like(p_);
@@ -448,6 +456,7 @@ class Rwkv7Layer {
   void forward_tape(const char* op, const TensorView& x, State* state, const std::optional<TensorView>& v_first,
                     Tape& tp) const {
     Checker c(op);
+    check_sizes(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), C = cfg_.d_model, N = cfg_.head_dim, h = cfg_.heads(), rows = b * l;
     const DType dt = dtype_of<T>();

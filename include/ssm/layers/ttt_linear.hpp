@@ -118,26 +118,11 @@ class TttLinearLayer {
 
   TttLinearLayer(const TttLinearConfig& cfg, TttLinearLayerParams<T> params) : cfg_(cfg), p_(std::move(params)) {
     cfg_.validate("TttLinearLayer");
-    const index_t C = cfg_.d_model, h = cfg_.heads, d = cfg_.head_dim();
-    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
-      Checker("TttLinearLayer").require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ",
-                                        v.size());
-    };
-    size("in_proj", p_.in_proj, cfg_.proj_dim() * C);
-    size("lr_weight", p_.lr_weight, h * C), size("lr_bias", p_.lr_bias, h);
-    size("token_idx_offset", p_.token_idx_offset, cfg_.mini_batch_size);
-    size("ttt_norm_weight", p_.ttt_norm_weight, h * d), size("ttt_norm_bias", p_.ttt_norm_bias, h * d);
-    size("W1", p_.W1, h * d * d), size("b1", p_.b1, h * d);
-    size("post_norm_weight", p_.post_norm_weight, C), size("post_norm_bias", p_.post_norm_bias, C);
-    size("out_proj", p_.out_proj, C * C);
-    for (const auto& [nm, v] : {std::pair<const char*, const std::vector<T>*>{"in_proj", &p_.in_proj},
-                                {"lr_weight", &p_.lr_weight}, {"lr_bias", &p_.lr_bias},
-                                {"token_idx_offset", &p_.token_idx_offset}, {"ttt_norm_weight", &p_.ttt_norm_weight},
-                                {"ttt_norm_bias", &p_.ttt_norm_bias}, {"W1", &p_.W1}, {"b1", &p_.b1},
-                                {"post_norm_weight", &p_.post_norm_weight}, {"post_norm_bias", &p_.post_norm_bias},
-                                {"out_proj", &p_.out_proj}})
-      Checker("TttLinearLayer").require(std::all_of(v->begin(), v->end(), [](T e) { return std::isfinite(e); }), nm,
+    check_sizes("TttLinearLayer");
+    p_.for_each([](const char* nm, const std::vector<T>& v) {
+      Checker("TttLinearLayer").require(std::all_of(v.begin(), v.end(), [](T e) { return std::isfinite(e); }), nm,
                                         "every value must be finite");
+    });
   }
 
   /// The authors' initialization: projections and lr_weight normal with std 0.02 (lr_weight as h stacked Linear(C, 1)),
@@ -178,6 +163,7 @@ class TttLinearLayer {
   /// The state of b sequences before their first token: Ŵ′ = Ŵ_0 for each, nothing pending.
   State init_state(index_t b) const {
     Checker("TttLinearLayer::init_state").require(b >= 1, "b", "must be >= 1, got ", b);
+    check_sizes("TttLinearLayer::init_state");
     const index_t h = cfg_.heads, d = cfg_.head_dim(), size = h * (d + 1) * d;
     State s;
     s.b = b;
@@ -202,6 +188,7 @@ class TttLinearLayer {
   /// clamp at 0, RoPE (the inverse rotation), η's sigmoid, and in_proj.
   Grads backward(const TensorView& x, const TensorView& grad_out) const {
     Checker c("TttLinearLayer::backward");
+    check_sizes(c.op().c_str());
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     head_mixer::check_grad_out<T>(c, grad_out, x);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, d = cfg_.head_dim(), C = cfg_.d_model;
@@ -289,6 +276,21 @@ class TttLinearLayer {
   }
 
  private:
+  /// Every parameter vector of the config's size (checked again by each call: params() may have been edited).
+  void check_sizes(const char* op) const {
+    const index_t C = cfg_.d_model, h = cfg_.heads, d = cfg_.head_dim();
+    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
+      Checker(op).require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ", v.size());
+    };
+    size("in_proj", p_.in_proj, cfg_.proj_dim() * C);
+    size("lr_weight", p_.lr_weight, h * C), size("lr_bias", p_.lr_bias, h);
+    size("token_idx_offset", p_.token_idx_offset, cfg_.mini_batch_size);
+    size("ttt_norm_weight", p_.ttt_norm_weight, h * d), size("ttt_norm_bias", p_.ttt_norm_bias, h * d);
+    size("W1", p_.W1, h * d * d), size("b1", p_.b1, h * d);
+    size("post_norm_weight", p_.post_norm_weight, C), size("post_norm_bias", p_.post_norm_bias, C);
+    size("out_proj", p_.out_proj, C * C);
+  }
+
   // The forward's stages, shared by run() and backward().
 
   /// τ (m): τ_i = max(1 / (i + 1) + token_idx_offset_i, 0).
@@ -375,6 +377,7 @@ class TttLinearLayer {
 
   Tensor run(const char* op, const TensorView& x, State* state) const {
     Checker c(op);
+    check_sizes(op);
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), h = cfg_.heads, d = cfg_.head_dim(), C = cfg_.d_model;
     const index_t P = cfg_.proj_dim(), rows = b * l, m = cfg_.mini_batch_size;

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <utility>
@@ -54,6 +55,8 @@ inline CrossEntropyResult cross_entropy(const CrossEntropyInputs& in,
   const index_t rows = in.logits.size(0), vocab = in.logits.size(1);
   c.require(vocab >= 1 || rows == 0, "logits", "expected a vocabulary of at least one entry, got shape ",
             in.logits.shape().str());
+  c.require(rows <= 1 || in.logits.stride(0) >= vocab, "logits", "rows must not overlap: expected a row stride >= ",
+            vocab, ", got ", in.logits.stride(0));
   c.dtype_in("targets", in.targets, {DType::i32, DType::i64}).shape("targets", in.targets, {rows});
   c.contiguous("targets", in.targets);
   c.finite("grad_scale", opt.grad_scale);
@@ -66,16 +69,21 @@ inline CrossEntropyResult cross_entropy(const CrossEntropyInputs& in,
     const TensorView& g = *grad_logits;
     c.defined("grad_logits", g).same_dtype("grad_logits", g, "logits", in.logits).shape("grad_logits", g, {rows, vocab});
     c.unit_stride("grad_logits", g, 1).device("grad_logits", g, device);
+    c.require(rows <= 1 || g.stride(0) >= vocab, "grad_logits", "rows must not overlap: expected a row stride >= ",
+              vocab, ", got ", g.stride(0));
     // In place is the logits' own elements, row for row; any other overlap would read logits already overwritten.
-    const std::size_t es = size_of(p.dtype);
-    auto span = [&](const TensorView& t) {  // [first byte, one past the last) of the elements
-      const char* a = static_cast<const char*>(t.data());
-      return std::pair<const char*, const char*>(a, a + ((rows - 1) * t.stride(0) + vocab) * static_cast<index_t>(es));
+    // (Both row strides are >= vocab here, so each tensor spans [data, data + ((rows − 1) stride + vocab) elements).)
+    const std::uintptr_t es = size_of(p.dtype);
+    auto span = [&](const TensorView& t) {  // [first byte, one past the last) of the elements, rows >= 1
+      const auto a = reinterpret_cast<std::uintptr_t>(t.data());
+      return std::pair<std::uintptr_t, std::uintptr_t>(
+          a, a + static_cast<std::uintptr_t>((rows - 1) * t.stride(0) + vocab) * es);
     };
     const bool same = g.data() == in.logits.data() && g.stride(0) == in.logits.stride(0);
-    const auto [g0, g1] = span(g);
-    const auto [l0, l1] = span(in.logits);
-    c.require(same || rows * vocab == 0 || g1 <= l0 || l1 <= g0, "grad_logits",
+    const bool empty = rows * vocab == 0;
+    const auto [g0, g1] = empty ? std::pair<std::uintptr_t, std::uintptr_t>{} : span(g);
+    const auto [l0, l1] = empty ? std::pair<std::uintptr_t, std::uintptr_t>{} : span(in.logits);
+    c.require(same || empty || g1 <= l0 || l1 <= g0, "grad_logits",
               "overlaps the logits without being them (the same data and row stride, ", in.logits.stride(0),
               "): pass the logits themselves to compute in place, or a separate buffer");
     p.grad_logits = g.data(), p.grad_row_stride = g.stride(0);

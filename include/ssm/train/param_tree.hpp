@@ -68,8 +68,8 @@ class ParamTree {
   std::vector<Entry> entries_;
 };
 
-/// The global L2 norm of every gradient in `grads` (summed in double, in the tree's order). When it exceeds max_norm,
-/// every gradient is scaled by max_norm / (norm + 1e-6) (PyTorch's clip_grad_norm_). Returns the norm before
+/// The global L2 norm of every gradient in `grads` (summed in double, in the tree's order). When max_norm / (norm +
+/// 1e-6) < 1, every gradient is scaled by that factor (PyTorch's clip_grad_norm_). Returns the norm before
 /// clipping. A non-finite gradient is an ssm::Error naming the parameter (a step on it would corrupt the weights);
 /// max_norm must be finite and > 0.
 template <class T>
@@ -83,9 +83,9 @@ double clip_grad_norm(ParamTree<T>& grads, double max_norm) {
     c.require(std::isfinite(s), "grads", "parameter '", e.name, "' has a non-finite gradient");
     sq += s;
   }
-  const double norm = std::sqrt(sq);
-  if (norm > max_norm) {
-    const T scale = static_cast<T>(max_norm / (norm + 1e-6));
+  const double norm = std::sqrt(sq), coef = max_norm / (norm + 1e-6);
+  if (coef < 1) {
+    const T scale = static_cast<T>(coef);
     for (const auto& e : grads.entries())
       for (T& g : *e.values) g *= scale;
   }

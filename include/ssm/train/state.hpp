@@ -11,6 +11,7 @@
 // ssm::Error, and the parameters, the optimizer and the generator are then left as they were.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -39,8 +41,9 @@ template <class T>
 void save_training_state(const std::string& path, const ParamTree<T>& params, const AdamW<T>& opt,
                          const std::mt19937_64& rng, const std::map<std::string, std::string>& extra = {}) {
   const Checker c("save_training_state");
-  c.require(opt.moments().empty() || opt.moments().size() == params.size(), "opt", "holds moments for ",
-            opt.moments().size(), " parameters, the tree has ", params.size());
+  c.require(opt.moments().size() == params.size() || (opt.moments().empty() && (opt.steps() == 0 || params.size() == 0)),
+            "opt", "holds moments for ", opt.moments().size(), " parameters after ", opt.steps(),
+            " steps, the tree has ", params.size());
   std::vector<std::pair<std::string, TensorView>> tensors;
   std::string names;
   auto view = [](const std::vector<T>& v) { return TensorView::of(v.data(), {static_cast<index_t>(v.size())}); };
@@ -50,8 +53,9 @@ void save_training_state(const std::string& path, const ParamTree<T>& params, co
     names += e.name + "\n";
     if (opt.moments().empty()) continue;
     const auto& mo = opt.moments()[i];
-    c.require(mo.name == e.name && mo.m.size() == e.values->size(), "opt", "entry ", i, " is '", mo.name,
-              "', the tree's '", e.name, "'");
+    c.require(mo.name == e.name && mo.m.size() == e.values->size() && mo.v.size() == e.values->size(), "opt", "entry ",
+              i, " is '", mo.name, "' of ", mo.m.size(), " / ", mo.v.size(), " elements, the tree's '", e.name, "' of ",
+              e.values->size());
     tensors.emplace_back("adamw.m." + e.name, view(mo.m));
     tensors.emplace_back("adamw.v." + e.name, view(mo.v));
   }
@@ -104,10 +108,9 @@ void load_training_state(const std::string& path, ParamTree<T>& params, AdamW<T>
   std::int64_t step = 0;
   {
     const std::string& s = get("adamw.step");
-    std::size_t used = 0;
-    bool ok = !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
-    if (ok) step = std::stoll(s, &used);
-    c.require(ok && used == s.size(), "path", "'", path, "' has a malformed adamw.step '", s, "'");
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), step);
+    c.require(!s.empty() && ec == std::errc() && end == s.data() + s.size() && step >= 0, "path", "'", path,
+              "' has a malformed adamw.step '", s, "' (expected a count of steps)");
   }
   std::mt19937_64 r;
   {
