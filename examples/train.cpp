@@ -60,16 +60,20 @@ Options parse(int argc, char** argv) {
     const std::string a = argv[i];
     SSM_CHECK(i + 1 < argc, "example_train: ", a, " needs a value");
     const std::string v = argv[++i];
-    auto num = [&] {
+    // The whole value as a number of the option's type (std::stoll / std::stod), or an error naming the option.
+    auto parse_as = [&](auto convert, const char* what) {
       std::size_t used = 0;
-      long long n = 0;
+      decltype(convert(v, &used)) n{};
       try {
-        n = std::stoll(v, &used);
+        n = convert(v, &used);
       } catch (const std::exception&) {
         used = 0;
       }
-      SSM_CHECK(used == v.size() && !v.empty(), "example_train: ", a, " expects an integer, got '", v, "'");
+      SSM_CHECK(used == v.size() && !v.empty(), "example_train: ", a, " expects ", what, ", got '", v, "'");
       return n;
+    };
+    auto num = [&] {
+      return parse_as([](const std::string& t, std::size_t* u) { return std::stoll(t, u); }, "an integer");
     };
     if (a == "--mixer") o.mixer = v;
     else if (a == "--task") o.task = v;
@@ -81,15 +85,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--batch") o.batch = num();
     else if (a == "--steps") o.steps = num();
     else if (a == "--warmup") o.warmup = num();
-    else if (a == "--lr") {
-      std::size_t used = 0;
-      try {
-        o.lr = std::stod(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      SSM_CHECK(used == v.size() && !v.empty(), "example_train: --lr expects a number, got '", v, "'");
-    }
+    else if (a == "--lr")
+      o.lr = parse_as([](const std::string& t, std::size_t* u) { return std::stod(t, u); }, "a number");
     else if (a == "--seed") o.seed = static_cast<std::uint64_t>(num());
     else if (a == "--threads") o.threads = static_cast<int>(num());
     else if (a == "--out") o.out = v;

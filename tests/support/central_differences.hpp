@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <string>
+#include <vector>
 
 #include "ssm/core/tensor.hpp"
 
@@ -48,6 +50,42 @@ void expect_central_differences(const std::string& what, ssm::Tensor& x, const s
   }
   EXPECT_GT(max_g, 0.0);
   EXPECT_LE(max_err, tol * std::max(1.0, max_g));
+}
+
+/// A contiguous (n) f64 tensor holding v.
+inline ssm::Tensor to_tensor(const std::vector<double>& v) {
+  ssm::Tensor t = ssm::Tensor::empty({static_cast<ssm::index_t>(v.size())}, ssm::DType::f64);
+  std::copy(v.begin(), v.end(), t.data_as<double>());
+  return t;
+}
+
+/// Every non-empty parameter of `params` (anything with for_each(f(name, std::vector<double>&))) against central
+/// differences of loss(), which must read the parameters where they are: its analytic gradient is the vector that
+/// grads.for_each names the same. Each parameter is perturbed through a copy written back before every loss() and
+/// restored afterwards. Returns how many parameters were checked.
+template <class Params, class Grads, class Loss>
+int expect_parameter_gradients(Params& params, Grads& grads, Loss&& loss, ssm::index_t max_checked = 0,
+                               double e = 1e-6, double tol = 1e-7) {
+  std::map<std::string, std::vector<double>> grad_of;
+  grads.for_each([&](const char* name, std::vector<double>& g) { grad_of[name] = g; });
+  int checked = 0;
+  params.for_each([&](const char* name, std::vector<double>& v) {
+    if (v.empty()) return;
+    EXPECT_EQ(grad_of[name].size(), v.size()) << name;
+    if (grad_of[name].size() != v.size()) return;
+    ssm::Tensor pt = to_tensor(v);
+    auto write_back = [&] { std::copy_n(pt.data_as<double>(), pt.numel(), v.data()); };
+    expect_central_differences(
+        name, pt, to_tensor(grad_of[name]),
+        [&] {
+          write_back();
+          return loss();
+        },
+        e, tol, max_checked);
+    write_back();
+    ++checked;
+  });
+  return checked;
 }
 
 }  // namespace ssm_test

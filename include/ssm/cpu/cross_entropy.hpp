@@ -31,8 +31,7 @@ void cross_entropy_rows(const CrossEntropyParams& p, std::int64_t begin, std::in
   for (std::int64_t r = begin; r < end; ++r) {
     const T* x = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
     T* g = p.grad_logits ? static_cast<T*>(p.grad_logits) + r * p.grad_row_stride : nullptr;
-    const std::int64_t t = p.target_dtype == DType::i32 ? static_cast<const std::int32_t*>(p.targets)[r]
-                                                        : static_cast<const std::int64_t*>(p.targets)[r];
+    const std::int64_t t = p.target(r);
     const bool counted = t != p.ignore_index;
     const T xt = counted ? x[t] : T(0);  // before an in-place gradient overwrites it
     // 1. the maximum

@@ -125,27 +125,6 @@ class Rwkv7Layer {
     });
   }
 
-  /// Every parameter vector of the config's size (checked again by each call: params() may have been edited).
-  void check_sizes(const char* op) const {
-    const index_t C = cfg_.d_model, vr = cfg_.value_residual ? cfg_.v_rank : 0;
-    const Checker c(op);
-    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
-      c.require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ", v.size());
-    };
-    for (const auto& [nm, v] : {std::pair<const char*, const std::vector<T>*>{"mu_r", &p_.mu_r}, {"mu_w", &p_.mu_w},
-                                {"mu_k", &p_.mu_k}, {"mu_v", &p_.mu_v}, {"mu_a", &p_.mu_a}, {"mu_g", &p_.mu_g},
-                                {"w0", &p_.w0}, {"a0", &p_.a0}, {"k_k", &p_.k_k}, {"k_a", &p_.k_a}, {"r_k", &p_.r_k},
-                                {"ln_w", &p_.ln_w}, {"ln_b", &p_.ln_b}})
-      size(nm, *v, C);
-    for (const auto& [nm, v] : {std::pair<const char*, const std::vector<T>*>{"W_r", &p_.W_r}, {"W_k", &p_.W_k},
-                                {"W_v", &p_.W_v}, {"W_o", &p_.W_o}})
-      size(nm, *v, C * C);
-    size("W_w1", p_.W_w1, cfg_.decay_rank * C), size("W_w2", p_.W_w2, C * cfg_.decay_rank);
-    size("W_a1", p_.W_a1, cfg_.a_rank * C), size("W_a2", p_.W_a2, C * cfg_.a_rank);
-    size("v0", p_.v0, vr ? C : 0), size("W_v1", p_.W_v1, vr * C), size("W_v2", p_.W_v2, C * vr);
-    size("W_g1", p_.W_g1, cfg_.gate_rank * C), size("W_g2", p_.W_g2, C * cfg_.gate_rank);
-  }
-
   /// A plain initialization for experiments (not RWKV-7's tuned training init): projections and LoRAs uniform in
   /// ±1/√fan_in; mixes uniform in [0, 1); w0 from −6 to −1 across channels (slow to fast decays); a0 = 0, v0 = 1;
   /// k_k = 0.85, k_a = 1; r_k uniform in ±0.1; the GroupNorm weight 1 and bias 0.
@@ -399,6 +378,27 @@ class Rwkv7Layer {
   }
 
  private:
+  /// Every parameter vector of the config's size (checked again by each call: params() may have been edited).
+  void check_sizes(const char* op) const {
+    const index_t C = cfg_.d_model, vr = cfg_.value_residual ? cfg_.v_rank : 0;
+    const Checker c(op);
+    auto size = [&](const char* name, const std::vector<T>& v, index_t n) {
+      c.require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " elements, got ", v.size());
+    };
+    for (const auto& [nm, v] : {std::pair<const char*, const std::vector<T>*>{"mu_r", &p_.mu_r}, {"mu_w", &p_.mu_w},
+                                {"mu_k", &p_.mu_k}, {"mu_v", &p_.mu_v}, {"mu_a", &p_.mu_a}, {"mu_g", &p_.mu_g},
+                                {"w0", &p_.w0}, {"a0", &p_.a0}, {"k_k", &p_.k_k}, {"k_a", &p_.k_a}, {"r_k", &p_.r_k},
+                                {"ln_w", &p_.ln_w}, {"ln_b", &p_.ln_b}})
+      size(nm, *v, C);
+    for (const auto& [nm, v] : {std::pair<const char*, const std::vector<T>*>{"W_r", &p_.W_r}, {"W_k", &p_.W_k},
+                                {"W_v", &p_.W_v}, {"W_o", &p_.W_o}})
+      size(nm, *v, C * C);
+    size("W_w1", p_.W_w1, cfg_.decay_rank * C), size("W_w2", p_.W_w2, C * cfg_.decay_rank);
+    size("W_a1", p_.W_a1, cfg_.a_rank * C), size("W_a2", p_.W_a2, C * cfg_.a_rank);
+    size("v0", p_.v0, vr ? C : 0), size("W_v1", p_.W_v1, vr * C), size("W_v2", p_.W_v2, C * vr);
+    size("W_g1", p_.W_g1, cfg_.gate_rank * C), size("W_g2", p_.W_g2, C * cfg_.gate_rank);
+  }
+
   enum class Act { identity, tanh, sigmoid };
 
   static T activate(Act act, T z) {

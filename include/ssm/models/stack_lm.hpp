@@ -70,8 +70,8 @@ class StackLM {
 
   /// logits (b, l, V) for ids (b, l) i32 | i64 contiguous.
   Tensor logits(const TensorView& ids) const {
-    Tensor z, n;
-    return logits_of(ids, z, n);
+    Tensor h, z, n;
+    return logits_of(ids, h, z, n);
   }
 
   /// The mean cross-entropy of targets (b l) i32 | i64 (ignore_index −100) given ids (b, l), and every parameter's
@@ -82,8 +82,8 @@ class StackLM {
     const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
     c.defined("targets", targets).dtype_in("targets", targets, {DType::i32, DType::i64}).shape("targets", targets, {rows});
     c.contiguous("targets", targets).device("targets", targets, Device::cpu());
-    Tensor z, n;                                // (b, l, d): the stack's output, the normalized rows
-    Tensor lg = logits_of(ids, z, n);           // (b, l, V), then ∂L/∂logits in place
+    Tensor h, z, n;                             // (b, l, d): the embedded ids, the stack's output, the normalized rows
+    Tensor lg = logits_of(ids, h, z, n);        // (b, l, V), then ∂L/∂logits in place
     const TensorView lr = lg.view().reshape({rows, V_});
     StepResult r;
     {
@@ -109,7 +109,6 @@ class StackLM {
     Tensor grad_z = Tensor::empty({b, l, d}, dtype_of<T>());
     layers::rmsnorm_backward(z.data_as<const T>(), norm_f_.data(), grad_n.data(), grad_z.data_as<T>(), g.norm_f.data(),
                              rows, d, eps_);
-    Tensor h = embed(ids);
     g.stack = stack_.backward(h, grad_z);
     const DType id_dt = ids.dtype();
     if (id_dt == DType::i32)
@@ -144,9 +143,9 @@ class StackLM {
     return h;
   }
 
-  /// logits (b, l, V), keeping z = stack(E[ids]) and n = RMSNorm(z) ⊙ norm_f.
-  Tensor logits_of(const TensorView& ids, Tensor& z, Tensor& n) const {
-    const Tensor h = embed(ids);
+  /// logits (b, l, V), keeping h = E[ids], z = stack(h) and n = RMSNorm(z) ⊙ norm_f.
+  Tensor logits_of(const TensorView& ids, Tensor& h, Tensor& z, Tensor& n) const {
+    h = embed(ids);
     const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
     z = stack_.forward(h);
     n = Tensor::empty({b, l, d}, dtype_of<T>());

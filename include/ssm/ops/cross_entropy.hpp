@@ -91,7 +91,7 @@ inline CrossEntropyResult cross_entropy(const CrossEntropyInputs& in,
   CrossEntropyResult r;
   if (device.is_cpu())
     for (index_t i = 0; i < rows; ++i) {
-      const std::int64_t t = reference::cross_entropy_target(p, i);
+      const std::int64_t t = p.target(i);
       if (t == p.ignore_index) continue;
       c.require(t >= 0 && t < vocab, "targets", "target ", t, " at row ", i, " is outside [0, ", vocab,
                 ") and is not ignore_index (", p.ignore_index, ")");

@@ -11,15 +11,9 @@
 
 namespace ssm::reference {
 
-/// Target of row r as i64.
-inline std::int64_t cross_entropy_target(const CrossEntropyParams& p, std::int64_t r) {
-  return p.target_dtype == DType::i32 ? static_cast<const std::int32_t*>(p.targets)[r]
-                                      : static_cast<const std::int64_t*>(p.targets)[r];
-}
-
 inline void cross_entropy(const CrossEntropyParams& p) {
   for (std::int64_t r = 0; r < p.rows; ++r) {
-    const std::int64_t t = cross_entropy_target(p, r);
+    const std::int64_t t = p.target(r);
     const bool counted = t != p.ignore_index;
     auto logit = [&](std::int64_t j) { return load_real(p.logits, p.dtype, r * p.logits_row_stride + j); };
     double m = -INFINITY;

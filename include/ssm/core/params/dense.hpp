@@ -101,6 +101,12 @@ struct CrossEntropyParams {
   std::int64_t grad_row_stride = 0;
   double grad_scale = 1.0;         // multiplies the gradient (loss scaling, gradient accumulation)
   DType dtype = DType::f32;        // of logits and grad_logits (f32 | f64)
+
+  /// The target of row r as i64.
+  std::int64_t target(std::int64_t r) const {
+    return target_dtype == DType::i32 ? static_cast<const std::int32_t*>(targets)[r]
+                                      : static_cast<const std::int64_t*>(targets)[r];
+  }
 };
 
 }  // namespace ssm
