@@ -1,6 +1,7 @@
 // Module header: models and their file formats — the safetensors reader/writer, the language models (one body,
 // models/causal_lm.hpp, over the Mamba and Mamba-2 blocks: Hugging Face checkpoints, prefill and generation), the
-// tokenizer.json tokenizer, and StackLM, a language model over a hybrid stack to train (models/stack_lm.hpp).
+// tokenizer.json tokenizer, and StackLM, a language model over a hybrid stack to train (models/stack_lm.hpp; every
+// trainable mixer by name: models/trainable_lm.hpp).
 #pragma once
 
 #include "ssm/models/decode_stream.hpp"
@@ -12,3 +13,4 @@
 #include "ssm/models/stack_lm.hpp"
 #include "ssm/models/striped_hyena.hpp"
 #include "ssm/models/tokenizer.hpp"
+#include "ssm/models/trainable_lm.hpp"

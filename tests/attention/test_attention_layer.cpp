@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "ssm/attention.hpp"  // the module header: layer, hybrid stacks, op, reference
+#include "support/central_differences.hpp"
 #include "support/decode.hpp"
+#include "support/expect_error.hpp"
 
 namespace {
 
@@ -49,7 +51,7 @@ std::vector<double> naive_layer(const ssm::layers::MultiHeadAttention<double>& m
     for (index_t r = 0; r < b * l; ++r)
       for (index_t o = 0; o < heads * p; ++o) {
         double s = 0;
-        for (index_t c = 0; c < d; ++c) s += W(o, c) * x[static_cast<std::size_t>(r * d + c)];
+        for (index_t c = 0; c < d; ++c) s += W[static_cast<std::size_t>(o * d + c)] * x[static_cast<std::size_t>(r * d + c)];
         out[static_cast<std::size_t>(r * heads * p + o)] = s;
       }
     if (rotate)  // pairs (e, e + p/2) rotated by pos · base^(−2e/p)
@@ -65,7 +67,8 @@ std::vector<double> naive_layer(const ssm::layers::MultiHeadAttention<double>& m
           }
     return out;
   };
-  const auto q = project(m.W_q, h, cfg.rotary), k = project(m.W_k, hk, cfg.rotary), v = project(m.W_v, hk, false);
+  const auto& P = m.params();
+  const auto q = project(P.W_q, h, cfg.rotary), k = project(P.W_k, hk, cfg.rotary), v = project(P.W_v, hk, false);
   ssm::reference::AttentionDims dims;
   dims.b = b, dims.l_q = l, dims.l_k = l, dims.h = h, dims.h_kv = hk, dims.p = p;
   std::vector<double> o, lse;
@@ -74,7 +77,7 @@ std::vector<double> naive_layer(const ssm::layers::MultiHeadAttention<double>& m
   for (index_t r = 0; r < b * l; ++r)
     for (index_t c = 0; c < d; ++c) {
       double s = 0;
-      for (index_t e = 0; e < h * p; ++e) s += m.W_o(c, e) * o[static_cast<std::size_t>(r * h * p + e)];
+      for (index_t e = 0; e < h * p; ++e) s += P.W_o[static_cast<std::size_t>(c * h * p + e)] * o[static_cast<std::size_t>(r * h * p + e)];
       y[static_cast<std::size_t>(r * d + c)] = s;
     }
   return y;
@@ -133,6 +136,41 @@ TEST(MultiHeadAttention, RotaryScoresDependOnRelativePosition) {
   };
   EXPECT_NEAR(score(9, 4), score(14, 9), 1e-12);
   EXPECT_GT(std::abs(score(9, 4) - score(0, 0)), 1e-3);
+}
+
+// The backward against central differences in double, ∂L/∂x and every projection, for L = Σ y ⊙ R: both attention
+// algorithms (the tiled one with blocks that do not divide the length), grouped-query heads, with and without RoPE,
+// and lengths 2 and 13 (at length 1 the output is v's projection alone: W_q and W_k have no gradient to check).
+TEST(MultiHeadAttention, BackwardMatchesCentralDifferences) {
+  for (bool rotary : {false, true})
+    for (auto alg : {ssm::AttentionAlgorithm::materialized, ssm::AttentionAlgorithm::tiled})
+      for (index_t l : {2, 13}) {
+        SCOPED_TRACE(std::string("rotary ") + (rotary ? "on " : "off ") + ssm::name(alg) + " l " + std::to_string(l));
+        ssm::layers::MultiHeadAttention<double> layer(small_config(rotary, alg), 11);
+        Tensor x = random_tensor<double>({2, l, 24}, 12);
+        const Tensor R = random_tensor<double>({2, l, 24}, 13);
+        auto loss = [&] {
+          const Tensor y = layer.forward(x);
+          double sum = 0;
+          for (index_t i = 0; i < y.numel(); ++i) sum += y.data_as<double>()[i] * R.data_as<double>()[i];
+          return sum;
+        };
+        auto g = layer.backward(x, R);
+        ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
+        EXPECT_EQ(ssm_test::expect_parameter_gradients(layer.params(), g.params, loss, 64), 4);
+      }
+}
+
+// The backward's arguments are checked like the forward's, and so are projections resized through params().
+TEST(MultiHeadAttention, BackwardBadInputIsAnErrorNamingTheArgument) {
+  ssm::layers::MultiHeadAttention<float> layer(small_config(true, ssm::AttentionAlgorithm::tiled), 1);
+  const Tensor x = Tensor::zeros({1, 3, 24}, DType::f32);
+  ssm_test::expect_arg_error("grad_out", [&] { layer.backward(x, Tensor::zeros({1, 4, 24}, DType::f32)); });
+  ssm_test::expect_arg_error("grad_out", [&] { layer.backward(x, Tensor::zeros({1, 3, 24}, DType::f64)); });
+  ssm_test::expect_arg_error("x", [&] { layer.backward(Tensor::zeros({1, 3, 23}, DType::f32), x); });
+  layer.params().W_k.pop_back();
+  ssm_test::expect_error([&] { layer.forward(x); }, {"'k_proj.weight'", "expected shape"});
+  ssm_test::expect_error([&] { layer.backward(x, x); }, {"'k_proj.weight'", "expected shape"});
 }
 
 TEST(MultiHeadAttention, BadConfigAndInputThrow) {

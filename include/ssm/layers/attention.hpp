@@ -1,7 +1,7 @@
 // Multi-head (grouped-query) causal self-attention layer: q/k/v/o projections (the ssm::linear op), optional rotary
-// position embedding (RoFormer, Su et al. 2021, rotate-half form), the attention op of ops/attention.hpp,
-// and KV-cache decoding. Glossary: W_q (h·p, d_model), W_k, W_v (h_kv·p, d_model), W_o (d_model, h·p);
-// no biases. Forward only (no backward through the projections).
+// position embedding (RoFormer, Su et al. 2021, rotate-half form: the ssm::rotary op), the attention op of
+// ops/attention.hpp, KV-cache decoding, and the backward to the input and every projection. Glossary:
+// W_q (h·p, d_model), W_k, W_v (h_kv·p, d_model), W_o (d_model, h·p); no biases.
 #pragma once
 
 // GCC 12 false "may be used uninitialized" warnings in Eigen 3.4's AVX-512 packet code: see cpu/attention.hpp.
@@ -14,12 +14,15 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <vector>
 
-#include "ssm/core/eigen.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/layers/basic.hpp"
+#include "ssm/layers/head_mixer.hpp"
 #include "ssm/ops/attention.hpp"
 #include "ssm/ops/linear.hpp"
+#include "ssm/ops/rotary.hpp"
 
 namespace ssm::layers {
 
@@ -35,39 +38,39 @@ struct MultiHeadAttentionConfig {
 
 /// Rotary position embedding in place on x (b, t, heads, p) (contiguous, p even): for position
 /// pos = offset + t and e < p/2, with θ_e = base^(−2e/p), the pair (x_e, x_{e+p/2}) is rotated by pos·θ_e.
-/// So the score of a query at position m and a key at n depends on m − n only.
+/// So the score of a query at position m and a key at n depends on m − n only. The ssm::rotary op, rotate-half form.
 template <class T>
 void apply_rotary(const TensorView& x, index_t position_offset, double base) {
-  Checker c("apply_rotary");
-  c.rank("x", x, 4).contiguous("x", x).require(x.size(3) % 2 == 0, "x", "rotary needs an even head dimension, got ",
-                                               x.size(3));
-  c.positive("base", base);
-  auto v = x.as<T, 4>("x");
-  const index_t half = x.size(3) / 2;
-  for (index_t bi = 0; bi < x.size(0); ++bi)
-    for (index_t t = 0; t < x.size(1); ++t) {
-      const double pos = static_cast<double>(position_offset + t);
-      for (index_t e = 0; e < half; ++e) {
-        const double theta = pos * std::pow(base, -2.0 * static_cast<double>(e) / static_cast<double>(x.size(3)));
-        const T cs = static_cast<T>(std::cos(theta)), sn = static_cast<T>(std::sin(theta));
-        for (index_t hi = 0; hi < x.size(2); ++hi) {
-          T& x1 = v(bi, t, hi, e);
-          T& x2 = v(bi, t, hi, e + half);
-          const T a = x1, b = x2;
-          x1 = a * cs - b * sn;
-          x2 = b * cs + a * sn;
-        }
-      }
-    }
+  Checker("apply_rotary").rank("x", x, 4).dtype("x", x, dtype_of<T>()).contiguous("x", x);
+  RotaryOptions ro;
+  ro.base = base, ro.position_offset = position_offset, ro.interleaved = false;
+  rotary_into(x, x, ro);
 }
+
+/// The projections of MultiHeadAttention, row-major: what its backward returns gradients of, in the same layout.
+template <class T>
+struct MultiHeadAttentionParams {
+  std::vector<T> W_q;  // (h·p, d_model)
+  std::vector<T> W_k;  // (h_kv·p, d_model)
+  std::vector<T> W_v;  // (h_kv·p, d_model)
+  std::vector<T> W_o;  // (d_model, h·p)
+
+  /// f(name, vector) for each projection, named as transformers' attention modules ("q_proj.weight", …).
+  template <class F>
+  void for_each(F&& f) {
+    f("q_proj.weight", W_q), f("k_proj.weight", W_k), f("v_proj.weight", W_v), f("o_proj.weight", W_o);
+  }
+};
 
 /// Causal multi-head / grouped-query self-attention layer on x (b, l, d_model) → (b, l, d_model).
 template <class T = float>
 class MultiHeadAttention {
  public:
-  using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using State = KVCache;  ///< what step() carries between tokens
+  using Params = MultiHeadAttentionParams<T>;
+  using Grads = head_mixer::MixerGrads<T, Params>;
 
+  /// The layer with uniform ±fan_in^(−1/2) projections drawn from seed (W_q, W_k, W_v, W_o in turn, row by row).
   explicit MultiHeadAttention(MultiHeadAttentionConfig cfg, std::uint64_t seed = 0) : cfg_(cfg) {
     Checker c("MultiHeadAttention");
     c.require(cfg_.d_model >= 1, "d_model", "must be >= 1, got ", cfg_.d_model);
@@ -80,20 +83,29 @@ class MultiHeadAttention {
                 cfg_.n_heads, ") does not divide d_model (", cfg_.d_model, ")");
       cfg_.head_dim = cfg_.d_model / cfg_.n_heads;
     }
+    c.require(cfg_.head_dim >= 1, "head_dim", "must be >= 1, got ", cfg_.head_dim);
     c.require(!cfg_.rotary || cfg_.head_dim % 2 == 0, "head_dim", "rotary embedding needs an even head_dim, got ",
               cfg_.head_dim);
-    c.positive("rotary_base", cfg_.rotary_base);
+    c.require(!cfg_.rotary || (std::isfinite(cfg_.rotary_base) && cfg_.rotary_base > 1), "rotary_base",
+              "must be finite and > 1, got ", cfg_.rotary_base);
     cfg_.attention.causal = true;
-    const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim;
+    const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim, d = cfg_.d_model;
     std::mt19937_64 gen(seed);
-    W_q = init(hp, cfg_.d_model, gen);
-    W_k = init(kvp, cfg_.d_model, gen);
-    W_v = init(kvp, cfg_.d_model, gen);
-    W_o = init(cfg_.d_model, hp, gen);
+    auto init = [&](index_t rows, index_t cols) {
+      std::uniform_real_distribution<double> dist(-1.0, 1.0);
+      const double bound = 1.0 / std::sqrt(static_cast<double>(cols));
+      std::vector<T> W(static_cast<std::size_t>(rows * cols));
+      for (T& w : W) w = static_cast<T>(bound * dist(gen));
+      return W;
+    };
+    p_.W_q = init(hp, d), p_.W_k = init(kvp, d), p_.W_v = init(kvp, d), p_.W_o = init(d, hp);
   }
 
   const MultiHeadAttentionConfig& config() const { return cfg_; }
   index_t d_model() const { return cfg_.d_model; }
+  const Params& params() const { return p_; }
+  /// Mutable projections (an optimizer's updates); their sizes are checked again at every call.
+  Params& params() { return p_; }
 
   /// A fresh decoding state (an empty KV cache) for batch b, room for `capacity` tokens.
   State init_state(index_t b, index_t capacity = 0) const {
@@ -120,59 +132,106 @@ class MultiHeadAttention {
     return output(o, x.size(0), x.size(1));
   }
 
-  Matrix W_q, W_k, W_v, W_o;  // (h·p, d_model), (h_kv·p, d_model) ×2, (d_model, h·p)
+  /// ∂L/∂x and ∂L/∂ each projection for grad_out = ∂L/∂y (b, l, d_model), y = forward(x) (recomputed):
+  ///   ∂L/∂o = ∂L/∂y W_o,  (∂L/∂q̃, ∂L/∂k̃, ∂L/∂v) = ssm::attention_backward,  ∂L/∂q = R⁻¹ ∂L/∂q̃ (RoPE's inverse
+  ///   rotation, likewise k),  ∂L/∂x = ∂L/∂q W_q + ∂L/∂k W_k + ∂L/∂v W_v,  ∂L/∂W_• = (∂L/∂•)ᵀ (its input).
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    check_input("MultiHeadAttention::backward", x);
+    const Checker c("MultiHeadAttention::backward");
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    const index_t b = x.size(0), l = x.size(1), d = cfg_.d_model, rows = b * l;
+    const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim;
+    const Projections pr = project(x, 0);
+    Tensor o = Tensor::empty(pr.q.shape(), dtype_of<T>());                  // (b, l, h, p)
+    Tensor lse = Tensor::empty({b, cfg_.n_heads, l}, dtype_of<T>());        // (b, h, l)
+    attention_forward(pr.q, pr.k, pr.v, o, lse, cfg_.attention);
+    Grads g;
+    g.params = head_mixer::zeros_like(p_);
+    Tensor grad_o = Tensor::empty(pr.q.shape(), dtype_of<T>());  // (b, l, h, p)
+    linear_backward(o.data_as<const T>(), p_.W_o.data(), grad_out.data_as<const T>(), grad_o.data_as<T>(),
+                    g.params.W_o.data(), static_cast<T*>(nullptr), rows, hp, d);
+    Tensor grad_q = Tensor::empty(pr.q.shape(), dtype_of<T>());  // (b, l, h, p)
+    Tensor grad_k = Tensor::empty(pr.k.shape(), dtype_of<T>());  // (b, l, h_kv, p)
+    Tensor grad_v = Tensor::empty(pr.v.shape(), dtype_of<T>());  // (b, l, h_kv, p)
+    attention_backward(pr.q, pr.k, pr.v, o, lse, grad_o, grad_q, grad_k, grad_v, cfg_.attention);
+    if (cfg_.rotary) {
+      const RotaryOptions ro = rotation(0, /*inverse=*/true);
+      rotary_into(grad_q, grad_q, ro), rotary_into(grad_k, grad_k, ro);
+    }
+    g.grad_x.assign(static_cast<std::size_t>(rows * d), T(0));
+    std::vector<T> part(g.grad_x.size());  // (rows, d): one projection's share of ∂L/∂x
+    const T* X = x.data_as<const T>();
+    const struct {
+      const Tensor* grad;
+      const std::vector<T>* W;
+      std::vector<T>* grad_W;
+      index_t out;
+    } proj[3] = {{&grad_q, &p_.W_q, &g.params.W_q, hp}, {&grad_k, &p_.W_k, &g.params.W_k, kvp},
+                 {&grad_v, &p_.W_v, &g.params.W_v, kvp}};
+    for (const auto& pj : proj) {
+      linear_backward(X, pj.W->data(), pj.grad->template data_as<const T>(), part.data(), pj.grad_W->data(),
+                      static_cast<T*>(nullptr), rows, d, pj.out);
+      for (std::size_t i = 0; i < part.size(); ++i) g.grad_x[i] += part[i];
+    }
+    return g;
+  }
 
  private:
   struct Projections {
     Tensor q, k, v;  // (b, t, h, p), (b, t, h_kv, p) ×2
   };
 
-  static Matrix init(index_t rows, index_t cols, std::mt19937_64& gen) {
-    std::uniform_real_distribution<double> dist(-1.0, 1.0);
-    const double bound = 1.0 / std::sqrt(static_cast<double>(cols));  // uniform ±fan_in^(−1/2)
-    Matrix W(rows, cols);
-    for (index_t i = 0; i < W.size(); ++i) W.data()[i] = static_cast<T>(bound * dist(gen));
-    return W;
+  /// RoPE's options for positions from `offset` (rotate-half pairs), or their inverse rotation.
+  RotaryOptions rotation(index_t offset, bool inverse = false) const {
+    RotaryOptions ro;
+    ro.base = cfg_.rotary_base, ro.position_offset = offset, ro.interleaved = false, ro.inverse = inverse;
+    return ro;
   }
 
-  /// Y (rows, W.rows()) = X (rows, W.cols()) Wᵀ by the ssm::linear op, the output features split over the
-  /// attention's threads (splitting columns also helps one-token decoding).
-  void project_rows(const TensorView& X, const Matrix& W, const TensorView& Y) const {
-    LinearOptions opt;
-    opt.num_threads = ::ssm::detail::attention_threads(cfg_.attention.n_threads);
-    linear_into({X, TensorView::of(W.data(), {W.rows(), W.cols()}), std::nullopt}, Y, opt);
+  /// Y (rows, out) = X (rows, in) Wᵀ by the ssm::linear op, the output features split over the attention's threads
+  /// (splitting columns also helps one-token decoding).
+  void project_rows(const TensorView& X, const std::vector<T>& W, index_t out, const TensorView& Y) const {
+    layers::project(TensorView::of(W.data(), {out, X.size(1)}), X, std::nullopt, Y,
+            ::ssm::detail::attention_threads(cfg_.attention.n_threads));
   }
+
   void check_input(const char* op, const TensorView& x) const {
     Checker c(op);
     c.defined("x", x).require(x.device().is_cpu(), "x", "is on ", x.device().str(),
                               ": the attention layer runs on the CPU only (its weights are host matrices; the "
                               "ssm::attention_forward op runs on CUDA); move it with .to(Device::cpu())");
     c.dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
+    const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim, d = cfg_.d_model;
+    check_parameter_size(op, "q_proj.weight", p_.W_q, {hp, d});
+    check_parameter_size(op, "k_proj.weight", p_.W_k, {kvp, d});
+    check_parameter_size(op, "v_proj.weight", p_.W_v, {kvp, d});
+    check_parameter_size(op, "o_proj.weight", p_.W_o, {d, hp});
   }
 
   Projections project(const TensorView& x, index_t position_offset) const {
-    const index_t b = x.size(0), t = x.size(1), p = cfg_.head_dim;
+    const index_t b = x.size(0), t = x.size(1), p = cfg_.head_dim, h = cfg_.n_heads, hkv = cfg_.n_kv_heads;
     const TensorView X = x.reshape({b * t, cfg_.d_model});  // (b·t, d_model)
-    Projections pr{Tensor::empty({b, t, cfg_.n_heads, p}, dtype_of<T>()),
-                   Tensor::empty({b, t, cfg_.n_kv_heads, p}, dtype_of<T>()),
-                   Tensor::empty({b, t, cfg_.n_kv_heads, p}, dtype_of<T>())};
-    project_rows(X, W_q, pr.q.view().reshape({b * t, W_q.rows()}));
-    project_rows(X, W_k, pr.k.view().reshape({b * t, W_k.rows()}));
-    project_rows(X, W_v, pr.v.view().reshape({b * t, W_v.rows()}));
+    Projections pr{Tensor::empty({b, t, h, p}, dtype_of<T>()), Tensor::empty({b, t, hkv, p}, dtype_of<T>()),
+                   Tensor::empty({b, t, hkv, p}, dtype_of<T>())};
+    project_rows(X, p_.W_q, h * p, pr.q.view().reshape({b * t, h * p}));
+    project_rows(X, p_.W_k, hkv * p, pr.k.view().reshape({b * t, hkv * p}));
+    project_rows(X, p_.W_v, hkv * p, pr.v.view().reshape({b * t, hkv * p}));
     if (cfg_.rotary) {
-      apply_rotary<T>(pr.q, position_offset, cfg_.rotary_base);
-      apply_rotary<T>(pr.k, position_offset, cfg_.rotary_base);
+      const RotaryOptions ro = rotation(position_offset);
+      rotary_into(pr.q, pr.q, ro), rotary_into(pr.k, pr.k, ro);
     }
     return pr;
   }
 
   Tensor output(const Tensor& o, index_t b, index_t t) const {
+    const index_t hp = cfg_.n_heads * cfg_.head_dim;
     Tensor y = Tensor::empty({b, t, cfg_.d_model}, dtype_of<T>());  // (b, t, d_model)
-    project_rows(o.view().reshape({b * t, W_o.cols()}), W_o, y.view().reshape({b * t, cfg_.d_model}));
+    project_rows(o.view().reshape({b * t, hp}), p_.W_o, cfg_.d_model, y.view().reshape({b * t, cfg_.d_model}));
     return y;
   }
 
   MultiHeadAttentionConfig cfg_;
+  Params p_;
 };
 
 }  // namespace ssm::layers

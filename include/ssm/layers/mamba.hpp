@@ -23,6 +23,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ssm/core/check.hpp"
@@ -101,26 +102,28 @@ struct MambaBlockParams {
   std::vector<T> c_norm_weight;    // (n) or empty
 
   /// Calls f(name, vector, shape) for every parameter the config has, in a fixed order; names are
-  /// the suffixes of the Hugging Face tensor names (e.g. "in_proj.weight").
+  /// the suffixes of the Hugging Face tensor names (e.g. "in_proj.weight"). The const form passes const vectors.
   template <class F>
   void for_each(const MambaBlockConfig& cfg, F&& f) {
-    const index_t di = cfg.inner(), dm = cfg.d_model, n = cfg.d_state, r = cfg.rank(), w = cfg.d_conv;
-    f("in_proj.weight", in_proj_weight, Dims{2 * di, dm});
-    if (cfg.bias) f("in_proj.bias", in_proj_bias, Dims{2 * di});
-    f("conv1d.weight", conv_weight, Dims{di, 1, w});
-    if (cfg.conv_bias) f("conv1d.bias", conv_bias, Dims{di});
-    f("x_proj.weight", x_proj_weight, Dims{r + 2 * n, di});
-    f("dt_proj.weight", dt_proj_weight, Dims{di, r});
-    f("dt_proj.bias", dt_proj_bias, Dims{di});
-    f("A_log", A_log, Dims{di, n});
-    f("D", D, Dims{di});
-    f("out_proj.weight", out_proj_weight, Dims{dm, di});
-    if (cfg.bias) f("out_proj.bias", out_proj_bias, Dims{dm});
-    if (cfg.bcdt_norm_weights) {
-      f("dt_layernorm.weight", dt_norm_weight, Dims{r});
-      f("b_layernorm.weight", b_norm_weight, Dims{n});
-      f("c_layernorm.weight", c_norm_weight, Dims{n});
-    }
+    walk(*this, cfg, f);
+  }
+  template <class F>
+  void for_each(const MambaBlockConfig& cfg, F&& f) const {
+    walk(*this, cfg, f);
+  }
+
+  /// f(name, vector) for every parameter present (a non-empty vector), in the order and under the names of the
+  /// config's walk above: what the training code walks (models::HybridStack, train::ParamTree).
+  template <class F>
+  void for_each(F&& f) {
+    const std::pair<const char*, std::vector<T>*> all[] = {
+        {"in_proj.weight", &in_proj_weight}, {"in_proj.bias", &in_proj_bias},     {"conv1d.weight", &conv_weight},
+        {"conv1d.bias", &conv_bias},         {"x_proj.weight", &x_proj_weight},   {"dt_proj.weight", &dt_proj_weight},
+        {"dt_proj.bias", &dt_proj_bias},     {"A_log", &A_log},                   {"D", &D},
+        {"out_proj.weight", &out_proj_weight}, {"out_proj.bias", &out_proj_bias}, {"dt_layernorm.weight", &dt_norm_weight},
+        {"b_layernorm.weight", &b_norm_weight}, {"c_layernorm.weight", &c_norm_weight}};
+    for (const auto& [name, v] : all)
+      if (!v->empty()) f(name, *v);
   }
 
   /// All parameters allocated with the config's shapes and filled with zeros.
@@ -128,6 +131,28 @@ struct MambaBlockParams {
     MambaBlockParams p;
     p.for_each(cfg, [](const char*, std::vector<T>& v, const Dims& s) { v.assign(static_cast<std::size_t>(s.product()), T(0)); });
     return p;
+  }
+
+ private:
+  template <class Self, class F>
+  static void walk(Self& p, const MambaBlockConfig& cfg, F& f) {
+    const index_t di = cfg.inner(), dm = cfg.d_model, n = cfg.d_state, r = cfg.rank(), w = cfg.d_conv;
+    f("in_proj.weight", p.in_proj_weight, Dims{2 * di, dm});
+    if (cfg.bias) f("in_proj.bias", p.in_proj_bias, Dims{2 * di});
+    f("conv1d.weight", p.conv_weight, Dims{di, 1, w});
+    if (cfg.conv_bias) f("conv1d.bias", p.conv_bias, Dims{di});
+    f("x_proj.weight", p.x_proj_weight, Dims{r + 2 * n, di});
+    f("dt_proj.weight", p.dt_proj_weight, Dims{di, r});
+    f("dt_proj.bias", p.dt_proj_bias, Dims{di});
+    f("A_log", p.A_log, Dims{di, n});
+    f("D", p.D, Dims{di});
+    f("out_proj.weight", p.out_proj_weight, Dims{dm, di});
+    if (cfg.bias) f("out_proj.bias", p.out_proj_bias, Dims{dm});
+    if (cfg.bcdt_norm_weights) {
+      f("dt_layernorm.weight", p.dt_norm_weight, Dims{r});
+      f("b_layernorm.weight", p.b_norm_weight, Dims{n});
+      f("c_layernorm.weight", p.c_norm_weight, Dims{n});
+    }
   }
 };
 
@@ -268,9 +293,7 @@ class MambaBlock {
     SSM_CHECK(cfg_.bcdt_norm_weights ||
                   (p_.dt_norm_weight.empty() && p_.b_norm_weight.empty() && p_.c_norm_weight.empty()),
               "MambaBlock: dt / b / c norm weights are given but the config has none (bcdt_norm_weights is off)");
-    p_.for_each(cfg_, [&](const char* name, std::vector<T>& v, const Dims& s) {
-      if (!(v.empty() && held(name))) check_parameter_size("MambaBlock", name, v, s);
-    });
+    check_sizes("MambaBlock");
     refresh();
   }
 
@@ -332,11 +355,16 @@ class MambaBlock {
       n += v->size();
     return m_.nbytes() + n * sizeof(T);
   }
-  /// Mutable parameters; call refresh() after changing A_log.
+  /// Mutable parameters (an optimizer's updates in place). The CPU paths read them at every call: A = −exp(A_log)
+  /// comes from a cache made by refresh() while A_log is unchanged since, and is computed afresh per call once it has
+  /// changed (so a trained block is never stale; refresh() after training makes decoding allocation-free again). A
+  /// block moved to a device keeps its copy of the parameters until refresh().
   MambaBlockParams<T>& params() { return p_; }
+  /// Caches A = −exp(A_log) from the current A_log, and uploads the parameters again to a moved block's device.
   void refresh() {
     A_.resize(p_.A_log.size());
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(p_.A_log[i]);
+    A_log_cached_ = p_.A_log;
     if (dev_) *this = to(dev_->device);  // the device copy follows the changed parameters
   }
 
@@ -567,6 +595,7 @@ class MambaBlock {
               "; MambaLM keeps a checkpoint's f16 / bf16 weights unless LoadOptions::weight_dtype says f32), and "
               "backward needs them as f32 parameters: load the model with weight_dtype = DType::f32, or build a "
               "block from full_params()");
+    check_sizes("MambaBlock::backward");
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t rows = b * l, nx = r + 2 * n;
     MambaBlockGrads<T> g;
@@ -598,7 +627,9 @@ class MambaBlock {
     linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
     // ---- selective scan (forward again, for out_proj's input) ----
     detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
-    const SelectiveScanInputs in = scan_inputs(ops, b, l);
+    Tensor A_fresh;  // (di, n) when A_log changed since refresh()
+    const TensorView A = host_A(A_fresh);
+    const SelectiveScanInputs in = scan_inputs(ops, A, b, l);
     SelectiveScanOptions opt;
     opt.num_threads = threads_;
     std::vector<T> cm(ops.u.size());  // (b, di, l) channel-major scratch
@@ -629,7 +660,8 @@ class MambaBlock {
       cpu::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r + n, 0, n);
     }
     const T* grad_A = sg.grad_A.data_as<T>();  // (di, n)
-    for (std::size_t i = 0; i < A_.size(); ++i) gp.A_log[i] = grad_A[i] * A_[i];  // A = −exp(A_log)
+    const T* A_values = A.data_as<const T>();
+    for (std::size_t i = 0; i < gp.A_log.size(); ++i) gp.A_log[i] = grad_A[i] * A_values[i];  // A = −exp(A_log)
     std::copy_n(sg.grad_D.data_as<T>(), di, gp.D.data());
     std::copy_n(sg.grad_delta_bias.data_as<T>(), di, gp.dt_proj_bias.data());
     // ---- dt_proj and x_proj ----
@@ -686,8 +718,27 @@ class MambaBlock {
   }
 
  private:
+  // Every parameter vector has its config's size (or is empty and held in m_). Checked at construction and by every
+  // CPU call, since params() hands them out to be changed.
+  void check_sizes(const char* op) const {
+    p_.for_each(cfg_, [&](const char* name, const std::vector<T>& v, const Dims& s) {
+      if (!(v.empty() && held(name))) check_parameter_size(op, name, v, s);
+    });
+  }
+
+  // A = −exp(A_log) (di, n) on the CPU: refresh()'s cache while A_log is what it was made from, else computed into
+  // `fresh` (an optimizer changed A_log in place through params()).
+  TensorView host_A(Tensor& fresh) const {
+    const index_t di = cfg_.inner(), n = cfg_.d_state;
+    if (p_.A_log == A_log_cached_) return TensorView::of(A_.data(), {di, n});
+    fresh = Tensor::empty({di, n}, dtype_of<T>());
+    T* a = fresh.data_as<T>();
+    for (std::size_t i = 0; i < p_.A_log.size(); ++i) a[i] = -std::exp(p_.A_log[i]);
+    return fresh.view();
+  }
+
   // The op's inputs over channel-major operands (A = −exp(A_log), D, Δ bias, softplus).
-  SelectiveScanInputs scan_inputs(detail::ScanOperands<T>& ops, index_t b, index_t l) const {
+  SelectiveScanInputs scan_inputs(detail::ScanOperands<T>& ops, const TensorView& A, index_t b, index_t l) const {
     const index_t di = cfg_.inner(), n = cfg_.d_state;
     SelectiveScanInputs in;
     in.u = TensorView::of(ops.u.data(), {b, di, l});
@@ -695,7 +746,7 @@ class MambaBlock {
     in.z = TensorView::of(ops.z.data(), {b, di, l});
     in.B = TensorView::of(ops.B.data(), {b, n, l});
     in.C = TensorView::of(ops.C.data(), {b, n, l});
-    in.A = TensorView::of(A_.data(), {di, n});
+    in.A = A;
     in.D = TensorView::of(p_.D.data(), {di});
     in.delta_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
     in.delta_softplus = true;
@@ -709,6 +760,7 @@ class MambaBlock {
     TensorView conv_weight, dt_bias, A, D;           // (di, w), (di), (di, n), (di)
     std::optional<TensorView> in_proj_bias, conv_bias, out_proj_bias;
     std::optional<TensorView> dbc_norm[3];  // Jamba's δ, B, C norm weights (r), (n), (n)
+    Tensor A_fresh;                         // what A views when A_log changed since refresh() (host_A)
   };
   // The parameters on a device other than the CPU (to()).
   struct DeviceParams {
@@ -727,6 +779,7 @@ class MambaBlock {
       for (int i = 0; i < 3; ++i) P.dbc_norm[i] = optional_view(d.dbc_norm[i]);
       return P;
     }
+    check_sizes("MambaBlock");
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     auto matrix = [](const WeightMatrix& m, const std::vector<T>& v, const Dims& s) {
       return m.empty() ? TensorView::of(v.data(), s) : TensorView(m.tensor());
@@ -738,7 +791,7 @@ class MambaBlock {
     P.out_proj = matrix(m_.out_proj, p_.out_proj_weight, {dm, di});
     P.conv_weight = TensorView::of(p_.conv_weight.data(), {di, w});
     P.dt_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
-    P.A = TensorView::of(A_.data(), {di, n});
+    P.A = host_A(P.A_fresh);
     P.D = TensorView::of(p_.D.data(), {di});
     P.in_proj_bias = optional_view(p_.in_proj_bias);
     P.conv_bias = optional_view(p_.conv_bias);
@@ -767,7 +820,8 @@ class MambaBlock {
   MambaBlockConfig cfg_;
   MambaBlockParams<T> p_;
   MambaBlockMatrices m_;  // projections held as weight matrices (empty: in p_)
-  std::vector<T> A_;  // (d_inner, n) = −exp(A_log)
+  std::vector<T> A_;             // (d_inner, n) = −exp(A_log), made by refresh()
+  std::vector<T> A_log_cached_;  // (d_inner, n) the A_log A_ was made from
   int threads_ = 0;
   std::shared_ptr<const DeviceParams> dev_;  // the parameters on device() when not the CPU (to())
 };

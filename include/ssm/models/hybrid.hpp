@@ -35,7 +35,7 @@ concept SequenceMixer = requires(const M& m, const TensorView& x, typename M::St
 /// What a stack's backward needs of a layer besides SequenceMixer (element type T): backward(x, grad_out) returning
 /// grad_x ((b l d_model) values of T) and params (the layer's parameter struct, of gradients), and params() with
 /// for_each(f(name, std::vector<T>&)): DeltaNetLayer, LinearAttentionLayer, Rwkv7Layer (without the value residual),
-/// TttLinearLayer.
+/// TttLinearLayer, layers::MultiHeadAttention, MambaMixer (models/mamba_mixer.hpp).
 template <class M, class T>
 concept TrainableMixer = SequenceMixer<M> && requires(M& m, const M& cm, const TensorView& x) {
   { cm.backward(x, x).grad_x } -> std::convertible_to<std::vector<T>>;

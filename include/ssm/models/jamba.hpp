@@ -21,29 +21,9 @@
 #include "ssm/models/causal_lm.hpp"
 #include "ssm/models/checkpoint.hpp"
 #include "ssm/models/hybrid.hpp"
+#include "ssm/models/mamba_mixer.hpp"
 
 namespace ssm::models {
-
-/// layers::MambaBlock as a SequenceMixer: forward is the block's parallel forward; step continues the
-/// block's cache over the next t tokens (a resumed forward, i.e. a prefill in chunks; t = 1 is one step).
-template <class T>
-class MambaMixer {
- public:
-  using State = layers::MambaLayerCache<T>;  ///< conv and SSM state: its size does not grow with the context
-
-  explicit MambaMixer(layers::MambaBlock<T> block) : block_(std::move(block)) {}
-
-  index_t d_model() const { return block_.config().d_model; }
-  const layers::MambaBlock<T>& block() const { return block_; }
-  /// x (b, l, d_model) → (b, l, d_model).
-  Tensor forward(const TensorView& x) const { return block_.forward(x); }
-  State init_state(index_t b) const { return block_.make_cache(b); }
-  /// x (b, t, d_model) → (b, t, d_model), continuing from and updating state.
-  Tensor step(const TensorView& x, State& state) const { return block_.forward(x, &state, true); }
-
- private:
-  layers::MambaBlock<T> block_;
-};
 
 template <class T>
 using JambaStack = HybridStack<T, MambaMixer<T>, layers::MultiHeadAttention<T>>;

@@ -77,27 +77,15 @@ class StackLM {
   /// The mean cross-entropy of targets (b l) i32 | i64 (ignore_index −100) given ids (b, l), and every parameter's
   /// gradient into g (resized; earlier contents discarded).
   StepResult step(const TensorView& ids, const TensorView& targets, Grads& g) const {
-    Checker c("StackLM::step");
+    const Checker c("StackLM::step");
     check_ids(c, ids);
     const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
-    c.defined("targets", targets).dtype_in("targets", targets, {DType::i32, DType::i64}).shape("targets", targets, {rows});
-    c.contiguous("targets", targets).device("targets", targets, Device::cpu());
+    check_targets(c, targets, rows);
     Tensor h, z, n;                             // (b, l, d): the embedded ids, the stack's output, the normalized rows
     Tensor lg = logits_of(ids, h, z, n);        // (b, l, V), then ∂L/∂logits in place
     const TensorView lr = lg.view().reshape({rows, V_});
     StepResult r;
-    {
-      const T* L = lg.data_as<T>();
-      for (index_t i = 0; i < rows; ++i) {
-        const std::int64_t t = targets.dtype() == DType::i32 ? targets.data_as<const std::int32_t>()[i]
-                                                             : targets.data_as<const std::int64_t>()[i];
-        if (t < 0 || t >= V_) continue;  // ignored (cross_entropy rejects any other bad target)
-        index_t best = 0;
-        for (index_t j = 1; j < V_; ++j)
-          if (L[i * V_ + j] > L[i * V_ + best]) best = j;
-        r.correct += best == t;
-      }
-    }
+    r.correct = count_correct(lr, targets);
     const CrossEntropyResult ce = cross_entropy({lr, targets}, lr);
     r.loss = ce.loss, r.count = ce.count;
     g.lm_head.assign(W_.size(), T(0));
@@ -118,6 +106,23 @@ class StackLM {
     return r;
   }
 
+  /// What step() measures, without gradients: the mean cross-entropy of targets (b l) given ids (b, l), their count and
+  /// how many the argmax predicted (an evaluation, at any length the mixers take).
+  StepResult evaluate(const TensorView& ids, const TensorView& targets) const {
+    const Checker c("StackLM::evaluate");
+    check_ids(c, ids);
+    const index_t rows = ids.size(0) * ids.size(1);
+    check_targets(c, targets, rows);
+    Tensor h, z, n;
+    const Tensor lg = logits_of(ids, h, z, n);  // (b, l, V)
+    const TensorView lr = lg.view().reshape({rows, V_});
+    StepResult r;
+    r.correct = count_correct(lr, targets);
+    const CrossEntropyResult ce = cross_entropy({lr, targets});
+    r.loss = ce.loss, r.count = ce.count;
+    return r;
+  }
+
   /// f(name, vector) for every parameter: "embedding", the stack's "layers.<i>.…", "norm_f.weight", "lm_head".
   template <class F>
   void for_each(F&& f) {
@@ -132,6 +137,29 @@ class StackLM {
   static void check_ids(const Checker& c, const TensorView& ids) {
     c.defined("ids", ids).rank("ids", ids, 2).dtype_in("ids", ids, {DType::i32, DType::i64}).contiguous("ids", ids);
     c.device("ids", ids, Device::cpu());
+  }
+
+  /// targets must be a contiguous (rows) CPU tensor of i32 | i64 (their values are cross_entropy's check).
+  static void check_targets(const Checker& c, const TensorView& targets, index_t rows) {
+    c.defined("targets", targets).dtype_in("targets", targets, {DType::i32, DType::i64}).shape("targets", targets, {rows});
+    c.contiguous("targets", targets).device("targets", targets, Device::cpu());
+  }
+
+  /// How many rows of logits (rows, V) have their argmax (the first, on ties) at the row's target; targets outside
+  /// [0, V) are ignored (cross_entropy rejects those other than ignore_index).
+  index_t count_correct(const TensorView& logits, const TensorView& targets) const {
+    const T* L = logits.data_as<const T>();
+    index_t correct = 0;
+    for (index_t i = 0; i < logits.size(0); ++i) {
+      const std::int64_t t = targets.dtype() == DType::i32 ? targets.data_as<const std::int32_t>()[i]
+                                                           : targets.data_as<const std::int64_t>()[i];
+      if (t < 0 || t >= V_) continue;
+      index_t best = 0;
+      for (index_t j = 1; j < V_; ++j)
+        if (L[i * V_ + j] > L[i * V_ + best]) best = j;
+      correct += best == t;
+    }
+    return correct;
   }
 
   /// h (b, l, d) = E[ids] (ssm::embedding: ids outside [0, V) are an ssm::Error naming 'ids').

@@ -1,0 +1,91 @@
+// Every mixer a models::StackLM can train, by name: TrainableLM<T> is one StackLM type over all of them, and add_mixer
+// appends a layer of a named mixer with small-model defaults. What example_train and bench_train build.
+//
+//   deltanet, gated_deltanet          layers::DeltaNetLayer (Yang et al. 2024)
+//   linear_attention, retnet, gla     layers::LinearAttentionLayer (Katharopoulos et al. 2020; Sun et al. 2023; Yang et
+//                                     al. 2023)
+//   ttt                               layers::TttLinearLayer (Sun et al. 2024), gated output
+//   rwkv7                             layers::Rwkv7Layer (Peng et al. 2025), low-rank sizes MixerOptions::rank
+//   mamba                             layers::MambaBlock through MambaMixer (Gu & Dao 2023), state size d_state
+//   attention                         layers::MultiHeadAttention, causal softmax attention with RoPE
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "ssm/core/check.hpp"
+#include "ssm/layers/attention.hpp"
+#include "ssm/layers/delta_net.hpp"
+#include "ssm/layers/linear_attention.hpp"
+#include "ssm/layers/rwkv7.hpp"
+#include "ssm/layers/ttt_linear.hpp"
+#include "ssm/models/hybrid.hpp"
+#include "ssm/models/mamba_mixer.hpp"
+#include "ssm/models/stack_lm.hpp"
+
+namespace ssm::models {
+
+template <class T>
+using TrainableStack = HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>,
+                                   layers::TttLinearLayer<T>, layers::Rwkv7Layer<T>, MambaMixer<T>,
+                                   layers::MultiHeadAttention<T>>;
+template <class T>
+using TrainableLM = StackLM<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>, layers::TttLinearLayer<T>,
+                            layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>>;
+
+/// The names add_mixer takes, for messages and usage lines.
+inline constexpr const char* kTrainableMixers =
+    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, attention";
+
+/// What add_mixer sets beyond the width; each mixer reads the fields that apply to it.
+struct MixerOptions {
+  index_t heads = 2;     ///< heads (all but mamba); must divide d_model
+  index_t rank = 8;      ///< rwkv7: the decay, a, v and gate low-rank sizes
+  index_t d_state = 16;  ///< mamba: n, the state size per channel
+  int threads = 0;       ///< the layer's threads (0: automatic)
+};
+
+/// Appends to `stack` one layer of the mixer called `name` (kTrainableMixers), width stack.d_model(), its parameters
+/// drawn from seed. An unknown name or sizes the mixer refuses are an ssm::Error.
+template <class T>
+void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOptions& o, std::uint64_t seed) {
+  const index_t d = stack.d_model();
+  Checker c("add_mixer");
+  c.require(o.heads >= 1 && d % o.heads == 0, "heads", "must divide d_model (", d, "), got ", o.heads);
+  auto add = [&](auto layer) {
+    layer.set_threads(o.threads);
+    stack.add(std::move(layer));
+  };
+  if (name == "deltanet" || name == "gated_deltanet") {
+    layers::DeltaNetConfig cfg;
+    cfg.d_model = d, cfg.heads = o.heads, cfg.gated = name == "gated_deltanet";
+    add(layers::DeltaNetLayer<T>::init(cfg, seed));
+  } else if (name == "linear_attention" || name == "retnet" || name == "gla") {
+    using Cfg = layers::LinearAttentionConfig;
+    add(layers::LinearAttentionLayer<T>::init(name == "retnet" ? Cfg::retnet(d, o.heads)
+                                              : name == "gla"  ? Cfg::gla(d, o.heads)
+                                                               : Cfg::katharopoulos(d, o.heads),
+                                              seed));
+  } else if (name == "ttt") {
+    layers::TttLinearConfig cfg;
+    cfg.d_model = d, cfg.heads = o.heads, cfg.use_gate = true;
+    add(layers::TttLinearLayer<T>::init(cfg, seed));
+  } else if (name == "rwkv7") {
+    layers::Rwkv7Config cfg;
+    cfg.d_model = d, cfg.head_dim = d / o.heads, cfg.decay_rank = cfg.a_rank = cfg.v_rank = cfg.gate_rank = o.rank;
+    add(layers::Rwkv7Layer<T>::init(cfg, seed));
+  } else if (name == "mamba") {
+    layers::MambaBlockConfig cfg;
+    cfg.d_model = d, cfg.d_state = o.d_state;
+    add(MambaMixer<T>(layers::MambaBlock<T>::init(cfg, seed)));
+  } else if (name == "attention") {
+    layers::MultiHeadAttentionConfig cfg;
+    cfg.d_model = d, cfg.n_heads = o.heads, cfg.rotary = true, cfg.attention.n_threads = o.threads;
+    stack.add(layers::MultiHeadAttention<T>(cfg, seed));
+  } else {
+    c.require(false, "name", "is not a trainable mixer: '", name, "' (", kTrainableMixers, ")");
+  }
+}
+
+}  // namespace ssm::models
