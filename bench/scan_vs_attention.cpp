@@ -2,6 +2,8 @@
 // 64; Mamba block d_state 16, expand 2), f32, one sequence, 1 and 2 threads:
 //   forward/<mixer>/l:<l>/threads:<t>     mixer forward time and peak memory against sequence length;
 //   decode/<mixer>/ctx:<c>/threads:<t>    per-token decode latency and state memory against context length;
+//   train/<mixer>/l:<l>/threads:<t>       forward + backward (every gradient) time and peak memory, mamba_block and
+//                                         attention_tiled: the training-cost comparison;
 //   scan_throughput/threads:<t>           state updates per second against this machine's limit, the one
 //                                         bench_selective_scan uses (bench/machine_limit.hpp): t cores of
 //                                         1 / (1/E + 3/F) updates / s, E = exp2 / s / core, F = lane-FMAs / s / core.
@@ -57,6 +59,7 @@
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/s4.hpp"
 #include "ssm/layers/ttt_linear.hpp"
+#include "ssm/models/mamba_mixer.hpp"
 #include "ssm/ops/selective_scan.hpp"
 
 namespace {
@@ -417,6 +420,41 @@ void bench_forward(benchmark::State& st, Mixer m, index_t l, int threads) {
   stop_if_slow(curve, seconds, l);
 }
 
+// Training cost (seed 002's Mamba-versus-Transformer table, its "Training" rows): one forward of the layer over the
+// whole sequence and its backward (∂L/∂x and every parameter's gradient; each backward recomputes its forward), time and
+// peak memory. mamba_block: MambaBlock::backward holds the full sequence's activations (about 24 d_inner + 4 d_model
+// floats a token, the estimate the memory budget is checked against); attention_tiled: MultiHeadAttention::backward
+// (tiled attention_backward, O(l) memory: about 14 d_model floats a token).
+void bench_train(benchmark::State& st, Mixer m, index_t l, int threads) {
+  const std::string curve = std::string("train/") + mixer_name(m) + "/threads:" + std::to_string(threads);
+  const double per_token = m == Mixer::mamba_block ? 24.0 * kExpand * kDModel + 4.0 * kDModel : 14.0 * kDModel;
+  const double workspace = per_token * static_cast<double>(l) * sizeof(float);
+  if (skip_if_stopped(st, curve, workspace)) return;
+  Tensor x = Tensor::empty({1, l, kDModel}, ssm::DType::f32), dy = Tensor::empty({1, l, kDModel}, ssm::DType::f32);
+  fill(x.data_as<float>(), static_cast<std::size_t>(x.numel()), 3);
+  fill(dy.data_as<float>(), static_cast<std::size_t>(dy.numel()), 4);
+  RssProbe rss;
+  double seconds = 0;
+  auto run = [&](const auto& layer) {
+    rss.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+      Tensor y = layer.forward(x);  // (1, l, d_model)
+      auto g = layer.backward(x, dy);
+      benchmark::DoNotOptimize(y.data());
+      benchmark::DoNotOptimize(g.grad_x.data());
+    }
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  if (m == Mixer::mamba_block)
+    run(ssm::models::MambaMixer<float>(make_mamba(threads)));
+  else
+    run(make_attention(ssm::AttentionAlgorithm::tiled, threads));
+  seconds /= static_cast<double>(st.iterations());
+  set_common_counters(st, l, threads, seconds, rss, workspace);
+  stop_if_slow(curve, seconds, l);
+}
+
 void bench_decode(benchmark::State& st, Mixer m, index_t context, int threads) {
   const std::string curve = std::string("decode/") + mixer_name(m) + "/threads:" + std::to_string(threads);
   const double cache_bytes = m == Mixer::mamba_block || m == Mixer::s4d_layer || is_chunked_state_mixer(m)
@@ -654,6 +692,13 @@ int main(int argc, char** argv) {
                                  "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
             ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
+      }
+    for (Mixer m : {Mixer::mamba_block, Mixer::attention_tiled})
+      for (index_t l : g.lengths) {
+        const std::string name = std::string("train/") + mixer_name(m) + "/l:" + std::to_string(l) + "/threads:" +
+                                 std::to_string(t);
+        benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_train(st, m, l, t); })
+            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(g.min_time);
       }
     const index_t scan_l = full ? 8192 : 2048;
     benchmark::RegisterBenchmark(("scan_throughput/selective_scan_op/threads:" + std::to_string(t)).c_str(),

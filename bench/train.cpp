@@ -5,7 +5,7 @@
 //     (bench/bandwidth.hpp). Path 0 the CPU path (vector exp, one per element), 1 the reference in double (fewer rows).
 //   - BM_StackLMStep/<mixer>/threads: one training step of a StackLM (2 layers, d 64, vocab 256, batch 4 × 256 tokens:
 //     the forward, the loss, the backward through every layer, clipping and AdamW), tokens per second. Mixers: 0 Gated
-//     DeltaNet, 1 GLA, 2 RWKV-7, 3 TTT-Linear.
+//     DeltaNet, 1 GLA, 2 RWKV-7, 3 TTT-Linear, 4 Mamba (d_state 16), 5 softmax attention with RoPE (tiled).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -13,11 +13,7 @@
 #include <string>
 
 #include "bandwidth.hpp"
-#include "ssm/layers/delta_net.hpp"
-#include "ssm/layers/linear_attention.hpp"
-#include "ssm/layers/rwkv7.hpp"
-#include "ssm/layers/ttt_linear.hpp"
-#include "ssm/models/stack_lm.hpp"
+#include "ssm/models/trainable_lm.hpp"
 #include "ssm/train.hpp"
 
 namespace {
@@ -61,39 +57,16 @@ BENCHMARK(BM_CrossEntropy)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-using Model = ssm::models::StackLM<float, ssm::layers::DeltaNetLayer<float>, ssm::layers::LinearAttentionLayer<float>,
-                                   ssm::layers::Rwkv7Layer<float>, ssm::layers::TttLinearLayer<float>>;
+using Model = ssm::models::TrainableLM<float>;
+const char* const kMixers[] = {"gated_deltanet", "gla", "rwkv7", "ttt", "mamba", "attention"};
 
 void BM_StackLMStep(benchmark::State& state) {
   const int mixer = static_cast<int>(state.range(0)), threads = static_cast<int>(state.range(1));
-  const index_t d = 64, heads = 2, vocab = 256, b = 4, l = 256;
-  namespace L = ssm::layers;
+  const index_t d = 64, vocab = 256, b = 4, l = 256;
   Model::Stack stack(d);
-  for (std::uint64_t i = 0; i < 2; ++i) {
-    if (mixer == 0) {
-      L::DeltaNetConfig c;
-      c.d_model = d, c.heads = heads, c.gated = true;
-      auto m = L::DeltaNetLayer<float>::init(c, i);
-      m.set_threads(threads);
-      stack.add(std::move(m));
-    } else if (mixer == 1) {
-      auto m = L::LinearAttentionLayer<float>::init(L::LinearAttentionConfig::gla(d, heads), i);
-      m.set_threads(threads);
-      stack.add(std::move(m));
-    } else if (mixer == 2) {
-      L::Rwkv7Config c;
-      c.d_model = d, c.head_dim = d / heads, c.decay_rank = c.a_rank = c.v_rank = c.gate_rank = 16;
-      auto m = L::Rwkv7Layer<float>::init(c, i);
-      m.set_threads(threads);
-      stack.add(std::move(m));
-    } else {
-      L::TttLinearConfig c;
-      c.d_model = d, c.heads = heads, c.use_gate = true;
-      auto m = L::TttLinearLayer<float>::init(c, i);
-      m.set_threads(threads);
-      stack.add(std::move(m));
-    }
-  }
+  ssm::models::MixerOptions mo;
+  mo.heads = 2, mo.rank = 16, mo.threads = threads;
+  for (std::uint64_t i = 0; i < 2; ++i) ssm::models::add_mixer(stack, kMixers[mixer], mo, i);
   Model model(vocab, std::move(stack), 7);
   ssm::train::ParamTree<float> params;
   params.add_all("", model);
@@ -115,11 +88,11 @@ void BM_StackLMStep(benchmark::State& state) {
   benchmark::DoNotOptimize(loss);
   state.counters["tokens_per_s"] =
       benchmark::Counter(static_cast<double>(b * l) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  state.SetLabel(mixer == 0 ? "gated_deltanet" : mixer == 1 ? "gla" : mixer == 2 ? "rwkv7" : "ttt");
+  state.SetLabel(kMixers[mixer]);
 }
 BENCHMARK(BM_StackLMStep)
     ->ArgNames({"mixer", "threads"})
-    ->ArgsProduct({{0, 1, 2, 3}, {1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

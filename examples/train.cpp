@@ -5,8 +5,9 @@
 //
 // Usage: example_train [--mixer M] [--task T] [--layers N] [--d D] [--heads H] [--vocab V] [--len L] [--batch B]
 //                      [--steps S] [--lr LR] [--warmup W] [--seed S] [--threads T] [--out DIR] [--save F] [--resume F]
-//                      [--stop N]
-//   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7
+//                      [--stop N] [--eval-lens L1,L2,...] [--eval-batches N]
+//   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | attention
+//          (models/trainable_lm.hpp; attention is softmax attention with RoPE)
 //   task   copy (default: each target the token before it)
 //          selective_copy (Mamba §4.1.1: data tokens among noise, to repeat in order after the markers)
 //          induction (Mamba §4.1.2: after a trigger token, the token that followed its first occurrence)
@@ -15,6 +16,8 @@
 //   save / resume   a training state (parameters, AdamW, step, the data generator) written at the end / read first
 //   stop   end after step N of the S (the schedule still spans S): with --save, a run to --resume later, which then
 //          continues exactly as the run that never stopped
+//   eval-lens  after training, the accuracy on eval-batches (default 4) fresh batches of the task at each of these
+//          lengths (the induction heads' extrapolation: train at one length, test at longer ones)
 // With no arguments: 2 Gated DeltaNet layers of width 32 on the copy task, 100 steps at lr 1e-2 (about a second).
 #include <algorithm>
 #include <chrono>
@@ -31,24 +34,21 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ssm/layers/delta_net.hpp"
-#include "ssm/layers/linear_attention.hpp"
-#include "ssm/layers/rwkv7.hpp"
-#include "ssm/layers/ttt_linear.hpp"
-#include "ssm/models/stack_lm.hpp"
+#include "ssm/models/trainable_lm.hpp"
 #include "ssm/train.hpp"
 
 namespace {
 
 using ssm::index_t;
 using ssm::Tensor;
-using Model = ssm::models::StackLM<float, ssm::layers::DeltaNetLayer<float>, ssm::layers::LinearAttentionLayer<float>,
-                                   ssm::layers::TttLinearLayer<float>, ssm::layers::Rwkv7Layer<float>>;
+using Model = ssm::models::TrainableLM<float>;
 constexpr std::int64_t kIgnore = -100;
 
 struct Options {
   std::string mixer = "gated_deltanet", task = "copy", out = ".", save, resume;
   index_t layers = 2, d = 32, heads = 2, vocab = 16, len = 32, batch = 8, steps = 100, warmup = 10, stop = 0;
+  std::vector<index_t> eval_lens;
+  index_t eval_batches = 4;
   double lr = 1e-2;
   std::uint64_t seed = 0;
   int threads = 0;
@@ -93,10 +93,30 @@ Options parse(int argc, char** argv) {
     else if (a == "--save") o.save = v;
     else if (a == "--resume") o.resume = v;
     else if (a == "--stop") o.stop = num();
+    else if (a == "--eval-batches") o.eval_batches = num();
+    else if (a == "--eval-lens") {
+      std::size_t from = 0;
+      while (from <= v.size()) {  // comma-separated integers, each parsed whole
+        const std::size_t to = std::min(v.find(',', from), v.size());
+        const std::string item = v.substr(from, to - from);
+        std::size_t used = 0;
+        long long n = 0;
+        try {
+          n = std::stoll(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        SSM_CHECK(!item.empty() && used == item.size() && n >= 4, "example_train: --eval-lens expects lengths >= 4 "
+                  "separated by commas, got '", v, "'");
+        o.eval_lens.push_back(n);
+        from = to + 1;
+      }
+    }
     else ssm::fail("example_train: unknown option '", a, "' (see the usage at the top of examples/train.cpp)");
   }
-  SSM_CHECK(o.layers >= 1 && o.d >= 2 && o.heads >= 1 && o.len >= 4 && o.batch >= 1 && o.steps >= 1 && o.vocab >= 8,
-            "example_train: expected layers, heads, batch, steps >= 1, d >= 2, len >= 4 and vocab >= 8");
+  SSM_CHECK(o.layers >= 1 && o.d >= 2 && o.heads >= 1 && o.len >= 4 && o.batch >= 1 && o.steps >= 1 && o.vocab >= 8 &&
+                o.eval_batches >= 1,
+            "example_train: expected layers, heads, batch, steps, eval-batches >= 1, d >= 2, len >= 4 and vocab >= 8");
   return o;
 }
 
@@ -112,41 +132,15 @@ std::map<std::string, std::string> run_options(const Options& o) {
 
 /// Appends one layer of the chosen mixer, width d, from seed.
 void add_layer(Model::Stack& stack, const Options& o, std::uint64_t seed) {
-  namespace L = ssm::layers;
-  if (o.mixer == "deltanet" || o.mixer == "gated_deltanet") {
-    L::DeltaNetConfig c;
-    c.d_model = o.d, c.heads = o.heads, c.gated = o.mixer == "gated_deltanet";
-    auto m = L::DeltaNetLayer<float>::init(c, seed);
-    m.set_threads(o.threads);
-    stack.add(std::move(m));
-  } else if (o.mixer == "linear_attention" || o.mixer == "retnet" || o.mixer == "gla") {
-    const L::LinearAttentionConfig c = o.mixer == "retnet" ? L::LinearAttentionConfig::retnet(o.d, o.heads)
-                                       : o.mixer == "gla"  ? L::LinearAttentionConfig::gla(o.d, o.heads)
-                                                           : L::LinearAttentionConfig::katharopoulos(o.d, o.heads);
-    auto m = L::LinearAttentionLayer<float>::init(c, seed);
-    m.set_threads(o.threads);
-    stack.add(std::move(m));
-  } else if (o.mixer == "ttt") {
-    L::TttLinearConfig c;
-    c.d_model = o.d, c.heads = o.heads, c.use_gate = true;
-    auto m = L::TttLinearLayer<float>::init(c, seed);
-    m.set_threads(o.threads);
-    stack.add(std::move(m));
-  } else if (o.mixer == "rwkv7") {
-    L::Rwkv7Config c;
-    c.d_model = o.d, c.head_dim = o.d / o.heads, c.decay_rank = c.a_rank = c.v_rank = c.gate_rank = 8;
-    auto m = L::Rwkv7Layer<float>::init(c, seed);
-    m.set_threads(o.threads);
-    stack.add(std::move(m));
-  } else {
-    ssm::fail("example_train: unknown mixer '", o.mixer,
-              "' (deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7)");
-  }
+  ssm::models::MixerOptions mo;
+  mo.heads = o.heads, mo.threads = o.threads;
+  ssm::models::add_mixer(stack, o.mixer, mo, seed);
 }
 
-/// A batch of the task: ids (batch, len) and targets (batch len), kIgnore where nothing is asked.
-void make_batch(const Options& o, std::mt19937_64& rng, Tensor& ids, Tensor& targets) {
-  const index_t B = o.batch, L = o.len, V = o.vocab;
+/// A batch of the task: ids (batch, L) and targets (batch L), kIgnore where nothing is asked (L: o.len, or an evaluation
+/// length).
+void make_batch(const Options& o, std::mt19937_64& rng, Tensor& ids, Tensor& targets, index_t L) {
+  const index_t B = o.batch, V = o.vocab;
   ids = Tensor::empty({B, L}, ssm::DType::i64), targets = Tensor::empty({B * L}, ssm::DType::i64);
   std::int64_t* x = ids.data_as<std::int64_t>();
   std::int64_t* y = targets.data_as<std::int64_t>();
@@ -256,7 +250,12 @@ int main(int argc, char** argv) {
                 o.mixer.c_str(), static_cast<long long>(o.layers), static_cast<long long>(o.d),
                 static_cast<long long>(params.numel()), o.task.c_str(), static_cast<long long>(o.vocab),
                 static_cast<long long>(o.len), static_cast<long long>(o.batch), static_cast<long long>(o.steps));
-    nlohmann::json log = nlohmann::json::array();
+    struct Logged {
+      std::int64_t step;
+      double loss, accuracy, lr, grad_norm;
+    };
+    std::vector<Logged> logged;  // every step's figures (JSON only at the end: no small allocations between steps)
+    logged.reserve(static_cast<std::size_t>(last - opt.steps()));
     std::vector<double> losses;
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t first = opt.steps();
@@ -265,7 +264,7 @@ int main(int argc, char** argv) {
     const std::int64_t every = std::max<std::int64_t>(1, o.steps / 20);
     while (opt.steps() < last) {
       Tensor ids, targets;
-      make_batch(o, data, ids, targets);
+      make_batch(o, data, ids, targets, o.len);
       Model::Grads g;
       const auto r = model.step(ids, targets, g);
       ssm::train::ParamTree<float> grads;
@@ -275,7 +274,7 @@ int main(int argc, char** argv) {
       opt.step(params, grads, lr);
       const double acc = r.count ? static_cast<double>(r.correct) / static_cast<double>(r.count) : 0.0;
       losses.push_back(r.loss);
-      log.push_back({{"step", opt.steps()}, {"loss", r.loss}, {"accuracy", acc}, {"lr", lr}, {"grad_norm", norm}});
+      logged.push_back({opt.steps(), r.loss, acc, lr, norm});
       loss_sum += r.loss, acc_sum += acc, ++window;
       if (opt.steps() % every == 0 || opt.steps() == last) {
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -289,12 +288,33 @@ int main(int argc, char** argv) {
       }
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    nlohmann::json log = nlohmann::json::array();
+    for (const Logged& e : logged)
+      log.push_back({{"step", e.step}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"lr", e.lr}, {"grad_norm", e.grad_norm}});
+    // Evaluation at other lengths, on batches of a generator of its own (the training data's is left as it was).
+    nlohmann::json evals = nlohmann::json::array();
+    std::mt19937_64 eval_data(o.seed + 0x9E3779B97F4A7C15ull);
+    for (const index_t L : o.eval_lens) {
+      index_t count = 0, correct = 0;
+      double loss = 0;
+      for (index_t i = 0; i < o.eval_batches; ++i) {
+        Tensor ids, targets;
+        make_batch(o, eval_data, ids, targets, L);
+        const auto r = model.evaluate(ids, targets);
+        count += r.count, correct += r.correct, loss += r.loss * static_cast<double>(r.count);
+      }
+      const double acc = count ? static_cast<double>(correct) / static_cast<double>(count) : 0.0;
+      std::printf("eval length %6lld  loss %.4f  accuracy %.3f  (%lld targets)\n", static_cast<long long>(L),
+                  count ? loss / static_cast<double>(count) : 0.0, acc, static_cast<long long>(count));
+      evals.push_back({{"length", L}, {"accuracy", acc}, {"targets", count},
+                       {"loss", count ? loss / static_cast<double>(count) : 0.0}});
+    }
     std::filesystem::create_directories(o.out);
     const std::string json_path = o.out + "/train.json", svg_path = o.out + "/loss.svg";
     nlohmann::json run = {{"mixer", o.mixer}, {"task", o.task}, {"layers", o.layers}, {"d_model", o.d},
                           {"heads", o.heads}, {"vocab", o.vocab}, {"length", o.len}, {"batch", o.batch},
                           {"steps", o.steps}, {"lr", o.lr}, {"warmup", o.warmup}, {"seed", o.seed},
-                          {"parameters", params.numel()}, {"seconds", secs}, {"log", log}};
+                          {"parameters", params.numel()}, {"seconds", secs}, {"eval", evals}, {"log", log}};
     std::ofstream(json_path) << run.dump(1) << "\n";
     write_svg(svg_path, losses, std::log(static_cast<double>(o.vocab)),
               o.mixer + " on " + o.task + " (" + std::to_string(o.layers) + " layers, d " + std::to_string(o.d) + ")");
