@@ -3,7 +3,8 @@
 //   forward/<mixer>/l:<l>/threads:<t>     mixer forward time and peak memory against sequence length;
 //   decode/<mixer>/ctx:<c>/threads:<t>    per-token decode latency and state memory against context length;
 //   train/<mixer>/l:<l>/threads:<t>       forward + backward (every gradient) time and peak memory, mamba_block and
-//                                         attention_tiled: the training-cost comparison;
+//                                         attention_tiled: the training-cost comparison (in --ssm_mode=full or with
+//                                         --ssm_lengths only; tools/bench_report.py does not chart it);
 //   scan_throughput/threads:<t>           state updates per second against this machine's limit, the one
 //                                         bench_selective_scan uses (bench/machine_limit.hpp): t cores of
 //                                         1 / (1/E + 3/F) updates / s, E = exp2 / s / core, F = lane-FMAs / s / core.
@@ -662,7 +663,9 @@ int main(int argc, char** argv) {
                                              "rwkv4 (ssm::layers::Rwkv4Block, time mixing, attention width 768); "
                                              "striped_hyena (ssm::layers::ModalHyenaLayer, 2 poles per channel, 12 heads); "
                                              "hyena (ssm::layers::HyenaLayer, order 2, implicit filters; forward l <= 65536); "
-                                             "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded)");
+                                             "selective_scan_op (ssm::selective_scan, optimized CPU path, threaded); "
+                                             "train/: mamba_block and attention_tiled, forward + backward "
+                                             "(full mode or --ssm_lengths)");
   benchmark::AddCustomContext("ssm_memory_method",
                               "peak_rss_MB: VmHWM - VmRSS around the timed loop, VmHWM reset via /proc/self/clear_refs; "
                               "workspace_MB/state_MB: explicit byte accounting");
@@ -693,8 +696,9 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark(name.c_str(), [m, c, t](benchmark::State& st) { bench_decode(st, m, c, t); })
             ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(g.min_time);
       }
+    // Training cost: in the full mode or for lengths given with --ssm_lengths (not in the short run of the demo).
     for (Mixer m : {Mixer::mamba_block, Mixer::attention_tiled})
-      for (index_t l : g.lengths) {
+      for (index_t l : full || !lengths.empty() ? g.lengths : std::vector<index_t>{}) {
         const std::string name = std::string("train/") + mixer_name(m) + "/l:" + std::to_string(l) + "/threads:" +
                                  std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [m, l, t](benchmark::State& st) { bench_train(st, m, l, t); })

@@ -60,20 +60,21 @@ Options parse(int argc, char** argv) {
     const std::string a = argv[i];
     SSM_CHECK(i + 1 < argc, "example_train: ", a, " needs a value");
     const std::string v = argv[++i];
-    // The whole value as a number of the option's type (std::stoll / std::stod), or an error naming the option.
-    auto parse_as = [&](auto convert, const char* what) {
+    // The whole of `text` (the value, or one item of it) as a number of the option's type (std::stoll / std::stod),
+    // or an error naming the option and showing its value.
+    auto parse_as = [&](const std::string& text, auto convert, const char* what) {
       std::size_t used = 0;
-      decltype(convert(v, &used)) n{};
+      decltype(convert(text, &used)) n{};
       try {
-        n = convert(v, &used);
+        n = convert(text, &used);
       } catch (const std::exception&) {
         used = 0;
       }
-      SSM_CHECK(used == v.size() && !v.empty(), "example_train: ", a, " expects ", what, ", got '", v, "'");
+      SSM_CHECK(used == text.size() && !text.empty(), "example_train: ", a, " expects ", what, ", got '", v, "'");
       return n;
     };
     auto num = [&] {
-      return parse_as([](const std::string& t, std::size_t* u) { return std::stoll(t, u); }, "an integer");
+      return parse_as(v, [](const std::string& t, std::size_t* u) { return std::stoll(t, u); }, "an integer");
     };
     if (a == "--mixer") o.mixer = v;
     else if (a == "--task") o.task = v;
@@ -86,7 +87,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--steps") o.steps = num();
     else if (a == "--warmup") o.warmup = num();
     else if (a == "--lr")
-      o.lr = parse_as([](const std::string& t, std::size_t* u) { return std::stod(t, u); }, "a number");
+      o.lr = parse_as(v, [](const std::string& t, std::size_t* u) { return std::stod(t, u); }, "a number");
     else if (a == "--seed") o.seed = static_cast<std::uint64_t>(num());
     else if (a == "--threads") o.threads = static_cast<int>(num());
     else if (a == "--out") o.out = v;
@@ -95,20 +96,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--stop") o.stop = num();
     else if (a == "--eval-batches") o.eval_batches = num();
     else if (a == "--eval-lens") {
-      std::size_t from = 0;
-      while (from <= v.size()) {  // comma-separated integers, each parsed whole
+      o.eval_lens.clear();  // the last --eval-lens counts
+      for (std::size_t from = 0; from <= v.size();) {  // comma-separated integers, each parsed whole
         const std::size_t to = std::min(v.find(',', from), v.size());
         const std::string item = v.substr(from, to - from);
-        std::size_t used = 0;
-        long long n = 0;
-        try {
-          n = std::stoll(item, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        SSM_CHECK(!item.empty() && used == item.size() && n >= 4, "example_train: --eval-lens expects lengths >= 4 "
-                  "separated by commas, got '", v, "'");
-        o.eval_lens.push_back(n);
+        o.eval_lens.push_back(
+            parse_as(item, [](const std::string& t, std::size_t* u) { return std::stoll(t, u); }, "lengths separated by commas"));
         from = to + 1;
       }
     }
@@ -117,6 +110,15 @@ Options parse(int argc, char** argv) {
   SSM_CHECK(o.layers >= 1 && o.d >= 2 && o.heads >= 1 && o.len >= 4 && o.batch >= 1 && o.steps >= 1 && o.vocab >= 8 &&
                 o.eval_batches >= 1,
             "example_train: expected layers, heads, batch, steps, eval-batches >= 1, d >= 2, len >= 4 and vocab >= 8");
+  // A batch's tokens, at the training length and at each evaluation length, checked here rather than after training.
+  constexpr index_t kMaxTokens = index_t(1) << 26;
+  for (const index_t L : o.eval_lens)
+    SSM_CHECK(L >= 4 && L <= kMaxTokens, "example_train: --eval-lens expects lengths in [4, 2^26], got ", L);
+  for (const index_t L : o.eval_lens)
+    SSM_CHECK(o.batch <= kMaxTokens / L, "example_train: --batch ", o.batch, " × --eval-lens ", L,
+              " exceeds 2^26 tokens a batch");
+  SSM_CHECK(o.len <= kMaxTokens && o.batch <= kMaxTokens / o.len, "example_train: --batch ", o.batch, " × --len ",
+            o.len, " exceeds 2^26 tokens a batch");
   return o;
 }
 
@@ -255,8 +257,9 @@ int main(int argc, char** argv) {
       double loss, accuracy, lr, grad_norm;
     };
     std::vector<Logged> logged;  // every step's figures (JSON only at the end: no small allocations between steps)
-    logged.reserve(static_cast<std::size_t>(last - opt.steps()));
+    logged.reserve(static_cast<std::size_t>(std::max<std::int64_t>(0, last - opt.steps())));
     std::vector<double> losses;
+    losses.reserve(logged.capacity());
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t first = opt.steps();
     double acc_sum = 0, loss_sum = 0;

@@ -442,6 +442,12 @@ TEST(MambaMixer, UpdatedParametersTakeEffectAtOnce) {
   auto g1 = trained.backward(x, x), g2 = rebuilt.backward(x, x);
   EXPECT_EQ(g1.grad_x, g2.grad_x);
   EXPECT_EQ(g1.params.A_log, g2.params.A_log);
+  // A parameter resized through params(), or one the config does not have, is an error at the next call.
+  trained.params().D.pop_back();
+  expect_error([&] { trained.forward(x); }, {"'D'", "expected shape"});
+  auto p = rebuilt.params();
+  p.in_proj_bias.assign(2 * mc.inner(), 0.0);  // the config has bias off
+  expect_error([&] { MambaBlock<double>(mc, p); }, "the config does not have");
 }
 
 TEST(Training, AMambaAndAttentionModelLearnsTheShiftedCopy) {

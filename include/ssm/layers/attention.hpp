@@ -38,7 +38,8 @@ struct MultiHeadAttentionConfig {
 
 /// Rotary position embedding in place on x (b, t, heads, p) (contiguous, p even): for position
 /// pos = offset + t and e < p/2, with θ_e = base^(−2e/p), the pair (x_e, x_{e+p/2}) is rotated by pos·θ_e.
-/// So the score of a query at position m and a key at n depends on m − n only. The ssm::rotary op, rotate-half form.
+/// So the score of a query at position m and a key at n depends on m − n only. The ssm::rotary op, rotate-half form:
+/// its checks apply (base finite and > 1; an error names the op "rotary").
 template <class T>
 void apply_rotary(const TensorView& x, index_t position_offset, double base) {
   Checker("apply_rotary").rank("x", x, 4).dtype("x", x, dtype_of<T>()).contiguous("x", x);

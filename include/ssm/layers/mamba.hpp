@@ -116,14 +116,11 @@ struct MambaBlockParams {
   /// config's walk above: what the training code walks (models::HybridStack, train::ParamTree).
   template <class F>
   void for_each(F&& f) {
-    const std::pair<const char*, std::vector<T>*> all[] = {
-        {"in_proj.weight", &in_proj_weight}, {"in_proj.bias", &in_proj_bias},     {"conv1d.weight", &conv_weight},
-        {"conv1d.bias", &conv_bias},         {"x_proj.weight", &x_proj_weight},   {"dt_proj.weight", &dt_proj_weight},
-        {"dt_proj.bias", &dt_proj_bias},     {"A_log", &A_log},                   {"D", &D},
-        {"out_proj.weight", &out_proj_weight}, {"out_proj.bias", &out_proj_bias}, {"dt_layernorm.weight", &dt_norm_weight},
-        {"b_layernorm.weight", &b_norm_weight}, {"c_layernorm.weight", &c_norm_weight}};
-    for (const auto& [name, v] : all)
-      if (!v->empty()) f(name, *v);
+    walk_present(*this, f);
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    walk_present(*this, f);
   }
 
   /// All parameters allocated with the config's shapes and filled with zeros.
@@ -134,6 +131,21 @@ struct MambaBlockParams {
   }
 
  private:
+  template <class Self, class F>
+  static void walk_present(Self& p, F& f) {
+    using V = std::conditional_t<std::is_const_v<Self>, const std::vector<T>, std::vector<T>>;
+    const std::pair<const char*, V*> all[] = {
+        {"in_proj.weight", &p.in_proj_weight},   {"in_proj.bias", &p.in_proj_bias},
+        {"conv1d.weight", &p.conv_weight},       {"conv1d.bias", &p.conv_bias},
+        {"x_proj.weight", &p.x_proj_weight},     {"dt_proj.weight", &p.dt_proj_weight},
+        {"dt_proj.bias", &p.dt_proj_bias},       {"A_log", &p.A_log},
+        {"D", &p.D},                             {"out_proj.weight", &p.out_proj_weight},
+        {"out_proj.bias", &p.out_proj_bias},     {"dt_layernorm.weight", &p.dt_norm_weight},
+        {"b_layernorm.weight", &p.b_norm_weight}, {"c_layernorm.weight", &p.c_norm_weight}};
+    for (const auto& [name, v] : all)
+      if (!v->empty()) f(name, *v);
+  }
+
   template <class Self, class F>
   static void walk(Self& p, const MambaBlockConfig& cfg, F& f) {
     const index_t di = cfg.inner(), dm = cfg.d_model, n = cfg.d_state, r = cfg.rank(), w = cfg.d_conv;
@@ -293,7 +305,7 @@ class MambaBlock {
     SSM_CHECK(cfg_.bcdt_norm_weights ||
                   (p_.dt_norm_weight.empty() && p_.b_norm_weight.empty() && p_.c_norm_weight.empty()),
               "MambaBlock: dt / b / c norm weights are given but the config has none (bcdt_norm_weights is off)");
-    check_sizes("MambaBlock");
+    check_sizes("MambaBlock", /*strict=*/true);
     refresh();
   }
 
@@ -595,7 +607,7 @@ class MambaBlock {
               "; MambaLM keeps a checkpoint's f16 / bf16 weights unless LoadOptions::weight_dtype says f32), and "
               "backward needs them as f32 parameters: load the model with weight_dtype = DType::f32, or build a "
               "block from full_params()");
-    check_sizes("MambaBlock::backward");
+    check_sizes("MambaBlock::backward", /*strict=*/true);
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
     const index_t rows = b * l, nx = r + 2 * n;
     MambaBlockGrads<T> g;
@@ -719,11 +731,21 @@ class MambaBlock {
 
  private:
   // Every parameter vector has its config's size (or is empty and held in m_). Checked at construction and by every
-  // CPU call, since params() hands them out to be changed.
-  void check_sizes(const char* op) const {
+  // CPU call, since params() hands them out to be changed. With `strict` (construction, backward): also no non-empty
+  // vector the config does not have (a bias with bias off), which the training walk (for_each(f)) would otherwise
+  // name without a gradient to match.
+  void check_sizes(const char* op, bool strict = false) const {
+    std::size_t expected = 0;
     p_.for_each(cfg_, [&](const char* name, const std::vector<T>& v, const Dims& s) {
       if (!(v.empty() && held(name))) check_parameter_size(op, name, v, s);
+      expected += !v.empty();
     });
+    if (!strict) return;
+    std::size_t present = 0;
+    p_.for_each([&](const char*, const std::vector<T>&) { ++present; });
+    SSM_CHECK(present == expected, op, ": ", present - expected, " parameter vector(s) are given that the config does "
+              "not have (in_proj / out_proj biases need bias, conv1d.bias conv_bias, the δ / B / C norm weights "
+              "bcdt_norm_weights)");
   }
 
   // A = −exp(A_log) (di, n) on the CPU: refresh()'s cache while A_log is what it was made from, else computed into

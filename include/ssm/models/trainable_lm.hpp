@@ -30,9 +30,19 @@ template <class T>
 using TrainableStack = HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>,
                                    layers::TttLinearLayer<T>, layers::Rwkv7Layer<T>, MambaMixer<T>,
                                    layers::MultiHeadAttention<T>>;
+
+namespace detail {
+/// The StackLM over a HybridStack's mixers.
+template <class Stack>
+struct stack_lm_of;
+template <class T, class... Mixers>
+struct stack_lm_of<HybridStack<T, Mixers...>> {
+  using type = StackLM<T, Mixers...>;
+};
+}  // namespace detail
+
 template <class T>
-using TrainableLM = StackLM<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>, layers::TttLinearLayer<T>,
-                            layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>>;
+using TrainableLM = typename detail::stack_lm_of<TrainableStack<T>>::type;
 
 /// The names add_mixer takes, for messages and usage lines.
 inline constexpr const char* kTrainableMixers =
@@ -52,7 +62,8 @@ template <class T>
 void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOptions& o, std::uint64_t seed) {
   const index_t d = stack.d_model();
   Checker c("add_mixer");
-  c.require(o.heads >= 1 && d % o.heads == 0, "heads", "must divide d_model (", d, "), got ", o.heads);
+  if (name != "mamba")
+    c.require(o.heads >= 1 && d % o.heads == 0, "heads", "must divide d_model (", d, "), got ", o.heads);
   auto add = [&](auto layer) {
     layer.set_threads(o.threads);
     stack.add(std::move(layer));
