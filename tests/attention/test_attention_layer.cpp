@@ -149,12 +149,7 @@ TEST(MultiHeadAttention, BackwardMatchesCentralDifferences) {
         ssm::layers::MultiHeadAttention<double> layer(small_config(rotary, alg), 11);
         Tensor x = random_tensor<double>({2, l, 24}, 12);
         const Tensor R = random_tensor<double>({2, l, 24}, 13);
-        auto loss = [&] {
-          const Tensor y = layer.forward(x);
-          double sum = 0;
-          for (index_t i = 0; i < y.numel(); ++i) sum += y.data_as<double>()[i] * R.data_as<double>()[i];
-          return sum;
-        };
+        auto loss = [&] { return ssm_test::weighted_sum(layer.forward(x), R); };
         auto g = layer.backward(x, R);
         ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
         EXPECT_EQ(ssm_test::expect_parameter_gradients(layer.params(), g.params, loss, 64), 4);

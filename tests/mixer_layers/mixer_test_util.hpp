@@ -49,10 +49,7 @@ int expect_backward_matches_central_differences(const Config& cfg, const Params&
                                                 double tol = 1e-7) {
   const ssm::Tensor R = random_input<double>(x.shape(), 99);
   auto loss_of = [&](const Params& p, const ssm::Tensor& input) {
-    const ssm::Tensor y = Layer<double>(cfg, p).forward(input);
-    double s = 0;
-    for (ssm::index_t i = 0; i < y.numel(); ++i) s += y.data_as<double>()[i] * R.data_as<double>()[i];
-    return s;
+    return ssm_test::weighted_sum(Layer<double>(cfg, p).forward(input), R);
   };
   auto grads = Layer<double>(cfg, params).backward(x, R);
   ssm::Tensor xt = ssm::Tensor::empty(x.shape(), ssm::DType::f64);

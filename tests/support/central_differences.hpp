@@ -52,6 +52,14 @@ void expect_central_differences(const std::string& what, ssm::Tensor& x, const s
   EXPECT_LE(max_err, tol * std::max(1.0, max_g));
 }
 
+/// L = Σ y ⊙ R over two contiguous f64 tensors of one size, summed in order: the scalar loss whose gradient with
+/// respect to y is R, which the backward checks feed in as grad_out.
+inline double weighted_sum(const ssm::Tensor& y, const ssm::Tensor& R) {
+  double sum = 0;
+  for (ssm::index_t i = 0; i < y.numel(); ++i) sum += y.data_as<double>()[i] * R.data_as<double>()[i];
+  return sum;
+}
+
 /// A contiguous (n) f64 tensor holding v.
 inline ssm::Tensor to_tensor(const std::vector<double>& v) {
   ssm::Tensor t = ssm::Tensor::empty({static_cast<ssm::index_t>(v.size())}, ssm::DType::f64);

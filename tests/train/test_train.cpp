@@ -354,12 +354,7 @@ TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
   std::mt19937_64 rng(5);
   std::normal_distribution<double> n(0, 1);
   for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
-  auto loss = [&] {
-    const Tensor y = stack.forward(x);
-    double sum = 0;
-    for (index_t i = 0; i < y.numel(); ++i) sum += y.data_as<double>()[i] * R.data_as<double>()[i];
-    return sum;
-  };
+  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
   auto g = stack.backward(x, R);
   EXPECT_EQ(g.layers.size(), 4u);
   ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
@@ -406,12 +401,7 @@ TEST(HybridStack, BackwardThroughMambaAndAttentionMatchesCentralDifferences) {
   std::mt19937_64 rng(4);
   std::normal_distribution<double> n(0, 1);
   for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
-  auto loss = [&] {
-    const Tensor y = stack.forward(x);
-    double sum = 0;
-    for (index_t i = 0; i < y.numel(); ++i) sum += y.data_as<double>()[i] * R.data_as<double>()[i];
-    return sum;
-  };
+  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
   auto g = stack.backward(x, R);
   ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
   std::vector<std::string> names;
