@@ -6,7 +6,8 @@
 // Usage: example_train [--mixer M] [--task T] [--layers N] [--d D] [--heads H] [--vocab V] [--len L] [--batch B]
 //                      [--steps S] [--lr LR] [--warmup W] [--seed S] [--threads T] [--out DIR] [--save F] [--resume F]
 //                      [--stop N] [--eval-lens L1,L2,...] [--eval-batches N]
-//   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | attention
+//   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | mamba_s4d |
+//          s6 | s4d | attention  (mamba_s4d, s6, s4d: the Mamba block without selection, without the gate, without both)
 //          (models/trainable_lm.hpp; attention is softmax attention with RoPE)
 //   task   copy (default: each target the token before it)
 //          selective_copy (Mamba §4.1.1: data tokens among noise, to repeat in order after the markers)

@@ -7,7 +7,8 @@ run again); the table printed at the end (markdown) reads the accuracy from the 
 and the time from the run's own clock. MQAR is run at each learning rate of MQAR_LRS and a cell shows the best, as
 Zoology reports the best of a learning-rate sweep.
 
-Usage: tools/train_tables.py --bin build/examples/example_train [--table mqar|induction|all] [--out DIR] [--jobs 2]
+Usage: tools/train_tables.py --bin build/examples/example_train [--table mqar|induction|selective|all] [--out DIR]
+       [--jobs 2]
 """
 import argparse
 import concurrent.futures
@@ -33,6 +34,15 @@ INDUCTION_ARGS = ["--task", "induction", "--layers", "2", "--d", "64", "--vocab"
                   str(INDUCTION_TRAIN_LEN), "--batch", "32", "--steps", "4000", "--lr", "3e-3", "--warmup", "200",
                   "--eval-lens", ",".join(map(str, INDUCTION_EVAL_LENS)), "--eval-batches", "2"]
 
+# Selective copying (Mamba, Table 1): 16 data tokens (vocabulary 16: noise, 14 data tokens, the marker) among noise in
+# the first 112 positions, to be repeated in order after 16 markers; 2 layers of width 64. The four rows are one
+# block (layers::MambaBlock) with the gate on or off and the SSM selective (S6) or time-invariant (S4D-Real).
+SELECTIVE_ROWS = [("s4d", "no gate", "S4D-Real", "18.3 (S4)"), ("s6", "no gate", "S6", "97.0"),
+                  ("mamba_s4d", "Mamba", "S4D-Real", "56.4 (S4)"), ("mamba", "Mamba", "S6", "99.8")]
+SELECTIVE_ARGS = ["--task", "selective_copy", "--layers", "2", "--d", "64", "--vocab", "16", "--len", "128",
+                  "--batch", "32", "--steps", "4000", "--lr", "3e-3", "--warmup", "200", "--eval-lens", "128",
+                  "--eval-batches", "8"]
+
 
 def rows(table):
     """(table, name, example_train arguments) of every row of `table`."""
@@ -46,6 +56,9 @@ def rows(table):
     if table in ("induction", "all"):
         for m in INDUCTION_MIXERS:
             out.append(("induction", m, ["--mixer", m, "--heads", "4"] + INDUCTION_ARGS))
+    if table in ("selective", "all"):
+        for m, _, _, _ in SELECTIVE_ROWS:
+            out.append(("selective", m, ["--mixer", m] + SELECTIVE_ARGS))
     return out
 
 
@@ -74,7 +87,7 @@ def command_line(cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="path of example_train")
-    ap.add_argument("--table", default="all", choices=["mqar", "induction", "all"])
+    ap.add_argument("--table", default="all", choices=["mqar", "induction", "selective", "all"])
     ap.add_argument("--out", default="train_tables")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
@@ -106,6 +119,14 @@ def main():
             cells = [f"{100 * e['accuracy']:.1f}" for e in r["eval"]]
             print(f"| {m} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
         cmd, _ = results[("induction", INDUCTION_MIXERS[0])]
+        print(f"\nRow command (mixer varied): `{command_line(cmd)}`\n")
+    if a.table in ("selective", "all"):
+        print("| architecture | SSM | accuracy | the paper | seconds |")
+        print("|---|---|---:|---:|---:|")
+        for m, arch, layer, paper in SELECTIVE_ROWS:
+            cmd, r = results[("selective", m)]
+            print(f"| {arch} | {layer} | {100 * r['eval'][0]['accuracy']:.1f} | {paper} | {r['seconds']:.0f} |")
+        cmd, _ = results[("selective", SELECTIVE_ROWS[0][0])]
         print(f"\nRow command (mixer varied): `{command_line(cmd)}`")
 
 

@@ -13,6 +13,8 @@
 
 #include "ssm/cpu/threads.hpp"
 #include "ssm/layers.hpp"
+#include "ssm/math/s4_kernel.hpp"
+#include "ssm/ops/fft_conv.hpp"
 #include "support/expect_error.hpp"
 
 using namespace ssm;
@@ -234,11 +236,16 @@ TEST(MambaBlock, PublishedInitialization) {
 }
 
 TEST(MambaBlock, StepEqualsForwardAndPrefillContinues) {
-  for (int variant : {0, 1, 2}) {  // Mamba, FalconMamba, Jamba (weighted δ / B / C norms, perturbed)
-    SCOPED_TRACE(variant == 0 ? "Mamba" : variant == 1 ? "FalconMamba" : "Jamba");
+  // Mamba, FalconMamba, Jamba (weighted δ / B / C norms, perturbed), and the ablations: no gate, S4D-Real (not
+  // selective: its step is a one-token forward from the cache), both.
+  const char* names[] = {"Mamba", "FalconMamba", "Jamba", "no gate", "not selective", "no gate, not selective"};
+  for (int variant = 0; variant < 6; ++variant) {
+    SCOPED_TRACE(names[variant]);
     auto cfg = small_config(true);
-    if (variant > 0) cfg.bcdt_rms_eps = 1e-6;
+    if (variant == 1 || variant == 2) cfg.bcdt_rms_eps = 1e-6;
     cfg.bcdt_norm_weights = variant == 2;
+    cfg.gated = variant != 3 && variant != 5;
+    cfg.selective = variant < 4;
     auto block = MambaBlock<double>::init(cfg, 3);
     for (auto* w : {&block.params().dt_norm_weight, &block.params().b_norm_weight, &block.params().c_norm_weight})
       for (std::size_t i = 0; i < w->size(); ++i) (*w)[i] = 0.5 + 0.1 * double(i);
@@ -273,7 +280,11 @@ TEST(MambaBlock, StepEqualsForwardAndPrefillContinues) {
     block.forward(TensorView::of(u.data(), {b, l, dm}), &cache3);
     const auto h3 = cache3.ssm_state.to_vector<double>(), h = cache.ssm_state.to_vector<double>();
     for (std::size_t i = 0; i < h3.size(); ++i) EXPECT_NEAR(h3[i], h[i], 1e-12);
-    EXPECT_EQ(cache3.conv_state.to_vector<double>(), cache.conv_state.to_vector<double>());
+    // The conv state holds in_proj's x outputs: the same products, but in_proj's d_inner rows without the gate take
+    // a different GEMM blocking for b rows than for b·l rows, so those agree to rounding only.
+    const auto s3 = cache3.conv_state.to_vector<double>(), s = cache.conv_state.to_vector<double>();
+    ASSERT_EQ(s3.size(), s.size());
+    for (std::size_t i = 0; i < s3.size(); ++i) EXPECT_NEAR(s3[i], s[i], cfg.gated ? 0.0 : 1e-14);
   }
 }
 
@@ -378,13 +389,17 @@ MambaBlock<double> perturbed_block(const MambaBlockConfig& cfg, std::uint64_t in
 }  // namespace
 
 TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
-  // no biases, biases, FalconMamba (δ, B, C normalized), Jamba (their norms with weights)
-  for (int variant = 0; variant < 4; ++variant) {
-    const bool bias = variant == 1;
+  // no biases, biases, FalconMamba (δ, B, C normalized), Jamba (their norms with weights), and the ablations: no
+  // gate (with biases), not selective (fixed B and C), both
+  for (int variant = 0; variant < 7; ++variant) {
+    SCOPED_TRACE(variant);
+    const bool bias = variant == 1 || variant == 4;
     auto cfg = small_config(bias);
     // A large epsilon (against mean squares ~0.1 to 1) so that its term in the gradient is checked too.
-    if (variant >= 2) cfg.bcdt_rms_eps = 0.05;
+    if (variant == 2 || variant == 3) cfg.bcdt_rms_eps = 0.05;
     cfg.bcdt_norm_weights = variant == 3;
+    cfg.gated = variant != 4 && variant != 6;
+    cfg.selective = variant < 5;
     auto block = perturbed_block(cfg, 11, 5);
     const index_t b = 2, l = 6, dm = cfg.d_model;
     auto u = randn(b * l * dm, 80);
@@ -405,35 +420,156 @@ TEST(MambaBlock, BackwardMatchesFiniteDifferences) {
       expect_grad(name, v, *gl[i].second, loss);
       ++i;
     });
+    // in_proj, conv (2), x_proj, dt_proj (2), A_log, D, out_proj; + 2 biases; + 3 norm weights. Not selective: B and
+    // C in place of x_proj and dt_proj.weight.
     EXPECT_EQ(i, bias ? 11u : variant == 3 ? 12u : 9u);
   }
 }
 
+// With selective off, the block's scan is an LTI diagonal SSM (S4D-Real): fixed B, C (d, n), Δ = softplus(dt_bias)
+// per channel, A = −exp(A_log), D. Its output equals S4D's convolution form: the kernel K_c[k] = 2 Re Σ_n C'_n B'_n
+// A_bar_n^k from s4d_kernel_vandermonde (ZOH), convolved by FFT (l = 300 > the direct-convolution limit), plus D u.
+// ZOH's B_bar = Δ (exp(ΔA) − 1)/(ΔA) B' is the scan's Δ B when B' = B / expm1_over(ΔA); the kernel's 2 Re is halved
+// by C' = C / 2.
+TEST(MambaBlock, NotSelectiveScanEqualsS4DConvolution) {
+  const index_t b = 2, d = 3, n = 4, l = 300;
+  const auto u = randn(b * d * l, 100);
+  const auto B = randn(d * n, 101), C = randn(d * n, 102), A_log = randn(d * n, 103, 0.5), D = randn(d, 104);
+  const auto dt_bias = randn(d, 105, 0.5);
+  std::vector<double> A(d * n), zero(b * d * l, 0.0);
+  for (index_t i = 0; i < d * n; ++i) A[i] = -std::exp(A_log[i]);
+  SelectiveScanInputs in;
+  in.u = TensorView::of(u.data(), {b, d, l});
+  in.delta = TensorView::of(zero.data(), {b, d, l});
+  in.A = TensorView::of(A.data(), {d, n});
+  in.B = TensorView::of(B.data(), {d, n});
+  in.C = TensorView::of(C.data(), {d, n});
+  in.D = TensorView::of(D.data(), {d});
+  in.delta_bias = TensorView::of(dt_bias.data(), {d});
+  in.delta_softplus = true;
+  const auto y = selective_scan(in).out.to_vector<double>();  // (b, d, l)
+  s4::DiagonalSSM p;
+  p.A.resize(d, n), p.B.resize(d, n), p.C.resize(d, n), p.Delta.resize(d);
+  for (index_t c = 0; c < d; ++c) {
+    p.Delta(c) = softplus(dt_bias[c]);
+    for (index_t k = 0; k < n; ++k) {
+      const index_t i = c * n + k;
+      p.A(c, k) = A[i];
+      p.B(c, k) = B[i] / ssm::detail::expm1_over(std::complex<double>(p.Delta(c) * A[i]));
+      p.C(c, k) = C[i] / 2;
+    }
+  }
+  const auto K = s4::s4d_kernel_vandermonde<double>(p, l, Discretization::zoh);  // (d, l)
+  std::vector<double> conv(l);
+  for (index_t bi = 0; bi < b; ++bi)
+    for (index_t c = 0; c < d; ++c) {
+      const double* uc = u.data() + (bi * d + c) * l;
+      ssm::causal_conv(uc, K.data() + c * l, conv.data(), l);
+      for (index_t t = 0; t < l; ++t) EXPECT_NEAR(y[(bi * d + c) * l + t], conv[t] + D[c] * uc[t], 1e-11);
+    }
+}
+
 TEST(MambaBlock, BackwardAcrossScanChunksMatchesFiniteDifferences) {
   // l = 300: the scan backward restarts from the chunk states (every 128 steps) that the block's recomputed forward
-  // saved; the scan's own parameters and a slice of grad_u against central differences.
-  auto cfg = small_config(false);
-  auto block = perturbed_block(cfg, 12, 6);
-  const index_t b = 1, l = 300, dm = cfg.d_model;
-  auto u = randn(b * l * dm, 90);
-  auto R = randn(b * l * dm, 91);
-  auto grads = block.backward(TensorView::of(u.data(), {b, l, dm}), TensorView::of(R.data(), {b, l, dm}));
-  std::vector<double> out(b * l * dm);
-  auto loss = [&] {
-    block.refresh();
-    block.forward_raw(u.data(), b, l, out.data());
-    return dot(out, R);
-  };
-  expect_grad("A_log", block.params().A_log, grads.params.A_log, loss);
-  expect_grad("D", block.params().D, grads.params.D, loss);
-  expect_grad("dt_proj_bias", block.params().dt_proj_bias, grads.params.dt_proj_bias, loss);
-  std::vector<double> head(u.begin(), u.begin() + 4 * dm);  // the first steps: their gradient crosses every chunk
-  std::vector<double> grad_head(grads.grad_u.begin(), grads.grad_u.begin() + 4 * dm);
-  auto loss_head = [&] {
-    std::copy(head.begin(), head.end(), u.begin());
-    return loss();
-  };
-  expect_grad("u[0:4]", head, grad_head, loss_head);
+  // saved; the scan's own parameters and a slice of grad_u against central differences. Mamba, and the block with
+  // neither gate nor selection (fixed B and C, also checked).
+  for (bool ablated : {false, true}) {
+    SCOPED_TRACE(ablated ? "no gate, not selective" : "Mamba");
+    auto cfg = small_config(false);
+    cfg.gated = cfg.selective = !ablated;
+    auto block = perturbed_block(cfg, 12, 6);
+    const index_t b = 1, l = 300, dm = cfg.d_model;
+    auto u = randn(b * l * dm, 90);
+    auto R = randn(b * l * dm, 91);
+    auto grads = block.backward(TensorView::of(u.data(), {b, l, dm}), TensorView::of(R.data(), {b, l, dm}));
+    std::vector<double> out(b * l * dm);
+    auto loss = [&] {
+      block.refresh();
+      block.forward_raw(u.data(), b, l, out.data());
+      return dot(out, R);
+    };
+    expect_grad("A_log", block.params().A_log, grads.params.A_log, loss);
+    expect_grad("D", block.params().D, grads.params.D, loss);
+    expect_grad("dt_proj_bias", block.params().dt_proj_bias, grads.params.dt_proj_bias, loss);
+    if (ablated) {
+      expect_grad("B", block.params().B, grads.params.B, loss);
+      expect_grad("C", block.params().C, grads.params.C, loss);
+    }
+    std::vector<double> head(u.begin(), u.begin() + 4 * dm);  // the first steps: their gradient crosses every chunk
+    std::vector<double> grad_head(grads.grad_u.begin(), grads.grad_u.begin() + 4 * dm);
+    auto loss_head = [&] {
+      std::copy(head.begin(), head.end(), u.begin());
+      return loss();
+    };
+    expect_grad("u[0:4]", head, grad_head, loss_head);
+  }
+}
+
+// The whole block with selective off, gated and not, against the chain written out here: in_proj, the depthwise
+// conv + SiLU, S4D's convolution form of the time-invariant SSM (s4d_kernel_vandermonde with B' = B / E(ΔA),
+// C' = C / 2, convolved by FFT at l = 150), D, the gate silu(z), out_proj. Parameters perturbed off the init.
+TEST(MambaBlock, NotSelectiveBlockEqualsItsChainWrittenOut) {
+  for (bool gated : {false, true}) {
+    SCOPED_TRACE(gated ? "gated" : "no gate");
+    auto cfg = small_config(true);
+    cfg.selective = false, cfg.gated = gated;
+    const auto block = perturbed_block(cfg, 13, 7);
+    const auto& p = block.params();
+    const index_t b = 2, l = 150, dm = cfg.d_model, di = cfg.inner(), n = cfg.d_state, w = cfg.d_conv;
+    const index_t wx = gated ? 2 * di : di;
+    const auto u = randn(b * l * dm, 110);
+    const auto out = block.forward(TensorView::of(u.data(), {b, l, dm})).to_vector<double>();
+    s4::DiagonalSSM ssm;
+    ssm.A.resize(di, n), ssm.B.resize(di, n), ssm.C.resize(di, n), ssm.Delta.resize(di);
+    for (index_t c = 0; c < di; ++c) {
+      ssm.Delta(c) = softplus(p.dt_proj_bias[c]);
+      for (index_t k = 0; k < n; ++k) {
+        const double A = -std::exp(p.A_log[c * n + k]);
+        ssm.A(c, k) = A;
+        ssm.B(c, k) = p.B[c * n + k] / ssm::detail::expm1_over(std::complex<double>(ssm.Delta(c) * A));
+        ssm.C(c, k) = p.C[c * n + k] / 2;
+      }
+    }
+    const auto K = s4::s4d_kernel_vandermonde<double>(ssm, l, Discretization::zoh);  // (di, l)
+    auto silu = [](double v) { return v / (1 + std::exp(-v)); };
+    std::vector<double> ref(b * l * dm);
+    for (index_t bi = 0; bi < b; ++bi) {
+      std::vector<double> xz(l * wx);  // (l, wx)
+      for (index_t t = 0; t < l; ++t)
+        for (index_t o = 0; o < wx; ++o) {
+          double acc = p.in_proj_bias[o];
+          for (index_t j = 0; j < dm; ++j) acc += p.in_proj_weight[o * dm + j] * u[(bi * l + t) * dm + j];
+          xz[t * wx + o] = acc;
+        }
+      std::vector<double> y(l * di);  // (l, di)
+      for (index_t c = 0; c < di; ++c) {
+        std::vector<double> xc(l), yc(l);
+        for (index_t t = 0; t < l; ++t) {
+          double acc = p.conv_bias[c];
+          for (index_t k = 0; k < w; ++k) {
+            const index_t s = t - (w - 1) + k;
+            if (s >= 0) acc += p.conv_weight[c * w + k] * xz[s * wx + c];
+          }
+          xc[t] = silu(acc);
+        }
+        ssm::causal_conv(xc.data(), K.data() + c * l, yc.data(), l);
+        for (index_t t = 0; t < l; ++t) {
+          y[t * di + c] = yc[t] + p.D[c] * xc[t];
+          if (gated) y[t * di + c] *= silu(xz[t * wx + di + c]);
+        }
+      }
+      for (index_t t = 0; t < l; ++t)
+        for (index_t o = 0; o < dm; ++o) {
+          double acc = p.out_proj_bias[o];
+          for (index_t c = 0; c < di; ++c) acc += p.out_proj_weight[o * di + c] * y[t * di + c];
+          ref[(bi * l + t) * dm + o] = acc;
+        }
+    }
+    double err = 0, mag = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) err = std::max(err, std::abs(out[i] - ref[i])), mag = std::max(mag, std::abs(ref[i]));
+    EXPECT_GT(mag, 0.1);
+    EXPECT_LE(err, 1e-11 * mag);
+  }
 }
 
 TEST(MambaBlock, Errors) {
@@ -454,9 +590,22 @@ TEST(MambaBlock, Errors) {
   bad = cfg;
   bad.dt_min = std::nan("");
   EXPECT_THROW(MambaBlock<float>::init(bad, 1), ssm::Error);
+  bad = cfg;
+  bad.selective = false;
+  bad.bcdt_rms_eps = 1e-5;
+  ssm_test::expect_error([&] { MambaBlock<float>::init(bad, 1); }, "selective off");
   auto p = block.params();
   p.D.pop_back();
   EXPECT_THROW(MambaBlock<float>(cfg, p), ssm::Error);
+  // Parameters of a selective block given to one that is not: B and C are missing, and with them x_proj and dt_proj
+  // are still too many.
+  bad = cfg;
+  bad.selective = false;
+  ssm_test::expect_error([&] { MambaBlock<float>(bad, block.params()); }, "'B'");
+  p = block.params();
+  p.B.assign(static_cast<std::size_t>(cfg.inner() * cfg.d_state), 1.0f);
+  p.C = p.B;
+  ssm_test::expect_error([&] { MambaBlock<float>(bad, p); }, "x_proj / dt_proj weights need selective");
 }
 
 // ---- weight matrices in f16 / bf16 (layers/weight.hpp) -------------------------------------------------

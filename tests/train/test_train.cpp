@@ -27,6 +27,7 @@
 #include "ssm/models/hybrid.hpp"
 #include "ssm/models/jamba.hpp"
 #include "ssm/models/stack_lm.hpp"
+#include "ssm/models/trainable_lm.hpp"
 #include "ssm/train.hpp"
 #include "support/central_differences.hpp"
 #include "support/expect_error.hpp"
@@ -295,6 +296,30 @@ double train_step(Model& model, AdamW<double>& opt, std::mt19937_64& data, const
   ssm::train::clip_grad_norm(grads, 1.0);
   opt.step(params, grads, lr(opt.steps()));
   return loss;
+}
+
+// add_mixer's Mamba ablations (the selective-copying table's rows) are the block with the gate and the selection as
+// named: S6 has x_proj and dt_proj, S4D-Real B and C instead; the gate doubles in_proj's rows.
+TEST(AddMixer, MambaAblationsAreTheNamedBlocks) {
+  struct Row {
+    const char* name;
+    bool gated, selective;
+  };
+  for (const Row& r : {Row{"mamba", true, true}, Row{"mamba_s4d", true, false}, Row{"s6", false, true},
+                       Row{"s4d", false, false}}) {
+    SCOPED_TRACE(r.name);
+    ssm::models::TrainableStack<double> stack(8);
+    ssm::models::MixerOptions o;
+    o.d_state = 4;
+    ssm::models::add_mixer(stack, r.name, o, 1);
+    std::map<std::string, std::size_t> size;
+    stack.for_each([&](const char* name, std::vector<double>& v) { size[name] = v.size(); });
+    EXPECT_EQ(size.count("layers.0.x_proj.weight"), r.selective ? 1u : 0u);
+    EXPECT_EQ(size.count("layers.0.dt_proj.weight"), r.selective ? 1u : 0u);
+    EXPECT_EQ(size.count("layers.0.B"), r.selective ? 0u : 1u);
+    EXPECT_EQ(size.count("layers.0.C"), r.selective ? 0u : 1u);
+    EXPECT_EQ(size["layers.0.in_proj.weight"], (r.gated ? 2u : 1u) * 16u * 8u);  // (2 d_inner or d_inner, d_model)
+  }
 }
 
 TEST(StackLM, BadInputIsAnErrorNamingTheArgument) {

@@ -61,9 +61,19 @@ struct MambaBlockConfig {
   bool bcdt_norm_weights = false;
   // Initialization of Δ (published values).
   double dt_min = 0.001, dt_max = 0.1, dt_init_floor = 1e-4;
+  // The ablations of the Mamba paper's Table 1 (selective copying), both on by default (Mamba):
+  //  - gated: the z branch. Off: in_proj makes only x (d_inner rows) and the scan's output is not multiplied by
+  //    SiLU(z) (the "no gate" architecture).
+  //  - selective: Δ, B and C computed from each token (S6). Off: a time-invariant SSM (S4D-Real): Δ = softplus(dt_bias)
+  //    per channel, and B, C (d_inner, n) parameters of their own; no x_proj or dt_proj weight. The discretization is
+  //    the scan's (ZOH for A, Euler for B: B_bar = Δ B).
+  bool gated = true;
+  bool selective = true;
 
   index_t inner() const { return d_inner > 0 ? d_inner : expand * d_model; }
   index_t rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
+  /// Rows of in_proj: x and z (2 d_inner), or x alone without the gate.
+  index_t in_rows() const { return gated ? 2 * inner() : inner(); }
 
   /// Throws ssm::Error naming the first invalid field.
   void validate(const char* op = "MambaBlockConfig") const {
@@ -79,6 +89,8 @@ struct MambaBlockConfig {
     check_positive(op, "dt_init_floor", dt_init_floor);
     if (bcdt_rms_eps) check_positive(op, "bcdt_rms_eps", *bcdt_rms_eps);
     SSM_CHECK(!bcdt_norm_weights || bcdt_rms_eps, op, ": bcdt_norm_weights needs bcdt_rms_eps (their epsilon)");
+    SSM_CHECK(selective || !bcdt_rms_eps, op, ": bcdt_rms_eps normalizes x_proj's δ, B and C, which a block with "
+              "selective off does not have");
   }
 };
 
@@ -86,13 +98,15 @@ struct MambaBlockConfig {
 /// for their gradients. Optional biases are empty vectors when the config has none.
 template <class T>
 struct MambaBlockParams {
-  std::vector<T> in_proj_weight;   // (2 d_inner, d_model)
-  std::vector<T> in_proj_bias;     // (2 d_inner) or empty
+  std::vector<T> in_proj_weight;   // (2 d_inner, d_model); without the gate (d_inner, d_model)
+  std::vector<T> in_proj_bias;     // (2 d_inner) or (d_inner) or empty
   std::vector<T> conv_weight;      // (d_inner, d_conv)   (PyTorch: (d_inner, 1, d_conv))
   std::vector<T> conv_bias;        // (d_inner) or empty
-  std::vector<T> x_proj_weight;    // (dt_rank + 2 n, d_inner)
-  std::vector<T> dt_proj_weight;   // (d_inner, dt_rank)
-  std::vector<T> dt_proj_bias;     // (d_inner)
+  std::vector<T> x_proj_weight;    // (dt_rank + 2 n, d_inner); empty when not selective
+  std::vector<T> dt_proj_weight;   // (d_inner, dt_rank); empty when not selective
+  std::vector<T> dt_proj_bias;     // (d_inner); not selective: Δ = softplus(dt_proj_bias)
+  std::vector<T> B;                // (d_inner, n) when not selective, else empty
+  std::vector<T> C;                // (d_inner, n) when not selective, else empty
   std::vector<T> A_log;            // (d_inner, n)
   std::vector<T> D;                // (d_inner)
   std::vector<T> out_proj_weight;  // (d_model, d_inner)
@@ -138,7 +152,8 @@ struct MambaBlockParams {
         {"in_proj.weight", &p.in_proj_weight},   {"in_proj.bias", &p.in_proj_bias},
         {"conv1d.weight", &p.conv_weight},       {"conv1d.bias", &p.conv_bias},
         {"x_proj.weight", &p.x_proj_weight},     {"dt_proj.weight", &p.dt_proj_weight},
-        {"dt_proj.bias", &p.dt_proj_bias},       {"A_log", &p.A_log},
+        {"dt_proj.bias", &p.dt_proj_bias},       {"B", &p.B},
+        {"C", &p.C},                             {"A_log", &p.A_log},
         {"D", &p.D},                             {"out_proj.weight", &p.out_proj_weight},
         {"out_proj.bias", &p.out_proj_bias},     {"dt_layernorm.weight", &p.dt_norm_weight},
         {"b_layernorm.weight", &p.b_norm_weight}, {"c_layernorm.weight", &p.c_norm_weight}};
@@ -149,13 +164,19 @@ struct MambaBlockParams {
   template <class Self, class F>
   static void walk(Self& p, const MambaBlockConfig& cfg, F& f) {
     const index_t di = cfg.inner(), dm = cfg.d_model, n = cfg.d_state, r = cfg.rank(), w = cfg.d_conv;
-    f("in_proj.weight", p.in_proj_weight, Dims{2 * di, dm});
-    if (cfg.bias) f("in_proj.bias", p.in_proj_bias, Dims{2 * di});
+    f("in_proj.weight", p.in_proj_weight, Dims{cfg.in_rows(), dm});
+    if (cfg.bias) f("in_proj.bias", p.in_proj_bias, Dims{cfg.in_rows()});
     f("conv1d.weight", p.conv_weight, Dims{di, 1, w});
     if (cfg.conv_bias) f("conv1d.bias", p.conv_bias, Dims{di});
-    f("x_proj.weight", p.x_proj_weight, Dims{r + 2 * n, di});
-    f("dt_proj.weight", p.dt_proj_weight, Dims{di, r});
+    if (cfg.selective) {
+      f("x_proj.weight", p.x_proj_weight, Dims{r + 2 * n, di});
+      f("dt_proj.weight", p.dt_proj_weight, Dims{di, r});
+    }
     f("dt_proj.bias", p.dt_proj_bias, Dims{di});
+    if (!cfg.selective) {
+      f("B", p.B, Dims{di, n});
+      f("C", p.C, Dims{di, n});
+    }
     f("A_log", p.A_log, Dims{di, n});
     f("D", p.D, Dims{di});
     f("out_proj.weight", p.out_proj_weight, Dims{dm, di});
@@ -245,7 +266,9 @@ inline void normalize_dbc(const TensorView& dbc, index_t r, index_t n, double ep
 }
 
 /// The scan's operands in its channel-major layout, copied from the block's time-major buffers by `threads`
-/// threads (tasks: batch x operand x group of cpu::kTransposeChannels channels); the backward's copies.
+/// threads (tasks: batch x operand x group of cpu::kTransposeChannels channels); the backward's copies. xz is
+/// (b, l, 2 di) with z in its second half, or null without the gate (z stays empty); dbc is (b, l, r + 2n), or null
+/// when B and C are not per token (B and C stay empty).
 template <class T>
 struct ScanOperands {
   std::vector<T> u, delta, z;  // (b, di, l) each
@@ -253,25 +276,26 @@ struct ScanOperands {
 
   ScanOperands(index_t b, index_t l, index_t di, index_t n, index_t r, const T* xc, const T* dt, const T* xz,
                const T* dbc, int threads = 1)
-      : u(static_cast<std::size_t>(b * di * l)), delta(u.size()), z(u.size()),
-        B(static_cast<std::size_t>(b * n * l)), C(B.size()) {
+      : u(static_cast<std::size_t>(b * di * l)), delta(u.size()), z(xz ? u.size() : 0),
+        B(static_cast<std::size_t>(dbc ? b * n * l : 0)), C(B.size()) {
     const index_t nx = r + 2 * n;
     struct Job {
-      const T* src;  // batch 0's first element
+      const T* src;  // batch 0's first element; null: no such operand
       index_t ld, k, src_batch;
       T* dst;
     };
     const Job jobs[5] = {{xc, di, di, l * di, u.data()},
                          {dt, di, di, l * di, delta.data()},
-                         {xz + di, 2 * di, di, l * 2 * di, z.data()},
-                         {dbc + r, nx, n, l * nx, B.data()},
-                         {dbc + r + n, nx, n, l * nx, C.data()}};
+                         {xz ? xz + di : nullptr, 2 * di, di, l * 2 * di, z.data()},
+                         {dbc ? dbc + r : nullptr, nx, n, l * nx, B.data()},
+                         {dbc ? dbc + r + n : nullptr, nx, n, l * nx, C.data()}};
     const index_t groups = (di + cpu::kTransposeChannels - 1) / cpu::kTransposeChannels;
     ::ssm::cpu::parallel_for(b * 5 * groups, threads, [&](index_t task) {
       const index_t g = task % groups, j = (task / groups) % 5, bi = task / (groups * 5);
       const Job& job = jobs[j];
       const index_t c0 = g * cpu::kTransposeChannels, c1 = std::min(job.k, c0 + cpu::kTransposeChannels);
-      if (c0 < c1) cpu::to_channel_major(job.src + bi * job.src_batch, l, job.ld, job.dst + bi * job.k * l, c0, c1);
+      if (job.src != nullptr && c0 < c1)
+        cpu::to_channel_major(job.src + bi * job.src_batch, l, job.ld, job.dst + bi * job.k * l, c0, c1);
     });
   }
 };
@@ -298,6 +322,8 @@ class MambaBlock {
     m_.for_each(p_, [&](const char* name, const WeightMatrix& m, std::vector<T>& v) {
       if (m.empty()) return;
       SSM_CHECK(v.empty(), "MambaBlock: parameter '", name, "' is given both as a vector and as a matrix");
+      SSM_CHECK(shapes.count(name) == 1, "MambaBlock: matrix '", name, "' is given but the config has no such "
+                "parameter (x_proj and dt_proj need selective)");
       const Dims& s = shapes[name];
       SSM_CHECK(m.rows() == s[0] && m.cols() == s[1], "MambaBlock: matrix '", name, "' has shape (", m.rows(), ", ",
                 m.cols(), "), expected ", s.str());
@@ -311,7 +337,8 @@ class MambaBlock {
 
   /// A block with the published initialization (docs/math.md §6.1): PyTorch-default uniform weights for the
   /// projections and the conv; dt_proj weight uniform in ±dt_rank^{-1/2}; dt_proj bias the inverse
-  /// softplus of Δ log-uniform in [dt_min, dt_max] (floored); A_log[c, k] = log(k + 1); D = 1.
+  /// softplus of Δ log-uniform in [dt_min, dt_max] (floored); A_log[c, k] = log(k + 1); D = 1. Without selective,
+  /// S4D's: B = 1 and C standard normal.
   static MambaBlock init(const MambaBlockConfig& cfg, std::uint64_t seed) {
     cfg.validate("MambaBlock::init");
     std::mt19937_64 rng(seed);
@@ -335,6 +362,9 @@ class MambaBlock {
     for (index_t c = 0; c < di; ++c)
       for (index_t k = 0; k < n; ++k) p.A_log[static_cast<std::size_t>(c * n + k)] = static_cast<T>(std::log(double(k + 1)));
     std::fill(p.D.begin(), p.D.end(), T(1));
+    std::fill(p.B.begin(), p.B.end(), T(1));
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (auto& x : p.C) x = static_cast<T>(normal(rng));
     for (auto* v : {&p.dt_norm_weight, &p.b_norm_weight, &p.c_norm_weight}) std::fill(v->begin(), v->end(), T(1));
     uniform(p.out_proj_weight, 1.0 / std::sqrt(double(di)));
     uniform(p.out_proj_bias, 1.0 / std::sqrt(double(di)));
@@ -362,7 +392,7 @@ class MambaBlock {
     std::size_t n = 0;
     for (const auto* v :
          {&p_.in_proj_weight, &p_.in_proj_bias, &p_.conv_weight, &p_.conv_bias, &p_.x_proj_weight, &p_.dt_proj_weight,
-          &p_.dt_proj_bias, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias, &p_.dt_norm_weight,
+          &p_.dt_proj_bias, &p_.B, &p_.C, &p_.A_log, &p_.D, &p_.out_proj_weight, &p_.out_proj_bias, &p_.dt_norm_weight,
           &p_.b_norm_weight, &p_.c_norm_weight})
       n += v->size();
     return m_.nbytes() + n * sizeof(T);
@@ -397,7 +427,9 @@ class MambaBlock {
     auto d = std::make_shared<DeviceParams>();
     d->device = device;
     auto up = [&](const auto& v) { return upload(v, device); };
-    d->in_proj = up(P.in_proj), d->x_proj = up(P.x_proj), d->dt_proj = up(P.dt_proj), d->out_proj = up(P.out_proj);
+    d->in_proj = up(P.in_proj), d->out_proj = up(P.out_proj);
+    if (cfg_.selective) d->x_proj = up(P.x_proj), d->dt_proj = up(P.dt_proj);
+    d->B = up(P.B), d->C = up(P.C);
     d->conv_weight = up(P.conv_weight), d->dt_bias = up(P.dt_bias), d->A = up(P.A), d->D = up(P.D);
     d->in_proj_bias = up(P.in_proj_bias), d->conv_bias = up(P.conv_bias), d->out_proj_bias = up(P.out_proj_bias);
     for (int i = 0; i < 3; ++i) d->dbc_norm[i] = up(P.dbc_norm[i]);
@@ -448,21 +480,22 @@ class MambaBlock {
   /// channel-last layout → x_proj (→ rms_norm of δ, B, C: FalconMamba) → dt_proj → selective_scan over channel-last
   /// views of those buffers → out_proj, each an op dispatching by device. On the CPU, threads() threads: the GEMMs
   /// split their output features, the conv its time axis, the scan its operands' copies and (batch, channel block).
+  /// Without selective, the scan takes the fixed B, C (d_inner, n) and a zero Δ plus dt_bias; without the gate, no z.
   void forward_into(const TensorView& u, const TensorView& out, const std::optional<TensorView>& conv_state,
                     const std::optional<TensorView>& ssm_state, bool resume) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
-    const index_t b = u.size(0), l = u.size(1), rows = b * l, nx = r + 2 * n;
+    const index_t b = u.size(0), l = u.size(1), rows = b * l, nx = r + 2 * n, wx = cfg_.in_rows();
     const Device dev = u.device();
     const DType dt = dtype_of<T>();
     const Params P = views();
     const int nt = cpu::cpu_threads(threads_, rows * di * n);
     if (!conv_state || !ssm_state) resume = false;
-    Tensor xz = Tensor::empty({b, l, 2 * di}, dt, dev);  // (b, l, 2 di): x, then z
-    project(P.in_proj, u.reshape({rows, dm}), P.in_proj_bias, xz.view().reshape({rows, 2 * di}), nt);
+    Tensor xz = Tensor::empty({b, l, wx}, dt, dev);  // (b, l, 2 di): x, then z; (b, l, di) without the gate
+    project(P.in_proj, u.reshape({rows, dm}), P.in_proj_bias, xz.view().reshape({rows, wx}), nt);
     Tensor xc = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) conv + SiLU output
     {
       CausalConv1dInputs ci;
-      ci.x = part(xz, 0, {b, l, di}, {l * 2 * di, 2 * di, 1});  // the x half
+      ci.x = part(xz, 0, {b, l, di}, {l * wx, wx, 1});  // the x half
       ci.weight = P.conv_weight;
       ci.bias = P.conv_bias;
       ci.silu = true;
@@ -473,20 +506,30 @@ class MambaBlock {
       if (!conv_state) unused = Tensor::empty({b, w - 1, di}, dt, dev);
       causal_conv1d_into(ci, xc, conv_state ? *conv_state : unused.view());
     }
-    Tensor dbc = Tensor::empty({b, l, nx}, dt, dev);  // (b, l, r + 2n): δ, B, C
-    project(P.x_proj, xc.view().reshape({rows, di}), std::nullopt, dbc.view().reshape({rows, nx}), nt);
-    if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps, P.dbc_norm);
-    Tensor delta = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) Δ before the bias and softplus
-    project(P.dt_proj, part(dbc, 0, {rows, r}, {nx, 1}), std::nullopt, delta.view().reshape({rows, di}), nt);
+    Tensor dbc, delta;  // (b, l, r + 2n): δ, B, C; (b, l, di) Δ before the bias and softplus
+    if (cfg_.selective) {
+      dbc = Tensor::empty({b, l, nx}, dt, dev);
+      project(P.x_proj, xc.view().reshape({rows, di}), std::nullopt, dbc.view().reshape({rows, nx}), nt);
+      if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps, P.dbc_norm);
+      delta = Tensor::empty({b, l, di}, dt, dev);
+      project(P.dt_proj, part(dbc, 0, {rows, r}, {nx, 1}), std::nullopt, delta.view().reshape({rows, di}), nt);
+    } else {
+      delta = Tensor::zeros({b, l, di}, dt, dev);  // Δ = softplus(0 + dt_bias) at every step
+    }
     Tensor y = Tensor::empty({b, l, di}, dt, dev);  // (b, l, di) gated scan output
     {
       // The scan reads its (b, d, l) operands as channel-last views of the time-major buffers.
       SelectiveScanInputs in;
       in.u = part(xc, 0, {b, di, l}, {l * di, 1, di});
       in.delta = part(delta, 0, {b, di, l}, {l * di, 1, di});
-      in.z = part(xz, di, {b, di, l}, {l * 2 * di, 1, 2 * di});
-      in.B = part(dbc, r, {b, n, l}, {l * nx, 1, nx});
-      in.C = part(dbc, r + n, {b, n, l}, {l * nx, 1, nx});
+      if (cfg_.gated) in.z = part(xz, di, {b, di, l}, {l * 2 * di, 1, 2 * di});
+      if (cfg_.selective) {
+        in.B = part(dbc, r, {b, n, l}, {l * nx, 1, nx});
+        in.C = part(dbc, r + n, {b, n, l}, {l * nx, 1, nx});
+      } else {
+        in.B = *P.B;
+        in.C = *P.C;
+      }
       in.A = P.A;
       in.D = P.D;
       in.delta_bias = P.dt_bias;
@@ -529,7 +572,8 @@ class MambaBlock {
   }
 
   /// step() on raw arrays of the block's device: u, out (b, d_model) with b = cache.b; work: workspace_size(b)
-  /// elements. Allocates no buffers (the ops run on views of `work` and the cache).
+  /// elements. Allocates no buffers (the ops run on views of `work` and the cache), except in a block with selective
+  /// off, whose step is a one-token forward (step_into).
   void step_raw(const T* u, T* out, MambaLayerCache<T>& cache, T* work) const {
     const index_t b = cache.b;
     step_into(TensorView::of(u, {b, cfg_.d_model}, device()), TensorView::of(out, {b, cfg_.d_model}, device()),
@@ -539,16 +583,21 @@ class MambaBlock {
   /// The one-token step over views on the block's device: u, out (b, d_model); conv_state (b, d_conv - 1, d_inner)
   /// and ssm_state (b, d_inner, n), contiguous, advanced in place; work: workspace_size(b) contiguous elements.
   /// The same ops as forward_into with l = 1, the scan being ssm::selective_state_update (mamba's
-  /// selective_state_update).
+  /// selective_state_update). A block with selective off (whose B and C are per channel, which the state update does
+  /// not take) runs forward_into over the one token from the cache instead, allocating its buffers.
   void step_into(const TensorView& u, const TensorView& out, const TensorView& conv_state, const TensorView& ssm_state,
                  const TensorView& work) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank();
-    const index_t b = u.size(0), nx = r + 2 * n;
+    const index_t b = u.size(0), nx = r + 2 * n, wx = cfg_.in_rows();
+    if (!cfg_.selective) {
+      forward_into(u.reshape({b, 1, dm}), out.reshape({b, 1, dm}), conv_state, ssm_state, /*resume=*/true);
+      return;
+    }
     const Params P = views();
     // Decoding: the four products are split over the threads like any other (the pool's workers are parked
     // between calls, so a split costs a wake-up, not a thread start).
     const int nt = cpu::cpu_threads(threads_, b * dm * di * 3);
-    const TensorView xz = part(work, 0, {b, 2 * di}, {2 * di, 1});                  // (b, 2 di)
+    const TensorView xz = part(work, 0, {b, wx}, {wx, 1});                          // (b, 2 di) or (b, di)
     const TensorView xc = part(work, b * 2 * di, {b, di}, {di, 1});                // (b, di)
     const TensorView dbc = part(work, b * 3 * di, {b, nx}, {nx, 1});               // (b, r + 2n)
     const TensorView delta = part(work, b * (3 * di + nx), {b, di}, {di, 1});      // (b, di)
@@ -557,7 +606,7 @@ class MambaBlock {
     {
       // conv1d over one token, its state advanced in place.
       CausalConv1dInputs ci;
-      ci.x = part(xz, 0, {b, 1, di}, {2 * di, 2 * di, 1});
+      ci.x = part(xz, 0, {b, 1, di}, {wx, wx, 1});
       ci.weight = P.conv_weight;
       ci.bias = P.conv_bias;
       ci.silu = true;
@@ -576,7 +625,7 @@ class MambaBlock {
     su.B = part(dbc, r, {b, n}, {nx, 1});
     su.C = part(dbc, r + n, {b, n}, {nx, 1});
     su.D = P.D;
-    su.z = part(xz, di, {b, di}, {2 * di, 1});
+    if (cfg_.gated) su.z = part(xz, di, {b, di}, {2 * di, 1});
     su.dt_bias = P.dt_bias;
     su.dt_softplus = true;
     selective_state_update(su, y);
@@ -609,36 +658,40 @@ class MambaBlock {
               "block from full_params()");
     check_sizes("MambaBlock::backward", /*strict=*/true);
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, r = cfg_.rank(), w = cfg_.d_conv;
-    const index_t rows = b * l, nx = r + 2 * n;
+    const index_t rows = b * l, nx = r + 2 * n, wx = cfg_.in_rows();
+    const bool sel = cfg_.selective;
     MambaBlockGrads<T> g;
     g.params = MambaBlockParams<T>::zeros(cfg_);
     auto& gp = g.params;
     g.grad_u.assign(static_cast<std::size_t>(rows * dm), T(0));
     // ---- recompute the forward ----
-    std::vector<T> xz(static_cast<std::size_t>(rows * 2 * di));  // (b, l, 2 di)
-    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, 2 * di);
+    std::vector<T> xz(static_cast<std::size_t>(rows * wx));  // (b, l, 2 di), or (b, l, di) without the gate
+    linear_forward(u, p_.in_proj_weight.data(), bias_or_null(p_.in_proj_bias), xz.data(), rows, dm, wx);
     std::vector<T> x(static_cast<std::size_t>(rows * di));     // (b, l, di) conv input
     std::vector<T> xc(static_cast<std::size_t>(rows * di));    // (b, l, di)
-    std::vector<T> dbc(static_cast<std::size_t>(rows * nx));   // (b, l, r + 2n)
-    std::vector<T> dt(static_cast<std::size_t>(rows * di));    // (b, l, di)
+    std::vector<T> dbc(static_cast<std::size_t>(sel ? rows * nx : 0));  // (b, l, r + 2n); empty when not selective
+    std::vector<T> dt(static_cast<std::size_t>(rows * di), T(0));       // (b, l, di); zero when not selective
     const Conv1dArgs<T> conv{l, di, w, p_.conv_weight.data(), bias_or_null(p_.conv_bias), true};
     for (index_t bi = 0; bi < b; ++bi) {
       for (index_t t = 0; t < l; ++t)
-        std::copy_n(xz.data() + (bi * l + t) * 2 * di, di, x.data() + (bi * l + t) * di);
+        std::copy_n(xz.data() + (bi * l + t) * wx, di, x.data() + (bi * l + t) * di);
       conv1d_forward(conv, x.data() + bi * l * di, static_cast<const T*>(nullptr), xc.data() + bi * l * di,
                      static_cast<T*>(nullptr));
     }
-    linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
     std::vector<T> dbc_raw;  // (b, l, r + 2n) x_proj's output before FalconMamba's normalization
-    if (cfg_.bcdt_rms_eps) {
-      dbc_raw = dbc;
-      const std::optional<TensorView> w[3] = {optional_view(p_.dt_norm_weight), optional_view(p_.b_norm_weight),
-                                              optional_view(p_.c_norm_weight)};
-      detail::normalize_dbc(strided_rows(dbc.data(), rows, nx, nx), r, n, *cfg_.bcdt_rms_eps, w);
+    if (sel) {
+      linear_forward(xc.data(), p_.x_proj_weight.data(), static_cast<const T*>(nullptr), dbc.data(), rows, di, nx);
+      if (cfg_.bcdt_rms_eps) {
+        dbc_raw = dbc;
+        const std::optional<TensorView> w[3] = {optional_view(p_.dt_norm_weight), optional_view(p_.b_norm_weight),
+                                                optional_view(p_.c_norm_weight)};
+        detail::normalize_dbc(strided_rows(dbc.data(), rows, nx, nx), r, n, *cfg_.bcdt_rms_eps, w);
+      }
+      linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
     }
-    linear_forward(dbc.data(), p_.dt_proj_weight.data(), static_cast<const T*>(nullptr), dt.data(), rows, r, di, nx);
     // ---- selective scan (forward again, for out_proj's input) ----
-    detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), xz.data(), dbc.data());
+    detail::ScanOperands<T> ops(b, l, di, n, r, xc.data(), dt.data(), cfg_.gated ? xz.data() : nullptr,
+                                sel ? dbc.data() : nullptr);
     Tensor A_fresh;  // (di, n) when A_log changed since refresh()
     const TensorView A = host_A(A_fresh);
     const SelectiveScanInputs in = scan_inputs(ops, A, b, l);
@@ -659,15 +712,17 @@ class MambaBlock {
     // ---- selective scan backward (ssm::selective_scan_backward, docs/math.md §5.3) ----
     for (index_t bi = 0; bi < b; ++bi) cpu::to_channel_major(grad_y.data() + bi * l * di, l, di, cm.data() + bi * di * l, 0, di);
     const SelectiveScanGrads sg = selective_scan_backward(in, TensorView::of(cm.data(), {b, di, l}), std::nullopt, opt);
-    std::vector<T> grad_xz(static_cast<std::size_t>(rows * 2 * di), T(0));  // (b, l, 2 di)
-    std::vector<T> grad_xc(static_cast<std::size_t>(rows * di));            // (b, l, di)
-    std::vector<T> grad_dbc(static_cast<std::size_t>(rows * nx), T(0));     // (b, l, r + 2n)
-    std::vector<T> grad_dt(static_cast<std::size_t>(rows * di));            // (b, l, di) w.r.t. dt_proj output
+    std::vector<T> grad_xz(static_cast<std::size_t>(rows * wx), T(0));              // like xz
+    std::vector<T> grad_xc(static_cast<std::size_t>(rows * di));                    // (b, l, di)
+    std::vector<T> grad_dbc(static_cast<std::size_t>(sel ? rows * nx : 0), T(0));   // (b, l, r + 2n)
+    std::vector<T> grad_dt(static_cast<std::size_t>(sel ? rows * di : 0));          // (b, l, di) w.r.t. dt_proj output
     for (index_t bi = 0; bi < b; ++bi) {
       const index_t o = bi * l;
       cpu::to_time_major(sg.grad_u.data_as<T>() + bi * di * l, l, di, grad_xc.data() + o * di, 0, di);
+      if (cfg_.gated)
+        cpu::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, 2 * di, grad_xz.data() + o * 2 * di + di, 0, di);
+      if (!sel) continue;
       cpu::to_time_major(sg.grad_delta.data_as<T>() + bi * di * l, l, di, grad_dt.data() + o * di, 0, di);
-      cpu::to_time_major(sg.grad_z.data_as<T>() + bi * di * l, l, 2 * di, grad_xz.data() + o * 2 * di + di, 0, di);
       cpu::to_time_major(sg.grad_B.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r, 0, n);
       cpu::to_time_major(sg.grad_C.data_as<T>() + bi * n * l, l, nx, grad_dbc.data() + o * nx + r + n, 0, n);
     }
@@ -676,26 +731,31 @@ class MambaBlock {
     for (std::size_t i = 0; i < gp.A_log.size(); ++i) gp.A_log[i] = grad_A[i] * A_values[i];  // A = −exp(A_log)
     std::copy_n(sg.grad_D.data_as<T>(), di, gp.D.data());
     std::copy_n(sg.grad_delta_bias.data_as<T>(), di, gp.dt_proj_bias.data());
-    // ---- dt_proj and x_proj ----
-    // grad of δ (the first r columns of dbc) from dt_proj; grad_dbc's B, C columns came from the scan.
-    linear_backward(dbc.data(), p_.dt_proj_weight.data(), grad_dt.data(), grad_dbc.data(), gp.dt_proj_weight.data(),
-                    static_cast<T*>(nullptr), rows, r, di, nx, di, nx);
-    if (cfg_.bcdt_rms_eps) {
-      // Through FalconMamba's normalizations: grad_dbc so far is w.r.t. the normalized δ, B, C.
-      std::vector<T> g(grad_dbc.size());  // (b, l, r + 2n)
-      const double eps = *cfg_.bcdt_rms_eps;
-      const std::vector<T>* w[3] = {&p_.dt_norm_weight, &p_.b_norm_weight, &p_.c_norm_weight};
-      std::vector<T>* gw[3] = {&gp.dt_norm_weight, &gp.b_norm_weight, &gp.c_norm_weight};
-      const std::pair<index_t, index_t> parts[3] = {{0, r}, {r, n}, {r + n, n}};
-      for (int i = 0; i < 3; ++i)
-        rmsnorm_backward(dbc_raw.data() + parts[i].first, bias_or_null(*w[i]), grad_dbc.data() + parts[i].first,
-                         g.data() + parts[i].first, bias_or_null_mut(*gw[i]), rows, parts[i].second, eps, nx);
-      grad_dbc.swap(g);
+    if (!sel) {  // the fixed B and C: the scan's (d, n) gradients; Δ's only through dt_bias
+      std::copy_n(sg.grad_B.data_as<T>(), di * n, gp.B.data());
+      std::copy_n(sg.grad_C.data_as<T>(), di * n, gp.C.data());
+    } else {
+      // ---- dt_proj and x_proj ----
+      // grad of δ (the first r columns of dbc) from dt_proj; grad_dbc's B, C columns came from the scan.
+      linear_backward(dbc.data(), p_.dt_proj_weight.data(), grad_dt.data(), grad_dbc.data(), gp.dt_proj_weight.data(),
+                      static_cast<T*>(nullptr), rows, r, di, nx, di, nx);
+      if (cfg_.bcdt_rms_eps) {
+        // Through FalconMamba's normalizations: grad_dbc so far is w.r.t. the normalized δ, B, C.
+        std::vector<T> g(grad_dbc.size());  // (b, l, r + 2n)
+        const double eps = *cfg_.bcdt_rms_eps;
+        const std::vector<T>* w[3] = {&p_.dt_norm_weight, &p_.b_norm_weight, &p_.c_norm_weight};
+        std::vector<T>* gw[3] = {&gp.dt_norm_weight, &gp.b_norm_weight, &gp.c_norm_weight};
+        const std::pair<index_t, index_t> parts[3] = {{0, r}, {r, n}, {r + n, n}};
+        for (int i = 0; i < 3; ++i)
+          rmsnorm_backward(dbc_raw.data() + parts[i].first, bias_or_null(*w[i]), grad_dbc.data() + parts[i].first,
+                           g.data() + parts[i].first, bias_or_null_mut(*gw[i]), rows, parts[i].second, eps, nx);
+        grad_dbc.swap(g);
+      }
+      std::vector<T> grad_xc_proj(static_cast<std::size_t>(rows * di));  // (b, l, di)
+      linear_backward(xc.data(), p_.x_proj_weight.data(), grad_dbc.data(), grad_xc_proj.data(),
+                      gp.x_proj_weight.data(), static_cast<T*>(nullptr), rows, di, nx);
+      for (std::size_t i = 0; i < grad_xc.size(); ++i) grad_xc[i] += grad_xc_proj[i];
     }
-    std::vector<T> grad_xc_proj(static_cast<std::size_t>(rows * di));  // (b, l, di)
-    linear_backward(xc.data(), p_.x_proj_weight.data(), grad_dbc.data(), grad_xc_proj.data(),
-                    gp.x_proj_weight.data(), static_cast<T*>(nullptr), rows, di, nx);
-    for (std::size_t i = 0; i < grad_xc.size(); ++i) grad_xc[i] += grad_xc_proj[i];
     // ---- conv1d (+ SiLU) ----
     std::vector<T> grad_x(static_cast<std::size_t>(l * di));  // (l, di)
     for (index_t bi = 0; bi < b; ++bi) {
@@ -703,11 +763,11 @@ class MambaBlock {
                       static_cast<const T*>(nullptr), grad_x.data(), static_cast<T*>(nullptr), gp.conv_weight.data(),
                       bias_or_null_mut(gp.conv_bias));
       for (index_t t = 0; t < l; ++t)
-        std::copy_n(grad_x.data() + t * di, di, grad_xz.data() + (bi * l + t) * 2 * di);
+        std::copy_n(grad_x.data() + t * di, di, grad_xz.data() + (bi * l + t) * wx);
     }
     // ---- in_proj ----
     linear_backward(u, p_.in_proj_weight.data(), grad_xz.data(), g.grad_u.data(), gp.in_proj_weight.data(),
-                    bias_or_null_mut(gp.in_proj_bias), rows, dm, 2 * di);
+                    bias_or_null_mut(gp.in_proj_bias), rows, dm, wx);
     return g;
   }
 
@@ -745,7 +805,7 @@ class MambaBlock {
     p_.for_each([&](const char*, const std::vector<T>&) { ++present; });
     SSM_CHECK(present == expected, op, ": ", present - expected, " parameter vector(s) are given that the config does "
               "not have (in_proj / out_proj biases need bias, conv1d.bias conv_bias, the δ / B / C norm weights "
-              "bcdt_norm_weights)");
+              "bcdt_norm_weights, x_proj / dt_proj weights need selective, B and C selective off)");
   }
 
   // A = −exp(A_log) (di, n) on the CPU: refresh()'s cache while A_log is what it was made from, else computed into
@@ -765,9 +825,10 @@ class MambaBlock {
     SelectiveScanInputs in;
     in.u = TensorView::of(ops.u.data(), {b, di, l});
     in.delta = TensorView::of(ops.delta.data(), {b, di, l});
-    in.z = TensorView::of(ops.z.data(), {b, di, l});
-    in.B = TensorView::of(ops.B.data(), {b, n, l});
-    in.C = TensorView::of(ops.C.data(), {b, n, l});
+    if (cfg_.gated) in.z = TensorView::of(ops.z.data(), {b, di, l});
+    const bool fixed = !cfg_.selective;  // B and C (di, n) parameters
+    in.B = fixed ? TensorView::of(p_.B.data(), {di, n}) : TensorView::of(ops.B.data(), {b, n, l});
+    in.C = fixed ? TensorView::of(p_.C.data(), {di, n}) : TensorView::of(ops.C.data(), {b, n, l});
     in.A = A;
     in.D = TensorView::of(p_.D.data(), {di});
     in.delta_bias = TensorView::of(p_.dt_proj_bias.data(), {di});
@@ -778,9 +839,10 @@ class MambaBlock {
   // The parameters as the ops read them: views on the block's device (the projections: the WeightMatrix when held,
   // else the params' vector; A = −exp(A_log)).
   struct Params {
-    TensorView in_proj, x_proj, dt_proj, out_proj;  // (out, in) each
+    TensorView in_proj, x_proj, dt_proj, out_proj;  // (out, in) each; x_proj, dt_proj unset when not selective
     TensorView conv_weight, dt_bias, A, D;           // (di, w), (di), (di, n), (di)
     std::optional<TensorView> in_proj_bias, conv_bias, out_proj_bias;
+    std::optional<TensorView> B, C;         // (di, n) each when not selective
     std::optional<TensorView> dbc_norm[3];  // Jamba's δ, B, C norm weights (r), (n), (n)
     Tensor A_fresh;                         // what A views when A_log changed since refresh() (host_A)
   };
@@ -788,13 +850,16 @@ class MambaBlock {
   struct DeviceParams {
     Device device;
     Tensor in_proj, x_proj, dt_proj, out_proj, conv_weight, dt_bias, A, D, in_proj_bias, conv_bias, out_proj_bias;
+    Tensor B, C;
     Tensor dbc_norm[3];
   };
   Params views() const {
     if (dev_) {
       const DeviceParams& d = *dev_;
       Params P;
-      P.in_proj = d.in_proj, P.x_proj = d.x_proj, P.dt_proj = d.dt_proj, P.out_proj = d.out_proj;
+      P.in_proj = d.in_proj, P.out_proj = d.out_proj;
+      if (cfg_.selective) P.x_proj = d.x_proj, P.dt_proj = d.dt_proj;
+      P.B = optional_view(d.B), P.C = optional_view(d.C);
       P.conv_weight = d.conv_weight, P.dt_bias = d.dt_bias, P.A = d.A, P.D = d.D;
       P.in_proj_bias = optional_view(d.in_proj_bias), P.conv_bias = optional_view(d.conv_bias);
       P.out_proj_bias = optional_view(d.out_proj_bias);
@@ -807,9 +872,14 @@ class MambaBlock {
       return m.empty() ? TensorView::of(v.data(), s) : TensorView(m.tensor());
     };
     Params P;
-    P.in_proj = matrix(m_.in_proj, p_.in_proj_weight, {2 * di, dm});
-    P.x_proj = matrix(m_.x_proj, p_.x_proj_weight, {r + 2 * n, di});
-    P.dt_proj = matrix(m_.dt_proj, p_.dt_proj_weight, {di, r});
+    P.in_proj = matrix(m_.in_proj, p_.in_proj_weight, {cfg_.in_rows(), dm});
+    if (cfg_.selective) {
+      P.x_proj = matrix(m_.x_proj, p_.x_proj_weight, {r + 2 * n, di});
+      P.dt_proj = matrix(m_.dt_proj, p_.dt_proj_weight, {di, r});
+    } else {
+      P.B = TensorView::of(p_.B.data(), {di, n});
+      P.C = TensorView::of(p_.C.data(), {di, n});
+    }
     P.out_proj = matrix(m_.out_proj, p_.out_proj_weight, {dm, di});
     P.conv_weight = TensorView::of(p_.conv_weight.data(), {di, w});
     P.dt_bias = TensorView::of(p_.dt_proj_bias.data(), {di});

@@ -7,6 +7,9 @@
 //   ttt                               layers::TttLinearLayer (Sun et al. 2024), gated output
 //   rwkv7                             layers::Rwkv7Layer (Peng et al. 2025), low-rank sizes MixerOptions::rank
 //   mamba                             layers::MambaBlock through MambaMixer (Gu & Dao 2023), state size d_state
+//   mamba_s4d, s6, s4d                the block's ablations of the Mamba paper's Table 1: the Mamba block with a
+//                                     time-invariant S4D-Real SSM in place of S6; S6 without the gate; S4D-Real without
+//                                     the gate (MambaBlockConfig::selective and ::gated)
 //   attention                         layers::MultiHeadAttention, causal softmax attention with RoPE
 #pragma once
 
@@ -46,13 +49,13 @@ using TrainableLM = typename detail::stack_lm_of<TrainableStack<T>>::type;
 
 /// The names add_mixer takes, for messages and usage lines.
 inline constexpr const char* kTrainableMixers =
-    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, attention";
+    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, attention";
 
 /// What add_mixer sets beyond the width; each mixer reads the fields that apply to it.
 struct MixerOptions {
   index_t heads = 2;     ///< heads (all but mamba); must divide d_model
   index_t rank = 8;      ///< rwkv7: the decay, a, v and gate low-rank sizes
-  index_t d_state = 16;  ///< mamba: n, the state size per channel
+  index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel
   int threads = 0;       ///< the layer's threads (0: automatic)
 };
 
@@ -62,7 +65,8 @@ template <class T>
 void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOptions& o, std::uint64_t seed) {
   const index_t d = stack.d_model();
   Checker c("add_mixer");
-  if (name != "mamba")
+  const bool mamba_family = name == "mamba" || name == "mamba_s4d" || name == "s6" || name == "s4d";
+  if (!mamba_family)
     c.require(o.heads >= 1 && d % o.heads == 0, "heads", "must divide d_model (", d, "), got ", o.heads);
   auto add = [&](auto layer) {
     layer.set_threads(o.threads);
@@ -86,9 +90,11 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
     layers::Rwkv7Config cfg;
     cfg.d_model = d, cfg.head_dim = d / o.heads, cfg.decay_rank = cfg.a_rank = cfg.v_rank = cfg.gate_rank = o.rank;
     add(layers::Rwkv7Layer<T>::init(cfg, seed));
-  } else if (name == "mamba") {
+  } else if (mamba_family) {
     layers::MambaBlockConfig cfg;
     cfg.d_model = d, cfg.d_state = o.d_state;
+    cfg.selective = name == "mamba" || name == "s6";
+    cfg.gated = name == "mamba" || name == "mamba_s4d";
     add(MambaMixer<T>(layers::MambaBlock<T>::init(cfg, seed)));
   } else if (name == "attention") {
     layers::MultiHeadAttentionConfig cfg;
