@@ -112,3 +112,66 @@ TEST(LSSL, ComplexDiagonalViewsAgreeAndMatchTheDiagonalPath) {
 }
 
 }  // namespace
+
+// ---- gradients ------------------------------------------------------------------------------------------------
+
+namespace {
+
+// LSSL::recurrence_backward against central differences of L = Σ y ⊙ R (double): x, C, D and the trainable Δ, for
+// every discretization rule (HiPPO-LegS A, n = 4; m = 2 inputs, p = 3 outputs, l = 9).
+TEST(LSSL, RecurrenceBackwardMatchesCentralDifferences) {
+  std::mt19937 rng(31);
+  const int n = 4, m = 2, p = 3, l = 9;
+  const MatrixXd A = hippo::transition(hippo::Measure::legs, n).A;
+  MatrixXd C = random_matrix(p, n, rng), D = random_matrix(p, m, rng), x = random_matrix(l, m, rng);
+  const MatrixXd B = random_matrix(n, m, rng), R = random_matrix(l, p, rng);
+  struct Rule {
+    Discretization method;
+    double alpha;
+  };
+  for (const Rule& r : {Rule{Discretization::zoh, 0.5}, Rule{Discretization::bilinear, 0.5},
+                        Rule{Discretization::gbt, 0.3}, Rule{Discretization::forward_euler, 0.5},
+                        Rule{Discretization::backward_euler, 0.5}, Rule{Discretization::mamba, 0.5}}) {
+    SCOPED_TRACE(name(r.method));
+    double Delta = 0.3;
+    auto loss = [&] {
+      const LSSL<double> lssl(A, B, C, D);
+      return lssl.recurrence(lssl.discretize(Delta, r.method, r.alpha), x).cwiseProduct(R).sum();
+    };
+    const LSSL<double> lssl(A, B, C, D);
+    const auto g = lssl.recurrence_backward(Delta, r.method, x, R, r.alpha);
+    auto check = [&](const char* what, MatrixXd& M, const MatrixXd& grad) {
+      SCOPED_TRACE(what);
+      ASSERT_EQ(grad.rows(), M.rows());
+      ASSERT_EQ(grad.cols(), M.cols());
+      double err = 0;
+      for (Eigen::Index i = 0; i < M.size(); ++i) {
+        const double v = M.data()[i];
+        M.data()[i] = v + 1e-6;
+        const double up = loss();
+        M.data()[i] = v - 1e-6;
+        const double down = loss();
+        M.data()[i] = v;
+        err = std::max(err, std::abs((up - down) / 2e-6 - grad.data()[i]));
+      }
+      EXPECT_GT(grad.cwiseAbs().maxCoeff(), 0.0);
+      EXPECT_LE(err, 1e-7 * std::max(1.0, grad.cwiseAbs().maxCoeff()));
+    };
+    check("x", x, g.grad_x);
+    check("C", C, g.grad_C);
+    check("D", D, g.grad_D);
+    Delta = 0.3 + 1e-6;
+    const double up = loss();
+    Delta = 0.3 - 1e-6;
+    const double down = loss();
+    Delta = 0.3;
+    EXPECT_NE(g.grad_Delta, 0.0);
+    EXPECT_NEAR((up - down) / 2e-6, g.grad_Delta, 1e-7 * std::max(1.0, std::abs(g.grad_Delta)));
+  }
+  // Bad input: grad_y's shape, a Δ that is not positive.
+  const LSSL<double> lssl(A, B, C, D);
+  EXPECT_THROW(lssl.recurrence_backward(0.3, Discretization::zoh, x, MatrixXd::Zero(l, p + 1)), ssm::Error);
+  EXPECT_THROW(lssl.recurrence_backward(-1.0, Discretization::zoh, x, R), ssm::Error);
+}
+
+}  // namespace

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <random>
 #include <sstream>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "ssm/cpu/threads.hpp"
@@ -367,6 +369,157 @@ TEST(S4Layer, OutputMixMatchesHandComputation) {
   EXPECT_LT(rel_err(y, ref), 1e-12);
 }
 
+// ---- gradients -------------------------------------------------------------------------------------------
+
+/// (loss at v + e − loss at v − e) / 2e, v perturbed in place and restored.
+template <class Loss>
+double central_difference(double& v, Loss&& loss, double e) {
+  const double v0 = v;
+  v = v0 + e;
+  const double up = loss();
+  v = v0 - e;
+  const double down = loss();
+  v = v0;
+  return (up - down) / (2 * e);
+}
+
+/// Tracks max |fd − analytic| and max |analytic| of one parameter; passes when the error is within tol of
+/// max(1, max |analytic|) and the gradient is not all zero.
+struct GradCheck {
+  const char* name;
+  double err = 0, mag = 0;
+  void add(double fd, double an) { err = std::max(err, std::abs(fd - an)), mag = std::max(mag, std::abs(an)); }
+  void expect(double tol) const {
+    SCOPED_TRACE(name);
+    EXPECT_GT(mag, 0.0);
+    EXPECT_LE(err, tol * std::max(1.0, mag));
+  }
+};
+
+/// layer.backward against central differences of L = Σ y ⊙ R in double, for x (every 7th element when l > 100) and
+/// every parameter: the real and the imaginary part of each entry of the layer's complex matrices `complex_params`
+/// (named; grad_of(grads, j) is the gradient of the j-th), Δ, D, W_out and b_out.
+template <class Layer, class GradOf>
+void expect_layer_gradients(Layer& layer, long b, long l,
+                            const std::vector<std::pair<const char*, Eigen::MatrixXcd*>>& complex_params,
+                            GradOf&& grad_of) {
+  const long h = layer.channels();
+  auto x = randn<double>(b * l * h, 21);
+  const auto R = randn<double>(b * l * h, 22);
+  std::vector<double> y(b * l * h);
+  auto loss = [&] {
+    layer.forward(x.data(), y.data(), b, l);
+    double s = 0;
+    for (size_t i = 0; i < y.size(); ++i) s += y[i] * R[i];
+    return s;
+  };
+  const auto grads = layer.backward(x.data(), R.data(), b, l);
+  const double e = 1e-6, tol = 2e-6;
+  GradCheck gx{"x"};
+  for (size_t i = 0; i < x.size(); i += l > 100 ? 7 : 1) gx.add(central_difference(x[i], loss, e), grads.grad_x[i]);
+  gx.expect(tol);
+  for (size_t j = 0; j < complex_params.size(); ++j) {
+    Eigen::MatrixXcd& param = *complex_params[j].second;
+    const Eigen::MatrixXcd& grad = grad_of(grads, j);
+    ASSERT_EQ(grad.rows(), param.rows());
+    ASSERT_EQ(grad.cols(), param.cols());
+    const std::string re_name = std::string(complex_params[j].first) + ", real part";
+    const std::string im_name = std::string(complex_params[j].first) + ", imaginary part";
+    GradCheck re{re_name.c_str()}, im{im_name.c_str()};
+    for (Eigen::Index i = 0; i < param.size(); ++i) {
+      cd& v = param.data()[i];
+      double parts[2] = {v.real(), v.imag()};
+      for (int k = 0; k < 2; ++k) {
+        auto set_loss = [&] {
+          v = cd(parts[0], parts[1]);
+          return loss();
+        };
+        const double fd = central_difference(parts[k], set_loss, e);
+        v = cd(parts[0], parts[1]);
+        (k == 0 ? re : im).add(fd, k == 0 ? grad.data()[i].real() : grad.data()[i].imag());
+      }
+    }
+    re.expect(tol), im.expect(tol);
+  }
+  GradCheck gd{"Delta"}, gD{"D"}, gW{"W_out"}, gb{"b_out"};
+  for (long c = 0; c < h; ++c) {
+    gd.add(central_difference(layer.ssm.Delta(c), loss, 1e-7), grads.ssm.Delta(c));
+    gD.add(central_difference(layer.D(c), loss, e), grads.D(c));
+  }
+  gd.expect(tol), gD.expect(tol);
+  ASSERT_EQ(grads.W_out.rows(), layer.W_out.rows());
+  ASSERT_EQ(grads.b_out.size(), layer.b_out.size());
+  if (layer.mix() == ssm::OutputMix::none) return;
+  for (Eigen::Index i = 0; i < layer.W_out.size(); ++i)
+    gW.add(central_difference(layer.W_out.data()[i], loss, e), grads.W_out.data()[i]);
+  for (Eigen::Index i = 0; i < layer.b_out.size(); ++i)
+    gb.add(central_difference(layer.b_out.data()[i], loss, e), grads.b_out.data()[i]);
+  gW.expect(tol), gb.expect(tol);
+}
+
+// S4DLayer::backward: A, B and C through the Vandermonde kernel, for ZOH and bilinear, each output mixing, and l = 1,
+// 7 (the direct convolution) and 150 (the FFT). Δ in [0.01, 0.5] puts ΔA on both sides of the ZOH derivative's series
+// cut (|ΔA| = 0.1; asserted); B is moved off its initial ones.
+TEST(S4DLayer, BackwardMatchesCentralDifferences) {
+  for (auto method : {Discretization::zoh, Discretization::bilinear})
+    for (auto mix : {ssm::OutputMix::none, ssm::OutputMix::gelu_linear, ssm::OutputMix::gelu_glu})
+      for (long l : {1L, 7L, 150L}) {
+        SCOPED_TRACE(::testing::Message() << ssm::name(method) << ", mix " << static_cast<int>(mix) << ", l " << l);
+        ssm::S4DLayer<double>::Config cfg;
+        cfg.h = 3, cfg.N = 6, cfg.method = method, cfg.mix = mix, cfg.dt_min = 0.01, cfg.dt_max = 0.5, cfg.seed = 4;
+        ssm::S4DLayer<double> layer(cfg);
+        double lo = 1e300, hi = 0;  // min and max |ΔA| over the modes
+        for (long c = 0; c < cfg.h; ++c)
+          for (long n = 0; n < cfg.N / 2; ++n) {
+            const double z = std::abs(layer.ssm.Delta(c) * layer.ssm.A(c, n));
+            lo = std::min(lo, z), hi = std::max(hi, z);
+          }
+        ASSERT_LT(lo, 0.1);
+        ASSERT_GT(hi, 0.1);
+        std::mt19937_64 rng(8);
+        std::normal_distribution<double> N(0.0, 0.3);
+        for (long c = 0; c < cfg.h; ++c)
+          for (long n = 0; n < cfg.N / 2; ++n) layer.ssm.B(c, n) += cd(N(rng), N(rng));
+        expect_layer_gradients(layer, 2, l, {{"A", &layer.ssm.A}, {"B", &layer.ssm.B}, {"C", &layer.ssm.C}},
+                               [](const auto& g, size_t j) -> const Eigen::MatrixXcd& {
+                                 return j == 0 ? g.ssm.A : j == 1 ? g.ssm.B : g.ssm.C;
+                               });
+      }
+}
+
+// S4Layer::backward: Λ, P, B and C̃ through the Cauchy + Woodbury kernel and its inverse FFT, at l = l_max (even: the
+// ω = −1 bin; and odd) and at l < l_max (the kernel truncated), with and without output mixing. Λ, P and B are moved
+// off HiPPO-LegS's values so that no structure hides a missing term.
+TEST(S4Layer, BackwardMatchesCentralDifferences) {
+  struct Case {
+    long l_max, l;
+    ssm::OutputMix mix;
+  };
+  for (const Case& k : {Case{16, 16, ssm::OutputMix::none}, Case{15, 15, ssm::OutputMix::gelu_glu},
+                        Case{24, 9, ssm::OutputMix::gelu_linear}}) {
+    SCOPED_TRACE(::testing::Message() << "l_max " << k.l_max << ", l " << k.l);
+    ssm::S4Layer<double>::Config cfg;
+    cfg.h = 2, cfg.N = 6, cfg.l_max = k.l_max, cfg.mix = k.mix, cfg.dt_min = 0.05, cfg.dt_max = 0.5, cfg.seed = 6;
+    ssm::S4Layer<double> layer(cfg);
+    std::mt19937_64 rng(9);
+    std::normal_distribution<double> N(0.0, 0.2);
+    for (auto* M : {&layer.ssm.Lambda, &layer.ssm.P, &layer.ssm.B})
+      for (Eigen::Index i = 0; i < M->size(); ++i) M->data()[i] += cd(N(rng), N(rng));
+    expect_layer_gradients(layer, 2, k.l,
+                           {{"Lambda", &layer.ssm.Lambda}, {"P", &layer.ssm.P}, {"B", &layer.ssm.B},
+                            {"C~", &layer.ssm.C}},
+                           [](const auto& g, size_t j) -> const Eigen::MatrixXcd& {
+                             return j == 0 ? g.ssm.Lambda : j == 1 ? g.ssm.P : j == 2 ? g.ssm.B : g.ssm.C;
+                           });
+  }
+  // Past l_max the kernel re-truncates C̃, which has no backward: refused, naming l and l_max.
+  ssm::S4Layer<double>::Config cfg;
+  cfg.h = 2, cfg.N = 4, cfg.l_max = 8;
+  const ssm::S4Layer<double> layer(cfg);
+  std::vector<double> x(2 * 9), gy(2 * 9);
+  expect_error([&] { layer.backward(x.data(), gy.data(), 1, 9); }, "l_max");
+}
+
 TEST(S4Layer, ThreadedForwardEqualsOneThread) {
   // set_threads splits (batch row, 16-channel group) tasks and output-mix rows over the threads; each channel
   // is computed by the same code whatever the split, so the results are identical, with and without a carried
@@ -398,6 +551,32 @@ TEST(S4Layer, ThreadedForwardEqualsOneThread) {
   }
   EXPECT_EQ(s1.state, s3.state);
   EXPECT_THROW(one.set_threads(-1), ssm::Error);
+}
+
+TEST(S4DLayer, ThreadedBackwardEqualsOneThread) {
+  // backward splits 16-channel groups (the convolutions' adjoints, ∂L/∂K), row blocks (the output mixing's backward,
+  // summed in block order) and channels (the kernel's backward) over the threads: the same numbers whatever the split
+  // (40 channels: two full groups and a ragged one).
+  ssm::S4DLayer<double>::Config cfg;
+  cfg.h = 40, cfg.N = 8, cfg.mix = ssm::OutputMix::gelu_glu, cfg.seed = 4;
+  ssm::S4DLayer<double> one(cfg), three(cfg);
+  one.set_threads(1);
+  three.set_threads(3);
+  const long b = 2, l = 150, h = cfg.h;
+  const auto x = randn<double>(b * l * h, 8), gy = randn<double>(b * l * h, 9);
+  const std::int64_t before = ssm::cpu::worker_threads_run();
+  const auto g1 = one.backward(x.data(), gy.data(), b, l);
+  EXPECT_EQ(ssm::cpu::worker_threads_run(), before) << "1 thread set, a second one ran";
+  const auto g3 = three.backward(x.data(), gy.data(), b, l);
+  EXPECT_GT(ssm::cpu::worker_threads_run(), before) << "3 threads set, all the work ran on the caller's";
+  EXPECT_EQ(g1.grad_x, g3.grad_x);
+  EXPECT_EQ(g1.ssm.A, g3.ssm.A);
+  EXPECT_EQ(g1.ssm.B, g3.ssm.B);
+  EXPECT_EQ(g1.ssm.C, g3.ssm.C);
+  EXPECT_EQ(g1.ssm.Delta, g3.ssm.Delta);
+  EXPECT_EQ(g1.D, g3.D);
+  EXPECT_EQ(g1.W_out, g3.W_out);
+  EXPECT_EQ(g1.b_out, g3.b_out);
 }
 
 TEST(S4Layer, LongerThanLmaxRetruncates) {

@@ -105,6 +105,70 @@ class LSSL {
     return y;
   }
 
+  /// Gradients of recurrence() (zero initial state) over the pair discretize(Delta, method, alpha), for real T.
+  struct RecurrenceGrads {
+    Matrix grad_x;          // (l, m)
+    Matrix grad_C;          // (p, n)
+    Matrix grad_D;          // (p, m)
+    double grad_Delta = 0;  // through A_bar and B_bar (A and B fixed: the LSSL with a trainable Δ)
+  };
+
+  /// The backward of recurrence(discretize(Delta, method, alpha), x): given x (l, m) and grad_y = ∂L/∂y (l, p),
+  /// ∂L/∂x, ∂L/∂C, ∂L/∂D and ∂L/∂Δ. Backpropagation through time over the stored states, then
+  /// ∂L/∂Δ = ⟨∂L/∂A_bar, dA_bar/dΔ⟩ + ⟨∂L/∂B_bar, dB_bar/dΔ⟩ with the exact derivatives of each rule:
+  ///   zoh: dA_bar = A A_bar, dB_bar = A_bar B (d/dΔ exp(Δ [[A, B], [0, 0]]) = M exp(ΔM));
+  ///   mamba: dA_bar = A A_bar, dB_bar = B;
+  ///   gbt(α) (bilinear 1/2, forward Euler 0, backward Euler 1), E = I − αΔA: dA_bar = E⁻¹(α A A_bar + (1 − α) A),
+  ///   dB_bar = E⁻¹(B + α A B_bar).
+  RecurrenceGrads recurrence_backward(double Delta, Discretization method, const Matrix& x, const Matrix& grad_y,
+                                      double alpha = 0.5) const
+    requires(!Eigen::NumTraits<T>::IsComplex)
+  {
+    const char* op = "LSSL::recurrence_backward";
+    check_input(op, x);
+    SSM_CHECK(grad_y.rows() == x.rows() && grad_y.cols() == output_size(), op, ": argument 'grad_y': expected shape (",
+              x.rows(), ", ", output_size(), "), got (", grad_y.rows(), ", ", grad_y.cols(), ")");
+    SSM_CHECK(detail::all_finite(grad_y), op, ": argument 'grad_y' must be finite (it contains NaN or Inf)");
+    const DiscreteSystem<T> sys = discretize(Delta, method, alpha);  // checks Delta and alpha
+    const Eigen::Index l = x.rows(), n = state_size();
+    Matrix h(l + 1, n);  // (l + 1, n): row k + 1 holds h_k, row 0 the zero initial state
+    h.row(0).setZero();
+    for (Eigen::Index k = 0; k < l; ++k)
+      h.row(k + 1) = (sys.A_bar * h.row(k).transpose() + sys.B_bar * x.row(k).transpose()).transpose();
+    RecurrenceGrads g;
+    g.grad_x.resize(l, input_size());
+    g.grad_C = grad_y.transpose() * h.bottomRows(l);  // Σ_k gy_k h_kᵀ
+    g.grad_D = grad_y.transpose() * x;
+    Matrix grad_A_bar = Matrix::Zero(n, n), grad_B_bar = Matrix::Zero(n, input_size());
+    Vector gh = Vector::Zero(n);  // ∂L/∂h_k
+    for (Eigen::Index k = l - 1; k >= 0; --k) {
+      gh += C_.transpose() * grad_y.row(k).transpose();
+      g.grad_x.row(k) = (sys.B_bar.transpose() * gh + D_.transpose() * grad_y.row(k).transpose()).transpose();
+      grad_A_bar.noalias() += gh * h.row(k);
+      grad_B_bar.noalias() += gh * x.row(k);
+      gh = (sys.A_bar.transpose() * gh).eval();
+    }
+    const WorkMatrix A = A_.template cast<Work>(), B = B_.template cast<Work>();
+    const WorkMatrix A_bar = sys.A_bar.template cast<Work>(), B_bar = sys.B_bar.template cast<Work>();
+    WorkMatrix dA_bar, dB_bar;  // d/dΔ
+    if (method == Discretization::zoh || method == Discretization::mamba) {
+      dA_bar = A * A_bar;
+      dB_bar = method == Discretization::zoh ? WorkMatrix(A_bar * B) : B;
+    } else {
+      const double a = method == Discretization::bilinear        ? 0.5
+                       : method == Discretization::forward_euler ? 0.0
+                       : method == Discretization::backward_euler ? 1.0
+                                                                  : alpha;
+      const WorkMatrix E = WorkMatrix::Identity(n, n) - Work(a * Delta) * A;
+      Eigen::PartialPivLU<WorkMatrix> lu(E);
+      dA_bar = lu.solve(Work(a) * A * A_bar + Work(1 - a) * A);
+      dB_bar = lu.solve(B + Work(a) * A * B_bar);
+    }
+    g.grad_Delta = static_cast<double>((grad_A_bar.template cast<Work>().cwiseProduct(dA_bar)).sum() +
+                                       (grad_B_bar.template cast<Work>().cwiseProduct(dB_bar)).sum());
+    return g;
+  }
+
   // ---- convolutional view ---------------------------------------------------------------------------------
 
   /// K_bar_j = C A_bar^j B_bar for j = 0..l-1: l matrices of shape (p, m).

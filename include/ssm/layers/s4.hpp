@@ -294,9 +294,25 @@ class S4State {
   std::vector<std::complex<T>> state;  // (b, h, m)
 };
 
+/// Gradients of an S4 / S4D layer's conv-mode forward (backward()): of the input, and of every parameter in its
+/// layout. A complex parameter X gets ∂L/∂Re X + i ∂L/∂Im X; Delta's entries are real. SSM: s4::DiagonalSSM (S4D)
+/// or s4::DPLRSSM (S4, whose C holds ∂L/∂C̃).
+template <class T, class SSM>
+struct S4LayerGrads {
+  std::vector<T> grad_x;  // (b, l, h)
+  SSM ssm;                // the SSM's parameters, as the layer's `ssm`
+  Eigen::VectorXd D;      // (h)
+  Eigen::MatrixXd W_out;  // as the layer's (empty without output mixing)
+  Eigen::VectorXd b_out;
+};
+
 namespace detail {
 
 inline double gelu(double v) { return 0.5 * v * (1.0 + std::erf(v / std::numbers::sqrt2)); }
+/// d gelu / dv = Φ(v) + v φ(v).
+inline double gelu_derivative(double v) {
+  return 0.5 * (1.0 + std::erf(v / std::numbers::sqrt2)) + v * std::exp(-0.5 * v * v) * (0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
+}
 
 /// Validates the common layer configuration.
 inline void check_layer_config(const char* op, long h, long N, double dt_min, double dt_max) {
@@ -344,23 +360,23 @@ class SSMLayerBase {
     }
   }
 
-  void check_io(const char* op, const T* x, const T* y, long b, long l) const {
+  void check_io(const char* op, const T* x, const T* y, long b, long l, const char* y_name = "y") const {
     SSM_CHECK(b >= 1, op, ": argument 'b' (batch) must be >= 1, got ", b);
     SSM_CHECK(l >= 1, op, ": argument 'l' (sequence length) must be >= 1, got ", l);
     SSM_CHECK(x != nullptr, op, ": argument 'x' is null");
-    SSM_CHECK(y != nullptr, op, ": argument 'y' is null");
+    SSM_CHECK(y != nullptr, op, ": argument '", y_name, "' is null");
     SSM_CHECK(D.size() == h_, op, ": parameter 'D': expected shape (", h_, "), got (", D.size(), ")");
   }
 
   /// The views' checks. The device comes first: S4 / S4D run on the CPU only (Eigen kernels and the host FFT; no
   /// device path, no entry in the backend table), so a CUDA tensor is refused before anything reads its memory.
-  void check_views(const char* op, const TensorView& x, const TensorView& y) const {
+  void check_views(const char* op, const TensorView& x, const TensorView& y, const char* y_name = "y") const {
     Checker ck(op);
     const char* what = ": the S4 / S4D layers run on the CPU only (no device path); move it with .to(Device::cpu())";
     ck.require(x.device().is_cpu(), "x", "is on ", x.device().str(), what);
-    ck.require(y.device().is_cpu(), "y", "is on ", y.device().str(), what);
+    ck.require(y.device().is_cpu(), y_name, "is on ", y.device().str(), what);
     ck.dtype("x", x, dtype_of<T>()).rank("x", x, 3).shape("x", x, {kAny, kAny, h_}).contiguous("x", x);
-    ck.dtype("y", y, dtype_of<T>()).shape("y", y, {x.size(0), x.size(1), h_}).contiguous("y", y);
+    ck.dtype(y_name, y, dtype_of<T>()).shape(y_name, y, {x.size(0), x.size(1), h_}).contiguous(y_name, y);
   }
 
   /// Output mixing of one time step, in place over y (h).
@@ -398,6 +414,87 @@ class SSMLayerBase {
   template <class Carry>
   void conv_forward(const std::vector<T>& K, const T* x, T* y, long b, long l, Carry&& carry) const {
     check_mix();
+    conv(K, x, y, b, l, carry);
+    if (mix_ != OutputMix::none) {
+      constexpr long kRows = 64;
+      const int threads = cpu::cpu_threads(threads_, static_cast<std::int64_t>(b) * h_ * l * 16);
+      cpu::parallel_for((b * l + kRows - 1) / kRows, threads, [&](std::int64_t task) {
+        const long r0 = static_cast<long>(task) * kRows;
+        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r) apply_mix(y + r * h_);
+      });
+    }
+  }
+  void conv_forward(const std::vector<T>& K, const T* x, T* y, long b, long l) const {
+    conv_forward(K, x, y, b, l, [](long, long, const std::vector<T>&, std::vector<T>&) {});
+  }
+
+  /// The backward of conv_forward without a carried state: from x and grad_y (b, l, h), grad_x (b, l, h), G = ∂L/∂K
+  /// (h, l) in double, and the gradients of D, W_out and b_out. y = K * x + D x is a causal convolution, so its
+  /// adjoints are correlations, each a causal convolution of reversed sequences:
+  ///   ∂L/∂x = rev(rev(g) * K) + D g,   ∂L/∂K = rev(rev(g) * x) summed over the batch,   ∂L/∂D = Σ g x,
+  /// with g = ∂L/∂y before the output mixing (whose backward comes first, from y recomputed). Threads split the
+  /// channels (each sums its batch rows in order: no result depends on the thread count).
+  void conv_backward(const std::vector<T>& K, const T* x, const T* grad_y, long b, long l, T* grad_x,
+                     std::vector<double>& G, Eigen::VectorXd& grad_D, Eigen::MatrixXd& grad_W_out,
+                     Eigen::VectorXd& grad_b_out) const {
+    check_mix();
+    std::vector<T> g_pre;  // (b, l, h) ∂L/∂y before the mixing, when there is one
+    const T* g = grad_y;
+    grad_W_out = Eigen::MatrixXd::Zero(W_out.rows(), W_out.cols());
+    grad_b_out = Eigen::VectorXd::Zero(b_out.size());
+    if (mix_ != OutputMix::none) {
+      g_pre.resize(static_cast<std::size_t>(b * l * h_));
+      conv(K, x, g_pre.data(), b, l, [](long, long, const std::vector<T>&, std::vector<T>&) {});  // y before mixing
+      // Blocks of rows in parallel, each summing W_out's and b_out's gradients over its rows; the blocks' sums are
+      // added in block order, so the result does not depend on the thread count.
+      constexpr long kRows = 64;
+      const long blocks = (b * l + kRows - 1) / kRows;
+      std::vector<Eigen::MatrixXd> part_W(static_cast<std::size_t>(blocks));
+      std::vector<Eigen::VectorXd> part_b(static_cast<std::size_t>(blocks));
+      const int mix_threads = cpu::cpu_threads(threads_, static_cast<std::int64_t>(b) * l * W_out.size() * 3);
+      cpu::parallel_for(blocks, mix_threads, [&](std::int64_t task) {
+        Eigen::MatrixXd& gW = part_W[static_cast<std::size_t>(task)];
+        Eigen::VectorXd& gb = part_b[static_cast<std::size_t>(task)];
+        gW = Eigen::MatrixXd::Zero(W_out.rows(), W_out.cols());
+        gb = Eigen::VectorXd::Zero(b_out.size());
+        const long r0 = static_cast<long>(task) * kRows;
+        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r) mix_backward(g_pre.data() + r * h_, grad_y + r * h_, gW, gb);
+      });
+      for (long k = 0; k < blocks; ++k) grad_W_out += part_W[static_cast<std::size_t>(k)], grad_b_out += part_b[static_cast<std::size_t>(k)];
+      g = g_pre.data();
+    }
+    G.assign(static_cast<std::size_t>(h_ * l), 0.0);
+    grad_D = Eigen::VectorXd::Zero(h_);
+    constexpr long kPer = 16;
+    const long groups = (h_ + kPer - 1) / kPer;
+    const int threads = cpu::cpu_threads(threads_, static_cast<std::int64_t>(b) * h_ * l * 48);
+    cpu::parallel_for(groups, threads, [&](std::int64_t task) {
+      const long c0 = static_cast<long>(task) * kPer;
+      std::vector<T> xc(l), gr(l), out(l);  // (l) the input, the reversed gradient, a convolution
+      fft::RealFFT<T> plan;
+      for (long c = c0; c < std::min(h_, c0 + kPer); ++c) {
+        double* Gc = G.data() + c * l;
+        const T Dc = static_cast<T>(D(c));
+        double gD = 0;
+        for (long bi = 0; bi < b; ++bi) {
+          for (long t = 0; t < l; ++t) {
+            xc[t] = x[(bi * l + t) * h_ + c];
+            gr[l - 1 - t] = g[(bi * l + t) * h_ + c];
+            gD += static_cast<double>(gr[l - 1 - t]) * static_cast<double>(xc[t]);
+          }
+          causal_conv(gr.data(), K.data() + c * l, out.data(), l, &plan);
+          for (long t = 0; t < l; ++t) grad_x[(bi * l + t) * h_ + c] = out[l - 1 - t] + Dc * gr[l - 1 - t];
+          causal_conv(gr.data(), xc.data(), out.data(), l, &plan);
+          for (long k = 0; k < l; ++k) Gc[k] += static_cast<double>(out[l - 1 - k]);
+        }
+        grad_D(c) = gD;
+      }
+    });
+  }
+
+  /// y (b, l, h) = K * x + D x [+ the carried state's response]: conv_forward before the output mixing.
+  template <class Carry>
+  void conv(const std::vector<T>& K, const T* x, T* y, long b, long l, Carry&& carry) const {
     // Tasks of up to 16 channels of one batch row, each with its own buffers and FFT plan; the channels (and
     // the carried states the callback advances) of different tasks are disjoint.
     constexpr long kPer = 16;
@@ -416,16 +513,36 @@ class SSMLayerBase {
         for (long t = 0; t < l; ++t) y[(bi * l + t) * h_ + c] = yc[t];
       }
     });
-    if (mix_ != OutputMix::none) {
-      constexpr long kRows = 64;
-      cpu::parallel_for((b * l + kRows - 1) / kRows, threads, [&](std::int64_t task) {
-        const long r0 = static_cast<long>(task) * kRows;
-        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r) apply_mix(y + r * h_);
-      });
-    }
   }
-  void conv_forward(const std::vector<T>& K, const T* x, T* y, long b, long l) const {
-    conv_forward(K, x, y, b, l, [](long, long, const std::vector<T>&, std::vector<T>&) {});
+
+  /// The backward of apply_mix over one time step: y (h) is the step before the mixing; on return it holds ∂L/∂y,
+  /// given grad_out (h) = ∂L/∂(mixed y); the gradients of W_out and b_out are accumulated. Thread-safe for distinct
+  /// y and accumulators (its scratch is thread_local).
+  void mix_backward(T* y, const T* grad_out, Eigen::MatrixXd& grad_W_out, Eigen::VectorXd& grad_b_out) const {
+    const long rows = W_out.rows();
+    thread_local std::vector<double> a, gz;
+    a.resize(h_), gz.resize(rows);
+    for (long c = 0; c < h_; ++c) a[c] = gelu(static_cast<double>(y[c]));
+    if (mix_ == OutputMix::gelu_linear) {
+      for (long i = 0; i < rows; ++i) gz[i] = static_cast<double>(grad_out[i]);
+    } else {  // out_c = z_c sigmoid(z_{h+c})
+      for (long c = 0; c < h_; ++c) {
+        double zc = b_out(c), zg = b_out(h_ + c);
+        for (long j = 0; j < h_; ++j) zc += W_out(c, j) * a[j], zg += W_out(h_ + c, j) * a[j];
+        const double sg = 1.0 / (1.0 + std::exp(-zg)), go = static_cast<double>(grad_out[c]);
+        gz[c] = go * sg;
+        gz[h_ + c] = go * zc * sg * (1.0 - sg);
+      }
+    }
+    for (long i = 0; i < rows; ++i) {
+      grad_b_out(i) += gz[i];
+      for (long j = 0; j < h_; ++j) grad_W_out(i, j) += gz[i] * a[j];
+    }
+    for (long j = 0; j < h_; ++j) {
+      double ga = 0;
+      for (long i = 0; i < rows; ++i) ga += W_out(i, j) * gz[i];
+      y[j] = static_cast<T>(ga * gelu_derivative(static_cast<double>(y[j])));
+    }
   }
 
   /// Carried state for a diagonal recurrence: y_t += scale Re Σ_m C_m A_bar_m^{t+1} s_m; s advanced over xc.
@@ -569,6 +686,23 @@ class S4DLayer : public detail::SSMLayerBase<T> {
     });
   }
 
+  /// Gradients of the conv-mode forward (from a zero state): given x and grad_y = ∂L/∂y (b, l, h), ∂L/∂x and the
+  /// gradient of every parameter (of A, B, C through the Vandermonde kernel: s4::s4d_kernel_vandermonde_backward).
+  S4LayerGrads<T, s4::DiagonalSSM> backward(const T* x, const T* grad_y, long b, long l) const {
+    this->check_io("S4DLayer::backward", x, grad_y, b, l, "grad_y");
+    S4LayerGrads<T, s4::DiagonalSSM> g;
+    g.grad_x.resize(static_cast<std::size_t>(b * l * this->h_));
+    std::vector<double> G;  // (h, l) ∂L/∂K
+    this->conv_backward(kernel(l), x, grad_y, b, l, g.grad_x.data(), G, g.D, g.W_out, g.b_out);
+    g.ssm = s4::s4d_kernel_vandermonde_backward(ssm, G.data(), l, method_, this->threads_);
+    return g;
+  }
+  /// backward on views: x, grad_y (b, l, h) contiguous CPU tensors of dtype T.
+  S4LayerGrads<T, s4::DiagonalSSM> backward(const TensorView& x, const TensorView& grad_y) const {
+    this->check_views("S4DLayer::backward", x, grad_y, "grad_y");
+    return backward(x.data_as<const T>(), grad_y.data_as<const T>(), x.size(0), x.size(1));
+  }
+
   /// A zero state for batch b.
   S4State<T> initial_state(long b) const { return S4State<T>(S4State<T>::Form::diagonal, b, this->h_, rec_.m); }
 
@@ -691,6 +825,30 @@ class S4Layer : public detail::SSMLayerBase<T> {
     this->conv_forward(kernel(l), x, y, b, l, [&](long bi, long c, const std::vector<T>& xc, std::vector<T>& yc) {
       Base::carry_linear(linear_, state.state.data() + (bi * h + c) * n, xc, yc, c);
     });
+  }
+
+  /// Gradients of the conv-mode forward (from a zero state) for l <= l_max: given x and grad_y = ∂L/∂y (b, l, h),
+  /// ∂L/∂x and the gradient of every parameter: of Λ, P, B, C̃ and Δ through the Cauchy + Woodbury kernel
+  /// (s4::s4_kernel_cauchy_backward; the kernel is computed for l_max and truncated, so ∂L/∂K is zero past l).
+  /// l > l_max is an ssm::Error: that kernel re-truncates C̃ through the recovered C, which has no backward here.
+  S4LayerGrads<T, s4::DPLRSSM> backward(const T* x, const T* grad_y, long b, long l) const {
+    this->check_io("S4Layer::backward", x, grad_y, b, l, "grad_y");
+    SSM_CHECK(l <= l_max_, "S4Layer::backward: argument 'l' (", l, ") exceeds l_max (", l_max_,
+              "): the kernel past l_max re-truncates C̃, which has no backward; build the layer with l_max >= the "
+              "training length");
+    S4LayerGrads<T, s4::DPLRSSM> g;
+    g.grad_x.resize(static_cast<std::size_t>(b * l * this->h_));
+    std::vector<double> G;  // (h, l) ∂L/∂K
+    this->conv_backward(kernel(l), x, grad_y, b, l, g.grad_x.data(), G, g.D, g.W_out, g.b_out);
+    std::vector<double> G_max(static_cast<std::size_t>(this->h_ * l_max_), 0.0);  // (h, l_max)
+    for (long c = 0; c < this->h_; ++c) std::copy_n(G.begin() + c * l, l, G_max.begin() + c * l_max_);
+    g.ssm = s4::s4_kernel_cauchy_backward(ssm, G_max.data(), l_max_);
+    return g;
+  }
+  /// backward on views: x, grad_y (b, l, h) contiguous CPU tensors of dtype T.
+  S4LayerGrads<T, s4::DPLRSSM> backward(const TensorView& x, const TensorView& grad_y) const {
+    this->check_views("S4Layer::backward", x, grad_y, "grad_y");
+    return backward(x.data_as<const T>(), grad_y.data_as<const T>(), x.size(0), x.size(1));
   }
 
   /// A zero state for batch b in this layer's step form.

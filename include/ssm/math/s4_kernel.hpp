@@ -203,6 +203,99 @@ std::vector<T> s4d_kernel_vandermonde(const DiagonalSSM& p, long L, Discretizati
   return K;
 }
 
+namespace detail {
+
+/// E'(z) for E(z) = (e^z − 1)/z: (e^z − E(z))/z, by its series Σ_{k≥1} k z^{k−1}/(k+1)! near 0 (where the difference
+/// cancels); 1/2 at z = 0.
+inline cd expm1_over_derivative(cd z) {
+  if (std::abs(z) < 0.1) {
+    cd sum = 0, zk = 1;  // z^{k−1}
+    double fact = 2;     // (k+1)!
+    for (int k = 1; k <= 10; ++k) {
+      sum += double(k) * zk / fact;
+      zk *= z;
+      fact *= double(k + 2);
+    }
+    return sum;
+  }
+  return (std::exp(z) - ssm::detail::expm1_over(z)) / z;
+}
+
+}  // namespace detail
+
+/// The gradients of the S4D kernel: given G = ∂L/∂K (h, L) row-major (K = s4d_kernel_vandermonde(p, L, method)),
+/// returns ∂L/∂A, ∂L/∂B and ∂L/∂C, each as ∂L/∂Re + i ∂L/∂Im (the direction of steepest ascent in the complex plane),
+/// and ∂L/∂Delta, in a DiagonalSSM laid out as p.
+///
+/// Per mode, with W = C B_bar and K_l = 2 Re(W A_bar^l): S0 = Σ_l G_l A_bar^l and S1 = Σ_l l G_l A_bar^{l−1} (one
+/// Vandermonde pass, the forward's power table), then ∂L/∂W = 2 conj(S0) and ∂L/∂A_bar = 2 conj(W S1); each then
+/// goes back through a holomorphic map Y(X) as ∂L/∂X = conj(Y'(X)) ∂L/∂Y, and to the real Δ as Re(conj(∂L/∂Y) ∂Y/∂Δ):
+///   zoh:      A_bar = e^z, B_bar = Δ E(z) B, z = ΔA, E(z) = (e^z − 1)/z;
+///   bilinear: A_bar = (1 + z/2) q, B_bar = Δ B q, q = 1/(1 − z/2).
+/// Sums in double. Same errors as s4d_kernel_vandermonde, and G must be non-null.
+template <class T>
+DiagonalSSM s4d_kernel_vandermonde_backward(const DiagonalSSM& p, const T* G, long L, Discretization method,
+                                            int threads = 1) {
+  check_ssm("s4d_kernel_vandermonde_backward", p);
+  detail::check_length("s4d_kernel_vandermonde_backward", L);
+  SSM_CHECK(method == Discretization::zoh || method == Discretization::bilinear,
+            "s4d_kernel_vandermonde_backward: argument 'method': expected zoh or bilinear, got ", ssm::name(method));
+  SSM_CHECK(G != nullptr, "s4d_kernel_vandermonde_backward: argument 'G' is null");
+  SSM_CHECK(threads >= 0, "s4d_kernel_vandermonde_backward: argument 'threads' must be >= 0, got ", threads);
+  const Eigen::Index h = p.A.rows(), n2 = p.A.cols();
+  DiagonalSSM g;
+  g.A = Eigen::MatrixXcd::Zero(h, n2), g.B = g.A, g.C = g.A;
+  g.Delta = Eigen::VectorXd::Zero(h);
+  constexpr long kBlock = 64;
+  const int nt = cpu::cpu_threads(threads, static_cast<std::int64_t>(h) * n2 * L);
+  cpu::parallel_for(h, nt, [&](std::int64_t task) {
+    const auto c = static_cast<Eigen::Index>(task);
+    const double Delta = p.Delta(c);
+    const T* Gc = G + c * L;
+    std::vector<cd> fine(kBlock);  // (64) exp(i w), i < 64
+    double grad_Delta = 0;
+    for (Eigen::Index n = 0; n < n2; ++n) {
+      const cd A = p.A(c, n), B = p.B(c, n), C = p.C(c, n), z = Delta * A;
+      cd A_bar, B_bar;
+      discretize_diagonal(method, A, B, Delta, A_bar, B_bar);
+      const cd w = method == Discretization::zoh ? z : std::log(A_bar);
+      for (long i = 0; i < kBlock; ++i) fine[i] = detail::exp_scaled(w, i);
+      cd S0 = 0, S1 = 0, prev = 0;  // prev: A_bar^{l−1}
+      for (long l0 = 0; l0 < L; l0 += kBlock) {
+        const cd coarse = detail::exp_scaled(w, l0);
+        const long len = std::min(kBlock, L - l0);
+        for (long i = 0; i < len; ++i) {
+          const long l = l0 + i;
+          const cd power = coarse * fine[i];  // A_bar^l
+          const double Gl = static_cast<double>(Gc[l]);
+          S0 += Gl * power;
+          if (l > 0) S1 += double(l) * Gl * prev;
+          prev = power;
+        }
+      }
+      const cd W = C * B_bar;
+      const cd g_W = 2.0 * std::conj(S0), g_A_bar = 2.0 * std::conj(W * S1);
+      const cd g_B_bar = std::conj(C) * g_W;
+      g.C(c, n) = std::conj(B_bar) * g_W;
+      cd dA_bar_dA, dA_bar_dDelta, dB_bar_dA, dB_bar_dB, dB_bar_dDelta;
+      if (method == Discretization::zoh) {
+        const cd E = ssm::detail::expm1_over(z), dE = detail::expm1_over_derivative(z);
+        dA_bar_dA = Delta * A_bar, dA_bar_dDelta = A * A_bar;
+        dB_bar_dB = Delta * E, dB_bar_dA = Delta * Delta * dE * B, dB_bar_dDelta = E * B + Delta * A * dE * B;
+      } else {
+        const cd q = 1.0 / (1.0 - z / 2.0);
+        dA_bar_dA = q * q * Delta, dA_bar_dDelta = q * q * A;
+        dB_bar_dB = Delta * q, dB_bar_dA = Delta * Delta * B * q * q / 2.0, dB_bar_dDelta = B * q + Delta * B * q * q / 2.0 * A;
+      }
+      g.A(c, n) = std::conj(dA_bar_dA) * g_A_bar + std::conj(dB_bar_dA) * g_B_bar;
+      g.B(c, n) = std::conj(dB_bar_dB) * g_B_bar;
+      grad_Delta += (std::conj(g_A_bar) * dA_bar_dDelta + std::conj(g_B_bar) * dB_bar_dDelta).real();
+    }
+    g.Delta(c) = grad_Delta;
+  });
+  return g;
+}
+
 // ---- S4: DPLR, Cauchy + Woodbury ----------------------------------------------------------------------------
 
 /// Channel c of a DPLR SSM as a dense system: A = diag(Λ_full) − P_full P_full^*, B_full, C_full (N = 2 n2).
@@ -312,6 +405,93 @@ std::vector<T> s4_kernel_cauchy(const DPLRSSM& p, long L) {
     std::copy(Kc.begin(), Kc.end(), K.begin() + c * L);
   }
   return K;
+}
+
+/// The gradients of the S4 kernel: given G = ∂L/∂K (h, L) row-major (K = s4_kernel_cauchy(p, L), p.C holding C̃),
+/// returns ∂L/∂Λ, ∂L/∂P, ∂L/∂B and ∂L/∂C̃, each as ∂L/∂Re + i ∂L/∂Im, and ∂L/∂Δ, in a DPLRSSM laid out as p.
+///
+/// Backwards through s4_kernel_cauchy's steps, per channel, in double:
+///  - the inverse real FFT: ∂L/∂K̂_k = (c_k / L) Σ_l G_l ω_k^l (an rfft of G), c_k = 2 but 1 at k = 0 and L/2, whose
+///    imaginary parts the forward drops;
+///  - K̂ = 2 [s00 − u s01 s10 / (1 + u s11)], u = 1 + ω: holomorphic in the four sums, ∂L/∂s = conj(∂K̂/∂s) ∂L/∂K̂;
+///  - s_ab = Σ_n (p_n r_n + conj(p_n) r̄_n), r_n = 1/(m − u Λ_n), r̄_n = 1/(m − u conj(Λ_n)), m = (2/Δ)(1 − ω), with
+///    p_n = C̃B, C̃P, P̄B, |P|²: a function of X and conj(X), so ∂L/∂X = conj(∂L/∂Y) ∂Y/∂X̄ + ∂L/∂Y conj(∂Y/∂X);
+///  - the products to the parameters (C̃B → C̃, B; P̄B → P through its conjugate; |P|² → 2 Re-gradient · P).
+/// Same errors as s4_kernel_cauchy, and G must be non-null. O(N L) per channel, as the forward.
+template <class T>
+DPLRSSM s4_kernel_cauchy_backward(const DPLRSSM& p, const T* G, long L) {
+  check_ssm("s4_kernel_cauchy_backward", p);
+  detail::check_length("s4_kernel_cauchy_backward", L);
+  SSM_CHECK(G != nullptr, "s4_kernel_cauchy_backward: argument 'G' is null");
+  const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
+  const long nk = L / 2 + 1;
+  DPLRSSM g;
+  g.Lambda = Eigen::MatrixXcd::Zero(h, n2), g.P = g.Lambda, g.B = g.Lambda, g.C = g.Lambda;
+  g.Delta = Eigen::VectorXd::Zero(h);
+  std::vector<cd> omega(nk);  // (L/2+1)
+  for (long k = 0; k < nk; ++k) omega[k] = std::exp(cd(0, -2 * std::numbers::pi * double(k) / double(L)));
+  fft::RealFFT<double> plan;
+  std::vector<double> Gc(static_cast<size_t>(L));  // (L)
+  std::vector<cd> gK;                              // (L/2+1) ∂L/∂K̂
+  // Per mode: the sums' gradients with respect to the products p (as independent complex variables), |P|² (real),
+  // and Λ.
+  std::vector<cd> gCB(n2), gCP(n2), gQB(n2), gL(n2), CB(n2), CP(n2), QB(n2);
+  std::vector<double> gQP(n2);
+  for (Eigen::Index c = 0; c < h; ++c) {
+    const double Delta = p.Delta(c), two_over_dt = 2 / Delta;
+    for (long l = 0; l < L; ++l) Gc[l] = static_cast<double>(G[c * L + l]);
+    plan.rfft(Gc, gK);
+    for (long k = 0; k < nk; ++k) gK[k] *= (k == 0 || 2 * k == L ? 1.0 : 2.0) / double(L);
+    gK[0] = gK[0].real();
+    if (L % 2 == 0) gK[nk - 1] = gK[nk - 1].real();
+    for (Eigen::Index n = 0; n < n2; ++n) {
+      CB[n] = p.C(c, n) * p.B(c, n), CP[n] = p.C(c, n) * p.P(c, n), QB[n] = std::conj(p.P(c, n)) * p.B(c, n);
+      gCB[n] = gCP[n] = gQB[n] = gL[n] = 0, gQP[n] = 0;
+    }
+    double gDelta = 0;
+    for (long k = 0; k < nk; ++k) {
+      const cd z = omega[k], m = two_over_dt * (1.0 - z), u = 1.0 + z;
+      cd s00 = 0, s01 = 0, s10 = 0, s11 = 0;  // the forward's sums again
+      for (Eigen::Index n = 0; n < n2; ++n) {
+        const cd Lam = p.Lambda(c, n), r = 1.0 / (m - u * Lam), rc = 1.0 / (m - u * std::conj(Lam));
+        s00 += CB[n] * r + std::conj(CB[n]) * rc;
+        s01 += CP[n] * r + std::conj(CP[n]) * rc;
+        s10 += QB[n] * r + std::conj(QB[n]) * rc;
+        s11 += std::norm(p.P(c, n)) * (r + rc);
+      }
+      const cd D = 1.0 + u * s11;
+      // ∂L/∂s = conj(∂K̂/∂s) ∂L/∂K̂
+      const cd g00 = 2.0 * gK[k], g01 = std::conj(-2.0 * u * s10 / D) * gK[k], g10 = std::conj(-2.0 * u * s01 / D) * gK[k],
+               g11 = std::conj(2.0 * u * u * s01 * s10 / (D * D)) * gK[k];
+      cd dK_dDelta_weighted = 0;  // Σ_s conj(∂L/∂s) ∂s/∂Δ
+      for (Eigen::Index n = 0; n < n2; ++n) {
+        const cd Lam = p.Lambda(c, n), r = 1.0 / (m - u * Lam), rc = 1.0 / (m - u * std::conj(Lam));
+        // a term p r + conj(p) r̄ of a sum with gradient gs: ∂L/∂p = conj(gs) r̄ + gs conj(r)
+        auto gp = [&](const cd& gs) { return std::conj(gs) * rc + gs * std::conj(r); };
+        gCB[n] += gp(g00), gCP[n] += gp(g01), gQB[n] += gp(g10);
+        gQP[n] += (std::conj(g11) * (r + rc)).real();
+        // through Λ: ∂(p r)/∂Λ = p u r², ∂(conj(p) r̄)/∂Λ̄ = conj(p) u r̄²
+        const cd pr[4] = {CB[n], CP[n], QB[n], cd(std::norm(p.P(c, n)))};
+        const cd gs[4] = {g00, g01, g10, g11};
+        const cd r2 = r * r, rc2 = rc * rc;
+        for (int i = 0; i < 4; ++i) {
+          gL[n] += std::conj(gs[i]) * std::conj(pr[i]) * u * rc2 + gs[i] * std::conj(pr[i] * u * r2);
+          // ∂r/∂Δ = r² m / Δ (m = (2/Δ)(1 − ω)), likewise r̄
+          dK_dDelta_weighted += std::conj(gs[i]) * (pr[i] * r2 + std::conj(pr[i]) * rc2) * (m / Delta);
+        }
+      }
+      gDelta += dK_dDelta_weighted.real();
+    }
+    for (Eigen::Index n = 0; n < n2; ++n) {
+      const cd C = p.C(c, n), B = p.B(c, n), P = p.P(c, n);
+      g.C(c, n) = std::conj(B) * gCB[n] + std::conj(P) * gCP[n];
+      g.B(c, n) = std::conj(C) * gCB[n] + P * gQB[n];
+      g.P(c, n) = std::conj(C) * gCP[n] + std::conj(gQB[n]) * B + 2.0 * gQP[n] * P;
+      g.Lambda(c, n) = gL[n];
+    }
+    g.Delta(c) = gDelta;
+  }
+  return g;
 }
 
 // ---- references by powers of A_bar -----------------------------------------------------------------------------
