@@ -7,6 +7,7 @@
 #include <cmath>
 #include <complex>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <random>
 #include <span>
@@ -135,6 +136,50 @@ void check_softplus_silu(double tol) {
   }
   EXPECT_LT(worst_sp, tol);
   EXPECT_LT(worst_silu, tol);
+}
+
+// Far outside [-40, 40]: silu of an input below about -88.7 takes 1 / (1 + inf), which the AVX-512 f32 reciprocal's
+// Newton step once turned into NaN (a trained model's conv output reached it); softplus saturates. And the reciprocal
+// itself at 0, ±inf and the ends of the range.
+template <class T>
+void check_extremes() {
+  constexpr int W = simd::lanes<T>;
+  const double xs[] = {-1e30, -1e4, -200, -104, -90, -88.8, -88.7, -80, 80, 89, 200, 1e4, 1e30};
+  for (double xd : xs) {
+    SCOPED_TRACE(xd);
+    T x[W], si[W], sp[W], sg[W];
+    std::fill_n(x, W, static_cast<T>(xd));
+    simd::store(si, simd::silu<T>(simd::load(x)));
+    simd::store(sp, simd::softplus<T>(simd::load(x)));
+    simd::store(sg, simd::reciprocal<T>(T(1) + simd::exp<T>(-simd::load(x))));  // the gate's sigmoid
+    const double si_ref = xd / (1 + std::exp(-xd)), sp_ref = xd > 20 ? xd : std::log1p(std::exp(xd));
+    const double sg_ref = 1 / (1 + std::exp(-xd));
+    for (int j = 0; j < W; ++j) {
+      ASSERT_TRUE(std::isfinite(static_cast<double>(si[j])) && std::isfinite(static_cast<double>(sp[j])) &&
+                  std::isfinite(static_cast<double>(sg[j])))
+          << "silu " << si[j] << ", softplus " << sp[j] << ", sigmoid " << sg[j];
+      EXPECT_NEAR(si[j], si_ref, 1e-6 * std::abs(si_ref) + 1e-30);
+      EXPECT_NEAR(sp[j], sp_ref, 1e-6 * std::abs(sp_ref) + 1e-30);
+      EXPECT_NEAR(sg[j], sg_ref, 1e-6 * sg_ref + 1e-30);
+    }
+  }
+  const T inf = std::numeric_limits<T>::infinity();
+  const T ins[] = {T(0), -T(0), inf, -inf, T(1e-30), T(-3e37)};
+  for (T v : ins) {
+    T x[W], r[W];
+    std::fill_n(x, W, v);
+    simd::store(r, simd::reciprocal<T>(simd::load(x)));
+    const T want = T(1) / v;
+    for (int j = 0; j < W; ++j) {
+      if (std::isinf(want) || want == 0) EXPECT_EQ(r[j], want) << "1 / " << v;
+      else EXPECT_NEAR(r[j], want, 1e-6 * std::abs(want)) << "1 / " << v;
+    }
+  }
+}
+
+TEST(SelectiveScanCpuMath, ExtremeInputsStayFinite) {
+  check_extremes<float>();
+  check_extremes<double>();
 }
 
 TEST(SelectiveScanCpuMath, SoftplusSilu) {

@@ -414,13 +414,16 @@ SSM_FORCE_INLINE Vec<T> exp(Vec<T> x) {
 }
 
 /// 1 / x per lane. AVX-512 f32: the 14-bit estimate and one Newton step (relative error ~2^-27, i.e.
-/// correctly rounded or one ulp off), 3 cheap operations instead of a slow division; elsewhere a division.
+/// correctly rounded or one ulp off), 3 cheap operations instead of a slow division; elsewhere a division. At x = ±inf
+/// and ±0 the Newton step is inf · 0 = NaN, so those lanes keep the estimate, which is exact there (±0, ±inf): silu
+/// and the gate's sigmoid take 1 / (1 + e^-z) with e^-z = inf for z below about -88.7.
 template <class T>
 SSM_FORCE_INLINE Vec<T> reciprocal(Vec<T> x) {
 #if defined(__AVX512F__)
   if constexpr (sizeof(T) == 4) {
     const Vec<T> r = _mm512_maskz_rcp14_ps(static_cast<__mmask16>(0xFFFF), x);
-    return r * (T(2) - x * r);  // Newton: r (2 - x r)
+    const Vec<T> refined = r * (T(2) - x * r);  // Newton: r (2 - x r)
+    return select<T>(refined == refined, refined, r);
   }
 #endif
   return T(1) / x;
