@@ -110,15 +110,17 @@ void bind_layers(nb::module_& m) {
   mamba.def(
       "__init__",
       [](MambaMixer* self, index_t d_model, index_t d_state, index_t d_conv, index_t expand, index_t dt_rank, bool bias,
-         bool conv_bias, std::uint64_t seed) {
+         bool conv_bias, bool gated, bool selective, std::uint64_t seed) {
         layers::MambaBlockConfig c;
         c.d_model = d_model, c.d_state = d_state, c.d_conv = d_conv, c.expand = expand, c.dt_rank = dt_rank;
-        c.bias = bias, c.conv_bias = conv_bias;
+        c.bias = bias, c.conv_bias = conv_bias, c.gated = gated, c.selective = selective;
         new (self) MambaMixer{layers::MambaBlock<float>::init(c, seed), "MambaBlock"};
       },
       "d_model"_a, nb::kw_only(), "d_state"_a = mamba_d.d_state, "d_conv"_a = mamba_d.d_conv,
       "expand"_a = mamba_d.expand, "dt_rank"_a = mamba_d.dt_rank, "bias"_a = mamba_d.bias,
-      "conv_bias"_a = mamba_d.conv_bias, "seed"_a = 0, "dt_rank 0: ceil(d_model / 16).");
+      "conv_bias"_a = mamba_d.conv_bias, "gated"_a = mamba_d.gated, "selective"_a = mamba_d.selective, "seed"_a = 0,
+      "dt_rank 0: ceil(d_model / 16). gated False: no silu(z) gate; selective False: a time-invariant S4D-Real SSM "
+      "(the Mamba paper's Table 1 ablations).");
   bind_mixer<MambaMixer, layers::MambaLayerCache<float>>(mamba, "MambaState", m);
 
   nb::class_<Mamba2Mixer> mamba2(m, "Mamba2Block",

@@ -159,8 +159,10 @@ class MambaBlock:
     Mamba's mixer: in_proj, causal conv + SiLU, the selective scan, gate, out_proj (Gu & Dao 2023), mamba_ssm's initialization.
     """
 
-    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int = 0, bias: bool = False, conv_bias: bool = True, seed: int = 0) -> None:
-        """dt_rank 0: ceil(d_model / 16)."""
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int = 0, bias: bool = False, conv_bias: bool = True, gated: bool = True, selective: bool = True, seed: int = 0) -> None:
+        """
+        dt_rank 0: ceil(d_model / 16). gated False: no silu(z) gate; selective False: a time-invariant S4D-Real SSM (the Mamba paper's Table 1 ablations).
+        """
 
     def forward_capsule(self, x: Annotated[NDArray, dict(writable=False)], state: MambaState | None = None) -> object:
         """

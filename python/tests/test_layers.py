@@ -14,6 +14,7 @@ D_MODEL = 32
 def _layers():
     return {
         "mamba": layers.MambaBlock(D_MODEL, d_state=8, seed=1),
+        "mamba_ablated": layers.MambaBlock(D_MODEL, d_state=8, gated=False, selective=False, seed=1),
         "mamba2": layers.Mamba2Block(D_MODEL, d_state=16, head_dim=16, n_groups=2, chunk_size=8, seed=2),
         "deltanet": layers.DeltaNet(D_MODEL, heads=4, chunk_size=8, seed=3),
         "gated_deltanet": layers.DeltaNet(D_MODEL, heads=2, head_v_dim=32, gated=True, chunk_size=8, seed=4),
