@@ -566,7 +566,8 @@ TEST(MambaBlock, NotSelectiveBlockEqualsItsChainWrittenOut) {
         }
     }
     double err = 0, mag = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) err = std::max(err, std::abs(out[i] - ref[i])), mag = std::max(mag, std::abs(ref[i]));
+    for (std::size_t i = 0; i < ref.size(); ++i)
+      err = std::max(err, std::abs(out[i] - ref[i])), mag = std::max(mag, std::abs(ref[i]));
     EXPECT_GT(mag, 0.1);
     EXPECT_LE(err, 1e-11 * mag);
   }

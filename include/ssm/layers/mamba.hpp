@@ -510,7 +510,8 @@ class MambaBlock {
     if (cfg_.selective) {
       dbc = Tensor::empty({b, l, nx}, dt, dev);
       project(P.x_proj, xc.view().reshape({rows, di}), std::nullopt, dbc.view().reshape({rows, nx}), nt);
-      if (cfg_.bcdt_rms_eps) detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps, P.dbc_norm);
+      if (cfg_.bcdt_rms_eps)
+        detail::normalize_dbc(dbc.view().reshape({rows, nx}), r, n, *cfg_.bcdt_rms_eps, P.dbc_norm);
       delta = Tensor::empty({b, l, di}, dt, dev);
       project(P.dt_proj, part(dbc, 0, {rows, r}, {nx, 1}), std::nullopt, delta.view().reshape({rows, di}), nt);
     } else {

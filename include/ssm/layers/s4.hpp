@@ -311,7 +311,8 @@ namespace detail {
 inline double gelu(double v) { return 0.5 * v * (1.0 + std::erf(v / std::numbers::sqrt2)); }
 /// d gelu / dv = Φ(v) + v φ(v).
 inline double gelu_derivative(double v) {
-  return 0.5 * (1.0 + std::erf(v / std::numbers::sqrt2)) + v * std::exp(-0.5 * v * v) * (0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
+  return 0.5 * (1.0 + std::erf(v / std::numbers::sqrt2)) +
+         v * std::exp(-0.5 * v * v) * (0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
 }
 
 /// Validates the common layer configuration.
@@ -458,9 +459,11 @@ class SSMLayerBase {
         gW = Eigen::MatrixXd::Zero(W_out.rows(), W_out.cols());
         gb = Eigen::VectorXd::Zero(b_out.size());
         const long r0 = static_cast<long>(task) * kRows;
-        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r) mix_backward(g_pre.data() + r * h_, grad_y + r * h_, gW, gb);
+        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r)
+          mix_backward(g_pre.data() + r * h_, grad_y + r * h_, gW, gb);
       });
-      for (long k = 0; k < blocks; ++k) grad_W_out += part_W[static_cast<std::size_t>(k)], grad_b_out += part_b[static_cast<std::size_t>(k)];
+      for (long k = 0; k < blocks; ++k)
+        grad_W_out += part_W[static_cast<std::size_t>(k)], grad_b_out += part_b[static_cast<std::size_t>(k)];
       g = g_pre.data();
     }
     G.assign(static_cast<std::size_t>(h_ * l), 0.0);

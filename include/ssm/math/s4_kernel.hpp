@@ -285,7 +285,8 @@ DiagonalSSM s4d_kernel_vandermonde_backward(const DiagonalSSM& p, const T* G, lo
       } else {
         const cd q = 1.0 / (1.0 - z / 2.0);
         dA_bar_dA = q * q * Delta, dA_bar_dDelta = q * q * A;
-        dB_bar_dB = Delta * q, dB_bar_dA = Delta * Delta * B * q * q / 2.0, dB_bar_dDelta = B * q + Delta * B * q * q / 2.0 * A;
+        dB_bar_dB = Delta * q, dB_bar_dA = Delta * Delta * B * q * q / 2.0,
+        dB_bar_dDelta = B * q + Delta * B * q * q / 2.0 * A;
       }
       g.A(c, n) = std::conj(dA_bar_dA) * g_A_bar + std::conj(dB_bar_dA) * g_B_bar;
       g.B(c, n) = std::conj(dB_bar_dB) * g_B_bar;
@@ -461,8 +462,8 @@ DPLRSSM s4_kernel_cauchy_backward(const DPLRSSM& p, const T* G, long L) {
       }
       const cd D = 1.0 + u * s11;
       // ∂L/∂s = conj(∂K̂/∂s) ∂L/∂K̂
-      const cd g00 = 2.0 * gK[k], g01 = std::conj(-2.0 * u * s10 / D) * gK[k], g10 = std::conj(-2.0 * u * s01 / D) * gK[k],
-               g11 = std::conj(2.0 * u * u * s01 * s10 / (D * D)) * gK[k];
+      const cd g00 = 2.0 * gK[k], g01 = std::conj(-2.0 * u * s10 / D) * gK[k],
+               g10 = std::conj(-2.0 * u * s01 / D) * gK[k], g11 = std::conj(2.0 * u * u * s01 * s10 / (D * D)) * gK[k];
       cd dK_dDelta_weighted = 0;  // Σ_s conj(∂L/∂s) ∂s/∂Δ
       for (Eigen::Index n = 0; n < n2; ++n) {
         const cd Lam = p.Lambda(c, n), r = 1.0 / (m - u * Lam), rc = 1.0 / (m - u * std::conj(Lam));
