@@ -437,6 +437,7 @@ DPLRSSM s4_kernel_cauchy_backward(const DPLRSSM& p, const T* G, long L) {
   // Per mode: the sums' gradients with respect to the products p (as independent complex variables), |P|² (real),
   // and Λ.
   std::vector<cd> gCB(n2), gCP(n2), gQB(n2), gL(n2), CB(n2), CP(n2), QB(n2);
+  std::vector<cd> rs(n2), rcs(n2);  // (n2) r_n and r̄_n at the current frequency, for the sums and their gradients
   std::vector<double> gQP(n2);
   for (Eigen::Index c = 0; c < h; ++c) {
     const double Delta = p.Delta(c), two_over_dt = 2 / Delta;
@@ -455,6 +456,7 @@ DPLRSSM s4_kernel_cauchy_backward(const DPLRSSM& p, const T* G, long L) {
       cd s00 = 0, s01 = 0, s10 = 0, s11 = 0;  // the forward's sums again
       for (Eigen::Index n = 0; n < n2; ++n) {
         const cd Lam = p.Lambda(c, n), r = 1.0 / (m - u * Lam), rc = 1.0 / (m - u * std::conj(Lam));
+        rs[n] = r, rcs[n] = rc;
         s00 += CB[n] * r + std::conj(CB[n]) * rc;
         s01 += CP[n] * r + std::conj(CP[n]) * rc;
         s10 += QB[n] * r + std::conj(QB[n]) * rc;
@@ -466,7 +468,7 @@ DPLRSSM s4_kernel_cauchy_backward(const DPLRSSM& p, const T* G, long L) {
                g10 = std::conj(-2.0 * u * s01 / D) * gK[k], g11 = std::conj(2.0 * u * u * s01 * s10 / (D * D)) * gK[k];
       cd dK_dDelta_weighted = 0;  // Σ_s conj(∂L/∂s) ∂s/∂Δ
       for (Eigen::Index n = 0; n < n2; ++n) {
-        const cd Lam = p.Lambda(c, n), r = 1.0 / (m - u * Lam), rc = 1.0 / (m - u * std::conj(Lam));
+        const cd r = rs[n], rc = rcs[n];
         // a term p r + conj(p) r̄ of a sum with gradient gs: ∂L/∂p = conj(gs) r̄ + gs conj(r)
         auto gp = [&](const cd& gs) { return std::conj(gs) * rc + gs * std::conj(r); };
         gCB[n] += gp(g00), gCP[n] += gp(g01), gQB[n] += gp(g10);
