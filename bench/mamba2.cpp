@@ -77,8 +77,8 @@ const ssm::layers::MambaBlock<float>& m1_block() {
   static const auto b = ssm::layers::MambaBlock<float>::init(mamba1_block(), 0);
   return b;
 }
-const ssm::layers::Mamba2Block& m2_block() {
-  static const auto b = ssm::layers::Mamba2Block::init(mamba2_block(), 0);
+const ssm::layers::Mamba2Block<float>& m2_block() {
+  static const auto b = ssm::layers::Mamba2Block<float>::init(mamba2_block(), 0);
   return b;
 }
 

@@ -193,10 +193,10 @@ ssm::layers::MultiHeadAttention<float> make_attention(ssm::AttentionAlgorithm al
   return ssm::layers::MultiHeadAttention<float>(cfg, 1);
 }
 
-ssm::layers::Mamba2Block make_mamba2(int threads) {
+ssm::layers::Mamba2Block<float> make_mamba2(int threads) {
   ssm::layers::Mamba2BlockConfig cfg;
   cfg.d_model = kDModel, cfg.d_state = 128, cfg.head_dim = kHeadDim, cfg.expand = kExpand;
-  auto block = ssm::layers::Mamba2Block::init(cfg, 1);
+  auto block = ssm::layers::Mamba2Block<float>::init(cfg, 1);
   block.set_threads(threads);
   return block;
 }
@@ -286,7 +286,9 @@ index_t projection_width(Mixer m) {
 }
 
 /// A fresh state of one sequence, and its bytes.
-auto fresh_state(const ssm::layers::Mamba2Block& block) { return block.make_cache(1); }
+auto fresh_state(const ssm::layers::Mamba2Block<float>& block) {
+  return block.make_cache(1);
+}
 template <class L>
 auto fresh_state(const L& layer) { return layer.init_state(1); }
 double state_nbytes(const ssm::layers::LinearAttentionState& s) {
@@ -297,8 +299,8 @@ double state_nbytes(const S& s) { return static_cast<double>(s.nbytes()); }
 
 /// The next tokens x (1, t, d_model) from the state: Mamba2Block's forward resumed from its cache (its step takes
 /// one token of shape (b, d_model)), the other layers' step.
-Tensor advance(const ssm::layers::Mamba2Block& block, const ssm::TensorView& x, ssm::layers::Mamba2LayerCache& cache,
-               bool resume) {
+Tensor advance(const ssm::layers::Mamba2Block<float>& block, const ssm::TensorView& x,
+               ssm::layers::Mamba2LayerCache<float>& cache, bool resume) {
   return block.forward(x, &cache, resume);
 }
 template <class L>
@@ -306,7 +308,8 @@ Tensor advance(const L& layer, const ssm::TensorView& x, typename L::State& stat
   return layer.step(x, state);
 }
 /// One decoding step of x (1, 1, d_model).
-Tensor decode_one(const ssm::layers::Mamba2Block& block, const Tensor& x, ssm::layers::Mamba2LayerCache& cache) {
+Tensor decode_one(const ssm::layers::Mamba2Block<float>& block, const Tensor& x,
+                  ssm::layers::Mamba2LayerCache<float>& cache) {
   return block.step(x.view().reshape({1, kDModel}), cache);
 }
 template <class L>

@@ -7,7 +7,8 @@
 //                      [--steps S] [--lr LR] [--warmup W] [--seed S] [--threads T] [--out DIR] [--save F] [--resume F]
 //                      [--stop N] [--eval-lens L1,L2,...] [--eval-batches N]
 //   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | mamba_s4d |
-//          s6 | s4d | attention  (mamba_s4d, s6, s4d: the Mamba block without selection, without the gate, without both)
+//          s6 | s4d | mamba2 | attention  (mamba_s4d, s6, s4d: the Mamba block without selection, without the gate,
+//          without both)
 //          (models/trainable_lm.hpp; attention is softmax attention with RoPE)
 //   task   copy (default: each target the token before it)
 //          selective_copy (Mamba §4.1.1: data tokens among noise, to repeat in order after the markers)
@@ -234,7 +235,7 @@ int main(int argc, char** argv) {
     params.add_all("", model);
     ssm::train::AdamWConfig acfg;
     acfg.weight_decay = 0.01;
-    acfg.decays = [](const std::string& n) { return n.find("norm") == std::string::npos && n != "embedding"; };
+    acfg.decays = ssm::train::decays_except_norms_and_embedding;
     ssm::train::AdamW<float> opt(acfg);
     const ssm::train::WarmupCosine schedule{o.lr, o.lr / 10, std::min(o.warmup, o.steps), o.steps};
     schedule.validate("example_train: the schedule (--lr, --warmup, --steps)");

@@ -8,7 +8,7 @@ and the time from the run's own clock. MQAR is run at each learning rate of MQAR
 Zoology reports the best of a learning-rate sweep.
 
 Usage: tools/train_tables.py --bin build/examples/example_train [--table mqar|induction|selective|all] [--out DIR]
-       [--jobs 2]
+       [--jobs 2] [--mixers m1,m2]   (--mixers: only those rows, e.g. a mixer added since the last run)
 """
 import argparse
 import concurrent.futures
@@ -19,7 +19,7 @@ import sys
 
 # MQAR (Zoology, Arora et al. 2023): accuracy against width. 64 tokens: 16 key-value pairs (keys from 32, values from
 # 32), then 32 queries; 2 layers; 1500 steps of 32 sequences (3M tokens) at each learning rate of MQAR_LRS.
-MQAR_MIXERS = ["attention", "mamba", "gated_deltanet", "gla", "retnet", "rwkv7"]
+MQAR_MIXERS = ["attention", "mamba", "mamba2", "gated_deltanet", "gla", "retnet", "rwkv7"]
 MQAR_WIDTHS = [32, 64, 128]
 MQAR_LRS = ["1e-3", "3e-3"]
 MQAR_ARGS = ["--task", "mqar", "--layers", "2", "--vocab", "64", "--len", "64", "--batch", "32", "--steps", "1500",
@@ -27,7 +27,7 @@ MQAR_ARGS = ["--task", "mqar", "--layers", "2", "--vocab", "64", "--len", "64", 
 
 # Induction heads (Mamba, Gu & Dao 2023, Table 2): vocabulary 16, 2 layers of width 64, trained at one length and
 # evaluated at longer ones.
-INDUCTION_MIXERS = ["attention", "mamba", "gated_deltanet", "gla", "rwkv7"]
+INDUCTION_MIXERS = ["attention", "mamba", "mamba2", "gated_deltanet", "gla", "rwkv7"]
 INDUCTION_TRAIN_LEN = 64
 INDUCTION_EVAL_LENS = [64, 256, 1024, 4096, 16384]
 INDUCTION_ARGS = ["--task", "induction", "--layers", "2", "--d", "64", "--vocab", "16", "--len",
@@ -45,20 +45,20 @@ SELECTIVE_ARGS = ["--task", "selective_copy", "--layers", "2", "--d", "64", "--v
                   "--eval-batches", "8"]
 
 
-def rows(table):
-    """(table, name, example_train arguments) of every row of `table`."""
+def rows(table, keep):
+    """(table, name, example_train arguments) of every row of `table` whose mixer keep(mixer) accepts."""
     out = []
     if table in ("mqar", "all"):
-        for m in MQAR_MIXERS:
+        for m in filter(keep, MQAR_MIXERS):
             for d in MQAR_WIDTHS:
                 for lr in MQAR_LRS:
                     out.append(("mqar", f"{m}_d{d}_lr{lr}", ["--mixer", m, "--d", str(d), "--heads",
                                                              "4" if d >= 64 else "2", "--lr", lr] + MQAR_ARGS))
     if table in ("induction", "all"):
-        for m in INDUCTION_MIXERS:
+        for m in filter(keep, INDUCTION_MIXERS):
             out.append(("induction", m, ["--mixer", m, "--heads", "4"] + INDUCTION_ARGS))
     if table in ("selective", "all"):
-        for m, _, _, _ in SELECTIVE_ROWS:
+        for m in filter(keep, [r[0] for r in SELECTIVE_ROWS]):
             out.append(("selective", m, ["--mixer", m] + SELECTIVE_ARGS))
     return out
 
@@ -91,18 +91,21 @@ def main():
     ap.add_argument("--table", default="all", choices=["mqar", "induction", "selective", "all"])
     ap.add_argument("--out", default="train_tables")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--mixers", default="", help="comma-separated: run and print only these mixers' rows")
     a = ap.parse_args()
-    todo = rows(a.table)
+    only = set(filter(None, a.mixers.split(",")))
+    keep = (lambda m: m in only) if only else (lambda m: True)
+    todo = rows(a.table, keep)
     results = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
         for row, cmd, r in pool.map(lambda row: run(a.bin, a.out, row), todo):
             results[(row[0], row[1])] = (cmd, r)
             acc = ", ".join(f"{e['length']}: {e['accuracy']:.3f}" for e in r["eval"])
             print(f"{row[0]} {row[1]}: {acc} ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    if a.table in ("mqar", "all"):
+    if a.table in ("mqar", "all") and any(map(keep, MQAR_MIXERS)):
         print("| mixer | " + " | ".join(f"d = {d}" for d in MQAR_WIDTHS) + " | seconds (each width, all its runs) |")
         print("|---|" + "---|" * (len(MQAR_WIDTHS) + 1))
-        for m in MQAR_MIXERS:
+        for m in filter(keep, MQAR_MIXERS):
             cells, secs = [], []
             for d in MQAR_WIDTHS:
                 runs = [(results[("mqar", f"{m}_d{d}_lr{lr}")][1], lr) for lr in MQAR_LRS]
@@ -110,24 +113,25 @@ def main():
                 cells.append(f"{100 * best['eval'][0]['accuracy']:.1f} ({lr})")
                 secs.append(f"{sum(r['seconds'] for r, _ in runs):.0f}")
             print(f"| {m} | " + " | ".join(cells) + " | " + " / ".join(secs) + " |")
-        cmd, _ = results[("mqar", f"{MQAR_MIXERS[0]}_d{MQAR_WIDTHS[0]}_lr{MQAR_LRS[0]}")]
+        first = next(filter(keep, MQAR_MIXERS))
+        cmd, _ = results[("mqar", f"{first}_d{MQAR_WIDTHS[0]}_lr{MQAR_LRS[0]}")]
         print(f"\nRun command (mixer, width and learning rate varied): `{command_line(cmd)}`\n")
-    if a.table in ("induction", "all"):
+    if a.table in ("induction", "all") and any(map(keep, INDUCTION_MIXERS)):
         print("| mixer | " + " | ".join(str(l) for l in INDUCTION_EVAL_LENS) + " | seconds |")
         print("|---|" + "---|" * (len(INDUCTION_EVAL_LENS) + 1))
-        for m in INDUCTION_MIXERS:
+        for m in filter(keep, INDUCTION_MIXERS):
             cmd, r = results[("induction", m)]
             cells = [f"{100 * e['accuracy']:.1f}" for e in r["eval"]]
             print(f"| {m} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
-        cmd, _ = results[("induction", INDUCTION_MIXERS[0])]
+        cmd, _ = results[("induction", next(filter(keep, INDUCTION_MIXERS)))]
         print(f"\nRow command (mixer varied): `{command_line(cmd)}`\n")
-    if a.table in ("selective", "all"):
+    if a.table in ("selective", "all") and any(keep(r[0]) for r in SELECTIVE_ROWS):
         print("| architecture | SSM | accuracy | the paper | seconds |")
         print("|---|---|---:|---:|---:|")
-        for m, arch, layer, paper in SELECTIVE_ROWS:
+        for m, arch, layer, paper in filter(lambda r: keep(r[0]), SELECTIVE_ROWS):
             cmd, r = results[("selective", m)]
             print(f"| {arch} | {layer} | {100 * r['eval'][0]['accuracy']:.1f} | {paper} | {r['seconds']:.0f} |")
-        cmd, _ = results[("selective", SELECTIVE_ROWS[0][0])]
+        cmd, _ = results[("selective", next(r[0] for r in SELECTIVE_ROWS if keep(r[0])))]
         print(f"\nRow command (mixer varied): `{command_line(cmd)}`")
 
 

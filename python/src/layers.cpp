@@ -88,7 +88,7 @@ void bind_mixer(nb::class_<M>& cls, const char* state_name, nb::module_& m) {
 }
 
 using MambaMixer = Mixer<layers::MambaBlock<float>, layers::MambaLayerCache<float>>;
-using Mamba2Mixer = Mixer<layers::Mamba2Block, layers::Mamba2LayerCache>;
+using Mamba2Mixer = Mixer<layers::Mamba2Block<float>, layers::Mamba2LayerCache<float>>;
 using DeltaNetMixer = Mixer<layers::DeltaNetLayer<float>, layers::DeltaNetState>;
 using LinearAttentionMixer = Mixer<layers::LinearAttentionLayer<float>, layers::LinearAttentionState>;
 using AttentionMixer = Mixer<layers::MultiHeadAttention<float>, AttentionState>;
@@ -133,13 +133,13 @@ void bind_layers(nb::module_& m) {
         layers::Mamba2BlockConfig c;
         c.d_model = d_model, c.d_state = d_state, c.d_conv = d_conv, c.expand = expand, c.head_dim = head_dim;
         c.n_groups = n_groups, c.chunk_size = chunk_size, c.bias = bias, c.conv_bias = conv_bias, c.norm_eps = norm_eps;
-        new (self) Mamba2Mixer{layers::Mamba2Block::init(c, seed), "Mamba2Block"};
+        new (self) Mamba2Mixer{layers::Mamba2Block<float>::init(c, seed), "Mamba2Block"};
       },
       "d_model"_a, nb::kw_only(), "d_state"_a = mamba2_d.d_state, "d_conv"_a = mamba2_d.d_conv,
       "expand"_a = mamba2_d.expand, "head_dim"_a = mamba2_d.head_dim, "n_groups"_a = mamba2_d.n_groups,
       "chunk_size"_a = mamba2_d.chunk_size, "bias"_a = mamba2_d.bias, "conv_bias"_a = mamba2_d.conv_bias,
       "norm_eps"_a = mamba2_d.norm_eps, "seed"_a = 0, "head_dim must divide expand * d_model, n_groups the heads.");
-  bind_mixer<Mamba2Mixer, layers::Mamba2LayerCache>(mamba2, "Mamba2State", m);
+  bind_mixer<Mamba2Mixer, layers::Mamba2LayerCache<float>>(mamba2, "Mamba2State", m);
 
   nb::class_<DeltaNetMixer> delta(m, "DeltaNet",
                                   "DeltaNet / Gated DeltaNet (Yang et al. 2024): q, k, v through a short conv + SiLU, "

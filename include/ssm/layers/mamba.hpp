@@ -307,6 +307,9 @@ struct ScanOperands {
 template <class T>
 class MambaBlock {
  public:
+  using value_type = T;
+  using Cache = MambaLayerCache<T>;
+
   MambaBlock() = default;
   MambaBlock(const MambaBlockConfig& cfg, MambaBlockParams<T> params) : MambaBlock(cfg, std::move(params), {}) {}
 

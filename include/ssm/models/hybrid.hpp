@@ -114,8 +114,11 @@ class HybridStack {
       for (std::size_t i = 0; i < layers.size(); ++i) {
         const std::string prefix = "layers." + std::to_string(i) + ".";
         f((prefix + "norm.weight").c_str(), norm_weights[i]);
-        std::visit([&](auto& p) { p.for_each([&](const char* n, std::vector<T>& v) { f((prefix + n).c_str(), v); }); },
-                   layers[i]);
+        std::visit(
+            [&](auto& p) {
+              p.for_each([&](const char* n, std::vector<T>& v) { f((prefix + "mixer." + n).c_str(), v); });
+            },
+            layers[i]);
       }
     }
   };
@@ -159,8 +162,9 @@ class HybridStack {
     return g;
   }
 
-  /// f(name, vector) for every parameter: "layers.<i>.norm.weight", then "layers.<i>.<the mixer's names>" (what
-  /// train::ParamTree::add_all walks). Every mixer must be a TrainableMixer.
+  /// f(name, vector) for every parameter: "layers.<i>.norm.weight" (the pre-norm), then "layers.<i>.mixer.<the mixer's
+  /// names>", as Hugging Face lays out a block (a mixer's own "norm.weight", as Mamba-2's, stays apart from the
+  /// pre-norm's) (what train::ParamTree::add_all walks). Every mixer must be a TrainableMixer.
   template <class F>
   void for_each(F&& f)
     requires(TrainableMixer<Mixers, T> && ...)
@@ -168,8 +172,11 @@ class HybridStack {
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       const std::string prefix = "layers." + std::to_string(i) + ".";
       f((prefix + "norm.weight").c_str(), norm_weights_[i]);
-      std::visit([&](auto& m) { m.params().for_each([&](const char* n, std::vector<T>& v) { f((prefix + n).c_str(), v); }); },
-                 layers_[i]);
+      std::visit(
+          [&](auto& m) {
+            m.params().for_each([&](const char* n, std::vector<T>& v) { f((prefix + "mixer." + n).c_str(), v); });
+          },
+          layers_[i]);
     }
   }
 

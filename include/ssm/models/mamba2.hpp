@@ -159,27 +159,32 @@ struct Mamba2Spec : BackboneLayout {
   static constexpr const char* name = "Mamba2LM";
   static constexpr const char* model = "Mamba-2";
   using Config = Mamba2Config;
-  using Block = layers::Mamba2Block;
-  using LayerCache = layers::Mamba2LayerCache;
+  using Block = layers::Mamba2Block<float>;
+  using LayerCache = layers::Mamba2LayerCache<float>;
 
   static Block init_block(const Config& cfg, index_t, std::uint64_t seed) { return Block::init(cfg.block(), seed); }
 
   static Block load_block(CheckpointReader& r, const Config& cfg, index_t j) {
     const std::string prefix = block_prefix(j);
     const auto bc = cfg.block();
-    layers::Mamba2BlockParams p;
-    p.for_each(
-        bc, [&](const char* name, std::vector<float>& v, const Dims& s) { r.take(prefix + name, s, v); },
-        [&](const char* name, layers::WeightMatrix& w, const Dims& s) { w = r.take_matrix(prefix + name, s); });
-    return Block(bc, std::move(p));
+    layers::Mamba2BlockParams<float> p;
+    layers::Mamba2BlockMatrices mats;
+    p.for_each(bc, [&](const char* name, std::vector<float>& v, const Dims& s) {
+      const std::string full = prefix + name;
+      layers::WeightMatrix* slot = mats.find(name);
+      const DType dt = r.matrix_dtype(full);
+      if (slot != nullptr && dt != DType::f32)
+        *slot = r.take_matrix(full, s, dt);
+      else
+        r.take(full, s, v);  // f32 matrices stay in the params (backward works on them)
+    });
+    return Block(bc, std::move(p), std::move(mats));
   }
 
   template <class F>
   static void save_block(const Block& blk, const Config& cfg, F&& add) {
-    layers::Mamba2BlockParams p = blk.params();
-    p.for_each(
-        cfg.block(), [&](const char* name, std::vector<float>& v, const Dims& s) { add(name, v, s); },
-        [&](const char* name, layers::WeightMatrix& w, const Dims& s) { add(name, w.to_f32(), s); });
+    auto p = blk.full_params();
+    p.for_each(cfg.block(), [&](const char* name, std::vector<float>& v, const Dims& s) { add(name, v, s); });
   }
 };
 

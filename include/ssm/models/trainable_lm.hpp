@@ -10,6 +10,9 @@
 //   mamba_s4d, s6, s4d                the block's ablations of the Mamba paper's Table 1: the Mamba block with a
 //                                     time-invariant S4D-Real SSM in place of S6; S6 without the gate; S4D-Real without
 //                                     the gate (MambaBlockConfig::selective and ::gated)
+//   mamba2                            layers::Mamba2Block through Mamba2Mixer (Dao & Gu 2024): MixerOptions::heads
+//                                     heads, each 2 d_model / heads channels wide, state size d_state, one group,
+//                                     chunks of 64
 //   attention                         layers::MultiHeadAttention, causal softmax attention with RoPE
 #pragma once
 
@@ -30,9 +33,9 @@
 namespace ssm::models {
 
 template <class T>
-using TrainableStack = HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>,
-                                   layers::TttLinearLayer<T>, layers::Rwkv7Layer<T>, MambaMixer<T>,
-                                   layers::MultiHeadAttention<T>>;
+using TrainableStack =
+    HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>, layers::TttLinearLayer<T>,
+                layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>, Mamba2Mixer<T>>;
 
 namespace detail {
 /// The StackLM over a HybridStack's mixers.
@@ -49,13 +52,13 @@ using TrainableLM = typename detail::stack_lm_of<TrainableStack<T>>::type;
 
 /// The names add_mixer takes, for messages and usage lines.
 inline constexpr const char* kTrainableMixers =
-    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, attention";
+    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, attention";
 
 /// What add_mixer sets beyond the width; each mixer reads the fields that apply to it.
 struct MixerOptions {
-  index_t heads = 2;     ///< heads (all but mamba); must divide d_model
+  index_t heads = 2;     ///< heads (all but mamba and its ablations); must divide d_model
   index_t rank = 8;      ///< rwkv7: the decay, a, v and gate low-rank sizes
-  index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel
+  index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel; mamba2: per head
   int threads = 0;       ///< the layer's threads (0: automatic)
 };
 
@@ -96,6 +99,10 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
     cfg.selective = name == "mamba" || name == "s6";
     cfg.gated = name == "mamba" || name == "mamba_s4d";
     add(MambaMixer<T>(layers::MambaBlock<T>::init(cfg, seed)));
+  } else if (name == "mamba2") {
+    layers::Mamba2BlockConfig cfg;
+    cfg.d_model = d, cfg.d_state = o.d_state, cfg.head_dim = cfg.inner() / o.heads, cfg.chunk_size = 64;
+    add(Mamba2Mixer<T>(layers::Mamba2Block<T>::init(cfg, seed)));
   } else if (name == "attention") {
     layers::MultiHeadAttentionConfig cfg;
     cfg.d_model = d, cfg.n_heads = o.heads, cfg.rotary = true, cfg.attention.n_threads = o.threads;

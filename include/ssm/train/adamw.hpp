@@ -39,6 +39,12 @@ struct AdamWConfig {
   }
 };
 
+/// The weight-decay rule of example_train and the Python trainer (AdamWConfig::decays): every parameter except the
+/// norms' weights (a name containing "norm") and the token embedding ("embedding").
+inline bool decays_except_norms_and_embedding(const std::string& name) {
+  return name.find("norm") == std::string::npos && name != "embedding";
+}
+
 template <class T>
 class AdamW {
  public:
