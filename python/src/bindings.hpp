@@ -19,6 +19,7 @@ void bind_rwkv7(nanobind::module_& m);             // ops_rwkv7.cpp
 void bind_ttt_linear(nanobind::module_& m);        // ops_ttt_linear.cpp
 void bind_dense(nanobind::module_& m);             // ops_dense.cpp: causal_conv1d, attention, rms_norm, linear
 void bind_layers(nanobind::module_& m);            // layers.cpp: MambaBlock, Mamba2Block, DeltaNet, LinearAttention
+void bind_train(nanobind::module_& m);             // train.cpp: Trainer (a StackLM with AdamW)
 void bind_models(nanobind::module_& m);            // models.cpp: MambaLM, Mamba2LM, RwkvLM
 void bind_tokenizer(nanobind::module_& m);         // tokenizer.cpp
 void bind_inspect(nanobind::module_& m);              // inspect.cpp: view_info and the export probe (tests)

@@ -23,5 +23,6 @@ NB_MODULE(_ext, m) {
   bind_layers(m);
   bind_models(m);
   bind_tokenizer(m);
+  bind_train(m);
   bind_inspect(m);
 }

@@ -6,8 +6,9 @@ arrays, PyTorch tensors, JAX arrays or any DLPack producer without copying them,
 argument's framework that own memory the library allocated (handed over through DLPack, not copied). Bad input
 raises :class:`ssm.Error` (a ``ValueError``) whose message names the operation and the argument. :mod:`ssm.torch`
 has the autograd functions; :mod:`ssm.layers` has the mixing layers (Mamba, Mamba-2, DeltaNet, linear attention /
-RetNet, softmax attention); :class:`MambaLM`, :class:`Mamba2LM`, :class:`RwkvLM`, :class:`JambaLM`, :class:`StripedHyenaLM` and :class:`Tokenizer` load
-Hugging Face checkpoints. See docs/python.md.
+RetNet, softmax attention); :mod:`ssm.train` trains a language model over named mixers; :class:`MambaLM`,
+:class:`Mamba2LM`, :class:`RwkvLM`, :class:`JambaLM`, :class:`StripedHyenaLM` and :class:`Tokenizer` load Hugging Face
+checkpoints. See docs/python.md.
 """
 
 from ._ext import Error, JambaLM, Mamba2LM, MambaLM, RwkvLM, StripedHyenaLM, Tokenizer, backends, view_info
@@ -40,6 +41,7 @@ from .ops import (
 )
 from .models import load_model, logits
 from . import layers
+from . import train
 
 __version__ = "0.1.0"
 
@@ -56,6 +58,7 @@ __all__ = [
     "attention",
     "attention_backward",
     "layers",
+    "train",
     "causal_conv1d",
     "causal_conv1d_backward",
     "delta_rule",

@@ -2,7 +2,7 @@
 ssm._ext: nanobind bindings of the ssm C++ library. Array arguments are taken without copies through DLPack or the buffer protocol; arrays the library allocates are returned as DLPack capsules that own their memory. The package `ssm` wraps these functions.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 from numpy.typing import NDArray
@@ -13,7 +13,7 @@ from ssm.layers import (
     _retnet as retnet,
     forward as forward
 )
-from ssm.models import logits as logits
+from ssm.train import _logits as logits, _parameters as parameters
 
 
 class Error(ValueError):
@@ -676,6 +676,61 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int: ...
+
+class Trainer:
+    """
+    A language model over named mixers (embedding, pre-norm residual layers, final RMSNorm, untied head) with AdamW (decoupled weight decay on all but norms and the embedding), a warmup-cosine learning-rate schedule and global-norm gradient clipping: example_train driven from Python with the caller's batches. float32 on the CPU.
+    """
+
+    def __init__(self, vocab: int, d_model: int, mixers: Sequence[str], heads: int = 2, d_state: int = 16, rank: int = 8, lr: float = 0.001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0, threads: int = 0) -> None:
+        """
+        mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), rank (RWKV-7). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.
+        """
+
+    def step(self, ids: Annotated[NDArray, dict(writable=False)], targets: Annotated[NDArray, dict(writable=False)]) -> dict:
+        """
+        One training step: ids (b, l) int32/int64, targets (b l) or (b, l) int32/int64 (-100: not counted). Returns {loss, count, correct, accuracy, lr, grad_norm, step} (the loss and accuracy before the update).
+        """
+
+    def evaluate(self, ids: Annotated[NDArray, dict(writable=False)], targets: Annotated[NDArray, dict(writable=False)]) -> dict:
+        """
+        The loss and accuracy without a step: {loss, count, correct, accuracy}.
+        """
+
+    def logits_capsule(self, ids: Annotated[NDArray, dict(writable=False)]) -> object:
+        """Logits (b, l, vocab) float32 for ids (b, l), as a capsule."""
+
+    def save(self, path: str, metadata: Mapping[str, str] = {}) -> None:
+        """
+        Writes the training state (parameters, AdamW moments, step; and string metadata) to a safetensors file.
+        """
+
+    def load(self, path: str) -> dict[str, str]:
+        """
+        Restores a state saved by a Trainer of the same mixers and sizes (else ssm.Error, nothing changed); returns its metadata.
+        """
+
+    def parameter_names(self) -> list[str]:
+        """Every parameter's name, in the optimizer's order."""
+
+    def parameter_capsule(self, name: str) -> object:
+        """A copy of one parameter, flat float32, as a capsule."""
+
+    def lr_at(self, step: int) -> float:
+        """The schedule's learning rate at a step (counted from 0)."""
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken."""
+
+    @property
+    def num_parameters(self) -> int: ...
+
+    @property
+    def vocab(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
 
 def view_info(a: Annotated[NDArray, dict(writable=False)]) -> tuple:
     """

@@ -1,0 +1,281 @@
+// Training from Python: ssm._ext.Trainer, a language model over named mixers (models::TrainableLM<float>: embedding,
+// pre-norm residual stack, final RMSNorm, untied head) with its AdamW optimizer, warmup-cosine schedule and
+// gradient clipping, what example_train runs, driven with the caller's batches. The training state (parameters,
+// moments, step) goes to and comes from a safetensors file (train::save_training_state), so a run resumes exactly.
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "ssm/models/trainable_lm.hpp"
+#include "ssm/train/adamw.hpp"
+#include "ssm/train/param_tree.hpp"
+#include "ssm/train/schedule.hpp"
+#include "ssm/train/state.hpp"
+
+namespace ssm::python {
+
+namespace {
+
+using namespace nb::literals;
+using Model = models::TrainableLM<float>;
+
+/// The sizes and rates a Trainer is made with (the constructor's keyword arguments).
+struct TrainerOptions {
+  index_t vocab = 0, d_model = 0;
+  std::vector<std::string> mixers;  // one name of models::kTrainableMixers per layer
+  models::MixerOptions mixer;       // heads, rank, d_state, threads
+  std::uint64_t seed = 0;
+  double lr = 1e-3, min_lr = -1, weight_decay = 0.01, clip_norm = 1.0;  // min_lr < 0: lr / 10
+  std::int64_t warmup = 100, steps = 1000;
+
+  /// Throws ssm::Error naming the first invalid keyword argument (the mixers' own sizes are add_mixer's checks).
+  void validate() const {
+    const Checker c("Trainer");
+    c.require(vocab >= 1, "vocab", "must be >= 1, got ", vocab);
+    c.require(d_model >= 1, "d_model", "must be >= 1, got ", d_model);
+    c.require(!mixers.empty(), "mixers", "needs at least one mixer name (", models::kTrainableMixers, ")");
+    c.require(std::isfinite(lr) && lr >= 0, "lr", "must be finite and >= 0, got ", lr);
+    c.require(min_lr < 0 || (std::isfinite(min_lr) && min_lr <= lr), "min_lr",
+              "must be in [0, lr = ", lr, "] (or negative: lr / 10), got ", min_lr);
+    c.require(warmup >= 0, "warmup", "must be >= 0, got ", warmup);
+    c.require(steps >= 1, "steps", "must be >= 1, got ", steps);
+    c.require(std::isfinite(clip_norm) && clip_norm > 0, "clip_norm", "must be finite and > 0, got ", clip_norm);
+  }
+
+  /// What a saved state must have been trained with to continue this run exactly (the seed and threads aside).
+  std::string describe() const {
+    std::ostringstream os;
+    os.precision(17);
+    os << "mixers=";
+    for (std::size_t i = 0; i < mixers.size(); ++i) os << (i ? "," : "") << mixers[i];
+    os << " vocab=" << vocab << " d_model=" << d_model << " heads=" << mixer.heads << " d_state=" << mixer.d_state
+       << " rank=" << mixer.rank << " lr=" << lr << " min_lr=" << min_lr << " warmup=" << warmup << " steps=" << steps
+       << " weight_decay=" << weight_decay << " clip_norm=" << clip_norm;
+    return os.str();
+  }
+};
+
+/// The metadata key under which save() records TrainerOptions::describe().
+inline constexpr const char* kTrainerConfigKey = "trainer.config";
+
+Model make_model(const TrainerOptions& o) {
+  o.validate();
+  Model::Stack stack(o.d_model);
+  for (std::size_t i = 0; i < o.mixers.size(); ++i) models::add_mixer(stack, o.mixers[i], o.mixer, o.seed * 1000 + i);
+  return Model(o.vocab, std::move(stack), o.seed + 7);
+}
+
+/// targets as the model takes them, (b l): a contiguous (b, l) array of ids' shape is viewed flat (any other shape
+/// goes on as it is, for the model's check to name).
+TensorView flat_targets(const TensorView& ids, const TensorView& targets) {
+  if (targets.rank() == 2 && ids.rank() == 2 && targets.size(0) == ids.size(0) && targets.size(1) == ids.size(1) &&
+      targets.is_contiguous())
+    return targets.reshape({targets.numel()});
+  return targets;
+}
+
+/// The model, its parameter tree (pointers into the model: a Trainer is never moved or copied), the optimizer. Each
+/// call holds a mutex while it runs without the GIL: two Python threads on one Trainer take turns.
+class Trainer {
+ public:
+  explicit Trainer(const TrainerOptions& o)
+      : model_(make_model(o)), opt_(adamw_config(o)), rng_(o.seed + 1), clip_(o.clip_norm), config_(o.describe()) {
+    schedule_ = {o.lr, o.min_lr < 0 ? o.lr / 10 : o.min_lr, std::min(o.warmup, o.steps), o.steps};
+    schedule_.validate("Trainer: the schedule (lr, min_lr, warmup, steps)");
+    params_.add_all("", model_);
+  }
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// One step on a batch: the loss and every gradient, the global norm clipped, AdamW at the schedule's rate.
+  nb::dict step(const TensorView& ids, const TensorView& targets) {
+    Model::StepResult r;
+    double norm = 0, lr = 0;
+    {
+      nb::gil_scoped_release unlocked;
+      const std::lock_guard lock(mu_);
+      Model::Grads g;
+      r = model_.step(ids, flat_targets(ids, targets), g);
+      train::ParamTree<float> grads;
+      grads.add_all("", g);
+      norm = train::clip_grad_norm(grads, clip_);
+      lr = schedule_(opt_.steps());
+      opt_.step(params_, grads, lr);
+    }
+    nb::dict d = result(r);
+    d["lr"] = lr, d["grad_norm"] = norm, d["step"] = opt_.steps();
+    return d;
+  }
+
+  nb::dict evaluate(const TensorView& ids, const TensorView& targets) const {
+    Model::StepResult r;
+    {
+      nb::gil_scoped_release unlocked;
+      const std::lock_guard lock(mu_);
+      r = model_.evaluate(ids, flat_targets(ids, targets));
+    }
+    return result(r);
+  }
+
+  Tensor logits(const TensorView& ids) const {
+    nb::gil_scoped_release unlocked;
+    const std::lock_guard lock(mu_);
+    return model_.logits(ids);
+  }
+
+  /// The training state, with `metadata` and this trainer's options (kTrainerConfigKey).
+  void save(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+    const Checker c("Trainer::save");
+    for (const auto& kv : metadata)
+      c.require(kv.first.rfind("trainer.", 0) != 0, "metadata", "key '", kv.first, "' is reserved ('trainer.' keys)");
+    std::map<std::string, std::string> extra = metadata;
+    extra[kTrainerConfigKey] = config_;
+    const std::lock_guard lock(mu_);
+    train::save_training_state(path, params_, opt_, rng_, extra);
+  }
+  /// A state saved by a Trainer of the same options (else an ssm::Error, and nothing changes); returns the caller's
+  /// metadata.
+  std::map<std::string, std::string> load(const std::string& path) {
+    const Checker c("Trainer::load");
+    {
+      const safetensors::File f = safetensors::File::open(path);  // a malformed file is an error here
+      const auto it = f.metadata().find(kTrainerConfigKey);
+      c.require(it != f.metadata().end(), "path", "'", path, "' was not saved by a Trainer (no '", kTrainerConfigKey,
+                "' metadata)");
+      c.require(it->second == config_, "path", "'", path, "' was saved by a Trainer with ", it->second,
+                "; this one has ", config_, " (a run continues exactly only with the options it was saved with)");
+    }
+    std::map<std::string, std::string> extra;
+    {
+      const std::lock_guard lock(mu_);
+      train::load_training_state(path, params_, opt_, rng_, &extra);
+    }
+    extra.erase(kTrainerConfigKey);
+    return extra;
+  }
+
+  std::vector<std::string> parameter_names() const {
+    const std::lock_guard lock(mu_);
+    std::vector<std::string> names;
+    for (const auto& e : params_.entries()) names.push_back(e.name);
+    return names;
+  }
+  /// A copy of parameter `name` as a flat f32 tensor.
+  Tensor parameter(const std::string& name) const {
+    const std::lock_guard lock(mu_);
+    for (const auto& e : params_.entries())
+      if (e.name == name) {
+        Tensor t = Tensor::empty({static_cast<index_t>(e.values->size())}, DType::f32);
+        std::copy(e.values->begin(), e.values->end(), t.data_as<float>());
+        return t;
+      }
+    Checker("Trainer::parameter")
+        .require(false, "name", "is not a parameter: '", name, "' (parameter_names() lists them)");
+    return {};
+  }
+
+  std::int64_t steps() const {
+    const std::lock_guard lock(mu_);
+    return opt_.steps();
+  }
+  index_t num_parameters() const { return params_.numel(); }
+  index_t vocab() const { return model_.vocab(); }
+  index_t d_model() const { return model_.d_model(); }
+  double lr_at(std::int64_t step) const { return schedule_(step); }
+
+ private:
+  static train::AdamWConfig adamw_config(const TrainerOptions& o) {
+    train::AdamWConfig a;
+    a.weight_decay = o.weight_decay;
+    a.decays = train::decays_except_norms_and_embedding;
+    return a;
+  }
+  static nb::dict result(const Model::StepResult& r) {
+    nb::dict d;
+    d["loss"] = r.loss, d["count"] = r.count, d["correct"] = r.correct;
+    d["accuracy"] = r.count ? static_cast<double>(r.correct) / static_cast<double>(r.count) : 0.0;
+    return d;
+  }
+
+  Model model_;
+  train::ParamTree<float> params_;
+  train::AdamW<float> opt_;
+  train::WarmupCosine schedule_;
+  std::mt19937_64 rng_;  // saved with the state (the training-state format keeps one); the batches are the caller's
+  double clip_;
+  std::string config_;     // TrainerOptions::describe()
+  mutable std::mutex mu_;  // held by every call that reads or writes the model or the optimizer
+};
+
+}  // namespace
+
+void bind_train(nb::module_& m) {
+  nb::class_<Trainer>(m, "Trainer",
+                      "A language model over named mixers (embedding, pre-norm residual layers, final RMSNorm, untied "
+                      "head) with AdamW (decoupled weight decay on all but norms and the embedding), a warmup-cosine "
+                      "learning-rate schedule and global-norm gradient clipping: example_train driven from Python with "
+                      "the caller's batches. float32 on the CPU.")
+      .def(
+          "__init__",
+          [](Trainer* self, index_t vocab, index_t d_model, const std::vector<std::string>& mixers, index_t heads,
+             index_t d_state, index_t rank, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
+             double weight_decay, double clip_norm, std::uint64_t seed, int threads) {
+            TrainerOptions o;
+            o.vocab = vocab, o.d_model = d_model, o.mixers = mixers, o.seed = seed;
+            o.mixer.heads = heads, o.mixer.d_state = d_state, o.mixer.rank = rank, o.mixer.threads = threads;
+            o.lr = lr, o.min_lr = min_lr, o.warmup = warmup, o.steps = steps, o.weight_decay = weight_decay;
+            o.clip_norm = clip_norm;
+            new (self) Trainer(o);
+          },
+          "vocab"_a, "d_model"_a, "mixers"_a, "heads"_a = 2, "d_state"_a = 16, "rank"_a = 8, "lr"_a = 1e-3,
+          "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000, "weight_decay"_a = 0.01, "clip_norm"_a = 1.0,
+          "seed"_a = 0, "threads"_a = 0,
+          "mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, "
+          "mamba_s4d, s6, s4d, mamba2, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), rank "
+          "(RWKV-7). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
+      .def(
+          "step",
+          [](Trainer& t, const Array& ids, const Array& targets) {
+            return t.step(view("Trainer::step", "ids", ids), view("Trainer::step", "targets", targets));
+          },
+          "ids"_a, "targets"_a,
+          "One training step: ids (b, l) int32/int64, targets (b l) or (b, l) int32/int64 (-100: not counted). "
+          "Returns {loss, count, correct, accuracy, lr, grad_norm, step} (the loss and accuracy before the update).")
+      .def(
+          "evaluate",
+          [](const Trainer& t, const Array& ids, const Array& targets) {
+            return t.evaluate(view("Trainer::evaluate", "ids", ids), view("Trainer::evaluate", "targets", targets));
+          },
+          "ids"_a, "targets"_a, "The loss and accuracy without a step: {loss, count, correct, accuracy}.")
+      .def(
+          "logits_capsule",
+          [](const Trainer& t, const Array& ids) { return capsule(t.logits(view("Trainer::logits", "ids", ids))); },
+          "ids"_a, "Logits (b, l, vocab) float32 for ids (b, l), as a capsule.")
+      .def("save", &Trainer::save, "path"_a, "metadata"_a = std::map<std::string, std::string>{},
+           "Writes the training state (parameters, AdamW moments, step; and string metadata) to a safetensors file.")
+      .def("load", &Trainer::load, "path"_a,
+           "Restores a state saved by a Trainer of the same mixers and sizes (else ssm.Error, nothing changed); "
+           "returns its metadata.")
+      .def("parameter_names", &Trainer::parameter_names, "Every parameter's name, in the optimizer's order.")
+      .def(
+          "parameter_capsule", [](const Trainer& t, const std::string& name) { return capsule(t.parameter(name)); },
+          "name"_a, "A copy of one parameter, flat float32, as a capsule.")
+      .def("lr_at", &Trainer::lr_at, "step"_a, "The schedule's learning rate at a step (counted from 0).")
+      .def_prop_ro("steps", &Trainer::steps, "Optimizer steps taken.")
+      .def_prop_ro("num_parameters", &Trainer::num_parameters)
+      .def_prop_ro("vocab", &Trainer::vocab)
+      .def_prop_ro("d_model", &Trainer::d_model);
+}
+
+}  // namespace ssm::python

@@ -1,0 +1,117 @@
+"""ssm.train.Trainer: a model over named mixers learns a task from the caller's batches, a resumed run equals an
+uninterrupted one, and bad input is an ssm.Error naming the argument."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ssm
+
+
+def copy_batch(rng, b, l, vocab):
+    """The shifted copy: each target is the previous input token (the first is not counted)."""
+    ids = rng.integers(0, vocab, size=(b, l), dtype=np.int64)
+    targets = np.full((b, l), -100, dtype=np.int64)
+    targets[:, 1:] = ids[:, :-1]
+    return ids, targets
+
+
+def trainer(**kw):
+    args = dict(vocab=8, d_model=16, mixers=["mamba2"], heads=2, d_state=4, lr=1e-2, warmup=10, steps=120, seed=3,
+                threads=1)
+    args.update(kw)
+    return ssm.train.Trainer(**args)
+
+
+def test_a_mamba2_model_learns_the_shifted_copy():
+    t = trainer()
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(120):
+        r = t.step(*copy_batch(rng, 8, 12, 8))
+        losses.append(r["loss"])
+        assert r["count"] == 8 * 11 and 0 <= r["correct"] <= r["count"] and math.isfinite(r["grad_norm"])
+    assert t.steps == 120 and r["step"] == 120
+    assert r["lr"] == pytest.approx(t.lr_at(119))
+    assert losses[0] > 0.8 * math.log(8)
+    assert losses[-1] < 0.05 * math.log(8)
+    ev = t.evaluate(*copy_batch(rng, 8, 40, 8))  # a longer sequence than trained on
+    assert ev["accuracy"] > 0.99
+    ids, _ = copy_batch(rng, 2, 5, 8)
+    logits = t.logits(ids)
+    assert isinstance(logits, np.ndarray) and logits.shape == (2, 5, 8) and logits.dtype == np.float32
+    assert (logits[:, 1:].argmax(-1) == ids[:, :-1]).all()
+    assert isinstance(t.logits(torch.from_numpy(ids)), torch.Tensor)
+
+
+def test_parameters_are_named_as_in_a_checkpoint():
+    t = trainer(mixers=["mamba2", "attention"])
+    p = t.parameters()
+    assert list(p) == t.parameter_names()
+    assert "layers.0.mixer.A_log" in p and "layers.0.mixer.norm.weight" in p and "layers.0.norm.weight" in p
+    assert "layers.1.mixer.q_proj.weight" in p and "embedding" in p and "lm_head" in p
+    assert sum(v.size for v in p.values()) == t.num_parameters
+    assert p["layers.0.mixer.A_log"].dtype == np.float32
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    path = str(tmp_path / "state.safetensors")
+    a = trainer(mixers=["mamba2", "gated_deltanet"])
+    rng = np.random.default_rng(1)
+    batches = [copy_batch(rng, 4, 9, 8) for _ in range(8)]
+    losses_a = []
+    for i, batch in enumerate(batches):
+        losses_a.append(a.step(*batch)["loss"])
+        if i == 3:
+            a.save(path, {"note": "after 4 steps"})
+    b = trainer(mixers=["mamba2", "gated_deltanet"], seed=99)  # other initial weights: load replaces them
+    assert b.load(path) == {"note": "after 4 steps"}
+    assert b.steps == 4
+    losses_b = [b.step(*batch)["loss"] for batch in batches[4:]]
+    assert losses_b == losses_a[4:]
+    pa, pb = a.parameters(), b.parameters()
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_bad_input_is_an_error_naming_the_argument(tmp_path):
+    with pytest.raises(ssm.Error, match=r"add_mixer: argument 'name'.*'mamba3'"):
+        trainer(mixers=["mamba3"])
+    with pytest.raises(ssm.Error, match=r"argument 'mixers'"):
+        trainer(mixers=[])
+    with pytest.raises(ssm.Error, match=r"argument 'heads'"):
+        trainer(mixers=["attention"], heads=3)
+    with pytest.raises(ssm.Error, match=r"argument 'min_lr'"):
+        trainer(min_lr=1.0)
+    with pytest.raises(ssm.Error, match=r"argument 'clip_norm'"):
+        trainer(clip_norm=float("nan"))
+    t = trainer()
+    ids, targets = copy_batch(np.random.default_rng(2), 2, 5, 8)
+    with pytest.raises(ssm.Error, match=r"argument 'ids'"):
+        t.step(ids.astype(np.float32), targets)
+    with pytest.raises(ssm.Error, match=r"argument 'targets'"):
+        t.step(ids, targets[:, :3])
+    bad = ids.copy()
+    bad[0, 0] = 8  # vocab 8
+    with pytest.raises(ssm.Error, match=r"argument 'ids'"):
+        t.step(bad, targets)
+    assert t.steps == 0
+    with pytest.raises(ssm.Error, match=r"argument 'name'"):
+        t.parameter_capsule("nope")
+    with pytest.raises(ssm.Error, match=r"argument 'lr'"):
+        trainer(lr=float("inf"))
+    with pytest.raises(ssm.Error, match=r"argument 'steps'"):
+        trainer(steps=0)
+    with pytest.raises(ssm.Error, match=r"argument 'metadata'.*reserved"):
+        t.save(str(tmp_path / "x.safetensors"), {"trainer.config": "mine"})
+    # States of another model, or of the same model with another schedule, are refused and change nothing.
+    before = t.parameters()
+    for name, other in [("mixers", trainer(mixers=["attention"])), ("lr", trainer(lr=3e-3))]:
+        path = str(tmp_path / f"other_{name}.safetensors")
+        other.save(path)
+        with pytest.raises(ssm.Error, match=r"Trainer::load: argument 'path'.*" + name + "="):
+            t.load(path)
+    with pytest.raises(ssm.Error, match=r"missing\.safetensors"):
+        t.load(str(tmp_path / "missing.safetensors"))
+    assert all(np.array_equal(before[k], v) for k, v in t.parameters().items()) and t.steps == 0
