@@ -309,6 +309,42 @@ TEST(HyenaLayer, BadInputIsNamed) {
   ssm_test::expect_error([&] { HyenaLayer<float>::init(cfg, 1); }, "argument 'target'");
 }
 
+// The layer's backward against central differences in double, orders 2 and 3: ∂L/∂x and every trainable parameter
+// (the projections, the short conv, the skips, and through the filters the FFN, its Sin frequencies and the positional
+// embedding), L = Σ forward(x) ⊙ R, the filters refreshed after each perturbation.
+TEST(HyenaLayer, BackwardMatchesCentralDifferences) {
+  for (index_t order : {2, 3}) {
+    SCOPED_TRACE("order " + std::to_string(order));
+    HyenaConfig cfg = small_config(order);
+    cfg.shift = 0.05;  // a window that does not vanish, so a dropped shift would show
+    auto layer = HyenaLayer<double>::init(cfg, 2);
+    layer.set_threads(1);
+    const index_t b = 2, l = 9, D = cfg.d_model;
+    Tensor x = Tensor::empty({b, l, D}, DType::f64), R = Tensor::empty({b, l, D}, DType::f64);
+    std::mt19937_64 rng(3);
+    std::normal_distribution<double> n(0, 1);
+    for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
+    auto loss = [&] {
+      layer.refresh();
+      return ssm_test::weighted_sum(layer.forward(x.view()), R);
+    };
+    auto g = layer.backward(x.view(), R.view());
+    EXPECT_TRUE(g.params.deltas.empty());  // the window's rates are not trained
+    ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss);
+    EXPECT_EQ(ssm_test::expect_parameter_gradients(layer.params(), g.params, loss, 64), 16);
+  }
+}
+
+TEST(HyenaLayer, BackwardBadInputIsNamed) {
+  const auto layer = HyenaLayer<float>::init(small_config(2), 1);
+  const Tensor x = Tensor::zeros({1, 4, 6}, DType::f32), short_g = Tensor::zeros({1, 3, 6}, DType::f32);
+  expect_arg_error("grad_out", [&] { layer.backward(x.view(), short_g.view()); });
+  const Tensor long_x = Tensor::zeros({1, 41, 6}, DType::f32);
+  expect_arg_error("x", [&] { layer.backward(long_x.view(), long_x.view()); });  // past l_max
+  const Tensor x64 = Tensor::zeros({1, 4, 6}, DType::f64);
+  expect_arg_error("x", [&] { layer.backward(x64.view(), x.view()); });
+}
+
 }  // namespace
 
 namespace {

@@ -16,13 +16,16 @@
 // Decoding has no constant-size state: step() keeps the history of every order's convolution input w'_o (N − 1
 // vectors of D per token) and the short conv's last K − 1 inputs, and computes token t's long convolutions as direct
 // sums over the t + 1 tokens so far: O(t · D · (N − 1)) work and memory per token (the cost the README states).
-// Forward and decoding; no layer backward (the op ssm::hyena has one). f32 or f64, on the CPU.
+// Forward, decoding, and backward (HyenaLayer::backward: through out_proj, the op's backward, the short conv and
+// in_proj, and from the filters' gradients back through the window and the FFN to its weights, biases and frequencies
+// and the positional embedding). f32 or f64, on the CPU.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <complex>
 #include <cstdint>
+#include <iterator>
 #include <numbers>
 #include <optional>
 #include <random>
@@ -31,6 +34,7 @@
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/layers/basic.hpp"
+#include "ssm/layers/conv1d.hpp"
 #include "ssm/layers/head_mixer.hpp"
 #include "ssm/layers/layer_cache.hpp"
 #include "ssm/ops/causal_conv1d.hpp"
@@ -103,6 +107,52 @@ struct HyenaLayerParams {
     f("filter_fn.implicit_filter.6.weight", W3, Dims{Df, Fw});
     f("filter_fn.modulation.deltas", deltas, Dims{1, 1, Df});
   }
+
+  /// Calls f(name, vector) for every trainable parameter: all but the window's decay rates, which safari registers
+  /// with lr 0 (a buffer; HyenaLayer::backward gives no gradient for them). What an optimizer walks.
+  template <class F>
+  void for_each(F&& f) {
+    for_each_trainable(*this, f);
+  }
+
+ private:
+  template <class Self, class F>
+  static void for_each_trainable(Self& p, F& f) {
+    std::vector<T>* all[] = {&p.in_proj_weight,
+                             &p.in_proj_bias,
+                             &p.out_proj_weight,
+                             &p.out_proj_bias,
+                             &p.short_filter_weight,
+                             &p.short_filter_bias,
+                             &p.filter_bias,
+                             &p.pos_emb_z,
+                             &p.W0,
+                             &p.b0,
+                             &p.freq,
+                             &p.W1,
+                             &p.b1,
+                             &p.W2,
+                             &p.b2,
+                             &p.W3};
+    const char* names[] = {"in_proj.weight",
+                           "in_proj.bias",
+                           "out_proj.weight",
+                           "out_proj.bias",
+                           "short_filter.weight",
+                           "short_filter.bias",
+                           "filter_fn.bias",
+                           "filter_fn.pos_emb.z",
+                           "filter_fn.implicit_filter.0.weight",
+                           "filter_fn.implicit_filter.0.bias",
+                           "filter_fn.implicit_filter.1.freq",
+                           "filter_fn.implicit_filter.2.weight",
+                           "filter_fn.implicit_filter.2.bias",
+                           "filter_fn.implicit_filter.4.weight",
+                           "filter_fn.implicit_filter.4.bias",
+                           "filter_fn.implicit_filter.6.weight"};
+    for (std::size_t i = 0; i < std::size(all); ++i)
+      if (!all[i]->empty()) f(names[i], *all[i]);
+  }
 };
 
 /// The decoding state of b sequences: the short conv's last K − 1 inputs (b, K − 1, (N + 1) D) and the history of
@@ -137,10 +187,11 @@ namespace hyena_detail {
 
 /// zc (b, l, P) = the short causal depthwise conv (width K, bias, no activation) of z = x Wᵀ + bias: the operator's
 /// N + 1 projections. With conv_state (b, K − 1, P) the conv continues from it and leaves the last K − 1 inputs there.
+/// z_out, when given, receives z (the conv's input: what a backward needs).
 template <class T>
 Tensor project_and_filter(const TensorView& x, const std::vector<T>& W, const std::vector<T>& bias,
                           const std::vector<T>& short_w, const std::vector<T>& short_b, index_t K,
-                          const std::optional<TensorView>& conv_state, int threads) {
+                          const std::optional<TensorView>& conv_state, int threads, Tensor* z_out = nullptr) {
   const index_t b = x.size(0), l = x.size(1), D = x.size(2), P = static_cast<index_t>(bias.size());
   Tensor z = Tensor::empty({b, l, P}, dtype_of<T>()), zc = Tensor::empty({b, l, P}, dtype_of<T>());
   project(TensorView::of(W.data(), {P, D}), x.reshape({b * l, D}), TensorView::of(bias.data(), {P}),
@@ -152,6 +203,7 @@ Tensor project_and_filter(const TensorView& x, const std::vector<T>& W, const st
   Tensor unused;
   if (!conv_state) unused = Tensor::empty({b, K - 1, P}, dtype_of<T>());
   causal_conv1d_into(ci, zc, conv_state ? *conv_state : unused.view());
+  if (z_out != nullptr) *z_out = std::move(z);
   return zc;
 }
 
@@ -370,6 +422,134 @@ class HyenaLayer {
     project(TensorView::of(p_.out_proj_weight.data(), {D, D}), y.view().reshape({b * l, D}),
             TensorView::of(p_.out_proj_bias.data(), {D}), out.view().reshape({b * l, D}), threads_);
     return out;
+  }
+
+  /// The gradients of backward(): ∂L/∂x (b, l, D) and one of every parameter (the decay rates' stays empty).
+  using Grads = head_mixer::MixerGrads<T, HyenaLayerParams<T>>;
+
+  /// Backward of forward(): x and grad_out = ∂L/∂out, both (b, l, D) contiguous CPU tensors of T, l ≤ l_max. Returns
+  /// ∂L/∂x and the gradient of every trainable parameter, summed over the batch: out_proj, then ssm::hyena_backward
+  /// (v, the gates, the filters' taps and the skips D_o = filter_fn.bias), the short conv and in_proj; the taps'
+  /// gradients go back through the window and the FFN (in double, every position t < l) to W0 … W3, b0 … b2, the Sin
+  /// frequencies and the positional embedding. The filters are the ones refresh() made: call refresh() after changing
+  /// the parameters, as for forward().
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    Checker c("HyenaLayer::backward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    c.require(x.size(1) <= cfg_.l_max, "x", "has ", x.size(1), " tokens, more than l_max = ", cfg_.l_max,
+              " (the implicit filters' length)");
+    const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, rows = b * l, P = (N + 1) * D;
+    const index_t K = cfg_.short_filter_order;
+    Grads g;
+    g.params = p_;
+    g.params.for_each(cfg_, [](const char*, std::vector<T>& v, const Dims&) { std::fill(v.begin(), v.end(), T(0)); });
+    g.params.deltas.clear();  // not trained (safari: lr 0)
+    g.grad_x.assign(static_cast<std::size_t>(rows * D), T(0));
+    if (rows == 0) return g;
+    // ---- the forward again ----
+    Tensor z;  // (b, l, P): the short conv's input
+    const Tensor zc = hyena_detail::project_and_filter(x, p_.in_proj_weight, p_.in_proj_bias, p_.short_filter_weight,
+                                                       p_.short_filter_bias, K, std::nullopt, threads_, &z);
+    Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());  // (b, l, D): the op's output, out_proj's input
+    HyenaInputs in;
+    for (index_t i = 0; i < N; ++i) in.x.push_back(zc.view().narrow(2, i * D, D));
+    in.v = zc.view().narrow(2, N * D, D), in.h = h_.view(), in.bias = skip_.view();
+    HyenaOptions opt;
+    opt.threads = threads_;
+    hyena_into(in, y, opt);
+    // ---- out_proj ----
+    HyenaLayerParams<T>& gp = g.params;
+    Tensor grad_y = Tensor::empty({b, l, D}, dtype_of<T>());
+    linear_backward(y.data_as<const T>(), p_.out_proj_weight.data(), grad_out.data_as<const T>(), grad_y.data_as<T>(),
+                    gp.out_proj_weight.data(), gp.out_proj_bias.data(), rows, D, D);
+    // ---- the gated long convolutions (ssm::hyena_backward) ----
+    const HyenaGrads hg = hyena_backward(in, grad_y, opt);
+    std::vector<T> grad_zc(static_cast<std::size_t>(rows * P));  // (b, l, P) = [x_0 … x_{N−1}, v]
+    const T* gx = hg.grad_x.data_as<const T>();                  // (N, b, l, D)
+    for (index_t r = 0; r < rows; ++r) {
+      for (index_t i = 0; i < N; ++i) std::copy_n(gx + (i * rows + r) * D, D, grad_zc.data() + r * P + i * D);
+      std::copy_n(hg.grad_v.data_as<const T>() + r * D, D, grad_zc.data() + r * P + N * D);
+    }
+    const T* gskip = hg.grad_bias.data_as<const T>();  // (N − 1, D)
+    for (index_t f = 0; f < cfg_.filter_channels(); ++f) gp.filter_bias[f] = gskip[(f % (N - 1)) * D + f / (N - 1)];
+    // ---- the short conv (no activation), sequence by sequence, then in_proj ----
+    const Conv1dArgs<T> conv{l, P, K, p_.short_filter_weight.data(), p_.short_filter_bias.data(), false};
+    std::vector<T> grad_z(static_cast<std::size_t>(rows * P));
+    for (index_t bi = 0; bi < b; ++bi)
+      conv1d_backward(conv, z.data_as<const T>() + bi * l * P, static_cast<const T*>(nullptr),
+                      grad_zc.data() + bi * l * P, static_cast<const T*>(nullptr), grad_z.data() + bi * l * P,
+                      static_cast<T*>(nullptr), gp.short_filter_weight.data(), gp.short_filter_bias.data());
+    linear_backward(x.data_as<const T>(), p_.in_proj_weight.data(), grad_z.data(), g.grad_x.data(),
+                    gp.in_proj_weight.data(), gp.in_proj_bias.data(), rows, D, P);
+    filter_backward(hg.grad_h.data_as<const T>(), l, gp);
+    return g;
+  }
+
+ private:
+  // The implicit filter's backward: grad_h (N − 1, D, l_max), of which the first l taps are used, back through
+  // h[f](t) = window_f(t̂) · (W3 a2(t))[f], a_k = sin(freq ⊙ (W_k a_{k−1} + b_k)) (a_{−1} = PE(t̂)), into gp's FFN
+  // weights, biases and frequencies and the positional embedding's rows t < l. Every position at once, in double
+  // (rows t, Eigen products).
+  void filter_backward(const T* grad_h, index_t l, HyenaLayerParams<T>& gp) const {
+    using M = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using Row = Eigen::Matrix<double, 1, Eigen::Dynamic>;
+    const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;
+    const index_t Df = cfg_.filter_channels();
+    auto mat = [](const std::vector<T>& v, index_t r, index_t c) {
+      return Eigen::Map<const RowMatrix<T>>(v.data(), r, c).template cast<double>().eval();
+    };
+    auto row = [](const std::vector<T>& v) {
+      return Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(v.data(), static_cast<index_t>(v.size()))
+          .template cast<double>()
+          .eval();
+    };
+    const M W0 = mat(p_.W0, Fw, E), W1 = mat(p_.W1, Fw, Fw), W2 = mat(p_.W2, Fw, Fw), W3 = mat(p_.W3, Df, Fw);
+    const Row b0 = row(p_.b0), b1 = row(p_.b1), b2 = row(p_.b2), freq = row(p_.freq);
+    // forward, rows t < l: S_k = A_{k−1} W_kᵀ + b_k (l, Fw), A_k = sin(freq ⊙ S_k)
+    const M PE = mat(p_.pos_emb_z, L, E).topRows(l);
+    auto sin_layer = [&](const M& S) { return M((S.array().rowwise() * freq.array()).sin()); };
+    const M S0 = (PE * W0.transpose()).rowwise() + b0, A0 = sin_layer(S0);
+    const M S1 = (A0 * W1.transpose()).rowwise() + b1, A1 = sin_layer(S1);
+    const M S2 = (A1 * W2.transpose()).rowwise() + b2, A2 = sin_layer(S2);
+    // ∂L/∂(W3 a2) = grad_h ⊙ window, gathered to (t, f) with f = c (N − 1) + o
+    M G(l, Df);
+    for (index_t f = 0; f < Df; ++f) {
+      const index_t ch = f / (N - 1), o = f % (N - 1);
+      const double delta = std::abs(static_cast<double>(p_.deltas[f]));
+      for (index_t t = 0; t < l; ++t) {
+        const double th = static_cast<double>(t) / static_cast<double>(L - 1);
+        const double window = cfg_.modulate ? std::exp(-th * delta) + cfg_.shift : 1.0;
+        G(t, f) = static_cast<double>(grad_h[(o * D + ch) * L + t]) * window;
+      }
+    }
+    M dW3 = G.transpose() * A2;  // (Df, Fw)
+    M GA = G * W3;               // (l, Fw): ∂L/∂A2
+    Row dfreq = Row::Zero(Fw);
+    // back through one sin layer: GA = ∂L/∂A_k → ∂L/∂S_k (returned), accumulating ∂L/∂freq
+    auto sin_back = [&](const M& S, const M& GA_k) {
+      const M cosine = (S.array().rowwise() * freq.array()).cos();
+      dfreq += (GA_k.array() * cosine.array() * S.array()).colwise().sum().matrix();
+      return M((GA_k.array() * cosine.array()).rowwise() * freq.array());
+    };
+    const M GS2 = sin_back(S2, GA);
+    const M dW2 = GS2.transpose() * A1;
+    const Row db2 = GS2.colwise().sum();
+    const M GS1 = sin_back(S1, GS2 * W2);
+    const M dW1 = GS1.transpose() * A0;
+    const Row db1 = GS1.colwise().sum();
+    const M GS0 = sin_back(S0, GS1 * W1);
+    const M dW0 = GS0.transpose() * PE;
+    const Row db0 = GS0.colwise().sum();
+    const M dPE = GS0 * W0;  // (l, E)
+    auto store = [](const auto& m, std::vector<T>& out) {
+      const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> r = m;
+      for (index_t i = 0; i < r.size(); ++i) out[static_cast<std::size_t>(i)] = static_cast<T>(r.data()[i]);
+    };
+    store(dW0, gp.W0), store(db0, gp.b0), store(dW1, gp.W1), store(db1, gp.b1), store(dW2, gp.W2), store(db2, gp.b2);
+    store(dW3, gp.W3), store(dfreq, gp.freq);
+    for (index_t t = 0; t < l; ++t)
+      for (index_t k = 0; k < E; ++k) gp.pos_emb_z[t * E + k] = static_cast<T>(dPE(t, k));
   }
 
  private:
