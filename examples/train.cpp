@@ -7,8 +7,8 @@
 //                      [--steps S] [--lr LR] [--warmup W] [--seed S] [--threads T] [--out DIR] [--save F] [--resume F]
 //                      [--stop N] [--eval-lens L1,L2,...] [--eval-batches N]
 //   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | mamba_s4d |
-//          s6 | s4d | mamba2 | attention  (mamba_s4d, s6, s4d: the Mamba block without selection, without the gate,
-//          without both)
+//          s6 | s4d | mamba2 | hyena | attention  (mamba_s4d, s6, s4d: the Mamba block without selection, without the
+//          gate, without both; hyena's filters are as long as the longest of --len and --eval-lens)
 //          (models/trainable_lm.hpp; attention is softmax attention with RoPE)
 //   task   copy (default: each target the token before it)
 //          selective_copy (Mamba §4.1.1: data tokens among noise, to repeat in order after the markers)
@@ -138,6 +138,8 @@ std::map<std::string, std::string> run_options(const Options& o) {
 void add_layer(Model::Stack& stack, const Options& o, std::uint64_t seed) {
   ssm::models::MixerOptions mo;
   mo.heads = o.heads, mo.threads = o.threads;
+  mo.max_len = o.len;  // hyena's filters cover the longest sequence it will see
+  for (const index_t L : o.eval_lens) mo.max_len = std::max(mo.max_len, L);
   ssm::models::add_mixer(stack, o.mixer, mo, seed);
 }
 

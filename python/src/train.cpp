@@ -60,8 +60,8 @@ struct TrainerOptions {
     os << "mixers=";
     for (std::size_t i = 0; i < mixers.size(); ++i) os << (i ? "," : "") << mixers[i];
     os << " vocab=" << vocab << " d_model=" << d_model << " heads=" << mixer.heads << " d_state=" << mixer.d_state
-       << " rank=" << mixer.rank << " lr=" << lr << " min_lr=" << min_lr << " warmup=" << warmup << " steps=" << steps
-       << " weight_decay=" << weight_decay << " clip_norm=" << clip_norm;
+       << " rank=" << mixer.rank << " max_len=" << mixer.max_len << " lr=" << lr << " min_lr=" << min_lr
+       << " warmup=" << warmup << " steps=" << steps << " weight_decay=" << weight_decay << " clip_norm=" << clip_norm;
     return os.str();
   }
 };
@@ -229,21 +229,23 @@ void bind_train(nb::module_& m) {
       .def(
           "__init__",
           [](Trainer* self, index_t vocab, index_t d_model, const std::vector<std::string>& mixers, index_t heads,
-             index_t d_state, index_t rank, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
-             double weight_decay, double clip_norm, std::uint64_t seed, int threads) {
+             index_t d_state, index_t rank, index_t max_len, double lr, double min_lr, std::int64_t warmup,
+             std::int64_t steps, double weight_decay, double clip_norm, std::uint64_t seed, int threads) {
             TrainerOptions o;
             o.vocab = vocab, o.d_model = d_model, o.mixers = mixers, o.seed = seed;
             o.mixer.heads = heads, o.mixer.d_state = d_state, o.mixer.rank = rank, o.mixer.threads = threads;
+            o.mixer.max_len = max_len;
             o.lr = lr, o.min_lr = min_lr, o.warmup = warmup, o.steps = steps, o.weight_decay = weight_decay;
             o.clip_norm = clip_norm;
             new (self) Trainer(o);
           },
-          "vocab"_a, "d_model"_a, "mixers"_a, "heads"_a = 2, "d_state"_a = 16, "rank"_a = 8, "lr"_a = 1e-3,
-          "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000, "weight_decay"_a = 0.01, "clip_norm"_a = 1.0,
-          "seed"_a = 0, "threads"_a = 0,
+          "vocab"_a, "d_model"_a, "mixers"_a, "heads"_a = 2, "d_state"_a = 16, "rank"_a = 8, "max_len"_a = 0,
+          "lr"_a = 1e-3, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000, "weight_decay"_a = 0.01,
+          "clip_norm"_a = 1.0, "seed"_a = 0, "threads"_a = 0,
           "mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, "
-          "mamba_s4d, s6, s4d, mamba2, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), rank "
-          "(RWKV-7). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
+          "mamba_s4d, s6, s4d, mamba2, hyena, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), "
+          "rank (RWKV-7), max_len (Hyena: the longest sequence, its filters' length). The schedule: linear warmup over "
+          "`warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
       .def(
           "step",
           [](Trainer& t, const Array& ids, const Array& targets) {

@@ -682,9 +682,9 @@ class Trainer:
     A language model over named mixers (embedding, pre-norm residual layers, final RMSNorm, untied head) with AdamW (decoupled weight decay on all but norms and the embedding), a warmup-cosine learning-rate schedule and global-norm gradient clipping: example_train driven from Python with the caller's batches. float32 on the CPU.
     """
 
-    def __init__(self, vocab: int, d_model: int, mixers: Sequence[str], heads: int = 2, d_state: int = 16, rank: int = 8, lr: float = 0.001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0, threads: int = 0) -> None:
+    def __init__(self, vocab: int, d_model: int, mixers: Sequence[str], heads: int = 2, d_state: int = 16, rank: int = 8, max_len: int = 0, lr: float = 0.001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0, threads: int = 0) -> None:
         """
-        mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), rank (RWKV-7). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.
+        mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, hyena, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), rank (RWKV-7), max_len (Hyena: the longest sequence, its filters' length). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.
         """
 
     def step(self, ids: Annotated[NDArray, dict(writable=False)], targets: Annotated[NDArray, dict(writable=False)]) -> dict:

@@ -47,11 +47,13 @@ def test_a_mamba2_model_learns_the_shifted_copy():
 
 
 def test_parameters_are_named_as_in_a_checkpoint():
-    t = trainer(mixers=["mamba2", "attention"])
+    t = trainer(mixers=["mamba2", "attention", "hyena"], max_len=16)
     p = t.parameters()
     assert list(p) == t.parameter_names()
     assert "layers.0.mixer.A_log" in p and "layers.0.mixer.norm.weight" in p and "layers.0.norm.weight" in p
     assert "layers.1.mixer.q_proj.weight" in p and "embedding" in p and "lm_head" in p
+    assert "layers.2.mixer.filter_fn.implicit_filter.6.weight" in p
+    assert "layers.2.mixer.filter_fn.modulation.deltas" not in p  # not trained (safari: lr 0)
     assert sum(v.size for v in p.values()) == t.num_parameters
     assert p["layers.0.mixer.A_log"].dtype == np.float32
 
@@ -99,6 +101,10 @@ def test_bad_input_is_an_error_naming_the_argument(tmp_path):
     assert t.steps == 0
     with pytest.raises(ssm.Error, match=r"argument 'name'"):
         t.parameter_capsule("nope")
+    with pytest.raises(ssm.Error, match=r"argument 'max_len'"):
+        trainer(mixers=["hyena"])  # Hyena's filters need the longest length
+    with pytest.raises(ssm.Error, match=r"argument 'x'.*l_max"):
+        trainer(mixers=["hyena"], max_len=8).step(*copy_batch(np.random.default_rng(3), 2, 12, 8))
     with pytest.raises(ssm.Error, match=r"argument 'lr'"):
         trainer(lr=float("inf"))
     with pytest.raises(ssm.Error, match=r"argument 'steps'"):

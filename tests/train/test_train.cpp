@@ -492,6 +492,27 @@ TEST(HybridStack, BackwardThroughMamba2MatchesCentralDifferences) {
   EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), 2 + 8 + 9);  // two norms, Mamba-2 8, Mamba 9
 }
 
+// Hyena through HyenaMixer (add_mixer's "hyena", l_max 16): the stack's backward against central differences. Each
+// perturbation is written into the parameters in place, as an optimizer's update is, so this also checks that the
+// mixer's filters follow the parameters without a refresh() call.
+TEST(HybridStack, BackwardThroughHyenaMatchesCentralDifferences) {
+  ssm::models::TrainableStack<double> stack(8);
+  ssm::models::MixerOptions o;
+  o.max_len = 16, o.threads = 1;
+  ssm::models::add_mixer(stack, "hyena", o, 1);
+  for (double& w : stack.norm_weight(0)) w = 0.8;
+  Tensor x = Tensor::empty({2, 9, 8}, DType::f64), R = Tensor::empty({2, 9, 8}, DType::f64);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> n(0, 1);
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
+  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
+  auto g = stack.backward(x, R);
+  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
+  EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), 1 + 16);  // the norm; Hyena's 16
+  o.max_len = 0;
+  ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "hyena", o, 2); }, "argument 'max_len'");
+}
+
 // A Mamba-2 language model trains: the shifted copy, as the Mamba and attention model below.
 TEST(Training, AMamba2ModelLearnsTheShiftedCopy) {
   const index_t V = 8;

@@ -293,6 +293,14 @@ class HyenaLayer {
   const Tensor& filters() const { return h_; }
   const Tensor& skips() const { return skip_; }
 
+  /// A copy of this layer with its filters recomputed from the current parameters (refresh() on a copy): what a
+  /// caller that cannot call refresh() after every update uses (models::HyenaMixer, in training).
+  HyenaLayer refreshed() const {
+    HyenaLayer c = *this;
+    c.refresh();
+    return c;
+  }
+
   /// Recomputes the implicit filters for every position (after the parameters changed).
   void refresh() {
     const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;

@@ -13,6 +13,8 @@
 //   mamba2                            layers::Mamba2Block through Mamba2Mixer (Dao & Gu 2024): MixerOptions::heads
 //                                     heads, each 2 d_model / heads channels wide, state size d_state, one group,
 //                                     chunks of 64
+//   hyena                             layers::HyenaLayer through HyenaMixer (Poli et al. 2023): order 2, the implicit
+//                                     filter's FFN 64 wide, l_max = MixerOptions::max_len
 //   attention                         layers::MultiHeadAttention, causal softmax attention with RoPE
 #pragma once
 
@@ -27,6 +29,7 @@
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/ttt_linear.hpp"
 #include "ssm/models/hybrid.hpp"
+#include "ssm/models/hyena_mixer.hpp"
 #include "ssm/models/mamba_mixer.hpp"
 #include "ssm/models/stack_lm.hpp"
 
@@ -35,7 +38,7 @@ namespace ssm::models {
 template <class T>
 using TrainableStack =
     HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>, layers::TttLinearLayer<T>,
-                layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>, Mamba2Mixer<T>>;
+                layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>, Mamba2Mixer<T>, HyenaMixer<T>>;
 
 namespace detail {
 /// The StackLM over a HybridStack's mixers.
@@ -52,13 +55,15 @@ using TrainableLM = typename detail::stack_lm_of<TrainableStack<T>>::type;
 
 /// The names add_mixer takes, for messages and usage lines.
 inline constexpr const char* kTrainableMixers =
-    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, attention";
+    "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, hyena, "
+    "attention";
 
 /// What add_mixer sets beyond the width; each mixer reads the fields that apply to it.
 struct MixerOptions {
   index_t heads = 2;     ///< heads (all but mamba and its ablations); must divide d_model
   index_t rank = 8;      ///< rwkv7: the decay, a, v and gate low-rank sizes
   index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel; mamba2: per head
+  index_t max_len = 0;   ///< hyena: l_max, the longest sequence it will see (its filters' length); required there
   int threads = 0;       ///< the layer's threads (0: automatic)
 };
 
@@ -103,6 +108,12 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
     layers::Mamba2BlockConfig cfg;
     cfg.d_model = d, cfg.d_state = o.d_state, cfg.head_dim = cfg.inner() / o.heads, cfg.chunk_size = 64;
     add(Mamba2Mixer<T>(layers::Mamba2Block<T>::init(cfg, seed)));
+  } else if (name == "hyena") {
+    c.require(o.max_len >= 2, "max_len", "hyena needs the longest sequence length (its filters' l_max), >= 2, got ",
+              o.max_len);
+    layers::HyenaConfig cfg;
+    cfg.d_model = d, cfg.l_max = o.max_len;
+    add(HyenaMixer<T>(layers::HyenaLayer<T>::init(cfg, seed)));
   } else if (name == "attention") {
     layers::MultiHeadAttentionConfig cfg;
     cfg.d_model = d, cfg.n_heads = o.heads, cfg.rotary = true, cfg.attention.n_threads = o.threads;
