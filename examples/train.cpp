@@ -124,22 +124,32 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
+/// The longest sequence the model sees, --len or an --eval-lens length: Hyena's l_max (its filters' length and the
+/// scale of its positions t / (l_max − 1), so it is part of the model).
+index_t max_len(const Options& o) {
+  index_t m = o.len;
+  for (const index_t L : o.eval_lens) m = std::max(m, L);
+  return m;
+}
+
 /// What a training state records of the run (train::save_training_state's extra metadata), so that a resume with
 /// other options is refused rather than continued with other semantics.
 std::map<std::string, std::string> run_options(const Options& o) {
   auto str = [](auto v) { return std::to_string(v); };
-  return {{"example_train.mixer", o.mixer}, {"example_train.task", o.task}, {"example_train.layers", str(o.layers)},
-          {"example_train.d", str(o.d)},      {"example_train.heads", str(o.heads)}, {"example_train.vocab", str(o.vocab)},
-          {"example_train.len", str(o.len)},  {"example_train.batch", str(o.batch)}, {"example_train.steps", str(o.steps)},
-          {"example_train.warmup", str(o.warmup)}, {"example_train.lr", str(o.lr)}, {"example_train.seed", str(o.seed)}};
+  return {{"example_train.mixer", o.mixer},          {"example_train.task", o.task},
+          {"example_train.layers", str(o.layers)},   {"example_train.d", str(o.d)},
+          {"example_train.heads", str(o.heads)},     {"example_train.vocab", str(o.vocab)},
+          {"example_train.len", str(o.len)},         {"example_train.batch", str(o.batch)},
+          {"example_train.steps", str(o.steps)},     {"example_train.warmup", str(o.warmup)},
+          {"example_train.lr", str(o.lr)},           {"example_train.seed", str(o.seed)},
+          {"example_train.max_len", str(max_len(o))}};
 }
 
 /// Appends one layer of the chosen mixer, width d, from seed.
 void add_layer(Model::Stack& stack, const Options& o, std::uint64_t seed) {
   ssm::models::MixerOptions mo;
   mo.heads = o.heads, mo.threads = o.threads;
-  mo.max_len = o.len;  // hyena's filters cover the longest sequence it will see
-  for (const index_t L : o.eval_lens) mo.max_len = std::max(mo.max_len, L);
+  mo.max_len = max_len(o);  // hyena's filters cover the longest sequence it will see
   ssm::models::add_mixer(stack, o.mixer, mo, seed);
 }
 
@@ -244,12 +254,17 @@ int main(int argc, char** argv) {
     const std::int64_t last = o.stop > 0 ? std::min(o.stop, o.steps) : o.steps;
     std::mt19937_64 data(o.seed + 1);
     if (!o.resume.empty()) {
-      std::map<std::string, std::string> saved;
-      ssm::train::load_training_state(o.resume, params, opt, data, &saved);
-      for (const auto& [key, value] : run_options(o))
-        SSM_CHECK(saved.count(key) && saved[key] == value, "example_train: ", o.resume, " was saved with ", key, " = ",
-                  saved.count(key) ? saved[key] : std::string("(none)"), ", this run has ", value,
-                  " (resume with the options it was saved with)");
+      {  // the run's options first: a state of other sizes would otherwise fail on the first parameter that differs
+        const ssm::safetensors::File f = ssm::safetensors::File::open(o.resume);
+        const auto& saved = f.metadata();
+        for (const auto& [key, value] : run_options(o)) {
+          const auto it = saved.find(key);
+          SSM_CHECK(it != saved.end() && it->second == value, "example_train: ", o.resume, " was saved with ", key,
+                    " = ", it != saved.end() ? it->second : std::string("(none)"), ", this run has ", value,
+                    " (resume with the options it was saved with)");
+        }
+      }
+      ssm::train::load_training_state(o.resume, params, opt, data);
       std::printf("resumed from %s at step %lld\n", o.resume.c_str(), static_cast<long long>(opt.steps()));
     }
     std::printf("%s x %lld, d %lld, %lld parameters; task %s, vocab %lld, length %lld, batch %lld, %lld steps\n",

@@ -335,6 +335,34 @@ TEST(HyenaLayer, BackwardMatchesCentralDifferences) {
   }
 }
 
+// refresh(n_taps) computes the first n_taps positions' filters exactly as a full refresh() does; the forward and the
+// backward over a sequence that fits them are the same; a longer one is an error naming x.
+TEST(HyenaLayer, FiltersForTheFirstTapsEqualTheFullOnes) {
+  const HyenaConfig cfg = small_config(3);
+  const auto full = HyenaLayer<double>::init(cfg, 4);
+  const auto part = full.refreshed(9);
+  ASSERT_EQ(part.taps(), 9);
+  EXPECT_EQ(full.taps(), cfg.l_max);
+  const index_t D = cfg.d_model, N = cfg.order;
+  for (index_t o = 0; o + 1 < N; ++o)
+    for (index_t ch = 0; ch < D; ++ch)
+      for (index_t t = 0; t < 9; ++t)
+        ASSERT_EQ(part.filters().data_as<double>()[(o * D + ch) * 9 + t],
+                  full.filters().data_as<double>()[(o * D + ch) * cfg.l_max + t]);
+  Tensor x = Tensor::empty({2, 9, D}, DType::f64);
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = std::sin(0.3 * double(i));
+  EXPECT_EQ(part.forward(x.view()).to_vector<double>(), full.forward(x.view()).to_vector<double>());
+  const auto gp = part.backward(x.view(), x.view()), gf = full.backward(x.view(), x.view());
+  EXPECT_EQ(gp.grad_x, gf.grad_x);
+  EXPECT_EQ(gp.params.W3, gf.params.W3);
+  EXPECT_EQ(gp.params.pos_emb_z, gf.params.pos_emb_z);
+  const Tensor ten = Tensor::zeros({1, 10, D}, DType::f64);
+  expect_arg_error("x", [&] { part.forward(ten.view()); });
+  auto state = part.init_state(1);
+  expect_arg_error("x", [&] { part.step(ten.view(), state); });
+  ssm_test::expect_error([&] { full.refreshed(cfg.l_max + 1); }, "n_taps must be in [0, l_max = 40]");
+}
+
 TEST(HyenaLayer, BackwardBadInputIsNamed) {
   const auto layer = HyenaLayer<float>::init(small_config(2), 1);
   const Tensor x = Tensor::zeros({1, 4, 6}, DType::f32), short_g = Tensor::zeros({1, 3, 6}, DType::f32);

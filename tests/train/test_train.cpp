@@ -509,6 +509,14 @@ TEST(HybridStack, BackwardThroughHyenaMatchesCentralDifferences) {
   auto g = stack.backward(x, R);
   ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
   EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), 1 + 16);  // the norm; Hyena's 16
+  // After an in-place update, the mixer's layer() has the filters of the updated parameters (for decoding).
+  stack.for_each([](const char* name, std::vector<double>& v) {
+    if (std::string(name) == "layers.0.mixer.filter_fn.implicit_filter.6.weight")
+      for (double& w : v) w *= 1.5;
+  });
+  const auto& mixer = std::get<ssm::models::HyenaMixer<double>>(stack.layer(0));
+  const auto rebuilt = ssm::layers::HyenaLayer<double>(mixer.layer().config(), mixer.params());
+  EXPECT_EQ(mixer.layer().filters().to_vector<double>(), rebuilt.filters().to_vector<double>());
   o.max_len = 0;
   ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "hyena", o, 2); }, "argument 'max_len'");
 }

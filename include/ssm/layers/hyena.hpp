@@ -61,7 +61,8 @@ struct HyenaConfig {
     Checker c(op);
     c.require(d_model >= 1, "d_model", "must be >= 1, got ", d_model);
     c.require(order >= 2 && order <= kHyenaMaxOrder, "order", "must be in [2, ", kHyenaMaxOrder, "], got ", order);
-    c.require(l_max >= 2, "l_max", "must be >= 2 (t̂ = t / (l_max − 1)), got ", l_max);
+    c.require(l_max >= 2 && l_max <= (index_t(1) << 24), "l_max", "must be in [2, 2^24] (t̂ = t / (l_max − 1)), got ",
+              l_max);
     c.require(filter_order >= 1, "filter_order", "must be >= 1, got ", filter_order);
     c.require(emb_dim >= 3 && emb_dim % 2 == 1, "emb_dim", "must be odd and >= 3 (t̂, then cos / sin pairs), got ",
               emb_dim);
@@ -116,8 +117,8 @@ struct HyenaLayerParams {
   }
 
  private:
-  template <class Self, class F>
-  static void for_each_trainable(Self& p, F& f) {
+  template <class F>
+  static void for_each_trainable(HyenaLayerParams& p, F& f) {
     std::vector<T>* all[] = {&p.in_proj_weight,
                              &p.in_proj_bias,
                              &p.out_proj_weight,
@@ -289,24 +290,31 @@ class HyenaLayer {
     threads_ = n;
   }
 
-  /// The long filters h (N − 1, D, l_max) and skips D (N − 1, D) in the op's layout, from the parameters.
+  /// The long filters h (N − 1, D, taps()) and skips D (N − 1, D) in the op's layout, from the parameters.
   const Tensor& filters() const { return h_; }
   const Tensor& skips() const { return skip_; }
+  /// How many positions the filters were computed for (refresh(n_taps)): l_max unless asked for fewer; forward, step
+  /// and backward take sequences up to this long.
+  index_t taps() const { return h_.defined() ? h_.size(2) : 0; }
 
-  /// A copy of this layer with its filters recomputed from the current parameters (refresh() on a copy): what a
-  /// caller that cannot call refresh() after every update uses (models::HyenaMixer, in training).
-  HyenaLayer refreshed() const {
+  /// A copy of this layer with its filters recomputed from the current parameters for the first n_taps positions (0:
+  /// all l_max), refresh(n_taps) on a copy: what a caller that cannot call refresh() after every update uses
+  /// (models::HyenaMixer, in training, with taps = the sequence's length).
+  HyenaLayer refreshed(index_t n_taps = 0) const {
     HyenaLayer c = *this;
-    c.refresh();
+    c.refresh(n_taps);
     return c;
   }
 
-  /// Recomputes the implicit filters for every position (after the parameters changed).
-  void refresh() {
+  /// Recomputes the implicit filters (after the parameters changed) for positions t < n_taps (0: every one of l_max;
+  /// otherwise 1 ≤ n_taps ≤ l_max). t̂ = t / (l_max − 1) whatever n_taps is: the filters' first taps are the same.
+  void refresh(index_t n_taps = 0) {
+    SSM_CHECK(n_taps >= 0 && n_taps <= cfg_.l_max, "HyenaLayer::refresh: n_taps must be in [0, l_max = ", cfg_.l_max,
+              "] (0: all), got ", n_taps);
     const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;
-    const index_t Df = cfg_.filter_channels();
-    h_ = Tensor::empty({N - 1, D, L}, dtype_of<T>());
-    h_by_tap_.assign(static_cast<std::size_t>(L * (N - 1) * D), T(0));
+    const index_t Df = cfg_.filter_channels(), Lh = n_taps > 0 ? n_taps : L;
+    h_ = Tensor::empty({N - 1, D, Lh}, dtype_of<T>());
+    h_by_tap_.assign(static_cast<std::size_t>(Lh * (N - 1) * D), T(0));
     skip_ = Tensor::empty({N - 1, D}, dtype_of<T>());
     std::vector<double> a(static_cast<std::size_t>(Fw)), b(a.size());
     auto linear_sin = [&](const std::vector<T>& W, const std::vector<T>& bias, const std::vector<double>& in, index_t n_in,
@@ -319,7 +327,7 @@ class HyenaLayer {
     };
     std::vector<double> e(static_cast<std::size_t>(E));
     T* h = h_.data_as<T>();
-    for (index_t t = 0; t < L; ++t) {
+    for (index_t t = 0; t < Lh; ++t) {
       for (index_t k = 0; k < E; ++k) e[k] = static_cast<double>(p_.pos_emb_z[t * E + k]);
       linear_sin(p_.W0, p_.b0, e, E, a);
       linear_sin(p_.W1, p_.b1, a, Fw, b);
@@ -330,7 +338,7 @@ class HyenaLayer {
         for (index_t k = 0; k < Fw; ++k) s += static_cast<double>(p_.W3[f * Fw + k]) * a[k];
         if (cfg_.modulate) s *= std::exp(-th * std::abs(static_cast<double>(p_.deltas[f]))) + cfg_.shift;
         const index_t c = f / (N - 1), o = f % (N - 1);  // channel-major, order-minor
-        h[(o * D + c) * L + t] = static_cast<T>(s);
+        h[(o * D + c) * Lh + t] = static_cast<T>(s);
         h_by_tap_[static_cast<std::size_t>((t * (N - 1) + o) * D + c)] = static_cast<T>(s);
       }
     }
@@ -341,8 +349,7 @@ class HyenaLayer {
   Tensor forward(const TensorView& x) const {
     Checker c("HyenaLayer::forward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
-    c.require(x.size(1) <= cfg_.l_max, "x", "has ", x.size(1), " tokens, more than l_max = ", cfg_.l_max,
-              " (the implicit filters' length)");
+    check_length(c, x.size(1));
     const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, rows = b * l;
     Tensor out = Tensor::empty({b, l, D}, dtype_of<T>());
     if (rows == 0) return out;
@@ -382,6 +389,7 @@ class HyenaLayer {
               "expected the state of ", b, " sequences (init_state(", b, "))");
     c.require(state.t + l <= cfg_.l_max, "x", "would take the sequences to ", state.t + l, " tokens, more than l_max = ",
               cfg_.l_max);
+    check_length(c, state.t + l);
     Tensor out = Tensor::empty({b, l, D}, dtype_of<T>());
     if (b * l == 0) return out;
     // the projection and the short conv from the carried inputs
@@ -445,8 +453,7 @@ class HyenaLayer {
     Checker c("HyenaLayer::backward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     head_mixer::check_grad_out<T>(c, grad_out, x);
-    c.require(x.size(1) <= cfg_.l_max, "x", "has ", x.size(1), " tokens, more than l_max = ", cfg_.l_max,
-              " (the implicit filters' length)");
+    check_length(c, x.size(1));
     const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, rows = b * l, P = (N + 1) * D;
     const index_t K = cfg_.short_filter_order;
     Grads g;
@@ -495,7 +502,15 @@ class HyenaLayer {
   }
 
  private:
-  // The implicit filter's backward: grad_h (N − 1, D, l_max), of which the first l taps are used, back through
+  // A sequence of l tokens must fit l_max and the filters refresh() computed (taps()).
+  void check_length(const Checker& c, index_t l) const {
+    c.require(l <= cfg_.l_max, "x", "has ", l, " tokens, more than l_max = ", cfg_.l_max,
+              " (the implicit filters' length)");
+    c.require(l <= taps(), "x", "has ", l, " tokens, more than the ", taps(),
+              " positions the filters were computed for (refresh(n_taps))");
+  }
+
+  // The implicit filter's backward: grad_h (N − 1, D, taps()), of which the first l taps are used, back through
   // h[f](t) = window_f(t̂) · (W3 a2(t))[f], a_k = sin(freq ⊙ (W_k a_{k−1} + b_k)) (a_{−1} = PE(t̂)), into gp's FFN
   // weights, biases and frequencies and the positional embedding's rows t < l. Every position at once, in double
   // (rows t, Eigen products).
@@ -503,7 +518,7 @@ class HyenaLayer {
     using M = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Row = Eigen::Matrix<double, 1, Eigen::Dynamic>;
     const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;
-    const index_t Df = cfg_.filter_channels();
+    const index_t Df = cfg_.filter_channels(), Lh = taps();  // grad_h is (N − 1, D, Lh)
     auto mat = [](const std::vector<T>& v, index_t r, index_t c) {
       return Eigen::Map<const RowMatrix<T>>(v.data(), r, c).template cast<double>().eval();
     };
@@ -528,7 +543,7 @@ class HyenaLayer {
       for (index_t t = 0; t < l; ++t) {
         const double th = static_cast<double>(t) / static_cast<double>(L - 1);
         const double window = cfg_.modulate ? std::exp(-th * delta) + cfg_.shift : 1.0;
-        G(t, f) = static_cast<double>(grad_h[(o * D + ch) * L + t]) * window;
+        G(t, f) = static_cast<double>(grad_h[(o * D + ch) * Lh + t]) * window;
       }
     }
     M dW3 = G.transpose() * A2;  // (Df, Fw)
@@ -563,8 +578,8 @@ class HyenaLayer {
  private:
   HyenaConfig cfg_;
   HyenaLayerParams<T> p_;
-  Tensor h_, skip_;  // (N − 1, D, l_max), (N − 1, D)
-  std::vector<T> h_by_tap_;  // (l_max, N − 1, D): h_ by tap, for step()
+  Tensor h_, skip_;          // (N − 1, D, taps), (N − 1, D)
+  std::vector<T> h_by_tap_;  // (taps, N − 1, D): h_ by tap, for step()
   int threads_ = 0;
 };
 

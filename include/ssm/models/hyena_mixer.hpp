@@ -1,7 +1,7 @@
 // layers::HyenaLayer (safari's Hyena operator) as a trainable mixer of a models::HybridStack. The layer caches its
 // implicit filters until refresh(); an optimizer updates the parameters in place and cannot call it, so every call
-// here runs on a copy whose filters come from the current parameters (HyenaLayer::refreshed): l_max evaluations of
-// the filter FFN a call, cheap at training lengths, and the reason this is the training form, not the decoding one.
+// here runs on a copy whose filters come from the current parameters (HyenaLayer::refreshed), computed only for the
+// positions the call reaches (the sequence's length, or the decoding state's): cheap at training lengths.
 #pragma once
 
 #include <utility>
@@ -23,20 +23,31 @@ class HyenaMixer {
   explicit HyenaMixer(layers::HyenaLayer<T> layer) : layer_(std::move(layer)) {}
 
   index_t d_model() const { return layer_.d_model(); }
-  const layers::HyenaLayer<T>& layer() const { return layer_; }
+  /// The layer with filters for every position from the current parameters (a copy: e.g. to decode with after
+  /// training, without recomputing filters per token).
+  layers::HyenaLayer<T> layer() const { return layer_.refreshed(); }
   /// x (b, l, d_model), l ≤ l_max → (b, l, d_model).
-  Tensor forward(const TensorView& x) const { return layer_.refreshed().forward(x); }
+  Tensor forward(const TensorView& x) const { return fresh(x.rank() == 3 ? x.size(1) : 0).forward(x); }
   State init_state(index_t b) const { return layer_.init_state(b); }
   /// x (b, t, d_model) → (b, t, d_model), continuing from and updating state.
-  Tensor step(const TensorView& x, State& state) const { return layer_.refreshed().step(x, state); }
+  Tensor step(const TensorView& x, State& state) const {
+    return fresh(state.t + (x.rank() == 3 ? x.size(1) : 0)).step(x, state);
+  }
   Grads backward(const TensorView& x, const TensorView& grad_out) const {
-    return layer_.refreshed().backward(x, grad_out);
+    return fresh(x.rank() == 3 ? x.size(1) : 0).backward(x, grad_out);
   }
   const layers::HyenaLayerParams<T>& params() const { return layer_.params(); }
   layers::HyenaLayerParams<T>& params() { return layer_.params(); }
   void set_threads(int n) { layer_.set_threads(n); }
 
  private:
+  // The layer with filters for positions < l (all of l_max when l is out of [1, l_max]: the layer's checks then name
+  // the bad input).
+  layers::HyenaLayer<T> fresh(index_t l) const {
+    const index_t l_max = layer_.config().l_max;
+    return layer_.refreshed(l >= 1 && l <= l_max ? l : 0);
+  }
+
   layers::HyenaLayer<T> layer_;
 };
 

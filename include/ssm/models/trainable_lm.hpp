@@ -60,7 +60,7 @@ inline constexpr const char* kTrainableMixers =
 
 /// What add_mixer sets beyond the width; each mixer reads the fields that apply to it.
 struct MixerOptions {
-  index_t heads = 2;     ///< heads (all but mamba and its ablations); must divide d_model
+  index_t heads = 2;     ///< heads (all but mamba, its ablations and hyena); must divide d_model
   index_t rank = 8;      ///< rwkv7: the decay, a, v and gate low-rank sizes
   index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel; mamba2: per head
   index_t max_len = 0;   ///< hyena: l_max, the longest sequence it will see (its filters' length); required there
@@ -74,7 +74,7 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
   const index_t d = stack.d_model();
   Checker c("add_mixer");
   const bool mamba_family = name == "mamba" || name == "mamba_s4d" || name == "s6" || name == "s4d";
-  if (!mamba_family)
+  if (!mamba_family && name != "hyena")
     c.require(o.heads >= 1 && d % o.heads == 0, "heads", "must divide d_model (", d, "), got ", o.heads);
   auto add = [&](auto layer) {
     layer.set_threads(o.threads);
@@ -109,8 +109,8 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
     cfg.d_model = d, cfg.d_state = o.d_state, cfg.head_dim = cfg.inner() / o.heads, cfg.chunk_size = 64;
     add(Mamba2Mixer<T>(layers::Mamba2Block<T>::init(cfg, seed)));
   } else if (name == "hyena") {
-    c.require(o.max_len >= 2, "max_len", "hyena needs the longest sequence length (its filters' l_max), >= 2, got ",
-              o.max_len);
+    c.require(o.max_len >= 2 && o.max_len <= (index_t(1) << 24), "max_len",
+              "hyena needs the longest sequence length (its filters' l_max), in [2, 2^24], got ", o.max_len);
     layers::HyenaConfig cfg;
     cfg.d_model = d, cfg.l_max = o.max_len;
     add(HyenaMixer<T>(layers::HyenaLayer<T>::init(cfg, seed)));
