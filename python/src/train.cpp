@@ -102,6 +102,7 @@ class Trainer {
   nb::dict step(const TensorView& ids, const TensorView& targets) {
     Model::StepResult r;
     double norm = 0, lr = 0;
+    std::int64_t steps = 0;
     {
       nb::gil_scoped_release unlocked;
       const std::lock_guard lock(mu_);
@@ -112,9 +113,10 @@ class Trainer {
       norm = train::clip_grad_norm(grads, clip_);
       lr = schedule_(opt_.steps());
       opt_.step(params_, grads, lr);
+      steps = opt_.steps();  // this step's count, whatever another thread does next
     }
     nb::dict d = result(r);
-    d["lr"] = lr, d["grad_norm"] = norm, d["step"] = opt_.steps();
+    d["lr"] = lr, d["grad_norm"] = norm, d["step"] = steps;
     return d;
   }
 

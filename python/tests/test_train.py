@@ -121,3 +121,26 @@ def test_bad_input_is_an_error_naming_the_argument(tmp_path):
     with pytest.raises(ssm.Error, match=r"missing\.safetensors"):
         t.load(str(tmp_path / "missing.safetensors"))
     assert all(np.array_equal(before[k], v) for k, v in t.parameters().items()) and t.steps == 0
+
+
+def test_steps_from_two_threads_take_turns():
+    """The calls release the GIL and hold the trainer's lock: two threads stepping one trainer make every step once."""
+    import threading
+
+    t = trainer(mixers=["gated_deltanet"])
+    rng = np.random.default_rng(5)
+    batches = [copy_batch(rng, 2, 8, 8) for _ in range(16)]
+    seen = []
+
+    def run(part):
+        for ids, targets in part:
+            seen.append(t.step(ids, targets)["step"])
+            t.evaluate(ids, targets)
+
+    threads = [threading.Thread(target=run, args=(batches[i::2],)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert t.steps == 16 and sorted(seen) == list(range(1, 17))
+    assert all(np.isfinite(v).all() for v in t.parameters().values())
