@@ -339,6 +339,24 @@ TEST(StackLM, BadInputIsAnErrorNamingTheArgument) {
   expect_arg_error("targets", [&] { model.step(ids, targets, g); });
 }
 
+/// The check every stack test below makes: x and R (b, l, d_model) drawn from N(0, 1) with `seed` (interleaved, x's
+/// element, then R's), L = Σ stack(x) ⊙ R, and the stack's backward against central differences for ∂L/∂x and for
+/// every parameter (up to 64 elements of each, spread over it, to keep the tests short under the sanitizers);
+/// `n_params` parameters must be checked. Returns the gradients for the tests' own checks.
+template <class Stack>
+auto expect_stack_gradients(Stack& stack, index_t b, index_t l, std::uint64_t seed, int n_params) {
+  const index_t d = stack.d_model();
+  Tensor x = Tensor::empty({b, l, d}, DType::f64), R = Tensor::empty({b, l, d}, DType::f64);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> n(0, 1);
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
+  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
+  auto g = stack.backward(x, R);
+  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
+  EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), n_params);
+  return g;
+}
+
 // A stack of four different mixers (Gated DeltaNet, GLA, TTT-Linear, RWKV-7): its backward against central
 // differences for ∂L/∂x and every parameter, the norms' included, named as for_each names them (up to 64 elements of
 // each, spread over it, to keep the test short under the sanitizers).
@@ -376,19 +394,12 @@ TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
     if (std::string(name) == "layers.2.mixer.W1" || std::string(name) == "layers.2.mixer.b1")
       for (double& e : v) e = u(init_rng);
   });
-  Tensor x = Tensor::empty({2, 7, d}, DType::f64), R = Tensor::empty({2, 7, d}, DType::f64);
-  std::mt19937_64 rng(5);
-  std::normal_distribution<double> n(0, 1);
-  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
-  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
-  auto g = stack.backward(x, R);
+  // four norms; Gated DeltaNet 6, GLA 6, TTT 11, RWKV-7 23
+  auto g = expect_stack_gradients(stack, 2, 7, 5, 4 + 6 + 6 + 11 + 23);
   EXPECT_EQ(g.layers.size(), 4u);
-  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
   bool has_gate_up = false;  // GLA's low-rank gate named under its layer
   g.for_each(
       [&](const char* name, std::vector<double>&) { has_gate_up |= std::string(name) == "layers.1.mixer.gate_up"; });
-  const int checked = ssm_test::expect_parameter_gradients(stack, g, loss, 64);
-  EXPECT_EQ(checked, 4 + 6 + 6 + 11 + 23);  // four norms; Gated DeltaNet 6, GLA 6, TTT 11, RWKV-7 23
   EXPECT_TRUE(has_gate_up);
 }
 
@@ -424,19 +435,12 @@ TEST(HybridStack, BackwardThroughMambaAndAttentionMatchesCentralDifferences) {
   MambaAttentionStack stack = mamba_attention_stack(3);
   for (std::size_t i = 0; i < stack.size(); ++i)
     for (double& w : stack.norm_weight(i)) w = 0.7 + 0.2 * static_cast<double>(i);
-  Tensor x = Tensor::empty({2, 9, 16}, DType::f64), R = Tensor::empty({2, 9, 16}, DType::f64);
-  std::mt19937_64 rng(4);
-  std::normal_distribution<double> n(0, 1);
-  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
-  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
-  auto g = stack.backward(x, R);
-  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
+  auto g = expect_stack_gradients(stack, 2, 9, 4, 17);
   std::vector<std::string> names;
   g.for_each([&](const char* name, std::vector<double>&) { names.emplace_back(name); });
   EXPECT_EQ(names.size(), 17u);  // two norms, the Mamba block's 11 (its biases included), the attention's 4
   EXPECT_NE(std::find(names.begin(), names.end(), "layers.0.mixer.A_log"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "layers.1.mixer.q_proj.weight"), names.end());
-  EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), 17);
 }
 
 // An optimizer updates A_log in place (the block caches A = −exp(A_log)): the forward, decoding and the backward then
@@ -477,19 +481,12 @@ TEST(HybridStack, BackwardThroughMamba2MatchesCentralDifferences) {
   ssm::models::add_mixer(stack, "mamba", o, 2);
   for (std::size_t i = 0; i < stack.size(); ++i)
     for (double& w : stack.norm_weight(i)) w = 0.6 + 0.3 * static_cast<double>(i);
-  Tensor x = Tensor::empty({2, 9, 8}, DType::f64), R = Tensor::empty({2, 9, 8}, DType::f64);
-  std::mt19937_64 rng(6);
-  std::normal_distribution<double> n(0, 1);
-  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
-  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
-  auto g = stack.backward(x, R);
-  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
+  auto g = expect_stack_gradients(stack, 2, 9, 6, 2 + 8 + 9);  // two norms, Mamba-2 8, Mamba 9
   std::vector<std::string> names;
   g.for_each([&](const char* name, std::vector<double>&) { names.emplace_back(name); });
   // the pre-norm and Mamba-2's own gated norm, apart
   EXPECT_NE(std::find(names.begin(), names.end(), "layers.0.norm.weight"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "layers.0.mixer.norm.weight"), names.end());
-  EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), 2 + 8 + 9);  // two norms, Mamba-2 8, Mamba 9
 }
 
 // Hyena through HyenaMixer (add_mixer's "hyena", l_max 16): the stack's backward against central differences. Each
@@ -501,14 +498,7 @@ TEST(HybridStack, BackwardThroughHyenaMatchesCentralDifferences) {
   o.max_len = 16, o.threads = 1;
   ssm::models::add_mixer(stack, "hyena", o, 1);
   for (double& w : stack.norm_weight(0)) w = 0.8;
-  Tensor x = Tensor::empty({2, 9, 8}, DType::f64), R = Tensor::empty({2, 9, 8}, DType::f64);
-  std::mt19937_64 rng(7);
-  std::normal_distribution<double> n(0, 1);
-  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng), R.data_as<double>()[i] = n(rng);
-  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
-  auto g = stack.backward(x, R);
-  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
-  EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 64), 1 + 16);  // the norm; Hyena's 16
+  expect_stack_gradients(stack, 2, 9, 7, 1 + 16);  // the norm; Hyena's 16
   // After an in-place update, the mixer's layer() has the filters of the updated parameters (for decoding).
   stack.for_each([](const char* name, std::vector<double>& v) {
     if (std::string(name) == "layers.0.mixer.filter_fn.implicit_filter.6.weight")

@@ -350,19 +350,10 @@ class HyenaLayer {
     Checker c("HyenaLayer::forward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     check_length(c, x.size(1));
-    const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, rows = b * l;
+    const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, rows = b * l;
     Tensor out = Tensor::empty({b, l, D}, dtype_of<T>());
     if (rows == 0) return out;
-    const Tensor zc = hyena_detail::project_and_filter(x, p_.in_proj_weight, p_.in_proj_bias, p_.short_filter_weight,
-                                                       p_.short_filter_bias, cfg_.short_filter_order, std::nullopt,
-                                                       threads_);
-    Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());
-    HyenaInputs in;
-    for (index_t i = 0; i < N; ++i) in.x.push_back(zc.view().narrow(2, i * D, D));
-    in.v = zc.view().narrow(2, N * D, D), in.h = h_.view(), in.bias = skip_.view();
-    HyenaOptions opt;
-    opt.threads = threads_;
-    hyena_into(in, y, opt);
+    const Tensor y = mix(x, nullptr);
     project(TensorView::of(p_.out_proj_weight.data(), {D, D}), y.view().reshape({rows, D}),
             TensorView::of(p_.out_proj_bias.data(), {D}), out.view().reshape({rows, D}), threads_);
     return out;
@@ -462,24 +453,16 @@ class HyenaLayer {
     g.params.deltas.clear();  // not trained (safari: lr 0)
     g.grad_x.assign(static_cast<std::size_t>(rows * D), T(0));
     if (rows == 0) return g;
-    // ---- the forward again ----
-    Tensor z;  // (b, l, P): the short conv's input
-    const Tensor zc = hyena_detail::project_and_filter(x, p_.in_proj_weight, p_.in_proj_bias, p_.short_filter_weight,
-                                                       p_.short_filter_bias, K, std::nullopt, threads_, &z);
-    Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());  // (b, l, D): the op's output, out_proj's input
-    HyenaInputs in;
-    for (index_t i = 0; i < N; ++i) in.x.push_back(zc.view().narrow(2, i * D, D));
-    in.v = zc.view().narrow(2, N * D, D), in.h = h_.view(), in.bias = skip_.view();
-    HyenaOptions opt;
-    opt.threads = threads_;
-    hyena_into(in, y, opt);
+    // ---- the forward again, to out_proj's input y (b, l, D), keeping the conv's input and the op's inputs ----
+    Mixed s;
+    const Tensor y = mix(x, &s);
     // ---- out_proj ----
     HyenaLayerParams<T>& gp = g.params;
     Tensor grad_y = Tensor::empty({b, l, D}, dtype_of<T>());
     linear_backward(y.data_as<const T>(), p_.out_proj_weight.data(), grad_out.data_as<const T>(), grad_y.data_as<T>(),
                     gp.out_proj_weight.data(), gp.out_proj_bias.data(), rows, D, D);
     // ---- the gated long convolutions (ssm::hyena_backward) ----
-    const HyenaGrads hg = hyena_backward(in, grad_y, opt);
+    const HyenaGrads hg = hyena_backward(s.in, grad_y, op_options());
     std::vector<T> grad_zc(static_cast<std::size_t>(rows * P));  // (b, l, P) = [x_0 … x_{N−1}, v]
     const T* gx = hg.grad_x.data_as<const T>();                  // (N, b, l, D)
     for (index_t r = 0; r < rows; ++r) {
@@ -492,7 +475,7 @@ class HyenaLayer {
     const Conv1dArgs<T> conv{l, P, K, p_.short_filter_weight.data(), p_.short_filter_bias.data(), false};
     std::vector<T> grad_z(static_cast<std::size_t>(rows * P));
     for (index_t bi = 0; bi < b; ++bi)
-      conv1d_backward(conv, z.data_as<const T>() + bi * l * P, static_cast<const T*>(nullptr),
+      conv1d_backward(conv, s.z.template data_as<const T>() + bi * l * P, static_cast<const T*>(nullptr),
                       grad_zc.data() + bi * l * P, static_cast<const T*>(nullptr), grad_z.data() + bi * l * P,
                       static_cast<T*>(nullptr), gp.short_filter_weight.data(), gp.short_filter_bias.data());
     linear_backward(x.data_as<const T>(), p_.in_proj_weight.data(), grad_z.data(), g.grad_x.data(),
@@ -502,6 +485,36 @@ class HyenaLayer {
   }
 
  private:
+  // What backward keeps of mix(): z (b, l, P), the short conv's input; zc, its output, which `in` (the op's inputs)
+  // views.
+  struct Mixed {
+    Tensor z, zc;
+    HyenaInputs in;
+  };
+
+  HyenaOptions op_options() const {
+    HyenaOptions opt;
+    opt.threads = threads_;
+    return opt;
+  }
+
+  // forward() up to out_proj: the projections and the short conv, then the gated long convolutions (ssm::hyena) into
+  // y (b, l, D), out_proj's input. `saved`, when given, keeps what backward needs.
+  Tensor mix(const TensorView& x, Mixed* saved) const {
+    const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order;
+    Mixed local;
+    Mixed& s = saved != nullptr ? *saved : local;
+    s.zc = hyena_detail::project_and_filter(x, p_.in_proj_weight, p_.in_proj_bias, p_.short_filter_weight,
+                                            p_.short_filter_bias, cfg_.short_filter_order, std::nullopt, threads_,
+                                            saved != nullptr ? &s.z : nullptr);
+    s.in = HyenaInputs{};
+    for (index_t i = 0; i < N; ++i) s.in.x.push_back(s.zc.view().narrow(2, i * D, D));
+    s.in.v = s.zc.view().narrow(2, N * D, D), s.in.h = h_.view(), s.in.bias = skip_.view();
+    Tensor y = Tensor::empty({b, l, D}, dtype_of<T>());
+    hyena_into(s.in, y, op_options());
+    return y;
+  }
+
   // A sequence of l tokens must fit l_max and the filters refresh() computed (taps()).
   void check_length(const Checker& c, index_t l) const {
     c.require(l <= cfg_.l_max, "x", "has ", l, " tokens, more than l_max = ", cfg_.l_max,

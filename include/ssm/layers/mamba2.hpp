@@ -335,7 +335,7 @@ class Mamba2Block {
   void forward_into(const TensorView& u, const TensorView& out, const std::optional<TensorView>& conv_state,
                     const std::optional<TensorView>& ssm_state, bool resume) const {
     Tensor A;
-    run(views(A), u, out, conv_state, ssm_state, resume, nullptr);
+    run(views(A), u, &out, conv_state, ssm_state, resume, nullptr);
   }
 
   /// One token for b sequences: u (b, d_model) → (b, d_model); the cache advances by one token.
@@ -422,8 +422,7 @@ class Mamba2Block {
     Tensor A;  // (h)
     const Params P = views(A);
     Saved s;
-    Tensor out = Tensor::empty({b, l, dm}, dtype_of<T>());
-    run(P, u, out, std::nullopt, std::nullopt, false, &s);
+    run(P, u, nullptr, std::nullopt, std::nullopt, false, &s);
     const T* y_n = s.y.template data_as<const T>();  // (rows, di) normalized: out_proj's input
     // ---- out_proj ----
     std::vector<T> grad_yn(static_cast<std::size_t>(rows * di));  // (rows, di)
@@ -504,8 +503,9 @@ class Mamba2Block {
     return opt;
   }
 
-  // The forward of forward_into on the parameters P; `saved`, when given, keeps the activations (backward).
-  void run(const Params& P, const TensorView& u, const TensorView& out, const std::optional<TensorView>& conv_state,
+  // The forward of forward_into on the parameters P; `saved`, when given, keeps the activations (backward). Without
+  // `out` it stops before out_proj (backward needs out_proj's input, saved->y, not its output).
+  void run(const Params& P, const TensorView& u, const TensorView* out, const std::optional<TensorView>& conv_state,
            const std::optional<TensorView>& ssm_state, bool resume, Saved* saved) const {
     const index_t di = cfg_.inner(), dm = cfg_.d_model, n = cfg_.d_state, h = cfg_.heads(), hd = cfg_.head_dim;
     const index_t g = cfg_.n_groups, cd = cfg_.conv_dim(), dp = cfg_.proj_dim(), w = cfg_.d_conv;
@@ -559,7 +559,8 @@ class Mamba2Block {
       copy(saved->y_gated, y);
     }
     gated_norm(y.view().reshape({rows, di}), P.norm_weight);
-    project(P.out_proj, y.view().reshape({rows, di}), P.out_proj_bias, out.reshape({rows, dm}), nt);
+    if (out != nullptr)
+      project(P.out_proj, y.view().reshape({rows, di}), P.out_proj_bias, out->reshape({rows, dm}), nt);
     if (saved != nullptr) {
       saved->zxbcdt = std::move(zxbcdt), saved->xBC = std::move(xBC), saved->y = std::move(y);
       saved->ssd = in;  // its views point into the moved buffers, whose storage stays where it was

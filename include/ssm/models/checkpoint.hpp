@@ -167,6 +167,18 @@ class CheckpointReader {
     return take_matrix(name, shape, matrix_dtype(name));
   }
 
+  /// A block's parameter `name` (shape): into *slot as a weight matrix when the block may hold it as one (slot not
+  /// null, a projection) and it is kept in f16 / bf16 (matrix_dtype); else into dst as f32 values, so that f32
+  /// projections stay parameter vectors, which a backward can train.
+  void take_vector_or_matrix(const std::string& name, const Dims& shape, std::vector<float>& dst,
+                             layers::WeightMatrix* slot) {
+    const DType dt = matrix_dtype(name);
+    if (slot != nullptr && dt != DType::f32)
+      *slot = take_matrix(name, shape, dt);
+    else
+      take(name, shape, dst);
+  }
+
   /// Throws for the first tensor of the checkpoint that nothing took ("not part of a <model> model with this
   /// config").
   void finish(const char* model) const {

@@ -170,13 +170,7 @@ struct Mamba2Spec : BackboneLayout {
     layers::Mamba2BlockParams<float> p;
     layers::Mamba2BlockMatrices mats;
     p.for_each(bc, [&](const char* name, std::vector<float>& v, const Dims& s) {
-      const std::string full = prefix + name;
-      layers::WeightMatrix* slot = mats.find(name);
-      const DType dt = r.matrix_dtype(full);
-      if (slot != nullptr && dt != DType::f32)
-        *slot = r.take_matrix(full, s, dt);
-      else
-        r.take(full, s, v);  // f32 matrices stay in the params (backward works on them)
+      r.take_vector_or_matrix(prefix + name, s, v, mats.find(name));
     });
     return Block(bc, std::move(p), std::move(mats));
   }
