@@ -5,7 +5,8 @@
 //     (bench/bandwidth.hpp). Path 0 the CPU path (vector exp, one per element), 1 the reference in double (fewer rows).
 //   - BM_StackLMStep/<mixer>/threads: one training step of a StackLM (2 layers, d 64, vocab 256, batch 4 × 256 tokens:
 //     the forward, the loss, the backward through every layer, clipping and AdamW), tokens per second. Mixers: 0 Gated
-//     DeltaNet, 1 GLA, 2 RWKV-7, 3 TTT-Linear, 4 Mamba (d_state 16), 5 softmax attention with RoPE (tiled).
+//     DeltaNet, 1 GLA, 2 RWKV-7, 3 TTT-Linear, 4 Mamba (d_state 16), 5 softmax attention with RoPE (tiled), 6 Mamba-2,
+//     7 Hyena, 8 the S4D layer, 9 the S4 layer (N 16, a GLU output Linear).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -58,14 +59,15 @@ BENCHMARK(BM_CrossEntropy)
     ->UseRealTime();
 
 using Model = ssm::models::TrainableLM<float>;
-const char* const kMixers[] = {"gated_deltanet", "gla", "rwkv7", "ttt", "mamba", "attention"};
+const char* const kMixers[] = {"gated_deltanet", "gla",    "rwkv7", "ttt",       "mamba",
+                               "attention",      "mamba2", "hyena", "s4d_layer", "s4_layer"};
 
 void BM_StackLMStep(benchmark::State& state) {
   const int mixer = static_cast<int>(state.range(0)), threads = static_cast<int>(state.range(1));
   const index_t d = 64, vocab = 256, b = 4, l = 256;
   Model::Stack stack(d);
   ssm::models::MixerOptions mo;
-  mo.heads = 2, mo.rank = 16, mo.threads = threads;
+  mo.heads = 2, mo.rank = 16, mo.max_len = l, mo.threads = threads;
   for (std::uint64_t i = 0; i < 2; ++i) ssm::models::add_mixer(stack, kMixers[mixer], mo, i);
   Model model(vocab, std::move(stack), 7);
   ssm::train::ParamTree<float> params;
@@ -92,7 +94,7 @@ void BM_StackLMStep(benchmark::State& state) {
 }
 BENCHMARK(BM_StackLMStep)
     ->ArgNames({"mixer", "threads"})
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

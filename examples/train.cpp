@@ -7,8 +7,9 @@
 //                      [--steps S] [--lr LR] [--warmup W] [--seed S] [--threads T] [--out DIR] [--save F] [--resume F]
 //                      [--stop N] [--eval-lens L1,L2,...] [--eval-batches N]
 //   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | mamba_s4d |
-//          s6 | s4d | mamba2 | hyena | attention  (mamba_s4d, s6, s4d: the Mamba block without selection, without the
-//          gate, without both; hyena's filters are as long as the longest of --len and --eval-lens)
+//          s6 | s4d | mamba2 | hyena | s4d_layer | s4_layer | attention  (mamba_s4d, s6, s4d: the Mamba block without
+//          selection, without the gate, without both; s4d_layer, s4_layer: the S4D and S4 layers, state size 16;
+//          hyena's filters and S4's C̃ are as long as the longest of --len and --eval-lens)
 //          (models/trainable_lm.hpp; attention is softmax attention with RoPE)
 //   task   copy (default: each target the token before it)
 //          selective_copy (Mamba §4.1.1: data tokens among noise, to repeat in order after the markers)
@@ -149,7 +150,7 @@ std::map<std::string, std::string> run_options(const Options& o) {
 void add_layer(Model::Stack& stack, const Options& o, std::uint64_t seed) {
   ssm::models::MixerOptions mo;
   mo.heads = o.heads, mo.threads = o.threads;
-  mo.max_len = max_len(o);  // hyena's filters cover the longest sequence it will see
+  mo.max_len = max_len(o);  // hyena's filters and S4's C̃ cover the longest sequence it will see
   ssm::models::add_mixer(stack, o.mixer, mo, seed);
 }
 
@@ -247,7 +248,7 @@ int main(int argc, char** argv) {
     params.add_all("", model);
     ssm::train::AdamWConfig acfg;
     acfg.weight_decay = 0.01;
-    acfg.decays = ssm::train::decays_except_norms_and_embedding;
+    acfg.decays = ssm::train::decays_by_default;
     ssm::train::AdamW<float> opt(acfg);
     const ssm::train::WarmupCosine schedule{o.lr, o.lr / 10, std::min(o.warmup, o.steps), o.steps};
     schedule.validate("example_train: the schedule (--lr, --warmup, --steps)");

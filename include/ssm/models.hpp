@@ -5,6 +5,7 @@
 #pragma once
 
 #include "ssm/models/decode_stream.hpp"
+#include "ssm/models/fine_tune.hpp"
 #include "ssm/models/jamba.hpp"
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/mamba2.hpp"

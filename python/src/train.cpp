@@ -200,7 +200,7 @@ class Trainer {
   static train::AdamWConfig adamw_config(const TrainerOptions& o) {
     train::AdamWConfig a;
     a.weight_decay = o.weight_decay;
-    a.decays = train::decays_except_norms_and_embedding;
+    a.decays = train::decays_by_default;
     return a;
   }
   static nb::dict result(const Model::StepResult& r) {
@@ -245,9 +245,10 @@ void bind_train(nb::module_& m) {
           "lr"_a = 1e-3, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000, "weight_decay"_a = 0.01,
           "clip_norm"_a = 1.0, "seed"_a = 0, "threads"_a = 0,
           "mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, "
-          "mamba_s4d, s6, s4d, mamba2, hyena, attention. heads (all but the Mamba-1 family), d_state (Mamba, Mamba-2), "
-          "rank (RWKV-7), max_len (Hyena: the longest sequence, its filters' length). The schedule: linear warmup over "
-          "`warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
+          "mamba_s4d, s6, s4d, mamba2, hyena, s4d_layer, s4_layer, attention. heads (all but the Mamba-1 family, Hyena "
+          "and the S4 layers), d_state (Mamba, Mamba-2; the S4 layers' N, even), rank (RWKV-7), max_len (Hyena: the "
+          "longest sequence, its filters' length; s4_layer: the longest training length, C~'s). The schedule: linear "
+          "warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
       .def(
           "step",
           [](Trainer& t, const Array& ids, const Array& targets) {

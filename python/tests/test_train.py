@@ -58,6 +58,23 @@ def test_parameters_are_named_as_in_a_checkpoint():
     assert p["layers.0.mixer.A_log"].dtype == np.float32
 
 
+def test_s4_layers_train_under_their_published_names():
+    t = trainer(mixers=["s4d_layer", "s4_layer"], d_state=8, max_len=12, lr=3e-2, warmup=5, steps=150)
+    p = t.parameters()
+    assert p["layers.0.mixer.kernel.log_A_real"].shape == (16 * 4,)  # (h, N/2)
+    assert p["layers.1.mixer.kernel.P"].shape == (16 * 4 * 2,)  # (h, N/2, [Re, Im])
+    assert "layers.1.mixer.C" in p and "layers.0.mixer.output_linear.weight" in p
+    rng = np.random.default_rng(4)
+    first = t.step(*copy_batch(rng, 4, 12, 8))["loss"]
+    for _ in range(149):  # the shifted copy: 2.43 -> 0.009 (ln 8 = 2.08 is chance)
+        last = t.step(*copy_batch(rng, 4, 12, 8))["loss"]
+    assert last < 0.1 * first
+    after = t.parameters()  # the kernels' parameters moved, and Re A stays negative by construction
+    assert not np.array_equal(after["layers.0.mixer.kernel.log_A_real"], p["layers.0.mixer.kernel.log_A_real"])
+    with pytest.raises(ssm.Error, match=r"argument 'd_state'"):
+        trainer(mixers=["s4d_layer"], d_state=7)
+
+
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     path = str(tmp_path / "state.safetensors")
     a = trainer(mixers=["mamba2", "gated_deltanet"])

@@ -26,10 +26,11 @@ namespace ssm::test {
 /// The path of `rel` under the committed test data (tests/data).
 inline std::string data_dir(const std::string& rel) { return std::string(SSM_TEST_DATA_DIR) + "/" + rel; }
 
-/// dir/golden.json parsed; a missing file is a test failure (the json is then null) naming the script that writes
-/// it.
-inline nlohmann::json load_golden(const std::string& dir, const std::string& script) {
-  std::ifstream is(dir + "/golden.json");
+/// dir/file (golden.json unless named) parsed; a missing file is a test failure (the json is then null) naming the
+/// script that writes it.
+inline nlohmann::json load_golden(const std::string& dir, const std::string& script,
+                                  const std::string& file = "golden.json") {
+  std::ifstream is(dir + "/" + file);
   EXPECT_TRUE(is.good()) << "no golden data in " << dir << " (run " << script << ")";
   if (!is.good()) return nullptr;
   return nlohmann::json::parse(is);

@@ -255,14 +255,14 @@ using ssm::layers::DeltaNetLayer;
 using TinyLM = ssm::models::StackLM<double, DeltaNetLayer<double>>;
 
 /// Embedding, one pre-norm Gated DeltaNet layer, the final norm and the head (ssm::models::StackLM), vocab V, width 16.
-TinyLM tiny_lm(index_t V, std::uint64_t seed) {
+TinyLM tiny_lm(index_t V, std::uint64_t seed, bool tied = false) {
   DeltaNetConfig c;
   c.d_model = 16, c.heads = 2, c.gated = true, c.chunk_size = 8;
   auto mixer = DeltaNetLayer<double>::init(c, seed);
   mixer.set_threads(1);
   TinyLM::Stack stack(16);
   stack.add(std::move(mixer));
-  return TinyLM(V, std::move(stack), seed + 1);
+  return TinyLM(V, std::move(stack), seed + 1, 1e-5, tied);
 }
 
 template <class Model>
@@ -511,6 +511,131 @@ TEST(HybridStack, BackwardThroughHyenaMatchesCentralDifferences) {
   ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "hyena", o, 2); }, "argument 'max_len'");
 }
 
+// ---- The S4 and S4D layers as trainable mixers ----------------------------------------------------------------------
+
+// add_mixer's "s4d_layer" and "s4_layer" (state size 4, S4's l_max 12 > the length, so ∂L/∂K is zero past l): the
+// stack's backward against central differences, through the layers' kernel backward and the mixers' published
+// parametrization (log Δ, −exp(log Re A), the complex pairs) to every parameter under its name.
+TEST(HybridStack, BackwardThroughS4AndS4DMatchesCentralDifferences) {
+  ssm::models::TrainableStack<double> stack(6);
+  ssm::models::MixerOptions o;
+  o.d_state = 4, o.max_len = 12, o.threads = 1;
+  ssm::models::add_mixer(stack, "s4d_layer", o, 1);
+  ssm::models::add_mixer(stack, "s4_layer", o, 2);
+  for (std::size_t i = 0; i < stack.size(); ++i)
+    for (double& w : stack.norm_weight(i)) w = 0.6 + 0.3 * static_cast<double>(i);
+  // S4D-Lin's Im A = π n and LegS's Λ are the same in every channel: spread them, so a gradient summed over the wrong
+  // channel would show.
+  std::mt19937_64 init_rng(4);
+  std::uniform_real_distribution<double> u(-0.2, 0.2);
+  stack.for_each([&](const char* name, std::vector<double>& v) {
+    if (std::string(name).find("kernel.") != std::string::npos)
+      for (double& e : v) e += u(init_rng);
+  });
+  auto g = expect_stack_gradients(stack, 2, 9, 8, 2 + 8 + 9);  // two norms, S4D 8, S4 9
+  std::vector<std::string> names;
+  g.for_each([&](const char* name, std::vector<double>&) { names.emplace_back(name); });
+  for (const char* n : {"layers.0.mixer.kernel.log_A_real", "layers.0.mixer.output_linear.weight",
+                        "layers.1.mixer.kernel.P", "layers.1.mixer.C"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+}
+
+// An optimizer's in-place update takes effect at the next call (each runs on the layer written from the parameters);
+// decoding t tokens at a time from a carried state gives the whole sequence's forward.
+TEST(S4Mixer, UpdatedParametersTakeEffectAndDecodingMatchesTheForward) {
+  ssm::models::TrainableStack<double> stack(4);
+  ssm::models::MixerOptions o;
+  o.d_state = 6, o.max_len = 16, o.threads = 1;
+  ssm::models::add_mixer(stack, "s4d_layer", o, 3);
+  ssm::models::add_mixer(stack, "s4_layer", o, 4);
+  Tensor x = Tensor::empty({2, 11, 4}, DType::f64);
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> n(0, 1);
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = n(rng);
+  auto check = [&](const auto& mixer) {
+    const Tensor y = mixer.forward(x);
+    // the layer the mixer hands out, with the updated parameters, gives the same output
+    const auto layer = mixer.layer();
+    Tensor y_layer = Tensor::empty({2, 11, 4}, DType::f64);
+    layer.forward(x.view(), y_layer.view());
+    EXPECT_EQ(y.to_vector<double>(), y_layer.to_vector<double>());
+    // pieces of 4, 1 and 6 tokens from a carried state
+    auto state = mixer.init_state(2);
+    std::vector<double> pieces;
+    for (auto [t0, t] : {std::pair<index_t, index_t>{0, 4}, {4, 1}, {5, 6}}) {
+      Tensor xp = Tensor::empty({2, t, 4}, DType::f64);
+      for (index_t bi = 0; bi < 2; ++bi)
+        for (index_t k = 0; k < t * 4; ++k)
+          xp.data_as<double>()[bi * t * 4 + k] = x.data_as<double>()[bi * 44 + t0 * 4 + k];
+      const Tensor yp = mixer.step(xp, state);
+      for (index_t bi = 0; bi < 2; ++bi)
+        for (index_t k = 0; k < t * 4; ++k) pieces.push_back(yp.data_as<const double>()[bi * t * 4 + k]);
+    }
+    std::vector<double> expected;  // the forward's output in the same (piece, batch, token) order
+    for (auto [t0, t] : {std::pair<index_t, index_t>{0, 4}, {4, 1}, {5, 6}})
+      for (index_t bi = 0; bi < 2; ++bi)
+        for (index_t k = 0; k < t * 4; ++k) expected.push_back(y.data_as<const double>()[bi * 44 + t0 * 4 + k]);
+    EXPECT_EQ(pieces.size(), expected.size());
+    for (std::size_t i = 0; i < std::min(pieces.size(), expected.size()); ++i)
+      EXPECT_NEAR(pieces[i], expected[i], 1e-9) << i;
+    return y.to_vector<double>();
+  };
+  auto& s4d = std::get<ssm::models::S4DMixer<double>>(stack.layer(0));
+  auto& s4 = std::get<ssm::models::S4Mixer<double>>(stack.layer(1));
+  const std::vector<double> before_s4d = check(s4d), before_s4 = check(s4);
+  stack.for_each([](const char*, std::vector<double>& v) {
+    for (double& e : v) e *= 0.9;  // every parameter, the kernels' included
+  });
+  EXPECT_NE(check(s4d), before_s4d);
+  EXPECT_NE(check(s4), before_s4);
+}
+
+// Bad input: sizes add_mixer refuses, an unstable layer, a parameter resized through params().
+TEST(S4Mixer, BadInputIsAnErrorNamingTheArgument) {
+  ssm::models::TrainableStack<double> stack(4);
+  ssm::models::MixerOptions o;
+  o.d_state = 5, o.max_len = 8;
+  expect_error([&] { ssm::models::add_mixer(stack, "s4d_layer", o, 1); }, {"argument 'd_state'", "even"});
+  o.d_state = 4, o.max_len = 0;
+  expect_error([&] { ssm::models::add_mixer(stack, "s4_layer", o, 1); }, "argument 'max_len'");
+  ssm::S4DLayer<double>::Config cfg;
+  cfg.h = 4, cfg.N = 4;
+  ssm::S4DLayer<double> unstable(cfg);
+  unstable.ssm.A(1, 0) = {0.1, 1.0};
+  expect_error([&] { ssm::models::S4DMixer<double> m(unstable); }, {"argument 'A'", "negative real parts"});
+  ssm::models::S4DMixer<double> m{ssm::S4DLayer<double>(cfg)};
+  Tensor x = Tensor::zeros({1, 3, 4}, DType::f64);
+  m.params().C.pop_back();
+  expect_error([&] { m.forward(x); }, {"argument 'C'", "expected shape (4, 2, 2)"});
+  m = ssm::models::S4DMixer<double>{ssm::S4DLayer<double>(cfg)};
+  m.params().shared.log_dt[2] = std::nan("");
+  expect_error([&] { m.forward(x); }, {"argument 'kernel.log_dt'", "finite"});
+  m = ssm::models::S4DMixer<double>{ssm::S4DLayer<double>(cfg)};
+  m.params().log_A_real[1] = -1000;  // Re A = −exp(−1000) rounds to −0: no longer stable
+  expect_error([&] { m.forward(x); }, {"argument 'kernel.log_A_real'", "[-700, 700]"});
+  m = ssm::models::S4DMixer<double>{ssm::S4DLayer<double>(cfg)};
+  m.params().shared.D[0] = std::numeric_limits<double>::infinity();
+  expect_error([&] { m.forward(x); }, {"argument 'D'", "finite"});
+  ssm::S4DLayer<double> short_D(cfg);
+  short_D.D.resize(2);
+  expect_error([&] { ssm::models::S4DMixer<double> bad(short_D); }, {"argument 'layer'", "D of 2"});
+  ssm::S4Layer<double>::Config scfg;
+  scfg.h = 4, scfg.N = 4, scfg.l_max = 8, scfg.step_form = ssm::StepForm::diagonal;
+  expect_error([&] { ssm::models::S4Mixer<double> bad{ssm::S4Layer<double>(scfg)}; }, "StepForm::diagonal");
+  expect_error([&] { m.forward(Tensor::zeros({1, 3, 5}, DType::f64)); }, "argument 'x'");
+}
+
+// The default weight-decay rule (example_train, the Python trainer): no decay for norms, the embedding and the S4
+// kernels' own parameters; decay for the rest, C included (as the S4 code registers them).
+TEST(AdamW, DefaultDecayRule) {
+  using ssm::train::decays_by_default;
+  for (const char* n : {"embedding", "layers.0.norm.weight", "norm_f.weight", "layers.1.mixer.kernel.log_dt",
+                        "layers.1.mixer.kernel.B", "layers.2.mixer.norm.weight"})
+    EXPECT_FALSE(decays_by_default(n)) << n;
+  for (const char* n : {"lm_head", "layers.1.mixer.C", "layers.0.mixer.in_proj.weight", "layers.0.mixer.A_log"})
+    EXPECT_TRUE(decays_by_default(n)) << n;
+}
+
 // A Mamba-2 language model trains: the shifted copy, as the Mamba and attention model below.
 TEST(Training, AMamba2ModelLearnsTheShiftedCopy) {
   const index_t V = 8;
@@ -568,6 +693,34 @@ TEST(StackLM, StepGradientsMatchCentralDifferences) {
       },
       64);
   EXPECT_EQ(checked, 10);  // the embedding, the layer's norm, the Gated DeltaNet's six, norm_f, the head
+}
+
+// With the head tied to the embedding (Mamba's checkpoints), the embedding's gradient is the lookup's plus the head's,
+// and there is no lm_head parameter.
+TEST(StackLM, TiedHeadGradientsMatchCentralDifferences) {
+  TinyLM model = tiny_lm(5, 7, /*tied=*/true);
+  EXPECT_TRUE(model.tie_embeddings());
+  std::mt19937_64 data(3);
+  Tensor ids, targets;
+  copy_batch(data, 2, 5, 5, ids, targets);
+  TinyLM::Grads g;
+  model.step(ids, targets, g);
+  const int checked = ssm_test::expect_parameter_gradients(
+      model, g,
+      [&] {
+        const Tensor logits = model.logits(ids);
+        return ssm::cross_entropy({logits.view().reshape({10, 5}), targets}).loss;
+      },
+      0);                 // every element of the embedding
+  EXPECT_EQ(checked, 9);  // no head
+  bool has_head = false;
+  model.for_each([&](const char* name, std::vector<double>&) { has_head |= std::string(name) == "lm_head"; });
+  EXPECT_FALSE(has_head);
+  // a parameter resized through for_each is an error at the next call, naming it
+  model.for_each([](const char* name, std::vector<double>& v) {
+    if (std::string(name) == "embedding") v.pop_back();
+  });
+  expect_error([&] { model.logits(ids); }, {"argument 'embedding'", "expected 80 values"});
 }
 
 TEST(Training, ATinyModelLearnsTheShiftedCopy) {

@@ -70,6 +70,7 @@ struct MambaBlockConfig {
   bool gated = true;
   bool selective = true;
 
+  bool operator==(const MambaBlockConfig&) const = default;
   index_t inner() const { return d_inner > 0 ? d_inner : expand * d_model; }
   index_t rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15) / 16; }
   /// Rows of in_proj: x and z (2 d_inner), or x alone without the gate.

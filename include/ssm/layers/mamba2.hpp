@@ -61,6 +61,7 @@ struct Mamba2BlockConfig {
   std::pair<double, double> dt_limit{0.0, std::numeric_limits<double>::infinity()};  // time_step_limit
 
   index_t inner() const { return d_inner > 0 ? d_inner : expand * d_model; }
+  bool operator==(const Mamba2BlockConfig&) const = default;
   index_t heads() const { return head_dim > 0 ? inner() / head_dim : 0; }
   index_t conv_dim() const { return inner() + 2 * n_groups * d_state; }                // xBC's width
   index_t proj_dim() const { return 2 * inner() + 2 * n_groups * d_state + heads(); }  // in_proj's output width

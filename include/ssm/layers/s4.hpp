@@ -328,6 +328,8 @@ inline void check_layer_config(const char* op, long h, long N, double dt_min, do
 /// The shared part of both layers: D skip, output mixing, conv / step / carried-state forward.
 template <class T>
 class SSMLayerBase {
+  using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
  public:
   Eigen::VectorXd D;      // (h)
   Eigen::MatrixXd W_out;  // (h, h) for gelu_linear, (2h, h) for gelu_glu, empty for none
@@ -380,24 +382,17 @@ class SSMLayerBase {
     ck.dtype(y_name, y, dtype_of<T>()).shape(y_name, y, {x.size(0), x.size(1), h_}).contiguous(y_name, y);
   }
 
-  /// Output mixing of one time step, in place over y (h).
-  void apply_mix(T* y) const {
+  /// Output mixing of r time steps, in place over y (r, h): Z = GELU(y) W_outᵀ + b_out (r, rows) by one matrix
+  /// product, then y = Z (gelu_linear) or Z[:, :h] ⊙ σ(Z[:, h:]) (gelu_glu).
+  void apply_mix(T* y, long r = 1) const {
     if (mix_ == OutputMix::none) return;
-    thread_local std::vector<double> g, z;
-    g.resize(h_);
-    for (long c = 0; c < h_; ++c) g[c] = gelu(static_cast<double>(y[c]));
-    const long rows = W_out.rows();
-    z.resize(rows);
-    for (long i = 0; i < rows; ++i) {
-      double acc = b_out(i);
-      for (long j = 0; j < h_; ++j) acc += W_out(i, j) * g[j];
-      z[i] = acc;
-    }
-    if (mix_ == OutputMix::gelu_linear) {
-      for (long c = 0; c < h_; ++c) y[c] = static_cast<T>(z[c]);
-    } else {
-      for (long c = 0; c < h_; ++c) y[c] = static_cast<T>(z[c] / (1.0 + std::exp(-z[h_ + c])));
-    }
+    RowMatrix a(r, h_);  // (r, h) GELU(y)
+    for (long i = 0; i < r * h_; ++i) a.data()[i] = gelu(static_cast<double>(y[i]));
+    const RowMatrix z = (a * W_out.transpose()).rowwise() + b_out.transpose();  // (r, rows)
+    for (long i = 0; i < r; ++i)
+      for (long c = 0; c < h_; ++c)
+        y[i * h_ + c] =
+            static_cast<T>(mix_ == OutputMix::gelu_linear ? z(i, c) : z(i, c) / (1.0 + std::exp(-z(i, h_ + c))));
   }
 
   void check_mix() const {
@@ -421,7 +416,7 @@ class SSMLayerBase {
       const int threads = cpu::cpu_threads(threads_, static_cast<std::int64_t>(b) * h_ * l * 16);
       cpu::parallel_for((b * l + kRows - 1) / kRows, threads, [&](std::int64_t task) {
         const long r0 = static_cast<long>(task) * kRows;
-        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r) apply_mix(y + r * h_);
+        apply_mix(y + r0 * h_, std::min(b * l, r0 + kRows) - r0);
       });
     }
   }
@@ -459,8 +454,7 @@ class SSMLayerBase {
         gW = Eigen::MatrixXd::Zero(W_out.rows(), W_out.cols());
         gb = Eigen::VectorXd::Zero(b_out.size());
         const long r0 = static_cast<long>(task) * kRows;
-        for (long r = r0; r < std::min(b * l, r0 + kRows); ++r)
-          mix_backward(g_pre.data() + r * h_, grad_y + r * h_, gW, gb);
+        mix_backward(g_pre.data() + r0 * h_, grad_y + r0 * h_, std::min(b * l, r0 + kRows) - r0, gW, gb);
       });
       for (long k = 0; k < blocks; ++k)
         grad_W_out += part_W[static_cast<std::size_t>(k)], grad_b_out += part_b[static_cast<std::size_t>(k)];
@@ -518,34 +512,28 @@ class SSMLayerBase {
     });
   }
 
-  /// The backward of apply_mix over one time step: y (h) is the step before the mixing; on return it holds ∂L/∂y,
-  /// given grad_out (h) = ∂L/∂(mixed y); the gradients of W_out and b_out are accumulated. Thread-safe for distinct
-  /// y and accumulators (its scratch is thread_local).
-  void mix_backward(T* y, const T* grad_out, Eigen::MatrixXd& grad_W_out, Eigen::VectorXd& grad_b_out) const {
+  /// The backward of apply_mix over r time steps: y (r, h) holds the steps before the mixing; on return it holds
+  /// ∂L/∂y, given grad_out (r, h) = ∂L/∂(mixed y); the gradients of W_out and b_out are accumulated (matrix products
+  /// over the r rows). Thread-safe for distinct y and accumulators.
+  void mix_backward(T* y, const T* grad_out, long r, Eigen::MatrixXd& grad_W_out, Eigen::VectorXd& grad_b_out) const {
     const long rows = W_out.rows();
-    thread_local std::vector<double> a, gz;
-    a.resize(h_), gz.resize(rows);
-    for (long c = 0; c < h_; ++c) a[c] = gelu(static_cast<double>(y[c]));
+    RowMatrix a(r, h_), gz(r, rows);  // GELU(y) (r, h), ∂L/∂Z (r, rows)
+    for (long i = 0; i < r * h_; ++i) a.data()[i] = gelu(static_cast<double>(y[i]));
     if (mix_ == OutputMix::gelu_linear) {
-      for (long i = 0; i < rows; ++i) gz[i] = static_cast<double>(grad_out[i]);
-    } else {  // out_c = z_c sigmoid(z_{h+c})
-      for (long c = 0; c < h_; ++c) {
-        double zc = b_out(c), zg = b_out(h_ + c);
-        for (long j = 0; j < h_; ++j) zc += W_out(c, j) * a[j], zg += W_out(h_ + c, j) * a[j];
-        const double sg = 1.0 / (1.0 + std::exp(-zg)), go = static_cast<double>(grad_out[c]);
-        gz[c] = go * sg;
-        gz[h_ + c] = go * zc * sg * (1.0 - sg);
-      }
+      for (long i = 0; i < r * rows; ++i) gz.data()[i] = static_cast<double>(grad_out[i]);
+    } else {                                                                      // out_c = z_c σ(z_{h+c})
+      const RowMatrix z = (a * W_out.transpose()).rowwise() + b_out.transpose();  // (r, 2h)
+      for (long i = 0; i < r; ++i)
+        for (long c = 0; c < h_; ++c) {
+          const double sg = 1.0 / (1.0 + std::exp(-z(i, h_ + c))), go = static_cast<double>(grad_out[i * h_ + c]);
+          gz(i, c) = go * sg;
+          gz(i, h_ + c) = go * z(i, c) * sg * (1.0 - sg);
+        }
     }
-    for (long i = 0; i < rows; ++i) {
-      grad_b_out(i) += gz[i];
-      for (long j = 0; j < h_; ++j) grad_W_out(i, j) += gz[i] * a[j];
-    }
-    for (long j = 0; j < h_; ++j) {
-      double ga = 0;
-      for (long i = 0; i < rows; ++i) ga += W_out(i, j) * gz[i];
-      y[j] = static_cast<T>(ga * gelu_derivative(static_cast<double>(y[j])));
-    }
+    grad_W_out.noalias() += gz.transpose() * a;
+    grad_b_out += gz.colwise().sum().transpose();
+    const RowMatrix ga = gz * W_out;  // (r, h) ∂L/∂GELU(y)
+    for (long i = 0; i < r * h_; ++i) y[i] = static_cast<T>(ga.data()[i] * gelu_derivative(static_cast<double>(y[i])));
   }
 
   /// Carried state for a diagonal recurrence: y_t += scale Re Σ_m C_m A_bar_m^{t+1} s_m; s advanced over xc.
@@ -592,8 +580,8 @@ class SSMLayerBase {
         }
         y[bi * h_ + c] = rec.scale * acc.real() + static_cast<T>(D(c)) * xv;
       }
-      apply_mix(y + bi * h_);
     }
+    apply_mix(y, b);  // the batch's rows in one product
   }
 
   /// One step of a dense recurrence: x (b, h) → y (b, h).
@@ -618,8 +606,8 @@ class SSMLayerBase {
         }
         y[bi * h_ + c] = acc.real() + static_cast<T>(D(c)) * xv;
       }
-      apply_mix(y + bi * h_);
     }
+    apply_mix(y, b);
   }
 
   void check_state(const char* op, const S4State<T>& state, typename S4State<T>::Form form, long m) const {
@@ -880,8 +868,8 @@ class S4Layer : public detail::SSMLayerBase<T> {
         const T xv = x[bi * h + c];
         y[bi * h + c] = linear_.step(c, state.state.data() + (bi * h + c) * n, xv) + static_cast<T>(this->D(c)) * xv;
       }
-      this->apply_mix(y + bi * h);
     }
+    this->apply_mix(y, state.batch());
   }
 
  private:

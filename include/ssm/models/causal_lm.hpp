@@ -202,7 +202,7 @@ class CausalLM {
     }
     std::vector<Tensor> keep;
     std::vector<std::pair<std::string, TensorView>> named;
-    auto add = [&](const std::string& name, const std::vector<float>& v, const Dims& shape) {
+    for_each_weight([&](const std::string& name, const std::vector<float>& v, const Dims& shape) {
       // A matrix already in `dtype` could be written as it is; through f32 the bytes are the same (f16 and bf16
       // round-trip exactly through f32).
       Tensor t = Tensor::empty(shape, dtype);  // shape as in the checkpoint
@@ -213,22 +213,28 @@ class CausalLM {
       }
       keep.push_back(t);
       named.emplace_back(name, t.view());
-    };
+    });
+    safetensors::save((fs::path(dir) / "model.safetensors").string(), named, {{"format", "pt"}});
+  }
+
+  /// f(name, values, shape) for every weight under its checkpoint name, in f32 (a 16-bit matrix converted), in the
+  /// order save() writes them: what save() writes and models::to_trainable reads.
+  template <class F>
+  void for_each_weight(F&& f) const {
     auto norm = [&](const std::string& prefix, const Norm& n) {
-      add(prefix + ".weight", n.weight, {cfg_.d_model});
-      if (Spec::layer_norm) add(prefix + ".bias", n.bias, {cfg_.d_model});
+      f(prefix + ".weight", n.weight, Dims{cfg_.d_model});
+      if (Spec::layer_norm) f(prefix + ".bias", n.bias, Dims{cfg_.d_model});
     };
-    add(Spec::embedding, embedding_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
+    f(std::string(Spec::embedding), embedding_.to_f32(), Dims{cfg_.padded_vocab(), cfg_.d_model});
     if (Spec::embedding_norm != nullptr) norm(Spec::embedding_norm, embedding_norm_);
     for (std::size_t j = 0; j < blocks_.size(); ++j) {
       const std::string pre = Spec::block_prefix(static_cast<index_t>(j));
       Spec::save_block(blocks_[j], cfg_,
-                       [&](const char* name, const std::vector<float>& v, const Dims& s) { add(pre + name, v, s); });
+                       [&](const char* name, const std::vector<float>& v, const Dims& s) { f(pre + name, v, s); });
       norm(Spec::norm_name(static_cast<index_t>(j)), norms_[j]);
     }
     norm(Spec::final_norm, norm_f_);
-    if (!cfg_.tie_embeddings) add(Spec::head, lm_head_.to_f32(), {cfg_.padded_vocab(), cfg_.d_model});
-    safetensors::save((fs::path(dir) / "model.safetensors").string(), named, {{"format", "pt"}});
+    if (!cfg_.tie_embeddings) f(std::string(Spec::head), lm_head_.to_f32(), Dims{cfg_.padded_vocab(), cfg_.d_model});
   }
 
   const Config& config() const { return cfg_; }

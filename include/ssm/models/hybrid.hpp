@@ -35,7 +35,8 @@ concept SequenceMixer = requires(const M& m, const TensorView& x, typename M::St
 /// What a stack's backward needs of a layer besides SequenceMixer (element type T): backward(x, grad_out) returning
 /// grad_x ((b l d_model) values of T) and params (the layer's parameter struct, of gradients), and params() with
 /// for_each(f(name, std::vector<T>&)): DeltaNetLayer, LinearAttentionLayer, Rwkv7Layer (without the value residual),
-/// TttLinearLayer, layers::MultiHeadAttention, MambaMixer (models/mamba_mixer.hpp).
+/// TttLinearLayer, layers::MultiHeadAttention, MambaMixer and Mamba2Mixer (models/mamba_mixer.hpp), HyenaMixer
+/// (models/hyena_mixer.hpp), S4DMixer and S4Mixer (models/s4_mixer.hpp).
 template <class M, class T>
 concept TrainableMixer = SequenceMixer<M> && requires(M& m, const M& cm, const TensorView& x) {
   { cm.backward(x, x).grad_x } -> std::convertible_to<std::vector<T>>;
@@ -79,8 +80,10 @@ class HybridStack {
 
   std::size_t size() const { return layers_.size(); }
   index_t d_model() const { return d_model_; }
+  double eps() const { return eps_; }  // the pre-norms' eps
   const Layer& layer(std::size_t i) const { return layers_[i]; }
   std::vector<T>& norm_weight(std::size_t i) { return norm_weights_[i]; }  // (d_model)
+  const std::vector<T>& norm_weight(std::size_t i) const { return norm_weights_[i]; }
   /// One character per layer: 'a' + the index of its type in Mixers (e.g. "aaab" for three of the first
   /// type and one of the second).
   std::string pattern() const {

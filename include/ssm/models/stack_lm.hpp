@@ -1,12 +1,12 @@
 // A language model to train over a HybridStack: a token embedding E (V, d), the stack's pre-norm residual layers, a
-// final RMSNorm and an untied head W (V, d):
+// final RMSNorm and a head W (V, d), its own or the embedding (tied, as Mamba's checkpoints):
 //
 //   h = E[ids]   z = stack(h)   logits = RMSNorm(z) ⊙ norm_f · Wᵀ   loss = cross_entropy(logits, targets)
 //
 // step() computes the mean loss over the counted targets, how many the argmax got right, and every parameter's
 // gradient (the stack's backward, which runs its forward again). for_each walks the parameters by name (embedding,
-// layers.<i>.…, norm_f.weight, lm_head), what train::ParamTree::add_all and the training state use; Grads::for_each
-// walks the gradients under the same names. CPU tensors of T = float or double.
+// layers.<i>.…, norm_f.weight, lm_head unless tied), what train::ParamTree::add_all and the training state use;
+// Grads::for_each walks the gradients under the same names. CPU tensors of T = float or double.
 #pragma once
 
 #include <cmath>
@@ -31,15 +31,16 @@ class StackLM {
   using Stack = HybridStack<T, Mixers...>;
 
   struct Grads {
-    std::vector<T> embedding, norm_f, lm_head;  // (V, d), (d), (V, d)
+    std::vector<T> embedding, norm_f, lm_head;  // (V, d), (d), (V, d); lm_head empty when tied (in embedding)
     typename Stack::Grads stack;
     template <class F>
     void for_each(F&& f) {
       f("embedding", embedding);
       stack.for_each([&](const char* n, std::vector<T>& v) { f(n, v); });
       f("norm_f.weight", norm_f);
-      f("lm_head", lm_head);
+      if (!tied) f("lm_head", lm_head);
     }
+    bool tied = false;
   };
 
   /// What one step measured: the mean loss over counted targets, their count, and how many the argmax predicted.
@@ -48,16 +49,17 @@ class StackLM {
     index_t count = 0, correct = 0;
   };
 
-  /// vocab tokens over `stack`; the embedding drawn from N(0, 1), the head from N(0, 1 / d), norm_f ones, from seed.
-  StackLM(index_t vocab, Stack stack, std::uint64_t seed, double norm_eps = 1e-5)
-      : V_(vocab), stack_(std::move(stack)), eps_(norm_eps) {
+  /// vocab tokens over `stack`; the embedding drawn from N(0, 1), the head from N(0, 1 / d) (none when
+  /// `tie_embeddings`: the head is the embedding), norm_f ones, from seed.
+  StackLM(index_t vocab, Stack stack, std::uint64_t seed, double norm_eps = 1e-5, bool tie_embeddings = false)
+      : V_(vocab), stack_(std::move(stack)), eps_(norm_eps), tied_(tie_embeddings) {
     Checker c("StackLM");
     c.require(vocab >= 1, "vocab", "must be >= 1, got ", vocab);
     c.positive("norm_eps", norm_eps);
     const index_t d = stack_.d_model();
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
-    E_.resize(static_cast<std::size_t>(V_ * d)), W_.resize(E_.size());
+    E_.resize(static_cast<std::size_t>(V_ * d)), W_.resize(tied_ ? 0 : E_.size());
     for (T& e : E_) e = static_cast<T>(normal(rng));
     for (T& w : W_) w = static_cast<T>(normal(rng) / std::sqrt(static_cast<double>(d)));
     norm_f_.assign(static_cast<std::size_t>(d), T(1));
@@ -65,7 +67,13 @@ class StackLM {
 
   index_t vocab() const { return V_; }
   index_t d_model() const { return stack_.d_model(); }
+  double norm_eps() const { return eps_; }
+  bool tie_embeddings() const { return tied_; }
   const Stack& stack() const { return stack_; }
+  const std::vector<T>& embedding() const { return E_; }    // (V, d)
+  const std::vector<T>& norm_f() const { return norm_f_; }  // (d)
+  /// W (V, d): the head, or the embedding when tied.
+  const std::vector<T>& head() const { return tied_ ? E_ : W_; }
   Stack& stack() { return stack_; }
 
   /// logits (b, l, V) for ids (b, l) i32 | i64 contiguous.
@@ -88,12 +96,14 @@ class StackLM {
     r.correct = count_correct(lr, targets);
     const CrossEntropyResult ce = cross_entropy({lr, targets}, lr);
     r.loss = ce.loss, r.count = ce.count;
+    g.tied = tied_;
     g.lm_head.assign(W_.size(), T(0));
     g.norm_f.assign(norm_f_.size(), T(0));
     g.embedding.assign(E_.size(), T(0));
     std::vector<T> grad_n(static_cast<std::size_t>(rows * d));  // ∂L/∂(normalized rows)
-    layers::linear_backward(n.data_as<const T>(), W_.data(), lg.data_as<const T>(), grad_n.data(), g.lm_head.data(),
-                            static_cast<T*>(nullptr), rows, d, V_);
+    // the head's gradient, into the embedding's when tied (the lookup's is added to it below)
+    layers::linear_backward(n.data_as<const T>(), head().data(), lg.data_as<const T>(), grad_n.data(),
+                            tied_ ? g.embedding.data() : g.lm_head.data(), static_cast<T*>(nullptr), rows, d, V_);
     Tensor grad_z = Tensor::empty({b, l, d}, dtype_of<T>());
     layers::rmsnorm_backward(z.data_as<const T>(), norm_f_.data(), grad_n.data(), grad_z.data_as<T>(), g.norm_f.data(),
                              rows, d, eps_);
@@ -123,13 +133,14 @@ class StackLM {
     return r;
   }
 
-  /// f(name, vector) for every parameter: "embedding", the stack's "layers.<i>.…", "norm_f.weight", "lm_head".
+  /// f(name, vector) for every parameter: "embedding", the stack's "layers.<i>.…", "norm_f.weight", "lm_head" (not
+  /// when tied).
   template <class F>
   void for_each(F&& f) {
     f("embedding", E_);
     stack_.for_each([&](const char* n, std::vector<T>& v) { f(n, v); });
     f("norm_f.weight", norm_f_);
-    f("lm_head", W_);
+    if (!tied_) f("lm_head", W_);
   }
 
  private:
@@ -171,8 +182,20 @@ class StackLM {
     return h;
   }
 
+  /// The parameters' sizes (an optimizer may hold them; a resized one is an ssm::Error naming it).
+  void check_params() const {
+    const Checker c("StackLM");
+    const std::size_t vd = static_cast<std::size_t>(V_ * d_model());
+    c.require(E_.size() == vd, "embedding", "expected ", vd, " values (", V_, ", ", d_model(), "), got ", E_.size());
+    c.require(tied_ || W_.size() == vd, "lm_head", "expected ", vd, " values (", V_, ", ", d_model(), "), got ",
+              W_.size());
+    c.require(norm_f_.size() == static_cast<std::size_t>(d_model()), "norm_f.weight", "expected shape (", d_model(),
+              "), got (", norm_f_.size(), ")");
+  }
+
   /// logits (b, l, V), keeping h = E[ids], z = stack(h) and n = RMSNorm(z) ⊙ norm_f.
   Tensor logits_of(const TensorView& ids, Tensor& h, Tensor& z, Tensor& n) const {
+    check_params();
     h = embed(ids);
     const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
     z = stack_.forward(h);
@@ -180,7 +203,7 @@ class StackLM {
     rms_norm_into({z.view().reshape({rows, d}), TensorView::of(norm_f_.data(), {d}), std::nullopt, eps_},
                   n.view().reshape({rows, d}));
     Tensor lg = Tensor::empty({b, l, V_}, dtype_of<T>());
-    layers::project(TensorView::of(W_.data(), {V_, d}), n.view().reshape({rows, d}), std::nullopt,
+    layers::project(TensorView::of(head().data(), {V_, d}), n.view().reshape({rows, d}), std::nullopt,
                     lg.view().reshape({rows, V_}), 0);
     return lg;
   }
@@ -188,7 +211,8 @@ class StackLM {
   index_t V_;
   Stack stack_;
   double eps_;
-  std::vector<T> E_, W_, norm_f_;  // (V, d), (V, d), (d)
+  bool tied_;
+  std::vector<T> E_, W_, norm_f_;  // (V, d), (V, d) (empty when tied), (d)
 };
 
 }  // namespace ssm::models

@@ -15,6 +15,10 @@
 //                                     chunks of 64
 //   hyena                             layers::HyenaLayer through HyenaMixer (Poli et al. 2023): order 2, the implicit
 //                                     filter's FFN 64 wide, l_max = MixerOptions::max_len
+//   s4d_layer                         S4DLayer through S4DMixer (Gu et al. 2022, s4d.py): S4D-Lin, ZOH, state size
+//                                     N = d_state (N/2 complex modes), GELU then a GLU output Linear
+//   s4_layer                          S4Layer through S4Mixer (Gu et al. 2022): DPLR HiPPO-LegS, bilinear, N = d_state,
+//                                     C̃ for l_max = MixerOptions::max_len, GELU then a GLU output Linear
 //   attention                         layers::MultiHeadAttention, causal softmax attention with RoPE
 #pragma once
 
@@ -31,6 +35,7 @@
 #include "ssm/models/hybrid.hpp"
 #include "ssm/models/hyena_mixer.hpp"
 #include "ssm/models/mamba_mixer.hpp"
+#include "ssm/models/s4_mixer.hpp"
 #include "ssm/models/stack_lm.hpp"
 
 namespace ssm::models {
@@ -38,7 +43,8 @@ namespace ssm::models {
 template <class T>
 using TrainableStack =
     HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>, layers::TttLinearLayer<T>,
-                layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>, Mamba2Mixer<T>, HyenaMixer<T>>;
+                layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>, Mamba2Mixer<T>, HyenaMixer<T>,
+                S4DMixer<T>, S4Mixer<T>>;
 
 namespace detail {
 /// The StackLM over a HybridStack's mixers.
@@ -56,14 +62,16 @@ using TrainableLM = typename detail::stack_lm_of<TrainableStack<T>>::type;
 /// The names add_mixer takes, for messages and usage lines.
 inline constexpr const char* kTrainableMixers =
     "deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, hyena, "
-    "attention";
+    "s4d_layer, s4_layer, attention";
 
 /// What add_mixer sets beyond the width; each mixer reads the fields that apply to it.
 struct MixerOptions {
-  index_t heads = 2;     ///< heads (all but mamba, its ablations and hyena); must divide d_model
+  index_t heads = 2;     ///< heads (all but mamba, its ablations, hyena and the S4 layers); must divide d_model
   index_t rank = 8;      ///< rwkv7: the decay, a, v and gate low-rank sizes
-  index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel; mamba2: per head
-  index_t max_len = 0;   ///< hyena: l_max, the longest sequence it will see (its filters' length); required there
+  index_t d_state = 16;  ///< mamba and its ablations: n, the state size per channel; mamba2: per head; s4d_layer,
+                         ///< s4_layer: N (even)
+  index_t max_len = 0;   ///< hyena: l_max, the longest sequence it will see (its filters' length); s4_layer: the
+                         ///< longest it trains at (C̃'s length); required for both
   int threads = 0;       ///< the layer's threads (0: automatic)
 };
 
@@ -74,7 +82,8 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
   const index_t d = stack.d_model();
   Checker c("add_mixer");
   const bool mamba_family = name == "mamba" || name == "mamba_s4d" || name == "s6" || name == "s4d";
-  if (!mamba_family && name != "hyena")
+  const bool s4_family = name == "s4d_layer" || name == "s4_layer";
+  if (!mamba_family && !s4_family && name != "hyena")
     c.require(o.heads >= 1 && d % o.heads == 0, "heads", "must divide d_model (", d, "), got ", o.heads);
   auto add = [&](auto layer) {
     layer.set_threads(o.threads);
@@ -114,6 +123,21 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
     layers::HyenaConfig cfg;
     cfg.d_model = d, cfg.l_max = o.max_len;
     add(HyenaMixer<T>(layers::HyenaLayer<T>::init(cfg, seed)));
+  } else if (s4_family) {
+    c.require(o.d_state >= 2 && o.d_state % 2 == 0, "d_state", "must be even and >= 2 for ", name,
+              " (N, conjugate pairs), got ", o.d_state);
+    if (name == "s4d_layer") {
+      typename S4DLayer<T>::Config cfg;
+      cfg.h = d, cfg.N = o.d_state, cfg.mix = OutputMix::gelu_glu, cfg.seed = seed;
+      add(S4DMixer<T>(S4DLayer<T>(cfg)));
+    } else {
+      c.require(o.max_len >= 1 && o.max_len <= (index_t(1) << 24), "max_len",
+                "s4_layer needs the longest training length (C̃'s l_max), in [1, 2^24], got ", o.max_len);
+      typename S4Layer<T>::Config cfg;
+      cfg.h = d, cfg.N = o.d_state, cfg.l_max = o.max_len, cfg.step_form = StepForm::linear;
+      cfg.mix = OutputMix::gelu_glu, cfg.seed = seed;
+      add(S4Mixer<T>(S4Layer<T>(cfg)));
+    }
   } else if (name == "attention") {
     layers::MultiHeadAttentionConfig cfg;
     cfg.d_model = d, cfg.n_heads = o.heads, cfg.rotary = true, cfg.attention.n_threads = o.threads;

@@ -40,9 +40,10 @@ struct AdamWConfig {
 };
 
 /// The weight-decay rule of example_train and the Python trainer (AdamWConfig::decays): every parameter except the
-/// norms' weights (a name containing "norm") and the token embedding ("embedding").
-inline bool decays_except_norms_and_embedding(const std::string& name) {
-  return name.find("norm") == std::string::npos && name != "embedding";
+/// norms' weights (a name containing "norm"), the token embedding ("embedding") and an S4 / S4D kernel's own
+/// parameters (a name containing "kernel.": Δ, A or Λ, P, B; the S4 code trains them without decay).
+inline bool decays_by_default(const std::string& name) {
+  return name.find("norm") == std::string::npos && name != "embedding" && name.find("kernel.") == std::string::npos;
 }
 
 template <class T>
