@@ -4,19 +4,24 @@
 // moments, step) goes to and comes from a safetensors file (train::save_training_state), so a run resumes exactly.
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "arrays.hpp"
 #include "bindings.hpp"
+#include "ssm/models/fine_tune.hpp"
+#include "ssm/models/mamba.hpp"
+#include "ssm/models/mamba2.hpp"
 #include "ssm/models/trainable_lm.hpp"
 #include "ssm/train/adamw.hpp"
 #include "ssm/train/param_tree.hpp"
@@ -38,6 +43,7 @@ struct TrainerOptions {
   std::uint64_t seed = 0;
   double lr = 1e-3, min_lr = -1, weight_decay = 0.01, clip_norm = 1.0;  // min_lr < 0: lr / 10
   std::int64_t warmup = 100, steps = 1000;
+  std::string origin;  // "": built from mixers; else the checkpoint model it was made from ("MambaLM", "Mamba2LM")
 
   /// Throws ssm::Error naming the first invalid keyword argument (the mixers' own sizes are add_mixer's checks).
   void validate() const {
@@ -62,6 +68,7 @@ struct TrainerOptions {
     os << " vocab=" << vocab << " d_model=" << d_model << " heads=" << mixer.heads << " d_state=" << mixer.d_state
        << " rank=" << mixer.rank << " max_len=" << mixer.max_len << " lr=" << lr << " min_lr=" << min_lr
        << " warmup=" << warmup << " steps=" << steps << " weight_decay=" << weight_decay << " clip_norm=" << clip_norm;
+    if (!origin.empty()) os << " from=" << origin;
     return os.str();
   }
 };
@@ -76,6 +83,9 @@ Model make_model(const TrainerOptions& o) {
   return Model(o.vocab, std::move(stack), o.seed + 7);
 }
 
+/// The checkpoint model a Trainer was made from (Trainer::from_model), by its config: what to_model() rebuilds.
+using Origin = std::variant<std::monostate, models::MambaConfig, models::Mamba2Config>;
+
 /// targets as the model takes them, (b l): a contiguous (b, l) array of ids' shape is viewed flat (any other shape
 /// goes on as it is, for the model's check to name).
 TensorView flat_targets(const TensorView& ids, const TensorView& targets) {
@@ -89,11 +99,42 @@ TensorView flat_targets(const TensorView& ids, const TensorView& targets) {
 /// call holds a mutex while it runs without the GIL: two Python threads on one Trainer take turns.
 class Trainer {
  public:
-  explicit Trainer(const TrainerOptions& o)
-      : model_(make_model(o)), opt_(adamw_config(o)), rng_(o.seed + 1), clip_(o.clip_norm), config_(o.describe()) {
+  explicit Trainer(const TrainerOptions& o) : Trainer(o, make_model(o), std::monostate{}) {}
+  /// A trainer of `model` (o's rates; its sizes, mixers and origin describe the model), made from `origin`.
+  Trainer(const TrainerOptions& o, Model model, Origin origin)
+      : model_(std::move(model)),
+        opt_(adamw_config(o)),
+        rng_(o.seed + 1),
+        clip_(o.clip_norm),
+        config_(o.describe()),
+        origin_(std::move(origin)) {
+    o.validate();
     schedule_ = {o.lr, o.min_lr < 0 ? o.lr / 10 : o.min_lr, std::min(o.warmup, o.steps), o.steps};
     schedule_.validate("Trainer: the schedule (lr, min_lr, warmup, steps)");
     params_.add_all("", model_);
+  }
+
+  /// A trainer of a checkpoint model (models::to_trainable: the same weights, the same logits), with o's rates.
+  template <class Spec>
+  static Trainer* from_model(const models::CausalLM<Spec>& lm, TrainerOptions o, const char* mixer) {
+    const auto& cfg = lm.config();
+    o.vocab = cfg.padded_vocab(), o.d_model = cfg.d_model, o.origin = Spec::name;
+    o.mixers.assign(static_cast<std::size_t>(cfg.n_layer), mixer);
+    o.validate();  // the rates, before the copy of the weights
+    Model model = models::to_trainable<Spec, Model>(lm);
+    return new Trainer(o, std::move(model), cfg);
+  }
+
+  /// The checkpoint model with the trained weights (models::from_trainable), for a trainer made by from_model.
+  std::variant<models::MambaLM, models::Mamba2LM> to_model() const {
+    const Checker c("Trainer::to_model");
+    c.require(origin_.index() != 0, "self", "was not made from a checkpoint model (Trainer.from_model / ",
+              "from_pretrained); its mixers have no checkpoint layout");
+    nb::gil_scoped_release unlocked;
+    const std::lock_guard lock(mu_);
+    if (const auto* m1 = std::get_if<models::MambaConfig>(&origin_))
+      return models::from_trainable<models::MambaSpec, Model>(*m1, model_);
+    return models::from_trainable<models::Mamba2Spec, Model>(std::get<models::Mamba2Config>(origin_), model_);
   }
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -217,8 +258,18 @@ class Trainer {
   std::mt19937_64 rng_;  // saved with the state (the training-state format keeps one); the batches are the caller's
   double clip_;
   std::string config_;     // TrainerOptions::describe()
+  Origin origin_;          // the checkpoint model's config (from_model), else none
   mutable std::mutex mu_;  // held by every call that reads or writes the model or the optimizer
 };
+
+/// The options of a trainer made from a checkpoint model: the rates (its sizes come from the model).
+TrainerOptions rates(double lr, double min_lr, std::int64_t warmup, std::int64_t steps, double weight_decay,
+                     double clip_norm, std::uint64_t seed) {
+  TrainerOptions o;
+  o.lr = lr, o.min_lr = min_lr, o.warmup = warmup, o.steps = steps, o.weight_decay = weight_decay;
+  o.clip_norm = clip_norm, o.seed = seed;
+  return o;
+}
 
 }  // namespace
 
@@ -249,6 +300,27 @@ void bind_train(nb::module_& m) {
           "and the S4 layers), d_state (Mamba, Mamba-2; the S4 layers' N, even), rank (RWKV-7), max_len (Hyena: the "
           "longest sequence, its filters' length; s4_layer: the longest training length, C~'s). The schedule: linear "
           "warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
+      .def_static(
+          "from_model",
+          [](const models::MambaLM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
+             double weight_decay, double clip_norm, std::uint64_t seed) {
+            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm, seed), "mamba");
+          },
+          "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
+          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, "seed"_a = 0, nb::rv_policy::take_ownership,
+          "A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates "
+          "as the constructor's. to_model() gives the checkpoint model back with the trained weights.")
+      .def_static(
+          "from_model",
+          [](const models::Mamba2LM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
+             double weight_decay, double clip_norm, std::uint64_t seed) {
+            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm, seed), "mamba2");
+          },
+          "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
+          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, "seed"_a = 0, nb::rv_policy::take_ownership)
+      .def("to_model", &Trainer::to_model,
+           "The checkpoint model (MambaLM or Mamba2LM) with the trained weights, for a trainer made by from_model: "
+           "generate with it, or save() it as a Hugging Face checkpoint.")
       .def(
           "step",
           [](Trainer& t, const Array& ids, const Array& targets) {

@@ -8,14 +8,22 @@ supplies the batches; the training state saves to and resumes from a safetensors
         r = t.step(ids, targets)              # {"loss", "accuracy", "lr", "grad_norm", "step", ...}
     t.save("run.safetensors")                 # t.load(...) resumes exactly
     logits = t.logits(ids)                    # (b, l, vocab) float32, of ids' framework
+
+Fine-tuning a Mamba or Mamba-2 checkpoint: the trainer starts from its weights (the same logits), and to_model() gives
+the checkpoint model back with the trained ones:
+
+    t = ssm.train.Trainer.from_pretrained("mamba-130m-hf", lr=1e-4, steps=500)
+    ...                                       # t.step(ids, targets) as above
+    t.to_model().save("mamba-130m-tuned")     # a Hugging Face checkpoint again
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Union
 
 from ._arrays import _to_numpy, converter
-from ._ext import Trainer
+from ._ext import Error, Mamba2LM, MambaLM, Trainer
 
 
 def _logits(self: Trainer, ids: Any) -> Any:
@@ -28,7 +36,20 @@ def _parameters(self: Trainer) -> Dict[str, Any]:
     return {name: _to_numpy(self.parameter_capsule(name)) for name in self.parameter_names()}
 
 
+def _from_pretrained(path: Union[str, os.PathLike], **rates: Any) -> Trainer:
+    """A trainer fine-tuning the checkpoint directory at ``path`` (Mamba or Mamba-2: :func:`ssm.load_model`), with the
+    rates of :meth:`Trainer.from_model` (lr, min_lr, warmup, steps, weight_decay, clip_norm, seed)."""
+    from .models import load_model
+
+    lm = load_model(path)
+    if not isinstance(lm, (MambaLM, Mamba2LM)):
+        raise Error(f"Trainer.from_pretrained: argument 'path': {os.fspath(path)!r} holds a {type(lm).__name__}; "
+                    "only Mamba and Mamba-2 checkpoints can be fine-tuned")
+    return Trainer.from_model(lm, **rates)
+
+
 Trainer.logits = _logits
 Trainer.parameters = _parameters
+Trainer.from_pretrained = staticmethod(_from_pretrained)
 
 __all__ = ["Trainer"]

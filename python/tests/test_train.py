@@ -75,6 +75,34 @@ def test_s4_layers_train_under_their_published_names():
         trainer(mixers=["s4d_layer"], d_state=7)
 
 
+def test_a_checkpoint_fine_tunes_and_goes_back(data_dir, tmp_path):
+    lm = ssm.load_model(data_dir / "mamba" / "tiny")
+    t = ssm.train.Trainer.from_pretrained(data_dir / "mamba" / "tiny", lr=3e-3, warmup=0, steps=10)
+    rng = np.random.default_rng(5)
+    ids, targets = copy_batch(rng, 2, 11, lm.vocab_size)
+    assert np.array_equal(t.logits(ids), lm.logits(ids))  # the same weights, the same ops
+    assert "layers.0.mixer.A_log" in t.parameters() and "lm_head" not in t.parameters()  # tied, as the checkpoint
+    losses = [t.step(ids, targets)["loss"] for _ in range(10)]
+    assert losses[-1] < 0.8 * losses[0]
+    tuned = t.to_model()
+    assert isinstance(tuned, ssm.MambaLM)
+    assert np.array_equal(tuned.logits(ids), t.logits(ids))
+    tuned.save(str(tmp_path / "tuned"))
+    assert np.array_equal(ssm.load_model(tmp_path / "tuned").logits(ids), t.logits(ids))
+    # a saved training state records where the trainer came from
+    t.save(str(tmp_path / "state.safetensors"))
+    with pytest.raises(ssm.Error, match=r"argument 'path'"):
+        trainer(mixers=["mamba"], vocab=lm.padded_vocab, d_model=lm.d_model).load(str(tmp_path / "state.safetensors"))
+    m2 = ssm.train.Trainer.from_model(ssm.load_model(data_dir / "mamba2" / "heads4"), steps=3)
+    assert isinstance(m2.to_model(), ssm.Mamba2LM)
+    with pytest.raises(ssm.Error, match=r"argument 'self'"):
+        trainer().to_model()  # made from mixers: no checkpoint layout
+    with pytest.raises(ssm.Error, match=r"argument 'lr'"):
+        ssm.train.Trainer.from_model(lm, lr=float("nan"))
+    with pytest.raises(ssm.Error, match=r"only Mamba and Mamba-2"):
+        ssm.train.Trainer.from_pretrained(data_dir / "rwkv" / "tiny")
+
+
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     path = str(tmp_path / "state.safetensors")
     a = trainer(mixers=["mamba2", "gated_deltanet"])

@@ -17,6 +17,7 @@
 #include "ssm/models/fine_tune.hpp"
 #include "ssm/models/mamba.hpp"
 #include "ssm/models/mamba2.hpp"
+#include "ssm/models/trainable_lm.hpp"
 #include "ssm/train.hpp"
 #include "support/expect_error.hpp"
 #include "support/golden.hpp"
@@ -65,6 +66,12 @@ void expect_round_trip(const std::string& rel) {
   EXPECT_EQ(n_params, n_weights);
   const LM back = ssm::models::from_trainable<Spec>(lm.config(), t);
   EXPECT_EQ(back.logits(ids).template to_vector<float>(), expected.template to_vector<float>());
+  // the same into the StackLM over every trainable mixer (what the Python Trainer holds)
+  using Any = ssm::models::TrainableLM<float>;
+  const Any any = ssm::models::to_trainable<Spec, Any>(lm);
+  EXPECT_EQ(any.logits(ids).template to_vector<float>(), expected.template to_vector<float>());
+  const LM any_back = ssm::models::from_trainable<Spec, Any>(lm.config(), any);
+  EXPECT_EQ(any_back.logits(ids).template to_vector<float>(), expected.template to_vector<float>());
 }
 
 TEST(FineTune, CheckpointModelsTrainAsStackLMsWithTheSameLogits) {

@@ -71,10 +71,10 @@ std::string checkpoint_name(const std::string& name) {
 
 }  // namespace detail
 
-/// lm as a StackLM to train: its weights in f32 (16-bit matrices converted), the same function (logits to rounding).
-/// lm must be on the CPU.
-template <class Spec>
-TrainableOf<Spec> to_trainable(const CausalLM<Spec>& lm) {
+/// lm as a StackLM to train: its weights in f32 (16-bit matrices converted), the same function. lm must be on the CPU.
+/// LM: TrainableOf<Spec>, or another StackLM whose mixers include BlockMixer<Spec::Block> (e.g. TrainableLM<float>).
+template <class Spec, class LM = TrainableOf<Spec>>
+LM to_trainable(const CausalLM<Spec>& lm) {
   using Block = typename Spec::Block;
   const Checker c("to_trainable");
   c.require(lm.device().is_cpu(), "lm", "is on ", lm.device().str(), "; training runs on the CPU: pass the CPU model");
@@ -82,13 +82,13 @@ TrainableOf<Spec> to_trainable(const CausalLM<Spec>& lm) {
   const double eps = detail::checked_norm_eps<Spec>(c, cfg);
   std::map<std::string, std::vector<float>> w;  // checkpoint name -> f32 values
   lm.for_each_weight([&](const std::string& name, const std::vector<float>& v, const Dims&) { w[name] = v; });
-  typename TrainableOf<Spec>::Stack stack(cfg.d_model, eps);
+  typename LM::Stack stack(cfg.d_model, eps);
   for (const Block& blk : lm.blocks()) {
     BlockMixer<Block> mixer{Block(blk.config(), blk.full_params())};
     mixer.set_threads(lm.threads());
     stack.add(std::move(mixer));
   }
-  TrainableOf<Spec> t(cfg.padded_vocab(), std::move(stack), /*seed=*/0, eps, cfg.tie_embeddings);
+  LM t(cfg.padded_vocab(), std::move(stack), /*seed=*/0, eps, cfg.tie_embeddings);
   std::size_t used = 0;
   t.for_each([&](const char* name, std::vector<float>& v) {
     const std::string cn = detail::checkpoint_name<Spec>(name);
@@ -104,9 +104,9 @@ TrainableOf<Spec> to_trainable(const CausalLM<Spec>& lm) {
 }
 
 /// The checkpoint model of config cfg with t's weights (as to_trainable maps them): to generate with, or save().
-/// t must have cfg's layers and sizes (else an ssm::Error naming what differs).
-template <class Spec>
-CausalLM<Spec> from_trainable(const typename Spec::Config& cfg, const TrainableOf<Spec>& t) {
+/// t must have cfg's layers and sizes (else an ssm::Error naming what differs). LM as to_trainable's.
+template <class Spec, class LM = TrainableOf<Spec>>
+CausalLM<Spec> from_trainable(const typename Spec::Config& cfg, const LM& t) {
   using Block = typename Spec::Block;
   const Checker c("from_trainable");
   cfg.validate();
