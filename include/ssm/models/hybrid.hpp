@@ -232,6 +232,10 @@ class HybridStack {
 
   /// RMSNorm (Zhang & Sennrich 2019) over the last dimension: the ssm::rms_norm op.
   Tensor pre_norm(const Tensor& x, const std::vector<T>& w) const {
+    // An optimizer may hold the weight (for_each): a resized one is an error, not a read past its end.
+    Checker("HybridStack")
+        .require(w.size() == static_cast<std::size_t>(d_model_), "norm.weight", "expected shape (", d_model_,
+                 "), got (", w.size(), ")");
     Tensor y = Tensor::empty(x.shape(), x.dtype());  // (b, l, d_model)
     const Dims rows{x.numel() / d_model_, d_model_};
     rms_norm_into({x.view().reshape(rows), TensorView::of(w.data(), {d_model_}), std::nullopt, eps_},
