@@ -1,6 +1,7 @@
 // Training from Python: ssm._ext.Trainer, a language model over named mixers (models::TrainableLM<float>: embedding,
-// pre-norm residual stack, final RMSNorm, untied head) with its AdamW optimizer, warmup-cosine schedule and
-// gradient clipping, what example_train runs, driven with the caller's batches. The training state (parameters,
+// pre-norm residual stack, final RMSNorm, untied head), or a Mamba / Mamba-2 checkpoint's model as one
+// (models::to_trainable), with its AdamW optimizer, warmup-cosine schedule and gradient clipping, what example_train
+// runs, driven with the caller's batches. The training state (parameters,
 // moments, step) goes to and comes from a safetensors file (train::save_training_state), so a run resumes exactly.
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/string.h>
@@ -43,7 +44,7 @@ struct TrainerOptions {
   std::uint64_t seed = 0;
   double lr = 1e-3, min_lr = -1, weight_decay = 0.01, clip_norm = 1.0;  // min_lr < 0: lr / 10
   std::int64_t warmup = 100, steps = 1000;
-  std::string origin;  // "": built from mixers; else the checkpoint model it was made from ("MambaLM", "Mamba2LM")
+  std::string origin;  // "": built from mixers; else the checkpoint model it was made from: "MambaLM <config.json>"
 
   /// Throws ssm::Error naming the first invalid keyword argument (the mixers' own sizes are add_mixer's checks).
   void validate() const {
@@ -57,18 +58,24 @@ struct TrainerOptions {
     c.require(warmup >= 0, "warmup", "must be >= 0, got ", warmup);
     c.require(steps >= 1, "steps", "must be >= 1, got ", steps);
     c.require(std::isfinite(clip_norm) && clip_norm > 0, "clip_norm", "must be finite and > 0, got ", clip_norm);
+    c.require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay", "must be finite and >= 0, got ",
+              weight_decay);
   }
 
   /// What a saved state must have been trained with to continue this run exactly (the seed and threads aside).
   std::string describe() const {
     std::ostringstream os;
     os.precision(17);
-    os << "mixers=";
-    for (std::size_t i = 0; i < mixers.size(); ++i) os << (i ? "," : "") << mixers[i];
-    os << " vocab=" << vocab << " d_model=" << d_model << " heads=" << mixer.heads << " d_state=" << mixer.d_state
-       << " rank=" << mixer.rank << " max_len=" << mixer.max_len << " lr=" << lr << " min_lr=" << min_lr
-       << " warmup=" << warmup << " steps=" << steps << " weight_decay=" << weight_decay << " clip_norm=" << clip_norm;
-    if (!origin.empty()) os << " from=" << origin;
+    if (origin.empty()) {
+      os << "mixers=";
+      for (std::size_t i = 0; i < mixers.size(); ++i) os << (i ? "," : "") << mixers[i];
+      os << " vocab=" << vocab << " d_model=" << d_model << " heads=" << mixer.heads << " d_state=" << mixer.d_state
+         << " rank=" << mixer.rank << " max_len=" << mixer.max_len;
+    } else {
+      os << "from=" << origin;  // the model and its whole config: every size and option of its blocks
+    }
+    os << " lr=" << lr << " min_lr=" << min_lr << " warmup=" << warmup << " steps=" << steps
+       << " weight_decay=" << weight_decay << " clip_norm=" << clip_norm;
     return os.str();
   }
 };
@@ -118,11 +125,12 @@ class Trainer {
   template <class Spec>
   static Trainer* from_model(const models::CausalLM<Spec>& lm, TrainerOptions o, const char* mixer) {
     const auto& cfg = lm.config();
-    o.vocab = cfg.padded_vocab(), o.d_model = cfg.d_model, o.origin = Spec::name;
+    o.vocab = cfg.padded_vocab(), o.d_model = cfg.d_model;
+    o.origin = std::string(Spec::name) + " " + cfg.to_json().dump();
     o.mixers.assign(static_cast<std::size_t>(cfg.n_layer), mixer);
     o.validate();  // the rates, before the copy of the weights
-    Model model = models::to_trainable<Spec, Model>(lm);
-    return new Trainer(o, std::move(model), cfg);
+    nb::gil_scoped_release unlocked;  // the copy of the weights (lm stays alive: the caller holds it)
+    return new Trainer(o, models::to_trainable<Spec, Model>(lm), cfg);
   }
 
   /// The checkpoint model with the trained weights (models::from_trainable), for a trainer made by from_model.
@@ -264,10 +272,10 @@ class Trainer {
 
 /// The options of a trainer made from a checkpoint model: the rates (its sizes come from the model).
 TrainerOptions rates(double lr, double min_lr, std::int64_t warmup, std::int64_t steps, double weight_decay,
-                     double clip_norm, std::uint64_t seed) {
+                     double clip_norm) {
   TrainerOptions o;
   o.lr = lr, o.min_lr = min_lr, o.warmup = warmup, o.steps = steps, o.weight_decay = weight_decay;
-  o.clip_norm = clip_norm, o.seed = seed;
+  o.clip_norm = clip_norm;
   return o;
 }
 
@@ -276,9 +284,10 @@ TrainerOptions rates(double lr, double min_lr, std::int64_t warmup, std::int64_t
 void bind_train(nb::module_& m) {
   nb::class_<Trainer>(m, "Trainer",
                       "A language model over named mixers (embedding, pre-norm residual layers, final RMSNorm, untied "
-                      "head) with AdamW (decoupled weight decay on all but norms and the embedding), a warmup-cosine "
-                      "learning-rate schedule and global-norm gradient clipping: example_train driven from Python with "
-                      "the caller's batches. float32 on the CPU.")
+                      "head), or a Mamba / Mamba-2 checkpoint's model (from_model: its layers, its tied or untied "
+                      "head), with AdamW (decoupled weight decay on all but norms, the embedding and S4 kernels), a "
+                      "warmup-cosine learning-rate schedule and global-norm gradient clipping: example_train driven "
+                      "from Python with the caller's batches. float32 on the CPU.")
       .def(
           "__init__",
           [](Trainer* self, index_t vocab, index_t d_model, const std::vector<std::string>& mixers, index_t heads,
@@ -303,21 +312,21 @@ void bind_train(nb::module_& m) {
       .def_static(
           "from_model",
           [](const models::MambaLM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
-             double weight_decay, double clip_norm, std::uint64_t seed) {
-            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm, seed), "mamba");
+             double weight_decay, double clip_norm) {
+            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm), "mamba");
           },
           "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
-          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, "seed"_a = 0, nb::rv_policy::take_ownership,
+          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, nb::rv_policy::take_ownership,
           "A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates "
           "as the constructor's. to_model() gives the checkpoint model back with the trained weights.")
       .def_static(
           "from_model",
           [](const models::Mamba2LM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
-             double weight_decay, double clip_norm, std::uint64_t seed) {
-            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm, seed), "mamba2");
+             double weight_decay, double clip_norm) {
+            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm), "mamba2");
           },
           "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
-          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, "seed"_a = 0, nb::rv_policy::take_ownership)
+          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, nb::rv_policy::take_ownership)
       .def("to_model", &Trainer::to_model,
            "The checkpoint model (MambaLM or Mamba2LM) with the trained weights, for a trainer made by from_model: "
            "generate with it, or save() it as a Hugging Face checkpoint.")

@@ -683,7 +683,7 @@ class Tokenizer:
 
 class Trainer:
     """
-    A language model over named mixers (embedding, pre-norm residual layers, final RMSNorm, untied head) with AdamW (decoupled weight decay on all but norms and the embedding), a warmup-cosine learning-rate schedule and global-norm gradient clipping: example_train driven from Python with the caller's batches. float32 on the CPU.
+    A language model over named mixers (embedding, pre-norm residual layers, final RMSNorm, untied head), or a Mamba / Mamba-2 checkpoint's model (from_model: its layers, its tied or untied head), with AdamW (decoupled weight decay on all but norms, the embedding and S4 kernels), a warmup-cosine learning-rate schedule and global-norm gradient clipping: example_train driven from Python with the caller's batches. float32 on the CPU.
     """
 
     def __init__(self, vocab: int, d_model: int, mixers: Sequence[str], heads: int = 2, d_state: int = 16, rank: int = 8, max_len: int = 0, lr: float = 0.001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0, threads: int = 0) -> None:
@@ -693,14 +693,14 @@ class Trainer:
 
     @overload
     @staticmethod
-    def from_model(lm: MambaLM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0) -> Trainer:
+    def from_model(lm: MambaLM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0) -> Trainer:
         """
         A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates as the constructor's. to_model() gives the checkpoint model back with the trained weights.
         """
 
     @overload
     @staticmethod
-    def from_model(lm: Mamba2LM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0) -> Trainer: ...
+    def from_model(lm: Mamba2LM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0) -> Trainer: ...
 
     def to_model(self) -> MambaLM | Mamba2LM:
         """

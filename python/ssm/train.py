@@ -1,6 +1,7 @@
 """Training a language model from Python: :class:`Trainer`, a model over named mixers (an embedding, pre-norm residual
-layers, a final RMSNorm and an untied head) with AdamW, a warmup-cosine schedule and gradient clipping. The caller
-supplies the batches; the training state saves to and resumes from a safetensors file.
+layers, a final RMSNorm and an untied head), or a Mamba / Mamba-2 checkpoint's model (:meth:`Trainer.from_pretrained`),
+with AdamW, a warmup-cosine schedule and gradient clipping. The caller supplies the batches; the training state saves
+to and resumes from a safetensors file.
 
     t = ssm.train.Trainer(vocab=64, d_model=64, mixers=["mamba2", "attention"], lr=3e-3, steps=2000)
     for step in range(2000):
@@ -19,6 +20,7 @@ the checkpoint model back with the trained ones:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, Union
 
@@ -38,13 +40,22 @@ def _parameters(self: Trainer) -> Dict[str, Any]:
 
 def _from_pretrained(path: Union[str, os.PathLike], **rates: Any) -> Trainer:
     """A trainer fine-tuning the checkpoint directory at ``path`` (Mamba or Mamba-2: :func:`ssm.load_model`), with the
-    rates of :meth:`Trainer.from_model` (lr, min_lr, warmup, steps, weight_decay, clip_norm, seed)."""
+    rates of :meth:`Trainer.from_model` (lr, min_lr, warmup, steps, weight_decay, clip_norm)."""
     from .models import load_model
 
+    path = os.fspath(path)
+    try:  # refuse a model that cannot train before loading its weights (load_model names a missing file)
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError):
+        model_type = None
+    if model_type in ("rwkv", "jamba", "stripedhyena"):
+        raise Error(f"Trainer.from_pretrained: argument 'path': {path!r} holds a {model_type} model; only Mamba and "
+                    "Mamba-2 checkpoints can be fine-tuned")
     lm = load_model(path)
     if not isinstance(lm, (MambaLM, Mamba2LM)):
-        raise Error(f"Trainer.from_pretrained: argument 'path': {os.fspath(path)!r} holds a {type(lm).__name__}; "
-                    "only Mamba and Mamba-2 checkpoints can be fine-tuned")
+        raise Error(f"Trainer.from_pretrained: argument 'path': {path!r} holds a {type(lm).__name__}; only Mamba and "
+                    "Mamba-2 checkpoints can be fine-tuned")
     return Trainer.from_model(lm, **rates)
 
 

@@ -1,6 +1,7 @@
 """ssm.train.Trainer: a model over named mixers learns a task from the caller's batches, a resumed run equals an
 uninterrupted one, and bad input is an ssm.Error naming the argument."""
 
+import json
 import math
 
 import numpy as np
@@ -89,12 +90,30 @@ def test_a_checkpoint_fine_tunes_and_goes_back(data_dir, tmp_path):
     assert np.array_equal(tuned.logits(ids), t.logits(ids))
     tuned.save(str(tmp_path / "tuned"))
     assert np.array_equal(ssm.load_model(tmp_path / "tuned").logits(ids), t.logits(ids))
-    # a saved training state records where the trainer came from
-    t.save(str(tmp_path / "state.safetensors"))
-    with pytest.raises(ssm.Error, match=r"argument 'path'"):
-        trainer(mixers=["mamba"], vocab=lm.padded_vocab, d_model=lm.d_model).load(str(tmp_path / "state.safetensors"))
-    m2 = ssm.train.Trainer.from_model(ssm.load_model(data_dir / "mamba2" / "heads4"), steps=3)
+    # a saved training state records the checkpoint's whole config: the same checkpoint's trainer resumes it exactly,
+    # a trainer of same-sized mixers (the same rates) refuses it
+    state = str(tmp_path / "state.safetensors")
+    t.save(state)
+    resumed = ssm.train.Trainer.from_pretrained(data_dir / "mamba" / "tiny", lr=3e-3, warmup=0, steps=10)
+    resumed.load(state)
+    assert resumed.step(ids, targets)["loss"] == t.step(ids, targets)["loss"]
+    mixers = ssm.train.Trainer(vocab=lm.padded_vocab, d_model=lm.d_model, mixers=["mamba"] * lm.n_layer, lr=3e-3,
+                               warmup=0, steps=10)
+    with pytest.raises(ssm.Error, match=r"argument 'path'.*from=MambaLM"):
+        mixers.load(state)
+    # Mamba-2 groups and state sizes traded (every tensor the same size): refused by the recorded config
+    heads4 = ssm.load_model(data_dir / "mamba2" / "heads4")
+    m2 = ssm.train.Trainer.from_model(heads4, steps=3)
     assert isinstance(m2.to_model(), ssm.Mamba2LM)
+    m2.save(state)
+    config = json.loads((data_dir / "mamba2" / "heads4" / "config.json").read_text())
+    config.update(n_groups=2, state_size=config["state_size"] // 2)
+    traded = ssm.train.Trainer.from_model(ssm.Mamba2LM.init(json.dumps(config)), steps=3)
+    assert traded.parameter_names() == m2.parameter_names()
+    with pytest.raises(ssm.Error, match=r"argument 'path'"):
+        traded.load(state)
+    with pytest.raises(ssm.Error, match=r"argument 'weight_decay'"):
+        ssm.train.Trainer.from_model(lm, weight_decay=-1.0)
     with pytest.raises(ssm.Error, match=r"argument 'self'"):
         trainer().to_model()  # made from mixers: no checkpoint layout
     with pytest.raises(ssm.Error, match=r"argument 'lr'"):

@@ -723,7 +723,7 @@ TEST(StackLM, TiedHeadGradientsMatchCentralDifferences) {
   expect_error([&] { model.logits(ids); }, {"argument 'embedding'", "expected 80 values"});
   TinyLM other = tiny_lm(5, 7);
   other.stack().norm_weight(0).pop_back();  // the stack's pre-norm, as an optimizer holds it
-  expect_error([&] { other.logits(ids); }, {"argument 'norm.weight'", "expected shape (16)"});
+  expect_error([&] { other.logits(ids); }, {"argument 'layers.0.norm.weight'", "expected shape (16)"});
 }
 
 TEST(Training, ATinyModelLearnsTheShiftedCopy) {

@@ -97,7 +97,7 @@ class HybridStack {
     check_input("HybridStack::forward", x);
     Tensor h = copy_of(x);  // (b, l, d_model) residual stream
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Tensor normed = pre_norm(h, norm_weights_[i]);  // (b, l, d_model)
+      const Tensor normed = pre_norm(h, i);  // (b, l, d_model)
       const Tensor y = std::visit([&](const auto& m) { return m.forward(normed); }, layers_[i]);
       add_into(h, y);
     }
@@ -142,7 +142,7 @@ class HybridStack {
     Tensor h = copy_of(x);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       inputs.push_back(copy_of(h));
-      const Tensor y = std::visit([&](const auto& m) { return m.forward(pre_norm(h, norm_weights_[i])); }, layers_[i]);
+      const Tensor y = std::visit([&](const auto& m) { return m.forward(pre_norm(h, i)); }, layers_[i]);
       add_into(h, y);
     }
     Grads g;
@@ -151,7 +151,7 @@ class HybridStack {
     g.layers.resize(layers_.size());
     std::vector<T> grad_in(static_cast<std::size_t>(n));  // ∂L/∂h through the norm
     for (std::size_t i = layers_.size(); i-- > 0;) {
-      const Tensor normed = pre_norm(inputs[i], norm_weights_[i]);
+      const Tensor normed = pre_norm(inputs[i], i);
       Tensor gh = Tensor::empty(x.shape(), dtype_of<T>());  // ∂L/∂(this layer's output)
       std::copy(g.grad_x.begin(), g.grad_x.end(), gh.data_as<T>());
       with_index(layers_[i].index(), [&](auto I) {
@@ -199,7 +199,7 @@ class HybridStack {
                                          " layer states, the stack has ", layers_.size(), " layers");
     Tensor h = copy_of(x);  // (b, t, d_model)
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Tensor normed = pre_norm(h, norm_weights_[i]);
+      const Tensor normed = pre_norm(h, i);
       Tensor y;
       with_index(layers_[i].index(), [&](auto I) { y = std::get<I>(layers_[i]).step(normed, std::get<I>(state[i])); });
       add_into(h, y);
@@ -231,11 +231,13 @@ class HybridStack {
   }
 
   /// RMSNorm (Zhang & Sennrich 2019) over the last dimension: the ssm::rms_norm op.
-  Tensor pre_norm(const Tensor& x, const std::vector<T>& w) const {
+  Tensor pre_norm(const Tensor& x, std::size_t i) const {
     // An optimizer may hold the weight (for_each): a resized one is an error, not a read past its end.
-    Checker("HybridStack")
-        .require(w.size() == static_cast<std::size_t>(d_model_), "norm.weight", "expected shape (", d_model_,
-                 "), got (", w.size(), ")");
+    const std::vector<T>& w = norm_weights_[i];
+    if (w.size() != static_cast<std::size_t>(d_model_))
+      Checker("HybridStack")
+          .require(false, ("layers." + std::to_string(i) + ".norm.weight").c_str(), "expected shape (", d_model_,
+                   "), got (", w.size(), ")");
     Tensor y = Tensor::empty(x.shape(), x.dtype());  // (b, l, d_model)
     const Dims rows{x.numel() / d_model_, d_model_};
     rms_norm_into({x.view().reshape(rows), TensorView::of(w.data(), {d_model_}), std::nullopt, eps_},
