@@ -390,8 +390,8 @@ class S4MixerOf {
   void set_threads(int n) { layer_.set_threads(n); }
 
  private:
-  /// A copy of the layer with the current parameters (their sizes checked; their values are the kernels' checks),
-  /// and its step recurrence when `with_step`.
+  /// A copy of the layer with the current parameters (their sizes and values checked first, by name), and its step
+  /// recurrence when `with_step`.
   Layer fresh(bool with_step) const {
     p_.check(Checker("S4 mixer"), layer_);
     Layer l = layer_;
