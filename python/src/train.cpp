@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -123,7 +124,8 @@ class Trainer {
 
   /// A trainer of a checkpoint model (models::to_trainable: the same weights, the same logits), with o's rates.
   template <class Spec>
-  static Trainer* from_model(const models::CausalLM<Spec>& lm, TrainerOptions o, const char* mixer) {
+  static Trainer* from_model(const models::CausalLM<Spec>& lm, TrainerOptions o) {
+    const char* mixer = std::is_same_v<Spec, models::MambaSpec> ? "mamba" : "mamba2";  // add_mixer's name of the block
     const auto& cfg = lm.config();
     o.vocab = cfg.padded_vocab(), o.d_model = cfg.d_model;
     o.origin = std::string(Spec::name) + " " + cfg.to_json().dump();
@@ -270,13 +272,23 @@ class Trainer {
   mutable std::mutex mu_;  // held by every call that reads or writes the model or the optimizer
 };
 
-/// The options of a trainer made from a checkpoint model: the rates (its sizes come from the model).
-TrainerOptions rates(double lr, double min_lr, std::int64_t warmup, std::int64_t steps, double weight_decay,
-                     double clip_norm) {
-  TrainerOptions o;
-  o.lr = lr, o.min_lr = min_lr, o.warmup = warmup, o.steps = steps, o.weight_decay = weight_decay;
-  o.clip_norm = clip_norm;
-  return o;
+/// Trainer.from_model for checkpoint models of type LM (MambaLM, Mamba2LM): the sizes come from the model, the rates
+/// from the keywords.
+template <class LM>
+void def_from_model(nb::class_<Trainer>& cls) {
+  cls.def_static(
+      "from_model",
+      [](const LM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps, double weight_decay,
+         double clip_norm) {
+        TrainerOptions o;
+        o.lr = lr, o.min_lr = min_lr, o.warmup = warmup, o.steps = steps, o.weight_decay = weight_decay;
+        o.clip_norm = clip_norm;
+        return Trainer::from_model(lm, o);
+      },
+      "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
+      "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, nb::rv_policy::take_ownership,
+      "A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates as "
+      "the constructor's. to_model() gives the checkpoint model back with the trained weights.");
 }
 
 }  // namespace
@@ -309,24 +321,6 @@ void bind_train(nb::module_& m) {
           "and the S4 layers), d_state (Mamba, Mamba-2; the S4 layers' N, even), rank (RWKV-7), max_len (Hyena: the "
           "longest sequence, its filters' length; s4_layer: the longest training length, C~'s). The schedule: linear "
           "warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
-      .def_static(
-          "from_model",
-          [](const models::MambaLM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
-             double weight_decay, double clip_norm) {
-            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm), "mamba");
-          },
-          "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
-          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, nb::rv_policy::take_ownership,
-          "A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates "
-          "as the constructor's. to_model() gives the checkpoint model back with the trained weights.")
-      .def_static(
-          "from_model",
-          [](const models::Mamba2LM& lm, double lr, double min_lr, std::int64_t warmup, std::int64_t steps,
-             double weight_decay, double clip_norm) {
-            return Trainer::from_model(lm, rates(lr, min_lr, warmup, steps, weight_decay, clip_norm), "mamba2");
-          },
-          "lm"_a, nb::kw_only(), "lr"_a = 1e-4, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000,
-          "weight_decay"_a = 0.01, "clip_norm"_a = 1.0, nb::rv_policy::take_ownership)
       .def("to_model", &Trainer::to_model,
            "The checkpoint model (MambaLM or Mamba2LM) with the trained weights, for a trainer made by from_model: "
            "generate with it, or save() it as a Hugging Face checkpoint.")
@@ -362,6 +356,10 @@ void bind_train(nb::module_& m) {
       .def_prop_ro("num_parameters", &Trainer::num_parameters)
       .def_prop_ro("vocab", &Trainer::vocab)
       .def_prop_ro("d_model", &Trainer::d_model);
+  // from_model: one overload per checkpoint model, the same keywords
+  auto cls = nb::borrow<nb::class_<Trainer>>(m.attr("Trainer"));
+  def_from_model<models::MambaLM>(cls);
+  def_from_model<models::Mamba2LM>(cls);
 }
 
 }  // namespace ssm::python

@@ -691,17 +691,6 @@ class Trainer:
         mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, hyena, s4d_layer, s4_layer, attention. heads (all but the Mamba-1 family, Hyena and the S4 layers), d_state (Mamba, Mamba-2; the S4 layers' N, even), rank (RWKV-7), max_len (Hyena: the longest sequence, its filters' length; s4_layer: the longest training length, C~'s). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.
         """
 
-    @overload
-    @staticmethod
-    def from_model(lm: MambaLM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0) -> Trainer:
-        """
-        A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates as the constructor's. to_model() gives the checkpoint model back with the trained weights.
-        """
-
-    @overload
-    @staticmethod
-    def from_model(lm: Mamba2LM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0) -> Trainer: ...
-
     def to_model(self) -> MambaLM | Mamba2LM:
         """
         The checkpoint model (MambaLM or Mamba2LM) with the trained weights, for a trainer made by from_model: generate with it, or save() it as a Hugging Face checkpoint.
@@ -751,6 +740,17 @@ class Trainer:
 
     @property
     def d_model(self) -> int: ...
+
+    @overload
+    @staticmethod
+    def from_model(lm: MambaLM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0) -> Trainer: ...
+
+    @overload
+    @staticmethod
+    def from_model(lm: Mamba2LM, *, lr: float = 0.0001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0) -> Trainer:
+        """
+        A trainer of a loaded MambaLM or Mamba2LM (fine-tuning): its weights in float32, the same logits; the rates as the constructor's. to_model() gives the checkpoint model back with the trained weights.
+        """
 
 def view_info(a: Annotated[NDArray, dict(writable=False)]) -> tuple:
     """

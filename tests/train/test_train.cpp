@@ -611,7 +611,7 @@ TEST(S4Mixer, BadInputIsAnErrorNamingTheArgument) {
   m.params().shared.log_dt[2] = std::nan("");
   expect_error([&] { m.forward(x); }, {"argument 'kernel.log_dt'", "finite"});
   m = ssm::models::S4DMixer<double>{ssm::S4DLayer<double>(cfg)};
-  m.params().log_A_real[1] = -1000;  // Re A = −exp(−1000) rounds to −0: no longer stable
+  m.params().log_diag_real[1] = -1000;  // Re A = −exp(−1000) rounds to −0: no longer stable
   expect_error([&] { m.forward(x); }, {"argument 'kernel.log_A_real'", "[-700, 700]"});
   m = ssm::models::S4DMixer<double>{ssm::S4DLayer<double>(cfg)};
   m.params().shared.D[0] = std::numeric_limits<double>::infinity();
@@ -676,23 +676,31 @@ TEST(Training, AMambaAndAttentionModelLearnsTheShiftedCopy) {
 
 const ssm::train::WarmupCosine kSchedule{3e-2, 3e-3, 10, 150};
 
-// The model's step() gradients against central differences of its loss, every parameter (the embedding, the layer's
-// norm and mixer, the final norm, the head) element by element on a short batch.
-TEST(StackLM, StepGradientsMatchCentralDifferences) {
-  TinyLM model = tiny_lm(5, 7);
+/// The model's step() gradients on a short shifted-copy batch (2 × 5, vocab 5) against central differences of its loss,
+/// for every parameter (up to max_checked elements of each; 0: all). Returns how many parameters were checked; ids
+/// holds the batch.
+int expect_step_gradients(TinyLM& model, ssm::index_t max_checked, Tensor& ids) {
   std::mt19937_64 data(3);
-  Tensor ids, targets;
+  Tensor targets;
   copy_batch(data, 2, 5, 5, ids, targets);
   TinyLM::Grads g;
   model.step(ids, targets, g);
-  const int checked = ssm_test::expect_parameter_gradients(
+  return ssm_test::expect_parameter_gradients(
       model, g,
       [&] {
         const Tensor logits = model.logits(ids);
         return ssm::cross_entropy({logits.view().reshape({10, 5}), targets}).loss;
       },
-      64);
-  EXPECT_EQ(checked, 10);  // the embedding, the layer's norm, the Gated DeltaNet's six, norm_f, the head
+      max_checked);
+}
+
+// The model's step() gradients against central differences of its loss, every parameter (the embedding, the layer's
+// norm and mixer, the final norm, the head) element by element on a short batch.
+TEST(StackLM, StepGradientsMatchCentralDifferences) {
+  TinyLM model = tiny_lm(5, 7);
+  Tensor ids;
+  EXPECT_EQ(expect_step_gradients(model, 64, ids), 10);  // the embedding, the layer's norm, the Gated DeltaNet's six,
+                                                         // norm_f, the head
 }
 
 // With the head tied to the embedding (Mamba's checkpoints), the embedding's gradient is the lookup's plus the head's,
@@ -700,19 +708,8 @@ TEST(StackLM, StepGradientsMatchCentralDifferences) {
 TEST(StackLM, TiedHeadGradientsMatchCentralDifferences) {
   TinyLM model = tiny_lm(5, 7, /*tied=*/true);
   EXPECT_TRUE(model.tie_embeddings());
-  std::mt19937_64 data(3);
-  Tensor ids, targets;
-  copy_batch(data, 2, 5, 5, ids, targets);
-  TinyLM::Grads g;
-  model.step(ids, targets, g);
-  const int checked = ssm_test::expect_parameter_gradients(
-      model, g,
-      [&] {
-        const Tensor logits = model.logits(ids);
-        return ssm::cross_entropy({logits.view().reshape({10, 5}), targets}).loss;
-      },
-      0);                 // every element of the embedding
-  EXPECT_EQ(checked, 9);  // no head
+  Tensor ids;
+  EXPECT_EQ(expect_step_gradients(model, /*every element of the embedding*/ 0, ids), 9);  // no head
   bool has_head = false;
   model.for_each([&](const char* name, std::vector<double>&) { has_head |= std::string(name) == "lm_head"; });
   EXPECT_FALSE(has_head);

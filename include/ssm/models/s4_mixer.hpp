@@ -14,6 +14,7 @@
 #include <cmath>
 #include <complex>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -211,22 +212,26 @@ void check_modes(const Checker& c, const char* name, const std::vector<T>& v, lo
 
 }  // namespace s4_params
 
-/// S4DLayer's trainable parameters (h channels, n2 = N/2 modes).
-template <class T>
-struct S4DMixerParams {
-  using Layer = S4DLayer<T>;
-  using LayerGrads = S4LayerGrads<T, s4::DiagonalSSM>;
+/// The trainable parameters of an S4D layer (Layer = S4DLayer<T>: the diagonal A) or an S4 layer (S4Layer<T>: the
+/// diagonal Λ of its DPLR form, and P; C holds C̃ for the layer's l_max); h channels, n2 = N/2 modes.
+template <class T, class LayerT>
+struct S4MixerParamsOf {
+  using Layer = LayerT;
+  static constexpr bool kDPLR = std::is_same_v<Layer, S4Layer<T>>;  // S4 (Λ, P), else S4D (A)
+  using LayerGrads = S4LayerGrads<T, std::conditional_t<kDPLR, s4::DPLRSSM, s4::DiagonalSSM>>;
 
   s4_params::Shared<T> shared;  // kernel.log_dt (h), D (h), output_linear.*
-  std::vector<T> log_A_real;    // (h, n2)      Re A = −exp(log_A_real)
-  std::vector<T> A_imag;        // (h, n2)      Im A
-  std::vector<T> B, C;          // (h, n2, 2)
+  std::vector<T> log_diag_real;  // (h, n2)      Re A (Re Λ) = −exp(log_diag_real): kernel.log_A_real (log_Lambda_real)
+  std::vector<T> diag_imag;      // (h, n2)      Im A (Im Λ): kernel.A_imag (Lambda_imag)
+  std::vector<T> P;              // (h, n2, 2)   S4 only (empty for S4D)
+  std::vector<T> B, C;           // (h, n2, 2)
 
   template <class F>
   void for_each(F&& f) {
     f("kernel.log_dt", shared.log_dt);
-    f("kernel.log_A_real", log_A_real);
-    f("kernel.A_imag", A_imag);
+    f(kDPLR ? "kernel.log_Lambda_real" : "kernel.log_A_real", log_diag_real);
+    f(kDPLR ? "kernel.Lambda_imag" : "kernel.A_imag", diag_imag);
+    if constexpr (kDPLR) f("kernel.P", P);
     f("kernel.B", B);
     f("C", C);
     f("D", shared.D);
@@ -236,109 +241,66 @@ struct S4DMixerParams {
     }
   }
 
-  static S4DMixerParams read(const Layer& layer) {
-    const Checker c("S4DMixer");
-    s4::check_ssm("S4DMixer", layer.ssm);  // A, B, C (h, n2) and Delta (h), finite
-    S4DMixerParams p;
+  static S4MixerParamsOf read(const Layer& layer) {
+    const char* op = kDPLR ? "S4Mixer" : "S4DMixer";
+    const Checker c(op);
+    if constexpr (kDPLR)
+      c.require(layer.step_form() != StepForm::diagonal, "layer",
+                "has StepForm::diagonal, whose state cannot be carried by a forward; a mixer decodes from a carried ",
+                "state: use StepForm::linear (or dense)");
+    s4::check_ssm(op, layer.ssm);  // A (Λ, P), B, C (h, n2) and Delta (h), finite
+    S4MixerParamsOf p;
     p.shared.read(c, layer, layer.ssm.Delta);
-    s4_params::split_stable(c, "A", layer.ssm.A, p.log_A_real, p.A_imag);
+    s4_params::split_stable(c, kDPLR ? "Lambda" : "A", diag(layer.ssm), p.log_diag_real, p.diag_imag);
+    if constexpr (kDPLR) p.P = s4_params::pack<T>(layer.ssm.P);
     p.B = s4_params::pack<T>(layer.ssm.B), p.C = s4_params::pack<T>(layer.ssm.C);
     p.check(c, layer);
     return p;
   }
 
   void check(const Checker& c, const Layer& layer) const {
-    const long h = layer.channels(), n2 = layer.ssm.A.cols();
+    const long h = layer.channels(), n2 = diag(layer.ssm).cols();
     shared.check(c, h, s4_params::mix_rows(layer.mix(), h));
-    s4_params::check_modes(c, "kernel.log_A_real", log_A_real, h, n2, /*log=*/true);
-    s4_params::check_modes(c, "kernel.A_imag", A_imag, h, n2);
+    s4_params::check_modes(c, kDPLR ? "kernel.log_Lambda_real" : "kernel.log_A_real", log_diag_real, h, n2,
+                           /*log=*/true);
+    s4_params::check_modes(c, kDPLR ? "kernel.Lambda_imag" : "kernel.A_imag", diag_imag, h, n2);
+    if constexpr (kDPLR) s4_params::check_pairs(c, "kernel.P", P, h, n2);
     s4_params::check_pairs(c, "kernel.B", B, h, n2);
     s4_params::check_pairs(c, "C", C, h, n2);
   }
 
   void write(Layer& layer) const {
-    const Eigen::Index h = layer.channels(), n2 = layer.ssm.A.cols();
+    const Eigen::Index h = layer.channels(), n2 = diag(layer.ssm).cols();
     shared.write(layer, layer.ssm.Delta);
-    layer.ssm.A = s4_params::join_stable(log_A_real, A_imag, h, n2);
+    diag(layer.ssm) = s4_params::join_stable(log_diag_real, diag_imag, h, n2);
+    if constexpr (kDPLR) layer.ssm.P = s4_params::unpack(P, h, n2);
     layer.ssm.B = s4_params::unpack(B, h, n2), layer.ssm.C = s4_params::unpack(C, h, n2);
   }
 
-  S4DMixerParams gradient(const LayerGrads& g) const {
-    S4DMixerParams d;
+  S4MixerParamsOf gradient(const LayerGrads& g) const {
+    S4MixerParamsOf d;
     d.shared = shared.gradient(g.ssm.Delta, g.D, g.W_out, g.b_out);
-    s4_params::split_stable_grad(g.ssm.A, log_A_real, d.log_A_real, d.A_imag);
+    s4_params::split_stable_grad(diag(g.ssm), log_diag_real, d.log_diag_real, d.diag_imag);
+    if constexpr (kDPLR) d.P = s4_params::pack<T>(g.ssm.P);
     d.B = s4_params::pack<T>(g.ssm.B), d.C = s4_params::pack<T>(g.ssm.C);
     return d;
   }
+
+ private:
+  /// The SSM's diagonal: A (S4D) or Λ (S4).
+  template <class SSM>
+  static auto& diag(SSM& ssm) {
+    if constexpr (kDPLR)
+      return ssm.Lambda;
+    else
+      return ssm.A;
+  }
 };
 
-/// S4Layer's trainable parameters (h channels, n2 = N/2 modes; C holds C̃ for the layer's l_max).
 template <class T>
-struct S4MixerParams {
-  using Layer = S4Layer<T>;
-  using LayerGrads = S4LayerGrads<T, s4::DPLRSSM>;
-
-  s4_params::Shared<T> shared;     // kernel.log_dt (h), D (h), output_linear.*
-  std::vector<T> log_Lambda_real;  // (h, n2)      Re Λ = −exp(log_Lambda_real)
-  std::vector<T> Lambda_imag;      // (h, n2)      Im Λ
-  std::vector<T> P, B, C;          // (h, n2, 2)   C: C̃
-
-  template <class F>
-  void for_each(F&& f) {
-    f("kernel.log_dt", shared.log_dt);
-    f("kernel.log_Lambda_real", log_Lambda_real);
-    f("kernel.Lambda_imag", Lambda_imag);
-    f("kernel.P", P);
-    f("kernel.B", B);
-    f("C", C);
-    f("D", shared.D);
-    if (!shared.out_weight.empty() || !shared.out_bias.empty()) {
-      f("output_linear.weight", shared.out_weight);
-      f("output_linear.bias", shared.out_bias);
-    }
-  }
-
-  static S4MixerParams read(const Layer& layer) {
-    const Checker c("S4Mixer");
-    c.require(layer.step_form() != StepForm::diagonal, "layer",
-              "has StepForm::diagonal, whose state cannot be carried by a forward; a mixer decodes from a carried ",
-              "state: use StepForm::linear (or dense)");
-    s4::check_ssm("S4Mixer", layer.ssm);  // Lambda, P, B, C (h, n2) and Delta (h), finite
-    S4MixerParams p;
-    p.shared.read(c, layer, layer.ssm.Delta);
-    s4_params::split_stable(c, "Lambda", layer.ssm.Lambda, p.log_Lambda_real, p.Lambda_imag);
-    p.P = s4_params::pack<T>(layer.ssm.P), p.B = s4_params::pack<T>(layer.ssm.B);
-    p.C = s4_params::pack<T>(layer.ssm.C);
-    p.check(c, layer);
-    return p;
-  }
-
-  void check(const Checker& c, const Layer& layer) const {
-    const long h = layer.channels(), n2 = layer.ssm.Lambda.cols();
-    shared.check(c, h, s4_params::mix_rows(layer.mix(), h));
-    s4_params::check_modes(c, "kernel.log_Lambda_real", log_Lambda_real, h, n2, /*log=*/true);
-    s4_params::check_modes(c, "kernel.Lambda_imag", Lambda_imag, h, n2);
-    s4_params::check_pairs(c, "kernel.P", P, h, n2);
-    s4_params::check_pairs(c, "kernel.B", B, h, n2);
-    s4_params::check_pairs(c, "C", C, h, n2);
-  }
-
-  void write(Layer& layer) const {
-    const Eigen::Index h = layer.channels(), n2 = layer.ssm.Lambda.cols();
-    shared.write(layer, layer.ssm.Delta);
-    layer.ssm.Lambda = s4_params::join_stable(log_Lambda_real, Lambda_imag, h, n2);
-    layer.ssm.P = s4_params::unpack(P, h, n2), layer.ssm.B = s4_params::unpack(B, h, n2);
-    layer.ssm.C = s4_params::unpack(C, h, n2);
-  }
-
-  S4MixerParams gradient(const LayerGrads& g) const {
-    S4MixerParams d;
-    d.shared = shared.gradient(g.ssm.Delta, g.D, g.W_out, g.b_out);
-    s4_params::split_stable_grad(g.ssm.Lambda, log_Lambda_real, d.log_Lambda_real, d.Lambda_imag);
-    d.P = s4_params::pack<T>(g.ssm.P), d.B = s4_params::pack<T>(g.ssm.B), d.C = s4_params::pack<T>(g.ssm.C);
-    return d;
-  }
-};
+using S4DMixerParams = S4MixerParamsOf<T, S4DLayer<T>>;
+template <class T>
+using S4MixerParams = S4MixerParamsOf<T, S4Layer<T>>;
 
 /// A SequenceMixer and TrainableMixer over an S4 or S4D layer (Params: S4MixerParams or S4DMixerParams): x (b, l, h)
 /// → (b, l, h) in conv mode; step() continues from a carried state (the layer's conv mode with a state, so t tokens
