@@ -59,8 +59,8 @@ BENCHMARK(BM_CrossEntropy)
     ->UseRealTime();
 
 using Model = ssm::models::TrainableLM<float>;
-const char* const kMixers[] = {"gated_deltanet", "gla",    "rwkv7", "ttt",       "mamba",
-                               "attention",      "mamba2", "hyena", "s4d_layer", "s4_layer"};
+const char* const kMixers[] = {"gated_deltanet", "gla",   "rwkv7",     "ttt",      "mamba", "attention",
+                               "mamba2",         "hyena", "s4d_layer", "s4_layer", "rwkv4", "striped_hyena"};
 
 void BM_StackLMStep(benchmark::State& state) {
   const int mixer = static_cast<int>(state.range(0)), threads = static_cast<int>(state.range(1));
@@ -94,7 +94,7 @@ void BM_StackLMStep(benchmark::State& state) {
 }
 BENCHMARK(BM_StackLMStep)
     ->ArgNames({"mixer", "threads"})
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -6,11 +6,14 @@
 // Usage: example_train [--mixer M] [--task T] [--layers N] [--d D] [--heads H] [--vocab V] [--len L] [--batch B]
 //                      [--steps S] [--lr LR] [--warmup W] [--seed S] [--threads T] [--out DIR] [--save F] [--resume F]
 //                      [--stop N] [--eval-lens L1,L2,...] [--eval-batches N]
-//   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | mamba | mamba_s4d |
-//          s6 | s4d | mamba2 | hyena | s4d_layer | s4_layer | attention  (mamba_s4d, s6, s4d: the Mamba block without
-//          selection, without the gate, without both; s4d_layer, s4_layer: the S4D and S4 layers, state size 16;
-//          hyena's filters and S4's C̃ are as long as the longest of --len and --eval-lens)
-//          (models/trainable_lm.hpp; attention is softmax attention with RoPE)
+//   mixer  deltanet | gated_deltanet (default) | linear_attention | retnet | gla | ttt | rwkv7 | rwkv4 |
+//          rwkv4_channel | mamba | mamba_s4d | s6 | s4d | mamba2 | hyena | striped_hyena | s4d_layer | s4_layer |
+//          attention | moe  (moe: 8 SwiGLU experts, 2 per token, a feed-forward with no token mixing; rwkv4,
+//          rwkv4_channel: RWKV-4's time and channel mixing; striped_hyena: StripedHyena's gated convolution, 16 poles
+//          per channel; mamba_s4d, s6, s4d: the Mamba block without selection, without the gate, without both;
+//          s4d_layer, s4_layer: the S4D and S4 layers, state size 16; the filters of hyena and striped_hyena and S4's C̃
+//          are as long as the longest of --len and --eval-lens) (models/trainable_lm.hpp; attention is softmax
+//          attention with RoPE)
 //   task   copy (default: each target the token before it)
 //          selective_copy (Mamba §4.1.1: data tokens among noise, to repeat in order after the markers)
 //          induction (Mamba §4.1.2: after a trigger token, the token that followed its first occurrence)

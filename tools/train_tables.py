@@ -19,8 +19,8 @@ import sys
 
 # MQAR (Zoology, Arora et al. 2023): accuracy against width. 64 tokens: 16 key-value pairs (keys from 32, values from
 # 32), then 32 queries; 2 layers; 1500 steps of 32 sequences (3M tokens) at each learning rate of MQAR_LRS.
-MQAR_MIXERS = ["attention", "mamba", "mamba2", "gated_deltanet", "gla", "retnet", "rwkv7", "hyena", "s4d_layer",
-               "s4_layer"]
+MQAR_MIXERS = ["attention", "mamba", "mamba2", "gated_deltanet", "gla", "retnet", "rwkv7", "rwkv4", "hyena",
+               "striped_hyena", "s4d_layer", "s4_layer"]
 MQAR_WIDTHS = [32, 64, 128]
 MQAR_LRS = ["1e-3", "3e-3"]
 MQAR_ARGS = ["--task", "mqar", "--layers", "2", "--vocab", "64", "--len", "64", "--batch", "32", "--steps", "1500",

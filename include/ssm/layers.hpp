@@ -13,6 +13,7 @@
 #include "ssm/layers/lssl.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/layers/moe.hpp"
 #include "ssm/layers/rwkv4.hpp"
 #include "ssm/layers/rwkv7.hpp"
 #include "ssm/layers/ttt_linear.hpp"

@@ -316,11 +316,13 @@ void bind_train(nb::module_& m) {
           "vocab"_a, "d_model"_a, "mixers"_a, "heads"_a = 2, "d_state"_a = 16, "rank"_a = 8, "max_len"_a = 0,
           "lr"_a = 1e-3, "min_lr"_a = -1.0, "warmup"_a = 100, "steps"_a = 1000, "weight_decay"_a = 0.01,
           "clip_norm"_a = 1.0, "seed"_a = 0, "threads"_a = 0,
-          "mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, "
-          "mamba_s4d, s6, s4d, mamba2, hyena, s4d_layer, s4_layer, attention. heads (all but the Mamba-1 family, Hyena "
-          "and the S4 layers), d_state (Mamba, Mamba-2; the S4 layers' N, even), rank (RWKV-7), max_len (Hyena: the "
-          "longest sequence, its filters' length; s4_layer: the longest training length, C~'s). The schedule: linear "
-          "warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.")
+          "mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, rwkv4, "
+          "rwkv4_channel, mamba, mamba_s4d, s6, s4d, mamba2, hyena, striped_hyena, s4d_layer, s4_layer, attention, "
+          "moe (8 experts, 2 per token). heads (all but the Mamba-1 family, Hyena, RWKV-4, the S4 layers and moe), "
+          "d_state (Mamba, Mamba-2; the S4 layers' N, even; StripedHyena's poles per channel), rank (RWKV-7), max_len "
+          "(Hyena: the longest sequence, its filters' length; s4_layer: the longest training length, C~'s; "
+          "striped_hyena: its filter's taps, 2048 when 0). The schedule: linear warmup over `warmup` steps to lr, "
+          "cosine to min_lr (-1: lr / 10) at `steps`.")
       .def("to_model", &Trainer::to_model,
            "The checkpoint model (MambaLM or Mamba2LM) with the trained weights, for a trainer made by from_model: "
            "generate with it, or save() it as a Hugging Face checkpoint.")

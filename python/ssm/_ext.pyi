@@ -688,7 +688,7 @@ class Trainer:
 
     def __init__(self, vocab: int, d_model: int, mixers: Sequence[str], heads: int = 2, d_state: int = 16, rank: int = 8, max_len: int = 0, lr: float = 0.001, min_lr: float = -1.0, warmup: int = 100, steps: int = 1000, weight_decay: float = 0.01, clip_norm: float = 1.0, seed: int = 0, threads: int = 0) -> None:
         """
-        mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, mamba, mamba_s4d, s6, s4d, mamba2, hyena, s4d_layer, s4_layer, attention. heads (all but the Mamba-1 family, Hyena and the S4 layers), d_state (Mamba, Mamba-2; the S4 layers' N, even), rank (RWKV-7), max_len (Hyena: the longest sequence, its filters' length; s4_layer: the longest training length, C~'s). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.
+        mixers: one name per layer, of deltanet, gated_deltanet, linear_attention, retnet, gla, ttt, rwkv7, rwkv4, rwkv4_channel, mamba, mamba_s4d, s6, s4d, mamba2, hyena, striped_hyena, s4d_layer, s4_layer, attention, moe (8 experts, 2 per token). heads (all but the Mamba-1 family, Hyena, RWKV-4, the S4 layers and moe), d_state (Mamba, Mamba-2; the S4 layers' N, even; StripedHyena's poles per channel), rank (RWKV-7), max_len (Hyena: the longest sequence, its filters' length; s4_layer: the longest training length, C~'s; striped_hyena: its filter's taps, 2048 when 0). The schedule: linear warmup over `warmup` steps to lr, cosine to min_lr (-1: lr / 10) at `steps`.
         """
 
     def to_model(self) -> MambaLM | Mamba2LM:

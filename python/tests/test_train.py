@@ -76,6 +76,23 @@ def test_s4_layers_train_under_their_published_names():
         trainer(mixers=["s4d_layer"], d_state=7)
 
 
+def test_rwkv4_striped_hyena_and_experts_train_under_their_checkpoint_names():
+    t = trainer(mixers=["rwkv4", "rwkv4_channel", "striped_hyena", "moe"], d_state=3, max_len=16, lr=1e-2, warmup=5,
+                steps=100)
+    p = t.parameters()
+    assert p["layers.3.mixer.router.weight"].shape == (8 * 16,)  # 8 experts (E, H)
+    assert p["layers.3.mixer.experts.gate_up_proj"].shape == (8 * 2 * 32 * 16,)  # (E, 2 I, H), I = 2 d_model
+    assert p["layers.0.mixer.time_decay"].shape == (16,) and "layers.0.mixer.output.weight" in p
+    assert p["layers.1.mixer.key.weight"].shape == (64 * 16,) and "layers.1.mixer.time_decay" not in p
+    assert p["layers.2.mixer.filter.poles"].shape == (16 * 3 * 2,)  # (H, S, 1, [re, im])
+    rng = np.random.default_rng(6)
+    first = t.step(*copy_batch(rng, 4, 12, 8))["loss"]
+    for _ in range(99):
+        last = t.step(*copy_batch(rng, 4, 12, 8))["loss"]
+    assert last < 0.1 * first
+    assert not np.array_equal(t.parameters()["layers.2.mixer.filter.poles"], p["layers.2.mixer.filter.poles"])
+
+
 def test_a_checkpoint_fine_tunes_and_goes_back(data_dir, tmp_path):
     lm = ssm.load_model(data_dir / "mamba" / "tiny")
     t = ssm.train.Trainer.from_pretrained(data_dir / "mamba" / "tiny", lr=3e-3, warmup=0, steps=10)

@@ -492,4 +492,39 @@ TEST(ModalHyenaLayer, ConstantStateDecodingEqualsTheForward) {
   expect_arg_error("heads", [&] { ModalHyenaLayer<double>::init(cfg, 1); });
 }
 
+// The layer's backward against central differences in double (two heads of the column split, 3 poles per channel):
+// ∂L/∂x and every parameter (projections and the FIR through the split, D, the residues and poles through the modal
+// filter, out_filter_dense), L = Σ forward(x) ⊙ R, the filter refreshed after each perturbation. Then a layer refreshed
+// for exactly l taps gives the same gradients, and a sequence longer than its taps is refused naming x.
+TEST(ModalHyenaLayer, BackwardMatchesCentralDifferences) {
+  ModalHyenaConfig cfg;
+  cfg.d_model = 6, cfg.heads = 2, cfg.state_size = 3, cfg.l_max = 16;
+  auto layer = ModalHyenaLayer<double>::init(cfg, 6);
+  layer.set_threads(1);
+  std::mt19937_64 rng(7);
+  const index_t b = 2, l = 11;
+  Tensor x = random(rng, {b, l, 6}, DType::f64);
+  const Tensor R = random(rng, {b, l, 6}, DType::f64);
+  auto loss = [&] {
+    layer.refresh();
+    return ssm_test::weighted_sum(layer.forward(x.view()), R);
+  };
+  const auto g = layer.backward(x.view(), R.view());
+  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss);
+  auto grads = g.params;
+  EXPECT_EQ(ssm_test::expect_parameter_gradients(layer.params(), grads, loss, 64), 9);
+  const auto part = layer.refreshed(l);
+  ASSERT_EQ(part.taps(), l);
+  const auto gp = part.backward(x.view(), R.view());
+  EXPECT_EQ(gp.grad_x, g.grad_x);
+  EXPECT_EQ(gp.params.poles, g.params.poles);
+  EXPECT_EQ(gp.params.projections_weight, g.params.projections_weight);
+  const auto short_layer = layer.refreshed(l - 1);
+  expect_arg_error("x", [&] { short_layer.backward(x.view(), R.view()); });
+  // forward with fewer taps than the length runs in pieces: the same output
+  EXPECT_LE(max_rel(short_layer.forward(x.view()), layer.forward(x.view())), 1e-12);
+  const Tensor short_g = Tensor::zeros({b, l - 1, 6}, DType::f64);
+  expect_arg_error("grad_out", [&] { layer.backward(x.view(), short_g.view()); });
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 // resumed from a saved training state equal bit for bit to one never interrupted.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include "ssm/models/trainable_lm.hpp"
 #include "ssm/train.hpp"
 #include "support/central_differences.hpp"
+#include "support/decode.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -511,6 +513,38 @@ TEST(HybridStack, BackwardThroughHyenaMatchesCentralDifferences) {
   ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "hyena", o, 2); }, "argument 'max_len'");
 }
 
+// StripedHyena's gated convolution through ModalHyenaMixer (add_mixer's "striped_hyena": 2 heads, 3 poles, 16 taps)
+// and an RWKV-4 block (add_mixer's "rwkv4" and "rwkv4_channel"): the stack's backward against central differences. The
+// perturbations are written into the parameters in place, as an optimizer's update is: the mixer's filter follows
+// them without a refresh() call. A length past the modal filter's taps is refused by its backward, naming x.
+TEST(HybridStack, BackwardThroughStripedHyenaAndRwkv4MatchesCentralDifferences) {
+  ssm::models::TrainableStack<double> stack(8);
+  ssm::models::MixerOptions o;
+  o.d_state = 3, o.max_len = 16, o.threads = 1;
+  ssm::models::add_mixer(stack, "striped_hyena", o, 1);
+  ssm::models::add_mixer(stack, "rwkv4", o, 2);
+  ssm::models::add_mixer(stack, "rwkv4_channel", o, 3);
+  for (std::size_t i = 0; i < stack.size(); ++i)
+    for (double& w : stack.norm_weight(i)) w = 0.6 + 0.2 * static_cast<double>(i);
+  expect_stack_gradients(stack, 2, 9, 8, 3 + 9 + 9 + 5);  // three norms; StripedHyena 9, RWKV-4's two 9 and 5
+  // decoding (the modal filter refreshed for each step's tokens) equals the forward; a prefill of 20 tokens, more
+  // than the 16 taps, runs in pieces
+  Tensor x = Tensor::empty({2, 23, 8}, DType::f64);
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = std::sin(0.37 * static_cast<double>(i));
+  const auto y = stack.forward(x).to_vector<double>();
+  for (index_t prefill : {1, 20}) {
+    const auto got = ssm_test::decode_in_pieces(stack, x, prefill).to_vector<double>();
+    double err = 0, mx = 0;
+    for (std::size_t i = 0; i < y.size(); ++i)
+      err = std::max(err, std::abs(got[i] - y[i])), mx = std::max(mx, std::abs(y[i]));
+    EXPECT_LE(err, 1e-12 * mx) << prefill;
+  }
+  const Tensor long_x = Tensor::zeros({1, 17, 8}, DType::f64);
+  ssm_test::expect_error([&] { stack.backward(long_x, long_x); }, "argument 'x'");
+  o.d_state = 0;
+  ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "striped_hyena", o, 4); }, "argument 'd_state'");
+}
+
 // ---- The S4 and S4D layers as trainable mixers ----------------------------------------------------------------------
 
 // add_mixer's "s4d_layer" and "s4_layer" (state size 4, S4's l_max 12 > the length, so ∂L/∂K is zero past l): the
@@ -630,9 +664,13 @@ TEST(S4Mixer, BadInputIsAnErrorNamingTheArgument) {
 TEST(AdamW, DefaultDecayRule) {
   using ssm::train::decays_by_default;
   for (const char* n : {"embedding", "layers.0.norm.weight", "norm_f.weight", "layers.1.mixer.kernel.log_dt",
-                        "layers.1.mixer.kernel.B", "layers.2.mixer.norm.weight"})
+                        "layers.1.mixer.kernel.B", "layers.2.mixer.norm.weight", "layers.3.mixer.time_decay",
+                        "layers.3.mixer.time_mix_key", "layers.4.mixer.filter.poles", "layers.4.mixer.filter.residues"})
     EXPECT_FALSE(decays_by_default(n)) << n;
-  for (const char* n : {"lm_head", "layers.1.mixer.C", "layers.0.mixer.in_proj.weight", "layers.0.mixer.A_log"})
+  for (const char* n :
+       {"lm_head", "layers.1.mixer.C", "layers.0.mixer.in_proj.weight", "layers.0.mixer.A_log",
+        "layers.3.mixer.key.weight", "layers.4.mixer.filter.D", "layers.4.mixer.filter.short_filter_weight",
+        "layers.5.mixer.filter_fn.implicit_filter.6.weight", "layers.6.mixer.router.weight"})
     EXPECT_TRUE(decays_by_default(n)) << n;
 }
 

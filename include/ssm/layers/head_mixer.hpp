@@ -41,6 +41,15 @@ void check_grad_out(const Checker& c, const TensorView& grad_out, const TensorVi
   c.contiguous(name, grad_out).device(name, grad_out, Device::cpu());
 }
 
+/// The check of a parameter an optimizer may hold (and resize) through a layer's params(): v must have n values and,
+/// with `finite` (at construction), every one finite; an ssm::Error names it otherwise.
+template <class T>
+void check_parameter(const Checker& c, const char* name, const std::vector<T>& v, index_t n, bool finite) {
+  c.require(static_cast<index_t>(v.size()) == n, name, "expected ", n, " values, got ", v.size());
+  if (finite)
+    for (T e : v) c.require(std::isfinite(static_cast<double>(e)), name, "must be finite, got ", e);
+}
+
 /// Parameters of p's sizes, all zero (the accumulators of a backward); Params has for_each(f(name, vector)).
 template <class Params>
 Params zeros_like(const Params& p) {

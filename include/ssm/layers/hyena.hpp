@@ -87,26 +87,14 @@ struct HyenaLayerParams {
   std::vector<T> freq;                                    // (1, F): the Sin's frequencies
   std::vector<T> deltas;                                  // (1, 1, D (N − 1)): the window's decay rates
 
+  /// f(name, vector, shape) for every parameter, the decay rates included (a const one gets const vectors).
   template <class F>
   void for_each(const HyenaConfig& cfg, F&& f) {
-    const index_t D = cfg.d_model, P = (cfg.order + 1) * D, Df = cfg.filter_channels(), Fw = cfg.filter_order;
-    f("in_proj.weight", in_proj_weight, Dims{P, D});
-    f("in_proj.bias", in_proj_bias, Dims{P});
-    f("out_proj.weight", out_proj_weight, Dims{D, D});
-    f("out_proj.bias", out_proj_bias, Dims{D});
-    f("short_filter.weight", short_filter_weight, Dims{P, 1, cfg.short_filter_order});
-    f("short_filter.bias", short_filter_bias, Dims{P});
-    f("filter_fn.bias", filter_bias, Dims{Df});
-    f("filter_fn.pos_emb.z", pos_emb_z, Dims{1, cfg.l_max, cfg.emb_dim});
-    f("filter_fn.implicit_filter.0.weight", W0, Dims{Fw, cfg.emb_dim});
-    f("filter_fn.implicit_filter.0.bias", b0, Dims{Fw});
-    f("filter_fn.implicit_filter.1.freq", freq, Dims{1, Fw});
-    f("filter_fn.implicit_filter.2.weight", W1, Dims{Fw, Fw});
-    f("filter_fn.implicit_filter.2.bias", b1, Dims{Fw});
-    f("filter_fn.implicit_filter.4.weight", W2, Dims{Fw, Fw});
-    f("filter_fn.implicit_filter.4.bias", b2, Dims{Fw});
-    f("filter_fn.implicit_filter.6.weight", W3, Dims{Df, Fw});
-    f("filter_fn.modulation.deltas", deltas, Dims{1, 1, Df});
+    visit_all(*this, cfg, f);
+  }
+  template <class F>
+  void for_each(const HyenaConfig& cfg, F&& f) const {
+    visit_all(*this, cfg, f);
   }
 
   /// Calls f(name, vector) for every trainable parameter: all but the window's decay rates, which safari registers
@@ -117,6 +105,27 @@ struct HyenaLayerParams {
   }
 
  private:
+  template <class Self, class F>
+  static void visit_all(Self& p, const HyenaConfig& cfg, F& f) {
+    const index_t D = cfg.d_model, P = (cfg.order + 1) * D, Df = cfg.filter_channels(), Fw = cfg.filter_order;
+    f("in_proj.weight", p.in_proj_weight, Dims{P, D});
+    f("in_proj.bias", p.in_proj_bias, Dims{P});
+    f("out_proj.weight", p.out_proj_weight, Dims{D, D});
+    f("out_proj.bias", p.out_proj_bias, Dims{D});
+    f("short_filter.weight", p.short_filter_weight, Dims{P, 1, cfg.short_filter_order});
+    f("short_filter.bias", p.short_filter_bias, Dims{P});
+    f("filter_fn.bias", p.filter_bias, Dims{Df});
+    f("filter_fn.pos_emb.z", p.pos_emb_z, Dims{1, cfg.l_max, cfg.emb_dim});
+    f("filter_fn.implicit_filter.0.weight", p.W0, Dims{Fw, cfg.emb_dim});
+    f("filter_fn.implicit_filter.0.bias", p.b0, Dims{Fw});
+    f("filter_fn.implicit_filter.1.freq", p.freq, Dims{1, Fw});
+    f("filter_fn.implicit_filter.2.weight", p.W1, Dims{Fw, Fw});
+    f("filter_fn.implicit_filter.2.bias", p.b1, Dims{Fw});
+    f("filter_fn.implicit_filter.4.weight", p.W2, Dims{Fw, Fw});
+    f("filter_fn.implicit_filter.4.bias", p.b2, Dims{Fw});
+    f("filter_fn.implicit_filter.6.weight", p.W3, Dims{Df, Fw});
+    f("filter_fn.modulation.deltas", p.deltas, Dims{1, 1, Df});
+  }
   template <class F>
   static void for_each_trainable(HyenaLayerParams& p, F& f) {
     std::vector<T>* all[] = {&p.in_proj_weight,
@@ -208,6 +217,23 @@ Tensor project_and_filter(const TensorView& x, const std::vector<T>& W, const st
   return zc;
 }
 
+/// The backward of project_and_filter from the empty conv state: z (b, l, P) the conv's input (its z_out) and grad_zc
+/// (b, l, P) = ∂L/∂zc. The short conv sequence by sequence, then the projection: writes ∂L/∂x into grad_x (b, l, D) and
+/// adds the parameters' gradients into grad_W (P, D), grad_bias (P), grad_short_w (P, K) and grad_short_b (P).
+template <class T>
+void project_and_filter_backward(const TensorView& x, const std::vector<T>& W, const std::vector<T>& short_w,
+                                 const std::vector<T>& short_b, index_t K, const Tensor& z, const T* grad_zc, T* grad_x,
+                                 T* grad_W, T* grad_bias, T* grad_short_w, T* grad_short_b) {
+  const index_t b = x.size(0), l = x.size(1), D = x.size(2), P = static_cast<index_t>(short_b.size());
+  const Conv1dArgs<T> conv{l, P, K, short_w.data(), short_b.data(), false};
+  std::vector<T> grad_z(static_cast<std::size_t>(b * l * P));
+  for (index_t bi = 0; bi < b; ++bi)
+    conv1d_backward(conv, z.data_as<const T>() + bi * l * P, static_cast<const T*>(nullptr), grad_zc + bi * l * P,
+                    static_cast<const T*>(nullptr), grad_z.data() + bi * l * P, static_cast<T*>(nullptr), grad_short_w,
+                    grad_short_b);
+  linear_backward(x.data_as<const T>(), W.data(), grad_z.data(), grad_x, grad_W, grad_bias, b * l, D, P);
+}
+
 }  // namespace hyena_detail
 
 /// One Hyena operator: x (b, l, D) → (b, l, D), l ≤ l_max. T = float or double.
@@ -218,10 +244,7 @@ class HyenaLayer {
 
   HyenaLayer(const HyenaConfig& cfg, HyenaLayerParams<T> p) : cfg_(cfg), p_(std::move(p)) {
     cfg_.validate("HyenaLayer");
-    p_.for_each(cfg_, [](const char* nm, std::vector<T>& v, const Dims& s) {
-      check_parameter_size("HyenaLayer", nm, v, s);
-    });
-    refresh();
+    refresh();  // checks every parameter's size
   }
 
   /// safari's initialization: in / out projections and the short filter PyTorch-default uniform (±1/√fan_in), the FFN
@@ -311,6 +334,7 @@ class HyenaLayer {
   void refresh(index_t n_taps = 0) {
     SSM_CHECK(n_taps >= 0 && n_taps <= cfg_.l_max, "HyenaLayer::refresh: n_taps must be in [0, l_max = ", cfg_.l_max,
               "] (0: all), got ", n_taps);
+    check_sizes("HyenaLayer::refresh");
     const index_t N = cfg_.order, D = cfg_.d_model, L = cfg_.l_max, E = cfg_.emb_dim, Fw = cfg_.filter_order;
     const index_t Df = cfg_.filter_channels(), Lh = n_taps > 0 ? n_taps : L;
     h_ = Tensor::empty({N - 1, D, Lh}, dtype_of<T>());
@@ -348,6 +372,7 @@ class HyenaLayer {
   /// x (b, l, D) contiguous, l ≤ l_max → (b, l, D).
   Tensor forward(const TensorView& x) const {
     Checker c("HyenaLayer::forward");
+    check_sizes("HyenaLayer::forward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     check_length(c, x.size(1));
     const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, rows = b * l;
@@ -368,12 +393,16 @@ class HyenaLayer {
     return s;
   }
 
+  /// The filter taps a step of t tokens from `state` reads: every position so far (the direct sums over the history).
+  index_t taps_to_step(const State& state, index_t t) const { return state.t + t; }
+
   /// The next t tokens x (b, t, D) of the sequences in `state` (advanced): equal to rows of forward() over the whole
   /// sequence. Token n's long convolutions are direct sums over the n + 1 tokens so far: per order and tap τ, one row
   /// of the filters (l_max, N − 1, D) times one row of the history (n − τ), both contiguous over the D channels (a
   /// streaming read of 2 (n + 1) (N − 1) D values a token).
   Tensor step(const TensorView& x, State& state) const {
     Checker c("HyenaLayer::step");
+    check_sizes("HyenaLayer::step");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     const index_t b = x.size(0), l = x.size(1), D = cfg_.d_model, N = cfg_.order, P = (N + 1) * D, K = cfg_.short_filter_order;
     c.require(state.b == b && state.conv_state.defined() && state.conv_state.shape() == Dims{b, K - 1, P}, "state",
@@ -442,6 +471,7 @@ class HyenaLayer {
   /// the parameters, as for forward().
   Grads backward(const TensorView& x, const TensorView& grad_out) const {
     Checker c("HyenaLayer::backward");
+    check_sizes("HyenaLayer::backward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     head_mixer::check_grad_out<T>(c, grad_out, x);
     check_length(c, x.size(1));
@@ -472,14 +502,9 @@ class HyenaLayer {
     const T* gskip = hg.grad_bias.data_as<const T>();  // (N − 1, D)
     for (index_t f = 0; f < cfg_.filter_channels(); ++f) gp.filter_bias[f] = gskip[(f % (N - 1)) * D + f / (N - 1)];
     // ---- the short conv (no activation), sequence by sequence, then in_proj ----
-    const Conv1dArgs<T> conv{l, P, K, p_.short_filter_weight.data(), p_.short_filter_bias.data(), false};
-    std::vector<T> grad_z(static_cast<std::size_t>(rows * P));
-    for (index_t bi = 0; bi < b; ++bi)
-      conv1d_backward(conv, s.z.template data_as<const T>() + bi * l * P, static_cast<const T*>(nullptr),
-                      grad_zc.data() + bi * l * P, static_cast<const T*>(nullptr), grad_z.data() + bi * l * P,
-                      static_cast<T*>(nullptr), gp.short_filter_weight.data(), gp.short_filter_bias.data());
-    linear_backward(x.data_as<const T>(), p_.in_proj_weight.data(), grad_z.data(), g.grad_x.data(),
-                    gp.in_proj_weight.data(), gp.in_proj_bias.data(), rows, D, P);
+    hyena_detail::project_and_filter_backward(
+        x, p_.in_proj_weight, p_.short_filter_weight, p_.short_filter_bias, K, s.z, grad_zc.data(), g.grad_x.data(),
+        gp.in_proj_weight.data(), gp.in_proj_bias.data(), gp.short_filter_weight.data(), gp.short_filter_bias.data());
     filter_backward(hg.grad_h.data_as<const T>(), l, gp);
     return g;
   }
@@ -589,6 +614,12 @@ class HyenaLayer {
   }
 
  private:
+  // Every parameter's size (params() hands them out: a resized one is an error, not a read past its end).
+  void check_sizes(const char* op) const {
+    p_.for_each(cfg_,
+                [&](const char* nm, const std::vector<T>& v, const Dims& s) { check_parameter_size(op, nm, v, s); });
+  }
+
   HyenaConfig cfg_;
   HyenaLayerParams<T> p_;
   Tensor h_, skip_;          // (N − 1, D, taps), (N − 1, D)
@@ -642,10 +673,19 @@ struct ModalHyenaParams {
   void for_each(const ModalHyenaConfig& cfg, F&& f) const {
     visit(*this, cfg, f);
   }
+  /// f(name, vector) for each parameter (an optimizer's walk over parameters and gradients).
+  template <class F>
+  void for_each(F&& f) {
+    visit(*this, ModalHyenaConfig{}, [&](const char* n, std::vector<T>& v, const Dims&) { f(n, v); });
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    visit(*this, ModalHyenaConfig{}, [&](const char* n, const std::vector<T>& v, const Dims&) { f(n, v); });
+  }
 
  private:
   template <class Self, class F>
-  static void visit(Self& p, const ModalHyenaConfig& cfg, F& f) {
+  static void visit(Self& p, const ModalHyenaConfig& cfg, F&& f) {
     const index_t H = cfg.d_model, S = cfg.state_size;
     f("projections.weight", p.projections_weight, Dims{3 * H, H});
     f("projections.bias", p.projections_bias, Dims{3 * H});
@@ -669,10 +709,7 @@ class ModalHyenaLayer {
   ModalHyenaLayer() = default;
   ModalHyenaLayer(const ModalHyenaConfig& cfg, ModalHyenaParams<T> p) : cfg_(cfg), p_(std::move(p)) {
     cfg_.validate("ModalHyenaLayer");
-    p_.for_each(cfg_, [](const char* nm, const std::vector<T>& v, const Dims& s) {
-      check_parameter_size("ModalHyenaLayer", nm, v, s);
-    });
-    refresh();
+    refresh();  // checks every parameter's size
   }
 
   /// Random parameters: projections and out_filter_dense ±1/√H, the FIR ±1/√K, poles of modulus in [0.5, 0.99) at
@@ -714,13 +751,28 @@ class ModalHyenaLayer {
     p_.for_each(cfg_, [&](const char*, const std::vector<T>& v, const Dims&) { n += v.size() * sizeof(T); });
     return n;
   }
-  /// The long filter h (1, H, l_max) = Re Σ_s R p^t, in double rounded to T.
+  /// The long filter h (1, H, taps()) = Re Σ_s R p^t, in double rounded to T.
   const Tensor& filter() const { return h_; }
+  /// How many taps refresh(n_taps) computed (l_max unless asked for fewer): forward and step run longer sequences in
+  /// pieces of this many tokens (exactly: the modal sums carry what came before), backward takes up to this many.
+  index_t taps() const { return h_.defined() ? h_.size(2) : 0; }
 
-  /// Recomputes the filter and the plain-order projections after the parameters changed.
-  void refresh() {
-    const index_t H = cfg_.d_model, S = cfg_.state_size, L = cfg_.l_max, K = cfg_.short_filter_length;
-    const index_t hd = H / cfg_.heads;
+  /// A copy of this layer refreshed for n_taps taps (0: l_max): what a caller that cannot call refresh() after every
+  /// parameter update uses (models::FilterMixer, in training, with taps = the sequence's length).
+  ModalHyenaLayer refreshed(index_t n_taps = 0) const {
+    ModalHyenaLayer c = *this;
+    c.refresh(n_taps);
+    return c;
+  }
+
+  /// Recomputes the filter for taps t < n_taps (0: all of l_max; otherwise 1 ≤ n_taps ≤ l_max) and the plain-order
+  /// projections, after the parameters changed.
+  void refresh(index_t n_taps = 0) {
+    SSM_CHECK(n_taps >= 0 && n_taps <= cfg_.l_max,
+              "ModalHyenaLayer::refresh: n_taps must be in [0, l_max = ", cfg_.l_max, "] (0: all), got ", n_taps);
+    check_sizes("ModalHyenaLayer::refresh");
+    const index_t H = cfg_.d_model, S = cfg_.state_size, L = n_taps > 0 ? n_taps : cfg_.l_max;
+    const index_t K = cfg_.short_filter_length;
     h_ = Tensor::empty({1, H, L}, dtype_of<T>());
     std::vector<double> row(static_cast<std::size_t>(L));
     for (index_t c = 0; c < H; ++c) {
@@ -733,17 +785,13 @@ class ModalHyenaLayer {
       }
       for (index_t t = 0; t < L; ++t) h_.data_as<T>()[c * L + t] = static_cast<T>(row[t]);
     }
-    // rows of the projections and the FIR in the plain order [x2 | x1 | v]: row r of part j, channel c = g hd + i,
-    // comes from row g 3 hd + j hd + i (the column split)
     W_.assign(p_.projections_weight.size(), T(0)), bias_.assign(3 * H, T(0));
     fir_w_.assign(p_.short_filter_weight.size(), T(0)), fir_b_.assign(3 * H, T(0));
-    for (index_t j = 0; j < 3; ++j)
-      for (index_t c = 0; c < H; ++c) {
-        const index_t g = c / hd, i = c % hd, src = g * 3 * hd + j * hd + i, dst = j * H + c;
-        std::copy_n(p_.projections_weight.data() + src * H, H, W_.data() + dst * H);
-        std::copy_n(p_.short_filter_weight.data() + src * K, K, fir_w_.data() + dst * K);
-        bias_[dst] = p_.projections_bias[src], fir_b_[dst] = p_.short_filter_bias[src];
-      }
+    for_each_split_row([&](index_t src, index_t dst) {
+      std::copy_n(p_.projections_weight.data() + src * H, H, W_.data() + dst * H);
+      std::copy_n(p_.short_filter_weight.data() + src * K, K, fir_w_.data() + dst * K);
+      bias_[dst] = p_.projections_bias[src], fir_b_[dst] = p_.short_filter_bias[src];
+    });
   }
 
   State init_state(index_t b) const {
@@ -758,16 +806,21 @@ class ModalHyenaLayer {
   /// Whole sequences: x (b, l, H) contiguous → (b, l, H).
   Tensor forward(const TensorView& x) const {
     Checker c("ModalHyenaLayer::forward");
+    check_sizes("ModalHyenaLayer::forward");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     Tensor out = Tensor::empty(x.shape(), dtype_of<T>());
     forward_into(x, out, nullptr, false);
     return out;
   }
 
+  /// The filter taps a step of t tokens reads: t (the modal sums carry the tokens before it).
+  index_t taps_to_step(const State&, index_t t) const { return t; }
+
   /// The next t tokens x (b, t, H) of the sequences in `state` (advanced): the FFT forward over them plus the carried
   /// modal sums' decayed contribution; t = 1 is a decoding step.
   Tensor step(const TensorView& x, State& state) const {
     Checker c("ModalHyenaLayer::step");
+    check_sizes("ModalHyenaLayer::step");
     head_mixer::check_input<T>(c, x, cfg_.d_model);
     check_state(c, state, x.size(0));
     Tensor out = Tensor::empty(x.shape(), dtype_of<T>());
@@ -785,18 +838,19 @@ class ModalHyenaLayer {
   }
 
   /// x, out (b, l, H) contiguous; with a state: filled from (resume: continued from) its contents. A sequence longer
-  /// than l_max runs in pieces of l_max tokens, each continuing the previous one's state (exact: the modal sums carry
+  /// than taps() runs in pieces of taps() tokens, each continuing the previous one's state (exact: the modal sums carry
   /// everything before a piece).
   void forward_into(const TensorView& x, const TensorView& out, State* state, bool resume) const {
     const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model, S = cfg_.state_size;
     if (b * l == 0) return;
+    SSM_CHECK(taps() > 0, "ModalHyenaLayer: a default-constructed layer has no filter");
     if (state != nullptr && !resume) *state = init_state(b);
     if (state != nullptr && resume) check_state(Checker("ModalHyenaLayer"), *state, b);
-    if (l > cfg_.l_max) {
+    if (l > taps()) {
       State local;
       State& st = state != nullptr ? *state : (local = init_state(b));
-      for (index_t t0 = 0; t0 < l; t0 += cfg_.l_max) {
-        const index_t n = std::min(cfg_.l_max, l - t0);
+      for (index_t t0 = 0; t0 < l; t0 += taps()) {
+        const index_t n = std::min(taps(), l - t0);
         Tensor xp = Tensor::empty({b, n, H}, dtype_of<T>()), yp = Tensor::empty({b, n, H}, dtype_of<T>());
         copy(xp.view(), x.narrow(1, t0, n));
         forward_into(xp.view(), yp.view(), &st, state != nullptr ? (resume || t0 > 0) : t0 > 0);
@@ -808,15 +862,7 @@ class ModalHyenaLayer {
     const Tensor zc = hyena_detail::project_and_filter(x, W_, bias_, fir_w_, fir_b_, cfg_.short_filter_length, cs,
                                                        threads_);
     Tensor y = Tensor::empty({b, l, H}, dtype_of<T>());
-    {
-      HyenaInputs in;
-      in.x = {zc.view().narrow(2, 0, H), zc.view().narrow(2, H, H)};  // x_0 = x2, x_1 = x1
-      in.v = zc.view().narrow(2, 2 * H, H);
-      in.h = h_.view(), in.bias = TensorView::of(p_.D.data(), {1, H});
-      HyenaOptions opt;
-      opt.threads = threads_;
-      hyena_into(in, y, opt);
-    }
+    hyena_into(op_inputs(zc), y, op_options());
     if (state != nullptr) {
       // the carried sums' part of y, then the sums advanced over the l tokens: state ← p^l state + Σ_τ p^{l−1−τ} u_τ
       T* ys = y.data_as<T>();
@@ -842,10 +888,109 @@ class ModalHyenaLayer {
             TensorView::of(p_.out_bias.data(), {H}), out.reshape({b * l, H}), threads_);
   }
 
+  /// The gradients of backward(): ∂L/∂x (b, l, H) and one of every parameter.
+  using Grads = head_mixer::MixerGrads<T, ModalHyenaParams<T>>;
+
+  /// Backward of forward() (from the empty state): x and grad_out = ∂L/∂out, both (b, l, H) contiguous CPU tensors of
+  /// T, l ≤ taps() (one piece). ∂L/∂x and every parameter's gradient, summed over the batch: out_filter_dense, then
+  /// ssm::hyena_backward (x2, x1, v, the filter's taps and D), the short filter and the projections (back through the
+  /// column split to the stored rows), and the taps through h[c, t] = Re Σ_s R p^t to the residues and poles (in
+  /// double: ∂h_t/∂R = conj(p^t), ∂h_t/∂p = conj(R t p^{t−1}) as (re, im) pairs). The filter is the one refresh() made.
+  Grads backward(const TensorView& x, const TensorView& grad_out) const {
+    Checker c("ModalHyenaLayer::backward");
+    check_sizes("ModalHyenaLayer::backward");
+    head_mixer::check_input<T>(c, x, cfg_.d_model);
+    head_mixer::check_grad_out<T>(c, grad_out, x);
+    const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model, S = cfg_.state_size, K = cfg_.short_filter_length;
+    const index_t rows = b * l, P = 3 * H;
+    c.require(l <= taps(), "x", "has ", l, " tokens, more than the filter's ", taps(),
+              " taps (the backward runs one piece: refresh(n_taps) with n_taps >= l, at most l_max = ", cfg_.l_max,
+              ")");
+    Grads g;
+    g.params = head_mixer::zeros_like(p_);
+    g.grad_x.assign(static_cast<std::size_t>(rows * H), T(0));
+    if (rows == 0) return g;
+    ModalHyenaParams<T>& gp = g.params;
+    // ---- the forward again, keeping the short filter's input z ----
+    Tensor z;
+    const Tensor zc = hyena_detail::project_and_filter(x, W_, bias_, fir_w_, fir_b_, K, std::nullopt, threads_, &z);
+    const HyenaInputs in = op_inputs(zc);
+    Tensor y = Tensor::empty({b, l, H}, dtype_of<T>());
+    hyena_into(in, y, op_options());
+    // ---- out_filter_dense, then the gated convolution ----
+    Tensor grad_y = Tensor::empty({b, l, H}, dtype_of<T>());
+    linear_backward(y.data_as<const T>(), p_.out_weight.data(), grad_out.data_as<const T>(), grad_y.data_as<T>(),
+                    gp.out_weight.data(), gp.out_bias.data(), rows, H, H);
+    const HyenaGrads hg = hyena_backward(in, grad_y, op_options());
+    std::vector<T> grad_zc(static_cast<std::size_t>(rows * P));  // (b, l, 3 H) = [x2 | x1 | v]
+    const T* gx = hg.grad_x.data_as<const T>();                  // (2, b, l, H)
+    for (index_t r = 0; r < rows; ++r) {
+      std::copy_n(gx + r * H, H, grad_zc.data() + r * P);
+      std::copy_n(gx + (rows + r) * H, H, grad_zc.data() + r * P + H);
+      std::copy_n(hg.grad_v.data_as<const T>() + r * H, H, grad_zc.data() + r * P + 2 * H);
+    }
+    std::copy_n(hg.grad_bias.data_as<const T>(), H, gp.D.data());
+    // ---- the short filter and the projections in the plain order, then back to the stored rows ----
+    std::vector<T> gW(W_.size(), T(0)), gb(bias_.size(), T(0)), gfw(fir_w_.size(), T(0)), gfb(fir_b_.size(), T(0));
+    hyena_detail::project_and_filter_backward(x, W_, fir_w_, fir_b_, K, z, grad_zc.data(), g.grad_x.data(), gW.data(),
+                                              gb.data(), gfw.data(), gfb.data());
+    for_each_split_row([&](index_t src, index_t dst) {
+      std::copy_n(gW.data() + dst * H, H, gp.projections_weight.data() + src * H);
+      std::copy_n(gfw.data() + dst * K, K, gp.short_filter_weight.data() + src * K);
+      gp.projections_bias[src] = gb[dst], gp.short_filter_bias[src] = gfb[dst];
+    });
+    // ---- the taps, back to the residues and poles ----
+    const T* gh = hg.grad_h.data_as<const T>();  // (1, H, taps())
+    const index_t Lh = taps();
+    for (index_t ch = 0; ch < H; ++ch)
+      for (index_t s = 0; s < S; ++s) {
+        const std::size_t k = static_cast<std::size_t>(2 * (ch * S + s));
+        const std::complex<double> pole(p_.poles[k], p_.poles[k + 1]), res(p_.residues[k], p_.residues[k + 1]);
+        std::complex<double> g_res(0.0, 0.0), g_pole(0.0, 0.0), pt(1.0, 0.0), pt_prev(0.0, 0.0);  // p^t, p^{t−1}
+        for (index_t t = 0; t < l; ++t) {
+          const double ght = static_cast<double>(gh[ch * Lh + t]);
+          g_res += ght * std::conj(pt);
+          g_pole += ght * std::conj(res * static_cast<double>(t) * pt_prev);
+          pt_prev = pt, pt *= pole;
+        }
+        gp.residues[k] = static_cast<T>(g_res.real()), gp.residues[k + 1] = static_cast<T>(g_res.imag());
+        gp.poles[k] = static_cast<T>(g_pole.real()), gp.poles[k + 1] = static_cast<T>(g_pole.imag());
+      }
+    return g;
+  }
+
  private:
+  HyenaOptions op_options() const {
+    HyenaOptions opt;
+    opt.threads = threads_;
+    return opt;
+  }
+  // The order-2 operator's inputs over zc (b, l, 3 H) = [x2 | x1 | v]: x_0 = x2, x_1 = x1, the filter and D.
+  HyenaInputs op_inputs(const Tensor& zc) const {
+    const index_t H = cfg_.d_model;
+    HyenaInputs in;
+    in.x = {zc.view().narrow(2, 0, H), zc.view().narrow(2, H, H)};
+    in.v = zc.view().narrow(2, 2 * H, H);
+    in.h = h_.view(), in.bias = TensorView::of(p_.D.data(), {1, H});
+    return in;
+  }
+  // f(src, dst) for every row of the projections and the FIR: the plain order [x2 | x1 | v] row dst = j H + c of part
+  // j, channel c = g hd + i (head g), comes from the stored row src = g 3 hd + j hd + i (the column split).
+  template <class F>
+  void for_each_split_row(F&& f) const {
+    const index_t H = cfg_.d_model, hd = H / cfg_.heads;
+    for (index_t j = 0; j < 3; ++j)
+      for (index_t c = 0; c < H; ++c) f(c / hd * 3 * hd + j * hd + c % hd, j * H + c);
+  }
+  // Every parameter's size (params() hands them out: a resized one is an error, not a read past its end).
+  void check_sizes(const char* op) const {
+    p_.for_each(cfg_,
+                [&](const char* nm, const std::vector<T>& v, const Dims& s) { check_parameter_size(op, nm, v, s); });
+  }
+
   ModalHyenaConfig cfg_;
   ModalHyenaParams<T> p_;
-  Tensor h_;                                  // (1, H, l_max)
+  Tensor h_;                                 // (1, H, taps())
   std::vector<T> W_, bias_, fir_w_, fir_b_;  // the projections and the FIR in the plain order
   int threads_ = 0;
 };

@@ -37,6 +37,7 @@
 #include "ssm/layers/basic.hpp"
 #include "ssm/layers/head_mixer.hpp"
 #include "ssm/layers/layer_cache.hpp"
+#include "ssm/layers/token_shift.hpp"
 #include "ssm/ops/rwkv7.hpp"
 
 namespace ssm::layers {
@@ -358,22 +359,9 @@ class Rwkv7Layer {
       for (index_t e = 0; e < rows * C; ++e) gmix(pr.branch)[e] += tmp[e];
     }
     // ---- the token shift: x_□ = x (1 − μ_□) + x_{−1} μ_□ ----
-    const T* xs = x.data_as<T>();
-    const std::vector<T>* mus[6] = {&p_.mu_r, &p_.mu_w, &p_.mu_k, &p_.mu_v, &p_.mu_a, &p_.mu_g};
-    std::vector<T>* gmus[6] = {&gp.mu_r, &gp.mu_w, &gp.mu_k, &gp.mu_v, &gp.mu_a, &gp.mu_g};
-    for (int m = 0; m < 6; ++m)
-      for (index_t bi = 0; bi < b; ++bi)
-        for (index_t t = 0; t < l; ++t) {
-          const index_t row = bi * l + t;
-          const T* xt = xs + row * C;
-          const T* gm = gmix(m) + row * C;
-          for (index_t i = 0; i < C; ++i) {
-            const T mu = (*mus[m])[static_cast<std::size_t>(i)], prev = t > 0 ? xt[i - C] : T(0);
-            gr.grad_x[row * C + i] += gm[i] * (T(1) - mu);
-            if (t > 0) gr.grad_x[(row - 1) * C + i] += gm[i] * mu;
-            (*gmus[m])[static_cast<std::size_t>(i)] += gm[i] * (prev - xt[i]);
-          }
-        }
+    const T* mus[6] = {p_.mu_r.data(), p_.mu_w.data(), p_.mu_k.data(), p_.mu_v.data(), p_.mu_a.data(), p_.mu_g.data()};
+    T* gmus[6] = {gp.mu_r.data(), gp.mu_w.data(), gp.mu_k.data(), gp.mu_v.data(), gp.mu_a.data(), gp.mu_g.data()};
+    token_shift_backward<T>(TokenShift::rwkv7, x.data_as<T>(), b, l, C, mus, gmix(0), gr.grad_x.data(), gmus);
     return gr;
   }
 
@@ -475,18 +463,9 @@ class Rwkv7Layer {
     // the token-shift mixes x_r … x_g, each (rows, C)
     const T* xs = x.data_as<T>();
     tp.mixed = Tensor::empty({6, rows, C}, dt);
-    const std::vector<T>* mus[6] = {&p_.mu_r, &p_.mu_w, &p_.mu_k, &p_.mu_v, &p_.mu_a, &p_.mu_g};
+    const T* mus[6] = {p_.mu_r.data(), p_.mu_w.data(), p_.mu_k.data(), p_.mu_v.data(), p_.mu_a.data(), p_.mu_g.data()};
     T* shift = state ? state->conv_state.data_as<T>() : nullptr;  // (b, C)
-    for (index_t bi = 0; bi < b; ++bi)
-      for (index_t t = 0; t < l; ++t) {
-        const T* xt = xs + (bi * l + t) * C;
-        const T* prev = t > 0 ? xt - C : (shift ? shift + bi * C : nullptr);
-        for (int m = 0; m < 6; ++m) {
-          T* dst = tp.mixed.template data_as<T>() + (m * rows + bi * l + t) * C;
-          const T* mu = mus[m]->data();
-          for (index_t i = 0; i < C; ++i) dst[i] = xt[i] + ((prev ? prev[i] : T(0)) - xt[i]) * mu[i];
-        }
-      }
+    token_shift<T>(TokenShift::rwkv7, xs, shift, b, l, C, mus, tp.mixed.template data_as<T>());
     if (shift)
       for (index_t bi = 0; bi < b; ++bi) std::copy_n(xs + (bi * l + l - 1) * C, C, shift + bi * C);
     auto branch = [&](int m) { return tp.mixed.view().select(0, m); };  // (rows, C)

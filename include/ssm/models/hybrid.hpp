@@ -36,7 +36,7 @@ concept SequenceMixer = requires(const M& m, const TensorView& x, typename M::St
 /// grad_x ((b l d_model) values of T) and params (the layer's parameter struct, of gradients), and params() with
 /// for_each(f(name, std::vector<T>&)): DeltaNetLayer, LinearAttentionLayer, Rwkv7Layer (without the value residual),
 /// TttLinearLayer, layers::MultiHeadAttention, MambaMixer and Mamba2Mixer (models/mamba_mixer.hpp), HyenaMixer
-/// (models/hyena_mixer.hpp), S4DMixer and S4Mixer (models/s4_mixer.hpp).
+/// and ModalHyenaMixer (models/hyena_mixer.hpp), S4DMixer and S4Mixer (models/s4_mixer.hpp), Rwkv4Layer, MoeLayer.
 template <class M, class T>
 concept TrainableMixer = SequenceMixer<M> && requires(M& m, const M& cm, const TensorView& x) {
   { cm.backward(x, x).grad_x } -> std::convertible_to<std::vector<T>>;

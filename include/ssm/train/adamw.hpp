@@ -40,10 +40,16 @@ struct AdamWConfig {
 };
 
 /// The weight-decay rule of example_train and the Python trainer (AdamWConfig::decays): every parameter except the
-/// norms' weights (a name containing "norm"), the token embedding ("embedding") and an S4 / S4D kernel's own
-/// parameters (a name containing "kernel.": Δ, A or Λ, P, B; the S4 code trains them without decay).
+/// norms' weights (a name containing "norm"), the token embedding ("embedding"), an S4 / S4D kernel's own parameters
+/// (a name containing "kernel.": Δ, A or Λ, P, B; the S4 code trains them without decay), RWKV-4's decays, bonuses and
+/// token-shift mixes (a name containing "time_": RWKV-LM decays only its matrices) and StripedHyena's poles and
+/// residues (names ending in "filter.poles" / "filter.residues", the modal filter's SSM).
 inline bool decays_by_default(const std::string& name) {
-  return name.find("norm") == std::string::npos && name != "embedding" && name.find("kernel.") == std::string::npos;
+  auto ends_with = [&](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  return name.find("norm") == std::string::npos && name != "embedding" && name.find("kernel.") == std::string::npos &&
+         name.find("time_") == std::string::npos && !ends_with("filter.poles") && !ends_with("filter.residues");
 }
 
 template <class T>
