@@ -12,8 +12,6 @@
 
 #include "mixer_test_util.hpp"
 #include "ssm/layers/moe.hpp"
-#include "ssm/models/trainable_lm.hpp"
-#include "support/decode.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -96,27 +94,6 @@ TEST(MoeLayer, BackwardMatchesCentralDifferences) {
     EXPECT_EQ(ssm_test::expect_parameter_gradients(p, grads, loss), 3);
     EXPECT_EQ(MoeLayer<double>(cfg, p).aux_loss(x) > 0, aux > 0);
   }
-}
-
-// A Jamba-like stack (add_mixer's "mamba", "attention" with two heads, "moe"; the load-balancing loss off here, checked
-// above): decoding equals the forward, and the stack's backward matches central differences for x and a sample of
-// every parameter.
-TEST(MoeLayer, TrainsInAJambaLikeStack) {
-  ssm::models::TrainableStack<double> stack(8);
-  ssm::models::MixerOptions o;
-  o.d_state = 4, o.experts = 3, o.aux_loss_coef = 0, o.threads = 1;
-  ssm::models::add_mixer(stack, "mamba", o, 1);
-  ssm::models::add_mixer(stack, "moe", o, 2);
-  ssm::models::add_mixer(stack, "attention", o, 3);
-  ssm::models::add_mixer(stack, "moe", o, 4);
-  Tensor x = random_input<double>({2, 5, 8}, 8);
-  EXPECT_LE(rel_diff(doubles(ssm_test::decode_in_pieces(stack, x, 2)), doubles(stack.forward(x))), 1e-12);
-  const Tensor R = random_input<double>({2, 5, 8}, 9);
-  auto loss = [&] { return ssm_test::weighted_sum(stack.forward(x), R); };
-  auto g = stack.backward(x, R);
-  ssm_test::expect_central_differences("x", x, ssm_test::to_tensor(g.grad_x), loss, 1e-6, 1e-7, 64);
-  // four norms, the Mamba block's 9, the experts' 3 twice, attention's 4
-  EXPECT_EQ(ssm_test::expect_parameter_gradients(stack, g, loss, 32), 4 + 9 + 3 + 4 + 3);
 }
 
 TEST(MoeLayer, BadInputIsAnErrorNamingTheArgument) {

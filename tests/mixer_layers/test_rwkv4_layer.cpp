@@ -11,7 +11,7 @@
 
 #include "mixer_test_util.hpp"
 #include "ssm/layers/rwkv4.hpp"
-#include "ssm/models/trainable_lm.hpp"
+#include "ssm/models/hybrid.hpp"
 #include "support/decode.hpp"
 #include "support/expect_error.hpp"
 
@@ -144,14 +144,15 @@ TEST(Rwkv4Layer, BackwardMatchesCentralDifferences) {
     }
 }
 
-// The two sublayers in a trainable stack (add_mixer's "rwkv4" and "rwkv4_channel": one RWKV-4 block), decoding like
-// its forward.
+// The two sublayers in a stack (one RWKV-4 block; add_mixer's "rwkv4" and "rwkv4_channel" are in tests/train),
+// decoding like its forward, its parameters under the checkpoint's names.
 TEST(Rwkv4Layer, DecodesInAStackAsOneBlock) {
-  ssm::models::TrainableStack<double> stack(8);
-  ssm::models::MixerOptions o;
-  o.threads = 1;
-  ssm::models::add_mixer(stack, "rwkv4", o, 1);
-  ssm::models::add_mixer(stack, "rwkv4_channel", o, 2);
+  ssm::models::HybridStack<double, Rwkv4Layer<double>> stack(8);
+  for (Rwkv4Kind kind : {Rwkv4Kind::time_mix, Rwkv4Kind::channel_mix}) {
+    Rwkv4BlockConfig cfg;
+    cfg.kind = kind, cfg.d_model = 8, cfg.d_att = 8, cfg.d_ffn = 32;
+    stack.add(Rwkv4Layer<double>::init(cfg, kind == Rwkv4Kind::time_mix ? 1 : 2));
+  }
   const Tensor x = random_input<double>({2, 6, 8}, 4);
   EXPECT_LE(rel_diff(doubles(ssm_test::decode_in_pieces(stack, x, 2)), doubles(stack.forward(x))), 1e-12);
   std::vector<std::string> names;

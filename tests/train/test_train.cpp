@@ -545,6 +545,30 @@ TEST(HybridStack, BackwardThroughStripedHyenaAndRwkv4MatchesCentralDifferences) 
   ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "striped_hyena", o, 4); }, "argument 'd_state'");
 }
 
+// A Jamba-like stack (add_mixer's "mamba", "moe" with 3 experts, "attention" with two heads, "moe"; the load-balancing
+// term off here, checked in tests/mixer_layers): decoding equals the forward, and the stack's backward matches central
+// differences for x and a sample of every parameter.
+TEST(HybridStack, BackwardThroughAJambaLikeStackWithExpertsMatchesCentralDifferences) {
+  ssm::models::TrainableStack<double> stack(8);
+  ssm::models::MixerOptions o;
+  o.d_state = 4, o.experts = 3, o.aux_loss_coef = 0, o.threads = 1;
+  std::uint64_t seed = 1;
+  for (const char* name : {"mamba", "moe", "attention", "moe"}) ssm::models::add_mixer(stack, name, o, seed++);
+  for (std::size_t i = 0; i < stack.size(); ++i)
+    for (double& w : stack.norm_weight(i)) w = 0.7 + 0.1 * static_cast<double>(i);
+  expect_stack_gradients(stack, 2, 5, 9, 4 + 9 + 3 + 4 + 3);  // four norms, Mamba 9, the experts' 3 twice, attention 4
+  Tensor x = Tensor::empty({2, 5, 8}, DType::f64);
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = std::cos(0.41 * static_cast<double>(i));
+  const auto y = stack.forward(x).to_vector<double>(),
+             got = ssm_test::decode_in_pieces(stack, x, 2).to_vector<double>();
+  double err = 0, mx = 0;
+  for (std::size_t i = 0; i < y.size(); ++i)
+    err = std::max(err, std::abs(got[i] - y[i])), mx = std::max(mx, std::abs(y[i]));
+  EXPECT_LE(err, 1e-12 * mx);
+  o.top_k = 4;  // more than the 3 experts
+  ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "moe", o, 9); }, "argument 'top_k'");
+}
+
 // ---- The S4 and S4D layers as trainable mixers ----------------------------------------------------------------------
 
 // add_mixer's "s4d_layer" and "s4_layer" (state size 4, S4's l_max 12 > the length, so ∂L/∂K is zero past l): the
