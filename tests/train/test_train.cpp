@@ -513,6 +513,18 @@ TEST(HybridStack, BackwardThroughHyenaMatchesCentralDifferences) {
   ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "hyena", o, 2); }, "argument 'max_len'");
 }
 
+// A stack decoding x (b, l, d) f64 in pieces (a prefill of `prefill` tokens, then one at a time) gives its forward:
+// max |decoded − forward| <= 1e-12 max |forward|.
+template <class Stack>
+void expect_decodes_like_forward(const Stack& stack, const Tensor& x, index_t prefill) {
+  const auto y = stack.forward(x).template to_vector<double>();
+  const auto got = ssm_test::decode_in_pieces(stack, x, prefill).template to_vector<double>();
+  double err = 0, mx = 0;
+  for (std::size_t i = 0; i < y.size(); ++i)
+    err = std::max(err, std::abs(got[i] - y[i])), mx = std::max(mx, std::abs(y[i]));
+  EXPECT_LE(err, 1e-12 * mx) << "prefill " << prefill;
+}
+
 // StripedHyena's gated convolution through ModalHyenaMixer (add_mixer's "striped_hyena": 2 heads, 3 poles, 16 taps)
 // and an RWKV-4 block (add_mixer's "rwkv4" and "rwkv4_channel"): the stack's backward against central differences. The
 // perturbations are written into the parameters in place, as an optimizer's update is: the mixer's filter follows
@@ -531,14 +543,7 @@ TEST(HybridStack, BackwardThroughStripedHyenaAndRwkv4MatchesCentralDifferences) 
   // than the 16 taps, runs in pieces
   Tensor x = Tensor::empty({2, 23, 8}, DType::f64);
   for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = std::sin(0.37 * static_cast<double>(i));
-  const auto y = stack.forward(x).to_vector<double>();
-  for (index_t prefill : {1, 20}) {
-    const auto got = ssm_test::decode_in_pieces(stack, x, prefill).to_vector<double>();
-    double err = 0, mx = 0;
-    for (std::size_t i = 0; i < y.size(); ++i)
-      err = std::max(err, std::abs(got[i] - y[i])), mx = std::max(mx, std::abs(y[i]));
-    EXPECT_LE(err, 1e-12 * mx) << prefill;
-  }
+  for (index_t prefill : {1, 20}) expect_decodes_like_forward(stack, x, prefill);
   const Tensor long_x = Tensor::zeros({1, 17, 8}, DType::f64);
   ssm_test::expect_error([&] { stack.backward(long_x, long_x); }, "argument 'x'");
   o.d_state = 0;
@@ -559,12 +564,7 @@ TEST(HybridStack, BackwardThroughAJambaLikeStackWithExpertsMatchesCentralDiffere
   expect_stack_gradients(stack, 2, 5, 9, 4 + 9 + 3 + 4 + 3);  // four norms, Mamba 9, the experts' 3 twice, attention 4
   Tensor x = Tensor::empty({2, 5, 8}, DType::f64);
   for (index_t i = 0; i < x.numel(); ++i) x.data_as<double>()[i] = std::cos(0.41 * static_cast<double>(i));
-  const auto y = stack.forward(x).to_vector<double>(),
-             got = ssm_test::decode_in_pieces(stack, x, 2).to_vector<double>();
-  double err = 0, mx = 0;
-  for (std::size_t i = 0; i < y.size(); ++i)
-    err = std::max(err, std::abs(got[i] - y[i])), mx = std::max(mx, std::abs(y[i]));
-  EXPECT_LE(err, 1e-12 * mx);
+  expect_decodes_like_forward(stack, x, 2);
   o.top_k = 4;  // more than the 3 experts
   ssm_test::expect_error([&] { ssm::models::add_mixer(stack, "moe", o, 9); }, "argument 'top_k'");
 }
