@@ -117,6 +117,17 @@ TEST(Linear, FastPathsMatchTheReferenceOnAwkwardShapes) {
       }
 }
 
+TEST(Linear, HalfPrecisionWeightsSpanningSeveralPanelsMatchTheReference) {
+  // Prefill converts W in panels of panel_features(in) output features: here three, the last one partial, on one
+  // thread and split over two (each thread's share starts its own panels).
+  const index_t in = 4096, pw = ssm::cpu::linear_detail::panel_features(in);
+  ASSERT_EQ(pw, 64);
+  for (int threads : {1, 2}) {
+    check_linear_case<float>(9, in, 2 * pw + 22, DType::bf16, true, threads, 1);
+    check_linear_case<float>(8, in, 2 * pw + 22, DType::f16, false, threads, 0);
+  }
+}
+
 TEST(Linear, LargerProductsOverThreadsMatchOneThread) {
   // The output features split into blocks over the threads. Eigen's blocking of the sum over `in` depends on the
   // width of a block, so the split changes the rounding, never more.

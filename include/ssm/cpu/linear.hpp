@@ -7,8 +7,8 @@
 //       few rows (decoding, rows < kPanelRows): each weight row is streamed once and converted in registers
 //       (cpu::load_f32, cpu/convert.hpp), accumulating 2 rows x 4 output features (one row: 8) at once in f32
 //       vectors;
-//       many rows (prefill): a panel of output features (an L2-sized block of W) is converted to f32 once and
-//       multiplied with every row by Eigen's GEMM.
+//       many rows (prefill): a panel of up to 256 output features (at most 1 MiB of W in f32) is converted to f32 once
+//       and multiplied with every row by Eigen's GEMM.
 //     AVX-512 BF16's vdpbf16ps is not used: it would round x to bf16 too.
 #pragma once
 
@@ -107,8 +107,18 @@ inline index_t features_per_task(index_t out, int threads, index_t rows) {
 
 /// Rows from which linear_16bit converts panels of W to f32 and uses Eigen's GEMM; below it, gemv tiles.
 inline constexpr index_t kLinearPanelRows = linear_detail::kFewRows;
-/// f32 elements of one converted panel (128 KiB: it stays in L2 while every row is multiplied with it).
-inline constexpr index_t kLinearPanelElements = 32 * 1024;
+/// f32 elements of one converted panel at most (1 MiB). Each panel is one Eigen GEMM, which packs all of x again,
+/// so a panel must be wide: x's packing costs 1/width of the product. 32 columns of the Mamba-130m shape's in_proj
+/// made bf16 prefill 1.36x slower than f32; 256 columns, 1.07x (bench_mamba WeightsPrefill, 128 tokens, 1 thread).
+inline constexpr index_t kLinearPanelElements = 256 * 1024;
+
+namespace linear_detail {
+/// Output features per converted panel for `in` input features: as many as kLinearPanelElements hold, in [16, 256]
+/// (a multiple of 16).
+inline index_t panel_features(index_t in) {
+  return std::clamp<index_t>(kLinearPanelElements / std::max<index_t>(in, 1) / 16 * 16, 16, 256);
+}
+}  // namespace linear_detail
 
 /// y = x W^T (+ bias), all in T (f32 or f64): Eigen's GEMM; for one or two rows (decoding) the gemv tiles (f32) or
 /// Eigen's matrix-vector product (f64, one row).
@@ -156,7 +166,7 @@ void linear_16bit(const float* x, index_t ldx, const H* W, const float* bias, fl
       gemv_tiles<H>(x, ldx, W, in, j0, j1, y, ldy, rows);
     } else {
       Eigen::Map<const RowMatrix<float>, 0, Stride> X(x, rows, in, Stride(ldx));  // (rows, in)
-      const index_t pw = std::clamp<index_t>(kLinearPanelElements / std::max<index_t>(in, 1) / 16 * 16, 16, 256);
+      const index_t pw = panel_features(in);
       std::vector<float> panel(static_cast<std::size_t>(std::min(pw, j1 - j0) * in));  // (≤ pw, in) f32
       for (index_t p0 = j0; p0 < j1; p0 += pw) {
         const index_t c = std::min(pw, j1 - p0);
