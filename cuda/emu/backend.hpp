@@ -27,6 +27,7 @@
 #include "../kernels/launch/causal_conv1d.cuh"
 #include "../kernels/launch/embedding.cuh"
 #include "../kernels/launch/linear.cuh"
+#include "../kernels/launch/linear_attention.cuh"
 #include "../kernels/launch/moe.cuh"
 #include "../kernels/launch/rms_norm.cuh"
 #include "../kernels/launch/selective_scan.cuh"
@@ -190,6 +191,26 @@ inline void ssd_backward(const SsdParams& p, const SsdGradParams& g, void*) {
                                  kernels::ssd_grad_workspace(plan, base, p.z != nullptr));
 }
 
+inline void linear_attention_forward(const LinearAttentionParams& p, void*) {
+  const kernels::LaPlan plan =
+      kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_forward (host emulation)");
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.ssd.table.data(), plan.ssd.table_bytes);
+  kernels::linear_attention_forward_launches(exec, p, plan, base);
+}
+
+inline void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g, void*) {
+  const kernels::LaPlan plan =
+      kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_backward (host emulation)", &g);
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.ssd.table.data(), plan.ssd.table_bytes);
+  kernels::linear_attention_backward_launches(exec, p, g, plan, base);
+}
+
 inline void moe_forward(const MoeParams& p, void*) {
   const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
   if (p.tokens == 0) return;
@@ -225,6 +246,8 @@ inline DeviceBackend make() {
   b.ssd_forward = &ssd_forward;
   b.ssd_backward = &ssd_backward;
   b.moe_forward = &moe_forward;
+  b.linear_attention_forward = &linear_attention_forward;
+  b.linear_attention_backward = &linear_attention_backward;
   return b;
 }
 

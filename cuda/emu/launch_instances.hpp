@@ -51,15 +51,24 @@
       ::ssm::emu::HostExecutor&, const ::ssm::SsdParams&, const ::ssm::SsdGradParams&, const ::ssm::kernels::SsdPlan&, \
       const ::ssm::kernels::SsdWorkspace&, const ::ssm::kernels::SsdGradWorkspace&);
 
+// kernels/launch/linear_attention.cuh.
+#define SSM_EMU_LINEAR_ATTENTION_INSTANCES(PREFIX)                                                             \
+  PREFIX void ssm::kernels::linear_attention_forward_launches(                                                 \
+      ::ssm::emu::HostExecutor&, const ::ssm::LinearAttentionParams&, const ::ssm::kernels::LaPlan&, void*);   \
+  PREFIX void ssm::kernels::linear_attention_backward_launches(                                                \
+      ::ssm::emu::HostExecutor&, const ::ssm::LinearAttentionParams&, const ::ssm::LinearAttentionGradParams&, \
+      const ::ssm::kernels::LaPlan&, void*);
+
 // kernels/launch/moe.cuh.
 #define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \
   PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
                                                  const ::ssm::kernels::MoePlan&, void*);
 
-#define SSM_EMU_LAUNCH_INSTANCES(PREFIX) \
-  SSM_EMU_DENSE_INSTANCES(PREFIX)        \
-  SSM_EMU_SCAN_INSTANCES(PREFIX)         \
-  SSM_EMU_CONV1D_INSTANCES(PREFIX)       \
-  SSM_EMU_ATTENTION_INSTANCES(PREFIX)    \
-  SSM_EMU_SSD_INSTANCES(PREFIX)          \
+#define SSM_EMU_LAUNCH_INSTANCES(PREFIX)     \
+  SSM_EMU_DENSE_INSTANCES(PREFIX)            \
+  SSM_EMU_SCAN_INSTANCES(PREFIX)             \
+  SSM_EMU_CONV1D_INSTANCES(PREFIX)           \
+  SSM_EMU_ATTENTION_INSTANCES(PREFIX)        \
+  SSM_EMU_SSD_INSTANCES(PREFIX)              \
+  SSM_EMU_LINEAR_ATTENTION_INSTANCES(PREFIX) \
   SSM_EMU_MOE_INSTANCES(PREFIX)

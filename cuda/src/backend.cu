@@ -9,6 +9,7 @@
 #include "ssm/cuda/cast.hpp"
 #include "ssm/cuda/causal_conv1d.hpp"
 #include "ssm/cuda/dense.hpp"
+#include "ssm/cuda/linear_attention.hpp"
 #include "ssm/cuda/moe.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/selective_scan.hpp"
@@ -46,6 +47,8 @@ DeviceBackend make_backend() {
   b.ssd_forward = &ssd_forward;
   b.ssd_backward = &ssd_backward;
   b.moe_forward = &moe_forward;
+  b.linear_attention_forward = &linear_attention_forward;
+  b.linear_attention_backward = &linear_attention_backward;
   return b;
 }
 

@@ -10,23 +10,12 @@
 
 namespace ssm::cuda {
 
-namespace {
-/// plan.bytes of stream-ordered device memory holding plan.table at its start; freed (stream-ordered) with the object.
-struct SsdDeviceWorkspace : detail::StreamWorkspace {
-  SsdDeviceWorkspace(const kernels::SsdPlan& plan, cudaStream_t stream)
-      : StreamWorkspace(plan.bytes, stream, "cudaMallocAsync (ssd workspace)") {
-    // From pageable memory: returns once the table is staged, so the host vector may go.
-    detail::check_cuda(cudaMemcpyAsync(base(), plan.table.data(), plan.table_bytes, cudaMemcpyHostToDevice, stream),
-                       "cudaMemcpyAsync (ssd chunk table)");
-  }
-};
-}  // namespace
-
 void ssd_forward(const SsdParams& p, void* stream) {
   const kernels::SsdPlan plan = kernels::plan_ssd(p, "ssm::cuda::ssd_forward");
   if (p.rows() == 0) return;
   (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
-  const SsdDeviceWorkspace w(plan, static_cast<cudaStream_t>(stream));
+  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream), "cudaMallocAsync (ssd workspace)",
+                                  plan.table.data(), plan.table_bytes);
   detail::StreamExecutor exec{w.stream()};
   kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, w.base()));
 }
@@ -35,7 +24,8 @@ void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream) {
   const kernels::SsdPlan plan = kernels::plan_ssd_backward(p, g, "ssm::cuda::ssd_backward");
   (void)device_count();
   // Also with no sequence: the summed gradients (A, D, dt_bias) are still zero-filled.
-  const SsdDeviceWorkspace w(plan, static_cast<cudaStream_t>(stream));
+  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream), "cudaMallocAsync (ssd workspace)",
+                                  plan.table.data(), plan.table_bytes);
   detail::StreamExecutor exec{w.stream()};
   kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, w.base()),
                                  kernels::ssd_grad_workspace(plan, w.base(), p.z != nullptr));

@@ -47,11 +47,17 @@ class StreamExecutor {
 };
 
 /// `bytes` of device memory allocated stream-ordered on `stream` and freed there with the object (the launches'
-/// workspace: kernels/launch/*.cuh lay it out).
+/// workspace: kernels/launch/*.cuh lay it out), its first header_bytes copied from `header` (host memory, e.g. a
+/// chunk table; pageable, so the copy has staged it when the constructor returns and the host buffer may go).
 class StreamWorkspace {
  public:
-  StreamWorkspace(std::size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
+  StreamWorkspace(std::size_t bytes, cudaStream_t stream, const char* what, const void* header = nullptr,
+                  std::size_t header_bytes = 0)
+      : stream_(stream) {
     check_cuda(cudaMallocAsync(&base_, bytes, stream_), what);
+    if (header_bytes > 0)
+      check_cuda(cudaMemcpyAsync(base_, header, header_bytes, cudaMemcpyHostToDevice, stream_),
+                 "cudaMemcpyAsync (workspace header)");
   }
   ~StreamWorkspace() { (void)cudaFreeAsync(base_, stream_); }
   StreamWorkspace(const StreamWorkspace&) = delete;

@@ -15,11 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "../conformance/linear_attention_problem.hpp"
 #include "../conformance/ssd_problem.hpp"
 #include "attention_case.hpp"
 #include "emu/backend.hpp"
 #include "ssm/ops.hpp"
 #include "ssm/ops/attention.hpp"
+#include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/ssd.hpp"
 #include "ssm/reference/attention.hpp"
 
@@ -618,7 +620,6 @@ TEST(CudaOpsEmu, AttentionSplitKeyDecoding) {
 // ---- the dense ops' CUDA entries: what they refuse ---------------------------------------------------------------
 // (Their values against the references: tests/conformance, on the cuda_emulated backend.)
 
-/// Runs f, which must throw an ssm::Error whose message contains `expected`.
 /// The SSD forward on emulated CUDA tensors against the token loop in double (SsdPath::reference). The conformance
 /// registry's cases (tests/conformance/ops/ssd.cpp) have p, n < 32; this one has both wider than a kernel tile
 /// (kSsdTile = 32) and chunks of two step tiles, a ragged last chunk, and a final state.
@@ -689,6 +690,7 @@ TEST(CudaOpsEmu, SsdBackwardAcrossTiles) {
   }
 }
 
+/// Runs f, which must throw an ssm::Error whose message contains `expected`.
 template <class F>
 void expect_error_containing(F&& f, const std::string& expected) {
   try {
@@ -697,6 +699,91 @@ void expect_error_containing(F&& f, const std::string& expected) {
   } catch (const ssm::Error& e) {
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
+}
+
+// ---- linear attention and retention ------------------------------------------------------------------------------
+
+/// Linear attention with the normalizer and a decay per head on emulated CUDA tensors against the token loop in
+/// double, forward and backward. The conformance cases (tests/conformance/ops/linear_attention.cpp) have dk, dv < 8;
+/// here the engine's value width dv + 1 = 41 and dk = 36 are wider than an SSD kernel tile (32), two groups of two
+/// heads share q and k, the chunks of 64 leave a ragged one, and the initial state and normalizer come in, the final
+/// ones go out.
+TEST(CudaOpsEmu, LinearAttentionAcrossTiles) {
+  linear_attention_problem::LaCase s;
+  s.b = 2, s.l = 90, s.h = 4, s.g = 2, s.dk = 36, s.dv = 40, s.dtype = DType::f32, s.seed = 21;
+  s.feature_map = ssm::FeatureMap::elu_plus_one, s.normalize = s.decay = s.has_init = true, s.scale = 0.25;
+  const linear_attention_problem::LaData host = linear_attention_problem::make_data(s);
+  std::mt19937_64 rng(22);
+  const Tensor grad_out = linear_attention_problem::uniform(rng, {s.b, s.l, s.h, s.dv}, DType::f32, -1, 1);
+  const Tensor grad_state = linear_attention_problem::uniform(rng, {s.b, s.h, s.dk, s.dv}, DType::f32, -1, 1);
+  const Tensor grad_norm = linear_attention_problem::uniform(rng, {s.b, s.h, s.dk}, DType::f32, -1, 1);
+  ssm::LinearAttentionOptions opt = host.options();
+  opt.chunk_size = 64, opt.return_final_state = true, opt.path = ssm::LinearAttentionPath::reference;
+  const ssm::LinearAttentionOutputs ref = ssm::linear_attention(host.inputs(), opt);
+  const ssm::LinearAttentionGrads gref =
+      ssm::linear_attention_backward(host.inputs(), grad_out, grad_state.view(), grad_norm.view(), opt);
+
+  ScopedEmulatedCuda guard(Order::random, 23);
+  const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda);
+  const Tensor s0 = host.initial_state.to(kCuda), z0 = host.initial_normalizer.to(kCuda);
+  ssm::LinearAttentionInputs in;
+  in.q = q, in.k = k, in.v = v, in.initial_state = s0.view(), in.initial_normalizer = z0.view();
+  opt.path = ssm::LinearAttentionPath::automatic;
+  const ssm::LinearAttentionOutputs got = ssm::linear_attention(in, opt);
+  EXPECT_EQ(got.path, "cuda");
+  expect_close("out", got.out, ref.out, 1e-5);
+  expect_close("final_state", got.final_state, ref.final_state, 1e-5);
+  expect_close("final_normalizer", got.final_normalizer, ref.final_normalizer, 1e-5);
+  const Tensor gout = grad_out.to(kCuda), gstate = grad_state.to(kCuda), gnorm = grad_norm.to(kCuda);
+  const ssm::LinearAttentionGrads ggot = ssm::linear_attention_backward(in, gout, gstate.view(), gnorm.view(), opt);
+  EXPECT_EQ(ggot.path, "cuda");
+  expect_close("grad_q", ggot.grad_q, gref.grad_q, 1e-4);
+  expect_close("grad_k", ggot.grad_k, gref.grad_k, 1e-4);
+  expect_close("grad_v", ggot.grad_v, gref.grad_v, 1e-4);
+  expect_close("grad_initial_state", ggot.grad_initial_state, gref.grad_initial_state, 1e-4);
+  expect_close("grad_initial_normalizer", ggot.grad_initial_normalizer, gref.grad_initial_normalizer, 1e-4);
+}
+
+/// The decode step on emulated CUDA tensors, token by token with the state and normalizer updated in place, against
+/// the same steps on the CPU (retention with the normalizer, groups, bf16 inputs).
+TEST(CudaOpsEmu, LinearAttentionStepTokenByToken) {
+  const index_t b = 2, h = 4, g = 2, dk = 5, dv = 3, steps = 6;
+  std::mt19937 rng(31);
+  ssm::LinearAttentionOptions opt;
+  opt.normalize = true, opt.gamma = ssm::retention_gammas(h), opt.feature_map = ssm::FeatureMap::elu_plus_one;
+  Tensor state = random_tensor({b, h, dk, dv}, DType::f32, rng, -1, 1);  // (b, h, dk, dv)
+  Tensor norm = random_tensor({b, h, dk}, DType::f32, rng, 0.1f, 1);     // (b, h, dk)
+  ScopedEmulatedCuda guard(Order::random, 32);
+  Tensor dstate = state.to(kCuda), dnorm = norm.to(kCuda);
+  for (index_t t = 0; t < steps; ++t) {
+    const Tensor q = random_tensor({b, g, dk}, DType::bf16, rng, -1, 1),
+                 k = random_tensor({b, g, dk}, DType::bf16, rng, -1, 1);
+    const Tensor v = random_tensor({b, h, dv}, DType::bf16, rng, -1, 1);
+    Tensor out = Tensor::empty({b, h, dv}, DType::bf16), dout = Tensor::empty({b, h, dv}, DType::bf16, kCuda);
+    ssm::linear_attention_step(q, k, v, state, norm.view(), out, opt);
+    const Tensor dq = q.to(kCuda), dk_ = k.to(kCuda), dv_ = v.to(kCuda);
+    ssm::linear_attention_step(dq, dk_, dv_, dstate, dnorm.view(), dout, opt);
+    const std::string at = " (step " + std::to_string(t) + ")";
+    expect_close("out" + at, dout, out, 1e-5, ulp(DType::bf16));
+    expect_close("state" + at, dstate, state, 1e-5);
+    expect_close("normalizer" + at, dnorm, norm, 1e-5);
+  }
+}
+
+TEST(CudaOpsEmu, LinearAttentionRefusesWhatTheKernelsCannotTake) {
+  ScopedEmulatedCuda guard;
+  std::mt19937 rng(41);
+  const auto on = [&](const ssm::Dims& shape, DType dt) { return random_tensor(shape, dt, rng, -1, 0).to(kCuda); };
+  ssm::LinearAttentionInputs in;
+  const Tensor q = on({1, 4, 1, 3}, DType::f32), k = on({1, 4, 1, 3}, DType::f32), v = on({1, 4, 2, 2}, DType::f32);
+  const Tensor gate = on({1, 4, 2, 3}, DType::f32);
+  in.q = q, in.k = k, in.v = v, in.log_gate = gate.view();
+  expect_error_containing([&] { (void)ssm::linear_attention(in); }, "argument 'log_gate': GLA's log gate has no CUDA");
+  const Tensor q64 = on({1, 4, 1, 3}, DType::f64), k64 = on({1, 4, 1, 3}, DType::f64),
+               v64 = on({1, 4, 2, 2}, DType::f64);
+  ssm::LinearAttentionInputs in64;
+  in64.q = q64, in64.k = k64, in64.v = v64;
+  expect_error_containing([&] { (void)ssm::linear_attention(in64); }, "argument 'v': f64 has no CUDA path");
 }
 
 TEST(CudaOpsEmu, EmbeddingChecksTheIdsOnTheHost) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../ssd_bc_bwd.cuh"
@@ -27,9 +28,11 @@ namespace ssm::kernels {
 
 /// The host side of one forward call: the chunk table and the workspace's layout (byte offsets from its base).
 struct SsdPlan {
-  std::vector<std::int64_t> table;  // (n_chunks, 4) rows (batch row, t0, len, sequence), then first_chunk (rows + 1)
+  std::vector<std::int64_t> table;   // (n_chunks, 4) rows (batch row, t0, len, sequence), then first_chunk (rows + 1),
+                                     // then the caller's constants (f32, two to a slot)
   std::int64_t n_chunks = 0, q = 0;  // chunks; the longest chunk's length
   std::size_t table_bytes = 0, cs_offset = 0, Delta_offset = 0, states_offset = 0, bytes = 0;
+  std::size_t constants_offset = 0;  // where the constants start (bytes from the base)
   // The backward's buffers after the forward's (plan_ssd_backward; 0 for a forward): dcs and dDelta adjacent, so
   // one zero fill covers both.
   std::size_t dstates_offset = 0, dcs_offset = 0, dDelta_offset = 0, dG_offset = 0, y_offset = 0;
@@ -38,9 +41,10 @@ struct SsdPlan {
 inline std::size_t ssd_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 /// Checks p against the kernels' limits (the op, ops/ssd.hpp, has checked shapes and dtypes) and lays out the
-/// chunks of every sequence (cu_seqlens: host memory, as the op passes it). The backward passes with_out = false
-/// (it writes no out).
-inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true) {
+/// chunks of every sequence (cu_seqlens: host memory, as the op passes it); `constants` (host values) travel with the
+/// table, at plan.constants_offset. p's pointers are not read: a client that places its engine inputs in the same
+/// workspace (kernels/launch/linear_attention.cuh) lays it out first.
+inline SsdPlan layout_ssd(const SsdParams& p, const char* op, const std::vector<float>& constants = {}) {
   SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
@@ -51,7 +55,6 @@ inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true
             ", h = ", p.nheads, ", p = ", p.headdim, ", n = ", p.dstate, ", g = ", p.ngroups);
   SSM_CHECK(p.rows() <= 65535, op, ": at most 65535 sequences per launch, got ", p.rows());
   SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
-  SSM_CHECK(p.x && p.dt && p.A && p.B && p.C && (p.out || !with_out), op, ": x, dt, A, B, C and out must be set");
   SsdPlan plan;
   std::vector<std::int64_t> first{0};
   for (std::int64_t s = 0; s < p.rows(); ++s) {
@@ -71,6 +74,11 @@ inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true
             op, ": the tiles of a (chunk, head) exceed the grid (p = ", p.headdim, ", n = ", p.dstate, ", chunk ",
             plan.q, ")");
   plan.table.insert(plan.table.end(), first.begin(), first.end());
+  plan.constants_offset = plan.table.size() * sizeof(std::int64_t);
+  plan.table.resize(plan.table.size() + (constants.size() + 1) / 2);
+  if (!constants.empty())
+    std::memcpy(reinterpret_cast<char*>(plan.table.data()) + plan.constants_offset, constants.data(),
+                constants.size() * sizeof(float));
   const auto bytes = [](std::int64_t count, std::size_t size) { return ssd_align(static_cast<std::size_t>(count) * size); };
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
   plan.cs_offset = ssd_align(plan.table_bytes);
@@ -78,6 +86,13 @@ inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true
   plan.states_offset = plan.Delta_offset + bytes(plan.n_chunks * h * plan.q, sizeof(float));
   plan.bytes = plan.states_offset + bytes(plan.n_chunks * h * PN, sizeof(float));
   return plan;
+}
+
+/// layout_ssd for p's own buffers: x, dt, A, B, C (and out, with_out) must be set. The backward passes with_out =
+/// false (it writes no out).
+inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true) {
+  SSM_CHECK(p.x && p.dt && p.A && p.B && p.C && (p.out || !with_out), op, ": x, dt, A, B, C and out must be set");
+  return layout_ssd(p, op);
 }
 
 /// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
@@ -93,11 +108,9 @@ inline SsdWorkspace ssd_workspace(const SsdPlan& plan, void* base) {
   return ws;
 }
 
-/// plan_ssd, then the backward's buffers after the forward's (SsdGradWorkspace): dstates (n_chunks, h, p, n), dcs and
-/// dDelta (n_chunks, h, q) each, dG (n_chunks, h, q, q), and y (b, l, h, p) with z; all f32.
-inline SsdPlan plan_ssd_backward(const SsdParams& p, const SsdGradParams& g, const char* op) {
-  SsdPlan plan = plan_ssd(p, op, false);
-  SSM_CHECK(g.grad_out, op, ": grad_out must be set");
+/// The backward's buffers after a forward's layout (SsdGradWorkspace): dstates (n_chunks, h, p, n), dcs and dDelta
+/// (n_chunks, h, q) each, dG (n_chunks, h, q, q), and y (b, l, h, p) with z; all f32.
+inline void layout_ssd_backward(SsdPlan& plan, const SsdParams& p, const char* op) {
   const std::int64_t h = p.nheads, PN = p.headdim * p.dstate, q = plan.q;
   const std::int64_t q_tiles = (std::max<std::int64_t>(q, 1) + kSsdTile - 1) / kSsdTile;
   const std::int64_t n_tiles = (p.dstate + kSsdTile - 1) / kSsdTile;
@@ -112,6 +125,13 @@ inline SsdPlan plan_ssd_backward(const SsdParams& p, const SsdGradParams& g, con
   const std::size_t y_bytes =
       p.z ? static_cast<std::size_t>(p.batch * p.seqlen * h * p.headdim) * sizeof(float) : std::size_t{0};
   plan.bytes = plan.y_offset + ssd_align(y_bytes);
+}
+
+/// plan_ssd and layout_ssd_backward for p's and g's own buffers (grad_out must be set).
+inline SsdPlan plan_ssd_backward(const SsdParams& p, const SsdGradParams& g, const char* op) {
+  SsdPlan plan = plan_ssd(p, op, false);
+  SSM_CHECK(g.grad_out, op, ": grad_out must be set");
+  layout_ssd_backward(plan, p, op);
   return plan;
 }
 

@@ -19,6 +19,7 @@
 #include "ssm/core/params/attention.hpp"
 #include "ssm/core/params/causal_conv1d.hpp"
 #include "ssm/core/params/dense.hpp"
+#include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/params/moe.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_device.hpp"
@@ -84,6 +85,12 @@ struct DeviceBackend {
   void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
   /// The chunked SSD backward (g's buffers contiguous, as ssd_backward allocates them). May be null.
   void (*ssd_backward)(const SsdParams& p, const SsdGradParams& g, void* stream) = nullptr;
+  /// Linear attention and retention, chunked on the SSD kernels (p.cu_seqlens and p.log_gamma in host memory; no log
+  /// gate). May be null.
+  void (*linear_attention_forward)(const LinearAttentionParams& p, void* stream) = nullptr;
+  /// Their backward (g's buffers contiguous, as linear_attention_backward allocates them). May be null.
+  void (*linear_attention_backward)(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
+                                    void* stream) = nullptr;
   /// The mixture of experts' forward: routing and the gathered expert GEMMs (x f32 or f64). May be null.
   void (*moe_forward)(const MoeParams& p, void* stream) = nullptr;
   /// Cross-entropy with its gradient (p.row_loss in host memory; p.count is −1: the entry counts the rows, scales the

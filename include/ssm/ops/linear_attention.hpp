@@ -6,8 +6,10 @@
 // Forms: the chunked CPU path (cpu/linear_attention.hpp: on the SSD engine, or with a log gate on the gated chunk
 // algebra of cpu/linear_attention_gated.hpp), the token loop in the compute type, the token loop in double
 // (reference/linear_attention.hpp), and the one-token step for decoding (linear_attention_step). Forward and
-// backward (linear_attention_backward: q, k, v, the log gate and the initial states; γ is fixed). CPU tensors only:
-// CUDA tensors are an ssm::Error.
+// backward (linear_attention_backward: q, k, v, the log gate and the initial states; γ is fixed). CUDA tensors run the
+// backend's linear_attention_forward / _backward entries (ssm::cuda: the SSD kernels on the same packing as the CPU
+// path; f32 / f16 / bf16 inputs; opt.path is ignored there), and so does the decode step; GLA's log gate has no CUDA
+// kernel yet (an ssm::Error naming log_gate).
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/tensor.hpp"
@@ -65,7 +68,7 @@ struct LinearAttentionOutputs {
   Tensor out;               // v's shape and dtype
   Tensor final_state;       // (rows, h, dk, dv) param dtype, when asked for
   Tensor final_normalizer;  // (rows, h, dk), when asked for with normalize
-  std::string path;         // "cpu-chunked", "cpu-recurrent" or "reference"
+  std::string path;         // "cpu-chunked", "cpu-recurrent", "reference" or "cuda"
 };
 
 struct LinearAttentionGrads {
@@ -88,12 +91,24 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
   c.require(opt.chunk_size > 0, "chunk_size", "must be > 0, got ", opt.chunk_size);
   c.finite("scale", opt.scale);
   c.require(std::isfinite(opt.eps) && opt.eps >= 0, "eps", "must be finite and >= 0, got ", opt.eps);
-  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {out_name, out}, {"log_gate", in.log_gate.value_or(in.q)},
-                 {"initial_state", in.initial_state.value_or(in.q)},
-                 {"initial_normalizer", in.initial_normalizer.value_or(in.q)},
-                 {"final_state", final_state.value_or(in.q)}, {"final_normalizer", final_normalizer.value_or(in.q)}});
-  c.require(in.q.device().is_cpu(), "q", "linear attention has no CUDA path yet (q is on ", in.q.device().str(), ")");
+  const Device device = dispatch_device(c, {{"q", in.q},
+                                            {"k", in.k},
+                                            {"v", in.v},
+                                            {out_name, out},
+                                            {"log_gate", in.log_gate.value_or(in.q)},
+                                            {"initial_state", in.initial_state.value_or(in.q)},
+                                            {"initial_normalizer", in.initial_normalizer.value_or(in.q)},
+                                            {"final_state", final_state.value_or(in.q)},
+                                            {"final_normalizer", final_normalizer.value_or(in.q)}});
   c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
+  if (device.is_cuda()) {
+    c.require(in.v.dtype() != DType::f64, "v",
+              "f64 has no CUDA path (the kernels compute in f32; f32, f16 or bf16 "
+              "run there), got f64 on ",
+              device.str());
+    c.require(!in.log_gate, "log_gate", "GLA's log gate has no CUDA kernel yet (linear attention and retention run on ",
+              device.str(), "; a gated layer runs on the CPU)");
+  }
   LinearAttentionParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
@@ -177,6 +192,10 @@ inline std::string linear_attention_into(const LinearAttentionInputs& in, const 
   std::vector<double> log_gamma;
   const LinearAttentionParams p =
       detail::check_linear_attention(c, in, out, final_state, final_normalizer, opt, cu, log_gamma);
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::linear_attention_forward)(p, nullptr);
+    return "cuda";
+  }
   switch (opt.path) {
     case LinearAttentionPath::reference: reference::linear_attention_forward(p); return "reference";
     case LinearAttentionPath::recurrent: cpu::linear_attention_forward_recurrent(p, opt.threads); return "cpu-recurrent";
@@ -211,8 +230,8 @@ inline LinearAttentionOutputs linear_attention(const LinearAttentionInputs& in, 
 
 /// Gradients for grad_out (v's shape and dtype, contiguous) and the optional gradients of the final state and
 /// normalizer (param dtype, contiguous; zero when absent). LinearAttentionPath::reference runs the token loop in
-/// double; automatic and chunked the engine's backward. The recurrent path has no backward (an ssm::Error).
-/// grad_q, grad_k are summed over a group's heads.
+/// double; automatic and chunked the engine's backward. The recurrent path has no backward (an ssm::Error). CUDA
+/// tensors: the backend's backward (opt.path ignored). grad_q, grad_k are summed over a group's heads.
 inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInputs& in, const TensorView& grad_out,
                                                       std::optional<TensorView> grad_final_state = std::nullopt,
                                                       std::optional<TensorView> grad_final_normalizer = std::nullopt,
@@ -224,7 +243,7 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
                                                            log_gamma, "grad_out");
   p.out = nullptr, p.out_batch_stride = p.out_seq_stride = p.out_head_stride = 0;  // read, never written
   c.contiguous("grad_out", grad_out);
-  c.require(opt.path != LinearAttentionPath::recurrent, "path",
+  c.require(in.q.device().is_cuda() || opt.path != LinearAttentionPath::recurrent, "path",
             "LinearAttentionPath::recurrent has no backward; use chunked or reference");
   LinearAttentionGradParams gp;
   gp.grad_out = grad_out.data();
@@ -249,7 +268,10 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
   if (in.initial_normalizer) gp.grad_initial_normalizer = (r.grad_initial_normalizer = like(*in.initial_normalizer)).data();
   if (in.log_gate) gp.grad_log_gate = (r.grad_log_gate = like(*in.log_gate)).data();
-  if (opt.path == LinearAttentionPath::reference) {
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::linear_attention_backward)(p, gp, nullptr);
+    r.path = "cuda";
+  } else if (opt.path == LinearAttentionPath::reference) {
     reference::linear_attention_backward(p, gp);
     r.path = "reference";
   } else {
@@ -284,7 +306,10 @@ inline void linear_attention_step(const TensorView& q, const TensorView& k, cons
   std::vector<std::int64_t> cu;
   std::vector<double> log_gamma;
   LinearAttentionParams p = detail::check_linear_attention(c, in, as_one_step(out), state, normalizer, o, cu, log_gamma);
-  cpu::linear_attention_forward_recurrent(p, opt.threads);
+  if (q.device().is_cuda())  // the chunked kernels on one step; they read the state before they write it
+    backend_entry(c.op(), q.device(), &DeviceBackend::linear_attention_forward)(p, nullptr);
+  else
+    cpu::linear_attention_forward_recurrent(p, opt.threads);
 }
 
 }  // namespace ssm

@@ -8,10 +8,10 @@
 // Plain pointers, sizes and element strides, trivially copyable; pointers are memory of the device that runs it.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/core/scalar.hpp"
 
 namespace ssm {
 
@@ -21,16 +21,16 @@ enum class FeatureMap {
   elu_plus_one,  // φ(x) = elu(x) + 1 = x + 1 for x > 0, e^x otherwise (Katharopoulos et al. 2020): φ > 0
 };
 
-/// φ(x). One definition for the reference (T = double), the CPU paths and the step.
+/// φ(x). One definition for the reference (T = double), the CPU paths, the step and the CUDA kernels.
 template <class T>
-inline T feature_map(FeatureMap f, T x) {
-  return f == FeatureMap::identity ? x : (x > T(0) ? x + T(1) : std::exp(x));
+SSM_HOST_DEVICE inline T feature_map(FeatureMap f, T x) {
+  return f == FeatureMap::identity ? x : (x > T(0) ? x + T(1) : scalar::exp(x));
 }
 
 /// dφ / dx.
 template <class T>
-inline T feature_map_grad(FeatureMap f, T x) {
-  return f == FeatureMap::identity ? T(1) : (x > T(0) ? T(1) : std::exp(x));
+SSM_HOST_DEVICE inline T feature_map_grad(FeatureMap f, T x) {
+  return f == FeatureMap::identity ? T(1) : (x > T(0) ? T(1) : scalar::exp(x));
 }
 
 struct LinearAttentionParams {

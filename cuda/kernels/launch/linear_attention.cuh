@@ -1,0 +1,194 @@
+// The launch logic of linear attention and retention on CUDA (docs/linear_attention.md "CUDA"), written once over an
+// executor as kernels/launch/ssd.cuh: the plan (the engine's argument block, the SSD layout with the decays as its
+// constants, the packed buffers after it), then pack → the chunked SSD launches → epilogue, and for the backward pack
+// → (with the normalizer, the forward's y) → ḡy → the SSD backward → φ' and the scale. The caller allocates
+// plan.bytes of device memory and uploads plan.ssd.table (plan.ssd.table_bytes) to its start. GLA's log gate has no
+// kernel yet: plan_linear_attention refuses it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../linear_attention.cuh"
+#include "ssd.cuh"
+#include "ssm/core/error.hpp"
+#include "ssm/core/params/linear_attention.hpp"
+#include "ssm/core/params/ssd.hpp"
+
+namespace ssm::kernels {
+
+/// The host side of one call: the engine's argument block (its pointers set by la_engine once the workspace
+/// exists), its SSD layout, and the byte offsets of the packed buffers after it (0: absent).
+struct LaPlan {
+  SsdParams engine;
+  SsdPlan ssd;
+  std::int64_t dv1 = 0;
+  std::size_t q = 0, k = 0, x = 0, y = 0, H0 = 0, HT = 0;
+  std::size_t gy = 0, gq = 0, gk = 0, gx = 0, GF = 0, GH0 = 0;  // the backward's
+  std::size_t bytes = 0;
+};
+
+/// Checks p against what the kernels take (the op, ops/linear_attention.hpp, has checked shapes, dtypes and values)
+/// and lays out the workspace for the forward, or for the backward when g is given.
+inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* op,
+                                    const LinearAttentionGradParams* g = nullptr) {
+  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
+            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
+  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  SSM_CHECK(!p.log_gate, op, ": GLA's log gate is not implemented on CUDA yet (linear attention and retention are)");
+  SSM_CHECK(p.q && p.k && p.v && (g || p.out), op, ": q, k, v and out must be set");
+  SSM_CHECK(!g || g->grad_out, op, ": grad_out must be set");
+  LaPlan plan;
+  plan.dv1 = p.dv + (p.normalize ? 1 : 0);
+  const std::int64_t b = p.batch, l = p.seqlen, h = p.nheads, gr = p.ngroups, dk = p.dk, dv1 = plan.dv1;
+  SsdParams& e = plan.engine;
+  e.batch = b, e.seqlen = l, e.nheads = h, e.headdim = dv1, e.ngroups = gr, e.dstate = dk;
+  e.chunk_size = p.chunk_size, e.cu_seqlens = p.cu_seqlens, e.n_seqs = p.n_seqs;
+  e.x_batch_stride = l * h * dv1, e.x_seq_stride = h * dv1, e.x_head_stride = dv1;
+  e.B_batch_stride = e.C_batch_stride = l * gr * dk, e.B_seq_stride = e.C_seq_stride = gr * dk;
+  e.B_group_stride = e.C_group_stride = dk;
+  e.out_batch_stride = l * h * dv1, e.out_seq_stride = h * dv1, e.out_head_stride = dv1;  // Δ: one 1, strides 0
+  e.input_dtype = e.param_dtype = DType::f32;
+  std::vector<float> constants;  // A (h) = log γ, then Δ = 1
+  for (std::int64_t i = 0; i < h; ++i) constants.push_back(p.log_gamma ? static_cast<float>(p.log_gamma[i]) : 0.0f);
+  constants.push_back(1.0f);
+  plan.ssd = layout_ssd(e, op, constants);
+  if (g) layout_ssd_backward(plan.ssd, e, op);
+  std::size_t at = plan.ssd.bytes;
+  const auto take = [&](std::int64_t floats) {
+    const std::size_t offset = at;
+    at += ssd_align(static_cast<std::size_t>(floats) * sizeof(float));
+    return offset;
+  };
+  const std::int64_t n_qk = b * l * gr * dk, n_x = b * l * h * dv1, n_states = p.rows() * h * dv1 * dk;
+  plan.q = take(n_qk), plan.k = take(n_qk), plan.x = take(n_x);
+  if (!g || p.normalize) plan.y = take(n_x);
+  if (p.initial_state || p.initial_normalizer) plan.H0 = take(n_states);
+  if (!g && (p.final_state || p.final_normalizer)) plan.HT = take(n_states);
+  if (g) {
+    plan.gy = take(n_x), plan.gq = take(n_qk), plan.gk = take(n_qk), plan.gx = take(n_x);
+    if (g->grad_final_state || g->grad_final_normalizer) plan.GF = take(n_states);
+    if (g->grad_initial_state || g->grad_initial_normalizer) plan.GH0 = take(n_states);
+  }
+  plan.bytes = at;
+  return plan;
+}
+
+/// The packed buffers in `base` (plan.bytes of device memory holding plan.ssd.table at its start).
+inline LaWorkspace la_workspace(const LaPlan& plan, void* base) {
+  char* b = static_cast<char*>(base);
+  const auto at = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  LaWorkspace w;
+  w.dv1 = plan.dv1;
+  w.q = at(plan.q), w.k = at(plan.k), w.x = at(plan.x), w.y = at(plan.y), w.H0 = at(plan.H0), w.HT = at(plan.HT);
+  w.gy = at(plan.gy), w.gq = at(plan.gq), w.gk = at(plan.gk), w.gx = at(plan.gx), w.GF = at(plan.GF);
+  w.GH0 = at(plan.GH0);
+  return w;
+}
+
+/// The engine's argument block over the workspace: C = q̃, B = k̃, x = [v, 1], A and Δ from the constants, the states
+/// H0 / HT, out = y.
+inline SsdParams la_engine(const LaPlan& plan, void* base, const LaWorkspace& w) {
+  SsdParams e = plan.engine;
+  const float* constants = reinterpret_cast<const float*>(static_cast<char*>(base) + plan.ssd.constants_offset);
+  e.A = constants, e.dt = constants + e.nheads;
+  e.x = w.x, e.B = w.k, e.C = w.q, e.out = w.y, e.initial_state = w.H0, e.final_state = w.HT;
+  return e;
+}
+
+template <class In, class Exec>
+void launch_la_pack(Exec& exec, const LinearAttentionParams& p, const LaWorkspace& w) {
+  const std::int64_t n = p.batch * p.seqlen * (p.ngroups * p.dk + p.nheads * w.dv1);
+  exec.launch(la_pack_kernel<In>, LaunchDims{la_blocks(n)}, LaunchDims{kLaThreads}, p, w);
+}
+
+/// H (rows h, dv1, dk) from the op's states S and z (null: zero), when H is in the workspace.
+template <class Exec>
+void launch_la_states_in(Exec& exec, const LinearAttentionParams& p, const LaWorkspace& w, const void* S, const void* z,
+                         float* H) {
+  const std::int64_t n = p.rows() * p.nheads;
+  if (H)
+    exec.launch(la_states_in_kernel, LaunchDims{la_blocks(n * w.dv1 * p.dk)}, LaunchDims{kLaThreads},
+                static_cast<const float*>(S), static_cast<const float*>(z), n, p.dk, p.dv, w.dv1, H);
+}
+
+/// The op's states S and z (null: not wanted) from H, when H is in the workspace.
+template <class Exec>
+void launch_la_states_out(Exec& exec, const LinearAttentionParams& p, const LaWorkspace& w, const float* H, void* S,
+                          void* z) {
+  const std::int64_t n = p.rows() * p.nheads;
+  if (H)
+    exec.launch(la_states_out_kernel, LaunchDims{la_blocks(n * w.dv1 * p.dk)}, LaunchDims{kLaThreads}, H, n, p.dk, p.dv,
+                w.dv1, static_cast<float*>(S), static_cast<float*>(z));
+}
+
+template <class In, class Exec>
+void launch_linear_attention_forward(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, void* base) {
+  const LaWorkspace w = la_workspace(plan, base);
+  const SsdParams e = la_engine(plan, base, w);
+  launch_la_pack<In>(exec, p, w);
+  launch_la_states_in(exec, p, w, p.initial_state, p.initial_normalizer, w.H0);
+  launch_ssd_forward<float>(exec, e, plan.ssd, ssd_workspace(plan.ssd, base));
+  exec.launch(la_epilogue_kernel<In>, LaunchDims{la_blocks(p.batch * p.seqlen * p.nheads * p.dv)},
+              LaunchDims{kLaThreads}, p, w);
+  launch_la_states_out(exec, p, w, w.HT, p.final_state, p.final_normalizer);
+}
+
+template <class In, class Exec>
+void launch_linear_attention_backward(Exec& exec, const LinearAttentionParams& p, const LinearAttentionGradParams& g,
+                                      const LaPlan& plan, void* base) {
+  const LaWorkspace w = la_workspace(plan, base);
+  SsdParams e = la_engine(plan, base, w);
+  const SsdWorkspace ws = ssd_workspace(plan.ssd, base);
+  launch_la_pack<In>(exec, p, w);
+  launch_la_states_in(exec, p, w, p.initial_state, p.initial_normalizer, w.H0);
+  if (p.normalize) launch_ssd_forward<float>(exec, e, plan.ssd, ws);  // y: ḡy needs the numerator and denominator
+  e.out = nullptr;
+  exec.launch(la_grad_in_kernel<In>, LaunchDims{la_blocks(p.batch * p.seqlen * p.nheads)}, LaunchDims{kLaThreads}, p, g,
+              w);
+  launch_la_states_in(exec, p, w, g.grad_final_state, g.grad_final_normalizer, w.GF);
+  SsdGradParams eg;
+  eg.grad_out = w.gy, eg.grad_final_state = w.GF;
+  eg.grad_x = w.gx, eg.grad_B = w.gk, eg.grad_C = w.gq, eg.grad_initial_state = w.GH0;
+  launch_ssd_backward<float>(exec, e, eg, plan.ssd, ws, ssd_grad_workspace(plan.ssd, base, false));
+  const std::int64_t n = p.batch * p.seqlen * (p.ngroups * p.dk + p.nheads * p.dv);
+  exec.launch(la_grad_out_kernel<In>, LaunchDims{la_blocks(n)}, LaunchDims{kLaThreads}, p, g, w);
+  launch_la_states_out(exec, p, w, w.GH0, g.grad_initial_state, g.grad_initial_normalizer);
+}
+
+/// The whole forward over one executor, every input dtype: plan_linear_attention has run, the workspace holds the
+/// table.
+template <class Exec>
+void linear_attention_forward_launches(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, void* base) {
+  switch (p.input_dtype) {
+    case DType::f32:
+      launch_linear_attention_forward<float>(exec, p, plan, base);
+      break;
+    case DType::f16:
+      launch_linear_attention_forward<::ssm::half>(exec, p, plan, base);
+      break;
+    default:
+      launch_linear_attention_forward<::ssm::bfloat16>(exec, p, plan, base);
+      break;
+  }
+}
+
+/// The whole backward over one executor (plan_linear_attention with g has run).
+template <class Exec>
+void linear_attention_backward_launches(Exec& exec, const LinearAttentionParams& p, const LinearAttentionGradParams& g,
+                                        const LaPlan& plan, void* base) {
+  switch (p.input_dtype) {
+    case DType::f32:
+      launch_linear_attention_backward<float>(exec, p, g, plan, base);
+      break;
+    case DType::f16:
+      launch_linear_attention_backward<::ssm::half>(exec, p, g, plan, base);
+      break;
+    default:
+      launch_linear_attention_backward<::ssm::bfloat16>(exec, p, g, plan, base);
+      break;
+  }
+}
+
+}  // namespace ssm::kernels
