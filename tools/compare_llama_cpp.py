@@ -94,10 +94,10 @@ def main():
                 ap.error(f"--model: no checkpoint directory (with config.json) for dtype {d}")
     bench = find_llama_bench(opt.llama_cpp)
     os.makedirs(opt.workdir, exist_ok=True)
-    prompt = [(i * 7919 + 13) % VOCAB for i in range(opt.prompt_len)]
+    prompt = [(i * 7919 + 13) % VOCAB["mamba"] for i in range(opt.prompt_len)]
     rows = []
     for dtype in dtypes:
-        path = models.get(dtype) or make_checkpoint(opt.workdir, "130m", "bf16" if dtype == "bf16" else "f32")
+        path = models.get(dtype) or make_checkpoint(opt.workdir, "mamba", "130m", "bf16" if dtype == "bf16" else "f32")
         gguf = convert(opt.llama_cpp, path, dtype, opt.workdir)
         for t in map(int, opt.threads.split(",")):
             res = {"ssm": [], "llama.cpp": []}

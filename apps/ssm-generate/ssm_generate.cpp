@@ -28,6 +28,10 @@
 #include "ssm/cpu/threads.hpp"
 #include "ssm/models.hpp"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace {
 
 constexpr const char* kUsage =
@@ -309,9 +313,22 @@ int report(const char* what, int code) {
   return code;
 }
 
+/// Keeps freed activation buffers in the heap. Each layer's temporaries are megabytes (a 512-token prompt's in_proj
+/// output is 6 MB); by default glibc maps such blocks fresh and unmaps them on free (or trims the heap), so every
+/// layer of a prefill paid page faults on new memory. With 16-bit weights kept, nothing large is freed while loading
+/// to raise glibc's adaptive threshold, and a 512-token prefill of the Mamba-130m shape took 990 ms instead of 796 ms
+/// (1 thread, this project's AVX-512 machine); the peak resident memory stays the same (292 vs 294 MiB).
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();
   try {
     return run(parse_args(argc, argv));
   } catch (const UsageError& e) {
