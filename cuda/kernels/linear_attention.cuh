@@ -1,7 +1,7 @@
-// Linear attention and retention on CUDA (docs/linear_attention.md "CUDA"): the element-wise kernels around the chunked
-// SSD kernels, which do the recurrence. The same packing as the CPU path (cpu/linear_attention.hpp): the engine's
-// state H (dv1, dk) per head is Sᵀ, with C = q̃ = scale φ(q), B = k̃ = φ(k), x = [v, 1] (the column of ones only with
-// the normalizer: row dv of H is then z, column dv of y the denominator zᵀ q̃), Δ = 1 and A = log γ_h (0 without a
+// Linear attention and retention on CUDA (docs/linear_attention.md "On CUDA"): the element-wise kernels around the
+// chunked SSD kernels, which do the recurrence. The same packing as the CPU path (cpu/linear_attention.hpp): the
+// engine's state H (dv1, dk) per head is Sᵀ, with C = q̃ = scale φ(q), B = k̃ = φ(k), x = [v, 1] (the column of ones only
+// with the normalizer: row dv of H is then z, column dv of y the denominator zᵀ q̃), Δ = 1 and A = log γ_h (0 without a
 // decay). Every buffer of the workspace is f32 and contiguous; the formulas are in core/params/linear_attention.hpp.
 #pragma once
 
@@ -31,7 +31,7 @@ struct LaWorkspace {
   float* H0 = nullptr;  // (rows, h, dv1, dk) the initial states
   float* HT = nullptr;  // (rows, h, dv1, dk) the final states
   // the backward's
-  float* gy = nullptr;   // (b, l, h, dv1) ḡy: [ḡ / d, −⟨ḡ, y⟩ / d] with the normalizer, else ḡ
+  float* gy = nullptr;  // (b, l, h, dv1) ḡy: [ḡ / d, −⟨ḡ, y⟩ / d²] with the normalizer (y the numerator), else ḡ
   float* gq = nullptr;   // (b, l, g, dk) the engine's ḡC
   float* gk = nullptr;   // (b, l, g, dk) its ḡB
   float* gx = nullptr;   // (b, l, h, dv1) its ḡx

@@ -1,4 +1,4 @@
-// The launch logic of linear attention and retention on CUDA (docs/linear_attention.md "CUDA"), written once over an
+// The launch logic of linear attention and retention on CUDA (docs/linear_attention.md "On CUDA"), written once over an
 // executor as kernels/launch/ssd.cuh: the plan (the engine's argument block, the SSD layout with the decays as its
 // constants, the packed buffers after it), then pack → the chunked SSD launches → epilogue, and for the backward pack
 // → (with the normalizer, the forward's y) → ḡy → the SSD backward → φ' and the scale. The caller allocates
@@ -37,7 +37,9 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
   SSM_CHECK(!p.log_gate, op, ": GLA's log gate is not implemented on CUDA yet (linear attention and retention are)");
-  SSM_CHECK(p.q && p.k && p.v && (g || p.out), op, ": q, k, v and out must be set");
+  SSM_CHECK(p.q && p.k && p.v && (g || p.out), op, g ? ": q, k and v must be set" : ": q, k, v and out must be set");
+  SSM_CHECK(p.nheads >= 1 && p.dk >= 1 && p.dv >= 1, op, ": need h, dk and dv >= 1, got h = ", p.nheads,
+            ", dk = ", p.dk, ", dv = ", p.dv);
   SSM_CHECK(!g || g->grad_out, op, ": grad_out must be set");
   LaPlan plan;
   plan.dv1 = p.dv + (p.normalize ? 1 : 0);

@@ -7,7 +7,7 @@
 //       few rows (decoding, rows < kPanelRows): each weight row is streamed once and converted in registers
 //       (cpu::load_f32, cpu/convert.hpp), accumulating 2 rows x 4 output features (one row: 8) at once in f32
 //       vectors;
-//       many rows (prefill): a panel of up to 256 output features (at most 1 MiB of W in f32) is converted to f32 once
+//       many rows (prefill): a panel of up to 256 output features (about 1 MiB of W in f32) is converted to f32 once
 //       and multiplied with every row by Eigen's GEMM.
 //     AVX-512 BF16's vdpbf16ps is not used: it would round x to bf16 too.
 #pragma once

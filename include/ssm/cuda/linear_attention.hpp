@@ -1,6 +1,6 @@
 // Host API of linear attention and retention on a CUDA device (core/params/linear_attention.hpp; the element-wise
 // kernels in cuda/kernels/linear_attention.cuh around the chunked SSD kernels, launches in
-// cuda/kernels/launch/linear_attention.cuh; docs/linear_attention.md "CUDA").
+// cuda/kernels/launch/linear_attention.cuh; docs/linear_attention.md "On CUDA").
 #pragma once
 
 #include "ssm/core/params/linear_attention.hpp"

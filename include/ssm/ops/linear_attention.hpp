@@ -108,6 +108,10 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
               device.str());
     c.require(!in.log_gate, "log_gate", "GLA's log gate has no CUDA kernel yet (linear attention and retention run on ",
               device.str(), "; a gated layer runs on the CPU)");
+    c.require(in.v.size(2) >= 1 && in.v.size(3) >= 1, "v",
+              "needs at least one head and one value channel on CUDA, got shape ", in.v.shape().str());
+    c.require(in.q.rank() != 4 || in.q.size(3) >= 1, "q", "needs at least one key channel on CUDA, got shape ",
+              in.q.shape().str());
   }
   LinearAttentionParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
@@ -284,7 +288,7 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
 /// One decoding step: q, k (b, g, dk), v (b, h, dv), and GLA's log gate (b, h, dk) when the layer has one; the state
 /// (b, h, dk, dv) and, with normalize, the normalizer (b, h, dk) are read and updated in place (param dtype,
 /// contiguous); out (b, h, dv) receives y. The same recurrence as the forward's (opt.path, opt.chunk_size,
-/// cu_seqlens do not apply; the token loop runs).
+/// cu_seqlens do not apply): the token loop on the CPU, the chunked kernels on one step on CUDA.
 inline void linear_attention_step(const TensorView& q, const TensorView& k, const TensorView& v,
                                   const TensorView& state, const std::optional<TensorView>& normalizer,
                                   const TensorView& out, const LinearAttentionOptions& opt = {},
