@@ -25,6 +25,7 @@
 #include "../kernels/attention.cuh"
 #include "../kernels/launch/cast.cuh"
 #include "../kernels/launch/causal_conv1d.cuh"
+#include "../kernels/launch/delta_rule.cuh"
 #include "../kernels/launch/embedding.cuh"
 #include "../kernels/launch/linear.cuh"
 #include "../kernels/launch/linear_attention.cuh"
@@ -211,6 +212,15 @@ inline void linear_attention_backward(const LinearAttentionParams& p, const Line
   kernels::linear_attention_backward_launches(exec, p, g, plan, base);
 }
 
+inline void delta_rule_forward(const DeltaRuleParams& p, void*) {
+  const kernels::DrPlan plan = kernels::plan_delta_rule(p, "ssm::cuda::delta_rule_forward (host emulation)");
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::delta_rule_forward_launches(exec, p, plan, base);
+}
+
 inline void moe_forward(const MoeParams& p, void*) {
   const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
   if (p.tokens == 0) return;
@@ -248,6 +258,7 @@ inline DeviceBackend make() {
   b.moe_forward = &moe_forward;
   b.linear_attention_forward = &linear_attention_forward;
   b.linear_attention_backward = &linear_attention_backward;
+  b.delta_rule_forward = &delta_rule_forward;
   return b;
 }
 

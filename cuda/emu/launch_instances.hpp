@@ -59,6 +59,11 @@
       ::ssm::emu::HostExecutor&, const ::ssm::LinearAttentionParams&, const ::ssm::LinearAttentionGradParams&, \
       const ::ssm::kernels::LaPlan&, void*);
 
+// kernels/launch/delta_rule.cuh.
+#define SSM_EMU_DELTA_RULE_INSTANCES(PREFIX)                                                                      \
+  PREFIX void ssm::kernels::delta_rule_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::DeltaRuleParams&, \
+                                                        const ::ssm::kernels::DrPlan&, void*);
+
 // kernels/launch/moe.cuh.
 #define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \
   PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
@@ -71,4 +76,5 @@
   SSM_EMU_ATTENTION_INSTANCES(PREFIX)        \
   SSM_EMU_SSD_INSTANCES(PREFIX)              \
   SSM_EMU_LINEAR_ATTENTION_INSTANCES(PREFIX) \
+  SSM_EMU_DELTA_RULE_INSTANCES(PREFIX)       \
   SSM_EMU_MOE_INSTANCES(PREFIX)

@@ -8,6 +8,7 @@
 #include "ssm/cuda/attention.hpp"
 #include "ssm/cuda/cast.hpp"
 #include "ssm/cuda/causal_conv1d.hpp"
+#include "ssm/cuda/delta_rule.hpp"
 #include "ssm/cuda/dense.hpp"
 #include "ssm/cuda/linear_attention.hpp"
 #include "ssm/cuda/moe.hpp"
@@ -49,6 +50,7 @@ DeviceBackend make_backend() {
   b.moe_forward = &moe_forward;
   b.linear_attention_forward = &linear_attention_forward;
   b.linear_attention_backward = &linear_attention_backward;
+  b.delta_rule_forward = &delta_rule_forward;
   return b;
 }
 

@@ -15,12 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "../conformance/delta_rule_problem.hpp"
 #include "../conformance/linear_attention_problem.hpp"
 #include "../conformance/ssd_problem.hpp"
 #include "attention_case.hpp"
 #include "emu/backend.hpp"
 #include "ssm/ops.hpp"
 #include "ssm/ops/attention.hpp"
+#include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/ssd.hpp"
 #include "ssm/reference/attention.hpp"
@@ -784,6 +786,80 @@ TEST(CudaOpsEmu, LinearAttentionRefusesWhatTheKernelsCannotTake) {
   ssm::LinearAttentionInputs in64;
   in64.q = q64, in64.k = k64, in64.v = v64;
   expect_error_containing([&] { (void)ssm::linear_attention(in64); }, "argument 'v': f64 has no CUDA path");
+}
+
+// ---- the delta rule ------------------------------------------------------------------------------------------------
+
+/// Gated DeltaNet's forward on emulated CUDA tensors against the token loop in double. The conformance cases
+/// (tests/conformance/ops/delta_rule.cpp) have dv < 32; here dv = 40 spans two blocks of value columns and dk = 36,
+/// packed sequences (37 and 113 steps) make chunks of 64 with ragged ends, two groups of two heads share q and k, and
+/// the initial states come in, the final ones go out.
+TEST(CudaOpsEmu, DeltaRuleAcrossColumnBlocks) {
+  delta_rule_problem::DrCase s;
+  s.b = 1, s.l = 150, s.h = 4, s.g = 2, s.dk = 36, s.dv = 40, s.dtype = DType::f32, s.seed = 51;
+  s.gated = s.has_init = true, s.scale = 0.5, s.cu = {0, 37, 150};
+  const delta_rule_problem::DrData host = delta_rule_problem::make_data(s);
+  ssm::DeltaRuleOptions opt = host.options();
+  opt.chunk_size = 64, opt.return_final_state = true, opt.path = ssm::DeltaRulePath::reference;
+  const ssm::DeltaRuleOutputs ref = ssm::delta_rule(host.inputs(), opt);
+
+  ScopedEmulatedCuda guard(Order::random, 52);
+  const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), beta = host.beta.to(kCuda);
+  const Tensor g = host.g.to(kCuda), s0 = host.initial_state.to(kCuda);
+  ssm::DeltaRuleInputs in = host.inputs();  // cu_seqlens stays on the host
+  in.q = q, in.k = k, in.v = v, in.beta = beta, in.g = g.view(), in.initial_state = s0.view();
+  opt.path = ssm::DeltaRulePath::automatic;
+  const ssm::DeltaRuleOutputs got = ssm::delta_rule(in, opt);
+  EXPECT_EQ(got.path, "cuda");
+  expect_close("out", got.out, ref.out, 1e-5);
+  expect_close("final_state", got.final_state, ref.final_state, 1e-5);
+}
+
+/// The decode step on emulated CUDA tensors, token by token with the state updated in place, against the same steps
+/// on the CPU (Gated DeltaNet, groups, bf16 inputs).
+TEST(CudaOpsEmu, DeltaRuleStepTokenByToken) {
+  const index_t b = 2, h = 4, g = 2, dk = 5, dv = 3, steps = 6;
+  std::mt19937 rng(61);
+  Tensor state = random_tensor({b, h, dk, dv}, DType::f32, rng, -1, 1);  // (b, h, dk, dv)
+  ScopedEmulatedCuda guard(Order::random, 62);
+  Tensor dstate = state.to(kCuda);
+  for (index_t t = 0; t < steps; ++t) {
+    const Tensor q = random_tensor({b, g, dk}, DType::bf16, rng, -1, 1),
+                 k = random_tensor({b, g, dk}, DType::bf16, rng, -1, 1);
+    const Tensor v = random_tensor({b, h, dv}, DType::bf16, rng, -1, 1);
+    const Tensor beta = random_tensor({b, h}, DType::bf16, rng, 0.1f, 1.9f),
+                 gl = random_tensor({b, h}, DType::bf16, rng, -0.5f, 0);
+    Tensor out = Tensor::empty({b, h, dv}, DType::bf16), dout = Tensor::empty({b, h, dv}, DType::bf16, kCuda);
+    ssm::delta_rule_step(q, k, v, beta, gl.view(), state, out);
+    const Tensor dq = q.to(kCuda), dk_ = k.to(kCuda), dv_ = v.to(kCuda), dbeta = beta.to(kCuda), dg = gl.to(kCuda);
+    ssm::delta_rule_step(dq, dk_, dv_, dbeta, dg.view(), dstate, dout);
+    const std::string at = " (step " + std::to_string(t) + ")";
+    expect_close("out" + at, dout, out, 1e-5, ulp(DType::bf16));
+    expect_close("state" + at, dstate, state, 1e-5);
+  }
+}
+
+TEST(CudaOpsEmu, DeltaRuleRefusesWhatTheKernelsCannotTake) {
+  ScopedEmulatedCuda guard;
+  std::mt19937 rng(71);
+  const auto on = [&](const ssm::Dims& shape, DType dt, float lo, float hi) {
+    return random_tensor(shape, dt, rng, lo, hi).to(kCuda);
+  };
+  const Tensor q = on({1, 4, 1, 3}, DType::f32, -1, 1), k = on({1, 4, 1, 3}, DType::f32, -1, 1);
+  const Tensor v = on({1, 4, 2, 2}, DType::f32, -1, 1), beta = on({1, 4, 2}, DType::f32, 0.1f, 1.9f);
+  ssm::DeltaRuleInputs in;
+  in.q = q, in.k = k, in.v = v, in.beta = beta;
+  const Tensor grad_out = on({1, 4, 2, 2}, DType::f32, -1, 1);
+  expect_error_containing([&] { (void)ssm::delta_rule_backward(in, grad_out); },
+                          "delta_rule_backward: not implemented on cuda");
+  const Tensor bad_beta = on({1, 4, 2}, DType::f32, 2.5f, 3);  // β's values are checked on the host
+  in.beta = bad_beta;
+  expect_error_containing([&] { (void)ssm::delta_rule(in); }, "argument 'beta': every β must be in (0, 2]");
+  const Tensor q64 = on({1, 4, 1, 3}, DType::f64, -1, 1), k64 = on({1, 4, 1, 3}, DType::f64, -1, 1);
+  const Tensor v64 = on({1, 4, 2, 2}, DType::f64, -1, 1), beta64 = on({1, 4, 2}, DType::f64, 0.1f, 1.9f);
+  ssm::DeltaRuleInputs in64;
+  in64.q = q64, in64.k = k64, in64.v = v64, in64.beta = beta64;
+  expect_error_containing([&] { (void)ssm::delta_rule(in64); }, "argument 'v': f64 has no CUDA path");
 }
 
 TEST(CudaOpsEmu, EmbeddingChecksTheIdsOnTheHost) {

@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../ssd_bc_bwd.cuh"
@@ -40,6 +42,27 @@ struct SsdPlan {
 
 inline std::size_t ssd_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+/// Appends the chunk table of any argument block with rows(), seq_row, seq_begin and seq_end (SsdParams,
+/// DeltaRuleParams) to `table`: one row (batch row, t0, len, sequence) per chunk of at most chunk_size steps from each
+/// sequence's start, then first_chunk (rows + 1). Returns the number of chunks and the longest chunk's length.
+template <class Params>
+std::pair<std::int64_t, std::int64_t> append_chunk_table(const Params& p, std::int64_t chunk_size,
+                                                         std::vector<std::int64_t>& table) {
+  std::vector<std::int64_t> first{0};
+  std::int64_t q = 0;
+  const std::size_t start = table.size();
+  for (std::int64_t s = 0; s < p.rows(); ++s) {
+    for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += chunk_size) {
+      const std::int64_t len = std::min(chunk_size, p.seq_end(s) - t0);
+      table.insert(table.end(), {p.seq_row(s), t0, len, s});
+      q = std::max(q, len);
+    }
+    first.push_back(static_cast<std::int64_t>(table.size() - start) / kSsdChunkFields);
+  }
+  table.insert(table.end(), first.begin(), first.end());
+  return {first.back(), q};
+}
+
 /// Checks p against the kernels' limits (the op, ops/ssd.hpp, has checked shapes and dtypes) and lays out the
 /// chunks of every sequence (cu_seqlens: host memory, as the op passes it); `constants` (host values) travel with the
 /// table, at plan.constants_offset. p's pointers are not read: a client that places its engine inputs in the same
@@ -56,24 +79,15 @@ inline SsdPlan layout_ssd(const SsdParams& p, const char* op, const std::vector<
   SSM_CHECK(p.rows() <= 65535, op, ": at most 65535 sequences per launch, got ", p.rows());
   SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
   SsdPlan plan;
-  std::vector<std::int64_t> first{0};
-  for (std::int64_t s = 0; s < p.rows(); ++s) {
-    for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += p.chunk_size) {
-      const std::int64_t len = std::min(p.chunk_size, p.seq_end(s) - t0);
-      plan.table.insert(plan.table.end(), {p.seq_row(s), t0, len, s});
-      plan.q = std::max(plan.q, len);
-    }
-    first.push_back(static_cast<std::int64_t>(plan.table.size()) / kSsdChunkFields);
-  }
-  plan.n_chunks = first.back();
+  std::tie(plan.n_chunks, plan.q) = append_chunk_table(p, p.chunk_size, plan.table);
   SSM_CHECK(plan.n_chunks <= 0x7fffffff, op, ": at most 2^31 - 1 chunks per launch, got ", plan.n_chunks);
   const std::int64_t h = p.nheads, PN = p.headdim * p.dstate;
   const std::int64_t tiles = (std::max<std::int64_t>(plan.q, 1) + kSsdTile - 1) / kSsdTile;
   const std::int64_t p_tiles = (p.headdim + kSsdTile - 1) / kSsdTile, n_tiles = (p.dstate + kSsdTile - 1) / kSsdTile;
-  SSM_CHECK(tiles * p_tiles <= 65535 && p_tiles * n_tiles <= 65535 && (PN + kSsdPassThreads - 1) / kSsdPassThreads <= 0x7fffffff,
+  SSM_CHECK(tiles * p_tiles <= 65535 && p_tiles * n_tiles <= 65535 &&
+                (PN + kSsdPassThreads - 1) / kSsdPassThreads <= 0x7fffffff,
             op, ": the tiles of a (chunk, head) exceed the grid (p = ", p.headdim, ", n = ", p.dstate, ", chunk ",
             plan.q, ")");
-  plan.table.insert(plan.table.end(), first.begin(), first.end());
   plan.constants_offset = plan.table.size() * sizeof(std::int64_t);
   plan.table.resize(plan.table.size() + (constants.size() + 1) / 2);
   if (!constants.empty())

@@ -18,6 +18,7 @@
 #include "ssm/core/error.hpp"
 #include "ssm/core/params/attention.hpp"
 #include "ssm/core/params/causal_conv1d.hpp"
+#include "ssm/core/params/delta_rule.hpp"
 #include "ssm/core/params/dense.hpp"
 #include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/params/moe.hpp"
@@ -91,6 +92,10 @@ struct DeviceBackend {
   /// Their backward (g's buffers contiguous, as linear_attention_backward allocates them). May be null.
   void (*linear_attention_backward)(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                     void* stream) = nullptr;
+  /// The delta rule's chunked forward (DeltaNet, Gated DeltaNet; p.cu_seqlens in host memory). May be null.
+  void (*delta_rule_forward)(const DeltaRuleParams& p, void* stream) = nullptr;
+  /// Its backward. May be null (ssm::cuda has none yet).
+  void (*delta_rule_backward)(const DeltaRuleParams& p, const DeltaRuleGradParams& g, void* stream) = nullptr;
   /// The mixture of experts' forward: routing and the gathered expert GEMMs (x f32 or f64). May be null.
   void (*moe_forward)(const MoeParams& p, void* stream) = nullptr;
   /// Cross-entropy with its gradient (p.row_loss in host memory; p.count is −1: the entry counts the rows, scales the

@@ -5,7 +5,8 @@
 // Forms: the chunked CPU path with the WY / UT transform on the SSD engine's chunk stages (cpu/delta_rule.hpp), the
 // token loop in the compute type, the token loop in double (reference/delta_rule.hpp), and the one-token step for
 // decoding (delta_rule_step). Forward and backward (delta_rule_backward: q, k, v, β, g and the initial state).
-// CPU tensors only: CUDA tensors are an ssm::Error.
+// CUDA tensors run the backend's delta_rule_forward entry (ssm::cuda: the chunked form, f32 / f16 / bf16 inputs;
+// opt.path is ignored there), and so does the decode step; the backward has no CUDA kernel yet (an ssm::Error).
 #pragma once
 
 #include <algorithm>
@@ -14,11 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/delta_rule.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/delta_rule.hpp"
 #include "ssm/ops/one_step.hpp"
+#include "ssm/ops/value_checks.hpp"
 #include "ssm/reference/delta_rule.hpp"
 #include "ssm/reference/elements.hpp"
 
@@ -53,12 +56,12 @@ struct DeltaRuleOptions {
 struct DeltaRuleOutputs {
   Tensor out;          // v's shape and dtype
   Tensor final_state;  // (rows, h, dk, dv) param dtype, when asked for
-  std::string path;    // "cpu-chunked", "cpu-recurrent" or "reference"
+  std::string path;    // "cpu-chunked", "cpu-recurrent", "reference" or "cuda"
 };
 
 struct DeltaRuleGrads {
   Tensor grad_q, grad_k, grad_v, grad_beta, grad_g, grad_initial_state;  // contiguous; empty when absent
-  std::string path;                                                      // "cpu-chunked", "cpu-recurrent" or "reference"
+  std::string path;  // "cpu-chunked", "cpu-recurrent", "reference" or "cuda"
 };
 
 namespace detail {
@@ -73,11 +76,24 @@ inline DeltaRuleParams check_delta_rule(const Checker& c, const DeltaRuleInputs&
   c.require(opt.chunk_size > 0, "chunk_size", "must be > 0, got ", opt.chunk_size);
   c.finite("scale", opt.scale);
   c.positive("norm_eps", opt.norm_eps);
-  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {"beta", in.beta}, {"g", in.g.value_or(in.q)},
-                 {out_name, out}, {"initial_state", in.initial_state.value_or(in.q)},
-                 {"final_state", final_state.value_or(in.q)}});
-  c.require(in.q.device().is_cpu(), "q", "the delta rule has no CUDA path yet (q is on ", in.q.device().str(), ")");
+  const Device device = dispatch_device(c, {{"q", in.q},
+                                            {"k", in.k},
+                                            {"v", in.v},
+                                            {"beta", in.beta},
+                                            {"g", in.g.value_or(in.q)},
+                                            {out_name, out},
+                                            {"initial_state", in.initial_state.value_or(in.q)},
+                                            {"final_state", final_state.value_or(in.q)}});
   c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
+  if (device.is_cuda()) {
+    c.require(in.v.dtype() != DType::f64, "v",
+              "f64 has no CUDA path (the kernels compute in f32; f32, f16 or bf16 run there), got f64 on ",
+              device.str());
+    c.require(in.v.size(2) >= 1 && in.v.size(3) >= 1, "v",
+              "needs at least one head and one value channel on CUDA, got shape ", in.v.shape().str());
+    c.require(in.q.rank() != 4 || in.q.size(3) >= 1, "q", "needs at least one key channel on CUDA, got shape ",
+              in.q.shape().str());
+  }
   DeltaRuleParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
@@ -95,9 +111,11 @@ inline DeltaRuleParams check_delta_rule(const Checker& c, const DeltaRuleInputs&
   p.q = in.q.data(), p.q_batch_stride = in.q.stride(0), p.q_seq_stride = in.q.stride(1), p.q_group_stride = in.q.stride(2);
   p.k = in.k.data(), p.k_batch_stride = in.k.stride(0), p.k_seq_stride = in.k.stride(1), p.k_group_stride = in.k.stride(2);
 
-  // β (b, l, h) in (0, 2] and g (b, l, h) finite and <= 0, element by element (the values are on the host)
-  auto per_step = [&](const char* nm, const TensorView& t, auto&& valid, const char* expected) {
-    c.same_dtype(nm, t, "v", in.v).shape(nm, t, {b, l, h}).unit_stride(nm, t, 2);
+  // β (b, l, h) in (0, 2] and g (b, l, h) finite and <= 0, element by element on the host (a CUDA tensor's copy)
+  auto per_step = [&](const char* nm, const TensorView& dev, auto&& valid, const char* expected) {
+    c.same_dtype(nm, dev, "v", in.v).shape(nm, dev, {b, l, h}).unit_stride(nm, dev, 2);
+    Tensor storage;
+    const TensorView t = host_mirror(dev, storage);
     for (index_t bi = 0; bi < b; ++bi)
       for (index_t ti = 0; ti < l; ++ti)
         for (index_t hh = 0; hh < h; ++hh) {
@@ -146,6 +164,10 @@ inline std::string delta_rule_into(const DeltaRuleInputs& in, const TensorView& 
   Checker c("delta_rule");
   std::vector<std::int64_t> cu;
   const DeltaRuleParams p = detail::check_delta_rule(c, in, out, final_state, opt, cu);
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::delta_rule_forward)(p, nullptr);
+    return "cuda";
+  }
   switch (opt.path) {
     case DeltaRulePath::reference: reference::delta_rule_forward(p); return "reference";
     case DeltaRulePath::recurrent: cpu::delta_rule_forward_recurrent(p, opt.threads); return "cpu-recurrent";
@@ -196,7 +218,10 @@ inline DeltaRuleGrads delta_rule_backward(const DeltaRuleInputs& in, const Tenso
   gp.grad_beta = r.grad_beta.data();
   if (in.g) gp.grad_g = (r.grad_g = like(*in.g)).data();
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
-  if (opt.path == DeltaRulePath::reference) {
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::delta_rule_backward)(p, gp, nullptr);
+    r.path = "cuda";
+  } else if (opt.path == DeltaRulePath::reference) {
     reference::delta_rule_backward(p, gp);
     r.path = "reference";
   } else if (opt.path == DeltaRulePath::recurrent) {
@@ -230,7 +255,10 @@ inline void delta_rule_step(const TensorView& q, const TensorView& k, const Tens
   o.chunk_size = 1;
   std::vector<std::int64_t> cu;
   const DeltaRuleParams p = detail::check_delta_rule(c, in, as_one_step(out), state, o, cu);
-  cpu::delta_rule_forward_recurrent(p, opt.threads);
+  if (q.device().is_cuda())  // the chunked kernels on one step; each column is read before it is written
+    backend_entry(c.op(), q.device(), &DeviceBackend::delta_rule_forward)(p, nullptr);
+  else
+    cpu::delta_rule_forward_recurrent(p, opt.threads);
 }
 
 }  // namespace ssm

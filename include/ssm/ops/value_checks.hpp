@@ -1,6 +1,7 @@
-// Value checks of the sequence ops' per-token inputs (GLA's log gate, RWKV-7's decay and rank-1 vectors), element by
-// element on the host: one dispatch on the dtype per tensor, then a typed walk (a per-element dispatch cost as much as
-// a token loop's forward at dk = 128).
+// Value checks of the sequence ops' per-token inputs (GLA's log gate, RWKV-7's decay and rank-1 vectors, the delta
+// rule's β and g), element by element on the host (a device tensor's values copied there first: host_mirror): one
+// dispatch on the dtype per tensor, then a typed walk (a per-element dispatch cost as much as a token loop's forward at
+// dk = 128).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,18 @@
 #include "ssm/core/tensor.hpp"
 
 namespace ssm::detail {
+
+/// A host view of t with t's shape and strides: t itself on the CPU; for a device tensor, a copy of the storage its
+/// elements span (strides >= 0), kept in `storage`. For the value checks of tensors on a CUDA device.
+inline TensorView host_mirror(const TensorView& t, Tensor& storage) {
+  if (t.device().is_cpu()) return t;
+  if (t.numel() == 0) return TensorView(nullptr, t.dtype(), Device::cpu(), t.shape(), t.strides());
+  index_t extent = 1;
+  for (int k = 0; k < t.rank(); ++k) extent += (t.size(k) - 1) * t.stride(k);
+  storage = Tensor::empty({extent}, t.dtype());
+  ::ssm::copy(storage.view(), TensorView(t.data(), t.dtype(), t.device(), Dims{extent}, Dims{1}));
+  return TensorView(storage.data(), t.dtype(), Device::cpu(), t.shape(), t.strides());
+}
 
 /// Every value x of t (a host floating tensor (b, l, h, d), checked for rank and unit last stride before) satisfies
 /// valid(x) (x as double), else an ssm::Error naming `name`, `expected`, the value and its index.

@@ -3,7 +3,8 @@
 // DeltaRulePath::recurrent) and the op's reference path against the token loop in double of
 // include/ssm/reference/delta_rule.hpp; the backwards (the chunked WY / UT backward on the chunked backend, the token
 // loop over checkpointed states on cpu_sequential) against the reference backward, with incoming gradients of out and
-// the final state. No CUDA kernels.
+// the final state. The CUDA forward (cuda_emulated: cuda/kernels/delta_rule.cuh under the host emulation) runs every
+// forward case in f32 and bf16; it has no backward yet (see dr_unsupported).
 #include <random>
 #include <string>
 #include <vector>
@@ -115,13 +116,27 @@ void dr_backward_reference(const Case& c, const Views& in, const Views& out) {
   backward_on_reference_path(dr_backward, c, in, out);
 }
 
-std::string dr_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+std::string dr_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
+  if (cfg.device.is_cuda() && of(c).shape.dtype == DType::f64) return "f64 on CUDA (the kernels compute in f32)";
+  if (cfg.device.is_cuda() && pass == Pass::backward) return "the backward on CUDA (no kernel yet: an ssm::Error)";
+  // f16 and bf16 take the same kernels (load, widen to f32, compute, narrow on store): the emulation runs bf16.
+  if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
+#ifdef SSM_SANITIZED
+  if (cfg.emulated && of(c).threads == 2) return "the second chunk size of each shape under the sanitizers";
+#endif
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
   return {};
 }
 
-const Register reg{Op{"delta_rule", {"reference", "sequential", "chunked"}, false, dr_cases, dr_unsupported,
-                      dr_forward, dr_backward, dr_forward_reference, dr_backward_reference,
+const Register reg{Op{"delta_rule",
+                      {"reference", "sequential", "chunked"},
+                      true,
+                      dr_cases,
+                      dr_unsupported,
+                      dr_forward,
+                      dr_backward,
+                      dr_forward_reference,
+                      dr_backward_reference,
                       chunked_recurrence_tolerance}};
 
 }  // namespace

@@ -5,13 +5,15 @@
 //   α_t = exp(g_t) with g_t <= 0 (Gated DeltaNet), or α_t = 1 (DeltaNet);
 //   S_t = α_t (I − β_t k̂_t k̂_tᵀ) S_{t−1} + β_t k̂_t v_tᵀ,   β_t ∈ (0, 2];
 //   o_t = S_tᵀ q̂_t.
-// Plain pointers, sizes and element strides, trivially copyable; pointers are host memory (CPU only).
+// Plain pointers, sizes and element strides, trivially copyable; pointers are memory of the device that runs it
+// (cu_seqlens: host memory).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/core/macros.hpp"
 
 namespace ssm {
 
@@ -71,22 +73,22 @@ struct DeltaRuleParams {
   std::int64_t seq_row(std::int64_t s) const { return cu_seqlens ? 0 : s; }
   std::int64_t seq_begin(std::int64_t s) const { return cu_seqlens ? cu_seqlens[s] : 0; }
   std::int64_t seq_end(std::int64_t s) const { return cu_seqlens ? cu_seqlens[s + 1] : seqlen; }
-  std::int64_t q_at(std::int64_t bi, std::int64_t t, std::int64_t gi) const {
+  SSM_HOST_DEVICE std::int64_t q_at(std::int64_t bi, std::int64_t t, std::int64_t gi) const {
     return bi * q_batch_stride + t * q_seq_stride + gi * q_group_stride;
   }
-  std::int64_t k_at(std::int64_t bi, std::int64_t t, std::int64_t gi) const {
+  SSM_HOST_DEVICE std::int64_t k_at(std::int64_t bi, std::int64_t t, std::int64_t gi) const {
     return bi * k_batch_stride + t * k_seq_stride + gi * k_group_stride;
   }
-  std::int64_t v_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
+  SSM_HOST_DEVICE std::int64_t v_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
     return bi * v_batch_stride + t * v_seq_stride + hh * v_head_stride;
   }
-  std::int64_t beta_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
+  SSM_HOST_DEVICE std::int64_t beta_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
     return bi * beta_batch_stride + t * beta_seq_stride + hh;
   }
-  std::int64_t g_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
+  SSM_HOST_DEVICE std::int64_t g_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
     return bi * g_batch_stride + t * g_seq_stride + hh;
   }
-  std::int64_t out_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
+  SSM_HOST_DEVICE std::int64_t out_at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
     return bi * out_batch_stride + t * out_seq_stride + hh * out_head_stride;
   }
 };

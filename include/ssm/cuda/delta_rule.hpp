@@ -1,0 +1,15 @@
+// Host API of the delta rule's forward (DeltaNet, Gated DeltaNet) on a CUDA device (core/params/delta_rule.hpp;
+// kernels in cuda/kernels/delta_rule.cuh, launches in cuda/kernels/launch/delta_rule.cuh; docs/delta_rule.md "CUDA").
+#pragma once
+
+#include "ssm/core/params/delta_rule.hpp"
+
+namespace ssm::cuda {
+
+/// The chunked forward on the current device: q, k, v, beta, g, out f32, f16 or bf16; the states f32; p.cu_seqlens in
+/// host memory (as ssm::delta_rule passes it). Allocates its workspace stream-ordered on `stream` (per chunk and head
+/// about 4 q (3 dk + dv + 2 q + 5) bytes, per sequence and head 4 dv (dk + q)) and frees it there; does not
+/// synchronize. ssm::Error for other dtypes, shapes past the kernels' limits and CUDA failures.
+void delta_rule_forward(const DeltaRuleParams& p, void* stream = nullptr);
+
+}  // namespace ssm::cuda
