@@ -7,10 +7,10 @@
 //   A_ts = Σ_i q̃_ti k̃_si exp(b_ti − b_si)   (s <= t)
 //   y_t  = Σ_{s<=t} A_ts x_s + H_in (q̃_t ⊙ exp(b_t))
 //   H    ← H diag(exp(b_last)) + Σ_t x_t (k̃_t ⊙ exp(b_last − b_t))ᵀ
-// Every exponent is <= 0, so no factor exceeds 1 whatever the gate (the CPU path's block splitting exists to use
-// matrix products; here each A_ts takes its dk exponents directly). gla_chunk_kernel computes A and the two decayed
-// copies of q̃ and k̃ for every chunk at once; gla_state_kernel walks each sequence's chunks in order, one thread per
-// value column j of the state (row j of H): the columns never mix.
+// Every exponent is <= 0 (differences taken in double, exponentials in f32), so no factor exceeds 1 whatever the gate
+// (the CPU path's block splitting exists to use matrix products; here each A_ts takes its dk exponents directly).
+// gla_chunk_kernel computes A and the two decayed copies of q̃ and k̃ for every chunk at once; gla_state_kernel walks
+// each sequence's chunks in order, one thread per value column j of the state (row j of H): the columns never mix.
 #pragma once
 
 #include <cstdint>
@@ -49,8 +49,8 @@ struct GlaIo {
 
 /// Grid (n_chunks, h), block kGlaThreads.
 template <class In>
-__global__ void __launch_bounds__(kGlaThreads) gla_chunk_kernel(LinearAttentionParams p, GlaWorkspace w, GlaIo io,
-                                                                const float* log_gamma) {
+__global__ void __launch_bounds__(kGlaThreads)
+    gla_chunk_kernel(LinearAttentionParams p, GlaWorkspace w, GlaIo io, const float* log_gamma) {
   const std::int64_t c = blockIdx.x, head = blockIdx.y, h = p.nheads, dk = p.dk, Q = w.q, l = p.seqlen;
   const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
   const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], gi = head / (h / p.ngroups), base = c * h + head;
@@ -68,21 +68,21 @@ __global__ void __launch_bounds__(kGlaThreads) gla_chunk_kernel(LinearAttentionP
                                                  (t0 + t) * p.gate_seq_stride + head * p.gate_head_stride + i));
       b[t * dk + i] = acc;
     }
-    dec[i] = static_cast<float>(scalar::exp(acc));
+    dec[i] = scalar::exp(static_cast<float>(acc));
   }
   __syncthreads();
   // 2. the decayed copies and the chunk's scores
   for (std::int64_t e = threadIdx.x; e < len * dk; e += kGlaThreads) {
     const std::int64_t t = e / dk, i = e % dk;
-    Qe[e] = q[t * qk_step + i] * static_cast<float>(scalar::exp(b[e]));
-    Ke[e] = k[t * qk_step + i] * static_cast<float>(scalar::exp(b[(len - 1) * dk + i] - b[e]));
+    Qe[e] = q[t * qk_step + i] * scalar::exp(static_cast<float>(b[e]));
+    Ke[e] = k[t * qk_step + i] * scalar::exp(static_cast<float>(b[(len - 1) * dk + i] - b[e]));
   }
   for (std::int64_t e = threadIdx.x; e < len * len; e += kGlaThreads) {
     const std::int64_t t = e / len, s = e % len;
     float a = 0.0f;
     if (s <= t)
       for (std::int64_t i = 0; i < dk; ++i)
-        a += q[t * qk_step + i] * k[s * qk_step + i] * static_cast<float>(scalar::exp(b[t * dk + i] - b[s * dk + i]));
+        a += q[t * qk_step + i] * k[s * qk_step + i] * scalar::exp(static_cast<float>(b[t * dk + i] - b[s * dk + i]));
     A[t * Q + s] = a;
   }
 }

@@ -746,6 +746,58 @@ TEST(CudaOpsEmu, LinearAttentionAcrossTiles) {
   expect_close("grad_initial_normalizer", ggot.grad_initial_normalizer, gref.grad_initial_normalizer, 1e-4);
 }
 
+/// GLA's forward on emulated CUDA tensors against the token loop in double: dv + 1 = 41 and dk = 36 wider than a block
+/// of columns, packed sequences (37 and 113 steps) in chunks of 64, groups, a decay per head and the normalizer.
+/// Gates of up to 40 nats per step (a chunk's total decay far beyond e^-88, f32's smallest normal) stay exact: every
+/// exponent the kernels take is <= 0. Then the decode step with the gate, against the CPU's step.
+TEST(CudaOpsEmu, GlaForwardStrongGatesAndStep) {
+  for (const double gate : {0.5, 40.0}) {
+    linear_attention_problem::LaCase s;
+    s.b = 1, s.l = 150, s.h = 4, s.g = 2, s.dk = 36, s.dv = 40, s.dtype = DType::f32, s.seed = 81;
+    s.gate = gate, s.normalize = s.decay = s.has_init = true, s.feature_map = ssm::FeatureMap::elu_plus_one;
+    s.cu = {0, 37, 150};
+    const linear_attention_problem::LaData host = linear_attention_problem::make_data(s);
+    ssm::LinearAttentionOptions opt = host.options();
+    opt.chunk_size = 64, opt.return_final_state = true, opt.path = ssm::LinearAttentionPath::reference;
+    const ssm::LinearAttentionOutputs ref = ssm::linear_attention(host.inputs(), opt);
+
+    ScopedEmulatedCuda guard(Order::random, 82);
+    const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), g = host.log_gate.to(kCuda);
+    const Tensor s0 = host.initial_state.to(kCuda), z0 = host.initial_normalizer.to(kCuda);
+    ssm::LinearAttentionInputs in = host.inputs();  // cu_seqlens stays on the host
+    in.q = q, in.k = k, in.v = v, in.log_gate = g.view(), in.initial_state = s0.view(),
+    in.initial_normalizer = z0.view();
+    opt.path = ssm::LinearAttentionPath::automatic;
+    const ssm::LinearAttentionOutputs got = ssm::linear_attention(in, opt);
+    EXPECT_EQ(got.path, "cuda");
+    const std::string at = " (gate " + std::to_string(gate) + ")";
+    expect_close("out" + at, got.out, ref.out, 1e-5);
+    expect_close("final_state" + at, got.final_state, ref.final_state, 1e-5);
+    expect_close("final_normalizer" + at, got.final_normalizer, ref.final_normalizer, 1e-5);
+  }
+  const index_t b = 2, h = 4, g = 2, dk = 5, dv = 3;
+  std::mt19937 rng(83);
+  ssm::LinearAttentionOptions opt;
+  opt.normalize = true, opt.feature_map = ssm::FeatureMap::elu_plus_one;
+  Tensor state = random_tensor({b, h, dk, dv}, DType::f32, rng, -1, 1),
+         norm = random_tensor({b, h, dk}, DType::f32, rng, 0.1f, 1);
+  ScopedEmulatedCuda guard(Order::random, 84);
+  Tensor dstate = state.to(kCuda), dnorm = norm.to(kCuda);
+  for (int t = 0; t < 4; ++t) {
+    const Tensor q = random_tensor({b, g, dk}, DType::f32, rng, -1, 1),
+                 k = random_tensor({b, g, dk}, DType::f32, rng, -1, 1);
+    const Tensor v = random_tensor({b, h, dv}, DType::f32, rng, -1, 1),
+                 lg = random_tensor({b, h, dk}, DType::f32, rng, -1, 0);
+    Tensor out = Tensor::empty({b, h, dv}, DType::f32), dout = Tensor::empty({b, h, dv}, DType::f32, kCuda);
+    ssm::linear_attention_step(q, k, v, state, norm.view(), out, opt, lg.view());
+    const Tensor dq = q.to(kCuda), dk_ = k.to(kCuda), dv_ = v.to(kCuda), dlg = lg.to(kCuda);
+    ssm::linear_attention_step(dq, dk_, dv_, dstate, dnorm.view(), dout, opt, dlg.view());
+    const std::string at = " (step " + std::to_string(t) + ")";
+    expect_close("step out" + at, dout, out, 1e-5);
+    expect_close("step state" + at, dstate, state, 1e-5);
+  }
+}
+
 /// The decode step on emulated CUDA tensors, token by token with the state and normalizer updated in place, against
 /// the same steps on the CPU (retention with the normalizer, groups, bf16 inputs).
 TEST(CudaOpsEmu, LinearAttentionStepTokenByToken) {
@@ -780,7 +832,12 @@ TEST(CudaOpsEmu, LinearAttentionRefusesWhatTheKernelsCannotTake) {
   const Tensor q = on({1, 4, 1, 3}, DType::f32), k = on({1, 4, 1, 3}, DType::f32), v = on({1, 4, 2, 2}, DType::f32);
   const Tensor gate = on({1, 4, 2, 3}, DType::f32);
   in.q = q, in.k = k, in.v = v, in.log_gate = gate.view();
-  expect_error_containing([&] { (void)ssm::linear_attention(in); }, "argument 'log_gate': GLA's log gate has no CUDA");
+  const Tensor grad_out = on({1, 4, 2, 2}, DType::f32);
+  expect_error_containing([&] { (void)ssm::linear_attention_backward(in, grad_out); },
+                          "argument 'log_gate': GLA's backward has no CUDA kernel yet");
+  const Tensor bad_gate = random_tensor({1, 4, 2, 3}, DType::f32, rng, 0.1f, 1).to(kCuda);  // checked on the host
+  in.log_gate = bad_gate.view();
+  expect_error_containing([&] { (void)ssm::linear_attention(in); }, "argument 'log_gate': every log gate must be");
   const Tensor q64 = on({1, 4, 1, 3}, DType::f64), k64 = on({1, 4, 1, 3}, DType::f64),
                v64 = on({1, 4, 2, 2}, DType::f64);
   ssm::LinearAttentionInputs in64;

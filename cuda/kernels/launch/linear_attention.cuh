@@ -2,14 +2,16 @@
 // executor as kernels/launch/ssd.cuh: the plan (the engine's argument block, the SSD layout with the decays as its
 // constants, the packed buffers after it), then pack → the chunked SSD launches → epilogue, and for the backward pack
 // → (with the normalizer, the forward's y) → ḡy → the SSD backward → φ' and the scale. The caller allocates
-// plan.bytes of device memory and uploads plan.ssd.table (plan.ssd.table_bytes) to its start. GLA's log gate has no
-// kernel yet: plan_linear_attention refuses it.
+// plan.bytes of device memory and uploads plan.ssd.table (plan.ssd.table_bytes) to its start. With GLA's log gate the
+// forward runs kernels/gla.cuh in the SSD kernels' place (on the same chunk table and packed buffers); GLA's backward
+// has no kernel yet: plan_linear_attention refuses it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "../gla.cuh"
 #include "../linear_attention.cuh"
 #include "ssd.cuh"
 #include "ssm/core/error.hpp"
@@ -26,6 +28,7 @@ struct LaPlan {
   std::int64_t dv1 = 0;
   std::size_t q = 0, k = 0, x = 0, y = 0, H0 = 0, HT = 0;
   std::size_t gy = 0, gq = 0, gk = 0, gx = 0, GF = 0, GH0 = 0;  // the backward's
+  std::size_t gla_b = 0, gla_A = 0, gla_Qe = 0, gla_Ke = 0, gla_dec = 0, gla_H = 0;  // the gated engine's
   std::size_t bytes = 0;
 };
 
@@ -36,7 +39,9 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
   SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
-  SSM_CHECK(!p.log_gate, op, ": GLA's log gate is not implemented on CUDA yet (linear attention and retention are)");
+  SSM_CHECK(!p.log_gate || !g, op,
+            ": GLA's backward is not implemented on CUDA yet (its forward, linear attention's "
+            "and retention's are)");
   SSM_CHECK(p.q && p.k && p.v && (g || p.out), op, g ? ": q, k and v must be set" : ": q, k, v and out must be set");
   SSM_CHECK(p.nheads >= 1 && p.dk >= 1 && p.dv >= 1, op, ": need h, dk and dv >= 1, got h = ", p.nheads,
             ", dk = ", p.dk, ", dv = ", p.dv);
@@ -73,6 +78,13 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
     if (g->grad_final_state || g->grad_final_normalizer) plan.GF = take(n_states);
     if (g->grad_initial_state || g->grad_initial_normalizer) plan.GH0 = take(n_states);
   }
+  if (p.log_gate) {
+    const std::int64_t per_chunk = plan.ssd.n_chunks * h, Q = plan.ssd.q;
+    plan.gla_b = take(2 * per_chunk * Q * dk);  // doubles
+    plan.gla_A = take(per_chunk * Q * Q), plan.gla_Qe = take(per_chunk * Q * dk),
+    plan.gla_Ke = take(per_chunk * Q * dk);
+    plan.gla_dec = take(per_chunk * dk), plan.gla_H = take(n_states);
+  }
   plan.bytes = at;
   return plan;
 }
@@ -97,6 +109,33 @@ inline SsdParams la_engine(const LaPlan& plan, void* base, const LaWorkspace& w)
   e.A = constants, e.dt = constants + e.nheads;
   e.x = w.x, e.B = w.k, e.C = w.q, e.out = w.y, e.initial_state = w.H0, e.final_state = w.HT;
   return e;
+}
+
+/// GLA's gated engine (kernels/gla.cuh) in the SSD kernels' place: e's x, B = k̃, C = q̃, states and out, the decays
+/// log γ from the constants (e.A).
+template <class In, class Exec>
+void launch_gla_forward(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, void* base,
+                        const SsdParams& e) {
+  char* b = static_cast<char*>(base);
+  const auto f = [&](std::size_t offset) { return reinterpret_cast<float*>(b + offset); };
+  GlaWorkspace gw;
+  const SsdWorkspace ws = ssd_workspace(plan.ssd, base);
+  gw.chunks = ws.chunks, gw.first_chunk = ws.first_chunk, gw.q = plan.ssd.q;
+  gw.b = reinterpret_cast<double*>(b + plan.gla_b), gw.A = f(plan.gla_A), gw.Qe = f(plan.gla_Qe);
+  gw.Ke = f(plan.gla_Ke), gw.dec = f(plan.gla_dec), gw.H = f(plan.gla_H);
+  GlaIo io;
+  io.dv1 = plan.dv1, io.q = static_cast<const float*>(e.C), io.k = static_cast<const float*>(e.B);
+  io.x = static_cast<const float*>(e.x), io.y = static_cast<float*>(e.out);
+  io.H0 = static_cast<const float*>(e.initial_state), io.HT = static_cast<float*>(e.final_state);
+  const auto h = static_cast<unsigned>(p.nheads);
+  if (plan.ssd.n_chunks > 0)
+    exec.launch(gla_chunk_kernel<In>, LaunchDims{static_cast<unsigned>(plan.ssd.n_chunks), h}, LaunchDims{kGlaThreads},
+                p, gw, io, static_cast<const float*>(e.A));
+  if (p.rows() > 0)
+    exec.launch(gla_state_kernel,
+                LaunchDims{static_cast<unsigned>((plan.dv1 + kGlaColumns - 1) / kGlaColumns), h,
+                           static_cast<unsigned>(p.rows())},
+                LaunchDims{kGlaColumns}, p, gw, io);
 }
 
 template <class In, class Exec>
@@ -131,7 +170,10 @@ void launch_linear_attention_forward(Exec& exec, const LinearAttentionParams& p,
   const SsdParams e = la_engine(plan, base, w);
   launch_la_pack<In>(exec, p, w);
   launch_la_states_in(exec, p, w, p.initial_state, p.initial_normalizer, w.H0);
-  launch_ssd_forward<float>(exec, e, plan.ssd, ssd_workspace(plan.ssd, base));
+  if (p.log_gate)
+    launch_gla_forward<In>(exec, p, plan, base, e);
+  else
+    launch_ssd_forward<float>(exec, e, plan.ssd, ssd_workspace(plan.ssd, base));
   exec.launch(la_epilogue_kernel<In>, LaunchDims{la_blocks(p.batch * p.seqlen * p.nheads * p.dv)},
               LaunchDims{kLaThreads}, p, w);
   launch_la_states_out(exec, p, w, w.HT, p.final_state, p.final_normalizer);

@@ -86,10 +86,10 @@ struct DeviceBackend {
   void (*ssd_forward)(const SsdParams& p, void* stream) = nullptr;
   /// The chunked SSD backward (g's buffers contiguous, as ssd_backward allocates them). May be null.
   void (*ssd_backward)(const SsdParams& p, const SsdGradParams& g, void* stream) = nullptr;
-  /// Linear attention and retention, chunked on the SSD kernels (p.cu_seqlens and p.log_gamma in host memory; no log
-  /// gate). May be null.
+  /// Linear attention, retention and GLA, chunked (p.cu_seqlens and p.log_gamma in host memory). May be null.
   void (*linear_attention_forward)(const LinearAttentionParams& p, void* stream) = nullptr;
-  /// Their backward (g's buffers contiguous, as linear_attention_backward allocates them). May be null.
+  /// Their backward (g's buffers contiguous, as linear_attention_backward allocates them; ssm::cuda's refuses a log
+  /// gate). May be null.
   void (*linear_attention_backward)(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                     void* stream) = nullptr;
   /// The delta rule's chunked forward (DeltaNet, Gated DeltaNet; p.cu_seqlens in host memory). May be null.

@@ -8,15 +8,17 @@
 namespace ssm::cuda {
 
 /// The chunked forward on the current device: q, k, v, out f32, f16 or bf16; the states f32; p.cu_seqlens and
-/// p.log_gamma in host memory (as ssm::linear_attention passes them). No log gate (GLA): an ssm::Error. Allocates its
-/// workspace stream-ordered on `stream` (the SSD forward's, plus 4 (2 b l g dk + 2 b l h (dv + 1)) bytes and the
-/// transposed states) and frees it there; does not synchronize. ssm::Error for other dtypes, shapes past the kernels'
-/// limits and CUDA failures.
+/// p.log_gamma in host memory (as ssm::linear_attention passes them). With a log gate (GLA) the gated kernels of
+/// cuda/kernels/gla.cuh run in the SSD kernels' place (their buffers: about n_chunks h q (12 dk + 4 q) bytes more).
+/// Allocates its workspace stream-ordered on `stream` (the SSD forward's, plus 4 (2 b l g dk + 2 b l h (dv + 1))
+/// bytes and the transposed states) and frees it there; does not synchronize. ssm::Error for other dtypes, shapes past
+/// the kernels' limits and CUDA failures.
 void linear_attention_forward(const LinearAttentionParams& p, void* stream = nullptr);
 
 /// The chunked backward on the current device: the dtypes of linear_attention_forward; g's buffers contiguous
 /// (LinearAttentionGradParams), grad_out required. Runs the SSD backward on the packed inputs (with the normalizer,
-/// the forward's output first); does not synchronize. ssm::Error as the forward.
+/// the forward's output first); does not synchronize. ssm::Error as the forward, and for a log gate (GLA's backward
+/// has no kernel yet).
 void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                void* stream = nullptr);
 

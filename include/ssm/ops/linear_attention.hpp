@@ -8,8 +8,8 @@
 // (reference/linear_attention.hpp), and the one-token step for decoding (linear_attention_step). Forward and
 // backward (linear_attention_backward: q, k, v, the log gate and the initial states; γ is fixed). CUDA tensors run the
 // backend's linear_attention_forward / _backward entries (ssm::cuda: the SSD kernels on the same packing as the CPU
-// path; f32 / f16 / bf16 inputs; opt.path is ignored there), and so does the decode step; GLA's log gate has no CUDA
-// kernel yet (an ssm::Error naming log_gate).
+// path, or with a log gate cuda/kernels/gla.cuh in the SSD kernels' place; f32 / f16 / bf16 inputs; opt.path is
+// ignored there), and so does the decode step; GLA's backward has no CUDA kernel yet (an ssm::Error naming log_gate).
 #pragma once
 
 #include <algorithm>
@@ -106,8 +106,6 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
               "f64 has no CUDA path (the kernels compute in f32; f32, f16 or bf16 "
               "run there), got f64 on ",
               device.str());
-    c.require(!in.log_gate, "log_gate", "GLA's log gate has no CUDA kernel yet (linear attention and retention run on ",
-              device.str(), "; a gated layer runs on the CPU)");
     c.require(in.v.size(2) >= 1 && in.v.size(3) >= 1, "v",
               "needs at least one head and one value channel on CUDA, got shape ", in.v.shape().str());
     c.require(in.q.rank() != 4 || in.q.size(3) >= 1, "q", "needs at least one key channel on CUDA, got shape ",
@@ -145,8 +143,10 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
     const TensorView& t = *in.log_gate;
     c.defined("log_gate", t).same_dtype("log_gate", t, "v", in.v).shape("log_gate", t, {b, l, h, dk});
     c.unit_stride("log_gate", t, 3);
-    check_values(c, "log_gate", t, [](double x) { return std::isfinite(x) && x <= 0; },
-                 "every log gate must be finite and <= 0 (α = exp(g) <= 1)");
+    Tensor storage;  // a CUDA tensor's values, copied to the host for the check
+    check_values(
+        c, "log_gate", host_mirror(t, storage), [](double x) { return std::isfinite(x) && x <= 0; },
+        "every log gate must be finite and <= 0 (α = exp(g) <= 1)");
     p.log_gate = t.data(), p.gate_batch_stride = t.stride(0), p.gate_seq_stride = t.stride(1);
     p.gate_head_stride = t.stride(2);
   }
@@ -247,6 +247,10 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
                                                            log_gamma, "grad_out");
   p.out = nullptr, p.out_batch_stride = p.out_seq_stride = p.out_head_stride = 0;  // read, never written
   c.contiguous("grad_out", grad_out);
+  c.require(
+      !in.q.device().is_cuda() || !in.log_gate, "log_gate",
+      "GLA's backward has no CUDA kernel yet (its forward, and linear attention's and retention's backward, run on ",
+      in.q.device().str(), ")");
   c.require(in.q.device().is_cuda() || opt.path != LinearAttentionPath::recurrent, "path",
             "LinearAttentionPath::recurrent has no backward; use chunked or reference");
   LinearAttentionGradParams gp;
