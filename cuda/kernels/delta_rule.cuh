@@ -1,4 +1,4 @@
-// The delta rule (DeltaNet, Gated DeltaNet) forward on CUDA (docs/delta_rule.md "CUDA"): the chunked form of the CPU
+// The delta rule (DeltaNet, Gated DeltaNet) forward on CUDA (docs/delta_rule.md "On CUDA"): the chunked form of the CPU
 // path (cpu/delta_rule.hpp) in two launches.
 //
 // 1. dr_chunk_kernel, every chunk of every head at once: the normalized rows Q̂ = scale n(q), K̂ = n(k), β, the
@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "chunk_columns.cuh"
 #include "ssd_common.cuh"
 #include "ssm/core/params/delta_rule.hpp"
 
@@ -32,8 +33,8 @@ struct DrWorkspace {
   float* gam = nullptr;                       // (n_chunks, h, q) γ_t
   float* rho = nullptr;                       // (n_chunks, h, q) ρ_t
   float* beta = nullptr;                      // (n_chunks, h, q)
-  float* Qn = nullptr;                        // (n_chunks, h, q, dk) Q̂
-  float* Kn = nullptr;                        // (n_chunks, h, q, dk) K̂
+  float* Qn = nullptr;                        // (n_chunks, h, q, dk) Q̂, then diag(γ) Q̂
+  float* Kn = nullptr;                        // (n_chunks, h, q, dk) K̂, then diag(ρ) K̂
   float* R = nullptr;                         // (n_chunks, h, q, dv + dk) [Ũ | W]
   float* A = nullptr;                         // (n_chunks, h, q, q)
   float* M = nullptr;                         // (n_chunks, h, q, q)
@@ -44,13 +45,8 @@ struct DrWorkspace {
 /// dst (dk) = mult n(src) (n: L2 normalization when p.l2_normalize), as the CPU path's load_normalized.
 template <class In>
 __device__ __forceinline__ void dr_load_normalized(const DeltaRuleParams& p, const In* src, float mult, float* dst) {
-  float ss = 0.0f;
-  for (std::int64_t i = 0; i < p.dk; ++i) {
-    const float x = load_float(src + i);
-    dst[i] = x;
-    ss += x * x;
-  }
-  const float m = (p.l2_normalize ? 1.0f / scalar::sqrt(ss + static_cast<float>(p.norm_eps)) : 1.0f) * mult;
+  for (std::int64_t i = 0; i < p.dk; ++i) dst[i] = load_float(src + i);
+  const float m = (p.l2_normalize ? l2_inverse_norm(dst, p.dk, static_cast<float>(p.norm_eps)) : 1.0f) * mult;
   if (m != 1.0f)
     for (std::int64_t i = 0; i < p.dk; ++i) dst[i] *= m;
 }
@@ -108,7 +104,11 @@ __global__ void __launch_bounds__(kDrThreads) dr_chunk_kernel(DeltaRuleParams p,
                   : beta[t] * static_cast<float>(scalar::exp(cs[t])) * Kn[t * dk + (j - dv)];
   }
   __syncthreads();
-  // 3. (I + A) R = B by forward substitution, each column on its own thread
+  // 3. (I + A) R = B by forward substitution, each column on its own thread; the decays on Q̂ and K̂ for the walk
+  for (std::int64_t e = threadIdx.x; e < len * dk; e += kDrThreads) {
+    Qn[e] *= gam[e / dk];
+    Kn[e] *= rho[e / dk];
+  }
   for (std::int64_t j = threadIdx.x; j < width; j += kDrThreads)
     for (std::int64_t t = 1; t < len; ++t) {
       float acc = R[t * width + j];
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
   for (std::int64_t c = w.first_chunk[s]; c < w.first_chunk[s + 1]; ++c) {
     const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
     const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], base = c * h + head;
-    const float *gam = w.gam + base * Q, *rho = w.rho + base * Q;
+    const float* gam = w.gam + base * Q;
     const float *Qn = w.Qn + base * Q * dk, *Kn = w.Kn + base * Q * dk, *R = w.R + base * Q * width;
     const float* M = w.M + base * Q * Q;
     for (std::int64_t t = 0; t < len; ++t) {  // U = Ũ − W S_in
@@ -139,18 +139,10 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
       for (std::int64_t i = 0; i < dk; ++i) u -= R[t * width + dv + i] * S[i * dv];
       U[t * dv] = u;
     }
-    for (std::int64_t t = 0; t < len; ++t) {  // y = γ_t q̂_t S_in + Σ_{s<=t} M_ts u_s
-      float qs = 0.0f, mu = 0.0f;
-      for (std::int64_t i = 0; i < dk; ++i) qs += Qn[t * dk + i] * S[i * dv];
-      for (std::int64_t u = 0; u <= t; ++u) mu += M[t * Q + u] * U[u * dv];
-      store_float(static_cast<In*>(p.out) + p.out_at(bi, t0 + t, head) + j, gam[t] * qs + mu);
-    }
-    const float last = gam[len - 1];
-    for (std::int64_t i = 0; i < dk; ++i) {  // S = γ_last S_in + K̂ᵀ diag(ρ) U
-      float acc = 0.0f;
-      for (std::int64_t t = 0; t < len; ++t) acc += Kn[t * dk + i] * (rho[t] * U[t * dv]);
-      S[i * dv] = last * S[i * dv] + acc;
-    }
+    // y = diag(γ) Q̂ S_in + M U, then S = γ_last S_in + K̂ᵀ diag(ρ) U
+    chunk_column(len, dk, Q, Qn, M, Kn, gam + len - 1, 0, U, dv, S, dv, [&](std::int64_t t, float y) {
+      store_float(static_cast<In*>(p.out) + p.out_at(bi, t0 + t, head) + j, y);
+    });
   }
   if (p.final_state)
     for (std::int64_t i = 0; i < dk; ++i) static_cast<float*>(p.final_state)[state + i * dv + j] = S[i * dv];

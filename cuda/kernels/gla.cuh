@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "chunk_columns.cuh"
 #include "ssd_common.cuh"
 #include "ssm/core/params/linear_attention.hpp"
 
@@ -103,17 +104,7 @@ __global__ void __launch_bounds__(kGlaColumns) gla_state_kernel(LinearAttentionP
     const float* x = io.x + ((bi * l + t0) * h + head) * dv1 + j;  // step t at x[t h dv1]
     float* y = io.y + ((bi * l + t0) * h + head) * dv1 + j;
     const std::int64_t step = h * dv1;
-    for (std::int64_t t = 0; t < len; ++t) {  // y_t = Σ_{s<=t} A_ts x_s + H_in (q̃_t ⊙ exp(b_t))
-      float acc = 0.0f;
-      for (std::int64_t i = 0; i < dk; ++i) acc += Qe[t * dk + i] * H[i];
-      for (std::int64_t u = 0; u <= t; ++u) acc += A[t * Q + u] * x[u * step];
-      y[t * step] = acc;
-    }
-    for (std::int64_t i = 0; i < dk; ++i) {  // H ← H diag(exp(b_last)) + Σ_t x_t (k̃_t ⊙ exp(b_last − b_t))ᵀ
-      float acc = dec[i] * H[i];
-      for (std::int64_t t = 0; t < len; ++t) acc += Ke[t * dk + i] * x[t * step];
-      H[i] = acc;
-    }
+    chunk_column(len, dk, Q, Qe, A, Ke, dec, 1, x, step, H, 1, [&](std::int64_t t, float v) { y[t * step] = v; });
   }
   if (io.HT)
     for (std::int64_t i = 0; i < dk; ++i) io.HT[state + i] = H[i];

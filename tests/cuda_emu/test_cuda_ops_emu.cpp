@@ -795,7 +795,48 @@ TEST(CudaOpsEmu, GlaForwardStrongGatesAndStep) {
     const std::string at = " (step " + std::to_string(t) + ")";
     expect_close("step out" + at, dout, out, 1e-5);
     expect_close("step state" + at, dstate, state, 1e-5);
+    expect_close("step normalizer" + at, dnorm, norm, 1e-5);
   }
+}
+
+/// With no steps (l = 0) there are no chunks: the kernels that walk the chunks must still hand the initial states on
+/// as the final ones (linear attention with the normalizer, GLA, the delta rule, SSD).
+TEST(CudaOpsEmu, SequenceOpsWithNoStepsKeepTheirStates) {
+  ScopedEmulatedCuda guard;
+  std::mt19937 rng(91);
+  const index_t b = 2, h = 2, dk = 3, dv = 4;
+  const Tensor q = Tensor::empty({b, 0, 1, dk}, DType::f32, kCuda), k = Tensor::empty({b, 0, 1, dk}, DType::f32, kCuda);
+  const Tensor v = Tensor::empty({b, 0, h, dv}, DType::f32, kCuda),
+               gate = Tensor::empty({b, 0, h, dk}, DType::f32, kCuda);
+  const Tensor beta = Tensor::empty({b, 0, h}, DType::f32, kCuda);
+  const Tensor s0 = random_tensor({b, h, dk, dv}, DType::f32, rng, -1, 1),
+               z0 = random_tensor({b, h, dk}, DType::f32, rng, 0.1f, 1);
+  const Tensor ds0 = s0.to(kCuda), dz0 = z0.to(kCuda);
+  for (const bool gated : {false, true}) {
+    ssm::LinearAttentionInputs in;
+    in.q = q, in.k = k, in.v = v, in.initial_state = ds0.view(), in.initial_normalizer = dz0.view();
+    if (gated) in.log_gate = gate.view();
+    ssm::LinearAttentionOptions opt;
+    opt.normalize = opt.return_final_state = true;
+    const ssm::LinearAttentionOutputs r = ssm::linear_attention(in, opt);
+    expect_close(std::string("linear attention final_state, gated ") + (gated ? "yes" : "no"), r.final_state, s0, 0);
+    expect_close(std::string("linear attention final_normalizer, gated ") + (gated ? "yes" : "no"), r.final_normalizer,
+                 z0, 0);
+  }
+  ssm::DeltaRuleInputs in;
+  in.q = q, in.k = k, in.v = v, in.beta = beta, in.initial_state = ds0.view();
+  ssm::DeltaRuleOptions opt;
+  opt.return_final_state = true;
+  expect_close("delta rule final_state", ssm::delta_rule(in, opt).final_state, s0, 0);
+  // SSD, whose plan checked its per-step pointers even with no steps
+  const Tensor x = Tensor::empty({b, 0, h, dv}, DType::f32, kCuda), dt = Tensor::empty({b, 0, h}, DType::f32, kCuda);
+  const Tensor A = random_tensor({h}, DType::f32, rng, -1, -0.1f).to(kCuda);
+  const Tensor h0 = random_tensor({b, h, dv, dk}, DType::f32, rng, -1, 1), dh0 = h0.to(kCuda);
+  ssm::SsdInputs sin;
+  sin.x = x, sin.dt = dt, sin.A = A, sin.B = q, sin.C = k, sin.initial_state = dh0.view();
+  ssm::SsdOptions sopt;
+  sopt.return_final_state = true;
+  expect_close("ssd final_state", ssm::ssd(sin, sopt).final_state, h0, 0);
 }
 
 /// The decode step on emulated CUDA tensors, token by token with the state and normalizer updated in place, against

@@ -1,4 +1,4 @@
-// The launch logic of the delta rule's forward on CUDA (docs/delta_rule.md "CUDA"), written once over an executor as
+// The launch logic of the delta rule's forward on CUDA (docs/delta_rule.md "On CUDA"), written once over an executor as
 // kernels/launch/ssd.cuh: the plan (the chunk table, which ssd.cuh builds for any argument block, and the workspace's
 // layout), then dr_chunk_kernel over every chunk and dr_state_kernel over every sequence. The caller allocates
 // plan.bytes of device memory and uploads plan.table (plan.table_bytes) to its start.
@@ -30,7 +30,8 @@ inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op) {
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
   SSM_CHECK(p.chunk_size > 0, op, ": chunk_size must be > 0, got ", p.chunk_size);
-  SSM_CHECK(p.q && p.k && p.v && p.beta && p.out, op, ": q, k, v, beta and out must be set");
+  SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && p.beta && p.out), op,
+            ": q, k, v, beta and out must be set");  // (with no steps they are empty and may have no storage)
   SSM_CHECK(p.nheads >= 1 && p.nheads <= 65535 && p.ngroups >= 1 && p.nheads % p.ngroups == 0 && p.dk >= 1 &&
                 p.dv >= 1 && p.rows() <= 65535,
             op, ": need h in [1, 65535], g dividing h, dk, dv >= 1 and at most 65535 sequences, got h = ", p.nheads,

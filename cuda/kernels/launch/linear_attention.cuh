@@ -42,7 +42,9 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
   SSM_CHECK(!p.log_gate || !g, op,
             ": GLA's backward is not implemented on CUDA yet (its forward, linear attention's "
             "and retention's are)");
-  SSM_CHECK(p.q && p.k && p.v && (g || p.out), op, g ? ": q, k and v must be set" : ": q, k, v and out must be set");
+  // (with no steps the per-step tensors are empty and may have no storage)
+  SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && (g || p.out)), op,
+            g ? ": q, k and v must be set" : ": q, k, v and out must be set");
   SSM_CHECK(p.nheads >= 1 && p.dk >= 1 && p.dv >= 1, op, ": need h, dk and dv >= 1, got h = ", p.nheads,
             ", dk = ", p.dk, ", dv = ", p.dv);
   SSM_CHECK(!g || g->grad_out, op, ": grad_out must be set");
@@ -62,6 +64,9 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
   constants.push_back(1.0f);
   plan.ssd = layout_ssd(e, op, constants);
   if (g) layout_ssd_backward(plan.ssd, e, op);
+  // The gated engine reads only the chunk table and the constants: none of the SSD kernels' buffers (whose pointers
+  // ssd_workspace would then place past plan.bytes, and nothing reads).
+  if (p.log_gate) plan.ssd.bytes = ssd_align(plan.ssd.table_bytes);
   std::size_t at = plan.ssd.bytes;
   const auto take = [&](std::int64_t floats) {
     const std::size_t offset = at;

@@ -105,7 +105,9 @@ inline SsdPlan layout_ssd(const SsdParams& p, const char* op, const std::vector<
 /// layout_ssd for p's own buffers: x, dt, A, B, C (and out, with_out) must be set. The backward passes with_out =
 /// false (it writes no out).
 inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true) {
-  SSM_CHECK(p.x && p.dt && p.A && p.B && p.C && (p.out || !with_out), op, ": x, dt, A, B, C and out must be set");
+  // (with no steps the per-step tensors are empty and may have no storage)
+  SSM_CHECK(p.A && (p.batch * p.seqlen == 0 || (p.x && p.dt && p.B && p.C && (p.out || !with_out))), op,
+            ": x, dt, A, B, C and out must be set");
   return layout_ssd(p, op);
 }
 

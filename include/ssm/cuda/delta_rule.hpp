@@ -1,5 +1,6 @@
 // Host API of the delta rule's forward (DeltaNet, Gated DeltaNet) on a CUDA device (core/params/delta_rule.hpp;
-// kernels in cuda/kernels/delta_rule.cuh, launches in cuda/kernels/launch/delta_rule.cuh; docs/delta_rule.md "CUDA").
+// kernels in cuda/kernels/delta_rule.cuh, launches in cuda/kernels/launch/delta_rule.cuh; docs/delta_rule.md "On
+// CUDA").
 #pragma once
 
 #include "ssm/core/params/delta_rule.hpp"

@@ -9,7 +9,8 @@ namespace ssm::cuda {
 
 /// The chunked forward on the current device: q, k, v, out f32, f16 or bf16; the states f32; p.cu_seqlens and
 /// p.log_gamma in host memory (as ssm::linear_attention passes them). With a log gate (GLA) the gated kernels of
-/// cuda/kernels/gla.cuh run in the SSD kernels' place (their buffers: about n_chunks h q (12 dk + 4 q) bytes more).
+/// cuda/kernels/gla.cuh run in the SSD kernels' place (their buffers: n_chunks h (q (16 dk + 4 q) + 4 dk) + 4 rows
+/// h (dv + 1) dk bytes, in place of the SSD forward's).
 /// Allocates its workspace stream-ordered on `stream` (the SSD forward's, plus 4 (2 b l g dk + 2 b l h (dv + 1))
 /// bytes and the transposed states) and frees it there; does not synchronize. ssm::Error for other dtypes, shapes past
 /// the kernels' limits and CUDA failures.

@@ -85,15 +85,7 @@ inline DeltaRuleParams check_delta_rule(const Checker& c, const DeltaRuleInputs&
                                             {"initial_state", in.initial_state.value_or(in.q)},
                                             {"final_state", final_state.value_or(in.q)}});
   c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
-  if (device.is_cuda()) {
-    c.require(in.v.dtype() != DType::f64, "v",
-              "f64 has no CUDA path (the kernels compute in f32; f32, f16 or bf16 run there), got f64 on ",
-              device.str());
-    c.require(in.v.size(2) >= 1 && in.v.size(3) >= 1, "v",
-              "needs at least one head and one value channel on CUDA, got shape ", in.v.shape().str());
-    c.require(in.q.rank() != 4 || in.q.size(3) >= 1, "q", "needs at least one key channel on CUDA, got shape ",
-              in.q.shape().str());
-  }
+  check_cuda_sequence_shapes(c, device, in.q, in.v);
   DeltaRuleParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
@@ -236,7 +228,7 @@ inline DeltaRuleGrads delta_rule_backward(const DeltaRuleInputs& in, const Tenso
 
 /// One decoding step: q, k (b, g, dk), v (b, h, dv), beta and g (b, h); the state (b, h, dk, dv) is read and
 /// updated in place (param dtype, contiguous); out (b, h, dv) receives o. The same recurrence as the forward's
-/// (opt.path, opt.chunk_size do not apply; the token loop runs).
+/// (opt.path, opt.chunk_size do not apply): the token loop on the CPU, the chunked kernels on one step on CUDA.
 inline void delta_rule_step(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& beta,
                             const std::optional<TensorView>& g, const TensorView& state, const TensorView& out,
                             const DeltaRuleOptions& opt = {}) {

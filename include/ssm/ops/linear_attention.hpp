@@ -101,16 +101,7 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
                                             {"final_state", final_state.value_or(in.q)},
                                             {"final_normalizer", final_normalizer.value_or(in.q)}});
   c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
-  if (device.is_cuda()) {
-    c.require(in.v.dtype() != DType::f64, "v",
-              "f64 has no CUDA path (the kernels compute in f32; f32, f16 or bf16 "
-              "run there), got f64 on ",
-              device.str());
-    c.require(in.v.size(2) >= 1 && in.v.size(3) >= 1, "v",
-              "needs at least one head and one value channel on CUDA, got shape ", in.v.shape().str());
-    c.require(in.q.rank() != 4 || in.q.size(3) >= 1, "q", "needs at least one key channel on CUDA, got shape ",
-              in.q.shape().str());
-  }
+  check_cuda_sequence_shapes(c, device, in.q, in.v);
   LinearAttentionParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
@@ -139,7 +130,7 @@ inline LinearAttentionParams check_linear_attention(const Checker& c, const Line
     }
     p.log_gamma = log_gamma.data();
   }
-  if (in.log_gate) {  // (b, l, h, dk), each finite and <= 0, element by element (the values are on the host)
+  if (in.log_gate) {  // (b, l, h, dk), each finite and <= 0, element by element on the host
     const TensorView& t = *in.log_gate;
     c.defined("log_gate", t).same_dtype("log_gate", t, "v", in.v).shape("log_gate", t, {b, l, h, dk});
     c.unit_stride("log_gate", t, 3);

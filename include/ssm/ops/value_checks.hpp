@@ -1,5 +1,6 @@
-// Value checks of the sequence ops' per-token inputs (GLA's log gate, RWKV-7's decay and rank-1 vectors, the delta
-// rule's β and g), element by element on the host (a device tensor's values copied there first: host_mirror): one
+// Checks the sequence ops share: the values of their per-token inputs (GLA's log gate, RWKV-7's decay and rank-1
+// vectors, the delta rule's β and g), element by element on the host (a device tensor's values copied there first:
+// host_mirror), and what their CUDA kernels refuse (check_cuda_sequence_shapes). The value walk: one
 // dispatch on the dtype per tensor, then a typed walk (a per-element dispatch cost as much as a token loop's forward at
 // dk = 128).
 #pragma once
@@ -11,6 +12,19 @@
 #include "ssm/core/tensor.hpp"
 
 namespace ssm::detail {
+
+/// On a CUDA device, what the sequence ops' kernels cannot take, by name: f64 v (the kernels compute in f32), and no
+/// heads, value channels (v (b, l, h, dv), rank checked) or key channels (q (b, l, g, dk)).
+inline void check_cuda_sequence_shapes(const Checker& c, const Device& device, const TensorView& q,
+                                       const TensorView& v) {
+  if (!device.is_cuda()) return;
+  c.require(v.dtype() != DType::f64, "v",
+            "f64 has no CUDA path (the kernels compute in f32; f32, f16 or bf16 run there), got f64 on ", device.str());
+  c.require(v.size(2) >= 1 && v.size(3) >= 1, "v", "needs at least one head and one value channel on CUDA, got shape ",
+            v.shape().str());
+  c.require(q.rank() != 4 || q.size(3) >= 1, "q", "needs at least one key channel on CUDA, got shape ",
+            q.shape().str());
+}
 
 /// A host view of t with t's shape and strides: t itself on the CPU; for a device tensor, a copy of the storage its
 /// elements span (strides >= 0), kept in `storage`. For the value checks of tensors on a CUDA device.

@@ -14,16 +14,17 @@
 
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/macros.hpp"
+#include "ssm/core/scalar.hpp"
 
 namespace ssm {
 
 /// n(x) = x / sqrt(|x|² + eps): the inverse norm 1 / sqrt(|x|² + eps) of a row. One definition for the reference
-/// (T = double) and the CPU paths.
+/// (T = double), the CPU paths and the CUDA kernels.
 template <class T>
-inline T l2_inverse_norm(const T* x, std::int64_t n, T eps) {
+SSM_HOST_DEVICE inline T l2_inverse_norm(const T* x, std::int64_t n, T eps) {
   T s = 0;
   for (std::int64_t i = 0; i < n; ++i) s += x[i] * x[i];
-  return T(1) / std::sqrt(s + eps);
+  return T(1) / scalar::sqrt(s + eps);
 }
 
 /// The backward of y = n(x) = x / sqrt(|x|² + eps), in place on g (n): ḡx = (ḡy − x ⟨x, ḡy⟩ / (|x|² + eps)) / sqrt(|x|² +
