@@ -1,9 +1,13 @@
-// ssm::cuda::ssd_forward and ssd_backward: the plan, the workspace (stream-ordered) and the launches of
-// kernels/launch/ssd.cuh on a stream.
+// ssm::cuda::ssd_forward and ssd_backward, and the SSD kernels' other clients, linear_attention_forward and
+// linear_attention_backward (linear attention, retention, and GLA on its own kernels): the plan, the workspace
+// (stream-ordered) and the launches of kernels/launch/ssd.cuh and linear_attention.cuh on a stream. One translation
+// unit: nvcc allows a non-template kernel (such as ssd_state_passing_kernel) in only one unit of a program.
 #include <cuda_runtime.h>
 
+#include "../kernels/launch/linear_attention.cuh"
 #include "../kernels/launch/ssd.cuh"
 #include "cuda_check.cuh"
+#include "ssm/cuda/linear_attention.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/ssd.hpp"
 #include "stream_executor.cuh"
@@ -29,6 +33,28 @@ void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream) {
   detail::StreamExecutor exec{w.stream()};
   kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, w.base()),
                                  kernels::ssd_grad_workspace(plan, w.base(), p.z != nullptr));
+}
+
+void linear_attention_forward(const LinearAttentionParams& p, void* stream) {
+  const kernels::LaPlan plan = kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_forward");
+  if (p.rows() == 0) return;
+  (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
+  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
+                                  "cudaMallocAsync (linear attention workspace)", plan.ssd.table.data(),
+                                  plan.ssd.table_bytes);
+  detail::StreamExecutor exec{w.stream()};
+  kernels::linear_attention_forward_launches(exec, p, plan, w.base());
+}
+
+void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g, void* stream) {
+  const kernels::LaPlan plan = kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_backward", &g);
+  if (p.rows() == 0) return;
+  (void)device_count();
+  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
+                                  "cudaMallocAsync (linear attention workspace)", plan.ssd.table.data(),
+                                  plan.ssd.table_bytes);
+  detail::StreamExecutor exec{w.stream()};
+  kernels::linear_attention_backward_launches(exec, p, g, plan, w.base());
 }
 
 }  // namespace ssm::cuda

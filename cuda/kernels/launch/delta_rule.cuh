@@ -1,15 +1,16 @@
 // The launch logic of the delta rule's forward on CUDA (docs/delta_rule.md "On CUDA"), written once over an executor as
-// kernels/launch/ssd.cuh: the plan (the chunk table, which ssd.cuh builds for any argument block, and the workspace's
+// kernels/launch/ssd.cuh: the plan (the chunk table of launch/chunk_table.cuh, and the workspace's
 // layout), then dr_chunk_kernel over every chunk and dr_state_kernel over every sequence. The caller allocates
 // plan.bytes of device memory and uploads plan.table (plan.table_bytes) to its start.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "../delta_rule.cuh"
-#include "ssd.cuh"
+#include "chunk_table.cuh"
 #include "ssm/core/error.hpp"
 #include "ssm/core/params/delta_rule.hpp"
 

@@ -1,6 +1,6 @@
-// The launch logic of the chunked SSD forward and backward, written once over an executor (`exec.launch(kernel, LaunchDims grid,
-// LaunchDims block, args...)`): the kernels' limits, the chunk table and workspace layout (plan_ssd, on the host),
-// the launches and the input-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/ssd.cu), the host
+// The launch logic of the chunked SSD forward and backward, written once over an executor (`exec.launch(kernel,
+// LaunchDims grid, LaunchDims block, args...)`): the kernels' limits, the chunk table and workspace layout (plan_ssd,
+// on the host), the launches and the input-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/ssd.cu), the host
 // emulation with emu::HostExecutor (cuda/emu/backend.hpp). The caller allocates plan.bytes of device memory, uploads
 // plan.table to its start and passes ssd_workspace(plan, base).
 #pragma once
@@ -23,6 +23,7 @@
 #include "../ssd_gate_bwd.cuh"
 #include "../ssd_state_passing.cuh"
 #include "../ssd_state_passing_bwd.cuh"
+#include "chunk_table.cuh"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
 
@@ -39,29 +40,6 @@ struct SsdPlan {
   // one zero fill covers both.
   std::size_t dstates_offset = 0, dcs_offset = 0, dDelta_offset = 0, dG_offset = 0, y_offset = 0;
 };
-
-inline std::size_t ssd_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-/// Appends the chunk table of any argument block with rows(), seq_row, seq_begin and seq_end (SsdParams,
-/// DeltaRuleParams) to `table`: one row (batch row, t0, len, sequence) per chunk of at most chunk_size steps from each
-/// sequence's start, then first_chunk (rows + 1). Returns the number of chunks and the longest chunk's length.
-template <class Params>
-std::pair<std::int64_t, std::int64_t> append_chunk_table(const Params& p, std::int64_t chunk_size,
-                                                         std::vector<std::int64_t>& table) {
-  std::vector<std::int64_t> first{0};
-  std::int64_t q = 0;
-  const std::size_t start = table.size();
-  for (std::int64_t s = 0; s < p.rows(); ++s) {
-    for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += chunk_size) {
-      const std::int64_t len = std::min(chunk_size, p.seq_end(s) - t0);
-      table.insert(table.end(), {p.seq_row(s), t0, len, s});
-      q = std::max(q, len);
-    }
-    first.push_back(static_cast<std::int64_t>(table.size() - start) / kSsdChunkFields);
-  }
-  table.insert(table.end(), first.begin(), first.end());
-  return {first.back(), q};
-}
 
 /// Checks p against the kernels' limits (the op, ops/ssd.hpp, has checked shapes and dtypes) and lays out the
 /// chunks of every sequence (cu_seqlens: host memory, as the op passes it); `constants` (host values) travel with the
@@ -93,7 +71,9 @@ inline SsdPlan layout_ssd(const SsdParams& p, const char* op, const std::vector<
   if (!constants.empty())
     std::memcpy(reinterpret_cast<char*>(plan.table.data()) + plan.constants_offset, constants.data(),
                 constants.size() * sizeof(float));
-  const auto bytes = [](std::int64_t count, std::size_t size) { return ssd_align(static_cast<std::size_t>(count) * size); };
+  const auto bytes = [](std::int64_t count, std::size_t size) {
+    return ssd_align(static_cast<std::size_t>(count) * size);
+  };
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
   plan.cs_offset = ssd_align(plan.table_bytes);
   plan.Delta_offset = plan.cs_offset + bytes(plan.n_chunks * h * plan.q, sizeof(double));
@@ -221,20 +201,20 @@ void launch_ssd_backward(Exec& exec, const SsdParams& p, const SsdGradParams& g,
       exec.launch(ssd_chunk_scan_kernel<In, float>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)},
                   LaunchDims{kSsdThreads}, py, ws);
     }
-    exec.launch(ssd_chunk_state_grad_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads},
-                p, g, ws, gw);
+    exec.launch(ssd_chunk_state_grad_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads}, p,
+                g, ws, gw);
   }
   if (p.rows() > 0) exec.launch(ssd_state_passing_bwd_kernel, pass_grid, LaunchDims{kSsdPassThreads}, p, g, ws, gw);
   if (plan.n_chunks > 0) {
     const auto groups = static_cast<unsigned>(p.ngroups);
-    exec.launch(ssd_chunk_scan_bwd_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)},
-                LaunchDims{kSsdThreads}, p, g, ws, gw);
+    exec.launch(ssd_chunk_scan_bwd_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(P)}, LaunchDims{kSsdThreads},
+                p, g, ws, gw);
     exec.launch(ssd_chunk_local_bwd_kernel<In>, LaunchDims{chunks, h, tiles(plan.q) * tiles(plan.q)},
                 LaunchDims{kSsdThreads}, p, g, ws, gw);
-    exec.launch(ssd_grad_C_kernel<In>, LaunchDims{chunks, groups, tiles(plan.q) * tiles(N)}, LaunchDims{kSsdThreads},
-                p, g, ws, gw);
-    exec.launch(ssd_grad_B_kernel<In>, LaunchDims{chunks, groups, tiles(plan.q) * tiles(N)}, LaunchDims{kSsdThreads},
-                p, g, ws, gw);
+    exec.launch(ssd_grad_C_kernel<In>, LaunchDims{chunks, groups, tiles(plan.q) * tiles(N)}, LaunchDims{kSsdThreads}, p,
+                g, ws, gw);
+    exec.launch(ssd_grad_B_kernel<In>, LaunchDims{chunks, groups, tiles(plan.q) * tiles(N)}, LaunchDims{kSsdThreads}, p,
+                g, ws, gw);
     exec.launch(ssd_gate_bwd_kernel, LaunchDims{chunks, h}, LaunchDims{32}, p, g, ws, gw);
   }
 }
@@ -244,9 +224,15 @@ template <class Exec>
 void ssd_backward_launches(Exec& exec, const SsdParams& p, const SsdGradParams& g, const SsdPlan& plan,
                            const SsdWorkspace& ws, const SsdGradWorkspace& gw) {
   switch (p.input_dtype) {
-    case DType::f32: launch_ssd_backward<float>(exec, p, g, plan, ws, gw); break;
-    case DType::f16: launch_ssd_backward<::ssm::half>(exec, p, g, plan, ws, gw); break;
-    default: launch_ssd_backward<::ssm::bfloat16>(exec, p, g, plan, ws, gw); break;
+    case DType::f32:
+      launch_ssd_backward<float>(exec, p, g, plan, ws, gw);
+      break;
+    case DType::f16:
+      launch_ssd_backward<::ssm::half>(exec, p, g, plan, ws, gw);
+      break;
+    default:
+      launch_ssd_backward<::ssm::bfloat16>(exec, p, g, plan, ws, gw);
+      break;
   }
 }
 
@@ -254,9 +240,15 @@ void ssd_backward_launches(Exec& exec, const SsdParams& p, const SsdGradParams& 
 template <class Exec>
 void ssd_forward_launches(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& ws) {
   switch (p.input_dtype) {
-    case DType::f32: launch_ssd_forward<float>(exec, p, plan, ws); break;
-    case DType::f16: launch_ssd_forward<::ssm::half>(exec, p, plan, ws); break;
-    default: launch_ssd_forward<::ssm::bfloat16>(exec, p, plan, ws); break;
+    case DType::f32:
+      launch_ssd_forward<float>(exec, p, plan, ws);
+      break;
+    case DType::f16:
+      launch_ssd_forward<::ssm::half>(exec, p, plan, ws);
+      break;
+    default:
+      launch_ssd_forward<::ssm::bfloat16>(exec, p, plan, ws);
+      break;
   }
 }
 

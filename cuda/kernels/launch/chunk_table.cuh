@@ -1,0 +1,42 @@
+// The chunk table the chunked kernels share (kernels/launch/ssd.cuh, delta_rule.cuh, linear_attention.cuh), on the
+// host: every sequence (a batch row, or a packed sequence of cu_seqlens) cut into chunks from its own start. Host code
+// only, and no kernels: a launch header that needs the table but not the SSD kernels includes this, so that no
+// non-template kernel is defined in two of ssm::cuda's translation units.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "../ssd_common.cuh"
+
+namespace ssm::kernels {
+
+inline std::size_t ssd_align(std::size_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
+
+/// Appends the chunk table of any argument block with rows(), seq_row, seq_begin and seq_end (SsdParams,
+/// DeltaRuleParams) to `table`: one row (batch row, t0, len, sequence) per chunk of at most chunk_size steps from each
+/// sequence's start, then first_chunk (rows + 1). Returns the number of chunks and the longest chunk's length.
+template <class Params>
+std::pair<std::int64_t, std::int64_t> append_chunk_table(const Params& p, std::int64_t chunk_size,
+                                                         std::vector<std::int64_t>& table) {
+  std::vector<std::int64_t> first{0};
+  std::int64_t q = 0;
+  const std::size_t start = table.size();
+  for (std::int64_t s = 0; s < p.rows(); ++s) {
+    for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += chunk_size) {
+      const std::int64_t len = std::min(chunk_size, p.seq_end(s) - t0);
+      table.insert(table.end(), {p.seq_row(s), t0, len, s});
+      q = std::max(q, len);
+    }
+    first.push_back(static_cast<std::int64_t>(table.size() - start) / kSsdChunkFields);
+  }
+  table.insert(table.end(), first.begin(), first.end());
+  return {first.back(), q};
+}
+
+}  // namespace ssm::kernels
