@@ -117,13 +117,10 @@ void dr_backward_reference(const Case& c, const Views& in, const Views& out) {
 }
 
 std::string dr_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
-  if (cfg.device.is_cuda() && of(c).shape.dtype == DType::f64) return "f64 on CUDA (the kernels compute in f32)";
+  if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
   if (cfg.device.is_cuda() && pass == Pass::backward) return "the backward on CUDA (no kernel yet: an ssm::Error)";
   // f16 and bf16 take the same kernels (load, widen to f32, compute, narrow on store): the emulation runs bf16.
   if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
-#ifdef SSM_SANITIZED
-  if (cfg.emulated && of(c).threads == 2) return "the second chunk size of each shape under the sanitizers";
-#endif
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
   return {};
 }

@@ -141,16 +141,11 @@ void la_backward_reference(const Case& c, const Views& in, const Views& out) {
 
 std::string la_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   const LaCase& s = of(c).shape;
-  if (cfg.device.is_cuda() && s.dtype == DType::f64) return "f64 on CUDA (the kernels compute in f32)";
+  if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
   if (cfg.device.is_cuda() && s.gate > 0 && pass == Pass::backward) return "GLA's backward on CUDA (no kernel yet)";
   // f16 and bf16 take the same kernels (load, widen to f32, compute, narrow on store): the emulation runs bf16, a GPU
   // both (as the SSD op's registration).
   if (cfg.emulated && s.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
-#ifdef SSM_SANITIZED
-  // As the SSD op's registration: under ASan + UBSan the emulation runs the first chunk size of each shape (the cases
-  // with 2 threads are the second); the Release run takes both.
-  if (cfg.emulated && of(c).threads == 2) return "the second chunk size of each shape under the sanitizers";
-#endif
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
   if (pass == Pass::backward && cfg.path == "sequential") return "the token loop (recurrent) has no backward";
   return {};

@@ -130,20 +130,13 @@ void ssd_backward_reference(const Case& c, const Views& in, const Views& out) {
 }
 
 std::string ssd_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
-  if (cfg.device.is_cuda() && of(c).shape.dtype == DType::f64) return "f64 on CUDA (the kernels compute in f32)";
+  if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
   // The backward kernels are templates over the input type, and f16 and bf16 inputs take the same instantiation path
   // (load, widen to f32, compute, narrow on store). Under the host emulation, which runs every thread of every block
   // one at a time, the f16 backward doubled the longest test under ASan (ssd cuda_emulated: 861 s), so the emulation
   // runs bf16 and a GPU runs both.
   if (cfg.emulated && pass == Pass::backward && of(c).shape.dtype == DType::f16)
     return "f16 backward under the emulation (bf16 runs the same kernels; a GPU runs f16 too)";
-#ifdef SSM_SANITIZED
-  // Under ASan + UBSan the emulation is the longest test of the suite (ssd__cuda_emulated: 768 s of the stage's
-  // 1122 s at two tests at a time). There it runs one chunk size per shape (the first; the cases with 2 threads are
-  // the second): memory errors do not depend on the chunk size beyond what the first of each shape covers
-  // (chunks 1, 16, 7, 32, 4: single steps, partial tiles, ragged tails), and the Release run takes both.
-  if (cfg.emulated && of(c).threads == 2) return "the second chunk size of each shape under the sanitizers";
-#endif
   if (pass == Pass::backward && cfg.path == "reference") return "the backward on SsdPath::reference is the oracle itself";
   if (pass == Pass::backward && cfg.path == "sequential") return "the token loop (SsdPath::recurrent) has no backward";
   return {};
