@@ -11,6 +11,19 @@
 
 namespace ssm::kernels {
 
+/// The state's half of a chunk for one column: h_i ← dec_i h_i + Σ_t Ke_ti x_t (h at h[i hs], x at x[t xs], dec at
+/// dec[i ds]). With Ke → Qe and x → ḡy it is also the backward's: the gradient of the state entering a chunk from the
+/// gradient of the state it leaves.
+__device__ __forceinline__ void column_pass(std::int64_t len, std::int64_t dk, const float* Ke, const float* dec,
+                                            std::int64_t ds, const float* x, std::int64_t xs, float* h,
+                                            std::int64_t hs) {
+  for (std::int64_t i = 0; i < dk; ++i) {
+    float acc = dec[i * ds] * h[i * hs];
+    for (std::int64_t t = 0; t < len; ++t) acc += Ke[t * dk + i] * x[t * xs];
+    h[i * hs] = acc;
+  }
+}
+
 /// The chunk for one column: h at h[i hs], x at x[t xs], dec at dec[i ds] (ds = 0: one decay for every channel);
 /// store(t, y_t) receives each output.
 template <class Store>
@@ -24,11 +37,7 @@ __device__ __forceinline__ void chunk_column(std::int64_t len, std::int64_t dk, 
     for (std::int64_t u = 0; u <= t; ++u) acc += A[t * Q + u] * x[u * xs];
     store(t, acc);
   }
-  for (std::int64_t i = 0; i < dk; ++i) {
-    float acc = dec[i * ds] * h[i * hs];
-    for (std::int64_t t = 0; t < len; ++t) acc += Ke[t * dk + i] * x[t * xs];
-    h[i * hs] = acc;
-  }
+  column_pass(len, dk, Ke, dec, ds, x, xs, h, hs);
 }
 
 }  // namespace ssm::kernels

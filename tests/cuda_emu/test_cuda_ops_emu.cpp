@@ -746,11 +746,12 @@ TEST(CudaOpsEmu, LinearAttentionAcrossTiles) {
   expect_close("grad_initial_normalizer", ggot.grad_initial_normalizer, gref.grad_initial_normalizer, 1e-4);
 }
 
-/// GLA's forward on emulated CUDA tensors against the token loop in double: dv + 1 = 41 and dk = 36 wider than a block
-/// of columns, packed sequences (37 and 113 steps) in chunks of 64, groups, a decay per head and the normalizer.
-/// Gates of up to 40 nats per step (a chunk's total decay far beyond e^-88, f32's smallest normal) stay exact: every
-/// exponent the kernels take is <= 0. Then the decode step with the gate, against the CPU's step.
-TEST(CudaOpsEmu, GlaForwardStrongGatesAndStep) {
+/// GLA's forward and backward on emulated CUDA tensors against the token loop in double: dv + 1 = 41 and dk = 36 wider
+/// than a block of columns, packed sequences (37 and 113 steps) in chunks of 64, groups, a decay per head, the
+/// normalizer, and gradients coming in for out, the final states and normalizers. Gates of up to 40 nats per step (a
+/// chunk's total decay far beyond e^-88, f32's smallest normal) stay exact: every exponent the kernels take is <= 0.
+/// Then the decode step with the gate, against the CPU's step.
+TEST(CudaOpsEmu, GlaForwardBackwardStrongGatesAndStep) {
   for (const double gate : {0.5, 40.0}) {
     linear_attention_problem::LaCase s;
     s.b = 1, s.l = 150, s.h = 4, s.g = 2, s.dk = 36, s.dv = 40, s.dtype = DType::f32, s.seed = 81;
@@ -760,6 +761,13 @@ TEST(CudaOpsEmu, GlaForwardStrongGatesAndStep) {
     ssm::LinearAttentionOptions opt = host.options();
     opt.chunk_size = 64, opt.return_final_state = true, opt.path = ssm::LinearAttentionPath::reference;
     const ssm::LinearAttentionOutputs ref = ssm::linear_attention(host.inputs(), opt);
+    std::mt19937_64 grng(85);
+    const index_t rows = 2;  // the packed sequences
+    const Tensor grad_out = linear_attention_problem::uniform(grng, {s.b, s.l, s.h, s.dv}, DType::f32, -1, 1);
+    const Tensor grad_state = linear_attention_problem::uniform(grng, {rows, s.h, s.dk, s.dv}, DType::f32, -1, 1);
+    const Tensor grad_norm = linear_attention_problem::uniform(grng, {rows, s.h, s.dk}, DType::f32, -1, 1);
+    const ssm::LinearAttentionGrads gref =
+        ssm::linear_attention_backward(host.inputs(), grad_out, grad_state.view(), grad_norm.view(), opt);
 
     ScopedEmulatedCuda guard(Order::random, 82);
     const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), g = host.log_gate.to(kCuda);
@@ -774,6 +782,15 @@ TEST(CudaOpsEmu, GlaForwardStrongGatesAndStep) {
     expect_close("out" + at, got.out, ref.out, 1e-5);
     expect_close("final_state" + at, got.final_state, ref.final_state, 1e-5);
     expect_close("final_normalizer" + at, got.final_normalizer, ref.final_normalizer, 1e-5);
+    const Tensor gout = grad_out.to(kCuda), gstate = grad_state.to(kCuda), gnorm = grad_norm.to(kCuda);
+    const ssm::LinearAttentionGrads ggot = ssm::linear_attention_backward(in, gout, gstate.view(), gnorm.view(), opt);
+    EXPECT_EQ(ggot.path, "cuda");
+    expect_close("grad_q" + at, ggot.grad_q, gref.grad_q, 1e-4);
+    expect_close("grad_k" + at, ggot.grad_k, gref.grad_k, 1e-4);
+    expect_close("grad_v" + at, ggot.grad_v, gref.grad_v, 1e-4);
+    expect_close("grad_log_gate" + at, ggot.grad_log_gate, gref.grad_log_gate, 1e-4);
+    expect_close("grad_initial_state" + at, ggot.grad_initial_state, gref.grad_initial_state, 1e-4);
+    expect_close("grad_initial_normalizer" + at, ggot.grad_initial_normalizer, gref.grad_initial_normalizer, 1e-4);
   }
   const index_t b = 2, h = 4, g = 2, dk = 5, dv = 3;
   std::mt19937 rng(83);
@@ -873,9 +890,6 @@ TEST(CudaOpsEmu, LinearAttentionRefusesWhatTheKernelsCannotTake) {
   const Tensor q = on({1, 4, 1, 3}, DType::f32), k = on({1, 4, 1, 3}, DType::f32), v = on({1, 4, 2, 2}, DType::f32);
   const Tensor gate = on({1, 4, 2, 3}, DType::f32);
   in.q = q, in.k = k, in.v = v, in.log_gate = gate.view();
-  const Tensor grad_out = on({1, 4, 2, 2}, DType::f32);
-  expect_error_containing([&] { (void)ssm::linear_attention_backward(in, grad_out); },
-                          "argument 'log_gate': GLA's backward has no CUDA kernel yet");
   const Tensor bad_gate = random_tensor({1, 4, 2, 3}, DType::f32, rng, 0.1f, 1).to(kCuda);  // checked on the host
   in.log_gate = bad_gate.view();
   expect_error_containing([&] { (void)ssm::linear_attention(in); }, "argument 'log_gate': every log gate must be");

@@ -2,9 +2,8 @@
 // executor as kernels/launch/ssd.cuh: the plan (the engine's argument block, the SSD layout with the decays as its
 // constants, the packed buffers after it), then pack → the chunked SSD launches → epilogue, and for the backward pack
 // → (with the normalizer, the forward's y) → ḡy → the SSD backward → φ' and the scale. The caller allocates
-// plan.bytes of device memory and uploads plan.ssd.table (plan.ssd.table_bytes) to its start. With GLA's log gate the
-// forward runs kernels/gla.cuh in the SSD kernels' place (on the same chunk table and packed buffers); GLA's backward
-// has no kernel yet: plan_linear_attention refuses it.
+// plan.bytes of device memory and uploads plan.ssd.table (plan.ssd.table_bytes) to its start. With GLA's log gate,
+// forward and backward run kernels/gla.cuh in the SSD kernels' place (on the same chunk table and packed buffers).
 #pragma once
 
 #include <cstddef>
@@ -29,6 +28,7 @@ struct LaPlan {
   std::size_t q = 0, k = 0, x = 0, y = 0, H0 = 0, HT = 0;
   std::size_t gy = 0, gq = 0, gk = 0, gx = 0, GF = 0, GH0 = 0;  // the backward's
   std::size_t gla_b = 0, gla_A = 0, gla_Qe = 0, gla_Ke = 0, gla_dec = 0, gla_H = 0;  // the gated engine's
+  std::size_t gla_Hin = 0, gla_D = 0, gla_gq = 0, gla_gk = 0;                        // and its backward's
   std::size_t bytes = 0;
 };
 
@@ -39,9 +39,6 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
   SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
-  SSM_CHECK(!p.log_gate || !g, op,
-            ": GLA's backward is not implemented on CUDA yet (its forward, linear attention's "
-            "and retention's are)");
   // (with no steps the per-step tensors are empty and may have no storage)
   SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && (g || p.out)), op,
             g ? ": q, k and v must be set" : ": q, k, v and out must be set");
@@ -81,7 +78,8 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
   if (g) {
     plan.gy = take(n_x), plan.gq = take(n_qk), plan.gk = take(n_qk), plan.gx = take(n_x);
     if (g->grad_final_state || g->grad_final_normalizer) plan.GF = take(n_states);
-    if (g->grad_initial_state || g->grad_initial_normalizer) plan.GH0 = take(n_states);
+    // (the gated backward's reverse walk keeps its running gradient there, wanted or not)
+    if (g->grad_initial_state || g->grad_initial_normalizer || p.log_gate) plan.GH0 = take(n_states);
   }
   if (p.log_gate) {
     const std::int64_t per_chunk = plan.ssd.n_chunks * h, Q = plan.ssd.q;
@@ -89,6 +87,10 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
     plan.gla_A = take(per_chunk * Q * Q), plan.gla_Qe = take(per_chunk * Q * dk),
     plan.gla_Ke = take(per_chunk * Q * dk);
     plan.gla_dec = take(per_chunk * dk), plan.gla_H = take(n_states);
+    if (g) {
+      plan.gla_Hin = take(per_chunk * dv1 * dk), plan.gla_D = take(per_chunk * dv1 * dk);
+      plan.gla_gq = take(b * l * h * dk), plan.gla_gk = take(b * l * h * dk);
+    }
   }
   plan.bytes = at;
   return plan;
@@ -116,31 +118,62 @@ inline SsdParams la_engine(const LaPlan& plan, void* base, const LaWorkspace& w)
   return e;
 }
 
-/// GLA's gated engine (kernels/gla.cuh) in the SSD kernels' place: e's x, B = k̃, C = q̃, states and out, the decays
-/// log γ from the constants (e.A).
-template <class In, class Exec>
-void launch_gla_forward(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, void* base,
-                        const SsdParams& e) {
+/// GLA's gated engine's buffers in `base` (the backward's null in the forward's plan).
+inline GlaWorkspace gla_workspace(const LaPlan& plan, void* base) {
   char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return reinterpret_cast<float*>(b + offset); };
-  GlaWorkspace gw;
+  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
   const SsdWorkspace ws = ssd_workspace(plan.ssd, base);
+  GlaWorkspace gw;
   gw.chunks = ws.chunks, gw.first_chunk = ws.first_chunk, gw.q = plan.ssd.q;
   gw.b = reinterpret_cast<double*>(b + plan.gla_b), gw.A = f(plan.gla_A), gw.Qe = f(plan.gla_Qe);
   gw.Ke = f(plan.gla_Ke), gw.dec = f(plan.gla_dec), gw.H = f(plan.gla_H);
+  gw.Hin = f(plan.gla_Hin), gw.D = f(plan.gla_D), gw.gq = f(plan.gla_gq), gw.gk = f(plan.gla_gk);
+  return gw;
+}
+
+/// The gated engine's view of the packed inputs and states: e's x, B = k̃, C = q̃, states and out (y may be null).
+inline GlaIo gla_io(const LaPlan& plan, const SsdParams& e) {
   GlaIo io;
   io.dv1 = plan.dv1, io.q = static_cast<const float*>(e.C), io.k = static_cast<const float*>(e.B);
   io.x = static_cast<const float*>(e.x), io.y = static_cast<float*>(e.out);
   io.H0 = static_cast<const float*>(e.initial_state), io.HT = static_cast<float*>(e.final_state);
-  const auto h = static_cast<unsigned>(p.nheads);
+  return io;
+}
+
+/// Grid of the per-column walks: (ceil(dv1 / kGlaColumns), h, rows).
+inline LaunchDims gla_column_grid(const LinearAttentionParams& p, const LaPlan& plan) {
+  return LaunchDims{static_cast<unsigned>((plan.dv1 + kGlaColumns - 1) / kGlaColumns), static_cast<unsigned>(p.nheads),
+                    static_cast<unsigned>(p.rows())};
+}
+
+/// GLA's forward (kernels/gla.cuh) in the SSD kernels' place, the decays log γ from the constants (e.A); in the
+/// backward's workspace it also keeps the state entering each chunk (gw.Hin).
+template <class In, class Exec>
+void launch_gla_forward(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, const GlaWorkspace& gw,
+                        const GlaIo& io, const float* log_gamma) {
   if (plan.ssd.n_chunks > 0)
-    exec.launch(gla_chunk_kernel<In>, LaunchDims{static_cast<unsigned>(plan.ssd.n_chunks), h}, LaunchDims{kGlaThreads},
-                p, gw, io, static_cast<const float*>(e.A));
+    exec.launch(gla_chunk_kernel<In>,
+                LaunchDims{static_cast<unsigned>(plan.ssd.n_chunks), static_cast<unsigned>(p.nheads)},
+                LaunchDims{kGlaThreads}, p, gw, io, log_gamma);
+  if (p.rows() > 0) exec.launch(gla_state_kernel, gla_column_grid(p, plan), LaunchDims{kGlaColumns}, p, gw, io);
+}
+
+/// GLA's backward after launch_gla_forward over the backward's workspace and ḡy: the reverse walk (D per chunk, the
+/// initial states' gradients in gio.GH0), then per chunk ḡx, ḡq̃, ḡk̃, the gate's gradient and the group sums.
+template <class In, class Exec>
+void launch_gla_backward(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, const GlaWorkspace& gw,
+                         const GlaIo& io, const GlaGradIo& gio) {
   if (p.rows() > 0)
-    exec.launch(gla_state_kernel,
-                LaunchDims{static_cast<unsigned>((plan.dv1 + kGlaColumns - 1) / kGlaColumns), h,
-                           static_cast<unsigned>(p.rows())},
-                LaunchDims{kGlaColumns}, p, gw, io);
+    exec.launch(gla_state_grad_kernel, gla_column_grid(p, plan), LaunchDims{kGlaColumns}, p, gw, gio, plan.dv1);
+  if (plan.ssd.n_chunks > 0)
+    exec.launch(gla_chunk_grad_kernel,
+                LaunchDims{static_cast<unsigned>(plan.ssd.n_chunks), static_cast<unsigned>(p.nheads)},
+                LaunchDims{kGlaThreads}, p, gw, io, gio);
+  if (gio.grad_log_gate)
+    exec.launch(gla_gate_grad_kernel<In>, LaunchDims{la_blocks(p.rows() * p.nheads * p.dk)}, LaunchDims{kLaThreads}, p,
+                gw, io, gio);
+  exec.launch(gla_group_sum_kernel, LaunchDims{la_blocks(p.batch * p.seqlen * p.ngroups * p.dk)},
+              LaunchDims{kLaThreads}, p, gw, gio);
 }
 
 template <class In, class Exec>
@@ -176,7 +209,7 @@ void launch_linear_attention_forward(Exec& exec, const LinearAttentionParams& p,
   launch_la_pack<In>(exec, p, w);
   launch_la_states_in(exec, p, w, p.initial_state, p.initial_normalizer, w.H0);
   if (p.log_gate)
-    launch_gla_forward<In>(exec, p, plan, base, e);
+    launch_gla_forward<In>(exec, p, plan, gla_workspace(plan, base), gla_io(plan, e), static_cast<const float*>(e.A));
   else
     launch_ssd_forward<float>(exec, e, plan.ssd, ssd_workspace(plan.ssd, base));
   exec.launch(la_epilogue_kernel<In>, LaunchDims{la_blocks(p.batch * p.seqlen * p.nheads * p.dv)},
@@ -192,15 +225,26 @@ void launch_linear_attention_backward(Exec& exec, const LinearAttentionParams& p
   const SsdWorkspace ws = ssd_workspace(plan.ssd, base);
   launch_la_pack<In>(exec, p, w);
   launch_la_states_in(exec, p, w, p.initial_state, p.initial_normalizer, w.H0);
-  if (p.normalize) launch_ssd_forward<float>(exec, e, plan.ssd, ws);  // y: ḡy needs the numerator and denominator
+  const GlaWorkspace gw = p.log_gate ? gla_workspace(plan, base) : GlaWorkspace{};
+  if (p.log_gate)  // the states entering the chunks, and y with the normalizer
+    launch_gla_forward<In>(exec, p, plan, gw, gla_io(plan, e), static_cast<const float*>(e.A));
+  else if (p.normalize)
+    launch_ssd_forward<float>(exec, e, plan.ssd, ws);  // y: ḡy needs the numerator and denominator
   e.out = nullptr;
   exec.launch(la_grad_in_kernel<In>, LaunchDims{la_blocks(p.batch * p.seqlen * p.nheads)}, LaunchDims{kLaThreads}, p, g,
               w);
   launch_la_states_in(exec, p, w, g.grad_final_state, g.grad_final_normalizer, w.GF);
-  SsdGradParams eg;
-  eg.grad_out = w.gy, eg.grad_final_state = w.GF;
-  eg.grad_x = w.gx, eg.grad_B = w.gk, eg.grad_C = w.gq, eg.grad_initial_state = w.GH0;
-  launch_ssd_backward<float>(exec, e, eg, plan.ssd, ws, ssd_grad_workspace(plan.ssd, base, false));
+  if (p.log_gate) {
+    GlaGradIo gio;
+    gio.gy = w.gy, gio.GF = w.GF, gio.gx = w.gx, gio.gq = w.gq, gio.gk = w.gk, gio.GH0 = w.GH0;
+    gio.grad_log_gate = g.grad_log_gate;
+    launch_gla_backward<In>(exec, p, plan, gw, gla_io(plan, e), gio);
+  } else {
+    SsdGradParams eg;
+    eg.grad_out = w.gy, eg.grad_final_state = w.GF;
+    eg.grad_x = w.gx, eg.grad_B = w.gk, eg.grad_C = w.gq, eg.grad_initial_state = w.GH0;
+    launch_ssd_backward<float>(exec, e, eg, plan.ssd, ws, ssd_grad_workspace(plan.ssd, base, false));
+  }
   const std::int64_t n = p.batch * p.seqlen * (p.ngroups * p.dk + p.nheads * p.dv);
   exec.launch(la_grad_out_kernel<In>, LaunchDims{la_blocks(n)}, LaunchDims{kLaThreads}, p, g, w);
   launch_la_states_out(exec, p, w, w.GH0, g.grad_initial_state, g.grad_initial_normalizer);

@@ -18,8 +18,8 @@ void linear_attention_forward(const LinearAttentionParams& p, void* stream = nul
 
 /// The chunked backward on the current device: the dtypes of linear_attention_forward; g's buffers contiguous
 /// (LinearAttentionGradParams), grad_out required. Runs the SSD backward on the packed inputs (with the normalizer,
-/// the forward's output first); does not synchronize. ssm::Error as the forward, and for a log gate (GLA's backward
-/// has no kernel yet).
+/// the forward's output first), or with a log gate GLA's own backward kernels (kernels/gla.cuh; the gate's gradient
+/// into g.grad_log_gate); does not synchronize. ssm::Error as the forward.
 void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                void* stream = nullptr);
 

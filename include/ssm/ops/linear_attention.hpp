@@ -9,7 +9,7 @@
 // backward (linear_attention_backward: q, k, v, the log gate and the initial states; γ is fixed). CUDA tensors run the
 // backend's linear_attention_forward / _backward entries (ssm::cuda: the SSD kernels on the same packing as the CPU
 // path, or with a log gate cuda/kernels/gla.cuh in the SSD kernels' place; f32 / f16 / bf16 inputs; opt.path is
-// ignored there), and so does the decode step; GLA's backward has no CUDA kernel yet (an ssm::Error naming log_gate).
+// ignored there), and so does the decode step.
 #pragma once
 
 #include <algorithm>
@@ -238,10 +238,6 @@ inline LinearAttentionGrads linear_attention_backward(const LinearAttentionInput
                                                            log_gamma, "grad_out");
   p.out = nullptr, p.out_batch_stride = p.out_seq_stride = p.out_head_stride = 0;  // read, never written
   c.contiguous("grad_out", grad_out);
-  c.require(
-      !in.q.device().is_cuda() || !in.log_gate, "log_gate",
-      "GLA's backward has no CUDA kernel yet (its forward, and linear attention's and retention's backward, run on ",
-      in.q.device().str(), ")");
   c.require(in.q.device().is_cuda() || opt.path != LinearAttentionPath::recurrent, "path",
             "LinearAttentionPath::recurrent has no backward; use chunked or reference");
   LinearAttentionGradParams gp;

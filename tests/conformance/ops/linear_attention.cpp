@@ -3,9 +3,8 @@
 // loop (cpu_sequential: LinearAttentionPath::recurrent) and the op's reference path against the token loop in double of
 // include/ssm/reference/linear_attention.hpp; the backward on the chunked path against the reference backward, with
 // incoming gradients of out, the final state and the final normalizer. The CUDA kernels (cuda_emulated:
-// cuda/kernels/linear_attention.cuh around the SSD kernels, under the host emulation) run the cases without a log
-// gate forward and backward, GLA's forward (kernels/gla.cuh; its backward has no kernel yet), in f32 and bf16 (see
-// la_unsupported).
+// cuda/kernels/linear_attention.cuh around the SSD kernels, or with a log gate kernels/gla.cuh, under the host
+// emulation) run every case forward and backward in f32 and bf16 (see la_unsupported).
 #include <random>
 #include <string>
 #include <vector>
@@ -142,7 +141,6 @@ void la_backward_reference(const Case& c, const Views& in, const Views& out) {
 std::string la_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   const LaCase& s = of(c).shape;
   if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
-  if (cfg.device.is_cuda() && s.gate > 0 && pass == Pass::backward) return "GLA's backward on CUDA (no kernel yet)";
   // f16 and bf16 take the same kernels (load, widen to f32, compute, narrow on store): the emulation runs bf16, a GPU
   // both (as the SSD op's registration).
   if (cfg.emulated && s.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
