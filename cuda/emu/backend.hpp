@@ -221,6 +221,15 @@ inline void delta_rule_forward(const DeltaRuleParams& p, void*) {
   kernels::delta_rule_forward_launches(exec, p, plan, base);
 }
 
+inline void delta_rule_backward(const DeltaRuleParams& p, const DeltaRuleGradParams& g, void*) {
+  const kernels::DrPlan plan = kernels::plan_delta_rule(p, "ssm::cuda::delta_rule_backward (host emulation)", &g);
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::delta_rule_backward_launches(exec, p, g, plan, base);
+}
+
 inline void moe_forward(const MoeParams& p, void*) {
   const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
   if (p.tokens == 0) return;
@@ -259,6 +268,7 @@ inline DeviceBackend make() {
   b.linear_attention_forward = &linear_attention_forward;
   b.linear_attention_backward = &linear_attention_backward;
   b.delta_rule_forward = &delta_rule_forward;
+  b.delta_rule_backward = &delta_rule_backward;
   return b;
 }
 

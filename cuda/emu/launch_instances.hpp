@@ -60,9 +60,12 @@
       const ::ssm::kernels::LaPlan&, void*);
 
 // kernels/launch/delta_rule.cuh.
-#define SSM_EMU_DELTA_RULE_INSTANCES(PREFIX)                                                                      \
-  PREFIX void ssm::kernels::delta_rule_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::DeltaRuleParams&, \
-                                                        const ::ssm::kernels::DrPlan&, void*);
+#define SSM_EMU_DELTA_RULE_INSTANCES(PREFIX)                                                                       \
+  PREFIX void ssm::kernels::delta_rule_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::DeltaRuleParams&,  \
+                                                        const ::ssm::kernels::DrPlan&, void*);                     \
+  PREFIX void ssm::kernels::delta_rule_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::DeltaRuleParams&, \
+                                                         const ::ssm::DeltaRuleGradParams&,                        \
+                                                         const ::ssm::kernels::DrPlan&, void*);
 
 // kernels/launch/moe.cuh.
 #define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \

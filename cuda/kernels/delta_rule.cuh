@@ -42,6 +42,21 @@ struct DrWorkspace {
   float* U = nullptr;                         // (rows, h, q, dv) the current chunk's U
 };
 
+/// The backward's buffers (kernels/delta_rule_bwd.cuh), of the same layouts; null in the forward.
+struct DrGradWorkspace {
+  float* Sin = nullptr;   // (n_chunks, h, dk, dv) the state entering each chunk
+  float* Uc = nullptr;    // (n_chunks, h, q, dv) each chunk's U, in U's place
+  float* dS = nullptr;    // (n_chunks, h, dk, dv) the gradient of the state each chunk leaves
+  float* dU = nullptr;    // (n_chunks, h, q, dv)
+  float* dR = nullptr;    // (n_chunks, h, q, dv + dk) ḡR, solved in place
+  float* E = nullptr;     // (n_chunks, h, q, q) the log decays' pair terms (with g)
+  float* E2 = nullptr;    // (n_chunks, h, q, q) ḡA_ts Γ_ts (K̂ K̂ᵀ)_ts, β's pair terms
+  double* dcs = nullptr;  // (n_chunks, h, 2 q) the log decays' gradient per step, then ρ's terms (with g)
+  float* G = nullptr;     // (rows, h, dk, dv) the running gradient of the state
+  float* gq = nullptr;    // (b, l, h, dk) ḡq̂ per head
+  float* gk = nullptr;    // (b, l, h, dk) ḡk̂ per head
+};
+
 /// dst (dk) = mult n(src) (n: L2 normalization when p.l2_normalize), as the CPU path's load_normalized.
 template <class In>
 __device__ __forceinline__ void dr_load_normalized(const DeltaRuleParams& p, const In* src, float mult, float* dst) {
@@ -118,8 +133,9 @@ __global__ void __launch_bounds__(kDrThreads) dr_chunk_kernel(DeltaRuleParams p,
 }
 
 /// Grid (ceil(dv / kDrColumns), h, rows), block kDrColumns: thread j carries value column j of one sequence's state.
+/// With the backward's workspace (gw.Sin, gw.Uc) it keeps each chunk's entering state and U.
 template <class In>
-__global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p, DrWorkspace w) {
+__global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p, DrWorkspace w, DrGradWorkspace gw) {
   const std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * kDrColumns + threadIdx.x;
   const std::int64_t head = blockIdx.y, s = blockIdx.z, h = p.nheads, dk = p.dk, dv = p.dv, Q = w.q;
   if (j >= dv) return;
@@ -134,6 +150,9 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
     const float* gam = w.gam + base * Q;
     const float *Qn = w.Qn + base * Q * dk, *Kn = w.Kn + base * Q * dk, *R = w.R + base * Q * width;
     const float* M = w.M + base * Q * Q;
+    if (gw.Uc) U = gw.Uc + base * Q * dv + j;  // the backward keeps every chunk's U and entering state
+    if (gw.Sin)
+      for (std::int64_t i = 0; i < dk; ++i) gw.Sin[base * dk * dv + i * dv + j] = S[i * dv];
     for (std::int64_t t = 0; t < len; ++t) {  // U = Ũ − W S_in
       float u = R[t * width + j];
       for (std::int64_t i = 0; i < dk; ++i) u -= R[t * width + dv + i] * S[i * dv];
@@ -141,7 +160,7 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
     }
     // y = diag(γ) Q̂ S_in + M U, then S = γ_last S_in + K̂ᵀ diag(ρ) U
     chunk_column(len, dk, Q, Qn, M, Kn, gam + len - 1, 0, U, dv, S, dv, [&](std::int64_t t, float y) {
-      store_float(static_cast<In*>(p.out) + p.out_at(bi, t0 + t, head) + j, y);
+      if (p.out) store_float(static_cast<In*>(p.out) + p.out_at(bi, t0 + t, head) + j, y);
     });
   }
   if (p.final_state)

@@ -51,6 +51,7 @@ DeviceBackend make_backend() {
   b.linear_attention_forward = &linear_attention_forward;
   b.linear_attention_backward = &linear_attention_backward;
   b.delta_rule_forward = &delta_rule_forward;
+  b.delta_rule_backward = &delta_rule_backward;
   return b;
 }
 

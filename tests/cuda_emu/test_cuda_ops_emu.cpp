@@ -817,7 +817,8 @@ TEST(CudaOpsEmu, GlaForwardBackwardStrongGatesAndStep) {
 }
 
 /// With no steps (l = 0) there are no chunks: the kernels that walk the chunks must still hand the initial states on
-/// as the final ones (linear attention with the normalizer, GLA, the delta rule, SSD).
+/// as the final ones (linear attention with the normalizer, GLA, the delta rule, SSD), and the backwards the final
+/// states' gradients back as the initial ones'.
 TEST(CudaOpsEmu, SequenceOpsWithNoStepsKeepTheirStates) {
   ScopedEmulatedCuda guard;
   std::mt19937 rng(91);
@@ -839,12 +840,19 @@ TEST(CudaOpsEmu, SequenceOpsWithNoStepsKeepTheirStates) {
     expect_close(std::string("linear attention final_state, gated ") + (gated ? "yes" : "no"), r.final_state, s0, 0);
     expect_close(std::string("linear attention final_normalizer, gated ") + (gated ? "yes" : "no"), r.final_normalizer,
                  z0, 0);
+    const ssm::LinearAttentionGrads g = ssm::linear_attention_backward(in, v, ds0.view(), dz0.view(), opt);
+    expect_close(std::string("linear attention grad_initial_state, gated ") + (gated ? "yes" : "no"),
+                 g.grad_initial_state, s0, 0);
+    expect_close(std::string("linear attention grad_initial_normalizer, gated ") + (gated ? "yes" : "no"),
+                 g.grad_initial_normalizer, z0, 0);
   }
   ssm::DeltaRuleInputs in;
   in.q = q, in.k = k, in.v = v, in.beta = beta, in.initial_state = ds0.view();
   ssm::DeltaRuleOptions opt;
   opt.return_final_state = true;
   expect_close("delta rule final_state", ssm::delta_rule(in, opt).final_state, s0, 0);
+  expect_close("delta rule grad_initial_state", ssm::delta_rule_backward(in, v, ds0.view(), opt).grad_initial_state,
+               s0, 0);
   // SSD, whose plan checked its per-step pointers even with no steps
   const Tensor x = Tensor::empty({b, 0, h, dv}, DType::f32, kCuda), dt = Tensor::empty({b, 0, h}, DType::f32, kCuda);
   const Tensor A = random_tensor({h}, DType::f32, rng, -1, -0.1f).to(kCuda);
@@ -902,18 +910,23 @@ TEST(CudaOpsEmu, LinearAttentionRefusesWhatTheKernelsCannotTake) {
 
 // ---- the delta rule ------------------------------------------------------------------------------------------------
 
-/// Gated DeltaNet's forward on emulated CUDA tensors against the token loop in double. The conformance cases
-/// (tests/conformance/ops/delta_rule.cpp) have dv < 32; here dv = 40 spans two blocks of value columns and dk = 36,
-/// packed sequences (37 and 113 steps) make chunks of 64 with ragged ends, two groups of two heads share q and k, and
-/// the initial states come in, the final ones go out.
+/// Gated DeltaNet's forward and backward on emulated CUDA tensors against the token loop in double. The conformance
+/// cases (tests/conformance/ops/delta_rule.cpp) have dv < 32; here dv = 100 spans four blocks of value columns and,
+/// with dk = 36, the backward's solve has more columns (136) than a block has threads; packed sequences (37 and 113
+/// steps) make chunks of 64 with ragged ends, two groups of two heads share q and k, the initial states come in, the
+/// final ones go out, and gradients come in for out and the final states.
 TEST(CudaOpsEmu, DeltaRuleAcrossColumnBlocks) {
   delta_rule_problem::DrCase s;
-  s.b = 1, s.l = 150, s.h = 4, s.g = 2, s.dk = 36, s.dv = 40, s.dtype = DType::f32, s.seed = 51;
+  s.b = 1, s.l = 150, s.h = 4, s.g = 2, s.dk = 36, s.dv = 100, s.dtype = DType::f32, s.seed = 51;
   s.gated = s.has_init = true, s.scale = 0.5, s.cu = {0, 37, 150};
   const delta_rule_problem::DrData host = delta_rule_problem::make_data(s);
   ssm::DeltaRuleOptions opt = host.options();
   opt.chunk_size = 64, opt.return_final_state = true, opt.path = ssm::DeltaRulePath::reference;
   const ssm::DeltaRuleOutputs ref = ssm::delta_rule(host.inputs(), opt);
+  std::mt19937_64 grng(53);
+  const Tensor grad_out = delta_rule_problem::uniform(grng, {s.b, s.l, s.h, s.dv}, DType::f32, -1, 1);
+  const Tensor grad_state = delta_rule_problem::uniform(grng, {2, s.h, s.dk, s.dv}, DType::f32, -1, 1);
+  const ssm::DeltaRuleGrads gref = ssm::delta_rule_backward(host.inputs(), grad_out, grad_state.view(), opt);
 
   ScopedEmulatedCuda guard(Order::random, 52);
   const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), beta = host.beta.to(kCuda);
@@ -925,6 +938,15 @@ TEST(CudaOpsEmu, DeltaRuleAcrossColumnBlocks) {
   EXPECT_EQ(got.path, "cuda");
   expect_close("out", got.out, ref.out, 1e-5);
   expect_close("final_state", got.final_state, ref.final_state, 1e-5);
+  const Tensor gout = grad_out.to(kCuda), gstate = grad_state.to(kCuda);
+  const ssm::DeltaRuleGrads ggot = ssm::delta_rule_backward(in, gout, gstate.view(), opt);
+  EXPECT_EQ(ggot.path, "cuda");
+  expect_close("grad_q", ggot.grad_q, gref.grad_q, 1e-4);
+  expect_close("grad_k", ggot.grad_k, gref.grad_k, 1e-4);
+  expect_close("grad_v", ggot.grad_v, gref.grad_v, 1e-4);
+  expect_close("grad_beta", ggot.grad_beta, gref.grad_beta, 1e-4);
+  expect_close("grad_g", ggot.grad_g, gref.grad_g, 1e-4);
+  expect_close("grad_initial_state", ggot.grad_initial_state, gref.grad_initial_state, 1e-4);
 }
 
 /// The decode step on emulated CUDA tensors, token by token with the state updated in place, against the same steps
@@ -961,9 +983,6 @@ TEST(CudaOpsEmu, DeltaRuleRefusesWhatTheKernelsCannotTake) {
   const Tensor v = on({1, 4, 2, 2}, DType::f32, -1, 1), beta = on({1, 4, 2}, DType::f32, 0.1f, 1.9f);
   ssm::DeltaRuleInputs in;
   in.q = q, in.k = k, in.v = v, in.beta = beta;
-  const Tensor grad_out = on({1, 4, 2, 2}, DType::f32, -1, 1);
-  expect_error_containing([&] { (void)ssm::delta_rule_backward(in, grad_out); },
-                          "delta_rule_backward: not implemented on cuda");
   const Tensor bad_beta = on({1, 4, 2}, DType::f32, 2.5f, 3);  // β's values are checked on the host
   in.beta = bad_beta;
   expect_error_containing([&] { (void)ssm::delta_rule(in); }, "argument 'beta': every β must be in (0, 2]");

@@ -1,7 +1,8 @@
-// The launch logic of the delta rule's forward on CUDA (docs/delta_rule.md "On CUDA"), written once over an executor as
-// kernels/launch/ssd.cuh: the plan (the chunk table of launch/chunk_table.cuh, and the workspace's
-// layout), then dr_chunk_kernel over every chunk and dr_state_kernel over every sequence. The caller allocates
-// plan.bytes of device memory and uploads plan.table (plan.table_bytes) to its start.
+// The launch logic of the delta rule on CUDA (docs/delta_rule.md "On CUDA"), written once over an executor as
+// kernels/launch/ssd.cuh: the plan (the chunk table of launch/chunk_table.cuh, and the workspace's layout), then
+// dr_chunk_kernel over every chunk and dr_state_kernel over every sequence; the backward runs both keeping each chunk's
+// entering state and U, then the reverse walk, the chunks' gradients and the group sums (kernels/delta_rule_bwd.cuh).
+// The caller allocates plan.bytes of device memory and uploads plan.table (plan.table_bytes) to its start.
 #pragma once
 
 #include <cstddef>
@@ -10,29 +11,33 @@
 #include <vector>
 
 #include "../delta_rule.cuh"
+#include "../delta_rule_bwd.cuh"
 #include "chunk_table.cuh"
 #include "ssm/core/error.hpp"
 #include "ssm/core/params/delta_rule.hpp"
 
 namespace ssm::kernels {
 
-/// The host side of one forward: the chunk table and the workspace's byte offsets.
+/// The host side of one call: the chunk table and the workspace's byte offsets (0: absent).
 struct DrPlan {
   std::vector<std::int64_t> table;  // (n_chunks, 4) rows, then first_chunk (rows + 1)
   std::int64_t n_chunks = 0, q = 0;
   std::size_t table_bytes = 0, cs = 0, gam = 0, rho = 0, beta = 0, Qn = 0, Kn = 0, R = 0, A = 0, M = 0, S = 0, U = 0;
+  std::size_t Sin = 0, Uc = 0, dS = 0, dU = 0, dR = 0, E = 0, E2 = 0, dcs = 0, G = 0, gq = 0, gk = 0;  // the backward's
   std::size_t bytes = 0;
 };
 
 /// Checks p against what the kernels take (the op, ops/delta_rule.hpp, has checked shapes, dtypes and values) and
-/// lays out the workspace.
-inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op) {
+/// lays out the workspace for the forward, or for the backward when g is given.
+inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op, const DeltaRuleGradParams* g = nullptr) {
   SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
             ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
   SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
   SSM_CHECK(p.chunk_size > 0, op, ": chunk_size must be > 0, got ", p.chunk_size);
-  SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && p.beta && p.out), op,
-            ": q, k, v, beta and out must be set");  // (with no steps they are empty and may have no storage)
+  SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && p.beta && (g || p.out)), op,
+            g ? ": q, k, v and beta must be set"
+              : ": q, k, v, beta and out must be set");  // (with no steps they are empty and may have no storage)
+  SSM_CHECK(!g || p.batch * p.seqlen == 0 || g->grad_out, op, ": grad_out must be set");
   SSM_CHECK(p.nheads >= 1 && p.nheads <= 65535 && p.ngroups >= 1 && p.nheads % p.ngroups == 0 && p.dk >= 1 &&
                 p.dv >= 1 && p.rows() <= 65535,
             op, ": need h in [1, 65535], g dividing h, dk, dv >= 1 and at most 65535 sequences, got h = ", p.nheads,
@@ -57,6 +62,15 @@ inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op) {
   plan.A = take(per_chunk * Q * Q, sizeof(float)), plan.M = take(per_chunk * Q * Q, sizeof(float));
   plan.S = take(p.rows() * p.nheads * dk * dv, sizeof(float));
   plan.U = take(p.rows() * p.nheads * Q * dv, sizeof(float));
+  if (g) {
+    plan.Sin = take(per_chunk * dk * dv, sizeof(float)), plan.Uc = take(per_chunk * Q * dv, sizeof(float));
+    plan.dS = take(per_chunk * dk * dv, sizeof(float)), plan.dU = take(per_chunk * Q * dv, sizeof(float));
+    plan.dR = take(per_chunk * Q * (dv + dk), sizeof(float)), plan.E2 = take(per_chunk * Q * Q, sizeof(float));
+    if (p.g) plan.E = take(per_chunk * Q * Q, sizeof(float)), plan.dcs = take(per_chunk * 2 * Q, sizeof(double));
+    plan.G = take(p.rows() * p.nheads * dk * dv, sizeof(float));
+    plan.gq = take(p.batch * p.seqlen * p.nheads * dk, sizeof(float));
+    plan.gk = take(p.batch * p.seqlen * p.nheads * dk, sizeof(float));
+  }
   plan.bytes = at;
   return plan;
 }
@@ -64,7 +78,7 @@ inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op) {
 /// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
 inline DrWorkspace dr_workspace(const DrPlan& plan, void* base) {
   char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return reinterpret_cast<float*>(b + offset); };
+  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
   DrWorkspace w;
   w.chunks = reinterpret_cast<const std::int64_t*>(b);
   w.first_chunk = w.chunks + plan.n_chunks * kSsdChunkFields;
@@ -75,17 +89,58 @@ inline DrWorkspace dr_workspace(const DrPlan& plan, void* base) {
   return w;
 }
 
+/// The backward's pointers in `base` (all null in the forward's plan).
+inline DrGradWorkspace dr_grad_workspace(const DrPlan& plan, void* base) {
+  char* b = static_cast<char*>(base);
+  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  DrGradWorkspace w;
+  w.Sin = f(plan.Sin), w.Uc = f(plan.Uc), w.dS = f(plan.dS), w.dU = f(plan.dU), w.dR = f(plan.dR), w.E = f(plan.E);
+  w.E2 = f(plan.E2), w.G = f(plan.G), w.gq = f(plan.gq), w.gk = f(plan.gk);
+  w.dcs = plan.dcs ? reinterpret_cast<double*>(b + plan.dcs) : nullptr;
+  return w;
+}
+
+/// Grid of the per-column walks: (ceil(dv / kDrColumns), h, rows).
+inline LaunchDims dr_column_grid(const DeltaRuleParams& p) {
+  return LaunchDims{static_cast<unsigned>((p.dv + kDrColumns - 1) / kDrColumns), static_cast<unsigned>(p.nheads),
+                    static_cast<unsigned>(p.rows())};
+}
+
+/// The forward's two kernels (in the backward's workspace they also keep each chunk's entering state and U).
 template <class In, class Exec>
 void launch_delta_rule_forward(Exec& exec, const DeltaRuleParams& p, const DrPlan& plan, void* base) {
   const DrWorkspace w = dr_workspace(plan, base);
-  const auto h = static_cast<unsigned>(p.nheads);
   if (plan.n_chunks > 0)
-    exec.launch(dr_chunk_kernel<In>, LaunchDims{static_cast<unsigned>(plan.n_chunks), h}, LaunchDims{kDrThreads}, p, w);
+    exec.launch(dr_chunk_kernel<In>, LaunchDims{static_cast<unsigned>(plan.n_chunks), static_cast<unsigned>(p.nheads)},
+                LaunchDims{kDrThreads}, p, w);
   if (p.rows() > 0)  // also with no chunks: the final states are then the initial ones
-    exec.launch(
-        dr_state_kernel<In>,
-        LaunchDims{static_cast<unsigned>((p.dv + kDrColumns - 1) / kDrColumns), h, static_cast<unsigned>(p.rows())},
-        LaunchDims{kDrColumns}, p, w);
+    exec.launch(dr_state_kernel<In>, dr_column_grid(p), LaunchDims{kDrColumns}, p, w, dr_grad_workspace(plan, base));
+}
+
+/// The backward: the forward again (p.out null: nothing written but the workspace), the reverse walk, the chunks'
+/// gradients, the group sums.
+template <class In, class Exec>
+void launch_delta_rule_backward(Exec& exec, const DeltaRuleParams& p, const DeltaRuleGradParams& g, const DrPlan& plan,
+                                void* base) {
+  DeltaRuleParams f = p;
+  f.out = nullptr, f.final_state = nullptr;
+  launch_delta_rule_forward<In>(exec, f, plan, base);
+  const DrWorkspace w = dr_workspace(plan, base);
+  const DrGradWorkspace gw = dr_grad_workspace(plan, base);
+  DrGradIo io;
+  io.grad_out = g.grad_out, io.grad_final_state = static_cast<const float*>(g.grad_final_state);
+  io.grad_initial_state = static_cast<float*>(g.grad_initial_state);
+  io.grad_q = g.grad_q, io.grad_k = g.grad_k, io.grad_v = g.grad_v, io.grad_beta = g.grad_beta;
+  io.grad_g = p.g ? g.grad_g : nullptr;
+  if (p.rows() > 0) exec.launch(dr_state_grad_kernel<In>, dr_column_grid(p), LaunchDims{kDrColumns}, f, w, gw, io);
+  if (plan.n_chunks > 0)
+    exec.launch(dr_chunk_grad_kernel<In>,
+                LaunchDims{static_cast<unsigned>(plan.n_chunks), static_cast<unsigned>(p.nheads)},
+                LaunchDims{kDrThreads}, f, w, gw, io);
+  const std::int64_t n = p.batch * p.seqlen * p.ngroups, blocks = (n + kDrThreads - 1) / kDrThreads;
+  if (n > 0 && (io.grad_q || io.grad_k))
+    exec.launch(dr_group_grad_kernel<In>, LaunchDims{static_cast<unsigned>(blocks < 4096 ? blocks : 4096)},
+                LaunchDims{kDrThreads}, f, gw, io);
 }
 
 /// The whole forward over one executor, every input dtype: plan_delta_rule has run, the workspace holds the table.
@@ -100,6 +155,23 @@ void delta_rule_forward_launches(Exec& exec, const DeltaRuleParams& p, const DrP
       break;
     default:
       launch_delta_rule_forward<::ssm::bfloat16>(exec, p, plan, base);
+      break;
+  }
+}
+
+/// The whole backward over one executor (plan_delta_rule with g has run).
+template <class Exec>
+void delta_rule_backward_launches(Exec& exec, const DeltaRuleParams& p, const DeltaRuleGradParams& g,
+                                  const DrPlan& plan, void* base) {
+  switch (p.input_dtype) {
+    case DType::f32:
+      launch_delta_rule_backward<float>(exec, p, g, plan, base);
+      break;
+    case DType::f16:
+      launch_delta_rule_backward<::ssm::half>(exec, p, g, plan, base);
+      break;
+    default:
+      launch_delta_rule_backward<::ssm::bfloat16>(exec, p, g, plan, base);
       break;
   }
 }

@@ -44,7 +44,7 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
             g ? ": q, k and v must be set" : ": q, k, v and out must be set");
   SSM_CHECK(p.nheads >= 1 && p.dk >= 1 && p.dv >= 1, op, ": need h, dk and dv >= 1, got h = ", p.nheads,
             ", dk = ", p.dk, ", dv = ", p.dv);
-  SSM_CHECK(!g || g->grad_out, op, ": grad_out must be set");
+  SSM_CHECK(!g || p.batch * p.seqlen == 0 || g->grad_out, op, ": grad_out must be set");
   LaPlan plan;
   plan.dv1 = p.dv + (p.normalize ? 1 : 0);
   const std::int64_t b = p.batch, l = p.seqlen, h = p.nheads, gr = p.ngroups, dk = p.dk, dv1 = plan.dv1;

@@ -5,8 +5,8 @@
 // Forms: the chunked CPU path with the WY / UT transform on the SSD engine's chunk stages (cpu/delta_rule.hpp), the
 // token loop in the compute type, the token loop in double (reference/delta_rule.hpp), and the one-token step for
 // decoding (delta_rule_step). Forward and backward (delta_rule_backward: q, k, v, β, g and the initial state).
-// CUDA tensors run the backend's delta_rule_forward entry (ssm::cuda: the chunked form, f32 / f16 / bf16 inputs;
-// opt.path is ignored there), and so does the decode step; the backward has no CUDA kernel yet (an ssm::Error).
+// CUDA tensors run the backend's delta_rule_forward / _backward entries (ssm::cuda: the chunked form and its chunked
+// backward, f32 / f16 / bf16 inputs; opt.path is ignored there), and so does the decode step.
 #pragma once
 
 #include <algorithm>

@@ -3,8 +3,8 @@
 // DeltaRulePath::recurrent) and the op's reference path against the token loop in double of
 // include/ssm/reference/delta_rule.hpp; the backwards (the chunked WY / UT backward on the chunked backend, the token
 // loop over checkpointed states on cpu_sequential) against the reference backward, with incoming gradients of out and
-// the final state. The CUDA forward (cuda_emulated: cuda/kernels/delta_rule.cuh under the host emulation) runs every
-// forward case in f32 and bf16; it has no backward yet (see dr_unsupported).
+// the final state. The CUDA kernels (cuda_emulated: cuda/kernels/delta_rule.cuh and delta_rule_bwd.cuh under the
+// host emulation) run every case forward and backward in f32 and bf16 (see dr_unsupported).
 #include <random>
 #include <string>
 #include <vector>
@@ -118,7 +118,6 @@ void dr_backward_reference(const Case& c, const Views& in, const Views& out) {
 
 std::string dr_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
-  if (cfg.device.is_cuda() && pass == Pass::backward) return "the backward on CUDA (no kernel yet: an ssm::Error)";
   // f16 and bf16 take the same kernels (load, widen to f32, compute, narrow on store): the emulation runs bf16.
   if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
