@@ -31,6 +31,7 @@
 #include "../kernels/launch/linear_attention.cuh"
 #include "../kernels/launch/moe.cuh"
 #include "../kernels/launch/rms_norm.cuh"
+#include "../kernels/launch/rwkv7.cuh"
 #include "../kernels/launch/selective_scan.cuh"
 #include "../kernels/launch/selective_state_update.cuh"
 #include "../kernels/launch/ssd.cuh"
@@ -230,6 +231,24 @@ inline void delta_rule_backward(const DeltaRuleParams& p, const DeltaRuleGradPar
   kernels::delta_rule_backward_launches(exec, p, g, plan, base);
 }
 
+inline void rwkv7_forward(const Rwkv7Params& p, void*) {
+  const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_forward (host emulation)");
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::rwkv7_forward_launches(exec, p, plan, base);
+}
+
+inline void rwkv7_backward(const Rwkv7Params& p, const Rwkv7GradParams& g, void*) {
+  const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_backward (host emulation)", &g);
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::rwkv7_backward_launches(exec, p, g, plan, base);
+}
+
 inline void moe_forward(const MoeParams& p, void*) {
   const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
   if (p.tokens == 0) return;
@@ -269,6 +288,8 @@ inline DeviceBackend make() {
   b.linear_attention_backward = &linear_attention_backward;
   b.delta_rule_forward = &delta_rule_forward;
   b.delta_rule_backward = &delta_rule_backward;
+  b.rwkv7_forward = &rwkv7_forward;
+  b.rwkv7_backward = &rwkv7_backward;
   return b;
 }
 

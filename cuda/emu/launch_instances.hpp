@@ -67,6 +67,14 @@
                                                          const ::ssm::DeltaRuleGradParams&,                        \
                                                          const ::ssm::kernels::DrPlan&, void*);
 
+// kernels/launch/rwkv7.cuh.
+#define SSM_EMU_RWKV7_INSTANCES(PREFIX)                                                                              \
+  PREFIX void ssm::kernels::rwkv7_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::Rwkv7Params&,             \
+                                                   const ::ssm::kernels::Rwkv7Plan&, void*);                         \
+  PREFIX void ssm::kernels::rwkv7_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::Rwkv7Params&,            \
+                                                    const ::ssm::Rwkv7GradParams&, const ::ssm::kernels::Rwkv7Plan&, \
+                                                    void*);
+
 // kernels/launch/moe.cuh.
 #define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \
   PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
@@ -80,4 +88,5 @@
   SSM_EMU_SSD_INSTANCES(PREFIX)              \
   SSM_EMU_LINEAR_ATTENTION_INSTANCES(PREFIX) \
   SSM_EMU_DELTA_RULE_INSTANCES(PREFIX)       \
+  SSM_EMU_RWKV7_INSTANCES(PREFIX)            \
   SSM_EMU_MOE_INSTANCES(PREFIX)

@@ -49,6 +49,23 @@ struct LaunchDims {
   unsigned x = 1, y = 1, z = 1;
 };
 
+/// Calls f(In{}) for the kernels' input type of `dtype`: f32, f16, and bf16 for the rest (each launch's plan or checks
+/// have refused other dtypes before). Host code: the launch sequences instantiate their kernels per dtype through it.
+template <class F>
+void visit_input_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32:
+      f(float{});
+      break;
+    case DType::f16:
+      f(::ssm::half{});
+      break;
+    default:
+      f(::ssm::bfloat16{});
+      break;
+  }
+}
+
 /// Loads one input element as float (hardware conversion on the device).
 template <class In>
 __device__ __forceinline__ float load_float(const In* p) {

@@ -39,7 +39,7 @@ struct DrWorkspace {
   float* A = nullptr;                         // (n_chunks, h, q, q)
   float* M = nullptr;                         // (n_chunks, h, q, q)
   float* S = nullptr;                         // (rows, h, dk, dv) the running states
-  float* U = nullptr;                         // (rows, h, q, dv) the current chunk's U
+  float* U = nullptr;                         // (rows, h, q, dv) the current chunk's U (the forward's)
 };
 
 /// The backward's buffers (kernels/delta_rule_bwd.cuh), of the same layouts; null in the forward.
@@ -48,7 +48,7 @@ struct DrGradWorkspace {
   float* Uc = nullptr;    // (n_chunks, h, q, dv) each chunk's U, in U's place
   float* dS = nullptr;    // (n_chunks, h, dk, dv) the gradient of the state each chunk leaves
   float* dU = nullptr;    // (n_chunks, h, q, dv)
-  float* dR = nullptr;    // (n_chunks, h, q, dv + dk) ḡR, solved in place
+  float* dR = nullptr;    // (n_chunks, h, q, dv + dk) ḡR = [ḡU | −ḡU S_inᵀ], solved in place for ḡB
   float* E = nullptr;     // (n_chunks, h, q, q) the log decays' pair terms (with g)
   float* E2 = nullptr;    // (n_chunks, h, q, q) ḡA_ts Γ_ts (K̂ K̂ᵀ)_ts, β's pair terms
   double* dcs = nullptr;  // (n_chunks, h, 2 q) the log decays' gradient per step, then ρ's terms (with g)
@@ -140,8 +140,7 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
   const std::int64_t head = blockIdx.y, s = blockIdx.z, h = p.nheads, dk = p.dk, dv = p.dv, Q = w.q;
   if (j >= dv) return;
   const std::int64_t width = dv + dk, state = (s * h + head) * dk * dv;
-  float* S = w.S + state + j;                    // column j: S[i dv]
-  float* U = w.U + (s * h + head) * Q * dv + j;  // U[t dv]
+  float* S = w.S + state + j;  // column j: S[i dv]
   for (std::int64_t i = 0; i < dk; ++i)
     S[i * dv] = p.initial_state ? static_cast<const float*>(p.initial_state)[state + i * dv + j] : 0.0f;
   for (std::int64_t c = w.first_chunk[s]; c < w.first_chunk[s + 1]; ++c) {
@@ -150,7 +149,8 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
     const float* gam = w.gam + base * Q;
     const float *Qn = w.Qn + base * Q * dk, *Kn = w.Kn + base * Q * dk, *R = w.R + base * Q * width;
     const float* M = w.M + base * Q * Q;
-    if (gw.Uc) U = gw.Uc + base * Q * dv + j;  // the backward keeps every chunk's U and entering state
+    // U[t dv]: the backward keeps every chunk's U (and entering state), the forward one per sequence
+    float* U = gw.Uc ? gw.Uc + base * Q * dv + j : w.U + (s * h + head) * Q * dv + j;
     if (gw.Sin)
       for (std::int64_t i = 0; i < dk; ++i) gw.Sin[base * dk * dv + i * dv + j] = S[i * dv];
     for (std::int64_t t = 0; t < len; ++t) {  // U = Ũ − W S_in

@@ -7,12 +7,13 @@
 //    walks them: the delta rule's value columns never mix, in the backward either. With D the gradient of the state a
 //    chunk leaves (kept per chunk):
 //      ḡU = Mᵀ ḡY + diag(ρ) K̂ D,      D ← γ_last D + Q̂ᵀ diag(γ) ḡY − Wᵀ ḡU.
-// 2. dr_chunk_grad_kernel, every chunk of every head at once: the transposed solve ḡR = (I + A)⁻ᵀ [ḡU | −ḡU S_inᵀ]
-//    by backward substitution (one column per thread), then
-//      ḡM = lower(ḡY Uᵀ) ⊙ Γ,   ḡ(K̂K̂ᵀ) = diag(β) (ḡA ⊙ Γ) with ḡA = −strictly-lower(ḡR Rᵀ),
+// 2. dr_chunk_grad_kernel, every chunk of every head at once: with ḡR = [ḡU | −ḡU S_inᵀ] (U = Ũ − W S_in), the
+//    transposed solve ḡB = (I + A)⁻ᵀ ḡR, the gradient of the right-hand sides B = [diag(β) V | diag(β γ) K̂], by
+//    backward substitution (one column per thread); with ḡB = [ḡB_V | ḡB_W],
+//      ḡM = lower(ḡY Uᵀ) ⊙ Γ,   ḡ(K̂K̂ᵀ) = diag(β) (ḡA ⊙ Γ) with ḡA = −strictly-lower(ḡB Rᵀ),
 //      ḡQ̂ = diag(γ) ḡY S_inᵀ + ḡM K̂,
-//      ḡK̂ = diag(ρ) U Dᵀ + ḡMᵀ Q̂ + diag(β γ) ḡW + (ḡ(K̂K̂ᵀ) + ḡ(K̂K̂ᵀ)ᵀ) K̂,
-//      ḡv_t = β_t ḡŨ_t,   ḡβ_t = ḡŨ_t · v_t + γ_t ḡW_t · k̂_t + Σ_{s<t} ḡA_ts Γ_ts (K̂K̂ᵀ)_ts,
+//      ḡK̂ = diag(ρ) U Dᵀ + ḡMᵀ Q̂ + diag(β γ) ḡB_W + (ḡ(K̂K̂ᵀ) + ḡ(K̂K̂ᵀ)ᵀ) K̂,
+//      ḡv_t = β_t ḡB_V,t,   ḡβ_t = ḡB_V,t · v_t + γ_t ḡB_W,t · k̂_t + Σ_{s<t} ḡA_ts Γ_ts (K̂K̂ᵀ)_ts,
 //    and with a gate the log decays' gradient, in double: each chunk's cs collects the terms of Γ, γ, ρ and γ_last, and
 //    ḡg_t = Σ_{u>=t} ḡcs_u over the chunk (cs starts again at every chunk; the state carries the rest through γ_last).
 // 3. dr_group_grad_kernel sums a group's heads, applies the scale and the L2 normalization's backward (from the raw
@@ -73,7 +74,7 @@ __global__ void __launch_bounds__(kDrColumns)
     for (std::int64_t i = 0; i < dk; ++i) io.grad_initial_state[state + i * dv + j] = D[i * dv];
 }
 
-/// Grid (n_chunks, h), block kDrThreads, after dr_state_grad_kernel: one chunk and head's ḡR, ḡQ̂ and ḡK̂ (per head,
+/// Grid (n_chunks, h), block kDrThreads, after dr_state_grad_kernel: one chunk and head's ḡB, ḡQ̂ and ḡK̂ (per head,
 /// into gw.gq, gw.gk), ḡv, ḡβ and ḡg. Overwrites the chunk's Q̂, K̂ (with their plain values), M (with ḡM) and A (with
 /// ḡ(K̂K̂ᵀ)).
 template <class In>
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kDrThreads)
     dR[e] = acc;
   }
   __syncthreads();
-  // 2. (I + A)ᵀ ḡR = the right-hand sides by backward substitution, each column on its own thread
+  // 2. (I + A)ᵀ ḡB = ḡR by backward substitution, each column on its own thread, in place
   for (std::int64_t j = threadIdx.x; j < width; j += kDrThreads)
     for (std::int64_t t = len - 2; t >= 0; --t) {
       float acc = dR[t * width + j];

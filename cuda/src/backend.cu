@@ -13,6 +13,7 @@
 #include "ssm/cuda/linear_attention.hpp"
 #include "ssm/cuda/moe.hpp"
 #include "ssm/cuda/runtime.hpp"
+#include "ssm/cuda/rwkv7.hpp"
 #include "ssm/cuda/selective_scan.hpp"
 #include "ssm/cuda/selective_state_update.hpp"
 #include "ssm/cuda/ssd.hpp"
@@ -52,6 +53,8 @@ DeviceBackend make_backend() {
   b.linear_attention_backward = &linear_attention_backward;
   b.delta_rule_forward = &delta_rule_forward;
   b.delta_rule_backward = &delta_rule_backward;
+  b.rwkv7_forward = &rwkv7_forward;
+  b.rwkv7_backward = &rwkv7_backward;
   return b;
 }
 

@@ -44,7 +44,7 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
     detail::check_cuda(cudaSetDevice(options.device), "cudaSetDevice");
   }
   detail::StreamExecutor exec{static_cast<cudaStream_t>(options.stream)};
-  kernels::visit_scan_input(input_dtype, [&](auto in) {
+  kernels::visit_input_dtype(input_dtype, [&](auto in) {
     kernels::launch_selective_scan_fwd<decltype(in)>(exec, p, options.chunk_states, max_len);
   });
   return "cuda-fused";
@@ -53,7 +53,8 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
 void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, void* stream) {
   if (!kernels::check_scan_backward(p, input_dtype, g, "ssm::cuda::selective_scan_backward")) return;
   detail::StreamExecutor exec{static_cast<cudaStream_t>(stream)};
-  kernels::visit_scan_input(input_dtype, [&](auto in) { kernels::launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
+  kernels::visit_input_dtype(input_dtype,
+                             [&](auto in) { kernels::launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
 }
 
 }  // namespace ssm::cuda

@@ -17,6 +17,7 @@
 
 #include "../conformance/delta_rule_problem.hpp"
 #include "../conformance/linear_attention_problem.hpp"
+#include "../conformance/rwkv7_problem.hpp"
 #include "../conformance/ssd_problem.hpp"
 #include "attention_case.hpp"
 #include "emu/backend.hpp"
@@ -24,6 +25,7 @@
 #include "ssm/ops/attention.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
+#include "ssm/ops/rwkv7.hpp"
 #include "ssm/ops/ssd.hpp"
 #include "ssm/reference/attention.hpp"
 
@@ -853,6 +855,13 @@ TEST(CudaOpsEmu, SequenceOpsWithNoStepsKeepTheirStates) {
   expect_close("delta rule final_state", ssm::delta_rule(in, opt).final_state, s0, 0);
   expect_close("delta rule grad_initial_state", ssm::delta_rule_backward(in, v, ds0.view(), opt).grad_initial_state,
                s0, 0);
+  ssm::Rwkv7Inputs rin;  // RWKV-7: one head per q row
+  const Tensor rq = Tensor::empty({b, 0, h, dk}, DType::f32, kCuda);
+  rin.q = rq, rin.k = rq, rin.log_w = rq, rin.a = rq, rin.b = rq, rin.v = v, rin.initial_state = ds0.view();
+  ssm::Rwkv7Options ropt;
+  ropt.return_final_state = true;
+  expect_close("rwkv7 final_state", ssm::rwkv7(rin, ropt).final_state, s0, 0);
+  expect_close("rwkv7 grad_initial_state", ssm::rwkv7_backward(rin, v, ds0.view(), ropt).grad_initial_state, s0, 0);
   // SSD, whose plan checked its per-step pointers even with no steps
   const Tensor x = Tensor::empty({b, 0, h, dv}, DType::f32, kCuda), dt = Tensor::empty({b, 0, h}, DType::f32, kCuda);
   const Tensor A = random_tensor({h}, DType::f32, rng, -1, -0.1f).to(kCuda);
@@ -991,6 +1000,83 @@ TEST(CudaOpsEmu, DeltaRuleRefusesWhatTheKernelsCannotTake) {
   ssm::DeltaRuleInputs in64;
   in64.q = q64, in64.k = k64, in64.v = v64, in64.beta = beta64;
   expect_error_containing([&] { (void)ssm::delta_rule(in64); }, "argument 'v': f64 has no CUDA path");
+}
+
+// ---- RWKV-7 -------------------------------------------------------------------------------------------------------
+
+/// RWKV-7's forward and backward on emulated CUDA tensors against the token loop in double. The conformance cases
+/// (tests/conformance/ops/rwkv7.cpp) have dv < 32; here dv = 70 spans three blocks of value columns (the last one
+/// partial, whose idle lanes still take part in the warp's sums), dk = 24, packed sequences (37 and 53 steps) with a
+/// checkpoint interval of 16 that divides neither, fast decays, initial states in, final states out, and gradients of
+/// out and of the final states. (Small enough for the sanitizers' build: every shuffle is emulated.)
+TEST(CudaOpsEmu, Rwkv7AcrossColumnBlocks) {
+  rwkv7_problem::Rw7Case s;
+  s.b = 1, s.l = 90, s.h = 2, s.dk = 24, s.dv = 70, s.dtype = DType::f32, s.seed = 101;
+  s.has_init = true, s.scale = 0.5, s.log_w_min = -4, s.cu = {0, 37, 90};
+  const rwkv7_problem::Rw7Data host = rwkv7_problem::make_data(s);
+  ssm::Rwkv7Options opt = host.options();
+  opt.chunk_size = 16, opt.return_final_state = true, opt.path = ssm::Rwkv7Path::reference;
+  const ssm::Rwkv7Outputs ref = ssm::rwkv7(host.inputs(), opt);
+  std::mt19937_64 grng(102);
+  const Tensor grad_out = rwkv7_problem::uniform(grng, {s.b, s.l, s.h, s.dv}, DType::f32, -1, 1);
+  const Tensor grad_state = rwkv7_problem::uniform(grng, {2, s.h, s.dk, s.dv}, DType::f32, -1, 1);
+  const ssm::Rwkv7Grads gref = ssm::rwkv7_backward(host.inputs(), grad_out, grad_state.view(), opt);
+
+  ScopedEmulatedCuda guard(Order::random, 103);
+  const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), lw = host.log_w.to(kCuda);
+  const Tensor a = host.a.to(kCuda), b = host.b.to(kCuda), s0 = host.initial_state.to(kCuda);
+  ssm::Rwkv7Inputs in = host.inputs();  // cu_seqlens stays on the host
+  in.q = q, in.k = k, in.v = v, in.log_w = lw, in.a = a, in.b = b, in.initial_state = s0.view();
+  opt.path = ssm::Rwkv7Path::automatic;
+  const ssm::Rwkv7Outputs got = ssm::rwkv7(in, opt);
+  EXPECT_EQ(got.path, "cuda");
+  expect_close("out", got.out, ref.out, 1e-5);
+  expect_close("final_state", got.final_state, ref.final_state, 1e-5);
+  const Tensor gout = grad_out.to(kCuda), gstate = grad_state.to(kCuda);
+  const ssm::Rwkv7Grads ggot = ssm::rwkv7_backward(in, gout, gstate.view(), opt);
+  EXPECT_EQ(ggot.path, "cuda");
+  expect_close("grad_q", ggot.grad_q, gref.grad_q, 1e-4);
+  expect_close("grad_k", ggot.grad_k, gref.grad_k, 1e-4);
+  expect_close("grad_v", ggot.grad_v, gref.grad_v, 1e-4);
+  expect_close("grad_log_w", ggot.grad_log_w, gref.grad_log_w, 1e-4);
+  expect_close("grad_a", ggot.grad_a, gref.grad_a, 1e-4);
+  expect_close("grad_b", ggot.grad_b, gref.grad_b, 1e-4);
+  expect_close("grad_initial_state", ggot.grad_initial_state, gref.grad_initial_state, 1e-4);
+}
+
+/// The decode step on emulated CUDA tensors, token by token with the state updated in place, against the same steps on
+/// the CPU (bf16 inputs); then the refusals: a positive log decay (checked on a host copy) and f64.
+TEST(CudaOpsEmu, Rwkv7StepTokenByTokenAndRefusals) {
+  const index_t b = 2, h = 3, dk = 5, dv = 4, steps = 6;
+  std::mt19937 rng(111);
+  Tensor state = random_tensor({b, h, dk, dv}, DType::f32, rng, -1, 1);  // (b, h, dk, dv)
+  ScopedEmulatedCuda guard(Order::random, 112);
+  Tensor dstate = state.to(kCuda);
+  const auto one = [&](DType dt, float lo, float hi) { return random_tensor({b, h, dk}, dt, rng, lo, hi); };
+  for (index_t t = 0; t < steps; ++t) {
+    const Tensor q = one(DType::bf16, -1, 1), k = one(DType::bf16, -1, 1), lw = one(DType::bf16, -2, 0);
+    const Tensor a = one(DType::bf16, -1, 0), bb = one(DType::bf16, 0, 1);
+    const Tensor v = random_tensor({b, h, dv}, DType::bf16, rng, -1, 1);
+    Tensor out = Tensor::empty({b, h, dv}, DType::bf16), dout = Tensor::empty({b, h, dv}, DType::bf16, kCuda);
+    ssm::rwkv7_step(q, k, v, lw, a, bb, state, out);
+    ssm::rwkv7_step(q.to(kCuda), k.to(kCuda), v.to(kCuda), lw.to(kCuda), a.to(kCuda), bb.to(kCuda), dstate, dout);
+    const std::string at = " (step " + std::to_string(t) + ")";
+    expect_close("out" + at, dout, out, 1e-5, ulp(DType::bf16));
+    expect_close("state" + at, dstate, state, 1e-5);
+  }
+  const auto on = [&](const ssm::Dims& shape, DType dt, float lo, float hi) {
+    return random_tensor(shape, dt, rng, lo, hi).to(kCuda);
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tensor q = on({1, 4, 2, 3}, dt, -1, 1), k = on({1, 4, 2, 3}, dt, -1, 1), v = on({1, 4, 2, 2}, dt, -1, 1);
+    const Tensor lw = on({1, 4, 2, 3}, dt, dt == DType::f32 ? 0.1f : -1, dt == DType::f32 ? 1 : 0);
+    const Tensor a = on({1, 4, 2, 3}, dt, -1, 1), bb = on({1, 4, 2, 3}, dt, -1, 1);
+    ssm::Rwkv7Inputs in;
+    in.q = q, in.k = k, in.v = v, in.log_w = lw, in.a = a, in.b = bb;
+    expect_error_containing([&] { (void)ssm::rwkv7(in); }, dt == DType::f32
+                                                               ? "argument 'log_w': every log decay must be"
+                                                               : "argument 'v': f64 has no CUDA path");
+  }
 }
 
 TEST(CudaOpsEmu, EmbeddingChecksTheIdsOnTheHost) {

@@ -19,12 +19,9 @@ inline constexpr unsigned kConvUpdateThreads = 128;
 /// Calls f(In{}) for the input type of `dtype`, an ssm::Error naming `op` unless f32, f16 or bf16.
 template <class F>
 void visit_conv_input(DType dtype, const char* op, F&& f) {
-  switch (dtype) {
-    case DType::f32: f(float{}); break;
-    case DType::f16: f(::ssm::half{}); break;
-    case DType::bf16: f(::ssm::bfloat16{}); break;
-    default: fail(op, ": input dtype must be f32, f16 or bf16 on CUDA, got ", name(dtype));
-  }
+  SSM_CHECK(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16, op,
+            ": input dtype must be f32, f16 or bf16 on CUDA, got ", name(dtype));
+  visit_input_dtype(dtype, f);
 }
 
 /// The checks the sequence kernels share (width, grid limits), naming `op`.

@@ -11,11 +11,25 @@
 #include <vector>
 
 #include "../ssd_common.cuh"
+#include "ssm/core/error.hpp"
 
 namespace ssm::kernels {
 
 inline std::size_t ssd_align(std::size_t bytes) {
   return (bytes + 255) / 256 * 256;
+}
+
+/// The host's packed sequences, when p has them, cover the steps [0, l) in order (cu_seqlens[0] = 0, nondecreasing,
+/// cu_seqlens[n_seqs] = l): the ops check this, and a direct caller of ssm::cuda gets an ssm::Error instead of the
+/// steps outside every sequence left unwritten.
+template <class Params>
+void check_packed_sequences(const Params& p, const char* op) {
+  if (!p.cu_seqlens) return;
+  SSM_CHECK(p.n_seqs >= 0 && p.cu_seqlens[0] == 0 && p.cu_seqlens[p.n_seqs] == p.seqlen, op,
+            ": cu_seqlens must start at 0 and end at l = ", p.seqlen);
+  for (std::int64_t s = 0; s < p.n_seqs; ++s)
+    SSM_CHECK(p.cu_seqlens[s] <= p.cu_seqlens[s + 1], op, ": cu_seqlens must not decrease, got ", p.cu_seqlens[s],
+              " then ", p.cu_seqlens[s + 1]);
 }
 
 /// Appends the chunk table of any argument block with rows(), seq_row, seq_begin and seq_end (SsdParams,

@@ -44,6 +44,7 @@ inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op, const De
             ", g = ", p.ngroups, ", dk = ", p.dk, ", dv = ", p.dv, ", ", p.rows(), " sequences");
   SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
   DrPlan plan;
+  check_packed_sequences(p, op);
   std::tie(plan.n_chunks, plan.q) = append_chunk_table(p, p.chunk_size, plan.table);
   SSM_CHECK(plan.n_chunks <= 0x7fffffff, op, ": at most 2^31 - 1 chunks per launch, got ", plan.n_chunks);
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
@@ -61,7 +62,7 @@ inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op, const De
   plan.R = take(per_chunk * Q * (dv + dk), sizeof(float));
   plan.A = take(per_chunk * Q * Q, sizeof(float)), plan.M = take(per_chunk * Q * Q, sizeof(float));
   plan.S = take(p.rows() * p.nheads * dk * dv, sizeof(float));
-  plan.U = take(p.rows() * p.nheads * Q * dv, sizeof(float));
+  if (!g) plan.U = take(p.rows() * p.nheads * Q * dv, sizeof(float));
   if (g) {
     plan.Sin = take(per_chunk * dk * dv, sizeof(float)), plan.Uc = take(per_chunk * Q * dv, sizeof(float));
     plan.dS = take(per_chunk * dk * dv, sizeof(float)), plan.dU = take(per_chunk * Q * dv, sizeof(float));
@@ -146,34 +147,14 @@ void launch_delta_rule_backward(Exec& exec, const DeltaRuleParams& p, const Delt
 /// The whole forward over one executor, every input dtype: plan_delta_rule has run, the workspace holds the table.
 template <class Exec>
 void delta_rule_forward_launches(Exec& exec, const DeltaRuleParams& p, const DrPlan& plan, void* base) {
-  switch (p.input_dtype) {
-    case DType::f32:
-      launch_delta_rule_forward<float>(exec, p, plan, base);
-      break;
-    case DType::f16:
-      launch_delta_rule_forward<::ssm::half>(exec, p, plan, base);
-      break;
-    default:
-      launch_delta_rule_forward<::ssm::bfloat16>(exec, p, plan, base);
-      break;
-  }
+  visit_input_dtype(p.input_dtype, [&](auto in) { launch_delta_rule_forward<decltype(in)>(exec, p, plan, base); });
 }
 
 /// The whole backward over one executor (plan_delta_rule with g has run).
 template <class Exec>
 void delta_rule_backward_launches(Exec& exec, const DeltaRuleParams& p, const DeltaRuleGradParams& g,
                                   const DrPlan& plan, void* base) {
-  switch (p.input_dtype) {
-    case DType::f32:
-      launch_delta_rule_backward<float>(exec, p, g, plan, base);
-      break;
-    case DType::f16:
-      launch_delta_rule_backward<::ssm::half>(exec, p, g, plan, base);
-      break;
-    default:
-      launch_delta_rule_backward<::ssm::bfloat16>(exec, p, g, plan, base);
-      break;
-  }
+  visit_input_dtype(p.input_dtype, [&](auto in) { launch_delta_rule_backward<decltype(in)>(exec, p, g, plan, base); });
 }
 
 }  // namespace ssm::kernels

@@ -254,34 +254,16 @@ void launch_linear_attention_backward(Exec& exec, const LinearAttentionParams& p
 /// table.
 template <class Exec>
 void linear_attention_forward_launches(Exec& exec, const LinearAttentionParams& p, const LaPlan& plan, void* base) {
-  switch (p.input_dtype) {
-    case DType::f32:
-      launch_linear_attention_forward<float>(exec, p, plan, base);
-      break;
-    case DType::f16:
-      launch_linear_attention_forward<::ssm::half>(exec, p, plan, base);
-      break;
-    default:
-      launch_linear_attention_forward<::ssm::bfloat16>(exec, p, plan, base);
-      break;
-  }
+  visit_input_dtype(p.input_dtype,
+                    [&](auto in) { launch_linear_attention_forward<decltype(in)>(exec, p, plan, base); });
 }
 
 /// The whole backward over one executor (plan_linear_attention with g has run).
 template <class Exec>
 void linear_attention_backward_launches(Exec& exec, const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                         const LaPlan& plan, void* base) {
-  switch (p.input_dtype) {
-    case DType::f32:
-      launch_linear_attention_backward<float>(exec, p, g, plan, base);
-      break;
-    case DType::f16:
-      launch_linear_attention_backward<::ssm::half>(exec, p, g, plan, base);
-      break;
-    default:
-      launch_linear_attention_backward<::ssm::bfloat16>(exec, p, g, plan, base);
-      break;
-  }
+  visit_input_dtype(p.input_dtype,
+                    [&](auto in) { launch_linear_attention_backward<decltype(in)>(exec, p, g, plan, base); });
 }
 
 }  // namespace ssm::kernels

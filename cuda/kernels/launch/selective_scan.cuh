@@ -17,16 +17,6 @@
 
 namespace ssm::kernels {
 
-/// Calls f(In{}) for the kernels' input type of `dtype` (f32, f16 or bf16; check_scan_supported has checked it).
-template <class F>
-void visit_scan_input(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32: f(float{}); break;
-    case DType::f16: f(::ssm::half{}); break;
-    default: f(::ssm::bfloat16{}); break;
-  }
-}
-
 /// Chunks per sequence of max_seqlen tokens (at least 1): the third extent of the saved chunk states
 /// (sequences, d, chunks, n), ChunkStates' layout.
 inline std::int64_t scan_chunk_count(std::int64_t max_seqlen) {
@@ -129,8 +119,8 @@ std::string selective_scan_forward_launches(Exec& exec, const ScanParams& p, DTy
                                             const ScanForwardOptions& o, const char* op) {
   const std::int64_t max_len = check_scan_forward(p, input_dtype, o, op);
   if (max_len < 0) return "cuda-fused";
-  visit_scan_input(input_dtype,
-                   [&](auto in) { launch_selective_scan_fwd<decltype(in)>(exec, p, o.chunk_states, max_len); });
+  visit_input_dtype(input_dtype,
+                    [&](auto in) { launch_selective_scan_fwd<decltype(in)>(exec, p, o.chunk_states, max_len); });
   return "cuda-fused";
 }
 
@@ -139,7 +129,7 @@ template <class Exec>
 void selective_scan_backward_launches(Exec& exec, const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g,
                                       const char* op) {
   if (!check_scan_backward(p, input_dtype, g, op)) return;
-  visit_scan_input(input_dtype, [&](auto in) { launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
+  visit_input_dtype(input_dtype, [&](auto in) { launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
 }
 
 }  // namespace ssm::kernels

@@ -57,6 +57,7 @@ inline SsdPlan layout_ssd(const SsdParams& p, const char* op, const std::vector<
   SSM_CHECK(p.rows() <= 65535, op, ": at most 65535 sequences per launch, got ", p.rows());
   SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
   SsdPlan plan;
+  check_packed_sequences(p, op);
   std::tie(plan.n_chunks, plan.q) = append_chunk_table(p, p.chunk_size, plan.table);
   SSM_CHECK(plan.n_chunks <= 0x7fffffff, op, ": at most 2^31 - 1 chunks per launch, got ", plan.n_chunks);
   const std::int64_t h = p.nheads, PN = p.headdim * p.dstate;
@@ -223,33 +224,13 @@ void launch_ssd_backward(Exec& exec, const SsdParams& p, const SsdGradParams& g,
 template <class Exec>
 void ssd_backward_launches(Exec& exec, const SsdParams& p, const SsdGradParams& g, const SsdPlan& plan,
                            const SsdWorkspace& ws, const SsdGradWorkspace& gw) {
-  switch (p.input_dtype) {
-    case DType::f32:
-      launch_ssd_backward<float>(exec, p, g, plan, ws, gw);
-      break;
-    case DType::f16:
-      launch_ssd_backward<::ssm::half>(exec, p, g, plan, ws, gw);
-      break;
-    default:
-      launch_ssd_backward<::ssm::bfloat16>(exec, p, g, plan, ws, gw);
-      break;
-  }
+  visit_input_dtype(p.input_dtype, [&](auto in) { launch_ssd_backward<decltype(in)>(exec, p, g, plan, ws, gw); });
 }
 
 /// The whole forward over one executor, every input dtype: plan_ssd has run, ws is laid out and holds the table.
 template <class Exec>
 void ssd_forward_launches(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& ws) {
-  switch (p.input_dtype) {
-    case DType::f32:
-      launch_ssd_forward<float>(exec, p, plan, ws);
-      break;
-    case DType::f16:
-      launch_ssd_forward<::ssm::half>(exec, p, plan, ws);
-      break;
-    default:
-      launch_ssd_forward<::ssm::bfloat16>(exec, p, plan, ws);
-      break;
-  }
+  visit_input_dtype(p.input_dtype, [&](auto in) { launch_ssd_forward<decltype(in)>(exec, p, plan, ws); });
 }
 
 }  // namespace ssm::kernels

@@ -22,6 +22,7 @@
 #include "ssm/core/params/dense.hpp"
 #include "ssm/core/params/linear_attention.hpp"
 #include "ssm/core/params/moe.hpp"
+#include "ssm/core/params/rwkv7.hpp"
 #include "ssm/core/params/selective_scan.hpp"
 #include "ssm/core/params/selective_scan_device.hpp"
 #include "ssm/core/params/selective_state_update.hpp"
@@ -88,14 +89,17 @@ struct DeviceBackend {
   void (*ssd_backward)(const SsdParams& p, const SsdGradParams& g, void* stream) = nullptr;
   /// Linear attention, retention and GLA, chunked (p.cu_seqlens and p.log_gamma in host memory). May be null.
   void (*linear_attention_forward)(const LinearAttentionParams& p, void* stream) = nullptr;
-  /// Their backward (g's buffers contiguous, as linear_attention_backward allocates them; ssm::cuda's refuses a log
-  /// gate). May be null.
+  /// Their backward (g's buffers contiguous, as linear_attention_backward allocates them). May be null.
   void (*linear_attention_backward)(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                     void* stream) = nullptr;
   /// The delta rule's chunked forward (DeltaNet, Gated DeltaNet; p.cu_seqlens in host memory). May be null.
   void (*delta_rule_forward)(const DeltaRuleParams& p, void* stream) = nullptr;
-  /// Its backward. May be null (ssm::cuda has none yet).
+  /// Its chunked backward (g's buffers contiguous, as delta_rule_backward allocates them). May be null.
   void (*delta_rule_backward)(const DeltaRuleParams& p, const DeltaRuleGradParams& g, void* stream) = nullptr;
+  /// RWKV-7's generalized delta rule, forward (p.cu_seqlens in host memory). May be null.
+  void (*rwkv7_forward)(const Rwkv7Params& p, void* stream) = nullptr;
+  /// Its backward (g's buffers contiguous, as rwkv7_backward allocates them). May be null.
+  void (*rwkv7_backward)(const Rwkv7Params& p, const Rwkv7GradParams& g, void* stream) = nullptr;
   /// The mixture of experts' forward: routing and the gathered expert GEMMs (x f32 or f64). May be null.
   void (*moe_forward)(const MoeParams& p, void* stream) = nullptr;
   /// Cross-entropy with its gradient (p.row_loss in host memory; p.count is −1: the entry counts the rows, scales the

@@ -14,10 +14,11 @@ namespace ssm::cuda {
 void delta_rule_forward(const DeltaRuleParams& p, void* stream = nullptr);
 
 /// The chunked backward on the current device (kernels/delta_rule_bwd.cuh): the dtypes of delta_rule_forward; g's
-/// buffers contiguous (DeltaRuleGradParams), grad_out required, p.out not read. Runs the forward's kernels again
-/// keeping each chunk's entering state, then the reverse walk and the chunks' gradients; its workspace, stream-ordered,
-/// adds to the forward's per chunk and head about 4 (2 dk dv + 2 q dv + q (dv + dk) + q²) bytes (with g 4 q² + 16 q
-/// more), per sequence and head 4 dk dv, and per step and head 8 dk. Does not synchronize. ssm::Error as the forward.
+/// buffers contiguous (DeltaRuleGradParams), grad_out required when there are steps, p.out not read. Runs the forward's
+/// kernels again keeping each chunk's entering state, then the reverse walk and the chunks' gradients; its workspace,
+/// stream-ordered, adds to the forward's per chunk and head about 4 (2 dk dv + 2 q dv + q (dv + dk) + q²) bytes (with g
+/// 4 q² + 16 q more), per sequence and head 4 dk dv, and per step and head 8 dk. Does not synchronize. ssm::Error as
+/// the forward.
 void delta_rule_backward(const DeltaRuleParams& p, const DeltaRuleGradParams& g, void* stream = nullptr);
 
 }  // namespace ssm::cuda

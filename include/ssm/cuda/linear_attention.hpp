@@ -17,9 +17,9 @@ namespace ssm::cuda {
 void linear_attention_forward(const LinearAttentionParams& p, void* stream = nullptr);
 
 /// The chunked backward on the current device: the dtypes of linear_attention_forward; g's buffers contiguous
-/// (LinearAttentionGradParams), grad_out required. Runs the SSD backward on the packed inputs (with the normalizer,
-/// the forward's output first), or with a log gate GLA's own backward kernels (kernels/gla.cuh; the gate's gradient
-/// into g.grad_log_gate); does not synchronize. ssm::Error as the forward.
+/// (LinearAttentionGradParams), grad_out required when there are steps. Runs the SSD backward on the packed inputs
+/// (with the normalizer, the forward's output first), or with a log gate GLA's own backward kernels (kernels/gla.cuh;
+/// the gate's gradient into g.grad_log_gate); does not synchronize. ssm::Error as the forward.
 void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g,
                                void* stream = nullptr);
 

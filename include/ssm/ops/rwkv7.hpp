@@ -4,8 +4,9 @@
 // with initial and final states and packed sequences (cu_seqlens). RWKV-7 passes q = r, a = −κ̂, b = κ̂ ⊙ a_icl.
 // Forms: the chunked form and the token loop in the compute type (cpu/rwkv7.hpp), the token loop in double
 // (reference/rwkv7.hpp), and the one-token step for decoding (rwkv7_step). Forward and backward (rwkv7_backward: q, k,
-// v, log_w, a, b and the initial state; a token loop over checkpointed states). CPU tensors only: CUDA tensors are an
-// ssm::Error.
+// v, log_w, a, b and the initial state; a token loop over checkpointed states). CUDA tensors run the backend's
+// rwkv7_forward / _backward entries (ssm::cuda: one thread per value column through the sequence, the backward over
+// checkpointed states; f32 / f16 / bf16 inputs; opt.path is ignored there), and so does the decode step.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/rwkv7.hpp"
 #include "ssm/core/tensor.hpp"
@@ -53,12 +55,12 @@ struct Rwkv7Options {
 struct Rwkv7Outputs {
   Tensor out;          // v's shape and dtype
   Tensor final_state;  // (rows, h, dk, dv) param dtype, when asked for
-  std::string path;    // "cpu-chunked", "cpu-recurrent" or "reference"
+  std::string path;    // "cpu-chunked", "cpu-recurrent", "reference" or "cuda"
 };
 
 struct Rwkv7Grads {
   Tensor grad_q, grad_k, grad_v, grad_log_w, grad_a, grad_b, grad_initial_state;  // contiguous; empty when absent
-  std::string path;                                                              // "cpu-recurrent" or "reference"
+  std::string path;  // "cpu-recurrent", "reference" or "cuda"
 };
 
 namespace detail {
@@ -72,10 +74,17 @@ inline Rwkv7Params check_rwkv7(const Checker& c, const Rwkv7Inputs& in, const Te
   c.defined("v", in.v).defined(out_name, out);
   c.require(opt.chunk_size > 0, "chunk_size", "must be > 0, got ", opt.chunk_size);
   c.finite("scale", opt.scale);
-  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {"log_w", in.log_w}, {"a", in.a}, {"b", in.b}, {out_name, out},
-                 {"initial_state", in.initial_state.value_or(in.q)}, {"final_state", final_state.value_or(in.q)}});
-  c.require(in.q.device().is_cpu(), "q", "RWKV-7 has no CUDA path yet (q is on ", in.q.device().str(), ")");
+  const Device device = dispatch_device(c, {{"q", in.q},
+                                            {"k", in.k},
+                                            {"v", in.v},
+                                            {"log_w", in.log_w},
+                                            {"a", in.a},
+                                            {"b", in.b},
+                                            {out_name, out},
+                                            {"initial_state", in.initial_state.value_or(in.q)},
+                                            {"final_state", final_state.value_or(in.q)}});
   c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
+  check_cuda_sequence_shapes(c, device, in.q, in.v);
   Rwkv7Params p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.dv = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
@@ -89,11 +98,14 @@ inline Rwkv7Params check_rwkv7(const Checker& c, const Rwkv7Inputs& in, const Te
     return TokenRows<const void*>{t.data(), t.stride(0), t.stride(1), t.stride(2)};
   };
   for (const auto& [nm, t] : keyed) c.same_dtype(nm, t, "v", in.v).shape(nm, t, {b, l, h, dk}).unit_stride(nm, t, 3);
-  // log_w finite and <= 0, a and b finite, element by element (the values are on the host)
-  check_values(c, "log_w", in.log_w, [](double x) { return std::isfinite(x) && x <= 0; },
-               "every log decay must be finite and <= 0 (w = exp(log_w) <= 1)");
+  // log_w finite and <= 0, a and b finite, element by element on the host (a CUDA tensor's copy)
+  Tensor storage;
+  check_values(
+      c, "log_w", host_mirror(in.log_w, storage), [](double x) { return std::isfinite(x) && x <= 0; },
+      "every log decay must be finite and <= 0 (w = exp(log_w) <= 1)");
   for (const auto& [nm, t] : {NamedView{"a", in.a}, NamedView{"b", in.b}})
-    check_values(c, nm, t, [](double x) { return std::isfinite(x); }, "every value must be finite");
+    check_values(
+        c, nm, host_mirror(t, storage), [](double x) { return std::isfinite(x); }, "every value must be finite");
   p.q = rows_of(in.q), p.k = rows_of(in.k), p.v = rows_of(in.v), p.log_w = rows_of(in.log_w);
   p.a = rows_of(in.a), p.b = rows_of(in.b);
   index_t rows = b;
@@ -124,6 +136,10 @@ inline std::string rwkv7_into(const Rwkv7Inputs& in, const TensorView& out,
   Checker c("rwkv7");
   std::vector<std::int64_t> cu;
   const Rwkv7Params p = detail::check_rwkv7(c, in, out, final_state, opt, cu);
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::rwkv7_forward)(p, nullptr);
+    return "cuda";
+  }
   switch (opt.path) {
     case Rwkv7Path::reference: reference::rwkv7_forward(p); return "reference";
     case Rwkv7Path::recurrent: cpu::rwkv7_forward_recurrent(p, opt.threads); return "cpu-recurrent";
@@ -149,6 +165,7 @@ inline Rwkv7Outputs rwkv7(const Rwkv7Inputs& in, const Rwkv7Options& opt = {}) {
 /// Gradients for grad_out (v's shape and dtype, contiguous) and the optional gradient of the final state (param
 /// dtype, contiguous; zero when absent). Rwkv7Path::reference runs the token loop in double; every other path the
 /// token loop in the compute type over states recomputed from checkpoints every opt.chunk_size steps ("cpu-recurrent").
+/// CUDA tensors: the backend's backward, the same checkpointed loop one thread per value column (opt.path ignored).
 inline Rwkv7Grads rwkv7_backward(const Rwkv7Inputs& in, const TensorView& grad_out,
                                  const std::optional<TensorView>& grad_final_state = std::nullopt,
                                  const Rwkv7Options& opt = {}) {
@@ -172,7 +189,10 @@ inline Rwkv7Grads rwkv7_backward(const Rwkv7Inputs& in, const TensorView& grad_o
   gp.grad_q = r.grad_q.data(), gp.grad_k = r.grad_k.data(), gp.grad_v = r.grad_v.data();
   gp.grad_log_w = r.grad_log_w.data(), gp.grad_a = r.grad_a.data(), gp.grad_b = r.grad_b.data();
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
-  if (opt.path == Rwkv7Path::reference) {
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::rwkv7_backward)(p, gp, nullptr);
+    r.path = "cuda";
+  } else if (opt.path == Rwkv7Path::reference) {
     reference::rwkv7_backward(p, gp);
     r.path = "reference";
   } else {
@@ -183,8 +203,9 @@ inline Rwkv7Grads rwkv7_backward(const Rwkv7Inputs& in, const TensorView& grad_o
 }
 
 /// One decoding step: q, k, log_w, a, b (b, h, dk), v (b, h, dv); the state (b, h, dk, dv) is read and updated in
-/// place (param dtype, contiguous); out (b, h, dv) receives o. The same recurrence as the forward's token loop (opt.path
-/// and opt.chunk_size do not apply).
+/// place (param dtype, contiguous); out (b, h, dv) receives o. The same recurrence as the forward's token loop
+/// (opt.path and opt.chunk_size do not apply): on CUDA the forward kernel on one step (each column is read before it is
+/// written).
 inline void rwkv7_step(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& log_w,
                        const TensorView& a, const TensorView& b, const TensorView& state, const TensorView& out,
                        const Rwkv7Options& opt = {}) {
@@ -201,7 +222,10 @@ inline void rwkv7_step(const TensorView& q, const TensorView& k, const TensorVie
   o.chunk_size = 1;
   std::vector<std::int64_t> cu;
   const Rwkv7Params p = detail::check_rwkv7(c, in, as_one_step(out), state, o, cu);
-  cpu::rwkv7_forward_recurrent(p, opt.threads);
+  if (q.device().is_cuda())
+    backend_entry(c.op(), q.device(), &DeviceBackend::rwkv7_forward)(p, nullptr);
+  else
+    cpu::rwkv7_forward_recurrent(p, opt.threads);
 }
 
 }  // namespace ssm

@@ -2,7 +2,8 @@
 // sizes, 1 and 2 threads), the CPU token loop (cpu_sequential: Rwkv7Path::recurrent) and the op's reference path
 // against the token loop in double of include/ssm/reference/rwkv7.hpp; the backward (the token loop over checkpointed
 // states, on cpu_sequential; the chunked backend has no backward of its own) against the reference backward, with
-// incoming gradients of out and the final state. No CUDA kernels.
+// incoming gradients of out and the final state. The CUDA kernels (cuda_emulated: cuda/kernels/rwkv7.cuh under the host
+// emulation, one thread per value column) run every case forward and backward in f32 and bf16 (see rw7_unsupported).
 #include <random>
 #include <string>
 #include <vector>
@@ -114,15 +115,27 @@ void rw7_backward_reference(const Case& c, const Views& in, const Views& out) {
   backward_on_reference_path(rw7_backward, c, in, out);
 }
 
-std::string rw7_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+std::string rw7_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
+  if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
+  // f16 and bf16 take the same kernels (load, widen to f32, compute, narrow on store): the emulation runs bf16.
+  if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
+  if (cfg.device.is_cuda()) return {};
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
   if (pass == Pass::backward && cfg.path == "chunked")
     return "no chunked backward: every path's backward is the checkpointed token loop (cpu_sequential)";
   return {};
 }
 
-const Register reg{Op{"rwkv7", {"reference", "sequential", "chunked"}, false, rw7_cases, rw7_unsupported, rw7_forward,
-                      rw7_backward, rw7_forward_reference, rw7_backward_reference, chunked_recurrence_tolerance}};
+const Register reg{Op{"rwkv7",
+                      {"reference", "sequential", "chunked"},
+                      true,
+                      rw7_cases,
+                      rw7_unsupported,
+                      rw7_forward,
+                      rw7_backward,
+                      rw7_forward_reference,
+                      rw7_backward_reference,
+                      chunked_recurrence_tolerance}};
 
 }  // namespace
 }  // namespace conformance

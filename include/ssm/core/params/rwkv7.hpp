@@ -7,12 +7,14 @@
 //   o_t = S_tᵀ (scale q_t)
 // a diagonal-plus-rank-1 transition. RWKV-7 takes q = r (receptance), a = −κ̂ and b = κ̂ ⊙ a_icl (κ̂ the L2-normalized
 // removal key, a_icl ∈ (0, 1) the in-context learning rate); the op takes any a and b.
-// Plain pointers, sizes and element strides, trivially copyable; pointers are host memory (CPU only).
+// Plain pointers, sizes and element strides, trivially copyable; pointers are memory of the device that runs it
+// (cu_seqlens: host memory).
 #pragma once
 
 #include <cstdint>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/core/macros.hpp"
 
 namespace ssm {
 
@@ -22,7 +24,7 @@ struct TokenRows {
   Ptr data = nullptr;
   std::int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
 
-  std::int64_t at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
+  SSM_HOST_DEVICE std::int64_t at(std::int64_t bi, std::int64_t t, std::int64_t hh) const {
     return bi * batch_stride + t * seq_stride + hh * head_stride;
   }
 };

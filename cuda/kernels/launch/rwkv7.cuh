@@ -1,0 +1,114 @@
+// The launch logic of RWKV-7's generalized delta rule on CUDA (docs/rwkv7.md "On CUDA"), written once over an executor
+// as kernels/launch/ssd.cuh: the plan (the sequence table and the workspace's layout), then the forward's one kernel,
+// or the backward's kernel and the sum of its column blocks' partials (kernels/rwkv7.cuh). The caller allocates
+// plan.bytes of device memory and uploads plan.table (plan.table_bytes) to its start.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "../rwkv7.cuh"
+#include "chunk_table.cuh"
+#include "ssm/core/error.hpp"
+#include "ssm/core/params/rwkv7.hpp"
+
+namespace ssm::kernels {
+
+/// The host side of one call: the sequence table and the workspace's byte offsets (0: absent).
+struct Rwkv7Plan {
+  std::vector<std::int64_t> table;           // (rows, 4): batch row, begin, end, first checkpoint
+  std::int64_t checkpoints = 0, blocks = 0;  // the intervals of every sequence; the column blocks
+  std::size_t table_bytes = 0, S = 0, ck = 0, Sc = 0, D = 0, part = 0;
+  std::size_t bytes = 0;
+};
+
+/// Checks p against what the kernels take (the op, ops/rwkv7.hpp, has checked shapes, dtypes and values) and lays out
+/// the workspace for the forward, or for the backward when g is given.
+inline Rwkv7Plan plan_rwkv7(const Rwkv7Params& p, const char* op, const Rwkv7GradParams* g = nullptr) {
+  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
+            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
+  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  SSM_CHECK(p.chunk_size > 0, op, ": chunk_size must be > 0, got ", p.chunk_size);
+  SSM_CHECK(p.batch * p.seqlen == 0 ||
+                (p.q.data && p.k.data && p.v.data && p.log_w.data && p.a.data && p.b.data && (g || p.out.data)),
+            op, g ? ": q, k, v, log_w, a and b must be set" : ": q, k, v, log_w, a, b and out must be set");
+  SSM_CHECK(!g || p.batch * p.seqlen == 0 || g->grad_out, op, ": grad_out must be set");
+  const std::int64_t blocks = (p.dv + kRwkv7Columns - 1) / kRwkv7Columns;
+  SSM_CHECK(p.nheads >= 1 && p.nheads <= 65535 && p.dk >= 1 && p.dv >= 1 && blocks <= 0x7fffffff && p.rows() <= 65535,
+            op, ": need h in [1, 65535], dk, dv >= 1 and at most 65535 sequences, got h = ", p.nheads, ", dk = ", p.dk,
+            ", dv = ", p.dv, ", ", p.rows(), " sequences");
+  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
+  check_packed_sequences(p, op);
+  Rwkv7Plan plan;
+  plan.blocks = blocks;
+  for (std::int64_t s = 0; s < p.rows(); ++s) {
+    const std::int64_t begin = p.seq_begin(s), end = p.seq_end(s);
+    plan.table.insert(plan.table.end(), {p.seq_row(s), begin, end, plan.checkpoints});
+    plan.checkpoints += (end - begin + p.chunk_size - 1) / p.chunk_size;
+  }
+  plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
+  const std::int64_t h = p.nheads, size = p.dk * p.dv;
+  std::size_t at = ssd_align(plan.table_bytes);
+  const auto take = [&](std::int64_t floats) {
+    const std::size_t offset = at;
+    at += ssd_align(static_cast<std::size_t>(floats) * sizeof(float));
+    return offset;
+  };
+  plan.S = take(p.rows() * h * size);
+  if (g) {
+    plan.ck = take(plan.checkpoints * h * size), plan.Sc = take(p.rows() * h * (p.chunk_size + 1) * size);
+    plan.D = take(p.rows() * h * size), plan.part = take(blocks * p.batch * p.seqlen * h * kRwkv7Parts * p.dk);
+  }
+  plan.bytes = at;
+  return plan;
+}
+
+/// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
+inline Rwkv7Workspace rwkv7_workspace(const Rwkv7Plan& plan, const Rwkv7Params& p, void* base) {
+  char* b = static_cast<char*>(base);
+  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  Rwkv7Workspace w;
+  w.seqs = reinterpret_cast<const std::int64_t*>(b), w.rows = p.rows();
+  w.S = f(plan.S), w.ck = f(plan.ck), w.Sc = f(plan.Sc), w.D = f(plan.D), w.part = f(plan.part);
+  return w;
+}
+
+/// Grid of the per-column kernels: (column blocks, h, rows).
+inline LaunchDims rwkv7_grid(const Rwkv7Params& p, const Rwkv7Plan& plan) {
+  return LaunchDims{static_cast<unsigned>(plan.blocks), static_cast<unsigned>(p.nheads),
+                    static_cast<unsigned>(p.rows())};
+}
+
+template <class In, class Exec>
+void launch_rwkv7_forward(Exec& exec, const Rwkv7Params& p, const Rwkv7Plan& plan, void* base) {
+  if (p.rows() > 0)  // also with no steps: the final states are then the initial ones
+    exec.launch(rwkv7_forward_kernel<In>, rwkv7_grid(p, plan), LaunchDims{kRwkv7Columns}, p,
+                rwkv7_workspace(plan, p, base));
+}
+
+template <class In, class Exec>
+void launch_rwkv7_backward(Exec& exec, const Rwkv7Params& p, const Rwkv7GradParams& g, const Rwkv7Plan& plan,
+                           void* base) {
+  const Rwkv7Workspace w = rwkv7_workspace(plan, p, base);
+  if (p.rows() > 0) exec.launch(rwkv7_backward_kernel<In>, rwkv7_grid(p, plan), LaunchDims{kRwkv7Columns}, p, g, w);
+  const std::int64_t n = p.batch * p.seqlen * p.nheads * p.dk, blocks = (n + kRwkv7SumThreads - 1) / kRwkv7SumThreads;
+  if (n > 0)
+    exec.launch(rwkv7_grad_sum_kernel<In>, LaunchDims{static_cast<unsigned>(blocks < 4096 ? blocks : 4096)},
+                LaunchDims{kRwkv7SumThreads}, p, g, w, plan.blocks);
+}
+
+/// The whole forward over one executor, every input dtype: plan_rwkv7 has run, the workspace holds the table.
+template <class Exec>
+void rwkv7_forward_launches(Exec& exec, const Rwkv7Params& p, const Rwkv7Plan& plan, void* base) {
+  visit_input_dtype(p.input_dtype, [&](auto in) { launch_rwkv7_forward<decltype(in)>(exec, p, plan, base); });
+}
+
+/// The whole backward over one executor (plan_rwkv7 with g has run).
+template <class Exec>
+void rwkv7_backward_launches(Exec& exec, const Rwkv7Params& p, const Rwkv7GradParams& g, const Rwkv7Plan& plan,
+                             void* base) {
+  visit_input_dtype(p.input_dtype, [&](auto in) { launch_rwkv7_backward<decltype(in)>(exec, p, g, plan, base); });
+}
+
+}  // namespace ssm::kernels
