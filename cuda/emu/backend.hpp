@@ -35,6 +35,7 @@
 #include "../kernels/launch/selective_scan.cuh"
 #include "../kernels/launch/selective_state_update.cuh"
 #include "../kernels/launch/ssd.cuh"
+#include "../kernels/launch/ttt_linear.cuh"
 #include "executor.hpp"
 #include "launch_instances.hpp"
 #include "ssm/core/device.hpp"
@@ -249,6 +250,15 @@ inline void rwkv7_backward(const Rwkv7Params& p, const Rwkv7GradParams& g, void*
   kernels::rwkv7_backward_launches(exec, p, g, plan, base);
 }
 
+inline void ttt_linear_forward(const TttLinearParams& p, void*) {
+  const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_forward (host emulation)");
+  if (p.rows() == 0) return;
+  HostExecutor exec = executor();
+  void* base = exec.allocate(plan.bytes);  // freed with exec
+  exec.upload(base, plan.table.data(), plan.table_bytes);
+  kernels::ttt_linear_forward_launches(exec, p, plan, base);
+}
+
 inline void moe_forward(const MoeParams& p, void*) {
   const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
   if (p.tokens == 0) return;
@@ -290,6 +300,7 @@ inline DeviceBackend make() {
   b.delta_rule_backward = &delta_rule_backward;
   b.rwkv7_forward = &rwkv7_forward;
   b.rwkv7_backward = &rwkv7_backward;
+  b.ttt_linear_forward = &ttt_linear_forward;
   return b;
 }
 

@@ -75,6 +75,11 @@
                                                     const ::ssm::Rwkv7GradParams&, const ::ssm::kernels::Rwkv7Plan&, \
                                                     void*);
 
+// kernels/launch/ttt_linear.cuh.
+#define SSM_EMU_TTT_LINEAR_INSTANCES(PREFIX)                                                                      \
+  PREFIX void ssm::kernels::ttt_linear_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::TttLinearParams&, \
+                                                        const ::ssm::kernels::TttPlan&, void*);
+
 // kernels/launch/moe.cuh.
 #define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \
   PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
@@ -89,4 +94,5 @@
   SSM_EMU_LINEAR_ATTENTION_INSTANCES(PREFIX) \
   SSM_EMU_DELTA_RULE_INSTANCES(PREFIX)       \
   SSM_EMU_RWKV7_INSTANCES(PREFIX)            \
+  SSM_EMU_TTT_LINEAR_INSTANCES(PREFIX)       \
   SSM_EMU_MOE_INSTANCES(PREFIX)

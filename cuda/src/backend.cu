@@ -17,6 +17,7 @@
 #include "ssm/cuda/selective_scan.hpp"
 #include "ssm/cuda/selective_state_update.hpp"
 #include "ssm/cuda/ssd.hpp"
+#include "ssm/cuda/ttt_linear.hpp"
 
 namespace ssm::cuda {
 namespace {
@@ -55,6 +56,7 @@ DeviceBackend make_backend() {
   b.delta_rule_backward = &delta_rule_backward;
   b.rwkv7_forward = &rwkv7_forward;
   b.rwkv7_backward = &rwkv7_backward;
+  b.ttt_linear_forward = &ttt_linear_forward;
   return b;
 }
 

@@ -19,6 +19,7 @@
 #include "../conformance/linear_attention_problem.hpp"
 #include "../conformance/rwkv7_problem.hpp"
 #include "../conformance/ssd_problem.hpp"
+#include "../conformance/ttt_linear_problem.hpp"
 #include "attention_case.hpp"
 #include "emu/backend.hpp"
 #include "ssm/ops.hpp"
@@ -27,6 +28,7 @@
 #include "ssm/ops/linear_attention.hpp"
 #include "ssm/ops/rwkv7.hpp"
 #include "ssm/ops/ssd.hpp"
+#include "ssm/ops/ttt_linear.hpp"
 #include "ssm/reference/attention.hpp"
 
 namespace {
@@ -862,6 +864,20 @@ TEST(CudaOpsEmu, SequenceOpsWithNoStepsKeepTheirStates) {
   ropt.return_final_state = true;
   expect_close("rwkv7 final_state", ssm::rwkv7(rin, ropt).final_state, s0, 0);
   expect_close("rwkv7 grad_initial_state", ssm::rwkv7_backward(rin, v, ds0.view(), ropt).grad_initial_state, s0, 0);
+  ssm::TttLinearInputs tin;  // TTT-Linear: d = dk, the state (d + 1, d)
+  const Tensor tq = Tensor::empty({b, 0, h, dk}, DType::f32, kCuda), teta = Tensor::empty({b, 0, h}, DType::f32, kCuda);
+  const Tensor tw = random_tensor({h, dk}, DType::f32, rng, 0.5f, 1.5f).to(kCuda),
+               tb = Tensor::zeros({h, dk}, DType::f32, kCuda);
+  const Tensor w0 = random_tensor({b, h, dk + 1, dk}, DType::f32, rng, -1, 1),
+               a0 = random_tensor({b, h, dk + 1, dk}, DType::f32, rng, -1, 1);
+  const Tensor dw0 = w0.to(kCuda), da0 = a0.to(kCuda);
+  tin.q = tq, tin.k = tq, tin.v = tq, tin.eta = teta, tin.ln_weight = tw, tin.ln_bias = tb;
+  tin.initial_state = dw0.view(), tin.initial_pending = da0.view();
+  ssm::TttLinearOptions topt;
+  topt.return_final_state = true;
+  const ssm::TttLinearOutputs tr = ssm::ttt_linear(tin, topt);
+  expect_close("ttt_linear final_state", tr.final_state, w0, 0);
+  expect_close("ttt_linear final_pending", tr.final_pending, a0, 0);
   // SSD, whose plan checked its per-step pointers even with no steps
   const Tensor x = Tensor::empty({b, 0, h, dv}, DType::f32, kCuda), dt = Tensor::empty({b, 0, h}, DType::f32, kCuda);
   const Tensor A = random_tensor({h}, DType::f32, rng, -1, -0.1f).to(kCuda);
@@ -1076,6 +1092,74 @@ TEST(CudaOpsEmu, Rwkv7StepTokenByTokenAndRefusals) {
     expect_error_containing([&] { (void)ssm::rwkv7(in); }, dt == DType::f32
                                                                ? "argument 'log_w': every log decay must be"
                                                                : "argument 'v': f64 has no CUDA path");
+  }
+}
+
+// ---- TTT-Linear ---------------------------------------------------------------------------------------------------
+
+/// TTT-Linear's forward on emulated CUDA tensors against the primal form in double. The conformance cases
+/// (tests/conformance/ops/ttt_linear.cpp) have d < 8; here d = 70 gives the block's 64 threads two columns each (the
+/// second set partial), packed sequences (19 and 31 steps) cross mini-batches of 8 from position 5, with position
+/// weights, an initial state and pending sum in and the final ones out; then the decode step token by token against
+/// the CPU's step (bf16 inputs), and the refusals.
+TEST(CudaOpsEmu, TttLinearForwardAndStep) {
+  ttt_linear_problem::TttCase s;
+  s.b = 1, s.l = 50, s.h = 2, s.dk = 70, s.dtype = DType::f32, s.seed = 121;
+  s.m = 8, s.start = 5, s.has_tau = s.has_init = s.has_pending = true, s.cu = {0, 19, 50};
+  const ttt_linear_problem::TttData host = ttt_linear_problem::make_data(s);
+  ssm::TttLinearOptions opt = host.options();
+  opt.return_final_state = true, opt.path = ssm::TttLinearPath::reference;
+  const ssm::TttLinearOutputs ref = ssm::ttt_linear(host.inputs(), opt);
+  {
+    ScopedEmulatedCuda guard(Order::random, 122);
+    const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), eta = host.eta.to(kCuda);
+    const Tensor lw = host.ln_weight.to(kCuda), lb = host.ln_bias.to(kCuda), tau = host.tau.to(kCuda);
+    const Tensor s0 = host.initial_state.to(kCuda), a0 = host.initial_pending.to(kCuda);
+    ssm::TttLinearInputs in = host.inputs();  // cu_seqlens stays on the host
+    in.q = q, in.k = k, in.v = v, in.eta = eta, in.ln_weight = lw, in.ln_bias = lb, in.position_weights = tau.view();
+    in.initial_state = s0.view(), in.initial_pending = a0.view();
+    opt.path = ssm::TttLinearPath::automatic;
+    const ssm::TttLinearOutputs got = ssm::ttt_linear(in, opt);
+    EXPECT_EQ(got.path, "cuda");
+    expect_close("out", got.out, ref.out, 1e-5);
+    expect_close("final_state", got.final_state, ref.final_state, 1e-5);
+    expect_close("final_pending", got.final_pending, ref.final_pending, 1e-5);
+    const Tensor grad_out = Tensor::zeros(host.v.shape(), DType::f32, kCuda);
+    expect_error_containing([&] { (void)ssm::ttt_linear_backward(in, grad_out, std::nullopt, std::nullopt, opt); },
+                            "argument 'q': TTT-Linear's backward has no CUDA kernel yet");
+    std::mt19937 brng(125);
+    const Tensor bad_eta = random_tensor(host.eta.shape(), DType::f32, brng, -1, -0.1f).to(kCuda);
+    in.eta = bad_eta;  // checked on a host copy
+    expect_error_containing([&] { (void)ssm::ttt_linear(in, opt); }, "argument 'eta': every learning rate must be");
+  }
+  const index_t b = 2, h = 2, d = 6, m = 3;
+  std::mt19937 rng(123);
+  Tensor state = random_tensor({b, h, d + 1, d}, DType::f32, rng, -0.5f, 0.5f),
+         pending = Tensor::zeros({b, h, d + 1, d}, DType::f32);
+  const Tensor lw = random_tensor({h, d}, DType::f32, rng, 0.5f, 1.5f),
+               lb = random_tensor({h, d}, DType::f32, rng, -0.5f, 0.5f);
+  ScopedEmulatedCuda guard(Order::random, 124);
+  Tensor dstate = state.to(kCuda), dpending = pending.to(kCuda);
+  const Tensor dlw = lw.to(kCuda), dlb = lb.to(kCuda);
+  ssm::TttLinearOptions sopt;
+  sopt.mini_batch_size = m;
+  for (index_t t = 0; t < 7; ++t) {  // across two mini-batch ends
+    const Tensor q = random_tensor({b, h, d}, DType::bf16, rng, -1, 1),
+                 k = random_tensor({b, h, d}, DType::bf16, rng, -1, 1);
+    const Tensor v = random_tensor({b, h, d}, DType::bf16, rng, -1, 1),
+                 eta = random_tensor({b, h}, DType::bf16, rng, 0, 0.5f);
+    Tensor out = Tensor::empty({b, h, d}, DType::bf16), dout = Tensor::empty({b, h, d}, DType::bf16, kCuda);
+    ssm::TttLinearInputs in;
+    in.q = q, in.k = k, in.v = v, in.eta = eta, in.ln_weight = lw, in.ln_bias = lb;
+    ssm::ttt_linear_step(in, state, pending, t, out, sopt);
+    const Tensor dq = q.to(kCuda), dk_ = k.to(kCuda), dv_ = v.to(kCuda), deta = eta.to(kCuda);
+    ssm::TttLinearInputs din;
+    din.q = dq, din.k = dk_, din.v = dv_, din.eta = deta, din.ln_weight = dlw, din.ln_bias = dlb;
+    ssm::ttt_linear_step(din, dstate, dpending, t, dout, sopt);
+    const std::string at = " (step " + std::to_string(t) + ")";
+    expect_close("step out" + at, dout, out, 1e-5, ulp(DType::bf16));
+    expect_close("step state" + at, dstate, state, 1e-5);
+    expect_close("step pending" + at, dpending, pending, 1e-5);
   }
 }
 

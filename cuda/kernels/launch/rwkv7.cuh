@@ -4,6 +4,7 @@
 // plan.bytes of device memory and uploads plan.table (plan.table_bytes) to its start.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -19,6 +20,7 @@ namespace ssm::kernels {
 struct Rwkv7Plan {
   std::vector<std::int64_t> table;           // (rows, 4): batch row, begin, end, first checkpoint
   std::int64_t checkpoints = 0, blocks = 0;  // the intervals of every sequence; the column blocks
+  std::int64_t interval = 1;                 // the checkpoint interval: chunk_size, at most the longest sequence
   std::size_t table_bytes = 0, S = 0, ck = 0, Sc = 0, D = 0, part = 0;
   std::size_t bytes = 0;
 };
@@ -42,10 +44,13 @@ inline Rwkv7Plan plan_rwkv7(const Rwkv7Params& p, const char* op, const Rwkv7Gra
   check_packed_sequences(p, op);
   Rwkv7Plan plan;
   plan.blocks = blocks;
+  std::int64_t longest = 1;  // (a direct caller's chunk_size far past the sequences sizes no buffer)
+  for (std::int64_t s = 0; s < p.rows(); ++s) longest = std::max(longest, p.seq_end(s) - p.seq_begin(s));
+  plan.interval = std::min(p.chunk_size, longest);
   for (std::int64_t s = 0; s < p.rows(); ++s) {
     const std::int64_t begin = p.seq_begin(s), end = p.seq_end(s);
     plan.table.insert(plan.table.end(), {p.seq_row(s), begin, end, plan.checkpoints});
-    plan.checkpoints += (end - begin + p.chunk_size - 1) / p.chunk_size;
+    plan.checkpoints += (end - begin + plan.interval - 1) / plan.interval;
   }
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
   const std::int64_t h = p.nheads, size = p.dk * p.dv;
@@ -57,7 +62,7 @@ inline Rwkv7Plan plan_rwkv7(const Rwkv7Params& p, const char* op, const Rwkv7Gra
   };
   plan.S = take(p.rows() * h * size);
   if (g) {
-    plan.ck = take(plan.checkpoints * h * size), plan.Sc = take(p.rows() * h * (p.chunk_size + 1) * size);
+    plan.ck = take(plan.checkpoints * h * size), plan.Sc = take(p.rows() * h * (plan.interval + 1) * size);
     plan.D = take(p.rows() * h * size), plan.part = take(blocks * p.batch * p.seqlen * h * kRwkv7Parts * p.dk);
   }
   plan.bytes = at;
@@ -91,7 +96,9 @@ template <class In, class Exec>
 void launch_rwkv7_backward(Exec& exec, const Rwkv7Params& p, const Rwkv7GradParams& g, const Rwkv7Plan& plan,
                            void* base) {
   const Rwkv7Workspace w = rwkv7_workspace(plan, p, base);
-  if (p.rows() > 0) exec.launch(rwkv7_backward_kernel<In>, rwkv7_grid(p, plan), LaunchDims{kRwkv7Columns}, p, g, w);
+  Rwkv7Params q = p;  // the kernel's intervals: the plan's
+  q.chunk_size = plan.interval;
+  if (p.rows() > 0) exec.launch(rwkv7_backward_kernel<In>, rwkv7_grid(p, plan), LaunchDims{kRwkv7Columns}, q, g, w);
   const std::int64_t n = p.batch * p.seqlen * p.nheads * p.dk, blocks = (n + kRwkv7SumThreads - 1) / kRwkv7SumThreads;
   if (n > 0)
     exec.launch(rwkv7_grad_sum_kernel<In>, LaunchDims{static_cast<unsigned>(blocks < 4096 ? blocks : 4096)},

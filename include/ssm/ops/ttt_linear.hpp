@@ -2,11 +2,12 @@
 // Ŵ = [W; bᵀ] (d + 1, d) per head, trained while the sequence is read by mini-batch gradient descent on the inner loss
 // ½‖LN(k̂ᵀŴ) − (v − k)‖², and applied to the test view: o_t = q_t + LN(q̂_tᵀ Ŵ_t) (docs/ttt_linear.md; the formulas in
 // core/params/ttt_linear.hpp). Forms: the dual form (mini-batch matrix products, cpu/ttt_linear.hpp), the token loop in
-// the compute type (cpu/ttt_linear.hpp), the primal form in double (reference/ttt_linear.hpp) and the one-token step for
-// decoding (ttt_linear_step). Initial and final states — the weights Ŵ′ at the start of the unfinished mini-batch and
-// the gradient sum A pending in it — and packed sequences (cu_seqlens). Forward and backward (ttt_linear_backward: q, k,
-// v, eta, the layer norm's weights, the position weights, the initial state and pending sum). CPU tensors only: CUDA
-// tensors are an ssm::Error.
+// the compute type (cpu/ttt_linear.hpp), the primal form in double (reference/ttt_linear.hpp) and the one-token step
+// for decoding (ttt_linear_step). Initial and final states — the weights Ŵ′ at the start of the unfinished mini-batch
+// and the gradient sum A pending in it — and packed sequences (cu_seqlens). Forward and backward (ttt_linear_backward:
+// q, k, v, eta, the layer norm's weights, the position weights, the initial state and pending sum). CUDA tensors run
+// the backend's ttt_linear_forward entry (ssm::cuda: the token loop, one block per sequence and head; f32 / f16 / bf16
+// inputs; opt.path is ignored there), and so does the decode step; the backward has no CUDA kernel yet (an ssm::Error).
 #pragma once
 
 #include <cmath>
@@ -15,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "ssm/core/backend.hpp"
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/ttt_linear.hpp"
 #include "ssm/core/tensor.hpp"
@@ -67,7 +69,7 @@ struct TttLinearOutputs {
   Tensor out;            // v's shape and dtype
   Tensor final_state;    // Ŵ′ (rows, h, d + 1, d) param dtype, when asked for
   Tensor final_pending;  // A, the same shape, when asked for
-  std::string path;      // "cpu-dual", "cpu-recurrent" or "reference"
+  std::string path;      // "cpu-dual", "cpu-recurrent", "reference" or "cuda"
 };
 
 namespace detail {
@@ -94,12 +96,21 @@ inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs&
             opt.mini_batch_size, "), got ", opt.start);
   c.positive("ln_eps", opt.ln_eps);
   const TensorView none = in.q;
-  c.same_device({{"q", in.q}, {"k", in.k}, {"v", in.v}, {"eta", in.eta}, {"ln_weight", in.ln_weight},
-                 {"ln_bias", in.ln_bias}, {out_name, out}, {"position_weights", in.position_weights.value_or(none)},
-                 {"initial_state", in.initial_state.value_or(none)}, {"initial_pending", in.initial_pending.value_or(none)},
-                 {"final_state", final_state.value_or(none)}, {"final_pending", final_pending.value_or(none)}});
-  c.require(in.q.device().is_cpu(), "q", "TTT-Linear has no CUDA path yet (q is on ", in.q.device().str(), ")");
+  const Device device = dispatch_device(c, {{"q", in.q},
+                                            {"k", in.k},
+                                            {"v", in.v},
+                                            {"eta", in.eta},
+                                            {"ln_weight", in.ln_weight},
+                                            {"ln_bias", in.ln_bias},
+                                            {out_name, out},
+                                            {"position_weights", in.position_weights.value_or(none)},
+                                            {"initial_state", in.initial_state.value_or(none)},
+                                            {"initial_pending", in.initial_pending.value_or(none)},
+                                            {"final_state", final_state.value_or(none)},
+                                            {"final_pending", final_pending.value_or(none)}});
   c.rank("v", in.v, 4).floating("v", in.v).unit_stride("v", in.v, 3);
+  check_cuda_sequence_shapes(c, device, in.q, in.v);
+  Tensor storage;  // the value checks read a host copy of a CUDA tensor
   TttLinearParams p;
   p.batch = in.v.size(0), p.seqlen = in.v.size(1), p.nheads = in.v.size(2), p.d = in.v.size(3);
   p.input_dtype = in.v.dtype(), p.param_dtype = compute_dtype(in.v.dtype());
@@ -108,8 +119,9 @@ inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs&
   for (const auto& [nm, t] : {NamedView{"q", in.q}, NamedView{"k", in.k}})
     c.same_dtype(nm, t, "v", in.v).shape(nm, t, {b, l, h, d}).unit_stride(nm, t, 3);
   c.same_dtype("eta", in.eta, "v", in.v).shape("eta", in.eta, {b, l, h});
-  check_values(c, "eta", as_rank4(in.eta), [](double x) { return std::isfinite(x) && x >= 0; },
-               "every learning rate must be finite and >= 0");
+  check_values(
+      c, "eta", as_rank4(host_mirror(in.eta, storage)), [](double x) { return std::isfinite(x) && x >= 0; },
+      "every learning rate must be finite and >= 0");
   auto rows_of = [](const TensorView& t) {
     return TokenRows<const void*>{t.data(), t.stride(0), t.stride(1), t.stride(2)};
   };
@@ -123,12 +135,15 @@ inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs&
   };
   param("ln_weight", in.ln_weight, {h, d}), param("ln_bias", in.ln_bias, {h, d});
   for (const auto& [nm, t] : {NamedView{"ln_weight", in.ln_weight}, NamedView{"ln_bias", in.ln_bias}})
-    check_values(c, nm, as_rank4(t), [](double x) { return std::isfinite(x); }, "every value must be finite");
+    check_values(
+        c, nm, as_rank4(host_mirror(t, storage)), [](double x) { return std::isfinite(x); },
+        "every value must be finite");
   p.ln_weight = in.ln_weight.data(), p.ln_bias = in.ln_bias.data();
   if (in.position_weights) {
     param("position_weights", *in.position_weights, {p.mini_batch});
-    check_values(c, "position_weights", as_rank4(*in.position_weights),
-                 [](double x) { return std::isfinite(x) && x >= 0; }, "every position weight must be finite and >= 0");
+    check_values(
+        c, "position_weights", as_rank4(host_mirror(*in.position_weights, storage)),
+        [](double x) { return std::isfinite(x) && x >= 0; }, "every position weight must be finite and >= 0");
     p.position_weights = in.position_weights->data();
   }
   index_t rows = b;
@@ -161,6 +176,10 @@ inline std::string ttt_linear_into(const TttLinearInputs& in, const TensorView& 
   Checker c("ttt_linear");
   std::vector<std::int64_t> cu;
   const TttLinearParams p = detail::check_ttt_linear(c, in, out, final_state, final_pending, opt, cu);
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::ttt_linear_forward)(p, nullptr);
+    return "cuda";
+  }
   switch (opt.path) {
     case TttLinearPath::reference: reference::ttt_linear_forward(p); return "reference";
     case TttLinearPath::recurrent: cpu::ttt_linear_forward_recurrent(p, opt.threads); return "cpu-recurrent";
@@ -197,6 +216,8 @@ inline TttLinearGrads ttt_linear_backward(const TttLinearInputs& in, const Tenso
   std::vector<std::int64_t> cu;
   c.defined("grad_out", grad_out);
   TttLinearParams p = detail::check_ttt_linear(c, in, grad_out, std::nullopt, std::nullopt, opt, cu, "grad_out");
+  c.require(in.q.device().is_cpu(), "q", "TTT-Linear's backward has no CUDA kernel yet (its forward and step run on ",
+            in.q.device().str(), ")");
   p.out = {};  // read, never written
   c.contiguous("grad_out", grad_out);
   TttLinearGradParams gp;
@@ -253,7 +274,10 @@ inline void ttt_linear_step(const TttLinearInputs& in, const TensorView& state, 
   o.start = position % opt.mini_batch_size;
   std::vector<std::int64_t> cu;
   const TttLinearParams p = detail::check_ttt_linear(c, one, as_one_step(out), state, pending, o, cu);
-  cpu::ttt_linear_forward_recurrent(p, opt.threads);
+  if (in.q.device().is_cuda())  // each column is read before it is written
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::ttt_linear_forward)(p, nullptr);
+  else
+    cpu::ttt_linear_forward_recurrent(p, opt.threads);
 }
 
 }  // namespace ssm

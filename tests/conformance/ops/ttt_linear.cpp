@@ -1,8 +1,10 @@
 // Conformance registration of TTT-Linear (ops/ttt_linear.hpp): the dual form (cpu_chunked, mini-batch sizes that do
 // and do not divide l, 1 and 2 threads), the CPU token loop (cpu_sequential) and the op's reference path against the
-// primal form in double of include/ssm/reference/ttt_linear.hpp, with every output guarded: out, the final state and the
-// pending sum; the backward (the dual form's, on cpu_chunked and cpu_sequential) against the primal form's backward in
-// double, with incoming gradients of out, the final state and the pending sum. No CUDA kernels.
+// primal form in double of include/ssm/reference/ttt_linear.hpp, with every output guarded: out, the final state and
+// the pending sum; the backward (the dual form's, on cpu_chunked and cpu_sequential) against the primal form's backward
+// in double, with incoming gradients of out, the final state and the pending sum. The CUDA forward (cuda_emulated:
+// cuda/kernels/ttt_linear.cuh under the host emulation, the token loop) runs every forward case in f32 and bf16; the
+// backward has no CUDA kernel (see ttt_unsupported).
 #include <algorithm>
 #include <random>
 #include <string>
@@ -106,7 +108,10 @@ ssm::TttLinearOptions ttt_options(const Case& c, const RunConfig& cfg) {
 void ttt_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   const std::string path =
       ssm::ttt_linear_into(ttt_inputs(c, in), out.views[0], out.views[1], out.views[2], ttt_options(c, cfg));
-  EXPECT_EQ(path, cfg.path == "reference" ? "reference" : cfg.path == "sequential" ? "cpu-recurrent" : "cpu-dual");
+  EXPECT_EQ(path, cfg.device.is_cuda()       ? "cuda"
+                  : cfg.path == "reference"  ? "reference"
+                  : cfg.path == "sequential" ? "cpu-recurrent"
+                                             : "cpu-dual");
 }
 
 /// The primal form in double, into the contiguous reference outputs (an argument block filled by the op's checks).
@@ -137,7 +142,11 @@ void ttt_backward_reference(const Case& c, const Views& in, const Views& out) {
   backward_on_reference_path(ttt_backward, c, in, out);
 }
 
-std::string ttt_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+std::string ttt_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
+  if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
+  // f16 and bf16 take the same kernel (load, widen to f32, compute, narrow on store): the emulation runs bf16.
+  if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernel)";
+  if (cfg.device.is_cuda() && pass == Pass::backward) return "the backward on CUDA (no kernel yet: an ssm::Error)";
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
   return {};
 }
@@ -147,8 +156,16 @@ std::string ttt_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
 /// 16-bit gradients one rounding of their type beyond that.
 double ttt_tolerance(DType dt, Pass pass) { return chunked_recurrence_tolerance(dt, pass); }
 
-const Register reg{Op{"ttt_linear", {"reference", "sequential", "chunked"}, false, ttt_cases, ttt_unsupported,
-                      ttt_forward, ttt_backward, ttt_forward_reference, ttt_backward_reference, ttt_tolerance}};
+const Register reg{Op{"ttt_linear",
+                      {"reference", "sequential", "chunked"},
+                      true,
+                      ttt_cases,
+                      ttt_unsupported,
+                      ttt_forward,
+                      ttt_backward,
+                      ttt_forward_reference,
+                      ttt_backward_reference,
+                      ttt_tolerance}};
 
 }  // namespace
 }  // namespace conformance

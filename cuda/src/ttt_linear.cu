@@ -1,0 +1,22 @@
+// ssm::cuda::ttt_linear_forward: the plan, the workspace (stream-ordered) and the launch of
+// kernels/launch/ttt_linear.cuh on a stream.
+#include <cuda_runtime.h>
+
+#include "../kernels/launch/ttt_linear.cuh"
+#include "ssm/cuda/runtime.hpp"
+#include "ssm/cuda/ttt_linear.hpp"
+#include "stream_executor.cuh"
+
+namespace ssm::cuda {
+
+void ttt_linear_forward(const TttLinearParams& p, void* stream) {
+  const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_forward");
+  if (p.rows() == 0) return;
+  (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
+  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
+                                  "cudaMallocAsync (TTT-Linear workspace)", plan.table.data(), plan.table_bytes);
+  detail::StreamExecutor exec{w.stream()};
+  kernels::ttt_linear_forward_launches(exec, p, plan, w.base());
+}
+
+}  // namespace ssm::cuda
