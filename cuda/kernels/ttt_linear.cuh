@@ -3,13 +3,13 @@
 //
 // Per token at mini-batch position i, with the weights Ŵ′ and the pending sum A (d + 1, d) of the block's sequence and
 // head, x̂ = [x; 1]:
-//   z = k̂ᵀ Ŵ′;  ẑ = LN(z) (mean and variance over d);  e = γ ⊙ ẑ + β − (v − k);  g = γ ⊙ e;
+//   z = k̂ᵀ Ŵ′;  ẑ = (z − mean) / σ (mean and variance over d);  e = γ ⊙ ẑ + β − (v − k);  g = γ ⊙ e;
 //   G = (g − mean(g) − ẑ mean(g ⊙ ẑ)) / σ;  A += η k̂ Gᵀ;
-//   o = q + LN(q̂ᵀ Ŵ′ − τ_i q̂ᵀ A);   at i = m − 1: Ŵ′ ← Ŵ′ − τ_i A, A ← 0.
+//   ž = q̂ᵀ Ŵ′ − τ_i q̂ᵀ A;  o = q + LN(ž);   at i = m − 1: Ŵ′ ← Ŵ′ − τ_i A, A ← 0.
 // Unlike the delta rule's state, the layer norm mixes the columns j of the state, so the columns of one (sequence,
 // head) share a block: thread c carries columns c, c + 64, ... of Ŵ′ and A (their rows i at i d + j, coalesced), and
-// each layer norm's sums are block reductions (two per norm, one for the gradient's means). The products of the state
-// with k̂ and q̂ run on CUDA cores, d + 1 multiply-adds per column and token.
+// each layer norm's sums are block reductions (two per norm, one for the gradient's means). The state's products run on
+// CUDA cores: about 4 (d + 1) multiply-adds per column and token (k̂ᵀ Ŵ′, the rank-1 update of A, q̂ᵀ (Ŵ′ − τ_i A)).
 #pragma once
 
 #include <cstdint>
@@ -26,7 +26,7 @@ struct TttWorkspace {
   const std::int64_t* seqs = nullptr;  // (rows, 3): batch row, begin, end
   float* W = nullptr;                  // (rows, h, d + 1, d) Ŵ′
   float* A = nullptr;                  // (rows, h, d + 1, d) the pending sum
-  float* z = nullptr;                  // (rows, h, d) z, then ẑ's pre-norm value, per token
+  float* z = nullptr;                  // (rows, h, d) z, then ž, per token
   float* g = nullptr;                  // (rows, h, d) g, then G
   float* zh = nullptr;                 // (rows, h, d) the normalized z
 };
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kTttThreads, 1) ttt_forward_kernel(TttLinearPa
     }
     ttt_block_sum2(red, sg, sgz);
     const float mg = sg / static_cast<float>(d), mgz = sgz / static_cast<float>(d);
-    // A += η k̂ Gᵀ, then ẑ = q̂ᵀ Ŵ′ − τ_i q̂ᵀ A and o = q + LN(ẑ)
+    // A += η k̂ Gᵀ, then ž = q̂ᵀ Ŵ′ − τ_i q̂ᵀ A and o = q + LN(ž)
     for (std::int64_t j = tid; j < d; j += kTttThreads) {
       const float G = (g[j] - mg - zh[j] * mgz) * inv_sigma;
       for (std::int64_t a = 0; a < d; ++a) A[a * d + j] += eta * load_float(k + a) * G;

@@ -1131,6 +1131,14 @@ TEST(CudaOpsEmu, TttLinearForwardAndStep) {
     const Tensor bad_eta = random_tensor(host.eta.shape(), DType::f32, brng, -1, -0.1f).to(kCuda);
     in.eta = bad_eta;  // checked on a host copy
     expect_error_containing([&] { (void)ssm::ttt_linear(in, opt); }, "argument 'eta': every learning rate must be");
+    ttt_linear_problem::TttCase s64 = s;
+    s64.dtype = DType::f64, s64.cu = {}, s64.has_tau = s64.has_init = s64.has_pending = false;
+    const ttt_linear_problem::TttData h64 = ttt_linear_problem::make_data(s64);
+    const Tensor q64 = h64.q.to(kCuda), k64 = h64.k.to(kCuda), v64 = h64.v.to(kCuda), e64 = h64.eta.to(kCuda);
+    const Tensor w64 = h64.ln_weight.to(kCuda), b64 = h64.ln_bias.to(kCuda);
+    ssm::TttLinearInputs in64;
+    in64.q = q64, in64.k = k64, in64.v = v64, in64.eta = e64, in64.ln_weight = w64, in64.ln_bias = b64;
+    expect_error_containing([&] { (void)ssm::ttt_linear(in64, h64.options()); }, "argument 'v': f64 has no CUDA path");
   }
   const index_t b = 2, h = 2, d = 6, m = 3;
   std::mt19937 rng(123);

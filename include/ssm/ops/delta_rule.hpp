@@ -128,6 +128,7 @@ inline DeltaRuleParams check_delta_rule(const Checker& c, const DeltaRuleInputs&
     p.cu_seqlens = cu.data(), p.n_seqs = static_cast<index_t>(cu.size()) - 1;
     rows = p.n_seqs;
   }
+  check_cuda_sequence_count(c, device, rows, in.cu_seqlens.has_value());
   const char* pname = p.param_dtype == DType::f64 ? "f64 (v is f64)" : "f32 (the param dtype for f32 / f16 / bf16 v)";
   auto state = [&](const char* nm, const TensorView& t) {
     c.defined(nm, t);

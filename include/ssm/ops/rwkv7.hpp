@@ -114,6 +114,7 @@ inline Rwkv7Params check_rwkv7(const Checker& c, const Rwkv7Inputs& in, const Te
     p.cu_seqlens = cu.data(), p.n_seqs = static_cast<index_t>(cu.size()) - 1;
     rows = p.n_seqs;
   }
+  check_cuda_sequence_count(c, device, rows, in.cu_seqlens.has_value());
   const char* pname = p.param_dtype == DType::f64 ? "f64 (v is f64)" : "f32 (the param dtype for f32 / f16 / bf16 v)";
   auto state = [&](const char* nm, const TensorView& t) {
     c.defined(nm, t);

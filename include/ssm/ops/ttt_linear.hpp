@@ -152,6 +152,7 @@ inline TttLinearParams check_ttt_linear(const Checker& c, const TttLinearInputs&
     p.cu_seqlens = cu.data(), p.n_seqs = static_cast<index_t>(cu.size()) - 1;
     rows = p.n_seqs;
   }
+  check_cuda_sequence_count(c, device, rows, in.cu_seqlens.has_value());
   auto state = [&](const char* nm, const std::optional<TensorView>& t) -> void* {
     if (!t) return nullptr;
     param(nm, *t, {rows, h, d + 1, d});
@@ -215,9 +216,9 @@ inline TttLinearGrads ttt_linear_backward(const TttLinearInputs& in, const Tenso
   Checker c("ttt_linear_backward");
   std::vector<std::int64_t> cu;
   c.defined("grad_out", grad_out);
-  TttLinearParams p = detail::check_ttt_linear(c, in, grad_out, std::nullopt, std::nullopt, opt, cu, "grad_out");
   c.require(in.q.device().is_cpu(), "q", "TTT-Linear's backward has no CUDA kernel yet (its forward and step run on ",
-            in.q.device().str(), ")");
+            in.q.device().str(), ")");  // before the checks, which copy a CUDA tensor's values to the host
+  TttLinearParams p = detail::check_ttt_linear(c, in, grad_out, std::nullopt, std::nullopt, opt, cu, "grad_out");
   p.out = {};  // read, never written
   c.contiguous("grad_out", grad_out);
   TttLinearGradParams gp;

@@ -26,6 +26,13 @@ inline void check_cuda_sequence_shapes(const Checker& c, const Device& device, c
             q.shape().str());
 }
 
+/// On a CUDA device, at most 65535 sequences per call (a grid dimension of the kernels), by name: cu_seqlens when the
+/// sequences are packed, else v (its batch).
+inline void check_cuda_sequence_count(const Checker& c, const Device& device, index_t rows, bool packed) {
+  if (!device.is_cuda()) return;
+  c.require(rows <= 65535, packed ? "cu_seqlens" : "v", "CUDA takes at most 65535 sequences per call, got ", rows);
+}
+
 /// A host view of t with t's shape and strides: t itself on the CPU; for a device tensor, a copy of the storage its
 /// elements span (strides >= 0), kept in `storage`. For the value checks of tensors on a CUDA device.
 inline TensorView host_mirror(const TensorView& t, Tensor& storage) {
