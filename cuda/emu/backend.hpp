@@ -176,87 +176,80 @@ inline void selective_state_update(const SelectiveStateUpdateParams& p, void*) {
   kernels::selective_state_update_launches(exec, p, "ssm::cuda::selective_state_update (host emulation)");
 }
 
+/// The planned entry points' common body: an executor, `bytes` of emulated device memory (freed with it) with the
+/// plan's table uploaded to its start, then launches(exec, base).
+template <class Launches>
+void with_table(std::size_t bytes, const std::vector<std::int64_t>& table, Launches&& launches) {
+  HostExecutor exec = executor();
+  void* base = exec.allocate(bytes);
+  exec.upload(base, table.data(), table.size() * sizeof(std::int64_t));
+  launches(exec, base);
+}
+
 inline void ssd_forward(const SsdParams& p, void*) {
   const kernels::SsdPlan plan = kernels::plan_ssd(p, "ssm::cuda::ssd_forward (host emulation)");
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, base));
+  with_table(plan.bytes, plan.table, [&](HostExecutor& x, void* b) {
+    kernels::ssd_forward_launches(x, p, plan, kernels::ssd_workspace(plan, b));
+  });
 }
 
 inline void ssd_backward(const SsdParams& p, const SsdGradParams& g, void*) {
   const kernels::SsdPlan plan = kernels::plan_ssd_backward(p, g, "ssm::cuda::ssd_backward (host emulation)");
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, base),
-                                 kernels::ssd_grad_workspace(plan, base, p.z != nullptr));
+  with_table(plan.bytes, plan.table, [&](HostExecutor& x, void* b) {
+    kernels::ssd_backward_launches(x, p, g, plan, kernels::ssd_workspace(plan, b),
+                                   kernels::ssd_grad_workspace(plan, b, p.z != nullptr));
+  });
 }
 
 inline void linear_attention_forward(const LinearAttentionParams& p, void*) {
   const kernels::LaPlan plan =
       kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_forward (host emulation)");
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.ssd.table.data(), plan.ssd.table_bytes);
-  kernels::linear_attention_forward_launches(exec, p, plan, base);
+  with_table(plan.bytes, plan.ssd.table,
+             [&](HostExecutor& x, void* b) { kernels::linear_attention_forward_launches(x, p, plan, b); });
 }
 
 inline void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g, void*) {
   const kernels::LaPlan plan =
       kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_backward (host emulation)", &g);
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.ssd.table.data(), plan.ssd.table_bytes);
-  kernels::linear_attention_backward_launches(exec, p, g, plan, base);
+  with_table(plan.bytes, plan.ssd.table,
+             [&](HostExecutor& x, void* b) { kernels::linear_attention_backward_launches(x, p, g, plan, b); });
 }
 
 inline void delta_rule_forward(const DeltaRuleParams& p, void*) {
   const kernels::DrPlan plan = kernels::plan_delta_rule(p, "ssm::cuda::delta_rule_forward (host emulation)");
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::delta_rule_forward_launches(exec, p, plan, base);
+  with_table(plan.bytes, plan.table,
+             [&](HostExecutor& x, void* b) { kernels::delta_rule_forward_launches(x, p, plan, b); });
 }
 
 inline void delta_rule_backward(const DeltaRuleParams& p, const DeltaRuleGradParams& g, void*) {
   const kernels::DrPlan plan = kernels::plan_delta_rule(p, "ssm::cuda::delta_rule_backward (host emulation)", &g);
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::delta_rule_backward_launches(exec, p, g, plan, base);
+  with_table(plan.bytes, plan.table,
+             [&](HostExecutor& x, void* b) { kernels::delta_rule_backward_launches(x, p, g, plan, b); });
 }
 
 inline void rwkv7_forward(const Rwkv7Params& p, void*) {
   const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_forward (host emulation)");
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::rwkv7_forward_launches(exec, p, plan, base);
+  with_table(plan.bytes, plan.table, [&](HostExecutor& x, void* b) { kernels::rwkv7_forward_launches(x, p, plan, b); });
 }
 
 inline void rwkv7_backward(const Rwkv7Params& p, const Rwkv7GradParams& g, void*) {
   const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_backward (host emulation)", &g);
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::rwkv7_backward_launches(exec, p, g, plan, base);
+  with_table(plan.bytes, plan.table,
+             [&](HostExecutor& x, void* b) { kernels::rwkv7_backward_launches(x, p, g, plan, b); });
 }
 
 inline void ttt_linear_forward(const TttLinearParams& p, void*) {
   const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_forward (host emulation)");
   if (p.rows() == 0) return;
-  HostExecutor exec = executor();
-  void* base = exec.allocate(plan.bytes);  // freed with exec
-  exec.upload(base, plan.table.data(), plan.table_bytes);
-  kernels::ttt_linear_forward_launches(exec, p, plan, base);
+  with_table(plan.bytes, plan.table,
+             [&](HostExecutor& x, void* b) { kernels::ttt_linear_forward_launches(x, p, plan, b); });
 }
 
 inline void moe_forward(const MoeParams& p, void*) {

@@ -12,21 +12,15 @@ namespace ssm::cuda {
 void rwkv7_forward(const Rwkv7Params& p, void* stream) {
   const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_forward");
   if (p.rows() == 0) return;
-  (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream), "cudaMallocAsync (RWKV-7 workspace)",
-                                  plan.table.data(), plan.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::rwkv7_forward_launches(exec, p, plan, w.base());
+  detail::run_with_workspace(plan.bytes, stream, "cudaMallocAsync (RWKV-7 workspace)", plan.table,
+                             [&](auto& exec, void* base) { kernels::rwkv7_forward_launches(exec, p, plan, base); });
 }
 
 void rwkv7_backward(const Rwkv7Params& p, const Rwkv7GradParams& g, void* stream) {
   const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_backward", &g);
   if (p.rows() == 0) return;
-  (void)device_count();
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
-                                  "cudaMallocAsync (RWKV-7 backward workspace)", plan.table.data(), plan.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::rwkv7_backward_launches(exec, p, g, plan, w.base());
+  detail::run_with_workspace(plan.bytes, stream, "cudaMallocAsync (RWKV-7 backward workspace)", plan.table,
+                             [&](auto& exec, void* base) { kernels::rwkv7_backward_launches(exec, p, g, plan, base); });
 }
 
 }  // namespace ssm::cuda

@@ -17,44 +17,36 @@ namespace ssm::cuda {
 void ssd_forward(const SsdParams& p, void* stream) {
   const kernels::SsdPlan plan = kernels::plan_ssd(p, "ssm::cuda::ssd_forward");
   if (p.rows() == 0) return;
-  (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream), "cudaMallocAsync (ssd workspace)",
-                                  plan.table.data(), plan.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, w.base()));
+  detail::run_with_workspace(plan.bytes, stream, "cudaMallocAsync (ssd workspace)", plan.table,
+                             [&](auto& exec, void* base) {
+                               kernels::ssd_forward_launches(exec, p, plan, kernels::ssd_workspace(plan, base));
+                             });
 }
 
 void ssd_backward(const SsdParams& p, const SsdGradParams& g, void* stream) {
   const kernels::SsdPlan plan = kernels::plan_ssd_backward(p, g, "ssm::cuda::ssd_backward");
-  (void)device_count();
   // Also with no sequence: the summed gradients (A, D, dt_bias) are still zero-filled.
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream), "cudaMallocAsync (ssd workspace)",
-                                  plan.table.data(), plan.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, w.base()),
-                                 kernels::ssd_grad_workspace(plan, w.base(), p.z != nullptr));
+  detail::run_with_workspace(plan.bytes, stream, "cudaMallocAsync (ssd workspace)", plan.table,
+                             [&](auto& exec, void* base) {
+                               kernels::ssd_backward_launches(exec, p, g, plan, kernels::ssd_workspace(plan, base),
+                                                              kernels::ssd_grad_workspace(plan, base, p.z != nullptr));
+                             });
 }
 
 void linear_attention_forward(const LinearAttentionParams& p, void* stream) {
   const kernels::LaPlan plan = kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_forward");
   if (p.rows() == 0) return;
-  (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
-                                  "cudaMallocAsync (linear attention workspace)", plan.ssd.table.data(),
-                                  plan.ssd.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::linear_attention_forward_launches(exec, p, plan, w.base());
+  detail::run_with_workspace(
+      plan.bytes, stream, "cudaMallocAsync (linear attention workspace)", plan.ssd.table,
+      [&](auto& exec, void* base) { kernels::linear_attention_forward_launches(exec, p, plan, base); });
 }
 
 void linear_attention_backward(const LinearAttentionParams& p, const LinearAttentionGradParams& g, void* stream) {
   const kernels::LaPlan plan = kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_backward", &g);
   if (p.rows() == 0) return;
-  (void)device_count();
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
-                                  "cudaMallocAsync (linear attention workspace)", plan.ssd.table.data(),
-                                  plan.ssd.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::linear_attention_backward_launches(exec, p, g, plan, w.base());
+  detail::run_with_workspace(
+      plan.bytes, stream, "cudaMallocAsync (linear attention workspace)", plan.ssd.table,
+      [&](auto& exec, void* base) { kernels::linear_attention_backward_launches(exec, p, g, plan, base); });
 }
 
 }  // namespace ssm::cuda

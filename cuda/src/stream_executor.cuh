@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include "../kernels/common.cuh"
 #include "cuda_check.cuh"
@@ -70,5 +72,18 @@ class StreamWorkspace {
   void* base_ = nullptr;
   cudaStream_t stream_;
 };
+
+/// The planned entry points' common body: a clear error (the runtime's message) when no GPU is usable, `bytes` of
+/// workspace stream-ordered on `stream` with the plan's table uploaded to its start, then launches(exec, base) on
+/// that stream; the workspace is freed (stream-ordered) when launches returns or throws.
+template <class Launches>
+void run_with_workspace(std::size_t bytes, void* stream, const char* what, const std::vector<std::int64_t>& table,
+                        Launches&& launches) {
+  (void)::ssm::cuda::device_count();
+  const StreamWorkspace w(bytes, static_cast<cudaStream_t>(stream), what, table.data(),
+                          table.size() * sizeof(std::int64_t));
+  StreamExecutor exec{w.stream()};
+  launches(exec, w.base());
+}
 
 }  // namespace ssm::cuda::detail

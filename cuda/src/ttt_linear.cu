@@ -12,11 +12,9 @@ namespace ssm::cuda {
 void ttt_linear_forward(const TttLinearParams& p, void* stream) {
   const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_forward");
   if (p.rows() == 0) return;
-  (void)device_count();  // a clear error (the runtime's message) when no GPU is usable
-  const detail::StreamWorkspace w(plan.bytes, static_cast<cudaStream_t>(stream),
-                                  "cudaMallocAsync (TTT-Linear workspace)", plan.table.data(), plan.table_bytes);
-  detail::StreamExecutor exec{w.stream()};
-  kernels::ttt_linear_forward_launches(exec, p, plan, w.base());
+  detail::run_with_workspace(
+      plan.bytes, stream, "cudaMallocAsync (TTT-Linear workspace)", plan.table,
+      [&](auto& exec, void* base) { kernels::ttt_linear_forward_launches(exec, p, plan, base); });
 }
 
 }  // namespace ssm::cuda

@@ -1,7 +1,8 @@
-// The chunk table the chunked kernels share (kernels/launch/ssd.cuh, delta_rule.cuh, linear_attention.cuh), on the
-// host: every sequence (a batch row, or a packed sequence of cu_seqlens) cut into chunks from its own start. Host code
-// only, and no kernels: a launch header that needs the table but not the SSD kernels includes this, so that no
-// non-template kernel is defined in two of ssm::cuda's translation units.
+// Host code the sequence ops' launch headers share (kernels/launch/ssd.cuh, linear_attention.cuh, delta_rule.cuh,
+// rwkv7.cuh, ttt_linear.cuh): the checks every plan makes (dtypes, packed sequences), and the chunk table of the
+// chunked ones, every sequence (a batch row, or a packed sequence of cu_seqlens) cut into chunks from its own start.
+// No kernels: a launch header that needs these but not the SSD kernels includes this, so that no non-template kernel
+// is defined in two of ssm::cuda's translation units.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +18,15 @@ namespace ssm::kernels {
 
 inline std::size_t ssd_align(std::size_t bytes) {
   return (bytes + 255) / 256 * 256;
+}
+
+/// The sequence ops' dtypes on CUDA, for an argument block with input_dtype and param_dtype: inputs f32, f16 or bf16
+/// (computed in f32), the states and parameters f32.
+template <class Params>
+void check_compute_dtypes(const Params& p, const char* op) {
+  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
+            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
+  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
 }
 
 /// The host's packed sequences, when p has them, cover the steps [0, l) in order (cu_seqlens[0] = 0, nondecreasing,

@@ -30,9 +30,7 @@ struct DrPlan {
 /// Checks p against what the kernels take (the op, ops/delta_rule.hpp, has checked shapes, dtypes and values) and
 /// lays out the workspace for the forward, or for the backward when g is given.
 inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op, const DeltaRuleGradParams* g = nullptr) {
-  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
-            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
-  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  check_compute_dtypes(p, op);
   SSM_CHECK(p.chunk_size > 0, op, ": chunk_size must be > 0, got ", p.chunk_size);
   SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && p.beta && (g || p.out)), op,
             g ? ": q, k, v and beta must be set"

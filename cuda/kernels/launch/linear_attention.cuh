@@ -36,9 +36,7 @@ struct LaPlan {
 /// and lays out the workspace for the forward, or for the backward when g is given.
 inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* op,
                                     const LinearAttentionGradParams* g = nullptr) {
-  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
-            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
-  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  check_compute_dtypes(p, op);
   // (with no steps the per-step tensors are empty and may have no storage)
   SSM_CHECK(p.batch * p.seqlen == 0 || (p.q && p.k && p.v && (g || p.out)), op,
             g ? ": q, k and v must be set" : ": q, k, v and out must be set");

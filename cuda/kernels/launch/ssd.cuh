@@ -46,9 +46,7 @@ struct SsdPlan {
 /// table, at plan.constants_offset. p's pointers are not read: a client that places its engine inputs in the same
 /// workspace (kernels/launch/linear_attention.cuh) lays it out first.
 inline SsdPlan layout_ssd(const SsdParams& p, const char* op, const std::vector<float>& constants = {}) {
-  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
-            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
-  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  check_compute_dtypes(p, op);
   SSM_CHECK(p.chunk_size > 0, op, ": chunk_size must be > 0, got ", p.chunk_size);
   SSM_CHECK(p.batch >= 0 && p.seqlen >= 0 && p.nheads >= 1 && p.nheads <= 65535 && p.headdim >= 1 && p.dstate >= 1 &&
                 p.ngroups >= 1 && p.nheads % p.ngroups == 0,

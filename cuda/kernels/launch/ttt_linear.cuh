@@ -25,9 +25,7 @@ struct TttPlan {
 /// Checks p against what the kernel takes (the op, ops/ttt_linear.hpp, has checked shapes, dtypes and values) and lays
 /// out the workspace.
 inline TttPlan plan_ttt_linear(const TttLinearParams& p, const char* op) {
-  SSM_CHECK(p.input_dtype == DType::f32 || p.input_dtype == DType::f16 || p.input_dtype == DType::bf16, op,
-            ": input dtype must be f32, f16 or bf16 on CUDA (f32 compute), got ", name(p.input_dtype));
-  SSM_CHECK(p.param_dtype == DType::f32, op, ": the param dtype must be f32 on CUDA, got ", name(p.param_dtype));
+  check_compute_dtypes(p, op);
   SSM_CHECK(p.mini_batch > 0 && p.start >= 0 && p.start < p.mini_batch, op,
             ": need mini_batch > 0 and start in [0, mini_batch), got ", p.mini_batch, " and ", p.start);
   SSM_CHECK(p.ln_weight && p.ln_bias, op, ": ln_weight and ln_bias must be set");
