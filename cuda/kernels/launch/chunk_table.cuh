@@ -20,6 +20,26 @@ inline std::size_t ssd_align(std::size_t bytes) {
   return (bytes + 255) / 256 * 256;
 }
 
+/// Lays out a workspace after its header (`bytes` at the start: the header's, aligned): take<T>(n) reserves n elements
+/// of T at the next 256-byte boundary and returns their byte offset from the workspace's base.
+struct WorkspaceLayout {
+  std::size_t bytes = 0;
+
+  template <class T = float>
+  std::size_t take(std::int64_t n) {
+    const std::size_t offset = bytes;
+    bytes += ssd_align(static_cast<std::size_t>(n) * sizeof(T));
+    return offset;
+  }
+};
+
+/// The T pointer `offset` bytes into the workspace at `base`; null for offset 0 (a buffer the plan did not take: the
+/// header is at 0).
+template <class T = float>
+T* workspace_at(void* base, std::size_t offset) {
+  return offset ? reinterpret_cast<T*>(static_cast<char*>(base) + offset) : nullptr;
+}
+
 /// The sequence ops' dtypes on CUDA, for an argument block with input_dtype and param_dtype: inputs f32, f16 or bf16
 /// (computed in f32), the states and parameters f32.
 template <class Params>

@@ -47,42 +47,36 @@ inline DrPlan plan_delta_rule(const DeltaRuleParams& p, const char* op, const De
   SSM_CHECK(plan.n_chunks <= 0x7fffffff, op, ": at most 2^31 - 1 chunks per launch, got ", plan.n_chunks);
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
   const std::int64_t per_chunk = plan.n_chunks * p.nheads, Q = plan.q, dk = p.dk, dv = p.dv;
-  std::size_t at = ssd_align(plan.table_bytes);
-  const auto take = [&](std::int64_t count, std::size_t size) {
-    const std::size_t offset = at;
-    at += ssd_align(static_cast<std::size_t>(count) * size);
-    return offset;
-  };
-  plan.cs = take(per_chunk * Q, sizeof(double));
-  plan.gam = take(per_chunk * Q, sizeof(float)), plan.rho = take(per_chunk * Q, sizeof(float));
-  plan.beta = take(per_chunk * Q, sizeof(float));
-  plan.Qn = take(per_chunk * Q * dk, sizeof(float)), plan.Kn = take(per_chunk * Q * dk, sizeof(float));
-  plan.R = take(per_chunk * Q * (dv + dk), sizeof(float));
-  plan.A = take(per_chunk * Q * Q, sizeof(float)), plan.M = take(per_chunk * Q * Q, sizeof(float));
-  plan.S = take(p.rows() * p.nheads * dk * dv, sizeof(float));
-  if (!g) plan.U = take(p.rows() * p.nheads * Q * dv, sizeof(float));
+  WorkspaceLayout layout{ssd_align(plan.table_bytes)};
+  plan.cs = layout.take<double>(per_chunk * Q);
+  plan.gam = layout.take(per_chunk * Q), plan.rho = layout.take(per_chunk * Q);
+  plan.beta = layout.take(per_chunk * Q);
+  plan.Qn = layout.take(per_chunk * Q * dk), plan.Kn = layout.take(per_chunk * Q * dk);
+  plan.R = layout.take(per_chunk * Q * (dv + dk));
+  plan.A = layout.take(per_chunk * Q * Q), plan.M = layout.take(per_chunk * Q * Q);
+  plan.S = layout.take(p.rows() * p.nheads * dk * dv);
+  if (!g) plan.U = layout.take(p.rows() * p.nheads * Q * dv);
   if (g) {
-    plan.Sin = take(per_chunk * dk * dv, sizeof(float)), plan.Uc = take(per_chunk * Q * dv, sizeof(float));
-    plan.dS = take(per_chunk * dk * dv, sizeof(float)), plan.dU = take(per_chunk * Q * dv, sizeof(float));
-    plan.dR = take(per_chunk * Q * (dv + dk), sizeof(float)), plan.E2 = take(per_chunk * Q * Q, sizeof(float));
-    if (p.g) plan.E = take(per_chunk * Q * Q, sizeof(float)), plan.dcs = take(per_chunk * 2 * Q, sizeof(double));
-    plan.G = take(p.rows() * p.nheads * dk * dv, sizeof(float));
-    plan.gq = take(p.batch * p.seqlen * p.nheads * dk, sizeof(float));
-    plan.gk = take(p.batch * p.seqlen * p.nheads * dk, sizeof(float));
+    plan.Sin = layout.take(per_chunk * dk * dv), plan.Uc = layout.take(per_chunk * Q * dv);
+    plan.dS = layout.take(per_chunk * dk * dv), plan.dU = layout.take(per_chunk * Q * dv);
+    plan.dR = layout.take(per_chunk * Q * (dv + dk)), plan.E2 = layout.take(per_chunk * Q * Q);
+    if (p.g) plan.E = layout.take(per_chunk * Q * Q), plan.dcs = layout.take<double>(per_chunk * 2 * Q);
+    plan.G = layout.take(p.rows() * p.nheads * dk * dv);
+    plan.gq = layout.take(p.batch * p.seqlen * p.nheads * dk);
+    plan.gk = layout.take(p.batch * p.seqlen * p.nheads * dk);
   }
-  plan.bytes = at;
+  plan.bytes = layout.bytes;
   return plan;
 }
 
 /// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
 inline DrWorkspace dr_workspace(const DrPlan& plan, void* base) {
-  char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  const auto f = [&](std::size_t offset) { return workspace_at(base, offset); };
   DrWorkspace w;
-  w.chunks = reinterpret_cast<const std::int64_t*>(b);
+  w.chunks = static_cast<const std::int64_t*>(base);
   w.first_chunk = w.chunks + plan.n_chunks * kSsdChunkFields;
   w.q = plan.q;
-  w.cs = reinterpret_cast<double*>(b + plan.cs);
+  w.cs = workspace_at<double>(base, plan.cs);
   w.gam = f(plan.gam), w.rho = f(plan.rho), w.beta = f(plan.beta), w.Qn = f(plan.Qn), w.Kn = f(plan.Kn);
   w.R = f(plan.R), w.A = f(plan.A), w.M = f(plan.M), w.S = f(plan.S), w.U = f(plan.U);
   return w;
@@ -90,12 +84,11 @@ inline DrWorkspace dr_workspace(const DrPlan& plan, void* base) {
 
 /// The backward's pointers in `base` (all null in the forward's plan).
 inline DrGradWorkspace dr_grad_workspace(const DrPlan& plan, void* base) {
-  char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  const auto f = [&](std::size_t offset) { return workspace_at(base, offset); };
   DrGradWorkspace w;
   w.Sin = f(plan.Sin), w.Uc = f(plan.Uc), w.dS = f(plan.dS), w.dU = f(plan.dU), w.dR = f(plan.dR), w.E = f(plan.E);
   w.E2 = f(plan.E2), w.G = f(plan.G), w.gq = f(plan.gq), w.gk = f(plan.gk);
-  w.dcs = plan.dcs ? reinterpret_cast<double*>(b + plan.dcs) : nullptr;
+  w.dcs = workspace_at<double>(base, plan.dcs);
   return w;
 }
 

@@ -62,42 +62,36 @@ inline LaPlan plan_linear_attention(const LinearAttentionParams& p, const char* 
   // The gated engine reads only the chunk table and the constants: none of the SSD kernels' buffers (whose pointers
   // ssd_workspace would then place past plan.bytes, and nothing reads).
   if (p.log_gate) plan.ssd.bytes = ssd_align(plan.ssd.table_bytes);
-  std::size_t at = plan.ssd.bytes;
-  const auto take = [&](std::int64_t floats) {
-    const std::size_t offset = at;
-    at += ssd_align(static_cast<std::size_t>(floats) * sizeof(float));
-    return offset;
-  };
+  WorkspaceLayout layout{plan.ssd.bytes};
   const std::int64_t n_qk = b * l * gr * dk, n_x = b * l * h * dv1, n_states = p.rows() * h * dv1 * dk;
-  plan.q = take(n_qk), plan.k = take(n_qk), plan.x = take(n_x);
-  if (!g || p.normalize) plan.y = take(n_x);
-  if (p.initial_state || p.initial_normalizer) plan.H0 = take(n_states);
-  if (!g && (p.final_state || p.final_normalizer)) plan.HT = take(n_states);
+  plan.q = layout.take(n_qk), plan.k = layout.take(n_qk), plan.x = layout.take(n_x);
+  if (!g || p.normalize) plan.y = layout.take(n_x);
+  if (p.initial_state || p.initial_normalizer) plan.H0 = layout.take(n_states);
+  if (!g && (p.final_state || p.final_normalizer)) plan.HT = layout.take(n_states);
   if (g) {
-    plan.gy = take(n_x), plan.gq = take(n_qk), plan.gk = take(n_qk), plan.gx = take(n_x);
-    if (g->grad_final_state || g->grad_final_normalizer) plan.GF = take(n_states);
+    plan.gy = layout.take(n_x), plan.gq = layout.take(n_qk), plan.gk = layout.take(n_qk), plan.gx = layout.take(n_x);
+    if (g->grad_final_state || g->grad_final_normalizer) plan.GF = layout.take(n_states);
     // (the gated backward's reverse walk keeps its running gradient there, wanted or not)
-    if (g->grad_initial_state || g->grad_initial_normalizer || p.log_gate) plan.GH0 = take(n_states);
+    if (g->grad_initial_state || g->grad_initial_normalizer || p.log_gate) plan.GH0 = layout.take(n_states);
   }
   if (p.log_gate) {
     const std::int64_t per_chunk = plan.ssd.n_chunks * h, Q = plan.ssd.q;
-    plan.gla_b = take(2 * per_chunk * Q * dk);  // doubles
-    plan.gla_A = take(per_chunk * Q * Q), plan.gla_Qe = take(per_chunk * Q * dk),
-    plan.gla_Ke = take(per_chunk * Q * dk);
-    plan.gla_dec = take(per_chunk * dk), plan.gla_H = take(n_states);
+    plan.gla_b = layout.take<double>(per_chunk * Q * dk);
+    plan.gla_A = layout.take(per_chunk * Q * Q), plan.gla_Qe = layout.take(per_chunk * Q * dk),
+    plan.gla_Ke = layout.take(per_chunk * Q * dk);
+    plan.gla_dec = layout.take(per_chunk * dk), plan.gla_H = layout.take(n_states);
     if (g) {
-      plan.gla_Hin = take(per_chunk * dv1 * dk), plan.gla_D = take(per_chunk * dv1 * dk);
-      plan.gla_gq = take(b * l * h * dk), plan.gla_gk = take(b * l * h * dk);
+      plan.gla_Hin = layout.take(per_chunk * dv1 * dk), plan.gla_D = layout.take(per_chunk * dv1 * dk);
+      plan.gla_gq = layout.take(b * l * h * dk), plan.gla_gk = layout.take(b * l * h * dk);
     }
   }
-  plan.bytes = at;
+  plan.bytes = layout.bytes;
   return plan;
 }
 
 /// The packed buffers in `base` (plan.bytes of device memory holding plan.ssd.table at its start).
 inline LaWorkspace la_workspace(const LaPlan& plan, void* base) {
-  char* b = static_cast<char*>(base);
-  const auto at = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  const auto at = [&](std::size_t offset) { return workspace_at(base, offset); };
   LaWorkspace w;
   w.dv1 = plan.dv1;
   w.q = at(plan.q), w.k = at(plan.k), w.x = at(plan.x), w.y = at(plan.y), w.H0 = at(plan.H0), w.HT = at(plan.HT);
@@ -118,12 +112,11 @@ inline SsdParams la_engine(const LaPlan& plan, void* base, const LaWorkspace& w)
 
 /// GLA's gated engine's buffers in `base` (the backward's null in the forward's plan).
 inline GlaWorkspace gla_workspace(const LaPlan& plan, void* base) {
-  char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  const auto f = [&](std::size_t offset) { return workspace_at(base, offset); };
   const SsdWorkspace ws = ssd_workspace(plan.ssd, base);
   GlaWorkspace gw;
   gw.chunks = ws.chunks, gw.first_chunk = ws.first_chunk, gw.q = plan.ssd.q;
-  gw.b = reinterpret_cast<double*>(b + plan.gla_b), gw.A = f(plan.gla_A), gw.Qe = f(plan.gla_Qe);
+  gw.b = workspace_at<double>(base, plan.gla_b), gw.A = f(plan.gla_A), gw.Qe = f(plan.gla_Qe);
   gw.Ke = f(plan.gla_Ke), gw.dec = f(plan.gla_dec), gw.H = f(plan.gla_H);
   gw.Hin = f(plan.gla_Hin), gw.D = f(plan.gla_D), gw.gq = f(plan.gla_gq), gw.gk = f(plan.gla_gk);
   return gw;

@@ -52,27 +52,23 @@ inline Rwkv7Plan plan_rwkv7(const Rwkv7Params& p, const char* op, const Rwkv7Gra
   }
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
   const std::int64_t h = p.nheads, size = p.dk * p.dv;
-  std::size_t at = ssd_align(plan.table_bytes);
-  const auto take = [&](std::int64_t floats) {
-    const std::size_t offset = at;
-    at += ssd_align(static_cast<std::size_t>(floats) * sizeof(float));
-    return offset;
-  };
-  plan.S = take(p.rows() * h * size);
+  WorkspaceLayout layout{ssd_align(plan.table_bytes)};
+  plan.S = layout.take(p.rows() * h * size);
   if (g) {
-    plan.ck = take(plan.checkpoints * h * size), plan.Sc = take(p.rows() * h * (plan.interval + 1) * size);
-    plan.D = take(p.rows() * h * size), plan.part = take(blocks * p.batch * p.seqlen * h * kRwkv7Parts * p.dk);
+    plan.ck = layout.take(plan.checkpoints * h * size),
+    plan.Sc = layout.take(p.rows() * h * (plan.interval + 1) * size);
+    plan.D = layout.take(p.rows() * h * size),
+    plan.part = layout.take(blocks * p.batch * p.seqlen * h * kRwkv7Parts * p.dk);
   }
-  plan.bytes = at;
+  plan.bytes = layout.bytes;
   return plan;
 }
 
 /// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
 inline Rwkv7Workspace rwkv7_workspace(const Rwkv7Plan& plan, const Rwkv7Params& p, void* base) {
-  char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return offset ? reinterpret_cast<float*>(b + offset) : nullptr; };
+  const auto f = [&](std::size_t offset) { return workspace_at(base, offset); };
   Rwkv7Workspace w;
-  w.seqs = reinterpret_cast<const std::int64_t*>(b), w.rows = p.rows();
+  w.seqs = static_cast<const std::int64_t*>(base), w.rows = p.rows();
   w.S = f(plan.S), w.ck = f(plan.ck), w.Sc = f(plan.Sc), w.D = f(plan.D), w.part = f(plan.part);
   return w;
 }

@@ -40,25 +40,19 @@ inline TttPlan plan_ttt_linear(const TttLinearParams& p, const char* op) {
   for (std::int64_t s = 0; s < p.rows(); ++s)
     plan.table.insert(plan.table.end(), {p.seq_row(s), p.seq_begin(s), p.seq_end(s)});
   plan.table_bytes = plan.table.size() * sizeof(std::int64_t);
-  std::size_t at = ssd_align(plan.table_bytes);
-  const auto take = [&](std::int64_t floats) {
-    const std::size_t offset = at;
-    at += ssd_align(static_cast<std::size_t>(floats) * sizeof(float));
-    return offset;
-  };
+  WorkspaceLayout layout{ssd_align(plan.table_bytes)};
   const std::int64_t n = p.rows() * p.nheads;
-  plan.W = take(n * p.state_size()), plan.A = take(n * p.state_size());
-  plan.z = take(n * p.d), plan.g = take(n * p.d), plan.zh = take(n * p.d);
-  plan.bytes = at;
+  plan.W = layout.take(n * p.state_size()), plan.A = layout.take(n * p.state_size());
+  plan.z = layout.take(n * p.d), plan.g = layout.take(n * p.d), plan.zh = layout.take(n * p.d);
+  plan.bytes = layout.bytes;
   return plan;
 }
 
 /// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
 inline TttWorkspace ttt_workspace(const TttPlan& plan, void* base) {
-  char* b = static_cast<char*>(base);
-  const auto f = [&](std::size_t offset) { return reinterpret_cast<float*>(b + offset); };
+  const auto f = [&](std::size_t offset) { return workspace_at(base, offset); };
   TttWorkspace w;
-  w.seqs = reinterpret_cast<const std::int64_t*>(b);
+  w.seqs = static_cast<const std::int64_t*>(base);
   w.W = f(plan.W), w.A = f(plan.A), w.z = f(plan.z), w.g = f(plan.g), w.zh = f(plan.zh);
   return w;
 }
