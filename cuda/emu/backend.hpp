@@ -252,6 +252,12 @@ inline void ttt_linear_forward(const TttLinearParams& p, void*) {
              [&](HostExecutor& x, void* b) { kernels::ttt_linear_forward_launches(x, p, plan, b); });
 }
 
+inline void ttt_linear_backward(const TttLinearParams& p, const TttLinearGradParams& g, void*) {
+  const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_backward (host emulation)", &g);
+  with_table(plan.bytes, plan.table,
+             [&](HostExecutor& x, void* b) { kernels::ttt_linear_backward_launches(x, p, g, plan, b); });
+}
+
 inline void moe_forward(const MoeParams& p, void*) {
   const kernels::MoePlan plan = kernels::plan_moe(p, "ssm::cuda::moe_forward (host emulation)");
   if (p.tokens == 0) return;
@@ -294,6 +300,7 @@ inline DeviceBackend make() {
   b.rwkv7_forward = &rwkv7_forward;
   b.rwkv7_backward = &rwkv7_backward;
   b.ttt_linear_forward = &ttt_linear_forward;
+  b.ttt_linear_backward = &ttt_linear_backward;
   return b;
 }
 

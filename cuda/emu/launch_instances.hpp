@@ -76,9 +76,12 @@
                                                     void*);
 
 // kernels/launch/ttt_linear.cuh.
-#define SSM_EMU_TTT_LINEAR_INSTANCES(PREFIX)                                                                      \
-  PREFIX void ssm::kernels::ttt_linear_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::TttLinearParams&, \
-                                                        const ::ssm::kernels::TttPlan&, void*);
+#define SSM_EMU_TTT_LINEAR_INSTANCES(PREFIX)                                                                       \
+  PREFIX void ssm::kernels::ttt_linear_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::TttLinearParams&,  \
+                                                        const ::ssm::kernels::TttPlan&, void*);                    \
+  PREFIX void ssm::kernels::ttt_linear_backward_launches(::ssm::emu::HostExecutor&, const ::ssm::TttLinearParams&, \
+                                                         const ::ssm::TttLinearGradParams&,                        \
+                                                         const ::ssm::kernels::TttPlan&, void*);
 
 // kernels/launch/moe.cuh.
 #define SSM_EMU_MOE_INSTANCES(PREFIX)                                                                                  \

@@ -20,10 +20,11 @@
 namespace ssm::kernels {
 
 inline constexpr int kTttThreads = 64;  // a power of two: the reductions halve it
+inline constexpr std::int64_t kTttSeqFields = 4;  // the sequence table: batch row, begin, end, first mini-batch
 
 /// The workspace (kernels/launch/ttt_linear.cuh lays it out).
 struct TttWorkspace {
-  const std::int64_t* seqs = nullptr;  // (rows, 3): batch row, begin, end
+  const std::int64_t* seqs = nullptr;  // (rows, 4) the sequence table
   float* W = nullptr;                  // (rows, h, d + 1, d) Ŵ′
   float* A = nullptr;                  // (rows, h, d + 1, d) the pending sum
   float* z = nullptr;                  // (rows, h, d) z, then ž, per token
@@ -73,6 +74,47 @@ __device__ __forceinline__ float ttt_at(const TokenRows<const void*>& r, std::in
   return load_float(static_cast<const In*>(r.data) + r.at(bi, t, head) + j);
 }
 
+/// Column j of x̂ᵀ M for x (d) and M (d + 1, d) row-major, x̂ = [x; 1].
+template <class X>
+__device__ __forceinline__ float ttt_column(const float* M, const X* x, std::int64_t d, std::int64_t j) {
+  float acc = M[d * d + j];
+  for (std::int64_t a = 0; a < d; ++a) acc += load_float(x + a) * M[a * d + j];
+  return acc;
+}
+
+/// Column j of M += c x̂ (a rank-1 update's column, its other factor's element folded into c).
+template <class X>
+__device__ __forceinline__ void ttt_add_column(float* M, const X* x, std::int64_t d, std::int64_t j, float c) {
+  for (std::int64_t a = 0; a < d; ++a) M[a * d + j] += c * load_float(x + a);
+  M[d * d + j] += c;
+}
+
+/// What the inner gradient G_j = (g_j − mean(g) − ẑ_j mean(g ⊙ ẑ)) / σ needs besides g and ẑ.
+struct TttInner {
+  float inv_sigma, mg, mgz;  // 1 / σ, mean(g), mean(g ⊙ ẑ)
+  __device__ __forceinline__ float G(float g, float zhat) const { return (g - mg - zhat * mgz) * inv_sigma; }
+};
+
+/// The inner loss's gradient for one training token (k, v) at Ŵ′ = W: z = k̂ᵀ W into z, ẑ = (z − mean) / σ into zh and
+/// g = γ ⊙ (γ ⊙ ẑ + β − (v − k)) into g (this thread's columns j); then G_j = result.G(g_j, ẑ_j).
+template <class In, class Red>
+__device__ __forceinline__ TttInner ttt_inner(Red& red, const float* W, const In* k, const In* v, const float* gamma,
+                                              const float* beta, std::int64_t d, float eps, float* z, float* zh,
+                                              float* g) {
+  for (std::int64_t j = threadIdx.x; j < d; j += kTttThreads) z[j] = ttt_column(W, k, d, j);
+  float mean, inv_sigma;
+  ttt_moments(red, z, d, eps, mean, inv_sigma);
+  float sg = 0.0f, sgz = 0.0f;
+  for (std::int64_t j = threadIdx.x; j < d; j += kTttThreads) {
+    const float zhat = (z[j] - mean) * inv_sigma;
+    const float e = gamma[j] * zhat + beta[j] - (load_float(v + j) - load_float(k + j));
+    zh[j] = zhat, g[j] = gamma[j] * e;
+    sg += g[j], sgz += g[j] * zhat;
+  }
+  ttt_block_sum2(red, sg, sgz);
+  return TttInner{inv_sigma, sg / static_cast<float>(d), sgz / static_cast<float>(d)};
+}
+
 /// Grid (h, rows), block kTttThreads. Each thread reads its columns of the initial state and pending sum before it
 /// writes those columns of the final ones, so they may be the same buffers (the decode step).
 template <class In>
@@ -80,7 +122,8 @@ __global__ void __launch_bounds__(kTttThreads, 1) ttt_forward_kernel(TttLinearPa
   SSM_SHARED(float, red, 2 * kTttThreads);
   const std::int64_t head = blockIdx.x, s = blockIdx.y, h = p.nheads, d = p.d, m = p.mini_batch;
   const std::int64_t st = s * h + head, size = (d + 1) * d, tid = threadIdx.x;
-  const std::int64_t bi = w.seqs[s * 3], t0 = w.seqs[s * 3 + 1], t1 = w.seqs[s * 3 + 2];
+  const std::int64_t bi = w.seqs[s * kTttSeqFields], t0 = w.seqs[s * kTttSeqFields + 1];
+  const std::int64_t t1 = w.seqs[s * kTttSeqFields + 2];
   float *W = w.W + st * size, *A = w.A + st * size, *z = w.z + st * d, *g = w.g + st * d, *zh = w.zh + st * d;
   const float* gamma = static_cast<const float*>(p.ln_weight) + head * d;
   const float* beta = static_cast<const float*>(p.ln_bias) + head * d;
@@ -97,32 +140,13 @@ __global__ void __launch_bounds__(kTttThreads, 1) ttt_forward_kernel(TttLinearPa
     const In* q = static_cast<const In*>(p.q.data) + p.q.at(bi, t, head);  // this step's rows
     const In* k = static_cast<const In*>(p.k.data) + p.k.at(bi, t, head);
     const In* v = static_cast<const In*>(p.v.data) + p.v.at(bi, t, head);
-    // z = k̂ᵀ Ŵ′ and its layer norm; the inner loss's gradient G
-    for (std::int64_t j = tid; j < d; j += kTttThreads) {
-      float acc = W[d * d + j];
-      for (std::int64_t a = 0; a < d; ++a) acc += load_float(k + a) * W[a * d + j];
-      z[j] = acc;
-    }
-    float mean, inv_sigma;
-    ttt_moments(red, z, d, eps, mean, inv_sigma);
-    float sg = 0.0f, sgz = 0.0f;
-    for (std::int64_t j = tid; j < d; j += kTttThreads) {
-      const float zhat = (z[j] - mean) * inv_sigma;
-      const float e = gamma[j] * zhat + beta[j] - (load_float(v + j) - load_float(k + j));
-      zh[j] = zhat, g[j] = gamma[j] * e;
-      sg += g[j], sgz += g[j] * zhat;
-    }
-    ttt_block_sum2(red, sg, sgz);
-    const float mg = sg / static_cast<float>(d), mgz = sgz / static_cast<float>(d);
+    const TttInner inner = ttt_inner(red, W, k, v, gamma, beta, d, eps, z, zh, g);
     // A += η k̂ Gᵀ, then ž = q̂ᵀ Ŵ′ − τ_i q̂ᵀ A and o = q + LN(ž)
     for (std::int64_t j = tid; j < d; j += kTttThreads) {
-      const float G = (g[j] - mg - zh[j] * mgz) * inv_sigma;
-      for (std::int64_t a = 0; a < d; ++a) A[a * d + j] += eta * load_float(k + a) * G;
-      A[d * d + j] += eta * G;
-      float acc = W[d * d + j] - ti * A[d * d + j];
-      for (std::int64_t a = 0; a < d; ++a) acc += load_float(q + a) * (W[a * d + j] - ti * A[a * d + j]);
-      z[j] = acc;
+      ttt_add_column(A, k, d, j, eta * inner.G(g[j], zh[j]));
+      z[j] = ttt_column(W, q, d, j) - ti * ttt_column(A, q, d, j);
     }
+    float mean, inv_sigma;
     ttt_moments(red, z, d, eps, mean, inv_sigma);
     for (std::int64_t j = tid; j < d; j += kTttThreads) {
       const float o = load_float(q + j) + gamma[j] * (z[j] - mean) * inv_sigma + beta[j];

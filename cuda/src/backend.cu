@@ -57,6 +57,7 @@ DeviceBackend make_backend() {
   b.rwkv7_forward = &rwkv7_forward;
   b.rwkv7_backward = &rwkv7_backward;
   b.ttt_linear_forward = &ttt_linear_forward;
+  b.ttt_linear_backward = &ttt_linear_backward;
   return b;
 }
 

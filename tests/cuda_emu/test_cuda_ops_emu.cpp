@@ -878,6 +878,11 @@ TEST(CudaOpsEmu, SequenceOpsWithNoStepsKeepTheirStates) {
   const ssm::TttLinearOutputs tr = ssm::ttt_linear(tin, topt);
   expect_close("ttt_linear final_state", tr.final_state, w0, 0);
   expect_close("ttt_linear final_pending", tr.final_pending, a0, 0);
+  const ssm::TttLinearGrads tg = ssm::ttt_linear_backward(tin, tq, dw0.view(), da0.view(), topt);
+  expect_close("ttt_linear grad_initial_state", tg.grad_initial_state, w0, 0);
+  expect_close("ttt_linear grad_initial_pending", tg.grad_initial_pending, a0, 0);
+  expect_close("ttt_linear grad_ln_weight", tg.grad_ln_weight, Tensor::zeros({h, dk}, DType::f32), 0);
+  expect_close("ttt_linear grad_ln_bias", tg.grad_ln_bias, Tensor::zeros({h, dk}, DType::f32), 0);
   // SSD, whose plan checked its per-step pointers even with no steps
   const Tensor x = Tensor::empty({b, 0, h, dv}, DType::f32, kCuda), dt = Tensor::empty({b, 0, h}, DType::f32, kCuda);
   const Tensor A = random_tensor({h}, DType::f32, rng, -1, -0.1f).to(kCuda);
@@ -1097,12 +1102,12 @@ TEST(CudaOpsEmu, Rwkv7StepTokenByTokenAndRefusals) {
 
 // ---- TTT-Linear ---------------------------------------------------------------------------------------------------
 
-/// TTT-Linear's forward on emulated CUDA tensors against the primal form in double. The conformance cases
-/// (tests/conformance/ops/ttt_linear.cpp) have d < 8; here d = 70 gives the block's 64 threads two columns each (the
-/// second set partial), packed sequences (19 and 31 steps) cross mini-batches of 8 from position 5, with position
-/// weights, an initial state and pending sum in and the final ones out; then the decode step token by token against
-/// the CPU's step (bf16 inputs), and the refusals.
-TEST(CudaOpsEmu, TttLinearForwardAndStep) {
+/// TTT-Linear's forward and backward on emulated CUDA tensors against the primal form in double. The conformance cases
+/// (tests/conformance/ops/ttt_linear.cpp) have d < 8; here d = 70 gives the block's 64 threads two columns (and rows)
+/// each (the second set partial), packed sequences (19 and 31 steps) cross mini-batches of 8 from position 5, with
+/// position weights, an initial state and pending sum in and the final ones out, and incoming gradients of all three
+/// outputs; then the decode step token by token against the CPU's step (bf16 inputs), and the refusals.
+TEST(CudaOpsEmu, TttLinearForwardBackwardAndStep) {
   ttt_linear_problem::TttCase s;
   s.b = 1, s.l = 50, s.h = 2, s.dk = 70, s.dtype = DType::f32, s.seed = 121;
   s.m = 8, s.start = 5, s.has_tau = s.has_init = s.has_pending = true, s.cu = {0, 19, 50};
@@ -1124,10 +1129,25 @@ TEST(CudaOpsEmu, TttLinearForwardAndStep) {
     expect_close("out", got.out, ref.out, 1e-5);
     expect_close("final_state", got.final_state, ref.final_state, 1e-5);
     expect_close("final_pending", got.final_pending, ref.final_pending, 1e-5);
-    const Tensor grad_out = Tensor::zeros(host.v.shape(), DType::f32, kCuda);
-    expect_error_containing([&] { (void)ssm::ttt_linear_backward(in, grad_out, std::nullopt, std::nullopt, opt); },
-                            "argument 'q': TTT-Linear's backward has no CUDA kernel yet");
     std::mt19937 brng(125);
+    const Tensor grad_out = random_tensor(host.v.shape(), DType::f32, brng, -1, 1);
+    const Tensor gfs = random_tensor(ref.final_state.shape(), DType::f32, brng, -1, 1),
+                 gfp = random_tensor(ref.final_pending.shape(), DType::f32, brng, -1, 1);
+    opt.path = ssm::TttLinearPath::reference;
+    const ssm::TttLinearGrads gref = ssm::ttt_linear_backward(host.inputs(), grad_out, gfs.view(), gfp.view(), opt);
+    opt.path = ssm::TttLinearPath::automatic;
+    const Tensor dgo = grad_out.to(kCuda), dgfs = gfs.to(kCuda), dgfp = gfp.to(kCuda);
+    const ssm::TttLinearGrads ggot = ssm::ttt_linear_backward(in, dgo, dgfs.view(), dgfp.view(), opt);
+    EXPECT_EQ(ggot.path, "cuda");
+    for (const auto& [nm, got, want] :
+         {std::tuple{"grad_q", &ggot.grad_q, &gref.grad_q}, std::tuple{"grad_k", &ggot.grad_k, &gref.grad_k},
+          std::tuple{"grad_v", &ggot.grad_v, &gref.grad_v}, std::tuple{"grad_eta", &ggot.grad_eta, &gref.grad_eta},
+          std::tuple{"grad_ln_weight", &ggot.grad_ln_weight, &gref.grad_ln_weight},
+          std::tuple{"grad_ln_bias", &ggot.grad_ln_bias, &gref.grad_ln_bias},
+          std::tuple{"grad_position_weights", &ggot.grad_position_weights, &gref.grad_position_weights},
+          std::tuple{"grad_initial_state", &ggot.grad_initial_state, &gref.grad_initial_state},
+          std::tuple{"grad_initial_pending", &ggot.grad_initial_pending, &gref.grad_initial_pending}})
+      expect_close(nm, *got, *want, 1e-4);
     const Tensor bad_eta = random_tensor(host.eta.shape(), DType::f32, brng, -1, -0.1f).to(kCuda);
     in.eta = bad_eta;  // checked on a host copy
     expect_error_containing([&] { (void)ssm::ttt_linear(in, opt); }, "argument 'eta': every learning rate must be");

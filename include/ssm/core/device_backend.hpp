@@ -103,6 +103,8 @@ struct DeviceBackend {
   void (*rwkv7_backward)(const Rwkv7Params& p, const Rwkv7GradParams& g, void* stream) = nullptr;
   /// TTT-Linear's forward, the token loop (p.cu_seqlens in host memory). May be null.
   void (*ttt_linear_forward)(const TttLinearParams& p, void* stream) = nullptr;
+  /// Its backward (g's buffers contiguous, as ttt_linear_backward allocates them). May be null.
+  void (*ttt_linear_backward)(const TttLinearParams& p, const TttLinearGradParams& g, void* stream) = nullptr;
   /// The mixture of experts' forward: routing and the gathered expert GEMMs (x f32 or f64). May be null.
   void (*moe_forward)(const MoeParams& p, void* stream) = nullptr;
   /// Cross-entropy with its gradient (p.row_loss in host memory; p.count is −1: the entry counts the rows, scales the

@@ -1,5 +1,6 @@
-// Host API of TTT-Linear's forward on a CUDA device (core/params/ttt_linear.hpp; the kernel in
-// cuda/kernels/ttt_linear.cuh, its launch in cuda/kernels/launch/ttt_linear.cuh; docs/ttt_linear.md "On CUDA").
+// Host API of TTT-Linear on a CUDA device (core/params/ttt_linear.hpp; the kernels in
+// cuda/kernels/ttt_linear.cuh and ttt_linear_bwd.cuh, their launches in cuda/kernels/launch/ttt_linear.cuh;
+// docs/ttt_linear.md "On CUDA").
 #pragma once
 
 #include "ssm/core/params/ttt_linear.hpp"
@@ -12,5 +13,12 @@ namespace ssm::cuda {
 /// stream-ordered on `stream` (the sequence table, and per sequence and head 4 (2 (d + 1) d + 3 d) bytes) and frees it
 /// there; does not synchronize. ssm::Error for other dtypes, shapes past the kernel's limits and CUDA failures.
 void ttt_linear_forward(const TttLinearParams& p, void* stream = nullptr);
+
+/// The backward on the current device, the primal form's backward one block per (sequence, head): the dtypes of
+/// ttt_linear_forward; g's outputs contiguous (TttLinearGradParams), grad_position_weights only with position weights.
+/// Allocates its workspace stream-ordered on `stream` (the sequence table; Ŵ′ at the start of every mini-batch,
+/// 4 (d + 1) d bytes per mini-batch and head; per sequence and head 4 (4 (d + 1) d + 3 span d + 2 span + 6 d + m)
+/// bytes, m only with position weights, span = min(m, the longest sequence)) and frees it there; does not synchronize. ssm::Error as the forward.
+void ttt_linear_backward(const TttLinearParams& p, const TttLinearGradParams& g, void* stream = nullptr);
 
 }  // namespace ssm::cuda

@@ -7,7 +7,8 @@
 // and the gradient sum A pending in it — and packed sequences (cu_seqlens). Forward and backward (ttt_linear_backward:
 // q, k, v, eta, the layer norm's weights, the position weights, the initial state and pending sum). CUDA tensors run
 // the backend's ttt_linear_forward entry (ssm::cuda: the token loop, one block per sequence and head; f32 / f16 / bf16
-// inputs; opt.path is ignored there), and so does the decode step; the backward has no CUDA kernel yet (an ssm::Error).
+// inputs; opt.path is ignored there), and so does the decode step; the backward its ttt_linear_backward entry (the
+// primal form's backward in f32, one block per sequence and head).
 #pragma once
 
 #include <cmath>
@@ -62,7 +63,7 @@ struct TttLinearGrads {
   Tensor grad_ln_weight, grad_ln_bias;          // (h, d) param dtype
   Tensor grad_position_weights;                 // (m) param dtype; empty without position weights
   Tensor grad_initial_state, grad_initial_pending;  // (rows, h, d + 1, d); empty when that input is absent
-  std::string path;                             // "cpu-dual" or "reference"
+  std::string path;                                 // "cpu-dual", "reference" or "cuda"
 };
 
 struct TttLinearOutputs {
@@ -207,8 +208,9 @@ inline TttLinearOutputs ttt_linear(const TttLinearInputs& in, const TttLinearOpt
 
 /// Gradients for grad_out (v's shape and dtype, contiguous) and the optional gradients of the final state and pending
 /// sum (param dtype, contiguous; zero when absent): of q, k, v, eta, ln_weight, ln_bias, the position weights and the
-/// initial state and pending sum (the last three when given). TttLinearPath::reference runs the primal form's backward in
-/// double; every other path the dual form's backward, one mini-batch at a time ("cpu-dual").
+/// initial state and pending sum (the last three when given). TttLinearPath::reference runs the primal form's backward
+/// in double; every other path the dual form's backward, one mini-batch at a time ("cpu-dual"). CUDA tensors: the
+/// backend's backward, the primal form's in f32 ("cuda"; opt.path ignored).
 inline TttLinearGrads ttt_linear_backward(const TttLinearInputs& in, const TensorView& grad_out,
                                           const std::optional<TensorView>& grad_final_state = std::nullopt,
                                           const std::optional<TensorView>& grad_final_pending = std::nullopt,
@@ -216,8 +218,6 @@ inline TttLinearGrads ttt_linear_backward(const TttLinearInputs& in, const Tenso
   Checker c("ttt_linear_backward");
   std::vector<std::int64_t> cu;
   c.defined("grad_out", grad_out);
-  c.require(in.q.device().is_cpu(), "q", "TTT-Linear's backward has no CUDA kernel yet (its forward and step run on ",
-            in.q.device().str(), ")");  // before the checks, which copy a CUDA tensor's values to the host
   TttLinearParams p = detail::check_ttt_linear(c, in, grad_out, std::nullopt, std::nullopt, opt, cu, "grad_out");
   p.out = {};  // read, never written
   c.contiguous("grad_out", grad_out);
@@ -241,7 +241,10 @@ inline TttLinearGrads ttt_linear_backward(const TttLinearInputs& in, const Tenso
   if (in.position_weights) gp.grad_position_weights = (r.grad_position_weights = like(*in.position_weights)).data();
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
   if (in.initial_pending) gp.grad_initial_pending = (r.grad_initial_pending = like(*in.initial_pending)).data();
-  if (opt.path == TttLinearPath::reference) {
+  if (in.q.device().is_cuda()) {
+    backend_entry(c.op(), in.q.device(), &DeviceBackend::ttt_linear_backward)(p, gp, nullptr);
+    r.path = "cuda";
+  } else if (opt.path == TttLinearPath::reference) {
     reference::ttt_linear_backward(p, gp);
     r.path = "reference";
   } else {

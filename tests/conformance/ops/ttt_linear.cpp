@@ -2,9 +2,9 @@
 // and do not divide l, 1 and 2 threads), the CPU token loop (cpu_sequential) and the op's reference path against the
 // primal form in double of include/ssm/reference/ttt_linear.hpp, with every output guarded: out, the final state and
 // the pending sum; the backward (the dual form's, on cpu_chunked and cpu_sequential) against the primal form's backward
-// in double, with incoming gradients of out, the final state and the pending sum. The CUDA forward (cuda_emulated:
-// cuda/kernels/ttt_linear.cuh under the host emulation, the token loop) runs every forward case in f32 and bf16; the
-// backward has no CUDA kernel (see ttt_unsupported).
+// in double, with incoming gradients of out, the final state and the pending sum. On CUDA (cuda_emulated:
+// cuda/kernels/ttt_linear.cuh and ttt_linear_bwd.cuh under the host emulation, the token loop and the primal form's
+// backward) every case runs, forward and backward, in f32 and bf16.
 #include <algorithm>
 #include <random>
 #include <string>
@@ -128,7 +128,7 @@ void ttt_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
   ssm::TttLinearGrads r = ssm::ttt_linear_backward(
       ttt_inputs(c, in), named(c, in, "grad_out"), optional_view(named(c, in, "grad_final_state")),
       optional_view(named(c, in, "grad_final_pending")), ttt_options(c, cfg));
-  EXPECT_EQ(r.path, cfg.path == "reference" ? "reference" : "cpu-dual");
+  EXPECT_EQ(r.path, cfg.device.is_cuda() ? "cuda" : cfg.path == "reference" ? "reference" : "cpu-dual");
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;
     out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
@@ -146,7 +146,6 @@ std::string ttt_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   if (std::string why = chunked_cuda_unsupported(of(c), cfg); !why.empty()) return why;
   // f16 and bf16 take the same kernel (load, widen to f32, compute, narrow on store): the emulation runs bf16.
   if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernel)";
-  if (cfg.device.is_cuda() && pass == Pass::backward) return "the backward on CUDA (no kernel yet: an ssm::Error)";
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
   return {};
 }
