@@ -70,8 +70,8 @@ __device__ __forceinline__ void dr_load_normalized(const DeltaRuleParams& p, con
 template <class In>
 __global__ void __launch_bounds__(kDrThreads) dr_chunk_kernel(DeltaRuleParams p, DrWorkspace w) {
   const std::int64_t c = blockIdx.x, head = blockIdx.y, h = p.nheads, dk = p.dk, dv = p.dv, Q = w.q;
-  const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-  const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], gi = head / (h / p.ngroups), base = c * h + head;
+  const auto [bi, t0, len] = chunk_row(w.chunks, c);
+  const std::int64_t gi = head / (h / p.ngroups), base = c * h + head;
   const std::int64_t width = dv + dk;
   double* cs = w.cs + base * Q;
   float *gam = w.gam + base * Q, *rho = w.rho + base * Q, *beta = w.beta + base * Q;
@@ -144,8 +144,8 @@ __global__ void __launch_bounds__(kDrColumns) dr_state_kernel(DeltaRuleParams p,
   for (std::int64_t i = 0; i < dk; ++i)
     S[i * dv] = p.initial_state ? static_cast<const float*>(p.initial_state)[state + i * dv + j] : 0.0f;
   for (std::int64_t c = w.first_chunk[s]; c < w.first_chunk[s + 1]; ++c) {
-    const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-    const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], base = c * h + head;
+    const auto [bi, t0, len] = chunk_row(w.chunks, c);
+    const std::int64_t base = c * h + head;
     const float* gam = w.gam + base * Q;
     const float *Qn = w.Qn + base * Q * dk, *Kn = w.Kn + base * Q * dk, *R = w.R + base * Q * width;
     const float* M = w.M + base * Q * Q;

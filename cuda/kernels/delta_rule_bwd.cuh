@@ -48,8 +48,8 @@ __global__ void __launch_bounds__(kDrColumns)
   for (std::int64_t i = 0; i < dk; ++i)
     D[i * dv] = io.grad_final_state ? io.grad_final_state[state + i * dv + j] : 0.0f;
   for (std::int64_t c = w.first_chunk[s + 1] - 1; c >= w.first_chunk[s]; --c) {
-    const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-    const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], base = c * h + head;
+    const auto [bi, t0, len] = chunk_row(w.chunks, c);
+    const std::int64_t base = c * h + head;
     const float *Qn = w.Qn + base * Q * dk, *Kn = w.Kn + base * Q * dk, *R = w.R + base * Q * width;  // γ Q̂, ρ K̂
     const float* M = w.M + base * Q * Q;
     float* dU = gw.dU + base * Q * dv + j;                                                     // dU[t dv]
@@ -81,8 +81,8 @@ template <class In>
 __global__ void __launch_bounds__(kDrThreads)
     dr_chunk_grad_kernel(DeltaRuleParams p, DrWorkspace w, DrGradWorkspace gw, DrGradIo io) {
   const std::int64_t c = blockIdx.x, head = blockIdx.y, h = p.nheads, dk = p.dk, dv = p.dv, Q = w.q, l = p.seqlen;
-  const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-  const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], gi = head / (h / p.ngroups), base = c * h + head;
+  const auto [bi, t0, len] = chunk_row(w.chunks, c);
+  const std::int64_t gi = head / (h / p.ngroups), base = c * h + head;
   const std::int64_t width = dv + dk, row0 = bi * l + t0, last = len - 1;
   const double* cs = w.cs + base * Q;
   const float *gam = w.gam + base * Q, *rho = w.rho + base * Q, *beta = w.beta + base * Q;

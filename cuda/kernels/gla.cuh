@@ -79,8 +79,8 @@ template <class In>
 __global__ void __launch_bounds__(kGlaThreads)
     gla_chunk_kernel(LinearAttentionParams p, GlaWorkspace w, GlaIo io, const float* log_gamma) {
   const std::int64_t c = blockIdx.x, head = blockIdx.y, h = p.nheads, dk = p.dk, Q = w.q, l = p.seqlen;
-  const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-  const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], gi = head / (h / p.ngroups), base = c * h + head;
+  const auto [bi, t0, len] = chunk_row(w.chunks, c);
+  const std::int64_t gi = head / (h / p.ngroups), base = c * h + head;
   double* b = w.b + base * Q * dk;
   float *A = w.A + base * Q * Q, *Qe = w.Qe + base * Q * dk, *Ke = w.Ke + base * Q * dk, *dec = w.dec + base * dk;
   const float* q = io.q + ((bi * l + t0) * p.ngroups + gi) * dk;  // row t at q + t g dk
@@ -123,8 +123,8 @@ __global__ void __launch_bounds__(kGlaColumns) gla_state_kernel(LinearAttentionP
   float* H = w.H + state;  // row j of this sequence's H: H[i]
   for (std::int64_t i = 0; i < dk; ++i) H[i] = io.H0 ? io.H0[state + i] : 0.0f;
   for (std::int64_t c = w.first_chunk[s]; c < w.first_chunk[s + 1]; ++c) {
-    const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-    const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], base = c * h + head;
+    const auto [bi, t0, len] = chunk_row(w.chunks, c);
+    const std::int64_t base = c * h + head;
     const float *A = w.A + base * Q * Q, *Qe = w.Qe + base * Q * dk, *Ke = w.Ke + base * Q * dk;
     const float* dec = w.dec + base * dk;
     const float* x = io.x + ((bi * l + t0) * h + head) * dv1 + j;  // step t at x[t h dv1]
@@ -151,8 +151,8 @@ __global__ void __launch_bounds__(kGlaColumns)
   float* G = gio.GH0 + state;  // row j of the running gradient
   for (std::int64_t i = 0; i < dk; ++i) G[i] = gio.GF ? gio.GF[state + i] : 0.0f;
   for (std::int64_t c = w.first_chunk[s + 1] - 1; c >= w.first_chunk[s]; --c) {
-    const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-    const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], base = c * h + head;
+    const auto [bi, t0, len] = chunk_row(w.chunks, c);
+    const std::int64_t base = c * h + head;
     for (std::int64_t i = 0; i < dk; ++i) w.D[(base * dv1 + j) * dk + i] = G[i];
     const float* gy = gio.gy + ((bi * l + t0) * h + head) * dv1 + j;  // step t at gy[t h dv1]
     column_pass(len, dk, w.Qe + base * Q * dk, w.dec + base * dk, 1, gy, h * dv1, G, 1);
@@ -164,8 +164,8 @@ __global__ void __launch_bounds__(kGlaColumns)
 __global__ void __launch_bounds__(kGlaThreads)
     gla_chunk_grad_kernel(LinearAttentionParams p, GlaWorkspace w, GlaIo io, GlaGradIo gio) {
   const std::int64_t c = blockIdx.x, head = blockIdx.y, h = p.nheads, dk = p.dk, Q = w.q, l = p.seqlen, dv1 = io.dv1;
-  const std::int64_t bi = w.chunks[c * kSsdChunkFields], t0 = w.chunks[c * kSsdChunkFields + 1];
-  const std::int64_t len = w.chunks[c * kSsdChunkFields + 2], gi = head / (h / p.ngroups), base = c * h + head;
+  const auto [bi, t0, len] = chunk_row(w.chunks, c);
+  const std::int64_t gi = head / (h / p.ngroups), base = c * h + head;
   const double* b = w.b + base * Q * dk;
   float* A = w.A + base * Q * Q;
   const float *Ke = w.Ke + base * Q * dk, *Hin = w.Hin + base * dv1 * dk, *D = w.D + base * dv1 * dk;
@@ -228,8 +228,9 @@ __global__ void __launch_bounds__(kLaThreads)
       for (std::int64_t j = 0; j < dv1; ++j)
         acc += static_cast<double>(gio.GF[(st * dv1 + j) * dk + i]) * static_cast<double>(w.H[(st * dv1 + j) * dk + i]);
     for (std::int64_t c = w.first_chunk[s + 1] - 1; c >= w.first_chunk[s]; --c) {
-      const std::int64_t row0 = w.chunks[c * kSsdChunkFields] * l + w.chunks[c * kSsdChunkFields + 1];
-      for (std::int64_t t = w.chunks[c * kSsdChunkFields + 2] - 1; t >= 0; --t) {
+      const ChunkRow ch = chunk_row(w.chunks, c);
+      const std::int64_t row0 = ch.row * l + ch.t0;
+      for (std::int64_t t = ch.len - 1; t >= 0; --t) {
         const std::int64_t at = ((row0 + t) * h + head) * dk + i, qk = ((row0 + t) * gr + gi) * dk + i;
         acc += static_cast<double>(io.q[qk]) * static_cast<double>(w.gq[at]) -
                static_cast<double>(io.k[qk]) * static_cast<double>(w.gk[at]);

@@ -25,8 +25,7 @@ __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks)
   const index_t c = blockIdx.x, head = blockIdx.y;
   const index_t P = p.headdim, N = p.dstate, q_tiles = (ws.q + kSsdTile - 1) / kSsdTile;
   const index_t r0 = (blockIdx.z / q_tiles) * kSsdTile, s0 = (blockIdx.z % q_tiles) * kSsdTile;
-  const std::int64_t* chunk = ws.chunks + c * kSsdChunkFields;
-  const index_t row = chunk[0], t0 = chunk[1], len = chunk[2];
+  const auto [row, t0, len] = chunk_row(ws.chunks, c);
   if (r0 >= len || s0 > r0) return;  // the whole block
   const index_t group = head / (p.nheads / p.ngroups);
   const double* cs = ws.cs + (c * p.nheads + head) * ws.q;

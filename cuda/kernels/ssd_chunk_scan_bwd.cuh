@@ -31,8 +31,7 @@ __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks)
   const index_t c = blockIdx.x, head = blockIdx.y;
   const index_t P = p.headdim, N = p.dstate, p_tiles = (P + kSsdTile - 1) / kSsdTile;
   const index_t r0 = (blockIdx.z / p_tiles) * kSsdTile, p0 = (blockIdx.z % p_tiles) * kSsdTile;
-  const std::int64_t* chunk = ws.chunks + c * kSsdChunkFields;
-  const index_t row = chunk[0], t0 = chunk[1], len = chunk[2];
+  const auto [row, t0, len] = chunk_row(ws.chunks, c);
   if (r0 >= len) return;  // the whole block
   const index_t group = head / (p.nheads / p.ngroups);
   const double* cs = ws.cs + (c * p.nheads + head) * ws.q;

@@ -20,8 +20,7 @@ __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks)
   const index_t c = blockIdx.x, head = blockIdx.y;
   const index_t P = p.headdim, N = p.dstate, n_tiles = (N + kSsdTile - 1) / kSsdTile;
   const index_t p0 = (blockIdx.z / n_tiles) * kSsdTile, n0 = (blockIdx.z % n_tiles) * kSsdTile;
-  const std::int64_t* chunk = ws.chunks + c * kSsdChunkFields;
-  const index_t row = chunk[0], t0 = chunk[1], len = chunk[2];
+  const auto [row, t0, len] = chunk_row(ws.chunks, c);
   const index_t group = head / (p.nheads / p.ngroups);
   const double* cs = ws.cs + (c * p.nheads + head) * ws.q;
   const In* C = static_cast<const In*>(p.C) + row * p.C_batch_stride + t0 * p.C_seq_stride + group * p.C_group_stride;

@@ -20,6 +20,15 @@ namespace ssm::kernels {
 /// One row of the chunk table: the batch row, the first step along l, the length (1..Q) and the sequence.
 inline constexpr int kSsdChunkFields = 4;
 
+/// Chunk c's row of a chunk table, decoded.
+struct ChunkRow {
+  std::int64_t row, t0, len;  // the batch row, the first step along l, the length
+};
+__device__ __forceinline__ ChunkRow chunk_row(const std::int64_t* chunks, std::int64_t c) {
+  const std::int64_t* r = chunks + c * kSsdChunkFields;
+  return ChunkRow{r[0], r[1], r[2]};
+}
+
 /// Device pointers of one forward call. chunks (n_chunks, 4) and first_chunk (rows + 1): sequence s owns chunks
 /// [first_chunk[s], first_chunk[s + 1]). cs (n_chunks, h, q) double and Delta (n_chunks, h, q) f32: the cumulative
 /// sums and step sizes, q = the longest chunk. states (n_chunks, h, p, n) f32: each chunk's zero-start state after

@@ -16,8 +16,7 @@ __global__ void __launch_bounds__(32) ssd_gate_bwd_kernel(SsdParams p, SsdGradPa
                                                           SsdGradWorkspace gw) {
   const int lane = static_cast<int>(threadIdx.x);
   const index_t c = blockIdx.x, head = blockIdx.y;
-  const std::int64_t* chunk = ws.chunks + c * kSsdChunkFields;
-  const index_t row = chunk[0], t0 = chunk[1], len = chunk[2];
+  const auto [row, t0, len] = chunk_row(ws.chunks, c);
   const float A = static_cast<const float*>(p.A)[head];
   const float bias = p.dt_bias ? static_cast<const float*>(p.dt_bias)[head] : 0.0f;
   const float* dt = static_cast<const float*>(p.dt) + row * p.dt_batch_stride + head * p.dt_head_stride;

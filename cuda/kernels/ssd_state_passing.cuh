@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(kSsdPassThreads) ssd_state_passing_kernel(SsdP
     float* S = ws.states + (c * h + head) * PN + e;
     const float chunk_state = *S;
     *S = H;
-    const index_t len = ws.chunks[c * kSsdChunkFields + 2];
+    const index_t len = chunk_row(ws.chunks, c).len;
     H = scalar::exp(static_cast<float>(ws.cs[(c * h + head) * ws.q + len - 1])) * H + chunk_state;
   }
   if (p.final_state) static_cast<float*>(p.final_state)[(s * h + head) * PN + e] = H;

@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(kSsdPassThreads)
   float dH = active && g.grad_final_state ? static_cast<const float*>(g.grad_final_state)[(s * h + head) * PN + e] : 0.0f;
   const index_t first = ws.first_chunk[s];
   for (index_t c = ws.first_chunk[s + 1] - 1; c >= first; --c) {
-    const index_t len = ws.chunks[c * kSsdChunkFields + 2];
+    const index_t len = chunk_row(ws.chunks, c).len;
     const float a = scalar::exp(static_cast<float>(ws.cs[(c * h + head) * ws.q + len - 1]));
     float ga = 0.0f;
     if (active) {
