@@ -30,27 +30,28 @@ namespace ssm::cpu {
 namespace ttt_linear {
 
 /// The backward of inner_gradient for Ḡ, from what the forward left: ẑ (zhat), e and G of the row and 1 / σ. z̄ and r̄
-/// (the gradient of r = v − k) written, γ̄ and β̄ added; zbar doubles as scratch. G is linear in g = γ ⊙ e with the
-/// symmetric derivative (I − 11ᵀ/d − ẑẑᵀ/d) / σ; ẑ also enters G directly and through e, and σ directly.
+/// (the gradient of r = v − k) written, γ̄ and β̄ added (zbar and rbar alias no input; rbar holds ḡ first). G is linear
+/// in g = γ ⊙ e with the symmetric derivative (I − 11ᵀ/d − ẑẑᵀ/d) / σ; ẑ also enters G directly and through e, and σ
+/// directly.
 template <class T>
 void inner_gradient_backward(const T* zhat, const T* e, const T* G, T inv_sigma, const T* gamma, const T* Gbar,
                              std::int64_t d, T* zbar, T* rbar, T* gamma_bar, T* beta_bar) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  using CArr = Eigen::Map<const Arr>;
+  using MArr = Eigen::Map<Arr>;
   const T dn = static_cast<T>(d);
-  const ConstRowMap<T> zh(zhat, d), Gb(Gbar, d), gm(gamma, d), em(e, d);
-  const T mGb = Gb.sum() / dn, mGbz = Gb.dot(zh) / dn, GbG = Gb.dot(ConstRowMap<T>(G, d));
-  const T mgz = (gm.array() * em.array() * zh.array()).sum() / dn;
+  const CArr zh(zhat, d), Gb(Gbar, d), gm(gamma, d), em(e, d);
+  const T mGb = Gb.sum() / dn, mGbz = (Gb * zh).sum() / dn, GbG = (Gb * CArr(G, d)).sum();
+  const T mgz = (gm * em * zh).sum() / dn;
   const T sigma_bar = -GbG * inv_sigma;
-  for (std::int64_t j = 0; j < d; ++j) {
-    const T gb = (Gbar[j] - mGb - zhat[j] * mGbz) * inv_sigma;
-    gamma_bar[j] += gb * (e[j] + gamma[j] * zhat[j]);
-    beta_bar[j] += gb * gamma[j];
-    rbar[j] = -gb * gamma[j];
-    zbar[j] = -(mgz * Gbar[j] + gamma[j] * e[j] * mGbz) * inv_sigma + gb * gamma[j] * gamma[j];  // ẑ̄
-  }
-  const RowMap<T> zb(zbar, d);
-  const T mzb = zb.sum() / dn, mzbz = zb.dot(zh) / dn;
-  for (std::int64_t j = 0; j < d; ++j)
-    zbar[j] = (zbar[j] - mzb - zhat[j] * mzbz) * inv_sigma + sigma_bar * zhat[j] / dn;
+  MArr gb(rbar, d), zb(zbar, d);  // ḡ, the gradient of g = γ ⊙ e, first held in r̄ (no temporary row)
+  gb = (Gb - mGb - zh * mGbz) * inv_sigma;
+  MArr(gamma_bar, d) += gb * (em + gm * zh);
+  MArr(beta_bar, d) += gb * gm;
+  zb = -(mgz * Gb + gm * em * mGbz) * inv_sigma + gb * gm * gm;  // ẑ̄
+  gb *= -gm;                                                     // r̄ = −γ ⊙ ḡ
+  const T mzb = zb.sum() / dn, mzbz = (zb * zh).sum() / dn;
+  zb = (zb - mzb - zh * mzbz) * inv_sigma + (sigma_bar / dn) * zh;
 }
 
 template <class In>
