@@ -16,8 +16,10 @@
 //   per key channel i (sums over the columns j): ḡq_i = scale Σ_j S_t,ij ḡo_j,  ḡk_i = Σ_j D_ij v_j,
 //     ḡb_i = Σ_j D_ij sa_j,  ḡa_i = Σ_j S_{t−1},ij ḡsa_j,  ḡlog_w_i = w_i Σ_j D_ij S_{t−1},ij;
 //   D ← w ⊙ D + a ḡsa_j.
-// The sums over j are a warp's shuffles (a block is one warp), each block writing its partial sums; rwkv7_grad_sum
-// adds the blocks' partials in a fixed order (deterministic) and converts.
+// The backward's blocks take up to kRwkv7GradWarps warps (128 columns). The sums over j are a warp's shuffles, then
+// the block's warps added in shared memory in warp order; with one block per head (dv <= 128, RWKV-7's heads are 64
+// wide) that is the gradient, written directly, else each block writes its partial sums and rwkv7_grad_sum adds the
+// blocks' in a fixed order (deterministic).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,8 @@ inline constexpr int kRwkv7Columns = 32;            // value columns per block: 
 inline constexpr int kRwkv7SumThreads = 256;        // rwkv7_grad_sum_kernel
 inline constexpr std::int64_t kRwkv7SeqFields = 4;  // the sequence table's row: batch row, begin, end, first checkpoint
 inline constexpr int kRwkv7Parts = 5;               // ḡq, ḡk, ḡb, ḡa, ḡlog_w
+inline constexpr int kRwkv7GradWarps = 4;           // the backward's warps per block, at most
+inline constexpr int kRwkv7Tile = 64;               // key channels summed over the block's warps at a time
 
 /// The workspace (kernels/launch/rwkv7.cuh lays it out); per sequence s and head: st = s h + head.
 struct Rwkv7Workspace {
@@ -40,7 +44,8 @@ struct Rwkv7Workspace {
   float* ck = nullptr;    // (checkpoints, h, dk, dv) the state at the start of every chunk_size steps (backward)
   float* Sc = nullptr;    // (rows, h, chunk_size + 1, dk, dv) one interval's states (backward)
   float* D = nullptr;     // (rows, h, dk, dv) the running gradient of the state (backward)
-  float* part = nullptr;  // (column blocks, b l h, 5, dk) each block's partial sums over its columns (backward)
+  float* part = nullptr;  // (column blocks, b l h, 5, dk) each block's partial sums over its columns (backward, with
+                          // more than one block per head)
 };
 
 /// Element i of one step's row of a per-token input (b, l, h, d).
@@ -89,18 +94,39 @@ __global__ void __launch_bounds__(kRwkv7Columns) rwkv7_forward_kernel(Rwkv7Param
     for (std::int64_t i = 0; i < dk; ++i) static_cast<float*>(p.final_state)[state + i * dv + j] = S[i * dv];
 }
 
+/// The gradient the key-channel sums of part k go to: ḡq, ḡk, ḡb, ḡa, ḡlog_w (a switch, not an array: k is not
+/// known at compile time where the sums are written).
+__device__ __forceinline__ void* rwkv7_grad_part(const Rwkv7GradParams& g, std::int64_t k) {
+  switch (k) {
+    case 0:
+      return g.grad_q;
+    case 1:
+      return g.grad_k;
+    case 2:
+      return g.grad_b;
+    case 3:
+      return g.grad_a;
+    default:
+      return g.grad_log_w;
+  }
+}
+
 /// The sum of v over the 32 lanes of a warp, in every lane.
 __device__ __forceinline__ float rwkv7_warp_sum(float v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
 }
 
-/// The backward, grid (ceil(dv / 32), h, rows), block 32 (one warp; lanes past dv take part in the sums with zeros):
-/// ḡv and the initial state's gradient directly, the key-channel gradients as this block's partial sums (w.part).
+/// The backward, grid (column blocks, h, rows), block 32 × (1 .. kRwkv7GradWarps) (lanes past dv take part in the sums
+/// with zeros): ḡv and the initial state's gradient directly; the key-channel gradients directly with one column
+/// block, else as this block's partial sums (w.part).
 template <class In>
-__global__ void __launch_bounds__(kRwkv7Columns)
+__global__ void __launch_bounds__(kRwkv7Columns* kRwkv7GradWarps)
     rwkv7_backward_kernel(Rwkv7Params p, Rwkv7GradParams g, Rwkv7Workspace w) {
-  const std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * kRwkv7Columns + threadIdx.x;
+  SSM_SHARED(float, red, kRwkv7GradWarps* kRwkv7Parts* kRwkv7Tile);  // (warp, part, key channel of the tile)
+  const std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int lane = threadIdx.x % kRwkv7Columns, warp = threadIdx.x / kRwkv7Columns;
+  const int warps = blockDim.x / kRwkv7Columns;
   const std::int64_t head = blockIdx.y, s = blockIdx.z, h = p.nheads, dk = p.dk, dv = p.dv, Q = p.chunk_size;
   const bool active = j < dv;
   const std::int64_t bi = w.seqs[s * kRwkv7SeqFields], t0 = w.seqs[s * kRwkv7SeqFields + 1];
@@ -152,21 +178,37 @@ __global__ void __launch_bounds__(kRwkv7Columns)
         }
         if (g.grad_v) store_float(static_cast<In*>(g.grad_v) + (row * h + head) * dv + j, gv);
       }
-      float* part = w.part + ((blockIdx.x * rows_all + row) * h + head) * kRwkv7Parts * dk;
-      for (std::int64_t i = 0; i < dk; ++i) {
-        float cq = 0.0f, ckk = 0.0f, cb = 0.0f, ca = 0.0f, cw = 0.0f;
-        float wi = 0.0f;
-        if (active) {
-          const float d = D[i * dv], sp = Sp[i * dv];
-          wi = scalar::exp(rwkv7_at<In>(p.log_w, bi, t, head, i));
-          cq = scale * St[i * dv] * go, ckk = d * vj, cb = d * sa, ca = sp * gsa, cw = wi * d * sp;
+      float* part = w.part ? w.part + ((blockIdx.x * rows_all + row) * h + head) * kRwkv7Parts * dk : nullptr;
+      for (std::int64_t i0 = 0; i0 < dk; i0 += kRwkv7Tile) {  // a tile of key channels
+        const std::int64_t n = dk - i0 < kRwkv7Tile ? dk - i0 : kRwkv7Tile;
+        for (std::int64_t i = i0; i < i0 + n; ++i) {
+          float cq = 0.0f, ckk = 0.0f, cb = 0.0f, ca = 0.0f, cw = 0.0f;  // column j's terms
+          float wi = 0.0f;
+          if (active) {
+            const float d = D[i * dv], sp = Sp[i * dv];
+            wi = scalar::exp(rwkv7_at<In>(p.log_w, bi, t, head, i));
+            cq = scale * St[i * dv] * go, ckk = d * vj, cb = d * sa, ca = sp * gsa, cw = wi * d * sp;
+          }
+          cq = rwkv7_warp_sum(cq), ckk = rwkv7_warp_sum(ckk), cb = rwkv7_warp_sum(cb);
+          ca = rwkv7_warp_sum(ca), cw = rwkv7_warp_sum(cw);
+          if (lane == 0) {  // this warp's sums: red[(warp, part, i − i0)]
+            const std::int64_t r = warp * kRwkv7Parts * kRwkv7Tile + (i - i0);
+            red[r] = cq, red[r + kRwkv7Tile] = ckk, red[r + 2 * kRwkv7Tile] = cb;
+            red[r + 3 * kRwkv7Tile] = ca, red[r + 4 * kRwkv7Tile] = cw;
+          }
+          if (active) D[i * dv] = wi * D[i * dv] + rwkv7_at<In>(p.a, bi, t, head, i) * gsa;  // to S_{t−1}'s gradient
         }
-        cq = rwkv7_warp_sum(cq), ckk = rwkv7_warp_sum(ckk), cb = rwkv7_warp_sum(cb);
-        ca = rwkv7_warp_sum(ca), cw = rwkv7_warp_sum(cw);
-        if (threadIdx.x == 0) {
-          part[i] = cq, part[dk + i] = ckk, part[2 * dk + i] = cb, part[3 * dk + i] = ca, part[4 * dk + i] = cw;
+        __syncthreads();
+        for (std::int64_t e = threadIdx.x; e < kRwkv7Parts * n; e += blockDim.x) {  // the warps' sums, in warp order
+          const std::int64_t k = e / n, i = i0 + e % n;
+          float acc = 0.0f;
+          for (int wp = 0; wp < warps; ++wp) acc += red[(wp * kRwkv7Parts + k) * kRwkv7Tile + (i - i0)];
+          if (part)
+            part[k * dk + i] = acc;
+          else if (void* dst = rwkv7_grad_part(g, k))
+            store_float(static_cast<In*>(dst) + (row * h + head) * dk + i, acc);
         }
-        if (active) D[i * dv] = wi * D[i * dv] + rwkv7_at<In>(p.a, bi, t, head, i) * gsa;  // to S_{t−1}'s gradient
+        __syncthreads();  // the next tile rewrites red
       }
     }
   }

@@ -1025,25 +1025,20 @@ TEST(CudaOpsEmu, DeltaRuleRefusesWhatTheKernelsCannotTake) {
 
 // ---- RWKV-7 -------------------------------------------------------------------------------------------------------
 
-/// RWKV-7's forward and backward on emulated CUDA tensors against the token loop in double. The conformance cases
-/// (tests/conformance/ops/rwkv7.cpp) have dv < 32; here dv = 70 spans three blocks of value columns (the last one
-/// partial, whose idle lanes still take part in the warp's sums), dk = 24, packed sequences (37 and 53 steps) with a
-/// checkpoint interval of 16 that divides neither, fast decays, initial states in, final states out, and gradients of
-/// out and of the final states. (Small enough for the sanitizers' build: every shuffle is emulated.)
-TEST(CudaOpsEmu, Rwkv7AcrossColumnBlocks) {
-  rwkv7_problem::Rw7Case s;
-  s.b = 1, s.l = 90, s.h = 2, s.dk = 24, s.dv = 70, s.dtype = DType::f32, s.seed = 101;
-  s.has_init = true, s.scale = 0.5, s.log_w_min = -4, s.cu = {0, 37, 90};
+/// One RWKV-7 problem's forward and backward on emulated CUDA tensors against the token loop in double, with a
+/// checkpoint interval of 16, initial states in, final states out, and gradients of out and of the final states.
+void check_rwkv7_on_emulated_cuda(const rwkv7_problem::Rw7Case& s, std::uint64_t seed) {
   const rwkv7_problem::Rw7Data host = rwkv7_problem::make_data(s);
   ssm::Rwkv7Options opt = host.options();
   opt.chunk_size = 16, opt.return_final_state = true, opt.path = ssm::Rwkv7Path::reference;
   const ssm::Rwkv7Outputs ref = ssm::rwkv7(host.inputs(), opt);
-  std::mt19937_64 grng(102);
+  std::mt19937_64 grng(seed);
+  const index_t rows = static_cast<index_t>(s.cu.empty() ? s.b : s.cu.size() - 1);
   const Tensor grad_out = rwkv7_problem::uniform(grng, {s.b, s.l, s.h, s.dv}, DType::f32, -1, 1);
-  const Tensor grad_state = rwkv7_problem::uniform(grng, {2, s.h, s.dk, s.dv}, DType::f32, -1, 1);
+  const Tensor grad_state = rwkv7_problem::uniform(grng, {rows, s.h, s.dk, s.dv}, DType::f32, -1, 1);
   const ssm::Rwkv7Grads gref = ssm::rwkv7_backward(host.inputs(), grad_out, grad_state.view(), opt);
 
-  ScopedEmulatedCuda guard(Order::random, 103);
+  ScopedEmulatedCuda guard(Order::random, seed + 1);
   const Tensor q = host.q.to(kCuda), k = host.k.to(kCuda), v = host.v.to(kCuda), lw = host.log_w.to(kCuda);
   const Tensor a = host.a.to(kCuda), b = host.b.to(kCuda), s0 = host.initial_state.to(kCuda);
   ssm::Rwkv7Inputs in = host.inputs();  // cu_seqlens stays on the host
@@ -1063,6 +1058,24 @@ TEST(CudaOpsEmu, Rwkv7AcrossColumnBlocks) {
   expect_close("grad_a", ggot.grad_a, gref.grad_a, 1e-4);
   expect_close("grad_b", ggot.grad_b, gref.grad_b, 1e-4);
   expect_close("grad_initial_state", ggot.grad_initial_state, gref.grad_initial_state, 1e-4);
+}
+
+/// The conformance cases (tests/conformance/ops/rwkv7.cpp) have dv < 32. Here dv = 70 spans three warps of value
+/// columns in the backward's one block per head (the last warp partial, its idle lanes still in the warp's sums), with
+/// dk = 24 and packed sequences (37 and 53 steps) whose lengths 16 divides neither, and fast decays; then dv = 140
+/// takes two blocks per head (128 + 12 columns), so the blocks' partial sums and their kernel, and dk = 70 two tiles of
+/// key channels in the block's sum. (Small enough for the sanitizers' build: every shuffle is emulated.)
+TEST(CudaOpsEmu, Rwkv7AcrossColumnBlocks) {
+  rwkv7_problem::Rw7Case s;  // one block of three warps per head, the last partial
+  s.b = 1, s.l = 90, s.h = 2, s.dk = 24, s.dv = 70, s.dtype = DType::f32, s.seed = 101;
+  s.has_init = true, s.scale = 0.5, s.log_w_min = -4, s.cu = {0, 37, 90};
+  {
+    SCOPED_TRACE("dv = 70: one block per head");
+    check_rwkv7_on_emulated_cuda(s, 102);
+  }
+  s.l = 20, s.h = 1, s.dk = 70, s.dv = 140, s.seed = 104, s.cu = {0, 9, 20};  // two blocks, two tiles of key channels
+  SCOPED_TRACE("dv = 140: two blocks and their partial sums");
+  check_rwkv7_on_emulated_cuda(s, 105);
 }
 
 /// The decode step on emulated CUDA tensors, token by token with the state updated in place, against the same steps on

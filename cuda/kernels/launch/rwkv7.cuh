@@ -18,9 +18,10 @@ namespace ssm::kernels {
 
 /// The host side of one call: the sequence table and the workspace's byte offsets (0: absent).
 struct Rwkv7Plan {
-  std::vector<std::int64_t> table;           // (rows, 4): batch row, begin, end, first checkpoint
-  std::int64_t checkpoints = 0, blocks = 0;  // the intervals of every sequence; the column blocks
-  std::int64_t interval = 1;                 // the checkpoint interval: chunk_size, at most the longest sequence
+  std::vector<std::int64_t> table;               // (rows, 4): batch row, begin, end, first checkpoint
+  std::int64_t checkpoints = 0, blocks = 0;      // the intervals of every sequence; the forward's column blocks
+  std::int64_t grad_warps = 1, grad_blocks = 0;  // the backward's warps per block and column blocks
+  std::int64_t interval = 1;                     // the checkpoint interval: chunk_size, at most the longest sequence
   std::size_t table_bytes = 0, S = 0, ck = 0, Sc = 0, D = 0, part = 0;
   std::size_t bytes = 0;
 };
@@ -42,6 +43,8 @@ inline Rwkv7Plan plan_rwkv7(const Rwkv7Params& p, const char* op, const Rwkv7Gra
   check_packed_sequences(p, op);
   Rwkv7Plan plan;
   plan.blocks = blocks;
+  plan.grad_warps = std::min<std::int64_t>(blocks, kRwkv7GradWarps);
+  plan.grad_blocks = (blocks + plan.grad_warps - 1) / plan.grad_warps;
   std::int64_t longest = 1;  // (a direct caller's chunk_size far past the sequences sizes no buffer)
   for (std::int64_t s = 0; s < p.rows(); ++s) longest = std::max(longest, p.seq_end(s) - p.seq_begin(s));
   plan.interval = std::min(p.chunk_size, longest);
@@ -57,8 +60,9 @@ inline Rwkv7Plan plan_rwkv7(const Rwkv7Params& p, const char* op, const Rwkv7Gra
   if (g) {
     plan.ck = layout.take(plan.checkpoints * h * size),
     plan.Sc = layout.take(p.rows() * h * (plan.interval + 1) * size);
-    plan.D = layout.take(p.rows() * h * size),
-    plan.part = layout.take(blocks * p.batch * p.seqlen * h * kRwkv7Parts * p.dk);
+    plan.D = layout.take(p.rows() * h * size);
+    if (plan.grad_blocks > 1)  // (one block per head writes the key channels' gradients itself)
+      plan.part = layout.take(plan.grad_blocks * p.batch * p.seqlen * h * kRwkv7Parts * p.dk);
   }
   plan.bytes = layout.bytes;
   return plan;
@@ -92,11 +96,15 @@ void launch_rwkv7_backward(Exec& exec, const Rwkv7Params& p, const Rwkv7GradPara
   const Rwkv7Workspace w = rwkv7_workspace(plan, p, base);
   Rwkv7Params q = p;  // the kernel's intervals: the plan's
   q.chunk_size = plan.interval;
-  if (p.rows() > 0) exec.launch(rwkv7_backward_kernel<In>, rwkv7_grid(p, plan), LaunchDims{kRwkv7Columns}, q, g, w);
+  if (p.rows() > 0)
+    exec.launch(rwkv7_backward_kernel<In>,
+                LaunchDims{static_cast<unsigned>(plan.grad_blocks), static_cast<unsigned>(p.nheads),
+                           static_cast<unsigned>(p.rows())},
+                LaunchDims{static_cast<unsigned>(kRwkv7Columns * plan.grad_warps)}, q, g, w);
   const std::int64_t n = p.batch * p.seqlen * p.nheads * p.dk, blocks = (n + kRwkv7SumThreads - 1) / kRwkv7SumThreads;
-  if (n > 0)
+  if (n > 0 && plan.grad_blocks > 1)
     exec.launch(rwkv7_grad_sum_kernel<In>, LaunchDims{static_cast<unsigned>(blocks < 4096 ? blocks : 4096)},
-                LaunchDims{kRwkv7SumThreads}, p, g, w, plan.blocks);
+                LaunchDims{kRwkv7SumThreads}, p, g, w, plan.grad_blocks);
 }
 
 /// The whole forward over one executor, every input dtype: plan_rwkv7 has run, the workspace holds the table.

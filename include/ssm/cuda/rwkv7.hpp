@@ -16,8 +16,8 @@ void rwkv7_forward(const Rwkv7Params& p, void* stream = nullptr);
 /// The backward on the current device: the dtypes of rwkv7_forward; g's buffers contiguous (Rwkv7GradParams),
 /// grad_out required when there are steps, p.out not read. A forward pass keeps the state every p.chunk_size steps,
 /// then each interval is recomputed and run in reverse. Its workspace, stream-ordered, holds per sequence and head 4 dk
-/// dv (p.chunk_size + 3) bytes, per interval and head 4 dk dv, and per step and head 20 dk ⌈dv / 32⌉ (the column
-/// blocks' partial sums). Does not synchronize. ssm::Error as the forward.
+/// dv (p.chunk_size + 3) bytes, per interval and head 4 dk dv, and with dv > 128 per step and head 20 dk ⌈dv / 128⌉
+/// (the column blocks' partial sums). Does not synchronize. ssm::Error as the forward.
 void rwkv7_backward(const Rwkv7Params& p, const Rwkv7GradParams& g, void* stream = nullptr);
 
 }  // namespace ssm::cuda
