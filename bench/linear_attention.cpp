@@ -20,6 +20,10 @@
 // (the shape above: updates_per_s counts b·l·h·d², the inner model's size) and d = 64 (the paper's head width), with
 // the paper's position weights τ_i = 1 / (i + 1) and η in [0, 0.1); and the dual form's backward with bwd_over_fwd (its
 // best time over the dual forward's best of 3).
+// Every chunked forward (BM_la_chunked, BM_dr_chunked, BM_rwkv7_chunked, BM_ttt_dual) also reports flops_per_s, its
+// algorithm's matrix-product flops (bench/mixer_flops.hpp) over its best time, and gemm_fraction, that rate over the
+// single-thread Eigen GEMM rate measured in this binary (bench/gemm_rate.hpp; bench_ssd reports Mamba-2's the same
+// way).
 // RWKV-4's WKV recurrence (ops/rwkv4.hpp, docs/rwkv4.md), BM_rwkv4_*: channel steps per second, b·l·c / time, at
 // l = 4096 and c = 768 / 2048 (RWKV-4 169M's and 1.5B's widths), f32, 1 thread: the forward (the vectorized loop,
 // two exponentials per channel and step) with steps_per_exp_s, its rate over the machine's rate of single
@@ -38,9 +42,11 @@
 #include "../tests/conformance/rwkv4_problem.hpp"
 #include "../tests/conformance/rwkv7_problem.hpp"
 #include "../tests/conformance/ttt_linear_problem.hpp"
+#include "gemm_rate.hpp"
+#include "mixer_flops.hpp"
+#include "ssm/cpu/simd.hpp"
 #include "ssm/ops/delta_rule.hpp"
 #include "ssm/ops/linear_attention.hpp"
-#include "ssm/cpu/simd.hpp"
 #include "ssm/ops/rwkv4.hpp"
 #include "ssm/ops/rwkv7.hpp"
 #include "ssm/ops/ttt_linear.hpp"
@@ -84,6 +90,13 @@ void set_updates(benchmark::State& state, const Case& c) {
   state.counters["updates_per_s"] = benchmark::Counter(updates, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// flops_per_s and gemm_fraction of a chunked forward: its matrix-product flops (bench/mixer_flops.hpp) over its best
+/// time, and that rate over the machine's single-thread GEMM rate measured in this binary (bench/gemm_rate.hpp).
+void set_gemm_fraction(benchmark::State& state, double flops, double best_s) {
+  state.counters["flops_per_s"] = flops / best_s;
+  state.counters["gemm_fraction"] = flops / best_s / bench_gemm::gemm_rate();
+}
+
 void BM_la_chunked(benchmark::State& state) {
   const index_t l = state.range(0), chunk = state.range(2);
   const int variant = static_cast<int>(state.range(1));
@@ -102,6 +115,9 @@ void BM_la_chunked(benchmark::State& state) {
   }
   set_updates(state, d.cs);
   state.counters["speedup_over_loop"] = loop_s / best;
+  const auto& c = d.cs;
+  set_gemm_fraction(state, mixer_flops::linear_attention(c.b, c.l, c.h, c.dk, c.dv + (c.normalize ? 1 : 0), chunk),
+                    best);
 }
 
 void BM_la_recurrent(benchmark::State& state) {
@@ -169,6 +185,7 @@ void BM_dr_chunked(benchmark::State& state) {
   }
   set_updates(state, d.cs);
   state.counters["speedup_over_loop"] = loop_s / best;
+  set_gemm_fraction(state, mixer_flops::delta_rule(d.cs.b, d.cs.l, d.cs.h, d.cs.dk, d.cs.dv, chunk), best);
 }
 
 void BM_dr_recurrent(benchmark::State& state) {
@@ -231,6 +248,7 @@ void BM_rwkv7_chunked(benchmark::State& state) {
   }
   set_updates(state, d.cs);
   state.counters["speedup_over_loop"] = loop_s / best;
+  set_gemm_fraction(state, mixer_flops::rwkv7(d.cs.b, d.cs.l, d.cs.h, d.cs.dk, d.cs.dv, state.range(1)), best);
 }
 
 void BM_rwkv7_recurrent(benchmark::State& state) {
@@ -411,6 +429,7 @@ void BM_ttt_dual(benchmark::State& state) {
   }
   set_updates(state, d.cs);
   state.counters["speedup_over_loop"] = loop_s / best;
+  set_gemm_fraction(state, mixer_flops::ttt_dual(d.cs.b, d.cs.l, d.cs.h, d.cs.dk, m), best);
 }
 
 void BM_ttt_recurrent(benchmark::State& state) {

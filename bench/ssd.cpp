@@ -4,7 +4,8 @@
 //   - the chunked forward at chunk sizes 64, 128 and 256 on 1 and 2 threads;
 //   - the chunked forward against the token loop (SsdPath::recurrent) at short lengths (where each wins);
 //   - the chunked backward (ssm::ssd_backward, chunk 128) on 1 and 2 threads, with its time over the forward's;
-//   - an Eigen f32 GEMM of the stages' shape (p × Q by Q × n, 64 × 128 by 128 × 128), the machine's GEMM rate.
+//   - an Eigen f32 GEMM of the stages' shape (p × Q by Q × n, 64 × 128 by 128 × 128), the machine's GEMM rate
+//     (bench/gemm_rate.hpp, shared with bench_linear_attention).
 // Counters: updates_per_s; updates_per_s_per_thread (the forward target: >= 1e10 per core); flops_per_s, the
 // matrix-product flops the chunked algorithm needs (bench/ssd_flops.hpp) over the time; gemm_fraction, that rate per
 // thread over the single-thread GEMM rate measured in this binary; bwd_over_fwd (the backward's best time over the
@@ -18,17 +19,16 @@
 #include <vector>
 
 #include "../tests/conformance/ssd_problem.hpp"
+#include "gemm_rate.hpp"
 #include "ssd_flops.hpp"
 #include "ssm/ops/ssd.hpp"
-SSM_EXTERNAL_INCLUDE_BEGIN
-#include <Eigen/Core>
-SSM_EXTERNAL_INCLUDE_END
 
 namespace {
 
 using ssm::index_t;
 using Clock = std::chrono::steady_clock;
-using MatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using bench_gemm::gemm_rate;
+using bench_gemm::GemmBatch;
 
 ssd_problem::SsdCase mamba2_case(index_t l) {
   ssd_problem::SsdCase c;
@@ -36,44 +36,6 @@ ssd_problem::SsdCase mamba2_case(index_t l) {
   c.has_D = c.has_z = c.has_bias = c.softplus = true;
   c.dtype = ssm::DType::f32;
   return c;
-}
-
-
-/// One single-thread Eigen f32 GEMM batch of the stages' shape: 48 products (64 × 128)(128 × 128), as many as the
-/// heads × 2 of a chunk. Returns its flops.
-struct GemmBatch {
-  static constexpr int kCount = 48;
-  std::vector<MatrixF> A, B, C;
-  GemmBatch() {
-    std::mt19937 rng(1);
-    std::uniform_real_distribution<float> u(-1, 1);
-    for (int i = 0; i < kCount; ++i) {
-      A.push_back(MatrixF::NullaryExpr(64, 128, [&] { return u(rng); }));
-      B.push_back(MatrixF::NullaryExpr(128, 128, [&] { return u(rng); }));
-      C.push_back(MatrixF::Zero(64, 128));
-    }
-  }
-  double run() {
-    for (int i = 0; i < kCount; ++i) C[static_cast<std::size_t>(i)].noalias() = A[static_cast<std::size_t>(i)] * B[static_cast<std::size_t>(i)];
-    benchmark::DoNotOptimize(C[0].data());
-    return 2.0 * 64 * 128 * 128 * kCount;
-  }
-};
-
-/// The machine's single-thread f32 GEMM rate (flops/s), measured once: the best of 20 batches after a warm-up.
-double gemm_rate() {
-  static const double rate = [] {
-    GemmBatch b;
-    b.run();
-    double best = 1e30, flops = 0;
-    for (int r = 0; r < 20; ++r) {
-      const auto t0 = Clock::now();
-      flops = b.run();
-      best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-    }
-    return flops / best;
-  }();
-  return rate;
 }
 
 void BM_eigen_gemm_f32(benchmark::State& state) {
