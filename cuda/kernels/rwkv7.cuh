@@ -4,9 +4,9 @@
 // The transition diag(w) + b aᵀ acts on the key dimension only, so every value column j of the state evolves on its
 // own: sa_j = Σ_i a_i S_ij, then S_ij ← w_i S_ij + b_i sa_j + k_i v_j, and o_j = scale Σ_i q_i S_ij. One thread carries
 // one column through the whole sequence (the token loop; RWKV-7's own kernel also gives a thread a column, but keeps it
-// in registers), 32 columns to a block, no barrier; the state lives in the workspace. (The CPU's chunked form,
-// cpu/rwkv7.hpp, trades this loop for matrix products of chunk size; on a GPU the columns give the parallelism, and the
-// per-step vectors q, k, w, a, b are read by the 32 threads of a warp at once.)
+// in registers); the forward has 32 columns to a block and no barrier; the state lives in the workspace. (The CPU's
+// chunked form, cpu/rwkv7.hpp, trades this loop for matrix products of chunk size; on a GPU the columns give the
+// parallelism, and the per-step vectors q, k, w, a, b are read by the 32 threads of a warp at once.)
 //
 // The backward (the CPU's checkpointed token loop, cpu/rwkv7.hpp backward_recurrent) in one kernel per column block:
 // a forward pass keeps the state every chunk_size steps; then, interval by interval from the last, the interval's
@@ -29,7 +29,7 @@
 
 namespace ssm::kernels {
 
-inline constexpr int kRwkv7Columns = 32;            // value columns per block: one warp
+inline constexpr int kRwkv7Columns = 32;            // value columns per warp (the forward's block: one warp)
 inline constexpr int kRwkv7SumThreads = 256;        // rwkv7_grad_sum_kernel
 inline constexpr std::int64_t kRwkv7SeqFields = 4;  // the sequence table's row: batch row, begin, end, first checkpoint
 inline constexpr int kRwkv7Parts = 5;               // ḡq, ḡk, ḡb, ḡa, ḡlog_w

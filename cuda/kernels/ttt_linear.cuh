@@ -28,7 +28,7 @@ struct TttWorkspace {
   float* W = nullptr;                  // (rows, h, d + 1, d) Ŵ′
   float* A = nullptr;                  // (rows, h, d + 1, d) the pending sum
   float* z = nullptr;                  // (rows, h, d) z, then ž, per token
-  float* g = nullptr;                  // (rows, h, d) g, then G
+  float* g = nullptr;                  // (rows, h, d) g
   float* zh = nullptr;                 // (rows, h, d) the normalized z
 };
 

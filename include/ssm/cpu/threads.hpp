@@ -165,10 +165,11 @@ inline void run_concurrently(int n, const std::function<void(int)>& job) {
 }  // namespace detail
 
 /// While alive, the calling thread's SSE / AVX arithmetic reads denormal inputs as zero and writes zero for denormal
-/// results (x86's MXCSR DAZ and FTZ bits); the destructor restores the mode it found. On other architectures it does
+/// results (x86's MXCSR DAZ and FTZ bits); the destructor restores those two bits as it found them (the exception flags
+/// raised meanwhile are kept, for a caller that reads them with fetestexcept). On other architectures it does
 /// nothing. The CPU ops run their tasks under it (parallel_for, run_threads): products of decays that reach below
 /// 1.2e-38 (f32) otherwise take a microcode assist per operation on Intel cores, which made SSD's chunked forward at
-/// chunk 256 5.8x slower on an AVX-512 Xeon (docs/ssd.md), for values that change no result above that size.
+/// chunk 256 5.7x slower on an AVX-512 Xeon (docs/ssd.md), for values that change no result above that size.
 class FlushDenormals {
  public:
 #if defined(__SSE__) || defined(_M_X64)
@@ -176,8 +177,8 @@ class FlushDenormals {
   FlushDenormals() : saved_(_mm_getcsr()) {
     _mm_setcsr(saved_ | kBits);
   }
-  ~FlushDenormals() {
-    _mm_setcsr(saved_);
+  ~FlushDenormals() {  // the two bits as found; the exception flags the work raised stay raised
+    _mm_setcsr((_mm_getcsr() & ~kBits) | (saved_ & kBits));
   }
 #else
   FlushDenormals() {}
