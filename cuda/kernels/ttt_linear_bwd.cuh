@@ -49,6 +49,12 @@ struct TttGradWorkspace {
   float* tau_bar = nullptr;    // (rows, h, m), with position weights
 };
 
+/// Mini-batch b of a sequence: its steps [begin, end) and the mini-batch position of its first step.
+struct TttBatch {
+  std::int64_t begin, end, i0;
+  __device__ __forceinline__ bool ended(std::int64_t m) const { return i0 + end - begin == m; }
+};
+
 /// Row a of M y for M (d + 1, d) row-major and y (d): Σ_j M_aj y_j.
 __device__ __forceinline__ float ttt_row(const float* M, const float* y, std::int64_t d, std::int64_t a) {
   float acc = 0.0f;
@@ -82,9 +88,11 @@ __global__ void __launch_bounds__(kTttThreads, 1)
     return static_cast<const In*>(r.data) + r.at(bi, t, head);
   };
   const auto grad_at = [&](void* dst, std::int64_t t) { return static_cast<In*>(dst) + ((bi * l + t) * h + head) * d; };
-  // mini-batch b: its first step, its first position and its length
   const std::int64_t batches = t1 > t0 ? (p.start + t1 - t0 + m - 1) / m : 0;
-  const auto batch_begin = [&](std::int64_t b) { return b == 0 ? t0 : t0 + b * m - p.start; };
+  const auto batch = [&](std::int64_t b) {  // the first one starts at position p.start, the others at 0
+    const std::int64_t i0 = b == 0 ? p.start : 0, begin = b == 0 ? t0 : t0 + b * m - p.start;
+    return TttBatch{begin, begin + (m - i0) < t1 ? begin + (m - i0) : t1, i0};
+  };
   for (std::int64_t j = tid; j < d; j += kTttThreads) {
     for (std::int64_t a = 0; a <= d; ++a) {
       const std::int64_t e = a * d + j;
@@ -97,17 +105,17 @@ __global__ void __launch_bounds__(kTttThreads, 1)
 
   // 1. the training half of the forward, keeping each mini-batch's Ŵ′
   for (std::int64_t b = 0; b < batches; ++b) {
-    const std::int64_t tb0 = batch_begin(b), tb1 = t1 < batch_begin(b + 1) ? t1 : batch_begin(b + 1);
+    const TttBatch bt = batch(b);
     float* Wc = w.ck + ((first + b) * h + head) * size;
     for (std::int64_t j = tid; j < d; j += kTttThreads)
       for (std::int64_t a = 0; a <= d; ++a) Wc[a * d + j] = W[a * d + j];
-    for (std::int64_t t = tb0; t < tb1; ++t) {
+    for (std::int64_t t = bt.begin; t < bt.end; ++t) {
       const In *k = row_of(p.k, t), *v = row_of(p.v, t);
       const float eta = ttt_at<In>(p.eta, bi, t, head, 0);
       const TttInner inner = ttt_inner(red, W, k, v, gamma, beta, d, eps, z, zh, g);
       for (std::int64_t j = tid; j < d; j += kTttThreads) ttt_add_column(A, k, d, j, eta * inner.G(g[j], zh[j]));
     }
-    if ((b == 0 ? p.start : 0) + tb1 - tb0 == m) {  // the mini-batch ended: Ŵ′ ← Ŵ′ − τ_{m−1} A, A ← 0
+    if (bt.ended(m)) {  // the mini-batch ended: Ŵ′ ← Ŵ′ − τ_{m−1} A, A ← 0
       const float tl = tau ? tau[m - 1] : 1.0f;
       for (std::int64_t j = tid; j < d; j += kTttThreads)
         for (std::int64_t a = 0; a <= d; ++a) W[a * d + j] -= tl * A[a * d + j], A[a * d + j] = 0.0f;
@@ -116,8 +124,8 @@ __global__ void __launch_bounds__(kTttThreads, 1)
 
   // 2. the mini-batches in reverse
   for (std::int64_t b = batches - 1; b >= 0; --b) {
-    const std::int64_t tb0 = batch_begin(b), tb1 = t1 < batch_begin(b + 1) ? t1 : batch_begin(b + 1);
-    const std::int64_t i0 = b == 0 ? p.start : 0, n = tb1 - tb0;
+    const TttBatch bt = batch(b);
+    const std::int64_t tb0 = bt.begin, i0 = bt.i0, n = bt.end - bt.begin;
     const float* Wc = w.ck + ((first + b) * h + head) * size;  // this mini-batch's Ŵ′
     for (std::int64_t j = tid; j < d; j += kTttThreads)
       for (std::int64_t a = 0; a <= d; ++a) A[a * d + j] = b == 0 ? state_in(p.initial_pending, a * d + j) : 0.0f;
@@ -159,7 +167,7 @@ __global__ void __launch_bounds__(kTttThreads, 1)
                       load_float(go + a) + ttt_row(Wc, Zq_r, d, a) - ti * ttt_row(A, Zq_r, d, a));
       __syncthreads();  // the next token rewrites A's columns
     }
-    if (i0 + n == m) {  // it ended: Ŵ′_next = Ŵ′ − τ_{m−1} A_end, and the next pending sum is zero
+    if (bt.ended(m)) {  // it ended: Ŵ′_next = Ŵ′ − τ_{m−1} A_end, and the next pending sum is zero
       const float tl = tau ? tau[m - 1] : 1.0f;
       float dot = 0.0f, unused = 0.0f;
       for (std::int64_t j = tid; j < d; j += kTttThreads)

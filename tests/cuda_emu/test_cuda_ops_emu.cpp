@@ -1033,9 +1033,8 @@ void check_rwkv7_on_emulated_cuda(const rwkv7_problem::Rw7Case& s, std::uint64_t
   opt.chunk_size = 16, opt.return_final_state = true, opt.path = ssm::Rwkv7Path::reference;
   const ssm::Rwkv7Outputs ref = ssm::rwkv7(host.inputs(), opt);
   std::mt19937_64 grng(seed);
-  const index_t rows = static_cast<index_t>(s.cu.empty() ? s.b : s.cu.size() - 1);
   const Tensor grad_out = rwkv7_problem::uniform(grng, {s.b, s.l, s.h, s.dv}, DType::f32, -1, 1);
-  const Tensor grad_state = rwkv7_problem::uniform(grng, {rows, s.h, s.dk, s.dv}, DType::f32, -1, 1);
+  const Tensor grad_state = rwkv7_problem::uniform(grng, {s.rows(), s.h, s.dk, s.dv}, DType::f32, -1, 1);
   const ssm::Rwkv7Grads gref = ssm::rwkv7_backward(host.inputs(), grad_out, grad_state.view(), opt);
 
   ScopedEmulatedCuda guard(Order::random, seed + 1);
