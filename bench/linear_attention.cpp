@@ -13,8 +13,9 @@
 // forward's best): path 0 the chunked WY / UT backward, 1 the token loop over checkpointed states. Variants: 0
 // DeltaNet, 1 Gated DeltaNet; both with L2-normalized q, k and scale dk^-1/2.
 // RWKV-7's generalized delta rule (ops/rwkv7.hpp, docs/rwkv7.md) at the same shape, BM_rwkv7_*: the chunked forward
-// with speedup_over_loop, the token loop, and the checkpointed backward with bwd_over_fwd (its best time over the
-// chunked forward's best), the inputs drawn as the model forms them (log w in [−1, −0.01), a = −κ̂, b = κ̂ ⊙ a_icl).
+// with speedup_over_loop, the token loop, and the backward with bwd_over_fwd (its best time over the chunked
+// forward's best at the same chunk): path 0 the chunked backward, 1 the token loop over states checkpointed every
+// chunk. The inputs are drawn as the model forms them (log w in [−1, −0.01), a = −κ̂, b = κ̂ ⊙ a_icl).
 // TTT-Linear (ops/ttt_linear.hpp, docs/ttt_linear.md), BM_ttt_*: the dual form with speedup_over_loop (the token
 // loop's best over the dual form's best) at mini-batch sizes 16 (the paper's) and 64, and the token loop, at d = 128
 // (the shape above: updates_per_s counts b·l·h·d², the inner model's size) and d = 64 (the paper's head width), with
@@ -208,7 +209,8 @@ void BM_dr_backward(benchmark::State& state) {
   const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
   const auto in = d.inputs();
   const auto opt = dr_options(d, chunk, ssm::DeltaRulePath::chunked);
-  const auto bwd_opt = dr_options(d, chunk, state.range(3) == 0 ? ssm::DeltaRulePath::chunked : ssm::DeltaRulePath::recurrent);
+  const auto bwd_opt =
+      dr_options(d, chunk, state.range(3) == 0 ? ssm::DeltaRulePath::chunked : ssm::DeltaRulePath::recurrent);
   const double fwd = best_of(3, [&] { ssm::delta_rule_into(in, out, std::nullopt, opt); });
   double bwd = 1e30;
   for (auto _ : state) {
@@ -269,9 +271,10 @@ void BM_rwkv7_backward(benchmark::State& state) {
   const ssm::Tensor grad_out = rwkv7_problem::uniform(rng, d.v.shape(), d.v.dtype(), -1, 1);
   const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
   const auto in = d.inputs();
-  const auto opt = rwkv7_options(state.range(1));
-  const double fwd =
-      best_of(3, [&] { ssm::rwkv7_into(in, out, std::nullopt, rwkv7_options(state.range(1), ssm::Rwkv7Path::chunked)); });
+  const auto opt =
+      rwkv7_options(state.range(1), state.range(2) == 0 ? ssm::Rwkv7Path::chunked : ssm::Rwkv7Path::recurrent);
+  const double fwd = best_of(
+      3, [&] { ssm::rwkv7_into(in, out, std::nullopt, rwkv7_options(state.range(1), ssm::Rwkv7Path::chunked)); });
   double bwd = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();
@@ -315,14 +318,18 @@ BENCHMARK(BM_dr_backward)
     ->ArgNames({"l", "variant", "chunk", "path"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-// (l, chunk), (l), (l, checkpoint interval)
+// (l, chunk), (l), (l, chunk, path)
 BENCHMARK(BM_rwkv7_chunked)
     ->ArgsProduct({{4096}, {16, 32, 64}})
     ->ArgNames({"l", "chunk"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_rwkv7_recurrent)->Args({4096})->ArgNames({"l"})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_rwkv7_backward)->Args({4096, 32})->ArgNames({"l", "chunk"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_rwkv7_backward)
+    ->ArgsProduct({{4096}, {16, 32, 64}, {0, 1}})
+    ->ArgNames({"l", "chunk", "path"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 rwkv4_problem::Rw4Data rwkv4_data(index_t l, index_t c) {
   rwkv4_problem::Rw4Case cs;
@@ -348,8 +355,8 @@ double exp_rate() {
 }
 
 void set_channel_steps(benchmark::State& state, const rwkv4_problem::Rw4Case& cs) {
-  state.counters["channel_steps_per_s"] = benchmark::Counter(static_cast<double>(cs.b * cs.l * cs.c),
-                                                             benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["channel_steps_per_s"] =
+      benchmark::Counter(static_cast<double>(cs.b * cs.l * cs.c), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // path 0: the vectorized loop (cpu-recurrent), 1: the reference loop in double
@@ -367,8 +374,7 @@ void BM_rwkv4_forward(benchmark::State& state) {
     best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
   }
   set_channel_steps(state, d.cs);
-  if (state.range(2) == 0)
-    state.counters["steps_per_exp_s"] = static_cast<double>(d.cs.l * d.cs.c) / best / exp_rate();
+  if (state.range(2) == 0) state.counters["steps_per_exp_s"] = static_cast<double>(d.cs.l * d.cs.c) / best / exp_rate();
 }
 
 void BM_rwkv4_backward(benchmark::State& state) {
@@ -397,7 +403,11 @@ BENCHMARK(BM_rwkv4_forward)
     ->ArgNames({"l", "c", "path"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(BM_rwkv4_backward)->ArgsProduct({{4096}, {768, 2048}})->ArgNames({"l", "c"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_rwkv4_backward)
+    ->ArgsProduct({{4096}, {768, 2048}})
+    ->ArgNames({"l", "c"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 ttt_linear_problem::TttData ttt_data(index_t l, index_t d, index_t m) {
   ttt_linear_problem::TttCase c;
@@ -418,8 +428,9 @@ void BM_ttt_dual(benchmark::State& state) {
   const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
   const auto in = d.inputs();
   const auto opt = ttt_options(m, ssm::TttLinearPath::dual);
-  const double loop_s = best_of(
-      3, [&] { ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, ttt_options(m, ssm::TttLinearPath::recurrent)); });
+  const double loop_s = best_of(3, [&] {
+    ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, ttt_options(m, ssm::TttLinearPath::recurrent));
+  });
   double best = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();

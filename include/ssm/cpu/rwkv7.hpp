@@ -43,7 +43,11 @@ struct Token {
   std::vector<T> q, k, v, w, a, b;
 
   explicit Token(const Rwkv7Params& p)
-      : q(static_cast<std::size_t>(p.dk)), k(q.size()), v(static_cast<std::size_t>(p.dv)), w(q.size()), a(q.size()),
+      : q(static_cast<std::size_t>(p.dk)),
+        k(q.size()),
+        v(static_cast<std::size_t>(p.dv)),
+        w(q.size()),
+        a(q.size()),
         b(q.size()) {}
 
   template <class In>
@@ -51,7 +55,8 @@ struct Token {
     auto row = [&](const TokenRows<const void*>& src, std::int64_t n, std::vector<T>& dst) {
       load_row(static_cast<const In*>(src.data) + src.at(bi, t, hh), n, dst.data());
     };
-    row(p.q, p.dk, q), row(p.k, p.dk, k), row(p.v, p.dv, v), row(p.log_w, p.dk, w), row(p.a, p.dk, a), row(p.b, p.dk, b);
+    row(p.q, p.dk, q), row(p.k, p.dk, k), row(p.v, p.dv, v), row(p.log_w, p.dk, w), row(p.a, p.dk, a),
+        row(p.b, p.dk, b);
     const T scale = static_cast<T>(p.scale);
     if (scale != T(1))
       for (T& x : q) x *= scale;
@@ -106,6 +111,73 @@ void forward_recurrent(const Rwkv7Params& p, int threads) {
   });
 }
 
+/// One chunk of one head: its inputs (q scaled), the cumulative log decays and the rank-1 reads' algebra.
+template <class T>
+struct Chunk {
+  using M = ssd::Matrix<T>;
+  M Q, K, V, A, B, As;                    // (len, dk) but V (len, dv); As row t = a_(t+1) (the last row zero)
+  M Lak, Tri, U;                          // (len, len): Lak and I − Lab (both shifted as in the header); U (len, dv)
+  M E, Xe, Lab;                           // workspaces
+  linear_attention_gated::Cumulative cc;  // (len + 1, dk): row t + 1 = c_t
+  linear_attention_gated::Work<T> w;
+  std::vector<T> row;
+  std::int64_t len = 0;
+
+  /// Reads steps [t0, t0 + n) of sequence row bi, head hh.
+  template <class In>
+  void load(const Rwkv7Params& p, std::int64_t bi, std::int64_t hh, std::int64_t t0, std::int64_t n) {
+    const std::int64_t dk = p.dk;
+    len = n;
+    auto rows = [&](const TokenRows<const void*>& src, std::int64_t width, M& dst) {
+      dst.resize(len, width);
+      for (std::int64_t t = 0; t < len; ++t)
+        load_row(static_cast<const In*>(src.data) + src.at(bi, t0 + t, hh), width, dst.row(t).data());
+    };
+    rows(p.q, dk, Q), rows(p.k, dk, K), rows(p.v, p.dv, V), rows(p.a, dk, A), rows(p.b, dk, B);
+    if (p.scale != 1.0) Q *= static_cast<T>(p.scale);
+    As = M::Zero(len, dk);
+    As.topRows(len - 1) = A.bottomRows(len - 1);
+    cc.resize(len + 1, dk);
+    cc.row(0).setZero();
+    row.resize(static_cast<std::size_t>(dk));
+    for (std::int64_t t = 0; t < len; ++t) {
+      load_row(static_cast<const In*>(p.log_w.data) + p.log_w.at(bi, t0 + t, hh), dk, row.data());
+      for (std::int64_t i = 0; i < dk; ++i)
+        cc(t + 1, i) = cc(t, i) + static_cast<double>(row[static_cast<std::size_t>(i)]);
+    }
+  }
+
+  /// The rank-1 reads U from the entering state S_0 (dk, dv): (I − Lab) U = (A ⊙ e^{c_(t−1)}) S_0 + Lak V.
+  void reads(const M& S0) {
+    namespace gated = linear_attention_gated;
+    Lak.resize(len, len), Lab.resize(len, len);
+    gated::scores(As, K, cc, 0, len, Lak, w);  // the shifted rows a_(t'+1) read with c_t': Lak, Lab at (t' + 1, s)
+    gated::scores(As, B, cc, 0, len, Lab, w);
+    gated::exp_diff(cc, 0, len, 0, 1.0, E);  // e^{c_(t−1)}
+    Xe = A.cwiseProduct(E);
+    U.noalias() = Xe * S0;
+    Tri = M::Identity(len, len);
+    if (len > 1) {
+      U.bottomRows(len - 1).noalias() +=
+          Lak.topLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>() * V.topRows(len - 1);
+      Tri.bottomLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>() =
+          -Lab.topLeftCorner(len - 1, len - 1);
+    }
+    Tri.template triangularView<Eigen::UnitLower>().solveInPlace(U);
+  }
+
+  /// S (dk, dv) ← S_len = diag(e^{c_last}) S_0 + (B ⊙ e^{c_last − c_s})ᵀ U + (K ⊙ e^{c_last − c_s})ᵀ V.
+  void pass_state(M& S, M& Snew) {
+    linear_attention_gated::exp_diff(cc, 1, len, len, -1.0, E);  // e^{c_last − c_s}
+    Xe = B.cwiseProduct(E);
+    Snew.noalias() = Xe.transpose() * U;
+    Xe = K.cwiseProduct(E);
+    Snew.noalias() += Xe.transpose() * V;
+    for (std::int64_t i = 0; i < S.rows(); ++i) S.row(i) *= static_cast<T>(std::exp(cc(len, i)));
+    S += Snew;
+  }
+};
+
 /// The chunked forward (the formulas at the top of this file).
 template <class In>
 void forward_chunked(const Rwkv7Params& p, int threads) {
@@ -117,64 +189,161 @@ void forward_chunked(const Rwkv7Params& p, int threads) {
     const std::int64_t s = task / h, hh = task % h, bi = p.seq_row(s);
     M S = M::Zero(dk, dv);  // (dk, dv)
     if (p.initial_state) S = Eigen::Map<const M>(static_cast<const T*>(p.initial_state) + task * dk * dv, dk, dv);
-    M Q, K, V, A, B, As, Mqk, Mqb, Lak, Lab, Tri, U, O, E, Xe, Snew;  // chunk rows × dk | dv, or len × len
-    gated::Cumulative cc;                                                   // (len + 1, dk): row t + 1 = c_t
-    gated::Work<T> w;
-    std::vector<T> row(static_cast<std::size_t>(dk));
-    auto load = [&](const TokenRows<const void*>& src, std::int64_t t0, std::int64_t len, std::int64_t n, M& dst) {
-      dst.resize(len, n);
-      for (std::int64_t t = 0; t < len; ++t)
-        load_row(static_cast<const In*>(src.data) + src.at(bi, t0 + t, hh), n, dst.row(t).data());
-    };
+    Chunk<T> c;
+    M Mqk, Mqb, O, Snew;  // len × len, len × dv, dk × dv
     for (std::int64_t t0 = p.seq_begin(s); t0 < p.seq_end(s); t0 += Cq) {
       const std::int64_t len = std::min(Cq, p.seq_end(s) - t0);
-      load(p.q, t0, len, dk, Q), load(p.k, t0, len, dk, K), load(p.v, t0, len, dv, V);
-      load(p.a, t0, len, dk, A), load(p.b, t0, len, dk, B);
-      if (p.scale != 1.0) Q *= static_cast<T>(p.scale);
-      cc.resize(len + 1, dk);
-      cc.row(0).setZero();
-      for (std::int64_t t = 0; t < len; ++t) {
-        load_row(static_cast<const In*>(p.log_w.data) + p.log_w.at(bi, t0 + t, hh), dk, row.data());
-        for (std::int64_t i = 0; i < dk; ++i) cc(t + 1, i) = cc(t, i) + static_cast<double>(row[static_cast<std::size_t>(i)]);
-      }
-      // the decayed scores; the shifted rows a_(t'+1), b_(t'+1) read with c_t' give Lak, Lab at (t' + 1, s)
-      Mqk.resize(len, len), Mqb.resize(len, len), Lak.resize(len, len), Lab.resize(len, len);
-      gated::scores(Q, K, cc, 0, len, Mqk, w);
-      gated::scores(Q, B, cc, 0, len, Mqb, w);
-      As = M::Zero(len, dk);
-      As.topRows(len - 1) = A.bottomRows(len - 1);
-      gated::scores(As, K, cc, 0, len, Lak, w);
-      gated::scores(As, B, cc, 0, len, Lab, w);
-      // U: (I − Lab) U = (A ⊙ e^{c_(t−1)}) S_0 + Lak V
-      gated::exp_diff(cc, 0, len, 0, 1.0, E);  // e^{c_(t−1)}
-      Xe = A.cwiseProduct(E);
-      U.noalias() = Xe * S;
-      Tri = M::Identity(len, len);
-      if (len > 1) {
-        U.bottomRows(len - 1).noalias() +=
-            Lak.topLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>() * V.topRows(len - 1);
-        Tri.bottomLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>() =
-            -Lab.topLeftCorner(len - 1, len - 1);
-      }
-      Tri.template triangularView<Eigen::UnitLower>().solveInPlace(U);
+      c.template load<In>(p, bi, hh, t0, len);
+      c.reads(S);
       // O = (Q ⊙ e^{c_t}) S_0 + Mqb U + Mqk V
-      gated::exp_diff(cc, 1, len, 0, 1.0, E);  // e^{c_t}
-      Xe = Q.cwiseProduct(E);
-      O.noalias() = Xe * S;
-      O.noalias() += Mqb.template triangularView<Eigen::Lower>() * U;
-      O.noalias() += Mqk.template triangularView<Eigen::Lower>() * V;
+      Mqk.resize(len, len), Mqb.resize(len, len);
+      gated::scores(c.Q, c.K, c.cc, 0, len, Mqk, c.w);
+      gated::scores(c.Q, c.B, c.cc, 0, len, Mqb, c.w);
+      gated::exp_diff(c.cc, 1, len, 0, 1.0, c.E);  // e^{c_t}
+      c.Xe = c.Q.cwiseProduct(c.E);
+      O.noalias() = c.Xe * S;
+      O.noalias() += Mqb.template triangularView<Eigen::Lower>() * c.U;
+      O.noalias() += Mqk.template triangularView<Eigen::Lower>() * c.V;
       for (std::int64_t t = 0; t < len; ++t)
         store_row(O.row(t).data(), dv, static_cast<In*>(p.out.data) + p.out.at(bi, t0 + t, hh));
-      // S_len = diag(e^{c_last}) S_0 + (B ⊙ e^{c_last − c_s})ᵀ U + (K ⊙ e^{c_last − c_s})ᵀ V
-      gated::exp_diff(cc, 1, len, len, -1.0, E);  // e^{c_last − c_s}
-      Xe = B.cwiseProduct(E);
-      Snew.noalias() = Xe.transpose() * U;
-      Xe = K.cwiseProduct(E);
-      Snew.noalias() += Xe.transpose() * V;
-      for (std::int64_t i = 0; i < dk; ++i) S.row(i) *= static_cast<T>(std::exp(cc(len, i)));
-      S += Snew;
+      c.pass_state(S, Snew);
     }
     if (p.final_state) Eigen::Map<M>(static_cast<T*>(p.final_state) + task * dk * dv, dk, dv) = S;
+  });
+}
+
+/// The chunked backward: the chunk algebra at the top of this file differentiated with the decays held fixed, and the
+/// decays' gradient from the identity below. Per (sequence, head) a forward pass over the chunks keeps each chunk's
+/// entering state S_0, its reads U, Lak and I − Lab; then the chunks run from the last, each given the gradients of
+/// its outputs Ō (len, dv) and of the state it leaves S̄ (dk, dv):
+///   Ū = Mqbᵀ Ō + (B ⊙ e^{c_last − c_s}) S̄,   R̄ = (I − Lab)⁻ᵀ Ū   (R the right side of U's system),
+///   S̄_0 = diag(e^{c_last}) S̄ + (Q ⊙ e^{c_t})ᵀ Ō + (A ⊙ e^{c_(t−1)})ᵀ R̄,
+///   V̄ = Mqkᵀ Ō + Lakᵀ R̄ + (K ⊙ e^{c_last − c_s}) S̄,
+///   Q̄ = (Ō S_0ᵀ) ⊙ e^{c_t},  Ā = (R̄ S_0ᵀ) ⊙ e^{c_(t−1)},  K̄ = (V S̄ᵀ) ⊙ e^{c_last − c_s},  B̄ = (U S̄ᵀ) ⊙ e^{c_last −
+///   c_s},
+/// plus the scores' backward (GLA's) of M̄qk = Ō Vᵀ, M̄qb = Ō Uᵀ, L̄ak = R̄ Vᵀ and L̄ab = R̄ Uᵀ, each on its triangle.
+/// The decays: over a whole sequence S_t = diag(e^{c_t}) Ŝ_t with c_t the cumulative log decay from the sequence's
+/// start, and the recurrence in Ŝ meets c only through q_t e^{c_t}, k_t e^{−c_t}, b_t e^{−c_t}, a_(t+1) e^{c_t} and the
+/// final state's e^{c_T}. So
+///   ḡlog_w_u = Σ_{t>=u} (q_t ⊙ ḡq_t − k_t ⊙ ḡk_t − b_t ⊙ ḡb_t + a_(t+1) ⊙ ḡa_(t+1)) + rowsum(S̄_T ⊙ S_T),
+/// summed in double from the end. Memory per (sequence, head) being worked on: (l / Q) dk dv + l (dv + 2 Q) numbers.
+template <class In>
+void backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threads) {
+  using T = compute_t<In>;
+  using M = ssd::Matrix<T>;
+  namespace gated = linear_attention_gated;
+  const std::int64_t l = p.seqlen, h = p.nheads, dk = p.dk, dv = p.dv, Cq = p.chunk_size, size = dk * dv;
+  parallel_for(p.rows() * h, threads, [&](std::int64_t task) {
+    const std::int64_t s = task / h, hh = task % h, bi = p.seq_row(s), t0 = p.seq_begin(s), t1 = p.seq_end(s);
+    const std::int64_t n_ck = (t1 - t0 + Cq - 1) / Cq;
+    struct Saved {
+      M S0, U, Lak, Tri;
+    };
+    std::vector<Saved> saved(static_cast<std::size_t>(n_ck));
+    Chunk<T> c;
+    M S = M::Zero(dk, dv), Snew;
+    if (p.initial_state) S = Eigen::Map<const M>(static_cast<const T*>(p.initial_state) + task * size, dk, dv);
+    for (std::int64_t ci = 0; ci < n_ck; ++ci) {
+      const std::int64_t c0 = t0 + ci * Cq;
+      Saved& sv = saved[static_cast<std::size_t>(ci)];
+      sv.S0 = S;
+      c.template load<In>(p, bi, hh, c0, std::min(Cq, t1 - c0));
+      c.reads(S);
+      c.pass_state(S, Snew);
+      sv.U.swap(c.U), sv.Lak.swap(c.Lak), sv.Tri.swap(c.Tri);
+    }
+    M dS = M::Zero(dk, dv);  // the gradient of the state the current chunk leaves
+    if (gr.grad_final_state) dS = Eigen::Map<const M>(static_cast<const T*>(gr.grad_final_state) + task * size, dk, dv);
+    std::vector<double> acc(static_cast<std::size_t>(dk), 0.0), pending(acc.size(), 0.0);  // ḡlog_w's sums
+    if (gr.grad_final_state)
+      for (std::int64_t i = 0; i < dk; ++i)
+        for (std::int64_t j = 0; j < dv; ++j) acc[static_cast<std::size_t>(i)] += double(dS(i, j)) * double(S(i, j));
+    M Mqk, Mqb, dO, dU, dR, dV, dQ, dK, dA, dB, dAs, dM, Et, Ep, El, dS0;
+    std::vector<T> grow(static_cast<std::size_t>(dk));
+    const T scale = static_cast<T>(p.scale);
+    auto store = [&](void* dst, const T* g, std::int64_t n, std::int64_t t) {
+      if (dst) store_row(g, n, static_cast<In*>(dst) + ((bi * l + t) * h + hh) * n);
+    };
+    for (std::int64_t ci = n_ck - 1; ci >= 0; --ci) {
+      const std::int64_t c0 = t0 + ci * Cq, len = std::min(Cq, t1 - c0);
+      const Saved& sv = saved[static_cast<std::size_t>(ci)];
+      c.template load<In>(p, bi, hh, c0, len);
+      dO.resize(len, dv);
+      for (std::int64_t t = 0; t < len; ++t)
+        load_row(static_cast<const In*>(gr.grad_out) + ((bi * l + c0 + t) * h + hh) * dv, dv, dO.row(t).data());
+      Mqk.resize(len, len), Mqb.resize(len, len);
+      gated::scores(c.Q, c.K, c.cc, 0, len, Mqk, c.w);
+      gated::scores(c.Q, c.B, c.cc, 0, len, Mqb, c.w);
+      gated::exp_diff(c.cc, 1, len, 0, 1.0, Et);     // e^{c_t}
+      gated::exp_diff(c.cc, 0, len, 0, 1.0, Ep);     // e^{c_(t−1)}
+      gated::exp_diff(c.cc, 1, len, len, -1.0, El);  // e^{c_last − c_s}
+      // Ū, then R̄ through the transposed unit triangle
+      c.Xe = c.B.cwiseProduct(El);
+      dU.noalias() = Mqb.template triangularView<Eigen::Lower>().transpose() * dO;
+      dU.noalias() += c.Xe * dS;
+      dR = dU;
+      sv.Tri.transpose().template triangularView<Eigen::UnitUpper>().solveInPlace(dR);
+      // V̄
+      c.Xe = c.K.cwiseProduct(El);
+      dV.noalias() = Mqk.template triangularView<Eigen::Lower>().transpose() * dO;
+      dV.noalias() += c.Xe * dS;
+      if (len > 1)
+        dV.topRows(len - 1).noalias() +=
+            sv.Lak.topLeftCorner(len - 1, len - 1).template triangularView<Eigen::Lower>().transpose() *
+            dR.bottomRows(len - 1);
+      // what the entering state and the leaving state's gradient give
+      dQ.noalias() = dO * sv.S0.transpose();
+      dQ.array() *= Et.array();
+      dA.noalias() = dR * sv.S0.transpose();
+      dA.array() *= Ep.array();
+      dK.noalias() = c.V * dS.transpose();
+      dK.array() *= El.array();
+      dB.noalias() = sv.U * dS.transpose();
+      dB.array() *= El.array();
+      // the scores' backward
+      dM.noalias() = dO * c.V.transpose();
+      dM.template triangularView<Eigen::StrictlyUpper>().setZero();
+      gated::scores_backward(c.Q, c.K, c.cc, dM, 0, len, dQ, dK, c.w);
+      dM.noalias() = dO * sv.U.transpose();
+      dM.template triangularView<Eigen::StrictlyUpper>().setZero();
+      gated::scores_backward(c.Q, c.B, c.cc, dM, 0, len, dQ, dB, c.w);
+      if (len > 1) {  // row t' of L̄ is R̄'s row t' + 1 (the shift); the last row is zero
+        dAs = M::Zero(len, dk);
+        dM.setZero();
+        dM.topRows(len - 1).noalias() = dR.bottomRows(len - 1) * c.V.transpose();
+        dM.template triangularView<Eigen::StrictlyUpper>().setZero();
+        gated::scores_backward(c.As, c.K, c.cc, dM, 0, len, dAs, dK, c.w);
+        dM.topRows(len - 1).noalias() = dR.bottomRows(len - 1) * sv.U.transpose();
+        dM.template triangularView<Eigen::StrictlyUpper>().setZero();
+        gated::scores_backward(c.As, c.B, c.cc, dM, 0, len, dAs, dB, c.w);
+        dA.bottomRows(len - 1) += dAs.topRows(len - 1);
+      }
+      // S̄_0 = diag(e^{c_last}) S̄ + (Q ⊙ e^{c_t})ᵀ Ō + (A ⊙ e^{c_(t−1)})ᵀ R̄
+      c.Xe = c.Q.cwiseProduct(Et);
+      dS0.noalias() = c.Xe.transpose() * dO;
+      c.Xe = c.A.cwiseProduct(Ep);
+      dS0.noalias() += c.Xe.transpose() * dR;
+      for (std::int64_t i = 0; i < dk; ++i) dS.row(i) *= static_cast<T>(std::exp(c.cc(len, i)));
+      dS += dS0;
+      // ḡlog_w from the end, and the rows out (ḡq for q itself: Q is scale q)
+      for (std::int64_t t = len - 1; t >= 0; --t) {
+        for (std::int64_t i = 0; i < dk; ++i) {
+          const auto ui = static_cast<std::size_t>(i);
+          acc[ui] += double(c.Q(t, i)) * double(dQ(t, i)) - double(c.K(t, i)) * double(dK(t, i)) -
+                     double(c.B(t, i)) * double(dB(t, i)) + pending[ui];
+          pending[ui] = double(c.A(t, i)) * double(dA(t, i));
+          grow[ui] = static_cast<T>(acc[ui]);
+        }
+        store(gr.grad_log_w, grow.data(), dk, c0 + t);
+      }
+      if (scale != T(1)) dQ *= scale;
+      for (std::int64_t t = 0; t < len; ++t) {
+        store(gr.grad_q, dQ.row(t).data(), dk, c0 + t), store(gr.grad_k, dK.row(t).data(), dk, c0 + t);
+        store(gr.grad_v, dV.row(t).data(), dv, c0 + t), store(gr.grad_a, dA.row(t).data(), dk, c0 + t);
+        store(gr.grad_b, dB.row(t).data(), dk, c0 + t);
+      }
+    }
+    if (gr.grad_initial_state) Eigen::Map<M>(static_cast<T*>(gr.grad_initial_state) + task * size, dk, dv) = dS;
   });
 }
 
@@ -200,7 +369,7 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
     std::vector<T> S(static_cast<std::size_t>(size), T(0));
     std::vector<T> sa(static_cast<std::size_t>(dv)), go(sa.size()), gv(sa.size());
     std::vector<T> gq(static_cast<std::size_t>(dk)), gk(gq.size()), gw(gq.size()), ga(gq.size()), gb(gq.size());
-    M dS = M::Zero(dk, dv);                   // the gradient of S_t
+    M dS = M::Zero(dk, dv);                          // the gradient of S_t
     M vs(dv, 2), kb(dk, 2), gkb(dk, 2), gvs(dv, 2);  // [v sa], [k b], [ḡk ḡb], [ḡv ḡsa]
     std::vector<Token<T>> xs(static_cast<std::size_t>(Cq), Token<T>(p));
     if (p.initial_state) std::copy_n(static_cast<const T*>(p.initial_state) + task * size, size, S.data());
@@ -248,7 +417,8 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
         // dS ← diag(w) dS + a ḡsaᵀ
         dS = w.asDiagonal() * dS;
         dS.noalias() += a * gvs.col(1).transpose();
-        for (std::int64_t i = 0; i < dk; ++i) gk[static_cast<std::size_t>(i)] = gkb(i, 0), gb[static_cast<std::size_t>(i)] = gkb(i, 1);
+        for (std::int64_t i = 0; i < dk; ++i)
+          gk[static_cast<std::size_t>(i)] = gkb(i, 0), gb[static_cast<std::size_t>(i)] = gkb(i, 1);
         for (std::int64_t j = 0; j < dv; ++j) gv[static_cast<std::size_t>(j)] = gvs(j, 0);
         store(gr.grad_q, gq, t), store(gr.grad_k, gk, t), store(gr.grad_v, gv, t);
         store(gr.grad_log_w, gw, t), store(gr.grad_a, ga, t), store(gr.grad_b, gb, t);
@@ -273,6 +443,12 @@ inline void rwkv7_forward_recurrent(const Rwkv7Params& p, int threads) {
   linear_attention::by_dtype(p, "rwkv7", [&](auto tag) { rwkv7::forward_recurrent<decltype(tag)>(p, t); });
 }
 
+/// The chunked backward over p and g (rwkv7::backward_chunked).
+inline void rwkv7_backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& g, int threads) {
+  const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.dk * p.dv);
+  linear_attention::by_dtype(p, "rwkv7_backward", [&](auto tag) { rwkv7::backward_chunked<decltype(tag)>(p, g, t); });
+}
+
 /// The backward over p and g: the token loop over states recomputed from per-chunk checkpoints.
 inline void rwkv7_backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& g, int threads) {
   const int t = cpu_threads(threads, p.batch * p.seqlen * p.nheads * p.dk * p.dv);
@@ -283,10 +459,11 @@ inline void rwkv7_backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams
 
 /// The kernels' entry points for one input type In, compiled once where SSM_EXTERN_INSTANCES is set
 /// (core/instances.hpp, src/instances/).
-#define SSM_CPU_RWKV7_INSTANCES(PREFIX, In)                                           \
-  PREFIX void ssm::cpu::rwkv7::forward_chunked<In>(const ::ssm::Rwkv7Params&, int);   \
-  PREFIX void ssm::cpu::rwkv7::forward_recurrent<In>(const ::ssm::Rwkv7Params&, int); \
-  PREFIX void ssm::cpu::rwkv7::backward_recurrent<In>(const ::ssm::Rwkv7Params&, const ::ssm::Rwkv7GradParams&, int);
+#define SSM_CPU_RWKV7_INSTANCES(PREFIX, In)                                                                           \
+  PREFIX void ssm::cpu::rwkv7::forward_chunked<In>(const ::ssm::Rwkv7Params&, int);                                   \
+  PREFIX void ssm::cpu::rwkv7::forward_recurrent<In>(const ::ssm::Rwkv7Params&, int);                                 \
+  PREFIX void ssm::cpu::rwkv7::backward_recurrent<In>(const ::ssm::Rwkv7Params&, const ::ssm::Rwkv7GradParams&, int); \
+  PREFIX void ssm::cpu::rwkv7::backward_chunked<In>(const ::ssm::Rwkv7Params&, const ::ssm::Rwkv7GradParams&, int);
 #if SSM_EXTERN_INSTANCES
 SSM_FOR_EACH_INPUT(SSM_CPU_RWKV7_INSTANCES, extern template)
 #endif

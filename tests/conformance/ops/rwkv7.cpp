@@ -1,7 +1,7 @@
 // Conformance registration of RWKV-7's generalized delta rule (ops/rwkv7.hpp): the chunked CPU forward (several chunk
 // sizes, 1 and 2 threads), the CPU token loop (cpu_sequential: Rwkv7Path::recurrent) and the op's reference path
-// against the token loop in double of include/ssm/reference/rwkv7.hpp; the backward (the token loop over checkpointed
-// states, on cpu_sequential; the chunked backend has no backward of its own) against the reference backward, with
+// against the token loop in double of include/ssm/reference/rwkv7.hpp; the backwards (the chunked backward on the
+// chunked backend, the token loop over checkpointed states on cpu_sequential) against the reference backward, with
 // incoming gradients of out and the final state. The CUDA kernels (cuda_emulated: cuda/kernels/rwkv7.cuh under the host
 // emulation, one thread per value column) run every case forward and backward in f32 and bf16 (see rw7_unsupported).
 #include <random>
@@ -19,7 +19,9 @@ namespace {
 using rwkv7_problem::Rw7Case;
 using Rw7Conformance = ChunkedCase<Rw7Case>;  // chunk: the forward's chunk and the backward's checkpoint interval
 
-const Rw7Conformance& of(const Case& c) { return chunked_case<Rw7Case>(c); }
+const Rw7Conformance& of(const Case& c) {
+  return chunked_case<Rw7Case>(c);
+}
 
 std::vector<Case> rw7_cases() {
   std::vector<Rw7Conformance> list;
@@ -96,7 +98,8 @@ void rw7_forward_reference(const Case& c, const Views& in, const Views& out) {
   std::vector<std::int64_t> cu;
   RunConfig ref;
   ref.path = "reference";
-  ssm::reference::rwkv7_forward(ssm::detail::check_rwkv7(chk, rw7_inputs(c, in), out[0], out[1], rw7_options(c, ref), cu));
+  ssm::reference::rwkv7_forward(
+      ssm::detail::check_rwkv7(chk, rw7_inputs(c, in), out[0], out[1], rw7_options(c, ref), cu));
 }
 
 void rw7_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
@@ -105,9 +108,13 @@ void rw7_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
   EXPECT_EQ(r.path, recurrence_path_name(cfg));
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;
-    out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
-                 : n == "grad_log_w" ? r.grad_log_w : n == "grad_a" ? r.grad_a : n == "grad_b" ? r.grad_b
-                 : r.grad_initial_state);
+    out.adopt(i, n == "grad_q"       ? r.grad_q
+                 : n == "grad_k"     ? r.grad_k
+                 : n == "grad_v"     ? r.grad_v
+                 : n == "grad_log_w" ? r.grad_log_w
+                 : n == "grad_a"     ? r.grad_a
+                 : n == "grad_b"     ? r.grad_b
+                                     : r.grad_initial_state);
   }
 }
 
@@ -121,8 +128,6 @@ std::string rw7_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   if (cfg.emulated && of(c).shape.dtype == DType::f16) return "f16 under the emulation (bf16 runs the same kernels)";
   if (cfg.device.is_cuda()) return {};
   if (pass == Pass::backward && cfg.path == "reference") return "the reference backward is the oracle itself";
-  if (pass == Pass::backward && cfg.path == "chunked")
-    return "no chunked backward: every path's backward is the checkpointed token loop (cpu_sequential)";
   return {};
 }
 
