@@ -279,6 +279,23 @@ TEST(Rwkv7, ChunkedAndCheckpointedBackwardsEqualTheReferenceBackward) {
     }
 }
 
+TEST(Rwkv7, TheChunkedDecayGradientStaysAccurateOverLongSequences) {
+  // ḡlog_w sums per chunk (cpu/rwkv7.hpp): in f32 its error must not grow with l as a sum over the sequence would.
+  Rw7Case cs;
+  cs.dtype = DType::f32, cs.l = 4096, cs.h = 1, cs.dk = 4, cs.dv = 4, cs.log_w_min = -0.05, cs.seed = 9;
+  const Rw7Data d = rwkv7_problem::make_data(cs);
+  std::mt19937_64 rng(12);
+  const Tensor go = rwkv7_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, DType::f32, -1, 1);
+  ssm::Rwkv7Options o = d.options();
+  o.path = Rwkv7Path::reference;
+  const auto ref = ssm::rwkv7_backward(d.inputs(), go.view(), std::nullopt, o);
+  o.path = Rwkv7Path::chunked, o.chunk_size = 32;
+  const auto got = ssm::rwkv7_backward(d.inputs(), go.view(), std::nullopt, o);
+  const double err = rel_error(got.grad_log_w, ref.grad_log_w);
+  EXPECT_LE(err, 1e-6);  // 4.1e-7 here; one sum over the sequence gave 2.8e-6
+  EXPECT_LE(rel_error(got.grad_k, ref.grad_k), 2e-6);
+}
+
 TEST(Rwkv7, WithNoStepsTheStatesAndTheirGradientsPassThrough) {
   Rw7Case cs;
   cs.dtype = DType::f64, cs.b = 2, cs.l = 0, cs.h = 2, cs.dk = 3, cs.dv = 2, cs.has_init = true;

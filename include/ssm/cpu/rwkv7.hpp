@@ -222,11 +222,12 @@ void forward_chunked(const Rwkv7Params& p, int threads) {
 ///   Q̄ = (Ō S_0ᵀ) ⊙ e^{c_t},  Ā = (R̄ S_0ᵀ) ⊙ e^{c_(t−1)},  K̄ = (V S̄ᵀ) ⊙ e^{c_last − c_s},  B̄ = (U S̄ᵀ) ⊙ e^{c_last −
 ///   c_s},
 /// plus the scores' backward (GLA's) of M̄qk = Ō Vᵀ, M̄qb = Ō Uᵀ, L̄ak = R̄ Vᵀ and L̄ab = R̄ Uᵀ, each on its triangle.
-/// The decays: over a whole sequence S_t = diag(e^{c_t}) Ŝ_t with c_t the cumulative log decay from the sequence's
-/// start, and the recurrence in Ŝ meets c only through q_t e^{c_t}, k_t e^{−c_t}, b_t e^{−c_t}, a_(t+1) e^{c_t} and the
-/// final state's e^{c_T}. So
-///   ḡlog_w_u = Σ_{t>=u} (q_t ⊙ ḡq_t − k_t ⊙ ḡk_t − b_t ⊙ ḡb_t + a_(t+1) ⊙ ḡa_(t+1)) + rowsum(S̄_T ⊙ S_T),
-/// summed in double from the end. Memory per (sequence, head) being worked on: (l / Q) dk dv + l (dv + 2 Q) numbers.
+/// The decays: in a chunk S_t = diag(e^{c_t}) Ŝ_t, and the chunk's recurrence in Ŝ meets c only through q_t e^{c_t},
+/// k_t e^{−c_t}, b_t e^{−c_t}, a_(t+1) e^{c_t} (t + 1 in the chunk) and the leaving state's e^{c_last}; the entering
+/// state does not depend on the chunk's decays. So, over the chunk's steps u <= t,
+///   ḡlog_w_u = Σ_{t>=u} (q_t ⊙ ḡq_t − k_t ⊙ ḡk_t − b_t ⊙ ḡb_t + a_(t+1) ⊙ ḡa_(t+1)) + rowsum(S̄ ⊙ S_len),
+/// summed in double from the chunk's end: at most Q terms, so the rounding does not grow with the sequence.
+/// Memory per (sequence, head) being worked on: (l / Q) dk dv + l (dv + 2 Q) numbers.
 template <class In>
 void backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threads) {
   using T = compute_t<In>;
@@ -254,10 +255,7 @@ void backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threa
     }
     M dS = M::Zero(dk, dv);  // the gradient of the state the current chunk leaves
     if (gr.grad_final_state) dS = Eigen::Map<const M>(static_cast<const T*>(gr.grad_final_state) + task * size, dk, dv);
-    std::vector<double> acc(static_cast<std::size_t>(dk), 0.0), pending(acc.size(), 0.0);  // ḡlog_w's sums
-    if (gr.grad_final_state)
-      for (std::int64_t i = 0; i < dk; ++i)
-        for (std::int64_t j = 0; j < dv; ++j) acc[static_cast<std::size_t>(i)] += double(dS(i, j)) * double(S(i, j));
+    std::vector<double> acc(static_cast<std::size_t>(dk)), pending(acc.size());  // ḡlog_w's sums
     M Mqk, Mqb, dO, dU, dR, dV, dQ, dK, dA, dB, dAs, dM, Et, Ep, El, dS0;
     std::vector<T> grow(static_cast<std::size_t>(dk));
     const T scale = static_cast<T>(p.scale);
@@ -267,6 +265,12 @@ void backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threa
     for (std::int64_t ci = n_ck - 1; ci >= 0; --ci) {
       const std::int64_t c0 = t0 + ci * Cq, len = std::min(Cq, t1 - c0);
       const Saved& sv = saved[static_cast<std::size_t>(ci)];
+      const M& S_len = ci + 1 < n_ck ? saved[static_cast<std::size_t>(ci + 1)].S0 : S;  // the state it leaves
+      for (std::int64_t i = 0; i < dk; ++i) {
+        double a = 0;
+        for (std::int64_t j = 0; j < dv; ++j) a += double(dS(i, j)) * double(S_len(i, j));
+        acc[static_cast<std::size_t>(i)] = a, pending[static_cast<std::size_t>(i)] = 0;
+      }
       c.template load<In>(p, bi, hh, c0, len);
       dO.resize(len, dv);
       for (std::int64_t t = 0; t < len; ++t)
@@ -325,7 +329,7 @@ void backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threa
       dS0.noalias() += c.Xe.transpose() * dR;
       for (std::int64_t i = 0; i < dk; ++i) dS.row(i) *= static_cast<T>(std::exp(c.cc(len, i)));
       dS += dS0;
-      // ḡlog_w from the end, and the rows out (ḡq for q itself: Q is scale q)
+      // ḡlog_w from the chunk's end, and the rows out (ḡq for q itself: Q is scale q)
       for (std::int64_t t = len - 1; t >= 0; --t) {
         for (std::int64_t i = 0; i < dk; ++i) {
           const auto ui = static_cast<std::size_t>(i);

@@ -25,6 +25,8 @@ std::vector<Case> linear_cases() {
       {1, 37, 19, true, 3},   // one row (the GEMV), odd widths, strided x and y
       {7, 33, 17, true, 0},   // a few rows, widths off the SIMD width
       {33, 64, 40, false, 5}, // many rows (the GEMM / panel kernels), strided
+      {1, 61, 13, false, 2},  // one row, widths with a whole vector and a scalar tail past 16 lanes
+      {2, 61, 13, true, 2},   // two rows (the 2 x 4 tiles), strided x and y
       {0, 5, 3, true, 0},     // no rows
   };
   struct Types {
