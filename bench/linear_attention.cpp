@@ -209,8 +209,7 @@ void BM_dr_backward(benchmark::State& state) {
   const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
   const auto in = d.inputs();
   const auto opt = dr_options(d, chunk, ssm::DeltaRulePath::chunked);
-  const auto bwd_opt =
-      dr_options(d, chunk, state.range(3) == 0 ? ssm::DeltaRulePath::chunked : ssm::DeltaRulePath::recurrent);
+  const auto bwd_opt = dr_options(d, chunk, state.range(3) == 0 ? ssm::DeltaRulePath::chunked : ssm::DeltaRulePath::recurrent);
   const double fwd = best_of(3, [&] { ssm::delta_rule_into(in, out, std::nullopt, opt); });
   double bwd = 1e30;
   for (auto _ : state) {
@@ -273,8 +272,8 @@ void BM_rwkv7_backward(benchmark::State& state) {
   const auto in = d.inputs();
   const auto opt =
       rwkv7_options(state.range(1), state.range(2) == 0 ? ssm::Rwkv7Path::chunked : ssm::Rwkv7Path::recurrent);
-  const double fwd = best_of(
-      3, [&] { ssm::rwkv7_into(in, out, std::nullopt, rwkv7_options(state.range(1), ssm::Rwkv7Path::chunked)); });
+  const double fwd =
+      best_of(3, [&] { ssm::rwkv7_into(in, out, std::nullopt, rwkv7_options(state.range(1), ssm::Rwkv7Path::chunked)); });
   double bwd = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();
@@ -355,8 +354,8 @@ double exp_rate() {
 }
 
 void set_channel_steps(benchmark::State& state, const rwkv4_problem::Rw4Case& cs) {
-  state.counters["channel_steps_per_s"] =
-      benchmark::Counter(static_cast<double>(cs.b * cs.l * cs.c), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["channel_steps_per_s"] = benchmark::Counter(static_cast<double>(cs.b * cs.l * cs.c),
+                                                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // path 0: the vectorized loop (cpu-recurrent), 1: the reference loop in double
@@ -374,7 +373,8 @@ void BM_rwkv4_forward(benchmark::State& state) {
     best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
   }
   set_channel_steps(state, d.cs);
-  if (state.range(2) == 0) state.counters["steps_per_exp_s"] = static_cast<double>(d.cs.l * d.cs.c) / best / exp_rate();
+  if (state.range(2) == 0)
+    state.counters["steps_per_exp_s"] = static_cast<double>(d.cs.l * d.cs.c) / best / exp_rate();
 }
 
 void BM_rwkv4_backward(benchmark::State& state) {
@@ -403,11 +403,7 @@ BENCHMARK(BM_rwkv4_forward)
     ->ArgNames({"l", "c", "path"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(BM_rwkv4_backward)
-    ->ArgsProduct({{4096}, {768, 2048}})
-    ->ArgNames({"l", "c"})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+BENCHMARK(BM_rwkv4_backward)->ArgsProduct({{4096}, {768, 2048}})->ArgNames({"l", "c"})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 ttt_linear_problem::TttData ttt_data(index_t l, index_t d, index_t m) {
   ttt_linear_problem::TttCase c;
@@ -428,9 +424,8 @@ void BM_ttt_dual(benchmark::State& state) {
   const ssm::Tensor out = ssm::Tensor::empty(d.v.shape(), d.v.dtype());
   const auto in = d.inputs();
   const auto opt = ttt_options(m, ssm::TttLinearPath::dual);
-  const double loop_s = best_of(3, [&] {
-    ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, ttt_options(m, ssm::TttLinearPath::recurrent));
-  });
+  const double loop_s = best_of(
+      3, [&] { ssm::ttt_linear_into(in, out, std::nullopt, std::nullopt, ttt_options(m, ssm::TttLinearPath::recurrent)); });
   double best = 1e30;
   for (auto _ : state) {
     const auto t0 = Clock::now();

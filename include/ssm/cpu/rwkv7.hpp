@@ -43,11 +43,7 @@ struct Token {
   std::vector<T> q, k, v, w, a, b;
 
   explicit Token(const Rwkv7Params& p)
-      : q(static_cast<std::size_t>(p.dk)),
-        k(q.size()),
-        v(static_cast<std::size_t>(p.dv)),
-        w(q.size()),
-        a(q.size()),
+      : q(static_cast<std::size_t>(p.dk)), k(q.size()), v(static_cast<std::size_t>(p.dv)), w(q.size()), a(q.size()),
         b(q.size()) {}
 
   template <class In>
@@ -55,8 +51,7 @@ struct Token {
     auto row = [&](const TokenRows<const void*>& src, std::int64_t n, std::vector<T>& dst) {
       load_row(static_cast<const In*>(src.data) + src.at(bi, t, hh), n, dst.data());
     };
-    row(p.q, p.dk, q), row(p.k, p.dk, k), row(p.v, p.dv, v), row(p.log_w, p.dk, w), row(p.a, p.dk, a),
-        row(p.b, p.dk, b);
+    row(p.q, p.dk, q), row(p.k, p.dk, k), row(p.v, p.dv, v), row(p.log_w, p.dk, w), row(p.a, p.dk, a), row(p.b, p.dk, b);
     const T scale = static_cast<T>(p.scale);
     if (scale != T(1))
       for (T& x : q) x *= scale;
@@ -373,7 +368,7 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
     std::vector<T> S(static_cast<std::size_t>(size), T(0));
     std::vector<T> sa(static_cast<std::size_t>(dv)), go(sa.size()), gv(sa.size());
     std::vector<T> gq(static_cast<std::size_t>(dk)), gk(gq.size()), gw(gq.size()), ga(gq.size()), gb(gq.size());
-    M dS = M::Zero(dk, dv);                          // the gradient of S_t
+    M dS = M::Zero(dk, dv);                   // the gradient of S_t
     M vs(dv, 2), kb(dk, 2), gkb(dk, 2), gvs(dv, 2);  // [v sa], [k b], [ḡk ḡb], [ḡv ḡsa]
     std::vector<Token<T>> xs(static_cast<std::size_t>(Cq), Token<T>(p));
     if (p.initial_state) std::copy_n(static_cast<const T*>(p.initial_state) + task * size, size, S.data());
@@ -421,8 +416,7 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
         // dS ← diag(w) dS + a ḡsaᵀ
         dS = w.asDiagonal() * dS;
         dS.noalias() += a * gvs.col(1).transpose();
-        for (std::int64_t i = 0; i < dk; ++i)
-          gk[static_cast<std::size_t>(i)] = gkb(i, 0), gb[static_cast<std::size_t>(i)] = gkb(i, 1);
+        for (std::int64_t i = 0; i < dk; ++i) gk[static_cast<std::size_t>(i)] = gkb(i, 0), gb[static_cast<std::size_t>(i)] = gkb(i, 1);
         for (std::int64_t j = 0; j < dv; ++j) gv[static_cast<std::size_t>(j)] = gvs(j, 0);
         store(gr.grad_q, gq, t), store(gr.grad_k, gk, t), store(gr.grad_v, gv, t);
         store(gr.grad_log_w, gw, t), store(gr.grad_a, ga, t), store(gr.grad_b, gb, t);

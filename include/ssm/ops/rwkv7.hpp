@@ -30,14 +30,14 @@ namespace ssm {
 /// Input dtype: q, k, v, log_w, a, b, out in f32 | f64 | f16 | bf16 (16-bit computed in f32); the state in the param
 /// dtype (f64 for f64 inputs, else f32), contiguous. The last dimension of every per-token tensor has unit stride.
 struct Rwkv7Inputs {
-  TensorView q{};                             // (b, l, h, dk): r, the receptance
-  TensorView k{};                             // (b, l, h, dk)
-  TensorView v{};                             // (b, l, h, dv)
-  TensorView log_w{};                         // (b, l, h, dk), each finite and <= 0: the decay w = exp(log_w)
-  TensorView a{};                             // (b, l, h, dk), finite: the rank-1 update reads aᵀ S
-  TensorView b{};                             // (b, l, h, dk), finite: ... and writes it along b
-  std::optional<TensorView> initial_state{};  // (b, h, dk, dv); with cu_seqlens (n_seqs, h, dk, dv)
-  std::optional<TensorView> cu_seqlens{};     // (n_seqs + 1) i32 | i64 on the CPU; then b == 1
+  TensorView q{};                              // (b, l, h, dk): r, the receptance
+  TensorView k{};                              // (b, l, h, dk)
+  TensorView v{};                              // (b, l, h, dv)
+  TensorView log_w{};                          // (b, l, h, dk), each finite and <= 0: the decay w = exp(log_w)
+  TensorView a{};                              // (b, l, h, dk), finite: the rank-1 update reads aᵀ S
+  TensorView b{};                              // (b, l, h, dk), finite: ... and writes it along b
+  std::optional<TensorView> initial_state{};   // (b, h, dk, dv); with cu_seqlens (n_seqs, h, dk, dv)
+  std::optional<TensorView> cu_seqlens{};      // (n_seqs + 1) i32 | i64 on the CPU; then b == 1
 };
 
 /// automatic = chunked; chunked = the chunk algebra of cpu/rwkv7.hpp, forward and backward; recurrent = the token loop
@@ -46,8 +46,8 @@ struct Rwkv7Inputs {
 enum class Rwkv7Path { automatic, reference, chunked, recurrent };
 
 struct Rwkv7Options {
-  double scale = 1.0;       // finite: o_t = S_tᵀ (scale q_t); RWKV-7 uses 1
-  index_t chunk_size = 32;  // > 0: the chunk of the chunked forms, and the recurrent backward's checkpoint interval
+  double scale = 1.0;        // finite: o_t = S_tᵀ (scale q_t); RWKV-7 uses 1
+  index_t chunk_size = 32;   // > 0: the chunk of the chunked forms, and the recurrent backward's checkpoint interval
   Rwkv7Path path = Rwkv7Path::automatic;
   int threads = 0;                  // CPU threads (0: by the amount of work)
   bool return_final_state = false;  // the allocating form: also the final state
@@ -134,8 +134,7 @@ inline Rwkv7Params check_rwkv7(const Checker& c, const Rwkv7Inputs& in, const Te
 /// The forward into `out` (v's shape and dtype) and, when given, the final state (rows, h, dk, dv). Returns the path
 /// that ran.
 inline std::string rwkv7_into(const Rwkv7Inputs& in, const TensorView& out,
-                              const std::optional<TensorView>& final_state = std::nullopt,
-                              const Rwkv7Options& opt = {}) {
+                              const std::optional<TensorView>& final_state = std::nullopt, const Rwkv7Options& opt = {}) {
   Checker c("rwkv7");
   std::vector<std::int64_t> cu;
   const Rwkv7Params p = detail::check_rwkv7(c, in, out, final_state, opt, cu);
@@ -144,15 +143,9 @@ inline std::string rwkv7_into(const Rwkv7Inputs& in, const TensorView& out,
     return "cuda";
   }
   switch (opt.path) {
-    case Rwkv7Path::reference:
-      reference::rwkv7_forward(p);
-      return "reference";
-    case Rwkv7Path::recurrent:
-      cpu::rwkv7_forward_recurrent(p, opt.threads);
-      return "cpu-recurrent";
-    default:
-      cpu::rwkv7_forward_chunked(p, opt.threads);
-      return "cpu-chunked";
+    case Rwkv7Path::reference: reference::rwkv7_forward(p); return "reference";
+    case Rwkv7Path::recurrent: cpu::rwkv7_forward_recurrent(p, opt.threads); return "cpu-recurrent";
+    default: cpu::rwkv7_forward_chunked(p, opt.threads); return "cpu-chunked";
   }
 }
 
@@ -163,8 +156,8 @@ inline Rwkv7Outputs rwkv7(const Rwkv7Inputs& in, const Rwkv7Options& opt = {}) {
   std::optional<TensorView> fs;
   if (opt.return_final_state && in.v.rank() == 4 && in.q.rank() == 4) {
     const index_t rows = in.cu_seqlens ? std::max<index_t>(in.cu_seqlens->numel() - 1, 0) : in.v.size(0);
-    r.final_state =
-        Tensor::empty({rows, in.v.size(2), in.q.size(3), in.v.size(3)}, compute_dtype(in.v.dtype()), in.v.device());
+    r.final_state = Tensor::empty({rows, in.v.size(2), in.q.size(3), in.v.size(3)}, compute_dtype(in.v.dtype()),
+                                  in.v.device());
     fs = r.final_state.view();
   }
   r.path = rwkv7_into(in, r.out, fs, opt);

@@ -19,9 +19,7 @@ namespace {
 using rwkv7_problem::Rw7Case;
 using Rw7Conformance = ChunkedCase<Rw7Case>;  // chunk: the forward's chunk and the backward's checkpoint interval
 
-const Rw7Conformance& of(const Case& c) {
-  return chunked_case<Rw7Case>(c);
-}
+const Rw7Conformance& of(const Case& c) { return chunked_case<Rw7Case>(c); }
 
 std::vector<Case> rw7_cases() {
   std::vector<Rw7Conformance> list;
@@ -98,8 +96,7 @@ void rw7_forward_reference(const Case& c, const Views& in, const Views& out) {
   std::vector<std::int64_t> cu;
   RunConfig ref;
   ref.path = "reference";
-  ssm::reference::rwkv7_forward(
-      ssm::detail::check_rwkv7(chk, rw7_inputs(c, in), out[0], out[1], rw7_options(c, ref), cu));
+  ssm::reference::rwkv7_forward(ssm::detail::check_rwkv7(chk, rw7_inputs(c, in), out[0], out[1], rw7_options(c, ref), cu));
 }
 
 void rw7_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
@@ -108,13 +105,9 @@ void rw7_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
   EXPECT_EQ(r.path, recurrence_path_name(cfg));
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;
-    out.adopt(i, n == "grad_q"       ? r.grad_q
-                 : n == "grad_k"     ? r.grad_k
-                 : n == "grad_v"     ? r.grad_v
-                 : n == "grad_log_w" ? r.grad_log_w
-                 : n == "grad_a"     ? r.grad_a
-                 : n == "grad_b"     ? r.grad_b
-                                     : r.grad_initial_state);
+    out.adopt(i, n == "grad_q" ? r.grad_q : n == "grad_k" ? r.grad_k : n == "grad_v" ? r.grad_v
+                 : n == "grad_log_w" ? r.grad_log_w : n == "grad_a" ? r.grad_a : n == "grad_b" ? r.grad_b
+                 : r.grad_initial_state);
   }
 }
 
