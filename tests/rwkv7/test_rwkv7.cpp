@@ -4,7 +4,9 @@
 // the decode step chained over a sequence equals the sequence form; with a = b = 0 the op is GLA (ssm::linear_attention
 // with a log gate), and with w = α, a = −k, b = αβ k and β k as the key it is Gated DeltaNet (ssm::delta_rule): two
 // other ops of the library computing the same recurrence; the reference backward equals central differences (f64);
-// the checkpointed backward equals the reference backward; bad input is an ssm::Error naming the argument.
+// the chunked and the checkpointed backwards equal the reference backward, and the chunked decay gradient stays
+// accurate over 4096 f32 steps; with no steps the states and their gradients pass through; bad input is an ssm::Error
+// naming the argument.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -120,8 +122,7 @@ TEST(Rwkv7, StepChainedOverASequenceEqualsTheSequenceForm) {
 }
 
 /// A (b, l, h, d) f64 tensor from f(bi, t, hh, i).
-Tensor make4(index_t b, index_t l, index_t h, index_t n,
-             const std::function<double(index_t, index_t, index_t, index_t)>& f) {
+Tensor make4(index_t b, index_t l, index_t h, index_t n, const std::function<double(index_t, index_t, index_t, index_t)>& f) {
   Tensor t = Tensor::empty({b, l, h, n}, DType::f64);
   for (index_t bi = 0; bi < b; ++bi)
     for (index_t ti = 0; ti < l; ++ti)
@@ -131,8 +132,7 @@ Tensor make4(index_t b, index_t l, index_t h, index_t n,
 }
 
 TEST(Rwkv7, WithoutTheRankOneUpdateItIsGatedLinearAttention) {
-  // a = b = 0: S_t = diag(w_t) S_{t−1} + k_t v_tᵀ, GLA's recurrence (α = exp(log_gate) per key channel), o = Sᵀ (scale
-  // q)
+  // a = b = 0: S_t = diag(w_t) S_{t−1} + k_t v_tᵀ, GLA's recurrence (α = exp(log_gate) per key channel), o = Sᵀ (scale q)
   Rw7Case cs;
   cs.b = 2, cs.l = 41, cs.h = 3, cs.dk = 6, cs.dv = 5, cs.has_init = true, cs.scale = 0.8, cs.seed = 21;
   Rw7Data d = rwkv7_problem::make_data(cs);
@@ -162,17 +162,14 @@ TEST(Rwkv7, WithADeltaUpdateItIsGatedDeltaNet) {
   const auto delta = ssm::delta_rule(dd.inputs(), dopt);
 
   const index_t b = dc.b, l = dc.l, h = dc.h, dk = dc.dk;
-  auto kv = [&](index_t bi, index_t t, index_t hh, index_t i) {
-    return dd.k.data_as<double>()[((bi * l + t) * h + hh) * dk + i];
-  };
+  auto kv = [&](index_t bi, index_t t, index_t hh, index_t i) { return dd.k.data_as<double>()[((bi * l + t) * h + hh) * dk + i]; };
   auto beta = [&](index_t bi, index_t t, index_t hh) { return dd.beta.data_as<double>()[(bi * l + t) * h + hh]; };
   auto g = [&](index_t bi, index_t t, index_t hh) { return dd.g.data_as<double>()[(bi * l + t) * h + hh]; };
   Rw7Case cs;
   cs.b = b, cs.l = l, cs.h = h, cs.dk = dk, cs.dv = dc.dv, cs.has_init = true, cs.scale = dc.scale;
   Rw7Data d = rwkv7_problem::make_data(cs);
   d.q = clone(dd.q), d.v = clone(dd.v), d.initial_state = clone(dd.initial_state);
-  d.k = make4(b, l, h, dk,
-              [&](index_t bi, index_t t, index_t hh, index_t i) { return beta(bi, t, hh) * kv(bi, t, hh, i); });
+  d.k = make4(b, l, h, dk, [&](index_t bi, index_t t, index_t hh, index_t i) { return beta(bi, t, hh) * kv(bi, t, hh, i); });
   d.log_w = make4(b, l, h, dk, [&](index_t bi, index_t t, index_t hh, index_t) { return g(bi, t, hh); });
   d.a = make4(b, l, h, dk, [&](index_t bi, index_t t, index_t hh, index_t i) { return -kv(bi, t, hh, i); });
   d.b = make4(b, l, h, dk, [&](index_t bi, index_t t, index_t hh, index_t i) {
@@ -222,10 +219,8 @@ TEST(Rwkv7, ReferenceBackwardEqualsCentralDifferences) {
   for (int variant = 0; variant < 2; ++variant) {
     Rw7Case cs;
     cs.b = 1, cs.l = 6, cs.h = 2, cs.dk = 3, cs.dv = 2, cs.has_init = true, cs.seed = 11 + variant;
-    if (variant == 0)
-      cs.scale = 1.3, cs.b = 2;
-    else
-      cs.scale = 0.6, cs.cu = {0, 2, 6}, cs.log_w_min = -3;
+    if (variant == 0) cs.scale = 1.3, cs.b = 2;
+    else cs.scale = 0.6, cs.cu = {0, 2, 6}, cs.log_w_min = -3;
     Rw7Data d = rwkv7_problem::make_data(cs);
     std::mt19937_64 rng(77);
     Loss loss{rwkv7_problem::uniform(rng, {cs.b, cs.l, cs.h, cs.dv}, DType::f64, -1, 1),
@@ -272,9 +267,7 @@ TEST(Rwkv7, ChunkedAndCheckpointedBackwardsEqualTheReferenceBackward) {
           EXPECT_LE(rel_error(got.grad_log_w, ref.grad_log_w), tol);
           EXPECT_LE(rel_error(got.grad_a, ref.grad_a), tol);
           EXPECT_LE(rel_error(got.grad_b, ref.grad_b), tol);
-          if (cs.has_init) {
-            EXPECT_LE(rel_error(got.grad_initial_state, ref.grad_initial_state), tol);
-          }
+          if (cs.has_init) { EXPECT_LE(rel_error(got.grad_initial_state, ref.grad_initial_state), tol); }
         }
     }
 }
@@ -292,7 +285,7 @@ TEST(Rwkv7, TheChunkedDecayGradientStaysAccurateOverLongSequences) {
   o.path = Rwkv7Path::chunked, o.chunk_size = 32;
   const auto got = ssm::rwkv7_backward(d.inputs(), go.view(), std::nullopt, o);
   const double err = rel_error(got.grad_log_w, ref.grad_log_w);
-  EXPECT_LE(err, 1e-6);  // 4.1e-7 here; one sum over the sequence gave 2.8e-6
+  EXPECT_LE(err, 1.5e-6);  // 4.1e-7 on an AVX2 machine; one sum over the whole sequence gave 2.8e-6
   EXPECT_LE(rel_error(got.grad_k, ref.grad_k), 2e-6);
 }
 
@@ -354,8 +347,7 @@ TEST(Rwkv7, BadInputIsAnErrorNamingTheArgument) {
   const Tensor s_shape = Tensor::zeros({1, 2, 3, 4}, DType::f64);
   expect_arg_error("initial_state", with([&](auto& in, auto&) { in.initial_state = s_shape.view(); }));
   const Tensor cu_bad = Tensor::from_vector<std::int64_t>({3}, {0, 4, 3});
-  expect_arg_error("cu_seqlens",
-                   with([&](auto& in, auto&) { in.cu_seqlens = cu_bad.view(), in.initial_state.reset(); }));
+  expect_arg_error("cu_seqlens", with([&](auto& in, auto&) { in.cu_seqlens = cu_bad.view(), in.initial_state.reset(); }));
   double fake = 0;
   const ssm::TensorView v_cuda(&fake, DType::f64, ssm::Device::cuda(0), {1, 6, 2, 3}, {36, 6, 3, 1});
   expect_arg_error("v", [&] {  // into a CPU out: the allocating form would allocate on v's device first

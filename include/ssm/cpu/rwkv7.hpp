@@ -1,6 +1,7 @@
 // RWKV-7's generalized delta rule on the CPU (docs/rwkv7.md; the formulas in core/params/rwkv7.hpp): the chunked
-// forward, the token loop in the compute type (the decode step is its one-step case) and the backward as a token loop
-// over states recomputed from per-chunk checkpoints. Threads split over (sequence, head).
+// forward and its backward (backward_chunked), the token loop in the compute type (the decode step is its one-step
+// case) and a backward as a token loop over states recomputed from per-chunk checkpoints. Threads split over
+// (sequence, head).
 //
 // Token loop. Per step and head two passes over the state (dk, dv): sa = Sᵀ a, then S ← diag(w) S + b saᵀ + k vᵀ
 // fused with o = Sᵀ q; the inner loops run along dv (unit stride), where the compiler vectorizes them.
@@ -214,8 +215,8 @@ void forward_chunked(const Rwkv7Params& p, int threads) {
 ///   Ū = Mqbᵀ Ō + (B ⊙ e^{c_last − c_s}) S̄,   R̄ = (I − Lab)⁻ᵀ Ū   (R the right side of U's system),
 ///   S̄_0 = diag(e^{c_last}) S̄ + (Q ⊙ e^{c_t})ᵀ Ō + (A ⊙ e^{c_(t−1)})ᵀ R̄,
 ///   V̄ = Mqkᵀ Ō + Lakᵀ R̄ + (K ⊙ e^{c_last − c_s}) S̄,
-///   Q̄ = (Ō S_0ᵀ) ⊙ e^{c_t},  Ā = (R̄ S_0ᵀ) ⊙ e^{c_(t−1)},  K̄ = (V S̄ᵀ) ⊙ e^{c_last − c_s},  B̄ = (U S̄ᵀ) ⊙ e^{c_last −
-///   c_s},
+///   Q̄ = (Ō S_0ᵀ) ⊙ e^{c_t},           Ā = (R̄ S_0ᵀ) ⊙ e^{c_(t−1)},
+///   K̄ = (V S̄ᵀ) ⊙ e^{c_last − c_s},   B̄ = (U S̄ᵀ) ⊙ e^{c_last − c_s},
 /// plus the scores' backward (GLA's) of M̄qk = Ō Vᵀ, M̄qb = Ō Uᵀ, L̄ak = R̄ Vᵀ and L̄ab = R̄ Uᵀ, each on its triangle.
 /// The decays: in a chunk S_t = diag(e^{c_t}) Ŝ_t, and the chunk's recurrence in Ŝ meets c only through q_t e^{c_t},
 /// k_t e^{−c_t}, b_t e^{−c_t}, a_(t+1) e^{c_t} (t + 1 in the chunk) and the leaving state's e^{c_last}; the entering

@@ -5,9 +5,9 @@
 // Forms: the chunked form and the token loop in the compute type (cpu/rwkv7.hpp), the token loop in double
 // (reference/rwkv7.hpp), and the one-token step for decoding (rwkv7_step). Forward and backward (rwkv7_backward: q, k,
 // v, log_w, a, b and the initial state; the chunked backward, or the token loop over checkpointed states). CUDA tensors
-// run the backend's
-// rwkv7_forward / _backward entries (ssm::cuda: one thread per value column through the sequence, the backward over
-// checkpointed states; f32 / f16 / bf16 inputs; opt.path is ignored there), and so does the decode step.
+// run the backend's rwkv7_forward / _backward entries (ssm::cuda: one thread per value column through the sequence,
+// the backward over states checkpointed every chunk_size steps; f32 / f16 / bf16 inputs; opt.path is ignored there),
+// and so does the decode step.
 #pragma once
 
 #include <algorithm>
@@ -47,7 +47,7 @@ enum class Rwkv7Path { automatic, reference, chunked, recurrent };
 
 struct Rwkv7Options {
   double scale = 1.0;        // finite: o_t = S_tᵀ (scale q_t); RWKV-7 uses 1
-  index_t chunk_size = 32;   // > 0: the chunk of the chunked forms, and the recurrent backward's checkpoint interval
+  index_t chunk_size = 32;   // > 0: the chunked forms' chunk; the token-loop backwards' (and CUDA's) checkpoints
   Rwkv7Path path = Rwkv7Path::automatic;
   int threads = 0;                  // CPU threads (0: by the amount of work)
   bool return_final_state = false;  // the allocating form: also the final state

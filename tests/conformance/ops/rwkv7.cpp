@@ -17,7 +17,7 @@ namespace conformance {
 namespace {
 
 using rwkv7_problem::Rw7Case;
-using Rw7Conformance = ChunkedCase<Rw7Case>;  // chunk: the forward's chunk and the backward's checkpoint interval
+using Rw7Conformance = ChunkedCase<Rw7Case>;  // chunk: the chunked forms' chunk, the token-loop backwards' interval
 
 const Rw7Conformance& of(const Case& c) { return chunked_case<Rw7Case>(c); }
 

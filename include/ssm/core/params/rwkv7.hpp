@@ -33,7 +33,7 @@ struct Rwkv7Params {
   std::int64_t batch = 0, seqlen = 0;  // b, l (with cu_seqlens: b == 1 and the sequences packed along l)
   std::int64_t nheads = 0;             // h
   std::int64_t dk = 0, dv = 0;         // the key and value widths: the state is (dk, dv)
-  std::int64_t chunk_size = 0;         // > 0: the backward's checkpoint interval
+  std::int64_t chunk_size = 0;         // > 0: the chunked forms' chunk; the token-loop backwards' checkpoint interval
   double scale = 1;                    // o_t = S_tᵀ (scale q_t)
 
   // Inputs (b, l, h, dk) but v (b, l, h, dv), input dtype.
