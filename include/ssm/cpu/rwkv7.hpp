@@ -107,6 +107,13 @@ void forward_recurrent(const Rwkv7Params& p, int threads) {
   });
 }
 
+/// Row (bi, t, hh) of a contiguous (b, l, h, n) gradient in In from g (n), when dst is not null: both backwards' store.
+template <class In, class T>
+void store_grad(const Rwkv7Params& p, void* dst, const T* g, std::int64_t n, std::int64_t bi, std::int64_t t,
+                std::int64_t hh) {
+  if (dst) store_row(g, n, static_cast<In*>(dst) + ((bi * p.seqlen + t) * p.nheads + hh) * n);
+}
+
 /// One chunk of one head: its inputs (q scaled), the cumulative log decays and the rank-1 reads' algebra.
 template <class T>
 struct Chunk {
@@ -256,7 +263,7 @@ void backward_chunked(const Rwkv7Params& p, const Rwkv7GradParams& gr, int threa
     std::vector<T> grow(static_cast<std::size_t>(dk));
     const T scale = static_cast<T>(p.scale);
     auto store = [&](void* dst, const T* g, std::int64_t n, std::int64_t t) {
-      if (dst) store_row(g, n, static_cast<In*>(dst) + ((bi * l + t) * h + hh) * n);
+      store_grad<In>(p, dst, g, n, bi, t, hh);
     };
     for (std::int64_t ci = n_ck - 1; ci >= 0; --ci) {
       const std::int64_t c0 = t0 + ci * Cq, len = std::min(Cq, t1 - c0);
@@ -380,10 +387,7 @@ void backward_recurrent(const Rwkv7Params& p, const Rwkv7GradParams& gr, int thr
     }
     if (gr.grad_final_state) std::copy_n(static_cast<const T*>(gr.grad_final_state) + task * size, size, dS.data());
     auto store = [&](void* dst, const std::vector<T>& g, std::int64_t t) {
-      if (dst) {
-        const std::int64_t n = static_cast<std::int64_t>(g.size());
-        store_row(g.data(), n, static_cast<In*>(dst) + ((bi * l + t) * h + hh) * n);
-      }
+      store_grad<In>(p, dst, g.data(), static_cast<std::int64_t>(g.size()), bi, t, hh);
     };
     const T scale = static_cast<T>(p.scale);
     for (std::int64_t c = n_ck - 1; c >= 0; --c) {
