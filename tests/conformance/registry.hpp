@@ -10,6 +10,9 @@
 //   elements themselves start as NaN (so an element the op did not write fails the comparison), or as zero for
 //   outputs an op accumulates into.
 // - Outputs an op allocates itself (its allocating form is the only one) are "adopted": compared, not guarded.
+// - On a CPU backend every pass runs twice: the second time every input and output sits kShift bytes past a 64-byte
+//   boundary, and each output must equal the first run's bit for bit. A result may depend on the machine, never on
+//   where the caller's buffers happen to sit (an alignment-peeled vector reduction sums in another order).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -295,25 +298,27 @@ inline int recurrence_threads(int case_threads, const RunConfig& cfg) {
 /// a pattern checked after the op.
 class GuardedBuffer {
  public:
-  static constexpr std::size_t kGuard = 256;  // bytes; keeps the view 64-byte aligned
+  static constexpr std::size_t kGuard = 256;  // bytes; keeps the view 64-byte aligned (with shift 0)
 
-  GuardedBuffer(const OutSpec& spec, Device device) : spec_(spec), device_(device) {
+  /// The view starts kGuard + shift bytes into the buffer (shift: a multiple of the element size).
+  GuardedBuffer(const OutSpec& spec, Device device, std::size_t shift = 0)
+      : spec_(spec), device_(device), lead_(kGuard + shift) {
     const Dims strides = spec.strides.size() ? spec.strides : ssm::contiguous_strides(spec.shape);
     es_ = ssm::size_of(spec.dtype);
     index_t span = spec.shape.product() > 0 ? 1 : 0;
     for (int k = 0; k < spec.shape.size(); ++k)
       if (spec.shape.product() > 0) span += (spec.shape[k] - 1) * strides[k];
-    const std::size_t bytes = 2 * kGuard + static_cast<std::size_t>(span) * es_;
+    const std::size_t bytes = lead_ + kGuard + static_cast<std::size_t>(span) * es_;
     covered_.assign(static_cast<std::size_t>(span), 0);
     for_each_offset(spec.shape, strides, [&](index_t off) { covered_[static_cast<std::size_t>(off)] = 1; });
     initial_.resize(bytes);
     for (std::size_t i = 0; i < bytes; ++i) initial_[i] = pattern(i);
     for (std::size_t e = 0; e < covered_.size(); ++e)
-      if (covered_[e]) std::memset(initial_.data() + kGuard + e * es_, spec.zeroed ? 0x00 : 0xff, es_);
+      if (covered_[e]) std::memset(initial_.data() + lead_ + e * es_, spec.zeroed ? 0x00 : 0xff, es_);
     Tensor host = Tensor::empty({static_cast<index_t>(bytes)}, DType::u8);
     std::memcpy(host.data(), initial_.data(), bytes);
     raw_ = device.is_cpu() ? host : host.to(device);
-    view_ = TensorView(static_cast<char*>(raw_.data()) + kGuard, spec.dtype, device, spec.shape, strides);
+    view_ = TensorView(static_cast<char*>(raw_.data()) + lead_, spec.dtype, device, spec.shape, strides);
   }
 
   const TensorView& view() const { return view_; }
@@ -322,21 +327,22 @@ class GuardedBuffer {
   Tensor host_bytes() const { return device_.is_cpu() ? raw_ : raw_.to(Device::cpu()); }
 
   /// The view over a host copy of the bytes (for reading the values).
-  static TensorView host_view(const Tensor& bytes, const TensorView& v) {
-    return TensorView(static_cast<char*>(bytes.data()) + kGuard, v.dtype(), Device::cpu(), v.shape(), v.strides());
+  TensorView host_view(const Tensor& bytes) const {
+    return TensorView(static_cast<char*>(bytes.data()) + lead_, view_.dtype(), Device::cpu(), view_.shape(),
+                      view_.strides());
   }
 
   /// Empty when every guard byte and gap byte still holds its pattern; else where the first change is.
   std::string check_untouched(const Tensor& bytes) const {
     const auto* now = static_cast<const unsigned char*>(bytes.data());
-    const std::size_t total = initial_.size(), body_end = kGuard + covered_.size() * es_;
+    const std::size_t total = initial_.size(), body_end = lead_ + covered_.size() * es_;
     for (std::size_t i = 0; i < total; ++i) {
-      if (i >= kGuard && i < body_end && covered_[(i - kGuard) / es_]) continue;
+      if (i >= lead_ && i < body_end && covered_[(i - lead_) / es_]) continue;
       if (now[i] == initial_[i]) continue;
-      if (i < kGuard) return spec_.name + ": a write before the buffer (byte " + std::to_string(kGuard - i) + " before it)";
+      if (i < lead_) return spec_.name + ": a write before the buffer (byte " + std::to_string(lead_ - i) + " before it)";
       if (i >= body_end) return spec_.name + ": a write past the end (byte " + std::to_string(i - body_end) + " after it)";
       return spec_.name + ": written in a gap of the strided output (element offset " +
-             std::to_string((i - kGuard) / es_) + ", strides " + view_.strides().str() + ")";
+             std::to_string((i - lead_) / es_) + ", strides " + view_.strides().str() + ")";
     }
     return {};
   }
@@ -361,6 +367,7 @@ class GuardedBuffer {
 
   OutSpec spec_;
   Device device_;
+  std::size_t lead_;  // bytes before the view: the guard and the shift
   std::size_t es_ = 1;
   std::vector<unsigned char> covered_;  // per element of the span: 1 where the view has an element
   std::vector<unsigned char> initial_;
@@ -379,12 +386,62 @@ inline TensorView on_device(const Arg& a, Device device, std::vector<Tensor>& ke
   return TensorView(static_cast<char*>(moved.data()) + offset, a.view.dtype(), device, a.view.shape(), a.view.strides());
 }
 
+/// The second run's offset from a 64-byte boundary: every element type keeps its own alignment (at most 8 bytes), and
+/// no buffer is 16-, 32- or 64-byte aligned.
+inline constexpr std::size_t kShift = 8;
+
+/// A host input copied kShift bytes past the start of a fresh (64-byte aligned) buffer, the view's offset and strides
+/// kept (an undefined view stays undefined).
+inline TensorView shifted(const Arg& a, std::vector<Tensor>& keep) {
+  if (!a.view.defined()) return a.view;
+  const Tensor& owner = a.owner;
+  SSM_CHECK(owner.defined() && owner.device().is_cpu(), "conformance: input ", a.name, " has no host owner");
+  Tensor raw = Tensor::empty({static_cast<index_t>(owner.nbytes() + kShift)}, DType::u8);
+  char* base = static_cast<char*>(raw.data()) + kShift;
+  if (owner.nbytes() > 0) std::memcpy(base, owner.data(), owner.nbytes());
+  keep.push_back(raw);
+  const std::ptrdiff_t offset = static_cast<const char*>(a.view.data()) - static_cast<const char*>(owner.data());
+  return TensorView(base + offset, a.view.dtype(), Device::cpu(), a.view.shape(), a.view.strides());
+}
+
 struct PassResult {
   bool ran = false;
   std::string skipped;  // why not, when !ran
 };
 
-/// Runs one pass of one case and checks it: guards untouched, every output within its tolerance of the reference.
+/// Runs one pass of one case on the backend, its inputs and outputs `shift` bytes past a 64-byte boundary (0 or
+/// kShift; kShift on the CPU only), and returns every output on the host, after checking that the op wrote nothing
+/// outside them.
+inline std::vector<Tensor> run_backend(const Op& op, const Case& c, const RunConfig& cfg, Pass pass,
+                                       std::size_t shift) {
+  const std::vector<OutSpec>& specs = pass == Pass::forward ? c.outputs : c.grads;
+  std::vector<Tensor> keep;
+  Views dev_in;
+  for (const Arg& a : c.inputs)
+    dev_in.push_back(shift ? shifted(a, keep) : on_device(a, a.host ? Device::cpu() : cfg.device, keep));
+  std::vector<GuardedBuffer> guarded;
+  Outputs out;
+  for (const OutSpec& s : specs) guarded.emplace_back(s, cfg.device, shift);
+  for (const GuardedBuffer& g : guarded) out.views.push_back(g.view());
+  (pass == Pass::forward ? op.forward : op.backward)(c, dev_in, out, cfg);
+  std::vector<Tensor> got;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const Tensor bytes = guarded[i].host_bytes();
+    const std::string touched = guarded[i].check_untouched(bytes);
+    EXPECT_TRUE(touched.empty()) << touched << (shift ? " (the run at a shifted address)" : "");
+    if (i < out.adopted.size() && out.adopted[i].defined()) {
+      got.push_back(out.adopted[i].to(Device::cpu()));
+    } else {
+      Tensor t = Tensor::empty(specs[i].shape, specs[i].dtype);
+      ssm::copy(t.view(), guarded[i].host_view(bytes));
+      got.push_back(std::move(t));
+    }
+  }
+  return got;
+}
+
+/// Runs one pass of one case and checks it: guards untouched, every output within its tolerance of the reference; on
+/// the CPU, the same bits again with every buffer moved off its alignment.
 inline PassResult run_pass(const Op& op, const Case& c, const RunConfig& cfg, Pass pass) {
   if (std::string why = op.unsupported ? op.unsupported(c, cfg, pass) : std::string(); !why.empty()) return {false, why};
   const std::vector<OutSpec>& specs = pass == Pass::forward ? c.outputs : c.grads;
@@ -399,26 +456,22 @@ inline PassResult run_pass(const Op& op, const Case& c, const RunConfig& cfg, Pa
     ref_v.push_back(ref_t.back().view());
   }
   (pass == Pass::forward ? op.forward_reference : op.backward_reference)(c, host_in, ref_v);
-  // the backend, into guarded outputs
-  std::vector<Tensor> keep;
-  Views dev_in;
-  for (const Arg& a : c.inputs) dev_in.push_back(on_device(a, a.host ? Device::cpu() : cfg.device, keep));
-  std::vector<GuardedBuffer> guarded;
-  Outputs out;
-  for (const OutSpec& s : specs) guarded.emplace_back(s, cfg.device);
-  for (const GuardedBuffer& g : guarded) out.views.push_back(g.view());
-  (pass == Pass::forward ? op.forward : op.backward)(c, dev_in, out, cfg);
+  const std::vector<Tensor> got = run_backend(op, c, cfg, pass, 0);
   for (std::size_t i = 0; i < specs.size(); ++i) {
-    const Tensor bytes = guarded[i].host_bytes();
-    const std::string touched = guarded[i].check_untouched(bytes);
-    EXPECT_TRUE(touched.empty()) << touched;
-    const bool own = i < out.adopted.size() && out.adopted[i].defined();
-    Tensor host_own = own ? out.adopted[i].to(Device::cpu()) : Tensor();
-    const TensorView got = own ? host_own.view() : GuardedBuffer::host_view(bytes, guarded[i].view());
-    const double err = normalized_error(to_doubles(got), to_doubles(ref_v[i]));
+    const double err = normalized_error(to_doubles(got[i].view()), to_doubles(ref_v[i]));
     const double tol = op.tolerance(specs[i].dtype, pass);
-    EXPECT_LE(err, tol) << specs[i].name << " (" << ssm::name(specs[i].dtype) << ", " << got.shape().str()
-                        << (own ? ", allocated by the op" : "") << "): normalized error against the reference";
+    EXPECT_LE(err, tol) << specs[i].name << " (" << ssm::name(specs[i].dtype) << ", " << got[i].shape().str()
+                        << "): normalized error against the reference";
+  }
+  if (!cfg.device.is_cpu()) return {true, {}};
+  const std::vector<Tensor> again = run_backend(op, c, cfg, pass, kShift);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const std::vector<double> a = to_doubles(got[i].view()), b = to_doubles(again[i].view());
+    std::size_t k = 0;
+    while (k < a.size() && std::memcmp(&a[k], &b[k], sizeof(double)) == 0) ++k;
+    EXPECT_EQ(k, a.size()) << specs[i].name << " (" << ssm::name(specs[i].dtype) << "): element " << k
+                           << " differs when the buffers sit " << kShift << " bytes past a 64-byte boundary: "
+                           << (k < a.size() ? a[k] : 0.0) << " against " << (k < b.size() ? b[k] : 0.0);
   }
   return {true, {}};
 }

@@ -1,12 +1,15 @@
 // Tests of the optimized CPU selective-scan forward (ssm/cpu/selective_scan.hpp; Mamba's S6, MATH.md §5)
 // against the double-precision reference (ssm/reference/selective_scan.hpp) on awkward shapes with every feature;
-// plus the vector exp2 / softplus / silu error bounds, chunked == sequential, split calls, packed batches.
+// plus the vector exp2 / softplus / silu error bounds and sums (cpu/reduce.hpp), chunked == sequential, split calls,
+// packed batches.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <complex>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <random>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "../conformance/scan_problem.hpp"
+#include "ssm/cpu/reduce.hpp"
 #include "ssm/cpu/selective_scan.hpp"
 #include "ssm/cpu/simd.hpp"
 #include "ssm/reference/selective_scan.hpp"
@@ -190,6 +194,57 @@ TEST(SelectiveScanCpuMath, SoftplusSilu) {
   // relative error times |x| ln 2 ~ 30 ulp at the ends).
   check_softplus_silu<float>(4e-6);
   check_softplus_silu<double>(1e-14);
+}
+
+// ---- vector sums (cpu/reduce.hpp) ---------------------------------------------------------------------
+
+/// reduce::sum, dot and a sum_of with a broadcast scalar, for every length up to 5 vectors and a few more: within
+/// n ulp-sized steps of a long double loop, and the same bits wherever the rows sit (offsets 0 to 2 vectors' worth of
+/// elements into a buffer).
+template <class T>
+void check_sums() {
+  constexpr int L = simd::lanes<T>;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  const double ulp = std::numeric_limits<T>::epsilon();
+  for (index_t n = 0; n <= 5 * L + 3; ++n) {
+    std::vector<T> x(static_cast<std::size_t>(n)), y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(u(rng)), y[i] = static_cast<T>(u(rng));
+    long double want_sum = 0, want_dot = 0, want_sq = 0, abs_sum = 0, abs_dot = 0;
+    const T c = T(0.25);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      want_sum += x[i], want_dot += static_cast<long double>(x[i]) * y[i], abs_sum += std::fabs(x[i]);
+      abs_dot += std::fabs(static_cast<long double>(x[i]) * y[i]);
+      want_sq += (static_cast<long double>(x[i]) - c) * (static_cast<long double>(x[i]) - c);
+    }
+    auto centered_squares = [&](const T* p) {
+      return ssm::cpu::reduce::sum_of<T>(n, [&](auto read, index_t i) {
+        const auto d = read(p, i) - c;
+        return d * d;
+      });
+    };
+    const T s0 = ssm::cpu::reduce::sum(x.data(), n), d0 = ssm::cpu::reduce::dot(x.data(), y.data(), n);
+    const T q0 = centered_squares(x.data());
+    const double bound = static_cast<double>(n + 1) * ulp;
+    EXPECT_LE(std::fabs(static_cast<double>(s0 - want_sum)), bound * static_cast<double>(abs_sum)) << "n=" << n;
+    EXPECT_LE(std::fabs(static_cast<double>(d0 - want_dot)), bound * static_cast<double>(abs_dot)) << "n=" << n;
+    EXPECT_LE(std::fabs(static_cast<double>(q0 - want_sq)), 2 * bound * static_cast<double>(want_sq)) << "n=" << n;
+    for (int off = 1; off <= 2 * L; ++off) {
+      std::vector<T> xs(static_cast<std::size_t>(n + off)), ys(xs.size());
+      std::copy(x.begin(), x.end(), xs.begin() + off), std::copy(y.begin(), y.end(), ys.begin() + off);
+      const T* xo = xs.data() + off;
+      const T s = ssm::cpu::reduce::sum(xo, n), d = ssm::cpu::reduce::dot(xo, ys.data() + off, n);
+      const T q = centered_squares(xo);
+      EXPECT_EQ(std::memcmp(&s, &s0, sizeof(T)), 0) << "sum, n=" << n << ", " << off << " elements in";
+      EXPECT_EQ(std::memcmp(&d, &d0, sizeof(T)), 0) << "dot, n=" << n << ", " << off << " elements in";
+      EXPECT_EQ(std::memcmp(&q, &q0, sizeof(T)), 0) << "sum_of, n=" << n << ", " << off << " elements in";
+    }
+  }
+}
+
+TEST(SelectiveScanCpuMath, VectorSumsAreAccurateAndDoNotDependOnTheAddress) {
+  check_sums<float>();
+  check_sums<double>();
 }
 
 // ---- problem setup ------------------------------------------------------------------------------------

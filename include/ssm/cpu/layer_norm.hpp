@@ -1,31 +1,28 @@
 // The CPU path of the layer_norm op (ops/layer_norm.hpp): per row, y = (x − mean) / sqrt(var + eps) ⊙ weight + bias,
 // the mean and the (biased) variance accumulated in T (f32 or f64) in two passes. The row function and its backward
-// are also TTT-Linear's inner normalization (cpu/ttt_linear.hpp). Row sums and dot products go through Eigen, which
-// vectorizes them (a plain loop's float reduction is not, without reassociation).
+// are also TTT-Linear's inner normalization (cpu/ttt_linear.hpp). Row sums and dot products are cpu/reduce.hpp's:
+// vectorized (a plain loop's float reduction is not, without reassociation) in an order that does not depend on where
+// the row sits.
 #pragma once
 
-#include "ssm/core/macros.hpp"
-#include "ssm/core/eigen.hpp"
 #include <cmath>
 #include <cstdint>
 
 #include "ssm/core/params/dense.hpp"
+#include "ssm/cpu/reduce.hpp"
 
 namespace ssm::cpu {
-
-/// A row of d values as an Eigen vector (its reductions vectorized).
-template <class T>
-using RowMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
-template <class T>
-using ConstRowMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 
 /// One row z (d): ẑ = (z − mean) / σ into zhat (may be null), y = γ ⊙ ẑ + β into y (may be z; γ, β null: 1 and 0).
 /// Returns 1 / σ.
 template <class T>
 T layer_norm_row(const T* z, const T* gamma, const T* beta, std::int64_t d, T eps, T* zhat, T* y) {
-  const ConstRowMap<T> zm(z, d);
-  const T mean = zm.sum() / static_cast<T>(d);
-  const T var = (zm.array() - mean).square().sum() / static_cast<T>(d);
+  const T mean = reduce::sum(z, d) / static_cast<T>(d);
+  const T var = reduce::sum_of<T>(d, [&](auto read, std::int64_t j) {
+                  const auto c = read(z, j) - mean;
+                  return c * c;
+                }) /
+                static_cast<T>(d);
   const T inv_sigma = T(1) / std::sqrt(var + eps);
   for (std::int64_t j = 0; j < d; ++j) {
     const T zh = (z[j] - mean) * inv_sigma;
@@ -41,9 +38,7 @@ template <class T>
 void layer_norm_row_backward(const T* zhat, T inv_sigma, const T* gamma, const T* ybar, std::int64_t d, T* zbar,
                              T* gamma_bar, T* beta_bar) {
   for (std::int64_t j = 0; j < d; ++j) zbar[j] = (gamma ? gamma[j] : T(1)) * ybar[j];  // t, first
-  const RowMap<T> t(zbar, d);
-  const ConstRowMap<T> zh(zhat, d);
-  const T mt = t.sum() / static_cast<T>(d), mtz = t.dot(zh) / static_cast<T>(d);
+  const T mt = reduce::sum(zbar, d) / static_cast<T>(d), mtz = reduce::dot(zbar, zhat, d) / static_cast<T>(d);
   for (std::int64_t j = 0; j < d; ++j) {
     zbar[j] = (zbar[j] - mt - zhat[j] * mtz) * inv_sigma;
     if (gamma_bar) gamma_bar[j] += ybar[j] * zhat[j];

@@ -39,8 +39,7 @@ T inner_gradient(const T* z, const T* k, const T* v, const T* gamma, const T* be
                  T* e, T* G) {
   const T inv_sigma = layer_norm_row(z, gamma, beta, d, eps, zhat, e);
   for (std::int64_t j = 0; j < d; ++j) e[j] -= v[j] - k[j], G[j] = gamma[j] * e[j];  // g, first
-  const RowMap<T> g(G, d);
-  const T mg = g.sum() / static_cast<T>(d), mgz = g.dot(ConstRowMap<T>(zhat, d)) / static_cast<T>(d);
+  const T mg = reduce::sum(G, d) / static_cast<T>(d), mgz = reduce::dot(G, zhat, d) / static_cast<T>(d);
   for (std::int64_t j = 0; j < d; ++j) G[j] = (G[j] - mg - zhat[j] * mgz) * inv_sigma;
   return inv_sigma;
 }

@@ -41,8 +41,9 @@ void inner_gradient_backward(const T* zhat, const T* e, const T* G, T inv_sigma,
   using MArr = Eigen::Map<Arr>;
   const T dn = static_cast<T>(d);
   const CArr zh(zhat, d), Gb(Gbar, d), gm(gamma, d), em(e, d);
-  const T mGb = Gb.sum() / dn, mGbz = (Gb * zh).sum() / dn, GbG = (Gb * CArr(G, d)).sum();
-  const T mgz = (gm * em * zh).sum() / dn;
+  const T mGb = reduce::sum(Gbar, d) / dn, mGbz = reduce::dot(Gbar, zhat, d) / dn, GbG = reduce::dot(Gbar, G, d);
+  const T mgz =
+      reduce::sum_of<T>(d, [&](auto read, std::int64_t j) { return read(gamma, j) * read(e, j) * read(zhat, j); }) / dn;
   const T sigma_bar = -GbG * inv_sigma;
   MArr gb(rbar, d), zb(zbar, d);  // ḡ, the gradient of g = γ ⊙ e, first held in r̄ (no temporary row)
   gb = (Gb - mGb - zh * mGbz) * inv_sigma;
@@ -50,7 +51,7 @@ void inner_gradient_backward(const T* zhat, const T* e, const T* G, T inv_sigma,
   MArr(beta_bar, d) += gb * gm;
   zb = -(mgz * Gb + gm * em * mGbz) * inv_sigma + gb * gm * gm;  // ẑ̄
   gb *= -gm;                                                     // r̄ = −γ ⊙ ḡ
-  const T mzb = zb.sum() / dn, mzbz = (zb * zh).sum() / dn;
+  const T mzb = reduce::sum(zbar, d) / dn, mzbz = reduce::dot(zbar, zhat, d) / dn;
   zb = (zb - mzb - zh * mzbz) * inv_sigma + (sigma_bar / dn) * zh;
 }
 
