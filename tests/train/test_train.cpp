@@ -254,7 +254,9 @@ TEST(AdamW, BadInputIsAnErrorNamingTheArgument) {
 
 using ssm::layers::DeltaNetConfig;
 using ssm::layers::DeltaNetLayer;
-using TinyLM = ssm::models::StackLM<double, DeltaNetLayer<double>>;
+// The models and stacks below are TrainableLM<double> and TrainableStack<double>, whatever mixers they hold: those
+// types are compiled once (src/instances/), where a StackLM over just these mixers would compile every layer again here.
+using TinyLM = ssm::models::TrainableLM<double>;
 
 /// Embedding, one pre-norm Gated DeltaNet layer, the final norm and the head (ssm::models::StackLM), vocab V, width 16.
 TinyLM tiny_lm(index_t V, std::uint64_t seed, bool tied = false) {
@@ -369,8 +371,7 @@ TEST(HybridStack, BackwardOfAMixedStackMatchesCentralDifferences) {
   using ssm::layers::Rwkv7Layer;
   using ssm::layers::TttLinearConfig;
   using ssm::layers::TttLinearLayer;
-  using Stack = ssm::models::HybridStack<double, DeltaNetLayer<double>, LinearAttentionLayer<double>,
-                                         TttLinearLayer<double>, Rwkv7Layer<double>>;
+  using Stack = ssm::models::TrainableStack<double>;
   const index_t d = 8;
   Stack stack(d);
   DeltaNetConfig dc;
@@ -412,7 +413,7 @@ using ssm::layers::MambaBlockConfig;
 using ssm::layers::MultiHeadAttention;
 using ssm::layers::MultiHeadAttentionConfig;
 using ssm::models::MambaMixer;
-using MambaAttentionStack = ssm::models::HybridStack<double, MambaMixer<double>, MultiHeadAttention<double>>;
+using MambaAttentionStack = ssm::models::TrainableStack<double>;
 
 /// A Mamba block (d_state 4, with the projections' biases) and a grouped-query attention layer with RoPE (4 heads
 /// over 2 key-value heads, the tiled algorithm with blocks that do not divide the tests' lengths), width 16, one thread.
@@ -721,7 +722,7 @@ TEST(Training, AMamba2ModelLearnsTheShiftedCopy) {
 
 TEST(Training, AMambaAndAttentionModelLearnsTheShiftedCopy) {
   const index_t V = 8;
-  ssm::models::StackLM<double, MambaMixer<double>, MultiHeadAttention<double>> model(V, mamba_attention_stack(5), 6);
+  ssm::models::TrainableLM<double> model(V, mamba_attention_stack(5), 6);
   AdamW<double> opt;
   std::mt19937_64 data(12);
   const ssm::train::WarmupCosine schedule{1e-2, 1e-3, 10, 120};

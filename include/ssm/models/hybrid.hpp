@@ -93,16 +93,7 @@ class HybridStack {
   }
 
   /// x (b, l, d_model) → (b, l, d_model).
-  Tensor forward(const TensorView& x) const {
-    check_input("HybridStack::forward", x);
-    Tensor h = copy_of(x);  // (b, l, d_model) residual stream
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Tensor normed = pre_norm(h, i);  // (b, l, d_model)
-      const Tensor y = std::visit([&](const auto& m) { return m.forward(normed); }, layers_[i]);
-      add_into(h, y);
-    }
-    return h;
-  }
+  Tensor forward(const TensorView& x) const;
 
   /// The gradients of backward: ∂L/∂x, each layer's RMSNorm weight, each layer's parameters (the variant holds the
   /// Params type of that layer's mixer).
@@ -131,39 +122,7 @@ class HybridStack {
   /// again (keeping each layer's input), then per layer from the last, h ← h + mixer(RMSNorm(h)) in reverse:
   /// ∂L/∂h += RMSNorm'ᵀ (mixer.backward(RMSNorm(h), ∂L/∂h).grad_x). Every mixer must be a TrainableMixer.
   Grads backward(const TensorView& x, const TensorView& grad_out) const
-    requires(TrainableMixer<Mixers, T> && ...)
-  {
-    check_input("HybridStack::backward", x);
-    Checker c("HybridStack::backward");
-    c.defined("grad_out", grad_out).dtype("grad_out", grad_out, dtype_of<T>()).contiguous("grad_out", grad_out);
-    c.shape("grad_out", grad_out, {x.size(0), x.size(1), d_model_}).device("grad_out", grad_out, Device::cpu());
-    const index_t rows = x.size(0) * x.size(1), n = rows * d_model_;
-    std::vector<Tensor> inputs;  // per layer: its residual-stream input (b, l, d_model)
-    Tensor h = copy_of(x);
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      inputs.push_back(copy_of(h));
-      const Tensor y = std::visit([&](const auto& m) { return m.forward(pre_norm(h, i)); }, layers_[i]);
-      add_into(h, y);
-    }
-    Grads g;
-    g.grad_x.assign(grad_out.data_as<const T>(), grad_out.data_as<const T>() + n);  // ∂L/∂h, from the top
-    g.norm_weights.assign(layers_.size(), std::vector<T>(static_cast<std::size_t>(d_model_), T(0)));
-    g.layers.resize(layers_.size());
-    std::vector<T> grad_in(static_cast<std::size_t>(n));  // ∂L/∂h through the norm
-    for (std::size_t i = layers_.size(); i-- > 0;) {
-      const Tensor normed = pre_norm(inputs[i], i);
-      Tensor gh = Tensor::empty(x.shape(), dtype_of<T>());  // ∂L/∂(this layer's output)
-      std::copy(g.grad_x.begin(), g.grad_x.end(), gh.data_as<T>());
-      with_index(layers_[i].index(), [&](auto I) {
-        auto mg = std::get<I>(layers_[i]).backward(normed, gh);
-        layers::rmsnorm_backward(inputs[i].data_as<const T>(), norm_weights_[i].data(), mg.grad_x.data(),
-                                 grad_in.data(), g.norm_weights[i].data(), rows, d_model_, eps_);
-        g.layers[i].template emplace<I>(std::move(mg.params));
-      });
-      for (index_t e = 0; e < n; ++e) g.grad_x[e] += grad_in[e];
-    }
-    return g;
-  }
+    requires(TrainableMixer<Mixers, T> && ...);
 
   /// f(name, vector) for every parameter: "layers.<i>.norm.weight" (the pre-norm), then "layers.<i>.mixer.<the mixer's
   /// names>", as Hugging Face lays out a block (a mixer's own "norm.weight", as Mamba-2's, stays apart from the
@@ -184,28 +143,10 @@ class HybridStack {
   }
 
   /// Decoding state for batch b: each layer's init_state(b).
-  State init_state(index_t b) const {
-    State s;
-    s.reserve(layers_.size());
-    for (const Layer& l : layers_)
-      with_index(l.index(), [&](auto I) { s.emplace_back(std::in_place_index<I>, std::get<I>(l).init_state(b)); });
-    return s;
-  }
+  State init_state(index_t b) const;
 
   /// The next t tokens x (b, t, d_model) given the state of the earlier ones (updated).
-  Tensor step(const TensorView& x, State& state) const {
-    check_input("HybridStack::step", x);
-    Checker("HybridStack::step").require(state.size() == layers_.size(), "state", "has ", state.size(),
-                                         " layer states, the stack has ", layers_.size(), " layers");
-    Tensor h = copy_of(x);  // (b, t, d_model)
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const Tensor normed = pre_norm(h, i);
-      Tensor y;
-      with_index(layers_[i].index(), [&](auto I) { y = std::get<I>(layers_[i]).step(normed, std::get<I>(state[i])); });
-      add_into(h, y);
-    }
-    return h;
-  }
+  Tensor step(const TensorView& x, State& state) const;
 
  private:
   template <std::size_t I = 0, class F>
@@ -258,6 +199,81 @@ class HybridStack {
   std::vector<Layer> layers_;
   std::vector<std::vector<T>> norm_weights_;
 };
+
+// The members that run the layers, defined outside the class (not inline): a program built with SSM_EXTERN_INSTANCES
+// takes TrainableStack's from src/instances/ (models/trainable_lm.hpp) instead of compiling every layer again.
+
+template <class T, SequenceMixer... Mixers>
+Tensor HybridStack<T, Mixers...>::forward(const TensorView& x) const {
+  check_input("HybridStack::forward", x);
+  Tensor h = copy_of(x);  // (b, l, d_model) residual stream
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const Tensor normed = pre_norm(h, i);  // (b, l, d_model)
+    const Tensor y = std::visit([&](const auto& m) { return m.forward(normed); }, layers_[i]);
+    add_into(h, y);
+  }
+  return h;
+}
+
+template <class T, SequenceMixer... Mixers>
+auto HybridStack<T, Mixers...>::backward(const TensorView& x, const TensorView& grad_out) const -> Grads
+  requires(TrainableMixer<Mixers, T> && ...)
+{
+  check_input("HybridStack::backward", x);
+  Checker c("HybridStack::backward");
+  c.defined("grad_out", grad_out).dtype("grad_out", grad_out, dtype_of<T>()).contiguous("grad_out", grad_out);
+  c.shape("grad_out", grad_out, {x.size(0), x.size(1), d_model_}).device("grad_out", grad_out, Device::cpu());
+  const index_t rows = x.size(0) * x.size(1), n = rows * d_model_;
+  std::vector<Tensor> inputs;  // per layer: its residual-stream input (b, l, d_model)
+  Tensor h = copy_of(x);
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    inputs.push_back(copy_of(h));
+    const Tensor y = std::visit([&](const auto& m) { return m.forward(pre_norm(h, i)); }, layers_[i]);
+    add_into(h, y);
+  }
+  Grads g;
+  g.grad_x.assign(grad_out.data_as<const T>(), grad_out.data_as<const T>() + n);  // ∂L/∂h, from the top
+  g.norm_weights.assign(layers_.size(), std::vector<T>(static_cast<std::size_t>(d_model_), T(0)));
+  g.layers.resize(layers_.size());
+  std::vector<T> grad_in(static_cast<std::size_t>(n));  // ∂L/∂h through the norm
+  for (std::size_t i = layers_.size(); i-- > 0;) {
+    const Tensor normed = pre_norm(inputs[i], i);
+    Tensor gh = Tensor::empty(x.shape(), dtype_of<T>());  // ∂L/∂(this layer's output)
+    std::copy(g.grad_x.begin(), g.grad_x.end(), gh.data_as<T>());
+    with_index(layers_[i].index(), [&](auto I) {
+      auto mg = std::get<I>(layers_[i]).backward(normed, gh);
+      layers::rmsnorm_backward(inputs[i].data_as<const T>(), norm_weights_[i].data(), mg.grad_x.data(),
+                               grad_in.data(), g.norm_weights[i].data(), rows, d_model_, eps_);
+      g.layers[i].template emplace<I>(std::move(mg.params));
+    });
+    for (index_t e = 0; e < n; ++e) g.grad_x[e] += grad_in[e];
+  }
+  return g;
+}
+
+template <class T, SequenceMixer... Mixers>
+auto HybridStack<T, Mixers...>::init_state(index_t b) const -> State {
+  State s;
+  s.reserve(layers_.size());
+  for (const Layer& l : layers_)
+    with_index(l.index(), [&](auto I) { s.emplace_back(std::in_place_index<I>, std::get<I>(l).init_state(b)); });
+  return s;
+}
+
+template <class T, SequenceMixer... Mixers>
+Tensor HybridStack<T, Mixers...>::step(const TensorView& x, State& state) const {
+  check_input("HybridStack::step", x);
+  Checker("HybridStack::step").require(state.size() == layers_.size(), "state", "has ", state.size(),
+                                       " layer states, the stack has ", layers_.size(), " layers");
+  Tensor h = copy_of(x);  // (b, t, d_model)
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    const Tensor normed = pre_norm(h, i);
+    Tensor y;
+    with_index(layers_[i].index(), [&](auto I) { y = std::get<I>(layers_[i]).step(normed, std::get<I>(state[i])); });
+    add_into(h, y);
+  }
+  return h;
+}
 
 /// Jamba-style interleaving: n_layers layers where layer i (0-based) comes from make_every(i) when
 /// (i + 1) % every == 0 (e.g. attention), otherwise from make_other(i) (e.g. Mamba).

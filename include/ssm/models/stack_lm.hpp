@@ -77,61 +77,15 @@ class StackLM {
   Stack& stack() { return stack_; }
 
   /// logits (b, l, V) for ids (b, l) i32 | i64 contiguous.
-  Tensor logits(const TensorView& ids) const {
-    Tensor h, z, n;
-    return logits_of(ids, h, z, n);
-  }
+  Tensor logits(const TensorView& ids) const;
 
   /// The mean cross-entropy of targets (b l) i32 | i64 (ignore_index −100) given ids (b, l), and every parameter's
   /// gradient into g (resized; earlier contents discarded).
-  StepResult step(const TensorView& ids, const TensorView& targets, Grads& g) const {
-    const Checker c("StackLM::step");
-    check_ids(c, ids);
-    const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
-    check_targets(c, targets, rows);
-    Tensor h, z, n;                             // (b, l, d): the embedded ids, the stack's output, the normalized rows
-    Tensor lg = logits_of(ids, h, z, n);        // (b, l, V), then ∂L/∂logits in place
-    const TensorView lr = lg.view().reshape({rows, V_});
-    StepResult r;
-    r.correct = count_correct(lr, targets);
-    const CrossEntropyResult ce = cross_entropy({lr, targets}, lr);
-    r.loss = ce.loss, r.count = ce.count;
-    g.tied = tied_;
-    g.lm_head.assign(W_.size(), T(0));
-    g.norm_f.assign(norm_f_.size(), T(0));
-    g.embedding.assign(E_.size(), T(0));
-    std::vector<T> grad_n(static_cast<std::size_t>(rows * d));  // ∂L/∂(normalized rows)
-    // the head's gradient, into the embedding's when tied (the lookup's is added to it below)
-    layers::linear_backward(n.data_as<const T>(), head().data(), lg.data_as<const T>(), grad_n.data(),
-                            tied_ ? g.embedding.data() : g.lm_head.data(), static_cast<T*>(nullptr), rows, d, V_);
-    Tensor grad_z = Tensor::empty({b, l, d}, dtype_of<T>());
-    layers::rmsnorm_backward(z.data_as<const T>(), norm_f_.data(), grad_n.data(), grad_z.data_as<T>(), g.norm_f.data(),
-                             rows, d, eps_);
-    g.stack = stack_.backward(h, grad_z);
-    const DType id_dt = ids.dtype();
-    if (id_dt == DType::i32)
-      layers::embedding_backward(ids.data_as<const std::int32_t>(), g.stack.grad_x.data(), g.embedding.data(), rows, d);
-    else
-      layers::embedding_backward(ids.data_as<const std::int64_t>(), g.stack.grad_x.data(), g.embedding.data(), rows, d);
-    return r;
-  }
+  StepResult step(const TensorView& ids, const TensorView& targets, Grads& g) const;
 
   /// What step() measures, without gradients: the mean cross-entropy of targets (b l) given ids (b, l), their count and
   /// how many the argmax predicted (an evaluation, at any length the mixers take).
-  StepResult evaluate(const TensorView& ids, const TensorView& targets) const {
-    const Checker c("StackLM::evaluate");
-    check_ids(c, ids);
-    const index_t rows = ids.size(0) * ids.size(1);
-    check_targets(c, targets, rows);
-    Tensor h, z, n;
-    const Tensor lg = logits_of(ids, h, z, n);  // (b, l, V)
-    const TensorView lr = lg.view().reshape({rows, V_});
-    StepResult r;
-    r.correct = count_correct(lr, targets);
-    const CrossEntropyResult ce = cross_entropy({lr, targets});
-    r.loss = ce.loss, r.count = ce.count;
-    return r;
-  }
+  StepResult evaluate(const TensorView& ids, const TensorView& targets) const;
 
   /// f(name, vector) for every parameter: "embedding", the stack's "layers.<i>.…", "norm_f.weight", "lm_head" (not
   /// when tied).
@@ -174,13 +128,7 @@ class StackLM {
   }
 
   /// h (b, l, d) = E[ids] (ssm::embedding: ids outside [0, V) are an ssm::Error naming 'ids').
-  Tensor embed(const TensorView& ids) const {
-    check_ids(Checker("StackLM"), ids);
-    const index_t b = ids.size(0), l = ids.size(1), d = d_model();
-    Tensor h = Tensor::empty({b, l, d}, dtype_of<T>());
-    embedding_into(ids.reshape({b * l}), TensorView::of(E_.data(), {V_, d}), h.view().reshape({b * l, d}));
-    return h;
-  }
+  Tensor embed(const TensorView& ids) const;
 
   /// The parameters' sizes (an optimizer may hold them; a resized one is an ssm::Error naming it).
   void check_params() const {
@@ -194,19 +142,7 @@ class StackLM {
   }
 
   /// logits (b, l, V), keeping h = E[ids], z = stack(h) and n = RMSNorm(z) ⊙ norm_f.
-  Tensor logits_of(const TensorView& ids, Tensor& h, Tensor& z, Tensor& n) const {
-    check_params();
-    h = embed(ids);
-    const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
-    z = stack_.forward(h);
-    n = Tensor::empty({b, l, d}, dtype_of<T>());
-    rms_norm_into({z.view().reshape({rows, d}), TensorView::of(norm_f_.data(), {d}), std::nullopt, eps_},
-                  n.view().reshape({rows, d}));
-    Tensor lg = Tensor::empty({b, l, V_}, dtype_of<T>());
-    layers::project(TensorView::of(head().data(), {V_, d}), n.view().reshape({rows, d}), std::nullopt,
-                    lg.view().reshape({rows, V_}), 0);
-    return lg;
-  }
+  Tensor logits_of(const TensorView& ids, Tensor& h, Tensor& z, Tensor& n) const;
 
   index_t V_;
   Stack stack_;
@@ -214,5 +150,87 @@ class StackLM {
   bool tied_;
   std::vector<T> E_, W_, norm_f_;  // (V, d), (V, d) (empty when tied), (d)
 };
+
+// The members that run the model, defined outside the class (not inline): a program built with SSM_EXTERN_INSTANCES
+// takes TrainableLM's from src/instances/ (models/trainable_lm.hpp) instead of compiling every layer again.
+
+template <class T, SequenceMixer... Mixers>
+Tensor StackLM<T, Mixers...>::logits(const TensorView& ids) const {
+  Tensor h, z, n;
+  return logits_of(ids, h, z, n);
+}
+
+template <class T, SequenceMixer... Mixers>
+auto StackLM<T, Mixers...>::step(const TensorView& ids, const TensorView& targets, Grads& g) const -> StepResult {
+  const Checker c("StackLM::step");
+  check_ids(c, ids);
+  const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
+  check_targets(c, targets, rows);
+  Tensor h, z, n;                             // (b, l, d): the embedded ids, the stack's output, the normalized rows
+  Tensor lg = logits_of(ids, h, z, n);        // (b, l, V), then ∂L/∂logits in place
+  const TensorView lr = lg.view().reshape({rows, V_});
+  StepResult r;
+  r.correct = count_correct(lr, targets);
+  const CrossEntropyResult ce = cross_entropy({lr, targets}, lr);
+  r.loss = ce.loss, r.count = ce.count;
+  g.tied = tied_;
+  g.lm_head.assign(W_.size(), T(0));
+  g.norm_f.assign(norm_f_.size(), T(0));
+  g.embedding.assign(E_.size(), T(0));
+  std::vector<T> grad_n(static_cast<std::size_t>(rows * d));  // ∂L/∂(normalized rows)
+  // the head's gradient, into the embedding's when tied (the lookup's is added to it below)
+  layers::linear_backward(n.data_as<const T>(), head().data(), lg.data_as<const T>(), grad_n.data(),
+                          tied_ ? g.embedding.data() : g.lm_head.data(), static_cast<T*>(nullptr), rows, d, V_);
+  Tensor grad_z = Tensor::empty({b, l, d}, dtype_of<T>());
+  layers::rmsnorm_backward(z.data_as<const T>(), norm_f_.data(), grad_n.data(), grad_z.data_as<T>(), g.norm_f.data(),
+                           rows, d, eps_);
+  g.stack = stack_.backward(h, grad_z);
+  const DType id_dt = ids.dtype();
+  if (id_dt == DType::i32)
+    layers::embedding_backward(ids.data_as<const std::int32_t>(), g.stack.grad_x.data(), g.embedding.data(), rows, d);
+  else
+    layers::embedding_backward(ids.data_as<const std::int64_t>(), g.stack.grad_x.data(), g.embedding.data(), rows, d);
+  return r;
+}
+
+template <class T, SequenceMixer... Mixers>
+auto StackLM<T, Mixers...>::evaluate(const TensorView& ids, const TensorView& targets) const -> StepResult {
+  const Checker c("StackLM::evaluate");
+  check_ids(c, ids);
+  const index_t rows = ids.size(0) * ids.size(1);
+  check_targets(c, targets, rows);
+  Tensor h, z, n;
+  const Tensor lg = logits_of(ids, h, z, n);  // (b, l, V)
+  const TensorView lr = lg.view().reshape({rows, V_});
+  StepResult r;
+  r.correct = count_correct(lr, targets);
+  const CrossEntropyResult ce = cross_entropy({lr, targets});
+  r.loss = ce.loss, r.count = ce.count;
+  return r;
+}
+
+template <class T, SequenceMixer... Mixers>
+Tensor StackLM<T, Mixers...>::embed(const TensorView& ids) const {
+  check_ids(Checker("StackLM"), ids);
+  const index_t b = ids.size(0), l = ids.size(1), d = d_model();
+  Tensor h = Tensor::empty({b, l, d}, dtype_of<T>());
+  embedding_into(ids.reshape({b * l}), TensorView::of(E_.data(), {V_, d}), h.view().reshape({b * l, d}));
+  return h;
+}
+
+template <class T, SequenceMixer... Mixers>
+Tensor StackLM<T, Mixers...>::logits_of(const TensorView& ids, Tensor& h, Tensor& z, Tensor& n) const {
+  check_params();
+  h = embed(ids);
+  const index_t b = ids.size(0), l = ids.size(1), d = d_model(), rows = b * l;
+  z = stack_.forward(h);
+  n = Tensor::empty({b, l, d}, dtype_of<T>());
+  rms_norm_into({z.view().reshape({rows, d}), TensorView::of(norm_f_.data(), {d}), std::nullopt, eps_},
+                n.view().reshape({rows, d}));
+  Tensor lg = Tensor::empty({b, l, V_}, dtype_of<T>());
+  layers::project(TensorView::of(head().data(), {V_, d}), n.view().reshape({rows, d}), std::nullopt,
+                  lg.view().reshape({rows, V_}), 0);
+  return lg;
+}
 
 }  // namespace ssm::models

@@ -37,6 +37,7 @@
 #include <utility>
 
 #include "ssm/core/check.hpp"
+#include "ssm/core/instances.hpp"
 #include "ssm/layers/attention.hpp"
 #include "ssm/layers/delta_net.hpp"
 #include "ssm/layers/linear_attention.hpp"
@@ -50,13 +51,18 @@
 #include "ssm/models/s4_mixer.hpp"
 #include "ssm/models/stack_lm.hpp"
 
+/// The mixer types of TrainableStack<T>, in order (a macro: an explicit instantiation must spell the class out).
+#define SSM_TRAINABLE_MIXERS(T)                                                                                    \
+  ::ssm::layers::DeltaNetLayer<T>, ::ssm::layers::LinearAttentionLayer<T>, ::ssm::layers::TttLinearLayer<T>,        \
+      ::ssm::layers::Rwkv7Layer<T>, ::ssm::models::MambaMixer<T>, ::ssm::layers::MultiHeadAttention<T>,             \
+      ::ssm::models::Mamba2Mixer<T>, ::ssm::models::HyenaMixer<T>, ::ssm::models::S4DMixer<T>,                      \
+      ::ssm::models::S4Mixer<T>, ::ssm::layers::Rwkv4Layer<T>, ::ssm::models::ModalHyenaMixer<T>,                   \
+      ::ssm::layers::MoeLayer<T>
+
 namespace ssm::models {
 
 template <class T>
-using TrainableStack =
-    HybridStack<T, layers::DeltaNetLayer<T>, layers::LinearAttentionLayer<T>, layers::TttLinearLayer<T>,
-                layers::Rwkv7Layer<T>, MambaMixer<T>, layers::MultiHeadAttention<T>, Mamba2Mixer<T>, HyenaMixer<T>,
-                S4DMixer<T>, S4Mixer<T>, layers::Rwkv4Layer<T>, ModalHyenaMixer<T>, layers::MoeLayer<T>>;
+using TrainableStack = HybridStack<T, SSM_TRAINABLE_MIXERS(T)>;
 
 namespace detail {
 /// The StackLM over a HybridStack's mixers.
@@ -187,3 +193,24 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
 }
 
 }  // namespace ssm::models
+
+/// What a program that trains in f32 runs of TrainableLM<float> (its step, evaluate and logits, the stack's forward and
+/// backward) and add_mixer<float>, compiled once where SSM_EXTERN_INSTANCES is set (core/instances.hpp,
+/// src/instances/trainable_lm.cpp): every layer's forward and backward behind them would otherwise be compiled again in
+/// each such program. The rest (decoding, f64) stays with the programs that use it.
+#define SSM_TRAINABLE_STACK(T) ssm::models::HybridStack<T, SSM_TRAINABLE_MIXERS(T)>
+#define SSM_TRAINABLE_LM(T) ssm::models::StackLM<T, SSM_TRAINABLE_MIXERS(T)>
+#define SSM_TRAINABLE_LM_INSTANCES(PREFIX, T)                                                                      \
+  PREFIX ::ssm::Tensor SSM_TRAINABLE_STACK(T)::forward(const ::ssm::TensorView&) const;                            \
+  PREFIX SSM_TRAINABLE_STACK(T)::Grads SSM_TRAINABLE_STACK(T)::backward(const ::ssm::TensorView&,                 \
+                                                                        const ::ssm::TensorView&) const;          \
+  PREFIX ::ssm::Tensor SSM_TRAINABLE_LM(T)::logits(const ::ssm::TensorView&) const;                               \
+  PREFIX SSM_TRAINABLE_LM(T)::StepResult SSM_TRAINABLE_LM(T)::step(const ::ssm::TensorView&, const ::ssm::TensorView&, \
+                                                                   SSM_TRAINABLE_LM(T)::Grads&) const;            \
+  PREFIX SSM_TRAINABLE_LM(T)::StepResult SSM_TRAINABLE_LM(T)::evaluate(const ::ssm::TensorView&,                  \
+                                                                       const ::ssm::TensorView&) const;           \
+  PREFIX void ssm::models::add_mixer<T>(::ssm::models::TrainableStack<T>&, const std::string&,                    \
+                                        const ::ssm::models::MixerOptions&, std::uint64_t);
+#if SSM_EXTERN_INSTANCES
+SSM_TRAINABLE_LM_INSTANCES(extern template, float)
+#endif
