@@ -254,8 +254,8 @@ TEST(AdamW, BadInputIsAnErrorNamingTheArgument) {
 
 using ssm::layers::DeltaNetConfig;
 using ssm::layers::DeltaNetLayer;
-// The models and stacks below are TrainableLM<double> and TrainableStack<double>, whatever mixers they hold: those
-// types are compiled once (src/instances/), where a StackLM over just these mixers would compile every layer again here.
+// The models and stacks below are TrainableLM<double> and TrainableStack<double>, whatever mixers they hold: the
+// tests further down need those types anyway, and a StackLM over fewer mixers would compile its layers once more.
 using TinyLM = ssm::models::TrainableLM<double>;
 
 /// Embedding, one pre-norm Gated DeltaNet layer, the final norm and the head (ssm::models::StackLM), vocab V, width 16.

@@ -152,8 +152,13 @@ void linear_backward(const T* x, const T* W, const T* grad_y, T* grad_x, T* grad
     GX.noalias() = GY * Wm;
   }
   if (grad_W != nullptr) MatrixMap<T>(grad_W, out, in).noalias() += GY.transpose() * X;
-  if (grad_bias != nullptr)
-    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(grad_bias, out) += GY.colwise().sum();
+  if (grad_bias != nullptr) {  // the column sums row by row, then added: the same bits wherever grad_bias sits (an
+                               // Eigen map's vectorized sum would peel its unaligned first columns)
+    std::vector<T> sum(static_cast<std::size_t>(out), T(0));
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t j = 0; j < out; ++j) sum[static_cast<std::size_t>(j)] += grad_y[r * ldgy + j];
+    for (index_t j = 0; j < out; ++j) grad_bias[j] += sum[static_cast<std::size_t>(j)];
+  }
 }
 
 // ---- embedding -----------------------------------------------------------------------------------------

@@ -200,8 +200,9 @@ class HybridStack {
   std::vector<std::vector<T>> norm_weights_;
 };
 
-// The members that run the layers, defined outside the class (not inline): a program built with SSM_EXTERN_INSTANCES
-// takes TrainableStack's from src/instances/ (models/trainable_lm.hpp) instead of compiling every layer again.
+// The members that run the layers, defined outside the class (not inline), so that an `extern template` declaration
+// of one holds: a program built with SSM_EXTERN_INSTANCES takes TrainableStack<float>'s forward and backward from
+// src/instances/ (models/trainable_lm.hpp) instead of compiling every layer again.
 
 template <class T, SequenceMixer... Mixers>
 Tensor HybridStack<T, Mixers...>::forward(const TensorView& x) const {

@@ -151,8 +151,9 @@ class StackLM {
   std::vector<T> E_, W_, norm_f_;  // (V, d), (V, d) (empty when tied), (d)
 };
 
-// The members that run the model, defined outside the class (not inline): a program built with SSM_EXTERN_INSTANCES
-// takes TrainableLM's from src/instances/ (models/trainable_lm.hpp) instead of compiling every layer again.
+// The members that run the model, defined outside the class (not inline), so that an `extern template` declaration
+// of one holds: a program built with SSM_EXTERN_INSTANCES takes TrainableLM<float>'s logits, step and evaluate from
+// src/instances/ (models/trainable_lm.hpp) instead of compiling every layer again.
 
 template <class T, SequenceMixer... Mixers>
 Tensor StackLM<T, Mixers...>::logits(const TensorView& ids) const {

@@ -198,6 +198,7 @@ void add_mixer(TrainableStack<T>& stack, const std::string& name, const MixerOpt
 /// backward) and add_mixer<float>, compiled once where SSM_EXTERN_INSTANCES is set (core/instances.hpp,
 /// src/instances/trainable_lm.cpp): every layer's forward and backward behind them would otherwise be compiled again in
 /// each such program. The rest (decoding, f64) stays with the programs that use it.
+// (no leading :: in these two: `PREFIX ::ssm::Tensor ::ssm::models::...` would parse as one qualified name)
 #define SSM_TRAINABLE_STACK(T) ssm::models::HybridStack<T, SSM_TRAINABLE_MIXERS(T)>
 #define SSM_TRAINABLE_LM(T) ssm::models::StackLM<T, SSM_TRAINABLE_MIXERS(T)>
 #define SSM_TRAINABLE_LM_INSTANCES(PREFIX, T)                                                                      \

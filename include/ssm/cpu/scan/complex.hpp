@@ -127,7 +127,6 @@ void backward_complex(const ScanParams& p, const ScanGradParams& gp, int num_thr
   int threads = cpu_threads(num_threads, b * d * l * n);
   threads = static_cast<int>(std::min<index_t>(threads, d));
   std::vector<ChannelScratch<S, W>> scratch(sz(threads));
-  std::atomic<index_t> next_channel{0};
 
   // Variable B and C once in time-major layout (b, g, l, n), shared by every channel of a group.
   const auto time_major = [&](const void* src, index_t sb, index_t sg, index_t sn) {
@@ -171,7 +170,9 @@ void backward_complex(const ScanParams& p, const ScanGradParams& gp, int num_thr
     if (p.variable_C) sc.grad_C_var.assign(sz(b * g * l * n), S(0));
     std::vector<S> A(sz(n));   // (n) this channel's row of A
     std::vector<S> B_fixed(sz(n)), C_fixed(sz(n));  // (n) this channel's fixed B, C rows
-    for (index_t c = next_channel++; c < d; c = next_channel++) {
+    // A fixed block of channels per thread (each channel is the same work): the threads' shares of the variable B / C
+    // gradients are summed below in thread order, so which channels share a partial sum must not depend on timing.
+    for (index_t c = d * tid / threads, c_end = d * (tid + 1) / threads; c < c_end; ++c) {
       for (index_t k = 0; k < n; ++k) A[sz(k)] = A_ptr[c * p.A_d_stride + k * p.A_n_stride];
       if (!p.variable_B)
         for (index_t k = 0; k < n; ++k) B_fixed[sz(k)] = static_cast<const S*>(p.B)[c * p.B_group_stride + k * p.B_n_stride];
