@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Quick start, command 2 (and what CI runs): builds with warnings as errors and runs every test, then
-# again under AddressSanitizer + UBSan, then the CPU scan kernels for other x86 targets, then the
-# safetensors fuzzer for a bounded time, then the CUDA emulation's mutation suite, then the Python package.
+# Quick start, command 2 (and what CI runs): builds with warnings as errors and runs every test (in the background,
+# while the CPU scan kernels for other x86 targets are built and tested and the safetensors fuzzer runs for a bounded
+# time), then again under AddressSanitizer + UBSan, then the CUDA emulation's mutation suite, then the Python package.
 # Ends with one summary line: "N passed, M failed".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +11,18 @@ start=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - start ))s] $*"; }
 passed=0
 failed=0
-# Runs ctest, adds its counts to the totals, and fails the script when a test failed.
+# Adds the counts of a finished ctest run (its output in $1, its exit status $2) to the totals, and fails the script
+# when a test failed.
+count_ctest() {
+  local line total bad
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$1" | tail -1)
+  total=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
+  bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
+  passed=$((passed + ${total:-0} - ${bad:-0}))
+  failed=$((failed + ${bad:-0}))
+  if [ "$2" -ne 0 ]; then echo "$passed passed, $((failed > 0 ? failed : 1)) failed"; exit "$2"; fi
+}
+# Runs ctest and counts it.
 run_ctest() {
   local log
   log=$(mktemp)
@@ -19,47 +30,35 @@ run_ctest() {
   ctest "$@" --output-on-failure -j "$(nproc)" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   set -e
-  local line total bad
-  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1)
-  total=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
-  bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
-  passed=$((passed + ${total:-0} - ${bad:-0}))
-  failed=$((failed + ${bad:-0}))
+  count_ctest "$log" "$rc"
   rm -f "$log"
-  if [ "$rc" -ne 0 ]; then echo "$passed passed, $((failed > 0 ? failed : 1)) failed"; exit "$rc"; fi
 }
 
 # 1. Release build, warnings as errors (and the CUDA backend with its ptxas budget when nvcc is present). At -O3
 #    throughout: the test sources at -O2 (SSM_TEST_CXX_FLAGS) would compile a fifth faster, but GCC 12 then reports
-#    its false -Wuninitialized inside its own AVX-512 intrinsics as Eigen inlines them (stage 2 explains).
+#    its false -Wuninitialized inside its own AVX-512 intrinsics as Eigen inlines them (stage 4 explains).
 stamp "release build (-Werror)"
 bash scripts/build.sh build-ci/release -DSSM_WERROR=ON
-stamp "release tests"
-run_ctest --test-dir build-ci/release
+# Its tests run in the background, beside stages 2 and 3: their wall time is the packaging consumer's (a compile of the
+# whole library header-only, about 4 minutes on one core of a 2-core AMD EPYC, where the other 660 tests take about one
+# minute of the other core), so the -march builds and the fuzzer take the idle core. Their output follows stage 3.
+stamp "release tests (in the background, beside stages 2 and 3)"
+release_log=$(mktemp)
+ctest --test-dir build-ci/release --output-on-failure -j "$(nproc)" >"$release_log" 2>&1 &
+release_pid=$!
+trap 'kill "$release_pid" 2>/dev/null || true' EXIT
+# This shell and what it starts from here on at a lower priority: the packaging consumer's compile is the longest task
+# of the three stages and keeps a core to itself, the rest share the other. Measured on a 2-core AMD EPYC (AVX2, the
+# x86-64 scan stage and the fuzzer, nothing cached): 403 s for the three stages, the consumer 283 s (262 s alone); on
+# even terms 429 s; one after the other 441 s (262 + 98 + 81 s, the last two from a cold run of the whole script).
+# Later stages run alone, where the priority changes nothing.
+renice -n 10 -p $$ >/dev/null
 
-# 2. AddressSanitizer + UBSan (host code; the CUDA kernels run here through the host emulation). Warnings
-#    are already errors in stage 1; at -O1 with sanitizers GCC 12 reports false -Wuninitialized inside its
-#    own AVX-512 intrinsics (_mm512_undefined_ps) as Eigen inlines them, so this stage does not add -Werror.
-#    -g1: line tables only, enough for the sanitizers' stack traces (file:line); full -g made the then heaviest
-#    test TU (tests/continuous/test_lssl.cpp, since split by facility) take 380 s to compile here against 221 s.
-#    The test programs' own sources at -O0 (SSM_TEST_CXX_FLAGS): under the sanitizers that halves their compile time
-#    (tests/models/test_mamba.cpp: 35 s against 68 s). So do the CPU kernels (SSM_INSTANCES_CXX_FLAGS): the files of
-#    src/instances/ took 203 s of compile in all against 399 s at -O1, the tests 136 s against 104 s. The emulated
-#    CUDA kernels (ssm_emu_instances) and ssm-generate's own file stay at -O1: with the emulated kernels at -O0 too,
-#    the emulated tests alone took 77 s more.
-stamp "asan+ubsan build"
-bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DSSM_TEST_CXX_FLAGS=-O0 \
-  -DSSM_INSTANCES_CXX_FLAGS=-O0 \
-  -DSSM_SANITIZE=address,undefined -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF
-stamp "asan+ubsan tests"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_ctest --test-dir build-ci/asan -LE packaging
-
-# 3. The vectorized CPU scan for a generic x86-64 target, for AVX2 without AVX-512 and for AVX-512 (x86-64-v4).
+# 2. The vectorized CPU scan for a generic x86-64 target, for AVX2 without AVX-512 and for AVX-512 (x86-64-v4).
 #    A machine without AVX-512 cannot run the last: it is built (warnings as errors) but not run there. Two test
 #    programs only, so without the compiled kernel library (SSM_COMPILED_INSTANCES=OFF): the header-only build.
 #    A target that defines the same instruction-set macros the library's code tests (__AVX2__, __AVX512F__, ...:
-#    those in include/) as -march=native is skipped: stages 1 and 2 built and ran the same code paths.
+#    those in include/) as -march=native is skipped: stages 1 and 4 build and run the same code paths.
 scan_tests="test_selective_scan test_selective_scan_cpu"
 isa_macros=$(grep -rhoE '__(SSE|AVX|FMA|F16C|BMI)[A-Z0-9_]*__' include | sort -u | paste -sd'|')
 isa() {
@@ -81,12 +80,41 @@ for arch in x86-64 x86-64-v3 x86-64-v4; do
   run_ctest --test-dir "build-ci/$arch" -R "SelectiveScan"
 done
 
-# 4. The safetensors reader under libFuzzer (ASan + UBSan) for a bounded time.
+# 3. The safetensors reader under libFuzzer (ASan + UBSan) for a bounded time.
 if [ -x tools/fuzz_safetensors.sh ] || [ -f tools/fuzz_safetensors.sh ]; then
   stamp "fuzz safetensors reader (60 s)"
   bash tools/fuzz_safetensors.sh 60 build-ci/fuzz
   passed=$((passed + 1))
 fi
+
+# The release tests of stage 1: their output, then their counts.
+set +e
+wait "$release_pid"
+release_rc=$?
+set -e
+trap - EXIT
+stamp "release tests finished"
+cat "$release_log"
+count_ctest "$release_log" "$release_rc"
+rm -f "$release_log"
+
+# 4. AddressSanitizer + UBSan (host code; the CUDA kernels run here through the host emulation). Warnings
+#    are already errors in stage 1; at -O1 with sanitizers GCC 12 reports false -Wuninitialized inside its
+#    own AVX-512 intrinsics (_mm512_undefined_ps) as Eigen inlines them, so this stage does not add -Werror.
+#    -g1: line tables only, enough for the sanitizers' stack traces (file:line); full -g made the then heaviest
+#    test TU (tests/continuous/test_lssl.cpp, since split by facility) take 380 s to compile here against 221 s.
+#    The test programs' own sources at -O0 (SSM_TEST_CXX_FLAGS): under the sanitizers that halves their compile time
+#    (tests/models/test_mamba.cpp: 35 s against 68 s). So do the CPU kernels (SSM_INSTANCES_CXX_FLAGS): the files of
+#    src/instances/ took 203 s of compile in all against 399 s at -O1, the tests 136 s against 104 s. The emulated
+#    CUDA kernels (ssm_emu_instances) and ssm-generate's own file stay at -O1: with the emulated kernels at -O0 too,
+#    the emulated tests alone took 77 s more.
+stamp "asan+ubsan build"
+bash scripts/build.sh build-ci/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DSSM_TEST_CXX_FLAGS=-O0 \
+  -DSSM_INSTANCES_CXX_FLAGS=-O0 \
+  -DSSM_SANITIZE=address,undefined -DSSM_ENABLE_CUDA=OFF -DSSM_BUILD_BENCHMARKS=OFF -DSSM_BUILD_EXAMPLES=OFF
+stamp "asan+ubsan tests"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_ctest --test-dir build-ci/asan -LE packaging
 
 # 5. The CUDA emulation's mutation suite: each fault in tests/cuda_emu/mutations.json, planted in a scratch copy of
 #    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each
