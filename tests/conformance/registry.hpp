@@ -411,9 +411,9 @@ struct PassResult {
 
 /// Runs one pass of one case on the backend, its inputs and outputs `shift` bytes past a 64-byte boundary (0 or
 /// kShift; kShift on the CPU only), and returns every output on the host, after checking that the op wrote nothing
-/// outside them.
+/// outside them; own[i] says whether the op allocated output i itself.
 inline std::vector<Tensor> run_backend(const Op& op, const Case& c, const RunConfig& cfg, Pass pass,
-                                       std::size_t shift) {
+                                       std::size_t shift, std::vector<bool>& own) {
   const std::vector<OutSpec>& specs = pass == Pass::forward ? c.outputs : c.grads;
   std::vector<Tensor> keep;
   Views dev_in;
@@ -425,12 +425,14 @@ inline std::vector<Tensor> run_backend(const Op& op, const Case& c, const RunCon
   for (const GuardedBuffer& g : guarded) out.views.push_back(g.view());
   (pass == Pass::forward ? op.forward : op.backward)(c, dev_in, out, cfg);
   std::vector<Tensor> got;
+  own.assign(specs.size(), false);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const Tensor bytes = guarded[i].host_bytes();
     const std::string touched = guarded[i].check_untouched(bytes);
     EXPECT_TRUE(touched.empty()) << touched << (shift ? " (the run at a shifted address)" : "");
     if (i < out.adopted.size() && out.adopted[i].defined()) {
       got.push_back(out.adopted[i].to(Device::cpu()));
+      own[i] = true;
     } else {
       Tensor t = Tensor::empty(specs[i].shape, specs[i].dtype);
       ssm::copy(t.view(), guarded[i].host_view(bytes));
@@ -456,15 +458,16 @@ inline PassResult run_pass(const Op& op, const Case& c, const RunConfig& cfg, Pa
     ref_v.push_back(ref_t.back().view());
   }
   (pass == Pass::forward ? op.forward_reference : op.backward_reference)(c, host_in, ref_v);
-  const std::vector<Tensor> got = run_backend(op, c, cfg, pass, 0);
+  std::vector<bool> own;
+  const std::vector<Tensor> got = run_backend(op, c, cfg, pass, 0, own);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const double err = normalized_error(to_doubles(got[i].view()), to_doubles(ref_v[i]));
     const double tol = op.tolerance(specs[i].dtype, pass);
     EXPECT_LE(err, tol) << specs[i].name << " (" << ssm::name(specs[i].dtype) << ", " << got[i].shape().str()
-                        << "): normalized error against the reference";
+                        << (own[i] ? ", allocated by the op" : "") << "): normalized error against the reference";
   }
   if (!cfg.device.is_cpu()) return {true, {}};
-  const std::vector<Tensor> again = run_backend(op, c, cfg, pass, kShift);
+  const std::vector<Tensor> again = run_backend(op, c, cfg, pass, kShift, own);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const std::vector<double> a = to_doubles(got[i].view()), b = to_doubles(again[i].view());
     EXPECT_EQ(a.size(), b.size()) << specs[i].name << ": a different size at a shifted address";
