@@ -118,8 +118,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 # 5. The CUDA emulation's mutation suite: each fault in tests/cuda_emu/mutations.json, planted in a scratch copy of
 #    the kernels, must make its emulated test fail with the expected finding (small -O1 builds of one test file each
-#    and the emulated launchers, cuda/emu/instances/: only the mutated family's file is not a ccache hit; linked with
-#    stage 1's compiled CPU kernels: the mutations are in cuda/ only).
+#    and the emulated launchers, cuda/emu/instances/: only the mutated family's file, the emulated backend's table and a
+#    test that launches kernels itself are not ccache hits; linked with stage 1's compiled CPU kernels: the mutations
+#    are in cuda/ only).
 stamp "emulation mutation suite"
 python3 tools/mutation_suite.py --jobs "$(nproc)" --instances build-ci/release/libssm_instances.a
 passed=$((passed + 1))

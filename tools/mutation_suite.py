@@ -14,8 +14,9 @@ must pass, or the suite proves nothing. Exits non-zero unless every mutation is 
 --instances names a built libssm_instances.a (the CPU kernels compiled once, include/ssm/core/instances.hpp) made with
 -march=native: the test sources then compile with SSM_EXTERN_INSTANCES=1 and link it instead of compiling every CPU
 kernel they name again (the mutations are in cuda/ only, which the library does not contain), and the emulated
-backend's launchers come from their family files, cuda/emu/instances/*.cpp, compiled in the tree: only the mutated
-family's file is compiled again (cuda/emu/launch_instances.hpp).
+backend's launchers and its table of entry points come from cuda/emu/instances/*.cpp, compiled in the tree: only the
+mutated family's file and the table (instances/backend.cpp) are compiled again, and a test source that only installs
+the backend (cuda/emu/backend.hpp) includes no kernel, so it is a ccache hit (cuda/emu/launch_instances.hpp).
 """
 import argparse
 import concurrent.futures
@@ -40,23 +41,31 @@ def copy_sources(dst):
                         ignore=shutil.ignore_patterns("data", "*.o", "build*"))
 
 
-def build_and_run(tree, sources, filter_, tag, instances):
+def instance_sources(tree):
+    """The emulated launchers' family files and the backend's table (cuda/emu/instances/*.cpp)."""
+    folder = os.path.join(tree, "cuda", "emu", "instances")
+    return sorted(os.path.join("cuda", "emu", "instances", f) for f in os.listdir(folder) if f.endswith(".cpp"))
+
+
+def compile_one(tree, src, obj, instances):
     # Compiled in the tree with relative paths only (the test data through a link), through ccache when present with
     # the tree as its base directory: a tree whose text was compiled before (a previous run, CI's clone) is not
     # compiled again; a mutation changes the text, so its object is its own.
-    os.symlink(os.path.join(ROOT, "tests", "data"), os.path.join(tree, "tests", "data"))
     env = dict(os.environ, CCACHE_BASEDIR=tree, CCACHE_NOHASHDIR="true")
+    cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]
+    if instances:
+        cmd[-4:-4] = ["-DSSM_EXTERN_INSTANCES=1"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
+
+
+def build_and_run(tree, sources, filter_, tag, instances):
+    os.symlink(os.path.join(ROOT, "tests", "data"), os.path.join(tree, "tests", "data"))
     objects = []
     if instances:  # the emulated launchers from their family files: a family whose kernels are unchanged is a hit
-        sources = [*sources, *sorted(os.path.join("cuda", "emu", "instances", f)
-                                     for f in os.listdir(os.path.join(tree, "cuda", "emu", "instances"))
-                                     if f.endswith(".cpp"))]
+        sources = [*sources, *instance_sources(tree)]
     for k, src in enumerate(sources):
         obj = f"obj_{tag}_{k}.o"
-        cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]
-        if instances:
-            cmd[-4:-4] = ["-DSSM_EXTERN_INSTANCES=1"]
-        c = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
+        c = compile_one(tree, src, obj, instances)
         if c.returncode != 0:
             return None, c.stderr[-4000:]
         objects.append(obj)
@@ -120,6 +129,19 @@ def main():
         for b in bases.values():
             b["filter"] = ":".join(b["filters"])
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            if instances and CCACHE:
+                # The unmutated family files first, one per job, into the cache: every build below then finds them
+                # there (without this, the first builds, which run at once, each compiled all of them).
+                warm = os.path.join(scratch, "warm")
+                copy_sources(warm)
+                t0 = time.time()
+                done = list(pool.map(lambda ks: compile_one(warm, ks[1], f"warm_{ks[0]}.o", instances),
+                                     enumerate(instance_sources(warm))))
+                bad = [c.stderr[-4000:] for c in done if c.returncode != 0]
+                if bad:
+                    raise SystemExit("the unmutated cuda/emu/instances files do not compile:\n" + bad[0])
+                print(f"[ok] unmutated cuda/emu/instances/*.cpp compiled into the cache: {time.time() - t0:.0f} s",
+                      flush=True)
             base_list = list(bases.values())
             for i, rc, out, secs in pool.map(lambda im: run_one(im[0], im[1], scratch, True, instances), enumerate(base_list)):
                 m = base_list[i]

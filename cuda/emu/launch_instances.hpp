@@ -1,11 +1,12 @@
-// The emulated backend's launchers (cuda/emu/backend.hpp) by kernel family, as explicit-instantiation lists:
-// SSM_EMU_<FAMILY>_INSTANCES(template) in cuda/emu/instances/<family>.cpp compiles a family once; backend.hpp
+// The emulated backend's launchers (cuda/emu/launchers.hpp) by kernel family, as explicit-instantiation lists:
+// SSM_EMU_<FAMILY>_INSTANCES(template) in cuda/emu/instances/<family>.cpp compiles a family once; launchers.hpp
 // declares all of them `extern template` when SSM_EXTERN_INSTANCES is set (ssm/core/instances.hpp).
 //
 // Each family's file includes only its own kernels (and this header, which includes none), so a change to one
-// family's kernels recompiles that file alone: the mutation suite (tools/mutation_suite.py) plants each fault in one
-// kernel and rebuilds only its family. A new launcher joins its family's list; a new family gets a list here, a file
-// in instances/ and a place in SSM_EMU_LAUNCH_INSTANCES.
+// family's kernels recompiles that file and the backend's table (instances/backend.cpp, backend.hpp) alone: the
+// mutation suite (tools/mutation_suite.py) plants each fault in one kernel and rebuilds only those. A new launcher
+// joins its family's list; a new family gets a list here, a file in instances/, its launch header in launchers.hpp
+// and a place in SSM_EMU_LAUNCH_INSTANCES.
 #pragma once
 
 // kernels/launch/cast.cuh, embedding.cuh, linear.cuh, rms_norm.cuh: the small dense ops.

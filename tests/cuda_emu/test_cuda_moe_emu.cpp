@@ -16,7 +16,7 @@
 #include "../conformance/values.hpp"
 #include "../support/expect_error.hpp"
 #include "emu/backend.hpp"
-#include "kernels/launch/moe.cuh"
+#include "emu/launchers.hpp"
 #include "ssm/ops/moe.hpp"
 
 namespace {
