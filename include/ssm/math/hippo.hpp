@@ -24,6 +24,12 @@ SSM_EXTERNAL_INCLUDE_END
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// The functions here that run Eigen's decompositions or complex matrix products are templates with an unused,
+// defaulted parameter (`template <class = void>`), called as plain functions. A plain inline function instantiates
+// every template its body names in every file that includes the header, whether or not the file calls it: with g++ 12
+// that cost each file including this header about 10 s (the Hermitian eigensolver, complex LU and products); a
+// template is instantiated only in the files that call it.
+
 namespace ssm::hippo {
 
 /// The HiPPO measures: scaled Legendre (LegS), translated Legendre (LegT), translated Laguerre (LagT) and
@@ -65,7 +71,8 @@ inline void check_state_size(const char* op, int N, bool even) {
 ///    (index 1 is the zero-frequency sine, identically 0):  A = π(-diag(d, 1) + diag(d, -1)) - B Bᵀ with
 ///    d = (0, 0, 1, 0, 2, 0, 3, ...), B_0 = 1, B_{2k} = sqrt(2), B_{odd} = 0.  N must be even.
 /// Throws ssm::Error when N < 1 (or N odd for fout).
-inline Transition transition(Measure measure, int N) {
+template <class = void>  // (deferred: see the note at the top)
+Transition transition(Measure measure, int N) {
   detail::check_state_size("hippo::transition", N, measure == Measure::fout);
   Transition t{Eigen::MatrixXd::Zero(N, N), Eigen::VectorXd::Zero(N)};
   Eigen::MatrixXd& A = t.A;  // (n, n)
@@ -130,7 +137,8 @@ struct NPLR {
 };
 
 /// NPLR form of HiPPO-LegS for state size N >= 1 (see NPLR for the conventions).
-inline NPLR nplr_legs(int N) {
+template <class = void>  // (deferred: see the note at the top)
+NPLR nplr_legs(int N) {
   detail::check_state_size("hippo::nplr_legs", N, false);
   const Transition t = transition(Measure::legs, N);
   Eigen::VectorXd p(N);  // (n)
@@ -194,7 +202,8 @@ struct DPLR {
 };
 
 /// DPLR (S4) parameters of HiPPO-LegS for even N >= 2 (see DPLR for the conventions).
-inline DPLR dplr_legs(int N) {
+template <class = void>  // (deferred: see the note at the top)
+DPLR dplr_legs(int N) {
   detail::check_state_size("hippo::dplr_legs", N, true);
   const NPLR full = nplr_legs(N);
   const int half = N / 2;
@@ -219,7 +228,8 @@ inline Eigen::VectorXcd s4d_inv(int N) {
 }
 
 /// S4D-LegS: the diagonal part Lambda of dplr_legs(N) (N/2 entries, Im > 0).  N even.
-inline Eigen::VectorXcd s4d_legs(int N) {
+template <class = void>  // (deferred: see the note at the top)
+Eigen::VectorXcd s4d_legs(int N) {
   detail::check_state_size("hippo::s4d_legs", N, true);
   return dplr_legs(N).Lambda;
 }

@@ -28,6 +28,12 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// The functions here that run Eigen's decompositions or complex matrix products are templates with an unused,
+// defaulted parameter (`template <class = void>`), called as plain functions. A plain inline function instantiates
+// every template its body names in every file that includes the header, whether or not the file calls it: with g++ 12
+// that cost each file including this header about 10 s (the Hermitian eigensolver, complex LU and products); a
+// template is instantiated only in the files that call it.
+
 namespace ssm::s4 {
 
 using cd = std::complex<double>;
@@ -96,7 +102,8 @@ inline Eigen::VectorXcd full(const Eigen::MatrixXcd& X, Eigen::Index c) {
 }
 
 /// M^k by repeated squaring (log2 k products).
-inline Eigen::MatrixXcd matrix_power(const Eigen::MatrixXcd& M, long k) {
+template <class = void>  // (deferred: see the note at the top)
+Eigen::MatrixXcd matrix_power(const Eigen::MatrixXcd& M, long k) {
   Eigen::MatrixXcd result = Eigen::MatrixXcd::Identity(M.rows(), M.cols());  // (n, n)
   Eigen::MatrixXcd base = M;                                                 // (n, n)
   while (k > 0) {
@@ -300,7 +307,8 @@ DiagonalSSM s4d_kernel_vandermonde_backward(const DiagonalSSM& p, const T* G, lo
 // ---- S4: DPLR, Cauchy + Woodbury ----------------------------------------------------------------------------
 
 /// Channel c of a DPLR SSM as a dense system: A = diag(Λ_full) − P_full P_full^*, B_full, C_full (N = 2 n2).
-inline DenseSSM dplr_dense(const DPLRSSM& p, Eigen::Index c) {
+template <class = void>  // (deferred: see the note at the top)
+DenseSSM dplr_dense(const DPLRSSM& p, Eigen::Index c) {
   const Eigen::VectorXcd Lf = detail::full(p.Lambda, c), Pf = detail::full(p.P, c);  // (n)
   DenseSSM s;
   s.A = Eigen::MatrixXcd(Lf.asDiagonal()) - Pf * Pf.adjoint();
@@ -310,14 +318,16 @@ inline DenseSSM dplr_dense(const DPLRSSM& p, Eigen::Index c) {
 }
 
 /// Bilinear discretization of channel c (dense, double): A_bar (n, n), B_bar (n, 1).
-inline DiscreteSystem<cd> dplr_discretize(const DPLRSSM& p, Eigen::Index c) {
+template <class = void>  // (deferred: see the note at the top)
+DiscreteSystem<cd> dplr_discretize(const DPLRSSM& p, Eigen::Index c) {
   const DenseSSM s = dplr_dense(p, c);
   return discretize_bilinear<cd>(s.A, Eigen::MatrixXcd(s.B), p.Delta(c));
 }
 
 /// C̃ = (I − A_bar^L)^T C per channel (step 1 of Algorithm 1; truncates the generating function to length L).
 /// p.C: the untruncated C.  Returns C̃ (h, n2) (the kept half; the conjugate structure is preserved).
-inline Eigen::MatrixXcd s4_truncate_C(const DPLRSSM& p, long L) {
+template <class = void>  // (deferred: see the note at the top)
+Eigen::MatrixXcd s4_truncate_C(const DPLRSSM& p, long L) {
   check_ssm("s4_truncate_C", p);
   detail::check_length("s4_truncate_C", L);
   const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
@@ -333,7 +343,8 @@ inline Eigen::MatrixXcd s4_truncate_C(const DPLRSSM& p, long L) {
 /// Recovers the untruncated C from C̃ by solving (I − A_bar^L)^T C = C̃ (needed by the step mode).
 /// p.C: C̃ for length L.  Returns C (h, n2).  Throws when I − A_bar^L is singular (an eigenvalue of A_bar is an
 /// L-th root of unity: the generating function cannot be untruncated).
-inline Eigen::MatrixXcd s4_recover_C(const DPLRSSM& p, long L) {
+template <class = void>  // (deferred: see the note at the top)
+Eigen::MatrixXcd s4_recover_C(const DPLRSSM& p, long L) {
   check_ssm("s4_recover_C", p);
   detail::check_length("s4_recover_C", L);
   const Eigen::Index h = p.Lambda.rows(), n2 = p.Lambda.cols();
@@ -501,7 +512,8 @@ DPLRSSM s4_kernel_cauchy_backward(const DPLRSSM& p, const T* G, long L) {
 
 /// K_l = Re(C^T A_bar^l B_bar), l = 0..L-1, by L dense matrix-vector products (O(N² L)): the oracle.
 /// A_bar (n, n), B_bar (n), C (n).  Returns K (L).
-inline std::vector<double> kernel_powers(const Eigen::MatrixXcd& A_bar, const Eigen::VectorXcd& B_bar,
+template <class = void>  // (deferred: see the note at the top)
+std::vector<double> kernel_powers(const Eigen::MatrixXcd& A_bar, const Eigen::VectorXcd& B_bar,
                                          const Eigen::VectorXcd& C, long L) {
   detail::check_length("kernel_powers", L);
   SSM_CHECK(A_bar.rows() == A_bar.cols() && B_bar.size() == A_bar.rows() && C.size() == A_bar.rows(),
@@ -518,7 +530,8 @@ inline std::vector<double> kernel_powers(const Eigen::MatrixXcd& A_bar, const Ei
 
 /// S4 kernel by powers of the dense bilinear A_bar (the reference for s4_kernel_cauchy).  p.C: untruncated C.
 /// Returns K (h, L) in double.
-inline std::vector<double> s4_kernel_powers(const DPLRSSM& p, long L) {
+template <class = void>  // (deferred: see the note at the top)
+std::vector<double> s4_kernel_powers(const DPLRSSM& p, long L) {
   check_ssm("s4_kernel_powers", p);
   detail::check_length("s4_kernel_powers", L);
   const Eigen::Index h = p.Lambda.rows();
@@ -533,7 +546,8 @@ inline std::vector<double> s4_kernel_powers(const DPLRSSM& p, long L) {
 
 /// S4D kernel by powers of the dense diagonal A_bar, discretized by the dense rules of discretize.hpp (Van Loan
 /// for ZOH: an independent path from the expm1 formula).  Returns K (h, L) in double.
-inline std::vector<double> s4d_kernel_powers(const DiagonalSSM& p, long L, Discretization method) {
+template <class = void>  // (deferred: see the note at the top)
+std::vector<double> s4d_kernel_powers(const DiagonalSSM& p, long L, Discretization method) {
   check_ssm("s4d_kernel_powers", p);
   detail::check_length("s4d_kernel_powers", L);
   const Eigen::Index h = p.A.rows();
