@@ -28,11 +28,10 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-// The functions here that run Eigen's decompositions or complex matrix products are templates with an unused,
-// defaulted parameter (`template <class = void>`), called as plain functions. A plain inline function instantiates
-// every template its body names in every file that includes the header, whether or not the file calls it: with g++ 12
-// that cost each file including this header about 10 s (the Hermitian eigensolver, complex LU and products); a
-// template is instantiated only in the files that call it.
+// The functions here that run Eigen's complex LU and matrix products (the DPLR discretization, the C̃ conversions,
+// the dense powers) are templates with an unused, defaulted parameter (`template <class = void>`), called as plain
+// functions: a plain inline function instantiates every template its body names in every file that includes the
+// header, whether or not the file calls it; a template only in the files that call it (see math/hippo.hpp).
 
 namespace ssm::s4 {
 
