@@ -1,7 +1,7 @@
 // The launch logic of the f32 -> f16 / bf16 cast, written once over an executor
 // (`exec.launch(kernel, LaunchDims grid, LaunchDims block, args...)`). f32 -> f32 is a device-to-device copy,
 // which the executor provides (`exec.copy(dst, src, bytes)`). ssm::cuda runs it on a stream (cuda/src/cast.cu),
-// the host emulation with emu::HostExecutor (cuda/emu/backend.hpp).
+// the host emulation with emu::HostExecutor (cuda/emu/backend_entries.hpp).
 #pragma once
 
 #include <cstddef>

@@ -1,7 +1,7 @@
 // The launch logic of the causal conv1d kernels (sequence form, its backward, the one-token update), written once
 // over an executor (`exec.launch(kernel, LaunchDims grid, LaunchDims block, args...)`): the kernels' limits, the
 // grid and the per-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/causal_conv1d.cu), the host emulation
-// with emu::HostExecutor (cuda/emu/backend.hpp).
+// with emu::HostExecutor (cuda/emu/backend_entries.hpp).
 #pragma once
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 // The launch logic of the embedding gather, written once over an executor (`exec.launch(kernel, grid, block,
 // args...)`; embedding_launches also `exec.download(host, src, bytes)`): limits, grid and the (ids, table) dtype
 // dispatch. ssm::cuda runs it on a stream (cuda/src/embedding.cu), the host emulation with emu::HostExecutor
-// (cuda/emu/backend.hpp).
+// (cuda/emu/backend_entries.hpp).
 #pragma once
 
 #include <cstdint>

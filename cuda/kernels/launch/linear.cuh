@@ -5,7 +5,7 @@
 //     C[p] (M, N) = op(A[p]) (M, K) · op(B[p]) (K, N), op(A)(i, k) = trans_A ? A[k lda + i] : A[i lda + k], likewise
 //     B; C[p](i, j) at C + p stride_C + i ldc + j; beta 0.
 // ssm::cuda runs it with cuBLAS on a stream (cuda/src/linear.cu), the host emulation with emu::HostExecutor's host
-// GEMM (cuda/emu/backend.hpp).
+// GEMM (cuda/emu/backend_entries.hpp).
 #pragma once
 
 #include <algorithm>

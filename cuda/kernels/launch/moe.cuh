@@ -1,8 +1,8 @@
 // The launch logic of the mixture of experts' forward (kernels/moe.cuh), written once over an executor
 // (`exec.launch(kernel, LaunchDims grid, LaunchDims block, args...)`): the kernels' limits, the workspace's layout
 // (plan_moe, on the host), the slices of tokens and the dtype dispatch. ssm::cuda runs it on a stream
-// (cuda/src/moe.cu), the host emulation with emu::HostExecutor (cuda/emu/backend.hpp). The caller allocates plan.bytes
-// of device memory and passes its base.
+// (cuda/src/moe.cu), the host emulation with emu::HostExecutor (cuda/emu/backend_entries.hpp). The caller allocates
+// plan.bytes of device memory and passes its base.
 #pragma once
 
 #include <algorithm>

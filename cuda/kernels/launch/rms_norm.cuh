@@ -1,6 +1,6 @@
 // The launch logic of the RMSNorm kernel (with the fused residual add), written once over an executor
 // (`exec.launch(kernel, LaunchDims grid, LaunchDims block, args...)`): its limits, grid and dtype dispatch. ssm::cuda
-// runs it on a stream (cuda/src/rms_norm.cu), the host emulation with emu::HostExecutor (cuda/emu/backend.hpp).
+// runs it on a stream (cuda/src/rms_norm.cu), the host emulation with emu::HostExecutor (cuda/emu/backend_entries.hpp).
 #pragma once
 
 #include "../rms_norm.cuh"

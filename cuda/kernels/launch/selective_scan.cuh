@@ -2,7 +2,7 @@
 // `exec.launch(kernel, LaunchDims grid, LaunchDims block, args...)`): the kernels' limits, the block configuration
 // for the longest sequence, the grid and the per-dtype dispatch. ssm::cuda instantiates it with a stream executor
 // (cuda/src/selective_scan*.cu, one file per input dtype), the host emulation with emu::HostExecutor
-// (cuda/emu/backend.hpp), so the emulated tests run the launches the device runs.
+// (cuda/emu/backend_entries.hpp), so the emulated tests run the launches the device runs.
 #pragma once
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 // The launch logic of the one-token selective state update, written once over an executor (`exec.launch(kernel,
 // LaunchDims grid, LaunchDims block, args...)`): the kernel's limits, grid and dtype dispatch. ssm::cuda runs it on
-// a stream (cuda/src/selective_state_update.cu), the host emulation with emu::HostExecutor (cuda/emu/backend.hpp).
+// a stream (cuda/src/selective_state_update.cu), the host emulation with emu::HostExecutor
+// (cuda/emu/backend_entries.hpp).
 #pragma once
 
 #include "../selective_state_update.cuh"

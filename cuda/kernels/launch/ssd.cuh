@@ -1,8 +1,8 @@
 // The launch logic of the chunked SSD forward and backward, written once over an executor (`exec.launch(kernel,
 // LaunchDims grid, LaunchDims block, args...)`): the kernels' limits, the chunk table and workspace layout (plan_ssd,
 // on the host), the launches and the input-dtype dispatch. ssm::cuda runs it on a stream (cuda/src/ssd.cu), the host
-// emulation with emu::HostExecutor (cuda/emu/backend.hpp). The caller allocates plan.bytes of device memory, uploads
-// plan.table to its start and passes ssd_workspace(plan, base).
+// emulation with emu::HostExecutor (cuda/emu/backend_entries.hpp). The caller allocates plan.bytes of device memory,
+// uploads plan.table to its start and passes ssd_workspace(plan, base).
 #pragma once
 
 #include <algorithm>
