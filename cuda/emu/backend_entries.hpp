@@ -175,7 +175,7 @@ void linear_attention_forward(const LinearAttentionParams& p, void*) {
       kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_forward (host emulation)");
   if (p.rows() == 0) return;
   with_table<Exec>(plan.bytes, plan.ssd.table,
-             [&](Exec& x, void* b) { kernels::linear_attention_forward_launches(x, p, plan, b); });
+                   [&](Exec& x, void* b) { kernels::linear_attention_forward_launches(x, p, plan, b); });
 }
 
 template <class Exec>
@@ -184,7 +184,7 @@ void linear_attention_backward(const LinearAttentionParams& p, const LinearAtten
       kernels::plan_linear_attention(p, "ssm::cuda::linear_attention_backward (host emulation)", &g);
   if (p.rows() == 0) return;
   with_table<Exec>(plan.bytes, plan.ssd.table,
-             [&](Exec& x, void* b) { kernels::linear_attention_backward_launches(x, p, g, plan, b); });
+                   [&](Exec& x, void* b) { kernels::linear_attention_backward_launches(x, p, g, plan, b); });
 }
 
 template <class Exec>
@@ -192,7 +192,7 @@ void delta_rule_forward(const DeltaRuleParams& p, void*) {
   const kernels::DrPlan plan = kernels::plan_delta_rule(p, "ssm::cuda::delta_rule_forward (host emulation)");
   if (p.rows() == 0) return;
   with_table<Exec>(plan.bytes, plan.table,
-             [&](Exec& x, void* b) { kernels::delta_rule_forward_launches(x, p, plan, b); });
+                   [&](Exec& x, void* b) { kernels::delta_rule_forward_launches(x, p, plan, b); });
 }
 
 template <class Exec>
@@ -200,7 +200,7 @@ void delta_rule_backward(const DeltaRuleParams& p, const DeltaRuleGradParams& g,
   const kernels::DrPlan plan = kernels::plan_delta_rule(p, "ssm::cuda::delta_rule_backward (host emulation)", &g);
   if (p.rows() == 0) return;
   with_table<Exec>(plan.bytes, plan.table,
-             [&](Exec& x, void* b) { kernels::delta_rule_backward_launches(x, p, g, plan, b); });
+                   [&](Exec& x, void* b) { kernels::delta_rule_backward_launches(x, p, g, plan, b); });
 }
 
 template <class Exec>
@@ -215,7 +215,7 @@ void rwkv7_backward(const Rwkv7Params& p, const Rwkv7GradParams& g, void*) {
   const kernels::Rwkv7Plan plan = kernels::plan_rwkv7(p, "ssm::cuda::rwkv7_backward (host emulation)", &g);
   if (p.rows() == 0) return;
   with_table<Exec>(plan.bytes, plan.table,
-             [&](Exec& x, void* b) { kernels::rwkv7_backward_launches(x, p, g, plan, b); });
+                   [&](Exec& x, void* b) { kernels::rwkv7_backward_launches(x, p, g, plan, b); });
 }
 
 template <class Exec>
@@ -223,14 +223,14 @@ void ttt_linear_forward(const TttLinearParams& p, void*) {
   const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_forward (host emulation)");
   if (p.rows() == 0) return;
   with_table<Exec>(plan.bytes, plan.table,
-             [&](Exec& x, void* b) { kernels::ttt_linear_forward_launches(x, p, plan, b); });
+                   [&](Exec& x, void* b) { kernels::ttt_linear_forward_launches(x, p, plan, b); });
 }
 
 template <class Exec>
 void ttt_linear_backward(const TttLinearParams& p, const TttLinearGradParams& g, void*) {
   const kernels::TttPlan plan = kernels::plan_ttt_linear(p, "ssm::cuda::ttt_linear_backward (host emulation)", &g);
   with_table<Exec>(plan.bytes, plan.table,
-             [&](Exec& x, void* b) { kernels::ttt_linear_backward_launches(x, p, g, plan, b); });
+                   [&](Exec& x, void* b) { kernels::ttt_linear_backward_launches(x, p, g, plan, b); });
 }
 
 template <class Exec>
