@@ -5,6 +5,9 @@
 // The limit (counter machine_limit, updates / s / core, bench/machine_limit.hpp, shared with
 // bench_scan_vs_attention): 1 / (1/E + 3/F) with E the measured vector exp2 rate and F the lane-FMA rate of one
 // core; frac_of_limit divides the measured rate by that limit times the thread count (the number of cores used).
+// BM_StateUpdate: the one-token form (ssm::selective_state_update, a decoding step's scan) at the Mamba-1 shapes
+// (d = 1536 and 5120 channels, n = 16, exp(Δ A) per state) and Mamba-2's (24 or 80 heads of 64 channels, n = 128,
+// one decay per head), in state updates per second (b·h·p·n / time).
 // On a shared machine two more counters tell the code from the neighbours: cpu_util (how much of its cores the run
 // got) and frac_of_limit_cpu (the rate per CPU-second the threads ran, over the same per-core limit).
 #include <benchmark/benchmark.h>
@@ -23,6 +26,7 @@
 #include "ssm/cpu/selective_scan_backward.hpp"
 #include "ssm/core/params/selective_scan_grad.hpp"
 #include "ssm/ops/selective_scan.hpp"
+#include "ssm/ops/selective_state_update.hpp"
 #include "ssm/reference/selective_scan.hpp"
 
 namespace {
@@ -270,6 +274,44 @@ void BM_ScanBackwardReference(benchmark::State& state) {
   set_counters(state, prob.updates(), 1, cpu);
 }
 
+// ---- the one-token step ------------------------------------------------------------------------------------
+
+/// heads = 0: the Mamba-1 form, state (1, d, n), A (d, n), dt / D / dt_bias per channel; heads > 0: Mamba-2's,
+/// state (1, heads, d, n), A / D / dt_bias / dt per head. Both with z, D, dt_bias and the softplus, as the blocks run.
+void BM_StateUpdate(benchmark::State& state) {
+  const index_t h = state.range(0), d = state.range(1), n = state.range(2), rows = std::max<index_t>(h, 1);
+  std::mt19937 rng(5);
+  auto fill = [&](index_t count, float lo, float hi) {
+    std::uniform_real_distribution<float> u(lo, hi);
+    fvec v(static_cast<std::size_t>(count));
+    for (float& x : v) x = u(rng);
+    return v;
+  };
+  const index_t per = h > 0 ? h : d;  // dt, D, dt_bias: per head or per channel
+  fvec st = fill(rows * d * n, -1, 1), x = fill(rows * d, -1, 1), z = fill(rows * d, -2, 2), out(x.size());
+  fvec dt = fill(per, -2, 1), A = fill(h > 0 ? h : d * n, -1.5f, -0.05f), B = fill(n, -1, 1), C = fill(n, -1, 1);
+  fvec D = fill(per, -1, 1), bias = fill(per, -1, 0.5f);
+  ssm::SelectiveStateUpdateInputs in;
+  in.state = h > 0 ? ssm::TensorView::of(st.data(), {1, h, d, n}) : ssm::TensorView::of(st.data(), {1, d, n});
+  in.x = h > 0 ? ssm::TensorView::of(x.data(), {1, h, d}) : ssm::TensorView::of(x.data(), {1, d});
+  in.z = h > 0 ? ssm::TensorView::of(z.data(), {1, h, d}) : ssm::TensorView::of(z.data(), {1, d});
+  in.dt = ssm::TensorView::of(dt.data(), {1, per});
+  in.A = h > 0 ? ssm::TensorView::of(A.data(), {h}) : ssm::TensorView::of(A.data(), {d, n});
+  in.B = h > 0 ? ssm::TensorView::of(B.data(), {1, 1, n}) : ssm::TensorView::of(B.data(), {1, n});
+  in.C = h > 0 ? ssm::TensorView::of(C.data(), {1, 1, n}) : ssm::TensorView::of(C.data(), {1, n});
+  in.D = ssm::TensorView::of(D.data(), {per});
+  in.dt_bias = ssm::TensorView::of(bias.data(), {per});
+  in.dt_softplus = true;
+  const ssm::TensorView o =
+      h > 0 ? ssm::TensorView::of(out.data(), {1, h, d}) : ssm::TensorView::of(out.data(), {1, d});
+  const CpuClock cpu;
+  for (auto _ : state) {
+    ssm::selective_state_update(in, o);
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, static_cast<double>(rows * d * n), 1, cpu);
+}
+
 void MambaShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"l", "threads", "d"});
   for (index_t l : {512, 2048, 8192})
@@ -299,6 +341,13 @@ BENCHMARK(BM_ScanBackwardReference)
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_StateUpdate)
+    ->ArgNames({"heads", "d", "n"})
+    ->Args({0, 1536, 16})   // Mamba-130m
+    ->Args({0, 5120, 16})   // Mamba-2.8b
+    ->Args({24, 64, 128})   // Mamba2-130m
+    ->Args({80, 64, 128})   // Mamba2-2.7b
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ScanForwardAccuracy)
     ->ArgNames({"l", "threads", "d"})
     ->Args({2048, 2, 1536})

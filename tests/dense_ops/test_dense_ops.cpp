@@ -488,7 +488,7 @@ void check_ssu_case(const SsuCase& s) {
 
 TEST(SelectiveStateUpdate, CpuMatchesTheReferenceAndTheScanOfOneToken) {
   for (index_t b : {1, 3})
-    for (index_t d : {1, 5, 33})
+    for (index_t d : {1, 5, 33, 150})  // 150: two blocks of the CPU path's 64 channels and a ragged one
       for (index_t n : {1, 4, 16})
         for (int mask = 0; mask < 16; mask += (b == 1 ? 1 : 5)) {
           const SsuCase s{b, d, n, (mask & 1) != 0, (mask & 2) != 0, (mask & 4) != 0, (mask & 8) != 0};
@@ -601,6 +601,41 @@ TEST(SelectiveStateUpdate, HeadFormMatchesTheSsdTokenLoop) {
   check_ssu_heads<double>(1, 6, 5, 3, 7, true, true);
   check_ssu_heads<float>(3, 3, 1, 1, 33, false, true);
   check_ssu_heads<double>(1, 1, 1, 1, 1, true, true);
+  check_ssu_heads<float>(1, 2, 70, 1, 20, true, true);  // a head past the CPU path's block of 64 channels
+}
+
+// A NaN step size (a NaN dt, as an overflow upstream makes) reaches out and the state of its own channel (Mamba-1 form)
+// or head (Mamba-2 form) on every path, also through the softplus and the dt limit (vector max / min would turn it into
+// 0 or dt_min), and nothing else.
+TEST(SelectiveStateUpdate, NanStepReachesItsChannelOnly) {
+  for (bool per_head : {false, true})
+    for (bool limit : {false, true})
+      for (auto path : {ssm::StateUpdatePath::automatic, ssm::StateUpdatePath::reference}) {
+        SCOPED_TRACE(::testing::Message() << "per_head " << per_head << " limit " << limit);
+        const index_t h = per_head ? 3 : 1, hd = 70, n = 16, bad = 1;  // the NaN: head 1, or channel 1 of 70
+        std::vector<float> st(h * hd * n, 0.5f), x(h * hd, 1.0f), dt(per_head ? h : hd, 0.3f), out(x.size());
+        std::vector<float> A(per_head ? h : hd * n, -0.7f), B(n, 0.25f), C(n, 0.5f), D(per_head ? h : hd, 1.0f);
+        dt[bad] = std::numeric_limits<float>::quiet_NaN();
+        ssm::SelectiveStateUpdateInputs in;
+        in.state = per_head ? TensorView::of(st.data(), {1, h, hd, n}) : TensorView::of(st.data(), {1, hd, n});
+        in.x = per_head ? TensorView::of(x.data(), {1, h, hd}) : TensorView::of(x.data(), {1, hd});
+        in.dt = per_head ? TensorView::of(dt.data(), {1, h}) : TensorView::of(dt.data(), {1, hd});
+        in.A = per_head ? TensorView::of(A.data(), {h}) : TensorView::of(A.data(), {hd, n});
+        in.B = per_head ? TensorView::of(B.data(), {1, 1, n}) : TensorView::of(B.data(), {1, n});
+        in.C = per_head ? TensorView::of(C.data(), {1, 1, n}) : TensorView::of(C.data(), {1, n});
+        in.D = per_head ? TensorView::of(D.data(), {h}) : TensorView::of(D.data(), {hd});
+        in.z = in.x;
+        in.dt_softplus = true;
+        if (limit) in.dt_limit = std::pair<double, double>{0.1, 0.9};
+        const TensorView o = per_head ? TensorView::of(out.data(), {1, h, hd}) : TensorView::of(out.data(), {1, hd});
+        ssm::selective_state_update(in, o, path);
+        for (index_t c = 0; c < h * hd; ++c) {
+          const bool nan = per_head ? c / hd == bad : c == bad;
+          EXPECT_EQ(std::isnan(out[static_cast<std::size_t>(c)]), nan) << "out " << c;
+          for (index_t k = 0; k < n; ++k)
+            EXPECT_EQ(std::isnan(st[static_cast<std::size_t>(c * n + k)]), nan) << "state " << c << ", " << k;
+        }
+      }
 }
 
 TEST(SelectiveStateUpdate, HeadFormBadArgumentsAreNamed) {

@@ -457,21 +457,22 @@ SSM_FORCE_INLINE Vec<float> log1p_unit_poly(Vec<float> w) {
   return q * w;
 }
 
-/// softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), and x itself for x > 20 (the threshold of torch /
+/// softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), and x itself for x > 20 (kSoftplusThreshold, torch's /
 /// selective_scan_ref). f32: e^-|x| = 2^-|x log2(e)| and the log1p polynomial above (about 22 operations);
-/// f64: the atanh series (error ~1e-16).
+/// f64: the atanh series (error ~1e-16). NaN in, NaN out, as scalar::softplus (max and min would drop it).
 template <class T>
 SSM_FORCE_INLINE Vec<T> softplus(Vec<T> x) {
   if constexpr (sizeof(T) == 4) {
     const Vec<T> xl = x * kLog2e<T>;
     const Vec<T> w = exp2(vmin<T>(xl, -xl));  // 2^-|x log2 e| = e^-|x|, in (0, 1]
     const Vec<T> sp = vmax<T>(x, broadcast<T>(0)) + log1p_unit_poly(w);
-    return select<T>(x > T(20), x, sp);
+    // x above the threshold, and NaN where x is NaN (sp is finite there: the max and min above drop NaN)
+    return select<T>(x <= scalar::kSoftplusThreshold<T>, sp, x);
   } else {
     const Vec<T> ax = vmax<T>(x, -x);
     const Vec<T> w = exp<T>(-ax);  // in (0, 1]
     const Vec<T> sp = vmax<T>(x, broadcast<T>(0)) + log1p_unit<T>(w);
-    return select<T>(x > T(20), x, sp);
+    return select<T>(x <= scalar::kSoftplusThreshold<T>, sp, x);
   }
 }
 

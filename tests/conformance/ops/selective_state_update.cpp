@@ -32,11 +32,13 @@ std::vector<Case> update_cases() {
       {1, 20, 33, true, false, true, true, 2},    // n > 4 lanes' worth, no gate
       {2, 17, 4, false, true, false, true, 0},    // n below the lanes
       {0, 4, 3, true, true, true, true, 0},       // no batch rows
+      {2, 150, 16, true, true, true, true, 5},    // past the CPU path's blocks of 64 channels, strided
       // Mamba-2: heads and groups
       {2, 8, 16, true, true, true, true, 0, 4, 1, false},   // one group
       {1, 5, 33, true, false, true, true, 0, 6, 2, true},   // two groups, a ragged channel block, a dt limit
       {3, 17, 7, false, true, false, false, 0, 3, 3, false},  // a group per head, no D / dt_bias / softplus
       {2, 1, 4, true, true, true, true, 0, 1, 1, true},     // one head of one channel
+      {1, 70, 20, true, true, true, true, 0, 2, 1, true},   // heads of more channels than the CPU path's block
   };
   std::vector<Case> cases;
   std::mt19937_64 rng(41);
