@@ -21,7 +21,7 @@ void embedding_gather_launches(Exec& exec, const EmbeddingParams& p, const char*
   SSM_CHECK(p.table_dtype == DType::f32 || p.table_dtype == DType::f64 || p.table_dtype == DType::f16 ||
                 p.table_dtype == DType::bf16,
             op, ": the table must be f32, f64, f16 or bf16 on CUDA, got ", name(p.table_dtype));
-  const DType y_dtype = p.table_dtype == DType::f64 ? DType::f64 : DType::f32;
+  const DType y_dtype = compute_dtype(p.table_dtype);  // the ops' one input-to-compute rule (core/dtype.hpp)
   SSM_CHECK(p.dtype == y_dtype, op, ": y must be ", name(y_dtype), " for a ", name(p.table_dtype), " table, got ",
             name(p.dtype));
   SSM_CHECK(p.rows >= 0 && p.rows <= 0x7fffffff && p.vocab >= 0 && p.dim >= 0, op,

@@ -3,7 +3,7 @@
 //   tiled: blocks of queries × keys with an online softmax (FlashAttention, Dao et al. 2022, Alg. 1; the
 //          backward recomputes the probabilities from the saved log-sum-exp, FlashAttention-2 Alg. 2), O(l)
 //          memory besides the inputs and outputs.
-// Block products use Eigen GEMM on strided maps; the work is spread over std::threads by (b, h) and query
+// Block products use Eigen GEMM on strided maps; the work is spread over the CPU pool's threads by (b, h) and query
 // block (forward) or by (b, kv head) (backward, so the kv gradients of a head group have a single writer).
 #pragma once
 

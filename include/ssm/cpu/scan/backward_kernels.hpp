@@ -565,7 +565,7 @@ struct BlockBackward {
           if (p.delta_softplus) {
             const V pre = simd::load(sc.pre.data() + i * W);
             const V sg = simd::reciprocal<T>(T(1) + simd::exp<T>(-pre));
-            gpre = simd::select<T>(pre > T(20), gpre, gpre * sg);
+            gpre = simd::select<T>(pre > scalar::kSoftplusThreshold<T>, gpre, gpre * sg);
           }
           gbias += gpre;
           simd::store(sc.pre.data() + i * W, gpre);                                                  // grad_delta

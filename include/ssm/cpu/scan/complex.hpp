@@ -10,7 +10,6 @@
 #include <cmath>
 #include <complex>
 #include <cstdint>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -337,14 +336,7 @@ void backward_complex(const ScanParams& p, const ScanGradParams& gp, int num_thr
       if (gp.grad_delta_bias) static_cast<W*>(gp.grad_delta_bias)[c] = grad_bias;
     }
   };
-  if (threads == 1) {
-    worker(0);
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(sz(threads));
-    for (int t = 0; t < threads; ++t) pool.emplace_back(worker, t);
-    for (std::thread& th : pool) th.join();
-  }
+  run_threads(threads, worker);  // the one pool (cpu/threads.hpp); an exception reaches the caller
   // Variable B/C: sum the threads' shares (channels of one group may have run on different threads)
   // and write them back in the (b, g, n, l) layout.
   const auto reduce = [&](bool variable, void* dst, std::vector<S> ChannelScratch<S, W>::*member) {
