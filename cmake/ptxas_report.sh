@@ -9,6 +9,9 @@ for arg in "$@"; do
   if [ "$prev" = "-o" ]; then out="$arg"; fi
   prev="$arg"
 done
+# The old report goes first: a failed compile may leave the old object behind, and check_ptxas_budget.py trusts a
+# report no older than its object, so a report kept from an earlier compile would pass for this one's.
+if [ -n "$out" ]; then rm -f "$out.ptxas"; fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 "$@" 2>"$log"
