@@ -1,5 +1,5 @@
 // Mamba language model throughput on the CPU for a Mamba-130m-shaped model (d_model 768, 24 layers,
-// vocab 50280, d_state 16, random weights; MATH.md §6): prefill tokens/s, decode tokens/s, and decode
+// vocab 50280, d_state 16, random weights; docs/math.md §6): prefill tokens/s, decode tokens/s, and decode
 // time and memory per token as the context grows (the recurrent state has a fixed size).
 //
 //   bench_mamba                                  # short default run (contexts 1 and 2048)

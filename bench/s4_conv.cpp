@@ -1,4 +1,4 @@
-// The three ways to run one S4D channel over a sequence of length L (MATH.md §1, §4): causal FFT convolution
+// The three ways to run one S4D channel over a sequence of length L (docs/math.md §1, §4): causal FFT convolution
 // O(L log L), direct convolution O(L²), and the recurrence O(N L) (N/2 = 32 complex modes, as N = 64).  float.
 //   bench_s4_conv                                   # L = 16 .. 16384
 //   bench_s4_conv --benchmark_filter=Long           # FFT and recurrence to L = 2^20, direct to 2^17

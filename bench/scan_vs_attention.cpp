@@ -1,4 +1,4 @@
-// The scan-versus-attention suite (issue 8; MATH.md §5, §6, §9): at matched width (d_model 768, 12 heads of
+// The scan-versus-attention suite (issue 8; docs/math.md §5, §6, §7): at matched width (d_model 768, 12 heads of
 // 64; Mamba block d_state 16, expand 2), f32, one sequence, 1 and 2 threads:
 //   forward/<mixer>/l:<l>/threads:<t>     mixer forward time and peak memory against sequence length;
 //   decode/<mixer>/ctx:<c>/threads:<t>    per-token decode latency and state memory against context length;

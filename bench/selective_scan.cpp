@@ -1,4 +1,4 @@
-// Selective scan (S6; Mamba, MATH.md §5) throughput: state updates per second (b·d·l·n / time) and the
+// Selective scan (S6; Mamba, docs/math.md §5) throughput: state updates per second (b·d·l·n / time) and the
 // fraction of this machine's limit, for the Mamba-130m shape (b = 1, d = 1536, n = 16) and the long-thin
 // shape (b = 1, d = 16, l = 1M), forward (optimized CPU path vs the reference) and backward, 1 and 2 threads.
 //

@@ -1,4 +1,4 @@
-// Benchmark of the selective-scan backward (reverse scan with chunk recompute, MATH.md §5) against the
+// Benchmark of the selective-scan backward (reverse scan with chunk recompute, docs/math.md §5.3) against the
 // optimized forward at the Mamba-130m shape (b = 1, d = 1536, n = 16, l = 2048, f32, D, z, delta_bias,
 // softplus, variable B/C). Reports state updates per second (b·d·l·n / time) and, in one benchmark,
 // the ratio backward / forward measured in the same iterations (issue 5 asks for at most 3).

@@ -1,4 +1,4 @@
-// Streaming with an S4D layer (MATH.md §4): a long signal arrives in pieces of irregular size; each piece is run
+// Streaming with an S4D layer (docs/math.md §4): a long signal arrives in pieces of irregular size; each piece is run
 // in conv mode (kernel + FFT convolution) continuing from the carried state, and the result is compared with one
 // conv-mode call over the whole signal and with step mode (one sample at a time, O(N) state per channel).
 // The state is saved after the first half and restored into a fresh object, as a server would between requests.

@@ -1,5 +1,5 @@
 // Pictures of a state-space layer's hidden state, as the seed documents show them:
-//   1. hippo_legs_state.ppm: HiPPO-LegS (MATH.md §3, ssm::hippo::transition, N = 16, bilinear §2) state evolving
+//   1. hippo_legs_state.ppm: HiPPO-LegS (docs/math.md §3, ssm::hippo::transition, N = 16, bilinear §2) state evolving
 //      token by token on a smooth signal with one spike; rows = state coefficient n, columns = tokens;
 //   2. s4d_lin_state.ppm: a diagonal S4D-Lin state (ssm::hippo::s4d_lin: A_n = −1/2 + iπn, ZOH A_bar = exp(ΔA),
 //      B_bar = (exp(ΔA) − 1)/A · B, §2) on the same input, real parts;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden data for the Mamba-2 language model (issue 15 item 6; MATH.md sections 7 and 11).
+"""Golden data for the Mamba-2 language model (issue 15 item 6; docs/math.md section 8, docs/mamba2.md).
 
 Creates tiny randomly initialized Hugging Face Mamba2ForCausalLM checkpoints under tests/data/mamba2/ and records,
 in each `golden.json`, the logits of a fixed prompt followed by its greedy continuation, computed with transformers'

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden data for the Mamba language models (issue 6, MATH.md section 6; issue 18).
+"""Golden data for the Mamba language models (issue 6, docs/math.md section 6; issue 18).
 
 Creates tiny randomly initialized Hugging Face checkpoints under tests/data/ and records, in each
 `golden.json`, the logits of a fixed prompt followed by its greedy continuation, computed with

@@ -1,4 +1,4 @@
-// Tests of the S4 facility (MATH.md §4): real FFT, causal FFT convolution vs direct, Vandermonde and Cauchy +
+// Tests of the S4 facility (docs/math.md §4): real FFT, causal FFT convolution vs direct, Vandermonde and Cauchy +
 // Woodbury kernels vs powers of A_bar, C <-> C̃, S4 / S4D layers in conv mode vs step mode, carried state in
 // pieces, state save / restore, output mixing, and the error paths.
 // GCC 12 + AVX-512: false-positive -Wmaybe-uninitialized inside Eigen's vectorized kernels (ssm/core/macros.hpp).

@@ -1,4 +1,4 @@
-// Tests of the selective-scan forward (Mamba S6, MATH.md §5): the reference against closed forms and
+// Tests of the selective-scan forward (Mamba S6, docs/math.md §5.1): the reference against closed forms and
 // an independent unrolled re-derivation; every op path against the reference on awkward shapes;
 // chunked = sequential, split-in-two = one call, packed varlen = separate calls; f16/bf16; errors.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// Tests of the selective-scan backward (MATH.md §5, reverse scan): the reference and the CPU
+// Tests of the selective-scan backward (docs/math.md §5.3): the reference and the CPU
 // chunk-recompute backward against central finite differences in double for every input (and the
 // incoming gradient of the last state), and the CPU backward against the reference on awkward shapes.
 #include <gtest/gtest.h>

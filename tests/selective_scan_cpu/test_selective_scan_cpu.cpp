@@ -1,4 +1,4 @@
-// Tests of the optimized CPU selective-scan forward (ssm/cpu/selective_scan.hpp; Mamba's S6, MATH.md §5)
+// Tests of the optimized CPU selective-scan forward (ssm/cpu/selective_scan.hpp; Mamba's S6, docs/math.md §5.1)
 // against the double-precision reference (ssm/reference/selective_scan.hpp) on awkward shapes with every feature;
 // plus the vector exp2 / softplus / silu error bounds and sums (cpu/reduce.hpp), chunked == sequential, split calls,
 // packed batches.
