@@ -226,22 +226,32 @@ def plot(folder, res, gnuplot):
             name = "%s_%s_t%d_%s.dat" % (prefix, m, t, key)
             write_dat(os.path.join(folder, name), pts, key)
             if os.path.getsize(os.path.join(folder, name)) > 0:
-                items.append((name, "%s, %d thr" % (m.replace("_", " "), t)))
+                items.append((name, "%s, %d thr" % (m.replace("_", " "), t), is_scan_side(m)))
         return items
+
+    # A colour and point type per curve (gnuplot's default cycle repeats after 8, so two curves of 13 shared a
+    # colour); attention's curves dashed.
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896"]
+
+    def style(i, scan_side):
+        return "lc rgb '%s' pt %d dt %d" % (palette[i % len(palette)], 4 + 2 * (i % 6), 1 if scan_side else 2)
 
     def script(out, title, xlabel, ylabel, items, extra=""):
         if not items:  # nothing measured for this plot (e.g. a filtered run)
             return ""
-        plots = ", ".join("'%s' using 1:2 with linespoints lw 2 pt 7 title '%s'" % (n, t) for n, t in items)
+        plots = ", ".join("'%s' using 1:2 with linespoints lw 2 %s title '%s'" % (n, style(i, side), t)
+                          for i, (n, t, side) in enumerate(items))
         body = ("unset arrow\nunset label\nset title '%s'\nset xlabel '%s'\nset ylabel '%s'\nset logscale xy\nset grid\n"
-                "set key left top\nset format x '%%.0s%%c'\n%s\nplot %s\n" % (title, xlabel, ylabel, extra, plots))
-        return ("set terminal svg size 900,600 dynamic font 'Sans,12'\nset output '%s.svg'\n%s"
-                "set terminal pngcairo size 900,600 font 'Sans,11'\nset output '%s.png'\nreplot\n" % (out, body, out))
+                "set key outside right top\nset format x '%%.0s%%c'\nset format y '%%g'\n%s\nplot %s\n" % (title, xlabel, ylabel, extra, plots))
+        return ("set terminal svg size 1100,600 dynamic font 'Sans,12'\nset output '%s.svg'\n%s"
+                "set terminal pngcairo size 1100,600 font 'Sans,11'\nset output '%s.png'\nreplot\n" % (out, body, out))
 
     # crossover marks (first scan-side mixer vs each attention algorithm, per thread count)
     marks = []
     for t in sorted({t for (_, t) in fwd}):
-        scan = sorted(m for (m, tt) in fwd if tt == t and is_scan_side(m))  # mamba_block first (alphabetical)
+        # the Mamba block's crossover when it ran (the suite's reference SSM), else the first scan-side mixer's
+        scan = sorted((m for (m, tt) in fwd if tt == t and is_scan_side(m)), key=lambda m: (m != "mamba_block", m))
         for a in sorted({m for (m, tt) in fwd if tt == t and not is_scan_side(m)}):
             if scan:
                 x, _ = crossover(fwd[(scan[0], t)], fwd[(a, t)])
@@ -291,7 +301,7 @@ def main():
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             # other processes' load changes timings: recorded next to the JSON and quoted in the report
             with open(os.path.join(args.out, "load.json"), "w") as f:
-                json.dump({"before": before, "after": os.getloadavg()[0]}, f)
+                json.dump({"before": before, "after": os.getloadavg()[0], "command": command}, f)
             log.write(proc.stdout)
             sys.stderr.write(proc.stdout)
             if proc.returncode != 0:
@@ -303,6 +313,8 @@ def main():
         with open(load_path) as f:
             load = json.load(f)
     # the measurement's own date (Google Benchmark's context), not the time the report was made
+    if args.from_json and load and load.get("command"):  # the command that measured it, not the one redrawing it
+        command = load["command"]
     meta = {"mode": ctx.get("ssm_mode", m), "date": ctx.get("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), "cpu": cpu_model(),
             "command": command, "load": load}
     md = markdown(ctx, res, meta)
