@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <complex>
 #include <string>
 #include <vector>
@@ -471,6 +472,34 @@ TEST(SelectiveScanBackward, CpuBackwardRestartsFromChunkStatesOfTheirRecordedLen
     expect_grads_near(g, ref, c, 1e-12);
     bo.chunk_states.n_chunks = chunks - 1;  // does not cover l
     EXPECT_THROW(ssm::cpu::selective_scan_backward<double>(ps.p, gp, bo), ssm::Error);
+  }
+}
+
+// No channels (d = 0) through the CPU kernel itself (the op returns before it): complex A with variable B / C, whose
+// gradients are then all zero, on 1 and 2 threads (the complex backward once divided by its thread count, 0 here).
+TEST(SelectiveScanBackward, ComplexKernelWithNoChannelsWritesZeroGradients) {
+  ScanCase c;
+  c.b = 2, c.d = 0, c.l = 5, c.n = 3, c.complex = true;
+  const ScanData s = make_data(c);
+  ssm::Checker chk("test");
+  const ssm::scan_detail::PreparedScan ps = ssm::scan_detail::prepare(chk, s.inputs());
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(threads);
+    Tensor grad_out = Tensor::zeros(s.u.shape(), s.u.dtype());
+    Tensor grad_B = Tensor::empty(s.B.shape(), s.B.dtype()), grad_C = Tensor::empty(s.C.shape(), s.C.dtype());
+    std::memset(grad_B.data(), 0xff, grad_B.nbytes());  // NaN until written
+    std::memset(grad_C.data(), 0xff, grad_C.nbytes());
+    Tensor grad_A = Tensor::zeros(s.A.shape(), s.A.dtype()), grad_u = Tensor::zeros(s.u.shape(), s.u.dtype());
+    Tensor grad_delta = Tensor::zeros(s.delta.shape(), s.delta.dtype());
+    ssm::ScanGradParams gp;
+    gp.grad_out = grad_out.data();
+    gp.grad_u = grad_u.data(), gp.grad_delta = grad_delta.data(), gp.grad_A = grad_A.data();
+    gp.grad_B = grad_B.data(), gp.grad_C = grad_C.data();
+    ssm::cpu::ScanBackwardOptions bo;
+    bo.num_threads = threads;
+    ssm::cpu::selective_scan_backward<double>(ps.p, gp, bo);
+    for (const Tensor* t : {&grad_B, &grad_C})
+      for (double v : values(*t)) EXPECT_EQ(v, 0.0);
   }
 }
 

@@ -124,7 +124,7 @@ void backward_complex(const ScanParams& p, const ScanGradParams& gp, int num_thr
   const W cf = W(2);  // y = 2 Re(C . h)
 
   int threads = cpu_threads(num_threads, b * d * l * n);
-  threads = static_cast<int>(std::min<index_t>(threads, d));
+  threads = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, d)));  // d = 0: one idle worker
   std::vector<ChannelScratch<S, W>> scratch(sz(threads));
 
   // Variable B and C once in time-major layout (b, g, l, n), shared by every channel of a group.
