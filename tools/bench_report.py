@@ -226,22 +226,24 @@ def plot(folder, res, gnuplot):
             name = "%s_%s_t%d_%s.dat" % (prefix, m, t, key)
             write_dat(os.path.join(folder, name), pts, key)
             if os.path.getsize(os.path.join(folder, name)) > 0:
-                items.append((name, "%s, %d thr" % (m.replace("_", " "), t), is_scan_side(m)))
+                items.append((name, "%s, %d thr" % (m.replace("_", " "), t), m))
         return items
 
-    # A colour and point type per curve (gnuplot's default cycle repeats after 8, so two curves of 13 shared a
-    # colour); attention's curves dashed.
+    # A colour and point type per mixer, the same in every plot (gnuplot's default cycle repeats after 8, so two
+    # curves of 13 shared a colour); attention's curves dashed.
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
                "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896"]
+    order = sorted({m for (m, _) in list(fwd) + list(dec)}, key=lambda m: (not is_scan_side(m), m))
 
-    def style(i, scan_side):
-        return "lc rgb '%s' pt %d dt %d" % (palette[i % len(palette)], 4 + 2 * (i % 6), 1 if scan_side else 2)
+    def style(m):
+        i = order.index(m)
+        return "lc rgb '%s' pt %d dt %d" % (palette[i % len(palette)], 4 + 2 * (i % 6), 1 if is_scan_side(m) else 2)
 
     def script(out, title, xlabel, ylabel, items, extra=""):
         if not items:  # nothing measured for this plot (e.g. a filtered run)
             return ""
-        plots = ", ".join("'%s' using 1:2 with linespoints lw 2 %s title '%s'" % (n, style(i, side), t)
-                          for i, (n, t, side) in enumerate(items))
+        plots = ", ".join("'%s' using 1:2 with linespoints lw 2 %s title '%s'" % (n, style(mixer), t)
+                          for n, t, mixer in items)
         body = ("unset arrow\nunset label\nset title '%s'\nset xlabel '%s'\nset ylabel '%s'\nset logscale xy\nset grid\n"
                 "set key outside right top\nset format x '%%.0s%%c'\nset format y '%%g'\n%s\nplot %s\n" % (title, xlabel, ylabel, extra, plots))
         return ("set terminal svg size 1100,600 dynamic font 'Sans,12'\nset output '%s.svg'\n%s"
@@ -301,7 +303,7 @@ def main():
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             # other processes' load changes timings: recorded next to the JSON and quoted in the report
             with open(os.path.join(args.out, "load.json"), "w") as f:
-                json.dump({"before": before, "after": os.getloadavg()[0], "command": command}, f)
+                json.dump({"before": before, "after": os.getloadavg()[0], "command": command, "cpu": cpu_model()}, f)
             log.write(proc.stdout)
             sys.stderr.write(proc.stdout)
             if proc.returncode != 0:
@@ -313,9 +315,14 @@ def main():
         with open(load_path) as f:
             load = json.load(f)
     # the measurement's own date (Google Benchmark's context), not the time the report was made
-    if args.from_json and load and load.get("command"):  # the command that measured it, not the one redrawing it
-        command = load["command"]
-    meta = {"mode": ctx.get("ssm_mode", m), "date": ctx.get("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), "cpu": cpu_model(),
+    # Redrawn from a JSON: the command and machine that measured it (kept in load.json), not those redrawing it.
+    cpu = cpu_model()
+    if args.from_json:
+        recorded = load or {}
+        command = recorded.get("command") or "tools/bench_report.py --%s (its arguments not recorded)" % ctx.get(
+            "ssm_mode", m)
+        cpu = recorded.get("cpu") or "not recorded (redrawn on %s)" % cpu
+    meta = {"mode": ctx.get("ssm_mode", m), "date": ctx.get("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")), "cpu": cpu,
             "command": command, "load": load}
     md = markdown(ctx, res, meta)
     with open(os.path.join(args.out, "results.md"), "w") as f:
