@@ -280,33 +280,27 @@ void BM_ScanBackwardReference(benchmark::State& state) {
 /// state (1, heads, d, n), A / D / dt_bias / dt per head. Both with z, D, dt_bias and the softplus, as the blocks run.
 void BM_StateUpdate(benchmark::State& state) {
   const index_t h = state.range(0), d = state.range(1), n = state.range(2), rows = std::max<index_t>(h, 1);
-  std::mt19937 rng(5);
-  auto fill = [&](index_t count, float lo, float hi) {
-    std::uniform_real_distribution<float> u(lo, hi);
-    fvec v(static_cast<std::size_t>(count));
-    for (float& x : v) x = u(rng);
-    return v;
+  const bool heads = h > 0;
+  const index_t per = heads ? h : d;  // dt, D, dt_bias: per head or per channel
+  const ssm::Dims xs = heads ? ssm::Dims{1, h, d} : ssm::Dims{1, d};       // x, z, out
+  const ssm::Dims bc = heads ? ssm::Dims{1, 1, n} : ssm::Dims{1, n};       // B, C
+  std::mt19937_64 rng(5);
+  const auto uniform = [&](const ssm::Dims& shape, double lo, double hi) {
+    return conformance::uniform(rng, shape, ssm::DType::f32, lo, hi);
   };
-  const index_t per = h > 0 ? h : d;  // dt, D, dt_bias: per head or per channel
-  fvec st = fill(rows * d * n, -1, 1), x = fill(rows * d, -1, 1), z = fill(rows * d, -2, 2), out(x.size());
-  fvec dt = fill(per, -2, 1), A = fill(h > 0 ? h : d * n, -1.5f, -0.05f), B = fill(n, -1, 1), C = fill(n, -1, 1);
-  fvec D = fill(per, -1, 1), bias = fill(per, -1, 0.5f);
+  ssm::Tensor st = uniform(heads ? ssm::Dims{1, h, d, n} : ssm::Dims{1, d, n}, -1, 1);
+  const ssm::Tensor x = uniform(xs, -1, 1), z = uniform(xs, -2, 2), dt = uniform({1, per}, -2, 1);
+  const ssm::Tensor A = uniform(heads ? ssm::Dims{h} : ssm::Dims{d, n}, -1.5, -0.05);
+  const ssm::Tensor B = uniform(bc, -1, 1), C = uniform(bc, -1, 1), D = uniform({per}, -1, 1);
+  const ssm::Tensor bias = uniform({per}, -1, 0.5);
+  ssm::Tensor out = ssm::Tensor::empty(xs, ssm::DType::f32);
   ssm::SelectiveStateUpdateInputs in;
-  in.state = h > 0 ? ssm::TensorView::of(st.data(), {1, h, d, n}) : ssm::TensorView::of(st.data(), {1, d, n});
-  in.x = h > 0 ? ssm::TensorView::of(x.data(), {1, h, d}) : ssm::TensorView::of(x.data(), {1, d});
-  in.z = h > 0 ? ssm::TensorView::of(z.data(), {1, h, d}) : ssm::TensorView::of(z.data(), {1, d});
-  in.dt = ssm::TensorView::of(dt.data(), {1, per});
-  in.A = h > 0 ? ssm::TensorView::of(A.data(), {h}) : ssm::TensorView::of(A.data(), {d, n});
-  in.B = h > 0 ? ssm::TensorView::of(B.data(), {1, 1, n}) : ssm::TensorView::of(B.data(), {1, n});
-  in.C = h > 0 ? ssm::TensorView::of(C.data(), {1, 1, n}) : ssm::TensorView::of(C.data(), {1, n});
-  in.D = ssm::TensorView::of(D.data(), {per});
-  in.dt_bias = ssm::TensorView::of(bias.data(), {per});
+  in.state = st.view(), in.x = x.view(), in.z = z.view(), in.dt = dt.view(), in.A = A.view();
+  in.B = B.view(), in.C = C.view(), in.D = D.view(), in.dt_bias = bias.view();
   in.dt_softplus = true;
-  const ssm::TensorView o =
-      h > 0 ? ssm::TensorView::of(out.data(), {1, h, d}) : ssm::TensorView::of(out.data(), {1, d});
   const CpuClock cpu;
   for (auto _ : state) {
-    ssm::selective_state_update(in, o);
+    ssm::selective_state_update(in, out.view());
     benchmark::ClobberMemory();
   }
   set_counters(state, static_cast<double>(rows * d * n), 1, cpu);
