@@ -75,7 +75,7 @@ def ssd(x: Array, dt: Array, A: Array, B: Array, C: Array, D: Optional[Array] = 
 
     Returns out (x's shape), or (out, final_state) with ``return_final_state``.
     """
-    out, final, _ = _ext.ssd(
+    out, final, _, _ = _ext.ssd(
         x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit,
         initial_state=initial_state, cu_seqlens=cu_seqlens, return_final_state=return_final_state,
         chunk_size=chunk_size, head_dim=head_dim, path=path, threads=threads)

@@ -2,7 +2,8 @@
 // 1e-12 in f64 and 1e-5 in f32 at every chunk size (1, sizes that do not divide l, l itself, larger than l), the same
 // result on 1 and 2 threads, the CPU token loop (SsdPath::recurrent) within the same bounds, pieces with a carried
 // state equal one call, the reference backward equals central differences, the chunked backward equals the reference
-// backward (same chunk sizes; 1 and 2 threads bit for bit), and every error names its argument.
+// backward (same chunk sizes; 1 and 2 threads bit for bit), the backward from the forward's kept chunk states and y
+// equals the one that recomputes them bit for bit, and every error names its argument.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -305,6 +306,115 @@ TEST(Ssd, BackwardWithoutFinalGradAndWithHeadDim) {
   EXPECT_EQ(conformance::to_doubles(r3.grad_B), conformance::to_doubles(got.grad_B));
 }
 
+// ---- the backward from what the forward kept (SsdSaved) -------------------------------------------------------
+
+/// The chunked forward with save_for_backward (chunk size `chunk`, `threads` threads).
+ssm::SsdOutputs forward_saving(const SsdData& d, index_t chunk, int threads = 1) {
+  ssm::SsdOptions opt;
+  opt.chunk_size = chunk, opt.threads = threads, opt.save_for_backward = true, opt.return_final_state = true;
+  return ssm::ssd(d.inputs(), opt);
+}
+
+// The backward from the forward's chunk states and y equals the one that recomputes them bit for bit: the kept
+// states are the ones pass 1 and 2 recompute (one definition, passes.hpp) and y is formed by the same operations.
+// Every shape, f64, f32 and bf16, chunk sizes that do and do not divide l, 1 and 2 threads.
+TEST(Ssd, BackwardFromSavedEqualsRecomputed) {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+    for (const SsdCase& cs : shapes(dt)) {
+      const SsdData d = ssd_problem::make_data(cs);
+      const auto in_grads = incoming_grads(cs);
+      for (index_t chunk : {index_t{1}, index_t{16}, index_t{33}, index_t{256}})
+        for (int threads : {1, 2}) {
+          SCOPED_TRACE(cs.describe() + " chunk=" + std::to_string(chunk) + " threads=" + std::to_string(threads));
+          const ssm::SsdOutputs f = forward_saving(d, chunk, threads);
+          EXPECT_EQ(f.saved.chunk_size, std::min(chunk, cs.l));
+          EXPECT_EQ(f.saved.y.defined(), cs.has_z);
+          // keeping them changes nothing the forward returns
+          const SsdRun plain = run(d, ssm::SsdPath::chunked, chunk, threads);
+          EXPECT_EQ(conformance::to_doubles(f.out), conformance::to_doubles(plain.out));
+          EXPECT_EQ(conformance::to_doubles(f.final_state), conformance::to_doubles(plain.final_state));
+          ssm::SsdOptions opt;
+          opt.chunk_size = chunk, opt.threads = threads;
+          const BackwardRun kept{ssm::ssd_backward(d.inputs(), in_grads.first, in_grads.second.view(), opt, &f.saved)};
+          const BackwardRun again = run_backward(d, in_grads, ssm::SsdPath::chunked, chunk, threads);
+          const auto a = again.list(), k = kept.list();
+          for (std::size_t i = 0; i < a.size(); ++i) {
+            ASSERT_EQ(a[i].second->defined(), k[i].second->defined()) << "grad_" << a[i].first;
+            if (a[i].second->defined()) {
+              EXPECT_EQ(conformance::to_doubles(*k[i].second), conformance::to_doubles(*a[i].second))
+                  << "grad_" << a[i].first;
+            }
+          }
+        }
+    }
+}
+
+// What the forward keeps is what it says: chunk c's state is the state after the steps before it (the reference
+// token loop's final state over that prefix, from the same initial state), and y silu(z) is out.
+TEST(Ssd, SavedStatesAreTheStatesEnteringEachChunk) {
+  SsdCase cs;
+  cs.dtype = DType::f64, cs.b = 2, cs.l = 23, cs.h = 4, cs.p = 3, cs.g = 2, cs.n = 5, cs.has_D = cs.has_z = true;
+  cs.has_bias = cs.softplus = cs.has_init = true, cs.seed = 21;
+  const SsdData d = ssd_problem::make_data(cs);
+  const index_t chunk = 7, chunks = 4;  // per row: 7 + 7 + 7 + 2
+  const ssm::SsdOutputs f = forward_saving(d, chunk);
+  ASSERT_EQ(f.saved.chunk_states.shape().str(), "(8, 4, 3, 5)");
+  const std::vector<double> kept = conformance::to_doubles(f.saved.chunk_states);
+  const index_t state = cs.h * cs.p * cs.n;  // one row's (h, p, n)
+  for (index_t c = 0; c < chunks; ++c) {
+    const index_t t0 = c * chunk;  // the prefix [0, t0) of both rows
+    std::vector<double> want;
+    if (t0 == 0) {
+      want = conformance::to_doubles(d.initial_state);
+    } else {
+      auto prefix = [&](const ssm::TensorView& t) {
+        ssm::Dims shape = t.shape();
+        shape[1] = t0;
+        return ssm::TensorView(t.data(), t.dtype(), t.device(), shape, t.strides());
+      };
+      ssm::SsdInputs in = d.inputs();
+      in.x = prefix(in.x), in.dt = prefix(in.dt), in.B = prefix(in.B), in.C = prefix(in.C), in.z = prefix(*in.z);
+      ssm::SsdOptions opt;
+      opt.path = ssm::SsdPath::reference, opt.return_final_state = true;
+      want = conformance::to_doubles(ssm::ssd(in, opt).final_state);
+    }
+    for (index_t row = 0; row < cs.b; ++row)
+      for (index_t i = 0; i < state; ++i) {
+        const double got = kept[static_cast<std::size_t>((row * chunks + c) * state + i)];
+        const double w = want[static_cast<std::size_t>(row * state + i)];
+        EXPECT_NEAR(got, w, 1e-12 * std::max(1.0, std::abs(w))) << "row " << row << " chunk " << c << " element " << i;
+      }
+  }
+  const std::vector<double> y = conformance::to_doubles(f.saved.y), z = conformance::to_doubles(d.z),
+                            out = conformance::to_doubles(f.out);
+  for (std::size_t i = 0; i < y.size(); ++i)
+    EXPECT_NEAR(y[i] * z[i] / (1 + std::exp(-z[i])), out[i], 1e-13 * std::max(1.0, std::abs(out[i]))) << i;
+}
+
+// The backward reads what it is given: other chunk states or another y change the gradients they enter (so a
+// backward that silently recomputed would fail this).
+TEST(Ssd, BackwardReadsTheSavedStatesAndY) {
+  SsdCase cs;
+  cs.dtype = DType::f64, cs.b = 1, cs.l = 40, cs.h = 2, cs.p = 3, cs.n = 4, cs.has_z = cs.has_D = true, cs.seed = 22;
+  const SsdData d = ssd_problem::make_data(cs);
+  const auto in_grads = incoming_grads(cs);
+  ssm::SsdOptions opt;
+  opt.chunk_size = 8;
+  const ssm::SsdOutputs f = forward_saving(d, 8);
+  const ssm::SsdGrads base = ssm::ssd_backward(d.inputs(), in_grads.first, in_grads.second.view(), opt, &f.saved);
+  ssm::SsdSaved zero_states = f.saved;
+  zero_states.chunk_states = Tensor::zeros(f.saved.chunk_states.shape(), DType::f64);
+  const ssm::SsdGrads g1 = ssm::ssd_backward(d.inputs(), in_grads.first, in_grads.second.view(), opt, &zero_states);
+  EXPECT_GT(rel_error(g1.grad_C, base.grad_C), 1e-3);   // ḡC = diag(e) ḡy H_in + ...
+  EXPECT_GT(rel_error(g1.grad_A, base.grad_A), 1e-3);   // ḡa_c = ⟨ḡH, H_in⟩
+  EXPECT_EQ(conformance::to_doubles(g1.grad_z), conformance::to_doubles(base.grad_z));  // y was kept, not recomputed
+  ssm::SsdSaved zero_y = f.saved;
+  zero_y.y = Tensor::zeros(f.saved.y.shape(), DType::f64);
+  const ssm::SsdGrads g2 = ssm::ssd_backward(d.inputs(), in_grads.first, in_grads.second.view(), opt, &zero_y);
+  EXPECT_GT(rel_error(g2.grad_z, base.grad_z), 0.5);
+  EXPECT_EQ(conformance::to_doubles(g2.grad_x), conformance::to_doubles(base.grad_x));
+}
+
 // ---- errors ------------------------------------------------------------------------------------------------------
 
 void expect_error(const std::function<void()>& f, const std::string& fragment) {
@@ -414,6 +524,83 @@ TEST(Ssd, BackwardErrors) {
                "ssd_backward: argument 'chunk_size': must be > 0, got -1");
 }
 
+// A SsdSaved passed again is written in place where its tensors fit and nothing else owns them; one whose tensors
+// are shared (a copy kept elsewhere) or of another shape gets new ones, and the other owner's values stay.
+TEST(Ssd, SavedTensorsAreReusedOnlyWhenTheyFitAndAreNotShared) {
+  SsdCase cs;
+  cs.dtype = DType::f32, cs.l = 20, cs.h = 2, cs.p = 3, cs.n = 4, cs.has_z = true, cs.seed = 23;
+  const SsdData d = ssd_problem::make_data(cs);
+  ssm::SsdOptions opt;
+  opt.chunk_size = 8;
+  const Tensor out = Tensor::empty(d.x.shape(), DType::f32);
+  ssm::SsdSaved s;
+  ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &s);
+  const void* states = s.chunk_states.data();
+  const void* y = s.y.data();
+  ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &s);
+  EXPECT_EQ(s.chunk_states.data(), states);
+  EXPECT_EQ(s.y.data(), y);
+  const ssm::SsdSaved copy = s;  // now shared
+  const std::vector<double> before = conformance::to_doubles(copy.chunk_states);
+  SsdCase other = cs;
+  other.seed = 24;
+  const SsdData d2 = ssd_problem::make_data(other);
+  ssm::ssd_into(d2.inputs(), out, std::nullopt, opt, &s);
+  EXPECT_NE(s.chunk_states.data(), copy.chunk_states.data());
+  EXPECT_NE(s.y.data(), copy.y.data());
+  EXPECT_EQ(conformance::to_doubles(copy.chunk_states), before);
+  EXPECT_NE(conformance::to_doubles(s.chunk_states), before);
+  opt.chunk_size = 5;  // 4 chunks, not 3: another shape
+  ssm::ssd_into(d2.inputs(), out, std::nullopt, opt, &s);
+  EXPECT_EQ(s.chunk_states.shape().str(), "(4, 2, 3, 4)");
+  EXPECT_EQ(s.chunk_size, 5);
+}
+
+TEST(Ssd, SavedErrors) {
+  const SsdCase cs = error_case();
+  const SsdData d = ssd_problem::make_data(cs);
+  const auto in_grads = incoming_grads(cs);
+  ssm::SsdOptions opt;
+  opt.chunk_size = 4;
+  ssm::SsdSaved saved;
+  const Tensor out = Tensor::empty(d.x.shape(), DType::f32);
+  opt.path = ssm::SsdPath::reference;
+  expect_error([&] { ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &saved); },
+               "ssd: argument 'save': only the chunked path keeps chunk states; opt.path asks for the reference path");
+  opt.path = ssm::SsdPath::recurrent;
+  expect_error([&] { ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &saved); },
+               "opt.path asks for the recurrent path");
+  opt.path = ssm::SsdPath::automatic;
+  ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &saved);
+  EXPECT_EQ(saved.chunk_states.shape().str(), "(6, 4, 3, 5)");  // 2 rows of 4 + 4 + 1 steps
+  EXPECT_FALSE(saved.y.defined());                               // no z
+  opt.chunk_size = 3;
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, opt, &saved); },
+               "ssd_backward: argument 'saved': was kept by a forward in chunks of 4 steps, but this backward uses "
+               "chunks of 3");
+  opt.chunk_size = 4;
+  ssm::SsdSaved bad = saved;
+  bad.chunk_states = Tensor::zeros({6, 4, 3, 4}, DType::f32);
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, opt, &bad); },
+               "ssd_backward: argument 'saved.chunk_states': expected shape (6, 4, 3, 5), got (6, 4, 3, 4)");
+  bad.chunk_states = Tensor::zeros({6, 4, 3, 5}, DType::f64);
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, opt, &bad); },
+               "ssd_backward: argument 'saved.chunk_states': expected dtype f32");
+  bad.chunk_states = Tensor();
+  expect_error([&] { ssm::ssd_backward(d.inputs(), in_grads.first, opt, &bad); },
+               "ssd_backward: argument 'saved.chunk_states': ");
+  // kept without z, used with z: y is missing
+  const Tensor z = Tensor::zeros(d.x.shape(), DType::f32);
+  ssm::SsdInputs with_z = d.inputs();
+  with_z.z = z.view();
+  expect_error([&] { ssm::ssd_backward(with_z, in_grads.first, opt, &saved); },
+               "ssd_backward: argument 'saved.y': is empty, but the backward with z needs y before the gate");
+  bad = saved;
+  bad.y = Tensor::zeros({2, 9, 4, 2}, DType::f32);
+  expect_error([&] { ssm::ssd_backward(with_z, in_grads.first, opt, &bad); },
+               "ssd_backward: argument 'saved.y': expected shape (2, 9, 4, 3), got (2, 9, 4, 2)");
+}
+
 // A CUDA backend without an ssd entry: the op says so by name (a stand-in backend, as no GPU is needed to see it).
 TEST(Ssd, CudaNotImplementedYet) {
   static ssm::DeviceBackend fake;
@@ -429,6 +616,9 @@ TEST(Ssd, CudaNotImplementedYet) {
   const Tensor out = Tensor::zeros(d.x.shape(), DType::f32);
   expect_error([&] { ssm::ssd_into(in, on_cuda(out)); }, "ssd: not implemented on cuda yet");
   expect_error([&] { ssm::ssd_into(in, out); }, "argument 'out': is on cpu but 'x' is on cuda:0");
+  ssm::SsdSaved saved;
+  expect_error([&] { ssm::ssd_into(in, on_cuda(out), std::nullopt, {}, &saved); },
+               "ssd: argument 'save': keeping the chunk states for the backward runs on the CPU only");
   ssm::register_backend(ssm::DeviceType::cuda, previous);
 }
 

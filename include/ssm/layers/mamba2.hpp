@@ -437,7 +437,7 @@ class Mamba2Block {
                        grad_yn.data() + gi * gs, grad_y.data_as<T>() + gi * gs, gp.norm_weight.data() + gi * gs, rows,
                        gs, cfg_.norm_eps, di);
     // ---- SSD (ssm::ssd_backward: z's gate, D, dt_bias, softplus and the limit inside) ----
-    const SsdGrads sg = ssd_backward(s.ssd, grad_y.view(), ssd_options());
+    const SsdGrads sg = ssd_backward(s.ssd, grad_y.view(), ssd_options(), &s.ssd_saved);
     const T* grad_A = sg.grad_A.data_as<const T>();
     const T* A_values = A.data_as<const T>();
     for (index_t i = 0; i < h; ++i) gp.A_log[i] = grad_A[i] * A_values[i];  // A = −exp(A_log)
@@ -490,6 +490,7 @@ class Mamba2Block {
   struct Saved {
     Tensor zxbcdt, xBC, y_gated, y;  // (b, l, dp), (b, l, cd), (b, l, di) before and after the gated norm
     SsdInputs ssd;
+    SsdSaved ssd_saved;  // what the SSD forward kept for ssd_backward (its chunk states, y before silu(z))
   };
 
   void check_u(const Checker& c, const TensorView& u) const {
@@ -552,7 +553,8 @@ class Mamba2Block {
         last = Tensor::empty({b, h, hd, n}, dt, dev);
         final_state = last.view();
       }
-      ssd_into(fwd, y.view().reshape({b, l, h, hd}), final_state, ssd_options(nt));
+      ssd_into(fwd, y.view().reshape({b, l, h, hd}), final_state, ssd_options(nt),
+               saved != nullptr ? &saved->ssd_saved : nullptr);
       if (last.defined()) copy(*ssm_state, last);
     }
     if (saved != nullptr) {

@@ -58,6 +58,16 @@ struct SsdOptions {
   SsdPath path = SsdPath::automatic;
   int threads = 0;                    // CPU threads (0: by the amount of work)
   bool return_final_state = false;    // the allocating form: also the final state
+  bool save_for_backward = false;     // the allocating form: also SsdOutputs::saved (CPU, chunked path)
+};
+
+/// What a chunked CPU forward keeps so that ssd_backward need not compute it again: the state entering each chunk
+/// and y before the gate. With them the backward skips the chunk states, the state passing and (with z) the
+/// output, about a third of its work. Pass it to ssd_backward with the same inputs and chunk size.
+struct SsdSaved {
+  Tensor chunk_states;     // (chunks, h, p, n) param dtype: each sequence cut into chunk_size steps from its start
+  Tensor y;                // (b, l, h, p) param dtype: SSD + D x before silu(z); empty without z
+  index_t chunk_size = 0;  // the chunk size the forward ran with (a chunk longer than l counts as l)
 };
 
 /// The backward's gradients (ssd_backward): each has the shape and dtype of its input (grad_x, grad_z (b, l, h, p)
@@ -70,6 +80,7 @@ struct SsdGrads {
 struct SsdOutputs {
   Tensor out;          // x's shape and dtype
   Tensor final_state;  // (rows, h, p, n) param dtype, when asked for
+  SsdSaved saved;      // with SsdOptions::save_for_backward
   std::string path;    // "cpu-chunked", "cpu-recurrent", "reference" or "cuda"
 };
 
@@ -181,16 +192,64 @@ inline SsdParams check_ssd(const Checker& c, const SsdInputs& in, const TensorVi
   return p;
 }
 
+/// t, unless it already has this shape, dtype and device and nothing else owns its storage (then it is overwritten):
+/// a training loop that passes the same SsdSaved every step does not fault in fresh pages each time (at the Mamba-2
+/// shape, l = 2048, 25 MB: a third of the forward's time on a 2-core EPYC VM, bench_ssd).
+inline void reuse_or_allocate(Tensor& t, const Dims& shape, DType dtype, Device device) {
+  if (t.defined() && t.use_count() == 1 && t.shape() == shape && t.dtype() == dtype &&
+      t.device() == device && t.view().is_contiguous())
+    return;
+  t = Tensor::empty(shape, dtype, device);
+}
+
+/// Checks what a forward kept (SsdSaved) against the backward's argument block p and points gp at it.
+inline void check_saved(const Checker& c, const SsdSaved& s, const SsdParams& p, const Device& device,
+                        SsdGradParams& gp) {
+  c.require(!device.is_cuda(), "saved",
+            "the CUDA backward recomputes the chunk states; pass no SsdSaved for tensors on ", device.str());
+  c.require(s.chunk_size == p.chunk_size, "saved",
+            "was kept by a forward in chunks of ", s.chunk_size, " steps, but this backward uses chunks of ",
+            p.chunk_size, " (SsdOptions::chunk_size, at most l); run both with the same chunk size");
+  c.defined("saved.chunk_states", s.chunk_states).dtype("saved.chunk_states", s.chunk_states, p.param_dtype);
+  c.shape("saved.chunk_states", s.chunk_states, {p.chunk_count(), p.nheads, p.headdim, p.dstate});
+  c.contiguous("saved.chunk_states", s.chunk_states).device("saved.chunk_states", s.chunk_states, device);
+  gp.saved_states = s.chunk_states.data();
+  if (!p.z) return;  // y is read only for z's gradient
+  c.require(s.y.defined(), "saved.y",
+            "is empty, but the backward with z needs y before the gate (keep it with a forward given the same z)");
+  c.dtype("saved.y", s.y, p.param_dtype).shape("saved.y", s.y, {p.batch, p.seqlen, p.nheads, p.headdim});
+  c.contiguous("saved.y", s.y).device("saved.y", s.y, device);
+  gp.saved_y = s.y.data();
+}
+
 }  // namespace detail
 
-/// The SSD forward into `out` (x's shape and dtype) and, when given, `final_state` ((rows, h, p, n), param dtype).
+/// The SSD forward into `out` (x's shape and dtype) and, when given, `final_state` ((rows, h, p, n), param dtype);
+/// with `save`, also what the backward can reuse (SsdSaved; the chunked CPU path only). save's tensors are written
+/// in place where they already fit and nothing else owns them, else allocated.
 /// Returns the path that ran.
 inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
-                            const std::optional<TensorView>& final_state = std::nullopt, const SsdOptions& opt = {}) {
+                            const std::optional<TensorView>& final_state = std::nullopt, const SsdOptions& opt = {},
+                            SsdSaved* save = nullptr) {
   Checker c("ssd");
   std::vector<std::int64_t> cu;
   Device device;
-  const SsdParams p = detail::check_ssd(c, in, out, final_state, opt, cu, device);
+  SsdParams p = detail::check_ssd(c, in, out, final_state, opt, cu, device);
+  if (save != nullptr) {
+    c.require(device.is_cpu(), "save",
+              "keeping the chunk states for the backward runs on the CPU only (the CUDA backward recomputes them); "
+              "x is on ", device.str());
+    c.require(opt.path == SsdPath::automatic || opt.path == SsdPath::chunked, "save",
+              "only the chunked path keeps chunk states; opt.path asks for the ",
+              opt.path == SsdPath::reference ? "reference" : "recurrent", " path");
+    save->chunk_size = p.chunk_size;
+    detail::reuse_or_allocate(save->chunk_states, {p.chunk_count(), p.nheads, p.headdim, p.dstate}, p.param_dtype,
+                              device);
+    if (p.z) detail::reuse_or_allocate(save->y, {p.batch, p.seqlen, p.nheads, p.headdim}, p.param_dtype, device);
+    else save->y = Tensor();
+    p.chunk_states = save->chunk_states.data();
+    p.y = p.z ? save->y.data() : nullptr;
+  }
   if (device.is_cuda()) {
     backend_entry(c.op(), device, &DeviceBackend::ssd_forward)(p, nullptr);
     return "cuda";
@@ -220,7 +279,7 @@ inline SsdOutputs ssd(const SsdInputs& in, const SsdOptions& opt = {}) {
     r.final_state = Tensor::empty({std::max<index_t>(rows, 0), h, hd, n}, compute_dtype(in.x.dtype()), in.x.device());
     fs = r.final_state.view();
   }
-  r.path = ssd_into(in, r.out, fs, opt);
+  r.path = ssd_into(in, r.out, fs, opt, opt.save_for_backward ? &r.saved : nullptr);
   return r;
 }
 
@@ -229,9 +288,12 @@ inline SsdOutputs ssd(const SsdInputs& in, const SsdOptions& opt = {}) {
 /// (reference::ssd_backward); automatic and chunked the chunked CPU backward (cpu/ssd/backward.hpp: opt.chunk_size,
 /// opt.threads). The token loop in the compute type (SsdPath::recurrent) has no backward: an ssm::Error says so.
 /// CUDA tensors: the backend's ssd_backward entry (f32, f16, bf16 inputs; opt.path is ignored, as in the forward).
-/// Gradients of shared inputs (A, D, dt_bias; B and C over a group's heads) are sums over what reads them.
+/// Gradients of shared inputs (A, D, dt_bias; B and C over a group's heads) are sums over what reads them. `saved`:
+/// what the forward kept over these same inputs (SsdSaved), read by the chunked path instead of recomputed (the
+/// reference path ignores it).
 inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
-                             std::optional<TensorView> grad_final_state = std::nullopt, const SsdOptions& opt = {}) {
+                             std::optional<TensorView> grad_final_state = std::nullopt, const SsdOptions& opt = {},
+                             const SsdSaved* saved = nullptr) {
   Checker c("ssd_backward");
   std::vector<std::int64_t> cu;
   Device device;
@@ -249,6 +311,7 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
   }
   c.require(device.is_cuda() || opt.path != SsdPath::recurrent, "path",
             "SsdPath::recurrent (the token loop in the compute type) has no backward; use chunked or reference");
+  if (saved != nullptr) detail::check_saved(c, *saved, p, device, gp);
   SsdGrads r;
   // Uninitialized: every path writes every element (cu_seqlens cover all of l).
   const auto like = [&](const TensorView& t) { return Tensor::empty(t.shape(), t.dtype(), device); };
@@ -273,8 +336,9 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
 }
 
 /// ssd_backward without a grad_final_state.
-inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out, const SsdOptions& opt) {
-  return ssd_backward(in, grad_out, std::nullopt, opt);
+inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out, const SsdOptions& opt,
+                             const SsdSaved* saved = nullptr) {
+  return ssd_backward(in, grad_out, std::nullopt, opt, saved);
 }
 
 }  // namespace ssm

@@ -105,14 +105,22 @@ void ssd_forward_reference(const Case& c, const Views& in, const Views& out) {
   ssm::reference::ssd_forward(ssm::detail::check_ssd(chk, ssd_inputs(c, in), out[0], out[1], opt, cu, device));
 }
 
-/// The backward through the op: its allocating form, the gradients adopted (compared, not guarded).
+/// The backward through the op: its allocating form, the gradients adopted (compared, not guarded). On the CPU's
+/// chunked path it reads what a forward kept (SsdSaved), as training does (tests/ssd: equal to recomputing them).
 void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   ssm::SsdOptions opt;
   opt.chunk_size = of(c).chunk;
   opt.path = cfg.path == "reference" ? ssm::SsdPath::reference : ssm::SsdPath::chunked;
   opt.threads = recurrence_threads(of(c).threads, cfg);
-  ssm::SsdGrads r = ssm::ssd_backward(ssd_inputs(c, in), named(c, in, "grad_out"),
-                                      named(c, in, "grad_final_state"), opt);
+  const ssm::SsdInputs inputs = ssd_inputs(c, in);
+  ssm::SsdOutputs kept;
+  if (!cfg.device.is_cuda() && opt.path == ssm::SsdPath::chunked) {
+    ssm::SsdOptions fwd = opt;
+    fwd.save_for_backward = true;
+    kept = ssm::ssd(inputs, fwd);
+  }
+  ssm::SsdGrads r = ssm::ssd_backward(inputs, named(c, in, "grad_out"), named(c, in, "grad_final_state"), opt,
+                                      kept.saved.chunk_states.defined() ? &kept.saved : nullptr);
   EXPECT_EQ(r.path, cfg.device.is_cuda() ? "cuda" : cfg.path == "reference" ? "reference" : "cpu-chunked");
   for (std::size_t i = 0; i < c.grads.size(); ++i) {
     const std::string& n = c.grads[i].name;

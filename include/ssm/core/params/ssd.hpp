@@ -52,6 +52,10 @@ struct SsdParams {
   void* out = nullptr;  // (b, l, h, p) input dtype
   std::int64_t out_batch_stride = 0, out_seq_stride = 0, out_head_stride = 0;
   void* final_state = nullptr;  // (rows, h, p, n) param dtype, contiguous; or null
+  // What the chunked forward keeps for its backward (SsdGradParams::saved_*), when set: the state entering each chunk
+  // (chunk_count(), h, p, n) and y before the gate (b, l, h, p) (with z), both param dtype, contiguous.
+  void* chunk_states = nullptr;
+  void* y = nullptr;
 
   DType input_dtype = DType::f32;  // x, B, C, z, out: f32 | f64 | f16 | bf16
   DType param_dtype = DType::f32;  // dt, A, D, dt_bias, states: f64 for f64 inputs, else f32
@@ -61,6 +65,12 @@ struct SsdParams {
   std::int64_t seq_row(std::int64_t s) const { return cu_seqlens ? 0 : s; }
   std::int64_t seq_begin(std::int64_t s) const { return cu_seqlens ? cu_seqlens[s] : 0; }
   std::int64_t seq_end(std::int64_t s) const { return cu_seqlens ? cu_seqlens[s + 1] : seqlen; }
+  /// The chunks of the chunked paths: each sequence cut into chunk_size steps from its own start, the last ragged.
+  std::int64_t chunk_count() const {
+    std::int64_t count = 0;
+    for (std::int64_t s = 0; s < rows(); ++s) count += (seq_end(s) - seq_begin(s) + chunk_size - 1) / chunk_size;
+    return count;
+  }
 };
 
 /// The gradients of the SSD forward (the backward of a loss through out and the final state). Every pointer is a
@@ -70,6 +80,9 @@ struct SsdParams {
 struct SsdGradParams {
   const void* grad_out = nullptr;
   const void* grad_final_state = nullptr;
+  // The forward's SsdParams::chunk_states and y (same chunk_size, same inputs), read instead of recomputed; or null.
+  const void* saved_states = nullptr;
+  const void* saved_y = nullptr;
   void *grad_x = nullptr, *grad_dt = nullptr, *grad_A = nullptr, *grad_B = nullptr, *grad_C = nullptr;
   void *grad_D = nullptr, *grad_z = nullptr, *grad_dt_bias = nullptr, *grad_initial_state = nullptr;
 };

@@ -4,6 +4,7 @@
 // then the epilogue of the whole output: y = Y_diag + Y_off + D x, out = y silu(z).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -19,23 +20,30 @@ void chunk_output(const double* cs, const Matrix<T>& Cm, Eigen::Map<const Matrix
   for (std::int64_t t = 0; t < Y.rows(); ++t) Y.row(t) *= static_cast<T>(std::exp(cs[t]));
 }
 
-/// out rows of one head and chunk = (Y + D x) silu(z), converted to the input type In.
-template <class In, class T>
-void store_output(const SsdParams& p, const Chunk& ch, std::int64_t head, const Matrix<T>& X, Matrix<T>& Y,
-                  std::vector<T>& zrow) {
-  const std::int64_t hd = p.headdim;
+/// Y (len, p) += D x (X (len, p)): what makes Y_diag + Y_off the whole y before the gate.
+template <class T>
+void add_skip(const SsdParams& p, std::int64_t head, const Matrix<T>& X, Matrix<T>& Y) {
   const T* D = static_cast<const T*>(p.D);
+  if (!D) return;
+  const std::int64_t hd = p.headdim;
+  for (std::int64_t t = 0; t < Y.rows(); ++t) {
+    if (p.D_per_channel)
+      Y.row(t).array() += Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(D + head * hd, hd) * X.row(t).array();
+    else
+      Y.row(t) += D[head] * X.row(t);
+  }
+}
+
+/// out rows of one head and chunk = Y silu(z) (Y the whole y, add_skip), converted to the input type In; Y's rows
+/// also into p.y (contiguous (b, l, h, p)) where the forward keeps them for its backward.
+template <class In, class T>
+void store_output(const SsdParams& p, const Chunk& ch, std::int64_t head, Matrix<T>& Y, std::vector<T>& zrow) {
+  const std::int64_t hd = p.headdim;
   zrow.resize(static_cast<std::size_t>(hd));
   for (std::int64_t t = 0; t < ch.len; ++t) {
     const std::int64_t tt = ch.t0 + t;
     T* y = Y.row(t).data();
-    const T* x = X.row(t).data();
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> yv(y, hd);
-    const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xv(x, hd);
-    if (D) {
-      if (p.D_per_channel) yv += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(D + head * hd, hd) * xv;
-      else yv += D[head] * xv;
-    }
+    if (p.y) std::copy(y, y + hd, static_cast<T*>(p.y) + ((ch.row * p.seqlen + tt) * p.nheads + head) * hd);
     if (p.z) {
       load_row(static_cast<const In*>(p.z) + ch.row * p.z_batch_stride + tt * p.z_seq_stride + head * p.z_head_stride,
                hd, zrow.data());

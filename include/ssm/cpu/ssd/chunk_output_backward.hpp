@@ -1,10 +1,12 @@
 // The backward of SSD stage 4 and of the epilogue (chunk_output.hpp; docs/math.md §8.4). For one head and chunk, with
 // ḡ the incoming gradient of out, e_t = exp(cs_t) and Y_off = diag(e) C H_inᵀ:
 //   epilogue:  ḡy = ḡ ⊙ silu(z),  ḡz = ḡ ⊙ y ⊙ silu'(z),  ḡD += Σ_t ḡy_t ⊙ x_t,  ḡx = D ⊙ ḡy (the rest comes later);
-//   stage 4:   ḡH_in += (diag(e) ḡy)ᵀ C,  ḡC += diag(e) ḡy H_in (summed over a group's heads in one GEMM),  ḡcs_t += ⟨ḡy_t, Y_off,t⟩ (from d e_t / d cs_t = e_t).
+//   stage 4:   ḡH_in += (diag(e) ḡy)ᵀ C,  ḡC += diag(e) ḡy H_in,  ḡcs_t += ⟨ḡy_t, Y_off,t⟩ = ⟨C_t, (diag(e) ḡy H_in)_t⟩
+//              (from d e_t / d cs_t = e_t; the second form needs no Y_off: only ḡz reads y).
 // The state's part (ḡH_in) is what the reverse state passing (state_passing_backward.hpp) starts from.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -44,25 +46,37 @@ void chunk_output_state_grad(const double* cs, const Matrix<T>& Cm, const Matrix
   E.noalias() = Ge.transpose() * Cm;
 }
 
-/// Stage 4's backward for one head: Ge (len, p) = diag(e) gY, a block of the group's (len, heads p) matrix, whose
-/// product with the heads' stacked entering states (heads p, n) the caller adds to gC once per group (one GEMM with
-/// a depth of heads p rather than one of depth p per head); dcs_t += ⟨gY_t, Yoff_t⟩ (Yoff = diag(e) C H_inᵀ, from
-/// chunk_output).
+/// Stage 4's backward for one head: Ge (len, p) = diag(e) gY and gCh (len, n) = Ge H_in, gC (len, n) += gCh, and
+/// dcs_t += ⟨C_t, gCh_t⟩, which is ⟨gY_t, Yoff_t⟩ (Yoff = diag(e) C H_inᵀ) without forming Yoff. Ge and gCh are
+/// workspaces.
 template <class T>
-void chunk_output_backward(const double* cs, const Matrix<T>& Yoff, const Matrix<T>& gY,
-                           Eigen::Ref<Matrix<T>, 0, Eigen::OuterStride<>> Ge, double* dcs) {
-  for (std::int64_t t = 0; t < gY.rows(); ++t) {
-    Ge.row(t) = gY.row(t) * static_cast<T>(std::exp(cs[t]));
-    dcs[t] += static_cast<double>(gY.row(t).dot(Yoff.row(t)));
+void chunk_output_backward(const double* cs, const Matrix<T>& Cm, Eigen::Map<const Matrix<T>> H_in,
+                           const Matrix<T>& gY, Matrix<T>& Ge, Matrix<T>& gCh, Matrix<T>& gC, double* dcs) {
+  Ge.resize(gY.rows(), gY.cols());
+  for (std::int64_t t = 0; t < gY.rows(); ++t) Ge.row(t) = gY.row(t) * static_cast<T>(std::exp(cs[t]));
+  gCh.noalias() = Ge * H_in;
+  gC += gCh;
+  for (std::int64_t t = 0; t < gY.rows(); ++t) dcs[t] += static_cast<double>(Cm.row(t).dot(gCh.row(t)));
+}
+
+/// y (len, p) of one head and chunk before the gate, from where the forward kept it (g.saved_y, contiguous
+/// (b, l, h, p) in the compute type).
+template <class T>
+void load_saved_y(const SsdParams& p, const SsdGradParams& g, const Chunk& ch, std::int64_t head, Matrix<T>& Y) {
+  const std::int64_t hd = p.headdim;
+  Y.resize(ch.len, hd);
+  for (std::int64_t t = 0; t < ch.len; ++t) {
+    const T* y = static_cast<const T*>(g.saved_y) + ((ch.row * p.seqlen + ch.t0 + t) * p.nheads + head) * hd;
+    std::copy(y, y + hd, Y.row(t).data());
   }
 }
 
-/// The epilogue's backward for one head and chunk. Y (len, p) holds Y_diag + Y_off (read only with z); gX (len, p)
+/// The epilogue's backward for one head and chunk. Y (len, p) holds y = Y_diag + Y_off + D x (read only with z); gX (len, p)
 /// is set to D ⊙ gY (or zero); gD (p) accumulates Σ_t gY_t ⊙ x_t (per channel; the caller sums it for D per head);
 /// grad_z rows (contiguous (b, l, h, p)) are stored when asked.
 template <class In, class T>
 void epilogue_backward(const SsdParams& p, const SsdGradParams& g, const Chunk& ch, std::int64_t head,
-                       const Matrix<T>& X, Matrix<T>& Y, const Matrix<T>& Gout, const Matrix<T>& Z, const Matrix<T>& gY,
+                       const Matrix<T>& X, const Matrix<T>& Y, const Matrix<T>& Gout, const Matrix<T>& Z, const Matrix<T>& gY,
                        Matrix<T>& gX, double* gD, std::vector<T>& row) {
   const std::int64_t hd = p.headdim;
   const T* D = static_cast<const T*>(p.D);
@@ -75,10 +89,8 @@ void epilogue_backward(const SsdParams& p, const SsdGradParams& g, const Chunk& 
       if (p.D_per_channel) {
         const Arr d(D + head * hd, hd);
         gX.row(t).array() = d.transpose() * gY.row(t).array();
-        if (p.z) Y.row(t).array() += d.transpose() * X.row(t).array();  // y = Y_diag + Y_off + D x
       } else {
         gX.row(t) = D[head] * gY.row(t);
-        if (p.z) Y.row(t) += D[head] * X.row(t);
       }
       for (std::int64_t i = 0; i < hd; ++i) gD[i] += static_cast<double>(gY(t, i)) * static_cast<double>(X(t, i));
     }

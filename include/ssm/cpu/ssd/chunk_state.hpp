@@ -11,6 +11,12 @@
 
 namespace ssm::cpu::ssd {
 
+/// The chunk's total decay exp(cs_last), cs (len) its segment sums.
+template <class T>
+T chunk_decay(const double* cs, std::int64_t len) {
+  return static_cast<T>(std::exp(cs[len - 1]));
+}
+
 /// S (p, n) of one head and chunk (X (len, p), Bm (len, n)); Xw (len, p) a workspace. Returns exp(cs_last).
 template <class T>
 T chunk_state(const double* cs, const T* Delta, const Matrix<T>& X, const Matrix<T>& Bm,
@@ -22,7 +28,7 @@ T chunk_state(const double* cs, const T* Delta, const Matrix<T>& X, const Matrix
     Xw.row(t) = X.row(t) * static_cast<T>(std::exp(last - cs[t]) *
                                           static_cast<double>(Delta[t]));
   S.noalias() = Xw.transpose() * Bm;
-  return static_cast<T>(std::exp(last));
+  return chunk_decay<T>(cs, len);
 }
 
 }  // namespace ssm::cpu::ssd

@@ -5,8 +5,10 @@
 //   pass 3, over (sequence, group, chunk): stages 1 and 4 and the epilogue, each head's output rows.
 // C Bᵀ is formed once per (group, chunk) and B, C converted once per (group, chunk), shared by the group's heads.
 // The gate (the value scale and log decay per step) is a Gate object (gate.hpp): SSD's from dt and A, or another op's.
-// Workspace: the chunk states, (chunks, h, p, n) in the compute type, kept between calls (passes.hpp). Results depend on the thread count not at all
-// (each output element is computed by one task in a fixed order) and on the chunk size by rounding only.
+// Workspace: the chunk states, (chunks, h, p, n) in the compute type, kept between calls (passes.hpp), or the caller's
+// p.chunk_states, which then hold the states entering the chunks (and p.y the output before the gate) for the
+// backward. Results depend on the thread count not at all (each output element is computed by one task in a fixed
+// order) and on the chunk size by rounding only.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +68,8 @@ void forward_chunked(const SsdParams& p, const Gate& gate, int threads) {
       load_head<In, T>(p, ch, head, X);
       chunk_output(cs, Cm, Eigen::Map<const Matrix<T>>(buf.state_at(ch.index, head), hd, n), Y);
       chunk_local(G, cs, scale, X, M, Xd, Y);
-      store_output<In, T>(p, ch, head, X, Y, zrow);
+      add_skip(p, head, X, Y);
+      store_output<In, T>(p, ch, head, Y, zrow);
     }
   });
 }

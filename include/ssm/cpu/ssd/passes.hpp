@@ -18,6 +18,8 @@ namespace ssm::cpu::ssd {
 /// The passes' per-(chunk, head) data: the chunk states (chunks, h, p, n), the value scale and the segment sums
 /// (chunks, h, Q) in kept workspaces (chunks.hpp), left uninitialized (pass 1 writes every element before it is
 /// read; zeroing the states cost 4% of a forward at the Mamba-2 shape, perf), and each chunk's decay (chunks, h).
+/// The states are the caller's p.chunk_states where it keeps them (the forward's output for its backward), and none
+/// for a backward given them (`states` false).
 template <class T>
 struct ChunkBuffers {
   std::int64_t h, state_size, Q;
@@ -26,9 +28,11 @@ struct ChunkBuffers {
   double* cs;
   std::vector<T> decay;
 
-  ChunkBuffers(const SsdParams& p, std::int64_t n_chunks)
+  ChunkBuffers(const SsdParams& p, std::int64_t n_chunks, bool with_states = true)
       : h(p.nheads), state_size(p.headdim * p.dstate), Q(p.chunk_size),
-        states(workspace<T>(0, n_chunks * p.nheads * p.headdim * p.dstate)),
+        states(!with_states      ? nullptr
+               : p.chunk_states ? static_cast<T*>(p.chunk_states)
+                                : workspace<T>(0, n_chunks * p.nheads * p.headdim * p.dstate)),
         scale(workspace<T>(1, n_chunks * p.nheads * p.chunk_size)),
         cs(workspace<double>(3, n_chunks * p.nheads * p.chunk_size)),
         decay(static_cast<std::size_t>(n_chunks * p.nheads)) {}
@@ -39,11 +43,12 @@ struct ChunkBuffers {
 };
 
 /// Pass 1 (stage 2), over (sequence, group, chunk): B and C of the group loaded once; for each of its heads, the
-/// gate's scale and log decay (gate.hpp), their segment sums, the zero-start chunk state S_c and the chunk's decay;
-/// then per_head(chunk, head, Cm) for what else a caller computes from the same chunk (the backward's E_c).
+/// gate's scale and log decay (gate.hpp), their segment sums, the zero-start chunk state S_c (unless `states` is
+/// false: a backward given the forward's entering states) and the chunk's decay; then per_head(chunk, head, Cm) for
+/// what else a caller computes from the same chunk (the backward's E_c).
 template <class In, class T, class Gate, class PerHead>
 void chunk_states_pass(const SsdParams& p, const Gate& gate, const ChunkList& list, ChunkBuffers<T>& buf, int threads,
-                       PerHead&& per_head) {
+                       PerHead&& per_head, bool states = true) {
   const std::int64_t h = p.nheads, hd = p.headdim, n = p.dstate, g = p.ngroups, hpg = h / g;
   const std::int64_t n_chunks = static_cast<std::int64_t>(list.chunks.size());
   parallel_for(n_chunks * g, threads, [&](std::int64_t task) {
@@ -54,11 +59,15 @@ void chunk_states_pass(const SsdParams& p, const Gate& gate, const ChunkList& li
     for (std::int64_t head = gi * hpg; head < (gi + 1) * hpg; ++head) {
       T* scale = buf.scale_at(ch.index, head);
       double* cs = buf.cs_at(ch.index, head);
-      load_head<In, T>(p, ch, head, X);
       gate.steps(ch, head, scale, cs);
       segment_sums(cs, ch.len);
-      buf.decay[static_cast<std::size_t>(ch.index * h + head)] =
-          chunk_state(cs, scale, X, Bm, Xw, Eigen::Map<Matrix<T>>(buf.state_at(ch.index, head), hd, n));
+      T& decay = buf.decay[static_cast<std::size_t>(ch.index * h + head)];
+      if (states) {
+        load_head<In, T>(p, ch, head, X);
+        decay = chunk_state(cs, scale, X, Bm, Xw, Eigen::Map<Matrix<T>>(buf.state_at(ch.index, head), hd, n));
+      } else {
+        decay = chunk_decay<T>(cs, ch.len);
+      }
       per_head(ch, head, Cm);
     }
   });

@@ -53,7 +53,8 @@ void forward_recurrent(const SsdParams& p, int threads) {
       Hm = decay * Hm + (Delta * X.row(0)).transpose() * bv;
       Y.row(0).noalias() = (Hm * cv.transpose()).transpose();
       const Chunk step{s, row, t, 1, 0, false};
-      store_output<In, T>(p, step, head, X, Y, zrow);
+      add_skip(p, head, X, Y);
+      store_output<In, T>(p, step, head, Y, zrow);
     }
     if (p.final_state) std::copy(H.begin(), H.end(), static_cast<T*>(p.final_state) + state_off);
   });
