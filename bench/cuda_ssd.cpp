@@ -63,7 +63,8 @@ void set_counters(benchmark::State& state, const ssd_problem::SsdCase& c, bool b
   const double updates = static_cast<double>(c.b * c.l * c.h * c.p * c.n);
   const auto rate = benchmark::Counter::kIsIterationInvariantRate;
   state.counters["updates_per_s"] = benchmark::Counter(updates, rate);
-  state.counters["flops_per_s"] = benchmark::Counter(ssd_bench::ssd_flops(c, kChunk, backward ? ssd_bench::SsdPass::backward : ssd_bench::SsdPass::forward), rate);
+  const auto pass = backward ? ssd_bench::SsdPass::backward : ssd_bench::SsdPass::forward;
+  state.counters["flops_per_s"] = benchmark::Counter(ssd_bench::ssd_flops(c, kChunk, pass), rate);
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
   const double peak = cuda_bench::peak_bandwidth();
   state.counters["fraction_of_peak"] = benchmark::Counter(peak > 0 ? bytes / peak : 0, rate);
