@@ -570,6 +570,9 @@ TEST(Ssd, SavedErrors) {
   opt.path = ssm::SsdPath::recurrent;
   expect_error([&] { ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &saved); },
                "opt.path asks for the recurrent path");
+  opt.save_for_backward = true;  // the allocating form names its option
+  expect_error([&] { ssm::ssd(d.inputs(), opt); }, "ssd: argument 'save_for_backward': only the chunked path");
+  opt.save_for_backward = false;
   opt.path = ssm::SsdPath::automatic;
   ssm::ssd_into(d.inputs(), out, std::nullopt, opt, &saved);
   EXPECT_EQ(saved.chunk_states.shape().str(), "(6, 4, 3, 5)");  // 2 rows of 4 + 4 + 1 steps

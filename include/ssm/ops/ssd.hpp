@@ -236,10 +236,11 @@ inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
   Device device;
   SsdParams p = detail::check_ssd(c, in, out, final_state, opt, cu, device);
   if (save != nullptr) {
-    c.require(device.is_cpu(), "save",
+    const char* save_arg = opt.save_for_backward ? "save_for_backward" : "save";  // ssd()'s option, or ssd_into's
+    c.require(device.is_cpu(), save_arg,
               "keeping the chunk states for the backward runs on the CPU only (the CUDA backward recomputes them); "
               "x is on ", device.str());
-    c.require(opt.path == SsdPath::automatic || opt.path == SsdPath::chunked, "save",
+    c.require(opt.path == SsdPath::automatic || opt.path == SsdPath::chunked, save_arg,
               "only the chunked path keeps chunk states; opt.path asks for the ",
               opt.path == SsdPath::reference ? "reference" : "recurrent", " path");
     save->chunk_size = p.chunk_size;
