@@ -1,6 +1,6 @@
 // Fused selective-scan backward kernel (Gu & Dao 2023, "Mamba", §3.3; docs/math.md §5.3): one block per
-// (channel, batch); chunks in reverse order; per chunk and state index the forward scan is recomputed from the
-// chunk-start state the forward kernel saved, and the gradient g_t = C_t dy_t + a_{t+1} g_{t+1} is a block
+// (channel, sequence: a batch row or a packed sequence); chunks in reverse order; per chunk and state index the
+// forward scan is recomputed from the chunk-start state the forward kernel saved, and the gradient g_t = C_t dy_t + a_{t+1} g_{t+1} is a block
 // scan over the reversed chunk (through shared memory) with a prefix callback carrying g across chunks.
 // Weight gradients are block-reduced then added atomically (batches and channels of a group share them).
 #pragma once
@@ -42,8 +42,9 @@ __device__ __forceinline__ void block_sum3(Red& red, int tid, float& x, float& y
 template <int kThreads>
 inline constexpr int kScanBwdMinBlocks = kScanFwdMinBlocks<kThreads>;
 
-/// Backward kernel. Grid (d, b), block kThreads; kThreads * kItems must equal the forward's chunk length.
-/// Packed variable-length batches (cu_seqlens) are not supported here (the launcher rejects them).
+/// Backward kernel. Grid (d, sequences), block kThreads; kThreads * kItems must equal the forward's chunk length.
+/// Sequences are the batch rows, or the packed sequences of cu_seqlens (device memory; b == 1): each block runs one
+/// sequence's steps [start, start + len) of its row, as the forward kernel does, so nothing crosses a boundary.
 template <class In, int kThreads, int kItems>
 __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
     selective_scan_bwd_kernel(ScanParams p, ScanDeviceGradParams gp) {
@@ -63,38 +64,51 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
 
   const int tid = static_cast<int>(threadIdx.x);
   const index_t channel = blockIdx.x;
-  const index_t batch = blockIdx.y;
-  const index_t len = p.seqlen;
+  const index_t seq = blockIdx.y;
+  index_t batch = seq, start = 0, len = p.seqlen;  // this sequence: batch row, first step, steps
+  if (p.cu_seqlens) {
+    batch = 0;
+    start = p.cu_seqlens[seq];
+    len = p.cu_seqlens[seq + 1] - start;
+  }
+  const index_t l = p.seqlen;  // the row length of the contiguous (b, d, l) and (b, g, n, l) buffers
   const index_t group = channel / (p.dim / p.n_groups);
-  const index_t row = batch * p.dim + channel;  // (b, d) row of the contiguous gradient buffers
+  const index_t row = batch * p.dim + channel;      // (b, d) row of the contiguous gradient buffers
+  const index_t state_row = seq * p.dim + channel;  // (sequences, d) row of the states and their gradients
 
-  const In* u = static_cast<const In*>(p.u) + batch * p.u_batch_stride + channel * p.u_d_stride;  // (l)
-  const In* delta = static_cast<const In*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_d_stride;
-  const In* z = p.z ? static_cast<const In*>(p.z) + batch * p.z_batch_stride + channel * p.z_d_stride : nullptr;
-  const In* grad_out = static_cast<const In*>(gp.grad_out) + row * len;  // (l)
-  In* grad_u = static_cast<In*>(gp.grad_u) + row * len;                  // (l)
-  In* grad_delta = static_cast<In*>(gp.grad_delta) + row * len;          // (l)
-  In* grad_z = z ? static_cast<In*>(gp.grad_z) + row * len : nullptr;    // (l)
+  // Operands have unit stride along l (the launcher checks it); every pointer starts at the sequence's first step.
+  const In* u = static_cast<const In*>(p.u) + batch * p.u_batch_stride + channel * p.u_d_stride + start;  // (len)
+  const In* delta =
+      static_cast<const In*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_d_stride + start;
+  const In* z =
+      p.z ? static_cast<const In*>(p.z) + batch * p.z_batch_stride + channel * p.z_d_stride + start : nullptr;
+  const In* grad_out = static_cast<const In*>(gp.grad_out) + row * l + start;  // (len)
+  In* grad_u = static_cast<In*>(gp.grad_u) + row * l + start;                  // (len)
+  In* grad_delta = static_cast<In*>(gp.grad_delta) + row * l + start;          // (len)
+  In* grad_z = z ? static_cast<In*>(gp.grad_z) + row * l + start : nullptr;    // (len)
   const float* A = static_cast<const float*>(p.A) + channel * p.A_d_stride;  // (n)
-  const In* B_var = p.variable_B ? static_cast<const In*>(p.B) + batch * p.B_batch_stride + group * p.B_group_stride
-                                 : nullptr;  // (n, l)
+  const In* B_var = p.variable_B
+                        ? static_cast<const In*>(p.B) + batch * p.B_batch_stride + group * p.B_group_stride + start
+                        : nullptr;  // (n, len) with row stride B_n_stride
   const float* B_fix = p.variable_B ? nullptr : static_cast<const float*>(p.B) + channel * p.B_group_stride;
-  const In* C_var = p.variable_C ? static_cast<const In*>(p.C) + batch * p.C_batch_stride + group * p.C_group_stride
-                                 : nullptr;  // (n, l)
+  const In* C_var = p.variable_C
+                        ? static_cast<const In*>(p.C) + batch * p.C_batch_stride + group * p.C_group_stride + start
+                        : nullptr;  // (n, len) with row stride C_n_stride
   const float* C_fix = p.variable_C ? nullptr : static_cast<const float*>(p.C) + channel * p.C_group_stride;
-  // Contiguous f32 gradients of B and C: variable (b, g, n, l), fixed (d, n).
-  float* grad_B_var = p.variable_B ? gp.grad_B + (batch * p.n_groups + group) * p.dstate * len : nullptr;
+  // Contiguous f32 gradients of B and C: variable (b, g, n, l) from the sequence's first step (row stride l),
+  // fixed (d, n).
+  float* grad_B_var = p.variable_B ? gp.grad_B + (batch * p.n_groups + group) * p.dstate * l + start : nullptr;
   float* grad_B_fix = p.variable_B ? nullptr : gp.grad_B + channel * p.dstate;
-  float* grad_C_var = p.variable_C ? gp.grad_C + (batch * p.n_groups + group) * p.dstate * len : nullptr;
+  float* grad_C_var = p.variable_C ? gp.grad_C + (batch * p.n_groups + group) * p.dstate * l + start : nullptr;
   float* grad_C_fix = p.variable_C ? nullptr : gp.grad_C + channel * p.dstate;
   const float D = p.D ? static_cast<const float*>(p.D)[channel] : 0.0f;
   const float delta_bias = p.delta_bias ? static_cast<const float*>(p.delta_bias)[channel] : 0.0f;
-  const float* h0 = p.initial_state ? static_cast<const float*>(p.initial_state) + batch * p.init_batch_stride +
+  const float* h0 = p.initial_state ? static_cast<const float*>(p.initial_state) + seq * p.init_batch_stride +
                                           channel * p.init_d_stride
                                     : nullptr;  // (n)
   const float* saved = static_cast<const float*>(gp.chunk_states.data) +
-                       gp.chunk_states.offset(batch, channel, 0, p.dim, p.dstate);  // (chunks, n)
-  const float* grad_last = gp.grad_last_state ? gp.grad_last_state + row * p.dstate : nullptr;  // (n)
+                       gp.chunk_states.offset(seq, channel, 0, p.dim, p.dstate);  // (chunks, n)
+  const float* grad_last = gp.grad_last_state ? gp.grad_last_state + state_row * p.dstate : nullptr;  // (n)
 
   const int len32 = static_cast<int>(len);
   const int n_chunks = (len32 + kChunk - 1) / kChunk;
@@ -213,8 +227,8 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
         for (int j = 0; j < kItems; ++j) {
           const int pos = j * kThreads + tid;
           if (pos < chunk_valid) {
-            if (grad_B_var) atomicAdd(grad_B_var + s * len + chunk_start + pos, static_cast<float>(exchange_a[pos]));
-            if (grad_C_var) atomicAdd(grad_C_var + s * len + chunk_start + pos, static_cast<float>(exchange_c[pos]));
+            if (grad_B_var) atomicAdd(grad_B_var + s * l + chunk_start + pos, static_cast<float>(exchange_a[pos]));
+            if (grad_C_var) atomicAdd(grad_C_var + s * l + chunk_start + pos, static_cast<float>(exchange_c[pos]));
           }
         }
         // The next state writes exchange_a / exchange_c only after block_sum3's and the forward scan's barriers.
@@ -253,7 +267,7 @@ __global__ void __launch_bounds__(kThreads, kScanBwdMinBlocks<kThreads>)
     if (gp.grad_delta_bias) atomicAdd(gp.grad_delta_bias + channel, grad_bias_part);
     for (int s = 0; s < static_cast<int>(p.dstate); ++s) {
       atomicAdd(gp.grad_A + channel * p.dstate + s, static_cast<float>(grad_A_acc[s]));
-      if (gp.grad_initial_state) gp.grad_initial_state[row * p.dstate + s] = carry_g[s];
+      if (gp.grad_initial_state) gp.grad_initial_state[state_row * p.dstate + s] = carry_g[s];
     }
   }
 }

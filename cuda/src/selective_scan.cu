@@ -20,11 +20,11 @@ extern template void launch_selective_scan_fwd<half, StreamExecutor>(StreamExecu
 extern template void launch_selective_scan_fwd<bfloat16, StreamExecutor>(StreamExecutor&, const ScanParams&,
                                                                   const ChunkStates&, std::int64_t);
 extern template void launch_selective_scan_bwd<float, StreamExecutor>(StreamExecutor&, const ScanParams&,
-                                                                      const ScanDeviceGradParams&);
+                                                                      const ScanDeviceGradParams&, std::int64_t);
 extern template void launch_selective_scan_bwd<half, StreamExecutor>(StreamExecutor&, const ScanParams&,
-                                                                     const ScanDeviceGradParams&);
+                                                                     const ScanDeviceGradParams&, std::int64_t);
 extern template void launch_selective_scan_bwd<bfloat16, StreamExecutor>(StreamExecutor&, const ScanParams&,
-                                                                         const ScanDeviceGradParams&);
+                                                                         const ScanDeviceGradParams&, std::int64_t);
 }  // namespace ssm::kernels
 
 namespace ssm::cuda {
@@ -51,10 +51,11 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
 }
 
 void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, void* stream) {
-  if (!kernels::check_scan_backward(p, input_dtype, g, "ssm::cuda::selective_scan_backward")) return;
+  const std::int64_t max_len = kernels::check_scan_backward(p, input_dtype, g, "ssm::cuda::selective_scan_backward");
+  if (max_len < 0) return;
   detail::StreamExecutor exec{static_cast<cudaStream_t>(stream)};
   kernels::visit_input_dtype(input_dtype,
-                             [&](auto in) { kernels::launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
+                             [&](auto in) { kernels::launch_selective_scan_bwd<decltype(in)>(exec, p, g, max_len); });
 }
 
 }  // namespace ssm::cuda

@@ -6,5 +6,5 @@
 namespace ssm::kernels {
 using cuda::detail::StreamExecutor;
 template void launch_selective_scan_bwd<ssm::bfloat16, StreamExecutor>(StreamExecutor&, const ScanParams&,
-                                                                  const ScanDeviceGradParams&);
+                                                                  const ScanDeviceGradParams&, std::int64_t);
 }  // namespace ssm::kernels

@@ -232,7 +232,8 @@ void check_scan_backward(const ScanCase& c, bool grad_last, Order order, std::ui
   const ScanTensors host = make_scan(c, seed);
   std::mt19937 rng(seed + 1000);
   const Tensor grad_out = random_tensor({c.b, c.d, c.l}, c.dtype, rng, -1, 1);         // (b, d, l)
-  const Tensor grad_last_state = random_tensor({c.b, c.d, c.n}, DType::f32, rng, -1, 1);  // (b, d, n)
+  const Tensor grad_last_state =
+      random_tensor({c.state_rows(), c.d, c.n}, DType::f32, rng, -1, 1);  // (b | n_seqs, d, n)
   auto gls = [&](const Tensor& t) { return grad_last ? std::optional<ssm::TensorView>(t.view()) : std::nullopt; };
   ssm::SelectiveScanOptions ref_opt;
   ref_opt.path = ssm::ScanPath::reference;
@@ -369,6 +370,26 @@ TEST(CudaOpsEmu, ScanBackwardShapes) {
     c.b = 1, c.d = 2, c.g = 1, c.n = 2, c.l = 2100;
     check_scan_backward(c, true, Order::random, 3);
   }
+}
+
+// Packed sequences (cu_seqlens): one block per channel and sequence, each from its own start, with its own initial
+// state, last-state gradient and initial-state gradient; variable B / C gradients of each sequence land in its steps.
+TEST(CudaOpsEmu, ScanBackwardPackedSequences) {
+  ScanCase c;
+  c.b = 1, c.d = 2, c.n = 4, c.g = 1;
+  c.cu = {0, 1, 131, 390, 647};  // one token, then ragged sequences, each one chunk of the 128 x 8 configuration
+  c.l = c.cu.back();
+  check_scan_backward(c, true, Order::random, 41);
+  c.dtype = DType::bf16;  // variable grad_B / grad_C through the f32 accumulators
+  c.cu = {0, 5, 6, 140};  // a one-token sequence between two others
+  c.l = c.cu.back();
+  check_scan_backward(c, true, Order::reverse, 42);
+  c.dtype = DType::f32;
+  c.cu = {0, 100, 2200};  // the longest picks the 256 x 8 configuration: two chunks, then the states and gradients
+  c.l = c.cu.back();      // carried across them with an initial state and a last-state gradient per sequence
+  check_scan_backward(c, true, Order::forward, 43);
+  c.init = c.z = false;
+  check_scan_backward(c, false, Order::random, 44);
 }
 
 TEST(CudaOpsEmu, ScanBackwardOptionalInputsAndGroups) {

@@ -88,7 +88,13 @@ TEST(CudaSelectiveScan, BackwardRejectsWhatItDoesNotSupport) {
   p.cu_seqlens = cu.data();
   p.n_seqs = 1;
   p.batch = 1;
-  EXPECT_NE(error(p, g).find("cu_seqlens) are not supported by the backward kernel"), std::string::npos);
+  g.max_seqlen = 11;
+  EXPECT_NE(error(p, g).find("max_seqlen must be in [0, l = 10] (0: l), got 11"), std::string::npos)
+      << error(p, g);
+  g.max_seqlen = 10;
+  p.batch = 2;
+  EXPECT_NE(error(p, g).find("cu_seqlens needs b == 1, got b = 2"), std::string::npos) << error(p, g);
+  g.max_seqlen = 0;
   ssm::ScanDeviceGradParams g2 = g;
   g2.chunk_states.n_chunks = 3;
   EXPECT_NE(error(prob.prepared.p, g2).find("'chunk_states': the kernel's chunks for sequences of up to 10 tokens are "

@@ -62,29 +62,35 @@ inline std::int64_t check_scan_forward(const ScanParams& p, DType input_dtype, c
   SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
   const std::int64_t sequences = fwd_num_sequences(p);
   SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
-  SSM_CHECK(o.max_seqlen >= 0, op, ": max_seqlen must be >= 0, got ", o.max_seqlen);
+  SSM_CHECK(o.max_seqlen >= 0 && o.max_seqlen <= p.seqlen, op, ": max_seqlen must be in [0, l = ", p.seqlen,
+            "] (0: l), got ", o.max_seqlen);
   if (sequences == 0) return -1;
   const std::int64_t max_len = p.cu_seqlens && o.max_seqlen > 0 ? o.max_seqlen : p.seqlen;
   if (o.chunk_states.data) check_chunk_layout(o.chunk_states, max_len, op);
   return max_len;
 }
 
-/// Checks a backward launch; false when there is nothing to launch (b = 0).
-inline bool check_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, const char* op) {
+/// Checks a backward launch; returns the length that picks the configuration (the longest sequence, as the
+/// forward's), or -1 when there is nothing to launch (no sequences).
+inline std::int64_t check_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g,
+                                        const char* op) {
   check_scan_supported(p, input_dtype, op);
-  SSM_CHECK(!p.cu_seqlens, op,
-            ": packed variable-length batches (cu_seqlens) are not supported by the backward kernel");
   SSM_CHECK(p.u_l_stride == 1 && p.delta_l_stride == 1 && p.z_l_stride == 1 && p.B_l_stride == 1 &&
                 p.C_l_stride == 1 && p.out_l_stride == 1,
             op, ": the backward kernel reads its operands with unit stride along l (channel-major)");
   SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
-  SSM_CHECK(p.batch >= 0 && p.batch <= 65535, op, ": b must be in [0, 65535], got ", p.batch);
+  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
+  const std::int64_t sequences = fwd_num_sequences(p);
+  SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
+  SSM_CHECK(g.max_seqlen >= 0 && g.max_seqlen <= p.seqlen, op, ": max_seqlen must be in [0, l = ", p.seqlen,
+            "] (0: l), got ", g.max_seqlen);
   SSM_CHECK(g.grad_out && g.grad_u && g.grad_delta && g.grad_A && g.grad_B && g.grad_C, op,
             ": grad_out, grad_u, grad_delta, grad_A, grad_B and grad_C must be set");
   SSM_CHECK(!p.z || g.grad_z, op, ": grad_z must be set when z is given");
   SSM_CHECK(g.chunk_states.data, op, ": argument 'chunk_states': the states the forward saved are needed");
-  check_chunk_layout(g.chunk_states, p.seqlen, op);
-  return p.batch > 0;
+  const std::int64_t max_len = p.cu_seqlens && g.max_seqlen > 0 ? g.max_seqlen : p.seqlen;  // as the forward's
+  check_chunk_layout(g.chunk_states, max_len, op);
+  return sequences > 0 ? max_len : -1;
 }
 
 /// The forward kernel for inputs of type In: grid (d, sequences), the configuration of max_len (the longest
@@ -101,13 +107,14 @@ void launch_selective_scan_fwd(Exec& exec, const ScanParams& p, const ChunkState
   });
 }
 
-/// The backward kernel for inputs of type In: grid (d, b), the forward's chunk length with 4 items per thread.
+/// The backward kernel for inputs of type In: grid (d, sequences), the forward's chunk length for max_len (the
+/// longest sequence; check_scan_backward) with 4 items per thread.
 template <class In, class Exec>
-void launch_selective_scan_bwd(Exec& exec, const ScanParams& p, const ScanDeviceGradParams& g) {
-  dispatch_fwd_config(p.seqlen, [&](auto fwd_cfg) {
+void launch_selective_scan_bwd(Exec& exec, const ScanParams& p, const ScanDeviceGradParams& g, std::int64_t max_len) {
+  dispatch_fwd_config(max_len, [&](auto fwd_cfg) {
     using Cfg = ScanBwdConfig<decltype(fwd_cfg)>;
     exec.launch(selective_scan_bwd_kernel<In, Cfg::kThreads, Cfg::kItems>,
-                LaunchDims{static_cast<unsigned>(p.dim), static_cast<unsigned>(p.batch)},
+                LaunchDims{static_cast<unsigned>(p.dim), static_cast<unsigned>(fwd_num_sequences(p))},
                 LaunchDims{static_cast<unsigned>(Cfg::kThreads)}, p, g);
   });
 }
@@ -128,8 +135,9 @@ std::string selective_scan_forward_launches(Exec& exec, const ScanParams& p, DTy
 template <class Exec>
 void selective_scan_backward_launches(Exec& exec, const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g,
                                       const char* op) {
-  if (!check_scan_backward(p, input_dtype, g, op)) return;
-  visit_input_dtype(input_dtype, [&](auto in) { launch_selective_scan_bwd<decltype(in)>(exec, p, g); });
+  const std::int64_t max_len = check_scan_backward(p, input_dtype, g, op);
+  if (max_len < 0) return;
+  visit_input_dtype(input_dtype, [&](auto in) { launch_selective_scan_bwd<decltype(in)>(exec, p, g, max_len); });
 }
 
 }  // namespace ssm::kernels

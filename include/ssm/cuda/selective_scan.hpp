@@ -29,7 +29,8 @@ std::string selective_scan_forward(const ScanParams& p, DType input_dtype, const
 
 /// Fused selective-scan backward on the current CUDA device (docs/math.md §5.3): recomputes each chunk's states from
 /// the chunk-end states the forward saved (ScanForwardOptions::chunk_states, same p), scans the gradient in
-/// reverse and fills `g` (see ScanDeviceGradParams). Same dtypes and limits as the forward; no cu_seqlens.
+/// reverse and fills `g` (see ScanDeviceGradParams). Same dtypes and limits as the forward; with cu_seqlens, one
+/// block per channel and packed sequence, g.max_seqlen the forward's ScanForwardOptions::max_seqlen.
 void selective_scan_backward(const ScanParams& p, DType input_dtype, const ScanDeviceGradParams& g, void* stream = nullptr);
 
 }  // namespace ssm::cuda

@@ -283,18 +283,23 @@ inline void require_unit_time_stride(const Checker& c, const SelectiveScanInputs
   if (out) c.unit_stride("out", *out, 2);
 }
 
+/// cu_seqlens (validated on the host) on s's device for the kernels, p pointed at it; returns the copy (kept until
+/// the launches are done: freeing it waits for them) and sets max_seqlen to the longest sequence.
+inline Tensor cu_seqlens_on_device(const PreparedScan& s, ScanParams& p, std::int64_t& max_seqlen) {
+  if (!p.cu_seqlens) return {};
+  Tensor cu_device = Tensor::from_vector({static_cast<index_t>(s.cu.size())}, s.cu).to(s.device);  // (n_seqs + 1)
+  p.cu_seqlens = cu_device.data_as<std::int64_t>();
+  for (std::size_t i = 1; i < s.cu.size(); ++i) max_seqlen = std::max<std::int64_t>(max_seqlen, s.cu[i] - s.cu[i - 1]);
+  return cu_device;
+}
+
 /// The fused CUDA forward (ssm::cuda, cuda/kernels/selective_scan_fwd.cuh) on a validated scan. Its own
-/// limits (f32 / f16 / bf16 inputs, real A, n <= 256) are ssm::Error from the launcher. cu_seqlens, validated
-/// on the host, is copied to the device; the copy is freed after the launch (cudaFree waits for the kernel).
+/// limits (f32 / f16 / bf16 inputs, real A, n <= 256) are ssm::Error from the launcher. cu_seqlens is copied to
+/// the device (cu_seqlens_on_device).
 inline std::string selective_scan_cuda(const PreparedScan& s, ScanParams p) {
   ::ssm::ScanForwardOptions o;
   o.device = s.device.index;
-  Tensor cu_device;
-  if (p.cu_seqlens) {
-    cu_device = Tensor::from_vector({static_cast<index_t>(s.cu.size())}, s.cu).to(s.device);  // (n_seqs + 1)
-    p.cu_seqlens = cu_device.data_as<std::int64_t>();
-    for (std::size_t i = 1; i < s.cu.size(); ++i) o.max_seqlen = std::max<std::int64_t>(o.max_seqlen, s.cu[i] - s.cu[i - 1]);
-  }
+  const Tensor cu_device = cu_seqlens_on_device(s, p, o.max_seqlen);
   return backend_for("selective_scan", s.device).selective_scan_forward(p, s.input, o);
 }
 
@@ -310,15 +315,17 @@ inline Tensor f32_to_dtype_on_device(const Tensor& src, DType dtype, Device devi
 /// The fused CUDA backward (ssm::cuda, cuda/kernels/selective_scan_bwd.cuh) on a validated scan: the forward
 /// kernel runs once more to save the chunk-boundary states the backward restarts from, then the backward kernel
 /// fills the gradients r holds (zeroed device tensors). Variable grad_B / grad_C of f16 / bf16 inputs go through
-/// f32 device buffers. cu_seqlens is not supported by the backward kernel: an ssm::Error says so.
+/// f32 device buffers. Packed sequences (cu_seqlens): one block per channel and sequence in both kernels, the
+/// chunks cut for the longest sequence.
 inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParams p, const ScanGradParams& gp,
                                                 SelectiveScanGrads& r) {
-  SSM_CHECK(p.cu_seqlens == nullptr,
-            "selective_scan_backward: cu_seqlens with CUDA tensors: the CUDA backward kernel has no packed sequences "
-            "(run the backward on the CPU, or per sequence)");
   const DeviceBackend& backend = backend_for("selective_scan_backward", s.device);
-  ChunkStates saved = backend.selective_scan_chunk_states(p.seqlen);  // the device's chunks; ChunkStates' layout
-  Tensor states = Tensor::empty({p.batch, p.dim, saved.n_chunks, p.dstate}, DType::f32, s.device);  // (b, d, chunks, n)
+  std::int64_t max_seqlen = 0;
+  const Tensor cu_device = cu_seqlens_on_device(s, p, max_seqlen);
+  const std::int64_t chunk_len_for = p.cu_seqlens ? max_seqlen : p.seqlen;
+  ChunkStates saved = backend.selective_scan_chunk_states(chunk_len_for);  // the device's chunks; ChunkStates' layout
+  Tensor states = Tensor::empty({s.state_rows, p.dim, saved.n_chunks, p.dstate}, DType::f32,
+                                s.device);  // (b | n_seqs, d, chunks, n)
   saved.data = states.data();
   Tensor out = Tensor::empty({p.batch, p.dim, p.seqlen}, s.input, s.device);               // (b, d, l) recomputed
   p.out = out.data();
@@ -329,11 +336,13 @@ inline std::string selective_scan_backward_cuda(const PreparedScan& s, ScanParam
   ::ssm::ScanForwardOptions fo;
   fo.device = s.device.index;
   fo.chunk_states = saved;
+  fo.max_seqlen = max_seqlen;
   backend.selective_scan_forward(p, s.input, fo);
   ::ssm::ScanDeviceGradParams g;
   g.grad_out = gp.grad_out;
   g.grad_last_state = static_cast<const float*>(gp.grad_last_state);
   g.chunk_states = saved;
+  g.max_seqlen = max_seqlen;
   g.grad_u = gp.grad_u;
   g.grad_delta = gp.grad_delta;
   g.grad_z = gp.grad_z;

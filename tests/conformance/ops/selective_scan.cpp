@@ -236,7 +236,6 @@ std::string scan_unsupported(const Case& c, const RunConfig& cfg, Pass pass) {
   if (cfg.emulated || cfg.device.is_cuda()) {
     if (sc.complex) return "complex A has no CUDA kernel";
     if (sc.dtype == DType::f64) return "f64 inputs have no CUDA kernel";
-    if (pass == Pass::backward && !sc.cu.empty()) return "the CUDA backward has no cu_seqlens";
   }
   return {};
 }

@@ -17,7 +17,8 @@ struct ScanForwardOptions {
   /// the launch checks both (an ssm::Error naming chunk_states), so a buffer of another layout is never written.
   ChunkStates chunk_states{};
   /// With cu_seqlens: the longest packed sequence, if known (0: the packed length l, an upper bound). It picks
-  /// the block configuration and sizes chunk_states.
+  /// the block configuration and sizes chunk_states; a value below the longest sequence is undefined behaviour
+  /// (cu_seqlens is device memory, which the launch does not read), one above l an ssm::Error.
   std::int64_t max_seqlen = 0;
   /// The CUDA device to run on (cudaSetDevice first); -1: the current device.
   int device = -1;
@@ -28,8 +29,9 @@ struct ScanForwardOptions {
 /// with atomics over batches and the channels of a group. grad_B / grad_C are f32 whatever the input dtype.
 struct ScanDeviceGradParams {
   const void* grad_out = nullptr;          ///< (b, d, l) input dtype
-  const float* grad_last_state = nullptr;  ///< (b, d, n) or null
-  ChunkStates chunk_states{};              ///< (b, d, n_chunks, n) f32 from the forward (ScanForwardOptions), same p
+  const float* grad_last_state = nullptr;  ///< (b | n_seqs, d, n) or null
+  ChunkStates chunk_states{};              ///< (b | n_seqs, d, n_chunks, n) f32 from the forward (ScanForwardOptions), same p
+  std::int64_t max_seqlen = 0;             ///< with cu_seqlens: the forward's ScanForwardOptions::max_seqlen (0: l)
   void* grad_u = nullptr;                  ///< (b, d, l) input dtype
   void* grad_delta = nullptr;              ///< (b, d, l) input dtype
   void* grad_z = nullptr;                  ///< (b, d, l) input dtype; needed when z is given
@@ -38,7 +40,7 @@ struct ScanDeviceGradParams {
   float* grad_C = nullptr;                 ///< same forms as grad_B
   float* grad_D = nullptr;                 ///< (d) or null
   float* grad_delta_bias = nullptr;        ///< (d) or null
-  float* grad_initial_state = nullptr;     ///< (b, d, n) or null
+  float* grad_initial_state = nullptr;     ///< (b | n_seqs, d, n) or null
 };
 
 }  // namespace ssm
