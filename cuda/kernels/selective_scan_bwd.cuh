@@ -1,7 +1,8 @@
 // Fused selective-scan backward kernel (Gu & Dao 2023, "Mamba", §3.3; docs/math.md §5.3): one block per
 // (channel, sequence: a batch row or a packed sequence); chunks in reverse order; per chunk and state index the
-// forward scan is recomputed from the chunk-start state the forward kernel saved, and the gradient g_t = C_t dy_t + a_{t+1} g_{t+1} is a block
-// scan over the reversed chunk (through shared memory) with a prefix callback carrying g across chunks.
+// forward scan is recomputed from the chunk-start state the forward kernel saved, and the gradient
+// g_t = C_t dy_t + a_{t+1} g_{t+1} is a block scan over the reversed chunk (through shared memory) with a prefix
+// callback carrying g across chunks.
 // Weight gradients are block-reduced then added atomically (batches and channels of a group share them).
 #pragma once
 
