@@ -8,8 +8,9 @@
 // CPU tensors: the chunked path of cpu/ssd/ (or, on request, its token loop or the double one of reference/ssd.hpp). CUDA tensors: the
 // backend's ssd_forward entry (ssm::cuda's kernels cuda/kernels/ssd_*.cuh: f32, f16, bf16 inputs; an ssm::Error
 // "not implemented on cuda yet" where a backend leaves it null). The backward (ssd_backward, after
-// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one; on CUDA tensors the
-// backend's ssd_backward entry (cuda/kernels/ssd_*_bwd.cuh and friends; opt.path is ignored there).
+// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp (which reads the chunk states and y
+// a forward kept, SsdSaved, instead of computing them again) or the double one; on CUDA tensors the backend's
+// ssd_backward entry (cuda/kernels/ssd_*_bwd.cuh and friends; opt.path is ignored there).
 #pragma once
 
 #include <algorithm>
