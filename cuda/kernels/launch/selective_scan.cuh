@@ -52,20 +52,29 @@ inline void check_scan_supported(const ScanParams& p, DType input_dtype, const c
   SSM_CHECK(p.seqlen <= 0x7fffffff, op, ": l must be below 2^31 (32-bit positions in the kernel), got ", p.seqlen);
 }
 
+/// Checks what both directions take about the sequences (l, b with cu_seqlens, their count, max_seqlen: the
+/// forward's option, passed on to the backward; 0 means l); returns the length that picks the configuration and sizes
+/// the chunk states (the longest sequence), and their count in `sequences`.
+inline std::int64_t check_scan_sequences(const ScanParams& p, std::int64_t max_seqlen, const char* op,
+                                         std::int64_t& sequences) {
+  SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
+  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
+  sequences = fwd_num_sequences(p);
+  SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
+  SSM_CHECK(max_seqlen >= 0 && max_seqlen <= p.seqlen, op, ": max_seqlen must be in [0, l = ", p.seqlen,
+            "] (0: l), got ", max_seqlen);
+  return p.cu_seqlens && max_seqlen > 0 ? max_seqlen : p.seqlen;
+}
+
 /// Checks a forward launch; returns the length that picks the configuration and sizes the chunk states (the
 /// longest sequence), or -1 when there is nothing to launch (no sequences).
 inline std::int64_t check_scan_forward(const ScanParams& p, DType input_dtype, const ScanForwardOptions& o,
                                        const char* op) {
   check_scan_supported(p, input_dtype, op);
   SSM_CHECK(p.out, op, ": out must be set");
-  SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
-  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
-  const std::int64_t sequences = fwd_num_sequences(p);
-  SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
-  SSM_CHECK(o.max_seqlen >= 0 && o.max_seqlen <= p.seqlen, op, ": max_seqlen must be in [0, l = ", p.seqlen,
-            "] (0: l), got ", o.max_seqlen);
+  std::int64_t sequences = 0;
+  const std::int64_t max_len = check_scan_sequences(p, o.max_seqlen, op, sequences);
   if (sequences == 0) return -1;
-  const std::int64_t max_len = p.cu_seqlens && o.max_seqlen > 0 ? o.max_seqlen : p.seqlen;
   if (o.chunk_states.data) check_chunk_layout(o.chunk_states, max_len, op);
   return max_len;
 }
@@ -78,17 +87,12 @@ inline std::int64_t check_scan_backward(const ScanParams& p, DType input_dtype, 
   SSM_CHECK(p.u_l_stride == 1 && p.delta_l_stride == 1 && p.z_l_stride == 1 && p.B_l_stride == 1 &&
                 p.C_l_stride == 1 && p.out_l_stride == 1,
             op, ": the backward kernel reads its operands with unit stride along l (channel-major)");
-  SSM_CHECK(p.seqlen >= 0, op, ": l must be >= 0, got ", p.seqlen);
-  SSM_CHECK(!p.cu_seqlens || p.batch == 1, op, ": cu_seqlens needs b == 1, got b = ", p.batch);
-  const std::int64_t sequences = fwd_num_sequences(p);
-  SSM_CHECK(sequences >= 0 && sequences <= 65535, op, ": at most 65535 sequences per launch, got ", sequences);
-  SSM_CHECK(g.max_seqlen >= 0 && g.max_seqlen <= p.seqlen, op, ": max_seqlen must be in [0, l = ", p.seqlen,
-            "] (0: l), got ", g.max_seqlen);
+  std::int64_t sequences = 0;
+  const std::int64_t max_len = check_scan_sequences(p, g.max_seqlen, op, sequences);  // as the forward's
   SSM_CHECK(g.grad_out && g.grad_u && g.grad_delta && g.grad_A && g.grad_B && g.grad_C, op,
             ": grad_out, grad_u, grad_delta, grad_A, grad_B and grad_C must be set");
   SSM_CHECK(!p.z || g.grad_z, op, ": grad_z must be set when z is given");
   SSM_CHECK(g.chunk_states.data, op, ": argument 'chunk_states': the states the forward saved are needed");
-  const std::int64_t max_len = p.cu_seqlens && g.max_seqlen > 0 ? g.max_seqlen : p.seqlen;  // as the forward's
   check_chunk_layout(g.chunk_states, max_len, op);
   return sequences > 0 ? max_len : -1;
 }

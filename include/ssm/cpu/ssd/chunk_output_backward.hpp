@@ -37,12 +37,18 @@ void load_grad_y(const SsdParams& p, const SsdGradParams& g, const Chunk& ch, st
   for (std::int64_t t = 0; t < ch.len; ++t) multiply_silu(gY.row(t).data(), Z.row(t).data(), hd);
 }
 
+/// Ge (len, p) = diag(e) gY, e_t = exp(cs_t): the incoming gradient of each step by the decay from the chunk's start.
+template <class T>
+void decayed_rows(const double* cs, const Matrix<T>& gY, Matrix<T>& Ge) {
+  Ge.resize(gY.rows(), gY.cols());
+  for (std::int64_t t = 0; t < gY.rows(); ++t) Ge.row(t) = gY.row(t) * static_cast<T>(std::exp(cs[t]));
+}
+
 /// The state's gradient from this chunk's outputs, E (p, n) = (diag(e) gY)ᵀ C; Ge (len, p) a workspace.
 template <class T>
 void chunk_output_state_grad(const double* cs, const Matrix<T>& Cm, const Matrix<T>& gY, Matrix<T>& Ge,
                              Eigen::Map<Matrix<T>> E) {
-  Ge.resize(gY.rows(), gY.cols());
-  for (std::int64_t t = 0; t < gY.rows(); ++t) Ge.row(t) = gY.row(t) * static_cast<T>(std::exp(cs[t]));
+  decayed_rows(cs, gY, Ge);
   E.noalias() = Ge.transpose() * Cm;
 }
 
@@ -52,8 +58,7 @@ void chunk_output_state_grad(const double* cs, const Matrix<T>& Cm, const Matrix
 template <class T>
 void chunk_output_backward(const double* cs, const Matrix<T>& Cm, Eigen::Map<const Matrix<T>> H_in,
                            const Matrix<T>& gY, Matrix<T>& Ge, Matrix<T>& gCh, Matrix<T>& gC, double* dcs) {
-  Ge.resize(gY.rows(), gY.cols());
-  for (std::int64_t t = 0; t < gY.rows(); ++t) Ge.row(t) = gY.row(t) * static_cast<T>(std::exp(cs[t]));
+  decayed_rows(cs, gY, Ge);
   gCh.noalias() = Ge * H_in;
   gC += gCh;
   for (std::int64_t t = 0; t < gY.rows(); ++t) dcs[t] += static_cast<double>(Cm.row(t).dot(gCh.row(t)));
