@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(cmake ninja-build g++ ccache python3
           libeigen3-dev libdlpack-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-          clang libclang-rt-14-dev gnuplot-nox "$@")
+          clang libclang-rt-14-dev lld gnuplot-nox "$@")
 
 missing=()
 for p in "${packages[@]}"; do
