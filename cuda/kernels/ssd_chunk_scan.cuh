@@ -12,7 +12,8 @@ namespace ssm::kernels {
 
 /// Grid (n_chunks, h, step tiles × p tiles), block kSsdThreads; step tiles cover q, and tiles past a chunk's
 /// length return at once (before any barrier). In: x, B, C and z's dtype (f32, f16, bf16), f32 compute; Out: out's
-/// (In for the forward; f32 for the backward's y, which it runs with z null to keep y before the gate).
+/// (In for the forward; f32 for the backward's y, which it runs with z null to keep y before the gate). With p.y
+/// (f32, (b, l, h, p) contiguous) y before the gate is written there too, for the backward.
 template <class In, class Out = In>
 __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks) ssd_chunk_scan_kernel(SsdParams p, SsdWorkspace ws) {
   SSM_SHARED(float, Cs, kSsdTile * kSsdPitch);  // (step t, n)
@@ -115,6 +116,7 @@ __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks) ssd_chunk_scan_ker
   const In* z = p.z ? static_cast<const In*>(p.z) + row * p.z_batch_stride + t0 * p.z_seq_stride + head * p.z_head_stride
                     : nullptr;
   Out* out = static_cast<Out*>(p.out) + row * p.out_batch_stride + t0 * p.out_seq_stride + head * p.out_head_stride;
+  float* kept = p.y ? static_cast<float*>(p.y) + ((row * p.seqlen + t0) * p.nheads + head) * P : nullptr;
   SSM_UNROLL
   for (int a = 0; a < 2; ++a)
     SSM_UNROLL
@@ -123,6 +125,7 @@ __global__ void __launch_bounds__(kSsdThreads, kSsdMinBlocks) ssd_chunk_scan_ker
       if (t >= len || pp >= P) continue;
       float y = acc[a][b];
       if (D) y += D[p.D_per_channel ? head * P + pp : head] * load_float(x + t * p.x_seq_stride + pp);
+      if (kept) kept[t * p.nheads * P + pp] = y;
       if (z) y *= scalar::silu(load_float(z + t * p.z_seq_stride + pp));
       store_float(out + t * p.out_seq_stride + pp, y);
     }

@@ -107,7 +107,7 @@ void bind_ssd(nb::module_& m) {
         "cu_seqlens"_a = nb::none(), "return_final_state"_a = false, "save_for_backward"_a = false,
         "chunk_size"_a = 256, "head_dim"_a = 0, "path"_a = "automatic", "threads"_a = 0,
         "SSD, Mamba-2's scan. x (b, l, h, p); dt (b, l, h); A (h); B, C (b, l, g, n). Returns (out, final_state, "
-        "path, saved): saved, with save_for_backward (CPU, chunked path), is (chunk_states, y, chunk_size) for "
+        "path, saved): saved, with save_for_backward (CPU chunked path, or CUDA), is (chunk_states, y, chunk_size) for "
         "ssd_backward's saved_states, saved_y and saved_chunk_size, else None.");
   m.def("ssd_backward", &backward, "x"_a, "dt"_a, "A"_a, "B"_a, "C"_a, "grad_out"_a, nb::kw_only(),
         "D"_a = nb::none(), "z"_a = nb::none(), "dt_bias"_a = nb::none(), "dt_softplus"_a = false,

@@ -79,9 +79,9 @@ class SsdFunction(torch.autograd.Function):
     def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens, dt_softplus, dt_limit, chunk_size,
                 head_dim):
         ctx.set_materialize_grads(False)
-        # On the CPU, when a gradient is wanted, the forward keeps its chunk states and y before the gate, so the
-        # backward does not recompute them (a third of its work); the CUDA backward recomputes them.
-        save = x.device.type == "cpu" and any(ctx.needs_input_grad)
+        # When a gradient is wanted, the forward keeps its chunk states and y before the gate (on x's device), so
+        # the backward does not recompute them (a third of its work).
+        save = any(ctx.needs_input_grad)
         out, final, _, saved = _ext.ssd(
             _d(x), _d(dt), _d(A), _d(B), _d(C), D=_d(D), z=_d(z), dt_bias=_d(dt_bias), dt_softplus=dt_softplus,
             dt_limit=dt_limit, initial_state=_d(initial_state), cu_seqlens=cu_seqlens, return_final_state=True,

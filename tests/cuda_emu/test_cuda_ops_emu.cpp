@@ -647,6 +647,20 @@ TEST(CudaOpsEmu, AttentionSplitKeyDecoding) {
 // ---- the dense ops' CUDA entries: what they refuse ---------------------------------------------------------------
 // (Their values against the references: tests/conformance, on the cuda_emulated backend.)
 
+/// An SSD problem's inputs (contiguous, with D, z, dt_bias and initial states) copied to the emulated device;
+/// cu_seqlens stays on the host, as the op takes it. Construct it while a ScopedEmulatedCuda is alive.
+struct SsdOnDevice {
+  Tensor x, dt, A, B, C, D, z, dt_bias, h0;
+  ssm::SsdInputs in;
+  explicit SsdOnDevice(const ssd_problem::SsdData& host)
+      : x(host.x.to(kCuda)), dt(host.dt.to(kCuda)), A(host.A.to(kCuda)), B(host.B.to(kCuda)), C(host.C.to(kCuda)),
+        D(host.D.to(kCuda)), z(host.z.to(kCuda)), dt_bias(host.dt_bias.to(kCuda)),
+        h0(host.initial_state.to(kCuda)), in(host.inputs()) {
+    in.x = x, in.dt = dt, in.A = A, in.B = B, in.C = C, in.D = D.view(), in.z = z.view(), in.dt_bias = dt_bias.view();
+    in.initial_state = h0.view();
+  }
+};
+
 /// The SSD forward on emulated CUDA tensors against the token loop in double (SsdPath::reference). The conformance
 /// registry's cases (tests/conformance/ops/ssd.cpp) have p, n < 32; this one has both wider than a kernel tile
 /// (kSsdTile = 32) and chunks of two step tiles, a ragged last chunk, and a final state.
@@ -662,14 +676,9 @@ TEST(CudaOpsEmu, SsdForwardAcrossTiles) {
   const ssm::SsdOutputs ref = ssm::ssd(host.inputs(), opt);
 
   ScopedEmulatedCuda guard(Order::random, 12);
-  const Tensor x = host.x.to(kCuda), dt = host.dt.to(kCuda), A = host.A.to(kCuda), B = host.B.to(kCuda);
-  const Tensor C = host.C.to(kCuda), D = host.D.to(kCuda), z = host.z.to(kCuda), bias = host.dt_bias.to(kCuda);
-  const Tensor h0 = host.initial_state.to(kCuda);
-  ssm::SsdInputs in = host.inputs();
-  in.x = x, in.dt = dt, in.A = A, in.B = B, in.C = C, in.D = D.view(), in.z = z.view(), in.dt_bias = bias.view();
-  in.initial_state = h0.view();
+  const SsdOnDevice dev(host);
   opt.path = ssm::SsdPath::automatic;
-  const ssm::SsdOutputs got = ssm::ssd(in, opt);
+  const ssm::SsdOutputs got = ssm::ssd(dev.in, opt);
   EXPECT_EQ(got.path, "cuda");
   expect_close("out", got.out, ref.out, 1e-5);
   expect_close("final_state", got.final_state, ref.final_state, 1e-5);
@@ -695,14 +704,10 @@ TEST(CudaOpsEmu, SsdBackwardAcrossTiles) {
     const ssm::SsdGrads ref = ssm::ssd_backward(host.inputs(), grad_out, grad_final.view(), opt);
 
     ScopedEmulatedCuda guard(Order::random, 14 + static_cast<std::uint64_t>(chunk));
-    const Tensor x = host.x.to(kCuda), dt = host.dt.to(kCuda), A = host.A.to(kCuda), B = host.B.to(kCuda);
-    const Tensor C = host.C.to(kCuda), D = host.D.to(kCuda), z = host.z.to(kCuda), bias = host.dt_bias.to(kCuda);
-    const Tensor h0 = host.initial_state.to(kCuda), gout = grad_out.to(kCuda), gfin = grad_final.to(kCuda);
-    ssm::SsdInputs in = host.inputs();  // cu_seqlens stays on the host
-    in.x = x, in.dt = dt, in.A = A, in.B = B, in.C = C, in.D = D.view(), in.z = z.view(), in.dt_bias = bias.view();
-    in.initial_state = h0.view();
+    const SsdOnDevice dev(host);
+    const Tensor gout = grad_out.to(kCuda), gfin = grad_final.to(kCuda);
     opt.path = ssm::SsdPath::automatic;
-    const ssm::SsdGrads got = ssm::ssd_backward(in, gout, gfin.view(), opt);
+    const ssm::SsdGrads got = ssm::ssd_backward(dev.in, gout, gfin.view(), opt);
     EXPECT_EQ(got.path, "cuda");
     const std::string at = " (chunk " + std::to_string(chunk) + ")";
     expect_close("grad_x" + at, got.grad_x, ref.grad_x, 2e-5);
@@ -726,6 +731,91 @@ void expect_error_containing(F&& f, const std::string& expected) {
   } catch (const ssm::Error& e) {
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
+}
+
+/// What the CUDA forward keeps for its backward (SsdSaved): the states entering each chunk and y before the gate, on
+/// the device in f32, against what the CPU's chunked forward keeps; the backward that reads them against the
+/// reference and against the CUDA backward that recomputes them (the same kernels on the same values: bit for bit
+/// where one block writes each element, to rounding where float atomics sum in the order blocks run); and it does
+/// read them: zeroed states change ḡC, a zeroed y changes ḡz. Packed sequences (37 and 113 steps, chunk 70: ragged
+/// chunks of one and two step tiles), p and n wider than a tile, groups, D per channel, z, dt_bias and a dt limit.
+TEST(CudaOpsEmu, SsdBackwardFromWhatTheForwardKept) {
+  ssd_problem::SsdCase s;
+  s.b = 1, s.l = 150, s.h = 4, s.p = 40, s.g = 2, s.n = 36, s.dtype = DType::f32, s.seed = 31;
+  s.has_D = s.D_per_channel = s.has_z = s.has_bias = s.softplus = s.limit = s.has_init = true;
+  s.cu = {0, 37, 150};
+  const ssd_problem::SsdData host = ssd_problem::make_data(s);
+  std::mt19937_64 rng(32);
+  const Tensor grad_out = ssd_problem::uniform(rng, {s.b, s.l, s.h, s.p}, DType::f32, -1, 1);         // (b, l, h, p)
+  const Tensor grad_final = ssd_problem::uniform(rng, {s.rows(), s.h, s.p, s.n}, DType::f32, -1, 1);  // (rows, h, p, n)
+  ssm::SsdOptions opt;
+  opt.chunk_size = 70;
+  opt.path = ssm::SsdPath::reference;
+  const ssm::SsdGrads ref = ssm::ssd_backward(host.inputs(), grad_out, grad_final.view(), opt);
+  opt.path = ssm::SsdPath::chunked, opt.save_for_backward = true;
+  const ssm::SsdOutputs cpu = ssm::ssd(host.inputs(), opt);  // f32 states and y, kept by the CPU path
+
+  ScopedEmulatedCuda guard(Order::random, 33);
+  const SsdOnDevice dev(host);
+  const Tensor gout = grad_out.to(kCuda), gfin = grad_final.to(kCuda);
+  opt.path = ssm::SsdPath::automatic;
+  ssm::SsdOutputs fwd = ssm::ssd(dev.in, opt);
+  ASSERT_EQ(fwd.path, "cuda");
+  ASSERT_TRUE(fwd.saved.chunk_states.defined() && fwd.saved.y.defined());
+  EXPECT_TRUE(fwd.saved.chunk_states.device().is_cuda() && fwd.saved.y.device().is_cuda());
+  EXPECT_EQ(fwd.saved.chunk_states.dtype(), DType::f32);
+  EXPECT_EQ(fwd.saved.chunk_states.shape(), ssm::Dims({1 + 2, s.h, s.p, s.n}));  // 37: one chunk; 113: two
+  EXPECT_EQ(fwd.saved.chunk_size, 70);
+  expect_close("saved.chunk_states", fwd.saved.chunk_states, cpu.saved.chunk_states, 1e-5);
+  expect_close("saved.y", fwd.saved.y, cpu.saved.y, 1e-5);
+  expect_close("out", fwd.out, cpu.out, 1e-5);  // the out written beside y
+
+  const ssm::SsdGrads recomputed = ssm::ssd_backward(dev.in, gout, gfin.view(), opt);
+  const ssm::SsdGrads kept = ssm::ssd_backward(dev.in, gout, gfin.view(), opt, &fwd.saved);
+  EXPECT_EQ(kept.path, "cuda");
+  struct Grad {
+    const char* name;
+    Tensor ssm::SsdGrads::*member;
+    bool atomic;  // summed by float atomics (ḡcs and ḡΔ feed ḡdt, ḡA, ḡdt_bias; ḡD directly)
+  };
+  const Grad grads[] = {{"grad_x", &ssm::SsdGrads::grad_x, false},
+                        {"grad_B", &ssm::SsdGrads::grad_B, false},
+                        {"grad_C", &ssm::SsdGrads::grad_C, false},
+                        {"grad_z", &ssm::SsdGrads::grad_z, false},
+                        {"grad_initial_state", &ssm::SsdGrads::grad_initial_state, false},
+                        {"grad_dt", &ssm::SsdGrads::grad_dt, true},
+                        {"grad_A", &ssm::SsdGrads::grad_A, true},
+                        {"grad_D", &ssm::SsdGrads::grad_D, true},
+                        {"grad_dt_bias", &ssm::SsdGrads::grad_dt_bias, true}};
+  for (const Grad& g : grads) {
+    expect_close(std::string(g.name) + " (kept) against the reference", kept.*g.member, ref.*g.member, 2e-5);
+    expect_close(std::string(g.name) + " (kept) against recomputing", kept.*g.member, recomputed.*g.member,
+                 g.atomic ? 2e-5 : 0.0);
+  }
+
+  // It reads them: zeroed entering states change ḡC (its inter-chunk term ḡy_t H_in), a zeroed y changes ḡz.
+  const auto max_abs_diff = [](const Tensor& a, const Tensor& b) {
+    const std::vector<double> u = doubles(a), v = doubles(b);
+    double m = u.size() == v.size() ? 0.0 : INFINITY;
+    for (std::size_t i = 0; i < std::min(u.size(), v.size()); ++i) m = std::max(m, std::fabs(u[i] - v[i]));
+    return m;
+  };
+  ssm::SsdSaved zeroed = fwd.saved;
+  zeroed.chunk_states = Tensor::zeros(fwd.saved.chunk_states.shape(), DType::f32).to(kCuda);
+  const ssm::SsdGrads no_states = ssm::ssd_backward(dev.in, gout, gfin.view(), opt, &zeroed);
+  EXPECT_GT(max_abs_diff(no_states.grad_C, kept.grad_C), 1e-2);
+  zeroed = fwd.saved;
+  zeroed.y = Tensor::zeros(fwd.saved.y.shape(), DType::f32).to(kCuda);
+  const ssm::SsdGrads no_y = ssm::ssd_backward(dev.in, gout, gfin.view(), opt, &zeroed);
+  EXPECT_GT(max_abs_diff(no_y.grad_z, kept.grad_z), 1e-2);
+  expect_close("grad_C with a zeroed y", no_y.grad_C, kept.grad_C, 0.0);  // y enters ḡz only
+
+  // Kept on another device, or in other chunks: an error naming the argument.
+  expect_error_containing([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), opt, &cpu.saved); },
+                          "'saved.chunk_states'");
+  ssm::SsdOptions other = opt;
+  other.chunk_size = 64;
+  expect_error_containing([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), other, &fwd.saved); }, "'saved'");
 }
 
 // ---- linear attention and retention ------------------------------------------------------------------------------

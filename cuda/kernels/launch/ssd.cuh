@@ -39,6 +39,10 @@ struct SsdPlan {
   // The backward's buffers after the forward's (plan_ssd_backward; 0 for a forward): dcs and dDelta adjacent, so
   // one zero fill covers both.
   std::size_t dstates_offset = 0, dcs_offset = 0, dDelta_offset = 0, dG_offset = 0, y_offset = 0;
+  // The chunk states, and the backward's y, in the caller's buffers instead of the workspace (which then has no room
+  // for them): a forward that keeps them for its backward (SsdParams::chunk_states, y), a backward that reads what a
+  // forward kept (SsdGradParams::saved_states, saved_y).
+  bool states_outside = false, y_outside = false;
 };
 
 /// Checks p against the kernels' limits (the op, ops/ssd.hpp, has checked shapes and dtypes) and lays out the
@@ -87,10 +91,13 @@ inline SsdPlan plan_ssd(const SsdParams& p, const char* op, bool with_out = true
   // (with no steps the per-step tensors are empty and may have no storage)
   SSM_CHECK(p.A && (p.batch * p.seqlen == 0 || (p.x && p.dt && p.B && p.C && (p.out || !with_out))), op,
             ": x, dt, A, B, C and out must be set");
-  return layout_ssd(p, op);
+  SsdPlan plan = layout_ssd(p, op);
+  if (with_out && p.chunk_states) plan.states_outside = true, plan.bytes = plan.states_offset;
+  return plan;
 }
 
-/// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table).
+/// The workspace's pointers in `base` (plan.bytes of device memory whose first plan.table_bytes hold plan.table);
+/// states null when they are the caller's (plan.states_outside: the launches point at them).
 inline SsdWorkspace ssd_workspace(const SsdPlan& plan, void* base) {
   char* b = static_cast<char*>(base);
   SsdWorkspace ws;
@@ -99,12 +106,12 @@ inline SsdWorkspace ssd_workspace(const SsdPlan& plan, void* base) {
   ws.n_chunks = plan.n_chunks, ws.q = plan.q;
   ws.cs = reinterpret_cast<double*>(b + plan.cs_offset);
   ws.Delta = reinterpret_cast<float*>(b + plan.Delta_offset);
-  ws.states = reinterpret_cast<float*>(b + plan.states_offset);
+  ws.states = plan.states_outside ? nullptr : reinterpret_cast<float*>(b + plan.states_offset);
   return ws;
 }
 
 /// The backward's buffers after a forward's layout (SsdGradWorkspace): dstates (n_chunks, h, p, n), dcs and dDelta
-/// (n_chunks, h, q) each, dG (n_chunks, h, q, q), and y (b, l, h, p) with z; all f32.
+/// (n_chunks, h, q) each, dG (n_chunks, h, q, q), and y (b, l, h, p) with z unless plan.y_outside; all f32.
 inline void layout_ssd_backward(SsdPlan& plan, const SsdParams& p, const char* op) {
   const std::int64_t h = p.nheads, PN = p.headdim * p.dstate, q = plan.q;
   const std::int64_t q_tiles = (std::max<std::int64_t>(q, 1) + kSsdTile - 1) / kSsdTile;
@@ -118,19 +125,22 @@ inline void layout_ssd_backward(SsdPlan& plan, const SsdParams& p, const char* o
   plan.dG_offset = ssd_align(plan.dDelta_offset + rows * static_cast<std::size_t>(q) * sizeof(float));
   plan.y_offset = plan.dG_offset + ssd_align(rows * static_cast<std::size_t>(q * q) * sizeof(float));
   const std::size_t y_bytes =
-      p.z ? static_cast<std::size_t>(p.batch * p.seqlen * h * p.headdim) * sizeof(float) : std::size_t{0};
+      p.z && !plan.y_outside ? static_cast<std::size_t>(p.batch * p.seqlen * h * p.headdim) * sizeof(float) : 0u;
   plan.bytes = plan.y_offset + ssd_align(y_bytes);
 }
 
-/// plan_ssd and layout_ssd_backward for p's and g's own buffers (grad_out must be set).
+/// plan_ssd and layout_ssd_backward for p's and g's own buffers (grad_out must be set); what a forward kept
+/// (g.saved_states, g.saved_y) takes no workspace.
 inline SsdPlan plan_ssd_backward(const SsdParams& p, const SsdGradParams& g, const char* op) {
   SsdPlan plan = plan_ssd(p, op, false);
   SSM_CHECK(g.grad_out, op, ": grad_out must be set");
+  if (g.saved_states) plan.states_outside = true, plan.bytes = plan.states_offset;
+  plan.y_outside = g.saved_y != nullptr;
   layout_ssd_backward(plan, p, op);
   return plan;
 }
 
-/// The backward's buffers in `base` (laid out by plan_ssd_backward).
+/// The backward's buffers in `base` (laid out by plan_ssd_backward); y null without z or when it is the caller's.
 inline SsdGradWorkspace ssd_grad_workspace(const SsdPlan& plan, void* base, bool has_z) {
   char* b = static_cast<char*>(base);
   SsdGradWorkspace gw;
@@ -138,13 +148,16 @@ inline SsdGradWorkspace ssd_grad_workspace(const SsdPlan& plan, void* base, bool
   gw.dcs = reinterpret_cast<float*>(b + plan.dcs_offset);
   gw.dDelta = reinterpret_cast<float*>(b + plan.dDelta_offset);
   gw.dG = reinterpret_cast<float*>(b + plan.dG_offset);
-  gw.y = has_z ? reinterpret_cast<float*>(b + plan.y_offset) : nullptr;
+  gw.y = has_z && !plan.y_outside ? reinterpret_cast<float*>(b + plan.y_offset) : nullptr;
   return gw;
 }
 
-/// The four launches for inputs of type In.
+/// The four launches for inputs of type In. With p.chunk_states the chunk states are computed in that buffer (and
+/// stay there, the states entering each chunk, for the backward), and the chunk scan also writes p.y.
 template <class In, class Exec>
-void launch_ssd_forward(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& ws) {
+void launch_ssd_forward(Exec& exec, const SsdParams& p, const SsdPlan& plan, const SsdWorkspace& workspace) {
+  SsdWorkspace ws = workspace;
+  if (p.chunk_states) ws.states = static_cast<float*>(p.chunk_states);
   const auto h = static_cast<unsigned>(p.nheads), chunks = static_cast<unsigned>(plan.n_chunks);
   const index_t P = p.headdim, N = p.dstate, PN = P * N;
   const auto tiles = [](index_t e) { return static_cast<unsigned>((e + kSsdTile - 1) / kSsdTile); };
@@ -165,10 +178,16 @@ void launch_ssd_forward(Exec& exec, const SsdParams& p, const SsdPlan& plan, con
 /// The backward's launches for inputs of type In (docs/ssd.md "CUDA backward"): the zero fills, the forward's
 /// stages 0-2 again (Δ, cs, the entering states; no final state), the forward's chunk scan into y (with z), then
 /// E_c, the reverse state passing, ḡx (with ḡz, ḡD, ḡΔ), ḡ(C Bᵀ), ḡC, ḡB, and last the gate (ḡdt, ḡA, ḡdt_bias),
-/// which reads the ḡcs every earlier launch added to.
+/// which reads the ḡcs every earlier launch added to. With g.saved_states the entering states are the forward's
+/// (stages 1 and 2 do not run), with g.saved_y y is (the chunk scan into y does not run); both are only read.
 template <class In, class Exec>
 void launch_ssd_backward(Exec& exec, const SsdParams& p, const SsdGradParams& g, const SsdPlan& plan,
-                         const SsdWorkspace& ws, const SsdGradWorkspace& gw) {
+                         const SsdWorkspace& workspace, const SsdGradWorkspace& grad_workspace) {
+  SsdWorkspace ws = workspace;
+  SsdGradWorkspace gw = grad_workspace;
+  // (const_cast: the kernels that write ws.states and gw.y are the launches skipped when these are set)
+  if (g.saved_states) ws.states = const_cast<float*>(static_cast<const float*>(g.saved_states));
+  if (p.z && g.saved_y) gw.y = const_cast<float*>(static_cast<const float*>(g.saved_y));
   const auto h = static_cast<unsigned>(p.nheads), chunks = static_cast<unsigned>(plan.n_chunks);
   const index_t P = p.headdim, N = p.dstate, PN = P * N;
   const auto tiles = [](index_t e) { return static_cast<unsigned>((e + kSsdTile - 1) / kSsdTile); };
@@ -182,17 +201,19 @@ void launch_ssd_backward(Exec& exec, const SsdParams& p, const SsdGradParams& g,
   if (p.D) zero(g.grad_D, p.D_per_channel ? p.nheads * P : p.nheads);
   if (p.dt_bias) zero(g.grad_dt_bias, p.nheads);
   SsdParams fwd = p;
-  fwd.final_state = nullptr;
+  fwd.final_state = nullptr, fwd.chunk_states = nullptr, fwd.y = nullptr;
   const LaunchDims pass_grid{static_cast<unsigned>((PN + kSsdPassThreads - 1) / kSsdPassThreads), h,
                              static_cast<unsigned>(p.rows())};
   if (plan.n_chunks > 0) {
     exec.launch(ssd_chunk_cumsum_kernel, LaunchDims{chunks, h}, LaunchDims{32}, fwd, ws);
-    exec.launch(ssd_chunk_state_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads}, fwd,
-                ws);
+    if (!g.saved_states)
+      exec.launch(ssd_chunk_state_kernel<In>, LaunchDims{chunks, h, tiles(P) * tiles(N)}, LaunchDims{kSsdThreads},
+                  fwd, ws);
   }
-  if (p.rows() > 0) exec.launch(ssd_state_passing_kernel, pass_grid, LaunchDims{kSsdPassThreads}, fwd, ws);
+  if (p.rows() > 0 && !g.saved_states)
+    exec.launch(ssd_state_passing_kernel, pass_grid, LaunchDims{kSsdPassThreads}, fwd, ws);
   if (plan.n_chunks > 0) {
-    if (p.z) {  // y = Y + D x before the gate, f32 (b, l, h, p) contiguous
+    if (p.z && !g.saved_y) {  // y = Y + D x before the gate, f32 (b, l, h, p) contiguous
       SsdParams py = fwd;
       py.z = nullptr;
       py.out = gw.y;

@@ -8,9 +8,9 @@
 // CPU tensors: the chunked path of cpu/ssd/ (or, on request, its token loop or the double one of reference/ssd.hpp). CUDA tensors: the
 // backend's ssd_forward entry (ssm::cuda's kernels cuda/kernels/ssd_*.cuh: f32, f16, bf16 inputs; an ssm::Error
 // "not implemented on cuda yet" where a backend leaves it null). The backward (ssd_backward, after
-// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp (which reads the chunk states and y
-// a forward kept, SsdSaved, instead of computing them again) or the double one; on CUDA tensors the backend's
-// ssd_backward entry (cuda/kernels/ssd_*_bwd.cuh and friends; opt.path is ignored there).
+// selective_scan_backward): the chunked CPU backward of cpu/ssd/backward.hpp or the double one; on CUDA tensors the
+// backend's ssd_backward entry (cuda/kernels/ssd_*_bwd.cuh and friends; opt.path is ignored there). Both read the
+// chunk states and y a forward kept (SsdSaved), when given, instead of computing them again.
 #pragma once
 
 #include <algorithm>
@@ -59,12 +59,13 @@ struct SsdOptions {
   SsdPath path = SsdPath::automatic;
   int threads = 0;                    // CPU threads (0: by the amount of work)
   bool return_final_state = false;    // the allocating form: also the final state
-  bool save_for_backward = false;     // the allocating form: also SsdOutputs::saved (CPU, chunked path)
+  bool save_for_backward = false;     // the allocating form: also SsdOutputs::saved (CPU chunked path, or CUDA)
 };
 
-/// What a chunked CPU forward keeps so that ssd_backward need not compute it again: the state entering each chunk
-/// and y before the gate. With them the backward skips the chunk states, the state passing and (with z) the
-/// output, about a third of its work. Pass it to ssd_backward with the same inputs and chunk size.
+/// What a chunked forward (CPU or CUDA) keeps so that ssd_backward need not compute it again: the state entering
+/// each chunk and y before the gate. With them the backward skips the chunk states, the state passing and (with z)
+/// the output, about a third of its work. Pass it to ssd_backward with the same inputs and chunk size, on the same
+/// device.
 struct SsdSaved {
   Tensor chunk_states;     // (chunks, h, p, n) param dtype: each sequence cut into chunk_size steps from its start
   Tensor y;                // (b, l, h, p) param dtype: SSD + D x before silu(z); empty without z
@@ -206,8 +207,6 @@ inline void reuse_or_allocate(Tensor& t, const Dims& shape, DType dtype, Device 
 /// Checks what a forward kept (SsdSaved) against the backward's argument block p and points gp at it.
 inline void check_saved(const Checker& c, const SsdSaved& s, const SsdParams& p, const Device& device,
                         SsdGradParams& gp) {
-  c.require(!device.is_cuda(), "saved",
-            "the CUDA backward recomputes the chunk states; pass no SsdSaved for tensors on ", device.str());
   c.require(s.chunk_size == p.chunk_size, "saved",
             "was kept by a forward in chunks of ", s.chunk_size, " steps, but this backward uses chunks of ",
             p.chunk_size, " (SsdOptions::chunk_size, at most l); run both with the same chunk size");
@@ -226,8 +225,8 @@ inline void check_saved(const Checker& c, const SsdSaved& s, const SsdParams& p,
 }  // namespace detail
 
 /// The SSD forward into `out` (x's shape and dtype) and, when given, `final_state` ((rows, h, p, n), param dtype);
-/// with `save`, also what the backward can reuse (SsdSaved; the chunked CPU path only). save's tensors are written
-/// in place where they already fit and nothing else owns them, else allocated.
+/// with `save`, also what the backward can reuse (SsdSaved; the chunked CPU path, or CUDA). save's tensors are
+/// written in place where they already fit and nothing else owns them, else allocated (on x's device).
 /// Returns the path that ran.
 inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
                             const std::optional<TensorView>& final_state = std::nullopt, const SsdOptions& opt = {},
@@ -236,12 +235,11 @@ inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
   std::vector<std::int64_t> cu;
   Device device;
   SsdParams p = detail::check_ssd(c, in, out, final_state, opt, cu, device);
+  // On CUDA the backend's entry first: a backend without one raises before anything is allocated for it.
+  auto* const device_forward = device.is_cuda() ? backend_entry(c.op(), device, &DeviceBackend::ssd_forward) : nullptr;
   if (save != nullptr) {
     const char* save_arg = opt.save_for_backward ? "save_for_backward" : "save";  // ssd()'s option, or ssd_into's
-    c.require(device.is_cpu(), save_arg,
-              "keeping the chunk states for the backward runs on the CPU only (the CUDA backward recomputes them); "
-              "x is on ", device.str());
-    c.require(opt.path == SsdPath::automatic || opt.path == SsdPath::chunked, save_arg,
+    c.require(device.is_cuda() || opt.path == SsdPath::automatic || opt.path == SsdPath::chunked, save_arg,
               "only the chunked path keeps chunk states; opt.path asks for the ",
               opt.path == SsdPath::reference ? "reference" : "recurrent", " path");
     save->chunk_size = p.chunk_size;
@@ -252,8 +250,8 @@ inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
     p.chunk_states = save->chunk_states.data();
     p.y = p.z ? save->y.data() : nullptr;
   }
-  if (device.is_cuda()) {
-    backend_entry(c.op(), device, &DeviceBackend::ssd_forward)(p, nullptr);
+  if (device_forward != nullptr) {
+    device_forward(p, nullptr);
     return "cuda";
   }
   if (opt.path == SsdPath::reference) {
@@ -314,6 +312,8 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
   c.require(device.is_cuda() || opt.path != SsdPath::recurrent, "path",
             "SsdPath::recurrent (the token loop in the compute type) has no backward; use chunked or reference");
   if (saved != nullptr) detail::check_saved(c, *saved, p, device, gp);
+  auto* const device_backward =
+      device.is_cuda() ? backend_entry(c.op(), device, &DeviceBackend::ssd_backward) : nullptr;
   SsdGrads r;
   // Uninitialized: every path writes every element (cu_seqlens cover all of l).
   const auto like = [&](const TensorView& t) { return Tensor::empty(t.shape(), t.dtype(), device); };
@@ -324,8 +324,8 @@ inline SsdGrads ssd_backward(const SsdInputs& in, const TensorView& grad_out,
   if (in.z) gp.grad_z = (r.grad_z = like(*in.z)).data();
   if (in.dt_bias) gp.grad_dt_bias = (r.grad_dt_bias = like(*in.dt_bias)).data();
   if (in.initial_state) gp.grad_initial_state = (r.grad_initial_state = like(*in.initial_state)).data();
-  if (device.is_cuda()) {
-    backend_entry(c.op(), device, &DeviceBackend::ssd_backward)(p, gp, nullptr);
+  if (device_backward != nullptr) {
+    device_backward(p, gp, nullptr);
     r.path = "cuda";
   } else if (opt.path == SsdPath::reference) {
     reference::ssd_backward(p, gp);

@@ -106,7 +106,8 @@ void ssd_forward_reference(const Case& c, const Views& in, const Views& out) {
 }
 
 /// The backward through the op: its allocating form, the gradients adopted (compared, not guarded). On the CPU's
-/// chunked path it reads what a forward kept (SsdSaved), as training does (tests/ssd: equal to recomputing them).
+/// chunked path and on CUDA it reads what a forward kept (SsdSaved), as training does (equal to recomputing them:
+/// tests/ssd, and CudaOpsEmu.SsdBackwardFromWhatTheForwardKept).
 void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   ssm::SsdOptions opt;
   opt.chunk_size = of(c).chunk;
@@ -114,7 +115,7 @@ void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
   opt.threads = recurrence_threads(of(c).threads, cfg);
   const ssm::SsdInputs inputs = ssd_inputs(c, in);
   ssm::SsdOutputs kept;
-  if (!cfg.device.is_cuda() && opt.path == ssm::SsdPath::chunked) {
+  if (opt.path == ssm::SsdPath::chunked) {  // (on CUDA the path is ignored: always the chunked kernels)
     ssm::SsdOptions fwd = opt;
     fwd.save_for_backward = true;
     kept = ssm::ssd(inputs, fwd);
