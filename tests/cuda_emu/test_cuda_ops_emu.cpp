@@ -737,8 +737,9 @@ void expect_error_containing(F&& f, const std::string& expected) {
 /// the device in f32, against what the CPU's chunked forward keeps; the backward that reads them against the
 /// reference and against the CUDA backward that recomputes them (the same kernels on the same values: bit for bit
 /// where one block writes each element, to rounding where float atomics sum in the order blocks run); and it does
-/// read them: zeroed states change ḡC, a zeroed y changes ḡz. Packed sequences (37 and 113 steps, chunk 70: ragged
-/// chunks of one and two step tiles), p and n wider than a tile, groups, D per channel, z, dt_bias and a dt limit.
+/// read them: zeroed states change ḡC, a zeroed y changes ḡz. Packed sequences (37 and 113 steps, chunk 70: chunks of
+/// 37, 70 and 43 steps, two or three step tiles with a ragged last one), p and n wider than a tile, groups, D per
+/// channel, z, dt_bias and a dt limit.
 TEST(CudaOpsEmu, SsdBackwardFromWhatTheForwardKept) {
   ssd_problem::SsdCase s;
   s.b = 1, s.l = 150, s.h = 4, s.p = 40, s.g = 2, s.n = 36, s.dtype = DType::f32, s.seed = 31;
@@ -816,6 +817,18 @@ TEST(CudaOpsEmu, SsdBackwardFromWhatTheForwardKept) {
   ssm::SsdOptions other = opt;
   other.chunk_size = 64;
   expect_error_containing([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), other, &fwd.saved); }, "'saved'");
+
+  // A forward that fails keeps nothing, not tensors that look kept (here past the kernels' 65535 sequences a launch).
+  ssd_problem::SsdCase wide;
+  wide.b = 65536, wide.l = 1, wide.h = 1, wide.p = 1, wide.n = 1, wide.dtype = DType::f32;
+  wide.has_D = wide.has_z = wide.has_bias = wide.has_init = true;
+  const SsdOnDevice too_many(ssd_problem::make_data(wide));
+  const Tensor wide_out = Tensor::empty(too_many.x.shape(), DType::f32, kCuda);
+  ssm::SsdSaved failed = fwd.saved;
+  expect_error_containing([&] { (void)ssm::ssd_into(too_many.in, wide_out, std::nullopt, opt, &failed); },
+                          "at most 65535 sequences");
+  EXPECT_FALSE(failed.chunk_states.defined() || failed.y.defined());
+  EXPECT_EQ(failed.chunk_size, 0);
 }
 
 // ---- linear attention and retention ------------------------------------------------------------------------------

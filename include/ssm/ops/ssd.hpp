@@ -250,20 +250,25 @@ inline std::string ssd_into(const SsdInputs& in, const TensorView& out,
     p.chunk_states = save->chunk_states.data();
     p.y = p.z ? save->y.data() : nullptr;
   }
-  if (device_forward != nullptr) {
-    device_forward(p, nullptr);
-    return "cuda";
+  try {
+    if (device_forward != nullptr) {
+      device_forward(p, nullptr);
+      return "cuda";
+    }
+    if (opt.path == SsdPath::reference) {
+      reference::ssd_forward(p);
+      return "reference";
+    }
+    if (opt.path == SsdPath::recurrent) {
+      cpu::ssd_forward_recurrent(p, opt.threads);
+      return "cpu-recurrent";
+    }
+    cpu::ssd_forward_chunked(p, opt.threads);
+    return "cpu-chunked";
+  } catch (...) {
+    if (save != nullptr) *save = SsdSaved();  // a forward that failed (e.g. past the CUDA kernels' limits) keeps nothing
+    throw;
   }
-  if (opt.path == SsdPath::reference) {
-    reference::ssd_forward(p);
-    return "reference";
-  }
-  if (opt.path == SsdPath::recurrent) {
-    cpu::ssd_forward_recurrent(p, opt.threads);
-    return "cpu-recurrent";
-  }
-  cpu::ssd_forward_chunked(p, opt.threads);
-  return "cpu-chunked";
 }
 
 /// The allocating form: out, and the final state when opt.return_final_state.

@@ -106,8 +106,9 @@ void ssd_forward_reference(const Case& c, const Views& in, const Views& out) {
 }
 
 /// The backward through the op: its allocating form, the gradients adopted (compared, not guarded). On the CPU's
-/// chunked path and on CUDA it reads what a forward kept (SsdSaved), as training does (equal to recomputing them:
-/// tests/ssd, and CudaOpsEmu.SsdBackwardFromWhatTheForwardKept).
+/// chunked path and on CUDA, each shape's first chunk size (add_chunks gives it threads = 1) reads what a forward kept
+/// (SsdSaved), as training does, and its second recomputes it: both backwards on every backend and shape (and equal to
+/// each other: tests/ssd, CudaOpsEmu.SsdBackwardFromWhatTheForwardKept).
 void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
   ssm::SsdOptions opt;
   opt.chunk_size = of(c).chunk;
@@ -115,7 +116,7 @@ void ssd_backward(const Case& c, const Views& in, Outputs& out, const RunConfig&
   opt.threads = recurrence_threads(of(c).threads, cfg);
   const ssm::SsdInputs inputs = ssd_inputs(c, in);
   ssm::SsdOutputs kept;
-  if (opt.path == ssm::SsdPath::chunked) {  // (on CUDA the path is ignored: always the chunked kernels)
+  if (opt.path == ssm::SsdPath::chunked && of(c).threads == 1) {  // (on CUDA the path is ignored: the kernels run)
     ssm::SsdOptions fwd = opt;
     fwd.save_for_backward = true;
     kept = ssm::ssd(inputs, fwd);
