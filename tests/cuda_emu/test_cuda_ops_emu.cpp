@@ -22,6 +22,7 @@
 #include "../conformance/ttt_linear_problem.hpp"
 #include "attention_case.hpp"
 #include "emu/backend.hpp"
+#include "support/expect_error.hpp"
 #include "ssm/ops.hpp"
 #include "ssm/ops/attention.hpp"
 #include "ssm/ops/delta_rule.hpp"
@@ -38,6 +39,9 @@ using ssm::DType;
 using ssm::Tensor;
 using ssm::emu::Order;
 using ssm::emu::ScopedEmulatedCuda;
+using ssm::Dims;
+using ssm::TensorView;
+using ssm_test::expect_error;  // support/expect_error.hpp
 using index_t = std::int64_t;
 
 const Device kCuda = Device::cuda(0);
@@ -275,6 +279,41 @@ TEST(CudaOpsEmu, BackendIsInstalledAndRestored) {
     EXPECT_THROW((void)Tensor::empty({4}, DType::f32, Device::cuda(1)), ssm::Error);  // one device
   }
   EXPECT_EQ(ssm::find_backend(ssm::DeviceType::cuda), before);
+}
+
+/// ssm::copy between strided views on the host and the device: one 2D copy per index of the dims before the last
+/// strided one, rows of the contiguous trailing dims; a broadcast row (stride 0) one row at a time; a strided last dim
+/// in one-element rows. The values against the same copies on the CPU (elementwise there).
+TEST(CudaOpsEmu, CopiesStridedViewsToFromAndOnTheDevice) {
+  ScopedEmulatedCuda guard;
+  const Dims shape{2, 3, 4, 5};  // (b, l, h, d)
+  const Dims padded{3 * (4 * 7 + 1) + 2, 4 * 7 + 1, 7, 1};  // d padded to 7, a gap after every token and batch row
+  const index_t span = 2 * padded[0];
+  std::vector<float> x(static_cast<std::size_t>(2 * 3 * 4 * 5));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) + 0.5f;
+  const TensorView dense = TensorView::of(x.data(), shape);
+  auto strided = [&](const Tensor& store) {  // the padded (b, l, h, d) view into store (span elements)
+    return TensorView(store.data(), DType::f32, store.device(), shape, padded);
+  };
+  const Tensor host_store = Tensor::zeros({span}, DType::f32), dev_store = Tensor::zeros({span}, DType::f32, kCuda);
+  ssm::copy(strided(host_store), dense);  // on the CPU: what the device copies must equal
+  ssm::copy(strided(dev_store), dense);   // host (contiguous) → device (strided)
+  EXPECT_EQ(dev_store.to_vector<float>(), host_store.to_vector<float>()) << "host to device: the gaps stay zero";
+  const Tensor dev2 = Tensor::zeros({span}, DType::f32, kCuda);
+  ssm::copy(strided(dev2), strided(dev_store));  // device → device, both strided
+  EXPECT_EQ(dev2.to_vector<float>(), host_store.to_vector<float>()) << "device to device";
+  std::vector<float> back(x.size(), -1.0f);
+  ssm::copy(TensorView::of(back.data(), shape), strided(dev2));  // device (strided) → host (contiguous)
+  EXPECT_EQ(back, x) << "device to host";
+  // a row broadcast along dim 0 (stride 0 < a row: one row per 2D copy)
+  const Tensor row = Tensor::from_vector({4}, std::vector<float>{1, 2, 3, 4}).to(kCuda);
+  const Tensor rows = Tensor::empty({3, 4}, DType::f32, kCuda);
+  ssm::copy(rows.view(), TensorView(row.data(), DType::f32, kCuda, {3, 4}, {0, 1}));
+  EXPECT_EQ(rows.to_vector<float>(), (std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4}));
+  // a stride along the last dim: one-element rows (every other element of `wide`, the rest untouched)
+  const Tensor wide = Tensor::zeros({8}, DType::f32, kCuda);
+  ssm::copy(TensorView(wide.data(), DType::f32, kCuda, {4}, {2}), row.view());
+  EXPECT_EQ(wide.to_vector<float>(), (std::vector<float>{1, 0, 2, 0, 3, 0, 4, 0}));
 }
 
 TEST(CudaOpsEmu, ScanForwardLengthsAcrossConfigurationsAndChunks) {
@@ -722,17 +761,6 @@ TEST(CudaOpsEmu, SsdBackwardAcrossTiles) {
   }
 }
 
-/// Runs f, which must throw an ssm::Error whose message contains `expected`.
-template <class F>
-void expect_error_containing(F&& f, const std::string& expected) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one containing: " << expected;
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
-  }
-}
-
 /// What the CUDA forward keeps for its backward (SsdSaved): the states entering each chunk and y before the gate, on
 /// the device in f32, against what the CPU's chunked forward keeps; the backward that reads them against the
 /// reference and against the CUDA backward that recomputes them (the same kernels on the same values: bit for bit
@@ -812,11 +840,11 @@ TEST(CudaOpsEmu, SsdBackwardFromWhatTheForwardKept) {
   expect_close("grad_C with a zeroed y", no_y.grad_C, kept.grad_C, 0.0);  // y enters ḡz only
 
   // Kept on another device, or in other chunks: an error naming the argument.
-  expect_error_containing([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), opt, &cpu.saved); },
-                          "'saved.chunk_states'");
+  expect_error([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), opt, &cpu.saved); },
+               "'saved.chunk_states'");
   ssm::SsdOptions other = opt;
   other.chunk_size = 64;
-  expect_error_containing([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), other, &fwd.saved); }, "'saved'");
+  expect_error([&] { (void)ssm::ssd_backward(dev.in, gout, gfin.view(), other, &fwd.saved); }, "'saved'");
 
   // A forward that fails keeps nothing, not tensors that look kept (here past the kernels' 65535 sequences a launch).
   ssd_problem::SsdCase wide;
@@ -825,8 +853,8 @@ TEST(CudaOpsEmu, SsdBackwardFromWhatTheForwardKept) {
   const SsdOnDevice too_many(ssd_problem::make_data(wide));
   const Tensor wide_out = Tensor::empty(too_many.x.shape(), DType::f32, kCuda);
   ssm::SsdSaved failed = fwd.saved;
-  expect_error_containing([&] { (void)ssm::ssd_into(too_many.in, wide_out, std::nullopt, opt, &failed); },
-                          "at most 65535 sequences");
+  expect_error([&] { (void)ssm::ssd_into(too_many.in, wide_out, std::nullopt, opt, &failed); },
+               "at most 65535 sequences");
   EXPECT_FALSE(failed.chunk_states.defined() || failed.y.defined());
   EXPECT_EQ(failed.chunk_size, 0);
 }
@@ -1054,12 +1082,12 @@ TEST(CudaOpsEmu, LinearAttentionRefusesWhatTheKernelsCannotTake) {
   in.q = q, in.k = k, in.v = v, in.log_gate = gate.view();
   const Tensor bad_gate = random_tensor({1, 4, 2, 3}, DType::f32, rng, 0.1f, 1).to(kCuda);  // checked on the host
   in.log_gate = bad_gate.view();
-  expect_error_containing([&] { (void)ssm::linear_attention(in); }, "argument 'log_gate': every log gate must be");
+  expect_error([&] { (void)ssm::linear_attention(in); }, "argument 'log_gate': every log gate must be");
   const Tensor q64 = on({1, 4, 1, 3}, DType::f64), k64 = on({1, 4, 1, 3}, DType::f64),
                v64 = on({1, 4, 2, 2}, DType::f64);
   ssm::LinearAttentionInputs in64;
   in64.q = q64, in64.k = k64, in64.v = v64;
-  expect_error_containing([&] { (void)ssm::linear_attention(in64); }, "argument 'v': f64 has no CUDA path");
+  expect_error([&] { (void)ssm::linear_attention(in64); }, "argument 'v': f64 has no CUDA path");
 }
 
 // ---- the delta rule ------------------------------------------------------------------------------------------------
@@ -1139,12 +1167,12 @@ TEST(CudaOpsEmu, DeltaRuleRefusesWhatTheKernelsCannotTake) {
   in.q = q, in.k = k, in.v = v, in.beta = beta;
   const Tensor bad_beta = on({1, 4, 2}, DType::f32, 2.5f, 3);  // β's values are checked on the host
   in.beta = bad_beta;
-  expect_error_containing([&] { (void)ssm::delta_rule(in); }, "argument 'beta': every β must be in (0, 2]");
+  expect_error([&] { (void)ssm::delta_rule(in); }, "argument 'beta': every β must be in (0, 2]");
   const Tensor q64 = on({1, 4, 1, 3}, DType::f64, -1, 1), k64 = on({1, 4, 1, 3}, DType::f64, -1, 1);
   const Tensor v64 = on({1, 4, 2, 2}, DType::f64, -1, 1), beta64 = on({1, 4, 2}, DType::f64, 0.1f, 1.9f);
   ssm::DeltaRuleInputs in64;
   in64.q = q64, in64.k = k64, in64.v = v64, in64.beta = beta64;
-  expect_error_containing([&] { (void)ssm::delta_rule(in64); }, "argument 'v': f64 has no CUDA path");
+  expect_error([&] { (void)ssm::delta_rule(in64); }, "argument 'v': f64 has no CUDA path");
 }
 
 // ---- RWKV-7 -------------------------------------------------------------------------------------------------------
@@ -1230,9 +1258,8 @@ TEST(CudaOpsEmu, Rwkv7StepTokenByTokenAndRefusals) {
     const Tensor a = on({1, 4, 2, 3}, dt, -1, 1), bb = on({1, 4, 2, 3}, dt, -1, 1);
     ssm::Rwkv7Inputs in;
     in.q = q, in.k = k, in.v = v, in.log_w = lw, in.a = a, in.b = bb;
-    expect_error_containing([&] { (void)ssm::rwkv7(in); }, dt == DType::f32
-                                                               ? "argument 'log_w': every log decay must be"
-                                                               : "argument 'v': f64 has no CUDA path");
+    expect_error([&] { (void)ssm::rwkv7(in); }, dt == DType::f32 ? "argument 'log_w': every log decay must be"
+                                                                : "argument 'v': f64 has no CUDA path");
   }
 }
 
@@ -1286,7 +1313,7 @@ TEST(CudaOpsEmu, TttLinearForwardBackwardAndStep) {
       expect_close(nm, *got, *want, 1e-4);
     const Tensor bad_eta = random_tensor(host.eta.shape(), DType::f32, brng, -1, -0.1f).to(kCuda);
     in.eta = bad_eta;  // checked on a host copy
-    expect_error_containing([&] { (void)ssm::ttt_linear(in, opt); }, "argument 'eta': every learning rate must be");
+    expect_error([&] { (void)ssm::ttt_linear(in, opt); }, "argument 'eta': every learning rate must be");
     ttt_linear_problem::TttCase s64 = s;
     s64.dtype = DType::f64, s64.cu = {}, s64.has_tau = s64.has_init = s64.has_pending = false;
     const ttt_linear_problem::TttData h64 = ttt_linear_problem::make_data(s64);
@@ -1294,7 +1321,7 @@ TEST(CudaOpsEmu, TttLinearForwardBackwardAndStep) {
     const Tensor w64 = h64.ln_weight.to(kCuda), b64 = h64.ln_bias.to(kCuda);
     ssm::TttLinearInputs in64;
     in64.q = q64, in64.k = k64, in64.v = v64, in64.eta = e64, in64.ln_weight = w64, in64.ln_bias = b64;
-    expect_error_containing([&] { (void)ssm::ttt_linear(in64, h64.options()); }, "argument 'v': f64 has no CUDA path");
+    expect_error([&] { (void)ssm::ttt_linear(in64, h64.options()); }, "argument 'v': f64 has no CUDA path");
   }
   const index_t b = 2, h = 2, d = 6, m = 3;
   std::mt19937 rng(123);
@@ -1333,11 +1360,11 @@ TEST(CudaOpsEmu, EmbeddingChecksTheIdsOnTheHost) {
   const Tensor table = random_tensor({5, 3}, DType::f32, rng, -1, 1).to(kCuda);  // (vocab 5, dim 3)
   for (std::int64_t bad : {5, -1}) {
     const Tensor ids = Tensor::from_vector({3}, std::vector<std::int64_t>{0, bad, 4}).to(kCuda);
-    expect_error_containing([&] { (void)ssm::embedding(ids, table); },
-                            "argument 'ids': token id " + std::to_string(bad) + " at position 1 is outside [0, 5)");
+    expect_error([&] { (void)ssm::embedding(ids, table); },
+                 "argument 'ids': token id " + std::to_string(bad) + " at position 1 is outside [0, 5)");
   }
   const Tensor ids32 = Tensor::from_vector({2}, std::vector<std::int32_t>{4, 7}).to(kCuda);
-  expect_error_containing([&] { (void)ssm::embedding(ids32, table); }, "token id 7 at position 1");
+  expect_error([&] { (void)ssm::embedding(ids32, table); }, "token id 7 at position 1");
 }
 
 TEST(CudaOpsEmu, LinearRefusesOverlappingOutputRows) {
@@ -1349,8 +1376,8 @@ TEST(CudaOpsEmu, LinearRefusesOverlappingOutputRows) {
   const ssm::TensorView y_overlapping(y.data(), DType::f32, kCuda, {2, 4}, {2, 1});  // rows 2 apart, 4 wide
   for (DType w : {DType::f32, DType::bf16}) {
     const Tensor weight = random_tensor({4, 3}, w, rng, -1, 1).to(kCuda);
-    expect_error_containing([&] { (void)ssm::linear_into({x, weight, std::nullopt}, y_overlapping); },
-                            "y's row stride must be");
+    expect_error([&] { (void)ssm::linear_into({x, weight, std::nullopt}, y_overlapping); },
+                 "y's row stride must be");
   }
 }
 

@@ -20,6 +20,7 @@
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/tensor.hpp"
+#include "support/expect_error.hpp"
 
 namespace ssm::test {
 
@@ -71,16 +72,8 @@ inline std::vector<std::int64_t> random_ids(std::int64_t count, std::int64_t voc
   return ids;
 }
 
-/// f() throws an ssm::Error whose message contains `needle`.
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected ssm::Error containing \"" << needle << "\"";
-  } catch (const ssm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+/// f() throws an ssm::Error whose message contains `needle` (or every one of a braced list): support/expect_error.hpp.
+using ::ssm_test::expect_error;
 
 /// A language model (MambaLM, Mamba2LM) loaded from a checkpoint against that checkpoint's golden.json (`g`): the
 /// logits of every position in parallel, the prompt's prefill then one step per token (each within `tol` of the

@@ -328,8 +328,8 @@ class Tensor {
   TensorView view_;
 };
 
-/// Copies src into dst elementwise (same shape and dtype; any strides on the CPU; contiguous for
-/// copies that involve a CUDA device).
+/// Copies src into dst elementwise (same shape and dtype; any strides; a copy that involves a CUDA device is one 2D
+/// copy per index of the dims before the last strided one, so views strided in their inner dims take many).
 inline void copy(const TensorView& dst, const TensorView& src) {
   SSM_CHECK(dst.shape() == src.shape(), "ssm::copy: shape mismatch, dst ", dst.shape().str(), " vs src ",
             src.shape().str());
@@ -364,24 +364,51 @@ inline void copy(const TensorView& dst, const TensorView& src) {
     backend.copy(dst.data(), dst.device(), src.data(), src.device(), src.nbytes());
     return;
   }
-  // Rows: contiguous within dims 1.., any stride (>= a row) along dim 0, e.g. a narrow along dim 1 of a KV cache.
-  auto rows_contiguous = [](const TensorView& t) {
-    if (t.rank() < 1) return false;
-    index_t acc = 1;
-    for (int i = t.rank() - 1; i >= 1; --i) {
-      if (t.size(i) != 1 && t.stride(i) != acc) return false;
-      acc *= t.size(i);
+  if (src.numel() == 0) return;
+  // Strided views: the trailing dims contiguous in both views make one row of `width` elements (one element when
+  // the last dim is strided); the dim before them gives the rows of one 2D copy (their pitches from its strides);
+  // each index of the dims before that is one 2D copy (a narrow along dim 1 of a KV cache: one copy; a (b, l, h, d)
+  // view padded after every head: b · l copies of h rows; a column of a matrix: one copy of one-element rows).
+  const int r = src.rank();
+  int inner = r;      // dims [inner, r) are contiguous in both views
+  index_t width = 1;  // elements of one row: the product of their sizes
+  while (inner > 0) {
+    const int k = inner - 1;
+    if (src.size(k) != 1 && (src.stride(k) != width || dst.stride(k) != width)) break;
+    width *= src.size(k);
+    --inner;
+  }
+  const auto es = static_cast<index_t>(size_of(src.dtype()));
+  const char* s0 = static_cast<const char*>(src.data());
+  char* d0 = static_cast<char*>(dst.data());
+  if (inner == 0) {  // contiguous up to dims of size 1
+    backend.copy(d0, dst.device(), s0, src.device(), static_cast<std::size_t>(width * es));
+    return;
+  }
+  // Rows along dim inner − 1, when both pitches hold a row (cudaMemcpy2D's rule); else one row per copy.
+  const int row_dim = inner - 1;
+  const bool rows_fit = src.stride(row_dim) >= width && dst.stride(row_dim) >= width;
+  const int outer = rows_fit ? row_dim : inner;  // dims [0, outer) are looped over
+  const index_t rows = rows_fit ? src.size(row_dim) : 1;
+  const auto row_bytes = static_cast<std::size_t>(width * es);
+  const std::size_t src_pitch = rows_fit ? static_cast<std::size_t>(src.stride(row_dim) * es) : row_bytes;
+  const std::size_t dst_pitch = rows_fit ? static_cast<std::size_t>(dst.stride(row_dim) * es) : row_bytes;
+  std::array<index_t, kMaxRank> idx{};
+  index_t copies = 1;
+  for (int k = 0; k < outer; ++k) copies *= src.size(k);
+  for (index_t c = 0; c < copies; ++c) {
+    index_t so = 0, dof = 0;
+    for (int k = 0; k < outer; ++k) {
+      so += idx[static_cast<std::size_t>(k)] * src.stride(k);
+      dof += idx[static_cast<std::size_t>(k)] * dst.stride(k);
     }
-    return t.size(0) == 1 || t.stride(0) >= acc;
-  };
-  SSM_CHECK(rows_contiguous(src) && rows_contiguous(dst), "ssm::copy: copies involving ", src.device().str(), " and ",
-            dst.device().str(), " need contiguous tensors (or rows contiguous after the first dim), got strides ",
-            src.strides().str(), " and ", dst.strides().str());
-  const auto es = static_cast<std::size_t>(size_of(src.dtype()));
-  const std::size_t row = static_cast<std::size_t>(src.numel() / std::max<index_t>(1, src.size(0))) * es;
-  auto pitch = [&](const TensorView& t) { return t.size(0) == 1 ? row : static_cast<std::size_t>(t.stride(0)) * es; };
-  backend.copy_2d(dst.data(), pitch(dst), dst.device(), src.data(), pitch(src), src.device(), row,
-                  static_cast<std::size_t>(src.size(0)));
+    backend.copy_2d(d0 + dof * es, dst_pitch, dst.device(), s0 + so * es, src_pitch, src.device(), row_bytes,
+                    static_cast<std::size_t>(rows));
+    for (int k = outer - 1; k >= 0; --k) {
+      if (++idx[static_cast<std::size_t>(k)] < src.size(k)) break;
+      idx[static_cast<std::size_t>(k)] = 0;
+    }
+  }
 }
 
 inline Tensor Tensor::zeros(const Dims& shape, DType dtype, Device device) {
