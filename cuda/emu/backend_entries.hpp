@@ -131,6 +131,11 @@ void rms_norm_forward(const RmsNormParams& p, void*) {
   kernels::rms_norm_launches(exec, p, "ssm::cuda::rms_norm_forward (host emulation)");
 }
 template <class Exec>
+void rotary_forward(const RotaryParams& p, void*) {
+  Exec exec = executor<Exec>();
+  kernels::rotary_launches(exec, p, "ssm::cuda::rotary_forward (host emulation)");
+}
+template <class Exec>
 void embedding_forward(const EmbeddingParams& p, void*) {
   Exec exec = executor<Exec>();
   kernels::embedding_launches(exec, p, "ssm::cuda::embedding_forward (host emulation)");
@@ -265,6 +270,7 @@ DeviceBackend make() {
   b.attention_backward = &attention_backward<Exec>;
   b.linear_forward = &linear_forward<Exec>;
   b.rms_norm_forward = &rms_norm_forward<Exec>;
+  b.rotary_forward = &rotary_forward<Exec>;
   b.embedding_forward = &embedding_forward<Exec>;
   b.selective_state_update = &selective_state_update<Exec>;
   b.ssd_forward = &ssd_forward<Exec>;

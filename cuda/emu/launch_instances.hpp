@@ -9,12 +9,13 @@
 // and a place in SSM_EMU_LAUNCH_INSTANCES.
 #pragma once
 
-// kernels/launch/cast.cuh, embedding.cuh, linear.cuh, rms_norm.cuh: the small dense ops.
+// kernels/launch/cast.cuh, embedding.cuh, linear.cuh, rms_norm.cuh, rotary.cuh: the small dense ops.
 #define SSM_EMU_DENSE_INSTANCES(PREFIX)                                                                                \
   PREFIX void ssm::kernels::cast_from_f32_launches(::ssm::emu::HostExecutor&, const float*, void*, ::ssm::DType,       \
                                                    std::int64_t, const char*);                                         \
   PREFIX void ssm::kernels::linear_launches(::ssm::emu::HostExecutor&, const ::ssm::LinearParams&, const char*);       \
   PREFIX void ssm::kernels::rms_norm_launches(::ssm::emu::HostExecutor&, const ::ssm::RmsNormParams&, const char*);    \
+  PREFIX void ssm::kernels::rotary_launches(::ssm::emu::HostExecutor&, const ::ssm::RotaryParams&, const char*);      \
   PREFIX void ssm::kernels::embedding_launches(::ssm::emu::HostExecutor&, const ::ssm::EmbeddingParams&, const char*);
 
 // kernels/launch/selective_scan.cuh, selective_state_update.cuh.

@@ -14,6 +14,7 @@
 #include "../kernels/launch/linear_attention.cuh"
 #include "../kernels/launch/moe.cuh"
 #include "../kernels/launch/rms_norm.cuh"
+#include "../kernels/launch/rotary.cuh"
 #include "../kernels/launch/rwkv7.cuh"
 #include "../kernels/launch/selective_scan.cuh"
 #include "../kernels/launch/selective_state_update.cuh"

@@ -45,6 +45,7 @@ DeviceBackend make_backend() {
   b.attention_backward = &attention_backward;
   b.linear_forward = &linear_forward;
   b.rms_norm_forward = &rms_norm_forward;
+  b.rotary_forward = &rotary_forward;
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
   b.ssd_forward = &ssd_forward;

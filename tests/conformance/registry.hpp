@@ -150,6 +150,8 @@ struct Op {
   std::function<void(const Case&, const Views& in, const Views& out)> forward_reference, backward_reference;
   /// Bound on max |got - ref| / max |ref| of one output tensor, by that output's dtype.
   std::function<double(DType out_dtype, Pass)> tolerance;
+  /// The bound on a device (CUDA, emulated or not) when it differs from the CPU paths'; unset: `tolerance`.
+  std::function<double(DType out_dtype, Pass)> device_tolerance = nullptr;
 };
 
 inline std::vector<Op>& ops() {
@@ -462,7 +464,8 @@ inline PassResult run_pass(const Op& op, const Case& c, const RunConfig& cfg, Pa
   const std::vector<Tensor> got = run_backend(op, c, cfg, pass, 0, own);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const double err = normalized_error(to_doubles(got[i].view()), to_doubles(ref_v[i]));
-    const double tol = op.tolerance(specs[i].dtype, pass);
+    const double tol = !cfg.device.is_cpu() && op.device_tolerance ? op.device_tolerance(specs[i].dtype, pass)
+                                                                   : op.tolerance(specs[i].dtype, pass);
     EXPECT_LE(err, tol) << specs[i].name << " (" << ssm::name(specs[i].dtype) << ", " << got[i].shape().str()
                         << (own[i] ? ", allocated by the op" : "") << "): normalized error against the reference";
   }

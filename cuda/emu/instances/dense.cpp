@@ -3,6 +3,7 @@
 #include "../../kernels/launch/embedding.cuh"
 #include "../../kernels/launch/linear.cuh"
 #include "../../kernels/launch/rms_norm.cuh"
+#include "../../kernels/launch/rotary.cuh"
 #include "../executor.hpp"
 #include "../launch_instances.hpp"
 

@@ -80,6 +80,8 @@ struct DeviceBackend {
   void (*linear_forward)(const LinearParams& p, void* stream) = nullptr;
   /// RMSNorm with the optional fused residual add. May be null.
   void (*rms_norm_forward)(const RmsNormParams& p, void* stream) = nullptr;
+  /// Rotary position embedding (y may be x). May be null.
+  void (*rotary_forward)(const RotaryParams& p, void* stream) = nullptr;
   /// Embedding rows gathered (and converted) by token id. May be null.
   void (*embedding_forward)(const EmbeddingParams& p, void* stream) = nullptr;
   /// The one-token selective state update (decoding). May be null.

@@ -33,6 +33,7 @@ SSM_HOST_DEVICE inline float sqrt(float x) { return ::sqrtf(x); }
 SSM_HOST_DEVICE inline double sqrt(double x) { return ::sqrt(x); }
 SSM_HOST_DEVICE inline float erf(float x) { return ::erff(x); }
 SSM_HOST_DEVICE inline double erf(double x) { return ::erf(x); }
+SSM_HOST_DEVICE inline double pow(double x, double y) { return ::pow(x, y); }
 
 /// log2(e): exp(x) = 2^(x log2 e).
 template <class T>

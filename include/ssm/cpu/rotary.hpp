@@ -20,8 +20,7 @@ inline void rotary_forward(const RotaryParams& p) {
     std::vector<T> cs(static_cast<std::size_t>(2 * rows * half));  // (rows, half, 2): cos, sin
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t i = 0; i < half; ++i) {
-        const double angle = static_cast<double>(cyclic ? r : p.position(r)) *
-                             std::pow(p.base, -2.0 * static_cast<double>(i) / static_cast<double>(p.dim));
+        const double angle = p.angle(cyclic ? r : p.position(r), i);
         cs[static_cast<std::size_t>(2 * (r * half + i))] = static_cast<T>(std::cos(angle));
         cs[static_cast<std::size_t>(2 * (r * half + i) + 1)] = static_cast<T>(p.inverse ? -std::sin(angle) : std::sin(angle));
       }

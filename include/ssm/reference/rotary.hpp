@@ -18,8 +18,7 @@ inline void rotary_forward(const RotaryParams& p) {
         const std::int64_t xo = bi * p.x_strides[0] + t * p.x_strides[1] + hh * p.x_strides[2];
         const std::int64_t yo = bi * p.y_strides[0] + t * p.y_strides[1] + hh * p.y_strides[2];
         for (std::int64_t i = 0; i < half; ++i) {
-          const double angle = static_cast<double>(p.position(t)) *
-                               std::pow(p.base, -2.0 * static_cast<double>(i) / static_cast<double>(p.dim));
+          const double angle = p.angle(p.position(t), i);
           const double a = load_real(p.x, p.dtype, xo + p.first(i)), b = load_real(p.x, p.dtype, xo + p.second(i));
           const double c = std::cos(angle), s = p.inverse ? -std::sin(angle) : std::sin(angle);
           store_real(p.y, p.dtype, yo + p.first(i), a * c - b * s);

@@ -1,12 +1,14 @@
 // The argument blocks of the dense ops a layer is made of: the linear map (y = x Wᵀ + b), RMSNorm with its fused
-// residual add, the embedding lookup (docs/math.md §6), and the language-model loss (cross-entropy with its gradient). Read by the CPU paths and by a device backend's entry
-// points: plain pointers, sizes and element strides, trivially copyable. Pointers are memory of the device that
-// runs the op.
+// residual add, the rotary embedding, the embedding lookup (docs/math.md §6), and the language-model loss
+// (cross-entropy with its gradient). Read by the CPU paths and by a device backend's entry points: plain pointers,
+// sizes and element strides, trivially copyable. Pointers are memory of the device that runs the op.
 #pragma once
 
 #include <cstdint>
 
 #include "ssm/core/dtype.hpp"
+#include "ssm/core/macros.hpp"
+#include "ssm/core/scalar.hpp"
 
 namespace ssm {
 
@@ -68,9 +70,16 @@ struct RotaryParams {
   DType dtype = DType::f32;  // of x and y
 
   /// The position of step t and the pair (first, second) channels of pair i.
-  std::int64_t position(std::int64_t t) const { return period > 0 ? (position_offset + t) % period : position_offset + t; }
-  std::int64_t first(std::int64_t i) const { return interleaved ? 2 * i : i; }
-  std::int64_t second(std::int64_t i) const { return interleaved ? 2 * i + 1 : i + dim / 2; }
+  SSM_HOST_DEVICE std::int64_t position(std::int64_t t) const {
+    return period > 0 ? (position_offset + t) % period : position_offset + t;
+  }
+  /// The angle of pair i at position pos: pos · base^(−2i / d), in double (the reference, the CPU table and the CUDA
+  /// kernel all take it from here).
+  SSM_HOST_DEVICE double angle(std::int64_t pos, std::int64_t i) const {
+    return static_cast<double>(pos) * scalar::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(dim));
+  }
+  SSM_HOST_DEVICE std::int64_t first(std::int64_t i) const { return interleaved ? 2 * i : i; }
+  SSM_HOST_DEVICE std::int64_t second(std::int64_t i) const { return interleaved ? 2 * i + 1 : i + dim / 2; }
 };
 
 /// y[r] = table[ids[r]], converted to y's dtype.
