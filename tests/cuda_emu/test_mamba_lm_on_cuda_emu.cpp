@@ -3,7 +3,8 @@
 // emulation, in a seeded random thread order) against the model on the CPU. The committed tiny checkpoints
 // (tests/data/mamba/tiny, tests/data/falcon_mamba/tiny: 2 layers, d_model 64) with their f32 weights and with
 // the big matrices held in bf16: logits of every position, prefill then greedy steps, and generate (the bf16 case
-// with few tokens), and on the f32 checkpoints a prefill resumed in pieces (the cache updated in place).
+// with few tokens), and on the f32 checkpoints a prefill resumed in pieces (the cache updated in place). Also the
+// attention layer and the Jamba LM (tests/data/jamba/tiny) moved to the device against themselves on the CPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +18,8 @@
 
 #include "emu/backend.hpp"
 #include "ssm/models/mamba.hpp"
+#include "ssm/layers/attention.hpp"
+#include "ssm/models/jamba.hpp"
 #include "ssm/models/mamba2.hpp"
 #include "support/golden.hpp"
 
@@ -209,6 +212,113 @@ TEST(Mamba2LMOnCudaEmu, LogitsPrefillAndStepsEqualCpuModel) {
   }
   for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i)
     EXPECT_LE(normalized_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), 1e-4) << "layer " << i;
+}
+
+/// A contiguous copy of v on the CPU.
+Tensor on_cpu(const TensorView& v) {
+  Tensor t = Tensor::empty(v.shape(), v.dtype());
+  ssm::copy(t.view(), v);
+  return t;
+}
+/// (b, n, d) contiguous on the CPU: tokens [s, s + n) of x (b, l, d).
+Tensor tokens(const Tensor& x, index_t s, index_t n) { return on_cpu(x.view().narrow(1, s, n)); }
+
+/// The attention layer moved to the device: the same linear, rotary and attention ops on CUDA tensors (grouped-query
+/// heads, rotate-half RoPE). Its forward, then a prefill and steps of one and two tokens through a KV cache on the
+/// device (positions continue after the cached tokens), against the layer on the CPU; and its refusals.
+TEST(AttentionLayerOnCudaEmu, ForwardPrefillAndStepsEqualCpuLayer) {
+  ssm::layers::MultiHeadAttentionConfig cfg;
+  cfg.d_model = 40, cfg.n_heads = 4, cfg.n_kv_heads = 2, cfg.rotary = true;  // p = 10
+  const ssm::layers::MultiHeadAttention<float> cpu(cfg, 21);
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 12);
+  const auto dev = cpu.to(kCuda);
+  ASSERT_EQ(dev.device(), kCuda);
+  EXPECT_EQ(cpu.device(), Device::cpu());
+  const index_t b = 2, l = 9, d = cfg.d_model;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Tensor x = Tensor::empty({b, l, d}, DType::f32);  // (b, l, d_model)
+  for (index_t i = 0; i < x.numel(); ++i) x.data_as<float>()[i] = dist(rng);
+  // f32 on both sides, different summation orders (Eigen's GEMM and the emulated cuBLAS stand-in, the tiled kernel)
+  const double tol = 1e-5;
+  const Tensor got = dev.forward(x.to(kCuda));
+  EXPECT_EQ(got.device(), kCuda);
+  EXPECT_LE(normalized_error(got, cpu.forward(x)), tol) << "forward";
+
+  auto cpu_cache = cpu.init_state(b), dev_cache = dev.init_state(b);
+  EXPECT_EQ(dev_cache.device(), kCuda);
+  const index_t pieces[][2] = {{0, 5}, {5, 1}, {6, 2}, {8, 1}};  // (start, tokens): a prefill, then steps
+  Tensor last;  // (b, 1, d_model) the device's output for the last token
+  for (const auto& pc : pieces) {
+    const Tensor piece = tokens(x, pc[0], pc[1]);
+    const Tensor ref = cpu.step(piece, cpu_cache), out = dev.step(piece.to(kCuda), dev_cache);
+    EXPECT_EQ(out.device(), kCuda);
+    EXPECT_LE(normalized_error(out, ref), tol) << "tokens from " << pc[0];
+    last = out;
+  }
+  EXPECT_EQ(dev_cache.length(), l);
+  EXPECT_LE(normalized_error(on_cpu(dev_cache.keys()), on_cpu(cpu_cache.keys())), tol) << "cached keys";
+  // the last step equals the device forward's last row: the cache and the positions carried over
+  EXPECT_LE(normalized_error(last, tokens(got, 8, 1)), tol);
+
+  ssm::test::expect_error([&] { (void)dev.forward(x); }, {"'x'", "is on cpu but the layer is on cuda:0"});
+  ssm::test::expect_error([&] { (void)dev.step(tokens(x, 0, 1).to(kCuda), cpu_cache); },
+                          {"'cache'", "on cuda:0", "got f32 on cpu"});
+  ssm::test::expect_error([&] { (void)dev.backward(x, x); }, {"'this'", "the backward runs on the CPU"});
+  ssm::test::expect_error([&] { (void)ssm::layers::MultiHeadAttention<double>(cfg).to(kCuda); },
+                          {"'T'", "f32", "f64"});
+  auto materialized = cfg;
+  materialized.attention.algorithm = ssm::AttentionAlgorithm::materialized;
+  ssm::test::expect_error([&] { (void)ssm::layers::MultiHeadAttention<float>(materialized).to(kCuda); },
+                          {"'attention.algorithm'", "tiled"});
+}
+
+/// Jamba moved to the device: the same CausalLM over hybrid blocks (Mamba blocks with the Δ / B / C norms, grouped-
+/// query attention without RoPE, dense and mixture-of-experts feed-forwards) on CUDA tensors, against the model on the
+/// CPU: the tiny checkpoint's logits, a prefill, and greedy steps through the KV caches and Mamba states on the device.
+TEST(JambaLMOnCudaEmu, LogitsPrefillAndStepsEqualCpuModel) {
+  const auto cpu = ssm::models::JambaLM::load(ssm::test::data_dir("jamba/tiny"));
+  ssm::emu::ScopedEmulatedCuda guard(ssm::emu::Order::random, 13);
+  const auto dev = cpu.to(kCuda);
+  ASSERT_EQ(dev.device(), kCuda);
+  for (const auto& blk : dev.blocks()) EXPECT_EQ(blk.device(), kCuda) << name(blk.config().kind);
+  const index_t b = 2, l = 6, vocab = cpu.config().vocab_size;
+  const auto ids = random_ids(b * l, vocab, 17);
+  const TensorView ids_view = TensorView::of(ids.data(), {b, l});
+  const Tensor got = dev.logits(ids_view);
+  EXPECT_EQ(got.device(), kCuda);
+  EXPECT_LE(normalized_error(got, cpu.logits(ids_view)), 1e-4);
+  // the load-balancing loss over the routers of the device model (its router logits on the device)
+  const ssm::MoeAuxLoss aux = ssm::models::jamba_aux_loss(dev, ids_view);
+  const ssm::MoeAuxLoss aux_ref = ssm::models::jamba_aux_loss(cpu, ids_view);
+  EXPECT_NEAR(aux.loss, aux_ref.loss, 1e-5 * std::abs(aux_ref.loss));
+  // with a padding mask, given on the device (the loss runs on the CPU: it is copied there)
+  std::vector<std::int64_t> mask(static_cast<std::size_t>(b * l), 1);
+  mask[3] = mask[4] = 0;
+  const Tensor mask_cpu = Tensor::from_vector({b * l}, mask), mask_dev = mask_cpu.to(kCuda);
+  EXPECT_NEAR(ssm::models::jamba_aux_loss(dev, ids_view, mask_dev.view()).loss,
+              ssm::models::jamba_aux_loss(cpu, ids_view, mask_cpu.view()).loss, 1e-5 * std::abs(aux_ref.loss));
+
+  auto cpu_cache = cpu.make_cache(b), dev_cache = dev.make_cache(b);
+  Tensor ref = cpu.prefill(ids_view, cpu_cache), out = dev.prefill(ids_view, dev_cache);
+  EXPECT_LE(normalized_error(out, ref), 1e-4) << "prefill";
+  for (int t = 0; t < 3; ++t) {
+    const auto next = argmax_rows(out, vocab), next_ref = argmax_rows(ref, vocab);
+    ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
+    ref = cpu.step(next_ref, cpu_cache);
+    out = dev.step(next, dev_cache);
+    EXPECT_LE(normalized_error(out, ref), 1e-4) << "step " << t;
+  }
+  int attention_layers = 0;
+  for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i) {
+    const auto& kv = dev_cache.layers[i].kv;
+    if (!kv) continue;
+    ++attention_layers;
+    EXPECT_EQ(kv->device(), kCuda);
+    EXPECT_EQ(kv->length(), l + 3) << "layer " << i;
+    EXPECT_LE(normalized_error(on_cpu(kv->values()), on_cpu(cpu_cache.layers[i].kv->values())), 1e-4) << "layer " << i;
+  }
+  EXPECT_EQ(attention_layers, 1);
 }
 
 }  // namespace

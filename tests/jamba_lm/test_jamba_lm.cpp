@@ -167,7 +167,8 @@ TEST(JambaLM, BadConfigsAndDevicesAreNamed) {
   expect_error([&] { JambaLM::from_checkpoint(wrong, JambaLM::open_weights(data_dir("jamba/tiny"))); },
                "lacks tensor 'model.layers.1.feed_forward.experts.4.gate_proj.weight'");
   const JambaLM model = JambaLM::init(small_config(), 1);
-  expect_error([&] { model.to(ssm::Device::cuda(0)); }, "CPU only");
+  // moving to CUDA without the backend linked (tests/cuda_emu: the model on the emulated backend)
+  expect_error([&] { model.to(ssm::Device::cuda(0)); }, "link the CMake target ssm::cuda");
   // an empty batch is refused before any block runs (the blocks make their own caches of a prefill)
   const std::vector<std::int64_t> none;
   ssm::models::JambaCache cache;

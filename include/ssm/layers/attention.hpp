@@ -1,6 +1,7 @@
 // Multi-head (grouped-query) causal self-attention layer: q/k/v/o projections (the ssm::linear op), optional rotary
 // position embedding (RoFormer, Su et al. 2021, rotate-half form: the ssm::rotary op), the attention op of
-// ops/attention.hpp, KV-cache decoding, and the backward to the input and every projection. Glossary:
+// ops/attention.hpp, KV-cache decoding, and the backward to the input and every projection. On the CPU, or on a CUDA
+// device after to() (forward and step; the same ops dispatch there). Glossary:
 // W_q (h·p, d_model), W_k, W_v (h_kv·p, d_model), W_o (d_model, h·p); no biases.
 #pragma once
 
@@ -13,7 +14,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "ssm/core/check.hpp"
@@ -47,6 +50,74 @@ void apply_rotary(const TensorView& x, index_t position_offset, double base) {
   ro.base = base, ro.position_offset = position_offset, ro.interleaved = false;
   rotary_into(x, x, ro);
 }
+
+/// The attention sublayer over views, written once for MultiHeadAttention and the hybrid models' attention blocks
+/// (layers/hybrid_block.hpp): q, k, v = x W_qᵀ, x W_kᵀ, x W_vᵀ by the linear op, rotate-half RoPE on q and k at
+/// positions from an offset, the attention op (causal), y = o W_oᵀ. Every tensor it makes is on x's device, so the
+/// same code runs wherever the weights and x are.
+namespace attention_sublayer {
+
+/// The projections as the linear op reads them (any weight dtype it takes: f32, f64, or f16 / bf16 with f32 x).
+struct Weights {
+  TensorView W_q, W_k, W_v, W_o;  // (h·p, d_model), (h_kv·p, d_model) ×2, (d_model, h·p)
+};
+
+struct Heads {
+  index_t h, h_kv, p;  // query heads, key-value heads, head size
+  bool rotary = false;
+  double rotary_base = 10000.0;
+};
+
+struct Qkv {
+  Tensor q, k, v;  // (b, t, h, p), (b, t, h_kv, p) ×2
+};
+
+/// RoPE's options for positions from `offset` (rotate-half pairs), or their inverse rotation (the backward).
+inline RotaryOptions rotation(const Heads& s, index_t offset, bool inverse = false) {
+  RotaryOptions ro;
+  ro.base = s.rotary_base, ro.position_offset = offset, ro.interleaved = false, ro.inverse = inverse;
+  return ro;
+}
+
+/// q, k, v of x (b, t, d_model) contiguous, rotated for positions from position_offset when s.rotary. `threads`: the
+/// linear op's CPU threads (0: automatic).
+inline Qkv project_qkv(const TensorView& x, const Weights& W, const Heads& s, index_t position_offset, int threads) {
+  const index_t b = x.size(0), t = x.size(1), rows = b * t;
+  const TensorView X = x.reshape({rows, x.size(2)});  // (b·t, d_model)
+  const DType dt = x.dtype();
+  const Device dev = x.device();
+  Qkv r{Tensor::empty({b, t, s.h, s.p}, dt, dev), Tensor::empty({b, t, s.h_kv, s.p}, dt, dev),
+        Tensor::empty({b, t, s.h_kv, s.p}, dt, dev)};
+  project(W.W_q, X, std::nullopt, r.q.view().reshape({rows, s.h * s.p}), threads);
+  project(W.W_k, X, std::nullopt, r.k.view().reshape({rows, s.h_kv * s.p}), threads);
+  project(W.W_v, X, std::nullopt, r.v.view().reshape({rows, s.h_kv * s.p}), threads);
+  if (s.rotary) {
+    const RotaryOptions ro = rotation(s, position_offset);
+    rotary_into(r.q, r.q, ro), rotary_into(r.k, r.k, ro);
+  }
+  return r;
+}
+
+/// y (b, t, d_model) = the sublayer of x (b, t, d_model), both contiguous on one device. Without a cache the t tokens
+/// are a whole sequence; with one they follow its tokens (positions continue after them) and their keys and values
+/// are appended to it. opt.causal is forced on.
+inline void forward_into(const TensorView& x, const TensorView& y, const Weights& W, const Heads& s, KVCache* cache,
+                         AttentionOptions opt, int threads) {
+  opt.causal = true;
+  const index_t b = x.size(0), t = x.size(1);
+  const Qkv qkv = project_qkv(x, W, s, cache != nullptr ? cache->length() : 0, threads);
+  Tensor o = Tensor::empty(qkv.q.shape(), x.dtype(), x.device());  // (b, t, h, p)
+  if (cache != nullptr) {
+    cache->append(qkv.k, qkv.v);
+    attention_decode(qkv.q, *cache, o, opt);
+  } else {
+    Tensor lse = Tensor::empty({b, s.h, t}, x.dtype(), x.device());  // (b, h, t)
+    attention_forward(qkv.q, qkv.k, qkv.v, o, lse, opt);
+  }
+  project(W.W_o, o.view().reshape({b * t, s.h * s.p}), std::nullopt, y.reshape({b * t, y.size(2)}), threads);
+}
+
+}  // namespace attention_sublayer
 
 /// The projections of MultiHeadAttention, row-major: what its backward returns gradients of, in the same layout.
 template <class T>
@@ -105,44 +176,79 @@ class MultiHeadAttention {
   const MultiHeadAttentionConfig& config() const { return cfg_; }
   index_t d_model() const { return cfg_.d_model; }
   const Params& params() const { return p_; }
-  /// Mutable projections (an optimizer's updates); their sizes are checked again at every call.
+  /// Mutable projections (an optimizer's updates); their sizes are checked again at every call. A layer moved to()
+  /// a device keeps its own copy there: changes here reach it through another to().
   Params& params() { return p_; }
 
-  /// A fresh decoding state (an empty KV cache) for batch b, room for `capacity` tokens.
+  /// The device the layer computes on: where its projections are (to()); the CPU unless moved.
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
+
+  /// This layer with its projections copied to `device` (the same layer for the CPU): forward and step then take x
+  /// and KV caches there and call the same ops (linear, rotary, attention) on them; backward stays on the CPU. On
+  /// CUDA the attention kernels take f32 (T = float), the tiled algorithm and head_dim up to 128: checked here.
+  /// Copies of the moved layer share the device copy.
+  MultiHeadAttention to(Device device) const {
+    MultiHeadAttention m = *this;
+    m.dev_.reset();
+    if (device.is_cpu()) return m;
+    Checker c("MultiHeadAttention::to");
+    if (device.is_cuda()) {
+      c.require(std::is_same_v<T, float>, "T", "attention on CUDA computes in f32: move a MultiHeadAttention<float>",
+                ", not one in ", name(dtype_of<T>()));
+      c.require(cfg_.attention.algorithm == AttentionAlgorithm::tiled, "attention.algorithm",
+                "the materialized algorithm has no CUDA kernel: use AttentionAlgorithm::tiled (the default)");
+      c.require(cfg_.head_dim <= kAttentionMaxHeadDim, "head_dim", "the CUDA attention kernels take head dimensions "
+                "up to ", kAttentionMaxHeadDim, ", got ", cfg_.head_dim);
+    }
+    check_params("MultiHeadAttention::to");
+    auto d = std::make_shared<DeviceParams>();
+    d->device = device;
+    d->W_q = upload(host_weight(p_.W_q), device), d->W_k = upload(host_weight(p_.W_k), device);
+    d->W_v = upload(host_weight(p_.W_v), device), d->W_o = upload(host_weight(p_.W_o), device);
+    m.dev_ = std::move(d);
+    return m;
+  }
+
+  /// A fresh decoding state (an empty KV cache on the layer's device) for batch b, room for `capacity` tokens.
   State init_state(index_t b, index_t capacity = 0) const {
-    return KVCache(b, cfg_.n_kv_heads, cfg_.head_dim, dtype_of<T>(), capacity);
+    return KVCache(b, cfg_.n_kv_heads, cfg_.head_dim, dtype_of<T>(), capacity, device());
   }
 
   /// Full-sequence forward: x (b, l, d_model) → (b, l, d_model).
   Tensor forward(const TensorView& x) const {
     check_input("MultiHeadAttention::forward", x);
-    Projections pr = project(x, 0);
-    Tensor o = Tensor::empty(pr.q.shape(), dtype_of<T>());                                // (b, l, h, p)
-    Tensor lse = Tensor::empty({x.size(0), cfg_.n_heads, x.size(1)}, dtype_of<T>());    // (b, h, l)
-    attention_forward(pr.q, pr.k, pr.v, o, lse, cfg_.attention);
-    return output(o, x.size(0), x.size(1));
+    Tensor y = Tensor::empty(x.shape(), dtype_of<T>(), device());  // (b, l, d_model)
+    attention_sublayer::forward_into(x, y, weights(), heads(), nullptr, cfg_.attention, threads());
+    return y;
   }
 
   /// Decoding: the next t tokens x (b, t, d_model) given the cache of the earlier ones (appended to).
   Tensor step(const TensorView& x, State& cache) const {
     check_input("MultiHeadAttention::step", x);
-    Projections pr = project(x, cache.length());
-    cache.append(pr.k, pr.v);
-    Tensor o = Tensor::empty(pr.q.shape(), dtype_of<T>());  // (b, t, h, p)
-    attention_decode(pr.q, cache, o, cfg_.attention);
-    return output(o, x.size(0), x.size(1));
+    Checker("MultiHeadAttention::step")
+        .require(cache.device() == device() && cache.dtype() == dtype_of<T>() && cache.batch() == x.size(0) &&
+                     cache.kv_heads() == cfg_.n_kv_heads && cache.head_dim() == cfg_.head_dim,
+                 "cache", "expected a ", name(dtype_of<T>()), " KV cache on ", device().str(), " for b = ", x.size(0),
+                 ", ", cfg_.n_kv_heads, " kv heads of ", cfg_.head_dim, " (init_state()), got ",
+                 name(cache.dtype()), " on ", cache.device().str(), " for b = ", cache.batch(), ", ",
+                 cache.kv_heads(), " of ", cache.head_dim());
+    Tensor y = Tensor::empty(x.shape(), dtype_of<T>(), device());  // (b, t, d_model)
+    attention_sublayer::forward_into(x, y, weights(), heads(), &cache, cfg_.attention, threads());
+    return y;
   }
 
   /// ∂L/∂x and ∂L/∂ each projection for grad_out = ∂L/∂y (b, l, d_model), y = forward(x) (recomputed):
   ///   ∂L/∂o = ∂L/∂y W_o,  (∂L/∂q̃, ∂L/∂k̃, ∂L/∂v) = ssm::attention_backward,  ∂L/∂q = R⁻¹ ∂L/∂q̃ (RoPE's inverse
   ///   rotation, likewise k),  ∂L/∂x = ∂L/∂q W_q + ∂L/∂k W_k + ∂L/∂v W_v,  ∂L/∂W_• = (∂L/∂•)ᵀ (its input).
   Grads backward(const TensorView& x, const TensorView& grad_out) const {
-    check_input("MultiHeadAttention::backward", x);
     const Checker c("MultiHeadAttention::backward");
+    c.require(!dev_, "this", "the backward runs on the CPU; this layer is on ", device().str(),
+              " (take its gradients on the layer before to(), with x on the CPU)");
+    check_input("MultiHeadAttention::backward", x);
     head_mixer::check_grad_out<T>(c, grad_out, x);
     const index_t b = x.size(0), l = x.size(1), d = cfg_.d_model, rows = b * l;
     const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim;
-    const Projections pr = project(x, 0);
+    const attention_sublayer::Qkv pr = attention_sublayer::project_qkv(x, weights(), heads(), 0, threads());
     Tensor o = Tensor::empty(pr.q.shape(), dtype_of<T>());                  // (b, l, h, p)
     Tensor lse = Tensor::empty({b, cfg_.n_heads, l}, dtype_of<T>());        // (b, h, l)
     attention_forward(pr.q, pr.k, pr.v, o, lse, cfg_.attention);
@@ -156,7 +262,7 @@ class MultiHeadAttention {
     Tensor grad_v = Tensor::empty(pr.v.shape(), dtype_of<T>());  // (b, l, h_kv, p)
     attention_backward(pr.q, pr.k, pr.v, o, lse, grad_o, grad_q, grad_k, grad_v, cfg_.attention);
     if (cfg_.rotary) {
-      const RotaryOptions ro = rotation(0, /*inverse=*/true);
+      const RotaryOptions ro = attention_sublayer::rotation(heads(), 0, /*inverse=*/true);
       rotary_into(grad_q, grad_q, ro), rotary_into(grad_k, grad_k, ro);
     }
     g.grad_x.assign(static_cast<std::size_t>(rows * d), T(0));
@@ -178,30 +284,25 @@ class MultiHeadAttention {
   }
 
  private:
-  struct Projections {
-    Tensor q, k, v;  // (b, t, h, p), (b, t, h_kv, p) ×2
-  };
-
-  /// RoPE's options for positions from `offset` (rotate-half pairs), or their inverse rotation.
-  RotaryOptions rotation(index_t offset, bool inverse = false) const {
-    RotaryOptions ro;
-    ro.base = cfg_.rotary_base, ro.position_offset = offset, ro.interleaved = false, ro.inverse = inverse;
-    return ro;
+  /// A projection of params() as a (rows, cols) CPU view.
+  TensorView host_weight(const std::vector<T>& W) const {
+    const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim, d = cfg_.d_model;
+    if (&W == &p_.W_o) return TensorView::of(W.data(), {d, hp});
+    return TensorView::of(W.data(), {&W == &p_.W_q ? hp : kvp, d});
   }
-
-  /// Y (rows, out) = X (rows, in) Wᵀ by the ssm::linear op, the output features split over the attention's threads
-  /// (splitting columns also helps one-token decoding).
-  void project_rows(const TensorView& X, const std::vector<T>& W, index_t out, const TensorView& Y) const {
-    layers::project(TensorView::of(W.data(), {out, X.size(1)}), X, std::nullopt, Y,
-            ::ssm::detail::attention_threads(cfg_.attention.n_threads));
+  /// The projections the ops read: the device copy after to(), else params() (sizes checked by check_input).
+  attention_sublayer::Weights weights() const {
+    if (dev_) return {dev_->W_q, dev_->W_k, dev_->W_v, dev_->W_o};
+    return {host_weight(p_.W_q), host_weight(p_.W_k), host_weight(p_.W_v), host_weight(p_.W_o)};
   }
+  attention_sublayer::Heads heads() const {
+    return {cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rotary, cfg_.rotary_base};
+  }
+  /// The linear op's CPU threads: the attention's (on the CPU the output features split over them; splitting
+  /// columns also helps one-token decoding).
+  int threads() const { return ::ssm::detail::attention_threads(cfg_.attention.n_threads); }
 
-  void check_input(const char* op, const TensorView& x) const {
-    Checker c(op);
-    c.defined("x", x).require(x.device().is_cpu(), "x", "is on ", x.device().str(),
-                              ": the attention layer runs on the CPU only (its weights are host matrices; the "
-                              "ssm::attention_forward op runs on CUDA); move it with .to(Device::cpu())");
-    c.dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
+  void check_params(const char* op) const {
     const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim, d = cfg_.d_model;
     check_parameter_size(op, "q_proj.weight", p_.W_q, {hp, d});
     check_parameter_size(op, "k_proj.weight", p_.W_k, {kvp, d});
@@ -209,30 +310,23 @@ class MultiHeadAttention {
     check_parameter_size(op, "o_proj.weight", p_.W_o, {d, hp});
   }
 
-  Projections project(const TensorView& x, index_t position_offset) const {
-    const index_t b = x.size(0), t = x.size(1), p = cfg_.head_dim, h = cfg_.n_heads, hkv = cfg_.n_kv_heads;
-    const TensorView X = x.reshape({b * t, cfg_.d_model});  // (b·t, d_model)
-    Projections pr{Tensor::empty({b, t, h, p}, dtype_of<T>()), Tensor::empty({b, t, hkv, p}, dtype_of<T>()),
-                   Tensor::empty({b, t, hkv, p}, dtype_of<T>())};
-    project_rows(X, p_.W_q, h * p, pr.q.view().reshape({b * t, h * p}));
-    project_rows(X, p_.W_k, hkv * p, pr.k.view().reshape({b * t, hkv * p}));
-    project_rows(X, p_.W_v, hkv * p, pr.v.view().reshape({b * t, hkv * p}));
-    if (cfg_.rotary) {
-      const RotaryOptions ro = rotation(position_offset);
-      rotary_into(pr.q, pr.q, ro), rotary_into(pr.k, pr.k, ro);
-    }
-    return pr;
+  void check_input(const char* op, const TensorView& x) const {
+    Checker c(op);
+    c.defined("x", x).require(x.device() == device(), "x", "is on ", x.device().str(), " but the layer is on ",
+                              device().str(), ": move x there (Tensor::to) or the layer to x's device (to())");
+    c.dtype("x", x, dtype_of<T>()).shape("x", x, {kAny, kAny, cfg_.d_model}).contiguous("x", x);
+    if (!dev_) check_params(op);
   }
 
-  Tensor output(const Tensor& o, index_t b, index_t t) const {
-    const index_t hp = cfg_.n_heads * cfg_.head_dim;
-    Tensor y = Tensor::empty({b, t, cfg_.d_model}, dtype_of<T>());  // (b, t, d_model)
-    project_rows(o.view().reshape({b * t, hp}), p_.W_o, cfg_.d_model, y.view().reshape({b * t, cfg_.d_model}));
-    return y;
-  }
+  // The projections on a device other than the CPU (to()).
+  struct DeviceParams {
+    Device device;
+    Tensor W_q, W_k, W_v, W_o;  // (h·p, d_model), (h_kv·p, d_model) ×2, (d_model, h·p)
+  };
 
   MultiHeadAttentionConfig cfg_;
   Params p_;
+  std::shared_ptr<const DeviceParams> dev_;  // the projections on device() when not the CPU (to())
 };
 
 }  // namespace ssm::layers

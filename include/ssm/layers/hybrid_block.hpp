@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -18,13 +19,12 @@
 
 #include "ssm/core/check.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/layers/attention.hpp"
 #include "ssm/layers/head_mixer.hpp"
 #include "ssm/layers/hyena.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/weight.hpp"
-#include "ssm/ops/attention.hpp"
 #include "ssm/ops/moe.hpp"
-#include "ssm/ops/rotary.hpp"
 
 namespace ssm::layers {
 
@@ -82,7 +82,8 @@ struct HybridLayerCache {
   std::size_t nbytes() const { return recurrent.nbytes() + (kv ? kv->bytes() : 0); }
 };
 
-/// One sublayer with its parameters: x (b, l, H) f32 → (b, l, H). CPU only (see to()).
+/// One sublayer with its parameters: x (b, l, H) f32 → (b, l, H), on the CPU, or on a CUDA device after to() (every
+/// kind but hyena).
 class HybridBlock {
  public:
   HybridBlock() = default;
@@ -185,20 +186,43 @@ class HybridBlock {
     if (cfg_.kind == HybridKind::hyena) p_.hyena.set_threads(n);
   }
 
-  Device device() const { return Device::cpu(); }
-  /// The CPU: the block itself. Another device is an ssm::Error: moving a hybrid block is not implemented yet (the
-  /// Hyena op has no device path; the mixture of experts has a CUDA forward but no backward there).
+  /// The device the block computes on: where its parameters are (to()); the CPU unless moved.
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
+
+  /// This block with its parameters copied to `device` (the same block for the CPU): forward_into and step_into then
+  /// take tensors and caches there and run the same ops (a Mamba block: MambaBlock::to). The weight matrices keep
+  /// their dtype; params() stays on the CPU; copies of the moved block share the device copy. A Hyena block is
+  /// refused (the Hyena op has no device path), as is an attention block the CUDA kernels cannot take (head size
+  /// over 128).
   HybridBlock to(Device device) const {
-    SSM_CHECK(device.is_cpu(), "HybridBlock::to: the hybrid models (Jamba, StripedHyena) run on the CPU only; moving "
-              "their blocks to ", device.str(), " is not implemented yet");
-    return *this;
+    HybridBlock m = *this;
+    m.dev_.reset();
+    if (cfg_.kind == HybridKind::mamba) m.p_.mamba = p_.mamba.to(device);
+    if (device.is_cpu()) return m;
+    Checker c("HybridBlock::to");
+    c.require(cfg_.kind != HybridKind::hyena, "device", "a hyena block runs on the CPU only (the Hyena op has no ",
+              "device path; StripedHyena stays on the CPU), asked for ", device.str());
+    if (cfg_.kind == HybridKind::attention && device.is_cuda())
+      c.require(cfg_.head_dim() <= kAttentionMaxHeadDim, "n_heads", "the CUDA attention kernels take head sizes up ",
+                "to ", kAttentionMaxHeadDim, ", got d_model / n_heads = ", cfg_.head_dim());
+    auto d = std::make_shared<DeviceParams>();
+    d->device = device;
+    auto up = [&](const Tensor& t) { return t.defined() ? upload(t.view(), device) : Tensor(); };
+    if (cfg_.kind == HybridKind::attention) {
+      d->q_proj = up(p_.q_proj.tensor()), d->k_proj = up(p_.k_proj.tensor());
+      d->v_proj = up(p_.v_proj.tensor()), d->o_proj = up(p_.o_proj.tensor());
+    }
+    d->router = up(p_.router), d->w_gate_up = up(p_.w_gate_up), d->w_down = up(p_.w_down);
+    m.dev_ = std::move(d);
+    return m;
   }
 
+  /// A fresh cache for b sequences on the block's device.
   HybridLayerCache make_cache(index_t b) const {
     HybridLayerCache c;
     if (cfg_.kind == HybridKind::mamba) c.recurrent = p_.mamba.make_cache(b);
     if (cfg_.kind == HybridKind::hyena) static_cast<ConvSsmCache&>(c.recurrent) = p_.hyena.init_state(b);
-    if (cfg_.kind == HybridKind::attention) c.kv.emplace(b, cfg_.n_kv_heads, cfg_.head_dim());
+    if (cfg_.kind == HybridKind::attention) c.kv.emplace(b, cfg_.n_kv_heads, cfg_.head_dim(), DType::f32, 0, device());
     c.recurrent.b = b;
     return c;
   }
@@ -208,9 +232,9 @@ class HybridBlock {
     if (cfg_.kind == HybridKind::hyena) p_.hyena.check_state(Checker("HybridBlock"), c.recurrent, c.recurrent.b);
     if (cfg_.kind == HybridKind::attention)
       SSM_CHECK(c.kv && c.kv->batch() == c.recurrent.b && c.kv->kv_heads() == cfg_.n_kv_heads &&
-                    c.kv->head_dim() == cfg_.head_dim(),
-                "HybridBlock: the cache of an attention layer must hold a KV cache of ", cfg_.n_kv_heads, " heads of ",
-                cfg_.head_dim(), " (make_cache)");
+                    c.kv->head_dim() == cfg_.head_dim() && c.kv->dtype() == DType::f32 && c.kv->device() == device(),
+                "HybridBlock: the cache of an attention layer must hold an f32 KV cache of ", cfg_.n_kv_heads,
+                " heads of ", cfg_.head_dim(), " on ", device().str(), " (make_cache)");
   }
 
   index_t workspace_size(index_t b) const { return cfg_.kind == HybridKind::mamba ? p_.mamba.workspace_size(b) : 0; }
@@ -219,6 +243,7 @@ class HybridBlock {
   /// state included, unlike transformers' second multi-token forward).
   void forward_into(const TensorView& x, const TensorView& y, HybridLayerCache* cache, bool resume) const {
     const index_t b = x.size(0), l = x.size(1), H = cfg_.d_model;
+    Checker("HybridBlock").device("x", x, device()).device("y", y, device());
     // not resumed: a new cache (the Hyena layer makes its own state below)
     if (cache != nullptr && !resume) *cache = cfg_.kind == HybridKind::hyena ? HybridLayerCache{} : make_cache(b);
     if (cache != nullptr && resume) {
@@ -235,31 +260,13 @@ class HybridBlock {
       case HybridKind::hyena:
         p_.hyena.forward_into(x, y, cache != nullptr ? &cache->recurrent : nullptr, resume);
         return;
-      case HybridKind::attention: {
-        const index_t h = cfg_.n_heads, hkv = cfg_.n_kv_heads, p = cfg_.head_dim(), rows = b * l;
-        Tensor q = Tensor::empty({b, l, h, p}, DType::f32), k = Tensor::empty({b, l, hkv, p}, DType::f32);
-        Tensor v = Tensor::empty({b, l, hkv, p}, DType::f32), o = Tensor::empty({b, l, h, p}, DType::f32);
-        const TensorView X = x.reshape({rows, H});
-        project(X, p_.q_proj, q.view().reshape({rows, h * p}));
-        project(X, p_.k_proj, k.view().reshape({rows, hkv * p}));
-        project(X, p_.v_proj, v.view().reshape({rows, hkv * p}));
-        if (cfg_.rotary) {  // positions continue after the cached tokens
-          RotaryOptions ro;
-          ro.base = cfg_.rotary_base, ro.interleaved = false;
-          ro.position_offset = cache != nullptr ? cache->kv->length() : 0;
-          rotary_into(q, q, ro), rotary_into(k, k, ro);
-        }
+      case HybridKind::attention: {  // with a cache, positions continue after the cached tokens
         AttentionOptions opt;
-        opt.causal = true;
         opt.n_threads = threads_;
-        if (cache != nullptr) {
-          cache->kv->append(k, v);
-          attention_decode(q, *cache->kv, o, opt);
-        } else {
-          Tensor lse = Tensor::empty({b, h, l}, DType::f32);
-          attention_forward(q, k, v, o, lse, opt);
-        }
-        project(o.view().reshape({rows, h * p}), p_.o_proj, y.reshape({rows, H}));
+        const attention_sublayer::Heads heads{cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim(), cfg_.rotary,
+                                              cfg_.rotary_base};
+        attention_sublayer::forward_into(x, y, attention_weights(), heads, cache != nullptr ? &*cache->kv : nullptr,
+                                         opt, threads_);
         return;
       }
       default: {
@@ -267,8 +274,10 @@ class HybridBlock {
         opt.top_k = cfg_.kind == HybridKind::moe ? cfg_.top_k : 1;
         opt.normalize_topk = cfg_.normalize_topk;
         opt.threads = threads_;
-        moe_into({x.reshape({b * l, H}), p_.router, p_.w_gate_up, p_.w_down}, y.reshape({b * l, H}), std::nullopt,
-                 opt);
+        const Tensor& router = dev_ ? dev_->router : p_.router;  // (E, H)
+        const Tensor& w_gate_up = dev_ ? dev_->w_gate_up : p_.w_gate_up;  // (E, 2I, H)
+        const Tensor& w_down = dev_ ? dev_->w_down : p_.w_down;  // (E, H, I)
+        moe_into({x.reshape({b * l, H}), router, w_gate_up, w_down}, y.reshape({b * l, H}), std::nullopt, opt);
       }
     }
   }
@@ -283,25 +292,32 @@ class HybridBlock {
     forward_into(x.reshape({b, 1, H}), y.reshape({b, 1, H}), &cache, true);
   }
 
-  /// The router logits (t, E) of x (t, H) (kind moe): what the load-balancing loss reads.
+  /// The router logits (t, E) of x (t, H) (kind moe), on the block's device: what the load-balancing loss reads.
   Tensor router_logits(const TensorView& x) const {
     SSM_CHECK(cfg_.kind == HybridKind::moe, "HybridBlock::router_logits: a ", name(cfg_.kind), " block has no router");
     const index_t t = x.size(0), E = cfg_.experts;
-    Tensor out = Tensor::empty({t, E}, DType::f32);
-    linear_into({x, p_.router, std::nullopt}, out);
+    Tensor out = Tensor::empty({t, E}, DType::f32, device());
+    linear_into({x, dev_ ? dev_->router : p_.router, std::nullopt}, out);
     return out;
   }
 
  private:
-  void project(const TensorView& X, const WeightMatrix& W, const TensorView& Y) const {
-    LinearOptions opt;
-    opt.num_threads = threads_;
-    linear_into({X, W.tensor(), std::nullopt}, Y, opt);
+  // The parameters on a device other than the CPU (to()), but the Mamba block's (it holds its own).
+  struct DeviceParams {
+    Device device;
+    Tensor q_proj, k_proj, v_proj, o_proj;  // kind attention, in the matrices' dtype
+    Tensor router, w_gate_up, w_down;       // kinds mlp / moe
+  };
+
+  attention_sublayer::Weights attention_weights() const {
+    if (dev_) return {dev_->q_proj, dev_->k_proj, dev_->v_proj, dev_->o_proj};
+    return {p_.q_proj.tensor(), p_.k_proj.tensor(), p_.v_proj.tensor(), p_.o_proj.tensor()};
   }
 
   HybridBlockConfig cfg_;
   Params p_;
   int threads_ = 0;
+  std::shared_ptr<const DeviceParams> dev_;  // on device() when not the CPU (to())
 };
 
 }  // namespace ssm::layers

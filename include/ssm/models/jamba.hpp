@@ -336,7 +336,8 @@ using JambaLM = CausalLM<JambaSpec>;
 using JambaCache = JambaLM::Cache;
 
 /// The router logits of every mixture-of-experts sublayer for ids (b, l): one (b · l, E) f32 tensor per MoE layer, in
-/// layer order (what transformers records with output_router_logits), and the model's logits.
+/// layer order (what transformers records with output_router_logits), and the model's logits; all on the model's
+/// device.
 struct JambaRouterLogits {
   Tensor logits;                       // (b, l, vocab)
   std::vector<Tensor> router_logits;  // per MoE layer (b · l, E)
@@ -358,9 +359,19 @@ inline JambaRouterLogits jamba_router_logits(const JambaLM& model, const TensorV
 inline MoeAuxLoss jamba_aux_loss(const JambaLM& model, const TensorView& ids,
                                  const std::optional<TensorView>& mask = std::nullopt, bool with_grad = false) {
   const JambaRouterLogits r = jamba_router_logits(model, ids);
+  // the loss runs on the CPU: a device model's router logits (t, E), and a mask on a device, are copied there
+  std::vector<Tensor> host;
+  for (const Tensor& t : r.router_logits) host.push_back(t.device().is_cpu() ? t : t.to(Device::cpu()));
   std::vector<TensorView> views;
-  for (const Tensor& t : r.router_logits) views.push_back(t.view());
-  return moe_load_balancing_loss(views, model.config().num_experts_per_tok, mask, with_grad);
+  for (const Tensor& t : host) views.push_back(t.view());
+  std::optional<TensorView> m = mask;  // (b · l)
+  Tensor host_mask;
+  if (mask && !mask->device().is_cpu()) {
+    host_mask = Tensor::empty(mask->shape(), mask->dtype());
+    copy(host_mask, *mask);
+    m = host_mask.view();
+  }
+  return moe_load_balancing_loss(views, model.config().num_experts_per_tok, m, with_grad);
 }
 
 }  // namespace ssm::models
