@@ -76,6 +76,30 @@ std::vector<std::int64_t> argmax_rows(const Tensor& logits, index_t vocab) {
   return r;
 }
 
+/// A prefill of ids (b, l) on the model on the CPU and on its copy on the device, then `steps` greedy tokens: every
+/// output within tol of the CPU's and the same greedy tokens. The caches are left after the last token. Returns the
+/// largest normalized error.
+template <class LM>
+double expect_prefill_and_steps_equal(const LM& cpu, const LM& dev, const TensorView& ids,
+                                      typename LM::Cache& cpu_cache, typename LM::Cache& dev_cache, index_t steps,
+                                      double tol) {
+  const index_t vocab = cpu.config().vocab_size;
+  Tensor ref = cpu.prefill(ids, cpu_cache), out = dev.prefill(ids, dev_cache);  // (b, V), out on the device
+  double worst = normalized_error(out, ref);
+  EXPECT_LE(worst, tol) << "prefill";
+  for (index_t t = 0; t < steps; ++t) {
+    const auto next = argmax_rows(out, vocab), next_ref = argmax_rows(ref, vocab);
+    EXPECT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
+    if (next != next_ref) break;
+    ref = cpu.step(next_ref, cpu_cache);
+    out = dev.step(next, dev_cache);
+    const double err = normalized_error(out, ref);
+    worst = std::max(worst, err);
+    EXPECT_LE(err, tol) << "step " << t;
+  }
+  return worst;
+}
+
 class MambaLMOnCudaEmu : public ::testing::TestWithParam<Checkpoint> {};
 
 TEST_P(MambaLMOnCudaEmu, LogitsEqualCpuModel) {
@@ -107,20 +131,9 @@ TEST_P(MambaLMOnCudaEmu, PrefillThenStepsEqualCpuModel) {
   const double tol = tolerance(GetParam());
   const auto prompt = random_ids(b * l, vocab, 5);
   ssm::models::MambaCache cpu_cache, dev_cache;
-  Tensor ref = cpu.prefill(TensorView::of(prompt.data(), {b, l}), cpu_cache);  // (b, V)
-  Tensor got = dev.prefill(TensorView::of(prompt.data(), {b, l}), dev_cache);  // (b, V) on the device
+  const double worst =
+      expect_prefill_and_steps_equal(cpu, dev, TensorView::of(prompt.data(), {b, l}), cpu_cache, dev_cache, steps, tol);
   EXPECT_EQ(dev_cache.layers[0].conv_state.device(), kCuda);
-  double worst = normalized_error(got, ref);
-  EXPECT_LE(worst, tol) << "prefill";
-  for (index_t t = 0; t < steps; ++t) {
-    const auto next = argmax_rows(got, vocab), next_ref = argmax_rows(ref, vocab);
-    ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
-    ref = cpu.step(next_ref, cpu_cache);
-    got = dev.step(next, dev_cache);
-    const double err = normalized_error(got, ref);
-    worst = std::max(worst, err);
-    EXPECT_LE(err, tol) << "step " << t;
-  }
   RecordProperty("step_worst_relative_error", std::to_string(worst));
   // The caches hold the same states (every layer).
   for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i) {
@@ -201,15 +214,7 @@ TEST(Mamba2LMOnCudaEmu, LogitsPrefillAndStepsEqualCpuModel) {
 
   auto cpu_cache = cpu.make_cache(b), dev_cache = dev.make_cache(b);
   EXPECT_EQ(dev_cache.layers[0].ssm_state.device(), kCuda);
-  Tensor ref = cpu.prefill(ids_view, cpu_cache), out = dev.prefill(ids_view, dev_cache);
-  EXPECT_LE(normalized_error(out, ref), 1e-4) << "prefill";
-  for (int t = 0; t < 2; ++t) {
-    const auto next = argmax_rows(out, vocab), next_ref = argmax_rows(ref, vocab);
-    ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
-    ref = cpu.step(next_ref, cpu_cache);
-    out = dev.step(next, dev_cache);
-    EXPECT_LE(normalized_error(out, ref), 1e-4) << "step " << t;
-  }
+  expect_prefill_and_steps_equal(cpu, dev, ids_view, cpu_cache, dev_cache, 2, 1e-4);
   for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i)
     EXPECT_LE(normalized_error(dev_cache.layers[i].ssm_state, cpu_cache.layers[i].ssm_state), 1e-4) << "layer " << i;
 }
@@ -300,15 +305,7 @@ TEST(JambaLMOnCudaEmu, LogitsPrefillAndStepsEqualCpuModel) {
               ssm::models::jamba_aux_loss(cpu, ids_view, mask_cpu.view()).loss, 1e-5 * std::abs(aux_ref.loss));
 
   auto cpu_cache = cpu.make_cache(b), dev_cache = dev.make_cache(b);
-  Tensor ref = cpu.prefill(ids_view, cpu_cache), out = dev.prefill(ids_view, dev_cache);
-  EXPECT_LE(normalized_error(out, ref), 1e-4) << "prefill";
-  for (int t = 0; t < 3; ++t) {
-    const auto next = argmax_rows(out, vocab), next_ref = argmax_rows(ref, vocab);
-    ASSERT_EQ(next, next_ref) << "greedy tokens differ at step " << t;
-    ref = cpu.step(next_ref, cpu_cache);
-    out = dev.step(next, dev_cache);
-    EXPECT_LE(normalized_error(out, ref), 1e-4) << "step " << t;
-  }
+  expect_prefill_and_steps_equal(cpu, dev, ids_view, cpu_cache, dev_cache, 3, 1e-4);
   int attention_layers = 0;
   for (std::size_t i = 0; i < cpu_cache.layers.size(); ++i) {
     const auto& kv = dev_cache.layers[i].kv;
