@@ -52,7 +52,9 @@ def compile_one(tree, src, obj, instances):
     # the tree as its base directory: a tree whose text was compiled before (a previous run, CI's clone) is not
     # compiled again; a mutation changes the text, so its object is its own.
     env = dict(os.environ, CCACHE_BASEDIR=tree, CCACHE_NOHASHDIR="true")
-    cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o", obj]
+    # -Itests: the tests' shared helpers (tests/support/), as CMake gives every test target.
+    cmd = [*CCACHE, CXX, *FLAGS, "-Iinclude", "-Icuda", "-Itests", '-DSSM_TEST_DATA_DIR="tests/data"', "-c", src, "-o",
+           obj]
     if instances:
         cmd[-4:-4] = ["-DSSM_EXTERN_INSTANCES=1"]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
