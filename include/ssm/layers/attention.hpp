@@ -203,8 +203,9 @@ class MultiHeadAttention {
     check_params("MultiHeadAttention::to");
     auto d = std::make_shared<DeviceParams>();
     d->device = device;
-    d->W_q = upload(host_weight(p_.W_q), device), d->W_k = upload(host_weight(p_.W_k), device);
-    d->W_v = upload(host_weight(p_.W_v), device), d->W_o = upload(host_weight(p_.W_o), device);
+    const attention_sublayer::Weights W = host_weights();
+    d->W_q = upload(W.W_q, device), d->W_k = upload(W.W_k, device);
+    d->W_v = upload(W.W_v, device), d->W_o = upload(W.W_o, device);
     m.dev_ = std::move(d);
     return m;
   }
@@ -284,16 +285,16 @@ class MultiHeadAttention {
   }
 
  private:
-  /// A projection of params() as a (rows, cols) CPU view.
-  TensorView host_weight(const std::vector<T>& W) const {
+  /// params()' projections as CPU views of their shapes.
+  attention_sublayer::Weights host_weights() const {
     const index_t hp = cfg_.n_heads * cfg_.head_dim, kvp = cfg_.n_kv_heads * cfg_.head_dim, d = cfg_.d_model;
-    if (&W == &p_.W_o) return TensorView::of(W.data(), {d, hp});
-    return TensorView::of(W.data(), {&W == &p_.W_q ? hp : kvp, d});
+    return {TensorView::of(p_.W_q.data(), {hp, d}), TensorView::of(p_.W_k.data(), {kvp, d}),
+            TensorView::of(p_.W_v.data(), {kvp, d}), TensorView::of(p_.W_o.data(), {d, hp})};
   }
   /// The projections the ops read: the device copy after to(), else params() (sizes checked by check_input).
   attention_sublayer::Weights weights() const {
     if (dev_) return {dev_->W_q, dev_->W_k, dev_->W_v, dev_->W_o};
-    return {host_weight(p_.W_q), host_weight(p_.W_k), host_weight(p_.W_v), host_weight(p_.W_o)};
+    return host_weights();
   }
   attention_sublayer::Heads heads() const {
     return {cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim, cfg_.rotary, cfg_.rotary_base};

@@ -361,17 +361,12 @@ inline MoeAuxLoss jamba_aux_loss(const JambaLM& model, const TensorView& ids,
   const JambaRouterLogits r = jamba_router_logits(model, ids);
   // the loss runs on the CPU: a device model's router logits (t, E), and a mask on a device, are copied there
   std::vector<Tensor> host;
-  for (const Tensor& t : r.router_logits) host.push_back(t.device().is_cpu() ? t : t.to(Device::cpu()));
+  for (const Tensor& t : r.router_logits) host.push_back(t.device().is_cpu() ? t : layers::upload(t.view(), Device::cpu()));
   std::vector<TensorView> views;
   for (const Tensor& t : host) views.push_back(t.view());
-  std::optional<TensorView> m = mask;  // (b · l)
-  Tensor host_mask;
-  if (mask && !mask->device().is_cpu()) {
-    host_mask = Tensor::empty(mask->shape(), mask->dtype());
-    copy(host_mask, *mask);
-    m = host_mask.view();
-  }
-  return moe_load_balancing_loss(views, model.config().num_experts_per_tok, m, with_grad);
+  const Tensor host_mask = mask && !mask->device().is_cpu() ? layers::upload(*mask, Device::cpu()) : Tensor();  // (b·l)
+  return moe_load_balancing_loss(views, model.config().num_experts_per_tok,
+                                 host_mask.defined() ? std::optional<TensorView>(host_mask.view()) : mask, with_grad);
 }
 
 }  // namespace ssm::models
