@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "ssm/ops/fft_conv.hpp"
+#include "ssm/math/causal_conv.hpp"
 
 namespace {
 

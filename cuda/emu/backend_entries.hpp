@@ -136,6 +136,16 @@ void rotary_forward(const RotaryParams& p, void*) {
   kernels::rotary_launches(exec, p, "ssm::cuda::rotary_forward (host emulation)");
 }
 template <class Exec>
+void glu_forward(const GluParams& p, void*) {
+  Exec exec = executor<Exec>();
+  kernels::glu_launches(exec, p, "ssm::cuda::glu_forward (host emulation)");
+}
+template <class Exec>
+void long_conv_forward(const LongConvParams& p, void*) {
+  Exec exec = executor<Exec>();
+  kernels::long_conv_launches(exec, p, "ssm::cuda::long_conv_forward (host emulation)");
+}
+template <class Exec>
 void embedding_forward(const EmbeddingParams& p, void*) {
   Exec exec = executor<Exec>();
   kernels::embedding_launches(exec, p, "ssm::cuda::embedding_forward (host emulation)");
@@ -271,6 +281,8 @@ DeviceBackend make() {
   b.linear_forward = &linear_forward<Exec>;
   b.rms_norm_forward = &rms_norm_forward<Exec>;
   b.rotary_forward = &rotary_forward<Exec>;
+  b.glu_forward = &glu_forward<Exec>;
+  b.long_conv_forward = &long_conv_forward<Exec>;
   b.embedding_forward = &embedding_forward<Exec>;
   b.selective_state_update = &selective_state_update<Exec>;
   b.ssd_forward = &ssd_forward<Exec>;

@@ -9,13 +9,14 @@
 // and a place in SSM_EMU_LAUNCH_INSTANCES.
 #pragma once
 
-// kernels/launch/cast.cuh, embedding.cuh, linear.cuh, rms_norm.cuh, rotary.cuh: the small dense ops.
+// kernels/launch/cast.cuh, embedding.cuh, glu.cuh, linear.cuh, rms_norm.cuh, rotary.cuh: the small dense ops.
 #define SSM_EMU_DENSE_INSTANCES(PREFIX)                                                                                \
   PREFIX void ssm::kernels::cast_from_f32_launches(::ssm::emu::HostExecutor&, const float*, void*, ::ssm::DType,       \
                                                    std::int64_t, const char*);                                         \
   PREFIX void ssm::kernels::linear_launches(::ssm::emu::HostExecutor&, const ::ssm::LinearParams&, const char*);       \
   PREFIX void ssm::kernels::rms_norm_launches(::ssm::emu::HostExecutor&, const ::ssm::RmsNormParams&, const char*);    \
   PREFIX void ssm::kernels::rotary_launches(::ssm::emu::HostExecutor&, const ::ssm::RotaryParams&, const char*);      \
+  PREFIX void ssm::kernels::glu_launches(::ssm::emu::HostExecutor&, const ::ssm::GluParams&, const char*);            \
   PREFIX void ssm::kernels::embedding_launches(::ssm::emu::HostExecutor&, const ::ssm::EmbeddingParams&, const char*);
 
 // kernels/launch/selective_scan.cuh, selective_state_update.cuh.
@@ -90,8 +91,13 @@
   PREFIX void ssm::kernels::moe_forward_launches(::ssm::emu::HostExecutor&, const ::ssm::MoeParams&,                   \
                                                  const ::ssm::kernels::MoePlan&, void*);
 
+// kernels/launch/long_conv.cuh.
+#define SSM_EMU_LONG_CONV_INSTANCES(PREFIX) \
+  PREFIX void ssm::kernels::long_conv_launches(::ssm::emu::HostExecutor&, const ::ssm::LongConvParams&, const char*);
+
 #define SSM_EMU_LAUNCH_INSTANCES(PREFIX)     \
   SSM_EMU_DENSE_INSTANCES(PREFIX)            \
+  SSM_EMU_LONG_CONV_INSTANCES(PREFIX)        \
   SSM_EMU_SCAN_INSTANCES(PREFIX)             \
   SSM_EMU_CONV1D_INSTANCES(PREFIX)           \
   SSM_EMU_ATTENTION_INSTANCES(PREFIX)        \

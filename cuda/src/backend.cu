@@ -11,6 +11,7 @@
 #include "ssm/cuda/delta_rule.hpp"
 #include "ssm/cuda/dense.hpp"
 #include "ssm/cuda/linear_attention.hpp"
+#include "ssm/cuda/long_conv.hpp"
 #include "ssm/cuda/moe.hpp"
 #include "ssm/cuda/runtime.hpp"
 #include "ssm/cuda/rwkv7.hpp"
@@ -46,6 +47,8 @@ DeviceBackend make_backend() {
   b.linear_forward = &linear_forward;
   b.rms_norm_forward = &rms_norm_forward;
   b.rotary_forward = &rotary_forward;
+  b.glu_forward = &glu_forward;
+  b.long_conv_forward = &long_conv_forward;
   b.embedding_forward = &embedding_forward;
   b.selective_state_update = &selective_state_update;
   b.ssd_forward = &ssd_forward;

@@ -5,4 +5,4 @@
 #include "ssm/layers/s4.hpp"
 #include "ssm/math/fft.hpp"
 #include "ssm/math/s4_kernel.hpp"
-#include "ssm/ops/fft_conv.hpp"
+#include "ssm/math/causal_conv.hpp"

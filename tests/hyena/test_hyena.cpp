@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "ssm/ops/fft_conv.hpp"
+#include "ssm/math/causal_conv.hpp"
 #include "ssm/ops/hyena.hpp"
 #include "support/central_differences.hpp"
 #include "support/expect_error.hpp"

@@ -14,7 +14,7 @@
 #include "ssm/cpu/threads.hpp"
 #include "ssm/layers.hpp"
 #include "ssm/math/s4_kernel.hpp"
-#include "ssm/ops/fft_conv.hpp"
+#include "ssm/math/causal_conv.hpp"
 #include "support/expect_error.hpp"
 
 using namespace ssm;

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "ssm/cpu/threads.hpp"
+#include "ssm/ops/glu.hpp"
+#include "ssm/ops/long_conv.hpp"
 #include "ssm/s4.hpp"
 #include "support/expect_error.hpp"
 
@@ -634,8 +636,9 @@ TEST(S4Layer, TensorViewForwardEqualsPointerForward) {
 
 
 TEST(S4Errors, DeviceViewsAreRefusedBeforeTheirMemoryIsRead) {
-  // S4 / S4D have no device path: a CUDA view is an error naming the argument and saying what to do, raised before
-  // any read (the views below point at host memory only to have an address; nothing may dereference them).
+  // A layer on the CPU (not moved by to()) takes CPU views: a CUDA view is an error naming the argument and saying
+  // what to do, raised before any read (the views below point at host memory only to have an address; nothing may
+  // dereference them). The backward takes CPU views only.
   ssm::S4DLayer<float>::Config cfg;
   cfg.h = 4;
   cfg.N = 8;
@@ -647,12 +650,16 @@ TEST(S4Errors, DeviceViewsAreRefusedBeforeTheirMemoryIsRead) {
   std::vector<float> host(2 * 3 * 4);
   const ssm::TensorView cpu = ssm::TensorView::of(host.data(), {2, 3, 4});
   const ssm::TensorView gpu(host.data(), ssm::DType::f32, ssm::Device::cuda(0), {2, 3, 4}, cpu.strides());
-  for (const char* word : {"'x'", "cuda:0", "CPU only", "Device::cpu()"}) {
+  for (const char* word : {"'x'", "is on cuda:0 but must be on cpu", "to()"}) {
     expect_error([&] { s4d.forward(gpu, cpu); }, word);
     expect_error([&] { s4.forward(gpu, cpu); }, word);
   }
   expect_error([&] { s4d.forward(cpu, gpu); }, "'y'");
   expect_error([&] { s4.forward(cpu, gpu); }, "'y'");
+  for (const char* word : {"'grad_y'", "is on cuda:0", "the backward runs on the CPU"}) {
+    expect_error([&] { (void)s4d.backward(cpu, gpu); }, word);
+    expect_error([&] { (void)s4.backward(cpu, gpu); }, word);
+  }
 }
 
 TEST(S4Errors, BadInput) {
@@ -715,6 +722,68 @@ TEST(S4Errors, BadInput) {
   expect_error([&] { ssm::S4State<float>::load(junk); }, "magic");
   std::vector<float> z(3);
   expect_error([&] { ssm::causal_conv_fft(z.data(), z.data(), z.data(), 0); }, "'l'");
+}
+
+// ---- the ops under the layers: long_conv and glu (their paths against their references: the conformance registry) --
+
+TEST(LongConvOp, BadArgumentsAreNamed) {
+  using ssm::TensorView;
+  const long b = 2, l = 5, h = 3;
+  std::vector<float> x(b * l * h), K(h * (l + 1)), D(h), y(b * l * h);
+  std::vector<double> Kd(h * l);
+  const TensorView xv = TensorView::of(x.data(), {b, l, h}), yv = TensorView::of(y.data(), {b, l, h});
+  const TensorView Kv = TensorView::of(K.data(), {h, l}), Dv = TensorView::of(D.data(), {h});
+  EXPECT_EQ(ssm::long_conv_into({xv, Kv, Dv}, yv), "cpu");
+  EXPECT_EQ(ssm::long_conv_into({xv, TensorView::of(K.data(), {h, l + 1}), Dv}, yv), "cpu");  // a longer filter
+  expect_error([&] { ssm::long_conv_into({TensorView::of(x.data(), {b * l, h}), Kv, Dv}, yv); }, "argument 'x'");
+  expect_error([&] { ssm::long_conv_into({xv, TensorView::of(K.data(), {h - 1, l}), Dv}, yv); }, "argument 'K'");
+  expect_error([&] { ssm::long_conv_into({xv, TensorView::of(K.data(), {h, l - 1}), Dv}, yv); },
+               {"argument 'K'", "at least l = 5 taps"});
+  expect_error([&] { ssm::long_conv_into({xv, TensorView::of(Kd.data(), {h, l}), Dv}, yv); }, "argument 'K'");
+  expect_error([&] { ssm::long_conv_into({xv, Kv, TensorView::of(D.data(), {h - 1})}, yv); }, "argument 'D'");
+  expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, TensorView::of(y.data(), {b, l - 1, h})); }, "argument 'y'");
+  // y over x (or over K, D) would read inputs already overwritten.
+  expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, xv); }, {"argument 'y'", "must not overlap 'x'"});
+  std::vector<float> buf(h * l + b * l * h);  // K (h, l), then y starting on K's last tap
+  const TensorView K_in = TensorView::of(buf.data(), {h, l}), y_on_K = TensorView::of(buf.data() + h * l - 1, {b, l, h});
+  expect_error([&] { ssm::long_conv_into({xv, K_in, Dv}, y_on_K); }, {"argument 'y'", "must not overlap 'K'"});
+  EXPECT_EQ(ssm::long_conv_into({xv, K_in, Dv}, TensorView::of(buf.data() + h * l, {b, l, h})), "cpu");  // adjacent
+  ssm::LongConvOptions bad;
+  bad.activation = static_cast<ssm::LongConvActivation>(7);
+  expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, yv, bad); }, "argument 'activation'");
+  bad = {};
+  bad.threads = -1;
+  expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, yv, bad); }, "argument 'threads'");
+  // A CUDA view is refused by its device (no backend here), before its memory is read.
+  const TensorView gpu(x.data(), ssm::DType::f32, ssm::Device::cuda(0), {b, l, h});
+  expect_error([&] { ssm::long_conv_into({gpu, Kv, Dv}, yv); }, "argument 'K'");
+}
+
+TEST(GluOp, InPlaceEqualsASeparateOutputAndBadArgumentsAreNamed) {
+  using ssm::TensorView;
+  const long rows = 4, h = 3;
+  std::vector<double> z(rows * 2 * h), y(rows * h);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> dist(-3, 3);
+  for (double& v : z) v = dist(rng);
+  const TensorView zv = TensorView::of(z.data(), {rows, 2 * h});
+  EXPECT_EQ(ssm::glu_into(zv, TensorView::of(y.data(), {rows, h})), "cpu");
+  for (long r = 0; r < rows; ++r)
+    for (long c = 0; c < h; ++c)
+      EXPECT_DOUBLE_EQ(y[r * h + c], z[r * 2 * h + c] / (1 + std::exp(-z[r * 2 * h + h + c])));
+  // In place: y is z's first half (the same data and row stride).
+  const TensorView first_half(z.data(), ssm::DType::f64, ssm::Device::cpu(), {rows, h}, {2 * h, 1});
+  EXPECT_EQ(ssm::glu_into(zv, first_half), "cpu");
+  for (long r = 0; r < rows; ++r)
+    for (long c = 0; c < h; ++c) EXPECT_EQ(z[r * 2 * h + c], y[r * h + c]);
+  expect_error([&] { ssm::glu_into(TensorView::of(z.data(), {rows, 2 * h - 1}), TensorView::of(y.data(), {rows, h})); },
+               {"argument 'z'", "even last dimension"});
+  expect_error([&] { ssm::glu_into(zv, TensorView::of(y.data(), {rows, h + 1})); }, "argument 'y'");
+  // Any other overlap with z is refused.
+  const TensorView shifted(z.data() + 1, ssm::DType::f64, ssm::Device::cpu(), {rows, h}, {2 * h, 1});
+  expect_error([&] { ssm::glu_into(zv, shifted); }, {"argument 'y'", "must not overlap 'z'"});
+  std::vector<float> yf(rows * h);
+  expect_error([&] { ssm::glu_into(zv, TensorView::of(yf.data(), {rows, h})); }, "argument 'y'");
 }
 
 }  // namespace

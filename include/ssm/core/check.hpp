@@ -107,6 +107,22 @@ class Checker {
     return require(t.is_contiguous(), name, "expected a contiguous tensor, got strides ", t.strides().str(),
                    " for shape ", t.shape().str());
   }
+  /// t's memory (the bytes from its first to its last element) does not overlap other's, on one device: an op that
+  /// reads `other` after writing `t` elsewhere (a convolution over time) cannot take them aliased.
+  const Checker& disjoint(const char* name, const TensorView& t, const char* other_name, const TensorView& other) const {
+    auto span = [](const TensorView& v) {  // [first, last] byte addresses; empty for no elements
+      std::intptr_t lo = reinterpret_cast<std::intptr_t>(v.data()), hi = lo;
+      for (int i = 0; i < v.rank(); ++i) {
+        const std::intptr_t ext = static_cast<std::intptr_t>((v.size(i) - 1) * v.stride(i) * size_of(v.dtype()));
+        (ext < 0 ? lo : hi) += ext;
+      }
+      return std::pair<std::intptr_t, std::intptr_t>{lo, hi + static_cast<std::intptr_t>(size_of(v.dtype())) - 1};
+    };
+    if (t.numel() == 0 || other.numel() == 0 || !(t.device() == other.device())) return *this;
+    const auto a = span(t), b = span(other);
+    return require(a.second < b.first || b.second < a.first, name, "must not overlap '", other_name,
+                   "' (the op reads it after writing elsewhere): pass a separate output");
+  }
   const Checker& finite(const char* name, double v) const {
     return require(std::isfinite(v), name, "must be finite, got ", v);
   }

@@ -21,6 +21,7 @@
 #include "ssm/core/params/delta_rule.hpp"
 #include "ssm/core/params/dense.hpp"
 #include "ssm/core/params/linear_attention.hpp"
+#include "ssm/core/params/long_conv.hpp"
 #include "ssm/core/params/moe.hpp"
 #include "ssm/core/params/rwkv7.hpp"
 #include "ssm/core/params/selective_scan.hpp"
@@ -82,6 +83,10 @@ struct DeviceBackend {
   void (*rms_norm_forward)(const RmsNormParams& p, void* stream) = nullptr;
   /// Rotary position embedding (y may be x). May be null.
   void (*rotary_forward)(const RotaryParams& p, void* stream) = nullptr;
+  /// The gated linear unit (y may be z's first half). May be null.
+  void (*glu_forward)(const GluParams& p, void* stream) = nullptr;
+  /// The long convolution (the S4 layers' convolutional view; y does not overlap x). May be null.
+  void (*long_conv_forward)(const LongConvParams& p, void* stream) = nullptr;
   /// Embedding rows gathered (and converted) by token id. May be null.
   void (*embedding_forward)(const EmbeddingParams& p, void* stream) = nullptr;
   /// The one-token selective state update (decoding). May be null.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <istream>
+#include <memory>
 #include <ostream>
 #include <random>
 #include <vector>
@@ -27,11 +28,17 @@ SSM_EXTERNAL_INCLUDE_END
 #include "ssm/core/check.hpp"
 #include "ssm/core/dtype.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/params/long_conv.hpp"
+#include "ssm/core/scalar.hpp"
 #include "ssm/core/tensor.hpp"
+#include "ssm/cpu/long_conv.hpp"
 #include "ssm/cpu/threads.hpp"
+#include "ssm/math/causal_conv.hpp"
 #include "ssm/math/hippo.hpp"
 #include "ssm/math/s4_kernel.hpp"
-#include "ssm/ops/fft_conv.hpp"
+#include "ssm/ops/glu.hpp"
+#include "ssm/ops/linear.hpp"
+#include "ssm/ops/long_conv.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -308,13 +315,6 @@ struct S4LayerGrads {
 
 namespace detail {
 
-inline double gelu(double v) { return 0.5 * v * (1.0 + std::erf(v / std::numbers::sqrt2)); }
-/// d gelu / dv = Φ(v) + v φ(v).
-inline double gelu_derivative(double v) {
-  return 0.5 * (1.0 + std::erf(v / std::numbers::sqrt2)) +
-         v * std::exp(-0.5 * v * v) * (0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
-}
-
 /// Validates the common layer configuration.
 inline void check_layer_config(const char* op, long h, long N, double dt_min, double dt_max) {
   SSM_CHECK(h >= 1, op, ": argument 'h' (channels) must be >= 1, got ", h);
@@ -337,6 +337,9 @@ class SSMLayerBase {
 
   long channels() const { return h_; }
   OutputMix mix() const { return mix_; }
+
+  /// The device forward on views computes on: where to() copied D and the output mixing; the CPU unless moved.
+  Device device() const { return dev_ ? dev_->device : Device::cpu(); }
 
   /// Threads the conv-mode forward may use (channels and output rows split over them); 0, the default: the
   /// hardware threads, fewer for a small problem (ssm::cpu::cpu_threads).
@@ -371,15 +374,67 @@ class SSMLayerBase {
     SSM_CHECK(D.size() == h_, op, ": parameter 'D': expected shape (", h_, "), got (", D.size(), ")");
   }
 
-  /// The views' checks. The device comes first: S4 / S4D run on the CPU only (Eigen kernels and the host FFT; no
-  /// device path, no entry in the backend table), so a CUDA tensor is refused before anything reads its memory.
-  void check_views(const char* op, const TensorView& x, const TensorView& y, const char* y_name = "y") const {
+  /// The views' checks. The device comes first, so a tensor on the wrong device is refused before anything reads its
+  /// memory: forward takes x and y on the layer's device(); the backward (Eigen and the host FFT) CPU tensors only.
+  void check_views(const char* op, const TensorView& x, const TensorView& y, const char* y_name = "y",
+                   bool backward = false) const {
     Checker ck(op);
-    const char* what = ": the S4 / S4D layers run on the CPU only (no device path); move it with .to(Device::cpu())";
-    ck.require(x.device().is_cpu(), "x", "is on ", x.device().str(), what);
-    ck.require(y.device().is_cpu(), y_name, "is on ", y.device().str(), what);
+    const Device on = backward ? Device::cpu() : device();
+    const char* what = backward ? ": the backward runs on the CPU (CPU tensors; the layer's device copy is not used)"
+                                : ": move it there (Tensor::to) or the layer to its device (to())";
+    ck.require(x.device() == on, "x", "is on ", x.device().str(), " but must be on ", on.str(), what);
+    ck.require(y.device() == on, y_name, "is on ", y.device().str(), " but must be on ", on.str(), what);
     ck.dtype("x", x, dtype_of<T>()).rank("x", x, 3).shape("x", x, {kAny, kAny, h_}).contiguous("x", x);
+    ck.require(x.size(0) >= 1 && x.size(1) >= 1, "x", "expected b >= 1 and l >= 1, got shape ", x.shape().str());
     ck.dtype(y_name, y, dtype_of<T>()).shape(y_name, y, {x.size(0), x.size(1), h_}).contiguous(y_name, y);
+  }
+
+  /// Copies D and the output mixing (W_out, b_out) to `device` in T (none for the CPU): to().
+  void move_params(Device device) {
+    dev_.reset();
+    if (device.is_cpu()) return;
+    check_mix();
+    SSM_CHECK(D.size() == h_, "S4 layer: to: parameter 'D': expected shape (", h_, "), got (", D.size(), ")");
+    auto host = [](const auto& M, const Dims& shape) {  // a matrix (rows, cols) or vector (n), row-major in T
+      Tensor t = Tensor::empty(shape, dtype_of<T>());
+      for (Eigen::Index i = 0; i < M.rows(); ++i)
+        for (Eigen::Index j = 0; j < M.cols(); ++j) t.data_as<T>()[i * M.cols() + j] = static_cast<T>(M(i, j));
+      return t;
+    };
+    auto d = std::make_shared<DeviceParams>();
+    d->device = device;
+    d->D = host(D, {h_}).to(device);
+    if (mix_ != OutputMix::none) {
+      d->W_out = host(W_out, {W_out.rows(), h_}).to(device);
+      d->b_out = host(b_out, {b_out.size()}).to(device);
+    }
+    dev_ = std::move(d);
+  }
+
+  /// forward on the layer's device: y (b, l, h) = mix(K * x + D x) with K (h, l) computed on the CPU and copied
+  /// there; the long convolution with the skip term (and GELU, when there is mixing), then the linear map and GLU.
+  void device_forward(const std::vector<T>& K, const TensorView& x, const TensorView& y) const {
+    const index_t b = x.size(0), l = x.size(1);
+    const Device on = dev_->device;
+    Tensor K_host = Tensor::empty({h_, l}, dtype_of<T>());  // (h, l)
+    std::copy(K.begin(), K.begin() + h_ * l, K_host.data_as<T>());
+    const Tensor K_dev = K_host.to(on);
+    LongConvOptions conv;
+    if (mix_ == OutputMix::none) {
+      long_conv_into({x, K_dev.view(), dev_->D.view()}, y, conv);
+      return;
+    }
+    conv.activation = LongConvActivation::gelu;
+    const Tensor a = long_conv({x, K_dev.view(), dev_->D.view()}, conv);  // (b, l, h) GELU(K * x + D x)
+    const TensorView a_rows(a.data(), dtype_of<T>(), on, {b * l, h_});    // (b·l, h)
+    const TensorView y_rows(y.data(), dtype_of<T>(), on, {b * l, h_});    // (b·l, h)
+    const LinearInputs mixing{a_rows, dev_->W_out.view(), dev_->b_out.view()};
+    if (mix_ == OutputMix::gelu_linear) {
+      linear_into(mixing, y_rows);
+      return;
+    }
+    const Tensor z = linear(mixing);  // (b·l, 2h)
+    glu_into(z, y_rows);
   }
 
   /// Output mixing of r time steps, in place over y (r, h): Z = GELU(y) W_outᵀ + b_out (r, rows) by one matrix
@@ -387,7 +442,7 @@ class SSMLayerBase {
   void apply_mix(T* y, long r = 1) const {
     if (mix_ == OutputMix::none) return;
     RowMatrix a(r, h_);  // (r, h) GELU(y)
-    for (long i = 0; i < r * h_; ++i) a.data()[i] = gelu(static_cast<double>(y[i]));
+    for (long i = 0; i < r * h_; ++i) a.data()[i] = scalar::gelu(static_cast<double>(y[i]));
     const RowMatrix z = (a * W_out.transpose()).rowwise() + b_out.transpose();  // (r, rows)
     for (long i = 0; i < r; ++i)
       for (long c = 0; c < h_; ++c)
@@ -489,27 +544,19 @@ class SSMLayerBase {
     });
   }
 
-  /// y (b, l, h) = K * x + D x [+ the carried state's response]: conv_forward before the output mixing.
+  /// y (b, l, h) = K * x + D x [+ the carried state's response]: conv_forward before the output mixing. The long
+  /// convolution op's CPU loop (cpu/long_conv.hpp), whose per-channel hook runs the carried state: the channels (and
+  /// the states the callback advances) of its tasks are disjoint.
   template <class Carry>
   void conv(const std::vector<T>& K, const T* x, T* y, long b, long l, Carry&& carry) const {
-    // Tasks of up to 16 channels of one batch row, each with its own buffers and FFT plan; the channels (and
-    // the carried states the callback advances) of different tasks are disjoint.
-    constexpr long kPer = 16;
-    const long groups = (h_ + kPer - 1) / kPer;
-    const int threads = cpu::cpu_threads(threads_, static_cast<std::int64_t>(b) * h_ * l * 16);
-    cpu::parallel_for(b * groups, threads, [&](std::int64_t task) {
-      const long bi = static_cast<long>(task / groups), c0 = static_cast<long>(task % groups) * kPer;
-      std::vector<T> xc(l), yc(l);  // (l)
-      fft::RealFFT<T> plan;
-      for (long c = c0; c < std::min(h_, c0 + kPer); ++c) {
-        for (long t = 0; t < l; ++t) xc[t] = x[(bi * l + t) * h_ + c];
-        causal_conv(xc.data(), K.data() + c * l, yc.data(), l, &plan);
-        const T Dc = static_cast<T>(D(c));
-        for (long t = 0; t < l; ++t) yc[t] += Dc * xc[t];
-        carry(bi, c, xc, yc);
-        for (long t = 0; t < l; ++t) y[(bi * l + t) * h_ + c] = yc[t];
-      }
-    });
+    std::vector<T> D_t(static_cast<std::size_t>(h_));  // (h)
+    for (long c = 0; c < h_; ++c) D_t[c] = static_cast<T>(D(c));
+    LongConvParams p;
+    p.batch = b, p.seqlen = l, p.channels = h_, p.filter_len = l, p.dtype = dtype_of<T>();
+    p.x = x, p.x_strides[0] = l * h_, p.x_strides[1] = h_, p.K = K.data(), p.D = D_t.data();
+    p.y = y, p.y_strides[0] = l * h_, p.y_strides[1] = h_;
+    cpu::long_conv_channels<T>(p, threads_, [&](std::int64_t bi, std::int64_t c, const std::vector<T>& xc,
+                                                 std::vector<T>& yc) { carry(bi, c, xc, yc); });
   }
 
   /// The backward of apply_mix over r time steps: y (r, h) holds the steps before the mixing; on return it holds
@@ -518,7 +565,7 @@ class SSMLayerBase {
   void mix_backward(T* y, const T* grad_out, long r, Eigen::MatrixXd& grad_W_out, Eigen::VectorXd& grad_b_out) const {
     const long rows = W_out.rows();
     RowMatrix a(r, h_), gz(r, rows);  // GELU(y) (r, h), ∂L/∂Z (r, rows)
-    for (long i = 0; i < r * h_; ++i) a.data()[i] = gelu(static_cast<double>(y[i]));
+    for (long i = 0; i < r * h_; ++i) a.data()[i] = scalar::gelu(static_cast<double>(y[i]));
     if (mix_ == OutputMix::gelu_linear) {
       for (long i = 0; i < r * rows; ++i) gz.data()[i] = static_cast<double>(grad_out[i]);
     } else {                                                                      // out_c = z_c σ(z_{h+c})
@@ -533,7 +580,7 @@ class SSMLayerBase {
     grad_W_out.noalias() += gz.transpose() * a;
     grad_b_out += gz.colwise().sum().transpose();
     const RowMatrix ga = gz * W_out;  // (r, h) ∂L/∂GELU(y)
-    for (long i = 0; i < r * h_; ++i) y[i] = static_cast<T>(ga.data()[i] * gelu_derivative(static_cast<double>(y[i])));
+    for (long i = 0; i < r * h_; ++i) y[i] = static_cast<T>(ga.data()[i] * scalar::gelu_grad(static_cast<double>(y[i])));
   }
 
   /// Carried state for a diagonal recurrence: y_t += scale Re Σ_m C_m A_bar_m^{t+1} s_m; s advanced over xc.
@@ -617,9 +664,17 @@ class SSMLayerBase {
               ")");
   }
 
+  // D and the output mixing on a device other than the CPU (to()), in T.
+  struct DeviceParams {
+    Device device;
+    Tensor D;             // (h)
+    Tensor W_out, b_out;  // (rows, h), (rows); undefined without mixing
+  };
+
   long h_;
   OutputMix mix_;
-  int threads_ = 0;  // see set_threads
+  int threads_ = 0;                          // see set_threads
+  std::shared_ptr<const DeviceParams> dev_;  // set by to() for a device other than the CPU
 };
 
 }  // namespace detail
@@ -660,10 +715,22 @@ class S4DLayer : public detail::SSMLayerBase<T> {
     this->check_io("S4DLayer::forward", x, y, b, l);
     this->conv_forward(kernel(l), x, y, b, l);
   }
-  /// Conv mode on views: x, y (b, l, h) contiguous CPU tensors of dtype T.
+  /// Conv mode on views: x, y (b, l, h) contiguous tensors of dtype T on the layer's device() (see to()).
   void forward(const TensorView& x, const TensorView& y) const {
     this->check_views("S4DLayer::forward", x, y);
+    if (this->dev_) return this->device_forward(kernel(x.size(1)), x, y);
     forward(x.data_as<const T>(), y.data_as<T>(), x.size(0), x.size(1));
+  }
+
+  /// This layer with D and the output mixing copied to `device` (the same layer for the CPU; f32 or f64): forward on
+  /// views then takes x and y there and runs the ops on them (the long convolution with the skip term and GELU, the
+  /// output linear map, GLU); the kernel K is computed on the CPU from `ssm` at each call and copied over. The step
+  /// mode, the carried-state forward (host pointers) and the backward (CPU tensors) run on the CPU as before. Changes
+  /// to D, W_out or b_out after to() reach the device through another to().
+  S4DLayer to(Device device) const {
+    S4DLayer m = *this;
+    m.move_params(device);
+    return m;
   }
   /// Conv mode continuing from `state` (the state after the previous piece), which is advanced: feeding a signal
   /// in pieces gives the same output as one call.
@@ -688,9 +755,9 @@ class S4DLayer : public detail::SSMLayerBase<T> {
     g.ssm = s4::s4d_kernel_vandermonde_backward(ssm, G.data(), l, method_, this->threads_);
     return g;
   }
-  /// backward on views: x, grad_y (b, l, h) contiguous CPU tensors of dtype T.
+  /// backward on views: x, grad_y (b, l, h) contiguous CPU tensors of dtype T (also for a layer moved by to()).
   S4LayerGrads<T, s4::DiagonalSSM> backward(const TensorView& x, const TensorView& grad_y) const {
-    this->check_views("S4DLayer::backward", x, grad_y, "grad_y");
+    this->check_views("S4DLayer::backward", x, grad_y, "grad_y", true);
     return backward(x.data_as<const T>(), grad_y.data_as<const T>(), x.size(0), x.size(1));
   }
 
@@ -798,10 +865,19 @@ class S4Layer : public detail::SSMLayerBase<T> {
     this->check_io("S4Layer::forward", x, y, b, l);
     this->conv_forward(kernel(l), x, y, b, l);
   }
-  /// Conv mode on views: x, y (b, l, h) contiguous CPU tensors of dtype T.
+  /// Conv mode on views: x, y (b, l, h) contiguous tensors of dtype T on the layer's device() (see to()).
   void forward(const TensorView& x, const TensorView& y) const {
     this->check_views("S4Layer::forward", x, y);
+    if (this->dev_) return this->device_forward(kernel(x.size(1)), x, y);
     forward(x.data_as<const T>(), y.data_as<T>(), x.size(0), x.size(1));
+  }
+
+  /// This layer with D and the output mixing copied to `device`: as S4DLayer::to (the kernel by Cauchy + Woodbury on
+  /// the CPU at each call, the ops on the device; step, carried-state forward and backward on the CPU).
+  S4Layer to(Device device) const {
+    S4Layer m = *this;
+    m.move_params(device);
+    return m;
   }
   /// Conv mode continuing from a carried state, which is advanced (the state of StepForm::dense / linear: both
   /// live in the full N basis; the response of the state is run by the O(N) linear step).
@@ -836,9 +912,9 @@ class S4Layer : public detail::SSMLayerBase<T> {
     g.ssm = s4::s4_kernel_cauchy_backward(ssm, G_max.data(), l_max_);
     return g;
   }
-  /// backward on views: x, grad_y (b, l, h) contiguous CPU tensors of dtype T.
+  /// backward on views: x, grad_y (b, l, h) contiguous CPU tensors of dtype T (also for a layer moved by to()).
   S4LayerGrads<T, s4::DPLRSSM> backward(const TensorView& x, const TensorView& grad_y) const {
-    this->check_views("S4Layer::backward", x, grad_y, "grad_y");
+    this->check_views("S4Layer::backward", x, grad_y, "grad_y", true);
     return backward(x.data_as<const T>(), grad_y.data_as<const T>(), x.size(0), x.size(1));
   }
 

@@ -1,7 +1,7 @@
 // The argument blocks of the dense ops a layer is made of: the linear map (y = x Wᵀ + b), RMSNorm with its fused
-// residual add, the rotary embedding, the embedding lookup (docs/math.md §6), and the language-model loss
-// (cross-entropy with its gradient). Read by the CPU paths and by a device backend's entry points: plain pointers,
-// sizes and element strides, trivially copyable. Pointers are memory of the device that runs the op.
+// residual add, the rotary embedding, the gated linear unit, the embedding lookup (docs/math.md §6), and the
+// language-model loss (cross-entropy with its gradient). Read by the CPU paths and by a device backend's entry points:
+// plain pointers, sizes and element strides, trivially copyable. Pointers are memory of the device that runs the op.
 #pragma once
 
 #include <cstdint>
@@ -80,6 +80,23 @@ struct RotaryParams {
   }
   SSM_HOST_DEVICE std::int64_t first(std::int64_t i) const { return interleaved ? 2 * i : i; }
   SSM_HOST_DEVICE std::int64_t second(std::int64_t i) const { return interleaved ? 2 * i + 1 : i + dim / 2; }
+};
+
+/// The gated linear unit (PyTorch's nn.GLU over the last dimension; the S4 layers' gelu_glu output):
+/// y[r, c] = z[r, c] · σ(z[r, h + c]), c < h.
+struct GluParams {
+  std::int64_t rows = 0, dim = 0;  // dim = h
+  const void* z = nullptr;         // (rows, 2h), unit stride along 2h
+  std::int64_t z_row_stride = 0;
+  void* y = nullptr;  // (rows, h), unit stride along h; may be z's first half (the same data and row stride)
+  std::int64_t y_row_stride = 0;
+  DType dtype = DType::f32;  // of z and y
+
+  /// The output of a value a and its gate g: a σ(g).
+  template <class T>
+  SSM_HOST_DEVICE static T gate(T a, T g) {
+    return a * scalar::sigmoid(g);
+  }
 };
 
 /// y[r] = table[ids[r]], converted to y's dtype.

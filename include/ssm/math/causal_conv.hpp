@@ -1,6 +1,7 @@
 // Causal convolution y_t = Σ_{j<=t} K_j x_{t-j}, t = 0..l-1 (the S4 convolutional view, docs/math.md §1 and §4.3):
 // a direct O(l²) reference and the FFT form (zero-pad x and K to a smooth size >= 2l - 1, multiply the real
-// FFTs, invert, keep the first l), and `causal_conv` which picks one by length.
+// FFTs, invert, keep the first l), and `causal_conv` which picks one by length. One channel on host pointers: the op
+// over tensors (batch rows and channels, the skip term, GELU, CUDA) is ssm::long_conv (ops/long_conv.hpp).
 #pragma once
 
 #include <algorithm>

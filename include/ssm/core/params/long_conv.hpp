@@ -1,0 +1,38 @@
+// The argument block of the long convolution op (ops/long_conv.hpp; docs/math.md §1 and §4.3, the S4 convolutional
+// view): per batch row and channel c, a causal convolution with a filter as long as the sequence, the skip term and an
+// optional activation,
+//   y[t, c] = act( Σ_{j=0..t} K[c, j] x[t − j, c] + D[c] x[t, c] ),   act = identity or GELU (the exact, erf form).
+// Read by the reference, the CPU path and a device backend's entry: plain pointers, sizes and element strides.
+#pragma once
+
+#include <cstdint>
+
+#include "ssm/core/dtype.hpp"
+#include "ssm/core/macros.hpp"
+#include "ssm/core/scalar.hpp"
+
+namespace ssm {
+
+/// The activation applied to each output of the long convolution.
+enum class LongConvActivation : std::int32_t { none = 0, gelu = 1 };
+
+struct LongConvParams {
+  std::int64_t batch = 0, seqlen = 0, channels = 0;
+  std::int64_t filter_len = 0;  // L >= seqlen: the taps K holds per channel (those past seqlen are not read)
+  const void* x = nullptr;      // (b, l, h), unit stride along h
+  std::int64_t x_strides[2] = {0, 0};
+  const void* K = nullptr;  // (h, L) contiguous: channel c's taps K[c, 0..L)
+  const void* D = nullptr;  // (h) contiguous; or null (no skip term)
+  void* y = nullptr;        // (b, l, h), unit stride along h; does not overlap x
+  std::int64_t y_strides[2] = {0, 0};
+  LongConvActivation activation = LongConvActivation::none;
+  DType dtype = DType::f32;  // of x, K, D and y
+
+  /// act(v): the activation of the output's pre-activation value v.
+  template <class T>
+  SSM_HOST_DEVICE T activate(T v) const {
+    return activation == LongConvActivation::gelu ? scalar::gelu(v) : v;
+  }
+};
+
+}  // namespace ssm

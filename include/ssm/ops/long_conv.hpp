@@ -1,0 +1,82 @@
+// The long convolution op (the S4 / S4D layers' convolutional view, docs/math.md §1 and §4.3; the formula in
+// core/params/long_conv.hpp): per batch row and channel a causal convolution with a filter as long as the sequence,
+// plus the skip term D ⊙ x, then an optional GELU:
+//   y[t, c] = act( Σ_{j<=t} K[c, j] x[t − j, c] + D[c] x[t, c] ).
+// CPU tensors: cpu/long_conv.hpp (the direct sum for short sequences, the zero-padded real FFT above), or the direct
+// sums in double (reference/long_conv.hpp) on request. CUDA tensors: the backend's long_conv_forward
+// (cuda/kernels/long_conv.cuh: the direct sums, O(l²) per channel, tiled in registers).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "ssm/core/backend.hpp"
+#include "ssm/core/check.hpp"
+#include "ssm/core/params/long_conv.hpp"
+#include "ssm/core/tensor.hpp"
+#include "ssm/cpu/long_conv.hpp"
+#include "ssm/reference/long_conv.hpp"
+
+namespace ssm {
+
+struct LongConvInputs {
+  TensorView x{};                 // (b, l, h)  f32 | f64, unit stride along h
+  TensorView K{};                 // (h, L)     contiguous, L >= l: channel c's filter taps
+  std::optional<TensorView> D{};  // (h)        contiguous: the skip term; absent: none
+};
+
+/// CPU: automatic = cpu/long_conv.hpp (direct up to kCausalConvDirectMaxLength steps, FFT above); reference = the
+/// direct sums in double. CUDA tensors run the backend's kernel whatever the path.
+enum class LongConvPath { automatic, reference };
+
+struct LongConvOptions {
+  LongConvActivation activation = LongConvActivation::none;
+  LongConvPath path = LongConvPath::automatic;
+  int threads = 0;  // CPU threads (0: by the amount of work)
+};
+
+/// y (b, l, h) = act(K * x + D ⊙ x) into y (x's shape, dtype and device; unit stride along h; must not overlap x, K
+/// or D).
+/// Returns the path that ran: "cpu", "reference" or "cuda".
+inline std::string long_conv_into(const LongConvInputs& in, const TensorView& y, const LongConvOptions& opt = {}) {
+  Checker c("long_conv");
+  c.defined("x", in.x).defined("K", in.K).defined("y", y).rank("x", in.x, 3);
+  const Device device = dispatch_device(c, {{"x", in.x}, {"K", in.K}, {"D", in.D.value_or(in.x)}, {"y", y}});
+  c.dtype_in("x", in.x, {DType::f32, DType::f64}).unit_stride("x", in.x, 2);
+  const index_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2);
+  c.same_dtype("K", in.K, "x", in.x).rank("K", in.K, 2).shape("K", in.K, {h, kAny}).contiguous("K", in.K);
+  c.require(in.K.size(1) >= l, "K", "needs at least l = ", l, " taps per channel, got shape ", in.K.shape().str());
+  if (in.D) c.defined("D", *in.D).same_dtype("D", *in.D, "x", in.x).shape("D", *in.D, {h}).contiguous("D", *in.D);
+  c.require(opt.activation == LongConvActivation::none || opt.activation == LongConvActivation::gelu, "activation",
+            "expected none or gelu, got ", static_cast<int>(opt.activation));
+  c.require(opt.threads >= 0, "threads", "must be >= 0 (0: automatic), got ", opt.threads);
+  c.same_dtype("y", y, "x", in.x).shape("y", y, {b, l, h}).unit_stride("y", y, 2).disjoint("y", y, "x", in.x);
+  c.disjoint("y", y, "K", in.K);
+  if (in.D) c.disjoint("y", y, "D", *in.D);
+  LongConvParams p;
+  p.batch = b, p.seqlen = l, p.channels = h, p.filter_len = in.K.size(1), p.dtype = in.x.dtype();
+  p.x = in.x.data(), p.x_strides[0] = in.x.stride(0), p.x_strides[1] = in.x.stride(1);
+  p.K = in.K.data(), p.D = in.D ? in.D->data() : nullptr;
+  p.y = y.data(), p.y_strides[0] = y.stride(0), p.y_strides[1] = y.stride(1);
+  p.activation = opt.activation;
+  if (device.is_cuda()) {
+    backend_entry(c.op(), device, &DeviceBackend::long_conv_forward)(p, nullptr);
+    return "cuda";
+  }
+  if (opt.path == LongConvPath::reference) {
+    reference::long_conv_forward(p);
+    return "reference";
+  }
+  cpu::long_conv_forward(p, opt.threads);
+  return "cpu";
+}
+
+/// The convolved copy of x, allocated on x's device (contiguous).
+inline Tensor long_conv(const LongConvInputs& in, const LongConvOptions& opt = {}) {
+  Checker("long_conv").defined("x", in.x);
+  Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device());
+  long_conv_into(in, y, opt);
+  return y;
+}
+
+}  // namespace ssm
