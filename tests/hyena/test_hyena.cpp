@@ -190,6 +190,21 @@ TEST(Hyena, BadInputIsNamed) {
   expect_arg_error("threads", [&] { ssm::hyena(p.inputs(), o); });
   const Tensor wrong = Tensor::zeros({1, 8, 5}, DType::f32);
   expect_arg_error("grad_out", [&] { ssm::hyena_backward(p.inputs(), wrong.view()); });
+  // CUDA tensors (views of host memory labelled cuda:0, never read here): all on one device; the forward's output
+  // disjoint from v and the gates; the backward refused.
+  auto on_cuda = [](const ssm::TensorView& v) {
+    return ssm::TensorView(v.data(), v.dtype(), ssm::Device::cuda(0), v.shape(), v.strides());
+  };
+  ssm::HyenaInputs dev = p.inputs();
+  dev.v = on_cuda(dev.v), dev.h = on_cuda(dev.h), dev.bias = on_cuda(dev.bias);
+  for (ssm::TensorView& x : dev.x) x = on_cuda(x);
+  const Tensor out = Tensor::zeros({1, 8, 4}, DType::f32);
+  expect_arg_error("out", [&] { ssm::hyena_into(dev, out.view()); });  // on the CPU
+  in = dev, in.x[1] = p.inputs().x[1];
+  expect_arg_error("x[1]", [&] { ssm::hyena_into(in, on_cuda(out.view())); });
+  ssm_test::expect_error([&] { ssm::hyena_into(dev, dev.x[0]); }, {"argument 'out'", "must not overlap"});
+  ssm_test::expect_error([&] { (void)ssm::hyena_backward(dev, on_cuda(out.view())); },
+                         {"argument 'v'", "the Hyena backward runs on the CPU"});
 }
 
 }  // namespace

@@ -745,7 +745,8 @@ TEST(LongConvOp, BadArgumentsAreNamed) {
   // y over x (or over K, D) would read inputs already overwritten.
   expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, xv); }, {"argument 'y'", "must not overlap 'x'"});
   std::vector<float> buf(h * l + b * l * h);  // K (h, l), then y starting on K's last tap
-  const TensorView K_in = TensorView::of(buf.data(), {h, l}), y_on_K = TensorView::of(buf.data() + h * l - 1, {b, l, h});
+  const TensorView K_in = TensorView::of(buf.data(), {h, l});
+  const TensorView y_on_K = TensorView::of(buf.data() + h * l - 1, {b, l, h});
   expect_error([&] { ssm::long_conv_into({xv, K_in, Dv}, y_on_K); }, {"argument 'y'", "must not overlap 'K'"});
   EXPECT_EQ(ssm::long_conv_into({xv, K_in, Dv}, TensorView::of(buf.data() + h * l, {b, l, h})), "cpu");  // adjacent
   ssm::LongConvOptions bad;

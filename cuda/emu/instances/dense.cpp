@@ -1,4 +1,5 @@
-// The emulated backend's cast, linear, RMSNorm, rotary, GLU and embedding launchers, compiled once (see ../launch_instances.hpp).
+// The emulated backend's cast, linear, RMSNorm, rotary, GLU and embedding launchers, compiled once
+// (see ../launch_instances.hpp).
 #include "../../kernels/launch/cast.cuh"
 #include "../../kernels/launch/embedding.cuh"
 #include "../../kernels/launch/glu.cuh"

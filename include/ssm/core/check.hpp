@@ -108,8 +108,10 @@ class Checker {
                    " for shape ", t.shape().str());
   }
   /// t's memory (the bytes from its first to its last element) does not overlap other's, on one device: an op that
-  /// reads `other` after writing `t` elsewhere (a convolution over time) cannot take them aliased.
-  const Checker& disjoint(const char* name, const TensorView& t, const char* other_name, const TensorView& other) const {
+  /// reads `other` after writing `t` elsewhere (a convolution over time) cannot take them aliased. Conservative: two
+  /// column slices of one buffer interleave their spans, so they count as overlapping.
+  const Checker& disjoint(const char* name, const TensorView& t, const char* other_name,
+                          const TensorView& other) const {
     auto span = [](const TensorView& v) {  // [first, last] byte addresses; empty for no elements
       std::intptr_t lo = reinterpret_cast<std::intptr_t>(v.data()), hi = lo;
       for (int i = 0; i < v.rank(); ++i) {

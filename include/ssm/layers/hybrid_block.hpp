@@ -192,15 +192,15 @@ class HybridBlock {
   /// This block with its parameters copied to `device` (the same block for the CPU): forward_into and step_into then
   /// take tensors and caches there and run the same ops (a Mamba block: MambaBlock::to). The weight matrices keep
   /// their dtype; params() stays on the CPU; copies of the moved block share the device copy. A Hyena block is
-  /// refused (the Hyena op has no device path), as is an attention block the CUDA kernels cannot take (head size
-  /// over 128).
+  /// refused (ModalHyenaLayer computes on the CPU: its projections, short convolution and decoding state; the Hyena
+  /// op's forward alone runs on CUDA), as is an attention block the CUDA kernels cannot take (head size over 128).
   HybridBlock to(Device device) const {
     HybridBlock m = *this;
     m.dev_.reset();
     if (cfg_.kind == HybridKind::mamba) m.p_.mamba = p_.mamba.to(device);
     if (device.is_cpu()) return m;
     Checker c("HybridBlock::to");
-    c.require(cfg_.kind != HybridKind::hyena, "device", "a hyena block runs on the CPU only (the Hyena op has no ",
+    c.require(cfg_.kind != HybridKind::hyena, "device", "a hyena block runs on the CPU only (ModalHyenaLayer has no ",
               "device path; StripedHyena stays on the CPU), asked for ", device.str());
     if (cfg_.kind == HybridKind::attention && device.is_cuda())
       c.require(cfg_.head_dim() <= kAttentionMaxHeadDim, "n_heads", "the CUDA attention kernels take head sizes up ",

@@ -580,7 +580,8 @@ class SSMLayerBase {
     grad_W_out.noalias() += gz.transpose() * a;
     grad_b_out += gz.colwise().sum().transpose();
     const RowMatrix ga = gz * W_out;  // (r, h) ∂L/∂GELU(y)
-    for (long i = 0; i < r * h_; ++i) y[i] = static_cast<T>(ga.data()[i] * scalar::gelu_grad(static_cast<double>(y[i])));
+    for (long i = 0; i < r * h_; ++i)
+      y[i] = static_cast<T>(ga.data()[i] * scalar::gelu_grad(static_cast<double>(y[i])));
   }
 
   /// Carried state for a diagonal recurrence: y_t += scale Re Σ_m C_m A_bar_m^{t+1} s_m; s advanced over xc.

@@ -1,6 +1,8 @@
 // hyena (ops/hyena.hpp): Hyena's gated long convolutions of order N. The FFT path (threads over channels) against the
 // op's direct convolutions in double, forward and backward: orders 2 to 4, gates and v sliced out of one projection
 // (strided rows), filters longer than the sequence, one step and sequences past the FFT's smooth sizes, f32 and f64.
+// On CUDA the forward (N − 1 gated launches of the long convolution's kernel; more channels and steps than one of its
+// blocks holds); the backward runs on the CPU only.
 #include <random>
 #include <string>
 #include <vector>
@@ -23,6 +25,7 @@ std::vector<Case> hyena_cases() {
       {2, 37, 5, 2, 40},    // order 2 (H = D_q T_h D_k), filters longer than l
       {1, 129, 6, 3, 129},  // order 3, l past 2^7 (an FFT of 3^2 · 29 → the smooth 270)
       {3, 20, 3, 4, 25},    // order 4
+      {2, 70, 36, 3, 70},   // order 3 over 2 × 2 blocks of the CUDA kernel (32 channels × 64 steps), both ragged
   };
   std::vector<Case> cases;
   std::mt19937_64 rng(61);
@@ -63,7 +66,8 @@ ssm::HyenaOptions hyena_options(const RunConfig& cfg) {
 }
 
 void hyena_forward(const Case& c, const Views& in, Outputs& out, const RunConfig& cfg) {
-  EXPECT_EQ(ssm::hyena_into(hyena_inputs(c, in), out.views[0], hyena_options(cfg)), "cpu-fft");
+  EXPECT_EQ(ssm::hyena_into(hyena_inputs(c, in), out.views[0], hyena_options(cfg)),
+            cfg.device.is_cuda() ? "cuda" : "cpu-fft");
 }
 
 void hyena_forward_reference(const Case& c, const Views& in, const Views& out) {
@@ -82,14 +86,16 @@ void hyena_backward_reference(const Case& c, const Views& in, const Views& out) 
   backward_on_reference_path(hyena_backward, c, in, out);
 }
 
-std::string hyena_unsupported(const Case&, const RunConfig&, Pass) { return {}; }
+std::string hyena_unsupported(const Case&, const RunConfig& cfg, Pass pass) {
+  return cfg.device.is_cuda() && pass == Pass::backward ? "the backward runs on the CPU" : "";
+}
 
 /// FFT convolutions against direct sums: f32 rounding of transforms of size up to 270 (a few 1e-7 of the largest
 /// term), through up to three chained orders and, in the backward, the filter gradients' sums over the batch and l:
 /// 5e-5 of the largest output; f64 1e-11.
 double hyena_tolerance(DType dt, Pass) { return dt == DType::f64 ? 1e-11 : 5e-5; }
 
-const Register reg{Op{"hyena", {"fast"}, false, hyena_cases, hyena_unsupported, hyena_forward, hyena_backward,
+const Register reg{Op{"hyena", {"fast"}, true, hyena_cases, hyena_unsupported, hyena_forward, hyena_backward,
                       hyena_forward_reference, hyena_backward_reference, hyena_tolerance}};
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The argument block of the long convolution op (ops/long_conv.hpp; docs/math.md §1 and §4.3, the S4 convolutional
 // view): per batch row and channel c, a causal convolution with a filter as long as the sequence, the skip term and an
-// optional activation,
-//   y[t, c] = act( Σ_{j=0..t} K[c, j] x[t − j, c] + D[c] x[t, c] ),   act = identity or GELU (the exact, erf form).
+// optional activation, between two optional gates (Hyena's order steps, core/params/hyena.hpp):
+//   u[t, c] = g_in[t, c] x[t, c]   (u = x without g_in)
+//   y[t, c] = g_out[t, c] · act( Σ_{j=0..t} K[c, j] u[t − j, c] + D[c] u[t, c] ),   act = identity or GELU (erf form).
 // Read by the reference, the CPU path and a device backend's entry: plain pointers, sizes and element strides.
 #pragma once
 
@@ -25,8 +26,12 @@ struct LongConvParams {
   const void* D = nullptr;  // (h) contiguous; or null (no skip term)
   void* y = nullptr;        // (b, l, h), unit stride along h; does not overlap x
   std::int64_t y_strides[2] = {0, 0};
+  const void* gate_in = nullptr;  // (b, l, h), unit stride along h: g_in; or null
+  std::int64_t gate_in_strides[2] = {0, 0};
+  const void* gate_out = nullptr;  // (b, l, h), unit stride along h: g_out; or null
+  std::int64_t gate_out_strides[2] = {0, 0};
   LongConvActivation activation = LongConvActivation::none;
-  DType dtype = DType::f32;  // of x, K, D and y
+  DType dtype = DType::f32;  // of x, K, D, the gates and y
 
   /// act(v): the activation of the output's pre-activation value v.
   template <class T>
