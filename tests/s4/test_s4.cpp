@@ -755,9 +755,18 @@ TEST(LongConvOp, BadArgumentsAreNamed) {
   bad = {};
   bad.threads = -1;
   expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, yv, bad); }, "argument 'threads'");
-  // A CUDA view is refused by its device (no backend here), before its memory is read.
-  const TensorView gpu(x.data(), ssm::DType::f32, ssm::Device::cuda(0), {b, l, h});
-  expect_error([&] { ssm::long_conv_into({gpu, Kv, Dv}, yv); }, "argument 'K'");
+  // An output with elements sharing memory (a zero stride) would be written twice at once.
+  expect_error([&] { ssm::long_conv_into({xv, Kv, Dv}, TensorView(y.data(), ssm::DType::f32, ssm::Device::cpu(),
+                                                                  {b, l, h}, {l * h, 0, 1})); },
+               {"argument 'y'", "elements sharing memory"});
+  // A CUDA view among CPU ones is refused by its device; all on CUDA with no CUDA backend linked (this program links
+  // none), the error says what to link. Neither reads the memory.
+  auto on_cuda = [](const TensorView& v) {
+    return TensorView(v.data(), v.dtype(), ssm::Device::cuda(0), v.shape(), v.strides());
+  };
+  expect_error([&] { ssm::long_conv_into({on_cuda(xv), Kv, Dv}, yv); }, {"argument 'K'", "is on cpu"});
+  expect_error([&] { ssm::long_conv_into({on_cuda(xv), on_cuda(Kv), on_cuda(Dv)}, on_cuda(yv)); },
+               "link the CMake target ssm::cuda");
 }
 
 TEST(GluOp, InPlaceEqualsASeparateOutputAndBadArgumentsAreNamed) {
@@ -780,6 +789,10 @@ TEST(GluOp, InPlaceEqualsASeparateOutputAndBadArgumentsAreNamed) {
   expect_error([&] { ssm::glu_into(TensorView::of(z.data(), {rows, 2 * h - 1}), TensorView::of(y.data(), {rows, h})); },
                {"argument 'z'", "even last dimension"});
   expect_error([&] { ssm::glu_into(zv, TensorView::of(y.data(), {rows, h + 1})); }, "argument 'y'");
+  // In place over z rows that overlap (a row stride under 2h) would gate one row's outputs with another's values.
+  const TensorView tight_z(z.data(), ssm::DType::f64, ssm::Device::cpu(), {rows, 2 * h}, {h, 1});
+  const TensorView tight_y(z.data(), ssm::DType::f64, ssm::Device::cpu(), {rows, h}, {h, 1});
+  expect_error([&] { ssm::glu_into(tight_z, tight_y); }, {"argument 'y'", "in place needs z's rows apart"});
   // Any other overlap with z is refused.
   const TensorView shifted(z.data() + 1, ssm::DType::f64, ssm::Device::cpu(), {rows, h}, {2 * h, 1});
   expect_error([&] { ssm::glu_into(zv, shifted); }, {"argument 'y'", "must not overlap 'z'"});

@@ -9,6 +9,8 @@
 
 namespace ssm::kernels {
 
+static_assert(kLongConvDeviceMaxChannels == 65535LL * kLongConvLanes, "the op's channel limit is the grid's");
+
 template <class Exec>
 void long_conv_launches(Exec& exec, const LongConvParams& p, const char* op) {
   SSM_CHECK(p.dtype == DType::f32 || p.dtype == DType::f64, op, ": dtype must be f32 or f64 on CUDA, got ",

@@ -5,6 +5,7 @@
 //   c.floating("u", u).shape("u", u, {b, d, l}).same_device({{"u", u}, {"delta", delta}});
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -124,6 +125,21 @@ class Checker {
     const auto a = span(t), b = span(other);
     return require(a.second < b.first || b.second < a.first, name, "must not overlap '", other_name,
                    "' (the op reads it after writing elsewhere): pass a separate output");
+  }
+  /// No two elements of t share memory (an output written by several threads at once would race): with the dimensions
+  /// of more than one element sorted by |stride|, each stride exceeds the span of the dimensions before it.
+  const Checker& distinct_elements(const char* name, const TensorView& t) const {
+    std::vector<std::pair<index_t, index_t>> dims;  // (|stride|, size) of the dimensions with size > 1
+    for (int i = 0; i < t.rank(); ++i)
+      if (t.size(i) > 1) dims.emplace_back(t.stride(i) < 0 ? -t.stride(i) : t.stride(i), t.size(i));
+    std::sort(dims.begin(), dims.end());
+    index_t span = 0;  // elements the dimensions so far reach past the first, in units
+    for (const auto& [stride, size] : dims) {
+      require(stride > span, name, "has elements sharing memory (strides ", t.strides().str(), " for shape ",
+              t.shape().str(), "): an output needs one place per element");
+      span += (size - 1) * stride;
+    }
+    return *this;
   }
   const Checker& finite(const char* name, double v) const {
     return require(std::isfinite(v), name, "must be finite, got ", v);

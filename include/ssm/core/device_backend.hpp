@@ -85,7 +85,8 @@ struct DeviceBackend {
   void (*rotary_forward)(const RotaryParams& p, void* stream) = nullptr;
   /// The gated linear unit (y may be z's first half). May be null.
   void (*glu_forward)(const GluParams& p, void* stream) = nullptr;
-  /// The long convolution (the S4 layers' convolutional view; y does not overlap x). May be null.
+  /// The long convolution with its optional gates (the S4 layers' convolution, Hyena's order steps; y overlaps no
+  /// input). May be null.
   void (*long_conv_forward)(const LongConvParams& p, void* stream) = nullptr;
   /// Embedding rows gathered (and converted) by token id. May be null.
   void (*embedding_forward)(const EmbeddingParams& p, void* stream) = nullptr;

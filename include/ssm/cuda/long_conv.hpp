@@ -8,7 +8,8 @@
 
 namespace ssm::cuda {
 
-/// y = act(K * x + D x) per batch row and channel by the direct sums, f32 or f64 (accumulated in that type).
+/// y = g_out ⊙ act(K * u + D u), u = g_in ⊙ x (gates optional), per batch row and channel by the direct sums, f32 or
+/// f64 (accumulated in that type).
 void long_conv_forward(const LongConvParams& p, void* stream = nullptr);
 
 }  // namespace ssm::cuda

@@ -28,8 +28,13 @@ inline std::string glu_into(const TensorView& z, const TensorView& y, GluPath pa
             z.shape().str());
   const index_t rows = z.size(0), h = z.size(1) / 2;
   c.same_dtype("y", y, "z", z).shape("y", y, {rows, h}).unit_stride("y", y, 1);
+  c.distinct_elements("y", y);
   const bool in_place = y.data() == z.data() && (rows <= 1 || y.stride(0) == z.stride(0));
-  if (!in_place) c.disjoint("y", y, "z", z);
+  if (in_place)  // each row's outputs over its own values, never over another row's gates
+    c.require(rows <= 1 || z.stride(0) >= 2 * h || z.stride(0) <= -2 * h, "y", "in place needs z's rows apart by at ",
+              "least 2h = ", 2 * h, " elements, got row stride ", z.stride(0));
+  else
+    c.disjoint("y", y, "z", z);
   GluParams p;
   p.rows = rows, p.dim = h, p.dtype = z.dtype();
   p.z = z.data(), p.z_row_stride = z.stride(0), p.y = y.data(), p.y_row_stride = y.stride(0);

@@ -89,7 +89,12 @@ inline HyenaParams check_hyena(const Checker& c, const HyenaInputs& in, const Te
 /// read them across steps while writing).
 inline void hyena_device_forward(const Checker& c, const HyenaInputs& in, const TensorView& out, const HyenaParams& p,
                                  Device device) {
-  c.disjoint("out", out, "v", in.v);
+  c.disjoint("out", out, "v", in.v).disjoint("out", out, "h", in.h).disjoint("out", out, "bias", in.bias);
+  c.distinct_elements("out", out);
+  (void)dispatch_device(c, {{"v", in.v}, {"h", in.h}, {"bias", in.bias}, {"out", out}});  // a usable device
+  c.require(p.batch <= kLongConvDeviceMaxBatch && p.channels <= kLongConvDeviceMaxChannels, "v", "on CUDA takes up ",
+            "to ", kLongConvDeviceMaxBatch, " batch rows and ", kLongConvDeviceMaxChannels, " channels, got shape ",
+            in.v.shape().str());
   for (std::size_t i = 0; i < in.x.size(); ++i)
     c.disjoint("out", out, ("x[" + std::to_string(i) + "]").c_str(), in.x[i]);
   const auto run = backend_entry(c.op(), device, &DeviceBackend::long_conv_forward);

@@ -54,8 +54,12 @@ inline std::string long_conv_into(const LongConvInputs& in, const TensorView& y,
   c.require(opt.activation == LongConvActivation::none || opt.activation == LongConvActivation::gelu, "activation",
             "expected none or gelu, got ", static_cast<int>(opt.activation));
   c.require(opt.threads >= 0, "threads", "must be >= 0 (0: automatic), got ", opt.threads);
+  if (device.is_cuda())
+    c.require(b <= kLongConvDeviceMaxBatch && h <= kLongConvDeviceMaxChannels, "x", "on CUDA takes up to ",
+              kLongConvDeviceMaxBatch, " batch rows and ", kLongConvDeviceMaxChannels, " channels (the kernel's grid), ",
+              "got shape ", in.x.shape().str());
   c.same_dtype("y", y, "x", in.x).shape("y", y, {b, l, h}).unit_stride("y", y, 2).disjoint("y", y, "x", in.x);
-  c.disjoint("y", y, "K", in.K);
+  c.distinct_elements("y", y).disjoint("y", y, "K", in.K);
   if (in.D) c.disjoint("y", y, "D", *in.D);
   auto gate = [&](const char* name, const std::optional<TensorView>& g, const void*& data, std::int64_t (&s)[2]) {
     if (!g) return;

@@ -14,6 +14,10 @@
 
 namespace ssm {
 
+/// The CUDA kernel's grid limits (cuda/kernels/launch/long_conv.cuh): batch rows along grid.z, blocks of 32 channels
+/// along grid.y.
+inline constexpr std::int64_t kLongConvDeviceMaxBatch = 65535, kLongConvDeviceMaxChannels = 65535LL * 32;
+
 /// The activation applied to each output of the long convolution.
 enum class LongConvActivation : std::int32_t { none = 0, gelu = 1 };
 
@@ -24,7 +28,7 @@ struct LongConvParams {
   std::int64_t x_strides[2] = {0, 0};
   const void* K = nullptr;  // (h, L) contiguous: channel c's taps K[c, 0..L)
   const void* D = nullptr;  // (h) contiguous; or null (no skip term)
-  void* y = nullptr;        // (b, l, h), unit stride along h; does not overlap x
+  void* y = nullptr;        // (b, l, h), unit stride along h; does not overlap x, K, D or the gates
   std::int64_t y_strides[2] = {0, 0};
   const void* gate_in = nullptr;  // (b, l, h), unit stride along h: g_in; or null
   std::int64_t gate_in_strides[2] = {0, 0};
