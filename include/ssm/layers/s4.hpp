@@ -338,7 +338,7 @@ class SSMLayerBase {
   long channels() const { return h_; }
   OutputMix mix() const { return mix_; }
 
-  /// The device forward on views computes on: where to() copied D and the output mixing; the CPU unless moved.
+  /// The device that forward on views computes on: where to() copied D and the output mixing; the CPU unless moved.
   Device device() const { return dev_ ? dev_->device : Device::cpu(); }
 
   /// Threads the conv-mode forward may use (channels and output rows split over them); 0, the default: the
