@@ -1,5 +1,6 @@
 // linear, rms_norm (+ residual), embedding and selective_state_update on CUDA tensors (ssm::cuda's entries: cuBLAS,
-// cuda/kernels/{linear,rms_norm,embedding,selective_state_update}.cuh) against the same ops on CPU tensors, f32.
+// cuda/kernels/{linear,rms_norm,embedding,selective_state_update}.cuh) against the same ops on CPU tensors, f32; the
+// S4 / S4D layers moved to the GPU against the CPU layers.
 // Without a GPU: the entry is registered (the op gets past "not implemented on cuda yet" to the runtime's error),
 // then skip. The kernels under the emulation, on every dtype and awkward shapes: tests/conformance (cuda_emulated).
 #include <gtest/gtest.h>
@@ -107,6 +108,30 @@ TEST(CudaDenseOps, MatchTheCpuOps) {
     EXPECT_EQ(ssm::selective_state_update(di, out_d), "cuda");
     EXPECT_LE(rel_diff(out_d, out_c), 1e-5);
     EXPECT_LE(rel_diff(hd, hc), 1e-5);
+  }
+}
+
+/// The S4D and S4 layers moved to the GPU (long_conv with GELU, linear, glu on the device) against the same layers on
+/// the CPU, each output mixing; 37 channels and 300 steps (ragged blocks of the long convolution's kernel).
+TEST(CudaDenseOps, S4LayersOnTheGpuMatchTheCpuLayers) {
+  if (skip_without_gpu()) GTEST_SKIP() << "no usable GPU: " << ssm::backends().cuda_status;
+  const Device dev = Device::cuda(0);
+  std::mt19937 rng(7);
+  const std::int64_t b = 2, l = 300, h = 37;
+  const Tensor x = random({b, l, h}, rng);
+  for (auto mix : {ssm::OutputMix::none, ssm::OutputMix::gelu_linear, ssm::OutputMix::gelu_glu}) {
+    ssm::S4DLayer<float>::Config dcfg;
+    dcfg.h = h, dcfg.N = 16, dcfg.mix = mix, dcfg.seed = 3;
+    ssm::S4Layer<float>::Config scfg;
+    scfg.h = h, scfg.N = 16, scfg.l_max = l, scfg.mix = mix, scfg.seed = 4;
+    auto check = [&](const auto& layer, const char* what) {
+      Tensor ref = Tensor::empty({b, l, h}, DType::f32), y = Tensor::empty({b, l, h}, DType::f32, dev);
+      layer.forward(x, ref);
+      layer.to(dev).forward(x.to(dev), y);
+      EXPECT_LE(rel_diff(y, ref), 1e-5) << what << ", mix " << static_cast<int>(mix);
+    };
+    check(ssm::S4DLayer<float>(dcfg), "S4D");
+    check(ssm::S4Layer<float>(scfg), "S4");
   }
 }
 
