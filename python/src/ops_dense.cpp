@@ -1,5 +1,5 @@
-// The smaller ops: causal_conv1d (+ backward), attention (+ backward), rms_norm and linear; arrays in as views,
-// results out as capsules.
+// The smaller ops: causal_conv1d (+ backward), attention (+ backward), rms_norm, linear, long_conv and glu; arrays in
+// as views, results out as capsules.
 #include <nanobind/stl/string.h>
 
 #include "arrays.hpp"
@@ -7,7 +7,9 @@
 #include "options.hpp"
 #include "ssm/attention.hpp"
 #include "ssm/ops/causal_conv1d.hpp"
+#include "ssm/ops/glu.hpp"
 #include "ssm/ops/linear.hpp"
+#include "ssm/ops/long_conv.hpp"
 #include "ssm/ops/rms_norm.hpp"
 
 namespace ssm::python {
@@ -130,6 +132,42 @@ nb::object linear_op(const Array& x, const Array& weight, const OptArray& bias, 
   return capsule(y);
 }
 
+nb::tuple long_conv_op(const Array& x, const Array& K, const OptArray& D, const OptArray& gate_in,
+                       const OptArray& gate_out, const std::string& activation, const std::string& path, int threads) {
+  const char* op = "long_conv";
+  LongConvInputs in;
+  in.x = view(op, "x", x);
+  in.K = view(op, "K", K);
+  in.D = view(op, "D", D);
+  in.gate_in = view(op, "gate_in", gate_in);
+  in.gate_out = view(op, "gate_out", gate_out);
+  LongConvOptions opt;
+  opt.activation = choice<LongConvActivation>(op, "activation", activation,
+                                              {{"none", LongConvActivation::none}, {"gelu", LongConvActivation::gelu}});
+  opt.path = choice<LongConvPath>(op, "path", path,
+                                  {{"automatic", LongConvPath::automatic}, {"reference", LongConvPath::reference}});
+  opt.threads = threads;
+  const Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), in.x.device());  // (b, l, h) on x's device
+  std::string ran;
+  {
+    nb::gil_scoped_release unlocked;
+    ran = long_conv_into(in, y, opt);
+  }
+  return nb::make_tuple(capsule(y), ran);
+}
+
+nb::object glu_op(const Array& z, const std::string& path) {
+  const char* op = "glu";
+  const TensorView zv = view(op, "z", z);
+  const GluPath p = choice<GluPath>(op, "path", path, {{"automatic", GluPath::automatic}, {"reference", GluPath::reference}});
+  Tensor y;
+  {
+    nb::gil_scoped_release unlocked;
+    y = glu(zv, p);
+  }
+  return capsule(y);
+}
+
 }  // namespace
 
 void bind_dense(nb::module_& m) {
@@ -150,6 +188,12 @@ void bind_dense(nb::module_& m) {
         "path"_a = "automatic", "RMSNorm over the last dimension. x (rows, dim); weight (dim). Returns y.");
   m.def("linear", &linear_op, "x"_a, "weight"_a, "bias"_a = nb::none(), nb::kw_only(), "path"_a = "automatic",
         "num_threads"_a = 1, "y = x weight^T + bias. x (rows, in); weight (out, in); bias (out). Returns y.");
+  m.def("long_conv", &long_conv_op, "x"_a, "K"_a, "D"_a = nb::none(), nb::kw_only(), "gate_in"_a = nb::none(),
+        "gate_out"_a = nb::none(), "activation"_a = "none", "path"_a = "automatic", "threads"_a = 0,
+        "y = gate_out * act(K * u + D u), u = gate_in * x, a causal convolution per channel. x, gates (b, l, h); K "
+        "(h, L >= l); D (h). Returns (y, path).");
+  m.def("glu", &glu_op, "z"_a, nb::kw_only(), "path"_a = "automatic",
+        "y = z[:, :h] * sigmoid(z[:, h:]). z (rows, 2h). Returns y (rows, h).");
 }
 
 }  // namespace ssm::python

@@ -37,12 +37,13 @@ nb::tuple forward(const Array& v, const std::vector<Array>& x, const Array& h, c
   const char* op = "hyena";
   const HyenaInputs in = hyena_inputs(op, v, x, h, bias);
   const HyenaOptions opt = hyena_options(op, path, threads);
-  Tensor out;
+  const Tensor out = Tensor::empty(in.v.shape(), in.v.dtype(), in.v.device());  // (b, l, d) on v's device
+  std::string ran;
   {
     nb::gil_scoped_release unlocked;
-    out = hyena(in, opt);
+    ran = hyena_into(in, out, opt);
   }
-  return nb::make_tuple(capsule(out), path == "reference" ? "reference" : "cpu-fft");
+  return nb::make_tuple(capsule(out), ran);  // "cpu-fft", "reference" or "cuda"
 }
 
 nb::tuple backward(const Array& v, const std::vector<Array>& x, const Array& h, const Array& bias,

@@ -158,6 +158,14 @@ def linear(x: Annotated[NDArray, dict(writable=False)], weight: Annotated[NDArra
     y = x weight^T + bias. x (rows, in); weight (out, in); bias (out). Returns y.
     """
 
+def long_conv(x: Annotated[NDArray, dict(writable=False)], K: Annotated[NDArray, dict(writable=False)], D: Annotated[NDArray, dict(writable=False)] | None = None, *, gate_in: Annotated[NDArray, dict(writable=False)] | None = None, gate_out: Annotated[NDArray, dict(writable=False)] | None = None, activation: str = 'none', path: str = 'automatic', threads: int = 0) -> tuple:
+    """
+    y = gate_out * act(K * u + D u), u = gate_in * x, a causal convolution per channel. x, gates (b, l, h); K (h, L >= l); D (h). Returns (y, path).
+    """
+
+def glu(z: Annotated[NDArray, dict(writable=False)], *, path: str = 'automatic') -> object:
+    """y = z[:, :h] * sigmoid(z[:, h:]). z (rows, 2h). Returns y (rows, h)."""
+
 class MambaBlock:
     """
     Mamba's mixer: in_proj, causal conv + SiLU, the selective scan, gate, out_proj (Gu & Dao 2023), mamba_ssm's initialization.

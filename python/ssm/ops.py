@@ -419,6 +419,24 @@ def rms_norm(x: Array, weight: Optional[Array] = None, *, eps: float = 1e-5, pat
     return converter(x)(_ext.rms_norm(x, weight, eps=eps, path=path))
 
 
+def long_conv(x: Array, K: Array, D: Optional[Array] = None, *, gate_in: Optional[Array] = None,
+              gate_out: Optional[Array] = None, activation: str = "none", path: str = "automatic",
+              threads: int = 0) -> Any:
+    """The S4 layers' long convolution, per batch row and channel c: ``u = gate_in · x``, then
+    ``y[t, c] = gate_out[t, c] · act(Σ_{j≤t} K[c, j] u[t−j, c] + D[c] u[t, c])``, act ``"none"`` or ``"gelu"`` (the
+    erf form). x and the gates (b, l, h) f32/f64, unit stride along h; K (h, L ≥ l) contiguous; D (h). CPU: direct
+    sums up to 128 steps, FFTs above; CUDA: direct sums."""
+    y, _ = _ext.long_conv(x, K, D, gate_in=gate_in, gate_out=gate_out, activation=activation, path=path,
+                          threads=threads)
+    return converter(x)(y)
+
+
+def glu(z: Array, *, path: str = "automatic") -> Any:
+    """The gated linear unit over the last dimension (torch.nn.GLU(dim=-1)): ``y = z[:, :h] · σ(z[:, h:])`` for z
+    (rows, 2h) f32/f64."""
+    return converter(z)(_ext.glu(z, path=path))
+
+
 def linear(x: Array, weight: Array, bias: Optional[Array] = None, *, path: str = "automatic",
            num_threads: int = 1) -> Any:
     """``y = x weightᵀ + bias``: x (rows, in) f32/f64; weight (out, in) contiguous (x's dtype, or f16/bf16 with f32

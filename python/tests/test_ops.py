@@ -387,6 +387,34 @@ def test_moe_load_balancing_loss_and_errors(rng):
         ssm.moe_load_balancing_loss(layers, k, -mask)
 
 
+def test_long_conv_and_glu_match_definitions(rng):
+    """long_conv against numpy's convolution (skip, GELU, both gates; either side of the CPU's FFT crossover), glu
+    against torch.nn.functional.glu; their errors name the argument."""
+    import math
+    for l in (9, 150):
+        b, h = 2, 3
+        x, K = rng.standard_normal((b, l, h)), rng.standard_normal((h, l + 2)) / np.arange(1, l + 3)
+        D, g_in, g_out = rng.standard_normal(h), rng.standard_normal((b, l, h)), rng.standard_normal((b, l, h))
+        u = g_in * x
+        conv = np.array([[np.convolve(u[bi, :, c], K[c])[:l] for c in range(h)] for bi in range(b)]).transpose(0, 2, 1)
+        pre = conv + D * u
+        gelu = 0.5 * pre * (1 + np.vectorize(math.erf)(pre / math.sqrt(2)))
+        for path in ("reference", "automatic"):
+            y = ssm.long_conv(x, K, D, gate_in=g_in, gate_out=g_out, activation="gelu", path=path)
+            np.testing.assert_allclose(y, g_out * gelu, rtol=1e-10, atol=1e-10)
+        plain = np.array([[np.convolve(x[bi, :, c], K[c])[:l] for c in range(h)] for bi in range(b)]).transpose(0, 2, 1)
+        np.testing.assert_allclose(ssm.long_conv(x, K), plain, rtol=1e-10, atol=1e-10)
+    z = rng.standard_normal((5, 8))
+    np.testing.assert_allclose(ssm.glu(z), torch.nn.functional.glu(torch.from_numpy(z), dim=-1).numpy(),
+                               rtol=1e-14, atol=1e-14)
+    with pytest.raises(ssm.Error, match=r"long_conv: argument 'K'"):
+        ssm.long_conv(x, K[:, :3])
+    with pytest.raises(ssm.Error, match=r"long_conv: argument 'activation'"):
+        ssm.long_conv(x, K, activation="relu")
+    with pytest.raises(ssm.Error, match=r"glu: argument 'z'"):
+        ssm.glu(z[:, :7])
+
+
 def test_hyena_matches_definition(rng):
     """Order 2 and 3 against the recurrence written with numpy's convolution; gates sliced out of one projection."""
     b, l, d = 2, 9, 4
@@ -406,6 +434,10 @@ def test_hyena_matches_definition(rng):
             np.testing.assert_allclose(y, w * x[0], rtol=1e-10, atol=1e-10)
         grads = ssm.hyena_backward(v, x, h, bias, np.ones((b, l, d)))
         assert grads["x"].shape == (N, b, l, d) and grads["h"].shape == h.shape
+    # The extension reports the path the op ran (the library's own answer, not the one asked for).
+    from ssm import _ext
+    assert _ext.hyena(v, x, h, bias, path="reference")[1] == "reference"
+    assert _ext.hyena(v, x, h, bias)[1] == "cpu-fft"
     with pytest.raises(ssm.Error, match=r"hyena: argument 'h'"):
         ssm.hyena(v, x, h[:, :, :3], bias)
 
