@@ -159,7 +159,8 @@ nb::tuple long_conv_op(const Array& x, const Array& K, const OptArray& D, const 
 nb::object glu_op(const Array& z, const std::string& path) {
   const char* op = "glu";
   const TensorView zv = view(op, "z", z);
-  const GluPath p = choice<GluPath>(op, "path", path, {{"automatic", GluPath::automatic}, {"reference", GluPath::reference}});
+  const GluPath p =
+      choice<GluPath>(op, "path", path, {{"automatic", GluPath::automatic}, {"reference", GluPath::reference}});
   Tensor y;
   {
     nb::gil_scoped_release unlocked;
