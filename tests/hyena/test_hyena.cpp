@@ -16,6 +16,7 @@
 #include "ssm/math/causal_conv.hpp"
 #include "ssm/ops/hyena.hpp"
 #include "support/central_differences.hpp"
+#include "support/device_views.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -192,9 +193,7 @@ TEST(Hyena, BadInputIsNamed) {
   expect_arg_error("grad_out", [&] { ssm::hyena_backward(p.inputs(), wrong.view()); });
   // CUDA tensors (views of host memory labelled cuda:0, never read here): all on one device; the forward's output
   // disjoint from v and the gates; the backward refused.
-  auto on_cuda = [](const ssm::TensorView& v) {
-    return ssm::TensorView(v.data(), v.dtype(), ssm::Device::cuda(0), v.shape(), v.strides());
-  };
+  using ssm_test::on_cuda;
   ssm::HyenaInputs dev = p.inputs();
   dev.v = on_cuda(dev.v), dev.h = on_cuda(dev.h), dev.bias = on_cuda(dev.bias);
   for (ssm::TensorView& x : dev.x) x = on_cuda(x);

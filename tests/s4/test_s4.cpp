@@ -19,6 +19,7 @@
 #include "ssm/ops/glu.hpp"
 #include "ssm/ops/long_conv.hpp"
 #include "ssm/s4.hpp"
+#include "support/device_views.hpp"
 #include "support/expect_error.hpp"
 
 namespace {
@@ -761,9 +762,7 @@ TEST(LongConvOp, BadArgumentsAreNamed) {
                {"argument 'y'", "elements sharing memory"});
   // A CUDA view among CPU ones is refused by its device; all on CUDA with no CUDA backend linked (this program links
   // none), the error says what to link. Neither reads the memory.
-  auto on_cuda = [](const TensorView& v) {
-    return TensorView(v.data(), v.dtype(), ssm::Device::cuda(0), v.shape(), v.strides());
-  };
+  using ssm_test::on_cuda;
   expect_error([&] { ssm::long_conv_into({on_cuda(xv), Kv, Dv}, yv); }, {"argument 'K'", "is on cpu"});
   expect_error([&] { ssm::long_conv_into({on_cuda(xv), on_cuda(Kv), on_cuda(Dv)}, on_cuda(yv)); },
                "link the CMake target ssm::cuda");

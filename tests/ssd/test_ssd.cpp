@@ -16,6 +16,7 @@
 #include "../conformance/ssd_problem.hpp"
 #include "../conformance/registry.hpp"
 #include "ssm/ops/ssd.hpp"
+#include "support/device_views.hpp"
 
 namespace {
 
@@ -612,9 +613,7 @@ TEST(Ssd, CudaNotImplementedYet) {
   fake.ensure_device = [](int) {};
   const ssm::DeviceBackend* previous = ssm::register_backend(ssm::DeviceType::cuda, &fake);
   const SsdData d = ssd_problem::make_data(error_case());
-  auto on_cuda = [](const Tensor& t) {
-    return ssm::TensorView(t.data(), t.dtype(), ssm::Device::cuda(0), t.shape(), t.strides());
-  };
+  using ssm_test::on_cuda;
   ssm::SsdInputs in;
   in.x = on_cuda(d.x), in.dt = on_cuda(d.dt), in.A = on_cuda(d.A), in.B = on_cuda(d.B), in.C = on_cuda(d.C);
   const Tensor out = Tensor::zeros(d.x.shape(), DType::f32);

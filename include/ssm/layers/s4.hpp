@@ -416,9 +416,7 @@ class SSMLayerBase {
   void device_forward(const std::vector<T>& K, const TensorView& x, const TensorView& y) const {
     const index_t b = x.size(0), l = x.size(1);
     const Device on = dev_->device;
-    Tensor K_host = Tensor::empty({h_, l}, dtype_of<T>());  // (h, l)
-    std::copy(K.begin(), K.begin() + h_ * l, K_host.data_as<T>());
-    const Tensor K_dev = K_host.to(on);
+    const Tensor K_dev = Tensor::from_vector({h_, l}, K).to(on);  // (h, l)
     LongConvOptions conv;
     if (mix_ == OutputMix::none) {
       long_conv_into({x, K_dev.view(), dev_->D.view()}, y, conv);

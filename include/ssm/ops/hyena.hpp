@@ -14,6 +14,7 @@
 #include "ssm/core/check.hpp"
 #include "ssm/core/params/hyena.hpp"
 #include "ssm/core/params/long_conv.hpp"
+#include "ssm/ops/long_conv.hpp"
 #include "ssm/core/tensor.hpp"
 #include "ssm/cpu/hyena.hpp"
 #include "ssm/reference/hyena.hpp"
@@ -92,9 +93,7 @@ inline void hyena_device_forward(const Checker& c, const HyenaInputs& in, const 
   c.disjoint("out", out, "v", in.v).disjoint("out", out, "h", in.h).disjoint("out", out, "bias", in.bias);
   c.distinct_elements("out", out);
   (void)dispatch_device(c, {{"v", in.v}, {"h", in.h}, {"bias", in.bias}, {"out", out}});  // a usable device
-  c.require(p.batch <= kLongConvDeviceMaxBatch && p.channels <= kLongConvDeviceMaxChannels, "v", "on CUDA takes up ",
-            "to ", kLongConvDeviceMaxBatch, " batch rows and ", kLongConvDeviceMaxChannels, " channels, got shape ",
-            in.v.shape().str());
+  check_long_conv_device_shape(c, "v", in.v);
   for (std::size_t i = 0; i < in.x.size(); ++i)
     c.disjoint("out", out, ("x[" + std::to_string(i) + "]").c_str(), in.x[i]);
   const auto run = backend_entry(c.op(), device, &DeviceBackend::long_conv_forward);

@@ -37,6 +37,18 @@ struct LongConvOptions {
   int threads = 0;  // CPU threads (0: by the amount of work)
 };
 
+namespace detail {
+
+/// What the long convolution's CUDA grid takes: up to kLongConvDeviceMaxBatch batch rows and
+/// kLongConvDeviceMaxChannels channels of `name` (b, l, h). Checked by the op and by Hyena's device path.
+inline void check_long_conv_device_shape(const Checker& c, const char* name, const TensorView& t) {
+  c.require(t.size(0) <= kLongConvDeviceMaxBatch && t.size(2) <= kLongConvDeviceMaxChannels, name, "on CUDA takes up ",
+            "to ", kLongConvDeviceMaxBatch, " batch rows and ", kLongConvDeviceMaxChannels, " channels (the kernel's ",
+            "grid), got shape ", t.shape().str());
+}
+
+}  // namespace detail
+
 /// y (b, l, h) = g_out ⊙ act(K * u + D ⊙ u), u = g_in ⊙ x, into y (x's shape, dtype and device; unit stride along h;
 /// must not overlap x, K, D or the gates).
 /// Returns the path that ran: "cpu", "reference" or "cuda".
@@ -54,10 +66,7 @@ inline std::string long_conv_into(const LongConvInputs& in, const TensorView& y,
   c.require(opt.activation == LongConvActivation::none || opt.activation == LongConvActivation::gelu, "activation",
             "expected none or gelu, got ", static_cast<int>(opt.activation));
   c.require(opt.threads >= 0, "threads", "must be >= 0 (0: automatic), got ", opt.threads);
-  if (device.is_cuda())
-    c.require(b <= kLongConvDeviceMaxBatch && h <= kLongConvDeviceMaxChannels, "x", "on CUDA takes up to ",
-              kLongConvDeviceMaxBatch, " batch rows and ", kLongConvDeviceMaxChannels, " channels (the kernel's grid), ",
-              "got shape ", in.x.shape().str());
+  if (device.is_cuda()) detail::check_long_conv_device_shape(c, "x", in.x);
   c.same_dtype("y", y, "x", in.x).shape("y", y, {b, l, h}).unit_stride("y", y, 2).disjoint("y", y, "x", in.x);
   c.distinct_elements("y", y).disjoint("y", y, "K", in.K);
   if (in.D) c.disjoint("y", y, "D", *in.D);
